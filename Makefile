@@ -1,0 +1,30 @@
+GO    ?= go
+BIN   := bin/mrcluster
+PKGS  := ./...
+
+.PHONY: build run test bench fmt-check vet clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/mrcluster
+
+run: build
+	$(BIN) serve
+
+# Everything CI runs.
+test: fmt-check vet
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+# Benchmarks print a table: the cluster's figures beside the raw JetStream
+# ceiling measured in the same run.
+bench:
+	$(GO) run ./internal/bench/cmd
+
+clean:
+	rm -rf bin mrcluster-data

@@ -1,0 +1,106 @@
+// Command mrcluster is a map-reduce job cluster: `mrcluster serve` runs a
+// server with an embedded NATS JetStream and workers; the other commands
+// are a client of its HTTP API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+const usage = `mrcluster — a map-reduce job cluster on NATS JetStream
+
+Usage:
+  mrcluster serve   [flags]          run a server: HTTP API, embedded NATS, workers
+  mrcluster submit  KIND N [--wait]  submit a job of N partitions
+  mrcluster jobs    [--state S]      list jobs, newest first
+  mrcluster job     ID               show one job
+  mrcluster cancel  ID               cancel a job
+  mrcluster status                   show workers and the queue
+  mrcluster version                  print the version
+
+Every flag can also be set in the environment as MRCLUSTER_<FLAG>, e.g.
+MRCLUSTER_ADDR=0.0.0.0:8080. Run "mrcluster COMMAND -h" for its flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	var exit exitError
+	if errors.As(err, &exit) {
+		os.Exit(int(exit))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mrcluster:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the program with a status and no further message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stderr)
+	case "submit":
+		return submit(ctx, args, stdout, stderr)
+	case "jobs":
+		return listJobs(ctx, args, stdout, stderr)
+	case "job":
+		return showJob(ctx, args, stdout, stderr)
+	case "cancel":
+		return cancelJob(ctx, args, stdout, stderr)
+	case "status":
+		return status(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "mrcluster", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// parse parses args into fs, then fills every flag not given on the command
+// line from MRCLUSTER_<FLAG> (dashes become underscores).
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := "MRCLUSTER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("environment variable %s=%q: %w", env, v, e)
+			}
+		}
+	})
+	return err
+}

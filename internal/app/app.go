@@ -1,0 +1,242 @@
+// Package app wires the parts of a mrcluster server together: the embedded
+// NATS server (or a connection to an external one), the coordinator, the
+// in-process workers, the read model and the HTTP API.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mrcluster/mrcluster/internal/coordinator"
+	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/httpapi"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/view"
+	"github.com/mrcluster/mrcluster/internal/worker"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Config is a server's configuration; cmd/mrcluster fills it from flags and
+// the environment, tests fill it directly.
+type Config struct {
+	Addr            string
+	DataDir         string
+	Workers         int
+	NATSListen      string
+	NATSURL         string
+	SleepScale      float64
+	MaxPartitions   int
+	AllowOrigins    []string
+	AckWait         time.Duration
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	// Kinds overrides the built-in kinds (tests and custom programs).
+	Kinds *job.Registry
+}
+
+// DefaultConfig returns the defaults of `mrcluster serve`.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		DataDir:         "./mrcluster-data",
+		Workers:         4,
+		NATSListen:      "127.0.0.1:4222",
+		SleepScale:      1,
+		MaxPartitions:   10000,
+		AllowOrigins:    httpapi.DefaultAllowOrigins,
+		AckWait:         30 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Workers < 0:
+		return fmt.Errorf("--workers must be 0 or more, got %d", c.Workers)
+	case c.SleepScale < 0:
+		return fmt.Errorf("--sleep-scale must be 0 or more, got %g", c.SleepScale)
+	case c.MaxPartitions < 1 || c.MaxPartitions > 50000:
+		// A job record holds one value per partition and must fit in one
+		// NATS message (1 MiB by default).
+		return fmt.Errorf("--max-partitions must be from 1 to 50000, got %d", c.MaxPartitions)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("--ack-wait must be at least 1s, got %s", c.AckWait)
+	}
+	return nil
+}
+
+// Server is a running mrcluster server.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	emb   *natsx.Embedded
+	nc    *nats.Conn
+	store *natsx.Store
+	coord *coordinator.Coordinator
+	pool  *worker.Pool
+	view  *view.View
+	api   *httpapi.Server
+	http  *http.Server
+	ln    net.Listener
+	serve chan error
+}
+
+// Start starts a server and returns once it serves HTTP.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Kinds == nil {
+		cfg.Kinds = kinds.Builtin(cfg.SleepScale)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, serve: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+	if cfg.NATSURL == "" {
+		if s.emb, err = natsx.StartEmbedded(cfg.DataDir, cfg.NATSListen, s.log); err != nil {
+			return nil, err
+		}
+		if s.nc, err = s.emb.Connect("mrcluster-server"); err != nil {
+			return nil, fmt.Errorf("connect to embedded NATS: %w", err)
+		}
+	} else if s.nc, err = natsx.Dial(cfg.NATSURL, "mrcluster-server", s.log); err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	if s.store, err = natsx.Setup(ctx, s.nc, natsx.StoreConfig{AckWait: cfg.AckWait}); err != nil {
+		return nil, err
+	}
+	hub := event.NewHub()
+	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
+	if err = s.view.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.coord = coordinator.New(coordinator.Config{Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, Logger: s.log})
+	if err = s.coord.Start(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Workers > 0 {
+		host, _ := os.Hostname()
+		s.pool = worker.New(worker.Config{
+			Store: s.store, NC: s.nc, Kinds: cfg.Kinds, Concurrency: cfg.Workers,
+			Name: PoolName(host), Host: host, AckWait: cfg.AckWait, Logger: s.log,
+		})
+		if err = s.pool.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	select {
+	case <-s.view.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.api = httpapi.New(httpapi.Config{
+		Jobs: s.coord, View: s.view, Hub: hub, Kinds: cfg.Kinds,
+		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
+		Ready: s.ready, Version: Version, Logger: s.log,
+	})
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("listen on %s (is another server running? set --addr): %w", cfg.Addr, err)
+	}
+	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second}
+	go func() { s.serve <- s.http.Serve(s.ln) }()
+	s.log.Info("mrcluster serving", "addr", s.Addr(), "workers", cfg.Workers, "nats", s.NATSURL(), "data_dir", cfg.DataDir)
+	return s, nil
+}
+
+func (s *Server) ready(ctx context.Context) error {
+	select {
+	case <-s.view.Ready():
+	default:
+		return errors.New("still reading the stored state")
+	}
+	if !s.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	return s.store.Ready(ctx)
+}
+
+// Addr is the address the API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the API's base URL.
+func (s *Server) URL() string { return "http://" + s.Addr() }
+
+// NATSURL is where remote workers connect.
+func (s *Server) NATSURL() string {
+	if s.emb != nil {
+		return s.emb.ClientURL()
+	}
+	return s.cfg.NATSURL
+}
+
+// Done receives the HTTP server's error if it stops on its own.
+func (s *Server) Done() <-chan error { return s.serve }
+
+// Close stops the server: no new requests or tasks, running tasks finish
+// (until ctx ends), websockets close, then NATS. Queued tasks stay queued.
+func (s *Server) Close(ctx context.Context) {
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			s.log.Warn("HTTP shutdown", "err", err)
+		}
+	}
+	if s.api != nil {
+		s.api.Close()
+	}
+	if s.pool != nil {
+		s.pool.Stop(ctx)
+	}
+	if s.coord != nil {
+		s.coord.Stop()
+	}
+	if s.view != nil {
+		s.view.Stop()
+	}
+	if s.nc != nil {
+		// Send what is buffered (acks above all) before closing.
+		_ = s.nc.FlushTimeout(2 * time.Second)
+		s.nc.Close()
+	}
+	if s.emb != nil {
+		s.emb.Shutdown()
+	}
+}
+
+// PoolName names a process's worker pool: the host and a random suffix, so
+// two processes on one host never share keys.
+func PoolName(host string) string {
+	id := job.NewID("w", time.Now())
+	return sanitize(host) + "-" + id[len(id)-6:]
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	if len(b) == 0 {
+		return "worker"
+	}
+	return string(b)
+}

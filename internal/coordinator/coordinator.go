@@ -1,0 +1,427 @@
+// Package coordinator runs the life of jobs: it stores a submitted job and
+// publishes its tasks, applies task results to the job record, reduces and
+// finishes the job, and cancels it. Every write to a job record is a
+// compare-and-set on its revision, so several servers can share the work.
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// Config is what a Coordinator needs.
+type Config struct {
+	Store         *natsx.Store
+	NC            *nats.Conn
+	Kinds         *job.Registry
+	MaxPartitions int
+	Logger        *slog.Logger
+}
+
+// Coordinator owns job records.
+type Coordinator struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	cache map[string]entry // last record this server wrote or read, by job id
+
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	consume jetstream.ConsumeContext
+	sub     *nats.Subscription
+}
+
+type entry struct {
+	job *job.Job
+	rev uint64
+	// stub marks a finished job of which only the id and state are kept.
+	stub bool
+}
+
+// New returns a coordinator; Start makes it apply results.
+func New(cfg Config) *Coordinator {
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}}
+}
+
+// Submit validates spec, stores the job and publishes its tasks. It returns
+// once the job and every task are durably stored.
+func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
+	if err := c.cfg.Kinds.Validate(spec, c.cfg.MaxPartitions); err != nil {
+		return nil, err
+	}
+	j := job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now().UTC())
+	data, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	rev, err := c.cfg.Store.Jobs.Create(ctx, j.ID, data)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
+	}
+	c.put(j, rev)
+	if err := c.publishTasks(ctx, j); err != nil {
+		return nil, err
+	}
+	j, err = c.update(ctx, j.ID, func(j *job.Job) bool {
+		if j.Enqueued {
+			return false
+		}
+		j.Enqueued = true
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
+	return j, nil
+}
+
+// publishTasks publishes every task of j not done yet and waits until the
+// stream has stored them all. Message ids make a second publish of the same
+// task within the stream's duplicate window a no-op.
+func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) error {
+	js := c.cfg.Store.JS
+	tasks := j.Tasks()
+	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
+	for _, t := range tasks {
+		data, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("encode task %s/%d: %w", t.Job, t.Partition, err)
+		}
+		f, err := js.PublishMsgAsync(&nats.Msg{Subject: natsx.TaskSubject + t.Job, Data: data},
+			jetstream.WithMsgID(fmt.Sprintf("%s.%d", t.Job, t.Partition)))
+		if err != nil {
+			return unavailable(fmt.Errorf("queue task %d of job %s: %w", t.Partition, t.Job, err))
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
+		case <-ctx.Done():
+			return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, ctx.Err()))
+		}
+	}
+	return nil
+}
+
+// Cancel drops a job's queued tasks, stops its running ones and marks it
+// canceled.
+func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
+	var cerr error
+	j, err := c.update(ctx, id, func(j *job.Job) bool {
+		cerr = j.Cancel(time.Now().UTC())
+		return cerr == nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, cerr
+	}
+	c.stopTasks(ctx, id)
+	c.log.Info("job canceled", "job", id)
+	return j, nil
+}
+
+// stopTasks removes a finished job's waiting tasks from the queue and tells
+// workers to stop the running ones.
+func (c *Coordinator) stopTasks(ctx context.Context, id string) {
+	if err := c.cfg.Store.Tasks.Purge(ctx, jetstream.WithPurgeSubject(natsx.TaskSubject+id)); err != nil {
+		c.log.Warn("could not drop the queued tasks of a finished job; workers will skip them", "job", id, "err", err)
+	}
+	if err := c.cfg.NC.Publish(natsx.CancelSubject+id, nil); err != nil {
+		c.log.Warn("could not tell workers to stop a finished job's tasks", "job", id, "err", err)
+	}
+}
+
+// Start makes the coordinator re-queue the tasks of jobs whose submit was
+// interrupted, then apply task results until Stop.
+func (c *Coordinator) Start(ctx context.Context) error {
+	ctx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
+	if err := c.recover(ctx); err != nil {
+		return err
+	}
+	cons, err := c.cfg.Store.Results.Consumer(ctx, natsx.CoordConsumer)
+	if err != nil {
+		return fmt.Errorf("open consumer %s: %w", natsx.CoordConsumer, err)
+	}
+	msgs := make(chan jetstream.Msg, 1024)
+	c.consume, err = cons.Consume(func(m jetstream.Msg) { msgs <- m },
+		jetstream.PullMaxMessages(1024),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Debug("results consumer", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume results: %w", err)
+	}
+	c.sub, err = c.cfg.NC.QueueSubscribe(natsx.StartedSubject+">", "coordinator", func(m *nats.Msg) {
+		var s job.TaskStarted
+		if json.Unmarshal(m.Data, &s) == nil {
+			c.markStarted(ctx, s)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to task starts: %w", err)
+	}
+	c.wg.Go(func() { c.applyLoop(ctx, msgs) })
+	return nil
+}
+
+// Stop stops applying results; results not applied stay in the stream.
+func (c *Coordinator) Stop() {
+	if c.stop == nil {
+		return
+	}
+	if c.sub != nil {
+		_ = c.sub.Unsubscribe()
+	}
+	if c.consume != nil {
+		c.consume.Stop()
+	}
+	c.stop()
+	c.wg.Wait()
+}
+
+// recover publishes again the tasks of every job whose submit did not get
+// to mark it enqueued: the server died between storing the job and its tasks.
+func (c *Coordinator) recover(ctx context.Context) error {
+	w, err := c.cfg.Store.Jobs.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("scan jobs: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var pending []*job.Job
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		var j job.Job
+		if err := json.Unmarshal(e.Value(), &j); err != nil {
+			c.log.Warn("skipping unreadable job record", "key", e.Key(), "err", err)
+			continue
+		}
+		if !j.Enqueued && !j.State.Terminal() {
+			pending = append(pending, &j)
+		}
+	}
+	for _, j := range pending {
+		c.log.Warn("re-queuing the tasks of a job whose submit was interrupted", "job", j.ID, "tasks", j.Partitions-j.Done)
+		if err := c.publishTasks(ctx, j); err != nil {
+			return err
+		}
+		if _, err := c.update(ctx, j.ID, func(j *job.Job) bool { j.Enqueued = true; return true }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyLoop applies results in batches: one write per job per batch.
+func (c *Coordinator) applyLoop(ctx context.Context, msgs <-chan jetstream.Msg) {
+	batch := make([]jetstream.Msg, 0, 1024)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-msgs:
+			batch = append(batch[:0], m)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		c.applyBatch(ctx, batch)
+	}
+}
+
+func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
+	byJob := map[string][]job.TaskResult{}
+	msgsByJob := map[string][]jetstream.Msg{}
+	var order []string
+	for _, m := range batch {
+		var r job.TaskResult
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			c.log.Error("dropping an unreadable task result", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			continue
+		}
+		if _, ok := byJob[r.Job]; !ok {
+			order = append(order, r.Job)
+		}
+		byJob[r.Job] = append(byJob[r.Job], r)
+		msgsByJob[r.Job] = append(msgsByJob[r.Job], m)
+	}
+	for _, id := range order {
+		results := byJob[id]
+		if c.finished(id) {
+			// Late duplicates of tasks of a finished job.
+			for _, m := range msgsByJob[id] {
+				_ = m.Ack()
+			}
+			continue
+		}
+		j, err := c.update(ctx, id, func(j *job.Job) bool {
+			k, ok := c.cfg.Kinds.Lookup(j.Kind)
+			if !ok {
+				j.State, j.Error = job.Failed, fmt.Sprintf("kind %q is not registered on this server; restart it with that kind", j.Kind)
+				now := time.Now().UTC()
+				j.FinishedAt = &now
+				return true
+			}
+			changed := false
+			for _, r := range results {
+				if j.Apply(r, k.Reduce) {
+					changed = true
+				}
+			}
+			return changed
+		})
+		switch {
+		case job.ErrorCode(err) == job.ENotFound:
+			c.log.Warn("dropping results of a job that no longer exists", "job", id, "results", len(results))
+		case err != nil:
+			c.log.Error("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
+			for _, m := range msgsByJob[id] {
+				_ = m.NakWithDelay(time.Second)
+			}
+			continue
+		}
+		for _, m := range msgsByJob[id] {
+			_ = m.Ack()
+		}
+		if j == nil {
+			continue
+		}
+		switch j.State {
+		case job.Succeeded:
+			c.log.Info("job succeeded", "job", id, "kind", j.Kind, "sum", j.Result.Sum, "duration", j.FinishedAt.Sub(j.CreatedAt))
+		case job.Failed:
+			c.log.Warn("job failed", "job", id, "kind", j.Kind, "error", j.Error)
+			c.stopTasks(ctx, id)
+		}
+	}
+}
+
+// markStarted moves a queued job to running when a worker starts one of its
+// tasks. A lost notice is harmless: the first result does the same.
+func (c *Coordinator) markStarted(ctx context.Context, s job.TaskStarted) {
+	c.mu.Lock()
+	e, ok := c.cache[s.Job]
+	c.mu.Unlock()
+	if ok && e.job.State != job.Queued {
+		return
+	}
+	if _, err := c.update(ctx, s.Job, func(j *job.Job) bool { return j.Start(s.StartedAt) }); err != nil && job.ErrorCode(err) != job.ENotFound {
+		c.log.Debug("could not mark job running", "job", s.Job, "err", err)
+	}
+}
+
+// Get returns the stored record of job id.
+func (c *Coordinator) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
+	e, err := c.cfg.Store.Jobs.Get(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+			return nil, 0, job.Errorf(job.ENotFound, "job %q not found", id)
+		}
+		return nil, 0, unavailable(fmt.Errorf("read job %s: %w", id, err))
+	}
+	var j job.Job
+	if err := json.Unmarshal(e.Value(), &j); err != nil {
+		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return &j, e.Revision(), nil
+}
+
+// update applies fn to the newest record of job id and writes it back with a
+// compare-and-set, retrying from a fresh read when another writer got there
+// first. fn reports whether it changed the record; fn may run several times.
+func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) bool) (*job.Job, error) {
+	c.mu.Lock()
+	e, ok := c.cache[id]
+	c.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if !ok || e.stub || attempt > 0 {
+			j, rev, err := c.Get(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			e = entry{job: j, rev: rev}
+		}
+		j := e.job
+		if !fn(j) {
+			c.put(j, e.rev)
+			return j, nil
+		}
+		data, err := json.Marshal(j)
+		if err != nil {
+			return nil, fmt.Errorf("encode job %s: %w", id, err)
+		}
+		rev, err := c.cfg.Store.Jobs.Update(ctx, id, data, e.rev)
+		if err == nil {
+			c.put(j, rev)
+			return j, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 100 {
+			c.forget(id)
+			return nil, unavailable(fmt.Errorf("write job %s: %w", id, err))
+		}
+	}
+}
+
+func (c *Coordinator) put(j *job.Job, rev uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if j.State.Terminal() {
+		// Keep only what tells a late result or notice to go away.
+		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State}, stub: true}
+		return
+	}
+	c.cache[j.ID] = entry{job: j, rev: rev}
+}
+
+func (c *Coordinator) finished(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cache[id].stub
+}
+
+func (c *Coordinator) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.cache, id)
+}
+
+func unavailable(err error) error {
+	return &wrapped{err: err, e: job.Errorf(job.EUnavailable, "the job store is not answering (%v); try again shortly", err)}
+}
+
+// wrapped carries a user-facing *job.Error and the underlying cause.
+type wrapped struct {
+	err error
+	e   *job.Error
+}
+
+func (w *wrapped) Error() string { return w.err.Error() }
+func (w *wrapped) Unwrap() []error {
+	return []error{w.e, w.err}
+}

@@ -1,0 +1,161 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+const submitExample = `{"kind":"short","partitions":3,"params":{}}`
+
+type submitRequest struct {
+	Kind       string          `json:"kind"`
+	Partitions json.RawMessage `json:"partitions"`
+	Params     json.RawMessage `json:"params"`
+}
+
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
+	var req submitRequest
+	if err := s.decode(w, r, &req, submitExample); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if len(req.Partitions) == 0 || string(req.Partitions) == "null" {
+		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions is required: an integer from 1 to %d", s.cfg.MaxPartitions))
+		return
+	}
+	n, err := strconv.Atoi(string(req.Partitions))
+	if err != nil {
+		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, req.Partitions))
+		return
+	}
+	j, err := s.cfg.Jobs.Submit(r.Context(), job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
+	writeJSON(w, http.StatusAccepted, s.cfg.View.Resource(j))
+}
+
+// JobList is a page of jobs.
+type JobList struct {
+	Jobs       []view.Job `json:"jobs"`
+	NextCursor string     `json:"next_cursor,omitempty"`
+}
+
+const maxLimit = 500
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state := job.State(q.Get("state"))
+	if state != "" && !state.Valid() {
+		names := make([]string, len(job.States))
+		for i, st := range job.States {
+			names[i] = string(st)
+		}
+		s.writeError(w, r, job.Errorf(job.EInvalid, "state %q is not a job state; use one of %s", state, strings.Join(names, ", ")))
+		return
+	}
+	limit := 50
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			s.writeError(w, r, job.Errorf(job.EInvalid, "limit must be an integer from 1 to %d, got %q", maxLimit, v))
+			return
+		}
+		limit = n
+	}
+	jobs, next, err := s.cfg.View.List(state, limit, q.Get("cursor"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, JobList{Jobs: jobs, NextCursor: next})
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	res, err := s.job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// job finds a job in the view, or in the store when the view has not seen
+// it yet (a job submitted a moment ago through another server).
+func (s *Server) job(ctx context.Context, id string) (view.Job, error) {
+	if res, ok := s.cfg.View.Get(id); ok {
+		return res, nil
+	}
+	j, _, err := s.cfg.Jobs.Get(ctx, id)
+	if err != nil {
+		return view.Job{}, err
+	}
+	return s.cfg.View.Resource(j), nil
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	j, err := s.cfg.Jobs.Cancel(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.View.Resource(j))
+}
+
+func (s *Server) listKinds(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"kinds": s.cfg.Kinds.Kinds()})
+}
+
+func (s *Server) listWorkers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"workers": s.cfg.View.Workers()})
+}
+
+func (s *Server) getQueue(w http.ResponseWriter, _ *http.Request) {
+	jobs, depth := s.cfg.View.Queue()
+	writeJSON(w, http.StatusOK, map[string]any{"depth": depth, "jobs": jobs})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": s.cfg.Version})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Ready(r.Context()); err != nil {
+		s.writeError(w, r, job.Errorf(job.EUnavailable, "not ready: %v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func errUpgradeRequired(r *http.Request) error {
+	return job.Errorf(job.EInvalid, "%s is a websocket: connect with ws://%s%s", r.URL.Path, r.Host, r.URL.Path)
+}
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write([]byte(indexPage))
+}
+
+const indexPage = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mrcluster</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 44rem; margin: 3rem auto; line-height: 1.5">
+<h1>mrcluster</h1>
+<p>The cluster is running. The dashboard is not part of this build yet; use the API:</p>
+<ul>
+<li><a href="/api/v1/jobs">/api/v1/jobs</a> — jobs, newest first</li>
+<li><a href="/api/v1/workers">/api/v1/workers</a> — live workers</li>
+<li><a href="/api/v1/queue">/api/v1/queue</a> — waiting tasks</li>
+<li><a href="/api/v1/kinds">/api/v1/kinds</a> — job kinds</li>
+<li><a href="/status">/status</a>, <a href="/readyz">/readyz</a></li>
+</ul>
+<p>Submit a job: <code>curl -X POST localhost:8080/short/8</code></p>
+</body></html>
+`

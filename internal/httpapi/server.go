@@ -1,0 +1,223 @@
+// Package httpapi serves mrcluster over HTTP: the seed's routes and
+// websockets, the /api/v1 resources and events, health and readiness.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// Jobs is what the API asks of the coordinator.
+type Jobs interface {
+	Submit(ctx context.Context, spec job.Spec) (*job.Job, error)
+	Cancel(ctx context.Context, id string) (*job.Job, error)
+	Get(ctx context.Context, id string) (*job.Job, uint64, error)
+}
+
+// Config is what the API needs.
+type Config struct {
+	Jobs          Jobs
+	View          *view.View
+	Hub           *event.Hub
+	Kinds         *job.Registry
+	MaxPartitions int
+	MaxBodyBytes  int64
+	// AllowOrigins lists the browser origins, besides the server's own,
+	// that may call the API: "http://host:port", "http://host:*" for any
+	// port, or "*" for every origin.
+	AllowOrigins []string
+	// Ready reports whether the cluster can take jobs.
+	Ready   func(ctx context.Context) error
+	Version string
+	Logger  *slog.Logger
+}
+
+// DefaultAllowOrigins are the loopback origins: a dashboard or the seed's
+// client served from this machine, on any port.
+var DefaultAllowOrigins = []string{
+	"http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*",
+	"https://localhost:*", "https://127.0.0.1:*", "https://[::1]:*",
+}
+
+// Server is the HTTP handler of the API.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+
+	// closing is canceled by Close to end websockets, which http.Server's
+	// Shutdown does not wait for.
+	closing context.Context
+	close   context.CancelFunc
+	sockets sync.WaitGroup
+}
+
+// New returns the API's handler.
+func New(cfg Config) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.closing, s.close = context.WithCancel(context.Background())
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	// The seed's contract.
+	m.HandleFunc("GET /ping", s.ping)
+	m.HandleFunc("POST /{kind}/{n}", s.seedSubmit)
+	m.HandleFunc("GET /status", s.seedStatus)
+	m.HandleFunc("GET /workerStatus", s.seedWorkers)
+	m.HandleFunc("GET /queue", s.seedQueue)
+	m.HandleFunc("GET /results", s.seedResults)
+	// The modern API.
+	m.HandleFunc("POST /api/v1/jobs", s.submitJob)
+	m.HandleFunc("GET /api/v1/jobs", s.listJobs)
+	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
+	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
+	m.HandleFunc("GET /api/v1/kinds", s.listKinds)
+	m.HandleFunc("GET /api/v1/workers", s.listWorkers)
+	m.HandleFunc("GET /api/v1/queue", s.getQueue)
+	m.HandleFunc("GET /api/v1/events", s.events)
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+	m.HandleFunc("GET /{$}", s.index)
+}
+
+// ServeHTTP checks the request's origin, then routes it. The mux's own 404
+// and 405 answers are replaced by JSON errors.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		s.log.Debug("http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", time.Since(start))
+	}()
+	if !s.cors(rw, r) {
+		return
+	}
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.noRoute(rw, r)
+		return
+	}
+	s.mux.ServeHTTP(rw, r)
+}
+
+// noRoute lets the mux decide between 404 and 405 (and set Allow), then
+// answers in JSON.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	ic := &intercept{header: http.Header{}}
+	s.mux.ServeHTTP(ic, r)
+	if ic.status == http.StatusMethodNotAllowed {
+		allow := ic.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		s.writeError(w, r, job.Errorf(job.EMethod, "method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, allow))
+		return
+	}
+	s.writeError(w, r, job.Errorf(job.ENotFound, "no such endpoint: %s %s (see the README for the API)", r.Method, r.URL.Path))
+}
+
+// cors answers preflights and refuses requests from origins not allowed.
+// It reports whether the request should go on.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if !s.originAllowed(origin, r.Host) {
+		s.writeError(w, r, job.Errorf(job.EForbidden, "origin %s is not allowed to call this server; start it with --allow-origin %s to allow it", origin, origin))
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization")
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return false
+	}
+	return true
+}
+
+func (s *Server) originAllowed(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true
+	}
+	for _, p := range s.cfg.AllowOrigins {
+		if originMatches(p, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// originMatches matches an origin against a pattern: exact, "*" for any,
+// or "scheme://host:*" for any port (or none) on that host.
+func originMatches(pattern, origin string) bool {
+	if pattern == "*" || strings.EqualFold(pattern, origin) {
+		return true
+	}
+	base, ok := strings.CutSuffix(pattern, ":*")
+	if !ok {
+		return false
+	}
+	if strings.EqualFold(origin, base) {
+		return true
+	}
+	port, ok := strings.CutPrefix(strings.ToLower(origin), strings.ToLower(base)+":")
+	if !ok || port == "" {
+		return false
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Close ends every websocket and waits for their handlers.
+func (s *Server) Close() {
+	s.close()
+	s.sockets.Wait()
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController and the websocket library reach the
+// connection underneath.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// intercept captures the mux's error answer without writing it.
+type intercept struct {
+	header http.Header
+	status int
+}
+
+func (i *intercept) Header() http.Header         { return i.header }
+func (i *intercept) Write(b []byte) (int, error) { return len(b), nil }
+func (i *intercept) WriteHeader(code int)        { i.status = code }

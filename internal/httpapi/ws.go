@@ -1,0 +1,178 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/mrcluster/mrcluster/internal/event"
+)
+
+// Websocket pacing: at most one snapshot per MinInterval, and one at least
+// every KeepAlive even when nothing changed.
+const (
+	MinInterval  = 100 * time.Millisecond
+	KeepAlive    = 5 * time.Second
+	writeTimeout = 10 * time.Second
+)
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// accept upgrades the request; the origin was checked by ServeHTTP. The
+// returned context ends when the client goes away or the server closes.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, context.Context, context.CancelFunc, bool) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		s.log.Debug("websocket upgrade failed", "path", r.URL.Path, "err", err)
+		return nil, nil, nil, false
+	}
+	s.sockets.Add(1)
+	ctx, cancel := context.WithCancel(c.CloseRead(context.WithoutCancel(r.Context())))
+	stop := context.AfterFunc(s.closing, cancel)
+	return c, ctx, func() {
+		stop()
+		cancel()
+		s.sockets.Done()
+	}, true
+}
+
+// snapshots sends snapshot() at connect, then again whenever the view
+// changes, coalesced to at most one per MinInterval, and at least every
+// KeepAlive.
+func (s *Server) snapshots(w http.ResponseWriter, r *http.Request, snapshot func() any) {
+	c, ctx, done, ok := s.accept(w, r)
+	if !ok {
+		return
+	}
+	defer done()
+	defer c.CloseNow()
+	keep := time.NewTimer(KeepAlive)
+	defer keep.Stop()
+	var last []byte
+	force := true
+	for {
+		changed := s.cfg.View.Changed()
+		data, err := json.Marshal(snapshot())
+		if err != nil {
+			s.log.Error("encode websocket snapshot", "path", r.URL.Path, "err", err)
+			return
+		}
+		if force || !bytes.Equal(data, last) {
+			if err := write(ctx, c, data); err != nil {
+				return
+			}
+			last, force = data, false
+			keep.Reset(KeepAlive)
+			if !pause(ctx, MinInterval) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			c.Close(websocket.StatusGoingAway, "server stopping")
+			return
+		case <-changed:
+		case <-keep.C:
+			force = true
+		}
+	}
+}
+
+// events streams typed events. A client too slow to keep up is told to
+// reload ("resync") instead of holding up the others.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if !isUpgrade(r) {
+		s.writeError(w, r, errUpgradeRequired(r))
+		return
+	}
+	c, ctx, done, ok := s.accept(w, r)
+	if !ok {
+		return
+	}
+	defer done()
+	defer c.CloseNow()
+	sub := s.cfg.Hub.Subscribe(1024)
+	defer s.cfg.Hub.Unsubscribe(sub)
+	if writeEvent(ctx, c, event.Event{Type: "hello", Data: s.stats()}) != nil {
+		return
+	}
+	keep := time.NewTicker(KeepAlive)
+	defer keep.Stop()
+	for {
+		var ev event.Event
+		select {
+		case <-ctx.Done():
+			c.Close(websocket.StatusGoingAway, "server stopping")
+			return
+		case ev = <-sub.C:
+		case <-keep.C:
+			ev = event.Event{Type: "cluster.stats", Data: s.stats()}
+		}
+		if sub.Lagged() {
+			if writeEvent(ctx, c, event.Event{Type: "resync"}) != nil {
+				return
+			}
+		}
+		if writeEvent(ctx, c, ev) != nil {
+			return
+		}
+	}
+}
+
+// Stats is the data of the hello and cluster.stats events.
+type Stats struct {
+	WorkersBusy  int `json:"workers_busy"`
+	WorkersTotal int `json:"workers_total"`
+	QueueDepth   int `json:"queue_depth"`
+	JobsRunning  int `json:"jobs_running"`
+	JobsQueued   int `json:"jobs_queued"`
+}
+
+func (s *Server) stats() Stats {
+	var st Stats
+	for _, w := range s.cfg.View.Workers() {
+		st.WorkersTotal++
+		if w.Busy {
+			st.WorkersBusy++
+		}
+	}
+	_, st.QueueDepth = s.cfg.View.Queue()
+	counts := s.cfg.View.Counts()
+	st.JobsRunning, st.JobsQueued = counts["running"], counts["queued"]
+	return st
+}
+
+func writeEvent(ctx context.Context, c *websocket.Conn, ev event.Event) error {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	return write(ctx, c, data)
+}
+
+func write(ctx context.Context, c *websocket.Conn, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	return c.Write(ctx, websocket.MessageText, data)
+}
+
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

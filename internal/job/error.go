@@ -1,0 +1,58 @@
+package job
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an error for the person or program that receives it.
+// Adapters map codes to their own vocabulary (HTTP statuses) in one table.
+type Code string
+
+const (
+	EInvalid     Code = "invalid"
+	ENotFound    Code = "not_found"
+	EConflict    Code = "conflict"
+	ETooLarge    Code = "too_large"
+	EMethod      Code = "method_not_allowed"
+	EForbidden   Code = "forbidden"
+	EUnavailable Code = "unavailable"
+	EInternal    Code = "internal"
+)
+
+// Error is an error meant to be shown: its message says what is wrong and,
+// where it can, what to do.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with the given code and formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, EInternal
+// for any other non-nil error and "" for nil.
+func ErrorCode(err error) Code {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EInternal
+}
+
+// ErrorMessage returns the message of the first *Error in err's chain, or
+// "internal error" for others: internal details go to the log, not the user.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "internal error"
+}

@@ -1,0 +1,112 @@
+// Package job is the domain core of mrcluster: jobs, tasks, their states,
+// the registry of kinds, validation and errors. It imports no transport.
+package job
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// State is where a job is in its life.
+type State string
+
+const (
+	Queued    State = "queued"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Canceled  State = "canceled"
+)
+
+// States lists every state, in the order of a job's life.
+var States = []State{Queued, Running, Succeeded, Failed, Canceled}
+
+// Terminal reports whether a job in state s will never change again.
+func (s State) Terminal() bool { return s == Succeeded || s == Failed || s == Canceled }
+
+// Valid reports whether s is one of States.
+func (s State) Valid() bool {
+	for _, v := range States {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Job is the durable record of a job, stored as JSON in the jobs bucket.
+// Every field a reader needs is here; nothing is kept only in memory.
+type Job struct {
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	Partitions int             `json:"partitions"`
+	Params     json.RawMessage `json:"params,omitempty"`
+	State      State           `json:"state"`
+	// Enqueued is set once every task of the job is durably in the queue;
+	// a job found without it after a crash has its tasks published again.
+	Enqueued bool `json:"enqueued"`
+	// Values holds each partition's map result; nil until that task is done.
+	Values     []*int64   `json:"values"`
+	Done       int        `json:"done"`
+	Failed     int        `json:"failed"`
+	Result     *Result    `json:"result,omitempty"`
+	Error      string     `json:"error,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Result is what a job's reduce produced.
+type Result struct {
+	Values []int64 `json:"values"`
+	Sum    int64   `json:"sum"`
+}
+
+// DoneValues returns the results of the tasks done so far, in partition order.
+func (j *Job) DoneValues() []int64 {
+	out := make([]int64, 0, j.Done)
+	for _, v := range j.Values {
+		if v != nil {
+			out = append(out, *v)
+		}
+	}
+	return out
+}
+
+// Task is one map partition of a job, as carried on the task queue.
+type Task struct {
+	Job        string          `json:"job"`
+	Kind       string          `json:"kind"`
+	Partition  int             `json:"partition"`
+	Partitions int             `json:"partitions"`
+	Params     json.RawMessage `json:"params,omitempty"`
+}
+
+// TaskResult is what a worker reports after running a task.
+type TaskResult struct {
+	Job        string    `json:"job"`
+	Partition  int       `json:"partition"`
+	Attempt    int       `json:"attempt"`
+	Worker     string    `json:"worker"`
+	Value      int64     `json:"value"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+// TaskStarted is the notice a worker sends when it starts a task.
+type TaskStarted struct {
+	Job       string    `json:"job"`
+	Partition int       `json:"partition"`
+	Attempt   int       `json:"attempt"`
+	Worker    string    `json:"worker"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// MapFunc runs one partition of a job. It must return promptly once ctx is
+// canceled (the job was canceled or the worker is stopping).
+type MapFunc func(ctx context.Context, t Task) (int64, error)
+
+// ReduceFunc combines the partition results, in partition order.
+type ReduceFunc func(values []int64) Result

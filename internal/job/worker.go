@@ -1,0 +1,22 @@
+package job
+
+import "time"
+
+// WorkerStatus is what a worker publishes about itself in the workers bucket.
+// An entry that is not refreshed within the bucket's TTL means a dead worker.
+type WorkerStatus struct {
+	Key           string     `json:"key"`
+	Pool          string     `json:"pool"`
+	Index         int        `json:"index"`
+	Host          string     `json:"host"`
+	Busy          bool       `json:"busy"`
+	JobID         string     `json:"job_id"`
+	Partition     int        `json:"partition"`
+	Attempt       int        `json:"attempt"`
+	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
+	TasksDone     int64      `json:"tasks_done"`
+	TasksFailed   int64      `json:"tasks_failed"`
+	StartedAt     time.Time  `json:"started_at"`
+	LastSeen      time.Time  `json:"last_seen"`
+}
+

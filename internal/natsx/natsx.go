@@ -1,0 +1,211 @@
+// Package natsx sets up mrcluster's substrate: the embedded NATS server, the
+// connection to it (or to an external cluster) and the JetStream streams,
+// consumers and buckets. It is the only package that imports NATS server code.
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the streams, buckets, consumers and subjects. They are the
+// contract between servers and workers, wherever they run.
+const (
+	TasksStream      = "MR_TASKS"
+	ResultsStream    = "MR_RESULTS"
+	JobsBucket       = "mr_jobs"
+	WorkersBucket    = "mr_workers"
+	WorkersConsumer  = "workers"
+	CoordConsumer    = "coordinator"
+	TaskSubject      = "mr.task."    // + job id
+	ResultSubject    = "mr.result."  // + job id + "." + partition
+	StartedSubject   = "mr.started." // + job id; core NATS, not stored
+	CancelSubject    = "mr.cancel."  // + job id; core NATS, not stored
+	WorkerTTL        = 15 * time.Second
+	ResultsRetention = 7 * 24 * time.Hour
+)
+
+// Embedded is a NATS server with JetStream running inside this process.
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts a NATS server with JetStream file storage under
+// dataDir, listening for clients on listen ("host:port"; port 0 picks a free
+// one).
+func StartEmbedded(dataDir, listen string, logger *slog.Logger) (*Embedded, error) {
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen address %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen address %q: port is not a number", listen)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "mrcluster",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(dataDir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server did not become ready on %s within 30s (is the port taken? set --nats-listen)", listen)
+	}
+	logger.Info("embedded NATS server ready", "client_url", srv.ClientURL(), "store_dir", opts.StoreDir)
+	return &Embedded{srv: srv}, nil
+}
+
+// ClientURL is the address remote workers connect to.
+func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
+
+// Connect opens an in-process connection: no socket, same client code path.
+func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// Shutdown stops the server and waits for it to finish.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// Dial connects to an external NATS server or cluster at url, retrying for
+// ever in the background when it goes away.
+func Dial(url, name string, logger *slog.Logger) (*nats.Conn, error) {
+	return nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			logger.Warn("lost connection to NATS; reconnecting", "url", url, "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("reconnected to NATS", "url", nc.ConnectedUrl())
+		}),
+	)
+}
+
+// Store holds the handles of mrcluster's JetStream resources.
+type Store struct {
+	JS      jetstream.JetStream
+	Tasks   jetstream.Stream
+	Results jetstream.Stream
+	Jobs    jetstream.KeyValue
+	Workers jetstream.KeyValue
+}
+
+// StoreConfig tunes the resources Setup creates.
+type StoreConfig struct {
+	// AckWait is how long a task may run without a sign of life from its
+	// worker before it is given to another worker.
+	AckWait time.Duration
+}
+
+// Setup creates or updates every stream, bucket and consumer mrcluster uses.
+// It is idempotent: every server runs it at start.
+func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open JetStream: %w", err)
+	}
+	s := &Store{JS: js}
+	if s.Tasks, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        TasksStream,
+		Description: "tasks waiting for a worker (work queue: a task leaves when a worker acks it)",
+		Subjects:    []string{TaskSubject + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  2 * time.Minute,
+	}); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", TasksStream, err)
+	}
+	if s.Results, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        ResultsStream,
+		Description: "task results, one message per finished attempt; the per-task history of every job",
+		Subjects:    []string{ResultSubject + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      ResultsRetention,
+	}); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", ResultsStream, err)
+	}
+	if s.Jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      JobsBucket,
+		Description: "job records, one key per job id",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", JobsBucket, err)
+	}
+	if s.Workers, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      WorkersBucket,
+		Description: "worker liveness and status; an entry expires when its worker stops heartbeating",
+		History:     1,
+		TTL:         WorkerTTL,
+		Storage:     jetstream.MemoryStorage,
+	}); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", WorkersBucket, err)
+	}
+	ackWait := cfg.AckWait
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
+	}
+	if _, err = s.Tasks.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       WorkersConsumer,
+		Description:   "shared by every worker",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: 20000,
+	}); err != nil {
+		return nil, fmt.Errorf("create consumer %s on %s: %w", WorkersConsumer, TasksStream, err)
+	}
+	if _, err = s.Results.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       CoordConsumer,
+		Description:   "applies task results to job records",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 20000,
+	}); err != nil {
+		return nil, fmt.Errorf("create consumer %s on %s: %w", CoordConsumer, ResultsStream, err)
+	}
+	return s, nil
+}
+
+// Ready checks that the streams answer.
+func (s *Store) Ready(ctx context.Context) error {
+	if _, err := s.Tasks.Info(ctx); err != nil {
+		return fmt.Errorf("stream %s: %w", TasksStream, err)
+	}
+	if _, err := s.Results.Info(ctx); err != nil {
+		return fmt.Errorf("stream %s: %w", ResultsStream, err)
+	}
+	return nil
+}
+
+// IsNotFound reports whether err says a key or message does not exist.
+func IsNotFound(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrMsgNotFound)
+}

@@ -1,0 +1,213 @@
+package view
+
+import (
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// Job is the API's representation of a job.
+type Job struct {
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	State      job.State       `json:"state"`
+	Partitions int             `json:"partitions"`
+	Params     json.RawMessage `json:"params,omitempty"`
+	Tasks      TaskCounts      `json:"tasks"`
+	Result     *job.Result     `json:"result"`
+	Error      string          `json:"error"`
+	CreatedAt  time.Time       `json:"created_at"`
+	StartedAt  *time.Time      `json:"started_at"`
+	FinishedAt *time.Time      `json:"finished_at"`
+}
+
+// TaskCounts counts a job's tasks by state.
+type TaskCounts struct {
+	Total   int `json:"total"`
+	Queued  int `json:"queued"`
+	Running int `json:"running"`
+	Done    int `json:"done"`
+	Failed  int `json:"failed"`
+}
+
+// Resource returns the API representation of j.
+func (v *View) Resource(j *job.Job) Job {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.resource(j, v.runningByJob())
+}
+
+func (v *View) resource(j *job.Job, running map[string]int) Job {
+	c := TaskCounts{Total: j.Partitions, Done: j.Done, Failed: j.Failed}
+	if !j.State.Terminal() {
+		left := j.Partitions - j.Done - j.Failed
+		c.Running = min(running[j.ID], left)
+		c.Queued = left - c.Running
+	}
+	return Job{
+		ID: j.ID, Kind: j.Kind, State: j.State, Partitions: j.Partitions, Params: j.Params,
+		Tasks: c, Result: j.Result, Error: j.Error,
+		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
+	}
+}
+
+// runningByJob counts busy workers by job; v.mu must be held.
+func (v *View) runningByJob() map[string]int {
+	out := map[string]int{}
+	for _, w := range v.workers {
+		if w.status.Busy {
+			out[w.status.JobID]++
+		}
+	}
+	return out
+}
+
+// Get returns the job with the given id.
+func (v *View) Get(id string) (Job, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	j, ok := v.jobs[id]
+	if !ok {
+		return Job{}, false
+	}
+	return v.resource(j, v.runningByJob()), true
+}
+
+// Has reports whether the view knows job id.
+func (v *View) Has(id string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	_, ok := v.jobs[id]
+	return ok
+}
+
+// List returns up to limit jobs, newest first, in the given state (any when
+// empty), starting after the job with id cursor (from the start when empty).
+// next is the cursor of the following page, empty on the last.
+func (v *View) List(state job.State, limit int, cursor string) (jobs []Job, next string, err error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	i := len(v.sorted) - 1
+	if cursor != "" {
+		c, ok := v.jobs[cursor]
+		if !ok {
+			return nil, "", job.Errorf(job.EInvalid, "cursor %q is not a job id; pass the next_cursor of the previous page", cursor)
+		}
+		i = v.index(c) - 1
+	}
+	running := v.runningByJob()
+	jobs = []Job{}
+	for ; i >= 0; i-- {
+		j := v.sorted[i]
+		if state != "" && j.State != state {
+			continue
+		}
+		if len(jobs) == limit {
+			return jobs, jobs[len(jobs)-1].ID, nil
+		}
+		jobs = append(jobs, v.resource(j, running))
+	}
+	return jobs, "", nil
+}
+
+// Workers returns every live worker, ordered by key.
+func (v *View) Workers() []job.WorkerStatus {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]job.WorkerStatus, 0, len(v.workers))
+	for _, w := range v.workers {
+		out = append(out, w.status)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pool != out[j].Pool {
+			return out[i].Pool < out[j].Pool
+		}
+		return out[i].Index < out[j].Index
+	})
+	return out
+}
+
+// QueuedJob is one job's share of the queue.
+type QueuedJob struct {
+	Job     string `json:"job"`
+	Kind    string `json:"kind"`
+	Waiting int    `json:"waiting"`
+}
+
+// Queue returns the jobs with tasks waiting for a worker, oldest first,
+// and the total.
+func (v *View) Queue() (jobs []QueuedJob, depth int) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	running := v.runningByJob()
+	jobs = []QueuedJob{}
+	for _, j := range v.sorted {
+		if j.State.Terminal() {
+			continue
+		}
+		if q := v.resource(j, running).Tasks.Queued; q > 0 {
+			jobs = append(jobs, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: q})
+			depth += q
+		}
+	}
+	return jobs, depth
+}
+
+// Counts returns how many jobs are in each state.
+func (v *View) Counts() map[job.State]int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := map[job.State]int{}
+	for _, j := range v.jobs {
+		out[j.State]++
+	}
+	return out
+}
+
+// SeedWorker is a worker in the seed's contract.
+type SeedWorker struct {
+	Id    int
+	Busy  bool
+	JobId string
+}
+
+// SeedWorkers returns the workers in the seed's shape; Id is the worker's
+// position in key order.
+func (v *View) SeedWorkers() []SeedWorker {
+	ws := v.Workers()
+	out := make([]SeedWorker, len(ws))
+	for i, w := range ws {
+		out[i] = SeedWorker{Id: i, Busy: w.Busy, JobId: w.JobID}
+	}
+	return out
+}
+
+// SeedQueue returns the seed's queue: one job id per waiting task.
+func (v *View) SeedQueue() []string {
+	jobs, depth := v.Queue()
+	out := make([]string, 0, depth)
+	for _, q := range jobs {
+		for range q.Waiting {
+			out = append(out, q.Job)
+		}
+	}
+	return out
+}
+
+// SeedResultsLimit bounds the seed's results map to the newest jobs, so a
+// long history does not make every message huge.
+const SeedResultsLimit = 200
+
+// SeedResults returns the seed's results: job id → results of its finished
+// partitions, in partition order, for the newest jobs.
+func (v *View) SeedResults() map[string][]int64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := map[string][]int64{}
+	for i := len(v.sorted) - 1; i >= 0 && len(out) < SeedResultsLimit; i-- {
+		out[v.sorted[i].ID] = v.sorted[i].DoneValues()
+	}
+	return out
+}

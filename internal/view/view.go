@@ -1,0 +1,302 @@
+// Package view keeps this server's read model of the cluster: every job
+// record and every live worker, as watched from the JetStream buckets. It
+// answers the API's reads, turns changes into events and tells websockets
+// when to send a new snapshot. It holds nothing that is not in JetStream.
+package view
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// Config is what a View needs.
+type Config struct {
+	Store  *natsx.Store
+	NC     *nats.Conn
+	Hub    *event.Hub
+	Logger *slog.Logger
+}
+
+// View is the read model.
+type View struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	jobs    map[string]*job.Job
+	sorted  []*job.Job // oldest first
+	workers map[string]worker
+	changed chan struct{}
+
+	ready   chan struct{}
+	readyWG sync.WaitGroup
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	sub     *nats.Subscription
+}
+
+type worker struct {
+	status job.WorkerStatus
+	seen   time.Time // by this server's clock, so remote clocks do not matter
+}
+
+// New returns an empty view; Start fills it.
+func New(cfg Config) *View {
+	return &View{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		jobs:    map[string]*job.Job{},
+		workers: map[string]worker{},
+		changed: make(chan struct{}),
+		ready:   make(chan struct{}),
+	}
+}
+
+// Start watches the buckets. It returns at once; Ready closes once the
+// stored state has been read.
+func (v *View) Start(ctx context.Context) error {
+	ctx, v.stop = context.WithCancel(context.WithoutCancel(ctx))
+	jw, err := v.cfg.Store.Jobs.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch jobs: %w", err)
+	}
+	ww, err := v.cfg.Store.Workers.WatchAll(ctx)
+	if err != nil {
+		_ = jw.Stop()
+		return fmt.Errorf("watch workers: %w", err)
+	}
+	v.sub, err = v.cfg.NC.Subscribe(natsx.StartedSubject+">", func(m *nats.Msg) {
+		var s job.TaskStarted
+		if json.Unmarshal(m.Data, &s) == nil {
+			v.cfg.Hub.Publish(event.Event{Type: "task.started", Data: s})
+		}
+	})
+	if err != nil {
+		_ = jw.Stop()
+		_ = ww.Stop()
+		return fmt.Errorf("subscribe to task starts: %w", err)
+	}
+	v.readyWG.Add(2)
+	go func() { v.readyWG.Wait(); close(v.ready) }()
+	v.wg.Go(func() { v.watch(ctx, jw, v.applyJob) })
+	v.wg.Go(func() { v.watch(ctx, ww, v.applyWorker) })
+	v.wg.Go(func() { v.prune(ctx) })
+	return nil
+}
+
+// Stop stops watching.
+func (v *View) Stop() {
+	if v.stop == nil {
+		return
+	}
+	_ = v.sub.Unsubscribe()
+	v.stop()
+	v.wg.Wait()
+}
+
+// Ready is closed once the view has read the stored state.
+func (v *View) Ready() <-chan struct{} { return v.ready }
+
+// Changed returns a channel closed at the next change. Take it before
+// reading a snapshot, so no change falls between the two.
+func (v *View) Changed() <-chan struct{} {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.changed
+}
+
+// notify must be called with v.mu held for writing.
+func (v *View) notify() {
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+func (v *View) watch(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry, bool)) {
+	defer func() { _ = w.Stop() }()
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				if initial {
+					initial = false
+					v.readyWG.Done()
+				}
+				continue
+			}
+			apply(e, initial)
+		}
+	}
+}
+
+func (v *View) applyJob(e jetstream.KeyValueEntry, initial bool) {
+	if e.Operation() != jetstream.KeyValuePut {
+		v.mu.Lock()
+		if j, ok := v.jobs[e.Key()]; ok {
+			delete(v.jobs, e.Key())
+			i := v.index(j)
+			v.sorted = append(v.sorted[:i], v.sorted[i+1:]...)
+			v.notify()
+		}
+		v.mu.Unlock()
+		return
+	}
+	j := new(job.Job)
+	if err := json.Unmarshal(e.Value(), j); err != nil {
+		v.log.Warn("skipping unreadable job record", "key", e.Key(), "err", err)
+		return
+	}
+	v.mu.Lock()
+	prev := v.jobs[j.ID]
+	v.jobs[j.ID] = j
+	if prev == nil {
+		i := v.index(j)
+		v.sorted = append(v.sorted, nil)
+		copy(v.sorted[i+1:], v.sorted[i:])
+		v.sorted[i] = j
+	} else {
+		v.sorted[v.index(j)] = j
+	}
+	v.notify()
+	var events []event.Event
+	if !initial {
+		events = v.jobEvents(prev, j)
+	}
+	v.mu.Unlock()
+	for _, ev := range events {
+		v.cfg.Hub.Publish(ev)
+	}
+}
+
+// jobEvents turns a record change into events; v.mu must be held.
+func (v *View) jobEvents(prev, j *job.Job) []event.Event {
+	res := v.resource(j, v.runningByJob())
+	var out []event.Event
+	if prev == nil {
+		return append(out, event.Event{Type: "job.submitted", Data: res})
+	}
+	if j.Done > prev.Done {
+		var parts []int
+		for p, val := range j.Values {
+			if val != nil && (p >= len(prev.Values) || prev.Values[p] == nil) {
+				parts = append(parts, p)
+			}
+		}
+		out = append(out, event.Event{Type: "task.done", Data: TasksDone{Job: j.ID, Partitions: parts, Done: j.Done, Total: j.Partitions}})
+	}
+	typ := "job.progress"
+	if j.State != prev.State {
+		typ = "job." + string(j.State)
+	}
+	return append(out, event.Event{Type: typ, Data: res})
+}
+
+// TasksDone is the data of a task.done event: the partitions finished
+// since the previous event of the job.
+type TasksDone struct {
+	Job        string `json:"job"`
+	Partitions []int  `json:"partitions"`
+	Done       int    `json:"done"`
+	Total      int    `json:"total"`
+}
+
+// index returns where j is or belongs in v.sorted.
+func (v *View) index(j *job.Job) int {
+	return sort.Search(len(v.sorted), func(i int) bool { return !less(v.sorted[i], j) })
+}
+
+func less(a, b *job.Job) bool {
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.Before(b.CreatedAt)
+	}
+	return a.ID < b.ID
+}
+
+func (v *View) applyWorker(e jetstream.KeyValueEntry, initial bool) {
+	if e.Operation() != jetstream.KeyValuePut {
+		v.removeWorker(e.Key())
+		return
+	}
+	var s job.WorkerStatus
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		v.log.Warn("skipping unreadable worker status", "key", e.Key(), "err", err)
+		return
+	}
+	v.mu.Lock()
+	prev, known := v.workers[e.Key()]
+	v.workers[e.Key()] = worker{status: s, seen: time.Now()}
+	changed := !known || !sameActivity(prev.status, s)
+	if changed {
+		v.notify()
+	}
+	v.mu.Unlock()
+	if changed && !initial {
+		v.cfg.Hub.Publish(event.Event{Type: "worker.status", Data: s})
+	}
+}
+
+// sameActivity reports whether two statuses differ only in their heartbeat.
+func sameActivity(a, b job.WorkerStatus) bool {
+	a.LastSeen, b.LastSeen = time.Time{}, time.Time{}
+	if (a.TaskStartedAt == nil) != (b.TaskStartedAt == nil) || a.TaskStartedAt != nil && !a.TaskStartedAt.Equal(*b.TaskStartedAt) {
+		return false
+	}
+	a.TaskStartedAt, b.TaskStartedAt = nil, nil
+	return a == b
+}
+
+func (v *View) removeWorker(key string) {
+	v.mu.Lock()
+	_, ok := v.workers[key]
+	if ok {
+		delete(v.workers, key)
+		v.notify()
+	}
+	v.mu.Unlock()
+	if ok {
+		v.cfg.Hub.Publish(event.Event{Type: "worker.left", Data: map[string]string{"key": key}})
+	}
+}
+
+// prune forgets workers whose heartbeats stopped: the bucket drops their
+// entries after the TTL without telling watchers.
+func (v *View) prune(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			var gone []string
+			v.mu.RLock()
+			for k, w := range v.workers {
+				if now.Sub(w.seen) > natsx.WorkerTTL {
+					gone = append(gone, k)
+				}
+			}
+			v.mu.RUnlock()
+			for _, k := range gone {
+				v.log.Warn("worker stopped heartbeating; forgetting it", "worker", k)
+				v.removeWorker(k)
+			}
+		}
+	}
+}

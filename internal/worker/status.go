@@ -1,0 +1,84 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// reporter writes worker statuses to the bucket: a change at most every
+// interval (so a worker running thousands of tiny tasks a second does not
+// write thousands of times), and every status once per heartbeat.
+type reporter struct {
+	kv        jetstream.KeyValue
+	interval  time.Duration
+	heartbeat time.Duration
+
+	mu     sync.Mutex
+	status []job.WorkerStatus
+	dirty  []bool
+}
+
+func (r *reporter) set(i int, fn func(*job.WorkerStatus)) {
+	r.mu.Lock()
+	fn(&r.status[i])
+	r.dirty[i] = true
+	r.mu.Unlock()
+}
+
+// run writes statuses until ctx ends, then deletes them: a worker that stops
+// cleanly leaves at once instead of at the end of its TTL.
+func (r *reporter) run(ctx context.Context, onErr func(error)) {
+	tick := time.NewTicker(r.interval)
+	defer tick.Stop()
+	lastBeat := time.Time{}
+	for {
+		now := time.Now()
+		all := now.Sub(lastBeat) >= r.heartbeat
+		if all {
+			lastBeat = now
+		}
+		r.flush(ctx, all, now, onErr)
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			for _, s := range r.snapshot() {
+				_ = r.kv.Delete(dctx, s.Key)
+			}
+			cancel()
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (r *reporter) snapshot() []job.WorkerStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]job.WorkerStatus(nil), r.status...)
+}
+
+func (r *reporter) flush(ctx context.Context, all bool, now time.Time, onErr func(error)) {
+	r.mu.Lock()
+	var out []job.WorkerStatus
+	for i := range r.status {
+		if all || r.dirty[i] {
+			r.dirty[i] = false
+			r.status[i].LastSeen = now.UTC()
+			out = append(out, r.status[i])
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range out {
+		data, _ := json.Marshal(s)
+		if _, err := r.kv.Put(ctx, s.Key, data); err != nil && ctx.Err() == nil {
+			onErr(err)
+			return
+		}
+	}
+}

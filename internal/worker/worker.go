@@ -1,0 +1,334 @@
+// Package worker runs tasks: it pulls them from the task queue, runs the
+// kind's map function, publishes the result and acknowledges the task. The
+// in-process workers of a server and a remote worker run this same code.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// Config is what a Pool needs.
+type Config struct {
+	Store       *natsx.Store
+	NC          *nats.Conn
+	Kinds       *job.Registry
+	Concurrency int
+	// Name identifies the pool; its workers are Name/0, Name/1, …
+	Name string
+	Host string
+	// AckWait must match the task consumer's: a running task tells the
+	// queue it is alive every AckWait/3.
+	AckWait time.Duration
+	Logger  *slog.Logger
+}
+
+// Pool is a set of workers sharing one task subscription.
+type Pool struct {
+	cfg Config
+	log *slog.Logger
+	rep *reporter
+	keys []string // worker i's key in the workers bucket
+
+	hardCtx    context.Context // canceled to abandon running tasks
+	hardCancel context.CancelFunc
+	repCancel  context.CancelFunc
+	iter       jetstream.MessagesContext
+	cancelSub  *nats.Subscription
+	wg         sync.WaitGroup
+	repWG      sync.WaitGroup
+	stopping   chan struct{}
+
+	mu       sync.Mutex
+	running  map[string]map[int]context.CancelFunc // job id → worker index → cancel
+	canceled map[string]time.Time                  // jobs told to stop, by when
+}
+
+// New returns a pool; Start starts its workers.
+func New(cfg Config) *Pool {
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	p := &Pool{
+		cfg:      cfg,
+		log:      cfg.Logger.With("pool", cfg.Name),
+		running:  map[string]map[int]context.CancelFunc{},
+		canceled: map[string]time.Time{},
+		stopping: make(chan struct{}),
+		rep: &reporter{
+			kv:        cfg.Store.Workers,
+			interval:  100 * time.Millisecond,
+			heartbeat: natsx.WorkerTTL / 3,
+			status:    make([]job.WorkerStatus, cfg.Concurrency),
+			dirty:     make([]bool, cfg.Concurrency),
+		},
+	}
+	now := time.Now().UTC()
+	for i := range p.rep.status {
+		p.keys = append(p.keys, fmt.Sprintf("%s.%d", cfg.Name, i))
+		p.rep.status[i] = job.WorkerStatus{Key: p.keys[i], Pool: cfg.Name, Index: i, Host: cfg.Host, StartedAt: now}
+		p.rep.dirty[i] = true
+	}
+	return p
+}
+
+// Start subscribes to the task queue and starts the workers.
+func (p *Pool) Start(ctx context.Context) error {
+	cons, err := p.cfg.Store.Tasks.Consumer(ctx, natsx.WorkersConsumer)
+	if err != nil {
+		return fmt.Errorf("open task consumer: %w", err)
+	}
+	// A small prefetch: enough to keep workers fed, few enough that a
+	// waiting task is not held by a busy process while others are idle.
+	p.iter, err = cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency * 2))
+	if err != nil {
+		return fmt.Errorf("subscribe to tasks: %w", err)
+	}
+	p.cancelSub, err = p.cfg.NC.Subscribe(natsx.CancelSubject+">", func(m *nats.Msg) {
+		p.cancelJob(m.Subject[len(natsx.CancelSubject):])
+	})
+	if err != nil {
+		p.iter.Stop()
+		return fmt.Errorf("subscribe to cancel notices: %w", err)
+	}
+	p.hardCtx, p.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
+	var repCtx context.Context
+	repCtx, p.repCancel = context.WithCancel(context.WithoutCancel(ctx))
+	p.repWG.Go(func() {
+		p.rep.run(repCtx, func(err error) {
+			p.log.Warn("could not report worker status; is NATS reachable?", "err", err)
+		})
+	})
+	tasks := make(chan jetstream.Msg)
+	p.wg.Go(func() { p.feed(tasks) })
+	for i := range p.cfg.Concurrency {
+		p.wg.Go(func() { p.work(i, tasks) })
+	}
+	p.log.Info("workers started", "workers", p.cfg.Concurrency, "host", p.cfg.Host)
+	return nil
+}
+
+// feed hands tasks to idle workers; once stopping, it returns the tasks it
+// still holds to the queue.
+func (p *Pool) feed(tasks chan<- jetstream.Msg) {
+	defer close(tasks)
+	for {
+		m, err := p.iter.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			p.log.Warn("waiting for tasks failed; retrying", "err", err)
+			continue
+		}
+		select {
+		case tasks <- m:
+		case <-p.stopping:
+			_ = m.Nak()
+		}
+	}
+}
+
+func (p *Pool) work(i int, tasks <-chan jetstream.Msg) {
+	for m := range tasks {
+		p.run(i, m)
+	}
+}
+
+// run runs one task message from start to acknowledgement.
+func (p *Pool) run(i int, m jetstream.Msg) {
+	var t job.Task
+	if err := json.Unmarshal(m.Data(), &t); err != nil {
+		p.log.Error("dropping an unreadable task", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	attempt := 1
+	if meta, err := m.Metadata(); err == nil {
+		attempt = int(meta.NumDelivered)
+	}
+	log := p.log.With("job", t.Job, "partition", t.Partition, "attempt", attempt, "worker", i)
+	ctx, cancel := context.WithCancel(p.hardCtx)
+	defer cancel()
+	if !p.track(t.Job, i, cancel) {
+		_ = m.Ack() // the job was canceled or failed: drop its task
+		return
+	}
+	defer p.untrack(t.Job, i)
+
+	start := time.Now().UTC()
+	worker := p.keys[i]
+	if data, err := json.Marshal(job.TaskStarted{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, StartedAt: start}); err == nil {
+		_ = p.cfg.NC.Publish(natsx.StartedSubject+t.Job, data)
+	}
+	p.rep.set(i, func(s *job.WorkerStatus) {
+		s.Busy, s.JobID, s.Partition, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, attempt, &start
+	})
+	alive := p.keepAlive(m)
+	value, err := p.call(ctx, t)
+	alive.stop()
+
+	switch {
+	case p.hardCtx.Err() != nil:
+		// The worker is being stopped hard: give the task back.
+		_ = m.Nak()
+		p.idle(i, false)
+		return
+	case ctx.Err() != nil:
+		// The job was canceled while the task ran.
+		_ = m.Ack()
+		p.idle(i, false)
+		return
+	}
+	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC()}
+	if err != nil {
+		r.Error = err.Error()
+		log.Warn("task failed", "err", err)
+	}
+	data, _ := json.Marshal(r)
+	pctx, pcancel := context.WithTimeout(p.hardCtx, 30*time.Second)
+	_, perr := p.cfg.Store.JS.PublishMsg(pctx, &nats.Msg{Subject: fmt.Sprintf("%s%s.%d", natsx.ResultSubject, t.Job, t.Partition), Data: data})
+	pcancel()
+	if perr != nil {
+		log.Warn("could not store the task result; the task will run again", "err", perr)
+		_ = m.Nak()
+		p.idle(i, true)
+		return
+	}
+	_ = m.Ack()
+	p.idle(i, err != nil)
+}
+
+// call runs the kind's map, turning a panic into an error so a bad map
+// function fails its task, not the worker.
+func (p *Pool) call(ctx context.Context, t job.Task) (v int64, err error) {
+	k, ok := p.cfg.Kinds.Lookup(t.Kind)
+	if !ok {
+		return 0, fmt.Errorf("kind %q is not registered on worker pool %s", t.Kind, p.cfg.Name)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("map function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("map function panicked: %v", r)
+		}
+	}()
+	return k.Map(ctx, t)
+}
+
+// keepAlive tells the queue every AckWait/3 that the task is still running,
+// so a long task is not given to another worker while this one lives.
+func (p *Pool) keepAlive(m jetstream.Msg) *heartbeat {
+	every := p.cfg.AckWait / 3
+	h := &heartbeat{}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.t = time.AfterFunc(every, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.stopped {
+			return
+		}
+		_ = m.InProgress()
+		h.t.Reset(every)
+	})
+	return h
+}
+
+type heartbeat struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func (h *heartbeat) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	h.t.Stop()
+}
+
+func (p *Pool) idle(i int, failed bool) {
+	p.rep.set(i, func(s *job.WorkerStatus) {
+		s.Busy, s.JobID, s.Partition, s.Attempt, s.TaskStartedAt = false, "", 0, 0, nil
+		if failed {
+			s.TasksFailed++
+		} else {
+			s.TasksDone++
+		}
+	})
+}
+
+func (p *Pool) track(id string, i int, cancel context.CancelFunc) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.canceled[id]; ok {
+		return false
+	}
+	if p.running[id] == nil {
+		p.running[id] = map[int]context.CancelFunc{}
+	}
+	p.running[id][i] = cancel
+	return true
+}
+
+func (p *Pool) untrack(id string, i int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.running[id], i)
+	if len(p.running[id]) == 0 {
+		delete(p.running, id)
+	}
+}
+
+// cancelJob stops the job's running tasks and makes the pool drop its
+// waiting ones. Notices older than ten minutes are forgotten.
+func (p *Pool) cancelJob(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	p.canceled[id] = now
+	for jid, at := range p.canceled {
+		if now.Sub(at) > 10*time.Minute {
+			delete(p.canceled, jid)
+		}
+	}
+	for _, cancel := range p.running[id] {
+		cancel()
+	}
+}
+
+// Stop stops taking tasks and waits for the running ones to finish; when ctx
+// ends first, running tasks are abandoned and go back to the queue.
+func (p *Pool) Stop(ctx context.Context) {
+	if p.iter == nil {
+		return
+	}
+	close(p.stopping)
+	_ = p.cancelSub.Unsubscribe()
+	p.iter.Drain()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.log.Warn("shutdown timeout: abandoning running tasks; they go back to the queue")
+		p.hardCancel()
+		<-done
+	}
+	p.hardCancel()
+	p.repCancel()
+	p.repWG.Wait()
+	p.log.Info("workers stopped")
+}
