@@ -367,7 +367,9 @@ func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) b
 			}
 			e = entry{job: j, rev: rev}
 		}
-		j := e.job
+		// Work on a copy: the cached record may be read by whoever got it
+		// from an earlier call, and other goroutines update the same job.
+		j := e.job.Clone()
 		if !fn(j) {
 			c.put(j, e.rev)
 			return j, nil
@@ -395,6 +397,9 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		// Keep only what tells a late result or notice to go away.
 		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State}, stub: true}
 		return
+	}
+	if old, ok := c.cache[j.ID]; ok && (old.stub || old.rev > rev) {
+		return // a newer write of another goroutine is already cached
 	}
 	c.cache[j.ID] = entry{job: j, rev: rev}
 }

@@ -18,6 +18,14 @@ func New(id string, spec Spec, now time.Time) *Job {
 	}
 }
 
+// Clone returns a copy of j that can be changed without changing j. The
+// values themselves are shared: they are never changed once set.
+func (j *Job) Clone() *Job {
+	c := *j
+	c.Values = append([]*int64(nil), j.Values...)
+	return &c
+}
+
 // Tasks returns the job's tasks that are not done yet.
 func (j *Job) Tasks() []Task {
 	out := make([]Task, 0, j.Partitions-j.Done)

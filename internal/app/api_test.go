@@ -1,0 +1,534 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"reflect"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// blocker is a kind whose tasks run until the test releases them or the
+// task's context ends.
+type blocker struct {
+	calls    atomic.Int32
+	started  chan int
+	canceled chan int
+	release  chan struct{}
+}
+
+func newBlocker() *blocker {
+	return &blocker{started: make(chan int, 1000), canceled: make(chan int, 1000), release: make(chan struct{})}
+}
+
+func (b *blocker) kind() job.Kind {
+	return job.Kind{Name: "block", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		b.calls.Add(1)
+		b.started <- t.Partition
+		select {
+		case <-b.release:
+			return 1, nil
+		case <-ctx.Done():
+			b.canceled <- t.Partition
+			return 0, ctx.Err()
+		}
+	}}
+}
+
+func withKinds(extra ...job.Kind) func(*app.Config) {
+	return func(c *app.Config) { c.Kinds = testKinds(extra...) }
+}
+
+func TestSeedSubmitAndStatus(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	r := b.do(t, "GET", "/ping", "")
+	if r.status != 200 || compactJSON(t, r.body) != `{"message":"pong"}` {
+		t.Fatalf("GET /ping = %d %s", r.status, r.body)
+	}
+
+	for _, tc := range []struct {
+		kind  string
+		n     int
+		value int64
+	}{{"short", 3, 1}, {"long", 2, 5}} {
+		r := b.do(t, "POST", fmt.Sprintf("/%s/%d", tc.kind, tc.n), "")
+		if r.status != 200 {
+			t.Fatalf("POST /%s/%d = %d %s", tc.kind, tc.n, r.status, r.body)
+		}
+		var got map[string]string
+		r.json(t, &got)
+		if len(got) != 2 || got["status"] != "Submitted" || !strings.HasPrefix(got["job"], tc.kind+"_") {
+			t.Fatalf("POST /%s/%d answered %s, want {status: Submitted, job: %s_…}", tc.kind, tc.n, r.body, tc.kind)
+		}
+		j := b.awaitState(t, got["job"], job.Succeeded)
+		want := make([]int64, tc.n)
+		for i := range want {
+			want[i] = tc.value
+		}
+		if !reflect.DeepEqual(j.Result.Values, want) || j.Result.Sum != tc.value*int64(tc.n) {
+			t.Fatalf("%s result = %+v, want values %v", tc.kind, j.Result, want)
+		}
+	}
+
+	r = b.do(t, "GET", "/status", "")
+	var st struct {
+		Workers []map[string]any `json:"workers"`
+	}
+	r.json(t, &st)
+	if r.status != 200 || len(st.Workers) != 4 {
+		t.Fatalf("GET /status = %d %s, want 4 workers", r.status, r.body)
+	}
+	for i, w := range st.Workers {
+		if w["Id"] != float64(i) || w["Busy"] != false || w["JobId"] != "" {
+			t.Errorf("worker %d = %v, want {Id:%d Busy:false JobId:\"\"}", i, w, i)
+		}
+	}
+}
+
+func TestSeedWebsockets(t *testing.T) {
+	t.Parallel()
+	blk := newBlocker()
+	b := setup(t, withKinds(blk.kind()))
+
+	queue := b.dial(t, "/queue")
+	status := b.dial(t, "/status")
+	workers := b.dial(t, "/workerStatus")
+	results := b.dial(t, "/results")
+
+	// A snapshot at connect.
+	var q []string
+	readJSON(t, queue, &q)
+	if len(q) != 0 {
+		t.Fatalf("/queue first snapshot = %v, want []", q)
+	}
+	var ws []view.SeedWorker
+	readJSON(t, status, &ws)
+	if len(ws) != 4 {
+		t.Fatalf("/status snapshot = %v, want 4 workers", ws)
+	}
+	readJSON(t, workers, &ws)
+	if len(ws) != 4 {
+		t.Fatalf("/workerStatus snapshot = %v, want 4 workers", ws)
+	}
+	var res map[string][]int64
+	readJSON(t, results, &res)
+
+	// 6 tasks on 4 workers: 4 busy, 2 waiting.
+	j := b.submit(t, "block", 6)
+	for {
+		readJSON(t, queue, &q)
+		if len(q) == 2 && q[0] == j.ID && q[1] == j.ID {
+			break
+		}
+	}
+	for {
+		readJSON(t, status, &ws)
+		busy := 0
+		for _, w := range ws {
+			if w.Busy && w.JobId == j.ID {
+				busy++
+			}
+		}
+		if busy == 4 {
+			break
+		}
+	}
+	close(blk.release)
+	for {
+		readJSON(t, results, &res)
+		if len(res[j.ID]) == 6 {
+			break
+		}
+	}
+	for _, v := range res[j.ID] {
+		if v != 1 {
+			t.Fatalf("/results[%s] = %v, want six 1s", j.ID, res[j.ID])
+		}
+	}
+	for {
+		readJSON(t, queue, &q)
+		if len(q) == 0 {
+			break
+		}
+	}
+}
+
+func TestJobResource(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":4,"params":{"note":"x"}}`)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("submit = %d %s", r.status, r.body)
+	}
+	var raw map[string]any
+	r.json(t, &raw)
+	for _, k := range []string{"id", "kind", "state", "partitions", "tasks", "result", "error", "created_at", "started_at", "finished_at"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("job resource lacks %q: %s", k, r.body)
+		}
+	}
+	tasks, _ := raw["tasks"].(map[string]any)
+	for _, k := range []string{"total", "queued", "running", "done", "failed"} {
+		if _, ok := tasks[k]; !ok {
+			t.Errorf("tasks lacks %q: %s", k, r.body)
+		}
+	}
+	id := raw["id"].(string)
+	if loc := r.header.Get("Location"); loc != "/api/v1/jobs/"+id {
+		t.Errorf("Location = %q", loc)
+	}
+	j := b.awaitState(t, id, job.Succeeded)
+	if j.Tasks != (view.TaskCounts{Total: 4, Done: 4}) || j.Result.Sum != 4 || j.StartedAt == nil || j.FinishedAt == nil {
+		t.Fatalf("finished job = %+v", j)
+	}
+	if string(j.Params) != `{"note":"x"}` {
+		t.Errorf("params = %s", j.Params)
+	}
+}
+
+func TestListJobs(t *testing.T) {
+	t.Parallel()
+	blk := newBlocker()
+	b := setup(t, withKinds(blk.kind()))
+	var ids []string
+	for range 5 {
+		j := b.submit(t, "noop", 1)
+		b.awaitState(t, j.ID, job.Succeeded)
+		ids = append(ids, j.ID)
+	}
+	running := b.submit(t, "block", 1)
+	<-blk.started
+	b.await(t, running.ID, func(j view.Job) bool { return j.State == job.Running && j.Tasks.Running == 1 })
+
+	var seen []string
+	cursor := ""
+	for page := 0; ; page++ {
+		var l struct {
+			Jobs       []view.Job `json:"jobs"`
+			NextCursor string     `json:"next_cursor"`
+		}
+		r := b.do(t, "GET", "/api/v1/jobs?state=succeeded&limit=2&cursor="+cursor, "")
+		if r.status != 200 {
+			t.Fatalf("list = %d %s", r.status, r.body)
+		}
+		r.json(t, &l)
+		for _, j := range l.Jobs {
+			seen = append(seen, j.ID)
+		}
+		if l.NextCursor == "" {
+			break
+		}
+		if len(l.Jobs) != 2 || page > 3 {
+			t.Fatalf("page %d has %d jobs and a next cursor", page, len(l.Jobs))
+		}
+		cursor = l.NextCursor
+	}
+	want := append([]string(nil), ids...)
+	sort.Sort(sort.Reverse(sort.StringSlice(want)))
+	if !reflect.DeepEqual(seen, want) {
+		t.Fatalf("succeeded jobs in pages = %v, want newest first %v", seen, want)
+	}
+
+	var l struct{ Jobs []view.Job }
+	b.do(t, "GET", "/api/v1/jobs?state=running", "").json(t, &l)
+	if len(l.Jobs) != 1 || l.Jobs[0].ID != running.ID || l.Jobs[0].Tasks.Running != 1 {
+		t.Fatalf("running jobs = %+v, want only %s with 1 running task", l.Jobs, running.ID)
+	}
+	b.do(t, "GET", "/api/v1/jobs", "").json(t, &l)
+	if len(l.Jobs) != 6 || l.Jobs[0].ID != running.ID {
+		t.Fatalf("all jobs = %d, first %s; want 6, newest first", len(l.Jobs), l.Jobs[0].ID)
+	}
+	close(blk.release)
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	blk := newBlocker()
+	b := setup(t, withKinds(blk.kind()))
+	j := b.submit(t, "block", 6)
+	for range 4 {
+		<-blk.started
+	}
+	r := b.do(t, "POST", "/api/v1/jobs/"+j.ID+"/cancel", "")
+	var got view.Job
+	r.json(t, &got)
+	if r.status != 200 || got.State != job.Canceled || got.FinishedAt == nil {
+		t.Fatalf("cancel = %d %s", r.status, r.body)
+	}
+	// The four running tasks see their context end.
+	for range 4 {
+		<-blk.canceled
+	}
+	// A job submitted after it runs; by the time it is done, the canceled
+	// job's two waiting tasks were dropped without running.
+	after := b.submit(t, "noop", 8)
+	b.awaitState(t, after.ID, job.Succeeded)
+	if n := blk.calls.Load(); n != 4 {
+		t.Fatalf("the canceled job's map ran %d times, want 4 (its queued tasks must be dropped)", n)
+	}
+	if j := b.job(t, j.ID); j.State != job.Canceled || j.Tasks.Queued != 0 || j.Tasks.Running != 0 {
+		t.Fatalf("canceled job = %+v", j)
+	}
+	var q struct {
+		Depth int `json:"depth"`
+	}
+	b.do(t, "GET", "/api/v1/queue", "").json(t, &q)
+	if q.Depth != 0 {
+		t.Fatalf("queue depth after cancel = %d", q.Depth)
+	}
+
+	r = b.do(t, "POST", "/api/v1/jobs/"+j.ID+"/cancel", "")
+	if r.status != http.StatusConflict || !strings.Contains(string(r.body), "already canceled") {
+		t.Fatalf("second cancel = %d %s, want 409", r.status, r.body)
+	}
+	if r := b.do(t, "POST", "/api/v1/jobs/noop_nope/cancel", ""); r.status != http.StatusNotFound {
+		t.Fatalf("cancel of an unknown job = %d %s, want 404", r.status, r.body)
+	}
+}
+
+func TestFailingAndPanickingTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	j := b.submit(t, "fail", 3)
+	j = b.await(t, j.ID, terminal)
+	if j.State != job.Failed || j.Tasks.Failed != 1 || !strings.Contains(j.Error, "partition 1") || !strings.Contains(j.Error, "corrupt") {
+		t.Fatalf("failing job = %+v", j)
+	}
+	for range 3 {
+		p := b.submit(t, "panic", 1)
+		p = b.await(t, p.ID, terminal)
+		if p.State != job.Failed || !strings.Contains(p.Error, "panicked: boom") {
+			t.Fatalf("panicking job = %+v", p)
+		}
+	}
+	// The workers survived.
+	ok := b.submit(t, "noop", 20)
+	b.awaitState(t, ok.ID, job.Succeeded)
+	var w struct{ Workers []job.WorkerStatus }
+	b.do(t, "GET", "/api/v1/workers", "").json(t, &w)
+	if len(w.Workers) != 4 {
+		t.Fatalf("%d workers after panics, want 4", len(w.Workers))
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.MaxPartitions = 100 })
+	big := `{"kind":"short","partitions":1,"params":{"x":"` + strings.Repeat("a", 2<<20) + `"}}`
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		code               job.Code
+		msg                string
+	}{
+		{"POST", "/short/abc", "", 400, job.EInvalid, `integer from 1 to 100, got "abc"`},
+		{"POST", "/short/0", "", 400, job.EInvalid, "from 1 to 100"},
+		{"POST", "/short/-2", "", 400, job.EInvalid, "from 1 to 100"},
+		{"POST", "/short/101", "", 400, job.EInvalid, "from 1 to 100, got 101"},
+		{"POST", "/short/1.5", "", 400, job.EInvalid, "integer"},
+		{"POST", "/medium/3", "", 400, job.EInvalid, "known kinds: fail, long, noop, panic, short"},
+		{"GET", "/short/3", "", 405, job.EMethod, "allowed: POST"},
+		{"DELETE", "/ping", "", 405, job.EMethod, "allowed: GET"},
+		{"GET", "/nope", "", 404, job.ENotFound, "/nope"},
+		{"GET", "/api/v1/jobs/short_nope", "", 404, job.ENotFound, `job "short_nope" not found`},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":"3"}`, 400, job.EInvalid, "partitions must be an integer"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":2.5}`, 400, job.EInvalid, "partitions must be an integer"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1e2}`, 400, job.EInvalid, "partitions must be an integer"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":99999999999999999999}`, 400, job.EInvalid, "partitions must be an integer"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":0}`, 400, job.EInvalid, "from 1 to 100"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":-1}`, 400, job.EInvalid, "from 1 to 100"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1000}`, 400, job.EInvalid, "from 1 to 100, got 1000"},
+		{"POST", "/api/v1/jobs", `{"kind":"short"}`, 400, job.EInvalid, "partitions is required"},
+		{"POST", "/api/v1/jobs", `{"kind":"nope","partitions":1}`, 400, job.EInvalid, `unknown kind "nope"; known kinds:`},
+		{"POST", "/api/v1/jobs", `{"partitions":1}`, 400, job.EInvalid, "kind is required"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1,"color":"red"}`, 400, job.EInvalid, `unknown field "color"`},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1,"params":[1]}`, 400, job.EInvalid, "params must be a JSON object"},
+		{"POST", "/api/v1/jobs", `{"kind":"short",`, 400, job.EInvalid, "malformed JSON"},
+		{"POST", "/api/v1/jobs", `{"kind":short}`, 400, job.EInvalid, "malformed JSON"},
+		{"POST", "/api/v1/jobs", `[1,2]`, 400, job.EInvalid, "must be a JSON object"},
+		{"POST", "/api/v1/jobs", `{"kind":5,"partitions":1}`, 400, job.EInvalid, `field "kind" must be a string`},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1} {}`, 400, job.EInvalid, "nothing after it"},
+		{"POST", "/api/v1/jobs", ``, 400, job.EInvalid, "body is empty"},
+		{"POST", "/api/v1/jobs", big, 413, job.ETooLarge, "larger than the limit"},
+		{"PUT", "/api/v1/jobs", `{}`, 405, job.EMethod, "allowed"},
+		{"GET", "/api/v1/jobs?state=done", "", 400, job.EInvalid, "queued, running, succeeded, failed, canceled"},
+		{"GET", "/api/v1/jobs?limit=0", "", 400, job.EInvalid, "limit must be an integer from 1 to 500"},
+		{"GET", "/api/v1/jobs?limit=x", "", 400, job.EInvalid, "limit must be"},
+		{"GET", "/api/v1/jobs?cursor=zzz", "", 400, job.EInvalid, "cursor"},
+		{"GET", "/api/v1/events", "", 400, job.EInvalid, "websocket"},
+		{"POST", "/api/v1/jobs/x/cancel", "", 404, job.ENotFound, "not found"},
+	} {
+		t.Run(tc.method+" "+tc.path+" "+truncate(tc.body), func(t *testing.T) {
+			r := b.do(t, tc.method, tc.path, tc.body)
+			var e struct {
+				Error struct {
+					Code    job.Code `json:"code"`
+					Message string   `json:"message"`
+				} `json:"error"`
+			}
+			r.json(t, &e)
+			if r.status != tc.status || e.Error.Code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
+				t.Fatalf("got %d %s, want %d %s containing %q", r.status, r.body, tc.status, tc.code, tc.msg)
+			}
+			if ct := r.header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+		})
+	}
+	// Nothing of the above was stored.
+	var l struct{ Jobs []view.Job }
+	b.do(t, "GET", "/api/v1/jobs", "").json(t, &l)
+	if len(l.Jobs) != 0 {
+		t.Fatalf("bad requests created jobs: %+v", l.Jobs)
+	}
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+func TestKindsWorkersQueueHealth(t *testing.T) {
+	t.Parallel()
+	blk := newBlocker()
+	b := setup(t, withKinds(blk.kind()))
+
+	var k struct {
+		Kinds []struct{ Name, Description string }
+	}
+	b.do(t, "GET", "/api/v1/kinds", "").json(t, &k)
+	var names []string
+	for _, kk := range k.Kinds {
+		names = append(names, kk.Name)
+	}
+	if !reflect.DeepEqual(names, []string{"block", "fail", "long", "noop", "panic", "short"}) {
+		t.Fatalf("kinds = %v", names)
+	}
+
+	j := b.submit(t, "block", 7)
+	for range 4 {
+		<-blk.started
+	}
+	b.await(t, j.ID, func(j view.Job) bool { return j.Tasks.Running == 4 })
+	var q struct {
+		Depth int              `json:"depth"`
+		Jobs  []view.QueuedJob `json:"jobs"`
+	}
+	b.do(t, "GET", "/api/v1/queue", "").json(t, &q)
+	if q.Depth != 3 || len(q.Jobs) != 1 || q.Jobs[0] != (view.QueuedJob{Job: j.ID, Kind: "block", Waiting: 3}) {
+		t.Fatalf("queue = %+v, want 3 tasks of %s", q, j.ID)
+	}
+	var w struct{ Workers []job.WorkerStatus }
+	b.do(t, "GET", "/api/v1/workers", "").json(t, &w)
+	busy := 0
+	for _, ws := range w.Workers {
+		if ws.Host == "" || ws.Key == "" {
+			t.Errorf("worker without host or key: %+v", ws)
+		}
+		if ws.Busy && ws.JobID == j.ID && ws.TaskStartedAt != nil {
+			busy++
+		}
+	}
+	if len(w.Workers) != 4 || busy != 4 {
+		t.Fatalf("workers = %+v, want 4 busy on %s", w.Workers, j.ID)
+	}
+	close(blk.release)
+	b.awaitState(t, j.ID, job.Succeeded)
+
+	if r := b.do(t, "GET", "/healthz", ""); r.status != 200 || !strings.Contains(string(r.body), `"status":"ok"`) {
+		t.Fatalf("healthz = %d %s", r.status, r.body)
+	}
+	if r := b.do(t, "GET", "/readyz", ""); r.status != 200 {
+		t.Fatalf("readyz = %d %s", r.status, r.body)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.dial(t, "/api/v1/events")
+	var hello struct {
+		Type string
+		Data map[string]any
+	}
+	readJSON(t, c, &hello)
+	if hello.Type != "hello" || hello.Data["workers_total"] != float64(4) {
+		t.Fatalf("first event = %+v", hello)
+	}
+	j := b.submit(t, "noop", 3)
+	var types []string
+	done := map[float64]bool{}
+	for {
+		var ev struct {
+			Type string
+			Data map[string]any
+		}
+		readJSON(t, c, &ev)
+		if id, _ := ev.Data["id"].(string); id != j.ID {
+			if id, _ := ev.Data["job"].(string); id != j.ID {
+				continue
+			}
+		}
+		if len(types) == 0 || types[len(types)-1] != ev.Type {
+			types = append(types, ev.Type)
+		}
+		if ev.Type == "task.done" {
+			for _, p := range ev.Data["partitions"].([]any) {
+				done[p.(float64)] = true
+			}
+		}
+		if ev.Type == "job.succeeded" {
+			if ev.Data["result"].(map[string]any)["sum"] != float64(3) {
+				t.Fatalf("job.succeeded data = %v", ev.Data)
+			}
+			break
+		}
+	}
+	if types[0] != "job.submitted" || len(done) != 3 {
+		t.Fatalf("event types = %v, partitions done = %v; want job.submitted first and task.done for 0,1,2", types, done)
+	}
+}
+
+func TestOrigins(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) {
+		c.AllowOrigins = append(c.AllowOrigins, "https://dash.example.com")
+	})
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"http://localhost:5173", true},
+		{"http://127.0.0.1:8081", true},
+		{"http://[::1]:3000", true},
+		{"http://localhost", true},
+		{"https://dash.example.com", true},
+		{"http://evil.example.com", false},
+		{"http://localhost.evil.com", false},
+		{"http://localhost:80x", false},
+		{"null", false},
+	} {
+		r := b.do(t, "POST", "/noop/1", "", "Origin", tc.origin)
+		if tc.ok && (r.status != 200 || r.header.Get("Access-Control-Allow-Origin") != tc.origin) {
+			t.Errorf("origin %s: %d, ACAO %q; want allowed", tc.origin, r.status, r.header.Get("Access-Control-Allow-Origin"))
+		}
+		if !tc.ok && (r.status != 403 || !strings.Contains(string(r.body), "--allow-origin")) {
+			t.Errorf("origin %s: %d %s; want 403 naming --allow-origin", tc.origin, r.status, r.body)
+		}
+	}
+	r := b.do(t, "OPTIONS", "/api/v1/jobs", "", "Origin", "http://localhost:5173", "Access-Control-Request-Method", "POST")
+	if r.status != 204 || !strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("preflight = %d %v", r.status, r.header)
+	}
+}

@@ -1,0 +1,117 @@
+package job_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+func TestApplyCountsEachPartitionOnce(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	j := job.New("noop_x", job.Spec{Kind: "noop", Partitions: 3}, now)
+	res := func(p int, v int64) job.TaskResult {
+		return job.TaskResult{Job: j.ID, Partition: p, Value: v, StartedAt: now, FinishedAt: now}
+	}
+	if !j.Apply(res(1, 7), job.SumReduce) {
+		t.Fatal("first result of partition 1 not applied")
+	}
+	if j.State != job.Running || j.StartedAt == nil {
+		t.Fatalf("state after first result = %s, want running with a start time", j.State)
+	}
+	if j.Apply(res(1, 100), job.SumReduce) {
+		t.Fatal("a duplicate result of partition 1 was applied")
+	}
+	if j.Apply(res(3, 1), job.SumReduce) || j.Apply(res(-1, 1), job.SumReduce) {
+		t.Fatal("a result for a partition out of range was applied")
+	}
+	j.Apply(res(2, 5), job.SumReduce)
+	j.Apply(res(0, 3), job.SumReduce)
+	if j.State != job.Succeeded || j.Result == nil {
+		t.Fatalf("state = %s, result = %v; want succeeded with a result", j.State, j.Result)
+	}
+	if got := j.Result.Values; len(got) != 3 || got[0] != 3 || got[1] != 7 || got[2] != 5 || j.Result.Sum != 15 {
+		t.Fatalf("result = %+v, want values [3 7 5] in partition order and sum 15", j.Result)
+	}
+	if j.Apply(res(0, 1), job.SumReduce) {
+		t.Fatal("a result applied to a finished job")
+	}
+}
+
+func TestApplyFailureFailsJob(t *testing.T) {
+	t.Parallel()
+	j := job.New("short_x", job.Spec{Kind: "short", Partitions: 2}, time.Now())
+	j.Apply(job.TaskResult{Partition: 1, Worker: "w.0", Attempt: 1, Error: "disk full"}, job.SumReduce)
+	if j.State != job.Failed || j.Failed != 1 {
+		t.Fatalf("state = %s failed = %d, want failed 1", j.State, j.Failed)
+	}
+	for _, want := range []string{"partition 1", "w.0", "disk full"} {
+		if !strings.Contains(j.Error, want) {
+			t.Errorf("error %q does not mention %q", j.Error, want)
+		}
+	}
+	if err := j.Cancel(time.Now()); job.ErrorCode(err) != job.EConflict {
+		t.Fatalf("cancel of a failed job: %v, want a conflict", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	r := job.NewRegistry(job.Kind{Name: "short"}, job.Kind{Name: "long"})
+	for _, tc := range []struct {
+		spec job.Spec
+		want string // "" for valid
+	}{
+		{job.Spec{Kind: "short", Partitions: 1}, ""},
+		{job.Spec{Kind: "long", Partitions: 10}, ""},
+		{job.Spec{Kind: "short", Partitions: 0}, "from 1 to 10"},
+		{job.Spec{Kind: "short", Partitions: -3}, "from 1 to 10"},
+		{job.Spec{Kind: "short", Partitions: 11}, "from 1 to 10"},
+		{job.Spec{Kind: "medium", Partitions: 1}, "known kinds: long, short"},
+		{job.Spec{Partitions: 1}, "kind is required"},
+		{job.Spec{Kind: "short", Partitions: 1, Params: []byte(`[1]`)}, "params must be a JSON object"},
+		{job.Spec{Kind: "short", Partitions: 1, Params: []byte(`{"a":1}`)}, ""},
+	} {
+		err := r.Validate(tc.spec, 10)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v: unexpected error %v", tc.spec, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || job.ErrorCode(err) != job.EInvalid):
+			t.Errorf("%+v: error %v, want an invalid error containing %q", tc.spec, err, tc.want)
+		}
+	}
+}
+
+func TestNewIDUniqueAndOrdered(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	now := time.Now()
+	prev := ""
+	for i := range 10000 {
+		id := job.NewID("short", now.Add(time.Duration(i/100)*time.Millisecond))
+		if !strings.HasPrefix(id, "short_") || len(id) != len("short_")+26 {
+			t.Fatalf("id %q: want short_ and 26 characters", id)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %q", id)
+		}
+		seen[id] = true
+		if i%100 == 0 && id < prev {
+			t.Fatalf("id %q of a later millisecond sorts before %q", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestErrorCode(t *testing.T) {
+	t.Parallel()
+	if job.ErrorCode(nil) != "" || job.ErrorCode(errors.New("x")) != job.EInternal {
+		t.Fatal("codes of nil and plain errors")
+	}
+	if got := job.ErrorMessage(errors.New("secret path /x")); got != "internal error" {
+		t.Fatalf("message of an internal error = %q", got)
+	}
+}
