@@ -82,7 +82,10 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs, server := clientFlags("submit", stderr)
 	wait := fs.Bool("wait", false, "wait for the job to finish, showing its progress")
 	params := fs.String("params", "", "job parameters as a JSON object")
-	fs.Usage = func() { fmt.Fprintln(stderr, "usage: mrcluster submit KIND PARTITIONS [--wait] [--server URL]"); fs.PrintDefaults() }
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mrcluster submit KIND PARTITIONS [--wait] [--server URL]")
+		fs.PrintDefaults()
+	}
 	// Flags may come after the positional arguments.
 	var pos []string
 	for len(args) > 0 {

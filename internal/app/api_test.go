@@ -51,8 +51,8 @@ func TestSeedSubmitAndStatus(t *testing.T) {
 	b := setup(t)
 
 	r := b.do(t, "GET", "/ping", "")
-	if r.status != 200 || compactJSON(t, r.body) != `{"message":"pong"}` {
-		t.Fatalf("GET /ping = %d %s", r.status, r.body)
+	if r.Status != 200 || compact(t, r.Body) != `{"message":"pong"}` {
+		t.Fatalf("GET /ping = %d %s", r.Status, r.Body)
 	}
 
 	for _, tc := range []struct {
@@ -61,13 +61,13 @@ func TestSeedSubmitAndStatus(t *testing.T) {
 		value int64
 	}{{"short", 3, 1}, {"long", 2, 5}} {
 		r := b.do(t, "POST", fmt.Sprintf("/%s/%d", tc.kind, tc.n), "")
-		if r.status != 200 {
-			t.Fatalf("POST /%s/%d = %d %s", tc.kind, tc.n, r.status, r.body)
+		if r.Status != 200 {
+			t.Fatalf("POST /%s/%d = %d %s", tc.kind, tc.n, r.Status, r.Body)
 		}
 		var got map[string]string
-		r.json(t, &got)
+		r.JSON(t, &got)
 		if len(got) != 2 || got["status"] != "Submitted" || !strings.HasPrefix(got["job"], tc.kind+"_") {
-			t.Fatalf("POST /%s/%d answered %s, want {status: Submitted, job: %s_…}", tc.kind, tc.n, r.body, tc.kind)
+			t.Fatalf("POST /%s/%d answered %s, want {status: Submitted, job: %s_…}", tc.kind, tc.n, r.Body, tc.kind)
 		}
 		j := b.awaitState(t, got["job"], job.Succeeded)
 		want := make([]int64, tc.n)
@@ -83,9 +83,9 @@ func TestSeedSubmitAndStatus(t *testing.T) {
 	var st struct {
 		Workers []map[string]any `json:"workers"`
 	}
-	r.json(t, &st)
-	if r.status != 200 || len(st.Workers) != 4 {
-		t.Fatalf("GET /status = %d %s, want 4 workers", r.status, r.body)
+	r.JSON(t, &st)
+	if r.Status != 200 || len(st.Workers) != 4 {
+		t.Fatalf("GET /status = %d %s, want 4 workers", r.Status, r.Body)
 	}
 	for i, w := range st.Workers {
 		if w["Id"] != float64(i) || w["Busy"] != false || w["JobId"] != "" {
@@ -166,24 +166,24 @@ func TestJobResource(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	r := b.do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":4,"params":{"note":"x"}}`)
-	if r.status != http.StatusAccepted {
-		t.Fatalf("submit = %d %s", r.status, r.body)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("submit = %d %s", r.Status, r.Body)
 	}
 	var raw map[string]any
-	r.json(t, &raw)
+	r.JSON(t, &raw)
 	for _, k := range []string{"id", "kind", "state", "partitions", "tasks", "result", "error", "created_at", "started_at", "finished_at"} {
 		if _, ok := raw[k]; !ok {
-			t.Errorf("job resource lacks %q: %s", k, r.body)
+			t.Errorf("job resource lacks %q: %s", k, r.Body)
 		}
 	}
 	tasks, _ := raw["tasks"].(map[string]any)
 	for _, k := range []string{"total", "queued", "running", "done", "failed"} {
 		if _, ok := tasks[k]; !ok {
-			t.Errorf("tasks lacks %q: %s", k, r.body)
+			t.Errorf("tasks lacks %q: %s", k, r.Body)
 		}
 	}
 	id := raw["id"].(string)
-	if loc := r.header.Get("Location"); loc != "/api/v1/jobs/"+id {
+	if loc := r.Header.Get("Location"); loc != "/api/v1/jobs/"+id {
 		t.Errorf("Location = %q", loc)
 	}
 	j := b.awaitState(t, id, job.Succeeded)
@@ -217,10 +217,10 @@ func TestListJobs(t *testing.T) {
 			NextCursor string     `json:"next_cursor"`
 		}
 		r := b.do(t, "GET", "/api/v1/jobs?state=succeeded&limit=2&cursor="+cursor, "")
-		if r.status != 200 {
-			t.Fatalf("list = %d %s", r.status, r.body)
+		if r.Status != 200 {
+			t.Fatalf("list = %d %s", r.Status, r.Body)
 		}
-		r.json(t, &l)
+		r.JSON(t, &l)
 		for _, j := range l.Jobs {
 			seen = append(seen, j.ID)
 		}
@@ -239,11 +239,11 @@ func TestListJobs(t *testing.T) {
 	}
 
 	var l struct{ Jobs []view.Job }
-	b.do(t, "GET", "/api/v1/jobs?state=running", "").json(t, &l)
+	b.do(t, "GET", "/api/v1/jobs?state=running", "").JSON(t, &l)
 	if len(l.Jobs) != 1 || l.Jobs[0].ID != running.ID || l.Jobs[0].Tasks.Running != 1 {
 		t.Fatalf("running jobs = %+v, want only %s with 1 running task", l.Jobs, running.ID)
 	}
-	b.do(t, "GET", "/api/v1/jobs", "").json(t, &l)
+	b.do(t, "GET", "/api/v1/jobs", "").JSON(t, &l)
 	if len(l.Jobs) != 6 || l.Jobs[0].ID != running.ID {
 		t.Fatalf("all jobs = %d, first %s; want 6, newest first", len(l.Jobs), l.Jobs[0].ID)
 	}
@@ -260,9 +260,9 @@ func TestCancel(t *testing.T) {
 	}
 	r := b.do(t, "POST", "/api/v1/jobs/"+j.ID+"/cancel", "")
 	var got view.Job
-	r.json(t, &got)
-	if r.status != 200 || got.State != job.Canceled || got.FinishedAt == nil {
-		t.Fatalf("cancel = %d %s", r.status, r.body)
+	r.JSON(t, &got)
+	if r.Status != 200 || got.State != job.Canceled || got.FinishedAt == nil {
+		t.Fatalf("cancel = %d %s", r.Status, r.Body)
 	}
 	// The four running tasks see their context end.
 	for range 4 {
@@ -281,17 +281,17 @@ func TestCancel(t *testing.T) {
 	var q struct {
 		Depth int `json:"depth"`
 	}
-	b.do(t, "GET", "/api/v1/queue", "").json(t, &q)
+	b.do(t, "GET", "/api/v1/queue", "").JSON(t, &q)
 	if q.Depth != 0 {
 		t.Fatalf("queue depth after cancel = %d", q.Depth)
 	}
 
 	r = b.do(t, "POST", "/api/v1/jobs/"+j.ID+"/cancel", "")
-	if r.status != http.StatusConflict || !strings.Contains(string(r.body), "already canceled") {
-		t.Fatalf("second cancel = %d %s, want 409", r.status, r.body)
+	if r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "already canceled") {
+		t.Fatalf("second cancel = %d %s, want 409", r.Status, r.Body)
 	}
-	if r := b.do(t, "POST", "/api/v1/jobs/noop_nope/cancel", ""); r.status != http.StatusNotFound {
-		t.Fatalf("cancel of an unknown job = %d %s, want 404", r.status, r.body)
+	if r := b.do(t, "POST", "/api/v1/jobs/noop_nope/cancel", ""); r.Status != http.StatusNotFound {
+		t.Fatalf("cancel of an unknown job = %d %s, want 404", r.Status, r.Body)
 	}
 }
 
@@ -314,7 +314,7 @@ func TestFailingAndPanickingTasks(t *testing.T) {
 	ok := b.submit(t, "noop", 20)
 	b.awaitState(t, ok.ID, job.Succeeded)
 	var w struct{ Workers []job.WorkerStatus }
-	b.do(t, "GET", "/api/v1/workers", "").json(t, &w)
+	b.do(t, "GET", "/api/v1/workers", "").JSON(t, &w)
 	if len(w.Workers) != 4 {
 		t.Fatalf("%d workers after panics, want 4", len(w.Workers))
 	}
@@ -375,18 +375,18 @@ func TestBadInput(t *testing.T) {
 					Message string   `json:"message"`
 				} `json:"error"`
 			}
-			r.json(t, &e)
-			if r.status != tc.status || e.Error.Code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
-				t.Fatalf("got %d %s, want %d %s containing %q", r.status, r.body, tc.status, tc.code, tc.msg)
+			r.JSON(t, &e)
+			if r.Status != tc.status || e.Error.Code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
+				t.Fatalf("got %d %s, want %d %s containing %q", r.Status, r.Body, tc.status, tc.code, tc.msg)
 			}
-			if ct := r.header.Get("Content-Type"); ct != "application/json" {
+			if ct := r.Header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type = %q", ct)
 			}
 		})
 	}
 	// Nothing of the above was stored.
 	var l struct{ Jobs []view.Job }
-	b.do(t, "GET", "/api/v1/jobs", "").json(t, &l)
+	b.do(t, "GET", "/api/v1/jobs", "").JSON(t, &l)
 	if len(l.Jobs) != 0 {
 		t.Fatalf("bad requests created jobs: %+v", l.Jobs)
 	}
@@ -407,7 +407,7 @@ func TestKindsWorkersQueueHealth(t *testing.T) {
 	var k struct {
 		Kinds []struct{ Name, Description string }
 	}
-	b.do(t, "GET", "/api/v1/kinds", "").json(t, &k)
+	b.do(t, "GET", "/api/v1/kinds", "").JSON(t, &k)
 	var names []string
 	for _, kk := range k.Kinds {
 		names = append(names, kk.Name)
@@ -425,12 +425,12 @@ func TestKindsWorkersQueueHealth(t *testing.T) {
 		Depth int              `json:"depth"`
 		Jobs  []view.QueuedJob `json:"jobs"`
 	}
-	b.do(t, "GET", "/api/v1/queue", "").json(t, &q)
+	b.do(t, "GET", "/api/v1/queue", "").JSON(t, &q)
 	if q.Depth != 3 || len(q.Jobs) != 1 || q.Jobs[0] != (view.QueuedJob{Job: j.ID, Kind: "block", Waiting: 3}) {
 		t.Fatalf("queue = %+v, want 3 tasks of %s", q, j.ID)
 	}
 	var w struct{ Workers []job.WorkerStatus }
-	b.do(t, "GET", "/api/v1/workers", "").json(t, &w)
+	b.do(t, "GET", "/api/v1/workers", "").JSON(t, &w)
 	busy := 0
 	for _, ws := range w.Workers {
 		if ws.Host == "" || ws.Key == "" {
@@ -446,11 +446,11 @@ func TestKindsWorkersQueueHealth(t *testing.T) {
 	close(blk.release)
 	b.awaitState(t, j.ID, job.Succeeded)
 
-	if r := b.do(t, "GET", "/healthz", ""); r.status != 200 || !strings.Contains(string(r.body), `"status":"ok"`) {
-		t.Fatalf("healthz = %d %s", r.status, r.body)
+	if r := b.do(t, "GET", "/healthz", ""); r.Status != 200 || !strings.Contains(string(r.Body), `"status":"ok"`) {
+		t.Fatalf("healthz = %d %s", r.Status, r.Body)
 	}
-	if r := b.do(t, "GET", "/readyz", ""); r.status != 200 {
-		t.Fatalf("readyz = %d %s", r.status, r.body)
+	if r := b.do(t, "GET", "/readyz", ""); r.Status != 200 {
+		t.Fatalf("readyz = %d %s", r.Status, r.Body)
 	}
 }
 
@@ -520,15 +520,15 @@ func TestOrigins(t *testing.T) {
 		{"null", false},
 	} {
 		r := b.do(t, "POST", "/noop/1", "", "Origin", tc.origin)
-		if tc.ok && (r.status != 200 || r.header.Get("Access-Control-Allow-Origin") != tc.origin) {
-			t.Errorf("origin %s: %d, ACAO %q; want allowed", tc.origin, r.status, r.header.Get("Access-Control-Allow-Origin"))
+		if tc.ok && (r.Status != 200 || r.Header.Get("Access-Control-Allow-Origin") != tc.origin) {
+			t.Errorf("origin %s: %d, ACAO %q; want allowed", tc.origin, r.Status, r.Header.Get("Access-Control-Allow-Origin"))
 		}
-		if !tc.ok && (r.status != 403 || !strings.Contains(string(r.body), "--allow-origin")) {
-			t.Errorf("origin %s: %d %s; want 403 naming --allow-origin", tc.origin, r.status, r.body)
+		if !tc.ok && (r.Status != 403 || !strings.Contains(string(r.Body), "--allow-origin")) {
+			t.Errorf("origin %s: %d %s; want 403 naming --allow-origin", tc.origin, r.Status, r.Body)
 		}
 	}
 	r := b.do(t, "OPTIONS", "/api/v1/jobs", "", "Origin", "http://localhost:5173", "Access-Control-Request-Method", "POST")
-	if r.status != 204 || !strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "POST") {
-		t.Fatalf("preflight = %d %v", r.status, r.header)
+	if r.Status != 204 || !strings.Contains(r.Header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("preflight = %d %v", r.Status, r.Header)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,6 +93,7 @@ type Server struct {
 	http  *http.Server
 	ln    net.Listener
 	serve chan error
+	close sync.Once
 }
 
 // Start starts a server and returns once it serves HTTP.
@@ -124,11 +126,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.store, err = natsx.Setup(ctx, s.nc, natsx.StoreConfig{AckWait: cfg.AckWait}); err != nil {
 		return nil, err
 	}
-	hub := event.NewHub()
-	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
-	if err = s.view.Start(ctx); err != nil {
-		return nil, err
-	}
 	s.coord = coordinator.New(coordinator.Config{Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, Logger: s.log})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err
@@ -142,6 +139,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err
 		}
+	}
+	hub := event.NewHub()
+	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
+	if err = s.view.Start(ctx); err != nil {
+		return nil, err
 	}
 	select {
 	case <-s.view.Ready():
@@ -191,9 +193,18 @@ func (s *Server) NATSURL() string {
 // Done receives the HTTP server's error if it stops on its own.
 func (s *Server) Done() <-chan error { return s.serve }
 
-// Close stops the server: no new requests or tasks, running tasks finish
-// (until ctx ends), websockets close, then NATS. Queued tasks stay queued.
+// Close stops the server: no new tasks, running tasks finish (until ctx
+// ends), then the API, websockets and NATS. Queued tasks stay queued.
 func (s *Server) Close(ctx context.Context) {
+	s.close.Do(func() { s.shutdown(ctx) })
+}
+
+func (s *Server) shutdown(ctx context.Context) {
+	// Workers first: they stop taking tasks at once, and the API keeps
+	// answering while their running tasks finish.
+	if s.pool != nil {
+		s.pool.Stop(ctx)
+	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
 			s.log.Warn("HTTP shutdown", "err", err)
@@ -201,9 +212,6 @@ func (s *Server) Close(ctx context.Context) {
 	}
 	if s.api != nil {
 		s.api.Close()
-	}
-	if s.pool != nil {
-		s.pool.Stop(ctx)
 	}
 	if s.coord != nil {
 		s.coord.Stop()

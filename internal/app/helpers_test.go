@@ -1,17 +1,15 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
-	"net/http"
-	"strings"
+	"log/slog"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -54,6 +52,9 @@ func setup(t *testing.T, mod ...func(*app.Config)) *bundle {
 	cfg.Kinds = testKinds()
 	cfg.AckWait = 5 * time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
+	if testing.Verbose() && os.Getenv("MRCLUSTER_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -69,100 +70,32 @@ func setup(t *testing.T, mod ...func(*app.Config)) *bundle {
 	return &bundle{srv: srv, cfg: cfg}
 }
 
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+// The bundle's client methods, shortened for the tests of this package.
+func (b *bundle) client() apitest.Client { return apitest.Client{URL: b.srv.URL()} }
 
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r response) json(t *testing.T, v any) {
+func (b *bundle) do(t *testing.T, method, path, body string, headers ...string) apitest.Response {
 	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
-	}
-}
-
-func (b *bundle) do(t *testing.T, method, path, body string, headers ...string) response {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(testContext(t), method, b.srv.URL()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: data}
+	return b.client().Do(t, method, path, body, headers...)
 }
 
 func (b *bundle) submit(t *testing.T, kind string, n int) view.Job {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"kind": kind, "partitions": n})
-	r := b.do(t, "POST", "/api/v1/jobs", string(body))
-	if r.status != http.StatusAccepted {
-		t.Fatalf("submit %s/%d: %d %s", kind, n, r.status, r.body)
-	}
-	var j view.Job
-	r.json(t, &j)
-	return j
+	return b.client().Submit(t, kind, n)
 }
 
 func (b *bundle) job(t *testing.T, id string) view.Job {
 	t.Helper()
-	r := b.do(t, "GET", "/api/v1/jobs/"+id, "")
-	if r.status != http.StatusOK {
-		t.Fatalf("get job %s: %d %s", id, r.status, r.body)
-	}
-	var j view.Job
-	r.json(t, &j)
-	return j
+	return b.client().Job(t, id)
 }
 
 func (b *bundle) dial(t *testing.T, path string) *websocket.Conn {
 	t.Helper()
-	c, _, err := websocket.Dial(testContext(t), "ws"+strings.TrimPrefix(b.srv.URL(), "http")+path, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", path, err)
-	}
-	c.SetReadLimit(16 << 20)
-	t.Cleanup(func() { c.CloseNow() })
-	return c
+	return b.client().Dial(t, path)
 }
 
-// await returns the job once cond holds for it, re-reading it whenever the
-// server sends an event: no polling interval, no sleep.
 func (b *bundle) await(t *testing.T, id string, cond func(view.Job) bool) view.Job {
 	t.Helper()
-	ctx := testContext(t)
-	c := b.dial(t, "/api/v1/events")
-	for {
-		j := b.job(t, id)
-		if cond(j) {
-			return j
-		}
-		if _, _, err := c.Read(ctx); err != nil {
-			t.Fatalf("waiting for job %s (last seen %s, %+v): %v", id, j.State, j.Tasks, err)
-		}
-	}
+	return b.client().Await(t, id, cond)
 }
 
 func (b *bundle) awaitState(t *testing.T, id string, s job.State) view.Job {
@@ -172,22 +105,7 @@ func (b *bundle) awaitState(t *testing.T, id string, s job.State) view.Job {
 
 func terminal(j view.Job) bool { return j.State.Terminal() }
 
-func readJSON(t *testing.T, c *websocket.Conn, v any) {
-	t.Helper()
-	_, data, err := c.Read(testContext(t))
-	if err != nil {
-		t.Fatalf("read websocket: %v", err)
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatalf("decode websocket message %s: %v", data, err)
-	}
-}
-
-func compactJSON(t *testing.T, data []byte) string {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, data); err != nil {
-		t.Fatalf("compact %s: %v", data, err)
-	}
-	return buf.String()
-}
+var (
+	readJSON = apitest.ReadJSON
+	compact  = apitest.Compact
+)

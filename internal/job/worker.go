@@ -5,11 +5,14 @@ import "time"
 // WorkerStatus is what a worker publishes about itself in the workers bucket.
 // An entry that is not refreshed within the bucket's TTL means a dead worker.
 type WorkerStatus struct {
-	Key           string     `json:"key"`
-	Pool          string     `json:"pool"`
-	Index         int        `json:"index"`
-	Host          string     `json:"host"`
-	Busy          bool       `json:"busy"`
+	Key   string `json:"key"`
+	Pool  string `json:"pool"`
+	Index int    `json:"index"`
+	Host  string `json:"host"`
+	Busy  bool   `json:"busy"`
+	// Stopping is set once the worker's process is shutting down: it
+	// finishes its task and takes no other.
+	Stopping      bool       `json:"stopping"`
 	JobID         string     `json:"job_id"`
 	Partition     int        `json:"partition"`
 	Attempt       int        `json:"attempt"`
@@ -19,4 +22,3 @@ type WorkerStatus struct {
 	StartedAt     time.Time  `json:"started_at"`
 	LastSeen      time.Time  `json:"last_seen"`
 }
-

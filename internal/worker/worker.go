@@ -37,9 +37,9 @@ type Config struct {
 
 // Pool is a set of workers sharing one task subscription.
 type Pool struct {
-	cfg Config
-	log *slog.Logger
-	rep *reporter
+	cfg  Config
+	log  *slog.Logger
+	rep  *reporter
 	keys []string // worker i's key in the workers bucket
 
 	hardCtx    context.Context // canceled to abandon running tasks
@@ -103,6 +103,15 @@ func (p *Pool) Start(ctx context.Context) error {
 		p.iter.Stop()
 		return fmt.Errorf("subscribe to cancel notices: %w", err)
 	}
+	// Announce the workers before taking work, so that a server that
+	// started is seen with all its workers.
+	var ferr error
+	p.rep.flush(ctx, true, time.Now(), func(err error) { ferr = err })
+	if ferr != nil {
+		p.iter.Stop()
+		_ = p.cancelSub.Unsubscribe()
+		return fmt.Errorf("announce workers: %w", ferr)
+	}
 	p.hardCtx, p.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
 	var repCtx context.Context
 	repCtx, p.repCancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -136,6 +145,7 @@ func (p *Pool) feed(tasks chan<- jetstream.Msg) {
 		select {
 		case tasks <- m:
 		case <-p.stopping:
+			p.log.Debug("returning a task to the queue", "subject", m.Subject())
 			_ = m.Nak()
 		}
 	}
@@ -143,7 +153,13 @@ func (p *Pool) feed(tasks chan<- jetstream.Msg) {
 
 func (p *Pool) work(i int, tasks <-chan jetstream.Msg) {
 	for m := range tasks {
-		p.run(i, m)
+		select {
+		case <-p.stopping:
+			// The feeder's select may pick a worker over the stop.
+			_ = m.Nak()
+		default:
+			p.run(i, m)
+		}
 	}
 }
 
@@ -316,8 +332,13 @@ func (p *Pool) Stop(ctx context.Context) {
 		return
 	}
 	close(p.stopping)
-	_ = p.cancelSub.Unsubscribe()
 	p.iter.Drain()
+	for i := range p.cfg.Concurrency {
+		p.rep.set(i, func(s *job.WorkerStatus) { s.Stopping = true })
+	}
+	p.rep.flush(ctx, false, time.Now(), func(err error) {
+		p.log.Warn("could not report that the workers are stopping", "err", err)
+	})
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -327,6 +348,7 @@ func (p *Pool) Stop(ctx context.Context) {
 		p.hardCancel()
 		<-done
 	}
+	_ = p.cancelSub.Unsubscribe()
 	p.hardCancel()
 	p.repCancel()
 	p.repWG.Wait()

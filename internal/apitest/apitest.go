@@ -1,0 +1,169 @@
+// Package apitest is a test client of a running mrcluster server's HTTP
+// API, shared by the in-process and the built-binary tests.
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// Timeout bounds every wait of a test on the server.
+const Timeout = 90 * time.Second
+
+// Client calls one server.
+type Client struct {
+	URL string
+}
+
+// Context returns a context that ends with the test or after Timeout.
+func Context(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Response is an answer read whole.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v.
+func (r Response) JSON(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// Do sends a request; headers are name, value pairs.
+func (c Client) Do(t testing.TB, method, path, body string, headers ...string) Response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(Context(t), method, c.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+}
+
+// Submit submits a job through /api/v1/jobs and fails the test unless it
+// is accepted.
+func (c Client) Submit(t testing.TB, kind string, n int) view.Job {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"kind": kind, "partitions": n})
+	r := c.Do(t, "POST", "/api/v1/jobs", string(body))
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("submit %s/%d: %d %s", kind, n, r.Status, r.Body)
+	}
+	var j view.Job
+	r.JSON(t, &j)
+	return j
+}
+
+// Job reads a job.
+func (c Client) Job(t testing.TB, id string) view.Job {
+	t.Helper()
+	r := c.Do(t, "GET", "/api/v1/jobs/"+id, "")
+	if r.Status != http.StatusOK {
+		t.Fatalf("get job %s: %d %s", id, r.Status, r.Body)
+	}
+	var j view.Job
+	r.JSON(t, &j)
+	return j
+}
+
+// Dial opens a websocket, closed when the test ends.
+func (c Client) Dial(t testing.TB, path string) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.Dial(Context(t), "ws"+strings.TrimPrefix(c.URL, "http")+path, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	conn.SetReadLimit(16 << 20)
+	t.Cleanup(func() { conn.CloseNow() })
+	return conn
+}
+
+// Await returns the job once cond holds for it. It re-reads the job each
+// time the server sends an event (at least every few seconds): no polling
+// interval, no sleep.
+func (c Client) Await(t testing.TB, id string, cond func(view.Job) bool) view.Job {
+	t.Helper()
+	ctx := Context(t)
+	conn := c.Dial(t, "/api/v1/events")
+	defer conn.CloseNow()
+	for {
+		j := c.Job(t, id)
+		if cond(j) {
+			return j
+		}
+		if _, _, err := conn.Read(ctx); err != nil {
+			t.Fatalf("waiting for job %s (last seen %s, %+v): %v", id, j.State, j.Tasks, err)
+		}
+	}
+}
+
+// ReadJSON reads one websocket message into v.
+func ReadJSON(t testing.TB, conn *websocket.Conn, v any) {
+	t.Helper()
+	_, data, err := conn.Read(Context(t))
+	if err != nil {
+		t.Fatalf("read websocket: %v", err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("decode websocket message %s: %v", data, err)
+	}
+}
+
+// Compact returns data as compact JSON.
+func Compact(t testing.TB, data []byte) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, data); err != nil {
+		t.Fatalf("compact %s: %v", data, err)
+	}
+	return buf.String()
+}
+
+// Values returns n copies of v.
+func Values(n int, v int64) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
+
+// Describe is a short line about a job for failure messages.
+func Describe(j view.Job) string {
+	return fmt.Sprintf("%s %s tasks=%+v err=%q", j.ID, j.State, j.Tasks, j.Error)
+}
