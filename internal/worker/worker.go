@@ -45,7 +45,7 @@ type Pool struct {
 	hardCtx    context.Context // canceled to abandon running tasks
 	hardCancel context.CancelFunc
 	repCancel  context.CancelFunc
-	iter       jetstream.MessagesContext
+	cons       jetstream.Consumer
 	cancelSub  *nats.Subscription
 	wg         sync.WaitGroup
 	repWG      sync.WaitGroup
@@ -90,17 +90,11 @@ func (p *Pool) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open task consumer: %w", err)
 	}
-	// A small prefetch: enough to keep workers fed, few enough that a
-	// waiting task is not held by a busy process while others are idle.
-	p.iter, err = cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency * 2))
-	if err != nil {
-		return fmt.Errorf("subscribe to tasks: %w", err)
-	}
+	p.cons = cons
 	p.cancelSub, err = p.cfg.NC.Subscribe(natsx.CancelSubject+">", func(m *nats.Msg) {
 		p.cancelJob(m.Subject[len(natsx.CancelSubject):])
 	})
 	if err != nil {
-		p.iter.Stop()
 		return fmt.Errorf("subscribe to cancel notices: %w", err)
 	}
 	// Announce the workers before taking work, so that a server that
@@ -108,7 +102,6 @@ func (p *Pool) Start(ctx context.Context) error {
 	var ferr error
 	p.rep.flush(ctx, true, time.Now(), func(err error) { ferr = err })
 	if ferr != nil {
-		p.iter.Stop()
 		_ = p.cancelSub.Unsubscribe()
 		return fmt.Errorf("announce workers: %w", ferr)
 	}
@@ -125,28 +118,53 @@ func (p *Pool) Start(ctx context.Context) error {
 	for i := range p.cfg.Concurrency {
 		p.wg.Go(func() { p.work(i, tasks) })
 	}
-	p.log.Info("workers started", "workers", p.cfg.Concurrency, "host", p.cfg.Host)
+	attrs := []any{"workers", p.cfg.Concurrency, "host", p.cfg.Host}
+	if info, err := cons.Info(ctx); err == nil {
+		attrs = append(attrs, "tasks_waiting", info.NumPending, "tasks_in_progress", info.NumAckPending)
+	}
+	p.log.Info("workers started", attrs...)
 	return nil
 }
 
-// feed hands tasks to idle workers; once stopping, it returns the tasks it
-// still holds to the queue.
+// fetchWait bounds a fetch request: how long a stopping pool may wait for
+// its last request to end, and how often an idle pool asks again.
+const fetchWait = time.Second
+
+// feed fetches tasks and hands them to idle workers. Each fetch asks for a
+// small batch (enough to keep the workers fed, few enough that a busy
+// process does not hold tasks other workers could run) and is read to its
+// end even while stopping: a task the server delivered is never dropped on
+// the floor, it is given back at once.
 func (p *Pool) feed(tasks chan<- jetstream.Msg) {
 	defer close(tasks)
+	backoff := 100 * time.Millisecond
 	for {
-		m, err := p.iter.Next()
+		select {
+		case <-p.stopping:
+			return
+		default:
+		}
+		batch, err := p.cons.Fetch(p.cfg.Concurrency*2, jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-p.stopping:
 				return
+			case <-time.After(backoff):
 			}
-			p.log.Warn("waiting for tasks failed; retrying", "err", err)
+			backoff = min(2*backoff, 10*time.Second)
 			continue
 		}
-		select {
-		case tasks <- m:
-		case <-p.stopping:
-			p.log.Debug("returning a task to the queue", "subject", m.Subject())
-			_ = m.Nak()
+		backoff = 100 * time.Millisecond
+		for m := range batch.Messages() {
+			select {
+			case tasks <- m:
+			case <-p.stopping:
+				p.giveBack(m)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			p.log.Debug("fetch ended", "err", err)
 		}
 	}
 }
@@ -156,7 +174,7 @@ func (p *Pool) work(i int, tasks <-chan jetstream.Msg) {
 		select {
 		case <-p.stopping:
 			// The feeder's select may pick a worker over the stop.
-			_ = m.Nak()
+			p.giveBack(m)
 		default:
 			p.run(i, m)
 		}
@@ -199,7 +217,7 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 	switch {
 	case p.hardCtx.Err() != nil:
 		// The worker is being stopped hard: give the task back.
-		_ = m.Nak()
+		p.giveBack(m)
 		p.idle(i, false)
 		return
 	case ctx.Err() != nil:
@@ -225,6 +243,23 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 	}
 	_ = m.Ack()
 	p.idle(i, err != nil)
+}
+
+// giveBack returns a task the pool will not run to the queue, durably: a
+// copy is published, then the original acked. (A nak is not enough: the
+// server keeps naks in memory, so after a restart a naked task would wait
+// a whole ack wait.) A crash between the two leaves a duplicate, which the
+// coordinator ignores.
+func (p *Pool) giveBack(m jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := p.cfg.Store.JS.PublishMsg(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data()}); err != nil {
+		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "subject", m.Subject(), "err", err)
+		_ = m.Nak()
+		return
+	}
+	_ = m.Ack()
+	p.log.Debug("gave a task back to the queue", "subject", m.Subject())
 }
 
 // call runs the kind's map, turning a panic into an error so a bad map
@@ -328,11 +363,10 @@ func (p *Pool) cancelJob(id string) {
 // Stop stops taking tasks and waits for the running ones to finish; when ctx
 // ends first, running tasks are abandoned and go back to the queue.
 func (p *Pool) Stop(ctx context.Context) {
-	if p.iter == nil {
+	if p.cons == nil {
 		return
 	}
 	close(p.stopping)
-	p.iter.Drain()
 	for i := range p.cfg.Concurrency {
 		p.rep.set(i, func(s *job.WorkerStatus) { s.Stopping = true })
 	}

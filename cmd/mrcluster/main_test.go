@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mrcluster-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "mrcluster")
+	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build mrcluster:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a mrcluster server running as a separate process.
+type proc struct {
+	cmd    *exec.Cmd
+	url    string
+	out    *syncBuffer
+	exited chan error
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+var servingLine = regexp.MustCompile(`serving on (http://\S+)`)
+
+// start runs `mrcluster serve` on loopback with random ports and returns
+// once it serves.
+func start(t *testing.T, dataDir string, env []string, args ...string) *proc {
+	t.Helper()
+	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			fmt.Fprintln(p.out, sc.Text())
+			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
+				urls <- m[1]
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("server output:\n%s", p.out)
+		}
+	})
+	select {
+	case p.url = <-urls:
+	case err := <-p.exited:
+		p.exited <- err
+		t.Fatalf("server exited before serving (%v):\n%s", err, p.out)
+	case <-time.After(apitest.Timeout):
+		t.Fatalf("server did not start:\n%s", p.out)
+	}
+	return p
+}
+
+func (p *proc) client() apitest.Client { return apitest.Client{URL: p.url} }
+
+// kill sends SIGKILL and waits for the process to die.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-p.exited
+	p.exited <- err
+}
+
+// Kill the server with SIGKILL while jobs run, start it again on the same
+// data directory: every acknowledged job completes with its full result,
+// and results finished before the crash are still there.
+func TestSIGKILLDuringJobsLosesNothing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	args := []string{"--sleep-scale", "0.02", "--ack-wait", "2s"}
+	p := start(t, dir, nil, args...)
+	c := p.client()
+
+	finished := c.Submit(t, "noop", 10)
+	finished = c.Await(t, finished.ID, func(j view.Job) bool { return j.State == job.Succeeded })
+
+	type want struct {
+		id    string
+		n     int
+		value int64
+	}
+	var jobs []want
+	for _, spec := range []struct {
+		kind  string
+		n     int
+		value int64
+	}{{"short", 40, 1}, {"long", 20, 5}, {"short", 60, 1}, {"noop", 500, 1}} {
+		j := c.Submit(t, spec.kind, spec.n)
+		jobs = append(jobs, want{j.ID, spec.n, spec.value})
+	}
+	// Kill once the first job is under way but not done.
+	c.Await(t, jobs[0].id, func(j view.Job) bool { return j.Tasks.Done > 0 })
+	p.kill(t)
+
+	p2 := start(t, dir, nil, args...)
+	c2 := p2.client()
+	for _, w := range jobs {
+		j := c2.Await(t, w.id, func(j view.Job) bool { return j.State.Terminal() })
+		if j.State != job.Succeeded || !reflect.DeepEqual(j.Result.Values, apitest.Values(w.n, w.value)) {
+			t.Fatalf("after the crash: %s result %+v; want %d values of %d", apitest.Describe(j), j.Result, w.n, w.value)
+		}
+	}
+	again := c2.Job(t, finished.ID)
+	if !reflect.DeepEqual(again.Result, finished.Result) || again.State != job.Succeeded {
+		t.Fatalf("job finished before the crash: %s, want result %+v", apitest.Describe(again), finished.Result)
+	}
+}
+
+// SIGTERM: the server stops taking tasks, exits 0, and leaves the rest
+// queued for the next start.
+func TestSIGTERMExitsCleanly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := start(t, dir, nil, "--workers", "1", "--sleep-scale", "0.05")
+	c := p.client()
+	j := c.Submit(t, "long", 30)
+	c.Await(t, j.ID, func(j view.Job) bool { return j.Tasks.Running == 1 })
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.exited; err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want status 0\n%s", err, p.out)
+	}
+	p.exited <- nil
+	if !strings.Contains(p.out.String(), "queued tasks stay queued") {
+		t.Errorf("the log does not say what happens to queued tasks:\n%s", p.out)
+	}
+
+	p2 := start(t, dir, nil, "--sleep-scale", "0.001")
+	done := p2.client().Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || !reflect.DeepEqual(done.Result.Values, apitest.Values(30, 5)) {
+		t.Fatalf("after restart: %s", apitest.Describe(done))
+	}
+}
+
+func TestConfigFromEnvironmentAndFlags(t *testing.T) {
+	t.Parallel()
+	workers := func(p *proc) int {
+		var st struct{ Workers []view.SeedWorker }
+		p.client().Do(t, "GET", "/status", "").JSON(t, &st)
+		return len(st.Workers)
+	}
+	p := start(t, t.TempDir(), []string{"MRCLUSTER_WORKERS=2", "MRCLUSTER_MAX_PARTITIONS=7"})
+	if n := workers(p); n != 2 {
+		t.Fatalf("MRCLUSTER_WORKERS=2 gave %d workers", n)
+	}
+	if r := p.client().Do(t, "POST", "/short/8", ""); r.Status != 400 || !strings.Contains(string(r.Body), "from 1 to 7") {
+		t.Fatalf("MRCLUSTER_MAX_PARTITIONS=7 not applied: %d %s", r.Status, r.Body)
+	}
+	// A flag beats the environment.
+	p = start(t, t.TempDir(), []string{"MRCLUSTER_WORKERS=2"}, "--workers", "3")
+	if n := workers(p); n != 3 {
+		t.Fatalf("--workers 3 with MRCLUSTER_WORKERS=2 gave %d workers", n)
+	}
+	// Bad settings are refused with a message naming them.
+	out, err := exec.Command(binary, "serve", "--workers", "-1", "--data-dir", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--workers must be 0 or more") {
+		t.Fatalf("--workers -1: %v %s", err, out)
+	}
+	cmd := exec.Command(binary, "serve", "--data-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), "MRCLUSTER_SLEEP_SCALE=fast")
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "MRCLUSTER_SLEEP_SCALE") {
+		t.Fatalf("MRCLUSTER_SLEEP_SCALE=fast: %v %s", err, out)
+	}
+}
+
+func TestCLI(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--sleep-scale", "0.001")
+	run := func(args ...string) (string, string, error) {
+		cmd := exec.Command(binary, append(args, "--server", p.url)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+	out, errOut, err := run("submit", "short", "4", "--wait")
+	if err != nil || strings.TrimSpace(out) != `{"values":[1,1,1,1],"sum":4}` {
+		t.Fatalf("submit --wait: %v\nstdout %s\nstderr %s", err, out, errOut)
+	}
+	if !strings.Contains(errOut, "4/4 done") {
+		t.Errorf("submit --wait without a terminal should print progress lines, got:\n%s", errOut)
+	}
+	id, _, err := run("submit", "noop", "2")
+	id = strings.TrimSpace(id)
+	if err != nil || !strings.HasPrefix(id, "noop_") {
+		t.Fatalf("submit: %v %q", err, id)
+	}
+	p.client().Await(t, id, func(j view.Job) bool { return j.State == job.Succeeded })
+	out, _, err = run("jobs")
+	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "succeeded") {
+		t.Fatalf("jobs: %v\n%s", err, out)
+	}
+	out, _, err = run("job", id)
+	if err != nil || !strings.Contains(out, `"sum": 2`) {
+		t.Fatalf("job: %v\n%s", err, out)
+	}
+	out, _, err = run("status")
+	if err != nil || !strings.Contains(out, "0 of 4 workers busy") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	_, errOut, err = run("submit", "medium", "3")
+	if err == nil || !strings.Contains(errOut, "known kinds: long, noop, short") {
+		t.Fatalf("submit of an unknown kind: %v %s", err, errOut)
+	}
+	_, errOut, err = run("job", "short_nope")
+	if err == nil || !strings.Contains(errOut, "not found") {
+		t.Fatalf("job of an unknown id: %v %s", err, errOut)
+	}
+	cmd := exec.Command(binary, "status", "--server", "http://127.0.0.1:1")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "cannot reach the server") {
+		t.Fatalf("status against no server: %v %s", err, out)
+	}
+}
