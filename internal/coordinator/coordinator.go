@@ -259,17 +259,18 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 	msgsByJob := map[string][]jetstream.Msg{}
 	var order []string
 	for _, m := range batch {
-		var r job.TaskResult
-		if err := json.Unmarshal(m.Data(), &r); err != nil {
-			c.log.Error("dropping an unreadable task result", "subject", m.Subject(), "err", err)
+		var rs []job.TaskResult
+		if err := json.Unmarshal(m.Data(), &rs); err != nil || len(rs) == 0 {
+			c.log.Error("dropping an unreadable task result message", "subject", m.Subject(), "err", err)
 			_ = m.Term()
 			continue
 		}
-		if _, ok := byJob[r.Job]; !ok {
-			order = append(order, r.Job)
+		id := rs[0].Job
+		if _, ok := byJob[id]; !ok {
+			order = append(order, id)
 		}
-		byJob[r.Job] = append(byJob[r.Job], r)
-		msgsByJob[r.Job] = append(msgsByJob[r.Job], m)
+		byJob[id] = append(byJob[id], rs...)
+		msgsByJob[id] = append(msgsByJob[id], m)
 	}
 	for _, id := range order {
 		results := byJob[id]

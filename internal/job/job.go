@@ -47,7 +47,7 @@ type Job struct {
 	// a job found without it after a crash has its tasks published again.
 	Enqueued bool `json:"enqueued"`
 	// Values holds each partition's map result; nil until that task is done.
-	Values     []*int64   `json:"values"`
+	Values     Values     `json:"values"`
 	Done       int        `json:"done"`
 	Failed     int        `json:"failed"`
 	Result     *Result    `json:"result,omitempty"`

@@ -13,7 +13,7 @@ func New(id string, spec Spec, now time.Time) *Job {
 		Partitions: spec.Partitions,
 		Params:     spec.Params,
 		State:      Queued,
-		Values:     make([]*int64, spec.Partitions),
+		Values:     make(Values, spec.Partitions),
 		CreatedAt:  now,
 	}
 }
@@ -22,7 +22,7 @@ func New(id string, spec Spec, now time.Time) *Job {
 // values themselves are shared: they are never changed once set.
 func (j *Job) Clone() *Job {
 	c := *j
-	c.Values = append([]*int64(nil), j.Values...)
+	c.Values = append(Values(nil), j.Values...)
 	return &c
 }
 

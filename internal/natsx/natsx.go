@@ -28,7 +28,7 @@ const (
 	WorkersConsumer  = "workers"
 	CoordConsumer    = "coordinator"
 	TaskSubject      = "mr.task."    // + job id
-	ResultSubject    = "mr.result."  // + job id + "." + partition
+	ResultSubject    = "mr.result."  // + job id; a message holds results of that job
 	StartedSubject   = "mr.started." // + job id; core NATS, not stored
 	CancelSubject    = "mr.cancel."  // + job id; core NATS, not stored
 	WorkerTTL        = 15 * time.Second

@@ -40,6 +40,11 @@ type View struct {
 	workers map[string]worker
 	changed chan struct{}
 
+	// Task starts are sent as one event per job every startedEvery, so a
+	// cluster running thousands of tasks a second does not flood clients.
+	startedMu sync.Mutex
+	started   map[string][]job.TaskStarted
+
 	ready   chan struct{}
 	readyWG sync.WaitGroup
 	stop    context.CancelFunc
@@ -60,6 +65,7 @@ func New(cfg Config) *View {
 		jobs:    map[string]*job.Job{},
 		workers: map[string]worker{},
 		changed: make(chan struct{}),
+		started: map[string][]job.TaskStarted{},
 		ready:   make(chan struct{}),
 	}
 }
@@ -80,7 +86,9 @@ func (v *View) Start(ctx context.Context) error {
 	v.sub, err = v.cfg.NC.Subscribe(natsx.StartedSubject+">", func(m *nats.Msg) {
 		var s job.TaskStarted
 		if json.Unmarshal(m.Data, &s) == nil {
-			v.cfg.Hub.Publish(event.Event{Type: "task.started", Data: s})
+			v.startedMu.Lock()
+			v.started[s.Job] = append(v.started[s.Job], s)
+			v.startedMu.Unlock()
 		}
 	})
 	if err != nil {
@@ -93,6 +101,7 @@ func (v *View) Start(ctx context.Context) error {
 	v.wg.Go(func() { v.watch(ctx, jw, v.applyJob) })
 	v.wg.Go(func() { v.watch(ctx, ww, v.applyWorker) })
 	v.wg.Go(func() { v.prune(ctx) })
+	v.wg.Go(func() { v.flushStarted(ctx) })
 	return nil
 }
 
@@ -185,12 +194,16 @@ func (v *View) applyJob(e jetstream.KeyValueEntry, initial bool) {
 	}
 }
 
-// jobEvents turns a record change into events; v.mu must be held.
+// jobEvents turns a record change into events; v.mu must be held. The
+// watcher may skip revisions (the bucket keeps only the newest), so a job
+// can first be seen already finished: every event is derived from the
+// difference, with a job not seen before compared to a fresh one.
 func (v *View) jobEvents(prev, j *job.Job) []event.Event {
 	res := v.resource(j, v.runningByJob())
 	var out []event.Event
 	if prev == nil {
-		return append(out, event.Event{Type: "job.submitted", Data: res})
+		out = append(out, event.Event{Type: "job.submitted", Data: res})
+		prev = &job.Job{State: job.Queued}
 	}
 	if j.Done > prev.Done {
 		var parts []int
@@ -201,11 +214,13 @@ func (v *View) jobEvents(prev, j *job.Job) []event.Event {
 		}
 		out = append(out, event.Event{Type: "task.done", Data: TasksDone{Job: j.ID, Partitions: parts, Done: j.Done, Total: j.Partitions}})
 	}
-	typ := "job.progress"
-	if j.State != prev.State {
-		typ = "job." + string(j.State)
+	switch {
+	case j.State != prev.State:
+		out = append(out, event.Event{Type: "job." + string(j.State), Data: res})
+	case len(out) == 0 || out[len(out)-1].Type == "task.done":
+		out = append(out, event.Event{Type: "job.progress", Data: res})
 	}
-	return append(out, event.Event{Type: typ, Data: res})
+	return out
 }
 
 // TasksDone is the data of a task.done event: the partitions finished
@@ -297,6 +312,36 @@ func (v *View) prune(ctx context.Context) {
 				v.log.Warn("worker stopped heartbeating; forgetting it", "worker", k)
 				v.removeWorker(k)
 			}
+		}
+	}
+}
+
+// TasksStarted is the data of a task.started event: the tasks of one job
+// that started since its previous event.
+type TasksStarted struct {
+	Job   string            `json:"job"`
+	Tasks []job.TaskStarted `json:"tasks"`
+}
+
+const startedEvery = 100 * time.Millisecond
+
+func (v *View) flushStarted(ctx context.Context) {
+	t := time.NewTicker(startedEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v.startedMu.Lock()
+		started := v.started
+		if len(started) > 0 {
+			v.started = map[string][]job.TaskStarted{}
+		}
+		v.startedMu.Unlock()
+		for id, tasks := range started {
+			v.cfg.Hub.Publish(event.Event{Type: "task.started", Data: TasksStarted{Job: id, Tasks: tasks}})
 		}
 	}
 }

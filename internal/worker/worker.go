@@ -49,6 +49,8 @@ type Pool struct {
 	cancelSub  *nats.Subscription
 	wg         sync.WaitGroup
 	repWG      sync.WaitGroup
+	results    chan finished
+	resultsWG  sync.WaitGroup
 	stopping   chan struct{}
 
 	mu       sync.Mutex
@@ -113,6 +115,8 @@ func (p *Pool) Start(ctx context.Context) error {
 			p.log.Warn("could not report worker status; is NATS reachable?", "err", err)
 		})
 	})
+	p.results = make(chan finished, 4*p.cfg.Concurrency)
+	p.resultsWG.Go(p.publishResults)
 	tasks := make(chan jetstream.Msg)
 	p.wg.Go(func() { p.feed(tasks) })
 	for i := range p.cfg.Concurrency {
@@ -231,17 +235,7 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 		r.Error = err.Error()
 		log.Warn("task failed", "err", err)
 	}
-	data, _ := json.Marshal(r)
-	pctx, pcancel := context.WithTimeout(p.hardCtx, 30*time.Second)
-	_, perr := p.cfg.Store.JS.PublishMsg(pctx, &nats.Msg{Subject: fmt.Sprintf("%s%s.%d", natsx.ResultSubject, t.Job, t.Partition), Data: data})
-	pcancel()
-	if perr != nil {
-		log.Warn("could not store the task result; the task will run again", "err", perr)
-		_ = m.Nak()
-		p.idle(i, true)
-		return
-	}
-	_ = m.Ack()
+	p.results <- finished{result: r, msg: m}
 	p.idle(i, err != nil)
 }
 
@@ -383,6 +377,8 @@ func (p *Pool) Stop(ctx context.Context) {
 		<-done
 	}
 	_ = p.cancelSub.Unsubscribe()
+	close(p.results)
+	p.resultsWG.Wait()
 	p.hardCancel()
 	p.repCancel()
 	p.repWG.Wait()

@@ -1,0 +1,263 @@
+// Package bench measures mrcluster end to end beside the ceiling of its
+// substrate, raw JetStream on the same machine, in the same run.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// JetStreamCeiling publishes n messages to a file-backed work-queue stream
+// and consumes and acks them with a pull consumer, as the cluster's tasks
+// are, and returns messages per second for the whole round.
+func JetStreamCeiling(ctx context.Context, n int) (float64, error) {
+	dir, err := os.MkdirTemp("", "mrcluster-bench")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	emb, err := natsx.StartEmbedded(dir, "127.0.0.1:0", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, err
+	}
+	defer emb.Shutdown()
+	nc, err := emb.Connect("bench")
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, err
+	}
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000})
+	if err != nil {
+		return 0, err
+	}
+	payload := []byte(`{"job":"noop_01jd0000000000000000000000","kind":"noop","partition":1234,"partitions":10000}`)
+	start := time.Now()
+	done := make(chan struct{})
+	var got int
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		got++
+		if got == n {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Stop()
+	for i := range n {
+		if _, err := js.PublishAsync(fmt.Sprintf("raw.%d", i%16), payload); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// Cluster is a server started for a benchmark.
+type Cluster struct {
+	srv *app.Server
+	dir string
+}
+
+// StartCluster starts a server with the defaults of `mrcluster serve`
+// (4 in-process workers) on random ports and a temporary data directory.
+func StartCluster(ctx context.Context) (*Cluster, error) {
+	dir, err := os.MkdirTemp("", "mrcluster-bench")
+	if err != nil {
+		return nil, err
+	}
+	cfg := app.DefaultConfig()
+	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
+	srv, err := app.Start(ctx, cfg)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &Cluster{srv: srv, dir: dir}, nil
+}
+
+// Close stops the server and removes its data.
+func (c *Cluster) Close() {
+	c.srv.Close(context.Background())
+	os.RemoveAll(c.dir)
+}
+
+// watcher follows /api/v1/events and reports when jobs finish.
+type watcher struct {
+	conn     *websocket.Conn
+	finished chan string
+}
+
+func (c *Cluster) watch(ctx context.Context) (*watcher, error) {
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.srv.URL(), "http")+"/api/v1/events", nil)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(64 << 20)
+	w := &watcher{conn: conn, finished: make(chan string, 10000)}
+	go func() {
+		defer close(w.finished)
+		for {
+			_, data, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			var ev struct {
+				Type string `json:"type"`
+				Data struct {
+					ID string `json:"id"`
+				} `json:"data"`
+			}
+			if json.Unmarshal(data, &ev) != nil {
+				continue
+			}
+			switch ev.Type {
+			case "job.succeeded", "job.failed", "job.canceled":
+				w.finished <- ev.Data.ID
+			case "resync":
+				// Dropped events are not expected at these rates; say so.
+				fmt.Fprintln(os.Stderr, "bench: the event stream lagged")
+			}
+		}
+	}()
+	return w, nil
+}
+
+func (c *Cluster) submit(ctx context.Context, kind string, n int) (string, error) {
+	body := fmt.Sprintf(`{"kind":%q,"partitions":%d}`, kind, n)
+	req, err := http.NewRequestWithContext(ctx, "POST", c.srv.URL()+"/api/v1/jobs", strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var j struct {
+		ID string `json:"id"`
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("submit: %s", resp.Status)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&j)
+	return j.ID, err
+}
+
+// Throughput submits jobs of noop tasks totalling tasks and returns tasks
+// per second from the first submit until every job is reduced and done.
+func (c *Cluster) Throughput(ctx context.Context, jobs, partitions int) (float64, error) {
+	w, err := c.watch(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer w.conn.CloseNow()
+	start := time.Now()
+	pending := map[string]bool{}
+	for range jobs {
+		id, err := c.submit(ctx, "noop", partitions)
+		if err != nil {
+			return 0, err
+		}
+		pending[id] = true
+	}
+	for len(pending) > 0 {
+		select {
+		case id, ok := <-w.finished:
+			if !ok {
+				return 0, fmt.Errorf("event stream closed with %d jobs pending", len(pending))
+			}
+			delete(pending, id)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return float64(jobs*partitions) / time.Since(start).Seconds(), nil
+}
+
+// Latency submits n one-partition noop jobs one after the other and
+// returns the submit→done durations, sorted.
+func (c *Cluster) Latency(ctx context.Context, n int) ([]time.Duration, error) {
+	w, err := c.watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer w.conn.CloseNow()
+	out := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		id, err := c.submit(ctx, "noop", 1)
+		if err != nil {
+			return nil, err
+		}
+		for done := false; !done; {
+			select {
+			case got, ok := <-w.finished:
+				if !ok {
+					return nil, fmt.Errorf("event stream closed")
+				}
+				done = got == id
+			case <-time.After(10 * time.Second):
+				return nil, fmt.Errorf("job %s did not finish within 10s: %s", id, c.describe(ctx, id))
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		out = append(out, time.Since(start))
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (c *Cluster) describe(ctx context.Context, id string) string {
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.srv.URL()+"/api/v1/jobs/"+id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, _ = io.Copy(&b, resp.Body)
+	return b.String()
+}
+
+// Percentile returns the p-th percentile of sorted durations.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
+}
