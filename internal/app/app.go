@@ -81,19 +81,21 @@ func (c Config) Validate() error {
 
 // Server is a running mrcluster server.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	emb   *natsx.Embedded
-	nc    *nats.Conn
-	store *natsx.Store
-	coord *coordinator.Coordinator
-	pool  *worker.Pool
-	view  *view.View
-	api   *httpapi.Server
-	http  *http.Server
-	ln    net.Listener
-	serve chan error
-	close sync.Once
+	cfg Config
+	log *slog.Logger
+	emb *natsx.Embedded
+	nc  *nats.Conn
+	// workerNC is the in-process workers' own connection.
+	workerNC *nats.Conn
+	store    *natsx.Store
+	coord    *coordinator.Coordinator
+	pool     *worker.Pool
+	view     *view.View
+	api      *httpapi.Server
+	http     *http.Server
+	ln       net.Listener
+	serve    chan error
+	close    sync.Once
 }
 
 // Start starts a server and returns once it serves HTTP.
@@ -117,11 +119,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if s.emb, err = natsx.StartEmbedded(cfg.DataDir, cfg.NATSListen, s.log); err != nil {
 			return nil, err
 		}
-		if s.nc, err = s.emb.Connect("mrcluster-server"); err != nil {
-			return nil, fmt.Errorf("connect to embedded NATS: %w", err)
-		}
-	} else if s.nc, err = natsx.Dial(cfg.NATSURL, "mrcluster-server", s.log); err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	if s.nc, err = s.connect("mrcluster-server"); err != nil {
+		return nil, err
 	}
 	if s.store, err = natsx.Setup(ctx, s.nc, natsx.StoreConfig{AckWait: cfg.AckWait}); err != nil {
 		return nil, err
@@ -131,9 +131,19 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	if cfg.Workers > 0 {
+		// The workers have a connection of their own, as a remote worker
+		// would; it also lets the NATS server serve them in parallel with
+		// the coordinator.
+		if s.workerNC, err = s.connect("mrcluster-workers"); err != nil {
+			return nil, err
+		}
+		wstore, err := natsx.Open(ctx, s.workerNC)
+		if err != nil {
+			return nil, err
+		}
 		host, _ := os.Hostname()
 		s.pool = worker.New(worker.Config{
-			Store: s.store, NC: s.nc, Kinds: cfg.Kinds, Concurrency: cfg.Workers,
+			Store: wstore, NC: s.workerNC, Kinds: cfg.Kinds, Concurrency: cfg.Workers,
 			Name: PoolName(host), Host: host, AckWait: cfg.AckWait, Logger: s.log,
 		})
 		if err = s.pool.Start(ctx); err != nil {
@@ -162,6 +172,23 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	go func() { s.serve <- s.http.Serve(s.ln) }()
 	s.log.Info("mrcluster serving", "addr", s.Addr(), "workers", cfg.Workers, "nats", s.NATSURL(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+// connect opens a connection to the embedded server, in process, or to
+// the external one.
+func (s *Server) connect(name string) (*nats.Conn, error) {
+	if s.emb != nil {
+		nc, err := s.emb.Connect(name)
+		if err != nil {
+			return nil, fmt.Errorf("connect to embedded NATS: %w", err)
+		}
+		return nc, nil
+	}
+	nc, err := natsx.Dial(s.cfg.NATSURL, name, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", s.cfg.NATSURL, err)
+	}
+	return nc, nil
 }
 
 func (s *Server) ready(ctx context.Context) error {
@@ -219,10 +246,12 @@ func (s *Server) shutdown(ctx context.Context) {
 	if s.view != nil {
 		s.view.Stop()
 	}
-	if s.nc != nil {
-		// Send what is buffered (acks above all) before closing.
-		_ = s.nc.FlushTimeout(2 * time.Second)
-		s.nc.Close()
+	for _, nc := range []*nats.Conn{s.workerNC, s.nc} {
+		if nc != nil {
+			// Send what is buffered (acks above all) before closing.
+			_ = nc.FlushTimeout(2 * time.Second)
+			nc.Close()
+		}
 	}
 	if s.emb != nil {
 		s.emb.Shutdown()

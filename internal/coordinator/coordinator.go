@@ -170,9 +170,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("consume results: %w", err)
 	}
 	c.sub, err = c.cfg.NC.QueueSubscribe(natsx.StartedSubject+">", "coordinator", func(m *nats.Msg) {
-		var s job.TaskStarted
-		if json.Unmarshal(m.Data, &s) == nil {
-			c.markStarted(ctx, s)
+		var s []job.TaskStarted
+		if json.Unmarshal(m.Data, &s) == nil && len(s) > 0 {
+			c.markStarted(ctx, s[0])
 		}
 	})
 	if err != nil {

@@ -65,13 +65,7 @@ type Result struct {
 
 // DoneValues returns the results of the tasks done so far, in partition order.
 func (j *Job) DoneValues() []int64 {
-	out := make([]int64, 0, j.Done)
-	for _, v := range j.Values {
-		if v != nil {
-			out = append(out, *v)
-		}
-	}
-	return out
+	return j.Values.Done()
 }
 
 // Task is one map partition of a job, as carried on the task queue.

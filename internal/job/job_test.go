@@ -1,7 +1,6 @@
 package job_test
 
 import (
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -114,39 +113,5 @@ func TestErrorCode(t *testing.T) {
 	}
 	if got := job.ErrorMessage(errors.New("secret path /x")); got != "internal error" {
 		t.Fatalf("message of an internal error = %q", got)
-	}
-}
-
-func TestValuesRoundTrip(t *testing.T) {
-	t.Parallel()
-	one, five, neg := int64(1), int64(5), int64(-7)
-	for _, v := range []job.Values{
-		{},
-		{nil},
-		{&one, &one, nil, &five, &five, &five, nil, nil, &neg, &one},
-		make(job.Values, 10000),
-	} {
-		data, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back job.Values
-		if err := json.Unmarshal(data, &back); err != nil {
-			t.Fatalf("decode %s: %v", data, err)
-		}
-		if len(back) != len(v) {
-			t.Fatalf("%s decoded to %d values, want %d", data, len(back), len(v))
-		}
-		for i := range v {
-			if (v[i] == nil) != (back[i] == nil) || v[i] != nil && *v[i] != *back[i] {
-				t.Fatalf("%s: value %d differs", data, i)
-			}
-		}
-	}
-	for _, bad := range []string{`[[1]]`, `[[1,-1]]`, `[1,2]`, `{"a":1}`} {
-		var v job.Values
-		if err := json.Unmarshal([]byte(bad), &v); err == nil {
-			t.Errorf("%s decoded without error", bad)
-		}
 	}
 }

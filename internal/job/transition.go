@@ -13,26 +13,23 @@ func New(id string, spec Spec, now time.Time) *Job {
 		Partitions: spec.Partitions,
 		Params:     spec.Params,
 		State:      Queued,
-		Values:     make(Values, spec.Partitions),
+		Values:     NewValues(spec.Partitions),
 		CreatedAt:  now,
 	}
 }
 
-// Clone returns a copy of j that can be changed without changing j. The
-// values themselves are shared: they are never changed once set.
+// Clone returns a copy of j that can be changed without changing j.
 func (j *Job) Clone() *Job {
 	c := *j
-	c.Values = append(Values(nil), j.Values...)
+	c.Values = j.Values.Clone()
 	return &c
 }
 
 // Tasks returns the job's tasks that are not done yet.
 func (j *Job) Tasks() []Task {
 	out := make([]Task, 0, j.Partitions-j.Done)
-	for p, v := range j.Values {
-		if v == nil {
-			out = append(out, Task{Job: j.ID, Kind: j.Kind, Partition: p, Partitions: j.Partitions, Params: j.Params})
-		}
+	for _, p := range j.Values.Unset() {
+		out = append(out, Task{Job: j.ID, Kind: j.Kind, Partition: p, Partitions: j.Partitions, Params: j.Params})
 	}
 	return out
 }
@@ -53,7 +50,7 @@ func (j *Job) Start(at time.Time) bool {
 // is done the job is reduced and succeeds; a failed task fails the job.
 // Apply reports whether the record changed.
 func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
-	if j.State.Terminal() || r.Partition < 0 || r.Partition >= len(j.Values) || j.Values[r.Partition] != nil {
+	if _, done := j.Values.Get(r.Partition); j.State.Terminal() || r.Partition < 0 || r.Partition >= j.Values.Len() || done {
 		return false
 	}
 	j.Start(r.StartedAt)
@@ -64,8 +61,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 		j.FinishedAt = &r.FinishedAt
 		return true
 	}
-	v := r.Value
-	j.Values[r.Partition] = &v
+	j.Values.Set(r.Partition, r.Value)
 	j.Done++
 	if j.Done == j.Partitions {
 		res := reduce(j.DoneValues())

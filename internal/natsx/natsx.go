@@ -29,7 +29,7 @@ const (
 	CoordConsumer    = "coordinator"
 	TaskSubject      = "mr.task."    // + job id
 	ResultSubject    = "mr.result."  // + job id; a message holds results of that job
-	StartedSubject   = "mr.started." // + job id; core NATS, not stored
+	StartedSubject   = "mr.started." // + job id; core NATS, not stored; a list of starts
 	CancelSubject    = "mr.cancel."  // + job id; core NATS, not stored
 	WorkerTTL        = 15 * time.Second
 	ResultsRetention = 7 * 24 * time.Hour
@@ -190,6 +190,29 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		MaxAckPending: 20000,
 	}); err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", CoordConsumer, ResultsStream, err)
+	}
+	return s, nil
+}
+
+// Open binds to the resources a server's Setup created, without changing
+// them: what a worker does.
+func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open JetStream: %w", err)
+	}
+	s := &Store{JS: js}
+	if s.Tasks, err = js.Stream(ctx, TasksStream); err != nil {
+		return nil, fmt.Errorf("open stream %s (has a server set up the cluster?): %w", TasksStream, err)
+	}
+	if s.Results, err = js.Stream(ctx, ResultsStream); err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", ResultsStream, err)
+	}
+	if s.Jobs, err = js.KeyValue(ctx, JobsBucket); err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", JobsBucket, err)
+	}
+	if s.Workers, err = js.KeyValue(ctx, WorkersBucket); err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", WorkersBucket, err)
 	}
 	return s, nil
 }

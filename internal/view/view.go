@@ -84,10 +84,10 @@ func (v *View) Start(ctx context.Context) error {
 		return fmt.Errorf("watch workers: %w", err)
 	}
 	v.sub, err = v.cfg.NC.Subscribe(natsx.StartedSubject+">", func(m *nats.Msg) {
-		var s job.TaskStarted
-		if json.Unmarshal(m.Data, &s) == nil {
+		var s []job.TaskStarted
+		if json.Unmarshal(m.Data, &s) == nil && len(s) > 0 {
 			v.startedMu.Lock()
-			v.started[s.Job] = append(v.started[s.Job], s)
+			v.started[s[0].Job] = append(v.started[s[0].Job], s...)
 			v.startedMu.Unlock()
 		}
 	})
@@ -206,12 +206,7 @@ func (v *View) jobEvents(prev, j *job.Job) []event.Event {
 		prev = &job.Job{State: job.Queued}
 	}
 	if j.Done > prev.Done {
-		var parts []int
-		for p, val := range j.Values {
-			if val != nil && (p >= len(prev.Values) || prev.Values[p] == nil) {
-				parts = append(parts, p)
-			}
-		}
+		parts := j.Values.NewlySet(prev.Values)
 		out = append(out, event.Event{Type: "task.done", Data: TasksDone{Job: j.ID, Partitions: parts, Done: j.Done, Total: j.Partitions}})
 	}
 	switch {

@@ -51,7 +51,11 @@ type Pool struct {
 	repWG      sync.WaitGroup
 	results    chan finished
 	resultsWG  sync.WaitGroup
-	stopping   chan struct{}
+
+	startedMu   sync.Mutex
+	startedBuf  map[string][]job.TaskStarted
+	startedWake chan struct{}
+	stopping    chan struct{}
 
 	mu       sync.Mutex
 	running  map[string]map[int]context.CancelFunc // job id → worker index → cancel
@@ -64,11 +68,13 @@ func New(cfg Config) *Pool {
 		cfg.AckWait = 30 * time.Second
 	}
 	p := &Pool{
-		cfg:      cfg,
-		log:      cfg.Logger.With("pool", cfg.Name),
-		running:  map[string]map[int]context.CancelFunc{},
-		canceled: map[string]time.Time{},
-		stopping: make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger.With("pool", cfg.Name),
+		running:     map[string]map[int]context.CancelFunc{},
+		canceled:    map[string]time.Time{},
+		stopping:    make(chan struct{}),
+		startedBuf:  map[string][]job.TaskStarted{},
+		startedWake: make(chan struct{}, 1),
 		rep: &reporter{
 			kv:        cfg.Store.Workers,
 			interval:  100 * time.Millisecond,
@@ -110,15 +116,24 @@ func (p *Pool) Start(ctx context.Context) error {
 	p.hardCtx, p.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
 	var repCtx context.Context
 	repCtx, p.repCancel = context.WithCancel(context.WithoutCancel(ctx))
+	p.repWG.Go(func() { p.sendStarted(repCtx.Done()) })
 	p.repWG.Go(func() {
 		p.rep.run(repCtx, func(err error) {
 			p.log.Warn("could not report worker status; is NATS reachable?", "err", err)
 		})
 	})
-	p.results = make(chan finished, 4*p.cfg.Concurrency)
+	p.results = make(chan finished, maxResultBatch)
 	p.resultsWG.Go(p.publishResults)
-	tasks := make(chan jetstream.Msg)
-	p.wg.Go(func() { p.feed(tasks) })
+	// A buffer lets the next fetch overlap the work on the previous one.
+	tasks := make(chan jetstream.Msg, p.cfg.Concurrency)
+	var feeders sync.WaitGroup
+	for range fetchers {
+		feeders.Go(func() { p.feed(tasks) })
+	}
+	p.wg.Go(func() {
+		feeders.Wait()
+		close(tasks)
+	})
 	for i := range p.cfg.Concurrency {
 		p.wg.Go(func() { p.work(i, tasks) })
 	}
@@ -134,13 +149,17 @@ func (p *Pool) Start(ctx context.Context) error {
 // its last request to end, and how often an idle pool asks again.
 const fetchWait = time.Second
 
+// fetchers is how many fetch requests a pool keeps open at once, each for
+// as many tasks as the pool has workers: while one batch is being worked
+// on, the next is on its way.
+const fetchers = 3
+
 // feed fetches tasks and hands them to idle workers. Each fetch asks for a
 // small batch (enough to keep the workers fed, few enough that a busy
 // process does not hold tasks other workers could run) and is read to its
 // end even while stopping: a task the server delivered is never dropped on
 // the floor, it is given back at once.
 func (p *Pool) feed(tasks chan<- jetstream.Msg) {
-	defer close(tasks)
 	backoff := 100 * time.Millisecond
 	for {
 		select {
@@ -148,7 +167,7 @@ func (p *Pool) feed(tasks chan<- jetstream.Msg) {
 			return
 		default:
 		}
-		batch, err := p.cons.Fetch(p.cfg.Concurrency*2, jetstream.FetchMaxWait(fetchWait))
+		batch, err := p.cons.Fetch(p.cfg.Concurrency, jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
 			select {
@@ -208,9 +227,7 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 
 	start := time.Now().UTC()
 	worker := p.keys[i]
-	if data, err := json.Marshal(job.TaskStarted{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, StartedAt: start}); err == nil {
-		_ = p.cfg.NC.Publish(natsx.StartedSubject+t.Job, data)
-	}
+	p.noteStarted(job.TaskStarted{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, StartedAt: start})
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, attempt, &start
 	})

@@ -20,6 +20,14 @@ func main() {
 	jobs := flag.Int("jobs", 10, "jobs the throughput run's tasks are split into")
 	latencyJobs := flag.Int("latency-jobs", 1000, "one-partition jobs in the latency run")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile at the end to this file")
+	defer func() {
+		if *memprofile != "" {
+			f, _ := os.Create(*memprofile)
+			_ = pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+	}()
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
