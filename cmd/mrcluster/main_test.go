@@ -258,6 +258,7 @@ func TestCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"sum": 2`) {
 		t.Fatalf("job: %v\n%s", err, out)
 	}
+	p.client().AwaitIdleWorkers(t, 4)
 	out, _, err = run("status")
 	if err != nil || !strings.Contains(out, "0 of 4 workers busy") {
 		t.Fatalf("status: %v\n%s", err, out)

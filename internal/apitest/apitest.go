@@ -167,3 +167,24 @@ func Values(n int, v int64) []int64 {
 func Describe(j view.Job) string {
 	return fmt.Sprintf("%s %s tasks=%+v err=%q", j.ID, j.State, j.Tasks, j.Error)
 }
+
+// AwaitIdleWorkers waits on the /status websocket until n workers are
+// known and none is busy: worker statuses trail job results a little.
+func (c Client) AwaitIdleWorkers(t testing.TB, n int) {
+	t.Helper()
+	conn := c.Dial(t, "/status")
+	defer conn.CloseNow()
+	for {
+		var ws []view.SeedWorker
+		ReadJSON(t, conn, &ws)
+		idle := 0
+		for _, w := range ws {
+			if !w.Busy && w.JobId == "" {
+				idle++
+			}
+		}
+		if len(ws) == n && idle == n {
+			return
+		}
+	}
+}

@@ -79,6 +79,7 @@ func TestSeedSubmitAndStatus(t *testing.T) {
 		}
 	}
 
+	b.client().AwaitIdleWorkers(t, 4)
 	r = b.do(t, "GET", "/status", "")
 	var st struct {
 		Workers []map[string]any `json:"workers"`
@@ -88,8 +89,8 @@ func TestSeedSubmitAndStatus(t *testing.T) {
 		t.Fatalf("GET /status = %d %s, want 4 workers", r.Status, r.Body)
 	}
 	for i, w := range st.Workers {
-		if w["Id"] != float64(i) || w["Busy"] != false || w["JobId"] != "" {
-			t.Errorf("worker %d = %v, want {Id:%d Busy:false JobId:\"\"}", i, w, i)
+		if len(w) != 3 || w["Id"] != float64(i) || w["Busy"] != false || w["JobId"] != "" {
+			t.Errorf("worker %d = %v, want exactly {Id:%d Busy:false JobId:\"\"}", i, w, i)
 		}
 	}
 }

@@ -331,9 +331,11 @@ func (v *View) flushStarted(ctx context.Context) {
 		}
 		v.startedMu.Lock()
 		started := v.started
-		if len(started) > 0 {
-			v.started = map[string][]job.TaskStarted{}
+		if len(started) == 0 {
+			v.startedMu.Unlock()
+			continue
 		}
+		v.started = map[string][]job.TaskStarted{}
 		v.startedMu.Unlock()
 		for id, tasks := range started {
 			v.cfg.Hub.Publish(event.Event{Type: "task.started", Data: TasksStarted{Job: id, Tasks: tasks}})

@@ -44,9 +44,11 @@ func (p *Pool) sendStarted(stop <-chan struct{}) {
 func (p *Pool) flushStarted() {
 	p.startedMu.Lock()
 	buf := p.startedBuf
-	if len(buf) > 0 {
-		p.startedBuf = map[string][]job.TaskStarted{}
+	if len(buf) == 0 {
+		p.startedMu.Unlock()
+		return
 	}
+	p.startedBuf = map[string][]job.TaskStarted{}
 	p.startedMu.Unlock()
 	for id, notices := range buf {
 		data, err := json.Marshal(notices)
