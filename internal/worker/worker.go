@@ -6,7 +6,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -51,6 +50,8 @@ type Pool struct {
 	repWG      sync.WaitGroup
 	results    chan finished
 	resultsWG  sync.WaitGroup
+
+	pace pace
 
 	startedMu   sync.Mutex
 	startedBuf  map[string][]job.TaskStarted
@@ -145,53 +146,6 @@ func (p *Pool) Start(ctx context.Context) error {
 	return nil
 }
 
-// fetchWait bounds a fetch request: how long a stopping pool may wait for
-// its last request to end, and how often an idle pool asks again.
-const fetchWait = time.Second
-
-// fetchers is how many fetch requests a pool keeps open at once, each for
-// as many tasks as the pool has workers: while one batch is being worked
-// on, the next is on its way.
-const fetchers = 3
-
-// feed fetches tasks and hands them to idle workers. Each fetch asks for a
-// small batch (enough to keep the workers fed, few enough that a busy
-// process does not hold tasks other workers could run) and is read to its
-// end even while stopping: a task the server delivered is never dropped on
-// the floor, it is given back at once.
-func (p *Pool) feed(tasks chan<- jetstream.Msg) {
-	backoff := 100 * time.Millisecond
-	for {
-		select {
-		case <-p.stopping:
-			return
-		default:
-		}
-		batch, err := p.cons.Fetch(p.cfg.Concurrency, jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
-			select {
-			case <-p.stopping:
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 10*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		for m := range batch.Messages() {
-			select {
-			case tasks <- m:
-			case <-p.stopping:
-				p.giveBack(m)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			p.log.Debug("fetch ended", "err", err)
-		}
-	}
-}
-
 func (p *Pool) work(i int, tasks <-chan jetstream.Msg) {
 	for m := range tasks {
 		select {
@@ -234,6 +188,7 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 	alive := p.keepAlive(m)
 	value, err := p.call(ctx, t)
 	alive.stop()
+	p.pace.observe(time.Since(start))
 
 	switch {
 	case p.hardCtx.Err() != nil:

@@ -1,0 +1,100 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	// fetchWait bounds a fetch request: how long a stopping pool may wait
+	// for its last request to end, and how often an idle pool asks again.
+	fetchWait = time.Second
+	// fetchers is how many fetch requests a pool keeps open at once: while
+	// one batch is being worked on, the next is on its way.
+	fetchers = 2
+	// batchBudget is how long the tasks of one fetch should take to run:
+	// it sizes the fetch from the tasks' recent run time.
+	batchBudget = 20 * time.Millisecond
+	// maxFetch bounds a fetch, whatever the tasks' run time.
+	maxFetch = 256
+)
+
+// pace tracks how long tasks take to run, as a moving average, and sizes
+// fetches from it: a pool running tasks of a few microseconds fetches
+// hundreds at a time (one request per task would cap the cluster's rate),
+// a pool running tasks of seconds fetches one per worker (so it holds no
+// task another worker could run).
+type pace struct {
+	avg atomic.Int64 // nanoseconds; 0 until the first task
+}
+
+func (p *pace) observe(d time.Duration) {
+	for {
+		old := p.avg.Load()
+		next := int64(d)
+		// A slow task counts at once; speed is believed gradually.
+		if old != 0 && next < old {
+			next = old - (old-next)/8
+		}
+		if p.avg.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+func (p *pace) fetchSize(workers int) int {
+	avg := time.Duration(p.avg.Load())
+	if avg <= 0 {
+		return workers
+	}
+	n := int(int64(workers) * int64(batchBudget) / int64(max(avg, time.Microsecond)))
+	return min(max(n, workers), maxFetch)
+}
+
+// feed fetches tasks and hands them to idle workers. A fetch is read to
+// its end, even while stopping: a task the server delivered is never
+// dropped on the floor. Tasks held longer than a third of the ack wait
+// (the tasks turned out slower than the fetch was sized for) and tasks
+// fetched while stopping are given back to the queue for other workers.
+func (p *Pool) feed(tasks chan<- jetstream.Msg) {
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-p.stopping:
+			return
+		default:
+		}
+		batch, err := p.cons.Fetch(p.pace.fetchSize(p.cfg.Concurrency), jetstream.FetchMaxWait(fetchWait))
+		if err != nil {
+			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-p.stopping:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		fetched := time.Now()
+		for m := range batch.Messages() {
+			if time.Since(fetched) > p.cfg.AckWait/3 {
+				p.giveBack(m)
+				continue
+			}
+			select {
+			case tasks <- m:
+			case <-p.stopping:
+				p.giveBack(m)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			p.log.Debug("fetch ended", "err", err)
+		}
+	}
+}

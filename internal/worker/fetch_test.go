@@ -1,0 +1,36 @@
+package worker
+
+import (
+	"testing"
+	"time"
+)
+
+func TestFetchSizeFollowsTaskRunTime(t *testing.T) {
+	t.Parallel()
+	var p pace
+	if n := p.fetchSize(4); n != 4 {
+		t.Fatalf("before any task: fetch %d, want one per worker", n)
+	}
+	for range 50 {
+		p.observe(5 * time.Microsecond)
+	}
+	if n := p.fetchSize(4); n != maxFetch {
+		t.Fatalf("tasks of 5µs: fetch %d, want %d", n, maxFetch)
+	}
+	// One slow task is believed at once: no more hoarding.
+	p.observe(2 * time.Second)
+	if n := p.fetchSize(4); n != 4 {
+		t.Fatalf("after a 2s task: fetch %d, want 4", n)
+	}
+	// Speed is believed gradually.
+	p.observe(time.Microsecond)
+	if n := p.fetchSize(4); n != 4 {
+		t.Fatalf("one fast task after a slow one: fetch %d, want still 4", n)
+	}
+	for range 200 {
+		p.observe(time.Millisecond)
+	}
+	if n, want := p.fetchSize(4), 4*int(batchBudget/time.Millisecond); n < want-2 || n > want {
+		t.Fatalf("tasks of 1ms: fetch %d, want about %d", n, want)
+	}
+}
