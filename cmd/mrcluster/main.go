@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 )
 
@@ -24,10 +23,13 @@ Usage:
   mrcluster job     ID               show one job
   mrcluster cancel  ID               cancel a job
   mrcluster status                   show workers and the queue
+  mrcluster config  [flags]          print the configuration serve would use, and its sources
   mrcluster version                  print the version
 
 Every flag can also be set in the environment as MRCLUSTER_<FLAG>, e.g.
-MRCLUSTER_ADDR=0.0.0.0:8080. Run "mrcluster COMMAND -h" for its flags.
+MRCLUSTER_ADDR=0.0.0.0:8080, and serve's in a TOML file given with --config.
+A flag beats the environment, which beats the file, which beats the default.
+Run "mrcluster COMMAND -h" for its flags.
 `
 
 func main() {
@@ -60,7 +62,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return serve(ctx, args, stderr)
+		return serve(ctx, args, stdout, stderr)
+	case "config":
+		return showConfig(args, stdout, stderr)
 	case "submit":
 		return submit(ctx, args, stdout, stderr)
 	case "jobs":
@@ -82,25 +86,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", cmd)
 }
 
-// parse parses args into fs, then fills every flag not given on the command
-// line from MRCLUSTER_<FLAG> (dashes become underscores).
+// parse parses a client command's args into fs, then fills every flag not
+// given on the command line from MRCLUSTER_<FLAG>.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
-			return
-		}
-		env := "MRCLUSTER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("environment variable %s=%q: %w", env, v, e)
-			}
-		}
-	})
+	_, err := parseWithFile(fs, args)
 	return err
 }

@@ -74,19 +74,19 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *proc {
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
+	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = p.out
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	urls := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(stderr)
+		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			fmt.Fprintln(p.out, sc.Text())
 			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
 				urls <- m[1]
 			}

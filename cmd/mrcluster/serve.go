@@ -7,15 +7,27 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/mrcluster/mrcluster/internal/app"
 )
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg := app.DefaultConfig()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// serveConfig is the configuration of `serve`, and the flags that set it.
+type serveConfig struct {
+	app.Config
+	origins, level, format string
+	fs                     *flag.FlagSet
+	sources                map[string]string // flag name → where its value came from
+}
+
+func serveFlags(name string, stderr io.Writer) *serveConfig {
+	c := &serveConfig{Config: app.DefaultConfig()}
+	cfg := &c.Config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.String("config", "", "TOML file of settings, named as the flags (flags and MRCLUSTER_* beat it)")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP API address")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the embedded NATS server's JetStream storage")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "in-process workers")
@@ -23,19 +35,35 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATSURL, "nats", "", "URL of an external NATS server or cluster; when set, no embedded server starts")
 	fs.Float64Var(&cfg.SleepScale, "sleep-scale", cfg.SleepScale, "multiplies the sleeps of the short and long kinds (0.001: a thousand times faster)")
 	fs.IntVar(&cfg.MaxPartitions, "max-partitions", cfg.MaxPartitions, "largest partition count a job may ask for")
-	origins := fs.String("allow-origin", strings.Join(cfg.AllowOrigins, ","), "comma-separated browser origins allowed to call the API besides its own (scheme://host:port, host:* for any port, * for all)")
+	fs.StringVar(&c.origins, "allow-origin", strings.Join(cfg.AllowOrigins, ","), "comma-separated browser origins allowed to call the API besides its own (scheme://host:port, host:* for any port, * for all)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", cfg.AckWait, "how long a task may go without a sign of life from its worker before another worker gets it")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long running tasks may take to finish")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	format := fs.String("log-format", "text", "log format: text or json")
-	if err := parse(fs, args); err != nil {
+	fs.StringVar(&c.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.format, "log-format", "text", "log format: text or json")
+	c.fs = fs
+	return c
+}
+
+// load parses args, the environment and the configuration file.
+func (c *serveConfig) load(args []string) error {
+	var err error
+	if c.sources, err = parseWithFile(c.fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	if c.fs.NArg() > 0 {
+		return fmt.Errorf("%s takes no arguments, got %q", c.fs.Name(), c.fs.Args())
 	}
-	cfg.AllowOrigins = splitList(*origins)
-	logger, err := newLogger(stderr, *level, *format)
+	c.AllowOrigins = splitList(c.origins)
+	return c.Validate()
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := serveFlags("serve", stderr)
+	if err := c.load(args); err != nil {
+		return err
+	}
+	cfg := c.Config
+	logger, err := newLogger(stderr, c.level, c.format)
 	if err != nil {
 		return err
 	}
@@ -45,7 +73,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "mrcluster %s serving on %s (NATS for remote workers: %s)\n", app.Version, srv.URL(), srv.NATSURL())
+	// For people and scripts; the logs, on stderr, may be JSON.
+	fmt.Fprintf(stdout, "mrcluster %s serving on %s (NATS for remote workers: %s)\n", app.Version, srv.URL(), srv.NATSURL())
 	select {
 	case <-ctx.Done():
 		logger.Info("stopping: finishing running tasks, queued tasks stay queued", "timeout", cfg.ShutdownTimeout)
@@ -57,6 +86,33 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv.Close(sctx)
 	logger.Info("stopped")
 	return nil
+}
+
+// showConfig prints the configuration serve would run with, and where each
+// value comes from.
+func showConfig(args []string, stdout, stderr io.Writer) error {
+	c := serveFlags("config", stderr)
+	if err := c.load(args); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	c.fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "config" {
+			return
+		}
+		fmt.Fprintf(tw, "%s = %s\t# %s\n", f.Name, strconv.Quote(mask(f.Name, f.Value.String())), c.sources[f.Name])
+	})
+	return tw.Flush()
+}
+
+// mask hides the values of settings that hold secrets.
+func mask(name, value string) string {
+	for _, w := range []string{"token", "secret", "password", "key"} {
+		if strings.Contains(name, w) && value != "" {
+			return "****"
+		}
+	}
+	return value
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/httpapi"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 	"github.com/mrcluster/mrcluster/internal/view"
 	"github.com/mrcluster/mrcluster/internal/worker"
@@ -126,7 +127,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.store, err = natsx.Setup(ctx, s.nc, natsx.StoreConfig{AckWait: cfg.AckWait}); err != nil {
 		return nil, err
 	}
-	s.coord = coordinator.New(coordinator.Config{Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, Logger: s.log})
+	m := metrics.New()
+	s.coord = coordinator.New(coordinator.Config{Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, Logger: s.log, Metrics: m})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -163,8 +165,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.api = httpapi.New(httpapi.Config{
 		Jobs: s.coord, View: s.view, Hub: hub, Kinds: cfg.Kinds,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
-		Ready: s.ready, Version: Version, Logger: s.log,
+		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 	})
+	s.registerGauges(m)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s (is another server running? set --addr): %w", cfg.Addr, err)
 	}

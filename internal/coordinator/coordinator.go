@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -27,6 +28,8 @@ type Config struct {
 	Kinds         *job.Registry
 	MaxPartitions int
 	Logger        *slog.Logger
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Coordinator owns job records.
@@ -85,6 +88,7 @@ func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, erro
 		return nil, err
 	}
 	c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
+	c.cfg.Metrics.JobSubmitted(j.Kind)
 	return j, nil
 }
 
@@ -134,7 +138,6 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 		return nil, cerr
 	}
 	c.stopTasks(ctx, id)
-	c.log.Info("job canceled", "job", id)
 	return j, nil
 }
 
@@ -281,7 +284,9 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			}
 			continue
 		}
+		var applied []job.TaskResult // of the attempt that was written
 		j, err := c.update(ctx, id, func(j *job.Job) bool {
+			applied = applied[:0]
 			k, ok := c.cfg.Kinds.Lookup(j.Kind)
 			if !ok {
 				j.State, j.Error = job.Failed, fmt.Sprintf("kind %q is not registered on this server; restart it with that kind", j.Kind)
@@ -289,13 +294,12 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 				j.FinishedAt = &now
 				return true
 			}
-			changed := false
 			for _, r := range results {
 				if j.Apply(r, k.Reduce) {
-					changed = true
+					applied = append(applied, r)
 				}
 			}
-			return changed
+			return len(applied) > 0
 		})
 		switch {
 		case job.ErrorCode(err) == job.ENotFound:
@@ -313,11 +317,10 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 		if j == nil {
 			continue
 		}
-		switch j.State {
-		case job.Succeeded:
-			c.log.Info("job succeeded", "job", id, "kind", j.Kind, "sum", j.Result.Sum, "duration", j.FinishedAt.Sub(j.CreatedAt))
-		case job.Failed:
-			c.log.Warn("job failed", "job", id, "kind", j.Kind, "error", j.Error)
+		for _, r := range applied {
+			c.cfg.Metrics.TaskFinished(j.Kind, "map", r.FinishedAt.Sub(r.StartedAt), r.Error != "")
+		}
+		if j.State == job.Failed {
 			c.stopTasks(ctx, id)
 		}
 	}
@@ -382,12 +385,32 @@ func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) b
 		rev, err := c.cfg.Store.Jobs.Update(ctx, id, data, e.rev)
 		if err == nil {
 			c.put(j, rev)
+			if j.State != e.job.State {
+				c.transitioned(j, e.job.State)
+			}
 			return j, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 100 {
 			c.forget(id)
 			return nil, unavailable(fmt.Errorf("write job %s: %w", id, err))
 		}
+	}
+}
+
+// transitioned logs and counts a state change this server wrote.
+func (c *Coordinator) transitioned(j *job.Job, from job.State) {
+	c.cfg.Metrics.JobState(j.Kind, string(j.State))
+	attrs := []any{"job", j.ID, "kind", j.Kind, "from", from, "to", j.State}
+	if j.FinishedAt != nil {
+		attrs = append(attrs, "duration", j.FinishedAt.Sub(j.CreatedAt), "tasks_done", j.Done)
+	}
+	switch j.State {
+	case job.Failed:
+		c.log.Warn("job failed", append(attrs, "error", j.Error)...)
+	case job.Succeeded:
+		c.log.Info("job succeeded", append(attrs, "sum", j.Result.Sum)...)
+	default:
+		c.log.Info("job "+string(j.State), attrs...)
 	}
 }
 

@@ -9,10 +9,12 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -39,6 +41,8 @@ type Config struct {
 	Ready   func(ctx context.Context) error
 	Version string
 	Logger  *slog.Logger
+	// Metrics, when set, are counted and served at /metrics.
+	Metrics *metrics.Metrics
 }
 
 // DefaultAllowOrigins are the loopback origins: a dashboard or the seed's
@@ -59,6 +63,7 @@ type Server struct {
 	closing context.Context
 	close   context.CancelFunc
 	sockets sync.WaitGroup
+	clients atomic.Int64 // open websockets
 }
 
 // New returns the API's handler.
@@ -93,6 +98,9 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
 	m.HandleFunc("GET /{$}", s.index)
+	if s.cfg.Metrics != nil {
+		m.Handle("GET /metrics", s.cfg.Metrics.Handler())
+	}
 }
 
 // ServeHTTP checks the request's origin, then routes it. The mux's own 404
@@ -101,7 +109,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
-		s.log.Debug("http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", time.Since(start))
+		d := time.Since(start)
+		s.log.Info("http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", d)
+		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, rw.status, d, isUpgrade(r))
 	}()
 	if !s.cors(rw, r) {
 		return
@@ -191,6 +201,9 @@ func originMatches(pattern, origin string) bool {
 	}
 	return true
 }
+
+// WebsocketClients returns how many websockets are open.
+func (s *Server) WebsocketClients() int { return int(s.clients.Load()) }
 
 // Close ends every websocket and waits for their handlers.
 func (s *Server) Close() {

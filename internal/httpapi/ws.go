@@ -34,11 +34,13 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 		return nil, nil, nil, false
 	}
 	s.sockets.Add(1)
+	s.clients.Add(1)
 	ctx, cancel := context.WithCancel(c.CloseRead(context.WithoutCancel(r.Context())))
 	stop := context.AfterFunc(s.closing, cancel)
 	return c, ctx, func() {
 		stop()
 		cancel()
+		s.clients.Add(-1)
 		s.sockets.Done()
 	}, true
 }

@@ -211,3 +211,19 @@ func (v *View) SeedResults() map[string][]int64 {
 	}
 	return out
 }
+
+// TaskTotals returns how many tasks of unfinished jobs wait for a worker
+// and how many run.
+func (v *View) TaskTotals() (queued, running int) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	byJob := v.runningByJob()
+	for _, j := range v.sorted {
+		if !j.State.Terminal() {
+			c := v.resource(j, byJob).Tasks
+			queued += c.Queued
+			running += c.Running
+		}
+	}
+	return queued, running
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// With --log-format json every log line is a JSON object, with one line per
+// HTTP request and per job state change carrying the ids as attributes.
+func TestJSONLogs(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--log-format", "json", "--sleep-scale", "0.001")
+	c := p.client()
+	j := c.Submit(t, "short", 3)
+	c.Await(t, j.ID, func(j view.Job) bool { return j.State == job.Succeeded })
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.exited; err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	p.exited <- nil
+	var sawRequest, sawSucceeded bool
+	sc := bufio.NewScanner(strings.NewReader(p.out.String()))
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("log line is not JSON: %q: %v", sc.Text(), err)
+		}
+		for _, k := range []string{"time", "level", "msg"} {
+			if _, ok := line[k]; !ok {
+				t.Fatalf("log line without %q: %s", k, sc.Text())
+			}
+		}
+		switch line["msg"] {
+		case "http request":
+			if line["route"] == "POST /api/v1/jobs" && line["status"] == float64(202) && line["duration"] != nil && line["method"] == "POST" {
+				sawRequest = true
+			}
+		case "job succeeded":
+			if line["job"] == j.ID && line["kind"] == "short" && line["from"] == "running" {
+				sawSucceeded = true
+			}
+		}
+	}
+	if !sawRequest || !sawSucceeded {
+		t.Fatalf("request line %v, job line %v in:\n%s", sawRequest, sawSucceeded, p.out)
+	}
+}
+
+// A flag beats the environment, which beats the file, which beats the
+// default; `mrcluster config` says which gave each value.
+func TestConfigPrecedence(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "mrcluster.toml")
+	err := os.WriteFile(file, []byte("workers = 2\nmax-partitions = 50\nack-wait = \"9s\"\naddr = \"127.0.0.1:1\"\nallow-origin = [\"http://a.example\", \"http://b.example:*\"]\n"), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "config", "--config", file, "--ack-wait", "7s")
+	cmd.Env = append(os.Environ(), "MRCLUSTER_MAX_PARTITIONS=60", "MRCLUSTER_ADDR=127.0.0.1:2")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		`ack-wait = "7s"`, "# flag",
+		`max-partitions = "60"`, "# env MRCLUSTER_MAX_PARTITIONS",
+		`addr = "127.0.0.1:2"`,
+		`workers = "2"`, "# file " + file,
+		`allow-origin = "http://a.example,http://b.example:*"`,
+		`data-dir = "./mrcluster-data"`, "# default",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("config output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// serve applies the file.
+	p := start(t, t.TempDir(), nil, "--config", file, "--addr", "127.0.0.1:0")
+	var st struct{ Workers []view.SeedWorker }
+	p.client().Do(t, "GET", "/status", "").JSON(t, &st)
+	if len(st.Workers) != 2 {
+		t.Fatalf("workers = 2 in the file gave %d workers", len(st.Workers))
+	}
+	if r := p.client().Do(t, "POST", "/short/51", ""); r.Status != 400 || !strings.Contains(string(r.Body), "from 1 to 50") {
+		t.Fatalf("max-partitions = 50 in the file not applied: %d %s", r.Status, r.Body)
+	}
+
+	// Mistakes in the file are named.
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	_ = os.WriteFile(bad, []byte("wrokers = 3\n"), 0o644)
+	out, err = exec.Command(binary, "config", "--config", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `unknown setting "wrokers"`) {
+		t.Fatalf("a misspelt setting: %v %s", err, out)
+	}
+	_ = os.WriteFile(bad, []byte("workers = \"many\"\n"), 0o644)
+	out, err = exec.Command(binary, "config", "--config", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "workers = many") {
+		t.Fatalf("a bad value: %v %s", err, out)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(binary, "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "mrcluster ") {
+		t.Fatalf("version: %v %q", err, out)
+	}
+	p := start(t, t.TempDir(), nil)
+	var h struct{ Status, Version string }
+	p.client().Do(t, "GET", "/healthz", "").JSON(t, &h)
+	if h.Status != "ok" || h.Version == "" || !strings.Contains(string(out), h.Version) {
+		t.Fatalf("healthz = %+v, version command said %q", h, out)
+	}
+}

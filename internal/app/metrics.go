@@ -1,0 +1,87 @@
+package app
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/metrics"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// registerGauges adds the metrics read from the cluster's state at scrape
+// time: the queue, the workers, tasks and jobs by state, websocket clients
+// and the size of every JetStream stream.
+func (s *Server) registerGauges(m *metrics.Metrics) {
+	v := s.view
+	m.Register(
+		metrics.GaugeFunc("mrcluster_queue_depth", "Tasks waiting for a worker.", nil, func() float64 {
+			_, depth := v.Queue()
+			return float64(depth)
+		}),
+		metrics.GaugeFunc("mrcluster_tasks", "Tasks of unfinished jobs, by state.", prometheus.Labels{"state": "queued"}, func() float64 {
+			q, _ := v.TaskTotals()
+			return float64(q)
+		}),
+		metrics.GaugeFunc("mrcluster_tasks", "Tasks of unfinished jobs, by state.", prometheus.Labels{"state": "running"}, func() float64 {
+			_, r := v.TaskTotals()
+			return float64(r)
+		}),
+		metrics.GaugeFunc("mrcluster_workers", "Live workers in the cluster.", nil, func() float64 {
+			return float64(len(v.Workers()))
+		}),
+		metrics.GaugeFunc("mrcluster_workers_busy", "Live workers running a task.", nil, func() float64 {
+			busy := 0
+			for _, w := range v.Workers() {
+				if w.Busy {
+					busy++
+				}
+			}
+			return float64(busy)
+		}),
+		metrics.GaugeFunc("mrcluster_websocket_clients", "Open websockets on this server.", nil, func() float64 {
+			return float64(s.api.WebsocketClients())
+		}),
+	)
+	for _, st := range job.States {
+		m.Register(metrics.GaugeFunc("mrcluster_jobs", "Jobs in the cluster's history, by state.", prometheus.Labels{"state": string(st)}, func() float64 {
+			return float64(v.Counts()[st])
+		}))
+	}
+	m.Register(&streamCollector{js: s.store.JS})
+}
+
+// streamCollector reports the messages and bytes of each stream at scrape.
+type streamCollector struct {
+	js jetstream.JetStream
+}
+
+var (
+	streamMsgs  = prometheus.NewDesc("mrcluster_jetstream_stream_messages", "Messages stored in a JetStream stream.", []string{"stream"}, nil)
+	streamBytes = prometheus.NewDesc("mrcluster_jetstream_stream_bytes", "Bytes stored in a JetStream stream.", []string{"stream"}, nil)
+)
+
+func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- streamMsgs
+	ch <- streamBytes
+}
+
+func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, name := range []string{natsx.TasksStream, natsx.ResultsStream, "KV_" + natsx.JobsBucket, "KV_" + natsx.WorkersBucket} {
+		st, err := c.js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(streamMsgs, prometheus.GaugeValue, float64(info.State.Msgs), name)
+		ch <- prometheus.MustNewConstMetric(streamBytes, prometheus.GaugeValue, float64(info.State.Bytes), name)
+	}
+}
