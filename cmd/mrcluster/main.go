@@ -18,6 +18,7 @@ const usage = `mrcluster — a map-reduce job cluster on NATS JetStream
 
 Usage:
   mrcluster serve   [flags]          run a server: HTTP API, embedded NATS, workers
+  mrcluster worker  --nats URL       run workers in a process of their own, joined through NATS
   mrcluster submit  KIND N [--wait]  submit a job of N partitions
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, stdout, stderr)
+	case "worker":
+		return runWorker(ctx, args, stdout, stderr)
 	case "config":
 		return showConfig(args, stdout, stderr)
 	case "submit":

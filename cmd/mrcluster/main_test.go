@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	cmd    *exec.Cmd
 	url    string
+	nats   string
 	out    *syncBuffer
 	exited chan error
 }
@@ -65,7 +66,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var servingLine = regexp.MustCompile(`serving on (http://\S+)`)
+var servingLine = regexp.MustCompile(`serving on (http://\S+) \(NATS for remote workers: (nats://[^)\s]+)\)`)
 
 // start runs `mrcluster serve` on loopback with random ports and returns
 // once it serves.
@@ -83,12 +84,12 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	urls := make(chan string, 1)
+	urls := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-				urls <- m[1]
+				urls <- m[1:]
 			}
 		}
 		p.exited <- cmd.Wait()
@@ -101,7 +102,8 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *proc {
 		}
 	})
 	select {
-	case p.url = <-urls:
+	case u := <-urls:
+		p.url, p.nats = u[0], u[1]
 	case err := <-p.exited:
 		p.exited <- err
 		t.Fatalf("server exited before serving (%v):\n%s", err, p.out)

@@ -188,3 +188,9 @@ func (c Client) AwaitIdleWorkers(t testing.TB, n int) {
 		}
 	}
 }
+
+// Get fetches a URL with the test timeout.
+func Get(url string) (*http.Response, error) {
+	c := &http.Client{Timeout: Timeout}
+	return c.Get(url)
+}

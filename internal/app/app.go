@@ -146,7 +146,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		host, _ := os.Hostname()
 		s.pool = worker.New(worker.Config{
 			Store: wstore, NC: s.workerNC, Kinds: cfg.Kinds, Concurrency: cfg.Workers,
-			Name: PoolName(host), Host: host, AckWait: cfg.AckWait, Logger: s.log,
+			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err
@@ -265,10 +265,11 @@ func (s *Server) shutdown(ctx context.Context) {
 // two processes on one host never share keys.
 func PoolName(host string) string {
 	id := job.NewID("w", time.Now())
-	return sanitize(host) + "-" + id[len(id)-6:]
+	return Sanitize(host) + "-" + id[len(id)-6:]
 }
 
-func sanitize(s string) string {
+// Sanitize makes s usable as a worker key: letters, digits, - and _.
+func Sanitize(s string) string {
 	b := []byte(s)
 	for i, c := range b {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {

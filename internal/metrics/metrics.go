@@ -20,6 +20,8 @@ type Metrics struct {
 	jobStates     *prometheus.CounterVec
 	tasks         *prometheus.CounterVec
 	taskDuration  *prometheus.HistogramVec
+	workerTasks   *prometheus.CounterVec
+	workerTime    *prometheus.HistogramVec
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
 }
@@ -45,6 +47,14 @@ func New() *Metrics {
 			Help:    "Run time of tasks, from the worker's start to its result, by kind and phase.",
 			Buckets: []float64{.0001, .001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"kind", "phase"}),
+		workerTasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mrcluster_worker_tasks_total", Help: "Tasks this process's workers ran, by kind and outcome (done or failed).",
+		}, []string{"kind", "outcome"}),
+		workerTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mrcluster_worker_task_seconds",
+			Help:    "Time this process's workers spent in map functions, by kind.",
+			Buckets: []float64{.0001, .001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"kind"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mrcluster_http_requests_total", Help: "HTTP requests, by route, method and status code.",
 		}, []string{"route", "method", "code"}),
@@ -54,7 +64,7 @@ func New() *Metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "method"}),
 	}
-	reg.MustRegister(m.jobsSubmitted, m.jobStates, m.tasks, m.taskDuration, m.httpRequests, m.httpDuration)
+	reg.MustRegister(m.jobsSubmitted, m.jobStates, m.tasks, m.taskDuration, m.workerTasks, m.workerTime, m.httpRequests, m.httpDuration)
 	return m
 }
 
@@ -95,6 +105,19 @@ func (m *Metrics) TaskFinished(kind, phase string, d time.Duration, failed bool)
 	}
 	m.tasks.WithLabelValues(kind, phase, outcome).Inc()
 	m.taskDuration.WithLabelValues(kind, phase).Observe(d.Seconds())
+}
+
+// WorkerTask counts a task a worker of this process ran.
+func (m *Metrics) WorkerTask(kind string, d time.Duration, failed bool) {
+	if m == nil {
+		return
+	}
+	outcome := "done"
+	if failed {
+		outcome = "failed"
+	}
+	m.workerTasks.WithLabelValues(kind, outcome).Inc()
+	m.workerTime.WithLabelValues(kind).Observe(d.Seconds())
 }
 
 // HTTPRequest counts a request; websocket upgrades are counted but not

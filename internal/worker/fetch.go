@@ -83,7 +83,7 @@ func (p *Pool) feed(tasks chan<- jetstream.Msg) {
 		backoff = 100 * time.Millisecond
 		fetched := time.Now()
 		for m := range batch.Messages() {
-			if time.Since(fetched) > p.cfg.AckWait/3 {
+			if time.Since(fetched) > p.ackWait/3 {
 				p.giveBack(m)
 				continue
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -26,12 +27,11 @@ type Config struct {
 	Kinds       *job.Registry
 	Concurrency int
 	// Name identifies the pool; its workers are Name/0, Name/1, …
-	Name string
-	Host string
-	// AckWait must match the task consumer's: a running task tells the
-	// queue it is alive every AckWait/3.
-	AckWait time.Duration
-	Logger  *slog.Logger
+	Name   string
+	Host   string
+	Logger *slog.Logger
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Pool is a set of workers sharing one task subscription.
@@ -51,7 +51,8 @@ type Pool struct {
 	results    chan finished
 	resultsWG  sync.WaitGroup
 
-	pace pace
+	pace    pace
+	ackWait time.Duration
 
 	startedMu   sync.Mutex
 	startedBuf  map[string][]job.TaskStarted
@@ -65,9 +66,6 @@ type Pool struct {
 
 // New returns a pool; Start starts its workers.
 func New(cfg Config) *Pool {
-	if cfg.AckWait <= 0 {
-		cfg.AckWait = 30 * time.Second
-	}
 	p := &Pool{
 		cfg:         cfg,
 		log:         cfg.Logger.With("pool", cfg.Name),
@@ -100,6 +98,13 @@ func (p *Pool) Start(ctx context.Context) error {
 		return fmt.Errorf("open task consumer: %w", err)
 	}
 	p.cons = cons
+	// A running task tells the queue it is alive every third of the
+	// consumer's ack wait, which the server that created it decided.
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read task consumer: %w", err)
+	}
+	p.ackWait = info.Config.AckWait
 	p.cancelSub, err = p.cfg.NC.Subscribe(natsx.CancelSubject+">", func(m *nats.Msg) {
 		p.cancelJob(m.Subject[len(natsx.CancelSubject):])
 	})
@@ -138,11 +143,8 @@ func (p *Pool) Start(ctx context.Context) error {
 	for i := range p.cfg.Concurrency {
 		p.wg.Go(func() { p.work(i, tasks) })
 	}
-	attrs := []any{"workers", p.cfg.Concurrency, "host", p.cfg.Host}
-	if info, err := cons.Info(ctx); err == nil {
-		attrs = append(attrs, "tasks_waiting", info.NumPending, "tasks_in_progress", info.NumAckPending)
-	}
-	p.log.Info("workers started", attrs...)
+	p.log.Info("workers started", "workers", p.cfg.Concurrency, "host", p.cfg.Host,
+		"tasks_waiting", info.NumPending, "tasks_in_progress", info.NumAckPending, "ack_wait", p.ackWait)
 	return nil
 }
 
@@ -188,7 +190,8 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 	alive := p.keepAlive(m)
 	value, err := p.call(ctx, t)
 	alive.stop()
-	p.pace.observe(time.Since(start))
+	ran := time.Since(start)
+	p.pace.observe(ran)
 
 	switch {
 	case p.hardCtx.Err() != nil:
@@ -202,6 +205,7 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 		p.idle(i, false)
 		return
 	}
+	p.cfg.Metrics.WorkerTask(t.Kind, ran, err != nil)
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC()}
 	if err != nil {
 		r.Error = err.Error()
@@ -247,7 +251,7 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, err error) {
 // keepAlive tells the queue every AckWait/3 that the task is still running,
 // so a long task is not given to another worker while this one lives.
 func (p *Pool) keepAlive(m jetstream.Msg) *heartbeat {
-	every := p.cfg.AckWait / 3
+	every := p.ackWait / 3
 	h := &heartbeat{}
 	h.mu.Lock()
 	defer h.mu.Unlock()

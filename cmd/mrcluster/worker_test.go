@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"os/exec"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// A worker process joined through the server's NATS runs the cluster's
+// tasks, shows in its status, serves its metrics and leaves cleanly.
+func TestWorkerProcess(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--sleep-scale", "0.001")
+	c := p.client()
+
+	cmd := exec.Command(binary, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "remote1", "--metrics-addr", "127.0.0.1:0", "--sleep-scale", "0.001")
+	out := &syncBuffer{}
+	cmd.Stderr = out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	metricsURL := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "metrics on "); ok {
+				metricsURL <- u
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("worker output:\n%s", out)
+		}
+	})
+	var murl string
+	select {
+	case murl = <-metricsURL:
+	case err := <-exited:
+		t.Fatalf("worker exited: %v\n%s", err, out)
+	case <-time.After(apitest.Timeout):
+		t.Fatalf("worker did not start:\n%s", out)
+	}
+
+	j := c.Submit(t, "short", 6)
+	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
+	if j.State != job.Succeeded || !reflect.DeepEqual(j.Result.Values, apitest.Values(6, 1)) {
+		t.Fatalf("job run by the worker process: %s", apitest.Describe(j))
+	}
+	var w struct{ Workers []job.WorkerStatus }
+	c.Do(t, "GET", "/api/v1/workers", "").JSON(t, &w)
+	if len(w.Workers) != 2 || w.Workers[0].Pool != "remote1" || w.Workers[0].Host == "" {
+		t.Fatalf("workers = %+v, want the 2 of pool remote1", w.Workers)
+	}
+
+	resp, err := apitest.Get(murl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `mrcluster_worker_tasks_total{kind="short",outcome="done"} 6`) {
+		t.Fatalf("worker metrics lack 6 short tasks done:\n%s", body)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("worker exit after SIGTERM: %v", err)
+	}
+	// A worker that stops cleanly leaves at once, not at the end of its TTL.
+	c.AwaitIdleWorkers(t, 0)
+}

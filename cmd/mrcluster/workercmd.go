@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/metrics"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/worker"
+)
+
+// runWorker is `mrcluster worker`: a pool of workers in a process of its
+// own, on this machine or another, joined to a cluster through NATS.
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats", "nats://127.0.0.1:4222", "URL of the cluster's NATS server (a server's --nats-listen)")
+	concurrency := fs.Int("concurrency", 4, "tasks run at once")
+	host, _ := os.Hostname()
+	name := fs.String("name", "", "name of this worker pool (default: the host name and a random suffix)")
+	sleepScale := fs.Float64("sleep-scale", 1, "multiplies the sleeps of the short and long kinds")
+	metricsAddr := fs.String("metrics-addr", "", "address to serve this worker's Prometheus metrics on, e.g. 127.0.0.1:9101 (none when empty)")
+	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *concurrency < 1 {
+		return fmt.Errorf("--concurrency must be at least 1, got %d", *concurrency)
+	}
+	log, err := newLogger(stderr, *level, *format)
+	if err != nil {
+		return err
+	}
+	poolName := app.PoolName(host)
+	if *name != "" {
+		poolName = app.Sanitize(*name)
+	}
+	nc, err := natsx.Dial(*url, "mrcluster-worker "+poolName, log)
+	if err != nil {
+		return fmt.Errorf("NATS URL %s: %w", *url, err)
+	}
+	defer nc.Close()
+	// Wait, with backoff, for the server to be reachable and to have set
+	// up the cluster's streams.
+	var store *natsx.Store
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		store, err = natsx.Open(octx, nc)
+		cancel()
+		if err == nil {
+			break
+		}
+		log.Warn("cannot reach the cluster yet; retrying", "nats", *url, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+	m := metrics.New()
+	pool := worker.New(worker.Config{
+		Store: store, NC: nc, Kinds: kinds.Builtin(*sleepScale), Concurrency: *concurrency,
+		Name: poolName, Host: host, Logger: log, Metrics: m,
+	})
+	if err := pool.Start(ctx); err != nil {
+		return err
+	}
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			pool.Stop(context.Background())
+			return fmt.Errorf("--metrics-addr %s: %w", *metricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+		defer srv.Close()
+		fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", ln.Addr())
+	}
+	fmt.Fprintf(stdout, "mrcluster worker %s running %d workers for %s\n", poolName, *concurrency, *url)
+	<-ctx.Done()
+	log.Info("stopping: finishing running tasks, the rest go back to the queue", "timeout", *shutdown)
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+	defer cancel()
+	pool.Stop(sctx)
+	_ = nc.FlushTimeout(2 * time.Second)
+	return nil
+}
