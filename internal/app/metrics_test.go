@@ -2,6 +2,9 @@ package app_test
 
 import (
 	"bufio"
+	"encoding/json"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,5 +80,45 @@ func TestMetricsMoveAsJobsRun(t *testing.T) {
 	readJSON(t, c, &q)
 	if n := b.scrape(t)["mrcluster_websocket_clients"]; n < 1 {
 		t.Errorf("mrcluster_websocket_clients = %v with a websocket open", n)
+	}
+}
+
+// Every metric the Grafana dashboard in docs/ queries exists.
+func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	b := setup(t)
+	j := b.submit(t, "noop", 2)
+	b.awaitState(t, j.ID, job.Succeeded)
+	names := map[string]bool{}
+	for k := range b.scrape(t) {
+		name, _, _ := strings.Cut(k, "{")
+		names[name] = true
+	}
+	re := regexp.MustCompile(`mrcluster_[a-z_]+`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range re.FindAllString(tg.Expr, -1) {
+				n++
+				if !names[m] {
+					t.Errorf("the dashboard queries %s, which /metrics does not have", m)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("the dashboard queries only %d metrics", n)
 	}
 }
