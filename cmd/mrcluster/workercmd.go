@@ -23,6 +23,7 @@ import (
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.String("config", "", "TOML file of settings, named as the flags (flags and MRCLUSTER_* beat it)")
 	url := fs.String("nats", "nats://127.0.0.1:4222", "URL of the cluster's NATS server (a server's --nats-listen)")
 	concurrency := fs.Int("concurrency", 4, "tasks run at once")
 	host, _ := os.Hostname()
