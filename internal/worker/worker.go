@@ -26,7 +26,7 @@ type Config struct {
 	NC          *nats.Conn
 	Kinds       *job.Registry
 	Concurrency int
-	// Name identifies the pool; its workers are Name/0, Name/1, …
+	// Name identifies the pool; its workers are keyed Name.0, Name.1, …
 	Name   string
 	Host   string
 	Logger *slog.Logger
@@ -333,8 +333,8 @@ func (p *Pool) cancelJob(id string) {
 // Stop stops taking tasks and waits for the running ones to finish; when ctx
 // ends first, running tasks are abandoned and go back to the queue.
 func (p *Pool) Stop(ctx context.Context) {
-	if p.cons == nil {
-		return
+	if p.hardCancel == nil {
+		return // never started
 	}
 	close(p.stopping)
 	for i := range p.cfg.Concurrency {
