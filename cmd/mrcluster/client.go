@@ -21,19 +21,27 @@ import (
 
 // client talks to a server's /api/v1.
 type client struct {
-	base string
-	http *http.Client
+	base  string
+	token string
+	http  *http.Client
 }
 
-func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+// target is where a client command sends its requests.
+type target struct {
+	server, token *string
+}
+
+func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, target) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	server := fs.String("server", "http://127.0.0.1:8080", "URL of a mrcluster server")
-	return fs, server
+	return fs, target{
+		server: fs.String("server", "http://127.0.0.1:8080", "URL of a mrcluster server"),
+		token:  fs.String("token", "", "the server's --auth-token, when it has one"),
+	}
 }
 
-func newClient(server string) *client {
-	return &client{base: strings.TrimRight(server, "/"), http: &http.Client{Timeout: 30 * time.Second}}
+func newClient(t target) *client {
+	return &client{base: strings.TrimRight(*t.server, "/"), token: *t.token, http: &http.Client{Timeout: 30 * time.Second}}
 }
 
 // do sends a request and decodes a JSON answer into out; an error answer
@@ -53,6 +61,9 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -110,7 +121,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *params != "" {
 		body["params"] = json.RawMessage(*params)
 	}
-	c := newClient(*server)
+	c := newClient(server)
 	var j view.Job
 	if err := c.do(ctx, http.MethodPost, "/api/v1/jobs", body, &j); err != nil {
 		return err
@@ -200,7 +211,7 @@ func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var page struct {
 		Jobs []view.Job `json:"jobs"`
 	}
-	if err := newClient(*server).do(ctx, http.MethodGet, "/api/v1/jobs?"+q.Encode(), nil, &page); err != nil {
+	if err := newClient(server).do(ctx, http.MethodGet, "/api/v1/jobs?"+q.Encode(), nil, &page); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -215,23 +226,23 @@ func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return tw.Flush()
 }
 
-func oneID(name string, args []string, stderr io.Writer) (string, *string, error) {
+func oneID(name string, args []string, stderr io.Writer) (string, target, error) {
 	fs, server := clientFlags(name, stderr)
 	var id string
 	for len(args) > 0 {
 		if err := parse(fs, args); err != nil {
-			return "", nil, err
+			return "", target{}, err
 		}
 		if fs.NArg() == 0 {
 			break
 		}
 		if id != "" {
-			return "", nil, fmt.Errorf("%s takes one job id", name)
+			return "", target{}, fmt.Errorf("%s takes one job id", name)
 		}
 		id, args = fs.Arg(0), fs.Args()[1:]
 	}
 	if id == "" {
-		return "", nil, fmt.Errorf("usage: mrcluster %s JOB_ID [--server URL]", name)
+		return "", target{}, fmt.Errorf("usage: mrcluster %s JOB_ID [--server URL]", name)
 	}
 	return id, server, nil
 }
@@ -242,7 +253,7 @@ func showJob(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	var j json.RawMessage
-	if err := newClient(*server).do(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j); err != nil {
+	if err := newClient(server).do(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j); err != nil {
 		return err
 	}
 	var out bytes.Buffer
@@ -257,7 +268,7 @@ func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	var j view.Job
-	if err := newClient(*server).do(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, &j); err != nil {
+	if err := newClient(server).do(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, &j); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s %s\n", j.ID, j.State)
@@ -269,7 +280,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c := newClient(*server)
+	c := newClient(server)
 	var workers struct {
 		Workers []job.WorkerStatus `json:"workers"`
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 type serveConfig struct {
 	app.Config
 	origins, level, format string
+	tokenFile              string
 	fs                     *flag.FlagSet
 	sources                map[string]string // flag name → where its value came from
 }
@@ -40,6 +43,14 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	fs.StringVar(&c.level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.format, "log-format", "text", "log format: text or json")
+	fs.StringVar(&cfg.AuthToken, "auth-token", "", "token required (as Authorization: Bearer <token>) of every request that changes something")
+	fs.StringVar(&c.tokenFile, "auth-token-file", "", "file holding the --auth-token")
+	fs.BoolVar(&cfg.AuthRead, "auth-read", false, "require the token for reads and websockets too (health probes excepted)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow serving beyond loopback without --auth-token")
+	fs.StringVar(&cfg.NATSToken, "nats-token", "", "token of the NATS client port; an embedded server listening beyond loopback makes one in --data-dir if unset")
+	fs.Float64Var(&cfg.SubmitRate, "submit-rate", cfg.SubmitRate, "submissions a second allowed to each client address (0: no limit)")
+	fs.IntVar(&cfg.SubmitBurst, "submit-burst", cfg.SubmitBurst, "submissions a client may make at once before --submit-rate applies")
+	fs.IntVar(&cfg.MaxQueuedTasks, "max-queued-tasks", cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
 	c.fs = fs
 	return c
 }
@@ -54,6 +65,18 @@ func (c *serveConfig) load(args []string) error {
 		return fmt.Errorf("%s takes no arguments, got %q", c.fs.Name(), c.fs.Args())
 	}
 	c.AllowOrigins = splitList(c.origins)
+	if c.tokenFile != "" {
+		if c.AuthToken != "" {
+			return fmt.Errorf("set --auth-token or --auth-token-file, not both")
+		}
+		data, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--auth-token-file: %w", err)
+		}
+		if c.AuthToken = strings.TrimSpace(string(data)); c.AuthToken == "" {
+			return fmt.Errorf("--auth-token-file %s is empty", c.tokenFile)
+		}
+	}
 	return c.Validate()
 }
 
@@ -75,6 +98,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// For people and scripts; the logs, on stderr, may be JSON.
 	fmt.Fprintf(stdout, "mrcluster %s serving on %s (NATS for remote workers: %s)\n", app.Version, srv.URL(), srv.NATSURL())
+	if t := srv.NATSToken(); t != "" && cfg.NATSToken == "" {
+		fmt.Fprintf(stdout, "remote workers need --nats-token %s (kept in %s)\n", t, filepath.Join(cfg.DataDir, "nats-token"))
+	}
 	select {
 	case <-ctx.Done():
 		logger.Info("stopping: finishing running tasks, queued tasks stay queued", "timeout", cfg.ShutdownTimeout)

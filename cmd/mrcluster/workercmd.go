@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/metrics"
@@ -29,6 +31,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	host, _ := os.Hostname()
 	name := fs.String("name", "", "name of this worker pool (default: the host name and a random suffix)")
 	sleepScale := fs.Float64("sleep-scale", 1, "multiplies the sleeps of the short and long kinds")
+	natsToken := fs.String("nats-token", "", "token of the cluster's NATS client port (a server listening beyond loopback prints it)")
 	metricsAddr := fs.String("metrics-addr", "", "address to serve this worker's Prometheus metrics on, e.g. 127.0.0.1:9101 (none when empty)")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -47,7 +50,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *name != "" {
 		poolName = app.Sanitize(*name)
 	}
-	nc, err := natsx.Dial(*url, "mrcluster-worker "+poolName, log)
+	nc, err := natsx.Dial(*url, "mrcluster-worker "+poolName, *natsToken, log)
 	if err != nil {
 		return fmt.Errorf("NATS URL %s: %w", *url, err)
 	}
@@ -61,6 +64,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		cancel()
 		if err == nil {
 			break
+		}
+		if errors.Is(nc.LastError(), nats.ErrAuthorization) {
+			return fmt.Errorf("the NATS server at %s refused this worker's credentials: give it the cluster's token with --nats-token (or MRCLUSTER_NATS_TOKEN)", *url)
 		}
 		log.Warn("cannot reach the cluster yet; retrying", "nats", *url, "err", err, "retry_in", wait)
 		select {

@@ -46,6 +46,21 @@ type Config struct {
 	Logger          *slog.Logger
 	// Kinds overrides the built-in kinds (tests and custom programs).
 	Kinds *job.Registry
+
+	// AuthToken, when set, is required of requests that change something,
+	// and of reads too with AuthRead.
+	AuthToken string
+	AuthRead  bool
+	// Insecure allows a non-loopback Addr without AuthToken.
+	Insecure bool
+	// NATSToken is the token of the NATS client port. An embedded server
+	// listening beyond loopback without one makes one in DataDir.
+	NATSToken string
+	// SubmitRate and SubmitBurst bound each client's submissions.
+	SubmitRate  float64
+	SubmitBurst int
+	// MaxQueuedTasks bounds the tasks waiting in the cluster (0: none).
+	MaxQueuedTasks int
 }
 
 // DefaultConfig returns the defaults of `mrcluster serve`.
@@ -60,6 +75,9 @@ func DefaultConfig() Config {
 		AllowOrigins:    httpapi.DefaultAllowOrigins,
 		AckWait:         30 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
+		SubmitRate:      100,
+		SubmitBurst:     200,
+		MaxQueuedTasks:  1_000_000,
 	}
 }
 
@@ -76,6 +94,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--max-partitions must be from 1 to 50000, got %d", c.MaxPartitions)
 	case c.AckWait < time.Second:
 		return fmt.Errorf("--ack-wait must be at least 1s, got %s", c.AckWait)
+	case c.AuthToken == "" && !c.Insecure && !natsx.IsLoopback(c.Addr):
+		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --auth-token (or --auth-token-file, or MRCLUSTER_AUTH_TOKEN), or pass --insecure to serve it open", c.Addr)
+	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0:
+		return fmt.Errorf("--submit-rate and --max-queued-tasks must be 0 (no limit) or more")
 	}
 	return nil
 }
@@ -87,16 +109,17 @@ type Server struct {
 	emb *natsx.Embedded
 	nc  *nats.Conn
 	// workerNC is the in-process workers' own connection.
-	workerNC *nats.Conn
-	store    *natsx.Store
-	coord    *coordinator.Coordinator
-	pool     *worker.Pool
-	view     *view.View
-	api      *httpapi.Server
-	http     *http.Server
-	ln       net.Listener
-	serve    chan error
-	close    sync.Once
+	workerNC  *nats.Conn
+	natsToken string
+	store     *natsx.Store
+	coord     *coordinator.Coordinator
+	pool      *worker.Pool
+	view      *view.View
+	api       *httpapi.Server
+	http      *http.Server
+	ln        net.Listener
+	serve     chan error
+	close     sync.Once
 }
 
 // Start starts a server and returns once it serves HTTP.
@@ -117,7 +140,18 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 	if cfg.NATSURL == "" {
-		if s.emb, err = natsx.StartEmbedded(cfg.DataDir, cfg.NATSListen, s.log); err != nil {
+		token := cfg.NATSToken
+		if token == "" && !natsx.IsLoopback(cfg.NATSListen) {
+			var created bool
+			if token, created, err = natsx.Token(cfg.DataDir); err != nil {
+				return nil, err
+			}
+			if created {
+				s.log.Warn("the embedded NATS server listens beyond loopback, so it needs a token: one was made and stored in the data directory; give it to workers with --nats-token", "file", cfg.DataDir+"/nats-token")
+			}
+		}
+		s.natsToken = token
+		if s.emb, err = natsx.StartEmbedded(cfg.DataDir, cfg.NATSListen, token, s.log); err != nil {
 			return nil, err
 		}
 	}
@@ -166,6 +200,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Jobs: s.coord, View: s.view, Hub: hub, Kinds: cfg.Kinds,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
+		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
+		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxQueuedTasks: cfg.MaxQueuedTasks,
 	})
 	s.registerGauges(m)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
@@ -187,7 +223,7 @@ func (s *Server) connect(name string) (*nats.Conn, error) {
 		}
 		return nc, nil
 	}
-	nc, err := natsx.Dial(s.cfg.NATSURL, name, s.log)
+	nc, err := natsx.Dial(s.cfg.NATSURL, name, s.cfg.NATSToken, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", s.cfg.NATSURL, err)
 	}
@@ -219,6 +255,9 @@ func (s *Server) NATSURL() string {
 	}
 	return s.cfg.NATSURL
 }
+
+// NATSToken is the token remote workers need, if any.
+func (s *Server) NATSToken() string { return s.natsToken }
 
 // Done receives the HTTP server's error if it stops on its own.
 func (s *Server) Done() <-chan error { return s.serve }

@@ -13,14 +13,16 @@ import (
 
 // statusOf is the one table from error codes to HTTP statuses.
 var statusOf = map[job.Code]int{
-	job.EInvalid:     http.StatusBadRequest,
-	job.ENotFound:    http.StatusNotFound,
-	job.EConflict:    http.StatusConflict,
-	job.ETooLarge:    http.StatusRequestEntityTooLarge,
-	job.EMethod:      http.StatusMethodNotAllowed,
-	job.EForbidden:   http.StatusForbidden,
-	job.EUnavailable: http.StatusServiceUnavailable,
-	job.EInternal:    http.StatusInternalServerError,
+	job.EInvalid:      http.StatusBadRequest,
+	job.ENotFound:     http.StatusNotFound,
+	job.EConflict:     http.StatusConflict,
+	job.ETooLarge:     http.StatusRequestEntityTooLarge,
+	job.EMethod:       http.StatusMethodNotAllowed,
+	job.EForbidden:    http.StatusForbidden,
+	job.EUnauthorized: http.StatusUnauthorized,
+	job.EBusy:         http.StatusTooManyRequests,
+	job.EUnavailable:  http.StatusServiceUnavailable,
+	job.EInternal:     http.StatusInternalServerError,
 }
 
 type errorBody struct {
@@ -36,6 +38,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := job.ErrorCode(err)
 	if code == job.EInternal || code == job.EUnavailable {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	switch code {
+	case job.EUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mrcluster"`)
+	case job.EBusy:
+		w.Header().Set("Retry-After", "5")
 	}
 	var body errorBody
 	body.Error.Code = code

@@ -34,7 +34,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, req.Partitions))
 		return
 	}
-	j, err := s.cfg.Jobs.Submit(r.Context(), job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params})
+	j, err := s.submit(r, job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -19,7 +19,7 @@ func (s *Server) seedSubmit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions in the path must be an integer from 1 to %d, got %q", s.cfg.MaxPartitions, r.PathValue("n")))
 		return
 	}
-	j, err := s.cfg.Jobs.Submit(r.Context(), job.Spec{Kind: r.PathValue("kind"), Partitions: n})
+	j, err := s.submit(r, job.Spec{Kind: r.PathValue("kind"), Partitions: n})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

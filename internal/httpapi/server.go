@@ -43,6 +43,17 @@ type Config struct {
 	Logger  *slog.Logger
 	// Metrics, when set, are counted and served at /metrics.
 	Metrics *metrics.Metrics
+	// AuthToken, when set, is required of every request that changes
+	// something, and of reads too when AuthRead is set.
+	AuthToken string
+	AuthRead  bool
+	// SubmitRate and SubmitBurst bound each client's submissions per
+	// second (0: no bound).
+	SubmitRate  float64
+	SubmitBurst int
+	// MaxQueuedTasks bounds the tasks waiting in the cluster: a submit that
+	// would go beyond is refused with 429 (0: no bound).
+	MaxQueuedTasks int
 }
 
 // DefaultAllowOrigins are the loopback origins: a dashboard or the seed's
@@ -64,6 +75,7 @@ type Server struct {
 	close   context.CancelFunc
 	sockets sync.WaitGroup
 	clients atomic.Int64 // open websockets
+	limit   *limiter
 }
 
 // New returns the API's handler.
@@ -73,6 +85,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
 	s.closing, s.close = context.WithCancel(context.Background())
+	s.limit = newLimiter(cfg.SubmitRate, cfg.SubmitBurst)
 	s.routes()
 	return s
 }
@@ -114,6 +127,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, rw.status, d, isUpgrade(r))
 	}()
 	if !s.cors(rw, r) {
+		return
+	}
+	if err := s.authorize(r); err != nil {
+		s.writeError(rw, r, err)
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {

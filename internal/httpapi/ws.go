@@ -28,7 +28,12 @@ func isUpgrade(r *http.Request) bool {
 // accept upgrades the request; the origin was checked by ServeHTTP. The
 // returned context ends when the client goes away or the server closes.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, context.Context, context.CancelFunc, bool) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	opts := &websocket.AcceptOptions{InsecureSkipVerify: true}
+	if s.cfg.AuthToken != "" {
+		// A browser that sent its token as a subprotocol wants it back.
+		opts.Subprotocols = []string{"bearer." + s.cfg.AuthToken}
+	}
+	c, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "path", r.URL.Path, "err", err)
 		return nil, nil, nil, false

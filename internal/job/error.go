@@ -10,14 +10,16 @@ import (
 type Code string
 
 const (
-	EInvalid     Code = "invalid"
-	ENotFound    Code = "not_found"
-	EConflict    Code = "conflict"
-	ETooLarge    Code = "too_large"
-	EMethod      Code = "method_not_allowed"
-	EForbidden   Code = "forbidden"
-	EUnavailable Code = "unavailable"
-	EInternal    Code = "internal"
+	EInvalid      Code = "invalid"
+	ENotFound     Code = "not_found"
+	EConflict     Code = "conflict"
+	ETooLarge     Code = "too_large"
+	EMethod       Code = "method_not_allowed"
+	EForbidden    Code = "forbidden"
+	EUnauthorized Code = "unauthorized"
+	EBusy         Code = "too_many_requests"
+	EUnavailable  Code = "unavailable"
+	EInternal     Code = "internal"
 )
 
 // Error is an error meant to be shown: its message says what is wrong and,

@@ -5,12 +5,16 @@ package natsx
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -37,13 +41,14 @@ const (
 
 // Embedded is a NATS server with JetStream running inside this process.
 type Embedded struct {
-	srv *server.Server
+	srv   *server.Server
+	token string
 }
 
 // StartEmbedded starts a NATS server with JetStream file storage under
 // dataDir, listening for clients on listen ("host:port"; port 0 picks a free
-// one).
-func StartEmbedded(dataDir, listen string, logger *slog.Logger) (*Embedded, error) {
+// one). With a token, every client must present it.
+func StartEmbedded(dataDir, listen, token string, logger *slog.Logger) (*Embedded, error) {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil, fmt.Errorf("nats listen address %q: %w", listen, err)
@@ -64,6 +69,9 @@ func StartEmbedded(dataDir, listen string, logger *slog.Logger) (*Embedded, erro
 		NoSigs:     true,
 		NoLog:      true,
 	}
+	if token != "" {
+		opts.Authorization = token
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
@@ -74,7 +82,7 @@ func StartEmbedded(dataDir, listen string, logger *slog.Logger) (*Embedded, erro
 		return nil, fmt.Errorf("embedded NATS server did not become ready on %s within 30s (is the port taken? set --nats-listen)", listen)
 	}
 	logger.Info("embedded NATS server ready", "client_url", srv.ClientURL(), "store_dir", opts.StoreDir)
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, token: token}, nil
 }
 
 // ClientURL is the address remote workers connect to.
@@ -82,7 +90,11 @@ func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 
 // Connect opens an in-process connection: no socket, same client code path.
 func (e *Embedded) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1)}
+	if e.token != "" {
+		opts = append(opts, nats.Token(e.token))
+	}
+	return nats.Connect("", opts...)
 }
 
 // Shutdown stops the server and waits for it to finish.
@@ -93,8 +105,12 @@ func (e *Embedded) Shutdown() {
 
 // Dial connects to an external NATS server or cluster at url, retrying for
 // ever in the background when it goes away.
-func Dial(url, name string, logger *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(url,
+func Dial(url, name, token string, logger *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{}
+	if token != "" {
+		opts = append(opts, nats.Token(token))
+	}
+	return nats.Connect(url, append(opts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -105,7 +121,43 @@ func Dial(url, name string, logger *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("reconnected to NATS", "url", nc.ConnectedUrl())
 		}),
-	)
+	)...)
+}
+
+// IsLoopback reports whether a listen address ("host:port") only accepts
+// connections from this machine.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Token returns the NATS token of a data directory, creating a random one
+// (kept in dataDir/nats-token, readable by its owner only) on first use.
+// created reports whether it was just made.
+func Token(dataDir string) (token string, created bool, err error) {
+	path := filepath.Join(dataDir, "nats-token")
+	if data, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(data)), false, nil
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", false, err
+	}
+	token = hex.EncodeToString(b[:])
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", false, fmt.Errorf("create %s: %w", dataDir, err)
+	}
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("write the NATS token to %s: %w", path, err)
+	}
+	return token, true, nil
 }
 
 // Store holds the handles of mrcluster's JetStream resources.

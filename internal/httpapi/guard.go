@@ -1,0 +1,129 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// authorize checks the request's token when the server has one: always for
+// requests that change something, and for reads too with AuthRead. Health
+// probes stay open. Browsers cannot set headers on websockets, so a token
+// may also come as ?access_token= or as a "bearer.<token>" subprotocol.
+func (s *Server) authorize(r *http.Request) error {
+	if s.cfg.AuthToken == "" {
+		return nil
+	}
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions
+	if read && (!s.cfg.AuthRead || r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
+		return nil
+	}
+	got, ok := token(r)
+	if !ok {
+		return job.Errorf(job.EUnauthorized, "this server needs a token for %s %s: send the header \"Authorization: Bearer <token>\" with the token the server was started with (--auth-token)", r.Method, r.URL.Path)
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) != 1 {
+		return job.Errorf(job.EUnauthorized, "the token sent is not this server's; check --token (or MRCLUSTER_TOKEN) against the server's --auth-token")
+	}
+	return nil
+}
+
+func token(r *http.Request) (string, bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		t, ok := strings.CutPrefix(h, "Bearer ")
+		return strings.TrimSpace(t), ok
+	}
+	if t := r.URL.Query().Get("access_token"); t != "" {
+		return t, true
+	}
+	for _, p := range strings.Split(r.Header.Get("Sec-WebSocket-Protocol"), ",") {
+		if t, ok := strings.CutPrefix(strings.TrimSpace(p), "bearer."); ok {
+			return t, true
+		}
+	}
+	return "", false
+}
+
+// limiter bounds how fast each client (by IP address) may submit jobs.
+type limiter struct {
+	rate  rate.Limit
+	burst int
+
+	mu      sync.Mutex
+	clients map[string]*client
+	swept   time.Time
+}
+
+type client struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newLimiter(perSecond float64, burst int) *limiter {
+	if perSecond <= 0 {
+		return nil
+	}
+	return &limiter{rate: rate.Limit(perSecond), burst: max(burst, 1), clients: map[string]*client{}}
+}
+
+// allow reports whether the client of r may submit now.
+func (l *limiter) allow(r *http.Request) bool {
+	if l == nil {
+		return true
+	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.swept) > time.Minute {
+		// Forget clients idle long enough for their bucket to be full.
+		for k, c := range l.clients {
+			if now.Sub(c.seen) > time.Minute {
+				delete(l.clients, k)
+			}
+		}
+		l.swept = now
+	}
+	c, ok := l.clients[ip]
+	if !ok {
+		c = &client{lim: rate.NewLimiter(l.rate, l.burst)}
+		l.clients[ip] = c
+	}
+	c.seen = now
+	return c.lim.AllowN(now, 1)
+}
+
+// submit validates a job, admits it, and hands it to the coordinator.
+func (s *Server) submit(r *http.Request, spec job.Spec) (*job.Job, error) {
+	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
+		return nil, err
+	}
+	if err := s.admit(r, spec.Partitions); err != nil {
+		return nil, err
+	}
+	return s.cfg.Jobs.Submit(r.Context(), spec)
+}
+
+// admit refuses a submission of n tasks when its client submits too fast
+// or the queue is full, so that the queue cannot grow without bound.
+func (s *Server) admit(r *http.Request, n int) error {
+	if !s.limit.allow(r) {
+		return job.Errorf(job.EBusy, "too many submissions from this client: at most %g a second (burst %d); retry in a few seconds", s.cfg.SubmitRate, s.cfg.SubmitBurst)
+	}
+	if s.cfg.MaxQueuedTasks > 0 {
+		if _, depth := s.cfg.View.Queue(); depth+n > s.cfg.MaxQueuedTasks {
+			return job.Errorf(job.EBusy, "the cluster has %d tasks waiting and this job would add %d, over the limit of %d (--max-queued-tasks); retry when the queue drains", depth, n, s.cfg.MaxQueuedTasks)
+		}
+	}
+	return nil
+}
