@@ -10,9 +10,12 @@ build:
 run: build
 	$(BIN) serve
 
-# Everything CI runs.
+# Everything CI runs: the tests, then each fuzz target briefly.
+FUZZTIME ?= 10s
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -run '^$$' -fuzz '^FuzzSubmitBody$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzSeedPath$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

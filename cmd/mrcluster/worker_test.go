@@ -88,3 +88,25 @@ func TestWorkerProcess(t *testing.T) {
 	// A worker that stops cleanly leaves at once, not at the end of its TTL.
 	c.AwaitIdleWorkers(t, 0)
 }
+
+// A NATS port with a token refuses a worker without it, with a clear error
+// and a non-zero exit, and serves one with it.
+func TestWorkerNATSToken(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--nats-token", "n4ts", "--sleep-scale", "0.001")
+	out, err := exec.Command(binary, "worker", "--nats", p.nats, "--nats-token", "wrong").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refused this worker's credentials") || !strings.Contains(string(out), "--nats-token") {
+		t.Fatalf("worker with a wrong token: %v\n%s", err, out)
+	}
+	cmd := exec.Command(binary, "worker", "--nats", p.nats, "--concurrency", "1", "--sleep-scale", "0.001")
+	cmd.Env = append(cmd.Environ(), "MRCLUSTER_NATS_TOKEN=n4ts")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	c := p.client()
+	j := c.Submit(t, "noop", 3)
+	if j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() }); j.State != job.Succeeded {
+		t.Fatalf("job on the worker with the token: %s", apitest.Describe(j))
+	}
+}

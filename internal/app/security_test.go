@@ -1,0 +1,138 @@
+package app_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+func TestAuthToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.AuthToken = "s3cret" })
+	for _, tc := range []struct {
+		method, path, auth string
+		status             int
+		msg                string
+	}{
+		{"POST", "/short/1", "", 401, "needs a token"},
+		{"POST", "/api/v1/jobs", "", 401, "Authorization: Bearer"},
+		{"POST", "/api/v1/jobs/x/cancel", "", 401, "needs a token"},
+		{"POST", "/short/1", "Bearer wrong", 401, "not this server's"},
+		{"POST", "/short/1", "Basic czNjcmV0", 401, "needs a token"},
+		{"POST", "/noop/1", "Bearer s3cret", 200, ""},
+		{"GET", "/api/v1/jobs", "", 200, ""},
+		{"GET", "/status", "", 200, ""},
+		{"GET", "/healthz", "", 200, ""},
+	} {
+		r := b.do(t, tc.method, tc.path, "", "Authorization", tc.auth)
+		if r.Status != tc.status || !strings.Contains(string(r.Body), tc.msg) {
+			t.Errorf("%s %s with %q: %d %s, want %d %q", tc.method, tc.path, tc.auth, r.Status, r.Body, tc.status, tc.msg)
+		}
+		if r.Status == 401 && r.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s %s: 401 without WWW-Authenticate", tc.method, tc.path)
+		}
+	}
+}
+
+func TestAuthRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.AuthToken, c.AuthRead = "s3cret", true })
+	if r := b.do(t, "GET", "/api/v1/jobs", ""); r.Status != 401 {
+		t.Fatalf("read without a token: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, "GET", "/api/v1/jobs", "", "Authorization", "Bearer s3cret"); r.Status != 200 {
+		t.Fatalf("read with the token: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, "GET", "/readyz", ""); r.Status != 200 {
+		t.Fatalf("readiness probe without a token: %d %s", r.Status, r.Body)
+	}
+	ws := "ws" + strings.TrimPrefix(b.srv.URL(), "http")
+	ctx := apitest.Context(t)
+	if c, resp, err := websocket.Dial(ctx, ws+"/queue", nil); err == nil {
+		c.CloseNow()
+		t.Fatal("a websocket without a token was accepted")
+	} else if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("websocket without a token: %v %v", resp, err)
+	}
+	// Browsers cannot set headers on websockets: a query parameter or a
+	// subprotocol carries the token.
+	c, _, err := websocket.Dial(ctx, ws+"/queue?access_token=s3cret", nil)
+	if err != nil {
+		t.Fatalf("websocket with ?access_token: %v", err)
+	}
+	var q []string
+	readJSON(t, c, &q)
+	c.CloseNow()
+	c, _, err = websocket.Dial(ctx, ws+"/api/v1/events", &websocket.DialOptions{Subprotocols: []string{"bearer.s3cret"}})
+	if err != nil {
+		t.Fatalf("websocket with a bearer subprotocol: %v", err)
+	}
+	if c.Subprotocol() != "bearer.s3cret" {
+		t.Errorf("subprotocol = %q, want it echoed", c.Subprotocol())
+	}
+	c.CloseNow()
+}
+
+func TestServingBeyondLoopbackNeedsAToken(t *testing.T) {
+	t.Parallel()
+	cfg := app.DefaultConfig()
+	cfg.Addr = "0.0.0.0:8080"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--auth-token") || !strings.Contains(err.Error(), "--insecure") {
+		t.Fatalf("0.0.0.0 without a token: %v", err)
+	}
+	cfg.AuthToken = "x"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("with a token: %v", err)
+	}
+	cfg.AuthToken, cfg.Insecure = "", true
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("with --insecure: %v", err)
+	}
+	for _, addr := range []string{"127.0.0.1:8080", "localhost:8080", "[::1]:8080"} {
+		cfg := app.DefaultConfig()
+		cfg.Addr = addr
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s without a token: %v", addr, err)
+		}
+	}
+}
+
+func TestMaxQueuedTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.Workers, c.MaxQueuedTasks = 0, 5 })
+	first := b.submit(t, "noop", 3)
+	r := b.do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":3}`)
+	if r.Status != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" || !strings.Contains(string(r.Body), "--max-queued-tasks") {
+		t.Fatalf("submit over the queue bound: %d %v %s", r.Status, r.Header, r.Body)
+	}
+	if r := b.do(t, "POST", "/noop/2", ""); r.Status != 200 {
+		t.Fatalf("a submit that fits: %d %s", r.Status, r.Body)
+	}
+	if got := b.job(t, first.ID); got.State != job.Queued || got.Tasks.Queued != 3 {
+		t.Fatalf("the first job: %s", apitest.Describe(got))
+	}
+}
+
+func TestSubmitRateLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.SubmitRate, c.SubmitBurst = 0.01, 3 })
+	for i := range 3 {
+		if r := b.do(t, "POST", "/noop/1", ""); r.Status != 200 {
+			t.Fatalf("submit %d within the burst: %d %s", i, r.Status, r.Body)
+		}
+	}
+	r := b.do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":1}`)
+	if r.Status != http.StatusTooManyRequests || !strings.Contains(string(r.Body), "too many submissions") {
+		t.Fatalf("a submit over the rate: %d %s", r.Status, r.Body)
+	}
+	// Bad input is still told apart from a busy server.
+	if r := b.do(t, "POST", "/noop/0", ""); r.Status != 400 {
+		t.Fatalf("bad input when rate-limited: %d %s", r.Status, r.Body)
+	}
+}

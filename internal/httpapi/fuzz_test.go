@@ -1,0 +1,105 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// recordJobs stands in for the coordinator behind the decoder under fuzz:
+// what is fuzzed is what reaches it, and the answer the client gets.
+type recordJobs struct{}
+
+func (recordJobs) Submit(_ context.Context, spec job.Spec) (*job.Job, error) {
+	return job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now()), nil
+}
+func (recordJobs) Cancel(context.Context, string) (*job.Job, error) {
+	return nil, job.Errorf(job.ENotFound, "no job")
+}
+func (recordJobs) Get(context.Context, string) (*job.Job, uint64, error) {
+	return nil, 0, job.Errorf(job.ENotFound, "no job")
+}
+
+func fuzzServer() *Server {
+	return New(Config{
+		Jobs: recordJobs{}, View: view.New(view.Config{}), Hub: event.NewHub(),
+		Kinds: kinds.Builtin(0), MaxPartitions: 100, MaxBodyBytes: 4096,
+		Ready: func(context.Context) error { return nil }, Logger: slog.New(slog.DiscardHandler),
+	})
+}
+
+// checkAnswer fails unless the answer is one of allowed and, for an error,
+// a JSON error body with a code and a message.
+func checkAnswer(t *testing.T, w *httptest.ResponseRecorder, allowed ...int) {
+	t.Helper()
+	ok := false
+	for _, s := range allowed {
+		ok = ok || w.Code == s
+	}
+	if !ok {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if w.Code >= 400 {
+		var e errorBody
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
+			t.Fatalf("error answer %d is not a JSON error: %q", w.Code, w.Body)
+		}
+	}
+}
+
+func FuzzSubmitBody(f *testing.F) {
+	for _, seed := range []string{
+		`{"kind":"short","partitions":3,"params":{}}`,
+		`{"kind":"noop","partitions":1}`,
+		`{"kind":"short","partitions":"3"}`,
+		`{"kind":"short","partitions":1e400}`,
+		`{"kind":"short","partitions":-0}`,
+		`{"kind":"short","partitions":1,"params":{"a":[[[[[[[[[[1]]]]]]]]]]}}`,
+		`[` + strings.Repeat("[", 200),
+		`{"kind":"\u0000","partitions":1}`,
+		``, `null`, `{}`, `{"kind":"short","partitions":1} x`,
+	} {
+		f.Add([]byte(seed))
+	}
+	s := fuzzServer()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("POST", "/api/v1/jobs", strings.NewReader(string(body)))
+		s.ServeHTTP(w, r)
+		checkAnswer(t, w, http.StatusAccepted, http.StatusBadRequest, http.StatusRequestEntityTooLarge)
+		if w.Code == http.StatusAccepted {
+			var j view.Job
+			if err := json.Unmarshal(w.Body.Bytes(), &j); err != nil || j.Partitions < 1 || j.Partitions > 100 {
+				t.Fatalf("accepted %q as %s", body, w.Body)
+			}
+		}
+	})
+}
+
+func FuzzSeedPath(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"short", "3"}, {"long", "0"}, {"short", "-1"}, {"short", "99999999999999999999"},
+		{"short", "1.5"}, {"medium", "2"}, {"", ""}, {"short", " 3"}, {"short", "0x10"}, {"../..", "1"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	s := fuzzServer()
+	f.Fuzz(func(t *testing.T, kind, n string) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("POST", "/", nil)
+		r.URL = &url.URL{Path: "/" + kind + "/" + n, RawPath: "/" + url.PathEscape(kind) + "/" + url.PathEscape(n)}
+		s.ServeHTTP(w, r)
+		checkAnswer(t, w, http.StatusOK, http.StatusBadRequest, http.StatusNotFound, http.StatusMethodNotAllowed)
+	})
+}
