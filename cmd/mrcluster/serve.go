@@ -50,6 +50,8 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.StringVar(&cfg.NATSToken, "nats-token", "", "token of the NATS client port; an embedded server listening beyond loopback makes one in --data-dir if unset")
 	fs.Float64Var(&cfg.SubmitRate, "submit-rate", cfg.SubmitRate, "submissions a second allowed to each client address (0: no limit)")
 	fs.IntVar(&cfg.SubmitBurst, "submit-burst", cfg.SubmitBurst, "submissions a client may make at once before --submit-rate applies")
+	fs.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "times a task may run before its failure (an error or a panic) fails its job")
+	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	fs.IntVar(&cfg.MaxQueuedTasks, "max-queued-tasks", cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
 	c.fs = fs
 	return c

@@ -33,6 +33,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sleepScale := fs.Float64("sleep-scale", 1, "multiplies the sleeps of the short and long kinds")
 	natsToken := fs.String("nats-token", "", "token of the cluster's NATS client port (a server listening beyond loopback prints it)")
 	metricsAddr := fs.String("metrics-addr", "", "address to serve this worker's Prometheus metrics on, e.g. 127.0.0.1:9101 (none when empty)")
+	backoff := fs.Duration("retry-backoff", time.Second, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
@@ -78,7 +79,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	m := metrics.New()
 	pool := worker.New(worker.Config{
 		Store: store, NC: nc, Kinds: kinds.Builtin(*sleepScale), Concurrency: *concurrency,
-		Name: poolName, Host: host, Logger: log, Metrics: m,
+		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
 	})
 	if err := pool.Start(ctx); err != nil {
 		return err

@@ -61,6 +61,11 @@ type Config struct {
 	SubmitBurst int
 	// MaxQueuedTasks bounds the tasks waiting in the cluster (0: none).
 	MaxQueuedTasks int
+	// MaxAttempts is how many times a task may run before its failure
+	// fails its job; RetryBackoff the wait before the second attempt,
+	// doubling after each.
+	MaxAttempts  int
+	RetryBackoff time.Duration
 }
 
 // DefaultConfig returns the defaults of `mrcluster serve`.
@@ -78,6 +83,8 @@ func DefaultConfig() Config {
 		SubmitRate:      100,
 		SubmitBurst:     200,
 		MaxQueuedTasks:  1_000_000,
+		MaxAttempts:     3,
+		RetryBackoff:    time.Second,
 	}
 }
 
@@ -96,6 +103,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--ack-wait must be at least 1s, got %s", c.AckWait)
 	case c.AuthToken == "" && !c.Insecure && !natsx.IsLoopback(c.Addr):
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --auth-token (or --auth-token-file, or MRCLUSTER_AUTH_TOKEN), or pass --insecure to serve it open", c.Addr)
+	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
+		return fmt.Errorf("--max-attempts must be from 1 to 100, got %d", c.MaxAttempts)
 	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0:
 		return fmt.Errorf("--submit-rate and --max-queued-tasks must be 0 (no limit) or more")
 	}
@@ -162,7 +171,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	m := metrics.New()
-	s.coord = coordinator.New(coordinator.Config{Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, Logger: s.log, Metrics: m})
+	s.coord = coordinator.New(coordinator.Config{Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts, Logger: s.log, Metrics: m})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -180,7 +189,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		host, _ := os.Hostname()
 		s.pool = worker.New(worker.Config{
 			Store: wstore, NC: s.workerNC, Kinds: cfg.Kinds, Concurrency: cfg.Workers,
-			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m,
+			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err

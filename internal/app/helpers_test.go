@@ -51,6 +51,7 @@ func setup(t *testing.T, mod ...func(*app.Config)) *bundle {
 	cfg.DataDir = t.TempDir()
 	cfg.Kinds = testKinds()
 	cfg.AckWait = 5 * time.Second
+	cfg.RetryBackoff = 10 * time.Millisecond
 	cfg.ShutdownTimeout = 10 * time.Second
 	if testing.Verbose() && os.Getenv("MRCLUSTER_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -27,7 +27,10 @@ type Config struct {
 	NC            *nats.Conn
 	Kinds         *job.Registry
 	MaxPartitions int
-	Logger        *slog.Logger
+	// MaxAttempts is how many times a task may run before its failure
+	// fails its job.
+	MaxAttempts int
+	Logger      *slog.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
 }
@@ -65,6 +68,7 @@ func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, erro
 		return nil, err
 	}
 	j := job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now().UTC())
+	j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
 	data, err := json.Marshal(j)
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)

@@ -42,7 +42,10 @@ type Job struct {
 	Kind       string          `json:"kind"`
 	Partitions int             `json:"partitions"`
 	Params     json.RawMessage `json:"params,omitempty"`
-	State      State           `json:"state"`
+	// MaxAttempts is how many times a task may run before its failure
+	// fails the job.
+	MaxAttempts int   `json:"max_attempts,omitempty"`
+	State       State `json:"state"`
 	// Enqueued is set once every task of the job is durably in the queue;
 	// a job found without it after a crash has its tasks published again.
 	Enqueued bool `json:"enqueued"`
@@ -75,6 +78,9 @@ type Task struct {
 	Partition  int             `json:"partition"`
 	Partitions int             `json:"partitions"`
 	Params     json.RawMessage `json:"params,omitempty"`
+	// MaxAttempts is how many times the task may run before its failure
+	// fails the job.
+	MaxAttempts int `json:"max_attempts,omitempty"`
 }
 
 // TaskResult is what a worker reports after running a task.

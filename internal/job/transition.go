@@ -29,7 +29,7 @@ func (j *Job) Clone() *Job {
 func (j *Job) Tasks() []Task {
 	out := make([]Task, 0, j.Partitions-j.Done)
 	for _, p := range j.Values.Unset() {
-		out = append(out, Task{Job: j.ID, Kind: j.Kind, Partition: p, Partitions: j.Partitions, Params: j.Params})
+		out = append(out, Task{Job: j.ID, Kind: j.Kind, Partition: p, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts})
 	}
 	return out
 }
@@ -57,7 +57,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 	if r.Error != "" {
 		j.Failed++
 		j.State = Failed
-		j.Error = fmt.Sprintf("partition %d failed on worker %s (attempt %d): %s", r.Partition, r.Worker, r.Attempt, r.Error)
+		j.Error = fmt.Sprintf("partition %d failed on worker %s (attempt %d of %d): %s", r.Partition, r.Worker, r.Attempt, max(j.MaxAttempts, 1), r.Error)
 		j.FinishedAt = &r.FinishedAt
 		return true
 	}

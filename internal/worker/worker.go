@@ -32,6 +32,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
+	// RetryBackoff is the wait before a failed task's second attempt; it
+	// doubles with each attempt, up to a minute.
+	RetryBackoff time.Duration
 }
 
 // Pool is a set of workers sharing one task subscription.
@@ -206,13 +209,34 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 		return
 	}
 	p.cfg.Metrics.WorkerTask(t.Kind, ran, err != nil)
+	if err != nil && attempt < t.MaxAttempts {
+		delay := p.backoff(attempt)
+		log.Warn("task failed; it will be retried", "err", err, "max_attempts", t.MaxAttempts, "retry_in", delay)
+		_ = m.NakWithDelay(delay)
+		p.idle(i, true)
+		return
+	}
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC()}
 	if err != nil {
 		r.Error = err.Error()
-		log.Warn("task failed", "err", err)
+		log.Warn("task failed on its last attempt; its job fails", "err", err, "max_attempts", t.MaxAttempts)
 	}
 	p.results <- finished{result: r, msg: m}
 	p.idle(i, err != nil)
+}
+
+// backoff is the wait before the attempt after the given one.
+func (p *Pool) backoff(attempt int) time.Duration {
+	d := p.cfg.RetryBackoff
+	if d <= 0 {
+		d = time.Second
+	}
+	for range attempt - 1 {
+		if d *= 2; d >= time.Minute {
+			return time.Minute
+		}
+	}
+	return d
 }
 
 // giveBack returns a task the pool will not run to the queue, durably: a
