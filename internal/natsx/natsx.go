@@ -190,7 +190,6 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		Subjects:    []string{TaskSubject + ">"},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
-		Duplicates:  2 * time.Minute,
 	}); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", TasksStream, err)
 	}
