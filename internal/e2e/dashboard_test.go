@@ -1,0 +1,203 @@
+// Package e2e drives the dashboard in a real headless Chromium against a
+// real server.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/webui"
+)
+
+// chromium finds Debian's Chromium, which .ci/run installs.
+func chromium(t *testing.T) string {
+	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p != "" {
+			if _, err := exec.LookPath(p); err == nil {
+				return p
+			}
+		}
+	}
+	t.Fatal("no Chromium: install Debian's chromium package (.ci/run does), or set CHROMIUM")
+	return ""
+}
+
+type gate struct{ release chan struct{} }
+
+// kindsWithGate are the built-in kinds, except that "short" runs until the
+// test opens the gate, so the page can be seen with a full queue.
+func kindsWithGate(g *gate) *job.Registry {
+	r := kinds.Builtin(0.001)
+	r.Register(job.Kind{Name: "short", Description: "sleeps, then returns 1", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		select {
+		case <-g.release:
+			return 1, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}})
+	return r
+}
+
+func startServer(t *testing.T, dir, addr string, g *gate) *app.Server {
+	t.Helper()
+	cfg := app.DefaultConfig()
+	cfg.Addr, cfg.NATSListen, cfg.DataDir = addr, "127.0.0.1:0", dir
+	cfg.Kinds = kindsWithGate(g)
+	cfg.ShutdownTimeout = 5 * time.Second
+	srv, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	return srv
+}
+
+// text waits until the text of the first element matching sel satisfies
+// ok, and returns it. It looks every 50 ms: the page gives no signal to
+// wait on, and the wait ends with the test's deadline.
+func text(ctx context.Context, t *testing.T, sel string, ok func(string) bool, what string) string {
+	t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e ? e.textContent.trim() : "" })()`, sel)
+	var got string
+	start := time.Now()
+	for {
+		var err error
+		if got, err = chromedp.Run(ctx, chromedp.Evaluate[string](js)); err != nil {
+			t.Fatalf("waiting for %s (last %q): %v", what, got, err)
+		}
+		if ok(got) {
+			return got
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: last %q: %v", what, got, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Since(start) > 30*time.Second {
+			shot(ctx, t, "failure.png")
+			t.Fatalf("waiting for %s: still %q after 30s", what, got)
+		}
+	}
+}
+
+func TestDashboard(t *testing.T) {
+	if !webui.Built() {
+		t.Fatal("the dashboard is not built into this test binary: run `make web` (make test does) before go test")
+	}
+	dir := t.TempDir()
+	g := &gate{release: make(chan struct{})}
+	srv := startServer(t, dir, "127.0.0.1:0", g)
+	addr := srv.Addr()
+	closed := false
+	defer func() {
+		if !closed {
+			srv.Close(context.Background())
+		}
+	}()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1000),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+
+	url := "http://" + addr + "/"
+	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(`[data-test="submit-form"]`))); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "live" }, "the live connection")
+	text(ctx, t, `[data-test="stat-workers"] b`, func(s string) bool { return s == "0/4" }, "4 idle workers")
+
+	// A validation error shows next to its field.
+	if err := chromedp.Do(ctx,
+		setValue(`select[name="kind"]`, "short"),
+		setValue(`input[name="partitions"]`, "0"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="error-partitions"]`, func(s string) bool { return strings.Contains(s, "from 1 to") }, "the partitions error")
+
+	// Submit a short job of 8 partitions through the form.
+	if err := chromedp.Do(ctx,
+		setValue(`input[name="partitions"]`, "8"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="stat-queue"] b`, func(s string) bool { return s == "4" }, "4 tasks queued")
+	text(ctx, t, `[data-test="stat-workers"] b`, func(s string) bool { return s == "4/4" }, "4 busy workers")
+	shot(ctx, t, "dashboard-under-load.png")
+
+	close(g.release)
+	text(ctx, t, `tr[data-state] [data-test="progress"]`, func(s string) bool { return s == "100%" }, "the progress bar at 100%")
+	text(ctx, t, `tr[data-state] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result")
+
+	// Reload: the same state.
+	if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`[data-test="jobs"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result after a reload")
+
+	// Restart the server: the page says it lost the connection, then
+	// reconnects by itself.
+	srv.Close(context.Background())
+	closed = true
+	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "reconnecting" }, "the page noticing the server is gone")
+	srv = startServer(t, dir, addr, g)
+	closed = false
+	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "live" }, "the page reconnecting")
+	text(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result after the restart")
+}
+
+// setValue sets a form field the way typing would, so that Vue's v-model,
+// which listens for input and change events, sees it.
+func setValue(sel, value string) chromedp.Action[chromedp.Void] {
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = %q; e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true })()`, sel, value)
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.Evaluate[bool](js)(ctx, t)
+		return chromedp.Void{}, err
+	}
+}
+
+// shot saves a screenshot where CI keeps artifacts (MRCLUSTER_ARTIFACTS,
+// default artifacts/ at the top of the repository).
+func shot(ctx context.Context, t *testing.T, name string) {
+	t.Helper()
+	dir := os.Getenv("MRCLUSTER_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "artifacts")
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}

@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest'
+import { apply, newState, upsertJob } from '../store'
+import type { Job } from '../types'
+
+function job(id: string, created: string, over: Partial<Job> = {}): Job {
+  return {
+    id, kind: 'short', state: 'queued', partitions: 4,
+    tasks: { total: 4, queued: 4, running: 0, done: 0, failed: 0 },
+    result: null, error: '', created_at: created, started_at: null, finished_at: null, ...over,
+  }
+}
+
+describe('store', () => {
+  it('keeps jobs newest first whatever order they arrive in', () => {
+    const s = newState()
+    upsertJob(s, job('b', '2026-01-01T00:00:02Z'))
+    upsertJob(s, job('a', '2026-01-01T00:00:01Z'))
+    upsertJob(s, job('c', '2026-01-01T00:00:03Z'))
+    expect(s.order).toEqual(['c', 'b', 'a'])
+  })
+
+  it('applies job events as deltas and derives the queue', () => {
+    const s = newState()
+    apply(s, { type: 'job.submitted', time: '', data: job('a', '2026-01-01T00:00:01Z') })
+    expect(s.queueDepth).toBe(4)
+    apply(s, { type: 'job.progress', time: '', data: job('a', '2026-01-01T00:00:01Z', { state: 'running', tasks: { total: 4, queued: 1, running: 3, done: 0, failed: 0 } }) })
+    expect(s.queue).toEqual([{ job: 'a', kind: 'short', waiting: 1 }])
+    apply(s, { type: 'task.done', time: '', data: { job: 'a', partitions: [0, 1, 2] } })
+    expect(s.doneThisSecond).toBe(3)
+    apply(s, { type: 'job.succeeded', time: '', data: job('a', '2026-01-01T00:00:01Z', { state: 'succeeded', tasks: { total: 4, queued: 0, running: 0, done: 4, failed: 0 }, result: { values: [1, 1, 1, 1], sum: 4 } }) })
+    expect(s.queueDepth).toBe(0)
+    expect(s.jobs.get('a')!.result!.sum).toBe(4)
+    expect(s.order).toEqual(['a'])
+  })
+
+  it('tracks workers and asks for a reload on resync', () => {
+    const s = newState()
+    apply(s, { type: 'worker.status', time: '', data: { key: 'h.0', busy: true } })
+    expect(s.workers.get('h.0')!.busy).toBe(true)
+    apply(s, { type: 'worker.left', time: '', data: { key: 'h.0' } })
+    expect(s.workers.size).toBe(0)
+    expect(apply(s, { type: 'resync', time: '', data: null })).toBe(true)
+  })
+})

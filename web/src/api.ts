@@ -1,0 +1,42 @@
+import type { ApiError, Job, Kind, QueuedJob, Worker } from './types'
+
+const TOKEN_KEY = 'mrcluster.token'
+
+export function token(): string { return sessionStorage.getItem(TOKEN_KEY) ?? '' }
+export function setToken(t: string) { sessionStorage.setItem(TOKEN_KEY, t) }
+
+export class RequestError extends Error {
+  constructor(public status: number, public error: ApiError) { super(error.message) }
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = {}
+  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  if (token()) headers.Authorization = `Bearer ${token()}`
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+  const data = await resp.json().catch(() => ({}))
+  if (!resp.ok) {
+    throw new RequestError(resp.status, data.error ?? { code: 'http', message: `${method} ${path}: ${resp.status}` })
+  }
+  return data as T
+}
+
+export const api = {
+  jobs: (state = '', limit = 50, cursor = '') =>
+    call<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?limit=${limit}` + (state ? `&state=${state}` : '') + (cursor ? `&cursor=${cursor}` : '')),
+  job: (id: string) => call<Job>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
+  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}) =>
+    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params }),
+  cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
+  kinds: () => call<{ kinds: Kind[] }>('GET', '/api/v1/kinds'),
+  workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),
+  queue: () => call<{ depth: number; jobs: QueuedJob[] }>('GET', '/api/v1/queue'),
+}
+
+// eventsURL is the events websocket of the page's own server; browsers
+// cannot set headers on websockets, so the token rides as a parameter.
+export function eventsURL(loc: Location = window.location): string {
+  const proto = loc.protocol === 'https:' ? 'wss:' : 'ws:'
+  const t = token()
+  return `${proto}//${loc.host}/api/v1/events` + (t ? `?access_token=${encodeURIComponent(t)}` : '')
+}

@@ -1,0 +1,41 @@
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled'
+
+export interface TaskCounts { total: number; queued: number; running: number; done: number; failed: number }
+
+export interface Job {
+  id: string
+  kind: string
+  state: JobState
+  partitions: number
+  params?: Record<string, unknown>
+  tasks: TaskCounts
+  result: { values: number[]; sum: number } | null
+  error: string
+  created_at: string
+  started_at: string | null
+  finished_at: string | null
+}
+
+export interface Worker {
+  key: string
+  pool: string
+  index: number
+  host: string
+  busy: boolean
+  stopping: boolean
+  job_id: string
+  partition: number
+  attempt: number
+  task_started_at?: string
+  tasks_done: number
+  tasks_failed: number
+  last_seen: string
+}
+
+export interface Kind { name: string; description: string }
+
+export interface QueuedJob { job: string; kind: string; waiting: number }
+
+export interface ApiError { code: string; message: string }
+
+export interface ClusterEvent { type: string; time: string; data: any }
