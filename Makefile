@@ -2,17 +2,27 @@ GO    ?= go
 BIN   := bin/mrcluster
 PKGS  := ./...
 
-.PHONY: build run test bench fmt-check vet clean
+.PHONY: build web run test bench fmt-check vet clean
 
-build:
+# The dashboard (web/) is built into internal/webui/dist/app, which the
+# binary embeds; a Go build without it serves a page saying how to build it.
+build: web
 	$(GO) build -o $(BIN) ./cmd/mrcluster
+
+web: web/node_modules/.installed
+	cd web && npm run build
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
 
 run: build
 	$(BIN) serve
 
 # Everything CI runs: the tests, then each fuzz target briefly.
 FUZZTIME ?= 10s
-test: fmt-check vet
+test: fmt-check vet web
+	cd web && npx vitest run
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzSubmitBody$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzSeedPath$$' -fuzztime $(FUZZTIME) ./internal/httpapi
@@ -30,4 +40,4 @@ bench:
 	$(GO) run ./internal/bench/cmd
 
 clean:
-	rm -rf bin mrcluster-data
+	rm -rf bin mrcluster-data internal/webui/dist/app web/node_modules

@@ -24,6 +24,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 	"github.com/mrcluster/mrcluster/internal/view"
+	"github.com/mrcluster/mrcluster/internal/webui"
 	"github.com/mrcluster/mrcluster/internal/worker"
 )
 
@@ -211,6 +212,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
 		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxQueuedTasks: cfg.MaxQueuedTasks,
+		UI: webui.Handler(),
 	})
 	s.registerGauges(m)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {

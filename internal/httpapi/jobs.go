@@ -138,24 +138,3 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 func errUpgradeRequired(r *http.Request) error {
 	return job.Errorf(job.EInvalid, "%s is a websocket: connect with ws://%s%s", r.URL.Path, r.Host, r.URL.Path)
 }
-
-func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, _ = w.Write([]byte(indexPage))
-}
-
-const indexPage = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>mrcluster</title></head>
-<body style="font-family: system-ui, sans-serif; max-width: 44rem; margin: 3rem auto; line-height: 1.5">
-<h1>mrcluster</h1>
-<p>The cluster is running. The dashboard is not part of this build yet; use the API:</p>
-<ul>
-<li><a href="/api/v1/jobs">/api/v1/jobs</a> — jobs, newest first</li>
-<li><a href="/api/v1/workers">/api/v1/workers</a> — live workers</li>
-<li><a href="/api/v1/queue">/api/v1/queue</a> — waiting tasks</li>
-<li><a href="/api/v1/kinds">/api/v1/kinds</a> — job kinds</li>
-<li><a href="/status">/status</a>, <a href="/readyz">/readyz</a></li>
-</ul>
-<p>Submit a job: <code>curl -X POST localhost:8080/short/8</code></p>
-</body></html>
-`

@@ -54,6 +54,8 @@ type Config struct {
 	// MaxQueuedTasks bounds the tasks waiting in the cluster: a submit that
 	// would go beyond is refused with 429 (0: no bound).
 	MaxQueuedTasks int
+	// UI serves the dashboard at / and its routes (none when nil).
+	UI http.Handler
 }
 
 // DefaultAllowOrigins are the loopback origins: a dashboard or the seed's
@@ -110,7 +112,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/events", s.events)
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
-	m.HandleFunc("GET /{$}", s.index)
+	// The dashboard: its files, and index.html for its client-side routes.
+	if ui := s.cfg.UI; ui != nil {
+		m.Handle("GET /{$}", ui)
+		m.Handle("GET /assets/", ui)
+		m.Handle("GET /jobs/{id}", ui)
+		m.Handle("GET /favicon.ico", ui)
+	}
 	if s.cfg.Metrics != nil {
 		m.Handle("GET /metrics", s.cfg.Metrics.Handler())
 	}

@@ -253,13 +253,42 @@ func (v *View) applyWorker(e jetstream.KeyValueEntry, initial bool) {
 	prev, known := v.workers[e.Key()]
 	v.workers[e.Key()] = worker{status: s, seen: time.Now()}
 	changed := !known || !sameActivity(prev.status, s)
+	var events []event.Event
 	if changed {
 		v.notify()
+		if !initial {
+			events = append(v.runningChanged(busyJob(prev.status), busyJob(s)), event.Event{Type: "worker.status", Data: s})
+		}
 	}
 	v.mu.Unlock()
-	if changed && !initial {
-		v.cfg.Hub.Publish(event.Event{Type: "worker.status", Data: s})
+	for _, ev := range events {
+		v.cfg.Hub.Publish(ev)
 	}
+}
+
+func busyJob(s job.WorkerStatus) string {
+	if s.Busy {
+		return s.JobID
+	}
+	return ""
+}
+
+// runningChanged returns a job.progress event for each unfinished job whose
+// running count a worker's change moved: a job's running and queued tasks
+// are derived from the workers, so their change is the job's change too.
+// v.mu must be held.
+func (v *View) runningChanged(ids ...string) []event.Event {
+	var out []event.Event
+	if len(ids) == 2 && ids[0] == ids[1] {
+		return nil
+	}
+	running := v.runningByJob()
+	for _, id := range ids {
+		if j, ok := v.jobs[id]; ok && id != "" && !j.State.Terminal() {
+			out = append(out, event.Event{Type: "job.progress", Data: v.resource(j, running)})
+		}
+	}
+	return out
 }
 
 // sameActivity reports whether two statuses differ only in their heartbeat.
@@ -274,14 +303,16 @@ func sameActivity(a, b job.WorkerStatus) bool {
 
 func (v *View) removeWorker(key string) {
 	v.mu.Lock()
-	_, ok := v.workers[key]
+	w, ok := v.workers[key]
+	var events []event.Event
 	if ok {
 		delete(v.workers, key)
 		v.notify()
+		events = append(v.runningChanged(busyJob(w.status)), event.Event{Type: "worker.left", Data: map[string]string{"key": key}})
 	}
 	v.mu.Unlock()
-	if ok {
-		v.cfg.Hub.Publish(event.Event{Type: "worker.left", Data: map[string]string{"key": key}})
+	for _, ev := range events {
+		v.cfg.Hub.Publish(ev)
 	}
 }
 
