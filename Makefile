@@ -4,7 +4,7 @@ PKGS  := ./...
 
 .PHONY: build web run test bench fmt-check vet clean
 
-# The dashboard (web/) is built into internal/webui/dist/app, which the
+# The dashboard (web/) is built into internal/webui/ui/app, which the
 # binary embeds; a Go build without it serves a page saying how to build it.
 build: web
 	$(GO) build -o $(BIN) ./cmd/mrcluster
@@ -40,4 +40,4 @@ bench:
 	$(GO) run ./internal/bench/cmd
 
 clean:
-	rm -rf bin mrcluster-data internal/webui/dist/app web/node_modules
+	rm -rf bin mrcluster-data internal/webui/ui/app web/node_modules

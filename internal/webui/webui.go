@@ -11,12 +11,12 @@ import (
 	"strings"
 )
 
-//go:embed all:dist
-var dist embed.FS
+//go:embed all:ui
+var ui embed.FS
 
 // Handler serves the dashboard.
 func Handler() http.Handler {
-	app, err := fs.Sub(dist, "dist/app")
+	app, err := fs.Sub(ui, "ui/app")
 	if err != nil {
 		return placeholder()
 	}
@@ -45,7 +45,7 @@ func Handler() http.Handler {
 
 // Built reports whether the dashboard is in this binary.
 func Built() bool {
-	_, err := fs.Stat(dist, "dist/app/index.html")
+	_, err := fs.Stat(ui, "ui/app/index.html")
 	return err == nil
 }
 
