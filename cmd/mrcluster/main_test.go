@@ -73,6 +73,16 @@ var servingLine = regexp.MustCompile(`serving on (http://\S+) \(NATS for remote 
 func start(t *testing.T, dataDir string, env []string, args ...string) *proc {
 	t.Helper()
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)
+	p, m := launch(t, servingLine, env, args...)
+	p.url, p.nats = m[1], m[2]
+	return p
+}
+
+// launch runs the binary and returns once it prints a line matching ready
+// on stdout, with the line's submatches. The process is killed when the
+// test ends; its stderr is shown if the test failed.
+func launch(t *testing.T, ready *regexp.Regexp, env []string, args ...string) (*proc, []string) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
@@ -84,33 +94,37 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	urls := make(chan []string, 1)
+	lines := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-				urls <- m[1:]
+			if m := ready.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case lines <- m:
+				default:
+				}
 			}
 		}
 		p.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.exited
+		err := <-p.exited
+		p.exited <- err
 		if t.Failed() {
-			t.Logf("server output:\n%s", p.out)
+			t.Logf("output of %s:\n%s", args[0], p.out)
 		}
 	})
 	select {
-	case u := <-urls:
-		p.url, p.nats = u[0], u[1]
+	case m := <-lines:
+		return p, m
 	case err := <-p.exited:
 		p.exited <- err
-		t.Fatalf("server exited before serving (%v):\n%s", err, p.out)
+		t.Fatalf("%s exited before it was ready (%v):\n%s", args[0], err, p.out)
 	case <-time.After(apitest.Timeout):
-		t.Fatalf("server did not start:\n%s", p.out)
+		t.Fatalf("%s was not ready in time:\n%s", args[0], p.out)
 	}
-	return p
+	return nil, nil
 }
 
 func (p *proc) client() apitest.Client { return apitest.Client{URL: p.url} }

@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"io"
 	"os/exec"
 	"reflect"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -22,41 +21,8 @@ func TestWorkerProcess(t *testing.T) {
 	p := start(t, t.TempDir(), nil, "--workers", "0", "--sleep-scale", "0.001")
 	c := p.client()
 
-	cmd := exec.Command(binary, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "remote1", "--metrics-addr", "127.0.0.1:0", "--sleep-scale", "0.001")
-	out := &syncBuffer{}
-	cmd.Stderr = out
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	metricsURL := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "metrics on "); ok {
-				metricsURL <- u
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("worker output:\n%s", out)
-		}
-	})
-	var murl string
-	select {
-	case murl = <-metricsURL:
-	case err := <-exited:
-		t.Fatalf("worker exited: %v\n%s", err, out)
-	case <-time.After(apitest.Timeout):
-		t.Fatalf("worker did not start:\n%s", out)
-	}
+	wp, m := launch(t, regexp.MustCompile(`^metrics on (\S+)$`), nil, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "remote1", "--metrics-addr", "127.0.0.1:0", "--sleep-scale", "0.001")
+	murl := m[1]
 
 	j := c.Submit(t, "short", 6)
 	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
@@ -79,12 +45,13 @@ func TestWorkerProcess(t *testing.T) {
 		t.Fatalf("worker metrics lack 6 short tasks done:\n%s", body)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := wp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-exited; err != nil {
+	if err := <-wp.exited; err != nil {
 		t.Fatalf("worker exit after SIGTERM: %v", err)
 	}
+	wp.exited <- nil
 	// A worker that stops cleanly leaves at once, not at the end of its TTL.
 	c.AwaitIdleWorkers(t, 0)
 }
@@ -98,12 +65,7 @@ func TestWorkerNATSToken(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "refused this worker's credentials") || !strings.Contains(string(out), "--nats-token") {
 		t.Fatalf("worker with a wrong token: %v\n%s", err, out)
 	}
-	cmd := exec.Command(binary, "worker", "--nats", p.nats, "--concurrency", "1", "--sleep-scale", "0.001")
-	cmd.Env = append(cmd.Environ(), "MRCLUSTER_NATS_TOKEN=n4ts")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	launch(t, regexp.MustCompile(`^mrcluster worker .* running`), []string{"MRCLUSTER_NATS_TOKEN=n4ts"}, "worker", "--nats", p.nats, "--concurrency", "1", "--sleep-scale", "0.001")
 	c := p.client()
 	j := c.Submit(t, "noop", 3)
 	if j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() }); j.State != job.Succeeded {
