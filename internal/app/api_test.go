@@ -533,3 +533,33 @@ func TestOrigins(t *testing.T) {
 		t.Fatalf("preflight = %d %v", r.Status, r.Header)
 	}
 }
+
+func TestJobTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	j := b.submit(t, "short", 5)
+	b.awaitState(t, j.ID, job.Succeeded)
+	var got struct {
+		Tasks []struct {
+			Partition  int     `json:"partition"`
+			Attempt    int     `json:"attempt"`
+			Worker     string  `json:"worker"`
+			State      string  `json:"state"`
+			DurationMS float64 `json:"duration_ms"`
+			Value      int64   `json:"value"`
+		} `json:"tasks"`
+	}
+	r := b.do(t, "GET", "/api/v1/jobs/"+j.ID+"/tasks", "")
+	r.JSON(t, &got)
+	if r.Status != 200 || len(got.Tasks) != 5 {
+		t.Fatalf("tasks = %d %s, want 5", r.Status, r.Body)
+	}
+	for i, tk := range got.Tasks {
+		if tk.Partition != i || tk.Attempt != 1 || tk.Worker == "" || tk.State != "done" || tk.Value != 1 || tk.DurationMS < 0 {
+			t.Errorf("task %d = %+v", i, tk)
+		}
+	}
+	if r := b.do(t, "GET", "/api/v1/jobs/short_nope/tasks", ""); r.Status != 404 {
+		t.Fatalf("tasks of an unknown job: %d %s", r.Status, r.Body)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -458,4 +459,51 @@ type wrapped struct {
 func (w *wrapped) Error() string { return w.err.Error() }
 func (w *wrapped) Unwrap() []error {
 	return []error{w.e, w.err}
+}
+
+// maxTaskHistory bounds how many task results one read returns.
+const maxTaskHistory = 100_000
+
+// Tasks returns the stored results of every finished task attempt of job id,
+// by partition then attempt: the job's per-task history.
+func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, error) {
+	if _, _, err := c.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	cons, err := c.cfg.Store.Results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{natsx.ResultSubject + id},
+	})
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
+	}
+	out := []job.TaskResult{}
+	for left := int(info.NumPending); left > 0 && len(out) < maxTaskHistory; {
+		batch, err := cons.Fetch(min(left, 500), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var rs []job.TaskResult
+			if json.Unmarshal(m.Data(), &rs) == nil {
+				out = append(out, rs...)
+			}
+		}
+		if got == 0 {
+			break
+		}
+		left -= got
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Partition != out[j].Partition {
+			return out[i].Partition < out[j].Partition
+		}
+		return out[i].Attempt < out[j].Attempt
+	})
+	return out, nil
 }

@@ -153,6 +153,22 @@ func TestDashboard(t *testing.T) {
 	text(ctx, t, `tr[data-state] [data-test="progress"]`, func(s string) bool { return s == "100%" }, "the progress bar at 100%")
 	text(ctx, t, `tr[data-state] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result")
 
+	// The job's page: its tasks, one per partition, and their timeline.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-state] td a`)), chromedp.WaitVisible(chromedp.CSS(`[data-test="job-detail"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="sum"]`, func(s string) bool { return s == "8" }, "the sum on the job's page")
+	rows := `(() => document.querySelectorAll('[data-test="tasks"] tbody tr').length + "")()`
+	text(ctx, t, `[data-test="tasks"]`, func(string) bool {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[string](rows))
+		return err == nil && n == "8"
+	}, "8 task rows")
+	text(ctx, t, `[data-test="gantt"]`, func(s string) bool { return strings.Contains(s, "s") }, "the timeline")
+	shot(ctx, t, "job-detail.png")
+	if err := chromedp.Do(ctx, chromedp.NavigateBack(), chromedp.WaitVisible(chromedp.CSS(`[data-test="jobs"]`))); err != nil {
+		t.Fatal(err)
+	}
+
 	// Reload: the same state.
 	if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`[data-test="jobs"]`))); err != nil {
 		t.Fatal(err)

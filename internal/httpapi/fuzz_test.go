@@ -30,6 +30,9 @@ func (recordJobs) Cancel(context.Context, string) (*job.Job, error) {
 func (recordJobs) Get(context.Context, string) (*job.Job, uint64, error) {
 	return nil, 0, job.Errorf(job.ENotFound, "no job")
 }
+func (recordJobs) Tasks(context.Context, string) ([]job.TaskResult, error) {
+	return nil, job.Errorf(job.ENotFound, "no job")
+}
 
 func fuzzServer() *Server {
 	return New(Config{

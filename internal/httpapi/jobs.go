@@ -101,6 +101,30 @@ func (s *Server) job(ctx context.Context, id string) (view.Job, error) {
 	return s.cfg.View.Resource(j), nil
 }
 
+// TaskAttempt is one finished run of a task, as the job detail shows it.
+type TaskAttempt struct {
+	job.TaskResult
+	DurationMS float64 `json:"duration_ms"`
+	State      string  `json:"state"`
+}
+
+func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {
+	rs, err := s.cfg.Jobs.Tasks(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]TaskAttempt, len(rs))
+	for i, t := range rs {
+		state := "done"
+		if t.Error != "" {
+			state = "failed"
+		}
+		out[i] = TaskAttempt{TaskResult: t, DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tasks": out})
+}
+
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	j, err := s.cfg.Jobs.Cancel(r.Context(), r.PathValue("id"))
 	if err != nil {

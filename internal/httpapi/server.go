@@ -23,6 +23,7 @@ type Jobs interface {
 	Submit(ctx context.Context, spec job.Spec) (*job.Job, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
 	Get(ctx context.Context, id string) (*job.Job, uint64, error)
+	Tasks(ctx context.Context, id string) ([]job.TaskResult, error)
 }
 
 // Config is what the API needs.
@@ -106,6 +107,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
+	m.HandleFunc("GET /api/v1/jobs/{id}/tasks", s.jobTasks)
 	m.HandleFunc("GET /api/v1/kinds", s.listKinds)
 	m.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	m.HandleFunc("GET /api/v1/queue", s.getQueue)

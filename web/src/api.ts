@@ -1,4 +1,4 @@
-import type { ApiError, Job, Kind, QueuedJob, Worker } from './types'
+import type { ApiError, Job, Kind, QueuedJob, TaskAttempt, Worker } from './types'
 
 const TOKEN_KEY = 'mrcluster.token'
 
@@ -27,6 +27,7 @@ export const api = {
   job: (id: string) => call<Job>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
   submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}) =>
     call<Job>('POST', '/api/v1/jobs', { kind, partitions, params }),
+  tasks: (id: string) => call<{ tasks: TaskAttempt[] }>('GET', `/api/v1/jobs/${encodeURIComponent(id)}/tasks`),
   cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
   kinds: () => call<{ kinds: Kind[] }>('GET', '/api/v1/kinds'),
   workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),

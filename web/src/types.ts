@@ -39,3 +39,15 @@ export interface QueuedJob { job: string; kind: string; waiting: number }
 export interface ApiError { code: string; message: string }
 
 export interface ClusterEvent { type: string; time: string; data: any }
+
+export interface TaskAttempt {
+  partition: number
+  attempt: number
+  worker: string
+  value: number
+  error?: string
+  started_at: string
+  finished_at: string
+  duration_ms: number
+  state: 'done' | 'failed'
+}
