@@ -50,13 +50,6 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 	h.mu.Unlock()
 }
 
-// Subscribers returns how many subscriptions there are.
-func (h *Hub) Subscribers() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.subs)
-}
-
 // Publish delivers e to every subscriber that has room for it.
 func (h *Hub) Publish(e Event) {
 	if e.Time.IsZero() {

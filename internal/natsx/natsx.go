@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -277,9 +276,4 @@ func (s *Store) Ready(ctx context.Context) error {
 		return fmt.Errorf("stream %s: %w", ResultsStream, err)
 	}
 	return nil
-}
-
-// IsNotFound reports whether err says a key or message does not exist.
-func IsNotFound(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrMsgNotFound)
 }

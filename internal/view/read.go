@@ -75,14 +75,6 @@ func (v *View) Get(id string) (Job, bool) {
 	return v.resource(j, v.runningByJob()), true
 }
 
-// Has reports whether the view knows job id.
-func (v *View) Has(id string) bool {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	_, ok := v.jobs[id]
-	return ok
-}
-
 // List returns up to limit jobs, newest first, in the given state (any when
 // empty), starting after the job with id cursor (from the start when empty).
 // next is the cursor of the following page, empty on the last.
