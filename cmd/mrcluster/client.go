@@ -62,26 +62,14 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req, c.http)
 	if err != nil {
-		return fmt.Errorf("cannot reach the server at %s (is it running? set --server): %w", c.base, err)
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
-			return fmt.Errorf("%s (%s)", e.Error.Message, resp.Status)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
 	if out == nil {
 		return nil
@@ -89,12 +77,47 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	return json.Unmarshal(data, out)
 }
 
+// send sends req with the token; an error answer becomes an error carrying
+// the server's message.
+func (c *client) send(req *http.Request, hc *http.Client) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the server at %s (is it running? set --server): %w", c.base, err)
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+		return nil, fmt.Errorf("%s (%s)", e.Error.Message, resp.Status)
+	}
+	return nil, fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status)
+}
+
 func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("submit", stderr)
 	wait := fs.Bool("wait", false, "wait for the job to finish, showing its progress")
 	params := fs.String("params", "", "job parameters as a JSON object")
+	input := fs.String("input", "", "the datasets a data kind reads, comma-separated")
+	partitions := fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)")
+	reducers := fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)")
+	var param []string
+	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("--param needs NAME=VALUE, got %q", v)
+		}
+		param = append(param, v)
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mrcluster submit KIND PARTITIONS [--wait] [--server URL]")
+		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--wait] [--server URL]")
 		fs.PrintDefaults()
 	}
 	// Flags may come after the positional arguments.
@@ -109,17 +132,37 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != 2 {
+	n := *partitions
+	switch {
+	case len(pos) == 2 && n == 0:
+		var err error
+		if n, err = strconv.Atoi(pos[1]); err != nil {
+			return fmt.Errorf("partition count must be an integer, got %q", pos[1])
+		}
+	case len(pos) != 1 || n == 0:
 		fs.Usage()
-		return fmt.Errorf("submit needs a kind and a partition count, got %q", pos)
-	}
-	n, err := strconv.Atoi(pos[1])
-	if err != nil {
-		return fmt.Errorf("partition count must be an integer, got %q", pos[1])
+		return fmt.Errorf("submit needs a kind and a partition count (KIND N or KIND --partitions N), got %q", pos)
 	}
 	body := map[string]any{"kind": pos[0], "partitions": n}
 	if *params != "" {
 		body["params"] = json.RawMessage(*params)
+	}
+	if len(param) > 0 {
+		if *params != "" {
+			return fmt.Errorf("give either --params or --param, not both")
+		}
+		m := map[string]string{}
+		for _, p := range param {
+			k, v, _ := strings.Cut(p, "=")
+			m[k] = v
+		}
+		body["params"] = m
+	}
+	if *input != "" {
+		body["input"] = strings.Split(*input, ",")
+	}
+	if *reducers != 0 {
+		body["reducers"] = *reducers
 	}
 	c := newClient(server)
 	var j view.Job
@@ -163,6 +206,15 @@ func waitJob(ctx context.Context, c *client, id string, stdout, stderr io.Writer
 				}
 				return exitError(1)
 			}
+			if j.Counters != nil {
+				c := j.Counters
+				fmt.Fprintf(stderr, "read %d bytes in %d records; %d map outputs; %d output records (mrcluster output %s)\n",
+					c.InputBytes, c.InputRecords, c.MapOutputRecords, c.ReduceOutputRecords, j.ID)
+				for _, l := range j.Preview {
+					fmt.Fprintln(stdout, l)
+				}
+				return nil
+			}
 			out, _ := json.Marshal(j.Result)
 			fmt.Fprintln(stdout, string(out))
 			return nil
@@ -178,7 +230,11 @@ func waitJob(ctx context.Context, c *client, id string, stdout, stderr io.Writer
 func progress(j view.Job, bar bool) string {
 	t := j.Tasks
 	if !bar {
-		return fmt.Sprintf("%s %s: %d/%d done, %d running, %d queued", j.ID, j.State, t.Done, t.Total, t.Running, t.Queued)
+		phase := ""
+		if j.Phase != "" && !j.State.Terminal() {
+			phase = " (" + j.Phase + ")"
+		}
+		return fmt.Sprintf("%s %s%s: %d/%d done, %d running, %d queued", j.ID, j.State, phase, t.Done, t.Total, t.Running, t.Queued)
 	}
 	const width = 30
 	filled := 0

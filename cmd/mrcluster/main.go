@@ -19,7 +19,10 @@ const usage = `mrcluster — a map-reduce job cluster on NATS JetStream
 Usage:
   mrcluster serve   [flags]          run a server: HTTP API, embedded NATS, workers
   mrcluster worker  --nats URL       run workers in a process of their own, joined through NATS
-  mrcluster submit  KIND N [--wait]  submit a job of N partitions
+  mrcluster submit  KIND N [--wait]  submit a job of N partitions (map tasks)
+  mrcluster submit  wordcount --input books --partitions 8 --reducers 4 --wait
+  mrcluster dataset put NAME FILE…   upload files into a dataset (also: dataset ls, dataset rm NAME)
+  mrcluster output  ID               print a finished job's output
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
   mrcluster cancel  ID               cancel a job
@@ -70,6 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return showConfig(args, stdout, stderr)
 	case "submit":
 		return submit(ctx, args, stdout, stderr)
+	case "dataset":
+		return datasetCmd(ctx, args, stdout, stderr)
+	case "output":
+		return output(ctx, args, stdout, stderr)
 	case "jobs":
 		return listJobs(ctx, args, stdout, stderr)
 	case "job":

@@ -280,8 +280,33 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	_, errOut, err = run("submit", "medium", "3")
-	if err == nil || !strings.Contains(errOut, "known kinds: long, noop, short") {
+	if err == nil || !strings.Contains(errOut, "known kinds: grep, indexer, long, noop, short, wordcount") {
 		t.Fatalf("submit of an unknown kind: %v %s", err, errOut)
+	}
+	// Data: upload two files, count their words, read the output.
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
+	_ = os.WriteFile(a, []byte("the cat\nthe dog\n"), 0o600)
+	_ = os.WriteFile(b, []byte("a dog, the end"), 0o600)
+	if _, errOut, err = run("dataset", "put", "pets", a, b); err != nil || !strings.Contains(errOut, "stored") {
+		t.Fatalf("dataset put: %v %s", err, errOut)
+	}
+	if out, _, err = run("dataset", "ls"); err != nil || !strings.Contains(out, "pets") || !strings.Contains(out, "  2  ") {
+		t.Fatalf("dataset ls: %v\n%s", err, out)
+	}
+	out, errOut, err = run("submit", "wordcount", "--input", "pets", "--partitions", "3", "--reducers", "2", "--wait")
+	if err != nil || !strings.Contains(out, "dog 2") || !strings.Contains(errOut, "5 output records") {
+		t.Fatalf("submit wordcount --wait: %v\n%s\n%s", err, out, errOut)
+	}
+	wid := strings.Fields(errOut)[1] // "submitted ID"
+	if out, _, err = run("output", wid); err != nil || out != "a 1\ncat 1\ndog 2\nend 1\nthe 3\n" {
+		t.Fatalf("output %s: %v\n%q", wid, err, out)
+	}
+	if _, errOut, err = run("submit", "wordcount", "--input", "nope", "--partitions", "2"); err == nil || !strings.Contains(errOut, `dataset "nope" does not exist`) {
+		t.Fatalf("submit with a missing dataset: %v %s", err, errOut)
+	}
+	if _, _, err = run("dataset", "rm", "pets"); err != nil {
+		t.Fatalf("dataset rm: %v", err)
 	}
 	_, errOut, err = run("job", "short_nope")
 	if err == nil || !strings.Contains(errOut, "not found") {

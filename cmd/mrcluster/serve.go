@@ -53,6 +53,9 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "times a task may run before its failure (an error or a panic) fails its job")
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	fs.IntVar(&cfg.MaxQueuedTasks, "max-queued-tasks", cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
+	fs.Func("max-file-mb", fmt.Sprintf("largest dataset file an upload may store, in MiB (default %d; 0: no limit)", cfg.MaxFileSize>>20), mib(&cfg.MaxFileSize))
+	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", cfg.SortBuffer>>20), mib(&cfg.SortBuffer))
+	fs.StringVar(&cfg.TempDir, "temp-dir", "", "directory of map spills (default: the system's temporary directory)")
 	c.fs = fs
 	return c
 }
@@ -180,4 +183,16 @@ func version() string {
 		}
 	}
 	return "dev"
+}
+
+// mib parses a flag given in MiB into a byte count.
+func mib(dst *int64) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > 1<<40 {
+			return fmt.Errorf("want a whole number of MiB, got %q", v)
+		}
+		*dst = n << 20
+		return nil
+	}
 }

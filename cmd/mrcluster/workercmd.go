@@ -16,6 +16,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/metrics"
+	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 	"github.com/mrcluster/mrcluster/internal/worker"
 )
@@ -35,6 +36,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	metricsAddr := fs.String("metrics-addr", "", "address to serve this worker's Prometheus metrics on, e.g. 127.0.0.1:9101 (none when empty)")
 	backoff := fs.Duration("retry-backoff", time.Second, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
+	sortBuffer := int64(mr.DefaultSortBuffer)
+	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", sortBuffer>>20), mib(&sortBuffer))
+	tempDir := fs.String("temp-dir", "", "directory of map spills (default: the system's temporary directory)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {
@@ -80,6 +84,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	pool := worker.New(worker.Config{
 		Store: store, NC: nc, Kinds: kinds.Builtin(*sleepScale), Concurrency: *concurrency,
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
+		SortBuffer: sortBuffer, TempDir: *tempDir,
 	})
 	if err := pool.Start(ctx); err != nil {
 		return err

@@ -194,3 +194,36 @@ func Get(url string) (*http.Response, error) {
 	c := &http.Client{Timeout: Timeout}
 	return c.Get(url)
 }
+
+// PutFile uploads data as file of dataset ds and fails the test unless it
+// is stored.
+func (c Client) PutFile(t testing.TB, ds, file string, data []byte) {
+	t.Helper()
+	r := c.Do(t, "PUT", "/api/v1/datasets/"+ds+"/files/"+file, string(data))
+	if r.Status != http.StatusCreated {
+		t.Fatalf("put %s/%s: %d %s", ds, file, r.Status, r.Body)
+	}
+}
+
+// SubmitSpec submits a job spec and fails the test unless it is accepted.
+func (c Client) SubmitSpec(t testing.TB, spec map[string]any) view.Job {
+	t.Helper()
+	body, _ := json.Marshal(spec)
+	r := c.Do(t, "POST", "/api/v1/jobs", string(body))
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("submit %s: %d %s", body, r.Status, r.Body)
+	}
+	var j view.Job
+	r.JSON(t, &j)
+	return j
+}
+
+// Output reads the output of a succeeded job.
+func (c Client) Output(t testing.TB, id string) string {
+	t.Helper()
+	r := c.Do(t, "GET", "/api/v1/jobs/"+id+"/output", "")
+	if r.Status != http.StatusOK {
+		t.Fatalf("output of %s: %d %s", id, r.Status, r.Body)
+	}
+	return string(r.Body)
+}

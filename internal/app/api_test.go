@@ -336,7 +336,7 @@ func TestBadInput(t *testing.T) {
 		{"POST", "/short/-2", "", 400, job.EInvalid, "from 1 to 100"},
 		{"POST", "/short/101", "", 400, job.EInvalid, "from 1 to 100, got 101"},
 		{"POST", "/short/1.5", "", 400, job.EInvalid, "integer"},
-		{"POST", "/medium/3", "", 400, job.EInvalid, "known kinds: fail, long, noop, panic, short"},
+		{"POST", "/medium/3", "", 400, job.EInvalid, "known kinds: fail, grep, indexer, long, noop, panic, short, wordcount"},
 		{"GET", "/short/3", "", 405, job.EMethod, "allowed: POST"},
 		{"DELETE", "/ping", "", 405, job.EMethod, "allowed: GET"},
 		{"GET", "/nope", "", 404, job.ENotFound, "/nope"},
@@ -367,6 +367,27 @@ func TestBadInput(t *testing.T) {
 		{"GET", "/api/v1/jobs?cursor=zzz", "", 400, job.EInvalid, "cursor"},
 		{"GET", "/api/v1/events", "", 400, job.EInvalid, "websocket"},
 		{"POST", "/api/v1/jobs/x/cancel", "", 404, job.ENotFound, "not found"},
+		// Data jobs and datasets.
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2}`, 400, job.EInvalid, "input is required"},
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2,"input":["nope"]}`, 400, job.EInvalid, `dataset "nope" does not exist`},
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2,"input":["../etc"]}`, 400, job.EInvalid, `dataset name "../etc" starts with '.'`},
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2,"input":["a/b"]}`, 400, job.EInvalid, `has the character '/'`},
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2,"input":"books"}`, 400, job.EInvalid, `field "input" must be`},
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2,"input":["x"],"reducers":0}`, 400, job.EInvalid, "reducers must be an integer from 1 to 1024"},
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2,"input":["x"],"reducers":5000}`, 400, job.EInvalid, "reducers must be an integer from 1 to 1024, got 5000"},
+		{"POST", "/api/v1/jobs", `{"kind":"wordcount","partitions":2,"input":["x"],"reducers":"2"}`, 400, job.EInvalid, "reducers must be an integer"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":2,"input":["x"]}`, 400, job.EInvalid, `kind "short" reads no data`},
+		{"POST", "/api/v1/jobs", `{"kind":"grep","partitions":2,"input":["x"]}`, 400, job.EInvalid, "params.pattern is required"},
+		{"POST", "/api/v1/jobs", `{"kind":"grep","partitions":2,"input":["x"],"params":{"pattern":"a("}}`, 400, job.EInvalid, "not a Go regular expression"},
+		{"POST", "/api/v1/jobs", `{"kind":"grep","partitions":2,"input":["x"],"params":{"pattern":7}}`, 400, job.EInvalid, "pattern must be a non-empty string"},
+		{"PUT", "/api/v1/datasets/.hidden", "x", 400, job.EInvalid, "starts with '.'"},
+		{"PUT", "/api/v1/datasets/..%2F..%2Fetc", "x", 400, job.EInvalid, "dataset name"},
+		{"PUT", "/api/v1/datasets/ok/files/a%20b", "x", 400, job.EInvalid, `file name "a b" has the character ' '`},
+		{"PUT", "/api/v1/datasets/ok?file=..", "x", 400, job.EInvalid, "file name"},
+		{"PUT", "/api/v1/datasets/" + strings.Repeat("x", 200), "x", 400, job.EInvalid, "at most 128"},
+		{"GET", "/api/v1/datasets/nope", "", 404, job.ENotFound, `dataset "nope" not found`},
+		{"DELETE", "/api/v1/datasets/nope", "", 404, job.ENotFound, `dataset "nope" not found`},
+		{"GET", "/api/v1/jobs/short_nope/output", "", 404, job.ENotFound, "not found"},
 	} {
 		t.Run(tc.method+" "+tc.path+" "+truncate(tc.body), func(t *testing.T) {
 			r := b.do(t, tc.method, tc.path, tc.body)
@@ -391,6 +412,9 @@ func TestBadInput(t *testing.T) {
 	if len(l.Jobs) != 0 {
 		t.Fatalf("bad requests created jobs: %+v", l.Jobs)
 	}
+	if r := b.do(t, "GET", "/api/v1/datasets", ""); string(r.Body) != `{"datasets":[]}`+"\n" {
+		t.Fatalf("bad requests created datasets: %s", r.Body)
+	}
 }
 
 func truncate(s string) string {
@@ -413,7 +437,7 @@ func TestKindsWorkersQueueHealth(t *testing.T) {
 	for _, kk := range k.Kinds {
 		names = append(names, kk.Name)
 	}
-	if !reflect.DeepEqual(names, []string{"block", "fail", "long", "noop", "panic", "short"}) {
+	if !reflect.DeepEqual(names, []string{"block", "fail", "grep", "indexer", "long", "noop", "panic", "short", "wordcount"}) {
 		t.Fatalf("kinds = %v", names)
 	}
 

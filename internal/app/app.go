@@ -17,11 +17,13 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mrcluster/mrcluster/internal/coordinator"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/httpapi"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/metrics"
+	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 	"github.com/mrcluster/mrcluster/internal/view"
 	"github.com/mrcluster/mrcluster/internal/webui"
@@ -67,6 +69,12 @@ type Config struct {
 	// doubling after each.
 	MaxAttempts  int
 	RetryBackoff time.Duration
+	// MaxFileSize bounds one uploaded dataset file, in bytes (0: none).
+	MaxFileSize int64
+	// SortBuffer bounds one map task's buffered output before it spills to
+	// TempDir ("" means the system's temporary directory).
+	SortBuffer int64
+	TempDir    string
 }
 
 // DefaultConfig returns the defaults of `mrcluster serve`.
@@ -86,6 +94,8 @@ func DefaultConfig() Config {
 		MaxQueuedTasks:  1_000_000,
 		MaxAttempts:     3,
 		RetryBackoff:    time.Second,
+		MaxFileSize:     8 << 30,
+		SortBuffer:      mr.DefaultSortBuffer,
 	}
 }
 
@@ -191,6 +201,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.pool = worker.New(worker.Config{
 			Store: wstore, NC: s.workerNC, Kinds: cfg.Kinds, Concurrency: cfg.Workers,
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
+			SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err
@@ -208,6 +219,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.api = httpapi.New(httpapi.Config{
 		Jobs: s.coord, View: s.view, Hub: hub, Kinds: cfg.Kinds,
+		Datasets:      &dataset.Store{KV: s.store.Datasets, Blocks: s.store.Blocks, MaxFileSize: cfg.MaxFileSize},
+		MaxFileBytes:  cfg.MaxFileSize,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,

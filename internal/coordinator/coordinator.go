@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"sync"
@@ -17,8 +18,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
+	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -70,6 +73,16 @@ func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, erro
 	}
 	j := job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now().UTC())
 	j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
+	if k, _ := c.cfg.Kinds.Lookup(spec.Kind); k.ReadsData {
+		ds := &dataset.Store{KV: c.cfg.Store.Datasets, Blocks: c.cfg.Store.Blocks}
+		files, err := ds.Resolve(ctx, spec.Input)
+		if err != nil {
+			return nil, err
+		}
+		j.Input, j.Files, j.Reducers, j.Phase = spec.Input, files, max(spec.Reducers, 1), job.PhaseMap
+		j.MapCommits = make([]string, j.Partitions)
+		j.Counters = &job.Counters{}
+	}
 	data, err := json.Marshal(j)
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
@@ -290,9 +303,9 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			}
 			continue
 		}
-		var applied []job.TaskResult // of the attempt that was written
+		var applied, dropped []job.TaskResult // of the attempt that was written
 		j, err := c.update(ctx, id, func(j *job.Job) bool {
-			applied = applied[:0]
+			applied, dropped = applied[:0], dropped[:0]
 			k, ok := c.cfg.Kinds.Lookup(j.Kind)
 			if !ok {
 				j.State, j.Error = job.Failed, fmt.Sprintf("kind %q is not registered on this server; restart it with that kind", j.Kind)
@@ -301,8 +314,11 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 				return true
 			}
 			for _, r := range results {
-				if j.Apply(r, k.Reduce) {
+				switch {
+				case j.Apply(r, k.Reduce):
 					applied = append(applied, r)
+				case r.Commit != "" && !j.Committed(r):
+					dropped = append(dropped, r)
 				}
 			}
 			return len(applied) > 0
@@ -324,12 +340,51 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			continue
 		}
 		for _, r := range applied {
-			c.cfg.Metrics.TaskFinished(j.Kind, "map", r.FinishedAt.Sub(r.StartedAt), r.Error != "")
+			phase := r.Phase
+			if phase == "" {
+				phase = job.PhaseMap
+			}
+			c.cfg.Metrics.TaskFinished(j.Kind, phase, r.FinishedAt.Sub(r.StartedAt), r.Error != "")
+		}
+		if len(dropped) > 0 {
+			// Duplicates of committed tasks (a backup or a redelivery):
+			// their outputs are discarded.
+			c.wg.Go(func() {
+				for _, r := range dropped {
+					mr.DeleteAttempt(ctx, c.cfg.Store.Shuffle, c.cfg.Store.Output, j, r)
+				}
+			})
+		}
+		if j.Phase == job.PhaseReduce && !j.Enqueued && !j.State.Terminal() {
+			c.startReduce(ctx, j)
 		}
 		if j.State == job.Failed {
 			c.stopTasks(ctx, id)
 		}
+		if j.State.Terminal() && j.Phase != "" {
+			c.wg.Go(func() { mr.DeleteJobObjects(ctx, c.cfg.Store.Shuffle, j) })
+		}
 	}
+}
+
+// startReduce publishes the reduce tasks of a job whose maps are all done.
+// A crash before they are marked enqueued is repaired at the next start.
+func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
+	if err := c.publishTasks(ctx, j); err != nil {
+		c.log.Error("could not queue the reduce tasks of a job; the next server start queues them", "job", j.ID, "err", err)
+		return
+	}
+	if _, err := c.update(ctx, j.ID, func(j *job.Job) bool {
+		if j.Enqueued {
+			return false
+		}
+		j.Enqueued = true
+		return true
+	}); err != nil {
+		c.log.Error("could not mark the reduce tasks of a job queued", "job", j.ID, "err", err)
+		return
+	}
+	c.log.Info("job entered its reduce phase", "job", j.ID, "kind", j.Kind, "reducers", j.Reducers)
 }
 
 // markStarted moves a queued job to running when a worker starts one of its
@@ -414,7 +469,13 @@ func (c *Coordinator) transitioned(j *job.Job, from job.State) {
 	case job.Failed:
 		c.log.Warn("job failed", append(attrs, "error", j.Error)...)
 	case job.Succeeded:
-		c.log.Info("job succeeded", append(attrs, "sum", j.Result.Sum)...)
+		if j.Result != nil {
+			attrs = append(attrs, "sum", j.Result.Sum)
+		}
+		if j.Counters != nil {
+			attrs = append(attrs, "input_bytes", j.Counters.InputBytes, "output_records", j.Counters.ReduceOutputRecords)
+		}
+		c.log.Info("job succeeded", attrs...)
 	default:
 		c.log.Info("job "+string(j.State), attrs...)
 	}
@@ -506,4 +567,13 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 		return out[i].Attempt < out[j].Attempt
 	})
 	return out, nil
+}
+
+// Output writes the output of succeeded job j to w.
+func (c *Coordinator) Output(ctx context.Context, j *job.Job, w io.Writer) error {
+	k, ok := c.cfg.Kinds.Lookup(j.Kind)
+	if !ok {
+		return job.Errorf(job.EConflict, "kind %q of job %s is not registered on this server; restart it with that kind", j.Kind, j.ID)
+	}
+	return mr.WriteOutput(ctx, c.cfg.Store.Output, k, j, w)
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +34,8 @@ func (recordJobs) Get(context.Context, string) (*job.Job, uint64, error) {
 func (recordJobs) Tasks(context.Context, string) ([]job.TaskResult, error) {
 	return nil, job.Errorf(job.ENotFound, "no job")
 }
+
+func (recordJobs) Output(context.Context, *job.Job, io.Writer) error { return nil }
 
 func fuzzServer() *Server {
 	return New(Config{

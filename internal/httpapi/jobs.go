@@ -17,6 +17,8 @@ type submitRequest struct {
 	Kind       string          `json:"kind"`
 	Partitions json.RawMessage `json:"partitions"`
 	Params     json.RawMessage `json:"params"`
+	Input      []string        `json:"input"`
+	Reducers   json.RawMessage `json:"reducers"`
 }
 
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +36,14 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, req.Partitions))
 		return
 	}
-	j, err := s.submit(r, job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params})
+	reducers := 0
+	if len(req.Reducers) > 0 && string(req.Reducers) != "null" {
+		if reducers, err = strconv.Atoi(string(req.Reducers)); err != nil || reducers < 1 {
+			s.writeError(w, r, job.Errorf(job.EInvalid, "reducers must be an integer from 1 to %d, got %s", job.MaxReducers, req.Reducers))
+			return
+		}
+	}
+	j, err := s.submit(r, job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -4,6 +4,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -24,6 +25,8 @@ type Jobs interface {
 	Cancel(ctx context.Context, id string) (*job.Job, error)
 	Get(ctx context.Context, id string) (*job.Job, uint64, error)
 	Tasks(ctx context.Context, id string) ([]job.TaskResult, error)
+	// Output writes the output of succeeded job j.
+	Output(ctx context.Context, j *job.Job, w io.Writer) error
 }
 
 // Config is what the API needs.
@@ -32,8 +35,11 @@ type Config struct {
 	View          *view.View
 	Hub           *event.Hub
 	Kinds         *job.Registry
+	Datasets      Datasets
 	MaxPartitions int
 	MaxBodyBytes  int64
+	// MaxFileBytes bounds one uploaded dataset file (0: no bound).
+	MaxFileBytes int64
 	// AllowOrigins lists the browser origins, besides the server's own,
 	// that may call the API: "http://host:port", "http://host:*" for any
 	// port, or "*" for every origin.
@@ -108,6 +114,12 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
 	m.HandleFunc("GET /api/v1/jobs/{id}/tasks", s.jobTasks)
+	m.HandleFunc("GET /api/v1/jobs/{id}/output", s.jobOutput)
+	m.HandleFunc("GET /api/v1/datasets", s.listDatasets)
+	m.HandleFunc("GET /api/v1/datasets/{name}", s.getDataset)
+	m.HandleFunc("PUT /api/v1/datasets/{name}", s.putDataset)
+	m.HandleFunc("PUT /api/v1/datasets/{name}/files/{file}", s.putDatasetFile)
+	m.HandleFunc("DELETE /api/v1/datasets/{name}", s.deleteDataset)
 	m.HandleFunc("GET /api/v1/kinds", s.listKinds)
 	m.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	m.HandleFunc("GET /api/v1/queue", s.getQueue)

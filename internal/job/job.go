@@ -50,8 +50,21 @@ type Job struct {
 	// a job found without it after a crash has its tasks published again.
 	Enqueued bool `json:"enqueued"`
 	// Values holds each partition's map result; nil until that task is done.
-	Values     Values     `json:"values"`
-	Done       int        `json:"done"`
+	Values Values `json:"values"`
+	Done   int    `json:"done"`
+
+	// The fields of a job that reads data: its input, pinned at submit,
+	// the phase, and per phase the attempt whose output was committed.
+	Input         []string    `json:"input,omitempty"`
+	Files         []InputFile `json:"files,omitempty"`
+	Reducers      int         `json:"reducers,omitempty"`
+	Phase         string      `json:"phase,omitempty"`
+	MapCommits    []string    `json:"map_commits,omitempty"`
+	ReduceCommits []string    `json:"reduce_commits,omitempty"`
+	ReduceDone    int         `json:"reduce_done,omitempty"`
+	Counters      *Counters   `json:"counters,omitempty"`
+	Preview       []Preview   `json:"preview,omitempty"`
+
 	Failed     int        `json:"failed"`
 	Result     *Result    `json:"result,omitempty"`
 	Error      string     `json:"error,omitempty"`
@@ -81,6 +94,15 @@ type Task struct {
 	// MaxAttempts is how many times the task may run before its failure
 	// fails the job.
 	MaxAttempts int `json:"max_attempts,omitempty"`
+
+	// Phase is empty for the map of a job that reads no data.
+	Phase    string `json:"phase,omitempty"`
+	Reducers int    `json:"reducers,omitempty"`
+	// Files and Split are a map task's input.
+	Files []InputFile `json:"files,omitempty"`
+	Split []Piece     `json:"split,omitempty"`
+	// Maps are the committed attempts of every map task: a reduce task's input.
+	Maps []string `json:"maps,omitempty"`
 }
 
 // TaskResult is what a worker reports after running a task.
@@ -93,12 +115,20 @@ type TaskResult struct {
 	Error      string    `json:"error,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	FinishedAt time.Time `json:"finished_at"`
+
+	// Phase, Commit and Counters are set by tasks of jobs that read data:
+	// Commit names the attempt's output objects.
+	Phase    string    `json:"phase,omitempty"`
+	Commit   string    `json:"commit,omitempty"`
+	Counters *Counters `json:"counters,omitempty"`
+	Preview  []Preview `json:"preview,omitempty"`
 }
 
 // TaskStarted is the notice a worker sends when it starts a task.
 type TaskStarted struct {
 	Job       string    `json:"job"`
 	Partition int       `json:"partition"`
+	Phase     string    `json:"phase,omitempty"`
 	Attempt   int       `json:"attempt"`
 	Worker    string    `json:"worker"`
 	StartedAt time.Time `json:"started_at"`

@@ -1,7 +1,9 @@
 package job
 
 import (
+	"context"
 	"encoding/json"
+	"iter"
 	"sort"
 	"strings"
 )
@@ -13,6 +15,26 @@ type Kind struct {
 	Description string     `json:"description"`
 	Map         MapFunc    `json:"-"`
 	Reduce      ReduceFunc `json:"-"`
+
+	// A kind that reads data sets these instead of Map and Reduce.
+	MapRecord RecordMapFunc `json:"-"`
+	Combine   CombineFunc   `json:"-"`
+	ReduceKey KeyReduceFunc `json:"-"`
+	// Format makes an output line; nil means "key value".
+	Format FormatFunc `json:"-"`
+	// Params describes the kind's parameters, for forms and errors.
+	Params []Param `json:"params,omitempty"`
+	// Check validates the params of a job; nil accepts any object.
+	Check func(params map[string]any) error `json:"-"`
+	// ReadsData is true when MapRecord is set.
+	ReadsData bool `json:"reads_data"`
+}
+
+// Param describes one parameter of a kind.
+type Param struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Required    bool   `json:"required"`
 }
 
 // Registry maps kind names to kinds. It is filled before the cluster starts
@@ -35,6 +57,10 @@ func NewRegistry(kinds ...Kind) *Registry {
 func (r *Registry) Register(k Kind) {
 	if k.Reduce == nil {
 		k.Reduce = SumReduce
+	}
+	k.ReadsData = k.MapRecord != nil
+	if k.ReadsData && k.ReduceKey == nil {
+		k.ReduceKey = FirstValue
 	}
 	r.kinds[k.Name] = k
 }
@@ -75,11 +101,23 @@ func SumReduce(values []int64) Result {
 	return Result{Values: values, Sum: sum}
 }
 
+// FirstValue is the reduce of a kind that has none: a key's first value.
+func FirstValue(_ context.Context, _ []byte, values iter.Seq[[]byte]) ([]byte, error) {
+	for v := range values {
+		return append([]byte(nil), v...), nil
+	}
+	return nil, nil
+}
+
 // Spec is what a user asks for when submitting a job.
 type Spec struct {
 	Kind       string          `json:"kind"`
 	Partitions int             `json:"partitions"`
 	Params     json.RawMessage `json:"params,omitempty"`
+	// Input names the datasets a job of a data-reading kind reads.
+	Input []string `json:"input,omitempty"`
+	// Reducers is the number of reduce tasks (1 when zero).
+	Reducers int `json:"reducers,omitempty"`
 }
 
 // Validate checks spec against the registry and the partition bound.
@@ -93,10 +131,70 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 	if spec.Partitions < 1 || spec.Partitions > maxPartitions {
 		return Errorf(EInvalid, "partitions must be an integer from 1 to %d, got %d", maxPartitions, spec.Partitions)
 	}
+	var obj map[string]any
 	if len(spec.Params) > 0 {
-		var obj map[string]any
 		if err := json.Unmarshal(spec.Params, &obj); err != nil || obj == nil && string(spec.Params) != "null" {
 			return Errorf(EInvalid, "params must be a JSON object")
+		}
+	}
+	k := r.kinds[spec.Kind]
+	if !k.ReadsData {
+		if len(spec.Input) > 0 || spec.Reducers != 0 {
+			return Errorf(EInvalid, "kind %q reads no data: leave out input and reducers", spec.Kind)
+		}
+	} else {
+		if len(spec.Input) == 0 {
+			return Errorf(EInvalid, "input is required for kind %q: a list of dataset names, e.g. [\"books\"]", spec.Kind)
+		}
+		if len(spec.Input) > MaxInputs {
+			return Errorf(EInvalid, "input names %d datasets; at most %d", len(spec.Input), MaxInputs)
+		}
+		for _, name := range spec.Input {
+			if err := ValidName("dataset", name); err != nil {
+				return err
+			}
+		}
+		if spec.Reducers < 0 || spec.Reducers > MaxReducers {
+			return Errorf(EInvalid, "reducers must be an integer from 1 to %d, got %d", MaxReducers, spec.Reducers)
+		}
+	}
+	for _, p := range k.Params {
+		if _, ok := obj[p.Name]; p.Required && !ok {
+			return Errorf(EInvalid, "params.%s is required for kind %q: %s", p.Name, spec.Kind, p.Description)
+		}
+	}
+	if k.Check != nil {
+		if obj == nil {
+			obj = map[string]any{}
+		}
+		if err := k.Check(obj); err != nil {
+			return Errorf(EInvalid, "params of kind %q: %v", spec.Kind, err)
+		}
+	}
+	return nil
+}
+
+// Bounds of a data job's spec.
+const (
+	MaxInputs   = 64
+	MaxReducers = 1024
+)
+
+// ValidName checks a dataset or file name: 1 to 128 letters, digits, '.',
+// '_' or '-', not starting with '.', so that it is safe in a path and a key.
+func ValidName(what, name string) error {
+	if name == "" {
+		return Errorf(EInvalid, "%s name is empty; use 1 to 128 letters, digits, '.', '_' or '-'", what)
+	}
+	if len(name) > 128 {
+		return Errorf(EInvalid, "%s name is %d characters long; at most 128", what, len(name))
+	}
+	if name[0] == '.' {
+		return Errorf(EInvalid, "%s name %q starts with '.'; use a letter or digit first", what, name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return Errorf(EInvalid, "%s name %q has the character %q; use only letters, digits, '.', '_' or '-'", what, name, c)
 		}
 	}
 	return nil

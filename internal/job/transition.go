@@ -25,11 +25,32 @@ func (j *Job) Clone() *Job {
 	return &c
 }
 
-// Tasks returns the job's tasks that are not done yet.
+// Tasks returns the tasks of the job's current phase that are not done yet.
 func (j *Job) Tasks() []Task {
+	t := Task{Job: j.ID, Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers}
+	if j.Phase == PhaseReduce {
+		var out []Task
+		t.Maps = j.MapCommits
+		for r, c := range j.ReduceCommits {
+			if c == "" {
+				t.Partition = r
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	var splits [][]Piece
+	if j.Phase == PhaseMap {
+		splits = Splits(j.Files, j.Partitions)
+		t.Files = j.Files
+	}
 	out := make([]Task, 0, j.Partitions-j.Done)
 	for _, p := range j.Values.Unset() {
-		out = append(out, Task{Job: j.ID, Kind: j.Kind, Partition: p, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts})
+		t.Partition = p
+		if splits != nil {
+			t.Split = splits[p]
+		}
+		out = append(out, t)
 	}
 	return out
 }
@@ -50,19 +71,34 @@ func (j *Job) Start(at time.Time) bool {
 // is done the job is reduced and succeeds; a failed task fails the job.
 // Apply reports whether the record changed.
 func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
-	if _, done := j.Values.Get(r.Partition); j.State.Terminal() || r.Partition < 0 || r.Partition >= j.Values.Len() || done {
+	if r.Phase == PhaseReduce {
+		return j.applyReduce(r)
+	}
+	if _, done := j.Values.Get(r.Partition); j.State.Terminal() || r.Partition < 0 || r.Partition >= j.Values.Len() || done || j.Phase == PhaseReduce {
 		return false
 	}
 	j.Start(r.StartedAt)
 	if r.Error != "" {
-		j.Failed++
-		j.State = Failed
-		j.Error = fmt.Sprintf("partition %d failed on worker %s (attempt %d of %d): %s", r.Partition, r.Worker, r.Attempt, max(j.MaxAttempts, 1), r.Error)
-		j.FinishedAt = &r.FinishedAt
+		what := "partition"
+		if j.Phase == PhaseMap {
+			what = "map task"
+		}
+		j.fail(r, what)
 		return true
 	}
 	j.Values.Set(r.Partition, r.Value)
 	j.Done++
+	if j.Phase == PhaseMap {
+		j.MapCommits[r.Partition] = r.Commit
+		j.count(r)
+		if j.Done == j.Partitions {
+			// Every map output is committed: the reduce tasks can run.
+			j.Phase = PhaseReduce
+			j.ReduceCommits = make([]string, j.Reducers)
+			j.Enqueued = false
+		}
+		return true
+	}
 	if j.Done == j.Partitions {
 		res := reduce(j.DoneValues())
 		j.Result = &res
@@ -80,4 +116,66 @@ func (j *Job) Cancel(at time.Time) error {
 	j.State = Canceled
 	j.FinishedAt = &at
 	return nil
+}
+
+func (j *Job) fail(r TaskResult, what string) {
+	j.Failed++
+	j.State = Failed
+	j.Error = fmt.Sprintf("%s %d failed on worker %s (attempt %d of %d): %s", what, r.Partition, r.Worker, r.Attempt, max(j.MaxAttempts, 1), r.Error)
+	j.FinishedAt = &r.FinishedAt
+}
+
+func (j *Job) count(r TaskResult) {
+	if r.Counters == nil {
+		return
+	}
+	if j.Counters == nil {
+		j.Counters = &Counters{}
+	}
+	j.Counters.Add(*r.Counters)
+}
+
+// applyReduce records a reduce task's result; the last one finishes the job.
+func (j *Job) applyReduce(r TaskResult) bool {
+	if j.State.Terminal() || j.Phase != PhaseReduce || r.Partition < 0 || r.Partition >= len(j.ReduceCommits) || j.ReduceCommits[r.Partition] != "" {
+		return false
+	}
+	if r.Error != "" {
+		j.fail(r, "reduce task")
+		return true
+	}
+	j.ReduceCommits[r.Partition] = r.Commit
+	j.ReduceDone++
+	j.count(r)
+	j.Preview = MergePreview(j.Preview, r.Preview)
+	if j.ReduceDone == j.Reducers {
+		j.State = Succeeded
+		j.FinishedAt = &r.FinishedAt
+	}
+	return true
+}
+
+// Committed reports whether r's output is the one its job keeps: false for a
+// duplicate attempt, whose output may be deleted.
+func (j *Job) Committed(r TaskResult) bool {
+	switch {
+	case r.Phase == PhaseReduce:
+		return r.Partition >= 0 && r.Partition < len(j.ReduceCommits) && j.ReduceCommits[r.Partition] == r.Commit
+	case j.Phase != "":
+		return r.Partition >= 0 && r.Partition < len(j.MapCommits) && j.MapCommits[r.Partition] == r.Commit
+	}
+	return false
+}
+
+// MergePreview keeps the PreviewLines smallest keys of a and b.
+func MergePreview(a, b []Preview) []Preview {
+	out := make([]Preview, 0, min(len(a)+len(b), PreviewLines))
+	for len(out) < PreviewLines && (len(a) > 0 || len(b) > 0) {
+		if len(b) == 0 || len(a) > 0 && string(a[0].Key) <= string(b[0].Key) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return out
 }

@@ -12,7 +12,7 @@ import (
 // Builtin returns a registry with the seed's simulated kinds. sleepScale
 // multiplies their sleeps: 0.001 makes them a thousand times faster.
 func Builtin(sleepScale float64) *job.Registry {
-	return job.NewRegistry(
+	r := job.NewRegistry(
 		job.Kind{
 			Name:        "short",
 			Description: "simulated work: each partition sleeps 0–4 s and returns 1",
@@ -29,6 +29,10 @@ func Builtin(sleepScale float64) *job.Registry {
 			Map:         func(context.Context, job.Task) (int64, error) { return 1, nil },
 		},
 	)
+	for _, k := range Data() {
+		r.Register(k)
+	}
+	return r
 }
 
 // sleeper returns a map that sleeps a random whole number of seconds in

@@ -28,6 +28,11 @@ const (
 	ResultsStream    = "MR_RESULTS"
 	JobsBucket       = "mr_jobs"
 	WorkersBucket    = "mr_workers"
+	DatasetsBucket   = "mr_datasets" // KV: a dataset's manifest (its files)
+	BlocksBucket     = "mr_blocks"   // object store: the blocks of dataset files
+	ShuffleBucket    = "mr_shuffle"  // object store: map outputs, by job and attempt
+	OutputBucket     = "mr_output"   // object store: reduce outputs, by job and attempt
+	ShuffleRetention = 7 * 24 * time.Hour
 	WorkersConsumer  = "workers"
 	CoordConsumer    = "coordinator"
 	TaskSubject      = "mr.task."    // + job id
@@ -166,6 +171,11 @@ type Store struct {
 	Results jetstream.Stream
 	Jobs    jetstream.KeyValue
 	Workers jetstream.KeyValue
+
+	Datasets jetstream.KeyValue
+	Blocks   jetstream.ObjectStore
+	Shuffle  jetstream.ObjectStore
+	Output   jetstream.ObjectStore
 }
 
 // StoreConfig tunes the resources Setup creates.
@@ -219,6 +229,30 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", WorkersBucket, err)
 	}
+	if s.Datasets, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      DatasetsBucket,
+		Description: "dataset manifests: the files of each dataset and their blocks",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", DatasetsBucket, err)
+	}
+	for _, o := range []struct {
+		dst  *jetstream.ObjectStore
+		name string
+		desc string
+		age  time.Duration
+	}{
+		{&s.Blocks, BlocksBucket, "blocks of dataset files", 0},
+		{&s.Shuffle, ShuffleBucket, "intermediate map outputs; deleted when their job ends, or after 7 days", ShuffleRetention},
+		{&s.Output, OutputBucket, "job outputs, one object per reduce task", 0},
+	} {
+		if *o.dst, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: o.name, Description: o.desc, TTL: o.age, Storage: jetstream.FileStorage,
+		}); err != nil {
+			return nil, fmt.Errorf("create object store %s: %w", o.name, err)
+		}
+	}
 	ackWait := cfg.AckWait
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second
@@ -263,6 +297,17 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	}
 	if s.Workers, err = js.KeyValue(ctx, WorkersBucket); err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", WorkersBucket, err)
+	}
+	if s.Datasets, err = js.KeyValue(ctx, DatasetsBucket); err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", DatasetsBucket, err)
+	}
+	for _, o := range []struct {
+		dst  *jetstream.ObjectStore
+		name string
+	}{{&s.Blocks, BlocksBucket}, {&s.Shuffle, ShuffleBucket}, {&s.Output, OutputBucket}} {
+		if *o.dst, err = js.ObjectStore(ctx, o.name); err != nil {
+			return nil, fmt.Errorf("open object store %s: %w", o.name, err)
+		}
 	}
 	return s, nil
 }

@@ -2,6 +2,7 @@ package view
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 	"time"
 
@@ -15,12 +16,18 @@ type Job struct {
 	State      job.State       `json:"state"`
 	Partitions int             `json:"partitions"`
 	Params     json.RawMessage `json:"params,omitempty"`
-	Tasks      TaskCounts      `json:"tasks"`
-	Result     *job.Result     `json:"result"`
-	Error      string          `json:"error"`
-	CreatedAt  time.Time       `json:"created_at"`
-	StartedAt  *time.Time      `json:"started_at"`
-	FinishedAt *time.Time      `json:"finished_at"`
+	// The fields of a job that reads data.
+	Input      []string      `json:"input,omitempty"`
+	Reducers   int           `json:"reducers,omitempty"`
+	Phase      string        `json:"phase,omitempty"`
+	Counters   *job.Counters `json:"counters,omitempty"`
+	Preview    []string      `json:"preview,omitempty"`
+	Tasks      TaskCounts    `json:"tasks"`
+	Result     *job.Result   `json:"result"`
+	Error      string        `json:"error"`
+	CreatedAt  time.Time     `json:"created_at"`
+	StartedAt  *time.Time    `json:"started_at"`
+	FinishedAt *time.Time    `json:"finished_at"`
 }
 
 // TaskCounts counts a job's tasks by state.
@@ -41,16 +48,28 @@ func (v *View) Resource(j *job.Job) Job {
 
 func (v *View) resource(j *job.Job, running map[string]int) Job {
 	c := TaskCounts{Total: j.Partitions, Done: j.Done, Failed: j.Failed}
+	if j.Phase != "" {
+		c.Total += j.Reducers
+		c.Done += j.ReduceDone
+	}
 	if !j.State.Terminal() {
-		left := j.Partitions - j.Done - j.Failed
+		left := c.Total - c.Done - c.Failed
+		if j.Phase == job.PhaseMap {
+			left -= j.Reducers // not queued before the maps are done
+		}
 		c.Running = min(running[j.ID], left)
 		c.Queued = left - c.Running
 	}
-	return Job{
+	out := Job{
 		ID: j.ID, Kind: j.Kind, State: j.State, Partitions: j.Partitions, Params: j.Params,
+		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: j.Counters,
 		Tasks: c, Result: j.Result, Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}
+	for _, p := range j.Preview {
+		out.Preview = append(out.Preview, p.Line)
+	}
+	return out
 }
 
 // runningByJob counts busy workers by job; v.mu must be held.
@@ -218,4 +237,16 @@ func (v *View) TaskTotals() (queued, running int) {
 		}
 	}
 	return queued, running
+}
+
+// ReadingJob returns an unfinished job that reads dataset name, if any.
+func (v *View) ReadingJob(name string) (string, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, j := range v.jobs {
+		if !j.State.Terminal() && slices.Contains(j.Input, name) {
+			return j.ID, true
+		}
+	}
+	return "", false
 }

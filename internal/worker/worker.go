@@ -15,8 +15,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
+	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -35,6 +37,10 @@ type Config struct {
 	// RetryBackoff is the wait before a failed task's second attempt; it
 	// doubles with each attempt, up to a minute.
 	RetryBackoff time.Duration
+	// SortBuffer bounds the memory of one map task's output, in bytes.
+	SortBuffer int64
+	// TempDir holds map spills ("" means the system's).
+	TempDir string
 }
 
 // Pool is a set of workers sharing one task subscription.
@@ -56,6 +62,7 @@ type Pool struct {
 
 	pace    pace
 	ackWait time.Duration
+	env     *mr.Env
 
 	startedMu   sync.Mutex
 	startedBuf  map[string][]job.TaskStarted
@@ -85,6 +92,8 @@ func New(cfg Config) *Pool {
 			dirty:     make([]bool, cfg.Concurrency),
 		},
 	}
+	ds := &dataset.Store{KV: cfg.Store.Datasets, Blocks: cfg.Store.Blocks}
+	p.env = &mr.Env{Open: ds.Open, Shuffle: cfg.Store.Shuffle, Output: cfg.Store.Output, SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir}
 	now := time.Now().UTC()
 	for i := range p.rep.status {
 		p.keys = append(p.keys, fmt.Sprintf("%s.%d", cfg.Name, i))
@@ -186,12 +195,12 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 
 	start := time.Now().UTC()
 	worker := p.keys[i]
-	p.noteStarted(job.TaskStarted{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, StartedAt: start})
+	p.noteStarted(job.TaskStarted{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start})
 	p.rep.set(i, func(s *job.WorkerStatus) {
-		s.Busy, s.JobID, s.Partition, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, attempt, &start
+		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
 	})
 	alive := p.keepAlive(m)
-	value, err := p.call(ctx, t)
+	value, out, err := p.call(ctx, t)
 	alive.stop()
 	ran := time.Since(start)
 	p.pace.observe(ran)
@@ -216,7 +225,10 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 		p.idle(i, true)
 		return
 	}
-	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC()}
+	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC(), Phase: t.Phase}
+	if out != nil && err == nil {
+		r.Commit, r.Counters, r.Preview = out.Commit, &out.Counters, out.Preview
+	}
 	if err != nil {
 		r.Error = err.Error()
 		log.Warn("task failed on its last attempt; its job fails", "err", err, "max_attempts", t.MaxAttempts)
@@ -256,20 +268,36 @@ func (p *Pool) giveBack(m jetstream.Msg) {
 	p.log.Debug("gave a task back to the queue", "subject", m.Subject())
 }
 
-// call runs the kind's map, turning a panic into an error so a bad map
-// function fails its task, not the worker.
-func (p *Pool) call(ctx context.Context, t job.Task) (v int64, err error) {
+// call runs the task's map or reduce, turning a panic into an error so a
+// bad function fails its task, not the worker.
+func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, err error) {
 	k, ok := p.cfg.Kinds.Lookup(t.Kind)
 	if !ok {
-		return 0, fmt.Errorf("kind %q is not registered on worker pool %s", t.Kind, p.cfg.Name)
+		return 0, nil, fmt.Errorf("kind %q is not registered on worker pool %s; start the worker with that kind", t.Kind, p.cfg.Name)
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			p.log.Error("map function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("map function panicked: %v", r)
+			what := t.Phase
+			if what == "" {
+				what = "map"
+			}
+			p.log.Error(what+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%s function panicked: %v", what, r)
 		}
 	}()
-	return k.Map(ctx, t)
+	switch {
+	case t.Phase == "":
+		v, err = k.Map(ctx, t)
+		return v, nil, err
+	case !k.ReadsData:
+		return 0, nil, fmt.Errorf("kind %q on worker pool %s reads no data, but the task is a %s task", t.Kind, p.cfg.Name, t.Phase)
+	case t.Phase == job.PhaseReduce:
+		o, err := p.env.Reduce(ctx, k, t)
+		return o.Counters.ReduceOutputRecords, &o, err
+	default:
+		o, err := p.env.Map(ctx, k, t)
+		return o.Counters.MapOutputRecords, &o, err
+	}
 }
 
 // keepAlive tells the queue every AckWait/3 that the task is still running,
@@ -306,7 +334,7 @@ func (h *heartbeat) stop() {
 
 func (p *Pool) idle(i int, failed bool) {
 	p.rep.set(i, func(s *job.WorkerStatus) {
-		s.Busy, s.JobID, s.Partition, s.Attempt, s.TaskStartedAt = false, "", 0, 0, nil
+		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = false, "", 0, "", 0, nil
 		if failed {
 			s.TasksFailed++
 		} else {

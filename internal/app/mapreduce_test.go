@@ -1,0 +1,148 @@
+package app_test
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// gutenberg reads the test corpus of eight books, sorted by name.
+func gutenberg(t *testing.T) []kinds.Doc {
+	t.Helper()
+	paths, err := filepath.Glob("../../../shared/corpus/gutenberg/*.txt")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("the corpus is missing (../shared/corpus/gutenberg/*.txt next to the repository): %v", err)
+	}
+	sort.Strings(paths)
+	var docs []kinds.Doc
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, kinds.Doc{Name: filepath.Base(p), Data: data})
+	}
+	return docs
+}
+
+func (b *bundle) upload(t *testing.T, ds string, docs []kinds.Doc) {
+	t.Helper()
+	for _, d := range docs {
+		b.client().PutFile(t, ds, d.Name, d.Data)
+	}
+}
+
+// run submits spec, waits for its end and returns the job and its output.
+func (b *bundle) run(t *testing.T, spec map[string]any) (view.Job, string) {
+	t.Helper()
+	j := b.client().SubmitSpec(t, spec)
+	j = b.await(t, j.ID, terminal)
+	if j.State != job.Succeeded {
+		t.Fatalf("job %s ended %s: %s", j.ID, j.State, j.Error)
+	}
+	return j, b.client().Output(t, j.ID)
+}
+
+// diff describes the first difference of two outputs.
+func diff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := range min(len(g), len(w)) {
+		if g[i] != w[i] {
+			return "line " + itoa(i+1) + ": got " + quote(g[i]) + ", want " + quote(w[i])
+		}
+	}
+	return "got " + itoa(len(g)) + " lines, want " + itoa(len(w))
+}
+
+func TestDataKindsMatchSequential(t *testing.T) {
+	docs := gutenberg(t)
+	b := setup(t, func(c *app.Config) { c.SortBuffer = 1 << 20 }) // small: maps spill
+	b.upload(t, "books", docs)
+	var size int64
+	for _, d := range docs {
+		size += int64(len(d.Data))
+	}
+	want := kinds.SeqWordCount(docs)
+	distinct := strings.Count(want, "\n")
+	for _, mr := range [][2]int{{3, 1}, {8, 4}, {13, 3}, {2, 64}} {
+		j, got := b.run(t, map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": mr[0], "reducers": mr[1]})
+		if got != want {
+			t.Fatalf("wordcount M=%d R=%d differs from the sequential count: %s", mr[0], mr[1], diff(got, want))
+		}
+		c := j.Counters
+		if c == nil || c.InputBytes != size || c.ReduceOutputRecords != int64(distinct) || j.Phase != job.PhaseReduce || j.Tasks.Done != mr[0]+mr[1] {
+			t.Fatalf("wordcount M=%d R=%d: counters %+v, phase %s, tasks %+v; want %d input bytes, %d output records", mr[0], mr[1], c, j.Phase, j.Tasks, size, distinct)
+		}
+		if len(j.Preview) != job.PreviewLines || !strings.HasPrefix(want, strings.Join(j.Preview, "\n")+"\n") {
+			t.Fatalf("preview %q is not the start of the output", j.Preview)
+		}
+	}
+	_, got := b.run(t, map[string]any{"kind": "grep", "input": []string{"books"}, "partitions": 11, "reducers": 3, "params": map[string]any{"pattern": "(?i)whale|Alice"}})
+	if want := kinds.SeqGrep(docs, "(?i)whale|Alice"); got != want || want == "" {
+		t.Fatalf("grep differs from the sequential one: %s", diff(got, want))
+	}
+	_, got = b.run(t, map[string]any{"kind": "indexer", "input": []string{"books"}, "partitions": 10, "reducers": 2})
+	if want := kinds.SeqIndexer(docs); got != want {
+		t.Fatalf("indexer differs from the sequential one: %s", diff(got, want))
+	}
+}
+
+// TestDataKindsOnRandomInputs is a property test: for random texts (with
+// empty files, blank lines, CRLF, letters from several scripts, long and
+// unterminated lines) and random M and R, every kind's output equals the
+// sequential one.
+func TestDataKindsOnRandomInputs(t *testing.T) {
+	b := setup(t, func(c *app.Config) { c.SortBuffer = 4 << 10 })
+	rng := rand.New(rand.NewPCG(1, uint64(os.Getpid())))
+	words := []string{"a", "b", "Ab", "été", "Ωμέγα", "日本", "x1y", "--", "  ", "\t", "ſ", "z"}
+	for round := range 6 {
+		var docs []kinds.Doc
+		for f := range 1 + rng.IntN(4) {
+			var sb strings.Builder
+			for range rng.IntN(300) {
+				for range rng.IntN(12) {
+					sb.WriteString(words[rng.IntN(len(words))])
+					if rng.IntN(3) == 0 {
+						sb.WriteByte(' ')
+					}
+				}
+				if rng.IntN(5) == 0 {
+					sb.WriteByte('\r')
+				}
+				sb.WriteByte('\n')
+			}
+			if rng.IntN(2) == 0 {
+				sb.WriteString("tail without newline")
+			}
+			docs = append(docs, kinds.Doc{Name: "f" + itoa(f), Data: []byte(sb.String())})
+		}
+		ds := "rand" + itoa(round)
+		b.upload(t, ds, docs)
+		m, r := 1+rng.IntN(20), 1+rng.IntN(6)
+		if round == 0 {
+			r = 40 // more reducers than distinct words: some outputs are empty
+		}
+		in := []string{ds}
+		if _, got := b.run(t, map[string]any{"kind": "wordcount", "input": in, "partitions": m, "reducers": r}); got != kinds.SeqWordCount(docs) {
+			t.Fatalf("round %d wordcount M=%d R=%d: %s", round, m, r, diff(got, kinds.SeqWordCount(docs)))
+		}
+		if _, got := b.run(t, map[string]any{"kind": "indexer", "input": in, "partitions": m, "reducers": r}); got != kinds.SeqIndexer(docs) {
+			t.Fatalf("round %d indexer M=%d R=%d: %s", round, m, r, diff(got, kinds.SeqIndexer(docs)))
+		}
+		if _, got := b.run(t, map[string]any{"kind": "grep", "input": in, "partitions": m, "reducers": r, "params": map[string]any{"pattern": "b|日"}}); got != kinds.SeqGrep(docs, "b|日") {
+			t.Fatalf("round %d grep M=%d R=%d: %s", round, m, r, diff(got, kinds.SeqGrep(docs, "b|日")))
+		}
+	}
+}
+
+func itoa(n int) string     { return strconv.Itoa(n) }
+func quote(s string) string { return strconv.Quote(s) }

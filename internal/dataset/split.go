@@ -1,0 +1,195 @@
+package dataset
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// MaxLine bounds the length of one input line.
+const MaxLine = 16 << 20
+
+// OpenBlock opens block i of input file f.
+type OpenBlock func(ctx context.Context, f job.InputFile, i int) (io.ReadCloser, error)
+
+// Open is the OpenBlock of the stored blocks.
+func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser, error) {
+	r, err := s.Blocks.Get(ctx, blockName(f.Dataset, f.File, f.Upload, i))
+	if err != nil {
+		return nil, fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
+	}
+	return r, nil
+}
+
+// ReadSplit calls fn with every line that starts in one of the pieces, in
+// order; a line that starts in a piece is read to its end even past it. It
+// returns the bytes and lines read.
+func ReadSplit(ctx context.Context, open OpenBlock, files []job.InputFile, split []job.Piece, fn func(job.Record) error) (n, lines int64, err error) {
+	for _, p := range split {
+		if p.File < 0 || p.File >= len(files) {
+			return n, lines, fmt.Errorf("split names file %d of %d", p.File, len(files))
+		}
+		pn, pl, err := readPiece(ctx, open, files[p.File], p, fn)
+		n, lines = n+pn, lines+pl
+		if err != nil {
+			return n, lines, err
+		}
+	}
+	return n, lines, nil
+}
+
+func readPiece(ctx context.Context, open OpenBlock, f job.InputFile, p job.Piece, fn func(job.Record) error) (n, lines int64, err error) {
+	if p.Start >= p.End || p.Start < 0 || p.End > f.Size || f.BlockSize <= 0 {
+		return 0, 0, nil
+	}
+	// Start one block early when the piece starts on a block boundary, to
+	// see the byte before it.
+	b0 := p.Start / f.BlockSize
+	if p.Start > 0 && p.Start%f.BlockSize == 0 {
+		b0--
+	}
+	if int(b0) >= len(f.Lines) {
+		return 0, 0, fmt.Errorf("file %s has %d blocks; piece starts in block %d", f.Name, len(f.Lines), b0)
+	}
+	blocks := &blockReader{ctx: ctx, open: open, f: f, next: int(b0)}
+	defer blocks.Close()
+	br := bufio.NewReaderSize(blocks, 64<<10)
+
+	var lineNo int64 // newlines before pos
+	for _, c := range f.Lines[:b0] {
+		lineNo += c
+	}
+	skip := p.Start - b0*f.BlockSize
+	var last byte = '\n'
+	for skip > 0 {
+		b, err := br.Peek(int(min(skip, int64(br.Size()))))
+		if len(b) == 0 {
+			return 0, 0, unexpectedEnd(f, err)
+		}
+		lineNo += int64(bytes.Count(b, []byte{'\n'}))
+		last = b[len(b)-1]
+		_, _ = br.Discard(len(b))
+		skip -= int64(len(b))
+	}
+	pos := p.Start
+	var line []byte
+	if last != '\n' {
+		// The piece starts inside a line that belongs to the split before.
+		raw, err := readLine(br, &line)
+		pos += int64(len(raw))
+		if len(raw) > 0 && raw[len(raw)-1] == '\n' {
+			lineNo++
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, 0, lineError(f, lineNo+1, err)
+		}
+	}
+	for pos < p.End {
+		if lines%1024 == 0 && ctx.Err() != nil {
+			return n, lines, context.Cause(ctx)
+		}
+		raw, err := readLine(br, &line)
+		if len(raw) == 0 {
+			if err == nil || errors.Is(err, io.EOF) {
+				return n, lines, nil
+			}
+			return n, lines, lineError(f, lineNo+1, err)
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return n, lines, lineError(f, lineNo+1, err)
+		}
+		text := raw
+		if len(text) > 0 && text[len(text)-1] == '\n' {
+			text = text[:len(text)-1]
+		}
+		if len(text) > 0 && text[len(text)-1] == '\r' {
+			text = text[:len(text)-1]
+		}
+		lineNo++
+		pos += int64(len(raw))
+		n += int64(len(raw))
+		lines++
+		if err := fn(job.Record{File: f.Name, Line: lineNo, Text: text}); err != nil {
+			return n, lines, err
+		}
+	}
+	return n, lines, nil
+}
+
+// readLine reads one line with its newline, if any. The result aliases the
+// reader's buffer or *buf and is valid until the next call.
+func readLine(br *bufio.Reader, buf *[]byte) ([]byte, error) {
+	b, err := br.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return b, err
+	}
+	*buf = append((*buf)[:0], b...)
+	for errors.Is(err, bufio.ErrBufferFull) {
+		if len(*buf) > MaxLine {
+			return *buf, errLineTooLong
+		}
+		b, err = br.ReadSlice('\n')
+		*buf = append(*buf, b...)
+	}
+	return *buf, err
+}
+
+var errLineTooLong = fmt.Errorf("line longer than %d bytes", MaxLine)
+
+func lineError(f job.InputFile, line int64, err error) error {
+	return fmt.Errorf("file %s line %d: %w", f.Name, line, err)
+}
+
+func unexpectedEnd(f job.InputFile, err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("file %s is shorter than its manifest says: %w", f.Name, err)
+}
+
+// blockReader reads a file's blocks one after another from block next on.
+type blockReader struct {
+	ctx  context.Context
+	open OpenBlock
+	f    job.InputFile
+	next int
+	cur  io.ReadCloser
+}
+
+func (b *blockReader) Read(p []byte) (int, error) {
+	for {
+		if b.cur == nil {
+			if b.next >= len(b.f.Lines) {
+				return 0, io.EOF
+			}
+			r, err := b.open(b.ctx, b.f, b.next)
+			if err != nil {
+				return 0, err
+			}
+			b.cur = r
+			b.next++
+		}
+		n, err := b.cur.Read(p)
+		if errors.Is(err, io.EOF) {
+			_ = b.cur.Close()
+			b.cur = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (b *blockReader) Close() error {
+	if b.cur != nil {
+		return b.cur.Close()
+	}
+	return nil
+}

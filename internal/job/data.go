@@ -1,0 +1,136 @@
+package job
+
+import (
+	"context"
+	"iter"
+)
+
+// Phases of a job that reads data. A job of a kind without a record map has
+// only the map phase, and the coordinator collects its partition values.
+const (
+	PhaseMap    = "map"
+	PhaseReduce = "reduce"
+)
+
+// Record is one line of input handed to a kind's map function.
+type Record struct {
+	// File is the name the line's file was uploaded under ("dataset/file"
+	// when the job reads more than one dataset).
+	File string
+	// Line is the line's number in its file, from 1.
+	Line int64
+	// Text is the line without its newline. It is only valid during the
+	// call: copy it to keep it.
+	Text []byte
+}
+
+// Emit hands one intermediate key and value to the framework. The framework
+// copies both, so the caller may reuse their memory.
+type Emit func(key, value []byte)
+
+// RecordMapFunc maps one input record to intermediate pairs.
+type RecordMapFunc func(ctx context.Context, rec Record, emit Emit) error
+
+// CombineFunc merges two values of the same key into one; it must be
+// associative and commutative. It may return a, changed in place.
+type CombineFunc func(key, a, b []byte) []byte
+
+// KeyReduceFunc reduces every intermediate value of one key to the key's
+// output value.
+type KeyReduceFunc func(ctx context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error)
+
+// FormatFunc turns an output key and value into one line of output, without
+// the newline.
+type FormatFunc func(key, value []byte) []byte
+
+// Counters count what a job read and wrote.
+type Counters struct {
+	InputBytes          int64 `json:"input_bytes"`
+	InputRecords        int64 `json:"input_records"`
+	MapOutputRecords    int64 `json:"map_output_records"`
+	ReduceOutputRecords int64 `json:"reduce_output_records"`
+}
+
+// Add adds o to c.
+func (c *Counters) Add(o Counters) {
+	c.InputBytes += o.InputBytes
+	c.InputRecords += o.InputRecords
+	c.MapOutputRecords += o.MapOutputRecords
+	c.ReduceOutputRecords += o.ReduceOutputRecords
+}
+
+// InputFile is one file a job reads, pinned to the upload it had when the
+// job was submitted.
+type InputFile struct {
+	// Name is the file's name in Record.File.
+	Name    string `json:"name"`
+	Dataset string `json:"dataset"`
+	File    string `json:"file"`
+	Upload  string `json:"upload"`
+	Size    int64  `json:"size"`
+	// BlockSize and Lines locate a byte offset: block i holds bytes
+	// [i*BlockSize, (i+1)*BlockSize) and Lines[i] newlines.
+	BlockSize int64   `json:"block_size"`
+	Lines     []int64 `json:"lines"`
+}
+
+// Piece is a byte range of one input file.
+type Piece struct {
+	File  int   `json:"file"` // index in the job's Files
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+}
+
+// Splits cuts the files into m line-aligned splits of about equal size: split
+// i covers the bytes [i*T/m, (i+1)*T/m) of the files laid end to end, and the
+// reader of a split owns the lines that start in it.
+func Splits(files []InputFile, m int) [][]Piece {
+	var total int64
+	for _, f := range files {
+		total += f.Size
+	}
+	out := make([][]Piece, m)
+	var base int64 // offset of files[fi] in the whole
+	fi := 0
+	for i := range m {
+		lo, hi := total*int64(i)/int64(m), total*int64(i+1)/int64(m)
+		for fi < len(files) && lo < hi {
+			f := files[fi]
+			s, e := lo-base, min(hi-base, f.Size)
+			if s < e {
+				out[i] = append(out[i], Piece{File: fi, Start: s, End: e})
+			}
+			if hi-base >= f.Size {
+				base += f.Size
+				fi++
+				lo = base
+				continue
+			}
+			break
+		}
+	}
+	return out
+}
+
+// Preview is the first lines of a job's output.
+type Preview struct {
+	Key  []byte `json:"key"`
+	Line string `json:"line"`
+}
+
+// PreviewLines is how many output lines a job's preview keeps.
+const PreviewLines = 10
+
+type paramsKey struct{}
+
+// WithParams returns ctx carrying a job's params for its map and reduce
+// functions.
+func WithParams(ctx context.Context, params map[string]any) context.Context {
+	return context.WithValue(ctx, paramsKey{}, params)
+}
+
+// ParamsOf returns the params of the job whose task runs with ctx.
+func ParamsOf(ctx context.Context) map[string]any {
+	p, _ := ctx.Value(paramsKey{}).(map[string]any)
+	return p
+}

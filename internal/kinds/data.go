@@ -1,0 +1,219 @@
+package kinds
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"iter"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// Data returns the built-in kinds that read datasets.
+func Data() []job.Kind {
+	return []job.Kind{
+		{
+			Name:        "wordcount",
+			Description: "counts each word (a maximal run of Unicode letters) of the input: \"word count\" lines",
+			MapRecord: func(_ context.Context, rec job.Record, emit job.Emit) error {
+				EachWord(rec.Text, func(w []byte) { emit(w, one) })
+				return nil
+			},
+			Combine:   addCounts,
+			ReduceKey: sumCounts,
+		},
+		{
+			Name:        "grep",
+			Description: "finds the lines that match a Go regular expression: \"file:line text\" lines, by file then line",
+			Params:      []job.Param{{Name: "pattern", Description: "a Go regular expression (RE2 syntax), e.g. \"(?i)whale\"", Required: true}},
+			Check: func(params map[string]any) error {
+				_, err := grepPattern(params["pattern"])
+				return err
+			},
+			MapRecord: grepMap,
+			Format: func(key, value []byte) []byte {
+				i := bytes.IndexByte(key, 0)
+				if i < 0 || len(key) != i+9 {
+					return append(append(slices.Clip(key), ' '), value...)
+				}
+				out := append([]byte(nil), key[:i]...)
+				out = append(out, ':')
+				out = strconv.AppendUint(out, binary.BigEndian.Uint64(key[i+1:]), 10)
+				out = append(out, ' ')
+				return append(out, value...)
+			},
+		},
+		{
+			Name:        "indexer",
+			Description: "an inverted index: \"word N doc1,doc2,…\", the N files that contain the word, sorted",
+			MapRecord: func(_ context.Context, rec job.Record, emit job.Emit) error {
+				doc := []byte(rec.File)
+				EachWord(rec.Text, func(w []byte) { emit(w, doc) })
+				return nil
+			},
+			Combine: func(_, a, b []byte) []byte { return unionDocs(a, b) },
+			ReduceKey: func(_ context.Context, _ []byte, values iter.Seq[[]byte]) ([]byte, error) {
+				var docs []byte
+				for v := range values {
+					docs = unionDocs(docs, v)
+				}
+				n := 1 + bytes.Count(docs, []byte{','})
+				return append(strconv.AppendInt(nil, int64(n), 10), append([]byte{' '}, docs...)...), nil
+			},
+		},
+	}
+}
+
+var one = []byte("1")
+
+// EachWord calls fn with each maximal run of Unicode letters in b.
+func EachWord(b []byte, fn func(word []byte)) {
+	start := -1
+	for i := 0; i < len(b); {
+		c := b[i]
+		var letter bool
+		size := 1
+		if c < utf8.RuneSelf {
+			letter = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		} else {
+			var r rune
+			r, size = utf8.DecodeRune(b[i:])
+			letter = unicode.IsLetter(r)
+		}
+		if letter {
+			if start < 0 {
+				start = i
+			}
+		} else if start >= 0 {
+			fn(b[start:i])
+			start = -1
+		}
+		i += size
+	}
+	if start >= 0 {
+		fn(b[start:])
+	}
+}
+
+// parseCount reads a decimal count written by this package.
+func parseCount(b []byte) int64 {
+	var n int64
+	for _, c := range b {
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+func addCounts(_, a, b []byte) []byte {
+	return strconv.AppendInt(a[:0], parseCount(a)+parseCount(b), 10)
+}
+
+func sumCounts(_ context.Context, _ []byte, values iter.Seq[[]byte]) ([]byte, error) {
+	var n int64
+	for v := range values {
+		n += parseCount(v)
+	}
+	return strconv.AppendInt(nil, n, 10), nil
+}
+
+// unionDocs merges two sorted comma-separated lists of names.
+func unionDocs(a, b []byte) []byte {
+	if len(a) == 0 {
+		return append([]byte(nil), b...)
+	}
+	if bytes.Equal(a, b) {
+		return a
+	}
+	out := make([]byte, 0, len(a)+len(b)+1)
+	for len(a) > 0 || len(b) > 0 {
+		var x, y []byte
+		x, a = cut(a)
+		y, b = cut(b)
+		switch c := bytes.Compare(x, y); {
+		case len(y) == 0 && len(x) > 0 || len(x) > 0 && c < 0:
+			out = appendDoc(out, x)
+			b = unread(y, b)
+		case len(x) == 0 || c > 0:
+			out = appendDoc(out, y)
+			a = unread(x, a)
+		default:
+			out = appendDoc(out, x)
+		}
+	}
+	return out
+}
+
+func cut(l []byte) (first, rest []byte) {
+	if len(l) == 0 {
+		return nil, nil
+	}
+	if i := bytes.IndexByte(l, ','); i >= 0 {
+		return l[:i], l[i+1:]
+	}
+	return l, nil
+}
+
+// unread puts x back in front of rest (x came from rest's start).
+func unread(x, rest []byte) []byte {
+	if len(x) == 0 {
+		return rest
+	}
+	if len(rest) == 0 {
+		return x
+	}
+	return x[:len(x)+1+len(rest)] // x and rest are adjacent in the same list
+}
+
+func appendDoc(out, d []byte) []byte {
+	if len(out) > 0 {
+		out = append(out, ',')
+	}
+	return append(out, d...)
+}
+
+var patterns sync.Map // string → *regexp.Regexp
+
+func grepPattern(p any) (*regexp.Regexp, error) {
+	s, ok := p.(string)
+	if !ok || s == "" {
+		return nil, errors.New("pattern must be a non-empty string holding a Go regular expression")
+	}
+	if len(s) > 1000 {
+		return nil, fmt.Errorf("pattern is %d characters long; at most 1000", len(s))
+	}
+	if re, ok := patterns.Load(s); ok {
+		return re.(*regexp.Regexp), nil
+	}
+	re, err := regexp.Compile(s)
+	if err != nil {
+		return nil, fmt.Errorf("pattern %q is not a Go regular expression: %v", s, err)
+	}
+	patterns.Store(s, re)
+	return re, nil
+}
+
+// GrepKey is the key of a grep match: the file, a zero byte, then the line
+// number big-endian, so that keys sort by file then line.
+func GrepKey(file string, line int64) []byte {
+	k := append([]byte(file), 0)
+	return binary.BigEndian.AppendUint64(k, uint64(line))
+}
+
+func grepMap(ctx context.Context, rec job.Record, emit job.Emit) error {
+	re, err := grepPattern(job.ParamsOf(ctx)["pattern"])
+	if err != nil {
+		return err
+	}
+	if re.Match(rec.Text) {
+		emit(GrepKey(rec.File, rec.Line), rec.Text)
+	}
+	return nil
+}

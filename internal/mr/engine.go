@@ -1,0 +1,444 @@
+package mr
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// DefaultSortBuffer is the memory a map task may hold before it spills.
+const DefaultSortBuffer = 32 << 20
+
+// Env is what the engine reads from and writes to.
+type Env struct {
+	Open    dataset.OpenBlock
+	Shuffle jetstream.ObjectStore
+	Output  jetstream.ObjectStore
+	// SortBuffer bounds a map task's buffered output, in bytes.
+	SortBuffer int64
+	// TempDir holds spilled runs ("" means the system's).
+	TempDir string
+}
+
+// Outcome is what a task reports besides its success.
+type Outcome struct {
+	Commit   string
+	Counters job.Counters
+	Preview  []job.Preview
+}
+
+// ShuffleName names the run of reduce partition r written by attempt commit
+// of map task m.
+func ShuffleName(jobID string, m int, commit string, r int) string {
+	return fmt.Sprintf("%s/m%d/%s/%d", jobID, m, commit, r)
+}
+
+// OutputName names the output of attempt commit of reduce task r.
+func OutputName(jobID string, r int, commit string) string {
+	return fmt.Sprintf("%s/r%d/%s", jobID, r, commit)
+}
+
+func newCommit() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Map runs map task t: reads its split, maps, combines, partitions and
+// writes one sorted run per reduce partition, named by a fresh commit.
+func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) {
+	ctx = withParams(ctx, t)
+	r := max(t.Reducers, 1)
+	limit := e.SortBuffer
+	if limit <= 0 {
+		limit = DefaultSortBuffer
+	}
+	dir, err := os.MkdirTemp(e.TempDir, "mrcluster-spill-")
+	if err != nil {
+		return Outcome{}, fmt.Errorf("make a spill directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	buf := &mapBuffer{parts: r, combine: k.Combine, limit: limit, dir: dir}
+	if buf.combine != nil {
+		buf.agg = map[string]*aggEntry{}
+	}
+	n, lines, err := dataset.ReadSplit(ctx, e.Open, t.Files, t.Split, func(rec job.Record) error {
+		if err := k.MapRecord(ctx, rec, buf.emit); err != nil {
+			return fmt.Errorf("map function, file %s line %d: %w", rec.File, rec.Line, err)
+		}
+		return buf.err
+	})
+	if err != nil {
+		buf.close()
+		return Outcome{}, err
+	}
+	out := Outcome{Commit: newCommit(), Counters: job.Counters{InputBytes: n, InputRecords: lines, MapOutputRecords: buf.emitted}}
+	defer buf.close()
+	for p := range r {
+		name := ShuffleName(t.Job, t.Partition, out.Commit, p)
+		if err := putStream(ctx, e.Shuffle, name, func(w io.Writer) error { return buf.writePart(p, w) }); err != nil {
+			return Outcome{}, fmt.Errorf("store map output %s: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// Reduce runs reduce task t: merges partition t.Partition of every map
+// output and reduces each key, writing the output under a fresh commit.
+func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) {
+	ctx = withParams(ctx, t)
+	var srcs []source
+	for m, c := range t.Maps {
+		if c == "" {
+			return Outcome{}, fmt.Errorf("map task %d has no committed output", m)
+		}
+		name := ShuffleName(t.Job, m, c, t.Partition)
+		obj, err := e.Shuffle.Get(ctx, name)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("read map output %s: %w", name, err)
+		}
+		defer obj.Close()
+		srcs = append(srcs, newRunReader(obj))
+	}
+	mg, err := newMerger(srcs)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("read map outputs: %w", err)
+	}
+	out := Outcome{Commit: newCommit()}
+	format := formatter(k)
+	name := OutputName(t.Job, t.Partition, out.Commit)
+	err = putStream(ctx, e.Output, name, func(w io.Writer) error {
+		rw := newRunWriter(w)
+		err := mg.groups(func(key []byte, values func(func([]byte) bool)) error {
+			v, err := k.ReduceKey(ctx, key, values)
+			if err != nil {
+				return fmt.Errorf("reduce function, key %q: %w", key, err)
+			}
+			out.Counters.ReduceOutputRecords++
+			if len(out.Preview) < job.PreviewLines {
+				out.Preview = append(out.Preview, job.Preview{Key: bytes.Clone(key), Line: string(format(key, v))})
+			}
+			return rw.write(key, v)
+		})
+		if err != nil {
+			return err
+		}
+		return rw.flush()
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	return out, nil
+}
+
+func withParams(ctx context.Context, t job.Task) context.Context {
+	var p map[string]any
+	_ = json.Unmarshal(t.Params, &p)
+	return job.WithParams(ctx, p)
+}
+
+func formatter(k job.Kind) job.FormatFunc {
+	if k.Format != nil {
+		return k.Format
+	}
+	return func(key, value []byte) []byte {
+		out := make([]byte, 0, len(key)+1+len(value))
+		out = append(out, key...)
+		out = append(out, ' ')
+		return append(out, value...)
+	}
+}
+
+// WriteOutput writes the output of finished job j to w: one line per key,
+// ordered by key. A job that reads no data writes "partition value" lines.
+func WriteOutput(ctx context.Context, store jetstream.ObjectStore, k job.Kind, j *job.Job, w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if j.Phase == "" {
+		for p, v := range j.Values.Done() {
+			fmt.Fprintf(bw, "%d %d\n", p, v)
+		}
+		return bw.Flush()
+	}
+	var srcs []source
+	for r, c := range j.ReduceCommits {
+		obj, err := store.Get(ctx, OutputName(j.ID, r, c))
+		if err != nil {
+			return fmt.Errorf("read output part %d of job %s: %w", r, j.ID, err)
+		}
+		defer obj.Close()
+		srcs = append(srcs, newRunReader(obj))
+	}
+	mg, err := newMerger(srcs)
+	if err != nil {
+		return fmt.Errorf("read output of job %s: %w", j.ID, err)
+	}
+	format := formatter(k)
+	for {
+		key, val, ok := mg.peek()
+		if !ok {
+			break
+		}
+		_, _ = bw.Write(format(key, val))
+		if err := bw.WriteByte('\n'); err != nil {
+			return err
+		}
+		if err := mg.advance(); err != nil {
+			return fmt.Errorf("read output of job %s: %w", j.ID, err)
+		}
+	}
+	return bw.Flush()
+}
+
+// putStream stores what write writes as object name, streaming.
+func putStream(ctx context.Context, store jetstream.ObjectStore, name string, write func(io.Writer) error) error {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := write(pw)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	_, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, pr)
+	_ = pr.CloseWithError(errors.New("store stopped reading"))
+	if werr := <-done; werr != nil && !errors.Is(werr, io.ErrClosedPipe) {
+		return werr
+	}
+	return err
+}
+
+// DeleteJobObjects removes the committed intermediate outputs of j.
+func DeleteJobObjects(ctx context.Context, shuffle jetstream.ObjectStore, j *job.Job) {
+	for m, c := range j.MapCommits {
+		if c == "" {
+			continue
+		}
+		for r := range max(j.Reducers, 1) {
+			_ = shuffle.Delete(ctx, ShuffleName(j.ID, m, c, r))
+		}
+	}
+}
+
+// DeleteAttempt removes the objects of a task attempt that was not committed.
+func DeleteAttempt(ctx context.Context, shuffle, output jetstream.ObjectStore, j *job.Job, res job.TaskResult) {
+	if res.Commit == "" {
+		return
+	}
+	if res.Phase == job.PhaseReduce {
+		_ = output.Delete(ctx, OutputName(j.ID, res.Partition, res.Commit))
+		return
+	}
+	for r := range max(j.Reducers, 1) {
+		_ = shuffle.Delete(ctx, ShuffleName(j.ID, res.Partition, res.Commit, r))
+	}
+}
+
+// mapBuffer holds a map task's output until it spills or ends.
+type mapBuffer struct {
+	parts   int
+	combine job.CombineFunc
+	limit   int64
+	dir     string
+
+	agg   map[string]*aggEntry // with a combiner
+	recs  []rec                // without
+	arena []byte
+	size  int64
+
+	emitted int64
+	spills  []*spill
+	mem     [][]memRec // sorted at the end
+	err     error
+}
+
+type aggEntry struct {
+	part int
+	val  []byte
+}
+
+type rec struct {
+	part       int
+	koff, klen int
+	voff, vlen int
+}
+
+type spill struct {
+	f    *os.File
+	offs []int64 // partition p is [offs[p], offs[p+1])
+}
+
+func partition(key []byte, n int) int {
+	h := uint32(2166136261)
+	for _, c := range key {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return int(h % uint32(n))
+}
+
+func (b *mapBuffer) emit(key, val []byte) {
+	b.emitted++
+	if b.combine != nil {
+		if e, ok := b.agg[string(key)]; ok {
+			old := len(e.val)
+			e.val = b.combine(key, e.val, val)
+			b.size += int64(len(e.val) - old)
+		} else {
+			b.agg[string(key)] = &aggEntry{part: partition(key, b.parts), val: bytes.Clone(val)}
+			b.size += int64(len(key)+len(val)) + 96
+		}
+	} else {
+		r := rec{part: partition(key, b.parts), koff: len(b.arena), klen: len(key)}
+		b.arena = append(b.arena, key...)
+		r.voff, r.vlen = len(b.arena), len(val)
+		b.arena = append(b.arena, val...)
+		b.recs = append(b.recs, r)
+		b.size += int64(len(key)+len(val)) + 40
+	}
+	if b.size >= b.limit && b.err == nil {
+		b.err = b.spill()
+	}
+}
+
+// sorted returns the buffered records of partition p, sorted by key.
+func (b *mapBuffer) sorted() [][]memRec {
+	out := make([][]memRec, b.parts)
+	if b.combine != nil {
+		for k, e := range b.agg {
+			out[e.part] = append(out[e.part], memRec{key: []byte(k), val: e.val})
+		}
+	} else {
+		for _, r := range b.recs {
+			out[r.part] = append(out[r.part], memRec{key: b.arena[r.koff : r.koff+r.klen], val: b.arena[r.voff : r.voff+r.vlen]})
+		}
+	}
+	for _, rs := range out {
+		slices.SortStableFunc(rs, func(a, b memRec) int { return bytes.Compare(a.key, b.key) })
+	}
+	return out
+}
+
+type memRec struct{ key, val []byte }
+
+// spill writes the buffer, sorted, to a file and empties it.
+func (b *mapBuffer) spill() error {
+	f, err := os.CreateTemp(b.dir, "spill-")
+	if err != nil {
+		return fmt.Errorf("spill map output: %w", err)
+	}
+	s := &spill{f: f, offs: make([]int64, b.parts+1)}
+	b.spills = append(b.spills, s)
+	cw := &countWriter{w: f}
+	rw := newRunWriter(cw)
+	for p, rs := range b.sorted() {
+		for _, r := range rs {
+			if err := rw.write(r.key, r.val); err != nil {
+				return fmt.Errorf("spill map output: %w", err)
+			}
+		}
+		if err := rw.flush(); err != nil {
+			return fmt.Errorf("spill map output: %w", err)
+		}
+		s.offs[p+1] = cw.n
+	}
+	if b.agg != nil {
+		b.agg = map[string]*aggEntry{}
+	}
+	b.recs, b.arena, b.size = b.recs[:0], b.arena[:0], 0
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// writePart writes partition p of everything buffered and spilled, merged
+// and combined, as one sorted run.
+func (b *mapBuffer) writePart(p int, w io.Writer) error {
+	if b.mem == nil {
+		b.mem = b.sorted()
+	}
+	rw := newRunWriter(w)
+	srcs := []source{&memSource{recs: b.mem[p]}}
+	for _, s := range b.spills {
+		srcs = append(srcs, newRunReader(io.NewSectionReader(s.f, s.offs[p], s.offs[p+1]-s.offs[p])))
+	}
+	mg, err := newMerger(srcs)
+	if err != nil {
+		return err
+	}
+	if b.combine == nil {
+		for {
+			k, v, ok := mg.peek()
+			if !ok {
+				return rw.flush()
+			}
+			if err := rw.write(k, v); err != nil {
+				return err
+			}
+			if err := mg.advance(); err != nil {
+				return err
+			}
+		}
+	}
+	var acc []byte
+	err = mg.groups(func(key []byte, values func(func([]byte) bool)) error {
+		acc = acc[:0]
+		first := true
+		for v := range values {
+			if first {
+				acc, first = append(acc, v...), false
+			} else {
+				acc = b.combine(key, acc, v)
+			}
+		}
+		return rw.write(key, acc)
+	})
+	if err != nil {
+		return err
+	}
+	return rw.flush()
+}
+
+func (b *mapBuffer) close() {
+	for _, s := range b.spills {
+		_ = s.f.Close()
+	}
+}
+
+type memSource struct {
+	recs []memRec
+	i    int
+}
+
+func (m *memSource) next() error {
+	if m.i >= len(m.recs) {
+		return io.EOF
+	}
+	m.i++
+	return nil
+}
+
+func (m *memSource) record() ([]byte, []byte) {
+	r := m.recs[m.i-1]
+	return r.key, r.val
+}
