@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,6 +105,9 @@ func StartCluster(ctx context.Context) (*Cluster, error) {
 	// One client submits a thousand jobs a second in the latency run: the
 	// per-client submit limit, a policy and not a cost, is lifted.
 	cfg.SubmitRate = 0
+	if w := os.Getenv("MRCLUSTER_BENCH_WORKERS"); w != "" {
+		cfg.Workers, _ = strconv.Atoi(w)
+	}
 	srv, err := app.Start(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(dir)

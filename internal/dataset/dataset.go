@@ -36,11 +36,15 @@ type Dataset struct {
 
 // File is one file of a dataset.
 type File struct {
-	Name       string    `json:"name"`
-	Size       int64     `json:"size"`
-	Upload     string    `json:"upload"`
-	BlockSize  int64     `json:"block_size"`
-	Lines      []int64   `json:"lines"` // newlines per block
+	Name      string  `json:"name"`
+	Size      int64   `json:"size"`
+	Upload    string  `json:"upload"`
+	BlockSize int64   `json:"block_size"`
+	Lines     []int64 `json:"lines"` // newlines per block
+	// EndsLine has a '1' for each block whose last byte is a newline, a
+	// '0' otherwise: a split starting on a block boundary need not read
+	// the block before to know whether a line starts there.
+	EndsLine   string    `json:"ends_line"`
 	UploadedAt time.Time `json:"uploaded_at"`
 }
 
@@ -88,6 +92,11 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 			}
 			f.Size += int64(n)
 			f.Lines = append(f.Lines, int64(bytes.Count(buf[:n], []byte{'\n'})))
+			if buf[n-1] == '\n' {
+				f.EndsLine += "1"
+			} else {
+				f.EndsLine += "0"
+			}
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			break
@@ -258,7 +267,7 @@ func (s *Store) Resolve(ctx context.Context, names []string) ([]job.InputFile, e
 			if len(names) > 1 {
 				name = d.Name + "/" + f.Name
 			}
-			out = append(out, job.InputFile{Name: name, Dataset: d.Name, File: f.Name, Upload: f.Upload, Size: f.Size, BlockSize: f.BlockSize, Lines: f.Lines})
+			out = append(out, job.InputFile{Name: name, Dataset: d.Name, File: f.Name, Upload: f.Upload, Size: f.Size, BlockSize: f.BlockSize, Lines: f.Lines, EndsLine: f.EndsLine})
 		}
 	}
 	return out, nil

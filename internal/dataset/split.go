@@ -47,11 +47,18 @@ func readPiece(ctx context.Context, open OpenBlock, f job.InputFile, p job.Piece
 	if p.Start >= p.End || p.Start < 0 || p.End > f.Size || f.BlockSize <= 0 {
 		return 0, 0, nil
 	}
-	// Start one block early when the piece starts on a block boundary, to
-	// see the byte before it.
+	// On a block boundary, the manifest says whether the block before ends
+	// a line; without that, start one block early to see its last byte.
 	b0 := p.Start / f.BlockSize
+	var last byte = '\n'
 	if p.Start > 0 && p.Start%f.BlockSize == 0 {
-		b0--
+		if int(b0) <= len(f.EndsLine) {
+			if f.EndsLine[b0-1] != '1' {
+				last = 0
+			}
+		} else {
+			b0--
+		}
 	}
 	if int(b0) >= len(f.Lines) {
 		return 0, 0, fmt.Errorf("file %s has %d blocks; piece starts in block %d", f.Name, len(f.Lines), b0)
@@ -65,7 +72,6 @@ func readPiece(ctx context.Context, open OpenBlock, f job.InputFile, p job.Piece
 		lineNo += c
 	}
 	skip := p.Start - b0*f.BlockSize
-	var last byte = '\n'
 	for skip > 0 {
 		b, err := br.Peek(int(min(skip, int64(br.Size()))))
 		if len(b) == 0 {

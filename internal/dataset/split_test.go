@@ -13,24 +13,31 @@ import (
 
 // memFile cuts data into blocks the way PutFile does and returns the input
 // file and a block opener over memory.
-func memFile(name string, data []byte, bs int64) (job.InputFile, map[int][]byte) {
+func memFile(name string, data []byte, bs int64, withEnds bool) (job.InputFile, map[int][]byte) {
 	f := job.InputFile{Name: name, Size: int64(len(data)), BlockSize: bs, Lines: []int64{}}
 	blocks := map[int][]byte{}
 	for i := 0; int64(i)*bs < int64(len(data)); i++ {
 		b := data[int64(i)*bs : min(int64(i+1)*bs, int64(len(data)))]
 		blocks[i] = b
 		f.Lines = append(f.Lines, int64(bytes.Count(b, []byte{'\n'})))
+		if withEnds {
+			if b[len(b)-1] == '\n' {
+				f.EndsLine += "1"
+			} else {
+				f.EndsLine += "0"
+			}
+		}
 	}
 	return f, blocks
 }
 
 // checkSplits reads files in m splits and asserts that every line is read
 // exactly once, in order, with its number, and that the bytes add up.
-func checkSplits(t testing.TB, contents [][]byte, bs int64, m int) {
+func checkSplits(t testing.TB, contents [][]byte, bs int64, m int, withEnds bool) {
 	var files []job.InputFile
 	blocks := map[string]map[int][]byte{}
 	for i, c := range contents {
-		f, b := memFile(fmt.Sprintf("f%d", i), c, bs)
+		f, b := memFile(fmt.Sprintf("f%d", i), c, bs, withEnds)
 		files = append(files, f)
 		blocks[f.Name] = b
 	}
@@ -83,7 +90,8 @@ func TestSplitsReadEveryLineOnce(t *testing.T) {
 	}
 	for _, bs := range []int64{1, 2, 3, 7, 64, 1 << 20} {
 		for _, m := range []int{1, 2, 3, 5, 8, 17, 100, 2000} {
-			checkSplits(t, contents, bs, m)
+			checkSplits(t, contents, bs, m, true)
+			checkSplits(t, contents, bs, m, false)
 		}
 	}
 }
@@ -109,6 +117,6 @@ func FuzzSplitReader(f *testing.F) {
 	f.Add([]byte("\n\n\n"), []byte(""), uint8(2), uint8(7))
 	f.Add([]byte("no newline at all"), []byte("x\n"), uint8(5), uint8(2))
 	f.Fuzz(func(t *testing.T, a, b []byte, bs, m uint8) {
-		checkSplits(t, [][]byte{a, b}, int64(bs%16)+1, int(m%32)+1)
+		checkSplits(t, [][]byte{a, b}, int64(bs%16)+1, int(m%32)+1, m&128 != 0)
 	})
 }

@@ -72,6 +72,7 @@ type InputFile struct {
 	// [i*BlockSize, (i+1)*BlockSize) and Lines[i] newlines.
 	BlockSize int64   `json:"block_size"`
 	Lines     []int64 `json:"lines"`
+	EndsLine  string  `json:"ends_line,omitempty"`
 }
 
 // Piece is a byte range of one input file.
@@ -83,17 +84,27 @@ type Piece struct {
 
 // Splits cuts the files into m line-aligned splits of about equal size: split
 // i covers the bytes [i*T/m, (i+1)*T/m) of the files laid end to end, and the
-// reader of a split owns the lines that start in it.
+// reader of a split owns the lines that start in it. When splits are much
+// larger than blocks, their bounds move to the nearest block boundary, so
+// that no reader reads a block only to skip most of it.
 func Splits(files []InputFile, m int) [][]Piece {
-	var total int64
+	var total, block int64
 	for _, f := range files {
 		total += f.Size
+		block = max(block, f.BlockSize)
+	}
+	bounds := make([]int64, m+1)
+	for i := range bounds {
+		bounds[i] = total * int64(i) / int64(m)
+	}
+	if block > 0 && total/int64(m) >= 4*block {
+		alignBounds(files, bounds)
 	}
 	out := make([][]Piece, m)
 	var base int64 // offset of files[fi] in the whole
 	fi := 0
 	for i := range m {
-		lo, hi := total*int64(i)/int64(m), total*int64(i+1)/int64(m)
+		lo, hi := bounds[i], bounds[i+1]
 		for fi < len(files) && lo < hi {
 			f := files[fi]
 			s, e := lo-base, min(hi-base, f.Size)
@@ -110,6 +121,29 @@ func Splits(files []InputFile, m int) [][]Piece {
 		}
 	}
 	return out
+}
+
+// alignBounds moves each inner bound to the nearest block boundary of the
+// file it falls in (a file's end counts as one).
+func alignBounds(files []InputFile, bounds []int64) {
+	var base int64
+	fi := 0
+	for i := 1; i < len(bounds)-1; i++ {
+		for fi < len(files) && bounds[i] >= base+files[fi].Size {
+			base += files[fi].Size
+			fi++
+		}
+		if fi == len(files) || files[fi].BlockSize <= 0 {
+			continue
+		}
+		f := files[fi]
+		off := bounds[i] - base
+		b := (off + f.BlockSize/2) / f.BlockSize * f.BlockSize
+		bounds[i] = base + min(b, f.Size)
+	}
+	for i := 1; i < len(bounds); i++ {
+		bounds[i] = max(bounds[i], bounds[i-1])
+	}
 }
 
 // Preview is the first lines of a job's output.

@@ -74,6 +74,14 @@ func Data() []job.Kind {
 
 var one = []byte("1")
 
+// asciiLetter[c] is true for the ASCII letters.
+var asciiLetter = func() (t [utf8.RuneSelf]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	return t
+}()
+
 // EachWord calls fn with each maximal run of Unicode letters in b.
 func EachWord(b []byte, fn func(word []byte)) {
 	start := -1
@@ -82,7 +90,7 @@ func EachWord(b []byte, fn func(word []byte)) {
 		var letter bool
 		size := 1
 		if c < utf8.RuneSelf {
-			letter = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+			letter = asciiLetter[c]
 		} else {
 			var r rune
 			r, size = utf8.DecodeRune(b[i:])

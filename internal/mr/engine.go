@@ -73,10 +73,11 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 	defer os.RemoveAll(dir)
 	buf := &mapBuffer{parts: r, combine: k.Combine, limit: limit, dir: dir}
 	if buf.combine != nil {
-		buf.agg = map[string]*aggEntry{}
+		buf.agg = map[string]int32{}
 	}
+	emit := buf.emit // one closure for the task, not one per record
 	n, lines, err := dataset.ReadSplit(ctx, e.Open, t.Files, t.Split, func(rec job.Record) error {
-		if err := k.MapRecord(ctx, rec, buf.emit); err != nil {
+		if err := k.MapRecord(ctx, rec, emit); err != nil {
 			return fmt.Errorf("map function, file %s line %d: %w", rec.File, rec.Line, err)
 		}
 		return buf.err
@@ -252,8 +253,10 @@ type mapBuffer struct {
 	limit   int64
 	dir     string
 
-	agg   map[string]*aggEntry // with a combiner
-	recs  []rec                // without
+	agg   map[string]int32 // with a combiner: key → index in hot and cold
+	hot   []hotEntry
+	cold  []coldEntry
+	recs  []rec // without
 	arena []byte
 	size  int64
 
@@ -263,9 +266,86 @@ type mapBuffer struct {
 	err     error
 }
 
-type aggEntry struct {
-	part int
-	val  []byte
+// A key's combined value is kept as a fold so far (val) plus a run of n
+// copies of one pending value not combined yet: a map emitting the same
+// value again and again (a count of 1) costs one comparison of a word, and
+// the run is folded in O(log n) combines. What every emit touches (hot) is
+// 16 bytes per key, apart from the rest (cold), so that it stays in cache.
+type hotEntry struct {
+	pk uint64 // the pending value packed (pack), or bigPending
+	n  int64
+}
+
+type coldEntry struct {
+	part int32
+	pend []byte // the pending value, when it does not pack
+	val  []byte // nil until the first fold
+}
+
+const bigPending = ^uint64(0)
+
+// pack packs a value of up to 7 bytes with its length into a word.
+func pack(v []byte) uint64 {
+	if len(v) > 7 {
+		return bigPending
+	}
+	x := uint64(len(v)) << 56
+	for i, c := range v {
+		x |= uint64(c) << (8 * i)
+	}
+	return x
+}
+
+func unpack(x uint64, buf *[8]byte) []byte {
+	n := int(x >> 56)
+	for i := range n {
+		buf[i] = byte(x >> (8 * i))
+	}
+	return buf[:n]
+}
+
+// settle folds the pending run of key i into its value.
+func (b *mapBuffer) settle(key []byte, i int32) {
+	h, c := &b.hot[i], &b.cold[i]
+	if h.n == 0 {
+		return
+	}
+	var small [8]byte
+	pend := c.pend
+	if h.pk != bigPending {
+		pend = unpack(h.pk, &small)
+	}
+	// Fold n copies of pend by doubling: combine is associative.
+	var acc []byte
+	pow := bytes.Clone(pend)
+	for n := h.n; n > 0; n >>= 1 {
+		if n&1 == 1 {
+			if acc == nil {
+				acc = bytes.Clone(pow)
+			} else {
+				acc = b.combine(key, acc, pow)
+			}
+		}
+		if n > 1 {
+			pow = b.combine(key, pow, bytes.Clone(pow))
+		}
+	}
+	if c.val == nil {
+		c.val = acc
+	} else {
+		c.val = b.combine(key, c.val, acc)
+	}
+	h.n = 0
+}
+
+// setPending starts a new run of val for key i.
+func (b *mapBuffer) setPending(i int32, val []byte, pk uint64) {
+	b.hot[i] = hotEntry{pk: pk, n: 1}
+	if pk == bigPending {
+		b.cold[i].pend = append(b.cold[i].pend[:0], val...)
+	} else {
+		b.cold[i].pend = nil
+	}
 }
 
 type rec struct {
@@ -291,13 +371,24 @@ func partition(key []byte, n int) int {
 func (b *mapBuffer) emit(key, val []byte) {
 	b.emitted++
 	if b.combine != nil {
-		if e, ok := b.agg[string(key)]; ok {
-			old := len(e.val)
-			e.val = b.combine(key, e.val, val)
-			b.size += int64(len(e.val) - old)
+		pk := pack(val)
+		if i, ok := b.agg[string(key)]; ok {
+			if h := &b.hot[i]; h.pk == pk && (pk != bigPending || bytes.Equal(val, b.cold[i].pend)) {
+				h.n++
+			} else {
+				c := &b.cold[i]
+				old := len(c.val) + len(c.pend)
+				b.settle(key, i)
+				b.setPending(i, val, pk)
+				b.size += int64(len(c.val) + len(c.pend) - old)
+			}
 		} else {
-			b.agg[string(key)] = &aggEntry{part: partition(key, b.parts), val: bytes.Clone(val)}
-			b.size += int64(len(key)+len(val)) + 96
+			i := int32(len(b.hot))
+			b.agg[string(key)] = i
+			b.hot = append(b.hot, hotEntry{})
+			b.cold = append(b.cold, coldEntry{part: int32(partition(key, b.parts))})
+			b.setPending(i, val, pk)
+			b.size += int64(len(key)+len(val)) + 112
 		}
 	} else {
 		r := rec{part: partition(key, b.parts), koff: len(b.arena), klen: len(key)}
@@ -316,8 +407,11 @@ func (b *mapBuffer) emit(key, val []byte) {
 func (b *mapBuffer) sorted() [][]memRec {
 	out := make([][]memRec, b.parts)
 	if b.combine != nil {
-		for k, e := range b.agg {
-			out[e.part] = append(out[e.part], memRec{key: []byte(k), val: e.val})
+		for k, i := range b.agg {
+			key := []byte(k)
+			b.settle(key, i)
+			c := &b.cold[i]
+			out[c.part] = append(out[c.part], memRec{key: key, val: c.val})
 		}
 	} else {
 		for _, r := range b.recs {
@@ -325,7 +419,7 @@ func (b *mapBuffer) sorted() [][]memRec {
 		}
 	}
 	for _, rs := range out {
-		slices.SortStableFunc(rs, func(a, b memRec) int { return bytes.Compare(a.key, b.key) })
+		slices.SortFunc(rs, func(a, b memRec) int { return bytes.Compare(a.key, b.key) })
 	}
 	return out
 }
@@ -354,7 +448,7 @@ func (b *mapBuffer) spill() error {
 		s.offs[p+1] = cw.n
 	}
 	if b.agg != nil {
-		b.agg = map[string]*aggEntry{}
+		b.agg, b.hot, b.cold = map[string]int32{}, b.hot[:0], b.cold[:0]
 	}
 	b.recs, b.arena, b.size = b.recs[:0], b.arena[:0], 0
 	return nil
