@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
@@ -23,7 +23,7 @@ import (
 
 // runWorker is `mrcluster worker`: a pool of workers in a process of its
 // own, on this machine or another, joined to a cluster through NATS.
-func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, registry func(float64) *job.Registry) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.String("config", "", "TOML file of settings, named as the flags (flags and MRCLUSTER_* beat it)")
@@ -82,7 +82,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	m := metrics.New()
 	pool := worker.New(worker.Config{
-		Store: store, NC: nc, Kinds: kinds.Builtin(*sleepScale), Concurrency: *concurrency,
+		Store: store, NC: nc, Kinds: registry(*sleepScale), Concurrency: *concurrency,
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
 		SortBuffer: sortBuffer, TempDir: *tempDir,
 	})

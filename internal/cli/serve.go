@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // serveConfig is the configuration of `serve`, and the flags that set it.
@@ -85,12 +86,13 @@ func (c *serveConfig) load(args []string) error {
 	return c.Validate()
 }
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, registry func(float64) *job.Registry) error {
 	c := serveFlags("serve", stderr)
 	if err := c.load(args); err != nil {
 		return err
 	}
 	cfg := c.Config
+	cfg.Kinds = registry(cfg.SleepScale)
 	logger, err := newLogger(stderr, c.level, c.format)
 	if err != nil {
 		return err

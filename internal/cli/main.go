@@ -1,0 +1,119 @@
+// Package cli is the mrcluster command line: `mrcluster serve` runs a
+// server with an embedded NATS JetStream and workers, `mrcluster worker`
+// runs workers alone, and the other commands are a client of the HTTP API.
+// cmd/mrcluster and programs with kinds of their own (package mapreduce)
+// run it.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+)
+
+const usage = `mrcluster — a map-reduce job cluster on NATS JetStream
+
+Usage:
+  mrcluster serve   [flags]          run a server: HTTP API, embedded NATS, workers
+  mrcluster worker  --nats URL       run workers in a process of their own, joined through NATS
+  mrcluster submit  KIND N [--wait]  submit a job of N partitions (map tasks)
+  mrcluster submit  wordcount --input books --partitions 8 --reducers 4 --wait
+  mrcluster dataset put NAME FILE…   upload files into a dataset (also: dataset ls, dataset rm NAME)
+  mrcluster output  ID               print a finished job's output
+  mrcluster jobs    [--state S]      list jobs, newest first
+  mrcluster job     ID               show one job
+  mrcluster cancel  ID               cancel a job
+  mrcluster status                   show workers and the queue
+  mrcluster config  [flags]          print the configuration serve would use, and its sources
+  mrcluster version                  print the version
+
+Every flag can also be set in the environment as MRCLUSTER_<FLAG>, e.g.
+MRCLUSTER_ADDR=0.0.0.0:8080, and serve's in a TOML file given with --config.
+A flag beats the environment, which beats the file, which beats the default.
+Run "mrcluster COMMAND -h" for its flags.
+`
+
+// Main runs the command line with os.Args and exits; extra kinds join the
+// built-in ones in serve and worker.
+func Main(extra ...job.Kind) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	registry := func(scale float64) *job.Registry {
+		r := kinds.Builtin(scale)
+		for _, k := range extra {
+			r.Register(k)
+		}
+		return r
+	}
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, registry)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	var exit exitError
+	if errors.As(err, &exit) {
+		os.Exit(int(exit))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mrcluster:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the program with a status and no further message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// run runs one command; registry makes the kinds of serve and worker.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry func(sleepScale float64) *job.Registry) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stdout, stderr, registry)
+	case "worker":
+		return runWorker(ctx, args, stdout, stderr, registry)
+	case "config":
+		return showConfig(args, stdout, stderr)
+	case "submit":
+		return submit(ctx, args, stdout, stderr)
+	case "dataset":
+		return datasetCmd(ctx, args, stdout, stderr)
+	case "output":
+		return output(ctx, args, stdout, stderr)
+	case "jobs":
+		return listJobs(ctx, args, stdout, stderr)
+	case "job":
+		return showJob(ctx, args, stdout, stderr)
+	case "cancel":
+		return cancelJob(ctx, args, stdout, stderr)
+	case "status":
+		return status(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "mrcluster", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// parse parses a client command's args into fs, then fills every flag not
+// given on the command line from MRCLUSTER_<FLAG>.
+func parse(fs *flag.FlagSet, args []string) error {
+	_, err := parseWithFile(fs, args)
+	return err
+}
