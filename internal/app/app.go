@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -75,6 +76,10 @@ type Config struct {
 	// TempDir ("" means the system's temporary directory).
 	SortBuffer int64
 	TempDir    string
+	// MemoryLimit, when set, is the Go runtime's soft memory limit for the
+	// process (debug.SetMemoryLimit): the collector works harder near it,
+	// which keeps caches of streamed data from growing the process.
+	MemoryLimit int64
 }
 
 // DefaultConfig returns the defaults of `mrcluster serve`.
@@ -152,6 +157,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.Kinds == nil {
 		cfg.Kinds = kinds.Builtin(cfg.SleepScale)
+	}
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, serve: make(chan error, 1)}
 	defer func() {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -95,7 +94,7 @@ type Cluster struct {
 // StartCluster starts a server with the defaults of `mrcluster serve`
 // (4 in-process workers) on random ports and a temporary data directory,
 // without the per-client submit rate limit.
-func StartCluster(ctx context.Context) (*Cluster, error) {
+func StartCluster(ctx context.Context, mod ...func(*app.Config)) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "mrcluster-bench")
 	if err != nil {
 		return nil, err
@@ -105,8 +104,8 @@ func StartCluster(ctx context.Context) (*Cluster, error) {
 	// One client submits a thousand jobs a second in the latency run: the
 	// per-client submit limit, a policy and not a cost, is lifted.
 	cfg.SubmitRate = 0
-	if w := os.Getenv("MRCLUSTER_BENCH_WORKERS"); w != "" {
-		cfg.Workers, _ = strconv.Atoi(w)
+	for _, m := range mod {
+		m(&cfg)
 	}
 	srv, err := app.Start(ctx, cfg)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	sortBuffer := int64(mr.DefaultSortBuffer)
 	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", sortBuffer>>20), mib(&sortBuffer))
 	tempDir := fs.String("temp-dir", "", "directory of map spills (default: the system's temporary directory)")
+	var memLimit int64
+	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&memLimit))
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {
@@ -79,6 +82,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 			return nil
 		case <-time.After(wait):
 		}
+	}
+	if memLimit > 0 {
+		debug.SetMemoryLimit(memLimit)
 	}
 	m := metrics.New()
 	pool := worker.New(worker.Config{

@@ -106,20 +106,7 @@ func TestDashboard(t *testing.T) {
 		}
 	}()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1400, 1000),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
+	ctx := browser(t)
 
 	url := "http://" + addr + "/"
 	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(`[data-test="submit-form"]`))); err != nil {
@@ -184,6 +171,83 @@ func TestDashboard(t *testing.T) {
 	closed = false
 	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "live" }, "the page reconnecting")
 	text(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result after the restart")
+}
+
+// TestDashboardData uploads a dataset through the datasets form, runs a
+// wordcount through the job form, and reads its output on the job's page.
+func TestDashboardData(t *testing.T) {
+	if !webui.Built() {
+		t.Fatal("the dashboard is not built into this test binary: run `make web` (make test does) before go test")
+	}
+	srv := startServer(t, t.TempDir(), "127.0.0.1:0", &gate{release: make(chan struct{})})
+	defer srv.Close(context.Background())
+	ctx := browser(t)
+
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
+	_ = os.WriteFile(a, []byte("the whale\nthe sea\n"), 0o600)
+	_ = os.WriteFile(b, []byte("a whale, a ship"), 0o600)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+srv.Addr()+"/"), chromedp.WaitVisible(chromedp.CSS(`[data-test="datasets"]`))); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "live" }, "the live connection")
+	if err := chromedp.Do(ctx,
+		chromedp.SetUploadFiles(chromedp.CSS(`[data-test="upload-form"] input[type="file"]`), []string{a, b}),
+		setValue(`input[name="dataset"]`, "sea"),
+		chromedp.Click(chromedp.CSS(`[data-test="upload-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="upload-status"]`, func(s string) bool { return strings.Contains(s, "stored 2 file(s) in sea") }, "the upload")
+	text(ctx, t, `tr[data-dataset="sea"]`, func(s string) bool { return strings.Contains(s, "2") }, "the dataset in the list")
+
+	// A wordcount over it through the form; a missing pattern for grep
+	// shows under the pattern field first.
+	if err := chromedp.Do(ctx,
+		setValue(`select[name="kind"]`, "grep"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="error-param-pattern"]`, func(s string) bool { return strings.Contains(s, "pattern is required") }, "the pattern error")
+	if err := chromedp.Do(ctx,
+		setValue(`select[name="kind"]`, "wordcount"),
+		setValue(`input[name="partitions"]`, "3"),
+		setValue(`input[name="reducers"]`, "2"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "5 output lines" }, "the wordcount's summary")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-state="succeeded"] td a`)), chromedp.WaitVisible(chromedp.CSS(`[data-test="job-detail"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="preview"]`, func(s string) bool { return s == "a 2\nsea 1\nship 1\nthe 2\nwhale 2" }, "the output preview")
+	text(ctx, t, `[data-test="output-records"]`, func(s string) bool { return strings.HasPrefix(s, "5") }, "the counters")
+	shot(ctx, t, "job-detail-wordcount.png")
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(document.querySelector('[data-test="download"]').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
+	if err != nil || out != "a 2\nsea 1\nship 1\nthe 2\nwhale 2\n" {
+		t.Fatalf("download: %v %q", err, out)
+	}
+}
+
+// browser starts a headless Chromium for the test.
+func browser(t *testing.T) context.Context {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1000),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // setValue sets a form field the way typing would, so that Vue's v-model,

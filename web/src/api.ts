@@ -1,4 +1,4 @@
-import type { ApiError, Job, Kind, QueuedJob, TaskAttempt, Worker } from './types'
+import type { ApiError, Dataset, Job, Kind, QueuedJob, TaskAttempt, Worker } from './types'
 
 const TOKEN_KEY = 'mrcluster.token'
 
@@ -11,9 +11,11 @@ export class RequestError extends Error {
 
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = {}
-  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  const raw = body instanceof Blob
+  if (body !== undefined && !raw) headers['Content-Type'] = 'application/json'
   if (token()) headers.Authorization = `Bearer ${token()}`
-  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : raw ? body : JSON.stringify(body) })
+  if (resp.status === 204) return undefined as T
   const data = await resp.json().catch(() => ({}))
   if (!resp.ok) {
     throw new RequestError(resp.status, data.error ?? { code: 'http', message: `${method} ${path}: ${resp.status}` })
@@ -25,13 +27,23 @@ export const api = {
   jobs: (state = '', limit = 50, cursor = '') =>
     call<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?limit=${limit}` + (state ? `&state=${state}` : '') + (cursor ? `&cursor=${cursor}` : '')),
   job: (id: string) => call<Job>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
-  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}) =>
-    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params }),
+  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}, data?: { input: string[]; reducers: unknown }) =>
+    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params, ...(data ?? {}) }),
+  datasets: () => call<{ datasets: Dataset[] }>('GET', '/api/v1/datasets'),
+  putFile: (dataset: string, file: string, body: Blob) =>
+    call<Dataset>('PUT', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}`, body),
+  deleteDataset: (name: string) => call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(name)}`),
   tasks: (id: string) => call<{ tasks: TaskAttempt[] }>('GET', `/api/v1/jobs/${encodeURIComponent(id)}/tasks`),
   cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
   kinds: () => call<{ kinds: Kind[] }>('GET', '/api/v1/kinds'),
   workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),
   queue: () => call<{ depth: number; jobs: QueuedJob[] }>('GET', '/api/v1/queue'),
+}
+
+// outputURL is where a finished job's output downloads from.
+export function outputURL(id: string): string {
+  const t = token()
+  return `/api/v1/jobs/${encodeURIComponent(id)}/output?download=1` + (t ? `&access_token=${encodeURIComponent(t)}` : '')
 }
 
 // eventsURL is the events websocket of the page's own server; browsers

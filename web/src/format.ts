@@ -1,8 +1,20 @@
 // fieldOf says which form field an API error names, to show it there.
 export function fieldOf(message: string): string {
-  if (/partitions/.test(message)) return 'partitions'
+  const param = message.match(/params\.(\w+)|\b(pattern) /)
+  if (param) return 'params.' + (param[1] ?? param[2])
+  if (/^partitions|partitions must|partitions is/.test(message)) return 'partitions'
+  if (/reducers/.test(message)) return 'reducers'
+  if (/\binput\b|dataset/.test(message)) return 'input'
   if (/kind/.test(message)) return 'kind'
   return 'form'
+}
+
+// bytes formats a byte count.
+export function bytes(n: number): string {
+  if (n < 1024) return `${n} B`
+  if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`
+  if (n < 1 << 30) return `${(n / (1 << 20)).toFixed(1)} MiB`
+  return `${(n / (1 << 30)).toFixed(2)} GiB`
 }
 
 // duration formats the time between two instants (or until now).

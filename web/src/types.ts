@@ -8,6 +8,11 @@ export interface Job {
   state: JobState
   partitions: number
   params?: Record<string, unknown>
+  input?: string[]
+  reducers?: number
+  phase?: 'map' | 'reduce'
+  counters?: Counters
+  preview?: string[]
   tasks: TaskCounts
   result: { values: number[]; sum: number } | null
   error: string
@@ -32,7 +37,20 @@ export interface Worker {
   last_seen: string
 }
 
-export interface Kind { name: string; description: string }
+export interface Counters {
+  input_bytes: number
+  input_records: number
+  map_output_records: number
+  reduce_output_records: number
+}
+
+export interface KindParam { name: string; description: string; required: boolean }
+
+export interface Kind { name: string; description: string; reads_data?: boolean; params?: KindParam[] }
+
+export interface DatasetFile { name: string; size: number; uploaded_at: string }
+
+export interface Dataset { name: string; files: DatasetFile[]; size: number; updated_at: string }
 
 export interface QueuedJob { job: string; kind: string; waiting: number }
 
@@ -41,6 +59,7 @@ export interface ApiError { code: string; message: string }
 export interface ClusterEvent { type: string; time: string; data: any }
 
 export interface TaskAttempt {
+  phase?: 'map' | 'reduce'
   partition: number
   attempt: number
   worker: string

@@ -1,0 +1,92 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { flushPromises, mount } from '@vue/test-utils'
+import SubmitForm from '../SubmitForm.vue'
+import Datasets from '../Datasets.vue'
+import JobDetail from '../JobDetail.vue'
+import { fieldOf } from '../format'
+import type { Dataset, Job, Kind } from '../types'
+
+afterEach(() => vi.unstubAllGlobals())
+
+const kinds: Kind[] = [
+  { name: 'short', description: 'sleeps' },
+  { name: 'grep', description: 'matching lines', reads_data: true, params: [{ name: 'pattern', description: 'a Go regexp', required: true }] },
+]
+const datasets: Dataset[] = [
+  { name: 'books', files: [{ name: 'a.txt', size: 10, uploaded_at: '' }], size: 10, updated_at: '2026-11-27T10:00:00Z' },
+  { name: 'logs', files: [], size: 0, updated_at: '2026-11-27T10:00:00Z' },
+]
+
+describe('SubmitForm for a kind that reads data', () => {
+  it('asks for input, reducers and the kind\'s params, and sends them', async () => {
+    const fetch = vi.fn(async () => new Response(JSON.stringify({ id: 'grep_x' }), { status: 202 }))
+    vi.stubGlobal('fetch', fetch)
+    const w = mount(SubmitForm, { props: { kinds, datasets } })
+    expect(w.find('select[name="input"]').exists()).toBe(false)
+    await w.find('select[name="kind"]').setValue('grep')
+    expect(w.find('select[name="input"]').exists()).toBe(true)
+    await w.find('input[name="reducers"]').setValue('3')
+    await w.find('input[name="param-pattern"]').setValue('(?i)whale')
+    await w.find('form').trigger('submit')
+    await flushPromises()
+    expect(JSON.parse((fetch.mock.calls[0] as any)[1].body)).toEqual({
+      kind: 'grep', partitions: 8, params: { pattern: '(?i)whale' }, input: ['books'], reducers: 3,
+    })
+    expect(w.emitted('submitted')).toEqual([['grep_x']])
+  })
+
+  it('shows a param error under that param', async () => {
+    vi.stubGlobal('fetch', vi.fn(async () => new Response(
+      JSON.stringify({ error: { code: 'invalid', message: 'params.pattern is required for kind "grep": a Go regexp' } }), { status: 400 })))
+    const w = mount(SubmitForm, { props: { kinds, datasets } })
+    await w.find('select[name="kind"]').setValue('grep')
+    await w.find('form').trigger('submit')
+    await flushPromises()
+    expect(w.find('[data-test="error-param-pattern"]').text()).toContain('is required')
+  })
+
+  it('routes data errors to their fields', () => {
+    expect(fieldOf('input: dataset "x" does not exist; upload it first')).toBe('input')
+    expect(fieldOf('reducers must be an integer from 1 to 1024, got 0')).toBe('reducers')
+    expect(fieldOf('params of kind "grep": pattern "a(" is not a Go regular expression')).toBe('params.pattern')
+    expect(fieldOf('partitions must be an integer from 1 to 100, got 0')).toBe('partitions')
+  })
+})
+
+describe('Datasets', () => {
+  it('lists datasets and uploads every chosen file', async () => {
+    const fetch = vi.fn(async () => new Response(JSON.stringify(datasets[0]), { status: 201 }))
+    vi.stubGlobal('fetch', fetch)
+    const w = mount(Datasets, { props: { datasets } })
+    expect(w.findAll('tr[data-dataset]').map((r) => r.attributes('data-dataset'))).toEqual(['books', 'logs'])
+    const input = w.find('input[type="file"]')
+    Object.defineProperty(input.element, 'files', { value: [new File(['a b'], 'one.txt'), new File(['c'], 'two words.txt')] })
+    await input.trigger('change')
+    expect((w.find('input[name="dataset"]').element as HTMLInputElement).value).toBe('one')
+    await w.find('form').trigger('submit')
+    await flushPromises()
+    expect(fetch.mock.calls.map((c: any) => [c[1].method, c[0]])).toEqual([
+      ['PUT', '/api/v1/datasets/one/files/one.txt'],
+      ['PUT', '/api/v1/datasets/one/files/two-words.txt'],
+    ])
+    expect(w.emitted('changed')).toHaveLength(1)
+  })
+})
+
+describe('JobDetail of a data job', () => {
+  it('shows the phase, counters, preview and a download link', async () => {
+    const job: Job = {
+      id: 'wordcount_x', kind: 'wordcount', state: 'succeeded', partitions: 4, input: ['books'], reducers: 2, phase: 'reduce',
+      counters: { input_bytes: 2048, input_records: 10, map_output_records: 30, reduce_output_records: 7 },
+      preview: ['a 3', 'b 1'], tasks: { total: 6, queued: 0, running: 0, done: 6, failed: 0 },
+      result: null, error: '', created_at: '2026-11-27T10:00:00Z', started_at: '2026-11-27T10:00:00Z', finished_at: '2026-11-27T10:00:01Z',
+    }
+    vi.stubGlobal('fetch', vi.fn(async (url: string) => new Response(JSON.stringify(url.endsWith('/tasks') ? { tasks: [] } : job), { status: 200 })))
+    const w = mount(JobDetail, { props: { id: job.id } })
+    await flushPromises()
+    expect(w.find('[data-test="phase"]').text()).toBe('done')
+    expect(w.find('[data-test="output-records"]').text()).toContain('7')
+    expect(w.find('[data-test="preview"]').text()).toBe('a 3\nb 1')
+    expect(w.find('[data-test="download"]').attributes('href')).toBe('/api/v1/jobs/wordcount_x/output?download=1')
+  })
+})
