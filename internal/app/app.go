@@ -80,6 +80,9 @@ type Config struct {
 	// process (debug.SetMemoryLimit): the collector works harder near it,
 	// which keeps caches of streamed data from growing the process.
 	MemoryLimit int64
+	// BackupAfter is the least time a task must have run before a backup
+	// copy of it may start near the end of its phase (0: no backups).
+	BackupAfter time.Duration
 }
 
 // DefaultConfig returns the defaults of `mrcluster serve`.
@@ -101,6 +104,7 @@ func DefaultConfig() Config {
 		RetryBackoff:    time.Second,
 		MaxFileSize:     8 << 30,
 		SortBuffer:      mr.DefaultSortBuffer,
+		BackupAfter:     time.Second,
 	}
 }
 
@@ -189,8 +193,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.store, err = natsx.Setup(ctx, s.nc, natsx.StoreConfig{AckWait: cfg.AckWait}); err != nil {
 		return nil, err
 	}
+	hub := event.NewHub()
+	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
+	if err = s.view.Start(ctx); err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.view.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	m := metrics.New()
-	s.coord = coordinator.New(coordinator.Config{Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts, Logger: s.log, Metrics: m})
+	s.coord = coordinator.New(coordinator.Config{
+		Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts, Logger: s.log, Metrics: m,
+		Running: s.view.Workers, BackupAfter: cfg.BackupAfter,
+	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -214,16 +231,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err
 		}
-	}
-	hub := event.NewHub()
-	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
-	if err = s.view.Start(ctx); err != nil {
-		return nil, err
-	}
-	select {
-	case <-s.view.Ready():
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 	s.api = httpapi.New(httpapi.Config{
 		Jobs: s.coord, View: s.view, Hub: hub, Kinds: cfg.Kinds,

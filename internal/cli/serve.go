@@ -57,6 +57,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Func("max-file-mb", fmt.Sprintf("largest dataset file an upload may store, in MiB (default %d; 0: no limit)", cfg.MaxFileSize>>20), mib(&cfg.MaxFileSize))
 	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", cfg.SortBuffer>>20), mib(&cfg.SortBuffer))
 	fs.StringVar(&cfg.TempDir, "temp-dir", "", "directory of map spills (default: the system's temporary directory)")
+	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
 	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&cfg.MemoryLimit))
 	c.fs = fs
 	return c

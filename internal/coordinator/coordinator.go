@@ -37,6 +37,12 @@ type Config struct {
 	Logger      *slog.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
+	// Running returns the statuses of the cluster's workers; with
+	// BackupAfter > 0, it lets the coordinator start backup copies of
+	// tasks running for longer than BackupAfter and twice their phase's
+	// median at the end of a phase.
+	Running     func() []job.WorkerStatus
+	BackupAfter time.Duration
 }
 
 // Coordinator owns job records.
@@ -45,7 +51,8 @@ type Coordinator struct {
 	log *slog.Logger
 
 	mu    sync.Mutex
-	cache map[string]entry // last record this server wrote or read, by job id
+	cache map[string]entry     // last record this server wrote or read, by job id
+	durs  map[string]durations // run times of finished tasks, by job, for backups
 
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -62,7 +69,7 @@ type entry struct {
 
 // New returns a coordinator; Start makes it apply results.
 func New(cfg Config) *Coordinator {
-	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}}
 }
 
 // Submit validates spec, stores the job and publishes its tasks. It returns
@@ -201,6 +208,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("subscribe to task starts: %w", err)
 	}
 	c.wg.Go(func() { c.applyLoop(ctx, msgs) })
+	if c.cfg.BackupAfter > 0 && c.cfg.Running != nil {
+		c.wg.Go(func() { c.backupLoop(ctx) })
+	}
 	return nil
 }
 
@@ -340,6 +350,8 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			continue
 		}
 		for _, r := range applied {
+			c.noteDuration(r)
+			c.stopOtherCopies(j, r)
 			phase := r.Phase
 			if phase == "" {
 				phase = job.PhaseMap
@@ -363,6 +375,11 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 		}
 		if j.State.Terminal() && j.Phase != "" {
 			c.wg.Go(func() { mr.DeleteJobObjects(ctx, c.cfg.Store.Shuffle, j) })
+		}
+		if j.State.Terminal() {
+			c.mu.Lock()
+			delete(c.durs, id)
+			c.mu.Unlock()
 		}
 	}
 }

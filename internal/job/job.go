@@ -64,6 +64,9 @@ type Job struct {
 	ReduceDone    int         `json:"reduce_done,omitempty"`
 	Counters      *Counters   `json:"counters,omitempty"`
 	Preview       []Preview   `json:"preview,omitempty"`
+	// Backups lists the tasks ("phase/partition", "map/3") a backup copy
+	// was started for.
+	Backups []string `json:"backups,omitempty"`
 
 	Failed     int        `json:"failed"`
 	Result     *Result    `json:"result,omitempty"`
@@ -103,6 +106,9 @@ type Task struct {
 	Split []Piece     `json:"split,omitempty"`
 	// Maps are the committed attempts of every map task: a reduce task's input.
 	Maps []string `json:"maps,omitempty"`
+	// Backup marks a copy of a task still running elsewhere, started for a
+	// straggler; the first copy to finish wins.
+	Backup bool `json:"backup,omitempty"`
 }
 
 // TaskResult is what a worker reports after running a task.
@@ -122,6 +128,7 @@ type TaskResult struct {
 	Commit   string    `json:"commit,omitempty"`
 	Counters *Counters `json:"counters,omitempty"`
 	Preview  []Preview `json:"preview,omitempty"`
+	Backup   bool      `json:"backup,omitempty"`
 }
 
 // TaskStarted is the notice a worker sends when it starts a task.

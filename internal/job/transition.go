@@ -179,3 +179,15 @@ func MergePreview(a, b []Preview) []Preview {
 	}
 	return out
 }
+
+// TaskDone reports whether task partition of the given phase has a result.
+func (j *Job) TaskDone(phase string, partition int) bool {
+	switch {
+	case phase == PhaseReduce:
+		return partition >= 0 && partition < len(j.ReduceCommits) && j.ReduceCommits[partition] != ""
+	case j.Phase == PhaseReduce:
+		return true // every map is done
+	}
+	_, done := j.Values.Get(partition)
+	return done
+}

@@ -39,6 +39,7 @@ const (
 	ResultSubject    = "mr.result."  // + job id; a message holds results of that job
 	StartedSubject   = "mr.started." // + job id; core NATS, not stored; a list of starts
 	CancelSubject    = "mr.cancel."  // + job id; core NATS, not stored
+	StopSubject      = "mr.stop."    // + job id.phase.partition: stop the other copies of a finished task
 	WorkerTTL        = 15 * time.Second
 	ResultsRetention = 7 * 24 * time.Hour
 )

@@ -17,17 +17,19 @@ type Job struct {
 	Partitions int             `json:"partitions"`
 	Params     json.RawMessage `json:"params,omitempty"`
 	// The fields of a job that reads data.
-	Input      []string      `json:"input,omitempty"`
-	Reducers   int           `json:"reducers,omitempty"`
-	Phase      string        `json:"phase,omitempty"`
-	Counters   *job.Counters `json:"counters,omitempty"`
-	Preview    []string      `json:"preview,omitempty"`
-	Tasks      TaskCounts    `json:"tasks"`
-	Result     *job.Result   `json:"result"`
-	Error      string        `json:"error"`
-	CreatedAt  time.Time     `json:"created_at"`
-	StartedAt  *time.Time    `json:"started_at"`
-	FinishedAt *time.Time    `json:"finished_at"`
+	Input    []string      `json:"input,omitempty"`
+	Reducers int           `json:"reducers,omitempty"`
+	Phase    string        `json:"phase,omitempty"`
+	Counters *job.Counters `json:"counters,omitempty"`
+	Preview  []string      `json:"preview,omitempty"`
+	// Backups lists the tasks a backup copy was started for ("map/3").
+	Backups    []string    `json:"backups,omitempty"`
+	Tasks      TaskCounts  `json:"tasks"`
+	Result     *job.Result `json:"result"`
+	Error      string      `json:"error"`
+	CreatedAt  time.Time   `json:"created_at"`
+	StartedAt  *time.Time  `json:"started_at"`
+	FinishedAt *time.Time  `json:"finished_at"`
 }
 
 // TaskCounts counts a job's tasks by state.
@@ -62,7 +64,7 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 	}
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: j.State, Partitions: j.Partitions, Params: j.Params,
-		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: j.Counters,
+		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: j.Counters, Backups: j.Backups,
 		Tasks: c, Result: j.Result, Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +57,7 @@ type Pool struct {
 	repCancel  context.CancelFunc
 	cons       jetstream.Consumer
 	cancelSub  *nats.Subscription
+	stopSub    *nats.Subscription
 	wg         sync.WaitGroup
 	repWG      sync.WaitGroup
 	results    chan finished
@@ -70,8 +73,8 @@ type Pool struct {
 	stopping    chan struct{}
 
 	mu       sync.Mutex
-	running  map[string]map[int]context.CancelFunc // job id → worker index → cancel
-	canceled map[string]time.Time                  // jobs told to stop, by when
+	running  map[string]map[int]runningTask // job id → worker index → its task
+	canceled map[string]time.Time           // jobs told to stop, by when
 }
 
 // New returns a pool; Start starts its workers.
@@ -79,7 +82,7 @@ func New(cfg Config) *Pool {
 	p := &Pool{
 		cfg:         cfg,
 		log:         cfg.Logger.With("pool", cfg.Name),
-		running:     map[string]map[int]context.CancelFunc{},
+		running:     map[string]map[int]runningTask{},
 		canceled:    map[string]time.Time{},
 		stopping:    make(chan struct{}),
 		startedBuf:  map[string][]job.TaskStarted{},
@@ -122,6 +125,11 @@ func (p *Pool) Start(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to cancel notices: %w", err)
+	}
+	p.stopSub, err = p.cfg.NC.Subscribe(natsx.StopSubject+">", func(m *nats.Msg) { p.stopTask(m.Subject) })
+	if err != nil {
+		_ = p.cancelSub.Unsubscribe()
+		return fmt.Errorf("subscribe to task stop notices: %w", err)
 	}
 	// Announce the workers before taking work, so that a server that
 	// started is seen with all its workers.
@@ -187,7 +195,7 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 	log := p.log.With("job", t.Job, "partition", t.Partition, "attempt", attempt, "worker", i)
 	ctx, cancel := context.WithCancel(p.hardCtx)
 	defer cancel()
-	if !p.track(t.Job, i, cancel) {
+	if !p.track(t, i, cancel) {
 		_ = m.Ack() // the job was canceled or failed: drop its task
 		return
 	}
@@ -225,7 +233,7 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 		p.idle(i, true)
 		return
 	}
-	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC(), Phase: t.Phase}
+	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup}
 	if out != nil && err == nil {
 		r.Commit, r.Counters, r.Preview = out.Commit, &out.Counters, out.Preview
 	}
@@ -343,17 +351,48 @@ func (p *Pool) idle(i int, failed bool) {
 	})
 }
 
-func (p *Pool) track(id string, i int, cancel context.CancelFunc) bool {
+type runningTask struct {
+	phase     string
+	partition int
+	cancel    context.CancelFunc
+}
+
+func (p *Pool) track(t job.Task, i int, cancel context.CancelFunc) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.canceled[id]; ok {
+	if _, ok := p.canceled[t.Job]; ok {
 		return false
 	}
-	if p.running[id] == nil {
-		p.running[id] = map[int]context.CancelFunc{}
+	if p.running[t.Job] == nil {
+		p.running[t.Job] = map[int]runningTask{}
 	}
-	p.running[id][i] = cancel
+	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, cancel: cancel}
 	return true
+}
+
+// stopTask stops the running copies of one task: another copy (a backup,
+// or the original a backup raced) has finished it.
+func (p *Pool) stopTask(subject string) {
+	// mr.stop.<job>.<phase>.<partition>; a job without phases sends "-".
+	parts := strings.Split(strings.TrimPrefix(subject, natsx.StopSubject), ".")
+	if len(parts) != 3 {
+		return
+	}
+	phase := parts[1]
+	if phase == "-" {
+		phase = ""
+	}
+	n, err := strconv.Atoi(parts[2])
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.running[parts[0]] {
+		if r.phase == phase && r.partition == n {
+			r.cancel()
+		}
+	}
 }
 
 func (p *Pool) untrack(id string, i int) {
@@ -377,8 +416,8 @@ func (p *Pool) cancelJob(id string) {
 			delete(p.canceled, jid)
 		}
 	}
-	for _, cancel := range p.running[id] {
-		cancel()
+	for _, r := range p.running[id] {
+		r.cancel()
 	}
 }
 
@@ -405,6 +444,7 @@ func (p *Pool) Stop(ctx context.Context) {
 		<-done
 	}
 	_ = p.cancelSub.Unsubscribe()
+	_ = p.stopSub.Unsubscribe()
 	close(p.results)
 	p.resultsWG.Wait()
 	p.hardCancel()

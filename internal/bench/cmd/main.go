@@ -69,6 +69,10 @@ type opts struct {
 }
 
 func run(ctx context.Context, o opts) error {
+	if o.only == "memory" {
+		// The child of the memory run: rows without a header or alignment.
+		return memory(ctx, os.Stdout, o)
+	}
 	fmt.Printf("mrcluster benchmark: %s/%s, %d CPUs, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "measure\tvalue\ttarget\t")
@@ -82,11 +86,7 @@ func run(ctx context.Context, o opts) error {
 			return fmt.Errorf("wordcount: %w", err)
 		}
 	}
-	switch {
-	case o.only == "memory":
-		// The child of the run below: rows without alignment.
-		return memory(ctx, os.Stdout, o)
-	case o.only == "" && o.memMB > 0:
+	if o.only == "" && o.memMB > 0 {
 		// A process of its own, so that its peak memory is the cluster's.
 		cmd := exec.CommandContext(ctx, os.Args[0], "-only", "memory", "-corpus", o.corpus,
 			"-memory-mb", strconv.Itoa(o.memMB), "-memory-limit-mb", strconv.Itoa(o.memLimit),

@@ -1,0 +1,170 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// Backup tasks, as in the MapReduce paper: when every task of a job's phase
+// has been handed out and some still run, the slowest (those running longer
+// than twice the phase's median, and at least BackupAfter) get a second
+// copy, which idle workers pick up. The first copy to finish is committed;
+// the other is told to stop, and its output, if any, is discarded. The
+// record of which tasks got a copy is in the job, written with a
+// compare-and-set, so that among several servers only one starts it.
+
+// backupKey names a task in Job.Backups.
+func backupKey(phase string, partition int) string {
+	if phase == "" {
+		phase = job.PhaseMap
+	}
+	return phase + "/" + strconv.Itoa(partition)
+}
+
+// durations keeps the run times of a job's finished tasks, by phase.
+type durations map[string][]time.Duration
+
+const maxDurations = 512
+
+func (c *Coordinator) noteDuration(r job.TaskResult) {
+	if c.cfg.BackupAfter <= 0 || r.Error != "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.durs[r.Job]
+	if d == nil {
+		d = durations{}
+		c.durs[r.Job] = d
+	}
+	if ds := d[r.Phase]; len(ds) < maxDurations {
+		d[r.Phase] = append(ds, r.FinishedAt.Sub(r.StartedAt))
+	}
+}
+
+func (c *Coordinator) median(id, phase string) (time.Duration, bool) {
+	c.mu.Lock()
+	ds := slices.Clone(c.durs[id][phase])
+	c.mu.Unlock()
+	if len(ds) == 0 {
+		return 0, false
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2], true
+}
+
+// stopOtherCopies tells workers to stop the copies of a task that a result
+// just finished, when the task had a backup.
+func (c *Coordinator) stopOtherCopies(j *job.Job, r job.TaskResult) {
+	if !slices.Contains(j.Backups, backupKey(r.Phase, r.Partition)) {
+		return
+	}
+	phase := r.Phase
+	if phase == "" {
+		phase = "-"
+	}
+	_ = c.cfg.NC.Publish(fmt.Sprintf("%s%s.%s.%d", natsx.StopSubject, j.ID, phase, r.Partition), nil)
+}
+
+// backupLoop looks for stragglers until ctx ends.
+func (c *Coordinator) backupLoop(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		byJob := map[string][]job.WorkerStatus{}
+		for _, s := range c.cfg.Running() {
+			if s.Busy && s.TaskStartedAt != nil && !s.Stopping {
+				byJob[s.JobID] = append(byJob[s.JobID], s)
+			}
+		}
+		for id, ws := range byJob {
+			if c.finished(id) {
+				continue
+			}
+			j, _, err := c.Get(ctx, id)
+			if err != nil {
+				continue
+			}
+			c.backup(ctx, j, ws, time.Now())
+		}
+	}
+}
+
+// backup starts copies of j's stragglers among its running tasks ws.
+func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerStatus, now time.Time) {
+	if j.State != job.Running || (j.Phase != "" && !j.Enqueued) {
+		return
+	}
+	total, done := j.Partitions, j.Done
+	if j.Phase == job.PhaseReduce {
+		total, done = j.Reducers, j.ReduceDone
+	}
+	started := map[int]time.Time{} // running partitions of the phase, by first start
+	for _, s := range ws {
+		if s.Phase != j.Phase || j.TaskDone(s.Phase, s.Partition) {
+			continue
+		}
+		if t, ok := started[s.Partition]; !ok || s.TaskStartedAt.Before(t) {
+			started[s.Partition] = *s.TaskStartedAt
+		}
+	}
+	if len(started) == 0 || done+len(started) < total {
+		return // tasks of the phase still wait in the queue: no tail yet
+	}
+	median, ok := c.median(j.ID, j.Phase)
+	if !ok {
+		return
+	}
+	after := max(2*median, c.cfg.BackupAfter)
+	limit := 1 + total/10
+	for p, at := range started {
+		key := backupKey(j.Phase, p)
+		if now.Sub(at) < after || slices.Contains(j.Backups, key) {
+			continue
+		}
+		var wrote bool
+		nj, err := c.update(ctx, j.ID, func(j *job.Job) bool {
+			wrote = false
+			if j.State != job.Running || j.TaskDone(j.Phase, p) || slices.Contains(j.Backups, key) || len(j.Backups) >= limit {
+				return false
+			}
+			j.Backups = append(j.Backups, key)
+			wrote = true
+			return true
+		})
+		if err != nil || !wrote {
+			return
+		}
+		j = nj
+		for _, t := range j.Tasks() {
+			if t.Partition != p {
+				continue
+			}
+			t.Backup = true
+			data, err := json.Marshal(t)
+			if err == nil {
+				err = c.cfg.NC.PublishMsg(&nats.Msg{Subject: natsx.TaskSubject + j.ID, Data: data})
+			}
+			if err != nil {
+				c.log.Warn("could not queue a backup copy of a slow task", "job", j.ID, "task", key, "err", err)
+			} else {
+				c.log.Info("straggler: queued a backup copy of a slow task", "job", j.ID, "task", key,
+					"running_for", now.Sub(at).Round(time.Millisecond), "phase_median", median.Round(time.Millisecond))
+			}
+		}
+	}
+}
