@@ -87,8 +87,9 @@ func JetStreamCeiling(ctx context.Context, n int) (float64, error) {
 
 // Cluster is a server started for a benchmark.
 type Cluster struct {
-	srv *app.Server
-	dir string
+	srv     *app.Server
+	dir     string
+	lastJob string // the id of the last wordcount job
 }
 
 // StartCluster starts a server with the defaults of `mrcluster serve`

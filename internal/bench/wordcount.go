@@ -151,6 +151,7 @@ func (c *Cluster) WordCount(ctx context.Context, ds string, size int64, m, r int
 	if err != nil || resp.StatusCode != http.StatusAccepted {
 		return 0, 0, fmt.Errorf("submit wordcount: %s %v", resp.Status, err)
 	}
+	c.lastJob = j.ID
 	for {
 		select {
 		case id, ok := <-w.finished:

@@ -115,3 +115,19 @@ func TestErrorCode(t *testing.T) {
 		t.Fatalf("message of an internal error = %q", got)
 	}
 }
+
+// TestCloneSharesNothingApplyChanges: a clone's Apply must not change the
+// original, which other goroutines may be reading.
+func TestCloneSharesNothingApplyChanges(t *testing.T) {
+	j := &job.Job{ID: "wordcount_x", Partitions: 2, Reducers: 1, Phase: job.PhaseMap, Values: job.NewValues(2),
+		MapCommits: make([]string, 2), Counters: &job.Counters{}, State: job.Running}
+	c := j.Clone()
+	c.Apply(job.TaskResult{Partition: 0, Commit: "aa", Counters: &job.Counters{InputBytes: 5}}, job.SumReduce)
+	c.Backups = append(c.Backups, "map/1")
+	if j.MapCommits[0] != "" || j.Counters.InputBytes != 0 || j.Done != 0 || len(j.Backups) != 0 {
+		t.Fatalf("the original changed: %+v", j)
+	}
+	if c.MapCommits[0] != "aa" || c.Counters.InputBytes != 5 {
+		t.Fatalf("the clone did not change: %+v", c)
+	}
+}

@@ -2,6 +2,7 @@ package job
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -22,6 +23,16 @@ func New(id string, spec Spec, now time.Time) *Job {
 func (j *Job) Clone() *Job {
 	c := *j
 	c.Values = j.Values.Clone()
+	// What Apply and the backups change in place. Files and Input are
+	// never changed after submit.
+	c.MapCommits = slices.Clone(j.MapCommits)
+	c.ReduceCommits = slices.Clone(j.ReduceCommits)
+	c.Backups = slices.Clone(j.Backups)
+	c.Preview = slices.Clone(j.Preview)
+	if j.Counters != nil {
+		counters := *j.Counters
+		c.Counters = &counters
+	}
 	return &c
 }
 

@@ -47,6 +47,16 @@ func (p *pace) observe(d time.Duration) {
 	}
 }
 
+// slow reports whether tasks take longer than a batch's budget: then a
+// pool fetches only for its idle workers, so that it never holds a task
+// that another worker could start now (a slow machine would hold tasks that
+// look neither queued nor running, and no backup would start for them).
+// Until a task has run, tasks are assumed slow.
+func (p *pace) slow() bool {
+	avg := time.Duration(p.avg.Load())
+	return avg == 0 || avg > batchBudget
+}
+
 func (p *pace) fetchSize(workers int) int {
 	avg := time.Duration(p.avg.Load())
 	if avg <= 0 {
@@ -61,7 +71,7 @@ func (p *pace) fetchSize(workers int) int {
 // dropped on the floor. Tasks held longer than a third of the ack wait
 // (the tasks turned out slower than the fetch was sized for) and tasks
 // fetched while stopping are given back to the queue for other workers.
-func (p *Pool) feed(tasks chan<- jetstream.Msg) {
+func (p *Pool) feed(fetcher int, tasks chan<- jetstream.Msg) {
 	backoff := 100 * time.Millisecond
 	for {
 		select {
@@ -69,7 +79,20 @@ func (p *Pool) feed(tasks chan<- jetstream.Msg) {
 			return
 		default:
 		}
-		batch, err := p.cons.Fetch(p.pace.fetchSize(p.cfg.Concurrency), jetstream.FetchMaxWait(fetchWait))
+		n := p.pace.fetchSize(p.cfg.Concurrency)
+		if p.pace.slow() {
+			// One fetcher, for the idle workers only.
+			if n = p.cfg.Concurrency - int(p.assigned.Load()); fetcher > 0 || n <= 0 {
+				select {
+				case <-p.stopping:
+					return
+				case <-p.idleWake:
+				case <-time.After(fetchWait):
+				}
+				continue
+			}
+		}
+		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
 			select {
@@ -87,9 +110,11 @@ func (p *Pool) feed(tasks chan<- jetstream.Msg) {
 				p.giveBack(m)
 				continue
 			}
+			p.assigned.Add(1)
 			select {
 			case tasks <- m:
 			case <-p.stopping:
+				p.assigned.Add(-1)
 				p.giveBack(m)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,9 +64,11 @@ type Pool struct {
 	results    chan finished
 	resultsWG  sync.WaitGroup
 
-	pace    pace
-	ackWait time.Duration
-	env     *mr.Env
+	pace     pace
+	assigned atomic.Int32  // tasks handed to workers (running or in the channel)
+	idleWake chan struct{} // a worker became idle
+	ackWait  time.Duration
+	env      *mr.Env
 
 	startedMu   sync.Mutex
 	startedBuf  map[string][]job.TaskStarted
@@ -87,6 +90,7 @@ func New(cfg Config) *Pool {
 		stopping:    make(chan struct{}),
 		startedBuf:  map[string][]job.TaskStarted{},
 		startedWake: make(chan struct{}, 1),
+		idleWake:    make(chan struct{}, 1),
 		rep: &reporter{
 			kv:        cfg.Store.Workers,
 			interval:  100 * time.Millisecond,
@@ -153,8 +157,8 @@ func (p *Pool) Start(ctx context.Context) error {
 	// A buffer lets the next fetch overlap the work on the previous one.
 	tasks := make(chan jetstream.Msg, p.cfg.Concurrency)
 	var feeders sync.WaitGroup
-	for range fetchers {
-		feeders.Go(func() { p.feed(tasks) })
+	for f := range fetchers {
+		feeders.Go(func() { p.feed(f, tasks) })
 	}
 	p.wg.Go(func() {
 		feeders.Wait()
@@ -176,6 +180,11 @@ func (p *Pool) work(i int, tasks <-chan jetstream.Msg) {
 			p.giveBack(m)
 		default:
 			p.run(i, m)
+		}
+		p.assigned.Add(-1)
+		select {
+		case p.idleWake <- struct{}{}:
+		default:
 		}
 	}
 }

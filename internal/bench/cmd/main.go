@@ -31,6 +31,7 @@ func main() {
 	seq := flag.Bool("sequential", true, "measure the sequential word counts beside the wordcount job")
 	memMB := flag.Int("memory-mb", 1024, "size of the corpus of the memory run, in MiB, counted with --memory-limit-mb (0: skip)")
 	memLimit := flag.Int("memory-limit-mb", 200, "the cluster's --memory-limit-mb in the memory run")
+	stragglerMB := flag.Int("straggler-mb", 50, "size of the corpus of the straggler run, in MiB (0: skip)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memprofile := flag.String("memprofile", "", "write an allocation profile at the end to this file")
 	defer func() {
@@ -52,7 +53,7 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := run(ctx, opts{*tasks, *jobs, *latencyJobs, *corpus, *wcMB, *wcM, *wcR, *only, *seq, *memMB, *memLimit}); err != nil {
+	if err := run(ctx, opts{*tasks, *jobs, *latencyJobs, *corpus, *wcMB, *wcM, *wcR, *only, *seq, *memMB, *memLimit, *stragglerMB}); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -66,6 +67,7 @@ type opts struct {
 	only                     string
 	sequential               bool
 	memMB, memLimit          int
+	stragglerMB              int
 }
 
 func run(ctx context.Context, o opts) error {
@@ -86,6 +88,11 @@ func run(ctx context.Context, o opts) error {
 			return fmt.Errorf("wordcount: %w", err)
 		}
 	}
+	if (o.only == "" || o.only == "straggler") && o.stragglerMB > 0 {
+		if err := straggler(ctx, w, o); err != nil {
+			return fmt.Errorf("straggler: %w", err)
+		}
+	}
 	if o.only == "" && o.memMB > 0 {
 		// A process of its own, so that its peak memory is the cluster's.
 		cmd := exec.CommandContext(ctx, os.Args[0], "-only", "memory", "-corpus", o.corpus,
@@ -99,6 +106,32 @@ func run(ctx context.Context, o opts) error {
 		_, _ = w.Write(out)
 	}
 	return w.Flush()
+}
+
+// straggler runs a wordcount with one slow worker, without and with
+// backup tasks.
+func straggler(ctx context.Context, w io.Writer, o opts) error {
+	dir, err := os.MkdirTemp("", "mrcluster-corpus")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	paths, size, err := bench.Corpus(o.corpus, dir, o.stragglerMB)
+	if err != nil {
+		return err
+	}
+	const m, r = 12, 2
+	off, _, err := bench.Straggler(ctx, paths, size, m, r, 0)
+	if err != nil {
+		return err
+	}
+	on, backups, err := bench.Straggler(ctx, paths, size, m, r, 500*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "wordcount %d MB, 3 workers + 1 slow one (M=%d, R=%d), no backups\t%s\t\t\n", size/1e6, m, r, off.Round(10*time.Millisecond))
+	fmt.Fprintf(w, "  the same with backup tasks (--backup-after 500ms; %d backups)\t%s\t< without\t\n", len(backups), on.Round(10*time.Millisecond))
+	return nil
 }
 
 // memory runs a wordcount of memMB with the cluster's memory limit set and
