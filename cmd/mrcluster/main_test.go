@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 
 // proc is a mrcluster server running as a separate process.
 type proc struct {
+	name   string
 	cmd    *exec.Cmd
 	url    string
 	nats   string
@@ -83,9 +84,16 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *proc {
 // test ends; its stderr is shown if the test failed.
 func launch(t *testing.T, ready *regexp.Regexp, env []string, args ...string) (*proc, []string) {
 	t.Helper()
+	p, lines := spawn(t, ready, env, args...)
+	return p, p.ready(t, lines)
+}
+
+// spawn starts the binary without waiting; ready waits for its ready line.
+func spawn(t *testing.T, ready *regexp.Regexp, env []string, args ...string) (*proc, <-chan []string) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1), name: args[0]}
 	cmd.Stderr = p.out
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -112,19 +120,24 @@ func launch(t *testing.T, ready *regexp.Regexp, env []string, args ...string) (*
 		err := <-p.exited
 		p.exited <- err
 		if t.Failed() {
-			t.Logf("output of %s:\n%s", args[0], p.out)
+			t.Logf("output of %s:\n%s", args, p.out)
 		}
 	})
+	return p, lines
+}
+
+func (p *proc) ready(t *testing.T, lines <-chan []string) []string {
+	t.Helper()
 	select {
 	case m := <-lines:
-		return p, m
+		return m
 	case err := <-p.exited:
 		p.exited <- err
-		t.Fatalf("%s exited before it was ready (%v):\n%s", args[0], err, p.out)
+		t.Fatalf("%s exited before it was ready (%v):\n%s", p.name, err, p.out)
 	case <-time.After(apitest.Timeout):
-		t.Fatalf("%s was not ready in time:\n%s", args[0], p.out)
+		t.Fatalf("%s was not ready in time:\n%s", p.name, p.out)
 	}
-	return nil, nil
+	return nil
 }
 
 func (p *proc) client() apitest.Client { return apitest.Client{URL: p.url} }

@@ -83,6 +83,63 @@ type Config struct {
 	// BackupAfter is the least time a task must have run before a backup
 	// copy of it may start near the end of its phase (0: no backups).
 	BackupAfter time.Duration
+
+	// A cluster of servers: each runs an embedded NATS server, routed to
+	// the others; streams, buckets and object stores keep Replicas copies
+	// (0: 3 in a cluster of three or more, else one per server). Start
+	// waits up to ClusterWait for a majority of servers to be up.
+	ServerName    string
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+	Replicas      int
+	ClusterWait   time.Duration
+}
+
+// setup creates the streams and buckets. In a cluster of servers, it first
+// waits for JetStream's leader to be elected (a majority of servers up);
+// then only one server, the first of --routes, creates or updates them,
+// because concurrent creates of one replicated stream stall each other;
+// the others wait until they exist.
+func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
+	cfg := natsx.StoreConfig{AckWait: s.cfg.AckWait, Replicas: s.cfg.Replicas}
+	if s.cfg.ClusterName == "" || s.emb == nil {
+		return natsx.Setup(ctx, s.nc, cfg)
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = min(3, 1+len(s.cfg.Routes))
+	}
+	creator := s.cfg.ClusterListen
+	if len(s.cfg.Routes) > 0 {
+		creator = natsx.RouteHost(s.cfg.Routes[0])
+	}
+	deadline := time.Now().Add(s.cfg.ClusterWait)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		var store *natsx.Store
+		err := natsx.Available(ctx, s.nc)
+		if err == nil && creator == s.cfg.ClusterListen {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			store, err = natsx.Setup(sctx, s.nc, cfg)
+			cancel()
+		} else if err == nil {
+			store, err = natsx.OpenServer(ctx, s.nc)
+		}
+		if err == nil {
+			err = store.CaughtUp(ctx, s.cfg.ServerName)
+		}
+		if err == nil {
+			return store, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the cluster's JetStream did not form within %s (are a majority of its servers up, and the first of --routes, %s, which creates the streams?): %w", s.cfg.ClusterWait, creator, err)
+		}
+		s.log.Info("waiting for the cluster: a majority of servers, and the streams made by the first of --routes", "creator", creator, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // DefaultConfig returns the defaults of `mrcluster serve`.
@@ -105,6 +162,7 @@ func DefaultConfig() Config {
 		MaxFileSize:     8 << 30,
 		SortBuffer:      mr.DefaultSortBuffer,
 		BackupAfter:     time.Second,
+		ClusterWait:     2 * time.Minute,
 	}
 }
 
@@ -183,14 +241,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}
 		}
 		s.natsToken = token
-		if s.emb, err = natsx.StartEmbedded(cfg.DataDir, cfg.NATSListen, token, s.log); err != nil {
+		if s.emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
+			DataDir: cfg.DataDir, Listen: cfg.NATSListen, Token: token, ServerName: cfg.ServerName,
+			ClusterName: cfg.ClusterName, ClusterListen: cfg.ClusterListen, Routes: cfg.Routes,
+		}, s.log); err != nil {
 			return nil, err
 		}
 	}
 	if s.nc, err = s.connect("mrcluster-server"); err != nil {
 		return nil, err
 	}
-	if s.store, err = natsx.Setup(ctx, s.nc, natsx.StoreConfig{AckWait: cfg.AckWait}); err != nil {
+	if s.store, err = s.setup(ctx); err != nil {
 		return nil, err
 	}
 	hub := event.NewHub()
@@ -207,6 +268,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.coord = coordinator.New(coordinator.Config{
 		Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts, Logger: s.log, Metrics: m,
 		Running: s.view.Workers, BackupAfter: cfg.BackupAfter,
+		Unqueued: s.view.Unqueued, RepairEvery: 10 * time.Second,
 	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err

@@ -20,7 +20,7 @@ import (
 func TestInterruptedSubmitIsRequeued(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	emb, err := natsx.StartEmbedded(dir, "127.0.0.1:0", "", slog.New(slog.DiscardHandler))
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 // With --nats, a server starts no NATS of its own and uses the one given.
 func TestExternalNATS(t *testing.T) {
 	t.Parallel()
-	emb, err := natsx.StartEmbedded(t.TempDir(), "127.0.0.1:0", "", slog.New(slog.DiscardHandler))
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

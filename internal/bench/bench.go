@@ -30,7 +30,7 @@ func JetStreamCeiling(ctx context.Context, n int) (float64, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	emb, err := natsx.StartEmbedded(dir, "127.0.0.1:0", "", slog.New(slog.DiscardHandler))
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return 0, err
 	}

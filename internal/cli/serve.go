@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
 // serveConfig is the configuration of `serve`, and the flags that set it.
@@ -57,6 +59,19 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Func("max-file-mb", fmt.Sprintf("largest dataset file an upload may store, in MiB (default %d; 0: no limit)", cfg.MaxFileSize>>20), mib(&cfg.MaxFileSize))
 	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", cfg.SortBuffer>>20), mib(&cfg.SortBuffer))
 	fs.StringVar(&cfg.TempDir, "temp-dir", "", "directory of map spills (default: the system's temporary directory)")
+	fs.StringVar(&cfg.ServerName, "server-name", "", "name of this server in a cluster, unique there (default: host name and --cluster-listen port)")
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "name of a cluster of servers to form with --routes (none: a server alone)")
+	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "127.0.0.1:6222", "address of this server's cluster routes, with --cluster-name")
+	fs.Func("routes", "comma-separated route URLs of the other servers, nats://HOST:PORT (their --cluster-listen)", func(v string) error {
+		cfg.Routes = nil
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				cfg.Routes = append(cfg.Routes, r)
+			}
+		}
+		return nil
+	})
+	fs.IntVar(&cfg.Replicas, "replicas", 0, "copies of each stream, bucket and object store across the cluster (0: 3 with two or more routes, else 1 per server)")
 	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
 	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&cfg.MemoryLimit))
 	c.fs = fs
@@ -73,6 +88,16 @@ func (c *serveConfig) load(args []string) error {
 		return fmt.Errorf("%s takes no arguments, got %q", c.fs.Name(), c.fs.Args())
 	}
 	c.AllowOrigins = splitList(c.origins)
+	if c.ClusterName != "" {
+		if c.ServerName == "" {
+			host, _ := os.Hostname()
+			_, port, _ := net.SplitHostPort(c.ClusterListen)
+			c.ServerName = host + "-" + port
+		}
+		if !natsx.IsLoopback(c.ClusterListen) && c.NATSToken == "" && c.NATSURL == "" {
+			return fmt.Errorf("--cluster-listen %s is beyond loopback: give every server of the cluster the same --nats-token, which routes and workers present", c.ClusterListen)
+		}
+	}
 	if c.tokenFile != "" {
 		if c.AuthToken != "" {
 			return fmt.Errorf("set --auth-token or --auth-token-file, not both")

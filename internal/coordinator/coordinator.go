@@ -43,6 +43,12 @@ type Config struct {
 	// median at the end of a phase.
 	Running     func() []job.WorkerStatus
 	BackupAfter time.Duration
+	// Unqueued returns the unfinished jobs not marked enqueued; with it,
+	// the coordinator queues the tasks of those that stay so, unchanged,
+	// for a whole RepairEvery: their submit or phase change was cut short
+	// (a server died, or JetStream was electing a leader).
+	Unqueued    func() []string
+	RepairEvery time.Duration
 }
 
 // Coordinator owns job records.
@@ -54,10 +60,9 @@ type Coordinator struct {
 	cache map[string]entry     // last record this server wrote or read, by job id
 	durs  map[string]durations // run times of finished tasks, by job, for backups
 
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	consume jetstream.ConsumeContext
-	sub     *nats.Subscription
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+	sub  *nats.Subscription
 }
 
 type entry struct {
@@ -190,13 +195,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("open consumer %s: %w", natsx.CoordConsumer, err)
 	}
 	msgs := make(chan jetstream.Msg, 1024)
-	c.consume, err = cons.Consume(func(m jetstream.Msg) { msgs <- m },
-		jetstream.PullMaxMessages(1024),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			c.log.Debug("results consumer", "err", err)
-		}))
-	if err != nil {
-		return fmt.Errorf("consume results: %w", err)
+	// Two fetch loops rather than Consume: each fetch is a new pull request,
+	// which after a change of the consumer's leader in a cluster goes to
+	// the new leader (a Consume was seen to stall there).
+	for range 2 {
+		c.wg.Go(func() { c.fetchResults(ctx, cons, msgs) })
 	}
 	c.sub, err = c.cfg.NC.QueueSubscribe(natsx.StartedSubject+">", "coordinator", func(m *nats.Msg) {
 		var s []job.TaskStarted
@@ -211,6 +214,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.cfg.BackupAfter > 0 && c.cfg.Running != nil {
 		c.wg.Go(func() { c.backupLoop(ctx) })
 	}
+	if c.cfg.Unqueued != nil && c.cfg.RepairEvery > 0 {
+		c.wg.Go(func() { c.repairLoop(ctx) })
+	}
 	return nil
 }
 
@@ -222,11 +228,34 @@ func (c *Coordinator) Stop() {
 	if c.sub != nil {
 		_ = c.sub.Unsubscribe()
 	}
-	if c.consume != nil {
-		c.consume.Stop()
-	}
 	c.stop()
 	c.wg.Wait()
+}
+
+// fetchResults pulls result messages until ctx ends.
+func (c *Coordinator) fetchResults(ctx context.Context, cons jetstream.Consumer, msgs chan<- jetstream.Msg) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			c.log.Debug("fetch results", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		for m := range batch.Messages() {
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				// Not applied: redelivered after the consumer's ack wait.
+			}
+		}
+	}
 }
 
 // recover publishes again the tasks of every job whose submit did not get
@@ -261,6 +290,44 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// repairLoop queues the tasks of jobs left unqueued: a job seen without its
+// enqueued mark at the same revision one period apart is stuck, as no
+// submit or phase change takes that long. Several servers may do it at
+// once: a task queued twice runs twice and counts once.
+func (c *Coordinator) repairLoop(ctx context.Context) {
+	seen := map[string]uint64{}
+	tick := time.NewTicker(c.cfg.RepairEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		next := map[string]uint64{}
+		for _, id := range c.cfg.Unqueued() {
+			j, rev, err := c.Get(ctx, id)
+			if err != nil || j.Enqueued || j.State.Terminal() {
+				continue
+			}
+			if seen[id] != rev {
+				next[id] = rev
+				continue
+			}
+			c.log.Warn("queuing the tasks of a job whose submit or phase change was cut short", "job", id, "phase", j.Phase)
+			if err := c.publishTasks(ctx, j); err != nil {
+				c.log.Warn("could not queue them yet; will try again", "job", id, "err", err)
+				next[id] = rev
+				continue
+			}
+			if _, err := c.update(ctx, id, func(j *job.Job) bool { changed := !j.Enqueued; j.Enqueued = true; return changed }); err != nil {
+				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
+			}
+		}
+		seen = next
+	}
 }
 
 // applyLoop applies results in batches: one write per job per batch.
@@ -314,8 +381,9 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			continue
 		}
 		var applied, dropped []job.TaskResult // of the attempt that was written
+		var stale bool
 		j, err := c.update(ctx, id, func(j *job.Job) bool {
-			applied, dropped = applied[:0], dropped[:0]
+			applied, dropped, stale = applied[:0], dropped[:0], false
 			k, ok := c.cfg.Kinds.Lookup(j.Kind)
 			if !ok {
 				j.State, j.Error = job.Failed, fmt.Sprintf("kind %q is not registered on this server; restart it with that kind", j.Kind)
@@ -324,6 +392,12 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 				return true
 			}
 			for _, r := range results {
+				if r.Phase == job.PhaseReduce && j.Phase == job.PhaseMap && !j.State.Terminal() {
+					// A reduce ran, so every map was done: this record is
+					// older than the one the reduce was queued from.
+					stale = true
+					return false
+				}
 				switch {
 				case j.Apply(r, k.Reduce):
 					applied = append(applied, r)
@@ -336,6 +410,10 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 		switch {
 		case job.ErrorCode(err) == job.ENotFound:
 			c.log.Warn("dropping results of a job that no longer exists", "job", id, "results", len(results))
+		case err == nil && stale:
+			c.forget(id)
+			err = errors.New("read a job record older than its results")
+			fallthrough
 		case err != nil:
 			c.log.Error("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
 			for _, m := range msgsByJob[id] {
@@ -468,7 +546,7 @@ func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) b
 			}
 			return j, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 100 {
+		if !natsx.IsConflict(err) || attempt >= 100 {
 			c.forget(id)
 			return nil, unavailable(fmt.Errorf("write job %s: %w", id, err))
 		}

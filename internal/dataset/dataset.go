@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
 // DefaultBlockSize is the size of a stored block of a file.
@@ -174,7 +175,7 @@ func (s *Store) update(ctx context.Context, ds string, create bool, fn func(*Dat
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !natsx.IsConflict(err) {
 			return unavailable(fmt.Errorf("write dataset %s: %w", ds, err))
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
@@ -21,7 +23,11 @@ type OpenBlock func(ctx context.Context, f job.InputFile, i int) (io.ReadCloser,
 func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser, error) {
 	r, err := s.Blocks.Get(ctx, blockName(f.Dataset, f.File, f.Upload, i))
 	if err != nil {
-		return nil, fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
+		err = fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
+		if !errors.Is(err, jetstream.ErrObjectNotFound) {
+			err = &job.StoreError{Err: err}
+		}
+		return nil, err
 	}
 	return r, nil
 }

@@ -168,3 +168,11 @@ func ParamsOf(ctx context.Context) map[string]any {
 	p, _ := ctx.Value(paramsKey{}).(map[string]any)
 	return p
 }
+
+// StoreError is a failure of the data store (JetStream not answering, a
+// leader being elected), not of the task's own work: the task runs again
+// later without the failure counting against it.
+type StoreError struct{ Err error }
+
+func (e *StoreError) Error() string { return e.Err.Error() }
+func (e *StoreError) Unwrap() error { return e.Err }

@@ -109,7 +109,7 @@ func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, erro
 		name := ShuffleName(t.Job, m, c, t.Partition)
 		obj, err := e.Shuffle.Get(ctx, name)
 		if err != nil {
-			return Outcome{}, fmt.Errorf("read map output %s: %w", name, err)
+			return Outcome{}, &job.StoreError{Err: fmt.Errorf("read map output %s: %w", name, err)}
 		}
 		defer obj.Close()
 		srcs = append(srcs, newRunReader(obj))
@@ -203,7 +203,10 @@ func WriteOutput(ctx context.Context, store jetstream.ObjectStore, k job.Kind, j
 	return bw.Flush()
 }
 
-// putStream stores what write writes as object name, streaming.
+var errStoreStopped = errors.New("the object store stopped reading")
+
+// putStream stores what write writes as object name, streaming. A failure
+// of the store is a *job.StoreError.
 func putStream(ctx context.Context, store jetstream.ObjectStore, name string, write func(io.Writer) error) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -213,11 +216,14 @@ func putStream(ctx context.Context, store jetstream.ObjectStore, name string, wr
 		done <- err
 	}()
 	_, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, pr)
-	_ = pr.CloseWithError(errors.New("store stopped reading"))
-	if werr := <-done; werr != nil && !errors.Is(werr, io.ErrClosedPipe) {
+	_ = pr.CloseWithError(errStoreStopped)
+	if werr := <-done; werr != nil && !errors.Is(werr, io.ErrClosedPipe) && !errors.Is(werr, errStoreStopped) {
 		return werr
 	}
-	return err
+	if err != nil {
+		return &job.StoreError{Err: err}
+	}
+	return nil
 }
 
 // DeleteJobObjects removes the committed intermediate outputs of j.

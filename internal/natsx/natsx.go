@@ -7,9 +7,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,32 +52,66 @@ type Embedded struct {
 	token string
 }
 
-// StartEmbedded starts a NATS server with JetStream file storage under
-// dataDir, listening for clients on listen ("host:port"; port 0 picks a free
-// one). With a token, every client must present it.
-func StartEmbedded(dataDir, listen, token string, logger *slog.Logger) (*Embedded, error) {
-	host, portStr, err := net.SplitHostPort(listen)
+// EmbeddedConfig configures the embedded NATS server.
+type EmbeddedConfig struct {
+	// DataDir holds JetStream's files (under jetstream/).
+	DataDir string
+	// Listen is the client address ("host:port"; port 0 picks a free one).
+	Listen string
+	// Token, when set, is required of every client, and of routes.
+	Token string
+	// ServerName names this server in a cluster; it must be unique there.
+	ServerName string
+	// ClusterName, ClusterListen and Routes form a cluster of servers:
+	// the name they share, this server's route address and the others'.
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+}
+
+// StartEmbedded starts a NATS server with JetStream file storage, alone or
+// as one node of a cluster of embedded servers.
+func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
+	host, port, err := hostPort(cfg.Listen, "--nats-listen")
 	if err != nil {
-		return nil, fmt.Errorf("nats listen address %q: %w", listen, err)
+		return nil, err
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("nats listen address %q: port is not a number", listen)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
+	name := cfg.ServerName
+	if name == "" {
+		name = "mrcluster"
 	}
 	opts := &server.Options{
-		ServerName: "mrcluster",
+		ServerName: name,
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
-		StoreDir:   filepath.Join(dataDir, "jetstream"),
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		NoSigs:     true,
 		NoLog:      true,
 	}
-	if token != "" {
-		opts.Authorization = token
+	if cfg.Token != "" {
+		opts.Authorization = cfg.Token
+	}
+	if cfg.ClusterName != "" {
+		chost, cport, err := hostPort(cfg.ClusterListen, "--cluster-listen")
+		if err != nil {
+			return nil, err
+		}
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: chost, Port: cport}
+		if cfg.Token != "" {
+			// Routes authenticate with the cluster's token too.
+			opts.Cluster.Username, opts.Cluster.Password = "mrcluster", cfg.Token
+		}
+		for _, r := range cfg.Routes {
+			u, err := url.Parse(strings.TrimSpace(r))
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("route %q: want nats://HOST:PORT, another server's --cluster-listen", r)
+			}
+			if cfg.Token != "" && u.User == nil {
+				u.User = url.UserPassword("mrcluster", cfg.Token)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -84,10 +120,26 @@ func StartEmbedded(dataDir, listen, token string, logger *slog.Logger) (*Embedde
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server did not become ready on %s within 30s (is the port taken? set --nats-listen)", listen)
+		return nil, fmt.Errorf("embedded NATS server did not become ready on %s within 30s (is the port taken? set --nats-listen)", cfg.Listen)
 	}
-	logger.Info("embedded NATS server ready", "client_url", srv.ClientURL(), "store_dir", opts.StoreDir)
-	return &Embedded{srv: srv, token: token}, nil
+	logger.Info("embedded NATS server ready", "client_url", srv.ClientURL(), "store_dir", opts.StoreDir,
+		"server_name", name, "cluster", cfg.ClusterName, "routes", len(opts.Routes))
+	return &Embedded{srv: srv, token: cfg.Token}, nil
+}
+
+func hostPort(addr, flag string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %q: %w", flag, addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %q: port is not a number", flag, addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
 }
 
 // ClientURL is the address remote workers connect to.
@@ -184,6 +236,9 @@ type StoreConfig struct {
 	// AckWait is how long a task may run without a sign of life from its
 	// worker before it is given to another worker.
 	AckWait time.Duration
+	// Replicas is how many servers of a cluster hold each stream, bucket
+	// and object store (1 when zero).
+	Replicas int
 }
 
 // Setup creates or updates every stream, bucket and consumer mrcluster uses.
@@ -194,12 +249,14 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
 	s := &Store{JS: js}
+	replicas := max(cfg.Replicas, 1)
 	if s.Tasks, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        TasksStream,
 		Description: "tasks waiting for a worker (work queue: a task leaves when a worker acks it)",
 		Subjects:    []string{TaskSubject + ">"},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", TasksStream, err)
 	}
@@ -210,6 +267,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      ResultsRetention,
+		Replicas:    replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", ResultsStream, err)
 	}
@@ -218,6 +276,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		Description: "job records, one key per job id",
 		History:     1,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", JobsBucket, err)
 	}
@@ -227,16 +286,24 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		History:     1,
 		TTL:         WorkerTTL,
 		Storage:     jetstream.MemoryStorage,
+		Replicas:    replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", WorkersBucket, err)
+	}
+	if s.Jobs, err = readFromLeader(ctx, js, s.Jobs, JobsBucket); err != nil {
+		return nil, err
 	}
 	if s.Datasets, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      DatasetsBucket,
 		Description: "dataset manifests: the files of each dataset and their blocks",
 		History:     1,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", DatasetsBucket, err)
+	}
+	if s.Datasets, err = readFromLeader(ctx, js, s.Datasets, DatasetsBucket); err != nil {
+		return nil, err
 	}
 	for _, o := range []struct {
 		dst  *jetstream.ObjectStore
@@ -249,9 +316,15 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		{&s.Output, OutputBucket, "job outputs, one object per reduce task", 0},
 	} {
 		if *o.dst, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket: o.name, Description: o.desc, TTL: o.age, Storage: jetstream.FileStorage,
+			Bucket: o.name, Description: o.desc, TTL: o.age, Storage: jetstream.FileStorage, Replicas: replicas,
 		}); err != nil {
 			return nil, fmt.Errorf("create object store %s: %w", o.name, err)
+		}
+		if err := leaderReads(ctx, js, "OBJ_"+o.name); err != nil {
+			return nil, err
+		}
+		if *o.dst, err = js.ObjectStore(ctx, o.name); err != nil {
+			return nil, fmt.Errorf("open object store %s: %w", o.name, err)
 		}
 	}
 	ackWait := cfg.AckWait
@@ -271,7 +344,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 		Durable:       CoordConsumer,
 		Description:   "applies task results to job records",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       10 * time.Second,
 		MaxAckPending: 20000,
 	}); err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", CoordConsumer, ResultsStream, err)
@@ -313,6 +386,100 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	return s, nil
 }
 
+// readFromLeader turns off direct gets on a bucket's stream and binds to it
+// again: with replicas, a direct get may be answered by a follower that
+// has not seen the last write yet, and a job record read stale would make
+// the coordinator drop a result as a duplicate. Reads then go to the
+// stream's leader.
+func readFromLeader(ctx context.Context, js jetstream.JetStream, _ jetstream.KeyValue, bucket string) (jetstream.KeyValue, error) {
+	if err := leaderReads(ctx, js, "KV_"+bucket); err != nil {
+		return nil, err
+	}
+	return js.KeyValue(ctx, bucket)
+}
+
+// leaderReads turns off direct gets on a stream. An object store's
+// objects are found by a get of their metadata: a stale one on a server
+// that just rejoined a cluster would cut a download short.
+func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.AllowDirect || cfg.MirrorDirect {
+		cfg.AllowDirect, cfg.MirrorDirect = false, false
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("make stream %s read from its leader: %w", stream, err)
+		}
+	}
+	return nil
+}
+
+// Available reports whether JetStream answers (in a cluster: whether its
+// leader is elected), within a second.
+func Available(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(ctx)
+	return err
+}
+
+// OpenServer binds to what another server's Setup created, consumers
+// included: a server of a cluster that is not the one creating them.
+func OpenServer(ctx context.Context, nc *nats.Conn) (*Store, error) {
+	s, err := Open(ctx, nc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Tasks.Consumer(ctx, WorkersConsumer); err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", WorkersConsumer, err)
+	}
+	if _, err := s.Results.Consumer(ctx, CoordConsumer); err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", CoordConsumer, err)
+	}
+	return s, nil
+}
+
+// CaughtUp reports whether this server (by name) holds a current copy of
+// every stream of the store, or leads it: what a server that rejoins a
+// cluster waits for before it serves, so that its reads are not stale.
+func (s *Store) CaughtUp(ctx context.Context, server string) error {
+	names := []string{TasksStream, ResultsStream, "KV_" + JobsBucket, "KV_" + DatasetsBucket,
+		"OBJ_" + BlocksBucket, "OBJ_" + ShuffleBucket, "OBJ_" + OutputBucket}
+	for _, n := range names {
+		st, err := s.JS.Stream(ctx, n)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", n, err)
+		}
+		c := st.CachedInfo().Cluster
+		if c == nil || c.Leader == server {
+			continue
+		}
+		if c.Leader == "" {
+			return fmt.Errorf("stream %s has no leader yet", n)
+		}
+		for _, r := range c.Replicas {
+			if r.Name == server && !r.Current {
+				return fmt.Errorf("this server's copy of stream %s is %d operations behind", n, r.Lag)
+			}
+		}
+	}
+	return nil
+}
+
+// RouteHost returns the host:port of a route URL.
+func RouteHost(route string) string {
+	if u, err := url.Parse(strings.TrimSpace(route)); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return route
+}
+
 // Ready checks that the streams answer.
 func (s *Store) Ready(ctx context.Context) error {
 	if _, err := s.Tasks.Info(ctx); err != nil {
@@ -322,4 +489,11 @@ func (s *Store) Ready(ctx context.Context) error {
 		return fmt.Errorf("stream %s: %w", ResultsStream, err)
 	}
 	return nil
+}
+
+// IsConflict reports whether a KV Create or Update lost a race: the key
+// exists, or its revision moved. Replicated buckets report a lost update as
+// ErrKeyRevisionMismatch, single-copy ones as ErrKeyExists.
+func IsConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }

@@ -252,3 +252,17 @@ func (v *View) ReadingJob(name string) (string, bool) {
 	}
 	return "", false
 }
+
+// Unqueued returns the unfinished jobs whose tasks are not all known to be
+// queued: a submit or a phase change in progress, or interrupted.
+func (v *View) Unqueued() []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []string
+	for id, j := range v.jobs {
+		if !j.State.Terminal() && !j.Enqueued {
+			out = append(out, id)
+		}
+	}
+	return out
+}

@@ -6,6 +6,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -231,6 +232,14 @@ func (p *Pool) run(i int, m jetstream.Msg) {
 	case ctx.Err() != nil:
 		// The job was canceled while the task ran.
 		_ = m.Ack()
+		p.idle(i, false)
+		return
+	}
+	var storeErr *job.StoreError
+	if errors.As(err, &storeErr) {
+		delay := p.backoff(1)
+		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
+		_ = m.NakWithDelay(delay)
 		p.idle(i, false)
 		return
 	}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// freePorts finds n free loopback ports for cluster routes, which every
+// server must know before any starts.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// Three servers form one cluster through their embedded NATS servers
+// (JetStream replicas 3). A wordcount submitted to one of them runs on the
+// workers of all three; one server is killed with SIGKILL in the middle of
+// the map phase; the job completes with the sequential output, counted
+// once, and the killed server, started again, rejoins and serves it.
+func TestThreeServerCluster(t *testing.T) {
+	t.Parallel()
+	ports := freePorts(t, 3)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	args := func(i int) []string {
+		return []string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dirs[i],
+			"--cluster-name", "mr", "--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--routes", strings.Join(routes, ","),
+			"--workers", "2", "--ack-wait", "2s", "--backup-after", "0"}
+	}
+	// Start all three at once: none is ready before a majority is up.
+	nodes := make([]*proc, 3)
+	waits := make([]<-chan []string, 3)
+	for i := range nodes {
+		nodes[i], waits[i] = spawn(t, servingLine, nil, args(i)...)
+	}
+	for i, n := range nodes {
+		m := n.ready(t, waits[i])
+		n.url, n.nats = m[1], m[2]
+	}
+	a, b := nodes[0].client(), nodes[1].client()
+	docs := books(t, 2)
+	var size int64
+	for _, d := range docs {
+		size += int64(len(d.Data))
+	}
+	upload(t, a, "books", docs)
+	j := b.SubmitSpec(t, map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": 12, "reducers": 3})
+	// Every server's workers take part.
+	j = a.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() || j.Tasks.Done >= 2 })
+	if j.State.Terminal() {
+		t.Fatalf("the job ended before the kill (%s): make it longer", apitest.Describe(j))
+	}
+	nodes[2].kill(t)
+	j = a.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
+	if j.State != job.Succeeded {
+		t.Fatalf("wordcount with a server killed: %s", apitest.Describe(j))
+	}
+	want := kinds.SeqWordCount(docs)
+	if got := b.Output(t, j.ID); got != want {
+		t.Fatalf("the output differs from the sequential count (%d against %d bytes)", len(got), len(want))
+	}
+	if j.Counters.InputBytes != size || j.Tasks.Done != 15 {
+		t.Fatalf("counted %d input bytes of %d and %d tasks of 15: a task counted twice or lost", j.Counters.InputBytes, size, j.Tasks.Done)
+	}
+	var h struct{ Tasks []job.TaskResult }
+	a.Do(t, "GET", "/api/v1/jobs/"+j.ID+"/tasks", "").JSON(t, &h)
+	hosts := map[string]bool{}
+	for _, r := range h.Tasks {
+		hosts[r.Worker[:strings.LastIndex(r.Worker, ".")]] = true
+	}
+	if len(hosts) < 2 {
+		t.Fatalf("tasks ran on %d worker pools, want the servers' pools to share them: %v", len(hosts), hosts)
+	}
+	// The killed server rejoins and serves the job.
+	again, lines := spawn(t, servingLine, nil, args(2)...)
+	m := again.ready(t, lines)
+	again.url = m[1]
+	c := again.client()
+	if got := c.Job(t, j.ID); got.State != job.Succeeded {
+		t.Fatalf("the rejoined server sees the job %s", apitest.Describe(got))
+	}
+	if got := c.Output(t, j.ID); got != want {
+		t.Fatal("the rejoined server serves a different output")
+	}
+}
