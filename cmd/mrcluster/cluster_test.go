@@ -33,7 +33,7 @@ func freePorts(t *testing.T, n int) []int {
 }
 
 // Three servers form one cluster through their embedded NATS servers
-// (JetStream replicas 3). A wordcount submitted to one of them runs on the
+// (JetStream replicas 3, routes over TLS). A wordcount submitted to one of them runs on the
 // workers of all three; one server is killed with SIGKILL in the middle of
 // the map phase; the job completes with the sequential output, counted
 // once, and the killed server, started again, rejoins and serves it.
@@ -45,10 +45,13 @@ func TestThreeServerCluster(t *testing.T) {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	// Routes speak TLS and verify each other's certificates.
+	ca, cert, key := certs(t, t.TempDir())
 	args := func(i int) []string {
 		return []string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dirs[i],
 			"--cluster-name", "mr", "--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--routes", strings.Join(routes, ","),
-			"--workers", "2", "--ack-wait", "2s", "--backup-after", "0"}
+			"--workers", "2", "--ack-wait", "2s", "--backup-after", "0",
+			"--nats-tls-cert", cert, "--nats-tls-key", key, "--nats-tls-ca", ca}
 	}
 	// Start all three at once: none is ready before a majority is up.
 	nodes := make([]*proc, 3)

@@ -67,7 +67,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var servingLine = regexp.MustCompile(`serving on (http://\S+) \(NATS for remote workers: (nats://[^)\s]+)\)`)
+var servingLine = regexp.MustCompile(`serving on (http://\S+) \(NATS for remote workers: ((?:nats|tls)://[^)\s]+)\)`)
 
 // start runs `mrcluster serve` on loopback with random ports and returns
 // once it serves.

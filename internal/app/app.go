@@ -94,6 +94,10 @@ type Config struct {
 	Routes        []string
 	Replicas      int
 	ClusterWait   time.Duration
+	// NATSTLSCert and NATSTLSKey make the embedded NATS server's client
+	// port and routes TLS-only; NATSTLSCA verifies routes, and the server
+	// of --nats.
+	NATSTLSCert, NATSTLSKey, NATSTLSCA string
 }
 
 // setup creates the streams and buckets. In a cluster of servers, it first
@@ -244,6 +248,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if s.emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, Token: token, ServerName: cfg.ServerName,
 			ClusterName: cfg.ClusterName, ClusterListen: cfg.ClusterListen, Routes: cfg.Routes,
+			TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey, TLSCA: cfg.NATSTLSCA,
 		}, s.log); err != nil {
 			return nil, err
 		}
@@ -324,7 +329,7 @@ func (s *Server) connect(name string) (*nats.Conn, error) {
 		}
 		return nc, nil
 	}
-	nc, err := natsx.Dial(s.cfg.NATSURL, name, s.cfg.NATSToken, s.log)
+	nc, err := natsx.Dial(s.cfg.NATSURL, name, s.cfg.NATSToken, s.cfg.NATSTLSCA, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", s.cfg.NATSURL, err)
 	}

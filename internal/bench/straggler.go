@@ -29,7 +29,7 @@ func Straggler(ctx context.Context, paths []string, size int64, m, r int, backup
 	if err := c.Upload(ctx, "corpus", paths); err != nil {
 		return 0, nil, err
 	}
-	nc, err := natsx.Dial(c.srv.NATSURL(), "slow worker", c.srv.NATSToken(), slog.New(slog.DiscardHandler))
+	nc, err := natsx.Dial(c.srv.NATSURL(), "slow worker", c.srv.NATSToken(), "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		return 0, nil, err
 	}

@@ -71,6 +71,9 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 		}
 		return nil
 	})
+	fs.StringVar(&cfg.NATSTLSCert, "nats-tls-cert", "", "PEM certificate: the embedded NATS server's client port and routes then speak TLS only")
+	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
+	fs.StringVar(&cfg.NATSTLSCA, "nats-tls-ca", "", "PEM CA that routes verify each other with, and that verifies the server of --nats")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "copies of each stream, bucket and object store across the cluster (0: 3 with two or more routes, else 1 per server)")
 	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
 	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&cfg.MemoryLimit))

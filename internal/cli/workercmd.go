@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	host, _ := os.Hostname()
 	name := fs.String("name", "", "name of this worker pool (default: the host name and a random suffix)")
 	sleepScale := fs.Float64("sleep-scale", 1, "multiplies the sleeps of the short and long kinds")
+	tlsCA := fs.String("nats-tls-ca", "", "PEM CA that verifies the cluster's NATS certificate, when its client port speaks TLS (--nats-tls-cert)")
 	natsToken := fs.String("nats-token", "", "token of the cluster's NATS client port (a server listening beyond loopback prints it)")
 	metricsAddr := fs.String("metrics-addr", "", "address to serve this worker's Prometheus metrics on, e.g. 127.0.0.1:9101 (none when empty)")
 	backoff := fs.Duration("retry-backoff", time.Second, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
@@ -58,7 +60,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if *name != "" {
 		poolName = app.Sanitize(*name)
 	}
-	nc, err := natsx.Dial(*url, "mrcluster-worker "+poolName, *natsToken, log)
+	nc, err := natsx.Dial(*url, "mrcluster-worker "+poolName, *natsToken, *tlsCA, log)
 	if err != nil {
 		return fmt.Errorf("NATS URL %s: %w", *url, err)
 	}
@@ -72,6 +74,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		cancel()
 		if err == nil {
 			break
+		}
+		if le := nc.LastError(); le != nil && (strings.Contains(le.Error(), "x509") || strings.Contains(le.Error(), "tls")) {
+			return fmt.Errorf("the NATS server at %s speaks TLS and this worker cannot check its certificate (%v): give the CA with --nats-tls-ca", *url, le)
 		}
 		if errors.Is(nc.LastError(), nats.ErrAuthorization) {
 			return fmt.Errorf("the NATS server at %s refused this worker's credentials: give it the cluster's token with --nats-token (or MRCLUSTER_NATS_TOKEN)", *url)

@@ -67,6 +67,11 @@ type EmbeddedConfig struct {
 	ClusterName   string
 	ClusterListen string
 	Routes        []string
+	// TLSCert and TLSKey, when set, make the client port and the routes
+	// speak TLS only (in-process connections stay plain: they never leave
+	// the process). TLSCA, when set, is the CA routes verify each other's
+	// certificates with.
+	TLSCert, TLSKey, TLSCA string
 }
 
 // StartEmbedded starts a NATS server with JetStream file storage, alone or
@@ -92,6 +97,12 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	if cfg.Token != "" {
 		opts.Authorization = cfg.Token
 	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		if opts.TLSConfig, err = server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey}); err != nil {
+			return nil, fmt.Errorf("--nats-tls-cert/--nats-tls-key: %w", err)
+		}
+		opts.TLSTimeout = 2
+	}
 	if cfg.ClusterName != "" {
 		chost, cport, err := hostPort(cfg.ClusterListen, "--cluster-listen")
 		if err != nil {
@@ -111,6 +122,16 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 				u.User = url.UserPassword("mrcluster", cfg.Token)
 			}
 			opts.Routes = append(opts.Routes, u)
+		}
+		if opts.TLSConfig != nil {
+			rt, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: cfg.TLSCA != ""})
+			if err != nil {
+				return nil, fmt.Errorf("route TLS: %w", err)
+			}
+			if cfg.TLSCA != "" {
+				rt.RootCAs = rt.ClientCAs // to check the servers this one dials
+			}
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = rt, 2
 		}
 	}
 	srv, err := server.NewServer(opts)
@@ -162,10 +183,13 @@ func (e *Embedded) Shutdown() {
 
 // Dial connects to an external NATS server or cluster at url, retrying for
 // ever in the background when it goes away.
-func Dial(url, name, token string, logger *slog.Logger) (*nats.Conn, error) {
+func Dial(url, name, token, tlsCA string, logger *slog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{}
 	if token != "" {
 		opts = append(opts, nats.Token(token))
+	}
+	if tlsCA != "" {
+		opts = append(opts, nats.RootCAs(tlsCA))
 	}
 	return nats.Connect(url, append(opts,
 		nats.Name(name),

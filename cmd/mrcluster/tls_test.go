@@ -1,0 +1,83 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// certs writes a CA and a certificate it signed for 127.0.0.1 into dir and
+// returns their paths.
+func certs(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mrcluster test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caTmpl, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", srvDER), write("key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+// With a certificate, the NATS client port speaks TLS only: a worker that
+// trusts the CA runs the cluster's tasks, one that does not exits non-zero
+// saying what to give it, and the server's own workers (in-process) are
+// unaffected.
+func TestNATSTLS(t *testing.T) {
+	t.Parallel()
+	ca, cert, key := certs(t, t.TempDir())
+	p := start(t, t.TempDir(), nil, "--workers", "1", "--sleep-scale", "0.001", "--nats-tls-cert", cert, "--nats-tls-key", key)
+	out, err := exec.Command(binary, "worker", "--nats", p.nats).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--nats-tls-ca") {
+		t.Fatalf("worker without the CA: %v\n%s", err, out)
+	}
+	launch(t, workerReady, nil, "worker", "--nats", p.nats, "--nats-tls-ca", ca, "--concurrency", "2", "--name", "tls", "--sleep-scale", "0.001")
+	c := p.client()
+	c.AwaitIdleWorkers(t, 3)
+	j := c.Submit(t, "short", 12)
+	if j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() }); j.State != job.Succeeded {
+		t.Fatalf("job with a TLS worker: %s", apitest.Describe(j))
+	}
+	var h struct{ Tasks []job.TaskResult }
+	c.Do(t, "GET", "/api/v1/jobs/"+j.ID+"/tasks", "").JSON(t, &h)
+	for _, r := range h.Tasks {
+		if strings.HasPrefix(r.Worker, "tls.") {
+			return
+		}
+	}
+	t.Fatalf("no task ran on the TLS worker: %+v", h.Tasks)
+}
