@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -206,6 +207,7 @@ type Server struct {
 	coord     *coordinator.Coordinator
 	pool      *worker.Pool
 	view      *view.View
+	viewReady atomic.Pointer[view.View] // the view, once started: read by the coordinator's loops
 	api       *httpapi.Server
 	http      *http.Server
 	ln        net.Listener
@@ -259,21 +261,24 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.store, err = s.setup(ctx); err != nil {
 		return nil, err
 	}
-	hub := event.NewHub()
-	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
-	if err = s.view.Start(ctx); err != nil {
-		return nil, err
-	}
-	select {
-	case <-s.view.Ready():
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 	m := metrics.New()
 	s.coord = coordinator.New(coordinator.Config{
 		Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts, Logger: s.log, Metrics: m,
-		Running: s.view.Workers, BackupAfter: cfg.BackupAfter,
-		Unqueued: s.view.Unqueued, RepairEvery: 10 * time.Second,
+		// The view starts after the workers (so that a server is seen with
+		// all of them once it serves); until then these see nothing.
+		Running: func() []job.WorkerStatus {
+			if v := s.viewReady.Load(); v != nil {
+				return v.Workers()
+			}
+			return nil
+		},
+		Unqueued: func() []string {
+			if v := s.viewReady.Load(); v != nil {
+				return v.Unqueued()
+			}
+			return nil
+		},
+		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err
@@ -299,6 +304,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	hub := event.NewHub()
+	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
+	if err = s.view.Start(ctx); err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.view.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.viewReady.Store(s.view)
 	s.api = httpapi.New(httpapi.Config{
 		Jobs: s.coord, View: s.view, Hub: hub, Kinds: cfg.Kinds,
 		Datasets:      &dataset.Store{KV: s.store.Datasets, Blocks: s.store.Blocks, MaxFileSize: cfg.MaxFileSize},
