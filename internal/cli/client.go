@@ -120,22 +120,13 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--wait] [--server URL]")
 		fs.PrintDefaults()
 	}
-	// Flags may come after the positional arguments.
-	var pos []string
-	for len(args) > 0 {
-		if err := parse(fs, args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
 	}
 	n := *partitions
 	switch {
 	case len(pos) == 2 && n == 0:
-		var err error
 		if n, err = strconv.Atoi(pos[1]); err != nil {
 			return fmt.Errorf("partition count must be an integer, got %q", pos[1])
 		}
@@ -370,4 +361,21 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintln(stdout)
 	return nil
+}
+
+// parseInterspersed parses args into fs, letting flags come after the
+// positional arguments, which it returns.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := parse(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return pos, nil
 }

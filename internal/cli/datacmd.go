@@ -23,16 +23,9 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sub, args := args[0], args[1:]
 	fs, server := clientFlags("dataset "+sub, stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
-	var pos []string
-	for len(args) > 0 {
-		if err := parse(fs, args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
 	}
 	c := newClient(server)
 	switch sub {

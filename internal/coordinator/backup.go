@@ -77,14 +77,7 @@ func (c *Coordinator) stopOtherCopies(j *job.Job, r job.TaskResult) {
 
 // backupLoop looks for stragglers until ctx ends.
 func (c *Coordinator) backupLoop(ctx context.Context) {
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, 250*time.Millisecond, func() {
 		byJob := map[string][]job.WorkerStatus{}
 		for _, s := range c.cfg.Running() {
 			if s.Busy && s.TaskStartedAt != nil && !s.Stopping {
@@ -100,6 +93,20 @@ func (c *Coordinator) backupLoop(ctx context.Context) {
 				continue
 			}
 			c.backup(ctx, j, ws, time.Now())
+		}
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			fn()
 		}
 	}
 }

@@ -298,14 +298,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 // once: a task queued twice runs twice and counts once.
 func (c *Coordinator) repairLoop(ctx context.Context) {
 	seen := map[string]uint64{}
-	tick := time.NewTicker(c.cfg.RepairEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, c.cfg.RepairEvery, func() {
 		next := map[string]uint64{}
 		for _, id := range c.cfg.Unqueued() {
 			j, rev, err := c.Get(ctx, id)
@@ -327,7 +320,7 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 			}
 		}
 		seen = next
-	}
+	})
 }
 
 // applyLoop applies results in batches: one write per job per batch.
