@@ -1,11 +1,7 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 
@@ -15,25 +11,12 @@ import (
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
-// books reads the test corpus, copies times over (13 MB at 4), as the
-// documents a sequential word count reads.
+// books returns the test corpus (see kinds.Corpus), copies times over
+// (13 MB at 4).
 func books(t *testing.T, copies int) []kinds.Doc {
 	t.Helper()
-	paths, _ := filepath.Glob("../../../shared/corpus/gutenberg/*.txt")
-	if len(paths) == 0 {
-		t.Fatal("the corpus is missing: ../shared/corpus/gutenberg/*.txt next to the repository")
-	}
-	sort.Strings(paths)
-	var docs []kinds.Doc
-	for i := range copies {
-		for _, p := range paths {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			docs = append(docs, kinds.Doc{Name: fmt.Sprintf("%d-%s", i, filepath.Base(p)), Data: data})
-		}
-	}
+	docs, source := kinds.Corpus(copies)
+	t.Logf("corpus: %s", source)
 	return docs
 }
 

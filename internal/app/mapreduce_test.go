@@ -3,8 +3,6 @@ package app_test
 import (
 	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,22 +13,11 @@ import (
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
-// gutenberg reads the test corpus of eight books, sorted by name.
+// gutenberg returns the test corpus (see kinds.Corpus), once over.
 func gutenberg(t *testing.T) []kinds.Doc {
 	t.Helper()
-	paths, err := filepath.Glob("../../../shared/corpus/gutenberg/*.txt")
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("the corpus is missing (../shared/corpus/gutenberg/*.txt next to the repository): %v", err)
-	}
-	sort.Strings(paths)
-	var docs []kinds.Doc
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs = append(docs, kinds.Doc{Name: filepath.Base(p), Data: data})
-	}
+	docs, source := kinds.Corpus(1)
+	t.Logf("corpus: %s", source)
 	return docs
 }
 
