@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -23,6 +24,8 @@ func TestAuthToken(t *testing.T) {
 		{"POST", "/short/1", "", 401, "needs a token"},
 		{"POST", "/api/v1/jobs", "", 401, "Authorization: Bearer"},
 		{"POST", "/api/v1/jobs/x/cancel", "", 401, "needs a token"},
+		{"PUT", "/api/v1/datasets/d/files/f", "", 401, "needs a token"},
+		{"DELETE", "/api/v1/datasets/d", "", 401, "needs a token"},
 		{"POST", "/short/1", "Bearer wrong", 401, "not this server's"},
 		{"POST", "/short/1", "Basic czNjcmV0", 401, "needs a token"},
 		{"POST", "/noop/1", "Bearer s3cret", 200, ""},
@@ -135,4 +138,31 @@ func TestSubmitRateLimit(t *testing.T) {
 	if r := b.do(t, "POST", "/noop/0", ""); r.Status != 400 {
 		t.Fatalf("bad input when rate-limited: %d %s", r.Status, r.Body)
 	}
+}
+
+// TestDatasetFileLimit: an upload beyond --max-file-mb is refused with 413,
+// whether the client says its length or streams it, and leaves nothing.
+func TestDatasetFileLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.MaxFileSize = 1000 })
+	big := strings.Repeat("word ", 300)
+	r := b.do(t, "PUT", "/api/v1/datasets/d/files/f", big)
+	if r.Status != http.StatusRequestEntityTooLarge || !strings.Contains(string(r.Body), "1000 bytes") {
+		t.Fatalf("sized upload over the limit: %d %s", r.Status, r.Body)
+	}
+	// Streamed without a length: refused once it passes the limit.
+	req, _ := http.NewRequestWithContext(apitest.Context(t), "PUT", b.srv.URL()+"/api/v1/datasets/d/files/f", io.NopCloser(strings.NewReader(big)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "--max-file") {
+		t.Fatalf("streamed upload over the limit: %d %s", resp.StatusCode, body)
+	}
+	if r := b.do(t, "GET", "/api/v1/datasets/d", ""); r.Status != http.StatusNotFound {
+		t.Fatalf("a refused upload left a dataset: %d %s", r.Status, r.Body)
+	}
+	b.client().PutFile(t, "d", "f", []byte("small enough"))
 }

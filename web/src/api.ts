@@ -17,6 +17,10 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : raw ? body : JSON.stringify(body) })
   if (resp.status === 204) return undefined as T
   const data = await resp.json().catch(() => ({}))
+  if (resp.status === 401) {
+    // The page asks for the token; the action can be tried again after.
+    window.dispatchEvent(new CustomEvent('mrcluster:unauthorized'))
+  }
   if (!resp.ok) {
     throw new RequestError(resp.status, data.error ?? { code: 'http', message: `${method} ${path}: ${resp.status}` })
   }

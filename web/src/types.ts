@@ -30,6 +30,7 @@ export interface Worker {
   stopping: boolean
   job_id: string
   partition: number
+  phase?: 'map' | 'reduce'
   attempt: number
   task_started_at?: string
   tasks_done: number
