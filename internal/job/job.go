@@ -67,6 +67,9 @@ type Job struct {
 	// Backups lists the tasks ("phase/partition", "map/3") a backup copy
 	// was started for.
 	Backups []string `json:"backups,omitempty"`
+	// History lists the job's states, and the start of its reduce phase,
+	// with when it entered each.
+	History []Step `json:"history,omitempty"`
 
 	Failed     int        `json:"failed"`
 	Result     *Result    `json:"result,omitempty"`
@@ -74,6 +77,13 @@ type Job struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Step is one entry of a job's history: a state, or "reduce" for the
+// start of the reduce phase.
+type Step struct {
+	State string    `json:"state"`
+	At    time.Time `json:"at"`
 }
 
 // Result is what a job's reduce produced.

@@ -2,6 +2,7 @@ package job_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,20 @@ func TestCloneSharesNothingApplyChanges(t *testing.T) {
 	}
 	if c.MapCommits[0] != "aa" || c.Counters.InputBytes != 5 {
 		t.Fatalf("the clone did not change: %+v", c)
+	}
+}
+
+// TestHistoryRecordsEachState: a data job's history is queued, running,
+// reduce, succeeded, in order and at the times of the results.
+func TestHistoryRecordsEachState(t *testing.T) {
+	t0 := time.Unix(1000, 0).UTC()
+	j := job.New("wordcount_x", job.Spec{Kind: "wordcount", Partitions: 1}, t0)
+	j.Phase, j.Reducers, j.MapCommits = job.PhaseMap, 1, make([]string, 1)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	j.Apply(job.TaskResult{Partition: 0, Commit: "m", StartedAt: at(1), FinishedAt: at(2)}, job.SumReduce)
+	j.Apply(job.TaskResult{Phase: job.PhaseReduce, Partition: 0, Commit: "r", StartedAt: at(3), FinishedAt: at(4)}, job.SumReduce)
+	want := []job.Step{{State: "queued", At: t0}, {State: "running", At: at(1)}, {State: "reduce", At: at(2)}, {State: "succeeded", At: at(4)}}
+	if fmt.Sprint(j.History) != fmt.Sprint(want) {
+		t.Fatalf("history %v, want %v", j.History, want)
 	}
 }

@@ -16,7 +16,13 @@ func New(id string, spec Spec, now time.Time) *Job {
 		State:      Queued,
 		Values:     NewValues(spec.Partitions),
 		CreatedAt:  now,
+		History:    []Step{{State: string(Queued), At: now}},
 	}
+}
+
+// step records that the job entered state (or phase) at t.
+func (j *Job) step(state string, t time.Time) {
+	j.History = append(j.History, Step{State: state, At: t})
 }
 
 // Clone returns a copy of j that can be changed without changing j.
@@ -29,6 +35,7 @@ func (j *Job) Clone() *Job {
 	c.ReduceCommits = slices.Clone(j.ReduceCommits)
 	c.Backups = slices.Clone(j.Backups)
 	c.Preview = slices.Clone(j.Preview)
+	c.History = slices.Clone(j.History)
 	if j.Counters != nil {
 		counters := *j.Counters
 		c.Counters = &counters
@@ -73,6 +80,7 @@ func (j *Job) Start(at time.Time) bool {
 	}
 	j.State = Running
 	j.StartedAt = &at
+	j.step(string(Running), at)
 	return true
 }
 
@@ -107,6 +115,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 			j.Phase = PhaseReduce
 			j.ReduceCommits = make([]string, j.Reducers)
 			j.Enqueued = false
+			j.step(PhaseReduce, r.FinishedAt)
 		}
 		return true
 	}
@@ -115,6 +124,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 		j.Result = &res
 		j.State = Succeeded
 		j.FinishedAt = &r.FinishedAt
+		j.step(string(Succeeded), r.FinishedAt)
 	}
 	return true
 }
@@ -126,6 +136,7 @@ func (j *Job) Cancel(at time.Time) error {
 	}
 	j.State = Canceled
 	j.FinishedAt = &at
+	j.step(string(Canceled), at)
 	return nil
 }
 
@@ -134,6 +145,7 @@ func (j *Job) fail(r TaskResult, what string) {
 	j.State = Failed
 	j.Error = fmt.Sprintf("%s %d failed on worker %s (attempt %d of %d): %s", what, r.Partition, r.Worker, r.Attempt, max(j.MaxAttempts, 1), r.Error)
 	j.FinishedAt = &r.FinishedAt
+	j.step(string(Failed), r.FinishedAt)
 }
 
 func (j *Job) count(r TaskResult) {
@@ -162,6 +174,7 @@ func (j *Job) applyReduce(r TaskResult) bool {
 	if j.ReduceDone == j.Reducers {
 		j.State = Succeeded
 		j.FinishedAt = &r.FinishedAt
+		j.step(string(Succeeded), r.FinishedAt)
 	}
 	return true
 }

@@ -23,7 +23,9 @@ type Job struct {
 	Counters *job.Counters `json:"counters,omitempty"`
 	Preview  []string      `json:"preview,omitempty"`
 	// Backups lists the tasks a backup copy was started for ("map/3").
-	Backups    []string    `json:"backups,omitempty"`
+	Backups []string `json:"backups,omitempty"`
+	// History lists the states the job went through, and when.
+	History    []job.Step  `json:"history"`
 	Tasks      TaskCounts  `json:"tasks"`
 	Result     *job.Result `json:"result"`
 	Error      string      `json:"error"`
@@ -64,7 +66,7 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 	}
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: j.State, Partitions: j.Partitions, Params: j.Params,
-		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: j.Counters, Backups: j.Backups,
+		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: j.Counters, Backups: j.Backups, History: j.History,
 		Tasks: c, Result: j.Result, Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}

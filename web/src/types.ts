@@ -13,6 +13,8 @@ export interface Job {
   phase?: 'map' | 'reduce'
   counters?: Counters
   preview?: string[]
+  backups?: string[]
+  history?: { state: string; at: string }[]
   tasks: TaskCounts
   result: { values: number[]; sum: number } | null
   error: string

@@ -78,7 +78,10 @@ describe('JobDetail of a data job', () => {
     const job: Job = {
       id: 'wordcount_x', kind: 'wordcount', state: 'succeeded', partitions: 4, input: ['books'], reducers: 2, phase: 'reduce',
       counters: { input_bytes: 2048, input_records: 10, map_output_records: 30, reduce_output_records: 7 },
-      preview: ['a 3', 'b 1'], tasks: { total: 6, queued: 0, running: 0, done: 6, failed: 0 },
+      preview: ['a 3', 'b 1'], backups: ['map/2'],
+      history: [{ state: 'queued', at: '2026-11-27T10:00:00Z' }, { state: 'running', at: '2026-11-27T10:00:00.2Z' },
+        { state: 'reduce', at: '2026-11-27T10:00:00.8Z' }, { state: 'succeeded', at: '2026-11-27T10:00:01Z' }],
+      tasks: { total: 6, queued: 0, running: 0, done: 6, failed: 0 },
       result: null, error: '', created_at: '2026-11-27T10:00:00Z', started_at: '2026-11-27T10:00:00Z', finished_at: '2026-11-27T10:00:01Z',
     }
     vi.stubGlobal('fetch', vi.fn(async (url: string) => new Response(JSON.stringify(url.endsWith('/tasks') ? { tasks: [] } : job), { status: 200 })))
@@ -88,5 +91,8 @@ describe('JobDetail of a data job', () => {
     expect(w.find('[data-test="output-records"]').text()).toContain('7')
     expect(w.find('[data-test="preview"]').text()).toBe('a 3\nb 1')
     expect(w.find('[data-test="download"]').attributes('href')).toBe('/api/v1/jobs/wordcount_x/output?download=1')
+    expect(w.findAll('[data-test="history"] li .badge').map((b) => b.text())).toEqual(['queued', 'running', 'reduce phase', 'succeeded'])
+    expect(w.find('[data-test="history"]').text()).toContain('+200 ms')
+    expect(w.find('[data-test="backups"]').text()).toContain('map/2')
   })
 })
