@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -158,15 +159,14 @@ func (v *View) Queue() (jobs []QueuedJob, depth int) {
 	defer v.mu.RUnlock()
 	running := v.runningByJob()
 	jobs = []QueuedJob{}
-	for _, j := range v.sorted {
-		if j.State.Terminal() {
-			continue
-		}
+	for _, j := range v.active {
 		if q := v.resource(j, running).Tasks.Queued; q > 0 {
 			jobs = append(jobs, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: q})
 			depth += q
 		}
 	}
+	// Oldest first, as the queue serves them (ids sort by age after the kind).
+	sort.Slice(jobs, func(a, b int) bool { return age(jobs[a].Job) < age(jobs[b].Job) })
 	return jobs, depth
 }
 
@@ -247,8 +247,8 @@ func (v *View) TaskTotals() (queued, running int) {
 func (v *View) ReadingJob(name string) (string, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	for _, j := range v.jobs {
-		if !j.State.Terminal() && slices.Contains(j.Input, name) {
+	for _, j := range v.active {
+		if slices.Contains(j.Input, name) {
 			return j.ID, true
 		}
 	}
@@ -261,10 +261,18 @@ func (v *View) Unqueued() []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []string
-	for id, j := range v.jobs {
-		if !j.State.Terminal() && !j.Enqueued {
+	for id, j := range v.active {
+		if !j.Enqueued {
 			out = append(out, id)
 		}
 	}
 	return out
+}
+
+// age is the part of a job id that sorts by creation.
+func age(id string) string {
+	if i := strings.IndexByte(id, '_'); i >= 0 {
+		return id[i+1:]
+	}
+	return id
 }

@@ -36,7 +36,8 @@ type View struct {
 
 	mu      sync.RWMutex
 	jobs    map[string]*job.Job
-	sorted  []*job.Job // oldest first
+	active  map[string]*job.Job // the unfinished jobs: what the queue and the admission check read
+	sorted  []*job.Job          // oldest first
 	workers map[string]worker
 	changed chan struct{}
 
@@ -63,6 +64,7 @@ func New(cfg Config) *View {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		jobs:    map[string]*job.Job{},
+		active:  map[string]*job.Job{},
 		workers: map[string]worker{},
 		changed: make(chan struct{}),
 		started: map[string][]job.TaskStarted{},
@@ -160,6 +162,7 @@ func (v *View) applyJob(e jetstream.KeyValueEntry, initial bool) {
 		v.mu.Lock()
 		if j, ok := v.jobs[e.Key()]; ok {
 			delete(v.jobs, e.Key())
+			delete(v.active, e.Key())
 			i := v.index(j)
 			v.sorted = append(v.sorted[:i], v.sorted[i+1:]...)
 			v.notify()
@@ -175,6 +178,11 @@ func (v *View) applyJob(e jetstream.KeyValueEntry, initial bool) {
 	v.mu.Lock()
 	prev := v.jobs[j.ID]
 	v.jobs[j.ID] = j
+	if j.State.Terminal() {
+		delete(v.active, j.ID)
+	} else {
+		v.active[j.ID] = j
+	}
 	if prev == nil {
 		i := v.index(j)
 		v.sorted = append(v.sorted, nil)

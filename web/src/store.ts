@@ -7,10 +7,15 @@ import type { ClusterEvent, Job, Kind, QueuedJob, Worker } from './types'
 export interface State {
   connection: 'connecting' | 'live' | 'reconnecting'
   jobs: Map<string, Job>
-  order: string[] // job ids, newest first
+  // job ids, oldest first: new jobs are appended, which a reactive array
+  // does in O(1) (inserting at its front costs a reactive write per element)
+  order: string[]
   workers: Map<string, Worker>
-  queue: QueuedJob[]
+  queue: QueuedJob[] // the jobs with waiting tasks, oldest first (up to queueShown)
   queueDepth: number
+  // waiting tasks by job: kept per event in O(1), so that a page watching
+  // thousands of jobs keeps up; queue is rebuilt from it at most 4 times a second
+  waiting: Map<string, { kind: string; n: number }>
   kinds: Kind[]
   // tasks done per second, one sample a second, the last minute
   rate: number[]
@@ -20,38 +25,47 @@ export interface State {
 
 export function newState(): State {
   return reactive({
-    connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0,
+    connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0, waiting: new Map(),
     kinds: [], rate: [], depthHistory: [], doneThisSecond: 0,
   }) as State
 }
 
-// upsertJob records a job resource, keeping order newest first.
+// upsertJob records a job resource, keeping order oldest first.
 export function upsertJob(s: State, j: Job) {
   if (!s.jobs.has(j.id)) {
     const newer = (id: string) => {
       const o = s.jobs.get(id)!
       return o.created_at > j.created_at || (o.created_at === j.created_at && o.id > j.id)
     }
-    let i = 0
-    while (i < s.order.length && newer(s.order[i])) i++
-    s.order.splice(i, 0, j.id)
+    let i = s.order.length
+    while (i > 0 && newer(s.order[i - 1])) i--
+    if (i === s.order.length) s.order.push(j.id)
+    else s.order.splice(i, 0, j.id)
   }
   s.jobs.set(j.id, j)
 }
 
-// recomputeQueue derives the waiting tasks from the unfinished jobs.
-export function recomputeQueue(s: State) {
-  const q: QueuedJob[] = []
-  let depth = 0
-  for (const id of [...s.order].reverse()) {
-    const j = s.jobs.get(id)!
-    if (j.state === 'queued' || j.state === 'running') {
-      if (j.tasks.queued > 0) q.push({ job: j.id, kind: j.kind, waiting: j.tasks.queued })
-      depth += j.tasks.queued
-    }
-  }
-  s.queue = q
-  s.queueDepth = depth
+// newestFirst lists the job ids newest first.
+export function newestFirst(s: State): string[] {
+  return [...s.order].reverse()
+}
+
+// noteWaiting updates the waiting tasks of one job and the depth.
+export function noteWaiting(s: State, j: Job) {
+  const n = j.state === 'queued' || j.state === 'running' ? j.tasks.queued : 0
+  const old = s.waiting.get(j.id)?.n ?? 0
+  if (n > 0) s.waiting.set(j.id, { kind: j.kind, n })
+  else s.waiting.delete(j.id)
+  s.queueDepth += n - old
+}
+
+const queueShown = 12
+
+// rebuildQueue lists the first jobs with waiting tasks, oldest first (ids
+// sort by age).
+export function rebuildQueue(s: State) {
+  const ids = [...s.waiting.keys()].sort((a, b) => (a.slice(a.indexOf('_')) < b.slice(b.indexOf('_')) ? -1 : 1))
+  s.queue = ids.slice(0, queueShown).map((id) => ({ job: id, kind: s.waiting.get(id)!.kind, waiting: s.waiting.get(id)!.n }))
 }
 
 // apply applies one event; it returns true when the client must reload.
@@ -71,19 +85,22 @@ export function apply(s: State, ev: ClusterEvent): boolean {
   }
   if (ev.type.startsWith('job.')) {
     upsertJob(s, ev.data as Job)
-    recomputeQueue(s)
+    noteWaiting(s, ev.data as Job)
   }
   return false
 }
 
 export async function load(s: State) {
-  const [jobs, workers, kinds] = await Promise.all([api.jobs('', 200), api.workers(), api.kinds()])
+  const [jobs, workers, kinds, queue] = await Promise.all([api.jobs('', 200), api.workers(), api.kinds(), api.queue()])
   s.jobs = new Map()
   s.order = []
-  for (const j of jobs.jobs) upsertJob(s, j)
+  for (const j of [...jobs.jobs].reverse()) upsertJob(s, j)
   s.workers = new Map(workers.workers.map((w) => [w.key, w]))
   s.kinds = kinds.kinds
-  recomputeQueue(s)
+  // The server's queue covers every job, not only the 200 loaded.
+  s.waiting = new Map(queue.jobs.map((q) => [q.job, { kind: q.kind, n: q.waiting }]))
+  s.queueDepth = queue.depth
+  rebuildQueue(s)
 }
 
 // connect follows the events websocket, reloading on connect and on
@@ -97,6 +114,7 @@ export function connect(s: State): () => void {
     s.depthHistory = [...s.depthHistory.slice(-59), s.queueDepth]
     s.doneThisSecond = 0
   }, 1000)
+  const queueTick = setInterval(() => rebuildQueue(s), 250)
   const open = () => {
     ws = new WebSocket(eventsURL())
     ws.onopen = async () => {
@@ -108,8 +126,21 @@ export function connect(s: State): () => void {
         ws?.close()
       }
     }
+    // Events are applied in batches, at most every 50 ms: a render per
+    // event would cost the page a pass over every job, thousands of times
+    // a second when thousands of jobs are submitted.
+    let pending: ClusterEvent[] = []
+    let timer: ReturnType<typeof setTimeout> | null = null
     ws.onmessage = (m) => {
-      if (apply(s, JSON.parse(m.data))) load(s).catch(() => ws?.close())
+      pending.push(JSON.parse(m.data))
+      timer ??= setTimeout(() => {
+        timer = null
+        const batch = pending
+        pending = []
+        let reload = false
+        for (const ev of batch) reload = apply(s, ev) || reload
+        if (reload) load(s).catch(() => ws?.close())
+      }, 50)
     }
     ws.onclose = () => {
       if (stopped) return
@@ -122,6 +153,7 @@ export function connect(s: State): () => void {
   return () => {
     stopped = true
     clearInterval(tick)
+    clearInterval(queueTick)
     ws?.close()
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { apply, newState, upsertJob } from '../store'
+import { apply, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
 import type { Job } from '../types'
 
 function job(id: string, created: string, over: Partial<Job> = {}): Job {
@@ -16,7 +16,7 @@ describe('store', () => {
     upsertJob(s, job('b', '2026-01-01T00:00:02Z'))
     upsertJob(s, job('a', '2026-01-01T00:00:01Z'))
     upsertJob(s, job('c', '2026-01-01T00:00:03Z'))
-    expect(s.order).toEqual(['c', 'b', 'a'])
+    expect(newestFirst(s)).toEqual(['c', 'b', 'a'])
   })
 
   it('applies job events as deltas and derives the queue', () => {
@@ -24,13 +24,28 @@ describe('store', () => {
     apply(s, { type: 'job.submitted', time: '', data: job('a', '2026-01-01T00:00:01Z') })
     expect(s.queueDepth).toBe(4)
     apply(s, { type: 'job.progress', time: '', data: job('a', '2026-01-01T00:00:01Z', { state: 'running', tasks: { total: 4, queued: 1, running: 3, done: 0, failed: 0 } }) })
+    rebuildQueue(s)
     expect(s.queue).toEqual([{ job: 'a', kind: 'short', waiting: 1 }])
+    expect(s.queueDepth).toBe(1)
     apply(s, { type: 'task.done', time: '', data: { job: 'a', partitions: [0, 1, 2] } })
     expect(s.doneThisSecond).toBe(3)
     apply(s, { type: 'job.succeeded', time: '', data: job('a', '2026-01-01T00:00:01Z', { state: 'succeeded', tasks: { total: 4, queued: 0, running: 0, done: 4, failed: 0 }, result: { values: [1, 1, 1, 1], sum: 4 } }) })
     expect(s.queueDepth).toBe(0)
     expect(s.jobs.get('a')!.result!.sum).toBe(4)
     expect(s.order).toEqual(['a'])
+  })
+
+  it('keeps the queue depth in step over thousands of job events', () => {
+    const s = newState()
+    for (let i = 0; i < 5000; i++) {
+      const id = `noop_${String(i).padStart(5, '0')}`
+      apply(s, { type: 'job.submitted', time: '', data: job(id, '2026-01-01T00:00:01Z', { kind: 'noop', tasks: { total: 1, queued: 1, running: 0, done: 0, failed: 0 } }) })
+      if (i % 2) apply(s, { type: 'job.succeeded', time: '', data: job(id, '2026-01-01T00:00:01Z', { state: 'succeeded', tasks: { total: 1, queued: 0, running: 0, done: 1, failed: 0 } }) })
+    }
+    rebuildQueue(s)
+    expect(s.queueDepth).toBe(2500)
+    expect(s.queue.length).toBe(12)
+    expect(s.queue[0].job).toBe('noop_00000')
   })
 
   it('tracks workers and asks for a reload on resync', () => {
