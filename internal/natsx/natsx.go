@@ -314,7 +314,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", WorkersBucket, err)
 	}
-	if s.Jobs, err = readFromLeader(ctx, js, s.Jobs, JobsBucket); err != nil {
+	if s.Jobs, err = readFromLeader(ctx, js, JobsBucket); err != nil {
 		return nil, err
 	}
 	if s.Datasets, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -326,7 +326,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", DatasetsBucket, err)
 	}
-	if s.Datasets, err = readFromLeader(ctx, js, s.Datasets, DatasetsBucket); err != nil {
+	if s.Datasets, err = readFromLeader(ctx, js, DatasetsBucket); err != nil {
 		return nil, err
 	}
 	for _, o := range []struct {
@@ -415,7 +415,7 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 // has not seen the last write yet, and a job record read stale would make
 // the coordinator drop a result as a duplicate. Reads then go to the
 // stream's leader.
-func readFromLeader(ctx context.Context, js jetstream.JetStream, _ jetstream.KeyValue, bucket string) (jetstream.KeyValue, error) {
+func readFromLeader(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
 	if err := leaderReads(ctx, js, "KV_"+bucket); err != nil {
 		return nil, err
 	}

@@ -233,12 +233,10 @@ func (v *View) TaskTotals() (queued, running int) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	byJob := v.runningByJob()
-	for _, j := range v.sorted {
-		if !j.State.Terminal() {
-			c := v.resource(j, byJob).Tasks
-			queued += c.Queued
-			running += c.Running
-		}
+	for _, j := range v.active {
+		c := v.resource(j, byJob).Tasks
+		queued += c.Queued
+		running += c.Running
 	}
 	return queued, running
 }
