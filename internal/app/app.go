@@ -101,6 +101,24 @@ type Config struct {
 	NATSTLSCert, NATSTLSKey, NATSTLSCA string
 }
 
+// seenJobs answers a submit once the read model holds the job, so that the
+// client's next request (a read, or a submit checked against the queue
+// bound, which the view counts) sees it.
+type seenJobs struct {
+	*coordinator.Coordinator
+	view *view.View
+}
+
+func (s seenJobs) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
+	j, err := s.Coordinator.Submit(ctx, spec)
+	if err == nil {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		s.view.Await(wctx, j.ID)
+	}
+	return j, err
+}
+
 // setup creates the streams and buckets. In a cluster of servers, it first
 // waits for JetStream's leader to be elected (a majority of servers up);
 // then only one server, the first of --routes, creates or updates them,
@@ -316,7 +334,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.viewReady.Store(s.view)
 	s.api = httpapi.New(httpapi.Config{
-		Jobs: s.coord, View: s.view, Hub: hub, Kinds: cfg.Kinds,
+		Jobs: seenJobs{s.coord, s.view}, View: s.view, Hub: hub, Kinds: cfg.Kinds,
 		Datasets:      &dataset.Store{KV: s.store.Datasets, Blocks: s.store.Blocks, MaxFileSize: cfg.MaxFileSize},
 		MaxFileBytes:  cfg.MaxFileSize,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,

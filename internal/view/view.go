@@ -128,6 +128,24 @@ func (v *View) Changed() <-chan struct{} {
 	return v.changed
 }
 
+// Await returns once the view holds job id, or when ctx ends.
+func (v *View) Await(ctx context.Context, id string) {
+	for {
+		changed := v.Changed()
+		v.mu.RLock()
+		_, ok := v.jobs[id]
+		v.mu.RUnlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // notify must be called with v.mu held for writing.
 func (v *View) notify() {
 	close(v.changed)

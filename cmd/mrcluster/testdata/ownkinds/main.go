@@ -1,0 +1,46 @@
+// Command ownkinds is mrcluster with two kinds of its own, for the tests of
+// failures with separate processes: "panics", whose map always panics, and
+// "slowcount", a word count whose map takes 5 s more per task in a process
+// started with SLOW_WORKER=1, as on a sick machine.
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/mapreduce"
+)
+
+func main() {
+	wc := kinds.Data()[0]
+	slow := os.Getenv("SLOW_WORKER") == "1"
+	mapreduce.Main(
+		mapreduce.Kind{
+			Name:        "panics",
+			Description: "a map that always panics",
+			Map: func(context.Context, mapreduce.Record, mapreduce.Emit) error {
+				var m map[string]int
+				m["boom"]++ // a nil map: the kind of bug a real map has
+				return nil
+			},
+		},
+		mapreduce.Kind{
+			Name:        "slowcount",
+			Description: "wordcount, 5 s slower per task on a worker started with SLOW_WORKER=1",
+			Map: func(ctx context.Context, rec mapreduce.Record, emit mapreduce.Emit) error {
+				if slow && rec.Line == 1 {
+					select {
+					case <-time.After(5 * time.Second):
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				return wc.MapRecord(ctx, rec, emit)
+			},
+			Combine: wc.Combine,
+			Reduce:  wc.ReduceKey,
+		},
+	)
+}
