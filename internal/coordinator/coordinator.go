@@ -190,7 +190,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err := c.recover(ctx); err != nil {
 		return err
 	}
-	cons, err := c.cfg.Store.Results.Consumer(ctx, natsx.CoordConsumer)
+	var cons jetstream.Consumer
+	err := natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
+		cons, err = c.cfg.Store.Results.Consumer(ctx, natsx.CoordConsumer)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("open consumer %s: %w", natsx.CoordConsumer, err)
 	}
@@ -630,7 +634,13 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
 	}
 	out := []job.TaskResult{}
+	// The history is whole or an error: a fetch that brings nothing while
+	// messages are pending (a busy cluster) is tried again, for a while.
+	deadline := time.Now().Add(15 * time.Second)
 	for left := int(info.NumPending); left > 0 && len(out) < maxTaskHistory; {
+		if time.Now().After(deadline) {
+			return nil, job.Errorf(job.EUnavailable, "read %d of the task results of job %s before the store stopped answering; try again", len(out), id)
+		}
 		batch, err := cons.Fetch(min(left, 500), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
@@ -642,9 +652,6 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 			if json.Unmarshal(m.Data(), &rs) == nil {
 				out = append(out, rs...)
 			}
-		}
-		if got == 0 {
-			break
 		}
 		left -= got
 	}

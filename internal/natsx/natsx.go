@@ -521,3 +521,21 @@ func (s *Store) Ready(ctx context.Context) error {
 func IsConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
+
+// Retry calls fn until it succeeds, for up to d, backing off: what a server
+// of a cluster does with a JetStream call that times out while a leader is
+// being elected.
+func Retry(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	deadline := time.Now().Add(d)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := fn(ctx)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}

@@ -113,14 +113,22 @@ func New(cfg Config) *Pool {
 
 // Start subscribes to the task queue and starts the workers.
 func (p *Pool) Start(ctx context.Context) error {
-	cons, err := p.cfg.Store.Tasks.Consumer(ctx, natsx.WorkersConsumer)
+	var cons jetstream.Consumer
+	err := natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
+		cons, err = p.cfg.Store.Tasks.Consumer(ctx, natsx.WorkersConsumer)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("open task consumer: %w", err)
 	}
 	p.cons = cons
 	// A running task tells the queue it is alive every third of the
 	// consumer's ack wait, which the server that created it decided.
-	info, err := cons.Info(ctx)
+	var info *jetstream.ConsumerInfo
+	err = natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
+		info, err = cons.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read task consumer: %w", err)
 	}
