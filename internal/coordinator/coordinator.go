@@ -199,9 +199,8 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("open consumer %s: %w", natsx.CoordConsumer, err)
 	}
 	msgs := make(chan jetstream.Msg, 1024)
-	// Two fetch loops rather than Consume: each fetch is a new pull request,
-	// which after a change of the consumer's leader in a cluster goes to
-	// the new leader (a Consume was seen to stall there).
+	// Two fetch loops: each fetch is a new pull request, which after a
+	// change of the consumer's leader in a cluster goes to the new leader.
 	for range 2 {
 		c.wg.Go(func() { c.fetchResults(ctx, cons, msgs) })
 	}
