@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -85,4 +86,82 @@ func TestBackupTaskOverASlowWorkerProcess(t *testing.T) {
 		}
 	}
 	t.Fatalf("no backup copy finished on the healthy worker: %+v", h.Tasks)
+}
+
+// A worker's death is not its task's failure: with --max-attempts 2, the
+// only worker process is SIGKILLed four times while it runs the same map
+// task (and restarted), then the task fails once on its own: the job still
+// succeeds, and its history shows the four lost attempts and the failed one.
+func TestWorkerDeathsAreNotFailedAttempts(t *testing.T) {
+	ownKinds(t)
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--max-attempts", "2", "--ack-wait", "1s", "--retry-backoff", "10ms")
+	c := p.client()
+	c.PutFile(t, "in", "a.txt", []byte("one two\nthree one\n"))
+	worker := func(env []string) *proc {
+		w, _ := launch(t, workerReady, env, "worker", "--nats", p.nats, "--concurrency", "1", "--name", "victim", "--retry-backoff", "10ms")
+		return w
+	}
+	victim := worker(nil)
+	j := c.SubmitSpec(t, map[string]any{"kind": "nap", "input": []string{"in"}, "partitions": 1, "reducers": 1, "params": map[string]any{"seconds": 3}})
+	// The attempt each kill interrupts: a status of the killed process may
+	// still be seen a moment after the next one started.
+	last := 0
+	for kill := range 4 {
+		// Polled: a worker that keeps its job from one process to the
+		// next may send no event.
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			a := runningAttempt(t, c, "victim", j.ID)
+			if a > last {
+				last = a
+				break
+			}
+			if c.Job(t, j.ID).State.Terminal() || time.Now().After(deadline) {
+				break
+			}
+		}
+		if now := c.Job(t, j.ID); now.State.Terminal() {
+			t.Fatalf("the job ended after %d kills: %s", kill, apitest.Describe(now))
+		}
+		victim.kill(t)
+		var env []string
+		if kill == 3 {
+			env = []string{"NAP_FAIL_ONCE=" + filepath.Join(t.TempDir(), "failed")}
+		}
+		victim = worker(env)
+	}
+	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
+	if j.State != job.Succeeded {
+		t.Fatalf("a job whose worker was killed four times and whose task failed once: %s", apitest.Describe(j))
+	}
+	if out := c.Output(t, j.ID); out != "one 2\nthree 1\ntwo 1\n" {
+		t.Fatalf("output %q", out)
+	}
+	var h struct {
+		Tasks []struct {
+			job.TaskResult
+			State string
+		}
+	}
+	c.Do(t, "GET", "/api/v1/jobs/"+j.ID+"/tasks", "").JSON(t, &h)
+	states := map[string]int{}
+	for _, a := range h.Tasks {
+		if a.Phase == job.PhaseMap {
+			states[a.State]++
+		}
+	}
+	if states["lost"] < 4 || states["failed"] != 1 || states["done"] != 1 {
+		t.Fatalf("map task history %v; want at least 4 lost, 1 failed, 1 done: %+v", states, h.Tasks)
+	}
+}
+
+// runningAttempt returns the attempt a worker of pool runs of job id, or 0.
+func runningAttempt(t *testing.T, c apitest.Client, pool, id string) int {
+	var w struct{ Workers []job.WorkerStatus }
+	c.Do(t, "GET", "/api/v1/workers", "").JSON(t, &w)
+	for _, s := range w.Workers {
+		if s.Pool == pool && s.Busy && s.JobID == id {
+			return s.Attempt
+		}
+	}
+	return 0
 }

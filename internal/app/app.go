@@ -81,6 +81,9 @@ type Config struct {
 	// process (debug.SetMemoryLimit): the collector works harder near it,
 	// which keeps caches of streamed data from growing the process.
 	MemoryLimit int64
+	// AcceptDamagedState makes a server whose store does not hold what it
+	// held at its last stop start anyway, with what is left (logged).
+	AcceptDamagedState bool
 	// BackupAfter is the least time a task must have run before a backup
 	// copy of it may start near the end of its phase (0: no backups).
 	BackupAfter time.Duration
@@ -231,6 +234,12 @@ type Server struct {
 	ln        net.Listener
 	serve     chan error
 	close     sync.Once
+
+	health       storeHealth
+	pendingMarks map[string]streamMark // read at the last checkpoint, recorded at the next
+	probeKey     string
+	stopWatch    context.CancelFunc
+	watchWG      sync.WaitGroup
 }
 
 // Start starts a server and returns once it serves HTTP.
@@ -265,6 +274,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}
 		}
 		s.natsToken = token
+		if cfg.Replicas <= 1 && cfg.ClusterName == "" {
+			if err := natsx.DropIndexes(cfg.DataDir, rebuiltStreams); err != nil {
+				return nil, fmt.Errorf("prepare the store's check: %w", err)
+			}
+		}
 		if s.emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, Token: token, ServerName: cfg.ServerName,
 			ClusterName: cfg.ClusterName, ClusterListen: cfg.ClusterListen, Routes: cfg.Routes,
@@ -277,6 +291,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	if s.store, err = s.setup(ctx); err != nil {
+		return nil, err
+	}
+	if err = s.checkStoreIntegrity(ctx); err != nil {
 		return nil, err
 	}
 	m := metrics.New()
@@ -333,12 +350,24 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, ctx.Err()
 	}
 	s.viewReady.Store(s.view)
+	s.probeKey = Sanitize(cfg.ServerName)
+	if cfg.ServerName == "" {
+		host, _ := os.Hostname()
+		s.probeKey = PoolName(host)
+	}
+	if reason, _ := s.checkStore(ctx); reason != "" {
+		s.health.set(reason)
+		s.log.Error("the store cannot take writes: submits and uploads answer 503 until it can", "reason", reason)
+	}
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopWatch = stop
+	s.watchWG.Go(func() { s.watchStore(wctx) })
 	s.api = httpapi.New(httpapi.Config{
 		Jobs: seenJobs{s.coord, s.view}, View: s.view, Hub: hub, Kinds: cfg.Kinds,
 		Datasets:      &dataset.Store{KV: s.store.Datasets, Blocks: s.store.Blocks, MaxFileSize: cfg.MaxFileSize},
 		MaxFileBytes:  cfg.MaxFileSize,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
-		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
+		Ready: s.ready, Writable: s.health.Err, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
 		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxQueuedTasks: cfg.MaxQueuedTasks,
 		UI: webui.Handler(),
@@ -378,6 +407,9 @@ func (s *Server) ready(ctx context.Context) error {
 	}
 	if !s.nc.IsConnected() {
 		return errors.New("not connected to NATS")
+	}
+	if err := s.health.Err(); err != nil {
+		return err
 	}
 	return s.store.Ready(ctx)
 }
@@ -422,11 +454,18 @@ func (s *Server) shutdown(ctx context.Context) {
 	if s.api != nil {
 		s.api.Close()
 	}
+	if s.stopWatch != nil {
+		s.stopWatch()
+		s.watchWG.Wait()
+	}
 	if s.coord != nil {
 		s.coord.Stop()
 	}
 	if s.view != nil {
 		s.view.Stop()
+	}
+	if s.store != nil && s.checksStore() {
+		s.checkpoint(ctx, true)
 	}
 	for _, nc := range []*nats.Conn{s.workerNC, s.nc} {
 		if nc != nil {

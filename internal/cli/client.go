@@ -3,7 +3,10 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -47,6 +50,43 @@ func newClient(t target) *client {
 // do sends a request and decodes a JSON answer into out; an error answer
 // becomes an error carrying the server's message.
 func (c *client) do(ctx context.Context, method, path string, body, out any) error {
+	return c.doWith(ctx, method, path, nil, body, out)
+}
+
+// submitRetries is how often a submit is sent again after the server said
+// to try again (503) or could not be reached.
+const submitRetries = 4
+
+// submitJob submits a job with an idempotency key of its own, and sends it
+// again under the same key while the server is unavailable: a retry of a
+// submit that was stored after all answers its job instead of a second one.
+func (c *client) submitJob(ctx context.Context, body, out any) error {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := http.Header{"Idempotency-Key": {hex.EncodeToString(b[:])}}
+	wait := 500 * time.Millisecond
+	for try := 0; ; try++ {
+		err := c.doWith(ctx, http.MethodPost, "/api/v1/jobs", h, body, out)
+		var u *unavailableError
+		if err == nil || try == submitRetries || !errors.As(err, &u) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// unavailableError is an answer worth retrying: 503, or no answer at all.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }
+
+func (c *client) doWith(ctx context.Context, method, path string, header http.Header, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		data, err := json.Marshal(body)
@@ -61,6 +101,9 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := c.send(req, c.http)
 	if err != nil {
@@ -85,7 +128,7 @@ func (c *client) send(req *http.Request, hc *http.Client) (*http.Response, error
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the server at %s (is it running? set --server): %w", c.base, err)
+		return nil, &unavailableError{fmt.Errorf("cannot reach the server at %s (is it running? set --server): %w", c.base, err)}
 	}
 	if resp.StatusCode < 300 {
 		return resp, nil
@@ -95,10 +138,14 @@ func (c *client) send(req *http.Request, hc *http.Client) (*http.Response, error
 	var e struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
+	err = fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status)
 	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
-		return nil, fmt.Errorf("%s (%s)", e.Error.Message, resp.Status)
+		err = fmt.Errorf("%s (%s)", e.Error.Message, resp.Status)
 	}
-	return nil, fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status)
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		err = &unavailableError{err}
+	}
+	return nil, err
 }
 
 func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -157,7 +204,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	c := newClient(server)
 	var j view.Job
-	if err := c.do(ctx, http.MethodPost, "/api/v1/jobs", body, &j); err != nil {
+	if err := c.submitJob(ctx, body, &j); err != nil {
 		return err
 	}
 	if !*wait {

@@ -6,11 +6,14 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -77,56 +80,183 @@ func New(cfg Config) *Coordinator {
 	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}}
 }
 
-// Submit validates spec, stores the job and publishes its tasks. It returns
-// once the job and every task are durably stored.
+// Timeouts of the coordinator's calls to the store. No call waits without
+// a deadline: a loop stuck in one call (a partition, a full disk) would
+// stop the work of every job.
+const (
+	// SubmitTimeout bounds a submit: past it the client is told to try
+	// again, and nothing of the job stays.
+	SubmitTimeout = 4 * time.Second
+	// storeTimeout bounds one call, or one batch of publishes.
+	storeTimeout = 10 * time.Second
+)
+
+// publishTimeout bounds the publish of n tasks.
+func publishTimeout(n int) time.Duration {
+	return storeTimeout + time.Duration(n)*time.Millisecond
+}
+
+// Submit validates spec, publishes the job's tasks and stores the job. It
+// is all or nothing: it returns the job once it and every task are durably
+// stored; on an error the tasks published are withdrawn and no job exists.
+// A spec with an idempotency key that an earlier submit used within a day
+// returns that submit's job, with Replayed set.
 func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
 	if err := c.cfg.Kinds.Validate(spec, c.cfg.MaxPartitions); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, SubmitTimeout)
+	defer cancel()
 	j := job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now().UTC())
+	if spec.IdempotencyKey != "" {
+		prev, err := c.claimKey(ctx, spec.IdempotencyKey, j.ID)
+		if err != nil || prev != nil {
+			return prev, err
+		}
+	}
+	j, err := c.submit(ctx, spec, j)
+	if err != nil && spec.IdempotencyKey != "" {
+		c.releaseKey(spec.IdempotencyKey, j.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (*job.Job, error) {
 	j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
 	if k, _ := c.cfg.Kinds.Lookup(spec.Kind); k.ReadsData {
 		ds := &dataset.Store{KV: c.cfg.Store.Datasets, Blocks: c.cfg.Store.Blocks}
 		files, err := ds.Resolve(ctx, spec.Input)
 		if err != nil {
-			return nil, err
+			return j, err
 		}
 		j.Input, j.Files, j.Reducers, j.Phase = spec.Input, files, max(spec.Reducers, 1), job.PhaseMap
 		j.MapCommits = make([]string, j.Partitions)
 		j.Counters = &job.Counters{}
 	}
+	// The tasks first, then the record that makes the job exist: a submit
+	// cut short leaves at most tasks without a job, which are withdrawn
+	// here and dropped by whoever meets them later.
+	j.Enqueued = true
 	data, err := json.Marshal(j)
 	if err != nil {
-		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
+		return j, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	if err := c.publishTasks(ctx, j); err != nil {
+		c.withdraw(j.ID, false)
+		return j, err
 	}
 	rev, err := c.cfg.Store.Jobs.Create(ctx, j.ID, data)
 	if err != nil {
-		return nil, unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
+		// The create may have been stored and its answer lost: remove both.
+		c.withdraw(j.ID, true)
+		return j, unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
 	}
 	c.put(j, rev)
-	if err := c.publishTasks(ctx, j); err != nil {
-		return nil, err
-	}
-	j, err = c.update(ctx, j.ID, func(j *job.Job) bool {
-		if j.Enqueued {
-			return false
-		}
-		j.Enqueued = true
-		return true
-	})
-	if err != nil {
-		return nil, err
-	}
 	c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
 	c.cfg.Metrics.JobSubmitted(j.Kind)
 	return j, nil
 }
 
+// withdraw removes what a failed submit of job id stored: its tasks, and
+// its record when the create's answer was lost. It has a deadline of its own
+// (the submit's may be spent). What it cannot remove is dropped later: a
+// task whose job record never appears is acked and dropped by the
+// coordinator once its id is older than orphanAge.
+func (c *Coordinator) withdraw(id string, record bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if record {
+		if err := c.cfg.Store.Jobs.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			c.log.Warn("could not remove the record of a job whose submit failed; it may still run", "job", id, "err", err)
+		}
+	}
+	if err := c.cfg.Store.Tasks.Purge(ctx, jetstream.WithPurgeSubject(natsx.TaskSubject+id)); err != nil {
+		c.log.Warn("could not withdraw the tasks of a job whose submit failed; they will be dropped when met", "job", id, "err", err)
+	}
+}
+
+// orphanAge is how long after its id was made a job record may still be
+// on its way: results and notices of a job younger than that wait for it,
+// older ones are dropped.
+const orphanAge = time.Minute
+
+// claimKey records key as the idempotency key of job id. When an earlier
+// submit holds the key, it returns that submit's job (waiting a moment for
+// a submit still in flight to store it).
+func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, error) {
+	k := idempotencyKey(key)
+	kv := c.cfg.Store.Idempotency
+	for {
+		_, err := kv.Create(ctx, k, []byte(id))
+		if err == nil {
+			return nil, nil
+		}
+		if !natsx.IsConflict(err) {
+			return nil, unavailable(fmt.Errorf("record idempotency key: %w", err))
+		}
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return nil, unavailable(fmt.Errorf("read idempotency key: %w", err))
+		}
+		prev := string(e.Value())
+		for {
+			j, _, err := c.Get(ctx, prev)
+			if err == nil {
+				j.Replayed = true
+				return j, nil
+			}
+			if job.ErrorCode(err) != job.ENotFound {
+				return nil, err
+			}
+			if t, ok := job.IDTime(prev); !ok || time.Since(t) > orphanAge {
+				// A submit that failed and could not release its key.
+				if _, err := kv.Update(ctx, k, []byte(id), e.Revision()); err == nil {
+					return nil, nil
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// releaseKey frees key after the submit of job id failed, so that the
+// client's retry submits anew.
+func (c *Coordinator) releaseKey(key, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	k := idempotencyKey(key)
+	e, err := c.cfg.Store.Idempotency.Get(ctx, k)
+	if err != nil || string(e.Value()) != id {
+		return
+	}
+	_ = c.cfg.Store.Idempotency.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
+}
+
+// idempotencyKey is the bucket key of a client's key: any string a client
+// sends becomes a valid KV key.
+func idempotencyKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
 // publishTasks publishes every task of j not done yet and waits until the
-// stream has stored them all.
+// stream has stored them all, within a deadline that follows their number.
 func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) error {
 	js := c.cfg.Store.JS
 	tasks := j.Tasks()
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout(len(tasks)))
+	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
 	for _, t := range tasks {
 		data, err := json.Marshal(t)
@@ -135,7 +265,7 @@ func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) error {
 		}
 		// No message id: the stream's duplicate tracking would cost a fifth
 		// of the cluster's task rate. A task published twice (only when a
-		// submit is interrupted and recovered) runs twice and counts once.
+		// phase change is interrupted and repaired) runs twice and counts once.
 		f, err := js.PublishMsgAsync(&nats.Msg{Subject: natsx.TaskSubject + t.Job, Data: data})
 		if err != nil {
 			return unavailable(fmt.Errorf("queue task %d of job %s: %w", t.Partition, t.Job, err))
@@ -175,6 +305,8 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 // stopTasks removes a finished job's waiting tasks from the queue and tells
 // workers to stop the running ones.
 func (c *Coordinator) stopTasks(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	if err := c.cfg.Store.Tasks.Purge(ctx, jetstream.WithPurgeSubject(natsx.TaskSubject+id)); err != nil {
 		c.log.Warn("could not drop the queued tasks of a finished job; workers will skip them", "job", id, "err", err)
 	}
@@ -360,6 +492,11 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			_ = m.Term()
 			continue
 		}
+		if !slices.ContainsFunc(rs, job.TaskResult.Final) {
+			// Only history: lost or retried attempts.
+			_ = m.Ack()
+			continue
+		}
 		id := rs[0].Job
 		if _, ok := byJob[id]; !ok {
 			order = append(order, id)
@@ -388,6 +525,9 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 				return true
 			}
 			for _, r := range results {
+				if !r.Final() {
+					continue
+				}
 				if r.Phase == job.PhaseReduce && j.Phase == job.PhaseMap && !j.State.Terminal() {
 					// A reduce ran, so every map was done: this record is
 					// older than the one the reduce was queued from.
@@ -405,13 +545,28 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 		})
 		switch {
 		case job.ErrorCode(err) == job.ENotFound:
-			c.log.Warn("dropping results of a job that no longer exists", "job", id, "results", len(results))
+			if t, ok := job.IDTime(id); ok && time.Since(t) < orphanAge {
+				// A submit stores the tasks before the record: the
+				// record is on its way, or its submit is being withdrawn.
+				c.log.Debug("results of a job whose record is not stored yet; waiting for it", "job", id)
+				for _, m := range msgsByJob[id] {
+					_ = m.NakWithDelay(250 * time.Millisecond)
+				}
+				continue
+			}
+			c.log.Debug("dropping results of a job that does not exist (its submit failed, or it was deleted)", "job", id, "results", len(results))
 		case err == nil && stale:
+			// Expected now and then in a cluster: handled by reading again.
 			c.forget(id)
-			err = errors.New("read a job record older than its results")
-			fallthrough
+			c.log.Debug("read a job record older than its results; applying them again shortly", "job", id)
+			for _, m := range msgsByJob[id] {
+				_ = m.NakWithDelay(250 * time.Millisecond)
+			}
+			continue
 		case err != nil:
-			c.log.Error("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
+			// The store did not answer: retried on redelivery, and the
+			// store's state is reported where it is watched (/readyz).
+			c.log.Warn("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
 			for _, m := range msgsByJob[id] {
 				_ = m.NakWithDelay(time.Second)
 			}
@@ -444,7 +599,9 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 		if j.Phase == job.PhaseReduce && !j.Enqueued && !j.State.Terminal() {
 			c.startReduce(ctx, j)
 		}
-		if j.State == job.Failed {
+		if j.State == job.Failed || j.State == job.Succeeded && (j.Phase != "" || len(j.Backups) > 0) {
+			// Nothing of an ended job stays queued or running: a failed
+			// job's other tasks, a backup copy that lost its race.
 			c.stopTasks(ctx, id)
 		}
 		if j.State.Terminal() && j.Phase != "" {
@@ -462,7 +619,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 // A crash before they are marked enqueued is repaired at the next start.
 func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 	if err := c.publishTasks(ctx, j); err != nil {
-		c.log.Error("could not queue the reduce tasks of a job; the next server start queues them", "job", j.ID, "err", err)
+		c.log.Warn("could not queue the reduce tasks of a job yet; the repair loop of any server queues them within 20 s", "job", j.ID, "err", err)
 		return
 	}
 	if _, err := c.update(ctx, j.ID, func(j *job.Job) bool {
@@ -472,7 +629,7 @@ func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 		j.Enqueued = true
 		return true
 	}); err != nil {
-		c.log.Error("could not mark the reduce tasks of a job queued", "job", j.ID, "err", err)
+		c.log.Warn("could not mark the reduce tasks of a job queued; the repair loop will", "job", j.ID, "err", err)
 		return
 	}
 	c.log.Info("job entered its reduce phase", "job", j.ID, "kind", j.Kind, "reducers", j.Reducers)
@@ -599,18 +756,7 @@ func (c *Coordinator) forget(id string) {
 }
 
 func unavailable(err error) error {
-	return &wrapped{err: err, e: job.Errorf(job.EUnavailable, "the job store is not answering (%v); try again shortly", err)}
-}
-
-// wrapped carries a user-facing *job.Error and the underlying cause.
-type wrapped struct {
-	err error
-	e   *job.Error
-}
-
-func (w *wrapped) Error() string { return w.err.Error() }
-func (w *wrapped) Unwrap() []error {
-	return []error{w.e, w.err}
+	return job.Unavailable("job store", err)
 }
 
 // maxTaskHistory bounds how many task results one read returns.

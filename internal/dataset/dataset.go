@@ -85,7 +85,7 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 		if n > 0 {
 			if s.MaxFileSize > 0 && f.Size+int64(n) > s.MaxFileSize {
 				s.deleteBlocks(ds, file, f.Upload, i)
-				return File{}, job.Errorf(job.ETooLarge, "file %s of dataset %s is larger than the limit of %d bytes (--max-file-size)", file, ds, s.MaxFileSize)
+				return File{}, job.Errorf(job.ETooLarge, "file %s of dataset %s is larger than the limit of %d bytes (--max-file-mb)", file, ds, s.MaxFileSize)
 			}
 			if _, perr := s.Blocks.PutBytes(ctx, blockName(ds, file, f.Upload, i), buf[:n]); perr != nil {
 				s.deleteBlocks(ds, file, f.Upload, i)
@@ -285,5 +285,5 @@ func notFound(name string) error {
 }
 
 func unavailable(err error) error {
-	return errors.Join(job.Errorf(job.EUnavailable, "the data store is not answering (%v); try again shortly", err), err)
+	return job.Unavailable("data store", err)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,7 +22,11 @@ type OpenBlock func(ctx context.Context, f job.InputFile, i int) (io.ReadCloser,
 
 // Open is the OpenBlock of the stored blocks.
 func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser, error) {
-	r, err := s.Blocks.Get(ctx, blockName(f.Dataset, f.File, f.Upload, i))
+	// The whole block is read at once, under a deadline of its own: the
+	// caller runs the kind's map between reads, for as long as it takes.
+	ctx, cancel := context.WithTimeout(ctx, blockReadTimeout)
+	defer cancel()
+	b, err := s.Blocks.GetBytes(ctx, blockName(f.Dataset, f.File, f.Upload, i))
 	if err != nil {
 		err = fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
 		if !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -29,8 +34,11 @@ func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser
 		}
 		return nil, err
 	}
-	return r, nil
+	return io.NopCloser(bytes.NewReader(b)), nil
 }
+
+// blockReadTimeout bounds the read of one block (at most BlockSize bytes).
+const blockReadTimeout = 30 * time.Second
 
 // ReadSplit calls fn with every line that starts in one of the pieces, in
 // order; a line that starts in a piece is read to its end even past it. It

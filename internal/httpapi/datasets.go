@@ -63,8 +63,12 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request, name, file stri
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.writable(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if s.cfg.MaxFileBytes > 0 && r.ContentLength > s.cfg.MaxFileBytes {
-		s.writeError(w, r, job.Errorf(job.ETooLarge, "file %s is %d bytes; this server takes files up to %d bytes (--max-file-size)", file, r.ContentLength, s.cfg.MaxFileBytes))
+		s.writeError(w, r, job.Errorf(job.ETooLarge, "file %s is %d bytes; this server takes files up to %d bytes (--max-file-mb)", file, r.ContentLength, s.cfg.MaxFileBytes))
 		return
 	}
 	f, err := s.cfg.Datasets.PutFile(r.Context(), name, file, r.Body)

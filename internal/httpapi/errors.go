@@ -36,8 +36,13 @@ type errorBody struct {
 // Internal errors are logged and shown as "internal error".
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := job.ErrorCode(err)
-	if code == job.EInternal || code == job.EUnavailable {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	switch code {
+	case job.EInternal:
+		s.log.Error("request failed: a defect of mrcluster, please report it", "method", r.Method, "path", r.URL.Path, "err", err)
+	case job.EUnavailable:
+		// The store's state is logged where it is watched; each refused
+		// request is not an operator's action.
+		s.log.Warn("request refused: the store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	switch code {
 	case job.EUnauthorized:

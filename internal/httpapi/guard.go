@@ -117,6 +117,9 @@ func (s *Server) submit(r *http.Request, spec job.Spec) (*job.Job, error) {
 // admit refuses a submission of n tasks when its client submits too fast
 // or the queue is full, so that the queue cannot grow without bound.
 func (s *Server) admit(r *http.Request, n int) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
 	if !s.limit.allow(r) {
 		return job.Errorf(job.EBusy, "too many submissions from this client: at most %g a second (burst %d); retry in a few seconds", s.cfg.SubmitRate, s.cfg.SubmitBurst)
 	}
@@ -124,6 +127,17 @@ func (s *Server) admit(r *http.Request, n int) error {
 		if _, depth := s.cfg.View.Queue(); depth+n > s.cfg.MaxQueuedTasks {
 			return job.Errorf(job.EBusy, "the cluster has %d tasks waiting and this job would add %d, over the limit of %d (--max-queued-tasks); retry when the queue drains", depth, n, s.cfg.MaxQueuedTasks)
 		}
+	}
+	return nil
+}
+
+// writable refuses a write the store cannot take now, saying why.
+func (s *Server) writable() error {
+	if s.cfg.Writable == nil {
+		return nil
+	}
+	if err := s.cfg.Writable(); err != nil {
+		return job.Errorf(job.EUnavailable, "%v", err)
 	}
 	return nil
 }

@@ -13,6 +13,9 @@ import (
 
 const submitExample = `{"kind":"short","partitions":3,"params":{}}`
 
+// maxIdempotencyKey bounds the Idempotency-Key header.
+const maxIdempotencyKey = 255
+
 type submitRequest struct {
 	Kind       string          `json:"kind"`
 	Partitions json.RawMessage `json:"partitions"`
@@ -43,13 +46,23 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	j, err := s.submit(r, job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers})
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxIdempotencyKey {
+		s.writeError(w, r, job.Errorf(job.EInvalid, "the Idempotency-Key header is %d bytes long; at most %d", len(key), maxIdempotencyKey))
+		return
+	}
+	j, err := s.submit(r, job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, IdempotencyKey: key})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
-	writeJSON(w, http.StatusAccepted, s.cfg.View.Resource(j))
+	status := http.StatusAccepted
+	if j.Replayed {
+		// The same key within a day: the job the first submit created.
+		status = http.StatusOK
+	}
+	writeJSON(w, status, s.cfg.View.Resource(j))
 }
 
 // JobList is a page of jobs.
@@ -125,9 +138,13 @@ func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]TaskAttempt, len(rs))
 	for i, t := range rs {
-		state := "done"
-		if t.Error != "" {
+		state := t.Outcome // lost, interrupted, or failed and retried
+		switch {
+		case state != "":
+		case t.Error != "":
 			state = "failed"
+		default:
+			state = "done"
 		}
 		out[i] = TaskAttempt{TaskResult: t, DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state}
 	}

@@ -45,9 +45,12 @@ type Config struct {
 	// port, or "*" for every origin.
 	AllowOrigins []string
 	// Ready reports whether the cluster can take jobs.
-	Ready   func(ctx context.Context) error
-	Version string
-	Logger  *slog.Logger
+	Ready func(ctx context.Context) error
+	// Writable, when set, says why the store cannot take writes now (a
+	// full disk), or nil: submits and uploads are refused at once then.
+	Writable func() error
+	Version  string
+	Logger   *slog.Logger
 	// Metrics, when set, are counted and served at /metrics.
 	Metrics *metrics.Metrics
 	// AuthToken, when set, is required of every request that changes

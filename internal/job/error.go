@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code classifies an error for the person or program that receives it.
@@ -58,3 +59,23 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// Unavailable turns a failure of the store (named by what, e.g. "job
+// store") into an EUnavailable error whose message tells the client what
+// happened and what to do; err stays in the chain for the log.
+func Unavailable(what string, err error) error {
+	msg := fmt.Sprintf("the %s is not answering (%v); try again shortly", what, err)
+	if s := err.Error(); strings.Contains(s, "no space left") || strings.Contains(s, "insufficient storage") {
+		msg = fmt.Sprintf("the %s is out of disk space (%v): free space under the server's data directory, then try again", what, err)
+	}
+	return &unavailable{cause: err, e: Errorf(EUnavailable, "%s", msg)}
+}
+
+// unavailable carries a user-facing *Error and its cause.
+type unavailable struct {
+	cause error
+	e     *Error
+}
+
+func (u *unavailable) Error() string   { return u.cause.Error() }
+func (u *unavailable) Unwrap() []error { return []error{u.e, u.cause} }

@@ -3,6 +3,7 @@ package job
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"strings"
 	"time"
 )
 
@@ -26,4 +27,23 @@ func NewID(kind string, now time.Time) string {
 		hi >>= 5
 	}
 	return kind + "_" + string(s[:])
+}
+
+// IDTime returns the time of creation encoded in a job id, to the
+// millisecond; ok is false when id is not of NewID's form.
+func IDTime(id string) (t time.Time, ok bool) {
+	i := strings.LastIndexByte(id, '_')
+	if i < 0 || len(id)-i-1 != 26 {
+		return time.Time{}, false
+	}
+	var hi, lo uint64
+	for _, c := range []byte(id[i+1:]) {
+		d := strings.IndexByte(crockford, c)
+		if d < 0 {
+			return time.Time{}, false
+		}
+		hi = hi<<5 | lo>>59
+		lo = lo<<5 | uint64(d)
+	}
+	return time.UnixMilli(int64(hi >> 16)), true
 }

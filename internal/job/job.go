@@ -38,6 +38,9 @@ func (s State) Valid() bool {
 // Job is the durable record of a job, stored as JSON in the jobs bucket.
 // Every field a reader needs is here; nothing is kept only in memory.
 type Job struct {
+	// Replayed marks a job returned to a submit whose idempotency key an
+	// earlier submit used; it is not stored.
+	Replayed   bool            `json:"-"`
 	ID         string          `json:"id"`
 	Kind       string          `json:"kind"`
 	Partitions int             `json:"partitions"`
@@ -119,7 +122,28 @@ type Task struct {
 	// Backup marks a copy of a task still running elsewhere, started for a
 	// straggler; the first copy to finish wins.
 	Backup bool `json:"backup,omitempty"`
+	// Failures counts the task's own failed attempts so far (an error or
+	// a panic of the kind's code): only they count toward MaxAttempts. A
+	// run whose worker died or whose store failed does not.
+	Failures int `json:"failures,omitempty"`
+	// Runs counts the runs of the task before this copy was queued; the
+	// queue's delivery count adds the runs of this copy.
+	Runs int `json:"runs,omitempty"`
 }
+
+// Outcomes of task attempts that are not the task's last word: recorded in
+// the job's task history, never applied to the job.
+const (
+	// OutcomeFailed: the kind's code failed; the task runs again.
+	OutcomeFailed = "failed"
+	// OutcomeLost: the worker died or lost its lease mid-run (a crash, a
+	// partition, a paused process); the task runs again, and this does not
+	// count as a failed attempt.
+	OutcomeLost = "lost"
+	// OutcomeInterrupted: the data store failed under the task; it runs
+	// again, not counted as a failed attempt either.
+	OutcomeInterrupted = "interrupted"
+)
 
 // TaskResult is what a worker reports after running a task.
 type TaskResult struct {
@@ -139,7 +163,17 @@ type TaskResult struct {
 	Counters *Counters `json:"counters,omitempty"`
 	Preview  []Preview `json:"preview,omitempty"`
 	Backup   bool      `json:"backup,omitempty"`
+
+	// Outcome is empty for a task's final result, which the job applies,
+	// and one of the Outcome constants for an attempt that only goes into
+	// the history.
+	Outcome string `json:"outcome,omitempty"`
+	// Failures counts the task's failed attempts, this one included.
+	Failures int `json:"failures,omitempty"`
 }
+
+// Final reports whether r is a task's last word, to be applied to its job.
+func (r TaskResult) Final() bool { return r.Outcome == "" }
 
 // TaskStarted is the notice a worker sends when it starts a task.
 type TaskStarted struct {

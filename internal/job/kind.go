@@ -6,6 +6,7 @@ import (
 	"iter"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Kind names a job's map and reduce functions. The server never switches on
@@ -118,7 +119,13 @@ type Spec struct {
 	Input []string `json:"input,omitempty"`
 	// Reducers is the number of reduce tasks (1 when zero).
 	Reducers int `json:"reducers,omitempty"`
+	// IdempotencyKey, when set, makes a second submit with the same key
+	// within IdempotencyWindow answer the first one's job.
+	IdempotencyKey string `json:"-"`
 }
+
+// IdempotencyWindow is how long a submit's idempotency key is remembered.
+const IdempotencyWindow = 24 * time.Hour
 
 // Validate checks spec against the registry and the partition bound.
 func (r *Registry) Validate(spec Spec, maxPartitions int) error {

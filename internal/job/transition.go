@@ -90,6 +90,9 @@ func (j *Job) Start(at time.Time) bool {
 // is done the job is reduced and succeeds; a failed task fails the job.
 // Apply reports whether the record changed.
 func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
+	if !r.Final() {
+		return false
+	}
 	if r.Phase == PhaseReduce {
 		return j.applyReduce(r)
 	}
@@ -143,7 +146,11 @@ func (j *Job) Cancel(at time.Time) error {
 func (j *Job) fail(r TaskResult, what string) {
 	j.Failed++
 	j.State = Failed
-	j.Error = fmt.Sprintf("%s %d failed on worker %s (attempt %d of %d): %s", what, r.Partition, r.Worker, r.Attempt, max(j.MaxAttempts, 1), r.Error)
+	failures := r.Failures
+	if failures == 0 {
+		failures = r.Attempt // a result from before failures were counted apart
+	}
+	j.Error = fmt.Sprintf("%s %d failed on worker %s (attempt %d of %d): %s", what, r.Partition, r.Worker, failures, max(j.MaxAttempts, 1), r.Error)
 	j.FinishedAt = &r.FinishedAt
 	j.step(string(Failed), r.FinishedAt)
 }

@@ -7,11 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -90,7 +90,7 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 	defer buf.close()
 	for p := range r {
 		name := ShuffleName(t.Job, t.Partition, out.Commit, p)
-		if err := putStream(ctx, e.Shuffle, name, func(w io.Writer) error { return buf.writePart(p, w) }); err != nil {
+		if err := putStaged(ctx, e.Shuffle, dir, name, func(w io.Writer) error { return buf.writePart(p, w) }); err != nil {
 			return Outcome{}, fmt.Errorf("store map output %s: %w", name, err)
 		}
 	}
@@ -101,18 +101,24 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 // output and reduces each key, writing the output under a fresh commit.
 func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) {
 	ctx = withParams(ctx, t)
+	dir, err := os.MkdirTemp(e.TempDir, "mrcluster-reduce-")
+	if err != nil {
+		return Outcome{}, fmt.Errorf("make a directory for the reduce's inputs: %w", err)
+	}
+	defer os.RemoveAll(dir)
 	var srcs []source
 	for m, c := range t.Maps {
 		if c == "" {
 			return Outcome{}, fmt.Errorf("map task %d has no committed output", m)
 		}
-		name := ShuffleName(t.Job, m, c, t.Partition)
-		obj, err := e.Shuffle.Get(ctx, name)
+		// Every input is on local disk before the reduce function runs, so
+		// no read from the store waits on it.
+		f, err := download(ctx, e.Shuffle, dir, ShuffleName(t.Job, m, c, t.Partition))
 		if err != nil {
-			return Outcome{}, &job.StoreError{Err: fmt.Errorf("read map output %s: %w", name, err)}
+			return Outcome{}, fmt.Errorf("read the output of map task %d: %w", m, err)
 		}
-		defer obj.Close()
-		srcs = append(srcs, newRunReader(obj))
+		defer f.Close()
+		srcs = append(srcs, newRunReader(f))
 	}
 	mg, err := newMerger(srcs)
 	if err != nil {
@@ -121,7 +127,7 @@ func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, erro
 	out := Outcome{Commit: newCommit()}
 	format := formatter(k)
 	name := OutputName(t.Job, t.Partition, out.Commit)
-	err = putStream(ctx, e.Output, name, func(w io.Writer) error {
+	err = putStaged(ctx, e.Output, dir, name, func(w io.Writer) error {
 		rw := newRunWriter(w)
 		err := mg.groups(func(key []byte, values func(func([]byte) bool)) error {
 			v, err := k.ReduceKey(ctx, key, values)
@@ -166,6 +172,10 @@ func formatter(k job.Kind) job.FormatFunc {
 // WriteOutput writes the output of finished job j to w: one line per key,
 // ordered by key. A job that reads no data writes "partition value" lines.
 func WriteOutput(ctx context.Context, store jetstream.ObjectStore, k job.Kind, j *job.Job, w io.Writer) error {
+	// A download streams to a client that may be slow: an hour, not the
+	// NATS client's 5 s default for a call without a deadline.
+	ctx, cancel := context.WithTimeout(ctx, time.Hour)
+	defer cancel()
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if j.Phase == "" {
 		for p, v := range j.Values.Done() {
@@ -203,27 +213,10 @@ func WriteOutput(ctx context.Context, store jetstream.ObjectStore, k job.Kind, j
 	return bw.Flush()
 }
 
-var errStoreStopped = errors.New("the object store stopped reading")
-
-// putStream stores what write writes as object name, streaming. A failure
-// of the store is a *job.StoreError.
-func putStream(ctx context.Context, store jetstream.ObjectStore, name string, write func(io.Writer) error) error {
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := write(pw)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	_, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, pr)
-	_ = pr.CloseWithError(errStoreStopped)
-	if werr := <-done; werr != nil && !errors.Is(werr, io.ErrClosedPipe) && !errors.Is(werr, errStoreStopped) {
-		return werr
-	}
-	if err != nil {
-		return &job.StoreError{Err: err}
-	}
-	return nil
+func deleteObject(ctx context.Context, store jetstream.ObjectStore, name string) {
+	ctx, cancel := context.WithTimeout(ctx, StoreCallTimeout)
+	defer cancel()
+	_ = store.Delete(ctx, name)
 }
 
 // DeleteJobObjects removes the committed intermediate outputs of j.
@@ -233,7 +226,7 @@ func DeleteJobObjects(ctx context.Context, shuffle jetstream.ObjectStore, j *job
 			continue
 		}
 		for r := range max(j.Reducers, 1) {
-			_ = shuffle.Delete(ctx, ShuffleName(j.ID, m, c, r))
+			deleteObject(ctx, shuffle, ShuffleName(j.ID, m, c, r))
 		}
 	}
 }
@@ -244,11 +237,11 @@ func DeleteAttempt(ctx context.Context, shuffle, output jetstream.ObjectStore, j
 		return
 	}
 	if res.Phase == job.PhaseReduce {
-		_ = output.Delete(ctx, OutputName(j.ID, res.Partition, res.Commit))
+		deleteObject(ctx, output, OutputName(j.ID, res.Partition, res.Commit))
 		return
 	}
 	for r := range max(j.Reducers, 1) {
-		_ = shuffle.Delete(ctx, ShuffleName(j.ID, res.Partition, res.Commit, r))
+		deleteObject(ctx, shuffle, ShuffleName(j.ID, res.Partition, res.Commit, r))
 	}
 }
 

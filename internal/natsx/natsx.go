@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -26,30 +27,35 @@ import (
 // Names of the streams, buckets, consumers and subjects. They are the
 // contract between servers and workers, wherever they run.
 const (
-	TasksStream      = "MR_TASKS"
-	ResultsStream    = "MR_RESULTS"
-	JobsBucket       = "mr_jobs"
-	WorkersBucket    = "mr_workers"
-	DatasetsBucket   = "mr_datasets" // KV: a dataset's manifest (its files)
-	BlocksBucket     = "mr_blocks"   // object store: the blocks of dataset files
-	ShuffleBucket    = "mr_shuffle"  // object store: map outputs, by job and attempt
-	OutputBucket     = "mr_output"   // object store: reduce outputs, by job and attempt
-	ShuffleRetention = 7 * 24 * time.Hour
-	WorkersConsumer  = "workers"
-	CoordConsumer    = "coordinator"
-	TaskSubject      = "mr.task."    // + job id
-	ResultSubject    = "mr.result."  // + job id; a message holds results of that job
-	StartedSubject   = "mr.started." // + job id; core NATS, not stored; a list of starts
-	CancelSubject    = "mr.cancel."  // + job id; core NATS, not stored
-	StopSubject      = "mr.stop."    // + job id.phase.partition: stop the other copies of a finished task
-	WorkerTTL        = 15 * time.Second
-	ResultsRetention = 7 * 24 * time.Hour
+	TasksStream       = "MR_TASKS"
+	ResultsStream     = "MR_RESULTS"
+	JobsBucket        = "mr_jobs"
+	WorkersBucket     = "mr_workers"
+	DatasetsBucket    = "mr_datasets"    // KV: a dataset's manifest (its files)
+	BlocksBucket      = "mr_blocks"      // object store: the blocks of dataset files
+	ShuffleBucket     = "mr_shuffle"     // object store: map outputs, by job and attempt
+	OutputBucket      = "mr_output"      // object store: reduce outputs, by job and attempt
+	IdempotencyBucket = "mr_idempotency" // KV: submit idempotency keys (hashed) → job id, for a day
+	HealthBucket      = "mr_health"      // KV: each server's write probe
+	ShuffleRetention  = 7 * 24 * time.Hour
+	WorkersConsumer   = "workers"
+	CoordConsumer     = "coordinator"
+	TaskSubject       = "mr.task."    // + job id
+	ResultSubject     = "mr.result."  // + job id; a message holds results of that job
+	StartedSubject    = "mr.started." // + job id; core NATS, not stored; a list of starts
+	CancelSubject     = "mr.cancel."  // + job id; core NATS, not stored
+	StopSubject       = "mr.stop."    // + job id.phase.partition: stop the other copies of a finished task
+	WorkerTTL         = 15 * time.Second
+	ResultsRetention  = 7 * 24 * time.Hour
 )
 
 // Embedded is a NATS server with JetStream running inside this process.
 type Embedded struct {
 	srv   *server.Server
 	token string
+	// noSpaceAt is when the server last logged a write failed for want
+	// of disk space (Unix nanoseconds).
+	noSpaceAt *atomic.Int64
 }
 
 // EmbeddedConfig configures the embedded NATS server.
@@ -138,6 +144,8 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
 	}
+	noSpace := new(atomic.Int64)
+	srv.SetLoggerV2(natsLog{log: logger.With("component", "nats"), noSpaceAt: noSpace}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
@@ -145,7 +153,7 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	}
 	logger.Info("embedded NATS server ready", "client_url", srv.ClientURL(), "store_dir", opts.StoreDir,
 		"server_name", name, "cluster", cfg.ClusterName, "routes", len(opts.Routes))
-	return &Embedded{srv: srv, token: cfg.Token}, nil
+	return &Embedded{srv: srv, token: cfg.Token, noSpaceAt: noSpace}, nil
 }
 
 func hostPort(addr, flag string) (string, int, error) {
@@ -248,6 +256,10 @@ type Store struct {
 	Results jetstream.Stream
 	Jobs    jetstream.KeyValue
 	Workers jetstream.KeyValue
+	// Idempotency maps submits' idempotency keys to their jobs.
+	Idempotency jetstream.KeyValue
+	// Health takes each server's write probe.
+	Health jetstream.KeyValue
 
 	Datasets jetstream.KeyValue
 	Blocks   jetstream.ObjectStore
@@ -268,7 +280,7 @@ type StoreConfig struct {
 // Setup creates or updates every stream, bucket and consumer mrcluster uses.
 // It is idempotent: every server runs it at start.
 func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) {
-	js, err := jetstream.New(nc)
+	js, err := newJetStream(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
@@ -316,6 +328,29 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 	}
 	if s.Jobs, err = readFromLeader(ctx, js, JobsBucket); err != nil {
 		return nil, err
+	}
+	if s.Idempotency, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      IdempotencyBucket,
+		Description: "idempotency keys of submits (hashed) and the job each created; kept a day",
+		History:     1,
+		TTL:         24 * time.Hour,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", IdempotencyBucket, err)
+	}
+	if s.Idempotency, err = readFromLeader(ctx, js, IdempotencyBucket); err != nil {
+		return nil, err
+	}
+	if s.Health, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      HealthBucket,
+		Description: "write probes of the servers: a server that cannot write here is not ready",
+		History:     1,
+		TTL:         time.Hour,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", HealthBucket, err)
 	}
 	if s.Datasets, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      DatasetsBucket,
@@ -379,7 +414,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 // Open binds to the resources a server's Setup created, without changing
 // them: what a worker does.
 func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
-	js, err := jetstream.New(nc)
+	js, err := newJetStream(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
@@ -396,6 +431,12 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	if s.Workers, err = js.KeyValue(ctx, WorkersBucket); err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", WorkersBucket, err)
 	}
+	if s.Idempotency, err = js.KeyValue(ctx, IdempotencyBucket); err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", IdempotencyBucket, err)
+	}
+	if s.Health, err = js.KeyValue(ctx, HealthBucket); err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", HealthBucket, err)
+	}
 	if s.Datasets, err = js.KeyValue(ctx, DatasetsBucket); err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", DatasetsBucket, err)
 	}
@@ -408,6 +449,21 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// FileStreams names the streams kept on disk that hold the cluster's state.
+func FileStreams() []string {
+	return []string{TasksStream, ResultsStream, "KV_" + JobsBucket, "KV_" + DatasetsBucket, "KV_" + IdempotencyBucket,
+		"OBJ_" + BlocksBucket, "OBJ_" + ShuffleBucket, "OBJ_" + OutputBucket}
+}
+
+// PublishAsyncTimeout bounds the wait for the acknowledgement of an
+// asynchronous publish: without it, a future of a publish lost in a
+// partition would never resolve.
+const PublishAsyncTimeout = 30 * time.Second
+
+func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PublishAsyncTimeout))
 }
 
 // readFromLeader turns off direct gets on a bucket's stream and binds to it
@@ -443,7 +499,7 @@ func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) err
 // Available reports whether JetStream answers (in a cluster: whether its
 // leader is elected), within a second.
 func Available(ctx context.Context, nc *nats.Conn) error {
-	js, err := jetstream.New(nc)
+	js, err := newJetStream(nc)
 	if err != nil {
 		return err
 	}
@@ -473,9 +529,7 @@ func OpenServer(ctx context.Context, nc *nats.Conn) (*Store, error) {
 // every stream of the store, or leads it: what a server that rejoins a
 // cluster waits for before it serves, so that its reads are not stale.
 func (s *Store) CaughtUp(ctx context.Context, server string) error {
-	names := []string{TasksStream, ResultsStream, "KV_" + JobsBucket, "KV_" + DatasetsBucket,
-		"OBJ_" + BlocksBucket, "OBJ_" + ShuffleBucket, "OBJ_" + OutputBucket}
-	for _, n := range names {
+	for _, n := range FileStreams() {
 		st, err := s.JS.Stream(ctx, n)
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", n, err)
@@ -502,6 +556,12 @@ func RouteHost(route string) string {
 		return u.Host
 	}
 	return route
+}
+
+// Probe writes key to the health bucket: whether the store takes a write.
+func (s *Store) Probe(ctx context.Context, key string) error {
+	_, err := s.Health.Put(ctx, key, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	return err
 }
 
 // Ready checks that the streams answer.

@@ -71,7 +71,7 @@ func (p *pace) fetchSize(workers int) int {
 // dropped on the floor. Tasks held longer than a third of the ack wait
 // (the tasks turned out slower than the fetch was sized for) and tasks
 // fetched while stopping are given back to the queue for other workers.
-func (p *Pool) feed(fetcher int, tasks chan<- jetstream.Msg) {
+func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 	backoff := 100 * time.Millisecond
 	for {
 		select {
@@ -104,18 +104,29 @@ func (p *Pool) feed(fetcher int, tasks chan<- jetstream.Msg) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		fetched := time.Now()
-		for m := range batch.Messages() {
-			if time.Since(fetched) > p.ackWait/3 {
-				p.giveBack(m)
+		// Every message is leased the moment it arrives, not when a worker
+		// is free for it: a message waiting in the batch without a lease
+		// would be given to another worker after the ack wait, and run twice.
+		leased := make(chan *lease, n)
+		go func() {
+			defer close(leased)
+			for m := range batch.Messages() {
+				leased <- p.newLease(m)
+			}
+		}()
+		for l := range leased {
+			if time.Since(l.at) > p.ackWait/3 {
+				// It waited for a worker here for long: the tasks are
+				// slower than the fetch was sized for; let others have it.
+				p.giveBack(l)
 				continue
 			}
 			p.assigned.Add(1)
 			select {
-			case tasks <- m:
+			case tasks <- l:
 			case <-p.stopping:
 				p.assigned.Add(-1)
-				p.giveBack(m)
+				p.giveBack(l)
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {

@@ -3,20 +3,22 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"time"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
-// finished is a task whose result waits to be stored before the task is
-// acknowledged.
+// finished is a task result waiting to be stored; when it is the task's
+// last word, its lease is acked once it is stored. A history-only record
+// (a lost or retried attempt) has no lease.
 type finished struct {
 	result job.TaskResult
-	msg    jetstream.Msg
+	lease  *lease
 }
 
 // maxResultBatch bounds how many results one stored message carries.
@@ -46,6 +48,9 @@ func (p *Pool) publishResults() {
 	}
 }
 
+// store publishes a batch, one message per job, and waits for the acks
+// under one deadline: every wait ends by then, whatever happens to the
+// others (a partition, a leader election, a full disk).
 func (p *Pool) store(batch []finished) {
 	byJob := map[string][]finished{}
 	var order []string
@@ -55,6 +60,8 @@ func (p *Pool) store(batch []finished) {
 		}
 		byJob[f.result.Job] = append(byJob[f.result.Job], f)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	defer cancel()
 	type pending struct {
 		fut   jetstream.PubAckFuture
 		tasks []finished
@@ -74,27 +81,44 @@ func (p *Pool) store(batch []finished) {
 		}
 		sent = append(sent, pending{fut, tasks})
 	}
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
 	for _, s := range sent {
 		select {
 		case <-s.fut.Ok():
 			for _, f := range s.tasks {
-				_ = f.msg.Ack()
+				if f.lease != nil {
+					f.lease.ack()
+				}
 			}
 		case err := <-s.fut.Err():
 			p.retry(s.tasks, err)
-		case <-timeout.C:
-			p.retry(s.tasks, context.DeadlineExceeded)
+		case <-ctx.Done():
+			// Done stays closed: once the deadline passed, every
+			// remaining wait ends at once.
+			p.retry(s.tasks, fmt.Errorf("no acknowledgement from the store within %s", mr.StoreCallTimeout))
 		}
 	}
 }
 
 // retry hands tasks whose results could not be stored back to the queue
-// for another attempt.
+// for another run, which is not counted as a failed attempt. History-only
+// records are dropped: the task's final result will be stored.
 func (p *Pool) retry(tasks []finished, err error) {
-	p.log.Warn("could not store task results; the tasks will run again", "job", tasks[0].result.Job, "tasks", len(tasks), "err", err)
+	p.log.Warn("could not store task results; the tasks will run again", "job", tasks[0].result.Job, "results", len(tasks), "err", err)
 	for _, f := range tasks {
-		_ = f.msg.NakWithDelay(time.Second)
+		if f.lease == nil {
+			continue
+		}
+		var t job.Task
+		if json.Unmarshal(f.lease.m.Data(), &t) != nil {
+			f.lease.hb.stop()
+			continue
+		}
+		t.Runs, t.Failures = f.result.Attempt, f.result.Failures
+		if f.result.Error == "" {
+			t.Failures = 0
+		} else {
+			t.Failures--
+		}
+		p.later(f.lease, p.backoff(1), t)
 	}
 }

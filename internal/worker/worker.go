@@ -76,6 +76,11 @@ type Pool struct {
 	startedWake chan struct{}
 	stopping    chan struct{}
 
+	laterMu      sync.Mutex
+	waiting      map[*time.Timer]func() // retries held before they are queued again
+	laterStopped bool
+	laterWG      sync.WaitGroup
+
 	mu       sync.Mutex
 	running  map[string]map[int]runningTask // job id → worker index → its task
 	canceled map[string]time.Time           // jobs told to stop, by when
@@ -88,6 +93,7 @@ func New(cfg Config) *Pool {
 		log:         cfg.Logger.With("pool", cfg.Name),
 		running:     map[string]map[int]runningTask{},
 		canceled:    map[string]time.Time{},
+		waiting:     map[*time.Timer]func(){},
 		stopping:    make(chan struct{}),
 		startedBuf:  map[string][]job.TaskStarted{},
 		startedWake: make(chan struct{}, 1),
@@ -164,7 +170,7 @@ func (p *Pool) Start(ctx context.Context) error {
 	p.results = make(chan finished, maxResultBatch)
 	p.resultsWG.Go(p.publishResults)
 	// A buffer lets the next fetch overlap the work on the previous one.
-	tasks := make(chan jetstream.Msg, p.cfg.Concurrency)
+	tasks := make(chan *lease, p.cfg.Concurrency)
 	var feeders sync.WaitGroup
 	for f := range fetchers {
 		feeders.Go(func() { p.feed(f, tasks) })
@@ -181,14 +187,14 @@ func (p *Pool) Start(ctx context.Context) error {
 	return nil
 }
 
-func (p *Pool) work(i int, tasks <-chan jetstream.Msg) {
-	for m := range tasks {
+func (p *Pool) work(i int, tasks <-chan *lease) {
+	for l := range tasks {
 		select {
 		case <-p.stopping:
 			// The feeder's select may pick a worker over the stop.
-			p.giveBack(m)
+			p.giveBack(l)
 		default:
-			p.run(i, m)
+			p.run(i, l)
 		}
 		p.assigned.Add(-1)
 		select {
@@ -198,77 +204,116 @@ func (p *Pool) work(i int, tasks <-chan jetstream.Msg) {
 	}
 }
 
-// run runs one task message from start to acknowledgement.
-func (p *Pool) run(i int, m jetstream.Msg) {
+// run runs one task from start to acknowledgement. Only the task's own
+// failures count toward its job's --max-attempts: a run whose worker died
+// before it ended (the queue delivers the task again) is recorded as lost,
+// and one under which the store failed as interrupted; both run again.
+func (p *Pool) run(i int, l *lease) {
 	var t job.Task
-	if err := json.Unmarshal(m.Data(), &t); err != nil {
-		p.log.Error("dropping an unreadable task", "subject", m.Subject(), "err", err)
-		_ = m.Term()
+	if err := json.Unmarshal(l.m.Data(), &t); err != nil {
+		p.log.Error("dropping an unreadable task message; it was not written by this version of mrcluster", "subject", l.m.Subject(), "err", err)
+		l.hb.stop()
+		_ = l.m.Term()
 		return
 	}
-	attempt := 1
-	if meta, err := m.Metadata(); err == nil {
-		attempt = int(meta.NumDelivered)
-	}
-	log := p.log.With("job", t.Job, "partition", t.Partition, "attempt", attempt, "worker", i)
+	delivered := l.delivered()
+	attempt := t.Runs + delivered
+	log := p.log.With("job", t.Job, "phase", t.Phase, "partition", t.Partition, "attempt", attempt, "worker", i)
 	ctx, cancel := context.WithCancel(p.hardCtx)
 	defer cancel()
 	if !p.track(t, i, cancel) {
-		_ = m.Ack() // the job was canceled or failed: drop its task
+		l.ack() // the job ended: drop its task
 		return
 	}
 	defer p.untrack(t.Job, i)
 
 	start := time.Now().UTC()
 	worker := p.keys[i]
+	p.noteLost(t, delivered)
 	p.noteStarted(job.TaskStarted{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start})
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
 	})
-	alive := p.keepAlive(m)
 	value, out, err := p.call(ctx, t)
-	alive.stop()
 	ran := time.Since(start)
 	p.pace.observe(ran)
 
 	switch {
 	case p.hardCtx.Err() != nil:
 		// The worker is being stopped hard: give the task back.
-		p.giveBack(m)
+		p.giveBack(l)
 		p.idle(i, false)
 		return
 	case ctx.Err() != nil:
-		// The job was canceled while the task ran.
-		_ = m.Ack()
+		// The job ended while the task ran.
+		l.ack()
 		p.idle(i, false)
 		return
 	}
+	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start,
+		FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup, Failures: t.Failures}
+	next := t
+	next.Runs = attempt
 	var storeErr *job.StoreError
-	if errors.As(err, &storeErr) {
+	switch {
+	case errors.Is(err, mr.ErrMissingInput):
+		if p.jobEnded(t.Job) {
+			log.Debug("dropping a task of a job that has ended; its inputs are gone", "err", err)
+			l.ack()
+			p.idle(i, false)
+			return
+		}
+		// The input will not come back: the job cannot finish.
+		err = fmt.Errorf("%w (deleted or lost from the store); the job cannot finish: submit it again", err)
+		r.Failures = t.MaxAttempts
+	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
-		_ = m.NakWithDelay(delay)
+		r.Outcome, r.Error = job.OutcomeInterrupted, err.Error()
+		p.results <- finished{result: r}
+		p.later(l, delay, next)
 		p.idle(i, false)
 		return
 	}
 	p.cfg.Metrics.WorkerTask(t.Kind, ran, err != nil)
-	if err != nil && attempt < t.MaxAttempts {
-		delay := p.backoff(attempt)
-		log.Warn("task failed; it will be retried", "err", err, "max_attempts", t.MaxAttempts, "retry_in", delay)
-		_ = m.NakWithDelay(delay)
+	if err != nil {
+		r.Failures++
+		r.Error = err.Error()
+	}
+	if err != nil && r.Failures < t.MaxAttempts {
+		delay := p.backoff(r.Failures)
+		log.Warn("task failed; it will be retried", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts, "retry_in", delay)
+		r.Outcome = job.OutcomeFailed
+		p.results <- finished{result: r}
+		next.Failures = r.Failures
+		p.later(l, delay, next)
 		p.idle(i, true)
 		return
 	}
-	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start, FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup}
 	if out != nil && err == nil {
 		r.Commit, r.Counters, r.Preview = out.Commit, &out.Counters, out.Preview
 	}
 	if err != nil {
-		r.Error = err.Error()
-		log.Warn("task failed on its last attempt; its job fails", "err", err, "max_attempts", t.MaxAttempts)
+		log.Warn("task failed on its last attempt; its job fails", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts)
 	}
-	p.results <- finished{result: r, msg: m}
+	p.results <- finished{result: r, lease: l}
 	p.idle(i, err != nil)
+}
+
+// jobEnded reports whether job id has ended or is gone; a store that does
+// not answer says no.
+func (p *Pool) jobEnded(id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	defer cancel()
+	e, err := p.cfg.Store.Jobs.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	var j job.Job
+	return json.Unmarshal(e.Value(), &j) == nil && j.State.Terminal()
 }
 
 // backoff is the wait before the attempt after the given one.
@@ -285,21 +330,94 @@ func (p *Pool) backoff(attempt int) time.Duration {
 	return d
 }
 
+// later queues task t again after delay, in place of the leased message,
+// which stays leased meanwhile: the wait before a retry is held by this
+// pool, not by the queue, whose delayed redeliveries live in the NATS
+// server's memory and are not told apart from a lost worker's. A pool
+// that stops queues its waiting retries at once; a pool that dies leaves
+// the message to be delivered again after the ack wait, as a lost run.
+func (p *Pool) later(l *lease, delay time.Duration, t job.Task) {
+	p.laterMu.Lock()
+	defer p.laterMu.Unlock()
+	if p.laterStopped {
+		p.laterWG.Go(func() { p.requeue(l, t) })
+		return
+	}
+	var tm *time.Timer
+	tm = time.AfterFunc(delay, func() {
+		p.laterMu.Lock()
+		_, mine := p.waiting[tm]
+		delete(p.waiting, tm)
+		p.laterMu.Unlock()
+		if mine {
+			p.requeue(l, t)
+		}
+	})
+	p.waiting[tm] = func() { p.requeue(l, t) }
+}
+
+// flushLater queues every waiting retry now and waits for them.
+func (p *Pool) flushLater() {
+	p.laterMu.Lock()
+	p.laterStopped = true
+	var now []func()
+	for tm, fn := range p.waiting {
+		if tm.Stop() {
+			now = append(now, fn)
+		}
+		delete(p.waiting, tm)
+	}
+	p.laterMu.Unlock()
+	for _, fn := range now {
+		fn()
+	}
+	p.laterWG.Wait()
+}
+
+// requeue publishes t as a new task message and acks the leased one. When
+// the publish fails, the lease is let go: the message comes back after the
+// ack wait (and its run is then counted as lost, the safe side).
+func (p *Pool) requeue(l *lease, t job.Task) {
+	data, err := json.Marshal(t)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+		_, err = p.cfg.Store.JS.PublishMsg(ctx, &nats.Msg{Subject: l.m.Subject(), Data: data})
+		cancel()
+	}
+	if err != nil {
+		p.log.Warn("could not queue a task again; it comes back after the ack wait", "job", t.Job, "phase", t.Phase, "partition", t.Partition, "err", err)
+		l.hb.stop()
+		return
+	}
+	l.ack()
+}
+
 // giveBack returns a task the pool will not run to the queue, durably: a
 // copy is published, then the original acked. (A nak is not enough: the
 // server keeps naks in memory, so after a restart a naked task would wait
 // a whole ack wait.) A crash between the two leaves a duplicate, which the
 // coordinator ignores.
-func (p *Pool) giveBack(m jetstream.Msg) {
+func (p *Pool) giveBack(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := p.cfg.Store.JS.PublishMsg(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data()}); err != nil {
-		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "subject", m.Subject(), "err", err)
-		_ = m.Nak()
+	data := l.m.Data()
+	if delivered := l.delivered(); delivered > 1 {
+		// The copy given back carries the runs lost before this delivery.
+		var t job.Task
+		if json.Unmarshal(data, &t) == nil {
+			p.noteLost(t, delivered)
+			t.Runs += delivered - 1
+			data, _ = json.Marshal(t)
+		}
+	}
+	if _, err := p.cfg.Store.JS.PublishMsg(ctx, &nats.Msg{Subject: l.m.Subject(), Data: data}); err != nil {
+		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "subject", l.m.Subject(), "err", err)
+		l.hb.stop()
+		_ = l.m.Nak()
 		return
 	}
-	_ = m.Ack()
-	p.log.Debug("gave a task back to the queue", "subject", m.Subject())
+	l.ack()
+	p.log.Debug("gave a task back to the queue", "subject", l.m.Subject())
 }
 
 // call runs the task's map or reduce, turning a panic into an error so a
@@ -315,7 +433,7 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 			if what == "" {
 				what = "map"
 			}
-			p.log.Error(what+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
+			p.log.Warn(what+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%s function panicked: %v", what, r)
 		}
 	}()
@@ -334,8 +452,48 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 	}
 }
 
-// keepAlive tells the queue every AckWait/3 that the task is still running,
-// so a long task is not given to another worker while this one lives.
+// noteLost records in the job's history the runs of task t lost before
+// this delivery of its message: earlier deliveries that ended without a
+// word from their worker (it died, was cut off, or paused past its lease).
+func (p *Pool) noteLost(t job.Task, delivered int) {
+	now := time.Now().UTC()
+	for a := t.Runs + 1; a < t.Runs+delivered; a++ {
+		p.log.Info("a worker was lost while it ran this task; it runs again, and this is not a failed attempt",
+			"job", t.Job, "phase", t.Phase, "partition", t.Partition, "lost_attempt", a)
+		p.results <- finished{result: job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: a, Backup: t.Backup,
+			Outcome: job.OutcomeLost, Failures: t.Failures, StartedAt: now, FinishedAt: now,
+			Error: "the worker running this attempt stopped answering (crashed, cut off or paused); the task ran again"}}
+	}
+}
+
+// lease is a task message the pool holds. From its fetch to its ack (or its
+// return to the queue) it tells the queue every AckWait/3 that it is alive,
+// so that no task waiting in the pool, running, or waiting for its result
+// to be stored is given to a second worker while this one lives.
+type lease struct {
+	m  jetstream.Msg
+	hb *heartbeat
+	at time.Time // when the message arrived
+}
+
+func (p *Pool) newLease(m jetstream.Msg) *lease {
+	return &lease{m: m, hb: p.keepAlive(m), at: time.Now()}
+}
+
+// delivered is how many times the queue delivered this message.
+func (l *lease) delivered() int {
+	if meta, err := l.m.Metadata(); err == nil {
+		return int(meta.NumDelivered)
+	}
+	return 1
+}
+
+func (l *lease) ack() {
+	l.hb.stop()
+	_ = l.m.Ack()
+}
+
+// keepAlive tells the queue every AckWait/3 that the message is held.
 func (p *Pool) keepAlive(m jetstream.Msg) *heartbeat {
 	every := p.ackWait / 3
 	h := &heartbeat{}
@@ -471,6 +629,7 @@ func (p *Pool) Stop(ctx context.Context) {
 	}
 	_ = p.cancelSub.Unsubscribe()
 	_ = p.stopSub.Unsubscribe()
+	p.flushLater()
 	close(p.results)
 	p.resultsWG.Wait()
 	p.hardCancel()

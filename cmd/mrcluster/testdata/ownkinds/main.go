@@ -1,11 +1,14 @@
 // Command ownkinds is mrcluster with two kinds of its own, for the tests of
 // failures with separate processes: "panics", whose map always panics, and
 // "slowcount", a word count whose map takes 5 s more per task in a process
-// started with SLOW_WORKER=1, as on a sick machine.
+// started with SLOW_WORKER=1, as on a sick machine; and "nap", a word count
+// whose map sleeps the param seconds on its first line, and fails once in a
+// process started with NAP_FAIL_ONCE=FILE (while FILE does not exist).
 package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"time"
 
@@ -25,6 +28,29 @@ func main() {
 				m["boom"]++ // a nil map: the kind of bug a real map has
 				return nil
 			},
+		},
+		mapreduce.Kind{
+			Name:        "nap",
+			Description: "wordcount whose map sleeps params.seconds on its first line",
+			Map: func(ctx context.Context, rec mapreduce.Record, emit mapreduce.Emit) error {
+				if rec.Line == 1 {
+					if f := os.Getenv("NAP_FAIL_ONCE"); f != "" {
+						if _, err := os.Stat(f); err != nil {
+							_ = os.WriteFile(f, nil, 0o600)
+							return errors.New("a hiccup: the map failed once")
+						}
+					}
+					secs, _ := mapreduce.Params(ctx)["seconds"].(float64)
+					select {
+					case <-time.After(time.Duration(secs * float64(time.Second))):
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				return wc.MapRecord(ctx, rec, emit)
+			},
+			Combine: wc.Combine,
+			Reduce:  wc.ReduceKey,
 		},
 		mapreduce.Kind{
 			Name:        "slowcount",

@@ -1,0 +1,177 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// lockedBuffer is a log sink tests read while the server writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// tmpfs mounts a small tmpfs for the test, or skips it where that cannot
+// be done (not root, no mount).
+func tmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "disk")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs (CI runs as root)")
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// fill writes zeros to path until the disk is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill the disk: %v", err)
+			}
+			return
+		}
+	}
+}
+
+// eventually polls cond every 100 ms for up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+	}
+}
+
+// The disk of the data directory fills up (another file fills it): the
+// server keeps answering, with 503s that say the disk is full, /readyz
+// says so too, and the NATS server's own errors are in the log. Once the
+// file is removed it recovers by itself, without a restart, and the job
+// submitted before the disk filled completes.
+func TestDiskFullAndBack(t *testing.T) {
+	t.Parallel()
+	disk := tmpfs(t, "80m")
+	logs := &lockedBuffer{}
+	gate := make(chan struct{})
+	slow := job.Kind{Name: "gated", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		select {
+		case <-gate:
+			return 1, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}}
+	b := setup(t, func(c *app.Config) {
+		c.DataDir = filepath.Join(disk, "data")
+		c.Kinds = testKinds(slow)
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	c := b.client()
+	before := c.Submit(t, "gated", 6)
+
+	fill(t, filepath.Join(disk, "filler"))
+	eventually(t, 15*time.Second, "/readyz to say the disk is full", func() bool {
+		r := c.Do(t, "GET", "/readyz", "")
+		return r.Status == http.StatusServiceUnavailable && strings.Contains(string(r.Body), "full")
+	})
+	start := time.Now()
+	r := c.Do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":2}`)
+	took := time.Since(start)
+	if r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "disk") {
+		t.Fatalf("a submit on a full disk: %d %s", r.Status, r.Body)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("a submit on a full disk took %s to answer", took)
+	}
+	if r := c.Do(t, "PUT", "/api/v1/datasets/d?file=a.txt", "some text\n"); r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "disk") {
+		t.Fatalf("an upload on a full disk: %d %s", r.Status, r.Body)
+	}
+	if r := c.Do(t, "GET", "/api/v1/jobs/"+before.ID, ""); r.Status != http.StatusOK {
+		t.Fatalf("reads while the disk is full: %d %s", r.Status, r.Body)
+	}
+	// The job's tasks finish while the disk is full: their results cannot
+	// be stored, and the streams that failed a write refuse every later
+	// one until they are opened anew.
+	close(gate)
+	eventually(t, 15*time.Second, "the NATS server's own errors in the log", func() bool {
+		return strings.Contains(logs.String(), "component=nats")
+	})
+
+	if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "/readyz to answer ready once space is back", func() bool {
+		return c.Do(t, "GET", "/readyz", "").Status == http.StatusOK
+	})
+	var after view.Job
+	eventually(t, 15*time.Second, "a submit to be accepted once space is back", func() bool {
+		r := c.Do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":2}`)
+		if r.Status != http.StatusAccepted {
+			return false
+		}
+		r.JSON(t, &after)
+		return true
+	})
+	eventually(t, 30*time.Second, "the job submitted after the recovery to end", func() bool { return b.job(t, after.ID).State.Terminal() })
+	if j := b.job(t, after.ID); j.State != job.Succeeded {
+		t.Fatalf("a job submitted after the recovery: %s", apitest.Describe(j))
+	}
+	eventually(t, 30*time.Second, "the job submitted before the disk filled to end", func() bool { return b.job(t, before.ID).State.Terminal() })
+	if j := b.job(t, before.ID); j.State != job.Succeeded || j.Result.Sum != 6 {
+		t.Fatalf("the job acknowledged before the disk filled: %s", apitest.Describe(j))
+	}
+	if r := c.Do(t, "PUT", "/api/v1/datasets/d?file=a.txt", "some text\n"); r.Status != http.StatusCreated && r.Status != http.StatusOK {
+		t.Fatalf("an upload after the recovery: %d %s", r.Status, r.Body)
+	}
+	if log := logs.String(); !strings.Contains(log, "the store takes writes again") {
+		t.Errorf("the log does not say the store recovered:\n%s", log)
+	}
+}

@@ -1,0 +1,115 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// Store health: a server watches that its store takes writes. A full disk
+// under --data-dir (filled by anything, not only by JetStream) makes
+// submits and uploads answer 503 at once with that reason, and /readyz too;
+// once space is back, the embedded JetStream is restarted (a stream whose
+// write failed keeps refusing writes until its files are opened anew) and
+// the server serves again, with no restart of the process.
+
+const (
+	// healthEvery is how often the store is probed with a write.
+	healthEvery = 2 * time.Second
+	// minFreeBytes is the free space under which the store counts as full:
+	// a new block of a stream is several MiB.
+	minFreeBytes = 16 << 20
+)
+
+type storeHealth struct {
+	mu     sync.Mutex
+	reason string // empty while the store takes writes
+}
+
+func (h *storeHealth) set(reason string) (changed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed = h.reason != reason
+	h.reason = reason
+	return changed
+}
+
+// Err says why the store cannot take writes now, or nil.
+func (h *storeHealth) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.reason == "" {
+		return nil
+	}
+	return fmt.Errorf("%s", h.reason)
+}
+
+// watchStore probes the store every healthEvery until ctx ends.
+func (s *Server) watchStore(ctx context.Context) {
+	// Only what fails after the watch starts counts.
+	restarted, full := time.Now(), time.Time{}
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	lastMark := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.checksStore() && time.Since(lastMark) >= checkpointEvery {
+			lastMark = time.Now()
+			s.checkpoint(ctx, false)
+		}
+		reason, noSpace := s.checkStore(ctx)
+		if noSpace {
+			full = time.Now()
+		}
+		// After a write failed for want of space anywhere (the probe's
+		// bucket may be fine while a stream refuses), once space is back:
+		// streams that failed a write refuse every later one until reopened.
+		if s.emb != nil && !noSpace && (full.After(restarted) || s.emb.NoSpaceSince(restarted)) {
+			if free, err := natsx.FreeBytes(s.cfg.DataDir); err == nil && free >= minFreeBytes {
+				s.log.Warn("disk space is back under the data directory; restarting the embedded JetStream so that its streams take writes again",
+					"data_dir", s.cfg.DataDir, "free_mib", free>>20)
+				restarted = time.Now()
+				if err := s.emb.RestartJetStream(); err != nil {
+					s.log.Error("could not restart the embedded JetStream; restart the server", "err", err)
+				}
+				reason, _ = s.checkStore(ctx)
+			}
+		}
+		if s.health.set(reason) {
+			if reason != "" {
+				s.log.Error("the store cannot take writes: submits and uploads answer 503 until it can", "reason", reason)
+			} else {
+				s.log.Info("the store takes writes again")
+			}
+		}
+	}
+}
+
+// checkStore returns why the store cannot take a write now ("" when it
+// can), and whether that is for want of disk space.
+func (s *Server) checkStore(ctx context.Context) (reason string, noSpace bool) {
+	// The write goes first, even on a disk seen full: its error, if any, is
+	// the store's own word (and the NATS server logs it).
+	ctx, cancel := context.WithTimeout(ctx, healthEvery)
+	defer cancel()
+	perr := s.store.Probe(ctx, s.probeKey)
+	if s.emb != nil {
+		if free, err := natsx.FreeBytes(s.cfg.DataDir); err == nil && free < minFreeBytes {
+			return fmt.Sprintf("the disk of the data directory %s is full (%d KiB free): free some space; the server recovers by itself within seconds", s.cfg.DataDir, free>>10), true
+		}
+	}
+	switch {
+	case perr == nil:
+		return "", false
+	case natsx.IsOutOfSpace(perr):
+		return fmt.Sprintf("the store is out of disk space (%v): free space under the data directory; the server recovers by itself within seconds", perr), true
+	}
+	return fmt.Sprintf("the store does not take writes: %v", perr), false
+}

@@ -1,0 +1,139 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+)
+
+// startAt starts a server on dir, returning the error of its start.
+func startAt(t *testing.T, dir string, accept bool) (*app.Server, error) {
+	t.Helper()
+	cfg := app.DefaultConfig()
+	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
+	cfg.Kinds = testKinds()
+	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.AcceptDamagedState = accept
+	srv, err := app.Start(context.Background(), cfg)
+	if err == nil {
+		t.Cleanup(func() { stop(srv) })
+	}
+	return srv, err
+}
+
+func stop(srv *app.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Close(ctx)
+}
+
+// streamFile returns the one message block file of a stream in dir.
+func streamFile(t *testing.T, dir, stream string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "jetstream", "jetstream", "*", "streams", stream, "msgs", "*.blk"))
+	if len(files) == 0 {
+		t.Fatalf("no message block of stream %s under %s", stream, dir)
+	}
+	return files[len(files)-1]
+}
+
+// A stopped server's store is damaged three ways: bytes flipped in the
+// jobs bucket's file, bytes flipped in the datasets bucket's, the jobs
+// bucket's file truncated. Each time the server refuses to start, naming
+// the stream and what to do; with --accept-damaged-state it starts.
+func TestDamagedStoreIsRefused(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	clean := filepath.Join(base, "clean")
+	srv, err := startAt(t, clean, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv}
+	c := b.client()
+	var ids []string
+	for range 27 {
+		j := c.Submit(t, "noop", 2)
+		ids = append(ids, j.ID)
+	}
+	for _, id := range ids {
+		b.awaitState(t, id, job.Succeeded)
+	}
+	c.PutFile(t, "books", "a.txt", []byte(strings.Repeat("call me ishmael\n", 500)))
+	c.PutFile(t, "books", "b.txt", []byte(strings.Repeat("some years ago\n", 500)))
+	stop(srv)
+
+	// The clean copy starts again and holds everything.
+	again, err := startAt(t, clean, false)
+	if err != nil {
+		t.Fatalf("an undamaged store after a clean stop: %v", err)
+	}
+	if j := (&bundle{srv: again}).job(t, ids[13]); j.State != job.Succeeded {
+		t.Fatalf("job after a restart: %+v", j)
+	}
+	stop(again)
+
+	damage := []struct {
+		name, stream string
+		do           func(path string) error
+	}{
+		{"flipped bytes in the jobs bucket", "KV_" + natsx.JobsBucket, flip(`"succeeded"`)},
+		{"flipped bytes in the datasets bucket", "KV_" + natsx.DatasetsBucket, flip(`"b.txt"`)},
+		{"the jobs bucket truncated", "KV_" + natsx.JobsBucket, func(p string) error {
+			fi, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			return os.Truncate(p, fi.Size()*2/3)
+		}},
+	}
+	for i, d := range damage {
+		dir := filepath.Join(base, "damaged"+string(rune('a'+i)))
+		if out, err := exec.Command("cp", "-a", clean, dir).CombinedOutput(); err != nil {
+			t.Fatalf("copy the data directory: %v %s", err, out)
+		}
+		if err := d.do(streamFile(t, dir, d.stream)); err != nil {
+			t.Fatal(err)
+		}
+
+		_, err := startAt(t, dir, false)
+		if !errors.Is(err, app.ErrDamagedStore) || !strings.Contains(err.Error(), d.stream) || !strings.Contains(err.Error(), "--accept-damaged-state") {
+			t.Fatalf("%s: start answered %v; want a refusal naming %s and what to do", d.name, err, d.stream)
+		}
+		t.Logf("%s: %v", d.name, err)
+		if _, err := startAt(t, dir, true); err != nil {
+			t.Fatalf("%s, with --accept-damaged-state: %v", d.name, err)
+		}
+	}
+}
+
+// flip returns a damage that inverts 8 bytes of a file at the last place
+// it holds marker: in a record the bucket still holds (older records of a
+// key may be superseded, and damage to them loses nothing).
+func flip(marker string) func(path string) error {
+	return func(path string) error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		at := bytes.LastIndex(data, []byte(marker))
+		if at < 0 {
+			return fmt.Errorf("%s does not hold %q", path, marker)
+		}
+		for i := at; i < at+8 && i < len(data); i++ {
+			data[i] ^= 0xff
+		}
+		return os.WriteFile(path, data, 0o600)
+	}
+}

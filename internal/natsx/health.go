@@ -1,0 +1,118 @@
+package natsx
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// IsOutOfSpace reports whether err says the store's disk is full, or that
+// JetStream ran out of the storage it may use.
+func IsOutOfSpace(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "no space left") || strings.Contains(s, "insufficient storage") ||
+		strings.Contains(s, "storage resources exceeded") || strings.Contains(s, "out of storage")
+}
+
+// NoSpaceSince reports whether the embedded server said, after t, that a
+// write failed for want of disk space.
+func (e *Embedded) NoSpaceSince(t time.Time) bool {
+	at := e.noSpaceAt.Load()
+	return at != 0 && time.Unix(0, at).After(t)
+}
+
+// FreeBytes returns the space left to an unprivileged writer on the disk
+// holding dir.
+func FreeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("read the free space of %s: %w", dir, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// RestartJetStream stops and starts the embedded server's JetStream, which
+// opens every stream's files anew. A stream whose write failed (a full
+// disk) refuses every later write until then, even once space is back.
+func (e *Embedded) RestartJetStream() error {
+	cfg := e.srv.JetStreamConfig()
+	if cfg == nil {
+		return errors.New("JetStream is not enabled on the embedded server")
+	}
+	c := *cfg
+	// EnableJetStream adds the "jetstream" folder to the directory it is
+	// given; the config it reports already has it.
+	if filepath.Base(c.StoreDir) == server.JetStreamStoreDir {
+		c.StoreDir = filepath.Dir(c.StoreDir)
+	}
+	if err := e.srv.ShutdownJetStream(); err != nil {
+		return fmt.Errorf("stop JetStream: %w", err)
+	}
+	if err := e.srv.EnableJetStream(&c); err != nil {
+		return fmt.Errorf("start JetStream again: %w", err)
+	}
+	return nil
+}
+
+// StoreDir is the embedded server's JetStream directory.
+func (e *Embedded) StoreDir() string {
+	if cfg := e.srv.JetStreamConfig(); cfg != nil {
+		return cfg.StoreDir
+	}
+	return ""
+}
+
+// natsLog hands the embedded NATS server's own warnings and errors to the
+// server's log; its notices go to debug (they are chatty at start), its
+// traces nowhere.
+type natsLog struct {
+	log       *slog.Logger
+	noSpaceAt *atomic.Int64
+}
+
+var _ server.Logger = natsLog{}
+
+func (l natsLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLog) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if IsOutOfSpace(errors.New(msg)) {
+		l.noSpaceAt.Store(time.Now().UnixNano())
+	}
+	l.log.Error(msg)
+}
+func (l natsLog) Debugf(format string, v ...any) {}
+func (l natsLog) Tracef(format string, v ...any) {}
+
+// DropIndexes removes the index files of streams in the JetStream store of
+// dataDir, so that the server, when it starts, rebuilds them from the
+// message files and checks every record's checksum.
+func DropIndexes(dataDir string, streams []string) error {
+	for _, name := range streams {
+		files, err := filepath.Glob(filepath.Join(dataDir, "jetstream", server.JetStreamStoreDir, "*", "streams", name, "msgs", "index.db"))
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove %s: %w", f, err)
+			}
+		}
+	}
+	return nil
+}
