@@ -2,7 +2,7 @@ GO    ?= go
 BIN   := bin/mrcluster
 PKGS  := ./...
 
-.PHONY: build web run test bench fmt-check vet clean
+.PHONY: build web run test bench chaos fmt-check vet clean
 
 # The dashboard (web/) is built into internal/webui/ui/app, which the
 # binary embeds; a Go build without it serves a page saying how to build it.
@@ -41,6 +41,14 @@ vet:
 # ceiling measured in the same run.
 bench:
 	$(GO) run ./internal/bench/cmd
+
+# Minutes of faults against a cluster of three servers (SIGKILLed servers and
+# workers, paused workers, a full disk as root): every acknowledged job must
+# end correctly, no task run twice without a recorded reason, nothing left
+# running. make test runs the same test for 40 s.
+CHAOS_DURATION ?= 5m
+chaos:
+	MRCLUSTER_CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/mrcluster
 
 clean:
 	rm -rf bin mrcluster-data internal/webui/ui/app web/node_modules

@@ -72,7 +72,16 @@ func (s *Server) watchStore(ctx context.Context) {
 		// bucket may be fine while a stream refuses), once space is back:
 		// streams that failed a write refuse every later one until reopened.
 		if s.emb != nil && !noSpace && (full.After(restarted) || s.emb.NoSpaceSince(restarted)) {
-			if free, err := natsx.FreeBytes(s.cfg.DataDir); err == nil && free >= minFreeBytes {
+			if s.cfg.ClusterName != "" {
+				// In a cluster, the NATS server stops its own JetStream when
+				// its disk fills, and the others keep the data; starting it
+				// again in-process was seen to leave tasks undelivered.
+				restarted = time.Now()
+				if !s.emb.JetStreamEnabled() {
+					s.log.Error("JetStream on this server stopped when its disk filled; the other servers of the cluster hold the data and serve: restart this server to bring its copies back",
+						"data_dir", s.cfg.DataDir)
+				}
+			} else if free, err := natsx.FreeBytes(s.cfg.DataDir); err == nil && free >= minFreeBytes {
 				s.log.Warn("disk space is back under the data directory; restarting the embedded JetStream so that its streams take writes again",
 					"data_dir", s.cfg.DataDir, "free_mib", free>>20)
 				restarted = time.Now()

@@ -149,6 +149,11 @@ func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (*j
 		return j, err
 	}
 	rev, err := c.cfg.Store.Jobs.Create(ctx, j.ID, data)
+	for err != nil && notStored(err) && ctx.Err() == nil {
+		// As above: no stream answered, nothing was stored.
+		time.Sleep(100 * time.Millisecond)
+		rev, err = c.cfg.Store.Jobs.Create(ctx, j.ID, data)
+	}
 	if err != nil {
 		// The create may have been stored and its answer lost: remove both.
 		c.withdraw(j.ID, true)
@@ -273,15 +278,37 @@ func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) error {
 		futures = append(futures, f)
 	}
 	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
-		case <-ctx.Done():
-			return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, ctx.Err()))
+		for f != nil {
+			select {
+			case <-f.Ok():
+				f = nil
+			case err := <-f.Err():
+				if !notStored(err) || ctx.Err() != nil {
+					return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
+				}
+				// No stream answered (a leader being elected, as when a
+				// server rejoins): nothing was stored, so publish again,
+				// for as long as the deadline allows, rather than answer 503.
+				select {
+				case <-ctx.Done():
+					return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
+				case <-time.After(100 * time.Millisecond):
+				}
+				if f, err = js.PublishMsgAsync(f.Msg()); err != nil {
+					return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
+				}
+			case <-ctx.Done():
+				return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, ctx.Err()))
+			}
 		}
 	}
 	return nil
+}
+
+// notStored reports whether a publish failed before any stream stored it,
+// so that publishing again cannot make a duplicate.
+func notStored(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // Cancel drops a job's queued tasks, stops its running ones and marks it

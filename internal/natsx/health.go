@@ -49,19 +49,14 @@ func FreeBytes(dir string) (uint64, error) {
 // opens every stream's files anew. A stream whose write failed (a full
 // disk) refuses every later write until then, even once space is back.
 func (e *Embedded) RestartJetStream() error {
-	cfg := e.srv.JetStreamConfig()
-	if cfg == nil {
-		return errors.New("JetStream is not enabled on the embedded server")
+	c := e.jsConfig
+	if e.srv.JetStreamEnabled() {
+		if err := e.srv.ShutdownJetStream(); err != nil {
+			return fmt.Errorf("stop JetStream: %w", err)
+		}
 	}
-	c := *cfg
-	// EnableJetStream adds the "jetstream" folder to the directory it is
-	// given; the config it reports already has it.
-	if filepath.Base(c.StoreDir) == server.JetStreamStoreDir {
-		c.StoreDir = filepath.Dir(c.StoreDir)
-	}
-	if err := e.srv.ShutdownJetStream(); err != nil {
-		return fmt.Errorf("stop JetStream: %w", err)
-	}
+	// (A clustered server disables its JetStream by itself when its disk is
+	// full; then there is only the start.)
 	if err := e.srv.EnableJetStream(&c); err != nil {
 		return fmt.Errorf("start JetStream again: %w", err)
 	}
@@ -116,3 +111,6 @@ func DropIndexes(dataDir string, streams []string) error {
 	}
 	return nil
 }
+
+// JetStreamEnabled reports whether the embedded server's JetStream runs.
+func (e *Embedded) JetStreamEnabled() bool { return e.srv.JetStreamEnabled() }

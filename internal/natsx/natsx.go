@@ -56,6 +56,9 @@ type Embedded struct {
 	// noSpaceAt is when the server last logged a write failed for want
 	// of disk space (Unix nanoseconds).
 	noSpaceAt *atomic.Int64
+	// jsConfig is JetStream's configuration as it started, for a restart;
+	// its StoreDir is the one given (EnableJetStream adds "jetstream").
+	jsConfig server.JetStreamConfig
 }
 
 // EmbeddedConfig configures the embedded NATS server.
@@ -153,7 +156,12 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	}
 	logger.Info("embedded NATS server ready", "client_url", srv.ClientURL(), "store_dir", opts.StoreDir,
 		"server_name", name, "cluster", cfg.ClusterName, "routes", len(opts.Routes))
-	return &Embedded{srv: srv, token: cfg.Token, noSpaceAt: noSpace}, nil
+	e := &Embedded{srv: srv, token: cfg.Token, noSpaceAt: noSpace}
+	if c := srv.JetStreamConfig(); c != nil {
+		e.jsConfig = *c
+		e.jsConfig.StoreDir = opts.StoreDir
+	}
+	return e, nil
 }
 
 func hostPort(addr, flag string) (string, int, error) {

@@ -119,6 +119,15 @@ func (p *Pool) retry(tasks []finished, err error) {
 		} else {
 			t.Failures--
 		}
+		// Its history says why it runs again (if the store takes it by
+		// then; the channel is this goroutine's own, so never wait on it).
+		r := f.result
+		r.Outcome, r.Error = job.OutcomeInterrupted, "its result could not be stored: "+err.Error()
+		r.Commit, r.Counters, r.Preview = "", nil, nil
+		select {
+		case p.results <- finished{result: r}:
+		default:
+		}
 		p.later(f.lease, p.backoff(1), t)
 	}
 }

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// The chaos test: three servers (R3) with their workers and two worker
+// processes, while clients submit jobs (retrying with an Idempotency-Key,
+// as told), faults come one after another: a server SIGKILLed and started
+// again, a worker process SIGKILLed and started again, a worker process
+// paused (SIGSTOP) past its lease and continued, and (as root) the disk of
+// one server filled and freed. Then every acknowledged job must have ended
+// correctly, no task may have run twice without a recorded reason (a lost
+// worker, a failure, a store interruption, a backup copy), and nothing may
+// keep running. `make chaos` runs it for five minutes; `make test` for 40 s.
+
+// chaosClient is an HTTP client that never fails the test: servers die.
+var chaosClient = &http.Client{Timeout: 10 * time.Second}
+
+func chaosDo(method, url, key string, body any, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		data, _ := json.Marshal(body)
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, err
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := chaosClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, err
+		}
+	}
+	if resp.StatusCode >= 300 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, data)
+	}
+	return resp.StatusCode, nil
+}
+
+type chaosNode struct {
+	mu   sync.Mutex
+	proc *proc
+	args []string
+	url  string
+	up   bool
+}
+
+type acked struct {
+	id         string
+	kind       string
+	partitions int
+}
+
+func TestChaos(t *testing.T) {
+	t.Parallel()
+	duration := 40 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("MRCLUSTER_CHAOS_DURATION")); err == nil {
+		duration = d
+	}
+	ports := freePorts(t, 9)
+	var routes, natsURLs []string
+	for i := range 3 {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+		natsURLs = append(natsURLs, fmt.Sprintf("nats://127.0.0.1:%d", ports[3+i]))
+	}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	// As root, server 0's data directory is a tmpfs of its own, to fill.
+	diskFull := os.Geteuid() == 0 && os.Getenv("MRCLUSTER_CHAOS_NO_DISKFULL") == ""
+	if diskFull {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", dirs[0]).CombinedOutput(); err != nil {
+			t.Logf("no disk-full episodes: cannot mount a tmpfs (%v %s)", err, out)
+			diskFull = false
+		} else {
+			t.Cleanup(func() { _ = exec.Command("umount", "-l", dirs[0]).Run() })
+		}
+	} else {
+		t.Log("no disk-full episodes: mounting a tmpfs needs root (or MRCLUSTER_CHAOS_NO_DISKFULL is set)")
+	}
+	nodes := make([]*chaosNode, 3)
+	for i := range nodes {
+		url := fmt.Sprintf("http://127.0.0.1:%d", ports[6+i])
+		nodes[i] = &chaosNode{url: url, args: []string{"serve", "--addr", strings.TrimPrefix(url, "http://"),
+			"--nats-listen", strings.TrimPrefix(natsURLs[i], "nats://"), "--data-dir", filepath.Join(dirs[i], "data"),
+			"--cluster-name", "chaos", "--cluster-listen", strings.TrimPrefix(routes[i], "nats://"), "--routes", strings.Join(routes, ","),
+			"--workers", "1", "--ack-wait", "2s", "--sleep-scale", "0.01", "--retry-backoff", "100ms", "--submit-rate", "0"}}
+	}
+	waits := make([]<-chan []string, 3)
+	for i, n := range nodes {
+		n.proc, waits[i] = spawn(t, servingLine, nil, n.args...)
+	}
+	for i, n := range nodes {
+		n.proc.ready(t, waits[i])
+		n.up = true
+	}
+	restart := func(n *chaosNode) {
+		p, lines := spawn(t, servingLine, nil, n.args...)
+		p.ready(t, lines)
+		n.mu.Lock()
+		n.proc, n.up = p, true
+		n.mu.Unlock()
+	}
+	workerArgs := func(name string) []string {
+		return []string{"worker", "--nats", strings.Join(natsURLs, ","), "--concurrency", "2", "--name", name, "--retry-backoff", "100ms", "--sleep-scale", "0.01"}
+	}
+	workers := []*proc{}
+	for _, name := range []string{"w1", "w2"} {
+		w, _ := launch(t, workerReady, nil, workerArgs(name)...)
+		workers = append(workers, w)
+	}
+	docs := books(t, 1)[:2]
+	upload(t, apitest.Client{URL: nodes[1].url}, "books", docs)
+	want := kinds.SeqWordCount(docs)
+
+	// Clients.
+	var mu sync.Mutex
+	var jobs []acked
+	var refused int
+	stop := make(chan struct{})
+	var clients sync.WaitGroup
+	for c := range 3 {
+		clients.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				spec := map[string]any{"kind": "short", "partitions": 1 + mrand.IntN(8)}
+				if n%10 == 9 {
+					spec = map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": 4, "reducers": 2}
+				}
+				var b [8]byte
+				_, _ = rand.Read(b[:])
+				key := hex.EncodeToString(b[:])
+				for try := range 20 {
+					node := nodes[(c+n+try)%3]
+					var j view.Job
+					status, err := chaosDo("POST", node.url+"/api/v1/jobs", key, spec, &j)
+					if err == nil {
+						mu.Lock()
+						jobs = append(jobs, acked{id: j.ID, kind: j.Kind, partitions: j.Partitions})
+						mu.Unlock()
+						break
+					}
+					if status == http.StatusBadRequest {
+						t.Errorf("a valid spec refused: %v", err)
+						return
+					}
+					mu.Lock()
+					refused++
+					mu.Unlock()
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+		})
+	}
+
+	// Faults, one after another.
+	end := time.Now().Add(duration)
+	var faults []string
+	for time.Now().Before(end) {
+		time.Sleep(time.Duration(2000+mrand.IntN(2000)) * time.Millisecond)
+		switch f := mrand.IntN(4); {
+		case f == 0:
+			i := mrand.IntN(3)
+			n := nodes[i]
+			n.mu.Lock()
+			n.up = false
+			n.mu.Unlock()
+			n.proc.kill(t)
+			faults = append(faults, fmt.Sprintf("server %d SIGKILLed", i))
+			time.Sleep(time.Duration(500+mrand.IntN(2000)) * time.Millisecond)
+			restart(n)
+		case f == 1:
+			i := mrand.IntN(len(workers))
+			workers[i].kill(t)
+			faults = append(faults, fmt.Sprintf("worker w%d SIGKILLed", i+1))
+			workers[i], _ = launch(t, workerReady, nil, workerArgs(fmt.Sprintf("w%d", i+1))...)
+		case f == 2:
+			i := mrand.IntN(len(workers))
+			_ = workers[i].cmd.Process.Signal(syscall.SIGSTOP)
+			faults = append(faults, fmt.Sprintf("worker w%d paused 5 s", i+1))
+			time.Sleep(5 * time.Second) // past its 2 s lease
+			_ = workers[i].cmd.Process.Signal(syscall.SIGCONT)
+		case diskFull:
+			faults = append(faults, "server 0's disk filled for 3 s")
+			fill := filepath.Join(dirs[0], "filler")
+			if f, err := os.Create(fill); err == nil {
+				buf := make([]byte, 1<<20)
+				for {
+					if _, err := f.Write(buf); err != nil {
+						break
+					}
+				}
+				f.Close()
+			}
+			time.Sleep(3 * time.Second)
+			_ = os.Remove(fill)
+		}
+	}
+	close(stop)
+	clients.Wait()
+	t.Logf("faults: %s", strings.Join(faults, "; "))
+	mu.Lock()
+	t.Logf("%d jobs acknowledged, %d submits refused and retried", len(jobs), refused)
+	mu.Unlock()
+
+	// Every acknowledged job ends, correctly.
+	url := nodes[0].url
+	deadline := time.Now().Add(3 * time.Minute)
+	for _, a := range jobs {
+		var j view.Job
+		for {
+			_, err := chaosDo("GET", url+"/api/v1/jobs/"+a.id, "", nil, &j)
+			if err == nil && j.State.Terminal() {
+				break
+			}
+			if time.Now().After(deadline) {
+				var h, q, w any
+				_, _ = chaosDo("GET", url+"/api/v1/jobs/"+a.id+"/tasks", "", nil, &h)
+				_, _ = chaosDo("GET", url+"/api/v1/queue", "", nil, &q)
+				_, _ = chaosDo("GET", url+"/api/v1/workers", "", nil, &w)
+				t.Fatalf("acknowledged job %s is %s 3 minutes after the faults ended (%v): %+v\nhistory %v\nqueue %v\nworkers %v", a.id, j.State, err, j.Tasks, h, q, w)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if j.State != job.Succeeded {
+			t.Fatalf("acknowledged job %s ended %s: %s", a.id, j.State, j.Error)
+		}
+		if a.kind == "short" && (j.Result == nil || j.Result.Sum != int64(a.partitions)) {
+			t.Fatalf("job %s of %d partitions has result %+v", a.id, a.partitions, j.Result)
+		}
+		if a.kind == "wordcount" {
+			resp, err := chaosClient.Get(url + "/api/v1/jobs/" + a.id + "/output")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != want {
+				t.Fatalf("wordcount %s differs from the sequential count (%d against %d bytes)", a.id, len(got), len(want))
+			}
+		}
+		checkRanOnce(t, url, a.id)
+	}
+	// Nothing keeps running: the queue empties and every worker is idle.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var q struct{ Depth int }
+		var w struct{ Workers []job.WorkerStatus }
+		_, err1 := chaosDo("GET", url+"/api/v1/queue", "", nil, &q)
+		_, err2 := chaosDo("GET", url+"/api/v1/workers", "", nil, &w)
+		busy := 0
+		for _, s := range w.Workers {
+			if s.Busy {
+				busy++
+			}
+		}
+		if err := errors.Join(err1, err2); err == nil && q.Depth == 0 && busy == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after every job ended: %d tasks queued, %d workers busy (%v)", q.Depth, busy, errors.Join(err1, err2))
+		}
+	}
+}
+
+// checkRanOnce fails the test when a task of job id has two final results
+// and no recorded reason to have run twice.
+func checkRanOnce(t *testing.T, url, id string) {
+	t.Helper()
+	var h struct{ Tasks []job.TaskResult }
+	if _, err := chaosDo("GET", url+"/api/v1/jobs/"+id+"/tasks", "", nil, &h); err != nil {
+		t.Fatalf("task history of %s: %v", id, err)
+	}
+	type task struct {
+		phase string
+		n     int
+	}
+	finals, reasons := map[task]int{}, map[task]bool{}
+	for _, r := range h.Tasks {
+		k := task{r.Phase, r.Partition}
+		if r.Final() {
+			finals[k]++
+		}
+		if !r.Final() || r.Backup {
+			reasons[k] = true
+		}
+	}
+	for k, n := range finals {
+		if n > 1 && !reasons[k] {
+			t.Fatalf("task %s/%d of job %s ran %d times with no failure, lost worker or backup recorded: %+v", k.phase, k.n, id, n, h.Tasks)
+		}
+	}
+}
