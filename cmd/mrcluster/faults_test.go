@@ -303,8 +303,14 @@ func TestChaos(t *testing.T) {
 func checkRanOnce(t *testing.T, url, id string) {
 	t.Helper()
 	var h struct{ Tasks []job.TaskResult }
-	if _, err := chaosDo("GET", url+"/api/v1/jobs/"+id+"/tasks", "", nil, &h); err != nil {
-		t.Fatalf("task history of %s: %v", id, err)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err := chaosDo("GET", url+"/api/v1/jobs/"+id+"/tasks", "", nil, &h)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task history of %s: %v", id, err)
+		}
 	}
 	type task struct {
 		phase string

@@ -114,23 +114,33 @@ func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, erro
 			return prev, err
 		}
 	}
-	j, err := c.submit(ctx, spec, j)
-	if err != nil && spec.IdempotencyKey != "" {
-		c.releaseKey(spec.IdempotencyKey, j.ID)
-	}
+	j, recorded, err := c.submit(ctx, spec, j)
 	if err != nil {
+		// What the submit stored is removed after the answer, which must
+		// not wait for a store that is failing (each step has a deadline
+		// of its own). Until then its tasks may start; their results wait
+		// for a record that never comes, and are dropped.
+		id, key := j.ID, spec.IdempotencyKey
+		c.wg.Go(func() {
+			c.withdraw(id, recorded)
+			if key != "" {
+				c.releaseKey(key, id)
+			}
+		})
 		return nil, err
 	}
 	return j, nil
 }
 
-func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (*job.Job, error) {
+// submit stores j. On an error, recorded reports whether its record may
+// have been stored all the same (a create whose answer was lost).
+func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (_ *job.Job, recorded bool, err error) {
 	j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
 	if k, _ := c.cfg.Kinds.Lookup(spec.Kind); k.ReadsData {
 		ds := &dataset.Store{KV: c.cfg.Store.Datasets, Blocks: c.cfg.Store.Blocks}
 		files, err := ds.Resolve(ctx, spec.Input)
 		if err != nil {
-			return j, err
+			return j, false, err
 		}
 		j.Input, j.Files, j.Reducers, j.Phase = spec.Input, files, max(spec.Reducers, 1), job.PhaseMap
 		j.MapCommits = make([]string, j.Partitions)
@@ -142,11 +152,10 @@ func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (*j
 	j.Enqueued = true
 	data, err := json.Marshal(j)
 	if err != nil {
-		return j, fmt.Errorf("encode job %s: %w", j.ID, err)
+		return j, false, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
 	if err := c.publishTasks(ctx, j); err != nil {
-		c.withdraw(j.ID, false)
-		return j, err
+		return j, false, err
 	}
 	rev, err := c.cfg.Store.Jobs.Create(ctx, j.ID, data)
 	for err != nil && notStored(err) && ctx.Err() == nil {
@@ -155,14 +164,13 @@ func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (*j
 		rev, err = c.cfg.Store.Jobs.Create(ctx, j.ID, data)
 	}
 	if err != nil {
-		// The create may have been stored and its answer lost: remove both.
-		c.withdraw(j.ID, true)
-		return j, unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
+		// The create may have been stored and its answer lost.
+		return j, !notStored(err), unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
 	}
 	c.put(j, rev)
 	c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
 	c.cfg.Metrics.JobSubmitted(j.Kind)
-	return j, nil
+	return j, false, nil
 }
 
 // withdraw removes what a failed submit of job id stored: its tasks, and
