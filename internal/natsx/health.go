@@ -63,14 +63,6 @@ func (e *Embedded) RestartJetStream() error {
 	return nil
 }
 
-// StoreDir is the embedded server's JetStream directory.
-func (e *Embedded) StoreDir() string {
-	if cfg := e.srv.JetStreamConfig(); cfg != nil {
-		return cfg.StoreDir
-	}
-	return ""
-}
-
 // natsLog hands the embedded NATS server's own warnings and errors to the
 // server's log; its notices go to debug (they are chatty at start), its
 // traces nowhere.
