@@ -126,12 +126,27 @@ func TestChaos(t *testing.T) {
 		n.proc.ready(t, waits[i])
 		n.up = true
 	}
+	// A server that rejoins in the middle of a leader election may give up
+	// at start; it is started again, as a supervisor would (at most 3 times).
 	restart := func(n *chaosNode) {
-		p, lines := spawn(t, servingLine, nil, n.args...)
-		p.ready(t, lines)
-		n.mu.Lock()
-		n.proc, n.up = p, true
-		n.mu.Unlock()
+		for try := 1; ; try++ {
+			p, lines := spawn(t, servingLine, nil, n.args...)
+			select {
+			case <-lines:
+				n.mu.Lock()
+				n.proc, n.up = p, true
+				n.mu.Unlock()
+				return
+			case err := <-p.exited:
+				p.exited <- err
+				if try == 3 {
+					t.Fatalf("a server did not start again in 3 tries: %v\n%s", err, p.out)
+				}
+				t.Logf("a restarted server exited at start (%v); starting it again", err)
+			case <-time.After(apitest.Timeout):
+				t.Fatalf("a restarted server was not ready in time:\n%s", p.out)
+			}
+		}
 	}
 	workerArgs := func(name string) []string {
 		return []string{"worker", "--nats", strings.Join(natsURLs, ","), "--concurrency", "2", "--name", name, "--retry-backoff", "100ms", "--sleep-scale", "0.01"}

@@ -152,8 +152,12 @@ func (p *Pool) Start(ctx context.Context) error {
 	}
 	// Announce the workers before taking work, so that a server that
 	// started is seen with all its workers.
-	var ferr error
-	p.rep.flush(ctx, true, time.Now(), func(err error) { ferr = err })
+	// Retried for a while: a server that just rejoined its cluster may
+	// find the bucket's leader being elected.
+	ferr := natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
+		p.rep.flush(ctx, true, time.Now(), func(e error) { err = e })
+		return err
+	})
 	if ferr != nil {
 		_ = p.cancelSub.Unsubscribe()
 		return fmt.Errorf("announce workers: %w", ferr)
