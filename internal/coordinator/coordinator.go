@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,6 +130,9 @@ func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, erro
 		})
 		return nil, err
 	}
+	if spec.IdempotencyKey != "" {
+		c.markKeyDone(ctx, spec.IdempotencyKey, j.ID)
+	}
 	return j, nil
 }
 
@@ -163,8 +167,15 @@ func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (_ 
 		time.Sleep(100 * time.Millisecond)
 		rev, err = c.cfg.Store.Jobs.Create(ctx, j.ID, data)
 	}
+	if err != nil && !notStored(err) {
+		// The create may have been stored and its answer lost: look.
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		if stored, r, gerr := c.Get(gctx, j.ID); gerr == nil {
+			j, rev, err = stored, r, nil
+		}
+		cancel()
+	}
 	if err != nil {
-		// The create may have been stored and its answer lost.
 		return j, !notStored(err), unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
 	}
 	c.put(j, rev)
@@ -196,9 +207,11 @@ func (c *Coordinator) withdraw(id string, record bool) {
 // older ones are dropped.
 const orphanAge = time.Minute
 
-// claimKey records key as the idempotency key of job id. When an earlier
-// submit holds the key, it returns that submit's job (waiting a moment for
-// a submit still in flight to store it).
+// claimKey records key as the idempotency key of job id, as pending. When
+// an earlier submit holds the key, it returns that submit's job once that
+// submit has answered success (markKeyDone); while it is pending it waits,
+// and a failed one releases the key. Only a job whose submit succeeded is
+// ever answered again: a failed submit's clean-up may remove its record.
 func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, error) {
 	k := idempotencyKey(key)
 	kv := c.cfg.Store.Idempotency
@@ -217,8 +230,12 @@ func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, e
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("read idempotency key: %w", err))
 		}
-		prev := string(e.Value())
-		for {
+		prev, done := strings.CutSuffix(string(e.Value()), keyDone)
+		t, ok := job.IDTime(prev)
+		stale := !ok || time.Since(t) > orphanAge
+		if done || stale {
+			// A submit that answered success, or one that never said (its
+			// server died): its job, if it exists; else the key is free.
 			j, _, err := c.Get(ctx, prev)
 			if err == nil {
 				j.Replayed = true
@@ -227,19 +244,28 @@ func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, e
 			if job.ErrorCode(err) != job.ENotFound {
 				return nil, err
 			}
-			if t, ok := job.IDTime(prev); !ok || time.Since(t) > orphanAge {
-				// A submit that failed and could not release its key.
-				if _, err := kv.Update(ctx, k, []byte(id), e.Revision()); err == nil {
-					return nil, nil
-				}
-				break
+			if _, err := kv.Update(ctx, k, []byte(id), e.Revision()); err == nil {
+				return nil, nil
 			}
-			select {
-			case <-ctx.Done():
-				return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
-			case <-time.After(50 * time.Millisecond):
-			}
+			continue
 		}
+		select {
+		case <-ctx.Done():
+			return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// keyDone marks an idempotency key whose submit answered success.
+const keyDone = " done"
+
+// markKeyDone records that the submit of job id under key succeeded. A
+// failure is only logged: a later submit with the key then waits for the
+// key to be a minute old, and answers the job.
+func (c *Coordinator) markKeyDone(ctx context.Context, key, id string) {
+	if _, err := c.cfg.Store.Idempotency.Put(ctx, idempotencyKey(key), []byte(id+keyDone)); err != nil {
+		c.log.Warn("could not mark an idempotency key done; a retry with it waits up to a minute for the job", "job", id, "err", err)
 	}
 }
 
@@ -250,7 +276,7 @@ func (c *Coordinator) releaseKey(key, id string) {
 	defer cancel()
 	k := idempotencyKey(key)
 	e, err := c.cfg.Store.Idempotency.Get(ctx, k)
-	if err != nil || string(e.Value()) != id {
+	if err != nil || string(e.Value()) != id { // not ours, or done
 		return
 	}
 	_ = c.cfg.Store.Idempotency.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
