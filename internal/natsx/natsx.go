@@ -324,14 +324,25 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", JobsBucket, err)
 	}
-	if s.Workers, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// On disk, not in memory: a replicated memory stream whose servers
+	// restart one after another loses its state and stays without a leader
+	// (the chaos test saw servers unable to announce their workers).
+	workers := jetstream.KeyValueConfig{
 		Bucket:      WorkersBucket,
 		Description: "worker liveness and status; an entry expires when its worker stops heartbeating",
 		History:     1,
 		TTL:         WorkerTTL,
-		Storage:     jetstream.MemoryStorage,
+		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	}); err != nil {
+	}
+	if s.Workers, err = js.CreateOrUpdateKeyValue(ctx, workers); err != nil && strings.Contains(err.Error(), "storage type") {
+		// A bucket of an earlier version, in memory: it holds only
+		// statuses that are rewritten within seconds.
+		if err = js.DeleteKeyValue(ctx, WorkersBucket); err == nil {
+			s.Workers, err = js.CreateOrUpdateKeyValue(ctx, workers)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", WorkersBucket, err)
 	}
 	if s.Jobs, err = readFromLeader(ctx, js, JobsBucket); err != nil {
