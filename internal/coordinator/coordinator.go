@@ -829,12 +829,25 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 	if _, _, err := c.Get(ctx, id); err != nil {
 		return nil, err
 	}
-	cons, err := c.cfg.Store.Results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{natsx.ResultSubject + id},
+	// A consumer of its own, deleted after the read: the ordered consumers
+	// used before lived on until their inactivity threshold, and the chaos
+	// test's 2,000 reads in a minute hit the limit of consumers.
+	cons, err := c.cfg.Store.Results.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     natsx.ResultSubject + id,
+		AckPolicy:         jetstream.AckNonePolicy,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
 	})
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = c.cfg.Store.Results.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
