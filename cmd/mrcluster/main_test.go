@@ -91,7 +91,14 @@ func launch(t *testing.T, ready *regexp.Regexp, env []string, args ...string) (*
 // spawn starts the binary without waiting; ready waits for its ready line.
 func spawn(t *testing.T, ready *regexp.Regexp, env []string, args ...string) (*proc, <-chan []string) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return spawnWith(t, nil, ready, env, args...)
+}
+
+// spawnWith is spawn with the binary run through prefix (e.g. ip netns exec NS).
+func spawnWith(t *testing.T, prefix []string, ready *regexp.Regexp, env []string, args ...string) (*proc, <-chan []string) {
+	t.Helper()
+	argv := append(append(append([]string{}, prefix...), binary), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1), name: args[0]}
 	cmd.Stderr = p.out

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -101,38 +100,7 @@ func (nw *netns) heal(n int) {
 // spawnIn starts the binary in network namespace ns; ready waits for it.
 func spawnIn(t *testing.T, ns string, args ...string) (*proc, <-chan []string) {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, binary}, args...)...)
-	p := &proc{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1), name: args[0]}
-	cmd.Stderr = p.out
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case lines <- m:
-				default:
-				}
-			}
-		}
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		err := <-p.exited
-		p.exited <- err
-		if t.Failed() {
-			t.Logf("output of %s in %s:\n%s", args[:1], ns, p.out)
-		}
-	})
-	return p, lines
+	return spawnWith(t, []string{"ip", "netns", "exec", ns}, servingLine, nil, args...)
 }
 
 func TestPartitions(t *testing.T) {

@@ -274,7 +274,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}
 		}
 		s.natsToken = token
-		if cfg.Replicas <= 1 && cfg.ClusterName == "" {
+		if cfg.alone() {
 			if err := natsx.DropIndexes(cfg.DataDir, rebuiltStreams); err != nil {
 				return nil, fmt.Errorf("prepare the store's check: %w", err)
 			}

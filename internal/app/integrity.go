@@ -67,8 +67,11 @@ var ErrDamagedStore = errors.New("the store is damaged")
 // checksStore reports whether this server keeps a record of its store: an
 // embedded server whose streams have one copy.
 func (s *Server) checksStore() bool {
-	return s.emb != nil && s.cfg.Replicas <= 1 && s.cfg.ClusterName == ""
+	return s.emb != nil && s.cfg.alone()
 }
+
+// alone reports whether the server's streams have one copy, on its own disk.
+func (c Config) alone() bool { return c.Replicas <= 1 && c.ClusterName == "" }
 
 func (s *Server) markPath() string { return filepath.Join(s.cfg.DataDir, markFile) }
 
