@@ -5,10 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // books returns the test corpus (see kinds.Corpus), copies times over
@@ -56,17 +56,17 @@ func TestWordCountSurvivesKilledWorkers(t *testing.T) {
 	}
 	worker("steady")
 	victim := worker("victim")
-	j := c.SubmitSpec(t, map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": 16, "reducers": 3})
+	j := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 16, Reducers: 3})
 	for kill := range 3 {
-		c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() || busyIn(t, c, "victim", j.ID) })
+		c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() || busyIn(t, c, "victim", j.ID) })
 		if now := c.Job(t, j.ID); now.State.Terminal() {
 			t.Fatalf("the job ended after %d kills, before the test could kill a busy worker: make it longer", kill)
 		}
 		victim.kill(t)
 		victim = worker("victim")
 	}
-	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if j.State != job.Succeeded {
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Succeeded {
 		t.Fatalf("wordcount after killed workers: %s", apitest.Describe(j))
 	}
 	if got, want := c.Output(t, j.ID), kinds.SeqWordCount(docs); got != want {
@@ -96,16 +96,16 @@ func TestWordCountSurvivesServerKill(t *testing.T) {
 	c := p.client()
 	docs := books(t, 4)
 	upload(t, c, "books", docs)
-	j := c.SubmitSpec(t, map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": 16, "reducers": 3})
-	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() || j.Tasks.Done >= 2 })
+	j := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 16, Reducers: 3})
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() || j.Tasks.Done >= 2 })
 	if j.State.Terminal() || j.Phase != job.PhaseMap {
 		t.Fatalf("the job got past its map phase before the kill (%s): make it longer", apitest.Describe(j))
 	}
 	p.kill(t)
 	p = start(t, dir, nil, "--ack-wait", "2s")
 	c = p.client()
-	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if j.State != job.Succeeded {
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Succeeded {
 		t.Fatalf("wordcount after a server kill: %s", apitest.Describe(j))
 	}
 	if got, want := c.Output(t, j.ID), kinds.SeqWordCount(docs); got != want {

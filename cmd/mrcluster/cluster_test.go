@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // freePorts finds n free loopback ports for cluster routes, which every
@@ -70,15 +70,15 @@ func TestThreeServerCluster(t *testing.T) {
 		size += int64(len(d.Data))
 	}
 	upload(t, a, "books", docs)
-	j := b.SubmitSpec(t, map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": 12, "reducers": 3})
+	j := b.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 12, Reducers: 3})
 	// Every server's workers take part.
-	j = a.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() || j.Tasks.Done >= 2 })
+	j = a.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() || j.Tasks.Done >= 2 })
 	if j.State.Terminal() {
 		t.Fatalf("the job ended before the kill (%s): make it longer", apitest.Describe(j))
 	}
 	nodes[2].kill(t)
-	j = a.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if j.State != job.Succeeded {
+	j = a.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Succeeded {
 		t.Fatalf("wordcount with a server killed: %s", apitest.Describe(j))
 	}
 	want := kinds.SeqWordCount(docs)
@@ -104,7 +104,7 @@ func TestThreeServerCluster(t *testing.T) {
 	m := again.ready(t, lines)
 	again.url = m[1]
 	c := again.client()
-	if got := c.Job(t, j.ID); got.State != job.Succeeded {
+	if got := c.Job(t, j.ID); got.State != client.Succeeded {
 		t.Fatalf("the rejoined server sees the job %s", apitest.Describe(got))
 	}
 	if got := c.Output(t, j.ID); got != want {

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // The chaos test: three servers (R3) with their workers and two worker
@@ -185,7 +185,7 @@ func TestChaos(t *testing.T) {
 				key := hex.EncodeToString(b[:])
 				for try := range 20 {
 					node := nodes[(c+n+try)%3]
-					var j view.Job
+					var j client.Job
 					status, err := chaosDo("POST", node.url+"/api/v1/jobs", key, spec, &j)
 					if err == nil {
 						mu.Lock()
@@ -260,7 +260,7 @@ func TestChaos(t *testing.T) {
 	url := nodes[0].url
 	deadline := time.Now().Add(3 * time.Minute)
 	for _, a := range jobs {
-		var j view.Job
+		var j client.Job
 		for {
 			_, err := chaosDo("GET", url+"/api/v1/jobs/"+a.id, "", nil, &j)
 			if err == nil && j.State.Terminal() {
@@ -275,7 +275,7 @@ func TestChaos(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		if j.State != job.Succeeded {
+		if j.State != client.Succeeded {
 			t.Fatalf("acknowledged job %s ended %s: %s", a.id, j.State, j.Error)
 		}
 		if a.kind == "short" && (j.Result == nil || j.Result.Sum != int64(a.partitions)) {

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
-	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -170,7 +170,7 @@ func TestSIGKILLDuringJobsLosesNothing(t *testing.T) {
 	c := p.client()
 
 	finished := c.Submit(t, "noop", 10)
-	finished = c.Await(t, finished.ID, func(j view.Job) bool { return j.State == job.Succeeded })
+	finished = c.Await(t, finished.ID, func(j client.Job) bool { return j.State == client.Succeeded })
 
 	type want struct {
 		id    string
@@ -187,19 +187,19 @@ func TestSIGKILLDuringJobsLosesNothing(t *testing.T) {
 		jobs = append(jobs, want{j.ID, spec.n, spec.value})
 	}
 	// Kill once the first job is under way but not done.
-	c.Await(t, jobs[0].id, func(j view.Job) bool { return j.Tasks.Done > 0 })
+	c.Await(t, jobs[0].id, func(j client.Job) bool { return j.Tasks.Done > 0 })
 	p.kill(t)
 
 	p2 := start(t, dir, nil, args...)
 	c2 := p2.client()
 	for _, w := range jobs {
-		j := c2.Await(t, w.id, func(j view.Job) bool { return j.State.Terminal() })
-		if j.State != job.Succeeded || !reflect.DeepEqual(j.Result.Values, apitest.Values(w.n, w.value)) {
+		j := c2.Await(t, w.id, func(j client.Job) bool { return j.State.Terminal() })
+		if j.State != client.Succeeded || !reflect.DeepEqual(j.Result.Values, apitest.Values(w.n, w.value)) {
 			t.Fatalf("after the crash: %s result %+v; want %d values of %d", apitest.Describe(j), j.Result, w.n, w.value)
 		}
 	}
 	again := c2.Job(t, finished.ID)
-	if !reflect.DeepEqual(again.Result, finished.Result) || again.State != job.Succeeded {
+	if !reflect.DeepEqual(again.Result, finished.Result) || again.State != client.Succeeded {
 		t.Fatalf("job finished before the crash: %s, want result %+v", apitest.Describe(again), finished.Result)
 	}
 }
@@ -212,7 +212,7 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 	p := start(t, dir, nil, "--workers", "1", "--sleep-scale", "0.05")
 	c := p.client()
 	j := c.Submit(t, "long", 30)
-	c.Await(t, j.ID, func(j view.Job) bool { return j.Tasks.Running == 1 })
+	c.Await(t, j.ID, func(j client.Job) bool { return j.Tasks.Running == 1 })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -225,8 +225,8 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 	}
 
 	p2 := start(t, dir, nil, "--sleep-scale", "0.001")
-	done := p2.client().Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if done.State != job.Succeeded || !reflect.DeepEqual(done.Result.Values, apitest.Values(30, 5)) {
+	done := p2.client().Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if done.State != client.Succeeded || !reflect.DeepEqual(done.Result.Values, apitest.Values(30, 5)) {
 		t.Fatalf("after restart: %s", apitest.Describe(done))
 	}
 }
@@ -285,7 +285,7 @@ func TestCLI(t *testing.T) {
 	if err != nil || !strings.HasPrefix(id, "noop_") {
 		t.Fatalf("submit: %v %q", err, id)
 	}
-	p.client().Await(t, id, func(j view.Job) bool { return j.State == job.Succeeded })
+	p.client().Await(t, id, func(j client.Job) bool { return j.State == client.Succeeded })
 	out, _, err = run("jobs")
 	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "succeeded") {
 		t.Fatalf("jobs: %v\n%s", err, out)

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -21,7 +21,7 @@ func TestJSONLogs(t *testing.T) {
 	p := start(t, t.TempDir(), nil, "--log-format", "json", "--sleep-scale", "0.001")
 	c := p.client()
 	j := c.Submit(t, "short", 3)
-	c.Await(t, j.ID, func(j view.Job) bool { return j.State == job.Succeeded })
+	c.Await(t, j.ID, func(j client.Job) bool { return j.State == client.Succeeded })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

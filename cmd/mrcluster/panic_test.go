@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // ownKinds points the package's binary at testdata/ownkinds, a program of
@@ -37,9 +37,9 @@ func TestPanickingKindFailsItsJobNotTheWorker(t *testing.T) {
 	w, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "w", "--retry-backoff", "10ms")
 	c := p.client()
 	c.PutFile(t, "in", "a.txt", []byte("one line\nanother\n"))
-	j := c.SubmitSpec(t, map[string]any{"kind": "panics", "input": []string{"in"}, "partitions": 2, "reducers": 1})
-	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if j.State != job.Failed || !strings.Contains(j.Error, "map function panicked") || !strings.Contains(j.Error, "nil map") || !strings.Contains(j.Error, "attempt 2 of 2") {
+	j := c.SubmitSpec(t, client.Spec{Kind: "panics", Input: []string{"in"}, Partitions: 2, Reducers: 1})
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Failed || !strings.Contains(j.Error, "map function panicked") || !strings.Contains(j.Error, "nil map") || !strings.Contains(j.Error, "attempt 2 of 2") {
 		t.Fatalf("job of a panicking kind: %s", apitest.Describe(j))
 	}
 	select {
@@ -47,8 +47,8 @@ func TestPanickingKindFailsItsJobNotTheWorker(t *testing.T) {
 		t.Fatalf("the worker process exited after the panics: %v\n%s", err, w.out)
 	default:
 	}
-	ok := c.SubmitSpec(t, map[string]any{"kind": "wordcount", "input": []string{"in"}, "partitions": 2, "reducers": 1})
-	if ok = c.Await(t, ok.ID, func(j view.Job) bool { return j.State.Terminal() }); ok.State != job.Succeeded {
+	ok := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"in"}, Partitions: 2, Reducers: 1})
+	if ok = c.Await(t, ok.ID, func(j client.Job) bool { return j.State.Terminal() }); ok.State != client.Succeeded {
 		t.Fatalf("the next job on the same worker: %s", apitest.Describe(ok))
 	}
 	if out := c.Output(t, ok.ID); out != "another 1\nline 1\none 1\n" {
@@ -68,11 +68,11 @@ func TestBackupTaskOverASlowWorkerProcess(t *testing.T) {
 	upload(t, c, "books", docs)
 	// The sick worker alone first, so that it surely holds a task.
 	launch(t, workerReady, []string{"SLOW_WORKER=1"}, "worker", "--nats", p.nats, "--concurrency", "1", "--name", "sick")
-	j := c.SubmitSpec(t, map[string]any{"kind": "slowcount", "input": []string{"books"}, "partitions": 6, "reducers": 2})
-	c.Await(t, j.ID, func(j view.Job) bool { return busyIn(t, c, "sick", j.ID) })
+	j := c.SubmitSpec(t, client.Spec{Kind: "slowcount", Input: []string{"books"}, Partitions: 6, Reducers: 2})
+	c.Await(t, j.ID, func(j client.Job) bool { return busyIn(t, c, "sick", j.ID) })
 	launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "healthy")
-	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if j.State != job.Succeeded || len(j.Backups) == 0 {
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Succeeded || len(j.Backups) == 0 {
 		t.Fatalf("job with a slow worker: %s, backups %v", apitest.Describe(j), j.Backups)
 	}
 	if got, want := c.Output(t, j.ID), kinds.SeqWordCount(docs); got != want {
@@ -102,7 +102,7 @@ func TestWorkerDeathsAreNotFailedAttempts(t *testing.T) {
 		return w
 	}
 	victim := worker(nil)
-	j := c.SubmitSpec(t, map[string]any{"kind": "nap", "input": []string{"in"}, "partitions": 1, "reducers": 1, "params": map[string]any{"seconds": 3}})
+	j := c.SubmitSpec(t, client.Spec{Kind: "nap", Input: []string{"in"}, Partitions: 1, Reducers: 1, Params: map[string]any{"seconds": 3}})
 	// The attempt each kill interrupts: a status of the killed process may
 	// still be seen a moment after the next one started.
 	last := 0
@@ -129,8 +129,8 @@ func TestWorkerDeathsAreNotFailedAttempts(t *testing.T) {
 		}
 		victim = worker(env)
 	}
-	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if j.State != job.Succeeded {
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Succeeded {
 		t.Fatalf("a job whose worker was killed four times and whose task failed once: %s", apitest.Describe(j))
 	}
 	if out := c.Output(t, j.ID); out != "one 2\nthree 1\ntwo 1\n" {

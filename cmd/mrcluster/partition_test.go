@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // Partitions: three servers, each in a network namespace of its own on one
@@ -143,7 +143,7 @@ func TestPartitions(t *testing.T) {
 				_, _ = rand.Read(b[:])
 				key := hex.EncodeToString(b[:])
 				for try := range 30 {
-					var j view.Job
+					var j client.Job
 					start := time.Now()
 					status, err := chaosDo("POST", urls[(c+n+try)%3]+"/api/v1/jobs", key, spec, &j)
 					took := time.Since(start)
@@ -208,7 +208,7 @@ func TestPartitions(t *testing.T) {
 	mu.Unlock()
 
 	for _, a := range jobs {
-		var j view.Job
+		var j client.Job
 		for {
 			_, err := chaosDo("GET", urls[1]+"/api/v1/jobs/"+a.id, "", nil, &j)
 			if err == nil && j.State.Terminal() {
@@ -219,7 +219,7 @@ func TestPartitions(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		if j.State != job.Succeeded || j.Result == nil || j.Result.Sum != int64(a.partitions) {
+		if j.State != client.Succeeded || j.Result == nil || j.Result.Sum != int64(a.partitions) {
 			t.Fatalf("acknowledged job %s: %s, result %+v, error %q", a.id, j.State, j.Result, j.Error)
 		}
 		checkRanOnce(t, urls[1], a.id)

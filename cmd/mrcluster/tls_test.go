@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // certs writes a CA and a certificate it signed for 127.0.0.1 into dir and
@@ -69,7 +69,7 @@ func TestNATSTLS(t *testing.T) {
 	c := p.client()
 	c.AwaitIdleWorkers(t, 3)
 	j := c.Submit(t, "short", 12)
-	if j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() }); j.State != job.Succeeded {
+	if j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() }); j.State != client.Succeeded {
 		t.Fatalf("job with a TLS worker: %s", apitest.Describe(j))
 	}
 	var h struct{ Tasks []job.TaskResult }

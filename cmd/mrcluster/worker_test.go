@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // A worker process joined through the server's NATS runs the cluster's
@@ -25,8 +25,8 @@ func TestWorkerProcess(t *testing.T) {
 	murl := m[1]
 
 	j := c.Submit(t, "short", 6)
-	j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() })
-	if j.State != job.Succeeded || !reflect.DeepEqual(j.Result.Values, apitest.Values(6, 1)) {
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Succeeded || !reflect.DeepEqual(j.Result.Values, apitest.Values(6, 1)) {
 		t.Fatalf("job run by the worker process: %s", apitest.Describe(j))
 	}
 	var w struct{ Workers []job.WorkerStatus }
@@ -68,7 +68,7 @@ func TestWorkerNATSToken(t *testing.T) {
 	launch(t, regexp.MustCompile(`^mrcluster worker .* running`), []string{"MRCLUSTER_NATS_TOKEN=n4ts"}, "worker", "--nats", p.nats, "--concurrency", "1", "--sleep-scale", "0.001")
 	c := p.client()
 	j := c.Submit(t, "noop", 3)
-	if j = c.Await(t, j.ID, func(j view.Job) bool { return j.State.Terminal() }); j.State != job.Succeeded {
+	if j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() }); j.State != client.Succeeded {
 		t.Fatalf("job on the worker with the token: %s", apitest.Describe(j))
 	}
 }

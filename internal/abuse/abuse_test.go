@@ -19,11 +19,10 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 const token = "abuse-test-token"
@@ -47,8 +46,8 @@ func TestAbuse(t *testing.T) {
 	}()
 	base := srv.URL()
 	c := apitest.Client{URL: base}
-	client := &http.Client{Timeout: 30 * time.Second}
-	defer client.CloseIdleConnections()
+	hc := &http.Client{Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
 
 	var mu sync.Mutex
 	statuses := map[int]int{}
@@ -60,7 +59,7 @@ func TestAbuse(t *testing.T) {
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
-		resp, err := client.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Errorf("%s %s: %v", method, path, err)
 			return
@@ -100,7 +99,7 @@ func TestAbuse(t *testing.T) {
 			body := `{"kind":"short","partitions":4}`
 			req, _ := http.NewRequest("POST", base+"/api/v1/jobs", strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+token)
-			resp, err := client.Do(req)
+			resp, err := hc.Do(req)
 			if err != nil {
 				continue
 			}
@@ -181,8 +180,8 @@ func TestAbuse(t *testing.T) {
 		t.Fatalf("%d of 10 jobs accepted during the abuse", len(jobs))
 	}
 	for _, id := range jobs {
-		j := c.Await(t, id, func(j view.Job) bool { return j.State.Terminal() })
-		if j.State != job.Succeeded || j.Result.Sum != 4 {
+		j := c.Await(t, id, func(j client.Job) bool { return j.State.Terminal() })
+		if j.State != client.Succeeded || j.Result.Sum != 4 {
 			t.Fatalf("a job accepted during the abuse: %s", apitest.Describe(j))
 		}
 	}

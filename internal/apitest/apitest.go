@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -75,29 +76,29 @@ func (c Client) Do(t testing.TB, method, path, body string, headers ...string) R
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
 }
 
+// API returns the public Go client of the server, as a program would use it.
+func (c Client) API() *client.Client {
+	return &client.Client{URL: c.URL, Timeout: Timeout, SubmitRetries: -1}
+}
+
 // Submit submits a job through /api/v1/jobs and fails the test unless it
 // is accepted.
-func (c Client) Submit(t testing.TB, kind string, n int) view.Job {
+func (c Client) Submit(t testing.TB, kind string, n int) client.Job {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"kind": kind, "partitions": n})
-	r := c.Do(t, "POST", "/api/v1/jobs", string(body))
-	if r.Status != http.StatusAccepted {
-		t.Fatalf("submit %s/%d: %d %s", kind, n, r.Status, r.Body)
+	j, err := c.API().Submit(Context(t), client.Spec{Kind: kind, Partitions: n})
+	if err != nil {
+		t.Fatalf("submit %s/%d: %v", kind, n, err)
 	}
-	var j view.Job
-	r.JSON(t, &j)
 	return j
 }
 
 // Job reads a job.
-func (c Client) Job(t testing.TB, id string) view.Job {
+func (c Client) Job(t testing.TB, id string) client.Job {
 	t.Helper()
-	r := c.Do(t, "GET", "/api/v1/jobs/"+id, "")
-	if r.Status != http.StatusOK {
-		t.Fatalf("get job %s: %d %s", id, r.Status, r.Body)
+	j, err := c.API().Job(Context(t), id)
+	if err != nil {
+		t.Fatalf("get job %s: %v", id, err)
 	}
-	var j view.Job
-	r.JSON(t, &j)
 	return j
 }
 
@@ -116,7 +117,7 @@ func (c Client) Dial(t testing.TB, path string) *websocket.Conn {
 // Await returns the job once cond holds for it. It re-reads the job each
 // time the server sends an event (at least every few seconds): no polling
 // interval, no sleep.
-func (c Client) Await(t testing.TB, id string, cond func(view.Job) bool) view.Job {
+func (c Client) Await(t testing.TB, id string, cond func(client.Job) bool) client.Job {
 	t.Helper()
 	ctx := Context(t)
 	conn := c.Dial(t, "/api/v1/events")
@@ -164,7 +165,7 @@ func Values(n int, v int64) []int64 {
 }
 
 // Describe is a short line about a job for failure messages.
-func Describe(j view.Job) string {
+func Describe(j client.Job) string {
 	return fmt.Sprintf("%s %s tasks=%+v err=%q", j.ID, j.State, j.Tasks, j.Error)
 }
 
@@ -199,31 +200,27 @@ func Get(url string) (*http.Response, error) {
 // is stored.
 func (c Client) PutFile(t testing.TB, ds, file string, data []byte) {
 	t.Helper()
-	r := c.Do(t, "PUT", "/api/v1/datasets/"+ds+"/files/"+file, string(data))
-	if r.Status != http.StatusCreated {
-		t.Fatalf("put %s/%s: %d %s", ds, file, r.Status, r.Body)
+	if _, err := c.API().PutFile(Context(t), ds, file, bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatalf("put %s/%s: %v", ds, file, err)
 	}
 }
 
 // SubmitSpec submits a job spec and fails the test unless it is accepted.
-func (c Client) SubmitSpec(t testing.TB, spec map[string]any) view.Job {
+func (c Client) SubmitSpec(t testing.TB, spec client.Spec) client.Job {
 	t.Helper()
-	body, _ := json.Marshal(spec)
-	r := c.Do(t, "POST", "/api/v1/jobs", string(body))
-	if r.Status != http.StatusAccepted {
-		t.Fatalf("submit %s: %d %s", body, r.Status, r.Body)
+	j, err := c.API().Submit(Context(t), spec)
+	if err != nil {
+		t.Fatalf("submit %+v: %v", spec, err)
 	}
-	var j view.Job
-	r.JSON(t, &j)
 	return j
 }
 
 // Output reads the output of a succeeded job.
 func (c Client) Output(t testing.TB, id string) string {
 	t.Helper()
-	r := c.Do(t, "GET", "/api/v1/jobs/"+id+"/output", "")
-	if r.Status != http.StatusOK {
-		t.Fatalf("output of %s: %d %s", id, r.Status, r.Body)
+	var out strings.Builder
+	if err := c.API().Output(Context(t), id, &out); err != nil {
+		t.Fatalf("output of %s: %v", id, err)
 	}
-	return string(r.Body)
+	return out.String()
 }

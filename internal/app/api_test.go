@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/view"
@@ -69,7 +70,7 @@ func TestSeedSubmitAndStatus(t *testing.T) {
 		if len(got) != 2 || got["status"] != "Submitted" || !strings.HasPrefix(got["job"], tc.kind+"_") {
 			t.Fatalf("POST /%s/%d answered %s, want {status: Submitted, job: %s_…}", tc.kind, tc.n, r.Body, tc.kind)
 		}
-		j := b.awaitState(t, got["job"], job.Succeeded)
+		j := b.awaitState(t, got["job"], client.Succeeded)
 		want := make([]int64, tc.n)
 		for i := range want {
 			want[i] = tc.value
@@ -187,7 +188,7 @@ func TestJobResource(t *testing.T) {
 	if loc := r.Header.Get("Location"); loc != "/api/v1/jobs/"+id {
 		t.Errorf("Location = %q", loc)
 	}
-	j := b.awaitState(t, id, job.Succeeded)
+	j := b.awaitState(t, id, client.Succeeded)
 	if j.Tasks != (view.TaskCounts{Total: 4, Done: 4}) || j.Result.Sum != 4 || j.StartedAt == nil || j.FinishedAt == nil {
 		t.Fatalf("finished job = %+v", j)
 	}
@@ -203,19 +204,19 @@ func TestListJobs(t *testing.T) {
 	var ids []string
 	for range 5 {
 		j := b.submit(t, "noop", 1)
-		b.awaitState(t, j.ID, job.Succeeded)
+		b.awaitState(t, j.ID, client.Succeeded)
 		ids = append(ids, j.ID)
 	}
 	running := b.submit(t, "block", 1)
 	<-blk.started
-	b.await(t, running.ID, func(j view.Job) bool { return j.State == job.Running && j.Tasks.Running == 1 })
+	b.await(t, running.ID, func(j client.Job) bool { return j.State == client.Running && j.Tasks.Running == 1 })
 
 	var seen []string
 	cursor := ""
 	for page := 0; ; page++ {
 		var l struct {
-			Jobs       []view.Job `json:"jobs"`
-			NextCursor string     `json:"next_cursor"`
+			Jobs       []client.Job `json:"jobs"`
+			NextCursor string       `json:"next_cursor"`
 		}
 		r := b.do(t, "GET", "/api/v1/jobs?state=succeeded&limit=2&cursor="+cursor, "")
 		if r.Status != 200 {
@@ -239,7 +240,7 @@ func TestListJobs(t *testing.T) {
 		t.Fatalf("succeeded jobs in pages = %v, want newest first %v", seen, want)
 	}
 
-	var l struct{ Jobs []view.Job }
+	var l struct{ Jobs []client.Job }
 	b.do(t, "GET", "/api/v1/jobs?state=running", "").JSON(t, &l)
 	if len(l.Jobs) != 1 || l.Jobs[0].ID != running.ID || l.Jobs[0].Tasks.Running != 1 {
 		t.Fatalf("running jobs = %+v, want only %s with 1 running task", l.Jobs, running.ID)
@@ -260,9 +261,9 @@ func TestCancel(t *testing.T) {
 		<-blk.started
 	}
 	r := b.do(t, "POST", "/api/v1/jobs/"+j.ID+"/cancel", "")
-	var got view.Job
+	var got client.Job
 	r.JSON(t, &got)
-	if r.Status != 200 || got.State != job.Canceled || got.FinishedAt == nil {
+	if r.Status != 200 || got.State != client.Canceled || got.FinishedAt == nil {
 		t.Fatalf("cancel = %d %s", r.Status, r.Body)
 	}
 	// The four running tasks see their context end.
@@ -272,11 +273,11 @@ func TestCancel(t *testing.T) {
 	// A job submitted after it runs; by the time it is done, the canceled
 	// job's two waiting tasks were dropped without running.
 	after := b.submit(t, "noop", 8)
-	b.awaitState(t, after.ID, job.Succeeded)
+	b.awaitState(t, after.ID, client.Succeeded)
 	if n := blk.calls.Load(); n != 4 {
 		t.Fatalf("the canceled job's map ran %d times, want 4 (its queued tasks must be dropped)", n)
 	}
-	if j := b.job(t, j.ID); j.State != job.Canceled || j.Tasks.Queued != 0 || j.Tasks.Running != 0 {
+	if j := b.job(t, j.ID); j.State != client.Canceled || j.Tasks.Queued != 0 || j.Tasks.Running != 0 {
 		t.Fatalf("canceled job = %+v", j)
 	}
 	var q struct {
@@ -301,19 +302,19 @@ func TestFailingAndPanickingTasks(t *testing.T) {
 	b := setup(t)
 	j := b.submit(t, "fail", 3)
 	j = b.await(t, j.ID, terminal)
-	if j.State != job.Failed || j.Tasks.Failed != 1 || !strings.Contains(j.Error, "partition 1") || !strings.Contains(j.Error, "corrupt") {
+	if j.State != client.Failed || j.Tasks.Failed != 1 || !strings.Contains(j.Error, "partition 1") || !strings.Contains(j.Error, "corrupt") {
 		t.Fatalf("failing job = %+v", j)
 	}
 	for range 3 {
 		p := b.submit(t, "panic", 1)
 		p = b.await(t, p.ID, terminal)
-		if p.State != job.Failed || !strings.Contains(p.Error, "panicked: boom") {
+		if p.State != client.Failed || !strings.Contains(p.Error, "panicked: boom") {
 			t.Fatalf("panicking job = %+v", p)
 		}
 	}
 	// The workers survived.
 	ok := b.submit(t, "noop", 20)
-	b.awaitState(t, ok.ID, job.Succeeded)
+	b.awaitState(t, ok.ID, client.Succeeded)
 	var w struct{ Workers []job.WorkerStatus }
 	b.do(t, "GET", "/api/v1/workers", "").JSON(t, &w)
 	if len(w.Workers) != 4 {
@@ -407,7 +408,7 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	// Nothing of the above was stored.
-	var l struct{ Jobs []view.Job }
+	var l struct{ Jobs []client.Job }
 	b.do(t, "GET", "/api/v1/jobs", "").JSON(t, &l)
 	if len(l.Jobs) != 0 {
 		t.Fatalf("bad requests created jobs: %+v", l.Jobs)
@@ -445,7 +446,7 @@ func TestKindsWorkersQueueHealth(t *testing.T) {
 	for range 4 {
 		<-blk.started
 	}
-	b.await(t, j.ID, func(j view.Job) bool { return j.Tasks.Running == 4 })
+	b.await(t, j.ID, func(j client.Job) bool { return j.Tasks.Running == 4 })
 	var q struct {
 		Depth int              `json:"depth"`
 		Jobs  []view.QueuedJob `json:"jobs"`
@@ -469,7 +470,7 @@ func TestKindsWorkersQueueHealth(t *testing.T) {
 		t.Fatalf("workers = %+v, want 4 busy on %s", w.Workers, j.ID)
 	}
 	close(blk.release)
-	b.awaitState(t, j.ID, job.Succeeded)
+	b.awaitState(t, j.ID, client.Succeeded)
 
 	if r := b.do(t, "GET", "/healthz", ""); r.Status != 200 || !strings.Contains(string(r.Body), `"status":"ok"`) {
 		t.Fatalf("healthz = %d %s", r.Status, r.Body)
@@ -562,7 +563,7 @@ func TestJobTasks(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	j := b.submit(t, "short", 5)
-	b.awaitState(t, j.ID, job.Succeeded)
+	b.awaitState(t, j.ID, client.Succeeded)
 	var got struct {
 		Tasks []struct {
 			Partition  int     `json:"partition"`

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -41,7 +42,7 @@ func TestBackupTasksBeatAStraggler(t *testing.T) {
 		{Name: "c.txt", Data: []byte("four\n")}, {Name: "slow.txt", Data: []byte("one one\nfive\n")},
 	}
 	b.upload(t, "s", docs)
-	j, got := b.run(t, map[string]any{"kind": "stall", "input": []string{"s"}, "partitions": 4, "reducers": 2})
+	j, got := b.run(t, client.Spec{Kind: "stall", Input: []string{"s"}, Partitions: 4, Reducers: 2})
 	if want := kinds.SeqWordCount(docs); got != want {
 		t.Fatalf("output with a backup differs: %s", diff(got, want))
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -31,7 +32,7 @@ func TestDatasetInUseIsKept(t *testing.T) {
 	}
 	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(held) })
 	b.client().PutFile(t, "d", "a.txt", []byte("x y\n"))
-	j := b.client().SubmitSpec(t, map[string]any{"kind": "held", "input": []string{"d"}, "partitions": 1})
+	j := b.client().SubmitSpec(t, client.Spec{Kind: "held", Input: []string{"d"}, Partitions: 1})
 	for _, r := range []struct{ method, path string }{
 		{"DELETE", "/api/v1/datasets/d"},
 		{"PUT", "/api/v1/datasets/d/files/a.txt"},
@@ -42,7 +43,7 @@ func TestDatasetInUseIsKept(t *testing.T) {
 		}
 	}
 	close(release)
-	if got := b.awaitState(t, j.ID, job.Succeeded); got.Counters.InputBytes != 4 {
+	if got := b.awaitState(t, j.ID, client.Succeeded); got.Counters.InputBytes != 4 {
 		t.Fatalf("the job read %d bytes, want the 4 it was submitted with", got.Counters.InputBytes)
 	}
 	if r := b.do(t, "DELETE", "/api/v1/datasets/d", ""); r.Status != http.StatusNoContent {

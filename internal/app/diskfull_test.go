@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // lockedBuffer is a log sink tests read while the server writes.
@@ -151,7 +151,7 @@ func TestDiskFullAndBack(t *testing.T) {
 	eventually(t, 15*time.Second, "/readyz to answer ready once space is back", func() bool {
 		return c.Do(t, "GET", "/readyz", "").Status == http.StatusOK
 	})
-	var after view.Job
+	var after client.Job
 	eventually(t, 15*time.Second, "a submit to be accepted once space is back", func() bool {
 		r := c.Do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":2}`)
 		if r.Status != http.StatusAccepted {
@@ -161,11 +161,11 @@ func TestDiskFullAndBack(t *testing.T) {
 		return true
 	})
 	eventually(t, 30*time.Second, "the job submitted after the recovery to end", func() bool { return b.job(t, after.ID).State.Terminal() })
-	if j := b.job(t, after.ID); j.State != job.Succeeded {
+	if j := b.job(t, after.ID); j.State != client.Succeeded {
 		t.Fatalf("a job submitted after the recovery: %s", apitest.Describe(j))
 	}
 	eventually(t, 30*time.Second, "the job submitted before the disk filled to end", func() bool { return b.job(t, before.ID).State.Terminal() })
-	if j := b.job(t, before.ID); j.State != job.Succeeded || j.Result.Sum != 6 {
+	if j := b.job(t, before.ID); j.State != client.Succeeded || j.Result.Sum != 6 {
 		t.Fatalf("the job acknowledged before the disk filled: %s", apitest.Describe(j))
 	}
 	if r := c.Do(t, "PUT", "/api/v1/datasets/d?file=a.txt", "some text\n"); r.Status != http.StatusCreated && r.Status != http.StatusOK {

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // A job stored by a server that died before it queued the job's tasks is
@@ -42,7 +42,7 @@ func TestInterruptedSubmitIsRequeued(t *testing.T) {
 	emb.Shutdown()
 
 	b := setup(t, func(c *app.Config) { c.DataDir = dir })
-	got := b.awaitState(t, j.ID, job.Succeeded)
+	got := b.awaitState(t, j.ID, client.Succeeded)
 	if !reflect.DeepEqual(got.Result.Values, apitest.Values(5, 1)) {
 		t.Fatalf("result = %+v", got.Result)
 	}
@@ -61,7 +61,7 @@ func TestStopLeavesQueuedTasksForTheNextServer(t *testing.T) {
 	}
 	b := setup(t, one)
 	done := b.submit(t, "noop", 3)
-	done1 := b.awaitState(t, done.ID, job.Succeeded)
+	done1 := b.awaitState(t, done.ID, client.Succeeded)
 	j := b.submit(t, "block", 4)
 	<-blk.started
 
@@ -89,14 +89,14 @@ func TestStopLeavesQueuedTasksForTheNextServer(t *testing.T) {
 	}
 
 	b2 := setup(t, func(c *app.Config) { one(c); c.Workers = 4 })
-	got := b2.awaitState(t, j.ID, job.Succeeded)
+	got := b2.awaitState(t, j.ID, client.Succeeded)
 	if !reflect.DeepEqual(got.Result.Values, apitest.Values(4, 1)) {
 		t.Fatalf("result after restart = %+v", got.Result)
 	}
-	if again := b2.job(t, done.ID); !reflect.DeepEqual(again.Result, done1.Result) || again.State != job.Succeeded {
+	if again := b2.job(t, done.ID); !reflect.DeepEqual(again.Result, done1.Result) || again.State != client.Succeeded {
 		t.Fatalf("finished job after restart = %s, want %+v", apitest.Describe(again), done1.Result)
 	}
-	var l struct{ Jobs []view.Job }
+	var l struct{ Jobs []client.Job }
 	b2.do(t, "GET", "/api/v1/jobs", "").JSON(t, &l)
 	if len(l.Jobs) != 2 {
 		t.Fatalf("%d jobs after restart, want 2", len(l.Jobs))

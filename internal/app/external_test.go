@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -25,7 +25,7 @@ func TestExternalNATS(t *testing.T) {
 		t.Fatalf("server reports NATS at %s, want %s", got, emb.ClientURL())
 	}
 	j := b.submit(t, "short", 5)
-	j = b.awaitState(t, j.ID, job.Succeeded)
+	j = b.awaitState(t, j.ID, client.Succeeded)
 	if !reflect.DeepEqual(j.Result.Values, apitest.Values(5, 1)) {
 		t.Fatalf("result = %+v", j.Result)
 	}

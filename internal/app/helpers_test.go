@@ -9,11 +9,11 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // testKinds are the built-in kinds at a thousandth of their sleep, plus
@@ -79,12 +79,12 @@ func (b *bundle) do(t *testing.T, method, path, body string, headers ...string) 
 	return b.client().Do(t, method, path, body, headers...)
 }
 
-func (b *bundle) submit(t *testing.T, kind string, n int) view.Job {
+func (b *bundle) submit(t *testing.T, kind string, n int) client.Job {
 	t.Helper()
 	return b.client().Submit(t, kind, n)
 }
 
-func (b *bundle) job(t *testing.T, id string) view.Job {
+func (b *bundle) job(t *testing.T, id string) client.Job {
 	t.Helper()
 	return b.client().Job(t, id)
 }
@@ -94,17 +94,17 @@ func (b *bundle) dial(t *testing.T, path string) *websocket.Conn {
 	return b.client().Dial(t, path)
 }
 
-func (b *bundle) await(t *testing.T, id string, cond func(view.Job) bool) view.Job {
+func (b *bundle) await(t *testing.T, id string, cond func(client.Job) bool) client.Job {
 	t.Helper()
 	return b.client().Await(t, id, cond)
 }
 
-func (b *bundle) awaitState(t *testing.T, id string, s job.State) view.Job {
+func (b *bundle) awaitState(t *testing.T, id string, s client.State) client.Job {
 	t.Helper()
-	return b.await(t, id, func(j view.Job) bool { return j.State == s })
+	return b.await(t, id, func(j client.Job) bool { return j.State == s })
 }
 
-func terminal(j view.Job) bool { return j.State.Terminal() }
+func terminal(j client.Job) bool { return j.State.Terminal() }
 
 var (
 	readJSON = apitest.ReadJSON

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -68,7 +68,7 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 		ids = append(ids, j.ID)
 	}
 	for _, id := range ids {
-		b.awaitState(t, id, job.Succeeded)
+		b.awaitState(t, id, client.Succeeded)
 	}
 	c.PutFile(t, "books", "a.txt", []byte(strings.Repeat("call me ishmael\n", 500)))
 	c.PutFile(t, "books", "b.txt", []byte(strings.Repeat("some years ago\n", 500)))
@@ -79,7 +79,7 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("an undamaged store after a clean stop: %v", err)
 	}
-	if j := (&bundle{srv: again}).job(t, ids[13]); j.State != job.Succeeded {
+	if j := (&bundle{srv: again}).job(t, ids[13]); j.State != client.Succeeded {
 		t.Fatalf("job after a restart: %+v", j)
 	}
 	stop(again)

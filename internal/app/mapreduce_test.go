@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // gutenberg returns the test corpus (see kinds.Corpus), once over.
@@ -29,11 +29,11 @@ func (b *bundle) upload(t *testing.T, ds string, docs []kinds.Doc) {
 }
 
 // run submits spec, waits for its end and returns the job and its output.
-func (b *bundle) run(t *testing.T, spec map[string]any) (view.Job, string) {
+func (b *bundle) run(t *testing.T, spec client.Spec) (client.Job, string) {
 	t.Helper()
 	j := b.client().SubmitSpec(t, spec)
 	j = b.await(t, j.ID, terminal)
-	if j.State != job.Succeeded {
+	if j.State != client.Succeeded {
 		t.Fatalf("job %s ended %s: %s", j.ID, j.State, j.Error)
 	}
 	return j, b.client().Output(t, j.ID)
@@ -61,7 +61,7 @@ func TestDataKindsMatchSequential(t *testing.T) {
 	want := kinds.SeqWordCount(docs)
 	distinct := strings.Count(want, "\n")
 	for _, mr := range [][2]int{{3, 1}, {8, 4}, {13, 3}, {2, 64}} {
-		j, got := b.run(t, map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": mr[0], "reducers": mr[1]})
+		j, got := b.run(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: mr[0], Reducers: mr[1]})
 		if got != want {
 			t.Fatalf("wordcount M=%d R=%d differs from the sequential count: %s", mr[0], mr[1], diff(got, want))
 		}
@@ -73,11 +73,11 @@ func TestDataKindsMatchSequential(t *testing.T) {
 			t.Fatalf("preview %q is not the start of the output", j.Preview)
 		}
 	}
-	_, got := b.run(t, map[string]any{"kind": "grep", "input": []string{"books"}, "partitions": 11, "reducers": 3, "params": map[string]any{"pattern": "(?i)whale|Alice"}})
+	_, got := b.run(t, client.Spec{Kind: "grep", Input: []string{"books"}, Partitions: 11, Reducers: 3, Params: map[string]any{"pattern": "(?i)whale|Alice"}})
 	if want := kinds.SeqGrep(docs, "(?i)whale|Alice"); got != want || want == "" {
 		t.Fatalf("grep differs from the sequential one: %s", diff(got, want))
 	}
-	_, got = b.run(t, map[string]any{"kind": "indexer", "input": []string{"books"}, "partitions": 10, "reducers": 2})
+	_, got = b.run(t, client.Spec{Kind: "indexer", Input: []string{"books"}, Partitions: 10, Reducers: 2})
 	if want := kinds.SeqIndexer(docs); got != want {
 		t.Fatalf("indexer differs from the sequential one: %s", diff(got, want))
 	}
@@ -119,13 +119,13 @@ func TestDataKindsOnRandomInputs(t *testing.T) {
 			r = 40 // more reducers than distinct words: some outputs are empty
 		}
 		in := []string{ds}
-		if _, got := b.run(t, map[string]any{"kind": "wordcount", "input": in, "partitions": m, "reducers": r}); got != kinds.SeqWordCount(docs) {
+		if _, got := b.run(t, client.Spec{Kind: "wordcount", Input: in, Partitions: m, Reducers: r}); got != kinds.SeqWordCount(docs) {
 			t.Fatalf("round %d wordcount M=%d R=%d: %s", round, m, r, diff(got, kinds.SeqWordCount(docs)))
 		}
-		if _, got := b.run(t, map[string]any{"kind": "indexer", "input": in, "partitions": m, "reducers": r}); got != kinds.SeqIndexer(docs) {
+		if _, got := b.run(t, client.Spec{Kind: "indexer", Input: in, Partitions: m, Reducers: r}); got != kinds.SeqIndexer(docs) {
 			t.Fatalf("round %d indexer M=%d R=%d: %s", round, m, r, diff(got, kinds.SeqIndexer(docs)))
 		}
-		if _, got := b.run(t, map[string]any{"kind": "grep", "input": in, "partitions": m, "reducers": r, "params": map[string]any{"pattern": "b|日"}}); got != kinds.SeqGrep(docs, "b|日") {
+		if _, got := b.run(t, client.Spec{Kind: "grep", Input: in, Partitions: m, Reducers: r, Params: map[string]any{"pattern": "b|日"}}); got != kinds.SeqGrep(docs, "b|日") {
 			t.Fatalf("round %d grep M=%d R=%d: %s", round, m, r, diff(got, kinds.SeqGrep(docs, "b|日")))
 		}
 	}

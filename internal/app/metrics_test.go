@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/client"
 )
 
 // scrape returns the samples of /metrics, keyed by name and labels as
@@ -47,7 +47,7 @@ func TestMetricsMoveAsJobsRun(t *testing.T) {
 		}
 	}
 	j := b.submit(t, "noop", 7)
-	b.awaitState(t, j.ID, job.Succeeded)
+	b.awaitState(t, j.ID, client.Succeeded)
 	f := b.submit(t, "fail", 3)
 	b.await(t, f.ID, terminal)
 	// The coordinator counts a change just after writing it, so a reader
@@ -56,7 +56,7 @@ func TestMetricsMoveAsJobsRun(t *testing.T) {
 	// whose counters are not checked) is seen done, the failed job's
 	// counting is over.
 	last := b.submit(t, "short", 1)
-	b.awaitState(t, last.ID, job.Succeeded)
+	b.awaitState(t, last.ID, client.Succeeded)
 	after := b.scrape(t)
 	for name, delta := range map[string]float64{
 		`mrcluster_jobs_submitted_total{kind="noop"}`:                                       1,
@@ -107,7 +107,7 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 	}
 	b := setup(t)
 	j := b.submit(t, "noop", 2)
-	b.awaitState(t, j.ID, job.Succeeded)
+	b.awaitState(t, j.ID, client.Succeeded)
 	names := map[string]bool{}
 	for k := range b.scrape(t) {
 		name, _, _ := strings.Cut(k, "{")

@@ -15,12 +15,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/natsx"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 // pause waits d or until ctx ends, as user code that takes its time does.
@@ -105,7 +105,7 @@ func TestLongUserCodeSucceeds(t *testing.T) {
 	docs := gutenberg(t)
 	doc := kinds.Doc{Name: "in.txt", Data: docs[0].Data[:min(len(docs[0].Data), 200_000)]}
 	b.upload(t, "in", []kinds.Doc{doc})
-	j, got := b.run(t, map[string]any{"kind": "slowcount", "input": []string{"in"}, "partitions": 1, "reducers": 1})
+	j, got := b.run(t, client.Spec{Kind: "slowcount", Input: []string{"in"}, Partitions: 1, Reducers: 1})
 	if want := kinds.SeqWordCount([]kinds.Doc{doc}); got != want {
 		t.Fatalf("output differs from the sequential count: %s", diff(got, want))
 	}
@@ -141,7 +141,7 @@ func TestTwoMinuteTask(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	if j.State != job.Succeeded || j.Result.Sum != 7 {
+	if j.State != client.Succeeded || j.Result.Sum != 7 {
 		t.Fatalf("a two-minute task: %s", apitest.Describe(j))
 	}
 	if n := runs.Load(); n != 1 {
@@ -170,9 +170,9 @@ func TestFetchedTasksRunOnce(t *testing.T) {
 	// Tiny tasks first: the pool learns that tasks are fast and fetches
 	// many at once, so the slow ones that follow wait in the pool.
 	warm := b.submit(t, "noop", 2000)
-	b.awaitState(t, warm.ID, job.Succeeded)
+	b.awaitState(t, warm.ID, client.Succeeded)
 	j := b.submit(t, "steady", 6)
-	if j = b.await(t, j.ID, terminal); j.State != job.Succeeded || j.Result.Sum != 6 {
+	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 6 {
 		t.Fatalf("job: %s", apitest.Describe(j))
 	}
 	mu.Lock()
@@ -246,7 +246,7 @@ func TestFinishedJobLeavesNothing(t *testing.T) {
 		c.BackupAfter = 200 * time.Millisecond
 	})
 	b.upload(t, "books", gutenberg(t))
-	j, _ := b.run(t, map[string]any{"kind": "skewcount", "input": []string{"books"}, "partitions": 4, "reducers": 6})
+	j, _ := b.run(t, client.Spec{Kind: "skewcount", Input: []string{"books"}, Partitions: 4, Reducers: 6})
 	if len(j.Backups) == 0 {
 		t.Fatalf("no backup started for the slow reduce; the test shows nothing: %s", apitest.Describe(j))
 	}
@@ -275,7 +275,7 @@ func TestFinishedJobLeavesNothing(t *testing.T) {
 	if n := slowRuns.Load(); n != after {
 		t.Fatalf("the slow reduce ran %d more times after its job succeeded", n-after)
 	}
-	if got := b.job(t, j.ID); got.State != job.Succeeded {
+	if got := b.job(t, j.ID); got.State != client.Succeeded {
 		t.Fatalf("the finished job changed: %s", apitest.Describe(got))
 	}
 }
@@ -307,9 +307,9 @@ func TestMissingInputFailsTheJob(t *testing.T) {
 	})
 	s = store(t, b)
 	b.client().PutFile(t, "in", "a.txt", []byte("alpha beta gamma delta\nepsilon zeta eta theta\n"))
-	j := b.client().SubmitSpec(t, map[string]any{"kind": "losing", "input": []string{"in"}, "partitions": 2, "reducers": 2})
+	j := b.client().SubmitSpec(t, client.Spec{Kind: "losing", Input: []string{"in"}, Partitions: 2, Reducers: 2})
 	j = b.await(t, j.ID, terminal)
-	if j.State != job.Failed || !strings.Contains(j.Error, "missing") || !strings.Contains(j.Error, "map task") || !strings.Contains(j.Error, "attempt 3 of 3") {
+	if j.State != client.Failed || !strings.Contains(j.Error, "missing") || !strings.Contains(j.Error, "map task") || !strings.Contains(j.Error, "attempt 3 of 3") {
 		t.Fatalf("a job whose map outputs vanished: %s", apitest.Describe(j))
 	}
 	awaitEmptyQueue(t, s, 2*time.Second, "the job failed")
@@ -327,7 +327,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if first.Status != http.StatusAccepted {
 		t.Fatalf("first submit: %d %s", first.Status, first.Body)
 	}
-	var j1, j2, j3 view.Job
+	var j1, j2, j3 client.Job
 	first.JSON(t, &j1)
 	again := c.Do(t, "POST", "/api/v1/jobs", body, "Idempotency-Key", "order-17")
 	again.JSON(t, &j2)
@@ -350,7 +350,7 @@ func TestIdempotencyKey(t *testing.T) {
 	for i := range ids {
 		wg.Go(func() {
 			r := c.Do(t, "POST", "/api/v1/jobs", body, "Idempotency-Key", "race")
-			var j view.Job
+			var j client.Job
 			r.JSON(t, &j)
 			ids[i] = fmt.Sprint(r.Status, " ", j.ID)
 		})
@@ -391,7 +391,7 @@ func TestFailedSubmitLeavesNoJob(t *testing.T) {
 	if r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "try again") {
 		t.Fatalf("a submit the queue refuses: %d %s", r.Status, r.Body)
 	}
-	var list struct{ Jobs []view.Job }
+	var list struct{ Jobs []client.Job }
 	b.do(t, "GET", "/api/v1/jobs", "").JSON(t, &list)
 	if len(list.Jobs) != 0 {
 		t.Fatalf("a submit answered 503 left a job: %+v", list.Jobs)
@@ -409,7 +409,7 @@ func TestFailedSubmitLeavesNoJob(t *testing.T) {
 	if r = b.do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":5}`); r.Status != http.StatusAccepted {
 		t.Fatalf("the next submit: %d %s", r.Status, r.Body)
 	}
-	var j view.Job
+	var j client.Job
 	_ = json.Unmarshal(r.Body, &j)
 	if got := b.job(t, j.ID); got.Partitions != 5 {
 		t.Fatalf("job after the store recovered: %+v", got)

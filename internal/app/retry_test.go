@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 )
@@ -36,7 +37,7 @@ func TestFailedTasksAreRetried(t *testing.T) {
 	})
 
 	j := b.submit(t, "flaky", 3)
-	if j = b.await(t, j.ID, terminal); j.State != job.Succeeded || j.Result.Sum != 3 {
+	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 3 {
 		t.Fatalf("a task that fails twice, then succeeds: %+v", j)
 	}
 	if n := flakyCalls.Load(); n != 3 {
@@ -44,7 +45,7 @@ func TestFailedTasksAreRetried(t *testing.T) {
 	}
 
 	j = b.submit(t, "broken", 1)
-	if j = b.await(t, j.ID, terminal); j.State != job.Failed || !strings.Contains(j.Error, "attempt 3 of 3") || !strings.Contains(j.Error, "the input is corrupt") {
+	if j = b.await(t, j.ID, terminal); j.State != client.Failed || !strings.Contains(j.Error, "attempt 3 of 3") || !strings.Contains(j.Error, "the input is corrupt") {
 		t.Fatalf("a task that always fails: %+v", j)
 	}
 	if n := brokenCalls.Load(); n != 3 {
@@ -52,7 +53,7 @@ func TestFailedTasksAreRetried(t *testing.T) {
 	}
 
 	j = b.submit(t, "panicky", 1)
-	if j = b.await(t, j.ID, terminal); j.State != job.Failed || !strings.Contains(j.Error, "panicked: boom") {
+	if j = b.await(t, j.ID, terminal); j.State != client.Failed || !strings.Contains(j.Error, "panicked: boom") {
 		t.Fatalf("a task that panics: %+v", j)
 	}
 	if n := panicCalls.Load(); n != 3 {
@@ -60,5 +61,5 @@ func TestFailedTasksAreRetried(t *testing.T) {
 	}
 	// The workers survived it all.
 	ok := b.submit(t, "noop", 8)
-	b.awaitState(t, ok.ID, job.Succeeded)
+	b.awaitState(t, ok.ID, client.Succeeded)
 }

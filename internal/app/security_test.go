@@ -8,9 +8,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 func TestAuthToken(t *testing.T) {
@@ -117,7 +117,7 @@ func TestMaxQueuedTasks(t *testing.T) {
 	if r := b.do(t, "POST", "/noop/2", ""); r.Status != 200 {
 		t.Fatalf("a submit that fits: %d %s", r.Status, r.Body)
 	}
-	if got := b.job(t, first.ID); got.State != job.Queued || got.Tasks.Queued != 3 {
+	if got := b.job(t, first.ID); got.State != client.Queued || got.Tasks.Queued != 3 {
 		t.Fatalf("the first job: %s", apitest.Describe(got))
 	}
 }

@@ -6,17 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
@@ -90,6 +87,7 @@ type Cluster struct {
 	srv     *app.Server
 	dir     string
 	lastJob string // the id of the last wordcount job
+	api     *client.Client
 }
 
 // StartCluster starts a server with the defaults of `mrcluster serve`
@@ -113,7 +111,7 @@ func StartCluster(ctx context.Context, mod ...func(*app.Config)) (*Cluster, erro
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &Cluster{srv: srv, dir: dir}, nil
+	return &Cluster{srv: srv, dir: dir, api: client.New(srv.URL(), "")}, nil
 }
 
 // Close stops the server and removes its data.
@@ -124,36 +122,29 @@ func (c *Cluster) Close() {
 
 // watcher follows /api/v1/events and reports when jobs finish.
 type watcher struct {
-	conn     *websocket.Conn
+	events   *client.Events
 	finished chan string
 }
 
 func (c *Cluster) watch(ctx context.Context) (*watcher, error) {
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.srv.URL(), "http")+"/api/v1/events", nil)
+	events, err := c.api.Events(ctx)
 	if err != nil {
 		return nil, err
 	}
-	conn.SetReadLimit(64 << 20)
-	w := &watcher{conn: conn, finished: make(chan string, 10000)}
+	w := &watcher{events: events, finished: make(chan string, 10000)}
 	go func() {
 		defer close(w.finished)
 		for {
-			_, data, err := conn.Read(ctx)
+			ev, err := events.Next(ctx)
 			if err != nil {
 				return
 			}
-			var ev struct {
-				Type string `json:"type"`
-				Data struct {
-					ID string `json:"id"`
-				} `json:"data"`
-			}
-			if json.Unmarshal(data, &ev) != nil {
-				continue
-			}
 			switch ev.Type {
 			case "job.succeeded", "job.failed", "job.canceled":
-				w.finished <- ev.Data.ID
+				var j client.Job
+				if json.Unmarshal(ev.Data, &j) == nil {
+					w.finished <- j.ID
+				}
 			case "resync":
 				// Dropped events are not expected at these rates; say so.
 				fmt.Fprintln(os.Stderr, "bench: the event stream lagged")
@@ -163,24 +154,10 @@ func (c *Cluster) watch(ctx context.Context) (*watcher, error) {
 	return w, nil
 }
 
-func (c *Cluster) submit(ctx context.Context, kind string, n int) (string, error) {
-	body := fmt.Sprintf(`{"kind":%q,"partitions":%d}`, kind, n)
-	req, err := http.NewRequestWithContext(ctx, "POST", c.srv.URL()+"/api/v1/jobs", strings.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var j struct {
-		ID string `json:"id"`
-	}
-	if resp.StatusCode != http.StatusAccepted {
-		return "", fmt.Errorf("submit: %s", resp.Status)
-	}
-	err = json.NewDecoder(resp.Body).Decode(&j)
+// submit submits a job without an idempotency key, as the queues it is
+// compared with do.
+func (c *Cluster) submit(ctx context.Context, spec client.Spec) (string, error) {
+	j, err := c.api.SubmitWithKey(ctx, spec, "")
 	return j.ID, err
 }
 
@@ -191,11 +168,11 @@ func (c *Cluster) Throughput(ctx context.Context, jobs, partitions int) (float64
 	if err != nil {
 		return 0, err
 	}
-	defer w.conn.CloseNow()
+	defer w.events.Close()
 	start := time.Now()
 	pending := map[string]bool{}
 	for range jobs {
-		id, err := c.submit(ctx, "noop", partitions)
+		id, err := c.submit(ctx, client.Spec{Kind: "noop", Partitions: partitions})
 		if err != nil {
 			return 0, err
 		}
@@ -222,11 +199,11 @@ func (c *Cluster) Latency(ctx context.Context, n int) ([]time.Duration, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer w.conn.CloseNow()
+	defer w.events.Close()
 	out := make([]time.Duration, 0, n)
 	for range n {
 		start := time.Now()
-		id, err := c.submit(ctx, "noop", 1)
+		id, err := c.submit(ctx, client.Spec{Kind: "noop", Partitions: 1})
 		if err != nil {
 			return nil, err
 		}
@@ -250,15 +227,16 @@ func (c *Cluster) Latency(ctx context.Context, n int) ([]time.Duration, error) {
 }
 
 func (c *Cluster) describe(ctx context.Context, id string) string {
-	req, _ := http.NewRequestWithContext(ctx, "GET", c.srv.URL()+"/api/v1/jobs/"+id, nil)
-	resp, err := http.DefaultClient.Do(req)
+	j, err := c.api.Job(ctx, id)
 	if err != nil {
 		return err.Error()
 	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	_, _ = io.Copy(&b, resp.Body)
-	return b.String()
+	return apiJSON(j)
+}
+
+func apiJSON(v any) string {
+	data, _ := json.Marshal(v)
+	return string(data)
 }
 
 // Percentile returns the p-th percentile of sorted durations.

@@ -3,18 +3,15 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 )
 
@@ -100,20 +97,13 @@ func (c *Cluster) Upload(ctx context.Context, ds string, paths []string) error {
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, "PUT", c.srv.URL()+"/api/v1/datasets/"+ds+"/files/"+filepath.Base(p), f)
-		if err != nil {
-			f.Close()
-			return err
+		st, err := f.Stat()
+		if err == nil {
+			_, err = c.api.PutFile(ctx, ds, filepath.Base(p), f, st.Size())
 		}
-		resp, err := http.DefaultClient.Do(req)
 		f.Close()
 		if err != nil {
-			return err
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("upload %s: %s %s", p, resp.Status, body)
+			return fmt.Errorf("upload %s: %w", p, err)
 		}
 	}
 	return nil
@@ -126,7 +116,7 @@ func (c *Cluster) WordCount(ctx context.Context, ds string, size int64, m, r int
 	if err != nil {
 		return 0, 0, err
 	}
-	defer w.conn.CloseNow()
+	defer w.events.Close()
 	if p := os.Getenv("MRCLUSTER_BENCH_JOBPROF"); p != "" {
 		f, err := os.Create(p)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
@@ -134,23 +124,11 @@ func (c *Cluster) WordCount(ctx context.Context, ds string, size int64, m, r int
 		}
 	}
 	start := time.Now()
-	body := fmt.Sprintf(`{"kind":"wordcount","input":[%q],"partitions":%d,"reducers":%d}`, ds, m, r)
-	req, err := http.NewRequestWithContext(ctx, "POST", c.srv.URL()+"/api/v1/jobs", strings.NewReader(body))
+	id, err := c.submit(ctx, client.Spec{Kind: "wordcount", Input: []string{ds}, Partitions: m, Reducers: r})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("submit wordcount: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	var j struct {
-		ID string `json:"id"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&j)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusAccepted {
-		return 0, 0, fmt.Errorf("submit wordcount: %s %v", resp.Status, err)
-	}
+	j := struct{ ID string }{id}
 	c.lastJob = j.ID
 	for {
 		select {
@@ -162,19 +140,12 @@ func (c *Cluster) WordCount(ctx context.Context, ds string, size int64, m, r int
 				continue
 			}
 			secs := time.Since(start).Seconds()
-			var res struct {
-				State    string `json:"state"`
-				Error    string `json:"error"`
-				Counters struct {
-					InputBytes          int64 `json:"input_bytes"`
-					ReduceOutputRecords int64 `json:"reduce_output_records"`
-				} `json:"counters"`
-			}
-			if err := json.Unmarshal([]byte(c.describe(ctx, j.ID)), &res); err != nil {
+			res, err := c.api.Job(ctx, j.ID)
+			if err != nil {
 				return 0, 0, err
 			}
-			if res.State != "succeeded" || res.Counters.InputBytes != size {
-				return 0, 0, fmt.Errorf("wordcount %s: %s %s, read %d of %d bytes", j.ID, res.State, res.Error, res.Counters.InputBytes, size)
+			if res.State != client.Succeeded || res.Counters == nil || res.Counters.InputBytes != size {
+				return 0, 0, fmt.Errorf("wordcount %s: %s %s, counters %+v, want %d input bytes", j.ID, res.State, res.Error, res.Counters, size)
 			}
 			if os.Getenv("MRCLUSTER_BENCH_VERBOSE") != "" {
 				c.timeline(ctx, j.ID, start)
@@ -195,23 +166,11 @@ func PeakRSS() float64 {
 
 // timeline prints when each task of job id ran, relative to start.
 func (c *Cluster) timeline(ctx context.Context, id string, start time.Time) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", c.srv.URL()+"/api/v1/jobs/"+id+"/tasks", nil)
-	resp, err := http.DefaultClient.Do(req)
+	tasks, err := c.api.Tasks(ctx, id)
 	if err != nil {
 		return
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Tasks []struct {
-			Phase      string    `json:"phase"`
-			Partition  int       `json:"partition"`
-			Worker     string    `json:"worker"`
-			StartedAt  time.Time `json:"started_at"`
-			FinishedAt time.Time `json:"finished_at"`
-		} `json:"tasks"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	for _, t := range out.Tasks {
+	for _, t := range tasks {
 		fmt.Fprintf(os.Stderr, "%-6s %3d %-20s %6.2fs .. %6.2fs\n", t.Phase, t.Partition, t.Worker, t.StartedAt.Sub(start).Seconds(), t.FinishedAt.Sub(start).Seconds())
 	}
 }

@@ -1,33 +1,21 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/view"
+	"github.com/mrcluster/mrcluster/client"
 )
-
-// client talks to a server's /api/v1.
-type client struct {
-	base  string
-	token string
-	http  *http.Client
-}
 
 // target is where a client command sends its requests.
 type target struct {
@@ -43,109 +31,22 @@ func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, target) {
 	}
 }
 
-func newClient(t target) *client {
-	return &client{base: strings.TrimRight(*t.server, "/"), token: *t.token, http: &http.Client{Timeout: 30 * time.Second}}
+func newClient(t target) *client.Client {
+	return client.New(*t.server, *t.token)
 }
 
-// do sends a request and decodes a JSON answer into out; an error answer
-// becomes an error carrying the server's message.
-func (c *client) do(ctx context.Context, method, path string, body, out any) error {
-	return c.doWith(ctx, method, path, nil, body, out)
-}
-
-// submitRetries is how often a submit is sent again after the server said
-// to try again (503) or could not be reached.
-const submitRetries = 4
-
-// submitJob submits a job with an idempotency key of its own, and sends it
-// again under the same key while the server is unavailable: a retry of a
-// submit that was stored after all answers its job instead of a second one.
-func (c *client) submitJob(ctx context.Context, body, out any) error {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	h := http.Header{"Idempotency-Key": {hex.EncodeToString(b[:])}}
-	wait := 500 * time.Millisecond
-	for try := 0; ; try++ {
-		err := c.doWith(ctx, http.MethodPost, "/api/v1/jobs", h, body, out)
-		var u *unavailableError
-		if err == nil || try == submitRetries || !errors.As(err, &u) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait *= 2
+// explain adds to an error of the client what to do about it, in the
+// command line's terms.
+func explain(err error) error {
+	var u *client.UnreachableError
+	if errors.As(err, &u) {
+		return fmt.Errorf("%w (is it running? set --server)", err)
 	}
-}
-
-// unavailableError is an answer worth retrying: 503, or no answer at all.
-type unavailableError struct{ err error }
-
-func (e *unavailableError) Error() string { return e.err.Error() }
-func (e *unavailableError) Unwrap() error { return e.err }
-
-func (c *client) doWith(ctx context.Context, method, path string, header http.Header, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(data)
+	var e *client.Error
+	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
+		return fmt.Errorf("%w; pass the server's --auth-token with --token", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := c.send(req, c.http)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(data, out)
-}
-
-// send sends req with the token; an error answer becomes an error carrying
-// the server's message.
-func (c *client) send(req *http.Request, hc *http.Client) (*http.Response, error) {
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, &unavailableError{fmt.Errorf("cannot reach the server at %s (is it running? set --server): %w", c.base, err)}
-	}
-	if resp.StatusCode < 300 {
-		return resp, nil
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var e struct {
-		Error struct{ Code, Message string } `json:"error"`
-	}
-	err = fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status)
-	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
-		err = fmt.Errorf("%s (%s)", e.Error.Message, resp.Status)
-	}
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		err = &unavailableError{err}
-	}
-	return nil, err
+	return err
 }
 
 func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -181,31 +82,31 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.Usage()
 		return fmt.Errorf("submit needs a kind and a partition count (KIND N or KIND --partitions N), got %q", pos)
 	}
-	body := map[string]any{"kind": pos[0], "partitions": n}
+	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *reducers}
 	if *params != "" {
-		body["params"] = json.RawMessage(*params)
+		d := json.NewDecoder(strings.NewReader(*params))
+		d.UseNumber()
+		if err := d.Decode(&spec.Params); err != nil || spec.Params == nil {
+			return fmt.Errorf("--params must be a JSON object, e.g. --params '{\"pattern\":\"whale\"}', got %q", *params)
+		}
 	}
 	if len(param) > 0 {
 		if *params != "" {
 			return fmt.Errorf("give either --params or --param, not both")
 		}
-		m := map[string]string{}
+		spec.Params = map[string]any{}
 		for _, p := range param {
 			k, v, _ := strings.Cut(p, "=")
-			m[k] = v
+			spec.Params[k] = v
 		}
-		body["params"] = m
 	}
 	if *input != "" {
-		body["input"] = strings.Split(*input, ",")
-	}
-	if *reducers != 0 {
-		body["reducers"] = *reducers
+		spec.Input = strings.Split(*input, ",")
 	}
 	c := newClient(server)
-	var j view.Job
-	if err := c.submitJob(ctx, body, &j); err != nil {
-		return err
+	j, err := c.Submit(ctx, spec)
+	if err != nil {
+		return explain(err)
 	}
 	if !*wait {
 		fmt.Fprintln(stdout, j.ID)
@@ -217,16 +118,10 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // waitJob follows a job until it finishes: a progress bar on a terminal,
 // a line per change otherwise. It fails unless the job succeeds.
-func waitJob(ctx context.Context, c *client, id string, stdout, stderr io.Writer) error {
+func waitJob(ctx context.Context, c *client.Client, id string, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
 	last := ""
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var j view.Job
-		if err := c.do(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j); err != nil {
-			return err
-		}
+	j, err := c.Wait(ctx, id, func(j client.Job) {
 		line := progress(j, tty)
 		if tty {
 			fmt.Fprintf(stderr, "\r%s", line)
@@ -234,38 +129,34 @@ func waitJob(ctx context.Context, c *client, id string, stdout, stderr io.Writer
 			fmt.Fprintln(stderr, line)
 		}
 		last = line
-		if j.State.Terminal() {
-			if tty {
-				fmt.Fprintln(stderr)
-			}
-			if j.State != job.Succeeded {
-				if j.Error != "" {
-					fmt.Fprintln(stderr, "error:", j.Error)
-				}
-				return exitError(1)
-			}
-			if j.Counters != nil {
-				c := j.Counters
-				fmt.Fprintf(stderr, "read %d bytes in %d records; %d map outputs; %d output records (mrcluster output %s)\n",
-					c.InputBytes, c.InputRecords, c.MapOutputRecords, c.ReduceOutputRecords, j.ID)
-				for _, l := range j.Preview {
-					fmt.Fprintln(stdout, l)
-				}
-				return nil
-			}
-			out, _ := json.Marshal(j.Result)
-			fmt.Fprintln(stdout, string(out))
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
+	})
+	if err != nil {
+		return explain(err)
 	}
+	if tty {
+		fmt.Fprintln(stderr)
+	}
+	if j.State != client.Succeeded {
+		if j.Error != "" {
+			fmt.Fprintln(stderr, "error:", j.Error)
+		}
+		return exitError(1)
+	}
+	if j.Counters != nil {
+		c := j.Counters
+		fmt.Fprintf(stderr, "read %d bytes in %d records; %d map outputs; %d output records (mrcluster output %s)\n",
+			c.InputBytes, c.InputRecords, c.MapOutputRecords, c.ReduceOutputRecords, j.ID)
+		for _, l := range j.Preview {
+			fmt.Fprintln(stdout, l)
+		}
+		return nil
+	}
+	out, _ := json.Marshal(j.Result)
+	fmt.Fprintln(stdout, string(out))
+	return nil
 }
 
-func progress(j view.Job, bar bool) string {
+func progress(j client.Job, bar bool) string {
 	t := j.Tasks
 	if !bar {
 		phase := ""
@@ -298,15 +189,9 @@ func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	q := url.Values{"limit": {strconv.Itoa(*limit)}}
-	if *state != "" {
-		q.Set("state", *state)
-	}
-	var page struct {
-		Jobs []view.Job `json:"jobs"`
-	}
-	if err := newClient(server).do(ctx, http.MethodGet, "/api/v1/jobs?"+q.Encode(), nil, &page); err != nil {
-		return err
+	page, err := newClient(server).Jobs(ctx, client.ListOptions{State: client.State(*state), Limit: *limit})
+	if err != nil {
+		return explain(err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tDONE\tCREATED\tSUM")
@@ -346,13 +231,12 @@ func showJob(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	var j json.RawMessage
-	if err := newClient(server).do(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j); err != nil {
-		return err
+	j, err := newClient(server).Job(ctx, id)
+	if err != nil {
+		return explain(err)
 	}
-	var out bytes.Buffer
-	_ = json.Indent(&out, j, "", "  ")
-	fmt.Fprintln(stdout, out.String())
+	out, _ := json.MarshalIndent(j, "", "  ")
+	fmt.Fprintln(stdout, string(out))
 	return nil
 }
 
@@ -361,9 +245,9 @@ func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var j view.Job
-	if err := newClient(server).do(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, &j); err != nil {
-		return err
+	j, err := newClient(server).Cancel(ctx, id)
+	if err != nil {
+		return explain(err)
 	}
 	fmt.Fprintf(stdout, "%s %s\n", j.ID, j.State)
 	return nil
@@ -375,23 +259,18 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	c := newClient(server)
-	var workers struct {
-		Workers []job.WorkerStatus `json:"workers"`
+	workers, err := c.Workers(ctx)
+	if err != nil {
+		return explain(err)
 	}
-	if err := c.do(ctx, http.MethodGet, "/api/v1/workers", nil, &workers); err != nil {
-		return err
-	}
-	var queue struct {
-		Depth int              `json:"depth"`
-		Jobs  []view.QueuedJob `json:"jobs"`
-	}
-	if err := c.do(ctx, http.MethodGet, "/api/v1/queue", nil, &queue); err != nil {
-		return err
+	queue, err := c.Queue(ctx)
+	if err != nil {
+		return explain(err)
 	}
 	busy := 0
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tHOST\tSTATE\tJOB\tPARTITION\tDONE")
-	for _, w := range workers.Workers {
+	for _, w := range workers {
 		state, part := "idle", "-"
 		if w.Busy {
 			busy++
@@ -402,7 +281,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\n%d of %d workers busy; %d tasks queued", busy, len(workers.Workers), queue.Depth)
+	fmt.Fprintf(stdout, "\n%d of %d workers busy; %d tasks queued", busy, len(workers), queue.Depth)
 	for _, q := range queue.Jobs {
 		fmt.Fprintf(stdout, "\n  %s: %d", q.Job, q.Waiting)
 	}

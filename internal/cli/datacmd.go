@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 
-	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/client"
 )
 
 // dataset runs "mrcluster dataset put|ls|rm".
@@ -35,21 +33,19 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("dataset put needs a dataset name and at least one file")
 		}
 		for _, path := range pos[1:] {
-			if err := c.putFile(ctx, pos[0], path, stderr); err != nil {
+			if err := putFile(ctx, c, pos[0], path, stderr); err != nil {
 				return err
 			}
 		}
 		return nil
 	case "ls":
-		var out struct {
-			Datasets []dataset.Dataset `json:"datasets"`
-		}
-		if err := c.do(ctx, http.MethodGet, "/api/v1/datasets", nil, &out); err != nil {
-			return err
+		datasets, err := c.Datasets(ctx)
+		if err != nil {
+			return explain(err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DATASET\tFILES\tBYTES\tUPDATED")
-		for _, d := range out.Datasets {
+		for _, d := range datasets {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", d.Name, len(d.Files), d.Size, d.UpdatedAt.Local().Format("2006-01-02 15:04:05"))
 		}
 		return tw.Flush()
@@ -58,14 +54,14 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fs.Usage()
 			return fmt.Errorf("dataset rm needs one dataset name")
 		}
-		return c.do(ctx, http.MethodDelete, "/api/v1/datasets/"+url.PathEscape(pos[0]), nil, nil)
+		return explain(c.DeleteDataset(ctx, pos[0]))
 	}
 	fmt.Fprintln(stderr, use)
 	return fmt.Errorf("unknown dataset subcommand %q", sub)
 }
 
 // putFile uploads the file at path into dataset ds under its base name.
-func (c *client) putFile(ctx context.Context, ds, path string, stderr io.Writer) error {
+func putFile(ctx context.Context, c *client.Client, ds, path string, stderr io.Writer) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -76,16 +72,9 @@ func (c *client) putFile(ctx context.Context, ds, path string, stderr io.Writer)
 		return err
 	}
 	name := filepath.Base(path)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+"/api/v1/datasets/"+url.PathEscape(ds)+"/files/"+url.PathEscape(name), f)
-	if err != nil {
-		return err
+	if _, err := c.PutFile(ctx, ds, name, f, st.Size()); err != nil {
+		return fmt.Errorf("upload %s: %w", path, explain(err))
 	}
-	req.ContentLength = st.Size()
-	resp, err := c.send(req, http.DefaultClient) // no timeout: files may be large
-	if err != nil {
-		return fmt.Errorf("upload %s: %w", path, err)
-	}
-	resp.Body.Close()
 	fmt.Fprintf(stderr, "stored %s as %s/%s (%d bytes)\n", path, ds, name, st.Size())
 	return nil
 }
@@ -96,16 +85,5 @@ func output(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	c := newClient(server)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/api/v1/jobs/"+url.PathEscape(id)+"/output", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.send(req, http.DefaultClient)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, err = io.Copy(stdout, resp.Body)
-	return err
+	return explain(newClient(server).Output(ctx, id, stdout))
 }

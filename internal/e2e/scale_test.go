@@ -12,9 +12,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/view"
 	"github.com/mrcluster/mrcluster/internal/webui"
 )
 
@@ -74,9 +74,9 @@ func TestDashboardAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("submitted %d jobs in %s", jobs, time.Since(start).Round(time.Millisecond))
-	var list struct{ Jobs []view.Job }
+	var list struct{ Jobs []client.Job }
 	c.Do(t, "GET", "/api/v1/jobs?limit=1", "").JSON(t, &list)
-	c.Await(t, list.Jobs[0].ID, func(j view.Job) bool { return j.State.Terminal() })
+	c.Await(t, list.Jobs[0].ID, func(j client.Job) bool { return j.State.Terminal() })
 	c.AwaitIdleWorkers(t, 4)
 	t.Logf("ran them in %s", time.Since(start).Round(time.Millisecond))
 	// Then 1,004 short tasks: 4 run (the gate holds them), 1,000 wait.
@@ -89,7 +89,7 @@ func TestDashboardAtScale(t *testing.T) {
 			t.Fatalf("%s: %d job rows in the page (%v), want one page of 50", when, rows, err)
 		}
 		first, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('[data-test="jobs"] tbody tr').dataset.job`))
-		var list struct{ Jobs []view.Job }
+		var list struct{ Jobs []client.Job }
 		c.Do(t, "GET", "/api/v1/jobs?limit=1", "").JSON(t, &list)
 		if err != nil || len(list.Jobs) != 1 || first != list.Jobs[0].ID {
 			t.Fatalf("%s: first row %q (%v), want the newest job %+v", when, first, err, list.Jobs)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -85,7 +86,7 @@ func FuzzSubmitBody(f *testing.F) {
 		s.ServeHTTP(w, r)
 		checkAnswer(t, w, http.StatusAccepted, http.StatusBadRequest, http.StatusRequestEntityTooLarge)
 		if w.Code == http.StatusAccepted {
-			var j view.Job
+			var j client.Job
 			if err := json.Unmarshal(w.Body.Bytes(), &j); err != nil || j.Partitions < 1 || j.Partitions > 100 {
 				t.Fatalf("accepted %q as %s", body, w.Body)
 			}

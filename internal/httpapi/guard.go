@@ -57,11 +57,11 @@ type limiter struct {
 	burst int
 
 	mu      sync.Mutex
-	clients map[string]*client
+	clients map[string]*peer
 	swept   time.Time
 }
 
-type client struct {
+type peer struct {
 	lim  *rate.Limiter
 	seen time.Time
 }
@@ -70,7 +70,7 @@ func newLimiter(perSecond float64, burst int) *limiter {
 	if perSecond <= 0 {
 		return nil
 	}
-	return &limiter{rate: rate.Limit(perSecond), burst: max(burst, 1), clients: map[string]*client{}}
+	return &limiter{rate: rate.Limit(perSecond), burst: max(burst, 1), clients: map[string]*peer{}}
 }
 
 // allow reports whether the client of r may submit now.
@@ -96,7 +96,7 @@ func (l *limiter) allow(r *http.Request) bool {
 	}
 	c, ok := l.clients[ip]
 	if !ok {
-		c = &client{lim: rate.NewLimiter(l.rate, l.burst)}
+		c = &peer{lim: rate.NewLimiter(l.rate, l.burst)}
 		l.clients[ip] = c
 	}
 	c.seen = now

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
@@ -65,12 +66,6 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, s.cfg.View.Resource(j))
 }
 
-// JobList is a page of jobs.
-type JobList struct {
-	Jobs       []view.Job `json:"jobs"`
-	NextCursor string     `json:"next_cursor,omitempty"`
-}
-
 const maxLimit = 500
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +93,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, JobList{Jobs: jobs, NextCursor: next})
+	writeJSON(w, http.StatusOK, client.JobList{Jobs: jobs, NextCursor: next})
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
@@ -123,20 +118,13 @@ func (s *Server) job(ctx context.Context, id string) (view.Job, error) {
 	return s.cfg.View.Resource(j), nil
 }
 
-// TaskAttempt is one finished run of a task, as the job detail shows it.
-type TaskAttempt struct {
-	job.TaskResult
-	DurationMS float64 `json:"duration_ms"`
-	State      string  `json:"state"`
-}
-
 func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {
 	rs, err := s.cfg.Jobs.Tasks(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	out := make([]TaskAttempt, len(rs))
+	out := make([]client.TaskAttempt, len(rs))
 	for i, t := range rs {
 		state := t.Outcome // lost, interrupted, or failed and retried
 		switch {
@@ -146,7 +134,15 @@ func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {
 		default:
 			state = "done"
 		}
-		out[i] = TaskAttempt{TaskResult: t, DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state}
+		out[i] = client.TaskAttempt{
+			Job: t.Job, Partition: t.Partition, Attempt: t.Attempt, Worker: t.Worker, Value: t.Value, Error: t.Error,
+			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Phase: t.Phase, Commit: t.Commit,
+			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures,
+			DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state,
+		}
+		for _, p := range t.Preview {
+			out[i].Preview = append(out[i].Preview, client.Preview(p))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tasks": out})
 }
@@ -170,7 +166,7 @@ func (s *Server) listWorkers(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) getQueue(w http.ResponseWriter, _ *http.Request) {
 	jobs, depth := s.cfg.View.Queue()
-	writeJSON(w, http.StatusOK, map[string]any{"depth": depth, "jobs": jobs})
+	writeJSON(w, http.StatusOK, client.Queue{Depth: depth, Jobs: jobs})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

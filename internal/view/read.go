@@ -1,48 +1,20 @@
 package view
 
 import (
-	"encoding/json"
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
-// Job is the API's representation of a job.
-type Job struct {
-	ID         string          `json:"id"`
-	Kind       string          `json:"kind"`
-	State      job.State       `json:"state"`
-	Partitions int             `json:"partitions"`
-	Params     json.RawMessage `json:"params,omitempty"`
-	// The fields of a job that reads data.
-	Input    []string      `json:"input,omitempty"`
-	Reducers int           `json:"reducers,omitempty"`
-	Phase    string        `json:"phase,omitempty"`
-	Counters *job.Counters `json:"counters,omitempty"`
-	Preview  []string      `json:"preview,omitempty"`
-	// Backups lists the tasks a backup copy was started for ("map/3").
-	Backups []string `json:"backups,omitempty"`
-	// History lists the states the job went through, and when.
-	History    []job.Step  `json:"history"`
-	Tasks      TaskCounts  `json:"tasks"`
-	Result     *job.Result `json:"result"`
-	Error      string      `json:"error"`
-	CreatedAt  time.Time   `json:"created_at"`
-	StartedAt  *time.Time  `json:"started_at"`
-	FinishedAt *time.Time  `json:"finished_at"`
-}
+// Job is the API's representation of a job: the public client's type, so
+// that what the server sends and what a Go program decodes cannot drift.
+type Job = client.Job
 
 // TaskCounts counts a job's tasks by state.
-type TaskCounts struct {
-	Total   int `json:"total"`
-	Queued  int `json:"queued"`
-	Running int `json:"running"`
-	Done    int `json:"done"`
-	Failed  int `json:"failed"`
-}
+type TaskCounts = client.TaskCounts
 
 // Resource returns the API representation of j.
 func (v *View) Resource(j *job.Job) Job {
@@ -66,10 +38,16 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 		c.Queued = left - c.Running
 	}
 	out := Job{
-		ID: j.ID, Kind: j.Kind, State: j.State, Partitions: j.Partitions, Params: j.Params,
-		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: j.Counters, Backups: j.Backups, History: j.History,
-		Tasks: c, Result: j.Result, Error: j.Error,
+		ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions, Params: j.Params,
+		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: (*client.Counters)(j.Counters), Backups: j.Backups,
+		Tasks: c, Result: (*client.Result)(j.Result), Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
+	}
+	if j.History != nil {
+		out.History = make([]client.Step, len(j.History))
+		for i, s := range j.History {
+			out.History[i] = client.Step(s)
+		}
 	}
 	for _, p := range j.Preview {
 		out.Preview = append(out.Preview, p.Line)
@@ -146,11 +124,7 @@ func (v *View) Workers() []job.WorkerStatus {
 }
 
 // QueuedJob is one job's share of the queue.
-type QueuedJob struct {
-	Job     string `json:"job"`
-	Kind    string `json:"kind"`
-	Waiting int    `json:"waiting"`
-}
+type QueuedJob = client.QueuedJob
 
 // Queue returns the jobs with tasks waiting for a worker, oldest first,
 // and the total.

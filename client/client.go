@@ -1,0 +1,442 @@
+// Package client is the Go client of a mrcluster server's HTTP API
+// (/api/v1): submit and follow jobs, read their output and task history,
+// manage datasets, list kinds, workers and the queue, and follow the
+// cluster's events. It imports nothing of the server: a program that only
+// talks to a cluster links no NATS.
+//
+//	c := client.New("http://127.0.0.1:8080", "")
+//	j, err := c.Submit(ctx, client.Spec{Kind: "wordcount", Partitions: 8, Input: []string{"books"}})
+//	...
+//	j, err = c.Wait(ctx, j.ID, nil)
+//	err = c.Output(ctx, j.ID, os.Stdout)
+//
+// Every call takes a context; a call without a deadline of its own is
+// bounded by the client's Timeout (30 s), except Output and PutFile, which
+// stream and are bounded by their context only.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Client calls one server. Its fields may be set before the first call.
+type Client struct {
+	// URL is the server's base URL, e.g. http://127.0.0.1:8080.
+	URL string
+	// Token is the server's auth token, sent as a bearer token ("" for none).
+	Token string
+	// Timeout bounds each call that does not stream (30 s when zero).
+	Timeout time.Duration
+	// SubmitRetries is how often Submit sends a submit again while the
+	// server answers 503 or cannot be reached (4 when zero; -1 for never).
+	SubmitRetries int
+	// HTTP is the client requests go through (http.DefaultClient when nil).
+	HTTP *http.Client
+}
+
+// New returns a client of the server at baseURL.
+func New(baseURL, token string) *Client {
+	return &Client{URL: strings.TrimRight(baseURL, "/"), Token: token}
+}
+
+// Error is an error answer of the server.
+type Error struct {
+	// Status is the HTTP status; Code the server's error code ("invalid",
+	// "not_found", "conflict", "unavailable", …); Message what it said.
+	Status  int
+	Code    string
+	Message string
+	Method  string
+	Path    string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, http.StatusText(e.Status))
+	}
+	return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, http.StatusText(e.Status))
+}
+
+// UnreachableError is a request that got no answer: the server is down,
+// or the address is wrong.
+type UnreachableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the server at %s: %v", e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// IsUnavailable reports whether err is worth trying again later: the
+// server said so (503) or could not be reached.
+func IsUnavailable(err error) bool {
+	var e *Error
+	var u *UnreachableError
+	return errors.As(err, &u) || errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
+}
+
+// IsNotFound reports whether err is a 404 answer.
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+func (c *Client) timeout() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return 30 * time.Second
+}
+
+// Submit submits a job and returns it as stored. It sends an idempotency
+// key of its own, and sends the submit again under the same key while the
+// server is unavailable: a retry of a submit that was stored after all
+// returns that job, not a second one.
+func (c *Client) Submit(ctx context.Context, spec Spec) (Job, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return c.SubmitWithKey(ctx, spec, hex.EncodeToString(b[:]))
+}
+
+// SubmitWithKey is Submit with the caller's idempotency key: a second
+// submit with the same key within a day returns the first one's job.
+func (c *Client) SubmitWithKey(ctx context.Context, spec Spec, key string) (Job, error) {
+	retries := c.SubmitRetries
+	if retries == 0 {
+		retries = 4
+	}
+	h := http.Header{}
+	if key != "" {
+		h.Set("Idempotency-Key", key)
+	}
+	wait := 500 * time.Millisecond
+	for try := 0; ; try++ {
+		var j Job
+		err := c.call(ctx, http.MethodPost, "/api/v1/jobs", h, spec, &j)
+		if err == nil || try >= retries || !IsUnavailable(err) {
+			return j, err
+		}
+		select {
+		case <-ctx.Done():
+			return j, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 8*time.Second)
+	}
+}
+
+// Job returns a job.
+func (c *Client) Job(ctx context.Context, id string) (Job, error) {
+	var j Job
+	err := c.call(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, nil, &j)
+	return j, err
+}
+
+// ListOptions selects a page of jobs.
+type ListOptions struct {
+	// State, when set, selects jobs in that state.
+	State State
+	// Limit is the page size (the server's default when zero).
+	Limit int
+	// Cursor is a previous page's NextCursor.
+	Cursor string
+}
+
+// Jobs returns a page of jobs, newest first.
+func (c *Client) Jobs(ctx context.Context, o ListOptions) (JobList, error) {
+	q := url.Values{}
+	if o.State != "" {
+		q.Set("state", string(o.State))
+	}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.Cursor != "" {
+		q.Set("cursor", o.Cursor)
+	}
+	path := "/api/v1/jobs"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var l JobList
+	err := c.call(ctx, http.MethodGet, path, nil, nil, &l)
+	return l, err
+}
+
+// Cancel cancels a job that has not finished.
+func (c *Client) Cancel(ctx context.Context, id string) (Job, error) {
+	var j Job
+	err := c.call(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, nil, &j)
+	return j, err
+}
+
+// Tasks returns every finished attempt of a job's tasks, by partition then
+// attempt.
+func (c *Client) Tasks(ctx context.Context, id string) ([]TaskAttempt, error) {
+	var out struct {
+		Tasks []TaskAttempt `json:"tasks"`
+	}
+	err := c.call(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id)+"/tasks", nil, nil, &out)
+	return out.Tasks, err
+}
+
+// Output writes the output of a succeeded job to w.
+func (c *Client) Output(ctx context.Context, id string, w io.Writer) error {
+	resp, err := c.stream(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id)+"/output", nil, -1)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("read the output of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// Wait follows a job until it is finished and returns it; progress, when
+// set, sees every state of the job read on the way. It reads the job
+// again at each event of the server, and at least every second.
+func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, error) {
+	var events *Events
+	if ev, err := c.Events(ctx); err == nil {
+		events = ev
+		defer events.Close()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	next := make(chan struct{}, 1)
+	if events != nil {
+		go func() {
+			for {
+				if _, err := events.Next(ctx); err != nil {
+					return
+				}
+				select {
+				case next <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	for {
+		j, err := c.Job(ctx, id)
+		if err != nil {
+			return j, err
+		}
+		if progress != nil {
+			progress(j)
+		}
+		if j.State.Terminal() {
+			return j, nil
+		}
+		select {
+		case <-ctx.Done():
+			return j, ctx.Err()
+		case <-next:
+		case <-tick.C:
+		}
+	}
+}
+
+// Workers returns the status of every worker of the cluster.
+func (c *Client) Workers(ctx context.Context) ([]Worker, error) {
+	var out struct {
+		Workers []Worker `json:"workers"`
+	}
+	err := c.call(ctx, http.MethodGet, "/api/v1/workers", nil, nil, &out)
+	return out.Workers, err
+}
+
+// Queue returns the tasks waiting for a worker, by job.
+func (c *Client) Queue(ctx context.Context) (Queue, error) {
+	var q Queue
+	err := c.call(ctx, http.MethodGet, "/api/v1/queue", nil, nil, &q)
+	return q, err
+}
+
+// Kinds returns the kinds of job the cluster runs.
+func (c *Client) Kinds(ctx context.Context) ([]Kind, error) {
+	var out struct {
+		Kinds []Kind `json:"kinds"`
+	}
+	err := c.call(ctx, http.MethodGet, "/api/v1/kinds", nil, nil, &out)
+	return out.Kinds, err
+}
+
+// Datasets returns every dataset.
+func (c *Client) Datasets(ctx context.Context) ([]Dataset, error) {
+	var out struct {
+		Datasets []Dataset `json:"datasets"`
+	}
+	err := c.call(ctx, http.MethodGet, "/api/v1/datasets", nil, nil, &out)
+	return out.Datasets, err
+}
+
+// Dataset returns one dataset.
+func (c *Client) Dataset(ctx context.Context, name string) (Dataset, error) {
+	var d Dataset
+	err := c.call(ctx, http.MethodGet, "/api/v1/datasets/"+url.PathEscape(name), nil, nil, &d)
+	return d, err
+}
+
+// PutFile stores size bytes read from r as file of dataset ds, replacing a
+// file of that name; size -1 means unknown. The dataset is made on its
+// first file.
+func (c *Client) PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (Dataset, error) {
+	var d Dataset
+	resp, err := c.stream(ctx, http.MethodPut, "/api/v1/datasets/"+url.PathEscape(ds)+"/files/"+url.PathEscape(file), r, size)
+	if err != nil {
+		return d, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		return d, fmt.Errorf("read the answer to the upload of %s/%s: %w", ds, file, err)
+	}
+	return d, nil
+}
+
+// DeleteDataset deletes a dataset that no unfinished job reads.
+func (c *Client) DeleteDataset(ctx context.Context, name string) error {
+	return c.call(ctx, http.MethodDelete, "/api/v1/datasets/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// Events follows the cluster's events (GET /api/v1/events) until ctx ends
+// or Close.
+type Events struct {
+	conn *websocket.Conn
+}
+
+// Events opens the event stream. Its first event is "hello", with the
+// cluster's counts.
+func (c *Client) Events(ctx context.Context) (*Events, error) {
+	u := "ws" + strings.TrimPrefix(c.URL, "http") + "/api/v1/events"
+	opts := &websocket.DialOptions{HTTPClient: c.httpClient(), HTTPHeader: http.Header{}}
+	if c.Token != "" {
+		opts.HTTPHeader.Set("Authorization", "Bearer "+c.Token)
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.timeout())
+	defer cancel()
+	conn, resp, err := websocket.Dial(dctx, u, opts)
+	if err != nil {
+		if resp != nil && resp.StatusCode >= 300 {
+			return nil, &Error{Status: resp.StatusCode, Method: http.MethodGet, Path: "/api/v1/events"}
+		}
+		return nil, &UnreachableError{URL: c.URL, Err: err}
+	}
+	conn.SetReadLimit(16 << 20)
+	return &Events{conn: conn}, nil
+}
+
+// Next returns the next event.
+func (e *Events) Next(ctx context.Context) (Event, error) {
+	var ev Event
+	_, data, err := e.conn.Read(ctx)
+	if err != nil {
+		return ev, err
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return ev, fmt.Errorf("decode event %.100s: %w", data, err)
+	}
+	return ev, nil
+}
+
+// Close ends the stream.
+func (e *Events) Close() error { return e.conn.CloseNow() }
+
+// call sends a JSON request within the client's timeout and decodes a JSON
+// answer into out (when set).
+func (c *Client) call(ctx context.Context, method, path string, header http.Header, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode the request of %s %s: %w", method, path, err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("read the answer of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// stream sends a request bounded by ctx only, for bodies of any size.
+func (c *Client) stream(ctx context.Context, method, path string, body io.Reader, size int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.ContentLength = size
+	}
+	return c.do(req)
+}
+
+// do sends req with the token; an error answer becomes an *Error.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
+		}
+		return nil, &UnreachableError{URL: c.URL, Err: err}
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	_ = json.Unmarshal(data, &e)
+	return nil, &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, Method: req.Method, Path: req.URL.Path}
+}

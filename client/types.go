@@ -1,0 +1,217 @@
+package client
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// State is where a job is in its life.
+type State string
+
+// The states of a job, in the order of its life.
+const (
+	Queued    State = "queued"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Canceled  State = "canceled"
+)
+
+// Terminal reports whether a job in state s will never change again.
+func (s State) Terminal() bool { return s == Succeeded || s == Failed || s == Canceled }
+
+// Spec is what a submit asks for: POST /api/v1/jobs.
+type Spec struct {
+	Kind string `json:"kind"`
+	// Partitions is the number of map tasks, 1 to the server's
+	// --max-partitions.
+	Partitions int `json:"partitions"`
+	// Params is the kind's parameters, a JSON object (nil for none).
+	Params map[string]any `json:"params,omitempty"`
+	// Input names the datasets a kind that reads data reads.
+	Input []string `json:"input,omitempty"`
+	// Reducers is the number of reduce tasks of a kind that reads data
+	// (0 means 1).
+	Reducers int `json:"reducers,omitempty"`
+}
+
+// Job is a job as the API shows it.
+type Job struct {
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	State      State           `json:"state"`
+	Partitions int             `json:"partitions"`
+	Params     json.RawMessage `json:"params,omitempty"`
+	// The fields of a job that reads data: its input, reduce tasks, the
+	// phase it is in ("map" or "reduce"), counters and the first lines
+	// of its output.
+	Input    []string  `json:"input,omitempty"`
+	Reducers int       `json:"reducers,omitempty"`
+	Phase    string    `json:"phase,omitempty"`
+	Counters *Counters `json:"counters,omitempty"`
+	Preview  []string  `json:"preview,omitempty"`
+	// Backups lists the tasks a backup copy was started for ("map/3").
+	Backups []string `json:"backups,omitempty"`
+	// History lists the states the job went through, and when.
+	History []Step     `json:"history"`
+	Tasks   TaskCounts `json:"tasks"`
+	// Result is the reduce of a job of a kind that reads no data: the
+	// partitions' values and their sum.
+	Result     *Result    `json:"result"`
+	Error      string     `json:"error"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+}
+
+// TaskCounts counts a job's tasks by state.
+type TaskCounts struct {
+	Total   int `json:"total"`
+	Queued  int `json:"queued"`
+	Running int `json:"running"`
+	Done    int `json:"done"`
+	Failed  int `json:"failed"`
+}
+
+// Counters are the record counts of a job that reads data.
+type Counters struct {
+	InputBytes          int64 `json:"input_bytes"`
+	InputRecords        int64 `json:"input_records"`
+	MapOutputRecords    int64 `json:"map_output_records"`
+	ReduceOutputRecords int64 `json:"reduce_output_records"`
+}
+
+// Result is what the reduce of a job of a kind that reads no data made.
+type Result struct {
+	Values []int64 `json:"values"`
+	Sum    int64   `json:"sum"`
+}
+
+// Step is one entry of a job's history: a state, or "reduce" for the start
+// of its reduce phase.
+type Step struct {
+	State string    `json:"state"`
+	At    time.Time `json:"at"`
+}
+
+// JobList is a page of jobs, newest first.
+type JobList struct {
+	Jobs []Job `json:"jobs"`
+	// NextCursor, when set, asks for the next page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// TaskAttempt is one finished run of a task: GET /api/v1/jobs/{id}/tasks.
+type TaskAttempt struct {
+	Job       string `json:"job"`
+	Partition int    `json:"partition"`
+	Attempt   int    `json:"attempt"`
+	Worker    string `json:"worker"`
+	// Value is a map task's result, for a kind that reads no data.
+	Value      int64     `json:"value"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+	// Phase is "map" or "reduce" for a job that reads data; Commit names
+	// the attempt's output.
+	Phase    string    `json:"phase,omitempty"`
+	Commit   string    `json:"commit,omitempty"`
+	Counters *Counters `json:"counters,omitempty"`
+	Preview  []Preview `json:"preview,omitempty"`
+	// Backup marks a copy started for a straggler.
+	Backup bool `json:"backup,omitempty"`
+	// Outcome is "failed", "lost" or "interrupted" for an attempt that was
+	// not the task's last word.
+	Outcome  string `json:"outcome,omitempty"`
+	Failures int    `json:"failures,omitempty"`
+
+	DurationMS float64 `json:"duration_ms"`
+	// State is "done", "failed", "lost" or "interrupted".
+	State string `json:"state"`
+}
+
+// Preview is one output line of a reduce attempt, with its key.
+type Preview struct {
+	Key  []byte `json:"key"`
+	Line string `json:"line"`
+}
+
+// Worker is the status of one worker of the cluster.
+type Worker struct {
+	Key   string `json:"key"`
+	Pool  string `json:"pool"`
+	Index int    `json:"index"`
+	Host  string `json:"host"`
+	Busy  bool   `json:"busy"`
+	// Stopping is set once the worker's process is shutting down.
+	Stopping      bool       `json:"stopping"`
+	JobID         string     `json:"job_id"`
+	Partition     int        `json:"partition"`
+	Phase         string     `json:"phase,omitempty"`
+	Attempt       int        `json:"attempt"`
+	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
+	TasksDone     int64      `json:"tasks_done"`
+	TasksFailed   int64      `json:"tasks_failed"`
+	StartedAt     time.Time  `json:"started_at"`
+	LastSeen      time.Time  `json:"last_seen"`
+}
+
+// Queue is the tasks waiting for a worker.
+type Queue struct {
+	Depth int         `json:"depth"`
+	Jobs  []QueuedJob `json:"jobs"`
+}
+
+// QueuedJob is one job's share of the queue.
+type QueuedJob struct {
+	Job     string `json:"job"`
+	Kind    string `json:"kind"`
+	Waiting int    `json:"waiting"`
+}
+
+// Kind is a kind of job the cluster runs.
+type Kind struct {
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Params      []Param `json:"params,omitempty"`
+	// ReadsData is true for a kind whose jobs read datasets.
+	ReadsData bool `json:"reads_data"`
+}
+
+// Param describes one parameter of a kind.
+type Param struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Required    bool   `json:"required"`
+}
+
+// Dataset is a named set of files that jobs read.
+type Dataset struct {
+	Name      string        `json:"name"`
+	Files     []DatasetFile `json:"files"`
+	Size      int64         `json:"size"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
+}
+
+// DatasetFile is one file of a dataset.
+type DatasetFile struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	// Upload identifies this version of the file.
+	Upload    string  `json:"upload"`
+	BlockSize int64   `json:"block_size"`
+	Lines     []int64 `json:"lines"`
+	// EndsLine has a '1' for each block whose last byte is a newline.
+	EndsLine   string    `json:"ends_line"`
+	UploadedAt time.Time `json:"uploaded_at"`
+}
+
+// Event is one change the server reports on GET /api/v1/events: its type
+// ("job.submitted", "job.succeeded", "task.done", "worker.status", …) and
+// its data, to decode by type.
+type Event struct {
+	Type string          `json:"type"`
+	Time time.Time       `json:"time"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
