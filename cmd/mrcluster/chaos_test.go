@@ -98,7 +98,7 @@ func TestWordCountSurvivesServerKill(t *testing.T) {
 	upload(t, c, "books", docs)
 	j := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 16, Reducers: 3})
 	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() || j.Tasks.Done >= 2 })
-	if j.State.Terminal() || j.Phase != job.PhaseMap {
+	if j.State.Terminal() || j.Phase != string(job.PhaseMap) {
 		t.Fatalf("the job got past its map phase before the kill (%s): make it longer", apitest.Describe(j))
 	}
 	p.kill(t)

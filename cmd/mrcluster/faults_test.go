@@ -330,7 +330,7 @@ func checkRanOnce(t *testing.T, url, id string) {
 		}
 	}
 	type task struct {
-		phase string
+		phase job.Phase
 		n     int
 	}
 	finals, reasons, records, last := map[task]int{}, map[task]bool{}, map[task]int{}, map[task]int{}

@@ -13,10 +13,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/mrcluster/mrcluster/internal/coordinator"
 	"github.com/mrcluster/mrcluster/internal/dataset"
@@ -27,6 +24,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/view"
 	"github.com/mrcluster/mrcluster/internal/webui"
 	"github.com/mrcluster/mrcluster/internal/worker"
@@ -220,15 +218,14 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	emb *natsx.Embedded
-	nc  *nats.Conn
+	nc  *natsx.Conn
 	// workerNC is the in-process workers' own connection.
-	workerNC  *nats.Conn
+	workerNC  *natsx.Conn
 	natsToken string
 	store     *natsx.Store
 	coord     *coordinator.Coordinator
 	pool      *worker.Pool
 	view      *view.View
-	viewReady atomic.Pointer[view.View] // the view, once started: read by the coordinator's loops
 	api       *httpapi.Server
 	http      *http.Server
 	ln        net.Listener
@@ -296,28 +293,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err = s.checkStoreIntegrity(ctx); err != nil {
 		return nil, err
 	}
+	// The parts start in this order: the workers, so that they are
+	// announced before the view reads the workers' bucket (a server is
+	// seen with all its workers once it serves); the read model; the
+	// coordinator, which reads the workers and the unfinished jobs from
+	// it; the API. They stop in the reverse order, workers first.
 	m := metrics.New()
-	s.coord = coordinator.New(coordinator.Config{
-		Store: s.store, NC: s.nc, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts, Logger: s.log, Metrics: m,
-		// The view starts after the workers (so that a server is seen with
-		// all of them once it serves); until then these see nothing.
-		Running: func() []job.WorkerStatus {
-			if v := s.viewReady.Load(); v != nil {
-				return v.Workers()
-			}
-			return nil
-		},
-		Unqueued: func() []string {
-			if v := s.viewReady.Load(); v != nil {
-				return v.Unqueued()
-			}
-			return nil
-		},
-		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
-	})
-	if err = s.coord.Start(ctx); err != nil {
-		return nil, err
-	}
+	datasets := s.datasets(s.store.Ports)
 	if cfg.Workers > 0 {
 		// The workers have a connection of their own, as a remote worker
 		// would; it also lets the NATS server serve them in parallel with
@@ -331,7 +313,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		host, _ := os.Hostname()
 		s.pool = worker.New(worker.Config{
-			Store: wstore, NC: s.workerNC, Kinds: cfg.Kinds, Concurrency: cfg.Workers,
+			Store: wstore.Ports, Datasets: s.datasets(wstore.Ports), Kinds: cfg.Kinds, Concurrency: cfg.Workers,
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
 			SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir,
 		})
@@ -340,7 +322,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}
 	hub := event.NewHub()
-	s.view = view.New(view.Config{Store: s.store, NC: s.nc, Hub: hub, Logger: s.log})
+	s.view = view.New(view.Config{Store: s.store.Ports, Hub: hub, Logger: s.log})
 	if err = s.view.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -349,7 +331,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	s.viewReady.Store(s.view)
+	s.coord = coordinator.New(coordinator.Config{
+		Store: s.store.Ports, Datasets: datasets, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts,
+		Logger: s.log, Metrics: m, Running: s.view.Workers, Unqueued: s.view.Unqueued,
+		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
+	})
+	if err = s.coord.Start(ctx); err != nil {
+		return nil, err
+	}
 	s.probeKey = Sanitize(cfg.ServerName)
 	if cfg.ServerName == "" {
 		host, _ := os.Hostname()
@@ -364,7 +353,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.watchStore(wctx) })
 	s.api = httpapi.New(httpapi.Config{
 		Jobs: seenJobs{s.coord, s.view}, View: s.view, Hub: hub, Kinds: cfg.Kinds,
-		Datasets:      &dataset.Store{KV: s.store.Datasets, Blocks: s.store.Blocks, MaxFileSize: cfg.MaxFileSize},
+		Datasets:      datasets,
 		MaxFileBytes:  cfg.MaxFileSize,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
 		Ready: s.ready, Writable: s.health.Err, Version: Version, Logger: s.log, Metrics: m,
@@ -384,7 +373,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 // connect opens a connection to the embedded server, in process, or to
 // the external one.
-func (s *Server) connect(name string) (*nats.Conn, error) {
+func (s *Server) connect(name string) (*natsx.Conn, error) {
 	if s.emb != nil {
 		nc, err := s.emb.Connect(name)
 		if err != nil {
@@ -405,7 +394,7 @@ func (s *Server) ready(ctx context.Context) error {
 	default:
 		return errors.New("still reading the stored state")
 	}
-	if !s.nc.IsConnected() {
+	if !s.nc.Connected() {
 		return errors.New("not connected to NATS")
 	}
 	if err := s.health.Err(); err != nil {
@@ -444,7 +433,7 @@ func (s *Server) shutdown(ctx context.Context) {
 	// Workers first: they stop taking tasks at once, and the API keeps
 	// answering while their running tasks finish.
 	if s.pool != nil {
-		s.pool.Stop(ctx)
+		_ = s.pool.Stop(ctx)
 	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
@@ -459,24 +448,27 @@ func (s *Server) shutdown(ctx context.Context) {
 		s.watchWG.Wait()
 	}
 	if s.coord != nil {
-		s.coord.Stop()
+		_ = s.coord.Stop(ctx)
 	}
 	if s.view != nil {
-		s.view.Stop()
+		_ = s.view.Stop(ctx)
 	}
 	if s.store != nil && s.checksStore() {
 		s.checkpoint(ctx, true)
 	}
-	for _, nc := range []*nats.Conn{s.workerNC, s.nc} {
+	for _, nc := range []*natsx.Conn{s.workerNC, s.nc} {
 		if nc != nil {
-			// Send what is buffered (acks above all) before closing.
-			_ = nc.FlushTimeout(2 * time.Second)
 			nc.Close()
 		}
 	}
 	if s.emb != nil {
 		s.emb.Shutdown()
 	}
+}
+
+// datasets is the dataset store of a connection's ports.
+func (s *Server) datasets(p *store.Store) *dataset.Store {
+	return &dataset.Store{KV: p.Datasets, Blocks: p.Blocks, MaxFileSize: s.cfg.MaxFileSize}
 }
 
 // PoolName names a process's worker pool: the host and a random suffix, so

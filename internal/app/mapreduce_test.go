@@ -66,7 +66,7 @@ func TestDataKindsMatchSequential(t *testing.T) {
 			t.Fatalf("wordcount M=%d R=%d differs from the sequential count: %s", mr[0], mr[1], diff(got, want))
 		}
 		c := j.Counters
-		if c == nil || c.InputBytes != size || c.ReduceOutputRecords != int64(distinct) || j.Phase != job.PhaseReduce || j.Tasks.Done != mr[0]+mr[1] {
+		if c == nil || c.InputBytes != size || c.ReduceOutputRecords != int64(distinct) || j.Phase != string(job.PhaseReduce) || j.Tasks.Done != mr[0]+mr[1] {
 			t.Fatalf("wordcount M=%d R=%d: counters %+v, phase %s, tasks %+v; want %d input bytes, %d output records", mr[0], mr[1], c, j.Phase, j.Tasks, size, distinct)
 		}
 		if len(j.Preview) != job.PreviewLines || !strings.HasPrefix(want, strings.Join(j.Preview, "\n")+"\n") {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 )
@@ -108,22 +109,36 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 	b := setup(t)
 	j := b.submit(t, "noop", 2)
 	b.awaitState(t, j.ID, client.Succeeded)
-	names := map[string]bool{}
-	for k := range b.scrape(t) {
-		name, _, _ := strings.Cut(k, "{")
-		names[name] = true
-	}
 	re := regexp.MustCompile(`mrcluster_[a-z_]+`)
-	n := 0
+	var queried []string
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
-			for _, m := range re.FindAllString(tg.Expr, -1) {
-				n++
-				if !names[m] {
-					t.Errorf("the dashboard queries %s, which /metrics does not have", m)
-				}
+			queried = append(queried, re.FindAllString(tg.Expr, -1)...)
+		}
+	}
+	n := len(queried)
+	// A task's metrics are counted just after its result is written, so
+	// they may trail the job's success by a moment on a loaded machine.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		names := map[string]bool{}
+		for k := range b.scrape(t) {
+			name, _, _ := strings.Cut(k, "{")
+			names[name] = true
+		}
+		var missing []string
+		for _, m := range queried {
+			if !names[m] {
+				missing = append(missing, m)
 			}
 		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dashboard queries %v, which /metrics does not have", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if n < 10 {
 		t.Fatalf("the dashboard queries only %d metrics", n)

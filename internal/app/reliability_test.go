@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -187,7 +187,7 @@ func TestFetchedTasksRunOnce(t *testing.T) {
 // store connects to a server's NATS and returns its JetStream resources.
 func store(t *testing.T, b *bundle) *natsx.Store {
 	t.Helper()
-	nc, err := nats.Connect(b.srv.NATSURL(), nats.Token(b.srv.NATSToken()))
+	nc, err := natsx.Dial(b.srv.NATSURL(), "test", b.srv.NATSToken(), "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

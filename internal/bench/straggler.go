@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/natsx"
@@ -52,7 +53,7 @@ func Straggler(ctx context.Context, paths []string, size int64, m, r int, backup
 		return mapRecord(ctx, rec, emit)
 	}
 	slow.Register(wc)
-	pool := worker.New(worker.Config{Store: store, NC: nc, Kinds: slow, Concurrency: 1, Name: "slow", Host: "slow-machine",
+	pool := worker.New(worker.Config{Store: store.Ports, Datasets: &dataset.Store{KV: store.Ports.Datasets, Blocks: store.Ports.Blocks}, Kinds: slow, Concurrency: 1, Name: "slow", Host: "slow-machine",
 		Logger: slog.New(slog.DiscardHandler), RetryBackoff: time.Second})
 	if err := pool.Start(ctx); err != nil {
 		return 0, nil, err

@@ -10,12 +10,10 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
@@ -75,11 +73,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		if err == nil {
 			break
 		}
-		if le := nc.LastError(); le != nil && (strings.Contains(le.Error(), "x509") || strings.Contains(le.Error(), "tls")) {
-			return fmt.Errorf("the NATS server at %s speaks TLS and this worker cannot check its certificate (%v): give the CA with --nats-tls-ca", *url, le)
-		}
-		if errors.Is(nc.LastError(), nats.ErrAuthorization) {
-			return fmt.Errorf("the NATS server at %s refused this worker's credentials: give it the cluster's token with --nats-token (or MRCLUSTER_NATS_TOKEN)", *url)
+		if err := nc.Explain(*url); err != nil {
+			return err
 		}
 		log.Warn("cannot reach the cluster yet; retrying", "nats", *url, "err", err, "retry_in", wait)
 		select {
@@ -93,7 +88,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	}
 	m := metrics.New()
 	pool := worker.New(worker.Config{
-		Store: store, NC: nc, Kinds: registry(*sleepScale), Concurrency: *concurrency,
+		Store: store.Ports, Datasets: &dataset.Store{KV: store.Ports.Datasets, Blocks: store.Ports.Blocks},
+		Kinds: registry(*sleepScale), Concurrency: *concurrency,
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
 		SortBuffer: sortBuffer, TempDir: *tempDir,
 	})
@@ -103,7 +99,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if *metricsAddr != "" {
 		ln, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
-			pool.Stop(context.Background())
+			_ = pool.Stop(context.Background())
 			return fmt.Errorf("--metrics-addr %s: %w", *metricsAddr, err)
 		}
 		mux := http.NewServeMux()
@@ -122,7 +118,5 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	log.Info("stopping: finishing running tasks, the rest go back to the queue", "timeout", *shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
 	defer cancel()
-	pool.Stop(sctx)
-	_ = nc.FlushTimeout(2 * time.Second)
-	return nil
+	return pool.Stop(sctx)
 }

@@ -2,16 +2,12 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"slices"
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Backup tasks, as in the MapReduce paper: when every task of a job's phase
@@ -23,15 +19,15 @@ import (
 // compare-and-set, so that among several servers only one starts it.
 
 // backupKey names a task in Job.Backups.
-func backupKey(phase string, partition int) string {
+func backupKey(phase job.Phase, partition int) string {
 	if phase == "" {
 		phase = job.PhaseMap
 	}
-	return phase + "/" + strconv.Itoa(partition)
+	return string(phase) + "/" + strconv.Itoa(partition)
 }
 
 // durations keeps the run times of a job's finished tasks, by phase.
-type durations map[string][]time.Duration
+type durations map[job.Phase][]time.Duration
 
 const maxDurations = 512
 
@@ -51,7 +47,7 @@ func (c *Coordinator) noteDuration(r job.TaskResult) {
 	}
 }
 
-func (c *Coordinator) median(id, phase string) (time.Duration, bool) {
+func (c *Coordinator) median(id string, phase job.Phase) (time.Duration, bool) {
 	c.mu.Lock()
 	ds := slices.Clone(c.durs[id][phase])
 	c.mu.Unlock()
@@ -68,11 +64,7 @@ func (c *Coordinator) stopOtherCopies(j *job.Job, r job.TaskResult) {
 	if !slices.Contains(j.Backups, backupKey(r.Phase, r.Partition)) {
 		return
 	}
-	phase := r.Phase
-	if phase == "" {
-		phase = "-"
-	}
-	_ = c.cfg.NC.Publish(fmt.Sprintf("%s%s.%s.%d", natsx.StopSubject, j.ID, phase, r.Partition), nil)
+	_ = c.cfg.Store.Notices.StopTask(j.ID, r.Phase, r.Partition)
 }
 
 // backupLoop looks for stragglers until ctx ends.
@@ -162,9 +154,9 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 				continue
 			}
 			t.Backup = true
-			data, err := json.Marshal(t)
+			msgs, err := store.TaskMessages([]job.Task{t}, false)
 			if err == nil {
-				err = c.cfg.NC.PublishMsg(&nats.Msg{Subject: natsx.TaskSubject + j.ID, Data: data})
+				err = c.cfg.Store.Tasks.Send(msgs[0])
 			}
 			if err != nil {
 				c.log.Warn("could not queue a backup copy of a slow task", "job", j.ID, "task", key, "err", err)

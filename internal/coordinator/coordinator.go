@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,20 +18,18 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
-	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Config is what a Coordinator needs.
 type Config struct {
-	Store         *natsx.Store
-	NC            *nats.Conn
+	Store *store.Store
+	// Datasets resolves a job's input.
+	Datasets      *dataset.Store
 	Kinds         *job.Registry
 	MaxPartitions int
 	// MaxAttempts is how many times a task may run before its failure
@@ -64,9 +61,9 @@ type Coordinator struct {
 	cache map[string]entry     // last record this server wrote or read, by job id
 	durs  map[string]durations // run times of finished tasks, by job, for backups
 
-	stop context.CancelFunc
-	wg   sync.WaitGroup
-	sub  *nats.Subscription
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+	unsub func()
 }
 
 type entry struct {
@@ -141,8 +138,7 @@ func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, erro
 func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (_ *job.Job, recorded bool, err error) {
 	j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
 	if k, _ := c.cfg.Kinds.Lookup(spec.Kind); k.ReadsData {
-		ds := &dataset.Store{KV: c.cfg.Store.Datasets, Blocks: c.cfg.Store.Blocks}
-		files, err := ds.Resolve(ctx, spec.Input)
+		files, err := c.cfg.Datasets.Resolve(ctx, spec.Input)
 		if err != nil {
 			return j, false, err
 		}
@@ -154,20 +150,17 @@ func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (_ 
 	// cut short leaves at most tasks without a job, which are withdrawn
 	// here and dropped by whoever meets them later.
 	j.Enqueued = true
-	data, err := json.Marshal(j)
-	if err != nil {
-		return j, false, fmt.Errorf("encode job %s: %w", j.ID, err)
-	}
 	if err := c.publishTasks(ctx, j); err != nil {
 		return j, false, err
 	}
-	rev, err := c.cfg.Store.Jobs.Create(ctx, j.ID, data)
-	for err != nil && notStored(err) && ctx.Err() == nil {
+	rev, err := c.cfg.Store.Jobs.Create(ctx, j)
+	for errors.Is(err, store.ErrNotStored) && ctx.Err() == nil {
 		// As above: no stream answered, nothing was stored.
 		time.Sleep(100 * time.Millisecond)
-		rev, err = c.cfg.Store.Jobs.Create(ctx, j.ID, data)
+		rev, err = c.cfg.Store.Jobs.Create(ctx, j)
 	}
-	if err != nil && !notStored(err) {
+	notStored := errors.Is(err, store.ErrNotStored)
+	if err != nil && !notStored {
 		// The create may have been stored and its answer lost: look.
 		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		if stored, r, gerr := c.Get(gctx, j.ID); gerr == nil {
@@ -176,7 +169,7 @@ func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (_ 
 		cancel()
 	}
 	if err != nil {
-		return j, !notStored(err), unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
+		return j, !notStored, unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
 	}
 	c.put(j, rev)
 	c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
@@ -193,11 +186,11 @@ func (c *Coordinator) withdraw(id string, record bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if record {
-		if err := c.cfg.Store.Jobs.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if err := c.cfg.Store.Jobs.Delete(ctx, id); err != nil {
 			c.log.Warn("could not remove the record of a job whose submit failed; it may still run", "job", id, "err", err)
 		}
 	}
-	if err := c.cfg.Store.Tasks.Purge(ctx, jetstream.WithPurgeSubject(natsx.TaskSubject+id)); err != nil {
+	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
 		c.log.Warn("could not withdraw the tasks of a job whose submit failed; they will be dropped when met", "job", id, "err", err)
 	}
 }
@@ -220,17 +213,17 @@ func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, e
 		if err == nil {
 			return nil, nil
 		}
-		if !natsx.IsConflict(err) {
+		if !errors.Is(err, store.ErrConflict) {
 			return nil, unavailable(fmt.Errorf("record idempotency key: %w", err))
 		}
 		e, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			continue // released meanwhile
 		}
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("read idempotency key: %w", err))
 		}
-		prev, done := strings.CutSuffix(string(e.Value()), keyDone)
+		prev, done := strings.CutSuffix(string(e.Value), keyDone)
 		t, ok := job.IDTime(prev)
 		stale := !ok || time.Since(t) > orphanAge
 		if done || stale {
@@ -244,7 +237,7 @@ func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, e
 			if job.ErrorCode(err) != job.ENotFound {
 				return nil, err
 			}
-			if _, err := kv.Update(ctx, k, []byte(id), e.Revision()); err == nil {
+			if _, err := kv.Update(ctx, k, []byte(id), e.Revision); err == nil {
 				return nil, nil
 			}
 			continue
@@ -276,10 +269,10 @@ func (c *Coordinator) releaseKey(key, id string) {
 	defer cancel()
 	k := idempotencyKey(key)
 	e, err := c.cfg.Store.Idempotency.Get(ctx, k)
-	if err != nil || string(e.Value()) != id { // not ours, or done
+	if err != nil || string(e.Value) != id { // not ours, or done
 		return
 	}
-	_ = c.cfg.Store.Idempotency.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
+	_ = c.cfg.Store.Idempotency.Delete(ctx, k, e.Revision)
 }
 
 // idempotencyKey is the bucket key of a client's key: any string a client
@@ -291,58 +284,25 @@ func idempotencyKey(key string) string {
 
 // publishTasks publishes every task of j not done yet and waits until the
 // stream has stored them all, within a deadline that follows their number.
+// Map tasks go without a message id: the stream's duplicate tracking would
+// cost a fifth of the cluster's task rate, and a map task published twice
+// (only when a submit is interrupted and repaired) runs twice and counts
+// once. Reduce tasks carry one: every server applying a last map result
+// may start the reduce phase, and a reduce queued twice would run twice.
 func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) error {
-	js := c.cfg.Store.JS
 	tasks := j.Tasks()
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout(len(tasks)))
 	defer cancel()
-	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
-	for _, t := range tasks {
-		data, err := json.Marshal(t)
-		if err != nil {
-			return fmt.Errorf("encode task %s/%d: %w", t.Job, t.Partition, err)
-		}
-		// No message id: the stream's duplicate tracking would cost a fifth
-		// of the cluster's task rate. A task published twice (only when a
-		// phase change is interrupted and repaired) runs twice and counts once.
-		f, err := js.PublishMsgAsync(&nats.Msg{Subject: natsx.TaskSubject + t.Job, Data: data})
-		if err != nil {
-			return unavailable(fmt.Errorf("queue task %d of job %s: %w", t.Partition, t.Job, err))
-		}
-		futures = append(futures, f)
+	msgs, err := store.TaskMessages(tasks, j.Phase == job.PhaseReduce)
+	if err != nil {
+		return err
 	}
-	for _, f := range futures {
-		for f != nil {
-			select {
-			case <-f.Ok():
-				f = nil
-			case err := <-f.Err():
-				if !notStored(err) || ctx.Err() != nil {
-					return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
-				}
-				// No stream answered (a leader being elected, as when a
-				// server rejoins): nothing was stored, so publish again,
-				// for as long as the deadline allows, rather than answer 503.
-				select {
-				case <-ctx.Done():
-					return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
-				case <-time.After(100 * time.Millisecond):
-				}
-				if f, err = js.PublishMsgAsync(f.Msg()); err != nil {
-					return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
-				}
-			case <-ctx.Done():
-				return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, ctx.Err()))
-			}
+	for _, err := range c.cfg.Store.Tasks.Publish(ctx, msgs...) {
+		if err != nil {
+			return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
 		}
 	}
 	return nil
-}
-
-// notStored reports whether a publish failed before any stream stored it,
-// so that publishing again cannot make a duplicate.
-func notStored(err error) bool {
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // Cancel drops a job's queued tasks, stops its running ones and marks it
@@ -368,10 +328,10 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 func (c *Coordinator) stopTasks(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	if err := c.cfg.Store.Tasks.Purge(ctx, jetstream.WithPurgeSubject(natsx.TaskSubject+id)); err != nil {
+	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
 		c.log.Warn("could not drop the queued tasks of a finished job; workers will skip them", "job", id, "err", err)
 	}
-	if err := c.cfg.NC.Publish(natsx.CancelSubject+id, nil); err != nil {
+	if err := c.cfg.Store.Notices.CancelJob(id); err != nil {
 		c.log.Warn("could not tell workers to stop a finished job's tasks", "job", id, "err", err)
 	}
 }
@@ -383,26 +343,13 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err := c.recover(ctx); err != nil {
 		return err
 	}
-	var cons jetstream.Consumer
-	err := natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
-		cons, err = c.cfg.Store.Results.Consumer(ctx, natsx.CoordConsumer)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("open consumer %s: %w", natsx.CoordConsumer, err)
-	}
-	msgs := make(chan jetstream.Msg, 1024)
-	// Two fetch loops: each fetch is a new pull request, which after a
-	// change of the consumer's leader in a cluster goes to the new leader.
+	msgs := make(chan store.Delivery, 1024)
+	// Two fetch loops: while one batch is applied, the next is on its way.
 	for range 2 {
-		c.wg.Go(func() { c.fetchResults(ctx, cons, msgs) })
+		c.wg.Go(func() { c.fetchResults(ctx, msgs) })
 	}
-	c.sub, err = c.cfg.NC.QueueSubscribe(natsx.StartedSubject+">", "coordinator", func(m *nats.Msg) {
-		var s []job.TaskStarted
-		if json.Unmarshal(m.Data, &s) == nil && len(s) > 0 {
-			c.markStarted(ctx, s[0])
-		}
-	})
+	var err error
+	c.unsub, err = c.cfg.Store.Notices.OnTasksStarted("coordinator", func(s []job.TaskStarted) { c.markStarted(ctx, s[0]) })
 	if err != nil {
 		return fmt.Errorf("subscribe to task starts: %w", err)
 	}
@@ -417,63 +364,66 @@ func (c *Coordinator) Start(ctx context.Context) error {
 }
 
 // Stop stops applying results; results not applied stay in the stream.
-func (c *Coordinator) Stop() {
+func (c *Coordinator) Stop(ctx context.Context) error {
 	if c.stop == nil {
-		return
+		return nil
 	}
-	if c.sub != nil {
-		_ = c.sub.Unsubscribe()
+	if c.unsub != nil {
+		c.unsub()
 	}
 	c.stop()
 	c.wg.Wait()
+	return nil
 }
 
 // fetchResults pulls result messages until ctx ends.
-func (c *Coordinator) fetchResults(ctx context.Context, cons jetstream.Consumer, msgs chan<- jetstream.Msg) {
+func (c *Coordinator) fetchResults(ctx context.Context, msgs chan<- store.Delivery) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			c.log.Debug("fetch results", "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		for m := range batch.Messages() {
+		err := c.cfg.Store.Results.Fetch(ctx, 1024, time.Second, func(m store.Delivery) {
 			select {
 			case msgs <- m:
 			case <-ctx.Done():
 				// Not applied: redelivered after the consumer's ack wait.
 			}
+		})
+		if err == nil || ctx.Err() != nil {
+			backoff = 100 * time.Millisecond
+			continue
 		}
+		c.log.Debug("fetch results", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
 // recover publishes again the tasks of every job whose submit did not get
 // to mark it enqueued: the server died between storing the job and its tasks.
 func (c *Coordinator) recover(ctx context.Context) error {
-	w, err := c.cfg.Store.Jobs.WatchAll(ctx, jetstream.IgnoreDeletes())
+	w, err := c.cfg.Store.Jobs.KV.Watch(ctx)
 	if err != nil {
 		return fmt.Errorf("scan jobs: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer w.Stop()
 	var pending []*job.Job
 	for e := range w.Updates() {
 		if e == nil {
 			break
 		}
-		var j job.Job
-		if err := json.Unmarshal(e.Value(), &j); err != nil {
-			c.log.Warn("skipping unreadable job record", "key", e.Key(), "err", err)
+		if e.Deleted {
+			continue
+		}
+		j, err := store.DecodeJob(e.Value)
+		if err != nil {
+			c.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
 			continue
 		}
 		if !j.Enqueued && !j.State.Terminal() {
-			pending = append(pending, &j)
+			pending = append(pending, j)
 		}
 	}
 	for _, j := range pending {
@@ -520,8 +470,8 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 }
 
 // applyLoop applies results in batches: one write per job per batch.
-func (c *Coordinator) applyLoop(ctx context.Context, msgs <-chan jetstream.Msg) {
-	batch := make([]jetstream.Msg, 0, 1024)
+func (c *Coordinator) applyLoop(ctx context.Context, msgs <-chan store.Delivery) {
+	batch := make([]store.Delivery, 0, 1024)
 	for {
 		select {
 		case <-ctx.Done():
@@ -542,14 +492,14 @@ func (c *Coordinator) applyLoop(ctx context.Context, msgs <-chan jetstream.Msg) 
 	}
 }
 
-func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
+func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 	byJob := map[string][]job.TaskResult{}
-	msgsByJob := map[string][]jetstream.Msg{}
+	msgsByJob := map[string][]store.Delivery{}
 	var order []string
 	for _, m := range batch {
-		var rs []job.TaskResult
-		if err := json.Unmarshal(m.Data(), &rs); err != nil || len(rs) == 0 {
-			c.log.Error("dropping an unreadable task result message", "subject", m.Subject(), "err", err)
+		rs, err := store.DecodeResults(m.Data())
+		if err != nil {
+			c.log.Error("dropping an unreadable task result message; it was not written by this version of mrcluster", "job", m.Key(), "err", err)
 			_ = m.Term()
 			continue
 		}
@@ -611,7 +561,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 				// record is on its way, or its submit is being withdrawn.
 				c.log.Debug("results of a job whose record is not stored yet; waiting for it", "job", id)
 				for _, m := range msgsByJob[id] {
-					_ = m.NakWithDelay(250 * time.Millisecond)
+					_ = m.Nak(250 * time.Millisecond)
 				}
 				continue
 			}
@@ -621,7 +571,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			c.forget(id)
 			c.log.Debug("read a job record older than its results; applying them again shortly", "job", id)
 			for _, m := range msgsByJob[id] {
-				_ = m.NakWithDelay(250 * time.Millisecond)
+				_ = m.Nak(250 * time.Millisecond)
 			}
 			continue
 		case err != nil:
@@ -629,7 +579,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			// store's state is reported where it is watched (/readyz).
 			c.log.Warn("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
 			for _, m := range msgsByJob[id] {
-				_ = m.NakWithDelay(time.Second)
+				_ = m.Nak(time.Second)
 			}
 			continue
 		}
@@ -646,7 +596,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []jetstream.Msg) {
 			if phase == "" {
 				phase = job.PhaseMap
 			}
-			c.cfg.Metrics.TaskFinished(j.Kind, phase, r.FinishedAt.Sub(r.StartedAt), r.Error != "")
+			c.cfg.Metrics.TaskFinished(j.Kind, string(phase), r.FinishedAt.Sub(r.StartedAt), r.Error != "")
 		}
 		if len(dropped) > 0 {
 			// Duplicates of committed tasks (a backup or a redelivery):
@@ -712,18 +662,14 @@ func (c *Coordinator) markStarted(ctx context.Context, s job.TaskStarted) {
 
 // Get returns the stored record of job id.
 func (c *Coordinator) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
-	e, err := c.cfg.Store.Jobs.Get(ctx, id)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
-			return nil, 0, job.Errorf(job.ENotFound, "job %q not found", id)
-		}
+	j, rev, err := c.cfg.Store.Jobs.Get(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, 0, job.Errorf(job.ENotFound, "job %q not found", id)
+	case err != nil:
 		return nil, 0, unavailable(fmt.Errorf("read job %s: %w", id, err))
 	}
-	var j job.Job
-	if err := json.Unmarshal(e.Value(), &j); err != nil {
-		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
-	}
-	return &j, e.Revision(), nil
+	return j, rev, nil
 }
 
 // update applies fn to the newest record of job id and writes it back with a
@@ -748,11 +694,7 @@ func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) b
 			c.put(j, e.rev)
 			return j, nil
 		}
-		data, err := json.Marshal(j)
-		if err != nil {
-			return nil, fmt.Errorf("encode job %s: %w", id, err)
-		}
-		rev, err := c.cfg.Store.Jobs.Update(ctx, id, data, e.rev)
+		rev, err := c.cfg.Store.Jobs.Update(ctx, j, e.rev)
 		if err == nil {
 			c.put(j, rev)
 			if j.State != e.job.State {
@@ -760,7 +702,7 @@ func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) b
 			}
 			return j, nil
 		}
-		if !natsx.IsConflict(err) || attempt >= 100 {
+		if !errors.Is(err, store.ErrConflict) || attempt >= 100 {
 			c.forget(id)
 			return nil, unavailable(fmt.Errorf("write job %s: %w", id, err))
 		}
@@ -829,50 +771,18 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 	if _, _, err := c.Get(ctx, id); err != nil {
 		return nil, err
 	}
-	// A consumer of its own, deleted after the read: the ordered consumers
-	// used before lived on until their inactivity threshold, and the chaos
-	// test's 2,000 reads in a minute hit the limit of consumers.
-	cons, err := c.cfg.Store.Results.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     natsx.ResultSubject + id,
-		AckPolicy:         jetstream.AckNonePolicy,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: time.Minute,
-		Replicas:          1,
-		MemoryStorage:     true,
-	})
-	if err != nil {
-		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = c.cfg.Store.Results.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
-	info, err := cons.Info(ctx)
+	// The history is whole or an error: the read has a deadline of its own.
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	msgs, err := c.cfg.Store.Results.Read(rctx, id, maxTaskHistory)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
 	}
 	out := []job.TaskResult{}
-	// The history is whole or an error: a fetch that brings nothing while
-	// messages are pending (a busy cluster) is tried again, for a while.
-	deadline := time.Now().Add(15 * time.Second)
-	for left := int(info.NumPending); left > 0 && len(out) < maxTaskHistory; {
-		if time.Now().After(deadline) {
-			return nil, job.Errorf(job.EUnavailable, "read %d of the task results of job %s before the store stopped answering; try again", len(out), id)
+	for _, m := range msgs {
+		if rs, err := store.DecodeResults(m); err == nil {
+			out = append(out, rs...)
 		}
-		batch, err := cons.Fetch(min(left, 500), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			var rs []job.TaskResult
-			if json.Unmarshal(m.Data(), &rs) == nil {
-				out = append(out, rs...)
-			}
-		}
-		left -= got
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Partition != out[j].Partition {

@@ -17,10 +17,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // DefaultBlockSize is the size of a stored block of a file.
@@ -51,8 +49,8 @@ type File struct {
 
 // Store reads and writes datasets.
 type Store struct {
-	KV     jetstream.KeyValue
-	Blocks jetstream.ObjectStore
+	KV     store.KV
+	Blocks store.Blobs
 	// BlockSize is the size of the blocks new files are cut into.
 	BlockSize int64
 	// MaxFileSize bounds one uploaded file; 0 means no bound.
@@ -87,7 +85,7 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 				s.deleteBlocks(ds, file, f.Upload, i)
 				return File{}, job.Errorf(job.ETooLarge, "file %s of dataset %s is larger than the limit of %d bytes (--max-file-mb)", file, ds, s.MaxFileSize)
 			}
-			if _, perr := s.Blocks.PutBytes(ctx, blockName(ds, file, f.Upload, i), buf[:n]); perr != nil {
+			if perr := s.Blocks.Put(ctx, blockName(ds, file, f.Upload, i), bytes.NewReader(buf[:n])); perr != nil {
 				s.deleteBlocks(ds, file, f.Upload, i)
 				return File{}, unavailable(fmt.Errorf("store block %d of %s/%s: %w", i, ds, file, perr))
 			}
@@ -141,7 +139,7 @@ func (s *Store) update(ctx context.Context, ds string, create bool, fn func(*Dat
 		var rev uint64
 		e, err := s.KV.Get(ctx, ds)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case errors.Is(err, store.ErrNotFound):
 			if !create {
 				return notFound(ds)
 			}
@@ -150,10 +148,10 @@ func (s *Store) update(ctx context.Context, ds string, create bool, fn func(*Dat
 		case err != nil:
 			return unavailable(fmt.Errorf("read dataset %s: %w", ds, err))
 		default:
-			if err := json.Unmarshal(e.Value(), &d); err != nil {
+			if err := json.Unmarshal(e.Value, &d); err != nil {
 				return fmt.Errorf("decode dataset %s: %w", ds, err)
 			}
-			rev = e.Revision()
+			rev = e.Revision
 		}
 		if err := fn(&d); err != nil {
 			return err
@@ -175,7 +173,7 @@ func (s *Store) update(ctx context.Context, ds string, create bool, fn func(*Dat
 		if err == nil {
 			return nil
 		}
-		if !natsx.IsConflict(err) {
+		if !errors.Is(err, store.ErrConflict) {
 			return unavailable(fmt.Errorf("write dataset %s: %w", ds, err))
 		}
 	}
@@ -188,14 +186,14 @@ func (s *Store) Get(ctx context.Context, name string) (Dataset, error) {
 		return Dataset{}, err
 	}
 	e, err := s.KV.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return Dataset{}, notFound(name)
 	}
 	if err != nil {
 		return Dataset{}, unavailable(fmt.Errorf("read dataset %s: %w", name, err))
 	}
 	var d Dataset
-	if err := json.Unmarshal(e.Value(), &d); err != nil {
+	if err := json.Unmarshal(e.Value, &d); err != nil {
 		return Dataset{}, fmt.Errorf("decode dataset %s: %w", name, err)
 	}
 	return d, nil
@@ -203,12 +201,12 @@ func (s *Store) Get(ctx context.Context, name string) (Dataset, error) {
 
 // List returns every dataset, by name.
 func (s *Store) List(ctx context.Context) ([]Dataset, error) {
-	keys, err := s.KV.ListKeys(ctx)
+	keys, err := s.KV.Keys(ctx)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("list datasets: %w", err))
 	}
 	out := []Dataset{}
-	for k := range keys.Keys() {
+	for _, k := range keys {
 		d, err := s.Get(ctx, k)
 		if job.ErrorCode(err) == job.ENotFound {
 			continue // deleted meanwhile
@@ -228,7 +226,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.KV.Delete(ctx, name); err != nil {
+	if err := s.KV.Delete(ctx, name, 0); err != nil {
 		return unavailable(fmt.Errorf("delete dataset %s: %w", name, err))
 	}
 	for _, f := range d.Files {

@@ -9,9 +9,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // MaxLine bounds the length of one input line.
@@ -29,7 +28,7 @@ func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser
 	b, err := s.Blocks.GetBytes(ctx, blockName(f.Dataset, f.File, f.Upload, i))
 	if err != nil {
 		err = fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
-		if !errors.Is(err, jetstream.ErrObjectNotFound) {
+		if !errors.Is(err, store.ErrNotFound) {
 			err = &job.StoreError{Err: err}
 		}
 		return nil, err

@@ -136,7 +136,7 @@ func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {
 		}
 		out[i] = client.TaskAttempt{
 			Job: t.Job, Partition: t.Partition, Attempt: t.Attempt, Worker: t.Worker, Value: t.Value, Error: t.Error,
-			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Phase: t.Phase, Commit: t.Commit,
+			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Phase: string(t.Phase), Commit: t.Commit,
 			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures,
 			DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state,
 		}

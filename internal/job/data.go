@@ -5,11 +5,15 @@ import (
 	"iter"
 )
 
-// Phases of a job that reads data. A job of a kind without a record map has
-// only the map phase, and the coordinator collects its partition values.
+// Phase is a stage of a job that reads data: its maps, then its reduces.
+// A job of a kind without a record map has no phases (its Phase is empty):
+// the coordinator collects its partition values.
+type Phase string
+
+// The phases, in order.
 const (
-	PhaseMap    = "map"
-	PhaseReduce = "reduce"
+	PhaseMap    Phase = "map"
+	PhaseReduce Phase = "reduce"
 )
 
 // Record is one line of input handed to a kind's map function.

@@ -61,7 +61,7 @@ type Job struct {
 	Input         []string    `json:"input,omitempty"`
 	Files         []InputFile `json:"files,omitempty"`
 	Reducers      int         `json:"reducers,omitempty"`
-	Phase         string      `json:"phase,omitempty"`
+	Phase         Phase       `json:"phase,omitempty"`
 	MapCommits    []string    `json:"map_commits,omitempty"`
 	ReduceCommits []string    `json:"reduce_commits,omitempty"`
 	ReduceDone    int         `json:"reduce_done,omitempty"`
@@ -112,8 +112,8 @@ type Task struct {
 	MaxAttempts int `json:"max_attempts,omitempty"`
 
 	// Phase is empty for the map of a job that reads no data.
-	Phase    string `json:"phase,omitempty"`
-	Reducers int    `json:"reducers,omitempty"`
+	Phase    Phase `json:"phase,omitempty"`
+	Reducers int   `json:"reducers,omitempty"`
 	// Files and Split are a map task's input.
 	Files []InputFile `json:"files,omitempty"`
 	Split []Piece     `json:"split,omitempty"`
@@ -158,7 +158,7 @@ type TaskResult struct {
 
 	// Phase, Commit and Counters are set by tasks of jobs that read data:
 	// Commit names the attempt's output objects.
-	Phase    string    `json:"phase,omitempty"`
+	Phase    Phase     `json:"phase,omitempty"`
 	Commit   string    `json:"commit,omitempty"`
 	Counters *Counters `json:"counters,omitempty"`
 	Preview  []Preview `json:"preview,omitempty"`
@@ -179,7 +179,7 @@ func (r TaskResult) Final() bool { return r.Outcome == "" }
 type TaskStarted struct {
 	Job       string    `json:"job"`
 	Partition int       `json:"partition"`
-	Phase     string    `json:"phase,omitempty"`
+	Phase     Phase     `json:"phase,omitempty"`
 	Attempt   int       `json:"attempt"`
 	Worker    string    `json:"worker"`
 	StartedAt time.Time `json:"started_at"`

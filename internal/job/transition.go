@@ -118,7 +118,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 			j.Phase = PhaseReduce
 			j.ReduceCommits = make([]string, j.Reducers)
 			j.Enqueued = false
-			j.step(PhaseReduce, r.FinishedAt)
+			j.step(string(PhaseReduce), r.FinishedAt)
 		}
 		return true
 	}
@@ -212,7 +212,7 @@ func MergePreview(a, b []Preview) []Preview {
 }
 
 // TaskDone reports whether task partition of the given phase has a result.
-func (j *Job) TaskDone(phase string, partition int) bool {
+func (j *Job) TaskDone(phase Phase, partition int) bool {
 	switch {
 	case phase == PhaseReduce:
 		return partition >= 0 && partition < len(j.ReduceCommits) && j.ReduceCommits[partition] != ""

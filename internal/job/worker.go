@@ -15,7 +15,7 @@ type WorkerStatus struct {
 	Stopping      bool       `json:"stopping"`
 	JobID         string     `json:"job_id"`
 	Partition     int        `json:"partition"`
-	Phase         string     `json:"phase,omitempty"`
+	Phase         Phase      `json:"phase,omitempty"`
 	Attempt       int        `json:"attempt"`
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
 	TasksDone     int64      `json:"tasks_done"`

@@ -13,10 +13,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // DefaultSortBuffer is the memory a map task may hold before it spills.
@@ -25,8 +24,8 @@ const DefaultSortBuffer = 32 << 20
 // Env is what the engine reads from and writes to.
 type Env struct {
 	Open    dataset.OpenBlock
-	Shuffle jetstream.ObjectStore
-	Output  jetstream.ObjectStore
+	Shuffle store.Blobs
+	Output  store.Blobs
 	// SortBuffer bounds a map task's buffered output, in bytes.
 	SortBuffer int64
 	// TempDir holds spilled runs ("" means the system's).
@@ -171,7 +170,7 @@ func formatter(k job.Kind) job.FormatFunc {
 
 // WriteOutput writes the output of finished job j to w: one line per key,
 // ordered by key. A job that reads no data writes "partition value" lines.
-func WriteOutput(ctx context.Context, store jetstream.ObjectStore, k job.Kind, j *job.Job, w io.Writer) error {
+func WriteOutput(ctx context.Context, output store.Blobs, k job.Kind, j *job.Job, w io.Writer) error {
 	// A download streams to a client that may be slow: an hour, not the
 	// NATS client's 5 s default for a call without a deadline.
 	ctx, cancel := context.WithTimeout(ctx, time.Hour)
@@ -185,7 +184,7 @@ func WriteOutput(ctx context.Context, store jetstream.ObjectStore, k job.Kind, j
 	}
 	var srcs []source
 	for r, c := range j.ReduceCommits {
-		obj, err := store.Get(ctx, OutputName(j.ID, r, c))
+		obj, err := output.Get(ctx, OutputName(j.ID, r, c))
 		if err != nil {
 			return fmt.Errorf("read output part %d of job %s: %w", r, j.ID, err)
 		}
@@ -213,14 +212,14 @@ func WriteOutput(ctx context.Context, store jetstream.ObjectStore, k job.Kind, j
 	return bw.Flush()
 }
 
-func deleteObject(ctx context.Context, store jetstream.ObjectStore, name string) {
+func deleteObject(ctx context.Context, blobs store.Blobs, name string) {
 	ctx, cancel := context.WithTimeout(ctx, StoreCallTimeout)
 	defer cancel()
-	_ = store.Delete(ctx, name)
+	_ = blobs.Delete(ctx, name)
 }
 
 // DeleteJobObjects removes the committed intermediate outputs of j.
-func DeleteJobObjects(ctx context.Context, shuffle jetstream.ObjectStore, j *job.Job) {
+func DeleteJobObjects(ctx context.Context, shuffle store.Blobs, j *job.Job) {
 	for m, c := range j.MapCommits {
 		if c == "" {
 			continue
@@ -232,7 +231,7 @@ func DeleteJobObjects(ctx context.Context, shuffle jetstream.ObjectStore, j *job
 }
 
 // DeleteAttempt removes the objects of a task attempt that was not committed.
-func DeleteAttempt(ctx context.Context, shuffle, output jetstream.ObjectStore, j *job.Job, res job.TaskResult) {
+func DeleteAttempt(ctx context.Context, shuffle, output store.Blobs, j *job.Job, res job.TaskResult) {
 	if res.Commit == "" {
 		return
 	}

@@ -9,9 +9,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Transfers between a task and the object store never run under the kind's
@@ -89,7 +88,7 @@ func (s *stage) close() {
 // putStaged stores what write writes as object name. write runs first, with
 // no deadline (it may run user code); the store then gets a deadline that
 // follows the size. A failure of the store is a *job.StoreError.
-func putStaged(ctx context.Context, store jetstream.ObjectStore, dir, name string, write func(io.Writer) error) error {
+func putStaged(ctx context.Context, blobs store.Blobs, dir, name string, write func(io.Writer) error) error {
 	s := &stage{dir: dir}
 	defer s.close()
 	if err := write(s); err != nil {
@@ -101,7 +100,7 @@ func putStaged(ctx context.Context, store jetstream.ObjectStore, dir, name strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, TransferTimeout(s.size))
 	defer cancel()
-	if _, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
+	if err := blobs.Put(ctx, name, r); err != nil {
 		if ctx.Err() != nil && context.Cause(ctx) != context.DeadlineExceeded {
 			return ctx.Err() // canceled: the job ended or the worker stops
 		}
@@ -112,12 +111,12 @@ func putStaged(ctx context.Context, store jetstream.ObjectStore, dir, name strin
 
 // download copies object name into a file of dir, opened at its start.
 // A missing object is ErrMissingInput; other failures are *job.StoreError.
-func download(ctx context.Context, store jetstream.ObjectStore, dir, name string) (*os.File, error) {
+func download(ctx context.Context, blobs store.Blobs, dir, name string) (*os.File, error) {
 	ictx, cancel := context.WithTimeout(ctx, StoreCallTimeout)
-	info, err := store.GetInfo(ictx, name)
+	size, err := blobs.Size(ictx, name)
 	cancel()
 	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %s", ErrMissingInput, name)
 		}
 		return nil, &job.StoreError{Err: fmt.Errorf("read %s: %w", name, err)}
@@ -131,11 +130,11 @@ func download(ctx context.Context, store jetstream.ObjectStore, dir, name string
 		_ = os.Remove(f.Name())
 		return nil, err
 	}
-	gctx, cancel := context.WithTimeout(ctx, TransferTimeout(int64(info.Size)))
+	gctx, cancel := context.WithTimeout(ctx, TransferTimeout(size))
 	defer cancel()
-	obj, err := store.Get(gctx, name)
+	obj, err := blobs.Get(gctx, name)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return fail(fmt.Errorf("%w: %s", ErrMissingInput, name))
 		}
 		return fail(&job.StoreError{Err: fmt.Errorf("read %s: %w", name, err)})

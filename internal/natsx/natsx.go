@@ -22,6 +22,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Names of the streams, buckets, consumers and subjects. They are the
@@ -182,13 +184,47 @@ func hostPort(addr, flag string) (string, int, error) {
 // ClientURL is the address remote workers connect to.
 func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 
+// Conn is a connection to NATS: the embedded server's, in process, or a
+// remote one's.
+type Conn struct{ nc *nats.Conn }
+
+// Connected reports whether the connection is up now.
+func (c *Conn) Connected() bool { return c.nc.IsConnected() }
+
+// Close sends what is buffered (acks above all), within two seconds, and
+// closes the connection.
+func (c *Conn) Close() {
+	_ = c.nc.FlushTimeout(2 * time.Second)
+	c.nc.Close()
+}
+
+// Explain says what to do about a connection that cannot reach the
+// cluster, when its last error tells: a certificate it cannot check, or
+// credentials refused. It returns nil otherwise.
+func (c *Conn) Explain(url string) error {
+	le := c.nc.LastError()
+	switch {
+	case le == nil:
+		return nil
+	case strings.Contains(le.Error(), "x509") || strings.Contains(le.Error(), "tls"):
+		return fmt.Errorf("the NATS server at %s speaks TLS and this worker cannot check its certificate (%v): give the CA with --nats-tls-ca", url, le)
+	case errors.Is(le, nats.ErrAuthorization):
+		return fmt.Errorf("the NATS server at %s refused this worker's credentials: give it the cluster's token with --nats-token (or MRCLUSTER_NATS_TOKEN)", url)
+	}
+	return nil
+}
+
 // Connect opens an in-process connection: no socket, same client code path.
-func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+func (e *Embedded) Connect(name string) (*Conn, error) {
 	opts := []nats.Option{nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1)}
 	if e.token != "" {
 		opts = append(opts, nats.Token(e.token))
 	}
-	return nats.Connect("", opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{nc}, nil
 }
 
 // Shutdown stops the server and waits for it to finish.
@@ -199,7 +235,7 @@ func (e *Embedded) Shutdown() {
 
 // Dial connects to an external NATS server or cluster at url, retrying for
 // ever in the background when it goes away.
-func Dial(url, name, token, tlsCA string, logger *slog.Logger) (*nats.Conn, error) {
+func Dial(url, name, token, tlsCA string, logger *slog.Logger) (*Conn, error) {
 	opts := []nats.Option{}
 	if token != "" {
 		opts = append(opts, nats.Token(token))
@@ -207,7 +243,7 @@ func Dial(url, name, token, tlsCA string, logger *slog.Logger) (*nats.Conn, erro
 	if tlsCA != "" {
 		opts = append(opts, nats.RootCAs(tlsCA))
 	}
-	return nats.Connect(url, append(opts,
+	nc, err := nats.Connect(url, append(opts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -219,6 +255,10 @@ func Dial(url, name, token, tlsCA string, logger *slog.Logger) (*nats.Conn, erro
 			logger.Info("reconnected to NATS", "url", nc.ConnectedUrl())
 		}),
 	)...)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{nc}, nil
 }
 
 // IsLoopback reports whether a listen address ("host:port") only accepts
@@ -273,6 +313,10 @@ type Store struct {
 	Blocks   jetstream.ObjectStore
 	Shuffle  jetstream.ObjectStore
 	Output   jetstream.ObjectStore
+
+	// Ports are the same resources as package store's ports: what the
+	// rest of mrcluster uses.
+	Ports *store.Store
 }
 
 // StoreConfig tunes the resources Setup creates.
@@ -287,7 +331,8 @@ type StoreConfig struct {
 
 // Setup creates or updates every stream, bucket and consumer mrcluster uses.
 // It is idempotent: every server runs it at start.
-func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) {
+func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
+	nc := c.nc
 	js, err := newJetStream(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
@@ -427,12 +472,14 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", CoordConsumer, ResultsStream, err)
 	}
+	s.Ports = ports(nc, s)
 	return s, nil
 }
 
 // Open binds to the resources a server's Setup created, without changing
 // them: what a worker does.
-func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
+func Open(ctx context.Context, c *Conn) (*Store, error) {
+	nc := c.nc
 	js, err := newJetStream(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
@@ -467,6 +514,7 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 			return nil, fmt.Errorf("open object store %s: %w", o.name, err)
 		}
 	}
+	s.Ports = ports(nc, s)
 	return s, nil
 }
 
@@ -517,8 +565,8 @@ func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) err
 
 // Available reports whether JetStream answers (in a cluster: whether its
 // leader is elected), within a second.
-func Available(ctx context.Context, nc *nats.Conn) error {
-	js, err := newJetStream(nc)
+func Available(ctx context.Context, c *Conn) error {
+	js, err := newJetStream(c.nc)
 	if err != nil {
 		return err
 	}
@@ -530,7 +578,7 @@ func Available(ctx context.Context, nc *nats.Conn) error {
 
 // OpenServer binds to what another server's Setup created, consumers
 // included: a server of a cluster that is not the one creating them.
-func OpenServer(ctx context.Context, nc *nats.Conn) (*Store, error) {
+func OpenServer(ctx context.Context, nc *Conn) (*Store, error) {
 	s, err := Open(ctx, nc)
 	if err != nil {
 		return nil, err
@@ -599,22 +647,4 @@ func (s *Store) Ready(ctx context.Context) error {
 // ErrKeyRevisionMismatch, single-copy ones as ErrKeyExists.
 func IsConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-}
-
-// Retry calls fn until it succeeds, for up to d, backing off: what a server
-// of a cluster does with a JetStream call that times out while a leader is
-// being elected.
-func Retry(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
-	deadline := time.Now().Add(d)
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		err := fn(ctx)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-	}
 }

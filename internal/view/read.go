@@ -39,7 +39,7 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 	}
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions, Params: j.Params,
-		Input: j.Input, Reducers: j.Reducers, Phase: j.Phase, Counters: (*client.Counters)(j.Counters), Backups: j.Backups,
+		Input: j.Input, Reducers: j.Reducers, Phase: string(j.Phase), Counters: (*client.Counters)(j.Counters), Backups: j.Backups,
 		Tasks: c, Result: (*client.Result)(j.Result), Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}

@@ -13,18 +13,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Config is what a View needs.
 type Config struct {
-	Store  *natsx.Store
-	NC     *nats.Conn
+	Store  *store.Store
 	Hub    *event.Hub
 	Logger *slog.Logger
 }
@@ -50,7 +46,7 @@ type View struct {
 	readyWG sync.WaitGroup
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
-	sub     *nats.Subscription
+	unsub   func()
 }
 
 type worker struct {
@@ -76,26 +72,23 @@ func New(cfg Config) *View {
 // stored state has been read.
 func (v *View) Start(ctx context.Context) error {
 	ctx, v.stop = context.WithCancel(context.WithoutCancel(ctx))
-	jw, err := v.cfg.Store.Jobs.WatchAll(ctx)
+	jw, err := v.cfg.Store.Jobs.KV.Watch(ctx)
 	if err != nil {
 		return fmt.Errorf("watch jobs: %w", err)
 	}
-	ww, err := v.cfg.Store.Workers.WatchAll(ctx)
+	ww, err := v.cfg.Store.Workers.Watch(ctx)
 	if err != nil {
-		_ = jw.Stop()
+		jw.Stop()
 		return fmt.Errorf("watch workers: %w", err)
 	}
-	v.sub, err = v.cfg.NC.Subscribe(natsx.StartedSubject+">", func(m *nats.Msg) {
-		var s []job.TaskStarted
-		if json.Unmarshal(m.Data, &s) == nil && len(s) > 0 {
-			v.startedMu.Lock()
-			v.started[s[0].Job] = append(v.started[s[0].Job], s...)
-			v.startedMu.Unlock()
-		}
+	v.unsub, err = v.cfg.Store.Notices.OnTasksStarted("", func(s []job.TaskStarted) {
+		v.startedMu.Lock()
+		v.started[s[0].Job] = append(v.started[s[0].Job], s...)
+		v.startedMu.Unlock()
 	})
 	if err != nil {
-		_ = jw.Stop()
-		_ = ww.Stop()
+		jw.Stop()
+		ww.Stop()
 		return fmt.Errorf("subscribe to task starts: %w", err)
 	}
 	v.readyWG.Add(2)
@@ -108,13 +101,14 @@ func (v *View) Start(ctx context.Context) error {
 }
 
 // Stop stops watching.
-func (v *View) Stop() {
+func (v *View) Stop(context.Context) error {
 	if v.stop == nil {
-		return
+		return nil
 	}
-	_ = v.sub.Unsubscribe()
+	v.unsub()
 	v.stop()
 	v.wg.Wait()
+	return nil
 }
 
 // Ready is closed once the view has read the stored state.
@@ -152,8 +146,8 @@ func (v *View) notify() {
 	v.changed = make(chan struct{})
 }
 
-func (v *View) watch(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry, bool)) {
-	defer func() { _ = w.Stop() }()
+func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Entry, bool)) {
+	defer w.Stop()
 	initial := true
 	for {
 		select {
@@ -175,12 +169,12 @@ func (v *View) watch(ctx context.Context, w jetstream.KeyWatcher, apply func(jet
 	}
 }
 
-func (v *View) applyJob(e jetstream.KeyValueEntry, initial bool) {
-	if e.Operation() != jetstream.KeyValuePut {
+func (v *View) applyJob(e *store.Entry, initial bool) {
+	if e.Deleted {
 		v.mu.Lock()
-		if j, ok := v.jobs[e.Key()]; ok {
-			delete(v.jobs, e.Key())
-			delete(v.active, e.Key())
+		if j, ok := v.jobs[e.Key]; ok {
+			delete(v.jobs, e.Key)
+			delete(v.active, e.Key)
 			i := v.index(j)
 			v.sorted = append(v.sorted[:i], v.sorted[i+1:]...)
 			v.notify()
@@ -188,9 +182,9 @@ func (v *View) applyJob(e jetstream.KeyValueEntry, initial bool) {
 		v.mu.Unlock()
 		return
 	}
-	j := new(job.Job)
-	if err := json.Unmarshal(e.Value(), j); err != nil {
-		v.log.Warn("skipping unreadable job record", "key", e.Key(), "err", err)
+	j, err := store.DecodeJob(e.Value)
+	if err != nil {
+		v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
 		return
 	}
 	v.mu.Lock()
@@ -265,19 +259,19 @@ func less(a, b *job.Job) bool {
 	return a.ID < b.ID
 }
 
-func (v *View) applyWorker(e jetstream.KeyValueEntry, initial bool) {
-	if e.Operation() != jetstream.KeyValuePut {
-		v.removeWorker(e.Key())
+func (v *View) applyWorker(e *store.Entry, initial bool) {
+	if e.Deleted {
+		v.removeWorker(e.Key)
 		return
 	}
 	var s job.WorkerStatus
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
-		v.log.Warn("skipping unreadable worker status", "key", e.Key(), "err", err)
+	if err := json.Unmarshal(e.Value, &s); err != nil {
+		v.log.Warn("skipping unreadable worker status", "key", e.Key, "err", err)
 		return
 	}
 	v.mu.Lock()
-	prev, known := v.workers[e.Key()]
-	v.workers[e.Key()] = worker{status: s, seen: time.Now()}
+	prev, known := v.workers[e.Key]
+	v.workers[e.Key] = worker{status: s, seen: time.Now()}
 	changed := !known || !sameActivity(prev.status, s)
 	var events []event.Event
 	if changed {
@@ -355,7 +349,7 @@ func (v *View) prune(ctx context.Context) {
 			var gone []string
 			v.mu.RLock()
 			for k, w := range v.workers {
-				if now.Sub(w.seen) > natsx.WorkerTTL {
+				if now.Sub(w.seen) > store.WorkerTTL {
 					gone = append(gone, k)
 				}
 			}

@@ -2,12 +2,11 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/mrcluster/mrcluster/internal/mr"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 const (
@@ -92,27 +91,20 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 				continue
 			}
 		}
-		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
-			select {
-			case <-p.stopping:
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 10*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
 		// Every message is leased the moment it arrives, not when a worker
 		// is free for it: a message waiting in the batch without a lease
 		// would be given to another worker after the ack wait, and run twice.
 		leased := make(chan *lease, n)
+		fetched := make(chan error, 1)
 		go func() {
 			defer close(leased)
-			for m := range batch.Messages() {
-				leased <- p.newLease(m)
-			}
+			// A stopping pool ends a fetch that has brought nothing yet
+			// (a fetch's messages are still handed over to the end).
+			ctx, cancel := context.WithTimeout(context.Background(), 2*fetchWait+mr.StoreCallTimeout)
+			defer cancel()
+			stop := context.AfterFunc(p.stopCtx, cancel)
+			defer stop()
+			fetched <- p.cfg.Store.Tasks.Fetch(ctx, n, fetchWait, func(m store.Delivery) { leased <- p.newLease(m) })
 		}()
 		for l := range leased {
 			if time.Since(l.at) > p.ackWait/3 {
@@ -129,8 +121,16 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 				p.giveBack(l)
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			p.log.Debug("fetch ended", "err", err)
+		if err := <-fetched; err != nil && p.stopCtx.Err() == nil {
+			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-p.stopping:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
 		}
+		backoff = 100 * time.Millisecond
 	}
 }

@@ -2,15 +2,10 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/mr"
-	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // finished is a task result waiting to be stored; when it is the task's
@@ -62,39 +57,31 @@ func (p *Pool) store(batch []finished) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
 	defer cancel()
-	type pending struct {
-		fut   jetstream.PubAckFuture
-		tasks []finished
-	}
-	var sent []pending
+	msgs := make([]store.Message, 0, len(order))
+	var sent [][]finished
 	for _, id := range order {
 		tasks := byJob[id]
 		results := make([]job.TaskResult, len(tasks))
 		for i, f := range tasks {
 			results[i] = f.result
 		}
-		data, _ := json.Marshal(results)
-		fut, err := p.cfg.Store.JS.PublishMsgAsync(&nats.Msg{Subject: natsx.ResultSubject + id, Data: data})
+		m, err := store.ResultMessage(results)
 		if err != nil {
 			p.retry(tasks, err)
 			continue
 		}
-		sent = append(sent, pending{fut, tasks})
+		msgs = append(msgs, m)
+		sent = append(sent, tasks)
 	}
-	for _, s := range sent {
-		select {
-		case <-s.fut.Ok():
-			for _, f := range s.tasks {
-				if f.lease != nil {
-					f.lease.ack()
-				}
+	for i, err := range p.cfg.Store.Results.Publish(ctx, msgs...) {
+		if err != nil {
+			p.retry(sent[i], err)
+			continue
+		}
+		for _, f := range sent[i] {
+			if f.lease != nil {
+				f.lease.ack()
 			}
-		case err := <-s.fut.Err():
-			p.retry(s.tasks, err)
-		case <-ctx.Done():
-			// Done stays closed: once the deadline passed, every
-			// remaining wait ends at once.
-			p.retry(s.tasks, fmt.Errorf("no acknowledgement from the store within %s", mr.StoreCallTimeout))
 		}
 	}
 }
@@ -108,8 +95,8 @@ func (p *Pool) retry(tasks []finished, err error) {
 		if f.lease == nil {
 			continue
 		}
-		var t job.Task
-		if json.Unmarshal(f.lease.m.Data(), &t) != nil {
+		t, derr := store.DecodeTask(f.lease.m.Data())
+		if derr != nil {
 			f.lease.hb.stop()
 			continue
 		}

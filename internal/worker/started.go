@@ -1,11 +1,9 @@
 package worker
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
 // startedEvery paces task-start notices: the first after a quiet spell goes
@@ -50,10 +48,7 @@ func (p *Pool) flushStarted() {
 	}
 	p.startedBuf = map[string][]job.TaskStarted{}
 	p.startedMu.Unlock()
-	for id, notices := range buf {
-		data, err := json.Marshal(notices)
-		if err == nil {
-			_ = p.cfg.NC.Publish(natsx.StartedSubject+id, data)
-		}
+	for _, notices := range buf {
+		_ = p.cfg.Store.Notices.TasksStarted(notices)
 	}
 }

@@ -6,16 +6,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // reporter writes worker statuses to the bucket: a change at most every
 // interval (so a worker running thousands of tiny tasks a second does not
 // write thousands of times), and every status once per heartbeat.
 type reporter struct {
-	kv        jetstream.KeyValue
+	kv        store.KV
 	interval  time.Duration
 	heartbeat time.Duration
 
@@ -48,7 +47,7 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			for _, s := range r.snapshot() {
-				_ = r.kv.Delete(dctx, s.Key)
+				_ = r.kv.Delete(dctx, s.Key, 0)
 			}
 			cancel()
 			return

@@ -5,31 +5,26 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
-	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Config is what a Pool needs.
 type Config struct {
-	Store       *natsx.Store
-	NC          *nats.Conn
+	Store *store.Store
+	// Datasets reads the blocks of map tasks' input.
+	Datasets    *dataset.Store
 	Kinds       *job.Registry
 	Concurrency int
 	// Name identifies the pool; its workers are keyed Name.0, Name.1, …
@@ -57,9 +52,7 @@ type Pool struct {
 	hardCtx    context.Context // canceled to abandon running tasks
 	hardCancel context.CancelFunc
 	repCancel  context.CancelFunc
-	cons       jetstream.Consumer
-	cancelSub  *nats.Subscription
-	stopSub    *nats.Subscription
+	unsubs     []func()
 	wg         sync.WaitGroup
 	repWG      sync.WaitGroup
 	results    chan finished
@@ -75,6 +68,8 @@ type Pool struct {
 	startedBuf  map[string][]job.TaskStarted
 	startedWake chan struct{}
 	stopping    chan struct{}
+	stopCtx     context.Context // canceled when stopping is closed
+	stopCancel  context.CancelFunc
 
 	laterMu      sync.Mutex
 	waiting      map[*time.Timer]func() // retries held before they are queued again
@@ -101,13 +96,13 @@ func New(cfg Config) *Pool {
 		rep: &reporter{
 			kv:        cfg.Store.Workers,
 			interval:  100 * time.Millisecond,
-			heartbeat: natsx.WorkerTTL / 3,
+			heartbeat: store.WorkerTTL / 3,
 			status:    make([]job.WorkerStatus, cfg.Concurrency),
 			dirty:     make([]bool, cfg.Concurrency),
 		},
 	}
-	ds := &dataset.Store{KV: cfg.Store.Datasets, Blocks: cfg.Store.Blocks}
-	p.env = &mr.Env{Open: ds.Open, Shuffle: cfg.Store.Shuffle, Output: cfg.Store.Output, SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir}
+	p.stopCtx, p.stopCancel = context.WithCancel(context.Background())
+	p.env = &mr.Env{Open: cfg.Datasets.Open, Shuffle: cfg.Store.Shuffle, Output: cfg.Store.Output, SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir}
 	now := time.Now().UTC()
 	for i := range p.rep.status {
 		p.keys = append(p.keys, fmt.Sprintf("%s.%d", cfg.Name, i))
@@ -119,47 +114,37 @@ func New(cfg Config) *Pool {
 
 // Start subscribes to the task queue and starts the workers.
 func (p *Pool) Start(ctx context.Context) error {
-	var cons jetstream.Consumer
-	err := natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
-		cons, err = p.cfg.Store.Tasks.Consumer(ctx, natsx.WorkersConsumer)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("open task consumer: %w", err)
-	}
-	p.cons = cons
 	// A running task tells the queue it is alive every third of the
-	// consumer's ack wait, which the server that created it decided.
-	var info *jetstream.ConsumerInfo
-	err = natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
-		info, err = cons.Info(ctx)
+	// queue's ack wait, which the server that created it decided.
+	var info store.StreamInfo
+	err := store.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
+		info, err = p.cfg.Store.Tasks.Info(ctx)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("read task consumer: %w", err)
+		return fmt.Errorf("read the task queue: %w", err)
 	}
-	p.ackWait = info.Config.AckWait
-	p.cancelSub, err = p.cfg.NC.Subscribe(natsx.CancelSubject+">", func(m *nats.Msg) {
-		p.cancelJob(m.Subject[len(natsx.CancelSubject):])
-	})
+	p.ackWait = info.AckWait
+	unsub, err := p.cfg.Store.Notices.OnCancelJob(p.cancelJob)
 	if err != nil {
 		return fmt.Errorf("subscribe to cancel notices: %w", err)
 	}
-	p.stopSub, err = p.cfg.NC.Subscribe(natsx.StopSubject+">", func(m *nats.Msg) { p.stopTask(m.Subject) })
-	if err != nil {
-		_ = p.cancelSub.Unsubscribe()
+	p.unsubs = append(p.unsubs, unsub)
+	if unsub, err = p.cfg.Store.Notices.OnStopTask(p.stopTask); err != nil {
+		p.unsubscribe()
 		return fmt.Errorf("subscribe to task stop notices: %w", err)
 	}
+	p.unsubs = append(p.unsubs, unsub)
 	// Announce the workers before taking work, so that a server that
 	// started is seen with all its workers.
 	// Retried for a while: a server that just rejoined its cluster may
 	// find the bucket's leader being elected.
-	ferr := natsx.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
+	ferr := store.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
 		p.rep.flush(ctx, true, time.Now(), func(e error) { err = e })
 		return err
 	})
 	if ferr != nil {
-		_ = p.cancelSub.Unsubscribe()
+		p.unsubscribe()
 		return fmt.Errorf("announce workers: %w", ferr)
 	}
 	p.hardCtx, p.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -187,7 +172,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		p.wg.Go(func() { p.work(i, tasks) })
 	}
 	p.log.Info("workers started", "workers", p.cfg.Concurrency, "host", p.cfg.Host,
-		"tasks_waiting", info.NumPending, "tasks_in_progress", info.NumAckPending, "ack_wait", p.ackWait)
+		"tasks_waiting", info.Waiting, "tasks_in_progress", info.Leased, "ack_wait", p.ackWait)
 	return nil
 }
 
@@ -213,9 +198,9 @@ func (p *Pool) work(i int, tasks <-chan *lease) {
 // before it ended (the queue delivers the task again) is recorded as lost,
 // and one under which the store failed as interrupted; both run again.
 func (p *Pool) run(i int, l *lease) {
-	var t job.Task
-	if err := json.Unmarshal(l.m.Data(), &t); err != nil {
-		p.log.Error("dropping an unreadable task message; it was not written by this version of mrcluster", "subject", l.m.Subject(), "err", err)
+	t, err := store.DecodeTask(l.m.Data())
+	if err != nil {
+		p.log.Error("dropping an unreadable task message; it was not written by this version of mrcluster", "job", l.m.Key(), "err", err)
 		l.hb.stop()
 		_ = l.m.Term()
 		return
@@ -309,15 +294,11 @@ func (p *Pool) run(i int, l *lease) {
 func (p *Pool) jobEnded(id string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
 	defer cancel()
-	e, err := p.cfg.Store.Jobs.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	j, _, err := p.cfg.Store.Jobs.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
 		return true
 	}
-	if err != nil {
-		return false
-	}
-	var j job.Job
-	return json.Unmarshal(e.Value(), &j) == nil && j.State.Terminal()
+	return err == nil && j.State.Terminal()
 }
 
 // backoff is the wait before the attempt after the given one.
@@ -382,10 +363,10 @@ func (p *Pool) flushLater() {
 // the publish fails, the lease is let go: the message comes back after the
 // ack wait (and its run is then counted as lost, the safe side).
 func (p *Pool) requeue(l *lease, t job.Task) {
-	data, err := json.Marshal(t)
+	msgs, err := store.TaskMessages([]job.Task{t}, false)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
-		_, err = p.cfg.Store.JS.PublishMsg(ctx, &nats.Msg{Subject: l.m.Subject(), Data: data})
+		err = p.cfg.Store.Tasks.Publish(ctx, msgs[0])[0]
 		cancel()
 	}
 	if err != nil {
@@ -404,24 +385,25 @@ func (p *Pool) requeue(l *lease, t job.Task) {
 func (p *Pool) giveBack(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	data := l.m.Data()
+	m := store.Message{Key: l.m.Key(), Data: l.m.Data()}
 	if delivered := l.delivered(); delivered > 1 {
 		// The copy given back carries the runs lost before this delivery.
-		var t job.Task
-		if json.Unmarshal(data, &t) == nil {
+		if t, err := store.DecodeTask(m.Data); err == nil {
 			p.noteLost(t, delivered)
 			t.Runs += delivered - 1
-			data, _ = json.Marshal(t)
+			if msgs, err := store.TaskMessages([]job.Task{t}, false); err == nil {
+				m = msgs[0]
+			}
 		}
 	}
-	if _, err := p.cfg.Store.JS.PublishMsg(ctx, &nats.Msg{Subject: l.m.Subject(), Data: data}); err != nil {
-		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "subject", l.m.Subject(), "err", err)
+	if err := p.cfg.Store.Tasks.Publish(ctx, m)[0]; err != nil {
+		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "job", m.Key, "err", err)
 		l.hb.stop()
-		_ = l.m.Nak()
+		_ = l.m.Nak(0)
 		return
 	}
 	l.ack()
-	p.log.Debug("gave a task back to the queue", "subject", l.m.Subject())
+	p.log.Debug("gave a task back to the queue", "job", m.Key)
 }
 
 // call runs the task's map or reduce, turning a panic into an error so a
@@ -437,7 +419,7 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 			if what == "" {
 				what = "map"
 			}
-			p.log.Warn(what+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
+			p.log.Warn(string(what)+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%s function panicked: %v", what, r)
 		}
 	}()
@@ -475,22 +457,17 @@ func (p *Pool) noteLost(t job.Task, delivered int) {
 // so that no task waiting in the pool, running, or waiting for its result
 // to be stored is given to a second worker while this one lives.
 type lease struct {
-	m  jetstream.Msg
+	m  store.Delivery
 	hb *heartbeat
 	at time.Time // when the message arrived
 }
 
-func (p *Pool) newLease(m jetstream.Msg) *lease {
+func (p *Pool) newLease(m store.Delivery) *lease {
 	return &lease{m: m, hb: p.keepAlive(m), at: time.Now()}
 }
 
 // delivered is how many times the queue delivered this message.
-func (l *lease) delivered() int {
-	if meta, err := l.m.Metadata(); err == nil {
-		return int(meta.NumDelivered)
-	}
-	return 1
-}
+func (l *lease) delivered() int { return l.m.Delivered() }
 
 func (l *lease) ack() {
 	l.hb.stop()
@@ -498,7 +475,7 @@ func (l *lease) ack() {
 }
 
 // keepAlive tells the queue every AckWait/3 that the message is held.
-func (p *Pool) keepAlive(m jetstream.Msg) *heartbeat {
+func (p *Pool) keepAlive(m store.Delivery) *heartbeat {
 	every := p.ackWait / 3
 	h := &heartbeat{}
 	h.mu.Lock()
@@ -540,7 +517,7 @@ func (p *Pool) idle(i int, failed bool) {
 }
 
 type runningTask struct {
-	phase     string
+	phase     job.Phase
 	partition int
 	cancel    context.CancelFunc
 }
@@ -560,27 +537,21 @@ func (p *Pool) track(t job.Task, i int, cancel context.CancelFunc) bool {
 
 // stopTask stops the running copies of one task: another copy (a backup,
 // or the original a backup raced) has finished it.
-func (p *Pool) stopTask(subject string) {
-	// mr.stop.<job>.<phase>.<partition>; a job without phases sends "-".
-	parts := strings.Split(strings.TrimPrefix(subject, natsx.StopSubject), ".")
-	if len(parts) != 3 {
-		return
-	}
-	phase := parts[1]
-	if phase == "-" {
-		phase = ""
-	}
-	n, err := strconv.Atoi(parts[2])
-	if err != nil {
-		return
-	}
+func (p *Pool) stopTask(id string, phase job.Phase, n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, r := range p.running[parts[0]] {
+	for _, r := range p.running[id] {
 		if r.phase == phase && r.partition == n {
 			r.cancel()
 		}
 	}
+}
+
+func (p *Pool) unsubscribe() {
+	for _, u := range p.unsubs {
+		u()
+	}
+	p.unsubs = nil
 }
 
 func (p *Pool) untrack(id string, i int) {
@@ -611,11 +582,12 @@ func (p *Pool) cancelJob(id string) {
 
 // Stop stops taking tasks and waits for the running ones to finish; when ctx
 // ends first, running tasks are abandoned and go back to the queue.
-func (p *Pool) Stop(ctx context.Context) {
+func (p *Pool) Stop(ctx context.Context) error {
 	if p.hardCancel == nil {
-		return // never started
+		return nil // never started
 	}
 	close(p.stopping)
+	p.stopCancel()
 	for i := range p.cfg.Concurrency {
 		p.rep.set(i, func(s *job.WorkerStatus) { s.Stopping = true })
 	}
@@ -631,8 +603,7 @@ func (p *Pool) Stop(ctx context.Context) {
 		p.hardCancel()
 		<-done
 	}
-	_ = p.cancelSub.Unsubscribe()
-	_ = p.stopSub.Unsubscribe()
+	p.unsubscribe()
 	p.flushLater()
 	close(p.results)
 	p.resultsWG.Wait()
@@ -640,4 +611,5 @@ func (p *Pool) Stop(ctx context.Context) {
 	p.repCancel()
 	p.repWG.Wait()
 	p.log.Info("workers stopped")
+	return nil
 }

@@ -1,0 +1,344 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/store"
+	"github.com/mrcluster/mrcluster/internal/store/memstore"
+)
+
+// The coordinator's logic on the memory store: each test runs in
+// milliseconds, with a fake worker that takes tasks from the queue and
+// publishes results as a real one does.
+
+type fixture struct {
+	t     *testing.T
+	ctx   context.Context
+	store *store.Store
+	ds    *dataset.Store
+	c     *Coordinator
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	s := memstore.New(memstore.Config{AckWait: time.Second})
+	f := &fixture{t: t, ctx: ctx, store: s, ds: &dataset.Store{KV: s.Datasets, Blocks: s.Blocks}}
+	f.c = f.coordinator()
+	return f
+}
+
+func (f *fixture) coordinator() *Coordinator {
+	c := New(Config{Store: f.store, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxPartitions: 100, MaxAttempts: 2,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err := c.Start(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	return c
+}
+
+// take fetches n tasks from the queue, acked.
+func (f *fixture) take(n int) []job.Task {
+	f.t.Helper()
+	var out []job.Task
+	for len(out) < n {
+		err := f.store.Tasks.Fetch(f.ctx, n-len(out), time.Second, func(d store.Delivery) {
+			t, err := store.DecodeTask(d.Data())
+			if err != nil {
+				f.t.Errorf("task message: %v", err)
+			}
+			_ = d.Ack()
+			out = append(out, t)
+		})
+		if err != nil {
+			f.t.Fatalf("fetch tasks: %v (have %d of %d)", err, len(out), n)
+		}
+	}
+	return out
+}
+
+// queued counts the task messages waiting.
+func (f *fixture) queued() int {
+	f.t.Helper()
+	info, err := f.store.Tasks.Info(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.Waiting + info.Leased
+}
+
+func (f *fixture) report(rs ...job.TaskResult) {
+	f.t.Helper()
+	m, err := store.ResultMessage(rs)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.store.Results.Publish(f.ctx, m)[0]; err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// await returns job id once cond holds for its stored record.
+func (f *fixture) await(id string, cond func(*job.Job) bool) *job.Job {
+	f.t.Helper()
+	w, err := f.store.Jobs.KV.Watch(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer w.Stop()
+	var last *job.Job
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil || e.Key != id || e.Deleted {
+				continue
+			}
+			j, err := store.DecodeJob(e.Value)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if last = j; cond(j) {
+				return j
+			}
+		case <-f.ctx.Done():
+			f.t.Fatalf("job %s never got there; last seen %+v", id, last)
+		}
+	}
+}
+
+func result(t job.Task, value int64) job.TaskResult {
+	now := time.Now().UTC()
+	return job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: 1, Worker: "w.0", Value: value, StartedAt: now, FinishedAt: now}
+}
+
+func TestSubmitQueuesTasksThenResultsFinishTheJob(t *testing.T) {
+	f := newFixture(t)
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != job.Queued || !j.Enqueued {
+		t.Fatalf("submitted job: %s, enqueued %v", j.State, j.Enqueued)
+	}
+	tasks := f.take(3)
+	for i, task := range tasks {
+		f.report(result(task, int64(10*(i+1))))
+	}
+	done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || done.Result == nil || done.Result.Sum != 60 {
+		t.Fatalf("job after its results: %s %+v", done.State, done.Result)
+	}
+	if n := f.queued(); n != 0 {
+		t.Fatalf("%d tasks queued after the job ended", n)
+	}
+}
+
+func TestSubmitRefusesABadSpecAndStoresNothing(t *testing.T) {
+	f := newFixture(t)
+	for _, spec := range []job.Spec{
+		{Kind: "nope", Partitions: 1},
+		{Kind: "noop", Partitions: 0},
+		{Kind: "noop", Partitions: 101},
+		{Kind: "wordcount", Partitions: 2},
+		{Kind: "wordcount", Partitions: 2, Input: []string{"missing"}},
+	} {
+		if _, err := f.c.Submit(f.ctx, spec); job.ErrorCode(err) != job.EInvalid {
+			t.Errorf("submit %+v: %v; want an invalid-input error", spec, err)
+		}
+	}
+	keys, _ := f.store.Jobs.KV.Keys(f.ctx)
+	if len(keys) != 0 || f.queued() != 0 {
+		t.Fatalf("refused submits left %d jobs and %d tasks", len(keys), f.queued())
+	}
+}
+
+func TestCancelDropsQueuedTasksAndStopsRunningOnes(t *testing.T) {
+	f := newFixture(t)
+	canceled := make(chan string, 1)
+	unsub, err := f.store.Notices.OnCancelJob(func(id string) { canceled <- id })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := f.take(1)[0]
+	if _, err := f.c.Cancel(f.ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-canceled:
+		if id != j.ID {
+			t.Fatalf("cancel notice for %s", id)
+		}
+	case <-f.ctx.Done():
+		t.Fatal("no cancel notice")
+	}
+	if n := f.queued(); n != 0 {
+		t.Fatalf("%d tasks still queued after cancel", n)
+	}
+	// A result of the task that was running when the job was canceled
+	// changes nothing.
+	f.report(result(running, 1))
+	if _, err := f.c.Cancel(f.ctx, j.ID); job.ErrorCode(err) != job.EConflict {
+		t.Fatalf("second cancel: %v; want a conflict", err)
+	}
+	got, _, err := f.c.Get(f.ctx, j.ID)
+	if err != nil || got.State != job.Canceled || got.Done != 0 {
+		t.Fatalf("canceled job: %+v %v", got, err)
+	}
+}
+
+func TestAFailedTaskFailsItsJobAndDropsTheRest(t *testing.T) {
+	f := newFixture(t)
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := result(f.take(1)[0], 0)
+	bad.Error, bad.Failures = "the input of partition 1 is corrupt", 2
+	f.report(bad)
+	failed := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+	if failed.State != job.Failed || !strings.Contains(failed.Error, "corrupt") {
+		t.Fatalf("job after a failed task: %s %q", failed.State, failed.Error)
+	}
+	if n := f.queued(); n != 0 {
+		t.Fatalf("%d tasks of a failed job still queued", n)
+	}
+}
+
+// History-only records (a lost or retried attempt) never change the job.
+func TestHistoryRecordsDoNotChangeTheJob(t *testing.T) {
+	f := newFixture(t)
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := f.take(1)[0]
+	lost := result(task, 0)
+	lost.Outcome, lost.Error = job.OutcomeLost, "the worker stopped answering"
+	f.report(lost)
+	f.report(result(task, 7))
+	done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || done.Result.Sum != 7 {
+		t.Fatalf("job: %s %+v", done.State, done.Result)
+	}
+	history, err := f.c.Tasks(f.ctx, j.ID)
+	if err != nil || len(history) != 2 || history[0].Outcome != job.OutcomeLost && history[1].Outcome != job.OutcomeLost {
+		t.Fatalf("task history: %+v %v; want the lost attempt and the final one", history, err)
+	}
+}
+
+// A data job goes through its map phase, then its reduce phase, whose
+// tasks are queued once however many servers start the phase.
+func TestDataJobPhasesAndReducesQueuedOnce(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.ds.PutFile(f.ctx, "d", "a.txt", strings.NewReader("one two\nthree\n")); err != nil {
+		t.Fatal(err)
+	}
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "wordcount", Partitions: 2, Input: []string{"d"}, Reducers: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Phase != job.PhaseMap || len(j.Files) != 1 {
+		t.Fatalf("submitted data job: phase %q, %d files", j.Phase, len(j.Files))
+	}
+	maps := f.take(2)
+	for _, m := range maps {
+		if m.Phase != job.PhaseMap || len(m.Split) == 0 {
+			t.Fatalf("map task: %+v", m)
+		}
+		r := result(m, 1)
+		r.Commit, r.Counters = fmt.Sprintf("c%d", m.Partition), &job.Counters{InputRecords: 1}
+		f.report(r)
+	}
+	reducing := f.await(j.ID, func(j *job.Job) bool { return j.Phase == job.PhaseReduce && j.Enqueued })
+	if !slices.Equal(reducing.MapCommits, []string{"c0", "c1"}) {
+		t.Fatalf("map commits: %v", reducing.MapCommits)
+	}
+	// A second coordinator starting the same phase, as another server
+	// applying a duplicate of the last map result would.
+	other := f.coordinator()
+	reducing.Enqueued = false
+	other.startReduce(f.ctx, reducing)
+	if n := f.queued(); n != 3 {
+		t.Fatalf("%d reduce tasks queued; want 3, once each", n)
+	}
+	reduces := f.take(3)
+	for _, r := range reduces {
+		if r.Phase != job.PhaseReduce || !slices.Equal(r.Maps, []string{"c0", "c1"}) {
+			t.Fatalf("reduce task: %+v", r)
+		}
+		res := result(r, 1)
+		res.Commit, res.Counters = fmt.Sprintf("r%d", r.Partition), &job.Counters{ReduceOutputRecords: 1}
+		f.report(res)
+	}
+	done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || done.Counters.ReduceOutputRecords != 3 || done.Counters.InputRecords != 2 {
+		t.Fatalf("data job: %s %+v", done.State, done.Counters)
+	}
+}
+
+func TestIdempotentSubmitAnswersTheFirstJob(t *testing.T) {
+	f := newFixture(t)
+	first, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: "k1"})
+	if err != nil || again.ID != first.ID || !again.Replayed {
+		t.Fatalf("second submit with the key: %+v %v; want job %s, replayed", again, err, first.ID)
+	}
+	if n := f.queued(); n != 2 {
+		t.Fatalf("%d tasks queued; want the first submit's 2 only", n)
+	}
+	other, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: "k2"})
+	if err != nil || other.ID == first.ID {
+		t.Fatalf("a submit with another key: %+v %v", other, err)
+	}
+}
+
+// Results of a job whose record is not stored yet wait for it (a submit
+// stores the tasks first); those of a job that will never exist go.
+func TestResultsOfAnUnknownJob(t *testing.T) {
+	f := newFixture(t)
+	young := job.NewID("noop", time.Now())
+	old := job.NewID("noop", time.Now().Add(-time.Hour))
+	f.report(job.TaskResult{Job: old, Attempt: 1, Value: 1})
+	f.report(job.TaskResult{Job: young, Attempt: 1, Value: 5})
+	// The old job's result is dropped; the young one's comes back.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := f.store.Results.Info(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Waiting == 0 && info.Leased == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("results: %+v; want the old job's dropped and the young one's held", info)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := f.store.Jobs.Create(f.ctx, job.New(young, job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())); err != nil {
+		t.Fatal(err)
+	}
+	done := f.await(young, func(j *job.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || done.Result.Sum != 5 {
+		t.Fatalf("the job whose record came after its result: %s %+v", done.State, done.Result)
+	}
+}

@@ -1,0 +1,195 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// Jobs is the bucket of job records, encoded as JSON.
+type Jobs struct {
+	KV KV
+}
+
+// Get returns job id and the revision of its record; a job that does not
+// exist is ErrNotFound.
+func (s *Jobs) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
+	e, err := s.KV.Get(ctx, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	j, err := DecodeJob(e.Value)
+	if err != nil {
+		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return j, e.Revision, nil
+}
+
+// Create stores a new job; ErrConflict when its id exists.
+func (s *Jobs) Create(ctx context.Context, j *job.Job) (uint64, error) {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return 0, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	return s.KV.Create(ctx, j.ID, data)
+}
+
+// Update writes j over the record at revision rev; ErrConflict when
+// another writer moved it.
+func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, error) {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return 0, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	return s.KV.Update(ctx, j.ID, data, rev)
+}
+
+// Delete removes job id's record.
+func (s *Jobs) Delete(ctx context.Context, id string) error {
+	err := s.KV.Delete(ctx, id, 0)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// DecodeJob reads a stored job record.
+func DecodeJob(data []byte) (*job.Job, error) {
+	j := new(job.Job)
+	if err := json.Unmarshal(data, j); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// TaskMessages encodes tasks for the task queue. With dedupe, each gets
+// an id of its own (job, phase, partition, runs): publishing it again
+// within the stream's window stores nothing.
+func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
+	out := make([]Message, len(tasks))
+	for i, t := range tasks {
+		data, err := json.Marshal(t)
+		if err != nil {
+			return nil, fmt.Errorf("encode task %d of job %s: %w", t.Partition, t.Job, err)
+		}
+		out[i] = Message{Key: t.Job, Data: data}
+		if dedupe {
+			out[i].ID = fmt.Sprintf("%s.%s.%d.%d", t.Job, t.Phase, t.Partition, t.Runs)
+		}
+	}
+	return out, nil
+}
+
+// DecodeTask reads a task message.
+func DecodeTask(data []byte) (job.Task, error) {
+	var t job.Task
+	err := json.Unmarshal(data, &t)
+	return t, err
+}
+
+// ResultMessage encodes the results of one job's tasks as one message.
+func ResultMessage(results []job.TaskResult) (Message, error) {
+	data, err := json.Marshal(results)
+	if err != nil || len(results) == 0 {
+		return Message{}, fmt.Errorf("encode task results: %v", err)
+	}
+	return Message{Key: results[0].Job, Data: data}, nil
+}
+
+// DecodeResults reads a result message.
+func DecodeResults(data []byte) ([]job.TaskResult, error) {
+	var rs []job.TaskResult
+	if err := json.Unmarshal(data, &rs); err != nil {
+		return nil, err
+	}
+	if len(rs) == 0 {
+		return nil, errors.New("no results in the message")
+	}
+	return rs, nil
+}
+
+// Notes are the notices mrcluster sends, built and read in this one place.
+type Notes struct {
+	N Notices
+}
+
+// Subjects of the notices.
+const (
+	cancelSubject  = "mr.cancel."  // + job id
+	stopSubject    = "mr.stop."    // + job id.phase.partition
+	startedSubject = "mr.started." // + job id; a JSON list of starts
+)
+
+// CancelJob tells workers to stop the tasks of job id.
+func (n *Notes) CancelJob(id string) error {
+	return n.N.Publish(cancelSubject+id, nil)
+}
+
+// OnCancelJob calls fn with the id of each job whose tasks are to stop.
+func (n *Notes) OnCancelJob(fn func(id string)) (func(), error) {
+	return n.N.Subscribe(cancelSubject, "", func(subject string, _ []byte) {
+		fn(strings.TrimPrefix(subject, cancelSubject))
+	})
+}
+
+// StopTask tells workers to stop their copies of a task another copy
+// finished.
+func (n *Notes) StopTask(id string, phase job.Phase, partition int) error {
+	p := string(phase)
+	if p == "" {
+		p = noPhase
+	}
+	return n.N.Publish(stopSubject+id+"."+p+"."+strconv.Itoa(partition), nil)
+}
+
+// noPhase stands for the phase of a job without phases in a subject,
+// where a token cannot be empty.
+const noPhase = "-"
+
+// OnStopTask calls fn for each task to stop.
+func (n *Notes) OnStopTask(fn func(id string, phase job.Phase, partition int)) (func(), error) {
+	return n.N.Subscribe(stopSubject, "", func(subject string, _ []byte) {
+		// Job ids hold no '.', so the last two fields are phase and partition.
+		parts := strings.Split(strings.TrimPrefix(subject, stopSubject), ".")
+		if len(parts) != 3 {
+			return
+		}
+		p, err := strconv.Atoi(parts[2])
+		if err != nil {
+			return
+		}
+		phase := job.Phase(parts[1])
+		if phase == noPhase {
+			phase = ""
+		}
+		fn(parts[0], phase, p)
+	})
+}
+
+// TasksStarted tells who follows a job that its tasks started.
+func (n *Notes) TasksStarted(started []job.TaskStarted) error {
+	if len(started) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(started)
+	if err != nil {
+		return err
+	}
+	return n.N.Publish(startedSubject+started[0].Job, data)
+}
+
+// OnTasksStarted calls fn with each notice of started tasks (all of one
+// job); with a group, one subscriber of the group gets each.
+func (n *Notes) OnTasksStarted(group string, fn func([]job.TaskStarted)) (func(), error) {
+	return n.N.Subscribe(startedSubject, group, func(_ string, data []byte) {
+		var s []job.TaskStarted
+		if json.Unmarshal(data, &s) == nil && len(s) > 0 {
+			fn(s)
+		}
+	})
+}

@@ -1,0 +1,274 @@
+package memstore
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+// DedupeWindow is how long a message id is remembered.
+const DedupeWindow = 2 * time.Minute
+
+// Stream is a stream with one shared consumer, in memory.
+type Stream struct {
+	ackWait   time.Duration
+	workQueue bool // an acked message leaves the stream
+
+	mu   sync.Mutex
+	seq  uint64
+	msgs []*msg // by sequence
+	ids  map[string]time.Time
+	wake chan struct{} // closed when a message may have become available
+}
+
+type msg struct {
+	seq       uint64
+	key       string
+	data      []byte
+	delivered int
+	// until is when the message may be delivered (again): zero while it
+	// was never delivered, the end of the lease while it is held.
+	until time.Time
+	done  bool
+}
+
+// NewStream returns an empty stream whose leases last ackWait; a work
+// queue drops a message once it is acked, other streams keep it for Read.
+func NewStream(ackWait time.Duration, workQueue bool) *Stream {
+	return &Stream{ackWait: ackWait, workQueue: workQueue, ids: map[string]time.Time{}, wake: make(chan struct{})}
+}
+
+// Publish implements store.Stream.
+func (s *Stream) Publish(ctx context.Context, msgs ...store.Message) []error {
+	errs := make([]error, len(msgs))
+	if err := ctx.Err(); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for id, at := range s.ids {
+		if now.Sub(at) > DedupeWindow {
+			delete(s.ids, id)
+		}
+	}
+	for _, m := range msgs {
+		if m.ID != "" {
+			if _, dup := s.ids[m.ID]; dup {
+				continue
+			}
+			s.ids[m.ID] = now
+		}
+		s.seq++
+		s.msgs = append(s.msgs, &msg{seq: s.seq, key: m.Key, data: bytes.Clone(m.Data)})
+	}
+	s.signal()
+	return errs
+}
+
+// Send implements store.Stream.
+func (s *Stream) Send(m store.Message) error {
+	return s.Publish(context.Background(), m)[0]
+}
+
+// signal wakes fetches; s.mu is held.
+func (s *Stream) signal() {
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+// Purge implements store.Stream.
+func (s *Stream) Purge(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := s.msgs[:0]
+	for _, m := range s.msgs {
+		if m.key == key {
+			m.done = true
+			continue
+		}
+		kept = append(kept, m)
+	}
+	clear(s.msgs[len(kept):])
+	s.msgs = kept
+	return nil
+}
+
+// Fetch implements store.Stream.
+func (s *Stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func(store.Delivery)) error {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		var out []store.Delivery
+		next := time.Time{}
+		for _, m := range s.msgs {
+			if len(out) == max {
+				break
+			}
+			if m.done {
+				continue
+			}
+			if !m.until.IsZero() && m.until.After(now) {
+				if next.IsZero() || m.until.Before(next) {
+					next = m.until
+				}
+				continue
+			}
+			m.delivered++
+			m.until = now.Add(s.ackWait)
+			out = append(out, &delivery{s: s, m: m, n: m.delivered})
+		}
+		wake := s.wake
+		s.mu.Unlock()
+		if len(out) > 0 {
+			for _, d := range out {
+				fn(d)
+			}
+			return nil
+		}
+		if !s.await(ctx, deadline.C, wake, next) {
+			return ctx.Err()
+		}
+	}
+}
+
+// await waits for a wake, or the next redelivery at next (when set); it
+// reports false when ctx or the fetch's deadline ended first.
+func (s *Stream) await(ctx context.Context, deadline <-chan time.Time, wake <-chan struct{}, next time.Time) bool {
+	var redeliver <-chan time.Time
+	if !next.IsZero() {
+		t := time.NewTimer(time.Until(next))
+		defer t.Stop()
+		redeliver = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-deadline:
+		return false
+	case <-wake:
+	case <-redeliver:
+	}
+	return true
+}
+
+// Read implements store.Stream.
+func (s *Stream) Read(ctx context.Context, key string, limit int) ([][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]byte
+	for _, m := range s.msgs {
+		if m.key == key && len(out) < limit {
+			out = append(out, bytes.Clone(m.data))
+		}
+	}
+	return out, nil
+}
+
+// Info implements store.Stream.
+func (s *Stream) Info(ctx context.Context) (store.StreamInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return store.StreamInfo{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := store.StreamInfo{AckWait: s.ackWait}
+	for _, m := range s.msgs {
+		switch {
+		case m.done:
+		case m.delivered == 0:
+			info.Waiting++
+		default:
+			info.Leased++
+		}
+	}
+	return info, nil
+}
+
+// Len is how many messages the stream holds: what a test checks a purge
+// or an ack removed.
+func (s *Stream) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.msgs)
+}
+
+type delivery struct {
+	s *Stream
+	m *msg
+	n int // the delivery count when this delivery was made
+}
+
+func (d *delivery) Key() string    { return d.m.key }
+func (d *delivery) Data() []byte   { return d.m.data }
+func (d *delivery) Delivered() int { return d.n }
+
+// current reports whether the message is still in play. As in JetStream,
+// an ack counts whichever delivery it comes from. d.s.mu is held.
+func (d *delivery) current() bool { return !d.m.done }
+
+func (d *delivery) Ack() error {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	if !d.current() {
+		return nil
+	}
+	d.finish()
+	return nil
+}
+
+// finish ends the message; d.s.mu is held.
+func (d *delivery) finish() {
+	d.m.done = true
+	if !d.s.workQueue {
+		return
+	}
+	for i, m := range d.s.msgs {
+		if m == d.m {
+			d.s.msgs = append(d.s.msgs[:i], d.s.msgs[i+1:]...)
+			break
+		}
+	}
+}
+
+func (d *delivery) Nak(delay time.Duration) error {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	if d.current() {
+		d.m.until = time.Now().Add(delay)
+		d.s.signal()
+	}
+	return nil
+}
+
+func (d *delivery) Term() error {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	if d.current() {
+		d.finish()
+	}
+	return nil
+}
+
+func (d *delivery) InProgress() error {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	if d.current() {
+		d.m.until = time.Now().Add(d.s.ackWait)
+	}
+	return nil
+}

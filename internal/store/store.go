@@ -1,0 +1,205 @@
+// Package store is what mrcluster keeps, seen from the code that uses it:
+// the ports through which the coordinator, the workers, the read model and
+// the data engine reach their state, with no knowledge of the substrate.
+//
+// Three kinds of storage serve every need:
+//   - KV, a bucket of keys with revisions, compare-and-set and watch: job
+//     records, worker statuses, dataset manifests, idempotency keys;
+//   - Stream, messages filed by key (a job id), each taken by one reader of
+//     a shared consumer under a lease: the task queue and the task results;
+//   - Blobs, named objects of any size: dataset blocks, map and reduce
+//     outputs.
+//
+// and Notices carry what needs no storage (cancel a job's tasks, stop a
+// task's other copies, a task started). Store groups one of each that
+// mrcluster uses; package natsx makes one on JetStream, package memstore
+// one in memory for unit tests, and package storetest checks that both
+// behave alike.
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Errors every implementation returns, to be tested with errors.Is.
+var (
+	// ErrNotFound: no such key or object.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a compare-and-set lost the race (the key exists, or
+	// its revision moved).
+	ErrConflict = errors.New("changed by another writer")
+	// ErrNotStored: a publish reached no stream, so nothing was stored and
+	// publishing again makes no duplicate.
+	ErrNotStored = errors.New("no stream stored the message")
+)
+
+// Entry is one value of a KV bucket.
+type Entry struct {
+	Key      string
+	Value    []byte
+	Revision uint64
+	// Deleted marks the removal of the key (in a watch).
+	Deleted bool
+}
+
+// KV is a bucket of keys, each with the revision of its last write.
+type KV interface {
+	// Get returns the key's entry, or ErrNotFound.
+	Get(ctx context.Context, key string) (Entry, error)
+	// Create writes a key that does not exist, or fails with ErrConflict.
+	Create(ctx context.Context, key string, value []byte) (uint64, error)
+	// Update writes a key whose last revision is rev, or fails with
+	// ErrConflict.
+	Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error)
+	// Put writes a key whatever its revision.
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	// Delete removes a key, if it is there; with rev > 0, only at that
+	// revision (ErrConflict otherwise).
+	Delete(ctx context.Context, key string, rev uint64) error
+	// Keys lists the keys, in no order.
+	Keys(ctx context.Context) ([]string, error)
+	// Watch sends every entry, then nil once they are all sent, then each
+	// change until ctx ends or Stop.
+	Watch(ctx context.Context) (Watcher, error)
+}
+
+// Watcher follows a KV bucket.
+type Watcher interface {
+	Updates() <-chan *Entry
+	Stop()
+}
+
+// Message is one message to put on a stream.
+type Message struct {
+	// Key files the message: a job id.
+	Key  string
+	Data []byte
+	// ID, when set, makes a second publish of the same ID within a few
+	// minutes a no-op.
+	ID string
+}
+
+// Stream is a durable log of messages filed by key, read by one shared
+// consumer: each message goes to one reader, who holds it under a lease
+// until it acks; a message whose lease runs out goes to another reader.
+type Stream interface {
+	// Publish stores msgs and returns, for each, nil once it is stored or
+	// why it is not (ErrNotStored when publishing again is safe). It
+	// returns by ctx's deadline.
+	Publish(ctx context.Context, msgs ...Message) []error
+	// Send publishes msg without waiting for the store's answer.
+	Send(msg Message) error
+	// Purge removes every message of key.
+	Purge(ctx context.Context, key string) error
+	// Fetch takes up to max messages from the shared consumer and calls
+	// fn with each as it arrives (under its lease from then on). It
+	// returns when max came or wait passed, or earlier once some came.
+	Fetch(ctx context.Context, max int, wait time.Duration, fn func(Delivery)) error
+	// Read returns the data of every message of key, oldest first, up to
+	// limit: a history, not a consumption.
+	Read(ctx context.Context, key string, limit int) ([][]byte, error)
+	// Info counts the messages waiting and those leased, and says how
+	// long a lease lasts without a sign of life.
+	Info(ctx context.Context) (StreamInfo, error)
+}
+
+// StreamInfo is the state of a stream's shared consumer.
+type StreamInfo struct {
+	Waiting int
+	Leased  int
+	AckWait time.Duration
+}
+
+// Delivery is a message taken from a stream, held under a lease.
+type Delivery interface {
+	Key() string
+	Data() []byte
+	// Delivered counts the deliveries of this message, this one included:
+	// more than one means earlier readers lost it.
+	Delivered() int
+	// Ack ends the lease: the message is done.
+	Ack() error
+	// Nak gives the message back, to be delivered again after delay.
+	Nak(delay time.Duration) error
+	// Term drops a message that can never be handled.
+	Term() error
+	// InProgress renews the lease.
+	InProgress() error
+}
+
+// Blobs is a store of named objects.
+type Blobs interface {
+	// Put stores the object read from r under name, replacing any.
+	Put(ctx context.Context, name string, r io.Reader) error
+	// Get opens the object (ErrNotFound when there is none); the reader
+	// reads within ctx.
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
+	// GetBytes reads the whole object.
+	GetBytes(ctx context.Context, name string) ([]byte, error)
+	// Size returns the object's size, or ErrNotFound.
+	Size(ctx context.Context, name string) (int64, error)
+	// Delete removes the object, if it is there.
+	Delete(ctx context.Context, name string) error
+}
+
+// Notices carries messages that need no storage: a subscriber that is
+// not there misses them.
+type Notices interface {
+	// Publish sends data on subject.
+	Publish(subject string, data []byte) error
+	// Subscribe calls fn with each message whose subject starts with
+	// prefix; with a group, one subscriber of the group gets each. Calling
+	// the returned function ends the subscription.
+	Subscribe(prefix, group string, fn func(subject string, data []byte)) (func(), error)
+}
+
+// Store is everything mrcluster keeps.
+type Store struct {
+	// Jobs holds job records by id.
+	Jobs *Jobs
+	// Workers holds worker statuses by worker key; an entry expires when
+	// its worker stops heartbeating.
+	Workers KV
+	// Datasets holds dataset manifests by name.
+	Datasets KV
+	// Idempotency maps submits' idempotency keys to their jobs.
+	Idempotency KV
+	// Health takes each server's write probe.
+	Health KV
+
+	// Tasks is the task queue, by job id; Results the task results.
+	Tasks   Stream
+	Results Stream
+
+	// Blocks holds dataset blocks, Shuffle map outputs, Output reduce
+	// outputs.
+	Blocks  Blobs
+	Shuffle Blobs
+	Output  Blobs
+
+	Notices *Notes
+}
+
+// WorkerTTL is how long a worker's status lives without a heartbeat.
+const WorkerTTL = 15 * time.Second
+
+// Retry calls fn until it succeeds, for up to d, backing off: what a server
+// of a cluster does with a call that times out while a leader is being
+// elected.
+func Retry(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	deadline := time.Now().Add(d)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := fn(ctx)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}

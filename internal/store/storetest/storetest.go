@@ -1,0 +1,463 @@
+// Package storetest is the conformance suite of store.Store: what the
+// coordinator, the workers and the read model rely on, checked the same
+// way against every implementation (JetStream in package natsx, memory in
+// package memstore), as riverqueue/river checks its drivers.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+// AckWait is the lease of the task queue the suite asks for.
+const AckWait = time.Second
+
+// Run runs the suite; open returns a new, empty store whose task queue
+// leases last AckWait.
+func Run(t *testing.T, open func(t *testing.T) *store.Store) {
+	t.Run("KV", func(t *testing.T) { testKV(t, open(t).Idempotency) })
+	t.Run("Watch", func(t *testing.T) { testWatch(t, open(t).Datasets) })
+	t.Run("Jobs", func(t *testing.T) { testJobs(t, open(t).Jobs) })
+	t.Run("QueueLeases", func(t *testing.T) { testLeases(t, open(t).Tasks) })
+	t.Run("QueuePurgeAndDedupe", func(t *testing.T) { testPurge(t, open(t).Tasks) })
+	t.Run("ResultsHistory", func(t *testing.T) { testHistory(t, open(t).Results) })
+	t.Run("Blobs", func(t *testing.T) { testBlobs(t, open(t).Shuffle) })
+	t.Run("Notices", func(t *testing.T) { testNotices(t, open(t).Notices) })
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func testKV(t *testing.T, kv store.KV) {
+	c := ctx(t)
+	if _, err := kv.Get(c, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get of a missing key: %v; want ErrNotFound", err)
+	}
+	r1, err := kv.Create(c, "a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(c, "a", []byte("2")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second create: %v; want ErrConflict", err)
+	}
+	e, err := kv.Get(c, "a")
+	if err != nil || string(e.Value) != "1" || e.Revision != r1 || e.Key != "a" {
+		t.Fatalf("get: %+v %v; want 1 at revision %d", e, err, r1)
+	}
+	r2, err := kv.Update(c, "a", []byte("2"), r1)
+	if err != nil || r2 <= r1 {
+		t.Fatalf("update at the last revision: %d %v", r2, err)
+	}
+	if _, err := kv.Update(c, "a", []byte("3"), r1); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update at an old revision: %v; want ErrConflict", err)
+	}
+	if _, err := kv.Put(c, "b", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(c)
+	slices.Sort(keys)
+	if err != nil || !slices.Equal(keys, []string{"a", "b"}) {
+		t.Fatalf("keys: %v %v", keys, err)
+	}
+	if err := kv.Delete(c, "a", r1); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("delete at an old revision: %v; want ErrConflict", err)
+	}
+	if err := kv.Delete(c, "a", r2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(c, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get after delete: %v; want ErrNotFound", err)
+	}
+	if _, err := kv.Create(c, "a", []byte("again")); err != nil {
+		t.Fatalf("create after delete: %v", err)
+	}
+	if err := kv.Delete(c, "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(c, "b", 0); err != nil {
+		t.Fatalf("delete of a missing key: %v; want no error", err)
+	}
+}
+
+func testWatch(t *testing.T, kv store.KV) {
+	c := ctx(t)
+	if _, err := kv.Put(c, "old", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := kv.Watch(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	next := func() *store.Entry {
+		t.Helper()
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				t.Fatal("watch ended")
+			}
+			return e
+		case <-c.Done():
+			t.Fatal("no update")
+		}
+		return nil
+	}
+	if e := next(); e == nil || e.Key != "old" || string(e.Value) != "1" {
+		t.Fatalf("first update: %+v; want the stored entry", e)
+	}
+	if e := next(); e != nil {
+		t.Fatalf("after the stored entries: %+v; want nil", e)
+	}
+	if _, err := kv.Put(c, "new", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(); e == nil || e.Key != "new" || string(e.Value) != "2" || e.Deleted {
+		t.Fatalf("update: %+v", e)
+	}
+	if err := kv.Delete(c, "old", 0); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(); e == nil || e.Key != "old" || !e.Deleted {
+		t.Fatalf("delete: %+v", e)
+	}
+}
+
+func testJobs(t *testing.T, jobs *store.Jobs) {
+	c := ctx(t)
+	j := job.New("noop_0123456789abcdefghjkmnpqrs", job.Spec{Kind: "noop", Partitions: 3}, time.Now().UTC())
+	rev, err := jobs.Create(c, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobs.Create(c, j); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second create: %v; want ErrConflict", err)
+	}
+	got, grev, err := jobs.Get(c, j.ID)
+	if err != nil || grev != rev || got.ID != j.ID || got.Partitions != 3 || got.State != job.Queued {
+		t.Fatalf("get: %+v %d %v", got, grev, err)
+	}
+	got.State = job.Running
+	if _, err := jobs.Update(c, got, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobs.Update(c, got, rev); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update at an old revision: %v; want ErrConflict", err)
+	}
+	if err := jobs.Delete(c, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := jobs.Get(c, j.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get after delete: %v; want ErrNotFound", err)
+	}
+}
+
+func publish(t *testing.T, s store.Stream, msgs ...store.Message) {
+	t.Helper()
+	for i, err := range s.Publish(ctx(t), msgs...) {
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+// fetch takes what the queue gives within wait.
+func fetch(t *testing.T, s store.Stream, max int, wait time.Duration) []store.Delivery {
+	t.Helper()
+	var ds []store.Delivery
+	err := s.Fetch(ctx(t), max, wait, func(d store.Delivery) { ds = append(ds, d) })
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("fetch: %v", err)
+	}
+	return ds
+}
+
+func testLeases(t *testing.T, s store.Stream) {
+	publish(t, s, store.Message{Key: "j1", Data: []byte("a")}, store.Message{Key: "j1", Data: []byte("b")}, store.Message{Key: "j2", Data: []byte("c")})
+	info, err := s.Info(ctx(t))
+	if err != nil || info.Waiting != 3 || info.Leased != 0 || info.AckWait != AckWait {
+		t.Fatalf("info: %+v %v; want 3 waiting, ack wait %s", info, err, AckWait)
+	}
+	ds := fetch(t, s, 3, 5*time.Second)
+	if len(ds) != 3 {
+		t.Fatalf("fetched %d messages; want 3", len(ds))
+	}
+	var got []string
+	for _, d := range ds {
+		got = append(got, d.Key()+"/"+string(d.Data()))
+		if d.Delivered() != 1 {
+			t.Fatalf("first delivery counted %d", d.Delivered())
+		}
+	}
+	if !slices.Equal(got, []string{"j1/a", "j1/b", "j2/c"}) {
+		t.Fatalf("fetched %v; want the publish order", got)
+	}
+	a, b, c := ds[0], ds[1], ds[2]
+	if err := a.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Term(); err != nil {
+		t.Fatal(err)
+	}
+	// b is held past its ack wait by signs of life, then let go.
+	for range 3 {
+		time.Sleep(AckWait / 2)
+		if err := b.InProgress(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ds := fetch(t, s, 10, AckWait/4); len(ds) != 0 {
+		t.Fatalf("a message held with signs of life was given again: %s", ds[0].Data())
+	}
+	ds = fetch(t, s, 1, 5*AckWait)
+	if len(ds) != 1 || string(ds[0].Data()) != "b" || ds[0].Delivered() != 2 {
+		t.Fatalf("after the lease ran out: %d messages; want b, delivered twice", len(ds))
+	}
+	if err := ds[0].Nak(100 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	ds = fetch(t, s, 1, 5*time.Second)
+	if len(ds) != 1 || string(ds[0].Data()) != "b" || ds[0].Delivered() != 3 {
+		t.Fatalf("after a nak: %d messages; want b, delivered 3 times", len(ds))
+	}
+	if err := ds[0].Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if ds := fetch(t, s, 10, AckWait+AckWait/2); len(ds) != 0 {
+		t.Fatalf("an acked or terminated message came back: %s", ds[0].Data())
+	}
+	if info, err := s.Info(ctx(t)); err != nil || info.Waiting != 0 || info.Leased != 0 {
+		t.Fatalf("info at the end: %+v %v; want nothing waiting or leased", info, err)
+	}
+}
+
+func testPurge(t *testing.T, s store.Stream) {
+	publish(t, s, store.Message{Key: "j1", Data: []byte("a"), ID: "j1.a"}, store.Message{Key: "j2", Data: []byte("b")})
+	publish(t, s, store.Message{Key: "j1", Data: []byte("a"), ID: "j1.a"}) // a duplicate: not stored
+	if err := s.Purge(ctx(t), "j1"); err != nil {
+		t.Fatal(err)
+	}
+	ds := fetch(t, s, 2, time.Second)
+	if len(ds) != 1 || string(ds[0].Data()) != "b" {
+		t.Fatalf("after a purge of j1: %d messages; want b", len(ds))
+	}
+	_ = ds[0].Ack()
+	publish(t, s, store.Message{Key: "j3", Data: []byte("c"), ID: "j3.c"}, store.Message{Key: "j3", Data: []byte("c"), ID: "j3.c"})
+	ds = fetch(t, s, 2, time.Second)
+	if len(ds) != 1 {
+		t.Fatalf("two publishes of one id in a batch stored %d messages; want 1", len(ds))
+	}
+	_ = ds[0].Ack()
+	if err := s.Send(store.Message{Key: "j4", Data: []byte("d")}); err != nil {
+		t.Fatal(err)
+	}
+	ds = fetch(t, s, 1, 5*time.Second)
+	if len(ds) != 1 || string(ds[0].Data()) != "d" {
+		t.Fatalf("a sent message: %d fetched", len(ds))
+	}
+}
+
+func testHistory(t *testing.T, s store.Stream) {
+	publish(t, s, store.Message{Key: "j1", Data: []byte("1")}, store.Message{Key: "j2", Data: []byte("x")}, store.Message{Key: "j1", Data: []byte("2")})
+	for _, d := range fetch(t, s, 3, 5*time.Second) {
+		_ = d.Ack()
+	}
+	got, err := s.Read(ctx(t), "j1", 100)
+	if err != nil || len(got) != 2 || string(got[0]) != "1" || string(got[1]) != "2" {
+		t.Fatalf("history of j1: %q %v; want 1, 2 (acked messages stay)", got, err)
+	}
+	if got, err := s.Read(ctx(t), "j1", 1); err != nil || len(got) != 1 {
+		t.Fatalf("history with limit 1: %q %v", got, err)
+	}
+	if got, err := s.Read(ctx(t), "none", 100); err != nil || len(got) != 0 {
+		t.Fatalf("history of a key without messages: %q %v", got, err)
+	}
+}
+
+func testBlobs(t *testing.T, b store.Blobs) {
+	c := ctx(t)
+	if _, err := b.GetBytes(c, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get of a missing object: %v; want ErrNotFound", err)
+	}
+	if _, err := b.Get(c, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("open of a missing object: %v; want ErrNotFound", err)
+	}
+	big := bytes.Repeat([]byte("0123456789"), 300_000) // 3 MB: several chunks
+	if err := b.Put(c, "job/a", bytes.NewReader(big)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.GetBytes(c, "job/a"); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("get: %d bytes, %v", len(got), err)
+	}
+	if n, err := b.Size(c, "job/a"); err != nil || n != int64(len(big)) {
+		t.Fatalf("size: %d, %v; want %d", n, err, len(big))
+	}
+	if _, err := b.Size(c, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("size of a missing object: %v; want ErrNotFound", err)
+	}
+	r, err := b.Get(c, "job/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("read: %d bytes, %v", len(got), err)
+	}
+	if err := b.Put(c, "job/a", strings.NewReader("small")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.GetBytes(c, "job/a"); string(got) != "small" {
+		t.Fatalf("after a second put: %q", got)
+	}
+	if err := b.Delete(c, "job/a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetBytes(c, "job/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get after delete: %v; want ErrNotFound", err)
+	}
+	if err := b.Delete(c, "job/a"); err != nil {
+		t.Fatalf("second delete: %v; want no error", err)
+	}
+	if err := b.Delete(c, "never"); err != nil {
+		t.Fatalf("delete of an object never stored: %v; want no error", err)
+	}
+}
+
+func testNotices(t *testing.T, n *store.Notes) {
+	type stop struct {
+		id        string
+		phase     job.Phase
+		partition int
+	}
+	stops := make(chan stop, 10)
+	unsub, err := n.OnStopTask(func(id string, phase job.Phase, partition int) { stops <- stop{id, phase, partition} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancels := make(chan string, 10)
+	unsubCancel, err := n.OnCancelJob(func(id string) { cancels <- id })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsubCancel()
+	var mu sync.Mutex
+	got := map[int]int{}
+	starts := make(chan []job.TaskStarted, 10)
+	for i := range 2 {
+		u, err := n.OnTasksStarted("coordinator", func(s []job.TaskStarted) {
+			mu.Lock()
+			got[i]++
+			mu.Unlock()
+			starts <- s
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u()
+	}
+	flush(t, n)
+	if err := n.StopTask("wordcount_x", job.PhaseReduce, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.StopTask("noop_y", "", 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.CancelJob("noop_y"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.TasksStarted([]job.TaskStarted{{Job: "noop_y", Partition: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	c := ctx(t)
+	select {
+	case s := <-stops:
+		if s != (stop{"wordcount_x", job.PhaseReduce, 7}) {
+			t.Fatalf("stop notice: %+v", s)
+		}
+	case <-c.Done():
+		t.Fatal("no stop notice")
+	}
+	select {
+	case s := <-stops:
+		if s != (stop{"noop_y", "", 3}) {
+			t.Fatalf("stop notice of a task of a job without phases: %+v", s)
+		}
+	case <-c.Done():
+		t.Fatal("no stop notice")
+	}
+	select {
+	case id := <-cancels:
+		if id != "noop_y" {
+			t.Fatalf("cancel notice for %q", id)
+		}
+	case <-c.Done():
+		t.Fatal("no cancel notice")
+	}
+	select {
+	case s := <-starts:
+		if len(s) != 1 || s[0].Partition != 2 {
+			t.Fatalf("start notice: %+v", s)
+		}
+	case <-c.Done():
+		t.Fatal("no start notice")
+	}
+	flush(t, n)
+	mu.Lock()
+	if got[0]+got[1] != 1 {
+		t.Fatalf("a notice to a group went to %d of its members; want 1", got[0]+got[1])
+	}
+	mu.Unlock()
+	unsub()
+	if err := n.StopTask("wordcount_x", job.PhaseMap, 1); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, n)
+	select {
+	case s := <-stops:
+		t.Fatalf("a notice after the subscription ended: %+v", s)
+	default:
+	}
+}
+
+// flush waits until the notices sent so far have reached the subscribers
+// of this process: a notice sent after them arrives after them.
+func flush(t *testing.T, n *store.Notes) {
+	t.Helper()
+	done := make(chan struct{}, 1)
+	unsub, err := n.N.Subscribe("storetest.flush.", "", func(string, []byte) {
+		select {
+		case done <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	c := ctx(t)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_ = n.N.Publish("storetest.flush.x", nil)
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		case <-c.Done():
+			t.Fatal("notices do not arrive")
+		}
+	}
+}

@@ -1,0 +1,228 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+	"github.com/mrcluster/mrcluster/internal/store/memstore"
+)
+
+// The pool's logic on the memory store: tasks go in the queue, results
+// come out of the results stream, in milliseconds.
+
+type fixture struct {
+	t     *testing.T
+	ctx   context.Context
+	store *store.Store
+	kinds *job.Registry
+}
+
+func newFixture(t *testing.T, ks ...job.Kind) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return &fixture{t: t, ctx: ctx, store: memstore.New(memstore.Config{AckWait: time.Second}), kinds: job.NewRegistry(ks...)}
+}
+
+func (f *fixture) pool(concurrency int) *Pool {
+	f.t.Helper()
+	p := New(Config{Store: f.store, Datasets: &dataset.Store{KV: f.store.Datasets, Blocks: f.store.Blocks}, Kinds: f.kinds,
+		Concurrency: concurrency, Name: "test", Host: "here", Logger: slog.New(slog.DiscardHandler), RetryBackoff: 10 * time.Millisecond})
+	if err := p.Start(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
+}
+
+func (f *fixture) queue(tasks ...job.Task) {
+	f.t.Helper()
+	msgs, err := store.TaskMessages(tasks, false)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, err := range f.store.Tasks.Publish(f.ctx, msgs...) {
+		if err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+// results collects task results from the results stream until n final
+// ones came, and returns every one, history records included.
+func (f *fixture) results(n int) []job.TaskResult {
+	f.t.Helper()
+	var out []job.TaskResult
+	finals := 0
+	for finals < n {
+		err := f.store.Results.Fetch(f.ctx, 100, time.Second, func(d store.Delivery) {
+			rs, err := store.DecodeResults(d.Data())
+			if err != nil {
+				f.t.Errorf("result message: %v", err)
+			}
+			_ = d.Ack()
+			for _, r := range rs {
+				out = append(out, r)
+				if r.Final() {
+					finals++
+				}
+			}
+		})
+		if err != nil {
+			f.t.Fatalf("fetch results: %v (have %+v)", err, out)
+		}
+	}
+	return out
+}
+
+func task(id string, partition, maxAttempts int) job.Task {
+	return job.Task{Job: id, Kind: "k", Partition: partition, Partitions: 8, MaxAttempts: maxAttempts}
+}
+
+func TestPoolRunsTasksAndReportsResults(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, t job.Task) (int64, error) { return int64(t.Partition * 10), nil }})
+	f.pool(2)
+	for p := range 8 {
+		f.queue(task("j1", p, 1))
+	}
+	got := map[int]int64{}
+	for _, r := range f.results(8) {
+		if r.Error != "" || r.Attempt != 1 || r.Worker == "" {
+			t.Fatalf("result: %+v", r)
+		}
+		got[r.Partition] = r.Value
+	}
+	for p := range 8 {
+		if got[p] != int64(p*10) {
+			t.Fatalf("partition %d: %d", p, got[p])
+		}
+	}
+	info, err := f.store.Tasks.Info(f.ctx)
+	if err != nil || info.Waiting+info.Leased != 0 {
+		t.Fatalf("queue after the results: %+v %v; want every task acked", info, err)
+	}
+}
+
+// A failed attempt is recorded, retried after the backoff, and counts
+// toward the task's attempts; the last one's failure is its final word.
+func TestFailedAttemptsAreRetriedUpToMaxAttempts(t *testing.T) {
+	var runs atomic.Int32
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) {
+		if runs.Add(1) < 3 {
+			return 0, errors.New("flaky input")
+		}
+		return 1, nil
+	}})
+	f.pool(1)
+	f.queue(task("j1", 0, 3))
+	rs := f.results(1)
+	if len(rs) != 3 || rs[0].Outcome != job.OutcomeFailed || rs[1].Outcome != job.OutcomeFailed || !rs[2].Final() {
+		t.Fatalf("results: %+v; want two failed attempts then the final one", rs)
+	}
+	if last := rs[2]; last.Error != "" || last.Attempt != 3 || last.Failures != 2 {
+		t.Fatalf("final result: %+v; want attempt 3 with 2 failures before it", last)
+	}
+
+	runs.Store(-100) // fails every time from now on
+	f.queue(task("j2", 0, 2))
+	rs = f.results(1)
+	if len(rs) != 2 || rs[1].Error == "" || !rs[1].Final() || rs[1].Failures != 2 {
+		t.Fatalf("results of a task failing every time: %+v; want one retry, then a final failure", rs)
+	}
+}
+
+// A task whose worker died (its lease ran out) runs again; the lost run is
+// recorded, and does not count as a failed attempt.
+func TestALostRunIsRecordedNotCountedAsAFailure(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	f.queue(task("j1", 0, 1))
+	// A worker takes the task and dies with it.
+	var held int
+	if err := f.store.Tasks.Fetch(f.ctx, 1, 5*time.Second, func(store.Delivery) { held++ }); err != nil || held != 1 {
+		t.Fatalf("the dead worker's fetch: %d tasks, %v", held, err)
+	}
+	f.pool(1)
+	rs := f.results(1)
+	if len(rs) != 2 || rs[0].Outcome != job.OutcomeLost || rs[0].Attempt != 1 {
+		t.Fatalf("results: %+v; want the lost run, then the final one", rs)
+	}
+	if final := rs[1]; !final.Final() || final.Error != "" || final.Attempt != 2 || final.Failures != 0 {
+		t.Fatalf("final result: %+v; want attempt 2, no failures (max attempts 1)", final)
+	}
+}
+
+// A cancel notice stops a job's running task; it reports nothing.
+func TestCancelStopsARunningTask(t *testing.T) {
+	started := make(chan struct{}, 1)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		if t.Job == "j1" {
+			started <- struct{}{}
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}
+		return 2, nil
+	}})
+	f.pool(1)
+	f.queue(task("j1", 0, 1))
+	select {
+	case <-started:
+	case <-f.ctx.Done():
+		t.Fatal("the task never started")
+	}
+	if err := f.store.Notices.CancelJob("j1"); err != nil {
+		t.Fatal(err)
+	}
+	// The next task runs once the canceled one let its worker go, and it
+	// is the only result.
+	f.queue(task("j2", 0, 1))
+	rs := f.results(1)
+	if len(rs) != 1 || rs[0].Job != "j2" {
+		t.Fatalf("results: %+v; want only j2's", rs)
+	}
+}
+
+// A stop notice stops the other copies of a task a copy finished.
+func TestStopNoticeStopsOtherCopies(t *testing.T) {
+	started := make(chan struct{}, 1)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		if t.Backup {
+			return 1, nil
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}})
+	p := f.pool(1)
+	f.queue(task("j1", 3, 1))
+	select {
+	case <-started:
+	case <-f.ctx.Done():
+		t.Fatal("the task never started")
+	}
+	if err := f.store.Notices.StopTask("j1", "", 3); err != nil {
+		t.Fatal(err)
+	}
+	backup := task("j1", 3, 1)
+	backup.Backup = true
+	f.queue(backup)
+	rs := f.results(1)
+	if len(rs) != 1 || !rs[0].Backup {
+		t.Fatalf("results: %+v; want the backup's only", rs)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.running) != 0 {
+		t.Fatalf("tasks still tracked as running: %v", p.running)
+	}
+}
