@@ -77,19 +77,16 @@ func (s *Server) markPath() string { return filepath.Join(s.cfg.DataDir, markFil
 
 // readMarks reads the store's streams' states now.
 func (s *Server) readMarks(ctx context.Context) (map[string]streamMark, error) {
+	states, err := s.store.States(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]streamMark{}
 	for _, name := range natsx.FileStreams() {
-		st, err := s.store.JS.Stream(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", name, err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", name, err)
-		}
-		out[name] = streamMark{LastSeq: info.State.LastSeq, Msgs: info.State.Msgs}
-		if info.State.Lost != nil && len(info.State.Lost.Msgs) > 0 {
-			return out, fmt.Errorf("%w: stream %s lost %d messages (%d bytes) that failed their checksums", ErrDamagedStore, name, len(info.State.Lost.Msgs), info.State.Lost.Bytes)
+		st := states[name]
+		out[name] = streamMark{LastSeq: st.LastSeq, Msgs: st.Msgs}
+		if st.LostMsgs > 0 {
+			return out, fmt.Errorf("%w: stream %s lost %d messages (%d bytes) that failed their checksums", ErrDamagedStore, name, st.LostMsgs, st.LostBytes)
 		}
 	}
 	return out, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -51,12 +50,12 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 			return float64(v.Counts()[st])
 		}))
 	}
-	m.Register(&streamCollector{js: s.store.JS})
+	m.Register(&streamCollector{store: s.store})
 }
 
 // streamCollector reports the messages and bytes of each stream at scrape.
 type streamCollector struct {
-	js jetstream.JetStream
+	store *natsx.Store
 }
 
 var (
@@ -72,16 +71,8 @@ func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, name := range []string{natsx.TasksStream, natsx.ResultsStream, "KV_" + natsx.JobsBucket, "KV_" + natsx.WorkersBucket} {
-		st, err := c.js.Stream(ctx, name)
-		if err != nil {
-			continue
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			continue
-		}
-		ch <- prometheus.MustNewConstMetric(streamMsgs, prometheus.GaugeValue, float64(info.State.Msgs), name)
-		ch <- prometheus.MustNewConstMetric(streamBytes, prometheus.GaugeValue, float64(info.State.Bytes), name)
+	for name, st := range c.store.MetricStates(ctx) {
+		ch <- prometheus.MustNewConstMetric(streamMsgs, prometheus.GaugeValue, float64(st.Msgs), name)
+		ch <- prometheus.MustNewConstMetric(streamBytes, prometheus.GaugeValue, float64(st.Bytes), name)
 	}
 }

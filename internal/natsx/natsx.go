@@ -329,125 +329,140 @@ type StoreConfig struct {
 	Replicas int
 }
 
+// resource is one stream, bucket or object store of mrcluster. A new one
+// is one row of resources: its set-up, its opening, the caught-up check of
+// a rejoining server, the integrity check and the metrics follow from it.
+type resource struct {
+	// One of these describes it.
+	st  *jetstream.StreamConfig
+	kv  *jetstream.KeyValueConfig
+	obj *jetstream.ObjectStoreConfig
+	// leaderReads makes its reads go to the stream's leader: with
+	// replicas, a direct get may be answered by a follower that has not
+	// seen the last write yet (a job record read stale would make the
+	// coordinator drop a result as a duplicate; a stale object's metadata
+	// would cut a download short).
+	leaderReads bool
+	// state marks a stream on disk that holds the cluster's state: what a
+	// rejoining server waits to hold a current copy of, and what the
+	// integrity check of a single server compares with its record.
+	state bool
+	// metric makes /metrics report the stream's messages and bytes.
+	metric bool
+	// replaceOld deletes and recreates a bucket whose storage type an
+	// earlier version chose differently (it holds nothing lasting).
+	replaceOld bool
+	// bind points at the handle in a Store.
+	bindSt  func(*Store) *jetstream.Stream
+	bindKV  func(*Store) *jetstream.KeyValue
+	bindObj func(*Store) *jetstream.ObjectStore
+}
+
+// stream is the name of the JetStream stream behind r.
+func (r resource) stream() string {
+	switch {
+	case r.st != nil:
+		return r.st.Name
+	case r.kv != nil:
+		return "KV_" + r.kv.Bucket
+	}
+	return "OBJ_" + r.obj.Bucket
+}
+
+// resources is the table of mrcluster's streams, buckets and object
+// stores, with replicas copies of each.
+func resources(replicas int) []resource {
+	return []resource{
+		{st: &jetstream.StreamConfig{
+			Name:        TasksStream,
+			Description: "tasks waiting for a worker (work queue: a task leaves when a worker acks it)",
+			Subjects:    []string{TaskSubject + ">"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, state: true, metric: true, bindSt: func(s *Store) *jetstream.Stream { return &s.Tasks }},
+		{st: &jetstream.StreamConfig{
+			Name:        ResultsStream,
+			Description: "task results, one message per finished attempt; the per-task history of every job",
+			Subjects:    []string{ResultSubject + ">"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      ResultsRetention,
+			Replicas:    replicas,
+		}, state: true, metric: true, bindSt: func(s *Store) *jetstream.Stream { return &s.Results }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      JobsBucket,
+			Description: "job records, one key per job id",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, leaderReads: true, state: true, metric: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Jobs }},
+		// On disk, not in memory: a replicated memory stream whose servers
+		// restart one after another loses its state and stays without a
+		// leader (the chaos test saw servers unable to announce workers).
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      WorkersBucket,
+			Description: "worker liveness and status; an entry expires when its worker stops heartbeating",
+			History:     1,
+			TTL:         WorkerTTL,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, metric: true, replaceOld: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Workers }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      IdempotencyBucket,
+			Description: "idempotency keys of submits (hashed) and the job each created; kept a day",
+			History:     1,
+			TTL:         24 * time.Hour,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, leaderReads: true, state: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Idempotency }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      HealthBucket,
+			Description: "write probes of the servers: a server that cannot write here is not ready",
+			History:     1,
+			TTL:         time.Hour,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Health }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      DatasetsBucket,
+			Description: "dataset manifests: the files of each dataset and their blocks",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, leaderReads: true, state: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Datasets }},
+		{obj: &jetstream.ObjectStoreConfig{
+			Bucket: BlocksBucket, Description: "blocks of dataset files", Storage: jetstream.FileStorage, Replicas: replicas,
+		}, leaderReads: true, state: true, bindObj: func(s *Store) *jetstream.ObjectStore { return &s.Blocks }},
+		{obj: &jetstream.ObjectStoreConfig{
+			Bucket: ShuffleBucket, Description: "intermediate map outputs; deleted when their job ends, or after 7 days",
+			TTL: ShuffleRetention, Storage: jetstream.FileStorage, Replicas: replicas,
+		}, leaderReads: true, state: true, bindObj: func(s *Store) *jetstream.ObjectStore { return &s.Shuffle }},
+		{obj: &jetstream.ObjectStoreConfig{
+			Bucket: OutputBucket, Description: "job outputs, one object per reduce task", Storage: jetstream.FileStorage, Replicas: replicas,
+		}, leaderReads: true, state: true, bindObj: func(s *Store) *jetstream.ObjectStore { return &s.Output }},
+	}
+}
+
 // Setup creates or updates every stream, bucket and consumer mrcluster uses.
 // It is idempotent: every server runs it at start.
 func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
-	nc := c.nc
-	js, err := newJetStream(nc)
+	js, err := newJetStream(c.nc)
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
 	s := &Store{JS: js}
-	replicas := max(cfg.Replicas, 1)
-	if s.Tasks, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        TasksStream,
-		Description: "tasks waiting for a worker (work queue: a task leaves when a worker acks it)",
-		Subjects:    []string{TaskSubject + ">"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	}); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", TasksStream, err)
-	}
-	if s.Results, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        ResultsStream,
-		Description: "task results, one message per finished attempt; the per-task history of every job",
-		Subjects:    []string{ResultSubject + ">"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		MaxAge:      ResultsRetention,
-		Replicas:    replicas,
-	}); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", ResultsStream, err)
-	}
-	if s.Jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      JobsBucket,
-		Description: "job records, one key per job id",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	}); err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", JobsBucket, err)
-	}
-	// On disk, not in memory: a replicated memory stream whose servers
-	// restart one after another loses its state and stays without a leader
-	// (the chaos test saw servers unable to announce their workers).
-	workers := jetstream.KeyValueConfig{
-		Bucket:      WorkersBucket,
-		Description: "worker liveness and status; an entry expires when its worker stops heartbeating",
-		History:     1,
-		TTL:         WorkerTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	}
-	if s.Workers, err = js.CreateOrUpdateKeyValue(ctx, workers); err != nil && strings.Contains(err.Error(), "storage type") {
-		// A bucket of an earlier version, in memory: it holds only
-		// statuses that are rewritten within seconds.
-		if err = js.DeleteKeyValue(ctx, WorkersBucket); err == nil {
-			s.Workers, err = js.CreateOrUpdateKeyValue(ctx, workers)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", WorkersBucket, err)
-	}
-	if s.Jobs, err = readFromLeader(ctx, js, JobsBucket); err != nil {
-		return nil, err
-	}
-	if s.Idempotency, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      IdempotencyBucket,
-		Description: "idempotency keys of submits (hashed) and the job each created; kept a day",
-		History:     1,
-		TTL:         24 * time.Hour,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	}); err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", IdempotencyBucket, err)
-	}
-	if s.Idempotency, err = readFromLeader(ctx, js, IdempotencyBucket); err != nil {
-		return nil, err
-	}
-	if s.Health, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      HealthBucket,
-		Description: "write probes of the servers: a server that cannot write here is not ready",
-		History:     1,
-		TTL:         time.Hour,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	}); err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", HealthBucket, err)
-	}
-	if s.Datasets, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      DatasetsBucket,
-		Description: "dataset manifests: the files of each dataset and their blocks",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	}); err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", DatasetsBucket, err)
-	}
-	if s.Datasets, err = readFromLeader(ctx, js, DatasetsBucket); err != nil {
-		return nil, err
-	}
-	for _, o := range []struct {
-		dst  *jetstream.ObjectStore
-		name string
-		desc string
-		age  time.Duration
-	}{
-		{&s.Blocks, BlocksBucket, "blocks of dataset files", 0},
-		{&s.Shuffle, ShuffleBucket, "intermediate map outputs; deleted when their job ends, or after 7 days", ShuffleRetention},
-		{&s.Output, OutputBucket, "job outputs, one object per reduce task", 0},
-	} {
-		if *o.dst, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket: o.name, Description: o.desc, TTL: o.age, Storage: jetstream.FileStorage, Replicas: replicas,
-		}); err != nil {
-			return nil, fmt.Errorf("create object store %s: %w", o.name, err)
-		}
-		if err := leaderReads(ctx, js, "OBJ_"+o.name); err != nil {
+	for _, r := range resources(max(cfg.Replicas, 1)) {
+		if err := r.create(ctx, js); err != nil {
 			return nil, err
 		}
-		if *o.dst, err = js.ObjectStore(ctx, o.name); err != nil {
-			return nil, fmt.Errorf("open object store %s: %w", o.name, err)
+		if r.leaderReads {
+			if err := leaderReads(ctx, js, r.stream()); err != nil {
+				return nil, err
+			}
+		}
+		if err := r.open(ctx, js, s); err != nil {
+			return nil, err
 		}
 	}
 	ackWait := cfg.AckWait
@@ -472,56 +487,124 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", CoordConsumer, ResultsStream, err)
 	}
-	s.Ports = ports(nc, s)
+	s.Ports = ports(c.nc, s)
 	return s, nil
+}
+
+// create creates or updates the resource.
+func (r resource) create(ctx context.Context, js jetstream.JetStream) error {
+	var err error
+	switch {
+	case r.st != nil:
+		_, err = js.CreateOrUpdateStream(ctx, *r.st)
+	case r.kv != nil:
+		_, err = js.CreateOrUpdateKeyValue(ctx, *r.kv)
+		if err != nil && r.replaceOld && strings.Contains(err.Error(), "storage type") {
+			if err = js.DeleteKeyValue(ctx, r.kv.Bucket); err == nil {
+				_, err = js.CreateOrUpdateKeyValue(ctx, *r.kv)
+			}
+		}
+	default:
+		_, err = js.CreateOrUpdateObjectStore(ctx, *r.obj)
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", r.stream(), err)
+	}
+	return nil
+}
+
+// open binds the resource's handle in s.
+func (r resource) open(ctx context.Context, js jetstream.JetStream, s *Store) error {
+	var err error
+	switch {
+	case r.st != nil:
+		*r.bindSt(s), err = js.Stream(ctx, r.st.Name)
+	case r.kv != nil:
+		*r.bindKV(s), err = js.KeyValue(ctx, r.kv.Bucket)
+	default:
+		*r.bindObj(s), err = js.ObjectStore(ctx, r.obj.Bucket)
+	}
+	if err != nil {
+		return fmt.Errorf("open %s (has a server set up the cluster?): %w", r.stream(), err)
+	}
+	return nil
 }
 
 // Open binds to the resources a server's Setup created, without changing
 // them: what a worker does.
 func Open(ctx context.Context, c *Conn) (*Store, error) {
-	nc := c.nc
-	js, err := newJetStream(nc)
+	js, err := newJetStream(c.nc)
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
 	s := &Store{JS: js}
-	if s.Tasks, err = js.Stream(ctx, TasksStream); err != nil {
-		return nil, fmt.Errorf("open stream %s (has a server set up the cluster?): %w", TasksStream, err)
-	}
-	if s.Results, err = js.Stream(ctx, ResultsStream); err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", ResultsStream, err)
-	}
-	if s.Jobs, err = js.KeyValue(ctx, JobsBucket); err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", JobsBucket, err)
-	}
-	if s.Workers, err = js.KeyValue(ctx, WorkersBucket); err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", WorkersBucket, err)
-	}
-	if s.Idempotency, err = js.KeyValue(ctx, IdempotencyBucket); err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", IdempotencyBucket, err)
-	}
-	if s.Health, err = js.KeyValue(ctx, HealthBucket); err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", HealthBucket, err)
-	}
-	if s.Datasets, err = js.KeyValue(ctx, DatasetsBucket); err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", DatasetsBucket, err)
-	}
-	for _, o := range []struct {
-		dst  *jetstream.ObjectStore
-		name string
-	}{{&s.Blocks, BlocksBucket}, {&s.Shuffle, ShuffleBucket}, {&s.Output, OutputBucket}} {
-		if *o.dst, err = js.ObjectStore(ctx, o.name); err != nil {
-			return nil, fmt.Errorf("open object store %s: %w", o.name, err)
+	for _, r := range resources(1) {
+		if err := r.open(ctx, js, s); err != nil {
+			return nil, err
 		}
 	}
-	s.Ports = ports(nc, s)
+	s.Ports = ports(c.nc, s)
 	return s, nil
 }
 
 // FileStreams names the streams kept on disk that hold the cluster's state.
 func FileStreams() []string {
-	return []string{TasksStream, ResultsStream, "KV_" + JobsBucket, "KV_" + DatasetsBucket, "KV_" + IdempotencyBucket,
-		"OBJ_" + BlocksBucket, "OBJ_" + ShuffleBucket, "OBJ_" + OutputBucket}
+	var out []string
+	for _, r := range resources(1) {
+		if r.state {
+			out = append(out, r.stream())
+		}
+	}
+	return out
+}
+
+// StreamState is what a stream holds.
+type StreamState struct {
+	Msgs, Bytes, LastSeq uint64
+	// LostMsgs and LostBytes count what failed its checksums when the
+	// stream's files were read.
+	LostMsgs  int
+	LostBytes uint64
+}
+
+// States reads the states of the streams that hold the cluster's state.
+func (s *Store) States(ctx context.Context) (map[string]StreamState, error) {
+	return s.states(ctx, func(r resource) bool { return r.state })
+}
+
+// MetricStates reads the states of the streams /metrics reports, leaving
+// out those that do not answer.
+func (s *Store) MetricStates(ctx context.Context) map[string]StreamState {
+	out, _ := s.states(ctx, func(r resource) bool { return r.metric })
+	return out
+}
+
+func (s *Store) states(ctx context.Context, which func(resource) bool) (map[string]StreamState, error) {
+	out := map[string]StreamState{}
+	var first error
+	for _, r := range resources(1) {
+		if !which(r) {
+			continue
+		}
+		name := r.stream()
+		st, err := s.JS.Stream(ctx, name)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx)
+		}
+		if err != nil {
+			if first == nil {
+				first = fmt.Errorf("stream %s: %w", name, err)
+			}
+			continue
+		}
+		state := StreamState{Msgs: info.State.Msgs, Bytes: info.State.Bytes, LastSeq: info.State.LastSeq}
+		if info.State.Lost != nil {
+			state.LostMsgs, state.LostBytes = len(info.State.Lost.Msgs), info.State.Lost.Bytes
+		}
+		out[name] = state
+	}
+	return out, first
 }
 
 // PublishAsyncTimeout bounds the wait for the acknowledgement of an
@@ -531,18 +614,6 @@ const PublishAsyncTimeout = 30 * time.Second
 
 func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PublishAsyncTimeout))
-}
-
-// readFromLeader turns off direct gets on a bucket's stream and binds to it
-// again: with replicas, a direct get may be answered by a follower that
-// has not seen the last write yet, and a job record read stale would make
-// the coordinator drop a result as a duplicate. Reads then go to the
-// stream's leader.
-func readFromLeader(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
-	if err := leaderReads(ctx, js, "KV_"+bucket); err != nil {
-		return nil, err
-	}
-	return js.KeyValue(ctx, bucket)
 }
 
 // leaderReads turns off direct gets on a stream. An object store's
