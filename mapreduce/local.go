@@ -31,7 +31,7 @@ func RunLocal(ctx context.Context, k Kind, files map[string]string, maps, reduce
 	if err != nil {
 		return "", err
 	}
-	defer srv.Close(context.WithoutCancel(ctx))
+	defer func() { _ = srv.Stop(context.WithoutCancel(ctx)) }()
 	c := client.New(srv.URL(), "")
 	names := make([]string, 0, len(files))
 	for n := range files {

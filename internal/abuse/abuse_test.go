@@ -41,7 +41,7 @@ func TestAbuse(t *testing.T) {
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		srv.Close(ctx)
+		_ = srv.Stop(ctx)
 		http.DefaultClient.CloseIdleConnections()
 	}()
 	base := srv.URL()

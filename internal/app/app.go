@@ -256,7 +256,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, serve: make(chan error, 1)}
 	defer func() {
 		if err != nil {
-			s.Close(context.Background())
+			_ = s.Stop(context.Background())
 		}
 	}()
 	if cfg.NATSURL == "" {
@@ -423,10 +423,11 @@ func (s *Server) NATSToken() string { return s.natsToken }
 // Done receives the HTTP server's error if it stops on its own.
 func (s *Server) Done() <-chan error { return s.serve }
 
-// Close stops the server: no new tasks, running tasks finish (until ctx
+// Stop stops the server: no new tasks, running tasks finish (until ctx
 // ends), then the API, websockets and NATS. Queued tasks stay queued.
-func (s *Server) Close(ctx context.Context) {
+func (s *Server) Stop(ctx context.Context) error {
 	s.close.Do(func() { s.shutdown(ctx) })
+	return nil
 }
 
 func (s *Server) shutdown(ctx context.Context) {
@@ -441,7 +442,7 @@ func (s *Server) shutdown(ctx context.Context) {
 		}
 	}
 	if s.api != nil {
-		s.api.Close()
+		_ = s.api.Stop(ctx)
 	}
 	if s.stopWatch != nil {
 		s.stopWatch()
@@ -462,7 +463,7 @@ func (s *Server) shutdown(ctx context.Context) {
 		}
 	}
 	if s.emb != nil {
-		s.emb.Shutdown()
+		_ = s.emb.Stop(ctx)
 	}
 }
 

@@ -39,7 +39,7 @@ func TestInterruptedSubmitIsRequeued(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc.Close()
-	emb.Shutdown()
+	_ = emb.Stop(context.Background())
 
 	b := setup(t, func(c *app.Config) { c.DataDir = dir })
 	got := b.awaitState(t, j.ID, client.Succeeded)
@@ -68,7 +68,7 @@ func TestStopLeavesQueuedTasksForTheNextServer(t *testing.T) {
 	events := b.dial(t, "/api/v1/events")
 	stopped := make(chan struct{})
 	go func() {
-		b.srv.Close(context.Background())
+		_ = b.srv.Stop(context.Background())
 		close(stopped)
 	}()
 	// Release the running task only once the worker says it is stopping:

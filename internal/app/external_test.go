@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"log/slog"
 	"reflect"
 	"testing"
@@ -19,7 +20,7 @@ func TestExternalNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(emb.Shutdown)
+	t.Cleanup(func() { _ = emb.Stop(context.Background()) })
 	b := setup(t, func(c *app.Config) { c.NATSURL = emb.ClientURL() })
 	if got := b.srv.NATSURL(); got != emb.ClientURL() {
 		t.Fatalf("server reports NATS at %s, want %s", got, emb.ClientURL())

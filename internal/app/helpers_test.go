@@ -66,7 +66,7 @@ func setup(t *testing.T, mod ...func(*app.Config)) *bundle {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
-		srv.Close(ctx)
+		_ = srv.Stop(ctx)
 	})
 	return &bundle{srv: srv, cfg: cfg}
 }

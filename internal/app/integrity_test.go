@@ -35,7 +35,7 @@ func startAt(t *testing.T, dir string, accept bool) (*app.Server, error) {
 func stop(srv *app.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv.Close(ctx)
+	_ = srv.Stop(ctx)
 }
 
 // streamFile returns the one message block file of a stream in dir.

@@ -60,7 +60,7 @@ func StartCluster(ctx context.Context, mod ...func(*app.Config)) (*Cluster, erro
 
 // Close stops the server and removes its data.
 func (c *Cluster) Close() {
-	c.srv.Close(context.Background())
+	_ = c.srv.Stop(context.Background())
 	os.RemoveAll(c.dir)
 }
 

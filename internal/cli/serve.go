@@ -147,7 +147,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, registr
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	srv.Close(sctx)
+	_ = srv.Stop(sctx)
 	logger.Info("stopped")
 	return nil
 }

@@ -102,7 +102,7 @@ func TestDashboard(t *testing.T) {
 	closed := false
 	defer func() {
 		if !closed {
-			srv.Close(context.Background())
+			_ = srv.Stop(context.Background())
 		}
 	}()
 
@@ -164,7 +164,7 @@ func TestDashboard(t *testing.T) {
 
 	// Restart the server: the page says it lost the connection, then
 	// reconnects by itself.
-	srv.Close(context.Background())
+	_ = srv.Stop(context.Background())
 	closed = true
 	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "reconnecting" }, "the page noticing the server is gone")
 	srv = startServer(t, dir, addr, g)
@@ -180,7 +180,7 @@ func TestDashboardData(t *testing.T) {
 		t.Fatal("the dashboard is not built into this test binary: run `make web` (make test does) before go test")
 	}
 	srv := startServer(t, t.TempDir(), "127.0.0.1:0", &gate{release: make(chan struct{})})
-	defer srv.Close(context.Background())
+	defer func() { _ = srv.Stop(context.Background()) }()
 	ctx := browser(t)
 
 	dir := t.TempDir()

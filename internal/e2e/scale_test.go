@@ -37,7 +37,7 @@ func TestDashboardAtScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close(context.Background())
+	defer func() { _ = srv.Stop(context.Background()) }()
 	defer close(g.release)
 	c := apitest.Client{URL: srv.URL()}
 

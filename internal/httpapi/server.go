@@ -4,6 +4,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -248,9 +249,16 @@ func originMatches(pattern, origin string) bool {
 func (s *Server) WebsocketClients() int { return int(s.clients.Load()) }
 
 // Close ends every websocket and waits for their handlers.
-func (s *Server) Close() {
+func (s *Server) Stop(ctx context.Context) error {
 	s.close()
-	s.sockets.Wait()
+	done := make(chan struct{})
+	go func() { s.sockets.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("websockets still open: %w", ctx.Err())
+	}
 }
 
 type recorder struct {

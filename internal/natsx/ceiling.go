@@ -19,7 +19,7 @@ func QueueCeiling(ctx context.Context, dir string, n int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer emb.Shutdown()
+	defer func() { _ = emb.Stop(context.Background()) }()
 	c, err := emb.Connect("bench")
 	if err != nil {
 		return 0, err

@@ -228,9 +228,19 @@ func (e *Embedded) Connect(name string) (*Conn, error) {
 }
 
 // Shutdown stops the server and waits for it to finish.
-func (e *Embedded) Shutdown() {
-	e.srv.Shutdown()
-	e.srv.WaitForShutdown()
+func (e *Embedded) Stop(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		e.srv.Shutdown()
+		e.srv.WaitForShutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the embedded NATS server did not stop in time: %w", ctx.Err())
+	}
 }
 
 // Dial connects to an external NATS server or cluster at url, retrying for

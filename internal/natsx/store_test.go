@@ -18,7 +18,7 @@ func TestStoreConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(emb.Shutdown)
+		t.Cleanup(func() { _ = emb.Stop(context.Background()) })
 		nc, err := emb.Connect("storetest")
 		if err != nil {
 			t.Fatal(err)

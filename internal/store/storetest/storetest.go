@@ -20,7 +20,7 @@ import (
 )
 
 // AckWait is the lease of the task queue the suite asks for.
-const AckWait = time.Second
+const AckWait = 500 * time.Millisecond
 
 // Run runs the suite; open returns a new, empty store whose task queue
 // leases last AckWait.
@@ -212,8 +212,8 @@ func testLeases(t *testing.T, s store.Stream) {
 		t.Fatal(err)
 	}
 	// b is held past its ack wait by signs of life, then let go.
-	for range 3 {
-		time.Sleep(AckWait / 2)
+	for range 8 {
+		time.Sleep(AckWait / 4) // a sign of life well within each lease
 		if err := b.InProgress(); err != nil {
 			t.Fatal(err)
 		}
@@ -249,15 +249,21 @@ func testPurge(t *testing.T, s store.Stream) {
 	if err := s.Purge(ctx(t), "j1"); err != nil {
 		t.Fatal(err)
 	}
-	ds := fetch(t, s, 2, time.Second)
+	ds := fetch(t, s, 1, time.Second)
 	if len(ds) != 1 || string(ds[0].Data()) != "b" {
 		t.Fatalf("after a purge of j1: %d messages; want b", len(ds))
 	}
 	_ = ds[0].Ack()
+	if info, err := s.Info(ctx(t)); err != nil || info.Waiting != 0 || info.Leased != 0 {
+		t.Fatalf("after a purge of j1 and an ack of b: %+v %v; want nothing left", info, err)
+	}
 	publish(t, s, store.Message{Key: "j3", Data: []byte("c"), ID: "j3.c"}, store.Message{Key: "j3", Data: []byte("c"), ID: "j3.c"})
-	ds = fetch(t, s, 2, time.Second)
+	if info, err := s.Info(ctx(t)); err != nil || info.Waiting != 1 {
+		t.Fatalf("two publishes of one id in a batch: %+v %v; want 1 message waiting", info, err)
+	}
+	ds = fetch(t, s, 1, time.Second)
 	if len(ds) != 1 {
-		t.Fatalf("two publishes of one id in a batch stored %d messages; want 1", len(ds))
+		t.Fatalf("fetched %d messages; want 1", len(ds))
 	}
 	_ = ds[0].Ack()
 	if err := s.Send(store.Message{Key: "j4", Data: []byte("d")}); err != nil {
