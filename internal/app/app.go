@@ -18,12 +18,14 @@ import (
 	"github.com/mrcluster/mrcluster/internal/coordinator"
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/httpapi"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/service"
 	"github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/view"
 	"github.com/mrcluster/mrcluster/internal/webui"
@@ -102,24 +104,6 @@ type Config struct {
 	NATSTLSCert, NATSTLSKey, NATSTLSCA string
 }
 
-// seenJobs answers a submit once the read model holds the job, so that the
-// client's next request (a read, or a submit checked against the queue
-// bound, which the view counts) sees it.
-type seenJobs struct {
-	*coordinator.Coordinator
-	view *view.View
-}
-
-func (s seenJobs) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
-	j, err := s.Coordinator.Submit(ctx, spec)
-	if err == nil {
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		s.view.Await(wctx, j.ID)
-	}
-	return j, err
-}
-
 // setup creates the streams and buckets. In a cluster of servers, it first
 // waits for JetStream's leader to be elected (a majority of servers up);
 // then only one server, the first of --routes, creates or updates them,
@@ -155,9 +139,9 @@ func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
 			return store, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the cluster's JetStream did not form within %s (are a majority of its servers up, and the first of --routes, %s, which creates the streams?): %w", s.cfg.ClusterWait, creator, err)
+			return nil, fmt.Errorf("the cluster's JetStream did not form within %s (are a majority of its servers up, and the first of --%s, %s, which creates the streams?): %w", s.cfg.ClusterWait, flags.Routes, creator, err)
 		}
-		s.log.Info("waiting for the cluster: a majority of servers, and the streams made by the first of --routes", "creator", creator, "err", err, "retry_in", wait)
+		s.log.Info("waiting for the cluster: a majority of servers, and the streams made by the first of --"+flags.Routes, "creator", creator, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -194,21 +178,21 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	switch {
 	case c.Workers < 0:
-		return fmt.Errorf("--workers must be 0 or more, got %d", c.Workers)
+		return fmt.Errorf("--%s must be 0 or more, got %d", flags.Workers, c.Workers)
 	case c.SleepScale < 0:
-		return fmt.Errorf("--sleep-scale must be 0 or more, got %g", c.SleepScale)
+		return fmt.Errorf("--%s must be 0 or more, got %g", flags.SleepScale, c.SleepScale)
 	case c.MaxPartitions < 1 || c.MaxPartitions > 50000:
 		// A job record holds one value per partition and must fit in one
 		// NATS message (1 MiB by default).
-		return fmt.Errorf("--max-partitions must be from 1 to 50000, got %d", c.MaxPartitions)
+		return fmt.Errorf("--%s must be from 1 to 50000, got %d", flags.MaxPartitions, c.MaxPartitions)
 	case c.AckWait < time.Second:
-		return fmt.Errorf("--ack-wait must be at least 1s, got %s", c.AckWait)
+		return fmt.Errorf("--%s must be at least 1s, got %s", flags.AckWait, c.AckWait)
 	case c.AuthToken == "" && !c.Insecure && !natsx.IsLoopback(c.Addr):
-		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --auth-token (or --auth-token-file, or MRCLUSTER_AUTH_TOKEN), or pass --insecure to serve it open", c.Addr)
+		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
 	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
-		return fmt.Errorf("--max-attempts must be from 1 to 100, got %d", c.MaxAttempts)
+		return fmt.Errorf("--%s must be from 1 to 100, got %d", flags.MaxAttempts, c.MaxAttempts)
 	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0:
-		return fmt.Errorf("--submit-rate and --max-queued-tasks must be 0 (no limit) or more")
+		return fmt.Errorf("--%s and --%s must be 0 (no limit) or more", flags.SubmitRate, flags.MaxQueuedTasks)
 	}
 	return nil
 }
@@ -267,7 +251,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 				return nil, err
 			}
 			if created {
-				s.log.Warn("the embedded NATS server listens beyond loopback, so it needs a token: one was made and stored in the data directory; give it to workers with --nats-token", "file", cfg.DataDir+"/nats-token")
+				s.log.Warn("the embedded NATS server listens beyond loopback, so it needs a token: one was made and stored in the data directory; give it to workers with --"+flags.NATSToken, "file", cfg.DataDir+"/nats-token")
 			}
 		}
 		s.natsToken = token
@@ -332,7 +316,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, ctx.Err()
 	}
 	s.coord = coordinator.New(coordinator.Config{
-		Store: s.store.Ports, Datasets: datasets, Kinds: cfg.Kinds, MaxPartitions: cfg.MaxPartitions, MaxAttempts: cfg.MaxAttempts,
+		Store: s.store.Ports, Datasets: datasets, Kinds: cfg.Kinds, MaxAttempts: cfg.MaxAttempts,
 		Logger: s.log, Metrics: m, Running: s.view.Workers, Unqueued: s.view.Unqueued,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 	})
@@ -352,18 +336,20 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.stopWatch = stop
 	s.watchWG.Go(func() { s.watchStore(wctx) })
 	s.api = httpapi.New(httpapi.Config{
-		Jobs: seenJobs{s.coord, s.view}, View: s.view, Hub: hub, Kinds: cfg.Kinds,
-		Datasets:      datasets,
-		MaxFileBytes:  cfg.MaxFileSize,
+		Service: service.New(service.Config{
+			Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: cfg.Kinds,
+			MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
+		}),
+		View: s.view, Hub: hub, Kinds: cfg.Kinds,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
-		Ready: s.ready, Writable: s.health.Err, Version: Version, Logger: s.log, Metrics: m,
+		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
-		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxQueuedTasks: cfg.MaxQueuedTasks,
+		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst,
 		UI: webui.Handler(),
 	})
 	s.registerGauges(m)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return nil, fmt.Errorf("listen on %s (is another server running? set --addr): %w", cfg.Addr, err)
+		return nil, fmt.Errorf("listen on %s (is another server running? set --%s): %w", cfg.Addr, flags.Addr, err)
 	}
 	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second}
 	go func() { s.serve <- s.http.Serve(s.ln) }()

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -135,9 +136,9 @@ func (s *Server) checkStoreIntegrity(ctx context.Context) error {
 	if len(problems) > 0 {
 		what := strings.Join(problems, "; ")
 		if !s.cfg.AcceptDamagedState {
-			return fmt.Errorf("%w in %s: %s. Restore the data directory from a backup (a server of a cluster: remove its data directory and let it copy from its peers), or start with --accept-damaged-state to go on with what is left, losing what is listed", ErrDamagedStore, s.cfg.DataDir, what)
+			return fmt.Errorf("%w in %s: %s. Restore the data directory from a backup (a server of a cluster: remove its data directory and let it copy from its peers), or start with --%s to go on with what is left, losing what is listed", ErrDamagedStore, s.cfg.DataDir, what, flags.AcceptDamagedState)
 		}
-		s.log.Error("the store is damaged; going on with what is left, as --accept-damaged-state says: jobs, datasets or results listed here are lost", "data_dir", s.cfg.DataDir, "damage", what)
+		s.log.Error("the store is damaged; going on with what is left, as --"+flags.AcceptDamagedState+" says: jobs, datasets or results listed here are lost", "data_dir", s.cfg.DataDir, "damage", what)
 	}
 	return s.writeMark(now, false)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/flags"
 )
 
 // target is where a client command sends its requests.
@@ -27,7 +28,7 @@ func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, target) {
 	fs.SetOutput(stderr)
 	return fs, target{
 		server: fs.String("server", "http://127.0.0.1:8080", "URL of a mrcluster server"),
-		token:  fs.String("token", "", "the server's --auth-token, when it has one"),
+		token:  fs.String(flags.Token, "", "the server's --auth-token, when it has one"),
 	}
 }
 

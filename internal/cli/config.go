@@ -8,12 +8,12 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mrcluster/mrcluster/internal/flags"
 )
 
 // envName is the environment variable that sets a flag.
-func envName(flagName string) string {
-	return "MRCLUSTER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
+func envName(flagName string) string { return flags.Env(flagName) }
 
 // parseWithFile parses args, then fills every flag not given on the
 // command line from MRCLUSTER_<FLAG>, then from the TOML file named by

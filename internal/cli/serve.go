@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
@@ -34,35 +35,35 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.String("config", "", "TOML file of settings, named as the flags (flags and MRCLUSTER_* beat it)")
-	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP API address")
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the embedded NATS server's JetStream storage")
-	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "in-process workers")
-	fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, "client address of the embedded NATS server, for remote workers (port 0 picks a free one)")
-	fs.StringVar(&cfg.NATSURL, "nats", "", "URL of an external NATS server or cluster; when set, no embedded server starts")
-	fs.Float64Var(&cfg.SleepScale, "sleep-scale", cfg.SleepScale, "multiplies the sleeps of the short and long kinds (0.001: a thousand times faster)")
-	fs.IntVar(&cfg.MaxPartitions, "max-partitions", cfg.MaxPartitions, "largest partition count a job may ask for")
-	fs.StringVar(&c.origins, "allow-origin", strings.Join(cfg.AllowOrigins, ","), "comma-separated browser origins allowed to call the API besides its own (scheme://host:port, host:* for any port, * for all)")
-	fs.DurationVar(&cfg.AckWait, "ack-wait", cfg.AckWait, "how long a task may go without a sign of life from its worker before another worker gets it")
+	fs.StringVar(&cfg.Addr, flags.Addr, cfg.Addr, "HTTP API address")
+	fs.StringVar(&cfg.DataDir, flags.DataDir, cfg.DataDir, "directory of the embedded NATS server's JetStream storage")
+	fs.IntVar(&cfg.Workers, flags.Workers, cfg.Workers, "in-process workers")
+	fs.StringVar(&cfg.NATSListen, flags.NATSListen, cfg.NATSListen, "client address of the embedded NATS server, for remote workers (port 0 picks a free one)")
+	fs.StringVar(&cfg.NATSURL, flags.NATS, "", "URL of an external NATS server or cluster; when set, no embedded server starts")
+	fs.Float64Var(&cfg.SleepScale, flags.SleepScale, cfg.SleepScale, "multiplies the sleeps of the short and long kinds (0.001: a thousand times faster)")
+	fs.IntVar(&cfg.MaxPartitions, flags.MaxPartitions, cfg.MaxPartitions, "largest partition count a job may ask for")
+	fs.StringVar(&c.origins, flags.AllowOrigin, strings.Join(cfg.AllowOrigins, ","), "comma-separated browser origins allowed to call the API besides its own (scheme://host:port, host:* for any port, * for all)")
+	fs.DurationVar(&cfg.AckWait, flags.AckWait, cfg.AckWait, "how long a task may go without a sign of life from its worker before another worker gets it")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	fs.StringVar(&c.level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.format, "log-format", "text", "log format: text or json")
-	fs.StringVar(&cfg.AuthToken, "auth-token", "", "token required (as Authorization: Bearer <token>) of every request that changes something")
-	fs.StringVar(&c.tokenFile, "auth-token-file", "", "file holding the --auth-token")
+	fs.StringVar(&cfg.AuthToken, flags.AuthToken, "", "token required (as Authorization: Bearer <token>) of every request that changes something")
+	fs.StringVar(&c.tokenFile, flags.AuthTokenFile, "", "file holding the --auth-token")
 	fs.BoolVar(&cfg.AuthRead, "auth-read", false, "require the token for reads and websockets too (health probes excepted)")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow serving beyond loopback without --auth-token")
-	fs.StringVar(&cfg.NATSToken, "nats-token", "", "token of the NATS client port; an embedded server listening beyond loopback makes one in --data-dir if unset")
-	fs.Float64Var(&cfg.SubmitRate, "submit-rate", cfg.SubmitRate, "submissions a second allowed to each client address (0: no limit)")
+	fs.BoolVar(&cfg.Insecure, flags.Insecure, false, "allow serving beyond loopback without --auth-token")
+	fs.StringVar(&cfg.NATSToken, flags.NATSToken, "", "token of the NATS client port; an embedded server listening beyond loopback makes one in --data-dir if unset")
+	fs.Float64Var(&cfg.SubmitRate, flags.SubmitRate, cfg.SubmitRate, "submissions a second allowed to each client address (0: no limit)")
 	fs.IntVar(&cfg.SubmitBurst, "submit-burst", cfg.SubmitBurst, "submissions a client may make at once before --submit-rate applies")
-	fs.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "times a task may run before its failure (an error or a panic) fails its job")
+	fs.IntVar(&cfg.MaxAttempts, flags.MaxAttempts, cfg.MaxAttempts, "times a task may run before its failure (an error or a panic) fails its job")
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
-	fs.IntVar(&cfg.MaxQueuedTasks, "max-queued-tasks", cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
-	fs.Func("max-file-mb", fmt.Sprintf("largest dataset file an upload may store, in MiB (default %d; 0: no limit)", cfg.MaxFileSize>>20), mib(&cfg.MaxFileSize))
+	fs.IntVar(&cfg.MaxQueuedTasks, flags.MaxQueuedTasks, cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
+	fs.Func(flags.MaxFileMB, fmt.Sprintf("largest dataset file an upload may store, in MiB (default %d; 0: no limit)", cfg.MaxFileSize>>20), mib(&cfg.MaxFileSize))
 	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", cfg.SortBuffer>>20), mib(&cfg.SortBuffer))
 	fs.StringVar(&cfg.TempDir, "temp-dir", "", "directory of map spills (default: the system's temporary directory)")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "name of this server in a cluster, unique there (default: host name and --cluster-listen port)")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "name of a cluster of servers to form with --routes (none: a server alone)")
-	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "127.0.0.1:6222", "address of this server's cluster routes, with --cluster-name")
-	fs.Func("routes", "comma-separated route URLs of the other servers, nats://HOST:PORT (their --cluster-listen)", func(v string) error {
+	fs.StringVar(&cfg.ClusterListen, flags.ClusterListen, "127.0.0.1:6222", "address of this server's cluster routes, with --cluster-name")
+	fs.Func(flags.Routes, "comma-separated route URLs of the other servers, nats://HOST:PORT (their --cluster-listen)", func(v string) error {
 		cfg.Routes = nil
 		for _, r := range strings.Split(v, ",") {
 			if r = strings.TrimSpace(r); r != "" {
@@ -71,12 +72,12 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 		}
 		return nil
 	})
-	fs.StringVar(&cfg.NATSTLSCert, "nats-tls-cert", "", "PEM certificate: the embedded NATS server's client port and routes then speak TLS only")
-	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
-	fs.StringVar(&cfg.NATSTLSCA, "nats-tls-ca", "", "PEM CA that routes verify each other with, and that verifies the server of --nats")
+	fs.StringVar(&cfg.NATSTLSCert, flags.NATSTLSCert, "", "PEM certificate: the embedded NATS server's client port and routes then speak TLS only")
+	fs.StringVar(&cfg.NATSTLSKey, flags.NATSTLSKey, "", "PEM key of --nats-tls-cert")
+	fs.StringVar(&cfg.NATSTLSCA, flags.NATSTLSCA, "", "PEM CA that routes verify each other with, and that verifies the server of --nats")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "copies of each stream, bucket and object store across the cluster (0: 3 with two or more routes, else 1 per server)")
 	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
-	fs.BoolVar(&cfg.AcceptDamagedState, "accept-damaged-state", false, "start even when the store does not hold what it held at the last stop (damaged or truncated files), going on with what is left and logging what is lost")
+	fs.BoolVar(&cfg.AcceptDamagedState, flags.AcceptDamagedState, false, "start even when the store does not hold what it held at the last stop (damaged or truncated files), going on with what is left and logging what is lost")
 	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&cfg.MemoryLimit))
 	c.fs = fs
 	return c

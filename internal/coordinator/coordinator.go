@@ -29,9 +29,8 @@ import (
 type Config struct {
 	Store *store.Store
 	// Datasets resolves a job's input.
-	Datasets      *dataset.Store
-	Kinds         *job.Registry
-	MaxPartitions int
+	Datasets *dataset.Store
+	Kinds    *job.Registry
 	// MaxAttempts is how many times a task may run before its failure
 	// fails its job.
 	MaxAttempts int
@@ -94,15 +93,12 @@ func publishTimeout(n int) time.Duration {
 	return storeTimeout + time.Duration(n)*time.Millisecond
 }
 
-// Submit validates spec, publishes the job's tasks and stores the job. It
-// is all or nothing: it returns the job once it and every task are durably
+// Submit publishes the tasks of a job of spec, which the caller validated
+// (package service), and stores the job. It is all or nothing: it returns the job once it and every task are durably
 // stored; on an error the tasks published are withdrawn and no job exists.
 // A spec with an idempotency key that an earlier submit used within a day
 // returns that submit's job, with Replayed set.
 func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
-	if err := c.cfg.Kinds.Validate(spec, c.cfg.MaxPartitions); err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, SubmitTimeout)
 	defer cancel()
 	j := job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now().UTC())

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
@@ -83,7 +84,7 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 		if n > 0 {
 			if s.MaxFileSize > 0 && f.Size+int64(n) > s.MaxFileSize {
 				s.deleteBlocks(ds, file, f.Upload, i)
-				return File{}, job.Errorf(job.ETooLarge, "file %s of dataset %s is larger than the limit of %d bytes (--max-file-mb)", file, ds, s.MaxFileSize)
+				return File{}, job.Errorf(job.ETooLarge, "file %s of dataset %s is larger than the limit of %d bytes (--%s)", file, ds, s.MaxFileSize, flags.MaxFileMB)
 			}
 			if perr := s.Blocks.Put(ctx, blockName(ds, file, f.Upload, i), bytes.NewReader(buf[:n])); perr != nil {
 				s.deleteBlocks(ds, file, f.Upload, i)

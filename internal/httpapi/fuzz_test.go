@@ -13,34 +13,65 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
-// recordJobs stands in for the coordinator behind the decoder under fuzz:
-// what is fuzzed is what reaches it, and the answer the client gets.
-type recordJobs struct{}
+// recordService stands in for the service behind the decoder under fuzz:
+// what is fuzzed is what reaches it, and the answer the client gets. It
+// validates as the service does.
+type recordService struct{}
 
-func (recordJobs) Submit(_ context.Context, spec job.Spec) (*job.Job, error) {
+func (recordService) Submit(_ context.Context, spec job.Spec, admit func() error) (*job.Job, error) {
+	if err := kinds.Builtin(0).Validate(spec, 100); err != nil {
+		return nil, err
+	}
+	if err := admit(); err != nil {
+		return nil, err
+	}
 	return job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now()), nil
 }
-func (recordJobs) Cancel(context.Context, string) (*job.Job, error) {
-	return nil, job.Errorf(job.ENotFound, "no job")
-}
-func (recordJobs) Get(context.Context, string) (*job.Job, uint64, error) {
-	return nil, 0, job.Errorf(job.ENotFound, "no job")
-}
-func (recordJobs) Tasks(context.Context, string) ([]job.TaskResult, error) {
+
+func (recordService) Cancel(context.Context, string) (*job.Job, error) {
 	return nil, job.Errorf(job.ENotFound, "no job")
 }
 
-func (recordJobs) Output(context.Context, *job.Job, io.Writer) error { return nil }
+func (recordService) PutFile(context.Context, string, string, io.Reader, int64) (dataset.Dataset, error) {
+	return dataset.Dataset{}, job.Errorf(job.EUnavailable, "no store")
+}
+
+func (recordService) DeleteDataset(context.Context, string) error {
+	return job.Errorf(job.ENotFound, "no dataset")
+}
+
+func (recordService) Job(context.Context, string) (client.Job, error) {
+	return client.Job{}, job.Errorf(job.ENotFound, "no job")
+}
+
+func (recordService) Resource(j *job.Job) client.Job {
+	return client.Job{ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions}
+}
+
+func (recordService) Tasks(context.Context, string) ([]client.TaskAttempt, error) {
+	return nil, job.Errorf(job.ENotFound, "no job")
+}
+
+func (recordService) Output(context.Context, string) (func(io.Writer) error, error) {
+	return nil, job.Errorf(job.ENotFound, "no job")
+}
+
+func (recordService) Datasets(context.Context) ([]dataset.Dataset, error) { return nil, nil }
+
+func (recordService) Dataset(context.Context, string) (dataset.Dataset, error) {
+	return dataset.Dataset{}, job.Errorf(job.ENotFound, "no dataset")
+}
 
 func fuzzServer() *Server {
 	return New(Config{
-		Jobs: recordJobs{}, View: view.New(view.Config{}), Hub: event.NewHub(),
+		Service: recordService{}, View: view.New(view.Config{}), Hub: event.NewHub(),
 		Kinds: kinds.Builtin(0), MaxPartitions: 100, MaxBodyBytes: 4096,
 		Ready: func(context.Context) error { return nil }, Logger: slog.New(slog.DiscardHandler),
 	})

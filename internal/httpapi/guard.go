@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
@@ -27,10 +28,10 @@ func (s *Server) authorize(r *http.Request) error {
 	}
 	got, ok := token(r)
 	if !ok {
-		return job.Errorf(job.EUnauthorized, "this server needs a token for %s %s: send the header \"Authorization: Bearer <token>\" with the token the server was started with (--auth-token)", r.Method, r.URL.Path)
+		return job.Errorf(job.EUnauthorized, "this server needs a token for %s %s: send the header \"Authorization: Bearer <token>\" with the token the server was started with (--%s)", r.Method, r.URL.Path, flags.AuthToken)
 	}
 	if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) != 1 {
-		return job.Errorf(job.EUnauthorized, "the token sent is not this server's; check --token (or MRCLUSTER_TOKEN) against the server's --auth-token")
+		return job.Errorf(job.EUnauthorized, "the token sent is not this server's; check --%s (or %s) against the server's --%s", flags.Token, flags.Env(flags.Token), flags.AuthToken)
 	}
 	return nil
 }
@@ -103,41 +104,13 @@ func (l *limiter) allow(r *http.Request) bool {
 	return c.lim.AllowN(now, 1)
 }
 
-// submit validates a job, admits it, and hands it to the coordinator.
+// submit hands a job to the service, which admits it with the client's
+// submit rate once the spec is valid.
 func (s *Server) submit(r *http.Request, spec job.Spec) (*job.Job, error) {
-	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
-		return nil, err
-	}
-	if err := s.admit(r, spec.Partitions); err != nil {
-		return nil, err
-	}
-	return s.cfg.Jobs.Submit(r.Context(), spec)
-}
-
-// admit refuses a submission of n tasks when its client submits too fast
-// or the queue is full, so that the queue cannot grow without bound.
-func (s *Server) admit(r *http.Request, n int) error {
-	if err := s.writable(); err != nil {
-		return err
-	}
-	if !s.limit.allow(r) {
-		return job.Errorf(job.EBusy, "too many submissions from this client: at most %g a second (burst %d); retry in a few seconds", s.cfg.SubmitRate, s.cfg.SubmitBurst)
-	}
-	if s.cfg.MaxQueuedTasks > 0 {
-		if _, depth := s.cfg.View.Queue(); depth+n > s.cfg.MaxQueuedTasks {
-			return job.Errorf(job.EBusy, "the cluster has %d tasks waiting and this job would add %d, over the limit of %d (--max-queued-tasks); retry when the queue drains", depth, n, s.cfg.MaxQueuedTasks)
+	return s.cfg.Service.Submit(r.Context(), spec, func() error {
+		if !s.limit.allow(r) {
+			return job.Errorf(job.EBusy, "too many submissions from this client: at most %g a second (burst %d); retry in a few seconds", s.cfg.SubmitRate, s.cfg.SubmitBurst)
 		}
-	}
-	return nil
-}
-
-// writable refuses a write the store cannot take now, saying why.
-func (s *Server) writable() error {
-	if s.cfg.Writable == nil {
 		return nil
-	}
-	if err := s.cfg.Writable(); err != nil {
-		return job.Errorf(job.EUnavailable, "%v", err)
-	}
-	return nil
+	})
 }

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 const submitExample = `{"kind":"short","partitions":3,"params":{}}`
@@ -63,7 +61,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		// The same key within a day: the job the first submit created.
 		status = http.StatusOK
 	}
-	writeJSON(w, status, s.cfg.View.Resource(j))
+	writeJSON(w, status, s.cfg.Service.Resource(j))
 }
 
 const maxLimit = 500
@@ -97,7 +95,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
-	res, err := s.job(r.Context(), r.PathValue("id"))
+	res, err := s.cfg.Service.Job(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -105,55 +103,22 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// job finds a job in the view, or in the store when the view has not seen
-// it yet (a job submitted a moment ago through another server).
-func (s *Server) job(ctx context.Context, id string) (view.Job, error) {
-	if res, ok := s.cfg.View.Get(id); ok {
-		return res, nil
-	}
-	j, _, err := s.cfg.Jobs.Get(ctx, id)
-	if err != nil {
-		return view.Job{}, err
-	}
-	return s.cfg.View.Resource(j), nil
-}
-
 func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {
-	rs, err := s.cfg.Jobs.Tasks(r.Context(), r.PathValue("id"))
+	out, err := s.cfg.Service.Tasks(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	out := make([]client.TaskAttempt, len(rs))
-	for i, t := range rs {
-		state := t.Outcome // lost, interrupted, or failed and retried
-		switch {
-		case state != "":
-		case t.Error != "":
-			state = "failed"
-		default:
-			state = "done"
-		}
-		out[i] = client.TaskAttempt{
-			Job: t.Job, Partition: t.Partition, Attempt: t.Attempt, Worker: t.Worker, Value: t.Value, Error: t.Error,
-			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Phase: string(t.Phase), Commit: t.Commit,
-			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures,
-			DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state,
-		}
-		for _, p := range t.Preview {
-			out[i].Preview = append(out[i].Preview, client.Preview(p))
-		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tasks": out})
 }
 
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
-	j, err := s.cfg.Jobs.Cancel(r.Context(), r.PathValue("id"))
+	j, err := s.cfg.Service.Cancel(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.cfg.View.Resource(j))
+	writeJSON(w, http.StatusOK, s.cfg.Service.Resource(j))
 }
 
 func (s *Server) listKinds(w http.ResponseWriter, _ *http.Request) {

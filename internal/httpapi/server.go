@@ -14,44 +14,47 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
-// Jobs is what the API asks of the coordinator.
-type Jobs interface {
-	Submit(ctx context.Context, spec job.Spec) (*job.Job, error)
+// Service is what the API asks of the cluster: package service.
+type Service interface {
+	// The commands.
+	Submit(ctx context.Context, spec job.Spec, admit func() error) (*job.Job, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
-	Get(ctx context.Context, id string) (*job.Job, uint64, error)
-	Tasks(ctx context.Context, id string) ([]job.TaskResult, error)
-	// Output writes the output of succeeded job j.
-	Output(ctx context.Context, j *job.Job, w io.Writer) error
+	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
+	DeleteDataset(ctx context.Context, name string) error
+	// The queries the read model does not answer alone.
+	Job(ctx context.Context, id string) (client.Job, error)
+	Resource(j *job.Job) client.Job
+	Tasks(ctx context.Context, id string) ([]client.TaskAttempt, error)
+	Output(ctx context.Context, id string) (func(io.Writer) error, error)
+	Datasets(ctx context.Context) ([]dataset.Dataset, error)
+	Dataset(ctx context.Context, name string) (dataset.Dataset, error)
 }
 
 // Config is what the API needs.
 type Config struct {
-	Jobs          Jobs
+	Service       Service
 	View          *view.View
 	Hub           *event.Hub
 	Kinds         *job.Registry
-	Datasets      Datasets
 	MaxPartitions int
 	MaxBodyBytes  int64
-	// MaxFileBytes bounds one uploaded dataset file (0: no bound).
-	MaxFileBytes int64
 	// AllowOrigins lists the browser origins, besides the server's own,
 	// that may call the API: "http://host:port", "http://host:*" for any
 	// port, or "*" for every origin.
 	AllowOrigins []string
 	// Ready reports whether the cluster can take jobs.
-	Ready func(ctx context.Context) error
-	// Writable, when set, says why the store cannot take writes now (a
-	// full disk), or nil: submits and uploads are refused at once then.
-	Writable func() error
-	Version  string
-	Logger   *slog.Logger
+	Ready   func(ctx context.Context) error
+	Version string
+	Logger  *slog.Logger
 	// Metrics, when set, are counted and served at /metrics.
 	Metrics *metrics.Metrics
 	// AuthToken, when set, is required of every request that changes
@@ -62,9 +65,6 @@ type Config struct {
 	// second (0: no bound).
 	SubmitRate  float64
 	SubmitBurst int
-	// MaxQueuedTasks bounds the tasks waiting in the cluster: a submit that
-	// would go beyond is refused with 429 (0: no bound).
-	MaxQueuedTasks int
 	// UI serves the dashboard at / and its routes (none when nil).
 	UI http.Handler
 }
@@ -188,7 +188,7 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	if !s.originAllowed(origin, r.Host) {
-		s.writeError(w, r, job.Errorf(job.EForbidden, "origin %s is not allowed to call this server; start it with --allow-origin %s to allow it", origin, origin))
+		s.writeError(w, r, job.Errorf(job.EForbidden, "origin %s is not allowed to call this server; start it with --%s %s to allow it", origin, flags.AllowOrigin, origin))
 		return false
 	}
 	h := w.Header()

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -88,7 +89,7 @@ type EmbeddedConfig struct {
 // StartEmbedded starts a NATS server with JetStream file storage, alone or
 // as one node of a cluster of embedded servers.
 func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
-	host, port, err := hostPort(cfg.Listen, "--nats-listen")
+	host, port, err := hostPort(cfg.Listen, "--"+flags.NATSListen)
 	if err != nil {
 		return nil, err
 	}
@@ -110,12 +111,12 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		if opts.TLSConfig, err = server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey}); err != nil {
-			return nil, fmt.Errorf("--nats-tls-cert/--nats-tls-key: %w", err)
+			return nil, fmt.Errorf("--%s/--%s: %w", flags.NATSTLSCert, flags.NATSTLSKey, err)
 		}
 		opts.TLSTimeout = 2
 	}
 	if cfg.ClusterName != "" {
-		chost, cport, err := hostPort(cfg.ClusterListen, "--cluster-listen")
+		chost, cport, err := hostPort(cfg.ClusterListen, "--"+flags.ClusterListen)
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +128,7 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		for _, r := range cfg.Routes {
 			u, err := url.Parse(strings.TrimSpace(r))
 			if err != nil || u.Host == "" {
-				return nil, fmt.Errorf("route %q: want nats://HOST:PORT, another server's --cluster-listen", r)
+				return nil, fmt.Errorf("route %q: want nats://HOST:PORT, another server's --%s", r, flags.ClusterListen)
 			}
 			if cfg.Token != "" && u.User == nil {
 				u.User = url.UserPassword("mrcluster", cfg.Token)
@@ -154,7 +155,7 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server did not become ready on %s within 30s (is the port taken? set --nats-listen)", cfg.Listen)
+		return nil, fmt.Errorf("embedded NATS server did not become ready on %s within 30s (is the port taken? set --%s)", cfg.Listen, flags.NATSListen)
 	}
 	logger.Info("embedded NATS server ready", "client_url", srv.ClientURL(), "store_dir", opts.StoreDir,
 		"server_name", name, "cluster", cfg.ClusterName, "routes", len(opts.Routes))
@@ -207,9 +208,9 @@ func (c *Conn) Explain(url string) error {
 	case le == nil:
 		return nil
 	case strings.Contains(le.Error(), "x509") || strings.Contains(le.Error(), "tls"):
-		return fmt.Errorf("the NATS server at %s speaks TLS and this worker cannot check its certificate (%v): give the CA with --nats-tls-ca", url, le)
+		return fmt.Errorf("the NATS server at %s speaks TLS and this worker cannot check its certificate (%v): give the CA with --%s", url, le, flags.NATSTLSCA)
 	case errors.Is(le, nats.ErrAuthorization):
-		return fmt.Errorf("the NATS server at %s refused this worker's credentials: give it the cluster's token with --nats-token (or MRCLUSTER_NATS_TOKEN)", url)
+		return fmt.Errorf("the NATS server at %s refused this worker's credentials: give it the cluster's token with --%s (or %s)", url, flags.NATSToken, flags.Env(flags.NATSToken))
 	}
 	return nil
 }

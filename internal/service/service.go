@@ -1,0 +1,215 @@
+// Package service is what the API asks of the cluster, in two halves.
+// The commands (submit, cancel, store or delete a dataset file) validate
+// their input once, here, apply the rules that span parts (the queue
+// bound, the store's health, a dataset an unfinished job reads cannot
+// change) and answer once the read model holds what they wrote, so that
+// a client's next request sees it. The queries read the read model (the
+// view), and the store for what it does not keep: a job it has not seen
+// yet, a job's task history, its output.
+package service
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/coordinator"
+	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/flags"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// Config is what a Service needs.
+type Config struct {
+	Coordinator *coordinator.Coordinator
+	View        *view.View
+	Datasets    *dataset.Store
+	Kinds       *job.Registry
+	// MaxPartitions bounds a job's partitions.
+	MaxPartitions int
+	// MaxQueuedTasks bounds the tasks waiting in the cluster: a submit
+	// that would go beyond is refused (0: no bound).
+	MaxQueuedTasks int
+	// MaxFileBytes bounds one dataset file (0: no bound).
+	MaxFileBytes int64
+	// Writable, when set, says why the store cannot take writes now (a
+	// full disk), or nil: submits and uploads are refused at once then.
+	Writable func() error
+}
+
+// Service is the commands and queries of the cluster.
+type Service struct {
+	cfg Config
+}
+
+// New returns a service.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg}
+}
+
+// seenWithin bounds the wait of a command for the read model to hold what
+// it wrote (usually well under a millisecond).
+const seenWithin = 2 * time.Second
+
+// Submit validates spec, admits it against the store's health, the
+// caller's admit (when set: the API's rate of submits per client) and the
+// queue bound, stores the job and its tasks, and returns the job once the
+// read model holds it.
+func (s *Service) Submit(ctx context.Context, spec job.Spec, admit func() error) (*job.Job, error) {
+	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
+		return nil, err
+	}
+	if err := s.writable(); err != nil {
+		return nil, err
+	}
+	if admit != nil {
+		if err := admit(); err != nil {
+			return nil, err
+		}
+	}
+	if s.cfg.MaxQueuedTasks > 0 {
+		if _, depth := s.cfg.View.Queue(); depth+spec.Partitions > s.cfg.MaxQueuedTasks {
+			return nil, job.Errorf(job.EBusy, "the cluster has %d tasks waiting and this job would add %d, over the limit of %d (--%s); retry when the queue drains",
+				depth, spec.Partitions, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
+		}
+	}
+	j, err := s.cfg.Coordinator.Submit(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, seenWithin)
+	defer cancel()
+	s.cfg.View.Await(wctx, j.ID)
+	return j, nil
+}
+
+// Cancel cancels a job that has not finished.
+func (s *Service) Cancel(ctx context.Context, id string) (*job.Job, error) {
+	return s.cfg.Coordinator.Cancel(ctx, id)
+}
+
+// PutFile stores size bytes of r (-1: unknown) as file of dataset ds,
+// unless an unfinished job reads the dataset, and returns the dataset.
+func (s *Service) PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error) {
+	if err := job.ValidName("dataset", ds); err != nil {
+		return dataset.Dataset{}, err
+	}
+	if err := job.ValidName("file", file); err != nil {
+		return dataset.Dataset{}, err
+	}
+	if err := s.notInUse(ds, "replace a file of"); err != nil {
+		return dataset.Dataset{}, err
+	}
+	if err := s.writable(); err != nil {
+		return dataset.Dataset{}, err
+	}
+	if s.cfg.MaxFileBytes > 0 && size > s.cfg.MaxFileBytes {
+		return dataset.Dataset{}, job.Errorf(job.ETooLarge, "file %s is %d bytes; this server takes files up to %d bytes (--%s)", file, size, s.cfg.MaxFileBytes, flags.MaxFileMB)
+	}
+	if _, err := s.cfg.Datasets.PutFile(ctx, ds, file, r); err != nil {
+		return dataset.Dataset{}, err
+	}
+	return s.cfg.Datasets.Get(ctx, ds)
+}
+
+// DeleteDataset deletes a dataset no unfinished job reads.
+func (s *Service) DeleteDataset(ctx context.Context, name string) error {
+	if err := job.ValidName("dataset", name); err != nil {
+		return err
+	}
+	if err := s.notInUse(name, "delete"); err != nil {
+		return err
+	}
+	return s.cfg.Datasets.Delete(ctx, name)
+}
+
+// notInUse refuses to change a dataset that an unfinished job reads.
+func (s *Service) notInUse(name, what string) error {
+	if id, ok := s.cfg.View.ReadingJob(name); ok {
+		return job.Errorf(job.EConflict, "cannot %s dataset %s: job %s reads it and has not finished; wait for it or cancel it", what, name, id)
+	}
+	return nil
+}
+
+// writable refuses a write the store cannot take now, saying why.
+func (s *Service) writable() error {
+	if s.cfg.Writable == nil {
+		return nil
+	}
+	if err := s.cfg.Writable(); err != nil {
+		return job.Errorf(job.EUnavailable, "%v", err)
+	}
+	return nil
+}
+
+// Job returns a job as the API shows it: from the read model, or from the
+// store when the read model has not seen it yet (a job submitted a moment
+// ago through another server).
+func (s *Service) Job(ctx context.Context, id string) (client.Job, error) {
+	if res, ok := s.cfg.View.Get(id); ok {
+		return res, nil
+	}
+	j, _, err := s.cfg.Coordinator.Get(ctx, id)
+	if err != nil {
+		return client.Job{}, err
+	}
+	return s.cfg.View.Resource(j), nil
+}
+
+// Resource is the API's representation of j.
+func (s *Service) Resource(j *job.Job) client.Job { return s.cfg.View.Resource(j) }
+
+// Tasks returns every finished attempt of job id's tasks, by partition
+// then attempt.
+func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, error) {
+	rs, err := s.cfg.Coordinator.Tasks(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]client.TaskAttempt, len(rs))
+	for i, t := range rs {
+		state := t.Outcome // lost, interrupted, or failed and retried
+		switch {
+		case state != "":
+		case t.Error != "":
+			state = "failed"
+		default:
+			state = "done"
+		}
+		out[i] = client.TaskAttempt{
+			Job: t.Job, Partition: t.Partition, Attempt: t.Attempt, Worker: t.Worker, Value: t.Value, Error: t.Error,
+			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Phase: string(t.Phase), Commit: t.Commit,
+			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures,
+			DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state,
+		}
+		for _, p := range t.Preview {
+			out[i].Preview = append(out[i].Preview, client.Preview(p))
+		}
+	}
+	return out, nil
+}
+
+// Output returns a function that writes the output of job id, once it has
+// succeeded; an error before anything is written says why there is none.
+func (s *Service) Output(ctx context.Context, id string) (func(io.Writer) error, error) {
+	j, _, err := s.cfg.Coordinator.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if j.State != job.Succeeded {
+		return nil, job.Errorf(job.EConflict, "job %s is %s; its output is ready once it has succeeded", id, j.State)
+	}
+	return func(w io.Writer) error { return s.cfg.Coordinator.Output(ctx, j, w) }, nil
+}
+
+// Datasets returns every dataset, by name.
+func (s *Service) Datasets(ctx context.Context) ([]dataset.Dataset, error) {
+	return s.cfg.Datasets.List(ctx)
+}
+
+// Dataset returns one dataset.
+func (s *Service) Dataset(ctx context.Context, name string) (dataset.Dataset, error) {
+	return s.cfg.Datasets.Get(ctx, name)
+}

@@ -1,0 +1,163 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/coordinator"
+	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/store/memstore"
+	"github.com/mrcluster/mrcluster/internal/view"
+)
+
+// The commands and queries on the memory store, with the real
+// coordinator and read model: no worker runs, so jobs stay queued.
+
+type fixture struct {
+	ctx      context.Context
+	svc      *Service
+	writable error
+}
+
+func newFixture(t *testing.T, mod func(*Config)) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	st := memstore.New(memstore.Config{})
+	log := slog.New(slog.DiscardHandler)
+	v := view.New(view.Config{Store: st, Hub: event.NewHub(), Logger: log})
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Stop(context.Background()) })
+	<-v.Ready()
+	ds := &dataset.Store{KV: st.Datasets, Blocks: st.Blocks}
+	c := coordinator.New(coordinator.Config{Store: st, Datasets: ds, Kinds: kinds.Builtin(0), MaxAttempts: 1, Logger: log,
+		Running: v.Workers, Unqueued: v.Unqueued})
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	f := &fixture{ctx: ctx}
+	cfg := Config{Coordinator: c, View: v, Datasets: ds, Kinds: kinds.Builtin(0), MaxPartitions: 100,
+		Writable: func() error { return f.writable }}
+	if mod != nil {
+		mod(&cfg)
+	}
+	f.svc = New(cfg)
+	return f
+}
+
+func TestBadSpecsAreRefusedOnceWithTheirReason(t *testing.T) {
+	f := newFixture(t, nil)
+	admitted := 0
+	admit := func() error { admitted++; return nil }
+	for spec, want := range map[*job.Spec]string{
+		{Kind: "nope", Partitions: 1}:                             `unknown kind "nope"`,
+		{Kind: "noop", Partitions: 0}:                             "partitions must be an integer from 1 to 100",
+		{Kind: "noop", Partitions: 101}:                           "partitions must be an integer from 1 to 100",
+		{Kind: "wordcount", Partitions: 2}:                        "input is required",
+		{Kind: "noop", Partitions: 1, Input: []string{"x"}}:       "reads no data",
+		{Kind: "wordcount", Partitions: 1, Input: []string{".x"}}: "starts with '.'",
+		{Kind: "grep", Partitions: 1, Input: []string{"x"}}:       "params.pattern is required",
+	} {
+		_, err := f.svc.Submit(f.ctx, *spec, admit)
+		if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), want) {
+			t.Errorf("submit %+v: %v; want an invalid-input error saying %q", *spec, err, want)
+		}
+	}
+	if admitted != 0 {
+		t.Fatalf("bad specs were admitted %d times: the rate counts valid submits only", admitted)
+	}
+}
+
+// A submit answers once the read model holds the job: the next query sees it.
+func TestSubmitIsReadYourWrites(t *testing.T) {
+	f := newFixture(t, nil)
+	for range 20 {
+		j, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := f.svc.cfg.View.Get(j.ID); !ok {
+			t.Fatalf("job %s was answered before the read model had it", j.ID)
+		}
+	}
+	if _, err := f.svc.Job(f.ctx, "noop_nope"); job.ErrorCode(err) != job.ENotFound {
+		t.Fatalf("a job that does not exist: %v", err)
+	}
+}
+
+func TestSubmitIsAdmittedAgainstTheQueueTheStoreAndTheCaller(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxQueuedTasks = 5 })
+	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 3}, nil)
+	if job.ErrorCode(err) != job.EBusy || !strings.Contains(err.Error(), "3 tasks waiting") {
+		t.Fatalf("a submit over the queue bound: %v; want busy, saying how many wait", err)
+	}
+	f.writable = errors.New("the disk of the store is full")
+	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}, nil); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(err.Error(), "disk") {
+		t.Fatalf("a submit while the store cannot write: %v", err)
+	}
+	f.writable = nil
+	_, err = f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}, func() error { return job.Errorf(job.EBusy, "slow down") })
+	if job.ErrorCode(err) != job.EBusy {
+		t.Fatalf("a submit its caller does not admit: %v", err)
+	}
+}
+
+func TestADatasetAnUnfinishedJobReadsCannotChange(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxFileBytes = 100 })
+	text := "a b\nc\n"
+	if _, err := f.svc.PutFile(f.ctx, "d", "f.txt", strings.NewReader(text), int64(len(text))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.PutFile(f.ctx, "d", "big.txt", strings.NewReader(strings.Repeat("x", 101)), 101); job.ErrorCode(err) != job.ETooLarge {
+		t.Fatalf("a file over the bound: %v; want too large", err)
+	}
+	j, err := f.svc.Submit(f.ctx, job.Spec{Kind: "wordcount", Partitions: 1, Input: []string{"d"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.PutFile(f.ctx, "d", "f.txt", strings.NewReader("new\n"), 4); job.ErrorCode(err) != job.EConflict || !strings.Contains(err.Error(), j.ID) {
+		t.Fatalf("replacing a file a queued job reads: %v; want a conflict naming the job", err)
+	}
+	if err := f.svc.DeleteDataset(f.ctx, "d"); job.ErrorCode(err) != job.EConflict {
+		t.Fatalf("deleting a dataset a queued job reads: %v; want a conflict", err)
+	}
+	if _, err := f.svc.Output(f.ctx, j.ID); job.ErrorCode(err) != job.EConflict {
+		t.Fatalf("the output of a queued job: %v; want a conflict", err)
+	}
+	if _, err := f.svc.Cancel(f.ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The view learns of the cancel a moment later.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		changed := f.svc.cfg.View.Changed() // taken first: no change falls between
+		err := f.svc.DeleteDataset(f.ctx, "d")
+		if err == nil {
+			break
+		}
+		if job.ErrorCode(err) != job.EConflict || time.Now().After(deadline) {
+			t.Fatalf("deleting a dataset after its job was canceled: %v", err)
+		}
+		select {
+		case <-changed:
+		case <-f.ctx.Done():
+			t.Fatal(f.ctx.Err())
+		}
+	}
+	if ds, err := f.svc.Datasets(f.ctx); err != nil || len(ds) != 0 {
+		t.Fatalf("datasets after the delete: %+v %v", ds, err)
+	}
+}
