@@ -25,7 +25,7 @@ func RunLocal(ctx context.Context, k Kind, files map[string]string, maps, reduce
 	cfg := app.DefaultConfig()
 	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
 	cfg.Kinds = kinds.Builtin(1)
-	cfg.Kinds.Register(k.internal())
+	cfg.Kinds.Register(k.Kind())
 	cfg.Logger = nil
 	srv, err := app.Start(ctx, cfg)
 	if err != nil {

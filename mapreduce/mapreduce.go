@@ -22,10 +22,10 @@ package mapreduce
 import (
 	"context"
 	"iter"
-	"strconv"
 
 	"github.com/mrcluster/mrcluster/internal/cli"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
 )
 
 // Record is one line of input: the file it comes from, its number (from 1)
@@ -39,34 +39,14 @@ type Emit = job.Emit
 // Param describes one parameter of a kind, for the dashboard and errors.
 type Param = job.Param
 
-// Kind is a map-reduce job kind.
-type Kind struct {
-	// Name is what a job names in "kind"; Description is shown in the
-	// dashboard and in GET /api/v1/kinds.
-	Name        string
-	Description string
-	// Map is called with every input line of a map task's split.
-	Map func(ctx context.Context, rec Record, emit Emit) error
-	// Combine, optional, merges two values of one key on the map side; it
-	// must be associative and commutative and may return a, changed.
-	Combine func(key, a, b []byte) []byte
-	// Reduce makes a key's output value from all its values; nil keeps
-	// the first value.
-	Reduce func(ctx context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error)
-	// Format, optional, makes the output line of a key and its value.
-	Format func(key, value []byte) []byte
-	// Params, optional, lists the kind's parameters; Check validates them.
-	Params []Param
-	Check  func(params map[string]any) error
-}
-
-func (k Kind) internal() job.Kind {
-	return job.Kind{
-		Name: k.Name, Description: k.Description,
-		MapRecord: k.Map, Combine: k.Combine, ReduceKey: k.Reduce, Format: k.Format,
-		Params: k.Params, Check: k.Check,
-	}
-}
+// Kind is a map-reduce job kind: its Map is called with every input line
+// of a map task's split; Combine, optional, merges two values of one key on
+// the map side (associative and commutative; it may return a, changed);
+// Reduce makes a key's output value from all its values (nil keeps the
+// first); Format, optional, makes a key's output line; Params and Check
+// describe and validate the kind's parameters. The built-in wordcount, grep
+// and indexer are written with this same type.
+type Kind = job.DataKind
 
 // Params returns the params of the job a map or reduce call belongs to.
 func Params(ctx context.Context) map[string]any { return job.ParamsOf(ctx) }
@@ -76,27 +56,17 @@ func Params(ctx context.Context) map[string]any { return job.ParamsOf(ctx) }
 func Main(kinds ...Kind) {
 	ks := make([]job.Kind, len(kinds))
 	for i, k := range kinds {
-		ks[i] = k.internal()
+		ks[i] = k.Kind()
 	}
 	cli.Main(ks...)
 }
 
 // SumCombine adds two decimal integers: the combiner of counting kinds.
-func SumCombine(_, a, b []byte) []byte {
-	x, _ := strconv.ParseInt(string(a), 10, 64)
-	y, _ := strconv.ParseInt(string(b), 10, 64)
-	return strconv.AppendInt(a[:0], x+y, 10)
-}
+// A value that is not an integer counts as 0.
+func SumCombine(key, a, b []byte) []byte { return kinds.SumCombine(key, a, b) }
 
-// SumReduce adds a key's decimal integer values.
-func SumReduce(_ context.Context, _ []byte, values iter.Seq[[]byte]) ([]byte, error) {
-	var n int64
-	for v := range values {
-		x, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
-			return nil, err
-		}
-		n += x
-	}
-	return strconv.AppendInt(nil, n, 10), nil
+// SumReduce adds a key's decimal integer values; a value that is not an
+// integer fails the reduce.
+func SumReduce(ctx context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error) {
+	return kinds.SumReduce(ctx, key, values)
 }

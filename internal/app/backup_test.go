@@ -28,9 +28,9 @@ func TestBackupTasksBeatAStraggler(t *testing.T) {
 				stopped.Add(1)
 				return ctx.Err()
 			}
-			return wc.MapRecord(ctx, rec, emit)
+			return wc.Map(ctx, rec, emit)
 		},
-		Combine: wc.Combine, ReduceKey: wc.ReduceKey,
+		Combine: wc.Combine, ReduceKey: wc.Reduce,
 	}
 	b := setup(t, func(c *app.Config) {
 		c.Kinds = testKinds(stall)

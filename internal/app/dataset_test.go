@@ -26,9 +26,9 @@ func TestDatasetInUseIsKept(t *testing.T) {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			return wc.MapRecord(ctx, rec, emit)
+			return wc.Map(ctx, rec, emit)
 		},
-		Combine: wc.Combine, ReduceKey: wc.ReduceKey,
+		Combine: wc.Combine, ReduceKey: wc.Reduce,
 	}
 	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(held) })
 	b.client().PutFile(t, "d", "a.txt", []byte("x y\n"))

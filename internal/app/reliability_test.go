@@ -49,7 +49,7 @@ func countKind(name string, onMap func(ctx context.Context, rec job.Record) erro
 					return err
 				}
 			}
-			return wc.MapRecord(ctx, rec, emit)
+			return wc.Map(ctx, rec, emit)
 		},
 		Combine: wc.Combine,
 		ReduceKey: func(ctx context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error) {
@@ -58,7 +58,7 @@ func countKind(name string, onMap func(ctx context.Context, rec job.Record) erro
 					return nil, err
 				}
 			}
-			return wc.ReduceKey(ctx, key, values)
+			return wc.Reduce(ctx, key, values)
 		},
 	}
 	return k, &maps, &reduces

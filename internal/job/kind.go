@@ -31,6 +31,39 @@ type Kind struct {
 	ReadsData bool `json:"reads_data"`
 }
 
+// DataKind is a kind that reads data, as a program writes it: the public
+// mapreduce.Kind is this type, and the built-in data kinds are written
+// with it too.
+type DataKind struct {
+	// Name is what a job names in "kind"; Description is shown in the
+	// dashboard and in GET /api/v1/kinds.
+	Name        string
+	Description string
+	// Map is called with every input line of a map task's split.
+	Map RecordMapFunc
+	// Combine, optional, merges two values of one key on the map side; it
+	// must be associative and commutative and may return a, changed.
+	Combine CombineFunc
+	// Reduce makes a key's output value from all its values; nil keeps
+	// the first value.
+	Reduce KeyReduceFunc
+	// Format, optional, makes the output line of a key and its value
+	// ("key value" when nil).
+	Format FormatFunc
+	// Params, optional, lists the kind's parameters; Check validates them.
+	Params []Param
+	Check  func(params map[string]any) error
+}
+
+// Kind returns the registry's form of k.
+func (k DataKind) Kind() Kind {
+	return Kind{
+		Name: k.Name, Description: k.Description,
+		MapRecord: k.Map, Combine: k.Combine, ReduceKey: k.Reduce, Format: k.Format,
+		Params: k.Params, Check: k.Check,
+	}
+}
+
 // Param describes one parameter of a kind.
 type Param struct {
 	Name        string `json:"name"`

@@ -17,18 +17,19 @@ import (
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
-// Data returns the built-in kinds that read datasets.
-func Data() []job.Kind {
-	return []job.Kind{
+// Data returns the built-in kinds that read datasets, written as any
+// program's own kinds are (mapreduce.Kind is job.DataKind).
+func Data() []job.DataKind {
+	return []job.DataKind{
 		{
 			Name:        "wordcount",
 			Description: "counts each word (a maximal run of Unicode letters) of the input: \"word count\" lines",
-			MapRecord: func(_ context.Context, rec job.Record, emit job.Emit) error {
+			Map: func(_ context.Context, rec job.Record, emit job.Emit) error {
 				EachWord(rec.Text, func(w []byte) { emit(w, one) })
 				return nil
 			},
-			Combine:   addCounts,
-			ReduceKey: sumCounts,
+			Combine: SumCombine,
+			Reduce:  SumReduce,
 		},
 		{
 			Name:        "grep",
@@ -38,7 +39,7 @@ func Data() []job.Kind {
 				_, err := grepPattern(params["pattern"])
 				return err
 			},
-			MapRecord: grepMap,
+			Map: grepMap,
 			Format: func(key, value []byte) []byte {
 				i := bytes.IndexByte(key, 0)
 				if i < 0 || len(key) != i+9 {
@@ -54,13 +55,13 @@ func Data() []job.Kind {
 		{
 			Name:        "indexer",
 			Description: "an inverted index: \"word N doc1,doc2,…\", the N files that contain the word, sorted",
-			MapRecord: func(_ context.Context, rec job.Record, emit job.Emit) error {
+			Map: func(_ context.Context, rec job.Record, emit job.Emit) error {
 				doc := []byte(rec.File)
 				EachWord(rec.Text, func(w []byte) { emit(w, doc) })
 				return nil
 			},
 			Combine: func(_, a, b []byte) []byte { return unionDocs(a, b) },
-			ReduceKey: func(_ context.Context, _ []byte, values iter.Seq[[]byte]) ([]byte, error) {
+			Reduce: func(_ context.Context, _ []byte, values iter.Seq[[]byte]) ([]byte, error) {
 				var docs []byte
 				for v := range values {
 					docs = unionDocs(docs, v)
@@ -111,23 +112,45 @@ func EachWord(b []byte, fn func(word []byte)) {
 	}
 }
 
-// parseCount reads a decimal count written by this package.
-func parseCount(b []byte) int64 {
-	var n int64
-	for _, c := range b {
-		n = n*10 + int64(c-'0')
+// parseCount reads a decimal integer: plain digits at once (what counts
+// are, billions of times in a word count), anything else through strconv.
+// ok is false for what is not an integer.
+func parseCount(b []byte) (n int64, ok bool) {
+	if len(b) > 0 && len(b) < 19 {
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return slowCount(b)
+			}
+			n = n*10 + int64(c-'0')
+		}
+		return n, true
 	}
-	return n
+	return slowCount(b)
 }
 
-func addCounts(_, a, b []byte) []byte {
-	return strconv.AppendInt(a[:0], parseCount(a)+parseCount(b), 10)
+func slowCount(b []byte) (int64, bool) {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	return n, err == nil
 }
 
-func sumCounts(_ context.Context, _ []byte, values iter.Seq[[]byte]) ([]byte, error) {
+// SumCombine adds two decimal integers: the combiner of counting kinds
+// (mapreduce.SumCombine). A value that is not an integer counts as 0.
+func SumCombine(_, a, b []byte) []byte {
+	x, _ := parseCount(a)
+	y, _ := parseCount(b)
+	return strconv.AppendInt(a[:0], x+y, 10)
+}
+
+// SumReduce adds a key's decimal integer values (mapreduce.SumReduce); a
+// value that is not an integer fails the reduce.
+func SumReduce(_ context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error) {
 	var n int64
 	for v := range values {
-		n += parseCount(v)
+		x, ok := parseCount(v)
+		if !ok {
+			return nil, fmt.Errorf("value %q of key %q is not a decimal integer", v, key)
+		}
+		n += x
 	}
 	return strconv.AppendInt(nil, n, 10), nil
 }

@@ -30,7 +30,7 @@ func Builtin(sleepScale float64) *job.Registry {
 		},
 	)
 	for _, k := range Data() {
-		r.Register(k)
+		r.Register(k.Kind())
 	}
 	return r
 }

@@ -47,10 +47,10 @@ func main() {
 						return ctx.Err()
 					}
 				}
-				return wc.MapRecord(ctx, rec, emit)
+				return wc.Map(ctx, rec, emit)
 			},
 			Combine: wc.Combine,
-			Reduce:  wc.ReduceKey,
+			Reduce:  wc.Reduce,
 		},
 		mapreduce.Kind{
 			Name:        "slowcount",
@@ -63,10 +63,10 @@ func main() {
 						return ctx.Err()
 					}
 				}
-				return wc.MapRecord(ctx, rec, emit)
+				return wc.Map(ctx, rec, emit)
 			},
 			Combine: wc.Combine,
-			Reduce:  wc.ReduceKey,
+			Reduce:  wc.Reduce,
 		},
 	)
 }
