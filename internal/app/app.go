@@ -317,7 +317,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.coord = coordinator.New(coordinator.Config{
 		Store: s.store.Ports, Datasets: datasets, Kinds: cfg.Kinds, MaxAttempts: cfg.MaxAttempts,
-		Logger: s.log, Metrics: m, Running: s.view.Workers, Unqueued: s.view.Unqueued,
+		Logger: s.log, Metrics: m, Running: s.view.Running, Unqueued: s.view.Unqueued,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 	})
 	if err = s.coord.Start(ctx); err != nil {

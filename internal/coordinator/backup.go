@@ -20,9 +20,6 @@ import (
 
 // backupKey names a task in Job.Backups.
 func backupKey(phase job.Phase, partition int) string {
-	if phase == "" {
-		phase = job.PhaseMap
-	}
 	return string(phase) + "/" + strconv.Itoa(partition)
 }
 
@@ -105,7 +102,7 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 
 // backup starts copies of j's stragglers among its running tasks ws.
 func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerStatus, now time.Time) {
-	if j.State != job.Running || (j.Phase != "" && !j.Enqueued) {
+	if j.State != job.Running || (j.ReadsData() && !j.Enqueued) {
 		return
 	}
 	total, done := j.Partitions, j.Done

@@ -588,11 +588,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 		for _, r := range applied {
 			c.noteDuration(r)
 			c.stopOtherCopies(j, r)
-			phase := r.Phase
-			if phase == "" {
-				phase = job.PhaseMap
-			}
-			c.cfg.Metrics.TaskFinished(j.Kind, string(phase), r.FinishedAt.Sub(r.StartedAt), r.Error != "")
+			c.cfg.Metrics.TaskFinished(j.Kind, string(r.Phase), r.FinishedAt.Sub(r.StartedAt), r.Error != "")
 		}
 		if len(dropped) > 0 {
 			// Duplicates of committed tasks (a backup or a redelivery):
@@ -606,12 +602,12 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 		if j.Phase == job.PhaseReduce && !j.Enqueued && !j.State.Terminal() {
 			c.startReduce(ctx, j)
 		}
-		if j.State == job.Failed || j.State == job.Succeeded && (j.Phase != "" || len(j.Backups) > 0) {
+		if j.State == job.Failed || j.State == job.Succeeded && (j.ReadsData() || len(j.Backups) > 0) {
 			// Nothing of an ended job stays queued or running: a failed
 			// job's other tasks, a backup copy that lost its race.
 			c.stopTasks(ctx, id)
 		}
-		if j.State.Terminal() && j.Phase != "" {
+		if j.State.Terminal() && j.ReadsData() {
 			c.wg.Go(func() { mr.DeleteJobObjects(ctx, c.cfg.Store.Shuffle, j) })
 		}
 		if j.State.Terminal() {

@@ -5,9 +5,9 @@ import (
 	"iter"
 )
 
-// Phase is a stage of a job that reads data: its maps, then its reduces.
-// A job of a kind without a record map has no phases (its Phase is empty):
-// the coordinator collects its partition values.
+// Phase is a stage of a job: its maps, then, for a job that reads data,
+// its reduces. A job of a kind that reads no data is map-only: its
+// partitions' values are reduced by the coordinator.
 type Phase string
 
 // The phases, in order.

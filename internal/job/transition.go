@@ -15,10 +15,15 @@ func New(id string, spec Spec, now time.Time) *Job {
 		Params:     spec.Params,
 		State:      Queued,
 		Values:     NewValues(spec.Partitions),
+		Phase:      PhaseMap,
 		CreatedAt:  now,
 		History:    []Step{{State: string(Queued), At: now}},
 	}
 }
+
+// ReadsData reports whether the job reads datasets: a map phase over its
+// input, then a reduce phase. A job that reads none is map-only.
+func (j *Job) ReadsData() bool { return j.Reducers > 0 }
 
 // step records that the job entered state (or phase) at t.
 func (j *Job) step(state string, t time.Time) {
@@ -58,7 +63,7 @@ func (j *Job) Tasks() []Task {
 		return out
 	}
 	var splits [][]Piece
-	if j.Phase == PhaseMap {
+	if j.ReadsData() {
 		splits = Splits(j.Files, j.Partitions)
 		t.Files = j.Files
 	}
@@ -102,7 +107,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 	j.Start(r.StartedAt)
 	if r.Error != "" {
 		what := "partition"
-		if j.Phase == PhaseMap {
+		if j.ReadsData() {
 			what = "map task"
 		}
 		j.fail(r, what)
@@ -110,7 +115,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 	}
 	j.Values.Set(r.Partition, r.Value)
 	j.Done++
-	if j.Phase == PhaseMap {
+	if j.ReadsData() {
 		j.MapCommits[r.Partition] = r.Commit
 		j.count(r)
 		if j.Done == j.Partitions {
@@ -192,7 +197,7 @@ func (j *Job) Committed(r TaskResult) bool {
 	switch {
 	case r.Phase == PhaseReduce:
 		return r.Partition >= 0 && r.Partition < len(j.ReduceCommits) && j.ReduceCommits[r.Partition] == r.Commit
-	case j.Phase != "":
+	case j.ReadsData():
 		return r.Partition >= 0 && r.Partition < len(j.MapCommits) && j.MapCommits[r.Partition] == r.Commit
 	}
 	return false

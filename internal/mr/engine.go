@@ -176,7 +176,7 @@ func WriteOutput(ctx context.Context, output store.Blobs, k job.Kind, j *job.Job
 	ctx, cancel := context.WithTimeout(ctx, time.Hour)
 	defer cancel()
 	bw := bufio.NewWriterSize(w, 64<<10)
-	if j.Phase == "" {
+	if !j.ReadsData() {
 		for p, v := range j.Values.Done() {
 			fmt.Fprintf(bw, "%d %d\n", p, v)
 		}

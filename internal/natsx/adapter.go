@@ -106,7 +106,7 @@ func (k kv) Watch(ctx context.Context) (store.Watcher, error) {
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	out := &watcher{w: w, ch: make(chan *store.Entry), done: make(chan struct{})}
+	out := &watcher{w: w, ch: make(chan *store.Entry), stop: make(chan struct{}), done: make(chan struct{})}
 	go out.run(ctx)
 	return out, nil
 }
@@ -114,26 +114,45 @@ func (k kv) Watch(ctx context.Context) (store.Watcher, error) {
 type watcher struct {
 	w    jetstream.KeyWatcher
 	ch   chan *store.Entry
+	stop chan struct{}
+	once sync.Once
 	done chan struct{}
 }
 
 func (w *watcher) Updates() <-chan *store.Entry { return w.ch }
 
+// Stop ends the watch, whether or not anyone still reads its updates (a
+// reader that stopped at the end of the stored entries does not).
 func (w *watcher) Stop() {
-	_ = w.w.Stop()
+	w.once.Do(func() { close(w.stop) })
 	<-w.done
+	_ = w.w.Stop()
 }
 
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
 	defer close(w.ch)
-	for e := range w.w.Updates() {
+	for {
+		var e jetstream.KeyValueEntry
+		var ok bool
+		select {
+		case e, ok = <-w.w.Updates():
+			if !ok {
+				return
+			}
+		case <-w.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
 		var out *store.Entry
 		if e != nil {
 			out = &store.Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
 		}
 		select {
 		case w.ch <- out:
+		case <-w.stop:
+			return
 		case <-ctx.Done():
 			return
 		}

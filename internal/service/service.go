@@ -168,6 +168,12 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 	if err != nil {
 		return nil, err
 	}
+	// A map-only job's tasks have no phase to show.
+	j, err := s.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	showPhase := j.Reducers > 0
 	out := make([]client.TaskAttempt, len(rs))
 	for i, t := range rs {
 		state := t.Outcome // lost, interrupted, or failed and retried
@@ -180,9 +186,12 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 		}
 		out[i] = client.TaskAttempt{
 			Job: t.Job, Partition: t.Partition, Attempt: t.Attempt, Worker: t.Worker, Value: t.Value, Error: t.Error,
-			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Phase: string(t.Phase), Commit: t.Commit,
+			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Commit: t.Commit,
 			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures,
 			DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state,
+		}
+		if showPhase {
+			out[i].Phase = string(t.Phase)
 		}
 		for _, p := range t.Preview {
 			out[i].Preview = append(out[i].Preview, client.Preview(p))

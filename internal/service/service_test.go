@@ -40,7 +40,7 @@ func newFixture(t *testing.T, mod func(*Config)) *fixture {
 	<-v.Ready()
 	ds := &dataset.Store{KV: st.Datasets, Blocks: st.Blocks}
 	c := coordinator.New(coordinator.Config{Store: st, Datasets: ds, Kinds: kinds.Builtin(0), MaxAttempts: 1, Logger: log,
-		Running: v.Workers, Unqueued: v.Unqueued})
+		Running: v.Running, Unqueued: v.Unqueued})
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,9 @@ func DecodeJob(data []byte) (*job.Job, error) {
 	if err := json.Unmarshal(data, j); err != nil {
 		return nil, err
 	}
+	if j.Phase == "" {
+		j.Phase = job.PhaseMap // a map-only job stored by a version before phases for all
+	}
 	return j, nil
 }
 
@@ -89,6 +92,9 @@ func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
 func DecodeTask(data []byte) (job.Task, error) {
 	var t job.Task
 	err := json.Unmarshal(data, &t)
+	if t.Phase == "" {
+		t.Phase = job.PhaseMap // queued by a version before phases for all
+	}
 	return t, err
 }
 
@@ -109,6 +115,11 @@ func DecodeResults(data []byte) ([]job.TaskResult, error) {
 	}
 	if len(rs) == 0 {
 		return nil, errors.New("no results in the message")
+	}
+	for i := range rs {
+		if rs[i].Phase == "" {
+			rs[i].Phase = job.PhaseMap // stored by a version before phases for all
+		}
 	}
 	return rs, nil
 }
@@ -140,15 +151,11 @@ func (n *Notes) OnCancelJob(fn func(id string)) (func(), error) {
 // StopTask tells workers to stop their copies of a task another copy
 // finished.
 func (n *Notes) StopTask(id string, phase job.Phase, partition int) error {
-	p := string(phase)
-	if p == "" {
-		p = noPhase
-	}
-	return n.N.Publish(stopSubject+id+"."+p+"."+strconv.Itoa(partition), nil)
+	return n.N.Publish(stopSubject+id+"."+string(phase)+"."+strconv.Itoa(partition), nil)
 }
 
-// noPhase stands for the phase of a job without phases in a subject,
-// where a token cannot be empty.
+// noPhase is the phase token of a map-only job's stop notice sent by a
+// version before phases for all.
 const noPhase = "-"
 
 // OnStopTask calls fn for each task to stop.
@@ -165,7 +172,7 @@ func (n *Notes) OnStopTask(fn func(id string, phase job.Phase, partition int)) (
 		}
 		phase := job.Phase(parts[1])
 		if phase == noPhase {
-			phase = ""
+			phase = job.PhaseMap
 		}
 		fn(parts[0], phase, p)
 	})

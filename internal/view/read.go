@@ -25,13 +25,13 @@ func (v *View) Resource(j *job.Job) Job {
 
 func (v *View) resource(j *job.Job, running map[string]int) Job {
 	c := TaskCounts{Total: j.Partitions, Done: j.Done, Failed: j.Failed}
-	if j.Phase != "" {
+	if j.ReadsData() {
 		c.Total += j.Reducers
 		c.Done += j.ReduceDone
 	}
 	if !j.State.Terminal() {
 		left := c.Total - c.Done - c.Failed
-		if j.Phase == job.PhaseMap {
+		if j.ReadsData() && j.Phase == job.PhaseMap {
 			left -= j.Reducers // not queued before the maps are done
 		}
 		c.Running = min(running[j.ID], left)
@@ -39,7 +39,7 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 	}
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions, Params: j.Params,
-		Input: j.Input, Reducers: j.Reducers, Phase: string(j.Phase), Counters: (*client.Counters)(j.Counters), Backups: j.Backups,
+		Input: j.Input, Reducers: j.Reducers, Phase: shownPhase(j), Counters: (*client.Counters)(j.Counters), Backups: j.Backups,
 		Tasks: c, Result: (*client.Result)(j.Result), Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}
@@ -53,6 +53,23 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 		out.Preview = append(out.Preview, p.Line)
 	}
 	return out
+}
+
+// shownStatus is a worker status as the API shows it: no phase for a task
+// of a map-only job. v.mu is held.
+func (v *View) shownStatus(s job.WorkerStatus) job.WorkerStatus {
+	if j, ok := v.jobs[s.JobID]; ok && !j.ReadsData() {
+		s.Phase = ""
+	}
+	return s
+}
+
+// shownPhase is the phase the API shows: a map-only job has none to show.
+func shownPhase(j *job.Job) string {
+	if !j.ReadsData() {
+		return ""
+	}
+	return string(j.Phase)
 }
 
 // runningByJob counts busy workers by job; v.mu must be held.
@@ -108,11 +125,26 @@ func (v *View) List(state job.State, limit int, cursor string) (jobs []Job, next
 
 // Workers returns every live worker, ordered by key.
 func (v *View) Workers() []job.WorkerStatus {
+	return v.workerList(true)
+}
+
+// Running returns every live worker's status as the worker wrote it, phase
+// included for map-only jobs: what the coordinator's backups compare with
+// jobs' phases.
+func (v *View) Running() []job.WorkerStatus {
+	return v.workerList(false)
+}
+
+func (v *View) workerList(shown bool) []job.WorkerStatus {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := make([]job.WorkerStatus, 0, len(v.workers))
 	for _, w := range v.workers {
-		out = append(out, w.status)
+		s := w.status
+		if shown {
+			s = v.shownStatus(s)
+		}
+		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Pool != out[j].Pool {

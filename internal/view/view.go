@@ -277,7 +277,7 @@ func (v *View) applyWorker(e *store.Entry, initial bool) {
 	if changed {
 		v.notify()
 		if !initial {
-			events = append(v.runningChanged(busyJob(prev.status), busyJob(s)), event.Event{Type: "worker.status", Data: s})
+			events = append(v.runningChanged(busyJob(prev.status), busyJob(s)), event.Event{Type: "worker.status", Data: v.shownStatus(s)})
 		}
 	}
 	v.mu.Unlock()
@@ -388,6 +388,15 @@ func (v *View) flushStarted(ctx context.Context) {
 		}
 		v.started = map[string][]job.TaskStarted{}
 		v.startedMu.Unlock()
+		v.mu.RLock()
+		for id, tasks := range started {
+			if j, ok := v.jobs[id]; ok && !j.ReadsData() {
+				for i := range tasks {
+					tasks[i].Phase = "" // a map-only job has no phase to show
+				}
+			}
+		}
+		v.mu.RUnlock()
 		for id, tasks := range started {
 			v.cfg.Hub.Publish(event.Event{Type: "task.started", Data: TasksStarted{Job: id, Tasks: tasks}})
 		}

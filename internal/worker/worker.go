@@ -416,15 +416,12 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 	defer func() {
 		if r := recover(); r != nil {
 			what := t.Phase
-			if what == "" {
-				what = "map"
-			}
 			p.log.Warn(string(what)+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%s function panicked: %v", what, r)
 		}
 	}()
 	switch {
-	case t.Phase == "":
+	case !k.ReadsData && t.Phase == job.PhaseMap:
 		v, err = k.Map(ctx, t)
 		return v, nil, err
 	case !k.ReadsData:

@@ -87,7 +87,7 @@ func (f *fixture) results(n int) []job.TaskResult {
 }
 
 func task(id string, partition, maxAttempts int) job.Task {
-	return job.Task{Job: id, Kind: "k", Partition: partition, Partitions: 8, MaxAttempts: maxAttempts}
+	return job.Task{Job: id, Kind: "k", Phase: job.PhaseMap, Partition: partition, Partitions: 8, MaxAttempts: maxAttempts}
 }
 
 func TestPoolRunsTasksAndReportsResults(t *testing.T) {
@@ -210,7 +210,7 @@ func TestStopNoticeStopsOtherCopies(t *testing.T) {
 	case <-f.ctx.Done():
 		t.Fatal("the task never started")
 	}
-	if err := f.store.Notices.StopTask("j1", "", 3); err != nil {
+	if err := f.store.Notices.StopTask("j1", job.PhaseMap, 3); err != nil {
 		t.Fatal(err)
 	}
 	backup := task("j1", 3, 1)

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -133,6 +134,20 @@ func testWatch(t *testing.T, kv store.KV) {
 	if e := next(); e == nil || e.Key != "old" || !e.Deleted {
 		t.Fatalf("delete: %+v", e)
 	}
+	// A reader that stops reading (at the end of the stored entries, say)
+	// can still stop the watch while changes wait for it.
+	for i := range 5 {
+		if _, err := kv.Put(c, fmt.Sprint("more", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopped := make(chan struct{})
+	go func() { w.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-c.Done():
+		t.Fatal("Stop blocked while changes waited for a reader")
+	}
 }
 
 func testJobs(t *testing.T, jobs *store.Jobs) {
@@ -238,8 +253,23 @@ func testLeases(t *testing.T, s store.Stream) {
 	if ds := fetch(t, s, 10, AckWait+AckWait/2); len(ds) != 0 {
 		t.Fatalf("an acked or terminated message came back: %s", ds[0].Data())
 	}
-	if info, err := s.Info(ctx(t)); err != nil || info.Waiting != 0 || info.Leased != 0 {
-		t.Fatalf("info at the end: %+v %v; want nothing waiting or leased", info, err)
+	settled(t, s, "at the end")
+}
+
+// settled waits until nothing waits or is leased: an ack is sent without
+// waiting for the store's answer, and takes effect a moment later.
+func settled(t *testing.T, s store.Stream, when string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := s.Info(ctx(t))
+		if err == nil && info.Waiting == 0 && info.Leased == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %+v %v; want nothing waiting or leased", when, info, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -254,9 +284,7 @@ func testPurge(t *testing.T, s store.Stream) {
 		t.Fatalf("after a purge of j1: %d messages; want b", len(ds))
 	}
 	_ = ds[0].Ack()
-	if info, err := s.Info(ctx(t)); err != nil || info.Waiting != 0 || info.Leased != 0 {
-		t.Fatalf("after a purge of j1 and an ack of b: %+v %v; want nothing left", info, err)
-	}
+	settled(t, s, "after a purge of j1 and an ack of b")
 	publish(t, s, store.Message{Key: "j3", Data: []byte("c"), ID: "j3.c"}, store.Message{Key: "j3", Data: []byte("c"), ID: "j3.c"})
 	if info, err := s.Info(ctx(t)); err != nil || info.Waiting != 1 {
 		t.Fatalf("two publishes of one id in a batch: %+v %v; want 1 message waiting", info, err)
@@ -378,7 +406,7 @@ func testNotices(t *testing.T, n *store.Notes) {
 	if err := n.StopTask("wordcount_x", job.PhaseReduce, 7); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.StopTask("noop_y", "", 3); err != nil {
+	if err := n.StopTask("noop_y", job.PhaseMap, 3); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.CancelJob("noop_y"); err != nil {
@@ -398,8 +426,8 @@ func testNotices(t *testing.T, n *store.Notes) {
 	}
 	select {
 	case s := <-stops:
-		if s != (stop{"noop_y", "", 3}) {
-			t.Fatalf("stop notice of a task of a job without phases: %+v", s)
+		if s != (stop{"noop_y", job.PhaseMap, 3}) {
+			t.Fatalf("stop notice of a map task: %+v", s)
 		}
 	case <-c.Done():
 		t.Fatal("no stop notice")
