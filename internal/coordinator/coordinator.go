@@ -59,6 +59,10 @@ type Coordinator struct {
 	mu    sync.Mutex
 	cache map[string]entry     // last record this server wrote or read, by job id
 	durs  map[string]durations // run times of finished tasks, by job, for backups
+	// submitting holds the jobs this server is submitting, each with a
+	// channel closed when its submit ends: their tasks are queued before
+	// their record is stored, and their first results wait for it here.
+	submitting map[string]chan struct{}
 
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
@@ -74,7 +78,7 @@ type entry struct {
 
 // New returns a coordinator; Start makes it apply results.
 func New(cfg Config) *Coordinator {
-	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}}
 }
 
 // Timeouts of the coordinator's calls to the store. No call waits without
@@ -102,6 +106,16 @@ func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, erro
 	ctx, cancel := context.WithTimeout(ctx, SubmitTimeout)
 	defer cancel()
 	j := job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now().UTC())
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.submitting[j.ID] = done
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.submitting, j.ID)
+		c.mu.Unlock()
+		close(done)
+	}()
 	if spec.IdempotencyKey != "" {
 		prev, err := c.claimKey(ctx, spec.IdempotencyKey, j.ID)
 		if err != nil || prev != nil {
@@ -522,7 +536,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 		}
 		var applied, dropped []job.TaskResult // of the attempt that was written
 		var stale bool
-		j, err := c.update(ctx, id, func(j *job.Job) bool {
+		apply := func(j *job.Job) bool {
 			applied, dropped, stale = applied[:0], dropped[:0], false
 			k, ok := c.cfg.Kinds.Lookup(j.Kind)
 			if !ok {
@@ -549,7 +563,12 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 				}
 			}
 			return len(applied) > 0
-		})
+		}
+		j, err := c.update(ctx, id, apply)
+		if job.ErrorCode(err) == job.ENotFound && c.awaitSubmit(ctx, id) {
+			// The job's submit on this server was storing its record.
+			j, err = c.update(ctx, id, apply)
+		}
 		switch {
 		case job.ErrorCode(err) == job.ENotFound:
 			if t, ok := job.IDTime(id); ok && time.Since(t) < orphanAge {
@@ -557,7 +576,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 				// record is on its way, or its submit is being withdrawn.
 				c.log.Debug("results of a job whose record is not stored yet; waiting for it", "job", id)
 				for _, m := range msgsByJob[id] {
-					_ = m.Nak(250 * time.Millisecond)
+					_ = m.Nak(100 * time.Millisecond)
 				}
 				continue
 			}
@@ -616,6 +635,22 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 			c.mu.Unlock()
 		}
 	}
+}
+
+// awaitSubmit waits for the submit of job id on this server, if one is
+// under way, to end; it reports whether there was one.
+func (c *Coordinator) awaitSubmit(ctx context.Context, id string) bool {
+	c.mu.Lock()
+	done, ok := c.submitting[id]
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return true
 }
 
 // startReduce publishes the reduce tasks of a job whose maps are all done.
