@@ -82,11 +82,11 @@ func (s *Server) watchStore(ctx context.Context) {
 						"data_dir", s.cfg.DataDir)
 				}
 			} else if free, err := natsx.FreeBytes(s.cfg.DataDir); err == nil && free >= minFreeBytes {
-				s.log.Warn("disk space is back under the data directory; restarting the embedded JetStream so that its streams take writes again",
+				s.log.Warn("disk space is back under the data directory; restarting the embedded NATS server so that its streams take writes again",
 					"data_dir", s.cfg.DataDir, "free_mib", free>>20)
 				restarted = time.Now()
-				if err := s.emb.RestartJetStream(); err != nil {
-					s.log.Error("could not restart the embedded JetStream; restart the server", "err", err)
+				if err := s.emb.Restart(ctx); err != nil {
+					s.log.Error("could not restart the embedded NATS server; restart mrcluster", "err", err)
 				}
 				reason, _ = s.checkStore(ctx)
 			}

@@ -45,24 +45,6 @@ func FreeBytes(dir string) (uint64, error) {
 	return st.Bavail * uint64(st.Bsize), nil
 }
 
-// RestartJetStream stops and starts the embedded server's JetStream, which
-// opens every stream's files anew. A stream whose write failed (a full
-// disk) refuses every later write until then, even once space is back.
-func (e *Embedded) RestartJetStream() error {
-	c := e.jsConfig
-	if e.srv.JetStreamEnabled() {
-		if err := e.srv.ShutdownJetStream(); err != nil {
-			return fmt.Errorf("stop JetStream: %w", err)
-		}
-	}
-	// (A clustered server disables its JetStream by itself when its disk is
-	// full; then there is only the start.)
-	if err := e.srv.EnableJetStream(&c); err != nil {
-		return fmt.Errorf("start JetStream again: %w", err)
-	}
-	return nil
-}
-
 // natsLog hands the embedded NATS server's own warnings and errors to the
 // server's log; its notices go to debug (they are chatty at start), its
 // traces nowhere.
@@ -105,4 +87,4 @@ func DropIndexes(dataDir string, streams []string) error {
 }
 
 // JetStreamEnabled reports whether the embedded server's JetStream runs.
-func (e *Embedded) JetStreamEnabled() bool { return e.srv.JetStreamEnabled() }
+func (e *Embedded) JetStreamEnabled() bool { return e.srv.Load().JetStreamEnabled() }
