@@ -194,6 +194,13 @@ func (c *Client) Cancel(ctx context.Context, id string) (Job, error) {
 	return j, err
 }
 
+// Delete deletes a finished job and everything it stored: its record, task
+// history and output. An unfinished job is a conflict (409): cancel it
+// first.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, "/api/v1/jobs/"+url.PathEscape(id), nil, nil, nil)
+}
+
 // Tasks returns every finished attempt of a job's tasks, by partition then
 // attempt.
 func (c *Client) Tasks(ctx context.Context, id string) ([]TaskAttempt, error) {

@@ -62,6 +62,10 @@ type Job struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	StartedAt  *time.Time `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at"`
+	// ExpiresAt is when a finished job, its history and its output are
+	// deleted (the server's --retention after it finished); none when
+	// the server keeps jobs for ever.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 // TaskCounts counts a job's tasks by state.

@@ -328,6 +328,12 @@ func TestCLI(t *testing.T) {
 	if _, _, err = run("dataset", "rm", "pets"); err != nil {
 		t.Fatalf("dataset rm: %v", err)
 	}
+	if out, _, err = run("delete", wid); err != nil || !strings.Contains(out, wid+" deleted") {
+		t.Fatalf("delete %s: %v\n%s", wid, err, out)
+	}
+	if _, errOut, err = run("output", wid); err == nil || !strings.Contains(errOut, "not found") {
+		t.Fatalf("output of a deleted job: %v %s", err, errOut)
+	}
 	_, errOut, err = run("job", "short_nope")
 	if err == nil || !strings.Contains(errOut, "not found") {
 		t.Fatalf("job of an unknown id: %v %s", err, errOut)

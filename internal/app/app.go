@@ -87,6 +87,9 @@ type Config struct {
 	// BackupAfter is the least time a task must have run before a backup
 	// copy of it may start near the end of its phase (0: no backups).
 	BackupAfter time.Duration
+	// Retention is how long a finished job, its task history and its
+	// output are kept after it finished (0: for ever).
+	Retention time.Duration
 
 	// A cluster of servers: each runs an embedded NATS server, routed to
 	// the others; streams, buckets and object stores keep Replicas copies
@@ -170,6 +173,7 @@ func DefaultConfig() Config {
 		MaxFileSize:     8 << 30,
 		SortBuffer:      mr.DefaultSortBuffer,
 		BackupAfter:     time.Second,
+		Retention:       7 * 24 * time.Hour,
 		ClusterWait:     2 * time.Minute,
 	}
 }
@@ -191,6 +195,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
 	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
 		return fmt.Errorf("--%s must be from 1 to 100, got %d", flags.MaxAttempts, c.MaxAttempts)
+	case c.Retention < 0:
+		return fmt.Errorf("--%s must be 0 (keep jobs for ever) or more, got %s", flags.Retention, c.Retention)
 	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0:
 		return fmt.Errorf("--%s and --%s must be 0 (no limit) or more", flags.SubmitRate, flags.MaxQueuedTasks)
 	}
@@ -306,7 +312,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}
 	hub := event.NewHub()
-	s.view = view.New(view.Config{Store: s.store.Ports, Hub: hub, Logger: s.log})
+	s.view = view.New(view.Config{Store: s.store.Ports, Hub: hub, Logger: s.log, Retention: cfg.Retention})
 	if err = s.view.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -319,6 +325,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Store: s.store.Ports, Datasets: datasets, Kinds: cfg.Kinds, MaxAttempts: cfg.MaxAttempts,
 		Logger: s.log, Metrics: m, Running: s.view.Running, Unqueued: s.view.Unqueued,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
+		Retention: cfg.Retention, Expired: s.view.Expired, RetentionEvery: retentionEvery(cfg.Retention),
 	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err
@@ -451,6 +458,12 @@ func (s *Server) shutdown(ctx context.Context) {
 	if s.emb != nil {
 		_ = s.emb.Stop(ctx)
 	}
+}
+
+// retentionEvery is how often expired jobs are looked for: a tenth of the
+// retention, from 100 ms to a minute.
+func retentionEvery(retention time.Duration) time.Duration {
+	return min(max(retention/10, 100*time.Millisecond), time.Minute)
 }
 
 // datasets is the dataset store of a connection's ports.

@@ -254,6 +254,18 @@ func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+func deleteJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	id, server, err := oneID("delete", args, stderr)
+	if err != nil {
+		return err
+	}
+	if err := newClient(server).Delete(ctx, id); err != nil {
+		return explain(err)
+	}
+	fmt.Fprintf(stdout, "%s deleted\n", id)
+	return nil
+}
+
 func status(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("status", stderr)
 	if err := parse(fs, args); err != nil {

@@ -31,6 +31,7 @@ Usage:
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
   mrcluster cancel  ID               cancel a job
+  mrcluster delete  ID               delete a finished job, its history and its output
   mrcluster status                   show workers and the queue
   mrcluster config  [flags]          print the configuration serve would use, and its sources
   mrcluster version                  print the version
@@ -98,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return showJob(ctx, args, stdout, stderr)
 	case "cancel":
 		return cancelJob(ctx, args, stdout, stderr)
+	case "delete":
+		return deleteJob(ctx, args, stdout, stderr)
 	case "status":
 		return status(ctx, args, stdout, stderr)
 	case "version":

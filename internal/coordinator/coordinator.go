@@ -49,6 +49,13 @@ type Config struct {
 	// (a server died, or JetStream was electing a leader).
 	Unqueued    func() []string
 	RepairEvery time.Duration
+	// Retention is how long a finished job is kept: its record, task
+	// history and outputs are deleted that long after it finished (0:
+	// kept for ever). Expired lists the finished jobs that finished
+	// before a time; the coordinator looks every RetentionEvery.
+	Retention      time.Duration
+	Expired        func(before time.Time) []string
+	RetentionEvery time.Duration
 }
 
 // Coordinator owns job records.
@@ -330,7 +337,73 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 		return nil, cerr
 	}
 	c.stopTasks(ctx, id)
+	if j.ReadsData() {
+		// What its finished tasks stored will never be read.
+		c.wg.Go(func() { c.deleteObjects(context.WithoutCancel(ctx), j) })
+	}
 	return j, nil
+}
+
+// deleteObjects removes what a finished data job stored besides its
+// output, and its output too unless it succeeded.
+func (c *Coordinator) deleteObjects(ctx context.Context, j *job.Job) {
+	mr.DeleteJobObjects(ctx, c.cfg.Store.Shuffle, j)
+	if j.State != job.Succeeded {
+		mr.DeleteJobOutput(ctx, c.cfg.Store.Output, j)
+	}
+}
+
+// Delete removes finished job id and everything it stored: its outputs,
+// its task history and its record (last, so that a delete cut short can
+// be done again). An unfinished job is a conflict: cancel it first.
+func (c *Coordinator) Delete(ctx context.Context, id string) error {
+	j, _, err := c.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !j.State.Terminal() {
+		return job.Errorf(job.EConflict, "job %s is %s: cancel it first, then delete it", id, j.State)
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if j.ReadsData() {
+		mr.DeleteJobObjects(ctx, c.cfg.Store.Shuffle, j)
+		mr.DeleteJobOutput(ctx, c.cfg.Store.Output, j)
+	}
+	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
+		return unavailable(fmt.Errorf("delete the queued tasks of job %s: %w", id, err))
+	}
+	if err := c.cfg.Store.Results.Purge(ctx, id); err != nil {
+		return unavailable(fmt.Errorf("delete the task history of job %s: %w", id, err))
+	}
+	if err := c.cfg.Store.Jobs.Delete(ctx, id); err != nil {
+		return unavailable(fmt.Errorf("delete job %s: %w", id, err))
+	}
+	c.forget(id)
+	c.mu.Lock()
+	delete(c.durs, id)
+	c.mu.Unlock()
+	return nil
+}
+
+// retentionLoop deletes the jobs that finished more than Retention ago.
+// Every server runs it; a job deleted by another meanwhile is skipped.
+func (c *Coordinator) retentionLoop(ctx context.Context) {
+	every(ctx, c.cfg.RetentionEvery, func() {
+		for _, id := range c.cfg.Expired(time.Now().Add(-c.cfg.Retention)) {
+			if ctx.Err() != nil {
+				return
+			}
+			err := c.Delete(ctx, id)
+			switch job.ErrorCode(err) {
+			case "":
+				c.log.Debug("deleted a job past its retention", "job", id, "retention", c.cfg.Retention)
+			case job.ENotFound:
+			default:
+				c.log.Warn("could not delete a job past its retention; will try again", "job", id, "err", err)
+			}
+		}
+	})
 }
 
 // stopTasks removes a finished job's waiting tasks from the queue and tells
@@ -369,6 +442,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	if c.cfg.Unqueued != nil && c.cfg.RepairEvery > 0 {
 		c.wg.Go(func() { c.repairLoop(ctx) })
+	}
+	if c.cfg.Retention > 0 && c.cfg.Expired != nil && c.cfg.RetentionEvery > 0 {
+		c.wg.Go(func() { c.retentionLoop(ctx) })
 	}
 	return nil
 }
@@ -627,7 +703,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 			c.stopTasks(ctx, id)
 		}
 		if j.State.Terminal() && j.ReadsData() {
-			c.wg.Go(func() { mr.DeleteJobObjects(ctx, c.cfg.Store.Shuffle, j) })
+			c.wg.Go(func() { c.deleteObjects(ctx, j) })
 		}
 		if j.State.Terminal() {
 			c.mu.Lock()

@@ -29,6 +29,7 @@ const (
 	NATSTLSCA          = "nats-tls-ca"
 	AcceptDamagedState = "accept-damaged-state"
 	AllowOrigin        = "allow-origin"
+	Retention          = "retention"
 	// Token is the client commands' flag for the server's auth token.
 	Token = "token"
 )

@@ -39,6 +39,10 @@ func (recordService) Cancel(context.Context, string) (*job.Job, error) {
 	return nil, job.Errorf(job.ENotFound, "no job")
 }
 
+func (recordService) DeleteJob(context.Context, string) error {
+	return job.Errorf(job.ENotFound, "no job")
+}
+
 func (recordService) PutFile(context.Context, string, string, io.Reader, int64) (dataset.Dataset, error) {
 	return dataset.Dataset{}, job.Errorf(job.EUnavailable, "no store")
 }

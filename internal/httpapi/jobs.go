@@ -112,6 +112,16 @@ func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"tasks": out})
 }
 
+func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.cfg.Service.DeleteJob(r.Context(), id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("job deleted", "job", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	j, err := s.cfg.Service.Cancel(r.Context(), r.PathValue("id"))
 	if err != nil {

@@ -28,6 +28,7 @@ type Service interface {
 	// The commands.
 	Submit(ctx context.Context, spec job.Spec, admit func() error) (*job.Job, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
+	DeleteJob(ctx context.Context, id string) error
 	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
 	DeleteDataset(ctx context.Context, name string) error
 	// The queries the read model does not answer alone.
@@ -117,6 +118,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
+	m.HandleFunc("DELETE /api/v1/jobs/{id}", s.deleteJob)
 	m.HandleFunc("GET /api/v1/jobs/{id}/tasks", s.jobTasks)
 	m.HandleFunc("GET /api/v1/jobs/{id}/output", s.jobOutput)
 	m.HandleFunc("GET /api/v1/datasets", s.listDatasets)

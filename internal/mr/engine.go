@@ -230,6 +230,15 @@ func DeleteJobObjects(ctx context.Context, shuffle store.Blobs, j *job.Job) {
 	}
 }
 
+// DeleteJobOutput removes the committed reduce outputs of j.
+func DeleteJobOutput(ctx context.Context, output store.Blobs, j *job.Job) {
+	for r, c := range j.ReduceCommits {
+		if c != "" {
+			deleteObject(ctx, output, OutputName(j.ID, r, c))
+		}
+	}
+}
+
 // DeleteAttempt removes the objects of a task attempt that was not committed.
 func DeleteAttempt(ctx context.Context, shuffle, output store.Blobs, j *job.Job, res job.TaskResult) {
 	if res.Commit == "" {

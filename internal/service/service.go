@@ -90,6 +90,18 @@ func (s *Service) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	return s.cfg.Coordinator.Cancel(ctx, id)
 }
 
+// DeleteJob deletes a finished job and everything it stored, and returns
+// once the read model no longer holds it.
+func (s *Service) DeleteJob(ctx context.Context, id string) error {
+	if err := s.cfg.Coordinator.Delete(ctx, id); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, seenWithin)
+	defer cancel()
+	s.cfg.View.AwaitGone(wctx, id)
+	return nil
+}
+
 // PutFile stores size bytes of r (-1: unknown) as file of dataset ds,
 // unless an unfinished job reads the dataset, and returns the dataset.
 func (s *Service) PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error) {

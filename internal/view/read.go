@@ -1,9 +1,11 @@
 package view
 
 import (
+	"context"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -51,6 +53,10 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 	}
 	for _, p := range j.Preview {
 		out.Preview = append(out.Preview, p.Line)
+	}
+	if j.FinishedAt != nil && v.cfg.Retention > 0 {
+		at := j.FinishedAt.Add(v.cfg.Retention)
+		out.ExpiresAt = &at
 	}
 	return out
 }
@@ -271,6 +277,37 @@ func (v *View) Unqueued() []string {
 		}
 	}
 	return out
+}
+
+// Expired returns the finished jobs that finished before t.
+func (v *View) Expired(before time.Time) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []string
+	for id, j := range v.jobs {
+		if j.State.Terminal() && j.FinishedAt != nil && j.FinishedAt.Before(before) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// AwaitGone returns once the view no longer holds job id, or when ctx ends.
+func (v *View) AwaitGone(ctx context.Context, id string) {
+	for {
+		changed := v.Changed()
+		v.mu.RLock()
+		_, ok := v.jobs[id]
+		v.mu.RUnlock()
+		if !ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // age is the part of a job id that sorts by creation.

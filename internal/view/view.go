@@ -23,6 +23,9 @@ type Config struct {
 	Store  *store.Store
 	Hub    *event.Hub
 	Logger *slog.Logger
+	// Retention, when set, is how long finished jobs are kept: job
+	// resources say when theirs expires.
+	Retention time.Duration
 }
 
 // View is the read model.
@@ -172,7 +175,8 @@ func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Ent
 func (v *View) applyJob(e *store.Entry, initial bool) {
 	if e.Deleted {
 		v.mu.Lock()
-		if j, ok := v.jobs[e.Key]; ok {
+		j, ok := v.jobs[e.Key]
+		if ok {
 			delete(v.jobs, e.Key)
 			delete(v.active, e.Key)
 			i := v.index(j)
@@ -180,6 +184,9 @@ func (v *View) applyJob(e *store.Entry, initial bool) {
 			v.notify()
 		}
 		v.mu.Unlock()
+		if ok && !initial {
+			v.cfg.Hub.Publish(event.Event{Type: "job.deleted", Data: map[string]string{"id": e.Key}})
+		}
 		return
 	}
 	j, err := store.DecodeJob(e.Value)

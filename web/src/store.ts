@@ -45,6 +45,15 @@ export function upsertJob(s: State, j: Job) {
   s.jobs.set(j.id, j)
 }
 
+// removeJob forgets a deleted job.
+export function removeJob(s: State, id: string) {
+  if (!s.jobs.has(id)) return
+  s.jobs.delete(id)
+  s.order = s.order.filter((o) => o !== id)
+  s.queueDepth -= s.waiting.get(id)?.n ?? 0
+  s.waiting.delete(id)
+}
+
 // newestFirst lists the job ids newest first.
 export function newestFirst(s: State): string[] {
   return [...s.order].reverse()
@@ -81,6 +90,9 @@ export function apply(s: State, ev: ClusterEvent): boolean {
       return false
     case 'worker.left':
       s.workers.delete(ev.data.key)
+      return false
+    case 'job.deleted':
+      removeJob(s, ev.data.id)
       return false
   }
   if (ev.type.startsWith('job.')) {

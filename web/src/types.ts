@@ -21,6 +21,8 @@ export interface Job {
   created_at: string
   started_at: string | null
   finished_at: string | null
+  // when a finished job and its output are deleted (the server's --retention)
+  expires_at?: string
 }
 
 export interface Worker {

@@ -35,6 +35,19 @@ describe('store', () => {
     expect(s.order).toEqual(['a'])
   })
 
+  it('forgets a deleted job, and its waiting tasks', () => {
+    const s = newState()
+    apply(s, { type: 'job.submitted', time: '', data: job('a', '2026-01-01T00:00:01Z') })
+    apply(s, { type: 'job.submitted', time: '', data: job('b', '2026-01-01T00:00:02Z') })
+    expect(s.queueDepth).toBe(8)
+    apply(s, { type: 'job.deleted', time: '', data: { id: 'a' } })
+    expect(s.jobs.has('a')).toBe(false)
+    expect(s.order).toEqual(['b'])
+    expect(s.queueDepth).toBe(4)
+    apply(s, { type: 'job.deleted', time: '', data: { id: 'nope' } })
+    expect(s.order).toEqual(['b'])
+  })
+
   it('keeps the queue depth in step over thousands of job events', () => {
     const s = newState()
     for (let i = 0; i < 5000; i++) {

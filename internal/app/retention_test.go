@@ -1,0 +1,206 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/mr"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+	mrstore "github.com/mrcluster/mrcluster/internal/store"
+)
+
+// committedOutputs names the stored reduce outputs of a data job, from its
+// task history.
+func committedOutputs(t *testing.T, s *natsx.Store, j client.Job) []string {
+	t.Helper()
+	tasks, err := s.Ports.Results.Read(apitest.Context(t), j.ID, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range tasks {
+		rs, err := mrstore.DecodeResults(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Phase != "reduce" || r.Commit == "" {
+				continue
+			}
+			name := mr.OutputName(j.ID, r.Partition, r.Commit)
+			if _, err := s.Ports.Output.Size(apitest.Context(t), name); err == nil {
+				out = append(out, name)
+			} else if !errors.Is(err, mrstore.ErrNotFound) {
+				t.Fatal(err)
+			}
+		}
+	}
+	return out
+}
+
+// DELETE /api/v1/jobs/{id} removes a finished job and everything it
+// stored; an unfinished job is a conflict, until it is canceled.
+func TestDeleteJob(t *testing.T) {
+	t.Parallel()
+	bl := newBlocker()
+	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(bl.kind()) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	text := "one two two\nthree three three\n"
+	if _, err := c.PutFile(ctx, "d", "a.txt", strings.NewReader(text), int64(len(text))); err != nil {
+		t.Fatal(err)
+	}
+	wc := b.await(t, b.client().SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"d"}, Partitions: 2, Reducers: 2}).ID, terminal)
+	if wc.State != client.Succeeded {
+		t.Fatalf("wordcount: %s", apitest.Describe(wc))
+	}
+	s := store(t, b)
+	committed := committedOutputs(t, s, wc)
+	if len(committed) == 0 {
+		t.Fatal("the succeeded job has no stored output to delete")
+	}
+	history, err := s.Ports.Results.Read(ctx, wc.ID, 1000)
+	if err != nil || len(history) == 0 {
+		t.Fatalf("task history before the delete: %d messages, %v", len(history), err)
+	}
+
+	r := b.do(t, http.MethodDelete, "/api/v1/jobs/"+wc.ID, "")
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE a succeeded job: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, http.MethodGet, "/api/v1/jobs/"+wc.ID, ""); r.Status != http.StatusNotFound {
+		t.Fatalf("GET a deleted job: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, http.MethodGet, "/api/v1/jobs/"+wc.ID+"/tasks", ""); r.Status != http.StatusNotFound {
+		t.Fatalf("the task history of a deleted job: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, http.MethodDelete, "/api/v1/jobs/"+wc.ID, ""); r.Status != http.StatusNotFound {
+		t.Fatalf("DELETE a deleted job: %d %s", r.Status, r.Body)
+	}
+	if history, err := s.Ports.Results.Read(ctx, wc.ID, 1000); err != nil || len(history) != 0 {
+		t.Fatalf("task history after the delete: %d messages, %v", len(history), err)
+	}
+	for _, name := range committed {
+		if _, err := s.Ports.Output.Size(ctx, name); !errors.Is(err, mrstore.ErrNotFound) {
+			t.Fatalf("output %s of a deleted job: %v; want it gone", name, err)
+		}
+	}
+	running := b.submit(t, "block", 1)
+	<-bl.started
+	err = c.Delete(ctx, running.ID)
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "cancel it first") {
+		t.Fatalf("DELETE an unfinished job: %v; want 409 saying to cancel it first", err)
+	}
+	if _, err := c.Cancel(ctx, running.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, running.ID); err != nil {
+		t.Fatalf("DELETE a canceled job: %v", err)
+	}
+	if _, err := c.Job(ctx, running.ID); !client.IsNotFound(err) {
+		t.Fatalf("a deleted job: %v; want not found", err)
+	}
+}
+
+// A finished job is deleted, with its history, once its retention passed;
+// its resource says when that will be.
+func TestRetentionDeletesFinishedJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.Retention = time.Second })
+	j := b.await(t, b.submit(t, "noop", 2).ID, terminal)
+	if j.State != client.Succeeded || j.FinishedAt == nil || j.ExpiresAt == nil || !j.ExpiresAt.Equal(j.FinishedAt.Add(time.Second)) {
+		t.Fatalf("finished job: %s, finished %v, expires %v; want expiry a second after the end", j.State, j.FinishedAt, j.ExpiresAt)
+	}
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	events, err := c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
+	for {
+		if _, err := c.Job(ctx, j.ID); client.IsNotFound(err) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := events.Next(ctx); err != nil {
+			t.Fatalf("job %s still there: %v", j.ID, err)
+		}
+	}
+	if time.Now().Before(*j.ExpiresAt) {
+		t.Fatalf("job %s deleted before it expired at %v", j.ID, j.ExpiresAt)
+	}
+	if history, err := store(t, b).Ports.Results.Read(ctx, j.ID, 10); err != nil || len(history) != 0 {
+		t.Fatalf("task history of an expired job: %d messages, %v", len(history), err)
+	}
+}
+
+// A data job that fails leaves no output behind: the reduce outputs that
+// were committed before its failure are deleted.
+func TestFailedDataJobLeavesNoOutput(t *testing.T) {
+	t.Parallel()
+	k, _, _ := countKind("failreduce", nil, func(ctx context.Context, key []byte) error {
+		if string(key) == "gamma" {
+			// The other reduces commit first.
+			if err := pause(ctx, 500*time.Millisecond); err != nil {
+				return err
+			}
+			return errors.New("gamma cannot be counted")
+		}
+		return nil
+	})
+	b := setup(t, func(c *app.Config) { c.MaxAttempts = 1; c.Kinds = testKinds(k) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	var text strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&text, "alpha beta gamma delta w%d\n", i)
+	}
+	if _, err := c.PutFile(ctx, "d", "a.txt", strings.NewReader(text.String()), int64(text.Len())); err != nil {
+		t.Fatal(err)
+	}
+	j := b.await(t, b.client().SubmitSpec(t, client.Spec{Kind: "failreduce", Input: []string{"d"}, Partitions: 2, Reducers: 4}).ID, terminal)
+	if j.State != client.Failed || !strings.Contains(j.Error, "gamma") {
+		t.Fatalf("job: %s", apitest.Describe(j))
+	}
+	s := store(t, b)
+	tasks, err := s.Ports.Results.Read(ctx, j.ID, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range tasks {
+		rs, _ := mrstore.DecodeResults(m)
+		for _, r := range rs {
+			if r.Phase == "reduce" && r.Commit != "" && r.Error == "" {
+				names = append(names, mr.OutputName(j.ID, r.Partition, r.Commit))
+			}
+		}
+	}
+	if len(names) == 0 {
+		t.Fatal("no reduce of the job stored an output before it failed; the test proves nothing")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, name := range names {
+		for {
+			_, err := s.Ports.Output.Size(ctx, name)
+			if errors.Is(err, mrstore.ErrNotFound) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("output %s of a failed job is still stored 10 s after it failed (%v)", name, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
