@@ -149,6 +149,39 @@ func (c *Client) SubmitWithKey(ctx context.Context, spec Spec, key string) (Job,
 	}
 }
 
+// SubmitBatch submits up to 1,000 jobs at once, all or none: a bad spec is
+// refused naming its index, and nothing is stored. Like Submit, it sends an
+// idempotency key of its own and sends the batch again under it while the
+// server is unavailable. The jobs come back in the order of specs.
+func (c *Client) SubmitBatch(ctx context.Context, specs []Spec) ([]Job, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := http.Header{"Idempotency-Key": {hex.EncodeToString(b[:])}}
+	retries := c.SubmitRetries
+	if retries == 0 {
+		retries = 4
+	}
+	body := struct {
+		Jobs []Spec `json:"jobs"`
+	}{specs}
+	wait := 500 * time.Millisecond
+	for try := 0; ; try++ {
+		var out struct {
+			Jobs []Job `json:"jobs"`
+		}
+		err := c.call(ctx, http.MethodPost, "/api/v1/jobs/batch", h, body, &out)
+		if err == nil || try >= retries || !IsUnavailable(err) {
+			return out.Jobs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 8*time.Second)
+	}
+}
+
 // Job returns a job.
 func (c *Client) Job(ctx context.Context, id string) (Job, error) {
 	var j Job

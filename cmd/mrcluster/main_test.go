@@ -299,6 +299,9 @@ func TestCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "0 of 4 workers busy") {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
+	if out, _, err = run("submit", "noop", "2", "--count", "3"); err != nil || len(strings.Fields(out)) != 3 || !strings.HasPrefix(out, "noop_") {
+		t.Fatalf("submit --count 3: %v\n%s", err, out)
+	}
 	_, errOut, err = run("submit", "medium", "3")
 	if err == nil || !strings.Contains(errOut, "known kinds: grep, indexer, long, noop, short, wordcount") {
 		t.Fatalf("submit of an unknown kind: %v %s", err, errOut)

@@ -88,3 +88,51 @@ func TestPublicClientCoversTheAPI(t *testing.T) {
 		t.Fatalf("datasets after delete: %v %+v", err, ds)
 	}
 }
+
+// POST /api/v1/jobs/batch: all valid and stored, in order, or nothing.
+func TestBatchSubmit(t *testing.T) {
+	b := setup(t)
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	r := b.do(t, http.MethodPost, "/api/v1/jobs/batch", `{"jobs":[{"kind":"noop","partitions":1},{"kind":"noop","partitions":"x"}]}`)
+	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "jobs[1]") {
+		t.Fatalf("a batch with a bad spec: %d %s", r.Status, r.Body)
+	}
+	if l, err := c.Jobs(ctx, client.ListOptions{}); err != nil || len(l.Jobs) != 0 {
+		t.Fatalf("jobs after a refused batch: %+v %v", l, err)
+	}
+	specs := make([]client.Spec, 100)
+	for i := range specs {
+		specs[i] = client.Spec{Kind: "noop", Partitions: 1 + i%4}
+	}
+	jobs, err := c.SubmitBatch(ctx, specs)
+	if err != nil || len(jobs) != 100 {
+		t.Fatalf("batch of 100: %d jobs, %v", len(jobs), err)
+	}
+	sum := 0
+	for i, j := range jobs {
+		if j.Partitions != specs[i].Partitions {
+			t.Fatalf("job %d: %d partitions, want %d", i, j.Partitions, specs[i].Partitions)
+		}
+		done := b.await(t, j.ID, terminal)
+		if done.State != client.Succeeded {
+			t.Fatalf("job %d: %s", i, apitest.Describe(done))
+		}
+		sum += done.Tasks.Done
+	}
+	if sum != 250 {
+		t.Fatalf("%d tasks done; want 250", sum)
+	}
+	key := "batch-retry-1"
+	first := b.do(t, http.MethodPost, "/api/v1/jobs/batch", `{"jobs":[{"kind":"noop","partitions":2}]}`, "Idempotency-Key", key)
+	again := b.do(t, http.MethodPost, "/api/v1/jobs/batch", `{"jobs":[{"kind":"noop","partitions":2}]}`, "Idempotency-Key", key)
+	if first.Status != http.StatusAccepted || again.Status != http.StatusOK {
+		t.Fatalf("a batch and its retry under one key: %d, %d", first.Status, again.Status)
+	}
+	var a1, a2 struct{ Jobs []client.Job }
+	first.JSON(t, &a1)
+	again.JSON(t, &a2)
+	if len(a1.Jobs) != 1 || len(a2.Jobs) != 1 || a1.Jobs[0].ID != a2.Jobs[0].ID {
+		t.Fatalf("the retry answered %+v; want the first batch's job %+v", a2.Jobs, a1.Jobs)
+	}
+}

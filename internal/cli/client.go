@@ -57,6 +57,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	input := fs.String("input", "", "the datasets a data kind reads, comma-separated")
 	partitions := fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)")
 	reducers := fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)")
+	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
 	var param []string
 	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable)", func(v string) error {
 		if !strings.Contains(v, "=") {
@@ -105,6 +106,12 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		spec.Input = strings.Split(*input, ",")
 	}
 	c := newClient(server)
+	if *count != 1 {
+		if *count < 1 || *wait {
+			return fmt.Errorf("--count must be 1 or more, and --wait follows one job only; got --count %d", *count)
+		}
+		return submitMany(ctx, c, spec, *count, stdout)
+	}
 	j, err := c.Submit(ctx, spec)
 	if err != nil {
 		return explain(err)
@@ -115,6 +122,26 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stderr, "submitted %s\n", j.ID)
 	return waitJob(ctx, c, j.ID, stdout, stderr)
+}
+
+// submitMany submits n jobs of spec in batches, printing their ids.
+func submitMany(ctx context.Context, c *client.Client, spec client.Spec, n int, stdout io.Writer) error {
+	const batch = 1000
+	for n > 0 {
+		specs := make([]client.Spec, min(n, batch))
+		for i := range specs {
+			specs[i] = spec
+		}
+		jobs, err := c.SubmitBatch(ctx, specs)
+		if err != nil {
+			return explain(err)
+		}
+		for _, j := range jobs {
+			fmt.Fprintln(stdout, j.ID)
+		}
+		n -= len(specs)
+	}
+	return nil
 }
 
 // waitJob follows a job until it finishes: a progress bar on a terminal,

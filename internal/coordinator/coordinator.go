@@ -105,78 +105,137 @@ func publishTimeout(n int) time.Duration {
 }
 
 // Submit publishes the tasks of a job of spec, which the caller validated
-// (package service), and stores the job. It is all or nothing: it returns the job once it and every task are durably
-// stored; on an error the tasks published are withdrawn and no job exists.
-// A spec with an idempotency key that an earlier submit used within a day
-// returns that submit's job, with Replayed set.
+// (package service), and stores the job. It is all or nothing: it returns
+// the job once it and every task are durably stored; on an error the tasks
+// published are withdrawn and no job exists. A spec with an idempotency
+// key that an earlier submit used within a day returns that submit's job,
+// with Replayed set.
 func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
-	ctx, cancel := context.WithTimeout(ctx, SubmitTimeout)
+	jobs, err := c.submitAll(ctx, []job.Spec{spec}, spec.IdempotencyKey, "")
+	if err != nil {
+		return nil, err
+	}
+	return jobs[0], nil
+}
+
+// MaxBatch bounds the jobs of one batch submit.
+const MaxBatch = 1000
+
+// SubmitBatch submits the jobs of specs, validated by the caller, all or
+// nothing: their tasks are published together, then their records stored;
+// on an error nothing of them stays. key, when set, makes a second batch
+// with it within a day return the first one's jobs, with Replayed set.
+func (c *Coordinator) SubmitBatch(ctx context.Context, specs []job.Spec, key string) ([]*job.Job, error) {
+	return c.submitAll(ctx, specs, key, "batch\x00")
+}
+
+// submitAll submits specs as one batch; keySpace keeps the keys of batches
+// apart from those of single submits.
+func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keySpace string) ([]*job.Job, error) {
+	ctx, cancel := context.WithTimeout(ctx, SubmitTimeout+time.Duration(len(specs))*2*time.Millisecond)
 	defer cancel()
-	j := job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now().UTC())
+	now := time.Now()
+	jobs := make([]*job.Job, len(specs))
+	ids := make([]string, len(specs))
 	done := make(chan struct{})
 	c.mu.Lock()
-	c.submitting[j.ID] = done
+	for i, spec := range specs {
+		jobs[i] = job.New(job.NewID(spec.Kind, now), spec, now.UTC())
+		ids[i] = jobs[i].ID
+		c.submitting[ids[i]] = done
+	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.submitting, j.ID)
+		for _, id := range ids {
+			delete(c.submitting, id)
+		}
 		c.mu.Unlock()
 		close(done)
 	}()
-	if spec.IdempotencyKey != "" {
-		prev, err := c.claimKey(ctx, spec.IdempotencyKey, j.ID)
+	if key != "" {
+		key = keySpace + key
+		prev, err := c.claimKey(ctx, key, ids)
 		if err != nil || prev != nil {
 			return prev, err
 		}
 	}
-	j, recorded, err := c.submit(ctx, spec, j)
+	recorded, err := c.submit(ctx, specs, jobs)
 	if err != nil {
 		// What the submit stored is removed after the answer, which must
 		// not wait for a store that is failing (each step has a deadline
 		// of its own). Until then its tasks may start; their results wait
 		// for a record that never comes, and are dropped.
-		id, key := j.ID, spec.IdempotencyKey
 		c.wg.Go(func() {
-			c.withdraw(id, recorded)
+			for i, id := range ids {
+				c.withdraw(id, recorded[i])
+			}
 			if key != "" {
-				c.releaseKey(key, id)
+				c.releaseKey(key, ids)
 			}
 		})
 		return nil, err
 	}
-	if spec.IdempotencyKey != "" {
-		c.markKeyDone(ctx, spec.IdempotencyKey, j.ID)
+	if key != "" {
+		c.markKeyDone(ctx, key, ids)
 	}
-	return j, nil
+	return jobs, nil
 }
 
-// submit stores j. On an error, recorded reports whether its record may
-// have been stored all the same (a create whose answer was lost).
-func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (_ *job.Job, recorded bool, err error) {
-	j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
-	if k, _ := c.cfg.Kinds.Lookup(spec.Kind); k.ReadsData {
-		files, err := c.cfg.Datasets.Resolve(ctx, spec.Input)
-		if err != nil {
-			return j, false, err
+// submit stores jobs, made of specs: every task first, then the records.
+// On an error, recorded reports for each job whether its record may have
+// been stored all the same (a create whose answer was lost).
+func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.Job) (recorded []bool, err error) {
+	recorded = make([]bool, len(jobs))
+	var msgs []store.Message
+	for i, j := range jobs {
+		j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
+		if k, _ := c.cfg.Kinds.Lookup(j.Kind); k.ReadsData {
+			files, err := c.cfg.Datasets.Resolve(ctx, specs[i].Input)
+			if err != nil {
+				return recorded, err
+			}
+			j.Input, j.Files, j.Reducers, j.Phase = specs[i].Input, files, max(specs[i].Reducers, 1), job.PhaseMap
+			j.MapCommits = make([]string, j.Partitions)
+			j.Counters = &job.Counters{}
 		}
-		j.Input, j.Files, j.Reducers, j.Phase = spec.Input, files, max(spec.Reducers, 1), job.PhaseMap
-		j.MapCommits = make([]string, j.Partitions)
-		j.Counters = &job.Counters{}
+		// The tasks first, then the record that makes the job exist: a
+		// submit cut short leaves at most tasks without a job, which are
+		// withdrawn here and dropped by whoever meets them later.
+		j.Enqueued = true
+		m, err := store.TaskMessages(j.Tasks(), false)
+		if err != nil {
+			return recorded, err
+		}
+		msgs = append(msgs, m...)
 	}
-	// The tasks first, then the record that makes the job exist: a submit
-	// cut short leaves at most tasks without a job, which are withdrawn
-	// here and dropped by whoever meets them later.
-	j.Enqueued = true
-	if err := c.publishTasks(ctx, j); err != nil {
-		return j, false, err
+	if err := c.publish(ctx, msgs); err != nil {
+		return recorded, err
 	}
-	rev, err := c.cfg.Store.Jobs.Create(ctx, j)
+	for i, j := range jobs {
+		stored, rev, notStored, err := c.create(ctx, j)
+		if err != nil {
+			recorded[i] = !notStored
+			return recorded, err
+		}
+		jobs[i] = stored
+		c.put(stored, rev)
+		c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
+		c.cfg.Metrics.JobSubmitted(j.Kind)
+	}
+	return recorded, nil
+}
+
+// create stores the record of j. notStored reports an error before any
+// stream stored it.
+func (c *Coordinator) create(ctx context.Context, j *job.Job) (_ *job.Job, rev uint64, notStored bool, err error) {
+	rev, err = c.cfg.Store.Jobs.Create(ctx, j)
 	for errors.Is(err, store.ErrNotStored) && ctx.Err() == nil {
-		// As above: no stream answered, nothing was stored.
+		// No stream answered (a leader being elected): nothing was stored.
 		time.Sleep(100 * time.Millisecond)
 		rev, err = c.cfg.Store.Jobs.Create(ctx, j)
 	}
-	notStored := errors.Is(err, store.ErrNotStored)
+	notStored = errors.Is(err, store.ErrNotStored)
 	if err != nil && !notStored {
 		// The create may have been stored and its answer lost: look.
 		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -186,12 +245,9 @@ func (c *Coordinator) submit(ctx context.Context, spec job.Spec, j *job.Job) (_ 
 		cancel()
 	}
 	if err != nil {
-		return j, !notStored, unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
+		return j, 0, notStored, unavailable(fmt.Errorf("store job %s: %w", j.ID, err))
 	}
-	c.put(j, rev)
-	c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
-	c.cfg.Metrics.JobSubmitted(j.Kind)
-	return j, false, nil
+	return j, rev, false, nil
 }
 
 // withdraw removes what a failed submit of job id stored: its tasks, and
@@ -217,16 +273,18 @@ func (c *Coordinator) withdraw(id string, record bool) {
 // older ones are dropped.
 const orphanAge = time.Minute
 
-// claimKey records key as the idempotency key of job id, as pending. When
-// an earlier submit holds the key, it returns that submit's job once that
-// submit has answered success (markKeyDone); while it is pending it waits,
-// and a failed one releases the key. Only a job whose submit succeeded is
-// ever answered again: a failed submit's clean-up may remove its record.
-func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, error) {
+// claimKey records key as the idempotency key of the jobs ids (one, or a
+// batch), as pending. When an earlier submit holds the key, it returns that
+// submit's jobs once that submit has answered success (markKeyDone); while
+// it is pending it waits, and a failed one releases the key. Only jobs whose
+// submit succeeded are ever answered again: a failed submit's clean-up may
+// remove their records.
+func (c *Coordinator) claimKey(ctx context.Context, key string, ids []string) ([]*job.Job, error) {
 	k := idempotencyKey(key)
 	kv := c.cfg.Store.Idempotency
+	value := []byte(strings.Join(ids, ","))
 	for {
-		_, err := kv.Create(ctx, k, []byte(id))
+		_, err := kv.Create(ctx, k, value)
 		if err == nil {
 			return nil, nil
 		}
@@ -240,21 +298,21 @@ func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, e
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("read idempotency key: %w", err))
 		}
-		prev, done := strings.CutSuffix(string(e.Value), keyDone)
-		t, ok := job.IDTime(prev)
+		list, done := strings.CutSuffix(string(e.Value), keyDone)
+		prev := strings.Split(list, ",")
+		t, ok := job.IDTime(prev[0])
 		stale := !ok || time.Since(t) > orphanAge
 		if done || stale {
 			// A submit that answered success, or one that never said (its
-			// server died): its job, if it exists; else the key is free.
-			j, _, err := c.Get(ctx, prev)
+			// server died): its jobs, if they exist; else the key is free.
+			jobs, err := c.replay(ctx, prev)
 			if err == nil {
-				j.Replayed = true
-				return j, nil
+				return jobs, nil
 			}
 			if job.ErrorCode(err) != job.ENotFound {
 				return nil, err
 			}
-			if _, err := kv.Update(ctx, k, []byte(id), e.Revision); err == nil {
+			if _, err := kv.Update(ctx, k, value, e.Revision); err == nil {
 				return nil, nil
 			}
 			continue
@@ -267,26 +325,40 @@ func (c *Coordinator) claimKey(ctx context.Context, key, id string) (*job.Job, e
 	}
 }
 
+// replay returns the jobs of an earlier submit, marked Replayed.
+func (c *Coordinator) replay(ctx context.Context, ids []string) ([]*job.Job, error) {
+	out := make([]*job.Job, len(ids))
+	for i, id := range ids {
+		j, _, err := c.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		j.Replayed = true
+		out[i] = j
+	}
+	return out, nil
+}
+
 // keyDone marks an idempotency key whose submit answered success.
 const keyDone = " done"
 
-// markKeyDone records that the submit of job id under key succeeded. A
+// markKeyDone records that the submit of jobs ids under key succeeded. A
 // failure is only logged: a later submit with the key then waits for the
-// key to be a minute old, and answers the job.
-func (c *Coordinator) markKeyDone(ctx context.Context, key, id string) {
-	if _, err := c.cfg.Store.Idempotency.Put(ctx, idempotencyKey(key), []byte(id+keyDone)); err != nil {
-		c.log.Warn("could not mark an idempotency key done; a retry with it waits up to a minute for the job", "job", id, "err", err)
+// key to be a minute old, and answers the jobs.
+func (c *Coordinator) markKeyDone(ctx context.Context, key string, ids []string) {
+	if _, err := c.cfg.Store.Idempotency.Put(ctx, idempotencyKey(key), []byte(strings.Join(ids, ",")+keyDone)); err != nil {
+		c.log.Warn("could not mark an idempotency key done; a retry with it waits up to a minute for the jobs", "jobs", len(ids), "first", ids[0], "err", err)
 	}
 }
 
-// releaseKey frees key after the submit of job id failed, so that the
+// releaseKey frees key after the submit of jobs ids failed, so that the
 // client's retry submits anew.
-func (c *Coordinator) releaseKey(key, id string) {
+func (c *Coordinator) releaseKey(key string, ids []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	k := idempotencyKey(key)
 	e, err := c.cfg.Store.Idempotency.Get(ctx, k)
-	if err != nil || string(e.Value) != id { // not ours, or done
+	if err != nil || string(e.Value) != strings.Join(ids, ",") { // not ours, or done
 		return
 	}
 	_ = c.cfg.Store.Idempotency.Delete(ctx, k, e.Revision)
@@ -307,16 +379,24 @@ func idempotencyKey(key string) string {
 // once. Reduce tasks carry one: every server applying a last map result
 // may start the reduce phase, and a reduce queued twice would run twice.
 func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) error {
-	tasks := j.Tasks()
-	ctx, cancel := context.WithTimeout(ctx, publishTimeout(len(tasks)))
-	defer cancel()
-	msgs, err := store.TaskMessages(tasks, j.Phase == job.PhaseReduce)
+	msgs, err := store.TaskMessages(j.Tasks(), j.Phase == job.PhaseReduce)
 	if err != nil {
 		return err
 	}
+	if err := c.publish(ctx, msgs); err != nil {
+		return fmt.Errorf("queue tasks of job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// publish stores msgs in the task queue, within a deadline that follows
+// their number.
+func (c *Coordinator) publish(ctx context.Context, msgs []store.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout(len(msgs)))
+	defer cancel()
 	for _, err := range c.cfg.Store.Tasks.Publish(ctx, msgs...) {
 		if err != nil {
-			return unavailable(fmt.Errorf("queue tasks of job %s: %w", j.ID, err))
+			return unavailable(fmt.Errorf("queue tasks: %w", err))
 		}
 	}
 	return nil

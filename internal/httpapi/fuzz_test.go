@@ -35,6 +35,18 @@ func (recordService) Submit(_ context.Context, spec job.Spec, admit func() error
 	return job.New(job.NewID(spec.Kind, time.Now()), spec, time.Now()), nil
 }
 
+func (recordService) SubmitBatch(ctx context.Context, specs []job.Spec, _ string, admit func() error) ([]*job.Job, error) {
+	out := make([]*job.Job, len(specs))
+	for i, spec := range specs {
+		j, err := recordService{}.Submit(ctx, spec, admit)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = j
+	}
+	return out, nil
+}
+
 func (recordService) Cancel(context.Context, string) (*job.Job, error) {
 	return nil, job.Errorf(job.ENotFound, "no job")
 }

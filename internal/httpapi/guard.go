@@ -107,10 +107,13 @@ func (l *limiter) allow(r *http.Request) bool {
 // submit hands a job to the service, which admits it with the client's
 // submit rate once the spec is valid.
 func (s *Server) submit(r *http.Request, spec job.Spec) (*job.Job, error) {
-	return s.cfg.Service.Submit(r.Context(), spec, func() error {
-		if !s.limit.allow(r) {
-			return job.Errorf(job.EBusy, "too many submissions from this client: at most %g a second (burst %d); retry in a few seconds", s.cfg.SubmitRate, s.cfg.SubmitBurst)
-		}
-		return nil
-	})
+	return s.cfg.Service.Submit(r.Context(), spec, func() error { return s.allow(r) })
+}
+
+// allow refuses a submit of a client that submits too fast.
+func (s *Server) allow(r *http.Request) error {
+	if !s.limit.allow(r) {
+		return job.Errorf(job.EBusy, "too many submissions from this client: at most %g a second (burst %d); retry in a few seconds", s.cfg.SubmitRate, s.cfg.SubmitBurst)
+	}
+	return nil
 }

@@ -23,34 +23,49 @@ type submitRequest struct {
 	Reducers   json.RawMessage `json:"reducers"`
 }
 
+// spec checks what JSON alone cannot and makes the job spec of req.
+func (s *Server) spec(req submitRequest) (job.Spec, error) {
+	if len(req.Partitions) == 0 || string(req.Partitions) == "null" {
+		return job.Spec{}, job.Errorf(job.EInvalid, "partitions is required: an integer from 1 to %d", s.cfg.MaxPartitions)
+	}
+	n, err := strconv.Atoi(string(req.Partitions))
+	if err != nil {
+		return job.Spec{}, job.Errorf(job.EInvalid, "partitions must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, req.Partitions)
+	}
+	reducers := 0
+	if len(req.Reducers) > 0 && string(req.Reducers) != "null" {
+		if reducers, err = strconv.Atoi(string(req.Reducers)); err != nil || reducers < 1 {
+			return job.Spec{}, job.Errorf(job.EInvalid, "reducers must be an integer from 1 to %d, got %s", job.MaxReducers, req.Reducers)
+		}
+	}
+	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers}, nil
+}
+
+// idempotencyKey reads the request's Idempotency-Key.
+func idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxIdempotencyKey {
+		return "", job.Errorf(job.EInvalid, "the Idempotency-Key header is %d bytes long; at most %d", len(key), maxIdempotencyKey)
+	}
+	return key, nil
+}
+
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	var req submitRequest
 	if err := s.decode(w, r, &req, submitExample); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if len(req.Partitions) == 0 || string(req.Partitions) == "null" {
-		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions is required: an integer from 1 to %d", s.cfg.MaxPartitions))
-		return
-	}
-	n, err := strconv.Atoi(string(req.Partitions))
+	spec, err := s.spec(req)
 	if err != nil {
-		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, req.Partitions))
+		s.writeError(w, r, err)
 		return
 	}
-	reducers := 0
-	if len(req.Reducers) > 0 && string(req.Reducers) != "null" {
-		if reducers, err = strconv.Atoi(string(req.Reducers)); err != nil || reducers < 1 {
-			s.writeError(w, r, job.Errorf(job.EInvalid, "reducers must be an integer from 1 to %d, got %s", job.MaxReducers, req.Reducers))
-			return
-		}
-	}
-	key := r.Header.Get("Idempotency-Key")
-	if len(key) > maxIdempotencyKey {
-		s.writeError(w, r, job.Errorf(job.EInvalid, "the Idempotency-Key header is %d bytes long; at most %d", len(key), maxIdempotencyKey))
+	if spec.IdempotencyKey, err = idempotencyKey(r); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
-	j, err := s.submit(r, job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, IdempotencyKey: key})
+	j, err := s.submit(r, spec)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -62,6 +77,49 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	writeJSON(w, status, s.cfg.Service.Resource(j))
+}
+
+const batchExample = `{"jobs":[{"kind":"noop","partitions":1},{"kind":"short","partitions":3}]}`
+
+// submitBatch submits many jobs at once: all valid and stored, or none.
+func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Jobs []submitRequest `json:"jobs"`
+	}
+	if err := s.decode(w, r, &req, batchExample); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	specs := make([]job.Spec, len(req.Jobs))
+	for i, jr := range req.Jobs {
+		spec, err := s.spec(jr)
+		if err != nil {
+			s.writeError(w, r, job.Errorf(job.EInvalid, "jobs[%d]: %s", i, job.ErrorMessage(err)))
+			return
+		}
+		specs[i] = spec
+	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	jobs, err := s.cfg.Service.SubmitBatch(r.Context(), specs, key, func() error { return s.allow(r) })
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := struct {
+		Jobs []client.Job `json:"jobs"`
+	}{Jobs: make([]client.Job, len(jobs))}
+	status := http.StatusAccepted
+	for i, j := range jobs {
+		out.Jobs[i] = s.cfg.Service.Resource(j)
+		if j.Replayed {
+			status = http.StatusOK
+		}
+	}
+	writeJSON(w, status, out)
 }
 
 const maxLimit = 500

@@ -27,6 +27,7 @@ import (
 type Service interface {
 	// The commands.
 	Submit(ctx context.Context, spec job.Spec, admit func() error) (*job.Job, error)
+	SubmitBatch(ctx context.Context, specs []job.Spec, key string, admit func() error) ([]*job.Job, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
 	DeleteJob(ctx context.Context, id string) error
 	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
@@ -115,6 +116,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /results", s.seedResults)
 	// The modern API.
 	m.HandleFunc("POST /api/v1/jobs", s.submitJob)
+	m.HandleFunc("POST /api/v1/jobs/batch", s.submitBatch)
 	m.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)

@@ -85,6 +85,50 @@ func (s *Service) Submit(ctx context.Context, spec job.Spec, admit func() error)
 	return j, nil
 }
 
+// SubmitBatch submits up to coordinator.MaxBatch jobs as one: every spec is
+// validated first (an invalid one is refused naming its index, and nothing
+// is stored), the batch is admitted as a whole (admit is asked once), and
+// the jobs are stored together, all or nothing. key, when set, makes a
+// retry of the batch within a day answer the first one's jobs.
+func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string, admit func() error) ([]*job.Job, error) {
+	switch {
+	case len(specs) == 0:
+		return nil, job.Errorf(job.EInvalid, "jobs is empty: give 1 to %d job specs", coordinator.MaxBatch)
+	case len(specs) > coordinator.MaxBatch:
+		return nil, job.Errorf(job.EInvalid, "jobs holds %d specs; at most %d in one batch", len(specs), coordinator.MaxBatch)
+	}
+	tasks := 0
+	for i, spec := range specs {
+		if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
+			return nil, job.Errorf(job.EInvalid, "jobs[%d]: %s", i, job.ErrorMessage(err))
+		}
+		tasks += spec.Partitions
+	}
+	if err := s.writable(); err != nil {
+		return nil, err
+	}
+	if admit != nil {
+		if err := admit(); err != nil {
+			return nil, err
+		}
+	}
+	if s.cfg.MaxQueuedTasks > 0 {
+		if _, depth := s.cfg.View.Queue(); depth+tasks > s.cfg.MaxQueuedTasks {
+			return nil, job.Errorf(job.EBusy, "the cluster has %d tasks waiting and this batch would add %d, over the limit of %d (--%s); retry when the queue drains",
+				depth, tasks, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
+		}
+	}
+	jobs, err := s.cfg.Coordinator.SubmitBatch(ctx, specs, key)
+	if err != nil {
+		return nil, err
+	}
+	// The read model learns records in the order they were stored.
+	wctx, cancel := context.WithTimeout(ctx, seenWithin)
+	defer cancel()
+	s.cfg.View.Await(wctx, jobs[len(jobs)-1].ID)
+	return jobs, nil
+}
+
 // Cancel cancels a job that has not finished.
 func (s *Service) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	return s.cfg.Coordinator.Cancel(ctx, id)

@@ -161,3 +161,44 @@ func TestADatasetAnUnfinishedJobReadsCannotChange(t *testing.T) {
 		t.Fatalf("datasets after the delete: %+v %v", ds, err)
 	}
 }
+
+func TestBatchIsValidatedFirstAndStoredWhole(t *testing.T) {
+	f := newFixture(t, nil)
+	admitted := 0
+	admit := func() error { admitted++; return nil }
+	_, err := f.svc.SubmitBatch(f.ctx, []job.Spec{{Kind: "noop", Partitions: 1}, {Kind: "noop", Partitions: 2}, {Kind: "nope", Partitions: 1}}, "", admit)
+	if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "jobs[2]") || !strings.Contains(err.Error(), `unknown kind "nope"`) {
+		t.Fatalf("a batch with a bad spec: %v; want invalid, naming jobs[2]", err)
+	}
+	if jobs, _, _ := f.svc.cfg.View.List("", 10, ""); len(jobs) != 0 || admitted != 0 {
+		t.Fatalf("a refused batch stored %d jobs and was admitted %d times", len(jobs), admitted)
+	}
+	specs := make([]job.Spec, 50)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "noop", Partitions: 1 + i%3}
+	}
+	jobs, err := f.svc.SubmitBatch(f.ctx, specs, "k", admit)
+	if err != nil || len(jobs) != 50 || admitted != 1 {
+		t.Fatalf("a batch of 50: %d jobs, %v, admitted %d times", len(jobs), err, admitted)
+	}
+	for i, j := range jobs {
+		if j.Partitions != specs[i].Partitions {
+			t.Fatalf("job %d has %d partitions; want the order of the specs", i, j.Partitions)
+		}
+		if _, ok := f.svc.cfg.View.Get(j.ID); !ok {
+			t.Fatalf("job %d answered before the read model had it", i)
+		}
+	}
+	again, err := f.svc.SubmitBatch(f.ctx, specs, "k", admit)
+	if err != nil || len(again) != 50 || again[7].ID != jobs[7].ID || !again[7].Replayed {
+		t.Fatalf("the batch again with its key: %v; want the same 50 jobs, replayed", err)
+	}
+	// The batch's key is not a single submit's key.
+	one, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1, IdempotencyKey: "k"}, nil)
+	if err != nil || one.Replayed {
+		t.Fatalf("a single submit with the batch's key: %+v %v", one, err)
+	}
+	if _, err := f.svc.SubmitBatch(f.ctx, make([]job.Spec, 1001), "", nil); job.ErrorCode(err) != job.EInvalid {
+		t.Fatalf("a batch of 1001: %v", err)
+	}
+}
