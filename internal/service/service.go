@@ -61,19 +61,8 @@ func (s *Service) Submit(ctx context.Context, spec job.Spec, admit func() error)
 	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
 		return nil, err
 	}
-	if err := s.writable(); err != nil {
+	if err := s.admit(spec.Partitions, "this job", admit); err != nil {
 		return nil, err
-	}
-	if admit != nil {
-		if err := admit(); err != nil {
-			return nil, err
-		}
-	}
-	if s.cfg.MaxQueuedTasks > 0 {
-		if _, depth := s.cfg.View.Queue(); depth+spec.Partitions > s.cfg.MaxQueuedTasks {
-			return nil, job.Errorf(job.EBusy, "the cluster has %d tasks waiting and this job would add %d, over the limit of %d (--%s); retry when the queue drains",
-				depth, spec.Partitions, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
-		}
 	}
 	j, err := s.cfg.Coordinator.Submit(ctx, spec)
 	if err != nil {
@@ -104,19 +93,8 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 		}
 		tasks += spec.Partitions
 	}
-	if err := s.writable(); err != nil {
+	if err := s.admit(tasks, "this batch", admit); err != nil {
 		return nil, err
-	}
-	if admit != nil {
-		if err := admit(); err != nil {
-			return nil, err
-		}
-	}
-	if s.cfg.MaxQueuedTasks > 0 {
-		if _, depth := s.cfg.View.Queue(); depth+tasks > s.cfg.MaxQueuedTasks {
-			return nil, job.Errorf(job.EBusy, "the cluster has %d tasks waiting and this batch would add %d, over the limit of %d (--%s); retry when the queue drains",
-				depth, tasks, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
-		}
 	}
 	jobs, err := s.cfg.Coordinator.SubmitBatch(ctx, specs, key)
 	if err != nil {
@@ -185,6 +163,26 @@ func (s *Service) DeleteDataset(ctx context.Context, name string) error {
 func (s *Service) notInUse(name, what string) error {
 	if id, ok := s.cfg.View.ReadingJob(name); ok {
 		return job.Errorf(job.EConflict, "cannot %s dataset %s: job %s reads it and has not finished; wait for it or cancel it", what, name, id)
+	}
+	return nil
+}
+
+// admit admits a submit of tasks tasks (what names it): the store must take
+// writes, the caller's admit (when set) agree, and the queue have room.
+func (s *Service) admit(tasks int, what string, admit func() error) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if admit != nil {
+		if err := admit(); err != nil {
+			return err
+		}
+	}
+	if s.cfg.MaxQueuedTasks > 0 {
+		if _, depth := s.cfg.View.Queue(); depth+tasks > s.cfg.MaxQueuedTasks {
+			return job.Errorf(job.EBusy, "the cluster has %d tasks waiting and %s would add %d, over the limit of %d (--%s); retry when the queue drains",
+				depth, what, tasks, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
+		}
 	}
 	return nil
 }
