@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -68,6 +69,8 @@ func (c *Cluster) Close() {
 type watcher struct {
 	events   *client.Events
 	finished chan string
+	// resync is signalled when events were dropped: finished may miss some.
+	resync chan struct{}
 }
 
 func (c *Cluster) watch(ctx context.Context) (*watcher, error) {
@@ -75,7 +78,7 @@ func (c *Cluster) watch(ctx context.Context) (*watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watcher{events: events, finished: make(chan string, 10000)}
+	w := &watcher{events: events, finished: make(chan string, 10000), resync: make(chan struct{}, 1)}
 	go func() {
 		defer close(w.finished)
 		for {
@@ -90,6 +93,10 @@ func (c *Cluster) watch(ctx context.Context) (*watcher, error) {
 					w.finished <- j.ID
 				}
 			case "resync":
+				select {
+				case w.resync <- struct{}{}:
+				default:
+				}
 				// Dropped events are not expected at these rates; say so.
 				fmt.Fprintln(os.Stderr, "bench: the event stream lagged")
 			}
@@ -190,4 +197,105 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 	}
 	i := int(float64(len(sorted)-1) * p / 100)
 	return sorted[i]
+}
+
+// SmallJobs submits n one-partition noop jobs from clients concurrent HTTP
+// clients, each submitting one job at a time (batch 1) or batch jobs per
+// request, and returns jobs per second from the first submit until every
+// job succeeded, as a user of a job queue measures it.
+func (c *Cluster) SmallJobs(ctx context.Context, n, clients, batch int) (float64, error) {
+	w, err := c.watch(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer w.events.Close()
+	start := time.Now()
+	errs := make(chan error, clients)
+	per := n / clients
+	var mu sync.Mutex
+	ours := map[string]bool{}
+	for range clients {
+		go func() {
+			api := client.New(c.srv.URL(), "")
+			api.SubmitRetries = -1
+			for sent := 0; sent < per; {
+				k := min(batch, per-sent)
+				var jobs []client.Job
+				var err error
+				if batch == 1 {
+					var j client.Job
+					j, err = api.SubmitWithKey(ctx, client.Spec{Kind: "noop", Partitions: 1}, "")
+					jobs = []client.Job{j}
+				} else {
+					specs := make([]client.Spec, k)
+					for i := range specs {
+						specs[i] = client.Spec{Kind: "noop", Partitions: 1}
+					}
+					jobs, err = api.SubmitBatch(ctx, specs)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for _, j := range jobs {
+					ours[j.ID] = true
+				}
+				mu.Unlock()
+				sent += k
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			return 0, err
+		}
+	}
+	// Finished jobs come as events; when the stream lags (it drops events
+	// to a slow reader), the jobs are counted from the API instead.
+	finished := map[string]bool{}
+	for len(finished) < per*clients {
+		select {
+		case id, ok := <-w.finished:
+			if !ok {
+				return 0, fmt.Errorf("event stream closed with %d of %d jobs finished", len(finished), per*clients)
+			}
+			if ours[id] {
+				finished[id] = true
+			}
+		case <-w.resync:
+			if err := c.countFinished(ctx, ours, finished); err != nil {
+				return 0, err
+			}
+		case <-time.After(time.Second):
+			if err := c.countFinished(ctx, ours, finished); err != nil {
+				return 0, err
+			}
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return float64(per*clients) / time.Since(start).Seconds(), nil
+}
+
+// countFinished adds every finished job of ours to finished, from the job
+// list.
+func (c *Cluster) countFinished(ctx context.Context, ours, finished map[string]bool) error {
+	cursor := ""
+	for {
+		page, err := c.api.Jobs(ctx, client.ListOptions{Limit: 500, Cursor: cursor})
+		if err != nil {
+			return err
+		}
+		for _, j := range page.Jobs {
+			if j.State.Terminal() && ours[j.ID] {
+				finished[j.ID] = true
+			}
+		}
+		if page.NextCursor == "" {
+			return nil
+		}
+		cursor = page.NextCursor
+	}
 }

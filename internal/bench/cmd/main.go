@@ -244,5 +244,18 @@ func tasks(ctx context.Context, w *tabwriter.Writer, tasks, jobs, latencyJobs in
 	fmt.Fprintf(w, "  share of the ceiling\t%.0f %%\t\t\n", 100*tput/ceiling)
 	fmt.Fprintf(w, "1-partition job submit->done p50 (%d jobs)\t%s\t<= 5ms\t\n", latencyJobs, bench.Percentile(lat, 50).Round(10*time.Microsecond))
 	fmt.Fprintf(w, "1-partition job submit->done p99\t%s\t\t\n", bench.Percentile(lat, 99).Round(10*time.Microsecond))
+	single, err := c.SmallJobs(ctx, 8000, 16, 1)
+	if err != nil {
+		return fmt.Errorf("small jobs: %w", err)
+	}
+	batched, err := c.SmallJobs(ctx, 32000, 16, 100)
+	if err != nil {
+		return fmt.Errorf("small jobs in batches: %w", err)
+	}
+	fmt.Fprintf(w, "1-partition jobs, 16 clients, one per request, submit->done\t%.0f jobs/s\t>= 2x Asynq\t\n", single)
+	fmt.Fprintf(w, "1-partition jobs, 16 clients, batches of 100, submit->done\t%.0f jobs/s\t>= 25000\t\n", batched)
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		fmt.Fprintf(w, "  Asynq+Redis: not measured (no redis-server on the PATH)\t\t\t\n")
+	}
 	return nil
 }
