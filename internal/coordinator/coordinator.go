@@ -183,8 +183,9 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 }
 
 // submit stores jobs, made of specs: every task first, then the records.
-// On an error, recorded reports for each job whether its record may have
-// been stored all the same (a create whose answer was lost).
+// On an error, recorded reports for each job whether its record is or may
+// be stored (created before the failure, or a create whose answer was
+// lost): all of them are withdrawn.
 func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.Job) (recorded []bool, err error) {
 	recorded = make([]bool, len(jobs))
 	var msgs []store.Message
@@ -218,6 +219,7 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 			recorded[i] = !notStored
 			return recorded, err
 		}
+		recorded[i] = true // withdrawn with the rest if a later one fails
 		jobs[i] = stored
 		c.put(stored, rev)
 		c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -209,9 +210,8 @@ func TestAFailedTaskFailsItsJobAndDropsTheRest(t *testing.T) {
 	if failed.State != job.Failed || !strings.Contains(failed.Error, "corrupt") {
 		t.Fatalf("job after a failed task: %s %q", failed.State, failed.Error)
 	}
-	if n := f.queued(); n != 0 {
-		t.Fatalf("%d tasks of a failed job still queued", n)
-	}
+	// The rest are dropped just after the record says failed.
+	waitFor(t, func() bool { return f.queued() == 0 })
 }
 
 // History-only records (a lost or retried attempt) never change the job.
@@ -334,5 +334,47 @@ func TestResultsOfAnUnknownJob(t *testing.T) {
 	done := f.await(young, func(j *job.Job) bool { return j.State.Terminal() })
 	if done.State != job.Succeeded || done.Result.Sum != 5 {
 		t.Fatalf("the job whose record came after its result: %s %+v", done.State, done.Result)
+	}
+}
+
+// failingKV fails the failAt-th create, as a store that fills up would.
+type failingKV struct {
+	store.KV
+	creates, failAt int
+}
+
+func (k *failingKV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	k.creates++
+	if k.creates == k.failAt {
+		return 0, errors.New("no space left on device")
+	}
+	return k.KV.Create(ctx, key, value)
+}
+
+// A batch whose third record cannot be stored leaves nothing: the records
+// already created and every task are withdrawn.
+func TestAFailedBatchLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	f.store.Jobs.KV = &failingKV{KV: f.store.Jobs.KV, failAt: 3}
+	specs := []job.Spec{{Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}}
+	if _, err := f.c.SubmitBatch(f.ctx, specs, ""); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a batch the store fails: %v; want unavailable", err)
+	}
+	waitFor(t, func() bool {
+		keys, _ := f.store.Jobs.KV.Keys(f.ctx)
+		return len(keys) == 0 && f.queued() == 0
+	})
+}
+
+// waitFor waits until cond holds: for what the coordinator does just after
+// a write it has no event for (purges, withdrawals).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("still not so after 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
