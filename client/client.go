@@ -117,14 +117,41 @@ func (c *Client) timeout() time.Duration {
 // server is unavailable: a retry of a submit that was stored after all
 // returns that job, not a second one.
 func (c *Client) Submit(ctx context.Context, spec Spec) (Job, error) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return c.SubmitWithKey(ctx, spec, hex.EncodeToString(b[:]))
+	return c.SubmitWithKey(ctx, spec, newKey())
 }
 
 // SubmitWithKey is Submit with the caller's idempotency key: a second
 // submit with the same key within a day returns the first one's job.
 func (c *Client) SubmitWithKey(ctx context.Context, spec Spec, key string) (Job, error) {
+	var j Job
+	err := c.post(ctx, "/api/v1/jobs", key, spec, &j)
+	return j, err
+}
+
+// SubmitBatch submits up to 1,000 jobs at once, all or none: a bad spec is
+// refused naming its index, and nothing is stored. Like Submit, it sends an
+// idempotency key of its own and sends the batch again under it while the
+// server is unavailable. The jobs come back in the order of specs.
+func (c *Client) SubmitBatch(ctx context.Context, specs []Spec) ([]Job, error) {
+	var out struct {
+		Jobs []Job `json:"jobs"`
+	}
+	err := c.post(ctx, "/api/v1/jobs/batch", newKey(), struct {
+		Jobs []Spec `json:"jobs"`
+	}{specs}, &out)
+	return out.Jobs, err
+}
+
+func newKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// post sends a submit under idempotency key (none when empty), and sends
+// it again under the same key while the server is unavailable, up to
+// SubmitRetries times, backing off.
+func (c *Client) post(ctx context.Context, path, key string, body, out any) error {
 	retries := c.SubmitRetries
 	if retries == 0 {
 		retries = 4
@@ -135,47 +162,13 @@ func (c *Client) SubmitWithKey(ctx context.Context, spec Spec, key string) (Job,
 	}
 	wait := 500 * time.Millisecond
 	for try := 0; ; try++ {
-		var j Job
-		err := c.call(ctx, http.MethodPost, "/api/v1/jobs", h, spec, &j)
+		err := c.call(ctx, http.MethodPost, path, h, body, out)
 		if err == nil || try >= retries || !IsUnavailable(err) {
-			return j, err
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return j, err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 8*time.Second)
-	}
-}
-
-// SubmitBatch submits up to 1,000 jobs at once, all or none: a bad spec is
-// refused naming its index, and nothing is stored. Like Submit, it sends an
-// idempotency key of its own and sends the batch again under it while the
-// server is unavailable. The jobs come back in the order of specs.
-func (c *Client) SubmitBatch(ctx context.Context, specs []Spec) ([]Job, error) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	h := http.Header{"Idempotency-Key": {hex.EncodeToString(b[:])}}
-	retries := c.SubmitRetries
-	if retries == 0 {
-		retries = 4
-	}
-	body := struct {
-		Jobs []Spec `json:"jobs"`
-	}{specs}
-	wait := 500 * time.Millisecond
-	for try := 0; ; try++ {
-		var out struct {
-			Jobs []Job `json:"jobs"`
-		}
-		err := c.call(ctx, http.MethodPost, "/api/v1/jobs/batch", h, body, &out)
-		if err == nil || try >= retries || !IsUnavailable(err) {
-			return out.Jobs, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
+			return err
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 8*time.Second)

@@ -85,7 +85,7 @@ func (s *Server) watchStore(ctx context.Context) {
 				s.log.Warn("disk space is back under the data directory; restarting the embedded NATS server so that its streams take writes again",
 					"data_dir", s.cfg.DataDir, "free_mib", free>>20)
 				restarted = time.Now()
-				if err := s.emb.Restart(ctx); err != nil {
+				if err := s.emb.Restart(); err != nil {
 					s.log.Error("could not restart the embedded NATS server; restart mrcluster", "err", err)
 				}
 				reason, _ = s.checkStore(ctx)

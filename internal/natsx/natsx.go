@@ -43,12 +43,8 @@ const (
 	ShuffleRetention  = 7 * 24 * time.Hour
 	WorkersConsumer   = "workers"
 	CoordConsumer     = "coordinator"
-	TaskSubject       = "mr.task."    // + job id
-	ResultSubject     = "mr.result."  // + job id; a message holds results of that job
-	StartedSubject    = "mr.started." // + job id; core NATS, not stored; a list of starts
-	CancelSubject     = "mr.cancel."  // + job id; core NATS, not stored
-	StopSubject       = "mr.stop."    // + job id.phase.partition: stop the other copies of a finished task
-	WorkerTTL         = 15 * time.Second
+	TaskSubject       = "mr.task."   // + job id
+	ResultSubject     = "mr.result." // + job id; a message holds results of that job
 	ResultsRetention  = 7 * 24 * time.Hour
 )
 
@@ -183,14 +179,12 @@ func (e *Embedded) start() (*server.Server, error) {
 // back. Connections reconnect by themselves, in-process ones included.
 // (Restarting only JetStream in-process races inside nats-server 2.15.2,
 // which replaces its API queues while requests still read them.)
-func (e *Embedded) Restart(ctx context.Context) error {
+func (e *Embedded) Restart() error {
 	old := e.srv.Load()
 	old.Shutdown()
 	old.WaitForShutdown()
-	if _, err := e.start(); err != nil {
-		return err
-	}
-	return ctx.Err()
+	_, err := e.start()
+	return err
 }
 
 // InProcessConn connects to the current server, in process: what an
@@ -446,7 +440,7 @@ func resources(replicas int) []resource {
 			Bucket:      WorkersBucket,
 			Description: "worker liveness and status; an entry expires when its worker stops heartbeating",
 			History:     1,
-			TTL:         WorkerTTL,
+			TTL:         store.WorkerTTL,
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
 		}, metric: true, replaceOld: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Workers }},
