@@ -90,6 +90,10 @@ type Config struct {
 	// Retention is how long a finished job, its task history and its
 	// output are kept after it finished (0: for ever).
 	Retention time.Duration
+	// RecentJobs is how many finished jobs the server keeps whole in
+	// memory, beside the unfinished ones; older ones are read from the
+	// store when asked for.
+	RecentJobs int
 
 	// A cluster of servers: each runs an embedded NATS server, routed to
 	// the others; streams, buckets and object stores keep Replicas copies
@@ -174,6 +178,7 @@ func DefaultConfig() Config {
 		SortBuffer:      mr.DefaultSortBuffer,
 		BackupAfter:     time.Second,
 		Retention:       7 * 24 * time.Hour,
+		RecentJobs:      view.DefaultRecent,
 		ClusterWait:     2 * time.Minute,
 	}
 }
@@ -195,6 +200,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
 	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
 		return fmt.Errorf("--%s must be from 1 to 100, got %d", flags.MaxAttempts, c.MaxAttempts)
+	case c.RecentJobs < 1:
+		return fmt.Errorf("--%s must be 1 or more, got %d", flags.RecentJobs, c.RecentJobs)
 	case c.Retention < 0:
 		return fmt.Errorf("--%s must be 0 (keep jobs for ever) or more, got %s", flags.Retention, c.Retention)
 	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0:
@@ -312,7 +319,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}
 	hub := event.NewHub()
-	s.view = view.New(view.Config{Store: s.store.Ports, Hub: hub, Logger: s.log, Retention: cfg.Retention})
+	s.view = view.New(view.Config{Store: s.store.Ports, Hub: hub, Logger: s.log, Retention: cfg.Retention, Recent: cfg.RecentJobs})
 	if err = s.view.Start(ctx); err != nil {
 		return nil, err
 	}

@@ -204,3 +204,54 @@ func TestFailedDataJobLeavesNoOutput(t *testing.T) {
 		}
 	}
 }
+
+// A server keeps only --recent-jobs finished jobs whole in memory: the
+// others answer from the store, in GET, in the list and in its pages,
+// exactly as the newest do.
+func TestFinishedJobsBeyondTheRecentOnesAnswerFromTheStore(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.RecentJobs = 2 })
+	ctx := apitest.Context(t)
+	c := b.client().API()
+	var ids []string
+	for i := range 6 {
+		j := b.client().SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 1 + i})
+		ids = append(ids, b.await(t, j.ID, terminal).ID)
+	}
+	for i, id := range ids {
+		j, err := c.Job(ctx, id)
+		if err != nil {
+			t.Fatalf("GET job %d of 6: %v", i, err)
+		}
+		if j.State != client.Succeeded || j.Tasks.Done != i+1 || j.Result == nil || j.ExpiresAt == nil {
+			t.Fatalf("job %d of 6, read back: %s", i, apitest.Describe(j))
+		}
+	}
+	var listed []client.Job
+	cursor := ""
+	for {
+		page, err := c.Jobs(ctx, client.ListOptions{Limit: 4, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, page.Jobs...)
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if len(listed) != len(ids) {
+		t.Fatalf("listed %d jobs in pages of 4, want %d", len(listed), len(ids))
+	}
+	for i, j := range listed {
+		if want := ids[len(ids)-1-i]; j.ID != want || j.State != client.Succeeded || j.Tasks.Total != len(ids)-i {
+			t.Fatalf("listed[%d] = %s, want %s, succeeded, newest first", i, apitest.Describe(j), want)
+		}
+	}
+	if err := c.Delete(ctx, ids[0]); err != nil {
+		t.Fatalf("delete the oldest job, which the server does not hold: %v", err)
+	}
+	var apiErr *client.Error
+	if _, err := c.Job(ctx, ids[0]); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("GET a deleted job: %v, want not found", err)
+	}
+}

@@ -77,6 +77,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.StringVar(&cfg.NATSTLSCA, flags.NATSTLSCA, "", "PEM CA that routes verify each other with, and that verifies the server of --nats")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "copies of each stream, bucket and object store across the cluster (0: 3 with two or more routes, else 1 per server)")
 	fs.DurationVar(&cfg.Retention, flags.Retention, cfg.Retention, "how long a finished job, its task history and its output are kept (0: for ever)")
+	fs.IntVar(&cfg.RecentJobs, flags.RecentJobs, cfg.RecentJobs, "finished jobs kept whole in memory, beside the unfinished ones; older ones are read from the store when asked for")
 	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
 	fs.BoolVar(&cfg.AcceptDamagedState, flags.AcceptDamagedState, false, "start even when the store does not hold what it held at the last stop (damaged or truncated files), going on with what is left and logging what is lost")
 	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&cfg.MemoryLimit))

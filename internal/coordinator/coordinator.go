@@ -65,6 +65,7 @@ type Coordinator struct {
 
 	mu    sync.Mutex
 	cache map[string]entry     // last record this server wrote or read, by job id
+	stubs []string             // the finished jobs in cache, oldest first: at most maxStubs
 	durs  map[string]durations // run times of finished tasks, by job, for backups
 	// submitting holds the jobs this server is submitting, each with a
 	// channel closed when its submit ends: their tasks are queued before
@@ -921,8 +922,21 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if j.State.Terminal() {
-		// Keep only what tells a late result or notice to go away.
+		// Keep only what tells a late result or notice to go away, for
+		// the newest finished jobs: a result of an older one reads its
+		// record from the store.
+		if old, ok := c.cache[j.ID]; ok && old.stub {
+			return
+		}
 		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State}, stub: true}
+		c.stubs = append(c.stubs, j.ID)
+		for len(c.stubs) > maxStubs {
+			if e, ok := c.cache[c.stubs[0]]; ok && e.stub {
+				delete(c.cache, c.stubs[0])
+			}
+			c.stubs[0] = ""
+			c.stubs = c.stubs[1:]
+		}
 		return
 	}
 	if old, ok := c.cache[j.ID]; ok && (old.stub || old.rev > rev) {
@@ -930,6 +944,10 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 	}
 	c.cache[j.ID] = entry{job: j, rev: rev}
 }
+
+// maxStubs bounds the finished jobs a coordinator remembers, so that its
+// memory does not grow with the cluster's history.
+const maxStubs = 10_000
 
 func (c *Coordinator) finished(id string) bool {
 	c.mu.Lock()

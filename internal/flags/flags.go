@@ -30,6 +30,7 @@ const (
 	AcceptDamagedState = "accept-damaged-state"
 	AllowOrigin        = "allow-origin"
 	Retention          = "retention"
+	RecentJobs         = "recent-jobs"
 	// Token is the client commands' flag for the server's auth token.
 	Token = "token"
 )

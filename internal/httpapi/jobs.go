@@ -144,7 +144,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	jobs, next, err := s.cfg.View.List(state, limit, q.Get("cursor"))
+	jobs, next, err := s.cfg.View.List(r.Context(), state, limit, q.Get("cursor"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

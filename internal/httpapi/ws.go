@@ -150,7 +150,7 @@ func (s *Server) stats() Stats {
 			st.WorkersBusy++
 		}
 	}
-	_, st.QueueDepth = s.cfg.View.Queue()
+	st.QueueDepth = s.cfg.View.QueueDepth()
 	counts := s.cfg.View.Counts()
 	st.JobsRunning, st.JobsQueued = counts["running"], counts["queued"]
 	return st

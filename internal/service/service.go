@@ -179,7 +179,7 @@ func (s *Service) admit(tasks int, what string, admit func() error) error {
 		}
 	}
 	if s.cfg.MaxQueuedTasks > 0 {
-		if _, depth := s.cfg.View.Queue(); depth+tasks > s.cfg.MaxQueuedTasks {
+		if depth := s.cfg.View.QueueDepth(); depth+tasks > s.cfg.MaxQueuedTasks {
 			return job.Errorf(job.EBusy, "the cluster has %d tasks waiting and %s would add %d, over the limit of %d (--%s); retry when the queue drains",
 				depth, what, tasks, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
 		}

@@ -170,7 +170,7 @@ func TestBatchIsValidatedFirstAndStoredWhole(t *testing.T) {
 	if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "jobs[2]") || !strings.Contains(err.Error(), `unknown kind "nope"`) {
 		t.Fatalf("a batch with a bad spec: %v; want invalid, naming jobs[2]", err)
 	}
-	if jobs, _, _ := f.svc.cfg.View.List("", 10, ""); len(jobs) != 0 || admitted != 0 {
+	if jobs, _, _ := f.svc.cfg.View.List(f.ctx, "", 10, ""); len(jobs) != 0 || admitted != 0 {
 		t.Fatalf("a refused batch stored %d jobs and was admitted %d times", len(jobs), admitted)
 	}
 	specs := make([]job.Spec, 50)

@@ -2,6 +2,8 @@ package view
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Job is the API's representation of a job: the public client's type, so
@@ -22,22 +25,20 @@ type TaskCounts = client.TaskCounts
 func (v *View) Resource(j *job.Job) Job {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.resource(j, v.runningByJob())
+	return v.resource(j)
 }
 
-func (v *View) resource(j *job.Job, running map[string]int) Job {
+// resource returns the API representation of j; v.mu must be held.
+func (v *View) resource(j *job.Job) Job {
 	c := TaskCounts{Total: j.Partitions, Done: j.Done, Failed: j.Failed}
 	if j.ReadsData() {
 		c.Total += j.Reducers
 		c.Done += j.ReduceDone
 	}
 	if !j.State.Terminal() {
-		left := c.Total - c.Done - c.Failed
-		if j.ReadsData() && j.Phase == job.PhaseMap {
-			left -= j.Reducers // not queued before the maps are done
-		}
-		c.Running = min(running[j.ID], left)
-		c.Queued = left - c.Running
+		left, running := v.share(j)
+		c.Running = running
+		c.Queued = left - running
 	}
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions, Params: j.Params,
@@ -64,7 +65,7 @@ func (v *View) resource(j *job.Job, running map[string]int) Job {
 // shownStatus is a worker status as the API shows it: no phase for a task
 // of a map-only job. v.mu is held.
 func (v *View) shownStatus(s job.WorkerStatus) job.WorkerStatus {
-	if j, ok := v.jobs[s.JobID]; ok && !j.ReadsData() {
+	if j := v.job(s.JobID); j != nil && !j.ReadsData() {
 		s.Phase = ""
 	}
 	return s
@@ -78,55 +79,69 @@ func shownPhase(j *job.Job) string {
 	return string(j.Phase)
 }
 
-// runningByJob counts busy workers by job; v.mu must be held.
-func (v *View) runningByJob() map[string]int {
-	out := map[string]int{}
-	for _, w := range v.workers {
-		if w.status.Busy {
-			out[w.status.JobID]++
-		}
-	}
-	return out
-}
-
-// Get returns the job with the given id.
+// Get returns the job with the given id when the view holds its record:
+// an unfinished or recently finished job. Others are read from the store.
 func (v *View) Get(id string) (Job, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	j, ok := v.jobs[id]
-	if !ok {
+	j := v.job(id)
+	if j == nil {
 		return Job{}, false
 	}
-	return v.resource(j, v.runningByJob()), true
+	return v.resource(j), true
 }
 
 // List returns up to limit jobs, newest first, in the given state (any when
 // empty), starting after the job with id cursor (from the start when empty).
-// next is the cursor of the following page, empty on the last.
-func (v *View) List(state job.State, limit int, cursor string) (jobs []Job, next string, err error) {
+// next is the cursor of the following page, empty on the last. The records
+// of older finished jobs, which the view does not hold, are read from the
+// store.
+func (v *View) List(ctx context.Context, state job.State, limit int, cursor string) (jobs []Job, next string, err error) {
+	jobs = []Job{}
+	var missing []int // indexes in jobs of records to read
 	v.mu.RLock()
-	defer v.mu.RUnlock()
 	i := len(v.sorted) - 1
 	if cursor != "" {
-		c, ok := v.jobs[cursor]
+		c, ok := v.byID[cursor]
 		if !ok {
+			v.mu.RUnlock()
 			return nil, "", job.Errorf(job.EInvalid, "cursor %q is not a job id; pass the next_cursor of the previous page", cursor)
 		}
 		i = v.index(c) - 1
 	}
-	running := v.runningByJob()
-	jobs = []Job{}
 	for ; i >= 0; i-- {
-		j := v.sorted[i]
-		if state != "" && j.State != state {
+		en := v.sorted[i]
+		if en.gone || state != "" && en.state != state {
 			continue
 		}
 		if len(jobs) == limit {
-			return jobs, jobs[len(jobs)-1].ID, nil
+			next = jobs[len(jobs)-1].ID
+			break
 		}
-		jobs = append(jobs, v.resource(j, running))
+		if en.j == nil {
+			missing = append(missing, len(jobs))
+			jobs = append(jobs, Job{ID: en.id})
+			continue
+		}
+		jobs = append(jobs, v.resource(en.j))
 	}
-	return jobs, "", nil
+	v.mu.RUnlock()
+	gone := 0
+	for _, k := range missing {
+		j, _, err := v.cfg.Store.Jobs.Get(ctx, jobs[k].ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			jobs[k].ID, gone = "", gone+1 // deleted since
+		case err != nil:
+			return nil, "", job.Unavailable("job store", fmt.Errorf("read job %s: %w", jobs[k].ID, err))
+		default:
+			jobs[k] = v.Resource(j)
+		}
+	}
+	if gone > 0 {
+		jobs = slices.DeleteFunc(jobs, func(j Job) bool { return j.ID == "" })
+	}
+	return jobs, next, nil
 }
 
 // Workers returns every live worker, ordered by key.
@@ -169,26 +184,35 @@ type QueuedJob = client.QueuedJob
 func (v *View) Queue() (jobs []QueuedJob, depth int) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	running := v.runningByJob()
 	jobs = []QueuedJob{}
 	for _, j := range v.active {
-		if q := v.resource(j, running).Tasks.Queued; q > 0 {
-			jobs = append(jobs, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: q})
-			depth += q
+		if left, running := v.share(j); left > running {
+			jobs = append(jobs, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: left - running})
 		}
 	}
+	depth = v.left - v.running
 	// Oldest first, as the queue serves them (ids sort by age after the kind).
 	sort.Slice(jobs, func(a, b int) bool { return age(jobs[a].Job) < age(jobs[b].Job) })
 	return jobs, depth
+}
+
+// QueueDepth returns how many tasks wait for a worker, from counters kept
+// as jobs and workers change.
+func (v *View) QueueDepth() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.left - v.running
 }
 
 // Counts returns how many jobs are in each state.
 func (v *View) Counts() map[job.State]int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	out := map[job.State]int{}
-	for _, j := range v.jobs {
-		out[j.State]++
+	out := make(map[job.State]int, len(v.counts))
+	for s, n := range v.counts {
+		if n > 0 {
+			out[s] = n
+		}
 	}
 	return out
 }
@@ -228,29 +252,26 @@ func (v *View) SeedQueue() []string {
 const SeedResultsLimit = 200
 
 // SeedResults returns the seed's results: job id → results of its finished
-// partitions, in partition order, for the newest jobs.
+// partitions, in partition order, for the newest jobs whose records the
+// view holds.
 func (v *View) SeedResults() map[string][]int64 {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := map[string][]int64{}
 	for i := len(v.sorted) - 1; i >= 0 && len(out) < SeedResultsLimit; i-- {
-		out[v.sorted[i].ID] = v.sorted[i].DoneValues()
+		if j := v.sorted[i].j; j != nil {
+			out[j.ID] = j.DoneValues()
+		}
 	}
 	return out
 }
 
 // TaskTotals returns how many tasks of unfinished jobs wait for a worker
-// and how many run.
+// and how many run, from counters kept as jobs and workers change.
 func (v *View) TaskTotals() (queued, running int) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	byJob := v.runningByJob()
-	for _, j := range v.active {
-		c := v.resource(j, byJob).Tasks
-		queued += c.Queued
-		running += c.Running
-	}
-	return queued, running
+	return v.left - v.running, v.running
 }
 
 // ReadingJob returns an unfinished job that reads dataset name, if any.
@@ -270,11 +291,9 @@ func (v *View) ReadingJob(name string) (string, bool) {
 func (v *View) Unqueued() []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []string
-	for id, j := range v.active {
-		if !j.Enqueued {
-			out = append(out, id)
-		}
+	out := make([]string, 0, len(v.unqueued))
+	for id := range v.unqueued {
+		out = append(out, id)
 	}
 	return out
 }
@@ -284,9 +303,10 @@ func (v *View) Expired(before time.Time) []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []string
-	for id, j := range v.jobs {
-		if j.State.Terminal() && j.FinishedAt != nil && j.FinishedAt.Before(before) {
-			out = append(out, id)
+	t := before.UnixNano()
+	for _, en := range v.sorted {
+		if !en.gone && en.finished != 0 && en.finished < t {
+			out = append(out, en.id)
 		}
 	}
 	return out
@@ -297,7 +317,7 @@ func (v *View) AwaitGone(ctx context.Context, id string) {
 	for {
 		changed := v.Changed()
 		v.mu.RLock()
-		_, ok := v.jobs[id]
+		_, ok := v.byID[id]
 		v.mu.RUnlock()
 		if !ok {
 			return

@@ -26,17 +26,41 @@ type Config struct {
 	// Retention, when set, is how long finished jobs are kept: job
 	// resources say when theirs expires.
 	Retention time.Duration
+	// Recent is how many finished jobs the view keeps whole, newest
+	// finished first (0: DefaultRecent); older ones are read from the
+	// store when asked for.
+	Recent int
 }
+
+// DefaultRecent is how many finished jobs a view keeps whole by default.
+const DefaultRecent = 2000
 
 // View is the read model.
 type View struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.RWMutex
-	jobs    map[string]*job.Job
-	active  map[string]*job.Job // the unfinished jobs: what the queue and the admission check read
-	sorted  []*job.Job          // oldest first
+	mu sync.RWMutex
+	// Every job has an entry, small enough for hundreds of thousands; the
+	// whole record is kept for unfinished jobs and the Recent newest
+	// finished ones.
+	byID   map[string]*entry
+	sorted []*entry // oldest first; deleted entries stay (gone) until the next compaction
+	gone   int      // deleted entries in sorted
+	// loading is set while the stored records are read at start: entries
+	// are appended in the store's order and sorted once at the end.
+	loading bool
+	recent  []*entry // finished entries that hold their record, oldest finish first
+
+	// What the queue, the admission check and the repair loop read, kept
+	// as records change, never counted by a scan.
+	active   map[string]*job.Job // the unfinished jobs
+	unqueued map[string]struct{} // unfinished jobs whose tasks are not all known to be queued
+	counts   map[job.State]int
+	busy     map[string]int // busy workers by job
+	left     int            // tasks of unfinished jobs not done yet
+	running  int            // of those, the ones a worker runs
+
 	workers map[string]worker
 	changed chan struct{}
 
@@ -52,6 +76,18 @@ type View struct {
 	unsub   func()
 }
 
+// entry is what the view keeps of every job: what orders, counts, filters
+// and expires it, and its record while the job is unfinished or recent.
+type entry struct {
+	id       string
+	created  int64 // unix nanoseconds
+	finished int64 // unix nanoseconds; 0 while unfinished
+	state    job.State
+	j        *job.Job // nil once evicted: read it from the store
+	gone     bool     // deleted
+	recent   bool     // in View.recent
+}
+
 type worker struct {
 	status job.WorkerStatus
 	seen   time.Time // by this server's clock, so remote clocks do not matter
@@ -60,14 +96,18 @@ type worker struct {
 // New returns an empty view; Start fills it.
 func New(cfg Config) *View {
 	return &View{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		jobs:    map[string]*job.Job{},
-		active:  map[string]*job.Job{},
-		workers: map[string]worker{},
-		changed: make(chan struct{}),
-		started: map[string][]job.TaskStarted{},
-		ready:   make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		byID:     map[string]*entry{},
+		loading:  true,
+		active:   map[string]*job.Job{},
+		unqueued: map[string]struct{}{},
+		counts:   map[job.State]int{},
+		busy:     map[string]int{},
+		workers:  map[string]worker{},
+		changed:  make(chan struct{}),
+		started:  map[string][]job.TaskStarted{},
+		ready:    make(chan struct{}),
 	}
 }
 
@@ -96,8 +136,8 @@ func (v *View) Start(ctx context.Context) error {
 	}
 	v.readyWG.Add(2)
 	go func() { v.readyWG.Wait(); close(v.ready) }()
-	v.wg.Go(func() { v.watch(ctx, jw, v.applyJob) })
-	v.wg.Go(func() { v.watch(ctx, ww, v.applyWorker) })
+	v.wg.Go(func() { v.watch(ctx, jw, v.applyJob, v.loaded) })
+	v.wg.Go(func() { v.watch(ctx, ww, v.applyWorker, func() {}) })
 	v.wg.Go(func() { v.prune(ctx) })
 	v.wg.Go(func() { v.flushStarted(ctx) })
 	return nil
@@ -130,7 +170,7 @@ func (v *View) Await(ctx context.Context, id string) {
 	for {
 		changed := v.Changed()
 		v.mu.RLock()
-		_, ok := v.jobs[id]
+		_, ok := v.byID[id]
 		v.mu.RUnlock()
 		if ok {
 			return
@@ -149,7 +189,7 @@ func (v *View) notify() {
 	v.changed = make(chan struct{})
 }
 
-func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Entry, bool)) {
+func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Entry, bool), loaded func()) {
 	defer w.Stop()
 	initial := true
 	for {
@@ -163,6 +203,7 @@ func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Ent
 			if e == nil {
 				if initial {
 					initial = false
+					loaded()
 					v.readyWG.Done()
 				}
 				continue
@@ -175,12 +216,9 @@ func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Ent
 func (v *View) applyJob(e *store.Entry, initial bool) {
 	if e.Deleted {
 		v.mu.Lock()
-		j, ok := v.jobs[e.Key]
+		en, ok := v.byID[e.Key]
 		if ok {
-			delete(v.jobs, e.Key)
-			delete(v.active, e.Key)
-			i := v.index(j)
-			v.sorted = append(v.sorted[:i], v.sorted[i+1:]...)
+			v.remove(en)
 			v.notify()
 		}
 		v.mu.Unlock()
@@ -195,24 +233,10 @@ func (v *View) applyJob(e *store.Entry, initial bool) {
 		return
 	}
 	v.mu.Lock()
-	prev := v.jobs[j.ID]
-	v.jobs[j.ID] = j
-	if j.State.Terminal() {
-		delete(v.active, j.ID)
-	} else {
-		v.active[j.ID] = j
-	}
-	if prev == nil {
-		i := v.index(j)
-		v.sorted = append(v.sorted, nil)
-		copy(v.sorted[i+1:], v.sorted[i:])
-		v.sorted[i] = j
-	} else {
-		v.sorted[v.index(j)] = j
-	}
-	v.notify()
+	prev := v.set(j)
 	var events []event.Event
 	if !initial {
+		v.notify()
 		events = v.jobEvents(prev, j)
 	}
 	v.mu.Unlock()
@@ -221,12 +245,172 @@ func (v *View) applyJob(e *store.Entry, initial bool) {
 	}
 }
 
+// set stores record j and returns the record it replaces: nil for a job
+// not seen before; for an evicted one, a record of its last state. v.mu
+// must be held for writing.
+func (v *View) set(j *job.Job) (prev *job.Job) {
+	en := v.byID[j.ID]
+	if en == nil {
+		en = &entry{id: j.ID, created: j.CreatedAt.UnixNano()}
+		v.byID[j.ID] = en
+		v.insert(en)
+	} else {
+		prev = en.j
+		if prev == nil {
+			prev = &job.Job{ID: j.ID, State: en.state, Done: j.Done, Values: j.Values, ReduceDone: j.ReduceDone}
+		}
+		v.counts[en.state]--
+		v.leave(j.ID)
+	}
+	en.state, en.j = j.State, j
+	v.counts[j.State]++
+	if j.State.Terminal() {
+		if j.FinishedAt != nil {
+			en.finished = j.FinishedAt.UnixNano()
+		}
+		delete(v.active, j.ID)
+		delete(v.unqueued, j.ID)
+		if !en.recent {
+			v.keepRecent(en)
+		}
+	} else {
+		en.finished = 0
+		v.active[j.ID] = j
+		if j.Enqueued {
+			delete(v.unqueued, j.ID)
+		} else {
+			v.unqueued[j.ID] = struct{}{}
+		}
+		v.join(j.ID)
+	}
+	return prev
+}
+
+// keepRecent adds a finished entry to the recent ones and evicts the
+// record of the oldest past the bound. v.mu must be held for writing.
+func (v *View) keepRecent(en *entry) {
+	limit := v.cfg.Recent
+	if limit <= 0 {
+		limit = DefaultRecent
+	}
+	en.recent = true
+	v.recent = append(v.recent, en)
+	for len(v.recent) > limit {
+		old := v.recent[0]
+		v.recent[0] = nil
+		v.recent = v.recent[1:]
+		old.recent = false
+		if old.state.Terminal() {
+			old.j = nil
+		}
+	}
+}
+
+// remove forgets a deleted job. v.mu must be held for writing.
+func (v *View) remove(en *entry) {
+	v.counts[en.state]--
+	v.leave(en.id)
+	delete(v.active, en.id)
+	delete(v.unqueued, en.id)
+	delete(v.byID, en.id)
+	en.gone, en.j = true, nil
+	v.gone++
+	if v.gone > 1024 && 2*v.gone > len(v.sorted) {
+		live := v.sorted[:0]
+		for _, e := range v.sorted {
+			if !e.gone {
+				live = append(live, e)
+			}
+		}
+		clear(v.sorted[len(live):])
+		v.sorted, v.gone = live, 0
+	}
+}
+
+// insert puts a new entry in creation order. v.mu must be held for writing.
+func (v *View) insert(en *entry) {
+	if v.loading {
+		v.sorted = append(v.sorted, en)
+		return
+	}
+	i := v.index(en)
+	v.sorted = append(v.sorted, nil)
+	copy(v.sorted[i+1:], v.sorted[i:])
+	v.sorted[i] = en
+}
+
+// loaded ends the start's read of the stored records: the entries were
+// appended in the store's order, and are sorted once.
+func (v *View) loaded() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	sort.Slice(v.sorted, func(a, b int) bool { return less(v.sorted[a], v.sorted[b]) })
+	v.loading = false
+	v.notify()
+}
+
+// share returns how many of an unfinished job's tasks are not done yet and
+// how many of those a worker runs: a job's running and queued counts
+// derive from the workers. v.mu must be held.
+func (v *View) share(j *job.Job) (left, running int) {
+	total, done := j.Partitions, j.Done
+	if j.ReadsData() {
+		total += j.Reducers
+		done += j.ReduceDone
+		if j.Phase == job.PhaseMap {
+			total -= j.Reducers // not queued before the maps are done
+		}
+	}
+	left = total - done - j.Failed
+	return left, min(v.busy[j.ID], left)
+}
+
+// join adds unfinished job id's share to the totals, leave takes it out:
+// every change of a job or of its busy workers is a leave, the change,
+// then a join. v.mu must be held for writing.
+func (v *View) join(id string) {
+	if j, ok := v.active[id]; ok {
+		l, r := v.share(j)
+		v.left += l
+		v.running += r
+	}
+}
+
+func (v *View) leave(id string) {
+	if j, ok := v.active[id]; ok {
+		l, r := v.share(j)
+		v.left -= l
+		v.running -= r
+	}
+}
+
+// setBusy moves the count of workers busy with job id by delta. v.mu
+// must be held for writing.
+func (v *View) setBusy(id string, delta int) {
+	if id == "" {
+		return
+	}
+	v.leave(id)
+	if v.busy[id] += delta; v.busy[id] <= 0 {
+		delete(v.busy, id)
+	}
+	v.join(id)
+}
+
+// job returns job id's record when the view holds it. v.mu must be held.
+func (v *View) job(id string) *job.Job {
+	if en, ok := v.byID[id]; ok {
+		return en.j
+	}
+	return nil
+}
+
 // jobEvents turns a record change into events; v.mu must be held. The
 // watcher may skip revisions (the bucket keeps only the newest), so a job
 // can first be seen already finished: every event is derived from the
 // difference, with a job not seen before compared to a fresh one.
 func (v *View) jobEvents(prev, j *job.Job) []event.Event {
-	res := v.resource(j, v.runningByJob())
+	res := v.resource(j)
 	var out []event.Event
 	if prev == nil {
 		out = append(out, event.Event{Type: "job.submitted", Data: res})
@@ -254,16 +438,16 @@ type TasksDone struct {
 	Total      int    `json:"total"`
 }
 
-// index returns where j is or belongs in v.sorted.
-func (v *View) index(j *job.Job) int {
-	return sort.Search(len(v.sorted), func(i int) bool { return !less(v.sorted[i], j) })
+// index returns where en is or belongs in v.sorted.
+func (v *View) index(en *entry) int {
+	return sort.Search(len(v.sorted), func(i int) bool { return !less(v.sorted[i], en) })
 }
 
-func less(a, b *job.Job) bool {
-	if !a.CreatedAt.Equal(b.CreatedAt) {
-		return a.CreatedAt.Before(b.CreatedAt)
+func less(a, b *entry) bool {
+	if a.created != b.created {
+		return a.created < b.created
 	}
-	return a.ID < b.ID
+	return a.id < b.id
 }
 
 func (v *View) applyWorker(e *store.Entry, initial bool) {
@@ -280,6 +464,10 @@ func (v *View) applyWorker(e *store.Entry, initial bool) {
 	prev, known := v.workers[e.Key]
 	v.workers[e.Key] = worker{status: s, seen: time.Now()}
 	changed := !known || !sameActivity(prev.status, s)
+	if was, is := busyJob(prev.status), busyJob(s); was != is {
+		v.setBusy(was, -1)
+		v.setBusy(is, 1)
+	}
 	var events []event.Event
 	if changed {
 		v.notify()
@@ -309,10 +497,9 @@ func (v *View) runningChanged(ids ...string) []event.Event {
 	if len(ids) == 2 && ids[0] == ids[1] {
 		return nil
 	}
-	running := v.runningByJob()
 	for _, id := range ids {
-		if j, ok := v.jobs[id]; ok && id != "" && !j.State.Terminal() {
-			out = append(out, event.Event{Type: "job.progress", Data: v.resource(j, running)})
+		if j, ok := v.active[id]; ok {
+			out = append(out, event.Event{Type: "job.progress", Data: v.resource(j)})
 		}
 	}
 	return out
@@ -334,6 +521,7 @@ func (v *View) removeWorker(key string) {
 	var events []event.Event
 	if ok {
 		delete(v.workers, key)
+		v.setBusy(busyJob(w.status), -1)
 		v.notify()
 		events = append(v.runningChanged(busyJob(w.status)), event.Event{Type: "worker.left", Data: map[string]string{"key": key}})
 	}
@@ -397,7 +585,7 @@ func (v *View) flushStarted(ctx context.Context) {
 		v.startedMu.Unlock()
 		v.mu.RLock()
 		for id, tasks := range started {
-			if j, ok := v.jobs[id]; ok && !j.ReadsData() {
+			if j := v.job(id); j != nil && !j.ReadsData() {
 				for i := range tasks {
 					tasks[i].Phase = "" // a map-only job has no phase to show
 				}

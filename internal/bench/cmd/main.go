@@ -27,11 +27,13 @@ func main() {
 	wcMB := flag.Int("wordcount-mb", 200, "size of the wordcount corpus in MiB (0: skip the wordcount run)")
 	wcM := flag.Int("wordcount-maps", 8, "map tasks of the wordcount run")
 	wcR := flag.Int("wordcount-reducers", 4, "reduce tasks of the wordcount run")
-	only := flag.String("only", "", "run only this part: tasks or wordcount")
+	only := flag.String("only", "", "run only this part: tasks, wordcount, straggler or history")
 	seq := flag.Bool("sequential", true, "measure the sequential word counts beside the wordcount job")
 	memMB := flag.Int("memory-mb", 1024, "size of the corpus of the memory run, in MiB, counted with --memory-limit-mb (0: skip)")
 	memLimit := flag.Int("memory-limit-mb", 200, "the cluster's --memory-limit-mb in the memory run")
 	stragglerMB := flag.Int("straggler-mb", 50, "size of the corpus of the straggler run, in MiB (0: skip)")
+	historyJobs := flag.Int("history-jobs", 200000, "finished jobs of the history run: the server's memory and restart with them (0: skip)")
+	data := flag.String("data", "", "data directory of the history run's server child")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memprofile := flag.String("memprofile", "", "write an allocation profile at the end to this file")
 	defer func() {
@@ -51,9 +53,9 @@ func main() {
 		_ = pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	if err := run(ctx, opts{*tasks, *jobs, *latencyJobs, *corpus, *wcMB, *wcM, *wcR, *only, *seq, *memMB, *memLimit, *stragglerMB}); err != nil {
+	if err := run(ctx, opts{*tasks, *jobs, *latencyJobs, *corpus, *wcMB, *wcM, *wcR, *only, *seq, *memMB, *memLimit, *stragglerMB, *historyJobs, *data}); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -68,12 +70,17 @@ type opts struct {
 	sequential               bool
 	memMB, memLimit          int
 	stragglerMB              int
+	historyJobs              int
+	data                     string
 }
 
 func run(ctx context.Context, o opts) error {
 	if o.only == "memory" {
 		// The child of the memory run: rows without a header or alignment.
 		return memory(ctx, os.Stdout, o)
+	}
+	if o.only == "serve" {
+		return bench.Serve(ctx, o.data)
 	}
 	fmt.Printf("mrcluster benchmark: %s/%s, %d CPUs, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -92,6 +99,17 @@ func run(ctx context.Context, o opts) error {
 		if err := straggler(ctx, w, o); err != nil {
 			return fmt.Errorf("straggler: %w", err)
 		}
+	}
+	if (o.only == "" || o.only == "history") && o.historyJobs > 0 {
+		h, err := bench.RunHistory(ctx, o.historyJobs)
+		if err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
+		fmt.Fprintf(w, "%d one-partition jobs in batches of 1000 from 16 clients, submit to finished\t%.0f jobs/s\t\t\n", h.Submitted, h.Rate)
+		fmt.Fprintf(w, "  the server's resident memory once they finished (peak)\t%.0f MiB (%.0f)\t<= 150 MiB\t\n", h.RSS, h.PeakRSS)
+		fmt.Fprintf(w, "  a restart of the server with them stored, to ready\t%s\t<= 5s\t\n", h.Restart.Round(10*time.Millisecond))
+		fmt.Fprintf(w, "  resident memory after the restart (peak)\t%.0f MiB (%.0f)\t<= 150 MiB\t\n", h.RSSAfter, h.PeakAfter)
+		fmt.Fprintf(w, "  a page of 50 of the newest / of jobs 1000 deep\t%s / %s\t\t\n", h.FirstPage.Round(100*time.Microsecond), h.OldPage.Round(100*time.Microsecond))
 	}
 	if o.only == "" && o.memMB > 0 {
 		// A process of its own, so that its peak memory is the cluster's.

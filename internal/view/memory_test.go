@@ -1,0 +1,263 @@
+package view
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+	"github.com/mrcluster/mrcluster/internal/store/memstore"
+)
+
+// recount computes the queue's totals the slow way, from every record and
+// every worker: what the counters kept as things change must equal.
+func recount(v *View) (queued, running int, unqueued int, counts map[job.State]int) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	busy := map[string]int{}
+	for _, w := range v.workers {
+		if w.status.Busy {
+			busy[w.status.JobID]++
+		}
+	}
+	counts = map[job.State]int{}
+	for _, en := range v.byID {
+		counts[en.state]++
+		j := en.j
+		if en.state.Terminal() {
+			continue
+		}
+		if !j.Enqueued {
+			unqueued++
+		}
+		left := j.Partitions - j.Done - j.Failed
+		if j.ReadsData() && j.Phase == job.PhaseReduce {
+			left += j.Reducers - j.ReduceDone
+		}
+		r := min(busy[j.ID], left)
+		running += r
+		queued += left - r
+	}
+	return queued, running, unqueued, counts
+}
+
+func record(t *testing.T, j *job.Job) *store.Entry {
+	t.Helper()
+	data, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &store.Entry{Key: j.ID, Value: data}
+}
+
+func status(t *testing.T, key string, s job.WorkerStatus) *store.Entry {
+	t.Helper()
+	s.Key = key
+	data, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &store.Entry{Key: key, Value: data}
+}
+
+// The queue depth, running count, unqueued list and state counts are kept
+// as records and workers change; after every step of a random history of
+// submits, results, phase changes, cancels, deletes and workers taking,
+// finishing and leaving tasks, they equal a recount.
+func TestCountersEqualARecount(t *testing.T) {
+	t.Parallel()
+	v := New(Config{Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler), Recent: 5})
+	v.loaded()
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := time.Now()
+	var jobs []*job.Job
+	workers := []string{"w0", "w1", "w2", "w3", "w4"}
+	for step := range 3000 {
+		switch op := rng.IntN(10); {
+		case op < 2 || len(jobs) == 0:
+			spec := job.Spec{Kind: "noop", Partitions: 1 + rng.IntN(6)}
+			j := job.New(job.NewID("noop", now.Add(time.Duration(step)*time.Millisecond)), spec, now)
+			if rng.IntN(2) == 0 {
+				j.Reducers = 1 + rng.IntN(3)
+				j.ReduceCommits = make([]string, j.Reducers)
+			}
+			j.Enqueued = rng.IntN(4) > 0
+			jobs = append(jobs, j)
+			v.applyJob(record(t, j), false)
+		case op < 5:
+			j := jobs[rng.IntN(len(jobs))]
+			if j.State.Terminal() {
+				continue
+			}
+			j = j.Clone()
+			switch {
+			case j.Phase == job.PhaseMap && j.Done < j.Partitions:
+				j.Done++
+				j.State = job.Running
+				switch {
+				case j.Done < j.Partitions:
+				case j.ReadsData():
+					j.Phase = job.PhaseReduce
+				default:
+					at := now
+					j.State, j.FinishedAt = job.Succeeded, &at
+				}
+			case j.ReadsData() && j.Phase == job.PhaseReduce && j.ReduceDone < j.Reducers:
+				j.ReduceDone++
+				if j.ReduceDone == j.Reducers {
+					at := now
+					j.State, j.FinishedAt = job.Succeeded, &at
+				}
+			}
+			j.Enqueued = rng.IntN(4) > 0
+			jobs = replace(jobs, j)
+			v.applyJob(record(t, j), false)
+		case op < 6:
+			j := jobs[rng.IntN(len(jobs))].Clone()
+			if j.Cancel(now) == nil {
+				jobs = replace(jobs, j)
+				v.applyJob(record(t, j), false)
+			}
+		case op < 7:
+			k := rng.IntN(len(jobs))
+			v.applyJob(&store.Entry{Key: jobs[k].ID, Deleted: true}, false)
+			jobs = append(jobs[:k], jobs[k+1:]...)
+		case op < 9:
+			w := workers[rng.IntN(len(workers))]
+			s := job.WorkerStatus{}
+			if rng.IntN(3) > 0 && len(jobs) > 0 {
+				s.Busy, s.JobID = true, jobs[rng.IntN(len(jobs))].ID
+			}
+			v.applyWorker(status(t, w, s), false)
+		default:
+			v.removeWorker(workers[rng.IntN(len(workers))])
+		}
+		q, r, u, counts := recount(v)
+		gq, gr := v.TaskTotals()
+		if gq != q || gr != r || v.QueueDepth() != q {
+			t.Fatalf("step %d: counters say %d queued, %d running; a recount says %d, %d", step, gq, gr, q, r)
+		}
+		if n := len(v.Unqueued()); n != u {
+			t.Fatalf("step %d: %d unqueued jobs, a recount says %d", step, n, u)
+		}
+		got := v.Counts()
+		for s, n := range counts {
+			if got[s] != n {
+				t.Fatalf("step %d: counts = %v, a recount says %v", step, got, counts)
+			}
+		}
+		_, depth := v.Queue()
+		if depth != q {
+			t.Fatalf("step %d: queue depth %d, a recount says %d", step, depth, q)
+		}
+	}
+	if len(v.recent) > 5 {
+		t.Fatalf("%d finished records kept, want at most 5", len(v.recent))
+	}
+}
+
+func replace(jobs []*job.Job, j *job.Job) []*job.Job {
+	for i := range jobs {
+		if jobs[i].ID == j.ID {
+			jobs[i] = j
+		}
+	}
+	return jobs
+}
+
+// A view keeps the records of unfinished jobs and the newest finished
+// ones; the others are read from the store for a page of the list, and
+// every job is still listed, newest first, in pages, after a start that
+// read them in the store's order (not creation order).
+func TestOlderFinishedJobsAreReadFromTheStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := memstore.New(memstore.Config{})
+	now := time.Now()
+	const n = 300
+	ids := make([]string, n)
+	for i := range n {
+		// Created in an order the store's does not follow.
+		created := now.Add(time.Duration((i*7919)%n) * time.Millisecond)
+		j := job.New(job.NewID("noop", created), job.Spec{Kind: "noop", Partitions: 1}, created)
+		if i%10 != 0 {
+			j.Apply(job.TaskResult{Partition: 0, Value: int64(i), StartedAt: now, FinishedAt: now}, job.SumReduce)
+		}
+		if _, err := st.Jobs.Create(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		ids[(i*7919)%n] = j.ID
+	}
+	v := New(Config{Store: st, Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler), Recent: 20})
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Stop(ctx) })
+	<-v.Ready()
+
+	held := 0
+	for _, id := range ids {
+		if _, ok := v.Get(id); ok {
+			held++
+		}
+	}
+	if held != n/10+20 {
+		t.Fatalf("the view holds %d records; want the %d unfinished and the 20 newest finished", held, n/10)
+	}
+	if c := v.Counts(); c[job.Succeeded] != n-n/10 || c[job.Queued] != n/10 {
+		t.Fatalf("counts = %v", c)
+	}
+	var listed []string
+	cursor := ""
+	for page := 0; ; page++ {
+		jobs, next, err := v.List(ctx, "", 32, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			if j.Kind != "noop" || j.State == "" {
+				t.Fatalf("page %d lists %+v: not read whole", page, j)
+			}
+			listed = append(listed, j.ID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if len(listed) != n {
+		t.Fatalf("listed %d jobs, want %d", len(listed), n)
+	}
+	for i, id := range listed {
+		if want := ids[n-1-i]; id != want {
+			t.Fatalf("listed[%d] = %s, want %s (newest first)", i, id, want)
+		}
+	}
+
+	// Deletes of records the view does not hold, then a page across them.
+	for _, id := range ids[:n/2] {
+		if err := st.Jobs.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.AwaitGone(ctx, ids[n/2-1])
+	jobs, _, err := v.List(ctx, "", n, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != n-n/2 {
+		t.Fatalf("after deleting %d of %d jobs the list holds %d", n/2, n, len(jobs))
+	}
+	finished := v.Counts()[job.Succeeded]
+	if got := v.Expired(now.Add(time.Hour)); len(got) != finished || finished == 0 {
+		t.Fatalf("expired = %d jobs, want the %d finished ones left", len(got), finished)
+	}
+	if got := v.Expired(now.Add(-time.Hour)); len(got) != 0 {
+		t.Fatalf("%d jobs expired an hour before they finished", len(got))
+	}
+}
