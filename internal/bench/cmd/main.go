@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,7 +28,7 @@ func main() {
 	wcMB := flag.Int("wordcount-mb", 200, "size of the wordcount corpus in MiB (0: skip the wordcount run)")
 	wcM := flag.Int("wordcount-maps", 8, "map tasks of the wordcount run")
 	wcR := flag.Int("wordcount-reducers", 4, "reduce tasks of the wordcount run")
-	only := flag.String("only", "", "run only this part: tasks, wordcount, straggler or history")
+	only := flag.String("only", "", "run only this part: tasks, small, wordcount, straggler or history")
 	seq := flag.Bool("sequential", true, "measure the sequential word counts beside the wordcount job")
 	memMB := flag.Int("memory-mb", 1024, "size of the corpus of the memory run, in MiB, counted with --memory-limit-mb (0: skip)")
 	memLimit := flag.Int("memory-limit-mb", 200, "the cluster's --memory-limit-mb in the memory run")
@@ -90,6 +91,11 @@ func run(ctx context.Context, o opts) error {
 			return err
 		}
 	}
+	if o.only == "" || o.only == "small" {
+		if err := smallJobs(ctx, w); err != nil {
+			return err
+		}
+	}
 	if (o.only == "" || o.only == "wordcount") && o.wcMB > 0 {
 		if err := wordcount(ctx, w, o); err != nil {
 			return fmt.Errorf("wordcount: %w", err)
@@ -124,6 +130,40 @@ func run(ctx context.Context, o opts) error {
 		_, _ = w.Write(out)
 	}
 	return w.Flush()
+}
+
+// smallJobs measures one-partition jobs from 16 clients, one per request
+// and in batches, beside Asynq+Redis with the same clients.
+func smallJobs(ctx context.Context, w io.Writer) error {
+	c, err := bench.StartCluster(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.SmallJobs(ctx, 1600, 16, 1); err != nil { // warm up
+		return fmt.Errorf("small jobs: %w", err)
+	}
+	single, err := c.SmallJobs(ctx, 8000, 16, 1)
+	if err != nil {
+		return fmt.Errorf("small jobs: %w", err)
+	}
+	batched, err := c.SmallJobs(ctx, 32000, 16, 100)
+	if err != nil {
+		return fmt.Errorf("small jobs in batches: %w", err)
+	}
+	fmt.Fprintf(w, "1-partition jobs, 16 clients, one per request, submit->done\t%.0f jobs/s\t>= 2x Asynq\t\n", single)
+	peer, err := bench.Asynq(ctx, bench.PeerDir, 8000, 16, 4)
+	switch {
+	case errors.Is(err, bench.ErrNoRedis):
+		fmt.Fprintf(w, "  Asynq+Redis: not measured (no redis-server on the PATH; apt-get install redis-server)\t\t\t\n")
+	case err != nil:
+		return fmt.Errorf("asynq peer: %w", err)
+	default:
+		fmt.Fprintf(w, "  Asynq+Redis (AOF fsync every second), 16 clients, 1 task per enqueue, 4 workers\t%.0f tasks/s\t\t\n", peer)
+		fmt.Fprintf(w, "  mrcluster / Asynq\t%.2fx\t>= 2x\t\n", single/peer)
+	}
+	fmt.Fprintf(w, "1-partition jobs, 16 clients, batches of 100, submit->done\t%.0f jobs/s\t>= 25000\t\n", batched)
+	return nil
 }
 
 // straggler runs a wordcount with one slow worker, without and with
@@ -262,18 +302,5 @@ func tasks(ctx context.Context, w *tabwriter.Writer, tasks, jobs, latencyJobs in
 	fmt.Fprintf(w, "  share of the ceiling\t%.0f %%\t\t\n", 100*tput/ceiling)
 	fmt.Fprintf(w, "1-partition job submit->done p50 (%d jobs)\t%s\t<= 5ms\t\n", latencyJobs, bench.Percentile(lat, 50).Round(10*time.Microsecond))
 	fmt.Fprintf(w, "1-partition job submit->done p99\t%s\t\t\n", bench.Percentile(lat, 99).Round(10*time.Microsecond))
-	single, err := c.SmallJobs(ctx, 8000, 16, 1)
-	if err != nil {
-		return fmt.Errorf("small jobs: %w", err)
-	}
-	batched, err := c.SmallJobs(ctx, 32000, 16, 100)
-	if err != nil {
-		return fmt.Errorf("small jobs in batches: %w", err)
-	}
-	fmt.Fprintf(w, "1-partition jobs, 16 clients, one per request, submit->done\t%.0f jobs/s\t>= 2x Asynq\t\n", single)
-	fmt.Fprintf(w, "1-partition jobs, 16 clients, batches of 100, submit->done\t%.0f jobs/s\t>= 25000\t\n", batched)
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		fmt.Fprintf(w, "  Asynq+Redis: not measured (no redis-server on the PATH)\t\t\t\n")
-	}
 	return nil
 }
