@@ -166,7 +166,7 @@ func RunHistory(ctx context.Context, n int) (History, error) {
 		}
 	}
 	h.Submitted = n
-	if err := awaitIdle(ctx, api); err != nil {
+	if err := awaitIdle(ctx, api, 250*time.Millisecond); err != nil {
 		return h, err
 	}
 	h.Rate = float64(n) / time.Since(start).Seconds()
@@ -209,8 +209,10 @@ func RunHistory(ctx context.Context, n int) (History, error) {
 	return h, nil
 }
 
-// awaitIdle returns once no job is queued or running.
-func awaitIdle(ctx context.Context, api *client.Client) error {
+// awaitIdle returns once no job is queued or running, looking every
+// interval. Queued jobs are looked at first: a job that starts in between
+// is then seen running.
+func awaitIdle(ctx context.Context, api *client.Client, every time.Duration) error {
 	for {
 		busy := false
 		for _, st := range []client.State{client.Queued, client.Running} {
@@ -226,7 +228,7 @@ func awaitIdle(ctx context.Context, api *client.Client) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(every):
 		}
 	}
 }

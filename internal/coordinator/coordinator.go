@@ -71,6 +71,7 @@ type Coordinator struct {
 	// channel closed when its submit ends: their tasks are queued before
 	// their record is stored, and their first results wait for it here.
 	submitting map[string]chan struct{}
+	starts     map[string]started // the first start notice of queued jobs, for startLoop
 
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
@@ -86,7 +87,7 @@ type entry struct {
 
 // New returns a coordinator; Start makes it apply results.
 func New(cfg Config) *Coordinator {
-	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, starts: map[string]started{}}
 }
 
 // Timeouts of the coordinator's calls to the store. No call waits without
@@ -515,10 +516,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		c.wg.Go(func() { c.fetchResults(ctx, msgs) })
 	}
 	var err error
-	c.unsub, err = c.cfg.Store.Notices.OnTasksStarted("coordinator", func(s []job.TaskStarted) { c.markStarted(ctx, s[0]) })
+	c.unsub, err = c.cfg.Store.Notices.OnTasksStarted("coordinator", func(s []job.TaskStarted) { c.noteStarted(s[0]) })
 	if err != nil {
 		return fmt.Errorf("subscribe to task starts: %w", err)
 	}
+	c.wg.Go(func() { c.startLoop(ctx) })
 	c.wg.Go(func() { c.applyLoop(ctx, msgs) })
 	if c.cfg.BackupAfter > 0 && c.cfg.Running != nil {
 		c.wg.Go(func() { c.backupLoop(ctx) })
@@ -830,6 +832,54 @@ func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 		return
 	}
 	c.log.Info("job entered its reduce phase", "job", j.ID, "kind", j.Kind, "reducers", j.Reducers)
+}
+
+// startDelay is how long a task-start notice waits before it moves its
+// queued job to running. A short task's result, applied meanwhile, starts
+// the job in the write it makes anyway: a job of short tasks costs one
+// write of its record less, and a job is shown running at most this late.
+const startDelay = 100 * time.Millisecond
+
+type started struct {
+	job.TaskStarted
+	at time.Time // when the notice came
+}
+
+// noteStarted keeps the first start notice of a job for startLoop.
+func (c *Coordinator) noteStarted(s job.TaskStarted) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.cache[s.Job]; ok && e.job.State != job.Queued {
+		return
+	}
+	if _, ok := c.starts[s.Job]; !ok {
+		c.starts[s.Job] = started{s, time.Now()}
+	}
+}
+
+// startLoop marks running the jobs whose start notices waited startDelay.
+func (c *Coordinator) startLoop(ctx context.Context) {
+	t := time.NewTicker(startDelay / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			var due []job.TaskStarted
+			c.mu.Lock()
+			for id, s := range c.starts {
+				if now.Sub(s.at) >= startDelay {
+					due = append(due, s.TaskStarted)
+					delete(c.starts, id)
+				}
+			}
+			c.mu.Unlock()
+			for _, s := range due {
+				c.markStarted(ctx, s)
+			}
+		}
+	}
 }
 
 // markStarted moves a queued job to running when a worker starts one of its
