@@ -32,6 +32,14 @@ type Record struct {
 // copies both, so the caller may reuse their memory.
 type Emit func(key, value []byte)
 
+// RecordError is a map's error that names its record itself (a kind that
+// maps records in batches): it is not located again at the record whose
+// call returned it.
+type RecordError struct{ Err error }
+
+func (e *RecordError) Error() string { return e.Err.Error() }
+func (e *RecordError) Unwrap() error { return e.Err }
+
 // RecordMapFunc maps one input record to intermediate pairs.
 type RecordMapFunc func(ctx context.Context, rec Record, emit Emit) error
 

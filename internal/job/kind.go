@@ -29,6 +29,13 @@ type Kind struct {
 	Check func(params map[string]any) error `json:"-"`
 	// ReadsData is true when MapRecord is set.
 	ReadsData bool `json:"reads_data"`
+
+	// MapFlush, optional, is called once a map task's split has been
+	// read: a kind that batches records maps the last ones.
+	MapFlush func(ctx context.Context, emit Emit) error `json:"-"`
+	// Module is the content hash of an uploaded kind's WebAssembly
+	// module; empty for a built-in kind.
+	Module string `json:"module,omitempty"`
 }
 
 // DataKind is a kind that reads data, as a program writes it: the public

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -77,10 +78,21 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 	emit := buf.emit // one closure for the task, not one per record
 	n, lines, err := dataset.ReadSplit(ctx, e.Open, t.Files, t.Split, func(rec job.Record) error {
 		if err := k.MapRecord(ctx, rec, emit); err != nil {
+			var located *job.RecordError
+			if errors.As(err, &located) {
+				return fmt.Errorf("map function, %w", err)
+			}
 			return fmt.Errorf("map function, file %s line %d: %w", rec.File, rec.Line, err)
 		}
 		return buf.err
 	})
+	if err == nil && k.MapFlush != nil {
+		if err = k.MapFlush(ctx, emit); err != nil {
+			err = fmt.Errorf("map function, %w", err)
+		} else {
+			err = buf.err
+		}
+	}
 	if err != nil {
 		buf.close()
 		return Outcome{}, err

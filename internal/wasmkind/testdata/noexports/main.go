@@ -1,0 +1,4 @@
+// A WASI program that is not a kind.
+package main
+
+func main() { println("hello") }

@@ -1,0 +1,230 @@
+package wasmkind_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/wasmkind"
+)
+
+var (
+	buildMu sync.Mutex
+	built   = map[string][]byte{}
+)
+
+// Build builds the Go program in dir (from the module's root) as a
+// WebAssembly module, with the standard toolchain, once per test binary.
+func Build(t testing.TB, dir string) []byte {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if b, ok := built[dir]; ok {
+		return b
+	}
+	out := filepath.Join(t.TempDir(), "m.wasm")
+	args := []string{"build", "-o", out}
+	if !strings.HasSuffix(dir, "noexports") {
+		args = append(args, "-buildmode=c-shared")
+	}
+	cmd := exec.Command("go", append(args, "./"+dir)...)
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", dir, err, msg)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built[dir] = b
+	return b
+}
+
+func runtime(t *testing.T, memoryMB int) *wasmkind.Runtime {
+	t.Helper()
+	r, err := wasmkind.New(context.Background(), memoryMB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(context.Background()) })
+	return r
+}
+
+type pair struct{ k, v string }
+
+// mapAll maps lines with k as the engine does: record by record, then the
+// flush.
+func mapAll(ctx context.Context, k job.Kind, lines []string) ([]pair, error) {
+	var out []pair
+	emit := func(key, v []byte) { out = append(out, pair{string(key), string(v)}) }
+	for i, l := range lines {
+		if err := k.MapRecord(ctx, job.Record{File: "f.txt", Line: int64(i + 1), Text: []byte(l)}, emit); err != nil {
+			return out, err
+		}
+	}
+	if k.MapFlush != nil {
+		if err := k.MapFlush(ctx, emit); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// The example word count, run through the module, emits what the
+// built-in wordcount emits, combines and reduces as it does, across batch
+// boundaries (a split larger than one batch).
+func TestWordCountModuleMatchesTheBuiltIn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	m, err := runtime(t, 64).Compile(ctx, Build(t, "examples/wasm-wordcount"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Info.Combine || m.Info.Format || !strings.Contains(m.Info.Description, "word") {
+		t.Fatalf("info = %+v", m.Info)
+	}
+	k, release, err := m.Kind(ctx, "mywc", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	text := corpus(t)
+	lines := strings.Split(string(text), "\n")
+	got, err := mapAll(ctx, k, lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	builtin, _ := kinds.Builtin(1).Lookup("wordcount")
+	want, err := mapAll(ctx, builtin, lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(text) < 1<<20 || !slices.Equal(got, want) {
+		t.Fatalf("the module emitted %d pairs, the built-in %d (input %d bytes)", len(got), len(want), len(text))
+	}
+	if c := k.Combine([]byte("w"), []byte("40"), []byte("2")); string(c) != "42" {
+		t.Fatalf("combine 40 and 2 = %q", c)
+	}
+	v, err := k.ReduceKey(ctx, []byte("w"), slices.Values([][]byte{[]byte("1"), []byte("2"), []byte("39")}))
+	if err != nil || string(v) != "42" {
+		t.Fatalf("reduce = %q, %v", v, err)
+	}
+	if _, err := k.ReduceKey(ctx, []byte("w"), slices.Values([][]byte{[]byte("x")})); err == nil || !strings.Contains(err.Error(), "not a decimal integer") {
+		t.Fatalf("reduce of a non-number: %v", err)
+	}
+}
+
+// corpus returns the shared books, concatenated: several batches.
+func corpus(t *testing.T) []byte {
+	t.Helper()
+	paths, err := filepath.Glob("../../../shared/corpus/gutenberg/*.txt")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("the shared corpus: %v", err)
+	}
+	var out []byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b...)
+	}
+	return out
+}
+
+// A module refused at upload says what is wrong with it.
+func TestCompileRefusesWhatIsNotAKind(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := runtime(t, 64)
+	for _, c := range []struct {
+		name string
+		wasm []byte
+		want string
+	}{
+		{"not wasm", []byte("hello"), "not a WebAssembly module"},
+		{"a WASI program", Build(t, "internal/wasmkind/testdata/noexports"), "does not export mrk_alloc, mrk_info"},
+	} {
+		if _, err := r.Compile(ctx, c.wasm); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}
+
+// Every way a module can misbehave fails the call with a message that
+// says which, and the runtime runs other modules' tasks meanwhile and
+// after.
+func TestSandboxFailures(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := runtime(t, 32)
+	wc, err := r.Compile(ctx, Build(t, "examples/wasm-wordcount"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		dir, line string
+		timeout   time.Duration
+		want      string
+	}{
+		{"loop", "x", 300 * time.Millisecond, "time limit"},
+		{"alloc", "x", time.Minute, "out of memory: an instance may use at most 32 MiB"},
+		{"exit", "x", time.Minute, "exited with code 3"},
+		{"bigkey", "x", time.Minute, "key longer than 65536 bytes"},
+		{"garbage", "x", time.Minute, "outside its memory: not an answer of the ABI"},
+		{"fails", "boom", time.Minute, "file f.txt line 1: boom"},
+		{"fails", "panic", time.Minute, "panic: assignment to entry in nil map"},
+	}
+	for _, c := range cases {
+		t.Run(c.dir+"/"+c.line, func(t *testing.T) {
+			t.Parallel()
+			m, err := r.Compile(ctx, Build(t, "internal/wasmkind/testdata/"+c.dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tctx, cancel := context.WithTimeout(ctx, c.timeout)
+			defer cancel()
+			k, release, err := m.Kind(tctx, c.dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			start := time.Now()
+			_, err = mapAll(tctx, k, []string{c.line})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+			if c.dir == "loop" && time.Since(start) > 30*time.Second {
+				t.Fatalf("the loop was stopped after %s", time.Since(start))
+			}
+			// The same runtime still runs a good module.
+			good, release2, err := wc.Kind(ctx, "wc", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release2()
+			if got, err := mapAll(ctx, good, []string{"a b a"}); err != nil || fmt.Sprint(got) != "[{a 1} {b 1} {a 1}]" {
+				t.Fatalf("after the failure, a good module mapped %v, %v", got, err)
+			}
+		})
+	}
+}
+
+// A version is named by its content: the same bytes, the same hash.
+func TestHashNamesTheContent(t *testing.T) {
+	t.Parallel()
+	a, b := wasmkind.Hash([]byte("a")), wasmkind.Hash([]byte("b"))
+	if a == b || len(a) != 64 || a != wasmkind.Hash([]byte("a")) {
+		t.Fatalf("hashes %s %s", a, b)
+	}
+}
