@@ -320,6 +320,31 @@ func (c *Client) Kinds(ctx context.Context) ([]Kind, error) {
 	return out.Kinds, err
 }
 
+// PutKind uploads a WebAssembly module (size bytes read from r; -1 when
+// unknown) as the next version of kind name; description, when set,
+// replaces the module's own.
+func (c *Client) PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (Kind, error) {
+	var k Kind
+	path := "/api/v1/kinds/" + url.PathEscape(name)
+	if description != "" {
+		path += "?description=" + url.QueryEscape(description)
+	}
+	resp, err := c.stream(ctx, http.MethodPut, path, r, size)
+	if err != nil {
+		return k, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil {
+		return k, fmt.Errorf("read the answer to the upload of kind %s: %w", name, err)
+	}
+	return k, nil
+}
+
+// DeleteKind deletes an uploaded kind that no unfinished job uses.
+func (c *Client) DeleteKind(ctx context.Context, name string) error {
+	return c.call(ctx, http.MethodDelete, "/api/v1/kinds/"+url.PathEscape(name), nil, nil, nil)
+}
+
 // Datasets returns every dataset.
 func (c *Client) Datasets(ctx context.Context) ([]Dataset, error) {
 	var out struct {

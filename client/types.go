@@ -180,6 +180,14 @@ type Kind struct {
 	Params      []Param `json:"params,omitempty"`
 	// ReadsData is true for a kind whose jobs read datasets.
 	ReadsData bool `json:"reads_data"`
+	// Uploaded is true for a kind uploaded as a WebAssembly module; its
+	// version (from 1), the module's content hash (SHA-256) and size, and
+	// when it was uploaded.
+	Uploaded   bool       `json:"uploaded,omitempty"`
+	Version    int        `json:"version,omitempty"`
+	Hash       string     `json:"hash,omitempty"`
+	Size       int64      `json:"size,omitempty"`
+	UploadedAt *time.Time `json:"uploaded_at,omitempty"`
 }
 
 // Param describes one parameter of a kind.

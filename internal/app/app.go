@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/catalog"
 	"github.com/mrcluster/mrcluster/internal/coordinator"
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/event"
@@ -28,6 +29,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/service"
 	"github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/view"
+	"github.com/mrcluster/mrcluster/internal/wasmkind"
 	"github.com/mrcluster/mrcluster/internal/webui"
 	"github.com/mrcluster/mrcluster/internal/worker"
 )
@@ -90,6 +92,12 @@ type Config struct {
 	// Retention is how long a finished job, its task history and its
 	// output are kept after it finished (0: for ever).
 	Retention time.Duration
+	// WasmMemory bounds the memory of one instance of an uploaded kind's
+	// module, MaxKindSize a module's size; TaskTimeout one attempt of a
+	// task (0: none for built-in kinds, an hour for uploaded ones).
+	WasmMemory  int64
+	MaxKindSize int64
+	TaskTimeout time.Duration
 	// RecentJobs is how many finished jobs the server keeps whole in
 	// memory, beside the unfinished ones; older ones are read from the
 	// store when asked for.
@@ -179,6 +187,8 @@ func DefaultConfig() Config {
 		BackupAfter:     time.Second,
 		Retention:       7 * 24 * time.Hour,
 		RecentJobs:      view.DefaultRecent,
+		WasmMemory:      256 << 20,
+		MaxKindSize:     64 << 20,
 		ClusterWait:     2 * time.Minute,
 	}
 }
@@ -200,6 +210,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
 	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
 		return fmt.Errorf("--%s must be from 1 to 100, got %d", flags.MaxAttempts, c.MaxAttempts)
+	case c.WasmMemory < 1<<20 || c.WasmMemory > 4<<30:
+		return fmt.Errorf("--%s must be from 1 to 4096, got %d", flags.WasmMemory, c.WasmMemory>>20)
+	case c.MaxKindSize < 1<<20:
+		return fmt.Errorf("--%s must be 1 or more, got %d", flags.MaxKindSize, c.MaxKindSize>>20)
+	case c.TaskTimeout < 0:
+		return fmt.Errorf("--%s must be 0 (none) or more, got %s", flags.TaskTimeout, c.TaskTimeout)
 	case c.RecentJobs < 1:
 		return fmt.Errorf("--%s must be 1 or more, got %d", flags.RecentJobs, c.RecentJobs)
 	case c.Retention < 0:
@@ -223,6 +239,8 @@ type Server struct {
 	coord     *coordinator.Coordinator
 	pool      *worker.Pool
 	view      *view.View
+	catalog   *catalog.Catalog
+	wasm      *wasmkind.Runtime
 	api       *httpapi.Server
 	http      *http.Server
 	ln        net.Listener
@@ -297,6 +315,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// it; the API. They stop in the reverse order, workers first.
 	m := metrics.New()
 	datasets := s.datasets(s.store.Ports)
+	if s.wasm, err = wasmkind.New(ctx, int(cfg.WasmMemory>>20)); err != nil {
+		return nil, err
+	}
+	s.catalog = catalog.New(s.store.Ports, s.wasm, cfg.Kinds, s.log)
+	if err = s.catalog.Start(ctx); err != nil {
+		return nil, err
+	}
+	kinds := cfg.Kinds.With(s.catalog) // built in, then uploaded
 	if cfg.Workers > 0 {
 		// The workers have a connection of their own, as a remote worker
 		// would; it also lets the NATS server serve them in parallel with
@@ -310,9 +336,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		host, _ := os.Hostname()
 		s.pool = worker.New(worker.Config{
-			Store: wstore.Ports, Datasets: s.datasets(wstore.Ports), Kinds: cfg.Kinds, Concurrency: cfg.Workers,
+			Store: wstore.Ports, Datasets: s.datasets(wstore.Ports), Kinds: kinds, Concurrency: cfg.Workers,
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
 			SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir,
+			Modules: &catalog.Modules{Blobs: wstore.Ports.Modules, Runtime: s.wasm}, TaskTimeout: cfg.TaskTimeout,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err
@@ -329,7 +356,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, ctx.Err()
 	}
 	s.coord = coordinator.New(coordinator.Config{
-		Store: s.store.Ports, Datasets: datasets, Kinds: cfg.Kinds, MaxAttempts: cfg.MaxAttempts,
+		Store: s.store.Ports, Datasets: datasets, Kinds: kinds, Modules: s.catalog, MaxAttempts: cfg.MaxAttempts,
 		Logger: s.log, Metrics: m, Running: s.view.Running, Unqueued: s.view.Unqueued,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 		Retention: cfg.Retention, Expired: s.view.Expired, RetentionEvery: retentionEvery(cfg.Retention),
@@ -351,10 +378,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.watchStore(wctx) })
 	s.api = httpapi.New(httpapi.Config{
 		Service: service.New(service.Config{
-			Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: cfg.Kinds,
+			Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
 			MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
 		}),
-		View: s.view, Hub: hub, Kinds: cfg.Kinds,
+		View: s.view, Hub: hub, Kinds: kinds,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
@@ -453,6 +480,12 @@ func (s *Server) shutdown(ctx context.Context) {
 	}
 	if s.view != nil {
 		_ = s.view.Stop(ctx)
+	}
+	if s.catalog != nil {
+		_ = s.catalog.Stop(ctx)
+	}
+	if s.wasm != nil {
+		_ = s.wasm.Close(ctx)
 	}
 	if s.store != nil && s.checksStore() {
 		s.checkpoint(ctx, true)

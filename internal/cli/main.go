@@ -27,6 +27,7 @@ Usage:
   mrcluster submit  KIND N [--wait]  submit a job of N partitions (map tasks)
   mrcluster submit  wordcount --input books --partitions 8 --reducers 4 --wait
   mrcluster dataset put NAME FILE…   upload files into a dataset (also: dataset ls, dataset rm NAME)
+  mrcluster kind put NAME FILE.wasm  upload a kind of your own as a WebAssembly module (also: kind ls, kind rm NAME)
   mrcluster output  ID               print a finished job's output
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
@@ -91,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return submit(ctx, args, stdout, stderr)
 	case "dataset":
 		return datasetCmd(ctx, args, stdout, stderr)
+	case "kind":
+		return kindCmd(ctx, args, stdout, stderr)
 	case "output":
 		return output(ctx, args, stdout, stderr)
 	case "jobs":

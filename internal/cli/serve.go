@@ -80,6 +80,9 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.RecentJobs, flags.RecentJobs, cfg.RecentJobs, "finished jobs kept whole in memory, beside the unfinished ones; older ones are read from the store when asked for")
 	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
 	fs.BoolVar(&cfg.AcceptDamagedState, flags.AcceptDamagedState, false, "start even when the store does not hold what it held at the last stop (damaged or truncated files), going on with what is left and logging what is lost")
+	fs.Func(flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB (default 256)", mib(&cfg.WasmMemory))
+	fs.Func(flags.MaxKindSize, "largest WebAssembly module a kind may be uploaded with, in MiB (default 64)", mib(&cfg.MaxKindSize))
+	fs.DurationVar(&cfg.TaskTimeout, flags.TaskTimeout, cfg.TaskTimeout, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
 	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&cfg.MemoryLimit))
 	c.fs = fs
 	return c

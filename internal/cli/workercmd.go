@@ -13,11 +13,14 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/catalog"
 	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/wasmkind"
 	"github.com/mrcluster/mrcluster/internal/worker"
 )
 
@@ -40,12 +43,18 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	sortBuffer := int64(mr.DefaultSortBuffer)
 	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", sortBuffer>>20), mib(&sortBuffer))
 	tempDir := fs.String("temp-dir", "", "directory of map spills (default: the system's temporary directory)")
+	wasmMemory := int64(256 << 20)
+	fs.Func(flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB (default 256)", mib(&wasmMemory))
+	taskTimeout := fs.Duration(flags.TaskTimeout, 0, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
 	var memLimit int64
 	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&memLimit))
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if wasmMemory < 1<<20 {
+		return fmt.Errorf("--%s must be at least 1", flags.WasmMemory)
 	}
 	if *concurrency < 1 {
 		return fmt.Errorf("--concurrency must be at least 1, got %d", *concurrency)
@@ -86,12 +95,18 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if memLimit > 0 {
 		debug.SetMemoryLimit(memLimit)
 	}
+	rt, err := wasmkind.New(ctx, int(wasmMemory>>20))
+	if err != nil {
+		return err
+	}
+	defer rt.Close(context.Background())
 	m := metrics.New()
 	pool := worker.New(worker.Config{
 		Store: store.Ports, Datasets: &dataset.Store{KV: store.Ports.Datasets, Blocks: store.Ports.Blocks},
 		Kinds: registry(*sleepScale), Concurrency: *concurrency,
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
 		SortBuffer: sortBuffer, TempDir: *tempDir,
+		Modules: &catalog.Modules{Blobs: store.Ports.Modules, Runtime: rt}, TaskTimeout: *taskTimeout,
 	})
 	if err := pool.Start(ctx); err != nil {
 		return err

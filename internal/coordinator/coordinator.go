@@ -31,6 +31,11 @@ type Config struct {
 	// Datasets resolves a job's input.
 	Datasets *dataset.Store
 	Kinds    *job.Registry
+	// Modules gives the kind of an uploaded kind's job, at the version it
+	// pinned: its format writes the job's output.
+	Modules interface {
+		TaskKind(ctx context.Context, t job.Task) (job.Kind, func(), error)
+	}
 	// MaxAttempts is how many times a task may run before its failure
 	// fails its job.
 	MaxAttempts int
@@ -194,6 +199,7 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 	for i, j := range jobs {
 		j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
 		if k, _ := c.cfg.Kinds.Lookup(j.Kind); k.ReadsData {
+			j.Module = k.Module // an uploaded kind's version, pinned
 			files, err := c.cfg.Datasets.Resolve(ctx, specs[i].Input)
 			if err != nil {
 				return recorded, err
@@ -1048,6 +1054,14 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 
 // Output writes the output of succeeded job j to w.
 func (c *Coordinator) Output(ctx context.Context, j *job.Job, w io.Writer) error {
+	if j.Module != "" && c.cfg.Modules != nil {
+		k, release, err := c.cfg.Modules.TaskKind(ctx, job.Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Params: j.Params})
+		if err != nil {
+			return job.Errorf(job.EUnavailable, "the module of job %s's kind %q: %v", j.ID, j.Kind, err)
+		}
+		defer release()
+		return mr.WriteOutput(ctx, c.cfg.Store.Output, k, j, w)
+	}
 	k, ok := c.cfg.Kinds.Lookup(j.Kind)
 	if !ok {
 		return job.Errorf(job.EConflict, "kind %q of job %s is not registered on this server; restart it with that kind", j.Kind, j.ID)

@@ -31,6 +31,9 @@ const (
 	AllowOrigin        = "allow-origin"
 	Retention          = "retention"
 	RecentJobs         = "recent-jobs"
+	WasmMemory         = "wasm-memory-mb"
+	MaxKindSize        = "max-kind-mb"
+	TaskTimeout        = "task-timeout"
 	// Token is the client commands' flag for the server's auth token.
 	Token = "token"
 )

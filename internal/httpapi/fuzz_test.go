@@ -85,6 +85,14 @@ func (recordService) Dataset(context.Context, string) (dataset.Dataset, error) {
 	return dataset.Dataset{}, job.Errorf(job.ENotFound, "no dataset")
 }
 
+func (recordService) PutKind(context.Context, string, string, io.Reader, int64) (client.Kind, error) {
+	return client.Kind{}, nil
+}
+
+func (recordService) DeleteKind(context.Context, string) error { return nil }
+
+func (recordService) Kinds() []client.Kind { return nil }
+
 func fuzzServer() *Server {
 	return New(Config{
 		Service: recordService{}, View: view.New(view.Config{}), Hub: event.NewHub(),

@@ -190,7 +190,31 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listKinds(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"kinds": s.cfg.Kinds.Kinds()})
+	writeJSON(w, http.StatusOK, map[string]any{"kinds": s.cfg.Service.Kinds()})
+}
+
+// putKind stores an uploaded kind's WebAssembly module (the body;
+// ?description= overrides the module's own).
+func (s *Server) putKind(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	k, err := s.cfg.Service.PutKind(r.Context(), name, r.URL.Query().Get("description"), r.Body, r.ContentLength)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("kind uploaded", "kind", name, "version", k.Version, "module", k.Hash, "bytes", k.Size)
+	w.Header().Set("Location", "/api/v1/kinds")
+	writeJSON(w, http.StatusCreated, k)
+}
+
+func (s *Server) deleteKind(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := s.cfg.Service.DeleteKind(r.Context(), name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("kind deleted", "kind", name)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) listWorkers(w http.ResponseWriter, _ *http.Request) {

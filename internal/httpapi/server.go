@@ -32,6 +32,8 @@ type Service interface {
 	DeleteJob(ctx context.Context, id string) error
 	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
 	DeleteDataset(ctx context.Context, name string) error
+	PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (client.Kind, error)
+	DeleteKind(ctx context.Context, name string) error
 	// The queries the read model does not answer alone.
 	Job(ctx context.Context, id string) (client.Job, error)
 	Resource(j *job.Job) client.Job
@@ -39,6 +41,7 @@ type Service interface {
 	Output(ctx context.Context, id string) (func(io.Writer) error, error)
 	Datasets(ctx context.Context) ([]dataset.Dataset, error)
 	Dataset(ctx context.Context, name string) (dataset.Dataset, error)
+	Kinds() []client.Kind
 }
 
 // Config is what the API needs.
@@ -129,6 +132,8 @@ func (s *Server) routes() {
 	m.HandleFunc("PUT /api/v1/datasets/{name}/files/{file}", s.putDatasetFile)
 	m.HandleFunc("DELETE /api/v1/datasets/{name}", s.deleteDataset)
 	m.HandleFunc("GET /api/v1/kinds", s.listKinds)
+	m.HandleFunc("PUT /api/v1/kinds/{name}", s.putKind)
+	m.HandleFunc("DELETE /api/v1/kinds/{name}", s.deleteKind)
 	m.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	m.HandleFunc("GET /api/v1/queue", s.getQueue)
 	m.HandleFunc("GET /api/v1/events", s.events)

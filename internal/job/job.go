@@ -45,6 +45,9 @@ type Job struct {
 	Kind       string          `json:"kind"`
 	Partitions int             `json:"partitions"`
 	Params     json.RawMessage `json:"params,omitempty"`
+	// Module is the content hash of an uploaded kind's WebAssembly module:
+	// the version the job was submitted with, which it runs to its end.
+	Module string `json:"module,omitempty"`
 	// MaxAttempts is how many times a task may run before its failure
 	// fails the job.
 	MaxAttempts int   `json:"max_attempts,omitempty"`
@@ -107,6 +110,9 @@ type Task struct {
 	Partition  int             `json:"partition"`
 	Partitions int             `json:"partitions"`
 	Params     json.RawMessage `json:"params,omitempty"`
+	// Module is the content hash of the WebAssembly module of an uploaded
+	// kind, pinned by the job at submit.
+	Module string `json:"module,omitempty"`
 	// MaxAttempts is how many times the task may run before its failure
 	// fails the job.
 	MaxAttempts int `json:"max_attempts,omitempty"`

@@ -82,6 +82,19 @@ type Param struct {
 // and only read afterwards, so it needs no lock.
 type Registry struct {
 	kinds map[string]Kind
+	dyn   Dynamic
+}
+
+// Dynamic is a source of kinds that come and go while the cluster runs:
+// the uploaded ones.
+type Dynamic interface {
+	Lookup(name string) (Kind, bool)
+	Kinds() []Kind
+}
+
+// With returns a registry of r's kinds and d's: r's first.
+func (r *Registry) With(d Dynamic) *Registry {
+	return &Registry{kinds: r.kinds, dyn: d}
 }
 
 // NewRegistry returns a registry holding the given kinds.
@@ -109,6 +122,9 @@ func (r *Registry) Register(k Kind) {
 // Lookup returns the kind named name.
 func (r *Registry) Lookup(name string) (Kind, bool) {
 	k, ok := r.kinds[name]
+	if !ok && r.dyn != nil {
+		return r.dyn.Lookup(name)
+	}
 	return k, ok
 }
 
@@ -117,6 +133,13 @@ func (r *Registry) Kinds() []Kind {
 	out := make([]Kind, 0, len(r.kinds))
 	for _, k := range r.kinds {
 		out = append(out, k)
+	}
+	if r.dyn != nil {
+		for _, k := range r.dyn.Kinds() {
+			if _, builtin := r.kinds[k.Name]; !builtin {
+				out = append(out, k)
+			}
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -172,7 +195,8 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 	if spec.Kind == "" {
 		return Errorf(EInvalid, "kind is required; known kinds: %s", strings.Join(r.Names(), ", "))
 	}
-	if _, ok := r.kinds[spec.Kind]; !ok {
+	k, ok := r.Lookup(spec.Kind)
+	if !ok {
 		return Errorf(EInvalid, "unknown kind %q; known kinds: %s", spec.Kind, strings.Join(r.Names(), ", "))
 	}
 	if spec.Partitions < 1 || spec.Partitions > maxPartitions {
@@ -184,7 +208,6 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 			return Errorf(EInvalid, "params must be a JSON object")
 		}
 	}
-	k := r.kinds[spec.Kind]
 	if !k.ReadsData {
 		if len(spec.Input) > 0 || spec.Reducers != 0 {
 			return Errorf(EInvalid, "kind %q reads no data: leave out input and reducers", spec.Kind)

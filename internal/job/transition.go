@@ -50,7 +50,7 @@ func (j *Job) Clone() *Job {
 
 // Tasks returns the tasks of the job's current phase that are not done yet.
 func (j *Job) Tasks() []Task {
-	t := Task{Job: j.ID, Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers}
+	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers}
 	if j.Phase == PhaseReduce {
 		var out []Task
 		t.Maps = j.MapCommits

@@ -31,6 +31,8 @@ func ports(nc *nats.Conn, s *Store) *store.Store {
 		Blocks:      blobs{s.Blocks},
 		Shuffle:     blobs{s.Shuffle},
 		Output:      blobs{s.Output},
+		Kinds:       kv{s.Kinds},
+		Modules:     blobs{s.Modules},
 		Notices:     &store.Notes{N: notices{nc}},
 	}
 }

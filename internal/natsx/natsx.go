@@ -40,6 +40,8 @@ const (
 	OutputBucket      = "mr_output"      // object store: reduce outputs, by job and attempt
 	IdempotencyBucket = "mr_idempotency" // KV: submit idempotency keys (hashed) → job id, for a day
 	HealthBucket      = "mr_health"      // KV: each server's write probe
+	KindsBucket       = "mr_kinds"       // KV: uploaded kinds, by name: version, module hash, params
+	ModulesBucket     = "mr_modules"     // object store: uploaded kinds' WebAssembly modules, by content hash
 	ShuffleRetention  = 7 * 24 * time.Hour
 	WorkersConsumer   = "workers"
 	CoordConsumer     = "coordinator"
@@ -350,6 +352,9 @@ type Store struct {
 	Shuffle  jetstream.ObjectStore
 	Output   jetstream.ObjectStore
 
+	Kinds   jetstream.KeyValue
+	Modules jetstream.ObjectStore
+
 	// Ports are the same resources as package store's ports: what the
 	// rest of mrcluster uses.
 	Ports *store.Store
@@ -477,6 +482,16 @@ func resources(replicas int) []resource {
 		{obj: &jetstream.ObjectStoreConfig{
 			Bucket: OutputBucket, Description: "job outputs, one object per reduce task", Storage: jetstream.FileStorage, Replicas: replicas,
 		}, leaderReads: true, state: true, bindObj: func(s *Store) *jetstream.ObjectStore { return &s.Output }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      KindsBucket,
+			Description: "uploaded kinds: each name's version, module hash, params and earlier versions",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, leaderReads: true, state: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Kinds }},
+		{obj: &jetstream.ObjectStoreConfig{
+			Bucket: ModulesBucket, Description: "uploaded kinds' WebAssembly modules, by content hash", Storage: jetstream.FileStorage, Replicas: replicas,
+		}, leaderReads: true, state: true, bindObj: func(s *Store) *jetstream.ObjectStore { return &s.Modules }},
 	}
 }
 

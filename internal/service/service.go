@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/catalog"
 	"github.com/mrcluster/mrcluster/internal/coordinator"
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/flags"
@@ -37,6 +38,10 @@ type Config struct {
 	// Writable, when set, says why the store cannot take writes now (a
 	// full disk), or nil: submits and uploads are refused at once then.
 	Writable func() error
+	// Catalog holds the uploaded kinds (nil: none can be uploaded);
+	// MaxKindBytes bounds a module.
+	Catalog      *catalog.Catalog
+	MaxKindBytes int64
 }
 
 // Service is the commands and queries of the cluster.
@@ -275,4 +280,77 @@ func (s *Service) Datasets(ctx context.Context) ([]dataset.Dataset, error) {
 // Dataset returns one dataset.
 func (s *Service) Dataset(ctx context.Context, name string) (dataset.Dataset, error) {
 	return s.cfg.Datasets.Get(ctx, name)
+}
+
+// Kinds returns every kind, built in and uploaded, as the API shows them.
+func (s *Service) Kinds() []client.Kind {
+	var out []client.Kind
+	for _, k := range s.cfg.Kinds.Kinds() {
+		c := client.Kind{Name: k.Name, Description: k.Description, ReadsData: k.ReadsData}
+		for _, p := range k.Params {
+			c.Params = append(c.Params, client.Param(p))
+		}
+		if u, ok := s.uploaded(k); ok {
+			at := u.UploadedAt
+			c.Uploaded, c.Version, c.Hash, c.Size, c.UploadedAt = true, u.Version, u.Hash, u.Size, &at
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func (s *Service) uploaded(k job.Kind) (catalog.Uploaded, bool) {
+	if k.Module == "" || s.cfg.Catalog == nil {
+		return catalog.Uploaded{}, false
+	}
+	return s.cfg.Catalog.Get(k.Name)
+}
+
+// PutKind stores the WebAssembly module read from r (size bytes, -1 when
+// unknown) as the next version of kind name. Jobs submitted before keep
+// the version they pinned.
+func (s *Service) PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (client.Kind, error) {
+	if s.cfg.Catalog == nil {
+		return client.Kind{}, job.Errorf(job.EConflict, "this server takes no uploaded kinds")
+	}
+	if err := job.ValidName("kind", name); err != nil {
+		return client.Kind{}, err
+	}
+	if err := s.writable(); err != nil {
+		return client.Kind{}, err
+	}
+	limit := s.cfg.MaxKindBytes
+	if size > limit {
+		return client.Kind{}, job.Errorf(job.ETooLarge, "module of %d bytes is larger than --%s (%d MiB)", size, flags.MaxKindSize, limit>>20)
+	}
+	wasm, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return client.Kind{}, job.Errorf(job.EInvalid, "read the module: %v", err)
+	}
+	if int64(len(wasm)) > limit {
+		return client.Kind{}, job.Errorf(job.ETooLarge, "module is larger than --%s (%d MiB)", flags.MaxKindSize, limit>>20)
+	}
+	if _, err := s.cfg.Catalog.Put(ctx, name, description, wasm); err != nil {
+		return client.Kind{}, err
+	}
+	for _, k := range s.Kinds() {
+		if k.Name == name {
+			return k, nil
+		}
+	}
+	return client.Kind{}, job.Errorf(job.ENotFound, "kind %q was deleted as it was stored", name)
+}
+
+// DeleteKind deletes an uploaded kind that no unfinished job uses.
+func (s *Service) DeleteKind(ctx context.Context, name string) error {
+	if s.cfg.Catalog == nil {
+		return job.Errorf(job.ENotFound, "kind %q not found", name)
+	}
+	if err := job.ValidName("kind", name); err != nil {
+		return err
+	}
+	if id, ok := s.cfg.View.UsingKind(name); ok {
+		return job.Errorf(job.EConflict, "cannot delete kind %s: job %s uses it and has not finished; wait for it or cancel it", name, id)
+	}
+	return s.cfg.Catalog.Delete(ctx, name)
 }

@@ -180,6 +180,11 @@ type Store struct {
 	Shuffle Blobs
 	Output  Blobs
 
+	// Kinds holds uploaded kinds by name, Modules their WebAssembly
+	// modules by content hash.
+	Kinds   KV
+	Modules Blobs
+
 	Notices *Notes
 }
 

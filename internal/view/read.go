@@ -286,6 +286,18 @@ func (v *View) ReadingJob(name string) (string, bool) {
 	return "", false
 }
 
+// UsingKind returns an unfinished job of kind name, if any.
+func (v *View) UsingKind(name string) (string, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, j := range v.active {
+		if j.Kind == name {
+			return j.ID, true
+		}
+	}
+	return "", false
+}
+
 // Unqueued returns the unfinished jobs whose tasks are not all known to be
 // queued: a submit or a phase change in progress, or interrupted.
 func (v *View) Unqueued() []string {

@@ -71,6 +71,14 @@ func New(ctx context.Context, memoryMB int) (*Runtime, error) {
 	return &Runtime{rt: rt, memoryMB: memoryMB, mods: map[string]*Module{}}, nil
 }
 
+// Cached returns the module compiled before under hash.
+func (r *Runtime) Cached(hash string) (*Module, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.mods[hash]
+	return m, ok
+}
+
 // Close frees every compiled module.
 func (r *Runtime) Close(ctx context.Context) error { return r.rt.Close(ctx) }
 
@@ -286,7 +294,7 @@ func (m *Module) Kind(ctx context.Context, name string, params json.RawMessage) 
 	}
 	t := &task{in: in, ctx: ctx}
 	k = job.Kind{
-		Name: name, Description: m.Info.Description, Params: m.Info.Params, Module: m.Hash,
+		Name: name, Description: m.Info.Description, Params: m.Info.Params, Module: m.Hash, ReadsData: true,
 		MapRecord: t.mapRecord, MapFlush: t.flush, ReduceKey: t.reduce,
 	}
 	if m.Info.Combine {

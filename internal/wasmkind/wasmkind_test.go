@@ -4,51 +4,21 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/wasmkind"
 )
 
-var (
-	buildMu sync.Mutex
-	built   = map[string][]byte{}
-)
-
-// Build builds the Go program in dir (from the module's root) as a
-// WebAssembly module, with the standard toolchain, once per test binary.
-func Build(t testing.TB, dir string) []byte {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if b, ok := built[dir]; ok {
-		return b
-	}
-	out := filepath.Join(t.TempDir(), "m.wasm")
-	args := []string{"build", "-o", out}
-	if !strings.HasSuffix(dir, "noexports") {
-		args = append(args, "-buildmode=c-shared")
-	}
-	cmd := exec.Command("go", append(args, "./"+dir)...)
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", dir, err, msg)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	built[dir] = b
-	return b
-}
+// Build builds a Go program of the module (a directory from its root) as
+// a WebAssembly module.
+func Build(t testing.TB, dir string) []byte { return apitest.BuildWasm(t, dir) }
 
 func runtime(t *testing.T, memoryMB int) *wasmkind.Runtime {
 	t.Helper()

@@ -40,7 +40,22 @@ type Config struct {
 	SortBuffer int64
 	// TempDir holds map spills ("" means the system's).
 	TempDir string
+	// Modules runs the tasks of uploaded kinds (nil: the pool runs only
+	// built-in kinds).
+	Modules TaskKinds
+	// TaskTimeout bounds one attempt of a task (0: none for built-in
+	// kinds, an hour for uploaded ones).
+	TaskTimeout time.Duration
 }
+
+// TaskKinds gives the kind of a task of an uploaded kind: its pinned
+// module's, on an instance that release frees.
+type TaskKinds interface {
+	TaskKind(ctx context.Context, t job.Task) (k job.Kind, release func(), err error)
+}
+
+// uploadedTimeout bounds a task of an uploaded kind by default.
+const uploadedTimeout = time.Hour
 
 // Pool is a set of workers sharing one task subscription.
 type Pool struct {
@@ -409,9 +424,35 @@ func (p *Pool) giveBack(l *lease) {
 // call runs the task's map or reduce, turning a panic into an error so a
 // bad function fails its task, not the worker.
 func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, err error) {
-	k, ok := p.cfg.Kinds.Lookup(t.Kind)
-	if !ok {
-		return 0, nil, fmt.Errorf("kind %q is not registered on worker pool %s; start the worker with that kind", t.Kind, p.cfg.Name)
+	timeout := p.cfg.TaskTimeout
+	if timeout == 0 && t.Module != "" {
+		timeout = uploadedTimeout
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+		defer func() {
+			if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				err = fmt.Errorf("timed out after %s (--task-timeout): %w", timeout, err)
+			}
+		}()
+	}
+	var k job.Kind
+	switch {
+	case t.Module != "" && p.cfg.Modules == nil:
+		return 0, nil, fmt.Errorf("worker pool %s cannot run uploaded kinds", p.cfg.Name)
+	case t.Module != "":
+		var release func()
+		if k, release, err = p.cfg.Modules.TaskKind(ctx, t); err != nil {
+			return 0, nil, fmt.Errorf("kind %q (module %.12s): %w", t.Kind, t.Module, err)
+		}
+		defer release()
+	default:
+		var ok bool
+		if k, ok = p.cfg.Kinds.Lookup(t.Kind); !ok {
+			return 0, nil, fmt.Errorf("kind %q is not registered on worker pool %s; start the worker with that kind", t.Kind, p.cfg.Name)
+		}
 	}
 	defer func() {
 		if r := recover(); r != nil {

@@ -40,6 +40,8 @@ func New(cfg Config) *store.Store {
 		Blocks:      NewBlobs(),
 		Shuffle:     NewBlobs(),
 		Output:      NewBlobs(),
+		Kinds:       NewKV(),
+		Modules:     NewBlobs(),
 		Notices:     &store.Notes{N: NewNotices()},
 	}
 }

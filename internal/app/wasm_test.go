@@ -1,0 +1,151 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/catalog"
+	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/wasmkind"
+	"github.com/mrcluster/mrcluster/internal/worker"
+)
+
+// A kind uploaded as a WebAssembly module runs on workers that never saw
+// it, its word count equals the built-in's byte for byte, a job keeps the
+// version it was submitted with when the kind is replaced, and a kind in
+// use cannot be deleted.
+func TestUploadedKindEndToEnd(t *testing.T) {
+	t.Parallel()
+	// No workers of its own: jobs wait until a pool joins, as a remote
+	// worker process would.
+	b := setup(t, func(c *app.Config) { c.Workers = 0 })
+	ctx := apitest.Context(t)
+	c := b.client().API()
+	paths, _ := filepath.Glob("../../../shared/corpus/gutenberg/*.txt")
+	if len(paths) < 3 {
+		t.Fatalf("the shared corpus has %d books", len(paths))
+	}
+	for _, p := range paths[:3] {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.client().PutFile(t, "books", filepath.Base(p), data)
+	}
+
+	wc := apitest.BuildWasm(t, "examples/wasm-wordcount")
+	k, err := c.PutKind(ctx, "mywc", "my word count", bytes.NewReader(wc), int64(len(wc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.Uploaded || k.Version != 1 || k.Hash != wasmkind.Hash(wc) || k.Size != int64(len(wc)) || k.Description != "my word count" || !k.ReadsData {
+		t.Fatalf("uploaded kind = %+v", k)
+	}
+	for _, bad := range []struct {
+		name string
+		body []byte
+		want int
+		says string
+	}{
+		{"junk", []byte("not wasm"), http.StatusBadRequest, "not a WebAssembly module"},
+		{"wordcount", wc, http.StatusConflict, "built in"},
+		{"bad name!", wc, http.StatusBadRequest, "character"},
+	} {
+		_, err := c.PutKind(ctx, bad.name, "", bytes.NewReader(bad.body), int64(len(bad.body)))
+		var apiErr *client.Error
+		if !errors.As(err, &apiErr) || apiErr.Status != bad.want || !strings.Contains(apiErr.Message, bad.says) {
+			t.Errorf("PUT kind %q: %v, want %d saying %q", bad.name, err, bad.want, bad.says)
+		}
+	}
+	kinds, err := c.Kinds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, k := range kinds {
+		names = append(names, k.Name)
+	}
+	if !strings.Contains(strings.Join(names, " "), "mywc") || !strings.Contains(strings.Join(names, " "), "wordcount") {
+		t.Fatalf("GET /api/v1/kinds lists %v", names)
+	}
+
+	spec := client.Spec{Kind: "mywc", Input: []string{"books"}, Partitions: 4, Reducers: 2}
+	v1 := b.client().SubmitSpec(t, spec)
+	builtin := b.client().SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 3, Reducers: 3})
+	var apiErr *client.Error
+	if err := c.DeleteKind(ctx, "mywc"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, v1.ID) {
+		t.Fatalf("DELETE a kind a queued job uses: %v, want 409 naming the job", err)
+	}
+	// Version 2 counts lines, not words; the job submitted before keeps
+	// version 1.
+	lines := apitest.BuildWasm(t, "internal/wasmkind/testdata/fails")
+	if k, err = c.PutKind(ctx, "mywc", "", bytes.NewReader(lines), int64(len(lines))); err != nil || k.Version != 2 {
+		t.Fatalf("version 2: %+v, %v", k, err)
+	}
+	v2 := b.client().SubmitSpec(t, client.Spec{Kind: "mywc", Input: []string{"books"}, Partitions: 2, Reducers: 1})
+
+	startPool(t, b.srv.NATSURL())
+	for _, id := range []string{v1.ID, builtin.ID, v2.ID} {
+		if j := b.await(t, id, terminal); j.State != client.Succeeded {
+			t.Fatalf("job: %s", apitest.Describe(j))
+		}
+	}
+	want := b.client().Output(t, builtin.ID)
+	if got := b.client().Output(t, v1.ID); got != want || len(want) < 1000 {
+		t.Fatalf("the uploaded word count's output (%d bytes) differs from the built-in's (%d bytes)", len(got), len(want))
+	}
+	if got := b.client().Output(t, v2.ID); got == want || !strings.Contains(got, "Project Gutenberg") {
+		t.Fatalf("version 2 (lines) wrote %d bytes: %.200q", len(got), got)
+	}
+	if err := c.DeleteKind(ctx, "mywc"); err != nil {
+		t.Fatalf("DELETE the kind once its jobs finished: %v", err)
+	}
+	if err := c.DeleteKind(ctx, "mywc"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("DELETE it again: %v, want 404", err)
+	}
+	if err := c.DeleteKind(ctx, "wordcount"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+		t.Fatalf("DELETE a built-in kind: %v, want 409", err)
+	}
+}
+
+// startPool starts a worker pool on a connection of its own, with a
+// WebAssembly runtime that has compiled nothing: a remote worker.
+func startPool(t *testing.T, url string) {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	nc, err := natsx.Dial(url, "test-remote-worker", "", "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := natsx.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := wasmkind.New(ctx, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close(ctx) })
+	pool := worker.New(worker.Config{
+		Store: st.Ports, Datasets: &dataset.Store{KV: st.Ports.Datasets, Blocks: st.Ports.Blocks}, Kinds: testKinds(),
+		Concurrency: 2, Name: "remote", Host: "test", Logger: log,
+		Modules: &catalog.Modules{Blobs: st.Ports.Modules, Runtime: rt},
+	})
+	if err := pool.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pool.Stop(ctx) })
+}

@@ -1,0 +1,301 @@
+// Package catalog keeps the kinds uploaded as WebAssembly modules: their
+// records (mr_kinds: name → version, module hash, params) and their
+// modules (mr_modules, by content hash). Every server watches the records;
+// every server and worker loads a module from the store by the hash its
+// task pinned, compiles it once and runs it per task.
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+	"github.com/mrcluster/mrcluster/internal/wasmkind"
+)
+
+// DefaultTimeout bounds a task of an uploaded kind when no --task-timeout
+// is set.
+const DefaultTimeout = time.Hour
+
+// Uploaded is the record of an uploaded kind.
+type Uploaded struct {
+	Name        string      `json:"name"`
+	Description string      `json:"description"`
+	Params      []job.Param `json:"params,omitempty"`
+	Version     int         `json:"version"`
+	Hash        string      `json:"hash"`
+	Size        int64       `json:"size"`
+	UploadedAt  time.Time   `json:"uploaded_at"`
+	// Earlier lists the hashes of earlier versions: their modules stay
+	// stored while the kind exists, for the jobs that pinned them.
+	Earlier []string `json:"earlier,omitempty"`
+}
+
+// Kind is the registry's form of an uploaded kind: what the coordinator
+// and the submit's checks read. Its tasks run the module, through
+// Modules.TaskKind.
+func (u Uploaded) Kind() job.Kind {
+	return job.Kind{Name: u.Name, Description: u.Description, Params: u.Params, ReadsData: true, Module: u.Hash,
+		Reduce: job.SumReduce, ReduceKey: job.FirstValue}
+}
+
+// Modules loads modules by hash and runs their tasks: what a worker needs.
+type Modules struct {
+	Blobs   store.Blobs
+	Runtime *wasmkind.Runtime
+}
+
+// Load returns the compiled module of hash.
+func (m *Modules) Load(ctx context.Context, hash string) (*wasmkind.Module, error) {
+	if mod, ok := m.Runtime.Cached(hash); ok {
+		return mod, nil
+	}
+	wasm, err := m.Blobs.GetBytes(ctx, hash)
+	if err != nil {
+		return nil, fmt.Errorf("read module %s from the store: %w", short(hash), err)
+	}
+	if wasmkind.Hash(wasm) != hash {
+		return nil, fmt.Errorf("module %s read from the store does not match its hash: the store's copy is damaged", short(hash))
+	}
+	return m.Runtime.Compile(ctx, wasm)
+}
+
+// TaskKind returns the kind task t runs: its pinned module's, on an
+// instance of its own that release frees.
+func (m *Modules) TaskKind(ctx context.Context, t job.Task) (job.Kind, func(), error) {
+	mod, err := m.Load(ctx, t.Module)
+	if err != nil {
+		return job.Kind{}, nil, err
+	}
+	return mod.Kind(ctx, t.Kind, t.Params)
+}
+
+func short(hash string) string { return hash[:min(12, len(hash))] }
+
+// Catalog is a server's view of the uploaded kinds.
+type Catalog struct {
+	Modules
+	kv      store.KV
+	builtin *job.Registry
+	log     *slog.Logger
+
+	mu    sync.RWMutex
+	kinds map[string]Uploaded
+
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// New returns a catalog; Start fills it.
+func New(st *store.Store, rt *wasmkind.Runtime, builtin *job.Registry, log *slog.Logger) *Catalog {
+	return &Catalog{Modules: Modules{Blobs: st.Modules, Runtime: rt}, kv: st.Kinds, builtin: builtin, log: log, kinds: map[string]Uploaded{}}
+}
+
+// Start reads the records and follows their changes; it returns once the
+// stored ones are read.
+func (c *Catalog) Start(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w, err := c.kv.Watch(wctx)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("watch uploaded kinds: %w", err)
+	}
+	c.stop = cancel
+	ready := make(chan struct{})
+	c.wg.Go(func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					close(ready)
+					continue
+				}
+				c.apply(e)
+			}
+		}
+	})
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		_ = c.Stop(ctx)
+		return ctx.Err()
+	}
+}
+
+// Stop stops following the records.
+func (c *Catalog) Stop(context.Context) error {
+	if c.stop != nil {
+		c.stop()
+		c.wg.Wait()
+	}
+	return nil
+}
+
+func (c *Catalog) apply(e *store.Entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.Deleted {
+		delete(c.kinds, e.Key)
+		return
+	}
+	var u Uploaded
+	if err := json.Unmarshal(e.Value, &u); err != nil {
+		c.log.Warn("skipping an unreadable uploaded kind's record", "kind", e.Key, "err", err)
+		return
+	}
+	if cur, ok := c.kinds[u.Name]; !ok || cur.Version <= u.Version {
+		c.kinds[u.Name] = u
+	}
+}
+
+// Lookup returns the uploaded kind named name.
+func (c *Catalog) Lookup(name string) (job.Kind, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	u, ok := c.kinds[name]
+	if !ok {
+		return job.Kind{}, false
+	}
+	return u.Kind(), true
+}
+
+// Kinds returns the uploaded kinds in the registry's form.
+func (c *Catalog) Kinds() []job.Kind {
+	var out []job.Kind
+	for _, u := range c.List() {
+		out = append(out, u.Kind())
+	}
+	return out
+}
+
+// List returns the uploaded kinds' records, by name.
+func (c *Catalog) List() []Uploaded {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]Uploaded, 0, len(c.kinds))
+	for _, u := range c.kinds {
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Get returns the record of uploaded kind name.
+func (c *Catalog) Get(name string) (Uploaded, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	u, ok := c.kinds[name]
+	return u, ok
+}
+
+// Put stores wasm as the next version of kind name, once it compiles and
+// answers as a kind; the same bytes again are the same version.
+func (c *Catalog) Put(ctx context.Context, name, description string, wasm []byte) (Uploaded, error) {
+	if err := job.ValidName("kind", name); err != nil {
+		return Uploaded{}, err
+	}
+	if _, ok := c.builtin.Lookup(name); ok {
+		return Uploaded{}, job.Errorf(job.EConflict, "kind %q is built in; upload yours under another name", name)
+	}
+	mod, err := c.Runtime.Compile(ctx, wasm)
+	if err != nil {
+		return Uploaded{}, job.Errorf(job.EInvalid, "module for kind %q refused: %v", name, err)
+	}
+	if err := c.Blobs.Put(ctx, mod.Hash, bytes.NewReader(wasm)); err != nil {
+		return Uploaded{}, job.Unavailable("module store", err)
+	}
+	if description == "" {
+		description = mod.Info.Description
+	}
+	for {
+		u := Uploaded{Name: name, Description: description, Params: mod.Info.Params, Version: 1, Hash: mod.Hash,
+			Size: int64(len(wasm)), UploadedAt: time.Now().UTC()}
+		e, err := c.kv.Get(ctx, name)
+		var rev uint64
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return Uploaded{}, job.Unavailable("kind store", err)
+		default:
+			var cur Uploaded
+			if err := json.Unmarshal(e.Value, &cur); err != nil {
+				return Uploaded{}, fmt.Errorf("read kind %q: %w", name, err)
+			}
+			if cur.Hash == mod.Hash && cur.Description == description {
+				return cur, nil
+			}
+			u.Version, rev = cur.Version+1, e.Revision
+			u.Earlier = cur.Earlier
+			if cur.Hash != mod.Hash && !slices.Contains(u.Earlier, cur.Hash) {
+				u.Earlier = append(slices.Clone(u.Earlier), cur.Hash)
+			}
+		}
+		data, _ := json.Marshal(u)
+		if rev == 0 {
+			_, err = c.kv.Create(ctx, name, data)
+		} else {
+			_, err = c.kv.Update(ctx, name, data, rev)
+		}
+		if errors.Is(err, store.ErrConflict) {
+			continue // another upload of the same name won: version after it
+		}
+		if err != nil {
+			return Uploaded{}, job.Unavailable("kind store", err)
+		}
+		c.apply(&store.Entry{Key: name, Value: data})
+		return u, nil
+	}
+}
+
+// Delete removes kind name and its modules. The caller checks that no
+// unfinished job uses it.
+func (c *Catalog) Delete(ctx context.Context, name string) error {
+	if _, ok := c.builtin.Lookup(name); ok {
+		return job.Errorf(job.EConflict, "kind %q is built in and cannot be deleted", name)
+	}
+	u, ok := c.Get(name)
+	if !ok {
+		return job.Errorf(job.ENotFound, "kind %q not found; GET /api/v1/kinds lists them", name)
+	}
+	if err := c.kv.Delete(ctx, name, 0); err != nil {
+		return job.Unavailable("kind store", err)
+	}
+	c.apply(&store.Entry{Key: name, Deleted: true})
+	for _, h := range append(slices.Clone(u.Earlier), u.Hash) {
+		if c.usedElsewhere(name, h) {
+			continue
+		}
+		if err := c.Blobs.Delete(ctx, h); err != nil {
+			c.log.Warn("could not delete a deleted kind's module; it stays stored", "kind", name, "module", short(h), "err", err)
+		}
+	}
+	return nil
+}
+
+// usedElsewhere reports whether another kind uploads the same module.
+func (c *Catalog) usedElsewhere(name, hash string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for n, u := range c.kinds {
+		if n != name && (u.Hash == hash || slices.Contains(u.Earlier, hash)) {
+			return true
+		}
+	}
+	return false
+}

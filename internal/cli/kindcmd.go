@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+)
+
+// kindCmd runs "mrcluster kind put|ls|rm": kinds uploaded as WebAssembly
+// modules.
+func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const use = "usage: mrcluster kind put NAME FILE.wasm [--description D] | ls | rm NAME   [--server URL] [--token T]"
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, use)
+		return fmt.Errorf("kind needs a subcommand: put, ls or rm")
+	}
+	sub, args := args[0], args[1:]
+	fs, server := clientFlags("kind "+sub, stderr)
+	description := fs.String("description", "", "with put: the kind's description (default: the module's own)")
+	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	c := newClient(server)
+	switch sub {
+	case "put":
+		if len(pos) != 2 {
+			fs.Usage()
+			return fmt.Errorf("kind put needs a kind name and one .wasm file")
+		}
+		f, err := os.Open(pos[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		k, err := c.PutKind(ctx, pos[0], *description, f, st.Size())
+		if err != nil {
+			return fmt.Errorf("upload %s: %w", pos[1], explain(err))
+		}
+		fmt.Fprintf(stdout, "kind %s version %d (module %.12s, %d bytes)\n", k.Name, k.Version, k.Hash, k.Size)
+		return nil
+	case "ls":
+		kinds, err := c.Kinds(ctx)
+		if err != nil {
+			return explain(err)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tVERSION\tMODULE\tBYTES\tUPLOADED\tPARAMS\tDESCRIPTION")
+		for _, k := range kinds {
+			version, module, size, at := "built in", "-", "-", "-"
+			if k.Uploaded {
+				version, module, size = fmt.Sprint(k.Version), k.Hash[:min(12, len(k.Hash))], fmt.Sprint(k.Size)
+				if k.UploadedAt != nil {
+					at = k.UploadedAt.Local().Format("2006-01-02 15:04:05")
+				}
+			}
+			var params []string
+			for _, p := range k.Params {
+				params = append(params, p.Name)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, version, module, size, at, strings.Join(params, ","), k.Description)
+		}
+		return tw.Flush()
+	case "rm":
+		if len(pos) != 1 {
+			fs.Usage()
+			return fmt.Errorf("kind rm needs one kind name")
+		}
+		return explain(c.DeleteKind(ctx, pos[0]))
+	}
+	fmt.Fprintln(stderr, use)
+	return fmt.Errorf("unknown kind subcommand %q", sub)
+}
