@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
@@ -112,6 +113,35 @@ func (c *Cluster) Upload(ctx context.Context, ds string, paths []string) error {
 // WordCount runs a wordcount job over ds and returns MB/s from submit to
 // success, and the job's output record count.
 func (c *Cluster) WordCount(ctx context.Context, ds string, size int64, m, r int) (float64, int64, error) {
+	return c.Count(ctx, "wordcount", ds, size, m, r)
+}
+
+// UploadWasmWordCount builds examples/wasm-wordcount with the Go toolchain
+// and uploads it as kind name.
+func (c *Cluster) UploadWasmWordCount(ctx context.Context, name string) error {
+	dir, err := os.MkdirTemp("", "mrcluster-wasm")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "wc.wasm")
+	cmd := exec.CommandContext(ctx, "go", "build", "-buildmode=c-shared", "-o", out, "./examples/wasm-wordcount")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build examples/wasm-wordcount: %w: %s", err, msg)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = c.api.PutKind(ctx, name, "", f, -1)
+	return err
+}
+
+// Count runs a word count of kind (the built-in wordcount, or an uploaded
+// one) over ds and returns its MB/s and the distinct words it counted.
+func (c *Cluster) Count(ctx context.Context, kind, ds string, size int64, m, r int) (float64, int64, error) {
 	w, err := c.watch(ctx)
 	if err != nil {
 		return 0, 0, err
@@ -124,7 +154,7 @@ func (c *Cluster) WordCount(ctx context.Context, ds string, size int64, m, r int
 		}
 	}
 	start := time.Now()
-	id, err := c.submit(ctx, client.Spec{Kind: "wordcount", Input: []string{ds}, Partitions: m, Reducers: r})
+	id, err := c.submit(ctx, client.Spec{Kind: kind, Input: []string{ds}, Partitions: m, Reducers: r})
 	if err != nil {
 		return 0, 0, fmt.Errorf("submit wordcount: %w", err)
 	}

@@ -180,10 +180,24 @@ func appendBytes(out, b []byte) []byte {
 	return append(out, b...)
 }
 
+// combined holds a batch's pairs folded by key, when the kind has a
+// combiner: one pair per distinct key crosses back, not one per emit.
+var combined = map[string][]byte{}
+
 func callMap(in, out []byte) ([]byte, error) {
 	r := reader{b: in}
 	emit := func(k, v []byte) {
 		out = appendBytes(appendBytes(out, k), v)
+	}
+	if kind.Combine != nil {
+		clear(combined)
+		emit = func(k, v []byte) {
+			if cur, ok := combined[string(k)]; ok {
+				combined[string(k)] = kind.Combine(k, cur, v)
+			} else {
+				combined[string(k)] = append([]byte(nil), v...)
+			}
+		}
 	}
 	c := ctx()
 	for len(r.b) > 0 {
@@ -195,6 +209,11 @@ func callMap(in, out []byte) ([]byte, error) {
 		}
 		if err := kind.Map(c, Record{File: string(file), Line: int64(line), Text: text}, emit); err != nil {
 			return nil, fmt.Errorf("file %s line %d: %w", file, line, err)
+		}
+	}
+	if kind.Combine != nil {
+		for k, v := range combined {
+			out = appendBytes(appendBytes(out, []byte(k)), v)
 		}
 	}
 	return out, nil

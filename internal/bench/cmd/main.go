@@ -261,10 +261,21 @@ func wordcount(ctx context.Context, w *tabwriter.Writer, o opts) error {
 	if distinct >= 0 && keys != int64(distinct) {
 		return fmt.Errorf("the cluster counted %d distinct words, the sequential count %d", keys, distinct)
 	}
+	if err := c.UploadWasmWordCount(ctx, "wasmwc"); err != nil {
+		return err
+	}
+	wasmRate, wasmKeys, err := c.Count(ctx, "wasmwc", "corpus", size, o.wcM, o.wcR)
+	if err != nil {
+		return fmt.Errorf("the WebAssembly word count: %w", err)
+	}
+	if wasmKeys != keys {
+		return fmt.Errorf("the WebAssembly word count counted %d distinct words, the built-in %d", wasmKeys, keys)
+	}
 	if o.sequential {
 		fmt.Fprintf(w, "sequential Go word count, 1 goroutine (%d MB)\t%.1f MB/s\t\t\n", size/1e6, seq)
 	}
 	fmt.Fprintf(w, "wordcount job, 4 in-process workers (M=%d, R=%d, %d MB)\t%.1f MB/s\t\t\n", o.wcM, o.wcR, size/1e6, rate)
+	fmt.Fprintf(w, "  the same with examples/wasm-wordcount, uploaded as a WebAssembly kind\t%.1f MB/s (%.2fx)\t>= 0.4x\t\n", wasmRate, wasmRate/rate)
 	if o.sequential {
 		fmt.Fprintf(w, "  speed-up over sequential\t%.2fx\t>= 1.6x\t\n", rate/seq)
 		fmt.Fprintf(w, "sequential, tuned: no allocation per word\t%.1f MB/s\t\t\n", tuned)
