@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -112,20 +110,15 @@ func TestWordCountModuleMatchesTheBuiltIn(t *testing.T) {
 	}
 }
 
-// corpus returns the shared books, concatenated: several batches.
+// corpus returns the test corpus (kinds.Corpus), concatenated: several
+// batches.
 func corpus(t *testing.T) []byte {
 	t.Helper()
-	paths, err := filepath.Glob("../../../shared/corpus/gutenberg/*.txt")
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("the shared corpus: %v", err)
-	}
+	docs, source := kinds.Corpus(1)
+	t.Logf("corpus: %s", source)
 	var out []byte
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b...)
+	for _, d := range docs {
+		out = append(out, d.Data...)
 	}
 	return out
 }
