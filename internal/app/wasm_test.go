@@ -92,7 +92,7 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 		}
 	}
 	want := b.client().Output(t, builtin.ID)
-	if got := b.client().Output(t, v1.ID); got != want || len(want) < 1000 {
+	if got := b.client().Output(t, v1.ID); got != want || strings.Count(want, "\n") < 50 {
 		t.Fatalf("the uploaded word count's output (%d bytes) differs from the built-in's (%d bytes)", len(got), len(want))
 	}
 	firstLine, _, _ := strings.Cut(strings.TrimSpace(string(docs[0].Data)), "\n")
