@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
@@ -25,16 +26,23 @@ import (
 // use cannot be deleted.
 func TestUploadedKindEndToEnd(t *testing.T) {
 	t.Parallel()
+	// The modules are built first, outside the calls' deadline: a fresh
+	// machine builds Go's standard library for wasip1 on the way.
+	wc := apitest.BuildWasm(t, "examples/wasm-wordcount")
+	lines := apitest.BuildWasm(t, "internal/wasmkind/testdata/fails")
 	// No workers of its own: jobs wait until a pool joins, as a remote
 	// worker process would.
 	b := setup(t, func(c *app.Config) { c.Workers = 0 })
-	ctx := apitest.Context(t)
+	// Four compiles of 3.5 MB modules (the server's and the pool's, two
+	// versions) take tens of seconds under the race detector on a loaded
+	// machine: a deadline of its own, longer than apitest.Timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
 	c := b.client().API()
 	docs := gutenberg(t)
 	docs = docs[:min(3, len(docs))]
 	b.upload(t, "books", docs)
 
-	wc := apitest.BuildWasm(t, "examples/wasm-wordcount")
 	k, err := c.PutKind(ctx, "mywc", "my word count", bytes.NewReader(wc), int64(len(wc)))
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +87,6 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	}
 	// Version 2 counts lines, not words; the job submitted before keeps
 	// version 1.
-	lines := apitest.BuildWasm(t, "internal/wasmkind/testdata/fails")
 	if k, err = c.PutKind(ctx, "mywc", "", bytes.NewReader(lines), int64(len(lines))); err != nil || k.Version != 2 {
 		t.Fatalf("version 2: %+v, %v", k, err)
 	}

@@ -39,7 +39,6 @@ func Asynq(ctx context.Context, dir string, n, clients, workers int) (float64, e
 	}
 	srv := exec.CommandContext(ctx, redis, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", data,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
-	srv.Stdout = nil
 	if err := srv.Start(); err != nil {
 		return 0, fmt.Errorf("start redis-server: %w", err)
 	}

@@ -22,10 +22,6 @@ import (
 	"github.com/mrcluster/mrcluster/internal/wasmkind"
 )
 
-// DefaultTimeout bounds a task of an uploaded kind when no --task-timeout
-// is set.
-const DefaultTimeout = time.Hour
-
 // Uploaded is the record of an uploaded kind.
 type Uploaded struct {
 	Name        string      `json:"name"`
@@ -204,12 +200,10 @@ func (c *Catalog) Get(name string) (Uploaded, bool) {
 	return u, ok
 }
 
-// Put stores wasm as the next version of kind name, once it compiles and
-// answers as a kind; the same bytes again are the same version.
+// Put stores wasm as the next version of kind name (a name the caller
+// validated), once it compiles and answers as a kind; the same bytes again
+// are the same version.
 func (c *Catalog) Put(ctx context.Context, name, description string, wasm []byte) (Uploaded, error) {
-	if err := job.ValidName("kind", name); err != nil {
-		return Uploaded{}, err
-	}
 	if _, ok := c.builtin.Lookup(name); ok {
 		return Uploaded{}, job.Errorf(job.EConflict, "kind %q is built in; upload yours under another name", name)
 	}
@@ -281,6 +275,7 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 		if c.usedElsewhere(name, h) {
 			continue
 		}
+		c.Runtime.Drop(ctx, h)
 		if err := c.Blobs.Delete(ctx, h); err != nil {
 			c.log.Warn("could not delete a deleted kind's module; it stays stored", "kind", name, "module", short(h), "err", err)
 		}

@@ -286,24 +286,27 @@ func (s *Service) Dataset(ctx context.Context, name string) (dataset.Dataset, er
 func (s *Service) Kinds() []client.Kind {
 	var out []client.Kind
 	for _, k := range s.cfg.Kinds.Kinds() {
-		c := client.Kind{Name: k.Name, Description: k.Description, ReadsData: k.ReadsData}
-		for _, p := range k.Params {
-			c.Params = append(c.Params, client.Param(p))
+		u, ok := catalog.Uploaded{}, false
+		if k.Module != "" && s.cfg.Catalog != nil {
+			u, ok = s.cfg.Catalog.Get(k.Name)
 		}
-		if u, ok := s.uploaded(k); ok {
-			at := u.UploadedAt
-			c.Uploaded, c.Version, c.Hash, c.Size, c.UploadedAt = true, u.Version, u.Hash, u.Size, &at
-		}
-		out = append(out, c)
+		out = append(out, kindResource(k, u, ok))
 	}
 	return out
 }
 
-func (s *Service) uploaded(k job.Kind) (catalog.Uploaded, bool) {
-	if k.Module == "" || s.cfg.Catalog == nil {
-		return catalog.Uploaded{}, false
+// kindResource is the API's representation of kind k; u is its upload's
+// record when uploaded is true.
+func kindResource(k job.Kind, u catalog.Uploaded, uploaded bool) client.Kind {
+	c := client.Kind{Name: k.Name, Description: k.Description, ReadsData: k.ReadsData}
+	for _, p := range k.Params {
+		c.Params = append(c.Params, client.Param(p))
 	}
-	return s.cfg.Catalog.Get(k.Name)
+	if uploaded {
+		at := u.UploadedAt
+		c.Uploaded, c.Version, c.Hash, c.Size, c.UploadedAt = true, u.Version, u.Hash, u.Size, &at
+	}
+	return c
 }
 
 // PutKind stores the WebAssembly module read from r (size bytes, -1 when
@@ -330,15 +333,11 @@ func (s *Service) PutKind(ctx context.Context, name, description string, r io.Re
 	if int64(len(wasm)) > limit {
 		return client.Kind{}, job.Errorf(job.ETooLarge, "module is larger than --%s (%d MiB)", flags.MaxKindSize, limit>>20)
 	}
-	if _, err := s.cfg.Catalog.Put(ctx, name, description, wasm); err != nil {
+	u, err := s.cfg.Catalog.Put(ctx, name, description, wasm)
+	if err != nil {
 		return client.Kind{}, err
 	}
-	for _, k := range s.Kinds() {
-		if k.Name == name {
-			return k, nil
-		}
-	}
-	return client.Kind{}, job.Errorf(job.ENotFound, "kind %q was deleted as it was stored", name)
+	return kindResource(u.Kind(), u, true), nil
 }
 
 // DeleteKind deletes an uploaded kind that no unfinished job uses.

@@ -79,6 +79,18 @@ func (r *Runtime) Cached(hash string) (*Module, bool) {
 	return m, ok
 }
 
+// Drop frees the module compiled under hash, if any: its kind was deleted.
+// Instances running meanwhile keep what they use.
+func (r *Runtime) Drop(ctx context.Context, hash string) {
+	r.mu.Lock()
+	m, ok := r.mods[hash]
+	delete(r.mods, hash)
+	r.mu.Unlock()
+	if ok {
+		_ = m.cm.Close(ctx)
+	}
+}
+
 // Close frees every compiled module.
 func (r *Runtime) Close(ctx context.Context) error { return r.rt.Close(ctx) }
 
