@@ -29,15 +29,29 @@ func init() {
 	})
 }
 
+// asciiLetter[c] is true for the ASCII letters: most bytes of most texts
+// are ASCII, and a table is cheaper than unicode.IsLetter.
+var asciiLetter = func() (t [utf8.RuneSelf]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	return t
+}()
+
 // eachWord calls fn with every maximal run of letters of b.
 func eachWord(b []byte, fn func(word []byte)) {
 	start := -1
 	for i := 0; i < len(b); {
-		r, size := rune(b[i]), 1
-		if r >= utf8.RuneSelf {
+		c, size := b[i], 1
+		var letter bool
+		if c < utf8.RuneSelf {
+			letter = asciiLetter[c]
+		} else {
+			var r rune
 			r, size = utf8.DecodeRune(b[i:])
+			letter = unicode.IsLetter(r)
 		}
-		if unicode.IsLetter(r) {
+		if letter {
 			if start < 0 {
 				start = i
 			}

@@ -18,6 +18,7 @@ import (
 	"iter"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -62,13 +63,34 @@ type Runtime struct {
 func New(ctx context.Context, memoryMB int) (*Runtime, error) {
 	cfg := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(uint32(memoryMB) * 16). // 64 KiB pages
-		WithCloseOnContextDone(true)
+		WithCloseOnContextDone(false)                // instrument's calls of yield do it, at full speed
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		_ = rt.Close(ctx)
 		return nil, fmt.Errorf("set up WASI: %w", err)
 	}
+	_, err := rt.NewHostModuleBuilder(yieldModule).NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(yield), nil, nil).Export(yieldName).
+		Instantiate(ctx)
+	if err != nil {
+		_ = rt.Close(ctx)
+		return nil, fmt.Errorf("set up the sandbox's yield: %w", err)
+	}
 	return &Runtime{rt: rt, memoryMB: memoryMB, mods: map[string]*Module{}}, nil
+}
+
+// yield is what an instrumented module calls every yieldEvery loop
+// iterations and function calls: it stops the module once the call's
+// context has ended or its deadline passed (before the timer that ends the
+// context has run). That it is Go gives the scheduler and collector their
+// chance too.
+func yield(ctx context.Context, _ api.Module, _ []uint64) {
+	if err := ctx.Err(); err != nil {
+		panic(err)
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		panic(context.DeadlineExceeded)
+	}
 }
 
 // Cached returns the module compiled before under hash.
@@ -123,7 +145,11 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if ok {
 		return m, nil
 	}
-	cm, err := r.rt.CompileModule(ctx, wasm)
+	code, err := instrument(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("not a WebAssembly module the sandbox can run: %w", err)
+	}
+	cm, err := r.rt.CompileModule(ctx, code)
 	if err != nil {
 		return nil, fmt.Errorf("not a WebAssembly module wazero can compile: %w", err)
 	}
@@ -181,16 +207,30 @@ func (m *Module) instance(ctx context.Context) (*instance, error) {
 	cfg := wazero.NewModuleConfig().
 		WithName(""). // anonymous: many instances of one module at once
 		WithStderr(stderr).
-		WithStartFunctions("_initialize")
+		WithStartFunctions() // called below, once the instance can be stopped
 	mod, err := m.r.rt.InstantiateModule(ctx, m.cm, cfg)
 	if err != nil {
-		return nil, m.explain(fmt.Errorf("start the module: %w", err), stderr)
+		return nil, m.explain(ctx, fmt.Errorf("start the module: %w", err), stderr)
 	}
 	in := &instance{m: m, mod: mod, fns: map[string]api.Function{}, stderr: stderr}
 	for _, name := range exports {
 		in.fns[strings.TrimPrefix(name, "mrk_")] = mod.ExportedFunction(name)
 	}
+	if start := mod.ExportedFunction("_initialize"); start != nil {
+		if _, err := in.invoke(ctx, start); err != nil {
+			in.close(ctx)
+			return nil, m.explain(ctx, fmt.Errorf("start the module: %w", err), stderr)
+		}
+	}
 	return in, nil
+}
+
+// invoke calls f, which stops when ctx ends (yield).
+func (in *instance) invoke(ctx context.Context, f api.Function, params ...uint64) ([]uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return f.Call(ctx, params...)
 }
 
 func (in *instance) close(ctx context.Context) { _ = in.mod.Close(context.WithoutCancel(ctx)) }
@@ -217,17 +257,17 @@ type failure struct{ msg string }
 func (f *failure) Error() string { return f.msg }
 
 func (in *instance) do(ctx context.Context, fn string, input []byte) ([]byte, error) {
-	res, err := in.fns["alloc"].Call(ctx, uint64(len(input)))
+	res, err := in.invoke(ctx, in.fns["alloc"], uint64(len(input)))
 	if err != nil {
-		return nil, in.m.explain(err, in.stderr)
+		return nil, in.m.explain(ctx, err, in.stderr)
 	}
 	mem := in.mod.Memory()
 	if len(input) > 0 && !mem.Write(uint32(res[0]), input) {
 		return nil, fmt.Errorf("the module's mrk_alloc returned %d, outside its memory, for %d bytes", uint32(res[0]), len(input))
 	}
-	res, err = in.fns[fn].Call(ctx, uint64(len(input)))
+	res, err = in.invoke(ctx, in.fns[fn], uint64(len(input)))
 	if err != nil {
-		return nil, in.m.explain(err, in.stderr)
+		return nil, in.m.explain(ctx, err, in.stderr)
 	}
 	ptr, n := uint32(res[0]>>32), uint32(res[0])
 	out, ok := mem.Read(ptr, n)
@@ -245,7 +285,7 @@ func (in *instance) do(ctx context.Context, fn string, input []byte) ([]byte, er
 }
 
 // explain turns an error of wazero into what happened to the module.
-func (m *Module) explain(err error, stderr *limited) error {
+func (m *Module) explain(ctx context.Context, err error, stderr *limited) error {
 	var exit *sys.ExitError
 	said := strings.TrimSpace(stderr.String())
 	oom := strings.Contains(said, "out of memory")
@@ -258,9 +298,9 @@ func (m *Module) explain(err error, stderr *limited) error {
 		said = "; it wrote: " + said
 	}
 	switch {
-	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded:
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadline(ctx):
 		return fmt.Errorf("the module was stopped at the task's time limit (--task-timeout)%s", said)
-	case errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeContextCanceled:
+	case ctx.Err() != nil:
 		return fmt.Errorf("the module was stopped: its task was canceled%s", said)
 	case oom:
 		return fmt.Errorf("the module ran out of memory: an instance may use at most %d MiB (--wasm-memory-mb)%s", m.r.memoryMB, said)
@@ -269,6 +309,11 @@ func (m *Module) explain(err error, stderr *limited) error {
 	default:
 		return fmt.Errorf("the module trapped: %v%s", err, said)
 	}
+}
+
+func pastDeadline(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // limited keeps the first max bytes written to it.
@@ -333,14 +378,22 @@ func (t *task) mapRecord(ctx context.Context, rec job.Record, emit job.Emit) err
 	if len(t.batch) < mapBatch {
 		return nil
 	}
-	return t.flush(ctx, emit)
+	return t.mapBatch(ctx, emit)
 }
 
-// flush maps the records batched so far.
+// flush maps the records batched so far, then asks the module for every
+// pair it holds (a map call without records).
 func (t *task) flush(ctx context.Context, emit job.Emit) error {
-	if len(t.batch) == 0 {
-		return nil
+	if len(t.batch) > 0 {
+		if err := t.mapBatch(ctx, emit); err != nil {
+			return err
+		}
 	}
+	return t.mapBatch(ctx, emit)
+}
+
+// mapBatch calls the module's map with the batch and emits its pairs.
+func (t *task) mapBatch(ctx context.Context, emit job.Emit) error {
 	out, err := t.in.call(ctx, "map", t.batch)
 	t.batch = t.batch[:0]
 	if err != nil {

@@ -1,6 +1,7 @@
 package wasmkind_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -208,4 +209,62 @@ func TestHashNamesTheContent(t *testing.T) {
 	if a == b || len(a) != 64 || a != wasmkind.Hash([]byte("a")) {
 		t.Fatalf("hashes %s %s", a, b)
 	}
+}
+
+// BenchmarkWordCountMap maps the test corpus with the example module and
+// with the built-in wordcount, each emitting into a table of combined
+// values as the engine's map buffer does.
+func BenchmarkWordCountMap(b *testing.B) {
+	ctx := context.Background()
+	r, err := wasmkind.New(ctx, 256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close(ctx)
+	m, err := r.Compile(ctx, Build(b, "examples/wasm-wordcount"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	docs, _ := kinds.Corpus(1)
+	var lines [][]byte
+	var size int64
+	for _, d := range docs {
+		size += int64(len(d.Data))
+		lines = append(lines, bytes.Split(d.Data, []byte("\n"))...)
+	}
+	run := func(b *testing.B, k job.Kind) {
+		b.SetBytes(size)
+		for b.Loop() {
+			table := map[string][]byte{}
+			emit := func(key, v []byte) {
+				if cur, ok := table[string(key)]; ok {
+					table[string(key)] = k.Combine(key, cur, v)
+				} else {
+					table[string(key)] = bytes.Clone(v)
+				}
+			}
+			for i, l := range lines {
+				if err := k.MapRecord(ctx, job.Record{File: "f.txt", Line: int64(i + 1), Text: l}, emit); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if k.MapFlush != nil {
+				if err := k.MapFlush(ctx, emit); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.Run("module", func(b *testing.B) {
+		k, release, err := m.Kind(ctx, "mywc", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer release()
+		run(b, k)
+	})
+	b.Run("builtin", func(b *testing.B) {
+		k, _ := kinds.Builtin(1).Lookup("wordcount")
+		run(b, k)
+	})
 }

@@ -91,8 +91,8 @@ func Params(ctx context.Context) map[string]any {
 // SumCombine adds two decimal integers: the combiner of counting kinds.
 // A value that is not an integer counts as 0.
 func SumCombine(_, a, b []byte) []byte {
-	x, _ := strconv.ParseInt(string(a), 10, 64)
-	y, _ := strconv.ParseInt(string(b), 10, 64)
+	x, _ := parseInt(a)
+	y, _ := parseInt(b)
 	return strconv.AppendInt(a[:0], x+y, 10)
 }
 
@@ -101,13 +101,34 @@ func SumCombine(_, a, b []byte) []byte {
 func SumReduce(_ context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error) {
 	var n int64
 	for v := range values {
-		x, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
+		x, ok := parseInt(v)
+		if !ok {
 			return nil, fmt.Errorf("value %q of key %q is not a decimal integer", v, key)
 		}
 		n += x
 	}
 	return strconv.AppendInt(nil, n, 10), nil
+}
+
+// parseInt reads a decimal integer: plain digits without a conversion to
+// a string (which allocates, and a word count parses billions of counts),
+// anything else through strconv.
+func parseInt(b []byte) (n int64, ok bool) {
+	if len(b) > 0 && len(b) < 19 {
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return slowInt(b)
+			}
+			n = n*10 + int64(c-'0')
+		}
+		return n, true
+	}
+	return slowInt(b)
+}
+
+func slowInt(b []byte) (int64, bool) {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	return n, err == nil
 }
 
 // The calls of the ABI, on the bytes the host wrote. Each returns the
@@ -134,6 +155,7 @@ func callInfo(_, out []byte) ([]byte, error) {
 
 func callParams(in, out []byte) ([]byte, error) {
 	params = nil
+	combined.drain(nil)
 	if len(in) == 0 {
 		return out, nil
 	}
@@ -180,24 +202,111 @@ func appendBytes(out, b []byte) []byte {
 	return append(out, b...)
 }
 
-// combined holds a batch's pairs folded by key, when the kind has a
-// combiner: one pair per distinct key crosses back, not one per emit.
-var combined = map[string][]byte{}
+// table holds a task's pairs folded by key, when the kind has a
+// combiner, across batches: one pair per distinct key crosses back, when
+// the table is full or the host asks for what is held (a map call without
+// records), not one per emit.
+//
+// It is a hash table of its own, open addressing over indexes into keys
+// and vals, rather than a Go map: in WebAssembly every call of the
+// runtime's map functions costs several times what it does natively, and
+// a word count is one lookup per word.
+type table struct {
+	slots  []int32 // index+1 into keys and vals; 0 is empty
+	hashes []uint32
+	arena  []byte  // the keys, one after another
+	ends   []int32 // where each key ends in arena
+	vals   [][]byte
+	size   int // bytes of keys and values
+}
+
+// tableSize bounds what a table holds before it hands its pairs back: a
+// fraction of an instance's memory (256 MiB by default).
+const tableSize = 16 << 20
+
+func (t *table) key(i int32) []byte {
+	start := int32(0)
+	if i > 0 {
+		start = t.ends[i-1]
+	}
+	return t.arena[start:t.ends[i]]
+}
+
+func hash(k []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range k {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h
+}
+
+func (t *table) add(k, v []byte) {
+	if len(t.slots) == 0 {
+		t.slots = make([]int32, 1024)
+	}
+	h := hash(k)
+	mask := uint32(len(t.slots) - 1)
+	for p := h & mask; ; p = (p + 1) & mask {
+		s := t.slots[p]
+		if s == 0 {
+			t.slots[p] = int32(len(t.vals)) + 1
+			break
+		}
+		i := s - 1
+		if t.hashes[i] == h && string(t.key(i)) == string(k) {
+			old := len(t.vals[i])
+			t.vals[i] = kind.Combine(k, t.vals[i], v)
+			t.size += len(t.vals[i]) - old
+			return
+		}
+	}
+	t.arena = append(t.arena, k...)
+	t.ends = append(t.ends, int32(len(t.arena)))
+	t.hashes = append(t.hashes, h)
+	t.vals = append(t.vals, append([]byte(nil), v...))
+	t.size += len(k) + len(v) + 32
+	if len(t.vals)*2 > len(t.slots) {
+		t.grow()
+	}
+}
+
+// grow doubles the slots and places every key again.
+func (t *table) grow() {
+	t.slots = make([]int32, 2*len(t.slots))
+	mask := uint32(len(t.slots) - 1)
+	for i, h := range t.hashes {
+		p := h & mask
+		for t.slots[p] != 0 {
+			p = (p + 1) & mask
+		}
+		t.slots[p] = int32(i) + 1
+	}
+}
+
+// drain appends every pair held to out and empties the table.
+func (t *table) drain(out []byte) []byte {
+	for i := range t.vals {
+		out = appendBytes(out, t.key(int32(i)))
+		out = appendBytes(out, t.vals[i])
+	}
+	clear(t.slots)
+	clear(t.vals) // let the values go
+	t.arena, t.ends, t.hashes, t.vals, t.size = t.arena[:0], t.ends[:0], t.hashes[:0], t.vals[:0], 0
+	return out
+}
+
+var combined table
 
 func callMap(in, out []byte) ([]byte, error) {
+	if kind.Combine != nil && len(in) == 0 {
+		return combined.drain(out), nil
+	}
 	r := reader{b: in}
 	emit := func(k, v []byte) {
 		out = appendBytes(appendBytes(out, k), v)
 	}
 	if kind.Combine != nil {
-		clear(combined)
-		emit = func(k, v []byte) {
-			if cur, ok := combined[string(k)]; ok {
-				combined[string(k)] = kind.Combine(k, cur, v)
-			} else {
-				combined[string(k)] = append([]byte(nil), v...)
-			}
-		}
+		emit = combined.add
 	}
 	c := ctx()
 	for len(r.b) > 0 {
@@ -211,10 +320,8 @@ func callMap(in, out []byte) ([]byte, error) {
 			return nil, fmt.Errorf("file %s line %d: %w", file, line, err)
 		}
 	}
-	if kind.Combine != nil {
-		for k, v := range combined {
-			out = appendBytes(appendBytes(out, []byte(k)), v)
-		}
+	if kind.Combine != nil && combined.size > tableSize {
+		out = combined.drain(out)
 	}
 	return out, nil
 }

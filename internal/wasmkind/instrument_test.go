@@ -1,0 +1,183 @@
+package wasmkind
+
+import (
+	"context"
+	"encoding/binary"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// module assembles a module from its sections (id, then body).
+func module(sections ...[]byte) []byte {
+	out := []byte("\x00asm\x01\x00\x00\x00")
+	for _, s := range sections {
+		out = append(out, s[0])
+		out = binary.AppendUvarint(out, uint64(len(s)-1))
+		out = append(out, s[1:]...)
+	}
+	return out
+}
+
+// vec is a section (or vector) of n entries.
+func vec(id byte, entries ...[]byte) []byte {
+	out := binary.AppendUvarint([]byte{id}, uint64(len(entries)))
+	for _, e := range entries {
+		out = append(out, e...)
+	}
+	return out
+}
+
+// body is a function body without locals.
+func body(code ...byte) []byte {
+	b := append([]byte{0}, code...)
+	return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
+}
+
+func str(s string) []byte { return append([]byte{byte(len(s))}, s...) }
+
+func export(name string, kind, idx byte) []byte { return append(str(name), kind, idx) }
+
+// testModule exercises what instrument renumbers: an imported function
+// (env.seven, 7) before the defined ones, calls, a start function setting a
+// global, exports, a table filled by an element segment of indexes and one
+// of expressions (ref.func), a global initialized by ref.func, and a loop
+// that never ends.
+//
+//	func 0 (import) seven
+//	func 1 a: call 2 + call 0       = 42
+//	func 2 b: 35
+//	func 3 spin: loop br 0 end
+//	func 4 d: call_indirect table[i] (i the parameter)
+//	func 5 start: global 0 = 1
+//	func 6 e: global 0
+var testModule = module(
+	vec(1, []byte{0x60, 0, 1, 0x7f}, []byte{0x60, 0, 0}, []byte{0x60, 1, 0x7f, 1, 0x7f}),
+	vec(2, append(append(str("env"), str("seven")...), 0, 0)),
+	vec(3, []byte{0}, []byte{0}, []byte{1}, []byte{2}, []byte{1}, []byte{0}),
+	vec(4, []byte{0x70, 0, 2}),
+	vec(6,
+		[]byte{0x7f, 1, 0x41, 0, 0x0b},  // global 0: mutable i32 0
+		[]byte{0x70, 0, 0xd2, 2, 0x0b}), // global 1: funcref b
+	vec(7, export("a", 0, 1), export("spin", 0, 3), export("d", 0, 4), export("e", 0, 6)),
+	[]byte{8, 5}, // start: func 5
+	vec(9,
+		[]byte{0, 0x41, 0, 0x0b, 1, 2},              // table[0] = b, by index
+		[]byte{4, 0x41, 1, 0x0b, 1, 0xd2, 1, 0x0b}), // table[1] = a, by ref.func
+	vec(10,
+		body(0x10, 2, 0x10, 0, 0x6a, 0x0b),
+		body(0x41, 35, 0x0b),
+		body(0x03, 0x40, 0x0c, 0, 0x0b, 0x0b),
+		body(0x20, 0, 0x11, 0, 0, 0x0b),
+		body(0x41, 1, 0x24, 0, 0x0b),
+		body(0x23, 0, 0x0b)),
+)
+
+func TestInstrumentKeepsWhatTheModuleDoes(t *testing.T) {
+	ctx := context.Background()
+	// The module is valid before it is instrumented.
+	plain := wazero.NewRuntime(ctx)
+	defer plain.Close(ctx)
+	if _, err := plain.CompileModule(ctx, testModule); err != nil {
+		t.Fatalf("the test module itself: %v", err)
+	}
+
+	code, err := instrument(testModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(false))
+	defer rt.Close(ctx)
+	var yields atomic.Int64
+	_, err = rt.NewHostModuleBuilder(yieldModule).NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, m api.Module, s []uint64) {
+			yields.Add(1)
+			yield(ctx, m, s)
+		}), nil, nil).Export(yieldName).Instantiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rt.NewHostModuleBuilder("env").NewFunctionBuilder().
+		WithFunc(func() int32 { return 7 }).Export("seven").Instantiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := rt.InstantiateWithConfig(ctx, code, wazero.NewModuleConfig().WithName(""))
+	if err != nil {
+		t.Fatalf("the instrumented module: %v", err)
+	}
+	call := func(name string, args ...uint64) uint64 {
+		t.Helper()
+		res, err := mod.ExportedFunction(name).Call(ctx, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return res[0]
+	}
+	if got := call("a"); got != 42 {
+		t.Errorf("a = %d, want 42", got)
+	}
+	if got := call("e"); got != 1 {
+		t.Errorf("the start function did not run: global = %d", got)
+	}
+	if got := call("d", 0); got != 35 {
+		t.Errorf("table[0] = %d, want b's 35", got)
+	}
+	if got := call("d", 1); got != 42 {
+		t.Errorf("table[1] = %d, want a's 42", got)
+	}
+
+	// The loop is stopped at its deadline, and the collector, which needs
+	// every goroutine to stop, runs meanwhile.
+	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := mod.ExportedFunction("spin").Call(tctx)
+		done <- err
+	}()
+	for yields.Load() < 3 { // the loop runs
+		runtime.Gosched()
+	}
+	gcs := make(chan struct{})
+	go func() {
+		runtime.GC()
+		runtime.GC()
+		close(gcs)
+	}()
+	select {
+	case <-gcs:
+	case err := <-done:
+		t.Fatalf("the loop ended before the collections did: %v", err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("spin: %v, want it stopped at its deadline", err)
+	}
+}
+
+// What instrument cannot walk it refuses, naming it.
+func TestInstrumentRefusesWhatItDoesNotKnow(t *testing.T) {
+	atomics := module(
+		vec(1, []byte{0x60, 0, 0}),
+		vec(3, []byte{0}),
+		vec(10, body(0xfe, 0x03, 0x00, 0x0b)),
+	)
+	for _, c := range []struct {
+		name string
+		wasm []byte
+		want string
+	}{
+		{"not wasm", []byte("hello"), "does not start with"},
+		{"cut short", testModule[:len(testModule)-3], "truncated"},
+		{"threads", atomics, "instruction 0xfe"},
+	} {
+		if _, err := instrument(c.wasm); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}
