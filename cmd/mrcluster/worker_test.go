@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
 )
 
 // A worker process joined through the server's NATS runs the cluster's
@@ -70,5 +74,58 @@ func TestWorkerNATSToken(t *testing.T) {
 	j := c.Submit(t, "noop", 3)
 	if j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() }); j.State != client.Succeeded {
 		t.Fatalf("job on the worker with the token: %s", apitest.Describe(j))
+	}
+}
+
+// A kind uploaded with the CLI runs on a worker process that has never
+// seen it (no --workers on the server: only the remote process runs
+// tasks), and writes what the built-in word count writes.
+func TestUploadedKindOnAWorkerProcess(t *testing.T) {
+	t.Parallel()
+	wasm := apitest.BuildWasm(t, "examples/wasm-wordcount")
+	dir := t.TempDir()
+	module := filepath.Join(dir, "wc.wasm")
+	var files []string
+	docs, _ := kinds.Corpus(1)
+	for _, d := range docs[:min(2, len(docs))] {
+		files = append(files, filepath.Join(dir, d.Name))
+		if err := os.WriteFile(files[len(files)-1], d.Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(module, wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, t.TempDir(), nil, "--workers", "0")
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(binary, append(args, "--server", p.url)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("mrcluster %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	cli(append([]string{"dataset", "put", "books"}, files...)...)
+	if out := cli("kind", "put", "mywc", module, "--description", "my word count"); !strings.Contains(out, "kind mywc version 1") {
+		t.Fatalf("kind put said %q", out)
+	}
+	if out := cli("kind", "ls"); !regexp.MustCompile(`(?m)^mywc\s+1\s+[0-9a-f]{12}\s+\d+\s.*my word count$`).MatchString(out) {
+		t.Fatalf("kind ls:\n%s", out)
+	}
+	launch(t, regexp.MustCompile(`^metrics on (\S+)$`), nil, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "remote1", "--metrics-addr", "127.0.0.1:0")
+
+	c := p.client()
+	mine := c.SubmitSpec(t, client.Spec{Kind: "mywc", Input: []string{"books"}, Partitions: 3, Reducers: 2})
+	builtin := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 2, Reducers: 3})
+	for _, id := range []string{mine.ID, builtin.ID} {
+		if j := c.Await(t, id, func(j client.Job) bool { return j.State.Terminal() }); j.State != client.Succeeded {
+			t.Fatalf("job: %s", apitest.Describe(j))
+		}
+	}
+	got, want := c.Output(t, mine.ID), c.Output(t, builtin.ID)
+	if got != want || strings.Count(want, "\n") < 50 {
+		t.Fatalf("the uploaded kind wrote %d bytes, the built-in %d", len(got), len(want))
 	}
 }
