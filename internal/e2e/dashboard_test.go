@@ -14,6 +14,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -68,6 +70,13 @@ func startServer(t *testing.T, dir, addr string, g *gate) *app.Server {
 // wait on, and the wait ends with the test's deadline.
 func text(ctx context.Context, t *testing.T, sel string, ok func(string) bool, what string) string {
 	t.Helper()
+	return textWithin(ctx, t, sel, ok, what, 30*time.Second)
+}
+
+// textWithin is text with a limit of its own, for what takes longer than
+// a page's reaction (a compile on the server).
+func textWithin(ctx context.Context, t *testing.T, sel string, ok func(string) bool, what string, limit time.Duration) string {
+	t.Helper()
 	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e ? e.textContent.trim() : "" })()`, sel)
 	var got string
 	start := time.Now()
@@ -84,9 +93,9 @@ func text(ctx context.Context, t *testing.T, sel string, ok func(string) bool, w
 			t.Fatalf("waiting for %s: last %q: %v", what, got, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
-		if time.Since(start) > 30*time.Second {
+		if time.Since(start) > limit {
 			shot(ctx, t, "failure.png")
-			t.Fatalf("waiting for %s: still %q after 30s", what, got)
+			t.Fatalf("waiting for %s: still %q after %s", what, got, limit)
 		}
 	}
 }
@@ -232,6 +241,83 @@ func TestDashboardData(t *testing.T) {
 	if err != nil || out != "a 2\nsea 1\nship 1\nthe 2\nwhale 2\n" {
 		t.Fatalf("download: %v %q", err, out)
 	}
+}
+
+// TestDashboardKinds uploads a kind of one's own (the example word count,
+// a WebAssembly module) through the kinds view, runs a job of it through
+// the job form, and deletes it.
+func TestDashboardKinds(t *testing.T) {
+	if !webui.Built() {
+		t.Fatal("the dashboard is not built into this test binary: run `make web` (make test does) before go test")
+	}
+	dir := t.TempDir()
+	module := filepath.Join(dir, "wc.wasm")
+	if err := os.WriteFile(module, apitest.BuildWasm(t, "examples/wasm-wordcount"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, t.TempDir(), "127.0.0.1:0", &gate{release: make(chan struct{})})
+	defer func() { _ = srv.Stop(context.Background()) }()
+	c := apitest.Client{URL: "http://" + srv.Addr()}
+	c.PutFile(t, "sea", "a.txt", []byte("the whale\nthe sea\n"))
+	c.PutFile(t, "sea", "b.txt", []byte("a whale, a ship"))
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+srv.Addr()+"/"), chromedp.WaitVisible(chromedp.CSS(`[data-test="kinds"]`))); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	text(ctx, t, `tr[data-kind="wordcount"]`, func(s string) bool { return strings.Contains(s, "built in") }, "the built-in kinds")
+
+	// A file that is not a module, dropped on the form, is named as such.
+	drop := `(() => {
+		const dt = new DataTransfer()
+		dt.items.add(new File(['hello'], 'notes.txt'))
+		document.querySelector('[data-test="kind-drop"]').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }))
+		return true
+	})()`
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](drop)); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="kind-error"]`, func(s string) bool { return strings.Contains(s, "notes.txt is not a .wasm file") }, "the dropped file's error")
+
+	if err := chromedp.Do(ctx,
+		chromedp.SetUploadFiles(chromedp.CSS(`[data-test="kind-form"] input[type="file"]`), []string{module}),
+		setValue(`input[name="kind-name"]`, "mywc"),
+		setValue(`input[name="kind-description"]`, "my word count"),
+		chromedp.Click(chromedp.CSS(`[data-test="kind-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The server compiles the module: seconds, more under the race detector.
+	textWithin(ctx, t, `[data-test="kind-status"]`, func(s string) bool { return strings.Contains(s, "kind mywc is at version 1") }, "the upload", 4*time.Minute)
+	text(ctx, t, `tr[data-kind="mywc"]`, func(s string) bool { return strings.Contains(s, "v1") && strings.Contains(s, "my word count") }, "the kind in the list")
+	shot(ctx, t, "kinds.png")
+
+	// The job form offers it; a job of it runs.
+	if err := chromedp.Do(ctx,
+		setValue(`select[name="kind"]`, "mywc"),
+		setValue(`input[name="partitions"]`, "2"),
+		setValue(`input[name="reducers"]`, "1"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	textWithin(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "5 output lines" }, "the job of the uploaded kind", 4*time.Minute)
+	list, err := c.API().Jobs(apitest.Context(t), client.ListOptions{Limit: 10})
+	if err != nil || len(list.Jobs) != 1 || list.Jobs[0].Kind != "mywc" {
+		t.Fatalf("jobs: %+v, %v", list, err)
+	}
+	if got := c.Output(t, list.Jobs[0].ID); got != "a 2\nsea 1\nship 1\nthe 2\nwhale 2\n" {
+		t.Fatalf("output %q", got)
+	}
+
+	// Delete, once confirmed.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.confirm = () => true; return true })()`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-kind="mywc"] [data-test="delete-kind"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="kind-status"]`, func(s string) bool { return s == "kind mywc deleted" }, "the delete")
+	text(ctx, t, `tr[data-kind="mywc"]`, func(s string) bool { return s == "" }, "the kind gone from the list")
 }
 
 // browser starts a headless Chromium for the test.

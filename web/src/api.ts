@@ -41,6 +41,9 @@ export const api = {
   cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
   deleteJob: (id: string) => call<void>('DELETE', `/api/v1/jobs/${encodeURIComponent(id)}`),
   kinds: () => call<{ kinds: Kind[] }>('GET', '/api/v1/kinds'),
+  putKind: (name: string, description: string, module: Blob) =>
+    call<Kind>('PUT', `/api/v1/kinds/${encodeURIComponent(name)}` + (description ? `?description=${encodeURIComponent(description)}` : ''), module),
+  deleteKind: (name: string) => call<void>('DELETE', `/api/v1/kinds/${encodeURIComponent(name)}`),
   workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),
   queue: () => call<{ depth: number; jobs: QueuedJob[] }>('GET', '/api/v1/queue'),
 }

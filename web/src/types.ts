@@ -51,7 +51,18 @@ export interface Counters {
 
 export interface KindParam { name: string; description: string; required: boolean }
 
-export interface Kind { name: string; description: string; reads_data?: boolean; params?: KindParam[] }
+export interface Kind {
+  name: string
+  description: string
+  reads_data?: boolean
+  params?: KindParam[]
+  // Kinds uploaded as WebAssembly modules.
+  uploaded?: boolean
+  version?: number
+  hash?: string
+  size?: number
+  uploaded_at?: string
+}
 
 export interface DatasetFile { name: string; size: number; uploaded_at: string }
 
