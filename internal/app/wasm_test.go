@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -111,6 +112,17 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	}
 	if err := c.DeleteKind(ctx, "mywc"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
 		t.Fatalf("DELETE it again: %v, want 404", err)
+	}
+	// Its jobs' outputs need the module to be written: the same module
+	// uploaded again, under another name, brings them back.
+	if err := c.Output(ctx, v1.ID, io.Discard); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "upload that same .wasm file again") {
+		t.Fatalf("output of a deleted kind's job: %v, want 409 saying what to do", err)
+	}
+	if _, err := c.PutKind(ctx, "again", "", bytes.NewReader(wc), int64(len(wc))); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.client().Output(t, v1.ID); got != want {
+		t.Fatalf("the output once the module is back: %d bytes, want %d", len(got), len(want))
 	}
 	if err := c.DeleteKind(ctx, "wordcount"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
 		t.Fatalf("DELETE a built-in kind: %v, want 409", err)

@@ -1056,6 +1056,9 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 func (c *Coordinator) Output(ctx context.Context, j *job.Job, w io.Writer) error {
 	if j.Module != "" && c.cfg.Modules != nil {
 		k, release, err := c.cfg.Modules.TaskKind(ctx, job.Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Params: j.Params})
+		if errors.Is(err, store.ErrNotFound) {
+			return job.Errorf(job.EConflict, "job %s's kind %q was deleted, and with it the module (version %.12s) that writes its output lines; upload that same .wasm file again, under any name, to download the output", j.ID, j.Kind, j.Module)
+		}
 		if err != nil {
 			return job.Errorf(job.EUnavailable, "the module of job %s's kind %q: %v", j.ID, j.Kind, err)
 		}

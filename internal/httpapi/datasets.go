@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 )
 
@@ -73,9 +74,28 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("download") != "" {
 		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".txt"))
 	}
-	if err := write(w); err != nil {
+	out := &started{w: w}
+	if err := write(out); err != nil {
+		if !out.yes {
+			// Nothing sent yet (the output could not even begin): the
+			// error can still be the answer.
+			w.Header().Del("Content-Disposition")
+			s.writeError(w, r, err)
+			return
+		}
 		// The status is sent: all that is left is to cut the body short.
 		s.log.Error("could not send the whole output of a job", "job", id, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// started is a writer that remembers whether anything was written.
+type started struct {
+	w   io.Writer
+	yes bool
+}
+
+func (s *started) Write(p []byte) (int, error) {
+	s.yes = s.yes || len(p) > 0
+	return s.w.Write(p)
 }
