@@ -68,11 +68,17 @@ func (m *Modules) Load(ctx context.Context, hash string) (*wasmkind.Module, erro
 // TaskKind returns the kind task t runs: its pinned module's, on an
 // instance of its own that release frees.
 func (m *Modules) TaskKind(ctx context.Context, t job.Task) (job.Kind, func(), error) {
-	mod, err := m.Load(ctx, t.Module)
-	if err != nil {
-		return job.Kind{}, nil, err
+	for attempt := 1; ; attempt++ {
+		mod, err := m.Load(ctx, t.Module)
+		if err != nil {
+			return job.Kind{}, nil, err
+		}
+		k, release, err := mod.Kind(ctx, t.Kind, t.Params)
+		if errors.Is(err, wasmkind.ErrEvicted) && attempt < 3 {
+			continue // freed between the load and now: Load compiles it again
+		}
+		return k, release, err
 	}
-	return mod.Kind(ctx, t.Kind, t.Params)
 }
 
 func short(hash string) string { return hash[:min(12, len(hash))] }

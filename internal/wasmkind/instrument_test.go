@@ -3,6 +3,8 @@ package wasmkind
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -179,5 +181,92 @@ func TestInstrumentRefusesWhatItDoesNotKnow(t *testing.T) {
 		if _, err := instrument(c.wasm); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
+	}
+}
+
+// tinyKind is the smallest module of the ABI: every call answers its
+// info, which names it (so that each name is a module of its own).
+func tinyKind(name string) []byte {
+	answer := append([]byte{0}, `{"abi":1,"description":"`+name+`"}`...)
+	packed := int64(16)<<32 | int64(len(answer))
+	ret := appendS64([]byte{0x42}, packed)
+	funcs := [][]byte{{0}}
+	code := [][]byte{body(0x41, 0x80, 0x08, 0x0b)} // mrk_alloc: 1024
+	exported := [][]byte{export("mrk_alloc", 0, 0)}
+	for i, name := range exports[1:] {
+		funcs = append(funcs, []byte{1})
+		code = append(code, body(append(ret, 0x0b)...))
+		exported = append(exported, export(name, 0, byte(i+1)))
+	}
+	exported = append(exported, export("memory", 2, 0))
+	data := append([]byte{0, 0x41, 16, 0x0b}, byte(len(answer)))
+	return module(
+		vec(1, []byte{0x60, 1, 0x7f, 1, 0x7f}, []byte{0x60, 1, 0x7f, 1, 0x7e}),
+		vec(3, funcs...),
+		vec(5, []byte{0, 1}),
+		vec(7, exported...),
+		vec(10, code...),
+		vec(11, append(data, answer...)),
+	)
+}
+
+func appendS64(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+// A runtime keeps at most MaxCompiled modules compiled, freeing the least
+// recently used; one a task runs is freed when the task ends, not before.
+func TestCompiledModulesAreBounded(t *testing.T) {
+	ctx := context.Background()
+	r, err := New(ctx, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	first, err := r.Compile(ctx, tinyKind("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Info.Description != "first" {
+		t.Fatalf("info = %+v", first.Info)
+	}
+	second, err := r.Compile(ctx, tinyKind("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, release, err := second.Kind(ctx, "second", nil) // a task runs it
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range MaxCompiled {
+		if _, err := r.Compile(ctx, tinyKind(fmt.Sprint("other", i))); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			r.Cached(first.Hash) // used again: not the least recent
+		}
+	}
+	if n := r.Compiled(); n != MaxCompiled {
+		t.Fatalf("%d modules compiled, want %d", n, MaxCompiled)
+	}
+	if _, ok := r.Cached(second.Hash); ok {
+		t.Fatal("the least recently used module is still cached")
+	}
+	// The running task's module works until it ends, and not after.
+	if _, release2, err := second.Kind(ctx, "second", nil); err != nil {
+		t.Fatalf("a second task of a module in use: %v", err)
+	} else {
+		release2()
+	}
+	release()
+	if _, _, err := second.Kind(ctx, "second", nil); !errors.Is(err, ErrEvicted) {
+		t.Fatalf("a task of a freed module: %v, want ErrEvicted", err)
 	}
 }

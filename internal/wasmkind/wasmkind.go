@@ -50,6 +50,16 @@ func Hash(wasm []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
+// MaxCompiled bounds how many compiled modules a runtime keeps: the least
+// recently used beyond it are freed once no task runs them (a compiled Go
+// module is tens of MiB of machine code; a cluster may hold hundreds of
+// versions).
+const MaxCompiled = 16
+
+// ErrEvicted is the error of Module.Kind on a module freed meanwhile:
+// compile it again.
+var ErrEvicted = errors.New("the compiled module was freed to make room for others: compile it again")
+
 // Runtime compiles and runs modules.
 type Runtime struct {
 	rt       wazero.Runtime
@@ -57,6 +67,7 @@ type Runtime struct {
 
 	mu   sync.Mutex
 	mods map[string]*Module // by hash
+	tick uint64             // counts uses, for the least recently used
 }
 
 // New returns a runtime whose instances have at most memoryMB MiB of memory.
@@ -98,19 +109,39 @@ func (r *Runtime) Cached(hash string) (*Module, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.mods[hash]
+	if ok {
+		r.tick++
+		m.used = r.tick
+	}
 	return m, ok
 }
 
-// Drop frees the module compiled under hash, if any: its kind was deleted.
-// Instances running meanwhile keep what they use.
+// Drop frees the module compiled under hash, if any, once no task runs
+// it: its kind was deleted.
 func (r *Runtime) Drop(ctx context.Context, hash string) {
 	r.mu.Lock()
-	m, ok := r.mods[hash]
-	delete(r.mods, hash)
-	r.mu.Unlock()
-	if ok {
-		_ = m.cm.Close(ctx)
+	defer r.mu.Unlock()
+	if m, ok := r.mods[hash]; ok {
+		r.evict(ctx, m)
 	}
+}
+
+// evict takes m out of the cache and frees it now or, when tasks run it,
+// when the last one ends. r.mu is held.
+func (r *Runtime) evict(ctx context.Context, m *Module) {
+	delete(r.mods, m.Hash)
+	m.evicted = true
+	if m.users == 0 && !m.closed {
+		m.closed = true
+		_ = m.cm.Close(context.WithoutCancel(ctx))
+	}
+}
+
+// Compiled returns how many compiled modules the runtime holds.
+func (r *Runtime) Compiled() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.mods)
 }
 
 // Close frees every compiled module.
@@ -131,6 +162,12 @@ type Module struct {
 	cm   wazero.CompiledModule
 	Hash string
 	Info Info
+
+	// guarded by r.mu
+	used    uint64 // r.tick at the last use
+	users   int    // tasks running it
+	evicted bool   // out of the cache: closed when users is 0
+	closed  bool
 }
 
 // Compile compiles wasm, checks that it exports the ABI and asks it for
@@ -185,11 +222,23 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.tick++
 	if prev, ok := r.mods[hash]; ok {
 		_ = cm.Close(ctx)
+		prev.used = r.tick
 		return prev, nil
 	}
+	m.used = r.tick
 	r.mods[hash] = m
+	for len(r.mods) > MaxCompiled {
+		var oldest *Module
+		for _, o := range r.mods {
+			if o != m && (oldest == nil || o.used < oldest.used) {
+				oldest = o
+			}
+		}
+		r.evict(ctx, oldest)
+	}
 	return m, nil
 }
 
@@ -341,12 +390,33 @@ func (l *limited) String() string {
 // Kind returns the module's kind as one task's engine calls it, backed by
 // an instance of its own that release frees. params are the job's.
 func (m *Module) Kind(ctx context.Context, name string, params json.RawMessage) (k job.Kind, release func(), err error) {
+	r := m.r
+	r.mu.Lock()
+	if m.closed {
+		r.mu.Unlock()
+		return job.Kind{}, nil, ErrEvicted
+	}
+	m.users++
+	r.tick++
+	m.used = r.tick
+	r.mu.Unlock()
+	done := func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		m.users--
+		if m.evicted && m.users == 0 && !m.closed {
+			m.closed = true
+			_ = m.cm.Close(context.WithoutCancel(ctx))
+		}
+	}
 	in, err := m.instance(ctx)
 	if err != nil {
+		done()
 		return job.Kind{}, nil, err
 	}
 	if _, err := in.call(ctx, "params", params); err != nil {
 		in.close(ctx)
+		done()
 		return job.Kind{}, nil, fmt.Errorf("the module refused the job's params: %w", err)
 	}
 	t := &task{in: in, ctx: ctx}
@@ -360,7 +430,7 @@ func (m *Module) Kind(ctx context.Context, name string, params json.RawMessage) 
 	if m.Info.Format {
 		k.Format = t.format
 	}
-	return k, func() { in.close(ctx) }, nil
+	return k, func() { in.close(ctx); done() }, nil
 }
 
 // task adapts one instance to the engine's calls: records cross in
