@@ -74,9 +74,10 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	for _, want := range []string{
 		`ack-wait = "7s"`, "# flag",
-		`max-partitions = "60"`, "# env MRCLUSTER_MAX_PARTITIONS",
+		`max-partitions = 60`, "# env MRCLUSTER_MAX_PARTITIONS",
 		`addr = "127.0.0.1:2"`,
-		`workers = "2"`, "# file " + file,
+		`workers = 2`, "# file " + file,
+		`max-file-mb = 8192`, `insecure = false`,
 		`allow-origin = "http://a.example,http://b.example:*"`,
 		`data-dir = "./mrcluster-data"`, "# default",
 	} {
@@ -95,6 +96,37 @@ func TestConfigPrecedence(t *testing.T) {
 	if r := p.client().Do(t, "POST", "/short/51", ""); r.Status != 400 || !strings.Contains(string(r.Body), "from 1 to 50") {
 		t.Fatalf("max-partitions = 50 in the file not applied: %d %s", r.Status, r.Body)
 	}
+
+	// What config prints is a file serve reads back, to the same
+	// settings; a secret is not printed, so it is left out.
+	round := filepath.Join(t.TempDir(), "round.toml")
+	cmd = exec.Command(binary, "config", "--config", file, "--auth-token", "s3cret")
+	if out, err = cmd.Output(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	if strings.Contains(string(out), "s3cret") || !strings.Contains(string(out), `# auth-token = "****"`) {
+		t.Fatalf("config shows the token, or does not say it is hidden:\n%s", out)
+	}
+	if err := os.WriteFile(round, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again, err := exec.Command(binary, "config", "--config", round).CombinedOutput()
+	if err != nil {
+		t.Fatalf("config --config of config's own output: %v\n%s", err, again)
+	}
+	values := func(b []byte) []string {
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, _, _ := strings.Cut(l, "#"); strings.TrimSpace(v) != "" && !strings.HasPrefix(v, "auth-token =") {
+				out = append(out, strings.TrimSpace(v))
+			}
+		}
+		return out
+	}
+	if a, b := values(out), values(again); strings.Join(a, "\n") != strings.Join(b, "\n") || len(a) < 30 {
+		t.Fatalf("the settings read back differ:\n%s\nthen\n%s", out, again)
+	}
+	start(t, t.TempDir(), nil, "--config", round, "--addr", "127.0.0.1:0")
 
 	// Mistakes in the file are named.
 	bad := filepath.Join(t.TempDir(), "bad.toml")

@@ -57,8 +57,8 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.MaxAttempts, flags.MaxAttempts, cfg.MaxAttempts, "times a task may run before its failure (an error or a panic) fails its job")
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	fs.IntVar(&cfg.MaxQueuedTasks, flags.MaxQueuedTasks, cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
-	fs.Func(flags.MaxFileMB, fmt.Sprintf("largest dataset file an upload may store, in MiB (default %d; 0: no limit)", cfg.MaxFileSize>>20), mib(&cfg.MaxFileSize))
-	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", cfg.SortBuffer>>20), mib(&cfg.SortBuffer))
+	fs.Var(mib{&cfg.MaxFileSize}, flags.MaxFileMB, "largest dataset file an upload may store, in MiB (0: no limit)")
+	fs.Var(mib{&cfg.SortBuffer}, "sort-buffer-mb", "memory of one map task's output before it spills to --temp-dir, in MiB")
 	fs.StringVar(&cfg.TempDir, "temp-dir", "", "directory of map spills (default: the system's temporary directory)")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "name of this server in a cluster, unique there (default: host name and --cluster-listen port)")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "name of a cluster of servers to form with --routes (none: a server alone)")
@@ -80,10 +80,10 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.RecentJobs, flags.RecentJobs, cfg.RecentJobs, "finished jobs kept whole in memory, beside the unfinished ones; older ones are read from the store when asked for")
 	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
 	fs.BoolVar(&cfg.AcceptDamagedState, flags.AcceptDamagedState, false, "start even when the store does not hold what it held at the last stop (damaged or truncated files), going on with what is left and logging what is lost")
-	fs.Func(flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB (default 256)", mib(&cfg.WasmMemory))
-	fs.Func(flags.MaxKindSize, "largest WebAssembly module a kind may be uploaded with, in MiB (default 64)", mib(&cfg.MaxKindSize))
+	fs.Var(mib{&cfg.WasmMemory}, flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB")
+	fs.Var(mib{&cfg.MaxKindSize}, flags.MaxKindSize, "largest WebAssembly module a kind may be uploaded with, in MiB")
 	fs.DurationVar(&cfg.TaskTimeout, flags.TaskTimeout, cfg.TaskTimeout, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
-	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&cfg.MemoryLimit))
+	fs.Var(mib{&cfg.MemoryLimit}, "memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)")
 	c.fs = fs
 	return c
 }
@@ -165,14 +165,40 @@ func showConfig(args []string, stdout, stderr io.Writer) error {
 	if err := c.load(args); err != nil {
 		return err
 	}
+	// A configuration file serve reads back (--config): numbers and
+	// booleans bare, the rest quoted, secrets given commented out.
+	fmt.Fprintln(stdout, "# mrcluster serve settings: the effective value of each, and where it came from.")
+	fmt.Fprintln(stdout, "# Use as a file: mrcluster config > mrcluster.toml; mrcluster serve --config mrcluster.toml")
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	c.fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "config" {
 			return
 		}
-		fmt.Fprintf(tw, "%s = %s\t# %s\n", f.Name, strconv.Quote(mask(f.Name, f.Value.String())), c.sources[f.Name])
+		v := f.Value.String()
+		line := fmt.Sprintf("%s = %s", f.Name, tomlValue(f.Value, v))
+		if masked := mask(f.Name, v); masked != v {
+			line = fmt.Sprintf("# %s = %q (hidden: set it here or in %s)", f.Name, masked, envName(f.Name))
+		}
+		fmt.Fprintf(tw, "%s\t# %s\n", line, c.sources[f.Name])
 	})
 	return tw.Flush()
+}
+
+// tomlValue writes v, the value of a flag, as TOML: bare when the flag
+// holds a boolean or a number, quoted otherwise.
+func tomlValue(f flag.Value, v string) string {
+	if b, ok := f.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return v
+	}
+	switch f.(type) {
+	case mib:
+		return v
+	}
+	switch fmt.Sprintf("%T", f) {
+	case "*flag.intValue", "*flag.int64Value", "*flag.uintValue", "*flag.float64Value":
+		return v
+	}
+	return strconv.Quote(v)
 }
 
 // mask hides the values of settings that hold secrets.
@@ -225,13 +251,22 @@ func version() string {
 }
 
 // mib parses a flag given in MiB into a byte count.
-func mib(dst *int64) func(string) error {
-	return func(v string) error {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 || n > 1<<40 {
-			return fmt.Errorf("want a whole number of MiB, got %q", v)
-		}
-		*dst = n << 20
-		return nil
+// mib is a flag of a size in bytes given in MiB; it shows its value,
+// default included, in MiB.
+type mib struct{ dst *int64 }
+
+func (m mib) String() string {
+	if m.dst == nil {
+		return "0"
 	}
+	return strconv.FormatInt(*m.dst>>20, 10)
+}
+
+func (m mib) Set(v string) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > 1<<40 {
+		return fmt.Errorf("want a whole number of MiB, got %q", v)
+	}
+	*m.dst = n << 20
+	return nil
 }

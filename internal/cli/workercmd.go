@@ -41,13 +41,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	backoff := fs.Duration("retry-backoff", time.Second, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	sortBuffer := int64(mr.DefaultSortBuffer)
-	fs.Func("sort-buffer-mb", fmt.Sprintf("memory of one map task's output before it spills to --temp-dir, in MiB (default %d)", sortBuffer>>20), mib(&sortBuffer))
+	fs.Var(mib{&sortBuffer}, "sort-buffer-mb", "memory of one map task's output before it spills to --temp-dir, in MiB")
 	tempDir := fs.String("temp-dir", "", "directory of map spills (default: the system's temporary directory)")
 	wasmMemory := int64(256 << 20)
-	fs.Func(flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB (default 256)", mib(&wasmMemory))
+	fs.Var(mib{&wasmMemory}, flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB")
 	taskTimeout := fs.Duration(flags.TaskTimeout, 0, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
 	var memLimit int64
-	fs.Func("memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)", mib(&memLimit))
+	fs.Var(mib{&memLimit}, "memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {
