@@ -274,7 +274,7 @@ func TestCLI(t *testing.T) {
 		return stdout.String(), stderr.String(), err
 	}
 	out, errOut, err := run("submit", "short", "4", "--wait")
-	if err != nil || strings.TrimSpace(out) != `{"values":[1,1,1,1],"sum":4}` {
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "short_") || lines[1] != `{"values":[1,1,1,1],"sum":4}` {
 		t.Fatalf("submit --wait: %v\nstdout %s\nstderr %s", err, out, errOut)
 	}
 	if !strings.Contains(errOut, "4/4 done") {
@@ -291,8 +291,12 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("jobs: %v\n%s", err, out)
 	}
 	out, _, err = run("job", id)
-	if err != nil || !strings.Contains(out, `"sum": 2`) {
+	if err != nil || !regexp.MustCompile(`(?m)^state\s+succeeded$`).MatchString(out) || !regexp.MustCompile(`(?m)^sum\s+2 \(of 2 values\)$`).MatchString(out) {
 		t.Fatalf("job: %v\n%s", err, out)
+	}
+	out, _, err = run("job", id, "-o", "json")
+	if err != nil || !strings.Contains(out, `"sum": 2`) {
+		t.Fatalf("job -o json: %v\n%s", err, out)
 	}
 	p.client().AwaitIdleWorkers(t, 4)
 	out, _, err = run("status")
@@ -321,7 +325,7 @@ func TestCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "dog 2") || !strings.Contains(errOut, "5 output records") {
 		t.Fatalf("submit wordcount --wait: %v\n%s\n%s", err, out, errOut)
 	}
-	wid := strings.Fields(errOut)[1] // "submitted ID"
+	wid := strings.Fields(out)[0] // the id, first
 	if out, _, err = run("output", wid); err != nil || out != "a 1\ncat 1\ndog 2\nend 1\nthe 3\n" {
 		t.Fatalf("output %s: %v\n%q", wid, err, out)
 	}

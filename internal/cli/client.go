@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,18 +20,45 @@ import (
 	"github.com/mrcluster/mrcluster/internal/flags"
 )
 
-// target is where a client command sends its requests.
+// target is where a client command sends its requests, and how it
+// prints what it gets back.
 type target struct {
 	server, token *string
+	format        *string // -o: text or json
 }
 
+// clientFlags are the flags of every client command: --server and --token
+// (also MRCLUSTER_SERVER and MRCLUSTER_TOKEN), and -o.
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, target) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs, target{
 		server: fs.String("server", "http://127.0.0.1:8080", "URL of a mrcluster server"),
 		token:  fs.String(flags.Token, "", "the server's --auth-token, when it has one"),
+		format: fs.String("o", "text", "output: text, for people, or json, the API's resources"),
 	}
+}
+
+// json reports whether the command should print JSON; any other format
+// than text and json is an error.
+func (t target) json() (bool, error) {
+	switch *t.format {
+	case "text", "":
+		return false, nil
+	case "json":
+		return true, nil
+	}
+	return false, fmt.Errorf("-o %q: use text or json", *t.format)
+}
+
+// printJSON prints v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(out))
+	return err
 }
 
 func newClient(t target) *client.Client {
@@ -41,14 +70,23 @@ func newClient(t target) *client.Client {
 func explain(err error) error {
 	var u *client.UnreachableError
 	if errors.As(err, &u) {
-		return fmt.Errorf("%w (is it running? set --server)", err)
+		return fmt.Errorf("%w (is it running? set --server or MRCLUSTER_SERVER)", err)
 	}
 	var e *client.Error
 	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
 		return fmt.Errorf("%w; pass the server's --auth-token with --token", err)
 	}
+	if errors.As(err, &e) {
+		if m := paramRequired.FindStringSubmatch(e.Message); m != nil {
+			return fmt.Errorf("--param %s=… is required for kind %s:%s", m[1], m[2], m[3])
+		}
+	}
 	return err
 }
+
+// paramRequired is the API's error for a missing parameter, which the
+// command line names as its flag.
+var paramRequired = regexp.MustCompile(`^params\.(\S+) is required for kind "([^"]+)":(.*)$`)
 
 func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("submit", stderr)
@@ -74,15 +112,27 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	asJSON, err := server.json()
+	if err != nil {
+		return err
+	}
 	n := *partitions
 	switch {
-	case len(pos) == 2 && n == 0:
+	case len(pos) == 2 && n != 0:
+		return fmt.Errorf("give the partition count once: %s after the kind, or --partitions %d", pos[1], n)
+	case len(pos) == 2:
 		if n, err = strconv.Atoi(pos[1]); err != nil {
-			return fmt.Errorf("partition count must be an integer, got %q", pos[1])
+			return fmt.Errorf("the partition count after the kind must be a whole number, got %q", pos[1])
 		}
-	case len(pos) != 1 || n == 0:
+	case len(pos) == 0:
 		fs.Usage()
-		return fmt.Errorf("submit needs a kind and a partition count (KIND N or KIND --partitions N), got %q", pos)
+		return fmt.Errorf("submit needs a kind: mrcluster submit KIND N (mrcluster kinds lists them)")
+	case len(pos) > 2:
+		fs.Usage()
+		return fmt.Errorf("submit takes a kind and a partition count, got %d arguments: %q", len(pos), pos)
+	case n == 0:
+		fs.Usage()
+		return fmt.Errorf("submit needs a partition count: mrcluster submit %s N, or --partitions N", pos[0])
 	}
 	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *reducers}
 	if *params != "" {
@@ -116,12 +166,29 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return explain(err)
 	}
+	if asJSON && !*wait {
+		return printJSON(stdout, j)
+	}
+	// The id first, on stdout, wait or not: a script reads it there.
+	fmt.Fprintln(stdout, j.ID)
 	if !*wait {
-		fmt.Fprintln(stdout, j.ID)
 		return nil
 	}
-	fmt.Fprintf(stderr, "submitted %s\n", j.ID)
-	return waitJob(ctx, c, j.ID, stdout, stderr)
+	return waitJob(ctx, c, j.ID, asJSON, stdout, stderr)
+}
+
+// waitCmd runs "mrcluster wait ID": it follows a job to its end and exits
+// 0 when it succeeded, 1 when it failed or was canceled.
+func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	id, server, err := oneID("wait", args, stderr)
+	if err != nil {
+		return err
+	}
+	asJSON, err := server.json()
+	if err != nil {
+		return err
+	}
+	return waitJob(ctx, newClient(server), id, asJSON, stdout, stderr)
 }
 
 // submitMany submits n jobs of spec in batches, printing their ids.
@@ -146,7 +213,8 @@ func submitMany(ctx context.Context, c *client.Client, spec client.Spec, n int, 
 
 // waitJob follows a job until it finishes: a progress bar on a terminal,
 // a line per change otherwise. It fails unless the job succeeds.
-func waitJob(ctx context.Context, c *client.Client, id string, stdout, stderr io.Writer) error {
+// With asJSON it prints the finished job's resource instead of its result.
+func waitJob(ctx context.Context, c *client.Client, id string, asJSON bool, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
 	last := ""
 	j, err := c.Wait(ctx, id, func(j client.Job) {
@@ -163,6 +231,15 @@ func waitJob(ctx context.Context, c *client.Client, id string, stdout, stderr io
 	}
 	if tty {
 		fmt.Fprintln(stderr)
+	}
+	if asJSON {
+		if err := printJSON(stdout, j); err != nil {
+			return err
+		}
+		if j.State != client.Succeeded {
+			return exitError(1)
+		}
+		return nil
 	}
 	if j.State != client.Succeeded {
 		if j.Error != "" {
@@ -217,41 +294,40 @@ func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	asJSON, err := server.json()
+	if err != nil {
+		return err
+	}
 	page, err := newClient(server).Jobs(ctx, client.ListOptions{State: client.State(*state), Limit: *limit})
 	if err != nil {
 		return explain(err)
 	}
+	if asJSON {
+		return printJSON(stdout, page)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tDONE\tCREATED\tSUM")
+	fmt.Fprintln(tw, "ID\tKIND\tSTATE\tDONE\tCREATED\tRESULT")
 	for _, j := range page.Jobs {
-		sum := "-"
-		if j.Result != nil {
-			sum = strconv.FormatInt(j.Result.Sum, 10)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.State, j.Tasks.Done, j.Tasks.Total, j.CreatedAt.Local().Format(time.DateTime), sum)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, j.State, j.Tasks.Done, j.Tasks.Total, j.CreatedAt.Local().Format(time.DateTime), resultOf(j))
 	}
 	return tw.Flush()
 }
 
 func oneID(name string, args []string, stderr io.Writer) (string, target, error) {
 	fs, server := clientFlags(name, stderr)
-	var id string
-	for len(args) > 0 {
-		if err := parse(fs, args); err != nil {
-			return "", target{}, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if id != "" {
-			return "", target{}, fmt.Errorf("%s takes one job id", name)
-		}
-		id, args = fs.Arg(0), fs.Args()[1:]
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: mrcluster %s JOB_ID [--server URL] [--token T]\n", name)
+		fs.PrintDefaults()
 	}
-	if id == "" {
-		return "", target{}, fmt.Errorf("usage: mrcluster %s JOB_ID [--server URL]", name)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return "", target{}, err
 	}
-	return id, server, nil
+	if len(pos) != 1 {
+		fs.Usage()
+		return "", target{}, fmt.Errorf("%s takes one job id, got %d arguments", name, len(pos))
+	}
+	return pos[0], server, nil
 }
 
 func showJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -259,13 +335,87 @@ func showJob(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	asJSON, err := server.json()
+	if err != nil {
+		return err
+	}
 	j, err := newClient(server).Job(ctx, id)
 	if err != nil {
 		return explain(err)
 	}
-	out, _ := json.MarshalIndent(j, "", "  ")
-	fmt.Fprintln(stdout, string(out))
-	return nil
+	if asJSON {
+		return printJSON(stdout, j)
+	}
+	return summary(stdout, j, time.Now())
+}
+
+// resultOf is a job's result in a few words, for tables.
+func resultOf(j client.Job) string {
+	switch {
+	case j.Error != "":
+		return fmt.Sprintf("%.60s", j.Error)
+	case j.Result != nil:
+		return "sum " + strconv.FormatInt(j.Result.Sum, 10)
+	case j.Counters != nil && j.State == client.Succeeded:
+		return fmt.Sprintf("%d output lines", j.Counters.ReduceOutputRecords)
+	}
+	return "-"
+}
+
+// summary prints a job for a person: what it is, where it stands, what it
+// gave.
+func summary(w io.Writer, j client.Job, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	at := func(t *time.Time) string {
+		if t == nil || t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format("2006-01-02 15:04:05.000"), now.Sub(*t).Round(time.Second))
+	}
+	created := j.CreatedAt
+	state := string(j.State)
+	if j.Phase != "" && !j.State.Terminal() {
+		state += ", " + j.Phase + " phase"
+	}
+	fmt.Fprintf(tw, "job\t%s\n", j.ID)
+	fmt.Fprintf(tw, "kind\t%s\n", j.Kind)
+	fmt.Fprintf(tw, "state\t%s\n", state)
+	fmt.Fprintf(tw, "created\t%s\n", at(&created))
+	fmt.Fprintf(tw, "started\t%s\n", at(j.StartedAt))
+	fmt.Fprintf(tw, "finished\t%s\n", at(j.FinishedAt))
+	if j.StartedAt != nil && j.FinishedAt != nil {
+		fmt.Fprintf(tw, "took\t%s\n", j.FinishedAt.Sub(*j.StartedAt).Round(time.Millisecond))
+	}
+	t := j.Tasks
+	fmt.Fprintf(tw, "tasks\t%d/%d done, %d running, %d queued\n", t.Done, t.Total, t.Running, t.Queued)
+	if len(j.Input) > 0 {
+		fmt.Fprintf(tw, "input\t%s (%d map tasks, %d reduce tasks)\n", strings.Join(j.Input, ", "), j.Partitions, j.Reducers)
+	}
+	var params map[string]any
+	if len(j.Params) > 0 && json.Unmarshal(j.Params, &params) == nil {
+		keys := make([]string, 0, len(params))
+		for k := range params {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(tw, "param %s\t%v\n", k, params[k])
+		}
+	}
+	if j.Error != "" {
+		fmt.Fprintf(tw, "error\t%s\n", j.Error)
+	}
+	if j.Result != nil {
+		fmt.Fprintf(tw, "sum\t%d (of %d values)\n", j.Result.Sum, len(j.Result.Values))
+	}
+	if c := j.Counters; c != nil {
+		fmt.Fprintf(tw, "read\t%d bytes, %d records\n", c.InputBytes, c.InputRecords)
+		fmt.Fprintf(tw, "wrote\t%d map outputs, %d output lines (mrcluster output %s)\n", c.MapOutputRecords, c.ReduceOutputRecords, j.ID)
+	}
+	if j.ExpiresAt != nil {
+		fmt.Fprintf(tw, "expires\t%s\n", j.ExpiresAt.Local().Format("2006-01-02 15:04:05"))
+	}
+	return tw.Flush()
 }
 
 func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -273,9 +423,16 @@ func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	asJSON, err := server.json()
+	if err != nil {
+		return err
+	}
 	j, err := newClient(server).Cancel(ctx, id)
 	if err != nil {
 		return explain(err)
+	}
+	if asJSON {
+		return printJSON(stdout, j)
 	}
 	fmt.Fprintf(stdout, "%s %s\n", j.ID, j.State)
 	return nil
@@ -298,6 +455,10 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	asJSON, err := server.json()
+	if err != nil {
+		return err
+	}
 	c := newClient(server)
 	workers, err := c.Workers(ctx)
 	if err != nil {
@@ -306,6 +467,9 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	queue, err := c.Queue(ctx)
 	if err != nil {
 		return explain(err)
+	}
+	if asJSON {
+		return printJSON(stdout, map[string]any{"workers": workers, "queue": queue})
 	}
 	busy := 0
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -331,17 +495,18 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // parseInterspersed parses args into fs, letting flags come after the
 // positional arguments, which it returns.
+// The flags are parsed, and the environment read, even when there are no
+// arguments at all: every command takes its server and token the same way.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
-	for len(args) > 0 {
+	for {
 		if err := parse(fs, args); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
-			break
+			return pos, nil
 		}
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	return pos, nil
 }

@@ -13,15 +13,26 @@ import (
 
 // dataset runs "mrcluster dataset put|ls|rm".
 func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "usage: mrcluster dataset put NAME FILE… | ls | rm NAME   [--server URL] [--token T]"
+	const use = `usage: mrcluster dataset put NAME FILE… | ls | rm NAME   [--server URL] [--token T] [-o json]
+  put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced)
+  ls              list the datasets
+  rm NAME         delete a dataset and its files`
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, use)
 		return fmt.Errorf("dataset needs a subcommand: put, ls or rm")
 	}
 	sub, args := args[0], args[1:]
+	if isHelp(sub) {
+		fmt.Fprintln(stdout, use)
+		return nil
+	}
 	fs, server := clientFlags("dataset "+sub, stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
 	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	asJSON, err := server.json()
 	if err != nil {
 		return err
 	}
@@ -43,6 +54,9 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return explain(err)
 		}
+		if asJSON {
+			return printJSON(stdout, map[string]any{"datasets": datasets})
+		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DATASET\tFILES\tBYTES\tUPDATED")
 		for _, d := range datasets {
@@ -57,7 +71,16 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return explain(c.DeleteDataset(ctx, pos[0]))
 	}
 	fmt.Fprintln(stderr, use)
-	return fmt.Errorf("unknown dataset subcommand %q", sub)
+	return fmt.Errorf("unknown dataset subcommand %q: use put, ls or rm", sub)
+}
+
+// isHelp reports whether a subcommand's place holds a request for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
 }
 
 // putFile uploads the file at path into dataset ds under its base name.

@@ -12,16 +12,27 @@ import (
 // kindCmd runs "mrcluster kind put|ls|rm": kinds uploaded as WebAssembly
 // modules.
 func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "usage: mrcluster kind put NAME FILE.wasm [--description D] | ls | rm NAME   [--server URL] [--token T]"
+	const use = `usage: mrcluster kind put NAME FILE.wasm [--description D] | ls | rm NAME   [--server URL] [--token T] [-o json]
+  put NAME FILE.wasm  upload a WebAssembly module as kind NAME (its next version, when NAME exists)
+  ls                  list the kinds, built in and uploaded, with their parameters (also: mrcluster kinds)
+  rm NAME             delete an uploaded kind that no unfinished job uses`
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, use)
 		return fmt.Errorf("kind needs a subcommand: put, ls or rm")
 	}
 	sub, args := args[0], args[1:]
+	if isHelp(sub) {
+		fmt.Fprintln(stdout, use)
+		return nil
+	}
 	fs, server := clientFlags("kind "+sub, stderr)
 	description := fs.String("description", "", "with put: the kind's description (default: the module's own)")
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
 	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	asJSON, err := server.json()
 	if err != nil {
 		return err
 	}
@@ -45,12 +56,18 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return fmt.Errorf("upload %s: %w", pos[1], explain(err))
 		}
+		if asJSON {
+			return printJSON(stdout, k)
+		}
 		fmt.Fprintf(stdout, "kind %s version %d (module %.12s, %d bytes)\n", k.Name, k.Version, k.Hash, k.Size)
 		return nil
 	case "ls":
 		kinds, err := c.Kinds(ctx)
 		if err != nil {
 			return explain(err)
+		}
+		if asJSON {
+			return printJSON(stdout, map[string]any{"kinds": kinds})
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KIND\tVERSION\tMODULE\tBYTES\tUPLOADED\tPARAMS\tDESCRIPTION")
@@ -64,7 +81,11 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			var params []string
 			for _, p := range k.Params {
-				params = append(params, p.Name)
+				if p.Required {
+					params = append(params, p.Name)
+				} else {
+					params = append(params, p.Name+"?")
+				}
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, version, module, size, at, strings.Join(params, ","), k.Description)
 		}
@@ -77,5 +98,5 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return explain(c.DeleteKind(ctx, pos[0]))
 	}
 	fmt.Fprintln(stderr, use)
-	return fmt.Errorf("unknown kind subcommand %q", sub)
+	return fmt.Errorf("unknown kind subcommand %q: use put, ls or rm", sub)
 }

@@ -28,6 +28,8 @@ Usage:
   mrcluster submit  wordcount --input books --partitions 8 --reducers 4 --wait
   mrcluster dataset put NAME FILE…   upload files into a dataset (also: dataset ls, dataset rm NAME)
   mrcluster kind put NAME FILE.wasm  upload a kind of your own as a WebAssembly module (also: kind ls, kind rm NAME)
+  mrcluster kinds                    list the kinds jobs can be submitted as, with their parameters
+  mrcluster wait    ID               follow a job to its end: exit 0 when it succeeded, 1 when not
   mrcluster output  ID               print a finished job's output
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
@@ -40,7 +42,9 @@ Usage:
 Every flag can also be set in the environment as MRCLUSTER_<FLAG>, e.g.
 MRCLUSTER_ADDR=0.0.0.0:8080, and serve's in a TOML file given with --config.
 A flag beats the environment, which beats the file, which beats the default.
-Run "mrcluster COMMAND -h" for its flags.
+The client commands find the server in --server or MRCLUSTER_SERVER
+(default http://127.0.0.1:8080), its token in --token or MRCLUSTER_TOKEN, and
+print JSON with -o json. Run "mrcluster COMMAND -h" for its flags.
 `
 
 // Main runs the command line with os.Args and exits; extra kinds join the
@@ -57,7 +61,7 @@ func Main(extra ...job.Kind) {
 	}
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, registry)
 	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(2)
+		os.Exit(0) // -h or --help: the help was asked for, and given
 	}
 	var exit exitError
 	if errors.As(err, &exit) {
@@ -78,7 +82,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry func(sleepScale float64) *job.Registry) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		return exitError(2)
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
@@ -94,6 +98,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return datasetCmd(ctx, args, stdout, stderr)
 	case "kind":
 		return kindCmd(ctx, args, stdout, stderr)
+	case "kinds":
+		return kindCmd(ctx, append([]string{"ls"}, args...), stdout, stderr)
+	case "wait":
+		return waitCmd(ctx, args, stdout, stderr)
 	case "output":
 		return output(ctx, args, stdout, stderr)
 	case "jobs":

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// mrcluster runs the binary with env added to the environment and returns
+// its stdout, stderr and exit code.
+func mrcluster(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if exit, ok := err.(*exec.ExitError); ok {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatalf("mrcluster %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// Every client command finds its server and token in MRCLUSTER_SERVER and
+// MRCLUSTER_TOKEN when no flag gives them, and a flag beats them; each
+// answers --help with its usage and exit status 0.
+func TestCLIEnvironmentAndHelp(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, t.TempDir(), nil, "--auth-token-file", tokenFile, "--auth-read")
+	file := filepath.Join(dir, "a.txt")
+	_ = os.WriteFile(file, []byte("the cat\nthe dog\n"), 0o600)
+	env := []string{"MRCLUSTER_SERVER=" + p.url, "MRCLUSTER_TOKEN=s3cret"}
+	ok := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := mrcluster(t, env, args...)
+		if code != 0 {
+			t.Fatalf("mrcluster %s with the server and token in the environment: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	ok("dataset", "put", "pets", file)
+	if out := ok("dataset", "ls"); !strings.Contains(out, "pets") {
+		t.Fatalf("dataset ls:\n%s", out)
+	}
+	if out := ok("kinds"); !strings.Contains(out, "grep") || !strings.Contains(out, "pattern") {
+		t.Fatalf("kinds lists no grep with its pattern:\n%s", out)
+	}
+	ok("kind", "ls")
+	id := strings.Fields(ok("submit", "wordcount", "--input", "pets", "--partitions", "2"))[0]
+	if out := ok("wait", id); !strings.Contains(out, "the 2") {
+		t.Fatalf("wait %s printed %q", id, out)
+	}
+	for _, args := range [][]string{{"job", id}, {"jobs"}, {"output", id}, {"status"}, {"job", id, "-o", "json"}} {
+		ok(args...)
+	}
+	short := strings.TrimSpace(ok("submit", "long", "50")) // minutes of sleeps: canceled long before its end
+	if out := ok("cancel", short); !strings.Contains(out, "canceled") {
+		t.Fatalf("cancel: %q", out)
+	}
+	if _, _, code := mrcluster(t, env, "wait", short); code != 1 {
+		t.Fatalf("wait of a canceled job exited %d, want 1", code)
+	}
+	ok("delete", id)
+	ok("dataset", "rm", "pets")
+
+	// Without the token: refused, and told what to do.
+	if _, errOut, code := mrcluster(t, []string{"MRCLUSTER_SERVER=" + p.url}, "dataset", "ls"); code != 1 || !strings.Contains(errOut, "--token") {
+		t.Fatalf("dataset ls without the token: exit %d %s", code, errOut)
+	}
+	// A flag beats the environment, both ways.
+	if _, errOut, code := mrcluster(t, env, "dataset", "ls", "--server", "http://127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "cannot reach the server at http://127.0.0.1:1") {
+		t.Fatalf("--server beats MRCLUSTER_SERVER: exit %d %s", code, errOut)
+	}
+	bad := []string{"MRCLUSTER_SERVER=http://127.0.0.1:1", "MRCLUSTER_TOKEN=s3cret"}
+	if _, errOut, code := mrcluster(t, bad, "status", "--server", p.url); code != 0 {
+		t.Fatalf("--server beats an unreachable MRCLUSTER_SERVER: exit %d %s", code, errOut)
+	}
+
+	// Help, everywhere.
+	out, _, code := mrcluster(t, nil, "--help")
+	for _, cmd := range []string{"serve", "worker", "submit", "dataset", "kind put", "kinds", "wait", "output", "jobs", "job", "cancel", "delete", "status", "config", "version"} {
+		if !strings.Contains(out, "mrcluster "+cmd) {
+			t.Errorf("the top-level help lacks %q", cmd)
+		}
+	}
+	if code != 0 {
+		t.Errorf("--help exited %d", code)
+	}
+	for _, args := range [][]string{{"submit", "--help"}, {"dataset", "--help"}, {"dataset", "put", "-h"}, {"kind", "--help"}, {"kinds", "-h"}, {"wait", "-h"}, {"job", "--help"}, {"jobs", "-h"}, {"output", "-h"}, {"cancel", "-h"}, {"delete", "-h"}, {"status", "-h"}, {"config", "-h"}, {"serve", "-h"}, {"worker", "-h"}} {
+		out, errOut, code := mrcluster(t, nil, args...)
+		if code != 0 || !strings.Contains(strings.ToLower(out+errOut), "usage") {
+			t.Errorf("mrcluster %s: exit %d, no usage:\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	if _, errOut, code := mrcluster(t, nil); code != 2 || !strings.Contains(errOut, "Usage") {
+		t.Errorf("mrcluster alone: exit %d\n%s", code, errOut)
+	}
+	// Mistakes in the command line's own terms.
+	if _, errOut, code := mrcluster(t, env, "submit", "short", "3", "--partitions", "5"); code != 1 || !strings.Contains(errOut, "give the partition count once") {
+		t.Errorf("two partition counts: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := mrcluster(t, env, "submit", "grep", "--input", "x", "--partitions", "1"); code != 1 || !strings.Contains(errOut, "--param pattern=… is required") {
+		t.Errorf("grep without its pattern: exit %d %s", code, errOut)
+	}
+}
