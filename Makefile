@@ -16,8 +16,10 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 	touch $@
 
+# make run ADDR=0.0.0.0:8080 serves on another address (as MRCLUSTER_ADDR
+# or --addr do); ARGS passes any other flags of serve.
 run: build
-	$(BIN) serve
+	$(BIN) serve $(if $(ADDR),--addr $(ADDR)) $(ARGS)
 
 # Everything CI runs: the tests, then each fuzz target briefly.
 # A count, not a duration: with a duration, Go 1.26's fuzzing coordinator may

@@ -113,3 +113,30 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 		t.Errorf("grep without its pattern: exit %d %s", code, errOut)
 	}
 }
+
+// A second server on a taken NATS port fails at once, saying so; and
+// --allow-origin adds to the loopback origins, which
+// --allow-loopback-origins=false drops.
+func TestServeFlags(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--allow-origin", "https://dash.example.com", "--sleep-scale", "0.001")
+	_, port, _ := strings.Cut(strings.TrimPrefix(p.nats, "nats://"), ":")
+	_, errOut, code := mrcluster(t, nil, "serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:"+port, "--data-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "cannot listen on 127.0.0.1:"+port+" (--nats-listen)") {
+		t.Fatalf("serve on a taken NATS port: exit %d\n%s", code, errOut)
+	}
+	origin := func(p *proc, o string) int {
+		return p.client().Do(t, "POST", "/noop/1", "", "Origin", o).Status
+	}
+	for o, want := range map[string]int{"https://dash.example.com": 200, "http://localhost:5173": 200, "http://evil.example.com": 403} {
+		if got := origin(p, o); got != want {
+			t.Errorf("origin %s: %d, want %d", o, got, want)
+		}
+	}
+	q := start(t, t.TempDir(), nil, "--allow-origin", "https://dash.example.com", "--allow-loopback-origins=false", "--sleep-scale", "0.001")
+	for o, want := range map[string]int{"https://dash.example.com": 200, "http://localhost:5173": 403} {
+		if got := origin(q, o); got != want {
+			t.Errorf("without loopback origins, origin %s: %d, want %d", o, got, want)
+		}
+	}
+}

@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/flags"
+	"github.com/mrcluster/mrcluster/internal/httpapi"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
@@ -25,6 +27,7 @@ type serveConfig struct {
 	app.Config
 	origins, level, format string
 	tokenFile              string
+	loopbackOrigins        bool
 	fs                     *flag.FlagSet
 	sources                map[string]string // flag name → where its value came from
 }
@@ -42,7 +45,8 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.StringVar(&cfg.NATSURL, flags.NATS, "", "URL of an external NATS server or cluster; when set, no embedded server starts")
 	fs.Float64Var(&cfg.SleepScale, flags.SleepScale, cfg.SleepScale, "multiplies the sleeps of the short and long kinds (0.001: a thousand times faster)")
 	fs.IntVar(&cfg.MaxPartitions, flags.MaxPartitions, cfg.MaxPartitions, "largest partition count a job may ask for")
-	fs.StringVar(&c.origins, flags.AllowOrigin, strings.Join(cfg.AllowOrigins, ","), "comma-separated browser origins allowed to call the API besides its own (scheme://host:port, host:* for any port, * for all)")
+	fs.StringVar(&c.origins, flags.AllowOrigin, "", "comma-separated browser origins allowed to call the API besides its own and the loopback ones (scheme://host:port, host:* for any port, * for all)")
+	fs.BoolVar(&c.loopbackOrigins, "allow-loopback-origins", true, "allow pages from loopback addresses (http(s)://localhost:*, 127.0.0.1:*, [::1]:*) to call the API; false leaves only --allow-origin and the server's own")
 	fs.DurationVar(&cfg.AckWait, flags.AckWait, cfg.AckWait, "how long a task may go without a sign of life from its worker before another worker gets it")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	fs.StringVar(&c.level, "log-level", "info", "log level: debug, info, warn, error")
@@ -98,6 +102,9 @@ func (c *serveConfig) load(args []string) error {
 		return fmt.Errorf("%s takes no arguments, got %q", c.fs.Name(), c.fs.Args())
 	}
 	c.AllowOrigins = splitList(c.origins)
+	if c.loopbackOrigins {
+		c.AllowOrigins = append(slices.Clone(httpapi.DefaultAllowOrigins), c.AllowOrigins...)
+	}
 	if c.ClusterName != "" {
 		if c.ServerName == "" {
 			host, _ := os.Hostname()

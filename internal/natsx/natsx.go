@@ -144,6 +144,16 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = rt, 2
 		}
 	}
+	// A taken port fails now, as a taken HTTP port does, not after the
+	// server's 30 s wait to become ready.
+	if err := free(opts.Host, opts.Port, flags.NATSListen); err != nil {
+		return nil, err
+	}
+	if cfg.ClusterName != "" {
+		if err := free(opts.Cluster.Host, opts.Cluster.Port, flags.ClusterListen); err != nil {
+			return nil, err
+		}
+	}
 	e := &Embedded{opts: opts, log: logger, token: cfg.Token, noSpaceAt: new(atomic.Int64)}
 	srv, err := e.start()
 	if err != nil {
@@ -157,6 +167,19 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		opts.Port = addr.Port
 	}
 	return e, nil
+}
+
+// free checks that host:port can be listened on (a random port, -1 or
+// 0, always can).
+func free(host string, port int, flag string) error {
+	if port <= 0 {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s (--%s): %w; is another mrcluster serving there? Stop it, or give another port (0 picks a free one)", net.JoinHostPort(host, strconv.Itoa(port)), flag, err)
+	}
+	return l.Close()
 }
 
 // start starts a server of e's options and makes it e's.
