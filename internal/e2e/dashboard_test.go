@@ -141,9 +141,27 @@ func TestDashboard(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
+	text(ctx, t, `[data-test="toast"]`, func(s string) bool { return strings.Contains(s, "Submitted short_") && strings.Contains(s, "open it") }, "the toast with the new job")
 	text(ctx, t, `[data-test="stat-queue"] b`, func(s string) bool { return s == "4" }, "4 tasks queued")
 	text(ctx, t, `[data-test="stat-workers"] b`, func(s string) bool { return s == "4/4" }, "4 busy workers")
+	text(ctx, t, `[data-test="worker"] .wj`, func(s string) bool { return strings.HasPrefix(s, "short_") }, "a worker card naming its job")
+	text(ctx, t, `[data-test="worker-task"]`, func(s string) bool { return strings.HasPrefix(s, "partition ") }, "a worker card naming its task")
+	text(ctx, t, `[data-tab="running"] span`, func(s string) bool { return s == "1" }, "the running tab's count")
 	shot(ctx, t, "dashboard-under-load.png")
+
+	// At a phone's width the page does not spill sideways: tables scroll
+	// inside their cards.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `body`, func(string) bool {
+		w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+		return err == nil && w <= 390
+	}, "a page no wider than a phone")
+	shot(ctx, t, "dashboard-phone.png")
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1400, 1000)); err != nil {
+		t.Fatal(err)
+	}
 
 	close(g.release)
 	text(ctx, t, `tr[data-state] [data-test="progress"]`, func(s string) bool { return s == "100%" }, "the progress bar at 100%")
@@ -176,9 +194,16 @@ func TestDashboard(t *testing.T) {
 	_ = srv.Stop(context.Background())
 	closed = true
 	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "reconnecting" }, "the page noticing the server is gone")
+	text(ctx, t, `[data-test="down-banner"]`, func(s string) bool { return strings.Contains(s, "not answering") }, "the banner saying the server is down")
+	disabled := `(() => document.querySelector('[data-test="submit-form"] button').disabled ? "yes" : "no")()`
+	text(ctx, t, `body`, func(string) bool {
+		d, err := chromedp.Run(ctx, chromedp.Evaluate[string](disabled))
+		return err == nil && d == "yes"
+	}, "the submit button disabled while the server is down")
 	srv = startServer(t, dir, addr, g)
 	closed = false
 	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "live" }, "the page reconnecting")
+	text(ctx, t, `[data-test="down-banner"]`, func(s string) bool { return s == "" }, "the banner gone")
 	text(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result after the restart")
 }
 
