@@ -266,6 +266,15 @@ func TestDashboardData(t *testing.T) {
 	if err != nil || out != "a 2\nsea 1\nship 1\nthe 2\nwhale 2\n" {
 		t.Fatalf("download: %v %q", err, out)
 	}
+
+	// Delete it from its page, once confirmed: back to the list, without it.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.confirm = () => true; return true })()`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="job-delete"]`)), chromedp.WaitVisible(chromedp.CSS(`[data-test="jobs"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="jobs"]`, func(s string) bool { return !strings.Contains(s, "wordcount_") }, "the deleted job gone from the list")
 }
 
 // TestDashboardKinds uploads a kind of one's own (the example word count,
