@@ -62,7 +62,13 @@ describe('Datasets', () => {
     const input = w.find('input[type="file"]')
     Object.defineProperty(input.element, 'files', { value: [new File(['a b'], 'one.txt'), new File(['c'], 'two words.txt')] })
     await input.trigger('change')
-    expect((w.find('input[name="dataset"]').element as HTMLInputElement).value).toBe('one')
+    // The name is not guessed from a file: without one, the form says so.
+    expect((w.find('input[name="dataset"]').element as HTMLInputElement).value).toBe('')
+    await w.find('form').trigger('submit')
+    await flushPromises()
+    expect(fetch).not.toHaveBeenCalled()
+    expect(w.find('[data-test="dataset-error"]').text()).toContain('name the dataset')
+    await w.find('input[name="dataset"]').setValue('one')
     await w.find('form').trigger('submit')
     await flushPromises()
     expect(fetch.mock.calls.map((c: any) => [c[1].method, c[0]])).toEqual([
