@@ -205,6 +205,28 @@ func TestDashboard(t *testing.T) {
 	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "live" }, "the page reconnecting")
 	text(ctx, t, `[data-test="down-banner"]`, func(s string) bool { return s == "" }, "the banner gone")
 	text(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result after the restart")
+
+	// Bulk: pick every job shown, delete them at once.
+	c := apitest.Client{URL: "http://" + srv.Addr()}
+	for range 2 {
+		c.Submit(t, "noop", 2)
+	}
+	text(ctx, t, `[data-tab="succeeded"] span`, func(s string) bool { return s == "3" }, "three succeeded jobs")
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.confirm = () => true; return true })()`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="pick-all"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="bulk"]`, func(s string) bool { return strings.HasPrefix(s, "3 picked") }, "three jobs picked")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="bulk-delete"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="bulk-note"]`, func(s string) bool { return s == "Deleted 3 of 3" }, "the bulk delete's note")
+	text(ctx, t, `[data-test="jobs-empty"]`, func(s string) bool { return strings.HasPrefix(s, "No job yet") }, "the empty list")
+	if list, err := c.API().Jobs(apitest.Context(t), client.ListOptions{}); err != nil || len(list.Jobs) != 0 {
+		t.Fatalf("jobs left on the server: %+v, %v", list.Jobs, err)
+	}
 }
 
 // TestDashboardData uploads a dataset through the datasets form, runs a
