@@ -311,6 +311,13 @@ func (c *Client) Queue(ctx context.Context) (Queue, error) {
 	return q, err
 }
 
+// History returns what the cluster did per minute over the last hour.
+func (c *Client) History(ctx context.Context) (History, error) {
+	var h History
+	err := c.call(ctx, http.MethodGet, "/api/v1/history", nil, nil, &h)
+	return h, err
+}
+
 // Kinds returns the kinds of job the cluster runs.
 func (c *Client) Kinds(ctx context.Context) ([]Kind, error) {
 	var out struct {

@@ -160,6 +160,23 @@ type Worker struct {
 	LastSeen      time.Time  `json:"last_seen"`
 }
 
+// History is what the cluster did per minute over the last hour, oldest
+// minute first, as the answering server saw it since it started.
+type History struct {
+	Minutes []Minute `json:"minutes"`
+}
+
+// Minute is one minute of History.
+type Minute struct {
+	At            time.Time      `json:"at"` // the minute's start
+	TasksDone     int            `json:"tasks_done"`
+	JobsSucceeded int            `json:"jobs_succeeded"`
+	JobsFailed    int            `json:"jobs_failed"`
+	JobsCanceled  int            `json:"jobs_canceled"`
+	QueueDepth    int            `json:"queue_depth"` // the most tasks waiting at once
+	TasksByKind   map[string]int `json:"tasks_by_kind,omitempty"`
+}
+
 // Queue is the tasks waiting for a worker.
 type Queue struct {
 	Depth int         `json:"depth"`

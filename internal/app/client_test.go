@@ -68,6 +68,25 @@ func TestPublicClientCoversTheAPI(t *testing.T) {
 		Datasets []client.Dataset `json:"datasets"`
 	}))
 	strict("/api/v1/datasets/pets", new(client.Dataset))
+	strict("/api/v1/history", new(client.History))
+
+	// The last hour, per minute: the word count's 4 tasks and the noop's 3
+	// are in the minutes they finished in (two at most, around a minute's
+	// turn), by kind.
+	h, err := c.History(ctx)
+	if err != nil || len(h.Minutes) != 60 {
+		t.Fatalf("history: %v, %d minutes", err, len(h.Minutes))
+	}
+	byKind, succeeded := map[string]int{}, 0
+	for _, m := range h.Minutes {
+		for k, n := range m.TasksByKind {
+			byKind[k] += n
+		}
+		succeeded += m.JobsSucceeded
+	}
+	if byKind["wordcount"] != 4 || byKind["noop"] != 3 || succeeded != 2 {
+		t.Fatalf("history: tasks by kind %v, %d jobs succeeded; want wordcount 4, noop 3, 2 jobs", byKind, succeeded)
+	}
 
 	tasks, err := c.Tasks(ctx, wc.ID)
 	if err != nil || len(tasks) != 4 {

@@ -188,6 +188,10 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	text(ctx, t, `tr[data-state="succeeded"] [data-test="result"]`, func(s string) bool { return s == "sum 8" }, "the result after a reload")
+	text(ctx, t, `[data-test="history-totals"]`, func(s string) bool {
+		return strings.HasPrefix(s, "8 tasks done, 1 jobs succeeded") && strings.Contains(s, "by kind: short 8")
+	}, "the last hour's chart, from the server, after a reload")
+	shot(ctx, t, "dashboard.png")
 
 	// Restart the server: the page says it lost the connection, then
 	// reconnects by itself.

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 	"strconv"
 	"strings"
 
@@ -224,6 +225,15 @@ func (s *Server) listWorkers(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) getQueue(w http.ResponseWriter, _ *http.Request) {
 	jobs, depth := s.cfg.View.Queue()
 	writeJSON(w, http.StatusOK, client.Queue{Depth: depth, Jobs: jobs})
+}
+
+// getHistory answers what the cluster did per minute over the last hour.
+func (s *Server) getHistory(w http.ResponseWriter, _ *http.Request) {
+	var out client.History
+	for _, m := range s.cfg.View.History(time.Now()) {
+		out.Minutes = append(out.Minutes, client.Minute(m))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

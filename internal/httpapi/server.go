@@ -136,6 +136,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /api/v1/kinds/{name}", s.deleteKind)
 	m.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	m.HandleFunc("GET /api/v1/queue", s.getQueue)
+	m.HandleFunc("GET /api/v1/history", s.getHistory)
 	m.HandleFunc("GET /api/v1/events", s.events)
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)

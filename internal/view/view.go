@@ -63,6 +63,7 @@ type View struct {
 
 	workers map[string]worker
 	changed chan struct{}
+	hist    history // what the cluster did per minute, the last hour
 
 	// Task starts are sent as one event per job every startedEvery, so a
 	// cluster running thousands of tasks a second does not flood clients.
@@ -238,6 +239,7 @@ func (v *View) applyJob(e *store.Entry, initial bool) {
 	if !initial {
 		v.notify()
 		events = v.jobEvents(prev, j)
+		v.hist.note(time.Now(), prev, j, v.left-v.running)
 	}
 	v.mu.Unlock()
 	for _, ev := range events {

@@ -1,4 +1,4 @@
-import type { ApiError, Dataset, Job, Kind, QueuedJob, TaskAttempt, Worker } from './types'
+import type { ApiError, Dataset, Job, Kind, Minute, QueuedJob, TaskAttempt, Worker } from './types'
 
 const TOKEN_KEY = 'mrcluster.token'
 
@@ -46,6 +46,7 @@ export const api = {
   deleteKind: (name: string) => call<void>('DELETE', `/api/v1/kinds/${encodeURIComponent(name)}`),
   workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),
   queue: () => call<{ depth: number; jobs: QueuedJob[] }>('GET', '/api/v1/queue'),
+  history: () => call<{ minutes: Minute[] }>('GET', '/api/v1/history'),
 }
 
 // outputURL is where a finished job's output downloads from.

@@ -86,3 +86,13 @@ export interface TaskAttempt {
   duration_ms: number
   state: 'done' | 'failed'
 }
+
+export interface Minute {
+  at: string
+  tasks_done: number
+  jobs_succeeded: number
+  jobs_failed: number
+  jobs_canceled: number
+  queue_depth: number
+  tasks_by_kind?: Record<string, number>
+}
