@@ -311,6 +311,14 @@ func (c *Client) Queue(ctx context.Context) (Queue, error) {
 	return q, err
 }
 
+// Rerun submits a copy of finished job id's spec as a new job, whose
+// RerunOf names id.
+func (c *Client) Rerun(ctx context.Context, id string) (Job, error) {
+	var j Job
+	err := c.call(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/rerun", nil, nil, &j)
+	return j, err
+}
+
 // History returns what the cluster did per minute over the last hour.
 func (c *Client) History(ctx context.Context) (History, error) {
 	var h History

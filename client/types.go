@@ -52,6 +52,8 @@ type Job struct {
 	Preview  []string  `json:"preview,omitempty"`
 	// Backups lists the tasks a backup copy was started for ("map/3").
 	Backups []string `json:"backups,omitempty"`
+	// RerunOf names the finished job this one runs again (Rerun).
+	RerunOf string `json:"rerun_of,omitempty"`
 	// History lists the states the job went through, and when.
 	History []Step     `json:"history"`
 	Tasks   TaskCounts `json:"tasks"`

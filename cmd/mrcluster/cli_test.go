@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -63,6 +64,12 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	for _, args := range [][]string{{"job", id}, {"jobs"}, {"output", id}, {"status"}, {"job", id, "-o", "json"}} {
 		ok(args...)
 	}
+	again := strings.TrimSpace(ok("rerun", id))
+	if out := ok("job", again); !strings.HasPrefix(again, "wordcount_") || again == id || !regexp.MustCompile(`(?m)^rerun of\s+`+id+`$`).MatchString(out) {
+		t.Fatalf("rerun %s gave %q:\n%s", id, again, out)
+	}
+	ok("wait", again)
+	ok("delete", again)
 	short := strings.TrimSpace(ok("submit", "long", "50")) // minutes of sleeps: canceled long before its end
 	if out := ok("cancel", short); !strings.Contains(out, "canceled") {
 		t.Fatalf("cancel: %q", out)
@@ -88,7 +95,7 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 
 	// Help, everywhere.
 	out, _, code := mrcluster(t, nil, "--help")
-	for _, cmd := range []string{"serve", "worker", "submit", "dataset", "kind put", "kinds", "wait", "output", "jobs", "job", "cancel", "delete", "status", "config", "version"} {
+	for _, cmd := range []string{"serve", "worker", "submit", "dataset", "kind put", "kinds", "wait", "rerun", "output", "jobs", "job", "cancel", "delete", "status", "config", "version"} {
 		if !strings.Contains(out, "mrcluster "+cmd) {
 			t.Errorf("the top-level help lacks %q", cmd)
 		}
@@ -96,7 +103,7 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if code != 0 {
 		t.Errorf("--help exited %d", code)
 	}
-	for _, args := range [][]string{{"submit", "--help"}, {"dataset", "--help"}, {"dataset", "put", "-h"}, {"kind", "--help"}, {"kinds", "-h"}, {"wait", "-h"}, {"job", "--help"}, {"jobs", "-h"}, {"output", "-h"}, {"cancel", "-h"}, {"delete", "-h"}, {"status", "-h"}, {"config", "-h"}, {"serve", "-h"}, {"worker", "-h"}} {
+	for _, args := range [][]string{{"submit", "--help"}, {"dataset", "--help"}, {"dataset", "put", "-h"}, {"kind", "--help"}, {"kinds", "-h"}, {"wait", "-h"}, {"rerun", "-h"}, {"job", "--help"}, {"jobs", "-h"}, {"output", "-h"}, {"cancel", "-h"}, {"delete", "-h"}, {"status", "-h"}, {"config", "-h"}, {"serve", "-h"}, {"worker", "-h"}} {
 		out, errOut, code := mrcluster(t, nil, args...)
 		if code != 0 || !strings.Contains(strings.ToLower(out+errOut), "usage") {
 			t.Errorf("mrcluster %s: exit %d, no usage:\n%s%s", strings.Join(args, " "), code, out, errOut)

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // The public client's types are the API's: every answer decodes into them
@@ -153,5 +156,54 @@ func TestBatchSubmit(t *testing.T) {
 	again.JSON(t, &a2)
 	if len(a1.Jobs) != 1 || len(a2.Jobs) != 1 || a1.Jobs[0].ID != a2.Jobs[0].ID {
 		t.Fatalf("the retry answered %+v; want the first batch's job %+v", a2.Jobs, a1.Jobs)
+	}
+}
+
+// POST /api/v1/jobs/{id}/rerun: a finished job's spec again, as a new job
+// that names the first; refused for a job not finished, or unknown.
+func TestRerun(t *testing.T) {
+	block := job.Kind{Name: "block", Description: "runs until canceled", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}}
+	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(block) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	text := "the cat\nthe dog\n"
+	if _, err := c.PutFile(ctx, "pets", "a.txt", strings.NewReader(text), int64(len(text))); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := c.Submit(ctx, client.Spec{Kind: "wordcount", Input: []string{"pets"}, Partitions: 2, Reducers: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apiErr *client.Error
+	if _, err := c.Rerun(ctx, "wordcount_nope"); !client.IsNotFound(err) {
+		t.Fatalf("rerun of an unknown job: %v", err)
+	}
+	if wc = b.await(t, wc.ID, terminal); wc.State != client.Succeeded {
+		t.Fatal(apitest.Describe(wc))
+	}
+	again, err := c.Rerun(ctx, wc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID == wc.ID || again.RerunOf != wc.ID || again.Kind != "wordcount" || again.Partitions != 2 || again.Reducers != 3 || strings.Join(again.Input, ",") != "pets" {
+		t.Fatalf("rerun: %+v", again)
+	}
+	if again = b.await(t, again.ID, terminal); again.State != client.Succeeded || b.client().Output(t, again.ID) != b.client().Output(t, wc.ID) {
+		t.Fatalf("rerun: %s", apitest.Describe(again))
+	}
+	// A job still running is a conflict.
+	long := b.submit(t, "block", 50)
+	if _, err := c.Rerun(ctx, long.ID); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "cancel it first") {
+		t.Fatalf("rerun of a running job: %v", err)
+	}
+	if _, err := c.Cancel(ctx, long.ID); err != nil {
+		t.Fatal(err)
+	}
+	b.await(t, long.ID, terminal)
+	if j, err := c.Rerun(ctx, long.ID); err != nil || j.RerunOf != long.ID || j.Partitions != 50 {
+		t.Fatalf("rerun of a canceled job: %+v %v", j, err)
 	}
 }

@@ -379,6 +379,9 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 	}
 	fmt.Fprintf(tw, "job\t%s\n", j.ID)
 	fmt.Fprintf(tw, "kind\t%s\n", j.Kind)
+	if j.RerunOf != "" {
+		fmt.Fprintf(tw, "rerun of\t%s\n", j.RerunOf)
+	}
 	fmt.Fprintf(tw, "state\t%s\n", state)
 	fmt.Fprintf(tw, "created\t%s\n", at(&created))
 	fmt.Fprintf(tw, "started\t%s\n", at(j.StartedAt))
@@ -435,6 +438,28 @@ func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return printJSON(stdout, j)
 	}
 	fmt.Fprintf(stdout, "%s %s\n", j.ID, j.State)
+	return nil
+}
+
+// rerunJob runs "mrcluster rerun ID": a new job of a finished job's spec,
+// whose id it prints.
+func rerunJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	id, server, err := oneID("rerun", args, stderr)
+	if err != nil {
+		return err
+	}
+	asJSON, err := server.json()
+	if err != nil {
+		return err
+	}
+	j, err := newClient(server).Rerun(ctx, id)
+	if err != nil {
+		return explain(err)
+	}
+	if asJSON {
+		return printJSON(stdout, j)
+	}
+	fmt.Fprintln(stdout, j.ID)
 	return nil
 }
 

@@ -34,6 +34,7 @@ Usage:
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
   mrcluster cancel  ID               cancel a job
+  mrcluster rerun   ID               run a finished job again: a new job of the same spec
   mrcluster delete  ID               delete a finished job, its history and its output
   mrcluster status                   show workers and the queue
   mrcluster config  [flags]          print the configuration serve would use, and its sources
@@ -102,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return kindCmd(ctx, append([]string{"ls"}, args...), stdout, stderr)
 	case "wait":
 		return waitCmd(ctx, args, stdout, stderr)
+	case "rerun":
+		return rerunJob(ctx, args, stdout, stderr)
 	case "output":
 		return output(ctx, args, stdout, stderr)
 	case "jobs":

@@ -293,6 +293,22 @@ func TestDashboardData(t *testing.T) {
 		t.Fatalf("download: %v %q", err, out)
 	}
 
+	// Run it again from its page: the new job's page names the first, and
+	// writes the same output.
+	first, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname.split('/').pop()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="job-rerun"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="rerun-of"]`, func(s string) bool { return s == first }, "the new job naming the first")
+	text(ctx, t, `[data-test="preview"]`, func(s string) bool { return s == "a 2\nsea 1\nship 1\nthe 2\nwhale 2" }, "the rerun's output")
+	again, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname.split('/').pop()`))
+	if err != nil || again == first || !strings.HasPrefix(again, "wordcount_") {
+		t.Fatalf("the rerun's page is %q (first %q): %v", again, first, err)
+	}
+
 	// Delete it from its page, once confirmed: back to the list, without it.
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.confirm = () => true; return true })()`)); err != nil {
 		t.Fatal(err)
@@ -300,7 +316,7 @@ func TestDashboardData(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="job-delete"]`)), chromedp.WaitVisible(chromedp.CSS(`[data-test="jobs"]`))); err != nil {
 		t.Fatal(err)
 	}
-	text(ctx, t, `[data-test="jobs"]`, func(s string) bool { return !strings.Contains(s, "wordcount_") }, "the deleted job gone from the list")
+	text(ctx, t, `[data-test="jobs"]`, func(s string) bool { return !strings.Contains(s, again) && strings.Contains(s, first) }, "the deleted job gone from the list, the first still there")
 }
 
 // TestDashboardKinds uploads a kind of one's own (the example word count,

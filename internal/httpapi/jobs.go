@@ -190,6 +190,28 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.cfg.Service.Resource(j))
 }
 
+// rerunJob submits a copy of a finished job's spec: 202 and the new job,
+// which names the first in rerun_of. An Idempotency-Key works as for a
+// submit.
+func (s *Server) rerunJob(w http.ResponseWriter, r *http.Request) {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	j, err := s.cfg.Service.Rerun(r.Context(), r.PathValue("id"), key, func() error { return s.allow(r) })
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
+	status := http.StatusAccepted
+	if j.Replayed {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, s.cfg.Service.Resource(j))
+}
+
 func (s *Server) listKinds(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"kinds": s.cfg.Service.Kinds()})
 }

@@ -33,6 +33,7 @@ type Service interface {
 	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
 	DeleteDataset(ctx context.Context, name string) error
 	PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (client.Kind, error)
+	Rerun(ctx context.Context, id, key string, admit func() error) (*job.Job, error)
 	DeleteKind(ctx context.Context, name string) error
 	// The queries the read model does not answer alone.
 	Job(ctx context.Context, id string) (client.Job, error)
@@ -123,6 +124,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
+	m.HandleFunc("POST /api/v1/jobs/{id}/rerun", s.rerunJob)
 	m.HandleFunc("DELETE /api/v1/jobs/{id}", s.deleteJob)
 	m.HandleFunc("GET /api/v1/jobs/{id}/tasks", s.jobTasks)
 	m.HandleFunc("GET /api/v1/jobs/{id}/output", s.jobOutput)

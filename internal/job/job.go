@@ -73,6 +73,8 @@ type Job struct {
 	// Backups lists the tasks ("phase/partition", "map/3") a backup copy
 	// was started for.
 	Backups []string `json:"backups,omitempty"`
+	// RerunOf names the finished job this one runs again, when it does.
+	RerunOf string `json:"rerun_of,omitempty"`
 	// History lists the job's states, and the start of its reduce phase,
 	// with when it entered each.
 	History []Step `json:"history,omitempty"`

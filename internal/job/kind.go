@@ -185,6 +185,9 @@ type Spec struct {
 	// IdempotencyKey, when set, makes a second submit with the same key
 	// within IdempotencyWindow answer the first one's job.
 	IdempotencyKey string `json:"-"`
+	// RerunOf names the finished job this one runs again (POST
+	// /api/v1/jobs/{id}/rerun).
+	RerunOf string `json:"-"`
 }
 
 // IdempotencyWindow is how long a submit's idempotency key is remembered.

@@ -13,6 +13,7 @@ func New(id string, spec Spec, now time.Time) *Job {
 		Kind:       spec.Kind,
 		Partitions: spec.Partitions,
 		Params:     spec.Params,
+		RerunOf:    spec.RerunOf,
 		State:      Queued,
 		Values:     NewValues(spec.Partitions),
 		Phase:      PhaseMap,

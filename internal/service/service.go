@@ -117,6 +117,25 @@ func (s *Service) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	return s.cfg.Coordinator.Cancel(ctx, id)
 }
 
+// Rerun submits a copy of finished job id's spec (kind, partitions,
+// params, input, reducers) as a new job that names it; an uploaded kind
+// runs at its current version. A job not finished is a conflict: cancel
+// it, or wait for it.
+func (s *Service) Rerun(ctx context.Context, id, key string, admit func() error) (*job.Job, error) {
+	j, _, err := s.cfg.Coordinator.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !j.State.Terminal() {
+		return nil, job.Errorf(job.EConflict, "job %s is %s: a job runs again once it has finished; cancel it first, or wait for it", id, j.State)
+	}
+	spec := job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, RerunOf: j.ID, IdempotencyKey: key}
+	if j.ReadsData() {
+		spec.Reducers = j.Reducers
+	}
+	return s.Submit(ctx, spec, admit)
+}
+
 // DeleteJob deletes a finished job and everything it stored, and returns
 // once the read model no longer holds it.
 func (s *Service) DeleteJob(ctx context.Context, id string) error {
