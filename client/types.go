@@ -33,6 +33,10 @@ type Spec struct {
 	// Reducers is the number of reduce tasks of a kind that reads data
 	// (0 means 1).
 	Reducers int `json:"reducers,omitempty"`
+	// Timeout bounds each attempt of each task, a Go duration ("90s");
+	// an attempt past it fails, "timed out after …" (empty: the
+	// workers' --task-timeout).
+	Timeout string `json:"timeout,omitempty"`
 }
 
 // Job is a job as the API shows it.
@@ -54,6 +58,8 @@ type Job struct {
 	Backups []string `json:"backups,omitempty"`
 	// RerunOf names the finished job this one runs again (Rerun).
 	RerunOf string `json:"rerun_of,omitempty"`
+	// Timeout bounds each attempt of each task, as given in the spec.
+	Timeout string `json:"timeout,omitempty"`
 	// History lists the states the job went through, and when.
 	History []Step     `json:"history"`
 	Tasks   TaskCounts `json:"tasks"`

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
@@ -205,5 +206,44 @@ func TestRerun(t *testing.T) {
 	b.await(t, long.ID, terminal)
 	if j, err := c.Rerun(ctx, long.ID); err != nil || j.RerunOf != long.ID || j.Partitions != 50 {
 		t.Fatalf("rerun of a canceled job: %+v %v", j, err)
+	}
+}
+
+// A job's timeout bounds each attempt of its tasks: an attempt past it is
+// a failed attempt that says so, retried, then fails the job; a bad
+// timeout is refused naming the field.
+func TestJobTimeout(t *testing.T) {
+	block := job.Kind{Name: "block", Description: "runs until canceled", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}}
+	b := setup(t, func(c *app.Config) {
+		c.Kinds = testKinds(block)
+		c.MaxAttempts = 2
+		c.RetryBackoff = 10 * time.Millisecond
+	})
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	var apiErr *client.Error
+	if _, err := c.Submit(ctx, client.Spec{Kind: "block", Partitions: 1, Timeout: "soon"}); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || !strings.Contains(apiErr.Message, `timeout must be a duration`) {
+		t.Fatalf("a bad timeout: %v", err)
+	}
+	j, err := c.Submit(ctx, client.Spec{Kind: "block", Partitions: 2, Timeout: "300ms"})
+	if err != nil || j.Timeout != "300ms" {
+		t.Fatalf("submit: %+v %v", j, err)
+	}
+	j = b.await(t, j.ID, terminal)
+	if j.State != client.Failed || !strings.Contains(j.Error, "timed out after 300ms (the job's timeout)") {
+		t.Fatalf("job: %s", apitest.Describe(j))
+	}
+	tasks, err := c.Tasks(ctx, j.ID)
+	failed := 0
+	for _, a := range tasks {
+		if a.State == "failed" && strings.Contains(a.Error, "timed out after 300ms") {
+			failed++
+		}
+	}
+	if err != nil || failed < 2 {
+		t.Fatalf("%d attempts failed for the timeout (of %d): %v", failed, len(tasks), err)
 	}
 }

@@ -95,6 +95,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	input := fs.String("input", "", "the datasets a data kind reads, comma-separated")
 	partitions := fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)")
 	reducers := fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)")
+	timeout := fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)")
 	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
 	var param []string
 	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable)", func(v string) error {
@@ -135,6 +136,9 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("submit needs a partition count: mrcluster submit %s N, or --partitions N", pos[0])
 	}
 	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *reducers}
+	if *timeout > 0 {
+		spec.Timeout = timeout.String()
+	}
 	if *params != "" {
 		d := json.NewDecoder(strings.NewReader(*params))
 		d.UseNumber()
@@ -391,6 +395,9 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 	}
 	t := j.Tasks
 	fmt.Fprintf(tw, "tasks\t%d/%d done, %d running, %d queued\n", t.Done, t.Total, t.Running, t.Queued)
+	if j.Timeout != "" {
+		fmt.Fprintf(tw, "timeout\t%s per task attempt\n", j.Timeout)
+	}
 	if len(j.Input) > 0 {
 		fmt.Fprintf(tw, "input\t%s (%d map tasks, %d reduce tasks)\n", strings.Join(j.Input, ", "), j.Partitions, j.Reducers)
 	}

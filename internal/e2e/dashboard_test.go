@@ -133,6 +133,17 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	text(ctx, t, `[data-test="error-partitions"]`, func(s string) bool { return strings.Contains(s, "from 1 to") }, "the partitions error")
+	if err := chromedp.Do(ctx,
+		setValue(`input[name="partitions"]`, "8"),
+		setValue(`input[name="timeout"]`, "soon"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="error-timeout"]`, func(s string) bool { return strings.Contains(s, "timeout must be a duration") }, "the timeout error")
+	if err := chromedp.Do(ctx, setValue(`input[name="timeout"]`, "")); err != nil {
+		t.Fatal(err)
+	}
 
 	// Submit a short job of 8 partitions through the form.
 	if err := chromedp.Do(ctx,

@@ -22,6 +22,7 @@ type submitRequest struct {
 	Params     json.RawMessage `json:"params"`
 	Input      []string        `json:"input"`
 	Reducers   json.RawMessage `json:"reducers"`
+	Timeout    string          `json:"timeout"`
 }
 
 // spec checks what JSON alone cannot and makes the job spec of req.
@@ -39,8 +40,17 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 			return job.Spec{}, job.Errorf(job.EInvalid, "reducers must be an integer from 1 to %d, got %s", job.MaxReducers, req.Reducers)
 		}
 	}
-	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers}, nil
+	var timeout time.Duration
+	if req.Timeout != "" {
+		if timeout, err = time.ParseDuration(req.Timeout); err != nil || timeout < time.Millisecond || timeout > maxTimeout {
+			return job.Spec{}, job.Errorf(job.EInvalid, "timeout must be a duration from 1ms to %s, such as \"90s\" or \"5m\", got %q", maxTimeout, req.Timeout)
+		}
+	}
+	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout}, nil
 }
+
+// maxTimeout bounds a job's timeout per task attempt.
+const maxTimeout = 7 * 24 * time.Hour
 
 // idempotencyKey reads the request's Idempotency-Key.
 func idempotencyKey(r *http.Request) (string, error) {

@@ -75,6 +75,8 @@ type Job struct {
 	Backups []string `json:"backups,omitempty"`
 	// RerunOf names the finished job this one runs again, when it does.
 	RerunOf string `json:"rerun_of,omitempty"`
+	// Timeout bounds each attempt of each task (0: the worker's own).
+	Timeout time.Duration `json:"timeout,omitempty"`
 	// History lists the job's states, and the start of its reduce phase,
 	// with when it entered each.
 	History []Step `json:"history,omitempty"`
@@ -107,6 +109,8 @@ func (j *Job) DoneValues() []int64 {
 
 // Task is one map partition of a job, as carried on the task queue.
 type Task struct {
+	// Timeout bounds this attempt (0: the worker's --task-timeout).
+	Timeout    time.Duration   `json:"timeout,omitempty"`
 	Job        string          `json:"job"`
 	Kind       string          `json:"kind"`
 	Partition  int             `json:"partition"`

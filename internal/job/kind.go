@@ -188,6 +188,9 @@ type Spec struct {
 	// RerunOf names the finished job this one runs again (POST
 	// /api/v1/jobs/{id}/rerun).
 	RerunOf string `json:"-"`
+	// Timeout bounds each attempt of each task (0: the worker's
+	// --task-timeout).
+	Timeout time.Duration `json:"-"`
 }
 
 // IdempotencyWindow is how long a submit's idempotency key is remembered.

@@ -14,6 +14,7 @@ func New(id string, spec Spec, now time.Time) *Job {
 		Partitions: spec.Partitions,
 		Params:     spec.Params,
 		RerunOf:    spec.RerunOf,
+		Timeout:    spec.Timeout,
 		State:      Queued,
 		Values:     NewValues(spec.Partitions),
 		Phase:      PhaseMap,
@@ -51,7 +52,7 @@ func (j *Job) Clone() *Job {
 
 // Tasks returns the tasks of the job's current phase that are not done yet.
 func (j *Job) Tasks() []Task {
-	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers}
+	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout}
 	if j.Phase == PhaseReduce {
 		var out []Task
 		t.Maps = j.MapCommits

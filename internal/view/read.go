@@ -55,6 +55,9 @@ func (v *View) resource(j *job.Job) Job {
 	for _, p := range j.Preview {
 		out.Preview = append(out.Preview, p.Line)
 	}
+	if j.Timeout > 0 {
+		out.Timeout = j.Timeout.String()
+	}
 	if j.FinishedAt != nil && v.cfg.Retention > 0 {
 		at := j.FinishedAt.Add(v.cfg.Retention)
 		out.ExpiresAt = &at

@@ -424,8 +424,11 @@ func (p *Pool) giveBack(l *lease) {
 // call runs the task's map or reduce, turning a panic into an error so a
 // bad function fails its task, not the worker.
 func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, err error) {
-	timeout := p.cfg.TaskTimeout
-	if timeout == 0 && t.Module != "" {
+	timeout, whose := p.cfg.TaskTimeout, "--task-timeout"
+	switch {
+	case t.Timeout > 0:
+		timeout, whose = t.Timeout, "the job's timeout"
+	case timeout == 0 && t.Module != "":
 		timeout = uploadedTimeout
 	}
 	if timeout > 0 {
@@ -434,7 +437,7 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 		defer cancel()
 		defer func() {
 			if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				err = fmt.Errorf("timed out after %s (--task-timeout): %w", timeout, err)
+				err = fmt.Errorf("timed out after %s (%s): %w", timeout, whose, err)
 			}
 		}()
 	}

@@ -31,8 +31,8 @@ export const api = {
   jobs: (state = '', limit = 50, cursor = '') =>
     call<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?limit=${limit}` + (state ? `&state=${state}` : '') + (cursor ? `&cursor=${cursor}` : '')),
   job: (id: string) => call<Job>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
-  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}, data?: { input: string[]; reducers: unknown }) =>
-    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params, ...(data ?? {}) }),
+  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}, data?: { input: string[]; reducers: unknown }, timeout = '') =>
+    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params, ...(data ?? {}), ...(timeout ? { timeout } : {}) }),
   datasets: () => call<{ datasets: Dataset[] }>('GET', '/api/v1/datasets'),
   putFile: (dataset: string, file: string, body: Blob) =>
     call<Dataset>('PUT', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}`, body),

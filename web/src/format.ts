@@ -4,6 +4,7 @@ export function fieldOf(message: string): string {
   if (param) return 'params.' + (param[1] ?? param[2])
   if (/^partitions|partitions must|partitions is/.test(message)) return 'partitions'
   if (/reducers/.test(message)) return 'reducers'
+  if (/^timeout/.test(message)) return 'timeout'
   if (/\binput\b|dataset/.test(message)) return 'input'
   if (/kind/.test(message)) return 'kind'
   return 'form'

@@ -5,6 +5,7 @@ export interface TaskCounts { total: number; queued: number; running: number; do
 export interface Job {
   id: string
   rerun_of?: string
+  timeout?: string
   kind: string
   state: JobState
   partitions: number
