@@ -299,6 +299,7 @@ func TestDashboardData(t *testing.T) {
 		return strings.Contains(s, "queued") && strings.Contains(s, "reduce phase") && strings.Contains(s, "succeeded")
 	}, "the job's history")
 	shot(ctx, t, "job-detail-wordcount.png")
+	fitsPhone(ctx, t, "a data job's page", "job-detail-phone.png")
 	out, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(document.querySelector('[data-test="download"]').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
 	if err != nil || out != "a 2\nsea 1\nship 1\nthe 2\nwhale 2\n" {
 		t.Fatalf("download: %v %q", err, out)
@@ -377,6 +378,7 @@ func TestDashboardKinds(t *testing.T) {
 	textWithin(ctx, t, `[data-test="kind-status"]`, func(s string) bool { return strings.Contains(s, "kind mywc is at version 1") }, "the upload", 4*time.Minute)
 	text(ctx, t, `tr[data-kind="mywc"]`, func(s string) bool { return strings.Contains(s, "v1") && strings.Contains(s, "my word count") }, "the kind in the list")
 	shot(ctx, t, "kinds.png")
+	fitsPhone(ctx, t, "the page with the kinds", "kinds-phone.png")
 
 	// The job form offers it; a job of it runs.
 	if err := chromedp.Do(ctx,
@@ -405,6 +407,23 @@ func TestDashboardKinds(t *testing.T) {
 	}
 	text(ctx, t, `[data-test="kind-status"]`, func(s string) bool { return s == "kind mywc deleted" }, "the delete")
 	text(ctx, t, `tr[data-kind="mywc"]`, func(s string) bool { return s == "" }, "the kind gone from the list")
+}
+
+// fitsPhone checks the page at a phone's width (390×844): nothing spills
+// sideways; then it takes a screenshot and goes back to the desktop size.
+func fitsPhone(ctx context.Context, t *testing.T, what, screenshot string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `body`, func(string) bool {
+		w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+		return err == nil && w <= 390
+	}, what+" no wider than a phone")
+	shot(ctx, t, screenshot)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1400, 900)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // browser starts a headless Chromium for the test.
