@@ -37,6 +37,10 @@ type Spec struct {
 	// an attempt past it fails, "timed out after …" (empty: the
 	// workers' --task-timeout).
 	Timeout string `json:"timeout,omitempty"`
+	// RunAt or Delay ("90s") makes the job scheduled until then; its
+	// tasks are queued at that time. At most one of the two.
+	RunAt *time.Time `json:"run_at,omitempty"`
+	Delay string     `json:"delay,omitempty"`
 }
 
 // Job is a job as the API shows it.
@@ -60,6 +64,9 @@ type Job struct {
 	RerunOf string `json:"rerun_of,omitempty"`
 	// Timeout bounds each attempt of each task, as given in the spec.
 	Timeout string `json:"timeout,omitempty"`
+	// RunAt is when a job submitted with run_at or delay runs: it is
+	// scheduled until then.
+	RunAt *time.Time `json:"run_at,omitempty"`
 	// History lists the states the job went through, and when.
 	History []Step     `json:"history"`
 	Tasks   TaskCounts `json:"tasks"`

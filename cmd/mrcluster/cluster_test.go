@@ -76,6 +76,9 @@ func TestThreeServerCluster(t *testing.T) {
 	if j.State.Terminal() {
 		t.Fatalf("the job ended before the kill (%s): make it longer", apitest.Describe(j))
 	}
+	// A job scheduled on the server about to die runs on the others at
+	// its time, once.
+	delayed := nodes[2].client().SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 3, Delay: "3s"})
 	nodes[2].kill(t)
 	j = a.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
 	if j.State != client.Succeeded {
@@ -87,6 +90,16 @@ func TestThreeServerCluster(t *testing.T) {
 	}
 	if j.Counters.InputBytes != size || j.Tasks.Done != 15 {
 		t.Fatalf("counted %d input bytes of %d and %d tasks of 15: a task counted twice or lost", j.Counters.InputBytes, size, j.Tasks.Done)
+	}
+	d := b.Await(t, delayed.ID, func(j client.Job) bool { return j.State.Terminal() })
+	queued := 0
+	for _, s := range d.History {
+		if s.State == "queued" {
+			queued++
+		}
+	}
+	if d.State != client.Succeeded || d.Result.Sum != 3 || queued != 1 || d.History[0].State != "scheduled" {
+		t.Fatalf("the job scheduled on the killed server: %s, history %+v", apitest.Describe(d), d.History)
 	}
 	var h struct{ Tasks []job.TaskResult }
 	a.Do(t, "GET", "/api/v1/jobs/"+j.ID+"/tasks", "").JSON(t, &h)

@@ -95,6 +95,8 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	input := fs.String("input", "", "the datasets a data kind reads, comma-separated")
 	partitions := fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)")
 	reducers := fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)")
+	delay := fs.Duration("delay", 0, "run the job this long from now (scheduled until then), e.g. 10m")
+	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
 	timeout := fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)")
 	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
 	var param []string
@@ -138,6 +140,18 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *reducers}
 	if *timeout > 0 {
 		spec.Timeout = timeout.String()
+	}
+	switch {
+	case *delay > 0 && *at != "":
+		return fmt.Errorf("give --delay or --at, not both")
+	case *delay > 0:
+		spec.Delay = delay.String()
+	case *at != "":
+		t, err := time.Parse(time.RFC3339, *at)
+		if err != nil {
+			return fmt.Errorf("--at %q: give a time in RFC 3339, such as 2026-12-24T18:00:00Z", *at)
+		}
+		spec.RunAt = &t
 	}
 	if *params != "" {
 		d := json.NewDecoder(strings.NewReader(*params))
@@ -395,6 +409,9 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 	}
 	t := j.Tasks
 	fmt.Fprintf(tw, "tasks\t%d/%d done, %d running, %d queued\n", t.Done, t.Total, t.Running, t.Queued)
+	if j.RunAt != nil {
+		fmt.Fprintf(tw, "runs at\t%s\n", j.RunAt.Local().Format("2006-01-02 15:04:05"))
+	}
 	if j.Timeout != "" {
 		fmt.Fprintf(tw, "timeout\t%s per task attempt\n", j.Timeout)
 	}

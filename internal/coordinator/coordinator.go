@@ -52,7 +52,11 @@ type Config struct {
 	// the coordinator queues the tasks of those that stay so, unchanged,
 	// for a whole RepairEvery: their submit or phase change was cut short
 	// (a server died, or JetStream was electing a leader).
-	Unqueued    func() []string
+	Unqueued func() []string
+	// Due returns the scheduled jobs whose time has come (run_at); with
+	// it, every server queues their tasks, the first to move each job
+	// to queued doing it.
+	Due         func(now time.Time) []string
 	RepairEvery time.Duration
 	// Retention is how long a finished job is kept: its record, task
 	// history and outputs are deleted that long after it finished (0:
@@ -211,6 +215,9 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 		// The tasks first, then the record that makes the job exist: a
 		// submit cut short leaves at most tasks without a job, which are
 		// withdrawn here and dropped by whoever meets them later.
+		if j.State == job.Scheduled {
+			continue // its tasks are queued at its time (scheduleLoop)
+		}
 		j.Enqueued = true
 		m, err := store.TaskMessages(j.Tasks(), false)
 		if err != nil {
@@ -534,6 +541,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.cfg.Unqueued != nil && c.cfg.RepairEvery > 0 {
 		c.wg.Go(func() { c.repairLoop(ctx) })
 	}
+	if c.cfg.Due != nil {
+		c.wg.Go(func() { c.scheduleLoop(ctx) })
+	}
 	if c.cfg.Retention > 0 && c.cfg.Expired != nil && c.cfg.RetentionEvery > 0 {
 		c.wg.Go(func() { c.retentionLoop(ctx) })
 	}
@@ -599,7 +609,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			c.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
 			continue
 		}
-		if !j.Enqueued && !j.State.Terminal() {
+		if !j.Enqueued && !j.State.Terminal() && j.State != job.Scheduled {
 			pending = append(pending, j)
 		}
 	}
@@ -625,7 +635,7 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 		next := map[string]uint64{}
 		for _, id := range c.cfg.Unqueued() {
 			j, rev, err := c.Get(ctx, id)
-			if err != nil || j.Enqueued || j.State.Terminal() {
+			if err != nil || j.Enqueued || j.State.Terminal() || j.State == job.Scheduled {
 				continue
 			}
 			if seen[id] != rev {
@@ -643,6 +653,48 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 			}
 		}
 		seen = next
+	})
+}
+
+// scheduleEvery is how often a server looks for scheduled jobs whose time
+// has come: a job starts within it of its time.
+const scheduleEvery = 250 * time.Millisecond
+
+// scheduleLoop queues the tasks of scheduled jobs at their time. Every
+// server of a cluster runs it: the one whose write moves a job from
+// scheduled to queued (compare-and-set on the record) queues its tasks;
+// if it dies before it marks them queued, the repair loop queues them.
+func (c *Coordinator) scheduleLoop(ctx context.Context) {
+	every(ctx, scheduleEvery, func() {
+		now := time.Now().UTC()
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		for _, id := range c.cfg.Due(now) {
+			var moved bool
+			j, err := c.update(ctx, id, func(j *job.Job) bool {
+				moved = j.Due(now)
+				return moved
+			})
+			if err != nil {
+				c.log.Warn("could not start a scheduled job yet; will try again", "job", id, "err", err)
+				continue
+			}
+			if !moved {
+				continue // another server did, or it was canceled
+			}
+			c.log.Info("scheduled job due: queuing its tasks", "job", id, "run_at", j.RunAt)
+			if err := c.publishTasks(ctx, j); err != nil {
+				c.log.Warn("could not queue a scheduled job's tasks; the repair loop will", "job", id, "err", err)
+				continue
+			}
+			if _, err := c.update(ctx, id, func(j *job.Job) bool {
+				changed := !j.Enqueued && !j.State.Terminal()
+				j.Enqueued = true
+				return changed
+			}); err != nil {
+				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
+			}
+		}
 	})
 }
 

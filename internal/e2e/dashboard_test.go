@@ -242,6 +242,11 @@ func TestDashboard(t *testing.T) {
 	if list, err := c.API().Jobs(apitest.Context(t), client.ListOptions{}); err != nil || len(list.Jobs) != 0 {
 		t.Fatalf("jobs left on the server: %+v, %v", list.Jobs, err)
 	}
+
+	// A job scheduled for later shows in its tab with its time.
+	c.SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 1, Delay: "1h"})
+	text(ctx, t, `[data-tab="scheduled"] span`, func(s string) bool { return s == "1" }, "the scheduled tab's count")
+	text(ctx, t, `tr[data-state="scheduled"] [data-test="result"]`, func(s string) bool { return strings.HasPrefix(s, "runs at ") }, "the scheduled job's time")
 }
 
 // TestDashboardData uploads a dataset through the datasets form, runs a

@@ -23,6 +23,8 @@ type submitRequest struct {
 	Input      []string        `json:"input"`
 	Reducers   json.RawMessage `json:"reducers"`
 	Timeout    string          `json:"timeout"`
+	RunAt      string          `json:"run_at"`
+	Delay      string          `json:"delay"`
 }
 
 // spec checks what JSON alone cannot and makes the job spec of req.
@@ -46,8 +48,29 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 			return job.Spec{}, job.Errorf(job.EInvalid, "timeout must be a duration from 1ms to %s, such as \"90s\" or \"5m\", got %q", maxTimeout, req.Timeout)
 		}
 	}
-	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout}, nil
+	var runAt time.Time
+	switch {
+	case req.RunAt != "" && req.Delay != "":
+		return job.Spec{}, job.Errorf(job.EInvalid, "give run_at or delay, not both")
+	case req.RunAt != "":
+		if runAt, err = time.Parse(time.RFC3339Nano, req.RunAt); err != nil {
+			return job.Spec{}, job.Errorf(job.EInvalid, "run_at must be a time in RFC 3339, such as \"2026-12-24T18:00:00Z\", got %q", req.RunAt)
+		}
+	case req.Delay != "":
+		d, err := time.ParseDuration(req.Delay)
+		if err != nil || d < 0 {
+			return job.Spec{}, job.Errorf(job.EInvalid, "delay must be a duration such as \"90s\" or \"2h\", got %q", req.Delay)
+		}
+		runAt = time.Now().Add(d)
+	}
+	if !runAt.IsZero() && time.Until(runAt) > maxDelay {
+		return job.Spec{}, job.Errorf(job.EInvalid, "run_at is %s away; at most %s", time.Until(runAt).Round(time.Hour), maxDelay)
+	}
+	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt}, nil
 }
+
+// maxDelay bounds how far ahead a job may be scheduled.
+const maxDelay = 366 * 24 * time.Hour
 
 // maxTimeout bounds a job's timeout per task attempt.
 const maxTimeout = 7 * 24 * time.Hour

@@ -12,6 +12,9 @@ import (
 type State string
 
 const (
+	// Scheduled: submitted with a time to run at (run_at, delay); its
+	// tasks are queued then.
+	Scheduled State = "scheduled"
 	Queued    State = "queued"
 	Running   State = "running"
 	Succeeded State = "succeeded"
@@ -20,7 +23,7 @@ const (
 )
 
 // States lists every state, in the order of a job's life.
-var States = []State{Queued, Running, Succeeded, Failed, Canceled}
+var States = []State{Scheduled, Queued, Running, Succeeded, Failed, Canceled}
 
 // Terminal reports whether a job in state s will never change again.
 func (s State) Terminal() bool { return s == Succeeded || s == Failed || s == Canceled }
@@ -77,6 +80,8 @@ type Job struct {
 	RerunOf string `json:"rerun_of,omitempty"`
 	// Timeout bounds each attempt of each task (0: the worker's own).
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// RunAt is when a scheduled job's tasks are queued.
+	RunAt *time.Time `json:"run_at,omitempty"`
 	// History lists the job's states, and the start of its reduce phase,
 	// with when it entered each.
 	History []Step `json:"history,omitempty"`

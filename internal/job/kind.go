@@ -191,6 +191,9 @@ type Spec struct {
 	// Timeout bounds each attempt of each task (0: the worker's
 	// --task-timeout).
 	Timeout time.Duration `json:"-"`
+	// RunAt, when later than the submit, makes the job scheduled until
+	// then.
+	RunAt time.Time `json:"-"`
 }
 
 // IdempotencyWindow is how long a submit's idempotency key is remembered.

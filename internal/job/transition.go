@@ -8,6 +8,12 @@ import (
 
 // New returns the record of a freshly submitted job.
 func New(id string, spec Spec, now time.Time) *Job {
+	if spec.RunAt.After(now) {
+		j := New(id, Spec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, RerunOf: spec.RerunOf, Timeout: spec.Timeout}, now)
+		at := spec.RunAt.UTC()
+		j.State, j.RunAt, j.History = Scheduled, &at, []Step{{State: string(Scheduled), At: now}}
+		return j
+	}
 	return &Job{
 		ID:         id,
 		Kind:       spec.Kind,
@@ -136,6 +142,19 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 		j.FinishedAt = &r.FinishedAt
 		j.step(string(Succeeded), r.FinishedAt)
 	}
+	return true
+}
+
+// Due moves a scheduled job to queued, its tasks to be queued now; false
+// when it is not scheduled (another server did it first, or it was
+// canceled).
+func (j *Job) Due(at time.Time) bool {
+	if j.State != Scheduled {
+		return false
+	}
+	j.State = Queued
+	j.Enqueued = false
+	j.step(string(Queued), at)
 	return true
 }
 

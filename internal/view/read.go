@@ -58,6 +58,7 @@ func (v *View) resource(j *job.Job) Job {
 	if j.Timeout > 0 {
 		out.Timeout = j.Timeout.String()
 	}
+	out.RunAt = j.RunAt
 	if j.FinishedAt != nil && v.cfg.Retention > 0 {
 		at := j.FinishedAt.Add(v.cfg.Retention)
 		out.ExpiresAt = &at
@@ -309,6 +310,19 @@ func (v *View) Unqueued() []string {
 	out := make([]string, 0, len(v.unqueued))
 	for id := range v.unqueued {
 		out = append(out, id)
+	}
+	return out
+}
+
+// Due returns the scheduled jobs whose time is now or past.
+func (v *View) Due(now time.Time) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []string
+	for id, at := range v.runAt {
+		if !at.After(now) {
+			out = append(out, id)
+		}
 	}
 	return out
 }

@@ -54,8 +54,9 @@ type View struct {
 
 	// What the queue, the admission check and the repair loop read, kept
 	// as records change, never counted by a scan.
-	active   map[string]*job.Job // the unfinished jobs
-	unqueued map[string]struct{} // unfinished jobs whose tasks are not all known to be queued
+	active   map[string]*job.Job  // the unfinished jobs
+	unqueued map[string]struct{}  // unfinished jobs whose tasks are not all known to be queued
+	runAt    map[string]time.Time // scheduled jobs, by when they run
 	counts   map[job.State]int
 	busy     map[string]int // busy workers by job
 	left     int            // tasks of unfinished jobs not done yet
@@ -103,6 +104,7 @@ func New(cfg Config) *View {
 		loading:  true,
 		active:   map[string]*job.Job{},
 		unqueued: map[string]struct{}{},
+		runAt:    map[string]time.Time{},
 		counts:   map[job.State]int{},
 		busy:     map[string]int{},
 		workers:  map[string]worker{},
@@ -266,6 +268,11 @@ func (v *View) set(j *job.Job) (prev *job.Job) {
 	}
 	en.state, en.j = j.State, j
 	v.counts[j.State]++
+	if j.State == job.Scheduled && j.RunAt != nil {
+		v.runAt[j.ID] = *j.RunAt
+	} else {
+		delete(v.runAt, j.ID)
+	}
 	if j.State.Terminal() {
 		if j.FinishedAt != nil {
 			en.finished = j.FinishedAt.UnixNano()
@@ -355,6 +362,9 @@ func (v *View) loaded() {
 // how many of those a worker runs: a job's running and queued counts
 // derive from the workers. v.mu must be held.
 func (v *View) share(j *job.Job) (left, running int) {
+	if j.State == job.Scheduled {
+		return 0, 0 // nothing queued before its time
+	}
 	total, done := j.Partitions, j.Done
 	if j.ReadsData() {
 		total += j.Reducers

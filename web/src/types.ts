@@ -1,4 +1,4 @@
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled'
+export type JobState = 'scheduled' | 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled'
 
 export interface TaskCounts { total: number; queued: number; running: number; done: number; failed: number }
 
@@ -6,6 +6,7 @@ export interface Job {
   id: string
   rerun_of?: string
   timeout?: string
+  run_at?: string
   kind: string
   state: JobState
   partitions: number
