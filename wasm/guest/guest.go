@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"reflect"
 	"strconv"
 )
 
@@ -78,6 +79,7 @@ func Register(k Kind) {
 		panic("guest.Register called twice: a module holds one kind")
 	}
 	kind = &k
+	combined.sum = k.Combine != nil && reflect.ValueOf(k.Combine).Pointer() == reflect.ValueOf(SumCombine).Pointer()
 }
 
 type paramsKey struct{}
@@ -218,6 +220,11 @@ type table struct {
 	ends   []int32 // where each key ends in arena
 	vals   [][]byte
 	size   int // bytes of keys and values
+	// With SumCombine as the combiner the values are counts, added as
+	// integers rather than combined as text: what SumCombine would give,
+	// without a parse and a format per emit.
+	sum    bool
+	counts []int64
 }
 
 // tableSize bounds what a table holds before it hands its pairs back: a
@@ -254,6 +261,11 @@ func (t *table) add(k, v []byte) {
 		}
 		i := s - 1
 		if t.hashes[i] == h && string(t.key(i)) == string(k) {
+			if t.sum {
+				n, _ := parseInt(v) // not an integer: 0, as SumCombine
+				t.counts[i] += n
+				return
+			}
 			old := len(t.vals[i])
 			t.vals[i] = kind.Combine(k, t.vals[i], v)
 			t.size += len(t.vals[i]) - old
@@ -263,7 +275,13 @@ func (t *table) add(k, v []byte) {
 	t.arena = append(t.arena, k...)
 	t.ends = append(t.ends, int32(len(t.arena)))
 	t.hashes = append(t.hashes, h)
-	t.vals = append(t.vals, append([]byte(nil), v...))
+	if t.sum {
+		n, _ := parseInt(v)
+		t.counts = append(t.counts, n)
+		t.vals = append(t.vals, nil)
+	} else {
+		t.vals = append(t.vals, append([]byte(nil), v...))
+	}
 	t.size += len(k) + len(v) + 32
 	if len(t.vals)*2 > len(t.slots) {
 		t.grow()
@@ -285,13 +303,18 @@ func (t *table) grow() {
 
 // drain appends every pair held to out and empties the table.
 func (t *table) drain(out []byte) []byte {
+	var num [20]byte
 	for i := range t.vals {
 		out = appendBytes(out, t.key(int32(i)))
-		out = appendBytes(out, t.vals[i])
+		if t.sum {
+			out = appendBytes(out, strconv.AppendInt(num[:0], t.counts[i], 10))
+		} else {
+			out = appendBytes(out, t.vals[i])
+		}
 	}
 	clear(t.slots)
 	clear(t.vals) // let the values go
-	t.arena, t.ends, t.hashes, t.vals, t.size = t.arena[:0], t.ends[:0], t.hashes[:0], t.vals[:0], 0
+	t.arena, t.ends, t.hashes, t.vals, t.counts, t.size = t.arena[:0], t.ends[:0], t.hashes[:0], t.vals[:0], t.counts[:0], 0
 	return out
 }
 
