@@ -262,8 +262,12 @@ func (t *table) add(k, v []byte) {
 		i := s - 1
 		if t.hashes[i] == h && string(t.key(i)) == string(k) {
 			if t.sum {
-				n, _ := parseInt(v) // not an integer: 0, as SumCombine
-				t.counts[i] += n
+				if len(v) == 1 && v[0] >= '0' && v[0] <= '9' { // a count of one digit: most emits
+					t.counts[i] += int64(v[0] - '0')
+				} else {
+					n, _ := parseInt(v) // not an integer: 0, as SumCombine
+					t.counts[i] += n
+				}
 				return
 			}
 			old := len(t.vals[i])
@@ -332,6 +336,7 @@ func callMap(in, out []byte) ([]byte, error) {
 		emit = combined.add
 	}
 	c := ctx()
+	name := ""
 	for len(r.b) > 0 {
 		file := r.bytes()
 		line := r.u64()
@@ -339,7 +344,10 @@ func callMap(in, out []byte) ([]byte, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		if err := kind.Map(c, Record{File: string(file), Line: int64(line), Text: text}, emit); err != nil {
+		if string(file) != name { // the lines of a batch mostly share a file: one string for them
+			name = string(file)
+		}
+		if err := kind.Map(c, Record{File: name, Line: int64(line), Text: text}, emit); err != nil {
 			return nil, fmt.Errorf("file %s line %d: %w", file, line, err)
 		}
 	}
