@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -315,7 +316,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// it; the API. They stop in the reverse order, workers first.
 	m := metrics.New()
 	datasets := s.datasets(s.store.Ports)
-	if s.wasm, err = wasmkind.New(ctx, int(cfg.WasmMemory>>20)); err != nil {
+	if s.wasm, err = wasmkind.New(ctx, int(cfg.WasmMemory>>20), wasmkind.CacheDir(filepath.Join(cfg.DataDir, "wasm-cache"))); err != nil {
 		return nil, err
 	}
 	s.catalog = catalog.New(s.store.Ports, s.wasm, cfg.Kinds, s.log)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -95,7 +96,11 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if memLimit > 0 {
 		debug.SetMemoryLimit(memLimit)
 	}
-	rt, err := wasmkind.New(ctx, int(wasmMemory>>20))
+	var cached []wasmkind.Option
+	if dir, err := os.UserCacheDir(); err == nil {
+		cached = append(cached, wasmkind.CacheDir(filepath.Join(dir, "mrcluster", "wasm")))
+	}
+	rt, err := wasmkind.New(ctx, int(wasmMemory>>20), cached...)
 	if err != nil {
 		return err
 	}

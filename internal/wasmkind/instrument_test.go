@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -268,5 +270,40 @@ func TestCompiledModulesAreBounded(t *testing.T) {
 	release()
 	if _, _, err := second.Kind(ctx, "second", nil); !errors.Is(err, ErrEvicted) {
 		t.Fatalf("a task of a freed module: %v, want ErrEvicted", err)
+	}
+}
+
+// With CacheDir, compiled modules are kept in the directory, and a
+// runtime started again on it loads them and runs their tasks.
+func TestCompiledModulesOnDisk(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for i := range 2 {
+		r, err := New(ctx, 16, CacheDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.Compile(ctx, tinyKind("cached"))
+		if err != nil || m.Info.Description != "cached" {
+			t.Fatalf("runtime %d: %+v %v", i, m, err)
+		}
+		if _, release, err := m.Kind(ctx, "cached", nil); err != nil {
+			t.Fatalf("runtime %d: %v", i, err)
+		} else {
+			release()
+		}
+		if err := r.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		files := 0
+		_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, _ error) error {
+			if d != nil && !d.IsDir() {
+				files++
+			}
+			return nil
+		})
+		if files == 0 {
+			t.Fatalf("runtime %d left nothing in %s", i, dir)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +64,7 @@ var ErrEvicted = errors.New("the compiled module was freed to make room for othe
 // Runtime compiles and runs modules.
 type Runtime struct {
 	rt       wazero.Runtime
+	cache    wazero.CompilationCache // nil without CacheDir
 	memoryMB int
 
 	mu   sync.Mutex
@@ -70,11 +72,36 @@ type Runtime struct {
 	tick uint64             // counts uses, for the least recently used
 }
 
+// Option configures a Runtime.
+type Option func(*options)
+
+type options struct{ cacheDir string }
+
+// CacheDir keeps compiled modules in dir too, so that a process started
+// again does not compile them again (seconds for a Go module). dir must be
+// writable by this user only: what is there is run as machine code.
+func CacheDir(dir string) Option { return func(o *options) { o.cacheDir = dir } }
+
 // New returns a runtime whose instances have at most memoryMB MiB of memory.
-func New(ctx context.Context, memoryMB int) (*Runtime, error) {
+func New(ctx context.Context, memoryMB int, opts ...Option) (*Runtime, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(uint32(memoryMB) * 16). // 64 KiB pages
 		WithCloseOnContextDone(false)                // instrument's calls of yield do it, at full speed
+	var cache wazero.CompilationCache
+	if o.cacheDir != "" {
+		if err := os.MkdirAll(o.cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("make the directory of compiled modules: %w", err)
+		}
+		var err error
+		if cache, err = wazero.NewCompilationCacheWithDir(o.cacheDir); err != nil {
+			return nil, fmt.Errorf("open the directory of compiled modules %s: %w", o.cacheDir, err)
+		}
+		cfg = cfg.WithCompilationCache(cache)
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		_ = rt.Close(ctx)
@@ -87,7 +114,7 @@ func New(ctx context.Context, memoryMB int) (*Runtime, error) {
 		_ = rt.Close(ctx)
 		return nil, fmt.Errorf("set up the sandbox's yield: %w", err)
 	}
-	return &Runtime{rt: rt, memoryMB: memoryMB, mods: map[string]*Module{}}, nil
+	return &Runtime{rt: rt, cache: cache, memoryMB: memoryMB, mods: map[string]*Module{}}, nil
 }
 
 // yield is what an instrumented module calls every yieldEvery loop
@@ -145,7 +172,13 @@ func (r *Runtime) Compiled() int {
 }
 
 // Close frees every compiled module.
-func (r *Runtime) Close(ctx context.Context) error { return r.rt.Close(ctx) }
+func (r *Runtime) Close(ctx context.Context) error {
+	err := r.rt.Close(ctx)
+	if r.cache != nil {
+		err = errors.Join(err, r.cache.Close(ctx))
+	}
+	return err
+}
 
 // Info is what a module says of its kind.
 type Info struct {
