@@ -485,11 +485,11 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 func (p *Pool) noteLost(t job.Task, delivered int) {
 	now := time.Now().UTC()
 	for a := t.Runs + 1; a < t.Runs+delivered; a++ {
-		p.log.Info("a worker was lost while it ran this task; it runs again, and this is not a failed attempt",
+		p.log.Info("an earlier run of this task ended without a word to the queue (its worker lost, or its acknowledgement); it runs again, and this is not a failed attempt",
 			"job", t.Job, "phase", t.Phase, "partition", t.Partition, "lost_attempt", a)
 		p.results <- finished{result: job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: a, Backup: t.Backup,
 			Outcome: job.OutcomeLost, Failures: t.Failures, StartedAt: now, FinishedAt: now,
-			Error: "the worker running this attempt stopped answering (crashed, cut off or paused); the task ran again"}}
+			Error: "the queue heard no end of this attempt: its worker stopped answering (crashed, cut off or paused), or its acknowledgement was lost after its result was stored; the task ran again, and counts once"}}
 	}
 }
 
