@@ -117,4 +117,24 @@ func TestDashboardAtScale(t *testing.T) {
 	if j := c.Job(t, blocked.ID); j.Tasks.Queued != 1000 {
 		t.Fatalf("blocked job: %+v", j.Tasks)
 	}
+
+	// Past the 200 jobs the page loaded: the next page from the server.
+	rows := `(() => document.querySelectorAll('[data-test="jobs"] tbody tr').length + "")()`
+	for n := 100; n <= 200; n += 50 {
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="show-more"]`))); err != nil {
+			t.Fatal(err)
+		}
+		want := strconv.Itoa(n)
+		text(ctx, t, `[data-test="jobs"]`, func(string) bool {
+			got, err := chromedp.Run(ctx, chromedp.Evaluate[string](rows))
+			return err == nil && got == want
+		}, want+" rows after show more")
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="load-older"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="jobs"]`, func(string) bool {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](rows))
+		return err == nil && got == "250"
+	}, "250 rows after loading older jobs from the server")
 }

@@ -17,6 +17,8 @@ export interface State {
   // thousands of jobs keeps up; queue is rebuilt from it at most 4 times a second
   waiting: Map<string, { kind: string; n: number }>
   kinds: Kind[]
+  // the cursor of the server's next page of older jobs ('' when none)
+  older: string
   // tasks done per second, one sample a second, the last minute
   rate: number[]
   depthHistory: number[]
@@ -26,7 +28,7 @@ export interface State {
 export function newState(): State {
   return reactive({
     connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0, waiting: new Map(),
-    kinds: [], rate: [], depthHistory: [], doneThisSecond: 0,
+    kinds: [], older: '', rate: [], depthHistory: [], doneThisSecond: 0,
   }) as State
 }
 
@@ -109,10 +111,19 @@ export async function load(s: State) {
   for (const j of [...jobs.jobs].reverse()) upsertJob(s, j)
   s.workers = new Map(workers.workers.map((w) => [w.key, w]))
   s.kinds = kinds.kinds
+  s.older = jobs.next_cursor ?? ''
   // The server's queue covers every job, not only the 200 loaded.
   s.waiting = new Map(queue.jobs.map((q) => [q.job, { kind: q.kind, n: q.waiting }]))
   s.queueDepth = queue.depth
   rebuildQueue(s)
+}
+
+// loadOlder adds the server's next page of older jobs than those loaded.
+export async function loadOlder(s: State) {
+  if (!s.older) return
+  const page = await api.jobs('', 200, s.older)
+  for (const j of page.jobs) upsertJob(s, j)
+  s.older = page.next_cursor ?? ''
 }
 
 // connect follows the events websocket, reloading on connect and on

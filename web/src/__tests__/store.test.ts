@@ -70,3 +70,33 @@ describe('store', () => {
     expect(apply(s, { type: 'resync', time: '', data: null })).toBe(true)
   })
 })
+
+describe('older jobs', () => {
+  it('loads the server\'s next page of older jobs, in order, until there is none', async () => {
+    const { vi } = await import('vitest')
+    const { load, loadOlder } = await import('../store')
+    const pages: Record<string, { jobs: Job[]; next_cursor?: string }> = {
+      '': { jobs: [job('c', '2026-01-01T00:00:03Z'), job('b', '2026-01-01T00:00:02Z')], next_cursor: 'p2' },
+      p2: { jobs: [job('a', '2026-01-01T00:00:01Z')] },
+    }
+    const urls: string[] = []
+    vi.stubGlobal('fetch', vi.fn(async (url: string) => {
+      urls.push(url)
+      const u = new URL(url, 'http://x')
+      const body = u.pathname === '/api/v1/jobs' ? pages[u.searchParams.get('cursor') ?? '']
+        : u.pathname === '/api/v1/queue' ? { depth: 0, jobs: [] }
+          : u.pathname === '/api/v1/kinds' ? { kinds: [] } : { workers: [] }
+      return new Response(JSON.stringify(body), { status: 200 })
+    }))
+    const s = newState()
+    await load(s)
+    expect(newestFirst(s)).toEqual(['c', 'b'])
+    expect(s.older).toBe('p2')
+    await loadOlder(s)
+    expect(newestFirst(s)).toEqual(['c', 'b', 'a'])
+    expect(s.older).toBe('')
+    await loadOlder(s) // nothing more: no request
+    expect(urls.filter((u) => u.includes('cursor=')).length).toBe(1)
+    vi.unstubAllGlobals()
+  })
+})
