@@ -321,6 +321,7 @@ func (v *View) remove(en *entry) {
 	v.leave(en.id)
 	delete(v.active, en.id)
 	delete(v.unqueued, en.id)
+	delete(v.runAt, en.id)
 	delete(v.byID, en.id)
 	en.gone, en.j = true, nil
 	v.gone++
