@@ -111,11 +111,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--wait] [--server URL]")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	asJSON, err := server.json()
+	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,22 +18,13 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
   put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced)
   ls              list the datasets
   rm NAME         delete a dataset and its files`
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, use)
-		return fmt.Errorf("dataset needs a subcommand: put, ls or rm")
-	}
-	sub, args := args[0], args[1:]
-	if isHelp(sub) {
-		fmt.Fprintln(stdout, use)
-		return nil
+	sub, args, err := subcommand("dataset", use, args, stdout, stderr)
+	if sub == "" {
+		return err
 	}
 	fs, server := clientFlags("dataset "+sub, stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	asJSON, err := server.json()
+	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
 	}
@@ -72,6 +64,31 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintln(stderr, use)
 	return fmt.Errorf("unknown dataset subcommand %q: use put, ls or rm", sub)
+}
+
+// subcommand splits a "mrcluster NAME SUB …" command's arguments: sub is
+// empty when there is none (an error naming them) or help was asked for
+// (use printed, nil).
+func subcommand(name, use string, args []string, stdout, stderr io.Writer) (sub string, rest []string, err error) {
+	switch {
+	case len(args) == 0:
+		fmt.Fprintln(stderr, use)
+		return "", nil, fmt.Errorf("%s needs a subcommand: put, ls or rm", name)
+	case isHelp(args[0]):
+		fmt.Fprintln(stdout, use)
+		return "", nil, nil
+	}
+	return args[0], args[1:], nil
+}
+
+// parseClient parses a client command's flags and positional arguments,
+// and reads -o.
+func parseClient(fs *flag.FlagSet, server target, args []string) (pos []string, asJSON bool, err error) {
+	if pos, err = parseInterspersed(fs, args); err != nil {
+		return nil, false, err
+	}
+	asJSON, err = server.json()
+	return pos, asJSON, err
 }
 
 // isHelp reports whether a subcommand's place holds a request for help.

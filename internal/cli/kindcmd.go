@@ -16,23 +16,14 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
   put NAME FILE.wasm  upload a WebAssembly module as kind NAME (its next version, when NAME exists)
   ls                  list the kinds, built in and uploaded, with their parameters (also: mrcluster kinds)
   rm NAME             delete an uploaded kind that no unfinished job uses`
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, use)
-		return fmt.Errorf("kind needs a subcommand: put, ls or rm")
-	}
-	sub, args := args[0], args[1:]
-	if isHelp(sub) {
-		fmt.Fprintln(stdout, use)
-		return nil
+	sub, args, err := subcommand("kind", use, args, stdout, stderr)
+	if sub == "" {
+		return err
 	}
 	fs, server := clientFlags("kind "+sub, stderr)
 	description := fs.String("description", "", "with put: the kind's description (default: the module's own)")
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	asJSON, err := server.json()
+	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
 	}

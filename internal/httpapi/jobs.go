@@ -104,10 +104,16 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.writeSubmitted(w, j)
+}
+
+// writeSubmitted answers a submitted job: 202 with its resource and
+// Location, or 200 for the job an earlier submit with the same
+// Idempotency-Key created.
+func (s *Server) writeSubmitted(w http.ResponseWriter, j *job.Job) {
 	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
 	status := http.StatusAccepted
 	if j.Replayed {
-		// The same key within a day: the job the first submit created.
 		status = http.StatusOK
 	}
 	writeJSON(w, status, s.cfg.Service.Resource(j))
@@ -237,12 +243,7 @@ func (s *Server) rerunJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
-	status := http.StatusAccepted
-	if j.Replayed {
-		status = http.StatusOK
-	}
-	writeJSON(w, status, s.cfg.Service.Resource(j))
+	s.writeSubmitted(w, j)
 }
 
 func (s *Server) listKinds(w http.ResponseWriter, _ *http.Request) {
@@ -284,11 +285,7 @@ func (s *Server) getQueue(w http.ResponseWriter, _ *http.Request) {
 
 // getHistory answers what the cluster did per minute over the last hour.
 func (s *Server) getHistory(w http.ResponseWriter, _ *http.Request) {
-	var out client.History
-	for _, m := range s.cfg.View.History(time.Now()) {
-		out.Minutes = append(out.Minutes, client.Minute(m))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, client.History{Minutes: s.cfg.View.History(time.Now())})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

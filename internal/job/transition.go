@@ -8,13 +8,7 @@ import (
 
 // New returns the record of a freshly submitted job.
 func New(id string, spec Spec, now time.Time) *Job {
-	if spec.RunAt.After(now) {
-		j := New(id, Spec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, RerunOf: spec.RerunOf, Timeout: spec.Timeout}, now)
-		at := spec.RunAt.UTC()
-		j.State, j.RunAt, j.History = Scheduled, &at, []Step{{State: string(Scheduled), At: now}}
-		return j
-	}
-	return &Job{
+	j := &Job{
 		ID:         id,
 		Kind:       spec.Kind,
 		Partitions: spec.Partitions,
@@ -27,6 +21,11 @@ func New(id string, spec Spec, now time.Time) *Job {
 		CreatedAt:  now,
 		History:    []Step{{State: string(Queued), At: now}},
 	}
+	if spec.RunAt.After(now) {
+		at := spec.RunAt.UTC()
+		j.State, j.RunAt, j.History = Scheduled, &at, []Step{{State: string(Scheduled), At: now}}
+	}
+	return j
 }
 
 // ReadsData reports whether the job reads datasets: a map phase over its

@@ -1,8 +1,10 @@
 package view
 
 import (
+	"maps"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
@@ -12,15 +14,7 @@ const HistoryMinutes = 60
 // Minute is what the cluster did in one minute, as this server's view saw
 // it: the dashboard's charts over the last hour, which a page reload does
 // not lose.
-type Minute struct {
-	At            time.Time      `json:"at"` // the minute's start
-	TasksDone     int            `json:"tasks_done"`
-	JobsSucceeded int            `json:"jobs_succeeded"`
-	JobsFailed    int            `json:"jobs_failed"`
-	JobsCanceled  int            `json:"jobs_canceled"`
-	QueueDepth    int            `json:"queue_depth"` // the most tasks waiting at once
-	TasksByKind   map[string]int `json:"tasks_by_kind,omitempty"`
-}
+type Minute = client.Minute
 
 // history is a ring of the last HistoryMinutes minutes. v.mu guards it.
 type history struct {
@@ -81,13 +75,7 @@ func (v *View) History(now time.Time) []Minute {
 		if !m.At.Equal(t) {
 			m = Minute{At: t}
 		}
-		if m.TasksByKind != nil {
-			byKind := make(map[string]int, len(m.TasksByKind))
-			for k, n := range m.TasksByKind {
-				byKind[k] = n
-			}
-			m.TasksByKind = byKind
-		}
+		m.TasksByKind = maps.Clone(m.TasksByKind)
 		out[i] = m
 	}
 	return out
