@@ -360,6 +360,49 @@ func (c *Client) DeleteKind(ctx context.Context, name string) error {
 	return c.call(ctx, http.MethodDelete, "/api/v1/kinds/"+url.PathEscape(name), nil, nil, nil)
 }
 
+// AddSchedule stores a cron schedule.
+func (c *Client) AddSchedule(ctx context.Context, s NewSchedule) (Schedule, error) {
+	var out Schedule
+	err := c.call(ctx, http.MethodPost, "/api/v1/schedules", nil, s, &out)
+	return out, err
+}
+
+// Schedules returns every schedule, by name.
+func (c *Client) Schedules(ctx context.Context) ([]Schedule, error) {
+	var out struct {
+		Schedules []Schedule `json:"schedules"`
+	}
+	err := c.call(ctx, http.MethodGet, "/api/v1/schedules", nil, nil, &out)
+	return out.Schedules, err
+}
+
+// Schedule returns schedule name.
+func (c *Client) Schedule(ctx context.Context, name string) (Schedule, error) {
+	var out Schedule
+	err := c.call(ctx, http.MethodGet, "/api/v1/schedules/"+url.PathEscape(name), nil, nil, &out)
+	return out, err
+}
+
+// PauseSchedule stops schedule name from firing; ResumeSchedule starts it
+// again from its next tick (the ticks in between are not fired).
+func (c *Client) PauseSchedule(ctx context.Context, name string) (Schedule, error) {
+	var out Schedule
+	err := c.call(ctx, http.MethodPost, "/api/v1/schedules/"+url.PathEscape(name)+"/pause", nil, nil, &out)
+	return out, err
+}
+
+// ResumeSchedule: see PauseSchedule.
+func (c *Client) ResumeSchedule(ctx context.Context, name string) (Schedule, error) {
+	var out Schedule
+	err := c.call(ctx, http.MethodPost, "/api/v1/schedules/"+url.PathEscape(name)+"/resume", nil, nil, &out)
+	return out, err
+}
+
+// DeleteSchedule deletes schedule name; the jobs it created stay.
+func (c *Client) DeleteSchedule(ctx context.Context, name string) error {
+	return c.call(ctx, http.MethodDelete, "/api/v1/schedules/"+url.PathEscape(name), nil, nil, nil)
+}
+
 // Datasets returns every dataset.
 func (c *Client) Datasets(ctx context.Context) ([]Dataset, error) {
 	var out struct {

@@ -67,6 +67,10 @@ type Job struct {
 	// RunAt is when a job submitted with run_at or delay runs: it is
 	// scheduled until then.
 	RunAt *time.Time `json:"run_at,omitempty"`
+	// Schedule names the cron schedule that created the job, Tick the
+	// time of the tick it was created for.
+	Schedule string     `json:"schedule,omitempty"`
+	Tick     *time.Time `json:"tick,omitempty"`
 	// History lists the states the job went through, and when.
 	History []Step     `json:"history"`
 	Tasks   TaskCounts `json:"tasks"`
@@ -258,4 +262,53 @@ type Event struct {
 	Type string          `json:"type"`
 	Time time.Time       `json:"time"`
 	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// NewSchedule is what POST /api/v1/schedules asks for: a job of Job at
+// every tick of Cron.
+type NewSchedule struct {
+	Name string `json:"name"`
+	// Cron is five fields (minute hour day-of-month month day-of-week),
+	// six with seconds first, or a descriptor such as "@hourly" or
+	// "@every 10m".
+	Cron string `json:"cron"`
+	// Timezone is an IANA time zone ("Europe/Paris"); UTC when empty.
+	Timezone string `json:"timezone,omitempty"`
+	// Missed says what happens to ticks missed while no server ran:
+	// "skip" (the default) or "run_once" (one job for the newest).
+	Missed string `json:"missed,omitempty"`
+	// Job is the job each tick submits (without run_at or delay).
+	Job Spec `json:"job"`
+}
+
+// Schedule is a cron schedule as the API shows it.
+type Schedule struct {
+	Name      string    `json:"name"`
+	Cron      string    `json:"cron"`
+	Timezone  string    `json:"timezone"`
+	Missed    string    `json:"missed"`
+	Job       Spec      `json:"job"`
+	Paused    bool      `json:"paused"`
+	CreatedAt time.Time `json:"created_at"`
+	// Next is when it fires next; absent while paused.
+	Next *time.Time `json:"next,omitempty"`
+	// LastTick is the last tick handled: fired, skipped or refused.
+	LastTick *time.Time `json:"last_tick,omitempty"`
+	// Fired counts the jobs it created; Skipped the ticks missed and
+	// skipped (policy skip).
+	Fired   int `json:"fired"`
+	Skipped int `json:"skipped"`
+	// Jobs lists the newest ticks fired and their jobs, newest first.
+	Jobs []ScheduledJob `json:"jobs"`
+	// LastError says why the last tick made no job, if it did not.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// ScheduledJob is one tick of a schedule and the job it created.
+type ScheduledJob struct {
+	Tick time.Time `json:"tick"`
+	Job  string    `json:"job"`
+	// Missed counts the ticks missed while no server ran that this job
+	// stands for (policy run_once); 0 for a tick fired on time.
+	Missed int `json:"missed,omitempty"`
 }

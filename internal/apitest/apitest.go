@@ -224,3 +224,24 @@ func (c Client) Output(t testing.TB, id string) string {
 	}
 	return out.String()
 }
+
+// AwaitSchedule returns schedule name once cond holds for it, re-reading
+// it at each event the server sends (each job it creates sends some).
+func (c Client) AwaitSchedule(t testing.TB, name string, cond func(client.Schedule) bool) client.Schedule {
+	t.Helper()
+	ctx := Context(t)
+	conn := c.Dial(t, "/api/v1/events")
+	defer conn.CloseNow()
+	for {
+		s, err := c.API().Schedule(ctx, name)
+		if err != nil {
+			t.Fatalf("read schedule %s: %v", name, err)
+		}
+		if cond(s) {
+			return s
+		}
+		if _, _, err := conn.Read(ctx); err != nil {
+			t.Fatalf("waiting for schedule %s (last seen %+v): %v", name, s, err)
+		}
+	}
+}

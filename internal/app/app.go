@@ -27,6 +27,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/schedule"
 	"github.com/mrcluster/mrcluster/internal/service"
 	"github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/view"
@@ -103,6 +104,10 @@ type Config struct {
 	// memory, beside the unfinished ones; older ones are read from the
 	// store when asked for.
 	RecentJobs int
+	// ScheduleMissedAfter is how late a cron schedule's tick may be taken
+	// before it counts as missed (its missed policy applies); 1 minute
+	// when zero. Tests shorten it.
+	ScheduleMissedAfter time.Duration
 
 	// A cluster of servers: each runs an embedded NATS server, routed to
 	// the others; streams, buckets and object stores keep Replicas copies
@@ -241,6 +246,7 @@ type Server struct {
 	pool      *worker.Pool
 	view      *view.View
 	catalog   *catalog.Catalog
+	schedules *schedule.Scheduler
 	wasm      *wasmkind.Runtime
 	api       *httpapi.Server
 	http      *http.Server
@@ -377,12 +383,19 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopWatch = stop
 	s.watchWG.Go(func() { s.watchStore(wctx) })
+	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
+	svc := service.New(service.Config{
+		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
+		MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
+		Schedules: s.schedules,
+	})
+	s.schedules.SetSubmit(func(ctx context.Context, spec job.Spec) (*job.Job, error) { return svc.Submit(ctx, spec, nil) })
+	if err = s.schedules.Start(ctx); err != nil {
+		return nil, err
+	}
 	s.api = httpapi.New(httpapi.Config{
-		Service: service.New(service.Config{
-			Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
-			MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
-		}),
-		View: s.view, Hub: hub, Kinds: kinds,
+		Service: svc,
+		View:    s.view, Hub: hub, Kinds: kinds,
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
@@ -475,6 +488,9 @@ func (s *Server) shutdown(ctx context.Context) {
 	if s.stopWatch != nil {
 		s.stopWatch()
 		s.watchWG.Wait()
+	}
+	if s.schedules != nil {
+		_ = s.schedules.Stop(ctx)
 	}
 	if s.coord != nil {
 		_ = s.coord.Stop(ctx)

@@ -97,6 +97,27 @@ func (recordService) Rerun(context.Context, string, string, func() error) (*job.
 
 func (recordService) Kinds() []client.Kind { return nil }
 
+func (recordService) AddSchedule(_ context.Context, name, _, _, _ string, spec job.Spec) (client.Schedule, error) {
+	if err := kinds.Builtin(0).Validate(spec, 100); err != nil {
+		return client.Schedule{}, err
+	}
+	return client.Schedule{Name: name}, nil
+}
+
+func (recordService) PauseSchedule(context.Context, string, bool) (client.Schedule, error) {
+	return client.Schedule{}, job.Errorf(job.ENotFound, "no schedule")
+}
+
+func (recordService) DeleteSchedule(context.Context, string) error {
+	return job.Errorf(job.ENotFound, "no schedule")
+}
+
+func (recordService) Schedules() []client.Schedule { return nil }
+
+func (recordService) Schedule(string) (client.Schedule, error) {
+	return client.Schedule{}, job.Errorf(job.ENotFound, "no schedule")
+}
+
 func fuzzServer() *Server {
 	return New(Config{
 		Service: recordService{}, View: view.New(view.Config{}), Hub: event.NewHub(),

@@ -35,6 +35,9 @@ type Service interface {
 	PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (client.Kind, error)
 	Rerun(ctx context.Context, id, key string, admit func() error) (*job.Job, error)
 	DeleteKind(ctx context.Context, name string) error
+	AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error)
+	PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error)
+	DeleteSchedule(ctx context.Context, name string) error
 	// The queries the read model does not answer alone.
 	Job(ctx context.Context, id string) (client.Job, error)
 	Resource(j *job.Job) client.Job
@@ -43,6 +46,8 @@ type Service interface {
 	Datasets(ctx context.Context) ([]dataset.Dataset, error)
 	Dataset(ctx context.Context, name string) (dataset.Dataset, error)
 	Kinds() []client.Kind
+	Schedules() []client.Schedule
+	Schedule(name string) (client.Schedule, error)
 }
 
 // Config is what the API needs.
@@ -136,6 +141,12 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/kinds", s.listKinds)
 	m.HandleFunc("PUT /api/v1/kinds/{name}", s.putKind)
 	m.HandleFunc("DELETE /api/v1/kinds/{name}", s.deleteKind)
+	m.HandleFunc("POST /api/v1/schedules", s.addSchedule)
+	m.HandleFunc("GET /api/v1/schedules", s.listSchedules)
+	m.HandleFunc("GET /api/v1/schedules/{name}", s.getSchedule)
+	m.HandleFunc("POST /api/v1/schedules/{name}/pause", s.pauseSchedule)
+	m.HandleFunc("POST /api/v1/schedules/{name}/resume", s.resumeSchedule)
+	m.HandleFunc("DELETE /api/v1/schedules/{name}", s.deleteSchedule)
 	m.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	m.HandleFunc("GET /api/v1/queue", s.getQueue)
 	m.HandleFunc("GET /api/v1/history", s.getHistory)

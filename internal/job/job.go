@@ -82,6 +82,10 @@ type Job struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// RunAt is when a scheduled job's tasks are queued.
 	RunAt *time.Time `json:"run_at,omitempty"`
+	// Schedule names the cron schedule that created the job, Tick the
+	// time of the tick it was created for.
+	Schedule string     `json:"schedule,omitempty"`
+	Tick     *time.Time `json:"tick,omitempty"`
 	// History lists the job's states, and the start of its reduce phase,
 	// with when it entered each.
 	History []Step `json:"history,omitempty"`

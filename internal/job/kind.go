@@ -194,6 +194,10 @@ type Spec struct {
 	// RunAt, when later than the submit, makes the job scheduled until
 	// then.
 	RunAt time.Time `json:"-"`
+	// Schedule and Tick name the cron schedule that fired this job and
+	// the tick it fired for (package schedule).
+	Schedule string    `json:"-"`
+	Tick     time.Time `json:"-"`
 }
 
 // IdempotencyWindow is how long a submit's idempotency key is remembered.

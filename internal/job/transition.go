@@ -20,6 +20,11 @@ func New(id string, spec Spec, now time.Time) *Job {
 		Phase:      PhaseMap,
 		CreatedAt:  now,
 		History:    []Step{{State: string(Queued), At: now}},
+		Schedule:   spec.Schedule,
+	}
+	if !spec.Tick.IsZero() {
+		tick := spec.Tick.UTC()
+		j.Tick = &tick
 	}
 	if spec.RunAt.After(now) {
 		at := spec.RunAt.UTC()

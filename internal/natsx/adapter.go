@@ -33,6 +33,7 @@ func ports(nc *nats.Conn, s *Store) *store.Store {
 		Output:      blobs{s.Output},
 		Kinds:       kv{s.Kinds},
 		Modules:     blobs{s.Modules},
+		Schedules:   kv{s.Schedules},
 		Notices:     &store.Notes{N: notices{nc}},
 	}
 }

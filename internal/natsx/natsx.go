@@ -42,6 +42,7 @@ const (
 	HealthBucket      = "mr_health"      // KV: each server's write probe
 	KindsBucket       = "mr_kinds"       // KV: uploaded kinds, by name: version, module hash, params
 	ModulesBucket     = "mr_modules"     // object store: uploaded kinds' WebAssembly modules, by content hash
+	SchedulesBucket   = "mr_schedules"   // KV: cron schedules, by name: the job they submit, the last tick fired
 	ShuffleRetention  = 7 * 24 * time.Hour
 	WorkersConsumer   = "workers"
 	CoordConsumer     = "coordinator"
@@ -378,6 +379,8 @@ type Store struct {
 	Kinds   jetstream.KeyValue
 	Modules jetstream.ObjectStore
 
+	Schedules jetstream.KeyValue
+
 	// Ports are the same resources as package store's ports: what the
 	// rest of mrcluster uses.
 	Ports *store.Store
@@ -515,6 +518,13 @@ func resources(replicas int) []resource {
 		{obj: &jetstream.ObjectStoreConfig{
 			Bucket: ModulesBucket, Description: "uploaded kinds' WebAssembly modules, by content hash", Storage: jetstream.FileStorage, Replicas: replicas,
 		}, leaderReads: true, state: true, bindObj: func(s *Store) *jetstream.ObjectStore { return &s.Modules }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      SchedulesBucket,
+			Description: "cron schedules: each name's cron, time zone, job spec, and the last tick it fired",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, leaderReads: true, state: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Schedules }},
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/schedule"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -42,6 +43,8 @@ type Config struct {
 	// MaxKindBytes bounds a module.
 	Catalog      *catalog.Catalog
 	MaxKindBytes int64
+	// Schedules holds the cron schedules (nil: none can be added).
+	Schedules *schedule.Scheduler
 }
 
 // Service is the commands and queries of the cluster.

@@ -185,6 +185,9 @@ type Store struct {
 	Kinds   KV
 	Modules Blobs
 
+	// Schedules holds the cron schedules by name.
+	Schedules KV
+
 	Notices *Notes
 }
 

@@ -42,6 +42,7 @@ func New(cfg Config) *store.Store {
 		Output:      NewBlobs(),
 		Kinds:       NewKV(),
 		Modules:     NewBlobs(),
+		Schedules:   NewKV(),
 		Notices:     &store.Notes{N: NewNotices()},
 	}
 }

@@ -1,0 +1,170 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+)
+
+// A cron schedule submits one job per tick, each naming the schedule and
+// its tick; it is listed with its next time and last jobs, paused (no job),
+// resumed and deleted (its jobs stay). Bad schedules answer 400 naming the
+// field, a taken name 409, an unknown one 404.
+func TestCronSchedules(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client().API()
+	ctx := apitest.Context(t)
+
+	for _, bad := range []struct{ body, says string }{
+		{`{"name":"x","job":{"kind":"noop","partitions":1}}`, "cron is required"},
+		{`{"name":"x","cron":"*/5 * * * *"}`, "job is required"},
+		{`{"name":"x","cron":"every minute","job":{"kind":"noop","partitions":1}}`, `cron "every minute"`},
+		{`{"name":"x","cron":"0 0 30 2 *","job":{"kind":"noop","partitions":1}}`, "never fires"},
+		{`{"name":"x","cron":"* * * * *","timezone":"Mars/Base","job":{"kind":"noop","partitions":1}}`, `timezone "Mars/Base"`},
+		{`{"name":"x","cron":"* * * * *","missed":"sometimes","job":{"kind":"noop","partitions":1}}`, `missed must be "skip" or "run_once"`},
+		{`{"name":"x","cron":"* * * * *","job":{"kind":"nope","partitions":1}}`, `job: unknown kind "nope"`},
+		{`{"name":"x","cron":"* * * * *","job":{"kind":"noop","partitions":1,"delay":"5s"}}`, "remove run_at and delay"},
+		{`{"name":"x","cron":"* * * * *","job":{"kind":"noop","partitions":1,"colour":1}}`, `unknown field "colour"`},
+		{`{"name":"a b","cron":"* * * * *","job":{"kind":"noop","partitions":1}}`, "schedule name"},
+		{`{"name":"x","cron":"* * * * *","job":{"kind":"wordcount","partitions":1,"input":["nothing-here"]}}`, "nothing-here"},
+	} {
+		r := b.do(t, "POST", "/api/v1/schedules", bad.body)
+		var e struct{ Error struct{ Message string } }
+		r.JSON(t, &e)
+		if r.Status/100 != 4 || !strings.Contains(e.Error.Message, bad.says) {
+			t.Errorf("%s: %d %s, want 4xx saying %q", bad.body, r.Status, r.Body, bad.says)
+		}
+	}
+
+	sc, err := c.AddSchedule(ctx, client.NewSchedule{Name: "every-second", Cron: "* * * * * *", Timezone: "Europe/Paris",
+		Job: client.Spec{Kind: "noop", Partitions: 2, Timeout: "1m"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Missed != "skip" || sc.Next == nil || sc.Job.Timeout != "1m0s" || sc.Timezone != "Europe/Paris" {
+		t.Fatalf("new schedule: %+v", sc)
+	}
+	var apiErr *client.Error
+	if _, err := c.AddSchedule(ctx, client.NewSchedule{Name: "every-second", Cron: "@hourly", Job: client.Spec{Kind: "noop", Partitions: 1}}); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+		t.Fatalf("a second schedule of the same name: %v", err)
+	}
+
+	sc = b.client().AwaitSchedule(t, "every-second", func(s client.Schedule) bool { return s.Fired >= 3 })
+	for i, f := range sc.Jobs {
+		j := b.await(t, f.Job, terminal)
+		if j.State != client.Succeeded || j.Schedule != "every-second" || j.Tick == nil || !j.Tick.Equal(f.Tick) || j.Tick.Nanosecond() != 0 || j.Timeout != "1m0s" {
+			t.Fatalf("job %s of the schedule: %+v", f.Job, j)
+		}
+		if i > 0 && !sc.Jobs[i-1].Tick.After(f.Tick) {
+			t.Fatalf("ticks not newest first, one per tick: %+v", sc.Jobs)
+		}
+	}
+
+	// Paused: no job, however long; no next time.
+	if sc, err = c.PauseSchedule(ctx, "every-second"); err != nil || !sc.Paused || sc.Next != nil {
+		t.Fatalf("pause: %+v %v", sc, err)
+	}
+	paused := sc.Fired
+	pausedAt := time.Now()
+	probe := b.submit(t, "noop", 1) // a job through the whole cluster, then more than a tick
+	b.await(t, probe.ID, terminal)
+	b.client().AwaitSchedule(t, "every-second", func(client.Schedule) bool { return time.Since(pausedAt) > 2*time.Second })
+	if sc, _ = c.Schedule(ctx, "every-second"); sc.Fired != paused {
+		t.Fatalf("a paused schedule fired: %d jobs, %d when paused", sc.Fired, paused)
+	}
+	if sc, err = c.ResumeSchedule(ctx, "every-second"); err != nil || sc.Paused || sc.Next == nil {
+		t.Fatalf("resume: %+v %v", sc, err)
+	}
+	sc = b.client().AwaitSchedule(t, "every-second", func(s client.Schedule) bool { return s.Fired > paused })
+	if sc.Jobs[0].Tick.Before(pausedAt.Add(2 * time.Second)) {
+		t.Fatalf("a tick slept through while paused was fired on resume: %+v (paused at %s)", sc.Jobs[0], pausedAt)
+	}
+
+	list, err := c.Schedules(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "every-second" {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	if err := c.DeleteSchedule(ctx, "every-second"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Schedule(ctx, "every-second"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("a deleted schedule: %v", err)
+	}
+	if err := c.DeleteSchedule(ctx, "every-second"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("delete again: %v", err)
+	}
+	if j := b.job(t, sc.Jobs[0].Job); j.Schedule != "every-second" {
+		t.Fatalf("a deleted schedule's job: %+v", j)
+	}
+}
+
+// Ticks missed while the (only) server was down: a schedule with missed
+// run_once makes one job for the newest missed tick; one with skip makes
+// none for them. Both go on with the ticks after the start.
+func TestCronMissedTicks(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	short := func(c *app.Config) { c.DataDir, c.ScheduleMissedAfter = dir, 500*time.Millisecond }
+	b := setup(t, short)
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	for _, policy := range []string{"skip", "run_once"} {
+		if _, err := c.AddSchedule(ctx, client.NewSchedule{Name: policy, Cron: "* * * * * *", Missed: policy, Job: client.Spec{Kind: "noop", Partitions: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.client().AwaitSchedule(t, "run_once", func(s client.Schedule) bool { return s.Fired >= 1 })
+	if err := b.srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	time.Sleep(4 * time.Second) // the whole cluster down for four ticks: what is tested is the gap
+	restarting := time.Now()
+	b = setup(t, short)
+	started := time.Now()
+	// Ticks two seconds or more before the restart are surely missed: the
+	// server was down, and takes them late by more than 500 ms.
+	count := func(s client.Schedule, from, to time.Time) int {
+		n := 0
+		for _, f := range s.Jobs {
+			if f.Tick.After(from) && f.Tick.Before(to) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, policy := range []string{"skip", "run_once"} {
+		s := b.client().AwaitSchedule(t, policy, func(s client.Schedule) bool { return s.LastTick != nil && s.LastTick.After(started) })
+		missed := count(s, stopped, restarting.Add(-2*time.Second))
+		switch policy {
+		case "skip":
+			if missed != 0 || s.Skipped < 2 {
+				t.Fatalf("skip: %d jobs for missed ticks, %d skipped: %+v", missed, s.Skipped, s)
+			}
+		case "run_once":
+			standIns := 0
+			for _, f := range s.Jobs {
+				if f.Missed > 0 {
+					standIns++
+					if f.Missed < 2 || f.Tick.Before(restarting.Add(-2*time.Second)) {
+						t.Fatalf("run_once: job %+v stands for missed ticks, not the newest of them (restarted at %s)", f, restarting)
+					}
+				}
+			}
+			if missed > 0 || standIns != 1 || s.Skipped != 0 {
+				t.Fatalf("run_once: %d jobs for missed ticks, %d standing for them: %+v", missed, standIns, s)
+			}
+		}
+		if count(s, started, time.Now()) < 1 {
+			t.Fatalf("%s: no tick after the start fired: %+v", policy, s)
+		}
+	}
+}

@@ -1,0 +1,122 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/schedule"
+)
+
+// AddSchedule stores a cron schedule that submits a job of spec at every
+// tick. The spec is checked now (kind, params, partitions, the datasets it
+// reads), as a submit would check it, so that a mistake shows at once and
+// not at the first tick.
+func (s *Service) AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error) {
+	if s.cfg.Schedules == nil {
+		return client.Schedule{}, job.Errorf(job.EConflict, "this server runs no schedules")
+	}
+	if err := job.ValidName("schedule", name); err != nil {
+		return client.Schedule{}, err
+	}
+	if !spec.RunAt.IsZero() {
+		return client.Schedule{}, job.Errorf(job.EInvalid, "job: a schedule's job runs at its ticks; remove run_at and delay")
+	}
+	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
+		return client.Schedule{}, job.Errorf(job.EInvalid, "job: %s", job.ErrorMessage(err))
+	}
+	if k, _ := s.cfg.Kinds.Lookup(spec.Kind); k.ReadsData {
+		if _, err := s.cfg.Datasets.Resolve(ctx, spec.Input); err != nil {
+			return client.Schedule{}, err
+		}
+	}
+	if err := s.writable(); err != nil {
+		return client.Schedule{}, err
+	}
+	sc, err := s.cfg.Schedules.Add(ctx, schedule.Schedule{Name: name, Cron: cron, Timezone: timezone, Missed: missed,
+		Job: schedule.JobSpec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, Input: spec.Input, Reducers: spec.Reducers, Timeout: spec.Timeout}})
+	if err != nil {
+		return client.Schedule{}, err
+	}
+	return scheduleResource(sc, time.Now()), nil
+}
+
+// Schedules returns every schedule, by name.
+func (s *Service) Schedules() []client.Schedule {
+	out := []client.Schedule{}
+	if s.cfg.Schedules == nil {
+		return out
+	}
+	now := time.Now()
+	for _, sc := range s.cfg.Schedules.List() {
+		out = append(out, scheduleResource(sc, now))
+	}
+	return out
+}
+
+// Schedule returns schedule name.
+func (s *Service) Schedule(name string) (client.Schedule, error) {
+	if s.cfg.Schedules != nil {
+		if sc, ok := s.cfg.Schedules.Get(name); ok {
+			return scheduleResource(sc, time.Now()), nil
+		}
+	}
+	return client.Schedule{}, job.Errorf(job.ENotFound, "schedule %q not found; GET /api/v1/schedules lists them", name)
+}
+
+// PauseSchedule stops schedule name from firing (resume true: starts it
+// again, from its next tick after now).
+func (s *Service) PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error) {
+	if _, err := s.Schedule(name); err != nil {
+		return client.Schedule{}, err
+	}
+	change := s.cfg.Schedules.Pause
+	if resume {
+		change = s.cfg.Schedules.Resume
+	}
+	sc, err := change(ctx, name)
+	if err != nil {
+		return client.Schedule{}, err
+	}
+	return scheduleResource(sc, time.Now()), nil
+}
+
+// DeleteSchedule deletes schedule name; the jobs it created stay.
+func (s *Service) DeleteSchedule(ctx context.Context, name string) error {
+	if _, err := s.Schedule(name); err != nil {
+		return err
+	}
+	return s.cfg.Schedules.Delete(ctx, name)
+}
+
+// scheduleResource is the API's representation of sc.
+func scheduleResource(sc schedule.Schedule, now time.Time) client.Schedule {
+	out := client.Schedule{
+		Name: sc.Name, Cron: sc.Cron, Timezone: sc.Timezone, Missed: sc.Missed, Paused: sc.Paused, CreatedAt: sc.CreatedAt,
+		Fired: sc.Fired, Skipped: sc.Skipped, LastError: sc.LastError, Jobs: []client.ScheduledJob{},
+		Job: client.Spec{Kind: sc.Job.Kind, Partitions: sc.Job.Partitions, Input: sc.Job.Input, Reducers: sc.Job.Reducers},
+	}
+	if out.Timezone == "" {
+		out.Timezone = "UTC"
+	}
+	if len(sc.Job.Params) > 0 {
+		_ = json.Unmarshal(sc.Job.Params, &out.Job.Params)
+	}
+	if sc.Job.Timeout > 0 {
+		out.Job.Timeout = sc.Job.Timeout.String()
+	}
+	if next := schedule.Next(sc, now); !next.IsZero() {
+		out.Next = &next
+	}
+	if !sc.Last.IsZero() {
+		last := sc.Last
+		out.LastTick = &last
+	}
+	for _, f := range slices.Backward(sc.Jobs) {
+		out.Jobs = append(out.Jobs, client.ScheduledJob{Tick: f.Tick, Job: f.Job, Missed: f.Missed})
+	}
+	return out
+}
