@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,6 +78,37 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if _, _, code := mrcluster(t, env, "wait", short); code != 1 {
 		t.Fatalf("wait of a canceled job exited %d, want 1", code)
 	}
+	// A cron schedule of a wordcount every second, through every
+	// subcommand; its job reads the dataset, so the schedule goes first.
+	if out := ok("schedule", "add", "tick", "--cron", "* * * * * *", "--timezone", "Europe/Paris", "wordcount", "2", "--input", "pets"); !strings.Contains(out, "Europe/Paris") || !strings.Contains(out, "wordcount, 2 partitions, input pets") {
+		t.Fatalf("schedule add:\n%s", out)
+	}
+	var fired struct{ Jobs []struct{ Job string } }
+	for len(fired.Jobs) == 0 {
+		if err := json.Unmarshal([]byte(ok("schedule", "show", "tick", "-o", "json")), &fired); err != nil {
+			t.Fatal(err)
+		}
+		if len(fired.Jobs) == 0 {
+			ok("wait", strings.TrimSpace(ok("submit", "noop", "1"))) // a job's time, not a sleep
+		}
+	}
+	if out := ok("job", fired.Jobs[0].Job); !regexp.MustCompile(`(?m)^schedule\s+tick, tick `).MatchString(out) {
+		t.Fatalf("a schedule's job does not name it:\n%s", out)
+	}
+	if out := ok("schedule", "pause", "tick"); !strings.Contains(out, "paused") {
+		t.Fatalf("schedule pause:\n%s", out)
+	}
+	if out := ok("schedule", "ls"); !regexp.MustCompile(`tick\s+\* \* \* \* \* \*\s+Europe/Paris\s+wordcount 2\s+paused`).MatchString(out) {
+		t.Fatalf("schedule ls:\n%s", out)
+	}
+	ok("schedule", "resume", "tick")
+	ok("schedule", "rm", "tick")
+	if _, errOut, code := mrcluster(t, env, "schedule", "show", "tick"); code != 1 || !strings.Contains(errOut, `schedule "tick" not found`) {
+		t.Fatalf("show a deleted schedule: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := mrcluster(t, env, "schedule", "add", "x", "noop", "1"); code != 1 || !strings.Contains(errOut, "--cron") {
+		t.Fatalf("schedule add without --cron: exit %d %s", code, errOut)
+	}
 	ok("delete", id)
 	ok("dataset", "rm", "pets")
 
@@ -95,7 +127,7 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 
 	// Help, everywhere.
 	out, _, code := mrcluster(t, nil, "--help")
-	for _, cmd := range []string{"serve", "worker", "submit", "dataset", "kind put", "kinds", "wait", "rerun", "output", "jobs", "job", "cancel", "delete", "status", "config", "version"} {
+	for _, cmd := range []string{"serve", "worker", "submit", "dataset", "kind put", "kinds", "schedule add", "wait", "rerun", "output", "jobs", "job", "cancel", "delete", "status", "config", "version"} {
 		if !strings.Contains(out, "mrcluster "+cmd) {
 			t.Errorf("the top-level help lacks %q", cmd)
 		}
@@ -103,7 +135,7 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if code != 0 {
 		t.Errorf("--help exited %d", code)
 	}
-	for _, args := range [][]string{{"submit", "--help"}, {"dataset", "--help"}, {"dataset", "put", "-h"}, {"kind", "--help"}, {"kinds", "-h"}, {"wait", "-h"}, {"rerun", "-h"}, {"job", "--help"}, {"jobs", "-h"}, {"output", "-h"}, {"cancel", "-h"}, {"delete", "-h"}, {"status", "-h"}, {"config", "-h"}, {"serve", "-h"}, {"worker", "-h"}} {
+	for _, args := range [][]string{{"submit", "--help"}, {"dataset", "--help"}, {"dataset", "put", "-h"}, {"kind", "--help"}, {"kinds", "-h"}, {"schedule", "--help"}, {"schedule", "add", "-h"}, {"wait", "-h"}, {"rerun", "-h"}, {"job", "--help"}, {"jobs", "-h"}, {"output", "-h"}, {"cancel", "-h"}, {"delete", "-h"}, {"status", "-h"}, {"config", "-h"}, {"serve", "-h"}, {"worker", "-h"}} {
 		out, errOut, code := mrcluster(t, nil, args...)
 		if code != 0 || !strings.Contains(strings.ToLower(out+errOut), "usage") {
 			t.Errorf("mrcluster %s: exit %d, no usage:\n%s%s", strings.Join(args, " "), code, out, errOut)

@@ -88,25 +88,88 @@ func explain(err error) error {
 // command line names as its flag.
 var paramRequired = regexp.MustCompile(`^params\.(\S+) is required for kind "([^"]+)":(.*)$`)
 
-func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, server := clientFlags("submit", stderr)
-	wait := fs.Bool("wait", false, "wait for the job to finish, showing its progress")
-	params := fs.String("params", "", "job parameters as a JSON object")
-	input := fs.String("input", "", "the datasets a data kind reads, comma-separated")
-	partitions := fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)")
-	reducers := fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)")
-	delay := fs.Duration("delay", 0, "run the job this long from now (scheduled until then), e.g. 10m")
-	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
-	timeout := fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)")
-	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
-	var param []string
+// specFlags are the flags of a job spec: submit's and schedule add's.
+type specFlags struct {
+	params, input       *string
+	partitions, reducer *int
+	timeout             *time.Duration
+	param               []string
+}
+
+func newSpecFlags(fs *flag.FlagSet) *specFlags {
+	f := &specFlags{
+		params:     fs.String("params", "", "job parameters as a JSON object"),
+		input:      fs.String("input", "", "the datasets a data kind reads, comma-separated"),
+		partitions: fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)"),
+		reducer:    fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)"),
+		timeout:    fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)"),
+	}
 	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable)", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return fmt.Errorf("--param needs NAME=VALUE, got %q", v)
 		}
-		param = append(param, v)
+		f.param = append(f.param, v)
 		return nil
 	})
+	return f
+}
+
+// spec makes the job spec of the flags and the positional KIND
+// [PARTITIONS]; cmd names the command in errors.
+func (f *specFlags) spec(cmd string, pos []string, usage func()) (client.Spec, error) {
+	n := *f.partitions
+	var err error
+	switch {
+	case len(pos) == 2 && n != 0:
+		return client.Spec{}, fmt.Errorf("give the partition count once: %s after the kind, or --partitions %d", pos[1], n)
+	case len(pos) == 2:
+		if n, err = strconv.Atoi(pos[1]); err != nil {
+			return client.Spec{}, fmt.Errorf("the partition count after the kind must be a whole number, got %q", pos[1])
+		}
+	case len(pos) == 0:
+		usage()
+		return client.Spec{}, fmt.Errorf("%s needs a kind: mrcluster %s KIND N (mrcluster kinds lists them)", cmd, cmd)
+	case len(pos) > 2:
+		usage()
+		return client.Spec{}, fmt.Errorf("%s takes a kind and a partition count, got %d arguments: %q", cmd, len(pos), pos)
+	case n == 0:
+		usage()
+		return client.Spec{}, fmt.Errorf("%s needs a partition count: mrcluster %s %s N, or --partitions N", cmd, cmd, pos[0])
+	}
+	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *f.reducer}
+	if *f.timeout > 0 {
+		spec.Timeout = f.timeout.String()
+	}
+	if *f.params != "" {
+		d := json.NewDecoder(strings.NewReader(*f.params))
+		d.UseNumber()
+		if err := d.Decode(&spec.Params); err != nil || spec.Params == nil {
+			return client.Spec{}, fmt.Errorf("--params must be a JSON object, e.g. --params '{\"pattern\":\"whale\"}', got %q", *f.params)
+		}
+	}
+	if len(f.param) > 0 {
+		if *f.params != "" {
+			return client.Spec{}, fmt.Errorf("give either --params or --param, not both")
+		}
+		spec.Params = map[string]any{}
+		for _, p := range f.param {
+			k, v, _ := strings.Cut(p, "=")
+			spec.Params[k] = v
+		}
+	}
+	if *f.input != "" {
+		spec.Input = strings.Split(*f.input, ",")
+	}
+	return spec, nil
+}
+
+func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, server := clientFlags("submit", stderr)
+	wait := fs.Bool("wait", false, "wait for the job to finish, showing its progress")
+	sf := newSpecFlags(fs)
+	delay := fs.Duration("delay", 0, "run the job this long from now (scheduled until then), e.g. 10m")
+	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
+	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--wait] [--server URL]")
 		fs.PrintDefaults()
@@ -115,27 +178,9 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	n := *partitions
-	switch {
-	case len(pos) == 2 && n != 0:
-		return fmt.Errorf("give the partition count once: %s after the kind, or --partitions %d", pos[1], n)
-	case len(pos) == 2:
-		if n, err = strconv.Atoi(pos[1]); err != nil {
-			return fmt.Errorf("the partition count after the kind must be a whole number, got %q", pos[1])
-		}
-	case len(pos) == 0:
-		fs.Usage()
-		return fmt.Errorf("submit needs a kind: mrcluster submit KIND N (mrcluster kinds lists them)")
-	case len(pos) > 2:
-		fs.Usage()
-		return fmt.Errorf("submit takes a kind and a partition count, got %d arguments: %q", len(pos), pos)
-	case n == 0:
-		fs.Usage()
-		return fmt.Errorf("submit needs a partition count: mrcluster submit %s N, or --partitions N", pos[0])
-	}
-	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *reducers}
-	if *timeout > 0 {
-		spec.Timeout = timeout.String()
+	spec, err := sf.spec("submit", pos, fs.Usage)
+	if err != nil {
+		return err
 	}
 	switch {
 	case *delay > 0 && *at != "":
@@ -148,26 +193,6 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("--at %q: give a time in RFC 3339, such as 2026-12-24T18:00:00Z", *at)
 		}
 		spec.RunAt = &t
-	}
-	if *params != "" {
-		d := json.NewDecoder(strings.NewReader(*params))
-		d.UseNumber()
-		if err := d.Decode(&spec.Params); err != nil || spec.Params == nil {
-			return fmt.Errorf("--params must be a JSON object, e.g. --params '{\"pattern\":\"whale\"}', got %q", *params)
-		}
-	}
-	if len(param) > 0 {
-		if *params != "" {
-			return fmt.Errorf("give either --params or --param, not both")
-		}
-		spec.Params = map[string]any{}
-		for _, p := range param {
-			k, v, _ := strings.Cut(p, "=")
-			spec.Params[k] = v
-		}
-	}
-	if *input != "" {
-		spec.Input = strings.Split(*input, ",")
 	}
 	c := newClient(server)
 	if *count != 1 {
@@ -395,6 +420,9 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 	fmt.Fprintf(tw, "kind\t%s\n", j.Kind)
 	if j.RerunOf != "" {
 		fmt.Fprintf(tw, "rerun of\t%s\n", j.RerunOf)
+	}
+	if j.Schedule != "" && j.Tick != nil {
+		fmt.Fprintf(tw, "schedule\t%s, tick %s\n", j.Schedule, j.Tick.Local().Format(time.DateTime))
 	}
 	fmt.Fprintf(tw, "state\t%s\n", state)
 	fmt.Fprintf(tw, "created\t%s\n", at(&created))

@@ -18,7 +18,7 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
   put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced)
   ls              list the datasets
   rm NAME         delete a dataset and its files`
-	sub, args, err := subcommand("dataset", use, args, stdout, stderr)
+	sub, args, err := subcommand("dataset", "put, ls or rm", use, args, stdout, stderr)
 	if sub == "" {
 		return err
 	}
@@ -69,11 +69,11 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // subcommand splits a "mrcluster NAME SUB …" command's arguments: sub is
 // empty when there is none (an error naming them) or help was asked for
 // (use printed, nil).
-func subcommand(name, use string, args []string, stdout, stderr io.Writer) (sub string, rest []string, err error) {
+func subcommand(name, subs, use string, args []string, stdout, stderr io.Writer) (sub string, rest []string, err error) {
 	switch {
 	case len(args) == 0:
 		fmt.Fprintln(stderr, use)
-		return "", nil, fmt.Errorf("%s needs a subcommand: put, ls or rm", name)
+		return "", nil, fmt.Errorf("%s needs a subcommand: %s", name, subs)
 	case isHelp(args[0]):
 		fmt.Fprintln(stdout, use)
 		return "", nil, nil

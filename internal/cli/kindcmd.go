@@ -16,7 +16,7 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
   put NAME FILE.wasm  upload a WebAssembly module as kind NAME (its next version, when NAME exists)
   ls                  list the kinds, built in and uploaded, with their parameters (also: mrcluster kinds)
   rm NAME             delete an uploaded kind that no unfinished job uses`
-	sub, args, err := subcommand("kind", use, args, stdout, stderr)
+	sub, args, err := subcommand("kind", "put, ls or rm", use, args, stdout, stderr)
 	if sub == "" {
 		return err
 	}

@@ -29,6 +29,7 @@ Usage:
   mrcluster dataset put NAME FILE…   upload files into a dataset (also: dataset ls, dataset rm NAME)
   mrcluster kind put NAME FILE.wasm  upload a kind of your own as a WebAssembly module (also: kind ls, kind rm NAME)
   mrcluster kinds                    list the kinds jobs can be submitted as, with their parameters
+  mrcluster schedule add NAME --cron "*/5 * * * *" KIND N   a job at every tick (also: schedule ls, show, pause, resume, rm)
   mrcluster wait    ID               follow a job to its end: exit 0 when it succeeded, 1 when not
   mrcluster output  ID               print a finished job's output
   mrcluster jobs    [--state S]      list jobs, newest first
@@ -99,6 +100,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return datasetCmd(ctx, args, stdout, stderr)
 	case "kind":
 		return kindCmd(ctx, args, stdout, stderr)
+	case "schedule":
+		return scheduleCmd(ctx, args, stdout, stderr)
 	case "kinds":
 		return kindCmd(ctx, append([]string{"ls"}, args...), stdout, stderr)
 	case "wait":

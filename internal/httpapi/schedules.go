@@ -10,10 +10,10 @@ const scheduleExample = `{"name":"nightly","cron":"0 3 * * *","timezone":"Europe
 
 func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Name     string          `json:"name"`
-		Cron     string          `json:"cron"`
-		Timezone string          `json:"timezone"`
-		Missed   string          `json:"missed"`
+		Name     string         `json:"name"`
+		Cron     string         `json:"cron"`
+		Timezone string         `json:"timezone"`
+		Missed   string         `json:"missed"`
 		Job      *submitRequest `json:"job"`
 	}
 	if err := s.decode(w, r, &req, scheduleExample); err != nil {
