@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
@@ -79,6 +80,12 @@ func TestThreeServerCluster(t *testing.T) {
 	// A job scheduled on the server about to die runs on the others at
 	// its time, once.
 	delayed := nodes[2].client().SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 3, Delay: "3s"})
+	// A schedule of a job every second, added on that server too, fires
+	// once per tick before, across and after the kill.
+	ctx := apitest.Context(t)
+	if _, err := nodes[2].client().API().AddSchedule(ctx, client.NewSchedule{Name: "tick", Cron: "* * * * * *", Job: client.Spec{Kind: "noop", Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
 	nodes[2].kill(t)
 	j = a.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
 	if j.State != client.Succeeded {
@@ -122,5 +129,44 @@ func TestThreeServerCluster(t *testing.T) {
 	}
 	if got := c.Output(t, j.ID); got != want {
 		t.Fatal("the rejoined server serves a different output")
+	}
+
+	// The schedule, seen from the rejoined server, fires on; then it is
+	// deleted and its jobs counted: one per tick, none missing.
+	rejoined := time.Now()
+	c.AwaitSchedule(t, "tick", func(s client.Schedule) bool {
+		return s.LastTick != nil && s.LastTick.After(rejoined.Add(2*time.Second))
+	})
+	if err := c.API().DeleteSchedule(ctx, "tick"); err != nil {
+		t.Fatal(err)
+	}
+	ticks := map[int64]string{}
+	var first, last time.Time
+	for cursor := ""; ; {
+		page, err := c.API().Jobs(ctx, client.ListOptions{Cursor: cursor, Limit: 500})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sj := range page.Jobs {
+			if sj.Schedule != "tick" {
+				continue
+			}
+			if other, dup := ticks[sj.Tick.Unix()]; dup {
+				t.Fatalf("tick %s made two jobs: %s and %s", sj.Tick, other, sj.ID)
+			}
+			ticks[sj.Tick.Unix()] = sj.ID
+			if first.IsZero() || sj.Tick.Before(first) {
+				first = *sj.Tick
+			}
+			if sj.Tick.After(last) {
+				last = *sj.Tick
+			}
+		}
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if want := int(last.Sub(first)/time.Second) + 1; len(ticks) != want || want < 5 {
+		t.Fatalf("%d jobs for the %d ticks from %s to %s: a tick was missed", len(ticks), want, first, last)
 	}
 }
