@@ -481,3 +481,72 @@ func shot(ctx context.Context, t *testing.T, name string) {
 	}
 	t.Logf("screenshot: %s", path)
 }
+
+// The schedules view: a schedule added through the job form (its cron
+// error shown under its field first) lists its next tick, the jobs of its
+// ticks appear in the jobs list naming it, and it is paused, resumed and
+// deleted from its row; at a phone's width too.
+func TestDashboardSchedules(t *testing.T) {
+	if !webui.Built() {
+		t.Fatal("the dashboard is not built into this test binary: run `make web` (make test does) before go test")
+	}
+	srv := startServer(t, t.TempDir(), "127.0.0.1:0", &gate{release: make(chan struct{})})
+	defer func() { _ = srv.Stop(context.Background()) }()
+	c := apitest.Client{URL: "http://" + srv.Addr()}
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+srv.Addr()+"/"), chromedp.WaitVisible(chromedp.CSS(`[data-test="schedules"]`))); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	text(ctx, t, `[data-test="schedules-empty"]`, func(s string) bool { return strings.Contains(s, "No schedule yet") }, "the empty state")
+	text(ctx, t, `select[name="kind"] option[value="noop"]`, func(s string) bool { return s == "noop" }, "the kinds in the form")
+	if err := chromedp.Do(ctx,
+		setValue(`select[name="kind"]`, "noop"),
+		setValue(`input[name="partitions"]`, "2"),
+		chromedp.Click(chromedp.CSS(`input[name="when"][value="cron"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name="cron"]`)),
+		setValue(`input[name="schedule-name"]`, "heartbeat"),
+		setValue(`input[name="cron"]`, "every second"),
+		setValue(`input[name="timezone"]`, "UTC"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button[type="submit"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="error-cron"]`, func(s string) bool { return strings.Contains(s, `cron "every second"`) }, "the cron error under its field")
+	if err := chromedp.Do(ctx,
+		setValue(`input[name="cron"]`, "*/2 * * * * *"),
+		chromedp.Click(chromedp.CSS(`[data-test="submit-form"] button[type="submit"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="toast"]`, func(s string) bool { return strings.Contains(s, "Schedule heartbeat added") }, "the toast")
+	row := `tr[data-schedule="heartbeat"]`
+	text(ctx, t, row, func(s string) bool { return strings.Contains(s, "*/2 * * * * *") && strings.Contains(s, "noop × 2") }, "the schedule's row")
+	text(ctx, t, row+` [data-test="next"]`, func(s string) bool { return strings.HasPrefix(s, "in ") || s == "now" }, "its next tick")
+	// Its jobs appear in the list, naming it; the row links its last ones.
+	text(ctx, t, `tr[data-state="succeeded"]`, func(s string) bool { return strings.Contains(s, "↻ heartbeat") }, "a job of the schedule in the list")
+	text(ctx, t, row+` a.tick`, func(s string) bool { return s != "" }, "a link to its last job")
+	shot(ctx, t, "schedules.png")
+	fitsPhone(ctx, t, "the page with a schedule", "schedules-phone.png")
+
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+` [data-test="pause"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, row+` [data-test="next"]`, func(s string) bool { return s == "paused" }, "the paused schedule")
+	if sc, err := c.API().Schedule(apitest.Context(t), "heartbeat"); err != nil || !sc.Paused {
+		t.Fatalf("after Pause: %+v %v", sc, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+` [data-test="resume"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="schedule-status"]`, func(s string) bool { return strings.Contains(s, "resumed") }, "the resume")
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.confirm = () => true; return true })()`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+` [data-test="delete-schedule"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="schedule-status"]`, func(s string) bool { return s == "schedule heartbeat deleted" }, "the delete")
+	if list, err := c.API().Schedules(apitest.Context(t)); err != nil || len(list) != 0 {
+		t.Fatalf("schedules after the delete: %+v %v", list, err)
+	}
+}

@@ -93,7 +93,14 @@ type entry struct {
 type worker struct {
 	status job.WorkerStatus
 	seen   time.Time // by this server's clock, so remote clocks do not matter
+	// shown is when its last worker.status event went out.
+	shown time.Time
 }
+
+// showEvery is how often an idle worker's heartbeat is passed on as an
+// event, though nothing changed: a page takes a worker it has not heard
+// of for 10 s for one that stopped answering.
+const showEvery = 4 * time.Second
 
 // New returns an empty view; Start fills it.
 func New(cfg Config) *View {
@@ -475,7 +482,8 @@ func (v *View) applyWorker(e *store.Entry, initial bool) {
 	}
 	v.mu.Lock()
 	prev, known := v.workers[e.Key]
-	v.workers[e.Key] = worker{status: s, seen: time.Now()}
+	now := time.Now()
+	w := worker{status: s, seen: now, shown: prev.shown}
 	changed := !known || !sameActivity(prev.status, s)
 	if was, is := busyJob(prev.status), busyJob(s); was != is {
 		v.setBusy(was, -1)
@@ -485,9 +493,14 @@ func (v *View) applyWorker(e *store.Entry, initial bool) {
 	if changed {
 		v.notify()
 		if !initial {
-			events = append(v.runningChanged(busyJob(prev.status), busyJob(s)), event.Event{Type: "worker.status", Data: v.shownStatus(s)})
+			events = v.runningChanged(busyJob(prev.status), busyJob(s))
 		}
 	}
+	if !initial && (changed || now.Sub(prev.shown) >= showEvery) {
+		events = append(events, event.Event{Type: "worker.status", Data: v.shownStatus(s)})
+		w.shown = now
+	}
+	v.workers[e.Key] = w
 	v.mu.Unlock()
 	for _, ev := range events {
 		v.cfg.Hub.Publish(ev)

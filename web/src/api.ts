@@ -1,4 +1,4 @@
-import type { ApiError, Dataset, Job, Kind, Minute, QueuedJob, TaskAttempt, Worker } from './types'
+import type { ApiError, Dataset, Job, Kind, Minute, QueuedJob, Schedule, TaskAttempt, Worker } from './types'
 
 const TOKEN_KEY = 'mrcluster.token'
 
@@ -31,8 +31,14 @@ export const api = {
   jobs: (state = '', limit = 50, cursor = '') =>
     call<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?limit=${limit}` + (state ? `&state=${state}` : '') + (cursor ? `&cursor=${cursor}` : '')),
   job: (id: string) => call<Job>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
-  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}, data?: { input: string[]; reducers: unknown }, timeout = '') =>
-    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params, ...(data ?? {}), ...(timeout ? { timeout } : {}) }),
+  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}, data?: { input: string[]; reducers: unknown }, timeout = '', delay = '') =>
+    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params, ...(data ?? {}), ...(timeout ? { timeout } : {}), ...(delay ? { delay } : {}) }),
+  schedules: () => call<{ schedules: Schedule[] }>('GET', '/api/v1/schedules'),
+  addSchedule: (body: { name: string; cron: string; timezone: string; missed: string; job: Record<string, unknown> }) =>
+    call<Schedule>('POST', '/api/v1/schedules', body),
+  pauseSchedule: (name: string, resume = false) =>
+    call<Schedule>('POST', `/api/v1/schedules/${encodeURIComponent(name)}/${resume ? 'resume' : 'pause'}`),
+  deleteSchedule: (name: string) => call<void>('DELETE', `/api/v1/schedules/${encodeURIComponent(name)}`),
   datasets: () => call<{ datasets: Dataset[] }>('GET', '/api/v1/datasets'),
   putFile: (dataset: string, file: string, body: Blob) =>
     call<Dataset>('PUT', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}`, body),

@@ -1,5 +1,11 @@
 // fieldOf says which form field an API error names, to show it there.
 export function fieldOf(message: string): string {
+  message = message.replace(/^job: /, '') // a schedule's job spec: its fields are the form's
+  if (/^cron\b/.test(message)) return 'cron'
+  if (/^timezone\b/.test(message)) return 'timezone'
+  if (/^missed\b/.test(message)) return 'missed'
+  if (/^delay\b|^run_at\b/.test(message)) return 'delay'
+  if (/^schedule\b|^name\b/.test(message)) return 'name'
   const param = message.match(/params\.(\w+)|\b(pattern) /)
   if (param) return 'params.' + (param[1] ?? param[2])
   if (/^partitions|partitions must|partitions is/.test(message)) return 'partitions'

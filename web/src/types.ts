@@ -7,6 +7,9 @@ export interface Job {
   rerun_of?: string
   timeout?: string
   run_at?: string
+  // the cron schedule that created the job, and the tick it was for
+  schedule?: string
+  tick?: string
   kind: string
   state: JobState
   partitions: number
@@ -98,4 +101,29 @@ export interface Minute {
   jobs_canceled: number
   queue_depth: number
   tasks_by_kind?: Record<string, number>
+}
+
+export interface JobSpec {
+  kind: string
+  partitions: number
+  params?: Record<string, unknown>
+  input?: string[]
+  reducers?: number
+  timeout?: string
+}
+
+export interface Schedule {
+  name: string
+  cron: string
+  timezone: string
+  missed: 'skip' | 'run_once'
+  job: JobSpec
+  paused: boolean
+  created_at: string
+  next?: string
+  last_tick?: string
+  fired: number
+  skipped: number
+  jobs: { tick: string; job: string; missed?: number }[]
+  last_error?: string
 }
