@@ -319,6 +319,14 @@ func (c *Client) Rerun(ctx context.Context, id string) (Job, error) {
 	return j, err
 }
 
+// Retry runs the unfinished tasks of a failed or canceled job again, in
+// the same job (all of a data job's); the job's "retries" counts them.
+func (c *Client) Retry(ctx context.Context, id string) (Job, error) {
+	var j Job
+	err := c.call(ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/retry", nil, nil, &j)
+	return j, err
+}
+
 // History returns what the cluster did per minute over the last hour.
 func (c *Client) History(ctx context.Context) (History, error) {
 	var h History

@@ -62,6 +62,8 @@ type Job struct {
 	Backups []string `json:"backups,omitempty"`
 	// RerunOf names the finished job this one runs again (Rerun).
 	RerunOf string `json:"rerun_of,omitempty"`
+	// Retries counts the times the job was retried (Retry).
+	Retries int `json:"retries,omitempty"`
 	// Timeout bounds each attempt of each task, as given in the spec.
 	Timeout string `json:"timeout,omitempty"`
 	// RunAt is when a job submitted with run_at or delay runs: it is

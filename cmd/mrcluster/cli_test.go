@@ -78,6 +78,17 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if _, _, code := mrcluster(t, env, "wait", short); code != 1 {
 		t.Fatalf("wait of a canceled job exited %d, want 1", code)
 	}
+	// Retried, the canceled job is queued again, in the same job.
+	if out := ok("retry", short); !regexp.MustCompile(`^` + short + ` (queued|running) \(retry 1\)\n$`).MatchString(out) {
+		t.Fatalf("retry: %q", out)
+	}
+	if out := ok("job", short); !regexp.MustCompile(`(?m)^retries\s+1$`).MatchString(out) {
+		t.Fatalf("job after a retry:\n%s", out)
+	}
+	ok("cancel", short)
+	if _, errOut, code := mrcluster(t, env, "retry", id); code != 1 || !strings.Contains(errOut, "only a failed or canceled job can be retried") {
+		t.Fatalf("retry of a succeeded job: exit %d %s", code, errOut)
+	}
 	// A cron schedule of a wordcount every second, through every
 	// subcommand; its job reads the dataset, so the schedule goes first.
 	if out := ok("schedule", "add", "tick", "--cron", "* * * * * *", "--timezone", "Europe/Paris", "wordcount", "2", "--input", "pets"); !strings.Contains(out, "Europe/Paris") || !strings.Contains(out, "wordcount, 2 partitions, input pets") {
@@ -127,7 +138,7 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 
 	// Help, everywhere.
 	out, _, code := mrcluster(t, nil, "--help")
-	for _, cmd := range []string{"serve", "worker", "submit", "dataset", "kind put", "kinds", "schedule add", "wait", "rerun", "output", "jobs", "job", "cancel", "delete", "status", "config", "version"} {
+	for _, cmd := range []string{"serve", "worker", "submit", "dataset", "kind put", "kinds", "schedule add", "wait", "retry", "rerun", "output", "jobs", "job", "cancel", "delete", "status", "config", "version"} {
 		if !strings.Contains(out, "mrcluster "+cmd) {
 			t.Errorf("the top-level help lacks %q", cmd)
 		}
@@ -135,7 +146,7 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if code != 0 {
 		t.Errorf("--help exited %d", code)
 	}
-	for _, args := range [][]string{{"submit", "--help"}, {"dataset", "--help"}, {"dataset", "put", "-h"}, {"kind", "--help"}, {"kinds", "-h"}, {"schedule", "--help"}, {"schedule", "add", "-h"}, {"wait", "-h"}, {"rerun", "-h"}, {"job", "--help"}, {"jobs", "-h"}, {"output", "-h"}, {"cancel", "-h"}, {"delete", "-h"}, {"status", "-h"}, {"config", "-h"}, {"serve", "-h"}, {"worker", "-h"}} {
+	for _, args := range [][]string{{"submit", "--help"}, {"dataset", "--help"}, {"dataset", "put", "-h"}, {"kind", "--help"}, {"kinds", "-h"}, {"schedule", "--help"}, {"schedule", "add", "-h"}, {"wait", "-h"}, {"rerun", "-h"}, {"retry", "-h"}, {"job", "--help"}, {"jobs", "-h"}, {"output", "-h"}, {"cancel", "-h"}, {"delete", "-h"}, {"status", "-h"}, {"config", "-h"}, {"serve", "-h"}, {"worker", "-h"}} {
 		out, errOut, code := mrcluster(t, nil, args...)
 		if code != 0 || !strings.Contains(strings.ToLower(out+errOut), "usage") {
 			t.Errorf("mrcluster %s: exit %d, no usage:\n%s%s", strings.Join(args, " "), code, out, errOut)

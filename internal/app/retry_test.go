@@ -3,63 +3,85 @@ package app_test
 import (
 	"context"
 	"errors"
-	"strings"
-	"sync/atomic"
+	"net/http"
 	"testing"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
 )
 
-// A task that fails is run again, with backoff, up to --max-attempts; only
-// then does its job fail, naming the attempts.
-func TestFailedTasksAreRetried(t *testing.T) {
+// Retry runs a failed job's unfinished tasks again in the same job (those
+// whose value it kept do not run twice), and a canceled data job whole (its outputs were
+// deleted): its output is the sequential one and its counters count each
+// input byte once. A job that is not failed or canceled cannot be retried.
+func TestRetry(t *testing.T) {
 	t.Parallel()
-	var flakyCalls, brokenCalls, panicCalls atomic.Int32
-	flaky := job.Kind{Name: "flaky", Map: func(_ context.Context, tk job.Task) (int64, error) {
-		if tk.Partition == 1 && flakyCalls.Add(1) <= 2 {
-			return 0, errors.New("the disk hiccuped")
+	// flaky fails partition 2 in a job's first epoch, and not after.
+	flaky := job.Kind{Name: "flaky", Map: func(_ context.Context, t job.Task) (int64, error) {
+		if t.Partition == 2 && t.Epoch == 0 {
+			return 0, errorString("the service partition 2 calls was down")
 		}
 		return 1, nil
 	}}
-	broken := job.Kind{Name: "broken", Map: func(_ context.Context, tk job.Task) (int64, error) {
-		brokenCalls.Add(1)
-		return 0, errors.New("the input is corrupt")
-	}}
-	panicky := job.Kind{Name: "panicky", Map: func(context.Context, job.Task) (int64, error) {
-		panicCalls.Add(1)
-		panic("boom")
-	}}
-	b := setup(t, func(c *app.Config) {
-		c.Kinds = testKinds(flaky, broken, panicky)
-		c.MaxAttempts = 3
-	})
+	b := setup(t, func(c *app.Config) { c.Kinds, c.MaxAttempts = testKinds(flaky), 1 })
+	c := b.client().API()
+	ctx := apitest.Context(t)
 
-	j := b.submit(t, "flaky", 3)
-	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 3 {
-		t.Fatalf("a task that fails twice, then succeeds: %+v", j)
+	j := b.await(t, b.submit(t, "flaky", 4).ID, terminal)
+	if j.State != client.Failed {
+		t.Fatalf("flaky job: %s", apitest.Describe(j))
 	}
-	if n := flakyCalls.Load(); n != 3 {
-		t.Fatalf("partition 1 ran %d times, want 3", n)
+	doneBefore := j.Tasks.Done // partitions whose value the failed job kept
+	r, err := c.Retry(ctx, j.ID)
+	if err != nil || r.State.Terminal() || r.Retries != 1 {
+		t.Fatalf("retry: %+v %v", r, err)
+	}
+	j = b.await(t, j.ID, terminal)
+	if j.State != client.Succeeded || j.Result.Sum != 4 || j.Retries != 1 || j.Error != "" {
+		t.Fatalf("retried job: %s", apitest.Describe(j))
+	}
+	tasks, err := c.Tasks(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := map[int]int{}
+	for _, a := range tasks {
+		runs[a.Partition]++
+	}
+	if runs[2] != 2 || len(tasks) != 4+(4-doneBefore) {
+		t.Fatalf("runs per partition %v with %d partitions done before the retry: only the others should run again", runs, doneBefore)
+	}
+	var apiErr *client.Error
+	if _, err := c.Retry(ctx, j.ID); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+		t.Fatalf("retry of a succeeded job: %v", err)
+	}
+	if _, err := c.Retry(ctx, "noop_01m8r2ryk6x0mek2na9q3n7xyj"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("retry of no job: %v", err)
 	}
 
-	j = b.submit(t, "broken", 1)
-	if j = b.await(t, j.ID, terminal); j.State != client.Failed || !strings.Contains(j.Error, "attempt 3 of 3") || !strings.Contains(j.Error, "the input is corrupt") {
-		t.Fatalf("a task that always fails: %+v", j)
+	docs := gutenberg(t)
+	b.upload(t, "books", docs)
+	var size int64
+	for _, d := range docs {
+		size += int64(len(d.Data))
 	}
-	if n := brokenCalls.Load(); n != 3 {
-		t.Fatalf("the broken task ran %d times, want 3", n)
+	wc := b.client().SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 8, Reducers: 3})
+	// Canceled at once or after a few maps: either way it runs whole again.
+	b.await(t, wc.ID, func(j client.Job) bool { return j.Tasks.Done >= 1 || j.State.Terminal() })
+	if _, err := c.Cancel(ctx, wc.ID); err != nil {
+		t.Fatal(err)
 	}
-
-	j = b.submit(t, "panicky", 1)
-	if j = b.await(t, j.ID, terminal); j.State != client.Failed || !strings.Contains(j.Error, "panicked: boom") {
-		t.Fatalf("a task that panics: %+v", j)
+	if _, err := c.Retry(ctx, wc.ID); err != nil {
+		t.Fatal(err)
 	}
-	if n := panicCalls.Load(); n != 3 {
-		t.Fatalf("the panicking task ran %d times, want 3", n)
+	done := b.await(t, wc.ID, terminal)
+	if done.State != client.Succeeded || done.Counters.InputBytes != size || done.Tasks.Done != 11 {
+		t.Fatalf("retried wordcount: %s, %d input bytes of %d", apitest.Describe(done), done.Counters.InputBytes, size)
 	}
-	// The workers survived it all.
-	ok := b.submit(t, "noop", 8)
-	b.awaitState(t, ok.ID, client.Succeeded)
+	if got, want := b.client().Output(t, wc.ID), kinds.SeqWordCount(docs); got != want {
+		t.Fatalf("retried wordcount's output: %s", diff(got, want))
+	}
 }

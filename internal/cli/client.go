@@ -421,6 +421,9 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 	if j.RerunOf != "" {
 		fmt.Fprintf(tw, "rerun of\t%s\n", j.RerunOf)
 	}
+	if j.Retries > 0 {
+		fmt.Fprintf(tw, "retries\t%d\n", j.Retries)
+	}
 	if j.Schedule != "" && j.Tick != nil {
 		fmt.Fprintf(tw, "schedule\t%s, tick %s\n", j.Schedule, j.Tick.Local().Format(time.DateTime))
 	}
@@ -508,6 +511,38 @@ func rerunJob(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return printJSON(stdout, j)
 	}
 	fmt.Fprintln(stdout, j.ID)
+	return nil
+}
+
+// retryJob runs "mrcluster retry ID": the unfinished tasks of a failed or
+// canceled job run again, in the same job; with --wait it follows it.
+func retryJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, server := clientFlags("retry", stderr)
+	wait := fs.Bool("wait", false, "wait for the retried job to finish, showing its progress")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mrcluster retry ID [--wait] [--server URL]: run the failed or canceled tasks of a job again, in the same job")
+		fs.PrintDefaults()
+	}
+	pos, asJSON, err := parseClient(fs, server, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return fmt.Errorf("retry needs one job id")
+	}
+	c := newClient(server)
+	j, err := c.Retry(ctx, pos[0])
+	if err != nil {
+		return explain(err)
+	}
+	if *wait {
+		return waitJob(ctx, c, j.ID, asJSON, stdout, stderr)
+	}
+	if asJSON {
+		return printJSON(stdout, j)
+	}
+	fmt.Fprintf(stdout, "%s %s (retry %d)\n", j.ID, j.State, j.Retries)
 	return nil
 }
 

@@ -35,6 +35,7 @@ Usage:
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
   mrcluster cancel  ID               cancel a job
+  mrcluster retry   ID [--wait]      run a failed or canceled job's unfinished tasks again, in the same job
   mrcluster rerun   ID               run a finished job again: a new job of the same spec
   mrcluster delete  ID               delete a finished job, its history and its output
   mrcluster status                   show workers and the queue
@@ -108,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return waitCmd(ctx, args, stdout, stderr)
 	case "rerun":
 		return rerunJob(ctx, args, stdout, stderr)
+	case "retry":
+		return retryJob(ctx, args, stdout, stderr)
 	case "output":
 		return output(ctx, args, stdout, stderr)
 	case "jobs":

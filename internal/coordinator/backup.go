@@ -74,7 +74,9 @@ func (c *Coordinator) backupLoop(ctx context.Context) {
 			}
 		}
 		for id, ws := range byJob {
-			if c.finished(id) {
+			// A job retried after this server saw it finish gets no
+			// backups here until its record is read again.
+			if c.finished(id, 0) {
 				continue
 			}
 			j, _, err := c.Get(ctx, id)

@@ -433,10 +433,45 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	if cerr != nil {
 		return nil, cerr
 	}
-	c.stopTasks(ctx, id)
+	c.stopTasks(ctx, id, j.Epoch)
 	if j.ReadsData() {
 		// What its finished tasks stored will never be read.
 		c.wg.Go(func() { c.deleteObjects(context.WithoutCancel(ctx), j) })
+	}
+	return j, nil
+}
+
+// Retry moves failed or canceled job id back to queued, in its next epoch,
+// and queues the tasks it did not finish (all of a data job's: its
+// outputs were deleted when it ended). A job not failed or canceled is a
+// conflict.
+func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
+	var rerr error
+	j, err := c.update(ctx, id, func(j *job.Job) bool {
+		rerr = j.Retry(time.Now().UTC())
+		return rerr == nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rerr != nil {
+		return nil, rerr
+	}
+	c.log.Info("job retried: queuing its unfinished tasks", "job", id, "epoch", j.Epoch, "tasks", len(j.Tasks()))
+	if err := c.publishTasks(ctx, j); err != nil {
+		// The record says queued and not enqueued: the repair loop of
+		// every server queues its tasks within 20 s.
+		c.log.Warn("could not queue a retried job's tasks; the repair loop will", "job", id, "err", err)
+		return j, nil
+	}
+	if marked, err := c.update(ctx, id, func(j *job.Job) bool {
+		changed := !j.Enqueued && !j.State.Terminal()
+		j.Enqueued = true
+		return changed
+	}); err == nil {
+		j = marked
+	} else {
+		c.log.Warn("could not mark the retried job's tasks queued", "job", id, "err", err)
 	}
 	return j, nil
 }
@@ -504,14 +539,14 @@ func (c *Coordinator) retentionLoop(ctx context.Context) {
 }
 
 // stopTasks removes a finished job's waiting tasks from the queue and tells
-// workers to stop the running ones.
-func (c *Coordinator) stopTasks(ctx context.Context, id string) {
+// workers to stop the running ones, of its epoch and before.
+func (c *Coordinator) stopTasks(ctx context.Context, id string, epoch int) {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
 		c.log.Warn("could not drop the queued tasks of a finished job; workers will skip them", "job", id, "err", err)
 	}
-	if err := c.cfg.Store.Notices.CancelJob(id); err != nil {
+	if err := c.cfg.Store.Notices.CancelJob(id, epoch); err != nil {
 		c.log.Warn("could not tell workers to stop a finished job's tasks", "job", id, "err", err)
 	}
 }
@@ -746,7 +781,11 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 	}
 	for _, id := range order {
 		results := byJob[id]
-		if c.finished(id) {
+		epoch := 0
+		for _, r := range results {
+			epoch = max(epoch, r.Epoch)
+		}
+		if c.finished(id, epoch) {
 			// Late duplicates of tasks of a finished job.
 			for _, m := range msgsByJob[id] {
 				_ = m.Ack()
@@ -843,7 +882,7 @@ func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
 		if j.State == job.Failed || j.State == job.Succeeded && (j.ReadsData() || len(j.Backups) > 0) {
 			// Nothing of an ended job stays queued or running: a failed
 			// job's other tasks, a backup copy that lost its race.
-			c.stopTasks(ctx, id)
+			c.stopTasks(ctx, id, j.Epoch)
 		}
 		if j.State.Terminal() && j.ReadsData() {
 			c.wg.Go(func() { c.deleteObjects(ctx, j) })
@@ -1033,10 +1072,10 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		// Keep only what tells a late result or notice to go away, for
 		// the newest finished jobs: a result of an older one reads its
 		// record from the store.
-		if old, ok := c.cache[j.ID]; ok && old.stub {
+		if old, ok := c.cache[j.ID]; ok && old.stub && old.job.Epoch >= j.Epoch {
 			return
 		}
-		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State}, stub: true}
+		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State, Epoch: j.Epoch}, stub: true}
 		c.stubs = append(c.stubs, j.ID)
 		for len(c.stubs) > maxStubs {
 			if e, ok := c.cache[c.stubs[0]]; ok && e.stub {
@@ -1047,7 +1086,7 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		}
 		return
 	}
-	if old, ok := c.cache[j.ID]; ok && (old.stub || old.rev > rev) {
+	if old, ok := c.cache[j.ID]; ok && (old.stub && old.job.Epoch >= j.Epoch || !old.stub && old.rev > rev) {
 		return // a newer write of another goroutine is already cached
 	}
 	c.cache[j.ID] = entry{job: j, rev: rev}
@@ -1057,10 +1096,14 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 // memory does not grow with the cluster's history.
 const maxStubs = 10_000
 
-func (c *Coordinator) finished(id string) bool {
+// finished reports whether job id is known to have finished in epoch or
+// later: results of that epoch are late duplicates. A result of a later
+// epoch (the job was retried, maybe on another server) reads the record.
+func (c *Coordinator) finished(id string, epoch int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cache[id].stub
+	e := c.cache[id]
+	return e.stub && e.job.Epoch >= epoch
 }
 
 func (c *Coordinator) forget(id string) {

@@ -120,7 +120,14 @@ func (f *fixture) await(id string, cond func(*job.Job) bool) *job.Job {
 
 func result(t job.Task, value int64) job.TaskResult {
 	now := time.Now().UTC()
-	return job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: 1, Worker: "w.0", Value: value, StartedAt: now, FinishedAt: now}
+	return job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: 1, Worker: "w.0", Value: value, StartedAt: now, FinishedAt: now, Epoch: t.Epoch}
+}
+
+// failure is a task's last failed attempt.
+func failure(t job.Task, msg string) job.TaskResult {
+	r := result(t, 0)
+	r.Error = msg
+	return r
 }
 
 func TestSubmitQueuesTasksThenResultsFinishTheJob(t *testing.T) {
@@ -161,7 +168,7 @@ func TestSubmitOfMissingInputStoresNothing(t *testing.T) {
 func TestCancelDropsQueuedTasksAndStopsRunningOnes(t *testing.T) {
 	f := newFixture(t)
 	canceled := make(chan string, 1)
-	unsub, err := f.store.Notices.OnCancelJob(func(id string) { canceled <- id })
+	unsub, err := f.store.Notices.OnCancelJob(func(id string, _ int) { canceled <- id })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,5 +383,63 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("still not so after 10 s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A failed job retried runs its unfinished partitions only, in a new
+// epoch: a late result of the failed epoch is not applied (it would fail
+// the job again), and a second coordinator that saw the job fail (its
+// stub says finished) applies the retried epoch's results all the same.
+func TestRetryRunsUnfinishedTasksInANewEpoch(t *testing.T) {
+	f := newFixture(t)
+	other := f.coordinator() // a second server sharing the results
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := f.take(4)
+	f.report(result(tasks[0], 1), result(tasks[1], 1))
+	f.report(failure(tasks[2], "boom"))
+	failed := f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed })
+	if failed.Done != 2 {
+		t.Fatalf("failed job: %+v", failed)
+	}
+	for _, c := range []*Coordinator{f.c, other} { // each learns the end, as a stub
+		if _, _, err := c.Get(f.ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
+		c.put(failed, 0)
+	}
+	if _, err := f.c.Retry(f.ctx, j.ID); job.ErrorCode(err) != "" {
+		t.Fatal(err)
+	}
+	if _, err := f.c.Retry(f.ctx, j.ID); job.ErrorCode(err) != job.EConflict {
+		t.Fatalf("a second retry of a queued job: %v", err)
+	}
+	// Only the other server applies results from now on: its stub of the
+	// failed job must not make it drop the retried epoch's.
+	if err := f.c.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	again := f.take(2)
+	if again[0].Epoch != 1 || again[0].Partition != 2 || again[1].Partition != 3 {
+		t.Fatalf("retried tasks: %+v; want partitions 2 and 3 of epoch 1", again)
+	}
+	// The failed epoch's partition 3 ends late, failing: not applied.
+	f.report(failure(tasks[3], "late"))
+	f.report(result(again[0], 1), result(again[1], 1))
+	done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || done.Result.Sum != 4 || done.Epoch != 1 {
+		t.Fatalf("retried job: %+v", done)
+	}
+	var steps []string
+	for _, s := range done.History {
+		steps = append(steps, s.State)
+	}
+	if got := strings.Join(steps, ","); got != "queued,running,failed,retried,queued,running,succeeded" {
+		t.Fatalf("history %s", got)
+	}
+	if _, err := other.Retry(f.ctx, j.ID); job.ErrorCode(err) != job.EConflict || !strings.Contains(err.Error(), "rerun it") {
+		t.Fatalf("retry of a succeeded job: %v", err)
 	}
 }

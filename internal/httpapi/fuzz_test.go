@@ -95,6 +95,10 @@ func (recordService) Rerun(context.Context, string, string, func() error) (*job.
 	return nil, job.Errorf(job.ENotFound, "no job")
 }
 
+func (recordService) Retry(context.Context, string, func() error) (*job.Job, error) {
+	return nil, job.Errorf(job.ENotFound, "no job")
+}
+
 func (recordService) Kinds() []client.Kind { return nil }
 
 func (recordService) AddSchedule(_ context.Context, name, _, _, _ string, spec job.Spec) (client.Schedule, error) {

@@ -229,6 +229,18 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.cfg.Service.Resource(j))
 }
 
+// retryJob runs the unfinished tasks of a failed or canceled job again:
+// 200 and the job, queued again with its epoch counted up.
+func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
+	j, err := s.cfg.Service.Retry(r.Context(), r.PathValue("id"), func() error { return s.allow(r) })
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("job retried", "job", j.ID, "epoch", j.Epoch)
+	writeJSON(w, http.StatusOK, s.cfg.Service.Resource(j))
+}
+
 // rerunJob submits a copy of a finished job's spec: 202 and the new job,
 // which names the first in rerun_of. An Idempotency-Key works as for a
 // submit.

@@ -34,6 +34,7 @@ type Service interface {
 	DeleteDataset(ctx context.Context, name string) error
 	PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (client.Kind, error)
 	Rerun(ctx context.Context, id, key string, admit func() error) (*job.Job, error)
+	Retry(ctx context.Context, id string, admit func() error) (*job.Job, error)
 	DeleteKind(ctx context.Context, name string) error
 	AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error)
 	PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error)
@@ -130,6 +131,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/rerun", s.rerunJob)
+	m.HandleFunc("POST /api/v1/jobs/{id}/retry", s.retryJob)
 	m.HandleFunc("DELETE /api/v1/jobs/{id}", s.deleteJob)
 	m.HandleFunc("GET /api/v1/jobs/{id}/tasks", s.jobTasks)
 	m.HandleFunc("GET /api/v1/jobs/{id}/output", s.jobOutput)

@@ -82,6 +82,10 @@ type Job struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// RunAt is when a scheduled job's tasks are queued.
 	RunAt *time.Time `json:"run_at,omitempty"`
+	// Epoch counts the job's retries (POST /api/v1/jobs/{id}/retry): its
+	// tasks and their results carry it, and a result of an earlier epoch
+	// (a task still running when the job ended) is not applied.
+	Epoch int `json:"epoch,omitempty"`
 	// Schedule names the cron schedule that created the job, Tick the
 	// time of the tick it was created for.
 	Schedule string     `json:"schedule,omitempty"`
@@ -143,6 +147,8 @@ type Task struct {
 	// Backup marks a copy of a task still running elsewhere, started for a
 	// straggler; the first copy to finish wins.
 	Backup bool `json:"backup,omitempty"`
+	// Epoch is the job's epoch (its retries) when the task was queued.
+	Epoch int `json:"epoch,omitempty"`
 	// Failures counts the task's own failed attempts so far (an error or
 	// a panic of the kind's code): only they count toward MaxAttempts. A
 	// run whose worker died or whose store failed does not.
@@ -191,6 +197,8 @@ type TaskResult struct {
 	Outcome string `json:"outcome,omitempty"`
 	// Failures counts the task's failed attempts, this one included.
 	Failures int `json:"failures,omitempty"`
+	// Epoch is the job's epoch the task was queued in (its retries).
+	Epoch int `json:"epoch,omitempty"`
 }
 
 // Final reports whether r is a task's last word, to be applied to its job.

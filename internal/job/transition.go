@@ -62,7 +62,7 @@ func (j *Job) Clone() *Job {
 
 // Tasks returns the tasks of the job's current phase that are not done yet.
 func (j *Job) Tasks() []Task {
-	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout}
+	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch}
 	if j.Phase == PhaseReduce {
 		var out []Task
 		t.Maps = j.MapCommits
@@ -107,8 +107,8 @@ func (j *Job) Start(at time.Time) bool {
 // is done the job is reduced and succeeds; a failed task fails the job.
 // Apply reports whether the record changed.
 func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
-	if !r.Final() {
-		return false
+	if !r.Final() || r.Epoch < j.Epoch {
+		return false // history only, or a task of the job before its retry
 	}
 	if r.Phase == PhaseReduce {
 		return j.applyReduce(r)
@@ -160,6 +160,31 @@ func (j *Job) Due(at time.Time) bool {
 	j.Enqueued = false
 	j.step(string(Queued), at)
 	return true
+}
+
+// Retry moves a failed or canceled job back to queued, in a new epoch, to
+// run the tasks it did not finish; its tasks are to be queued now. A job
+// that reads data runs whole again: its map and reduce outputs were deleted
+// when it ended. A map-only job keeps its done partitions' values.
+func (j *Job) Retry(at time.Time) error {
+	if j.State != Failed && j.State != Canceled {
+		what := "wait for it, or cancel it first"
+		if j.State == Succeeded {
+			what = "rerun it to run it again as a new job"
+		}
+		return Errorf(EConflict, "job %s is %s: only a failed or canceled job can be retried; %s", j.ID, j.State, what)
+	}
+	j.Epoch++
+	j.State, j.Enqueued, j.Error, j.Failed = Queued, false, "", 0
+	j.FinishedAt, j.Result, j.RunAt, j.Backups = nil, nil, nil, nil
+	if j.ReadsData() {
+		j.Phase, j.Values, j.Done = PhaseMap, NewValues(j.Partitions), 0
+		j.MapCommits, j.ReduceCommits, j.ReduceDone = make([]string, j.Partitions), nil, 0
+		j.Counters, j.Preview = &Counters{}, nil
+	}
+	j.step("retried", at)
+	j.step(string(Queued), at)
+	return nil
 }
 
 // Cancel moves an unfinished job to canceled.

@@ -139,6 +139,31 @@ func (s *Service) Rerun(ctx context.Context, id, key string, admit func() error)
 	return s.Submit(ctx, spec, admit)
 }
 
+// Retry runs the unfinished tasks of failed or canceled job id again, in
+// the same job (all of a data job's tasks: its outputs were deleted when it
+// ended), admitted as a submit of those tasks; it returns once the read
+// model holds the retried job.
+func (s *Service) Retry(ctx context.Context, id string, admit func() error) (*job.Job, error) {
+	j, _, err := s.cfg.Coordinator.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	tasks := j.Partitions - j.Done
+	if j.ReadsData() {
+		tasks = j.Partitions
+	}
+	if err := s.admit(tasks, "this retry", admit); err != nil {
+		return nil, err
+	}
+	if j, err = s.cfg.Coordinator.Retry(ctx, id); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, seenWithin)
+	defer cancel()
+	s.cfg.View.AwaitEpoch(wctx, id, j.Epoch)
+	return j, nil
+}
+
 // DeleteJob deletes a finished job and everything it stored, and returns
 // once the read model no longer holds it.
 func (s *Service) DeleteJob(ctx context.Context, id string) error {

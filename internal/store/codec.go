@@ -82,7 +82,7 @@ func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
 		}
 		out[i] = Message{Key: t.Job, Data: data}
 		if dedupe {
-			out[i].ID = fmt.Sprintf("%s.%s.%d.%d", t.Job, t.Phase, t.Partition, t.Runs)
+			out[i].ID = fmt.Sprintf("%s.%s.%d.%d.%d", t.Job, t.Phase, t.Partition, t.Runs, t.Epoch)
 		}
 	}
 	return out, nil
@@ -136,15 +136,18 @@ const (
 	startedSubject = "mr.started." // + job id; a JSON list of starts
 )
 
-// CancelJob tells workers to stop the tasks of job id.
-func (n *Notes) CancelJob(id string) error {
-	return n.N.Publish(cancelSubject+id, nil)
+// CancelJob tells workers to stop the tasks of job id queued in epoch
+// (its retries) or before.
+func (n *Notes) CancelJob(id string, epoch int) error {
+	return n.N.Publish(cancelSubject+id, []byte(strconv.Itoa(epoch)))
 }
 
-// OnCancelJob calls fn with the id of each job whose tasks are to stop.
-func (n *Notes) OnCancelJob(fn func(id string)) (func(), error) {
-	return n.N.Subscribe(cancelSubject, "", func(subject string, _ []byte) {
-		fn(strings.TrimPrefix(subject, cancelSubject))
+// OnCancelJob calls fn with the id and epoch of each job whose tasks are
+// to stop (epoch 0 from a server that sends none).
+func (n *Notes) OnCancelJob(fn func(id string, epoch int)) (func(), error) {
+	return n.N.Subscribe(cancelSubject, "", func(subject string, data []byte) {
+		epoch, _ := strconv.Atoi(string(data))
+		fn(strings.TrimPrefix(subject, cancelSubject), epoch)
 	})
 }
 

@@ -176,11 +176,16 @@ func (v *View) Changed() <-chan struct{} {
 }
 
 // Await returns once the view holds job id, or when ctx ends.
-func (v *View) Await(ctx context.Context, id string) {
+func (v *View) Await(ctx context.Context, id string) { v.AwaitEpoch(ctx, id, 0) }
+
+// AwaitEpoch returns once the view holds job id in epoch (its retries) or
+// a later one, or when ctx ends.
+func (v *View) AwaitEpoch(ctx context.Context, id string, epoch int) {
 	for {
 		changed := v.Changed()
 		v.mu.RLock()
-		_, ok := v.byID[id]
+		en, ok := v.byID[id]
+		ok = ok && (epoch == 0 || en.j != nil && en.j.Epoch >= epoch)
 		v.mu.RUnlock()
 		if ok {
 			return

@@ -93,7 +93,7 @@ type Pool struct {
 
 	mu       sync.Mutex
 	running  map[string]map[int]runningTask // job id → worker index → its task
-	canceled map[string]time.Time           // jobs told to stop, by when
+	canceled map[string]canceledJob         // jobs told to stop
 }
 
 // New returns a pool; Start starts its workers.
@@ -102,7 +102,7 @@ func New(cfg Config) *Pool {
 		cfg:         cfg,
 		log:         cfg.Logger.With("pool", cfg.Name),
 		running:     map[string]map[int]runningTask{},
-		canceled:    map[string]time.Time{},
+		canceled:    map[string]canceledJob{},
 		waiting:     map[*time.Timer]func(){},
 		stopping:    make(chan struct{}),
 		startedBuf:  map[string][]job.TaskStarted{},
@@ -255,7 +255,7 @@ func (p *Pool) run(i int, l *lease) {
 		return
 	}
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start,
-		FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup, Failures: t.Failures}
+		FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup, Failures: t.Failures, Epoch: t.Epoch}
 	next := t
 	next.Runs = attempt
 	var storeErr *job.StoreError
@@ -488,7 +488,7 @@ func (p *Pool) noteLost(t job.Task, delivered int) {
 		p.log.Info("an earlier run of this task ended without a word to the queue (its worker lost, or its acknowledgement); it runs again, and this is not a failed attempt",
 			"job", t.Job, "phase", t.Phase, "partition", t.Partition, "lost_attempt", a)
 		p.results <- finished{result: job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: a, Backup: t.Backup,
-			Outcome: job.OutcomeLost, Failures: t.Failures, StartedAt: now, FinishedAt: now,
+			Outcome: job.OutcomeLost, Failures: t.Failures, Epoch: t.Epoch, StartedAt: now, FinishedAt: now,
 			Error: "the queue heard no end of this attempt: its worker stopped answering (crashed, cut off or paused), or its acknowledgement was lost after its result was stored; the task ran again, and counts once"}}
 	}
 }
@@ -560,19 +560,27 @@ func (p *Pool) idle(i int, failed bool) {
 type runningTask struct {
 	phase     job.Phase
 	partition int
+	epoch     int
 	cancel    context.CancelFunc
+}
+
+// canceledJob is a job told to stop: its tasks of epoch and before (a
+// retry queues the next epoch's), and when the notice came.
+type canceledJob struct {
+	epoch int
+	at    time.Time
 }
 
 func (p *Pool) track(t job.Task, i int, cancel context.CancelFunc) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.canceled[t.Job]; ok {
+	if c, ok := p.canceled[t.Job]; ok && t.Epoch <= c.epoch {
 		return false
 	}
 	if p.running[t.Job] == nil {
 		p.running[t.Job] = map[int]runningTask{}
 	}
-	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, cancel: cancel}
+	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, epoch: t.Epoch, cancel: cancel}
 	return true
 }
 
@@ -606,17 +614,22 @@ func (p *Pool) untrack(id string, i int) {
 
 // cancelJob stops the job's running tasks and makes the pool drop its
 // waiting ones. Notices older than ten minutes are forgotten.
-func (p *Pool) cancelJob(id string) {
+func (p *Pool) cancelJob(id string, epoch int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	p.canceled[id] = now
-	for jid, at := range p.canceled {
-		if now.Sub(at) > 10*time.Minute {
+	if c, ok := p.canceled[id]; !ok || c.epoch <= epoch {
+		p.canceled[id] = canceledJob{epoch: epoch, at: now}
+	}
+	for jid, c := range p.canceled {
+		if now.Sub(c.at) > 10*time.Minute {
 			delete(p.canceled, jid)
 		}
 	}
 	for _, r := range p.running[id] {
+		if r.epoch > epoch {
+			continue // queued by a retry after the notice's epoch
+		}
 		r.cancel()
 	}
 }

@@ -162,11 +162,13 @@ func TestALostRunIsRecordedNotCountedAsAFailure(t *testing.T) {
 	}
 }
 
-// A cancel notice stops a job's running task; it reports nothing.
+// A cancel notice stops a job's running task; it reports nothing, and the
+// pool drops the job's tasks of that epoch queued after it, but runs those
+// of a later epoch (the job was retried).
 func TestCancelStopsARunningTask(t *testing.T) {
 	started := make(chan struct{}, 1)
 	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
-		if t.Job == "j1" {
+		if t.Job == "j1" && t.Epoch == 0 && t.Partition == 0 {
 			started <- struct{}{}
 			<-ctx.Done()
 			return 0, ctx.Err()
@@ -180,15 +182,19 @@ func TestCancelStopsARunningTask(t *testing.T) {
 	case <-f.ctx.Done():
 		t.Fatal("the task never started")
 	}
-	if err := f.store.Notices.CancelJob("j1"); err != nil {
+	if err := f.store.Notices.CancelJob("j1", 0); err != nil {
 		t.Fatal(err)
 	}
-	// The next task runs once the canceled one let its worker go, and it
-	// is the only result.
+	// The next tasks run once the canceled one let its worker go: the
+	// canceled epoch's is dropped, the retry's runs.
+	f.queue(task("j1", 1, 1))
+	retried := task("j1", 2, 1)
+	retried.Epoch = 1
+	f.queue(retried)
 	f.queue(task("j2", 0, 1))
-	rs := f.results(1)
-	if len(rs) != 1 || rs[0].Job != "j2" {
-		t.Fatalf("results: %+v; want only j2's", rs)
+	rs := f.results(2)
+	if len(rs) != 2 || rs[0].Job != "j1" || rs[0].Partition != 2 || rs[0].Epoch != 1 || rs[1].Job != "j2" {
+		t.Fatalf("results: %+v; want j1's partition 2 of epoch 1, then j2's", rs)
 	}
 }
 

@@ -382,7 +382,7 @@ func testNotices(t *testing.T, n *store.Notes) {
 		t.Fatal(err)
 	}
 	cancels := make(chan string, 10)
-	unsubCancel, err := n.OnCancelJob(func(id string) { cancels <- id })
+	unsubCancel, err := n.OnCancelJob(func(id string, epoch int) { cancels <- fmt.Sprintf("%s@%d", id, epoch) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func testNotices(t *testing.T, n *store.Notes) {
 	if err := n.StopTask("noop_y", job.PhaseMap, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.CancelJob("noop_y"); err != nil {
+	if err := n.CancelJob("noop_y", 2); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.TasksStarted([]job.TaskStarted{{Job: "noop_y", Partition: 2}}); err != nil {
@@ -434,8 +434,8 @@ func testNotices(t *testing.T, n *store.Notes) {
 	}
 	select {
 	case id := <-cancels:
-		if id != "noop_y" {
-			t.Fatalf("cancel notice for %q", id)
+		if id != "noop_y@2" {
+			t.Fatalf("cancel notice for %q, want noop_y in epoch 2", id)
 		}
 	case <-c.Done():
 		t.Fatal("no cancel notice")
