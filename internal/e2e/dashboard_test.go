@@ -243,6 +243,38 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("jobs left on the server: %+v, %v", list.Jobs, err)
 	}
 
+	// Canceled jobs retried: one from its row, one picked in bulk; each
+	// runs in the same job, and its page counts the retry.
+	var canceled []string
+	for range 2 {
+		j := c.SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 2, Delay: "1h"})
+		if _, err := c.API().Cancel(apitest.Context(t), j.ID); err != nil {
+			t.Fatal(err)
+		}
+		canceled = append(canceled, j.ID)
+	}
+	text(ctx, t, `[data-tab="canceled"] span`, func(s string) bool { return s == "2" }, "two canceled jobs")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-job="`+canceled[0]+`"] [data-test="retry"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `tr[data-job="`+canceled[0]+`"]`, func(s string) bool { return strings.Contains(s, "succeeded") && strings.Contains(s, "sum 2") }, "the job retried from its row")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`tr[data-job="`+canceled[1]+`"] [data-test="pick"]`)),
+		chromedp.Click(chromedp.CSS(`[data-test="bulk-retry"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="bulk-note"]`, func(s string) bool { return s == "Retried 1 of 1" }, "the bulk retry's note")
+	text(ctx, t, `tr[data-job="`+canceled[1]+`"]`, func(s string) bool { return strings.Contains(s, "succeeded") }, "the job retried in bulk")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-job="`+canceled[1]+`"] td a`)), chromedp.WaitVisible(chromedp.CSS(`[data-test="job-detail"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="retries"]`, func(s string) bool { return s == "1" }, "the retry on the job's page")
+	text(ctx, t, `[data-test="history"]`, func(s string) bool { return strings.Contains(s, "canceled") && strings.Contains(s, "retried") }, "the retry in the job's history")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="job-detail"] a`)), chromedp.WaitVisible(chromedp.CSS(`[data-test="jobs"]`))); err != nil {
+		t.Fatal(err)
+	}
+
 	// A job scheduled for later shows in its tab with its time.
 	c.SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 1, Delay: "1h"})
 	text(ctx, t, `[data-tab="scheduled"] span`, func(s string) bool { return s == "1" }, "the scheduled tab's count")

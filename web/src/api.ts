@@ -45,6 +45,7 @@ export const api = {
   deleteDataset: (name: string) => call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(name)}`),
   tasks: (id: string) => call<{ tasks: TaskAttempt[] }>('GET', `/api/v1/jobs/${encodeURIComponent(id)}/tasks`),
   cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
+  retry: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/retry`),
   rerun: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/rerun`),
   deleteJob: (id: string) => call<void>('DELETE', `/api/v1/jobs/${encodeURIComponent(id)}`),
   kinds: () => call<{ kinds: Kind[] }>('GET', '/api/v1/kinds'),

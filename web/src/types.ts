@@ -5,6 +5,8 @@ export interface TaskCounts { total: number; queued: number; running: number; do
 export interface Job {
   id: string
   rerun_of?: string
+  // how many times the job was retried
+  retries?: number
   timeout?: string
   run_at?: string
   // the cron schedule that created the job, and the tick it was for
