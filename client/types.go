@@ -37,6 +37,11 @@ type Spec struct {
 	// an attempt past it fails, "timed out after …" (empty: the
 	// workers' --task-timeout).
 	Timeout string `json:"timeout,omitempty"`
+	// Priority orders the job's waiting tasks against others': 1 (low)
+	// to 4 (high), 2 when zero. A higher one starts first; a lower one
+	// waits at most the workers' --priority-aging while higher ones keep
+	// coming.
+	Priority int `json:"priority,omitempty"`
 	// RunAt or Delay ("90s") makes the job scheduled until then; its
 	// tasks are queued at that time. At most one of the two.
 	RunAt *time.Time `json:"run_at,omitempty"`
@@ -64,6 +69,8 @@ type Job struct {
 	RerunOf string `json:"rerun_of,omitempty"`
 	// Retries counts the times the job was retried (Retry).
 	Retries int `json:"retries,omitempty"`
+	// Priority is the job's priority, 1 (low) to 4 (high).
+	Priority int `json:"priority"`
 	// Timeout bounds each attempt of each task, as given in the spec.
 	Timeout string `json:"timeout,omitempty"`
 	// RunAt is when a job submitted with run_at or delay runs: it is

@@ -208,19 +208,15 @@ func awaitEmptyQueue(t *testing.T, s *natsx.Store, within time.Duration, what st
 		if err != nil {
 			t.Fatal(err)
 		}
-		cons, err := s.Tasks.Consumer(apitest.Context(t), natsx.WorkersConsumer)
+		lanes, err := s.Ports.Tasks.Info(apitest.Context(t)) // every priority lane's consumer
 		if err != nil {
 			t.Fatal(err)
 		}
-		ci, err := cons.Info(apitest.Context(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.Msgs == 0 && ci.NumAckPending == 0 {
+		if info.State.Msgs == 0 && lanes.Leased == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s after %s: %d tasks in the stream, %d delivered and not acked", what, within, info.State.Msgs, ci.NumAckPending)
+			t.Fatalf("%s after %s: %d tasks in the stream, %d delivered and not acked", what, within, info.State.Msgs, lanes.Leased)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -23,6 +23,7 @@ type submitRequest struct {
 	Input      []string        `json:"input"`
 	Reducers   json.RawMessage `json:"reducers"`
 	Timeout    string          `json:"timeout"`
+	Priority   json.RawMessage `json:"priority"`
 	RunAt      string          `json:"run_at"`
 	Delay      string          `json:"delay"`
 }
@@ -40,6 +41,12 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	if len(req.Reducers) > 0 && string(req.Reducers) != "null" {
 		if reducers, err = strconv.Atoi(string(req.Reducers)); err != nil || reducers < 1 {
 			return job.Spec{}, job.Errorf(job.EInvalid, "reducers must be an integer from 1 to %d, got %s", job.MaxReducers, req.Reducers)
+		}
+	}
+	priority := 0
+	if len(req.Priority) > 0 && string(req.Priority) != "null" {
+		if priority, err = strconv.Atoi(string(req.Priority)); err != nil || priority < job.MinPriority || priority > job.MaxPriority {
+			return job.Spec{}, job.Errorf(job.EInvalid, "priority must be an integer from %d (low) to %d (high), default %d; got %s", job.MinPriority, job.MaxPriority, job.DefaultPriority, req.Priority)
 		}
 	}
 	var timeout time.Duration
@@ -66,7 +73,7 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	if !runAt.IsZero() && time.Until(runAt) > maxDelay {
 		return job.Spec{}, job.Errorf(job.EInvalid, "run_at is %s away; at most %s", time.Until(runAt).Round(time.Hour), maxDelay)
 	}
-	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt}, nil
+	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority}, nil
 }
 
 // maxDelay bounds how far ahead a job may be scheduled.

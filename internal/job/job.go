@@ -80,6 +80,8 @@ type Job struct {
 	RerunOf string `json:"rerun_of,omitempty"`
 	// Timeout bounds each attempt of each task (0: the worker's own).
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Priority orders its waiting tasks against others' (0: default).
+	Priority int `json:"priority,omitempty"`
 	// RunAt is when a scheduled job's tasks are queued.
 	RunAt *time.Time `json:"run_at,omitempty"`
 	// Epoch counts the job's retries (POST /api/v1/jobs/{id}/retry): its
@@ -149,6 +151,8 @@ type Task struct {
 	Backup bool `json:"backup,omitempty"`
 	// Epoch is the job's epoch (its retries) when the task was queued.
 	Epoch int `json:"epoch,omitempty"`
+	// Priority is the job's: it picks the task's lane of the queue.
+	Priority int `json:"priority,omitempty"`
 	// Failures counts the task's own failed attempts so far (an error or
 	// a panic of the kind's code): only they count toward MaxAttempts. A
 	// run whose worker died or whose store failed does not.
@@ -199,6 +203,14 @@ type TaskResult struct {
 	Failures int `json:"failures,omitempty"`
 	// Epoch is the job's epoch the task was queued in (its retries).
 	Epoch int `json:"epoch,omitempty"`
+}
+
+// ShownPriority is p as the API shows it: DefaultPriority for 0.
+func ShownPriority(p int) int {
+	if p == 0 {
+		return DefaultPriority
+	}
+	return p
 }
 
 // Final reports whether r is a task's last word, to be applied to its job.

@@ -191,6 +191,9 @@ type Spec struct {
 	// Timeout bounds each attempt of each task (0: the worker's
 	// --task-timeout).
 	Timeout time.Duration `json:"-"`
+	// Priority orders the job's waiting tasks against others': 1 (low) to
+	// 4 (high); 0 means DefaultPriority.
+	Priority int `json:"-"`
 	// RunAt, when later than the submit, makes the job scheduled until
 	// then.
 	RunAt time.Time `json:"-"`
@@ -199,6 +202,14 @@ type Spec struct {
 	Schedule string    `json:"-"`
 	Tick     time.Time `json:"-"`
 }
+
+// The priorities of jobs: a waiting task of a higher priority starts
+// before any of a lower one.
+const (
+	MinPriority     = 1
+	DefaultPriority = 2
+	MaxPriority     = 4
+)
 
 // IdempotencyWindow is how long a submit's idempotency key is remembered.
 const IdempotencyWindow = 24 * time.Hour
@@ -211,6 +222,9 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 	k, ok := r.Lookup(spec.Kind)
 	if !ok {
 		return Errorf(EInvalid, "unknown kind %q; known kinds: %s", spec.Kind, strings.Join(r.Names(), ", "))
+	}
+	if spec.Priority != 0 && (spec.Priority < MinPriority || spec.Priority > MaxPriority) {
+		return Errorf(EInvalid, "priority must be an integer from %d (low) to %d (high), default %d; got %d", MinPriority, MaxPriority, DefaultPriority, spec.Priority)
 	}
 	if spec.Partitions < 1 || spec.Partitions > maxPartitions {
 		return Errorf(EInvalid, "partitions must be an integer from 1 to %d, got %d", maxPartitions, spec.Partitions)

@@ -15,6 +15,7 @@ func New(id string, spec Spec, now time.Time) *Job {
 		Params:     spec.Params,
 		RerunOf:    spec.RerunOf,
 		Timeout:    spec.Timeout,
+		Priority:   spec.Priority,
 		State:      Queued,
 		Values:     NewValues(spec.Partitions),
 		Phase:      PhaseMap,
@@ -62,7 +63,7 @@ func (j *Job) Clone() *Job {
 
 // Tasks returns the tasks of the job's current phase that are not done yet.
 func (j *Job) Tasks() []Task {
-	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch}
+	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority}
 	if j.Phase == PhaseReduce {
 		var out []Task
 		t.Maps = j.MapCommits

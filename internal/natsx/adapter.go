@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -26,8 +27,8 @@ func ports(nc *nats.Conn, s *Store) *store.Store {
 		Datasets:    kv{s.Datasets},
 		Idempotency: kv{s.Idempotency},
 		Health:      kv{s.Health},
-		Tasks:       &stream{js: s.JS, nc: nc, st: s.Tasks, subject: TaskSubject, consumer: WorkersConsumer},
-		Results:     &stream{js: s.JS, nc: nc, st: s.Results, subject: ResultSubject, consumer: CoordConsumer},
+		Tasks:       &stream{js: s.JS, nc: nc, st: s.Tasks, lanes: taskLanes()},
+		Results:     &stream{js: s.JS, nc: nc, st: s.Results, lanes: []*lane{{priority: job.DefaultPriority, prefix: ResultSubject, consumer: CoordConsumer}}},
 		Blocks:      blobs{s.Blocks},
 		Shuffle:     blobs{s.Shuffle},
 		Output:      blobs{s.Output},
@@ -164,28 +165,63 @@ func (w *watcher) run(ctx context.Context) {
 
 // stream is a JetStream stream and its shared durable consumer.
 type stream struct {
-	js       jetstream.JetStream
-	nc       *nats.Conn
-	st       jetstream.Stream
-	subject  string // + key
-	consumer string
+	js jetstream.JetStream
+	nc *nats.Conn
+	st jetstream.Stream
+	// lanes are the stream's subjects and their shared consumers, highest
+	// priority first: one for results, one per priority for tasks.
+	lanes []*lane
 
-	mu   sync.Mutex
-	cons jetstream.Consumer // bound at the first use
+	mu sync.Mutex // guards the lanes' consumers
 }
 
-// shared returns the stream's shared consumer.
-func (s *stream) shared(ctx context.Context) (jetstream.Consumer, error) {
+// lane is a priority of a stream: its messages are prefix + key, read by
+// one shared consumer.
+type lane struct {
+	priority int
+	prefix   string
+	consumer string
+	cons     jetstream.Consumer // bound at the first use
+}
+
+// taskLanes are the task queue's lanes, highest first. The default
+// priority's subjects are those of a queue before priorities.
+func taskLanes() []*lane {
+	var out []*lane
+	for p := job.MaxPriority; p >= job.MinPriority; p-- {
+		out = append(out, &lane{priority: p, prefix: TaskLaneSubject(p), consumer: TaskLaneConsumer(p)})
+	}
+	return out
+}
+
+// lane returns the lane of priority (the default's for 0 or unknown).
+func (s *stream) lane(priority int) *lane {
+	priority = job.ShownPriority(priority)
+	for _, l := range s.lanes {
+		if l.priority == priority {
+			return l
+		}
+	}
+	for _, l := range s.lanes {
+		if l.priority == job.DefaultPriority {
+			return l
+		}
+	}
+	return s.lanes[0]
+}
+
+// shared returns a lane's shared consumer.
+func (s *stream) shared(ctx context.Context, l *lane) (jetstream.Consumer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cons == nil {
-		cons, err := s.st.Consumer(ctx, s.consumer)
+	if l.cons == nil {
+		cons, err := s.st.Consumer(ctx, l.consumer)
 		if err != nil {
-			return nil, fmt.Errorf("open consumer %s: %w", s.consumer, storeErr(err))
+			return nil, fmt.Errorf("open consumer %s: %w", l.consumer, storeErr(err))
 		}
-		s.cons = cons
+		l.cons = cons
 	}
-	return s.cons, nil
+	return l.cons, nil
 }
 
 // Publish publishes every message at once and waits for the acks under
@@ -225,7 +261,7 @@ func (s *stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 }
 
 func (s *stream) msg(m store.Message) *nats.Msg {
-	out := &nats.Msg{Subject: s.subject + m.Key, Data: m.Data}
+	out := &nats.Msg{Subject: s.lane(m.Priority).prefix + m.Key, Data: m.Data}
 	if m.ID != "" {
 		out.Header = nats.Header{jetstream.MsgIDHeader: {m.ID}}
 	}
@@ -238,24 +274,77 @@ func (s *stream) Send(m store.Message) error {
 }
 
 func (s *stream) Purge(ctx context.Context, key string) error {
-	return storeErr(s.st.Purge(ctx, jetstream.WithPurgeSubject(s.subject+key)))
+	for _, l := range s.lanes {
+		if err := s.st.Purge(ctx, jetstream.WithPurgeSubject(l.prefix+key)); err != nil {
+			return storeErr(err)
+		}
+	}
+	return nil
 }
 
-// Fetch sends one pull request: after a change of the consumer's leader
-// in a cluster, the next one goes to the new leader.
+// laneWait bounds the wait of a fetch that found every lane empty: a task
+// queued meanwhile in another lane than the default's waits at most that.
+const laneWait = 250 * time.Millisecond
+
+// Fetch sends pull requests: after a change of a consumer's leader in a
+// cluster, the next one goes to the new leader. With lanes, it takes what
+// each has now, highest first, and waits on the default lane only when
+// all were empty.
 func (s *stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func(store.Delivery)) error {
-	cons, err := s.shared(ctx)
+	if len(s.lanes) == 1 {
+		return s.fetch(ctx, s.lanes[0], max, jetstream.FetchMaxWait(wait), fn)
+	}
+	got := 0
+	count := func(d store.Delivery) { got++; fn(d) }
+	for deadline := time.Now().Add(wait); ; {
+		for _, l := range s.lanes {
+			if got >= max {
+				return nil
+			}
+			if err := s.fetch(ctx, l, max-got, nil, count); err != nil {
+				return err
+			}
+		}
+		left := time.Until(deadline)
+		if got > 0 || left <= 0 {
+			return nil
+		}
+		// Every lane was empty: wait on the default one a little, then
+		// look at them all again.
+		if left < time.Millisecond {
+			left = time.Millisecond // FetchMaxWait refuses less
+		}
+		if err := s.fetch(ctx, s.lane(job.DefaultPriority), max, jetstream.FetchMaxWait(min(left, laneWait)), count); err != nil || got > 0 {
+			return err
+		}
+	}
+}
+
+// FetchFrom takes what one lane has now.
+func (s *stream) FetchFrom(ctx context.Context, priority, max int, fn func(store.Delivery)) error {
+	return s.fetch(ctx, s.lane(priority), max, nil, fn)
+}
+
+// fetch sends one pull request to a lane's consumer: waiting as opt says,
+// or not at all (nil).
+func (s *stream) fetch(ctx context.Context, l *lane, max int, opt jetstream.FetchOpt, fn func(store.Delivery)) error {
+	cons, err := s.shared(ctx, l)
 	if err != nil {
 		return err
 	}
-	batch, err := cons.Fetch(max, jetstream.FetchMaxWait(wait))
+	var batch jetstream.MessageBatch
+	if opt == nil {
+		batch, err = cons.FetchNoWait(max)
+	} else {
+		batch, err = cons.Fetch(max, opt)
+	}
 	if err != nil {
 		return storeErr(err)
 	}
 	for m := range batch.Messages() {
-		fn(delivery{m: m, prefix: s.subject})
+		fn(delivery{m: m, prefix: l.prefix, priority: l.priority})
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 		return storeErr(err)
 	}
 	return nil
@@ -266,7 +355,7 @@ func (s *stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 // in a minute hit the limit of consumers).
 func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, error) {
 	cons, err := s.st.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     s.subject + key,
+		FilterSubject:     s.lanes[0].prefix + key,
 		AckPolicy:         jetstream.AckNonePolicy,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
@@ -304,22 +393,32 @@ func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, err
 	return out, nil
 }
 
+// Info sums the lanes' consumers.
 func (s *stream) Info(ctx context.Context) (store.StreamInfo, error) {
-	cons, err := s.shared(ctx)
-	if err != nil {
-		return store.StreamInfo{}, err
+	var out store.StreamInfo
+	for _, l := range s.lanes {
+		cons, err := s.shared(ctx, l)
+		if err != nil {
+			return store.StreamInfo{}, err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return store.StreamInfo{}, storeErr(err)
+		}
+		out.Waiting += int(info.NumPending)
+		out.Leased += info.NumAckPending
+		out.AckWait = info.Config.AckWait
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return store.StreamInfo{}, storeErr(err)
-	}
-	return store.StreamInfo{Waiting: int(info.NumPending), Leased: info.NumAckPending, AckWait: info.Config.AckWait}, nil
+	return out, nil
 }
 
 type delivery struct {
-	m      jetstream.Msg
-	prefix string
+	m        jetstream.Msg
+	prefix   string
+	priority int
 }
+
+func (d delivery) Priority() int { return d.priority }
 
 func (d delivery) Key() string  { return strings.TrimPrefix(d.m.Subject(), d.prefix) }
 func (d delivery) Data() []byte { return d.m.Data() }

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/internal/flags"
+	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -46,10 +47,29 @@ const (
 	ShuffleRetention  = 7 * 24 * time.Hour
 	WorkersConsumer   = "workers"
 	CoordConsumer     = "coordinator"
-	TaskSubject       = "mr.task."   // + job id
+	TaskSubject       = "mr.task."   // + job id: the default priority's lane; other lanes' are TaskLaneSubject
 	ResultSubject     = "mr.result." // + job id; a message holds results of that job
 	ResultsRetention  = 7 * 24 * time.Hour
 )
+
+// TaskLaneSubject is the subject prefix of the task queue's lane of a
+// priority: TaskSubject for the default one (as before priorities), else
+// "mr.task.p<N>.".
+func TaskLaneSubject(priority int) string {
+	if priority == job.DefaultPriority {
+		return TaskSubject
+	}
+	return fmt.Sprintf("%sp%d.", TaskSubject, priority)
+}
+
+// TaskLaneConsumer is the shared consumer of the task queue's lane of a
+// priority: WorkersConsumer for the default one.
+func TaskLaneConsumer(priority int) string {
+	if priority == job.DefaultPriority {
+		return WorkersConsumer
+	}
+	return fmt.Sprintf("%s-p%d", WorkersConsumer, priority)
+}
 
 // Embedded is a NATS server with JetStream running inside this process.
 type Embedded struct {
@@ -553,14 +573,22 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second
 	}
-	if _, err = s.Tasks.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       WorkersConsumer,
-		Description:   "shared by every worker",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxAckPending: 20000,
-	}); err != nil {
-		return nil, fmt.Errorf("create consumer %s on %s: %w", WorkersConsumer, TasksStream, err)
+	// One consumer per priority lane, the default lane's first: before
+	// priorities it took the whole stream, and a work queue's consumers
+	// must not overlap (mr.task.<job> has one token less than the other
+	// lanes' mr.task.p<N>.<job>).
+	for _, p := range []int{job.DefaultPriority, 1, 3, 4} {
+		filter := TaskLaneSubject(p) + "*"
+		if _, err = s.Tasks.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       TaskLaneConsumer(p),
+			Description:   fmt.Sprintf("shared by every worker: tasks of priority %d", p),
+			FilterSubject: filter,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       ackWait,
+			MaxAckPending: 20000,
+		}); err != nil {
+			return nil, fmt.Errorf("create consumer %s on %s: %w", TaskLaneConsumer(p), TasksStream, err)
+		}
 	}
 	if _, err = s.Results.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       CoordConsumer,
@@ -738,8 +766,10 @@ func OpenServer(ctx context.Context, nc *Conn) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.Tasks.Consumer(ctx, WorkersConsumer); err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", WorkersConsumer, err)
+	for p := job.MinPriority; p <= job.MaxPriority; p++ {
+		if _, err := s.Tasks.Consumer(ctx, TaskLaneConsumer(p)); err != nil {
+			return nil, fmt.Errorf("consumer %s: %w", TaskLaneConsumer(p), err)
+		}
 	}
 	if _, err := s.Results.Consumer(ctx, CoordConsumer); err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", CoordConsumer, err)

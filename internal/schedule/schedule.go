@@ -45,11 +45,12 @@ type JobSpec struct {
 	Input      []string        `json:"input,omitempty"`
 	Reducers   int             `json:"reducers,omitempty"`
 	Timeout    time.Duration   `json:"timeout,omitempty"`
+	Priority   int             `json:"priority,omitempty"`
 }
 
 // Spec is the submit's spec of j.
 func (j JobSpec) Spec() job.Spec {
-	return job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, Reducers: j.Reducers, Timeout: j.Timeout}
+	return job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, Reducers: j.Reducers, Timeout: j.Timeout, Priority: j.Priority}
 }
 
 // Fired is one tick a schedule fired, and the job it created.

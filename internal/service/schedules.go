@@ -37,7 +37,7 @@ func (s *Service) AddSchedule(ctx context.Context, name, cron, timezone, missed 
 		return client.Schedule{}, err
 	}
 	sc, err := s.cfg.Schedules.Add(ctx, schedule.Schedule{Name: name, Cron: cron, Timezone: timezone, Missed: missed,
-		Job: schedule.JobSpec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, Input: spec.Input, Reducers: spec.Reducers, Timeout: spec.Timeout}})
+		Job: schedule.JobSpec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, Input: spec.Input, Reducers: spec.Reducers, Timeout: spec.Timeout, Priority: spec.Priority}})
 	if err != nil {
 		return client.Schedule{}, err
 	}
@@ -105,6 +105,7 @@ func scheduleResource(sc schedule.Schedule, now time.Time) client.Schedule {
 	if len(sc.Job.Params) > 0 {
 		_ = json.Unmarshal(sc.Job.Params, &out.Job.Params)
 	}
+	out.Job.Priority = job.ShownPriority(sc.Job.Priority)
 	if sc.Job.Timeout > 0 {
 		out.Job.Timeout = sc.Job.Timeout.String()
 	}

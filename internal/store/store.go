@@ -80,6 +80,9 @@ type Message struct {
 	// ID, when set, makes a second publish of the same ID within a few
 	// minutes a no-op.
 	ID string
+	// Priority is the lane of a task queue the message goes to: 1 (low)
+	// to 4 (high); 0 is the default lane's, job.DefaultPriority.
+	Priority int
 }
 
 // Stream is a durable log of messages filed by key, read by one shared
@@ -97,7 +100,12 @@ type Stream interface {
 	// Fetch takes up to max messages from the shared consumer and calls
 	// fn with each as it arrives (under its lease from then on). It
 	// returns when max came or wait passed, or earlier once some came.
+	// A stream with priority lanes (the task queue) gives the messages of
+	// its highest lane that has any first, then the next lane's.
 	Fetch(ctx context.Context, max int, wait time.Duration, fn func(Delivery)) error
+	// FetchFrom takes up to max messages of one priority lane, without
+	// waiting for any: what keeps a low lane from starving.
+	FetchFrom(ctx context.Context, priority, max int, fn func(Delivery)) error
 	// Read returns the data of every message of key, oldest first, up to
 	// limit: a history, not a consumption.
 	Read(ctx context.Context, key string, limit int) ([][]byte, error)
@@ -120,6 +128,9 @@ type Delivery interface {
 	// Delivered counts the deliveries of this message, this one included:
 	// more than one means earlier readers lost it.
 	Delivered() int
+	// Priority is the lane the message came from (job.DefaultPriority for
+	// a stream without lanes).
+	Priority() int
 	// Ack ends the lease: the message is done.
 	Ack() error
 	// Nak gives the message back, to be delivered again after delay.

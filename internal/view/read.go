@@ -43,7 +43,7 @@ func (v *View) resource(j *job.Job) Job {
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions, Params: j.Params,
 		Input: j.Input, Reducers: j.Reducers, Phase: shownPhase(j), Counters: (*client.Counters)(j.Counters), Backups: j.Backups, RerunOf: j.RerunOf,
-		Schedule: j.Schedule, Tick: j.Tick, Retries: j.Epoch,
+		Schedule: j.Schedule, Tick: j.Tick, Retries: j.Epoch, Priority: job.ShownPriority(j.Priority),
 		Tasks: c, Result: (*client.Result)(j.Result), Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
@@ -65,6 +66,44 @@ func (p *pace) fetchSize(workers int) int {
 	return min(max(n, workers), maxFetch)
 }
 
+// DefaultPriorityAging is Config.PriorityAging's default.
+const DefaultPriorityAging = 10 * time.Second
+
+// lanes remembers, per priority, when the pool last took a task from that
+// lane of the queue or found it empty: a fetch takes from the highest lane
+// that has tasks, so a low lane behind a steady flow of higher tasks would
+// wait for ever without this.
+type lanes struct {
+	at [job.MaxPriority + 1]atomic.Int64 // unix nanoseconds
+}
+
+func (l *lanes) init(now time.Time) {
+	for i := range l.at {
+		l.at[i].Store(now.UnixNano())
+	}
+}
+
+// served notes that lane priority gave a task, or had none, at t.
+func (p *Pool) served(priority int, t time.Time) {
+	if priority >= job.MinPriority && priority <= job.MaxPriority {
+		p.lanes.at[priority].Store(t.UnixNano())
+	}
+}
+
+// starving returns the lowest lane not served for the aging period, or 0.
+func (p *Pool) starving(now time.Time) int {
+	aging := p.cfg.PriorityAging
+	if aging <= 0 {
+		aging = DefaultPriorityAging
+	}
+	for pr := job.MinPriority; pr <= job.MaxPriority; pr++ {
+		if now.Sub(time.Unix(0, p.lanes.at[pr].Load())) > aging {
+			return pr
+		}
+	}
+	return 0
+}
+
 // feed fetches tasks and hands them to idle workers. A fetch is read to
 // its end, even while stopping: a task the server delivered is never
 // dropped on the floor. Tasks held longer than a third of the ack wait
@@ -80,13 +119,21 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 		}
 		n := p.pace.fetchSize(p.cfg.Concurrency)
 		if p.pace.slow() {
-			// One fetcher, for the idle workers only.
+			// One fetcher, for the idle workers only. The other only
+			// looks again now and then whether tasks got fast: a worker's
+			// wake is for the first (taken by the other, it left the first
+			// asleep for a whole fetchWait after every task, and a worker
+			// ran tasks of 20 ms at two a second).
+			wake := p.idleWake
+			if fetcher > 0 {
+				wake = nil
+			}
 			if n = p.cfg.Concurrency - int(p.assigned.Load()); fetcher > 0 || n <= 0 {
 				select {
 				case <-p.stopping:
 					return
-				case <-p.idleWake:
-				case <-time.After(fetchWait):
+				case <-wake:
+				case <-time.After(p.cfg.recheck):
 				}
 				continue
 			}
@@ -104,7 +151,18 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			defer cancel()
 			stop := context.AfterFunc(p.stopCtx, cancel)
 			defer stop()
-			fetched <- p.cfg.Store.Tasks.Fetch(ctx, n, fetchWait, func(m store.Delivery) { leased <- p.newLease(m) })
+			take := func(m store.Delivery) { leased <- p.newLease(m) }
+			if lane := p.starving(time.Now()); lane != 0 {
+				// A lane higher ones kept waiting: its turn, once.
+				got := 0
+				err := p.cfg.Store.Tasks.FetchFrom(ctx, lane, n, func(m store.Delivery) { got++; take(m) })
+				if err != nil || got > 0 {
+					fetched <- err
+					return
+				}
+				p.served(lane, time.Now()) // nothing waits there
+			}
+			fetched <- p.cfg.Store.Tasks.Fetch(ctx, n, fetchWait, take)
 		}()
 		for l := range leased {
 			if time.Since(l.at) > p.ackWait/3 {

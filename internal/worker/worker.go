@@ -43,6 +43,15 @@ type Config struct {
 	// Modules runs the tasks of uploaded kinds (nil: the pool runs only
 	// built-in kinds).
 	Modules TaskKinds
+	// PriorityAging bounds how long a lane of the queue (a priority) may
+	// go without a task taken from it while higher lanes keep the pool
+	// busy: past it, the pool's next fetch looks there first
+	// (DefaultPriorityAging when zero).
+	PriorityAging time.Duration
+	// recheck is how often a pool of slow tasks looks again at the queue
+	// without a worker's wake (fetchWait when zero): tests make it long,
+	// so that a lost wake shows as a stall.
+	recheck time.Duration
 	// TaskTimeout bounds one attempt of a task (0: none for built-in
 	// kinds, an hour for uploaded ones).
 	TaskTimeout time.Duration
@@ -74,6 +83,7 @@ type Pool struct {
 	resultsWG  sync.WaitGroup
 
 	pace     pace
+	lanes    lanes         // when each priority lane last gave a task
 	assigned atomic.Int32  // tasks handed to workers (running or in the channel)
 	idleWake chan struct{} // a worker became idle
 	ackWait  time.Duration
@@ -98,6 +108,9 @@ type Pool struct {
 
 // New returns a pool; Start starts its workers.
 func New(cfg Config) *Pool {
+	if cfg.recheck <= 0 {
+		cfg.recheck = fetchWait
+	}
 	p := &Pool{
 		cfg:         cfg,
 		log:         cfg.Logger.With("pool", cfg.Name),
@@ -162,6 +175,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		p.unsubscribe()
 		return fmt.Errorf("announce workers: %w", ferr)
 	}
+	p.lanes.init(time.Now())
 	p.hardCtx, p.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
 	var repCtx context.Context
 	repCtx, p.repCancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -400,7 +414,7 @@ func (p *Pool) requeue(l *lease, t job.Task) {
 func (p *Pool) giveBack(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	m := store.Message{Key: l.m.Key(), Data: l.m.Data()}
+	m := store.Message{Key: l.m.Key(), Data: l.m.Data(), Priority: l.m.Priority()}
 	if delivered := l.delivered(); delivered > 1 {
 		// The copy given back carries the runs lost before this delivery.
 		if t, err := store.DecodeTask(m.Data); err == nil {
@@ -504,7 +518,9 @@ type lease struct {
 }
 
 func (p *Pool) newLease(m store.Delivery) *lease {
-	return &lease{m: m, hb: p.keepAlive(m), at: time.Now()}
+	now := time.Now()
+	p.served(m.Priority(), now)
+	return &lease{m: m, hb: p.keepAlive(m), at: now}
 }
 
 // delivered is how many times the queue delivered this message.

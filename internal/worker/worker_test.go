@@ -3,7 +3,9 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,10 +33,14 @@ func newFixture(t *testing.T, ks ...job.Kind) *fixture {
 	return &fixture{t: t, ctx: ctx, store: memstore.New(memstore.Config{AckWait: time.Second}), kinds: job.NewRegistry(ks...)}
 }
 
-func (f *fixture) pool(concurrency int) *Pool {
+func (f *fixture) pool(concurrency int, mod ...func(*Config)) *Pool {
 	f.t.Helper()
-	p := New(Config{Store: f.store, Datasets: &dataset.Store{KV: f.store.Datasets, Blocks: f.store.Blocks}, Kinds: f.kinds,
-		Concurrency: concurrency, Name: "test", Host: "here", Logger: slog.New(slog.DiscardHandler), RetryBackoff: 10 * time.Millisecond})
+	cfg := Config{Store: f.store, Datasets: &dataset.Store{KV: f.store.Datasets, Blocks: f.store.Blocks}, Kinds: f.kinds,
+		Concurrency: concurrency, Name: "test", Host: "here", Logger: slog.New(slog.DiscardHandler), RetryBackoff: 10 * time.Millisecond}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	p := New(cfg)
 	if err := p.Start(f.ctx); err != nil {
 		f.t.Fatal(err)
 	}
@@ -231,4 +237,75 @@ func TestStopNoticeStopsOtherCopies(t *testing.T) {
 	if len(p.running) != 0 {
 		t.Fatalf("tasks still tracked as running: %v", p.running)
 	}
+}
+
+// withPriority is task t of the given priority.
+func withPriority(t job.Task, p int) job.Task {
+	t.Priority = p
+	return t
+}
+
+// One worker takes the waiting tasks highest priority first, each
+// priority in its order.
+func TestPriorityOrder(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	f.queue(withPriority(task("low", 0, 1), 1), task("default", 0, 1), withPriority(task("high", 0, 1), 4),
+		withPriority(task("mid", 0, 1), 3), withPriority(task("high", 1, 1), 4), task("default", 1, 1))
+	f.pool(1)
+	var got []string
+	for _, r := range f.results(6) {
+		got = append(got, fmt.Sprintf("%s/%d", r.Job, r.Partition))
+	}
+	if want := "high/0 high/1 mid/0 default/0 default/1 low/0"; strings.Join(got, " ") != want {
+		t.Fatalf("ran %v; want %s", got, want)
+	}
+}
+
+// A pool of tasks slower than a fetch's budget fetches for its idle
+// workers only, woken by each worker that finishes. The wake once went to
+// the pool's second fetcher, which only waits, and left the first asleep
+// until its next look (a second), after every task: here, with looks an
+// hour apart, that is a stall.
+func TestSlowTasksWakeTheFetcher(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) {
+		time.Sleep(2 * batchBudget) // slower than a fetch's budget
+		return 1, nil
+	}})
+	var tasks []job.Task
+	for i := range 30 {
+		tasks = append(tasks, task("j", i, 1))
+	}
+	f.queue(tasks...)
+	f.pool(1, func(c *Config) { c.recheck = time.Hour })
+	if rs := f.results(30); len(rs) != 30 {
+		t.Fatalf("%d results", len(rs))
+	}
+}
+
+// A steady flow of high-priority tasks does not starve a low one: past the
+// aging period it runs, long before the flow ends.
+func TestLowPriorityIsNotStarved(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, t job.Task) (int64, error) {
+		if t.Job == "high" {
+			time.Sleep(20 * time.Millisecond) // a task of some length: the flood lasts a second
+		}
+		return 1, nil
+	}})
+	var flood []job.Task
+	for i := range 50 {
+		flood = append(flood, withPriority(task("high", i, 1), 4))
+	}
+	f.queue(flood...)
+	f.queue(withPriority(task("low", 0, 1), 1))
+	f.pool(1, func(c *Config) { c.PriorityAging = 100 * time.Millisecond })
+	rs := f.results(51)
+	for i, r := range rs {
+		if r.Job == "low" {
+			if i >= 40 {
+				t.Fatalf("the low task ran %dth of 51: it waited for most of the flood", i+1)
+			}
+			return
+		}
+	}
+	t.Fatal("the low task never ran")
 }

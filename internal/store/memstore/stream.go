@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -26,6 +27,7 @@ type Stream struct {
 
 type msg struct {
 	seq       uint64
+	priority  int // its lane: 1 to 4
 	key       string
 	data      []byte
 	delivered int
@@ -66,7 +68,7 @@ func (s *Stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 			s.ids[m.ID] = now
 		}
 		s.seq++
-		s.msgs = append(s.msgs, &msg{seq: s.seq, key: m.Key, data: bytes.Clone(m.Data)})
+		s.msgs = append(s.msgs, &msg{seq: s.seq, priority: job.ShownPriority(m.Priority), key: m.Key, data: bytes.Clone(m.Data)})
 	}
 	s.signal()
 	return errs
@@ -103,31 +105,16 @@ func (s *Stream) Purge(ctx context.Context, key string) error {
 	return nil
 }
 
-// Fetch implements store.Stream.
+// Fetch implements store.Stream: the highest lane's messages first.
 func (s *Stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func(store.Delivery)) error {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
 		s.mu.Lock()
-		now := time.Now()
 		var out []store.Delivery
-		next := time.Time{}
-		for _, m := range s.msgs {
-			if len(out) == max {
-				break
-			}
-			if m.done {
-				continue
-			}
-			if !m.until.IsZero() && m.until.After(now) {
-				if next.IsZero() || m.until.Before(next) {
-					next = m.until
-				}
-				continue
-			}
-			m.delivered++
-			m.until = now.Add(s.ackWait)
-			out = append(out, &delivery{s: s, m: m, n: m.delivered})
+		var next time.Time
+		for p := job.MaxPriority; p >= job.MinPriority && len(out) < max; p-- {
+			out, next = s.take(p, max, out, next)
 		}
 		wake := s.wake
 		s.mu.Unlock()
@@ -141,6 +128,45 @@ func (s *Stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 			return ctx.Err()
 		}
 	}
+}
+
+// FetchFrom implements store.Stream.
+func (s *Stream) FetchFrom(ctx context.Context, priority, max int, fn func(store.Delivery)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	out, _ := s.take(job.ShownPriority(priority), max, nil, time.Time{})
+	s.mu.Unlock()
+	for _, d := range out {
+		fn(d)
+	}
+	return nil
+}
+
+// take leases the deliverable messages of one lane, up to max in out, and
+// returns out and the earliest time a held one may be delivered again
+// (next, when earlier). s.mu is held.
+func (s *Stream) take(priority, max int, out []store.Delivery, next time.Time) ([]store.Delivery, time.Time) {
+	now := time.Now()
+	for _, m := range s.msgs {
+		if len(out) == max {
+			break
+		}
+		if m.done || m.priority != priority {
+			continue
+		}
+		if !m.until.IsZero() && m.until.After(now) {
+			if next.IsZero() || m.until.Before(next) {
+				next = m.until
+			}
+			continue
+		}
+		m.delivered++
+		m.until = now.Add(s.ackWait)
+		out = append(out, &delivery{s: s, m: m, n: m.delivered})
+	}
+	return out, next
 }
 
 // await waits for a wake, or the next redelivery at next (when set); it
@@ -216,6 +242,7 @@ type delivery struct {
 func (d *delivery) Key() string    { return d.m.key }
 func (d *delivery) Data() []byte   { return d.m.data }
 func (d *delivery) Delivered() int { return d.n }
+func (d *delivery) Priority() int  { return d.m.priority }
 
 // current reports whether the message is still in play. As in JetStream,
 // an ack counts whichever delivery it comes from. d.s.mu is held.

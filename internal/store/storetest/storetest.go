@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("Jobs", func(t *testing.T) { testJobs(t, open(t).Jobs) })
 	t.Run("QueueLeases", func(t *testing.T) { testLeases(t, open(t).Tasks) })
 	t.Run("QueuePurgeAndDedupe", func(t *testing.T) { testPurge(t, open(t).Tasks) })
+	t.Run("QueuePriorities", func(t *testing.T) { testPriorities(t, open(t).Tasks) })
 	t.Run("ResultsHistory", func(t *testing.T) { testHistory(t, open(t).Results) })
 	t.Run("Blobs", func(t *testing.T) { testBlobs(t, open(t).Shuffle) })
 	t.Run("Notices", func(t *testing.T) { testNotices(t, open(t).Notices) })
@@ -300,6 +301,51 @@ func testPurge(t *testing.T, s store.Stream) {
 	ds = fetch(t, s, 1, 5*time.Second)
 	if len(ds) != 1 || string(ds[0].Data()) != "d" {
 		t.Fatalf("a sent message: %d fetched", len(ds))
+	}
+}
+
+// The task queue's lanes: a fetch gives the highest priority's messages
+// first, each lane in its order; FetchFrom takes one lane's only; a purge
+// of a key empties every lane of it; Info counts them all.
+func testPriorities(t *testing.T, s store.Stream) {
+	publish(t, s,
+		store.Message{Key: "low", Data: []byte("1a"), Priority: 1},
+		store.Message{Key: "default", Data: []byte("2a")},
+		store.Message{Key: "high", Data: []byte("4a"), Priority: 4},
+		store.Message{Key: "default", Data: []byte("2b"), Priority: 2},
+		store.Message{Key: "high", Data: []byte("4b"), Priority: 4},
+		store.Message{Key: "mid", Data: []byte("3a"), Priority: 3},
+		store.Message{Key: "low", Data: []byte("1b"), Priority: 1},
+	)
+	if info, err := s.Info(ctx(t)); err != nil || info.Waiting != 7 {
+		t.Fatalf("info: %+v %v; want 7 waiting over the lanes", info, err)
+	}
+	var got []string
+	for _, d := range fetch(t, s, 4, 5*time.Second) {
+		got = append(got, fmt.Sprintf("%s/%d", d.Data(), d.Priority()))
+		_ = d.Ack()
+	}
+	if strings.Join(got, " ") != "4a/4 4b/4 3a/3 2a/2" {
+		t.Fatalf("first fetch gave %v; want the high lane, the mid one, then the default's first", got)
+	}
+	got = nil
+	if err := s.FetchFrom(ctx(t), 1, 10, func(d store.Delivery) { got = append(got, string(d.Data())); _ = d.Ack() }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != "1a 1b" {
+		t.Fatalf("FetchFrom the low lane gave %v", got)
+	}
+	publish(t, s, store.Message{Key: "gone", Data: []byte("x"), Priority: 4}, store.Message{Key: "gone", Data: []byte("y")})
+	if err := s.Purge(ctx(t), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, d := range fetch(t, s, 10, 5*time.Second) {
+		got = append(got, string(d.Data()))
+		_ = d.Ack()
+	}
+	if strings.Join(got, " ") != "2b" {
+		t.Fatalf("after purging a key of two lanes: %v; want only 2b", got)
 	}
 }
 
