@@ -78,6 +78,13 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if _, _, code := mrcluster(t, env, "wait", short); code != 1 {
 		t.Fatalf("wait of a canceled job exited %d, want 1", code)
 	}
+	urgent := strings.TrimSpace(ok("submit", "noop", "1", "--priority", "4", "--wait"))
+	if out := ok("job", strings.Fields(urgent)[0]); !regexp.MustCompile(`(?m)^priority\s+4$`).MatchString(out) {
+		t.Fatalf("a job of priority 4:\n%s", out)
+	}
+	if _, errOut, code := mrcluster(t, env, "submit", "noop", "1", "--priority", "9"); code != 1 || !strings.Contains(errOut, "priority must be an integer from 1 (low) to 4 (high)") {
+		t.Fatalf("--priority 9: exit %d %s", code, errOut)
+	}
 	// Retried, the canceled job is queued again, in the same job.
 	if out := ok("retry", short); !regexp.MustCompile(`^` + short + ` (queued|running) \(retry 1\)\n$`).MatchString(out) {
 		t.Fatalf("retry: %q", out)

@@ -100,6 +100,9 @@ type Config struct {
 	WasmMemory  int64
 	MaxKindSize int64
 	TaskTimeout time.Duration
+	// PriorityAging bounds how long a priority's waiting tasks are passed
+	// over for higher ones by a pool of workers (worker.Config).
+	PriorityAging time.Duration
 	// RecentJobs is how many finished jobs the server keeps whole in
 	// memory, beside the unfinished ones; older ones are read from the
 	// store when asked for.
@@ -220,6 +223,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--%s must be from 1 to 4096, got %d", flags.WasmMemory, c.WasmMemory>>20)
 	case c.MaxKindSize < 1<<20:
 		return fmt.Errorf("--%s must be 1 or more, got %d", flags.MaxKindSize, c.MaxKindSize>>20)
+	case c.PriorityAging < 0:
+		return fmt.Errorf("--%s must be 0 (the default, %s) or more, got %s", flags.PriorityAging, worker.DefaultPriorityAging, c.PriorityAging)
 	case c.TaskTimeout < 0:
 		return fmt.Errorf("--%s must be 0 (none) or more, got %s", flags.TaskTimeout, c.TaskTimeout)
 	case c.RecentJobs < 1:
@@ -347,6 +352,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
 			SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir,
 			Modules: &catalog.Modules{Blobs: wstore.Ports.Modules, Runtime: s.wasm}, TaskTimeout: cfg.TaskTimeout,
+			PriorityAging: cfg.PriorityAging,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err

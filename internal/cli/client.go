@@ -92,6 +92,7 @@ var paramRequired = regexp.MustCompile(`^params\.(\S+) is required for kind "([^
 type specFlags struct {
 	params, input       *string
 	partitions, reducer *int
+	priority            *int
 	timeout             *time.Duration
 	param               []string
 }
@@ -102,6 +103,7 @@ func newSpecFlags(fs *flag.FlagSet) *specFlags {
 		input:      fs.String("input", "", "the datasets a data kind reads, comma-separated"),
 		partitions: fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)"),
 		reducer:    fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)"),
+		priority:   fs.Int("priority", 0, "1 (low) to 4 (high): a waiting task of a higher priority starts first (default 2)"),
 		timeout:    fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)"),
 	}
 	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable)", func(v string) error {
@@ -136,7 +138,7 @@ func (f *specFlags) spec(cmd string, pos []string, usage func()) (client.Spec, e
 		usage()
 		return client.Spec{}, fmt.Errorf("%s needs a partition count: mrcluster %s %s N, or --partitions N", cmd, cmd, pos[0])
 	}
-	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *f.reducer}
+	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *f.reducer, Priority: *f.priority}
 	if *f.timeout > 0 {
 		spec.Timeout = f.timeout.String()
 	}
@@ -171,7 +173,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
 	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--wait] [--server URL]")
+		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--server URL]")
 		fs.PrintDefaults()
 	}
 	pos, asJSON, err := parseClient(fs, server, args)
@@ -428,6 +430,9 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 		fmt.Fprintf(tw, "schedule\t%s, tick %s\n", j.Schedule, j.Tick.Local().Format(time.DateTime))
 	}
 	fmt.Fprintf(tw, "state\t%s\n", state)
+	if j.Priority != 0 && j.Priority != 2 {
+		fmt.Fprintf(tw, "priority\t%d\n", j.Priority)
+	}
 	fmt.Fprintf(tw, "created\t%s\n", at(&created))
 	fmt.Fprintf(tw, "started\t%s\n", at(j.StartedAt))
 	fmt.Fprintf(tw, "finished\t%s\n", at(j.FinishedAt))

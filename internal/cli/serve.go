@@ -87,6 +87,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Var(mib{&cfg.WasmMemory}, flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB")
 	fs.Var(mib{&cfg.MaxKindSize}, flags.MaxKindSize, "largest WebAssembly module a kind may be uploaded with, in MiB")
 	fs.DurationVar(&cfg.TaskTimeout, flags.TaskTimeout, cfg.TaskTimeout, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
+	fs.DurationVar(&cfg.PriorityAging, flags.PriorityAging, cfg.PriorityAging, "longest a lower priority's waiting tasks are passed over while higher ones keep the workers busy (0: 10s)")
 	fs.Var(mib{&cfg.MemoryLimit}, "memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)")
 	c.fs = fs
 	return c

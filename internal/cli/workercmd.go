@@ -47,6 +47,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	wasmMemory := int64(256 << 20)
 	fs.Var(mib{&wasmMemory}, flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB")
 	taskTimeout := fs.Duration(flags.TaskTimeout, 0, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
+	aging := fs.Duration(flags.PriorityAging, 0, "longest a lower priority's waiting tasks are passed over while higher ones keep the workers busy (0: 10s)")
 	var memLimit int64
 	fs.Var(mib{&memLimit}, "memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -112,6 +113,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
 		SortBuffer: sortBuffer, TempDir: *tempDir,
 		Modules: &catalog.Modules{Blobs: store.Ports.Modules, Runtime: rt}, TaskTimeout: *taskTimeout,
+		PriorityAging: *aging,
 	})
 	if err := pool.Start(ctx); err != nil {
 		return err

@@ -534,6 +534,7 @@ func TestDashboardSchedules(t *testing.T) {
 	if err := chromedp.Do(ctx,
 		setValue(`select[name="kind"]`, "noop"),
 		setValue(`input[name="partitions"]`, "2"),
+		setValue(`select[name="priority"]`, "4"),
 		chromedp.Click(chromedp.CSS(`input[name="when"][value="cron"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`input[name="cron"]`)),
 		setValue(`input[name="schedule-name"]`, "heartbeat"),
@@ -555,7 +556,7 @@ func TestDashboardSchedules(t *testing.T) {
 	text(ctx, t, row, func(s string) bool { return strings.Contains(s, "*/2 * * * * *") && strings.Contains(s, "noop × 2") }, "the schedule's row")
 	text(ctx, t, row+` [data-test="next"]`, func(s string) bool { return strings.HasPrefix(s, "in ") || s == "now" }, "its next tick")
 	// Its jobs appear in the list, naming it; the row links its last ones.
-	text(ctx, t, `tr[data-state="succeeded"]`, func(s string) bool { return strings.Contains(s, "↻ heartbeat") }, "a job of the schedule in the list")
+	text(ctx, t, `tr[data-state="succeeded"]`, func(s string) bool { return strings.Contains(s, "p4") && strings.Contains(s, "↻ heartbeat") }, "a job of the schedule, of priority 4, in the list")
 	text(ctx, t, row+` a.tick`, func(s string) bool { return s != "" }, "a link to its last job")
 	shot(ctx, t, "schedules.png")
 	fitsPhone(ctx, t, "the page with a schedule", "schedules-phone.png")

@@ -34,6 +34,7 @@ const (
 	WasmMemory         = "wasm-memory-mb"
 	MaxKindSize        = "max-kind-mb"
 	TaskTimeout        = "task-timeout"
+	PriorityAging      = "priority-aging"
 	// Token is the client commands' flag for the server's auth token.
 	Token = "token"
 )

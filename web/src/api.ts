@@ -31,8 +31,9 @@ export const api = {
   jobs: (state = '', limit = 50, cursor = '') =>
     call<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?limit=${limit}` + (state ? `&state=${state}` : '') + (cursor ? `&cursor=${cursor}` : '')),
   job: (id: string) => call<Job>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
-  submit: (kind: string, partitions: unknown, params: Record<string, unknown> = {}, data?: { input: string[]; reducers: unknown }, timeout = '', delay = '') =>
-    call<Job>('POST', '/api/v1/jobs', { kind, partitions, params, ...(data ?? {}), ...(timeout ? { timeout } : {}), ...(delay ? { delay } : {}) }),
+  // submit posts a job spec: kind, partitions, params, and what the
+  // form sets of input, reducers, timeout, priority, delay.
+  submit: (spec: Record<string, unknown>) => call<Job>('POST', '/api/v1/jobs', spec),
   schedules: () => call<{ schedules: Schedule[] }>('GET', '/api/v1/schedules'),
   addSchedule: (body: { name: string; cron: string; timezone: string; missed: string; job: Record<string, unknown> }) =>
     call<Schedule>('POST', '/api/v1/schedules', body),

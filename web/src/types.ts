@@ -7,6 +7,8 @@ export interface Job {
   rerun_of?: string
   // how many times the job was retried
   retries?: number
+  // 1 (low) to 4 (high)
+  priority?: number
   timeout?: string
   run_at?: string
   // the cron schedule that created the job, and the tick it was for
@@ -112,6 +114,7 @@ export interface JobSpec {
   input?: string[]
   reducers?: number
   timeout?: string
+  priority?: number
 }
 
 export interface Schedule {

@@ -62,9 +62,10 @@ describe('SubmitForm', () => {
     await flushPromises()
     expect(w.find('[data-test="error-delay"]').text()).toContain('how long from now')
     await w.find('input[name="delay"]').setValue('10m')
+    await w.find('select[name="priority"]').setValue(4)
     await w.find('form').trigger('submit')
     await flushPromises()
-    expect(JSON.parse((fetch.mock.calls[0] as any)[1].body)).toEqual({ kind: 'short', partitions: 8, params: {}, delay: '10m' })
+    expect(JSON.parse((fetch.mock.calls[0] as any)[1].body)).toEqual({ kind: 'short', partitions: 8, params: {}, priority: 4, delay: '10m' })
   })
 
   it('routes errors to fields', () => {
