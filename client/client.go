@@ -411,6 +411,22 @@ func (c *Client) DeleteSchedule(ctx context.Context, name string) error {
 	return c.call(ctx, http.MethodDelete, "/api/v1/schedules/"+url.PathEscape(name), nil, nil, nil)
 }
 
+// PauseKind pauses kind name in the whole cluster: its jobs' waiting
+// tasks leave the queue and none starts (running ones finish) until
+// ResumeKind.
+func (c *Client) PauseKind(ctx context.Context, name string) (Kind, error) {
+	var k Kind
+	err := c.call(ctx, http.MethodPost, "/api/v1/kinds/"+url.PathEscape(name)+"/pause", nil, nil, &k)
+	return k, err
+}
+
+// ResumeKind resumes kind name: its jobs' waiting tasks are queued again.
+func (c *Client) ResumeKind(ctx context.Context, name string) (Kind, error) {
+	var k Kind
+	err := c.call(ctx, http.MethodPost, "/api/v1/kinds/"+url.PathEscape(name)+"/resume", nil, nil, &k)
+	return k, err
+}
+
 // Datasets returns every dataset.
 func (c *Client) Datasets(ctx context.Context) ([]Dataset, error) {
 	var out struct {

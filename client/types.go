@@ -71,6 +71,9 @@ type Job struct {
 	Retries int `json:"retries,omitempty"`
 	// Priority is the job's priority, 1 (low) to 4 (high).
 	Priority int `json:"priority"`
+	// Paused is true while the job's kind is paused: its waiting tasks
+	// are out of the queue until the kind resumes.
+	Paused bool `json:"paused,omitempty"`
 	// Timeout bounds each attempt of each task, as given in the spec.
 	Timeout string `json:"timeout,omitempty"`
 	// RunAt is when a job submitted with run_at or delay runs: it is
@@ -233,6 +236,10 @@ type Kind struct {
 	Hash       string     `json:"hash,omitempty"`
 	Size       int64      `json:"size,omitempty"`
 	UploadedAt *time.Time `json:"uploaded_at,omitempty"`
+	// Paused is true while the kind is paused (PauseKind): its jobs'
+	// waiting tasks stay out of the queue, none starts; since when.
+	Paused      bool       `json:"paused"`
+	PausedSince *time.Time `json:"paused_since,omitempty"`
 }
 
 // Param describes one parameter of a kind.

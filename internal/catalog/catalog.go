@@ -87,11 +87,14 @@ func short(hash string) string { return hash[:min(12, len(hash))] }
 type Catalog struct {
 	Modules
 	kv      store.KV
+	state   store.KV
 	builtin *job.Registry
 	log     *slog.Logger
 
 	mu    sync.RWMutex
 	kinds map[string]Uploaded
+	// paused holds the kinds paused (built in or uploaded), since when.
+	paused map[string]time.Time
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -99,45 +102,108 @@ type Catalog struct {
 
 // New returns a catalog; Start fills it.
 func New(st *store.Store, rt *wasmkind.Runtime, builtin *job.Registry, log *slog.Logger) *Catalog {
-	return &Catalog{Modules: Modules{Blobs: st.Modules, Runtime: rt}, kv: st.Kinds, builtin: builtin, log: log, kinds: map[string]Uploaded{}}
+	return &Catalog{Modules: Modules{Blobs: st.Modules, Runtime: rt}, kv: st.Kinds, state: st.KindState, builtin: builtin, log: log,
+		kinds: map[string]Uploaded{}, paused: map[string]time.Time{}}
 }
 
-// Start reads the records and follows their changes; it returns once the
-// stored ones are read.
+// KindState is a kind's state record (mr_kind_state).
+type KindState struct {
+	Paused bool      `json:"paused"`
+	Since  time.Time `json:"since"`
+}
+
+// Start reads the records (uploaded kinds, kinds' states) and follows
+// their changes; it returns once the stored ones are read.
 func (c *Catalog) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := c.kv.Watch(wctx)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("watch uploaded kinds: %w", err)
-	}
 	c.stop = cancel
-	ready := make(chan struct{})
-	c.wg.Go(func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					close(ready)
-					continue
-				}
-				c.apply(e)
-			}
+	for _, b := range []struct {
+		kv    store.KV
+		what  string
+		apply func(*store.Entry)
+	}{{c.kv, "uploaded kinds", c.apply}, {c.state, "kinds' states", c.applyState}} {
+		w, err := b.kv.Watch(wctx)
+		if err != nil {
+			_ = c.Stop(ctx)
+			return fmt.Errorf("watch %s: %w", b.what, err)
 		}
-	})
-	select {
-	case <-ready:
-		return nil
-	case <-ctx.Done():
-		_ = c.Stop(ctx)
-		return ctx.Err()
+		ready := make(chan struct{})
+		c.wg.Go(func() {
+			defer w.Stop()
+			for {
+				select {
+				case <-wctx.Done():
+					return
+				case e, ok := <-w.Updates():
+					if !ok {
+						return
+					}
+					if e == nil {
+						close(ready)
+						continue
+					}
+					b.apply(e)
+				}
+			}
+		})
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			_ = c.Stop(ctx)
+			return ctx.Err()
+		}
 	}
+	return nil
+}
+
+func (c *Catalog) applyState(e *store.Entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var st KindState
+	if !e.Deleted {
+		if err := json.Unmarshal(e.Value, &st); err != nil {
+			c.log.Warn("skipping an unreadable kind's state", "kind", e.Key, "err", err)
+			return
+		}
+	}
+	if st.Paused {
+		c.paused[e.Key] = st.Since
+	} else {
+		delete(c.paused, e.Key)
+	}
+}
+
+// Paused reports whether kind name is paused.
+func (c *Catalog) Paused(name string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.paused[name]
+	return ok
+}
+
+// PausedSince returns when kind name was paused, if it is.
+func (c *Catalog) PausedSince(name string) (time.Time, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	t, ok := c.paused[name]
+	return t, ok
+}
+
+// SetPaused pauses or resumes kind name, which the caller checked exists:
+// every server sees it, and takes the waiting tasks of the kind's jobs out
+// of the queue, or puts them back.
+func (c *Catalog) SetPaused(ctx context.Context, name string, paused bool) error {
+	if paused == c.Paused(name) {
+		return nil
+	}
+	st := KindState{Paused: paused, Since: time.Now().UTC()}
+	data, _ := json.Marshal(st)
+	rev, err := c.state.Put(ctx, name, data)
+	if err != nil {
+		return job.Unavailable("kind state store", err)
+	}
+	c.applyState(&store.Entry{Key: name, Value: data, Revision: rev})
+	return nil
 }
 
 // Stop stops following the records.
@@ -277,6 +343,14 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 		return job.Unavailable("kind store", err)
 	}
 	c.apply(&store.Entry{Key: name, Deleted: true})
+	if c.Paused(name) {
+		// A kind uploaded again under the name starts unpaused.
+		if err := c.state.Delete(ctx, name, 0); err != nil {
+			c.log.Warn("could not clear a deleted kind's paused state", "kind", name, "err", err)
+		} else {
+			c.applyState(&store.Entry{Key: name, Deleted: true})
+		}
+	}
 	for _, h := range append(slices.Clone(u.Earlier), u.Hash) {
 		if c.usedElsewhere(name, h) {
 			continue

@@ -104,7 +104,7 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 
 // backup starts copies of j's stragglers among its running tasks ws.
 func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerStatus, now time.Time) {
-	if j.State != job.Running || (j.ReadsData() && !j.Enqueued) {
+	if j.State != job.Running || j.Held || (j.ReadsData() && !j.Enqueued) {
 		return
 	}
 	total, done := j.Partitions, j.Done

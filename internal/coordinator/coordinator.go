@@ -56,7 +56,13 @@ type Config struct {
 	// Due returns the scheduled jobs whose time has come (run_at); with
 	// it, every server queues their tasks, the first to move each job
 	// to queued doing it.
-	Due         func(now time.Time) []string
+	Due func(now time.Time) []string
+	// Paused reports whether a kind is paused; Holding lists the jobs
+	// whose waiting tasks are to leave the queue (their kind paused) and
+	// those to come back (resumed). With both, every server holds and
+	// releases jobs, the first to change each record doing it.
+	Paused      func(kind string) bool
+	Holding     func(paused func(kind string) bool) (hold, release []string)
 	RepairEvery time.Duration
 	// Retention is how long a finished job is kept: its record, task
 	// history and outputs are deleted that long after it finished (0:
@@ -217,6 +223,10 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 		// withdrawn here and dropped by whoever meets them later.
 		if j.State == job.Scheduled {
 			continue // its tasks are queued at its time (scheduleLoop)
+		}
+		if c.paused(j.Kind) {
+			j.Held = true // its tasks are queued when the kind resumes (holdLoop)
+			continue
 		}
 		j.Enqueued = true
 		m, err := store.TaskMessages(j.Tasks(), false)
@@ -449,6 +459,7 @@ func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 	var rerr error
 	j, err := c.update(ctx, id, func(j *job.Job) bool {
 		rerr = j.Retry(time.Now().UTC())
+		j.Held = rerr == nil && c.paused(j.Kind)
 		return rerr == nil
 	})
 	if err != nil {
@@ -456,6 +467,10 @@ func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 	}
 	if rerr != nil {
 		return nil, rerr
+	}
+	if j.Held {
+		c.log.Info("job retried; its kind is paused: its tasks are queued when it resumes", "job", id, "epoch", j.Epoch)
+		return j, nil
 	}
 	c.log.Info("job retried: queuing its unfinished tasks", "job", id, "epoch", j.Epoch, "tasks", len(j.Tasks()))
 	if err := c.publishTasks(ctx, j); err != nil {
@@ -579,6 +594,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.cfg.Due != nil {
 		c.wg.Go(func() { c.scheduleLoop(ctx) })
 	}
+	if c.cfg.Holding != nil && c.cfg.Paused != nil {
+		c.wg.Go(func() { c.holdLoop(ctx) })
+	}
 	if c.cfg.Retention > 0 && c.cfg.Expired != nil && c.cfg.RetentionEvery > 0 {
 		c.wg.Go(func() { c.retentionLoop(ctx) })
 	}
@@ -644,7 +662,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			c.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
 			continue
 		}
-		if !j.Enqueued && !j.State.Terminal() && j.State != job.Scheduled {
+		if !j.Enqueued && !j.Held && !j.State.Terminal() && j.State != job.Scheduled {
 			pending = append(pending, j)
 		}
 	}
@@ -670,7 +688,7 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 		next := map[string]uint64{}
 		for _, id := range c.cfg.Unqueued() {
 			j, rev, err := c.Get(ctx, id)
-			if err != nil || j.Enqueued || j.State.Terminal() || j.State == job.Scheduled {
+			if err != nil || j.Enqueued || j.Held || j.State.Terminal() || j.State == job.Scheduled {
 				continue
 			}
 			if seen[id] != rev {
@@ -708,14 +726,15 @@ func (c *Coordinator) scheduleLoop(ctx context.Context) {
 			var moved bool
 			j, err := c.update(ctx, id, func(j *job.Job) bool {
 				moved = j.Due(now)
+				j.Held = moved && c.paused(j.Kind)
 				return moved
 			})
 			if err != nil {
 				c.log.Warn("could not start a scheduled job yet; will try again", "job", id, "err", err)
 				continue
 			}
-			if !moved {
-				continue // another server did, or it was canceled
+			if !moved || j.Held {
+				continue // another server did, or it was canceled; or its kind is paused
 			}
 			c.log.Info("scheduled job due: queuing its tasks", "job", id, "run_at", j.RunAt)
 			if err := c.publishTasks(ctx, j); err != nil {
@@ -729,6 +748,70 @@ func (c *Coordinator) scheduleLoop(ctx context.Context) {
 			}); err != nil {
 				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 			}
+		}
+	})
+}
+
+// paused reports whether kind is paused (never without Config.Paused).
+func (c *Coordinator) paused(kind string) bool {
+	return c.cfg.Paused != nil && c.cfg.Paused(kind)
+}
+
+// holdLoop takes the waiting tasks of paused kinds' jobs out of the queue,
+// and puts those of resumed kinds back. Every server runs it: the one
+// whose write marks a job held (or not) purges (or queues) its tasks; a
+// server that dies between the two leaves a held job's tasks queued (they
+// run), or a released job unqueued (the repair loop queues it).
+func (c *Coordinator) holdLoop(ctx context.Context) {
+	every(ctx, scheduleEvery, func() {
+		hold, release := c.cfg.Holding(c.paused)
+		if len(hold)+len(release) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		for _, id := range hold {
+			var held bool
+			j, err := c.update(ctx, id, func(j *job.Job) bool {
+				held = !j.Held && !j.State.Terminal() && j.State != job.Scheduled && c.paused(j.Kind)
+				if held {
+					j.Held, j.Enqueued = true, false
+				}
+				return held
+			})
+			if err != nil || !held {
+				continue
+			}
+			if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
+				c.log.Warn("could not take a paused kind's job's tasks out of the queue; they may run", "job", id, "err", err)
+				continue
+			}
+			c.log.Info("kind paused: the job's waiting tasks left the queue until it resumes", "job", id, "kind", j.Kind)
+		}
+		for _, id := range release {
+			var released bool
+			j, err := c.update(ctx, id, func(j *job.Job) bool {
+				released = j.Held && !c.paused(j.Kind)
+				if released {
+					j.Held, j.Enqueued = false, false
+				}
+				return released
+			})
+			if err != nil || !released || j.State.Terminal() {
+				continue
+			}
+			if err := c.publishTasks(ctx, j); err != nil {
+				c.log.Warn("could not queue a resumed kind's job's tasks; the repair loop will", "job", id, "err", err)
+				continue
+			}
+			if _, err := c.update(ctx, id, func(j *job.Job) bool {
+				changed := !j.Enqueued && !j.Held && !j.State.Terminal()
+				j.Enqueued = true
+				return changed
+			}); err != nil {
+				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
+			}
+			c.log.Info("kind resumed: the job's tasks are queued again", "job", id, "kind", j.Kind, "tasks", len(j.Tasks()))
 		}
 	})
 }
@@ -914,6 +997,9 @@ func (c *Coordinator) awaitSubmit(ctx context.Context, id string) bool {
 // startReduce publishes the reduce tasks of a job whose maps are all done.
 // A crash before they are marked enqueued is repaired at the next start.
 func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
+	if j.Held {
+		return // its kind is paused: queued when it resumes
+	}
 	if err := c.publishTasks(ctx, j); err != nil {
 		c.log.Warn("could not queue the reduce tasks of a job yet; the repair loop of any server queues them within 20 s", "job", j.ID, "err", err)
 		return

@@ -91,6 +91,10 @@ func (recordService) PutKind(context.Context, string, string, io.Reader, int64) 
 
 func (recordService) DeleteKind(context.Context, string) error { return nil }
 
+func (recordService) PauseKind(context.Context, string, bool) (client.Kind, error) {
+	return client.Kind{}, job.Errorf(job.ENotFound, "no kind")
+}
+
 func (recordService) Rerun(context.Context, string, string, func() error) (*job.Job, error) {
 	return nil, job.Errorf(job.ENotFound, "no job")
 }

@@ -283,6 +283,20 @@ func (s *Server) putKind(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, k)
 }
 
+func (s *Server) pauseKind(w http.ResponseWriter, r *http.Request)  { s.pauseOrResumeKind(w, r, true) }
+func (s *Server) resumeKind(w http.ResponseWriter, r *http.Request) { s.pauseOrResumeKind(w, r, false) }
+
+// pauseOrResumeKind pauses or resumes a kind: 200 and the kind.
+func (s *Server) pauseOrResumeKind(w http.ResponseWriter, r *http.Request, pause bool) {
+	k, err := s.cfg.Service.PauseKind(r.Context(), r.PathValue("name"), pause)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("kind paused or resumed", "kind", k.Name, "paused", k.Paused)
+	writeJSON(w, http.StatusOK, k)
+}
+
 func (s *Server) deleteKind(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := s.cfg.Service.DeleteKind(r.Context(), name); err != nil {

@@ -36,6 +36,7 @@ type Service interface {
 	Rerun(ctx context.Context, id, key string, admit func() error) (*job.Job, error)
 	Retry(ctx context.Context, id string, admit func() error) (*job.Job, error)
 	DeleteKind(ctx context.Context, name string) error
+	PauseKind(ctx context.Context, name string, pause bool) (client.Kind, error)
 	AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error)
 	PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error)
 	DeleteSchedule(ctx context.Context, name string) error
@@ -143,6 +144,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/kinds", s.listKinds)
 	m.HandleFunc("PUT /api/v1/kinds/{name}", s.putKind)
 	m.HandleFunc("DELETE /api/v1/kinds/{name}", s.deleteKind)
+	m.HandleFunc("POST /api/v1/kinds/{name}/pause", s.pauseKind)
+	m.HandleFunc("POST /api/v1/kinds/{name}/resume", s.resumeKind)
 	m.HandleFunc("POST /api/v1/schedules", s.addSchedule)
 	m.HandleFunc("GET /api/v1/schedules", s.listSchedules)
 	m.HandleFunc("GET /api/v1/schedules/{name}", s.getSchedule)

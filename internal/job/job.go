@@ -58,6 +58,10 @@ type Job struct {
 	// Enqueued is set once every task of the job is durably in the queue;
 	// a job found without it after a crash has its tasks published again.
 	Enqueued bool `json:"enqueued"`
+	// Held marks a job of a paused kind: its waiting tasks were taken out
+	// of the queue (none is queued while it is set), to be queued again
+	// when the kind is resumed.
+	Held bool `json:"held,omitempty"`
 	// Values holds each partition's map result; nil until that task is done.
 	Values Values `json:"values"`
 	Done   int    `json:"done"`

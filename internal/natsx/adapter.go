@@ -35,6 +35,7 @@ func ports(nc *nats.Conn, s *Store) *store.Store {
 		Kinds:       kv{s.Kinds},
 		Modules:     blobs{s.Modules},
 		Schedules:   kv{s.Schedules},
+		KindState:   kv{s.KindState},
 		Notices:     &store.Notes{N: notices{nc}},
 	}
 }

@@ -44,6 +44,7 @@ const (
 	KindsBucket       = "mr_kinds"       // KV: uploaded kinds, by name: version, module hash, params
 	ModulesBucket     = "mr_modules"     // object store: uploaded kinds' WebAssembly modules, by content hash
 	SchedulesBucket   = "mr_schedules"   // KV: cron schedules, by name: the job they submit, the last tick fired
+	KindStateBucket   = "mr_kind_state"  // KV: the state of kinds, built in or uploaded, by name: paused
 	ShuffleRetention  = 7 * 24 * time.Hour
 	WorkersConsumer   = "workers"
 	CoordConsumer     = "coordinator"
@@ -400,6 +401,7 @@ type Store struct {
 	Modules jetstream.ObjectStore
 
 	Schedules jetstream.KeyValue
+	KindState jetstream.KeyValue
 
 	// Ports are the same resources as package store's ports: what the
 	// rest of mrcluster uses.
@@ -545,6 +547,13 @@ func resources(replicas int) []resource {
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
 		}, leaderReads: true, state: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Schedules }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      KindStateBucket,
+			Description: "the state of kinds by name: paused (their waiting tasks out of the queue until resumed)",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, leaderReads: true, state: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.KindState }},
 	}
 }
 

@@ -337,9 +337,43 @@ func (s *Service) Kinds() []client.Kind {
 		if k.Module != "" && s.cfg.Catalog != nil {
 			u, ok = s.cfg.Catalog.Get(k.Name)
 		}
-		out = append(out, kindResource(k, u, ok))
+		out = append(out, s.withState(kindResource(k, u, ok)))
 	}
 	return out
+}
+
+// withState adds kind k's paused state.
+func (s *Service) withState(k client.Kind) client.Kind {
+	if s.cfg.Catalog != nil {
+		if since, ok := s.cfg.Catalog.PausedSince(k.Name); ok {
+			k.Paused, k.PausedSince = true, &since
+		}
+	}
+	return k
+}
+
+// PauseKind pauses kind name in the whole cluster (resume false: resumes
+// it): every server takes the waiting tasks of its unfinished jobs out of
+// the queue and holds its new jobs; running tasks finish.
+func (s *Service) PauseKind(ctx context.Context, name string, pause bool) (client.Kind, error) {
+	if s.cfg.Catalog == nil {
+		return client.Kind{}, job.Errorf(job.EConflict, "this server cannot pause kinds")
+	}
+	if _, ok := s.cfg.Kinds.Lookup(name); !ok {
+		return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found; GET /api/v1/kinds lists them", name)
+	}
+	if err := s.writable(); err != nil {
+		return client.Kind{}, err
+	}
+	if err := s.cfg.Catalog.SetPaused(ctx, name, pause); err != nil {
+		return client.Kind{}, err
+	}
+	for _, k := range s.Kinds() {
+		if k.Name == name {
+			return k, nil
+		}
+	}
+	return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found", name)
 }
 
 // kindResource is the API's representation of kind k; u is its upload's
@@ -384,7 +418,7 @@ func (s *Service) PutKind(ctx context.Context, name, description string, r io.Re
 	if err != nil {
 		return client.Kind{}, err
 	}
-	return kindResource(u.Kind(), u, true), nil
+	return s.withState(kindResource(u.Kind(), u, true)), nil
 }
 
 // DeleteKind deletes an uploaded kind that no unfinished job uses.

@@ -198,6 +198,8 @@ type Store struct {
 
 	// Schedules holds the cron schedules by name.
 	Schedules KV
+	// KindState holds the state of kinds by name: paused or not.
+	KindState KV
 
 	Notices *Notes
 }

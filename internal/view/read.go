@@ -43,7 +43,7 @@ func (v *View) resource(j *job.Job) Job {
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions, Params: j.Params,
 		Input: j.Input, Reducers: j.Reducers, Phase: shownPhase(j), Counters: (*client.Counters)(j.Counters), Backups: j.Backups, RerunOf: j.RerunOf,
-		Schedule: j.Schedule, Tick: j.Tick, Retries: j.Epoch, Priority: job.ShownPriority(j.Priority),
+		Schedule: j.Schedule, Tick: j.Tick, Retries: j.Epoch, Priority: job.ShownPriority(j.Priority), Paused: j.Held,
 		Tasks: c, Result: (*client.Result)(j.Result), Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}
@@ -313,6 +313,24 @@ func (v *View) Unqueued() []string {
 		out = append(out, id)
 	}
 	return out
+}
+
+// Holding returns the unfinished jobs whose tasks are to be taken out of
+// the queue, as their kind is paused (hold), and the held ones whose kind
+// is no longer paused (release). Scheduled jobs wait for their time first.
+func (v *View) Holding(paused func(kind string) bool) (hold, release []string) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for id, j := range v.active {
+		switch p := paused(j.Kind); {
+		case j.State == job.Scheduled:
+		case p && !j.Held:
+			hold = append(hold, id)
+		case !p && j.Held:
+			release = append(release, id)
+		}
+	}
+	return hold, release
 }
 
 // Due returns the scheduled jobs whose time is now or past.

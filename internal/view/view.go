@@ -297,7 +297,7 @@ func (v *View) set(j *job.Job) (prev *job.Job) {
 	} else {
 		en.finished = 0
 		v.active[j.ID] = j
-		if j.Enqueued || j.State == job.Scheduled {
+		if j.Enqueued || j.Held || j.State == job.Scheduled {
 			delete(v.unqueued, j.ID) // a scheduled job's tasks are queued at its time
 		} else {
 			v.unqueued[j.ID] = struct{}{}

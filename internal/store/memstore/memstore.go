@@ -43,6 +43,7 @@ func New(cfg Config) *store.Store {
 		Kinds:       NewKV(),
 		Modules:     NewBlobs(),
 		Schedules:   NewKV(),
+		KindState:   NewKV(),
 		Notices:     &store.Notes{N: NewNotices()},
 	}
 }

@@ -1,0 +1,82 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// Pausing a kind takes its jobs' waiting tasks out of the queue and holds
+// its new jobs: none of their tasks starts while other kinds' jobs run;
+// a task running at the pause finishes. Resumed, they run to their end.
+func TestPauseAndResumeAKind(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	started := make(chan struct{}, 8)
+	hold := job.Kind{Name: "hold", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		started <- struct{}{}
+		select {
+		case <-release:
+			return 1, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}}
+	b := setup(t, func(c *app.Config) { c.Kinds, c.Workers = testKinds(hold), 1 })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+
+	// One worker: partition 0 runs (and is held there), 1 to 3 wait.
+	j := b.submit(t, "hold", 4)
+	<-started
+	k, err := c.PauseKind(ctx, "hold")
+	if err != nil || !k.Paused || k.PausedSince == nil {
+		t.Fatalf("pause: %+v %v", k, err)
+	}
+	j = b.await(t, j.ID, func(j client.Job) bool { return j.Paused })
+	later := b.submit(t, "hold", 2) // submitted while paused: held at once
+	if !later.Paused {
+		t.Fatalf("a job of a paused kind submitted: %+v", later)
+	}
+	close(release) // the running task finishes; the others must not start
+	b.await(t, j.ID, func(j client.Job) bool { return j.Tasks.Done == 1 })
+	other := b.await(t, b.submit(t, "noop", 3).ID, terminal) // the queue moves on for other kinds
+	if other.State != client.Succeeded {
+		t.Fatalf("a job of another kind while one is paused: %s", apitest.Describe(other))
+	}
+	if len(started) != 0 {
+		t.Fatalf("%d tasks of the paused kind started", len(started))
+	}
+	b.client().AwaitIdleWorkers(t, 1) // statuses trail results
+	if q, err := c.Queue(ctx); err != nil || q.Depth != 3+2 {
+		t.Fatalf("queue while paused: %+v %v; want its 5 waiting tasks counted", q, err)
+	}
+	kinds, err := c.Kinds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kinds {
+		if k.Paused != (k.Name == "hold") {
+			t.Fatalf("kinds list: %s paused=%v", k.Name, k.Paused)
+		}
+	}
+
+	if k, err := c.ResumeKind(ctx, "hold"); err != nil || k.Paused {
+		t.Fatalf("resume: %+v %v", k, err)
+	}
+	for _, id := range []string{j.ID, later.ID} {
+		if d := b.await(t, id, terminal); d.State != client.Succeeded || d.Paused || d.Result.Sum != int64(d.Partitions) {
+			t.Fatalf("after the resume: %s", apitest.Describe(d))
+		}
+	}
+	var apiErr *client.Error
+	if _, err := c.PauseKind(ctx, "nope"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("pause of an unknown kind: %v", err)
+	}
+}
