@@ -58,6 +58,13 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 		t.Fatalf("kinds lists no grep with its pattern:\n%s", out)
 	}
 	ok("kind", "ls")
+	if out := ok("kind", "pause", "grep"); !strings.Contains(out, "kind grep paused") {
+		t.Fatalf("kind pause: %q", out)
+	}
+	if out := ok("kinds"); !regexp.MustCompile(`(?m)^grep\s+built in.*paused`).MatchString(out) {
+		t.Fatalf("kinds after a pause:\n%s", out)
+	}
+	ok("kind", "resume", "grep")
 	id := strings.Fields(ok("submit", "wordcount", "--input", "pets", "--partitions", "2"))[0]
 	if out := ok("wait", id); !strings.Contains(out, "the 2") {
 		t.Fatalf("wait %s printed %q", id, out)

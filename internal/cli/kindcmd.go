@@ -12,11 +12,13 @@ import (
 // kindCmd runs "mrcluster kind put|ls|rm": kinds uploaded as WebAssembly
 // modules.
 func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = `usage: mrcluster kind put NAME FILE.wasm [--description D] | ls | rm NAME   [--server URL] [--token T] [-o json]
+	const use = `usage: mrcluster kind put NAME FILE.wasm [--description D] | ls | rm NAME | pause NAME | resume NAME   [--server URL] [--token T] [-o json]
   put NAME FILE.wasm  upload a WebAssembly module as kind NAME (its next version, when NAME exists)
   ls                  list the kinds, built in and uploaded, with their parameters (also: mrcluster kinds)
-  rm NAME             delete an uploaded kind that no unfinished job uses`
-	sub, args, err := subcommand("kind", "put, ls or rm", use, args, stdout, stderr)
+  rm NAME             delete an uploaded kind that no unfinished job uses
+  pause NAME          in the whole cluster, start no task of kind NAME (its waiting tasks leave the queue; running ones finish)
+  resume NAME         queue the waiting tasks of kind NAME's jobs again`
+	sub, args, err := subcommand("kind", "put, ls, rm, pause or resume", use, args, stdout, stderr)
 	if sub == "" {
 		return err
 	}
@@ -61,7 +63,7 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return printJSON(stdout, map[string]any{"kinds": kinds})
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tVERSION\tMODULE\tBYTES\tUPLOADED\tPARAMS\tDESCRIPTION")
+		fmt.Fprintln(tw, "KIND\tVERSION\tMODULE\tBYTES\tUPLOADED\tSTATE\tPARAMS\tDESCRIPTION")
 		for _, k := range kinds {
 			version, module, size, at := "built in", "-", "-", "-"
 			if k.Uploaded {
@@ -78,7 +80,11 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					params = append(params, p.Name+"?")
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, version, module, size, at, strings.Join(params, ","), k.Description)
+			state := "active"
+			if k.Paused {
+				state = "paused"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, version, module, size, at, state, strings.Join(params, ","), k.Description)
 		}
 		return tw.Flush()
 	case "rm":
@@ -87,7 +93,29 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("kind rm needs one kind name")
 		}
 		return explain(c.DeleteKind(ctx, pos[0]))
+	case "pause", "resume":
+		if len(pos) != 1 {
+			fs.Usage()
+			return fmt.Errorf("kind %s needs one kind name", sub)
+		}
+		change := c.PauseKind
+		if sub == "resume" {
+			change = c.ResumeKind
+		}
+		k, err := change(ctx, pos[0])
+		if err != nil {
+			return explain(err)
+		}
+		if asJSON {
+			return printJSON(stdout, k)
+		}
+		if k.Paused {
+			fmt.Fprintf(stdout, "kind %s paused: none of its tasks starts until mrcluster kind resume %s\n", k.Name, k.Name)
+		} else {
+			fmt.Fprintf(stdout, "kind %s resumed: its jobs' waiting tasks are queued again\n", k.Name)
+		}
+		return nil
 	}
 	fmt.Fprintln(stderr, use)
-	return fmt.Errorf("unknown kind subcommand %q: use put, ls or rm", sub)
+	return fmt.Errorf("unknown kind subcommand %q: use put, ls, rm, pause or resume", sub)
 }

@@ -444,6 +444,22 @@ func TestDashboardKinds(t *testing.T) {
 	}
 	text(ctx, t, `[data-test="kind-status"]`, func(s string) bool { return s == "kind mywc deleted" }, "the delete")
 	text(ctx, t, `tr[data-kind="mywc"]`, func(s string) bool { return s == "" }, "the kind gone from the list")
+
+	// Pause a built-in kind from its row: a job of it waits, saying why,
+	// until Resume.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-kind="grep"] [data-test="pause-kind"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `tr[data-kind="grep"] [data-test="kind-paused"]`, func(s string) bool { return s == "paused" }, "the paused badge")
+	g := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"sea"}, Partitions: 2, Params: map[string]any{"pattern": "whale"}})
+	text(ctx, t, `tr[data-job="`+g.ID+`"] [data-test="result"]`, func(s string) bool { return s == "waiting: kind grep is paused" }, "the held job's line")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-kind="grep"] [data-test="resume-kind"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `tr[data-job="`+g.ID+`"]`, func(s string) bool { return strings.Contains(s, "succeeded") }, "the job after the resume")
+	if got := c.Output(t, g.ID); got != "a.txt:1 the whale\nb.txt:1 a whale, a ship\n" {
+		t.Fatalf("grep output after the resume: %q", got)
+	}
 }
 
 // fitsPhone checks the page at a phone's width (390×844): nothing spills

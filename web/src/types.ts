@@ -9,6 +9,8 @@ export interface Job {
   retries?: number
   // 1 (low) to 4 (high)
   priority?: number
+  // its kind is paused: its waiting tasks are out of the queue
+  paused?: boolean
   timeout?: string
   run_at?: string
   // the cron schedule that created the job, and the tick it was for
@@ -65,6 +67,8 @@ export interface Kind {
   name: string
   description: string
   reads_data?: boolean
+  paused?: boolean
+  paused_since?: string
   params?: KindParam[]
   // Kinds uploaded as WebAssembly modules.
   uploaded?: boolean
