@@ -169,4 +169,20 @@ func TestThreeServerCluster(t *testing.T) {
 	if want := int(last.Sub(first)/time.Second) + 1; len(ticks) != want || want < 5 {
 		t.Fatalf("%d jobs for the %d ticks from %s to %s: a tick was missed", len(ticks), want, first, last)
 	}
+
+	// A kind paused on one server holds a job submitted there; resumed on
+	// another, the job runs.
+	if _, err := a.API().PauseKind(ctx, "noop"); err != nil {
+		t.Fatal(err)
+	}
+	held := a.SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 3})
+	if !held.Paused {
+		t.Fatalf("a job of a paused kind: %s", apitest.Describe(held))
+	}
+	if k, err := c.API().ResumeKind(ctx, "noop"); err != nil || k.Paused {
+		t.Fatalf("resume on another server: %+v %v", k, err)
+	}
+	if d := b.Await(t, held.ID, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded || d.Result.Sum != 3 {
+		t.Fatalf("the held job after the resume: %s", apitest.Describe(d))
+	}
 }

@@ -193,10 +193,12 @@ func (c *Catalog) PausedSince(name string) (time.Time, bool) {
 // every server sees it, and takes the waiting tasks of the kind's jobs out
 // of the queue, or puts them back.
 func (c *Catalog) SetPaused(ctx context.Context, name string, paused bool) error {
-	if paused == c.Paused(name) {
-		return nil
-	}
+	// Written even when this server thinks it is so already: another may
+	// have changed it a moment ago, unseen here yet.
 	st := KindState{Paused: paused, Since: time.Now().UTC()}
+	if since, ok := c.PausedSince(name); ok && paused {
+		st.Since = since
+	}
 	data, _ := json.Marshal(st)
 	rev, err := c.state.Put(ctx, name, data)
 	if err != nil {
