@@ -29,6 +29,16 @@ func NewID(kind string, now time.Time) string {
 	return kind + "_" + string(s[:])
 }
 
+// IDKind returns the kind a job id names ("" when id is not of NewID's
+// form).
+func IDKind(id string) string {
+	i := strings.LastIndexByte(id, '_')
+	if i < 0 || len(id)-i-1 != 26 {
+		return ""
+	}
+	return id[:i]
+}
+
 // IDTime returns the time of creation encoded in a job id, to the
 // millisecond; ok is false when id is not of NewID's form.
 func IDTime(id string) (t time.Time, ok bool) {

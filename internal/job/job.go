@@ -58,6 +58,10 @@ type Job struct {
 	// Enqueued is set once every task of the job is durably in the queue;
 	// a job found without it after a crash has its tasks published again.
 	Enqueued bool `json:"enqueued"`
+	// Lane names the lane of the queue its tasks were last queued in: its
+	// kind's own (a kind with a concurrency limit), or "" for the
+	// priority lanes.
+	Lane string `json:"lane,omitempty"`
 	// Held marks a job of a paused kind: its waiting tasks were taken out
 	// of the queue (none is queued while it is set), to be queued again
 	// when the kind is resumed.
@@ -157,6 +161,9 @@ type Task struct {
 	Epoch int `json:"epoch,omitempty"`
 	// Priority is the job's: it picks the task's lane of the queue.
 	Priority int `json:"priority,omitempty"`
+	// Lane is the kind's own lane of the queue, for a kind with limits
+	// ("": the priority lanes).
+	Lane string `json:"lane,omitempty"`
 	// Failures counts the task's own failed attempts so far (an error or
 	// a panic of the kind's code): only they count toward MaxAttempts. A
 	// run whose worker died or whose store failed does not.

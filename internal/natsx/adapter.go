@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -173,8 +174,93 @@ type stream struct {
 	// priority first: one for results, one per priority for tasks.
 	lanes []*lane
 
-	mu sync.Mutex // guards the lanes' consumers
+	mu sync.Mutex // guards the lanes' consumers and the kind lanes
+	// kinds are the task queue's kind lanes, listed from the stream's
+	// consumers at most every kindsEvery.
+	kinds    []*lane
+	kindsAt  time.Time
+	kindsErr error
 }
+
+// token is key as one token of a task's subject: a job id of a kind whose
+// name has dots would otherwise be several, and match no lane's filter
+// (job ids have no '~'). The results stream, read by one consumer without
+// a filter, keeps keys as they are.
+func (s *stream) token(key string) string {
+	if len(s.lanes) == 1 {
+		return key
+	}
+	return strings.ReplaceAll(key, ".", "~")
+}
+
+// kindsEvery is how often a process looks for kind lanes another made.
+const kindsEvery = 2 * time.Second
+
+// kindLanes returns the task queue's kind lanes.
+func (s *stream) kindLanes(ctx context.Context) []*lane {
+	if len(s.lanes) == 1 {
+		return nil // not the task queue
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.kindsAt) < kindsEvery {
+		return s.kinds
+	}
+	s.kindsAt = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	known := map[string]*lane{}
+	for _, l := range s.kinds {
+		known[l.consumer] = l
+	}
+	var out []*lane
+	list := s.st.ListConsumers(ctx)
+	for info := range list.Info() {
+		if !strings.HasPrefix(info.Name, kindLanePrefix) {
+			continue
+		}
+		if l, ok := known[info.Name]; ok {
+			out = append(out, l)
+			continue
+		}
+		out = append(out, &lane{priority: job.MaxPriority, prefix: strings.TrimSuffix(info.Config.FilterSubject, "*"), consumer: info.Name})
+	}
+	if err := list.Err(); err != nil {
+		return s.kinds // keep the last list
+	}
+	s.kinds = out
+	return out
+}
+
+// SetLane makes or changes kind lane's consumer.
+func (s *stream) SetLane(ctx context.Context, kind string, maxLeased int) error {
+	def, err := s.shared(ctx, s.lane(job.DefaultPriority))
+	if err != nil {
+		return err
+	}
+	if maxLeased <= 0 {
+		maxLeased = 20000
+	}
+	_, err = s.st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       KindLaneConsumer(kind),
+		Description:   "shared by every worker: tasks of kind " + kind + ", at most this many leased at once",
+		FilterSubject: KindLaneSubject(kind) + "*",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       def.CachedInfo().Config.AckWait,
+		MaxAckPending: maxLeased,
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	s.mu.Lock()
+	s.kindsAt = time.Time{} // list again at the next fetch
+	s.mu.Unlock()
+	return nil
+}
+
+// kindProbe bounds a fetch from a kind lane: a lane at its bound holds a
+// request until a task ends, so it is never asked without a deadline.
+const kindProbe = 10 * time.Millisecond
 
 // lane is a priority of a stream: its messages are prefix + key, read by
 // one shared consumer.
@@ -262,7 +348,12 @@ func (s *stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 }
 
 func (s *stream) msg(m store.Message) *nats.Msg {
-	out := &nats.Msg{Subject: s.lane(m.Priority).prefix + m.Key, Data: m.Data}
+	key := s.token(m.Key)
+	subject := s.lane(m.Priority).prefix + key
+	if m.Lane != "" {
+		subject = KindLaneSubject(m.Lane) + key
+	}
+	out := &nats.Msg{Subject: subject, Data: m.Data}
 	if m.ID != "" {
 		out.Header = nats.Header{jetstream.MsgIDHeader: {m.ID}}
 	}
@@ -275,8 +366,15 @@ func (s *stream) Send(m store.Message) error {
 }
 
 func (s *stream) Purge(ctx context.Context, key string) error {
+	subjects := make([]string, 0, len(s.lanes)+1)
 	for _, l := range s.lanes {
-		if err := s.st.Purge(ctx, jetstream.WithPurgeSubject(l.prefix+key)); err != nil {
+		subjects = append(subjects, l.prefix+s.token(key))
+	}
+	if kind := job.IDKind(key); len(s.lanes) > 1 && kind != "" {
+		subjects = append(subjects, KindLaneSubject(kind)+s.token(key))
+	}
+	for _, subject := range subjects {
+		if err := s.st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
 			return storeErr(err)
 		}
 	}
@@ -298,6 +396,14 @@ func (s *stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 	got := 0
 	count := func(d store.Delivery) { got++; fn(d) }
 	for deadline := time.Now().Add(wait); ; {
+		for _, l := range s.kindLanes(ctx) {
+			if got >= max {
+				return nil
+			}
+			if err := s.fetch(ctx, l, max-got, jetstream.FetchMaxWait(kindProbe), count); err != nil {
+				return err
+			}
+		}
 		for _, l := range s.lanes {
 			if got >= max {
 				return nil
@@ -397,7 +503,7 @@ func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, err
 // Info sums the lanes' consumers.
 func (s *stream) Info(ctx context.Context) (store.StreamInfo, error) {
 	var out store.StreamInfo
-	for _, l := range s.lanes {
+	for _, l := range append(slices.Clone(s.lanes), s.kindLanes(ctx)...) {
 		cons, err := s.shared(ctx, l)
 		if err != nil {
 			return store.StreamInfo{}, err
@@ -421,7 +527,9 @@ type delivery struct {
 
 func (d delivery) Priority() int { return d.priority }
 
-func (d delivery) Key() string  { return strings.TrimPrefix(d.m.Subject(), d.prefix) }
+func (d delivery) Key() string {
+	return strings.ReplaceAll(strings.TrimPrefix(d.m.Subject(), d.prefix), "~", ".")
+}
 func (d delivery) Data() []byte { return d.m.Data() }
 
 func (d delivery) Delivered() int {

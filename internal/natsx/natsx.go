@@ -72,6 +72,20 @@ func TaskLaneConsumer(priority int) string {
 	return fmt.Sprintf("%s-p%d", WorkersConsumer, priority)
 }
 
+// KindLaneSubject is the subject prefix of a kind's own lane of the task
+// queue (a kind with a concurrency limit): one token for the kind, whose
+// dots become '~'.
+func KindLaneSubject(kind string) string {
+	return TaskSubject + "k." + strings.ReplaceAll(kind, ".", "~") + "."
+}
+
+// KindLaneConsumer is the shared consumer of a kind's own lane.
+func KindLaneConsumer(kind string) string {
+	return kindLanePrefix + strings.ReplaceAll(kind, ".", "~")
+}
+
+const kindLanePrefix = WorkersConsumer + "-k-"
+
 // Embedded is a NATS server with JetStream running inside this process.
 type Embedded struct {
 	// srv is the running server; a restart (Restart) replaces it.

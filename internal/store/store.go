@@ -83,6 +83,8 @@ type Message struct {
 	// Priority is the lane of a task queue the message goes to: 1 (low)
 	// to 4 (high); 0 is the default lane's, job.DefaultPriority.
 	Priority int
+	// Lane, when set, is a kind's own lane instead (SetLane).
+	Lane string
 }
 
 // Stream is a durable log of messages filed by key, read by one shared
@@ -106,6 +108,10 @@ type Stream interface {
 	// FetchFrom takes up to max messages of one priority lane, without
 	// waiting for any: what keeps a low lane from starving.
 	FetchFrom(ctx context.Context, priority, max int, fn func(Delivery)) error
+	// SetLane makes a kind's own lane of the task queue, whose messages
+	// are leased to at most maxLeased readers at once in the whole
+	// cluster (0: no bound). Fetch takes from kind lanes first.
+	SetLane(ctx context.Context, lane string, maxLeased int) error
 	// Read returns the data of every message of key, oldest first, up to
 	// limit: a history, not a consumption.
 	Read(ctx context.Context, key string, limit int) ([][]byte, error)

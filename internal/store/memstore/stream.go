@@ -23,11 +23,14 @@ type Stream struct {
 	msgs []*msg // by sequence
 	ids  map[string]time.Time
 	wake chan struct{} // closed when a message may have become available
+	// lanes bounds the messages leased at once per kind lane (0: none).
+	lanes map[string]int
 }
 
 type msg struct {
 	seq       uint64
-	priority  int // its lane: 1 to 4
+	priority  int    // its lane: 1 to 4
+	lane      string // or a kind's lane
 	key       string
 	data      []byte
 	delivered int
@@ -68,7 +71,7 @@ func (s *Stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 			s.ids[m.ID] = now
 		}
 		s.seq++
-		s.msgs = append(s.msgs, &msg{seq: s.seq, priority: job.ShownPriority(m.Priority), key: m.Key, data: bytes.Clone(m.Data)})
+		s.msgs = append(s.msgs, &msg{seq: s.seq, priority: job.ShownPriority(m.Priority), lane: m.Lane, key: m.Key, data: bytes.Clone(m.Data)})
 	}
 	s.signal()
 	return errs
@@ -113,6 +116,9 @@ func (s *Stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 		s.mu.Lock()
 		var out []store.Delivery
 		var next time.Time
+		for lane, bound := range s.lanes {
+			out, next = s.takeLane(lane, bound, max, out, next)
+		}
 		for p := job.MaxPriority; p >= job.MinPriority && len(out) < max; p-- {
 			out, next = s.take(p, max, out, next)
 		}
@@ -144,6 +150,52 @@ func (s *Stream) FetchFrom(ctx context.Context, priority, max int, fn func(store
 	return nil
 }
 
+// SetLane implements store.Stream.
+func (s *Stream) SetLane(ctx context.Context, lane string, maxLeased int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lanes == nil {
+		s.lanes = map[string]int{}
+	}
+	s.lanes[lane] = maxLeased
+	s.signal()
+	return nil
+}
+
+// takeLane leases the deliverable messages of a kind lane, at most bound
+// leased at once (0: no bound). s.mu is held.
+func (s *Stream) takeLane(lane string, bound, max int, out []store.Delivery, next time.Time) ([]store.Delivery, time.Time) {
+	now := time.Now()
+	leased := 0
+	for _, m := range s.msgs {
+		if m.lane == lane && !m.done && !m.until.IsZero() && m.until.After(now) {
+			leased++
+		}
+	}
+	for _, m := range s.msgs {
+		if len(out) == max || bound > 0 && leased >= bound {
+			break
+		}
+		if m.done || m.lane != lane {
+			continue
+		}
+		if !m.until.IsZero() && m.until.After(now) {
+			if next.IsZero() || m.until.Before(next) {
+				next = m.until
+			}
+			continue
+		}
+		m.delivered++
+		m.until = now.Add(s.ackWait)
+		leased++
+		out = append(out, &delivery{s: s, m: m, n: m.delivered})
+	}
+	return out, next
+}
+
 // take leases the deliverable messages of one lane, up to max in out, and
 // returns out and the earliest time a held one may be delivered again
 // (next, when earlier). s.mu is held.
@@ -153,7 +205,7 @@ func (s *Stream) take(priority, max int, out []store.Delivery, next time.Time) (
 		if len(out) == max {
 			break
 		}
-		if m.done || m.priority != priority {
+		if m.done || m.priority != priority || m.lane != "" {
 			continue
 		}
 		if !m.until.IsZero() && m.until.After(now) {
@@ -261,6 +313,9 @@ func (d *delivery) Ack() error {
 // finish ends the message; d.s.mu is held.
 func (d *delivery) finish() {
 	d.m.done = true
+	if d.m.lane != "" {
+		d.s.signal() // a bounded lane has room again
+	}
 	if !d.s.workQueue {
 		return
 	}

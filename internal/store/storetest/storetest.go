@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("QueueLeases", func(t *testing.T) { testLeases(t, open(t).Tasks) })
 	t.Run("QueuePurgeAndDedupe", func(t *testing.T) { testPurge(t, open(t).Tasks) })
 	t.Run("QueuePriorities", func(t *testing.T) { testPriorities(t, open(t).Tasks) })
+	t.Run("QueueKindLanes", func(t *testing.T) { testKindLanes(t, open(t).Tasks) })
 	t.Run("ResultsHistory", func(t *testing.T) { testHistory(t, open(t).Results) })
 	t.Run("Blobs", func(t *testing.T) { testBlobs(t, open(t).Shuffle) })
 	t.Run("Notices", func(t *testing.T) { testNotices(t, open(t).Notices) })
@@ -346,6 +347,64 @@ func testPriorities(t *testing.T, s store.Stream) {
 	}
 	if strings.Join(got, " ") != "2b" {
 		t.Fatalf("after purging a key of two lanes: %v; want only 2b", got)
+	}
+}
+
+// A kind's own lane leases at most its bound of messages at once, before
+// the priority lanes' messages; an ack makes room for the next; a purge of
+// a job's key (an id of the kind) empties its lane too.
+func testKindLanes(t *testing.T, s store.Stream) {
+	if err := s.SetLane(ctx(t), "slow.api", 2); err != nil {
+		t.Fatal(err)
+	}
+	id := job.NewID("slow.api", time.Now())
+	publish(t, s,
+		store.Message{Key: "other", Data: []byte("o1")},
+		store.Message{Key: id, Data: []byte("k1"), Lane: "slow.api"},
+		store.Message{Key: id, Data: []byte("k2"), Lane: "slow.api"},
+		store.Message{Key: id, Data: []byte("k3"), Lane: "slow.api"},
+	)
+	// A kind lane made by another process is seen within seconds.
+	var first []store.Delivery
+	deadline := time.Now().Add(10 * time.Second)
+	for len(first) < 2 && time.Now().Before(deadline) {
+		for _, d := range fetch(t, s, 10, 100*time.Millisecond) {
+			if string(d.Data()) == "o1" {
+				_ = d.Ack()
+				continue
+			}
+			first = append(first, d)
+		}
+	}
+	if len(first) != 2 || string(first[0].Data()) != "k1" || string(first[1].Data()) != "k2" {
+		t.Fatalf("the kind lane gave %d messages; want k1 and k2 (its bound)", len(first))
+	}
+	if ds := fetch(t, s, 10, 300*time.Millisecond); len(ds) != 0 {
+		t.Fatalf("past the bound, the lane gave %s", ds[0].Data())
+	}
+	_ = first[0].Ack()
+	var next []store.Delivery
+	for len(next) == 0 && time.Now().Before(deadline.Add(5*time.Second)) {
+		next = fetch(t, s, 10, 500*time.Millisecond)
+	}
+	if len(next) != 1 || string(next[0].Data()) != "k3" {
+		t.Fatalf("after an ack the lane gave %d messages; want k3", len(next))
+	}
+	_ = first[1].Ack()
+	_ = next[0].Ack()
+	publish(t, s, store.Message{Key: id, Data: []byte("k4"), Lane: "slow.api"})
+	if err := s.Purge(ctx(t), id); err != nil {
+		t.Fatal(err)
+	}
+	if ds := fetch(t, s, 10, 300*time.Millisecond); len(ds) != 0 {
+		t.Fatalf("after a purge of the job, the lane gave %s", ds[0].Data())
+	}
+	// A key with dots (a job of a kind named with dots) in a priority lane.
+	publish(t, s, store.Message{Key: "my.kind_x", Data: []byte("d"), Priority: 3})
+	if ds := fetch(t, s, 10, 5*time.Second); len(ds) != 1 || ds[0].Key() != "my.kind_x" {
+		t.Fatalf("a dotted key: %d messages", len(ds))
+	} else {
+		_ = ds[0].Ack()
 	}
 }
 
