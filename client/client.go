@@ -420,6 +420,13 @@ func (c *Client) PauseKind(ctx context.Context, name string) (Kind, error) {
 	return k, err
 }
 
+// SetKindLimits bounds kind name's tasks running at once in the cluster.
+func (c *Client) SetKindLimits(ctx context.Context, name string, l KindLimits) (Kind, error) {
+	var k Kind
+	err := c.call(ctx, http.MethodPut, "/api/v1/kinds/"+url.PathEscape(name)+"/limits", nil, l, &k)
+	return k, err
+}
+
 // ResumeKind resumes kind name: its jobs' waiting tasks are queued again.
 func (c *Client) ResumeKind(ctx context.Context, name string) (Kind, error) {
 	var k Kind

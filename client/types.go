@@ -240,6 +240,16 @@ type Kind struct {
 	// waiting tasks stay out of the queue, none starts; since when.
 	Paused      bool       `json:"paused"`
 	PausedSince *time.Time `json:"paused_since,omitempty"`
+	// Concurrency bounds the kind's tasks running at once in the whole
+	// cluster (SetKindLimits); 0: no bound.
+	Concurrency int `json:"concurrency"`
+}
+
+// KindLimits is what PUT /api/v1/kinds/{name}/limits asks for.
+type KindLimits struct {
+	// Concurrency bounds the kind's tasks running at once in the whole
+	// cluster; 0 removes the bound.
+	Concurrency int `json:"concurrency"`
 }
 
 // Param describes one parameter of a kind.

@@ -88,13 +88,15 @@ type Catalog struct {
 	Modules
 	kv      store.KV
 	state   store.KV
+	tasks   store.Stream
 	builtin *job.Registry
 	log     *slog.Logger
 
 	mu    sync.RWMutex
 	kinds map[string]Uploaded
-	// paused holds the kinds paused (built in or uploaded), since when.
-	paused map[string]time.Time
+	// states holds the kinds' states (built in or uploaded): paused,
+	// limits; a kind without one is active and unbounded.
+	states map[string]KindState
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -102,14 +104,17 @@ type Catalog struct {
 
 // New returns a catalog; Start fills it.
 func New(st *store.Store, rt *wasmkind.Runtime, builtin *job.Registry, log *slog.Logger) *Catalog {
-	return &Catalog{Modules: Modules{Blobs: st.Modules, Runtime: rt}, kv: st.Kinds, state: st.KindState, builtin: builtin, log: log,
-		kinds: map[string]Uploaded{}, paused: map[string]time.Time{}}
+	return &Catalog{Modules: Modules{Blobs: st.Modules, Runtime: rt}, kv: st.Kinds, state: st.KindState, tasks: st.Tasks, builtin: builtin, log: log,
+		kinds: map[string]Uploaded{}, states: map[string]KindState{}}
 }
 
 // KindState is a kind's state record (mr_kind_state).
 type KindState struct {
 	Paused bool      `json:"paused"`
 	Since  time.Time `json:"since"`
+	// Concurrency bounds the kind's tasks running at once in the whole
+	// cluster (0: no bound); its tasks then have a lane of their own.
+	Concurrency int `json:"concurrency,omitempty"`
 }
 
 // Start reads the records (uploaded kinds, kinds' states) and follows
@@ -166,46 +171,93 @@ func (c *Catalog) applyState(e *store.Entry) {
 			return
 		}
 	}
-	if st.Paused {
-		c.paused[e.Key] = st.Since
+	if st == (KindState{}) {
+		delete(c.states, e.Key)
 	} else {
-		delete(c.paused, e.Key)
+		c.states[e.Key] = st
 	}
 }
 
-// Paused reports whether kind name is paused.
-func (c *Catalog) Paused(name string) bool {
+// State returns kind name's state.
+func (c *Catalog) State(name string) KindState {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	_, ok := c.paused[name]
-	return ok
+	return c.states[name]
 }
 
-// PausedSince returns when kind name was paused, if it is.
-func (c *Catalog) PausedSince(name string) (time.Time, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	t, ok := c.paused[name]
-	return t, ok
+// Paused reports whether kind name is paused.
+func (c *Catalog) Paused(name string) bool { return c.State(name).Paused }
+
+// LaneOf names the lane of the task queue kind name's tasks go to: its
+// own when it has a concurrency limit, else "".
+func (c *Catalog) LaneOf(name string) string {
+	if c.State(name).Concurrency > 0 {
+		return name
+	}
+	return ""
+}
+
+// SetLimit bounds kind name's tasks running at once in the whole cluster
+// (0: no bound). Its lane of the queue is made first; then every server
+// moves the kind's waiting tasks to it (or back to the priority lanes).
+func (c *Catalog) SetLimit(ctx context.Context, name string, concurrency int) error {
+	if concurrency > 0 || c.LaneOf(name) != "" {
+		if err := c.tasks.SetLane(ctx, name, concurrency); err != nil {
+			return job.Unavailable("task queue", err)
+		}
+	}
+	return c.putState(ctx, name, func(st *KindState) { st.Concurrency = concurrency })
+}
+
+// putState changes kind name's state record with a compare-and-set.
+func (c *Catalog) putState(ctx context.Context, name string, fn func(*KindState)) error {
+	for range 100 {
+		var st KindState
+		var rev uint64
+		e, err := c.state.Get(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return job.Unavailable("kind state store", err)
+		default:
+			if err := json.Unmarshal(e.Value, &st); err != nil {
+				return fmt.Errorf("read the state of kind %q: %w", name, err)
+			}
+			rev = e.Revision
+		}
+		fn(&st)
+		data, _ := json.Marshal(st)
+		if rev == 0 {
+			rev, err = c.state.Create(ctx, name, data)
+		} else {
+			rev, err = c.state.Update(ctx, name, data, rev)
+		}
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return job.Unavailable("kind state store", err)
+		}
+		c.applyState(&store.Entry{Key: name, Value: data, Revision: rev})
+		return nil
+	}
+	return job.Errorf(job.EUnavailable, "the state of kind %q keeps changing under this write; try again", name)
 }
 
 // SetPaused pauses or resumes kind name, which the caller checked exists:
 // every server sees it, and takes the waiting tasks of the kind's jobs out
 // of the queue, or puts them back.
 func (c *Catalog) SetPaused(ctx context.Context, name string, paused bool) error {
-	// Written even when this server thinks it is so already: another may
-	// have changed it a moment ago, unseen here yet.
-	st := KindState{Paused: paused, Since: time.Now().UTC()}
-	if since, ok := c.PausedSince(name); ok && paused {
-		st.Since = since
-	}
-	data, _ := json.Marshal(st)
-	rev, err := c.state.Put(ctx, name, data)
-	if err != nil {
-		return job.Unavailable("kind state store", err)
-	}
-	c.applyState(&store.Entry{Key: name, Value: data, Revision: rev})
-	return nil
+	// Read from the store, not from this server's copy: another server
+	// may have changed it a moment ago, unseen here yet.
+	return c.putState(ctx, name, func(st *KindState) {
+		if st.Paused != paused {
+			st.Paused, st.Since = paused, time.Now().UTC()
+		}
+		if !paused {
+			st.Since = time.Time{}
+		}
+	})
 }
 
 // Stop stops following the records.
@@ -345,8 +397,8 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 		return job.Unavailable("kind store", err)
 	}
 	c.apply(&store.Entry{Key: name, Deleted: true})
-	if c.Paused(name) {
-		// A kind uploaded again under the name starts unpaused.
+	if c.State(name) != (KindState{}) {
+		// A kind uploaded again under the name starts unpaused, unbounded.
 		if err := c.state.Delete(ctx, name, 0); err != nil {
 			c.log.Warn("could not clear a deleted kind's paused state", "kind", name, "err", err)
 		} else {

@@ -148,7 +148,8 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 			return
 		}
 		j = nj
-		for _, t := range j.Tasks() {
+		tasks, _ := c.tasks(j)
+		for _, t := range tasks {
 			if t.Partition != p {
 				continue
 			}

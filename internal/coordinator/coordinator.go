@@ -57,12 +57,15 @@ type Config struct {
 	// it, every server queues their tasks, the first to move each job
 	// to queued doing it.
 	Due func(now time.Time) []string
+	// LaneOf names the lane of the queue a kind's tasks go to: its own for
+	// a kind with a concurrency limit, else "" (the priority lanes).
+	LaneOf func(kind string) string
 	// Paused reports whether a kind is paused; Holding lists the jobs
 	// whose waiting tasks are to leave the queue (their kind paused) and
 	// those to come back (resumed). With both, every server holds and
 	// releases jobs, the first to change each record doing it.
 	Paused      func(kind string) bool
-	Holding     func(paused func(kind string) bool) (hold, release []string)
+	Holding     func(paused func(kind string) bool, laneOf func(kind string) string) (hold, release, relane []string)
 	RepairEvery time.Duration
 	// Retention is how long a finished job is kept: its record, task
 	// history and outputs are deleted that long after it finished (0:
@@ -229,7 +232,9 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 			continue
 		}
 		j.Enqueued = true
-		m, err := store.TaskMessages(j.Tasks(), false)
+		var tasks []job.Task
+		tasks, j.Lane = c.tasks(j)
+		m, err := store.TaskMessages(tasks, false)
 		if err != nil {
 			return recorded, err
 		}
@@ -405,15 +410,39 @@ func idempotencyKey(key string) string {
 // (only when a submit is interrupted and repaired) runs twice and counts
 // once. Reduce tasks carry one: every server applying a last map result
 // may start the reduce phase, and a reduce queued twice would run twice.
-func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) error {
-	msgs, err := store.TaskMessages(j.Tasks(), j.Phase == job.PhaseReduce)
+func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) (lane string, err error) {
+	tasks, lane := c.tasks(j)
+	msgs, err := store.TaskMessages(tasks, j.Phase == job.PhaseReduce)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := c.publish(ctx, msgs); err != nil {
-		return fmt.Errorf("queue tasks of job %s: %w", j.ID, err)
+		return "", fmt.Errorf("queue tasks of job %s: %w", j.ID, err)
 	}
-	return nil
+	return lane, nil
+}
+
+// tasks returns the tasks of j not done yet, in the lane of the queue
+// they go to: the kind's own for a kind with a concurrency limit.
+func (c *Coordinator) tasks(j *job.Job) ([]job.Task, string) {
+	lane := c.laneOf(j.Kind)
+	tasks := j.Tasks()
+	for i := range tasks {
+		tasks[i].Lane = lane
+	}
+	return tasks, lane
+}
+
+// markQueued records that job id's tasks are queued, in lane; a job held
+// or ended meanwhile is left as it is.
+func (c *Coordinator) markQueued(ctx context.Context, id, lane string) (*job.Job, error) {
+	return c.update(ctx, id, func(j *job.Job) bool {
+		if j.Held || j.State.Terminal() || j.Enqueued && j.Lane == lane {
+			return false
+		}
+		j.Enqueued, j.Lane = true, lane
+		return true
+	})
 }
 
 // publish stores msgs in the task queue, within a deadline that follows
@@ -473,17 +502,14 @@ func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 		return j, nil
 	}
 	c.log.Info("job retried: queuing its unfinished tasks", "job", id, "epoch", j.Epoch, "tasks", len(j.Tasks()))
-	if err := c.publishTasks(ctx, j); err != nil {
+	lane, err := c.publishTasks(ctx, j)
+	if err != nil {
 		// The record says queued and not enqueued: the repair loop of
 		// every server queues its tasks within 20 s.
 		c.log.Warn("could not queue a retried job's tasks; the repair loop will", "job", id, "err", err)
 		return j, nil
 	}
-	if marked, err := c.update(ctx, id, func(j *job.Job) bool {
-		changed := !j.Enqueued && !j.State.Terminal()
-		j.Enqueued = true
-		return changed
-	}); err == nil {
+	if marked, err := c.markQueued(ctx, id, lane); err == nil {
 		j = marked
 	} else {
 		c.log.Warn("could not mark the retried job's tasks queued", "job", id, "err", err)
@@ -668,10 +694,11 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	}
 	for _, j := range pending {
 		c.log.Warn("re-queuing the tasks of a job whose submit was interrupted", "job", j.ID, "tasks", j.Partitions-j.Done)
-		if err := c.publishTasks(ctx, j); err != nil {
+		lane, err := c.publishTasks(ctx, j)
+		if err != nil {
 			return err
 		}
-		if _, err := c.update(ctx, j.ID, func(j *job.Job) bool { j.Enqueued = true; return true }); err != nil {
+		if _, err := c.markQueued(ctx, j.ID, lane); err != nil {
 			return err
 		}
 	}
@@ -696,12 +723,13 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 				continue
 			}
 			c.log.Warn("queuing the tasks of a job whose submit or phase change was cut short", "job", id, "phase", j.Phase)
-			if err := c.publishTasks(ctx, j); err != nil {
+			lane, err := c.publishTasks(ctx, j)
+			if err != nil {
 				c.log.Warn("could not queue them yet; will try again", "job", id, "err", err)
 				next[id] = rev
 				continue
 			}
-			if _, err := c.update(ctx, id, func(j *job.Job) bool { changed := !j.Enqueued; j.Enqueued = true; return changed }); err != nil {
+			if _, err := c.markQueued(ctx, id, lane); err != nil {
 				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 			}
 		}
@@ -737,19 +765,24 @@ func (c *Coordinator) scheduleLoop(ctx context.Context) {
 				continue // another server did, or it was canceled; or its kind is paused
 			}
 			c.log.Info("scheduled job due: queuing its tasks", "job", id, "run_at", j.RunAt)
-			if err := c.publishTasks(ctx, j); err != nil {
+			lane, err := c.publishTasks(ctx, j)
+			if err != nil {
 				c.log.Warn("could not queue a scheduled job's tasks; the repair loop will", "job", id, "err", err)
 				continue
 			}
-			if _, err := c.update(ctx, id, func(j *job.Job) bool {
-				changed := !j.Enqueued && !j.State.Terminal()
-				j.Enqueued = true
-				return changed
-			}); err != nil {
+			if _, err := c.markQueued(ctx, id, lane); err != nil {
 				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 			}
 		}
 	})
+}
+
+// laneOf names the lane of kind's tasks ("": the priority lanes).
+func (c *Coordinator) laneOf(kind string) string {
+	if c.cfg.LaneOf == nil {
+		return ""
+	}
+	return c.cfg.LaneOf(kind)
 }
 
 // paused reports whether kind is paused (never without Config.Paused).
@@ -764,8 +797,8 @@ func (c *Coordinator) paused(kind string) bool {
 // run), or a released job unqueued (the repair loop queues it).
 func (c *Coordinator) holdLoop(ctx context.Context) {
 	every(ctx, scheduleEvery, func() {
-		hold, release := c.cfg.Holding(c.paused)
-		if len(hold)+len(release) == 0 {
+		hold, release, relane := c.cfg.Holding(c.paused, c.laneOf)
+		if len(hold)+len(release)+len(relane) == 0 {
 			return
 		}
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -800,18 +833,41 @@ func (c *Coordinator) holdLoop(ctx context.Context) {
 			if err != nil || !released || j.State.Terminal() {
 				continue
 			}
-			if err := c.publishTasks(ctx, j); err != nil {
+			lane, err := c.publishTasks(ctx, j)
+			if err != nil {
 				c.log.Warn("could not queue a resumed kind's job's tasks; the repair loop will", "job", id, "err", err)
 				continue
 			}
-			if _, err := c.update(ctx, id, func(j *job.Job) bool {
-				changed := !j.Enqueued && !j.Held && !j.State.Terminal()
-				j.Enqueued = true
-				return changed
-			}); err != nil {
+			if _, err := c.markQueued(ctx, id, lane); err != nil {
 				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 			}
 			c.log.Info("kind resumed: the job's tasks are queued again", "job", id, "kind", j.Kind, "tasks", len(j.Tasks()))
+		}
+		for _, id := range relane {
+			var moved bool
+			j, err := c.update(ctx, id, func(j *job.Job) bool {
+				moved = j.Enqueued && !j.Held && !j.State.Terminal() && j.Lane != c.laneOf(j.Kind)
+				if moved {
+					j.Enqueued = false // the repair loop queues them if this server dies now
+				}
+				return moved
+			})
+			if err != nil || !moved {
+				continue
+			}
+			if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
+				c.log.Warn("could not take a job's tasks out of their old lane; the repair loop will queue them", "job", id, "err", err)
+				continue
+			}
+			lane, err := c.publishTasks(ctx, j)
+			if err != nil {
+				c.log.Warn("could not queue a job's tasks in its kind's new lane; the repair loop will", "job", id, "err", err)
+				continue
+			}
+			if _, err := c.markQueued(ctx, id, lane); err != nil {
+				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
+			}
+			c.log.Info("kind's concurrency limit changed: the job's waiting tasks moved lanes", "job", id, "kind", j.Kind, "lane", lane)
 		}
 	})
 }
@@ -1000,17 +1056,12 @@ func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 	if j.Held {
 		return // its kind is paused: queued when it resumes
 	}
-	if err := c.publishTasks(ctx, j); err != nil {
+	lane, err := c.publishTasks(ctx, j)
+	if err != nil {
 		c.log.Warn("could not queue the reduce tasks of a job yet; the repair loop of any server queues them within 20 s", "job", j.ID, "err", err)
 		return
 	}
-	if _, err := c.update(ctx, j.ID, func(j *job.Job) bool {
-		if j.Enqueued {
-			return false
-		}
-		j.Enqueued = true
-		return true
-	}); err != nil {
+	if _, err := c.markQueued(ctx, j.ID, lane); err != nil {
 		c.log.Warn("could not mark the reduce tasks of a job queued; the repair loop will", "job", j.ID, "err", err)
 		return
 	}

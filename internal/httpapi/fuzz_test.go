@@ -91,6 +91,10 @@ func (recordService) PutKind(context.Context, string, string, io.Reader, int64) 
 
 func (recordService) DeleteKind(context.Context, string) error { return nil }
 
+func (recordService) SetKindLimits(context.Context, string, int) (client.Kind, error) {
+	return client.Kind{}, job.Errorf(job.ENotFound, "no kind")
+}
+
 func (recordService) PauseKind(context.Context, string, bool) (client.Kind, error) {
 	return client.Kind{}, job.Errorf(job.ENotFound, "no kind")
 }

@@ -297,6 +297,35 @@ func (s *Server) pauseOrResumeKind(w http.ResponseWriter, r *http.Request, pause
 	writeJSON(w, http.StatusOK, k)
 }
 
+const limitsExample = `{"concurrency":4}`
+
+// setKindLimits bounds a kind's tasks running at once: 200 and the kind.
+func (s *Server) setKindLimits(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Concurrency *int   `json:"concurrency"`
+		Rate        string `json:"rate"`
+	}
+	if err := s.decode(w, r, &req, limitsExample); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.Rate != "" {
+		s.writeError(w, r, job.Errorf(job.EInvalid, "rate limits are not supported yet; only concurrency, e.g. %s", limitsExample))
+		return
+	}
+	if req.Concurrency == nil {
+		s.writeError(w, r, job.Errorf(job.EInvalid, "concurrency is required (0 removes the limit), e.g. %s", limitsExample))
+		return
+	}
+	k, err := s.cfg.Service.SetKindLimits(r.Context(), r.PathValue("name"), *req.Concurrency)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("kind limits set", "kind", k.Name, "concurrency", k.Concurrency)
+	writeJSON(w, http.StatusOK, k)
+}
+
 func (s *Server) deleteKind(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := s.cfg.Service.DeleteKind(r.Context(), name); err != nil {

@@ -37,6 +37,7 @@ type Service interface {
 	Retry(ctx context.Context, id string, admit func() error) (*job.Job, error)
 	DeleteKind(ctx context.Context, name string) error
 	PauseKind(ctx context.Context, name string, pause bool) (client.Kind, error)
+	SetKindLimits(ctx context.Context, name string, concurrency int) (client.Kind, error)
 	AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error)
 	PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error)
 	DeleteSchedule(ctx context.Context, name string) error
@@ -145,6 +146,7 @@ func (s *Server) routes() {
 	m.HandleFunc("PUT /api/v1/kinds/{name}", s.putKind)
 	m.HandleFunc("DELETE /api/v1/kinds/{name}", s.deleteKind)
 	m.HandleFunc("POST /api/v1/kinds/{name}/pause", s.pauseKind)
+	m.HandleFunc("PUT /api/v1/kinds/{name}/limits", s.setKindLimits)
 	m.HandleFunc("POST /api/v1/kinds/{name}/resume", s.resumeKind)
 	m.HandleFunc("POST /api/v1/schedules", s.addSchedule)
 	m.HandleFunc("GET /api/v1/schedules", s.listSchedules)

@@ -345,12 +345,44 @@ func (s *Service) Kinds() []client.Kind {
 // withState adds kind k's paused state.
 func (s *Service) withState(k client.Kind) client.Kind {
 	if s.cfg.Catalog != nil {
-		if since, ok := s.cfg.Catalog.PausedSince(k.Name); ok {
+		st := s.cfg.Catalog.State(k.Name)
+		if st.Paused {
+			since := st.Since
 			k.Paused, k.PausedSince = true, &since
 		}
+		k.Concurrency = st.Concurrency
 	}
 	return k
 }
+
+// SetKindLimits bounds kind name's tasks running at once in the whole
+// cluster (concurrency 0: no bound).
+func (s *Service) SetKindLimits(ctx context.Context, name string, concurrency int) (client.Kind, error) {
+	if s.cfg.Catalog == nil {
+		return client.Kind{}, job.Errorf(job.EConflict, "this server cannot limit kinds")
+	}
+	if _, ok := s.cfg.Kinds.Lookup(name); !ok {
+		return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found; GET /api/v1/kinds lists them", name)
+	}
+	if concurrency < 0 || concurrency > MaxConcurrency {
+		return client.Kind{}, job.Errorf(job.EInvalid, "concurrency must be an integer from 0 (no limit) to %d, got %d", MaxConcurrency, concurrency)
+	}
+	if err := s.writable(); err != nil {
+		return client.Kind{}, err
+	}
+	if err := s.cfg.Catalog.SetLimit(ctx, name, concurrency); err != nil {
+		return client.Kind{}, err
+	}
+	for _, k := range s.Kinds() {
+		if k.Name == name {
+			return k, nil
+		}
+	}
+	return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found", name)
+}
+
+// MaxConcurrency bounds a kind's concurrency limit.
+const MaxConcurrency = 10000
 
 // PauseKind pauses kind name in the whole cluster (resume false: resumes
 // it): every server takes the waiting tasks of its unfinished jobs out of

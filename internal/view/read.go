@@ -316,9 +316,11 @@ func (v *View) Unqueued() []string {
 }
 
 // Holding returns the unfinished jobs whose tasks are to be taken out of
-// the queue, as their kind is paused (hold), and the held ones whose kind
-// is no longer paused (release). Scheduled jobs wait for their time first.
-func (v *View) Holding(paused func(kind string) bool) (hold, release []string) {
+// the queue, as their kind is paused (hold); the held ones whose kind is
+// no longer paused (release); and those queued in another lane than their
+// kind's now (relane: a concurrency limit set or removed). Scheduled jobs
+// wait for their time first.
+func (v *View) Holding(paused func(kind string) bool, laneOf func(kind string) string) (hold, release, relane []string) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for id, j := range v.active {
@@ -328,9 +330,11 @@ func (v *View) Holding(paused func(kind string) bool) (hold, release []string) {
 			hold = append(hold, id)
 		case !p && j.Held:
 			release = append(release, id)
+		case j.Enqueued && !j.Held && j.Lane != laneOf(j.Kind):
+			relane = append(relane, id)
 		}
 	}
-	return hold, release
+	return hold, release, relane
 }
 
 // Due returns the scheduled jobs whose time is now or past.
