@@ -241,8 +241,10 @@ type Kind struct {
 	Paused      bool       `json:"paused"`
 	PausedSince *time.Time `json:"paused_since,omitempty"`
 	// Concurrency bounds the kind's tasks running at once in the whole
-	// cluster (SetKindLimits); 0: no bound.
-	Concurrency int `json:"concurrency"`
+	// cluster (SetKindLimits); 0: no bound. Rate bounds those started per
+	// second or minute ("100/s", "10/m"); empty: no bound.
+	Concurrency int    `json:"concurrency"`
+	Rate        string `json:"rate,omitempty"`
 }
 
 // KindLimits is what PUT /api/v1/kinds/{name}/limits asks for.
@@ -250,6 +252,9 @@ type KindLimits struct {
 	// Concurrency bounds the kind's tasks running at once in the whole
 	// cluster; 0 removes the bound.
 	Concurrency int `json:"concurrency"`
+	// Rate bounds the kind's tasks started per second or per minute in
+	// the whole cluster: "100/s", "10/m"; empty removes the bound.
+	Rate string `json:"rate,omitempty"`
 }
 
 // Param describes one parameter of a kind.

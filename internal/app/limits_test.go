@@ -96,3 +96,45 @@ func TestKindConcurrencyLimit(t *testing.T) {
 		t.Fatalf("a limit on no kind: %d %s", r.Status, r.Body)
 	}
 }
+
+// A kind's rate limit holds in the whole cluster: 12 tasks at 3 a second
+// take at least three seconds to start, and no second starts many more.
+func TestKindRateLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.Workers = 4 })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	if k, err := c.SetKindLimits(ctx, "noop", client.KindLimits{Rate: "3/s"}); err != nil || k.Rate != "3/s" || k.Concurrency != 0 {
+		t.Fatalf("set a rate: %+v %v", k, err)
+	}
+	j := b.await(t, b.submit(t, "noop", 12).ID, terminal)
+	if j.State != client.Succeeded {
+		t.Fatalf("the rate-limited job: %s", apitest.Describe(j))
+	}
+	tasks, err := c.Tasks(ctx, j.ID)
+	if err != nil || len(tasks) != 12 {
+		t.Fatalf("tasks: %d %v", len(tasks), err)
+	}
+	first, last := tasks[0].StartedAt, tasks[0].StartedAt
+	perSecond := map[int64]int{}
+	for _, a := range tasks {
+		if a.StartedAt.Before(first) {
+			first = a.StartedAt
+		}
+		if a.StartedAt.After(last) {
+			last = a.StartedAt
+		}
+		perSecond[a.StartedAt.Unix()]++
+	}
+	if span := last.Sub(first); span < 2*time.Second {
+		t.Fatalf("12 tasks at 3 a second all started within %s", span)
+	}
+	for sec, n := range perSecond {
+		if n > 4 { // 3, and one leased just before the second began
+			t.Fatalf("%d tasks started in the second %d", n, sec)
+		}
+	}
+	if r := b.do(t, "PUT", "/api/v1/kinds/noop/limits", `{"rate":"fast"}`); r.Status != 400 {
+		t.Fatalf("a bad rate: %d %s", r.Status, r.Body)
+	}
+}

@@ -113,8 +113,11 @@ type KindState struct {
 	Paused bool      `json:"paused"`
 	Since  time.Time `json:"since"`
 	// Concurrency bounds the kind's tasks running at once in the whole
-	// cluster (0: no bound); its tasks then have a lane of their own.
-	Concurrency int `json:"concurrency,omitempty"`
+	// cluster (0: no bound), Rate those started per second or minute
+	// ("100/s", "10/m"; "": no bound); with either, its tasks have a lane
+	// of their own.
+	Concurrency int    `json:"concurrency,omitempty"`
+	Rate        string `json:"rate,omitempty"`
 }
 
 // Start reads the records (uploaded kinds, kinds' states) and follows
@@ -191,22 +194,23 @@ func (c *Catalog) Paused(name string) bool { return c.State(name).Paused }
 // LaneOf names the lane of the task queue kind name's tasks go to: its
 // own when it has a concurrency limit, else "".
 func (c *Catalog) LaneOf(name string) string {
-	if c.State(name).Concurrency > 0 {
+	if st := c.State(name); st.Concurrency > 0 || st.Rate != "" {
 		return name
 	}
 	return ""
 }
 
 // SetLimit bounds kind name's tasks running at once in the whole cluster
-// (0: no bound). Its lane of the queue is made first; then every server
-// moves the kind's waiting tasks to it (or back to the priority lanes).
-func (c *Catalog) SetLimit(ctx context.Context, name string, concurrency int) error {
-	if concurrency > 0 || c.LaneOf(name) != "" {
-		if err := c.tasks.SetLane(ctx, name, concurrency); err != nil {
+// (0: no bound) and started per second or minute (rate "N/s", "N/m"; "":
+// no bound). Its lane of the queue is made first; then every server moves
+// the kind's waiting tasks to it (or back to the priority lanes).
+func (c *Catalog) SetLimit(ctx context.Context, name string, concurrency int, rate string) error {
+	if concurrency > 0 || rate != "" || c.LaneOf(name) != "" {
+		if err := c.tasks.SetLane(ctx, name, concurrency, rate); err != nil {
 			return job.Unavailable("task queue", err)
 		}
 	}
-	return c.putState(ctx, name, func(st *KindState) { st.Concurrency = concurrency })
+	return c.putState(ctx, name, func(st *KindState) { st.Concurrency, st.Rate = concurrency, rate })
 }
 
 // putState changes kind name's state record with a compare-and-set.

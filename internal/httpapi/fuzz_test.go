@@ -91,7 +91,7 @@ func (recordService) PutKind(context.Context, string, string, io.Reader, int64) 
 
 func (recordService) DeleteKind(context.Context, string) error { return nil }
 
-func (recordService) SetKindLimits(context.Context, string, int) (client.Kind, error) {
+func (recordService) SetKindLimits(context.Context, string, int, string) (client.Kind, error) {
 	return client.Kind{}, job.Errorf(job.ENotFound, "no kind")
 }
 

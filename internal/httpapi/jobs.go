@@ -297,7 +297,7 @@ func (s *Server) pauseOrResumeKind(w http.ResponseWriter, r *http.Request, pause
 	writeJSON(w, http.StatusOK, k)
 }
 
-const limitsExample = `{"concurrency":4}`
+const limitsExample = `{"concurrency":4,"rate":"100/s"}`
 
 // setKindLimits bounds a kind's tasks running at once: 200 and the kind.
 func (s *Server) setKindLimits(w http.ResponseWriter, r *http.Request) {
@@ -309,20 +309,20 @@ func (s *Server) setKindLimits(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if req.Rate != "" {
-		s.writeError(w, r, job.Errorf(job.EInvalid, "rate limits are not supported yet; only concurrency, e.g. %s", limitsExample))
+	if req.Concurrency == nil && req.Rate == "" {
+		s.writeError(w, r, job.Errorf(job.EInvalid, "give concurrency (0: none), rate (\"\": none) or both, e.g. %s", limitsExample))
 		return
 	}
-	if req.Concurrency == nil {
-		s.writeError(w, r, job.Errorf(job.EInvalid, "concurrency is required (0 removes the limit), e.g. %s", limitsExample))
-		return
+	concurrency := 0
+	if req.Concurrency != nil {
+		concurrency = *req.Concurrency
 	}
-	k, err := s.cfg.Service.SetKindLimits(r.Context(), r.PathValue("name"), *req.Concurrency)
+	k, err := s.cfg.Service.SetKindLimits(r.Context(), r.PathValue("name"), concurrency, req.Rate)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("kind limits set", "kind", k.Name, "concurrency", k.Concurrency)
+	s.log.Info("kind limits set", "kind", k.Name, "concurrency", k.Concurrency, "rate", k.Rate)
 	writeJSON(w, http.StatusOK, k)
 }
 

@@ -37,7 +37,7 @@ type Service interface {
 	Retry(ctx context.Context, id string, admit func() error) (*job.Job, error)
 	DeleteKind(ctx context.Context, name string) error
 	PauseKind(ctx context.Context, name string, pause bool) (client.Kind, error)
-	SetKindLimits(ctx context.Context, name string, concurrency int) (client.Kind, error)
+	SetKindLimits(ctx context.Context, name string, concurrency int, rate string) (client.Kind, error)
 	AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error)
 	PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error)
 	DeleteSchedule(ctx context.Context, name string) error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +29,7 @@ func ports(nc *nats.Conn, s *Store) *store.Store {
 		Datasets:    kv{s.Datasets},
 		Idempotency: kv{s.Idempotency},
 		Health:      kv{s.Health},
-		Tasks:       &stream{js: s.JS, nc: nc, st: s.Tasks, lanes: taskLanes()},
+		Tasks:       &stream{js: s.JS, nc: nc, st: s.Tasks, lanes: taskLanes(), tokens: s.Tokens},
 		Results:     &stream{js: s.JS, nc: nc, st: s.Results, lanes: []*lane{{priority: job.DefaultPriority, prefix: ResultSubject, consumer: CoordConsumer}}},
 		Blocks:      blobs{s.Blocks},
 		Shuffle:     blobs{s.Shuffle},
@@ -37,6 +38,7 @@ func ports(nc *nats.Conn, s *Store) *store.Store {
 		Modules:     blobs{s.Modules},
 		Schedules:   kv{s.Schedules},
 		KindState:   kv{s.KindState},
+		Tokens:      kv{s.Tokens},
 		Notices:     &store.Notes{N: notices{nc}},
 	}
 }
@@ -175,6 +177,9 @@ type stream struct {
 	lanes []*lane
 
 	mu sync.Mutex // guards the lanes' consumers and the kind lanes
+	// tokens counts the tasks of rate-limited kind lanes started per
+	// window, in the whole cluster.
+	tokens jetstream.KeyValue
 	// kinds are the task queue's kind lanes, listed from the stream's
 	// consumers at most every kindsEvery.
 	kinds    []*lane
@@ -219,11 +224,14 @@ func (s *stream) kindLanes(ctx context.Context) []*lane {
 		if !strings.HasPrefix(info.Name, kindLanePrefix) {
 			continue
 		}
-		if l, ok := known[info.Name]; ok {
-			out = append(out, l)
-			continue
+		// A new lane each time (its consumer kept): fetches of another
+		// goroutine read the old one's rate without the lock.
+		l := &lane{priority: job.MaxPriority, prefix: strings.TrimSuffix(info.Config.FilterSubject, "*"), consumer: info.Name}
+		if old, ok := known[info.Name]; ok {
+			l.cons = old.cons
 		}
-		out = append(out, &lane{priority: job.MaxPriority, prefix: strings.TrimSuffix(info.Config.FilterSubject, "*"), consumer: info.Name})
+		l.rate, l.window = store.ParseRate(info.Config.Metadata[rateKey])
+		out = append(out, l)
 	}
 	if err := list.Err(); err != nil {
 		return s.kinds // keep the last list
@@ -232,8 +240,49 @@ func (s *stream) kindLanes(ctx context.Context) []*lane {
 	return out
 }
 
+// rateKey is the consumer metadata that holds a kind lane's rate limit.
+const rateKey = "mrcluster.rate"
+
+// takeTokens takes up to want of lane's starts left in the current window,
+// in the whole cluster (a compare-and-set on the window's count), and
+// returns how many it took.
+func (s *stream) takeTokens(ctx context.Context, l *lane, want int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	key := fmt.Sprintf("%x.%d", l.consumer, time.Now().UnixNano()/int64(l.window))
+	for range 20 {
+		count, rev := 0, uint64(0)
+		e, err := s.tokens.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return 0, storeErr(err)
+		default:
+			count, _ = strconv.Atoi(string(e.Value()))
+			rev = e.Revision()
+		}
+		take := min(want, l.rate-count)
+		if take <= 0 {
+			return 0, nil
+		}
+		value := []byte(strconv.Itoa(count + take))
+		if rev == 0 {
+			_, err = s.tokens.Create(ctx, key, value)
+		} else {
+			_, err = s.tokens.Update(ctx, key, value, rev)
+		}
+		if err == nil {
+			return take, nil
+		}
+		if !IsConflict(err) {
+			return 0, storeErr(err)
+		}
+	}
+	return 0, nil // other processes keep taking them: next round
+}
+
 // SetLane makes or changes kind lane's consumer.
-func (s *stream) SetLane(ctx context.Context, kind string, maxLeased int) error {
+func (s *stream) SetLane(ctx context.Context, kind string, maxLeased int, rate string) error {
 	def, err := s.shared(ctx, s.lane(job.DefaultPriority))
 	if err != nil {
 		return err
@@ -248,6 +297,7 @@ func (s *stream) SetLane(ctx context.Context, kind string, maxLeased int) error 
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       def.CachedInfo().Config.AckWait,
 		MaxAckPending: maxLeased,
+		Metadata:      map[string]string{rateKey: rate},
 	})
 	if err != nil {
 		return storeErr(err)
@@ -256,6 +306,24 @@ func (s *stream) SetLane(ctx context.Context, kind string, maxLeased int) error 
 	s.kindsAt = time.Time{} // list again at the next fetch
 	s.mu.Unlock()
 	return nil
+}
+
+// waiting returns how many of want a lane could give now: its waiting
+// messages, within its bound of leased ones.
+func (s *stream) waiting(ctx context.Context, l *lane, want int) int {
+	cons, err := s.shared(ctx, l)
+	if err != nil {
+		return 0
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	room := want
+	if m := info.Config.MaxAckPending; m > 0 {
+		room = m - info.NumAckPending
+	}
+	return max(0, min(want, int(info.NumPending), room))
 }
 
 // kindProbe bounds a fetch from a kind lane: a lane at its bound holds a
@@ -269,6 +337,10 @@ type lane struct {
 	prefix   string
 	consumer string
 	cons     jetstream.Consumer // bound at the first use
+	// rate, for a kind lane, bounds the tasks started per window (0: no
+	// bound); window is a second or a minute.
+	rate   int
+	window time.Duration
 }
 
 // taskLanes are the task queue's lanes, highest first. The default
@@ -400,7 +472,21 @@ func (s *stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 			if got >= max {
 				return nil
 			}
-			if err := s.fetch(ctx, l, max-got, jetstream.FetchMaxWait(kindProbe), count); err != nil {
+			want := max - got
+			if l.rate > 0 {
+				// Starts are taken from the window's count only for
+				// tasks that wait, so an idle lane spends none.
+				if want = s.waiting(ctx, l, want); want > 0 {
+					var err error
+					if want, err = s.takeTokens(ctx, l, want); err != nil {
+						return err
+					}
+				}
+				if want == 0 {
+					continue
+				}
+			}
+			if err := s.fetch(ctx, l, want, jetstream.FetchMaxWait(kindProbe), count); err != nil {
 				return err
 			}
 		}

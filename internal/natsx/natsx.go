@@ -45,6 +45,7 @@ const (
 	ModulesBucket     = "mr_modules"     // object store: uploaded kinds' WebAssembly modules, by content hash
 	SchedulesBucket   = "mr_schedules"   // KV: cron schedules, by name: the job they submit, the last tick fired
 	KindStateBucket   = "mr_kind_state"  // KV: the state of kinds, built in or uploaded, by name: paused
+	TokensBucket      = "mr_kind_tokens" // KV: the tasks of rate-limited kinds started per window, by kind lane and window
 	ShuffleRetention  = 7 * 24 * time.Hour
 	WorkersConsumer   = "workers"
 	CoordConsumer     = "coordinator"
@@ -416,6 +417,7 @@ type Store struct {
 
 	Schedules jetstream.KeyValue
 	KindState jetstream.KeyValue
+	Tokens    jetstream.KeyValue
 
 	// Ports are the same resources as package store's ports: what the
 	// rest of mrcluster uses.
@@ -568,6 +570,14 @@ func resources(replicas int) []resource {
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
 		}, leaderReads: true, state: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.KindState }},
+		{kv: &jetstream.KeyValueConfig{
+			Bucket:      TokensBucket,
+			Description: "tasks of rate-limited kinds started per window: a count per kind lane and second (or minute)",
+			History:     1,
+			TTL:         5 * time.Minute,
+			Storage:     jetstream.MemoryStorage,
+			Replicas:    replicas,
+		}, leaderReads: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Tokens }},
 	}
 }
 

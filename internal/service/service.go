@@ -20,6 +20,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/schedule"
+	"github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -350,14 +351,15 @@ func (s *Service) withState(k client.Kind) client.Kind {
 			since := st.Since
 			k.Paused, k.PausedSince = true, &since
 		}
-		k.Concurrency = st.Concurrency
+		k.Concurrency, k.Rate = st.Concurrency, st.Rate
 	}
 	return k
 }
 
 // SetKindLimits bounds kind name's tasks running at once in the whole
-// cluster (concurrency 0: no bound).
-func (s *Service) SetKindLimits(ctx context.Context, name string, concurrency int) (client.Kind, error) {
+// cluster (concurrency 0: no bound) and started per second or minute
+// (rate "N/s" or "N/m"; "": no bound).
+func (s *Service) SetKindLimits(ctx context.Context, name string, concurrency int, rate string) (client.Kind, error) {
 	if s.cfg.Catalog == nil {
 		return client.Kind{}, job.Errorf(job.EConflict, "this server cannot limit kinds")
 	}
@@ -367,10 +369,13 @@ func (s *Service) SetKindLimits(ctx context.Context, name string, concurrency in
 	if concurrency < 0 || concurrency > MaxConcurrency {
 		return client.Kind{}, job.Errorf(job.EInvalid, "concurrency must be an integer from 0 (no limit) to %d, got %d", MaxConcurrency, concurrency)
 	}
+	if n, _ := store.ParseRate(rate); rate != "" && (n == 0 || n > MaxConcurrency*100) {
+		return client.Kind{}, job.Errorf(job.EInvalid, "rate must be N/s or N/m with N from 1 to %d, such as \"100/s\" or \"10/m\"; got %q", MaxConcurrency*100, rate)
+	}
 	if err := s.writable(); err != nil {
 		return client.Kind{}, err
 	}
-	if err := s.cfg.Catalog.SetLimit(ctx, name, concurrency); err != nil {
+	if err := s.cfg.Catalog.SetLimit(ctx, name, concurrency, rate); err != nil {
 		return client.Kind{}, err
 	}
 	for _, k := range s.Kinds() {

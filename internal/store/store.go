@@ -21,6 +21,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -110,8 +112,9 @@ type Stream interface {
 	FetchFrom(ctx context.Context, priority, max int, fn func(Delivery)) error
 	// SetLane makes a kind's own lane of the task queue, whose messages
 	// are leased to at most maxLeased readers at once in the whole
-	// cluster (0: no bound). Fetch takes from kind lanes first.
-	SetLane(ctx context.Context, lane string, maxLeased int) error
+	// cluster (0: no bound), and at most rate ("N/s", "N/m"; "": no
+	// bound) per second or minute. Fetch takes from kind lanes first.
+	SetLane(ctx context.Context, lane string, maxLeased int, rate string) error
 	// Read returns the data of every message of key, oldest first, up to
 	// limit: a history, not a consumption.
 	Read(ctx context.Context, key string, limit int) ([][]byte, error)
@@ -202,12 +205,29 @@ type Store struct {
 	Kinds   KV
 	Modules Blobs
 
+	// Tokens counts the starts of rate-limited kinds per window (package
+	// natsx's kind lanes).
+	Tokens KV
 	// Schedules holds the cron schedules by name.
 	Schedules KV
 	// KindState holds the state of kinds by name: paused or not.
 	KindState KV
 
 	Notices *Notes
+}
+
+// ParseRate reads a rate limit, "N/s" or "N/m": at most N per second or
+// per minute; 0 when v is none.
+func ParseRate(v string) (int, time.Duration) {
+	n, unit, ok := strings.Cut(v, "/")
+	count, err := strconv.Atoi(n)
+	if !ok || err != nil || count <= 0 || unit != "s" && unit != "m" {
+		return 0, 0
+	}
+	if unit == "m" {
+		return count, time.Minute
+	}
+	return count, time.Second
 }
 
 // WorkerTTL is how long a worker's status lives without a heartbeat.

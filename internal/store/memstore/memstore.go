@@ -44,6 +44,7 @@ func New(cfg Config) *store.Store {
 		Modules:     NewBlobs(),
 		Schedules:   NewKV(),
 		KindState:   NewKV(),
+		Tokens:      NewKV(),
 		Notices:     &store.Notes{N: NewNotices()},
 	}
 }

@@ -23,8 +23,18 @@ type Stream struct {
 	msgs []*msg // by sequence
 	ids  map[string]time.Time
 	wake chan struct{} // closed when a message may have become available
-	// lanes bounds the messages leased at once per kind lane (0: none).
-	lanes map[string]int
+	// lanes are the kind lanes: their bounds on messages leased at once
+	// and started per window.
+	lanes map[string]*laneBound
+}
+
+type laneBound struct {
+	leased int // 0: none
+	rate   int // 0: none
+	window time.Duration
+	// started counts the messages leased in the window that began at at.
+	at      int64
+	started int
 }
 
 type msg struct {
@@ -151,24 +161,40 @@ func (s *Stream) FetchFrom(ctx context.Context, priority, max int, fn func(store
 }
 
 // SetLane implements store.Stream.
-func (s *Stream) SetLane(ctx context.Context, lane string, maxLeased int) error {
+func (s *Stream) SetLane(ctx context.Context, lane string, maxLeased int, rate string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lanes == nil {
-		s.lanes = map[string]int{}
+		s.lanes = map[string]*laneBound{}
 	}
-	s.lanes[lane] = maxLeased
+	b := &laneBound{leased: maxLeased}
+	b.rate, b.window = store.ParseRate(rate)
+	s.lanes[lane] = b
 	s.signal()
 	return nil
 }
 
-// takeLane leases the deliverable messages of a kind lane, at most bound
-// leased at once (0: no bound). s.mu is held.
-func (s *Stream) takeLane(lane string, bound, max int, out []store.Delivery, next time.Time) ([]store.Delivery, time.Time) {
+// takeLane leases the deliverable messages of a kind lane, within its
+// bounds. s.mu is held.
+func (s *Stream) takeLane(lane string, b *laneBound, max int, out []store.Delivery, next time.Time) ([]store.Delivery, time.Time) {
 	now := time.Now()
+	bound := b.leased
+	if b.rate > 0 {
+		if w := now.UnixNano() / int64(b.window); w != b.at {
+			b.at, b.started = w, 0
+		}
+		if b.started >= b.rate {
+			// The window's starts are spent: the next window may start more.
+			at := time.Unix(0, (b.at+1)*int64(b.window))
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+			return out, next
+		}
+	}
 	leased := 0
 	for _, m := range s.msgs {
 		if m.lane == lane && !m.done && !m.until.IsZero() && m.until.After(now) {
@@ -188,9 +214,13 @@ func (s *Stream) takeLane(lane string, bound, max int, out []store.Delivery, nex
 			}
 			continue
 		}
+		if b.rate > 0 && b.started >= b.rate {
+			break
+		}
 		m.delivered++
 		m.until = now.Add(s.ackWait)
 		leased++
+		b.started++
 		out = append(out, &delivery{s: s, m: m, n: m.delivered})
 	}
 	return out, next

@@ -354,7 +354,7 @@ func testPriorities(t *testing.T, s store.Stream) {
 // the priority lanes' messages; an ack makes room for the next; a purge of
 // a job's key (an id of the kind) empties its lane too.
 func testKindLanes(t *testing.T, s store.Stream) {
-	if err := s.SetLane(ctx(t), "slow.api", 2); err != nil {
+	if err := s.SetLane(ctx(t), "slow.api", 2, ""); err != nil {
 		t.Fatal(err)
 	}
 	id := job.NewID("slow.api", time.Now())
@@ -398,6 +398,31 @@ func testKindLanes(t *testing.T, s store.Stream) {
 	}
 	if ds := fetch(t, s, 10, 300*time.Millisecond); len(ds) != 0 {
 		t.Fatalf("after a purge of the job, the lane gave %s", ds[0].Data())
+	}
+	// A lane of at most 3 starts a minute gives 3 in a minute, however
+	// often it is asked (counted per minute window it was asked in).
+	if err := s.SetLane(ctx(t), "rated", 0, "3/m"); err != nil {
+		t.Fatal(err)
+	}
+	rid := job.NewID("rated", time.Now())
+	for i := range 5 {
+		publish(t, s, store.Message{Key: rid, Data: []byte(fmt.Sprint(i)), Lane: "rated"})
+	}
+	windows := map[int64]bool{}
+	took := 0
+	for range 5 {
+		windows[time.Now().Unix()/60] = true
+		for _, d := range fetch(t, s, 10, 100*time.Millisecond) {
+			took++
+			_ = d.Ack()
+		}
+		windows[time.Now().Unix()/60] = true
+	}
+	if took > 3*len(windows) || took < 3 {
+		t.Fatalf("a lane of 3 starts a minute started %d in %d minute(s)", took, len(windows))
+	}
+	if err := s.Purge(ctx(t), rid); err != nil {
+		t.Fatal(err)
 	}
 	// A key with dots (a job of a kind named with dots) in a priority lane.
 	publish(t, s, store.Message{Key: "my.kind_x", Data: []byte("d"), Priority: 3})
