@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/mrcluster/mrcluster/internal/apitest"
 )
 
 // mrcluster runs the binary with env added to the environment and returns
@@ -65,6 +68,13 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 		t.Fatalf("kinds after a pause:\n%s", out)
 	}
 	ok("kind", "resume", "grep")
+	if out := ok("kind", "limit", "grep", "--concurrency", "2", "--rate", "50/s"); !strings.Contains(out, "kind grep: at most 2 at once, at most 50/s") {
+		t.Fatalf("kind limit: %q", out)
+	}
+	if out := ok("kinds"); !regexp.MustCompile(`(?m)^grep\s+built in.*at most 2 at once, at most 50/s`).MatchString(out) {
+		t.Fatalf("kinds after a limit:\n%s", out)
+	}
+	ok("kind", "limit", "grep", "--concurrency", "0")
 	id := strings.Fields(ok("submit", "wordcount", "--input", "pets", "--partitions", "2"))[0]
 	if out := ok("wait", id); !strings.Contains(out, "the 2") {
 		t.Fatalf("wait %s printed %q", id, out)
@@ -183,7 +193,23 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 // --allow-loopback-origins=false drops.
 func TestServeFlags(t *testing.T) {
 	t.Parallel()
-	p := start(t, t.TempDir(), nil, "--allow-origin", "https://dash.example.com", "--sleep-scale", "0.001")
+	p := start(t, t.TempDir(), nil, "--allow-origin", "https://dash.example.com", "--sleep-scale", "0.001", "--kind-limit", "grep=concurrency:3,rate:20/s; short=concurrency:1")
+	kinds, err := p.client().API().Kinds(apitest.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kinds {
+		want := map[string]string{"grep": "3 20/s", "short": "1 "}[k.Name]
+		if got := fmt.Sprintf("%d %s", k.Concurrency, k.Rate); want != "" && got != want {
+			t.Errorf("--kind-limit: kind %s has %q, want %q", k.Name, got, want)
+		}
+	}
+	for _, bad := range [][]string{{"--kind-limit", "nope=concurrency:1"}, {"--kind-limit", "grep=speed:2"}} {
+		_, errOut, code := mrcluster(t, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, bad...)...)
+		if code != 1 || !strings.Contains(errOut, "--kind-limit") {
+			t.Errorf("serve %v: exit %d\n%s", bad, code, errOut)
+		}
+	}
 	_, port, _ := strings.Cut(strings.TrimPrefix(p.nats, "nats://"), ":")
 	_, errOut, code := mrcluster(t, nil, "serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:"+port, "--data-dir", t.TempDir())
 	if code != 1 || !strings.Contains(errOut, "cannot listen on 127.0.0.1:"+port+" (--nats-listen)") {

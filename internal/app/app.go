@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,12 @@ import (
 
 // Version is set at build time.
 var Version = "dev"
+
+// KindLimit is a kind's concurrency and rate limit (--kind-limit).
+type KindLimit struct {
+	Concurrency int
+	Rate        string
+}
 
 // Config is a server's configuration; cmd/mrcluster fills it from flags and
 // the environment, tests fill it directly.
@@ -100,6 +107,10 @@ type Config struct {
 	WasmMemory  int64
 	MaxKindSize int64
 	TaskTimeout time.Duration
+	// KindLimits are kinds' concurrency and rate limits set at start
+	// (--kind-limit); they are stored, so they hold for the whole cluster
+	// and after a restart.
+	KindLimits map[string]KindLimit
 	// PriorityAging bounds how long a priority's waiting tasks are passed
 	// over for higher ones by a pool of workers (worker.Config).
 	PriorityAging time.Duration
@@ -335,6 +346,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	kinds := cfg.Kinds.With(s.catalog) // built in, then uploaded
+	for name, l := range cfg.KindLimits {
+		if _, ok := kinds.Lookup(name); !ok {
+			return nil, fmt.Errorf("--%s names kind %q, which this server does not know (known: %s)", flags.KindLimit, name, strings.Join(kinds.Names(), ", "))
+		}
+		if n, _ := store.ParseRate(l.Rate); l.Rate != "" && n == 0 {
+			return nil, fmt.Errorf("--%s %s: rate must be N/s or N/m, such as 100/s, got %q", flags.KindLimit, name, l.Rate)
+		}
+		if err := s.catalog.SetLimit(ctx, name, l.Concurrency, l.Rate); err != nil {
+			return nil, fmt.Errorf("set the limits of kind %s (--%s): %w", name, flags.KindLimit, err)
+		}
+	}
 	if cfg.Workers > 0 {
 		// The workers have a connection of their own, as a remote worker
 		// would; it also lets the NATS server serve them in parallel with

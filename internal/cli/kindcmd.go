@@ -7,23 +7,44 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/mrcluster/mrcluster/client"
 )
+
+// limits describes a kind's limits for a person.
+func limits(k client.Kind) string {
+	var out []string
+	if k.Concurrency > 0 {
+		out = append(out, fmt.Sprintf("at most %d at once", k.Concurrency))
+	}
+	if k.Rate != "" {
+		out = append(out, "at most "+k.Rate)
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, ", ")
+}
 
 // kindCmd runs "mrcluster kind put|ls|rm": kinds uploaded as WebAssembly
 // modules.
 func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = `usage: mrcluster kind put NAME FILE.wasm [--description D] | ls | rm NAME | pause NAME | resume NAME   [--server URL] [--token T] [-o json]
+	const use = `usage: mrcluster kind put NAME FILE.wasm [--description D] | ls | rm NAME | pause NAME | resume NAME | limit NAME [--concurrency N] [--rate R]   [--server URL] [--token T] [-o json]
   put NAME FILE.wasm  upload a WebAssembly module as kind NAME (its next version, when NAME exists)
   ls                  list the kinds, built in and uploaded, with their parameters (also: mrcluster kinds)
   rm NAME             delete an uploaded kind that no unfinished job uses
   pause NAME          in the whole cluster, start no task of kind NAME (its waiting tasks leave the queue; running ones finish)
-  resume NAME         queue the waiting tasks of kind NAME's jobs again`
-	sub, args, err := subcommand("kind", "put, ls, rm, pause or resume", use, args, stdout, stderr)
+  resume NAME         queue the waiting tasks of kind NAME's jobs again
+  limit NAME          in the whole cluster, run at most --concurrency tasks of kind NAME at once and start at most
+                      --rate a second or minute ("100/s", "10/m"); 0 and "" lift them`
+	sub, args, err := subcommand("kind", "put, ls, rm, pause, resume or limit", use, args, stdout, stderr)
 	if sub == "" {
 		return err
 	}
 	fs, server := clientFlags("kind "+sub, stderr)
 	description := fs.String("description", "", "with put: the kind's description (default: the module's own)")
+	concurrency := fs.Int("concurrency", 0, "with limit: most tasks of the kind running at once in the cluster (0: no limit)")
+	rate := fs.String("rate", "", "with limit: most tasks of the kind started per second or minute, e.g. 100/s or 10/m (empty: no limit)")
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
 	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
@@ -63,7 +84,7 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return printJSON(stdout, map[string]any{"kinds": kinds})
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tVERSION\tMODULE\tBYTES\tUPLOADED\tSTATE\tPARAMS\tDESCRIPTION")
+		fmt.Fprintln(tw, "KIND\tVERSION\tMODULE\tBYTES\tUPLOADED\tSTATE\tLIMITS\tPARAMS\tDESCRIPTION")
 		for _, k := range kinds {
 			version, module, size, at := "built in", "-", "-", "-"
 			if k.Uploaded {
@@ -84,7 +105,7 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if k.Paused {
 				state = "paused"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, version, module, size, at, state, strings.Join(params, ","), k.Description)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, version, module, size, at, state, limits(k), strings.Join(params, ","), k.Description)
 		}
 		return tw.Flush()
 	case "rm":
@@ -93,6 +114,20 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("kind rm needs one kind name")
 		}
 		return explain(c.DeleteKind(ctx, pos[0]))
+	case "limit":
+		if len(pos) != 1 {
+			fs.Usage()
+			return fmt.Errorf("kind limit needs one kind name, then --concurrency N and/or --rate R")
+		}
+		k, err := c.SetKindLimits(ctx, pos[0], client.KindLimits{Concurrency: *concurrency, Rate: *rate})
+		if err != nil {
+			return explain(err)
+		}
+		if asJSON {
+			return printJSON(stdout, k)
+		}
+		fmt.Fprintf(stdout, "kind %s: %s\n", k.Name, limits(k))
+		return nil
 	case "pause", "resume":
 		if len(pos) != 1 {
 			fs.Usage()

@@ -26,6 +26,7 @@ import (
 type serveConfig struct {
 	app.Config
 	origins, level, format string
+	kindLimits             string
 	tokenFile              string
 	loopbackOrigins        bool
 	fs                     *flag.FlagSet
@@ -46,6 +47,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Float64Var(&cfg.SleepScale, flags.SleepScale, cfg.SleepScale, "multiplies the sleeps of the short and long kinds (0.001: a thousand times faster)")
 	fs.IntVar(&cfg.MaxPartitions, flags.MaxPartitions, cfg.MaxPartitions, "largest partition count a job may ask for")
 	fs.StringVar(&c.origins, flags.AllowOrigin, "", "comma-separated browser origins allowed to call the API besides its own and the loopback ones (scheme://host:port, host:* for any port, * for all)")
+	fs.StringVar(&c.kindLimits, flags.KindLimit, "", "limits of kinds set at start, ';'-separated: NAME=concurrency:N,rate:N/s (e.g. grep=concurrency:4,rate:100/s;wordcount=concurrency:2)")
 	fs.BoolVar(&c.loopbackOrigins, "allow-loopback-origins", true, "allow pages from loopback addresses (http(s)://localhost:*, 127.0.0.1:*, [::1]:*) to call the API; false leaves only --allow-origin and the server's own")
 	fs.DurationVar(&cfg.AckWait, flags.AckWait, cfg.AckWait, "how long a task may go without a sign of life from its worker before another worker gets it")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long running tasks may take to finish")
@@ -103,6 +105,9 @@ func (c *serveConfig) load(args []string) error {
 		return fmt.Errorf("%s takes no arguments, got %q", c.fs.Name(), c.fs.Args())
 	}
 	c.AllowOrigins = splitList(c.origins)
+	if c.KindLimits, err = parseKindLimits(c.kindLimits); err != nil {
+		return err
+	}
 	if c.loopbackOrigins {
 		c.AllowOrigins = append(slices.Clone(httpapi.DefaultAllowOrigins), c.AllowOrigins...)
 	}
@@ -232,6 +237,38 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+// parseKindLimits reads --kind-limit: NAME=concurrency:N,rate:R;…
+func parseKindLimits(s string) (map[string]app.KindLimit, error) {
+	out := map[string]app.KindLimit{}
+	for _, item := range strings.Split(s, ";") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, spec, ok := strings.Cut(item, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--%s %q: give NAME=concurrency:N,rate:N/s", flags.KindLimit, item)
+		}
+		var l app.KindLimit
+		for _, part := range strings.Split(spec, ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(part), ":")
+			switch k {
+			case "concurrency":
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					return nil, fmt.Errorf("--%s %s: concurrency must be a whole number, got %q", flags.KindLimit, name, v)
+				}
+				l.Concurrency = n
+			case "rate":
+				l.Rate = v
+			default:
+				return nil, fmt.Errorf("--%s %s: unknown limit %q; use concurrency:N and rate:N/s", flags.KindLimit, name, k)
+			}
+		}
+		out[strings.TrimSpace(name)] = l
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {

@@ -35,6 +35,7 @@ const (
 	MaxKindSize        = "max-kind-mb"
 	TaskTimeout        = "task-timeout"
 	PriorityAging      = "priority-aging"
+	KindLimit          = "kind-limit"
 	// Token is the client commands' flag for the server's auth token.
 	Token = "token"
 )
