@@ -460,6 +460,37 @@ func TestDashboardKinds(t *testing.T) {
 	if got := c.Output(t, g.ID); got != "a.txt:1 the whale\nb.txt:1 a whale, a ship\n" {
 		t.Fatalf("grep output after the resume: %q", got)
 	}
+
+	// Limits from the row: a bad rate is refused, saying why; a good one
+	// is shown and stored.
+	row := `tr[data-kind="grep"] [data-test="kind-limits"]`
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(row+` [data-test="edit-limits"]`)),
+		chromedp.WaitVisible(chromedp.CSS(row+` input[name="concurrency"]`)),
+		setValue(row+` input[name="concurrency"]`, "2"),
+		setValue(row+` input[name="rate"]`, "fast"),
+		chromedp.Click(chromedp.CSS(row+` [data-test="save-limits"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="kind-error"]`, func(s string) bool { return strings.Contains(s, "rate must be N/s or N/m") }, "the bad rate's error")
+	if err := chromedp.Do(ctx,
+		setValue(row+` input[name="rate"]`, "30/s"),
+		chromedp.Click(chromedp.CSS(row+` [data-test="save-limits"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, row, func(s string) bool { return strings.Contains(s, "≤ 2 at once · ≤ 30/s") }, "the limits in the row")
+	kinds, err := c.API().Kinds(apitest.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kinds {
+		if k.Name == "grep" && (k.Concurrency != 2 || k.Rate != "30/s") {
+			t.Fatalf("grep's limits on the server: %+v", k)
+		}
+	}
+	fitsPhone(ctx, t, "the kinds with limits", "kinds-limits-phone.png")
 }
 
 // fitsPhone checks the page at a phone's width (390×844): nothing spills

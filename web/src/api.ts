@@ -52,6 +52,8 @@ export const api = {
   kinds: () => call<{ kinds: Kind[] }>('GET', '/api/v1/kinds'),
   putKind: (name: string, description: string, module: Blob) =>
     call<Kind>('PUT', `/api/v1/kinds/${encodeURIComponent(name)}` + (description ? `?description=${encodeURIComponent(description)}` : ''), module),
+  setKindLimits: (name: string, concurrency: number, rate: string) =>
+    call<Kind>('PUT', `/api/v1/kinds/${encodeURIComponent(name)}/limits`, { concurrency, rate }),
   pauseKind: (name: string, resume = false) => call<Kind>('POST', `/api/v1/kinds/${encodeURIComponent(name)}/${resume ? 'resume' : 'pause'}`),
   deleteKind: (name: string) => call<void>('DELETE', `/api/v1/kinds/${encodeURIComponent(name)}`),
   workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),

@@ -69,6 +69,9 @@ export interface Kind {
   reads_data?: boolean
   paused?: boolean
   paused_since?: string
+  // the most tasks running at once, and started per second or minute
+  concurrency?: number
+  rate?: string
   params?: KindParam[]
   // Kinds uploaded as WebAssembly modules.
   uploaded?: boolean
