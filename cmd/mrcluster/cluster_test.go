@@ -185,4 +185,41 @@ func TestThreeServerCluster(t *testing.T) {
 	if d := b.Await(t, held.ID, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded || d.Result.Sum != 3 {
 		t.Fatalf("the held job after the resume: %s", apitest.Describe(d))
 	}
+
+	// A rate limit set on one server holds for the workers of all three:
+	// 8 tasks at 2 a second start over three seconds or more.
+	if _, err := a.API().SetKindLimits(ctx, "noop", client.KindLimits{Rate: "2/s"}); err != nil {
+		t.Fatal(err)
+	}
+	rated := b.SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 8})
+	if d := c.Await(t, rated.ID, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded {
+		t.Fatalf("the rate-limited job: %s", apitest.Describe(d))
+	}
+	attempts, err := c.API().Tasks(ctx, rated.ID)
+	if err != nil || len(attempts) != 8 {
+		t.Fatalf("its tasks: %d %v", len(attempts), err)
+	}
+	from, to := attempts[0].StartedAt, attempts[0].StartedAt
+	pools := map[string]bool{}
+	for _, r := range attempts {
+		from, to = minTime(from, r.StartedAt), maxTime(to, r.StartedAt)
+		pools[r.Worker[:strings.LastIndex(r.Worker, ".")]] = true
+	}
+	if to.Sub(from) < 2500*time.Millisecond {
+		t.Fatalf("8 tasks at 2 a second started within %s on %d worker pools", to.Sub(from), len(pools))
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
