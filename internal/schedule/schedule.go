@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	_ "time/tzdata" // time zones on a machine without /usr/share/zoneinfo
 
 	"github.com/robfig/cron/v3"
 
