@@ -123,43 +123,15 @@ type KindState struct {
 // Start reads the records (uploaded kinds, kinds' states) and follows
 // their changes; it returns once the stored ones are read.
 func (c *Catalog) Start(ctx context.Context) error {
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = cancel
-	for _, b := range []struct {
-		kv    store.KV
-		what  string
-		apply func(*store.Entry)
-	}{{c.kv, "uploaded kinds", c.apply}, {c.state, "kinds' states", c.applyState}} {
-		w, err := b.kv.Watch(wctx)
-		if err != nil {
-			_ = c.Stop(ctx)
-			return fmt.Errorf("watch %s: %w", b.what, err)
-		}
-		ready := make(chan struct{})
-		c.wg.Go(func() {
-			defer w.Stop()
-			for {
-				select {
-				case <-wctx.Done():
-					return
-				case e, ok := <-w.Updates():
-					if !ok {
-						return
-					}
-					if e == nil {
-						close(ready)
-						continue
-					}
-					b.apply(e)
-				}
-			}
-		})
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			_ = c.Stop(ctx)
-			return ctx.Err()
-		}
+	if err := store.Follow(ctx, run, c.kv, &c.wg, c.apply); err != nil {
+		_ = c.Stop(ctx)
+		return fmt.Errorf("watch uploaded kinds: %w", err)
+	}
+	if err := store.Follow(ctx, run, c.state, &c.wg, c.applyState); err != nil {
+		_ = c.Stop(ctx)
+		return fmt.Errorf("watch kinds' states: %w", err)
 	}
 	return nil
 }
@@ -215,37 +187,16 @@ func (c *Catalog) SetLimit(ctx context.Context, name string, concurrency int, ra
 
 // putState changes kind name's state record with a compare-and-set.
 func (c *Catalog) putState(ctx context.Context, name string, fn func(*KindState)) error {
-	for range 100 {
-		var st KindState
-		var rev uint64
-		e, err := c.state.Get(ctx, name)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return job.Unavailable("kind state store", err)
-		default:
-			if err := json.Unmarshal(e.Value, &st); err != nil {
-				return fmt.Errorf("read the state of kind %q: %w", name, err)
-			}
-			rev = e.Revision
-		}
-		fn(&st)
-		data, _ := json.Marshal(st)
-		if rev == 0 {
-			rev, err = c.state.Create(ctx, name, data)
-		} else {
-			rev, err = c.state.Update(ctx, name, data, rev)
-		}
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return job.Unavailable("kind state store", err)
-		}
-		c.applyState(&store.Entry{Key: name, Value: data, Revision: rev})
-		return nil
+	st, rev, err := store.UpdateJSON(ctx, c.state, name, func(st *KindState, _ bool) (bool, error) {
+		fn(st)
+		return true, nil
+	})
+	if err != nil {
+		return job.Unavailable("kind state store", err)
 	}
-	return job.Errorf(job.EUnavailable, "the state of kind %q keeps changing under this write; try again", name)
+	data, _ := json.Marshal(st)
+	c.applyState(&store.Entry{Key: name, Value: data, Revision: rev})
+	return nil
 }
 
 // SetPaused pauses or resumes kind name, which the caller checked exists:

@@ -181,39 +181,13 @@ func (s *Scheduler) SetSubmit(fn func(ctx context.Context, spec job.Spec) (*job.
 // Start reads the schedules, follows their changes and fires their ticks;
 // it returns once the stored ones are read.
 func (s *Scheduler) Start(ctx context.Context) error {
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := s.cfg.KV.Watch(wctx)
-	if err != nil {
-		cancel()
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = cancel
+	if err := store.Follow(ctx, run, s.cfg.KV, &s.wg, s.apply); err != nil {
+		_ = s.Stop(ctx)
 		return fmt.Errorf("watch schedules: %w", err)
 	}
-	s.stop = cancel
-	ready := make(chan struct{})
-	s.wg.Go(func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					close(ready)
-					continue
-				}
-				s.apply(e)
-			}
-		}
-	})
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		_ = s.Stop(ctx)
-		return ctx.Err()
-	}
-	s.wg.Go(func() { s.loop(wctx) })
+	s.wg.Go(func() { s.loop(run) })
 	return nil
 }
 
@@ -359,32 +333,25 @@ func (s *Scheduler) Resume(ctx context.Context, name string) (Schedule, error) {
 // change applies fn to schedule name's record with a compare-and-set,
 // again on a conflict; fn returns false for no change.
 func (s *Scheduler) change(ctx context.Context, name string, fn func(*Schedule) bool) (Schedule, error) {
-	for {
-		e, err := s.cfg.KV.Get(ctx, name)
-		if errors.Is(err, store.ErrNotFound) {
-			return Schedule{}, notFound(name)
+	var changed bool
+	sc, rev, err := store.UpdateJSON(ctx, s.cfg.KV, name, func(sc *Schedule, found bool) (bool, error) {
+		if !found {
+			return false, notFound(name)
 		}
-		if err != nil {
-			return Schedule{}, job.Unavailable("schedule store", err)
-		}
-		var sc Schedule
-		if err := json.Unmarshal(e.Value, &sc); err != nil {
-			return Schedule{}, fmt.Errorf("read schedule %q: %w", name, err)
-		}
-		if !fn(&sc) {
-			return sc, nil
-		}
-		data, _ := json.Marshal(sc)
-		rev, err := s.cfg.KV.Update(ctx, name, data, e.Revision)
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return Schedule{}, job.Unavailable("schedule store", err)
-		}
-		s.apply(&store.Entry{Key: name, Value: data, Revision: rev})
-		return sc, nil
+		changed = fn(sc)
+		return changed, nil
+	})
+	if job.ErrorCode(err) == job.ENotFound {
+		return Schedule{}, err
 	}
+	if err != nil {
+		return Schedule{}, job.Unavailable("schedule store", err)
+	}
+	if changed {
+		data, _ := json.Marshal(sc)
+		s.apply(&store.Entry{Key: name, Value: data, Revision: rev})
+	}
+	return sc, nil
 }
 
 // storeTimeout bounds one step of firing a tick.
