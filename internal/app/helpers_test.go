@@ -33,6 +33,23 @@ func testKinds(extra ...job.Kind) *job.Registry {
 	return r
 }
 
+// held is a kind "hold" whose tasks each send on started (when not nil)
+// and return 1 once release is closed.
+func held(started chan<- struct{}) (hold job.Kind, release chan struct{}) {
+	release = make(chan struct{})
+	return job.Kind{Name: "hold", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		if started != nil {
+			started <- struct{}{}
+		}
+		select {
+		case <-release:
+			return 1, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}}, release
+}
+
 type errorString string
 
 func (e errorString) Error() string { return string(e) }

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -9,7 +8,6 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // Pausing a kind takes its jobs' waiting tasks out of the queue and holds
@@ -17,17 +15,8 @@ import (
 // a task running at the pause finishes. Resumed, they run to their end.
 func TestPauseAndResumeAKind(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
 	started := make(chan struct{}, 8)
-	hold := job.Kind{Name: "hold", Map: func(ctx context.Context, _ job.Task) (int64, error) {
-		started <- struct{}{}
-		select {
-		case <-release:
-			return 1, nil
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}}
+	hold, release := held(started)
 	b := setup(t, func(c *app.Config) { c.Kinds, c.Workers = testKinds(hold), 1 })
 	c := b.client().API()
 	ctx := apitest.Context(t)

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"net/http"
 	"sort"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
-	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // With one worker held by a task, jobs of priorities 1 to 4 submitted in
@@ -18,15 +16,7 @@ import (
 // its order; a priority out of 1..4 is a 400 naming the field.
 func TestPriorityOrderThroughTheQueue(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	hold := job.Kind{Name: "hold", Map: func(ctx context.Context, _ job.Task) (int64, error) {
-		select {
-		case <-release:
-			return 1, nil
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}}
+	hold, release := held(nil)
 	b := setup(t, func(c *app.Config) { c.Kinds, c.Workers = testKinds(hold), 1 })
 	c := b.client().API()
 	ctx := apitest.Context(t)
