@@ -472,19 +472,18 @@ func (s *stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 			if got >= max {
 				return nil
 			}
-			want := max - got
-			if l.rate > 0 {
-				// Starts are taken from the window's count only for
-				// tasks that wait, so an idle lane spends none.
-				if want = s.waiting(ctx, l, want); want > 0 {
-					var err error
-					if want, err = s.takeTokens(ctx, l, want); err != nil {
-						return err
-					}
+			// Only what waits and fits the lane's bound is asked for: a
+			// request the lane cannot fill waits its whole deadline, and
+			// a rate's starts are spent only on tasks that wait.
+			want := s.waiting(ctx, l, max-got)
+			if want > 0 && l.rate > 0 {
+				var err error
+				if want, err = s.takeTokens(ctx, l, want); err != nil {
+					return err
 				}
-				if want == 0 {
-					continue
-				}
+			}
+			if want == 0 {
+				continue
 			}
 			if err := s.fetch(ctx, l, want, jetstream.FetchMaxWait(kindProbe), count); err != nil {
 				return err
