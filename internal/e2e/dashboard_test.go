@@ -605,6 +605,16 @@ func TestDashboardSchedules(t *testing.T) {
 	// Its jobs appear in the list, naming it; the row links its last ones.
 	text(ctx, t, `tr[data-state="succeeded"]`, func(s string) bool { return strings.Contains(s, "p4") && strings.Contains(s, "↻ heartbeat") }, "a job of the schedule, of priority 4, in the list")
 	text(ctx, t, row+` a.tick`, func(s string) bool { return s != "" }, "a link to its last job")
+	// A job of another kind; the search by schedule name leaves it out.
+	other := c.Submit(t, "noop", 1)
+	text(ctx, t, `tr[data-job="`+other.ID+`"]`, func(s string) bool { return strings.Contains(s, "succeeded") }, "the other job")
+	if err := chromedp.Do(ctx, setValue(`input[name="search"]`, "heartbeat")); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="jobs"] tbody`, func(s string) bool { return strings.Contains(s, "heartbeat") && !strings.Contains(s, other.ID) }, "the jobs of the schedule, searched by its name")
+	if err := chromedp.Do(ctx, setValue(`input[name="search"]`, "")); err != nil {
+		t.Fatal(err)
+	}
 	shot(ctx, t, "schedules.png")
 	fitsPhone(ctx, t, "the page with a schedule", "schedules-phone.png")
 
