@@ -23,8 +23,8 @@ import (
 
 // A kind uploaded as a WebAssembly module runs on workers that never saw
 // it, its word count equals the built-in's byte for byte, a job keeps the
-// version it was submitted with when the kind is replaced, and a kind in
-// use cannot be deleted.
+// version it was submitted with when the kind is replaced while it runs,
+// and a kind in use cannot be deleted.
 func TestUploadedKindEndToEnd(t *testing.T) {
 	t.Parallel()
 	// The modules are built first, outside the calls' deadline: a fresh
@@ -79,6 +79,11 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 		t.Fatalf("GET /api/v1/kinds lists %v", names)
 	}
 
+	// One task of the kind at a time, so that the job is surely under way,
+	// and not finished, when the kind is replaced.
+	if _, err := c.SetKindLimits(ctx, "mywc", client.KindLimits{Concurrency: 1}); err != nil {
+		t.Fatal(err)
+	}
 	spec := client.Spec{Kind: "mywc", Input: []string{"books"}, Partitions: 4, Reducers: 2}
 	v1 := b.client().SubmitSpec(t, spec)
 	builtin := b.client().SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 3, Reducers: 3})
@@ -86,14 +91,24 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	if err := c.DeleteKind(ctx, "mywc"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, v1.ID) {
 		t.Fatalf("DELETE a kind a queued job uses: %v, want 409 naming the job", err)
 	}
-	// Version 2 counts lines, not words; the job submitted before keeps
-	// version 1.
+	startPool(t, b.srv.NATSURL())
+	// Mid-run (a task done, the kind paused so that no more start while
+	// it is replaced), version 2 is uploaded: it counts lines, not words.
+	// The job under way finishes with version 1; the next uses version 2.
+	b.await(t, v1.ID, func(j client.Job) bool { return j.Tasks.Done >= 1 || j.State.Terminal() })
+	if _, err := c.PauseKind(ctx, "mywc"); err != nil {
+		t.Fatal(err)
+	}
+	if j := b.job(t, v1.ID); j.State.Terminal() || j.Tasks.Done < 1 {
+		t.Fatalf("the job is not under way when its kind is replaced: %s", apitest.Describe(j))
+	}
 	if k, err = c.PutKind(ctx, "mywc", "", bytes.NewReader(lines), int64(len(lines))); err != nil || k.Version != 2 {
 		t.Fatalf("version 2: %+v, %v", k, err)
 	}
 	v2 := b.client().SubmitSpec(t, client.Spec{Kind: "mywc", Input: []string{"books"}, Partitions: 2, Reducers: 1})
-
-	startPool(t, b.srv.NATSURL())
+	if _, err := c.ResumeKind(ctx, "mywc"); err != nil {
+		t.Fatal(err)
+	}
 	for _, id := range []string{v1.ID, builtin.ID, v2.ID} {
 		if j := b.await(t, id, terminal); j.State != client.Succeeded {
 			t.Fatalf("job: %s", apitest.Describe(j))
