@@ -443,3 +443,47 @@ func TestRetryRunsUnfinishedTasksInANewEpoch(t *testing.T) {
 		t.Fatalf("retry of a succeeded job: %v", err)
 	}
 }
+
+// A job stored without its tasks (its server died between the record and
+// the publish) is queued by the next coordinator to start: from the read
+// model's list of unqueued jobs when it has one, by a scan of every record
+// when not. A held job (its kind paused) is left alone.
+func TestStartQueuesJobsLeftUnqueued(t *testing.T) {
+	for _, withView := range []bool{true, false} {
+		t.Run(fmt.Sprintf("view=%v", withView), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			s := memstore.New(memstore.Config{AckWait: time.Second})
+			f := &fixture{t: t, ctx: ctx, store: s, ds: &dataset.Store{KV: s.Datasets, Blocks: s.Blocks}}
+			lost := job.New(job.NewID("noop", time.Now()), job.Spec{Kind: "noop", Partitions: 3}, time.Now().UTC())
+			held := job.New(job.NewID("noop", time.Now()), job.Spec{Kind: "noop", Partitions: 2}, time.Now().UTC())
+			held.Held = true
+			for _, j := range []*job.Job{lost, held} {
+				if _, err := s.Jobs.Create(ctx, j); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := Config{Store: s, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxAttempts: 2, Logger: slog.New(slog.DiscardHandler)}
+			if withView {
+				cfg.Unqueued = func() []string { return []string{lost.ID} } // the view leaves held jobs out
+			}
+			c := New(cfg)
+			if err := c.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Stop(context.Background()) })
+			tasks := f.take(3)
+			for _, tk := range tasks {
+				if tk.Job != lost.ID {
+					t.Fatalf("queued a task of %s", tk.Job)
+				}
+			}
+			if got, _, err := c.Get(ctx, lost.ID); err != nil || !got.Enqueued {
+				t.Fatalf("the lost job after the start: %+v %v", got, err)
+			}
+			if n := f.queued(); n != 0 {
+				t.Fatalf("%d more tasks queued (the held job's?)", n)
+			}
+		})
+	}
+}
