@@ -609,7 +609,10 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	// One consumer per priority lane, the default lane's first: before
 	// priorities it took the whole stream, and a work queue's consumers
 	// must not overlap (mr.task.<job> has one token less than the other
-	// lanes' mr.task.p<N>.<job>).
+	// lanes' mr.task.p<N>.<job>). No bound on leased tasks (-1): workers
+	// ask the lanes without waiting, and a no-wait request to a consumer
+	// at its bound with tasks waiting is held by the server until one is
+	// acked, with no deadline; pools bound what they hold themselves.
 	for _, p := range []int{job.DefaultPriority, 1, 3, 4} {
 		filter := TaskLaneSubject(p) + "*"
 		if _, err = s.Tasks.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
@@ -618,7 +621,7 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 			FilterSubject: filter,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       ackWait,
-			MaxAckPending: 20000,
+			MaxAckPending: -1,
 		}); err != nil {
 			return nil, fmt.Errorf("create consumer %s on %s: %w", TaskLaneConsumer(p), TasksStream, err)
 		}
