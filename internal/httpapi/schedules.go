@@ -57,15 +57,15 @@ func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pauseSchedule(w http.ResponseWriter, r *http.Request) {
-	s.pauseOrResume(w, r, false)
-}
-
-func (s *Server) resumeSchedule(w http.ResponseWriter, r *http.Request) {
 	s.pauseOrResume(w, r, true)
 }
 
-func (s *Server) pauseOrResume(w http.ResponseWriter, r *http.Request, resume bool) {
-	sc, err := s.cfg.Service.PauseSchedule(r.Context(), r.PathValue("name"), resume)
+func (s *Server) resumeSchedule(w http.ResponseWriter, r *http.Request) {
+	s.pauseOrResume(w, r, false)
+}
+
+func (s *Server) pauseOrResume(w http.ResponseWriter, r *http.Request, pause bool) {
+	sc, err := s.cfg.Service.PauseSchedule(r.Context(), r.PathValue("name"), pause)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

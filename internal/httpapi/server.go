@@ -39,7 +39,7 @@ type Service interface {
 	PauseKind(ctx context.Context, name string, pause bool) (client.Kind, error)
 	SetKindLimits(ctx context.Context, name string, concurrency int, rate string) (client.Kind, error)
 	AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error)
-	PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error)
+	PauseSchedule(ctx context.Context, name string, pause bool) (client.Schedule, error)
 	DeleteSchedule(ctx context.Context, name string) error
 	// The queries the read model does not answer alone.
 	Job(ctx context.Context, id string) (client.Job, error)

@@ -156,6 +156,16 @@ type Scheduler struct {
 type entry struct {
 	s   Schedule
 	rev uint64
+	// cs and loc are s's expression and time zone, parsed once per record
+	// (nil when they do not parse: a record no Add wrote).
+	cs  cron.Schedule
+	loc *time.Location
+}
+
+// newEntry is the entry of record sc at revision rev.
+func newEntry(sc Schedule, rev uint64) entry {
+	cs, loc, _ := Parse(sc.Cron, sc.Timezone)
+	return entry{s: sc, rev: rev, cs: cs, loc: loc}
 }
 
 // New returns a scheduler; Start makes it follow the schedules and fire
@@ -213,7 +223,7 @@ func (s *Scheduler) apply(e *store.Entry) {
 		return
 	}
 	if cur, ok := s.scheds[e.Key]; !ok || cur.rev < e.Revision {
-		s.scheds[e.Key] = entry{s: sc, rev: e.Revision}
+		s.scheds[e.Key] = newEntry(sc, e.Revision)
 	}
 }
 
@@ -402,11 +412,11 @@ func (s *Scheduler) step(ctx context.Context, name string) bool {
 	if sc.Paused {
 		return false
 	}
-	cs, loc, err := Parse(sc.Cron, sc.Timezone)
-	if err != nil {
+	cs := e.cs
+	if cs == nil {
 		return false // not stored by Add
 	}
-	next := cs.Next(from(sc).In(loc))
+	next := cs.Next(from(sc).In(e.loc))
 	if next.IsZero() || next.After(now) {
 		return false
 	}
@@ -526,5 +536,5 @@ func (s *Scheduler) update(ctx context.Context, e entry, fn func(*Schedule)) (en
 		return e, false
 	}
 	s.apply(&store.Entry{Key: sc.Name, Value: data, Revision: rev})
-	return entry{s: sc, rev: rev}, true
+	return newEntry(sc, rev), true
 }

@@ -67,14 +67,14 @@ func (s *Service) Schedule(name string) (client.Schedule, error) {
 	return client.Schedule{}, job.Errorf(job.ENotFound, "schedule %q not found; GET /api/v1/schedules lists them", name)
 }
 
-// PauseSchedule stops schedule name from firing (resume true: starts it
-// again, from its next tick after now).
-func (s *Service) PauseSchedule(ctx context.Context, name string, resume bool) (client.Schedule, error) {
+// PauseSchedule stops schedule name from firing (pause false: starts it
+// again, from its next tick after now), as PauseKind does a kind.
+func (s *Service) PauseSchedule(ctx context.Context, name string, pause bool) (client.Schedule, error) {
 	if _, err := s.Schedule(name); err != nil {
 		return client.Schedule{}, err
 	}
 	change := s.cfg.Schedules.Pause
-	if resume {
+	if !pause {
 		change = s.cfg.Schedules.Resume
 	}
 	sc, err := change(ctx, name)
