@@ -21,7 +21,7 @@ func init() {
 	guest.Register(guest.Kind{
 		Description: "counts each word (a maximal run of Unicode letters) of the input, as a WebAssembly module",
 		Map: func(_ context.Context, rec guest.Record, emit guest.Emit) error {
-			eachWord(rec.Text, func(w []byte) { emit(w, one) })
+			countWords(rec.Text, emit)
 			return nil
 		},
 		Combine: guest.SumCombine,
@@ -38,8 +38,8 @@ var asciiLetter = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
-// eachWord calls fn with every maximal run of letters of b.
-func eachWord(b []byte, fn func(word []byte)) {
+// countWords emits every maximal run of letters of b with a count of one.
+func countWords(b []byte, emit guest.Emit) {
 	start := -1
 	for i := 0; i < len(b); {
 		c, size := b[i], 1
@@ -56,13 +56,13 @@ func eachWord(b []byte, fn func(word []byte)) {
 				start = i
 			}
 		} else if start >= 0 {
-			fn(b[start:i])
+			emit(b[start:i], one)
 			start = -1
 		}
 		i += size
 	}
 	if start >= 0 {
-		fn(b[start:])
+		emit(b[start:], one)
 	}
 }
 

@@ -284,8 +284,15 @@ func rewriteElements(sec []byte, remap func(uint32) uint32) ([]byte, error) {
 	return out, nil
 }
 
-// rewriteCode inserts check at the start of every function body and
-// after the block type of every loop, and renumbers calls.
+// rewriteCode inserts check after the block type of every loop and, in
+// every function body, before the first instruction that calls or
+// branches unless a loop comes first, and renumbers calls.
+//
+// What is before that instruction runs once per call, straight: a
+// function's entry need not be counted when a loop's check is sure to run
+// before the function can call or loop. Every function of a Go module
+// opens with the loop its code jumps back to, so it is counted once per
+// call instead of twice.
 func rewriteCode(sec, check []byte, remap func(uint32) uint32) ([]byte, error) {
 	r := newReader(sec)
 	n := r.u32()
@@ -306,7 +313,6 @@ func rewriteCode(sec, check []byte, remap func(uint32) uint32) ([]byte, error) {
 			return nil, fmt.Errorf("function %d: %w", i, fr.err)
 		}
 		body = append(body[:0], fr.from(start)...)
-		body = append(body, check...)
 		var err error
 		if body, err = rewriteExpr(fr, body, check, remap, false); err != nil {
 			return nil, fmt.Errorf("function %d: %w", i, err)
@@ -322,11 +328,20 @@ func rewriteCode(sec, check []byte, remap func(uint32) uint32) ([]byte, error) {
 
 // rewriteExpr copies the instructions of r to out, check after each
 // loop's block type and function indexes renumbered; a constant
-// expression (one) ends at its first end.
+// expression (one) ends at its first end. A function's body (check not
+// nil) gets check before its first call or branch too, unless a loop
+// comes first.
 func rewriteExpr(r *reader, out, check []byte, remap func(uint32) uint32, one bool) ([]byte, error) {
+	entry := check != nil // the function's entry is not counted yet
 	for len(r.b) > 0 {
 		at := len(r.b)
 		op := r.byte()
+		if entry && (op >= 0x03 && op <= 0x05 || op >= 0x0c && op <= 0x15) { // loop, if, else, br*, return, call*
+			if op != 0x03 {
+				out = append(out, check...)
+			}
+			entry = false
+		}
 		switch {
 		case op == 0x03: // loop
 			r.s64()

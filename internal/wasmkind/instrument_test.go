@@ -50,8 +50,9 @@ func export(name string, kind, idx byte) []byte { return append(str(name), kind,
 // testModule exercises what instrument renumbers: an imported function
 // (env.seven, 7) before the defined ones, calls, a start function setting a
 // global, exports, a table filled by an element segment of indexes and one
-// of expressions (ref.func), a global initialized by ref.func, and a loop
-// that never ends.
+// of expressions (ref.func), a global initialized by ref.func, a loop
+// that never ends, and a recursion without a loop that would take 2^n
+// calls.
 //
 //	func 0 (import) seven
 //	func 1 a: call 2 + call 0       = 42
@@ -60,15 +61,16 @@ func export(name string, kind, idx byte) []byte { return append(str(name), kind,
 //	func 4 d: call_indirect table[i] (i the parameter)
 //	func 5 start: global 0 = 1
 //	func 6 e: global 0
+//	func 7 rec(n): n == 0 ? 0 : rec(n-1) + rec(n-1)
 var testModule = module(
 	vec(1, []byte{0x60, 0, 1, 0x7f}, []byte{0x60, 0, 0}, []byte{0x60, 1, 0x7f, 1, 0x7f}),
 	vec(2, append(append(str("env"), str("seven")...), 0, 0)),
-	vec(3, []byte{0}, []byte{0}, []byte{1}, []byte{2}, []byte{1}, []byte{0}),
+	vec(3, []byte{0}, []byte{0}, []byte{1}, []byte{2}, []byte{1}, []byte{0}, []byte{2}),
 	vec(4, []byte{0x70, 0, 2}),
 	vec(6,
 		[]byte{0x7f, 1, 0x41, 0, 0x0b},  // global 0: mutable i32 0
 		[]byte{0x70, 0, 0xd2, 2, 0x0b}), // global 1: funcref b
-	vec(7, export("a", 0, 1), export("spin", 0, 3), export("d", 0, 4), export("e", 0, 6)),
+	vec(7, export("a", 0, 1), export("spin", 0, 3), export("d", 0, 4), export("e", 0, 6), export("rec", 0, 7)),
 	[]byte{8, 5}, // start: func 5
 	vec(9,
 		[]byte{0, 0x41, 0, 0x0b, 1, 2},              // table[0] = b, by index
@@ -79,7 +81,9 @@ var testModule = module(
 		body(0x03, 0x40, 0x0c, 0, 0x0b, 0x0b),
 		body(0x20, 0, 0x11, 0, 0, 0x0b),
 		body(0x41, 1, 0x24, 0, 0x0b),
-		body(0x23, 0, 0x0b)),
+		body(0x23, 0, 0x0b),
+		body(0x20, 0, 0x45, 0x04, 0x7f, 0x41, 0, 0x05,
+			0x20, 0, 0x41, 1, 0x6b, 0x10, 7, 0x20, 0, 0x41, 1, 0x6b, 0x10, 7, 0x6a, 0x0b, 0x0b)),
 )
 
 func TestInstrumentKeepsWhatTheModuleDoes(t *testing.T) {
@@ -134,6 +138,27 @@ func TestInstrumentKeepsWhatTheModuleDoes(t *testing.T) {
 	}
 	if got := call("d", 1); got != 42 {
 		t.Errorf("table[1] = %d, want a's 42", got)
+	}
+	if got := call("rec", 10); got != 0 {
+		t.Errorf("rec(10) = %d, want 0", got)
+	}
+
+	// A recursion without a loop is counted by its calls: 2^60 of them
+	// are stopped at the deadline too.
+	rctx, rcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer rcancel()
+	recDone := make(chan error, 1)
+	go func() {
+		_, err := mod.ExportedFunction("rec").Call(rctx, 60)
+		recDone <- err
+	}()
+	select {
+	case err := <-recDone:
+		if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+			t.Fatalf("rec(60): %v, want it stopped at its deadline", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("rec(60) was not stopped a minute after its deadline: its calls are not counted")
 	}
 
 	// The loop is stopped at its deadline, and the collector, which needs

@@ -290,7 +290,7 @@ func (m *Module) instance(ctx context.Context) (*instance, error) {
 		WithName(""). // anonymous: many instances of one module at once
 		WithStderr(stderr).
 		WithStartFunctions() // called below, once the instance can be stopped
-	mod, err := m.r.rt.InstantiateModule(ctx, m.cm, cfg)
+	mod, err := m.r.rt.InstantiateModule(withMemory(ctx), m.cm, cfg)
 	if err != nil {
 		return nil, m.explain(ctx, fmt.Errorf("start the module: %w", err), stderr)
 	}

@@ -209,85 +209,121 @@ func appendBytes(out, b []byte) []byte {
 // the table is full or the host asks for what is held (a map call without
 // records), not one per emit.
 //
-// It is a hash table of its own, open addressing over indexes into keys
-// and vals, rather than a Go map: in WebAssembly every call of the
-// runtime's map functions costs several times what it does natively, and
-// a word count is one lookup per word.
+// It is a hash table of its own, open addressing over entries that hold
+// each key's hash, place in one arena of keys and count, rather than a Go
+// map: in WebAssembly every call of the runtime's map functions costs
+// several times what it does natively, and a word count is one lookup per
+// word.
 type table struct {
-	slots  []int32 // index+1 into keys and vals; 0 is empty
-	hashes []uint32
-	arena  []byte  // the keys, one after another
-	ends   []int32 // where each key ends in arena
-	vals   [][]byte
-	size   int // bytes of keys and values
+	slots   []int32 // index+1 into entries; 0 is empty
+	entries []entry
+	arena   []byte   // the keys, one after another
+	vals    [][]byte // each entry's value, unless sum
+	size    int      // bytes of keys and values
 	// With SumCombine as the combiner the values are counts, added as
 	// integers rather than combined as text: what SumCombine would give,
 	// without a parse and a format per emit.
-	sum    bool
-	counts []int64
+	sum bool
+}
+
+type entry struct {
+	hash       uint32
+	start, end int32 // the key, in arena
+	count      int64 // the value, when sum
 }
 
 // tableSize bounds what a table holds before it hands its pairs back: a
 // fraction of an instance's memory (256 MiB by default).
 const tableSize = 16 << 20
 
-func (t *table) key(i int32) []byte {
-	start := int32(0)
-	if i > 0 {
-		start = t.ends[i-1]
-	}
-	return t.arena[start:t.ends[i]]
+// mix is the finalizer of MurmurHash3: every bit of x moves every bit of
+// the result.
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	return x ^ x>>33
 }
 
-func hash(k []byte) uint32 {
-	h := uint32(2166136261)
-	for _, c := range k {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	return h
-}
-
-func (t *table) add(k, v []byte) {
+// addCombined folds the pair k, v into the combined table: the emit of a
+// kind with a combiner. It is written out without calls of its own, and
+// is a function rather than a method, which an emit would reach through a
+// wrapper (Go does not inline functions with switches and loops of this
+// size): in WebAssembly a call of Go code costs more than a lookup, and a
+// word count adds once per word.
+func addCombined(k, v []byte) {
+	t := &combined
 	if len(t.slots) == 0 {
 		t.slots = make([]int32, 1024)
 	}
-	h := hash(k)
-	mask := uint32(len(t.slots) - 1)
-	for p := h & mask; ; p = (p + 1) & mask {
-		s := t.slots[p]
-		if s == 0 {
-			t.slots[p] = int32(len(t.vals)) + 1
-			break
+	// The hash: keys of up to 16 bytes, most words, take no loop, each of
+	// their bytes being in one of two overlapping loads (a loop iteration
+	// of Go code is a jump through its function's dispatch in
+	// WebAssembly). a and b are also what equal compares below.
+	n := len(k)
+	var a, b uint64
+	switch {
+	case n > 16:
+		for i := 0; i < n-8; i += 8 {
+			a = mix(a ^ binary.LittleEndian.Uint64(k[i:]))
 		}
-		i := s - 1
-		if t.hashes[i] == h && string(t.key(i)) == string(k) {
-			if t.sum {
-				if len(v) == 1 && v[0] >= '0' && v[0] <= '9' { // a count of one digit: most emits
-					t.counts[i] += int64(v[0] - '0')
+		b = binary.LittleEndian.Uint64(k[n-8:])
+	case n >= 8:
+		a, b = binary.LittleEndian.Uint64(k), binary.LittleEndian.Uint64(k[n-8:])
+	case n >= 4:
+		a, b = uint64(binary.LittleEndian.Uint32(k)), uint64(binary.LittleEndian.Uint32(k[n-4:]))
+	case n > 0:
+		a = uint64(k[0])<<16 | uint64(k[n>>1])<<8 | uint64(k[n-1])
+	}
+	h := uint32(mix(a ^ mix(b^uint64(n))))
+	mask := uint32(len(t.slots) - 1)
+	p := h & mask
+	for s := t.slots[p]; s != 0; s = t.slots[p] {
+		e := &t.entries[s-1]
+		if e.hash == h && int(e.end-e.start) == n {
+			key := t.arena[e.start:e.end]
+			var same bool
+			switch {
+			case n > 16:
+				same = string(key) == string(k)
+			case n >= 8:
+				same = binary.LittleEndian.Uint64(key) == a && binary.LittleEndian.Uint64(key[n-8:]) == b
+			case n >= 4:
+				same = uint64(binary.LittleEndian.Uint32(key)) == a && uint64(binary.LittleEndian.Uint32(key[n-4:])) == b
+			case n > 0:
+				same = uint64(key[0])<<16|uint64(key[n>>1])<<8|uint64(key[n-1]) == a
+			default:
+				same = true
+			}
+			if same {
+				if !t.sum {
+					old := len(t.vals[s-1])
+					t.vals[s-1] = kind.Combine(k, t.vals[s-1], v)
+					t.size += len(t.vals[s-1]) - old
+				} else if len(v) == 1 && v[0] >= '0' && v[0] <= '9' { // a count of one digit: most emits
+					e.count += int64(v[0] - '0')
 				} else {
-					n, _ := parseInt(v) // not an integer: 0, as SumCombine
-					t.counts[i] += n
+					c, _ := parseInt(v) // not an integer: 0, as SumCombine
+					e.count += c
 				}
 				return
 			}
-			old := len(t.vals[i])
-			t.vals[i] = kind.Combine(k, t.vals[i], v)
-			t.size += len(t.vals[i]) - old
-			return
 		}
+		p = (p + 1) & mask
 	}
+	t.slots[p] = int32(len(t.entries)) + 1
+	e := entry{hash: h, start: int32(len(t.arena))}
 	t.arena = append(t.arena, k...)
-	t.ends = append(t.ends, int32(len(t.arena)))
-	t.hashes = append(t.hashes, h)
+	e.end = int32(len(t.arena))
 	if t.sum {
-		n, _ := parseInt(v)
-		t.counts = append(t.counts, n)
-		t.vals = append(t.vals, nil)
+		e.count, _ = parseInt(v)
 	} else {
 		t.vals = append(t.vals, append([]byte(nil), v...))
 	}
+	t.entries = append(t.entries, e)
 	t.size += len(k) + len(v) + 32
-	if len(t.vals)*2 > len(t.slots) {
+	if len(t.entries)*2 > len(t.slots) {
 		t.grow()
 	}
 }
@@ -296,8 +332,8 @@ func (t *table) add(k, v []byte) {
 func (t *table) grow() {
 	t.slots = make([]int32, 2*len(t.slots))
 	mask := uint32(len(t.slots) - 1)
-	for i, h := range t.hashes {
-		p := h & mask
+	for i, e := range t.entries {
+		p := e.hash & mask
 		for t.slots[p] != 0 {
 			p = (p + 1) & mask
 		}
@@ -308,17 +344,17 @@ func (t *table) grow() {
 // drain appends every pair held to out and empties the table.
 func (t *table) drain(out []byte) []byte {
 	var num [20]byte
-	for i := range t.vals {
-		out = appendBytes(out, t.key(int32(i)))
+	for i, e := range t.entries {
+		out = appendBytes(out, t.arena[e.start:e.end])
 		if t.sum {
-			out = appendBytes(out, strconv.AppendInt(num[:0], t.counts[i], 10))
+			out = appendBytes(out, strconv.AppendInt(num[:0], e.count, 10))
 		} else {
 			out = appendBytes(out, t.vals[i])
 		}
 	}
 	clear(t.slots)
 	clear(t.vals) // let the values go
-	t.arena, t.ends, t.hashes, t.vals, t.counts, t.size = t.arena[:0], t.ends[:0], t.hashes[:0], t.vals[:0], t.counts[:0], 0
+	t.arena, t.entries, t.vals, t.size = t.arena[:0], t.entries[:0], t.vals[:0], 0
 	return out
 }
 
@@ -333,7 +369,7 @@ func callMap(in, out []byte) ([]byte, error) {
 		out = appendBytes(appendBytes(out, k), v)
 	}
 	if kind.Combine != nil {
-		emit = combined.add
+		emit = addCombined
 	}
 	c := ctx()
 	name := ""
