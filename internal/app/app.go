@@ -25,6 +25,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/httpapi"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/memtrim"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
@@ -412,6 +413,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopWatch = stop
 	s.watchWG.Go(func() { s.watchStore(wctx) })
+	s.watchWG.Go(func() { memtrim.Run(wctx, s.log) })
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,

@@ -115,12 +115,31 @@ func (s *server) memory() (now, peak float64, err error) {
 	return now, peak, nil
 }
 
+// quietFor is how long a server is left alone before its memory is read
+// again: what it holds once the burst is over (it hands memory back within
+// about 20 s of going quiet, internal/memtrim).
+const quietFor = 30 * time.Second
+
+// quiet returns the child's resident memory after quietFor without
+// requests.
+func (s *server) quiet(ctx context.Context) (float64, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(quietFor):
+	}
+	now, _, err := s.memory()
+	return now, err
+}
+
 // History is what the history run measured.
 type History struct {
 	Rate                 float64 // jobs per second, submit to finished
 	RSS, PeakRSS         float64 // the server's, in MiB, once every job finished
+	RSSQuiet             float64 // quiet: 30 s later
 	Restart              time.Duration
 	RSSAfter, PeakAfter  float64 // after the restart, and a page of the list
+	RSSAfterQuiet        float64 // 30 s later
 	FirstPage, OldPage   time.Duration
 	Succeeded, Submitted int
 }
@@ -173,6 +192,9 @@ func RunHistory(ctx context.Context, n int) (History, error) {
 	if h.RSS, h.PeakRSS, err = s.memory(); err != nil {
 		return h, err
 	}
+	if h.RSSQuiet, err = s.quiet(ctx); err != nil {
+		return h, err
+	}
 	if err := s.stop(); err != nil {
 		return h, fmt.Errorf("stop the server: %w", err)
 	}
@@ -204,6 +226,9 @@ func RunHistory(ctx context.Context, n int) (History, error) {
 		return h, fmt.Errorf("no succeeded job listed after the restart: %v", err)
 	}
 	if h.RSSAfter, h.PeakAfter, err = s.memory(); err != nil {
+		return h, err
+	}
+	if h.RSSAfterQuiet, err = s.quiet(ctx); err != nil {
 		return h, err
 	}
 	return h, nil

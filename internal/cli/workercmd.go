@@ -18,6 +18,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/memtrim"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
@@ -136,7 +137,10 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", ln.Addr())
 	}
 	fmt.Fprintf(stdout, "mrcluster worker %s running %d workers for %s\n", poolName, *concurrency, *url)
+	trimmed := make(chan struct{})
+	go func() { defer close(trimmed); memtrim.Run(ctx, log) }()
 	<-ctx.Done()
+	<-trimmed
 	log.Info("stopping: finishing running tasks, the rest go back to the queue", "timeout", *shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/mapx"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -38,6 +39,7 @@ func (c *Coordinator) noteDuration(r job.TaskResult) {
 	if d == nil {
 		d = durations{}
 		c.durs[r.Job] = d
+		mapx.Note(c.durs, &c.dursHigh)
 	}
 	if ds := d[r.Phase]; len(ds) < maxDurations {
 		d[r.Phase] = append(ds, r.FinishedAt.Sub(r.StartedAt))

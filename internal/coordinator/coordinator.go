@@ -20,6 +20,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/mapx"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/store"
@@ -90,6 +91,9 @@ type Coordinator struct {
 	// their record is stored, and their first results wait for it here.
 	submitting map[string]chan struct{}
 	starts     map[string]started // the first start notice of queued jobs, for startLoop
+	// The most each map held since it was last copied small (mapx): a
+	// burst of jobs grows them, and maps do not shrink by themselves.
+	cacheHigh, dursHigh, startsHigh, submittingHigh int
 
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
@@ -164,6 +168,7 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		ids[i] = jobs[i].ID
 		c.submitting[ids[i]] = done
 	}
+	mapx.Note(c.submitting, &c.submittingHigh)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -1113,6 +1118,7 @@ func (c *Coordinator) noteStarted(s job.TaskStarted) {
 	}
 	if _, ok := c.starts[s.Job]; !ok {
 		c.starts[s.Job] = started{s, time.Now()}
+		mapx.Note(c.starts, &c.startsHigh)
 	}
 }
 
@@ -1133,6 +1139,7 @@ func (c *Coordinator) startLoop(ctx context.Context) {
 					delete(c.starts, id)
 				}
 			}
+			c.shrink()
 			c.mu.Unlock()
 			for _, s := range due {
 				c.markStarted(ctx, s)
@@ -1238,6 +1245,7 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 			return
 		}
 		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State, Epoch: j.Epoch}, stub: true}
+		mapx.Note(c.cache, &c.cacheHigh)
 		c.stubs = append(c.stubs, j.ID)
 		for len(c.stubs) > maxStubs {
 			if e, ok := c.cache[c.stubs[0]]; ok && e.stub {
@@ -1252,6 +1260,16 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		return // a newer write of another goroutine is already cached
 	}
 	c.cache[j.ID] = entry{job: j, rev: rev}
+	mapx.Note(c.cache, &c.cacheHigh)
+}
+
+// shrink copies small the maps that a burst of jobs grew and that now
+// hold much less. c.mu must be held.
+func (c *Coordinator) shrink() {
+	c.cache = mapx.Shrunk(c.cache, &c.cacheHigh)
+	c.durs = mapx.Shrunk(c.durs, &c.dursHigh)
+	c.starts = mapx.Shrunk(c.starts, &c.startsHigh)
+	c.submitting = mapx.Shrunk(c.submitting, &c.submittingHigh)
 }
 
 // maxStubs bounds the finished jobs a coordinator remembers, so that its

@@ -487,3 +487,32 @@ func TestStartQueuesJobsLeftUnqueued(t *testing.T) {
 		})
 	}
 }
+
+// A burst of start notices grows the coordinator's map of them; once they
+// are handled the map is copied small (maps do not shrink by themselves).
+func TestMapsGrownByABurstAreCopiedSmall(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now().UTC()
+	for i := range 5000 {
+		f.c.noteStarted(job.TaskStarted{Job: fmt.Sprintf("gone_%d", i), Worker: "w.0", StartedAt: now})
+	}
+	f.c.mu.Lock()
+	high := f.c.startsHigh
+	f.c.mu.Unlock()
+	if high != 5000 {
+		t.Fatalf("high %d after 5,000 notices", high)
+	}
+	for {
+		f.c.mu.Lock()
+		n, high := len(f.c.starts), f.c.startsHigh
+		f.c.mu.Unlock()
+		if n == 0 && high == 0 {
+			return
+		}
+		select {
+		case <-f.ctx.Done():
+			t.Fatalf("%d notices left, high %d: the map was not copied small", n, high)
+		case <-time.After(startDelay / 2):
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/mapx"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -61,6 +62,10 @@ type View struct {
 	busy     map[string]int // busy workers by job
 	left     int            // tasks of unfinished jobs not done yet
 	running  int            // of those, the ones a worker runs
+
+	// The most byID, active and unqueued held since they were last copied
+	// small (mapx): a burst of jobs grows them, maps do not shrink.
+	byIDHigh, activeHigh, unqueuedHigh int
 
 	workers map[string]worker
 	changed chan struct{}
@@ -269,6 +274,7 @@ func (v *View) set(j *job.Job) (prev *job.Job) {
 	if en == nil {
 		en = &entry{id: j.ID, created: j.CreatedAt.UnixNano()}
 		v.byID[j.ID] = en
+		mapx.Note(v.byID, &v.byIDHigh)
 		v.insert(en)
 	} else {
 		prev = en.j
@@ -297,10 +303,12 @@ func (v *View) set(j *job.Job) (prev *job.Job) {
 	} else {
 		en.finished = 0
 		v.active[j.ID] = j
+		mapx.Note(v.active, &v.activeHigh)
 		if j.Enqueued || j.Held || j.State == job.Scheduled {
 			delete(v.unqueued, j.ID) // a scheduled job's tasks are queued at its time
 		} else {
 			v.unqueued[j.ID] = struct{}{}
+			mapx.Note(v.unqueued, &v.unqueuedHigh)
 		}
 		v.join(j.ID)
 	}
@@ -584,6 +592,11 @@ func (v *View) prune(ctx context.Context) {
 				v.log.Warn("worker stopped heartbeating; forgetting it", "worker", k)
 				v.removeWorker(k)
 			}
+			v.mu.Lock()
+			v.byID = mapx.Shrunk(v.byID, &v.byIDHigh)
+			v.active = mapx.Shrunk(v.active, &v.activeHigh)
+			v.unqueued = mapx.Shrunk(v.unqueued, &v.unqueuedHigh)
+			v.mu.Unlock()
 		}
 	}
 }

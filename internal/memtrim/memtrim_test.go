@@ -1,0 +1,49 @@
+package memtrim
+
+import (
+	"runtime"
+	"runtime/metrics"
+	"testing"
+)
+
+var sink [][]byte
+
+func free() uint64 {
+	s := []metrics.Sample{{Name: metricFree}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// After a spell that needed much memory, a quiet process hands the free
+// part back; a busy one does not.
+func TestQuietProcessHandsMemoryBack(t *testing.T) {
+	tr := New()
+	if tr.Look() != 0 {
+		t.Fatal("the first look trimmed: it has nothing to compare the allocations with")
+	}
+	// A spell: 256 MiB live, then let go and collected, so the heap holds
+	// it free.
+	for range 256 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+	runtime.GC()
+	if f := free(); f < minFree {
+		t.Fatalf("only %d MiB free after letting 256 MiB go", f>>20)
+	}
+	if tr.Look() != 0 {
+		t.Fatal("trimmed right after allocating 256 MiB: the process is busy")
+	}
+	// Quiet since that look: the free memory goes back.
+	before := free()
+	got := tr.Look()
+	if got == 0 {
+		t.Fatalf("a quiet process with %d MiB free did not trim", before>>20)
+	}
+	if after := free(); after >= minFree {
+		t.Fatalf("%d MiB still free after the trim (%d before)", after>>20, before>>20)
+	}
+	if tr.Look() != 0 {
+		t.Fatal("trimmed again with nothing free")
+	}
+}
