@@ -191,6 +191,24 @@ func TestThreeServerCluster(t *testing.T) {
 	if _, err := a.API().SetKindLimits(ctx, "noop", client.KindLimits{Rate: "2/s"}); err != nil {
 		t.Fatal(err)
 	}
+	// Each server learns the limit by watching the store (a limit holds
+	// for the tasks a server queues once it knows it): b shows it first.
+	for known := false; !known; {
+		ks, err := b.API().Kinds(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range ks {
+			known = known || k.Name == "noop" && k.Rate == "2/s"
+		}
+		if !known {
+			select {
+			case <-ctx.Done():
+				t.Fatal("the server the job goes to never learned the rate limit set on another")
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 	submitted := time.Now()
 	rated := b.SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 8})
 	if d := c.Await(t, rated.ID, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded {
