@@ -93,6 +93,11 @@ type Config struct {
 	// process (debug.SetMemoryLimit): the collector works harder near it,
 	// which keeps caches of streamed data from growing the process.
 	MemoryLimit int64
+	// ForgetDeletedAfter is how long a deleted job's marker stays in the
+	// jobs bucket for every server's read model to see (0:
+	// coordinator.DefaultForgetAfter); then it is purged, and with it
+	// JetStream's state for the job's key.
+	ForgetDeletedAfter time.Duration
 	// AcceptDamagedState makes a server whose store does not hold what it
 	// held at its last stop start anyway, with what is left (logged).
 	AcceptDamagedState bool
@@ -397,6 +402,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Paused: s.catalog.Paused, Holding: s.view.Holding, LaneOf: s.catalog.LaneOf,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 		Retention: cfg.Retention, Expired: s.view.Expired, RetentionEvery: retentionEvery(cfg.Retention),
+		ForgetAfter: cfg.ForgetDeletedAfter,
 	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
@@ -115,7 +117,7 @@ func TestDeleteJob(t *testing.T) {
 // its resource says when that will be.
 func TestRetentionDeletesFinishedJobs(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *app.Config) { c.Retention = time.Second })
+	b := setup(t, func(c *app.Config) { c.Retention = time.Second; c.ForgetDeletedAfter = 200 * time.Millisecond })
 	j := b.await(t, b.submit(t, "noop", 2).ID, terminal)
 	if j.State != client.Succeeded || j.FinishedAt == nil || j.ExpiresAt == nil || !j.ExpiresAt.Equal(j.FinishedAt.Add(time.Second)) {
 		t.Fatalf("finished job: %s, finished %v, expires %v; want expiry a second after the end", j.State, j.FinishedAt, j.ExpiresAt)
@@ -140,8 +142,29 @@ func TestRetentionDeletesFinishedJobs(t *testing.T) {
 	if time.Now().Before(*j.ExpiresAt) {
 		t.Fatalf("job %s deleted before it expired at %v", j.ID, j.ExpiresAt)
 	}
-	if history, err := store(t, b).Ports.Results.Read(ctx, j.ID, 10); err != nil || len(history) != 0 {
+	s := store(t, b)
+	if history, err := s.Ports.Results.Read(ctx, j.ID, 10); err != nil || len(history) != 0 {
 		t.Fatalf("task history of an expired job: %d messages, %v", len(history), err)
+	}
+	// The marker its deletion left in the jobs bucket is purged once every
+	// read model had the time to see it: nothing of the job stays.
+	jobs, err := s.JS.Stream(ctx, "KV_"+natsx.JobsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := jobs.Info(ctx, jetstream.WithSubjectFilter("$KV."+natsx.JobsBucket+"."+j.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.State.Subjects) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the jobs bucket still holds %v for deleted job %s", info.State.Subjects, j.ID)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

@@ -75,6 +75,27 @@ type Config struct {
 	Retention      time.Duration
 	Expired        func(before time.Time) []string
 	RetentionEvery time.Duration
+	// ForgetAfter is how long the marker a deleted job's record leaves
+	// in the jobs bucket (so that every server's read model learns of the
+	// deletion) is kept before it is purged (0: DefaultForgetAfter).
+	ForgetAfter time.Duration
+}
+
+// DefaultForgetAfter is how long a deleted job's marker stays by default:
+// a read model that falls further behind than that keeps the job until it
+// restarts.
+const DefaultForgetAfter = 10 * time.Minute
+
+// maxTombs bounds the deleted jobs a coordinator remembers to forget; past
+// it, markers stay (each costs a subject's room in JetStream).
+const maxTombs = 100_000
+
+// forgetBatch bounds the markers purged at one look.
+const forgetBatch = 10_000
+
+type tomb struct {
+	id string
+	at time.Time
 }
 
 // Coordinator owns job records.
@@ -94,6 +115,9 @@ type Coordinator struct {
 	// The most each map held since it was last copied small (mapx): a
 	// burst of jobs grows them, and maps do not shrink by themselves.
 	cacheHigh, dursHigh, startsHigh, submittingHigh int
+	// tombs are the jobs this server deleted, oldest first: their markers
+	// are purged ForgetAfter later.
+	tombs []tomb
 
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
@@ -560,8 +584,46 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 	c.forget(id)
 	c.mu.Lock()
 	delete(c.durs, id)
+	if len(c.tombs) < maxTombs {
+		c.tombs = append(c.tombs, tomb{id, time.Now()})
+	}
 	c.mu.Unlock()
 	return nil
+}
+
+// forgetLoop purges the markers of the jobs this server deleted, once
+// every read model had the time to see them. A server that stops first
+// leaves its last markers (a subject each, in JetStream's memory and on
+// disk) behind.
+func (c *Coordinator) forgetLoop(ctx context.Context) {
+	after := c.cfg.ForgetAfter
+	if after <= 0 {
+		after = DefaultForgetAfter
+	}
+	every(ctx, min(after/4, time.Minute), func() {
+		c.mu.Lock()
+		n := 0
+		for n < len(c.tombs) && n < forgetBatch && time.Since(c.tombs[n].at) >= after {
+			n++
+		}
+		due := make([]string, n)
+		for i, t := range c.tombs[:n] {
+			due[i] = t.id
+		}
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		fctx, cancel := context.WithTimeout(ctx, storeTimeout+time.Duration(n)*time.Millisecond)
+		defer cancel()
+		if err := c.cfg.Store.Jobs.KV.Forget(fctx, due...); err != nil {
+			c.log.Debug("could not purge the markers of deleted jobs; trying again", "jobs", n, "err", err)
+			return
+		}
+		c.mu.Lock()
+		c.tombs = slices.Delete(c.tombs, 0, n)
+		c.mu.Unlock()
+	})
 }
 
 // retentionLoop deletes the jobs that finished more than Retention ago.
@@ -631,6 +693,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.cfg.Retention > 0 && c.cfg.Expired != nil && c.cfg.RetentionEvery > 0 {
 		c.wg.Go(func() { c.retentionLoop(ctx) })
 	}
+	c.wg.Go(func() { c.forgetLoop(ctx) })
 	return nil
 }
 

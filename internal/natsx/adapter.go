@@ -24,21 +24,21 @@ import (
 // ports makes the store.Store of a set of JetStream handles.
 func ports(nc *nats.Conn, s *Store) *store.Store {
 	return &store.Store{
-		Jobs:        &store.Jobs{KV: kv{s.Jobs}},
-		Workers:     kv{s.Workers},
-		Datasets:    kv{s.Datasets},
-		Idempotency: kv{s.Idempotency},
-		Health:      kv{s.Health},
+		Jobs:        &store.Jobs{KV: kv{s.Jobs, s.JS}},
+		Workers:     kv{s.Workers, s.JS},
+		Datasets:    kv{s.Datasets, s.JS},
+		Idempotency: kv{s.Idempotency, s.JS},
+		Health:      kv{s.Health, s.JS},
 		Tasks:       &stream{js: s.JS, nc: nc, st: s.Tasks, lanes: taskLanes(), tokens: s.Tokens},
 		Results:     &stream{js: s.JS, nc: nc, st: s.Results, lanes: []*lane{{priority: job.DefaultPriority, prefix: ResultSubject, consumer: CoordConsumer}}},
 		Blocks:      blobs{s.Blocks},
 		Shuffle:     blobs{s.Shuffle},
 		Output:      blobs{s.Output},
-		Kinds:       kv{s.Kinds},
+		Kinds:       kv{s.Kinds, s.JS},
 		Modules:     blobs{s.Modules},
-		Schedules:   kv{s.Schedules},
-		KindState:   kv{s.KindState},
-		Tokens:      kv{s.Tokens},
+		Schedules:   kv{s.Schedules, s.JS},
+		KindState:   kv{s.KindState, s.JS},
+		Tokens:      kv{s.Tokens, s.JS},
 		Notices:     &store.Notes{N: notices{nc}},
 	}
 }
@@ -58,7 +58,10 @@ func storeErr(err error) error {
 	return err
 }
 
-type kv struct{ kv jetstream.KeyValue }
+type kv struct {
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+}
 
 func (k kv) Get(ctx context.Context, key string) (store.Entry, error) {
 	e, err := k.kv.Get(ctx, key)
@@ -95,6 +98,24 @@ func (k kv) Delete(ctx context.Context, key string, rev uint64) error {
 		return fmt.Errorf("%w: %w", store.ErrConflict, err)
 	}
 	return storeErr(err)
+}
+
+// Forget purges the keys' subjects from the bucket's stream: their delete
+// markers go too, and with them what JetStream keeps per subject.
+func (k kv) Forget(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	st, err := k.js.Stream(ctx, "KV_"+k.kv.Bucket())
+	if err != nil {
+		return storeErr(err)
+	}
+	for _, key := range keys {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+k.kv.Bucket()+"."+key)); err != nil {
+			return storeErr(err)
+		}
+	}
+	return nil
 }
 
 func (k kv) Keys(ctx context.Context) ([]string, error) {

@@ -61,6 +61,11 @@ type KV interface {
 	// Delete removes a key, if it is there; with rev > 0, only at that
 	// revision (ErrConflict otherwise).
 	Delete(ctx context.Context, key string, rev uint64) error
+	// Forget removes what is left of deleted keys: a deletion stays
+	// in the bucket as a marker, so that watchers learn of it, and costs
+	// its key's room for ever. Watchers are not told: call it once they
+	// have seen the deletion.
+	Forget(ctx context.Context, keys ...string) error
 	// Keys lists the keys, in no order.
 	Keys(ctx context.Context) ([]string, error)
 	// Watch sends every entry, then nil once they are all sent, then each

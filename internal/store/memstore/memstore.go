@@ -110,6 +110,9 @@ func (kv *KV) write(ctx context.Context, key string, value []byte, ok func(store
 }
 
 // Delete implements store.KV.
+// Forget has nothing to do: a deleted key leaves no marker here.
+func (kv *KV) Forget(ctx context.Context, _ ...string) error { return ctx.Err() }
+
 func (kv *KV) Delete(ctx context.Context, key string, rev uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
