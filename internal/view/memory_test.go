@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -32,7 +34,7 @@ func recount(v *View) (queued, running int, unqueued int, counts map[job.State]i
 		if en.state.Terminal() || en.state == job.Scheduled {
 			continue // a scheduled job waits for its time, not in the queue
 		}
-		if !j.Enqueued {
+		if !j.Enqueued && !j.Held { // a held job's tasks are out of the queue on purpose
 			unqueued++
 		}
 		left := j.Partitions - j.Done - j.Failed
@@ -84,7 +86,9 @@ func TestCountersEqualARecount(t *testing.T) {
 			if rng.IntN(5) == 0 {
 				spec.RunAt = now.Add(time.Hour)
 			}
-			j := job.New(job.NewID("noop", now.Add(time.Duration(step)*time.Millisecond)), spec, now)
+			kind := []string{"noop", "sleep"}[rng.IntN(2)]
+			spec.Kind = kind
+			j := job.New(job.NewID(kind, now.Add(time.Duration(step)*time.Millisecond)), spec, now)
 			if rng.IntN(2) == 0 {
 				j.Reducers = 1 + rng.IntN(3)
 				j.ReduceCommits = make([]string, j.Reducers)
@@ -120,6 +124,11 @@ func TestCountersEqualARecount(t *testing.T) {
 				}
 			}
 			j.Enqueued = rng.IntN(4) > 0
+			j.Held = rng.IntN(8) == 0
+			j.Lane = ""
+			if rng.IntN(8) == 0 {
+				j.Lane = j.Kind
+			}
 			jobs = replace(jobs, j)
 			v.applyJob(record(t, j), false)
 		case op < 6:
@@ -160,10 +169,64 @@ func TestCountersEqualARecount(t *testing.T) {
 		if depth != q {
 			t.Fatalf("step %d: queue depth %d, a recount says %d", step, depth, q)
 		}
+		// What Holding answers from its counts equals a look at every job,
+		// and its counts equal a recount.
+		controlled, kinds := 0, map[string]int{}
+		for _, en := range v.byID {
+			if !en.state.Terminal() {
+				kinds[en.j.Kind]++
+				if en.j.Held || en.j.Lane != "" {
+					controlled++
+				}
+			}
+		}
+		if v.controlled != controlled || !maps.Equal(v.activeKinds, kinds) {
+			t.Fatalf("step %d: %d jobs held or laned, unfinished by kind %v; a recount says %d, %v", step, v.controlled, v.activeKinds, controlled, kinds)
+		}
+		for _, c := range []struct{ paused, laned string }{{"", ""}, {"noop", ""}, {"", "sleep"}} {
+			paused := func(kind string) bool { return kind == c.paused }
+			laneOf := func(kind string) string {
+				if kind == c.laned {
+					return kind
+				}
+				return ""
+			}
+			h, r, l := v.Holding(paused, laneOf)
+			wh, wr, wl := holdingRecount(v, paused, laneOf)
+			if !sameSet(h, wh) || !sameSet(r, wr) || !sameSet(l, wl) {
+				t.Fatalf("step %d, paused %q, laned %q: Holding says hold %v release %v relane %v; a look at every job says %v %v %v",
+					step, c.paused, c.laned, h, r, l, wh, wr, wl)
+			}
+		}
 	}
 	if len(v.recent) > 5 {
 		t.Fatalf("%d finished records kept, want at most 5", len(v.recent))
 	}
+}
+
+// holdingRecount is Holding by a look at every unfinished job.
+func holdingRecount(v *View, paused func(string) bool, laneOf func(string) string) (hold, release, relane []string) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, en := range v.byID {
+		j := en.j
+		if en.state.Terminal() || en.state == job.Scheduled {
+			continue
+		}
+		switch p := paused(j.Kind); {
+		case p && !j.Held:
+			hold = append(hold, j.ID)
+		case !p && j.Held:
+			release = append(release, j.ID)
+		case j.Enqueued && !j.Held && j.Lane != laneOf(j.Kind):
+			relane = append(relane, j.ID)
+		}
+	}
+	return hold, release, relane
+}
+
+func sameSet(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 func replace(jobs []*job.Job, j *job.Job) []*job.Job {

@@ -319,10 +319,15 @@ func (v *View) Unqueued() []string {
 // the queue, as their kind is paused (hold); the held ones whose kind is
 // no longer paused (release); and those queued in another lane than their
 // kind's now (relane: a concurrency limit set or removed). Scheduled jobs
-// wait for their time first.
+// wait for their time first. Every server asks four times a second: with
+// no job held or laned and no kind of an unfinished job paused or limited
+// it answers from counts, without a look at each job.
 func (v *View) Holding(paused func(kind string) bool, laneOf func(kind string) string) (hold, release, relane []string) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	if v.controlled == 0 && !v.anyKind(func(kind string) bool { return paused(kind) || laneOf(kind) != "" }) {
+		return nil, nil, nil // nothing held or laned, no kind paused or limited: no job to look at
+	}
 	for id, j := range v.active {
 		switch p := paused(j.Kind); {
 		case j.State == job.Scheduled:
@@ -335,6 +340,17 @@ func (v *View) Holding(paused func(kind string) bool, laneOf func(kind string) s
 		}
 	}
 	return hold, release, relane
+}
+
+// anyKind reports whether fn holds for a kind of an unfinished job.
+// v.mu must be held.
+func (v *View) anyKind(fn func(kind string) bool) bool {
+	for kind := range v.activeKinds {
+		if fn(kind) {
+			return true
+		}
+	}
+	return false
 }
 
 // Due returns the scheduled jobs whose time is now or past.

@@ -63,6 +63,12 @@ type View struct {
 	left     int            // tasks of unfinished jobs not done yet
 	running  int            // of those, the ones a worker runs
 
+	// activeKinds counts the unfinished jobs by kind, controlled those
+	// held or in a kind's lane: with no kind of theirs paused or limited
+	// and none controlled, Holding has nothing to look at.
+	activeKinds map[string]int
+	controlled  int
+
 	// The most byID, active and unqueued held since they were last copied
 	// small (mapx): a burst of jobs grows them, maps do not shrink.
 	byIDHigh, activeHigh, unqueuedHigh int
@@ -110,19 +116,20 @@ const showEvery = 4 * time.Second
 // New returns an empty view; Start fills it.
 func New(cfg Config) *View {
 	return &View{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		byID:     map[string]*entry{},
-		loading:  true,
-		active:   map[string]*job.Job{},
-		unqueued: map[string]struct{}{},
-		runAt:    map[string]time.Time{},
-		counts:   map[job.State]int{},
-		busy:     map[string]int{},
-		workers:  map[string]worker{},
-		changed:  make(chan struct{}),
-		started:  map[string][]job.TaskStarted{},
-		ready:    make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		byID:        map[string]*entry{},
+		loading:     true,
+		active:      map[string]*job.Job{},
+		activeKinds: map[string]int{},
+		unqueued:    map[string]struct{}{},
+		runAt:       map[string]time.Time{},
+		counts:      map[job.State]int{},
+		busy:        map[string]int{},
+		workers:     map[string]worker{},
+		changed:     make(chan struct{}),
+		started:     map[string][]job.TaskStarted{},
+		ready:       make(chan struct{}),
 	}
 }
 
@@ -270,6 +277,9 @@ func (v *View) applyJob(e *store.Entry, initial bool) {
 // not seen before; for an evicted one, a record of its last state. v.mu
 // must be held for writing.
 func (v *View) set(j *job.Job) (prev *job.Job) {
+	if old, ok := v.active[j.ID]; ok {
+		v.track(old, -1)
+	}
 	en := v.byID[j.ID]
 	if en == nil {
 		en = &entry{id: j.ID, created: j.CreatedAt.UnixNano()}
@@ -303,6 +313,7 @@ func (v *View) set(j *job.Job) (prev *job.Job) {
 	} else {
 		en.finished = 0
 		v.active[j.ID] = j
+		v.track(j, 1)
 		mapx.Note(v.active, &v.activeHigh)
 		if j.Enqueued || j.Held || j.State == job.Scheduled {
 			delete(v.unqueued, j.ID) // a scheduled job's tasks are queued at its time
@@ -335,8 +346,22 @@ func (v *View) keepRecent(en *entry) {
 	}
 }
 
+// track counts unfinished job j in (d 1) or out (d -1) of activeKinds
+// and controlled. v.mu must be held for writing.
+func (v *View) track(j *job.Job, d int) {
+	if v.activeKinds[j.Kind] += d; v.activeKinds[j.Kind] == 0 {
+		delete(v.activeKinds, j.Kind)
+	}
+	if j.Held || j.Lane != "" {
+		v.controlled += d
+	}
+}
+
 // remove forgets a deleted job. v.mu must be held for writing.
 func (v *View) remove(en *entry) {
+	if old, ok := v.active[en.id]; ok {
+		v.track(old, -1)
+	}
 	v.counts[en.state]--
 	v.leave(en.id)
 	delete(v.active, en.id)
