@@ -402,7 +402,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Paused: s.catalog.Paused, Holding: s.view.Holding, LaneOf: s.catalog.LaneOf,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 		Retention: cfg.Retention, Expired: s.view.Expired, RetentionEvery: retentionEvery(cfg.Retention),
-		ForgetAfter: cfg.ForgetDeletedAfter,
+		ForgetAfter: cfg.ForgetDeletedAfter, Markers: s.view.Markers,
 	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err

@@ -278,3 +278,42 @@ func TestFinishedJobsBeyondTheRecentOnesAnswerFromTheStore(t *testing.T) {
 		t.Fatalf("GET a deleted job: %v, want not found", err)
 	}
 }
+
+// A server that stops before it purged the marker of a job it deleted
+// leaves it stored; the next server to start on that store purges it.
+func TestMarkersLeftByAStoppedServerArePurged(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b := setup(t, func(c *app.Config) { c.DataDir = dir; c.ForgetDeletedAfter = time.Hour })
+	j := b.await(t, b.submit(t, "noop", 1).ID, terminal)
+	ctx := apitest.Context(t)
+	if err := b.client().API().Delete(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	subjects := func(b *bundle) map[string]uint64 {
+		t.Helper()
+		jobs, err := store(t, b).JS.Stream(ctx, "KV_"+natsx.JobsBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := jobs.Info(ctx, jetstream.WithSubjectFilter("$KV."+natsx.JobsBucket+"."+j.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Subjects
+	}
+	if len(subjects(b)) != 1 {
+		t.Fatalf("no marker stored for deleted job %s: %v", j.ID, subjects(b))
+	}
+	if err := b.srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b = setup(t, func(c *app.Config) { c.DataDir = dir; c.ForgetDeletedAfter = 200 * time.Millisecond })
+	for len(subjects(b)) > 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the marker of job %s is still stored after a restart", j.ID)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

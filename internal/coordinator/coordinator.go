@@ -79,6 +79,10 @@ type Config struct {
 	// in the jobs bucket (so that every server's read model learns of the
 	// deletion) is kept before it is purged (0: DefaultForgetAfter).
 	ForgetAfter time.Duration
+	// Markers, when set, lists at start the deleted jobs whose markers
+	// are still stored (a server stopped before it purged them): this
+	// one purges them ForgetAfter later.
+	Markers func() []string
 }
 
 // DefaultForgetAfter is how long a deleted job's marker stays by default:
@@ -594,7 +598,7 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 // forgetLoop purges the markers of the jobs this server deleted, once
 // every read model had the time to see them. A server that stops first
 // leaves its last markers (a subject each, in JetStream's memory and on
-// disk) behind.
+// disk) behind, for the next server to start to find (Config.Markers).
 func (c *Coordinator) forgetLoop(ctx context.Context) {
 	after := c.cfg.ForgetAfter
 	if after <= 0 {
@@ -692,6 +696,16 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	if c.cfg.Retention > 0 && c.cfg.Expired != nil && c.cfg.RetentionEvery > 0 {
 		c.wg.Go(func() { c.retentionLoop(ctx) })
+	}
+	if c.cfg.Markers != nil {
+		now := time.Now()
+		c.mu.Lock()
+		for _, id := range c.cfg.Markers() {
+			if len(c.tombs) < maxTombs {
+				c.tombs = append(c.tombs, tomb{id, now})
+			}
+		}
+		c.mu.Unlock()
 	}
 	c.wg.Go(func() { c.forgetLoop(ctx) })
 	return nil

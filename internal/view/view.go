@@ -33,6 +33,9 @@ type Config struct {
 	Recent int
 }
 
+// maxMarkers bounds the markers of deleted jobs a start's read keeps.
+const maxMarkers = 100_000
+
 // DefaultRecent is how many finished jobs a view keeps whole by default.
 const DefaultRecent = 2000
 
@@ -68,6 +71,8 @@ type View struct {
 	// and none controlled, Holding has nothing to look at.
 	activeKinds map[string]int
 	controlled  int
+	// markers are the deleted jobs whose markers the start's read met.
+	markers []string
 
 	// The most byID, active and unqueued held since they were last copied
 	// small (mapx): a burst of jobs grows them, maps do not shrink.
@@ -165,6 +170,16 @@ func (v *View) Start(ctx context.Context) error {
 	return nil
 }
 
+// Markers returns, once, the deleted jobs whose markers the read at start
+// met: left by a server that stopped before it purged them.
+func (v *View) Markers() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	m := v.markers
+	v.markers = nil
+	return m
+}
+
 // Stop stops watching.
 func (v *View) Stop(context.Context) error {
 	if v.stop == nil {
@@ -243,6 +258,9 @@ func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Ent
 func (v *View) applyJob(e *store.Entry, initial bool) {
 	if e.Deleted {
 		v.mu.Lock()
+		if initial && len(v.markers) < maxMarkers {
+			v.markers = append(v.markers, e.Key)
+		}
 		en, ok := v.byID[e.Key]
 		if ok {
 			v.remove(en)
