@@ -459,12 +459,13 @@ func (s *stream) Send(m store.Message) error {
 }
 
 func (s *stream) Purge(ctx context.Context, key string) error {
-	subjects := make([]string, 0, len(s.lanes)+1)
-	for _, l := range s.lanes {
-		subjects = append(subjects, l.prefix+s.token(key))
-	}
-	if kind := job.IDKind(key); len(s.lanes) > 1 && kind != "" {
-		subjects = append(subjects, KindLaneSubject(kind)+s.token(key))
+	subjects := []string{s.lanes[0].prefix + s.token(key)}
+	if len(s.lanes) > 1 {
+		// The task queue: its default lane, every other priority's
+		// (mr.task.p1.<job>, ...) and every kind's lane (mr.task.k.<kind>.<job>;
+		// a retried job's kind may have gained or lost its lane since), in
+		// three requests rather than one per lane.
+		subjects = []string{TaskSubject + s.token(key), TaskSubject + "*." + s.token(key), TaskSubject + "k.*." + s.token(key)}
 	}
 	for _, subject := range subjects {
 		if err := s.st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
