@@ -499,19 +499,19 @@ func TestMapsGrownByABurstAreCopiedSmall(t *testing.T) {
 	f.c.mu.Lock()
 	high := f.c.startsHigh
 	f.c.mu.Unlock()
-	if high != 5000 {
+	if high < 2*1024 { // notices handled meanwhile may have kept it below 5,000
 		t.Fatalf("high %d after 5,000 notices", high)
 	}
 	for {
 		f.c.mu.Lock()
-		n, high := len(f.c.starts), f.c.startsHigh
+		n, now := len(f.c.starts), f.c.startsHigh
 		f.c.mu.Unlock()
-		if n == 0 && high == 0 {
+		if n == 0 && now < high/4 { // copied when it held less than a quarter
 			return
 		}
 		select {
 		case <-f.ctx.Done():
-			t.Fatalf("%d notices left, high %d: the map was not copied small", n, high)
+			t.Fatalf("%d notices left, high %d of %d: the map was not copied small", n, now, high)
 		case <-time.After(startDelay / 2):
 		}
 	}
