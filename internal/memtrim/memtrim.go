@@ -46,9 +46,9 @@ const minFree = 64 << 20
 
 // Look hands the heap's free memory back to the system when there is much
 // of it (at least 64 MiB and half the live heap) and the process is quiet:
-// since the last look it allocated less than an eighth of its live heap
-// (and less than 64 MiB), so the memory will not be asked for again at
-// once. It returns how many bytes were free before it did; 0 if it did
+// since the last look it allocated at most an eighth of its live heap or
+// 16 MiB, whichever is more, and at most 64 MiB, so the memory will not be
+// asked for again at once. It returns how many bytes were free before it did; 0 if it did
 // not.
 func (t *Trimmer) Look() uint64 {
 	metrics.Read(t.samples)
