@@ -605,29 +605,39 @@ func (c *Coordinator) forgetLoop(ctx context.Context) {
 		after = DefaultForgetAfter
 	}
 	every(ctx, min(after/4, time.Minute), func() {
-		c.mu.Lock()
-		n := 0
-		for n < len(c.tombs) && n < forgetBatch && time.Since(c.tombs[n].at) >= after {
-			n++
+		// Batch after batch while markers are due: a cluster deleting
+		// hundreds of jobs a second must not fall behind by a batch a look.
+		for ctx.Err() == nil && c.forgetDue(ctx, after) == forgetBatch {
 		}
-		due := make([]string, n)
-		for i, t := range c.tombs[:n] {
-			due[i] = t.id
-		}
-		c.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		fctx, cancel := context.WithTimeout(ctx, storeTimeout+time.Duration(n)*time.Millisecond)
-		defer cancel()
-		if err := c.cfg.Store.Jobs.KV.Forget(fctx, due...); err != nil {
-			c.log.Debug("could not purge the markers of deleted jobs; trying again", "jobs", n, "err", err)
-			return
-		}
-		c.mu.Lock()
-		c.tombs = slices.Delete(c.tombs, 0, n)
-		c.mu.Unlock()
 	})
+}
+
+// forgetDue purges the markers of at most forgetBatch tombs older than
+// after, and returns how many it purged.
+func (c *Coordinator) forgetDue(ctx context.Context, after time.Duration) int {
+	c.mu.Lock()
+	n := 0
+	for n < len(c.tombs) && n < forgetBatch && time.Since(c.tombs[n].at) >= after {
+		n++
+	}
+	due := make([]string, n)
+	for i, t := range c.tombs[:n] {
+		due[i] = t.id
+	}
+	c.mu.Unlock()
+	if n == 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout+time.Duration(n)*time.Millisecond)
+	defer cancel()
+	if err := c.cfg.Store.Jobs.KV.Forget(ctx, due...); err != nil {
+		c.log.Debug("could not purge the markers of deleted jobs; trying again", "jobs", n, "err", err)
+		return 0
+	}
+	c.mu.Lock()
+	c.tombs = slices.Delete(c.tombs, 0, n)
+	c.mu.Unlock()
+	return n
 }
 
 // retentionLoop deletes the jobs that finished more than Retention ago.
