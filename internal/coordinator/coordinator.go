@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
@@ -244,7 +245,11 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 	var msgs []store.Message
 	for i, j := range jobs {
 		j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
-		if k, _ := c.cfg.Kinds.Lookup(j.Kind); k.ReadsData {
+		k, _ := c.cfg.Kinds.Lookup(j.Kind)
+		// A small job keeps its task history in its record: the store
+		// then holds one key for it, not two.
+		j.LogInRecord = !k.ReadsData && j.Partitions <= job.MaxLogInRecordPartitions
+		if k.ReadsData {
 			j.Module = k.Module // an uploaded kind's version, pinned
 			files, err := c.cfg.Datasets.Resolve(ctx, specs[i].Input)
 			if err != nil {
@@ -276,17 +281,27 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 	if err := c.publish(ctx, msgs); err != nil {
 		return recorded, err
 	}
-	for i, j := range jobs {
+	// The records of a batch are created in parallel: one round trip to
+	// the store for many jobs, not one per job.
+	errs := make([]error, len(jobs))
+	parallel(len(jobs), func(i int) {
+		j := jobs[i]
 		stored, rev, notStored, err := c.create(ctx, j)
-		if err != nil {
-			recorded[i] = !notStored
-			return recorded, err
+		// A record that is or may be stored is withdrawn with the rest if
+		// another one fails.
+		recorded[i] = err == nil || !notStored
+		if errs[i] = err; err != nil {
+			return
 		}
-		recorded[i] = true // withdrawn with the rest if a later one fails
 		jobs[i] = stored
 		c.put(stored, rev)
 		c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
 		c.cfg.Metrics.JobSubmitted(j.Kind)
+	})
+	for _, err := range errs {
+		if err != nil {
+			return recorded, err
+		}
 	}
 	return recorded, nil
 }
@@ -579,8 +594,12 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
 		return unavailable(fmt.Errorf("delete the queued tasks of job %s: %w", id, err))
 	}
-	if err := c.cfg.Store.Results.Purge(ctx, id); err != nil {
-		return unavailable(fmt.Errorf("delete the task history of job %s: %w", id, err))
+	// A small job's history goes with its record (its result messages,
+	// shared with other small jobs', leave the stream with age).
+	if !j.LogInRecord {
+		if err := c.cfg.Store.Results.Purge(ctx, id); err != nil {
+			return unavailable(fmt.Errorf("delete the task history of job %s: %w", id, err))
+		}
 	}
 	if err := c.cfg.Store.Jobs.Delete(ctx, id); err != nil {
 		return unavailable(fmt.Errorf("delete job %s: %w", id, err))
@@ -1012,143 +1031,203 @@ func (c *Coordinator) applyLoop(ctx context.Context, msgs <-chan store.Delivery)
 	}
 }
 
+// applyBatch applies a batch of result messages. A message holds one
+// job's results, or (store.SharedResults) several small jobs'; it is acked
+// once every job it names is applied, else given back whole (applying a
+// result twice changes nothing).
 func (c *Coordinator) applyBatch(ctx context.Context, batch []store.Delivery) {
-	byJob := map[string][]job.TaskResult{}
-	msgsByJob := map[string][]store.Delivery{}
+	type group struct {
+		results []job.TaskResult
+		msgs    []int // indexes in batch
+		retry   time.Duration
+	}
+	byJob := map[string]*group{}
 	var order []string
-	for _, m := range batch {
+	handled := make([]bool, len(batch))
+	for i, m := range batch {
 		rs, err := store.DecodeResults(m.Data())
 		if err != nil {
 			c.log.Error("dropping an unreadable task result message; it was not written by this version of mrcluster", "job", m.Key(), "err", err)
 			_ = m.Term()
+			handled[i] = true
 			continue
 		}
-		if !slices.ContainsFunc(rs, job.TaskResult.Final) {
-			// Only history: lost or retried attempts.
+		if m.Key() != store.SharedResults && !slices.ContainsFunc(rs, job.TaskResult.Final) {
+			// Only history, which stays in the stream: lost or retried
+			// attempts.
 			_ = m.Ack()
+			handled[i] = true
 			continue
 		}
-		id := rs[0].Job
-		if _, ok := byJob[id]; !ok {
-			order = append(order, id)
+		for _, r := range rs {
+			g := byJob[r.Job]
+			if g == nil {
+				g = &group{}
+				byJob[r.Job] = g
+				order = append(order, r.Job)
+			}
+			g.results = append(g.results, r)
+			if !slices.Contains(g.msgs, i) {
+				g.msgs = append(g.msgs, i)
+			}
 		}
-		byJob[id] = append(byJob[id], rs...)
-		msgsByJob[id] = append(msgsByJob[id], m)
 	}
-	for _, id := range order {
-		results := byJob[id]
-		epoch := 0
-		for _, r := range results {
-			epoch = max(epoch, r.Epoch)
+	// Jobs are independent: their records are written in parallel, so
+	// that a batch of many small jobs costs a few round trips to the store,
+	// not one per job.
+	parallel(len(order), func(i int) {
+		g := byJob[order[i]]
+		g.retry = c.applyJob(ctx, order[i], g.results)
+	})
+	retry := make([]time.Duration, len(batch))
+	for _, g := range byJob {
+		for _, i := range g.msgs {
+			retry[i] = max(retry[i], g.retry)
 		}
-		if c.finished(id, epoch) {
-			// Late duplicates of tasks of a finished job.
-			for _, m := range msgsByJob[id] {
-				_ = m.Ack()
-			}
-			continue
-		}
-		var applied, dropped []job.TaskResult // of the attempt that was written
-		var stale bool
-		apply := func(j *job.Job) bool {
-			applied, dropped, stale = applied[:0], dropped[:0], false
-			k, ok := c.cfg.Kinds.Lookup(j.Kind)
-			if !ok {
-				j.State, j.Error = job.Failed, fmt.Sprintf("kind %q is not registered on this server; restart it with that kind", j.Kind)
-				now := time.Now().UTC()
-				j.FinishedAt = &now
-				return true
-			}
-			for _, r := range results {
-				if !r.Final() {
-					continue
-				}
-				if r.Phase == job.PhaseReduce && j.Phase == job.PhaseMap && !j.State.Terminal() {
-					// A reduce ran, so every map was done: this record is
-					// older than the one the reduce was queued from.
-					stale = true
-					return false
-				}
-				switch {
-				case j.Apply(r, k.Reduce):
-					applied = append(applied, r)
-				case r.Commit != "" && !j.Committed(r):
-					dropped = append(dropped, r)
-				}
-			}
-			return len(applied) > 0
-		}
-		j, err := c.update(ctx, id, apply)
-		if job.ErrorCode(err) == job.ENotFound && c.awaitSubmit(ctx, id) {
-			// The job's submit on this server was storing its record.
-			j, err = c.update(ctx, id, apply)
-		}
+	}
+	for i, m := range batch {
 		switch {
-		case job.ErrorCode(err) == job.ENotFound:
-			if t, ok := job.IDTime(id); ok && time.Since(t) < orphanAge {
-				// A submit stores the tasks before the record: the
-				// record is on its way, or its submit is being withdrawn.
-				c.log.Debug("results of a job whose record is not stored yet; waiting for it", "job", id)
-				for _, m := range msgsByJob[id] {
-					_ = m.Nak(100 * time.Millisecond)
-				}
+		case handled[i]:
+		case retry[i] > 0:
+			_ = m.Nak(retry[i])
+		default:
+			_ = m.Ack()
+		}
+	}
+}
+
+// maxParallel bounds the jobs whose records one call writes at once.
+const maxParallel = 64
+
+// parallel calls fn(i) for every i below n, on up to maxParallel
+// goroutines, and returns once every call has. A goroutine takes call
+// after call: a record's encoding grows a new goroutine's stack, which a
+// goroutine per call would pay again and again.
+func parallel(n int, fn func(i int)) {
+	if n == 1 {
+		fn(0)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, maxParallel) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// applyJob applies the final results of job id among results, and logs
+// them all in the record of a job that keeps its task history there. It
+// returns 0 when the messages that carry them may be acked, else after how
+// long they are to be delivered again.
+func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.TaskResult) (retry time.Duration) {
+	epoch := 0
+	for _, r := range results {
+		epoch = max(epoch, r.Epoch)
+	}
+	if c.finished(id, epoch) {
+		// Late duplicates of tasks of a finished job (they are not
+		// logged in a finished record).
+		return 0
+	}
+	var applied, dropped []job.TaskResult // of the attempt that was written
+	var stale bool
+	apply := func(j *job.Job) bool {
+		applied, dropped, stale = applied[:0], dropped[:0], false
+		k, ok := c.cfg.Kinds.Lookup(j.Kind)
+		if !ok {
+			j.State, j.Error = job.Failed, fmt.Sprintf("kind %q is not registered on this server; restart it with that kind", j.Kind)
+			now := time.Now().UTC()
+			j.FinishedAt = &now
+			if j.LogInRecord {
+				j.Log(results)
+			}
+			return true
+		}
+		for _, r := range results {
+			if !r.Final() {
 				continue
 			}
-			c.log.Debug("dropping results of a job that does not exist (its submit failed, or it was deleted)", "job", id, "results", len(results))
-		case err == nil && stale:
-			// Expected now and then in a cluster: handled by reading again.
-			c.forget(id)
-			c.log.Debug("read a job record older than its results; applying them again shortly", "job", id)
-			for _, m := range msgsByJob[id] {
-				_ = m.Nak(250 * time.Millisecond)
+			if r.Phase == job.PhaseReduce && j.Phase == job.PhaseMap && !j.State.Terminal() {
+				// A reduce ran, so every map was done: this record is
+				// older than the one the reduce was queued from.
+				stale = true
+				return false
 			}
-			continue
-		case err != nil:
-			// The store did not answer: retried on redelivery, and the
-			// store's state is reported where it is watched (/readyz).
-			c.log.Warn("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
-			for _, m := range msgsByJob[id] {
-				_ = m.Nak(time.Second)
+			switch {
+			case j.Apply(r, k.Reduce):
+				applied = append(applied, r)
+			case r.Commit != "" && !j.Committed(r):
+				dropped = append(dropped, r)
 			}
-			continue
 		}
-		for _, m := range msgsByJob[id] {
-			_ = m.Ack()
-		}
-		if j == nil {
-			continue
-		}
-		for _, r := range applied {
-			c.noteDuration(r)
-			c.stopOtherCopies(j, r)
-			c.cfg.Metrics.TaskFinished(j.Kind, string(r.Phase), r.FinishedAt.Sub(r.StartedAt), r.Error != "")
-		}
-		if len(dropped) > 0 {
-			// Duplicates of committed tasks (a backup or a redelivery):
-			// their outputs are discarded.
-			c.wg.Go(func() {
-				for _, r := range dropped {
-					mr.DeleteAttempt(ctx, c.cfg.Store.Shuffle, c.cfg.Store.Output, j, r)
-				}
-			})
-		}
-		if j.Phase == job.PhaseReduce && !j.Enqueued && !j.State.Terminal() {
-			c.startReduce(ctx, j)
-		}
-		if j.State == job.Failed || j.State == job.Succeeded && (j.ReadsData() || len(j.Backups) > 0) {
-			// Nothing of an ended job stays queued or running: a failed
-			// job's other tasks, a backup copy that lost its race.
-			c.stopTasks(ctx, id, j.Epoch)
-		}
-		if j.State.Terminal() && j.ReadsData() {
-			c.wg.Go(func() { c.deleteObjects(ctx, j) })
-		}
-		if j.State.Terminal() {
-			c.mu.Lock()
-			delete(c.durs, id)
-			c.mu.Unlock()
-		}
+		// A small job's history: every attempt, logged once.
+		logged := j.LogInRecord && j.Log(results)
+		return len(applied) > 0 || logged
 	}
+	j, err := c.update(ctx, id, apply)
+	if job.ErrorCode(err) == job.ENotFound && c.awaitSubmit(ctx, id) {
+		// The job's submit on this server was storing its record.
+		j, err = c.update(ctx, id, apply)
+	}
+	switch {
+	case job.ErrorCode(err) == job.ENotFound:
+		if t, ok := job.IDTime(id); ok && time.Since(t) < orphanAge {
+			// A submit stores the tasks before the record: the
+			// record is on its way, or its submit is being withdrawn.
+			c.log.Debug("results of a job whose record is not stored yet; waiting for it", "job", id)
+			return 100 * time.Millisecond
+		}
+		c.log.Debug("dropping results of a job that does not exist (its submit failed, or it was deleted)", "job", id, "results", len(results))
+	case err == nil && stale:
+		// Expected now and then in a cluster: handled by reading again.
+		c.forget(id)
+		c.log.Debug("read a job record older than its results; applying them again shortly", "job", id)
+		return 250 * time.Millisecond
+	case err != nil:
+		// The store did not answer: retried on redelivery, and the
+		// store's state is reported where it is watched (/readyz).
+		c.log.Warn("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
+		return time.Second
+	}
+	if j == nil {
+		return 0
+	}
+	for _, r := range applied {
+		c.noteDuration(r)
+		c.stopOtherCopies(j, r)
+		c.cfg.Metrics.TaskFinished(j.Kind, string(r.Phase), r.FinishedAt.Sub(r.StartedAt), r.Error != "")
+	}
+	if len(dropped) > 0 {
+		// Duplicates of committed tasks (a backup or a redelivery):
+		// their outputs are discarded.
+		c.wg.Go(func() {
+			for _, r := range dropped {
+				mr.DeleteAttempt(ctx, c.cfg.Store.Shuffle, c.cfg.Store.Output, j, r)
+			}
+		})
+	}
+	if j.Phase == job.PhaseReduce && !j.Enqueued && !j.State.Terminal() {
+		c.startReduce(ctx, j)
+	}
+	if j.State == job.Failed || j.State == job.Succeeded && (j.ReadsData() || len(j.Backups) > 0) {
+		// Nothing of an ended job stays queued or running: a failed
+		// job's other tasks, a backup copy that lost its race.
+		c.stopTasks(ctx, id, j.Epoch)
+	}
+	if j.State.Terminal() && j.ReadsData() {
+		c.wg.Go(func() { c.deleteObjects(ctx, j) })
+	}
+	if j.State.Terminal() {
+		c.mu.Lock()
+		delete(c.durs, id)
+		c.mu.Unlock()
+	}
+	return 0
 }
 
 // awaitSubmit waits for the submit of job id on this server, if one is
@@ -1189,7 +1268,7 @@ func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 // queued job to running. A short task's result, applied meanwhile, starts
 // the job in the write it makes anyway: a job of short tasks costs one
 // write of its record less, and a job is shown running at most this late.
-const startDelay = 100 * time.Millisecond
+const startDelay = 500 * time.Millisecond
 
 type started struct {
 	job.TaskStarted
@@ -1389,20 +1468,26 @@ const maxTaskHistory = 100_000
 // Tasks returns the stored results of every finished task attempt of job id,
 // by partition then attempt: the job's per-task history.
 func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, error) {
-	if _, _, err := c.Get(ctx, id); err != nil {
+	j, _, err := c.Get(ctx, id)
+	if err != nil {
 		return nil, err
 	}
-	// The history is whole or an error: the read has a deadline of its own.
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	msgs, err := c.cfg.Store.Results.Read(rctx, id, maxTaskHistory)
-	if err != nil {
-		return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
-	}
 	out := []job.TaskResult{}
-	for _, m := range msgs {
-		if rs, err := store.DecodeResults(m); err == nil {
-			out = append(out, rs...)
+	if j.LogInRecord {
+		out = append(out, j.TaskLog...)
+	} else {
+		// The history is whole or an error: the read has a deadline of
+		// its own.
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		msgs, err := c.cfg.Store.Results.Read(rctx, id, maxTaskHistory)
+		if err != nil {
+			return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
+		}
+		for _, m := range msgs {
+			if rs, err := store.DecodeResults(m); err == nil {
+				out = append(out, rs...)
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,9 +80,13 @@ func (f *fixture) queued() int {
 	return info.Waiting + info.Leased
 }
 
+// report stores results as a worker does: on the shared subject for a job
+// that keeps its history in its record (one without a record yet: on its
+// own).
 func (f *fixture) report(rs ...job.TaskResult) {
 	f.t.Helper()
-	m, err := store.ResultMessage(rs)
+	j, _, _ := f.store.Jobs.Get(f.ctx, rs[0].Job)
+	m, err := store.ResultMessage(rs, j != nil && j.LogInRecord)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -347,12 +352,12 @@ func TestResultsOfAnUnknownJob(t *testing.T) {
 // failingKV fails the failAt-th create, as a store that fills up would.
 type failingKV struct {
 	store.KV
-	creates, failAt int
+	creates atomic.Int32
+	failAt  int32
 }
 
 func (k *failingKV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
-	k.creates++
-	if k.creates == k.failAt {
+	if k.creates.Add(1) == k.failAt {
 		return 0, errors.New("no space left on device")
 	}
 	return k.KV.Create(ctx, key, value)
@@ -514,5 +519,79 @@ func TestMapsGrownByABurstAreCopiedSmall(t *testing.T) {
 			t.Fatalf("%d notices left, high %d of %d: the map was not copied small", n, now, high)
 		case <-time.After(startDelay / 2):
 		}
+	}
+}
+
+// Small jobs keep their task history in their records: one message of
+// the shared subject carries several jobs' results, each job gets its own,
+// once however often the message comes, and nothing of them is filed
+// under the jobs' own keys of the results stream.
+func TestSmallJobsLogTheirTasksInTheirRecords(t *testing.T) {
+	f := newFixture(t)
+	a, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: job.MaxLogInRecordPartitions + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.LogInRecord || !b.LogInRecord || big.LogInRecord {
+		t.Fatalf("log in record: %v %v %v; want the two small jobs only", a.LogInRecord, b.LogInRecord, big.LogInRecord)
+	}
+	tasks := f.take(2 + 1 + job.MaxLogInRecordPartitions + 1)
+	var rs []job.TaskResult
+	for _, task := range tasks {
+		if !task.LogInRecord {
+			continue
+		}
+		if task.Job == a.ID && task.Partition == 0 {
+			failed := result(task, 0)
+			failed.Outcome, failed.Error, failed.Failures = job.OutcomeFailed, "flaky", 1
+			rs = append(rs, failed)
+		}
+		rs = append(rs, result(task, 3))
+	}
+	if len(rs) != 4 {
+		t.Fatalf("%d results of small jobs' tasks; want 4", len(rs))
+	}
+	m, err := store.ResultMessage(rs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a redelivery changes nothing
+		if err := f.store.Results.Publish(f.ctx, m)[0]; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, j := range []*job.Job{a, b} {
+		done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+		if done.State != job.Succeeded || done.Result.Sum != int64(3*j.Partitions) {
+			t.Fatalf("job %s: %s %+v", j.ID, done.State, done.Result)
+		}
+	}
+	waitFor(t, func() bool { // the copy of the message is applied too
+		info, err := f.store.Results.Info(f.ctx)
+		return err == nil && info.Waiting == 0 && info.Leased == 0
+	})
+	for _, j := range []*job.Job{a, b} {
+		history, err := f.c.Tasks(f.ctx, j.ID)
+		want := j.Partitions + map[bool]int{true: 1}[j.ID == a.ID]
+		if err != nil || len(history) != want {
+			t.Fatalf("task history of %s: %+v %v; want %d attempts", j.ID, history, err, want)
+		}
+		if own, err := f.store.Results.Read(f.ctx, j.ID, 10); err != nil || len(own) != 0 {
+			t.Fatalf("results filed under job %s: %d %v; want none", j.ID, len(own), err)
+		}
+	}
+	if err := f.c.Delete(f.ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.Tasks(f.ctx, a.ID); job.ErrorCode(err) != job.ENotFound {
+		t.Fatalf("task history of a deleted job: %v; want not found", err)
 	}
 }

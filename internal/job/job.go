@@ -5,7 +5,9 @@ package job
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // State is where a job is in its life.
@@ -103,6 +105,13 @@ type Job struct {
 	// History lists the job's states, and the start of its reduce phase,
 	// with when it entered each.
 	History []Step `json:"history,omitempty"`
+	// TaskLog is the job's per-task history (every finished attempt),
+	// kept in the record for a small job (LogInRecord): its results then
+	// share a subject of the results stream with other small jobs', so
+	// that a finished small job costs the store one key, not two. A larger
+	// job's history is read from its own subject of the results stream.
+	LogInRecord bool         `json:"log_in_record,omitempty"`
+	TaskLog     []TaskResult `json:"task_log,omitempty"`
 
 	Failed     int        `json:"failed"`
 	Result     *Result    `json:"result,omitempty"`
@@ -171,6 +180,9 @@ type Task struct {
 	// Runs counts the runs of the task before this copy was queued; the
 	// queue's delivery count adds the runs of this copy.
 	Runs int `json:"runs,omitempty"`
+	// LogInRecord is the job's (Job.LogInRecord): the task's results go
+	// to the results stream's shared subject, several jobs' in a message.
+	LogInRecord bool `json:"log_in_record,omitempty"`
 }
 
 // Outcomes of task attempts that are not the task's last word: recorded in
@@ -243,3 +255,20 @@ type MapFunc func(ctx context.Context, t Task) (int64, error)
 
 // ReduceFunc combines the partition results, in partition order.
 type ReduceFunc func(values []int64) Result
+
+// MaxErrorBytes bounds the error text a task result carries: a kind's
+// error may be any size, and results travel in messages of bounded size
+// (several jobs' together) and are kept in job records.
+const MaxErrorBytes = 4096
+
+// ClipError returns msg cut to MaxErrorBytes, saying how much was cut.
+func ClipError(msg string) string {
+	if len(msg) <= MaxErrorBytes {
+		return msg
+	}
+	cut := MaxErrorBytes
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "… (" + strconv.Itoa(len(msg)-cut) + " more bytes)"
+}

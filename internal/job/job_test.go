@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 )
@@ -145,5 +146,36 @@ func TestHistoryRecordsEachState(t *testing.T) {
 	want := []job.Step{{State: "queued", At: t0}, {State: "running", At: at(1)}, {State: "reduce", At: at(2)}, {State: "succeeded", At: at(4)}}
 	if fmt.Sprint(j.History) != fmt.Sprint(want) {
 		t.Fatalf("history %v, want %v", j.History, want)
+	}
+}
+
+// A record's task log holds each attempt once, and at most job.MaxTaskLog:
+// the oldest attempts that were not a task's last word make room.
+func TestTaskLogIsBounded(t *testing.T) {
+	j := &job.Job{ID: "noop_x", LogInRecord: true}
+	var rs []job.TaskResult
+	for a := 1; a <= job.MaxTaskLog+5; a++ {
+		rs = append(rs, job.TaskResult{Job: j.ID, Attempt: a, Outcome: job.OutcomeLost})
+	}
+	final := job.TaskResult{Job: j.ID, Attempt: job.MaxTaskLog + 6}
+	if !j.Log(append(rs, final)) || j.Log(rs[len(rs)-3:]) {
+		t.Fatal("Log reported no change for new attempts, or one for attempts it holds")
+	}
+	if len(j.TaskLog) != job.MaxTaskLog || j.TaskLog[len(j.TaskLog)-1].Attempt != final.Attempt || j.TaskLog[0].Attempt != 7 {
+		t.Fatalf("log of %d attempts, first %d, last %+v; want %d, the oldest lost ones gone and the final one kept",
+			len(j.TaskLog), j.TaskLog[0].Attempt, j.TaskLog[len(j.TaskLog)-1], job.MaxTaskLog)
+	}
+}
+
+// An error of any size fits a result: it is cut, on a character, saying
+// how much went.
+func TestClipError(t *testing.T) {
+	if got := job.ClipError("short"); got != "short" {
+		t.Fatalf("a short error: %q", got)
+	}
+	long := strings.Repeat("é", job.MaxErrorBytes) // 2 bytes each
+	got := job.ClipError(long)
+	if len(got) > job.MaxErrorBytes+40 || !utf8.ValidString(got) || !strings.HasSuffix(got, "… (4096 more bytes)") {
+		t.Fatalf("a long error cut to %d bytes, valid %v, ending %q", len(got), utf8.ValidString(got), got[len(got)-30:])
 	}
 }

@@ -54,6 +54,7 @@ func (j *Job) Clone() *Job {
 	c.Backups = slices.Clone(j.Backups)
 	c.Preview = slices.Clone(j.Preview)
 	c.History = slices.Clone(j.History)
+	c.TaskLog = slices.Clone(j.TaskLog)
 	if j.Counters != nil {
 		counters := *j.Counters
 		c.Counters = &counters
@@ -63,7 +64,7 @@ func (j *Job) Clone() *Job {
 
 // Tasks returns the tasks of the job's current phase that are not done yet.
 func (j *Job) Tasks() []Task {
-	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority}
+	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority, LogInRecord: j.LogInRecord}
 	if j.Phase == PhaseReduce {
 		var out []Task
 		t.Maps = j.MapCommits
@@ -277,4 +278,39 @@ func (j *Job) TaskDone(phase Phase, partition int) bool {
 	}
 	_, done := j.Values.Get(partition)
 	return done
+}
+
+// MaxLogInRecordPartitions is the most partitions a job that reads no data
+// may have to keep its task history in its record (LogInRecord).
+const MaxLogInRecordPartitions = 8
+
+// MaxTaskLog bounds the attempts a record's task log keeps: past it, the
+// oldest attempts that are not a task's last word make room.
+const MaxTaskLog = 64
+
+// Log adds to the job's task log the results it does not hold yet (a
+// message applied twice adds nothing); it reports whether any was added.
+func (j *Job) Log(results []TaskResult) bool {
+	added := false
+	for _, r := range results {
+		if slices.ContainsFunc(j.TaskLog, r.same) {
+			continue
+		}
+		if len(j.TaskLog) >= MaxTaskLog {
+			i := slices.IndexFunc(j.TaskLog, func(o TaskResult) bool { return !o.Final() })
+			if i < 0 {
+				continue
+			}
+			j.TaskLog = slices.Delete(j.TaskLog, i, i+1)
+		}
+		j.TaskLog = append(j.TaskLog, r)
+		added = true
+	}
+	return added
+}
+
+// same reports whether r and o report the same attempt.
+func (r TaskResult) same(o TaskResult) bool {
+	return r.Phase == o.Phase && r.Partition == o.Partition && r.Attempt == o.Attempt && r.Epoch == o.Epoch &&
+		r.Outcome == o.Outcome && r.Worker == o.Worker && r.FinishedAt.Equal(o.FinishedAt)
 }

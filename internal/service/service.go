@@ -109,10 +109,13 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 	if err != nil {
 		return nil, err
 	}
-	// The read model learns records in the order they were stored.
+	// The records were stored in parallel, in no known order: every one is
+	// awaited (once the last stored is seen, the others are found at once).
 	wctx, cancel := context.WithTimeout(ctx, seenWithin)
 	defer cancel()
-	s.cfg.View.Await(wctx, jobs[len(jobs)-1].ID)
+	for _, j := range jobs {
+		s.cfg.View.Await(wctx, j.ID)
+	}
 	return jobs, nil
 }
 

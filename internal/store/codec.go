@@ -98,11 +98,21 @@ func DecodeTask(data []byte) (job.Task, error) {
 	return t, err
 }
 
-// ResultMessage encodes the results of one job's tasks as one message.
-func ResultMessage(results []job.TaskResult) (Message, error) {
+// SharedResults is the key of the results of jobs that keep their task
+// history in their record (job.LogInRecord): one subject for all of them,
+// where each message may carry several jobs' results. A job's own key
+// (its id) holds the history of a larger job.
+const SharedResults = "shared"
+
+// ResultMessage encodes task results as one message: one job's, filed
+// under its id, or with shared several small jobs', under SharedResults.
+func ResultMessage(results []job.TaskResult, shared bool) (Message, error) {
 	data, err := json.Marshal(results)
 	if err != nil || len(results) == 0 {
 		return Message{}, fmt.Errorf("encode task results: %v", err)
+	}
+	if shared {
+		return Message{Key: SharedResults, Data: data}, nil
 	}
 	return Message{Key: results[0].Job, Data: data}, nil
 }

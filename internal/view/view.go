@@ -277,6 +277,7 @@ func (v *View) applyJob(e *store.Entry, initial bool) {
 		v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
 		return
 	}
+	j.TaskLog = nil // read from the store when asked for (the coordinator's Tasks)
 	v.mu.Lock()
 	prev := v.set(j)
 	var events []event.Event

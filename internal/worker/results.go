@@ -14,7 +14,13 @@ import (
 type finished struct {
 	result job.TaskResult
 	lease  *lease
+	// shared: the task's job keeps its history in its record
+	// (job.LogInRecord), and its result goes out with other such jobs'.
+	shared bool
 }
+
+// maxShared bounds the results of one message of several jobs' results.
+const maxShared = 64
 
 // maxResultBatch bounds how many results one stored message carries.
 const maxResultBatch = 256
@@ -43,29 +49,41 @@ func (p *Pool) publishResults() {
 	}
 }
 
-// store publishes a batch, one message per job, and waits for the acks
-// under one deadline: every wait ends by then, whatever happens to the
-// others (a partition, a leader election, a full disk).
+// store publishes a batch, one message per job (small jobs' together,
+// up to maxShared results a message), and waits for the acks under one
+// deadline: every wait ends by then, whatever happens to the others (a
+// partition, a leader election, a full disk).
 func (p *Pool) store(batch []finished) {
 	byJob := map[string][]finished{}
 	var order []string
+	var shared [][]finished
 	for _, f := range batch {
+		if f.shared {
+			if len(shared) == 0 || len(shared[len(shared)-1]) == maxShared {
+				shared = append(shared, nil)
+			}
+			shared[len(shared)-1] = append(shared[len(shared)-1], f)
+			continue
+		}
 		if _, ok := byJob[f.result.Job]; !ok {
 			order = append(order, f.result.Job)
 		}
 		byJob[f.result.Job] = append(byJob[f.result.Job], f)
 	}
+	groups := shared
+	for _, id := range order {
+		groups = append(groups, byJob[id])
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
 	defer cancel()
-	msgs := make([]store.Message, 0, len(order))
+	msgs := make([]store.Message, 0, len(groups))
 	var sent [][]finished
-	for _, id := range order {
-		tasks := byJob[id]
+	for _, tasks := range groups {
 		results := make([]job.TaskResult, len(tasks))
 		for i, f := range tasks {
 			results[i] = f.result
 		}
-		m, err := store.ResultMessage(results)
+		m, err := store.ResultMessage(results, tasks[0].shared)
 		if err != nil {
 			p.retry(tasks, err)
 			continue
@@ -109,10 +127,10 @@ func (p *Pool) retry(tasks []finished, err error) {
 		// Its history says why it runs again (if the store takes it by
 		// then; the channel is this goroutine's own, so never wait on it).
 		r := f.result
-		r.Outcome, r.Error = job.OutcomeInterrupted, "its result could not be stored: "+err.Error()
+		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError("its result could not be stored: "+err.Error())
 		r.Commit, r.Counters, r.Preview = "", nil, nil
 		select {
-		case p.results <- finished{result: r}:
+		case p.results <- finished{result: r, shared: f.shared}:
 		default:
 		}
 		p.later(f.lease, p.backoff(1), t)

@@ -287,8 +287,8 @@ func (p *Pool) run(i int, l *lease) {
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
-		r.Outcome, r.Error = job.OutcomeInterrupted, err.Error()
-		p.results <- finished{result: r}
+		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError(err.Error())
+		p.results <- finished{result: r, shared: t.LogInRecord}
 		p.later(l, delay, next)
 		p.idle(i, false)
 		return
@@ -296,13 +296,13 @@ func (p *Pool) run(i int, l *lease) {
 	p.cfg.Metrics.WorkerTask(t.Kind, ran, err != nil)
 	if err != nil {
 		r.Failures++
-		r.Error = err.Error()
+		r.Error = job.ClipError(err.Error())
 	}
 	if err != nil && r.Failures < t.MaxAttempts {
 		delay := p.backoff(r.Failures)
 		log.Warn("task failed; it will be retried", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts, "retry_in", delay)
 		r.Outcome = job.OutcomeFailed
-		p.results <- finished{result: r}
+		p.results <- finished{result: r, shared: t.LogInRecord}
 		next.Failures = r.Failures
 		p.later(l, delay, next)
 		p.idle(i, true)
@@ -314,7 +314,7 @@ func (p *Pool) run(i int, l *lease) {
 	if err != nil {
 		log.Warn("task failed on its last attempt; its job fails", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts)
 	}
-	p.results <- finished{result: r, lease: l}
+	p.results <- finished{result: r, lease: l, shared: t.LogInRecord}
 	p.idle(i, err != nil)
 }
 
@@ -503,7 +503,8 @@ func (p *Pool) noteLost(t job.Task, delivered int) {
 			"job", t.Job, "phase", t.Phase, "partition", t.Partition, "lost_attempt", a)
 		p.results <- finished{result: job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: a, Backup: t.Backup,
 			Outcome: job.OutcomeLost, Failures: t.Failures, Epoch: t.Epoch, StartedAt: now, FinishedAt: now,
-			Error: "the queue heard no end of this attempt: its worker stopped answering (crashed, cut off or paused), or its acknowledgement was lost after its result was stored; the task ran again, and counts once"}}
+			Error: "the queue heard no end of this attempt: its worker stopped answering (crashed, cut off or paused), or its acknowledgement was lost after its result was stored; the task ran again, and counts once"},
+			shared: t.LogInRecord}
 	}
 }
 
