@@ -48,7 +48,11 @@ type Config struct {
 	// BackupAfter > 0, it lets the coordinator start backup copies of
 	// tasks running for longer than BackupAfter and twice their phase's
 	// median at the end of a phase.
-	Running     func() []job.WorkerStatus
+	Running func() []job.WorkerStatus
+	// State, when set, tells the state of a job as the read model last
+	// saw it (ok false: it does not know the job): a start notice of a job
+	// it knows has left the queued state costs no read of the record.
+	State       func(id string) (s job.State, ok bool)
 	BackupAfter time.Duration
 	// Unqueued returns the unfinished jobs not marked enqueued; with it,
 	// the coordinator queues the tasks of those that stay so, unchanged,
@@ -1322,6 +1326,14 @@ func (c *Coordinator) markStarted(ctx context.Context, s job.TaskStarted) {
 	c.mu.Unlock()
 	if ok && e.job.State != job.Queued {
 		return
+	}
+	if !ok && c.cfg.State != nil {
+		// Not in the cache (a job of another server, or one finished
+		// long enough ago to have left it): a burst of small jobs leaves
+		// a notice for each, mostly of jobs finished by now.
+		if st, known := c.cfg.State(s.Job); known && st != job.Queued {
+			return
+		}
 	}
 	if _, err := c.update(ctx, s.Job, func(j *job.Job) bool { return j.Start(s.StartedAt) }); err != nil && job.ErrorCode(err) != job.ENotFound {
 		c.log.Debug("could not mark job running", "job", s.Job, "err", err)

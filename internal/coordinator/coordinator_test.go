@@ -595,3 +595,37 @@ func TestSmallJobsLogTheirTasksInTheirRecords(t *testing.T) {
 		t.Fatalf("task history of a deleted job: %v; want not found", err)
 	}
 }
+
+// countingKV counts the reads of a bucket.
+type countingKV struct {
+	store.KV
+	gets atomic.Int32
+}
+
+func (k *countingKV) Get(ctx context.Context, key string) (store.Entry, error) {
+	k.gets.Add(1)
+	return k.KV.Get(ctx, key)
+}
+
+// A start notice of a job the read model has seen finish reads nothing: a
+// burst of small jobs leaves a notice for each, mostly of jobs finished by
+// the time it is due, and long gone from the coordinator's cache.
+func TestStartNoticesOfFinishedJobsReadNothing(t *testing.T) {
+	f := newFixture(t)
+	kv := &countingKV{KV: f.store.Jobs.KV}
+	f.store.Jobs.KV = kv
+	f.c.cfg.State = func(id string) (job.State, bool) {
+		if id == "noop_finished" {
+			return job.Succeeded, true
+		}
+		return "", false
+	}
+	f.c.markStarted(f.ctx, job.TaskStarted{Job: "noop_finished", Worker: "w.0", StartedAt: time.Now()})
+	if n := kv.gets.Load(); n != 0 {
+		t.Fatalf("%d reads for a notice of a job known finished; want none", n)
+	}
+	f.c.markStarted(f.ctx, job.TaskStarted{Job: "noop_unknown", Worker: "w.0", StartedAt: time.Now()})
+	if n := kv.gets.Load(); n != 1 {
+		t.Fatalf("%d reads for a notice of a job the read model does not know; want its record read", n)
+	}
+}

@@ -20,14 +20,18 @@ import (
 	"time"
 )
 
-// Every is how often Run looks.
-const Every = 10 * time.Second
+// Every is how often Run looks; Window, in looks, is the span over which
+// a process must have been quiet (10 s): a process that has just gone
+// quiet hands its memory back 10 to 12 s later.
+const (
+	Every  = 2 * time.Second
+	Window = 5
+)
 
 // Trimmer decides, from the runtime's metrics, when to hand memory back.
 type Trimmer struct {
 	samples []metrics.Sample
-	allocs  uint64 // bytes allocated until the last look
-	looked  bool
+	allocs  []uint64 // bytes allocated until each of the last Window looks, oldest first
 }
 
 const (
@@ -46,17 +50,20 @@ const minFree = 64 << 20
 
 // Look hands the heap's free memory back to the system when there is much
 // of it (at least 64 MiB and half the live heap) and the process is quiet:
-// since the last look it allocated at most an eighth of its live heap or
-// 16 MiB, whichever is more, and at most 64 MiB, so the memory will not be
-// asked for again at once. It returns how many bytes were free before it did; 0 if it did
-// not.
+// over the last Window looks it allocated at most an eighth of its live
+// heap or 16 MiB, whichever is more, and at most 64 MiB, so the memory
+// will not be asked for again at once. It returns how many bytes were free
+// before it did; 0 if it did not.
 func (t *Trimmer) Look() uint64 {
 	metrics.Read(t.samples)
 	live, free, allocs := t.samples[0].Value.Uint64(), t.samples[1].Value.Uint64(), t.samples[2].Value.Uint64()
-	since := allocs - t.allocs
-	first := !t.looked
-	t.allocs, t.looked = allocs, true
-	if first || since > max(live/8, 16<<20) || since > minFree || free < minFree || free < live/2 {
+	full := len(t.allocs) == Window
+	if full {
+		t.allocs = t.allocs[1:]
+	}
+	t.allocs = append(t.allocs, allocs)
+	since := allocs - t.allocs[0]
+	if !full || since > max(live/8, 16<<20) || since > minFree || free < minFree || free < live/2 {
 		return 0
 	}
 	// Two collections: what sync.Pools hold (JetStream pools its block
@@ -64,7 +71,7 @@ func (t *Trimmer) Look() uint64 {
 	runtime.GC()
 	debug.FreeOSMemory()
 	metrics.Read(t.samples)
-	t.allocs = t.samples[2].Value.Uint64()
+	t.allocs = append(t.allocs[:0], t.samples[2].Value.Uint64())
 	return free
 }
 

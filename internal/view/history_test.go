@@ -7,6 +7,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // The history counts, per minute, the tasks done (by kind), the jobs that
@@ -18,22 +19,22 @@ func TestHistoryPerMinute(t *testing.T) {
 	v := New(Config{Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler)})
 	now := time.Now()
 	old := &job.Job{ID: "noop_old", Kind: "noop", State: job.Succeeded, Partitions: 9, Done: 9, CreatedAt: now, FinishedAt: &now}
-	v.applyJob(record(t, old), true)
+	v.applyJobs([]*store.Entry{record(t, old)}, true)
 	v.loaded()
 
 	a := &job.Job{ID: "short_a", Kind: "short", State: job.Queued, Partitions: 4, Enqueued: true, CreatedAt: now}
-	v.applyJob(record(t, a), false)
+	v.applyJobs([]*store.Entry{record(t, a)}, false)
 	b := &job.Job{ID: "noop_b", Kind: "noop", State: job.Queued, Partitions: 2, Enqueued: true, CreatedAt: now}
-	v.applyJob(record(t, b), false)
+	v.applyJobs([]*store.Entry{record(t, b)}, false)
 	a2 := *a
 	a2.State, a2.Done = job.Running, 3
-	v.applyJob(record(t, &a2), false)
+	v.applyJobs([]*store.Entry{record(t, &a2)}, false)
 	b2 := *b
 	b2.State, b2.Done, b2.FinishedAt = job.Succeeded, 2, &now
-	v.applyJob(record(t, &b2), false)
+	v.applyJobs([]*store.Entry{record(t, &b2)}, false)
 	a3 := a2
 	a3.State, a3.Failed, a3.FinishedAt = job.Failed, 1, &now
-	v.applyJob(record(t, &a3), false)
+	v.applyJobs([]*store.Entry{record(t, &a3)}, false)
 
 	h := v.History(time.Now())
 	if len(h) != HistoryMinutes {

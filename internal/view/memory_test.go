@@ -95,7 +95,7 @@ func TestCountersEqualARecount(t *testing.T) {
 			}
 			j.Enqueued = rng.IntN(4) > 0
 			jobs = append(jobs, j)
-			v.applyJob(record(t, j), false)
+			v.applyJobs([]*store.Entry{record(t, j)}, false)
 		case op < 5:
 			j := jobs[rng.IntN(len(jobs))]
 			if j.State.Terminal() {
@@ -130,16 +130,16 @@ func TestCountersEqualARecount(t *testing.T) {
 				j.Lane = j.Kind
 			}
 			jobs = replace(jobs, j)
-			v.applyJob(record(t, j), false)
+			v.applyJobs([]*store.Entry{record(t, j)}, false)
 		case op < 6:
 			j := jobs[rng.IntN(len(jobs))].Clone()
 			if j.Cancel(now) == nil {
 				jobs = replace(jobs, j)
-				v.applyJob(record(t, j), false)
+				v.applyJobs([]*store.Entry{record(t, j)}, false)
 			}
 		case op < 7:
 			k := rng.IntN(len(jobs))
-			v.applyJob(&store.Entry{Key: jobs[k].ID, Deleted: true}, false)
+			v.applyJobs([]*store.Entry{&store.Entry{Key: jobs[k].ID, Deleted: true}}, false)
 			jobs = append(jobs[:k], jobs[k+1:]...)
 		case op < 9:
 			w := workers[rng.IntN(len(workers))]

@@ -96,6 +96,18 @@ func (v *View) Get(id string) (Job, bool) {
 	return v.resource(j), true
 }
 
+// State returns the state of job id as the view last saw it, if it knows
+// the job: a look at one entry, whether or not its record is held.
+func (v *View) State(id string) (job.State, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	en, ok := v.byID[id]
+	if !ok || en.gone {
+		return "", false
+	}
+	return en.state, true
+}
+
 // List returns up to limit jobs, newest first, in the given state (any when
 // empty), starting after the job with id cursor (from the start when empty).
 // next is the cursor of the following page, empty on the last. The records

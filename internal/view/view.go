@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -163,8 +164,14 @@ func (v *View) Start(ctx context.Context) error {
 	}
 	v.readyWG.Add(2)
 	go func() { v.readyWG.Wait(); close(v.ready) }()
-	v.wg.Go(func() { v.watch(ctx, jw, v.applyJob, v.loaded) })
-	v.wg.Go(func() { v.watch(ctx, ww, v.applyWorker, func() {}) })
+	v.wg.Go(func() { v.watch(ctx, jw, v.applyJobs, v.loaded) })
+	v.wg.Go(func() {
+		v.watch(ctx, ww, func(batch []*store.Entry, initial bool) {
+			for _, e := range batch {
+				v.applyWorker(e, initial)
+			}
+		}, func() {})
+	})
 	v.wg.Go(func() { v.prune(ctx) })
 	v.wg.Go(func() { v.flushStarted(ctx) })
 	return nil
@@ -231,31 +238,92 @@ func (v *View) notify() {
 	v.changed = make(chan struct{})
 }
 
-func (v *View) watch(ctx context.Context, w store.Watcher, apply func(*store.Entry, bool), loaded func()) {
+// maxBatch bounds the entries watch hands to apply at once.
+const maxBatch = 256
+
+// watch hands w's entries to apply, in order, in batches of those that
+// are already there (one at a time when they come one at a time).
+func (v *View) watch(ctx context.Context, w store.Watcher, apply func([]*store.Entry, bool), loaded func()) {
 	defer w.Stop()
 	initial := true
+	batch := make([]*store.Entry, 0, maxBatch)
 	for {
+		var e *store.Entry
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
+		case e, ok = <-w.Updates():
+		}
+		end := ok && e == nil // the end of the stored entries
+		batch = batch[:0]
+		for ok && e != nil {
+			batch = append(batch, e)
+			if len(batch) == maxBatch {
+				break
 			}
-			if e == nil {
-				if initial {
-					initial = false
-					loaded()
-					v.readyWG.Done()
-				}
-				continue
+			select {
+			case e, ok = <-w.Updates():
+				end = ok && e == nil
+			default:
+				e = nil // no more for now
 			}
-			apply(e, initial)
+		}
+		if len(batch) > 0 {
+			apply(batch, initial)
+		}
+		if end && initial {
+			initial = false
+			loaded()
+			v.readyWG.Done()
+		}
+		if !ok {
+			return
 		}
 	}
 }
 
-func (v *View) applyJob(e *store.Entry, initial bool) {
+// applyJobs applies a batch of job records, decoded in parallel when there
+// are many (the read of every record at start is most of a restart).
+func (v *View) applyJobs(batch []*store.Entry, initial bool) {
+	jobs := make([]*job.Job, len(batch))
+	decode := func(i int) {
+		if e := batch[i]; !e.Deleted {
+			j, err := store.DecodeJob(e.Value)
+			if err != nil {
+				v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
+				return
+			}
+			j.TaskLog = nil // read from the store when asked for (the coordinator's Tasks)
+			jobs[i] = j
+		}
+	}
+	if len(batch) < 32 {
+		for i := range batch {
+			decode(i)
+		}
+	} else {
+		var wg sync.WaitGroup
+		n := runtime.GOMAXPROCS(0)
+		for k := range n {
+			wg.Go(func() {
+				for i := k; i < len(batch); i += n {
+					decode(i)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for i, e := range batch {
+		if e.Deleted || jobs[i] != nil {
+			v.applyJob(e, jobs[i], initial)
+		}
+	}
+}
+
+// applyJob applies one entry of the jobs bucket: j is its record, decoded
+// (nil for a deletion).
+func (v *View) applyJob(e *store.Entry, j *job.Job, initial bool) {
 	if e.Deleted {
 		v.mu.Lock()
 		if initial && len(v.markers) < maxMarkers {
@@ -272,12 +340,6 @@ func (v *View) applyJob(e *store.Entry, initial bool) {
 		}
 		return
 	}
-	j, err := store.DecodeJob(e.Value)
-	if err != nil {
-		v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
-		return
-	}
-	j.TaskLog = nil // read from the store when asked for (the coordinator's Tasks)
 	v.mu.Lock()
 	prev := v.set(j)
 	var events []event.Event
