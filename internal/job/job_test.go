@@ -179,3 +179,17 @@ func TestClipError(t *testing.T) {
 		t.Fatalf("a long error cut to %d bytes, valid %v, ending %q", len(got), utf8.ValidString(got), got[len(got)-30:])
 	}
 }
+
+// A result of another job is never applied: results of several small jobs
+// travel in one message.
+func TestApplyRefusesAnotherJobsResult(t *testing.T) {
+	now := time.Now()
+	sum := func(vs []int64) job.Result { return job.Result{Values: vs, Sum: vs[0]} }
+	j := job.New("noop_a", job.Spec{Kind: "noop", Partitions: 1}, now)
+	if j.Apply(job.TaskResult{Job: "noop_b", Partition: 0, Value: 5, StartedAt: now, FinishedAt: now}, sum) {
+		t.Fatal("applied a result of job noop_b to job noop_a")
+	}
+	if !j.Apply(job.TaskResult{Job: "noop_a", Partition: 0, Value: 5, StartedAt: now, FinishedAt: now}, sum) || j.Done != 1 {
+		t.Fatalf("its own result: done %d", j.Done)
+	}
+}

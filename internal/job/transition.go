@@ -109,8 +109,8 @@ func (j *Job) Start(at time.Time) bool {
 // is done the job is reduced and succeeds; a failed task fails the job.
 // Apply reports whether the record changed.
 func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
-	if !r.Final() || r.Epoch < j.Epoch {
-		return false // history only, or a task of the job before its retry
+	if !r.Final() || r.Epoch < j.Epoch || r.Job != "" && r.Job != j.ID {
+		return false // history only, a task of the job before its retry, or another job's
 	}
 	if r.Phase == PhaseReduce {
 		return j.applyReduce(r)
