@@ -60,12 +60,15 @@ func certs(t *testing.T, dir string) (ca, cert, key string) {
 func TestNATSTLS(t *testing.T) {
 	t.Parallel()
 	ca, cert, key := certs(t, t.TempDir())
-	p := start(t, t.TempDir(), nil, "--workers", "1", "--sleep-scale", "0.001", "--nats-tls-cert", cert, "--nats-tls-key", key)
+	// Tasks of 0–80 ms: a pool fetches tasks that long only for its idle
+	// workers, so the server's one worker cannot take all twelve at once
+	// (with tasks of a few ms it once did, and the TLS worker ran none).
+	p := start(t, t.TempDir(), nil, "--workers", "1", "--sleep-scale", "0.02", "--nats-tls-cert", cert, "--nats-tls-key", key)
 	out, err := exec.Command(binary, "worker", "--nats", p.nats).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--nats-tls-ca") {
 		t.Fatalf("worker without the CA: %v\n%s", err, out)
 	}
-	launch(t, workerReady, nil, "worker", "--nats", p.nats, "--nats-tls-ca", ca, "--concurrency", "2", "--name", "tls", "--sleep-scale", "0.001")
+	launch(t, workerReady, nil, "worker", "--nats", p.nats, "--nats-tls-ca", ca, "--concurrency", "2", "--name", "tls", "--sleep-scale", "0.02")
 	c := p.client()
 	c.AwaitIdleWorkers(t, 3)
 	j := c.Submit(t, "short", 12)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
@@ -276,6 +277,18 @@ func TestOlderFinishedJobsAreReadFromTheStore(t *testing.T) {
 	}
 	if held != n/10+20 {
 		t.Fatalf("the view holds %d records; want the %d unfinished and the 20 newest finished", held, n/10)
+	}
+	// The finished ones held are the last stored, read whole (the others
+	// were only skimmed at start).
+	for i, kept := n-1, 0; kept < 20; i-- {
+		if i%10 == 0 {
+			continue
+		}
+		j, ok := v.Get(ids[(i*7919)%n])
+		if !ok || j.Kind != "noop" || j.State != client.Succeeded || j.Result == nil || j.Result.Sum != int64(i) {
+			t.Fatalf("the job stored %d from last: held %v, %+v; want its whole record", n-i, ok, j)
+		}
+		kept++
 	}
 	if c := v.Counts(); c[job.Succeeded] != n-n/10 || c[job.Queued] != n/10 {
 		t.Fatalf("counts = %v", c)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -74,6 +75,10 @@ type View struct {
 	controlled  int
 	// markers are the deleted jobs whose markers the start's read met.
 	markers []string
+	// tail holds, while the stored records are read at start, the last
+	// finished jobs' records as stored (read whole once all are read: the
+	// others are only skimmed).
+	tail []stored
 
 	// The most byID, active and unqueued held since they were last copied
 	// small (mapx): a burst of jobs grows them, maps do not shrink.
@@ -283,19 +288,47 @@ func (v *View) watch(ctx context.Context, w store.Watcher, apply func([]*store.E
 	}
 }
 
+// stored is a job record as the store holds it.
+type stored struct {
+	id   string
+	data []byte
+}
+
+// head is what the view keeps of a finished job whose record it does not
+// hold.
+type head struct {
+	ID         string     `json:"id"`
+	State      job.State  `json:"state"`
+	CreatedAt  time.Time  `json:"created_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+}
+
+// decodeJob reads a record, or at start (skim) only the head of a finished
+// job's, which costs half as much: light reports that j is only a head.
+func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
+	if skim {
+		var h head
+		if err := json.Unmarshal(e.Value, &h); err == nil && h.ID == e.Key && h.State.Terminal() {
+			return &job.Job{ID: h.ID, State: h.State, CreatedAt: h.CreatedAt, FinishedAt: h.FinishedAt}, true
+		}
+	}
+	j, err := store.DecodeJob(e.Value)
+	if err != nil {
+		v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
+		return nil, false
+	}
+	j.TaskLog = nil // read from the store when asked for (the coordinator's Tasks)
+	return j, false
+}
+
 // applyJobs applies a batch of job records, decoded in parallel when there
 // are many (the read of every record at start is most of a restart).
 func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 	jobs := make([]*job.Job, len(batch))
+	light := make([]bool, len(batch))
 	decode := func(i int) {
 		if e := batch[i]; !e.Deleted {
-			j, err := store.DecodeJob(e.Value)
-			if err != nil {
-				v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
-				return
-			}
-			j.TaskLog = nil // read from the store when asked for (the coordinator's Tasks)
-			jobs[i] = j
+			jobs[i], light[i] = v.decodeJob(e, initial)
 		}
 	}
 	if len(batch) < 32 {
@@ -316,14 +349,22 @@ func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 	}
 	for i, e := range batch {
 		if e.Deleted || jobs[i] != nil {
-			v.applyJob(e, jobs[i], initial)
+			v.applyJob(e, jobs[i], light[i], initial)
+		}
+		if light[i] {
+			// Records arrive in the order of their last write: the last
+			// ones are those of the jobs that finished last.
+			v.tail = append(v.tail, stored{e.Key, e.Value})
+			if len(v.tail) >= 2*v.recentLimit() {
+				v.tail = append(v.tail[:0], v.tail[len(v.tail)-v.recentLimit():]...)
+			}
 		}
 	}
 }
 
 // applyJob applies one entry of the jobs bucket: j is its record, decoded
-// (nil for a deletion).
-func (v *View) applyJob(e *store.Entry, j *job.Job, initial bool) {
+// (nil for a deletion), or with light only the head of a finished job's.
+func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 	if e.Deleted {
 		v.mu.Lock()
 		if initial && len(v.markers) < maxMarkers {
@@ -341,7 +382,7 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, initial bool) {
 		return
 	}
 	v.mu.Lock()
-	prev := v.set(j)
+	prev := v.set(j, light)
 	var events []event.Event
 	if !initial {
 		v.notify()
@@ -355,9 +396,10 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, initial bool) {
 }
 
 // set stores record j and returns the record it replaces: nil for a job
-// not seen before; for an evicted one, a record of its last state. v.mu
-// must be held for writing.
-func (v *View) set(j *job.Job) (prev *job.Job) {
+// not seen before; for an evicted one, a record of its last state. With
+// light, j is only the head of a finished job's record, which is not kept.
+// v.mu must be held for writing.
+func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
 	if old, ok := v.active[j.ID]; ok {
 		v.track(old, -1)
 	}
@@ -388,7 +430,9 @@ func (v *View) set(j *job.Job) (prev *job.Job) {
 		}
 		delete(v.active, j.ID)
 		delete(v.unqueued, j.ID)
-		if !en.recent {
+		if light && !en.recent {
+			en.j = nil
+		} else if !en.recent {
 			v.keepRecent(en)
 		}
 	} else {
@@ -409,11 +453,16 @@ func (v *View) set(j *job.Job) (prev *job.Job) {
 
 // keepRecent adds a finished entry to the recent ones and evicts the
 // record of the oldest past the bound. v.mu must be held for writing.
-func (v *View) keepRecent(en *entry) {
-	limit := v.cfg.Recent
-	if limit <= 0 {
-		limit = DefaultRecent
+// recentLimit is how many finished jobs keep their record.
+func (v *View) recentLimit() int {
+	if v.cfg.Recent <= 0 {
+		return DefaultRecent
 	}
+	return v.cfg.Recent
+}
+
+func (v *View) keepRecent(en *entry) {
+	limit := v.recentLimit()
 	en.recent = true
 	v.recent = append(v.recent, en)
 	for len(v.recent) > limit {
@@ -478,8 +527,27 @@ func (v *View) insert(en *entry) {
 // loaded ends the start's read of the stored records: the entries were
 // appended in the store's order, and are sorted once.
 func (v *View) loaded() {
+	// The records of the jobs that finished last are read whole: the
+	// newest finished jobs are those most asked for.
+	var whole []*job.Job // newest first
+	seen := map[string]bool{}
+	for i := len(v.tail) - 1; i >= 0 && len(whole) < v.recentLimit(); i-- {
+		if r := v.tail[i]; !seen[r.id] {
+			seen[r.id] = true
+			if j, _ := v.decodeJob(&store.Entry{Key: r.id, Value: r.data}, false); j != nil {
+				whole = append(whole, j)
+			}
+		}
+	}
+	v.tail = nil
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	for _, j := range slices.Backward(whole) {
+		if en := v.byID[j.ID]; en != nil && en.j == nil && !en.recent && en.state == j.State {
+			en.j = j
+			v.keepRecent(en)
+		}
+	}
 	sort.Slice(v.sorted, func(a, b int) bool { return less(v.sorted[a], v.sorted[b]) })
 	v.loading = false
 	v.notify()

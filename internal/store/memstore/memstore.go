@@ -7,8 +7,10 @@ package memstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -161,6 +163,8 @@ func (kv *KV) Watch(ctx context.Context) (store.Watcher, error) {
 	for _, e := range kv.entries {
 		w.queue = append(w.queue, e)
 	}
+	// In the order of their last write, as JetStream sends them.
+	slices.SortFunc(w.queue, func(a, b store.Entry) int { return cmp.Compare(a.Revision, b.Revision) })
 	w.queue = append(w.queue, store.Entry{}) // nil: the initial values are sent
 	kv.watchers[w] = struct{}{}
 	kv.mu.Unlock()

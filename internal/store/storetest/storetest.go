@@ -97,6 +97,13 @@ func testKV(t *testing.T, kv store.KV) {
 
 func testWatch(t *testing.T, kv store.KV) {
 	c := ctx(t)
+	// The stored entries come in the order of their last write (the read
+	// model counts on it to know the jobs that finished last).
+	for _, k := range []string{"z", "old", "z"} {
+		if _, err := kv.Put(c, k, []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := kv.Put(c, "old", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +125,11 @@ func testWatch(t *testing.T, kv store.KV) {
 		}
 		return nil
 	}
+	if e := next(); e == nil || e.Key != "z" || string(e.Value) != "0" {
+		t.Fatalf("first update: %+v; want the stored entry written first (z)", e)
+	}
 	if e := next(); e == nil || e.Key != "old" || string(e.Value) != "1" {
-		t.Fatalf("first update: %+v; want the stored entry", e)
+		t.Fatalf("second update: %+v; want the stored entry written last", e)
 	}
 	if e := next(); e != nil {
 		t.Fatalf("after the stored entries: %+v; want nil", e)
