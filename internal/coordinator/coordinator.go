@@ -223,10 +223,10 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// What the submit stored is removed after the answer, which must
 		// not wait for a store that is failing (each step has a deadline
 		// of its own). Until then its tasks may start; their results wait
-		// for a record that never comes, and are dropped.
-		// A batch's jobs are withdrawn in parallel: one after the other,
-		// a thousand took seconds under load, while the client's retries
-		// with the batch's key waited for its release.
+		// for a record that never comes, and are dropped. A batch's jobs
+		// are withdrawn in parallel: one after the other, a thousand took
+		// seconds under load, while the client's retries with the batch's
+		// key waited for its release.
 		c.wg.Go(func() {
 			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i]) })
 			if key != "" {
