@@ -90,7 +90,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Var(mib{&cfg.MaxKindSize}, flags.MaxKindSize, "largest WebAssembly module a kind may be uploaded with, in MiB")
 	fs.DurationVar(&cfg.TaskTimeout, flags.TaskTimeout, cfg.TaskTimeout, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
 	fs.DurationVar(&cfg.PriorityAging, flags.PriorityAging, cfg.PriorityAging, "longest a lower priority's waiting tasks are passed over while higher ones keep the workers busy (0: 10s)")
-	fs.Var(mib{&cfg.MemoryLimit}, "memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)")
+	fs.Var(mib{&cfg.MemoryLimit}, "memory-limit-mb", memLimitUsage)
 	c.fs = fs
 	return c
 }
@@ -298,6 +298,9 @@ func version() string {
 // mib parses a flag given in MiB into a byte count.
 // mib is a flag of a size in bytes given in MiB; it shows its value,
 // default included, in MiB.
+// memLimitUsage describes --memory-limit-mb of serve and worker.
+const memLimitUsage = "soft memory limit of the process in MiB: the Go collector works harder near it and hands free memory back sooner; it rises while the live data needs more (0: none; GOMEMLIMIT in the environment wins)"
+
 type mib struct{ dst *int64 }
 
 func (m mib) String() string {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/app"
@@ -49,8 +48,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	fs.Var(mib{&wasmMemory}, flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB")
 	taskTimeout := fs.Duration(flags.TaskTimeout, 0, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
 	aging := fs.Duration(flags.PriorityAging, 0, "longest a lower priority's waiting tasks are passed over while higher ones keep the workers busy (0: 10s)")
-	var memLimit int64
-	fs.Var(mib{&memLimit}, "memory-limit-mb", "soft memory limit of the process in MiB: the Go collector works harder near it (0: none, as GOMEMLIMIT)")
+	memLimit := int64(memtrim.DefaultLimit)
+	fs.Var(mib{&memLimit}, "memory-limit-mb", memLimitUsage)
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {
@@ -95,9 +94,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		case <-time.After(wait):
 		}
 	}
-	if memLimit > 0 {
-		debug.SetMemoryLimit(memLimit)
-	}
+	defer memtrim.Limit(memLimit)()
 	var cached []wasmkind.Option
 	if dir, err := os.UserCacheDir(); err == nil {
 		cached = append(cached, wasmkind.CacheDir(filepath.Join(dir, "mrcluster", "wasm")))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/bench"
+	"github.com/mrcluster/mrcluster/internal/memtrim"
 )
 
 func main() {
@@ -31,7 +32,7 @@ func main() {
 	only := flag.String("only", "", "run only this part: tasks, small, wordcount, straggler or history")
 	seq := flag.Bool("sequential", true, "measure the sequential word counts beside the wordcount job")
 	memMB := flag.Int("memory-mb", 1024, "size of the corpus of the memory run, in MiB, counted with --memory-limit-mb (0: skip)")
-	memLimit := flag.Int("memory-limit-mb", 200, "the cluster's --memory-limit-mb in the memory run")
+	memLimit := flag.Int("memory-limit-mb", memtrim.DefaultLimit>>20, "the cluster's --memory-limit-mb in the memory run (default: the cluster's default)")
 	stragglerMB := flag.Int("straggler-mb", 50, "size of the corpus of the straggler run, in MiB (0: skip)")
 	historyJobs := flag.Int("history-jobs", 200000, "finished jobs of the history run: the server's memory and restart with them (0: skip)")
 	data := flag.String("data", "", "data directory of the history run's server child")
@@ -221,7 +222,11 @@ func memory(ctx context.Context, w io.Writer, o opts) error {
 		return err
 	}
 	fmt.Fprintf(w, "upload of %d MB through PUT /api/v1/datasets\t%.1f MB/s\t\t\n", size/1e6, up)
-	fmt.Fprintf(w, "wordcount of %d MB, --memory-limit-mb %d (M=%d, R=%d)\t%.1f MB/s\t\t\n", size/1e6, o.memLimit, o.wcM, o.wcR, rate)
+	limit := fmt.Sprintf("--memory-limit-mb %d", o.memLimit)
+	if o.memLimit == memtrim.DefaultLimit>>20 {
+		limit = "the default configuration"
+	}
+	fmt.Fprintf(w, "wordcount of %d MB, %s (M=%d, R=%d)\t%.1f MB/s\t\t\n", size/1e6, limit, o.wcM, o.wcR, rate)
 	fmt.Fprintf(w, "  peak resident memory of the cluster process\t%.0f MiB\t< 300 MiB\t\n", bench.PeakRSS())
 	return nil
 }
