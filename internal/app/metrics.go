@@ -18,8 +18,7 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	v := s.view
 	m.Register(
 		metrics.GaugeFunc("mrcluster_queue_depth", "Tasks waiting for a worker.", nil, func() float64 {
-			_, depth := v.Queue()
-			return float64(depth)
+			return float64(v.QueueDepth())
 		}),
 		metrics.GaugeFunc("mrcluster_tasks", "Tasks of unfinished jobs, by state.", prometheus.Labels{"state": "queued"}, func() float64 {
 			q, _ := v.TaskTotals()
