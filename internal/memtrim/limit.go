@@ -38,11 +38,7 @@ var limiter struct {
 	samples []metrics.Sample
 }
 
-const (
-	metricTotal    = "/memory/classes/total:bytes"
-	metricReleased = "/memory/classes/heap/released:bytes"
-	metricGOGC     = "/gc/gogc:percent"
-)
+const metricGOGC = "/gc/gogc:percent"
 
 // Limit sets the process's soft memory limit to base, floating above it
 // when the live data needs more, until stop is called (the limit is then
