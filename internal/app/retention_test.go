@@ -166,6 +166,23 @@ func TestRetentionDeletesFinishedJobs(t *testing.T) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// Its results came in messages of the shared subject (a small job's
+	// history is in its record): applied, they leave the stream within
+	// the coordinator's purge period (10 s), not after the stream's 7 days.
+	for {
+		shared, err := s.Ports.Results.Read(ctx, "shared", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(shared) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the results stream still holds %d shared messages after job %s was deleted", len(shared), j.ID)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // A data job that fails leaves no output behind: the reduce outputs that

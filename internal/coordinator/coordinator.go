@@ -664,6 +664,22 @@ func (c *Coordinator) forgetDue(ctx context.Context, after time.Duration) int {
 	return n
 }
 
+// sharedPurgeEvery is how often the applied messages of the shared results
+// subject are purged.
+const sharedPurgeEvery = 10 * time.Second
+
+// purgeShared removes the shared results messages already applied: their
+// results are in their jobs' records (task logs), and a job deleted, by a
+// user or its retention, must not leave its results in the stream for the
+// stream's 7 days. Every server does it; one purge covers all of them.
+func (c *Coordinator) purgeShared(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if err := c.cfg.Store.Results.PurgeAcked(ctx, store.SharedResults); err != nil {
+		c.log.Debug("could not purge the applied shared results messages; trying again", "err", err)
+	}
+}
+
 // retentionLoop deletes the jobs that finished more than Retention ago.
 // Every server runs it; a job deleted by another meanwhile is skipped.
 func (c *Coordinator) retentionLoop(ctx context.Context) {
@@ -742,6 +758,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		c.mu.Unlock()
 	}
 	c.wg.Go(func() { c.forgetLoop(ctx) })
+	c.wg.Go(func() { every(ctx, sharedPurgeEvery, func() { c.purgeShared(ctx) }) })
 	return nil
 }
 

@@ -594,6 +594,15 @@ func TestSmallJobsLogTheirTasksInTheirRecords(t *testing.T) {
 	if _, err := f.c.Tasks(f.ctx, a.ID); job.ErrorCode(err) != job.ENotFound {
 		t.Fatalf("task history of a deleted job: %v; want not found", err)
 	}
+	// Applied shared messages leave the stream: a deleted job's results do
+	// not stay there for the stream's 7 days.
+	if shared, err := f.store.Results.Read(f.ctx, store.SharedResults, 10); err != nil || len(shared) != 2 {
+		t.Fatalf("shared results messages before the purge: %d %v; want the 2 published", len(shared), err)
+	}
+	f.c.purgeShared(f.ctx)
+	if shared, err := f.store.Results.Read(f.ctx, store.SharedResults, 10); err != nil || len(shared) != 0 {
+		t.Fatalf("shared results messages after the purge: %d %v; want none", len(shared), err)
+	}
 }
 
 // countingKV counts the reads of a bucket.

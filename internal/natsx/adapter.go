@@ -475,6 +475,25 @@ func (s *stream) Purge(ctx context.Context, key string) error {
 	return nil
 }
 
+// PurgeAcked implements store.Stream: it purges key's messages below the
+// ack floor of the stream's first lane's consumer, the first message that
+// consumer has not acknowledged yet.
+func (s *stream) PurgeAcked(ctx context.Context, key string) error {
+	l := s.lanes[0]
+	cons, err := s.st.Consumer(ctx, l.consumer)
+	if err != nil {
+		return storeErr(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return storeErr(err)
+	}
+	if info.AckFloor.Stream == 0 {
+		return nil // nothing acknowledged yet
+	}
+	return storeErr(s.st.Purge(ctx, jetstream.WithPurgeSubject(l.prefix+s.token(key)), jetstream.WithPurgeSequence(info.AckFloor.Stream+1)))
+}
+
 // laneWait bounds the wait of a fetch that found every lane empty: a task
 // queued meanwhile in another lane than the default's waits at most that.
 const laneWait = 250 * time.Millisecond

@@ -3,6 +3,7 @@ package memstore
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -115,6 +116,17 @@ func (s *Stream) Purge(ctx context.Context, key string) error {
 	}
 	clear(s.msgs[len(kept):])
 	s.msgs = kept
+	return nil
+}
+
+// PurgeAcked implements store.Stream.
+func (s *Stream) PurgeAcked(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.msgs = slices.DeleteFunc(s.msgs, func(m *msg) bool { return m.key == key && m.done })
 	return nil
 }
 

@@ -463,6 +463,48 @@ func testHistory(t *testing.T, s store.Stream) {
 	if got, err := s.Read(ctx(t), "none", 100); err != nil || len(got) != 0 {
 		t.Fatalf("history of a key without messages: %q %v", got, err)
 	}
+
+	// PurgeAcked: the acknowledged messages of a key go, the others and
+	// other keys' stay.
+	publish(t, s, store.Message{Key: "shared", Data: []byte("a")}, store.Message{Key: "shared", Data: []byte("b")})
+	ds := fetch(t, s, 2, 5*time.Second)
+	if len(ds) != 2 {
+		t.Fatalf("fetched %d messages, want 2", len(ds))
+	}
+	// An acknowledgement reaches JetStream's consumer a little after Ack
+	// returns: PurgeAcked is asked again until the store caught up.
+	purgedTo := func(want []string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if err := s.PurgeAcked(ctx(t), "shared"); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Read(ctx(t), "shared", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == len(want) {
+				for i := range got {
+					if string(got[i]) != want[i] {
+						t.Fatalf("after PurgeAcked: %q, want %q", got, want)
+					}
+				}
+				return
+			}
+			if len(got) < len(want) || time.Now().After(deadline) {
+				t.Fatalf("after PurgeAcked: %q, want %q", got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_ = ds[0].Ack()
+	purgedTo([]string{"b"})
+	_ = ds[1].Ack()
+	purgedTo(nil)
+	if got, err := s.Read(ctx(t), "j1", 100); err != nil || len(got) != 2 {
+		t.Fatalf("PurgeAcked of another key took j1's history: %q %v", got, err)
+	}
 }
 
 func testBlobs(t *testing.T, b store.Blobs) {
