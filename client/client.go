@@ -304,7 +304,8 @@ func (c *Client) Workers(ctx context.Context) ([]Worker, error) {
 	return out.Workers, err
 }
 
-// Queue returns the tasks waiting for a worker, by job.
+// Queue returns the number of tasks waiting for a worker and the 1,000
+// oldest jobs they belong to.
 func (c *Client) Queue(ctx context.Context) (Queue, error) {
 	var q Queue
 	err := c.call(ctx, http.MethodGet, "/api/v1/queue", nil, nil, &q)

@@ -210,8 +210,11 @@ type Minute struct {
 
 // Queue is the tasks waiting for a worker.
 type Queue struct {
-	Depth int         `json:"depth"`
-	Jobs  []QueuedJob `json:"jobs"`
+	Depth int `json:"depth"`
+	// Jobs are the oldest jobs with waiting tasks, oldest first: up to the
+	// limit asked for (1,000 by default); More is set when there are more.
+	Jobs []QueuedJob `json:"jobs"`
+	More bool        `json:"more,omitempty"`
 }
 
 // QueuedJob is one job's share of the queue.

@@ -3,6 +3,7 @@ package app_test
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -43,8 +44,21 @@ func TestPauseAndResumeAKind(t *testing.T) {
 		t.Fatalf("%d tasks of the paused kind started", len(started))
 	}
 	b.client().AwaitIdleWorkers(t, 1) // statuses trail results
-	if q, err := c.Queue(ctx); err != nil || q.Depth != 3+2 {
-		t.Fatalf("queue while paused: %+v %v; want its 5 waiting tasks counted", q, err)
+	if q, err := c.Queue(ctx); err != nil || q.Depth != 3+2 || len(q.Jobs) != 2 || q.More ||
+		q.Jobs[0] != (client.QueuedJob{Job: j.ID, Kind: "hold", Waiting: 3}) || q.Jobs[1] != (client.QueuedJob{Job: later.ID, Kind: "hold", Waiting: 2}) {
+		t.Fatalf("queue while paused: %+v %v; want its 5 waiting tasks counted, in its 2 jobs, oldest first", q, err)
+	}
+	// A shorter list: the oldest job, and word of more.
+	var first client.Queue
+	if r := b.do(t, "GET", "/api/v1/queue?limit=1", ""); r.Status != http.StatusOK {
+		t.Fatalf("queue with limit 1: %d %s", r.Status, r.Body)
+	} else if r.JSON(t, &first); first.Depth != 5 || len(first.Jobs) != 1 || first.Jobs[0].Job != j.ID || !first.More {
+		t.Fatalf("queue with limit 1: %+v; want the oldest job and more", first)
+	}
+	for _, bad := range []string{"0", "x", "10001"} {
+		if r := b.do(t, "GET", "/api/v1/queue?limit="+bad, ""); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "limit must be an integer from 1 to 10000") {
+			t.Fatalf("queue with limit %s: %d %s; want 400 naming the limit", bad, r.Status, r.Body)
+		}
 	}
 	kinds, err := c.Kinds(ctx)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/view"
 )
 
 const submitExample = `{"kind":"short","partitions":3,"params":{}}`
@@ -340,10 +341,22 @@ func (s *Server) listWorkers(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"workers": s.cfg.View.Workers()})
 }
 
-func (s *Server) getQueue(w http.ResponseWriter, _ *http.Request) {
-	jobs, depth := s.cfg.View.Queue()
-	writeJSON(w, http.StatusOK, client.Queue{Depth: depth, Jobs: jobs})
+func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
+	limit := view.DefaultQueueLimit
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxQueueLimit {
+			s.writeError(w, r, job.Errorf(job.EInvalid, "limit must be an integer from 1 to %d, got %q", maxQueueLimit, v))
+			return
+		}
+		limit = n
+	}
+	jobs, more, depth := s.cfg.View.Queue(limit)
+	writeJSON(w, http.StatusOK, client.Queue{Depth: depth, Jobs: jobs, More: more})
 }
+
+// maxQueueLimit bounds the jobs GET /api/v1/queue lists.
+const maxQueueLimit = 10000
 
 // getHistory answers what the cluster did per minute over the last hour.
 func (s *Server) getHistory(w http.ResponseWriter, _ *http.Request) {

@@ -49,6 +49,24 @@ func recount(v *View) (queued, running int, unqueued int, counts map[job.State]i
 	return queued, running, unqueued, counts
 }
 
+// queueRecount lists the jobs with waiting tasks, oldest first, from every
+// job the view holds.
+func queueRecount(v *View) []QueuedJob {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := []QueuedJob{}
+	for _, en := range v.sorted {
+		if en.gone || en.state.Terminal() || en.state == job.Scheduled {
+			continue
+		}
+		j := v.active[en.id]
+		if left, running := v.share(j); left > running {
+			out = append(out, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: left - running})
+		}
+	}
+	return out
+}
+
 func record(t *testing.T, j *job.Job) *store.Entry {
 	t.Helper()
 	data, err := json.Marshal(j)
@@ -89,7 +107,9 @@ func TestCountersEqualARecount(t *testing.T) {
 			}
 			kind := []string{"noop", "sleep"}[rng.IntN(2)]
 			spec.Kind = kind
-			j := job.New(job.NewID(kind, now.Add(time.Duration(step)*time.Millisecond)), spec, now)
+			// Ids sort by their time: now and then one older than the last
+			// (another server's submit seen late).
+			j := job.New(job.NewID(kind, now.Add(time.Duration(step-rng.IntN(50))*time.Millisecond)), spec, now)
 			if rng.IntN(2) == 0 {
 				j.Reducers = 1 + rng.IntN(3)
 				j.ReduceCommits = make([]string, j.Reducers)
@@ -134,7 +154,11 @@ func TestCountersEqualARecount(t *testing.T) {
 			v.applyJobs([]*store.Entry{record(t, j)}, false)
 		case op < 6:
 			j := jobs[rng.IntN(len(jobs))].Clone()
-			if j.Cancel(now) == nil {
+			err := j.Cancel(now)
+			if err != nil && rng.IntN(2) == 0 {
+				err = j.Retry(now) // a canceled or failed job queued again
+			}
+			if err == nil {
 				jobs = replace(jobs, j)
 				v.applyJobs([]*store.Entry{record(t, j)}, false)
 			}
@@ -166,9 +190,19 @@ func TestCountersEqualARecount(t *testing.T) {
 				t.Fatalf("step %d: counts = %v, a recount says %v", step, got, counts)
 			}
 		}
-		_, depth := v.Queue()
+		want := queueRecount(v)
+		all, more, depth := v.Queue(len(want) + 1)
 		if depth != q {
 			t.Fatalf("step %d: queue depth %d, a recount says %d", step, depth, q)
+		}
+		if more || !slices.Equal(all, want) {
+			t.Fatalf("step %d: queue %v (more %v), a recount of every job says %v", step, all, more, want)
+		}
+		if len(want) > 3 {
+			first, more, _ := v.Queue(3)
+			if !more || !slices.Equal(first, want[:3]) {
+				t.Fatalf("step %d: first 3 of the queue %v (more %v), a recount says %v", step, first, more, want[:3])
+			}
 		}
 		// What Holding answers from its counts equals a look at every job,
 		// and its counts equal a recount.
@@ -340,5 +374,55 @@ func TestOlderFinishedJobsAreReadFromTheStore(t *testing.T) {
 	}
 	if got := v.Expired(now.Add(-time.Hour)); len(got) != 0 {
 		t.Fatalf("%d jobs expired an hour before they finished", len(got))
+	}
+}
+
+// The queue's order holds through a start's read of records in any order,
+// and through many jobs finishing out of order (its stale entries are
+// dropped once they are half of it).
+func TestQueueOrderAtScale(t *testing.T) {
+	t.Parallel()
+	v := New(Config{Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler), Recent: 5})
+	rng := rand.New(rand.NewPCG(3, 4))
+	now := time.Now()
+	jobs := make([]*job.Job, 5000)
+	for i := range jobs {
+		jobs[i] = job.New(job.NewID("noop", now.Add(time.Duration(i)*time.Millisecond)), job.Spec{Kind: "noop", Partitions: 1}, now)
+		jobs[i].Enqueued = true
+	}
+	var batch []*store.Entry
+	for _, k := range rng.Perm(len(jobs)) { // stored in no order of age
+		batch = append(batch, record(t, jobs[k]))
+	}
+	v.applyJobs(batch, true)
+	v.loaded()
+	check := func(when string) {
+		t.Helper()
+		want := queueRecount(v)
+		got, more, _ := v.Queue(len(want))
+		if more || !slices.Equal(got, want) {
+			t.Fatalf("%s: queue of %d jobs (more %v) differs from a recount of %d", when, len(got), more, len(want))
+		}
+		if first, _, _ := v.Queue(10); len(want) >= 10 && !slices.Equal(first, want[:10]) {
+			t.Fatalf("%s: first 10 %v, want %v", when, first, want[:10])
+		}
+	}
+	check("after the start")
+	// Every job but one in seven finishes, in random order.
+	for _, k := range rng.Perm(len(jobs)) {
+		if k%7 == 0 {
+			continue
+		}
+		j := jobs[k].Clone()
+		at := now
+		j.Done, j.State, j.FinishedAt = 1, job.Succeeded, &at
+		v.applyJobs([]*store.Entry{record(t, j)}, false)
+	}
+	check("after most finished")
+	v.mu.RLock()
+	n, stale := len(v.order), v.orderStale
+	v.mu.RUnlock()
+	if n > 2*(len(jobs)/7+1)+1024 || stale > n/2+1 {
+		t.Fatalf("the queue's order holds %d entries, %d stale, for %d unfinished jobs", n, stale, len(jobs)/7+1)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -196,23 +197,6 @@ func (v *View) workerList(shown bool) []job.WorkerStatus {
 // QueuedJob is one job's share of the queue.
 type QueuedJob = client.QueuedJob
 
-// Queue returns the jobs with tasks waiting for a worker, oldest first,
-// and the total.
-func (v *View) Queue() (jobs []QueuedJob, depth int) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	jobs = []QueuedJob{}
-	for _, j := range v.active {
-		if left, running := v.share(j); left > running {
-			jobs = append(jobs, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: left - running})
-		}
-	}
-	depth = v.left - v.running
-	// Oldest first, as the queue serves them (ids sort by age after the kind).
-	sort.Slice(jobs, func(a, b int) bool { return age(jobs[a].Job) < age(jobs[b].Job) })
-	return jobs, depth
-}
-
 // QueueDepth returns how many tasks wait for a worker, from counters kept
 // as jobs and workers change.
 func (v *View) QueueDepth() int {
@@ -254,7 +238,7 @@ func (v *View) SeedWorkers() []SeedWorker {
 
 // SeedQueue returns the seed's queue: one job id per waiting task.
 func (v *View) SeedQueue() []string {
-	jobs, depth := v.Queue()
+	jobs, _, depth := v.Queue(math.MaxInt)
 	out := make([]string, 0, depth)
 	for _, q := range jobs {
 		for range q.Waiting {

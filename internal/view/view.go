@@ -57,6 +57,10 @@ type View struct {
 	// are appended in the store's order and sorted once at the end.
 	loading bool
 	recent  []*entry // finished entries that hold their record, oldest finish first
+	// order lists the queued and running jobs oldest first, for Queue;
+	// orderStale counts the entries in it that left those states (queue.go).
+	order      []*entry
+	orderStale int
 
 	// What the queue, the admission check and the repair loop read, kept
 	// as records change, never counted by a scan.
@@ -110,6 +114,7 @@ type entry struct {
 	j        *job.Job // nil once evicted: read it from the store
 	gone     bool     // deleted
 	recent   bool     // in View.recent
+	ordered  bool     // in View.order
 }
 
 type worker struct {
@@ -416,7 +421,9 @@ func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
 		v.counts[en.state]--
 		v.leave(j.ID)
 	}
+	wasInOrder := inQueueOrder(en)
 	en.state, en.j = j.State, j
+	v.noteOrder(en, wasInOrder)
 	v.counts[j.State]++
 	if j.State == job.Scheduled && j.RunAt != nil {
 		v.runAt[j.ID] = *j.RunAt
@@ -497,7 +504,9 @@ func (v *View) remove(en *entry) {
 	delete(v.unqueued, en.id)
 	delete(v.runAt, en.id)
 	delete(v.byID, en.id)
+	wasInOrder := inQueueOrder(en)
 	en.gone, en.j = true, nil
+	v.noteOrder(en, wasInOrder)
 	v.gone++
 	if v.gone > 1024 && 2*v.gone > len(v.sorted) {
 		live := v.sorted[:0]
@@ -548,6 +557,7 @@ func (v *View) loaded() {
 		}
 	}
 	sort.Slice(v.sorted, func(a, b int) bool { return less(v.sorted[a], v.sorted[b]) })
+	v.sortOrder()
 	v.loading = false
 	v.notify()
 }

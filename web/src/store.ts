@@ -16,6 +16,10 @@ export interface State {
   // waiting tasks by job: kept per event in O(1), so that a page watching
   // thousands of jobs keeps up; queue is rebuilt from it at most 4 times a second
   waiting: Map<string, { kind: string; n: number }>
+  // false when the server listed only the oldest of the jobs with waiting
+  // tasks: the depth is then taken from its cluster.stats every 5 s, since
+  // an event of a job not listed cannot say what that job added before
+  queueComplete: boolean
   kinds: Kind[]
   // the cursor of the server's next page of older jobs ('' when none)
   older: string
@@ -27,7 +31,7 @@ export interface State {
 
 export function newState(): State {
   return reactive({
-    connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0, waiting: new Map(),
+    connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0, waiting: new Map(), queueComplete: true,
     kinds: [], older: '', rate: [], depthHistory: [], doneThisSecond: 0,
   }) as State
 }
@@ -90,6 +94,10 @@ export function apply(s: State, ev: ClusterEvent): boolean {
     case 'worker.status':
       s.workers.set(ev.data.key, ev.data)
       return false
+    case 'hello':
+    case 'cluster.stats':
+      if (!s.queueComplete && typeof ev.data?.queue_depth === 'number') s.queueDepth = ev.data.queue_depth
+      return false
     case 'worker.left':
       s.workers.delete(ev.data.key)
       return false
@@ -115,6 +123,7 @@ export async function load(s: State) {
   // The server's queue covers every job, not only the 200 loaded.
   s.waiting = new Map(queue.jobs.map((q) => [q.job, { kind: q.kind, n: q.waiting }]))
   s.queueDepth = queue.depth
+  s.queueComplete = !queue.more
   rebuildQueue(s)
 }
 

@@ -35,6 +35,18 @@ describe('store', () => {
     expect(s.order).toEqual(['a'])
   })
 
+  it('takes the depth from the server\'s stats when its queue list was cut short', () => {
+    const s = newState()
+    apply(s, { type: 'job.submitted', time: '', data: job('a', '2026-01-01T00:00:01Z') })
+    apply(s, { type: 'cluster.stats', time: '', data: { queue_depth: 99, workers_busy: 0, workers_total: 4 } })
+    expect(s.queueDepth).toBe(4) // a whole list: its own count, exact per event
+    s.queueComplete = false // the server listed only the oldest jobs (more: true)
+    apply(s, { type: 'cluster.stats', time: '', data: { queue_depth: 99, workers_busy: 0, workers_total: 4 } })
+    expect(s.queueDepth).toBe(99)
+    apply(s, { type: 'hello', time: '', data: { queue_depth: 7 } })
+    expect(s.queueDepth).toBe(7)
+  })
+
   it('forgets a deleted job, and its waiting tasks', () => {
     const s = newState()
     apply(s, { type: 'job.submitted', time: '', data: job('a', '2026-01-01T00:00:01Z') })
