@@ -44,7 +44,8 @@ type Client struct {
 	// SubmitRetries is how often Submit sends a submit again while the
 	// server answers 503 or cannot be reached (4 when zero; -1 for never).
 	SubmitRetries int
-	// HTTP is the client requests go through (http.DefaultClient when nil).
+	// HTTP is the client requests go through (when nil, one shared by every
+	// Client, which keeps up to 256 idle connections per server).
 	HTTP *http.Client
 }
 
@@ -102,8 +103,19 @@ func (c *Client) httpClient() *http.Client {
 	if c.HTTP != nil {
 		return c.HTTP
 	}
-	return http.DefaultClient
+	return defaultHTTP
 }
+
+// defaultHTTP is the HTTP client of every Client without one of its own:
+// Go's default transport keeps 2 idle connections per host, so a program
+// submitting from more goroutines than that opened and closed a connection
+// for most requests (a connection set up and torn down on both sides, and
+// thousands of sockets in TIME_WAIT at a few thousand submits a second).
+var defaultHTTP = func() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 256, 256
+	return &http.Client{Transport: t}
+}()
 
 func (c *Client) timeout() time.Duration {
 	if c.Timeout > 0 {
