@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -141,6 +142,47 @@ func (c *Cluster) Throughput(ctx context.Context, jobs, partitions int) (float64
 		}
 	}
 	return float64(jobs*partitions) / time.Since(start).Seconds(), nil
+}
+
+// SubmitLatency submits n one-partition noop jobs at rate jobs a second,
+// each at its time whatever the others' answers (up to 256 in flight), and
+// returns how long each submit took to be answered (202: the job and its
+// task stored), shortest first, counted from its due time, so that a server falling behind
+// shows in the figures instead of slowing the pace.
+func (c *Cluster) SubmitLatency(ctx context.Context, rate float64, n int) ([]time.Duration, error) {
+	lat := make([]time.Duration, n)
+	errs := make([]error, n)
+	slots := make(chan struct{}, 256)
+	var wg sync.WaitGroup
+	api := client.New(c.srv.URL(), "")
+	api.SubmitRetries = -1
+	start := time.Now()
+	for i := range n {
+		due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+		if d := time.Until(due); d > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case slots <- struct{}{}:
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			_, errs[i] = api.SubmitWithKey(ctx, client.Spec{Kind: "noop", Partitions: 1}, "")
+			lat[i] = time.Since(due)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	slices.Sort(lat)
+	return lat, awaitIdle(ctx, c.api, 5*time.Millisecond)
 }
 
 // Latency submits n one-partition noop jobs one after the other and
