@@ -480,14 +480,11 @@ func (s *stream) Purge(ctx context.Context, key string) error {
 // consumer has not acknowledged yet.
 func (s *stream) PurgeAcked(ctx context.Context, key string) error {
 	l := s.lanes[0]
-	cons, err := s.st.Consumer(ctx, l.consumer)
+	cons, err := s.st.Consumer(ctx, l.consumer) // asks for the consumer's info: its ack floor now
 	if err != nil {
 		return storeErr(err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return storeErr(err)
-	}
+	info := cons.CachedInfo()
 	if info.AckFloor.Stream == 0 {
 		return nil // nothing acknowledged yet
 	}
