@@ -16,17 +16,17 @@ const DefaultLimit = 256 << 20
 // Without a limit, Go keeps the pages it freed until its background
 // scavenger gets to them, and its heap grows to twice the live data before
 // it collects: a 1 GiB word count, whose live data is ~110 MiB (half of it
-// JetStream's block buffers), peaked at 330-355 MiB resident, 120 MiB of it
+// JetStream's block buffers), peaked at 329-355 MiB resident, 120 MiB of it
 // free pages not yet handed back. Under a soft limit the collector and the
 // scavenger keep the process under it. A fixed limit has a price: when the
-// live data alone nears it (a burst of 200,000 queued jobs is ~700 MiB
-// live), the collector runs without pause and takes up to half the CPU.
+// live data alone nears it (a burst of 200,000 queued jobs peaks at
+// 1.2 GiB resident), the collector runs without pause and takes up to half the CPU.
 // So the limit floats: after every collection it is set to the larger of
 // the base and what the process holds now plus half the heap growth GOGC
 // allows. Above the base the collector then runs as with GOGC halved (at
 // most twice as often), never without pause; below it the limit bounds
 // the memory the live data does not need. (With the whole growth GOGC
-// allows, the word count's limit floated to ~300 MiB and it peaked at 321.)
+// allows, the word count peaked at 321 MiB.)
 
 // limiter is the process's one floating limit: the runtime's limit is a
 // property of the process, shared by every server a test starts in it.

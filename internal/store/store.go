@@ -106,9 +106,10 @@ type Stream interface {
 	Send(msg Message) error
 	// Purge removes every message of key.
 	Purge(ctx context.Context, key string) error
-	// PurgeAcked removes the messages of key that the shared consumer
-	// acknowledged: all of them, or (JetStream) those before the oldest
-	// message of the stream not acknowledged yet.
+	// PurgeAcked removes the messages of key that the shared consumer of a
+	// stream with one (the results) acknowledged: all of them, or
+	// (JetStream) those before the oldest message of the stream not
+	// acknowledged yet.
 	PurgeAcked(ctx context.Context, key string) error
 	// Fetch takes up to max messages from the shared consumer and calls
 	// fn with each as it arrives (under its lease from then on). It

@@ -167,7 +167,7 @@ func (s *skimmer) skip() bool {
 		default:
 			s.i++
 		}
-		if depth == 0 && s.i > 0 && (s.data[s.i-1] == '"' || s.data[s.i-1] == '}' || s.data[s.i-1] == ']') {
+		if depth == 0 && (s.data[s.i-1] == '"' || s.data[s.i-1] == '}' || s.data[s.i-1] == ']') {
 			return true // a whole string, object or array
 		}
 	}

@@ -500,8 +500,6 @@ func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
 	return prev
 }
 
-// keepRecent adds a finished entry to the recent ones and evicts the
-// record of the oldest past the bound. v.mu must be held for writing.
 // recentLimit is how many finished jobs keep their record.
 func (v *View) recentLimit() int {
 	if v.cfg.Recent <= 0 {
@@ -510,6 +508,8 @@ func (v *View) recentLimit() int {
 	return v.cfg.Recent
 }
 
+// keepRecent adds a finished entry to the recent ones and evicts the
+// record of the oldest past the bound. v.mu must be held for writing.
 func (v *View) keepRecent(en *entry) {
 	limit := v.recentLimit()
 	en.recent = true
