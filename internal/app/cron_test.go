@@ -150,17 +150,24 @@ func TestCronMissedTicks(t *testing.T) {
 				t.Fatalf("skip: %d jobs for missed ticks, %d skipped: %+v", missed, s.Skipped, s)
 			}
 		case "run_once":
-			standIns := 0
-			for _, f := range s.Jobs {
-				if f.Missed > 0 {
-					standIns++
+			// The first stand-in is the gap's. A later one is a tick of the
+			// restarted server taken more than 500 ms late, as happens on a
+			// loaded machine: it stands for that late tick (or ticks).
+			var gap *client.ScheduledJob
+			for i, f := range s.Jobs {
+				switch {
+				case f.Missed == 0:
+				case gap == nil:
+					gap = &s.Jobs[i]
 					if f.Missed < 2 || f.Tick.Before(restarting.Add(-2*time.Second)) {
-						t.Fatalf("run_once: job %+v stands for missed ticks, not the newest of them (restarted at %s)", f, restarting)
+						t.Fatalf("run_once: job %+v stands for the missed ticks, not for the newest of them (restarted at %s)", f, restarting)
 					}
+				case !f.Tick.After(gap.Tick):
+					t.Fatalf("run_once: job %+v stands for missed ticks again after %+v stood for the gap", f, *gap)
 				}
 			}
-			if missed > 0 || standIns != 1 || s.Skipped != 0 {
-				t.Fatalf("run_once: %d jobs for missed ticks, %d standing for them: %+v", missed, standIns, s)
+			if missed > 0 || gap == nil || s.Skipped != 0 {
+				t.Fatalf("run_once: %d jobs for missed ticks, none standing for them: %+v", missed, s)
 			}
 		}
 		if count(s, started, time.Now()) < 1 {

@@ -404,6 +404,9 @@ func TestRetryRunsUnfinishedTasksInANewEpoch(t *testing.T) {
 	}
 	tasks := f.take(4)
 	f.report(result(tasks[0], 1), result(tasks[1], 1))
+	// Two coordinators share the results: the failure, reported at once,
+	// could be applied by one before the other applies these two.
+	f.await(j.ID, func(j *job.Job) bool { return j.Done == 2 })
 	f.report(failure(tasks[2], "boom"))
 	failed := f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed })
 	if failed.Done != 2 {
