@@ -127,7 +127,10 @@ func spawnWith(t *testing.T, prefix []string, ready *regexp.Regexp, env []string
 		err := <-p.exited
 		p.exited <- err
 		if t.Failed() {
-			t.Logf("output of %s:\n%s", args, p.out)
+			// Written at once, not logged: the test's own failure lines
+			// then come after every process's output, at the end, where
+			// a CI excerpt of the last lines shows them.
+			fmt.Fprintf(os.Stderr, "=== output of %s, a process of the failed %s (its failure is reported below):\n%s\n", args, t.Name(), p.out)
 		}
 	})
 	return p, lines
