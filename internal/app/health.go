@@ -122,3 +122,26 @@ func (s *Server) checkStore(ctx context.Context) (reason string, noSpace bool) {
 	}
 	return fmt.Sprintf("the store does not take writes: %v", perr), false
 }
+
+// anchorEvery is how often the task queue's anchor is stored again
+// (natsx.Store.AnchorTasks).
+const anchorEvery = time.Second
+
+// anchorTasks keeps the task queue's anchor in its last block until ctx
+// ends. A failure is the health probe's to report.
+func (s *Server) anchorTasks(ctx context.Context) {
+	t := time.NewTicker(anchorEvery)
+	defer t.Stop()
+	for {
+		actx, cancel := context.WithTimeout(ctx, anchorEvery)
+		if err := s.store.AnchorTasks(actx); err != nil && ctx.Err() == nil {
+			s.log.Debug("could not store the task queue's anchor", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
