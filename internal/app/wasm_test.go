@@ -36,8 +36,9 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	b := setup(t, func(c *app.Config) { c.Workers = 0 })
 	// Four compiles of 3.5 MB modules (the server's and the pool's, two
 	// versions) take tens of seconds under the race detector on a loaded
-	// machine: a deadline of its own, longer than apitest.Timeout.
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// machine: a deadline of its own, longer than apitest.Timeout (4
+	// minutes ran out once, at the last call, in a whole make test).
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
 	c := b.client().API()
 	docs := gutenberg(t)
