@@ -154,7 +154,7 @@ func (c *Cluster) SubmitLatency(ctx context.Context, rate float64, n int) ([]tim
 	errs := make([]error, n)
 	slots := make(chan struct{}, 256)
 	var wg sync.WaitGroup
-	api := client.New(c.srv.URL(), "")
+	api := client.New(c.api.URL, "")
 	api.SubmitRetries = -1
 	start := time.Now()
 	for i := range n {
@@ -255,7 +255,7 @@ func (c *Cluster) SmallJobs(ctx context.Context, n, clients, batch int) (float64
 	ours := map[string]bool{}
 	for range clients {
 		go func() {
-			api := client.New(c.srv.URL(), "")
+			api := client.New(c.api.URL, "")
 			api.SubmitRetries = -1
 			for sent := 0; sent < per; {
 				k := min(batch, per-sent)

@@ -142,11 +142,30 @@ type History struct {
 	RSSAfterQuiet        float64 // 30 s later
 	FirstPage, OldPage   time.Duration
 	Succeeded, Submitted int
+	// Submit latency (p50, p99) at LatencyRate, on the new server and
+	// again after the restart, with the jobs stored.
+	LatencyNew, LatencyAfter [2]time.Duration
+}
+
+// LatencyRate is the pace of the history run's latency measures: about a
+// quarter of what one server takes on this 2-core machine, so that what
+// they show is the cost of the history, not a server past its rate.
+const LatencyRate = 1000
+
+// latency measures the submit latency of the server at url at
+// LatencyRate for 8 s, then waits for its jobs to end.
+func latency(ctx context.Context, url string) ([2]time.Duration, error) {
+	c := &Cluster{api: client.New(url, "")}
+	lat, err := c.SubmitLatency(ctx, LatencyRate, 8*LatencyRate)
+	if err != nil {
+		return [2]time.Duration{}, err
+	}
+	return [2]time.Duration{Percentile(lat, 50), Percentile(lat, 99)}, nil
 }
 
 // RunHistory runs n one-partition noop jobs, submitted in batches of 1000
 // by 16 clients, on a server of its own, then restarts the server: how its
-// memory and its start grow with the jobs it has run.
+// memory, its start and its submit latency grow with the jobs it has run.
 func RunHistory(ctx context.Context, n int) (History, error) {
 	var h History
 	dir, err := os.MkdirTemp("", "mrcluster-history")
@@ -160,6 +179,9 @@ func RunHistory(ctx context.Context, n int) (History, error) {
 	}
 	defer func() { _ = s.stop() }()
 	api := client.New(s.url, "")
+	if h.LatencyNew, err = latency(ctx, s.url); err != nil {
+		return h, err
+	}
 	const clients, batch = 16, 1000
 	start := time.Now()
 	errs := make(chan error, clients)
@@ -229,6 +251,9 @@ func RunHistory(ctx context.Context, n int) (History, error) {
 		return h, err
 	}
 	if h.RSSAfterQuiet, err = s.quiet(ctx); err != nil {
+		return h, err
+	}
+	if h.LatencyAfter, err = latency(ctx, s.url); err != nil {
 		return h, err
 	}
 	return h, nil

@@ -119,6 +119,9 @@ func run(ctx context.Context, o opts) error {
 		fmt.Fprintf(w, "  resident memory after the restart (peak)\t%.0f MiB (%.0f)\t\t\n", h.RSSAfter, h.PeakAfter)
 		fmt.Fprintf(w, "    and 30 s later, quiet\t%.0f MiB\t<= 150 MiB\t\n", h.RSSAfterQuiet)
 		fmt.Fprintf(w, "  a page of 50 of the newest / of jobs 1000 deep\t%s / %s\t\t\n", h.FirstPage.Round(100*time.Microsecond), h.OldPage.Round(100*time.Microsecond))
+		fmt.Fprintf(w, "  submit latency p50 / p99 at %d jobs/s, a new server / after the restart\t%s / %s, %s / %s\t\t\n", bench.LatencyRate,
+			h.LatencyNew[0].Round(100*time.Microsecond), h.LatencyNew[1].Round(100*time.Microsecond),
+			h.LatencyAfter[0].Round(100*time.Microsecond), h.LatencyAfter[1].Round(100*time.Microsecond))
 	}
 	if o.only == "" && o.memMB > 0 {
 		// A process of its own, so that its peak memory is the cluster's.
