@@ -143,7 +143,8 @@ type History struct {
 	FirstPage, OldPage   time.Duration
 	Succeeded, Submitted int
 	// Submit latency (p50, p99) at LatencyRate, on the new server and
-	// again after the restart, with the jobs stored.
+	// again after the restart, with the jobs stored (the n of the burst
+	// and the first measure's 8*LatencyRate).
 	LatencyNew, LatencyAfter [2]time.Duration
 }
 
