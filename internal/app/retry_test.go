@@ -81,14 +81,15 @@ func TestRetry(t *testing.T) {
 	for _, n := range again {
 		rerun += n
 	}
+	again2, first := again[2], ranFirst
+	mu.Unlock()
 	// The history holds the failure and every run of the retried epoch;
 	// a run of the first epoch that ended after the retry is not applied
 	// and not logged.
-	if again[2] != 1 || rerun != 4-doneBefore || runs[2] != 2 || len(tasks) < 1+rerun || len(tasks) > ranFirst+rerun {
-		t.Fatalf("retried epoch's runs by partition %v with %d partitions done before the retry (only the others should run again); history %v of %d+%d runs",
-			again, doneBefore, runs, ranFirst, rerun)
+	if again2 != 1 || rerun != 4-doneBefore || runs[2] != 2 || len(tasks) < 1+rerun || len(tasks) > first+rerun {
+		t.Fatalf("the retried epoch ran partition 2 %d times and %d tasks in all with %d partitions done before the retry (only the others should run again); history %v of %d+%d runs",
+			again2, rerun, doneBefore, runs, first, rerun)
 	}
-	mu.Unlock()
 	var apiErr *client.Error
 	if _, err := c.Retry(ctx, j.ID); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
 		t.Fatalf("retry of a succeeded job: %v", err)

@@ -3,7 +3,6 @@ package natsx
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,16 +20,7 @@ import (
 // make a new block file for every task.
 func TestAnchorKeepsTheTaskQueuesLastBlock(t *testing.T) {
 	dir := t.TempDir()
-	emb, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emb.Stop(context.Background()) })
-	nc, err := emb.Connect("anchor-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := embedded(t, dir, "anchor-test")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := Setup(ctx, nc, StoreConfig{AckWait: 30 * time.Second})

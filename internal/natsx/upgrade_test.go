@@ -2,7 +2,6 @@ package natsx
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -15,16 +14,7 @@ import (
 // whole task stream, tasks on mr.task.<job>) opens, and its queued tasks
 // are still delivered: the old consumer becomes the default lane's.
 func TestSetupUpgradesTheTaskConsumer(t *testing.T) {
-	emb, err := StartEmbedded(EmbeddedConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emb.Stop(context.Background()) })
-	nc, err := emb.Connect("upgrade")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := embedded(t, t.TempDir(), "upgrade")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	js, err := jetstream.New(nc.nc)
