@@ -158,6 +158,52 @@ func TestBatchSubmit(t *testing.T) {
 	if len(a1.Jobs) != 1 || len(a2.Jobs) != 1 || a1.Jobs[0].ID != a2.Jobs[0].ID {
 		t.Fatalf("the retry answered %+v; want the first batch's job %+v", a2.Jobs, a1.Jobs)
 	}
+	// The same key with another batch is refused, and stores nothing.
+	other := b.do(t, http.MethodPost, "/api/v1/jobs/batch", `{"jobs":[{"kind":"noop","partitions":3}]}`, "Idempotency-Key", key)
+	if other.Status != http.StatusUnprocessableEntity || !strings.Contains(string(other.Body), a1.Jobs[0].ID) {
+		t.Fatalf("the batch's key with another batch: %d %s; want 422 naming job %s", other.Status, other.Body, a1.Jobs[0].ID)
+	}
+	if l, err := c.Jobs(ctx, client.ListOptions{Limit: 500}); err != nil || len(l.Jobs) != 101 {
+		t.Fatalf("jobs after a refused batch: %d %v; want the 101 stored before", len(l.Jobs), err)
+	}
+}
+
+// An Idempotency-Key sent again with a different request answers 422 and
+// stores nothing; the same request, spelt with other spaces, is a retry.
+func TestIdempotencyKeyReusedForAnotherRequest(t *testing.T) {
+	b := setup(t)
+	key := []string{"Idempotency-Key", "order-7"}
+	first := b.do(t, http.MethodPost, "/api/v1/jobs", `{"kind":"noop","partitions":2,"params":{"a":1}}`, key...)
+	again := b.do(t, http.MethodPost, "/api/v1/jobs", `{ "kind": "noop", "partitions": 2, "params": { "a": 1 } }`, key...)
+	var j1, j2 client.Job
+	first.JSON(t, &j1)
+	again.JSON(t, &j2)
+	if first.Status != http.StatusAccepted || again.Status != http.StatusOK || j1.ID != j2.ID {
+		t.Fatalf("a submit and its retry: %d %s, %d %s", first.Status, j1.ID, again.Status, j2.ID)
+	}
+	for _, body := range []string{
+		`{"kind":"noop","partitions":3,"params":{"a":1}}`,
+		`{"kind":"noop","partitions":2,"params":{"a":2}}`,
+		`{"kind":"short","partitions":2,"params":{"a":1}}`,
+	} {
+		r := b.do(t, http.MethodPost, "/api/v1/jobs", body, key...)
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		r.JSON(t, &e)
+		if r.Status != http.StatusUnprocessableEntity || e.Error.Code != "idempotency_key_reused" || !strings.Contains(e.Error.Message, j1.ID) {
+			t.Fatalf("the key with %s: %d %s; want 422 idempotency_key_reused naming %s", body, r.Status, r.Body, j1.ID)
+		}
+	}
+	// A rerun under the key is another request too.
+	b.await(t, j1.ID, terminal)
+	if r := b.do(t, http.MethodPost, "/api/v1/jobs/"+j1.ID+"/rerun", "", key...); r.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("a rerun under the submit's key: %d %s; want 422", r.Status, r.Body)
+	}
+	l, err := b.client().API().Jobs(apitest.Context(t), client.ListOptions{})
+	if err != nil || len(l.Jobs) != 1 {
+		t.Fatalf("jobs: %d %v; want the first submit's only", len(l.Jobs), err)
+	}
 }
 
 // POST /api/v1/jobs/{id}/rerun: a finished job's spec again, as a new job

@@ -211,9 +211,10 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		c.mu.Unlock()
 		close(done)
 	}()
+	var claim *keyClaim
 	if key != "" {
-		key = keySpace + key
-		prev, err := c.claimKey(ctx, key, ids)
+		claim = &keyClaim{key: keySpace + key, fingerprint: fingerprint(specs), ids: ids}
+		prev, err := c.claimKey(ctx, claim)
 		if err != nil || prev != nil {
 			return prev, err
 		}
@@ -229,14 +230,14 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// key waited for its release.
 		c.wg.Go(func() {
 			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i]) })
-			if key != "" {
-				c.releaseKey(key, ids)
+			if claim != nil {
+				c.releaseKey(claim)
 			}
 		})
 		return nil, err
 	}
-	if key != "" {
-		c.markKeyDone(ctx, key, ids)
+	if claim != nil {
+		c.markKeyDone(ctx, claim)
 	}
 	return jobs, nil
 }
@@ -358,16 +359,68 @@ func (c *Coordinator) withdraw(id string, record bool) {
 // older ones are dropped.
 const orphanAge = time.Minute
 
-// claimKey records key as the idempotency key of the jobs ids (one, or a
-// batch), as pending. When an earlier submit holds the key, it returns that
-// submit's jobs once that submit has answered success (markKeyDone); while
-// it is pending it waits, and a failed one releases the key. Only jobs whose
-// submit succeeded are ever answered again: a failed submit's clean-up may
-// remove their records.
-func (c *Coordinator) claimKey(ctx context.Context, key string, ids []string) ([]*job.Job, error) {
-	k := idempotencyKey(key)
+// keyClaim is an idempotency key claimed by a submit: the jobs ids it
+// creates, and the fingerprint of what the client asked for.
+type keyClaim struct {
+	key         string
+	fingerprint string // "" when the caller gave none
+	ids         []string
+}
+
+// keyDone marks an idempotency key whose submit answered success.
+const keyDone = " done"
+
+// keyFingerprint separates a key's jobs from its request's fingerprint.
+const keyFingerprint = " request="
+
+// value is what the bucket holds for the claim: "id,id request=fp done".
+// Keys written before fingerprints existed hold no " request=".
+func (k *keyClaim) value(done bool) []byte {
+	v := strings.Join(k.ids, ",")
+	if k.fingerprint != "" {
+		v += keyFingerprint + k.fingerprint
+	}
+	if done {
+		v += keyDone
+	}
+	return []byte(v)
+}
+
+// parseKeyValue reads a bucket value written by keyClaim.value.
+func parseKeyValue(v string) (ids []string, fingerprint string, done bool) {
+	v, done = strings.CutSuffix(v, keyDone)
+	v, fingerprint, _ = strings.Cut(v, keyFingerprint)
+	return strings.Split(v, ","), fingerprint, done
+}
+
+// fingerprint sums the fingerprints of a submit's specs: "" when none has
+// one (a submit from code, not from a request).
+func fingerprint(specs []job.Spec) string {
+	h := sha256.New()
+	some := false
+	for _, s := range specs {
+		some = some || s.Fingerprint != ""
+		h.Write([]byte(s.Fingerprint))
+		h.Write([]byte{0})
+	}
+	if !some {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// claimKey records claim's key as the idempotency key of its jobs (one, or
+// a batch), as pending. When an earlier submit holds the key, it returns
+// that submit's jobs once that submit has answered success (markKeyDone);
+// while it is pending it waits, and a failed one releases the key. Only
+// jobs whose submit succeeded are ever answered again: a failed submit's
+// clean-up may remove their records. A key that an earlier submit used for
+// a different request (another fingerprint) is refused: answering that
+// submit's jobs would tell the client its new request was stored.
+func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job, error) {
+	k := idempotencyKey(claim.key)
 	kv := c.cfg.Store.Idempotency
-	value := []byte(strings.Join(ids, ","))
+	value := claim.value(false)
 	for {
 		_, err := kv.Create(ctx, k, value)
 		if err == nil {
@@ -383,15 +436,18 @@ func (c *Coordinator) claimKey(ctx context.Context, key string, ids []string) ([
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("read idempotency key: %w", err))
 		}
-		list, done := strings.CutSuffix(string(e.Value), keyDone)
-		prev := strings.Split(list, ",")
+		prev, fp, done := parseKeyValue(string(e.Value))
 		t, ok := job.IDTime(prev[0])
 		stale := !ok || time.Since(t) > orphanAge
+		reused := fp != "" && claim.fingerprint != "" && fp != claim.fingerprint
 		if done || stale {
 			// A submit that answered success, or one that never said (its
 			// server died): its jobs, if they exist; else the key is free.
 			jobs, err := c.replay(ctx, prev)
 			if err == nil {
+				if reused {
+					return nil, keyReused(prev)
+				}
 				return jobs, nil
 			}
 			if job.ErrorCode(err) != job.ENotFound {
@@ -402,12 +458,24 @@ func (c *Coordinator) claimKey(ctx context.Context, key string, ids []string) ([
 			}
 			continue
 		}
+		if reused {
+			return nil, keyReused(prev)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// keyReused is the error of a key an earlier, different request holds.
+func keyReused(ids []string) error {
+	what := "job " + ids[0]
+	if len(ids) > 1 {
+		what = fmt.Sprintf("%d jobs, the first %s", len(ids), ids[0])
+	}
+	return job.Errorf(job.EKeyReused, "this Idempotency-Key was used within the last %s for a different request (it created %s); nothing was stored: send a new key with a new request, or the same request to get its jobs", job.IdempotencyWindow, what)
 }
 
 // replay returns the jobs of an earlier submit, marked Replayed.
@@ -424,26 +492,23 @@ func (c *Coordinator) replay(ctx context.Context, ids []string) ([]*job.Job, err
 	return out, nil
 }
 
-// keyDone marks an idempotency key whose submit answered success.
-const keyDone = " done"
-
-// markKeyDone records that the submit of jobs ids under key succeeded. A
-// failure is only logged: a later submit with the key then waits for the
-// key to be a minute old, and answers the jobs.
-func (c *Coordinator) markKeyDone(ctx context.Context, key string, ids []string) {
-	if _, err := c.cfg.Store.Idempotency.Put(ctx, idempotencyKey(key), []byte(strings.Join(ids, ",")+keyDone)); err != nil {
-		c.log.Warn("could not mark an idempotency key done; a retry with it waits up to a minute for the jobs", "jobs", len(ids), "first", ids[0], "err", err)
+// markKeyDone records that the submit of claim's jobs succeeded. A failure
+// is only logged: a later submit with the key then waits for the key to be
+// a minute old, and answers the jobs.
+func (c *Coordinator) markKeyDone(ctx context.Context, claim *keyClaim) {
+	if _, err := c.cfg.Store.Idempotency.Put(ctx, idempotencyKey(claim.key), claim.value(true)); err != nil {
+		c.log.Warn("could not mark an idempotency key done; a retry with it waits up to a minute for the jobs", "jobs", len(claim.ids), "first", claim.ids[0], "err", err)
 	}
 }
 
-// releaseKey frees key after the submit of jobs ids failed, so that the
-// client's retry submits anew.
-func (c *Coordinator) releaseKey(key string, ids []string) {
+// releaseKey frees claim's key after the submit of its jobs failed, so
+// that the client's retry submits anew.
+func (c *Coordinator) releaseKey(claim *keyClaim) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	k := idempotencyKey(key)
+	k := idempotencyKey(claim.key)
 	e, err := c.cfg.Store.Idempotency.Get(ctx, k)
-	if err != nil || string(e.Value) != strings.Join(ids, ",") { // not ours, or done
+	if err != nil || string(e.Value) != string(claim.value(false)) { // not ours, or done
 		return
 	}
 	_ = c.cfg.Store.Idempotency.Delete(ctx, k, e.Revision)

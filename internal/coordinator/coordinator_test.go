@@ -317,6 +317,31 @@ func TestIdempotentSubmitAnswersTheFirstJob(t *testing.T) {
 	}
 }
 
+// A key sent again with another request's fingerprint is refused and
+// stores nothing; a key stored before fingerprints existed (no request in
+// its value) answers its job to any request.
+func TestIdempotencyKeyOfAnotherRequest(t *testing.T) {
+	f := newFixture(t)
+	first, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: "k1", Fingerprint: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 3, IdempotencyKey: "k1", Fingerprint: "b"})
+	if job.ErrorCode(err) != job.EKeyReused || !strings.Contains(job.ErrorMessage(err), first.ID) {
+		t.Fatalf("the key with another request: %v; want %s naming %s", err, job.EKeyReused, first.ID)
+	}
+	if n := f.queued(); n != 2 {
+		t.Fatalf("%d tasks queued; want the first submit's 2 only", n)
+	}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey("old"), []byte(first.ID+keyDone)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: "old", Fingerprint: "c"})
+	if err != nil || again.ID != first.ID || !again.Replayed {
+		t.Fatalf("a key stored without a request: %+v %v; want job %s", again, err, first.ID)
+	}
+}
+
 // Results of a job whose record is not stored yet wait for it (a submit
 // stores the tasks first); those of a job that will never exist go.
 func TestResultsOfAnUnknownJob(t *testing.T) {

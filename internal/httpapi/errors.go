@@ -16,6 +16,7 @@ var statusOf = map[job.Code]int{
 	job.EInvalid:      http.StatusBadRequest,
 	job.ENotFound:     http.StatusNotFound,
 	job.EConflict:     http.StatusConflict,
+	job.EKeyReused:    http.StatusUnprocessableEntity,
 	job.ETooLarge:     http.StatusRequestEntityTooLarge,
 	job.EMethod:       http.StatusMethodNotAllowed,
 	job.EForbidden:    http.StatusForbidden,

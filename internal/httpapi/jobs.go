@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -74,7 +77,22 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	if !runAt.IsZero() && time.Until(runAt) > maxDelay {
 		return job.Spec{}, job.Errorf(job.EInvalid, "run_at is %s away; at most %s", time.Until(runAt).Round(time.Hour), maxDelay)
 	}
-	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority}, nil
+	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority, Fingerprint: req.fingerprint()}, nil
+}
+
+// fingerprint sums the request as the client wrote it (a delay, not the
+// time it gives), its JSON values without their spaces: a retry sends the
+// same, a different request with the same Idempotency-Key does not.
+func (req submitRequest) fingerprint() string {
+	for _, raw := range []*json.RawMessage{&req.Partitions, &req.Params, &req.Reducers, &req.Priority} {
+		var b bytes.Buffer
+		if json.Compact(&b, *raw) == nil {
+			*raw = b.Bytes()
+		}
+	}
+	data, _ := json.Marshal(req) // cannot fail: strings and valid JSON
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:16])
 }
 
 // maxDelay bounds how far ahead a job may be scheduled.

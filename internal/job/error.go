@@ -11,9 +11,11 @@ import (
 type Code string
 
 const (
-	EInvalid      Code = "invalid"
-	ENotFound     Code = "not_found"
-	EConflict     Code = "conflict"
+	EInvalid  Code = "invalid"
+	ENotFound Code = "not_found"
+	EConflict Code = "conflict"
+	// EKeyReused: an Idempotency-Key sent again with a different request.
+	EKeyReused    Code = "idempotency_key_reused"
 	ETooLarge     Code = "too_large"
 	EMethod       Code = "method_not_allowed"
 	EForbidden    Code = "forbidden"

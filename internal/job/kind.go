@@ -185,6 +185,11 @@ type Spec struct {
 	// IdempotencyKey, when set, makes a second submit with the same key
 	// within IdempotencyWindow answer the first one's job.
 	IdempotencyKey string `json:"-"`
+	// Fingerprint sums what the client asked for (package httpapi: the
+	// request's fields), so that an idempotency key sent again with a
+	// different request is refused rather than answered the first job.
+	// Empty: not checked.
+	Fingerprint string `json:"-"`
 	// RerunOf names the finished job this one runs again (POST
 	// /api/v1/jobs/{id}/rerun).
 	RerunOf string `json:"-"`

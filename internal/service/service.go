@@ -136,7 +136,7 @@ func (s *Service) Rerun(ctx context.Context, id, key string, admit func() error)
 	if !j.State.Terminal() {
 		return nil, job.Errorf(job.EConflict, "job %s is %s: a job runs again once it has finished; cancel it first, or wait for it", id, j.State)
 	}
-	spec := job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, RerunOf: j.ID, IdempotencyKey: key, Timeout: j.Timeout, Priority: j.Priority}
+	spec := job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, RerunOf: j.ID, IdempotencyKey: key, Timeout: j.Timeout, Priority: j.Priority, Fingerprint: "rerun " + j.ID}
 	if j.ReadsData() {
 		spec.Reducers = j.Reducers
 	}
