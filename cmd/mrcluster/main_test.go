@@ -309,6 +309,12 @@ func TestCLI(t *testing.T) {
 	if out, _, err = run("submit", "noop", "2", "--count", "3"); err != nil || len(strings.Fields(out)) != 3 || !strings.HasPrefix(out, "noop_") {
 		t.Fatalf("submit --count 3: %v\n%s", err, out)
 	}
+	specs := filepath.Join(t.TempDir(), "specs.jsonl")
+	_ = os.WriteFile(specs, []byte("{\"kind\":\"noop\",\"partitions\":1}\n{\"kind\":\"short\",\"partitions\":2,\"priority\":4}\n"), 0o600)
+	if out, errOut, err = run("submit", "--file", specs); err != nil || len(strings.Fields(out)) != 2 || !strings.HasPrefix(strings.Fields(out)[1], "short_") {
+		t.Fatalf("submit --file: %v\n%s%s", err, out, errOut)
+	}
+	p.client().Await(t, strings.Fields(out)[1], func(j client.Job) bool { return j.State == client.Succeeded && j.Priority == 4 })
 	_, errOut, err = run("submit", "medium", "3")
 	if err == nil || !strings.Contains(errOut, "known kinds: grep, indexer, long, noop, short, wordcount") {
 		t.Fatalf("submit of an unknown kind: %v %s", err, errOut)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -172,13 +173,27 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	delay := fs.Duration("delay", 0, "run the job this long from now (scheduled until then), e.g. 10m")
 	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
 	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
+	file := fs.String("file", "", "submit the job specs of this file (- for standard input) in batches of 1,000, printing their ids: JSON objects as the API takes them, one a line or in an array, or {\"jobs\":[…]}")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--server URL]")
+		fmt.Fprintln(stderr, "       mrcluster submit --file SPECS.jsonl [--server URL]")
 		fs.PrintDefaults()
 	}
 	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
+	}
+	if *file != "" {
+		var other []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "file" && f.Name != "server" && f.Name != "token" && f.Name != "o" {
+				other = append(other, "--"+f.Name)
+			}
+		})
+		if len(pos) > 0 || len(other) > 0 {
+			return fmt.Errorf("--file holds whole job specs: give it alone (with --server, --token), not with %s", strings.Join(append(pos, other...), " "))
+		}
+		return submitFile(ctx, newClient(server), *file, stdout)
 	}
 	spec, err := sf.spec("submit", pos, fs.Usage)
 	if err != nil {
@@ -248,6 +263,134 @@ func submitMany(ctx context.Context, c *client.Client, spec client.Spec, n int, 
 			fmt.Fprintln(stdout, j.ID)
 		}
 		n -= len(specs)
+	}
+	return nil
+}
+
+// fileSpec is a job spec of a --file, and where it starts there.
+type fileSpec struct {
+	spec client.Spec
+	line int
+}
+
+// maxSpecFile bounds a --file: a million specs of a few hundred bytes.
+const maxSpecFile = 512 << 20
+
+// readSpecs reads the job specs of r: JSON values one after the other,
+// each a spec, an array of specs, or a batch body {"jobs":[…]}. An unknown
+// field is an error naming the spec, as the API's would be.
+func readSpecs(r io.Reader) ([]fileSpec, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxSpecFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxSpecFile {
+		return nil, fmt.Errorf("the file is over %d MiB: split it", maxSpecFile>>20)
+	}
+	var out []fileSpec
+	d := json.NewDecoder(bytes.NewReader(data))
+	for {
+		// The line where the next value starts: past the spaces.
+		off := d.InputOffset()
+		for off < int64(len(data)) && strings.ContainsRune(" \t\r\n", rune(data[off])) {
+			off++
+		}
+		line := 1 + bytes.Count(data[:off], []byte("\n"))
+		var raw json.RawMessage
+		if err := d.Decode(&raw); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("line %d: not JSON: %v", line, err)
+		}
+		var list []json.RawMessage
+		switch {
+		case raw[0] == '[':
+			_ = json.Unmarshal(raw, &list)
+		case raw[0] == '{' && hasJobs(raw):
+			var body struct{ Jobs []json.RawMessage }
+			if err := json.Unmarshal(raw, &body); err != nil {
+				return nil, fmt.Errorf("line %d: \"jobs\" must be an array of job specs: %v", line, err)
+			}
+			list = body.Jobs
+		default:
+			list = []json.RawMessage{raw}
+		}
+		for _, one := range list {
+			var spec client.Spec
+			sd := json.NewDecoder(bytes.NewReader(one))
+			sd.DisallowUnknownFields()
+			if err := sd.Decode(&spec); err != nil {
+				return nil, fmt.Errorf("spec %d (line %d): %v", len(out)+1, line, err)
+			}
+			out = append(out, fileSpec{spec, line})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no job spec in it: give JSON objects such as {\"kind\":\"noop\",\"partitions\":1}, one a line")
+	}
+	return out, nil
+}
+
+// hasJobs reports whether the JSON object raw is a batch body: a "jobs"
+// field and no "kind".
+func hasJobs(raw json.RawMessage) bool {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return false
+	}
+	_, jobs := fields["jobs"]
+	_, kind := fields["kind"]
+	return jobs && !kind
+}
+
+// batchIndex reads the index the API names in a batch's error: "jobs[12]: …".
+var batchIndex = regexp.MustCompile(`^jobs\[(\d+)\]: (.*)$`)
+
+// submitFile submits the specs of path (- for standard input) in batches
+// of 1,000, printing their ids. Each batch is all or nothing; an error
+// says which spec the server refused and how many were submitted before.
+func submitFile(ctx context.Context, c *client.Client, path string, stdout io.Writer) error {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	specs, err := readSpecs(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	const batch = 1000
+	for done := 0; done < len(specs); {
+		part := specs[done:min(done+batch, len(specs))]
+		list := make([]client.Spec, len(part))
+		for i, s := range part {
+			list[i] = s.spec
+		}
+		jobs, err := c.SubmitBatch(ctx, list)
+		if err != nil {
+			before := "nothing was submitted"
+			if done > 0 {
+				before = fmt.Sprintf("the jobs of the %d specs before its batch were submitted (their ids are printed above): submit the specs from spec %d on (line %d), not the whole file again, or those would run twice", done, done+1, part[0].line)
+			}
+			var e *client.Error
+			if errors.As(err, &e) {
+				if m := batchIndex.FindStringSubmatch(e.Message); m != nil {
+					i, _ := strconv.Atoi(m[1])
+					if i < len(part) {
+						return fmt.Errorf("%s: spec %d (line %d): %s; %s", path, done+i+1, part[i].line, m[2], before)
+					}
+				}
+			}
+			return fmt.Errorf("%w; %s", explain(err), before)
+		}
+		for _, j := range jobs {
+			fmt.Fprintln(stdout, j.ID)
+		}
+		done += len(part)
 	}
 	return nil
 }

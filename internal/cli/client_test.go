@@ -3,8 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -68,5 +72,107 @@ func TestSubmitDoesNotRetryABadRequest(t *testing.T) {
 	defer mu.Unlock()
 	if calls != 1 {
 		t.Fatalf("a 400 was sent %d times; want once", calls)
+	}
+}
+
+// A --file holds specs one a line, in arrays or as batch bodies; a spec
+// with a field the API does not know is named with its line.
+func TestReadSpecs(t *testing.T) {
+	in := `{"kind":"noop","partitions":1}
+[{"kind":"short","partitions":2}, {"kind":"noop","partitions":3}]
+
+{"jobs":[{"kind":"grep","partitions":4,"params":{"pattern":"x"},"input":["books"]}]}
+  {"kind":"noop",
+   "partitions":5, "priority":4}
+`
+	specs, err := readSpecs(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range specs {
+		got = append(got, fmt.Sprintf("%s/%d@%d", s.spec.Kind, s.spec.Partitions, s.line))
+	}
+	if want := "noop/1@1 short/2@2 noop/3@2 grep/4@4 noop/5@5"; strings.Join(got, " ") != want {
+		t.Fatalf("specs %q; want %q", got, want)
+	}
+	if specs[3].spec.Params["pattern"] != "x" || specs[4].spec.Priority != 4 {
+		t.Fatalf("fields lost: %+v %+v", specs[3].spec, specs[4].spec)
+	}
+	for _, c := range []struct{ in, want string }{
+		{"{\"kind\":\"noop\",\"partitions\":1}\n{\"kind\":\"noop\",\"partitons\":2}\n", `spec 2 (line 2): json: unknown field "partitons"`},
+		{"{\"kind\":\"noop\",\"partitions\":\"x\"}", "spec 1 (line 1)"},
+		{"{\"kind\":\"noop\",\"partitions\":1}\n\n{\"kind\":", "line 3: not JSON"},
+		{" \n", "no job spec in it"},
+		{`{"jobs":{}}`, `line 1: "jobs" must be an array`},
+	} {
+		if _, err := readSpecs(strings.NewReader(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("readSpecs(%q): %v; want an error with %q", c.in, err, c.want)
+		}
+	}
+}
+
+// submit --file sends the specs in batches of 1,000, in order, and prints
+// the ids in order; a spec the server refuses is named by its place in
+// the file, with what was submitted before it.
+func TestSubmitFile(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Jobs []map[string]any }
+		if r.URL.Path != "/api/v1/jobs/batch" || json.NewDecoder(r.Body).Decode(&body) != nil {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		mu.Lock()
+		sizes = append(sizes, len(body.Jobs))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		for i, j := range body.Jobs {
+			if j["kind"] == "bad" {
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprintf(w, `{"error":{"code":"invalid","message":"jobs[%d]: unknown kind \"bad\""}}`, i)
+				return
+			}
+		}
+		out := struct {
+			Jobs []map[string]any `json:"jobs"`
+		}{}
+		for _, j := range body.Jobs {
+			out.Jobs = append(out.Jobs, map[string]any{"id": fmt.Sprintf("noop_%v", j["partitions"]), "kind": "noop", "state": "queued"})
+		}
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(out)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var lines []string
+	for i := range 2500 {
+		lines = append(lines, fmt.Sprintf(`{"kind":"noop","partitions":%d}`, i+1))
+	}
+	path := filepath.Join(t.TempDir(), "specs.jsonl")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := submit(ctx, []string{"--file", path, "--server", srv.URL}, &out, &errOut); err != nil {
+		t.Fatalf("submit --file: %v (%s)", err, errOut.String())
+	}
+	ids := strings.Fields(out.String())
+	if len(ids) != 2500 || ids[0] != "noop_1" || ids[2499] != "noop_2500" || fmt.Sprint(sizes) != "[1000 1000 500]" {
+		t.Fatalf("%d ids (%v … ), batches %v; want 2500 in order, in batches [1000 1000 500]", len(ids), ids[:min(2, len(ids))], sizes)
+	}
+	lines[1203] = `{"kind":"bad","partitions":1}`
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := submit(ctx, []string{"--file", path, "--server", srv.URL}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), `spec 1204 (line 1204): unknown kind "bad"`) || !strings.Contains(err.Error(), "1000 specs before its batch were submitted") || len(strings.Fields(out.String())) != 1000 {
+		t.Fatalf("a bad spec in the second batch: %v; printed %d ids", err, len(strings.Fields(out.String())))
+	}
+	if err := submit(ctx, []string{"noop", "1", "--file", path, "--server", srv.URL}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "give it alone") {
+		t.Fatalf("--file with a kind: %v", err)
 	}
 }
