@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,26 +35,22 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-// Three servers form one cluster through their embedded NATS servers
-// (JetStream replicas 3, routes over TLS). A wordcount submitted to one of them runs on the
-// workers of all three; one server is killed with SIGKILL in the middle of
-// the map phase; the job completes with the sequential output, counted
-// once, and the killed server, started again, rejoins and serves it.
-func TestThreeServerCluster(t *testing.T) {
-	t.Parallel()
+// threeServers starts three servers of one cluster on loopback (2 workers
+// each, leases of 2 s, no backups; extra flags added) and returns them
+// once they serve, with the arguments that start server i again on its
+// data directory.
+func threeServers(t *testing.T, extra ...string) ([]*proc, func(i int) []string) {
+	t.Helper()
 	ports := freePorts(t, 3)
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	// Routes speak TLS and verify each other's certificates.
-	ca, cert, key := certs(t, t.TempDir())
 	args := func(i int) []string {
-		return []string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dirs[i],
+		return append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dirs[i],
 			"--cluster-name", "mr", "--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--routes", strings.Join(routes, ","),
-			"--workers", "2", "--ack-wait", "2s", "--backup-after", "0",
-			"--nats-tls-cert", cert, "--nats-tls-key", key, "--nats-tls-ca", ca}
+			"--workers", "2", "--ack-wait", "2s", "--backup-after", "0"}, extra...)
 	}
 	// Start all three at once: none is ready before a majority is up.
 	nodes := make([]*proc, 3)
@@ -64,12 +62,21 @@ func TestThreeServerCluster(t *testing.T) {
 		m := n.ready(t, waits[i])
 		n.url, n.nats = m[1], m[2]
 	}
+	return nodes, args
+}
+
+// Three servers form one cluster through their embedded NATS servers
+// (JetStream replicas 3, routes over TLS). A wordcount submitted to one of them runs on the
+// workers of all three; one server is killed with SIGKILL in the middle of
+// the map phase; the job completes with the sequential output, counted
+// once, and the killed server, started again, rejoins and serves it.
+func TestThreeServerCluster(t *testing.T) {
+	t.Parallel()
+	// Routes speak TLS and verify each other's certificates.
+	ca, cert, key := certs(t, t.TempDir())
+	nodes, args := threeServers(t, "--nats-tls-cert", cert, "--nats-tls-key", key, "--nats-tls-ca", ca)
 	a, b := nodes[0].client(), nodes[1].client()
 	docs := books(t, 2)
-	var size int64
-	for _, d := range docs {
-		size += int64(len(d.Data))
-	}
 	upload(t, a, "books", docs)
 	j := b.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 12, Reducers: 3})
 	// Every server's workers take part.
@@ -88,16 +95,7 @@ func TestThreeServerCluster(t *testing.T) {
 	}
 	nodes[2].kill(t)
 	j = a.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
-	if j.State != client.Succeeded {
-		t.Fatalf("wordcount with a server killed: %s", apitest.Describe(j))
-	}
-	want := kinds.SeqWordCount(docs)
-	if got := b.Output(t, j.ID); got != want {
-		t.Fatalf("the output differs from the sequential count (%d against %d bytes)", len(got), len(want))
-	}
-	if j.Counters.InputBytes != size || j.Tasks.Done != 15 {
-		t.Fatalf("counted %d input bytes of %d and %d tasks of 15: a task counted twice or lost", j.Counters.InputBytes, size, j.Tasks.Done)
-	}
+	want := countedOnce(t, b, j, docs, "with a server killed")
 	d := b.Await(t, delayed.ID, func(j client.Job) bool { return j.State.Terminal() })
 	queued := 0
 	for _, s := range d.History {
@@ -231,4 +229,105 @@ func TestThreeServerCluster(t *testing.T) {
 	if lastStart.Sub(submitted) < 2*time.Second {
 		t.Fatalf("8 tasks at 2 a second all started within %s of the submit, on %d worker pools", lastStart.Sub(submitted), len(pools))
 	}
+}
+
+// A server of three paused (SIGSTOP: a stalled VM, a debugger, a swap
+// storm) in the middle of a word count, long past the tasks' lease and
+// long enough for the others to elect new leaders: the other two take its
+// tasks and go on taking submits; continued, it catches up and serves
+// what happened meanwhile, and takes jobs again. Nothing is counted twice.
+func TestPausedServer(t *testing.T) {
+	t.Parallel()
+	nodes, _ := threeServers(t)
+	a, paused := nodes[0].client(), nodes[2]
+	docs := books(t, 2)
+	upload(t, a, "books", docs)
+	wc := a.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 12, Reducers: 3})
+	// Pause the third server once its workers hold tasks of the job,
+	// looking at each event.
+	m := regexp.MustCompile(`msg="workers started" pool=(\S+)`).FindStringSubmatch(paused.out.String())
+	if m == nil {
+		t.Fatalf("no pool named in the third server's log:\n%s", paused.out)
+	}
+	events := a.Dial(t, "/api/v1/events")
+	for !busyIn(t, a, m[1], wc.ID) {
+		if j := a.Job(t, wc.ID); j.State.Terminal() {
+			t.Fatalf("the job ended before the pause (%s): make it longer", apitest.Describe(j))
+		}
+		if _, _, err := events.Read(apitest.Context(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events.CloseNow()
+	if err := paused.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	// The other two take submits (a client retries a 503 while leaders
+	// move, under one idempotency key) and run them, and the word count,
+	// while it is paused.
+	ctx := apitest.Context(t)
+	b := client.New(nodes[1].url, "")
+	b.SubmitRetries = 8
+	var during []string
+	for i := range 5 {
+		j, err := b.Submit(ctx, client.Spec{Kind: "noop", Partitions: 1 + i})
+		if err != nil {
+			t.Fatalf("a submit to a live server while another is paused: %v", err)
+		}
+		during = append(during, j.ID)
+	}
+	t.Logf("5 submits to a live server %s into the pause", time.Since(stopped).Round(time.Millisecond))
+	j := a.Await(t, wc.ID, func(j client.Job) bool { return j.State.Terminal() })
+	t.Logf("the word count ended %s into the pause", time.Since(stopped).Round(time.Millisecond))
+	countedOnce(t, a, j, docs, "with a server paused")
+	for i, id := range during {
+		if d := nodes[1].client().Await(t, id, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded || d.Result.Sum != int64(1+i) {
+			t.Fatalf("a job submitted during the pause: %s", apitest.Describe(d))
+		}
+	}
+	// The pause lasts 10 s at least (the fault, not a wait for an event):
+	// five leases, and more than an election.
+	time.Sleep(time.Until(stopped.Add(10 * time.Second)))
+	if err := paused.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Continued, the server catches up: it shows the jobs as the others
+	// do, and runs a job submitted to it.
+	c := paused.client()
+	continued := time.Now()
+	for _, id := range append(during, j.ID) {
+		if d := c.Await(t, id, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded {
+			t.Fatalf("the continued server shows %s", apitest.Describe(d))
+		}
+	}
+	t.Logf("the continued server shows the jobs %s after it was continued", time.Since(continued).Round(time.Millisecond))
+	after := c.SubmitSpec(t, client.Spec{Kind: "short", Partitions: 4})
+	if d := c.Await(t, after.ID, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded || d.Result.Sum != 4 {
+		t.Fatalf("a job submitted to the continued server: %s", apitest.Describe(d))
+	}
+	t.Logf("a job submitted to it ran; %s after it was continued", time.Since(continued).Round(time.Millisecond))
+}
+
+// countedOnce fails the test unless word count j (of 12 maps and 3
+// reduces) succeeded with the sequential count of docs as its output, read
+// from c, and counted every input byte and task once; it returns the
+// output.
+func countedOnce(t *testing.T, c apitest.Client, j client.Job, docs []kinds.Doc, what string) string {
+	t.Helper()
+	if j.State != client.Succeeded {
+		t.Fatalf("wordcount %s: %s", what, apitest.Describe(j))
+	}
+	want := kinds.SeqWordCount(docs)
+	if got := c.Output(t, j.ID); got != want {
+		t.Fatalf("wordcount %s: the output differs from the sequential count (%d against %d bytes)", what, len(got), len(want))
+	}
+	var size int64
+	for _, d := range docs {
+		size += int64(len(d.Data))
+	}
+	if j.Counters.InputBytes != size || j.Tasks.Done != 15 {
+		t.Fatalf("wordcount %s: counted %d input bytes of %d and %d tasks of 15: a task counted twice or lost", what, j.Counters.InputBytes, size, j.Tasks.Done)
+	}
+	return want
 }

@@ -25,7 +25,7 @@ func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser
 	// caller runs the kind's map between reads, for as long as it takes.
 	ctx, cancel := context.WithTimeout(ctx, blockReadTimeout)
 	defer cancel()
-	b, err := s.Blocks.GetBytes(ctx, blockName(f.Dataset, f.File, f.Upload, i))
+	b, err := s.readBlock(ctx, blockName(f.Dataset, f.File, f.Upload, i))
 	if err != nil {
 		err = fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
 		if !errors.Is(err, store.ErrNotFound) {
@@ -38,6 +38,34 @@ func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser
 
 // blockReadTimeout bounds the read of one block (at most BlockSize bytes).
 const blockReadTimeout = 30 * time.Second
+
+// blockAttemptTimeout bounds one attempt at reading a block. An object is
+// read through a consumer that the stream's leader of the moment holds: a
+// leader that stops answering without going away (its server paused by a
+// stalled VM, a debugger, swapping) holds the read until its deadline,
+// though the other servers elect a new leader within seconds. A second
+// attempt reads from the new one: the task waits about this long, not the
+// whole blockReadTimeout (a word count with one of three servers paused
+// took 34 s with one attempt; see TestPausedServer).
+var blockAttemptTimeout = 8 * time.Second
+
+// readBlock reads the stored block name in attempts of blockAttemptTimeout
+// until ctx ends; a block that does not exist is not tried again.
+func (s *Store) readBlock(ctx context.Context, name string) ([]byte, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, blockAttemptTimeout)
+		b, err := s.Blocks.GetBytes(actx, name)
+		cancel()
+		if err == nil || errors.Is(err, store.ErrNotFound) || ctx.Err() != nil {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
 
 // ReadSplit calls fn with every line that starts in one of the pieces, in
 // order; a line that starts in a piece is read to its end even past it. It

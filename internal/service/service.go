@@ -261,11 +261,38 @@ func (s *Service) Job(ctx context.Context, id string) (client.Job, error) {
 	if res, ok := s.cfg.View.Get(id); ok {
 		return res, nil
 	}
-	j, _, err := s.cfg.Coordinator.Get(ctx, id)
+	var j *job.Job
+	err := readAgain(ctx, func() (err error) {
+		j, _, err = s.cfg.Coordinator.Get(ctx, id)
+		return err
+	})
 	if err != nil {
 		return client.Job{}, err
 	}
 	return s.cfg.View.Resource(j), nil
+}
+
+// readWithin is how long a read the caller waits for is tried again while
+// the store answers that it is unavailable: a moment a stream is between
+// leaders, or the first second of a server continued after a pause.
+const readWithin = 2 * time.Second
+
+// readAgain calls read, and again every 100 ms while it fails with the
+// store unavailable, for readWithin at most. A read changes nothing: trying
+// it again is safe.
+func readAgain(ctx context.Context, read func() error) error {
+	deadline := time.Now().Add(readWithin)
+	for {
+		err := read()
+		if job.ErrorCode(err) != job.EUnavailable || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Resource is the API's representation of j.
@@ -274,7 +301,11 @@ func (s *Service) Resource(j *job.Job) client.Job { return s.cfg.View.Resource(j
 // Tasks returns every finished attempt of job id's tasks, by partition
 // then attempt.
 func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, error) {
-	rs, err := s.cfg.Coordinator.Tasks(ctx, id)
+	var rs []job.TaskResult
+	err := readAgain(ctx, func() (err error) {
+		rs, err = s.cfg.Coordinator.Tasks(ctx, id)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -202,3 +202,31 @@ func TestBatchIsValidatedFirstAndStoredWhole(t *testing.T) {
 		t.Fatalf("a batch of 1001: %v", err)
 	}
 }
+
+// A read the caller waits for is made again while the store says it is
+// unavailable (a leader election, a server continued after a pause), for
+// a moment; any other answer is returned at once.
+func TestReadAgainWhileTheStoreIsUnavailable(t *testing.T) {
+	ctx := context.Background()
+	calls := 0
+	err := readAgain(ctx, func() error {
+		if calls++; calls < 3 {
+			return job.Errorf(job.EUnavailable, "the job store is not answering")
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("%v after %d calls; want success at the third", err, calls)
+	}
+	calls = 0
+	err = readAgain(ctx, func() error { calls++; return job.Errorf(job.ENotFound, "no such job") })
+	if job.ErrorCode(err) != job.ENotFound || calls != 1 {
+		t.Fatalf("%v after %d calls; want not found at once", err, calls)
+	}
+	calls = 0
+	start := time.Now()
+	err = readAgain(ctx, func() error { calls++; return job.Errorf(job.EUnavailable, "down") })
+	if job.ErrorCode(err) != job.EUnavailable || calls < 5 || time.Since(start) < readWithin {
+		t.Fatalf("%v after %d calls in %s; want unavailable after trying for %s", err, calls, time.Since(start), readWithin)
+	}
+}
