@@ -77,7 +77,7 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	if !runAt.IsZero() && time.Until(runAt) > maxDelay {
 		return job.Spec{}, job.Errorf(job.EInvalid, "run_at is %s away; at most %s", time.Until(runAt).Round(time.Hour), maxDelay)
 	}
-	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority, Fingerprint: req.fingerprint()}, nil
+	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority}, nil
 }
 
 // fingerprint sums the request as the client wrote it (a delay, not the
@@ -125,6 +125,9 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if spec.IdempotencyKey != "" {
+		spec.Fingerprint = req.fingerprint()
+	}
 	j, err := s.submit(r, spec)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -169,6 +172,11 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if key != "" {
+		for i := range specs {
+			specs[i].Fingerprint = req.Jobs[i].fingerprint()
+		}
 	}
 	jobs, err := s.cfg.Service.SubmitBatch(r.Context(), specs, key, func() error { return s.allow(r) })
 	if err != nil {
