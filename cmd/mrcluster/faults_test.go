@@ -29,7 +29,8 @@ import (
 // processes, while clients submit jobs (retrying with an Idempotency-Key,
 // as told), faults come one after another: a server SIGKILLed and started
 // again, a worker process SIGKILLed and started again, a worker process
-// paused (SIGSTOP) past its lease and continued, and (as root) the disk of
+// paused (SIGSTOP) past its lease and continued, a server paused past its
+// leases and a leader election and continued, and (as root) the disk of
 // one server filled and freed. Then every acknowledged job must have ended
 // correctly, no task may have run twice without a recorded reason (a lost
 // worker, a failure, a store interruption, a backup copy), and nothing may
@@ -211,7 +212,7 @@ func TestChaos(t *testing.T) {
 	var faults []string
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(2000+mrand.IntN(2000)) * time.Millisecond)
-		switch f := mrand.IntN(4); {
+		switch f := mrand.IntN(5); {
 		case f == 0:
 			i := mrand.IntN(3)
 			n := nodes[i]
@@ -233,6 +234,18 @@ func TestChaos(t *testing.T) {
 			faults = append(faults, fmt.Sprintf("worker w%d paused 5 s", i+1))
 			time.Sleep(5 * time.Second) // past its 2 s lease
 			_ = workers[i].cmd.Process.Signal(syscall.SIGCONT)
+		case f == 4:
+			// Paused, not dead: its connections stay open, and its
+			// clients wait on it until their own timeout.
+			i := mrand.IntN(3)
+			n := nodes[i]
+			n.mu.Lock()
+			p := n.proc
+			n.mu.Unlock()
+			_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+			faults = append(faults, fmt.Sprintf("server %d paused 8 s", i))
+			time.Sleep(8 * time.Second) // past its leases, and an election
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
 		case diskFull:
 			faults = append(faults, "server 0's disk filled for 3 s")
 			fill := filepath.Join(dirs[0], "filler")
