@@ -16,11 +16,15 @@ import (
 // stream leader whose server is paused does; later ones read the store.
 type stalling struct {
 	*memstore.Blobs
-	stalls int32
-	calls  atomic.Int32
+	stalls  int32
+	calls   atomic.Int32
+	budgets []time.Duration // each call's time to its deadline
 }
 
 func (s *stalling) GetBytes(ctx context.Context, name string) ([]byte, error) {
+	if d, ok := ctx.Deadline(); ok {
+		s.budgets = append(s.budgets, time.Until(d))
+	}
 	if s.calls.Add(1) <= s.stalls {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -29,7 +33,8 @@ func (s *stalling) GetBytes(ctx context.Context, name string) ([]byte, error) {
 }
 
 // A read held by a replica that stopped answering is given up after one
-// attempt's deadline and made again; a block that is not there is not.
+// attempt's deadline and made again, with twice the time; a block that is
+// not there is not read again.
 func TestBlockReadTriesAgainAfterAStall(t *testing.T) {
 	defer func(d time.Duration) { blockAttemptTimeout = d }(blockAttemptTimeout)
 	blockAttemptTimeout = 50 * time.Millisecond
@@ -43,6 +48,9 @@ func TestBlockReadTriesAgainAfterAStall(t *testing.T) {
 	got, err := s.readBlock(ctx, "b")
 	if err != nil || string(got) != "the block" || blobs.calls.Load() != 3 {
 		t.Fatalf("read %q, %v in %d attempts; want the block in 3 (two stalled)", got, err, blobs.calls.Load())
+	}
+	if b := blobs.budgets; len(b) != 3 || b[1] < 3*b[0]/2 || b[2] < 3*b[1]/2 {
+		t.Fatalf("the attempts had %v; want each about twice the one before", b)
 	}
 	blobs.calls.Store(0)
 	blobs.stalls = 0

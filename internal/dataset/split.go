@@ -39,21 +39,23 @@ func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser
 // blockReadTimeout bounds the read of one block (at most BlockSize bytes).
 const blockReadTimeout = 30 * time.Second
 
-// blockAttemptTimeout bounds one attempt at reading a block. An object is
-// read through a consumer that the stream's leader of the moment holds: a
-// leader that stops answering without going away (its server paused by a
-// stalled VM, a debugger, swapping) holds the read until its deadline,
-// though the other servers elect a new leader within seconds. A second
-// attempt reads from the new one: the task waits about this long, not the
-// whole blockReadTimeout (a word count with one of three servers paused
-// took 34 s with one attempt; see TestPausedServer).
+// blockAttemptTimeout bounds the first attempt at reading a block. An
+// object is read through a consumer that the stream's leader of the moment
+// holds: a leader that stops answering without going away (its server
+// paused by a stalled VM, a debugger, swapping) holds the read until its
+// deadline, though the other servers elect a new leader within seconds. A
+// second attempt reads from the new one: the task waits about this long,
+// not the whole blockReadTimeout (a word count with one of three servers
+// paused took 34 s with one attempt; see TestPausedServer). Each attempt
+// has twice the time of the one before, so that a slow link still gets
+// most of blockReadTimeout for one read.
 var blockAttemptTimeout = 8 * time.Second
 
-// readBlock reads the stored block name in attempts of blockAttemptTimeout
-// until ctx ends; a block that does not exist is not tried again.
+// readBlock reads the stored block name in attempts until ctx ends; a
+// block that does not exist is not tried again.
 func (s *Store) readBlock(ctx context.Context, name string) ([]byte, error) {
-	for {
-		actx, cancel := context.WithTimeout(ctx, blockAttemptTimeout)
+	for wait := blockAttemptTimeout; ; wait *= 2 {
+		actx, cancel := context.WithTimeout(ctx, wait)
 		b, err := s.Blocks.GetBytes(actx, name)
 		cancel()
 		if err == nil || errors.Is(err, store.ErrNotFound) || ctx.Err() != nil {
