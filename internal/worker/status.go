@@ -31,18 +31,30 @@ func (r *reporter) set(i int, fn func(*job.WorkerStatus)) {
 }
 
 // run writes statuses until ctx ends, then deletes them: a worker that stops
-// cleanly leaves at once instead of at the end of its TTL.
+// cleanly leaves at once instead of at the end of its TTL. onErr hears of a
+// failed write at most once a heartbeat.
 func (r *reporter) run(ctx context.Context, onErr func(error)) {
 	tick := time.NewTicker(r.interval)
 	defer tick.Stop()
-	lastBeat := time.Time{}
+	var lastBeat, lastErr time.Time
 	for {
 		now := time.Now()
 		all := now.Sub(lastBeat) >= r.heartbeat
 		if all {
 			lastBeat = now
 		}
-		r.flush(ctx, all, now, onErr)
+		if err := r.flush(ctx, all, now); err != nil {
+			// What the store did not take (a leader being elected) is
+			// written whole within retryBeat, not at the next heartbeat:
+			// a write that waited out its deadline and a whole heartbeat
+			// after it came close to the TTL, and workers that were alive
+			// were forgotten.
+			lastBeat = now.Add(min(retryBeat, r.heartbeat) - r.heartbeat)
+			if now.Sub(lastErr) >= r.heartbeat {
+				lastErr = now
+				onErr(err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -56,13 +68,18 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 	}
 }
 
+// retryBeat is how soon statuses are written again after a failed write.
+const retryBeat = time.Second
+
 func (r *reporter) snapshot() []job.WorkerStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]job.WorkerStatus(nil), r.status...)
 }
 
-func (r *reporter) flush(ctx context.Context, all bool, now time.Time, onErr func(error)) {
+// flush writes the statuses changed since the last flush, or all of them;
+// it stops at the first write that fails.
+func (r *reporter) flush(ctx context.Context, all bool, now time.Time) error {
 	r.mu.Lock()
 	var out []job.WorkerStatus
 	for i := range r.status {
@@ -76,8 +93,8 @@ func (r *reporter) flush(ctx context.Context, all bool, now time.Time, onErr fun
 	for _, s := range out {
 		data, _ := json.Marshal(s)
 		if _, err := r.kv.Put(ctx, s.Key, data); err != nil && ctx.Err() == nil {
-			onErr(err)
-			return
+			return err
 		}
 	}
+	return nil
 }

@@ -167,9 +167,8 @@ func (p *Pool) Start(ctx context.Context) error {
 	// started is seen with all its workers.
 	// Retried for a while: a server that just rejoined its cluster may
 	// find the bucket's leader being elected.
-	ferr := store.Retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
-		p.rep.flush(ctx, true, time.Now(), func(e error) { err = e })
-		return err
+	ferr := store.Retry(ctx, 30*time.Second, func(ctx context.Context) error {
+		return p.rep.flush(ctx, true, time.Now())
 	})
 	if ferr != nil {
 		p.unsubscribe()
@@ -662,9 +661,9 @@ func (p *Pool) Stop(ctx context.Context) error {
 	for i := range p.cfg.Concurrency {
 		p.rep.set(i, func(s *job.WorkerStatus) { s.Stopping = true })
 	}
-	p.rep.flush(ctx, false, time.Now(), func(err error) {
+	if err := p.rep.flush(ctx, false, time.Now()); err != nil {
 		p.log.Warn("could not report that the workers are stopping", "err", err)
-	})
+	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
