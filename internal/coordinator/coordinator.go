@@ -52,7 +52,10 @@ type Config struct {
 	// State, when set, tells the state of a job as the read model last
 	// saw it (ok false: it does not know the job): a start notice of a job
 	// it knows has left the queued state costs no read of the record.
-	State       func(id string) (s job.State, ok bool)
+	State func(id string) (s job.State, ok bool)
+	// Deleted, when set, reports whether the read model saw job id
+	// deleted: its late results are dropped at once.
+	Deleted     func(id string) bool
 	BackupAfter time.Duration
 	// Unqueued returns the unfinished jobs not marked enqueued; with it,
 	// the coordinator queues the tasks of those that stay so, unchanged,
@@ -1263,7 +1266,12 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 	}
 	switch {
 	case job.ErrorCode(err) == job.ENotFound:
-		if t, ok := job.IDTime(id); ok && time.Since(t) < orphanAge {
+		// A job deleted (by a user or its retention) is not on its way:
+		// its late results (a redelivery, a backup's) would otherwise be
+		// delivered again and again for the rest of the minute, and hold
+		// back the purge of the shared results messages.
+		deleted := c.cfg.Deleted != nil && c.cfg.Deleted(id)
+		if t, ok := job.IDTime(id); ok && time.Since(t) < orphanAge && !deleted {
 			// A submit stores the tasks before the record: the
 			// record is on its way, or its submit is being withdrawn.
 			c.log.Debug("results of a job whose record is not stored yet; waiting for it", "job", id)

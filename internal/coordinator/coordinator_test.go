@@ -374,6 +374,35 @@ func TestResultsOfAnUnknownJob(t *testing.T) {
 	}
 }
 
+// Results of a young job the read model saw deleted are dropped at once,
+// not held for the minute a record on its way may take.
+func TestResultsOfADeletedJobAreDropped(t *testing.T) {
+	f := newFixture(t)
+	deleted := job.NewID("noop", time.Now())
+	c := New(Config{Store: f.store, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxAttempts: 2,
+		Logger: slog.New(slog.DiscardHandler), Deleted: func(id string) bool { return id == deleted }})
+	if err := c.Start(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	_ = f.c.Stop(f.ctx) // only the coordinator that knows of the deletion applies results
+	f.report(job.TaskResult{Job: deleted, Attempt: 1, Value: 1})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := f.store.Results.Info(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Waiting == 0 && info.Leased == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("results: %+v; want the deleted job's dropped", info)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // failingKV fails the failAt-th create, as a store that fills up would.
 type failingKV struct {
 	store.KV

@@ -109,6 +109,15 @@ func (v *View) State(id string) (job.State, bool) {
 	return en.state, true
 }
 
+// Deleted reports whether the view saw job id deleted (and still
+// remembers it).
+func (v *View) Deleted(id string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	en, ok := v.byID[id]
+	return ok && en.gone
+}
+
 // List returns up to limit jobs, newest first, in the given state (any when
 // empty), starting after the job with id cursor (from the start when empty).
 // next is the cursor of the following page, empty on the last. The records
