@@ -289,13 +289,15 @@ func readSpecs(r io.Reader) ([]fileSpec, error) {
 	}
 	var out []fileSpec
 	d := json.NewDecoder(bytes.NewReader(data))
+	line, counted := 1, int64(0) // lines are counted once, not from the start at each value
 	for {
 		// The line where the next value starts: past the spaces.
 		off := d.InputOffset()
 		for off < int64(len(data)) && strings.ContainsRune(" \t\r\n", rune(data[off])) {
 			off++
 		}
-		line := 1 + bytes.Count(data[:off], []byte("\n"))
+		line += bytes.Count(data[counted:off], []byte("\n"))
+		counted = off
 		var raw json.RawMessage
 		if err := d.Decode(&raw); err == io.EOF {
 			break

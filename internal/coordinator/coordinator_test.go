@@ -40,9 +40,13 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) coordinator() *Coordinator {
-	c := New(Config{Store: f.store, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxAttempts: 2,
-		Logger: slog.New(slog.DiscardHandler)})
+func (f *fixture) coordinator(tweaks ...func(*Config)) *Coordinator {
+	cfg := Config{Store: f.store, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxAttempts: 2,
+		Logger: slog.New(slog.DiscardHandler)}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	c := New(cfg)
 	if err := c.Start(f.ctx); err != nil {
 		f.t.Fatal(err)
 	}
@@ -351,20 +355,9 @@ func TestResultsOfAnUnknownJob(t *testing.T) {
 	f.report(job.TaskResult{Job: old, Attempt: 1, Value: 1})
 	f.report(job.TaskResult{Job: young, Attempt: 1, Value: 5})
 	// The old job's result is dropped; the young one's comes back.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := f.store.Results.Info(f.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.Waiting == 0 && info.Leased == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("results: %+v; want the old job's dropped and the young one's held", info)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	f.awaitResults("the old job's dropped and the young one's held", func(info store.StreamInfo) bool {
+		return info.Waiting == 0 && info.Leased == 1
+	})
 	if _, err := f.store.Jobs.Create(f.ctx, job.New(young, job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())); err != nil {
 		t.Fatal(err)
 	}
@@ -379,25 +372,30 @@ func TestResultsOfAnUnknownJob(t *testing.T) {
 func TestResultsOfADeletedJobAreDropped(t *testing.T) {
 	f := newFixture(t)
 	deleted := job.NewID("noop", time.Now())
-	c := New(Config{Store: f.store, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxAttempts: 2,
-		Logger: slog.New(slog.DiscardHandler), Deleted: func(id string) bool { return id == deleted }})
-	if err := c.Start(f.ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	f.coordinator(func(c *Config) { c.Deleted = func(id string) bool { return id == deleted } })
 	_ = f.c.Stop(f.ctx) // only the coordinator that knows of the deletion applies results
 	f.report(job.TaskResult{Job: deleted, Attempt: 1, Value: 1})
+	f.awaitResults("the deleted job's dropped", func(info store.StreamInfo) bool {
+		return info.Waiting == 0 && info.Leased == 0
+	})
+}
+
+// awaitResults returns once the results stream's counts satisfy ok, looking
+// every 10 ms (the memory store tells no one of its counts); it fails the
+// test after 10 s, saying it wanted what.
+func (f *fixture) awaitResults(what string, ok func(store.StreamInfo) bool) {
+	f.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		info, err := f.store.Results.Info(f.ctx)
 		if err != nil {
-			t.Fatal(err)
+			f.t.Fatal(err)
 		}
-		if info.Waiting == 0 && info.Leased == 0 {
-			break
+		if ok(info) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("results: %+v; want the deleted job's dropped", info)
+			f.t.Fatalf("results: %+v; want %s", info, what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
