@@ -91,7 +91,16 @@ type Config struct {
 	// are still stored (a server stopped before it purged them): this
 	// one purges them ForgetAfter later.
 	Markers func() []string
+	// CachedRecords bounds the records of unfinished jobs the coordinator
+	// keeps between their writes (0: DefaultCachedRecords). A record not
+	// kept is read from the store when its job next changes.
+	CachedRecords int
 }
+
+// DefaultCachedRecords is how many unfinished jobs' records a coordinator
+// keeps by default: each is about 900 bytes, and a backlog of a million
+// one-task jobs would otherwise hold them all.
+const DefaultCachedRecords = 20_000
 
 // DefaultForgetAfter is how long a deleted job's marker stays by default:
 // a read model that falls further behind than that keeps the job until it
@@ -116,9 +125,12 @@ type Coordinator struct {
 	log *slog.Logger
 
 	mu    sync.Mutex
-	cache map[string]entry     // last record this server wrote or read, by job id
-	stubs []string             // the finished jobs in cache, oldest first: at most maxStubs
-	durs  map[string]durations // run times of finished tasks, by job, for backups
+	cache map[string]entry // last record this server wrote or read, by job id
+	stubs []string         // the finished jobs in cache, oldest first: at most maxStubs
+	// records counts the unfinished jobs' records in cache: at most
+	// cfg.CachedRecords.
+	records int
+	durs    map[string]durations // run times of finished tasks, by job, for backups
 	// submitting holds the jobs this server is submitting, each with a
 	// channel closed when its submit ends: their tasks are queued before
 	// their record is stored, and their first results wait for it here.
@@ -1510,8 +1522,12 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		// Keep only what tells a late result or notice to go away, for
 		// the newest finished jobs: a result of an older one reads its
 		// record from the store.
-		if old, ok := c.cache[j.ID]; ok && old.stub && old.job.Epoch >= j.Epoch {
+		old, ok := c.cache[j.ID]
+		if ok && old.stub && old.job.Epoch >= j.Epoch {
 			return
+		}
+		if ok && !old.stub {
+			c.records--
 		}
 		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State, Epoch: j.Epoch}, stub: true}
 		mapx.Note(c.cache, &c.cacheHigh)
@@ -1525,11 +1541,39 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		}
 		return
 	}
-	if old, ok := c.cache[j.ID]; ok && (old.stub && old.job.Epoch >= j.Epoch || !old.stub && old.rev > rev) {
+	old, ok := c.cache[j.ID]
+	if ok && (old.stub && old.job.Epoch >= j.Epoch || !old.stub && old.rev > rev) {
 		return // a newer write of another goroutine is already cached
+	}
+	if !ok || old.stub {
+		if c.records >= c.cachedRecords() {
+			c.evictRecord()
+		}
+		c.records++
 	}
 	c.cache[j.ID] = entry{job: j, rev: rev}
 	mapx.Note(c.cache, &c.cacheHigh)
+}
+
+// evictRecord drops one unfinished job's record from the cache, the first
+// the map's random order gives: its job's next change reads it from the
+// store. Records go stale too: a job this server submitted may change and
+// finish on others. c.mu must be held.
+func (c *Coordinator) evictRecord() {
+	for id, e := range c.cache {
+		if !e.stub {
+			delete(c.cache, id)
+			c.records--
+			return
+		}
+	}
+}
+
+func (c *Coordinator) cachedRecords() int {
+	if c.cfg.CachedRecords > 0 {
+		return c.cfg.CachedRecords
+	}
+	return DefaultCachedRecords
 }
 
 // shrink copies small the maps that a burst of jobs grew and that now
@@ -1558,6 +1602,9 @@ func (c *Coordinator) finished(id string, epoch int) bool {
 func (c *Coordinator) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if e, ok := c.cache[id]; ok && !e.stub {
+		c.records--
+	}
 	delete(c.cache, id)
 }
 

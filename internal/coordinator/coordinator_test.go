@@ -693,3 +693,57 @@ func TestStartNoticesOfFinishedJobsReadNothing(t *testing.T) {
 		t.Fatalf("%d reads for a notice of a job the read model does not know; want its record read", n)
 	}
 }
+
+// cachedRecords counts the unfinished jobs' records in the cache, as
+// found, and as counted.
+func (c *Coordinator) cachedRecordsNow() (found, counted int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.cache {
+		if !e.stub {
+			found++
+		}
+	}
+	return found, c.records
+}
+
+// A backlog larger than the coordinator's cache of records is not all
+// held in memory: the records past the bound are read from the store when
+// their jobs change, and every job still ends right.
+func TestBacklogLargerThanTheCacheOfRecords(t *testing.T) {
+	f := newFixture(t)
+	kv := &countingKV{KV: f.store.Jobs.KV}
+	f.store.Jobs.KV = kv
+	if err := f.c.Stop(f.ctx); err != nil { // c alone applies the results
+		t.Fatal(err)
+	}
+	c := f.coordinator(func(cfg *Config) { cfg.CachedRecords = 3 })
+	const n = 12
+	var ids []string
+	for range n {
+		j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	if found, counted := c.cachedRecordsNow(); found != 3 || counted != 3 {
+		t.Fatalf("%d records cached (counted %d) after %d submits; want the bound, 3", found, counted, n)
+	}
+	before := kv.gets.Load()
+	tasks := f.take(2 * n)
+	for _, task := range tasks {
+		f.report(result(task, 1))
+	}
+	for _, id := range ids {
+		if j := f.await(id, func(j *job.Job) bool { return j.State.Terminal() }); j.State != job.Succeeded || j.Result.Sum != 2 {
+			t.Fatalf("job %s: %s, result %+v", id, j.State, j.Result)
+		}
+	}
+	if reads := kv.gets.Load() - before; reads < n-3 {
+		t.Fatalf("%d reads of records while %d jobs not cached finished; want one at least for each", reads, n-3)
+	}
+	if found, counted := c.cachedRecordsNow(); found != 0 || counted != 0 {
+		t.Fatalf("%d records cached (counted %d) once every job finished; want none", found, counted)
+	}
+}
