@@ -33,6 +33,9 @@ type Trimmer struct {
 	samples []metrics.Sample
 	allocs  []uint64 // bytes allocated until each of the last Window looks, oldest first
 	floor   uint64   // memory held right after the last trim
+	// looks counts the looks; trimmed is the look of the last trim, wait
+	// the looks after it during which the floor holds (see Look).
+	looks, trimmed, wait int
 }
 
 const (
@@ -61,8 +64,10 @@ func (t *Trimmer) held() uint64 { return t.samples[2].Value.Uint64() - t.samples
 // Window looks it allocated at most an eighth of its live heap or 16 MiB,
 // whichever is more, and at most 64 MiB, so the memory will not be asked
 // for again at once; and it holds at least 64 MiB more than its live heap
-// and than right after its last trim. It returns how many bytes it handed
-// back; 0 if it did not look.
+// and, for Window looks after its last trim (twice as many after each
+// trim that the wait alone allowed and that handed back less than 64 MiB,
+// up to 5 minutes), than right after that trim. It returns how many bytes it handed back; 0 if it did
+// not look.
 //
 // The live heap is that of the last collection, which in a process gone
 // quiet after a peak (a restart's read of the store) is the peak's: the
@@ -79,7 +84,16 @@ func (t *Trimmer) Look() uint64 {
 	}
 	t.allocs = append(t.allocs, allocs)
 	since := allocs - t.allocs[0]
-	if !full || since > max(live/8, 16<<20) || since > minFree || held < live+minFree || held < t.floor+minFree {
+	t.looks++
+	// Right after a trim, the floor keeps a process that holds more than
+	// its live heap for good (pages shared by live and dead objects) from
+	// collecting at every look. For a while only: what a process lets go
+	// after a trim without allocating (JetStream frees the caches of the
+	// blocks it read 10 s after their last read) is found only by another
+	// collection. The wait doubles while trims hand back little.
+	again := held < t.floor+minFree // only the wait allows this trim
+	floored := again && t.looks-t.trimmed < t.wait
+	if !full || since > max(live/8, 16<<20) || since > minFree || held < live+minFree || floored {
 		return 0
 	}
 	// Two collections: what sync.Pools hold (JetStream pools its block
@@ -89,8 +103,19 @@ func (t *Trimmer) Look() uint64 {
 	metrics.Read(t.samples)
 	t.allocs = append(t.allocs[:0], t.samples[1].Value.Uint64())
 	t.floor = t.held()
-	return held - min(held, t.floor)
+	freed := held - min(held, t.floor)
+	t.trimmed = t.looks
+	if again && freed < minFree {
+		t.wait = min(2*t.wait, maxWait)
+	} else {
+		t.wait = Window
+	}
+	return freed
 }
+
+// maxWait bounds, in looks, the wait after a trim that handed back little
+// (5 min).
+const maxWait = 150
 
 // Run looks every Every until ctx ends, and says what it handed back at
 // debug level.

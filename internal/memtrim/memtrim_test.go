@@ -2,6 +2,7 @@ package memtrim
 
 import (
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 )
@@ -58,6 +59,11 @@ func TestQuietProcessHandsMemoryBack(t *testing.T) {
 // hands it back. (A rule on free pages alone left a restarted server at
 // 600 MiB with 80 MiB live.)
 func TestQuietProcessAfterAPeakHandsMemoryBack(t *testing.T) {
+	// The collector may start before the heap reaches its goal (at 70 %
+	// of the way from the live heap, on a loaded machine): with the
+	// default goal, the 96 MiB below were sometimes collected, and the
+	// case was not set up.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	tr := New()
 	for range 128 {
 		sink = append(sink, make([]byte, 1<<20))
@@ -84,5 +90,67 @@ func TestQuietProcessAfterAPeakHandsMemoryBack(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	if after := ms.HeapSys - ms.HeapReleased; after > before/2 {
 		t.Fatalf("the heap holds %d MiB after the trim, %d before", after>>20, before>>20)
+	}
+}
+
+// What a process lets go after a trim, without allocating, goes back at a
+// later look; a process whose pages stay half used does not collect at
+// every look meanwhile, and waits longer after each trim that handed back
+// little.
+func TestMemoryLetGoAfterATrimGoesBackLater(t *testing.T) {
+	defer runtime.GC() // what this test let go is not live for the next
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	// 256 MiB of 2 KiB objects, one in four kept: each 8 KiB page holds
+	// a live object, and none can be handed back. No collection while
+	// they are made: new objects would fill the places of dead ones.
+	debug.SetGCPercent(-1)
+	var keep [][]byte
+	for i := range 128 << 10 {
+		b := make([]byte, 2<<10)
+		if i%4 == 0 {
+			keep = append(keep, b)
+		}
+	}
+	debug.SetGCPercent(400)
+	runtime.GC()
+	tr := New()
+	for range Window {
+		if tr.Look() != 0 {
+			t.Fatal("trimmed before a whole window of looks")
+		}
+	}
+	if got := tr.Look(); got >= minFree {
+		t.Fatalf("handed back %d MiB of pages that each hold a live object", got>>20)
+	}
+	if tr.trimmed != tr.looks {
+		t.Fatal("a quiet process holding twice its live heap did not collect")
+	}
+	// It waits, collects again once the wait is over, and waits twice as
+	// long after that trim, which the wait alone allowed, handed back
+	// little.
+	for _, wait := range []int{Window, 2 * Window} {
+		if tr.wait != wait {
+			t.Fatalf("waits %d looks after a trim that handed back little; want %d", tr.wait, wait)
+		}
+		for range wait - 1 {
+			tr.Look()
+			if tr.trimmed == tr.looks {
+				t.Fatal("collected again during the wait")
+			}
+		}
+		if got := tr.Look(); got >= minFree || tr.trimmed != tr.looks {
+			t.Fatalf("at the end of the wait: handed back %d MiB, collected %v; want a collection that hands back little", got>>20, tr.trimmed == tr.looks)
+		}
+	}
+	for range 4*Window - 1 {
+		tr.Look()
+	}
+	runtime.KeepAlive(keep)
+	keep = nil // let go, with no allocation to start a collection
+	if got := tr.Look(); got < minFree {
+		t.Fatalf("once the wait was over, handed back %d MiB once its 64 MiB live were let go", got>>20)
+	}
+	if tr.wait != Window {
+		t.Fatalf("waits %d looks after a trim that handed back much; want %d", tr.wait, Window)
 	}
 }
