@@ -88,6 +88,9 @@ type View struct {
 	// small (mapx): a burst of jobs grows them, maps do not shrink.
 	byIDHigh, activeHigh, unqueuedHigh int
 
+	// slab holds the entries and their ids, packed (slab.go).
+	slab slab
+
 	workers map[string]worker
 	changed chan struct{}
 	waiters map[string][]waiter // by job id (AwaitEpoch)
@@ -451,8 +454,8 @@ func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
 	}
 	en := v.byID[j.ID]
 	if en == nil {
-		en = &entry{id: j.ID, created: j.CreatedAt.UnixNano()}
-		v.byID[j.ID] = en
+		en = v.slab.entry(j.ID, j.CreatedAt.UnixNano())
+		v.byID[en.id] = en
 		mapx.Note(v.byID, &v.byIDHigh)
 		v.insert(en)
 	} else {
@@ -464,7 +467,7 @@ func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
 		v.leave(j.ID)
 	}
 	wasInOrder := inQueueOrder(en)
-	en.state, en.j = j.State, j
+	en.state, en.j = canonical(j.State), j
 	v.noteOrder(en, wasInOrder)
 	v.counts[j.State]++
 	if j.State == job.Scheduled && j.RunAt != nil {
