@@ -77,6 +77,9 @@ type Config struct {
 	SubmitBurst int
 	// MaxQueuedTasks bounds the tasks waiting in the cluster (0: none).
 	MaxQueuedTasks int
+	// MaxUnfinishedJobs bounds the jobs not finished in the cluster (0:
+	// none): every server holds each one's record in memory.
+	MaxUnfinishedJobs int
 	// MaxAttempts is how many times a task may run before its failure
 	// fails its job; RetryBackoff the wait before the second attempt,
 	// doubling after each.
@@ -206,17 +209,21 @@ func DefaultConfig() Config {
 		SubmitRate:      100,
 		SubmitBurst:     200,
 		MaxQueuedTasks:  1_000_000,
-		MaxAttempts:     3,
-		RetryBackoff:    time.Second,
-		MaxFileSize:     8 << 30,
-		SortBuffer:      mr.DefaultSortBuffer,
-		MemoryLimit:     memtrim.DefaultLimit,
-		BackupAfter:     time.Second,
-		Retention:       7 * 24 * time.Hour,
-		RecentJobs:      view.DefaultRecent,
-		WasmMemory:      256 << 20,
-		MaxKindSize:     64 << 20,
-		ClusterWait:     2 * time.Minute,
+		// Each unfinished job costs a server 4 to 6 KB at the peak of a
+		// burst (its record in the read model and the coordinator's
+		// cache, JetStream's buffers): about 1.5 GB at the bound.
+		MaxUnfinishedJobs: 250_000,
+		MaxAttempts:       3,
+		RetryBackoff:      time.Second,
+		MaxFileSize:       8 << 30,
+		SortBuffer:        mr.DefaultSortBuffer,
+		MemoryLimit:       memtrim.DefaultLimit,
+		BackupAfter:       time.Second,
+		Retention:         7 * 24 * time.Hour,
+		RecentJobs:        view.DefaultRecent,
+		WasmMemory:        256 << 20,
+		MaxKindSize:       64 << 20,
+		ClusterWait:       2 * time.Minute,
 	}
 }
 
@@ -249,8 +256,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--%s must be 1 or more, got %d", flags.RecentJobs, c.RecentJobs)
 	case c.Retention < 0:
 		return fmt.Errorf("--%s must be 0 (keep jobs for ever) or more, got %s", flags.Retention, c.Retention)
-	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0:
-		return fmt.Errorf("--%s and --%s must be 0 (no limit) or more", flags.SubmitRate, flags.MaxQueuedTasks)
+	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0 || c.MaxUnfinishedJobs < 0:
+		return fmt.Errorf("--%s, --%s and --%s must be 0 (no limit) or more", flags.SubmitRate, flags.MaxQueuedTasks, flags.MaxUnfinishedJobs)
 	}
 	return nil
 }
@@ -423,7 +430,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
-		MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
+		MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxUnfinishedJobs: cfg.MaxUnfinishedJobs, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
 		Schedules: s.schedules,
 	})
 	s.schedules.SetSubmit(func(ctx context.Context, spec job.Spec) (*job.Job, error) { return svc.Submit(ctx, spec, nil) })

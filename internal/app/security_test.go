@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -119,6 +120,27 @@ func TestMaxQueuedTasks(t *testing.T) {
 	}
 	if got := b.job(t, first.ID); got.State != client.Queued || got.Tasks.Queued != 3 {
 		t.Fatalf("the first job: %s", apitest.Describe(got))
+	}
+}
+
+func TestMaxUnfinishedJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.Workers, c.MaxUnfinishedJobs = 0, 2 })
+	b.submit(t, "noop", 1)
+	r := b.do(t, "POST", "/api/v1/jobs/batch", `{"jobs":[{"kind":"noop","partitions":1},{"kind":"noop","partitions":1}]}`)
+	if r.Status != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" || !strings.Contains(string(r.Body), "--max-unfinished-jobs") {
+		t.Fatalf("a batch over the bound of unfinished jobs: %d %v %s", r.Status, r.Header, r.Body)
+	}
+	if r := b.do(t, "POST", "/noop/1", ""); r.Status != 200 {
+		t.Fatalf("a submit that fits: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, "POST", "/noop/1", ""); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("a seed submit over the bound: %d %s", r.Status, r.Body)
+	}
+	// Nothing of the refused batch was stored.
+	var list struct{ Jobs []client.Job }
+	if r := b.do(t, "GET", "/api/v1/jobs", ""); r.Status != 200 || json.Unmarshal(r.Body, &list) != nil || len(list.Jobs) != 2 {
+		t.Fatalf("jobs listed: %d %s; want the 2 admitted", r.Status, r.Body)
 	}
 }
 

@@ -63,6 +63,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.MaxAttempts, flags.MaxAttempts, cfg.MaxAttempts, "times a task may run before its failure (an error or a panic) fails its job")
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	fs.IntVar(&cfg.MaxQueuedTasks, flags.MaxQueuedTasks, cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
+	fs.IntVar(&cfg.MaxUnfinishedJobs, flags.MaxUnfinishedJobs, cfg.MaxUnfinishedJobs, "jobs allowed unfinished (scheduled, queued or running) in the cluster, each held in every server's memory; a submit beyond gets 429 (0: no limit)")
 	fs.Var(mib{&cfg.MaxFileSize}, flags.MaxFileMB, "largest dataset file an upload may store, in MiB (0: no limit)")
 	fs.Var(mib{&cfg.SortBuffer}, "sort-buffer-mb", "memory of one map task's output before it spills to --temp-dir, in MiB")
 	fs.StringVar(&cfg.TempDir, "temp-dir", "", "directory of map spills (default: the system's temporary directory)")

@@ -21,6 +21,7 @@ const (
 	MaxAttempts        = "max-attempts"
 	SubmitRate         = "submit-rate"
 	MaxQueuedTasks     = "max-queued-tasks"
+	MaxUnfinishedJobs  = "max-unfinished-jobs"
 	MaxFileMB          = "max-file-mb"
 	Routes             = "routes"
 	ClusterListen      = "cluster-listen"

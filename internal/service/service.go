@@ -35,6 +35,9 @@ type Config struct {
 	// MaxQueuedTasks bounds the tasks waiting in the cluster: a submit
 	// that would go beyond is refused (0: no bound).
 	MaxQueuedTasks int
+	// MaxUnfinishedJobs bounds the jobs not finished in the cluster: a
+	// submit that would go beyond is refused (0: no bound).
+	MaxUnfinishedJobs int
 	// MaxFileBytes bounds one dataset file (0: no bound).
 	MaxFileBytes int64
 	// Writable, when set, says why the store cannot take writes now (a
@@ -70,7 +73,7 @@ func (s *Service) Submit(ctx context.Context, spec job.Spec, admit func() error)
 	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
 		return nil, err
 	}
-	if err := s.admit(spec.Partitions, "this job", admit); err != nil {
+	if err := s.admit(spec.Partitions, 1, "this job", admit); err != nil {
 		return nil, err
 	}
 	j, err := s.cfg.Coordinator.Submit(ctx, spec)
@@ -102,7 +105,7 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 		}
 		tasks += spec.Partitions
 	}
-	if err := s.admit(tasks, "this batch", admit); err != nil {
+	if err := s.admit(tasks, len(specs), "this batch", admit); err != nil {
 		return nil, err
 	}
 	jobs, err := s.cfg.Coordinator.SubmitBatch(ctx, specs, key)
@@ -156,7 +159,7 @@ func (s *Service) Retry(ctx context.Context, id string, admit func() error) (*jo
 	if j.ReadsData() {
 		tasks = j.Partitions
 	}
-	if err := s.admit(tasks, "this retry", admit); err != nil {
+	if err := s.admit(tasks, 1, "this retry", admit); err != nil {
 		return nil, err
 	}
 	if j, err = s.cfg.Coordinator.Retry(ctx, id); err != nil {
@@ -223,9 +226,10 @@ func (s *Service) notInUse(name, what string) error {
 	return nil
 }
 
-// admit admits a submit of tasks tasks (what names it): the store must take
-// writes, the caller's admit (when set) agree, and the queue have room.
-func (s *Service) admit(tasks int, what string, admit func() error) error {
+// admit admits a submit of jobs jobs of tasks tasks in all (what names
+// it): the store must take writes, the caller's admit (when set) agree,
+// and the queue have room.
+func (s *Service) admit(tasks, jobs int, what string, admit func() error) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
@@ -238,6 +242,12 @@ func (s *Service) admit(tasks int, what string, admit func() error) error {
 		if depth := s.cfg.View.QueueDepth(); depth+tasks > s.cfg.MaxQueuedTasks {
 			return job.Errorf(job.EBusy, "the cluster has %d tasks waiting and %s would add %d, over the limit of %d (--%s); retry when the queue drains",
 				depth, what, tasks, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
+		}
+	}
+	if s.cfg.MaxUnfinishedJobs > 0 {
+		if n := s.cfg.View.Unfinished(); n+jobs > s.cfg.MaxUnfinishedJobs {
+			return job.Errorf(job.EBusy, "the cluster has %d jobs not finished and %s would add %d, over the limit of %d (--%s); retry when some have finished",
+				n, what, jobs, s.cfg.MaxUnfinishedJobs, flags.MaxUnfinishedJobs)
 		}
 	}
 	return nil

@@ -115,6 +115,45 @@ func TestSubmitIsAdmittedAgainstTheQueueTheStoreAndTheCaller(t *testing.T) {
 	}
 }
 
+func TestSubmitIsAdmittedAgainstTheUnfinishedJobs(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxUnfinishedJobs = 3 })
+	first, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 5}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := []job.Spec{{Kind: "noop", Partitions: 1}, {Kind: "noop", Partitions: 1}, {Kind: "noop", Partitions: 1}}
+	_, err = f.svc.SubmitBatch(f.ctx, specs, "", nil)
+	if job.ErrorCode(err) != job.EBusy || !strings.Contains(err.Error(), "1 jobs not finished and this batch would add 3") || !strings.Contains(err.Error(), "--max-unfinished-jobs") {
+		t.Fatalf("a batch over the bound of unfinished jobs: %v; want busy, saying how many", err)
+	}
+	if _, err := f.svc.SubmitBatch(f.ctx, specs[:2], "", nil); err != nil {
+		t.Fatalf("a batch that fits: %v", err)
+	}
+	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}, nil); job.ErrorCode(err) != job.EBusy {
+		t.Fatalf("a submit over the bound: %v; want busy", err)
+	}
+	if _, err := f.svc.Cancel(f.ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	for v := f.svc.cfg.View; ; { // until the read model sees the cancel
+		changed := v.Changed()
+		if v.Unfinished() == 2 {
+			break
+		}
+		select {
+		case <-changed:
+		case <-f.ctx.Done():
+			t.Fatalf("the read model holds %d jobs unfinished after the cancel; want 2", v.Unfinished())
+		}
+	}
+	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}, nil); err != nil {
+		t.Fatalf("a submit once a job finished: %v", err)
+	}
+	if _, err := f.svc.Retry(f.ctx, first.ID, nil); job.ErrorCode(err) != job.EBusy {
+		t.Fatalf("a retry over the bound: %v; want busy", err)
+	}
+}
+
 func TestADatasetAnUnfinishedJobReadsCannotChange(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.MaxFileBytes = 100 })
 	text := "a b\nc\n"

@@ -214,6 +214,13 @@ func (v *View) QueueDepth() int {
 	return v.left - v.running
 }
 
+// Unfinished returns how many jobs are scheduled, queued or running.
+func (v *View) Unfinished() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.active)
+}
+
 // Counts returns how many jobs are in each state.
 func (v *View) Counts() map[job.State]int {
 	v.mu.RLock()
