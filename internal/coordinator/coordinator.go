@@ -128,7 +128,8 @@ type Coordinator struct {
 	cache map[string]entry // last record this server wrote or read, by job id
 	stubs []string         // the finished jobs in cache, oldest first: at most maxStubs
 	// records counts the unfinished jobs' records in cache: at most
-	// cfg.CachedRecords.
+	// cfg.CachedRecords. Records of jobs that finish on other servers go
+	// stale there: dropFinishedRecords drops them.
 	records int
 	durs    map[string]durations // run times of finished tasks, by job, for backups
 	// submitting holds the jobs this server is submitting, each with a
@@ -839,7 +840,45 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.wg.Go(func() { c.forgetLoop(ctx) })
 	c.wg.Go(func() { every(ctx, sharedPurgeEvery, func() { c.purgeShared(ctx) }) })
+	if c.cfg.State != nil {
+		c.wg.Go(func() { every(ctx, sweepEvery, c.dropFinishedRecords) })
+	}
 	return nil
+}
+
+// sweepEvery is how often the cache is rid of records of jobs that
+// finished on other servers.
+const sweepEvery = 10 * time.Second
+
+// dropFinishedRecords drops from the cache the records of unfinished jobs
+// that the read model has seen finish: their jobs changed on another
+// server (the one that applied their last results), which this one's
+// cache does not learn of. Their room goes to the records of jobs that
+// still run. The read model's word is enough: a record dropped by mistake
+// is read again from the store at its job's next change.
+func (c *Coordinator) dropFinishedRecords() {
+	c.mu.Lock()
+	ids := make([]string, 0, c.records)
+	for id, e := range c.cache {
+		if !e.stub {
+			ids = append(ids, id)
+		}
+	}
+	c.mu.Unlock()
+	var done []string
+	for _, id := range ids { // the read model's lock is not taken under c.mu
+		if st, ok := c.cfg.State(id); ok && st.Terminal() {
+			done = append(done, id)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range done {
+		if e, ok := c.cache[id]; ok && !e.stub {
+			delete(c.cache, id)
+			c.records--
+		}
+	}
 }
 
 // Stop stops applying results; results not applied stay in the stream.
@@ -1557,8 +1596,7 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 
 // evictRecord drops one unfinished job's record from the cache, the first
 // the map's random order gives: its job's next change reads it from the
-// store. Records go stale too: a job this server submitted may change and
-// finish on others. c.mu must be held.
+// store. c.mu must be held.
 func (c *Coordinator) evictRecord() {
 	for id, e := range c.cache {
 		if !e.stub {

@@ -747,3 +747,47 @@ func TestBacklogLargerThanTheCacheOfRecords(t *testing.T) {
 		t.Fatalf("%d records cached (counted %d) once every job finished; want none", found, counted)
 	}
 }
+
+// Records of jobs that finished on another server (which applied their
+// last results) leave this one's cache once its read model sees them
+// finished; those of jobs still unfinished stay.
+func TestRecordsOfJobsFinishedElsewhereAreDropped(t *testing.T) {
+	f := newFixture(t)
+	f.c.cfg.State = func(id string) (job.State, bool) { // the read model, here the store itself
+		j, _, err := f.store.Jobs.Get(f.ctx, id)
+		if err != nil {
+			return "", false
+		}
+		return j.State, true
+	}
+	var ids []string
+	for range 4 {
+		j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	for _, id := range ids[:3] { // finished by another server
+		j, rev, err := f.store.Jobs.Get(f.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		j.State, j.FinishedAt = job.Canceled, &now
+		if _, err := f.store.Jobs.Update(f.ctx, j, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if found, _ := f.c.cachedRecordsNow(); found != 4 {
+		t.Fatalf("%d records cached after 4 submits", found)
+	}
+	f.c.dropFinishedRecords()
+	found, counted := f.c.cachedRecordsNow()
+	f.c.mu.Lock()
+	_, kept := f.c.cache[ids[3]]
+	f.c.mu.Unlock()
+	if found != 1 || counted != 1 || !kept {
+		t.Fatalf("%d records cached (counted %d), the unfinished job's kept: %v; want only it", found, counted, kept)
+	}
+}
