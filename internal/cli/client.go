@@ -172,8 +172,8 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	sf := newSpecFlags(fs)
 	delay := fs.Duration("delay", 0, "run the job this long from now (scheduled until then), e.g. 10m")
 	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
-	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids")
-	file := fs.String("file", "", "submit the job specs of this file (- for standard input) in batches of 1,000, printing their ids: JSON objects as the API takes them, one a line or in an array, or {\"jobs\":[…]}")
+	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids; a batch the cluster has no room for (429) is sent again once it has")
+	file := fs.String("file", "", "submit the job specs of this file (- for standard input) in batches of 1,000, printing their ids: JSON objects as the API takes them, one a line or in an array, or {\"jobs\":[…]}; a batch the cluster has no room for (429) is sent again once it has")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--server URL]")
 		fmt.Fprintln(stderr, "       mrcluster submit --file SPECS.jsonl [--server URL]")
@@ -193,7 +193,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if len(pos) > 0 || len(other) > 0 {
 			return fmt.Errorf("--file holds whole job specs: give it alone (with --server, --token), not with %s", strings.Join(append(pos, other...), " "))
 		}
-		return submitFile(ctx, newClient(server), *file, stdout)
+		return submitFile(ctx, &busy{c: newClient(server), stderr: stderr}, *file, stdout)
 	}
 	spec, err := sf.spec("submit", pos, fs.Usage)
 	if err != nil {
@@ -216,7 +216,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if *count < 1 || *wait {
 			return fmt.Errorf("--count must be 1 or more, and --wait follows one job only; got --count %d", *count)
 		}
-		return submitMany(ctx, c, spec, *count, stdout)
+		return submitMany(ctx, &busy{c: c, stderr: stderr}, spec, *count, stdout)
 	}
 	j, err := c.Submit(ctx, spec)
 	if err != nil {
@@ -247,15 +247,56 @@ func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return waitJob(ctx, newClient(server), id, asJSON, stdout, stderr)
 }
 
+// busyWait is how long a bulk submit waits before it first sends again a
+// batch the server refused for want of room; the wait doubles while it is
+// refused, up to busyMaxWait (vars: tests shorten them). A cluster at its
+// bound makes room as fast as it finishes jobs, thousands a second: a
+// fixed wait of 5 s let a batch of 1,000 in only every 5 s.
+var busyWait, busyMaxWait = 200 * time.Millisecond, 5 * time.Second
+
+// busy submits the batches of a bulk submit. While the server answers 429
+// (its queue or its unfinished jobs at their bounds, or this client over
+// its rate) it waits and sends the batch again: nothing of a refused batch
+// was stored. A file of a million specs, more than a cluster takes at
+// once, then goes in as the cluster makes room, instead of stopping at
+// the bound. It says why it waits on stderr, at most once a minute, and
+// waits until its context ends (Ctrl-C).
+type busy struct {
+	c      *client.Client
+	stderr io.Writer
+	said   time.Time
+}
+
+func (b *busy) submit(ctx context.Context, specs []client.Spec) ([]client.Job, error) {
+	wait := busyWait
+	for {
+		jobs, err := b.c.SubmitBatch(ctx, specs)
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests {
+			return jobs, err
+		}
+		if time.Since(b.said) >= time.Minute {
+			fmt.Fprintf(b.stderr, "mrcluster: waiting for the cluster to make room, then going on (Ctrl-C stops): %s\n", e.Message)
+			b.said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, busyMaxWait)
+	}
+}
+
 // submitMany submits n jobs of spec in batches, printing their ids.
-func submitMany(ctx context.Context, c *client.Client, spec client.Spec, n int, stdout io.Writer) error {
+func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io.Writer) error {
 	const batch = 1000
 	for n > 0 {
 		specs := make([]client.Spec, min(n, batch))
 		for i := range specs {
 			specs[i] = spec
 		}
-		jobs, err := c.SubmitBatch(ctx, specs)
+		jobs, err := c.submit(ctx, specs)
 		if err != nil {
 			return explain(err)
 		}
@@ -351,7 +392,7 @@ var batchIndex = regexp.MustCompile(`^jobs\[(\d+)\]: (.*)$`)
 // submitFile submits the specs of path (- for standard input) in batches
 // of 1,000, printing their ids. Each batch is all or nothing; an error
 // says which spec the server refused and how many were submitted before.
-func submitFile(ctx context.Context, c *client.Client, path string, stdout io.Writer) error {
+func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) error {
 	var r io.Reader = os.Stdin
 	if path != "-" {
 		f, err := os.Open(path)
@@ -372,7 +413,7 @@ func submitFile(ctx context.Context, c *client.Client, path string, stdout io.Wr
 		for i, s := range part {
 			list[i] = s.spec
 		}
-		jobs, err := c.SubmitBatch(ctx, list)
+		jobs, err := c.submit(ctx, list)
 		if err != nil {
 			before := "nothing was submitted"
 			if done > 0 {

@@ -176,3 +176,79 @@ func TestSubmitFile(t *testing.T) {
 		t.Fatalf("--file with a kind: %v", err)
 	}
 }
+
+// A bulk submit that the cluster has no room for waits and sends the batch
+// again, saying why once; every batch goes in, in order. Stopped while it
+// waits, it says what was submitted.
+func TestBulkSubmitWaitsForRoom(t *testing.T) {
+	defer func(w, m time.Duration) { busyWait, busyMaxWait = w, m }(busyWait, busyMaxWait)
+	busyWait, busyMaxWait = time.Millisecond, 4*time.Millisecond
+	var mu sync.Mutex
+	var calls, refuse int
+	stop := func() {} // called at the third request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Jobs []map[string]any }
+		if r.URL.Path != "/api/v1/jobs/batch" || json.NewDecoder(r.Body).Decode(&body) != nil {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		mu.Lock()
+		calls++
+		busy := calls > 1 && refuse > 0 // the second batch meets a full cluster
+		if busy {
+			refuse--
+		}
+		if calls == 3 {
+			stop()
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if busy {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprint(w, `{"error":{"code":"too_many_requests","message":"the cluster has 250000 jobs not finished and this batch would add 1000, over the limit of 250000 (--max-unfinished-jobs); retry when some have finished"}}`)
+			return
+		}
+		out := struct {
+			Jobs []map[string]any `json:"jobs"`
+		}{}
+		for range body.Jobs {
+			out.Jobs = append(out.Jobs, map[string]any{"id": fmt.Sprintf("noop_%d", calls), "kind": "noop", "state": "queued"})
+		}
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(out)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	refuse = 3
+	var out, errOut bytes.Buffer
+	if err := submit(ctx, []string{"noop", "1", "--count", "2500", "--server", srv.URL}, &out, &errOut); err != nil {
+		t.Fatalf("submit --count 2500: %v (%s)", err, errOut.String())
+	}
+	mu.Lock()
+	n := calls
+	mu.Unlock()
+	if ids := strings.Fields(out.String()); len(ids) != 2500 || n != 6 {
+		t.Fatalf("%d ids printed after %d requests; want 2500 after 6 (3 batches, the second refused 3 times)", len(ids), n)
+	}
+	if n := strings.Count(errOut.String(), "waiting for the cluster to make room"); n != 1 || !strings.Contains(errOut.String(), "--max-unfinished-jobs") {
+		t.Fatalf("said on stderr: %q; want the server's reason, once", errOut.String())
+	}
+
+	// Stopped while it waits: the error says what went in.
+	path := filepath.Join(t.TempDir(), "specs.jsonl")
+	if err := os.WriteFile(path, []byte(strings.Repeat(`{"kind":"noop","partitions":1}`+"\n", 1500)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancelSubmit := context.WithCancel(ctx)
+	mu.Lock()
+	calls, refuse, stop = 0, 1<<30, cancelSubmit
+	mu.Unlock()
+	out.Reset()
+	err := submit(sctx, []string{"--file", path, "--server", srv.URL}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "1000 specs before its batch were submitted") || len(strings.Fields(out.String())) != 1000 {
+		t.Fatalf("stopped while waiting for room: %v; printed %d ids", err, len(strings.Fields(out.String())))
+	}
+}
