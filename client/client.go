@@ -93,6 +93,16 @@ func IsUnavailable(err error) bool {
 	return errors.As(err, &u) || errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
 }
 
+// IsBusy reports whether err is a 429 answer: the cluster has no room for
+// the submit now (its queue or its unfinished jobs at their bounds), or this
+// client is over its rate. Nothing was stored: send the same request again
+// a little later (the answer's Retry-After says 5 s; a cluster at its bound
+// makes room as fast as it finishes jobs).
+func IsBusy(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusTooManyRequests
+}
+
 // IsNotFound reports whether err is a 404 answer.
 func IsNotFound(err error) bool {
 	var e *Error

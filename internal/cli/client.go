@@ -271,12 +271,11 @@ func (b *busy) submit(ctx context.Context, specs []client.Spec) ([]client.Job, e
 	wait := busyWait
 	for {
 		jobs, err := b.c.SubmitBatch(ctx, specs)
-		var e *client.Error
-		if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests {
+		if !client.IsBusy(err) {
 			return jobs, err
 		}
 		if time.Since(b.said) >= time.Minute {
-			fmt.Fprintf(b.stderr, "mrcluster: waiting for the cluster to make room, then going on (Ctrl-C stops): %s\n", e.Message)
+			fmt.Fprintf(b.stderr, "mrcluster: waiting for the cluster to make room, then going on (Ctrl-C stops): %v\n", err)
 			b.said = time.Now()
 		}
 		select {
