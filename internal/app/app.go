@@ -285,6 +285,7 @@ type Server struct {
 	close     sync.Once
 
 	health       storeHealth
+	alarm        writeAlarm            // how health changes are logged; the store watch's after start
 	pendingMarks map[string]streamMark // read at the last checkpoint, recorded at the next
 	probeKey     string
 	stopWatch    context.CancelFunc
@@ -418,9 +419,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		host, _ := os.Hostname()
 		s.probeKey = PoolName(host)
 	}
-	if reason, _ := s.checkStore(ctx); reason != "" {
+	if reason, noSpace := s.checkStore(ctx); reason != "" {
 		s.health.set(reason)
-		s.log.Error("the store cannot take writes: submits and uploads answer 503 until it can", "reason", reason)
+		s.logHealth(ctx, reason, noSpace, true)
 	}
 	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopWatch = stop

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -91,14 +92,67 @@ func (s *Server) watchStore(ctx context.Context) {
 				reason, _ = s.checkStore(ctx)
 			}
 		}
-		if s.health.set(reason) {
-			if reason != "" {
-				s.log.Error("the store cannot take writes: submits and uploads answer 503 until it can", "reason", reason)
-			} else {
-				s.log.Info("the store takes writes again")
-			}
-		}
+		s.logHealth(ctx, reason, noSpace, s.health.set(reason))
 	}
+}
+
+// logHealth logs what a probe of the store found, as s.alarm says.
+func (s *Server) logHealth(ctx context.Context, reason string, noSpace, changed bool) {
+	if level, msg, ok := s.alarm.note(time.Now(), reason, noSpace, changed); ok {
+		if reason == "" {
+			s.log.Log(ctx, level, msg)
+			return
+		}
+		s.log.Log(ctx, level, msg, "reason", reason)
+	}
+}
+
+// alarmAfter is how long the store may refuse writes for a reason other
+// than a full disk before it is an error.
+const alarmAfter = 30 * time.Second
+
+// writeAlarm says how a change of the store's health is logged. A full
+// disk is an error at once: the operator must free space. Any other
+// refusal is first a warning: a cluster electing a stream's leader, or a
+// server of one that was paused and catches up, refuses writes for a few
+// seconds, and takes them again by itself. It is an error once it has
+// lasted alarmAfter.
+type writeAlarm struct {
+	since     time.Time // when the store stopped taking writes; zero while it takes them
+	escalated bool
+}
+
+// note returns what to log for a probe at now that found reason (""
+// when the store takes writes), changed from the last probe's or not; ok
+// false when nothing is.
+func (a *writeAlarm) note(now time.Time, reason string, noSpace, changed bool) (level slog.Level, msg string, ok bool) {
+	const refused = "the store cannot take writes: submits and uploads answer 503 until it can"
+	switch {
+	case reason == "":
+		if a.since.IsZero() {
+			return 0, "", false
+		}
+		msg = fmt.Sprintf("the store takes writes again, after %s", now.Sub(a.since).Round(time.Second))
+		a.since, a.escalated = time.Time{}, false
+		return slog.LevelInfo, msg, true
+	case a.since.IsZero():
+		a.since = now
+		if noSpace {
+			a.escalated = true
+			return slog.LevelError, refused, true
+		}
+		return slog.LevelWarn, refused + " (a cluster electing a leader, or a server catching up after a pause, takes writes again within seconds)", true
+	case noSpace && !a.escalated, !a.escalated && now.Sub(a.since) >= alarmAfter:
+		a.escalated = true
+		return slog.LevelError, fmt.Sprintf("the store has not taken writes for %s: submits and uploads answer 503 until it does; look at the reason and at the NATS server's log", now.Sub(a.since).Round(time.Second)), true
+	case changed:
+		level = slog.LevelWarn
+		if a.escalated {
+			level = slog.LevelError
+		}
+		return level, refused, true
+	}
+	return 0, "", false
 }
 
 // checkStore returns why the store cannot take a write now ("" when it
