@@ -104,6 +104,10 @@ func TestSubmitIsAdmittedAgainstTheQueueTheStoreAndTheCaller(t *testing.T) {
 	if job.ErrorCode(err) != job.EBusy || !strings.Contains(err.Error(), "3 tasks waiting") {
 		t.Fatalf("a submit over the queue bound: %v; want busy, saying how many wait", err)
 	}
+	_, err = f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 6}, nil)
+	if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "6 tasks, more than the 5") {
+		t.Fatalf("a job with more tasks than the bound itself: %v; want invalid: waiting would not help", err)
+	}
 	f.writable = errors.New("the disk of the store is full")
 	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}, nil); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(err.Error(), "disk") {
 		t.Fatalf("a submit while the store cannot write: %v", err)
@@ -125,6 +129,10 @@ func TestSubmitIsAdmittedAgainstTheUnfinishedJobs(t *testing.T) {
 	_, err = f.svc.SubmitBatch(f.ctx, specs, "", nil)
 	if job.ErrorCode(err) != job.EBusy || !strings.Contains(err.Error(), "1 jobs not finished and this batch would add 3") || !strings.Contains(err.Error(), "--max-unfinished-jobs") {
 		t.Fatalf("a batch over the bound of unfinished jobs: %v; want busy, saying how many", err)
+	}
+	big := append(specs, specs...)
+	if _, err = f.svc.SubmitBatch(f.ctx, big, "", nil); job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "could never be admitted") {
+		t.Fatalf("a batch larger than the bound itself: %v; want invalid: waiting would not help", err)
 	}
 	if _, err := f.svc.SubmitBatch(f.ctx, specs[:2], "", nil); err != nil {
 		t.Fatalf("a batch that fits: %v", err)

@@ -10,9 +10,11 @@ import (
 // slab hands out the entries the view keeps for every job, and their id
 // strings, from blocks of many. Allocated one by one amid a burst's
 // garbage (the records being decoded, the messages being read), the few
-// bytes each job keeps for as long as it is stored were spread over most
-// of the heap's pages, which then could not be handed back once the burst
-// was over. Packed, they fill pages of their own.
+// bytes each job keeps for as long as it is stored shared pages with that
+// garbage, and a page with one of them live cannot be handed back once the
+// burst is over. Packed, they fill pages of their own. (Measured, the
+// fragmentation left by a burst of 200,000 jobs moved within the noise:
+// most of it is JetStream's.)
 type slab struct {
 	entries []entry
 	ids     []byte
