@@ -421,7 +421,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if reason, noSpace := s.checkStore(ctx); reason != "" {
 		s.health.set(reason)
-		s.logHealth(ctx, reason, noSpace, true)
+		s.logHealth(ctx, reason, noSpace)
 	}
 	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopWatch = stop

@@ -30,12 +30,10 @@ type storeHealth struct {
 	reason string // empty while the store takes writes
 }
 
-func (h *storeHealth) set(reason string) (changed bool) {
+func (h *storeHealth) set(reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	changed = h.reason != reason
 	h.reason = reason
-	return changed
 }
 
 // Err says why the store cannot take writes now, or nil.
@@ -92,13 +90,14 @@ func (s *Server) watchStore(ctx context.Context) {
 				reason, _ = s.checkStore(ctx)
 			}
 		}
-		s.logHealth(ctx, reason, noSpace, s.health.set(reason))
+		s.health.set(reason)
+		s.logHealth(ctx, reason, noSpace)
 	}
 }
 
 // logHealth logs what a probe of the store found, as s.alarm says.
-func (s *Server) logHealth(ctx context.Context, reason string, noSpace, changed bool) {
-	if level, msg, ok := s.alarm.note(time.Now(), reason, noSpace, changed); ok {
+func (s *Server) logHealth(ctx context.Context, reason string, noSpace bool) {
+	if level, msg, ok := s.alarm.note(time.Now(), reason, noSpace); ok {
 		if reason == "" {
 			s.log.Log(ctx, level, msg)
 			return
@@ -123,9 +122,8 @@ type writeAlarm struct {
 }
 
 // note returns what to log for a probe at now that found reason (""
-// when the store takes writes), changed from the last probe's or not; ok
-// false when nothing is.
-func (a *writeAlarm) note(now time.Time, reason string, noSpace, changed bool) (level slog.Level, msg string, ok bool) {
+// when the store takes writes); ok false when nothing is.
+func (a *writeAlarm) note(now time.Time, reason string, noSpace bool) (level slog.Level, msg string, ok bool) {
 	const refused = "the store cannot take writes: submits and uploads answer 503 until it can"
 	switch {
 	case reason == "":
@@ -145,13 +143,10 @@ func (a *writeAlarm) note(now time.Time, reason string, noSpace, changed bool) (
 	case noSpace && !a.escalated, !a.escalated && now.Sub(a.since) >= alarmAfter:
 		a.escalated = true
 		return slog.LevelError, fmt.Sprintf("the store has not taken writes for %s: submits and uploads answer 503 until it does; look at the reason and at the NATS server's log", now.Sub(a.since).Round(time.Second)), true
-	case changed:
-		level = slog.LevelWarn
-		if a.escalated {
-			level = slog.LevelError
-		}
-		return level, refused, true
 	}
+	// A new reason within the same spell is not logged again: /readyz
+	// shows it. (A full disk's reason names the free KiB, which changes at
+	// nearly every probe.)
 	return 0, "", false
 }
 

@@ -9,47 +9,49 @@ import (
 
 // A refusal of writes for want of disk space is an error at once; any
 // other is a warning until it has lasted alarmAfter, then an error, once;
-// the store taking writes again is said, with how long it did not.
+// a new reason within the spell is not logged again; the store taking
+// writes again is said, with how long it did not.
 func TestWriteAlarm(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	type probe struct {
-		at               time.Duration
-		reason           string
-		noSpace, changed bool
-		want             slog.Level // -1: nothing logged
-		says             string
+		at      time.Duration
+		reason  string
+		noSpace bool
+		want    slog.Level // -1: nothing logged
+		says    string
 	}
 	const none = slog.Level(-1)
 	for name, probes := range map[string][]probe{
 		"an election": {
-			{0, "", false, false, none, ""},
-			{2 * time.Second, "timeout", false, true, slog.LevelWarn, "within seconds"},
-			{4 * time.Second, "timeout", false, false, none, ""},
-			{6 * time.Second, "", false, true, slog.LevelInfo, "again, after 4s"},
-			{8 * time.Second, "", false, false, none, ""},
+			{0, "", false, none, ""},
+			{2 * time.Second, "timeout", false, slog.LevelWarn, "within seconds"},
+			{4 * time.Second, "timeout", false, none, ""},
+			{6 * time.Second, "", false, slog.LevelInfo, "again, after 4s"},
+			{8 * time.Second, "", false, none, ""},
 		},
 		"a store that stays down": {
-			{0, "timeout", false, true, slog.LevelWarn, "cannot take writes"},
-			{28 * time.Second, "timeout", false, false, none, ""},
-			{30 * time.Second, "timeout", false, false, slog.LevelError, "for 30s"},
-			{32 * time.Second, "timeout", false, false, none, ""},
-			{34 * time.Second, "no responders", false, true, slog.LevelError, "cannot take writes"},
-			{36 * time.Second, "", false, true, slog.LevelInfo, "after 36s"},
+			{0, "timeout", false, slog.LevelWarn, "cannot take writes"},
+			{28 * time.Second, "timeout", false, none, ""},
+			{30 * time.Second, "timeout", false, slog.LevelError, "for 30s"},
+			{32 * time.Second, "timeout", false, none, ""},
+			{34 * time.Second, "no responders", false, none, ""},
+			{36 * time.Second, "", false, slog.LevelInfo, "after 36s"},
 		},
 		"a full disk": {
-			{0, "disk full", true, true, slog.LevelError, "cannot take writes"},
-			{2 * time.Second, "disk full", true, false, none, ""},
-			{4 * time.Second, "", false, true, slog.LevelInfo, "again"},
+			{0, "disk full", true, slog.LevelError, "cannot take writes"},
+			{2 * time.Second, "disk full", true, none, ""},
+			{3 * time.Second, "disk full, 12 KiB free", true, none, ""},
+			{4 * time.Second, "", false, slog.LevelInfo, "again"},
 		},
 		"a refusal that turns into a full disk": {
-			{0, "timeout", false, true, slog.LevelWarn, ""},
-			{2 * time.Second, "disk full", true, true, slog.LevelError, "for 2s"},
-			{4 * time.Second, "disk full", true, false, none, ""},
+			{0, "timeout", false, slog.LevelWarn, ""},
+			{2 * time.Second, "disk full", true, slog.LevelError, "for 2s"},
+			{4 * time.Second, "disk full", true, none, ""},
 		},
 	} {
 		var a writeAlarm
 		for i, p := range probes {
-			level, msg, ok := a.note(t0.Add(p.at), p.reason, p.noSpace, p.changed)
+			level, msg, ok := a.note(t0.Add(p.at), p.reason, p.noSpace)
 			if !ok {
 				level = none
 			}
