@@ -115,25 +115,24 @@ func TestReadSpecs(t *testing.T) {
 // submit --file sends the specs in batches of 1,000, in order, and prints
 // the ids in order; a spec the server refuses is named by its place in
 // the file, with what was submitted before it.
-func TestSubmitFile(t *testing.T) {
-	var mu sync.Mutex
-	var sizes []int
+// batchServer is a fake API that takes batches of jobs: answer sees each
+// batch's jobs and returns a refusal (a status and its error body), or 0
+// to accept the batch, whose jobs get the ids noop_<partitions>.
+func batchServer(t *testing.T, answer func(jobs []map[string]any) (status int, refusal string)) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body struct{ Jobs []map[string]any }
 		if r.URL.Path != "/api/v1/jobs/batch" || json.NewDecoder(r.Body).Decode(&body) != nil {
 			w.WriteHeader(http.StatusNotFound)
 			return
 		}
-		mu.Lock()
-		sizes = append(sizes, len(body.Jobs))
-		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		for i, j := range body.Jobs {
-			if j["kind"] == "bad" {
-				w.WriteHeader(http.StatusBadRequest)
-				fmt.Fprintf(w, `{"error":{"code":"invalid","message":"jobs[%d]: unknown kind \"bad\""}}`, i)
-				return
+		if status, refusal := answer(body.Jobs); status != 0 {
+			if status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "5")
 			}
+			w.WriteHeader(status)
+			fmt.Fprint(w, refusal)
+			return
 		}
 		out := struct {
 			Jobs []map[string]any `json:"jobs"`
@@ -144,7 +143,24 @@ func TestSubmitFile(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 		_ = json.NewEncoder(w).Encode(out)
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestSubmitFile(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	srv := batchServer(t, func(jobs []map[string]any) (int, string) {
+		mu.Lock()
+		sizes = append(sizes, len(jobs))
+		mu.Unlock()
+		for i, j := range jobs {
+			if j["kind"] == "bad" {
+				return http.StatusBadRequest, fmt.Sprintf(`{"error":{"code":"invalid","message":"jobs[%d]: unknown kind \"bad\""}}`, i)
+			}
+		}
+		return 0, ""
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var lines []string
@@ -186,13 +202,9 @@ func TestBulkSubmitWaitsForRoom(t *testing.T) {
 	var mu sync.Mutex
 	var calls, refuse int
 	stop := func() {} // called at the third request
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body struct{ Jobs []map[string]any }
-		if r.URL.Path != "/api/v1/jobs/batch" || json.NewDecoder(r.Body).Decode(&body) != nil {
-			w.WriteHeader(http.StatusNotFound)
-			return
-		}
+	srv := batchServer(t, func([]map[string]any) (int, string) {
 		mu.Lock()
+		defer mu.Unlock()
 		calls++
 		busy := calls > 1 && refuse > 0 // the second batch meets a full cluster
 		if busy {
@@ -201,24 +213,11 @@ func TestBulkSubmitWaitsForRoom(t *testing.T) {
 		if calls == 3 {
 			stop()
 		}
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
 		if busy {
-			w.Header().Set("Retry-After", "5")
-			w.WriteHeader(http.StatusTooManyRequests)
-			fmt.Fprint(w, `{"error":{"code":"too_many_requests","message":"the cluster has 250000 jobs not finished and this batch would add 1000, over the limit of 250000 (--max-unfinished-jobs); retry when some have finished"}}`)
-			return
+			return http.StatusTooManyRequests, `{"error":{"code":"too_many_requests","message":"the cluster has 250000 jobs not finished and this batch would add 1000, over the limit of 250000 (--max-unfinished-jobs); retry when some have finished"}}`
 		}
-		out := struct {
-			Jobs []map[string]any `json:"jobs"`
-		}{}
-		for range body.Jobs {
-			out.Jobs = append(out.Jobs, map[string]any{"id": fmt.Sprintf("noop_%d", calls), "kind": "noop", "state": "queued"})
-		}
-		w.WriteHeader(http.StatusAccepted)
-		_ = json.NewEncoder(w).Encode(out)
-	}))
-	defer srv.Close()
+		return 0, ""
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
