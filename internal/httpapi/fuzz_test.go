@@ -130,11 +130,13 @@ func (recordService) Schedule(string) (client.Schedule, error) {
 	return client.Schedule{}, job.Errorf(job.ENotFound, "no schedule")
 }
 
-func fuzzServer() *Server {
+func fuzzServer() *Server { return recordServer(slog.New(slog.DiscardHandler)) }
+
+func recordServer(log *slog.Logger) *Server {
 	return New(Config{
 		Service: recordService{}, View: view.New(view.Config{}), Hub: event.NewHub(),
 		Kinds: kinds.Builtin(0), MaxPartitions: 100, MaxBodyBytes: 4096,
-		Ready: func(context.Context) error { return nil }, Logger: slog.New(slog.DiscardHandler),
+		Ready: func(context.Context) error { return nil }, Logger: log,
 	})
 }
 

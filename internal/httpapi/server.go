@@ -172,6 +172,22 @@ func (s *Server) routes() {
 	}
 }
 
+// requestLevel is the level a request is logged at: a read that was
+// answered is debug (pages and scripts poll: at info they would bury the
+// lines that matter), a change or a refusal info, a server error a
+// warning (the error itself is logged where it happened).
+func requestLevel(method string, status int) slog.Level {
+	switch {
+	case status >= 500:
+		return slog.LevelWarn
+	case status >= 400:
+		return slog.LevelInfo
+	case method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions:
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
 // ServeHTTP checks the request's origin, then routes it. The mux's own 404
 // and 405 answers are replaced by JSON errors.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -179,7 +195,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		d := time.Since(start)
-		s.log.Info("http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", d)
+		s.log.Log(r.Context(), requestLevel(r.Method, rw.status), "http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", d)
 		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, rw.status, d, isUpgrade(r))
 	}()
 	if !s.cors(rw, r) {

@@ -1,0 +1,72 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// levels records the level of each "http request" line, by request.
+type levels struct {
+	mu    sync.Mutex
+	level map[string]slog.Level
+}
+
+func (l *levels) Enabled(context.Context, slog.Level) bool { return true }
+func (l *levels) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *levels) WithGroup(string) slog.Handler            { return l }
+func (l *levels) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "http request" {
+		return nil
+	}
+	var method, path string
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "method":
+			method = a.Value.String()
+		case "path":
+			path = a.Value.String()
+		}
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.level[method+" "+path] = r.Level
+	return nil
+}
+
+// TestRequestsAreLoggedByWhatTheyDid: a page or a script polling the API
+// must not bury the lines that matter, so answered reads are debug; what
+// changed something or was refused is info, a server's failure a warning.
+func TestRequestsAreLoggedByWhatTheyDid(t *testing.T) {
+	l := &levels{level: map[string]slog.Level{}}
+	s := recordServer(slog.New(l))
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		level              slog.Level
+	}{
+		{"GET", "/api/v1/jobs", "", http.StatusOK, slog.LevelDebug},
+		{"GET", "/api/v1/queue", "", http.StatusOK, slog.LevelDebug},
+		{"POST", "/api/v1/jobs", `{"kind":"noop","partitions":1}`, http.StatusAccepted, slog.LevelInfo},
+		{"POST", "/api/v1/jobs/x/cancel", "", http.StatusNotFound, slog.LevelInfo},
+		{"GET", "/api/v1/nothing", "", http.StatusNotFound, slog.LevelInfo},
+		{"PUT", "/api/v1/datasets/d/files/f", "x", http.StatusServiceUnavailable, slog.LevelWarn},
+	} {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest(c.method, c.path, strings.NewReader(c.body)))
+		if w.Code != c.status {
+			t.Fatalf("%s %s: %d %s, want %d", c.method, c.path, w.Code, w.Body, c.status)
+		}
+		l.mu.Lock()
+		got, ok := l.level[c.method+" "+c.path]
+		l.mu.Unlock()
+		if !ok || got != c.level {
+			t.Errorf("%s %s answered %d: logged at %v (logged: %v), want %v", c.method, c.path, w.Code, got, ok, c.level)
+		}
+	}
+}
