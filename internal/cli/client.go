@@ -260,14 +260,47 @@ var busyWait, busyMaxWait = 200 * time.Millisecond, 5 * time.Second
 // was stored. A file of a million specs, more than a cluster takes at
 // once, then goes in as the cluster makes room, instead of stopping at
 // the bound. It says why it waits on stderr, at most once a minute, and
-// waits until its context ends (Ctrl-C).
+// waits until its context ends (Ctrl-C). A batch larger than the cluster
+// could ever take (413: more jobs than --max-unfinished-jobs, more tasks
+// than --max-queued-tasks, a body over the server's limit) is sent again
+// in halves, and the next batches no larger than what went in.
 type busy struct {
 	c      *client.Client
 	stderr io.Writer
 	said   time.Time
+	// most is the largest batch the server is sent (0: what the caller
+	// gives), lowered when it answers that one could never be admitted.
+	most int
 }
 
+// submit submits specs, in several batches when the server takes fewer at
+// once. On an error it returns the jobs of the batches that went in: they
+// are the first specs', and the batch that failed starts after them.
 func (b *busy) submit(ctx context.Context, specs []client.Spec) ([]client.Job, error) {
+	var out []client.Job
+	for len(specs) > 0 {
+		n := len(specs)
+		if b.most > 0 {
+			n = min(n, b.most)
+		}
+		jobs, err := b.send(ctx, specs[:n])
+		var e *client.Error
+		if errors.As(err, &e) && e.Status == http.StatusRequestEntityTooLarge && n > 1 {
+			b.most = n / 2
+			fmt.Fprintf(b.stderr, "mrcluster: the server takes no batch of %d jobs (%s); sending batches of %d\n", n, e.Message, b.most)
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, jobs...)
+		specs = specs[n:]
+	}
+	return out, nil
+}
+
+// send sends one batch, again while the server has no room for it.
+func (b *busy) send(ctx context.Context, specs []client.Spec) ([]client.Job, error) {
 	wait := busyWait
 	for {
 		jobs, err := b.c.SubmitBatch(ctx, specs)
@@ -290,19 +323,19 @@ func (b *busy) submit(ctx context.Context, specs []client.Spec) ([]client.Job, e
 // submitMany submits n jobs of spec in batches, printing their ids.
 func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io.Writer) error {
 	const batch = 1000
-	for n > 0 {
-		specs := make([]client.Spec, min(n, batch))
+	for sent := 0; sent < n; {
+		specs := make([]client.Spec, min(n-sent, batch))
 		for i := range specs {
 			specs[i] = spec
 		}
 		jobs, err := c.submit(ctx, specs)
-		if err != nil {
-			return explain(err)
-		}
 		for _, j := range jobs {
 			fmt.Fprintln(stdout, j.ID)
 		}
-		n -= len(specs)
+		sent += len(jobs)
+		if err != nil {
+			return fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above)", explain(err), sent, n)
+		}
 	}
 	return nil
 }
@@ -413,6 +446,11 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) err
 			list[i] = s.spec
 		}
 		jobs, err := c.submit(ctx, list)
+		for _, j := range jobs {
+			fmt.Fprintln(stdout, j.ID)
+		}
+		// The batch that failed starts after the jobs that went in.
+		part, done = part[len(jobs):], done+len(jobs)
 		if err != nil {
 			before := "nothing was submitted"
 			if done > 0 {
@@ -429,10 +467,6 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) err
 			}
 			return fmt.Errorf("%w; %s", explain(err), before)
 		}
-		for _, j := range jobs {
-			fmt.Fprintln(stdout, j.ID)
-		}
-		done += len(part)
 	}
 	return nil
 }

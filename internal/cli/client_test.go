@@ -147,6 +147,17 @@ func batchServer(t *testing.T, answer func(jobs []map[string]any) (status int, r
 	return srv
 }
 
+// refuseBadKind answers a batch as the API does when a spec's kind is
+// "bad": 400, naming its index; else 0, for the batch to go in.
+func refuseBadKind(jobs []map[string]any) (int, string) {
+	for i, j := range jobs {
+		if j["kind"] == "bad" {
+			return http.StatusBadRequest, fmt.Sprintf(`{"error":{"code":"invalid","message":"jobs[%d]: unknown kind \"bad\""}}`, i)
+		}
+	}
+	return 0, ""
+}
+
 func TestSubmitFile(t *testing.T) {
 	var mu sync.Mutex
 	var sizes []int
@@ -154,12 +165,7 @@ func TestSubmitFile(t *testing.T) {
 		mu.Lock()
 		sizes = append(sizes, len(jobs))
 		mu.Unlock()
-		for i, j := range jobs {
-			if j["kind"] == "bad" {
-				return http.StatusBadRequest, fmt.Sprintf(`{"error":{"code":"invalid","message":"jobs[%d]: unknown kind \"bad\""}}`, i)
-			}
-		}
-		return 0, ""
+		return refuseBadKind(jobs)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -241,11 +241,11 @@ func (s *Service) admit(tasks, jobs int, what string, admit func() error) error 
 	// What could never fit is not worth trying again: a client that
 	// waits on 429 would wait for ever.
 	if s.cfg.MaxQueuedTasks > 0 && tasks > s.cfg.MaxQueuedTasks {
-		return job.Errorf(job.EInvalid, "%s has %d tasks, more than the %d that may wait at once (--%s): it could never be admitted; split it, or raise the limit",
+		return job.Errorf(job.ETooLarge, "%s has %d tasks, more than the %d that may wait at once (--%s): it could never be admitted; split it, or raise the limit",
 			what, tasks, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
 	}
 	if s.cfg.MaxUnfinishedJobs > 0 && jobs > s.cfg.MaxUnfinishedJobs {
-		return job.Errorf(job.EInvalid, "%s has %d jobs, more than the %d that may be unfinished at once (--%s): it could never be admitted; send smaller batches, or raise the limit",
+		return job.Errorf(job.ETooLarge, "%s has %d jobs, more than the %d that may be unfinished at once (--%s): it could never be admitted; send smaller batches, or raise the limit",
 			what, jobs, s.cfg.MaxUnfinishedJobs, flags.MaxUnfinishedJobs)
 	}
 	if s.cfg.MaxQueuedTasks > 0 {

@@ -105,8 +105,8 @@ func TestSubmitIsAdmittedAgainstTheQueueTheStoreAndTheCaller(t *testing.T) {
 		t.Fatalf("a submit over the queue bound: %v; want busy, saying how many wait", err)
 	}
 	_, err = f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 6}, nil)
-	if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "6 tasks, more than the 5") {
-		t.Fatalf("a job with more tasks than the bound itself: %v; want invalid: waiting would not help", err)
+	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "6 tasks, more than the 5") {
+		t.Fatalf("a job with more tasks than the bound itself: %v; want too large: waiting would not help", err)
 	}
 	f.writable = errors.New("the disk of the store is full")
 	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}, nil); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(err.Error(), "disk") {
@@ -131,8 +131,8 @@ func TestSubmitIsAdmittedAgainstTheUnfinishedJobs(t *testing.T) {
 		t.Fatalf("a batch over the bound of unfinished jobs: %v; want busy, saying how many", err)
 	}
 	big := append(specs, specs...)
-	if _, err = f.svc.SubmitBatch(f.ctx, big, "", nil); job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "could never be admitted") {
-		t.Fatalf("a batch larger than the bound itself: %v; want invalid: waiting would not help", err)
+	if _, err = f.svc.SubmitBatch(f.ctx, big, "", nil); job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "could never be admitted") {
+		t.Fatalf("a batch larger than the bound itself: %v; want too large: waiting would not help", err)
 	}
 	if _, err := f.svc.SubmitBatch(f.ctx, specs[:2], "", nil); err != nil {
 		t.Fatalf("a batch that fits: %v", err)
