@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,6 +79,24 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, example s
 			return decodeError(err, s.cfg.MaxBodyBytes, example)
 		}
 		return job.Errorf(job.EInvalid, "request body must hold one JSON object and nothing after it")
+	}
+	return nil
+}
+
+// decodeSpec reads one job spec of a batch, as strictly as a body.
+func decodeSpec(raw json.RawMessage, v *submitRequest) error {
+	if string(raw) == "null" {
+		return job.Errorf(job.EInvalid, "is null: give a job spec such as %s", submitExample)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) && typ.Field == "" {
+		return job.Errorf(job.EInvalid, "must be a job spec, a JSON object such as %s, not %s", submitExample, typ.Value)
+	}
+	if err != nil {
+		return decodeError(err, 0, submitExample)
 	}
 	return nil
 }

@@ -152,21 +152,26 @@ const batchExample = `{"jobs":[{"kind":"noop","partitions":1},{"kind":"short","p
 
 // submitBatch submits many jobs at once: all valid and stored, or none.
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
+	// The specs are read one by one, so that an error names the one that
+	// is wrong: "jobs[3]: unknown field …".
 	var req struct {
-		Jobs []submitRequest `json:"jobs"`
+		Jobs []json.RawMessage `json:"jobs"`
 	}
 	if err := s.decode(w, r, &req, batchExample); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	reqs := make([]submitRequest, len(req.Jobs))
 	specs := make([]job.Spec, len(req.Jobs))
-	for i, jr := range req.Jobs {
-		spec, err := s.spec(jr)
+	for i, raw := range req.Jobs {
+		err := decodeSpec(raw, &reqs[i])
+		if err == nil {
+			specs[i], err = s.spec(reqs[i])
+		}
 		if err != nil {
 			s.writeError(w, r, job.Errorf(job.EInvalid, "jobs[%d]: %s", i, job.ErrorMessage(err)))
 			return
 		}
-		specs[i] = spec
 	}
 	key, err := idempotencyKey(r)
 	if err != nil {
@@ -175,7 +180,7 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	if key != "" {
 		for i := range specs {
-			specs[i].Fingerprint = req.Jobs[i].fingerprint()
+			specs[i].Fingerprint = reqs[i].fingerprint()
 		}
 	}
 	jobs, err := s.cfg.Service.SubmitBatch(r.Context(), specs, key, func() error { return s.allow(r) })
