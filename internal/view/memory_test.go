@@ -30,9 +30,10 @@ func recount(v *View) (queued, running int, unqueued int, counts map[job.State]i
 	}
 	counts = map[job.State]int{}
 	for _, en := range v.byID {
-		counts[en.state]++
+		state := v.codes.state(en.state)
+		counts[state]++
 		j := en.j
-		if en.state.Terminal() || en.state == job.Scheduled {
+		if state.Terminal() || state == job.Scheduled {
 			continue // a scheduled job waits for its time, not in the queue
 		}
 		if !j.Enqueued && !j.Held { // a held job's tasks are out of the queue on purpose
@@ -56,7 +57,7 @@ func queueRecount(v *View) []QueuedJob {
 	defer v.mu.RUnlock()
 	out := []QueuedJob{}
 	for _, en := range v.sorted {
-		if en.gone || en.state.Terminal() || en.state == job.Scheduled {
+		if en.gone || en.state.terminal() || en.state == codeScheduled {
 			continue
 		}
 		j := v.active[en.id]
@@ -208,7 +209,7 @@ func TestCountersEqualARecount(t *testing.T) {
 		// and its counts equal a recount.
 		controlled, kinds := 0, map[string]int{}
 		for _, en := range v.byID {
-			if !en.state.Terminal() {
+			if !en.state.terminal() {
 				kinds[en.j.Kind]++
 				if en.j.Held || en.j.Lane != "" {
 					controlled++
@@ -245,7 +246,7 @@ func holdingRecount(v *View, paused func(string) bool, laneOf func(string) strin
 	defer v.mu.RUnlock()
 	for _, en := range v.byID {
 		j := en.j
-		if en.state.Terminal() || en.state == job.Scheduled {
+		if en.state.terminal() || en.state == codeScheduled {
 			continue
 		}
 		switch p := paused(j.Kind); {

@@ -1,10 +1,6 @@
 package view
 
-import (
-	"sort"
-
-	"github.com/mrcluster/mrcluster/internal/job"
-)
+import "sort"
 
 // The queue's order: the jobs that are queued or running (they may have
 // tasks waiting), oldest first, so that GET /api/v1/queue lists the first
@@ -17,7 +13,7 @@ import (
 
 // inQueueOrder reports whether en belongs in v.order.
 func inQueueOrder(en *entry) bool {
-	return !en.gone && (en.state == job.Queued || en.state == job.Running)
+	return !en.gone && (en.state == codeQueued || en.state == codeRunning)
 }
 
 // noteOrder keeps v.order as en changed: wasIn is whether it belonged

@@ -106,7 +106,7 @@ func (v *View) State(id string) (job.State, bool) {
 	if !ok || en.gone {
 		return "", false
 	}
-	return en.state, true
+	return v.codes.state(en.state), true
 }
 
 // Deleted reports whether the view saw job id deleted (and still
@@ -136,9 +136,13 @@ func (v *View) List(ctx context.Context, state job.State, limit int, cursor stri
 		}
 		i = v.index(c) - 1
 	}
+	code, known := v.codes.lookup(state)
+	if state != "" && !known {
+		i = -1 // no job is in a state no record has had
+	}
 	for ; i >= 0; i-- {
 		en := v.sorted[i]
-		if en.gone || state != "" && en.state != state {
+		if en.gone || state != "" && en.state != code {
 			continue
 		}
 		if len(jobs) == limit {

@@ -1,6 +1,7 @@
 package view
 
 import (
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -21,7 +22,7 @@ type slab struct {
 }
 
 const (
-	slabEntries = 256      // entries per block: 16 KiB
+	slabEntries = 256      // entries per block: 12 KiB
 	slabBytes   = 16 << 10 // bytes of ids per block
 	maxPacked   = 256      // a longer id gets a string of its own
 )
@@ -52,13 +53,74 @@ func (s *slab) pack(id string) string {
 	return unsafe.String(&s.ids[off], len(id))
 }
 
-// canonical returns the constant equal to state: the string decoded from
-// a record is an allocation of its own, which an entry would keep.
-func canonical(state job.State) job.State {
-	for _, s := range [...]job.State{job.Succeeded, job.Failed, job.Canceled, job.Queued, job.Running, job.Scheduled} {
-		if state == s {
-			return s
+// stateCode is an entry's state, a byte: a string would take 16 bytes of
+// every job's entry, and the string decoded from a record would be an
+// allocation of its own that the entry keeps. Codes are handed out per
+// view, the known states first.
+type stateCode uint8
+
+const (
+	codeQueued stateCode = iota
+	codeRunning
+	codeSucceeded
+	codeFailed
+	codeCanceled
+	codeScheduled
+	codeOverflow = stateCode(255) // past 255 distinct states, which a store never holds
+)
+
+// knownStates are the first codes' states, in order.
+var knownStates = []job.State{job.Queued, job.Running, job.Succeeded, job.Failed, job.Canceled, job.Scheduled}
+
+// unknownState stands for the states past codeOverflow.
+const unknownState = job.State("unknown")
+
+// stateCodes maps states to codes and back. Those a newer server may
+// write, which this one does not know, get codes as they are met.
+type stateCodes struct{ states []job.State }
+
+// code returns state's code, making one for a state not met before. The
+// view's lock must be held for writing.
+func (c *stateCodes) code(state job.State) stateCode {
+	if k, ok := c.lookup(state); ok {
+		return k
+	}
+	if c.states == nil {
+		c.states = slices.Clone(knownStates)
+	}
+	if len(c.states) >= int(codeOverflow) {
+		return codeOverflow
+	}
+	c.states = append(c.states, job.State(strings.Clone(string(state))))
+	return stateCode(len(c.states) - 1)
+}
+
+// lookup returns state's code, if it has one.
+func (c *stateCodes) lookup(state job.State) (stateCode, bool) {
+	states := c.states
+	if states == nil {
+		states = knownStates
+	}
+	for i, s := range states {
+		if s == state {
+			return stateCode(i), true
 		}
 	}
-	return state
+	return 0, false
+}
+
+// state returns the state of code k.
+func (c *stateCodes) state(k stateCode) job.State {
+	states := c.states
+	if states == nil {
+		states = knownStates
+	}
+	if int(k) < len(states) {
+		return states[k]
+	}
+	return unknownState
+}
+
+func (k stateCode) terminal() bool {
+	return k == codeSucceeded || k == codeFailed || k == codeCanceled
 }

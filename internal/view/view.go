@@ -88,8 +88,10 @@ type View struct {
 	// small (mapx): a burst of jobs grows them, maps do not shrink.
 	byIDHigh, activeHigh, unqueuedHigh int
 
-	// slab holds the entries and their ids, packed (slab.go).
-	slab slab
+	// slab holds the entries and their ids, packed (slab.go); codes
+	// names the entries' states.
+	slab  slab
+	codes stateCodes
 
 	workers map[string]worker
 	changed chan struct{}
@@ -112,13 +114,13 @@ type View struct {
 // and expires it, and its record while the job is unfinished or recent.
 type entry struct {
 	id       string
-	created  int64 // unix nanoseconds
-	finished int64 // unix nanoseconds; 0 while unfinished
-	state    job.State
+	created  int64    // unix nanoseconds
+	finished int64    // unix nanoseconds; 0 while unfinished
 	j        *job.Job // nil once evicted: read it from the store
-	gone     bool     // deleted
-	recent   bool     // in View.recent
-	ordered  bool     // in View.order
+	state    stateCode
+	gone     bool // deleted
+	recent   bool // in View.recent
+	ordered  bool // in View.order
 }
 
 type worker struct {
@@ -461,13 +463,13 @@ func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
 	} else {
 		prev = en.j
 		if prev == nil {
-			prev = &job.Job{ID: j.ID, State: en.state, Done: j.Done, Values: j.Values, ReduceDone: j.ReduceDone}
+			prev = &job.Job{ID: j.ID, State: v.codes.state(en.state), Done: j.Done, Values: j.Values, ReduceDone: j.ReduceDone}
 		}
-		v.counts[en.state]--
+		v.counts[v.codes.state(en.state)]--
 		v.leave(j.ID)
 	}
 	wasInOrder := inQueueOrder(en)
-	en.state, en.j = canonical(j.State), j
+	en.state, en.j = v.codes.code(j.State), j
 	v.noteOrder(en, wasInOrder)
 	v.counts[j.State]++
 	if j.State == job.Scheduled && j.RunAt != nil {
@@ -522,7 +524,7 @@ func (v *View) keepRecent(en *entry) {
 		v.recent[0] = nil
 		v.recent = v.recent[1:]
 		old.recent = false
-		if old.state.Terminal() {
+		if old.state.terminal() {
 			old.j = nil
 		}
 	}
@@ -544,7 +546,7 @@ func (v *View) remove(en *entry) {
 	if old, ok := v.active[en.id]; ok {
 		v.track(old, -1)
 	}
-	v.counts[en.state]--
+	v.counts[v.codes.state(en.state)]--
 	v.leave(en.id)
 	delete(v.active, en.id)
 	delete(v.unqueued, en.id)
@@ -597,7 +599,7 @@ func (v *View) loaded() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, j := range slices.Backward(whole) {
-		if en := v.byID[j.ID]; en != nil && en.j == nil && !en.recent && en.state == j.State {
+		if en := v.byID[j.ID]; en != nil && en.j == nil && !en.recent && v.codes.state(en.state) == j.State {
 			en.j = j
 			v.keepRecent(en)
 		}
