@@ -333,7 +333,10 @@ func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io
 			fmt.Fprintln(stdout, j.ID)
 		}
 		sent += len(jobs)
-		if err != nil {
+		switch {
+		case err != nil && sent == 0:
+			return explain(err)
+		case err != nil:
 			return fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above)", explain(err), sent, n)
 		}
 	}
