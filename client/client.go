@@ -155,10 +155,17 @@ func (c *Client) SubmitWithKey(ctx context.Context, spec Spec, key string) (Job,
 // idempotency key of its own and sends the batch again under it while the
 // server is unavailable. The jobs come back in the order of specs.
 func (c *Client) SubmitBatch(ctx context.Context, specs []Spec) ([]Job, error) {
+	return c.SubmitBatchWithKey(ctx, specs, newKey())
+}
+
+// SubmitBatchWithKey is SubmitBatch with the caller's idempotency key: a
+// second batch with the same key and the same specs within a day returns
+// the first one's jobs, and submits nothing.
+func (c *Client) SubmitBatchWithKey(ctx context.Context, specs []Spec, key string) ([]Job, error) {
 	var out struct {
 		Jobs []Job `json:"jobs"`
 	}
-	err := c.post(ctx, "/api/v1/jobs/batch", newKey(), struct {
+	err := c.post(ctx, "/api/v1/jobs/batch", key, struct {
 		Jobs []Spec `json:"jobs"`
 	}{specs}, &out)
 	return out.Jobs, err

@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/app"
 )
 
@@ -21,20 +24,9 @@ import (
 // too large (413), then 500, then 250 go in, waiting for room (429) as the
 // workers finish jobs.
 func TestBulkSubmitSendsSmallerBatchesToASmallCluster(t *testing.T) {
-	cfg := app.DefaultConfig()
-	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", t.TempDir()
-	cfg.SubmitRate, cfg.MaxUnfinishedJobs = 0, 300
+	srv := startServer(t, func(c *app.Config) { c.MaxUnfinishedJobs = 300 })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := app.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = srv.Stop(sctx)
-	}()
 	var out, errOut bytes.Buffer
 	if err := submit(ctx, []string{"noop", "1", "--count", "1000", "--server", srv.URL()}, &out, &errOut); err != nil {
 		t.Fatalf("submit --count 1000 to a cluster of at most 300 unfinished jobs: %v\n%s", err, errOut.String())
@@ -49,6 +41,113 @@ func TestBulkSubmitSendsSmallerBatchesToASmallCluster(t *testing.T) {
 	said := errOut.String()
 	if !strings.Contains(said, "takes no batch of 1000 jobs") || !strings.Contains(said, "--max-unfinished-jobs") || !strings.Contains(said, "sending batches of 250") {
 		t.Fatalf("stderr: %q; want why the batches got smaller, naming the flag", said)
+	}
+}
+
+// startServer starts a server on random ports with its own data
+// directory and 4 workers, without the per-client submit rate.
+func startServer(t *testing.T, mod func(*app.Config)) *app.Server {
+	t.Helper()
+	cfg := app.DefaultConfig()
+	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", t.TempDir()
+	cfg.SubmitRate = 0
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+	})
+	return srv
+}
+
+// cancelAfter is a writer that cancels a context once n lines went
+// through it: a command cut short at a known place.
+type cancelAfter struct {
+	bytes.Buffer
+	n      int
+	cancel context.CancelFunc
+}
+
+func (w *cancelAfter) Write(p []byte) (int, error) {
+	if w.n -= bytes.Count(p, []byte("\n")); w.n <= 0 {
+		w.cancel()
+	}
+	return w.Buffer.Write(p)
+}
+
+// A bulk submit cut short and run again with the same --idempotency-key
+// goes on where it stopped: the batches that went in are answered with
+// their jobs, and the cluster holds each spec's job once. A changed file
+// under the same key is refused, and a single submit's key works alike.
+func TestBulkSubmitResumesUnderItsKey(t *testing.T) {
+	srv := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "specs.jsonl")
+	specs := strings.Repeat(`{"kind":"noop","partitions":1}`+"\n", 2500)
+	if err := os.WriteFile(path, []byte(specs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--file", path, "--idempotency-key", "nightly-2026-12-02", "--server", srv.URL()}
+
+	cut, stop := context.WithCancel(ctx)
+	first := &cancelAfter{n: 1000, cancel: stop}
+	var errOut bytes.Buffer
+	err := submit(cut, args, first, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "1000 specs before its batch were submitted") || !strings.Contains(err.Error(), "run the same command again, with the same --idempotency-key") {
+		t.Fatalf("a submit cut short after its first batch: %v", err)
+	}
+	var again bytes.Buffer
+	if err := submit(ctx, args, &again, &errOut); err != nil {
+		t.Fatalf("the same submit again: %v\n%s", err, errOut.String())
+	}
+	before, all := strings.Fields(first.String()), strings.Fields(again.String())
+	if len(before) != 1000 || len(all) != 2500 || !slices.Equal(before, all[:1000]) {
+		t.Fatalf("%d ids, then %d; want 1000, then 2500 starting with the same 1000", len(before), len(all))
+	}
+	api := client.New(srv.URL(), "")
+	stored := map[string]bool{}
+	var page client.JobList
+	for {
+		var err error
+		if page, err = api.Jobs(ctx, client.ListOptions{Limit: 500, Cursor: page.NextCursor}); err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range page.Jobs {
+			stored[j.ID] = true
+		}
+		if page.NextCursor == "" {
+			break
+		}
+	}
+	for _, id := range all {
+		delete(stored, id)
+	}
+	if len(stored) != 0 || len(all) != 2500 {
+		t.Fatalf("the cluster holds %d jobs besides the 2500 printed", len(stored))
+	}
+
+	changed := strings.Replace(specs, `"partitions":1`, `"partitions":2`, 1)
+	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit(ctx, args, io.Discard, &errOut); err == nil || !strings.Contains(err.Error(), "Idempotency-Key") {
+		t.Fatalf("a changed file under the same key: %v; want the key's reuse refused", err)
+	}
+
+	var one, two bytes.Buffer
+	single := []string{"noop", "2", "--idempotency-key", "once", "--server", srv.URL()}
+	if err := submit(ctx, single, &one, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit(ctx, single, &two, &errOut); err != nil || one.String() != two.String() {
+		t.Fatalf("a single submit twice under one key: %v; ids %q and %q", err, one.String(), two.String())
 	}
 }
 

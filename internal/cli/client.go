@@ -173,6 +173,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	delay := fs.Duration("delay", 0, "run the job this long from now (scheduled until then), e.g. 10m")
 	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
 	count := fs.Int("count", 1, "submit this many jobs of the spec at once (in batches of 1,000), printing their ids; a batch the cluster has no room for (429) is sent again once it has")
+	key := fs.String("idempotency-key", "", "a key of your own for this submit: the same command run again with it within a day is answered the jobs it submitted, and submits nothing again (with --count or --file: each batch that went in; a run cut short goes on where it stopped)")
 	file := fs.String("file", "", "submit the job specs of this file (- for standard input) in batches of 1,000, printing their ids: JSON objects as the API takes them, one a line or in an array, or {\"jobs\":[…]}; a batch the cluster has no room for (429) is sent again once it has")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--server URL]")
@@ -186,14 +187,17 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *file != "" {
 		var other []string
 		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "file" && f.Name != "server" && f.Name != "token" && f.Name != "o" {
+			if f.Name != "file" && f.Name != "server" && f.Name != "token" && f.Name != "o" && f.Name != "idempotency-key" {
 				other = append(other, "--"+f.Name)
 			}
 		})
 		if len(pos) > 0 || len(other) > 0 {
-			return fmt.Errorf("--file holds whole job specs: give it alone (with --server, --token), not with %s", strings.Join(append(pos, other...), " "))
+			return fmt.Errorf("--file holds whole job specs: give it alone (with --server, --token, --idempotency-key), not with %s", strings.Join(append(pos, other...), " "))
 		}
-		return submitFile(ctx, &busy{c: newClient(server), stderr: stderr}, *file, stdout)
+		if err := checkKey(*key); err != nil {
+			return err
+		}
+		return submitFile(ctx, &busy{c: newClient(server), stderr: stderr, key: *key}, *file, stdout)
 	}
 	spec, err := sf.spec("submit", pos, fs.Usage)
 	if err != nil {
@@ -211,14 +215,22 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		spec.RunAt = &t
 	}
+	if err := checkKey(*key); err != nil {
+		return err
+	}
 	c := newClient(server)
 	if *count != 1 {
 		if *count < 1 || *wait {
 			return fmt.Errorf("--count must be 1 or more, and --wait follows one job only; got --count %d", *count)
 		}
-		return submitMany(ctx, &busy{c: c, stderr: stderr}, spec, *count, stdout)
+		return submitMany(ctx, &busy{c: c, stderr: stderr, key: *key}, spec, *count, stdout)
 	}
-	j, err := c.Submit(ctx, spec)
+	var j client.Job
+	if *key != "" {
+		j, err = c.SubmitWithKey(ctx, spec, *key)
+	} else {
+		j, err = c.Submit(ctx, spec)
+	}
 	if err != nil {
 		return explain(err)
 	}
@@ -268,22 +280,26 @@ type busy struct {
 	c      *client.Client
 	stderr io.Writer
 	said   time.Time
+	// key, when set, is the user's idempotency key: each batch is sent
+	// under a key of its own made of it and the specs it holds (batchKey).
+	key string
 	// most is the largest batch the server is sent (0: what the caller
 	// gives), lowered when it answers that one could never be admitted.
 	most int
 }
 
-// submit submits specs, in several batches when the server takes fewer at
-// once. On an error it returns the jobs of the batches that went in: they
-// are the first specs', and the batch that failed starts after them.
-func (b *busy) submit(ctx context.Context, specs []client.Spec) ([]client.Job, error) {
+// submit submits specs, the specs from number from on of the whole
+// submit, in several batches when the server takes fewer at once. On an
+// error it returns the jobs of the batches that went in: they are the
+// first specs', and the batch that failed starts after them.
+func (b *busy) submit(ctx context.Context, from int, specs []client.Spec) ([]client.Job, error) {
 	var out []client.Job
 	for len(specs) > 0 {
 		n := len(specs)
 		if b.most > 0 {
 			n = min(n, b.most)
 		}
-		jobs, err := b.send(ctx, specs[:n])
+		jobs, err := b.send(ctx, batchKey(b.key, from+len(out), n), specs[:n])
 		var e *client.Error
 		if errors.As(err, &e) && e.Status == http.StatusRequestEntityTooLarge && n > 1 {
 			b.most = n / 2
@@ -299,11 +315,40 @@ func (b *busy) submit(ctx context.Context, specs []client.Spec) ([]client.Job, e
 	return out, nil
 }
 
+// maxKey bounds the user's idempotency key: the server takes 255 bytes,
+// and a batch's key adds its place.
+const maxKey = 200
+
+func checkKey(key string) error {
+	if len(key) > maxKey {
+		return fmt.Errorf("--idempotency-key is %d bytes long; give at most %d", len(key), maxKey)
+	}
+	return nil
+}
+
+// batchKey is the idempotency key of the batch of n specs from spec number
+// from on, under the user's key ("" without one: the client makes one per
+// request). Run again, the same command sends the same batches under the
+// same keys, and the server answers those that went in with their jobs;
+// a spec changed meanwhile makes its batch's key a mismatch (422).
+func batchKey(key string, from, n int) string {
+	if key == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d+%d", key, from, n)
+}
+
 // send sends one batch, again while the server has no room for it.
-func (b *busy) send(ctx context.Context, specs []client.Spec) ([]client.Job, error) {
+func (b *busy) send(ctx context.Context, key string, specs []client.Spec) ([]client.Job, error) {
 	wait := busyWait
 	for {
-		jobs, err := b.c.SubmitBatch(ctx, specs)
+		var jobs []client.Job
+		var err error
+		if key != "" {
+			jobs, err = b.c.SubmitBatchWithKey(ctx, specs, key)
+		} else {
+			jobs, err = b.c.SubmitBatch(ctx, specs)
+		}
 		if !client.IsBusy(err) {
 			return jobs, err
 		}
@@ -320,6 +365,14 @@ func (b *busy) send(ctx context.Context, specs []client.Spec) ([]client.Job, err
 	}
 }
 
+// resume tells how to go on after a bulk submit cut short.
+func (b *busy) resume() string {
+	if b.key != "" {
+		return "run the same command again, with the same --idempotency-key, to go on: what went in is answered, not submitted again"
+	}
+	return "running the whole command again would submit those again; with --idempotency-key it would go on where it stopped"
+}
+
 // submitMany submits n jobs of spec in batches, printing their ids.
 func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io.Writer) error {
 	const batch = 1000
@@ -328,7 +381,7 @@ func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io
 		for i := range specs {
 			specs[i] = spec
 		}
-		jobs, err := c.submit(ctx, specs)
+		jobs, err := c.submit(ctx, sent, specs)
 		for _, j := range jobs {
 			fmt.Fprintln(stdout, j.ID)
 		}
@@ -337,7 +390,7 @@ func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io
 		case err != nil && sent == 0:
 			return explain(err)
 		case err != nil:
-			return fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above)", explain(err), sent, n)
+			return fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above); %s", explain(err), sent, n, c.resume())
 		}
 	}
 	return nil
@@ -448,7 +501,7 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) err
 		for i, s := range part {
 			list[i] = s.spec
 		}
-		jobs, err := c.submit(ctx, list)
+		jobs, err := c.submit(ctx, done, list)
 		for _, j := range jobs {
 			fmt.Fprintln(stdout, j.ID)
 		}
@@ -457,7 +510,10 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) err
 		if err != nil {
 			before := "nothing was submitted"
 			if done > 0 {
-				before = fmt.Sprintf("the jobs of the %d specs before its batch were submitted (their ids are printed above): submit the specs from spec %d on (line %d), not the whole file again, or those would run twice", done, done+1, part[0].line)
+				before = fmt.Sprintf("the jobs of the %d specs before its batch were submitted (their ids are printed above); %s", done, c.resume())
+				if c.key == "" {
+					before += fmt.Sprintf(", or submit the specs from spec %d on (line %d)", done+1, part[0].line)
+				}
 			}
 			var e *client.Error
 			if errors.As(err, &e) {
