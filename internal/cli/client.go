@@ -176,8 +176,8 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	key := fs.String("idempotency-key", "", "a key of your own for this submit: the same command run again with it within a day is answered the jobs it submitted, and submits nothing again (with --count or --file: each batch that went in; a run cut short goes on where it stopped)")
 	file := fs.String("file", "", "submit the job specs of this file (- for standard input) in batches of 1,000, printing their ids: JSON objects as the API takes them, one a line or in an array, or {\"jobs\":[…]}; a batch the cluster has no room for (429) is sent again once it has")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--server URL]")
-		fmt.Fprintln(stderr, "       mrcluster submit --file SPECS.jsonl [--server URL]")
+		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--idempotency-key KEY] [--server URL]")
+		fmt.Fprintln(stderr, "       mrcluster submit --file SPECS.jsonl [--idempotency-key KEY] [--server URL]")
 		fs.PrintDefaults()
 	}
 	pos, asJSON, err := parseClient(fs, server, args)
