@@ -194,3 +194,55 @@ func TestSplitBatchNamesTheRefusedSpec(t *testing.T) {
 		t.Fatalf("batches sent: %v; want [700 350 175 175 175 175]", sizes)
 	}
 }
+
+// cancel and delete take many ids, or "-" for those of standard input (as
+// submit --count prints them): each job's line in order, a failure on
+// stderr without stopping the others, and an error counting them.
+func TestCancelAndDeleteManyJobs(t *testing.T) {
+	srv := startServer(t, func(c *app.Config) { c.Workers = 0 }) // the jobs stay queued
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var ids, errOut bytes.Buffer
+	if err := submit(ctx, []string{"noop", "1", "--count", "50", "--server", srv.URL()}, &ids, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Fields(ids.String())
+	defer func(r io.Reader) { stdin = r }(stdin)
+
+	var out bytes.Buffer
+	err := deleteJob(ctx, []string{all[0], all[1], "--server", srv.URL()}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "2 of the jobs were not deleted") || !strings.Contains(errOut.String(), all[1]+": ") || out.Len() != 0 {
+		t.Fatalf("delete of two queued jobs: %v\nstdout %q\nstderr %q", err, out.String(), errOut.String())
+	}
+	stdin = strings.NewReader(ids.String() + "\n" + "noop_nothere 0 extra words\n")
+	out.Reset()
+	errOut.Reset()
+	err = cancelJob(ctx, []string{"-", "--server", srv.URL()}, &out, &errOut)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if err == nil || !strings.Contains(err.Error(), "1 of the jobs were not canceled") || !strings.Contains(errOut.String(), `noop_nothere: job "noop_nothere" not found`) {
+		t.Fatalf("cancel - with an unknown id among 50: %v\nstderr %q", err, errOut.String())
+	}
+	if len(lines) != 50 {
+		t.Fatalf("%d lines printed; want 50", len(lines))
+	}
+	for i, l := range lines {
+		if l != all[i]+" canceled" {
+			t.Fatalf("line %d: %q; want %q", i, l, all[i]+" canceled")
+		}
+	}
+	var table bytes.Buffer // the table of mrcluster jobs, its head line included
+	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "100", "--server", srv.URL()}, &table, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	stdin = strings.NewReader(table.String())
+	out.Reset()
+	if err := deleteJob(ctx, []string{"-", "--server", srv.URL()}, &out, &errOut); err != nil || strings.Count(out.String(), " deleted\n") != 50 {
+		t.Fatalf("delete - of the 50 canceled jobs: %v\n%s", err, out.String())
+	}
+	if l, err := client.New(srv.URL(), "").Jobs(ctx, client.ListOptions{}); err != nil || len(l.Jobs) != 0 {
+		t.Fatalf("jobs left after the delete: %d %v", len(l.Jobs), err)
+	}
+	if err := cancelJob(ctx, []string{"--server", srv.URL()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "takes job ids") {
+		t.Fatalf("cancel without an id: %v", err)
+	}
+}

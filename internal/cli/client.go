@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -755,24 +757,20 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 	return tw.Flush()
 }
 
+// cancelJob runs "mrcluster cancel ID…": each job canceled, its id and
+// state printed.
 func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, server, err := oneID("cancel", args, stderr)
-	if err != nil {
-		return err
-	}
-	asJSON, err := server.json()
-	if err != nil {
-		return err
-	}
-	j, err := newClient(server).Cancel(ctx, id)
-	if err != nil {
-		return explain(err)
-	}
-	if asJSON {
-		return printJSON(stdout, j)
-	}
-	fmt.Fprintf(stdout, "%s %s\n", j.ID, j.State)
-	return nil
+	return eachJob(ctx, "cancel", "canceled", args, stdout, stderr, func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error) {
+		j, err := c.Cancel(ctx, id)
+		switch {
+		case err != nil:
+			return "", err
+		case asJSON:
+			out, err := json.MarshalIndent(j, "", "  ")
+			return string(out), err
+		}
+		return fmt.Sprintf("%s %s", j.ID, j.State), nil
+	})
 }
 
 // rerunJob runs "mrcluster rerun ID": a new job of a finished job's spec,
@@ -829,15 +827,105 @@ func retryJob(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// deleteJob runs "mrcluster delete ID…".
 func deleteJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, server, err := oneID("delete", args, stderr)
+	return eachJob(ctx, "delete", "deleted", args, stdout, stderr, func(ctx context.Context, c *client.Client, id string, _ bool) (string, error) {
+		if err := c.Delete(ctx, id); err != nil {
+			return "", err
+		}
+		return id + " deleted", nil
+	})
+}
+
+// stdin is what "-" reads (a var: tests give their own).
+var stdin io.Reader = os.Stdin
+
+// eachJobAtOnce is how many requests a command on many jobs has in flight.
+const eachJobAtOnce = 8
+
+// eachJob runs a command on every job its arguments name: ids, or "-" for
+// the ids of standard input, the first word of each line (the output of
+// submit --count, of jobs, of cancel). It prints each job's line in the order
+// given, a failure on stderr, and goes on; with one id the error is the
+// command's.
+func eachJob(ctx context.Context, name, done string, args []string, stdout, stderr io.Writer, do func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error)) error {
+	fs, server := clientFlags(name, stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: mrcluster %s JOB_ID… [--server URL] [--token T]   (- reads the ids from standard input, one a line)\n", name)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := newClient(server).Delete(ctx, id); err != nil {
-		return explain(err)
+	asJSON, err := server.json()
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "%s deleted\n", id)
+	var ids []string
+	for _, p := range pos {
+		if p != "-" {
+			ids = append(ids, p)
+			continue
+		}
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			// "ID" heads the table of mrcluster jobs.
+			if f := strings.Fields(sc.Text()); len(f) > 0 && f[0] != "ID" {
+				ids = append(ids, f[0])
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("reading job ids from standard input: %w", err)
+		}
+	}
+	if len(ids) == 0 {
+		fs.Usage()
+		return fmt.Errorf("%s takes job ids, got none", name)
+	}
+	c := newClient(server)
+	if len(ids) == 1 && pos[0] != "-" {
+		line, err := do(ctx, c, ids[0], asJSON)
+		if err != nil {
+			return explain(err)
+		}
+		fmt.Fprintln(stdout, line)
+		return nil
+	}
+	failed := 0
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 4*eachJobAtOnce)]
+		ids = ids[len(chunk):]
+		lines, errs := make([]string, len(chunk)), make([]error, len(chunk))
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for range min(eachJobAtOnce, len(chunk)) {
+			wg.Go(func() {
+				for i := range next {
+					lines[i], errs[i] = do(ctx, c, chunk[i], asJSON)
+				}
+			})
+		}
+		for i := range chunk {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		for i, id := range chunk {
+			if errs[i] != nil {
+				failed++
+				fmt.Fprintf(stderr, "mrcluster: %s: %v\n", id, explain(errs[i]))
+				continue
+			}
+			fmt.Fprintln(stdout, lines[i])
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("stopped: %w (%d jobs not %s, besides those printed)", err, len(ids), done)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of the jobs were not %s (said above)", failed, done)
+	}
 	return nil
 }
 

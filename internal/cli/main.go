@@ -34,10 +34,10 @@ Usage:
   mrcluster output  ID               print a finished job's output
   mrcluster jobs    [--state S]      list jobs, newest first
   mrcluster job     ID               show one job
-  mrcluster cancel  ID               cancel a job
+  mrcluster cancel  ID…              cancel jobs (- reads their ids from standard input)
   mrcluster retry   ID [--wait]      run a failed or canceled job's unfinished tasks again, in the same job
   mrcluster rerun   ID               run a finished job again: a new job of the same spec
-  mrcluster delete  ID               delete a finished job, its history and its output
+  mrcluster delete  ID…              delete finished jobs, their history and their output (- as cancel)
   mrcluster status                   show workers and the queue
   mrcluster config  [flags]          print the configuration serve would use, and its sources
   mrcluster version                  print the version
