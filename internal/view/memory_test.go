@@ -427,3 +427,59 @@ func TestQueueOrderAtScale(t *testing.T) {
 		t.Fatalf("the queue's order holds %d entries, %d stale, for %d unfinished jobs", n, stale, len(jobs)/7+1)
 	}
 }
+
+// A page's cursor may name a job deleted since the page was read, as a
+// script that deletes what it lists does: the next page starts where that
+// job was, before and after the deleted entries are compacted away.
+func TestCursorOfADeletedJob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	v := New(Config{Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler)})
+	v.loaded()
+	now := time.Now()
+	const n = 2100
+	ids := make([]string, n) // oldest first
+	for i := range n {
+		created := now.Add(time.Duration(i) * time.Millisecond)
+		j := job.New(job.NewID("noop", created), job.Spec{Kind: "noop", Partitions: 1}, created)
+		ids[i] = j.ID
+		v.applyJobs([]*store.Entry{record(t, j)}, false)
+	}
+	del := func(ids ...string) {
+		for _, id := range ids {
+			v.applyJobs([]*store.Entry{{Key: id, Deleted: true}}, false)
+		}
+	}
+	page := func(cursor string) []string {
+		t.Helper()
+		jobs, _, err := v.List(ctx, "", 3, cursor)
+		if err != nil {
+			t.Fatalf("a page after %s: %v", cursor, err)
+		}
+		var out []string
+		for _, j := range jobs {
+			out = append(out, j.ID)
+		}
+		return out
+	}
+	first, _, err := v.List(ctx, "", 3, "")
+	if err != nil || len(first) != 3 {
+		t.Fatal(err)
+	}
+	cursor := first[2].ID // ids[n-3]
+	del(first[0].ID, first[1].ID, cursor)
+	if got, want := page(cursor), ids[n-6:n-3]; !slices.Equal(got, []string{want[2], want[1], want[0]}) {
+		t.Fatalf("the page after a deleted cursor: %v; want %v, newest first", got, want)
+	}
+	// Over half of the entries deleted: they are compacted away.
+	del(ids[:1100]...)
+	if len(v.sorted) > n-1000 {
+		t.Fatalf("%d entries, %d of them deleted: not compacted", len(v.sorted), v.gone)
+	}
+	if got, want := page(cursor), ids[n-6:n-3]; !slices.Equal(got, []string{want[2], want[1], want[0]}) {
+		t.Fatalf("after the compaction, the page after a deleted cursor: %v; want %v, newest first", got, want)
+	}
+	if _, _, err := v.List(ctx, "", 3, "noop_nothere"); job.ErrorCode(err) != job.EInvalid {
+		t.Fatalf("a cursor no job ever had: %v", err)
+	}
+}

@@ -131,6 +131,9 @@ func (v *View) List(ctx context.Context, state job.State, limit int, cursor stri
 	if cursor != "" {
 		c, ok := v.byID[cursor]
 		if !ok {
+			c, ok = v.goneIDs[cursor] // deleted since its page was read
+		}
+		if !ok {
 			v.mu.RUnlock()
 			return nil, "", job.Errorf(job.EInvalid, "cursor %q is not a job id; pass the next_cursor of the previous page", cursor)
 		}

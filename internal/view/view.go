@@ -77,6 +77,13 @@ type View struct {
 	// and none controlled, Holding has nothing to look at.
 	activeKinds map[string]int
 	controlled  int
+	// gone remembers the entries of the last keepGone deleted jobs, by
+	// id, in a ring: a page's cursor may name a job deleted since the
+	// page was read (a script deleting what it lists), and the next page
+	// starts where that job was.
+	goneIDs  map[string]*entry
+	goneRing []string
+	goneNext int
 	// markers are the deleted jobs whose markers the start's read met.
 	markers []string
 	// tail holds, while the stored records are read at start, the last
@@ -552,6 +559,7 @@ func (v *View) remove(en *entry) {
 	delete(v.unqueued, en.id)
 	delete(v.runAt, en.id)
 	delete(v.byID, en.id)
+	v.rememberGone(en)
 	wasInOrder := inQueueOrder(en)
 	en.gone, en.j = true, nil
 	v.noteOrder(en, wasInOrder)
@@ -566,6 +574,22 @@ func (v *View) remove(en *entry) {
 		clear(v.sorted[len(live):])
 		v.sorted, v.gone = live, 0
 	}
+}
+
+// keepGone is how many deleted jobs a cursor may name.
+const keepGone = 8192
+
+// rememberGone keeps a deleted job's entry for the cursors that name it,
+// forgetting the oldest past keepGone. v.mu must be held for writing.
+func (v *View) rememberGone(en *entry) {
+	if v.goneIDs == nil {
+		v.goneIDs, v.goneRing = map[string]*entry{}, make([]string, keepGone)
+	}
+	if old := v.goneRing[v.goneNext]; old != "" {
+		delete(v.goneIDs, old)
+	}
+	v.goneRing[v.goneNext], v.goneIDs[en.id] = en.id, en
+	v.goneNext = (v.goneNext + 1) % keepGone
 }
 
 // insert puts a new entry in creation order. v.mu must be held for writing.
