@@ -196,14 +196,16 @@ func TestSplitBatchNamesTheRefusedSpec(t *testing.T) {
 }
 
 // cancel and delete take many ids, or "-" for those of standard input (as
-// submit --count prints them): each job's line in order, a failure on
-// stderr without stopping the others, and an error counting them.
+// submit --count and jobs print them): each job's line in order, a failure
+// on stderr without stopping the others, and an error counting them. jobs
+// lists more than a page (500) when asked, or all with --limit 0.
 func TestCancelAndDeleteManyJobs(t *testing.T) {
 	srv := startServer(t, func(c *app.Config) { c.Workers = 0 }) // the jobs stay queued
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var ids, errOut bytes.Buffer
-	if err := submit(ctx, []string{"noop", "1", "--count", "50", "--server", srv.URL()}, &ids, &errOut); err != nil {
+	const n = 1200
+	if err := submit(ctx, []string{"noop", "1", "--count", fmt.Sprint(n), "--server", srv.URL()}, &ids, &errOut); err != nil {
 		t.Fatal(err)
 	}
 	all := strings.Fields(ids.String())
@@ -220,10 +222,10 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 	err = cancelJob(ctx, []string{"-", "--server", srv.URL()}, &out, &errOut)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if err == nil || !strings.Contains(err.Error(), "1 of the jobs were not canceled") || !strings.Contains(errOut.String(), `noop_nothere: job "noop_nothere" not found`) {
-		t.Fatalf("cancel - with an unknown id among 50: %v\nstderr %q", err, errOut.String())
+		t.Fatalf("cancel - with an unknown id among %d: %v\nstderr %q", n, err, errOut.String())
 	}
-	if len(lines) != 50 {
-		t.Fatalf("%d lines printed; want 50", len(lines))
+	if len(lines) != n {
+		t.Fatalf("%d lines printed; want %d", len(lines), n)
 	}
 	for i, l := range lines {
 		if l != all[i]+" canceled" {
@@ -231,13 +233,17 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 		}
 	}
 	var table bytes.Buffer // the table of mrcluster jobs, its head line included
-	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "100", "--server", srv.URL()}, &table, &errOut); err != nil {
-		t.Fatal(err)
+	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "700", "--server", srv.URL()}, &table, &errOut); err != nil || strings.Count(table.String(), "\n") != 1+700 {
+		t.Fatalf("jobs --limit 700: %v, %d lines", err, strings.Count(table.String(), "\n"))
+	}
+	table.Reset()
+	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "0", "--server", srv.URL()}, &table, &errOut); err != nil || strings.Count(table.String(), "\n") != 1+n {
+		t.Fatalf("jobs --limit 0: %v, %d lines; want the head and %d", err, strings.Count(table.String(), "\n"), n)
 	}
 	stdin = strings.NewReader(table.String())
 	out.Reset()
-	if err := deleteJob(ctx, []string{"-", "--server", srv.URL()}, &out, &errOut); err != nil || strings.Count(out.String(), " deleted\n") != 50 {
-		t.Fatalf("delete - of the 50 canceled jobs: %v\n%s", err, out.String())
+	if err := deleteJob(ctx, []string{"-", "--server", srv.URL()}, &out, &errOut); err != nil || strings.Count(out.String(), " deleted\n") != n {
+		t.Fatalf("delete - of the %d canceled jobs: %v\n%s", n, err, out.String())
 	}
 	if l, err := client.New(srv.URL(), "").Jobs(ctx, client.ListOptions{}); err != nil || len(l.Jobs) != 0 {
 		t.Fatalf("jobs left after the delete: %d %v", len(l.Jobs), err)

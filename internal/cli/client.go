@@ -608,20 +608,38 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// maxPage is the most jobs the API lists in one page.
+const maxPage = 500
+
 func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("jobs", stderr)
 	state := fs.String("state", "", "only jobs in this state")
-	limit := fs.Int("limit", 20, "how many jobs")
+	limit := fs.Int("limit", 20, "how many jobs, newest first (0: all), read 500 a page")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *limit < 0 {
+		return fmt.Errorf("--limit must be 0 (all) or more, got %d", *limit)
 	}
 	asJSON, err := server.json()
 	if err != nil {
 		return err
 	}
-	page, err := newClient(server).Jobs(ctx, client.ListOptions{State: client.State(*state), Limit: *limit})
-	if err != nil {
-		return explain(err)
+	c := newClient(server)
+	var page client.JobList
+	for {
+		ask := maxPage
+		if *limit > 0 {
+			ask = min(ask, *limit-len(page.Jobs))
+		}
+		next, err := c.Jobs(ctx, client.ListOptions{State: client.State(*state), Limit: ask, Cursor: page.NextCursor})
+		if err != nil {
+			return explain(err)
+		}
+		page.Jobs, page.NextCursor = append(page.Jobs, next.Jobs...), next.NextCursor
+		if page.NextCursor == "" || *limit > 0 && len(page.Jobs) >= *limit {
+			break
+		}
 	}
 	if asJSON {
 		return printJSON(stdout, page)
