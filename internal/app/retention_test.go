@@ -111,6 +111,26 @@ func TestDeleteJob(t *testing.T) {
 	if _, err := c.Job(ctx, running.ID); !client.IsNotFound(err) {
 		t.Fatalf("a deleted job: %v; want not found", err)
 	}
+
+	// Listing and deleting page by page: the next page's cursor names a
+	// job deleted meanwhile.
+	var ids []string
+	for range 4 {
+		ids = append(ids, b.await(t, b.submit(t, "noop", 1).ID, terminal).ID)
+	}
+	first, err := c.Jobs(ctx, client.ListOptions{Limit: 2})
+	if err != nil || len(first.Jobs) != 2 || first.NextCursor != ids[2] {
+		t.Fatalf("the first page: %+v %v; want the 2 newest", first, err)
+	}
+	for _, j := range first.Jobs {
+		if err := c.Delete(ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next, err := c.Jobs(ctx, client.ListOptions{Limit: 2, Cursor: first.NextCursor})
+	if err != nil || len(next.Jobs) != 2 || next.Jobs[0].ID != ids[1] || next.Jobs[1].ID != ids[0] {
+		t.Fatalf("the page after a deleted cursor: %+v %v; want the 2 oldest", next, err)
+	}
 }
 
 // A finished job is deleted, with its history, once its retention passed;
