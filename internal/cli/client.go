@@ -308,6 +308,9 @@ func (b *busy) submit(ctx context.Context, from int, specs []client.Spec) ([]cli
 			fmt.Fprintf(b.stderr, "mrcluster: the server takes no batch of %d jobs (%s); sending batches of %d\n", n, e.Message, b.most)
 			continue
 		}
+		if err == nil && len(jobs) != n {
+			err = fmt.Errorf("the server answered %d jobs for a batch of %d specs", len(jobs), n)
+		}
 		if err != nil {
 			return out, err
 		}

@@ -130,8 +130,8 @@ func (v *View) List(ctx context.Context, state job.State, limit int, cursor stri
 	i := len(v.sorted) - 1
 	if cursor != "" {
 		c, ok := v.byID[cursor]
-		if !ok {
-			c, ok = v.goneIDs[cursor] // deleted since its page was read
+		if created, gone := v.goneIDs[cursor]; !ok && gone {
+			c, ok = &entry{id: cursor, created: created}, true // deleted since its page was read
 		}
 		if !ok {
 			v.mu.RUnlock()

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,11 +78,12 @@ type View struct {
 	// and none controlled, Holding has nothing to look at.
 	activeKinds map[string]int
 	controlled  int
-	// gone remembers the entries of the last keepGone deleted jobs, by
-	// id, in a ring: a page's cursor may name a job deleted since the
+	// goneIDs remembers when the last keepGone deleted jobs were created,
+	// by id, in a ring: a page's cursor may name a job deleted since the
 	// page was read (a script deleting what it lists), and the next page
-	// starts where that job was.
-	goneIDs  map[string]*entry
+	// starts where that job was. Copies, not the entries: an entry would
+	// keep its whole block of the slab.
+	goneIDs  map[string]int64
 	goneRing []string
 	goneNext int
 	// markers are the deleted jobs whose markers the start's read met.
@@ -579,16 +581,17 @@ func (v *View) remove(en *entry) {
 // keepGone is how many deleted jobs a cursor may name.
 const keepGone = 8192
 
-// rememberGone keeps a deleted job's entry for the cursors that name it,
+// rememberGone keeps where a deleted job was for the cursors that name it,
 // forgetting the oldest past keepGone. v.mu must be held for writing.
 func (v *View) rememberGone(en *entry) {
 	if v.goneIDs == nil {
-		v.goneIDs, v.goneRing = map[string]*entry{}, make([]string, keepGone)
+		v.goneIDs, v.goneRing = map[string]int64{}, make([]string, keepGone)
 	}
 	if old := v.goneRing[v.goneNext]; old != "" {
 		delete(v.goneIDs, old)
 	}
-	v.goneRing[v.goneNext], v.goneIDs[en.id] = en.id, en
+	id := strings.Clone(en.id)
+	v.goneRing[v.goneNext], v.goneIDs[id] = id, en.created
 	v.goneNext = (v.goneNext + 1) % keepGone
 }
 
