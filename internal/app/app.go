@@ -521,11 +521,25 @@ func (s *Server) Stop(ctx context.Context) error {
 	return nil
 }
 
+// stopReserve is the part of the shutdown's time kept from the running
+// tasks for the rest of the shutdown, and the least the embedded NATS
+// server has to close its store.
+const stopReserve = 3 * time.Second
+
 func (s *Server) shutdown(ctx context.Context) {
 	// Workers first: they stop taking tasks at once, and the API keeps
-	// answering while their running tasks finish.
+	// answering while their running tasks finish, but not for the whole
+	// time allowed: a task that never ends would leave the rest of the
+	// shutdown no time, and the embedded NATS server would be left
+	// closing its files after Stop returned.
 	if s.pool != nil {
-		_ = s.pool.Stop(ctx)
+		pctx := ctx
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			pctx, cancel = context.WithDeadline(ctx, dl.Add(-min(stopReserve, time.Until(dl)/3)))
+			defer cancel()
+		}
+		_ = s.pool.Stop(pctx)
 	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
@@ -563,7 +577,17 @@ func (s *Server) shutdown(ctx context.Context) {
 		}
 	}
 	if s.emb != nil {
-		_ = s.emb.Stop(ctx)
+		// The store's files are closed before Stop returns, even when the
+		// steps before used up the time: a little past it, at most.
+		ectx := ctx
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			ectx, cancel = context.WithTimeout(context.WithoutCancel(ctx), max(time.Until(dl), stopReserve))
+			defer cancel()
+		}
+		if err := s.emb.Stop(ectx); err != nil {
+			s.log.Warn("the embedded NATS server did not stop in time; its store recovers at the next start", "err", err)
+		}
 	}
 	if s.unlimit != nil {
 		s.unlimit()
