@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -122,9 +123,24 @@ func (c Client) Await(t testing.TB, id string, cond func(client.Job) bool) clien
 	ctx := Context(t)
 	conn := c.Dial(t, "/api/v1/events")
 	defer conn.CloseNow()
+	wait := 50 * time.Millisecond
 	for {
-		j := c.Job(t, id)
-		if cond(j) {
+		j, err := c.API().Job(ctx, id)
+		var apiErr *client.Error
+		switch {
+		case errors.As(err, &apiErr) && apiErr.Status == http.StatusServiceUnavailable:
+			// A server catching up (after a pause, in an election) says
+			// to try again shortly: a client does, as told.
+			select {
+			case <-ctx.Done():
+				t.Fatalf("waiting for job %s: %v", id, err)
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Second)
+			continue
+		case err != nil:
+			t.Fatalf("get job %s: %v", id, err)
+		case cond(j):
 			return j
 		}
 		if _, _, err := conn.Read(ctx); err != nil {
