@@ -195,7 +195,7 @@ func TestSplitBatchNamesTheRefusedSpec(t *testing.T) {
 	}
 }
 
-// cancel and delete take many ids, or "-" for those of standard input (as
+// cancel, retry and delete take many ids, or "-" for those of standard input (as
 // submit --count and jobs print them): each job's line in order, a failure
 // on stderr without stopping the others, and an error counting them. jobs
 // lists more than a page (500) when asked, or all with --limit 0.
@@ -231,6 +231,17 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 		if l != all[i]+" canceled" {
 			t.Fatalf("line %d: %q; want %q", i, l, all[i]+" canceled")
 		}
+	}
+	// Two of them retried, in one command, then canceled again.
+	out.Reset()
+	if err := retryJob(ctx, []string{all[0], all[1], "--server", srv.URL()}, &out, &errOut); err != nil || out.String() != all[0]+" queued (retry 1)\n"+all[1]+" queued (retry 1)\n" {
+		t.Fatalf("retry of two canceled jobs: %v\n%s", err, out.String())
+	}
+	if err := retryJob(ctx, []string{all[0], all[1], "--wait", "--server", srv.URL()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "one id") {
+		t.Fatalf("retry --wait of two jobs: %v", err)
+	}
+	if err := cancelJob(ctx, []string{all[0], all[1], "--server", srv.URL()}, io.Discard, &errOut); err != nil {
+		t.Fatal(err)
 	}
 	var table bytes.Buffer // the table of mrcluster jobs, its head line included
 	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "700", "--server", srv.URL()}, &table, &errOut); err != nil || strings.Count(table.String(), "\n") != 1+700 {

@@ -783,15 +783,21 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return eachJob(ctx, "cancel", "canceled", args, stdout, stderr, func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error) {
 		j, err := c.Cancel(ctx, id)
-		switch {
-		case err != nil:
-			return "", err
-		case asJSON:
-			out, err := json.MarshalIndent(j, "", "  ")
-			return string(out), err
-		}
-		return fmt.Sprintf("%s %s", j.ID, j.State), nil
+		return jobLine(j, err, asJSON, fmt.Sprintf("%s %s", j.ID, j.State))
 	})
+}
+
+// jobLine is the line a command on many jobs prints for job j: its
+// resource as JSON with asJSON, else text; nothing when err is set.
+func jobLine(j client.Job, err error, asJSON bool, text string) (string, error) {
+	switch {
+	case err != nil:
+		return "", err
+	case asJSON:
+		out, err := json.MarshalIndent(j, "", "  ")
+		return string(out), err
+	}
+	return text, nil
 }
 
 // rerunJob runs "mrcluster rerun ID": a new job of a finished job's spec,
@@ -816,36 +822,36 @@ func rerunJob(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// retryJob runs "mrcluster retry ID": the unfinished tasks of a failed or
-// canceled job run again, in the same job; with --wait it follows it.
+// retryJob runs "mrcluster retry ID…": the unfinished tasks of failed or
+// canceled jobs run again, each in its own job; with --wait it follows
+// one.
 func retryJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("retry", stderr)
-	wait := fs.Bool("wait", false, "wait for the retried job to finish, showing its progress")
+	wait := fs.Bool("wait", false, "wait for the retried job to finish, showing its progress (one job)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mrcluster retry ID [--wait] [--server URL]: run the failed or canceled tasks of a job again, in the same job")
+		fmt.Fprintln(stderr, "usage: mrcluster retry ID… [--wait] [--server URL]: run the failed or canceled tasks of jobs again, each in the same job (- reads the ids from standard input, one a line)")
 		fs.PrintDefaults()
 	}
 	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return fmt.Errorf("retry needs one job id")
-	}
 	c := newClient(server)
+	if !*wait {
+		return forEachJob(ctx, c, fs, "retry", "retried", pos, asJSON, stdout, stderr, func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error) {
+			j, err := c.Retry(ctx, id)
+			return jobLine(j, err, asJSON, fmt.Sprintf("%s %s (retry %d)", j.ID, j.State, j.Retries))
+		})
+	}
+	if len(pos) != 1 || pos[0] == "-" {
+		fs.Usage()
+		return fmt.Errorf("retry --wait follows one job: give one id")
+	}
 	j, err := c.Retry(ctx, pos[0])
 	if err != nil {
 		return explain(err)
 	}
-	if *wait {
-		return waitJob(ctx, c, j.ID, asJSON, stdout, stderr)
-	}
-	if asJSON {
-		return printJSON(stdout, j)
-	}
-	fmt.Fprintf(stdout, "%s %s (retry %d)\n", j.ID, j.State, j.Retries)
-	return nil
+	return waitJob(ctx, c, j.ID, asJSON, stdout, stderr)
 }
 
 // deleteJob runs "mrcluster delete ID…".
@@ -866,23 +872,25 @@ const eachJobAtOnce = 8
 
 // eachJob runs a command on every job its arguments name: ids, or "-" for
 // the ids of standard input, the first word of each line (the output of
-// submit --count, of jobs, of cancel). It prints each job's line in the order
-// given, a failure on stderr, and goes on; with one id the error is the
-// command's.
+// submit --count, of jobs, of cancel). It prints each job's line in the
+// order given, a failure on stderr, and goes on; with one id the error is
+// the command's.
 func eachJob(ctx context.Context, name, done string, args []string, stdout, stderr io.Writer, do func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error)) error {
 	fs, server := clientFlags(name, stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: mrcluster %s JOB_ID… [--server URL] [--token T]   (- reads the ids from standard input, one a line)\n", name)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
 	}
-	asJSON, err := server.json()
-	if err != nil {
-		return err
-	}
+	return forEachJob(ctx, newClient(server), fs, name, done, pos, asJSON, stdout, stderr, do)
+}
+
+// forEachJob is eachJob once the command's flags are parsed: pos are its
+// arguments, the ids or "-".
+func forEachJob(ctx context.Context, c *client.Client, fs *flag.FlagSet, name, done string, pos []string, asJSON bool, stdout, stderr io.Writer, do func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error)) error {
 	var ids []string
 	for _, p := range pos {
 		if p != "-" {
@@ -904,7 +912,6 @@ func eachJob(ctx context.Context, name, done string, args []string, stdout, stde
 		fs.Usage()
 		return fmt.Errorf("%s takes job ids, got none", name)
 	}
-	c := newClient(server)
 	if len(ids) == 1 && pos[0] != "-" {
 		line, err := do(ctx, c, ids[0], asJSON)
 		if err != nil {

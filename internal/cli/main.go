@@ -35,7 +35,7 @@ Usage:
   mrcluster jobs    [--state S]      list jobs, newest first (--limit N, 0 for all)
   mrcluster job     ID               show one job
   mrcluster cancel  ID…              cancel jobs (- reads their ids from standard input)
-  mrcluster retry   ID [--wait]      run a failed or canceled job's unfinished tasks again, in the same job
+  mrcluster retry   ID… [--wait]     run failed or canceled jobs' unfinished tasks again, each in the same job
   mrcluster rerun   ID               run a finished job again: a new job of the same spec
   mrcluster delete  ID…              delete finished jobs, their history and their output (- as cancel)
   mrcluster status                   show workers and the queue
