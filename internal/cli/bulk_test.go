@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -155,17 +154,13 @@ func TestBulkSubmitResumesUnderItsKey(t *testing.T) {
 // it are printed and counted, and the error names the spec of the file
 // that was refused, counted across the parts.
 func TestSplitBatchNamesTheRefusedSpec(t *testing.T) {
-	var mu sync.Mutex
-	var sizes []int
-	srv := batchServer(t, func(jobs []map[string]any) (int, string) {
-		mu.Lock()
-		sizes = append(sizes, len(jobs))
-		mu.Unlock()
+	var sizes batchSizes
+	srv := batchServer(t, sizes.record(func(jobs []map[string]any) (int, string) {
 		if len(jobs) > 300 {
 			return http.StatusRequestEntityTooLarge, fmt.Sprintf(`{"error":{"code":"too_large","message":"this batch has %d jobs, more than the 300 that may be unfinished at once (--max-unfinished-jobs): it could never be admitted"}}`, len(jobs))
 		}
 		return refuseBadKind(jobs)
-	})
+	}))
 	var specs strings.Builder
 	for i := range 700 {
 		kind := "noop"
@@ -182,16 +177,14 @@ func TestSplitBatchNamesTheRefusedSpec(t *testing.T) {
 	defer cancel()
 	var out, errOut bytes.Buffer
 	err := submit(ctx, []string{"--file", path, "--server", srv.URL}, &out, &errOut)
-	mu.Lock()
-	defer mu.Unlock()
 	if err == nil || !strings.Contains(err.Error(), "spec 651 (line 651)") || !strings.Contains(err.Error(), "525 specs before its batch were submitted") {
-		t.Fatalf("error %v; want spec 651 named, 525 submitted (batches sent: %v)", err, sizes)
+		t.Fatalf("error %v; want spec 651 named, 525 submitted (batches sent: %v)", err, &sizes)
 	}
 	if n := len(strings.Fields(out.String())); n != 525 {
-		t.Fatalf("%d ids printed, want the 525 of the parts that went in (batches sent: %v)", n, sizes)
+		t.Fatalf("%d ids printed, want the 525 of the parts that went in (batches sent: %v)", n, &sizes)
 	}
-	if fmt.Sprint(sizes) != "[700 350 175 175 175 175]" {
-		t.Fatalf("batches sent: %v; want [700 350 175 175 175 175]", sizes)
+	if sizes.String() != "[700 350 175 175 175 175]" {
+		t.Fatalf("batches sent: %v; want [700 350 175 175 175 175]", &sizes)
 	}
 }
 

@@ -283,7 +283,7 @@ type busy struct {
 	stderr io.Writer
 	said   time.Time
 	// key, when set, is the user's idempotency key: each batch is sent
-	// under a key of its own made of it and the specs it holds (batchKey).
+	// under a key of its own made of it and the batch's place (batchKey).
 	key string
 	// most is the largest batch the server is sent (0: what the caller
 	// gives), lowered when it answers that one could never be admitted.

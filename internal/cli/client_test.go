@@ -158,15 +158,31 @@ func refuseBadKind(jobs []map[string]any) (int, string) {
 	return 0, ""
 }
 
+// batchSizes records the size of every batch a fake server is sent.
+type batchSizes struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+// record returns answer, recording the size of each batch it answers.
+func (b *batchSizes) record(answer func(jobs []map[string]any) (int, string)) func(jobs []map[string]any) (int, string) {
+	return func(jobs []map[string]any) (int, string) {
+		b.mu.Lock()
+		b.sizes = append(b.sizes, len(jobs))
+		b.mu.Unlock()
+		return answer(jobs)
+	}
+}
+
+func (b *batchSizes) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return fmt.Sprint(b.sizes)
+}
+
 func TestSubmitFile(t *testing.T) {
-	var mu sync.Mutex
-	var sizes []int
-	srv := batchServer(t, func(jobs []map[string]any) (int, string) {
-		mu.Lock()
-		sizes = append(sizes, len(jobs))
-		mu.Unlock()
-		return refuseBadKind(jobs)
-	})
+	var sizes batchSizes
+	srv := batchServer(t, sizes.record(refuseBadKind))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var lines []string
@@ -182,8 +198,8 @@ func TestSubmitFile(t *testing.T) {
 		t.Fatalf("submit --file: %v (%s)", err, errOut.String())
 	}
 	ids := strings.Fields(out.String())
-	if len(ids) != 2500 || ids[0] != "noop_1" || ids[2499] != "noop_2500" || fmt.Sprint(sizes) != "[1000 1000 500]" {
-		t.Fatalf("%d ids (%v … ), batches %v; want 2500 in order, in batches [1000 1000 500]", len(ids), ids[:min(2, len(ids))], sizes)
+	if len(ids) != 2500 || ids[0] != "noop_1" || ids[2499] != "noop_2500" || sizes.String() != "[1000 1000 500]" {
+		t.Fatalf("%d ids (%v … ), batches %v; want 2500 in order, in batches [1000 1000 500]", len(ids), ids[:min(2, len(ids))], &sizes)
 	}
 	lines[1203] = `{"kind":"bad","partitions":1}`
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600); err != nil {

@@ -66,8 +66,8 @@ func (t *Trimmer) held() uint64 { return t.samples[2].Value.Uint64() - t.samples
 // for again at once; and it holds at least 64 MiB more than its live heap
 // and, for Window looks after its last trim (twice as many after each
 // trim that the wait alone allowed and that handed back less than 64 MiB,
-// up to 5 minutes), than right after that trim. It returns how many bytes it handed back; 0 if it did
-// not look.
+// up to 5 minutes), than right after that trim. It returns how many bytes
+// it handed back; 0 if it did not look.
 //
 // The live heap is that of the last collection, which in a process gone
 // quiet after a peak (a restart's read of the store) is the peak's: the

@@ -233,13 +233,9 @@ func (s *Service) admit(tasks, jobs int, what string, admit func() error) error 
 	if err := s.writable(); err != nil {
 		return err
 	}
-	if admit != nil {
-		if err := admit(); err != nil {
-			return err
-		}
-	}
 	// What could never fit is not worth trying again: a client that
-	// waits on 429 would wait for ever.
+	// waits on 429 would wait for ever. Checked before the caller's
+	// admit, so that a refused size spends none of its submit rate.
 	if s.cfg.MaxQueuedTasks > 0 && tasks > s.cfg.MaxQueuedTasks {
 		return job.Errorf(job.ETooLarge, "%s has %d tasks, more than the %d that may wait at once (--%s): it could never be admitted; split it, or raise the limit",
 			what, tasks, s.cfg.MaxQueuedTasks, flags.MaxQueuedTasks)
@@ -247,6 +243,11 @@ func (s *Service) admit(tasks, jobs int, what string, admit func() error) error 
 	if s.cfg.MaxUnfinishedJobs > 0 && jobs > s.cfg.MaxUnfinishedJobs {
 		return job.Errorf(job.ETooLarge, "%s has %d jobs, more than the %d that may be unfinished at once (--%s): it could never be admitted; send smaller batches, or raise the limit",
 			what, jobs, s.cfg.MaxUnfinishedJobs, flags.MaxUnfinishedJobs)
+	}
+	if admit != nil {
+		if err := admit(); err != nil {
+			return err
+		}
 	}
 	if s.cfg.MaxQueuedTasks > 0 {
 		if depth := s.cfg.View.QueueDepth(); depth+tasks > s.cfg.MaxQueuedTasks {
