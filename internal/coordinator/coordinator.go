@@ -1487,7 +1487,7 @@ func (c *Coordinator) Get(ctx context.Context, id string) (*job.Job, uint64, err
 	j, rev, err := c.cfg.Store.Jobs.Get(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, 0, job.Errorf(job.ENotFound, "job %q not found", id)
+		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
 	case err != nil:
 		return nil, 0, unavailable(fmt.Errorf("read job %s: %w", id, err))
 	}

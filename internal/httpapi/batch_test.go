@@ -32,3 +32,25 @@ func TestBatchErrorsNameTheSpec(t *testing.T) {
 		}
 	}
 }
+
+// An error repeats a value from the request by its start only: a query
+// value of 100 KB is not answered with 100 KB.
+func TestErrorsRepeatTheStartOfALongValue(t *testing.T) {
+	s := recordServer(slog.New(slog.DiscardHandler))
+	long := strings.Repeat("é", 50_000)
+	for _, path := range []string{
+		"/api/v1/jobs?state=" + long,
+		"/api/v1/jobs?limit=" + long,
+		"/api/v1/queue?limit=" + long,
+	} {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if w.Code != http.StatusBadRequest || json.Unmarshal(w.Body.Bytes(), &e) != nil || len(e.Error.Message) > 400 ||
+			!strings.Contains(e.Error.Message, `"éé`) || !strings.Contains(e.Error.Message, "… (100000 bytes)") {
+			t.Errorf("%.40s…: %d, %d bytes: %.300s; want 400 repeating the value's start and its length", path, w.Code, w.Body.Len(), w.Body)
+		}
+	}
+}

@@ -56,7 +56,7 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	var timeout time.Duration
 	if req.Timeout != "" {
 		if timeout, err = time.ParseDuration(req.Timeout); err != nil || timeout < time.Millisecond || timeout > maxTimeout {
-			return job.Spec{}, job.Errorf(job.EInvalid, "timeout must be a duration from 1ms to %s, such as \"90s\" or \"5m\", got %q", maxTimeout, req.Timeout)
+			return job.Spec{}, job.Errorf(job.EInvalid, "timeout must be a duration from 1ms to %s, such as \"90s\" or \"5m\", got %s", maxTimeout, job.Quote(req.Timeout))
 		}
 	}
 	var runAt time.Time
@@ -65,12 +65,12 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 		return job.Spec{}, job.Errorf(job.EInvalid, "give run_at or delay, not both")
 	case req.RunAt != "":
 		if runAt, err = time.Parse(time.RFC3339Nano, req.RunAt); err != nil {
-			return job.Spec{}, job.Errorf(job.EInvalid, "run_at must be a time in RFC 3339, such as \"2026-12-24T18:00:00Z\", got %q", req.RunAt)
+			return job.Spec{}, job.Errorf(job.EInvalid, "run_at must be a time in RFC 3339, such as \"2026-12-24T18:00:00Z\", got %s", job.Quote(req.RunAt))
 		}
 	case req.Delay != "":
 		d, err := time.ParseDuration(req.Delay)
 		if err != nil || d < 0 {
-			return job.Spec{}, job.Errorf(job.EInvalid, "delay must be a duration such as \"90s\" or \"2h\", got %q", req.Delay)
+			return job.Spec{}, job.Errorf(job.EInvalid, "delay must be a duration such as \"90s\" or \"2h\", got %s", job.Quote(req.Delay))
 		}
 		runAt = time.Now().Add(d)
 	}
@@ -211,14 +211,14 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		for i, st := range job.States {
 			names[i] = string(st)
 		}
-		s.writeError(w, r, job.Errorf(job.EInvalid, "state %q is not a job state; use one of %s", state, strings.Join(names, ", ")))
+		s.writeError(w, r, job.Errorf(job.EInvalid, "state %s is not a job state; use one of %s", job.Quote(string(state)), strings.Join(names, ", ")))
 		return
 	}
 	limit := 50
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxLimit {
-			s.writeError(w, r, job.Errorf(job.EInvalid, "limit must be an integer from 1 to %d, got %q", maxLimit, v))
+			s.writeError(w, r, job.Errorf(job.EInvalid, "limit must be an integer from 1 to %d, got %s", maxLimit, job.Quote(v)))
 			return
 		}
 		limit = n
@@ -377,7 +377,7 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxQueueLimit {
-			s.writeError(w, r, job.Errorf(job.EInvalid, "limit must be an integer from 1 to %d, got %q", maxQueueLimit, v))
+			s.writeError(w, r, job.Errorf(job.EInvalid, "limit must be an integer from 1 to %d, got %s", maxQueueLimit, job.Quote(v)))
 			return
 		}
 		limit = n

@@ -16,7 +16,7 @@ func (s *Server) ping(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) seedSubmit(w http.ResponseWriter, r *http.Request) {
 	n, err := strconv.Atoi(r.PathValue("n"))
 	if err != nil {
-		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions in the path must be an integer from 1 to %d, got %q", s.cfg.MaxPartitions, r.PathValue("n")))
+		s.writeError(w, r, job.Errorf(job.EInvalid, "partitions in the path must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, job.Quote(r.PathValue("n"))))
 		return
 	}
 	j, err := s.submit(r, job.Spec{Kind: r.PathValue("kind"), Partitions: n})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Code classifies an error for the person or program that receives it.
@@ -81,3 +82,21 @@ type unavailable struct {
 
 func (u *unavailable) Error() string   { return u.cause.Error() }
 func (u *unavailable) Unwrap() []error { return []error{u.e, u.cause} }
+
+// quoteMax is how much of a value from a request an error message repeats.
+const quoteMax = 64
+
+// Quote returns s quoted (as %q does) for an error message that repeats a
+// value from a request, cut to its first 64 characters when longer: an
+// id, a name or a query value may be as long as the request allows, and an
+// answer repeating kilobytes of it says no more than its start.
+func Quote(s string) string {
+	if len(s) <= quoteMax {
+		return fmt.Sprintf("%q", s)
+	}
+	cut := quoteMax
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:cut], len(s))
+}

@@ -193,3 +193,18 @@ func TestApplyRefusesAnotherJobsResult(t *testing.T) {
 		t.Fatalf("its own result: done %d", j.Done)
 	}
 }
+
+func TestQuote(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"abc", `"abc"`},
+		{strings.Repeat("a", 64), `"` + strings.Repeat("a", 64) + `"`},
+		{strings.Repeat("a", 70), `"` + strings.Repeat("a", 64) + `"… (70 bytes)`},
+		// Cut at a character's start, never inside it.
+		{"a" + strings.Repeat("é", 40), `"a` + strings.Repeat("é", 31) + `"… (81 bytes)`},
+		{"\x00\"", `"\x00\""`},
+	} {
+		if got := job.Quote(c.in); got != c.want {
+			t.Errorf("Quote(%.20q…) = %s; want %s", c.in, got, c.want)
+		}
+	}
+}

@@ -64,7 +64,7 @@ func (s *Service) Schedule(name string) (client.Schedule, error) {
 			return scheduleResource(sc, time.Now()), nil
 		}
 	}
-	return client.Schedule{}, job.Errorf(job.ENotFound, "schedule %q not found; GET /api/v1/schedules lists them", name)
+	return client.Schedule{}, job.Errorf(job.ENotFound, "schedule %s not found; GET /api/v1/schedules lists them", job.Quote(name))
 }
 
 // PauseSchedule stops schedule name from firing (pause false: starts it

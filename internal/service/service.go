@@ -419,13 +419,13 @@ func (s *Service) SetKindLimits(ctx context.Context, name string, concurrency in
 		return client.Kind{}, job.Errorf(job.EConflict, "this server cannot limit kinds")
 	}
 	if _, ok := s.cfg.Kinds.Lookup(name); !ok {
-		return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found; GET /api/v1/kinds lists them", name)
+		return client.Kind{}, job.Errorf(job.ENotFound, "kind %s not found; GET /api/v1/kinds lists them", job.Quote(name))
 	}
 	if concurrency < 0 || concurrency > MaxConcurrency {
 		return client.Kind{}, job.Errorf(job.EInvalid, "concurrency must be an integer from 0 (no limit) to %d, got %d", MaxConcurrency, concurrency)
 	}
 	if n, _ := store.ParseRate(rate); rate != "" && (n == 0 || n > MaxConcurrency*100) {
-		return client.Kind{}, job.Errorf(job.EInvalid, "rate must be N/s or N/m with N from 1 to %d, such as \"100/s\" or \"10/m\"; got %q", MaxConcurrency*100, rate)
+		return client.Kind{}, job.Errorf(job.EInvalid, "rate must be N/s or N/m with N from 1 to %d, such as \"100/s\" or \"10/m\"; got %s", MaxConcurrency*100, job.Quote(rate))
 	}
 	if err := s.writable(); err != nil {
 		return client.Kind{}, err
@@ -438,7 +438,7 @@ func (s *Service) SetKindLimits(ctx context.Context, name string, concurrency in
 			return k, nil
 		}
 	}
-	return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found", name)
+	return client.Kind{}, job.Errorf(job.ENotFound, "kind %s not found", job.Quote(name))
 }
 
 // MaxConcurrency bounds a kind's concurrency limit.
@@ -452,7 +452,7 @@ func (s *Service) PauseKind(ctx context.Context, name string, pause bool) (clien
 		return client.Kind{}, job.Errorf(job.EConflict, "this server cannot pause kinds")
 	}
 	if _, ok := s.cfg.Kinds.Lookup(name); !ok {
-		return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found; GET /api/v1/kinds lists them", name)
+		return client.Kind{}, job.Errorf(job.ENotFound, "kind %s not found; GET /api/v1/kinds lists them", job.Quote(name))
 	}
 	if err := s.writable(); err != nil {
 		return client.Kind{}, err
@@ -465,7 +465,7 @@ func (s *Service) PauseKind(ctx context.Context, name string, pause bool) (clien
 			return k, nil
 		}
 	}
-	return client.Kind{}, job.Errorf(job.ENotFound, "kind %q not found", name)
+	return client.Kind{}, job.Errorf(job.ENotFound, "kind %s not found", job.Quote(name))
 }
 
 // kindResource is the API's representation of kind k; u is its upload's
@@ -516,7 +516,7 @@ func (s *Service) PutKind(ctx context.Context, name, description string, r io.Re
 // DeleteKind deletes an uploaded kind that no unfinished job uses.
 func (s *Service) DeleteKind(ctx context.Context, name string) error {
 	if s.cfg.Catalog == nil {
-		return job.Errorf(job.ENotFound, "kind %q not found", name)
+		return job.Errorf(job.ENotFound, "kind %s not found", job.Quote(name))
 	}
 	if err := job.ValidName("kind", name); err != nil {
 		return err

@@ -135,7 +135,7 @@ func (v *View) List(ctx context.Context, state job.State, limit int, cursor stri
 		}
 		if !ok {
 			v.mu.RUnlock()
-			return nil, "", job.Errorf(job.EInvalid, "cursor %q is not a job id; pass the next_cursor of the previous page", cursor)
+			return nil, "", job.Errorf(job.EInvalid, "cursor %s is not a job id; pass the next_cursor of the previous page", job.Quote(cursor))
 		}
 		i = v.index(c) - 1
 	}
