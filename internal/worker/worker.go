@@ -247,11 +247,13 @@ func (p *Pool) run(i int, l *lease) {
 	start := time.Now().UTC()
 	worker := p.keys[i]
 	p.noteLost(t, delivered)
-	p.noteStarted(job.TaskStarted{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start})
+	notice := job.TaskStarted{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start}
+	p.noteStarted(notice)
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
 	})
 	value, out, err := p.call(ctx, t)
+	p.unnoteStarted(notice)
 	ran := time.Since(start)
 	p.pace.observe(ran)
 
