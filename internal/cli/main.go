@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -47,7 +48,8 @@ MRCLUSTER_ADDR=0.0.0.0:8080, and serve's in a TOML file given with --config.
 A flag beats the environment, which beats the file, which beats the default.
 The client commands find the server in --server or MRCLUSTER_SERVER
 (default http://127.0.0.1:8080), its token in --token or MRCLUSTER_TOKEN, and
-print JSON with -o json. Run "mrcluster COMMAND -h" for its flags.
+print JSON with -o json; these three may also come before the command
+(mrcluster --server URL jobs). Run "mrcluster COMMAND -h" for its flags.
 `
 
 // Main runs the command line with os.Args and exits; extra kinds join the
@@ -86,6 +88,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitError(2)
+	}
+	args, err := commandFirst(args)
+	if err != nil {
+		return err
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
@@ -139,4 +145,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 func parse(fs *flag.FlagSet, args []string) error {
 	_, err := parseWithFile(fs, args)
 	return err
+}
+
+// leadingFlags are the client commands' flags a user may give before the
+// command, as with kubectl or docker: mrcluster --server URL jobs.
+var leadingFlags = map[string]bool{"server": true, "token": true, "o": true}
+
+// commandFirst moves the flags given before the command to just after it,
+// where the command's flags are parsed: mrcluster --server URL jobs
+// --state failed runs jobs --server URL --state failed.
+func commandFirst(args []string) ([]string, error) {
+	var lead []string
+	i := 0
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-h" && args[i] != "--help" {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !leadingFlags[name] {
+			return nil, fmt.Errorf("%s before the command: give the command first, then its flags (mrcluster COMMAND %s …); run mrcluster -h for the commands", args[i], args[i])
+		}
+		n := 1
+		if !hasValue {
+			n = 2
+		}
+		if i+n > len(args) {
+			return nil, fmt.Errorf("%s needs a value, then a command: mrcluster %s VALUE COMMAND …", args[i], args[i])
+		}
+		lead = append(lead, args[i:i+n]...)
+		i += n
+	}
+	if len(lead) == 0 {
+		return args, nil
+	}
+	if i == len(args) {
+		return nil, fmt.Errorf("no command after %s; run mrcluster -h for the commands", strings.Join(lead, " "))
+	}
+	out := append([]string{args[i]}, lead...)
+	return append(out, args[i+1:]...), nil
 }

@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/app"
+)
+
+// The client commands' --server, --token and -o may come before the
+// command, as with kubectl or docker; anything else there is refused
+// saying where it goes.
+func TestFlagsBeforeTheCommand(t *testing.T) {
+	for _, c := range []struct {
+		in   []string
+		want []string
+		err  string
+	}{
+		{in: []string{"jobs", "--state", "failed"}, want: []string{"jobs", "--state", "failed"}},
+		{in: []string{"--server", "http://h:1", "jobs", "--state", "failed"}, want: []string{"jobs", "--server", "http://h:1", "--state", "failed"}},
+		{in: []string{"--server=http://h:1", "-o", "json", "--token", "t", "job", "x"}, want: []string{"job", "--server=http://h:1", "-o", "json", "--token", "t", "x"}},
+		{in: []string{"-h"}, want: []string{"-h"}},
+		{in: []string{"--wait", "submit", "noop"}, err: "--wait before the command: give the command first"},
+		{in: []string{"--server"}, err: "--server needs a value"},
+		{in: []string{"--server", "http://h:1"}, err: "no command after --server http://h:1"},
+	} {
+		got, err := commandFirst(c.in)
+		switch {
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%q: %q, %v; want the error %q", c.in, got, err, c.err)
+		case c.err == "" && (err != nil || !slices.Equal(got, c.want)):
+			t.Errorf("%q: %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+
+	srv := startServer(t, func(c *app.Config) { c.Workers = 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"--server", srv.URL(), "submit", "noop", "1"}, &out, &errOut, nil); err != nil {
+		t.Fatalf("submit with --server first: %v\n%s", err, errOut.String())
+	}
+	id := strings.Fields(out.String())[0]
+	out.Reset()
+	if err := run(ctx, []string{"--server", srv.URL(), "-o", "json", "job", id}, &out, &errOut, nil); err != nil || !strings.Contains(out.String(), `"id": "`+id+`"`) {
+		t.Fatalf("job with --server and -o first: %v\n%s", err, out.String())
+	}
+}
