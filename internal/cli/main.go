@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -178,6 +179,14 @@ func commandFirst(args []string) ([]string, error) {
 	if i == len(args) {
 		return nil, fmt.Errorf("no command after %s; run mrcluster -h for the commands", strings.Join(lead, " "))
 	}
-	out := append([]string{args[i]}, lead...)
-	return append(out, args[i+1:]...), nil
+	// A command of subcommands parses its flags after the subcommand.
+	cmd := 1
+	if subcommands[args[i]] && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+		cmd = 2
+	}
+	out := append(slices.Clone(args[i:i+cmd]), lead...)
+	return append(out, args[i+cmd:]...), nil
 }
+
+// subcommands are the commands whose first argument is a subcommand.
+var subcommands = map[string]bool{"dataset": true, "kind": true, "schedule": true}
