@@ -133,3 +133,44 @@ func TestDataKindsOnRandomInputs(t *testing.T) {
 
 func itoa(n int) string     { return strconv.Itoa(n) }
 func quote(s string) string { return strconv.Quote(s) }
+
+// A line of megabytes (one long word, a file without newlines) goes
+// through every kind, and the job's preview shows its start: the preview
+// of a 3 MB key once made a result the store refused (over NATS's 1 MiB
+// max_payload), and its reduce task ran again for ever.
+func TestOutputLinesOfMegabytes(t *testing.T) {
+	b := setup(t)
+	word := strings.Repeat("x", 3<<20)
+	docs := []kinds.Doc{
+		{Name: "long", Data: []byte("hello " + word + "\nworld\n" + word)},
+		{Name: "short", Data: []byte("hello world\n")},
+	}
+	b.upload(t, "long", docs)
+	for _, spec := range []client.Spec{
+		{Kind: "wordcount", Input: []string{"long"}, Partitions: 2, Reducers: 1},
+		{Kind: "grep", Input: []string{"long"}, Partitions: 3, Reducers: 2, Params: map[string]any{"pattern": "x"}},
+		{Kind: "indexer", Input: []string{"long"}, Partitions: 1, Reducers: 1},
+	} {
+		j, got := b.run(t, spec)
+		var want string
+		switch spec.Kind {
+		case "wordcount":
+			want = kinds.SeqWordCount(docs)
+		case "grep":
+			want = kinds.SeqGrep(docs, "x")
+		default:
+			want = kinds.SeqIndexer(docs)
+		}
+		if got != want || !strings.Contains(got, word) {
+			t.Fatalf("%s: %s", spec.Kind, diff(got, want))
+		}
+		if len(j.Preview) == 0 {
+			t.Fatalf("%s: no preview", spec.Kind)
+		}
+		for _, line := range j.Preview {
+			if len(line) > job.PreviewBytes+40 {
+				t.Fatalf("%s: a preview line of %d bytes (%.60q…); want at most %d and a note of the rest", spec.Kind, len(line), line, job.PreviewBytes+40)
+			}
+		}
+	}
+}

@@ -1,8 +1,10 @@
 package job
 
 import (
+	"bytes"
 	"context"
 	"iter"
+	"strconv"
 )
 
 // Phase is a stage of a job: its maps, then, for a job that reads data,
@@ -166,6 +168,20 @@ type Preview struct {
 
 // PreviewLines is how many output lines a job's preview keeps.
 const PreviewLines = 10
+
+// PreviewBytes bounds a preview's line and key: an output line of
+// megabytes (one long word, a file without newlines) is shown by its
+// start, and a task's result and its job's record stay small.
+const PreviewBytes = 240
+
+// NewPreview returns the preview of an output line, cut to PreviewBytes.
+func NewPreview(key []byte, line string) Preview {
+	if len(line) > PreviewBytes {
+		cut := prefix(line, PreviewBytes)
+		line = cut + "… (" + strconv.Itoa(len(line)-len(cut)) + " more bytes)"
+	}
+	return Preview{Key: bytes.Clone(key[:min(len(key), PreviewBytes)]), Line: line}
+}
 
 type paramsKey struct{}
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 )
 
 // Code classifies an error for the person or program that receives it.
@@ -94,9 +93,5 @@ func Quote(s string) string {
 	if len(s) <= quoteMax {
 		return fmt.Sprintf("%q", s)
 	}
-	cut := quoteMax
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%q… (%d bytes)", s[:cut], len(s))
+	return fmt.Sprintf("%q… (%d bytes)", prefix(s, quoteMax), len(s))
 }

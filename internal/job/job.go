@@ -266,9 +266,18 @@ func ClipError(msg string) string {
 	if len(msg) <= MaxErrorBytes {
 		return msg
 	}
-	cut := MaxErrorBytes
-	for cut > 0 && !utf8.RuneStart(msg[cut]) {
-		cut--
+	cut := prefix(msg, MaxErrorBytes)
+	return cut + "… (" + strconv.Itoa(len(msg)-len(cut)) + " more bytes)"
+}
+
+// prefix returns the longest start of s of at most n bytes that does not
+// end inside a character.
+func prefix(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return msg[:cut] + "… (" + strconv.Itoa(len(msg)-cut) + " more bytes)"
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -208,3 +208,15 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestNewPreview(t *testing.T) {
+	short := job.NewPreview([]byte("a"), "a 1")
+	if string(short.Key) != "a" || short.Line != "a 1" {
+		t.Fatalf("%+v; want the line and key as they are", short)
+	}
+	long := job.NewPreview([]byte(strings.Repeat("é", 1000)), strings.Repeat("é", 1000)+" 2")
+	want := strings.Repeat("é", job.PreviewBytes/2) + "… (1762 more bytes)"
+	if long.Line != want || len(long.Key) != job.PreviewBytes {
+		t.Fatalf("line %q (key %d bytes); want %q, key %d bytes", long.Line, len(long.Key), want, job.PreviewBytes)
+	}
+}

@@ -147,7 +147,7 @@ func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, erro
 			}
 			out.Counters.ReduceOutputRecords++
 			if len(out.Preview) < job.PreviewLines {
-				out.Preview = append(out.Preview, job.Preview{Key: bytes.Clone(key), Line: string(format(key, v))})
+				out.Preview = append(out.Preview, job.NewPreview(key, string(format(key, v))))
 			}
 			return rw.write(key, v)
 		})

@@ -22,6 +22,11 @@ type finished struct {
 // maxShared bounds the results of one message of several jobs' results.
 const maxShared = 64
 
+// maxResultMessage is the size past which a message of several results is
+// split: NATS refuses a message over its max_payload (1 MiB by default),
+// and a result is at most a few KiB (its error and preview are cut short).
+const maxResultMessage = 256 << 10
+
 // maxResultBatch bounds how many results one stored message carries.
 const maxResultBatch = 256
 
@@ -78,7 +83,9 @@ func (p *Pool) store(batch []finished) {
 	defer cancel()
 	msgs := make([]store.Message, 0, len(groups))
 	var sent [][]finished
-	for _, tasks := range groups {
+	for len(groups) > 0 {
+		tasks := groups[0]
+		groups = groups[1:]
 		results := make([]job.TaskResult, len(tasks))
 		for i, f := range tasks {
 			results[i] = f.result
@@ -86,6 +93,14 @@ func (p *Pool) store(batch []finished) {
 		m, err := store.ResultMessage(results, tasks[0].shared)
 		if err != nil {
 			p.retry(tasks, err)
+			continue
+		}
+		if len(m.Data) > maxResultMessage && len(tasks) > 1 {
+			// Many results with previews: two messages (a message over
+			// the store's largest would never be stored, and its tasks
+			// would run again for ever).
+			half := len(tasks) / 2
+			groups = append(groups, tasks[:half], tasks[half:])
 			continue
 		}
 		msgs = append(msgs, m)
