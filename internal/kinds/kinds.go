@@ -3,7 +3,11 @@ package kinds
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -12,27 +16,58 @@ import (
 // Builtin returns a registry with the seed's simulated kinds. sleepScale
 // multiplies their sleeps: 0.001 makes them a thousand times faster.
 func Builtin(sleepScale float64) *job.Registry {
-	r := job.NewRegistry(
-		job.Kind{
+	r := job.NewRegistry()
+	for _, k := range []job.Kind{
+		{
 			Name:        "short",
 			Description: "simulated work: each partition sleeps 0–4 s and returns 1",
 			Map:         sleeper(5, 1, sleepScale),
 		},
-		job.Kind{
+		{
 			Name:        "long",
 			Description: "simulated work: each partition sleeps 0–9 s and returns 5",
 			Map:         sleeper(10, 5, sleepScale),
 		},
-		job.Kind{
+		{
 			Name:        "noop",
 			Description: "returns 1 at once; measures the cluster's own overhead",
 			Map:         func(context.Context, job.Task) (int64, error) { return 1, nil },
 		},
-	)
+	} {
+		r.Register(k) // params are the job's own data: any object
+	}
 	for _, k := range Data() {
-		r.Register(k.Kind())
+		r.Register(onlyDeclared(k.Kind()))
 	}
 	return r
+}
+
+// onlyDeclared makes data kind k refuse the params it does not declare: a
+// typo ("patern") or a param of another kind is an error naming it, not a
+// setting silently ignored. (The simulated kinds take any params, as a
+// job's own data; kinds of one's own, compiled in or uploaded, keep their
+// own rules: one may read params it does not list.)
+func onlyDeclared(k job.Kind) job.Kind {
+	check := k.Check
+	k.Check = func(params map[string]any) error {
+		for _, name := range slices.Sorted(maps.Keys(params)) {
+			if !slices.ContainsFunc(k.Params, func(p job.Param) bool { return p.Name == name }) {
+				if len(k.Params) == 0 {
+					return fmt.Errorf("%s is not a parameter of this kind, which takes none: leave out params", job.Quote(name))
+				}
+				names := make([]string, len(k.Params))
+				for i, p := range k.Params {
+					names[i] = p.Name
+				}
+				return fmt.Errorf("%s is not a parameter of this kind; it takes %s", job.Quote(name), strings.Join(names, ", "))
+			}
+		}
+		if check != nil {
+			return check(params)
+		}
+		return nil
+	}
+	return k
 }
 
 // sleeper returns a map that sleeps a random whole number of seconds in
