@@ -4,6 +4,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,7 +56,18 @@ type Config struct {
 	// TaskTimeout bounds one attempt of a task (0: none for built-in
 	// kinds, an hour for uploaded ones).
 	TaskTimeout time.Duration
+	// abandonAfter is how long a task's code may run on once its context
+	// ended (abandonAfter when zero): tests make it short.
+	abandonAfter time.Duration
 }
+
+// abandonAfter is how long a task's code may run on once told to stop
+// (its timeout, its job canceled, the worker stopping) before its worker
+// gives it up. A built-in or uploaded kind stops at once; a kind compiled
+// in that never looks at its context cannot be stopped in Go, only left:
+// its attempt fails (or is given back, when the worker stops) and the
+// worker goes on, while the code runs on in the process.
+const abandonAfter = 10 * time.Second
 
 // TaskKinds gives the kind of a task of an uploaded kind: its pinned
 // module's, on an instance that release frees.
@@ -75,6 +87,7 @@ type Pool struct {
 
 	hardCtx    context.Context // canceled to abandon running tasks
 	hardCancel context.CancelFunc
+	stopOnce   sync.Once
 	repCancel  context.CancelFunc
 	unsubs     []func()
 	wg         sync.WaitGroup
@@ -457,40 +470,69 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 		}()
 	}
 	var k job.Kind
+	release := func() {}
 	switch {
 	case t.Module != "" && p.cfg.Modules == nil:
 		return 0, nil, fmt.Errorf("worker pool %s cannot run uploaded kinds", p.cfg.Name)
 	case t.Module != "":
-		var release func()
+		// Released by the code's goroutine once it returns, not before.
 		if k, release, err = p.cfg.Modules.TaskKind(ctx, t); err != nil {
 			return 0, nil, fmt.Errorf("kind %q (module %.12s): %w", t.Kind, t.Module, err)
 		}
-		defer release()
 	default:
 		var ok bool
 		if k, ok = p.cfg.Kinds.Lookup(t.Kind); !ok {
 			return 0, nil, fmt.Errorf("kind %q is not registered on worker pool %s; start the worker with that kind", t.Kind, p.cfg.Name)
 		}
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			what := t.Phase
-			p.log.Warn(string(what)+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("%s function panicked: %v", what, r)
+	if !k.ReadsData && t.Phase != job.PhaseMap {
+		release()
+		return 0, nil, fmt.Errorf("kind %q on worker pool %s reads no data, but the task is a %s task", t.Kind, p.cfg.Name, t.Phase)
+	}
+	type answer struct {
+		v   int64
+		out *mr.Outcome
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		var a answer
+		defer func() {
+			if r := recover(); r != nil {
+				what := t.Phase
+				p.log.Warn(string(what)+" function panicked", "job", t.Job, "partition", t.Partition, "panic", r, "stack", string(debug.Stack()))
+				a = answer{err: fmt.Errorf("%s function panicked: %v", what, r)}
+			}
+			release()
+			done <- a
+		}()
+		switch {
+		case !k.ReadsData:
+			a.v, a.err = k.Map(ctx, t)
+		case t.Phase == job.PhaseReduce:
+			o, err := p.env.Reduce(ctx, k, t)
+			a = answer{o.Counters.ReduceOutputRecords, &o, err}
+		default:
+			o, err := p.env.Map(ctx, k, t)
+			a = answer{o.Counters.MapOutputRecords, &o, err}
 		}
 	}()
-	switch {
-	case !k.ReadsData && t.Phase == job.PhaseMap:
-		v, err = k.Map(ctx, t)
-		return v, nil, err
-	case !k.ReadsData:
-		return 0, nil, fmt.Errorf("kind %q on worker pool %s reads no data, but the task is a %s task", t.Kind, p.cfg.Name, t.Phase)
-	case t.Phase == job.PhaseReduce:
-		o, err := p.env.Reduce(ctx, k, t)
-		return o.Counters.ReduceOutputRecords, &o, err
-	default:
-		o, err := p.env.Map(ctx, k, t)
-		return o.Counters.MapOutputRecords, &o, err
+	select {
+	case a := <-done:
+		return a.v, a.out, a.err
+	case <-ctx.Done():
+	}
+	grace := cmp.Or(p.cfg.abandonAfter, abandonAfter)
+	if p.hardCtx.Err() != nil {
+		grace = min(grace, time.Second) // the shutdown's time is up already
+	}
+	select {
+	case a := <-done:
+		return a.v, a.out, a.err
+	case <-time.After(grace):
+		p.log.Error("a task's code did not stop when told to, and is left running in this process: its kind's map or reduce function must return once its context is done; restart the worker to end it",
+			"job", t.Job, "kind", t.Kind, "phase", t.Phase, "partition", t.Partition, "why", context.Cause(ctx), "waited", grace)
+		return 0, nil, fmt.Errorf("%w; its %s function did not return within %s after it was told to stop, and was given up (it ignores its context)", context.Cause(ctx), t.Phase, grace)
 	}
 }
 
@@ -653,11 +695,18 @@ func (p *Pool) cancelJob(id string, epoch int) {
 }
 
 // Stop stops taking tasks and waits for the running ones to finish; when ctx
-// ends first, running tasks are abandoned and go back to the queue.
+// ends first, running tasks are abandoned and go back to the queue (a task
+// whose code ignores its context is left running in the process after a
+// second more: see abandonAfter). Only the first call does anything.
 func (p *Pool) Stop(ctx context.Context) error {
 	if p.hardCancel == nil {
 		return nil // never started
 	}
+	p.stopOnce.Do(func() { p.stop(ctx) })
+	return nil
+}
+
+func (p *Pool) stop(ctx context.Context) {
 	close(p.stopping)
 	p.stopCancel()
 	for i := range p.cfg.Concurrency {
@@ -683,5 +732,4 @@ func (p *Pool) Stop(ctx context.Context) error {
 	p.repCancel()
 	p.repWG.Wait()
 	p.log.Info("workers stopped")
-	return nil
 }

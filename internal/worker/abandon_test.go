@@ -1,0 +1,79 @@
+package worker
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// stuckKind's map never looks at its context: it returns when released,
+// as a kind compiled in with a loop that never checks ctx.Done().
+func stuckKind(release <-chan struct{}) job.Kind {
+	return job.Kind{Name: "k", Map: func(_ context.Context, t job.Task) (int64, error) {
+		if t.Job == "stuck" {
+			<-release
+		}
+		return 1, nil
+	}}
+}
+
+// A task whose code ignores its timeout fails once the grace after it has
+// passed, saying so, and its worker takes the next task: it used to keep
+// its worker, and its job, for ever.
+func TestATaskIgnoringItsTimeoutIsGivenUp(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	f := newFixture(t, stuckKind(release))
+	f.pool(1, func(c *Config) { c.abandonAfter = 200 * time.Millisecond })
+	stuck := task("stuck", 0, 1)
+	stuck.Timeout = 100 * time.Millisecond
+	f.queue(stuck, task("next", 0, 1))
+	rs := f.results(2)
+	if len(rs) != 2 || rs[0].Job != "stuck" || !rs[0].Final() ||
+		!strings.Contains(rs[0].Error, "timed out after 100ms (the job's timeout)") || !strings.Contains(rs[0].Error, "did not return within 200ms") {
+		t.Fatalf("results: %+v; want the stuck task's failure saying it timed out and was given up", rs)
+	}
+	if rs[1].Job != "next" || rs[1].Error != "" {
+		t.Fatalf("then %+v; want the next task done by the same worker", rs[1])
+	}
+}
+
+// A worker stopping gives up a task that ignores the stop, within about a
+// second past its shutdown time, and gives the task back to the queue.
+func TestStopGivesUpATaskIgnoringIt(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	f := newFixture(t, stuckKind(release))
+	p := f.pool(1)
+	f.queue(task("stuck", 0, 1))
+	for {
+		info, err := f.store.Tasks.Info(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Leased == 1 {
+			break
+		}
+		select {
+		case <-f.ctx.Done():
+			t.Fatal("the task never started")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Stop took %s with a task ignoring it; want about 1.2s", took)
+	}
+	info, err := f.store.Tasks.Info(f.ctx)
+	if err != nil || info.Waiting != 1 {
+		t.Fatalf("queue after the stop: %+v, %v; want the task given back", info, err)
+	}
+}
