@@ -240,6 +240,11 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 			return Errorf(EInvalid, "params must be a JSON object")
 		}
 	}
+	if c := spec.ParamCopies(); c > MaxParamCopies {
+		tasks := spec.Partitions + max(spec.Reducers, 0)
+		return Errorf(ETooLarge, "params of %d bytes go into each of the job's %d tasks, %.1f MiB in all, over the %d MiB a job's tasks may carry: keep params under %d bytes for %d tasks, and put large data in a dataset",
+			len(spec.Params), tasks, float64(c)/(1<<20), MaxParamCopies>>20, MaxParamCopies/tasks, tasks)
+	}
 	if !k.ReadsData {
 		if len(spec.Input) > 0 || spec.Reducers != 0 {
 			return Errorf(EInvalid, "kind %q reads no data: leave out input and reducers", spec.Kind)
@@ -274,6 +279,17 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 		}
 	}
 	return nil
+}
+
+// MaxParamCopies bounds the bytes of params a job's tasks carry in all, and
+// those of one submit's jobs: every task carries its job's params, so 1 MB
+// of params on 10,000 partitions would queue 10 GB of tasks (and hold them
+// in the server's memory while they are stored).
+const MaxParamCopies = 64 << 20
+
+// ParamCopies is the bytes of params the job's tasks carry in all.
+func (s Spec) ParamCopies() int64 {
+	return int64(len(s.Params)) * int64(s.Partitions+max(s.Reducers, 0))
 }
 
 // Bounds of a data job's spec.

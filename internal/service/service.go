@@ -99,11 +99,21 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 		return nil, job.Errorf(job.EInvalid, "jobs holds %d specs; at most %d in one batch", len(specs), coordinator.MaxBatch)
 	}
 	tasks := 0
+	var copies int64
 	for i, spec := range specs {
 		if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
-			return nil, job.Errorf(job.EInvalid, "jobs[%d]: %s", i, job.ErrorMessage(err))
+			code := job.ErrorCode(err)
+			if code != job.ETooLarge {
+				code = job.EInvalid
+			}
+			return nil, job.Errorf(code, "jobs[%d]: %s", i, job.ErrorMessage(err))
 		}
 		tasks += spec.Partitions
+		copies += spec.ParamCopies()
+	}
+	if copies > job.MaxParamCopies {
+		return nil, job.Errorf(job.ETooLarge, "the batch's params go into each of its jobs' tasks, %.1f MiB in all, over the %d MiB one submit's tasks may carry: send fewer jobs at once, or smaller params",
+			float64(copies)/(1<<20), job.MaxParamCopies>>20)
 	}
 	if err := s.admit(tasks, len(specs), "this batch", admit); err != nil {
 		return nil, err

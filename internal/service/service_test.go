@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -275,5 +276,37 @@ func TestReadAgainWhileTheStoreIsUnavailable(t *testing.T) {
 	err = readAgain(ctx, func() error { calls++; return job.Errorf(job.EUnavailable, "down") })
 	if job.ErrorCode(err) != job.EUnavailable || calls < 5 || time.Since(start) < readWithin {
 		t.Fatalf("%v after %d calls in %s; want unavailable after trying for %s", err, calls, time.Since(start), readWithin)
+	}
+}
+
+// Every task carries its job's params: a submit whose params times tasks
+// would queue more than job.MaxParamCopies is refused as too large, saying
+// how to fit, and stores nothing. 1 MB of params on 10,000 partitions
+// once queued 10 GB of tasks and took the server to 15 GB of memory.
+func TestParamsCopiedIntoManyTasksAreRefused(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxPartitions = 10_000 })
+	params := func(n int) json.RawMessage { return json.RawMessage(`{"x":"` + strings.Repeat("a", n) + `"}`) }
+	_, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 10_000, Params: params(1 << 20)}, nil)
+	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "go into each of the job's 10000 tasks") || !strings.Contains(err.Error(), "keep params under 6710 bytes for 10000 tasks") {
+		t.Fatalf("1 MB of params on 10,000 partitions: %v; want too large, saying how small params must be", err)
+	}
+	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 10_000, Params: params(6000)}, nil); err != nil {
+		t.Fatalf("6 KB of params on 10,000 partitions (57 MiB): %v", err)
+	}
+	specs := make([]job.Spec, 20)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "noop", Partitions: 1000, Params: params(4000)} // 3.8 MiB each, 76 MiB in all
+	}
+	_, err = f.svc.SubmitBatch(f.ctx, specs, "", nil)
+	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "the batch's params go into each of its jobs' tasks") {
+		t.Fatalf("a batch of 20 jobs with 4 MB of params each in their tasks: %v; want too large", err)
+	}
+	specs[3].Partitions = 3_000_000
+	_, err = f.svc.SubmitBatch(f.ctx, specs, "", nil)
+	if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "jobs[3]: partitions") {
+		t.Fatalf("a bad spec among them: %v; want it named first", err)
+	}
+	if jobs, _, _ := f.svc.cfg.View.List(f.ctx, "", 10, ""); len(jobs) != 1 {
+		t.Fatalf("%d jobs stored; want only the one that fits", len(jobs))
 	}
 }
