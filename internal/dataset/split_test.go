@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 )
@@ -50,8 +51,17 @@ func checkSplits(t testing.TB, contents [][]byte, bs int64, m int, withEnds bool
 	}
 	var got []string
 	var total, lines int64
-	for _, sp := range job.Splits(files, m) {
-		n, l, err := ReadSplit(context.Background(), open, files, sp, func(r job.Record) error {
+	// Read as the map tasks of a job over the files do: each with the
+	// files its split names, and no others.
+	j := job.New("wordcount_x", job.Spec{Kind: "wordcount", Partitions: m}, time.Now())
+	j.Files, j.Reducers, j.Phase = files, 1, job.PhaseMap
+	tasks, carried := j.Tasks(), 0
+	if len(tasks) != m {
+		t.Fatalf("m=%d: %d map tasks", m, len(tasks))
+	}
+	for _, task := range tasks {
+		carried += len(task.Files)
+		n, l, err := ReadSplit(context.Background(), open, task.Files, task.Split, func(r job.Record) error {
 			got = append(got, fmt.Sprintf("%s:%d:%s", r.File, r.Line, r.Text))
 			return nil
 		})
@@ -74,6 +84,9 @@ func checkSplits(t testing.TB, contents [][]byte, bs int64, m int, withEnds bool
 	}
 	if total != size {
 		t.Fatalf("bs=%d m=%d: read %d bytes of %d", bs, m, total, size)
+	}
+	if carried > len(files)+m {
+		t.Fatalf("bs=%d m=%d: the tasks carry %d files in all; want at most the %d files plus one per task", bs, m, carried, len(files))
 	}
 	if int(lines) != len(want) || strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("bs=%d m=%d: lines differ\n got %q\nwant %q", bs, m, got, want)

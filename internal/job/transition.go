@@ -79,17 +79,38 @@ func (j *Job) Tasks() []Task {
 	var splits [][]Piece
 	if j.ReadsData() {
 		splits = Splits(j.Files, j.Partitions)
-		t.Files = j.Files
 	}
 	out := make([]Task, 0, j.Partitions-j.Done)
 	for _, p := range j.Values.Unset() {
 		t.Partition = p
 		if splits != nil {
-			t.Split = splits[p]
+			t.Files, t.Split = splitFiles(j.Files, splits[p])
 		}
 		out = append(out, t)
 	}
 	return out
+}
+
+// splitFiles returns the files a split reads and the split renumbered to
+// them: a map task carries those, not all the job's files (each with its
+// blocks' line counts), which for many files and many map tasks grew as
+// their product.
+func splitFiles(files []InputFile, split []Piece) ([]InputFile, []Piece) {
+	var own []InputFile
+	pieces := make([]Piece, len(split))
+	index := map[int]int{}
+	for i, p := range split {
+		n, ok := index[p.File]
+		if !ok && p.File >= 0 && p.File < len(files) {
+			n = len(own)
+			index[p.File] = n
+			own = append(own, files[p.File])
+		} else if !ok {
+			n = -1 // out of range: the reader says so
+		}
+		pieces[i] = Piece{File: n, Start: p.Start, End: p.End}
+	}
+	return own, pieces
 }
 
 // Start moves a queued job to running. It reports whether anything changed.
