@@ -310,3 +310,24 @@ func TestParamsCopiedIntoManyTasksAreRefused(t *testing.T) {
 		t.Fatalf("%d jobs stored; want only the one that fits", len(jobs))
 	}
 }
+
+// One submit queues at most MaxSubmitTasks tasks, whatever the queue's
+// bound: a batch of 100 jobs of 10,000 partitions held 1.6 GB in the
+// server and never went in within its deadline (503 after 18 s, every
+// time). It is refused at once as too large; a smaller batch goes in.
+func TestOneSubmitQueuesABoundedNumberOfTasks(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxPartitions = 10_000; c.MaxQueuedTasks = 1_000_000 })
+	specs := make([]job.Spec, 11)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "noop", Partitions: 10_000}
+	}
+	admitted := 0
+	_, err := f.svc.SubmitBatch(f.ctx, specs, "", func() error { admitted++; return nil })
+	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "110000 tasks, more than the 100000 one submit may queue") || admitted != 0 {
+		t.Fatalf("a batch of 110,000 tasks: %v (admitted %d times); want too large, before the caller's admit", err, admitted)
+	}
+	jobs, err := f.svc.SubmitBatch(f.ctx, specs[:10], "", nil)
+	if err != nil || len(jobs) != 10 {
+		t.Fatalf("a batch of 100,000 tasks: %d jobs, %v", len(jobs), err)
+	}
+}
