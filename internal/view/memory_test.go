@@ -483,3 +483,42 @@ func TestCursorOfADeletedJob(t *testing.T) {
 		t.Fatalf("a cursor no job ever had: %v", err)
 	}
 }
+
+// Jobs first seen already finished (a restart reading finished records, or
+// a watcher that skipped a small job's queued revision) never were in the
+// queue's order, and do not count as leaving it. A new entry's state once
+// looked queued: each such job counted as a stale entry of the order, and
+// after 1,024 of them the order's trim panicked, taking the server down in
+// a burst of small jobs.
+func TestJobsFirstSeenFinishedLeaveTheQueueOrderAlone(t *testing.T) {
+	t.Parallel()
+	v := New(Config{Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler), Recent: 5})
+	now := time.Now()
+	finished := func(i int) *store.Entry {
+		j := job.New(job.NewID("noop", now.Add(time.Duration(i)*time.Millisecond)), job.Spec{Kind: "noop", Partitions: 1}, now)
+		at := now
+		j.Enqueued, j.Done, j.State, j.FinishedAt = true, 1, job.Succeeded, &at
+		return record(t, j)
+	}
+	var batch []*store.Entry
+	for i := range 3000 {
+		batch = append(batch, finished(i))
+	}
+	v.applyJobs(batch, true) // read at start
+	v.loaded()
+	queued := job.New(job.NewID("noop", now.Add(time.Hour)), job.Spec{Kind: "noop", Partitions: 1}, now)
+	queued.Enqueued = true
+	v.applyJobs([]*store.Entry{record(t, queued)}, false)
+	for i := range 3000 { // seen only once finished, one by one
+		v.applyJobs([]*store.Entry{finished(3000 + i)}, false)
+	}
+	v.mu.RLock()
+	n, stale := len(v.order), v.orderStale
+	v.mu.RUnlock()
+	if n != 1 || stale != 0 {
+		t.Fatalf("the queue's order holds %d entries, %d of them stale; want the one queued job", n, stale)
+	}
+	if got, more, depth := v.Queue(10); len(got) != 1 || more || depth != 1 || got[0].Job != queued.ID {
+		t.Fatalf("queue %+v (more %v, depth %d); want the one queued job", got, more, depth)
+	}
+}

@@ -58,7 +58,7 @@ func (v *View) trimOrder() {
 	v.order = v.order[i:]
 	v.orderStale -= i
 	if v.orderStale > 1024 && 2*v.orderStale > len(v.order) {
-		kept := make([]*entry, 0, len(v.order)-v.orderStale) // a fresh array: the old one's front is not held
+		kept := make([]*entry, 0, max(len(v.order)-v.orderStale, 0)) // a fresh array: the old one's front is not held
 		for _, en := range v.order {
 			if inQueueOrder(en) {
 				kept = append(kept, en)

@@ -60,7 +60,13 @@ func (s *slab) pack(id string) string {
 type stateCode uint8
 
 const (
-	codeQueued stateCode = iota
+	// codeNone is a new entry's state until its record's is set: not a
+	// state of the queue (a new entry that looked queued, when its first
+	// record was already finished, counted as leaving the queue's order
+	// without being in it, and after 1,024 such jobs the order's trim
+	// panicked and took the server down).
+	codeNone stateCode = iota
+	codeQueued
 	codeRunning
 	codeSucceeded
 	codeFailed
@@ -70,7 +76,7 @@ const (
 )
 
 // knownStates are the first codes' states, in order.
-var knownStates = []job.State{job.Queued, job.Running, job.Succeeded, job.Failed, job.Canceled, job.Scheduled}
+var knownStates = []job.State{"", job.Queued, job.Running, job.Succeeded, job.Failed, job.Canceled, job.Scheduled}
 
 // unknownState stands for the states past codeOverflow.
 const unknownState = job.State("unknown")
