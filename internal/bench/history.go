@@ -87,8 +87,12 @@ func startServer(ctx context.Context, dir string) (*server, error) {
 	return s, nil
 }
 
-// stop closes the child's input and waits for it to stop.
+// stop closes the child's input and waits for it to stop. A server that
+// did not start (nil) has nothing to stop.
 func (s *server) stop() error {
+	if s == nil {
+		return nil
+	}
 	_ = s.stdin.Close()
 	return s.cmd.Wait()
 }
