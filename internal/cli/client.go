@@ -535,18 +535,26 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) err
 	return nil
 }
 
-// waitJob follows a job until it finishes: a progress bar on a terminal,
-// a line per change otherwise. It fails unless the job succeeds.
-// With asJSON it prints the finished job's resource instead of its result.
+// waitJob follows a job until it finishes: a progress bar on a terminal;
+// otherwise (a log, a pipe) a line at each change of state or phase and
+// at most one every progressEvery between them, so that a job of
+// thousands of tasks writes tens of lines, not thousands. It fails unless
+// the job succeeds. With asJSON it prints the finished job's resource
+// instead of its result.
 func waitJob(ctx context.Context, c *client.Client, id string, asJSON bool, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
-	last := ""
+	last, stage := "", ""
+	var printed time.Time
 	j, err := c.Wait(ctx, id, func(j client.Job) {
 		line := progress(j, tty)
-		if tty {
+		now := time.Now()
+		switch {
+		case tty:
 			fmt.Fprintf(stderr, "\r%s", line)
-		} else if line != last {
+		case line == last:
+		case string(j.State)+j.Phase != stage || now.Sub(printed) >= progressEvery:
 			fmt.Fprintln(stderr, line)
+			stage, printed = string(j.State)+j.Phase, now
 		}
 		last = line
 	})
@@ -584,6 +592,9 @@ func waitJob(ctx context.Context, c *client.Client, id string, asJSON bool, stdo
 	fmt.Fprintln(stdout, string(out))
 	return nil
 }
+
+// progressEvery paces waitJob's lines when they are not on a terminal.
+const progressEvery = 2 * time.Second
 
 func progress(j client.Job, bar bool) string {
 	t := j.Tasks

@@ -53,3 +53,25 @@ func TestFlagsBeforeTheCommand(t *testing.T) {
 		t.Fatalf("job with --server and -o first: %v\n%s", err, out.String())
 	}
 }
+
+// submit --wait into a log (not a terminal) writes a line at each change
+// of state and at most one every progressEvery between them: a job of
+// hundreds of tasks wrote a line at each task.
+func TestWaitIntoALogIsPaced(t *testing.T) {
+	srv := startServer(t, func(c *app.Config) { c.SleepScale = 0.01 }) // short: 0-40 ms a task
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	if err := run(ctx, []string{"submit", "short", "400", "--wait", "--server", srv.URL()}, &out, &errOut, nil); err != nil {
+		t.Fatalf("submit --wait: %v\n%s", err, errOut.String())
+	}
+	took := time.Since(start)
+	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, "succeeded: 400/400 done") {
+		t.Fatalf("last line %q; want the job succeeded with its 400 tasks", last)
+	}
+	if most := 4 + int(took/progressEvery); len(lines) > most {
+		t.Fatalf("%d lines in %s; want at most %d (a line per state and one every %s):\n%s", len(lines), took, most, progressEvery, errOut.String())
+	}
+}
