@@ -172,10 +172,11 @@ const (
 	storeTimeout = 10 * time.Second
 )
 
-// submitTimeout bounds a submit of jobs with tasks in all: 4 s, and more
-// for many (100 jobs of 1,000 tasks: 9.2 s).
-func submitTimeout(jobs, tasks int) time.Duration {
-	return SubmitTimeout + time.Duration(jobs)*2*time.Millisecond + time.Duration(tasks)*50*time.Microsecond
+// submitTimeout bounds a submit of jobs with tasks in all, which carry
+// params bytes of params: 4 s, and more for many (100 jobs of 1,000 tasks:
+// 9.2 s; 64 MiB of params: 6.7 s more).
+func submitTimeout(jobs, tasks int, params int64) time.Duration {
+	return SubmitTimeout + time.Duration(jobs)*2*time.Millisecond + time.Duration(tasks)*50*time.Microsecond + time.Duration(params)*100*time.Nanosecond
 }
 
 // publishTimeout bounds the publish of n tasks.
@@ -211,11 +212,12 @@ func (c *Coordinator) SubmitBatch(ctx context.Context, specs []job.Spec, key str
 // submitAll submits specs as one batch; keySpace keeps the keys of batches
 // apart from those of single submits.
 func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keySpace string) ([]*job.Job, error) {
-	tasks := 0
+	tasks, copies := 0, int64(0)
 	for _, spec := range specs {
 		tasks += spec.Partitions
+		copies += spec.ParamCopies()
 	}
-	ctx, cancel := context.WithTimeout(ctx, submitTimeout(len(specs), tasks))
+	ctx, cancel := context.WithTimeout(ctx, submitTimeout(len(specs), tasks, copies))
 	defer cancel()
 	now := time.Now()
 	jobs := make([]*job.Job, len(specs))

