@@ -102,3 +102,60 @@ func TestStopLeavesQueuedTasksForTheNextServer(t *testing.T) {
 		t.Fatalf("%d jobs after restart, want 2", len(l.Jobs))
 	}
 }
+
+// A server restarted on a store of thousands of finished jobs starts, lists
+// them all and runs new ones. (It panicked at start with more than 1,024:
+// a read-model entry looked queued before its first record was applied.)
+func TestRestartWithThousandsOfFinishedJobs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b := setup(t, func(c *app.Config) { c.DataDir = dir; c.SubmitRate = 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	api := client.New(b.srv.URL(), "")
+	const n = 1500
+	var last client.Job
+	for range n / 500 {
+		specs := make([]client.Spec, 500)
+		for i := range specs {
+			specs[i] = client.Spec{Kind: "noop", Partitions: 1}
+		}
+		jobs, err := api.SubmitBatch(ctx, specs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = jobs[len(jobs)-1]
+	}
+	b.awaitState(t, last.ID, client.Succeeded)
+	count := func(api *client.Client) int {
+		seen := 0
+		var page client.JobList
+		for {
+			var err error
+			if page, err = api.Jobs(ctx, client.ListOptions{Limit: 500, Cursor: page.NextCursor}); err != nil {
+				t.Fatal(err)
+			}
+			seen += len(page.Jobs)
+			if page.NextCursor == "" {
+				return seen
+			}
+		}
+	}
+	for count(api) != n {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the jobs never all listed")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := b.srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	b2 := setup(t, func(c *app.Config) { c.DataDir = dir })
+	if got := count(client.New(b2.srv.URL(), "")); got != n {
+		t.Fatalf("%d jobs listed after the restart; want %d", got, n)
+	}
+	j := b2.submit(t, "noop", 2)
+	b2.awaitState(t, j.ID, client.Succeeded)
+}
