@@ -26,7 +26,7 @@ func (v *View) noteOrder(en *entry, wasIn bool) {
 		v.insertOrder(en)
 	case in && !wasIn:
 		v.orderStale-- // back in before it left the slice (a retry)
-	case !in && wasIn:
+	case !in && wasIn && en.ordered:
 		v.orderStale++
 		v.trimOrder()
 	}
