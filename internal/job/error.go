@@ -67,8 +67,13 @@ func ErrorMessage(err error) string {
 // happened and what to do; err stays in the chain for the log.
 func Unavailable(what string, err error) error {
 	msg := fmt.Sprintf("the %s is not answering (%v); try again shortly", what, err)
-	if s := err.Error(); strings.Contains(s, "no space left") || strings.Contains(s, "insufficient storage") {
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "no space left") || strings.Contains(s, "insufficient storage"):
 		msg = fmt.Sprintf("the %s is out of disk space (%v): free space under the server's data directory, then try again", what, err)
+	case strings.Contains(s, "maximum payload exceeded") || strings.Contains(s, "message size exceeds maximum"):
+		// Trying again would fail again: not unavailable, too large.
+		return &unavailable{cause: err, e: Errorf(ETooLarge, "the %s refused it as larger than one message may be (%v): make it smaller (smaller params, fewer input files or partitions)", what, err)}
 	}
 	return &unavailable{cause: err, e: Errorf(EUnavailable, "%s", msg)}
 }

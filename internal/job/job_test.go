@@ -220,3 +220,15 @@ func TestNewPreview(t *testing.T) {
 		t.Fatalf("line %q (key %d bytes); want %q, key %d bytes", long.Line, len(long.Key), want, job.PreviewBytes)
 	}
 }
+
+// A store that refuses a message as too large will refuse it again: the
+// error says so (413), not "try again shortly" (503).
+func TestUnavailableTooLarge(t *testing.T) {
+	err := job.Unavailable("job store", errors.New("store job x: nats: maximum payload exceeded"))
+	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(job.ErrorMessage(err), "larger than one message may be") || strings.Contains(job.ErrorMessage(err), "try again") {
+		t.Fatalf("%v (%s): want too large, without try again", job.ErrorMessage(err), job.ErrorCode(err))
+	}
+	if err := job.Unavailable("job store", errors.New("context deadline exceeded")); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a timeout: %s; want unavailable", job.ErrorCode(err))
+	}
+}

@@ -240,6 +240,9 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 			return Errorf(EInvalid, "params must be a JSON object")
 		}
 	}
+	if len(spec.Params) > MaxParams {
+		return Errorf(ETooLarge, "params are %d bytes; at most %d (%d KiB): they are stored in the job's record and in each of its tasks; put large data in a dataset", len(spec.Params), MaxParams, MaxParams>>10)
+	}
 	if c := spec.ParamCopies(); c > MaxParamCopies {
 		tasks := spec.Partitions + max(spec.Reducers, 0)
 		return Errorf(ETooLarge, "params of %d bytes go into each of the job's %d tasks, %.1f MiB in all, over the %d MiB a job's tasks may carry: keep params under %d bytes for %d tasks, and put large data in a dataset",
@@ -280,6 +283,11 @@ func (r *Registry) Validate(spec Spec, maxPartitions int) error {
 	}
 	return nil
 }
+
+// MaxParams bounds a job's params: its record, which holds them, must fit in
+// one NATS message (1 MiB by default) with the rest of the job (its
+// partitions' values and commits, its history).
+const MaxParams = 256 << 10
 
 // MaxParamCopies bounds the bytes of params a job's tasks carry in all, and
 // those of one submit's jobs: every task carries its job's params, so 1 MB

@@ -286,9 +286,14 @@ func TestReadAgainWhileTheStoreIsUnavailable(t *testing.T) {
 func TestParamsCopiedIntoManyTasksAreRefused(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.MaxPartitions = 10_000 })
 	params := func(n int) json.RawMessage { return json.RawMessage(`{"x":"` + strings.Repeat("a", n) + `"}`) }
-	_, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 10_000, Params: params(1 << 20)}, nil)
+	_, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 10_000, Params: params(200 << 10)}, nil)
 	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "go into each of the job's 10000 tasks") || !strings.Contains(err.Error(), "keep params under 6710 bytes for 10000 tasks") {
-		t.Fatalf("1 MB of params on 10,000 partitions: %v; want too large, saying how small params must be", err)
+		t.Fatalf("200 KiB of params on 10,000 partitions: %v; want too large, saying how small params must be", err)
+	}
+	// A job's record holds its params, and must fit in one message.
+	_, err = f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1, Params: params(1 << 20)}, nil)
+	if job.ErrorCode(err) != job.ETooLarge || !strings.Contains(err.Error(), "at most 262144 (256 KiB)") {
+		t.Fatalf("1 MiB of params: %v; want too large", err)
 	}
 	if _, err := f.svc.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1000, Params: params(6000)}, nil); err != nil {
 		t.Fatalf("6 KB of params on 1,000 partitions (5.7 MiB): %v", err)
