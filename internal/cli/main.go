@@ -130,7 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return deleteJob(ctx, args, stdout, stderr)
 	case "status":
 		return status(ctx, args, stdout, stderr)
-	case "version":
+	case "version", "--version":
 		fmt.Fprintln(stdout, "mrcluster", version())
 		return nil
 	case "help", "-h", "--help":
@@ -158,7 +158,7 @@ var leadingFlags = map[string]bool{"server": true, "token": true, "o": true}
 func commandFirst(args []string) ([]string, error) {
 	var lead []string
 	i := 0
-	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-h" && args[i] != "--help" {
+	for i < len(args) && strings.HasPrefix(args[i], "-") && !slices.Contains([]string{"-h", "--help", "--version"}, args[i]) {
 		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
 		if !leadingFlags[name] {
 			return nil, fmt.Errorf("%s before the command: give the command first, then its flags (mrcluster COMMAND %s …); run mrcluster -h for the commands", args[i], args[i])

@@ -24,6 +24,7 @@ func TestFlagsBeforeTheCommand(t *testing.T) {
 		{in: []string{"--server", "http://h:1", "jobs", "--state", "failed"}, want: []string{"jobs", "--server", "http://h:1", "--state", "failed"}},
 		{in: []string{"--server=http://h:1", "-o", "json", "--token", "t", "job", "x"}, want: []string{"job", "--server=http://h:1", "-o", "json", "--token", "t", "x"}},
 		{in: []string{"-h"}, want: []string{"-h"}},
+		{in: []string{"--version"}, want: []string{"--version"}},
 		{in: []string{"--server", "http://h:1", "dataset", "put", "d", "f"}, want: []string{"dataset", "put", "--server", "http://h:1", "d", "f"}},
 		{in: []string{"-o", "json", "kind", "ls"}, want: []string{"kind", "ls", "-o", "json"}},
 		{in: []string{"-o", "json", "kinds"}, want: []string{"kinds", "-o", "json"}},
