@@ -522,3 +522,24 @@ func TestJobsFirstSeenFinishedLeaveTheQueueOrderAlone(t *testing.T) {
 		t.Fatalf("queue %+v (more %v, depth %d); want the one queued job", got, more, depth)
 	}
 }
+
+// Deleted says yes for a job the view saw deleted, after its entry left:
+// the coordinator drops a deleted job's late results at once instead of
+// waiting a minute for its record (which held back the purge of the shared
+// results messages).
+func TestDeletedJobsAreKnownDeleted(t *testing.T) {
+	t.Parallel()
+	v := New(Config{Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler)})
+	v.loaded()
+	now := time.Now()
+	j := job.New(job.NewID("noop", now), job.Spec{Kind: "noop", Partitions: 1}, now)
+	other := job.New(job.NewID("noop", now), job.Spec{Kind: "noop", Partitions: 1}, now)
+	v.applyJobs([]*store.Entry{record(t, j), record(t, other)}, false)
+	if v.Deleted(j.ID) {
+		t.Fatal("a live job is deleted")
+	}
+	v.applyJobs([]*store.Entry{{Key: j.ID, Deleted: true}}, false)
+	if !v.Deleted(j.ID) || v.Deleted(other.ID) || v.Deleted("noop_never") {
+		t.Fatalf("deleted: %v, %v, %v; want only the deleted job", v.Deleted(j.ID), v.Deleted(other.ID), v.Deleted("noop_never"))
+	}
+}

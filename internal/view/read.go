@@ -114,8 +114,15 @@ func (v *View) State(id string) (job.State, bool) {
 func (v *View) Deleted(id string) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	en, ok := v.byID[id]
-	return ok && en.gone
+	if en, ok := v.byID[id]; ok {
+		return en.gone
+	}
+	// A removed entry leaves byID at once; the last keepGone deleted
+	// jobs are remembered apart. (Looking in byID alone, this never said
+	// yes: a deleted job's late results waited a minute for a record
+	// that would not come, and held back the purge of shared results.)
+	_, gone := v.goneIDs[id]
+	return gone
 }
 
 // List returns up to limit jobs, newest first, in the given state (any when
