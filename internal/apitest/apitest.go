@@ -224,11 +224,28 @@ func (c Client) PutFile(t testing.TB, ds, file string, data []byte) {
 // SubmitSpec submits a job spec and fails the test unless it is accepted.
 func (c Client) SubmitSpec(t testing.TB, spec client.Spec) client.Job {
 	t.Helper()
-	j, err := c.API().Submit(Context(t), spec)
-	if err != nil {
-		t.Fatalf("submit %+v: %v", spec, err)
+	ctx := Context(t)
+	// One key for every try: a submit answered 503 after its job was
+	// stored is answered that job, not a second one.
+	key := fmt.Sprintf("apitest-%d", time.Now().UnixNano())
+	for {
+		j, err := c.API().SubmitWithKey(ctx, spec, key)
+		var apiErr *client.Error
+		if errors.As(err, &apiErr) && apiErr.Status == http.StatusServiceUnavailable && ctx.Err() == nil {
+			// A server catching up (after a pause, in an election) says
+			// to try again shortly, longer than the client's own tries:
+			// a client does, as told, within the test's time.
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("submit %+v: %v", spec, err)
+		}
+		return j
 	}
-	return j
 }
 
 // Output reads the output of a succeeded job.
