@@ -16,26 +16,24 @@ import (
 // Builtin returns a registry with the seed's simulated kinds. sleepScale
 // multiplies their sleeps: 0.001 makes them a thousand times faster.
 func Builtin(sleepScale float64) *job.Registry {
-	r := job.NewRegistry()
-	for _, k := range []job.Kind{
-		{
+	// The simulated kinds take any params, as the job's own data.
+	r := job.NewRegistry(
+		job.Kind{
 			Name:        "short",
 			Description: "simulated work: each partition sleeps 0–4 s and returns 1",
 			Map:         sleeper(5, 1, sleepScale),
 		},
-		{
+		job.Kind{
 			Name:        "long",
 			Description: "simulated work: each partition sleeps 0–9 s and returns 5",
 			Map:         sleeper(10, 5, sleepScale),
 		},
-		{
+		job.Kind{
 			Name:        "noop",
 			Description: "returns 1 at once; measures the cluster's own overhead",
 			Map:         func(context.Context, job.Task) (int64, error) { return 1, nil },
 		},
-	} {
-		r.Register(k) // params are the job's own data: any object
-	}
+	)
 	for _, k := range Data() {
 		r.Register(onlyDeclared(k.Kind()))
 	}
