@@ -5,6 +5,7 @@ package apitest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,18 +127,10 @@ func (c Client) Await(t testing.TB, id string, cond func(client.Job) bool) clien
 	wait := 50 * time.Millisecond
 	for {
 		j, err := c.API().Job(ctx, id)
-		var apiErr *client.Error
-		switch {
-		case errors.As(err, &apiErr) && apiErr.Status == http.StatusServiceUnavailable:
-			// A server catching up (after a pause, in an election) says
-			// to try again shortly: a client does, as told.
-			select {
-			case <-ctx.Done():
-				t.Fatalf("waiting for job %s: %v", id, err)
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, time.Second)
+		if tryAgain(ctx, err, &wait) {
 			continue
+		}
+		switch {
 		case err != nil:
 			t.Fatalf("get job %s: %v", id, err)
 		case cond(j):
@@ -147,6 +140,25 @@ func (c Client) Await(t testing.TB, id string, cond func(client.Job) bool) clien
 			t.Fatalf("waiting for job %s (last seen %s, %+v): %v", id, j.State, j.Tasks, err)
 		}
 	}
+}
+
+// tryAgain reports whether err is a 503, a server saying to try again
+// shortly (catching up after a pause, in an election, longer than the
+// client's own tries), after waiting *wait (doubled, up to a second): a
+// test's client does as told, within the test's time. It reports false
+// for any other answer, and once ctx has ended.
+func tryAgain(ctx context.Context, err error, wait *time.Duration) bool {
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*wait):
+	}
+	*wait = min(2**wait, time.Second)
+	return true
 }
 
 // ReadJSON reads one websocket message into v.
@@ -227,18 +239,11 @@ func (c Client) SubmitSpec(t testing.TB, spec client.Spec) client.Job {
 	ctx := Context(t)
 	// One key for every try: a submit answered 503 after its job was
 	// stored is answered that job, not a second one.
-	key := fmt.Sprintf("apitest-%d", time.Now().UnixNano())
+	key := "apitest-" + rand.Text()
+	wait := 50 * time.Millisecond
 	for {
 		j, err := c.API().SubmitWithKey(ctx, spec, key)
-		var apiErr *client.Error
-		if errors.As(err, &apiErr) && apiErr.Status == http.StatusServiceUnavailable && ctx.Err() == nil {
-			// A server catching up (after a pause, in an election) says
-			// to try again shortly, longer than the client's own tries:
-			// a client does, as told, within the test's time.
-			select {
-			case <-ctx.Done():
-			case <-time.After(250 * time.Millisecond):
-			}
+		if tryAgain(ctx, err, &wait) {
 			continue
 		}
 		if err != nil {
