@@ -686,7 +686,9 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	if j.ReadsData() {
-		mr.DeleteJobObjects(ctx, c.cfg.Store.Shuffle, j)
+		// Its intermediate data was deleted when it ended (M × R objects:
+		// looking for each again took longer than a request may), and
+		// leaves the store after 7 days in any case.
 		mr.DeleteJobOutput(ctx, c.cfg.Store.Output, j)
 	}
 	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {

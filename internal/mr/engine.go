@@ -99,11 +99,11 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 	}
 	out := Outcome{Commit: newCommit(), Counters: job.Counters{InputBytes: n, InputRecords: lines, MapOutputRecords: buf.emitted}}
 	defer buf.close()
-	for p := range r {
-		name := ShuffleName(t.Job, t.Partition, out.Commit, p)
-		if err := putStaged(ctx, e.Shuffle, dir, name, func(w io.Writer) error { return buf.writePart(p, w) }); err != nil {
-			return Outcome{}, fmt.Errorf("store map output %s: %w", name, err)
-		}
+	err = putAll(ctx, e.Shuffle, dir, r,
+		func(p int) string { return ShuffleName(t.Job, t.Partition, out.Commit, p) },
+		buf.writePart)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("store map output: %w", err)
 	}
 	return out, nil
 }
@@ -117,19 +117,21 @@ func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, erro
 		return Outcome{}, fmt.Errorf("make a directory for the reduce's inputs: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	var srcs []source
-	for m, c := range t.Maps {
-		if c == "" {
-			return Outcome{}, fmt.Errorf("map task %d has no committed output", m)
+	// Every input is on local disk before the reduce function runs, so no
+	// read from the store waits on it.
+	inputs, err := downloadAll(ctx, e.Shuffle, dir, len(t.Maps), "map task", func(m int) (string, error) {
+		if t.Maps[m] == "" {
+			return "", fmt.Errorf("map task %d has no committed output", m)
 		}
-		// Every input is on local disk before the reduce function runs, so
-		// no read from the store waits on it.
-		f, err := download(ctx, e.Shuffle, dir, ShuffleName(t.Job, m, c, t.Partition))
-		if err != nil {
-			return Outcome{}, fmt.Errorf("read the output of map task %d: %w", m, err)
-		}
-		defer f.Close()
-		srcs = append(srcs, newRunReader(f))
+		return ShuffleName(t.Job, m, t.Maps[m], t.Partition), nil
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	srcs := make([]source, len(inputs))
+	for m, in := range inputs {
+		defer in.Close()
+		srcs[m] = newRunReader(in, in.size)
 	}
 	mg, err := newMerger(srcs)
 	if err != nil {
@@ -201,7 +203,7 @@ func WriteOutput(ctx context.Context, output store.Blobs, k job.Kind, j *job.Job
 			return fmt.Errorf("read output part %d of job %s: %w", r, j.ID, err)
 		}
 		defer obj.Close()
-		srcs = append(srcs, newRunReader(obj))
+		srcs = append(srcs, newRunReader(obj, inputReadBuffer))
 	}
 	mg, err := newMerger(srcs)
 	if err != nil {
@@ -232,23 +234,26 @@ func deleteObject(ctx context.Context, blobs store.Blobs, name string) {
 
 // DeleteJobObjects removes the committed intermediate outputs of j.
 func DeleteJobObjects(ctx context.Context, shuffle store.Blobs, j *job.Job) {
+	var names []string
 	for m, c := range j.MapCommits {
-		if c == "" {
-			continue
-		}
-		for r := range max(j.Reducers, 1) {
-			deleteObject(ctx, shuffle, ShuffleName(j.ID, m, c, r))
+		if c != "" {
+			for r := range max(j.Reducers, 1) {
+				names = append(names, ShuffleName(j.ID, m, c, r))
+			}
 		}
 	}
+	deleteObjects(ctx, shuffle, names)
 }
 
 // DeleteJobOutput removes the committed reduce outputs of j.
 func DeleteJobOutput(ctx context.Context, output store.Blobs, j *job.Job) {
+	var names []string
 	for r, c := range j.ReduceCommits {
 		if c != "" {
-			deleteObject(ctx, output, OutputName(j.ID, r, c))
+			names = append(names, OutputName(j.ID, r, c))
 		}
 	}
+	deleteObjects(ctx, output, names)
 }
 
 // DeleteAttempt removes the objects of a task attempt that was not committed.
@@ -260,9 +265,23 @@ func DeleteAttempt(ctx context.Context, shuffle, output store.Blobs, j *job.Job,
 		deleteObject(ctx, output, OutputName(j.ID, res.Partition, res.Commit))
 		return
 	}
-	for r := range max(j.Reducers, 1) {
-		deleteObject(ctx, shuffle, ShuffleName(j.ID, res.Partition, res.Commit, r))
+	names := make([]string, max(j.Reducers, 1))
+	for r := range names {
+		names[r] = ShuffleName(j.ID, res.Partition, res.Commit, r)
 	}
+	deleteObjects(ctx, shuffle, names)
+}
+
+// deleteObjects deletes the objects named, parallelTransfers at once (a
+// job of M maps and R reducers stored M × R runs), as far as ctx lets it.
+func deleteObjects(ctx context.Context, blobs store.Blobs, names []string) {
+	g := newGroup(ctx)
+	for _, name := range names {
+		if !g.do(func(ctx context.Context) error { deleteObject(ctx, blobs, name); return nil }) {
+			break
+		}
+	}
+	_ = g.wait()
 }
 
 // mapBuffer holds a map task's output until it spills or ends.
@@ -493,7 +512,7 @@ func (b *mapBuffer) writePart(p int, w io.Writer) error {
 	rw := newRunWriter(w)
 	srcs := []source{&memSource{recs: b.mem[p]}}
 	for _, s := range b.spills {
-		srcs = append(srcs, newRunReader(io.NewSectionReader(s.f, s.offs[p], s.offs[p+1]-s.offs[p])))
+		srcs = append(srcs, newRunReader(io.NewSectionReader(s.f, s.offs[p], s.offs[p+1]-s.offs[p]), s.offs[p+1]-s.offs[p]))
 	}
 	mg, err := newMerger(srcs)
 	if err != nil {

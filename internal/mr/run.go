@@ -51,8 +51,10 @@ type runReader struct {
 	key, val []byte
 }
 
-func newRunReader(r io.Reader) *runReader {
-	return &runReader{r: bufio.NewReaderSize(r, 32<<10)}
+func newRunReader(r io.Reader, size int64) *runReader {
+	// A buffer no larger than the run: a reduce of thousands of small
+	// runs holds them all open at once.
+	return &runReader{r: bufio.NewReaderSize(r, int(min(size, inputReadBuffer)))}
 }
 
 // next reads the next record; it returns io.EOF at the end.

@@ -31,7 +31,7 @@ func TestMergerGroupsSortedRuns(t *testing.T) {
 			}
 		}
 		_ = w.flush()
-		srcs = append(srcs, newRunReader(&buf))
+		srcs = append(srcs, newRunReader(&buf, inputReadBuffer))
 	}
 	m, err := newMerger(srcs)
 	if err != nil {
@@ -66,12 +66,12 @@ func TestRunReaderRejectsCorruptRuns(t *testing.T) {
 	_ = w.flush()
 	full := buf.Bytes()
 	for i := 1; i < len(full); i++ {
-		r := newRunReader(bytes.NewReader(full[:i]))
+		r := newRunReader(bytes.NewReader(full[:i]), inputReadBuffer)
 		if err := r.next(); err == nil {
 			t.Fatalf("a run cut at %d bytes read fine", i)
 		}
 	}
-	r := newRunReader(bytes.NewReader([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}))
+	r := newRunReader(bytes.NewReader([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}), inputReadBuffer)
 	if err := r.next(); err == nil || err == io.EOF {
 		t.Fatalf("a 4 GiB key length: %v", err)
 	}
@@ -110,7 +110,7 @@ func TestCombiningBufferFoldsLikeAPlainSum(t *testing.T) {
 		if err := b.writePart(p, &buf); err != nil {
 			t.Fatal(err)
 		}
-		r := newRunReader(&buf)
+		r := newRunReader(&buf, inputReadBuffer)
 		for r.next() == nil {
 			if _, dup := got[string(r.key)]; dup {
 				t.Fatalf("key %s twice in the output", r.key)

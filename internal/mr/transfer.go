@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -94,6 +96,11 @@ func putStaged(ctx context.Context, blobs store.Blobs, dir, name string, write f
 	if err := write(s); err != nil {
 		return err
 	}
+	return s.store(ctx, blobs, name)
+}
+
+// store puts what was staged as object name.
+func (s *stage) store(ctx context.Context, blobs store.Blobs, name string) error {
 	r, err := s.reader()
 	if err != nil {
 		return fmt.Errorf("read staged output %s: %w", name, err)
@@ -109,45 +116,194 @@ func putStaged(ctx context.Context, blobs store.Blobs, dir, name string, write f
 	return nil
 }
 
-// download copies object name into a file of dir, opened at its start.
+// parallelTransfers bounds the transfers of one task in flight at once. A
+// job of many map tasks and reducers moves many small objects, each a
+// round trip or two to the store: one after the other, a map of 200
+// reducers spent ~120 ms storing its runs and a reduce of 2,000 maps up
+// to a second reading them.
+const parallelTransfers = 8
+
+// group runs transfers, at most parallelTransfers at once; the first
+// failure cancels the others and is what wait returns.
+type group struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+}
+
+func newGroup(ctx context.Context) *group {
+	g := &group{sem: make(chan struct{}, parallelTransfers)}
+	g.ctx, g.cancel = context.WithCancelCause(ctx)
+	return g
+}
+
+// do runs fn once a transfer slot is free; false when the group failed
+// (fn was not run).
+func (g *group) do(fn func(ctx context.Context) error) bool {
+	select {
+	case g.sem <- struct{}{}:
+	case <-g.ctx.Done():
+		return false
+	}
+	g.wg.Go(func() {
+		defer func() { <-g.sem }()
+		if err := fn(g.ctx); err != nil {
+			g.fail(err)
+		}
+	})
+	return true
+}
+
+func (g *group) fail(err error) {
+	g.once.Do(func() { g.err = err; g.cancel(err) })
+}
+
+// wait waits for the transfers under way and returns the first failure.
+func (g *group) wait() error {
+	g.wg.Wait()
+	g.cancel(nil)
+	return g.err
+}
+
+// putAll stores n objects: name(i) with what write(i, w) writes. The
+// writes run in order, one after the other, with no deadline; the stores
+// run parallelTransfers at once.
+func putAll(ctx context.Context, blobs store.Blobs, dir string, n int, name func(int) string, write func(int, io.Writer) error) error {
+	g := newGroup(ctx)
+	for i := range n {
+		s := &stage{dir: dir}
+		if err := write(i, s); err != nil {
+			s.close()
+			g.fail(err)
+			break
+		}
+		if !g.do(func(ctx context.Context) error {
+			defer s.close()
+			return s.store(ctx, blobs, name(i))
+		}) {
+			s.close()
+			break
+		}
+	}
+	return g.wait()
+}
+
+// An input of a reduce of at most inputInMemory bytes is held in memory,
+// as long as the task's inputs held so make at most inputsInMemory: a
+// file for each of the thousands of tiny runs of a job of many maps and
+// reducers spent more CPU on creating files than on everything else.
+const (
+	inputInMemory   = 256 << 10
+	inputsInMemory  = 16 << 20
+	inputReadBuffer = 32 << 10
+)
+
+// input is an object read from the store, in memory or in a file of its
+// own, at its start.
+type input struct {
+	io.Reader
+	size int64
+	file *os.File
+}
+
+// Close removes the input's file, if it has one.
+func (in *input) Close() {
+	if in != nil && in.file != nil {
+		_ = in.file.Close()
+		_ = os.Remove(in.file.Name())
+	}
+}
+
+// downloadAll reads objects name(0) … name(n-1), parallelTransfers at
+// once: small ones into memory, the others into files of dir. A failure
+// says which input: "the output of <what> i". On failure nothing is left
+// open.
+func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what string, name func(int) (string, error)) ([]*input, error) {
+	inputs := make([]*input, n)
+	var inMemory atomic.Int64
+	g := newGroup(ctx)
+	for i := range n {
+		obj, err := name(i)
+		if err != nil {
+			g.fail(err)
+			break
+		}
+		if !g.do(func(ctx context.Context) error {
+			in, err := download(ctx, blobs, dir, obj, &inMemory)
+			if err != nil {
+				return fmt.Errorf("read the output of %s %d: %w", what, i, err)
+			}
+			inputs[i] = in
+			return nil
+		}) {
+			break
+		}
+	}
+	if err := g.wait(); err != nil {
+		for _, in := range inputs {
+			in.Close()
+		}
+		return nil, err
+	}
+	return inputs, nil
+}
+
+// download reads object name, into memory when it is small and
+// inMemory, what the task holds so, leaves room, else into a file of dir.
 // A missing object is ErrMissingInput; other failures are *job.StoreError.
-func download(ctx context.Context, blobs store.Blobs, dir, name string) (*os.File, error) {
+func download(ctx context.Context, blobs store.Blobs, dir, name string, inMemory *atomic.Int64) (*input, error) {
 	ictx, cancel := context.WithTimeout(ctx, StoreCallTimeout)
 	size, err := blobs.Size(ictx, name)
 	cancel()
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %s", ErrMissingInput, name)
+		return nil, readErr(ctx, name, err)
+	}
+	gctx, cancel := context.WithTimeout(ctx, TransferTimeout(size))
+	defer cancel()
+	if size <= inputInMemory {
+		if inMemory.Add(size) <= inputsInMemory {
+			data, err := blobs.GetBytes(gctx, name)
+			if err != nil {
+				return nil, readErr(ctx, name, err)
+			}
+			return &input{Reader: bytes.NewReader(data), size: int64(len(data))}, nil
 		}
-		return nil, &job.StoreError{Err: fmt.Errorf("read %s: %w", name, err)}
+		inMemory.Add(-size)
 	}
 	f, err := os.CreateTemp(dir, "input-")
 	if err != nil {
 		return nil, fmt.Errorf("make a file for task input %s: %w", name, err)
 	}
-	fail := func(err error) (*os.File, error) {
-		_ = f.Close()
-		_ = os.Remove(f.Name())
-		return nil, err
-	}
-	gctx, cancel := context.WithTimeout(ctx, TransferTimeout(size))
-	defer cancel()
+	in := &input{size: size, file: f}
 	obj, err := blobs.Get(gctx, name)
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return fail(fmt.Errorf("%w: %s", ErrMissingInput, name))
-		}
-		return fail(&job.StoreError{Err: fmt.Errorf("read %s: %w", name, err)})
+		in.Close()
+		return nil, readErr(ctx, name, err)
 	}
 	defer obj.Close()
 	if _, err := io.Copy(f, obj); err != nil {
-		if ctx.Err() != nil {
-			return fail(ctx.Err())
-		}
-		return fail(&job.StoreError{Err: fmt.Errorf("read %s: %w", name, err)})
+		in.Close()
+		return nil, readErr(ctx, name, err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fail(err)
+		in.Close()
+		return nil, err
 	}
-	return f, nil
+	in.Reader = f
+	return in, nil
+}
+
+// readErr is the error of reading object name: ErrMissingInput when it is
+// not there, the context's when the task ended, else a *job.StoreError.
+func readErr(ctx context.Context, name string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%w: %s", ErrMissingInput, name)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return &job.StoreError{Err: fmt.Errorf("read %s: %w", name, err)}
 }

@@ -414,6 +414,8 @@ type Store struct {
 
 	Kinds   jetstream.KeyValue
 	Modules jetstream.ObjectStore
+	// objStreams are the object stores' streams, by bucket.
+	objStreams map[string]jetstream.Stream
 
 	Schedules jetstream.KeyValue
 	KindState jetstream.KeyValue
@@ -671,6 +673,15 @@ func (r resource) open(ctx context.Context, js jetstream.JetStream, s *Store) er
 		*r.bindKV(s), err = js.KeyValue(ctx, r.kv.Bucket)
 	default:
 		*r.bindObj(s), err = js.ObjectStore(ctx, r.obj.Bucket)
+		if err == nil {
+			var st jetstream.Stream
+			if st, err = js.Stream(ctx, r.stream()); err == nil {
+				if s.objStreams == nil {
+					s.objStreams = map[string]jetstream.Stream{}
+				}
+				s.objStreams[r.obj.Bucket] = st
+			}
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("open %s (has a server set up the cluster?): %w", r.stream(), err)

@@ -572,6 +572,36 @@ func testBlobs(t *testing.T, b store.Blobs) {
 	if err := b.Delete(c, "never"); err != nil {
 		t.Fatalf("delete of an object never stored: %v; want no error", err)
 	}
+	// Sizes around a chunk of the JetStream store (128 KiB), where one
+	// message holds the whole object or no longer does.
+	for _, n := range []int{0, 1, 128<<10 - 1, 128 << 10, 128<<10 + 1, 256<<10 + 7} {
+		name := fmt.Sprintf("job/size-%d", n)
+		data := bytes.Repeat([]byte{byte(n)}, n)
+		if err := b.Put(c, name, bytes.NewReader(data)); err != nil {
+			t.Fatalf("put of %d bytes: %v", n, err)
+		}
+		if got, err := b.GetBytes(c, name); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("get of %d bytes: %d bytes, %v", n, len(got), err)
+		}
+		r, err := b.Get(c, name)
+		if err != nil {
+			t.Fatalf("open of %d bytes: %v", n, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read of %d bytes: %d bytes, %v", n, len(got), err)
+		}
+		if size, err := b.Size(c, name); err != nil || size != int64(n) {
+			t.Fatalf("size of %d bytes: %d, %v", n, size, err)
+		}
+		if err := b.Delete(c, name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Get(c, name); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("open of %d bytes after delete: %v; want ErrNotFound", n, err)
+		}
+	}
 }
 
 func testNotices(t *testing.T, n *store.Notes) {
