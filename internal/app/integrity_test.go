@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
@@ -135,5 +136,38 @@ func flip(marker string) func(path string) error {
 			data[i] ^= 0xff
 		}
 		return os.WriteFile(path, data, 0o600)
+	}
+}
+
+// Bytes flipped inside a stored dataset block, which JetStream finds when
+// it reads the record: a job reading it fails, at its first attempt, with
+// a message that names the file and what to do (no retry: the failure
+// counts as its last attempt, as for a missing input). It was taken for a store
+// that did not answer, and run again every 30 s for ever.
+func TestDamagedBlockFailsTheJob(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := startAt(t, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := []byte(strings.Repeat("call me ishmael some years ago never mind how long\n", 20000)) // 1 MB: eight chunks
+	(&bundle{srv: srv}).client().PutFile(t, "books", "moby.txt", text)
+	stop(srv)
+	if err := flip("ishmael some years")(streamFile(t, dir, "OBJ_"+natsx.BlocksBucket)); err != nil {
+		t.Fatal(err)
+	}
+	srv, err = startAt(t, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv}
+	j := b.client().SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 1, Reducers: 1})
+	j = b.await(t, j.ID, terminal)
+	if j.State != client.Failed || !strings.Contains(j.Error, "damaged") || !strings.Contains(j.Error, "moby.txt") || !strings.Contains(j.Error, "upload the file again") {
+		t.Fatalf("a job reading a damaged block: %s", apitest.Describe(j))
+	}
+	if j.Tasks.Failed != 1 || !strings.Contains(j.Error, "7 of its 8 chunks are readable") {
+		t.Fatalf("a damaged block is damaged at every attempt; the job should fail at its first: %s", apitest.Describe(j))
 	}
 }

@@ -26,7 +26,10 @@ func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser
 	ctx, cancel := context.WithTimeout(ctx, blockReadTimeout)
 	defer cancel()
 	b, err := s.readBlock(ctx, blockName(f.Dataset, f.File, f.Upload, i))
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrDamaged):
+		return nil, fmt.Errorf("block %d of file %s of dataset %s: %w; upload the file again", i, f.File, f.Dataset, err)
+	case err != nil:
 		err = fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
 		if !errors.Is(err, store.ErrNotFound) {
 			err = &job.StoreError{Err: err}
@@ -52,13 +55,13 @@ const blockReadTimeout = 30 * time.Second
 var blockAttemptTimeout = 8 * time.Second
 
 // readBlock reads the stored block name in attempts until ctx ends; a
-// block that does not exist is not tried again.
+// block that does not exist, or is damaged, is not tried again.
 func (s *Store) readBlock(ctx context.Context, name string) ([]byte, error) {
 	for wait := blockAttemptTimeout; ; wait *= 2 {
 		actx, cancel := context.WithTimeout(ctx, wait)
 		b, err := s.Blocks.GetBytes(actx, name)
 		cancel()
-		if err == nil || errors.Is(err, store.ErrNotFound) || ctx.Err() != nil {
+		if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrDamaged) || ctx.Err() != nil {
 			return b, err
 		}
 		select {

@@ -297,11 +297,14 @@ func download(ctx context.Context, blobs store.Blobs, dir, name string, inMemory
 }
 
 // readErr is the error of reading object name: ErrMissingInput when it is
-// not there, the context's when the task ended, else a *job.StoreError.
+// not there, store.ErrDamaged as it is, the context's when the task
+// ended, else a *job.StoreError.
 func readErr(ctx context.Context, name string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: %s", ErrMissingInput, name)
+	case errors.Is(err, store.ErrDamaged):
+		return err // reading it again gives the same answer
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}

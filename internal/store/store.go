@@ -36,6 +36,10 @@ var (
 	// ErrNotStored: a publish reached no stream, so nothing was stored and
 	// publishing again makes no duplicate.
 	ErrNotStored = errors.New("no stream stored the message")
+	// ErrDamaged: an object's stored bytes are not the ones written (a
+	// part the store found damaged and will not serve, or bytes that do
+	// not match its digest). Reading it again gives the same answer.
+	ErrDamaged = errors.New("damaged in the store")
 )
 
 // Entry is one value of a KV bucket.

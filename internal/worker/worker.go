@@ -298,6 +298,12 @@ func (p *Pool) run(i int, l *lease) {
 		// The input will not come back: the job cannot finish.
 		err = fmt.Errorf("%w (deleted or lost from the store); the job cannot finish: submit it again", err)
 		r.Failures = max(t.MaxAttempts-1, r.Failures) // no retry: this is its last attempt
+	case errors.Is(err, store.ErrDamaged):
+		// Read again, a damaged input is damaged again: never a failure
+		// of the store to run the task again for (it looped for ever).
+		log.Error("an input of the task is damaged in the store; the job cannot finish", "err", err)
+		err = fmt.Errorf("%w; the job cannot finish: submit it again", err)
+		r.Failures = max(t.MaxAttempts-1, r.Failures)
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
