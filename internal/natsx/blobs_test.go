@@ -149,3 +149,45 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 		t.Fatalf("the damage was found after %v: a read waited for the damaged chunk", took)
 	}
 }
+
+// A reader slower than the library's time (a client downloading a job's
+// output slowly) is served to the end: the read goes on with requests from
+// where it was.
+func TestBlobsSlowReader(t *testing.T) {
+	defer func(d time.Duration) { libraryBase = d }(libraryBase)
+	libraryBase = 300 * time.Millisecond
+	nc := embedded(t, t.TempDir(), "blobs")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Setup(ctx, nc, StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 5*chunkSize+17)
+	for i := range data {
+		data[i] = byte(i % 251)
+	}
+	if err := s.Ports.Output.Put(ctx, "j/r0/abc", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Ports.Output.Get(ctx, "j/r0/abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	head := make([]byte, chunkSize+1000)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * libraryBase) // the reader is slow: the library's time runs out
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("the rest after a pause: %v", err)
+	}
+	if got := append(head, rest...); !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, not the %d written", len(got), len(data))
+	}
+	if !r.(*stalling).byReq {
+		t.Fatal("the read did not go on with requests: the test did not test that")
+	}
+}
