@@ -255,29 +255,27 @@ func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what
 // inMemory, what the task holds so, leaves room, else into a file of dir.
 // A missing object is ErrMissingInput; other failures are *job.StoreError.
 func download(ctx context.Context, blobs store.Blobs, dir, name string, inMemory *atomic.Int64) (*input, error) {
-	ictx, cancel := context.WithTimeout(ctx, StoreCallTimeout)
-	size, err := blobs.Size(ictx, name)
+	limit := int64(0)
+	if inMemory.Load()+inputInMemory <= inputsInMemory {
+		limit = inputInMemory
+	}
+	sctx, cancel := context.WithTimeout(ctx, TransferTimeout(limit))
+	data, size, err := blobs.GetSmall(sctx, name, limit)
 	cancel()
 	if err != nil {
 		return nil, readErr(ctx, name, err)
 	}
-	gctx, cancel := context.WithTimeout(ctx, TransferTimeout(size))
-	defer cancel()
-	if size <= inputInMemory {
-		if inMemory.Add(size) <= inputsInMemory {
-			data, err := blobs.GetBytes(gctx, name)
-			if err != nil {
-				return nil, readErr(ctx, name, err)
-			}
-			return &input{Reader: bytes.NewReader(data), size: int64(len(data))}, nil
-		}
-		inMemory.Add(-size)
+	if data != nil || size == 0 {
+		inMemory.Add(size)
+		return &input{Reader: bytes.NewReader(data), size: size}, nil
 	}
 	f, err := os.CreateTemp(dir, "input-")
 	if err != nil {
 		return nil, fmt.Errorf("make a file for task input %s: %w", name, err)
 	}
 	in := &input{size: size, file: f}
+	gctx, cancel := context.WithTimeout(ctx, TransferTimeout(size))
+	defer cancel()
 	obj, err := blobs.Get(gctx, name)
 	if err != nil {
 		in.Close()

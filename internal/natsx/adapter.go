@@ -804,6 +804,25 @@ func (b blobs) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	return b.stream(ctx, cr)
 }
 
+func (b blobs) GetSmall(ctx context.Context, name string, max int64) ([]byte, int64, error) {
+	cr, err := b.open(ctx, name)
+	switch {
+	case err != nil:
+		return nil, 0, err
+	case cr == nil:
+		data, err := b.GetBytes(ctx, name)
+		return data, int64(len(data)), err
+	case int64(cr.info.Size) > max:
+		return nil, int64(cr.info.Size), nil
+	}
+	// A small object is a chunk or two: read with requests.
+	data, err := io.ReadAll(cr)
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, int64(len(data)), nil
+}
+
 func (b blobs) GetBytes(ctx context.Context, name string) ([]byte, error) {
 	cr, err := b.open(ctx, name)
 	if err != nil {

@@ -173,6 +173,10 @@ type Blobs interface {
 	Get(ctx context.Context, name string) (io.ReadCloser, error)
 	// GetBytes reads the whole object.
 	GetBytes(ctx context.Context, name string) ([]byte, error)
+	// GetSmall reads the whole object when it is at most max bytes, and
+	// returns its size (with no data when it is larger): one call where
+	// a Size and a GetBytes would look the object up twice.
+	GetSmall(ctx context.Context, name string, max int64) ([]byte, int64, error)
 	// Size returns the object's size, or ErrNotFound.
 	Size(ctx context.Context, name string) (int64, error)
 	// Delete removes the object, if it is there.

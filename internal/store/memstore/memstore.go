@@ -288,6 +288,15 @@ func (b *Blobs) GetBytes(ctx context.Context, name string) ([]byte, error) {
 	return bytes.Clone(data), nil
 }
 
+// GetSmall implements store.Blobs.
+func (b *Blobs) GetSmall(ctx context.Context, name string, max int64) ([]byte, int64, error) {
+	data, err := b.GetBytes(ctx, name)
+	if err != nil || int64(len(data)) > max {
+		return nil, int64(len(data)), err
+	}
+	return data, int64(len(data)), nil
+}
+
 // Size implements store.Blobs.
 func (b *Blobs) Size(ctx context.Context, name string) (int64, error) {
 	data, err := b.GetBytes(ctx, name)

@@ -532,6 +532,9 @@ func testBlobs(t *testing.T, b store.Blobs) {
 	if _, err := b.Get(c, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("open of a missing object: %v; want ErrNotFound", err)
 	}
+	if _, _, err := b.GetSmall(c, "x", 100); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("small get of a missing object: %v; want ErrNotFound", err)
+	}
 	big := bytes.Repeat([]byte("0123456789"), 300_000) // 3 MB: several chunks
 	if err := b.Put(c, "job/a", bytes.NewReader(big)); err != nil {
 		t.Fatal(err)
@@ -594,6 +597,14 @@ func testBlobs(t *testing.T, b store.Blobs) {
 		}
 		if size, err := b.Size(c, name); err != nil || size != int64(n) {
 			t.Fatalf("size of %d bytes: %d, %v", n, size, err)
+		}
+		if got, size, err := b.GetSmall(c, name, int64(n)); err != nil || size != int64(n) || !bytes.Equal(got, data) {
+			t.Fatalf("get of %d bytes, small enough: %d bytes, size %d, %v", n, len(got), size, err)
+		}
+		if n > 0 {
+			if got, size, err := b.GetSmall(c, name, int64(n-1)); err != nil || size != int64(n) || got != nil {
+				t.Fatalf("get of %d bytes, one too many: %d bytes, size %d, %v; want no data and the size", n, len(got), size, err)
+			}
 		}
 		if err := b.Delete(c, name); err != nil {
 			t.Fatal(err)
