@@ -414,6 +414,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err
 	}
+
 	s.probeKey = Sanitize(cfg.ServerName)
 	if cfg.ServerName == "" {
 		host, _ := os.Hostname()
@@ -428,6 +429,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.watchStore(wctx) })
 	s.watchWG.Go(func() { memtrim.Run(wctx, s.log) })
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
+	if s.checksStore() {
+		// Tasks in a damaged part of the queue's files are never
+		// delivered: queue them again from the job records (see
+		// Coordinator.Reconcile), in the background (it reads every
+		// queued task). A server of a cluster has its queue caught up
+		// from its peers.
+		ids := s.view.UnfinishedIDs()
+		s.watchWG.Go(func() {
+			rctx, cancel := context.WithTimeout(wctx, 10*time.Minute)
+			defer cancel()
+			if err := s.coord.Reconcile(rctx, ids); err != nil && wctx.Err() == nil {
+				s.log.Warn("could not check the task queue against the unfinished jobs; a task in a damaged part of its files would not run", "err", err)
+			}
+		})
+	}
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,13 +20,19 @@ import (
 )
 
 // startAt starts a server on dir, returning the error of its start.
-func startAt(t *testing.T, dir string, accept bool) (*app.Server, error) {
+func startAt(t *testing.T, dir string, accept bool, opts ...func(*app.Config)) (*app.Server, error) {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
 	cfg.Kinds = testKinds()
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.AcceptDamagedState = accept
+	if testing.Verbose() && os.Getenv("MRCLUSTER_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	srv, err := app.Start(context.Background(), cfg)
 	if err == nil {
 		t.Cleanup(func() { stop(srv) })
@@ -169,5 +176,32 @@ func TestDamagedBlockFailsTheJob(t *testing.T) {
 	}
 	if j.Tasks.Failed != 1 || !strings.Contains(j.Error, "7 of its 8 chunks are readable") {
 		t.Fatalf("a damaged block is damaged at every attempt; the job should fail at its first: %s", apitest.Describe(j))
+	}
+}
+
+// Bytes flipped in the task queue's file while the server is stopped:
+// JetStream never delivers the messages of that part of the file, and the
+// job whose tasks they were waited for ever. At start the queue is read
+// and the tasks it cannot deliver are queued again from the job records.
+func TestDamagedTaskQueueIsRequeued(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := startAt(t, dir, false, func(c *app.Config) { c.Workers = 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv}
+	j := b.client().Submit(t, "noop", 6) // no workers: its tasks stay queued
+	stop(srv)
+	if err := flip(`"partition":3`)(streamFile(t, dir, natsx.TasksStream)); err != nil {
+		t.Fatal(err)
+	}
+	srv, err = startAt(t, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = &bundle{srv: srv}
+	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 6 {
+		t.Fatalf("a job whose queued tasks were damaged on disk: %s", apitest.Describe(j))
 	}
 }

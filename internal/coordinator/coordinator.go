@@ -996,6 +996,106 @@ func (c *Coordinator) requeue(ctx context.Context, pending []*job.Job) error {
 	return nil
 }
 
+// Reconcile queues again the tasks of the unfinished jobs ids that the
+// task queue no longer holds, or holds where it cannot deliver them: a
+// byte flipped in the queue's files makes JetStream refuse the messages of
+// that part of the file for good, and nothing else would ever queue them
+// again (their jobs would wait for ever). A task held by a worker is still
+// in the queue, so only a task that cannot be read anywhere is queued
+// again; a task queued twice runs twice and counts once.
+func (c *Coordinator) Reconcile(ctx context.Context, ids []string) error {
+	queued := map[taskKey]bool{}
+	err := c.cfg.Store.Tasks.Scan(ctx, func(data []byte) {
+		if t, err := store.DecodeTask(data); err == nil {
+			queued[keyOf(t)] = true
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("read the task queue: %w", err)
+	}
+	// A task not in the queue was lost, or ended while the queue was read
+	// (workers take tasks meanwhile): it is queued again only if it still
+	// is not done a moment later, nor running.
+	missing := func(id string) ([]job.Task, *job.Job, error) {
+		j, _, err := c.Get(ctx, id)
+		if job.ErrorCode(err) == job.ENotFound {
+			return nil, nil, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("read job %s: %w", id, err)
+		}
+		if !j.Enqueued || j.Held || j.State.Terminal() || j.State == job.Scheduled {
+			return nil, nil, nil // queued by the repair loop, or not to be queued
+		}
+		running := map[taskKey]bool{}
+		if c.cfg.Running != nil {
+			for _, w := range c.cfg.Running() {
+				if w.Busy && w.JobID == id {
+					running[taskKey{id, w.Phase, w.Partition, j.Epoch}] = true
+				}
+			}
+		}
+		tasks, _ := c.tasks(j)
+		var lost []job.Task
+		for _, t := range tasks {
+			if k := keyOf(t); !queued[k] && !running[k] {
+				lost = append(lost, t)
+			}
+		}
+		return lost, j, nil
+	}
+	var suspects []string
+	for _, id := range ids {
+		lost, _, err := missing(id)
+		if err != nil {
+			return err
+		}
+		if len(lost) > 0 {
+			suspects = append(suspects, id)
+		}
+	}
+	if len(suspects) == 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(reconcileSettle):
+	}
+	for _, id := range suspects {
+		lost, j, err := missing(id)
+		if err != nil {
+			return err
+		}
+		if len(lost) == 0 {
+			continue
+		}
+		c.log.Warn("queuing again tasks the task queue lost (its files were damaged)", "job", id, "phase", j.Phase, "tasks", len(lost))
+		msgs, err := store.TaskMessages(lost, j.Phase == job.PhaseReduce)
+		if err != nil {
+			return err
+		}
+		if err := c.publish(ctx, msgs); err != nil {
+			return fmt.Errorf("queue the lost tasks of job %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// reconcileSettle is how long Reconcile lets the results of tasks that
+// ended while it read the queue arrive.
+var reconcileSettle = 2 * time.Second
+
+// taskKey names a task in Reconcile.
+type taskKey struct {
+	job       string
+	phase     job.Phase
+	partition int
+	epoch     int
+}
+
+func keyOf(t job.Task) taskKey { return taskKey{t.Job, t.Phase, t.Partition, t.Epoch} }
+
 // repairLoop queues the tasks of jobs left unqueued: a job seen without its
 // enqueued mark at the same revision one period apart is stuck, as no
 // submit or phase change takes that long. Several servers may do it at

@@ -601,8 +601,44 @@ func (s *stream) fetch(ctx context.Context, l *lane, max int, opt jetstream.Fetc
 // after the read (ordered consumers outlived their reads, and 2,000 reads
 // in a minute hit the limit of consumers).
 func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, error) {
+	var out [][]byte
+	err := s.each(ctx, s.lanes[0].prefix+key, limit, func(data []byte) { out = append(out, data) })
+	if err != nil {
+		return nil, fmt.Errorf("read %d of the messages of %s before the store stopped answering: %w", len(out), key, err)
+	}
+	return out, nil
+}
+
+// Scan reads the messages (of every lane, and the queue's anchors, which
+// are no messages of a key) one request each, from the first, each
+// request asking for the next message at or after a sequence: a work
+// queue takes no consumer that overlaps its lanes'. A message JetStream
+// cannot read (a damaged part of the stream's files) is passed over.
+func (s *stream) Scan(ctx context.Context, fn func(data []byte)) error {
+	info, err := s.st.Info(ctx)
+	if err != nil {
+		return storeErr(err)
+	}
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; {
+		m, err := s.st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
+		switch {
+		case err == nil:
+			fn(m.Data)
+			seq = m.Sequence + 1
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			seq++ // none after it, or it could not be read: look past it
+		default:
+			return storeErr(err)
+		}
+	}
+	return nil
+}
+
+// each calls fn with the data of every message on subjects filter, oldest
+// first, up to limit.
+func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]byte)) error {
 	cons, err := s.st.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     s.lanes[0].prefix + key,
+		FilterSubject:     filter,
 		AckPolicy:         jetstream.AckNonePolicy,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
@@ -610,7 +646,7 @@ func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, err
 		MemoryStorage:     true,
 	})
 	if err != nil {
-		return nil, storeErr(err)
+		return storeErr(err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -619,25 +655,24 @@ func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, err
 	}()
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return nil, storeErr(err)
+		return storeErr(err)
 	}
-	var out [][]byte
 	// The read is whole or an error: a fetch that brings nothing while
 	// messages are pending (a busy cluster) is tried again, for a while.
-	for left := min(int(info.NumPending), limit); left > 0; {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("read %d of the messages of %s before the store stopped answering: %w", len(out), key, ctx.Err())
+	for left := uint64(min(int(info.NumPending), limit)); left > 0; {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		batch, err := cons.Fetch(min(left, 500), jetstream.FetchMaxWait(2*time.Second))
+		batch, err := cons.Fetch(int(min(left, 500)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, storeErr(err)
+			return storeErr(err)
 		}
 		for m := range batch.Messages() {
-			out = append(out, m.Data())
+			fn(m.Data())
 			left--
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Info sums the lanes' consumers.

@@ -132,6 +132,11 @@ type Stream interface {
 	// Read returns the data of every message of key, oldest first, up to
 	// limit: a history, not a consumption.
 	Read(ctx context.Context, key string, limit int) ([][]byte, error)
+	// Scan calls fn with the data of every message of the stream, of
+	// every key, oldest first (a stream may hold messages of no key, such
+	// as the task queue's anchors); a message the store cannot read (its
+	// files were damaged) is passed over.
+	Scan(ctx context.Context, fn func(data []byte)) error
 	// Info counts the messages waiting and those leased, and says how
 	// long a lease lasts without a sign of life.
 	Info(ctx context.Context) (StreamInfo, error)

@@ -329,6 +329,17 @@ func (v *View) UsingKind(name string) (string, bool) {
 	return "", false
 }
 
+// UnfinishedIDs returns the unfinished jobs.
+func (v *View) UnfinishedIDs() []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]string, 0, len(v.active))
+	for id := range v.active {
+		out = append(out, id)
+	}
+	return out
+}
+
 // Unqueued returns the unfinished jobs whose tasks are not all known to be
 // queued: a submit or a phase change in progress, or interrupted.
 func (v *View) Unqueued() []string {

@@ -299,6 +299,23 @@ func (s *Stream) Read(ctx context.Context, key string, limit int) ([][]byte, err
 	return out, nil
 }
 
+// Scan implements store.Stream.
+func (s *Stream) Scan(ctx context.Context, fn func(data []byte)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	var all [][]byte
+	for _, m := range s.msgs {
+		all = append(all, bytes.Clone(m.data))
+	}
+	s.mu.Unlock()
+	for _, d := range all {
+		fn(d)
+	}
+	return nil
+}
+
 // Info implements store.Stream.
 func (s *Stream) Info(ctx context.Context) (store.StreamInfo, error) {
 	if err := ctx.Err(); err != nil {

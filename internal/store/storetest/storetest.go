@@ -349,6 +349,13 @@ func testPriorities(t *testing.T, s store.Stream) {
 		store.Message{Key: "low", Data: []byte("1b"), Priority: 1},
 	)
 	awaitWaiting(t, s, 7) // over the lanes
+	var scanned []string
+	if err := s.Scan(ctx(t), func(data []byte) { scanned = append(scanned, string(data)) }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(scanned, " ") != "1a 2a 4a 2b 4b 3a 1b" {
+		t.Fatalf("a scan of the queue read %v; want every message of every lane, oldest first", scanned)
+	}
 	var got []string
 	for _, d := range fetch(t, s, 4, 5*time.Second) {
 		got = append(got, fmt.Sprintf("%s/%d", d.Data(), d.Priority()))
@@ -363,6 +370,13 @@ func testPriorities(t *testing.T, s store.Stream) {
 	}
 	if strings.Join(got, " ") != "1a 1b" {
 		t.Fatalf("FetchFrom the low lane gave %v", got)
+	}
+	scanned = nil
+	if err := s.Scan(ctx(t), func(data []byte) { scanned = append(scanned, string(data)) }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(scanned, " ") != "2b" {
+		t.Fatalf("a scan after acks read %v; want what is left, 2b", scanned)
 	}
 	publish(t, s, store.Message{Key: "gone", Data: []byte("x"), Priority: 4}, store.Message{Key: "gone", Data: []byte("y")})
 	if err := s.Purge(ctx(t), "gone"); err != nil {
