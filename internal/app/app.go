@@ -435,11 +435,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// Coordinator.Reconcile), in the background (it reads every
 		// queued task). A server of a cluster has its queue caught up
 		// from its peers.
-		ids := s.view.UnfinishedIDs()
+		undone := s.view.Undone()
 		s.watchWG.Go(func() {
 			rctx, cancel := context.WithTimeout(wctx, 10*time.Minute)
 			defer cancel()
-			if err := s.coord.Reconcile(rctx, ids); err != nil && wctx.Err() == nil {
+			if err := s.coord.Reconcile(rctx, undone); err != nil && wctx.Err() == nil {
 				s.log.Warn("could not check the task queue against the unfinished jobs; a task in a damaged part of its files would not run", "err", err)
 			}
 		})

@@ -996,18 +996,26 @@ func (c *Coordinator) requeue(ctx context.Context, pending []*job.Job) error {
 	return nil
 }
 
-// Reconcile queues again the tasks of the unfinished jobs ids that the
-// task queue no longer holds, or holds where it cannot deliver them: a
+// Reconcile queues again the tasks of the unfinished jobs undone (each
+// with its number of tasks not done, as the read model counts them) that
+// the task queue no longer holds, or holds where it cannot deliver them: a
 // byte flipped in the queue's files makes JetStream refuse the messages of
 // that part of the file for good, and nothing else would ever queue them
 // again (their jobs would wait for ever). A task held by a worker is still
 // in the queue, so only a task that cannot be read anywhere is queued
 // again; a task queued twice runs twice and counts once.
-func (c *Coordinator) Reconcile(ctx context.Context, ids []string) error {
+func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) error {
+	if len(undone) == 0 {
+		return nil
+	}
 	queued := map[taskKey]bool{}
+	seen := map[string]int{} // tasks of each job in the queue
 	err := c.cfg.Store.Tasks.Scan(ctx, func(data []byte) {
-		if t, err := store.DecodeTask(data); err == nil {
-			queued[keyOf(t)] = true
+		if t, err := store.DecodeTask(data); err == nil && undone[t.Job] > 0 {
+			if k := keyOf(t); !queued[k] {
+				queued[k] = true
+				seen[t.Job]++
+			}
 		}
 	})
 	if err != nil {
@@ -1045,7 +1053,10 @@ func (c *Coordinator) Reconcile(ctx context.Context, ids []string) error {
 		return lost, j, nil
 	}
 	var suspects []string
-	for _, id := range ids {
+	for id, n := range undone {
+		if seen[id] >= n {
+			continue // all its tasks are there: no need to read its record
+		}
 		lost, _, err := missing(id)
 		if err != nil {
 			return err

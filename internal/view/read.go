@@ -329,13 +329,16 @@ func (v *View) UsingKind(name string) (string, bool) {
 	return "", false
 }
 
-// UnfinishedIDs returns the unfinished jobs.
-func (v *View) UnfinishedIDs() []string {
+// Undone returns the unfinished jobs that have tasks to run, each with
+// the number of its tasks not done (waiting or running) in its phase.
+func (v *View) Undone() map[string]int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	out := make([]string, 0, len(v.active))
-	for id := range v.active {
-		out = append(out, id)
+	out := make(map[string]int)
+	for id, j := range v.active {
+		if left, _ := v.share(j); left > 0 {
+			out[id] = left
+		}
 	}
 	return out
 }
