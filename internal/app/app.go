@@ -85,6 +85,9 @@ type Config struct {
 	// doubling after each.
 	MaxAttempts  int
 	RetryBackoff time.Duration
+	// ReconcileEvery is how often a server alone on its data looks
+	// whether its task queue is stuck (see reconcileLoop; 0: 30 s).
+	ReconcileEvery time.Duration
 	// MaxFileSize bounds one uploaded dataset file, in bytes (0: none).
 	MaxFileSize int64
 	// SortBuffer bounds one map task's buffered output before it spills to
@@ -430,19 +433,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { memtrim.Run(wctx, s.log) })
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
 	if s.checksStore() {
-		// Tasks in a damaged part of the queue's files are never
-		// delivered: queue them again from the job records (see
-		// Coordinator.Reconcile), in the background (it reads every
-		// queued task). A server of a cluster has its queue caught up
-		// from its peers.
-		undone := s.view.Undone()
-		s.watchWG.Go(func() {
-			rctx, cancel := context.WithTimeout(wctx, 10*time.Minute)
-			defer cancel()
-			if err := s.coord.Reconcile(rctx, undone); err != nil && wctx.Err() == nil {
-				s.log.Warn("could not check the task queue against the unfinished jobs; a task in a damaged part of its files would not run", "err", err)
-			}
-		})
+		s.watchWG.Go(func() { s.reconcileLoop(wctx) })
 	}
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
 	svc := service.New(service.Config{

@@ -180,9 +180,10 @@ func TestDamagedBlockFailsTheJob(t *testing.T) {
 }
 
 // Bytes flipped in the task queue's file while the server is stopped:
-// JetStream never delivers the messages of that part of the file, and the
-// job whose tasks they were waited for ever. At start the queue is read
-// and the tasks it cannot deliver are queued again from the job records.
+// JetStream drops the messages of that part of the file when a consumer
+// reaches it, and the job whose tasks they were waited for ever, every
+// worker idle. A stuck queue is now read against the job records, and the
+// tasks it lost are queued again.
 func TestDamagedTaskQueueIsRequeued(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -196,7 +197,7 @@ func TestDamagedTaskQueueIsRequeued(t *testing.T) {
 	if err := flip(`"partition":3`)(streamFile(t, dir, natsx.TasksStream)); err != nil {
 		t.Fatal(err)
 	}
-	srv, err = startAt(t, dir, false)
+	srv, err = startAt(t, dir, false, func(c *app.Config) { c.ReconcileEvery = 500 * time.Millisecond })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -998,19 +998,19 @@ func (c *Coordinator) requeue(ctx context.Context, pending []*job.Job) error {
 
 // Reconcile queues again the tasks of the unfinished jobs undone (each
 // with its number of tasks not done, as the read model counts them) that
-// the task queue no longer holds, or holds where it cannot deliver them: a
-// byte flipped in the queue's files makes JetStream refuse the messages of
-// that part of the file for good, and nothing else would ever queue them
-// again (their jobs would wait for ever). A task held by a worker is still
+// the task queue no longer holds, or holds where no lane will deliver
+// them, and returns how many: a byte flipped in the queue's files makes
+// JetStream drop the messages of that part of the file, and nothing else
+// would ever queue them again (their jobs would wait for ever). A task held by a worker is still
 // in the queue, so only a task that cannot be read anywhere is queued
 // again; a task queued twice runs twice and counts once.
-func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) error {
+func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (queuedAgain int, err error) {
 	if len(undone) == 0 {
-		return nil
+		return 0, nil
 	}
 	queued := map[taskKey]bool{}
 	seen := map[string]int{} // tasks of each job in the queue
-	err := c.cfg.Store.Tasks.Scan(ctx, func(data []byte) {
+	err = c.cfg.Store.Tasks.Scan(ctx, func(data []byte) {
 		if t, err := store.DecodeTask(data); err == nil && undone[t.Job] > 0 {
 			if k := keyOf(t); !queued[k] {
 				queued[k] = true
@@ -1019,7 +1019,7 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) erro
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("read the task queue: %w", err)
+		return 0, fmt.Errorf("read the task queue: %w", err)
 	}
 	// A task not in the queue was lost, or ended while the queue was read
 	// (workers take tasks meanwhile): it is queued again only if it still
@@ -1059,24 +1059,24 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) erro
 		}
 		lost, _, err := missing(id)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if len(lost) > 0 {
 			suspects = append(suspects, id)
 		}
 	}
 	if len(suspects) == 0 {
-		return nil
+		return 0, nil
 	}
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	case <-time.After(reconcileSettle):
 	}
 	for _, id := range suspects {
 		lost, j, err := missing(id)
 		if err != nil {
-			return err
+			return queuedAgain, err
 		}
 		if len(lost) == 0 {
 			continue
@@ -1084,13 +1084,14 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) erro
 		c.log.Warn("queuing again tasks the task queue lost (its files were damaged)", "job", id, "phase", j.Phase, "tasks", len(lost))
 		msgs, err := store.TaskMessages(lost, j.Phase == job.PhaseReduce)
 		if err != nil {
-			return err
+			return queuedAgain, err
 		}
 		if err := c.publish(ctx, msgs); err != nil {
-			return fmt.Errorf("queue the lost tasks of job %s: %w", id, err)
+			return queuedAgain, fmt.Errorf("queue the lost tasks of job %s: %w", id, err)
 		}
+		queuedAgain += len(lost)
 	}
-	return nil
+	return queuedAgain, nil
 }
 
 // reconcileSettle is how long Reconcile lets the results of tasks that

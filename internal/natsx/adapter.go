@@ -609,21 +609,57 @@ func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, err
 	return out, nil
 }
 
-// Scan reads the messages (of every lane, and the queue's anchors, which
-// are no messages of a key) one request each, from the first, each
-// request asking for the next message at or after a sequence: a work
-// queue takes no consumer that overlaps its lanes'. A message JetStream
-// cannot read (a damaged part of the stream's files) is passed over.
+// Scan reads the messages a lane may still deliver, one request each,
+// from the first, each request asking for the next message at or after a
+// sequence: a work queue takes no consumer that overlaps its lanes'. A
+// message JetStream cannot read (a damaged part of the stream's files) is
+// passed over, and so is one its lane will never deliver again: at or
+// below what the lane's consumer delivered, unless leased (a stream whose
+// index was rebuilt from its files holds again messages acked before).
+// Messages of no lane (the queue's anchors) are passed over too.
 func (s *stream) Scan(ctx context.Context, fn func(data []byte)) error {
 	info, err := s.st.Info(ctx)
 	if err != nil {
 		return storeErr(err)
 	}
+	type floor struct {
+		prefix string
+		dead   func(seq uint64) bool
+	}
+	var floors []floor
+	for _, l := range append(slices.Clone(s.lanes), s.kindLanes(ctx)...) {
+		cons, err := s.shared(ctx, l)
+		if err != nil {
+			return err
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return storeErr(err)
+		}
+		delivered, acked, leased := ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumAckPending > 0
+		floors = append(floors, floor{l.prefix, func(seq uint64) bool {
+			return seq <= acked || seq <= delivered && !leased
+		}})
+	}
+	// The lane of a subject is the one of the longest prefix that leaves
+	// it a single token, the job's.
+	laneOf := func(subject string) *floor {
+		var best *floor
+		for i, f := range floors {
+			rest, ok := strings.CutPrefix(subject, f.prefix)
+			if ok && !strings.Contains(rest, ".") && (best == nil || len(f.prefix) > len(best.prefix)) {
+				best = &floors[i]
+			}
+		}
+		return best
+	}
 	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; {
 		m, err := s.st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
 		switch {
 		case err == nil:
-			fn(m.Data)
+			if f := laneOf(m.Subject); f != nil && !f.dead(m.Sequence) {
+				fn(m.Data)
+			}
 			seq = m.Sequence + 1
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			seq++ // none after it, or it could not be read: look past it
