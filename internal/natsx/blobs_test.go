@@ -16,17 +16,24 @@ import (
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
-// An object of one chunk is written and read without the library's Put
-// and Get: the library reads what it wrote, and a chunk whose bytes
-// changed is refused, not served.
-func TestBlobsOfOneChunk(t *testing.T) {
+// setupBlobs sets the store up on an embedded server of the test's own.
+func setupBlobs(t *testing.T) (*Store, context.Context) {
+	t.Helper()
 	nc := embedded(t, t.TempDir(), "blobs")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	s, err := Setup(ctx, nc, StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, ctx
+}
+
+// An object of one chunk is written and read without the library's Put
+// and Get: the library reads what it wrote, and a chunk whose bytes
+// changed is refused, not served.
+func TestBlobsOfOneChunk(t *testing.T) {
+	s, ctx := setupBlobs(t)
 	data := bytes.Repeat([]byte("shuffle run "), 1000)
 	if err := s.Ports.Shuffle.Put(ctx, "j/m0/abc/0", bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
@@ -156,13 +163,7 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 func TestBlobsSlowReader(t *testing.T) {
 	defer func(d time.Duration) { libraryBase = d }(libraryBase)
 	libraryBase = 300 * time.Millisecond
-	nc := embedded(t, t.TempDir(), "blobs")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := Setup(ctx, nc, StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := setupBlobs(t)
 	data := make([]byte, 5*chunkSize+17)
 	for i := range data {
 		data[i] = byte(i % 251)
