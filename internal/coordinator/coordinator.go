@@ -1082,7 +1082,9 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 			continue
 		}
 		c.log.Warn("queuing again tasks the task queue lost (its files were damaged)", "job", id, "phase", j.Phase, "tasks", len(lost))
-		msgs, err := store.TaskMessages(lost, j.Phase == job.PhaseReduce)
+		// No dedupe id: the lost message's id may still be in the stream's
+		// window, which would drop this one as its duplicate.
+		msgs, err := store.TaskMessages(lost, false)
 		if err != nil {
 			return queuedAgain, err
 		}
