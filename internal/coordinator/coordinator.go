@@ -1797,7 +1797,12 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 		msgs, err := c.cfg.Store.Results.Read(rctx, id, maxTaskHistory)
-		if err != nil {
+		switch {
+		case errors.Is(err, store.ErrDamaged):
+			// What can be read is shown: the job's record holds its
+			// outcome; the store's files need a look.
+			c.log.Error("part of a job's task history is damaged in the store; showing the rest", "job", id, "err", err)
+		case err != nil:
 			return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
 		}
 		for _, m := range msgs {

@@ -603,11 +603,19 @@ func (s *stream) fetch(ctx context.Context, l *lane, max int, opt jetstream.Fetc
 func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, error) {
 	var out [][]byte
 	err := s.each(ctx, s.lanes[0].prefix+key, limit, func(data []byte) { out = append(out, data) })
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrDamaged):
+		return out, err
+	case err != nil:
 		return nil, fmt.Errorf("read %d of the messages of %s before the store stopped answering: %w", len(out), key, err)
 	}
 	return out, nil
 }
+
+// readPatience is how many fetches in a row may bring nothing, while
+// messages are pending, before a read takes them for damaged: JetStream
+// never delivers a message in a part of a stream's files it found damaged.
+const readPatience = 3
 
 // Scan reads the messages a lane may still deliver, one request each,
 // from the first, each request asking for the next message at or after a
@@ -693,9 +701,10 @@ func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]b
 	if err != nil {
 		return storeErr(err)
 	}
-	// The read is whole or an error: a fetch that brings nothing while
-	// messages are pending (a busy cluster) is tried again, for a while.
-	for left := uint64(min(int(info.NumPending), limit)); left > 0; {
+	// A fetch that brings nothing while messages are pending (a busy
+	// cluster) is tried again, readPatience times: then the messages left
+	// are damaged (store.ErrDamaged, after fn saw the others).
+	for left, empty := uint64(min(int(info.NumPending), limit)), 0; left > 0; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -703,9 +712,16 @@ func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]b
 		if err != nil {
 			return storeErr(err)
 		}
+		got := 0
 		for m := range batch.Messages() {
 			fn(m.Data())
 			left--
+			got++
+		}
+		if got > 0 {
+			empty = 0
+		} else if empty++; empty >= readPatience {
+			return fmt.Errorf("%d messages of %s are %w: the store delivers none of them", left, filter, store.ErrDamaged)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -27,6 +28,81 @@ func setupBlobs(t *testing.T) (*Store, context.Context) {
 		t.Fatal(err)
 	}
 	return s, ctx
+}
+
+// startOn starts an embedded server on dir and sets the store up on it.
+func startOn(ctx context.Context, t *testing.T, dir string) (*Embedded, *Store) {
+	t.Helper()
+	emb, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := emb.Connect("blobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	s, err := Setup(ctx, nc, StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return emb, s
+}
+
+// flipIn inverts 8 bytes of the one message file of stream in dir, at the
+// first place it holds marker.
+func flipIn(t *testing.T, dir, stream string, marker []byte) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "jetstream", "jetstream", "*", "streams", stream, "msgs", "*.blk"))
+	if len(files) != 1 {
+		t.Fatalf("message files of %s: %v", stream, files)
+	}
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(raw, marker)
+	if at < 0 {
+		t.Fatalf("%s does not hold %q", files[0], marker)
+	}
+	for i := at; i < at+8 && i < len(raw); i++ {
+		raw[i] ^= 0xff
+	}
+	if err := os.WriteFile(files[0], raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A job's task history with a message damaged on disk: a read returns the
+// others and says some are damaged, in seconds; it waited for its deadline
+// and failed, and every GET of the job's tasks answered 503 "try again".
+func TestHistoryDamagedOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	emb, s := startOn(ctx, t, dir)
+	for i := range 5 {
+		msg := store.Message{Key: "j1", Data: []byte(fmt.Sprintf(`[{"partition":%d,"note":"result number %d"}]`, i, i))}
+		for _, err := range s.Ports.Results.Publish(ctx, msg) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := emb.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	flipIn(t, dir, ResultsStream, []byte("result number 2"))
+	emb, s = startOn(ctx, t, dir)
+	defer emb.Stop(context.Background())
+	began := time.Now()
+	got, err := s.Ports.Results.Read(ctx, "j1", 100)
+	if !errors.Is(err, store.ErrDamaged) || len(got) == 0 || len(got) >= 5 {
+		t.Fatalf("a history with a damaged message: %d messages, %v; want the readable ones and ErrDamaged", len(got), err)
+	}
+	if took := time.Since(began); took > 20*time.Second {
+		t.Fatalf("the read took %v", took)
+	}
 }
 
 // An object of one chunk is written and read without the library's Put
@@ -93,22 +169,7 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	start := func() (*Embedded, *Store) {
-		emb, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := emb.Connect("blobs")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		s, err := Setup(ctx, nc, StoreConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return emb, s
-	}
+	start := func() (*Embedded, *Store) { return startOn(ctx, t, dir) }
 	emb, s := start()
 	data := make([]byte, 3*chunkSize+100) // four chunks
 	for i := range data {
@@ -123,22 +184,7 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 	if err := emb.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "jetstream", "jetstream", "*", "streams", "OBJ_"+BlocksBucket, "msgs", "*.blk"))
-	if len(files) != 1 {
-		t.Fatalf("block files of the blocks' stream: %v", files)
-	}
-	raw, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := bytes.Index(raw, data[chunkSize+1000:chunkSize+1040]) // inside the second chunk
-	if at < 0 {
-		t.Fatal("the second chunk's bytes are not in the file")
-	}
-	raw[at] ^= 0x20
-	if err := os.WriteFile(files[0], raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	flipIn(t, dir, "OBJ_"+BlocksBucket, data[chunkSize+1000:chunkSize+1040]) // inside the second chunk
 	emb, s = start()
 	defer emb.Stop(context.Background())
 	began := time.Now()

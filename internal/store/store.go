@@ -130,7 +130,8 @@ type Stream interface {
 	// bound) per second or minute. Fetch takes from kind lanes first.
 	SetLane(ctx context.Context, lane string, maxLeased int, rate string) error
 	// Read returns the data of every message of key, oldest first, up to
-	// limit: a history, not a consumption.
+	// limit: a history, not a consumption. When some cannot be read (the
+	// store's files were damaged) it returns the others with ErrDamaged.
 	Read(ctx context.Context, key string, limit int) ([][]byte, error)
 	// Scan calls fn with the data of every message of the stream, of
 	// every key, oldest first (a stream may hold messages of no key, such
