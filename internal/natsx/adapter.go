@@ -804,7 +804,11 @@ const chunkSize = 128 << 10
 
 func (b blobs) Put(ctx context.Context, name string, r io.Reader) error {
 	if b.fresh && b.st != nil {
-		buf := make([]byte, chunkSize+1)
+		size := chunkSize + 1 // enough to know the object is larger than a chunk
+		if l, ok := r.(interface{ Len() int }); ok {
+			size = min(size, l.Len()+1) // staged in memory: no 128 KiB buffer for a run of a few bytes
+		}
+		buf := make([]byte, size)
 		n, err := io.ReadFull(r, buf)
 		switch {
 		case err == io.EOF || err == io.ErrUnexpectedEOF:
