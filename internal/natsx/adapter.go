@@ -621,7 +621,7 @@ const readPatience = 3
 // from the first, each request asking for the next message at or after a
 // sequence: a work queue takes no consumer that overlaps its lanes'. A
 // message JetStream cannot read (a damaged part of the stream's files) is
-// passed over, and so is one its lane will never deliver again: at or
+// passed over by the answer, and so is one its lane will never deliver again: at or
 // below what the lane's consumer delivered, unless leased (a stream whose
 // index was rebuilt from its files holds again messages acked before).
 // Messages of no lane (the queue's anchors) are passed over too.
@@ -670,7 +670,11 @@ func (s *stream) Scan(ctx context.Context, fn func(data []byte)) error {
 			}
 			seq = m.Sequence + 1
 		case errors.Is(err, jetstream.ErrMsgNotFound):
-			seq++ // none after it, or it could not be read: look past it
+			// None at or after seq: the answer passes over deleted and
+			// damaged messages itself. (Stepping on one by one walked
+			// every acked message up to the last sequence: a million
+			// requests behind one long task at the queue's head.)
+			return nil
 		default:
 			return storeErr(err)
 		}
