@@ -159,6 +159,9 @@ type TaskAttempt struct {
 	// not the task's last word.
 	Outcome  string `json:"outcome,omitempty"`
 	Failures int    `json:"failures,omitempty"`
+	// Unretried marks a failure no attempt could mend (an input deleted
+	// or damaged in the store): the task was not run again.
+	Unretried bool `json:"unretried,omitempty"`
 
 	DurationMS float64 `json:"duration_ms"`
 	// State is "done", "failed", "lost" or "interrupted".

@@ -171,7 +171,7 @@ func TestDamagedBlockFailsTheJob(t *testing.T) {
 	b := &bundle{srv: srv}
 	j := b.client().SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 1, Reducers: 1})
 	j = b.await(t, j.ID, terminal)
-	if j.State != client.Failed || !strings.Contains(j.Error, "damaged") || !strings.Contains(j.Error, "moby.txt") || !strings.Contains(j.Error, "upload the file again") {
+	if j.State != client.Failed || !strings.Contains(j.Error, "damaged") || !strings.Contains(j.Error, "moby.txt") || !strings.Contains(j.Error, "upload the file again") || !strings.Contains(j.Error, "not retried") {
 		t.Fatalf("a job reading a damaged block: %s", apitest.Describe(j))
 	}
 	if j.Tasks.Failed != 1 || !strings.Contains(j.Error, "7 of its 8 chunks are readable") {

@@ -335,7 +335,7 @@ func TestMissingInputFailsTheJob(t *testing.T) {
 	b.client().PutFile(t, "in", "a.txt", []byte("alpha beta gamma delta\nepsilon zeta eta theta\n"))
 	j := b.client().SubmitSpec(t, client.Spec{Kind: "losing", Input: []string{"in"}, Partitions: 2, Reducers: 2})
 	j = b.await(t, j.ID, terminal)
-	if j.State != client.Failed || !strings.Contains(j.Error, "missing") || !strings.Contains(j.Error, "map task") || !strings.Contains(j.Error, "attempt 3 of 3") {
+	if j.State != client.Failed || !strings.Contains(j.Error, "missing") || !strings.Contains(j.Error, "map task") || !strings.Contains(j.Error, "not retried") {
 		t.Fatalf("a job whose map outputs vanished: %s", apitest.Describe(j))
 	}
 	awaitEmptyQueue(t, s, 2*time.Second, "the job failed")

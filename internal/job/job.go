@@ -224,6 +224,9 @@ type TaskResult struct {
 	Outcome string `json:"outcome,omitempty"`
 	// Failures counts the task's failed attempts, this one included.
 	Failures int `json:"failures,omitempty"`
+	// Unretried marks a failure that no attempt could mend (an input
+	// deleted or damaged in the store): the task ran no more attempts.
+	Unretried bool `json:"unretried,omitempty"`
 	// Epoch is the job's epoch the task was queued in (its retries).
 	Epoch int `json:"epoch,omitempty"`
 }

@@ -228,7 +228,11 @@ func (j *Job) fail(r TaskResult, what string) {
 	if failures == 0 {
 		failures = r.Attempt // a result from before failures were counted apart
 	}
-	j.Error = fmt.Sprintf("%s %d failed on worker %s (attempt %d of %d): %s", what, r.Partition, r.Worker, failures, max(j.MaxAttempts, 1), r.Error)
+	if r.Unretried {
+		j.Error = fmt.Sprintf("%s %d failed on worker %s (not retried: no attempt can mend it): %s", what, r.Partition, r.Worker, r.Error)
+	} else {
+		j.Error = fmt.Sprintf("%s %d failed on worker %s (attempt %d of %d): %s", what, r.Partition, r.Worker, failures, max(j.MaxAttempts, 1), r.Error)
+	}
 	j.FinishedAt = &r.FinishedAt
 	j.step(string(Failed), r.FinishedAt)
 }

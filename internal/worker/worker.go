@@ -297,13 +297,13 @@ func (p *Pool) run(i int, l *lease) {
 		}
 		// The input will not come back: the job cannot finish.
 		err = fmt.Errorf("%w (deleted or lost from the store); the job cannot finish: submit it again", err)
-		r.Failures = max(t.MaxAttempts-1, r.Failures) // no retry: this is its last attempt
+		r.Unretried = true
 	case errors.Is(err, store.ErrDamaged):
 		// Read again, a damaged input is damaged again: never a failure
 		// of the store to run the task again for (it looped for ever).
 		log.Error("an input of the task is damaged in the store; the job cannot finish", "err", err)
 		err = fmt.Errorf("%w; the job cannot finish: submit it again", err)
-		r.Failures = max(t.MaxAttempts-1, r.Failures)
+		r.Unretried = true
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
@@ -318,7 +318,7 @@ func (p *Pool) run(i int, l *lease) {
 		r.Failures++
 		r.Error = job.ClipError(err.Error())
 	}
-	if err != nil && r.Failures < t.MaxAttempts {
+	if err != nil && !r.Unretried && r.Failures < t.MaxAttempts {
 		delay := p.backoff(r.Failures)
 		log.Warn("task failed; it will be retried", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts, "retry_in", delay)
 		r.Outcome = job.OutcomeFailed
