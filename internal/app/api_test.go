@@ -383,6 +383,11 @@ func TestBadInput(t *testing.T) {
 		{"POST", "/api/v1/jobs", `{"kind":"grep","partitions":2,"input":["x"],"params":{"pattern":7}}`, 400, job.EInvalid, "pattern must be a non-empty string"},
 		{"PUT", "/api/v1/datasets/.hidden", "x", 400, job.EInvalid, "starts with '.'"},
 		{"PUT", "/api/v1/datasets/..%2F..%2Fetc", "x", 400, job.EInvalid, "dataset name"},
+		// Names are store keys, split at dots: these answered 503 "try again shortly".
+		{"PUT", "/api/v1/datasets/a./files/x", "x", 400, job.EInvalid, `dataset name "a." ends with '.'`},
+		{"PUT", "/api/v1/datasets/a..b/files/x", "x", 400, job.EInvalid, `dataset name "a..b" has two dots in a row`},
+		{"PUT", "/api/v1/kinds/a..b", "x", 400, job.EInvalid, `kind name "a..b" has two dots in a row`},
+		{"POST", "/api/v1/schedules", `{"name":"nightly.","cron":"@daily","job":{"kind":"noop","partitions":1}}`, 400, job.EInvalid, `schedule name "nightly." ends with '.'`},
 		{"PUT", "/api/v1/datasets/ok/files/a%20b", "x", 400, job.EInvalid, `file name "a b" has the character ' '`},
 		{"PUT", "/api/v1/datasets/ok?file=..", "x", 400, job.EInvalid, "file name"},
 		{"PUT", "/api/v1/datasets/" + strings.Repeat("x", 200), "x", 400, job.EInvalid, "at most 128"},

@@ -306,8 +306,9 @@ const (
 	MaxReducers = 1024
 )
 
-// ValidName checks a dataset or file name: 1 to 128 letters, digits, '.',
-// '_' or '-', not starting with '.', so that it is safe in a path and a key.
+// ValidName checks a dataset, file, kind or schedule name: 1 to 128
+// letters, digits, '.', '_' or '-', neither starting nor ending with '.'
+// and without two dots in a row, so that it is safe in a path and a key.
 func ValidName(what, name string) error {
 	if name == "" {
 		return Errorf(EInvalid, "%s name is empty; use 1 to 128 letters, digits, '.', '_' or '-'", what)
@@ -317,6 +318,14 @@ func ValidName(what, name string) error {
 	}
 	if name[0] == '.' {
 		return Errorf(EInvalid, "%s name %q starts with '.'; use a letter or digit first", what, name)
+	}
+	// The store keys records by names (and by job ids, which hold kind
+	// names) split at dots: an empty part is not a key.
+	if name[len(name)-1] == '.' {
+		return Errorf(EInvalid, "%s name %q ends with '.'; end it with a letter or digit", what, name)
+	}
+	if strings.Contains(name, "..") {
+		return Errorf(EInvalid, "%s name %q has two dots in a row; use at most one between other characters", what, name)
 	}
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
