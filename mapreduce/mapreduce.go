@@ -48,6 +48,12 @@ type Param = job.Param
 // and indexer are written with this same type.
 type Kind = job.DataKind
 
+// SkipRetry, wrapped in the error a Map or Reduce returns (fmt.Errorf("…:
+// %w", mapreduce.SkipRetry)), fails the task at once, without the attempts
+// --max-attempts allows, and with it the job: for what no attempt can
+// mend, such as a record the kind cannot read.
+var SkipRetry = job.ErrSkipRetry
+
 // Params returns the params of the job a map or reduce call belongs to.
 func Params(ctx context.Context) map[string]any { return job.ParamsOf(ctx) }
 

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/natsx"
@@ -439,5 +441,43 @@ func TestFailedSubmitLeavesNoJob(t *testing.T) {
 	_ = json.Unmarshal(r.Body, &j)
 	if got := b.job(t, j.ID); got.Partitions != 5 {
 		t.Fatalf("job after the store recovered: %+v", got)
+	}
+}
+
+// A failure that no attempt can mend fails its job at its first run, not
+// after --max-attempts: a map that wraps job.ErrSkipRetry (the public
+// mapreduce.SkipRetry), and an input line over dataset.MaxLine.
+func TestUnretriedFailures(t *testing.T) {
+	t.Parallel()
+	k, maps, _ := countKind("picky", func(_ context.Context, rec job.Record) error {
+		if bytes.Contains(rec.Text, []byte("{")) {
+			return fmt.Errorf("line %d is JSON, which this kind does not read: %w", rec.Line, job.ErrSkipRetry)
+		}
+		return nil
+	}, nil)
+	b := setup(t, func(c *app.Config) {
+		c.Kinds = testKinds(k)
+		c.Workers = 1
+		c.MaxAttempts = 3
+		c.RetryBackoff = time.Millisecond
+	})
+	c := b.client()
+	c.PutFile(t, "picky", "a.txt", []byte("alpha beta\n{\"gamma\": 1}\n"))
+	j := b.await(t, c.SubmitSpec(t, client.Spec{Kind: "picky", Input: []string{"picky"}, Partitions: 1, Reducers: 1}).ID, terminal)
+	if j.State != client.Failed || !strings.Contains(j.Error, "line 2 is JSON") || !strings.Contains(j.Error, "not retried") || maps.Load() != 1 {
+		t.Fatalf("a map that asked not to be retried ran %d times: %s", maps.Load(), apitest.Describe(j))
+	}
+	if h := history(t, c, j.ID); len(h) != 1 || !h[0].Unretried || h[0].State != "failed" {
+		t.Fatalf("its history: %+v", h)
+	}
+
+	long := append(bytes.Repeat([]byte("word "), dataset.MaxLine/5+1<<18), '\n')
+	c.PutFile(t, "long", "one-line.txt", long)
+	j = b.await(t, c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"long"}, Partitions: 1, Reducers: 1}).ID, terminal)
+	if j.State != client.Failed || !strings.Contains(j.Error, "line longer than") || !strings.Contains(j.Error, "put newlines in the file") || !strings.Contains(j.Error, "not retried") {
+		t.Fatalf("a job over a line longer than %d bytes: %s", dataset.MaxLine, apitest.Describe(j))
+	}
+	if h := history(t, c, j.ID); len(h) != 1 {
+		t.Fatalf("a line too long was read %d times: %+v", len(h), h)
 	}
 }

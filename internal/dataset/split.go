@@ -183,7 +183,7 @@ func readLine(br *bufio.Reader, buf *[]byte) ([]byte, error) {
 	*buf = append((*buf)[:0], b...)
 	for errors.Is(err, bufio.ErrBufferFull) {
 		if len(*buf) > MaxLine {
-			return *buf, errLineTooLong
+			return *buf, ErrLineTooLong
 		}
 		b, err = br.ReadSlice('\n')
 		*buf = append(*buf, b...)
@@ -191,7 +191,9 @@ func readLine(br *bufio.Reader, buf *[]byte) ([]byte, error) {
 	return *buf, err
 }
 
-var errLineTooLong = fmt.Errorf("line longer than %d bytes", MaxLine)
+// ErrLineTooLong is the error of a line longer than MaxLine: map tasks
+// read their input as lines, and hold a line whole.
+var ErrLineTooLong = fmt.Errorf("line longer than %d bytes (16 MiB), the most one input record may be: map tasks read input as lines; put newlines in the file", MaxLine)
 
 func lineError(f job.InputFile, line int64, err error) error {
 	return fmt.Errorf("file %s line %d: %w", f.Name, line, err)

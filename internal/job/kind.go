@@ -3,6 +3,7 @@ package job
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"iter"
 	"sort"
 	"strings"
@@ -334,3 +335,8 @@ func ValidName(what, name string) error {
 	}
 	return nil
 }
+
+// ErrSkipRetry, wrapped in the error a kind's map, reduce or task returns,
+// fails its task without another attempt, and so its job: for what no
+// attempt can mend, such as a record the kind cannot read.
+var ErrSkipRetry = errors.New("not to be retried")

@@ -304,6 +304,10 @@ func (p *Pool) run(i int, l *lease) {
 		log.Error("an input of the task is damaged in the store; the job cannot finish", "err", err)
 		err = fmt.Errorf("%w; the job cannot finish: submit it again", err)
 		r.Unretried = true
+	case errors.Is(err, job.ErrSkipRetry) || errors.Is(err, dataset.ErrLineTooLong):
+		// The kind said so, or the input is what it is: another attempt
+		// would fail the same way.
+		r.Unretried = true
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
