@@ -123,6 +123,16 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	if got := b.client().Output(t, v2.ID); got == want || !strings.Contains(got, strings.TrimSpace(firstLine)) {
 		t.Fatalf("version 2 (lines) wrote %d bytes: %.200q", len(got), got)
 	}
+	// A module's failure that asks not to be retried (the ABI's status 2)
+	// fails its job at the first attempt.
+	b.client().PutFile(t, "hopeless", "h.txt", []byte("fine\nhopeless\n"))
+	hopeless := b.await(t, b.client().SubmitSpec(t, client.Spec{Kind: "mywc", Input: []string{"hopeless"}, Partitions: 1, Reducers: 1}).ID, terminal)
+	if hopeless.State != client.Failed || !strings.Contains(hopeless.Error, "this line cannot be read") || !strings.Contains(hopeless.Error, "not retried") {
+		t.Fatalf("a module's failure not to be retried: %s", apitest.Describe(hopeless))
+	}
+	if h := history(t, b.client(), hopeless.ID); len(h) != 1 || !h[0].Unretried {
+		t.Fatalf("its history: %+v", h)
+	}
 	if err := c.DeleteKind(ctx, "mywc"); err != nil {
 		t.Fatalf("DELETE the kind once its jobs finished: %v", err)
 	}

@@ -334,9 +334,14 @@ func (in *instance) call(ctx context.Context, fn string, input []byte) ([]byte, 
 }
 
 // failure is an error the kind's code returned: the instance stays usable.
-type failure struct{ msg string }
+type failure struct {
+	msg       string
+	skipRetry bool // status 2: the kind asks that the task not run again
+}
 
 func (f *failure) Error() string { return f.msg }
+
+func (f *failure) Is(target error) bool { return f.skipRetry && target == job.ErrSkipRetry }
 
 func (in *instance) do(ctx context.Context, fn string, input []byte) ([]byte, error) {
 	res, err := in.invoke(ctx, in.fns["alloc"], uint64(len(input)))
@@ -359,8 +364,8 @@ func (in *instance) do(ctx context.Context, fn string, input []byte) ([]byte, er
 	switch out[0] {
 	case 0:
 		return out[1:], nil
-	case 1:
-		return nil, &failure{msg: string(out[1:min(len(out), 1+4096)])}
+	case 1, 2:
+		return nil, &failure{msg: string(out[1:min(len(out), 1+4096)]), skipRetry: out[0] == 2}
 	default:
 		return nil, fmt.Errorf("the module's mrk_%s answered with status %d: not an answer of the ABI", fn, out[0])
 	}

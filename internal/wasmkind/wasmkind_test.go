@@ -3,6 +3,7 @@ package wasmkind_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -165,6 +166,7 @@ func TestSandboxFailures(t *testing.T) {
 		{"bigkey", "x", time.Minute, "key longer than 65536 bytes"},
 		{"garbage", "x", time.Minute, "outside its memory: not an answer of the ABI"},
 		{"fails", "boom", time.Minute, "file f.txt line 1: boom"},
+		{"fails", "hopeless", time.Minute, "file f.txt line 1: this line cannot be read: not to be retried"},
 		{"fails", "panic", time.Minute, "panic: assignment to entry in nil map"},
 	}
 	for _, c := range cases {
@@ -185,6 +187,9 @@ func TestSandboxFailures(t *testing.T) {
 			_, err = mapAll(tctx, k, []string{c.line})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+			if skip := c.line == "hopeless"; errors.Is(err, job.ErrSkipRetry) != skip {
+				t.Fatalf("err = %v: asks not to be retried %t, want %t", err, !skip, skip)
 			}
 			if c.dir == "loop" && time.Since(start) > 30*time.Second {
 				t.Fatalf("the loop was stopped after %s", time.Since(start))

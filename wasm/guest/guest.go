@@ -98,6 +98,12 @@ func SumCombine(_, a, b []byte) []byte {
 	return strconv.AppendInt(a[:0], x+y, 10)
 }
 
+// SkipRetry, wrapped in the error a Map or Reduce returns (fmt.Errorf("…:
+// %w", guest.SkipRetry)), fails the task at once, without the attempts the
+// cluster's --max-attempts allows, and with it the job: for what no attempt
+// can mend, such as a record the kind cannot read.
+var SkipRetry = errors.New("not to be retried")
+
 // SumReduce adds a key's decimal integer values; a value that is not an
 // integer fails the reduce.
 func SumReduce(_ context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error) {
@@ -449,8 +455,8 @@ func callFormat(in, out []byte) ([]byte, error) {
 }
 
 // answer runs call on in and returns the answer: a status byte (0: done,
-// 1: failed), then the payload or the error's message. A panic of the
-// kind's code is a failure too.
+// 1: failed, 2: failed and not to be retried), then the payload or the
+// error's message. A panic of the kind's code is a failure too.
 func answer(call func(in, out []byte) ([]byte, error), in, out []byte) (res []byte) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -461,7 +467,11 @@ func answer(call func(in, out []byte) ([]byte, error), in, out []byte) (res []by
 	out = append(out[:0], 0)
 	res, err := call(in, out)
 	if err != nil {
-		return fmt.Append(append(out[:0], 1), err.Error())
+		status := byte(1)
+		if errors.Is(err, SkipRetry) {
+			status = 2
+		}
+		return fmt.Append(append(out[:0], status), err.Error())
 	}
 	return res
 }

@@ -1,9 +1,11 @@
-// A kind whose map fails on the line "boom" and panics on "panic".
+// A kind whose map fails on the line "boom", fails asking not to be
+// retried on "hopeless" and panics on "panic".
 package main
 
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/mrcluster/mrcluster/wasm/guest"
 )
@@ -13,6 +15,8 @@ func init() {
 		switch string(rec.Text) {
 		case "boom":
 			return errors.New("boom")
+		case "hopeless":
+			return fmt.Errorf("this line cannot be read: %w", guest.SkipRetry)
 		case "panic":
 			var m map[string]int
 			m["x"] = 1
