@@ -277,6 +277,10 @@ type Dataset struct {
 	Size      int64         `json:"size"`
 	CreatedAt time.Time     `json:"created_at"`
 	UpdatedAt time.Time     `json:"updated_at"`
+	// Partial marks the answer to an upload into a dataset of more than
+	// 100 files: Files holds the stored file alone, Size its size; a GET
+	// of the dataset lists every file.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // DatasetFile is one file of a dataset.

@@ -2,11 +2,19 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -51,5 +59,68 @@ func TestDatasetInUseIsKept(t *testing.T) {
 	}
 	if r := b.do(t, "GET", "/api/v1/datasets/d", ""); r.Status != http.StatusNotFound {
 		t.Fatalf("the deleted dataset: %d %s", r.Status, r.Body)
+	}
+}
+
+// A job over more files than its record may hold keeps their list in an
+// object of its own: the job runs, a retry makes its map tasks again from
+// that list, and deleting the job deletes it.
+func TestJobOverManyFiles(t *testing.T) {
+	t.Parallel()
+	var failed atomic.Bool
+	k, _, _ := countKind("once", func(_ context.Context, rec job.Record) error {
+		if rec.File == "f0123.txt" && failed.CompareAndSwap(false, true) {
+			return fmt.Errorf("the first read of %s fails: %w", rec.File, job.ErrSkipRetry)
+		}
+		return nil
+	}, nil)
+	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(k) })
+	c := b.client()
+	n := job.MaxInlineFiles + 44
+	want := map[string]int{}
+	for i := range n {
+		w := fmt.Sprintf("w%c", 'a'+i%7)
+		want[w] += 2
+		c.PutFile(t, "many", fmt.Sprintf("f%04d.txt", i), []byte(w+"\n"+w+"\n"))
+	}
+	j := b.await(t, c.SubmitSpec(t, client.Spec{Kind: "once", Input: []string{"many"}, Partitions: 5, Reducers: 2}).ID, terminal)
+	if j.State != client.Failed || !strings.Contains(j.Error, "the first read of f0123.txt fails") {
+		t.Fatalf("the job's first run: %s", apitest.Describe(j))
+	}
+	s := store(t, b)
+	e, err := s.Jobs.Get(apitest.Context(t), j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec job.Job
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.FilesRef == "" || len(rec.Files) != 0 {
+		t.Fatalf("the record of a job over %d files holds %d of them, and names the object %q (%v)", n, len(rec.Files), rec.FilesRef, err)
+	}
+	if _, err := c.API().Retry(apitest.Context(t), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded {
+		t.Fatalf("the retried job: %s", apitest.Describe(j))
+	}
+	got := map[string]int{}
+	for line := range strings.Lines(c.Output(t, j.ID)) {
+		var w string
+		var count int
+		if _, err := fmt.Sscanf(line, "%s %d", &w, &count); err != nil {
+			t.Fatalf("output line %q: %v", line, err)
+		}
+		got[w] = count
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("output %v, want %v", got, want)
+	}
+	if _, err := s.Output.GetInfo(apitest.Context(t), rec.FilesRef); err != nil {
+		t.Fatalf("the list of files before the job is deleted: %v", err)
+	}
+	if err := c.API().Delete(apitest.Context(t), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Output.GetInfo(apitest.Context(t), rec.FilesRef); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("the list of files once the job is deleted: %v, want it gone", err)
 	}
 }

@@ -150,7 +150,11 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 			return
 		}
 		j = nj
-		tasks, _ := c.tasks(j)
+		tasks, _, err := c.tasks(ctx, j)
+		if err != nil {
+			c.log.Warn("could not make a backup copy of a slow task", "job", j.ID, "task", key, "err", err)
+			return
+		}
 		for _, t := range tasks {
 			if t.Partition != p {
 				continue

@@ -5,9 +5,11 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -257,7 +259,7 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// seconds under load, while the client's retries with the batch's
 		// key waited for its release.
 		c.wg.Go(func() {
-			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i]) })
+			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i], jobs[i].FilesRef) })
 			if claim != nil {
 				c.releaseKey(claim)
 			}
@@ -292,6 +294,11 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 			j.Input, j.Files, j.Reducers, j.Phase = specs[i].Input, files, max(specs[i].Reducers, 1), job.PhaseMap
 			j.MapCommits = make([]string, j.Partitions)
 			j.Counters = &job.Counters{}
+			if len(files) > job.MaxInlineFiles {
+				if err := c.storeFiles(ctx, j); err != nil {
+					return recorded, err
+				}
+			}
 		}
 		// The tasks first, then the record that makes the job exist: a
 		// submit cut short leaves at most tasks without a job, which are
@@ -304,8 +311,11 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 			continue
 		}
 		j.Enqueued = true
-		var tasks []job.Task
-		tasks, j.Lane = c.tasks(j)
+		tasks, lane, err := c.tasks(ctx, j)
+		if err != nil {
+			return recorded, err
+		}
+		j.Lane = lane
 		m, err := store.TaskMessages(tasks, false)
 		if err != nil {
 			return recorded, err
@@ -314,6 +324,11 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 	}
 	if err := c.publish(ctx, msgs); err != nil {
 		return recorded, err
+	}
+	for _, j := range jobs {
+		if j.FilesRef != "" {
+			j.Files = nil // in their object, not in the record
+		}
 	}
 	// The records of a batch are created in parallel: one round trip to
 	// the store for many jobs, not one per job.
@@ -369,9 +384,14 @@ func (c *Coordinator) create(ctx context.Context, j *job.Job) (_ *job.Job, rev u
 // (the submit's may be spent). What it cannot remove is dropped later: a
 // task whose job record never appears is acked and dropped by the
 // coordinator once its id is older than orphanAge.
-func (c *Coordinator) withdraw(id string, record bool) {
+func (c *Coordinator) withdraw(id string, record bool, files string) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
+	if files != "" {
+		if err := c.cfg.Store.Output.Delete(ctx, files); err != nil && !errors.Is(err, store.ErrNotFound) {
+			c.log.Warn("could not remove the list of input files of a job whose submit failed; it only takes room", "job", id, "object", files, "err", err)
+		}
+	}
 	if record {
 		if err := c.cfg.Store.Jobs.Delete(ctx, id); err != nil {
 			c.log.Warn("could not remove the record of a job whose submit failed; it may still run", "job", id, "err", err)
@@ -557,7 +577,10 @@ func idempotencyKey(key string) string {
 // once. Reduce tasks carry one: every server applying a last map result
 // may start the reduce phase, and a reduce queued twice would run twice.
 func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) (lane string, err error) {
-	tasks, lane := c.tasks(j)
+	tasks, lane, err := c.tasks(ctx, j)
+	if err != nil {
+		return "", err
+	}
 	msgs, err := store.TaskMessages(tasks, j.Phase == job.PhaseReduce)
 	if err != nil {
 		return "", err
@@ -570,13 +593,54 @@ func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) (lane string
 
 // tasks returns the tasks of j not done yet, in the lane of the queue
 // they go to: the kind's own for a kind with a concurrency limit.
-func (c *Coordinator) tasks(j *job.Job) ([]job.Task, string) {
+func (c *Coordinator) tasks(ctx context.Context, j *job.Job) ([]job.Task, string, error) {
 	lane := c.laneOf(j.Kind)
-	tasks := j.Tasks()
+	files := j.Files
+	if j.FilesRef != "" && files == nil && j.Phase == job.PhaseMap {
+		var err error
+		if files, err = c.loadFiles(ctx, j); err != nil {
+			return nil, "", err
+		}
+	}
+	tasks := j.TasksOf(files)
 	for i := range tasks {
 		tasks[i].Lane = lane
 	}
-	return tasks, lane
+	return tasks, lane, nil
+}
+
+// storeFiles moves the input files of j, a job being submitted, to an
+// object of their own (job.MaxInlineFiles): Files keeps them until the
+// record is written.
+func (c *Coordinator) storeFiles(ctx context.Context, j *job.Job) error {
+	data, err := json.Marshal(j.Files)
+	if err != nil {
+		return err
+	}
+	name := j.ID + "/input-files"
+	if err := c.cfg.Store.Output.Put(ctx, name, bytes.NewReader(data)); err != nil {
+		return unavailable(fmt.Errorf("store the list of the %d input files of job %s: %w", len(j.Files), j.ID, err))
+	}
+	j.FilesRef = name
+	return nil
+}
+
+// loadFiles reads the input files of j from their object.
+func (c *Coordinator) loadFiles(ctx context.Context, j *job.Job) ([]job.InputFile, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	data, err := c.cfg.Store.Output.GetBytes(ctx, j.FilesRef)
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrDamaged) {
+		return nil, job.Errorf(job.EConflict, "the list of the input files of job %s (object %s) is gone from the store or damaged (%v): its map tasks cannot be made; submit it again", j.ID, j.FilesRef, err)
+	}
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("read the list of the input files of job %s: %w", j.ID, err))
+	}
+	var files []job.InputFile
+	if err := json.Unmarshal(data, &files); err != nil {
+		return nil, fmt.Errorf("decode the list of the input files of job %s: %w", j.ID, err)
+	}
+	return files, nil
 }
 
 // markQueued records that job id's tasks are queued, in lane; a job held
@@ -647,7 +711,7 @@ func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 		c.log.Info("job retried; its kind is paused: its tasks are queued when it resumes", "job", id, "epoch", j.Epoch)
 		return j, nil
 	}
-	c.log.Info("job retried: queuing its unfinished tasks", "job", id, "epoch", j.Epoch, "tasks", len(j.Tasks()))
+	c.log.Info("job retried: queuing its unfinished tasks", "job", id, "epoch", j.Epoch, "tasks", j.Pending())
 	lane, err := c.publishTasks(ctx, j)
 	if err != nil {
 		// The record says queued and not enqueued: the repair loop of
@@ -690,6 +754,11 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 		// looking for each again took longer than a request may), and
 		// leaves the store after 7 days in any case.
 		mr.DeleteJobOutput(ctx, c.cfg.Store.Output, j)
+		if j.FilesRef != "" {
+			if err := c.cfg.Store.Output.Delete(ctx, j.FilesRef); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return unavailable(fmt.Errorf("delete the list of the input files of job %s: %w", id, err))
+			}
+		}
 	}
 	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
 		return unavailable(fmt.Errorf("delete the queued tasks of job %s: %w", id, err))
@@ -1043,7 +1112,10 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 				}
 			}
 		}
-		tasks, _ := c.tasks(j)
+		tasks, _, err := c.tasks(ctx, j)
+		if err != nil {
+			return nil, nil, err
+		}
 		var lost []job.Task
 		for _, t := range tasks {
 			if k := keyOf(t); !queued[k] && !running[k] {
@@ -1246,7 +1318,7 @@ func (c *Coordinator) holdLoop(ctx context.Context) {
 			if _, err := c.markQueued(ctx, id, lane); err != nil {
 				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 			}
-			c.log.Info("kind resumed: the job's tasks are queued again", "job", id, "kind", j.Kind, "tasks", len(j.Tasks()))
+			c.log.Info("kind resumed: the job's tasks are queued again", "job", id, "kind", j.Kind, "tasks", j.Pending())
 		}
 		for _, id := range relane {
 			var moved bool

@@ -13,8 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +34,54 @@ type Dataset struct {
 	Size      int64     `json:"size"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Partial marks the answer to an upload into a dataset of more than
+	// MaxListedFiles files: Files holds the stored file alone, and Size
+	// its size. A GET of the dataset lists every file.
+	Partial bool `json:"partial,omitempty"`
 }
+
+// MaxListedFiles is the most files the answer to an upload lists: reading
+// every file's entry at each upload made uploading n files cost n².
+const MaxListedFiles = 100
+
+// head is what the store keeps under a dataset's name; each file is an
+// entry of its own (fileKey), so that an upload writes one small entry
+// whatever the dataset's size. A manifest rewritten whole at each upload
+// bounded a dataset to about 6,700 files, and uploading that many took
+// minutes.
+type head struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at,omitempty"`
+	// Gen is part of the keys of the dataset's files: a dataset deleted
+	// and made again has another, so that an entry left by an upload that
+	// raced the deletion is not one of its files.
+	Gen string `json:"gen,omitempty"`
+	// Count counts the dataset's files while it has at most
+	// MaxListedFiles; Large is set once it has more: the answer to an
+	// upload then lists the stored file alone, with no read of the others
+	// (JetStream's reads of many keys cost as many as there are).
+	Count int  `json:"count,omitempty"`
+	Large bool `json:"large,omitempty"`
+	// Files are those of a dataset stored whole under its name, by a
+	// version before files had entries of their own, less those uploaded
+	// again since (an entry wins over a file listed here).
+	Files []File `json:"files,omitempty"`
+}
+
+// filesPrefix starts the keys of files' entries: no dataset name starts
+// with '=', nor holds one, so the key of a file is never a dataset's.
+const filesPrefix = "=f."
+
+// keyPart is name as one part of a key: its dots, which would split it,
+// become '=', which names never hold.
+func keyPart(name string) string { return strings.ReplaceAll(name, ".", "=") }
+
+// filesOf is the prefix of the keys of the files of generation gen of
+// dataset ds.
+func filesOf(ds, gen string) string { return filesPrefix + keyPart(ds) + "." + gen + "." }
+
+func fileKey(ds, gen, file string) string { return filesOf(ds, gen) + keyPart(file) }
 
 // File is one file of a dataset.
 type File struct {
@@ -121,21 +169,7 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 		}
 	}
 	f.UploadedAt = time.Now().UTC()
-	var old *File
-	err := s.update(ctx, ds, true, func(d *Dataset) error {
-		old = nil
-		for i := range d.Files {
-			if d.Files[i].Name == file {
-				prev := d.Files[i]
-				old = &prev
-				d.Files[i] = f
-				return nil
-			}
-		}
-		d.Files = append(d.Files, f)
-		sort.Slice(d.Files, func(i, j int) bool { return d.Files[i].Name < d.Files[j].Name })
-		return nil
-	})
+	old, err := s.putEntry(ctx, ds, f)
 	if err != nil {
 		s.deleteBlocks(ds, file, f.Upload, len(f.Lines))
 		return File{}, err
@@ -146,50 +180,144 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 	return f, nil
 }
 
-// update applies fn to the manifest of ds with a compare-and-set, creating
-// it when create is set.
-func (s *Store) update(ctx context.Context, ds string, create bool, fn func(*Dataset) error) error {
+// putEntry stores f as a file of dataset ds, made if need be, and returns
+// the file it replaced, if any.
+func (s *Store) putEntry(ctx context.Context, ds string, f File) (*File, error) {
+	data, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
 	for attempt := 0; attempt < 100; attempt++ {
-		var d Dataset
-		var rev uint64
+		h, _, err := s.head(ctx, ds, true)
+		if err != nil {
+			return nil, err
+		}
+		key := fileKey(ds, h.Gen, f.Name)
+		var old *File
+		added := false
+		e, err := s.KV.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			_, err = s.KV.Create(ctx, key, data)
+			added = true
+		case err != nil:
+			return nil, unavailable(fmt.Errorf("read file %s of dataset %s: %w", f.Name, ds, err))
+		default:
+			var prev File
+			if json.Unmarshal(e.Value, &prev) == nil {
+				old = &prev
+			}
+			_, err = s.KV.Update(ctx, key, data, e.Revision)
+		}
+		if errors.Is(err, store.ErrConflict) {
+			continue // another upload of the same file: the last one wins
+		}
+		if err != nil {
+			return nil, unavailable(fmt.Errorf("write file %s of dataset %s: %w", f.Name, ds, err))
+		}
+		i := slices.IndexFunc(h.Files, func(g File) bool { return g.Name == f.Name })
+		if added && i < 0 && !h.Large {
+			// Counted as well as it can be: a count short by one (a
+			// crash between the writes) only makes an answer list more.
+			_ = s.updateHead(ctx, ds, func(h *head) {
+				h.Count++
+				h.Large = h.Count > MaxListedFiles
+			})
+		}
+		if i >= 0 {
+			// A file of the dataset's earlier whole manifest: the entry
+			// hides it; it leaves the manifest as well as it can.
+			if old == nil {
+				prev := h.Files[i]
+				old = &prev
+			}
+			_ = s.updateHead(ctx, ds, func(h *head) {
+				h.Files = slices.DeleteFunc(h.Files, func(g File) bool { return g.Name == f.Name })
+			})
+		}
+		// A deletion of the dataset that raced the upload leaves the entry
+		// out of the dataset: it goes, and the upload did not happen.
+		if now, _, err := s.head(ctx, ds, false); err != nil || now.Gen != h.Gen {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			_ = s.KV.Delete(ctx, key, 0)
+			if err == nil || job.ErrorCode(err) == job.ENotFound {
+				err = job.Errorf(job.EConflict, "dataset %s was deleted while file %s was being uploaded into it; upload the file again", ds, f.Name)
+			}
+			return nil, err
+		}
+		return old, nil
+	}
+	return nil, unavailable(fmt.Errorf("write file %s of dataset %s: too many concurrent changes", f.Name, ds))
+}
+
+// head reads the head of dataset ds. With create, it makes the dataset
+// when there is none, and gives the head of an earlier version a Gen.
+func (s *Store) head(ctx context.Context, ds string, create bool) (head, uint64, error) {
+	for attempt := 0; attempt < 100; attempt++ {
 		e, err := s.KV.Get(ctx, ds)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			if !create {
-				return notFound(ds)
+				return head{}, 0, notFound(ds)
 			}
-			now := time.Now().UTC()
-			d = Dataset{Name: ds, CreatedAt: now}
+			h := head{Name: ds, CreatedAt: time.Now().UTC(), Gen: newUpload()}
+			data, err := json.Marshal(h)
+			if err != nil {
+				return head{}, 0, err
+			}
+			rev, err := s.KV.Create(ctx, ds, data)
+			if errors.Is(err, store.ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return head{}, 0, unavailable(fmt.Errorf("write dataset %s: %w", ds, err))
+			}
+			return h, rev, nil
 		case err != nil:
-			return unavailable(fmt.Errorf("read dataset %s: %w", ds, err))
-		default:
-			if err := json.Unmarshal(e.Value, &d); err != nil {
-				return fmt.Errorf("decode dataset %s: %w", ds, err)
-			}
-			rev = e.Revision
+			return head{}, 0, unavailable(fmt.Errorf("read dataset %s: %w", ds, err))
 		}
-		if err := fn(&d); err != nil {
-			return err
+		var h head
+		if err := json.Unmarshal(e.Value, &h); err != nil {
+			return head{}, 0, fmt.Errorf("decode dataset %s: %w", ds, err)
 		}
-		d.UpdatedAt = time.Now().UTC()
-		d.Size = 0
-		for _, f := range d.Files {
-			d.Size += f.Size
+		if h.Gen != "" || !create {
+			return h, e.Revision, nil
 		}
-		data, err := json.Marshal(d)
+		h.Gen = newUpload()
+		h.Count = len(h.Files)
+		h.Large = h.Count > MaxListedFiles
+		data, err := json.Marshal(h)
+		if err != nil {
+			return head{}, 0, err
+		}
+		rev, err := s.KV.Update(ctx, ds, data, e.Revision)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return head{}, 0, unavailable(fmt.Errorf("write dataset %s: %w", ds, err))
+		}
+		return h, rev, nil
+	}
+	return head{}, 0, unavailable(fmt.Errorf("write dataset %s: too many concurrent changes", ds))
+}
+
+// updateHead applies fn to the head of dataset ds with a compare-and-set.
+func (s *Store) updateHead(ctx context.Context, ds string, fn func(*head)) error {
+	for attempt := 0; attempt < 100; attempt++ {
+		h, rev, err := s.head(ctx, ds, false)
 		if err != nil {
 			return err
 		}
-		if rev == 0 {
-			_, err = s.KV.Create(ctx, ds, data)
-		} else {
-			_, err = s.KV.Update(ctx, ds, data, rev)
+		fn(&h)
+		data, err := json.Marshal(h)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			return nil
-		}
+		_, err = s.KV.Update(ctx, ds, data, rev)
 		if !errors.Is(err, store.ErrConflict) {
-			return unavailable(fmt.Errorf("write dataset %s: %w", ds, err))
+			return err
 		}
 	}
 	return unavailable(fmt.Errorf("write dataset %s: too many concurrent changes", ds))
@@ -200,17 +328,58 @@ func (s *Store) Get(ctx context.Context, name string) (Dataset, error) {
 	if err := job.ValidName("dataset", name); err != nil {
 		return Dataset{}, err
 	}
-	e, err := s.KV.Get(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return Dataset{}, notFound(name)
-	}
+	return s.manifest(ctx, name)
+}
+
+// Answer is the answer to an upload of f into dataset ds: its manifest,
+// or, for a dataset of more than MaxListedFiles files, f alone (Partial).
+func (s *Store) Answer(ctx context.Context, ds string, f File) (Dataset, error) {
+	h, _, err := s.head(ctx, ds, false)
 	if err != nil {
-		return Dataset{}, unavailable(fmt.Errorf("read dataset %s: %w", name, err))
+		return Dataset{}, err
 	}
-	var d Dataset
-	if err := json.Unmarshal(e.Value, &d); err != nil {
-		return Dataset{}, fmt.Errorf("decode dataset %s: %w", name, err)
+	if h.Large {
+		return Dataset{Name: ds, Files: []File{f}, Size: f.Size, CreatedAt: h.CreatedAt, UpdatedAt: f.UploadedAt, Partial: true}, nil
 	}
+	return s.manifest(ctx, ds)
+}
+
+// manifest reads the manifest of dataset ds: its head and the entries of
+// its files.
+func (s *Store) manifest(ctx context.Context, ds string) (Dataset, error) {
+	h, _, err := s.head(ctx, ds, false)
+	if err != nil {
+		return Dataset{}, err
+	}
+	files := make(map[string]File, len(h.Files))
+	for _, f := range h.Files {
+		files[f.Name] = f
+	}
+	if h.Gen != "" {
+		entries, _, err := s.KV.Entries(ctx, filesOf(ds, h.Gen), 0)
+		if err != nil {
+			return Dataset{}, unavailable(fmt.Errorf("read the files of dataset %s: %w", ds, err))
+		}
+		for _, e := range entries {
+			var f File
+			if err := json.Unmarshal(e.Value, &f); err != nil {
+				return Dataset{}, fmt.Errorf("decode an entry of dataset %s (%s): %w", ds, e.Key, err)
+			}
+			files[f.Name] = f
+		}
+	}
+	d := Dataset{Name: ds, Files: make([]File, 0, len(files)), CreatedAt: h.CreatedAt, UpdatedAt: h.UpdatedAt}
+	if d.UpdatedAt.Before(d.CreatedAt) {
+		d.UpdatedAt = d.CreatedAt
+	}
+	for _, f := range files {
+		d.Files = append(d.Files, f)
+		d.Size += f.Size
+		if f.UploadedAt.After(d.UpdatedAt) {
+			d.UpdatedAt = f.UploadedAt
+		}
+	}
+	slices.SortFunc(d.Files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
 	return d, nil
 }
 
@@ -222,7 +391,10 @@ func (s *Store) List(ctx context.Context) ([]Dataset, error) {
 	}
 	out := []Dataset{}
 	for _, k := range keys {
-		d, err := s.Get(ctx, k)
+		if strings.HasPrefix(k, filesPrefix) {
+			continue
+		}
+		d, err := s.manifest(ctx, k)
 		if job.ErrorCode(err) == job.ENotFound {
 			continue // deleted meanwhile
 		}
@@ -231,18 +403,27 @@ func (s *Store) List(ctx context.Context) ([]Dataset, error) {
 		}
 		out = append(out, d)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(out, func(a, b Dataset) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
-// Delete removes dataset name and its blocks.
+// Delete removes dataset name, its files' entries and their blocks.
 func (s *Store) Delete(ctx context.Context, name string) error {
-	d, err := s.Get(ctx, name)
+	h, _, err := s.head(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	d, err := s.manifest(ctx, name)
 	if err != nil {
 		return err
 	}
 	if err := s.KV.Delete(ctx, name, 0); err != nil {
 		return unavailable(fmt.Errorf("delete dataset %s: %w", name, err))
+	}
+	// The dataset is gone with its head: what is left below only takes
+	// room, as far as it could not be removed.
+	if h.Gen != "" {
+		_ = s.KV.DeletePrefix(ctx, filesOf(name, h.Gen))
 	}
 	for _, f := range d.Files {
 		s.deleteBlocks(name, f.Name, f.Upload, len(f.Lines))

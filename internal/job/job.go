@@ -74,15 +74,20 @@ type Job struct {
 
 	// The fields of a job that reads data: its input, pinned at submit,
 	// the phase, and per phase the attempt whose output was committed.
-	Input         []string    `json:"input,omitempty"`
-	Files         []InputFile `json:"files,omitempty"`
-	Reducers      int         `json:"reducers,omitempty"`
-	Phase         Phase       `json:"phase,omitempty"`
-	MapCommits    []string    `json:"map_commits,omitempty"`
-	ReduceCommits []string    `json:"reduce_commits,omitempty"`
-	ReduceDone    int         `json:"reduce_done,omitempty"`
-	Counters      *Counters   `json:"counters,omitempty"`
-	Preview       []Preview   `json:"preview,omitempty"`
+	Input []string    `json:"input,omitempty"`
+	Files []InputFile `json:"files,omitempty"`
+	// FilesRef names the object that holds the input files, as a JSON
+	// array, when there are more than MaxInlineFiles (Files is then empty
+	// in the record): the record must fit in one message, which bounded
+	// a job to about 6,000 files.
+	FilesRef      string    `json:"files_ref,omitempty"`
+	Reducers      int       `json:"reducers,omitempty"`
+	Phase         Phase     `json:"phase,omitempty"`
+	MapCommits    []string  `json:"map_commits,omitempty"`
+	ReduceCommits []string  `json:"reduce_commits,omitempty"`
+	ReduceDone    int       `json:"reduce_done,omitempty"`
+	Counters      *Counters `json:"counters,omitempty"`
+	Preview       []Preview `json:"preview,omitempty"`
 	// Backups lists the tasks ("phase/partition", "map/3") a backup copy
 	// was started for.
 	Backups []string `json:"backups,omitempty"`

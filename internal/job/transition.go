@@ -62,8 +62,31 @@ func (j *Job) Clone() *Job {
 	return &c
 }
 
-// Tasks returns the tasks of the job's current phase that are not done yet.
-func (j *Job) Tasks() []Task {
+// MaxInlineFiles is the most input files a job's record holds itself;
+// more go to an object of their own (FilesRef).
+const MaxInlineFiles = 256
+
+// Tasks returns the tasks of the job's current phase that are not done
+// yet; in the map phase of a job whose files are in an object (FilesRef),
+// Files must hold them (see TasksOf).
+func (j *Job) Tasks() []Task { return j.TasksOf(j.Files) }
+
+// Pending counts the tasks of the job's current phase that are not done.
+func (j *Job) Pending() int {
+	if j.Phase == PhaseReduce {
+		n := 0
+		for _, c := range j.ReduceCommits {
+			if c == "" {
+				n++
+			}
+		}
+		return n
+	}
+	return len(j.Values.Unset())
+}
+
+// TasksOf is Tasks with the job's input files read from elsewhere.
+func (j *Job) TasksOf(files []InputFile) []Task {
 	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority, LogInRecord: j.LogInRecord}
 	if j.Phase == PhaseReduce {
 		var out []Task
@@ -78,13 +101,13 @@ func (j *Job) Tasks() []Task {
 	}
 	var splits [][]Piece
 	if j.ReadsData() {
-		splits = Splits(j.Files, j.Partitions)
+		splits = Splits(files, j.Partitions)
 	}
 	out := make([]Task, 0, j.Partitions-j.Done)
 	for _, p := range j.Values.Unset() {
 		t.Partition = p
 		if splits != nil {
-			t.Files, t.Split = splitFiles(j.Files, splits[p])
+			t.Files, t.Split = splitFiles(files, splits[p])
 		}
 		out = append(out, t)
 	}

@@ -147,6 +147,83 @@ func (k kv) Keys(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// Entries reads the keys' messages in stream order with an ordered
+// consumer of its own: the bucket keeps one message per key, so every
+// message is a live entry or a deletion's marker. A watch of the keys
+// (the library's) asks for the last message of each subject, which
+// JetStream finds by walking every subject under the filter at the
+// consumer's creation: reading the first 100 files of a dataset of 7,000
+// cost as much as reading all of them.
+func (k kv) Entries(ctx context.Context, prefix string, limit int) ([]store.Entry, bool, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, entriesTimeout)
+		defer cancel()
+	}
+	subject := "$KV." + k.kv.Bucket() + "."
+	cons, err := k.js.OrderedConsumer(ctx, "KV_"+k.kv.Bucket(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject + prefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, false, storeErr(err)
+	}
+	// The consumer goes with the read: left to expire, a thousand reads
+	// in a row reached the stream's limit of consumers.
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = k.js.DeleteConsumer(dctx, "KV_"+k.kv.Bucket(), info.Name)
+		}
+	}()
+	var out []store.Entry
+	for {
+		batch, err := cons.FetchNoWait(entriesBatch)
+		if err != nil {
+			return nil, false, storeErr(err)
+		}
+		n, pending := 0, uint64(0)
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, false, err
+			}
+			pending = meta.NumPending
+			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				continue
+			}
+			if limit > 0 && len(out) == limit {
+				return out, true, nil
+			}
+			out = append(out, store.Entry{Key: strings.TrimPrefix(m.Subject(), subject), Value: m.Data(), Revision: meta.Sequence.Stream})
+		}
+		if err := batch.Error(); err != nil {
+			return nil, false, storeErr(err)
+		}
+		if n == 0 || pending == 0 {
+			return out, false, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, false, storeErr(err)
+		}
+	}
+}
+
+// entriesBatch is how many messages Entries asks for at once.
+const entriesBatch = 1000
+
+// entriesTimeout bounds a read of Entries whose caller set no deadline.
+const entriesTimeout = time.Minute
+
+func (k kv) DeletePrefix(ctx context.Context, prefix string) error {
+	st, err := k.js.Stream(ctx, "KV_"+k.kv.Bucket())
+	if err != nil {
+		return storeErr(err)
+	}
+	return storeErr(st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+k.kv.Bucket()+"."+prefix+">")))
+}
+
 func (k kv) Watch(ctx context.Context) (store.Watcher, error) {
 	w, err := k.kv.WatchAll(ctx)
 	if err != nil {

@@ -194,7 +194,8 @@ func (s *Service) DeleteJob(ctx context.Context, id string) error {
 }
 
 // PutFile stores size bytes of r (-1: unknown) as file of dataset ds,
-// unless an unfinished job reads the dataset, and returns the dataset.
+// unless an unfinished job reads the dataset, and returns the dataset
+// (see dataset.Store.Answer).
 func (s *Service) PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error) {
 	if err := job.ValidName("dataset", ds); err != nil {
 		return dataset.Dataset{}, err
@@ -211,10 +212,11 @@ func (s *Service) PutFile(ctx context.Context, ds, file string, r io.Reader, siz
 	if s.cfg.MaxFileBytes > 0 && size > s.cfg.MaxFileBytes {
 		return dataset.Dataset{}, job.Errorf(job.ETooLarge, "file %s is %d bytes; this server takes files up to %d bytes (--%s)", file, size, s.cfg.MaxFileBytes, flags.MaxFileMB)
 	}
-	if _, err := s.cfg.Datasets.PutFile(ctx, ds, file, r); err != nil {
+	f, err := s.cfg.Datasets.PutFile(ctx, ds, file, r)
+	if err != nil {
 		return dataset.Dataset{}, err
 	}
-	return s.cfg.Datasets.Get(ctx, ds)
+	return s.cfg.Datasets.Answer(ctx, ds, f)
 }
 
 // DeleteDataset deletes a dataset no unfinished job reads.

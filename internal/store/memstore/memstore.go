@@ -151,6 +151,42 @@ func (kv *KV) Keys(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// Entries implements store.KV.
+func (kv *KV) Entries(ctx context.Context, prefix string, limit int) ([]store.Entry, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	kv.mu.Lock()
+	var out []store.Entry
+	for k, e := range kv.entries {
+		if strings.HasPrefix(k, prefix) {
+			e.Value = bytes.Clone(e.Value)
+			out = append(out, e)
+		}
+	}
+	kv.mu.Unlock()
+	slices.SortFunc(out, func(a, b store.Entry) int { return cmp.Compare(a.Revision, b.Revision) })
+	if limit > 0 && len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
+}
+
+// DeletePrefix implements store.KV.
+func (kv *KV) DeletePrefix(ctx context.Context, prefix string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	for k := range kv.entries {
+		if strings.HasPrefix(k, prefix) {
+			delete(kv.entries, k)
+		}
+	}
+	return nil
+}
+
 // Watch implements store.KV.
 func (kv *KV) Watch(ctx context.Context) (store.Watcher, error) {
 	if err := ctx.Err(); err != nil {
