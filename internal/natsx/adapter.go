@@ -840,6 +840,13 @@ func (d delivery) Key() string {
 }
 func (d delivery) Data() []byte { return d.m.Data() }
 
+func (d delivery) Seq() uint64 {
+	if meta, err := d.m.Metadata(); err == nil {
+		return meta.Sequence.Stream
+	}
+	return 0
+}
+
 func (d delivery) Delivered() int {
 	if meta, err := d.m.Metadata(); err == nil {
 		return int(meta.NumDelivered)

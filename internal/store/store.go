@@ -169,6 +169,9 @@ type Delivery interface {
 	// Priority is the lane the message came from (job.DefaultPriority for
 	// a stream without lanes).
 	Priority() int
+	// Seq is the message's place in its stream: the deliveries of one
+	// message share it.
+	Seq() uint64
 	// Ack ends the lease: the message is done.
 	Ack() error
 	// Nak gives the message back, to be delivered again after delay.

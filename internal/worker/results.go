@@ -128,9 +128,9 @@ func (p *Pool) retry(tasks []finished, err error) {
 		if f.lease == nil {
 			continue
 		}
-		t, derr := store.DecodeTask(f.lease.m.Data())
+		t, derr := store.DecodeTask(f.lease.msg().Data())
 		if derr != nil {
-			f.lease.hb.stop()
+			f.lease.release()
 			continue
 		}
 		t.Runs, t.Failures = f.result.Attempt, f.result.Failures

@@ -117,7 +117,54 @@ type Pool struct {
 	mu       sync.Mutex
 	running  map[string]map[int]runningTask // job id → worker index → its task
 	canceled map[string]canceledJob         // jobs told to stop
+	// held maps the sequence of each task message the pool holds to its
+	// lease, from its fetch to its ack or release; acked holds the
+	// sequences of the last messages it acked, oldest first in
+	// ackedRing. A delivery of a message held or acked here, made
+	// because its lease ran out while the pool still had it (the process
+	// was paused, or starved of CPU), is not run again.
+	held      map[uint64]*lease
+	acked     map[uint64]struct{}
+	ackedRing []uint64
 }
+
+// hold registers l as the pool's lease of its message, unless the pool
+// holds an earlier delivery of it (see track).
+func (p *Pool) hold(l *lease) {
+	seq := l.msg().Seq()
+	if seq == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.held[seq]; !ok {
+		p.held[seq] = l
+	}
+}
+
+// let forgets l once it ended, acked or not.
+func (p *Pool) let(l *lease, seq uint64, acked bool) {
+	if seq == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held[seq] == l {
+		delete(p.held, seq)
+	}
+	if !acked {
+		return
+	}
+	if len(p.ackedRing) == ackedKept {
+		delete(p.acked, p.ackedRing[0])
+		p.ackedRing = p.ackedRing[1:]
+	}
+	p.acked[seq] = struct{}{}
+	p.ackedRing = append(p.ackedRing, seq)
+}
+
+// ackedKept is how many acked messages a pool remembers.
+const ackedKept = 4096
 
 // New returns a pool; Start starts its workers.
 func New(cfg Config) *Pool {
@@ -128,6 +175,8 @@ func New(cfg Config) *Pool {
 		cfg:         cfg,
 		log:         cfg.Logger.With("pool", cfg.Name),
 		running:     map[string]map[int]runningTask{},
+		held:        map[uint64]*lease{},
+		acked:       map[uint64]struct{}{},
 		canceled:    map[string]canceledJob{},
 		waiting:     map[*time.Timer]func(){},
 		stopping:    make(chan struct{}),
@@ -239,11 +288,11 @@ func (p *Pool) work(i int, tasks <-chan *lease) {
 // before it ended (the queue delivers the task again) is recorded as lost,
 // and one under which the store failed as interrupted; both run again.
 func (p *Pool) run(i int, l *lease) {
-	t, err := store.DecodeTask(l.m.Data())
+	t, err := store.DecodeTask(l.msg().Data())
 	if err != nil {
-		p.log.Error("dropping an unreadable task message; it was not written by this version of mrcluster", "job", l.m.Key(), "err", err)
-		l.hb.stop()
-		_ = l.m.Term()
+		p.log.Error("dropping an unreadable task message; it was not written by this version of mrcluster", "job", l.msg().Key(), "err", err)
+		l.release()
+		_ = l.msg().Term()
 		return
 	}
 	delivered := l.delivered()
@@ -251,8 +300,21 @@ func (p *Pool) run(i int, l *lease) {
 	log := p.log.With("job", t.Job, "phase", t.Phase, "partition", t.Partition, "attempt", attempt, "worker", i)
 	ctx, cancel := context.WithCancel(p.hardCtx)
 	defer cancel()
-	if !p.track(t, i, cancel) {
+	switch p.track(t, i, cancel, l) {
+	case ended:
 		l.ack() // the job ended: drop its task
+		return
+	case done:
+		log.Info("the queue delivered again a task this pool has just finished (its lease ran out while the process was paused or starved); it is not run again")
+		l.ack()
+		return
+	case adopted:
+		// The queue delivered again a message whose earlier delivery the
+		// pool still holds (running, its result being stored, or waiting
+		// for a retry): its lease was not renewed in time (the process
+		// was paused, or starved of CPU). The earlier delivery's lease
+		// answers for this one; a second run would be for nothing.
+		log.Info("the queue delivered again a task this pool holds (its lease ran out while the process was paused or starved); the attempt under way answers for it")
 		return
 	}
 	defer p.untrack(t.Job, i)
@@ -424,7 +486,7 @@ func (p *Pool) requeue(l *lease, t job.Task) {
 	}
 	if err != nil {
 		p.log.Warn("could not queue a task again; it comes back after the ack wait", "job", t.Job, "phase", t.Phase, "partition", t.Partition, "err", err)
-		l.hb.stop()
+		l.release()
 		return
 	}
 	l.ack()
@@ -438,7 +500,8 @@ func (p *Pool) requeue(l *lease, t job.Task) {
 func (p *Pool) giveBack(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	m := store.Message{Key: l.m.Key(), Data: l.m.Data(), Priority: l.m.Priority()}
+	d := l.msg()
+	m := store.Message{Key: d.Key(), Data: d.Data(), Priority: d.Priority()}
 	if delivered := l.delivered(); delivered > 1 {
 		// The copy given back carries the runs lost before this delivery.
 		if t, err := store.DecodeTask(m.Data); err == nil {
@@ -451,8 +514,8 @@ func (p *Pool) giveBack(l *lease) {
 	}
 	if err := p.cfg.Store.Tasks.Publish(ctx, m)[0]; err != nil {
 		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "job", m.Key, "err", err)
-		l.hb.stop()
-		_ = l.m.Nak(0)
+		l.release()
+		_ = d.Nak(0)
 		return
 	}
 	l.ack()
@@ -566,23 +629,76 @@ func (p *Pool) noteLost(t job.Task, delivered int) {
 // so that no task waiting in the pool, running, or waiting for its result
 // to be stored is given to a second worker while this one lives.
 type lease struct {
+	at   time.Time // when the message arrived
+	pool *Pool
+
+	mu sync.Mutex
 	m  store.Delivery
 	hb *heartbeat
-	at time.Time // when the message arrived
+	// acked is set once the lease ended with an ack, released once it
+	// was let go without one (the message comes back after the ack wait).
+	acked, released bool
 }
 
 func (p *Pool) newLease(m store.Delivery) *lease {
 	now := time.Now()
 	p.served(m.Priority(), now)
-	return &lease{m: m, hb: p.keepAlive(m), at: now}
+	l := &lease{m: m, hb: p.keepAlive(m), at: now, pool: p}
+	p.hold(l)
+	return l
+}
+
+// msg is the delivery the lease holds now (see adopt).
+func (l *lease) msg() store.Delivery {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m
 }
 
 // delivered is how many times the queue delivered this message.
-func (l *lease) delivered() int { return l.m.Delivered() }
+func (l *lease) delivered() int { return l.msg().Delivered() }
 
 func (l *lease) ack() {
+	l.mu.Lock()
+	l.acked = true
 	l.hb.stop()
-	_ = l.m.Ack()
+	m := l.m
+	l.mu.Unlock()
+	_ = m.Ack()
+	l.pool.let(l, m.Seq(), true) // after l.mu: track takes p.mu, then leases'
+}
+
+// release stops renewing the lease without an ack.
+func (l *lease) release() {
+	l.mu.Lock()
+	l.released = true
+	l.hb.stop()
+	m := l.m
+	l.mu.Unlock()
+	l.pool.let(l, m.Seq(), false)
+}
+
+// adopt makes l, the lease of a running attempt, answer for o, a later
+// delivery of the same message: o's delivery is acked with l's, and
+// renewed meanwhile. A lease already acked acks o at once (the message's
+// work is done); one let go does not adopt (false).
+func (l *lease) adopt(o *lease) bool {
+	o.mu.Lock()
+	m, hb := o.m, o.hb
+	o.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.released:
+		return false
+	case l.acked:
+		hb.stop()
+		_ = m.Ack()
+	default:
+		l.hb.stop()
+		l.m, l.hb = m, hb
+	}
+	return true
 }
 
 // keepAlive tells the queue every AckWait/3 that the message is held.
@@ -641,17 +757,37 @@ type canceledJob struct {
 	at    time.Time
 }
 
-func (p *Pool) track(t job.Task, i int, cancel context.CancelFunc) bool {
+// What track found.
+const (
+	tracked = iota // the task runs on worker i
+	ended          // its job was canceled: drop it
+	adopted        // the pool holds this message's earlier delivery
+	done           // the pool acked this message already
+)
+
+// track notes that worker i runs task t, held by l; see the constants.
+func (p *Pool) track(t job.Task, i int, cancel context.CancelFunc, l *lease) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.canceled[t.Job]; ok && t.Epoch <= c.epoch {
-		return false
+		return ended
+	}
+	if seq := l.msg().Seq(); seq != 0 {
+		if _, ok := p.acked[seq]; ok {
+			return done
+		}
+		if h, ok := p.held[seq]; ok && h != l && h.adopt(l) {
+			return adopted
+		}
+		if p.held[seq] == nil {
+			p.held[seq] = l // the earlier delivery it did not adopt was let go
+		}
 	}
 	if p.running[t.Job] == nil {
 		p.running[t.Job] = map[int]runningTask{}
 	}
 	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, epoch: t.Epoch, cancel: cancel}
-	return true
+	return tracked
 }
 
 // stopTask stops the running copies of one task: another copy (a backup,

@@ -354,6 +354,7 @@ func (d *delivery) Key() string    { return d.m.key }
 func (d *delivery) Data() []byte   { return d.m.data }
 func (d *delivery) Delivered() int { return d.n }
 func (d *delivery) Priority() int  { return d.m.priority }
+func (d *delivery) Seq() uint64    { return d.m.seq }
 
 // current reports whether the message is still in play. As in JetStream,
 // an ack counts whichever delivery it comes from. d.s.mu is held.
