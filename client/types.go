@@ -277,9 +277,13 @@ type Dataset struct {
 	Size      int64         `json:"size"`
 	CreatedAt time.Time     `json:"created_at"`
 	UpdatedAt time.Time     `json:"updated_at"`
-	// Partial marks the answer to an upload into a dataset of more than
-	// 100 files: Files holds the stored file alone, Size its size; a GET
-	// of the dataset lists every file.
+	// FileCount counts the dataset's files (0 in the answer to an upload
+	// into a dataset of more than 100 files).
+	FileCount int `json:"file_count,omitempty"`
+	// Partial marks a manifest that lists part of the files of a dataset
+	// of more than 100: the answer to an upload lists the stored file
+	// alone (Size is its size), a list of datasets none (Size and
+	// FileCount are the dataset's). A GET of the dataset lists every file.
 	Partial bool `json:"partial,omitempty"`
 }
 

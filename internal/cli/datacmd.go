@@ -52,7 +52,11 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DATASET\tFILES\tBYTES\tUPDATED")
 		for _, d := range datasets {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", d.Name, len(d.Files), d.Size, d.UpdatedAt.Local().Format("2006-01-02 15:04:05"))
+			n := d.FileCount
+			if n == 0 { // a server of an earlier version
+				n = len(d.Files)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", d.Name, n, d.Size, d.UpdatedAt.Local().Format("2006-01-02 15:04:05"))
 		}
 		return tw.Flush()
 	case "rm":

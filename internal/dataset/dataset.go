@@ -34,14 +34,22 @@ type Dataset struct {
 	Size      int64     `json:"size"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
-	// Partial marks the answer to an upload into a dataset of more than
-	// MaxListedFiles files: Files holds the stored file alone, and Size
-	// its size. A GET of the dataset lists every file.
+	// FileCount counts the dataset's files (0 in the answer to an upload
+	// into a dataset of more than MaxListedFiles files, which does not
+	// read the others).
+	FileCount int `json:"file_count,omitempty"`
+	// Partial marks a manifest that lists part of the files of a dataset
+	// of more than MaxListedFiles: the answer to an upload lists the
+	// stored file alone (Size is its size), a list of datasets none (Size
+	// and FileCount are the dataset's). A GET of the dataset lists every
+	// file.
 	Partial bool `json:"partial,omitempty"`
 }
 
-// MaxListedFiles is the most files the answer to an upload lists: reading
-// every file's entry at each upload made uploading n files cost n².
+// MaxListedFiles is the most files the answer to an upload, or a list of
+// datasets, lists of one dataset: reading every file's entry at each upload
+// made uploading n files cost n², and a list of datasets held every file
+// of every one.
 const MaxListedFiles = 100
 
 // head is what the store keeps under a dataset's name; each file is an
@@ -380,10 +388,12 @@ func (s *Store) manifest(ctx context.Context, ds string) (Dataset, error) {
 		}
 	}
 	slices.SortFunc(d.Files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	d.FileCount = len(d.Files)
 	return d, nil
 }
 
-// List returns every dataset, by name.
+// List returns every dataset, by name; those of more than MaxListedFiles
+// files without their files (Partial).
 func (s *Store) List(ctx context.Context) ([]Dataset, error) {
 	keys, err := s.KV.Keys(ctx)
 	if err != nil {
@@ -400,6 +410,9 @@ func (s *Store) List(ctx context.Context) ([]Dataset, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if len(d.Files) > MaxListedFiles {
+			d.Files, d.Partial = []File{}, true
 		}
 		out = append(out, d)
 	}

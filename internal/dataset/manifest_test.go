@@ -106,8 +106,14 @@ func TestManyFiles(t *testing.T) {
 		t.Fatalf("the answer to an upload into a small dataset: %+v, %v", a, err)
 	}
 	all, err := s.List(ctx)
-	if err != nil || len(all) != 2 || all[0].Name != "logs" || len(all[0].Files) != n || all[1].Name != "small" {
+	if err != nil || len(all) != 2 || all[0].Name != "logs" || all[1].Name != "small" {
 		t.Fatalf("list: %d datasets, %v", len(all), err)
+	}
+	if l := all[0]; !l.Partial || len(l.Files) != 0 || l.FileCount != n || l.Size != d.Size {
+		t.Fatalf("the list shows the dataset of %d files with %d files, %d counted, %d bytes of %d", n, len(l.Files), l.FileCount, l.Size, d.Size)
+	}
+	if sm := all[1]; sm.Partial || len(sm.Files) != 1 || sm.FileCount != 1 {
+		t.Fatalf("the list shows a dataset of one file as %+v", sm)
 	}
 
 	// Deleted, then made again: none of the old files comes back, and

@@ -83,7 +83,9 @@ export interface Kind {
 
 export interface DatasetFile { name: string; size: number; uploaded_at: string }
 
-export interface Dataset { name: string; files: DatasetFile[]; size: number; updated_at: string }
+// A list of datasets leaves out the files of those of more than 100
+// (partial), and counts them in file_count.
+export interface Dataset { name: string; files: DatasetFile[]; file_count?: number; partial?: boolean; size: number; updated_at: string }
 
 export interface QueuedJob { job: string; kind: string; waiting: number }
 
