@@ -177,7 +177,7 @@ func (k kv) Entries(ctx context.Context, prefix string, limit int) ([]store.Entr
 		}
 	}()
 	var out []store.Entry
-	for {
+	for wait := 10 * time.Millisecond; ; {
 		batch, err := cons.FetchNoWait(entriesBatch)
 		if err != nil {
 			return nil, false, storeErr(err)
@@ -198,7 +198,14 @@ func (k kv) Entries(ctx context.Context, prefix string, limit int) ([]store.Entr
 			}
 			out = append(out, store.Entry{Key: strings.TrimPrefix(m.Subject(), subject), Value: m.Data(), Revision: meta.Sequence.Stream})
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); n == 0 && errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
+			// A consumer just made on another server of a cluster is
+			// not reachable yet: the interest in its requests is still
+			// on its way through the routes.
+			time.Sleep(wait)
+			wait = min(2*wait, 200*time.Millisecond)
+			continue
+		} else if err != nil {
 			return nil, false, storeErr(err)
 		}
 		if n == 0 || pending == 0 {
