@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -243,6 +244,26 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 	table.Reset()
 	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "0", "--server", srv.URL()}, &table, &errOut); err != nil || strings.Count(table.String(), "\n") != 1+n {
 		t.Fatalf("jobs --limit 0: %v, %d lines; want the head and %d", err, strings.Count(table.String(), "\n"), n)
+	}
+	// As JSON, one list, printed page by page.
+	var listed bytes.Buffer
+	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "0", "-o", "json", "--server", srv.URL()}, &listed, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	var list client.JobList
+	if err := json.Unmarshal(listed.Bytes(), &list); err != nil || len(list.Jobs) != n || list.NextCursor != "" || list.Jobs[0].State != client.Canceled {
+		t.Fatalf("jobs --limit 0 -o json: %d jobs, cursor %q, %v", len(list.Jobs), list.NextCursor, err)
+	}
+	listed.Reset()
+	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "3", "-o", "json", "--server", srv.URL()}, &listed, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(listed.Bytes(), &list); err != nil || len(list.Jobs) != 3 || list.NextCursor == "" {
+		t.Fatalf("jobs --limit 3 -o json: %d jobs, cursor %q, %v", len(list.Jobs), list.NextCursor, err)
+	}
+	listed.Reset()
+	if err := listJobs(ctx, []string{"--state", "running", "-o", "json", "--server", srv.URL()}, &listed, &errOut); err != nil || strings.TrimSpace(listed.String()) != "{\n  \"jobs\": []\n}" {
+		t.Fatalf("jobs -o json of no job: %v %q", err, listed.String())
 	}
 	stdin = strings.NewReader(table.String())
 	out.Reset()

@@ -640,30 +640,64 @@ func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	c := newClient(server)
-	var page client.JobList
+	// Page by page, each printed as it comes: --limit 0 over a history of
+	// 200,000 jobs held them all (hundreds of MB) before printing a line.
+	// The JSON is that of one list all the same.
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if asJSON {
+		fmt.Fprint(stdout, "{\n  \"jobs\": [")
+	} else {
+		fmt.Fprintln(tw, "ID\tKIND\tSTATE\tDONE\tCREATED\tRESULT")
+	}
+	listed, cursor := 0, ""
 	for {
 		ask := maxPage
 		if *limit > 0 {
-			ask = min(ask, *limit-len(page.Jobs))
+			ask = min(ask, *limit-listed)
 		}
-		next, err := c.Jobs(ctx, client.ListOptions{State: client.State(*state), Limit: ask, Cursor: page.NextCursor})
+		page, err := c.Jobs(ctx, client.ListOptions{State: client.State(*state), Limit: ask, Cursor: cursor})
 		if err != nil {
 			return explain(err)
 		}
-		page.Jobs, page.NextCursor = append(page.Jobs, next.Jobs...), next.NextCursor
-		if page.NextCursor == "" || *limit > 0 && len(page.Jobs) >= *limit {
+		for _, j := range page.Jobs {
+			if asJSON {
+				data, err := json.MarshalIndent(j, "    ", "  ")
+				if err != nil {
+					return err
+				}
+				sep := ","
+				if listed == 0 {
+					sep = ""
+				}
+				fmt.Fprintf(stdout, "%s\n    %s", sep, data)
+			} else {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, j.State, j.Tasks.Done, j.Tasks.Total, j.CreatedAt.Local().Format(time.DateTime), resultOf(j))
+			}
+			listed++
+		}
+		if !asJSON {
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		cursor = page.NextCursor
+		if cursor == "" || *limit > 0 && listed >= *limit {
 			break
 		}
 	}
 	if asJSON {
-		return printJSON(stdout, page)
+		end := "]\n}\n"
+		if cursor != "" {
+			next, _ := json.Marshal(cursor)
+			end = fmt.Sprintf("],\n  \"next_cursor\": %s\n}\n", next)
+		}
+		if listed > 0 {
+			fmt.Fprint(stdout, "\n  ")
+		}
+		_, err := fmt.Fprint(stdout, end)
+		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tSTATE\tDONE\tCREATED\tRESULT")
-	for _, j := range page.Jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, j.State, j.Tasks.Done, j.Tasks.Total, j.CreatedAt.Local().Format(time.DateTime), resultOf(j))
-	}
-	return tw.Flush()
+	return nil
 }
 
 func oneID(name string, args []string, stderr io.Writer) (string, target, error) {
