@@ -963,7 +963,7 @@ func (b blobs) open(ctx context.Context, name string) (*chunkReader, error) {
 	if info.Opts != nil && info.Opts.Link != nil {
 		return nil, nil
 	}
-	return &chunkReader{ctx: ctx, st: b.st, subject: "$O." + b.bucket + ".C." + info.NUID, info: info, h: sha256.New()}, nil
+	return &chunkReader{ctx: ctx, st: b.st, os: b.os, subject: "$O." + b.bucket + ".C." + info.NUID, info: info, h: sha256.New()}, nil
 }
 
 func (b blobs) Get(ctx context.Context, name string) (io.ReadCloser, error) {
@@ -1115,6 +1115,7 @@ func (s *stalling) Close() error {
 type chunkReader struct {
 	ctx     context.Context
 	st      jetstream.Stream
+	os      jetstream.ObjectStore
 	subject string
 	info    *jetstream.ObjectInfo
 	h       hash.Hash
@@ -1149,7 +1150,14 @@ func (r *chunkReader) next() error {
 	m, err := r.st.GetMsg(r.ctx, r.seq, jetstream.WithGetMsgSubject(r.subject))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound) && r.chunks == 0:
-		// Its info is there and its data is not: deleted meanwhile.
+		// Its info was there and its data is not: deleted (or replaced)
+		// meanwhile, unless its info still says so (a put writes the
+		// chunks first): then the data is damaged, as for a later chunk.
+		// A damaged object of one chunk read as deleted, which a job
+		// reports as an input lost rather than damaged.
+		if now, ierr := r.os.GetInfo(r.ctx, name); ierr == nil && now.NUID == r.info.NUID && r.info.Chunks > 0 {
+			return fmt.Errorf("object %s is %w: none of its %d chunks is readable", name, store.ErrDamaged, r.info.Chunks)
+		}
 		return fmt.Errorf("object %s: %w: its data is gone", name, store.ErrNotFound)
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return fmt.Errorf("object %s is %w: %d of its %d chunks are readable", name, store.ErrDamaged, r.chunks, r.info.Chunks)

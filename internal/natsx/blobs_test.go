@@ -181,10 +181,15 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 	if got, err := s.Ports.Blocks.GetBytes(ctx, "ds/f/u/0"); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read %d bytes, %v; want %d", len(got), err, len(data))
 	}
+	small := bytes.Repeat([]byte("0123456789 one chunk "), 100)
+	if err := s.Ports.Blocks.Put(ctx, "ds/g/u/0", bytes.NewReader(small)); err != nil {
+		t.Fatal(err)
+	}
 	if err := emb.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	flipIn(t, dir, "OBJ_"+BlocksBucket, data[chunkSize+1000:chunkSize+1040]) // inside the second chunk
+	flipIn(t, dir, "OBJ_"+BlocksBucket, small[500:540])
 	emb, s = start()
 	defer emb.Stop(context.Background())
 	began := time.Now()
@@ -197,6 +202,14 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 	}
 	if !errors.Is(err, store.ErrDamaged) {
 		t.Fatalf("a damaged object read through Get: %v; want it damaged", err)
+	}
+	// An object of one chunk, that chunk damaged: damaged too, not gone
+	// (it read as deleted before).
+	if got, err := s.Ports.Blocks.GetBytes(ctx, "ds/g/u/0"); !errors.Is(err, store.ErrDamaged) {
+		t.Fatalf("a damaged object of one chunk read as %d bytes, %v; want it damaged", len(got), err)
+	}
+	if _, _, err := s.Ports.Blocks.GetSmall(ctx, "ds/g/u/0", 1<<20); !errors.Is(err, store.ErrDamaged) {
+		t.Fatalf("a damaged object of one chunk read with GetSmall: %v; want it damaged", err)
 	}
 	if took := time.Since(began); took > 20*time.Second {
 		t.Fatalf("the damage was found after %v: a read waited for the damaged chunk", took)
