@@ -359,24 +359,30 @@ func (s *Store) manifest(ctx context.Context, ds string) (Dataset, error) {
 	if err != nil {
 		return Dataset{}, err
 	}
-	files := make(map[string]File, len(h.Files))
+	var entries []store.Entry
+	if h.Gen != "" {
+		if entries, _, err = s.KV.Entries(ctx, filesOf(ds, h.Gen), 0); err != nil {
+			return Dataset{}, unavailable(fmt.Errorf("read the files of dataset %s: %w", ds, err))
+		}
+	}
+	return assemble(h, entries)
+}
+
+// assemble makes the manifest of the dataset of head h from the entries of
+// its files.
+func assemble(h head, entries []store.Entry) (Dataset, error) {
+	files := make(map[string]File, len(h.Files)+len(entries))
 	for _, f := range h.Files {
 		files[f.Name] = f
 	}
-	if h.Gen != "" {
-		entries, _, err := s.KV.Entries(ctx, filesOf(ds, h.Gen), 0)
-		if err != nil {
-			return Dataset{}, unavailable(fmt.Errorf("read the files of dataset %s: %w", ds, err))
+	for _, e := range entries {
+		var f File
+		if err := json.Unmarshal(e.Value, &f); err != nil {
+			return Dataset{}, fmt.Errorf("decode an entry of dataset %s (%s): %w", h.Name, e.Key, err)
 		}
-		for _, e := range entries {
-			var f File
-			if err := json.Unmarshal(e.Value, &f); err != nil {
-				return Dataset{}, fmt.Errorf("decode an entry of dataset %s (%s): %w", ds, e.Key, err)
-			}
-			files[f.Name] = f
-		}
+		files[f.Name] = f
 	}
-	d := Dataset{Name: ds, Files: make([]File, 0, len(files)), CreatedAt: h.CreatedAt, UpdatedAt: h.UpdatedAt}
+	d := Dataset{Name: h.Name, Files: make([]File, 0, len(files)), CreatedAt: h.CreatedAt, UpdatedAt: h.UpdatedAt}
 	if d.UpdatedAt.Before(d.CreatedAt) {
 		d.UpdatedAt = d.CreatedAt
 	}
@@ -393,21 +399,36 @@ func (s *Store) manifest(ctx context.Context, ds string) (Dataset, error) {
 }
 
 // List returns every dataset, by name; those of more than MaxListedFiles
-// files without their files (Partial).
+// files without their files (Partial). It reads the whole bucket at once,
+// heads and files: a read per dataset costs a consumer each, which in a
+// cluster takes a round of its own.
 func (s *Store) List(ctx context.Context) ([]Dataset, error) {
-	keys, err := s.KV.Keys(ctx)
+	all, _, err := s.KV.Entries(ctx, "", 0)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("list datasets: %w", err))
 	}
-	out := []Dataset{}
-	for _, k := range keys {
-		if strings.HasPrefix(k, filesPrefix) {
+	heads := map[string]head{}
+	files := map[string][]store.Entry{} // by filesOf(dataset, generation)
+	for _, e := range all {
+		if strings.HasPrefix(e.Key, filesPrefix) {
+			prefix := e.Key[:strings.LastIndexByte(e.Key, '.')+1]
+			files[prefix] = append(files[prefix], e)
 			continue
 		}
-		d, err := s.manifest(ctx, k)
-		if job.ErrorCode(err) == job.ENotFound {
-			continue // deleted meanwhile
+		var h head
+		if err := json.Unmarshal(e.Value, &h); err != nil {
+			return nil, fmt.Errorf("decode dataset %s: %w", e.Key, err)
 		}
+		h.Name = e.Key
+		heads[e.Key] = h
+	}
+	out := make([]Dataset, 0, len(heads))
+	for name, h := range heads {
+		var entries []store.Entry
+		if h.Gen != "" {
+			entries = files[filesOf(name, h.Gen)]
+		}
+		d, err := assemble(h, entries)
 		if err != nil {
 			return nil, err
 		}
