@@ -162,6 +162,9 @@ type TaskAttempt struct {
 	// Unretried marks a failure no attempt could mend (an input deleted
 	// or damaged in the store): the task was not run again.
 	Unretried bool `json:"unretried,omitempty"`
+	// LostMap, on a reduce's attempt, is 1 + the map task whose output it
+	// could not read (deleted or damaged in the store): that map ran again.
+	LostMap int `json:"lost_map,omitempty"`
 
 	DurationMS float64 `json:"duration_ms"`
 	// State is "done", "failed", "lost" or "interrupted".

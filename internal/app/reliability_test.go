@@ -308,24 +308,18 @@ func TestFinishedJobLeavesNothing(t *testing.T) {
 	}
 }
 
-// A committed input of an unfinished job that disappears from the store is
-// that job's failure, with a message that says so, not an endless retry.
-func TestMissingInputFailsTheJob(t *testing.T) {
+// A map output that disappears from the store before every reduce read it
+// is made again, as the MapReduce paper does for the outputs of a failed
+// machine: the job goes back to its map phase for that task, and its
+// output is whole. It failed the job before ("submit it again").
+func TestLostMapOutputRunsTheMapAgain(t *testing.T) {
 	t.Parallel()
 	var s *natsx.Store
 	var once sync.Once
-	k, _, _ := countKind("losing", nil, func(ctx context.Context, _ []byte) error {
+	k, maps, _ := countKind("losing", nil, func(ctx context.Context, _ []byte) error {
 		// The first reduce deletes every map output: the next reduce,
 		// run by the only worker after it, finds its inputs gone.
-		once.Do(func() {
-			names, err := s.Shuffle.List(ctx)
-			if err != nil {
-				panic(err)
-			}
-			for _, n := range names {
-				_ = s.Shuffle.Delete(ctx, n.Name)
-			}
-		})
+		once.Do(func() { deleteShuffle(ctx, s) })
 		return nil
 	})
 	b := setup(t, func(c *app.Config) {
@@ -334,13 +328,69 @@ func TestMissingInputFailsTheJob(t *testing.T) {
 		c.MaxAttempts = 3
 	})
 	s = store(t, b)
-	b.client().PutFile(t, "in", "a.txt", []byte("alpha beta gamma delta\nepsilon zeta eta theta\n"))
-	j := b.client().SubmitSpec(t, client.Spec{Kind: "losing", Input: []string{"in"}, Partitions: 2, Reducers: 2})
-	j = b.await(t, j.ID, terminal)
-	if j.State != client.Failed || !strings.Contains(j.Error, "missing") || !strings.Contains(j.Error, "map task") || !strings.Contains(j.Error, "not retried") {
+	c := b.client()
+	c.PutFile(t, "in", "a.txt", []byte("alpha beta gamma delta\nepsilon zeta eta theta\n"))
+	c.PutFile(t, "in", "b.txt", []byte("alpha beta\n"))
+	j := b.await(t, c.SubmitSpec(t, client.Spec{Kind: "losing", Input: []string{"in"}, Partitions: 2, Reducers: 2}).ID, terminal)
+	if j.State != client.Succeeded {
 		t.Fatalf("a job whose map outputs vanished: %s", apitest.Describe(j))
 	}
+	want := "alpha 2\nbeta 2\ndelta 1\nepsilon 1\neta 1\ngamma 1\ntheta 1\nzeta 1\n"
+	if got := c.Output(t, j.ID); got != want {
+		t.Fatalf("output %q, want %q", got, want)
+	}
+	if n := maps.Load(); n < 3 {
+		t.Fatalf("the maps ran %d times: none ran again", n)
+	}
+	lost := 0
+	for _, a := range history(t, c, j.ID) {
+		if a.LostMap > 0 {
+			lost++
+			if !strings.Contains(a.Error, "the map task runs again") {
+				t.Fatalf("the lost output's attempt says %q", a.Error)
+			}
+		}
+	}
+	if lost == 0 {
+		t.Fatal("no reduce attempt in the history says a map output was lost")
+	}
+	awaitEmptyQueue(t, s, 2*time.Second, "the job succeeded")
+}
+
+// A store that loses map outputs again and again fails the job after
+// job.MaxReopened runs of lost maps, with a message that says so, not an
+// endless loop.
+func TestMapOutputsLostForGoodFailTheJob(t *testing.T) {
+	t.Parallel()
+	var s *natsx.Store
+	k, _, _ := countKind("forgetful", nil, func(ctx context.Context, _ []byte) error {
+		deleteShuffle(ctx, s) // every reduce: the next one finds its inputs gone
+		return nil
+	})
+	b := setup(t, func(c *app.Config) {
+		c.Kinds = testKinds(k)
+		c.Workers = 1
+	})
+	s = store(t, b)
+	b.client().PutFile(t, "in", "a.txt", []byte("alpha beta gamma delta\nepsilon zeta eta theta\n"))
+	j := b.client().SubmitSpec(t, client.Spec{Kind: "forgetful", Input: []string{"in"}, Partitions: 2, Reducers: 4})
+	j = b.await(t, j.ID, terminal)
+	if j.State != client.Failed || !strings.Contains(j.Error, "missing") || !strings.Contains(j.Error, "not retried") ||
+		!strings.Contains(j.Error, fmt.Sprintf("made again %d times", job.MaxReopened)) {
+		t.Fatalf("a job whose map outputs vanish at every reduce: %s", apitest.Describe(j))
+	}
 	awaitEmptyQueue(t, s, 2*time.Second, "the job failed")
+}
+
+// deleteShuffle deletes every map output in the store.
+func deleteShuffle(ctx context.Context, s *natsx.Store) {
+	names, err := s.Shuffle.List(ctx)
+	if err != nil {
+		panic(err)
+	}
+	for _, n := range names {
+		_ = s.Shuffle.Delete(ctx, n.Name)
+	}
 }
 
 // Idempotency-Key: the same key answers the first submit's job, 200

@@ -1493,9 +1493,11 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 			if !r.Final() {
 				continue
 			}
-			if r.Phase == job.PhaseReduce && j.Phase == job.PhaseMap && !j.State.Terminal() {
+			if r.Phase == job.PhaseReduce && j.Phase == job.PhaseMap && j.ReduceCommits == nil && !j.State.Terminal() {
 				// A reduce ran, so every map was done: this record is
-				// older than the one the reduce was queued from.
+				// older than the one the reduce was queued from (a job
+				// back in its map phase to make a lost output again
+				// keeps its reduce commits).
 				stale = true
 				return false
 			}
@@ -1557,8 +1559,17 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 			}
 		})
 	}
-	if j.Phase == job.PhaseReduce && !j.Enqueued && !j.State.Terminal() {
-		c.startReduce(ctx, j)
+	for _, r := range applied {
+		if r.LostMap > 0 && !j.State.Terminal() {
+			// The output a reduce could not read is made again; what
+			// is left of the lost one goes.
+			lost := job.TaskResult{Phase: job.PhaseMap, Partition: r.LostMap - 1, Commit: r.LostCommit}
+			c.log.Warn("a reduce task could not read the output of a map task (deleted or damaged in the store); that map task runs again", "job", id, "map_task", r.LostMap-1, "reduce_task", r.Partition, "err", r.Error)
+			c.wg.Go(func() { mr.DeleteAttempt(ctx, c.cfg.Store.Shuffle, c.cfg.Store.Output, j, lost) })
+		}
+	}
+	if j.ReadsData() && !j.Enqueued && !j.State.Terminal() && j.State != job.Scheduled {
+		c.startReduce(ctx, j) // or the map task whose output was lost
 	}
 	if j.State == job.Failed || j.State == job.Succeeded && (j.ReadsData() || len(j.Backups) > 0) {
 		// Nothing of an ended job stays queued or running: a failed
@@ -1592,8 +1603,10 @@ func (c *Coordinator) awaitSubmit(ctx context.Context, id string) bool {
 	return true
 }
 
-// startReduce publishes the reduce tasks of a job whose maps are all done.
-// A crash before they are marked enqueued is repaired at the next start.
+// startReduce publishes the reduce tasks of a job whose maps are all done,
+// or the map task of a job back in its map phase to make a lost output
+// again (job.Job.reopen). A crash before they are marked enqueued is
+// repaired at the next start.
 func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 	if j.Held {
 		return // its kind is paused: queued when it resumes
@@ -1605,6 +1618,10 @@ func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 	}
 	if _, err := c.markQueued(ctx, j.ID, lane); err != nil {
 		c.log.Warn("could not mark the reduce tasks of a job queued; the repair loop will", "job", j.ID, "err", err)
+		return
+	}
+	if j.Phase == job.PhaseMap {
+		c.log.Info("job went back to its map phase to make a lost map output again", "job", j.ID, "kind", j.Kind, "times", j.Reopened)
 		return
 	}
 	c.log.Info("job entered its reduce phase", "job", j.ID, "kind", j.Kind, "reducers", j.Reducers)

@@ -91,6 +91,9 @@ type Job struct {
 	// Backups lists the tasks ("phase/partition", "map/3") a backup copy
 	// was started for.
 	Backups []string `json:"backups,omitempty"`
+	// Reopened counts the map tasks run again because a reduce could not
+	// read their output (at most MaxReopened; then the job fails).
+	Reopened int `json:"reopened,omitempty"`
 	// RerunOf names the finished job this one runs again, when it does.
 	RerunOf string `json:"rerun_of,omitempty"`
 	// Timeout bounds each attempt of each task (0: the worker's own).
@@ -188,6 +191,10 @@ type Task struct {
 	// LogInRecord is the job's (Job.LogInRecord): the task's results go
 	// to the results stream's shared subject, several jobs' in a message.
 	LogInRecord bool `json:"log_in_record,omitempty"`
+	// Round is the job's Reopened when the task was queued: a reduce task
+	// queued again once a lost map output was made again is a message of
+	// its own, not a duplicate the queue drops.
+	Round int `json:"round,omitempty"`
 }
 
 // Outcomes of task attempts that are not the task's last word: recorded in
@@ -232,6 +239,11 @@ type TaskResult struct {
 	// Unretried marks a failure that no attempt could mend (an input
 	// deleted or damaged in the store): the task ran no more attempts.
 	Unretried bool `json:"unretried,omitempty"`
+	// LostMap is 1 + the map task whose committed output (LostCommit) a
+	// reduce task could not read, deleted or damaged in the store: the
+	// job runs that map again (Job.Reopened).
+	LostMap    int    `json:"lost_map,omitempty"`
+	LostCommit string `json:"lost_commit,omitempty"`
 	// Epoch is the job's epoch the task was queued in (its retries).
 	Epoch int `json:"epoch,omitempty"`
 }

@@ -87,7 +87,7 @@ func (j *Job) Pending() int {
 
 // TasksOf is Tasks with the job's input files read from elsewhere.
 func (j *Job) TasksOf(files []InputFile) []Task {
-	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority, LogInRecord: j.LogInRecord}
+	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority, LogInRecord: j.LogInRecord, Round: j.Reopened}
 	if j.Phase == PhaseReduce {
 		var out []Task
 		t.Maps = j.MapCommits
@@ -179,7 +179,9 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 		if j.Done == j.Partitions {
 			// Every map output is committed: the reduce tasks can run.
 			j.Phase = PhaseReduce
-			j.ReduceCommits = make([]string, j.Reducers)
+			if len(j.ReduceCommits) != j.Reducers { // kept when a map ran again
+				j.ReduceCommits = make([]string, j.Reducers)
+			}
 			j.Enqueued = false
 			j.step(string(PhaseReduce), r.FinishedAt)
 		}
@@ -272,10 +274,19 @@ func (j *Job) count(r TaskResult) {
 
 // applyReduce records a reduce task's result; the last one finishes the job.
 func (j *Job) applyReduce(r TaskResult) bool {
-	if j.State.Terminal() || j.Phase != PhaseReduce || r.Partition < 0 || r.Partition >= len(j.ReduceCommits) || j.ReduceCommits[r.Partition] != "" {
+	// A reduce result is taken in the map phase of a job that runs a lost
+	// map output again: reduces that read every output before the loss
+	// are done (a map's output is the same whichever attempt made it).
+	if j.State.Terminal() || j.ReduceCommits == nil || r.Partition < 0 || r.Partition >= len(j.ReduceCommits) || j.ReduceCommits[r.Partition] != "" {
 		return false
 	}
+	if r.Error != "" && r.LostMap > 0 {
+		return j.reopen(r)
+	}
 	if r.Error != "" {
+		if j.Phase != PhaseReduce {
+			return false // it runs again in the next reduce phase
+		}
 		j.fail(r, "reduce task")
 		return true
 	}
@@ -288,6 +299,35 @@ func (j *Job) applyReduce(r TaskResult) bool {
 		j.FinishedAt = &r.FinishedAt
 		j.step(string(Succeeded), r.FinishedAt)
 	}
+	return true
+}
+
+// MaxReopened bounds the map tasks a job runs again for outputs lost from
+// the store (deleted, damaged): a store that loses them for good fails the
+// job rather than running its maps for ever.
+const MaxReopened = 3
+
+// reopen runs again the map whose output reduce result r could not read,
+// as the MapReduce paper does for the outputs of a failed machine: the job
+// goes back to its map phase for that task, its done reduces stay done,
+// and the others run again once it is done. A loss reported against an
+// output already made again is stale (false).
+func (j *Job) reopen(r TaskResult) bool {
+	m := r.LostMap - 1
+	if j.Phase != PhaseReduce || m < 0 || m >= len(j.MapCommits) || j.MapCommits[m] != r.LostCommit {
+		return false
+	}
+	if j.Reopened >= MaxReopened {
+		r.Error = fmt.Sprintf("%s (map outputs were lost and made again %d times: the store keeps losing them)", r.Error, j.Reopened)
+		j.fail(r, "reduce task")
+		return true
+	}
+	j.Reopened++
+	j.MapCommits[m] = ""
+	j.Values.Clear(m)
+	j.Done--
+	j.Phase, j.Enqueued = PhaseMap, false
+	j.step(string(PhaseMap), r.FinishedAt)
 	return true
 }
 

@@ -94,6 +94,36 @@ func (v *Values) Set(p int, x int64) bool {
 	return true
 }
 
+// Clear unsets partition p, if it is set, and reports whether it did. As
+// Set, it replaces the runs.
+func (v *Values) Clear(p int) bool {
+	if _, set := v.Get(p); !set {
+		return false
+	}
+	out := make([]run, 0, len(v.runs)+2)
+	add := func(q run) {
+		if q.n == 0 {
+			return
+		}
+		if k := len(out) - 1; k >= 0 && out[k].set == q.set && out[k].v == q.v {
+			out[k].n += q.n
+			return
+		}
+		out = append(out, q)
+	}
+	for _, r := range v.runs {
+		if p < r.start || p >= r.start+r.n {
+			add(r)
+			continue
+		}
+		add(run{start: r.start, n: p - r.start, set: r.set, v: r.v})
+		add(run{start: p, n: 1})
+		add(run{start: p + 1, n: r.start + r.n - p - 1, set: r.set, v: r.v})
+	}
+	v.runs = out
+	return true
+}
+
 // Clone returns a copy sharing nothing that Set changes.
 func (v Values) Clone() Values {
 	return Values{runs: append([]run(nil), v.runs...)}

@@ -10,7 +10,7 @@ import (
 )
 
 // Values behaves as a plain slice of optional values, through random sets,
-// copies and encodings.
+// clears, copies and encodings.
 func TestValuesAgainstASlice(t *testing.T) {
 	t.Parallel()
 	for seed := range uint64(200) {
@@ -23,12 +23,22 @@ func TestValuesAgainstASlice(t *testing.T) {
 			prevModel := append([]*int64(nil), model...)
 			p := rng.IntN(n+2) - 1
 			x := int64(rng.IntN(3))
-			want := p >= 0 && p < n && model[p] == nil
-			if got := v.Set(p, x); got != want {
-				t.Fatalf("seed %d: Set(%d) = %v, want %v", seed, p, got, want)
-			}
-			if want {
-				model[p] = &x
+			if rng.IntN(4) == 0 { // a lost map output: the partition is to be done again
+				want := p >= 0 && p < n && model[p] != nil
+				if got := v.Clear(p); got != want {
+					t.Fatalf("seed %d: Clear(%d) = %v, want %v", seed, p, got, want)
+				}
+				if want {
+					model[p] = nil
+				}
+			} else {
+				want := p >= 0 && p < n && model[p] == nil
+				if got := v.Set(p, x); got != want {
+					t.Fatalf("seed %d: Set(%d) = %v, want %v", seed, p, got, want)
+				}
+				if want {
+					model[p] = &x
+				}
 			}
 			var newly []int
 			for q := range model {

@@ -234,7 +234,7 @@ func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what
 		if !g.do(func(ctx context.Context) error {
 			in, err := download(ctx, blobs, dir, obj, &inMemory)
 			if err != nil {
-				return fmt.Errorf("read the output of %s %d: %w", what, i, err)
+				return &InputError{Index: i, Err: fmt.Errorf("read the output of %s %d: %w", what, i, err)}
 			}
 			inputs[i] = in
 			return nil
@@ -293,6 +293,16 @@ func download(ctx context.Context, blobs store.Blobs, dir, name string, inMemory
 	in.Reader = f
 	return in, nil
 }
+
+// InputError is the error of reading input Index of a task: the output of
+// map task Index, for a reduce.
+type InputError struct {
+	Index int
+	Err   error
+}
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
 
 // readErr is the error of reading object name: ErrMissingInput when it is
 // not there, store.ErrDamaged as it is, the context's when the task

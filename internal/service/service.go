@@ -371,7 +371,7 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 		out[i] = client.TaskAttempt{
 			Job: t.Job, Partition: t.Partition, Attempt: t.Attempt, Worker: t.Worker, Value: t.Value, Error: t.Error,
 			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Commit: t.Commit,
-			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures, Unretried: t.Unretried,
+			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures, Unretried: t.Unretried, LostMap: t.LostMap,
 			DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state,
 		}
 		if showPhase {

@@ -83,6 +83,9 @@ func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
 		out[i] = Message{Key: t.Job, Data: data, Priority: t.Priority, Lane: t.Lane}
 		if dedupe {
 			out[i].ID = fmt.Sprintf("%s.%s.%d.%d.%d", t.Job, t.Phase, t.Partition, t.Runs, t.Epoch)
+			if t.Round > 0 {
+				out[i].ID += fmt.Sprintf(".r%d", t.Round)
+			}
 		}
 	}
 	return out, nil

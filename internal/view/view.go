@@ -649,7 +649,8 @@ func (v *View) share(j *job.Job) (left, running int) {
 		total += j.Reducers
 		done += j.ReduceDone
 		if j.Phase == job.PhaseMap {
-			total -= j.Reducers // not queued before the maps are done
+			total -= j.Reducers  // not queued before the maps are done
+			done -= j.ReduceDone // done before a lost map output was made again
 		}
 	}
 	left = total - done - j.Failed

@@ -357,15 +357,24 @@ func (p *Pool) run(i int, l *lease) {
 			p.idle(i, false)
 			return
 		}
+		r.Unretried = true
+		if lostMap(&r, t, err) {
+			err = fmt.Errorf("%w (deleted or lost from the store); the map task runs again", err)
+			break
+		}
 		// The input will not come back: the job cannot finish.
 		err = fmt.Errorf("%w (deleted or lost from the store); the job cannot finish: submit it again", err)
-		r.Unretried = true
 	case errors.Is(err, store.ErrDamaged):
 		// Read again, a damaged input is damaged again: never a failure
 		// of the store to run the task again for (it looped for ever).
+		r.Unretried = true
+		if lostMap(&r, t, err) {
+			log.Error("the output of a map task is damaged in the store; that map task runs again", "err", err)
+			err = fmt.Errorf("%w; the map task runs again", err)
+			break
+		}
 		log.Error("an input of the task is damaged in the store; the job cannot finish", "err", err)
 		err = fmt.Errorf("%w; the job cannot finish: submit it again", err)
-		r.Unretried = true
 	case errors.Is(err, job.ErrSkipRetry) || errors.Is(err, dataset.ErrLineTooLong):
 		// The kind said so, or the input is what it is: another attempt
 		// would fail the same way.
@@ -402,6 +411,17 @@ func (p *Pool) run(i int, l *lease) {
 	}
 	p.results <- finished{result: r, lease: l, shared: t.LogInRecord}
 	p.idle(i, err != nil)
+}
+
+// lostMap marks r, the result of task t, as a reduce that could not read
+// the output of a map task (err names it), which its job runs again.
+func lostMap(r *job.TaskResult, t job.Task, err error) bool {
+	var in *mr.InputError
+	if t.Phase != job.PhaseReduce || !errors.As(err, &in) || in.Index < 0 || in.Index >= len(t.Maps) {
+		return false
+	}
+	r.LostMap, r.LostCommit = in.Index+1, t.Maps[in.Index]
+	return true
 }
 
 // jobEnded reports whether job id has ended or is gone; a store that does
