@@ -358,8 +358,8 @@ func TestLostMapOutputRunsTheMapAgain(t *testing.T) {
 }
 
 // A store that loses map outputs again and again fails the job after
-// job.MaxReopened runs of lost maps, with a message that says so, not an
-// endless loop.
+// job.MaxReopened runs of lost maps (it has fewer map tasks), with a
+// message that says so, not an endless loop.
 func TestMapOutputsLostForGoodFailTheJob(t *testing.T) {
 	t.Parallel()
 	var s *natsx.Store

@@ -92,7 +92,8 @@ type Job struct {
 	// was started for.
 	Backups []string `json:"backups,omitempty"`
 	// Reopened counts the map tasks run again because a reduce could not
-	// read their output (at most MaxReopened; then the job fails).
+	// read their output (at most MaxReopened, or the job's map tasks if
+	// more; then the job fails).
 	Reopened int `json:"reopened,omitempty"`
 	// RerunOf names the finished job this one runs again, when it does.
 	RerunOf string `json:"rerun_of,omitempty"`

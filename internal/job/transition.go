@@ -223,7 +223,7 @@ func (j *Job) Retry(at time.Time) error {
 		return Errorf(EConflict, "job %s is %s: only a failed or canceled job can be retried; %s", j.ID, j.State, what)
 	}
 	j.Epoch++
-	j.State, j.Enqueued, j.Error, j.Failed = Queued, false, "", 0
+	j.State, j.Enqueued, j.Error, j.Failed, j.Reopened = Queued, false, "", 0, 0
 	j.FinishedAt, j.Result, j.RunAt, j.Backups = nil, nil, nil, nil
 	if j.ReadsData() {
 		j.Phase, j.Values, j.Done = PhaseMap, NewValues(j.Partitions), 0
@@ -303,8 +303,10 @@ func (j *Job) applyReduce(r TaskResult) bool {
 }
 
 // MaxReopened bounds the map tasks a job runs again for outputs lost from
-// the store (deleted, damaged): a store that loses them for good fails the
-// job rather than running its maps for ever.
+// the store (deleted, damaged), with the job's count of map tasks if that
+// is more (a damaged file of the store may hold many maps' outputs): a
+// store that loses them for good fails the job rather than running its
+// maps for ever.
 const MaxReopened = 3
 
 // reopen runs again the map whose output reduce result r could not read,
@@ -317,7 +319,7 @@ func (j *Job) reopen(r TaskResult) bool {
 	if j.Phase != PhaseReduce || m < 0 || m >= len(j.MapCommits) || j.MapCommits[m] != r.LostCommit {
 		return false
 	}
-	if j.Reopened >= MaxReopened {
+	if j.Reopened >= max(MaxReopened, j.Partitions) {
 		r.Error = fmt.Sprintf("%s (map outputs were lost and made again %d times: the store keeps losing them)", r.Error, j.Reopened)
 		j.fail(r, "reduce task")
 		return true
