@@ -147,7 +147,8 @@ func TestBlobsOfOneChunk(t *testing.T) {
 		t.Fatalf("open of a changed chunk: %v; want it damaged", err)
 	}
 
-	// Data gone while its info stays: not found, as a deleted object.
+	// Data gone while its info stays, as JetStream drops a record it
+	// finds damaged: damaged (it read as deleted before).
 	if err := s.Ports.Shuffle.Put(ctx, "j/m1/abc/0", bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +156,15 @@ func TestBlobsOfOneChunk(t *testing.T) {
 	if err := st.Purge(ctx, jetstream.WithPurgeSubject("$O."+ShuffleBucket+".C."+info.NUID)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.Ports.Shuffle.GetBytes(ctx, "j/m1/abc/0"); !errors.Is(err, store.ErrDamaged) {
+		t.Fatalf("an object whose chunk is gone and whose info stays: %v; want it damaged", err)
+	}
+	// A deleted object is not found.
+	if err := s.Ports.Shuffle.Delete(ctx, "j/m1/abc/0"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Ports.Shuffle.GetBytes(ctx, "j/m1/abc/0"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("an object whose chunk is gone: %v; want ErrNotFound", err)
+		t.Fatalf("a deleted object: %v; want ErrNotFound", err)
 	}
 }
 
