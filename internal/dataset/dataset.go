@@ -244,15 +244,15 @@ func (s *Store) putEntry(ctx context.Context, ds string, f File) (*File, error) 
 			})
 		}
 		// A deletion of the dataset that raced the upload leaves the entry
-		// out of the dataset: it goes, and the upload did not happen.
-		if now, _, err := s.head(ctx, ds, false); err != nil || now.Gen != h.Gen {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		// out of the dataset: it goes, and the upload did not happen. A
+		// head that cannot be read now is taken as there: the entry is
+		// written, and undoing it would lose the file it replaced.
+		now, _, err := s.head(ctx, ds, false)
+		if err == nil && now.Gen != h.Gen || job.ErrorCode(err) == job.ENotFound {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			_ = s.KV.Delete(ctx, key, 0)
-			if err == nil || job.ErrorCode(err) == job.ENotFound {
-				err = job.Errorf(job.EConflict, "dataset %s was deleted while file %s was being uploaded into it; upload the file again", ds, f.Name)
-			}
-			return nil, err
+			_ = s.KV.Delete(dctx, key, 0)
+			return nil, job.Errorf(job.EConflict, "dataset %s was deleted while file %s was being uploaded into it; upload the file again", ds, f.Name)
 		}
 		return old, nil
 	}
