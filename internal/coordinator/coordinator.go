@@ -871,6 +871,18 @@ func (c *Coordinator) stopTasks(ctx context.Context, id string, epoch int) {
 	defer cancel()
 	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
 		c.log.Warn("could not drop the queued tasks of a finished job; workers will skip them", "job", id, "err", err)
+	} else if j, _, err := c.Get(ctx, id); err == nil && j.Epoch > epoch && !j.State.Terminal() && !j.Held && j.State != job.Scheduled {
+		// A retry came in between the end this purge is for and the
+		// purge (a user quick on a failure another server applied): the
+		// purge may have taken the next epoch's tasks, which the job's
+		// record says are queued, so that nothing would queue them
+		// again. They are queued again; a copy that survived runs
+		// twice and counts once.
+		if lane, err := c.publishTasks(ctx, j); err != nil {
+			c.log.Warn("could not queue again the tasks of a job retried while its last run was being stopped", "job", id, "err", err)
+		} else if _, err := c.markQueued(ctx, id, lane); err != nil {
+			c.log.Warn("could not mark queued the tasks of a job retried while its last run was being stopped", "job", id, "err", err)
+		}
 	}
 	if err := c.cfg.Store.Notices.CancelJob(id, epoch); err != nil {
 		c.log.Warn("could not tell workers to stop a finished job's tasks", "job", id, "err", err)

@@ -791,3 +791,27 @@ func TestRecordsOfJobsFinishedElsewhereAreDropped(t *testing.T) {
 		t.Fatalf("%d records cached (counted %d), the unfinished job's kept: %v; want only it", found, counted, kept)
 	}
 }
+
+// The purge of a failed job's tasks that comes after a retry (the failure
+// applied by another server, the retry quick) does not leave the retried
+// epoch without tasks: the record says they are queued, and nothing would
+// queue them again (seen under load: a retried job whose two tasks were
+// never delivered).
+func TestALatePurgeDoesNotDropARetrysTasks(t *testing.T) {
+	f := newFixture(t)
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := f.take(2)
+	f.report(failure(tasks[0], "boom"))
+	f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed })
+	if _, err := f.c.Retry(f.ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.c.stopTasks(f.ctx, j.ID, 0) // the failed epoch's purge, late
+	again := f.take(2)
+	if again[0].Epoch != 1 || again[1].Epoch != 1 {
+		t.Fatalf("tasks after the late purge: %+v; want the retried epoch's", again)
+	}
+}
