@@ -679,23 +679,24 @@ func (l *lease) msg() store.Delivery {
 func (l *lease) delivered() int { return l.msg().Delivered() }
 
 func (l *lease) ack() {
-	l.mu.Lock()
-	l.acked = true
-	l.hb.stop()
-	m := l.m
-	l.mu.Unlock()
+	m := l.end(true)
 	_ = m.Ack()
 	l.pool.let(l, m.Seq(), true) // after l.mu: track takes p.mu, then leases'
 }
 
 // release stops renewing the lease without an ack.
 func (l *lease) release() {
+	l.pool.let(l, l.end(false).Seq(), false)
+}
+
+// end stops renewing the lease, marks it acked or released, and returns
+// the delivery it held.
+func (l *lease) end(acked bool) store.Delivery {
 	l.mu.Lock()
-	l.released = true
+	defer l.mu.Unlock()
+	l.acked, l.released = l.acked || acked, l.released || !acked
 	l.hb.stop()
-	m := l.m
-	l.mu.Unlock()
-	l.pool.let(l, m.Seq(), false)
+	return l.m
 }
 
 // adopt makes l, the lease of a running attempt, answer for o, a later
