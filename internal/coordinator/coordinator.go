@@ -1580,7 +1580,7 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 			c.wg.Go(func() { mr.DeleteAttempt(ctx, c.cfg.Store.Shuffle, c.cfg.Store.Output, j, lost) })
 		}
 	}
-	if j.ReadsData() && !j.Enqueued && !j.State.Terminal() && j.State != job.Scheduled {
+	if (j.Phase == job.PhaseReduce || j.Reopened > 0) && !j.Enqueued && !j.State.Terminal() {
 		c.startReduce(ctx, j) // or the map task whose output was lost
 	}
 	if j.State == job.Failed || j.State == job.Succeeded && (j.ReadsData() || len(j.Backups) > 0) {
