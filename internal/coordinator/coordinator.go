@@ -682,7 +682,7 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	if cerr != nil {
 		return nil, cerr
 	}
-	c.stopTasks(ctx, id, j.Epoch)
+	c.stopTasks(ctx, j)
 	if j.ReadsData() {
 		// What its finished tasks stored will never be read.
 		c.wg.Go(func() { c.deleteObjects(context.WithoutCancel(ctx), j) })
@@ -866,11 +866,14 @@ func (c *Coordinator) retentionLoop(ctx context.Context) {
 
 // stopTasks removes a finished job's waiting tasks from the queue and tells
 // workers to stop the running ones, of its epoch and before.
-func (c *Coordinator) stopTasks(ctx context.Context, id string, epoch int) {
+func (c *Coordinator) stopTasks(ctx context.Context, ended *job.Job) {
+	id, epoch := ended.ID, ended.Epoch
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
 		c.log.Warn("could not drop the queued tasks of a finished job; workers will skip them", "job", id, "err", err)
+	} else if ended.State == job.Succeeded {
+		// A succeeded job is never retried: no later epoch to look for.
 	} else if j, _, err := c.Get(ctx, id); err == nil && j.Epoch > epoch && !j.State.Terminal() && !j.Held && j.State != job.Scheduled {
 		// A retry came in between the end this purge is for and the
 		// purge (a user quick on a failure another server applied): the
@@ -1586,7 +1589,7 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 	if j.State == job.Failed || j.State == job.Succeeded && (j.ReadsData() || len(j.Backups) > 0) {
 		// Nothing of an ended job stays queued or running: a failed
 		// job's other tasks, a backup copy that lost its race.
-		c.stopTasks(ctx, id, j.Epoch)
+		c.stopTasks(ctx, j)
 	}
 	if j.State.Terminal() && j.ReadsData() {
 		c.wg.Go(func() { c.deleteObjects(ctx, j) })

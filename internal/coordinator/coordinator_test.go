@@ -805,11 +805,11 @@ func TestALatePurgeDoesNotDropARetrysTasks(t *testing.T) {
 	}
 	tasks := f.take(2)
 	f.report(failure(tasks[0], "boom"))
-	f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed })
+	failed := f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed })
 	if _, err := f.c.Retry(f.ctx, j.ID); err != nil {
 		t.Fatal(err)
 	}
-	f.c.stopTasks(f.ctx, j.ID, 0) // the failed epoch's purge, late
+	f.c.stopTasks(f.ctx, failed) // the failed epoch's purge, late
 	again := f.take(2)
 	if again[0].Epoch != 1 || again[1].Epoch != 1 {
 		t.Fatalf("tasks after the late purge: %+v; want the retried epoch's", again)

@@ -361,7 +361,7 @@ func (s *Store) manifest(ctx context.Context, ds string) (Dataset, error) {
 	}
 	var entries []store.Entry
 	if h.Gen != "" {
-		if entries, _, err = s.KV.Entries(ctx, filesOf(ds, h.Gen), 0); err != nil {
+		if entries, err = s.KV.Entries(ctx, filesOf(ds, h.Gen)); err != nil {
 			return Dataset{}, unavailable(fmt.Errorf("read the files of dataset %s: %w", ds, err))
 		}
 	}
@@ -403,7 +403,7 @@ func assemble(h head, entries []store.Entry) (Dataset, error) {
 // heads and files: a read per dataset costs a consumer each, which in a
 // cluster takes a round of its own.
 func (s *Store) List(ctx context.Context) ([]Dataset, error) {
-	all, _, err := s.KV.Entries(ctx, "", 0)
+	all, err := s.KV.Entries(ctx, "")
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("list datasets: %w", err))
 	}

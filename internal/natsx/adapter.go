@@ -154,7 +154,7 @@ func (k kv) Keys(ctx context.Context) ([]string, error) {
 // JetStream finds by walking every subject under the filter at the
 // consumer's creation: reading the first 100 files of a dataset of 7,000
 // cost as much as reading all of them.
-func (k kv) Entries(ctx context.Context, prefix string, limit int) ([]store.Entry, bool, error) {
+func (k kv) Entries(ctx context.Context, prefix string) ([]store.Entry, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, entriesTimeout)
@@ -165,7 +165,7 @@ func (k kv) Entries(ctx context.Context, prefix string, limit int) ([]store.Entr
 		FilterSubjects: []string{subject + prefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return nil, false, storeErr(err)
+		return nil, storeErr(err)
 	}
 	// The consumer goes with the read: left to expire, a thousand reads
 	// in a row reached the stream's limit of consumers.
@@ -180,21 +180,18 @@ func (k kv) Entries(ctx context.Context, prefix string, limit int) ([]store.Entr
 	for wait := 10 * time.Millisecond; ; {
 		batch, err := cons.FetchNoWait(entriesBatch)
 		if err != nil {
-			return nil, false, storeErr(err)
+			return nil, storeErr(err)
 		}
 		n, pending := 0, uint64(0)
 		for m := range batch.Messages() {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
-				return nil, false, err
+				return nil, err
 			}
 			pending = meta.NumPending
 			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 				continue
-			}
-			if limit > 0 && len(out) == limit {
-				return out, true, nil
 			}
 			out = append(out, store.Entry{Key: strings.TrimPrefix(m.Subject(), subject), Value: m.Data(), Revision: meta.Sequence.Stream})
 		}
@@ -206,13 +203,13 @@ func (k kv) Entries(ctx context.Context, prefix string, limit int) ([]store.Entr
 			wait = min(2*wait, 200*time.Millisecond)
 			continue
 		} else if err != nil {
-			return nil, false, storeErr(err)
+			return nil, storeErr(err)
 		}
 		if n == 0 || pending == 0 {
-			return out, false, nil
+			return out, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, false, storeErr(err)
+			return nil, storeErr(err)
 		}
 	}
 }

@@ -73,10 +73,9 @@ type KV interface {
 	// Keys lists the keys, in no order.
 	Keys(ctx context.Context) ([]string, error)
 	// Entries returns the entries whose keys start with prefix (whole
-	// dot-separated parts of keys, ending with '.'), in the order of their
-	// last write: at most limit of them (0: all), and more when others
-	// remain.
-	Entries(ctx context.Context, prefix string, limit int) (entries []Entry, more bool, err error)
+	// dot-separated parts of keys, ending with '.'; "" for all), in the
+	// order of their last write.
+	Entries(ctx context.Context, prefix string) ([]Entry, error)
 	// DeletePrefix removes every key that starts with prefix (as for
 	// Entries) in one request, and what is left of them; watchers are not
 	// told, as for Forget.

@@ -19,6 +19,8 @@ type stalled struct {
 	stall *atomic.Bool
 	again chan struct{} // closed at the first delivery made again
 	once  *sync.Once
+	acked chan struct{} // closed when a delivery made again is acked
+	ack   *sync.Once
 }
 
 func (s stalled) wrap(fn func(store.Delivery)) func(store.Delivery) {
@@ -26,7 +28,7 @@ func (s stalled) wrap(fn func(store.Delivery)) func(store.Delivery) {
 		if d.Delivered() > 1 {
 			s.once.Do(func() { close(s.again) })
 		}
-		fn(stalledDelivery{d, s.stall})
+		fn(stalledDelivery{d, s})
 	}
 }
 
@@ -40,14 +42,22 @@ func (s stalled) FetchFrom(ctx context.Context, priority, max int, fn func(store
 
 type stalledDelivery struct {
 	store.Delivery
-	stall *atomic.Bool
+	q stalled
 }
 
 func (d stalledDelivery) InProgress() error {
-	if d.stall.Load() {
+	if d.q.stall.Load() {
 		return nil
 	}
 	return d.Delivery.InProgress()
+}
+
+func (d stalledDelivery) Ack() error {
+	err := d.Delivery.Ack()
+	if d.Delivered() > 1 {
+		d.q.ack.Do(func() { close(d.q.acked) })
+	}
+	return err
 }
 
 // A task whose lease ran out while its worker still runs it (the process
@@ -70,9 +80,9 @@ func TestARedeliveryOfARunningTaskIsNotRunAgain(t *testing.T) {
 	}})
 	var stall atomic.Bool
 	stall.Store(true)
-	q := stalled{Stream: f.store.Tasks, stall: &stall, again: make(chan struct{}), once: &sync.Once{}}
+	q := stalled{Stream: f.store.Tasks, stall: &stall, again: make(chan struct{}), once: &sync.Once{}, acked: make(chan struct{}), ack: &sync.Once{}}
 	f.store.Tasks = q
-	p := f.pool(2)
+	f.pool(2)
 	f.queue(job.Task{Job: "slow_1", Kind: "slow", Partition: 0, Partitions: 1, MaxAttempts: 1})
 	// The memory store's ack wait is a second: the message comes back to
 	// the pool, whose idle worker fetches it, while the first still runs.
@@ -84,14 +94,13 @@ func TestARedeliveryOfARunningTaskIsNotRunAgain(t *testing.T) {
 	stall.Store(false)
 	close(release)
 	rs := f.results(1)
-	// Both deliveries were handled (the second one adopted by the running
-	// attempt, or acked as done) before the runs are counted.
-	for p.assigned.Load() != 0 {
-		select {
-		case <-p.idleWake:
-		case <-f.ctx.Done():
-			t.Fatal("the pool's workers never went idle")
-		}
+	// The second delivery is acked, by the attempt that adopted it, as
+	// done, or (before the fix) after a run of its own: then the runs
+	// are counted.
+	select {
+	case <-q.acked:
+	case <-f.ctx.Done():
+		t.Fatal("the delivery made again was never acked")
 	}
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("the task ran %d times", n)

@@ -152,9 +152,9 @@ func (kv *KV) Keys(ctx context.Context) ([]string, error) {
 }
 
 // Entries implements store.KV.
-func (kv *KV) Entries(ctx context.Context, prefix string, limit int) ([]store.Entry, bool, error) {
+func (kv *KV) Entries(ctx context.Context, prefix string) ([]store.Entry, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	kv.mu.Lock()
 	var out []store.Entry
@@ -166,10 +166,7 @@ func (kv *KV) Entries(ctx context.Context, prefix string, limit int) ([]store.En
 	}
 	kv.mu.Unlock()
 	slices.SortFunc(out, func(a, b store.Entry) int { return cmp.Compare(a.Revision, b.Revision) })
-	if limit > 0 && len(out) > limit {
-		return out[:limit], true, nil
-	}
-	return out, false, nil
+	return out, nil
 }
 
 // DeletePrefix implements store.KV.

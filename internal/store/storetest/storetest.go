@@ -107,24 +107,21 @@ func testKV(t *testing.T, kv store.KV) {
 	if _, err := kv.Put(c, "p.q.2", []byte("again")); err != nil {
 		t.Fatal(err)
 	}
-	entries, more, err := kv.Entries(c, "p.q.", 0)
+	entries, err := kv.Entries(c, "p.q.")
 	var got []string
 	for _, e := range entries {
 		got = append(got, e.Key+"="+string(e.Value))
 	}
-	if err != nil || more || !slices.Equal(got, []string{"p.q.1=p.q.1", "p.q.x=y=p.q.x=y", "p.q.2=again"}) {
-		t.Fatalf("entries under p.q.: %v, more %t, %v", got, more, err)
+	if err != nil || !slices.Equal(got, []string{"p.q.1=p.q.1", "p.q.x=y=p.q.x=y", "p.q.2=again"}) {
+		t.Fatalf("entries under p.q.: %v, %v", got, err)
 	}
-	if entries, more, err = kv.Entries(c, "p.q.", 2); err != nil || !more || len(entries) != 2 || entries[0].Key != "p.q.1" {
-		t.Fatalf("2 entries under p.q.: %+v, more %t, %v", entries, more, err)
-	}
-	if entries, more, err = kv.Entries(c, "none.", 0); err != nil || more || len(entries) != 0 {
-		t.Fatalf("entries under none.: %+v, more %t, %v", entries, more, err)
+	if entries, err = kv.Entries(c, "none."); err != nil || len(entries) != 0 {
+		t.Fatalf("entries under none.: %+v, %v", entries, err)
 	}
 	if err := kv.DeletePrefix(c, "p.q."); err != nil {
 		t.Fatal(err)
 	}
-	if entries, _, err = kv.Entries(c, "p.", 0); err != nil || len(entries) != 1 || entries[0].Key != "p.qq.1" {
+	if entries, err = kv.Entries(c, "p."); err != nil || len(entries) != 1 || entries[0].Key != "p.qq.1" {
 		t.Fatalf("entries under p. once p.q. is deleted: %+v, %v", entries, err)
 	}
 	if _, err := kv.Get(c, "p.q.1"); !errors.Is(err, store.ErrNotFound) {
