@@ -329,8 +329,9 @@ func TestLostMapOutputRunsTheMapAgain(t *testing.T) {
 	})
 	s = store(t, b)
 	c := b.client()
-	c.PutFile(t, "in", "a.txt", []byte("alpha beta gamma delta\nepsilon zeta eta theta\n"))
-	c.PutFile(t, "in", "b.txt", []byte("alpha beta\n"))
+	const fileA, fileB = "alpha beta gamma delta\nepsilon zeta eta theta\n", "alpha beta\n"
+	c.PutFile(t, "in", "a.txt", []byte(fileA))
+	c.PutFile(t, "in", "b.txt", []byte(fileB))
 	j := b.await(t, c.SubmitSpec(t, client.Spec{Kind: "losing", Input: []string{"in"}, Partitions: 2, Reducers: 2}).ID, terminal)
 	if j.State != client.Succeeded {
 		t.Fatalf("a job whose map outputs vanished: %s", apitest.Describe(j))
@@ -341,6 +342,11 @@ func TestLostMapOutputRunsTheMapAgain(t *testing.T) {
 	}
 	if n := maps.Load(); n < 3 {
 		t.Fatalf("the maps ran %d times: none ran again", n)
+	}
+	// The maps that ran again read their input once more; the job's
+	// counters count it once (they counted it twice before).
+	if cs := j.Counters; cs == nil || cs.InputBytes != int64(len(fileA)+len(fileB)) || cs.InputRecords != 3 {
+		t.Fatalf("counters %+v, want %d input bytes in 3 records", cs, len(fileA)+len(fileB))
 	}
 	lost := 0
 	for _, a := range history(t, c, j.ID) {

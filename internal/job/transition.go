@@ -175,7 +175,12 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 	j.Done++
 	if j.ReadsData() {
 		j.MapCommits[r.Partition] = r.Commit
-		j.count(r)
+		if j.Reopened == 0 {
+			// A map that runs again for a lost output read what its first
+			// run read and counted: every map was done before the first
+			// reopen, and a retry sets Reopened back to 0.
+			j.count(r)
+		}
 		if j.Done == j.Partitions {
 			// Every map output is committed: the reduce tasks can run.
 			j.Phase = PhaseReduce
