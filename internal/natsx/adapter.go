@@ -693,10 +693,9 @@ func (s *stream) Read(ctx context.Context, key string, limit int) ([][]byte, err
 	return out, nil
 }
 
-// readPatience is how many fetches in a row may bring nothing, while
-// messages are pending, before a read takes them for damaged: JetStream
-// never delivers a message in a part of a stream's files it found damaged.
-const readPatience = 3
+// eachWait is how long a fetch of each waits for messages it knows are
+// pending before the rest are read one by one.
+const eachWait = 500 * time.Millisecond
 
 // Scan reads the messages a lane may still deliver, one request each,
 // from the first, each request asking for the next message at or after a
@@ -786,14 +785,19 @@ func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]b
 	if err != nil {
 		return storeErr(err)
 	}
-	// A fetch that brings nothing while messages are pending (a busy
-	// cluster) is tried again, readPatience times: then the messages left
-	// are damaged (store.ErrDamaged, after fn saw the others).
-	for left, empty := uint64(min(int(info.NumPending), limit)), 0; left > 0; {
+	// A fetch that brings nothing while messages are pending is either a
+	// busy store or a message JetStream will not serve (a damaged part of
+	// the stream's files), which a consumer does not pass: the rest are
+	// then read one request each, which passes over damaged messages, and
+	// those missing at the end are damaged (store.ErrDamaged, after fn saw
+	// the others). Fetches waited for the deadline, 6 s, at every read of
+	// a damaged history.
+	left, next := uint64(min(int(info.NumPending), limit)), uint64(1)
+	for left > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		batch, err := cons.Fetch(int(min(left, 500)), jetstream.FetchMaxWait(2*time.Second))
+		batch, err := cons.Fetch(int(min(left, 500)), jetstream.FetchMaxWait(eachWait))
 		if err != nil {
 			return storeErr(err)
 		}
@@ -802,12 +806,24 @@ func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]b
 			fn(m.Data())
 			left--
 			got++
+			if meta, err := m.Metadata(); err == nil {
+				next = meta.Sequence.Stream + 1
+			}
 		}
-		if got > 0 {
-			empty = 0
-		} else if empty++; empty >= readPatience {
+		if got == 0 {
+			break
+		}
+	}
+	for ; left > 0; left-- {
+		m, err := s.st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
 			return fmt.Errorf("%d messages of %s are %w: the store delivers none of them", left, filter, store.ErrDamaged)
+		case err != nil:
+			return storeErr(err)
 		}
+		fn(m.Data)
+		next = m.Sequence + 1
 	}
 	return nil
 }
