@@ -1576,11 +1576,15 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 	}
 	for _, r := range applied {
 		if r.LostMap > 0 && !j.State.Terminal() {
-			// The output a reduce could not read is made again; what
-			// is left of the lost one goes.
-			lost := job.TaskResult{Phase: job.PhaseMap, Partition: r.LostMap - 1, Commit: r.LostCommit}
-			c.log.Warn("a reduce task could not read the output of a map task (deleted or damaged in the store); that map task runs again", "job", id, "map_task", r.LostMap-1, "reduce_task", r.Partition, "err", r.Error)
-			c.wg.Go(func() { mr.DeleteAttempt(ctx, c.cfg.Store.Shuffle, c.cfg.Store.Output, j, lost) })
+			// The outputs a reduce could not read are made again; what
+			// is left of the lost ones goes.
+			lost := r.Lost()
+			c.log.Warn("a reduce task could not read the output of map tasks (deleted or damaged in the store); those map tasks run again", "job", id, "map_task", r.LostMap-1, "lost", len(lost), "reduce_task", r.Partition, "err", r.Error)
+			c.wg.Go(func() {
+				for _, l := range lost {
+					mr.DeleteAttempt(ctx, c.cfg.Store.Shuffle, c.cfg.Store.Output, j, job.TaskResult{Phase: job.PhaseMap, Partition: l.Map - 1, Commit: l.Commit})
+				}
+			})
 		}
 	}
 	if (j.Phase == job.PhaseReduce || j.Reopened > 0) && !j.Enqueued && !j.State.Terminal() {

@@ -212,6 +212,21 @@ const (
 	OutcomeInterrupted = "interrupted"
 )
 
+// LostOutput is a map task's committed output a reduce could not read:
+// Map is 1 + the map task, Commit the output's commit.
+type LostOutput struct {
+	Map    int    `json:"map"`
+	Commit string `json:"commit"`
+}
+
+// Lost lists the map outputs r found lost, LostMap's first.
+func (r TaskResult) Lost() []LostOutput {
+	if r.LostMap <= 0 {
+		return nil
+	}
+	return append([]LostOutput{{Map: r.LostMap, Commit: r.LostCommit}}, r.MoreLost...)
+}
+
 // TaskResult is what a worker reports after running a task.
 type TaskResult struct {
 	Job        string    `json:"job"`
@@ -245,6 +260,9 @@ type TaskResult struct {
 	// job runs that map again (Job.Reopened).
 	LostMap    int    `json:"lost_map,omitempty"`
 	LostCommit string `json:"lost_commit,omitempty"`
+	// MoreLost are the other map outputs the reduce found lost with
+	// LostMap's: all of them run again at once.
+	MoreLost []LostOutput `json:"more_lost,omitempty"`
 	// Epoch is the job's epoch the task was queued in (its retries).
 	Epoch int `json:"epoch,omitempty"`
 }

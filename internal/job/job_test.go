@@ -232,3 +232,47 @@ func TestUnavailableTooLarge(t *testing.T) {
 		t.Fatalf("a timeout: %s; want unavailable", job.ErrorCode(err))
 	}
 }
+
+// A reduce that found several map outputs lost sends the job back to its
+// map phase for all of them at once; a loss against an output made again
+// since is stale, and the maps that run again do not count their input a
+// second time.
+func TestReopenRunsEveryLostMapAgain(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	j := job.New("wc_x", job.Spec{Kind: "wc", Partitions: 4}, now)
+	j.Reducers, j.Phase = 2, job.PhaseMap
+	j.MapCommits = make([]string, 4)
+	mapDone := func(p int, commit string) bool {
+		return j.Apply(job.TaskResult{Job: j.ID, Partition: p, Commit: commit, StartedAt: now, FinishedAt: now,
+			Counters: &job.Counters{InputBytes: 10, InputRecords: 1}}, job.SumReduce)
+	}
+	for p := range 4 {
+		mapDone(p, fmt.Sprintf("c%d", p))
+	}
+	if j.Phase != job.PhaseReduce || j.Counters.InputBytes != 40 {
+		t.Fatalf("after the maps: phase %s, counters %+v", j.Phase, j.Counters)
+	}
+	lost := job.TaskResult{Job: j.ID, Phase: job.PhaseReduce, Partition: 1, Error: "missing", Unretried: true, FinishedAt: now,
+		LostMap: 2, LostCommit: "c1", MoreLost: []job.LostOutput{{Map: 4, Commit: "c3"}, {Map: 1, Commit: "old"}}}
+	if !j.Apply(lost, job.SumReduce) {
+		t.Fatal("the loss was not applied")
+	}
+	if j.Phase != job.PhaseMap || j.Reopened != 2 || j.Done != 2 || j.MapCommits[1] != "" || j.MapCommits[3] != "" || j.MapCommits[0] != "c0" {
+		t.Fatalf("after the loss of maps 1 and 3 (and a stale one of 0): phase %s, reopened %d, done %d, commits %q", j.Phase, j.Reopened, j.Done, j.MapCommits)
+	}
+	if j.Apply(lost, job.SumReduce) {
+		t.Fatal("the same loss applied twice")
+	}
+	mapDone(1, "n1")
+	mapDone(3, "n3")
+	if j.Phase != job.PhaseReduce || j.Counters.InputBytes != 40 || j.Counters.InputRecords != 4 {
+		t.Fatalf("after the maps ran again: phase %s, counters %+v (counted twice?)", j.Phase, j.Counters)
+	}
+	// Losses past max(MaxReopened, partitions) fail the job.
+	all := job.TaskResult{Job: j.ID, Phase: job.PhaseReduce, Partition: 0, Error: "missing", Unretried: true, FinishedAt: now,
+		LostMap: 1, LostCommit: "c0", MoreLost: []job.LostOutput{{Map: 2, Commit: "n1"}, {Map: 3, Commit: "c2"}}}
+	if !j.Apply(all, job.SumReduce) || j.State != job.Failed || !strings.Contains(j.Error, "made again 2 times") {
+		t.Fatalf("a third loss of 3 outputs: state %s, error %q", j.State, j.Error)
+	}
+}

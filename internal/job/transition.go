@@ -314,25 +314,36 @@ func (j *Job) applyReduce(r TaskResult) bool {
 // maps for ever.
 const MaxReopened = 3
 
-// reopen runs again the map whose output reduce result r could not read,
-// as the MapReduce paper does for the outputs of a failed machine: the job
-// goes back to its map phase for that task, its done reduces stay done,
-// and the others run again once it is done. A loss reported against an
-// output already made again is stale (false).
+// reopen runs again the maps whose outputs reduce result r could not
+// read, as the MapReduce paper does for the outputs of a failed machine:
+// the job goes back to its map phase for those tasks, its done reduces
+// stay done, and the others run again once they are done. A loss reported
+// against an output already made again is stale (false).
 func (j *Job) reopen(r TaskResult) bool {
-	m := r.LostMap - 1
-	if j.Phase != PhaseReduce || m < 0 || m >= len(j.MapCommits) || j.MapCommits[m] != r.LostCommit {
+	if j.Phase != PhaseReduce {
 		return false
 	}
-	if j.Reopened >= max(MaxReopened, j.Partitions) {
+	var maps []int
+	for _, l := range r.Lost() {
+		m := l.Map - 1
+		if m >= 0 && m < len(j.MapCommits) && j.MapCommits[m] != "" && j.MapCommits[m] == l.Commit && !slices.Contains(maps, m) {
+			maps = append(maps, m)
+		}
+	}
+	if len(maps) == 0 {
+		return false
+	}
+	if j.Reopened+len(maps) > max(MaxReopened, j.Partitions) {
 		r.Error = fmt.Sprintf("%s (map outputs were lost and made again %d times: the store keeps losing them)", r.Error, j.Reopened)
 		j.fail(r, "reduce task")
 		return true
 	}
-	j.Reopened++
-	j.MapCommits[m] = ""
-	j.Values.Clear(m)
-	j.Done--
+	j.Reopened += len(maps)
+	for _, m := range maps {
+		j.MapCommits[m] = ""
+		j.Values.Clear(m)
+		j.Done--
+	}
 	j.Phase, j.Enqueued = PhaseMap, false
 	j.step(string(PhaseMap), r.FinishedAt)
 	return true

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,11 +221,15 @@ func (in *input) Close() {
 
 // downloadAll reads objects name(0) … name(n-1), parallelTransfers at
 // once: small ones into memory, the others into files of dir. A failure
-// says which input: "the output of <what> i". On failure nothing is left
-// open.
+// says which input: "the output of <what> i". An input missing or damaged
+// does not stop the others: the *InputError of the first lost one names
+// every lost one (Lost), so that they are made again at once, not one
+// reduce attempt each. On failure nothing is left open.
 func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what string, name func(int) (string, error)) ([]*input, error) {
 	inputs := make([]*input, n)
 	var inMemory atomic.Int64
+	var mu sync.Mutex
+	lost := map[int]error{}
 	g := newGroup(ctx)
 	for i := range n {
 		obj, err := name(i)
@@ -233,6 +239,12 @@ func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what
 		}
 		if !g.do(func(ctx context.Context) error {
 			in, err := download(ctx, blobs, dir, obj, &inMemory)
+			if errors.Is(err, ErrMissingInput) || errors.Is(err, store.ErrDamaged) {
+				mu.Lock()
+				lost[i] = err
+				mu.Unlock()
+				return nil
+			}
 			if err != nil {
 				return &InputError{Index: i, Err: fmt.Errorf("read the output of %s %d: %w", what, i, err)}
 			}
@@ -242,7 +254,12 @@ func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what
 			break
 		}
 	}
-	if err := g.wait(); err != nil {
+	err := g.wait()
+	if err == nil && len(lost) > 0 {
+		idx := slices.Sorted(maps.Keys(lost))
+		err = &InputError{Index: idx[0], Lost: idx, Err: fmt.Errorf("read the output of %s %d: %w", what, idx[0], lost[idx[0]])}
+	}
+	if err != nil {
 		for _, in := range inputs {
 			in.Close()
 		}
@@ -295,9 +312,11 @@ func download(ctx context.Context, blobs store.Blobs, dir, name string, inMemory
 }
 
 // InputError is the error of reading input Index of a task: the output of
-// map task Index, for a reduce.
+// map task Index, for a reduce. Lost, when set, lists every input found
+// missing or damaged, Index among them.
 type InputError struct {
 	Index int
+	Lost  []int
 	Err   error
 }
 

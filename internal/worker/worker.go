@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -358,8 +360,8 @@ func (p *Pool) run(i int, l *lease) {
 			return
 		}
 		r.Unretried = true
-		if lostMap(&r, t, err) {
-			err = fmt.Errorf("%w (deleted or lost from the store); the map task runs again", err)
+		if again, ok := lostMap(&r, t, err); ok {
+			err = fmt.Errorf("%w (deleted or lost from the store); %s", err, again)
 			break
 		}
 		// The input will not come back: the job cannot finish.
@@ -368,9 +370,9 @@ func (p *Pool) run(i int, l *lease) {
 		// Read again, a damaged input is damaged again: never a failure
 		// of the store to run the task again for (it looped for ever).
 		r.Unretried = true
-		if lostMap(&r, t, err) {
-			log.Error("the output of a map task is damaged in the store; that map task runs again", "err", err)
-			err = fmt.Errorf("%w; the map task runs again", err)
+		if again, ok := lostMap(&r, t, err); ok {
+			log.Error("the output of a map task is damaged in the store; the map tasks whose outputs were lost run again", "err", err, "lost", 1+len(r.MoreLost))
+			err = fmt.Errorf("%w; %s", err, again)
 			break
 		}
 		log.Error("an input of the task is damaged in the store; the job cannot finish", "err", err)
@@ -414,14 +416,25 @@ func (p *Pool) run(i int, l *lease) {
 }
 
 // lostMap marks r, the result of task t, as a reduce that could not read
-// the output of a map task (err names it), which its job runs again.
-func lostMap(r *job.TaskResult, t job.Task, err error) bool {
+// the outputs of map tasks (err names them), which its job runs again;
+// again says which run again.
+func lostMap(r *job.TaskResult, t job.Task, err error) (again string, ok bool) {
 	var in *mr.InputError
 	if t.Phase != job.PhaseReduce || !errors.As(err, &in) || in.Index < 0 || in.Index >= len(t.Maps) {
-		return false
+		return "", false
 	}
 	r.LostMap, r.LostCommit = in.Index+1, t.Maps[in.Index]
-	return true
+	names := []string{strconv.Itoa(in.Index)}
+	for _, m := range in.Lost {
+		if m != in.Index && m >= 0 && m < len(t.Maps) {
+			r.MoreLost = append(r.MoreLost, job.LostOutput{Map: m + 1, Commit: t.Maps[m]})
+			names = append(names, strconv.Itoa(m))
+		}
+	}
+	if len(names) == 1 {
+		return "the map task runs again", true
+	}
+	return fmt.Sprintf("map tasks %s and %s, whose outputs are lost, run again", strings.Join(names[:len(names)-1], ", "), names[len(names)-1]), true
 }
 
 // jobEnded reports whether job id has ended or is gone; a store that does
