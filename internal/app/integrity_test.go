@@ -16,6 +16,7 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
@@ -204,5 +205,68 @@ func TestDamagedTaskQueueIsRequeued(t *testing.T) {
 	b = &bundle{srv: srv}
 	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 6 {
 		t.Fatalf("a job whose queued tasks were damaged on disk: %s", apitest.Describe(j))
+	}
+}
+
+// Bytes flipped on disk inside a map task's stored output, found by the
+// reduce that reads it after a restart: the map runs again from its input
+// and the job succeeds with the right output (it failed, "submit it
+// again", before maps were made again).
+func TestDamagedMapOutputRunsTheMapAgain(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	reducing := make(chan struct{}, 1)
+	gated, _, _ := countKind("gated", nil, func(ctx context.Context, _ []byte) error {
+		select { // the first life's reduce waits for the server to stop
+		case reducing <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	srv, err := startAt(t, dir, false, func(c *app.Config) { c.Kinds = testKinds(gated) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv}
+	c := b.client()
+	c.PutFile(t, "in", "a.txt", []byte(strings.Repeat("alpha beta gamma\n", 50)))
+	c.PutFile(t, "in", "b.txt", []byte(strings.Repeat("zanzibarian quokka\n", 50)))
+	j := c.SubmitSpec(t, client.Spec{Kind: "gated", Input: []string{"in"}, Partitions: 2, Reducers: 1})
+	select {
+	case <-reducing:
+	case <-time.After(time.Minute):
+		t.Fatal("the reduce did not start")
+	}
+	stop(srv) // the reduce is canceled at the stop's deadline, a few seconds
+	if err := flip("zanzibarian")(streamFile(t, dir, "OBJ_"+natsx.ShuffleBucket)); err != nil {
+		t.Fatal(err)
+	}
+	open, _, _ := countKind("gated", nil, nil)
+	srv, err = startAt(t, dir, false, func(c *app.Config) { c.Kinds = testKinds(open) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = &bundle{srv: srv}
+	c = b.client()
+	got := b.await(t, j.ID, terminal)
+	if got.State != client.Succeeded {
+		t.Fatalf("a job whose map output was damaged on disk: %s", apitest.Describe(got))
+	}
+	if want := "alpha 50\nbeta 50\ngamma 50\nquokka 50\nzanzibarian 50\n"; c.Output(t, j.ID) != want {
+		t.Fatalf("output %q, want %q", c.Output(t, j.ID), want)
+	}
+	// The reduce names the damaged output; that map ran again, and only it.
+	lost, runs := -1, map[int]int{}
+	for _, a := range history(t, c, j.ID) {
+		if a.LostMap > 0 && strings.Contains(a.Error, "damaged") {
+			lost = a.LostMap - 1
+		}
+		if a.Phase == job.PhaseMap && a.Error == "" {
+			runs[a.Partition]++
+		}
+	}
+	if lost < 0 || runs[lost] != 2 || runs[1-lost] != 1 {
+		t.Fatalf("the damaged output's map: %d; map runs by task %v; want it run twice, the other once", lost, runs)
 	}
 }
