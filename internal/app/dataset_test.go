@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -123,4 +124,79 @@ func TestJobOverManyFiles(t *testing.T) {
 	if _, err := s.Output.GetInfo(apitest.Context(t), rec.FilesRef); !errors.Is(err, jetstream.ErrObjectNotFound) {
 		t.Fatalf("the list of files once the job is deleted: %v, want it gone", err)
 	}
+}
+
+// A map task whose split reads more than job.MaxTaskFiles files names its
+// job's list instead of carrying the files; the worker reads the list and
+// cuts the split itself, and the output is whole. (A task carrying about
+// 6,000 files was larger than a message, and the submit answered 413.)
+func TestMapTaskOfManyFiles(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client()
+	n := job.MaxTaskFiles + 150
+	want := map[string]int{}
+	for i := range n {
+		want[fmt.Sprintf("w%c", 'a'+i%13)] += 2
+	}
+	ctx := apitest.Context(t)
+	var g errgroup
+	for w := range 8 {
+		g.Go(func() error {
+			for i := w; i < n; i += 8 {
+				word := fmt.Sprintf("w%c", 'a'+i%13)
+				data := word + "\n" + word + "\n"
+				if _, err := c.API().PutFile(ctx, "lots", fmt.Sprintf("f%05d.txt", i), strings.NewReader(data), int64(len(data))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// One map task over every file, and three: more than MaxTaskFiles
+	// files each, then fewer.
+	for _, m := range []int{1, 3} {
+		j := b.await(t, c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"lots"}, Partitions: m, Reducers: 2}).ID, terminal)
+		if j.State != client.Succeeded {
+			t.Fatalf("a job of %d map tasks over %d files: %s", m, n, apitest.Describe(j))
+		}
+		got := map[string]int{}
+		for line := range strings.Lines(c.Output(t, j.ID)) {
+			var w string
+			var count int
+			if _, err := fmt.Sscanf(line, "%s %d", &w, &count); err != nil {
+				t.Fatalf("output line %q: %v", line, err)
+			}
+			got[w] = count
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("%d map tasks: output %v, want %v", m, got, want)
+		}
+		if j.Counters == nil || j.Counters.InputRecords != int64(2*n) {
+			t.Fatalf("%d map tasks: counters %+v, want %d input records", m, j.Counters, 2*n)
+		}
+	}
+}
+
+// errgroup runs functions and keeps the first error.
+type errgroup struct {
+	wg   sync.WaitGroup
+	once sync.Once
+	err  error
+}
+
+func (g *errgroup) Go(fn func() error) {
+	g.wg.Go(func() {
+		if err := fn(); err != nil {
+			g.once.Do(func() { g.err = err })
+		}
+	})
+}
+
+func (g *errgroup) Wait() error {
+	g.wg.Wait()
+	return g.err
 }

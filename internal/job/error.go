@@ -73,7 +73,7 @@ func Unavailable(what string, err error) error {
 		msg = fmt.Sprintf("the %s is out of disk space (%v): free space under the server's data directory, then try again", what, err)
 	case strings.Contains(s, "maximum payload exceeded") || strings.Contains(s, "message size exceeds maximum"):
 		// Trying again would fail again: not unavailable, too large.
-		return &unavailable{cause: err, e: Errorf(ETooLarge, "the %s refused it as larger than one message may be (%v): make it smaller (a job's record holds its params and its partitions' results; each map task its params and the list of the files its split reads: more partitions list fewer files each)", what, err)}
+		return &unavailable{cause: err, e: Errorf(ETooLarge, "the %s refused it as larger than one message may be (%v): make it smaller (a job's record holds its params and its partitions' results; each task its params)", what, err)}
 	}
 	return &unavailable{cause: err, e: Errorf(EUnavailable, "%s", msg)}
 }

@@ -167,9 +167,12 @@ type Task struct {
 	// Phase is empty for the map of a job that reads no data.
 	Phase    Phase `json:"phase,omitempty"`
 	Reducers int   `json:"reducers,omitempty"`
-	// Files and Split are a map task's input.
-	Files []InputFile `json:"files,omitempty"`
-	Split []Piece     `json:"split,omitempty"`
+	// Files and Split are a map task's input, or FilesRef names its job's
+	// list of files, from which the worker cuts them (Input): a split of
+	// more than MaxTaskFiles files.
+	Files    []InputFile `json:"files,omitempty"`
+	Split    []Piece     `json:"split,omitempty"`
+	FilesRef string      `json:"files_ref,omitempty"`
 	// Maps are the committed attempts of every map task: a reduce task's input.
 	Maps []string `json:"maps,omitempty"`
 	// Backup marks a copy of a task still running elsewhere, started for a

@@ -1,8 +1,10 @@
 package job_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -274,5 +276,57 @@ func TestReopenRunsEveryLostMapAgain(t *testing.T) {
 		LostMap: 1, LostCommit: "c0", MoreLost: []job.LostOutput{{Map: 2, Commit: "n1"}, {Map: 3, Commit: "c2"}}}
 	if !j.Apply(all, job.SumReduce) || j.State != job.Failed || !strings.Contains(j.Error, "made again 2 times") {
 		t.Fatalf("a third loss of 3 outputs: state %s, error %q", j.State, j.Error)
+	}
+}
+
+// A map task of a job whose files are in an object lists its files when
+// they are few, and names the list when they are many: the task stays a
+// small message whatever the files, and Input cuts the same split from
+// the list as the task would have carried.
+func TestMapTaskOfManyFilesNamesTheList(t *testing.T) {
+	t.Parallel()
+	files := make([]job.InputFile, 7000)
+	for i := range files {
+		files[i] = job.InputFile{Name: fmt.Sprintf("f%05d.txt", i), Dataset: "lots", File: fmt.Sprintf("f%05d.txt", i),
+			Upload: "01abcdefghjkmnpqrstvwxyz01", Size: 24, BlockSize: 1 << 20, Lines: []int64{2}}
+	}
+	for _, m := range []int{1, 5, 10} {
+		j := job.New("wc_x", job.Spec{Kind: "wc", Partitions: m}, time.Now())
+		j.Reducers, j.Phase, j.FilesRef = 2, job.PhaseMap, "wc_x/input-files"
+		tasks := j.TasksOf(files)
+		if len(tasks) != m {
+			t.Fatalf("%d tasks, want %d", len(tasks), m)
+		}
+		inline := len(files)/m <= job.MaxTaskFiles
+		for _, task := range tasks {
+			data, err := json.Marshal(task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inline != (task.FilesRef == "") || inline != (len(task.Files) > 0) {
+				t.Fatalf("m=%d: task %d lists %d files and names %q", m, task.Partition, len(task.Files), task.FilesRef)
+			}
+			if !inline && len(data) > 4<<10 {
+				t.Fatalf("m=%d: a task naming the list is %d bytes", m, len(data))
+			}
+			own, split, err := task.Input(files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inline && (!reflect.DeepEqual(own, task.Files) || !reflect.DeepEqual(split, task.Split)) {
+				t.Fatalf("m=%d: Input cut another split than the task carries", m)
+			}
+			var n int64
+			for _, p := range split {
+				n += p.End - p.Start
+			}
+			if want := int64(24 * len(files) / m); n != want || len(own) != len(files)/m {
+				t.Fatalf("m=%d task %d: %d files, %d bytes; want %d files, %d bytes", m, task.Partition, len(own), n, len(files)/m, want)
+			}
+		}
+	}
+	bad := job.Task{Job: "wc_x", Partitions: 2, Partition: 2}
+	if _, _, err := bad.Input(files); err == nil {
+		t.Fatal("a task past its job's splits cut one")
 	}
 }

@@ -108,10 +108,34 @@ func (j *Job) TasksOf(files []InputFile) []Task {
 		t.Partition = p
 		if splits != nil {
 			t.Files, t.Split = splitFiles(files, splits[p])
+			t.FilesRef = ""
+			if j.FilesRef != "" && len(t.Files) > MaxTaskFiles {
+				// The worker reads the job's list and cuts the split
+				// itself (Task.Input): the task stays one message.
+				t.Files, t.Split, t.FilesRef = nil, nil, j.FilesRef
+			}
 		}
 		out = append(out, t)
 	}
 	return out
+}
+
+// MaxTaskFiles is the most input files a map task lists itself, when its
+// job's list is in an object (Job.FilesRef): each file takes about 200
+// bytes of the task's message, and a task of about 6,000 files was larger
+// than a message may be (413 at submit).
+const MaxTaskFiles = 1000
+
+// Input returns the files map task t reads and its split of them, cut from
+// files, its job's whole list, as TasksOf does. For a task that names the
+// list (FilesRef) instead of carrying its files.
+func (t Task) Input(files []InputFile) ([]InputFile, []Piece, error) {
+	splits := Splits(files, t.Partitions)
+	if t.Partition < 0 || t.Partition >= len(splits) {
+		return nil, nil, fmt.Errorf("map task %d of job %s is not one of the %d splits of its %d input files", t.Partition, t.Job, len(splits), len(files))
+	}
+	own, split := splitFiles(files, splits[t.Partition])
+	return own, split, nil
 }
 
 // splitFiles returns the files a split reads and the split renumbered to

@@ -76,7 +76,12 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 		buf.agg = map[string]int32{}
 	}
 	emit := buf.emit // one closure for the task, not one per record
-	n, lines, err := dataset.ReadSplit(ctx, e.Open, t.Files, t.Split, func(rec job.Record) error {
+	files, split, err := e.inputOf(ctx, t)
+	if err != nil {
+		buf.close()
+		return Outcome{}, err
+	}
+	n, lines, err := dataset.ReadSplit(ctx, e.Open, files, split, func(rec job.Record) error {
 		if err := k.MapRecord(ctx, rec, emit); err != nil {
 			var located *job.RecordError
 			if errors.As(err, &located) {
@@ -107,6 +112,29 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 	}
 	return out, nil
 }
+
+// inputOf returns the files map task t reads and its split of them: a
+// task of many files names its job's list (FilesRef), read here.
+func (e *Env) inputOf(ctx context.Context, t job.Task) ([]job.InputFile, []job.Piece, error) {
+	if t.FilesRef == "" || len(t.Files) > 0 {
+		return t.Files, t.Split, nil
+	}
+	gctx, cancel := context.WithTimeout(ctx, TransferTimeout(filesListSize))
+	defer cancel()
+	data, err := e.Output.GetBytes(gctx, t.FilesRef)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the list of the job's input files: %w", readErr(ctx, t.FilesRef, err))
+	}
+	var files []job.InputFile
+	if err := json.Unmarshal(data, &files); err != nil {
+		return nil, nil, fmt.Errorf("read the list of the job's input files, object %s: %w: %w", t.FilesRef, store.ErrDamaged, err)
+	}
+	return t.Input(files)
+}
+
+// filesListSize is the size a job's list of input files is read within
+// the deadline of: about 300,000 files.
+const filesListSize = 64 << 20
 
 // Reduce runs reduce task t: merges partition t.Partition of every map
 // output and reduces each key, writing the output under a fresh commit.
