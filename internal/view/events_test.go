@@ -2,6 +2,7 @@ package view
 
 import (
 	"encoding/json"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -76,5 +77,52 @@ func TestIdleWorkerHeartbeatIsShown(t *testing.T) {
 	v.mu.Unlock()
 	if n := beat(); n != 1 {
 		t.Fatalf("an unchanged heartbeat %s after the last event: %d events, want 1", showEvery, n)
+	}
+}
+
+// A task may start before the view sees its job's record (a submit stores
+// the tasks first): its task.started waits for the record, so that a
+// client sees job.submitted first, and goes out anyway after holdUnseen.
+func TestTaskStartedWaitsForItsJob(t *testing.T) {
+	t.Parallel()
+	hub := event.NewHub()
+	v := New(Config{Hub: hub, Logger: slog.New(slog.DiscardHandler)})
+	v.loaded()
+	sub := hub.Subscribe(64)
+	defer hub.Unsubscribe(sub)
+	events := func() []string {
+		var out []string
+		for {
+			select {
+			case e := <-sub.C:
+				out = append(out, e.Type)
+			default:
+				return out
+			}
+		}
+	}
+	now := time.Now()
+	j := job.New(job.NewID("noop", now), job.Spec{Kind: "noop", Partitions: 2}, now)
+	lost := job.New(job.NewID("noop", now), job.Spec{Kind: "noop", Partitions: 1}, now)
+	v.started[j.ID] = []job.TaskStarted{{Job: j.ID, Partition: 0, Attempt: 1}}
+	v.started[lost.ID] = []job.TaskStarted{{Job: lost.ID, Partition: 0, Attempt: 1}}
+	v.publishStarted(now)
+	if got := events(); len(got) != 0 {
+		t.Fatalf("start notices of jobs not seen yet went out: %v", got)
+	}
+	v.started[j.ID] = append(v.started[j.ID], job.TaskStarted{Job: j.ID, Partition: 1, Attempt: 1})
+	v.applyJobs([]*store.Entry{record(t, j)}, false)
+	v.publishStarted(now.Add(startedEvery))
+	if got := events(); len(got) != 2 || got[0] != "job.submitted" || got[1] != "task.started" {
+		t.Fatalf("once the job is seen: %v, want job.submitted then task.started", got)
+	}
+	// The job whose record never comes (a submit that failed): its notice
+	// goes out once holdUnseen has passed, and is not held again.
+	v.publishStarted(now.Add(holdUnseen))
+	if got := events(); len(got) != 1 || got[0] != "task.started" {
+		t.Fatalf("a notice held %s: %v, want it published", holdUnseen, got)
+	}
+	if len(v.unseen) != 0 || len(v.started) != 0 {
+		t.Fatalf("left behind: %d unseen, %d started", len(v.unseen), len(v.started))
 	}
 }

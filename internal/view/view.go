@@ -111,6 +111,9 @@ type View struct {
 	// cluster running thousands of tasks a second does not flood clients.
 	startedMu sync.Mutex
 	started   map[string][]job.TaskStarted
+	// unseen holds the start notices of jobs whose record the view has
+	// not seen yet, since when (publishStarted alone uses it).
+	unseen map[string]time.Time
 
 	ready   chan struct{}
 	readyWG sync.WaitGroup
@@ -869,6 +872,10 @@ type TasksStarted struct {
 
 const startedEvery = 100 * time.Millisecond
 
+// holdUnseen is how long the start notices of a job the view has not seen
+// wait for its record before they are published anyway.
+const holdUnseen = 2 * time.Second
+
 func (v *View) flushStarted(ctx context.Context) {
 	t := time.NewTicker(startedEvery)
 	defer t.Stop()
@@ -876,27 +883,59 @@ func (v *View) flushStarted(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			v.publishStarted(now)
 		}
-		v.startedMu.Lock()
-		started := v.started
-		if len(started) == 0 {
-			v.startedMu.Unlock()
-			continue
-		}
-		v.started = map[string][]job.TaskStarted{}
+	}
+}
+
+// publishStarted publishes the start notices gathered since the last
+// time, as one task.started event per job. Only flushStarted calls it.
+func (v *View) publishStarted(now time.Time) {
+	v.startedMu.Lock()
+	started := v.started
+	if len(started) == 0 {
 		v.startedMu.Unlock()
-		v.mu.RLock()
-		for id, tasks := range started {
-			if j := v.job(id); j != nil && !j.ReadsData() {
-				for i := range tasks {
-					tasks[i].Phase = "" // a map-only job has no phase to show
-				}
+		return
+	}
+	v.started = map[string][]job.TaskStarted{}
+	v.startedMu.Unlock()
+	held := map[string][]job.TaskStarted{}
+	v.mu.RLock()
+	for id, tasks := range started {
+		if _, seen := v.byID[id]; !seen {
+			// A submit stores its tasks before the record: a task may
+			// start before the view sees its job. Its notice waits for
+			// the record (job.submitted comes first), a while.
+			if v.unseen == nil {
+				v.unseen = map[string]time.Time{}
+			}
+			since, ok := v.unseen[id]
+			if !ok {
+				v.unseen[id], since = now, now
+			}
+			if now.Sub(since) < holdUnseen {
+				held[id] = tasks
+				delete(started, id)
+				continue
 			}
 		}
-		v.mu.RUnlock()
-		for id, tasks := range started {
-			v.cfg.Hub.Publish(event.Event{Type: "task.started", Data: TasksStarted{Job: id, Tasks: tasks}})
+		delete(v.unseen, id)
+		if j := v.job(id); j != nil && !j.ReadsData() {
+			for i := range tasks {
+				tasks[i].Phase = "" // a map-only job has no phase to show
+			}
 		}
+	}
+	v.mu.RUnlock()
+	if len(held) > 0 {
+		v.startedMu.Lock()
+		for id, tasks := range held {
+			v.started[id] = append(tasks, v.started[id]...)
+		}
+		v.startedMu.Unlock()
+	}
+	for id, tasks := range started {
+		v.cfg.Hub.Publish(event.Event{Type: "task.started", Data: TasksStarted{Job: id, Tasks: tasks}})
 	}
 }
