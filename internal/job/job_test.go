@@ -309,6 +309,11 @@ func TestMapTaskOfManyFilesNamesTheList(t *testing.T) {
 			if !inline && len(data) > 4<<10 {
 				t.Fatalf("m=%d: a task naming the list is %d bytes", m, len(data))
 			}
+			// A worker that does not know FilesRef reads the task's own
+			// split: it must fail, not read nothing.
+			if !inline && (len(task.Split) == 0 || task.Split[0].File >= 0) {
+				t.Fatalf("m=%d: a task naming the list carries split %v, which an earlier worker would read as empty", m, task.Split)
+			}
 			own, split, err := task.Input(files)
 			if err != nil {
 				t.Fatal(err)

@@ -111,8 +111,11 @@ func (j *Job) TasksOf(files []InputFile) []Task {
 			t.FilesRef = ""
 			if j.FilesRef != "" && len(t.Files) > MaxTaskFiles {
 				// The worker reads the job's list and cuts the split
-				// itself (Task.Input): the task stays one message.
-				t.Files, t.Split, t.FilesRef = nil, nil, j.FilesRef
+				// itself (Task.Input): the task stays one message. Its
+				// split names no file, which a worker of an earlier
+				// version refuses ("split names file -1 of 0") rather
+				// than read nothing and output nothing.
+				t.Files, t.Split, t.FilesRef = nil, []Piece{{File: -1}}, j.FilesRef
 			}
 		}
 		out = append(out, t)
