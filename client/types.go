@@ -165,6 +165,9 @@ type TaskAttempt struct {
 	// LostMap, on a reduce's attempt, is 1 + the map task whose output it
 	// could not read (deleted or damaged in the store): that map ran again.
 	LostMap int `json:"lost_map,omitempty"`
+	// LostMaps lists every map task (from 0) whose output the reduce found
+	// lost, LostMap's among them, when it found more than one.
+	LostMaps []int `json:"lost_maps,omitempty"`
 
 	DurationMS float64 `json:"duration_ms"`
 	// State is "done", "failed", "lost" or "interrupted".

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,13 +70,15 @@ func countKind(name string, onMap func(ctx context.Context, rec job.Record) erro
 // history returns a job's task attempts.
 func history(t *testing.T, c apitest.Client, id string) []struct {
 	job.TaskResult
-	State string
+	State    string
+	LostMaps []int `json:"lost_maps"`
 } {
 	t.Helper()
 	var h struct {
 		Tasks []struct {
 			job.TaskResult
-			State string
+			State    string
+			LostMaps []int `json:"lost_maps"`
 		}
 	}
 	c.Do(t, "GET", "/api/v1/jobs/"+id+"/tasks", "").JSON(t, &h)
@@ -354,8 +357,8 @@ func TestLostMapOutputRunsTheMapAgain(t *testing.T) {
 	for _, a := range history(t, c, j.ID) {
 		if a.LostMap > 0 {
 			lost++
-			if !strings.Contains(a.Error, "map tasks 0 and 1, whose outputs are lost, run again") {
-				t.Fatalf("the lost outputs' attempt says %q", a.Error)
+			if !strings.Contains(a.Error, "map tasks 0 and 1, whose outputs are lost, run again") || !slices.Equal(a.LostMaps, []int{0, 1}) {
+				t.Fatalf("the lost outputs' attempt says %q, lost_maps %v", a.Error, a.LostMaps)
 			}
 		}
 	}

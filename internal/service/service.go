@@ -377,6 +377,11 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 		if showPhase {
 			out[i].Phase = string(t.Phase)
 		}
+		if len(t.MoreLost) > 0 {
+			for _, l := range t.Lost() {
+				out[i].LostMaps = append(out[i].LostMaps, l.Map-1)
+			}
+		}
 		for _, p := range t.Preview {
 			out[i].Preview = append(out[i].Preview, client.Preview(p))
 		}
