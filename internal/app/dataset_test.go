@@ -103,16 +103,7 @@ func TestJobOverManyFiles(t *testing.T) {
 	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded {
 		t.Fatalf("the retried job: %s", apitest.Describe(j))
 	}
-	got := map[string]int{}
-	for line := range strings.Lines(c.Output(t, j.ID)) {
-		var w string
-		var count int
-		if _, err := fmt.Sscanf(line, "%s %d", &w, &count); err != nil {
-			t.Fatalf("output line %q: %v", line, err)
-		}
-		got[w] = count
-	}
-	if !maps.Equal(got, want) {
+	if got := wordCounts(t, c.Output(t, j.ID)); !maps.Equal(got, want) {
 		t.Fatalf("output %v, want %v", got, want)
 	}
 	if _, err := s.Output.GetInfo(apitest.Context(t), rec.FilesRef); err != nil {
@@ -163,22 +154,28 @@ func TestMapTaskOfManyFiles(t *testing.T) {
 		if j.State != client.Succeeded {
 			t.Fatalf("a job of %d map tasks over %d files: %s", m, n, apitest.Describe(j))
 		}
-		got := map[string]int{}
-		for line := range strings.Lines(c.Output(t, j.ID)) {
-			var w string
-			var count int
-			if _, err := fmt.Sscanf(line, "%s %d", &w, &count); err != nil {
-				t.Fatalf("output line %q: %v", line, err)
-			}
-			got[w] = count
-		}
-		if !maps.Equal(got, want) {
+		if got := wordCounts(t, c.Output(t, j.ID)); !maps.Equal(got, want) {
 			t.Fatalf("%d map tasks: output %v, want %v", m, got, want)
 		}
 		if j.Counters == nil || j.Counters.InputRecords != int64(2*n) {
 			t.Fatalf("%d map tasks: counters %+v, want %d input records", m, j.Counters, 2*n)
 		}
 	}
+}
+
+// wordCounts reads a word count's output lines, "word count".
+func wordCounts(t *testing.T, out string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for line := range strings.Lines(out) {
+		var w string
+		var count int
+		if _, err := fmt.Sscanf(line, "%s %d", &w, &count); err != nil {
+			t.Fatalf("output line %q: %v", line, err)
+		}
+		got[w] = count
+	}
+	return got
 }
 
 // errgroup runs functions and keeps the first error.
