@@ -18,6 +18,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/worker"
 )
 
 // startAt starts a server on dir, returning the error of its start.
@@ -268,5 +269,73 @@ func TestDamagedMapOutputRunsTheMapAgain(t *testing.T) {
 	}
 	if lost < 0 || runs[lost] != 2 || runs[1-lost] != 1 {
 		t.Fatalf("the damaged output's map: %d; map runs by task %v; want it run twice, the other once", lost, runs)
+	}
+}
+
+// Bytes flipped on disk inside a task's result that no coordinator has
+// applied yet (its task was acked when the result was stored): JetStream
+// will not serve the result, and nothing holds the task any more. The
+// look at a stuck queue finds the task neither queued, running nor done
+// and queues it again; the job succeeds, each partition counted once.
+func TestDamagedResultIsRunAgain(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := startAt(t, dir, false, func(c *app.Config) { c.Workers = 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := (&bundle{srv: srv}).client().Submit(t, "noop", 4) // no workers: its tasks stay queued
+	stop(srv)
+
+	// A pool of workers alone on the store runs the tasks and stores
+	// their results; no coordinator applies them.
+	ctx := apitest.Context(t)
+	quiet := slog.New(slog.DiscardHandler)
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := emb.Connect("lone workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := natsx.Setup(ctx, nc, natsx.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := worker.New(worker.Config{Store: st.Ports, Kinds: testKinds(), Concurrency: 1, Name: "lone", Host: "lone", Logger: quiet})
+	if err := pool.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := st.Ports.Tasks.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Waiting == 0 && info.Leased == 0 {
+			break // every task acked: its result is stored
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the lone pool left %d tasks waiting, %d leased", info.Waiting, info.Leased)
+		case <-time.After(50 * time.Millisecond): // polls the queue: no event says it drained
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_ = pool.Stop(sctx)
+	nc.Close()
+	_ = emb.Stop(sctx)
+	cancel()
+	if err := flip(`"partition":2`)(streamFile(t, dir, natsx.ResultsStream)); err != nil {
+		t.Fatal(err)
+	}
+
+	srv, err = startAt(t, dir, false, func(c *app.Config) { c.ReconcileEvery = 500 * time.Millisecond })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv}
+	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 4 || j.Tasks.Done != 4 {
+		t.Fatalf("a job whose stored results were damaged on disk: %s", apitest.Describe(j))
 	}
 }

@@ -1085,7 +1085,8 @@ func (c *Coordinator) requeue(ctx context.Context, pending []*job.Job) error {
 // the task queue no longer holds, or holds where no lane will deliver
 // them, and returns how many: a byte flipped in the queue's files makes
 // JetStream drop the messages of that part of the file, and nothing else
-// would ever queue them again (their jobs would wait for ever). A task held by a worker is still
+// would ever queue them again (their jobs would wait for ever); so does
+// one in the results' files, for a task acked once its result was stored. A task held by a worker is still
 // in the queue, so only a task that cannot be read anywhere is queued
 // again; a task queued twice runs twice and counts once.
 func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (queuedAgain int, err error) {
@@ -1168,7 +1169,7 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 		if len(lost) == 0 {
 			continue
 		}
-		c.log.Warn("queuing again tasks the task queue lost (its files were damaged)", "job", id, "phase", j.Phase, "tasks", len(lost))
+		c.log.Warn("queuing again tasks neither queued, running nor done: the store lost their message or their result (a damaged file)", "job", id, "phase", j.Phase, "tasks", len(lost))
 		// No dedupe id: the lost message's id may still be in the stream's
 		// window, which would drop this one as its duplicate.
 		msgs, err := store.TaskMessages(lost, false)
