@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -167,23 +168,40 @@ func (v *View) List(ctx context.Context, state job.State, limit int, cursor stri
 		jobs = append(jobs, v.resource(en.j))
 	}
 	v.mu.RUnlock()
-	gone := 0
-	for _, k := range missing {
-		j, _, err := v.cfg.Store.Jobs.Get(ctx, jobs[k].ID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			jobs[k].ID, gone = "", gone+1 // deleted since
-		case err != nil:
-			return nil, "", job.Unavailable("job store", fmt.Errorf("read job %s: %w", jobs[k].ID, err))
-		default:
-			jobs[k] = v.Resource(j)
+	// The records a page needs that the view no longer holds are read a
+	// few at once: one after the other, a page of 50 took 100-200 ms
+	// right after a restart.
+	errs := make([]error, len(missing))
+	sem := make(chan struct{}, listReads)
+	var wg sync.WaitGroup
+	for n, k := range missing {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			j, _, err := v.cfg.Store.Jobs.Get(ctx, jobs[k].ID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				jobs[k].ID = "" // deleted since
+			case err != nil:
+				errs[n] = job.Unavailable("job store", fmt.Errorf("read job %s: %w", jobs[k].ID, err))
+			default:
+				jobs[k] = v.Resource(j)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, "", err
 		}
 	}
-	if gone > 0 {
-		jobs = slices.DeleteFunc(jobs, func(j Job) bool { return j.ID == "" })
-	}
+	jobs = slices.DeleteFunc(jobs, func(j Job) bool { return j.ID == "" })
 	return jobs, next, nil
 }
+
+// listReads bounds the records one page of List reads from the store at
+// once.
+const listReads = 8
 
 // Workers returns every live worker, ordered by key.
 func (v *View) Workers() []job.WorkerStatus {
