@@ -426,16 +426,28 @@ func lostMap(r *job.TaskResult, t job.Task, err error) (again string, ok bool) {
 	r.LostMap, r.LostCommit = in.Index+1, t.Maps[in.Index]
 	names := []string{strconv.Itoa(in.Index)}
 	for _, m := range in.Lost {
-		if m != in.Index && m >= 0 && m < len(t.Maps) {
+		if m != in.Index && m >= 0 && m < len(t.Maps) && len(r.MoreLost) < maxLostReported {
 			r.MoreLost = append(r.MoreLost, job.LostOutput{Map: m + 1, Commit: t.Maps[m]})
 			names = append(names, strconv.Itoa(m))
 		}
 	}
-	if len(names) == 1 {
+	switch n := len(names); {
+	case n == 1:
 		return "the map task runs again", true
+	case n > maxLostNamed:
+		return fmt.Sprintf("map tasks %s and %d more, whose outputs are lost, run again", strings.Join(names[:maxLostNamed], ", "), n-maxLostNamed), true
 	}
 	return fmt.Sprintf("map tasks %s and %s, whose outputs are lost, run again", strings.Join(names[:len(names)-1], ", "), names[len(names)-1]), true
 }
+
+// A reduce's result names at most maxLostReported lost map outputs besides
+// the first (a job may have 50,000 maps, and a result must fit in one
+// message: the others are found in the next round), and its message at
+// most maxLostNamed of them.
+const (
+	maxLostReported = 1000
+	maxLostNamed    = 10
+)
 
 // jobEnded reports whether job id has ended or is gone; a store that does
 // not answer says no.
