@@ -129,6 +129,9 @@ type Coordinator struct {
 	mu    sync.Mutex
 	cache map[string]entry // last record this server wrote or read, by job id
 	stubs []string         // the finished jobs in cache, oldest first: at most maxStubs
+	// stubIDs holds the ids of stubs, packed: the records they came from
+	// are gone.
+	stubIDs mapx.Strings
 	// records counts the unfinished jobs' records in cache: at most
 	// cfg.CachedRecords. Records of jobs that finish on other servers go
 	// stale there: dropFinishedRecords drops them.
@@ -152,10 +155,14 @@ type Coordinator struct {
 }
 
 type entry struct {
-	job *job.Job
+	job *job.Job // nil for a stub
 	rev uint64
-	// stub marks a finished job of which only the id and state are kept.
-	stub bool
+	// stub marks a finished job of which only the id and the epoch it
+	// finished in are kept: no record of its own, which a burst of small
+	// jobs would leave scattered among its garbage, each keeping a page
+	// from being handed back.
+	stub  bool
+	epoch int
 }
 
 // New returns a coordinator; Start makes it apply results.
@@ -1662,7 +1669,7 @@ type started struct {
 func (c *Coordinator) noteStarted(s job.TaskStarted) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.cache[s.Job]; ok && e.job.State != job.Queued {
+	if e, ok := c.cache[s.Job]; ok && (e.stub || e.job.State != job.Queued) {
 		return
 	}
 	if _, ok := c.starts[s.Job]; !ok {
@@ -1703,7 +1710,7 @@ func (c *Coordinator) markStarted(ctx context.Context, s job.TaskStarted) {
 	c.mu.Lock()
 	e, ok := c.cache[s.Job]
 	c.mu.Unlock()
-	if ok && e.job.State != job.Queued {
+	if ok && (e.stub || e.job.State != job.Queued) {
 		return
 	}
 	if !ok && c.cfg.State != nil {
@@ -1799,15 +1806,16 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		// the newest finished jobs: a result of an older one reads its
 		// record from the store.
 		old, ok := c.cache[j.ID]
-		if ok && old.stub && old.job.Epoch >= j.Epoch {
+		if ok && old.stub && old.epoch >= j.Epoch {
 			return
 		}
 		if ok && !old.stub {
 			c.records--
 		}
-		c.cache[j.ID] = entry{job: &job.Job{ID: j.ID, Kind: j.Kind, State: j.State, Epoch: j.Epoch}, stub: true}
+		id := c.stubIDs.Pack(j.ID) // the map's key from now on (a key is replaced on assignment)
+		c.cache[id] = entry{stub: true, epoch: j.Epoch}
 		mapx.Note(c.cache, &c.cacheHigh)
-		c.stubs = append(c.stubs, j.ID)
+		c.stubs = append(c.stubs, id)
 		for len(c.stubs) > maxStubs {
 			if e, ok := c.cache[c.stubs[0]]; ok && e.stub {
 				delete(c.cache, c.stubs[0])
@@ -1818,7 +1826,7 @@ func (c *Coordinator) put(j *job.Job, rev uint64) {
 		return
 	}
 	old, ok := c.cache[j.ID]
-	if ok && (old.stub && old.job.Epoch >= j.Epoch || !old.stub && old.rev > rev) {
+	if ok && (old.stub && old.epoch >= j.Epoch || !old.stub && old.rev > rev) {
 		return // a newer write of another goroutine is already cached
 	}
 	if !ok || old.stub {
@@ -1871,7 +1879,7 @@ func (c *Coordinator) finished(id string, epoch int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.cache[id]
-	return e.stub && e.job.Epoch >= epoch
+	return e.stub && e.epoch >= epoch
 }
 
 func (c *Coordinator) forget(id string) {

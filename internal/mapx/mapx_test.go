@@ -2,7 +2,9 @@ package mapx
 
 import (
 	"runtime"
+	"strings"
 	"testing"
+	"unsafe"
 )
 
 func heap() uint64 {
@@ -48,4 +50,30 @@ func TestShrunkGivesBackThePeak(t *testing.T) {
 		t.Fatalf("the heap went from %d to %d KiB: the peak's room was not given back", before>>10, after>>10)
 	}
 	runtime.KeepAlive(m)
+}
+
+// Packed strings stay what they were given, across blocks' bounds, however
+// long; short ones share blocks, long ones do not.
+func TestStringsKeepWhatTheyWereGiven(t *testing.T) {
+	var p Strings
+	var in, out []string
+	for i := range 3000 {
+		s := strings.Repeat(string(rune('a'+i%26)), 1+i%40)
+		switch {
+		case i%100 == 0:
+			s = strings.Repeat("k", maxPacked+1+i%3) // past the bound
+		case i%101 == 0:
+			s = ""
+		}
+		in = append(in, s)
+		out = append(out, p.Pack(s))
+	}
+	for i := range in {
+		if out[i] != in[i] {
+			t.Fatalf("string %d: %q; want %q", i, out[i], in[i])
+		}
+	}
+	if a, b := unsafe.StringData(out[1]), unsafe.StringData(out[2]); uintptr(unsafe.Pointer(b))-uintptr(unsafe.Pointer(a)) != uintptr(len(out[1])) {
+		t.Fatalf("two short strings in a row are not packed one after the other")
+	}
 }

@@ -3,9 +3,9 @@ package view
 import (
 	"slices"
 	"strings"
-	"unsafe"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/mapx"
 )
 
 // slab hands out the entries the view keeps for every job, and their id
@@ -18,14 +18,10 @@ import (
 // most of it is JetStream's.)
 type slab struct {
 	entries []entry
-	ids     []byte
+	ids     mapx.Strings
 }
 
-const (
-	slabEntries = 256      // entries per block: 12 KiB
-	slabBytes   = 16 << 10 // bytes of ids per block
-	maxPacked   = 256      // a longer id gets a string of its own
-)
+const slabEntries = 256 // entries per block: 12 KiB
 
 // entry returns a new entry for job id.
 func (s *slab) entry(id string, created int64) *entry {
@@ -34,23 +30,8 @@ func (s *slab) entry(id string, created int64) *entry {
 	}
 	en := &s.entries[0]
 	s.entries = s.entries[1:]
-	*en = entry{id: s.pack(id), created: created}
+	*en = entry{id: s.ids.Pack(id), created: created}
 	return en
-}
-
-// pack returns a copy of id in the current block of ids. The bytes of a
-// block are written once, as an id is appended, and never again: the
-// strings made of them stay what they are.
-func (s *slab) pack(id string) string {
-	if len(id) == 0 || len(id) > maxPacked {
-		return strings.Clone(id)
-	}
-	if cap(s.ids)-len(s.ids) < len(id) {
-		s.ids = make([]byte, 0, slabBytes)
-	}
-	off := len(s.ids)
-	s.ids = append(s.ids, id...)
-	return unsafe.String(&s.ids[off], len(id))
 }
 
 // stateCode is an entry's state, a byte: a string would take 16 bytes of
