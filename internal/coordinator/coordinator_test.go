@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -813,5 +814,55 @@ func TestALatePurgeDoesNotDropARetrysTasks(t *testing.T) {
 	again := f.take(2)
 	if again[0].Epoch != 1 || again[1].Epoch != 1 {
 		t.Fatalf("tasks after the late purge: %+v; want the retried epoch's", again)
+	}
+}
+
+// A finished job leaves a stub: its epoch under a packed copy of its id,
+// no record (a burst's last 10,000 records, each an allocation amid its
+// garbage, kept pages from being handed back). The stub still tells a late
+// result of that epoch or an earlier one to go away, not one of a later
+// epoch; and stubs are bounded.
+func TestFinishedJobLeavesAStub(t *testing.T) {
+	f := newFixture(t)
+	c := f.c
+	j := &job.Job{ID: strings.Clone("noop_" + strings.Repeat("a", 26)), Kind: "noop", State: job.Running, Epoch: 2}
+	c.put(j, 5)
+	done := j.Clone()
+	done.State = job.Succeeded
+	c.put(done, 6)
+	c.mu.Lock()
+	var key string
+	var e entry
+	for k, v := range c.cache {
+		if k == j.ID {
+			key, e = k, v
+		}
+	}
+	c.mu.Unlock()
+	if !e.stub || e.job != nil || e.epoch != 2 {
+		t.Fatalf("cache entry of a finished job: stub %v, record %v, epoch %d; want a stub of epoch 2 without a record", e.stub, e.job != nil, e.epoch)
+	}
+	if unsafe.StringData(key) == unsafe.StringData(done.ID) || unsafe.StringData(key) == unsafe.StringData(j.ID) {
+		t.Fatal("the stub is keyed by the record's own id string; want a packed copy")
+	}
+	if !c.finished(j.ID, 1) || !c.finished(j.ID, 2) || c.finished(j.ID, 3) {
+		t.Fatalf("finished(epoch 1, 2, 3) = %v %v %v; want true true false", c.finished(j.ID, 1), c.finished(j.ID, 2), c.finished(j.ID, 3))
+	}
+	// A start notice of the finished job reads nothing.
+	c.noteStarted(job.TaskStarted{Job: j.ID, Worker: "w.0", StartedAt: time.Now()})
+	c.mu.Lock()
+	_, waits := c.starts[j.ID]
+	c.mu.Unlock()
+	if waits {
+		t.Fatal("a start notice of a finished job waits to mark it running")
+	}
+	for i := range maxStubs + 10 {
+		c.put(&job.Job{ID: fmt.Sprintf("noop_%026d", i), Kind: "noop", State: job.Succeeded}, 1)
+	}
+	c.mu.Lock()
+	n := len(c.cache)
+	c.mu.Unlock()
+	if n != maxStubs || c.finished(j.ID, 2) {
+		t.Fatalf("after %d more finished jobs the cache holds %d (first one still there: %v); want %d, the first gone", maxStubs+10, n, c.finished(j.ID, 2), maxStubs)
 	}
 }
