@@ -479,6 +479,17 @@ func TestCursorOfADeletedJob(t *testing.T) {
 	if got, want := page(cursor), ids[n-6:n-3]; !slices.Equal(got, []string{want[2], want[1], want[0]}) {
 		t.Fatalf("after the compaction, the page after a deleted cursor: %v; want %v, newest first", got, want)
 	}
+	// Deleted longer ago than the view remembers (past keepGone more
+	// deletions): the cursor's id tells where its job was.
+	v.mu.Lock()
+	v.goneIDs, v.goneRing, v.goneNext = nil, nil, 0
+	v.mu.Unlock()
+	if v.Deleted(cursor) {
+		t.Fatal("the view still remembers the cursor's job")
+	}
+	if got, want := page(cursor), ids[n-6:n-3]; !slices.Equal(got, []string{want[2], want[1], want[0]}) {
+		t.Fatalf("the page after a cursor deleted and forgotten: %v; want %v, newest first", got, want)
+	}
 	if _, _, err := v.List(ctx, "", 3, "noop_nothere"); job.ErrorCode(err) != job.EInvalid {
 		t.Fatalf("a cursor no job ever had: %v", err)
 	}

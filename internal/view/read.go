@@ -141,6 +141,14 @@ func (v *View) List(ctx context.Context, state job.State, limit int, cursor stri
 		if created, gone := v.goneIDs[cursor]; !ok && gone {
 			c, ok = &entry{id: cursor, created: created}, true // deleted since its page was read
 		}
+		if t, known := job.IDTime(cursor); !ok && known {
+			// Deleted longer ago than the view remembers (retention
+			// deleting the oldest jobs while a script pages through
+			// them): its id tells when it was made, to the millisecond.
+			// The page starts at that millisecond's end: jobs made in
+			// the same one may come again, none is skipped.
+			c, ok = &entry{id: cursor, created: t.UnixNano() + int64(time.Millisecond) - 1}, true
+		}
 		if !ok {
 			v.mu.RUnlock()
 			return nil, "", job.Errorf(job.EInvalid, "cursor %s is not a job id; pass the next_cursor of the previous page", job.Quote(cursor))

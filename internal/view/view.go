@@ -581,7 +581,9 @@ func (v *View) remove(en *entry) {
 	}
 }
 
-// keepGone is how many deleted jobs a cursor may name.
+// keepGone is how many deleted jobs the view remembers exactly, for the
+// cursors that name them and for Deleted; a cursor naming one deleted
+// earlier is placed by the time its id holds (List).
 const keepGone = 8192
 
 // rememberGone keeps where a deleted job was for the cursors that name it,
