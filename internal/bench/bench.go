@@ -247,7 +247,11 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 // job finished, as a user of a job queue measures it. The end is seen by
 // listing the unfinished jobs, as the peer's end is seen by a counter:
 // an event stream of every job would cost the server more than the jobs.
-func (c *Cluster) SmallJobs(ctx context.Context, n, clients, batch int) (float64, error) {
+//
+// keyed sends an Idempotency-Key with every request, as the Go client's
+// Submit and SubmitBatch and the CLI do by default; the server then also
+// stores the key.
+func (c *Cluster) SmallJobs(ctx context.Context, n, clients, batch int, keyed bool) (float64, error) {
 	start := time.Now()
 	errs := make(chan error, clients)
 	per := n / clients
@@ -261,16 +265,25 @@ func (c *Cluster) SmallJobs(ctx context.Context, n, clients, batch int) (float64
 				k := min(batch, per-sent)
 				var jobs []client.Job
 				var err error
-				if batch == 1 {
+				switch {
+				case batch == 1 && keyed:
+					var j client.Job
+					j, err = api.Submit(ctx, client.Spec{Kind: "noop", Partitions: 1})
+					jobs = []client.Job{j}
+				case batch == 1:
 					var j client.Job
 					j, err = api.SubmitWithKey(ctx, client.Spec{Kind: "noop", Partitions: 1}, "")
 					jobs = []client.Job{j}
-				} else {
+				default:
 					specs := make([]client.Spec, k)
 					for i := range specs {
 						specs[i] = client.Spec{Kind: "noop", Partitions: 1}
 					}
-					jobs, err = api.SubmitBatch(ctx, specs)
+					if keyed {
+						jobs, err = api.SubmitBatch(ctx, specs)
+					} else {
+						jobs, err = api.SubmitBatchWithKey(ctx, specs, "")
+					}
 				}
 				if err != nil {
 					errs <- err

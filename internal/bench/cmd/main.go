@@ -146,18 +146,24 @@ func smallJobs(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.SmallJobs(ctx, 1600, 16, 1); err != nil { // warm up
+	if _, err := c.SmallJobs(ctx, 1600, 16, 1, false); err != nil { // warm up
 		return fmt.Errorf("small jobs: %w", err)
 	}
-	single, err := c.SmallJobs(ctx, 8000, 16, 1)
+	single, err := c.SmallJobs(ctx, 8000, 16, 1, false)
 	if err != nil {
 		return fmt.Errorf("small jobs: %w", err)
 	}
-	batched, err := c.SmallJobs(ctx, 32000, 16, 100)
+	// The client's and the CLI's default: a key per submit, stored too.
+	keyed, err := c.SmallJobs(ctx, 8000, 16, 1, true)
+	if err != nil {
+		return fmt.Errorf("small jobs with keys: %w", err)
+	}
+	batched, err := c.SmallJobs(ctx, 32000, 16, 100, true)
 	if err != nil {
 		return fmt.Errorf("small jobs in batches: %w", err)
 	}
 	fmt.Fprintf(w, "1-partition jobs, 16 clients, one per request, submit->done\t%.0f jobs/s\t>= 2x Asynq\t\n", single)
+	fmt.Fprintf(w, "  the same with an Idempotency-Key each (the Go client's and the CLI's default)\t%.0f jobs/s\t\t\n", keyed)
 	peer, err := bench.Asynq(ctx, bench.PeerDir, 8000, 16, 4)
 	switch {
 	case errors.Is(err, bench.ErrNoRedis):
@@ -168,7 +174,7 @@ func smallJobs(ctx context.Context, w io.Writer) error {
 		fmt.Fprintf(w, "  Asynq+Redis (AOF fsync every second), 16 clients, 1 task per enqueue, 4 workers\t%.0f tasks/s\t\t\n", peer)
 		fmt.Fprintf(w, "  mrcluster / Asynq\t%.2fx\t>= 2x\t\n", single/peer)
 	}
-	fmt.Fprintf(w, "1-partition jobs, 16 clients, batches of 100, submit->done\t%.0f jobs/s\t>= 25000\t\n", batched)
+	fmt.Fprintf(w, "1-partition jobs, 16 clients, batches of 100 with a key each, submit->done\t%.0f jobs/s\t>= 25000\t\n", batched)
 	// Submit latency at half the rate measured above, which this machine
 	// can sustain, then at half the target rate (2x Asynq): after it, since
 	// a server past its rate is left with a backlog to work off.
