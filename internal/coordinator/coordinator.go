@@ -149,9 +149,10 @@ type Coordinator struct {
 	// are purged ForgetAfter later.
 	tombs []tomb
 
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
-	unsub func()
+	stop    context.CancelFunc
+	stopped <-chan struct{} // closed by Stop; nil until Start
+	wg      sync.WaitGroup
+	unsub   func()
 }
 
 type entry struct {
@@ -258,6 +259,21 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 	}
 	recorded, err := c.submit(ctx, specs, jobs)
 	if err != nil {
+		// A key is released before its jobs are withdrawn: a retry that
+		// found them all stored meanwhile marked the key done and was
+		// answered them, and they stay (claimKey).
+		release := keyUnknown
+		if claim != nil {
+			if release = c.releaseKey(claim); release == keyAnswered {
+				if again, rerr := c.replay(ctx, ids); rerr == nil {
+					for _, j := range again {
+						j.Replayed = false
+					}
+					return again, nil
+				}
+				return nil, err
+			}
+		}
 		// What the submit stored is removed after the answer, which must
 		// not wait for a store that is failing (each step has a deadline
 		// of its own). Until then its tasks may start; their results wait
@@ -266,16 +282,15 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// seconds under load, while the client's retries with the batch's
 		// key waited for its release.
 		c.wg.Go(func() {
-			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i], jobs[i].FilesRef) })
-			if claim != nil {
-				c.releaseKey(claim)
+			if claim != nil && release == keyUnknown && c.releaseLater(claim) == keyAnswered {
+				return
 			}
+			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i], jobs[i].FilesRef) })
 		})
 		return nil, err
 	}
-	if claim != nil {
-		c.markKeyDone(ctx, claim)
-	}
+	// The key is left pending: a retry finds the jobs stored and marks it
+	// done then (claimKey), which spares every keyed submit a write.
 	return jobs, nil
 }
 
@@ -422,7 +437,9 @@ type keyClaim struct {
 	ids         []string
 }
 
-// keyDone marks an idempotency key whose submit answered success.
+// keyDone marks an idempotency key whose jobs a retry found all stored
+// and was answered (claimKey); a submit that succeeds leaves its key
+// pending. (Earlier versions marked it done themselves.)
 const keyDone = " done"
 
 // keyFingerprint separates a key's jobs from its request's fingerprint.
@@ -466,12 +483,16 @@ func fingerprint(specs []job.Spec) string {
 
 // claimKey records claim's key as the idempotency key of its jobs (one, or
 // a batch), as pending. When an earlier submit holds the key, it returns
-// that submit's jobs once that submit has answered success (markKeyDone);
-// while it is pending it waits, and a failed one releases the key. Only
-// jobs whose submit succeeded are ever answered again: a failed submit's
-// clean-up may remove their records. A key that an earlier submit used for
-// a different request (another fingerprint) is refused: answering that
-// submit's jobs would tell the client its new request was stored.
+// that submit's jobs once they are all stored, marking the key done, with a
+// compare-and-set against the earlier submit's release: that submit,
+// failing, then finds the key done and answers its jobs too rather than
+// withdraw them (a submit that succeeds leaves its key pending, which
+// spares it a write). While the jobs are not all stored it waits; a failed
+// submit releases the key, and one that never said (its server died) is
+// taken over after orphanAge. Only jobs every one of which is stored are
+// answered again. A key that an earlier submit used for a different
+// request (another fingerprint) is refused: answering that submit's jobs
+// would tell the client its new request was stored.
 func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job, error) {
 	k := idempotencyKey(claim.key)
 	kv := c.cfg.Store.Idempotency
@@ -495,26 +516,32 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 		t, ok := job.IDTime(prev[0])
 		stale := !ok || time.Since(t) > orphanAge
 		reused := fp != "" && claim.fingerprint != "" && fp != claim.fingerprint
-		if done || stale {
-			// A submit that answered success, or one that never said (its
-			// server died): its jobs, if they exist; else the key is free.
-			jobs, err := c.replay(ctx, prev)
-			if err == nil {
-				if reused {
-					return nil, keyReused(prev)
+		if reused && !done && !stale {
+			return nil, keyReused(prev)
+		}
+		jobs, err := c.replay(ctx, prev)
+		switch {
+		case err == nil:
+			if !done {
+				if _, err := kv.Update(ctx, k, append(slices.Clip(e.Value), keyDone...), e.Revision); errors.Is(err, store.ErrConflict) {
+					continue // released, or marked, meanwhile
+				} else if err != nil {
+					return nil, unavailable(fmt.Errorf("mark idempotency key done: %w", err))
 				}
-				return jobs, nil
 			}
-			if job.ErrorCode(err) != job.ENotFound {
-				return nil, err
+			if reused {
+				return nil, keyReused(prev)
 			}
+			return jobs, nil
+		case job.ErrorCode(err) != job.ENotFound:
+			return nil, err
+		case done || stale:
+			// Its jobs are gone (deleted since), or never were all stored
+			// by a submit that never said: the key is free.
 			if _, err := kv.Update(ctx, k, value, e.Revision); err == nil {
 				return nil, nil
 			}
 			continue
-		}
-		if reused {
-			return nil, keyReused(prev)
 		}
 		select {
 		case <-ctx.Done():
@@ -547,26 +574,63 @@ func (c *Coordinator) replay(ctx context.Context, ids []string) ([]*job.Job, err
 	return out, nil
 }
 
-// markKeyDone records that the submit of claim's jobs succeeded. A failure
-// is only logged: a later submit with the key then waits for the key to be
-// a minute old, and answers the jobs.
-func (c *Coordinator) markKeyDone(ctx context.Context, claim *keyClaim) {
-	if _, err := c.cfg.Store.Idempotency.Put(ctx, idempotencyKey(claim.key), claim.value(true)); err != nil {
-		c.log.Warn("could not mark an idempotency key done; a retry with it waits up to a minute for the jobs", "jobs", len(claim.ids), "first", claim.ids[0], "err", err)
-	}
-}
+// What became of a failed submit's key.
+const (
+	keyReleased = iota // removed: the next submit with it starts anew
+	keyAnswered        // marked done by a retry that was answered the jobs
+	keyUnknown         // the store did not say
+)
 
 // releaseKey frees claim's key after the submit of its jobs failed, so
-// that the client's retry submits anew.
-func (c *Coordinator) releaseKey(claim *keyClaim) {
+// that the client's retry submits anew, unless a retry found the jobs all
+// stored and marked it done first: both are compare-and-sets on the key.
+func (c *Coordinator) releaseKey(claim *keyClaim) int {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	k := idempotencyKey(claim.key)
-	e, err := c.cfg.Store.Idempotency.Get(ctx, k)
-	if err != nil || string(e.Value) != string(claim.value(false)) { // not ours, or done
-		return
+	for range 3 {
+		e, err := c.cfg.Store.Idempotency.Get(ctx, k)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return keyReleased
+		case err != nil:
+			return keyUnknown
+		case string(e.Value) == string(claim.value(true)):
+			return keyAnswered
+		case string(e.Value) != string(claim.value(false)):
+			return keyReleased // another submit's now: taken over once ours were found missing
+		}
+		err = c.cfg.Store.Idempotency.Delete(ctx, k, e.Revision)
+		if err == nil {
+			return keyReleased
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return keyUnknown
+		}
 	}
-	_ = c.cfg.Store.Idempotency.Delete(ctx, k, e.Revision)
+	return keyUnknown
+}
+
+// releaseLater tries releaseKey again for about 15 s, or until the
+// coordinator stops, for a submit that failed while the store did not
+// answer; past that it gives up (a retry then takes the key over once it is
+// orphanAge old, the jobs withdrawn).
+func (c *Coordinator) releaseLater(claim *keyClaim) int {
+	c.mu.Lock()
+	stopped := c.stopped
+	c.mu.Unlock()
+	for wait := time.Second; wait <= 8*time.Second; wait *= 2 {
+		select {
+		case <-stopped:
+			return keyUnknown
+		case <-time.After(wait):
+		}
+		if r := c.releaseKey(claim); r != keyUnknown {
+			return r
+		}
+	}
+	c.log.Warn("could not release the idempotency key of a failed submit; its jobs are withdrawn, and a retry with the key waits up to a minute", "jobs", len(claim.ids), "first", claim.ids[0])
+	return keyUnknown
 }
 
 // idempotencyKey is the bucket key of a client's key: any string a client
@@ -903,6 +967,9 @@ func (c *Coordinator) stopTasks(ctx context.Context, ended *job.Job) {
 // interrupted, then apply task results until Stop.
 func (c *Coordinator) Start(ctx context.Context) error {
 	ctx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
+	c.mu.Lock()
+	c.stopped = ctx.Done()
+	c.mu.Unlock()
 	if err := c.recover(ctx); err != nil {
 		return err
 	}

@@ -866,3 +866,82 @@ func TestFinishedJobLeavesAStub(t *testing.T) {
 		t.Fatalf("after %d more finished jobs the cache holds %d (first one still there: %v); want %d, the first gone", maxStubs+10, n, c.finished(j.ID, 2), maxStubs)
 	}
 }
+
+// A keyed submit that succeeds leaves its key pending (a write fewer for
+// every keyed submit); a retry finds the jobs all stored, answers them and
+// marks the key done. A key left pending by a submit that never answered
+// (its server died after storing the job) is answered at once, not after
+// orphanAge; one whose jobs are not all stored yet waits.
+func TestIdempotencyKeyIsMarkedDoneByItsRetry(t *testing.T) {
+	f := newFixture(t)
+	value := func(key string) string {
+		t.Helper()
+		e, err := f.store.Idempotency.Get(f.ctx, idempotencyKey(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(e.Value)
+	}
+	first, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1, IdempotencyKey: "k", Fingerprint: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := value("k"); strings.HasSuffix(v, keyDone) || !strings.HasPrefix(v, first.ID) {
+		t.Fatalf("the key after its submit: %q; want pending, naming %s", v, first.ID)
+	}
+	again, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1, IdempotencyKey: "k", Fingerprint: "a"})
+	if err != nil || again.ID != first.ID || !again.Replayed {
+		t.Fatalf("the retry: %+v %v; want job %s replayed", again, err, first.ID)
+	}
+	if v := value("k"); !strings.HasSuffix(v, keyDone) {
+		t.Fatalf("the key after a retry was answered: %q; want done", v)
+	}
+	// The first submit, had it failed after all, finds the key answered
+	// and keeps its job.
+	claim := &keyClaim{key: "\x00k", fingerprint: "a", ids: []string{first.ID}}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(true)); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.c.releaseKey(claim); r != keyAnswered {
+		t.Fatalf("release of a key a retry marked done: %d; want keyAnswered", r)
+	}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.c.releaseKey(claim); r != keyReleased {
+		t.Fatalf("release of a pending key: %d; want keyReleased", r)
+	}
+	if _, err := f.store.Idempotency.Get(f.ctx, idempotencyKey(claim.key)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a released key is still there: %v", err)
+	}
+
+	// Pending, its job stored, its submit never answered: answered now.
+	orphan, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := &keyClaim{key: "crashed", ids: []string{orphan.ID}}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(crashed.key), crashed.value(false)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
+	defer cancel()
+	got, err := f.c.Submit(ctx, job.Spec{Kind: "noop", Partitions: 1, IdempotencyKey: "crashed"})
+	if err != nil || got.ID != orphan.ID || !got.Replayed {
+		t.Fatalf("a key left pending with its job stored: %+v %v; want job %s replayed", got, err, orphan.ID)
+	}
+
+	// Pending, its job not stored (yet): the retry waits, then says so.
+	inFlight := &keyClaim{key: "in-flight", ids: []string{job.NewID("noop", time.Now())}}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(inFlight.key), inFlight.value(false)); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel2 := context.WithTimeout(f.ctx, 300*time.Millisecond)
+	defer cancel2()
+	if _, err := f.c.Submit(short, job.Spec{Kind: "noop", Partitions: 1, IdempotencyKey: "in-flight"}); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(job.ErrorMessage(err), "in progress") {
+		t.Fatalf("a key whose submit is in flight: %v; want %s, in progress", err, job.EUnavailable)
+	}
+	if n := f.queued(); n != 2 {
+		t.Fatalf("%d tasks queued; want the two jobs' only", n)
+	}
+}
