@@ -264,7 +264,9 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// answered them, and they stay (claimKey).
 		release := keyUnknown
 		if claim != nil {
-			if release = c.releaseKey(claim); release == keyAnswered {
+			// Briefly: the store may be what failed, and the answer
+			// waits for this (the release is tried again after it).
+			if release = c.releaseKey(claim, time.Second); release == keyAnswered {
 				if again, rerr := c.replay(ctx, ids); rerr == nil {
 					for _, j := range again {
 						j.Replayed = false
@@ -584,8 +586,9 @@ const (
 // releaseKey frees claim's key after the submit of its jobs failed, so
 // that the client's retry submits anew, unless a retry found the jobs all
 // stored and marked it done first: both are compare-and-sets on the key.
-func (c *Coordinator) releaseKey(claim *keyClaim) int {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+// It gives up after timeout.
+func (c *Coordinator) releaseKey(claim *keyClaim, timeout time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	k := idempotencyKey(claim.key)
 	for range 3 {
@@ -625,7 +628,7 @@ func (c *Coordinator) releaseLater(claim *keyClaim) int {
 			return keyUnknown
 		case <-time.After(wait):
 		}
-		if r := c.releaseKey(claim); r != keyUnknown {
+		if r := c.releaseKey(claim, storeTimeout); r != keyUnknown {
 			return r
 		}
 	}

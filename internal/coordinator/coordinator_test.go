@@ -902,13 +902,13 @@ func TestIdempotencyKeyIsMarkedDoneByItsRetry(t *testing.T) {
 	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(true)); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.c.releaseKey(claim); r != keyAnswered {
+	if r := f.c.releaseKey(claim, time.Second); r != keyAnswered {
 		t.Fatalf("release of a key a retry marked done: %d; want keyAnswered", r)
 	}
 	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.c.releaseKey(claim); r != keyReleased {
+	if r := f.c.releaseKey(claim, time.Second); r != keyReleased {
 		t.Fatalf("release of a pending key: %d; want keyReleased", r)
 	}
 	if _, err := f.store.Idempotency.Get(f.ctx, idempotencyKey(claim.key)); !errors.Is(err, store.ErrNotFound) {
