@@ -284,8 +284,10 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// seconds under load, while the client's retries with the batch's
 		// key waited for its release.
 		c.wg.Go(func() {
-			if claim != nil && release == keyUnknown && c.releaseLater(claim) == keyAnswered {
-				return
+			if claim != nil && release == keyUnknown {
+				if release = c.releaseLater(claim); release != keyReleased {
+					return // answered to a retry, and kept; or never known
+				}
 			}
 			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i], jobs[i].FilesRef) })
 		})
@@ -614,26 +616,28 @@ func (c *Coordinator) releaseKey(claim *keyClaim, timeout time.Duration) int {
 	return keyUnknown
 }
 
-// releaseLater tries releaseKey again for about 15 s, or until the
-// coordinator stops, for a submit that failed while the store did not
-// answer; past that it gives up (a retry then takes the key over once it is
-// orphanAge old, the jobs withdrawn).
+// releaseLater tries releaseKey again, backing off up to 30 s, until the
+// store says (the key released, or marked done by a retry that was
+// answered the jobs) or the coordinator stops: the jobs of a failed submit
+// are withdrawn only once their key is released, as a retry on a server
+// that still reaches the store may be answered them meanwhile (the
+// partition test lost acknowledged jobs to a give-up after 15 s).
 func (c *Coordinator) releaseLater(claim *keyClaim) int {
 	c.mu.Lock()
 	stopped := c.stopped
 	c.mu.Unlock()
-	for wait := time.Second; wait <= 8*time.Second; wait *= 2 {
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 		select {
 		case <-stopped:
+			c.log.Warn("stopped before the store said whether a retry was answered the jobs of a failed submit; they are left in place and may run", "jobs", len(claim.ids), "first", claim.ids[0])
 			return keyUnknown
 		case <-time.After(wait):
 		}
 		if r := c.releaseKey(claim, storeTimeout); r != keyUnknown {
 			return r
 		}
+		c.log.Debug("the idempotency key of a failed submit is not released yet; its jobs wait to be withdrawn", "jobs", len(claim.ids), "first", claim.ids[0])
 	}
-	c.log.Warn("could not release the idempotency key of a failed submit; its jobs are withdrawn, and a retry with the key waits up to a minute", "jobs", len(claim.ids), "first", claim.ids[0])
-	return keyUnknown
 }
 
 // idempotencyKey is the bucket key of a client's key: any string a client
