@@ -616,6 +616,9 @@ func (c *Coordinator) releaseKey(claim *keyClaim, timeout time.Duration) int {
 	return keyUnknown
 }
 
+// releaseWait is the first wait of releaseLater (tests shorten it).
+var releaseWait = time.Second
+
 // releaseLater tries releaseKey again, backing off up to 30 s, until the
 // store says (the key released, or marked done by a retry that was
 // answered the jobs) or the coordinator stops: the jobs of a failed submit
@@ -626,7 +629,7 @@ func (c *Coordinator) releaseLater(claim *keyClaim) int {
 	c.mu.Lock()
 	stopped := c.stopped
 	c.mu.Unlock()
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+	for wait := releaseWait; ; wait = min(2*wait, 30*releaseWait) {
 		select {
 		case <-stopped:
 			c.log.Warn("stopped before the store said whether a retry was answered the jobs of a failed submit; they are left in place and may run", "jobs", len(claim.ids), "first", claim.ids[0])

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -943,5 +944,107 @@ func TestIdempotencyKeyIsMarkedDoneByItsRetry(t *testing.T) {
 	}
 	if n := f.queued(); n != 2 {
 		t.Fatalf("%d tasks queued; want the two jobs' only", n)
+	}
+}
+
+// cutKV stands for a store this server cannot reach while cut is set: its
+// reads and conditional writes fail (creates and puts go through); after
+// the cut, the first read that goes through is told on back.
+type cutKV struct {
+	store.KV
+	cut    atomic.Bool
+	back   chan struct{}
+	once   sync.Once
+}
+
+var errCut = errors.New("no route to the store")
+
+func (k *cutKV) Get(ctx context.Context, key string) (store.Entry, error) {
+	if k.cut.Load() {
+		return store.Entry{}, errCut
+	}
+	e, err := k.KV.Get(ctx, key)
+	if k.back != nil {
+		k.once.Do(func() { close(k.back) })
+	}
+	return e, err
+}
+
+func (k *cutKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if k.cut.Load() {
+		return 0, errCut
+	}
+	return k.KV.Update(ctx, key, value, rev)
+}
+
+func (k *cutKV) Delete(ctx context.Context, key string, rev uint64) error {
+	if k.cut.Load() {
+		return errCut
+	}
+	return k.KV.Delete(ctx, key, rev)
+}
+
+// lostCreateKV stores a create and loses its answer.
+type lostCreateKV struct{ cutKV }
+
+func (k *lostCreateKV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	if _, err := k.KV.Create(ctx, key, value); err != nil {
+		return 0, err
+	}
+	return 0, errCut
+}
+
+// A keyed submit fails on a server cut off from the store after its job
+// was stored (the create's answer lost); the client's retry on another
+// server finds the job stored and is answered it. The first server, once
+// it reaches the store again, finds its key marked and leaves the job in
+// place however long the cut lasted (withdrawing it after giving up on the
+// release, as a first version did after 15 s, would remove a job a client
+// was told is stored).
+func TestFailedSubmitKeepsTheJobItsRetryWasAnswered(t *testing.T) {
+	releaseWait = 5 * time.Millisecond
+	t.Cleanup(func() { releaseWait = time.Second })
+	f := newFixture(t)
+	cutStore := *f.store
+	keys := &cutKV{KV: f.store.Idempotency, back: make(chan struct{})}
+	records := &lostCreateKV{cutKV{KV: f.store.Jobs.KV}}
+	cutStore.Idempotency, cutStore.Jobs = keys, &store.Jobs{KV: records}
+	cutOff := f.coordinator(func(cfg *Config) { cfg.Store = &cutStore })
+	keys.cut.Store(true)
+	records.cut.Store(true)
+	spec := job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: "order-9", Fingerprint: "a"}
+	if j, err := cutOff.Submit(f.ctx, spec); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a submit whose record's answer was lost: %+v %v; want %s", j, err, job.EUnavailable)
+	}
+	retried, err := f.c.Submit(f.ctx, spec)
+	if err != nil || !retried.Replayed {
+		t.Fatalf("the retry on a server that reaches the store: %+v %v; want the stored job, replayed", retried, err)
+	}
+	// The cut lasts through many rounds of release (5 ms, doubling to
+	// 150 ms); a give-up would have withdrawn the job by now.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if _, _, err := f.store.Jobs.Get(f.ctx, retried.ID); err != nil {
+			t.Fatalf("the job a retry was answered is gone while the first server is cut off: %v", err)
+		}
+		if n := f.queued(); n != 2 {
+			t.Fatalf("%d tasks queued while the first server is cut off; want the job's 2 (withdrawn?)", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	keys.cut.Store(false)
+	select {
+	case <-keys.back:
+	case <-f.ctx.Done():
+		t.Fatal("the cut-off server never tried to release its key again")
+	}
+	if err := cutOff.Stop(f.ctx); err != nil { // waits for what the release decided
+		t.Fatal(err)
+	}
+	if _, _, err := f.store.Jobs.Get(f.ctx, retried.ID); err != nil {
+		t.Fatalf("the job a retry was answered was withdrawn: %v", err)
+	}
+	if n := f.queued(); n != 2 {
+		t.Fatalf("%d tasks queued; want the job's 2", n)
 	}
 }
