@@ -952,9 +952,9 @@ func TestIdempotencyKeyIsMarkedDoneByItsRetry(t *testing.T) {
 // the cut, the first read that goes through is told on back.
 type cutKV struct {
 	store.KV
-	cut    atomic.Bool
-	back   chan struct{}
-	once   sync.Once
+	cut  atomic.Bool
+	back chan struct{}
+	once sync.Once
 }
 
 var errCut = errors.New("no route to the store")
