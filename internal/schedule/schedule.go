@@ -479,8 +479,16 @@ func (s *Scheduler) fire(ctx context.Context, e entry, p *Pending, own bool) boo
 	case "":
 	case job.EUnavailable, job.EBusy, job.EInternal:
 		// The store or the queue bound: taken again next round, by this
-		// server or, past takeOver, another; until the tick is missed.
-		if now.Sub(p.Tick) > s.cfg.MissedAfter {
+		// server or, past takeOver, another; until the tick is missed. A
+		// stand-in for missed ticks (run_once) is late by its nature: it
+		// counts from when it was taken, else a failure of its first
+		// submit (a store not ready yet after the cluster's restart) lost
+		// it for good.
+		late := p.Tick
+		if p.Missed > 0 {
+			late = p.Since
+		}
+		if now.Sub(late) > s.cfg.MissedAfter {
 			break
 		}
 		s.log.Warn("schedule could not submit its job; trying again", "schedule", sc.Name, "tick", p.Tick, "err", err)

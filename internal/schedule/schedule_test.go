@@ -233,6 +233,26 @@ func TestFailures(t *testing.T) {
 	}
 }
 
+// A stand-in for missed ticks (run_once) whose submit fails for want of
+// the store (a cluster just started again) is tried again, not dropped:
+// it is late by its nature, and counts from when it was taken.
+func TestMissedTicksStandInSurvivesAStoreFailure(t *testing.T) {
+	q, c, kv, ss := setup(t, 1, RunOnce)
+	c.add(time.Hour) // 11:00:30: 10:05 … 10:55 are missed
+	q.fail = job.Unavailable("job store", fmt.Errorf("no leader yet"))
+	round(t, kv, ss, "nightly")
+	sc, _ := ss[0].Get("nightly")
+	if sc.Pending == nil || sc.Pending.Missed == 0 || sc.LastError != "" {
+		t.Fatalf("a store failure dropped the stand-in for the missed ticks: %+v", sc)
+	}
+	q.fail = nil
+	c.add(takeOver)
+	round(t, kv, ss, "nightly")
+	if len(q.jobs) == 0 || !q.jobs[0].Tick.Equal(time.Date(2026, 12, 1, 10, 55, 0, 0, time.UTC)) {
+		t.Fatalf("jobs after the store came back: %+v; want the stand-in for 10:55 first", q.jobs)
+	}
+}
+
 // Paused, a schedule fires nothing; resumed, it goes on from the next tick
 // after the resume, not with the ticks it slept through.
 func TestPauseResume(t *testing.T) {
