@@ -952,15 +952,20 @@ func TestIdempotencyKeyIsMarkedDoneByItsRetry(t *testing.T) {
 // the cut, the first read that goes through is told on back.
 type cutKV struct {
 	store.KV
-	cut  atomic.Bool
-	back chan struct{}
-	once sync.Once
+	cut     atomic.Bool
+	refused chan struct{} // a read refused while cut, if there is room
+	back    chan struct{}
+	once    sync.Once
 }
 
 var errCut = errors.New("no route to the store")
 
 func (k *cutKV) Get(ctx context.Context, key string) (store.Entry, error) {
 	if k.cut.Load() {
+		select {
+		case k.refused <- struct{}{}:
+		default:
+		}
 		return store.Entry{}, errCut
 	}
 	e, err := k.KV.Get(ctx, key)
@@ -1006,7 +1011,7 @@ func TestFailedSubmitKeepsTheJobItsRetryWasAnswered(t *testing.T) {
 	t.Cleanup(func() { releaseWait = time.Second })
 	f := newFixture(t)
 	cutStore := *f.store
-	keys := &cutKV{KV: f.store.Idempotency, back: make(chan struct{})}
+	keys := &cutKV{KV: f.store.Idempotency, back: make(chan struct{}), refused: make(chan struct{}, 16)}
 	records := &lostCreateKV{cutKV{KV: f.store.Jobs.KV}}
 	cutStore.Idempotency, cutStore.Jobs = keys, &store.Jobs{KV: records}
 	cutOff := f.coordinator(func(cfg *Config) { cfg.Store = &cutStore })
@@ -1020,17 +1025,20 @@ func TestFailedSubmitKeepsTheJobItsRetryWasAnswered(t *testing.T) {
 	if err != nil || !retried.Replayed {
 		t.Fatalf("the retry on a server that reaches the store: %+v %v; want the stored job, replayed", retried, err)
 	}
-	// The cut lasts through many rounds of release (5 ms, doubling to
-	// 150 ms); a give-up would have withdrawn the job by now.
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
+	// The cut lasts through eight tries of the release (the answer's, then
+	// 5 ms doubling): a release that gave up would have withdrawn the job.
+	for i := range 8 {
+		select {
+		case <-keys.refused:
+		case <-f.ctx.Done():
+			t.Fatalf("the cut-off server stopped trying to release its key after %d tries", i)
+		}
 		if _, _, err := f.store.Jobs.Get(f.ctx, retried.ID); err != nil {
 			t.Fatalf("the job a retry was answered is gone while the first server is cut off: %v", err)
 		}
 		if n := f.queued(); n != 2 {
 			t.Fatalf("%d tasks queued while the first server is cut off; want the job's 2 (withdrawn?)", n)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	keys.cut.Store(false)
 	select {
