@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 )
@@ -14,6 +16,86 @@ import (
 // Jobs is the bucket of job records, encoded as JSON.
 type Jobs struct {
 	KV KV
+
+	// mine holds the records this process wrote last, until its own
+	// watch of the bucket reads them back (Watched).
+	mine written
+}
+
+// written remembers the records a process wrote, by key with their
+// encoding: a server's read model, which watches the bucket, then takes
+// the record its coordinator wrote instead of decoding the bytes it just
+// encoded. Decoding every record a second time was a tenth of a busy
+// server's CPU under many small jobs. A record is remembered before its
+// write (the watch often delivers it before the write's answer arrives)
+// and taken when the watch delivers the same bytes; records written by
+// other processes (the other servers of a cluster) are decoded as before.
+type written struct {
+	mu   sync.Mutex
+	jobs map[string]writtenJob
+}
+
+type writtenJob struct {
+	data []byte
+	j    *job.Job
+}
+
+// maxWritten bounds the records remembered: past it (a watch that lags,
+// a process that does not watch, writes that failed) they are forgotten
+// at once and decoded when read.
+const maxWritten = 4096
+
+func (w *written) put(j *job.Job, data []byte) {
+	// A copy: the writer may change its record afterwards (though the
+	// coordinator changes copies), and the reader drops parts of it.
+	c := j.Clone()
+	c.Replayed = false
+	normalize(c)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.jobs == nil || len(w.jobs) >= maxWritten {
+		w.jobs = make(map[string]writtenJob)
+	}
+	w.jobs[j.ID] = writtenJob{data, c}
+}
+
+// take returns the record this process wrote as data under key, if it
+// is the last it wrote there.
+func (w *written) take(key string, data []byte) *job.Job {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old, ok := w.jobs[key]
+	if !ok || !bytes.Equal(old.data, data) {
+		return nil // an earlier revision, or another process's write
+	}
+	delete(w.jobs, key)
+	return old.j
+}
+
+func (w *written) forget(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.jobs, key)
+}
+
+// Watched returns the record of an entry of the bucket read by a watch:
+// the record itself when this process wrote that revision, else decoded.
+// A deletion returns nil. The record is the caller's own. A nil Jobs
+// decodes every entry.
+func (s *Jobs) Watched(e *Entry) (*job.Job, error) {
+	switch {
+	case s == nil && e.Deleted:
+		return nil, nil
+	case s == nil:
+		return DecodeJob(e.Value)
+	case e.Deleted:
+		s.mine.forget(e.Key)
+		return nil, nil
+	}
+	if j := s.mine.take(e.Key, e.Value); j != nil {
+		return j, nil
+	}
+	return DecodeJob(e.Value)
 }
 
 // Get returns job id and the revision of its record; a job that does not
@@ -36,6 +118,7 @@ func (s *Jobs) Create(ctx context.Context, j *job.Job) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
+	s.mine.put(j, data)
 	return s.KV.Create(ctx, j.ID, data)
 }
 
@@ -46,6 +129,7 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 	if err != nil {
 		return 0, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
+	s.mine.put(j, data)
 	return s.KV.Update(ctx, j.ID, data, rev)
 }
 
@@ -64,10 +148,15 @@ func DecodeJob(data []byte) (*job.Job, error) {
 	if err := json.Unmarshal(data, j); err != nil {
 		return nil, err
 	}
+	normalize(j)
+	return j, nil
+}
+
+// normalize fills in what a record of an earlier version lacks.
+func normalize(j *job.Job) {
 	if j.Phase == "" {
 		j.Phase = job.PhaseMap // a map-only job stored by a version before phases for all
 	}
-	return j, nil
 }
 
 // TaskMessages encodes tasks for the task queue. With dedupe, each gets

@@ -367,6 +367,15 @@ type head struct {
 	FinishedAt *time.Time `json:"finished_at"`
 }
 
+// records is the job bucket's records (nil in tests of the view alone,
+// which give it records by hand: Watched then decodes them).
+func (v *View) records() *store.Jobs {
+	if v.cfg.Store == nil {
+		return nil
+	}
+	return v.cfg.Store.Jobs
+}
+
 // decodeJob reads a record, or at start (skim) only the head of a finished
 // job's, which costs a sixth as much: light reports that j is only a head.
 func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
@@ -375,7 +384,7 @@ func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
 			return &job.Job{ID: h.ID, State: h.State, CreatedAt: h.CreatedAt, FinishedAt: h.FinishedAt}, true
 		}
 	}
-	j, err := store.DecodeJob(e.Value)
+	j, err := v.records().Watched(e)
 	if err != nil {
 		v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
 		return nil, false
@@ -392,6 +401,8 @@ func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 	decode := func(i int) {
 		if e := batch[i]; !e.Deleted {
 			jobs[i], light[i] = v.decodeJob(e, initial)
+		} else {
+			v.records().Watched(e) // forgets what this process wrote before
 		}
 	}
 	if len(batch) < 32 {
