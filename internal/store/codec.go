@@ -114,7 +114,7 @@ func (s *Jobs) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
 
 // Create stores a new job; ErrConflict when its id exists.
 func (s *Jobs) Create(ctx context.Context, j *job.Job) (uint64, error) {
-	data, err := json.Marshal(j)
+	data, err := marshalJob(j)
 	if err != nil {
 		return 0, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
@@ -125,7 +125,7 @@ func (s *Jobs) Create(ctx context.Context, j *job.Job) (uint64, error) {
 // Update writes j over the record at revision rev; ErrConflict when
 // another writer moved it.
 func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, error) {
-	data, err := json.Marshal(j)
+	data, err := marshalJob(j)
 	if err != nil {
 		return 0, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}

@@ -1,0 +1,283 @@
+package store
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// The job record's encoding, written out: the bytes encoding/json makes
+// of a job.Job, without its reflection. Every record write encodes one
+// (two per small job), and encoding/json's walk of the struct, with a
+// compaction of every time and of the run-length values it is given,
+// was the largest part of the coordinator's own CPU under many small
+// jobs. TestJobEncodingIsEncodingJSONs fills every field of the record
+// by reflection and holds the output to json.Marshal's byte for byte, so
+// a field added to job.Job and not here fails it. Rare, nested parts
+// (input files, previews) go through encoding/json.
+
+// marshalJob encodes j as json.Marshal does.
+func marshalJob(j *job.Job) ([]byte, error) {
+	e := jobEncoder{b: make([]byte, 0, 512+64*len(j.TaskLog)+32*len(j.History))}
+	e.job(j)
+	return e.b, e.err
+}
+
+type jobEncoder struct {
+	b   []byte
+	err error
+}
+
+func (e *jobEncoder) job(j *job.Job) {
+	e.b = append(e.b, `{"id":`...)
+	e.str(j.ID)
+	e.key("kind")
+	e.str(j.Kind)
+	e.key("partitions")
+	e.int(int64(j.Partitions))
+	if len(j.Params) > 0 {
+		e.key("params")
+		e.json(j.Params)
+	}
+	e.strOmit("module", j.Module)
+	e.intOmit("max_attempts", int64(j.MaxAttempts))
+	e.key("state")
+	e.str(string(j.State))
+	e.key("enqueued")
+	e.bool(j.Enqueued)
+	e.strOmit("lane", j.Lane)
+	e.boolOmit("held", j.Held)
+	e.key("values")
+	v, err := j.Values.MarshalJSON() // compact already
+	e.fail(err)
+	e.b = append(e.b, v...)
+	e.key("done")
+	e.int(int64(j.Done))
+	e.strsOmit("input", j.Input)
+	if len(j.Files) > 0 {
+		e.key("files")
+		e.json(j.Files)
+	}
+	e.strOmit("files_ref", j.FilesRef)
+	e.intOmit("reducers", int64(j.Reducers))
+	e.strOmit("phase", string(j.Phase))
+	e.strsOmit("map_commits", j.MapCommits)
+	e.strsOmit("reduce_commits", j.ReduceCommits)
+	e.intOmit("reduce_done", int64(j.ReduceDone))
+	if j.Counters != nil {
+		e.key("counters")
+		e.counters(j.Counters)
+	}
+	if len(j.Preview) > 0 {
+		e.key("preview")
+		e.json(j.Preview)
+	}
+	e.strsOmit("backups", j.Backups)
+	e.intOmit("reopened", int64(j.Reopened))
+	e.strOmit("rerun_of", j.RerunOf)
+	e.intOmit("timeout", int64(j.Timeout))
+	e.intOmit("priority", int64(j.Priority))
+	e.timeOmit("run_at", j.RunAt)
+	e.intOmit("epoch", int64(j.Epoch))
+	e.strOmit("schedule", j.Schedule)
+	e.timeOmit("tick", j.Tick)
+	if len(j.History) > 0 {
+		e.key("history")
+		for i, s := range j.History {
+			e.sep(i)
+			e.b = append(e.b, `{"state":`...)
+			e.str(s.State)
+			e.key("at")
+			e.time(s.At)
+			e.b = append(e.b, '}')
+		}
+		e.b = append(e.b, ']')
+	}
+	e.boolOmit("log_in_record", j.LogInRecord)
+	if len(j.TaskLog) > 0 {
+		e.key("task_log")
+		for i := range j.TaskLog {
+			e.sep(i)
+			e.result(&j.TaskLog[i])
+		}
+		e.b = append(e.b, ']')
+	}
+	e.key("failed")
+	e.int(int64(j.Failed))
+	if r := j.Result; r != nil {
+		e.key("result")
+		e.b = append(e.b, `{"values":`...)
+		if r.Values == nil {
+			e.b = append(e.b, "null"...)
+		} else {
+			e.b = append(e.b, '[')
+			for i, x := range r.Values {
+				if i > 0 {
+					e.b = append(e.b, ',')
+				}
+				e.int(x)
+			}
+			e.b = append(e.b, ']')
+		}
+		e.key("sum")
+		e.int(r.Sum)
+		e.b = append(e.b, '}')
+	}
+	e.strOmit("error", j.Error)
+	e.key("created_at")
+	e.time(j.CreatedAt)
+	e.timeOmit("started_at", j.StartedAt)
+	e.timeOmit("finished_at", j.FinishedAt)
+	e.b = append(e.b, '}')
+}
+
+func (e *jobEncoder) result(r *job.TaskResult) {
+	e.b = append(e.b, `{"job":`...)
+	e.str(r.Job)
+	e.key("partition")
+	e.int(int64(r.Partition))
+	e.key("attempt")
+	e.int(int64(r.Attempt))
+	e.key("worker")
+	e.str(r.Worker)
+	e.key("value")
+	e.int(r.Value)
+	e.strOmit("error", r.Error)
+	e.key("started_at")
+	e.time(r.StartedAt)
+	e.key("finished_at")
+	e.time(r.FinishedAt)
+	e.strOmit("phase", string(r.Phase))
+	e.strOmit("commit", r.Commit)
+	if r.Counters != nil {
+		e.key("counters")
+		e.counters(r.Counters)
+	}
+	if len(r.Preview) > 0 {
+		e.key("preview")
+		e.json(r.Preview)
+	}
+	e.boolOmit("backup", r.Backup)
+	e.strOmit("outcome", r.Outcome)
+	e.intOmit("failures", int64(r.Failures))
+	e.boolOmit("unretried", r.Unretried)
+	e.intOmit("lost_map", int64(r.LostMap))
+	e.strOmit("lost_commit", r.LostCommit)
+	if len(r.MoreLost) > 0 {
+		e.key("more_lost")
+		e.json(r.MoreLost)
+	}
+	e.intOmit("epoch", int64(r.Epoch))
+	e.b = append(e.b, '}')
+}
+
+func (e *jobEncoder) counters(c *job.Counters) {
+	e.b = append(e.b, `{"input_bytes":`...)
+	e.int(c.InputBytes)
+	e.key("input_records")
+	e.int(c.InputRecords)
+	e.key("map_output_records")
+	e.int(c.MapOutputRecords)
+	e.key("reduce_output_records")
+	e.int(c.ReduceOutputRecords)
+	e.b = append(e.b, '}')
+}
+
+// key starts a field after the first: its name is a constant that needs
+// no escaping.
+func (e *jobEncoder) key(k string) {
+	e.b = append(e.b, ',', '"')
+	e.b = append(e.b, k...)
+	e.b = append(e.b, '"', ':')
+}
+
+// sep opens an array before its element i = 0, or separates element i.
+func (e *jobEncoder) sep(i int) {
+	if i == 0 {
+		e.b = append(e.b, '[')
+	} else {
+		e.b = append(e.b, ',')
+	}
+}
+
+func (e *jobEncoder) int(x int64) { e.b = strconv.AppendInt(e.b, x, 10) }
+
+func (e *jobEncoder) bool(x bool) { e.b = strconv.AppendBool(e.b, x) }
+
+// str appends s quoted: as it is when every byte is printable ASCII that
+// encoding/json leaves alone (ids, kinds, states, workers), else as
+// encoding/json escapes it.
+func (e *jobEncoder) str(s string) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			e.json(s)
+			return
+		}
+	}
+	e.b = append(e.b, '"')
+	e.b = append(e.b, s...)
+	e.b = append(e.b, '"')
+}
+
+func (e *jobEncoder) time(t time.Time) {
+	e.b = append(e.b, '"')
+	var err error
+	e.b, err = t.AppendText(e.b) // what MarshalJSON writes between its quotes
+	e.fail(err)
+	e.b = append(e.b, '"')
+}
+
+// json appends v as encoding/json encodes it.
+func (e *jobEncoder) json(v any) {
+	b, err := json.Marshal(v)
+	e.fail(err)
+	e.b = append(e.b, b...)
+}
+
+func (e *jobEncoder) fail(err error) {
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+}
+
+func (e *jobEncoder) strOmit(k, s string) {
+	if s != "" {
+		e.key(k)
+		e.str(s)
+	}
+}
+
+func (e *jobEncoder) intOmit(k string, x int64) {
+	if x != 0 {
+		e.key(k)
+		e.int(x)
+	}
+}
+
+func (e *jobEncoder) boolOmit(k string, x bool) {
+	if x {
+		e.key(k)
+		e.b = append(e.b, "true"...)
+	}
+}
+
+func (e *jobEncoder) timeOmit(k string, t *time.Time) {
+	if t != nil {
+		e.key(k)
+		e.time(*t)
+	}
+}
+
+func (e *jobEncoder) strsOmit(k string, ss []string) {
+	if len(ss) == 0 {
+		return
+	}
+	e.key(k)
+	for i, s := range ss {
+		e.sep(i)
+		e.str(s)
+	}
+	e.b = append(e.b, ']')
+}
