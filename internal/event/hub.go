@@ -19,6 +19,7 @@ type Event struct {
 type Hub struct {
 	mu   sync.Mutex
 	subs map[*Subscription]struct{}
+	n    atomic.Int32 // len(subs)
 }
 
 // NewHub returns an empty hub.
@@ -39,6 +40,7 @@ func (h *Hub) Subscribe(n int) *Subscription {
 	s := &Subscription{C: make(chan Event, n)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
+	h.n.Store(int32(len(h.subs)))
 	h.mu.Unlock()
 	return s
 }
@@ -47,8 +49,13 @@ func (h *Hub) Subscribe(n int) *Subscription {
 func (h *Hub) Unsubscribe(s *Subscription) {
 	h.mu.Lock()
 	delete(h.subs, s)
+	h.n.Store(int32(len(h.subs)))
 	h.mu.Unlock()
 }
+
+// Listening reports whether anyone subscribes: with no one, a publisher
+// may skip making its events (a nil hub has no one).
+func (h *Hub) Listening() bool { return h != nil && h.n.Load() > 0 }
 
 // Publish delivers e to every subscriber that has room for it.
 func (h *Hub) Publish(e Event) {

@@ -20,7 +20,7 @@ import (
 
 // marshalJob encodes j as json.Marshal does.
 func marshalJob(j *job.Job) ([]byte, error) {
-	e := jobEncoder{b: make([]byte, 0, 512+64*len(j.TaskLog)+32*len(j.History))}
+	e := jobEncoder{b: make([]byte, 0, 512+256*len(j.TaskLog)+64*len(j.History))}
 	e.job(j)
 	return e.b, e.err
 }

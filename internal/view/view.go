@@ -460,7 +460,9 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 	var events []event.Event
 	if !initial {
 		v.notify()
-		events = v.jobEvents(prev, j)
+		if v.cfg.Hub.Listening() { // no dashboard or websocket open: no events to make
+			events = v.jobEvents(prev, j)
+		}
 		v.hist.note(time.Now(), prev, j, v.left-v.running)
 	}
 	v.mu.Unlock()
