@@ -165,7 +165,7 @@ func normalize(j *job.Job) {
 func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
 	out := make([]Message, len(tasks))
 	for i, t := range tasks {
-		data, err := json.Marshal(t)
+		data, err := marshalTask(&t)
 		if err != nil {
 			return nil, fmt.Errorf("encode task %d of job %s: %w", t.Partition, t.Job, err)
 		}
@@ -199,7 +199,7 @@ const SharedResults = "shared"
 // ResultMessage encodes task results as one message: one job's, filed
 // under its id, or with shared several small jobs', under SharedResults.
 func ResultMessage(results []job.TaskResult, shared bool) (Message, error) {
-	data, err := json.Marshal(results)
+	data, err := marshalResults(results)
 	if err != nil || len(results) == 0 {
 		return Message{}, fmt.Errorf("encode task results: %v", err)
 	}

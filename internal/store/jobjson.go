@@ -8,20 +8,87 @@ import (
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
-// The job record's encoding, written out: the bytes encoding/json makes
-// of a job.Job, without its reflection. Every record write encodes one
+// The job record's encoding, written out (and the task messages' and the
+// results'): the bytes encoding/json makes of a job.Job, without its
+// reflection. Every record write encodes one
 // (two per small job), and encoding/json's walk of the struct, with a
 // compaction of every time and of the run-length values it is given,
 // was the largest part of the coordinator's own CPU under many small
 // jobs. TestJobEncodingIsEncodingJSONs fills every field of the record
-// by reflection and holds the output to json.Marshal's byte for byte, so
-// a field added to job.Job and not here fails it. Rare, nested parts
+// (and of tasks and results) by reflection and holds the output to
+// json.Marshal's byte for byte, so a field added to job.Job, job.Task or
+// job.TaskResult and not here fails it. Rare, nested parts
 // (input files, previews) go through encoding/json.
 
 // marshalJob encodes j as json.Marshal does.
 func marshalJob(j *job.Job) ([]byte, error) {
 	e := jobEncoder{b: make([]byte, 0, 512+256*len(j.TaskLog)+64*len(j.History))}
 	e.job(j)
+	return e.b, e.err
+}
+
+// marshalResults encodes task results (a message of the results stream)
+// as json.Marshal does.
+func marshalResults(rs []job.TaskResult) ([]byte, error) {
+	if rs == nil {
+		return []byte("null"), nil
+	}
+	e := jobEncoder{b: make([]byte, 0, 2+256*len(rs))}
+	e.b = append(e.b, '[')
+	for i := range rs {
+		if i > 0 {
+			e.b = append(e.b, ',')
+		}
+		e.result(&rs[i])
+	}
+	e.b = append(e.b, ']')
+	return e.b, e.err
+}
+
+// marshalTask encodes a task message as json.Marshal does.
+func marshalTask(t *job.Task) ([]byte, error) {
+	e := jobEncoder{b: make([]byte, 0, 256+len(t.Params))}
+	e.b = append(e.b, '{')
+	if t.Timeout != 0 {
+		e.b = append(e.b, `"timeout":`...)
+		e.int(int64(t.Timeout))
+		e.b = append(e.b, ',')
+	}
+	e.b = append(e.b, `"job":`...)
+	e.str(t.Job)
+	e.key("kind")
+	e.str(t.Kind)
+	e.key("partition")
+	e.int(int64(t.Partition))
+	e.key("partitions")
+	e.int(int64(t.Partitions))
+	if len(t.Params) > 0 {
+		e.key("params")
+		e.json(t.Params)
+	}
+	e.strOmit("module", t.Module)
+	e.intOmit("max_attempts", int64(t.MaxAttempts))
+	e.strOmit("phase", string(t.Phase))
+	e.intOmit("reducers", int64(t.Reducers))
+	if len(t.Files) > 0 {
+		e.key("files")
+		e.json(t.Files)
+	}
+	if len(t.Split) > 0 {
+		e.key("split")
+		e.json(t.Split)
+	}
+	e.strOmit("files_ref", t.FilesRef)
+	e.strsOmit("maps", t.Maps)
+	e.boolOmit("backup", t.Backup)
+	e.intOmit("epoch", int64(t.Epoch))
+	e.intOmit("priority", int64(t.Priority))
+	e.strOmit("lane", t.Lane)
+	e.intOmit("failures", int64(t.Failures))
+	e.intOmit("runs", int64(t.Runs))
+	e.boolOmit("log_in_record", t.LogInRecord)
+	e.intOmit("round", int64(t.Round))
+	e.b = append(e.b, '}')
 	return e.b, e.err
 }
 

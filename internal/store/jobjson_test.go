@@ -10,10 +10,12 @@ import (
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
-// The written-out encoding of a job record is encoding/json's, byte for
-// byte, for records with every field filled at random (strings that need
-// escaping, zero and nil values, times in other zones): a field added to
-// job.Job (or to the types it holds) and not to the encoder fails here.
+// The written-out encodings of a job record, a task message and a message
+// of task results are encoding/json's, byte for byte, for values with
+// every field filled at random (strings that need escaping, zero and nil
+// values, times in other zones): a field added to job.Job, job.Task or
+// job.TaskResult (or to the types they hold) and not to the encoder fails
+// here.
 func TestJobEncodingIsEncodingJSONs(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range 3000 {
@@ -26,6 +28,22 @@ func TestJobEncodingIsEncodingJSONs(t *testing.T) {
 		}
 		if string(got) != string(want) {
 			t.Fatalf("record %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+	for i := range 3000 {
+		var rs []job.TaskResult
+		fill(reflect.ValueOf(&rs).Elem(), r)
+		want, werr := json.Marshal(rs)
+		got, gerr := marshalResults(rs)
+		if (werr != nil) != (gerr != nil) || string(got) != string(want) {
+			t.Fatalf("results %d:\n got %s, %v\nwant %s, %v", i, got, gerr, want, werr)
+		}
+		var task job.Task
+		fill(reflect.ValueOf(&task).Elem(), r)
+		want, werr = json.Marshal(task)
+		got, gerr = marshalTask(&task)
+		if (werr != nil) != (gerr != nil) || string(got) != string(want) {
+			t.Fatalf("task %d:\n got %s, %v\nwant %s, %v", i, got, gerr, want, werr)
 		}
 	}
 	// And the record of a real small job through its life.
