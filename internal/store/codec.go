@@ -79,7 +79,8 @@ func (w *written) forget(key string) {
 }
 
 // Watched returns the record of an entry of the bucket read by a watch:
-// the record itself when this process wrote that revision, else decoded.
+// the record itself when this process wrote those bytes last under its
+// key, else decoded.
 // A deletion returns nil. The record is the caller's own. A nil Jobs
 // decodes every entry.
 func (s *Jobs) Watched(e *Entry) (*job.Job, error) {
