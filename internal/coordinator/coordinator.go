@@ -356,12 +356,27 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 			j.Files = nil // in their object, not in the record
 		}
 	}
-	// The records of a batch are created in parallel: one round trip to
-	// the store for many jobs, not one per job.
+	// The records of a batch are created at once: their writes in flight
+	// together (the store's CreateAll), or else in parallel, one round
+	// trip to the store for many jobs, not one per job.
 	errs := make([]error, len(jobs))
+	var revs []uint64
+	var createErrs []error
+	batched := false
+	if len(jobs) > 1 {
+		revs, createErrs, batched = c.cfg.Store.Jobs.CreateAll(ctx, jobs)
+	}
 	parallel(len(jobs), func(i int) {
 		j := jobs[i]
-		stored, rev, notStored, err := c.create(ctx, j)
+		var stored *job.Job
+		var rev uint64
+		var notStored bool
+		var err error
+		if batched {
+			stored, rev, notStored, err = c.created(ctx, j, revs[i], createErrs[i])
+		} else {
+			stored, rev, notStored, err = c.create(ctx, j)
+		}
 		// A record that is or may be stored is withdrawn with the rest if
 		// another one fails.
 		recorded[i] = err == nil || !notStored
@@ -385,6 +400,13 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 // stream stored it.
 func (c *Coordinator) create(ctx context.Context, j *job.Job) (_ *job.Job, rev uint64, notStored bool, err error) {
 	rev, err = c.cfg.Store.Jobs.Create(ctx, j)
+	return c.created(ctx, j, rev, err)
+}
+
+// created finishes the create of j's record whose first try answered rev
+// or err: it tries again while nothing was stored, and looks for the
+// record when the answer may have been lost.
+func (c *Coordinator) created(ctx context.Context, j *job.Job, rev uint64, err error) (_ *job.Job, _ uint64, notStored bool, _ error) {
 	for errors.Is(err, store.ErrNotStored) && ctx.Err() == nil {
 		// No stream answered (a leader being elected): nothing was stored.
 		time.Sleep(100 * time.Millisecond)

@@ -408,6 +408,7 @@ type failingKV struct {
 	store.KV
 	creates atomic.Int32
 	failAt  int32
+	batches atomic.Int32 // calls of CreateAll (failingAllKV)
 }
 
 func (k *failingKV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
@@ -417,19 +418,42 @@ func (k *failingKV) Create(ctx context.Context, key string, value []byte) (uint6
 	return k.KV.Create(ctx, key, value)
 }
 
-// A batch whose third record cannot be stored leaves nothing: the records
-// already created and every task are withdrawn.
-func TestAFailedBatchLeavesNothing(t *testing.T) {
-	f := newFixture(t)
-	f.store.Jobs.KV = &failingKV{KV: f.store.Jobs.KV, failAt: 3}
-	specs := []job.Spec{{Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}}
-	if _, err := f.c.SubmitBatch(f.ctx, specs, ""); job.ErrorCode(err) != job.EUnavailable {
-		t.Fatalf("a batch the store fails: %v; want unavailable", err)
+// failingAllKV is a failingKV that creates many keys at once, as the
+// JetStream store does: each through Create, so that failAt applies.
+type failingAllKV struct{ *failingKV }
+
+func (k failingAllKV) CreateAll(ctx context.Context, keys []string, values [][]byte) ([]uint64, []error) {
+	k.batches.Add(1)
+	revs, errs := make([]uint64, len(keys)), make([]error, len(keys))
+	for i, key := range keys {
+		revs[i], errs[i] = k.Create(ctx, key, values[i])
 	}
-	waitFor(t, func() bool {
-		keys, _ := f.store.Jobs.KV.Keys(f.ctx)
-		return len(keys) == 0 && f.queued() == 0
-	})
+	return revs, errs
+}
+
+// A batch whose third record cannot be stored leaves nothing: the records
+// already created and every task are withdrawn, whether the records are
+// created one by one or all at once.
+func TestAFailedBatchLeavesNothing(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		f := newFixture(t)
+		failing := &failingKV{KV: f.store.Jobs.KV, failAt: 3}
+		f.store.Jobs.KV = failing
+		if all {
+			f.store.Jobs.KV = failingAllKV{failing}
+		}
+		specs := []job.Spec{{Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}, {Kind: "noop", Partitions: 2}}
+		if _, err := f.c.SubmitBatch(f.ctx, specs, ""); job.ErrorCode(err) != job.EUnavailable {
+			t.Fatalf("a batch the store fails (all at once: %v): %v; want unavailable", all, err)
+		}
+		if n := failing.batches.Load(); all && n != 1 {
+			t.Fatalf("the records were created in %d calls of CreateAll; want 1", n)
+		}
+		waitFor(t, func() bool {
+			keys, _ := f.store.Jobs.KV.Keys(f.ctx)
+			return len(keys) == 0 && f.queued() == 0
+		})
+	}
 }
 
 // waitFor waits until cond holds: for what the coordinator does just after

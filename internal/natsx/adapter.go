@@ -93,6 +93,58 @@ func (k kv) Create(ctx context.Context, key string, value []byte) (uint64, error
 	return rev, storeErr(err)
 }
 
+// CreateAll publishes the keys' first revisions asynchronously, each
+// expecting no earlier one, and waits for their answers: one create is a
+// request and its round trip, and a batch submit's records were 64 such
+// requests in flight from as many goroutines. A key that exists (a delete
+// marker too: job ids are never used again) is ErrConflict.
+func (k kv) CreateAll(ctx context.Context, keys []string, values [][]byte) ([]uint64, []error) {
+	revs, errs := make([]uint64, len(keys)), make([]error, len(keys))
+	futures := make([]jetstream.PubAckFuture, len(keys))
+	prefix := "$KV." + k.kv.Bucket() + "."
+	msg := func(i int) *nats.Msg {
+		return &nats.Msg{Subject: prefix + keys[i], Data: values[i], Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"0"}}}
+	}
+	for i := range keys {
+		futures[i], errs[i] = k.js.PublishMsgAsync(msg(i))
+		errs[i] = createErr(errs[i])
+	}
+	for i, f := range futures {
+		for f != nil {
+			select {
+			case ack := <-f.Ok():
+				revs[i], f = ack.Sequence, nil
+			case err := <-f.Err():
+				errs[i], f = createErr(err), nil
+				if !errors.Is(errs[i], store.ErrNotStored) {
+					break
+				}
+				// No stream answered (a leader being elected): nothing
+				// was stored; sent again as Publish does.
+				select {
+				case <-ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+					f, err = k.js.PublishMsgAsync(msg(i))
+					errs[i] = createErr(err)
+				}
+			case <-ctx.Done():
+				errs[i], f = fmt.Errorf("no acknowledgement from the store: %w", ctx.Err()), nil
+			}
+		}
+	}
+	return revs, errs
+}
+
+// createErr is storeErr for a create's publish: a wrong last sequence is
+// a key that exists.
+func createErr(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %w: %w", store.ErrConflict, jetstream.ErrKeyExists, err)
+	}
+	return storeErr(err)
+}
+
 func (k kv) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	rev, err := k.kv.Update(ctx, key, value, rev)
 	return rev, storeErr(err)

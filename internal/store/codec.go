@@ -123,6 +123,32 @@ func (s *Jobs) Create(ctx context.Context, j *job.Job) (uint64, error) {
 	return s.KV.Create(ctx, j.ID, data)
 }
 
+// CreateAll stores new jobs at once, when the bucket can (KVCreateAll;
+// ok is false when it cannot: create them one by one): the revision or
+// the error (as Create's) of each, in order.
+func (s *Jobs) CreateAll(ctx context.Context, js []*job.Job) (revs []uint64, errs []error, ok bool) {
+	b, ok := s.KV.(KVCreateAll)
+	if !ok {
+		return nil, nil, false
+	}
+	revs, errs = make([]uint64, len(js)), make([]error, len(js))
+	keys, values, at := make([]string, 0, len(js)), make([][]byte, 0, len(js)), make([]int, 0, len(js))
+	for i, j := range js {
+		data, err := marshalJob(j)
+		if err != nil {
+			errs[i] = fmt.Errorf("encode job %s: %w", j.ID, err)
+			continue
+		}
+		s.mine.put(j, data)
+		keys, values, at = append(keys, j.ID), append(values, data), append(at, i)
+	}
+	r, e := b.CreateAll(ctx, keys, values)
+	for k, i := range at {
+		revs[i], errs[i] = r[k], e[k]
+	}
+	return revs, errs, true
+}
+
 // Update writes j over the record at revision rev; ErrConflict when
 // another writer moved it.
 func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, error) {

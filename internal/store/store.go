@@ -85,6 +85,15 @@ type KV interface {
 	Watch(ctx context.Context) (Watcher, error)
 }
 
+// KVCreateAll is a KV that creates many keys at once, their writes in
+// flight together rather than a round trip each: a batch submit's job
+// records.
+type KVCreateAll interface {
+	// CreateAll creates each key with its value: the revision or the
+	// error (as Create's) of each, in order.
+	CreateAll(ctx context.Context, keys []string, values [][]byte) ([]uint64, []error)
+}
+
 // Watcher follows a KV bucket.
 type Watcher interface {
 	Updates() <-chan *Entry

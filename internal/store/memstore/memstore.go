@@ -80,6 +80,15 @@ func (kv *KV) Get(ctx context.Context, key string) (store.Entry, error) {
 }
 
 // Create implements store.KV.
+// CreateAll creates the keys one after the other (store.KVCreateAll).
+func (kv *KV) CreateAll(ctx context.Context, keys []string, values [][]byte) ([]uint64, []error) {
+	revs, errs := make([]uint64, len(keys)), make([]error, len(keys))
+	for i, key := range keys {
+		revs[i], errs[i] = kv.Create(ctx, key, values[i])
+	}
+	return revs, errs
+}
+
 func (kv *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
 	return kv.write(ctx, key, value, func(e store.Entry, ok bool) bool { return !ok })
 }

@@ -223,6 +223,28 @@ func testJobs(t *testing.T, jobs *store.Jobs) {
 	if _, _, err := jobs.Get(c, j.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("get after delete: %v; want ErrNotFound", err)
 	}
+
+	// Many at once: each stored, an existing one refused, in order.
+	var batch []*job.Job
+	for _, id := range []string{"noop_0123456789abcdefghjkmnpqr1", "noop_0123456789abcdefghjkmnpqr2", "noop_0123456789abcdefghjkmnpqr3"} {
+		batch = append(batch, job.New(id, job.Spec{Kind: "noop", Partitions: 2}, time.Now().UTC()))
+	}
+	if _, err := jobs.Create(c, batch[1]); err != nil {
+		t.Fatal(err)
+	}
+	revs, errs, ok := jobs.CreateAll(c, batch)
+	if !ok {
+		t.Fatal("the job bucket cannot create many records at once")
+	}
+	for i, j := range batch {
+		got, grev, err := jobs.Get(c, j.ID)
+		switch {
+		case i == 1 && !errors.Is(errs[i], store.ErrConflict):
+			t.Fatalf("create of an existing record in a batch: %v; want ErrConflict", errs[i])
+		case i != 1 && (errs[i] != nil || err != nil || grev != revs[i] || got.ID != j.ID || got.Partitions != 2):
+			t.Fatalf("record %d of a batch: revision %d, %v; read %+v at %d, %v", i, revs[i], errs[i], got, grev, err)
+		}
+	}
 }
 
 func publish(t *testing.T, s store.Stream, msgs ...store.Message) {
