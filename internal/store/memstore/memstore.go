@@ -79,7 +79,6 @@ func (kv *KV) Get(ctx context.Context, key string) (store.Entry, error) {
 	return e, nil
 }
 
-// Create implements store.KV.
 // CreateAll creates the keys one after the other (store.KVCreateAll).
 func (kv *KV) CreateAll(ctx context.Context, keys []string, values [][]byte) ([]uint64, []error) {
 	revs, errs := make([]uint64, len(keys)), make([]error, len(keys))
@@ -89,6 +88,7 @@ func (kv *KV) CreateAll(ctx context.Context, keys []string, values [][]byte) ([]
 	return revs, errs
 }
 
+// Create implements store.KV.
 func (kv *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
 	return kv.write(ctx, key, value, func(e store.Entry, ok bool) bool { return !ok })
 }
