@@ -10,15 +10,14 @@ import (
 
 // The job record's encoding, written out (and the task messages' and the
 // results'): the bytes encoding/json makes of a job.Job, without its
-// reflection. Every record write encodes one
-// (two per small job), and encoding/json's walk of the struct, with a
-// compaction of every time and of the run-length values it is given,
-// was the largest part of the coordinator's own CPU under many small
-// jobs. TestJobEncodingIsEncodingJSONs fills every field of the record
-// (and of tasks and results) by reflection and holds the output to
-// json.Marshal's byte for byte, so a field added to job.Job, job.Task or
-// job.TaskResult and not here fails it. Rare, nested parts
-// (input files, previews) go through encoding/json.
+// reflection. Every record write encodes one (two per small job), and
+// encoding/json's walk of the struct, with a compaction of every time and
+// of the run-length values it is given, was the largest part of the
+// coordinator's own CPU under many small jobs. TestJobEncodingIsEncodingJSONs
+// fills every field of the record (and of tasks and results) by reflection
+// and holds the output to json.Marshal's byte for byte, so a field added
+// to job.Job, job.Task or job.TaskResult and not here fails it. Rare,
+// nested parts (input files, previews) go through encoding/json.
 
 // marshalJob encodes j as json.Marshal does.
 func marshalJob(j *job.Job) ([]byte, error) {
