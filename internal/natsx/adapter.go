@@ -99,40 +99,45 @@ func (k kv) Create(ctx context.Context, key string, value []byte) (uint64, error
 // requests in flight from as many goroutines. A key that exists (a delete
 // marker too: job ids are never used again) is ErrConflict.
 func (k kv) CreateAll(ctx context.Context, keys []string, values [][]byte) ([]uint64, []error) {
-	revs, errs := make([]uint64, len(keys)), make([]error, len(keys))
-	futures := make([]jetstream.PubAckFuture, len(keys))
 	prefix := "$KV." + k.kv.Bucket() + "."
-	msg := func(i int) *nats.Msg {
+	return publishAll(ctx, k.js, len(keys), func(i int) *nats.Msg {
 		return &nats.Msg{Subject: prefix + keys[i], Data: values[i], Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"0"}}}
-	}
-	for i := range keys {
-		futures[i], errs[i] = k.js.PublishMsgAsync(msg(i))
-		errs[i] = createErr(errs[i])
+	}, createErr)
+}
+
+// publishAll publishes msg(0), …, msg(n-1) asynchronously and waits for
+// their answers: the stored sequence or the error (errOf's) of each. One
+// that no stream answered ("no responders": nothing was stored, a leader
+// being elected) is sent again every 100 ms until ctx ends.
+func publishAll(ctx context.Context, js jetstream.JetStream, n int, msg func(int) *nats.Msg, errOf func(error) error) ([]uint64, []error) {
+	seqs, errs := make([]uint64, n), make([]error, n)
+	futures := make([]jetstream.PubAckFuture, n)
+	for i := range n {
+		futures[i], errs[i] = js.PublishMsgAsync(msg(i))
+		errs[i] = errOf(errs[i])
 	}
 	for i, f := range futures {
 		for f != nil {
 			select {
 			case ack := <-f.Ok():
-				revs[i], f = ack.Sequence, nil
+				seqs[i], f = ack.Sequence, nil
 			case err := <-f.Err():
-				errs[i], f = createErr(err), nil
+				errs[i], f = errOf(err), nil
 				if !errors.Is(errs[i], store.ErrNotStored) {
 					break
 				}
-				// No stream answered (a leader being elected): nothing
-				// was stored; sent again as Publish does.
 				select {
 				case <-ctx.Done():
 				case <-time.After(100 * time.Millisecond):
-					f, err = k.js.PublishMsgAsync(msg(i))
-					errs[i] = createErr(err)
+					f, err = js.PublishMsgAsync(msg(i))
+					errs[i] = errOf(err)
 				}
 			case <-ctx.Done():
 				errs[i], f = fmt.Errorf("no acknowledgement from the store: %w", ctx.Err()), nil
 			}
 		}
 	}
-	return revs, errs
+	return seqs, errs
 }
 
 // createErr is storeErr for a create's publish: a wrong last sequence is
@@ -558,35 +563,7 @@ func (s *stream) shared(ctx context.Context, l *lane) (jetstream.Consumer, error
 // ctx's deadline. A message no stream answered was not stored, and is
 // published again while the deadline allows (a leader being elected).
 func (s *stream) Publish(ctx context.Context, msgs ...store.Message) []error {
-	errs := make([]error, len(msgs))
-	futures := make([]jetstream.PubAckFuture, len(msgs))
-	for i, m := range msgs {
-		futures[i], errs[i] = s.js.PublishMsgAsync(s.msg(m))
-	}
-	for i, f := range futures {
-		for f != nil {
-			select {
-			case <-f.Ok():
-				f = nil
-			case err := <-f.Err():
-				errs[i], f = storeErr(err), nil
-				if !errors.Is(errs[i], store.ErrNotStored) {
-					break
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond):
-					if f, err = s.js.PublishMsgAsync(s.msg(msgs[i])); err != nil {
-						errs[i], f = storeErr(err), nil
-					} else {
-						errs[i] = nil
-					}
-				}
-			case <-ctx.Done():
-				errs[i], f = fmt.Errorf("no acknowledgement from the store: %w", ctx.Err()), nil
-			}
-		}
-	}
+	_, errs := publishAll(ctx, s.js, len(msgs), func(i int) *nats.Msg { return s.msg(msgs[i]) }, storeErr)
 	return errs
 }
 
