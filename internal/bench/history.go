@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -27,6 +28,8 @@ func Serve(ctx context.Context, dir string) error {
 	cfg := app.DefaultConfig()
 	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
 	cfg.SubmitRate = 0
+	// What the server warns of under the burst is the bench's to show.
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	start := time.Now()
 	srv, err := app.Start(ctx, cfg)
 	if err != nil {
