@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -22,8 +24,9 @@ import (
 // `mrcluster serve` on dir, which prints its URL and how long its start
 // took once it is ready, and stops when its standard input closes. A
 // process of its own, so that its memory is the server's alone. With
-// BENCH_HEAPPROFILE=path set, it writes a heap profile to path.<pid> and
-// its memory statistics to standard error as it stops.
+// BENCH_HEAPPROFILE=path set, it writes a heap profile to path.<pid>.<n>
+// and its memory statistics to standard error at each quiet measure (the
+// bench sends it SIGUSR1), and to path.<pid> as it stops.
 func Serve(ctx context.Context, dir string) error {
 	cfg := app.DefaultConfig()
 	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
@@ -36,19 +39,39 @@ func Serve(ctx context.Context, dir string) error {
 		return err
 	}
 	fmt.Printf("%s %d\n", srv.URL(), time.Since(start).Milliseconds())
+	if p := os.Getenv("BENCH_HEAPPROFILE"); p != "" {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		go func() {
+			for n := 0; ; n++ {
+				if _, ok := <-usr1; !ok {
+					return
+				}
+				heapProfile(fmt.Sprintf("%s.%d.%d", p, os.Getpid(), n))
+			}
+		}()
+	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	if p := os.Getenv("BENCH_HEAPPROFILE"); p != "" {
-		runtime.GC()
-		f, _ := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid()))
-		_ = pprof.WriteHeapProfile(f)
-		f.Close()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		fmt.Fprintf(os.Stderr, "heap alloc %d MiB, heap sys %d, idle %d, released %d, stack %d, other sys %d, total sys %d, goroutines %d\n", m.HeapAlloc>>20, m.HeapSys>>20, m.HeapIdle>>20, m.HeapReleased>>20, m.StackSys>>20, m.OtherSys>>20, m.Sys>>20, runtime.NumGoroutine())
+		heapProfile(fmt.Sprintf("%s.%d", p, os.Getpid()))
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return srv.Stop(sctx)
+}
+
+// heapProfile collects, writes a heap profile to path and the process's
+// memory statistics to standard error.
+func heapProfile(path string) {
+	runtime.GC()
+	if f, err := os.Create(path); err == nil {
+		_ = pprof.WriteHeapProfile(f)
+		f.Close()
+	}
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	fmt.Fprintf(os.Stderr, "%s: heap alloc %d MiB, heap in use %d, heap sys %d, idle %d, released %d, stack %d, other sys %d, total sys %d, goroutines %d\n", path, m.HeapAlloc>>20, m.HeapInuse>>20, m.HeapSys>>20, m.HeapIdle>>20, m.HeapReleased>>20, m.StackSys>>20, m.OtherSys>>20, m.Sys>>20, runtime.NumGoroutine())
 }
 
 // server is a Serve child.
@@ -136,6 +159,9 @@ func (s *server) quiet(ctx context.Context) (float64, error) {
 	case <-time.After(quietFor):
 	}
 	now, _, err := s.memory()
+	if os.Getenv("BENCH_HEAPPROFILE") != "" {
+		_ = s.cmd.Process.Signal(syscall.SIGUSR1)
+	}
 	return now, err
 }
 

@@ -340,6 +340,7 @@ func (v *View) watch(ctx context.Context, w store.Watcher, apply func([]*store.E
 		}
 		if len(batch) > 0 {
 			apply(batch, initial)
+			clear(batch) // the records are not held while waiting
 		}
 		if end && initial {
 			initial = false

@@ -51,6 +51,7 @@ func (p *Pool) publishResults() {
 			}
 		}
 		p.store(batch)
+		clear(batch) // the results and leases are not held while waiting
 	}
 }
 

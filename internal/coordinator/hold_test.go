@@ -1,0 +1,64 @@
+package coordinator
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"testing"
+	"time"
+	"weak"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/store"
+	"github.com/mrcluster/mrcluster/internal/store/memstore"
+)
+
+// tracked is a result message whose handling the test sees.
+type tracked struct {
+	data  []byte
+	ended chan string
+}
+
+func (d *tracked) Key() string             { return "" }
+func (d *tracked) Data() []byte            { return d.data }
+func (d *tracked) Delivered() int          { return 1 }
+func (d *tracked) Priority() int           { return job.DefaultPriority }
+func (d *tracked) Seq() uint64             { return 1 }
+func (d *tracked) Ack() error              { d.ended <- "acked"; return nil }
+func (d *tracked) Nak(time.Duration) error { d.ended <- "given back"; return nil }
+func (d *tracked) Term() error             { d.ended <- "dropped"; return nil }
+func (d *tracked) InProgress() error       { return nil }
+
+var _ store.Delivery = (*tracked)(nil)
+
+// Once a batch of results is handled, the loop that applies them waits for
+// the next without holding the last: a quiet server kept the last burst's
+// 1,024 result messages, 13 KB each, for as long as it stayed quiet.
+func TestApplyLoopLetsGoOfTheMessagesItHandled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := memstore.New(memstore.Config{AckWait: time.Second})
+	c := New(Config{Store: s, Kinds: kinds.Builtin(0), MaxAttempts: 2, Logger: slog.New(slog.DiscardHandler)})
+	msgs := make(chan store.Delivery)
+	loop := make(chan struct{})
+	go func() { defer close(loop); c.applyLoop(ctx, msgs) }()
+	defer func() { cancel(); <-loop }()
+
+	// A result of a job an hour old that the store does not hold: dropped.
+	m, err := store.ResultMessage([]job.TaskResult{{Job: job.NewID("noop", time.Now().Add(-time.Hour)), Attempt: 1, Value: 1}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan string, 1)
+	d := &tracked{data: m.Data, ended: ended}
+	held := weak.Make(d)
+	msgs <- d
+	d = nil
+	<-ended
+	// Between its ack and its return, applyBatch still holds it.
+	waitFor(t, func() bool {
+		runtime.GC()
+		return held.Value() == nil
+	})
+}
