@@ -57,7 +57,13 @@ type Config struct {
 	State func(id string) (s job.State, ok bool)
 	// Deleted, when set, reports whether the read model saw job id
 	// deleted: its late results are dropped at once.
-	Deleted     func(id string) bool
+	Deleted func(id string) bool
+	// Record, when set, returns the read model's record of unfinished
+	// job id and its revision (not to be changed: a Clone is): a result of
+	// a job past the cache of records (a backlog larger than it) is applied
+	// to it, not to a record read from the store. A stale one fails the
+	// compare-and-set, and the store is read then.
+	Record      func(id string) (j *job.Job, rev uint64, ok bool)
 	BackupAfter time.Duration
 	// Unqueued returns the unfinished jobs not marked enqueued; with it,
 	// the coordinator queues the tasks of those that stay so, unchanged,
@@ -1848,6 +1854,13 @@ func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) b
 	c.mu.Lock()
 	e, ok := c.cache[id]
 	c.mu.Unlock()
+	if !ok && c.cfg.Record != nil {
+		// In a burst of more jobs than the cache holds, three results in
+		// four were of jobs it did not hold, each a read of the store.
+		if j, rev, found := c.cfg.Record(id); found {
+			e, ok = entry{job: j, rev: rev}, true
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if !ok || e.stub || attempt > 0 {
 			j, rev, err := c.Get(ctx, id)

@@ -1080,3 +1080,78 @@ func TestFailedSubmitKeepsTheJobItsRetryWasAnswered(t *testing.T) {
 		t.Fatalf("%d tasks queued; want the job's 2", n)
 	}
 }
+
+// Results of jobs past the cache of records are applied to the read
+// model's record of each (Config.Record), not to one read from the store:
+// in a burst of more jobs than the cache holds, three results in four were
+// a read. A record the read model holds that the store has moved past
+// fails its compare-and-set, and the store's is read and applied to.
+func TestResultsPastTheCacheApplyToTheReadModelsRecord(t *testing.T) {
+	f := newFixture(t)
+	if err := f.c.Stop(f.ctx); err != nil { // c alone applies the results
+		t.Fatal(err)
+	}
+	type held struct {
+		j   *job.Job
+		rev uint64
+	}
+	var mu sync.Mutex
+	model := map[string]held{}
+	c := f.coordinator(func(cfg *Config) {
+		cfg.CachedRecords = 3
+		cfg.Record = func(id string) (*job.Job, uint64, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			h, ok := model[id]
+			return h.j, h.rev, ok
+		}
+	})
+	const n = 12
+	var ids []string
+	for range n {
+		j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	var stale string
+	for _, id := range ids {
+		j, rev, err := f.store.Jobs.Get(f.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		model[id] = held{j, rev}
+		c.mu.Lock()
+		_, cached := c.cache[id]
+		c.mu.Unlock()
+		if !cached && stale == "" {
+			// The store moves on (another server's write) after the read
+			// model saw this one.
+			stale = id
+			j.Priority = job.MaxPriority
+			if _, err := f.store.Jobs.Update(f.ctx, j, rev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	kv := &countingKV{KV: f.store.Jobs.KV}
+	f.store.Jobs.KV = kv
+	for _, task := range f.take(2 * n) {
+		f.report(result(task, 1))
+	}
+	for _, id := range ids {
+		j := f.await(id, func(j *job.Job) bool { return j.State.Terminal() })
+		if j.State != job.Succeeded || j.Result.Sum != 2 {
+			t.Fatalf("job %s: %s, result %+v", id, j.State, j.Result)
+		}
+		if id == stale && j.Priority != job.MaxPriority {
+			t.Fatalf("job %s: the store's last write was lost (priority %d): its results were written over a stale record", id, j.Priority)
+		}
+	}
+	// The stale record's compare-and-set failed once and read the store
+	// once; the reports above read each job's record once (report).
+	if reads := kv.gets.Load() - int32(2*n); reads != 1 {
+		t.Fatalf("%d reads of records by the coordinator while %d jobs past its cache finished; want 1, the stale one's", reads, n-3)
+	}
+}

@@ -60,7 +60,7 @@ func queueRecount(v *View) []QueuedJob {
 		if en.gone || en.state.terminal() || en.state == codeScheduled {
 			continue
 		}
-		j := v.active[en.id]
+		j := v.active[en.id].j
 		if left, running := v.share(j); left > running {
 			out = append(out, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: left - running})
 		}

@@ -92,7 +92,7 @@ func (v *View) Queue(limit int) (jobs []QueuedJob, more bool, depth int) {
 	defer v.mu.RUnlock()
 	jobs = []QueuedJob{}
 	for _, en := range v.order {
-		j := v.active[en.id]
+		j := v.active[en.id].j
 		if j == nil || !inQueueOrder(en) {
 			continue
 		}

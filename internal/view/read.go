@@ -110,6 +110,21 @@ func (v *View) State(id string) (job.State, bool) {
 	return v.codes.state(en.state), true
 }
 
+// Record returns the record of unfinished job id as the view holds it,
+// and its revision in the store: the record the coordinator writes the
+// job's next revision from when its own cache does not hold it (a backlog
+// of more jobs than it caches), instead of reading it from the store. The
+// record is shared: the caller changes a Clone. A revision the store has
+// moved past since makes the caller's compare-and-set fail, and it reads
+// the store then. ok is false for a finished job, or one the view does not
+// hold.
+func (v *View) Record(id string) (j *job.Job, rev uint64, ok bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	u, ok := v.active[id]
+	return u.j, u.rev, ok
+}
+
 // Deleted reports whether the view saw job id deleted (and still
 // remembers it).
 func (v *View) Deleted(id string) bool {
@@ -335,9 +350,9 @@ func (v *View) TaskTotals() (queued, running int) {
 func (v *View) ReadingJob(name string) (string, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	for _, j := range v.active {
-		if slices.Contains(j.Input, name) {
-			return j.ID, true
+	for _, u := range v.active {
+		if slices.Contains(u.j.Input, name) {
+			return u.j.ID, true
 		}
 	}
 	return "", false
@@ -347,9 +362,9 @@ func (v *View) ReadingJob(name string) (string, bool) {
 func (v *View) UsingKind(name string) (string, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	for _, j := range v.active {
-		if j.Kind == name {
-			return j.ID, true
+	for _, u := range v.active {
+		if u.j.Kind == name {
+			return u.j.ID, true
 		}
 	}
 	return "", false
@@ -361,8 +376,8 @@ func (v *View) Undone() map[string]int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := make(map[string]int)
-	for id, j := range v.active {
-		if left, _ := v.share(j); left > 0 {
+	for id, u := range v.active {
+		if left, _ := v.share(u.j); left > 0 {
 			out[id] = left
 		}
 	}
@@ -394,7 +409,8 @@ func (v *View) Holding(paused func(kind string) bool, laneOf func(kind string) s
 	if v.controlled == 0 && !v.anyKind(func(kind string) bool { return paused(kind) || laneOf(kind) != "" }) {
 		return nil, nil, nil // nothing held or laned, no kind paused or limited: no job to look at
 	}
-	for id, j := range v.active {
+	for id, u := range v.active {
+		j := u.j
 		switch p := paused(j.Kind); {
 		case j.State == job.Scheduled:
 		case p && !j.Held:

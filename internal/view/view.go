@@ -65,9 +65,9 @@ type View struct {
 
 	// What the queue, the admission check and the repair loop read, kept
 	// as records change, never counted by a scan.
-	active   map[string]*job.Job  // the unfinished jobs
-	unqueued map[string]struct{}  // unfinished jobs whose tasks are not all known to be queued
-	runAt    map[string]time.Time // scheduled jobs, by when they run
+	active   map[string]unfinished // the unfinished jobs
+	unqueued map[string]struct{}   // unfinished jobs whose tasks are not all known to be queued
+	runAt    map[string]time.Time  // scheduled jobs, by when they run
 	counts   map[job.State]int
 	busy     map[string]int // busy workers by job
 	left     int            // tasks of unfinished jobs not done yet
@@ -122,6 +122,12 @@ type View struct {
 	unsub   func()
 }
 
+// unfinished is an unfinished job's record and its revision in the store.
+type unfinished struct {
+	j   *job.Job
+	rev uint64
+}
+
 // entry is what the view keeps of every job: what orders, counts, filters
 // and expires it, and its record while the job is unfinished or recent.
 type entry struct {
@@ -154,7 +160,7 @@ func New(cfg Config) *View {
 		log:         cfg.Logger,
 		byID:        map[string]*entry{},
 		loading:     true,
-		active:      map[string]*job.Job{},
+		active:      map[string]unfinished{},
 		activeKinds: map[string]int{},
 		unqueued:    map[string]struct{}{},
 		runAt:       map[string]time.Time{},
@@ -390,7 +396,12 @@ func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
 		v.log.Warn("skipping unreadable job record", "key", e.Key, "err", err)
 		return nil, false
 	}
-	j.TaskLog = nil // read from the store when asked for (the coordinator's Tasks)
+	if j.State.Terminal() {
+		// Read from the store when asked for (the coordinator's Tasks).
+		// An unfinished job's stays: the coordinator writes its next
+		// revision from this one (Record).
+		j.TaskLog = nil
+	}
 	return j, false
 }
 
@@ -457,7 +468,7 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 		return
 	}
 	v.mu.Lock()
-	prev := v.set(j, light)
+	prev := v.set(j, e.Revision, light)
 	var events []event.Event
 	if !initial {
 		v.notify()
@@ -472,13 +483,14 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 	}
 }
 
-// set stores record j and returns the record it replaces: nil for a job
-// not seen before; for an evicted one, a record of its last state. With
-// light, j is only the head of a finished job's record, which is not kept.
+// set stores record j, revision rev, and returns the record it replaces:
+// nil for a job not seen before; for an evicted one, a record of its last
+// state. With light, j is only the head of a finished job's record, which
+// is not kept.
 // v.mu must be held for writing.
-func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
+func (v *View) set(j *job.Job, rev uint64, light bool) (prev *job.Job) {
 	if old, ok := v.active[j.ID]; ok {
-		v.track(old, -1)
+		v.track(old.j, -1)
 	}
 	en := v.byID[j.ID]
 	if en == nil {
@@ -516,7 +528,7 @@ func (v *View) set(j *job.Job, light bool) (prev *job.Job) {
 		}
 	} else {
 		en.finished = 0
-		v.active[j.ID] = j
+		v.active[j.ID] = unfinished{j, rev}
 		v.track(j, 1)
 		mapx.Note(v.active, &v.activeHigh)
 		if j.Enqueued || j.Held || j.State == job.Scheduled {
@@ -570,7 +582,7 @@ func (v *View) track(j *job.Job, d int) {
 // remove forgets a deleted job. v.mu must be held for writing.
 func (v *View) remove(en *entry) {
 	if old, ok := v.active[en.id]; ok {
-		v.track(old, -1)
+		v.track(old.j, -1)
 	}
 	v.counts[v.codes.state(en.state)]--
 	v.leave(en.id)
@@ -680,16 +692,16 @@ func (v *View) share(j *job.Job) (left, running int) {
 // every change of a job or of its busy workers is a leave, the change,
 // then a join. v.mu must be held for writing.
 func (v *View) join(id string) {
-	if j, ok := v.active[id]; ok {
-		l, r := v.share(j)
+	if u, ok := v.active[id]; ok {
+		l, r := v.share(u.j)
 		v.left += l
 		v.running += r
 	}
 }
 
 func (v *View) leave(id string) {
-	if j, ok := v.active[id]; ok {
-		l, r := v.share(j)
+	if u, ok := v.active[id]; ok {
+		l, r := v.share(u.j)
 		v.left -= l
 		v.running -= r
 	}
@@ -815,8 +827,8 @@ func (v *View) runningChanged(ids ...string) []event.Event {
 		return nil
 	}
 	for _, id := range ids {
-		if j, ok := v.active[id]; ok {
-			out = append(out, event.Event{Type: "job.progress", Data: v.resource(j)})
+		if u, ok := v.active[id]; ok {
+			out = append(out, event.Event{Type: "job.progress", Data: v.resource(u.j)})
 		}
 	}
 	return out
