@@ -175,8 +175,12 @@ func (s *Server) checkStore(ctx context.Context) (reason string, noSpace bool) {
 }
 
 // anchorEvery is how often the task queue's anchor is stored again
-// (natsx.Store.AnchorTasks).
-const anchorEvery = time.Second
+// (natsx.Store.AnchorTasks). After each new block starts, until the anchor
+// is stored in it, the store makes a new block file whenever the workers
+// empty the queue: at 2,500 one-task jobs a second for 12 s, every second
+// made 588 block files (and as many 256 KB buffers, up to 150 MB of heap
+// at once, with submit latency spikes past 100 ms); every 100 ms made 51.
+const anchorEvery = 100 * time.Millisecond
 
 // anchorTasks keeps the task queue's anchor in its last block until ctx
 // ends. A failure is the health probe's to report.
