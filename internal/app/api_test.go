@@ -352,6 +352,8 @@ func TestBadInput(t *testing.T) {
 		{"POST", "/api/v1/jobs", `{"kind":"short"}`, 400, job.EInvalid, "partitions is required"},
 		{"POST", "/api/v1/jobs", `{"kind":"nope","partitions":1}`, 400, job.EInvalid, `unknown kind "nope"; known kinds:`},
 		{"POST", "/api/v1/jobs", `{"partitions":1}`, 400, job.EInvalid, "kind is required"},
+		{"POST", "/api/v1/jobs", `{"kind":"nope"}`, 400, job.EInvalid, `unknown kind "nope"; known kinds:`},
+		{"POST", "/api/v1/jobs", `{}`, 400, job.EInvalid, "kind is required"},
 		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1,"color":"red"}`, 400, job.EInvalid, `unknown field "color"`},
 		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1,"params":[1]}`, 400, job.EInvalid, "params must be a JSON object"},
 		{"POST", "/api/v1/jobs", `{"kind":"short",`, 400, job.EInvalid, "malformed JSON"},

@@ -34,6 +34,13 @@ type submitRequest struct {
 
 // spec checks what JSON alone cannot and makes the job spec of req.
 func (s *Server) spec(req submitRequest) (job.Spec, error) {
+	if s.cfg.Kinds != nil {
+		// The kind first: a spec of an unknown kind without partitions
+		// is told of its kind, not of partitions, then of its kind.
+		if err := s.cfg.Kinds.CheckKind(req.Kind); err != nil {
+			return job.Spec{}, err
+		}
+	}
 	if len(req.Partitions) == 0 || string(req.Partitions) == "null" {
 		return job.Spec{}, job.Errorf(job.EInvalid, "partitions is required: an integer from 1 to %d", s.cfg.MaxPartitions)
 	}

@@ -220,15 +220,24 @@ const (
 // IdempotencyWindow is how long a submit's idempotency key is remembered.
 const IdempotencyWindow = 24 * time.Hour
 
-// Validate checks spec against the registry and the partition bound.
-func (r *Registry) Validate(spec Spec, maxPartitions int) error {
-	if spec.Kind == "" {
+// CheckKind returns the error of a submit of kind when it names no
+// registered kind.
+func (r *Registry) CheckKind(kind string) error {
+	if kind == "" {
 		return Errorf(EInvalid, "kind is required; known kinds: %s", strings.Join(r.Names(), ", "))
 	}
-	k, ok := r.Lookup(spec.Kind)
-	if !ok {
-		return Errorf(EInvalid, "unknown kind %q; known kinds: %s", spec.Kind, strings.Join(r.Names(), ", "))
+	if _, ok := r.Lookup(kind); !ok {
+		return Errorf(EInvalid, "unknown kind %q; known kinds: %s", kind, strings.Join(r.Names(), ", "))
 	}
+	return nil
+}
+
+// Validate checks spec against the registry and the partition bound.
+func (r *Registry) Validate(spec Spec, maxPartitions int) error {
+	if err := r.CheckKind(spec.Kind); err != nil {
+		return err
+	}
+	k, _ := r.Lookup(spec.Kind)
 	if spec.Priority != 0 && (spec.Priority < MinPriority || spec.Priority > MaxPriority) {
 		return Errorf(EInvalid, "priority must be an integer from %d (low) to %d (high), default %d; got %d", MinPriority, MaxPriority, DefaultPriority, spec.Priority)
 	}
