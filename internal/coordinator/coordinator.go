@@ -551,6 +551,16 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 		if reused && !done && !stale {
 			return nil, keyReused(prev)
 		}
+		if !done && !stale && !c.seenAll(prev) {
+			// The submit that holds the key is still storing its jobs,
+			// as the read model shows: wait without reading them. A
+			// retry of a batch read its thousand records every 50 ms,
+			// loading the store that submit was waiting for.
+			if err := pause(ctx, 50*time.Millisecond); err != nil {
+				return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
+			}
+			continue
+		}
 		jobs, err := c.replay(ctx, prev)
 		switch {
 		case err == nil:
@@ -575,11 +585,35 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 			}
 			continue
 		}
-		select {
-		case <-ctx.Done():
+		if err := pause(ctx, 50*time.Millisecond); err != nil {
 			return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
-		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// seenAll reports whether the read model knows every one of jobs ids
+// (true without a read model: the records are read then).
+func (c *Coordinator) seenAll(ids []string) bool {
+	if c.cfg.State == nil {
+		return true
+	}
+	for _, id := range ids {
+		if _, ok := c.cfg.State(id); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// pause waits for d, or returns ctx's error first.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -1155,3 +1155,59 @@ func TestResultsPastTheCacheApplyToTheReadModelsRecord(t *testing.T) {
 		t.Fatalf("%d reads of records by the coordinator while %d jobs past its cache finished; want 1, the stale one's", reads, n-3)
 	}
 }
+
+// A retry whose key a submit still storing its jobs holds waits without
+// reading their records while the read model does not know them all (a
+// retry of a batch read a thousand records every 50 ms, loading the store
+// that submit waited for), and is answered the jobs once it does.
+func TestARetryWaitsForAPendingSubmitWithoutReadingItsJobs(t *testing.T) {
+	f := newFixture(t)
+	if err := f.c.Stop(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	c := f.coordinator(func(cfg *Config) {
+		cfg.State = func(id string) (job.State, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			return job.Queued, seen[id]
+		}
+	})
+	specs := []job.Spec{{Kind: "noop", Partitions: 1}, {Kind: "noop", Partitions: 1}}
+	now := time.Now()
+	a := job.New(job.NewID("noop", now), specs[0], now.UTC())
+	b := job.New(job.NewID("noop", now), specs[1], now.UTC())
+	// The first submit of the batch (on another server) claimed the key
+	// and has stored one record of two.
+	claim := &keyClaim{key: "batch\x00k", fingerprint: fingerprint(specs), ids: []string{a.ID, b.ID}}
+	if _, err := f.store.Idempotency.Create(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Jobs.Create(f.ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	seen[a.ID] = true
+	mu.Unlock()
+	kv := &countingKV{KV: f.store.Jobs.KV}
+	f.store.Jobs.KV = kv
+	ctx, cancel := context.WithTimeout(f.ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.SubmitBatch(ctx, specs, "k"); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a retry while the first submit stores its jobs: %v; want unavailable, still in progress", err)
+	}
+	if n := kv.gets.Load(); n != 0 {
+		t.Fatalf("the retry read %d job records while the read model knew only one of the two", n)
+	}
+	if _, err := f.store.Jobs.Create(f.ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	seen[b.ID] = true
+	mu.Unlock()
+	jobs, err := c.SubmitBatch(f.ctx, specs, "k")
+	if err != nil || len(jobs) != 2 || jobs[0].ID != a.ID || jobs[1].ID != b.ID || !jobs[0].Replayed {
+		t.Fatalf("the retry once both are stored: %v %+v; want %s and %s replayed", err, jobs, a.ID, b.ID)
+	}
+}
