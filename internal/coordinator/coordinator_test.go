@@ -733,6 +733,21 @@ func (c *Coordinator) cachedRecordsNow() (found, counted int) {
 	return found, c.records
 }
 
+// submitMany submits n jobs of spec through c, one by one, and returns
+// their ids.
+func (f *fixture) submitMany(c *Coordinator, n int, spec job.Spec) []string {
+	f.t.Helper()
+	var ids []string
+	for range n {
+		j, err := c.Submit(f.ctx, spec)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
+
 // A backlog larger than the coordinator's cache of records is not all
 // held in memory: the records past the bound are read from the store when
 // their jobs change, and every job still ends right.
@@ -745,14 +760,7 @@ func TestBacklogLargerThanTheCacheOfRecords(t *testing.T) {
 	}
 	c := f.coordinator(func(cfg *Config) { cfg.CachedRecords = 3 })
 	const n = 12
-	var ids []string
-	for range n {
-		j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, j.ID)
-	}
+	ids := f.submitMany(c, n, job.Spec{Kind: "noop", Partitions: 2})
 	if found, counted := c.cachedRecordsNow(); found != 3 || counted != 3 {
 		t.Fatalf("%d records cached (counted %d) after %d submits; want the bound, 3", found, counted, n)
 	}
@@ -1107,14 +1115,7 @@ func TestResultsPastTheCacheApplyToTheReadModelsRecord(t *testing.T) {
 		}
 	})
 	const n = 12
-	var ids []string
-	for range n {
-		j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, j.ID)
-	}
+	ids := f.submitMany(c, n, job.Spec{Kind: "noop", Partitions: 2})
 	var stale string
 	for _, id := range ids {
 		j, rev, err := f.store.Jobs.Get(f.ctx, id)
