@@ -816,22 +816,11 @@ func (s *stream) Scan(ctx context.Context, fn func(data []byte)) error {
 // each calls fn with the data of every message on subjects filter, oldest
 // first, up to limit.
 func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]byte)) error {
-	cons, err := s.st.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     filter,
-		AckPolicy:         jetstream.AckNonePolicy,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: time.Minute,
-		Replicas:          1,
-		MemoryStorage:     true,
-	})
+	cons, done, err := s.reader(ctx, filter)
 	if err != nil {
-		return storeErr(err)
+		return err
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = s.st.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
+	defer done()
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return storeErr(err)
@@ -865,10 +854,50 @@ func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]b
 			break
 		}
 	}
+	return s.rest(ctx, filter, next, left, info.NumPending, fn)
+}
+
+// reader makes a consumer of every message on subjects filter, without
+// acks, and returns it with the call that deletes it.
+func (s *stream) reader(ctx context.Context, filter string) (jetstream.Consumer, func(), error) {
+	cons, err := s.st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     filter,
+		AckPolicy:         jetstream.AckNonePolicy,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return nil, nil, storeErr(err)
+	}
+	return cons, func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.st.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}, nil
+}
+
+// rest calls fn with the data of the next left messages on subjects filter
+// from sequence next, one request each, of the total the read counted on
+// filter at its start. Those the store does not deliver are damaged if its
+// index still counts as many on filter; if it counts fewer, messages were
+// deleted since (a purge of applied results, a job's deletion, racing the
+// read), and the read ends with what it got: a history read that met the
+// coordinator's purge of shared results reported "2 messages are damaged
+// in the store".
+func (s *stream) rest(ctx context.Context, filter string, next, left, total uint64, fn func([]byte)) error {
 	for ; left > 0; left-- {
 		m, err := s.st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
+			now, err := s.counted(ctx, filter)
+			if err != nil {
+				return err
+			}
+			if now < total {
+				return nil
+			}
 			return fmt.Errorf("%d messages of %s are %w: the store delivers none of them", left, filter, store.ErrDamaged)
 		case err != nil:
 			return storeErr(err)
@@ -877,6 +906,21 @@ func (s *stream) each(ctx context.Context, filter string, limit int, fn func([]b
 		next = m.Sequence + 1
 	}
 	return nil
+}
+
+// counted returns how many messages on subjects filter the stream's index
+// counts: those it cannot deliver (damaged) too.
+func (s *stream) counted(ctx context.Context, filter string) (uint64, error) {
+	cons, done, err := s.reader(ctx, filter)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, storeErr(err)
+	}
+	return info.NumPending, nil
 }
 
 // Info sums the lanes' consumers.

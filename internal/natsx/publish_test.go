@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // slowStream answers the publishes on subject "slow" as a stream would,
@@ -72,5 +74,38 @@ func TestPublishAllStopsAtItsDeadline(t *testing.T) {
 	}
 	if !strings.Contains(errs[3].Error(), "not sent") {
 		t.Errorf("the last publish, past the deadline: %v, want not sent", errs[3])
+	}
+}
+
+// Messages of a read that the store no longer holds because they were
+// deleted since the read counted them are not damaged: the read ends with
+// what it got. (The coordinator's purge of applied shared results, racing
+// a history read, made it report "2 messages are damaged in the store".)
+func TestAReadRacingADeletionIsNotDamage(t *testing.T) {
+	s, ctx := setupBlobs(t)
+	results := s.Ports.Results.(*stream)
+	for i := range 3 {
+		if err := results.Publish(ctx, store.Message{Key: "j1", Data: []byte{byte('a' + i)}})[0]; err != nil {
+			t.Fatal(err)
+		}
+	}
+	filter := ResultSubject + "j1"
+	var got []string
+	// The read counted 3 and got the first; the other two go meanwhile.
+	first, err := results.st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(filter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, string(first.Data))
+	for _, seq := range []uint64{2, 3} {
+		if err := results.st.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := results.rest(ctx, filter, first.Sequence+1, 2, 3, func(b []byte) { got = append(got, string(b)) }); err != nil {
+		t.Fatalf("a read whose last messages were deleted meanwhile: %v", err)
+	}
+	if len(got) != 1 || got[0] != "a" {
+		t.Fatalf("read %q, want [a]", got)
 	}
 }
