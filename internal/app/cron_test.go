@@ -160,7 +160,7 @@ func TestCronMissedTicks(t *testing.T) {
 				case gap == nil:
 					gap = &s.Jobs[i]
 					if f.Missed < 2 || f.Tick.Before(restarting.Add(-2*time.Second)) {
-						t.Fatalf("run_once: job %+v stands for the missed ticks, not for the newest of them (restarted at %s)", f, restarting)
+						t.Fatalf("run_once: job %+v stands for the missed ticks, not for the newest of them (stopped at %s, restarted at %s, started at %s); the schedule's jobs: %+v", f, stopped, restarting, started, s.Jobs)
 					}
 				case !f.Tick.After(gap.Tick):
 					t.Fatalf("run_once: job %+v stands for missed ticks again after %+v stood for the gap", f, *gap)
