@@ -885,7 +885,9 @@ func (s *stream) reader(ctx context.Context, filter string) (jetstream.Consumer,
 // deleted since (a purge of applied results, a job's deletion, racing the
 // read), and the read ends with what it got: a history read that met the
 // coordinator's purge of shared results reported "2 messages are damaged
-// in the store".
+// in the store". (Messages added since do not hide a deletion: the store
+// would have delivered them. A damaged message met by a read that raced a
+// deletion goes unreported: the history shows fewer attempts.)
 func (s *stream) rest(ctx context.Context, filter string, next, left, total uint64, fn func([]byte)) error {
 	for ; left > 0; left-- {
 		m, err := s.st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
