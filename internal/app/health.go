@@ -175,12 +175,14 @@ func (s *Server) checkStore(ctx context.Context) (reason string, noSpace bool) {
 }
 
 // anchorEvery is how often the task queue's anchor is stored again
-// (natsx.Store.AnchorTasks). After each new block starts, until the anchor
-// is stored in it, the store makes a new block file whenever the workers
-// empty the queue: at 2,500 one-task jobs a second for 12 s, every second
-// made 588 block files (and as many 256 KB buffers, up to 150 MB of heap
-// at once, with submit latency spikes past 100 ms); every 100 ms made 51.
-const anchorEvery = 100 * time.Millisecond
+// (natsx.Store.AnchorTasks), and the ones before it purged. Under load the
+// task publishes carry it (natsx's Publish), so that it lands in each new
+// block at once: stored every second alone, it left a window after each
+// new block in which the store made a new block file whenever the workers
+// emptied the queue (588 files for 30,000 one-task jobs at 2,500 a second,
+// with as many 256 KB buffers, up to 150 MB of heap at once, and submit
+// latency spikes past 100 ms; with the publishes carrying it, 14).
+const anchorEvery = time.Second
 
 // anchorTasks keeps the task queue's anchor in its last block until ctx
 // ends. A failure is the health probe's to report.

@@ -79,11 +79,23 @@ func TestAnchorKeepsTheTaskQueuesLastBlock(t *testing.T) {
 	}
 	// Without the anchor, the store's behaviour this works around (a
 	// newer nats-server may not have it: then there is nothing to see).
+	tasks := s.Ports.Tasks.(*stream)
+	tasks.anchored = false
 	before := newest()
 	cycle(50)
 	without := newest() - before
 	t.Logf("50 tasks through an empty queue without the anchor: %d new block files", without)
 
+	// The publishes carry it: the first one, and one at most every
+	// anchorAfter.
+	tasks.anchored = true
+	before = newest()
+	cycle(50)
+	if with := newest() - before; with > 2 {
+		t.Fatalf("50 tasks through a queue whose publishes carry its anchor made %d new block files (without it: %d)", with, without)
+	}
+	// Stored on its own (every second, and the older ones purged).
+	tasks.anchored = false
 	for range 3 {
 		if err := s.AnchorTasks(ctx); err != nil {
 			t.Fatal(err)
