@@ -40,15 +40,17 @@ func Serve(ctx context.Context, dir string) error {
 	}
 	fmt.Printf("%s %d\n", srv.URL(), time.Since(start).Milliseconds())
 	if p := os.Getenv("BENCH_HEAPPROFILE"); p != "" {
-		usr1 := make(chan os.Signal, 1)
+		usr1, done := make(chan os.Signal, 1), make(chan struct{})
 		signal.Notify(usr1, syscall.SIGUSR1)
-		defer signal.Stop(usr1)
+		defer func() { signal.Stop(usr1); close(done) }()
 		go func() {
 			for n := 0; ; n++ {
-				if _, ok := <-usr1; !ok {
+				select {
+				case <-done:
 					return
+				case <-usr1:
+					heapProfile(fmt.Sprintf("%s.%d.%d", p, os.Getpid(), n))
 				}
-				heapProfile(fmt.Sprintf("%s.%d.%d", p, os.Getpid(), n))
 			}
 		}()
 	}

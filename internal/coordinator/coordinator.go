@@ -415,7 +415,9 @@ func (c *Coordinator) create(ctx context.Context, j *job.Job) (_ *job.Job, rev u
 func (c *Coordinator) created(ctx context.Context, j *job.Job, rev uint64, err error) (_ *job.Job, _ uint64, notStored bool, _ error) {
 	for errors.Is(err, store.ErrNotStored) && ctx.Err() == nil {
 		// No stream answered (a leader being elected): nothing was stored.
-		time.Sleep(100 * time.Millisecond)
+		if pause(ctx, 100*time.Millisecond) != nil {
+			break
+		}
 		rev, err = c.cfg.Store.Jobs.Create(ctx, j)
 	}
 	notStored = errors.Is(err, store.ErrNotStored)

@@ -604,8 +604,9 @@ func (s *stream) shared(ctx context.Context, l *lane) (jetstream.Consumer, error
 // carrying it.
 func (s *stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 	n := len(msgs)
-	if now := time.Now().UnixNano(); s.anchored && n > 0 {
-		if last := s.anchoredAt.Load(); now-last >= int64(anchorAfter) && s.anchoredAt.CompareAndSwap(last, now) {
+	if s.anchored && n > 0 {
+		now, last := time.Now().UnixNano(), s.anchoredAt.Load()
+		if now-last >= int64(anchorAfter) && s.anchoredAt.CompareAndSwap(last, now) {
 			n++
 		}
 	}

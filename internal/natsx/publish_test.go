@@ -36,6 +36,9 @@ func slowStream(t *testing.T, late time.Duration) jetstream.JetStream {
 	return js
 }
 
+// slowMsg is a message to slowStream's subject.
+func slowMsg(int) *nats.Msg { return &nats.Msg{Subject: "slow", Data: []byte("x")} }
+
 // A publish that finds the connection's window of unanswered publishes
 // full waits for room until the caller's deadline, not nats.go's 200 ms:
 // a burst of batch submits was refused ("stalled with too many outstanding
@@ -44,8 +47,7 @@ func TestPublishAllWaitsForRoomUntilItsDeadline(t *testing.T) {
 	js := slowStream(t, 400*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	msg := func(int) *nats.Msg { return &nats.Msg{Subject: "slow", Data: []byte("x")} }
-	seqs, errs := publishAll(ctx, js, 3, msg, storeErr)
+	seqs, errs := publishAll(ctx, js, 3, slowMsg, storeErr)
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("publish %d of 3 through a window of 1, each answered 400 ms late: %v", i, err)
@@ -62,8 +64,7 @@ func TestPublishAllStopsAtItsDeadline(t *testing.T) {
 	js := slowStream(t, 5*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	msg := func(int) *nats.Msg { return &nats.Msg{Subject: "slow", Data: []byte("x")} }
-	_, errs := publishAll(ctx, js, 4, msg, storeErr)
+	_, errs := publishAll(ctx, js, 4, slowMsg, storeErr)
 	if errs[0] == nil || !strings.Contains(errs[0].Error(), "no acknowledgement") {
 		t.Errorf("the publish the store did not answer in time: %v, want no acknowledgement", errs[0])
 	}
