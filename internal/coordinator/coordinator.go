@@ -233,7 +233,8 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		tasks += spec.Partitions
 		copies += spec.ParamCopies()
 	}
-	ctx, cancel := context.WithTimeout(ctx, submitTimeout(len(specs), tasks, copies))
+	timeout := submitTimeout(len(specs), tasks, copies)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	now := time.Now()
 	jobs := make([]*job.Job, len(specs))
@@ -257,7 +258,7 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 	}()
 	var claim *keyClaim
 	if key != "" {
-		claim = &keyClaim{key: keySpace + key, fingerprint: fingerprint(specs), ids: ids}
+		claim = &keyClaim{key: keySpace + key, fingerprint: fingerprint(specs), ids: ids, specs: specs, timeout: timeout}
 		prev, err := c.claimKey(ctx, claim)
 		if err != nil || prev != nil {
 			return prev, err
@@ -469,12 +470,29 @@ type keyClaim struct {
 	key         string
 	fingerprint string // "" when the caller gave none
 	ids         []string
+	// specs are what the client asked for, and timeout the deadline of
+	// their submit: a retry stores with them the jobs that an earlier
+	// submit of the same request, which ended midway, did not (complete).
+	specs   []job.Spec
+	timeout time.Duration
 }
 
 // keyDone marks an idempotency key whose jobs a retry found all stored
 // and was answered (claimKey); a submit that succeeds leaves its key
 // pending. (Earlier versions marked it done themselves.)
 const keyDone = " done"
+
+// keyTaken marks an idempotency key whose submit ended without storing
+// every job (its server died midway) and that a retry of the same request
+// took over to store the rest (complete): the submit, if it was only
+// stalled and fails now, keeps its jobs rather than withdraw them. The
+// retry that stored them all marks the key done.
+const keyTaken = " taken"
+
+// completeAfter is how long past its deadline a submit that holds a key
+// is surely over, whatever the servers' clocks (within that) and the
+// messages it left in flight: a retry then stores what it did not.
+const completeAfter = 10 * time.Second
 
 // keyFingerprint separates a key's jobs from its request's fingerprint.
 const keyFingerprint = " request="
@@ -492,11 +510,13 @@ func (k *keyClaim) value(done bool) []byte {
 	return []byte(v)
 }
 
-// parseKeyValue reads a bucket value written by keyClaim.value.
-func parseKeyValue(v string) (ids []string, fingerprint string, done bool) {
+// parseKeyValue reads a bucket value written by keyClaim.value, or taken
+// over (keyTaken).
+func parseKeyValue(v string) (ids []string, fingerprint string, done, taken bool) {
 	v, done = strings.CutSuffix(v, keyDone)
+	v, taken = strings.CutSuffix(v, keyTaken)
 	v, fingerprint, _ = strings.Cut(v, keyFingerprint)
-	return strings.Split(v, ","), fingerprint, done
+	return strings.Split(v, ","), fingerprint, done, taken
 }
 
 // fingerprint sums the fingerprints of a submit's specs: "" when none has
@@ -522,19 +542,27 @@ func fingerprint(specs []job.Spec) string {
 // failing, then finds the key done and answers its jobs too rather than
 // withdraw them (a submit that succeeds leaves its key pending, which
 // spares it a write). While the jobs are not all stored it waits; a failed
-// submit releases the key, and one that never said (its server died) is
-// taken over after orphanAge. Only jobs every one of which is stored are
-// answered again. A key that an earlier submit used for a different
+// submit releases the key. One that never said (its server died midway) is
+// over once its deadline is long past (completeAfter): the retry, the same
+// request, marks the key taken and stores the jobs it did not, under their
+// ids, and is answered them all (complete); without the request's specs
+// (an older server's key) the key is taken over after orphanAge. Only jobs
+// every one of which is stored are answered again. A key that an earlier submit used for a different
 // request (another fingerprint) is refused: answering that submit's jobs
 // would tell the client its new request was stored.
 func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job, error) {
 	k := idempotencyKey(claim.key)
 	kv := c.cfg.Store.Idempotency
 	value := claim.value(false)
+	inProgress := job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
+	waited := false // a deadline met after waiting is the other submit's, not the store's
 	for {
 		_, err := kv.Create(ctx, k, value)
 		if err == nil {
 			return nil, nil
+		}
+		if waited && ctx.Err() != nil {
+			return nil, inProgress
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			return nil, unavailable(fmt.Errorf("record idempotency key: %w", err))
@@ -543,31 +571,63 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 		if errors.Is(err, store.ErrNotFound) {
 			continue // released meanwhile
 		}
+		if waited && ctx.Err() != nil {
+			return nil, inProgress
+		}
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("read idempotency key: %w", err))
 		}
-		prev, fp, done := parseKeyValue(string(e.Value))
+		prev, fp, done, taken := parseKeyValue(string(e.Value))
+		pending := strings.TrimSuffix(string(e.Value), keyTaken) // the value as its submit wrote it, when not done
 		t, ok := job.IDTime(prev[0])
-		stale := !ok || time.Since(t) > orphanAge
 		reused := fp != "" && claim.fingerprint != "" && fp != claim.fingerprint
+		// The same request again: once the submit that holds the key is
+		// surely over, what it did not store (its server died midway) is
+		// stored now, under its ids. Else that submit's key was taken
+		// over after orphanAge with new jobs, and the jobs it had stored
+		// ran too, which no client was ever answered.
+		same := ok && !done && fp == claim.fingerprint && sameRequest(prev, claim.specs)
+		ended := same && (taken || time.Since(t) > claim.timeout+completeAfter && !c.isSubmitting(prev[0]))
+		stale := !same && (!ok || time.Since(t) > orphanAge)
 		if reused && !done && !stale {
 			return nil, keyReused(prev)
 		}
-		if !done && !stale && !c.seenAll(prev) {
+		if !done && !stale && !ended && !c.seenAll(prev) {
 			// The submit that holds the key is still storing its jobs,
 			// as the read model shows: wait without reading them. A
 			// retry of a batch read its thousand records every 50 ms,
 			// loading the store that submit was waiting for.
 			if err := pause(ctx, 50*time.Millisecond); err != nil {
-				return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
+				return nil, inProgress
 			}
+			waited = true
 			continue
 		}
-		jobs, err := c.replay(ctx, prev)
+		var jobs []*job.Job
+		if ended {
+			if !taken {
+				// Taken first: the submit, if it was only stalled and
+				// fails now, then keeps its jobs (releaseKey).
+				rev, err := kv.Update(ctx, k, []byte(pending+keyTaken), e.Revision)
+				if errors.Is(err, store.ErrConflict) {
+					continue
+				} else if err != nil {
+					return nil, unavailable(fmt.Errorf("take over idempotency key: %w", err))
+				}
+				e.Revision = rev
+			}
+			// What fails here leaves the key taken: the next retry
+			// stores the rest.
+			if jobs, err = c.complete(ctx, prev, claim.specs); err != nil {
+				return nil, err
+			}
+		} else {
+			jobs, err = c.replay(ctx, prev)
+		}
 		switch {
 		case err == nil:
 			if !done {
-				if _, err := kv.Update(ctx, k, append(slices.Clip(e.Value), keyDone...), e.Revision); errors.Is(err, store.ErrConflict) {
+				if _, err := kv.Update(ctx, k, []byte(pending+keyDone), e.Revision); errors.Is(err, store.ErrConflict) {
 					continue // released, or marked, meanwhile
 				} else if err != nil {
 					return nil, unavailable(fmt.Errorf("mark idempotency key done: %w", err))
@@ -588,8 +648,9 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 			continue
 		}
 		if err := pause(ctx, 50*time.Millisecond); err != nil {
-			return nil, job.Errorf(job.EUnavailable, "a submit with this Idempotency-Key is still in progress; try again shortly")
+			return nil, inProgress
 		}
+		waited = true
 	}
 }
 
@@ -642,6 +703,70 @@ func (c *Coordinator) replay(ctx context.Context, ids []string) ([]*job.Job, err
 	return out, nil
 }
 
+// sameRequest reports whether specs can be the request that made jobs ids:
+// as many, each of its id's kind. (The fingerprints say the rest.)
+func sameRequest(ids []string, specs []job.Spec) bool {
+	if len(ids) != len(specs) {
+		return false
+	}
+	for i, id := range ids {
+		if !strings.HasPrefix(id, specs[i].Kind+"_") {
+			return false
+		}
+	}
+	return true
+}
+
+// isSubmitting reports whether this server's submit of job id is under way.
+func (c *Coordinator) isSubmitting(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.submitting[id]
+	return ok
+}
+
+// complete returns the jobs ids of an earlier submit of specs (the same
+// request) that ended midway, marked Replayed, and first stores those it
+// did not: each under its id, tasks then record, as a submit does. A job
+// stored meanwhile by that submit (a create conflicts) is read back. Their
+// tasks may run twice, if the earlier submit queued them; they count once.
+// On an error what was stored stays, for the next retry to complete.
+func (c *Coordinator) complete(ctx context.Context, ids []string, specs []job.Spec) ([]*job.Job, error) {
+	out := make([]*job.Job, len(ids))
+	var missing []int
+	for i, id := range ids {
+		j, _, err := c.Get(ctx, id)
+		switch {
+		case err == nil:
+			out[i] = j
+		case job.ErrorCode(err) == job.ENotFound:
+			missing = append(missing, i)
+		default:
+			return nil, err
+		}
+	}
+	if len(missing) > 0 {
+		sub := make([]job.Spec, len(missing))
+		jobs := make([]*job.Job, len(missing))
+		for k, i := range missing {
+			created, _ := job.IDTime(ids[i])
+			sub[k], jobs[k] = specs[i], job.New(ids[i], specs[i], created.UTC())
+		}
+		if _, err := c.submit(ctx, sub, jobs); err != nil {
+			return nil, err
+		}
+		for k, i := range missing {
+			out[i] = jobs[k]
+		}
+		c.log.Info("a retry stored the jobs that an earlier submit of the same request, which ended midway (its server stopped), had not",
+			"jobs", len(missing), "of", len(ids), "first", ids[missing[0]])
+	}
+	for _, j := range out {
+		j.Replayed = true
+	}
+	return out, nil
+}
+
 // What became of a failed submit's key.
 const (
 	keyReleased = iota // removed: the next submit with it starts anew
@@ -664,7 +789,7 @@ func (c *Coordinator) releaseKey(claim *keyClaim, timeout time.Duration) int {
 			return keyReleased
 		case err != nil:
 			return keyUnknown
-		case string(e.Value) == string(claim.value(true)):
+		case string(e.Value) == string(claim.value(true)), string(e.Value) == string(claim.value(false))+keyTaken:
 			return keyAnswered
 		case string(e.Value) != string(claim.value(false)):
 			return keyReleased // another submit's now: taken over once ours were found missing

@@ -1212,3 +1212,100 @@ func TestARetryWaitsForAPendingSubmitWithoutReadingItsJobs(t *testing.T) {
 		t.Fatalf("the retry once both are stored: %v %+v; want %s and %s replayed", err, jobs, a.ID, b.ID)
 	}
 }
+
+// A batch whose server died midway (one record of three stored, its key
+// left pending) is made whole by the client's retry once that submit is
+// surely over: the retry stores the two missing jobs under their ids and
+// is answered the three, not a new batch beside the stored one. Meanwhile
+// the retry waits; and the submit, had it only stalled, keeps its jobs.
+func TestARetryCompletesABatchWhoseServerDiedMidway(t *testing.T) {
+	f := newFixture(t)
+	specs := []job.Spec{{Kind: "noop", Partitions: 1, Fingerprint: "a"}, {Kind: "short", Partitions: 2, Fingerprint: "b"}, {Kind: "noop", Partitions: 1, Fingerprint: "c"}}
+	claimed := func(at time.Time) *keyClaim {
+		ids := make([]string, len(specs))
+		for i, s := range specs {
+			ids[i] = job.NewID(s.Kind, at)
+		}
+		return &keyClaim{key: "batch\x00" + at.String(), fingerprint: fingerprint(specs), ids: ids}
+	}
+	store1 := func(claim *keyClaim, at time.Time) {
+		t.Helper()
+		if _, err := f.store.Idempotency.Create(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.store.Jobs.Create(f.ctx, job.New(claim.ids[0], specs[0], at.UTC())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func(claim *keyClaim) string {
+		t.Helper()
+		e, err := f.store.Idempotency.Get(f.ctx, idempotencyKey(claim.key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(e.Value)
+	}
+
+	// Within its deadline and the margin, the submit may still be storing.
+	recent := time.Now()
+	inFlight := claimed(recent)
+	store1(inFlight, recent)
+	short, cancel := context.WithTimeout(f.ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := f.c.SubmitBatch(short, specs, strings.TrimPrefix(inFlight.key, "batch\x00")); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(job.ErrorMessage(err), "in progress") {
+		t.Fatalf("a retry while the batch may still be stored: %v; want unavailable, in progress", err)
+	}
+
+	// Long past it: completed.
+	long := time.Now().Add(-SubmitTimeout - completeAfter - 5*time.Second)
+	crashed := claimed(long)
+	store1(crashed, long)
+	queued := f.queued()
+	jobs, err := f.c.SubmitBatch(f.ctx, specs, strings.TrimPrefix(crashed.key, "batch\x00"))
+	if err != nil || len(jobs) != 3 {
+		t.Fatalf("the retry of a batch whose submit died midway: %v, %d jobs; want the 3", err, len(jobs))
+	}
+	for i, j := range jobs {
+		if j.ID != crashed.ids[i] || !j.Replayed || j.Kind != specs[i].Kind || j.Partitions != specs[i].Partitions {
+			t.Fatalf("job %d of the retry: %s %s/%d replayed %v; want %s, the batch's own", i, j.ID, j.Kind, j.Partitions, j.Replayed, crashed.ids[i])
+		}
+		if _, _, err := f.store.Jobs.Get(f.ctx, j.ID); err != nil {
+			t.Fatalf("job %d of the completed batch is not stored: %v", i, err)
+		}
+	}
+	if n := f.queued() - queued; n != 3 {
+		t.Fatalf("%d tasks queued by the retry; want the missing jobs' 3", n)
+	}
+	if v := key(crashed); v != string(crashed.value(true)) {
+		t.Fatalf("the key after the retry: %q; want done, naming the batch", v)
+	}
+	again, err := f.c.SubmitBatch(f.ctx, specs, strings.TrimPrefix(crashed.key, "batch\x00"))
+	if err != nil || len(again) != 3 || again[1].ID != crashed.ids[1] {
+		t.Fatalf("a second retry: %v %+v; want the same 3 jobs", err, again)
+	}
+
+	// A key taken over by a retry that did not finish is completed by the
+	// next at once; the stalled submit, failing, keeps its jobs.
+	taken := claimed(time.Now())
+	store1(taken, time.Now())
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(taken.key), append(taken.value(false), keyTaken...)); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.c.releaseKey(taken, time.Second); r != keyAnswered {
+		t.Fatalf("release of a key a retry took over: %d; want keyAnswered (the jobs stay)", r)
+	}
+	jobs, err = f.c.SubmitBatch(f.ctx, specs, strings.TrimPrefix(taken.key, "batch\x00"))
+	if err != nil || len(jobs) != 3 || jobs[2].ID != taken.ids[2] {
+		t.Fatalf("the retry of a taken key: %v %+v; want its 3 jobs", err, jobs)
+	}
+	if v := key(taken); v != string(taken.value(true)) {
+		t.Fatalf("the taken key after the retry: %q; want done", v)
+	}
+
+	// Another request under the key is refused, as ever.
+	other := slices.Clone(specs)
+	other[0].Fingerprint = "z"
+	if _, err := f.c.SubmitBatch(f.ctx, other, strings.TrimPrefix(crashed.key, "batch\x00")); job.ErrorCode(err) != job.EKeyReused {
+		t.Fatalf("another request under a completed batch's key: %v; want %s", err, job.EKeyReused)
+	}
+}
