@@ -16,7 +16,7 @@ import (
 // Idempotency-Key, and start it again: each client's retry of its batch is
 // answered that batch's jobs, and the store holds those jobs and no other
 // (a batch the killed server had stored in part is completed, not left
-// beside a new one), and every one of them runs.
+// beside a new one), and every one of them runs, once.
 func TestSIGKILLDuringBatchSubmitsKeepsEachBatchWhole(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -67,6 +67,7 @@ func TestSIGKILLDuringBatchSubmitsKeepsEachBatchWhole(t *testing.T) {
 	ctx := apitest.Context(t)
 	want := map[string]bool{}
 	unanswered := 0
+	var resent []string // the jobs answered after the restart
 	for _, key := range keys {
 		if answered[key] == nil {
 			unanswered++
@@ -75,6 +76,7 @@ func TestSIGKILLDuringBatchSubmitsKeepsEachBatchWhole(t *testing.T) {
 				if err == nil {
 					for _, j := range jobs {
 						answered[key] = append(answered[key], j.ID)
+						resent = append(resent, j.ID)
 					}
 					break
 				}
@@ -131,6 +133,11 @@ func TestSIGKILLDuringBatchSubmitsKeepsEachBatchWhole(t *testing.T) {
 			t.Fatalf("%d of %d jobs succeeded", succeeded, stored)
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+	// A completed batch's tasks were queued by the killed server: none of
+	// them runs twice.
+	for _, id := range resent {
+		checkRanOnce(t, p2.url, id, false)
 	}
 	t.Logf("%d batches, %d of them sent again after the restart, %d of those stored in part by the killed server and completed by the retry",
 		len(keys), unanswered, strings.Count(p2.out.String(), "a retry stored the jobs"))

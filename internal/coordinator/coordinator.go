@@ -264,7 +264,7 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 			return prev, err
 		}
 	}
-	recorded, err := c.submit(ctx, specs, jobs)
+	recorded, err := c.submit(ctx, specs, jobs, false)
 	if err != nil {
 		// A key is released before its jobs are withdrawn: a retry that
 		// found them all stored meanwhile marked the key done and was
@@ -305,11 +305,12 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 	return jobs, nil
 }
 
-// submit stores jobs, made of specs: every task first, then the records.
-// On an error, recorded reports for each job whether its record is or may
-// be stored (created before the failure, or a create whose answer was
-// lost): all of them are withdrawn.
-func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.Job) (recorded []bool, err error) {
+// submit stores jobs, made of specs: every task first, then the records;
+// queued says the tasks are in the queue already (complete), and only the
+// records are stored. On an error, recorded reports for each job whether
+// its record is or may be stored (created before the failure, or a create
+// whose answer was lost): all of them are withdrawn.
+func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.Job, queued bool) (recorded []bool, err error) {
 	recorded = make([]bool, len(jobs))
 	var msgs []store.Message
 	for i, j := range jobs {
@@ -344,6 +345,10 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 			continue
 		}
 		j.Enqueued = true
+		if queued {
+			j.Lane = c.laneOf(j.Kind)
+			continue
+		}
 		tasks, lane, err := c.tasks(ctx, j)
 		if err != nil {
 			return recorded, err
@@ -543,10 +548,12 @@ func fingerprint(specs []job.Spec) string {
 // withdraw them (a submit that succeeds leaves its key pending, which
 // spares it a write). While the jobs are not all stored it waits; a failed
 // submit releases the key. One that never said (its server died midway) is
-// over once its deadline is long past (completeAfter): the retry, the same
-// request, marks the key taken and stores the jobs it did not, under their
-// ids, and is answered them all (complete); without the request's specs
-// (an older server's key) the key is taken over after orphanAge. Only jobs
+// over once its deadline is long past (completeAfter): if it stored some
+// of its records, the retry, the same request, marks the key taken and
+// stores the others, under their ids, and is answered them all (complete);
+// if none, the retry takes the key over with new jobs. Without the
+// request's specs (an older server's key) the key is taken over after
+// orphanAge. Only jobs
 // every one of which is stored are answered again. A key that an earlier submit used for a different
 // request (another fingerprint) is refused: answering that submit's jobs
 // would tell the client its new request was stored.
@@ -605,6 +612,21 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 		}
 		var jobs []*job.Job
 		if ended {
+			stored, err := c.stored(ctx, prev)
+			if err != nil {
+				return nil, err
+			}
+			if !taken && !slices.ContainsFunc(stored, func(j *job.Job) bool { return j != nil }) {
+				// Nothing stored: the submit died before its records,
+				// perhaps amid its tasks, which a completion would
+				// queue twice. The key is taken over with new jobs;
+				// the tasks of these, never to have a record, are
+				// dropped when met.
+				if _, err := kv.Update(ctx, k, value, e.Revision); err == nil {
+					return nil, nil
+				}
+				continue
+			}
 			if !taken {
 				// Taken first: the submit, if it was only stalled and
 				// fails now, then keeps its jobs (releaseKey).
@@ -618,7 +640,7 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 			}
 			// What fails here leaves the key taken: the next retry
 			// stores the rest.
-			if jobs, err = c.complete(ctx, prev, claim.specs); err != nil {
+			if jobs, err = c.complete(ctx, prev, claim.specs, stored, t); err != nil {
 				return nil, err
 			}
 		} else {
@@ -725,24 +747,39 @@ func (c *Coordinator) isSubmitting(id string) bool {
 	return ok
 }
 
-// complete returns the jobs ids of an earlier submit of specs (the same
-// request) that ended midway, marked Replayed, and first stores those it
-// did not: each under its id, tasks then record, as a submit does. A job
-// stored meanwhile by that submit (a create conflicts) is read back. Their
-// tasks may run twice, if the earlier submit queued them; they count once.
-// On an error what was stored stays, for the next retry to complete.
-func (c *Coordinator) complete(ctx context.Context, ids []string, specs []job.Spec) ([]*job.Job, error) {
+// stored returns the records of jobs ids that are stored, nil for the
+// others.
+func (c *Coordinator) stored(ctx context.Context, ids []string) ([]*job.Job, error) {
 	out := make([]*job.Job, len(ids))
-	var missing []int
 	for i, id := range ids {
 		j, _, err := c.Get(ctx, id)
 		switch {
 		case err == nil:
 			out[i] = j
-		case job.ErrorCode(err) == job.ENotFound:
-			missing = append(missing, i)
-		default:
+		case job.ErrorCode(err) != job.ENotFound:
 			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// complete returns the jobs ids of an earlier submit of specs (the same
+// request), made at claimed, that ended midway, marked Replayed; stored
+// holds their records that were stored (some, or the key was taken by a
+// retry before). It first stores the others, each under its id. Their
+// tasks are in the queue already: a submit stores its records only once
+// every task is, and a task whose job has no record yet runs, its result
+// waiting for the record until orphanAge. Past it, those results were
+// dropped, and the tasks are queued again (a task of them still waiting
+// then runs twice, and counts once). A job stored meanwhile by that submit
+// (a create conflicts) is read back. On an error what was stored stays,
+// for the next retry to complete.
+func (c *Coordinator) complete(ctx context.Context, ids []string, specs []job.Spec, stored []*job.Job, claimed time.Time) ([]*job.Job, error) {
+	out := slices.Clone(stored)
+	var missing []int
+	for i, j := range out {
+		if j == nil {
+			missing = append(missing, i)
 		}
 	}
 	if len(missing) > 0 {
@@ -752,7 +789,8 @@ func (c *Coordinator) complete(ctx context.Context, ids []string, specs []job.Sp
 			created, _ := job.IDTime(ids[i])
 			sub[k], jobs[k] = specs[i], job.New(ids[i], specs[i], created.UTC())
 		}
-		if _, err := c.submit(ctx, sub, jobs); err != nil {
+		queued := time.Since(claimed) < orphanAge-completeAfter
+		if _, err := c.submit(ctx, sub, jobs, queued); err != nil {
 			return nil, err
 		}
 		for k, i := range missing {

@@ -1213,29 +1213,45 @@ func TestARetryWaitsForAPendingSubmitWithoutReadingItsJobs(t *testing.T) {
 	}
 }
 
-// A batch whose server died midway (one record of three stored, its key
-// left pending) is made whole by the client's retry once that submit is
-// surely over: the retry stores the two missing jobs under their ids and
-// is answered the three, not a new batch beside the stored one. Meanwhile
-// the retry waits; and the submit, had it only stalled, keeps its jobs.
+// A batch whose server died midway (its tasks queued, one record of three
+// stored, its key left pending) is made whole by the client's retry once
+// that submit is surely over: the retry stores the two missing records
+// under their ids, without queueing their tasks again, and is answered the
+// three, not a new batch beside the stored one. Meanwhile the retry waits;
+// a batch that stored no record is replaced by a new one (its tasks may be
+// in the queue in part: completed, they would run twice); past orphanAge
+// the missing jobs' tasks are queued again (their first results were
+// dropped); and the submit, had it only stalled, keeps its jobs.
 func TestARetryCompletesABatchWhoseServerDiedMidway(t *testing.T) {
 	f := newFixture(t)
 	specs := []job.Spec{{Kind: "noop", Partitions: 1, Fingerprint: "a"}, {Kind: "short", Partitions: 2, Fingerprint: "b"}, {Kind: "noop", Partitions: 1, Fingerprint: "c"}}
-	claimed := func(at time.Time) *keyClaim {
-		ids := make([]string, len(specs))
-		for i, s := range specs {
-			ids[i] = job.NewID(s.Kind, at)
-		}
-		return &keyClaim{key: "batch\x00" + at.String(), fingerprint: fingerprint(specs), ids: ids}
-	}
-	store1 := func(claim *keyClaim, at time.Time) {
+	n := 0
+	// died claims a key at at, as a submit of specs does, queues the tasks
+	// of every job, stores the first records and dies.
+	died := func(at time.Time, records int) *keyClaim {
 		t.Helper()
-		if _, err := f.store.Idempotency.Create(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
+		n++
+		claim := &keyClaim{key: fmt.Sprintf("batch\x00k%d", n), fingerprint: fingerprint(specs)}
+		if _, err := f.store.Idempotency.Create(f.ctx, idempotencyKey(claim.key), nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.store.Jobs.Create(f.ctx, job.New(claim.ids[0], specs[0], at.UTC())); err != nil {
+		for i, s := range specs {
+			j := job.New(job.NewID(s.Kind, at), s, at.UTC())
+			claim.ids = append(claim.ids, j.ID)
+			if _, err := f.c.publishTasks(f.ctx, j); err != nil {
+				t.Fatal(err)
+			}
+			if i < records {
+				j.Enqueued = true
+				if _, err := f.store.Jobs.Create(f.ctx, j); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
 			t.Fatal(err)
 		}
+		return claim
 	}
 	key := func(claim *keyClaim) string {
 		t.Helper()
@@ -1245,67 +1261,87 @@ func TestARetryCompletesABatchWhoseServerDiedMidway(t *testing.T) {
 		}
 		return string(e.Value)
 	}
+	retry := func(ctx context.Context, claim *keyClaim) ([]*job.Job, error) {
+		return f.c.SubmitBatch(ctx, specs, strings.TrimPrefix(claim.key, "batch\x00"))
+	}
+	answered := func(what string, claim *keyClaim, jobs []*job.Job, err error) {
+		t.Helper()
+		if err != nil || len(jobs) != len(specs) {
+			t.Fatalf("%s: %v, %d jobs; want the %d of the batch", what, err, len(jobs), len(specs))
+		}
+		for i, j := range jobs {
+			if j.ID != claim.ids[i] || !j.Replayed || j.Kind != specs[i].Kind || j.Partitions != specs[i].Partitions {
+				t.Fatalf("%s: job %d is %s %s/%d replayed %v; want %s, the batch's own", what, i, j.ID, j.Kind, j.Partitions, j.Replayed, claim.ids[i])
+			}
+			stored, _, err := f.store.Jobs.Get(f.ctx, j.ID)
+			if err != nil || !stored.Enqueued {
+				t.Fatalf("%s: job %d of the completed batch: %+v %v; want stored, queued", what, i, stored, err)
+			}
+		}
+		if v := key(claim); v != string(claim.value(true)) {
+			t.Fatalf("%s: the key after the retry is %q; want done, naming the batch", what, v)
+		}
+	}
+	over := time.Now().Add(-SubmitTimeout - completeAfter - 5*time.Second)
 
 	// Within its deadline and the margin, the submit may still be storing.
-	recent := time.Now()
-	inFlight := claimed(recent)
-	store1(inFlight, recent)
 	short, cancel := context.WithTimeout(f.ctx, 300*time.Millisecond)
 	defer cancel()
-	if _, err := f.c.SubmitBatch(short, specs, strings.TrimPrefix(inFlight.key, "batch\x00")); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(job.ErrorMessage(err), "in progress") {
+	if _, err := retry(short, died(time.Now(), 1)); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(job.ErrorMessage(err), "in progress") {
 		t.Fatalf("a retry while the batch may still be stored: %v; want unavailable, in progress", err)
 	}
 
-	// Long past it: completed.
-	long := time.Now().Add(-SubmitTimeout - completeAfter - 5*time.Second)
-	crashed := claimed(long)
-	store1(crashed, long)
+	// Long past it: completed, the tasks left as they are.
+	crashed := died(over, 1)
 	queued := f.queued()
-	jobs, err := f.c.SubmitBatch(f.ctx, specs, strings.TrimPrefix(crashed.key, "batch\x00"))
-	if err != nil || len(jobs) != 3 {
-		t.Fatalf("the retry of a batch whose submit died midway: %v, %d jobs; want the 3", err, len(jobs))
+	jobs, err := retry(f.ctx, crashed)
+	answered("the retry of a batch whose submit died midway", crashed, jobs, err)
+	if n := f.queued(); n != queued {
+		t.Fatalf("%d tasks queued after the retry, %d before: want none queued again", n, queued)
 	}
-	for i, j := range jobs {
-		if j.ID != crashed.ids[i] || !j.Replayed || j.Kind != specs[i].Kind || j.Partitions != specs[i].Partitions {
-			t.Fatalf("job %d of the retry: %s %s/%d replayed %v; want %s, the batch's own", i, j.ID, j.Kind, j.Partitions, j.Replayed, crashed.ids[i])
-		}
-		if _, _, err := f.store.Jobs.Get(f.ctx, j.ID); err != nil {
-			t.Fatalf("job %d of the completed batch is not stored: %v", i, err)
-		}
-	}
-	if n := f.queued() - queued; n != 3 {
-		t.Fatalf("%d tasks queued by the retry; want the missing jobs' 3", n)
-	}
-	if v := key(crashed); v != string(crashed.value(true)) {
-		t.Fatalf("the key after the retry: %q; want done, naming the batch", v)
-	}
-	again, err := f.c.SubmitBatch(f.ctx, specs, strings.TrimPrefix(crashed.key, "batch\x00"))
+	again, err := retry(f.ctx, crashed)
 	if err != nil || len(again) != 3 || again[1].ID != crashed.ids[1] {
 		t.Fatalf("a second retry: %v %+v; want the same 3 jobs", err, again)
+	}
+	other := slices.Clone(specs)
+	other[0].Fingerprint = "z"
+	if _, err := f.c.SubmitBatch(f.ctx, other, strings.TrimPrefix(crashed.key, "batch\x00")); job.ErrorCode(err) != job.EKeyReused {
+		t.Fatalf("another request under a completed batch's key: %v; want %s", err, job.EKeyReused)
+	}
+
+	// No record stored: the retry stores a new batch (the tasks of the
+	// first, never to have a record, are dropped when met).
+	none := died(over, 0)
+	queued = f.queued()
+	jobs, err = retry(f.ctx, none)
+	if err != nil || len(jobs) != 3 || jobs[0].Replayed || slices.Contains(none.ids, jobs[0].ID) {
+		t.Fatalf("a retry of a batch that stored no record: %v %+v; want a new batch", err, jobs)
+	}
+	if v := key(none); !strings.HasPrefix(v, jobs[0].ID+",") {
+		t.Fatalf("the key of a batch that stored no record, after a retry: %q; want the new batch's", v)
+	}
+	if n := f.queued() - queued; n != 4 {
+		t.Fatalf("%d tasks queued by the new batch; want its 4", n)
+	}
+
+	// Past orphanAge: the missing jobs' tasks queued again.
+	old := died(time.Now().Add(-orphanAge-time.Second), 1)
+	queued = f.queued()
+	jobs, err = retry(f.ctx, old)
+	answered("the retry of a batch past orphanAge", old, jobs, err)
+	if n := f.queued() - queued; n != 3 {
+		t.Fatalf("%d tasks queued by the retry past orphanAge; want the missing jobs' 3", n)
 	}
 
 	// A key taken over by a retry that did not finish is completed by the
 	// next at once; the stalled submit, failing, keeps its jobs.
-	taken := claimed(time.Now())
-	store1(taken, time.Now())
+	taken := died(time.Now(), 2)
 	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(taken.key), append(taken.value(false), keyTaken...)); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.c.releaseKey(taken, time.Second); r != keyAnswered {
 		t.Fatalf("release of a key a retry took over: %d; want keyAnswered (the jobs stay)", r)
 	}
-	jobs, err = f.c.SubmitBatch(f.ctx, specs, strings.TrimPrefix(taken.key, "batch\x00"))
-	if err != nil || len(jobs) != 3 || jobs[2].ID != taken.ids[2] {
-		t.Fatalf("the retry of a taken key: %v %+v; want its 3 jobs", err, jobs)
-	}
-	if v := key(taken); v != string(taken.value(true)) {
-		t.Fatalf("the taken key after the retry: %q; want done", v)
-	}
-
-	// Another request under the key is refused, as ever.
-	other := slices.Clone(specs)
-	other[0].Fingerprint = "z"
-	if _, err := f.c.SubmitBatch(f.ctx, other, strings.TrimPrefix(crashed.key, "batch\x00")); job.ErrorCode(err) != job.EKeyReused {
-		t.Fatalf("another request under a completed batch's key: %v; want %s", err, job.EKeyReused)
-	}
+	jobs, err = retry(f.ctx, taken)
+	answered("the retry of a taken key", taken, jobs, err)
 }

@@ -510,23 +510,39 @@ func fitsPhone(ctx context.Context, t *testing.T, what, screenshot string) {
 	}
 }
 
-// browser starts a headless Chromium for the test.
+// browser starts a headless Chromium for the test. A Chromium that exits
+// before it serves is started again, up to three times: a CI run lost a
+// test to one that printed nothing but its D-Bus warnings and exited, the
+// machine busy with the other packages' tests.
 func browser(t *testing.T) context.Context {
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1400, 1000),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(cancel)
-	ctx, cancel = context.WithTimeout(ctx, 10*time.Minute) // the scale test submits 10,000 jobs under -race
-	t.Cleanup(cancel)
-	return ctx
+	binary := chromium(t)
+	for try := 1; ; try++ {
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(binary),
+			chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+			chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
+			chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+			chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()),
+			chromedp.WindowSize(1400, 1000),
+		)
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		bctx, cancelBrowser := chromedp.NewContext(actx)
+		ctx, cancel := context.WithTimeout(bctx, 10*time.Minute) // the scale test submits 10,000 jobs under -race
+		err := chromedp.Do(ctx)                                  // starts it
+		if err == nil {
+			t.Cleanup(cancelAlloc)
+			t.Cleanup(cancelBrowser)
+			t.Cleanup(cancel)
+			return ctx
+		}
+		cancel()
+		cancelBrowser()
+		cancelAlloc()
+		if try == 3 || !strings.Contains(err.Error(), "chrome failed to start") {
+			t.Fatalf("start Chromium (try %d): %v", try, err)
+		}
+		t.Logf("Chromium exited before it served (try %d of 3); starting it again: %v", try, err)
+	}
 }
 
 // setValue sets a form field the way typing would, so that Vue's v-model,
