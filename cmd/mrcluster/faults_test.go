@@ -179,9 +179,11 @@ func TestChaos(t *testing.T) {
 	// send posts body under key to one server after another until one
 	// answers, and reports the answer; a 400 fails the test.
 	send := func(path, key string, body, out any, first int) bool {
+		var err error
 		for try := range 20 {
 			node := nodes[(first+try)%3]
-			status, err := chaosDo("POST", node.url+path, key, body, out)
+			var status int
+			status, err = chaosDo("POST", node.url+path, key, body, out)
 			if err == nil {
 				return true
 			}
@@ -197,6 +199,7 @@ func TestChaos(t *testing.T) {
 		mu.Lock()
 		abandoned++
 		mu.Unlock()
+		t.Logf("a submit under key %s given up after 20 tries, the last: %v", key, err)
 		return false
 	}
 	// A client of batches of ten small jobs, each under a key of its own.
