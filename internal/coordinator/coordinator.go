@@ -553,10 +553,10 @@ func fingerprint(specs []job.Spec) string {
 // stores the others, under their ids, and is answered them all (complete);
 // if none, the retry takes the key over with new jobs. Without the
 // request's specs (an older server's key) the key is taken over after
-// orphanAge. Only jobs
-// every one of which is stored are answered again. A key that an earlier submit used for a different
-// request (another fingerprint) is refused: answering that submit's jobs
-// would tell the client its new request was stored.
+// orphanAge. Only jobs every one of which is stored are answered again. A
+// key that an earlier submit used for a different request (another
+// fingerprint) is refused: answering that submit's jobs would tell the
+// client its new request was stored.
 func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job, error) {
 	k := idempotencyKey(claim.key)
 	kv := c.cfg.Store.Idempotency
@@ -590,9 +590,9 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 		reused := fp != "" && claim.fingerprint != "" && fp != claim.fingerprint
 		// The same request again: once the submit that holds the key is
 		// surely over, what it did not store (its server died midway) is
-		// stored now, under its ids. Else that submit's key was taken
-		// over after orphanAge with new jobs, and the jobs it had stored
-		// ran too, which no client was ever answered.
+		// stored now, under its ids. (The key used to be taken over
+		// after orphanAge with new jobs, and the jobs that submit had
+		// stored ran too, which no client was ever answered.)
 		same := ok && !done && fp == claim.fingerprint && sameRequest(prev, claim.specs)
 		ended := same && (taken || time.Since(t) > claim.timeout+completeAfter && !c.isSubmitting(prev[0]))
 		stale := !same && (!ok || time.Since(t) > orphanAge)
