@@ -624,6 +624,8 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 				// dropped when met.
 				if _, err := kv.Update(ctx, k, value, e.Revision); err == nil {
 					return nil, nil
+				} else if !errors.Is(err, store.ErrConflict) {
+					return nil, unavailable(fmt.Errorf("take over idempotency key: %w", err))
 				}
 				continue
 			}
@@ -666,6 +668,8 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 			// by a submit that never said: the key is free.
 			if _, err := kv.Update(ctx, k, value, e.Revision); err == nil {
 				return nil, nil
+			} else if !errors.Is(err, store.ErrConflict) {
+				return nil, unavailable(fmt.Errorf("take over idempotency key: %w", err))
 			}
 			continue
 		}

@@ -1344,4 +1344,24 @@ func TestARetryCompletesABatchWhoseServerDiedMidway(t *testing.T) {
 	}
 	jobs, err = retry(f.ctx, taken)
 	answered("the retry of a taken key", taken, jobs, err)
+
+	// A store that takes no conditional write now: the retry says so at
+	// once, rather than read the batch's records again until its deadline.
+	refused := died(over, 0)
+	reads := &countingKV{KV: f.store.Jobs.KV}
+	f.store.Jobs.KV = reads
+	f.store.Idempotency = noUpdateKV{f.store.Idempotency}
+	if _, err := retry(f.ctx, refused); job.ErrorCode(err) != job.EUnavailable || !strings.Contains(job.ErrorMessage(err), "take over") {
+		t.Fatalf("a retry whose key cannot be written: %v; want unavailable", err)
+	}
+	if n := reads.gets.Load(); n > int32(len(specs)) {
+		t.Fatalf("the retry read %d job records; want the batch's %d once", n, len(specs))
+	}
+}
+
+// noUpdateKV refuses conditional writes, as a store that lost its quorum.
+type noUpdateKV struct{ store.KV }
+
+func (noUpdateKV) Update(context.Context, string, []byte, uint64) (uint64, error) {
+	return 0, errCut
 }
