@@ -194,7 +194,10 @@ func TestChaos(t *testing.T) {
 			mu.Lock()
 			refused++
 			mu.Unlock()
-			time.Sleep(200 * time.Millisecond)
+			// Backing off as a client does (0.2 s doubling to 1.6 s):
+			// twenty tries then span about 27 s, longer than a leader
+			// election after a kill, which refuses submits at once.
+			time.Sleep(200 * time.Millisecond << min(try, 3))
 		}
 		mu.Lock()
 		abandoned++
