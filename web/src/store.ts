@@ -51,6 +51,28 @@ export function upsertJob(s: State, j: Job) {
   s.jobs.set(j.id, j)
 }
 
+// newest returns the further along of two states of one job: the one with
+// more steps in its history (every change of state adds one), or, with as
+// many, more tasks ended; a when they are level. An action's answer can
+// come after the events of what followed it: a retried job that ran and
+// succeeded meanwhile stayed "queued" on the page, its answer applied last.
+export function newest(a: Job, b: Job | undefined): Job {
+  if (!b) return a
+  const ha = a.history?.length ?? 0
+  const hb = b.history?.length ?? 0
+  if (ha !== hb) return ha > hb ? a : b
+  return a.tasks.done + a.tasks.failed >= b.tasks.done + b.tasks.failed ? a : b
+}
+
+// answered records the job an action (cancel, retry) answered, unless the
+// events brought a newer state of it meanwhile.
+export function answered(s: State, j: Job) {
+  const cur = s.jobs.get(j.id)
+  if (newest(j, cur) === cur) return
+  upsertJob(s, j)
+  noteWaiting(s, j)
+}
+
 // removeJob forgets a deleted job.
 export function removeJob(s: State, id: string) {
   if (!s.jobs.has(id)) return

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { apply, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
+import { answered, apply, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
 import type { Job } from '../types'
 
 function job(id: string, created: string, over: Partial<Job> = {}): Job {
@@ -17,6 +17,25 @@ describe('store', () => {
     upsertJob(s, job('a', '2026-01-01T00:00:01Z'))
     upsertJob(s, job('c', '2026-01-01T00:00:03Z'))
     expect(newestFirst(s)).toEqual(['c', 'b', 'a'])
+  })
+
+  it('keeps what the events brought when an action\'s answer comes after them', () => {
+    const s = newState()
+    const steps = (...states: string[]) => states.map((state) => ({ state, at: '2026-01-01T00:00:01Z' }))
+    const retried = job('a', '2026-01-01T00:00:01Z', { state: 'queued', history: steps('queued', 'canceled', 'retried', 'queued') })
+    const succeeded = job('a', '2026-01-01T00:00:01Z', {
+      state: 'succeeded', history: steps('queued', 'canceled', 'retried', 'queued', 'running', 'succeeded'),
+      tasks: { total: 4, queued: 0, running: 0, done: 4, failed: 0 },
+    })
+    apply(s, { type: 'job.succeeded', time: '', data: succeeded })
+    answered(s, retried) // the retry's answer, late
+    expect(s.jobs.get('a')!.state).toBe('succeeded')
+    expect(s.queueDepth).toBe(0)
+    const s2 = newState()
+    apply(s2, { type: 'job.canceled', time: '', data: job('a', '2026-01-01T00:00:01Z', { state: 'canceled', history: steps('queued', 'canceled') }) })
+    answered(s2, retried) // before any event of the retry
+    expect(s2.jobs.get('a')!.state).toBe('queued')
+    expect(s2.queueDepth).toBe(4)
   })
 
   it('applies job events as deltas and derives the queue', () => {
