@@ -20,8 +20,14 @@ import (
 // the server serves again, with no restart of the process.
 
 const (
-	// healthEvery is how often the store is probed with a write.
+	// healthEvery is how often the store is probed with a write while it
+	// takes them; healthRetry while it refuses them for a reason other
+	// than a full disk (a cluster electing a leader, a server catching up):
+	// submits are refused until a probe succeeds, so a refusal outlasts
+	// its cause by up to one of these. (A full disk is probed at
+	// healthEvery: each refused write is an error in the NATS server's log.)
 	healthEvery = 2 * time.Second
+	healthRetry = 250 * time.Millisecond
 	// minFreeBytes is the free space under which the store counts as full:
 	// a new block of a stream is several MiB.
 	minFreeBytes = 16 << 20
@@ -48,11 +54,12 @@ func (h *storeHealth) Err() error {
 	return fmt.Errorf("%s", h.reason)
 }
 
-// watchStore probes the store every healthEvery until ctx ends.
+// watchStore probes the store every healthEvery (healthRetry while it
+// refuses writes) until ctx ends.
 func (s *Server) watchStore(ctx context.Context) {
 	// Only what fails after the watch starts counts.
 	restarted, full := time.Now(), time.Time{}
-	t := time.NewTicker(healthEvery)
+	t := time.NewTimer(healthEvery)
 	defer t.Stop()
 	lastMark := time.Now()
 	for {
@@ -94,7 +101,17 @@ func (s *Server) watchStore(ctx context.Context) {
 		}
 		s.health.set(reason)
 		s.logHealth(ctx, reason, noSpace)
+		t.Reset(probeAfter(reason, noSpace))
 	}
+}
+
+// probeAfter is the wait before the next probe of a store that a probe
+// found as reason and noSpace say.
+func probeAfter(reason string, noSpace bool) time.Duration {
+	if reason == "" || noSpace {
+		return healthEvery
+	}
+	return healthRetry
 }
 
 // logHealth logs what a probe of the store found, as s.alarm says.

@@ -61,3 +61,25 @@ func TestWriteAlarm(t *testing.T) {
 		}
 	}
 }
+
+// A store that refuses writes for a reason other than a full disk is
+// probed again soon, so that submits are not refused long after it takes
+// writes again; a full disk and a healthy store are probed at the pace.
+func TestProbeAfter(t *testing.T) {
+	for _, c := range []struct {
+		reason  string
+		noSpace bool
+		want    time.Duration
+	}{
+		{"", false, healthEvery},
+		{"the store does not take writes: nats: no response from stream", false, healthRetry},
+		{"the disk of the data directory is full", true, healthEvery},
+	} {
+		if got := probeAfter(c.reason, c.noSpace); got != c.want {
+			t.Errorf("after a probe that found %q (no space: %v): next in %s, want %s", c.reason, c.noSpace, got, c.want)
+		}
+	}
+	if healthRetry >= healthEvery {
+		t.Errorf("a refusing store is probed every %s, not sooner than a healthy one (%s)", healthRetry, healthEvery)
+	}
+}
