@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -245,12 +244,9 @@ func TestPausedServer(t *testing.T) {
 	wc := a.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 12, Reducers: 3})
 	// Pause the third server once its workers hold tasks of the job,
 	// looking at each event.
-	m := regexp.MustCompile(`msg="workers started" pool=(\S+)`).FindStringSubmatch(paused.out.String())
-	if m == nil {
-		t.Fatalf("no pool named in the third server's log:\n%s", paused.out)
-	}
+	pool := paused.pool(t)
 	events := a.Dial(t, "/api/v1/events")
-	for !busyIn(t, a, m[1], wc.ID) {
+	for !busyIn(t, a, pool, wc.ID) {
 		if j := a.Job(t, wc.ID); j.State.Terminal() {
 			t.Fatalf("the job ended before the pause (%s): make it longer", apitest.Describe(j))
 		}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -410,9 +411,22 @@ func TestChaos(t *testing.T) {
 // and a leader that takes over in a partition, before the count of a
 // delivery the old one made reached it, delivers that message again under
 // the same count (seen: attempt 2 of partitions 0 and 1 of one job, 7 s
-// apart, from workers of two servers). The same worker twice under one
-// number is still a duplicate with no delivery behind it.
-func checkRanOnce(t *testing.T, url, id string, clustered bool) {
+// apart, from workers of two servers). killed names the pools of processes
+// killed with SIGKILL: a run by one of them followed by a run under the
+// same number by a pool that was not killed is a reason too. A single
+// server's embedded JetStream writes a consumer's deliveries to disk at
+// most every 100 ms, so a server killed right after a task's result was
+// stored, before the task's acknowledgement was processed, also forgets
+// that it delivered the task, and its next life delivers it as new (seen
+// in CI: a noop task run by the killed server's pool and again 0.5 s after
+// the restart, both attempt 1). The same worker twice under one number is
+// still a duplicate with no delivery behind it, and so are, outside a
+// cluster, two runs by killed pools or two by pools that were not. (A
+// retry that queued a completed batch's tasks again would look like the
+// killed server's case; the coordinator's unit test
+// TestARetryCompletesABatchWhoseServerDiedMidway holds the completion to
+// queuing none.)
+func checkRanOnce(t *testing.T, url, id string, clustered bool, killed ...string) {
 	t.Helper()
 	var h struct{ Tasks []job.TaskResult }
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
@@ -460,7 +474,12 @@ func checkRanOnce(t *testing.T, url, id string, clustered bool) {
 		attempt int
 		worker  string
 	}
+	wasKilled := func(worker string) bool {
+		pool, _, _ := strings.Cut(worker, ".")
+		return slices.Contains(killed, pool)
+	}
 	finalAttempts, finalRuns := map[task]map[int]bool{}, map[task]map[run]bool{}
+	killedRuns := map[task]int{} // final runs by a pool of a killed process
 	for _, r := range h.Tasks {
 		if k := (task{r.Phase, r.Partition}); r.Final() {
 			if finalAttempts[k] == nil {
@@ -468,11 +487,23 @@ func checkRanOnce(t *testing.T, url, id string, clustered bool) {
 			}
 			finalAttempts[k][r.Attempt] = true
 			finalRuns[k][run{r.Attempt, r.Worker}] = true
+			if wasKilled(r.Worker) {
+				killedRuns[k]++
+			}
 		}
 	}
 	for k, n := range finals {
-		if n > 1 && (len(finalAttempts[k]) == n || clustered && len(finalRuns[k]) == n) {
+		distinct := len(finalRuns[k]) == n
+		if n < 2 {
+			continue
+		}
+		other := reasons[k] || len(finalAttempts[k]) == n || clustered && distinct
+		forgot := !other && distinct && killedRuns[k] == n-1
+		if other || forgot {
 			reasons[k] = true
+		}
+		if forgot {
+			t.Logf("task %s/%d of job %s ran %d times, by a killed server's pool and after its restart: its delivery was forgotten in the kill", k.phase, k.n, id, n)
 		}
 	}
 	for k, n := range finals {

@@ -152,6 +152,18 @@ func (p *proc) ready(t *testing.T, lines <-chan []string) []string {
 
 func (p *proc) client() apitest.Client { return apitest.Client{URL: p.url} }
 
+var workersLine = regexp.MustCompile(`msg="workers started" pool=(\S+)`)
+
+// pool returns the name of the server's pool of workers, from its log.
+func (p *proc) pool(t *testing.T) string {
+	t.Helper()
+	m := workersLine.FindStringSubmatch(p.out.String())
+	if m == nil {
+		t.Fatalf("no pool of workers named in the log of %s:\n%s", p.name, p.out)
+	}
+	return m[1]
+}
+
 // kill sends SIGKILL and waits for the process to die.
 func (p *proc) kill(t *testing.T) {
 	t.Helper()
