@@ -155,6 +155,13 @@ type TaskAttempt struct {
 	Preview  []Preview `json:"preview,omitempty"`
 	// Backup marks a copy started for a straggler.
 	Backup bool `json:"backup,omitempty"`
+	// Superseded marks a finished run that did not count: another run of
+	// the same task had its result applied first (a backup copy that lost
+	// its race, a run the queue delivered again after a crash or a lost
+	// acknowledgement), or, for a job that reads data, its output is not
+	// the one the job kept (made again after it was lost, or before a
+	// retry). Its output, if it had one, was deleted.
+	Superseded bool `json:"superseded,omitempty"`
 	// Outcome is "failed", "lost" or "interrupted" for an attempt that was
 	// not the task's last word.
 	Outcome  string `json:"outcome,omitempty"`

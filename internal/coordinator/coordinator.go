@@ -2217,14 +2217,23 @@ func unavailable(err error) error {
 // maxTaskHistory bounds how many task results one read returns.
 const maxTaskHistory = 100_000
 
+// Attempt is a finished attempt of a task as a job's history shows it.
+type Attempt struct {
+	job.TaskResult
+	// Superseded marks a final result that did not count
+	// (job.Superseded).
+	Superseded bool
+}
+
 // Tasks returns the stored results of every finished task attempt of job id,
-// by partition then attempt: the job's per-task history.
-func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, error) {
+// by partition then attempt (then in the order they were applied): the
+// job's per-task history.
+func (c *Coordinator) Tasks(ctx context.Context, id string) ([]Attempt, error) {
 	j, _, err := c.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	out := []job.TaskResult{}
+	var out []job.TaskResult
 	if j.LogInRecord {
 		out = append(out, j.TaskLog...)
 	} else {
@@ -2247,13 +2256,20 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]job.TaskResult, e
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Partition != out[j].Partition {
-			return out[i].Partition < out[j].Partition
+	// Which results did not count is read in the order they were applied:
+	// the record's log, or the job's results in the stream.
+	superseded := job.Superseded(j, out)
+	attempts := make([]Attempt, len(out))
+	for i, r := range out {
+		attempts[i] = Attempt{r, superseded[i]}
+	}
+	sort.SliceStable(attempts, func(i, j int) bool {
+		if attempts[i].Partition != attempts[j].Partition {
+			return attempts[i].Partition < attempts[j].Partition
 		}
-		return out[i].Attempt < out[j].Attempt
+		return attempts[i].Attempt < attempts[j].Attempt
 	})
-	return out, nil
+	return attempts, nil
 }
 
 // Output writes the output of succeeded job j to w.

@@ -1365,3 +1365,49 @@ type noUpdateKV struct{ store.KV }
 func (noUpdateKV) Update(context.Context, string, []byte, uint64) (uint64, error) {
 	return 0, errCut
 }
+
+// A task run twice under one attempt (the queue delivered it again after
+// a crash) shows both runs in the job's history, the one applied second
+// marked superseded: in a small job's record as in a larger job's own
+// results.
+func TestARepeatedRunIsSuperseded(t *testing.T) {
+	f := newFixture(t)
+	small, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: job.MaxLogInRecordPartitions + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range f.take(1 + big.Partitions) {
+		first := result(task, 1)
+		if task.Partition != 0 {
+			f.report(first)
+			continue
+		}
+		again := first
+		again.Worker, again.FinishedAt = "other.1", first.FinishedAt.Add(time.Millisecond)
+		f.report(first, again)
+	}
+	for _, j := range []*job.Job{small, big} {
+		done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+		if done.State != job.Succeeded || done.Result.Sum != int64(j.Partitions) {
+			t.Fatalf("job %s: %s %+v; want each partition counted once", j.ID, done.State, done.Result)
+		}
+		var history []Attempt
+		waitFor(t, func() bool {
+			history, err = f.c.Tasks(f.ctx, j.ID)
+			return err == nil && len(history) == j.Partitions+1
+		})
+		var superseded []string
+		for _, a := range history {
+			if a.Superseded {
+				superseded = append(superseded, fmt.Sprintf("%d %s", a.Partition, a.Worker))
+			}
+		}
+		if len(superseded) != 1 || superseded[0] != "0 other.1" {
+			t.Fatalf("job %s: superseded %v; want the second run of partition 0 alone: %+v", j.ID, superseded, history)
+		}
+	}
+}

@@ -323,3 +323,47 @@ func prefix(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// Superseded reports, for each of a job's task results rs, in the order
+// they were applied, whether it is a final result that did not count: a
+// later copy of a task that had its final result already in the same
+// epoch (a backup copy that lost its race, a delivery the queue repeated
+// after a crash or a lost acknowledgement), or, for a task of a job that
+// reads data, a successful run whose output is not the one the record
+// commits (a copy that lost, a map output lost and made again, a run of
+// an epoch before a retry).
+func Superseded(j *Job, rs []TaskResult) []bool {
+	type task struct {
+		phase     Phase
+		partition int
+		epoch     int
+	}
+	out := make([]bool, len(rs))
+	seen := map[task]bool{}
+	for i, r := range rs {
+		if !r.Final() {
+			continue
+		}
+		if c := j.committed(r.Phase, r.Partition); c != "" && r.Error == "" {
+			out[i] = r.Commit != c
+			continue
+		}
+		k := task{r.Phase, r.Partition, r.Epoch}
+		out[i] = seen[k]
+		seen[k] = true
+	}
+	return out
+}
+
+// committed returns the output the record commits for a task ("" for
+// none, or for a kind that reads no data).
+func (j *Job) committed(phase Phase, partition int) string {
+	commits := j.MapCommits
+	if phase == PhaseReduce {
+		commits = j.ReduceCommits
+	}
+	if partition < 0 || partition >= len(commits) {
+		return ""
+	}
+	return commits[partition]
+}

@@ -344,7 +344,7 @@ func (s *Service) Resource(j *job.Job) client.Job { return s.cfg.View.Resource(j
 // Tasks returns every finished attempt of job id's tasks, by partition
 // then attempt.
 func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, error) {
-	var rs []job.TaskResult
+	var rs []coordinator.Attempt
 	err := readAgain(ctx, func() (err error) {
 		rs, err = s.cfg.Coordinator.Tasks(ctx, id)
 		return err
@@ -373,6 +373,7 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 			StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Commit: t.Commit,
 			Counters: (*client.Counters)(t.Counters), Backup: t.Backup, Outcome: t.Outcome, Failures: t.Failures, Unretried: t.Unretried, LostMap: t.LostMap,
 			DurationMS: float64(t.FinishedAt.Sub(t.StartedAt).Microseconds()) / 1000, State: state,
+			Superseded: t.Superseded,
 		}
 		if showPhase {
 			out[i].Phase = string(t.Phase)

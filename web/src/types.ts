@@ -103,7 +103,12 @@ export interface TaskAttempt {
   started_at: string
   finished_at: string
   duration_ms: number
-  state: 'done' | 'failed'
+  state: 'done' | 'failed' | 'lost' | 'interrupted'
+  // a copy started for a straggler
+  backup?: boolean
+  // a run that did not count: another run of the task was applied first,
+  // or its output is not the one the job kept
+  superseded?: boolean
 }
 
 export interface Minute {

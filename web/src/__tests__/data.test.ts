@@ -101,4 +101,23 @@ describe('JobDetail of a data job', () => {
     expect(w.find('[data-test="history"]').text()).toContain('+200 ms')
     expect(w.find('[data-test="backups"]').text()).toContain('map/2')
   })
+
+  it('lists two runs of one task under one attempt, and marks the one that did not count', async () => {
+    const job: Job = {
+      id: 'noop_x', kind: 'noop', state: 'succeeded', partitions: 1,
+      history: [{ state: 'queued', at: '2026-11-27T10:00:00Z' }, { state: 'succeeded', at: '2026-11-27T10:00:01Z' }],
+      tasks: { total: 1, queued: 0, running: 0, done: 1, failed: 0 },
+      result: { values: [1], sum: 1 }, error: '', created_at: '2026-11-27T10:00:00Z', started_at: '2026-11-27T10:00:00Z', finished_at: '2026-11-27T10:00:01Z',
+    }
+    const run = (worker: string, at: string, superseded: boolean) => ({
+      partition: 0, attempt: 1, worker, value: 1, started_at: at, finished_at: at, duration_ms: 0.1, state: 'done', superseded,
+    })
+    const tasks = [run('a.1', '2026-11-27T10:00:00.1Z', false), run('b.2', '2026-11-27T10:00:00.6Z', true)]
+    vi.stubGlobal('fetch', vi.fn(async (url: string) => new Response(JSON.stringify(url.endsWith('/tasks') ? { tasks } : job), { status: 200 })))
+    const w = mount(JobDetail, { props: { id: job.id } })
+    await flushPromises()
+    const rows = w.findAll('[data-test="tasks"] tbody tr')
+    expect(rows).toHaveLength(2)
+    expect(rows.map((r) => r.find('[data-test="superseded"]').exists())).toEqual([false, true])
+  })
 })

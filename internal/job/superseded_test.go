@@ -1,0 +1,55 @@
+package job
+
+import (
+	"slices"
+	"testing"
+)
+
+// The first final result of a task in an epoch counts, later copies of it
+// do not; attempts that are not final never count as superseded; a job
+// that reads data counts the run whose output its record commits.
+func TestSuperseded(t *testing.T) {
+	final := func(p, attempt, epoch int, worker string) TaskResult {
+		return TaskResult{Partition: p, Attempt: attempt, Epoch: epoch, Worker: worker}
+	}
+	lost := final(0, 1, 0, "a")
+	lost.Outcome = OutcomeLost
+	failed := final(1, 1, 0, "a")
+	failed.Error = "boom"
+	backup := final(2, 2, 0, "c")
+	backup.Backup = true
+	mapOnly := &Job{}
+	rs := []TaskResult{
+		lost,
+		final(0, 2, 0, "b"), // counts
+		final(0, 1, 0, "c"), // a delivery repeated after a crash
+		failed,              // the job failed on it
+		final(1, 1, 1, "b"), // the retry's epoch: counts
+		backup,              // the backup won
+		final(2, 1, 0, "a"), // the original lost its race
+		final(3, 1, 0, "a"), // once
+	}
+	want := []bool{false, false, true, false, false, false, true, false}
+	if got := Superseded(mapOnly, rs); !slices.Equal(got, want) {
+		t.Errorf("map-only job: superseded %v, want %v", got, want)
+	}
+
+	data := &Job{MapCommits: []string{"m0b", ""}, ReduceCommits: []string{"r0a"}}
+	at := func(phase Phase, p int, commit, worker string) TaskResult {
+		r := final(p, 1, 0, worker)
+		r.Phase, r.Commit = phase, commit
+		return r
+	}
+	rs = []TaskResult{
+		at(PhaseMap, 0, "m0a", "a"),    // its output lost, made again by b
+		at(PhaseMap, 0, "m0b", "b"),    // committed
+		at(PhaseMap, 1, "m1a", "a"),    // nothing committed (the job ended): the first counts
+		at(PhaseMap, 1, "m1b", "b"),    // and the second does not
+		at(PhaseReduce, 0, "r0b", "b"), // applied first, yet not the committed one
+		at(PhaseReduce, 0, "r0a", "a"), // committed
+	}
+	want = []bool{true, false, false, true, true, false}
+	if got := Superseded(data, rs); !slices.Equal(got, want) {
+		t.Errorf("data job: superseded %v, want %v", got, want)
+	}
+}
