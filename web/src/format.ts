@@ -37,3 +37,10 @@ export function duration(from: string | null, to: string | null, now = Date.now(
 export function percent(done: number, total: number): number {
   return total > 0 ? Math.round((100 * done) / total) : 0
 }
+
+// attemptKey tells apart the finished runs of a job's tasks: two runs of a
+// task may carry one attempt number (the queue delivered it again after a
+// crash), so the worker and the end are part of it.
+export function attemptKey(t: { phase?: string; partition: number; attempt: number; worker: string; finished_at: string }): string {
+  return `${t.phase ?? 'map'}.${t.partition}.${t.attempt}.${t.worker}.${t.finished_at}`
+}

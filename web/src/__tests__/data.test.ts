@@ -119,5 +119,7 @@ describe('JobDetail of a data job', () => {
     const rows = w.findAll('[data-test="tasks"] tbody tr')
     expect(rows).toHaveLength(2)
     expect(rows.map((r) => r.find('[data-test="superseded"]').exists())).toEqual([false, true])
+    // The timeline draws both runs, the one that did not count apart.
+    expect(w.findAll('[data-test="gantt"] > rect.task').map((b) => b.classes('superseded'))).toEqual([false, true])
   })
 })
