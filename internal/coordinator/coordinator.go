@@ -2256,8 +2256,11 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]Attempt, error) {
 			}
 		}
 	}
-	// Which results did not count is read in the order they were applied:
-	// the record's log, or the job's results in the stream.
+	// Which results did not count is read in the order they were stored
+	// (the record's log, the job's results in the stream), which is the
+	// order they were applied in, but for a result given back after a
+	// failed write and applied after a later one: then the history may
+	// name the other run of the task as the one that counted.
 	superseded := job.Superseded(j, out)
 	attempts := make([]Attempt, len(out))
 	for i, r := range out {
