@@ -139,7 +139,7 @@ func TestSIGKILLDuringBatchSubmitsKeepsEachBatchWhole(t *testing.T) {
 	// forgot (checkRanOnce).
 	killed := p.pool(t)
 	for _, id := range resent {
-		checkRanOnce(t, p2.url, id, false, killed)
+		checkRanOnce(t, p2.url, id, redelivered{killed: []string{killed}})
 	}
 	t.Logf("%d batches, %d of them sent again after the restart, %d of those stored in part by the killed server and completed by the retry",
 		len(keys), unanswered, strings.Count(p2.out.String(), "a retry stored the jobs"))

@@ -259,6 +259,7 @@ func TestChaos(t *testing.T) {
 	// Faults, one after another.
 	end := time.Now().Add(duration)
 	var faults []string
+	var serverFaults []time.Time // for checkRanOnce
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(2000+mrand.IntN(2000)) * time.Millisecond)
 		switch f := mrand.IntN(5); {
@@ -270,6 +271,7 @@ func TestChaos(t *testing.T) {
 			n.mu.Unlock()
 			n.proc.kill(t)
 			faults = append(faults, fmt.Sprintf("server %d SIGKILLed", i))
+			serverFaults = append(serverFaults, time.Now())
 			time.Sleep(time.Duration(500+mrand.IntN(2000)) * time.Millisecond)
 			restart(n)
 		case f == 1:
@@ -293,10 +295,12 @@ func TestChaos(t *testing.T) {
 			n.mu.Unlock()
 			_ = p.cmd.Process.Signal(syscall.SIGSTOP)
 			faults = append(faults, fmt.Sprintf("server %d paused 8 s", i))
+			serverFaults = append(serverFaults, time.Now())
 			time.Sleep(8 * time.Second) // past its leases, and an election
 			_ = p.cmd.Process.Signal(syscall.SIGCONT)
 		case diskFull:
 			faults = append(faults, "server 0's disk filled for 3 s")
+			serverFaults = append(serverFaults, time.Now())
 			fill := filepath.Join(dirs[0], "filler")
 			if f, err := os.Create(fill); err == nil {
 				buf := make([]byte, 1<<20)
@@ -354,7 +358,7 @@ func TestChaos(t *testing.T) {
 				t.Fatalf("wordcount %s differs from the sequential count (%d against %d bytes)", a.id, len(got), len(want))
 			}
 		}
-		checkRanOnce(t, url, a.id, false)
+		checkRanOnce(t, url, a.id, redelivered{serverFaults: serverFaults})
 	}
 	// No job is stored that no client was answered (a batch stored in part
 	// by a server that died is completed by its retry, not left beside a
@@ -404,29 +408,40 @@ func TestChaos(t *testing.T) {
 	}
 }
 
+// redelivered says which runs of one task under one attempt number, by
+// different workers, checkRanOnce takes for a delivery the queue repeated
+// without counting it (see there).
+type redelivered struct {
+	// clustered: any two, from a cluster whose connections were cut.
+	clustered bool
+	// killed: a run by a pool of these processes (SIGKILLed), then one by
+	// a pool that was not.
+	killed []string
+	// serverFaults: two runs with a fault of a server of the cluster (a
+	// kill, a pause, its disk filled) between their starts.
+	serverFaults []time.Time
+}
+
 // checkRanOnce fails the test when a task of job id has two final results
-// and no recorded reason to have run twice. With clustered, two results
-// under one attempt number from workers of different processes are a
-// reason: a consumer's delivery counts are replicated after the delivery,
-// and a leader that takes over in a partition, before the count of a
-// delivery the old one made reached it, delivers that message again under
-// the same count (seen: attempt 2 of partitions 0 and 1 of one job, 7 s
-// apart, from workers of two servers). killed names the pools of processes
-// killed with SIGKILL: a run by one of them followed by a run under the
-// same number by a pool that was not killed is a reason too. A single
-// server's embedded JetStream writes a consumer's deliveries to disk at
-// most every 100 ms, so a server killed right after a task's result was
-// stored, before the task's acknowledgement was processed, also forgets
-// that it delivered the task, and its next life delivers it as new (seen
-// in CI: a noop task run by the killed server's pool and again 0.5 s after
-// the restart, both attempt 1). The same worker twice under one number is
-// still a duplicate with no delivery behind it, and so are, outside a
-// cluster, two runs by killed pools or two by pools that were not. (A
-// retry that queued a completed batch's tasks again would look like the
-// killed server's case; the coordinator's unit test
-// TestARetryCompletesABatchWhoseServerDiedMidway holds the completion to
-// queuing none.)
-func checkRanOnce(t *testing.T, url, id string, clustered bool, killed ...string) {
+// and no recorded reason to have run twice. Two results under one attempt
+// number from different workers are a reason when a consumer's record of a
+// delivery may have been lost, as again says. In a cluster, a consumer's
+// delivery counts are replicated after the delivery, and a leader that
+// takes over (in a partition, or after the old one was killed or paused)
+// before the count of a delivery the old one made reached it delivers that
+// message again under the same count (seen: attempt 2 of partitions 0 and
+// 1 of one job, 7 s apart, from workers of two servers). A single server's
+// embedded JetStream writes a consumer's deliveries to disk at most every
+// 100 ms, so a server killed right after a task's result was stored,
+// before the task's acknowledgement was processed, also forgets that it
+// delivered the task, and its next life delivers it as new (seen in CI: a
+// noop task run by the killed server's pool and again 0.5 s after the
+// restart, both attempt 1). The same worker twice under one number is
+// always a duplicate with no delivery behind it. (A retry that queued a
+// completed batch's tasks again would look like the killed server's case;
+// the coordinator's unit test TestARetryCompletesABatchWhoseServerDiedMidway
+// holds the completion to queuing none.)
+func checkRanOnce(t *testing.T, url, id string, again redelivered) {
 	t.Helper()
 	var h struct{ Tasks []job.TaskResult }
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
@@ -476,10 +491,24 @@ func checkRanOnce(t *testing.T, url, id string, clustered bool, killed ...string
 	}
 	wasKilled := func(worker string) bool {
 		pool, _, _ := strings.Cut(worker, ".")
-		return slices.Contains(killed, pool)
+		return slices.Contains(again.killed, pool)
+	}
+	// faulted: a server fault between the starts of every two runs in
+	// a row (a second of slack: the run's start is taken after its
+	// delivery, on another process's clock).
+	faulted := func(runs []job.TaskResult) bool {
+		slices.SortFunc(runs, func(a, b job.TaskResult) int { return a.StartedAt.Compare(b.StartedAt) })
+		for i := 1; i < len(runs); i++ {
+			from, to := runs[i-1].StartedAt.Add(-time.Second), runs[i].StartedAt
+			if !slices.ContainsFunc(again.serverFaults, func(f time.Time) bool { return !f.Before(from) && !f.After(to) }) {
+				return false
+			}
+		}
+		return true
 	}
 	finalAttempts, finalRuns := map[task]map[int]bool{}, map[task]map[run]bool{}
 	killedRuns := map[task]int{} // final runs by a pool of a killed process
+	byTask := map[task][]job.TaskResult{}
 	for _, r := range h.Tasks {
 		if k := (task{r.Phase, r.Partition}); r.Final() {
 			if finalAttempts[k] == nil {
@@ -487,6 +516,7 @@ func checkRanOnce(t *testing.T, url, id string, clustered bool, killed ...string
 			}
 			finalAttempts[k][r.Attempt] = true
 			finalRuns[k][run{r.Attempt, r.Worker}] = true
+			byTask[k] = append(byTask[k], r)
 			if wasKilled(r.Worker) {
 				killedRuns[k]++
 			}
@@ -497,13 +527,17 @@ func checkRanOnce(t *testing.T, url, id string, clustered bool, killed ...string
 		if n < 2 {
 			continue
 		}
-		other := reasons[k] || len(finalAttempts[k]) == n || clustered && distinct
+		other := reasons[k] || len(finalAttempts[k]) == n || again.clustered && distinct
 		forgot := !other && distinct && killedRuns[k] == n-1
-		if other || forgot {
+		moved := !other && !forgot && distinct && faulted(byTask[k])
+		if other || forgot || moved {
 			reasons[k] = true
 		}
-		if forgot {
+		switch {
+		case forgot:
 			t.Logf("task %s/%d of job %s ran %d times, by a killed server's pool and after its restart: its delivery was forgotten in the kill", k.phase, k.n, id, n)
+		case moved:
+			t.Logf("task %s/%d of job %s ran %d times under one attempt, a server fault between the runs: a consumer leader's delivery was lost with it", k.phase, k.n, id, n)
 		}
 	}
 	for k, n := range finals {
