@@ -42,9 +42,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case job.EInternal:
 		s.log.Error("request failed: a defect of mrcluster, please report it", "method", r.Method, "path", r.URL.Path, "err", err)
 	case job.EUnavailable:
-		// The store's state is logged where it is watched; each refused
-		// request is not an operator's action.
-		s.log.Warn("request refused: the store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		// The store's state is logged where it is watched, and the request
+		// line is a warning; the reason (the store, or a submit under the
+		// same Idempotency-Key still in progress) is for whoever reads
+		// along, not an operator's action.
+		s.log.Info("request refused for now (503): the client may send it again", "method", r.Method, "path", r.URL.Path, "reason", err)
 	}
 	switch code {
 	case job.EUnauthorized:
