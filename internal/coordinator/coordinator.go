@@ -442,25 +442,58 @@ func (c *Coordinator) created(ctx context.Context, j *job.Job, rev uint64, err e
 }
 
 // withdraw removes what a failed submit of job id stored: its tasks, and
-// its record when the create's answer was lost. It has a deadline of its own
-// (the submit's may be spent). What it cannot remove is dropped later: a
-// task whose job record never appears is acked and dropped by the
-// coordinator once its id is older than orphanAge.
+// its record when the create's answer was lost. Its client was told the
+// submit failed, and may have sent it again as a new job: the record is
+// deleted again and again (each try with a deadline of its own, the
+// submit's may be spent) until the store takes it or orphanAge has
+// passed, not given up after one try (a store electing a leader refuses
+// writes for seconds; seen in the chaos test: the delete refused, the job
+// run and stored beside its client's retry). What it cannot remove is
+// dropped later: a task whose job record never appears is acked and
+// dropped by the coordinator once its id is older than orphanAge.
 func (c *Coordinator) withdraw(id string, record bool, files string) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
+	deadline := time.Now().Add(orphanAge)
 	if files != "" {
-		if err := c.cfg.Store.Output.Delete(ctx, files); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := c.storeAgain(deadline, func(ctx context.Context) error {
+			if err := c.cfg.Store.Output.Delete(ctx, files); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return nil
+		}); err != nil {
 			c.log.Warn("could not remove the list of input files of a job whose submit failed; it only takes room", "job", id, "object", files, "err", err)
 		}
 	}
 	if record {
-		if err := c.cfg.Store.Jobs.Delete(ctx, id); err != nil {
+		if err := c.storeAgain(deadline, func(ctx context.Context) error { return c.cfg.Store.Jobs.Delete(ctx, id) }); err != nil {
 			c.log.Warn("could not remove the record of a job whose submit failed; it may still run", "job", id, "err", err)
 		}
 	}
-	if err := c.cfg.Store.Tasks.Purge(ctx, id); err != nil {
+	if err := c.storeAgain(deadline, func(ctx context.Context) error { return c.cfg.Store.Tasks.Purge(ctx, id) }); err != nil {
 		c.log.Warn("could not withdraw the tasks of a job whose submit failed; they will be dropped when met", "job", id, "err", err)
+	}
+}
+
+// storeAgain calls fn, each time with a deadline of storeTimeout, until
+// it succeeds, deadline passes or the coordinator stops, waiting 250 ms
+// doubling to 4 s between calls; it returns fn's last error.
+func (c *Coordinator) storeAgain(deadline time.Time, fn func(context.Context) error) error {
+	c.mu.Lock()
+	stopped := c.stopped
+	c.mu.Unlock()
+	wait := 250 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, max(time.Until(deadline), 0)))
+		err := fn(ctx)
+		cancel()
+		if err == nil || time.Until(deadline) < wait {
+			return err
+		}
+		select {
+		case <-stopped:
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 4*time.Second)
 	}
 }
 

@@ -1411,3 +1411,39 @@ func TestARepeatedRunIsSuperseded(t *testing.T) {
 		}
 	}
 }
+
+// flakyDeleteKV stores a create and loses its answer, cannot be read, and
+// refuses the first deletes, as a store electing a leader does.
+type flakyDeleteKV struct {
+	lostCreateKV
+	refuse atomic.Int32
+}
+
+func (k *flakyDeleteKV) Delete(ctx context.Context, key string, rev uint64) error {
+	if k.refuse.Add(-1) >= 0 {
+		return errCut
+	}
+	return k.KV.Delete(ctx, key, rev)
+}
+
+// A submit whose record was stored, with the create's answer lost and the
+// record not to be read back, fails; its client may send it again as a
+// new job. The record is deleted though the store refuses the first
+// deletes: it is tried again, not left to run beside the retry's job.
+func TestAFailedSubmitsRecordIsDeletedOnceTheStoreTakesIt(t *testing.T) {
+	f := newFixture(t)
+	kv := &flakyDeleteKV{lostCreateKV: lostCreateKV{cutKV{KV: f.store.Jobs.KV}}}
+	kv.cut.Store(true)
+	kv.refuse.Store(3)
+	f.store.Jobs.KV = kv
+	if _, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a submit whose record cannot be confirmed: %v; want unavailable", err)
+	}
+	waitFor(t, func() bool {
+		keys, _ := kv.KV.Keys(f.ctx)
+		return len(keys) == 0 && f.queued() == 0
+	})
+	if n := kv.refuse.Load(); n >= 0 {
+		t.Fatalf("the record is gone with %d refusals left; want all 3 spent", n+1)
+	}
+}
