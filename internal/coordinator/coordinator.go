@@ -473,9 +473,12 @@ func (c *Coordinator) withdraw(id string, record bool, files string) {
 	}
 }
 
-// storeAgain calls fn, each time with a deadline of storeTimeout, until
-// it succeeds, deadline passes or the coordinator stops, waiting 250 ms
-// doubling to 4 s between calls; it returns fn's last error.
+// storeAgain calls fn, each time with a deadline of storeTimeout, while it
+// fails for want of an answer (no stream answered: a leader being
+// elected; or its deadline passed), until deadline passes or the
+// coordinator stops, waiting 250 ms doubling to 4 s between calls; it
+// returns fn's last error. Any other error (a full disk: each refused
+// write is an error in the NATS server's log) ends it at once.
 func (c *Coordinator) storeAgain(deadline time.Time, fn func(context.Context) error) error {
 	c.mu.Lock()
 	stopped := c.stopped
@@ -485,7 +488,8 @@ func (c *Coordinator) storeAgain(deadline time.Time, fn func(context.Context) er
 		ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, max(time.Until(deadline), 0)))
 		err := fn(ctx)
 		cancel()
-		if err == nil || time.Until(deadline) < wait {
+		transient := errors.Is(err, store.ErrNotStored) || errors.Is(err, context.DeadlineExceeded)
+		if !transient || time.Until(deadline) < wait {
 			return err
 		}
 		select {

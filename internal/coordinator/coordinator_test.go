@@ -1416,12 +1416,18 @@ func TestARepeatedRunIsSuperseded(t *testing.T) {
 // refuses the first deletes, as a store electing a leader does.
 type flakyDeleteKV struct {
 	lostCreateKV
-	refuse atomic.Int32
+	refuse  atomic.Int32
+	full    atomic.Bool // refuse for want of space instead
+	deletes atomic.Int32
 }
 
 func (k *flakyDeleteKV) Delete(ctx context.Context, key string, rev uint64) error {
+	k.deletes.Add(1)
+	if k.full.Load() {
+		return errors.New("insufficient storage resources available")
+	}
 	if k.refuse.Add(-1) >= 0 {
-		return errCut
+		return fmt.Errorf("%w: no response from stream", store.ErrNotStored)
 	}
 	return k.KV.Delete(ctx, key, rev)
 }
@@ -1445,5 +1451,18 @@ func TestAFailedSubmitsRecordIsDeletedOnceTheStoreTakesIt(t *testing.T) {
 	})
 	if n := kv.refuse.Load(); n >= 0 {
 		t.Fatalf("the record is gone with %d refusals left; want all 3 spent", n+1)
+	}
+
+	// A delete refused for another reason (a full disk, whose every
+	// refused write the NATS server logs) is not tried again.
+	kv.full.Store(true)
+	kv.deletes.Store(0)
+	if _, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1}); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a second submit whose record cannot be confirmed: %v; want unavailable", err)
+	}
+	waitFor(t, func() bool { return kv.deletes.Load() > 0 && f.queued() == 0 })
+	time.Sleep(time.Second) // past the first waits between tries
+	if n := kv.deletes.Load(); n != 1 {
+		t.Fatalf("a delete refused for want of space was tried %d times; want once", n)
 	}
 }
