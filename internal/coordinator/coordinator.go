@@ -443,12 +443,11 @@ func (c *Coordinator) created(ctx context.Context, j *job.Job, rev uint64, err e
 
 // withdraw removes what a failed submit of job id stored: its tasks, and
 // its record when the create's answer was lost. Its client was told the
-// submit failed, and may have sent it again as a new job: the record is
-// deleted again and again (each try with a deadline of its own, the
-// submit's may be spent) until the store takes it or orphanAge has
-// passed, not given up after one try (a store electing a leader refuses
-// writes for seconds; seen in the chaos test: the delete refused, the job
-// run and stored beside its client's retry). What it cannot remove is
+// submit failed, and may have sent it again as a new job: each step is
+// tried again while the store gives no answer, for up to orphanAge
+// (storeAgain), not given up after one try (a store electing a leader
+// refuses writes for seconds; seen in the chaos test: the delete refused,
+// the job run and stored beside its client's retry). What it cannot remove is
 // dropped later: a task whose job record never appears is acked and
 // dropped by the coordinator once its id is older than orphanAge.
 func (c *Coordinator) withdraw(id string, record bool, files string) {
