@@ -477,14 +477,16 @@ func (c *Coordinator) withdraw(id string, record bool, files string) {
 // elected; or its deadline passed), until deadline passes or the
 // coordinator stops, waiting 250 ms doubling to 4 s between calls; it
 // returns fn's last error. Any other error (a full disk: each refused
-// write is an error in the NATS server's log) ends it at once.
+// write is an error in the NATS server's log) ends it at once. The first
+// call is made whatever the deadline: a step after one that spent it is
+// still tried once.
 func (c *Coordinator) storeAgain(deadline time.Time, fn func(context.Context) error) error {
 	c.mu.Lock()
 	stopped := c.stopped
 	c.mu.Unlock()
 	wait := 250 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, max(time.Until(deadline), 0)))
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 		err := fn(ctx)
 		cancel()
 		transient := errors.Is(err, store.ErrNotStored) || errors.Is(err, context.DeadlineExceeded)
