@@ -152,6 +152,9 @@ func TestBatchSubmit(t *testing.T) {
 	if first.Status != http.StatusAccepted || again.Status != http.StatusOK {
 		t.Fatalf("a batch and its retry under one key: %d, %d", first.Status, again.Status)
 	}
+	if h, h2 := first.Header.Get("Idempotent-Replayed"), again.Header.Get("Idempotent-Replayed"); h != "" || h2 != "true" {
+		t.Fatalf("Idempotent-Replayed of a batch and its retry: %q, %q; want none, then true", h, h2)
+	}
 	var a1, a2 struct{ Jobs []client.Job }
 	first.JSON(t, &a1)
 	again.JSON(t, &a2)

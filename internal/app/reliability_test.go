@@ -425,6 +425,9 @@ func TestIdempotencyKey(t *testing.T) {
 	if again.Status != http.StatusOK || j2.ID != j1.ID {
 		t.Fatalf("same key: %d, job %s; want 200 and job %s", again.Status, j2.ID, j1.ID)
 	}
+	if h, h2 := first.Header.Get("Idempotent-Replayed"), again.Header.Get("Idempotent-Replayed"); h != "" || h2 != "true" {
+		t.Fatalf("Idempotent-Replayed of a submit and its retry: %q, %q; want none, then true", h, h2)
+	}
 	other := c.Do(t, "POST", "/api/v1/jobs", body, "Idempotency-Key", "order-18")
 	other.JSON(t, &j3)
 	if other.Status != http.StatusAccepted || j3.ID == j1.ID {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -145,14 +146,21 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 
 // writeSubmitted answers a submitted job: 202 with its resource and
 // Location, or 200 for the job an earlier submit with the same
-// Idempotency-Key created.
+// Idempotency-Key created (replayed).
 func (s *Server) writeSubmitted(w http.ResponseWriter, j *job.Job) {
 	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
-	status := http.StatusAccepted
-	if j.Replayed {
-		status = http.StatusOK
+	writeJSON(w, submittedStatus(w, j.Replayed), s.cfg.Service.Resource(j))
+}
+
+// submittedStatus is the status of a submit's answer: 202, or 200 with
+// Idempotent-Replayed (as Stripe's API says it) for an answer an earlier
+// submit with the same Idempotency-Key made.
+func submittedStatus(w http.ResponseWriter, replayed bool) int {
+	if !replayed {
+		return http.StatusAccepted
 	}
-	writeJSON(w, status, s.cfg.Service.Resource(j))
+	w.Header().Set("Idempotent-Replayed", "true")
+	return http.StatusOK
 }
 
 const batchExample = `{"jobs":[{"kind":"noop","partitions":1},{"kind":"short","partitions":3}]}`
@@ -198,14 +206,10 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Jobs []client.Job `json:"jobs"`
 	}{Jobs: make([]client.Job, len(jobs))}
-	status := http.StatusAccepted
 	for i, j := range jobs {
 		out.Jobs[i] = s.cfg.Service.Resource(j)
-		if j.Replayed {
-			status = http.StatusOK
-		}
 	}
-	writeJSON(w, status, out)
+	writeJSON(w, submittedStatus(w, slices.ContainsFunc(jobs, func(j *job.Job) bool { return j.Replayed })), out)
 }
 
 const maxLimit = 500
