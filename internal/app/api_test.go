@@ -531,6 +531,23 @@ func TestEvents(t *testing.T) {
 	if types[0] != "job.submitted" || len(done) != 3 {
 		t.Fatalf("event types = %v, partitions done = %v; want job.submitted first and task.done for 0,1,2", types, done)
 	}
+	// The cluster's counts by state follow, once they changed: the page
+	// shows them, not those of the jobs it loaded.
+	for {
+		var ev struct {
+			Type string
+			Data struct {
+				Jobs struct{ Total, Running, Succeeded int }
+			}
+		}
+		readJSON(t, c, &ev)
+		if ev.Type == "cluster.stats" && ev.Data.Jobs.Succeeded == 1 {
+			if ev.Data.Jobs.Total != 1 || ev.Data.Jobs.Running != 0 {
+				t.Fatalf("cluster.stats after the job ended: %+v; want 1 job, succeeded", ev.Data.Jobs)
+			}
+			break
+		}
+	}
 }
 
 func TestOrigins(t *testing.T) {

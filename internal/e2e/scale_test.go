@@ -137,4 +137,26 @@ func TestDashboardAtScale(t *testing.T) {
 		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](rows))
 		return err == nil && got == "250"
 	}, "250 rows after loading older jobs from the server")
+
+	// 250 more jobs wait behind the blocked one, so the 200 the page
+	// loads hold no running job: the headline and the tabs count the
+	// cluster's jobs, and the running tab lists the server's.
+	specs := strings.TrimSuffix(strings.Repeat(`{"kind":"noop","partitions":1},`, 250), ",")
+	if r := c.Do(t, "POST", "/api/v1/jobs/batch", `{"jobs":[`+specs+`]}`); r.Status != http.StatusAccepted {
+		t.Fatalf("a batch of 250: %d %s", r.Status, r.Body)
+	}
+	if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`[data-test="jobs"] tbody tr`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="stat-running"] b`, func(s string) bool { return s == "1" }, "1 job running, older than the jobs loaded")
+	text(ctx, t, `[data-tab="running"] span`, func(s string) bool { return s == "1" }, "the running tab's count")
+	all := strconv.Itoa(jobs + 251)
+	text(ctx, t, `[data-tab="all"] span`, func(s string) bool { return s == all }, all+" jobs in all")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-tab="running"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="jobs"] tbody tr`, func(string) bool {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('[data-test="jobs"] tbody tr')].map((r) => r.dataset.job).join(",")`))
+		return err == nil && got == blocked.ID
+	}, "the running tab listing the blocked job")
 }

@@ -11,14 +11,17 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/mrcluster/mrcluster/internal/event"
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // Websocket pacing: at most one snapshot per MinInterval, and one at least
-// every KeepAlive even when nothing changed.
+// every KeepAlive even when nothing changed; the events' stats at most
+// every StatsInterval, when they changed.
 const (
-	MinInterval  = 100 * time.Millisecond
-	KeepAlive    = 5 * time.Second
-	writeTimeout = 10 * time.Second
+	MinInterval   = 100 * time.Millisecond
+	KeepAlive     = 5 * time.Second
+	StatsInterval = time.Second
+	writeTimeout  = 10 * time.Second
 )
 
 func isUpgrade(r *http.Request) bool {
@@ -110,8 +113,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if writeEvent(ctx, c, event.Event{Type: "hello", Data: s.stats()}) != nil {
 		return
 	}
-	keep := time.NewTicker(KeepAlive)
-	defer keep.Stop()
+	// The stats go again once a second when they changed (a page holds
+	// only the newest jobs, and shows the cluster's counts from here), and
+	// every KeepAlive in any case.
+	tick := time.NewTicker(StatsInterval)
+	defer tick.Stop()
+	last, lastAt := s.stats(), time.Now()
 	for {
 		var ev event.Event
 		select {
@@ -119,8 +126,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			c.Close(websocket.StatusGoingAway, "server stopping")
 			return
 		case ev = <-sub.C:
-		case <-keep.C:
-			ev = event.Event{Type: "cluster.stats", Data: s.stats()}
+		case <-tick.C:
+			st := s.stats()
+			if st == last && time.Since(lastAt) < KeepAlive {
+				continue
+			}
+			last, lastAt = st, time.Now()
+			ev = event.Event{Type: "cluster.stats", Data: st}
 		}
 		if sub.Lagged() {
 			if writeEvent(ctx, c, event.Event{Type: "resync"}) != nil {
@@ -133,13 +145,26 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Stats is the data of the hello and cluster.stats events.
+// Stats is the data of the hello and cluster.stats events: the whole
+// cluster's, where a page holds only its newest jobs.
 type Stats struct {
-	WorkersBusy  int `json:"workers_busy"`
-	WorkersTotal int `json:"workers_total"`
-	QueueDepth   int `json:"queue_depth"`
-	JobsRunning  int `json:"jobs_running"`
-	JobsQueued   int `json:"jobs_queued"`
+	WorkersBusy  int       `json:"workers_busy"`
+	WorkersTotal int       `json:"workers_total"`
+	QueueDepth   int       `json:"queue_depth"`
+	JobsRunning  int       `json:"jobs_running"`
+	JobsQueued   int       `json:"jobs_queued"`
+	Jobs         JobCounts `json:"jobs"`
+}
+
+// JobCounts counts the cluster's jobs (those its store holds) by state.
+type JobCounts struct {
+	Total     int `json:"total"`
+	Scheduled int `json:"scheduled"`
+	Queued    int `json:"queued"`
+	Running   int `json:"running"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Canceled  int `json:"canceled"`
 }
 
 func (s *Server) stats() Stats {
@@ -152,7 +177,14 @@ func (s *Server) stats() Stats {
 	}
 	st.QueueDepth = s.cfg.View.QueueDepth()
 	counts := s.cfg.View.Counts()
-	st.JobsRunning, st.JobsQueued = counts["running"], counts["queued"]
+	st.Jobs = JobCounts{
+		Scheduled: counts[job.Scheduled], Queued: counts[job.Queued], Running: counts[job.Running],
+		Succeeded: counts[job.Succeeded], Failed: counts[job.Failed], Canceled: counts[job.Canceled],
+	}
+	for _, n := range counts {
+		st.Jobs.Total += n
+	}
+	st.JobsRunning, st.JobsQueued = st.Jobs.Running, st.Jobs.Queued
 	return st
 }
 

@@ -1,6 +1,6 @@
 import { reactive } from 'vue'
 import { api, eventsURL } from './api'
-import type { ClusterEvent, Job, Kind, QueuedJob, Worker } from './types'
+import type { ClusterEvent, Job, JobCounts, JobState, Kind, QueuedJob, Worker } from './types'
 
 // The dashboard's state: loaded once from the REST resources, then kept
 // current by applying /api/v1/events as deltas.
@@ -23,6 +23,14 @@ export interface State {
   kinds: Kind[]
   // the cursor of the server's next page of older jobs ('' when none)
   older: string
+  // the cluster's jobs by state, from the server's stats (at connect, then
+  // once a second when they change): the page holds only the newest jobs,
+  // and those of the state looked at; null before the first stats
+  counts: JobCounts | null
+  // the state whose jobs the list shows ('' for all): its newest jobs are
+  // loaded from the server, with the cursor of its next page
+  view: JobState | ''
+  viewOlder: string
   // tasks done per second, one sample a second, the last minute
   rate: number[]
   depthHistory: number[]
@@ -32,7 +40,7 @@ export interface State {
 export function newState(): State {
   return reactive({
     connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0, waiting: new Map(), queueComplete: true,
-    kinds: [], older: '', rate: [], depthHistory: [], doneThisSecond: 0,
+    kinds: [], older: '', counts: null, view: '', viewOlder: '', rate: [], depthHistory: [], doneThisSecond: 0,
   }) as State
 }
 
@@ -82,6 +90,23 @@ export function removeJob(s: State, id: string) {
   s.waiting.delete(id)
 }
 
+// merge records a job resource a page of the server listed, unless the
+// events brought a newer state of it meanwhile.
+function merge(s: State, j: Job) {
+  const cur = s.jobs.get(j.id)
+  if (newest(j, cur) === j) upsertJob(s, j)
+}
+
+// count is the cluster's count of jobs in state ('' for all), or, before
+// the server's first stats, that of the jobs the page holds.
+export function count(s: State, state: JobState | ''): number {
+  if (s.counts) return state ? s.counts[state] ?? 0 : s.counts.total
+  if (!state) return s.jobs.size
+  let n = 0
+  for (const j of s.jobs.values()) if (j.state === state) n++
+  return n
+}
+
 // newestFirst lists the job ids newest first.
 export function newestFirst(s: State): string[] {
   return [...s.order].reverse()
@@ -119,6 +144,7 @@ export function apply(s: State, ev: ClusterEvent): boolean {
     case 'hello':
     case 'cluster.stats':
       if (!s.queueComplete && typeof ev.data?.queue_depth === 'number') s.queueDepth = ev.data.queue_depth
+      if (ev.data?.jobs && typeof ev.data.jobs.total === 'number') s.counts = ev.data.jobs
       return false
     case 'worker.left':
       s.workers.delete(ev.data.key)
@@ -147,14 +173,37 @@ export async function load(s: State) {
   s.queueDepth = queue.depth
   s.queueComplete = !queue.more
   rebuildQueue(s)
+  if (s.view) await loadView(s, s.view)
 }
 
-// loadOlder adds the server's next page of older jobs than those loaded.
+// loadView shows the jobs of state ('' for all): the server's newest of
+// them join those loaded (the newest of all may hold none of a state, such
+// as a running job behind thousands of queued ones).
+export async function loadView(s: State, state: JobState | '') {
+  s.view = state
+  s.viewOlder = ''
+  if (!state) return
+  const page = await api.jobs(state, 200)
+  if (s.view !== state) return // another tab was picked meanwhile
+  for (const j of page.jobs) merge(s, j)
+  s.viewOlder = page.next_cursor ?? ''
+}
+
+// olderCursor is the cursor of the next page of the jobs shown.
+export function olderCursor(s: State): string {
+  return s.view ? s.viewOlder : s.older
+}
+
+// loadOlder adds the server's next page of the jobs shown, older than
+// those loaded.
 export async function loadOlder(s: State) {
-  if (!s.older) return
-  const page = await api.jobs('', 200, s.older)
-  for (const j of page.jobs) upsertJob(s, j)
-  s.older = page.next_cursor ?? ''
+  const state = s.view
+  const cursor = olderCursor(s)
+  if (!cursor) return
+  const page = await api.jobs(state, 200, cursor)
+  for (const j of page.jobs) merge(s, j)
+  if (!state) s.older = page.next_cursor ?? ''
+  else if (s.view === state) s.viewOlder = page.next_cursor ?? ''
 }
 
 // connect follows the events websocket, reloading on connect and on

@@ -1,5 +1,8 @@
 export type JobState = 'scheduled' | 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled'
 
+// The cluster's jobs by state (the stats of the hello and cluster.stats events).
+export type JobCounts = Record<JobState, number> & { total: number }
+
 export interface TaskCounts { total: number; queued: number; running: number; done: number; failed: number }
 
 export interface Job {

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest'
-import { answered, apply, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { answered, apply, count, loadOlder, loadView, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
 import type { Job } from '../types'
 
 function job(id: string, created: string, over: Partial<Job> = {}): Job {
@@ -9,6 +9,8 @@ function job(id: string, created: string, over: Partial<Job> = {}): Job {
     result: null, error: '', created_at: created, started_at: null, finished_at: null, ...over,
   }
 }
+
+afterEach(() => vi.unstubAllGlobals())
 
 describe('store', () => {
   it('keeps jobs newest first whatever order they arrive in', () => {
@@ -129,5 +131,48 @@ describe('older jobs', () => {
     await loadOlder(s) // nothing more: no request
     expect(urls.filter((u) => u.includes('cursor=')).length).toBe(1)
     vi.unstubAllGlobals()
+  })
+
+  it('counts the cluster\'s jobs by state from the server\'s stats, not those it loaded', () => {
+    const s = newState()
+    apply(s, { type: 'job.submitted', time: '', data: job('a', '2026-01-01T00:00:01Z') })
+    expect(count(s, 'queued')).toBe(1) // before any stats: the jobs loaded
+    expect(count(s, 'running')).toBe(0)
+    expect(count(s, '')).toBe(1)
+    const jobs = { total: 10301, scheduled: 0, queued: 300, running: 1, succeeded: 10000, failed: 0, canceled: 0 }
+    apply(s, { type: 'hello', time: '', data: { queue_depth: 308, jobs } })
+    expect(count(s, 'running')).toBe(1)
+    expect(count(s, 'queued')).toBe(300)
+    expect(count(s, '')).toBe(10301)
+    apply(s, { type: 'cluster.stats', time: '', data: { queue_depth: 0, jobs: { ...jobs, running: 0, succeeded: 10001 } } })
+    expect(count(s, 'running')).toBe(0)
+    apply(s, { type: 'cluster.stats', time: '', data: { queue_depth: 0 } }) // a server of an earlier version
+    expect(count(s, 'succeeded')).toBe(10001)
+  })
+
+  it('loads the server\'s jobs of the state looked at, and their older pages', async () => {
+    const s = newState()
+    upsertJob(s, job('new', '2026-01-01T00:00:09Z'))
+    // The running job is older than every job loaded; an event made it
+    // succeed while the page of running jobs was on its way.
+    const urls: string[] = []
+    vi.stubGlobal('fetch', vi.fn(async (url: string) => {
+      urls.push(url)
+      const page = url.includes('cursor=c1')
+        ? { jobs: [job('older', '2026-01-01T00:00:01Z', { state: 'running' })] }
+        : { jobs: [job('old', '2026-01-01T00:00:02Z', { state: 'running' }), job('gone', '2026-01-01T00:00:03Z', { state: 'running', history: [{ state: 'queued', at: '' }, { state: 'running', at: '' }] })], next_cursor: 'c1' }
+      return new Response(JSON.stringify(page), { status: 200 })
+    }))
+    apply(s, { type: 'job.succeeded', time: '', data: job('gone', '2026-01-01T00:00:03Z', { state: 'succeeded', history: [{ state: 'queued', at: '' }, { state: 'running', at: '' }, { state: 'succeeded', at: '' }] }) })
+    await loadView(s, 'running')
+    expect(urls).toEqual(['/api/v1/jobs?limit=200&state=running'])
+    expect(newestFirst(s)).toEqual(['new', 'gone', 'old'])
+    expect(s.jobs.get('gone')!.state).toBe('succeeded') // the event's, newer than the page's
+    await loadOlder(s)
+    expect(urls[1]).toBe('/api/v1/jobs?limit=200&state=running&cursor=c1')
+    expect(newestFirst(s)).toEqual(['new', 'gone', 'old', 'older'])
+    expect(s.viewOlder).toBe('')
+    await loadView(s, '')
+    expect(urls.length).toBe(2) // all: the newest, loaded already
   })
 })
