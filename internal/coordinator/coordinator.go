@@ -1348,14 +1348,25 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 // fetchResults pulls result messages until ctx ends.
 func (c *Coordinator) fetchResults(ctx context.Context, msgs chan<- store.Delivery) {
 	backoff := 100 * time.Millisecond
+	size := maxFetch
 	for ctx.Err() == nil {
-		err := c.cfg.Store.Results.Fetch(ctx, 1024, time.Second, func(m store.Delivery) {
+		got := 0
+		err := c.cfg.Store.Results.Fetch(ctx, size, time.Second, func(m store.Delivery) {
+			got++
 			select {
 			case msgs <- m:
 			case <-ctx.Done():
 				// Not applied: redelivered after the consumer's ack wait.
 			}
 		})
+		// After an empty fetch it asks for few: nats.go makes a buffer
+		// of the size asked for each fetch, a quarter of what a quiet
+		// server allocated. The next fetch after one that got something
+		// asks for many again.
+		size = maxFetch
+		if got == 0 {
+			size = idleFetch
+		}
 		if err == nil || ctx.Err() != nil {
 			backoff = 100 * time.Millisecond
 			continue
@@ -1369,6 +1380,13 @@ func (c *Coordinator) fetchResults(ctx context.Context, msgs chan<- store.Delive
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
+
+// The results one fetch asks for: many while results come, few after a
+// fetch that found none.
+const (
+	maxFetch  = 1024
+	idleFetch = 32
+)
 
 // recover publishes again the tasks of every job whose submit did not get
 // to mark it enqueued: the server died between storing the job and its tasks.
