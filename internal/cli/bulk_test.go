@@ -276,4 +276,13 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 	if err := cancelJob(ctx, []string{"--server", srv.URL()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "takes job ids") {
 		t.Fatalf("cancel without an id: %v", err)
 	}
+	// A pipe of no jobs: the table's head alone, or nothing.
+	for _, in := range []string{"ID  KIND  STATE  DONE  CREATED  RESULT\n", ""} {
+		stdin = strings.NewReader(in)
+		out.Reset()
+		errOut.Reset()
+		if err := retryJob(ctx, []string{"-", "--server", srv.URL()}, &out, &errOut); err != nil || out.Len() != 0 || !strings.Contains(errOut.String(), "no job ids on standard input") {
+			t.Fatalf("retry - of %q: %v, out %q, stderr %q; want nothing done, and said", in, err, out.String(), errOut.String())
+		}
+	}
 }

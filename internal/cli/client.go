@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -952,6 +953,12 @@ func forEachJob(ctx context.Context, c *client.Client, fs *flag.FlagSet, name, d
 		if err := sc.Err(); err != nil {
 			return fmt.Errorf("reading job ids from standard input: %w", err)
 		}
+	}
+	if len(ids) == 0 && slices.Contains(pos, "-") {
+		// A pipe of no jobs (mrcluster jobs --state failed | mrcluster
+		// retry -, with none failed) has nothing to do, as xargs -r.
+		fmt.Fprintf(stderr, "mrcluster: no job ids on standard input; nothing to %s\n", name)
+		return nil
 	}
 	if len(ids) == 0 {
 		fs.Usage()
