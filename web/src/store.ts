@@ -17,7 +17,7 @@ export interface State {
   // thousands of jobs keeps up; queue is rebuilt from it at most 4 times a second
   waiting: Map<string, { kind: string; n: number }>
   // false when the server listed only the oldest of the jobs with waiting
-  // tasks: the depth is then taken from its cluster.stats every 5 s, since
+  // tasks: the depth is then taken from its cluster.stats (once a second when it changed), since
   // an event of a job not listed cannot say what that job added before
   queueComplete: boolean
   kinds: Kind[]
