@@ -215,6 +215,8 @@ func (c *Client) Job(ctx context.Context, id string) (Job, error) {
 type ListOptions struct {
 	// State, when set, selects jobs in that state.
 	State State
+	// Kind, when set, selects jobs of that kind.
+	Kind string
 	// Limit is the page size (the server's default when zero).
 	Limit int
 	// Cursor is a previous page's NextCursor.
@@ -226,6 +228,9 @@ func (c *Client) Jobs(ctx context.Context, o ListOptions) (JobList, error) {
 	q := url.Values{}
 	if o.State != "" {
 		q.Set("state", string(o.State))
+	}
+	if o.Kind != "" {
+		q.Set("kind", o.Kind)
 	}
 	if o.Limit > 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))

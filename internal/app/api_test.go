@@ -249,6 +249,34 @@ func TestListJobs(t *testing.T) {
 	if len(l.Jobs) != 6 || l.Jobs[0].ID != running.ID {
 		t.Fatalf("all jobs = %d, first %s; want 6, newest first", len(l.Jobs), l.Jobs[0].ID)
 	}
+	// By kind: alone, with a state, paged; a kind no job has lists none.
+	var byKind struct {
+		Jobs       []client.Job
+		NextCursor string `json:"next_cursor"`
+	}
+	b.do(t, "GET", "/api/v1/jobs?kind=noop&limit=4", "").JSON(t, &byKind)
+	if len(byKind.Jobs) != 4 || byKind.Jobs[0].ID != want[0] || byKind.NextCursor != want[3] {
+		t.Fatalf("noop jobs, 4 a page: %d, first %s, next %q; want 4 from %s, next %s", len(byKind.Jobs), byKind.Jobs[0].ID, byKind.NextCursor, want[0], want[3])
+	}
+	cursor = byKind.NextCursor
+	byKind.NextCursor = "" // absent from a last page
+	b.do(t, "GET", "/api/v1/jobs?kind=noop&limit=4&cursor="+cursor, "").JSON(t, &byKind)
+	if len(byKind.Jobs) != 1 || byKind.Jobs[0].ID != want[4] || byKind.NextCursor != "" {
+		t.Fatalf("noop jobs, second page: %+v, next %q; want %s alone", byKind.Jobs, byKind.NextCursor, want[4])
+	}
+	b.do(t, "GET", "/api/v1/jobs?kind=block&state=running", "").JSON(t, &byKind)
+	if len(byKind.Jobs) != 1 || byKind.Jobs[0].ID != running.ID {
+		t.Fatalf("running block jobs: %+v; want %s", byKind.Jobs, running.ID)
+	}
+	for _, q := range []string{"kind=block&state=succeeded", "kind=short", "kind=noo"} {
+		b.do(t, "GET", "/api/v1/jobs?"+q, "").JSON(t, &byKind)
+		if len(byKind.Jobs) != 0 {
+			t.Fatalf("jobs?%s: %d jobs; want none", q, len(byKind.Jobs))
+		}
+	}
+	if r := b.do(t, "GET", "/api/v1/jobs?kind=no%20op", ""); r.Status != 400 || !strings.Contains(string(r.Body), `kind name \"no op\" has the character ' '`) {
+		t.Fatalf("jobs?kind=no op: %d %s; want 400 naming the space", r.Status, r.Body)
+	}
 	close(blk.release)
 }
 

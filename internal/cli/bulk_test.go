@@ -245,6 +245,12 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "0", "--server", srv.URL()}, &table, &errOut); err != nil || strings.Count(table.String(), "\n") != 1+n {
 		t.Fatalf("jobs --limit 0: %v, %d lines; want the head and %d", err, strings.Count(table.String(), "\n"), n)
 	}
+	for kind, want := range map[string]int{"noop": 1 + n, "short": 1} {
+		var byKind bytes.Buffer
+		if err := listJobs(ctx, []string{"--kind", kind, "--limit", "0", "--server", srv.URL()}, &byKind, &errOut); err != nil || strings.Count(byKind.String(), "\n") != want {
+			t.Fatalf("jobs --kind %s --limit 0: %v, %d lines; want %d", kind, err, strings.Count(byKind.String(), "\n"), want)
+		}
+	}
 	// As JSON, one list, printed page by page.
 	var listed bytes.Buffer
 	if err := listJobs(ctx, []string{"--state", "canceled", "--limit", "0", "-o", "json", "--server", srv.URL()}, &listed, &errOut); err != nil {

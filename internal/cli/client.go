@@ -629,6 +629,7 @@ const maxPage = 500
 func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("jobs", stderr)
 	state := fs.String("state", "", "only jobs in this state")
+	kind := fs.String("kind", "", "only jobs of this kind")
 	limit := fs.Int("limit", 20, "how many jobs, newest first (0: all), read 500 a page")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -656,7 +657,7 @@ func listJobs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *limit > 0 {
 			ask = min(ask, *limit-listed)
 		}
-		page, err := c.Jobs(ctx, client.ListOptions{State: client.State(*state), Limit: ask, Cursor: cursor})
+		page, err := c.Jobs(ctx, client.ListOptions{State: client.State(*state), Kind: *kind, Limit: ask, Cursor: cursor})
 		if err != nil {
 			return explain(err)
 		}

@@ -34,7 +34,7 @@ Usage:
   mrcluster schedule add NAME --cron "*/5 * * * *" KIND N   a job at every tick (also: schedule ls, show, pause, resume, rm)
   mrcluster wait    ID               follow a job to its end: exit 0 when it succeeded, 1 when not
   mrcluster output  ID               print a finished job's output
-  mrcluster jobs    [--state S]      list jobs, newest first (--limit N, 0 for all)
+  mrcluster jobs    [--state S]      list jobs, newest first (--kind K; --limit N, 0 for all)
   mrcluster job     ID               show one job
   mrcluster cancel  ID…              cancel jobs (- reads their ids from standard input)
   mrcluster retry   ID… [--wait]     run failed or canceled jobs' unfinished tasks again, each in the same job

@@ -47,7 +47,9 @@ func TestDashboardAtScale(t *testing.T) {
 	}
 	text(ctx, t, `[data-test="connection"]`, func(s string) bool { return s == "live" }, "the live connection")
 
-	// 10,000 one-task noop jobs, from 8 clients at once, while the page watches.
+	// 10,000 one-task noop jobs, from 8 clients at once, while the page
+	// watches, after one the page will not hold once they are in.
+	first := c.Submit(t, "noop", 1)
 	const jobs = 10000
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -150,7 +152,7 @@ func TestDashboardAtScale(t *testing.T) {
 	}
 	text(ctx, t, `[data-test="stat-running"] b`, func(s string) bool { return s == "1" }, "1 job running, older than the jobs loaded")
 	text(ctx, t, `[data-tab="running"] span`, func(s string) bool { return s == "1" }, "the running tab's count")
-	all := strconv.Itoa(jobs + 251)
+	all := strconv.Itoa(jobs + 252)
 	text(ctx, t, `[data-tab="all"] span`, func(s string) bool { return s == all }, all+" jobs in all")
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-tab="running"]`))); err != nil {
 		t.Fatal(err)
@@ -159,4 +161,14 @@ func TestDashboardAtScale(t *testing.T) {
 		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('[data-test="jobs"] tbody tr')].map((r) => r.dataset.job).join(",")`))
 		return err == nil && got == blocked.ID
 	}, "the running tab listing the blocked job")
+
+	// A search for the whole id of a job older than those loaded asks the
+	// server for it.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-tab="all"]`)), chromedp.SendKeys(chromedp.CSS(`input[name="search"]`), first.ID)); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="jobs"] tbody tr`, func(string) bool {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('[data-test="jobs"] tbody tr')].map((r) => r.dataset.job + " " + r.dataset.state).join(",")`))
+		return err == nil && got == first.ID+" succeeded"
+	}, "the searched job, from the server")
 }

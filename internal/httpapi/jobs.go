@@ -234,7 +234,16 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	jobs, next, err := s.cfg.View.List(r.Context(), state, limit, q.Get("cursor"))
+	// Any kind's name, registered or not: the jobs of a kind removed
+	// since stay listed.
+	kind := q.Get("kind")
+	if kind != "" {
+		if err := job.ValidName("kind", kind); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	jobs, next, err := s.cfg.View.List(r.Context(), view.Filter{State: state, Kind: kind}, limit, q.Get("cursor"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

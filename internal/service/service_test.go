@@ -218,7 +218,7 @@ func TestBatchIsValidatedFirstAndStoredWhole(t *testing.T) {
 	if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "jobs[2]") || !strings.Contains(err.Error(), `unknown kind "nope"`) {
 		t.Fatalf("a batch with a bad spec: %v; want invalid, naming jobs[2]", err)
 	}
-	if jobs, _, _ := f.svc.cfg.View.List(f.ctx, "", 10, ""); len(jobs) != 0 || admitted != 0 {
+	if jobs, _, _ := f.svc.cfg.View.List(f.ctx, view.Filter{}, 10, ""); len(jobs) != 0 || admitted != 0 {
 		t.Fatalf("a refused batch stored %d jobs and was admitted %d times", len(jobs), admitted)
 	}
 	specs := make([]job.Spec, 50)
@@ -311,7 +311,7 @@ func TestParamsCopiedIntoManyTasksAreRefused(t *testing.T) {
 	if job.ErrorCode(err) != job.EInvalid || !strings.Contains(err.Error(), "jobs[3]: partitions") {
 		t.Fatalf("a bad spec among them: %v; want it named first", err)
 	}
-	if jobs, _, _ := f.svc.cfg.View.List(f.ctx, "", 10, ""); len(jobs) != 1 {
+	if jobs, _, _ := f.svc.cfg.View.List(f.ctx, view.Filter{}, 10, ""); len(jobs) != 1 {
 		t.Fatalf("%d jobs stored; want only the one that fits", len(jobs))
 	}
 }

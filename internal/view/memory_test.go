@@ -331,7 +331,7 @@ func TestOlderFinishedJobsAreReadFromTheStore(t *testing.T) {
 	var listed []string
 	cursor := ""
 	for page := 0; ; page++ {
-		jobs, next, err := v.List(ctx, "", 32, cursor)
+		jobs, next, err := v.List(ctx, Filter{}, 32, cursor)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -362,7 +362,7 @@ func TestOlderFinishedJobsAreReadFromTheStore(t *testing.T) {
 		}
 	}
 	v.AwaitGone(ctx, ids[n/2-1])
-	jobs, _, err := v.List(ctx, "", n, "")
+	jobs, _, err := v.List(ctx, Filter{}, n, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +452,7 @@ func TestCursorOfADeletedJob(t *testing.T) {
 	}
 	page := func(cursor string) []string {
 		t.Helper()
-		jobs, _, err := v.List(ctx, "", 3, cursor)
+		jobs, _, err := v.List(ctx, Filter{}, 3, cursor)
 		if err != nil {
 			t.Fatalf("a page after %s: %v", cursor, err)
 		}
@@ -462,7 +462,7 @@ func TestCursorOfADeletedJob(t *testing.T) {
 		}
 		return out
 	}
-	first, _, err := v.List(ctx, "", 3, "")
+	first, _, err := v.List(ctx, Filter{}, 3, "")
 	if err != nil || len(first) != 3 {
 		t.Fatal(err)
 	}
@@ -490,7 +490,7 @@ func TestCursorOfADeletedJob(t *testing.T) {
 	if got, want := page(cursor), ids[n-6:n-3]; !slices.Equal(got, []string{want[2], want[1], want[0]}) {
 		t.Fatalf("the page after a cursor deleted and forgotten: %v; want %v, newest first", got, want)
 	}
-	if _, _, err := v.List(ctx, "", 3, "noop_nothere"); job.ErrorCode(err) != job.EInvalid {
+	if _, _, err := v.List(ctx, Filter{}, 3, "noop_nothere"); job.ErrorCode(err) != job.EInvalid {
 		t.Fatalf("a cursor no job ever had: %v", err)
 	}
 }

@@ -141,12 +141,19 @@ func (v *View) Deleted(id string) bool {
 	return gone
 }
 
-// List returns up to limit jobs, newest first, in the given state (any when
-// empty), starting after the job with id cursor (from the start when empty).
-// next is the cursor of the following page, empty on the last. The records
-// of older finished jobs, which the view does not hold, are read from the
-// store.
-func (v *View) List(ctx context.Context, state job.State, limit int, cursor string) (jobs []Job, next string, err error) {
+// Filter selects the jobs List returns: those in State and of Kind (any
+// when empty).
+type Filter struct {
+	State job.State
+	Kind  string
+}
+
+// List returns up to limit jobs that f selects, newest first, starting
+// after the job with id cursor (from the start when empty). next is the
+// cursor of the following page, empty on the last. The records of older
+// finished jobs, which the view does not hold, are read from the store.
+func (v *View) List(ctx context.Context, f Filter, limit int, cursor string) (jobs []Job, next string, err error) {
+	state := f.State
 	jobs = []Job{}
 	var missing []int // indexes in jobs of records to read
 	v.mu.RLock()
@@ -176,7 +183,7 @@ func (v *View) List(ctx context.Context, state job.State, limit int, cursor stri
 	}
 	for ; i >= 0; i-- {
 		en := v.sorted[i]
-		if en.gone || state != "" && en.state != code {
+		if en.gone || state != "" && en.state != code || f.Kind != "" && job.IDKind(en.id) != f.Kind {
 			continue
 		}
 		if len(jobs) == limit {

@@ -28,8 +28,8 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
 }
 
 export const api = {
-  jobs: (state = '', limit = 50, cursor = '') =>
-    call<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?limit=${limit}` + (state ? `&state=${state}` : '') + (cursor ? `&cursor=${cursor}` : '')),
+  jobs: (state = '', limit = 50, cursor = '', kind = '') =>
+    call<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?limit=${limit}` + (state ? `&state=${state}` : '') + (cursor ? `&cursor=${cursor}` : '') + (kind ? `&kind=${encodeURIComponent(kind)}` : '')),
   job: (id: string) => call<Job>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
   // submit posts a job spec: kind, partitions, params, and what the
   // form sets of input, reducers, timeout, priority, delay.

@@ -189,6 +189,22 @@ export async function loadView(s: State, state: JobState | '') {
   s.viewOlder = page.next_cursor ?? ''
 }
 
+// loadSearch brings in the jobs a search names that the page may not hold
+// (it holds the newest jobs): the job of a whole id, or the newest of a
+// kind's, in the state shown.
+export async function loadSearch(s: State, text: string) {
+  const q = text.trim()
+  if (/^[A-Za-z0-9._-]+_[0-9a-hjkmnp-tv-z]{26}$/.test(q)) {
+    if (s.jobs.has(q)) return
+    merge(s, await api.job(q))
+    return
+  }
+  const kind = s.kinds.find((k) => k.name.toLowerCase() === q.toLowerCase())
+  if (!kind) return
+  const page = await api.jobs(s.view, 200, '', kind.name)
+  for (const j of page.jobs) merge(s, j)
+}
+
 // olderCursor is the cursor of the next page of the jobs shown.
 export function olderCursor(s: State): string {
   return s.view ? s.viewOlder : s.older

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { answered, apply, count, loadOlder, loadView, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
+import { answered, apply, count, loadOlder, loadSearch, loadView, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
 import type { Job } from '../types'
 
 function job(id: string, created: string, over: Partial<Job> = {}): Job {
@@ -174,5 +174,26 @@ describe('older jobs', () => {
     expect(s.viewOlder).toBe('')
     await loadView(s, '')
     expect(urls.length).toBe(2) // all: the newest, loaded already
+  })
+
+  it('asks the server for the job of a whole id searched for, or a kind\'s jobs', async () => {
+    const s = newState()
+    s.kinds = [{ name: 'wordcount' } as any]
+    s.view = 'succeeded'
+    const urls: string[] = []
+    const old = job('wordcount_01m8x5zaevh2bhwav12ckq83sh', '2025-01-01T00:00:01Z', { kind: 'wordcount', state: 'succeeded' })
+    vi.stubGlobal('fetch', vi.fn(async (url: string) => {
+      urls.push(url)
+      return new Response(JSON.stringify(url.includes('?') ? { jobs: [old] } : old), { status: 200 })
+    }))
+    await loadSearch(s, ' wordcount_01m8x5zaevh2bhwav12ckq83sh ')
+    expect(urls).toEqual(['/api/v1/jobs/wordcount_01m8x5zaevh2bhwav12ckq83sh'])
+    expect(s.jobs.get(old.id)!.state).toBe('succeeded')
+    await loadSearch(s, old.id) // held now: not asked again
+    await loadSearch(s, 'WordCount')
+    expect(urls[1]).toBe('/api/v1/jobs?limit=200&state=succeeded&kind=wordcount')
+    await loadSearch(s, 'word') // part of a name: the page's own filter only
+    await loadSearch(s, '')
+    expect(urls.length).toBe(2)
   })
 })
