@@ -406,13 +406,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	s.catalog.KeepModulesFor(s.view.HasKind)
 	s.coord = coordinator.New(coordinator.Config{
 		Store: s.store.Ports, Datasets: datasets, Kinds: kinds, Modules: s.catalog, MaxAttempts: cfg.MaxAttempts,
 		Logger: s.log, Metrics: m, Running: s.view.Running, State: s.view.State, Deleted: s.view.Deleted, Record: s.view.Record, Unqueued: s.view.Unqueued, Due: s.view.Due,
 		Paused: s.catalog.Paused, Holding: s.view.Holding, LaneOf: s.catalog.LaneOf,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 		Retention: cfg.Retention, Expired: s.view.Expired, RetentionEvery: retentionEvery(cfg.Retention),
-		ForgetAfter: cfg.ForgetDeletedAfter, Markers: s.view.Markers,
+		ForgetAfter: cfg.ForgetDeletedAfter, Markers: s.view.Markers, JobDeleted: s.catalog.JobDeleted,
 	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err

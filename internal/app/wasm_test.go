@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/catalog"
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	mrstore "github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/wasmkind"
 	"github.com/mrcluster/mrcluster/internal/worker"
 )
@@ -139,16 +139,30 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	if err := c.DeleteKind(ctx, "mywc"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
 		t.Fatalf("DELETE it again: %v, want 404", err)
 	}
-	// Its jobs' outputs need the module to be written: the same module
-	// uploaded again, under another name, brings them back.
-	if err := c.Output(ctx, v1.ID, io.Discard); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "upload that same .wasm file again") {
-		t.Fatalf("output of a deleted kind's job: %v, want 409 saying what to do", err)
+	// Its jobs' outputs are written through its modules, which stay
+	// stored while jobs of it do; they go with the last of them.
+	if got := b.client().Output(t, v1.ID); got != want {
+		t.Fatalf("the output of a deleted kind's job: %d bytes, want %d", len(got), len(want))
 	}
-	if _, err := c.PutKind(ctx, "again", "", bytes.NewReader(wc), int64(len(wc))); err != nil {
+	modules := store(t, b).Ports.Modules
+	for _, id := range []string{v1.ID, v2.ID} {
+		if err := c.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range [][]byte{wc, lines} {
+		if _, err := modules.GetBytes(ctx, wasmkind.Hash(m)); err != nil {
+			t.Fatalf("a module of the deleted kind, with a job of it left: %v; want it kept", err)
+		}
+	}
+	if err := c.Delete(ctx, hopeless.ID); err != nil {
 		t.Fatal(err)
 	}
-	if got := b.client().Output(t, v1.ID); got != want {
-		t.Fatalf("the output once the module is back: %d bytes, want %d", len(got), len(want))
+	for _, m := range [][]byte{wc, lines} {
+		eventually(t, 30*time.Second, "the deleted kind's module gone with its last job", func() bool {
+			_, err := modules.GetBytes(ctx, wasmkind.Hash(m))
+			return errors.Is(err, mrstore.ErrNotFound)
+		})
 	}
 	if err := c.DeleteKind(ctx, "wordcount"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
 		t.Fatalf("DELETE a built-in kind: %v, want 409", err)

@@ -98,6 +98,14 @@ type Catalog struct {
 	// limits; a kind without one is active and unbounded.
 	states map[string]KindState
 
+	// retired holds the modules of deleted kinds (hash → kind name) kept
+	// for their jobs, which write their outputs through them, until no
+	// job of the kind is left (KeepModulesFor); swept after a kick.
+	retired map[string]string
+	jobsOf  func(kind string) bool
+	kick    chan struct{}
+
+	run  context.Context // the catalog's life, for its loops
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 }
@@ -105,7 +113,7 @@ type Catalog struct {
 // New returns a catalog; Start fills it.
 func New(st *store.Store, rt *wasmkind.Runtime, builtin *job.Registry, log *slog.Logger) *Catalog {
 	return &Catalog{Modules: Modules{Blobs: st.Modules, Runtime: rt}, kv: st.Kinds, state: st.KindState, tasks: st.Tasks, builtin: builtin, log: log,
-		kinds: map[string]Uploaded{}, states: map[string]KindState{}}
+		kinds: map[string]Uploaded{}, states: map[string]KindState{}, retired: map[string]string{}, kick: make(chan struct{}, 1)}
 }
 
 // KindState is a kind's state record (mr_kind_state).
@@ -124,7 +132,7 @@ type KindState struct {
 // their changes; it returns once the stored ones are read.
 func (c *Catalog) Start(ctx context.Context) error {
 	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.stop = cancel
+	c.run, c.stop = run, cancel
 	if err := store.Follow(ctx, run, c.kv, &c.wg, c.apply); err != nil {
 		_ = c.Stop(ctx)
 		return fmt.Errorf("watch uploaded kinds: %w", err)
@@ -360,16 +368,112 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 			c.applyState(&store.Entry{Key: name, Deleted: true})
 		}
 	}
+	kept := c.jobsOf != nil && c.jobsOf(name)
 	for _, h := range append(slices.Clone(u.Earlier), u.Hash) {
 		if c.usedElsewhere(name, h) {
 			continue
 		}
-		c.Runtime.Drop(ctx, h)
-		if err := c.Blobs.Delete(ctx, h); err != nil {
-			c.log.Warn("could not delete a deleted kind's module; it stays stored", "kind", name, "module", short(h), "err", err)
+		if kept {
+			// Its jobs' outputs are written through it.
+			c.mu.Lock()
+			c.retired[h] = name
+			c.mu.Unlock()
+			continue
 		}
+		_ = c.drop(ctx, name, h)
+	}
+	if kept {
+		c.log.Info("kind deleted; its modules stay stored while jobs of it do, for their outputs, and go with the last of them", "kind", name, "modules", len(u.Earlier)+1)
 	}
 	return nil
+}
+
+// drop deletes the module of hash, which no kind uploads.
+func (c *Catalog) drop(ctx context.Context, kind, hash string) error {
+	c.Runtime.Drop(ctx, hash)
+	if err := c.Blobs.Delete(ctx, hash); err != nil && !errors.Is(err, store.ErrNotFound) {
+		c.log.Warn("could not delete a deleted kind's module; it stays stored", "kind", kind, "module", short(hash), "err", err)
+		return err
+	}
+	return nil
+}
+
+// KeepModulesFor makes a deleted kind's modules stay stored while jobsOf
+// reports jobs of the kind (the read model's answer), and go once it
+// reports none: their outputs are written through the module.
+func (c *Catalog) KeepModulesFor(jobsOf func(kind string) bool) {
+	c.jobsOf = jobsOf
+	c.wg.Go(c.sweepLoop)
+}
+
+// JobDeleted notes that job j was deleted: its module goes if no kind
+// uploads it and no job of j's kind is left.
+func (c *Catalog) JobDeleted(j *job.Job) {
+	if j.Module == "" {
+		return
+	}
+	c.mu.Lock()
+	c.retired[j.Module] = j.Kind
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sweepSettle is how long a sweep waits after a deletion, for the read
+// model to see it (and the others of a batch of deletions).
+const sweepSettle = time.Second
+
+// sweepLoop deletes the retired modules no job needs any more, a moment
+// after each deletion of a job, and every minute.
+func (c *Catalog) sweepLoop() {
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.run.Done():
+			return
+		case <-tick.C:
+		case <-c.kick:
+			select {
+			case <-c.run.Done():
+				return
+			case <-time.After(sweepSettle):
+			}
+		}
+		c.sweep()
+	}
+}
+
+// sweep deletes the retired modules that no kind uploads (again) and no
+// job of their kind needs.
+func (c *Catalog) sweep() {
+	c.mu.Lock()
+	due := map[string]string{}
+	for h, kind := range c.retired {
+		due[h] = kind
+	}
+	c.mu.Unlock()
+	for h, kind := range due {
+		if !c.usedElsewhere("", h) {
+			if c.jobsOf(kind) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(c.run, 10*time.Second)
+			err := c.drop(ctx, kind, h)
+			cancel()
+			if err != nil {
+				continue // the next sweep tries again
+			}
+			c.log.Info("deleted the module of a deleted kind, its last job gone", "kind", kind, "module", short(h))
+		}
+		c.mu.Lock()
+		if c.retired[h] == kind {
+			delete(c.retired, h)
+		}
+		c.mu.Unlock()
+	}
 }
 
 // usedElsewhere reports whether another kind uploads the same module.

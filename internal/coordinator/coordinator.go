@@ -91,6 +91,9 @@ type Config struct {
 	Retention      time.Duration
 	Expired        func(before time.Time) []string
 	RetentionEvery time.Duration
+	// JobDeleted, when set, is told of every job this server deleted (a
+	// user's delete, or its retention), once its record is gone.
+	JobDeleted func(j *job.Job)
 	// ForgetAfter is how long the marker a deleted job's record leaves
 	// in the jobs bucket (so that every server's read model learns of the
 	// deletion) is kept before it is purged (0: DefaultForgetAfter).
@@ -1124,6 +1127,9 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 		return unavailable(fmt.Errorf("delete job %s: %w", id, err))
 	}
 	c.forget(id)
+	if c.cfg.JobDeleted != nil {
+		c.cfg.JobDeleted(j)
+	}
 	c.mu.Lock()
 	delete(c.durs, id)
 	if len(c.tombs) < maxTombs {

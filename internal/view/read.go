@@ -377,6 +377,20 @@ func (v *View) UsingKind(name string) (string, bool) {
 	return "", false
 }
 
+// HasKind reports whether the store holds a job of kind name, finished or
+// not: an uploaded kind's module writes its jobs' outputs, and is kept
+// while they are. It looks at every job the view knows, newest first.
+func (v *View) HasKind(name string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for i := len(v.sorted) - 1; i >= 0; i-- {
+		if en := v.sorted[i]; !en.gone && job.IDKind(en.id) == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Undone returns the unfinished jobs that have tasks to run, each with
 // the number of its tasks not done (waiting or running) in its phase.
 func (v *View) Undone() map[string]int {
