@@ -227,10 +227,23 @@ type Minute struct {
 // Queue is the tasks waiting for a worker.
 type Queue struct {
 	Depth int `json:"depth"`
+	// Counts counts the cluster's jobs by state.
+	Counts JobCounts `json:"counts"`
 	// Jobs are the oldest jobs with waiting tasks, oldest first: up to the
 	// limit asked for (1,000 by default); More is set when there are more.
 	Jobs []QueuedJob `json:"jobs"`
 	More bool        `json:"more,omitempty"`
+}
+
+// JobCounts counts a cluster's jobs (those its store holds) by state.
+type JobCounts struct {
+	Total     int `json:"total"`
+	Scheduled int `json:"scheduled"`
+	Queued    int `json:"queued"`
+	Running   int `json:"running"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Canceled  int `json:"canceled"`
 }
 
 // QueuedJob is one job's share of the queue.

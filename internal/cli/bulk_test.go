@@ -204,6 +204,15 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 	}
 	all := strings.Fields(ids.String())
 	defer func(r io.Reader) { stdin = r }(stdin)
+	// status names ten of the jobs with tasks waiting, and counts them all.
+	var st bytes.Buffer
+	if err := status(ctx, []string{"--server", srv.URL()}, &st, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if out := st.String(); strings.Count(out, "\n  noop_") != 10 || !strings.Contains(out, "… and over 990 more jobs with tasks waiting") ||
+		!strings.Contains(out, fmt.Sprintf("%d tasks queued", n)) || !strings.Contains(out, fmt.Sprintf("jobs: %d in all: 0 scheduled, %d queued, 0 running", n, n)) {
+		t.Fatalf("status of %d queued jobs:\n%s", n, out)
+	}
 
 	var out bytes.Buffer
 	err := deleteJob(ctx, []string{all[0], all[1], "--server", srv.URL()}, &out, &errOut)

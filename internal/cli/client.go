@@ -1046,11 +1046,29 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	fmt.Fprintf(stdout, "\n%d of %d workers busy; %d tasks queued", busy, len(workers), queue.Depth)
-	for _, q := range queue.Jobs {
+	for i, q := range queue.Jobs {
+		if i == statusQueued {
+			fmt.Fprintf(stdout, "\n  … and %s more jobs with tasks waiting (GET /api/v1/queue lists them)", moreJobs(len(queue.Jobs)-i, queue.More))
+			break
+		}
 		fmt.Fprintf(stdout, "\n  %s: %d", q.Job, q.Waiting)
 	}
-	fmt.Fprintln(stdout)
+	n := queue.Counts
+	fmt.Fprintf(stdout, "\njobs: %d in all: %d scheduled, %d queued, %d running, %d succeeded, %d failed, %d canceled\n",
+		n.Total, n.Scheduled, n.Queued, n.Running, n.Succeeded, n.Failed, n.Canceled)
 	return nil
+}
+
+// statusQueued bounds the jobs with waiting tasks that status names.
+const statusQueued = 10
+
+// moreJobs says how many more jobs a list cut short holds: n, or more
+// than n when the server's own list was cut short too.
+func moreJobs(n int, more bool) string {
+	if more {
+		return fmt.Sprintf("over %d", n)
+	}
+	return strconv.Itoa(n)
 }
 
 // parseInterspersed parses args into fs, letting flags come after the

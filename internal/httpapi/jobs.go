@@ -403,7 +403,7 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	jobs, more, depth := s.cfg.View.Queue(limit)
-	writeJSON(w, http.StatusOK, client.Queue{Depth: depth, Jobs: jobs, More: more})
+	writeJSON(w, http.StatusOK, client.Queue{Depth: depth, Counts: s.jobCounts(), Jobs: jobs, More: more})
 }
 
 // maxQueueLimit bounds the jobs GET /api/v1/queue lists.

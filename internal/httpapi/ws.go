@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
 )
@@ -148,23 +149,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 // Stats is the data of the hello and cluster.stats events: the whole
 // cluster's, where a page holds only its newest jobs.
 type Stats struct {
-	WorkersBusy  int       `json:"workers_busy"`
-	WorkersTotal int       `json:"workers_total"`
-	QueueDepth   int       `json:"queue_depth"`
-	JobsRunning  int       `json:"jobs_running"`
-	JobsQueued   int       `json:"jobs_queued"`
-	Jobs         JobCounts `json:"jobs"`
-}
-
-// JobCounts counts the cluster's jobs (those its store holds) by state.
-type JobCounts struct {
-	Total     int `json:"total"`
-	Scheduled int `json:"scheduled"`
-	Queued    int `json:"queued"`
-	Running   int `json:"running"`
-	Succeeded int `json:"succeeded"`
-	Failed    int `json:"failed"`
-	Canceled  int `json:"canceled"`
+	WorkersBusy  int              `json:"workers_busy"`
+	WorkersTotal int              `json:"workers_total"`
+	QueueDepth   int              `json:"queue_depth"`
+	JobsRunning  int              `json:"jobs_running"`
+	JobsQueued   int              `json:"jobs_queued"`
+	Jobs         client.JobCounts `json:"jobs"`
 }
 
 func (s *Server) stats() Stats {
@@ -176,16 +166,22 @@ func (s *Server) stats() Stats {
 		}
 	}
 	st.QueueDepth = s.cfg.View.QueueDepth()
+	st.Jobs = s.jobCounts()
+	st.JobsRunning, st.JobsQueued = st.Jobs.Running, st.Jobs.Queued
+	return st
+}
+
+// jobCounts counts the cluster's jobs by state, from the view's counters.
+func (s *Server) jobCounts() client.JobCounts {
 	counts := s.cfg.View.Counts()
-	st.Jobs = JobCounts{
+	c := client.JobCounts{
 		Scheduled: counts[job.Scheduled], Queued: counts[job.Queued], Running: counts[job.Running],
 		Succeeded: counts[job.Succeeded], Failed: counts[job.Failed], Canceled: counts[job.Canceled],
 	}
 	for _, n := range counts {
-		st.Jobs.Total += n
+		c.Total += n
 	}
-	st.JobsRunning, st.JobsQueued = st.Jobs.Running, st.Jobs.Queued
-	return st
+	return c
 }
 
 func writeEvent(ctx context.Context, c *websocket.Conn, ev event.Event) error {
