@@ -98,10 +98,11 @@ type Catalog struct {
 	// limits; a kind without one is active and unbounded.
 	states map[string]KindState
 
-	// retired holds the modules of deleted kinds (hash → kind name) kept
-	// for their jobs, which write their outputs through them, until no
-	// job of the kind is left (KeepModulesFor); swept after a kick.
-	retired map[string]string
+	// retired holds the modules of deleted kinds (hash → the kinds that
+	// uploaded it) kept for their jobs, which write their outputs through
+	// them, until no job of those kinds is left (KeepModulesFor); swept
+	// after a kick.
+	retired map[string]map[string]bool
 	jobsOf  func(kind string) bool
 	kick    chan struct{}
 
@@ -113,7 +114,7 @@ type Catalog struct {
 // New returns a catalog; Start fills it.
 func New(st *store.Store, rt *wasmkind.Runtime, builtin *job.Registry, log *slog.Logger) *Catalog {
 	return &Catalog{Modules: Modules{Blobs: st.Modules, Runtime: rt}, kv: st.Kinds, state: st.KindState, tasks: st.Tasks, builtin: builtin, log: log,
-		kinds: map[string]Uploaded{}, states: map[string]KindState{}, retired: map[string]string{}, kick: make(chan struct{}, 1)}
+		kinds: map[string]Uploaded{}, states: map[string]KindState{}, retired: map[string]map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // KindState is a kind's state record (mr_kind_state).
@@ -374,10 +375,7 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 			continue
 		}
 		if kept {
-			// Its jobs' outputs are written through it.
-			c.mu.Lock()
-			c.retired[h] = name
-			c.mu.Unlock()
+			c.retire(h, name) // its jobs' outputs are written through it
 			continue
 		}
 		_ = c.drop(ctx, name, h)
@@ -412,13 +410,21 @@ func (c *Catalog) JobDeleted(j *job.Job) {
 	if j.Module == "" {
 		return
 	}
-	c.mu.Lock()
-	c.retired[j.Module] = j.Kind
-	c.mu.Unlock()
+	c.retire(j.Module, j.Kind)
 	select {
 	case c.kick <- struct{}{}:
 	default:
 	}
+}
+
+// retire notes that module hash may be needed by jobs of kind.
+func (c *Catalog) retire(hash, kind string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.retired[hash] == nil {
+		c.retired[hash] = map[string]bool{}
+	}
+	c.retired[hash][kind] = true
 }
 
 // sweepSettle is how long a sweep waits after a deletion, for the read
@@ -447,29 +453,35 @@ func (c *Catalog) sweepLoop() {
 }
 
 // sweep deletes the retired modules that no kind uploads (again) and no
-// job of their kind needs.
+// job of the kinds that uploaded them needs.
 func (c *Catalog) sweep() {
 	c.mu.Lock()
-	due := map[string]string{}
-	for h, kind := range c.retired {
-		due[h] = kind
+	due := map[string][]string{}
+	for h, kinds := range c.retired {
+		for k := range kinds {
+			due[h] = append(due[h], k)
+		}
 	}
 	c.mu.Unlock()
-	for h, kind := range due {
+	for h, kinds := range due {
 		if !c.usedElsewhere("", h) {
-			if c.jobsOf(kind) {
+			if slices.ContainsFunc(kinds, c.jobsOf) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(c.run, 10*time.Second)
-			err := c.drop(ctx, kind, h)
+			err := c.drop(ctx, kinds[0], h)
 			cancel()
 			if err != nil {
 				continue // the next sweep tries again
 			}
-			c.log.Info("deleted the module of a deleted kind, its last job gone", "kind", kind, "module", short(h))
+			c.log.Info("deleted the module of a deleted kind, its last job gone", "kinds", kinds, "module", short(h))
 		}
 		c.mu.Lock()
-		if c.retired[h] == kind {
+		// Only the kinds looked at: another retired it meanwhile.
+		for _, k := range kinds {
+			delete(c.retired[h], k)
+		}
+		if len(c.retired[h]) == 0 {
 			delete(c.retired, h)
 		}
 		c.mu.Unlock()
