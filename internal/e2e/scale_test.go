@@ -151,6 +151,7 @@ func TestDashboardAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	text(ctx, t, `[data-test="stat-running"] b`, func(s string) bool { return s == "1" }, "1 job running, older than the jobs loaded")
+	text(ctx, t, `[data-test="stat-running"] span`, func(s string) bool { return s == "job running" }, "one job, not jobs")
 	text(ctx, t, `[data-tab="running"] span`, func(s string) bool { return s == "1" }, "the running tab's count")
 	all := strconv.Itoa(jobs + 252)
 	text(ctx, t, `[data-tab="all"] span`, func(s string) bool { return s == all }, all+" jobs in all")
