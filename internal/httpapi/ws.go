@@ -111,7 +111,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	defer c.CloseNow()
 	sub := s.cfg.Hub.Subscribe(1024)
 	defer s.cfg.Hub.Unsubscribe(sub)
-	if writeEvent(ctx, c, event.Event{Type: "hello", Data: s.stats()}) != nil {
+	last, lastAt := s.stats(), time.Now()
+	if writeEvent(ctx, c, event.Event{Type: "hello", Data: last}) != nil {
 		return
 	}
 	// The stats go again once a second when they changed (a page holds
@@ -119,7 +120,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// every KeepAlive in any case.
 	tick := time.NewTicker(StatsInterval)
 	defer tick.Stop()
-	last, lastAt := s.stats(), time.Now()
 	for {
 		var ev event.Event
 		select {
