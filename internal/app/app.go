@@ -104,6 +104,9 @@ type Config struct {
 	// coordinator.DefaultForgetAfter); then it is purged, and with it
 	// JetStream's state for the job's key.
 	ForgetDeletedAfter time.Duration
+	// ArchiveAfter is how long a finished job's record stays in the jobs
+	// bucket besides the archive (0: store.DefaultArchiveAfter).
+	ArchiveAfter time.Duration
 	// AcceptDamagedState makes a server whose store does not hold what it
 	// held at its last stop start anyway, with what is left (logged).
 	AcceptDamagedState bool
@@ -157,7 +160,7 @@ type Config struct {
 // because concurrent creates of one replicated stream stall each other;
 // the others wait until they exist.
 func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
-	cfg := natsx.StoreConfig{AckWait: s.cfg.AckWait, Replicas: s.cfg.Replicas}
+	cfg := natsx.StoreConfig{AckWait: s.cfg.AckWait, Replicas: s.cfg.Replicas, ArchiveAfter: s.cfg.ArchiveAfter}
 	if s.cfg.ClusterName == "" || s.emb == nil {
 		return natsx.Setup(ctx, s.nc, cfg)
 	}
@@ -290,6 +293,7 @@ type Server struct {
 	health       storeHealth
 	alarm        writeAlarm            // how health changes are logged; the store watch's after start
 	pendingMarks map[string]streamMark // read at the last checkpoint, recorded at the next
+	damageSeen   bool                  // a damage found at start was reported
 	probeKey     string
 	stopWatch    context.CancelFunc
 	unlimit      func() // lifts the memory limit (memtrim.Limit); nil until the server serves
@@ -405,6 +409,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	case <-s.view.Ready():
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if err = s.checkReadAtStart(ctx); err != nil {
+		return nil, err
 	}
 	s.catalog.KeepModulesFor(s.view.HasKind)
 	s.coord = coordinator.New(coordinator.Config{

@@ -58,8 +58,9 @@ type streamMark struct {
 }
 
 // countedStreams are the streams whose message count cannot change while
-// the server is stopped: only servers write them, nothing expires in them.
-var countedStreams = map[string]bool{"KV_" + natsx.JobsBucket: true, "KV_" + natsx.DatasetsBucket: true, "OBJ_" + natsx.BlocksBucket: true}
+// the server is stopped: only servers write them, nothing expires in them
+// (the jobs bucket's finished records expire once archived).
+var countedStreams = map[string]bool{natsx.ArchiveStream: true, "KV_" + natsx.DatasetsBucket: true, "OBJ_" + natsx.BlocksBucket: true}
 
 // ErrDamagedStore is returned by Start when the store does not hold what
 // it held when the server last stopped.
@@ -133,14 +134,50 @@ func (s *Server) checkStoreIntegrity(ctx context.Context) error {
 			}
 		}
 	}
-	if len(problems) > 0 {
-		what := strings.Join(problems, "; ")
-		if !s.cfg.AcceptDamagedState {
-			return fmt.Errorf("%w in %s: %s. Restore the data directory from a backup (a server of a cluster: remove its data directory and let it copy from its peers), or start with --%s to go on with what is left, losing what is listed", ErrDamagedStore, s.cfg.DataDir, what, flags.AcceptDamagedState)
-		}
-		s.log.Error("the store is damaged; going on with what is left, as --"+flags.AcceptDamagedState+" says: jobs, datasets or results listed here are lost", "data_dir", s.cfg.DataDir, "damage", what)
+	if err := s.damaged(problems); err != nil {
+		return err
 	}
 	return s.writeMark(now, false)
+}
+
+// damaged refuses a start with the problems found, or logs them when the
+// server is told to go on.
+func (s *Server) damaged(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	s.damageSeen = true
+	what := strings.Join(problems, "; ")
+	if !s.cfg.AcceptDamagedState {
+		return fmt.Errorf("%w in %s: %s. Restore the data directory from a backup (a server of a cluster: remove its data directory and let it copy from its peers), or start with --%s to go on with what is left, losing what is listed", ErrDamagedStore, s.cfg.DataDir, what, flags.AcceptDamagedState)
+	}
+	s.log.Error("the store is damaged; going on with what is left, as --"+flags.AcceptDamagedState+" says: jobs, datasets or results listed here are lost", "data_dir", s.cfg.DataDir, "damage", what)
+	return nil
+}
+
+// checkReadAtStart looks again for damaged records, once the read model
+// has read every job record: JetStream checks its checksums only where it
+// recovers a file at its start, and the archive of finished jobs carries
+// sums of its own, checked as it is read (store.Jobs.Damaged).
+func (s *Server) checkReadAtStart(ctx context.Context) error {
+	if s.damageSeen {
+		return nil
+	}
+	if !s.checksStore() {
+		return nil // in a cluster, others remove records while this one reads
+	}
+	if n, jobs := s.store.Ports.Jobs.Damaged(); n > 0 {
+		named := ""
+		if len(jobs) > 0 {
+			named = " (among them jobs " + strings.Join(jobs, ", ") + ")"
+		}
+		return s.damaged([]string{fmt.Sprintf("stream %s holds %d damaged records of finished jobs (their bytes fail their checksums)%s", natsx.ArchiveStream, n, named)})
+	}
+	_, err := s.readMarks(ctx)
+	if !errors.Is(err, ErrDamagedStore) {
+		return err
+	}
+	return s.damaged([]string{strings.TrimPrefix(err.Error(), ErrDamagedStore.Error()+": ")})
 }
 
 // writeMark records the streams' states, atomically.

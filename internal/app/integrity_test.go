@@ -59,8 +59,8 @@ func streamFile(t *testing.T, dir, stream string) string {
 }
 
 // A stopped server's store is damaged three ways: bytes flipped in the
-// jobs bucket's file, bytes flipped in the datasets bucket's, the jobs
-// bucket's file truncated. Each time the server refuses to start, naming
+// job archive's file (finished jobs' records), bytes flipped in the
+// datasets bucket's, the jobs bucket's file truncated. Each time the server refuses to start, naming
 // the stream and what to do; with --accept-damaged-state it starts.
 func TestDamagedStoreIsRefused(t *testing.T) {
 	t.Parallel()
@@ -98,7 +98,7 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 		name, stream string
 		do           func(path string) error
 	}{
-		{"flipped bytes in the jobs bucket", "KV_" + natsx.JobsBucket, flip(`"succeeded"`)},
+		{"flipped bytes in the job archive", natsx.ArchiveStream, flip(`"succeeded"`)},
 		{"flipped bytes in the datasets bucket", "KV_" + natsx.DatasetsBucket, flip(`"b.txt"`)},
 		{"the jobs bucket truncated", "KV_" + natsx.JobsBucket, func(p string) error {
 			fi, err := os.Stat(p)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +353,123 @@ func TestMarkersLeftByAStoppedServerArePurged(t *testing.T) {
 			t.Fatalf("the marker of job %s is still stored after a restart", j.ID)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// A finished job's record leaves the jobs bucket ArchiveAfter after it
+// finished, with its subject (JetStream's memory per job), and is served
+// from the archive: read, listed, its output, a retry and a delete, and
+// after a restart.
+func TestFinishedJobsAreArchived(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bl := newBlocker()
+	opts := func(c *app.Config) {
+		c.DataDir, c.ArchiveAfter, c.RecentJobs, c.Kinds = dir, time.Second, 1, testKinds(bl.kind())
+	}
+	b := setup(t, opts)
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	b.client().PutFile(t, "d", "a.txt", []byte("one two two\nthree three three\n"))
+	wc := b.await(t, b.client().SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"d"}, Partitions: 2, Reducers: 2}).ID, terminal)
+	want := b.client().Output(t, wc.ID)
+	if wc.State != client.Succeeded || !strings.Contains(want, "three") {
+		t.Fatalf("wordcount: %s, output %q", apitest.Describe(wc), want)
+	}
+	blocked := b.submit(t, "block", 1)
+	<-bl.started
+	if _, err := c.Cancel(ctx, blocked.ID); err != nil {
+		t.Fatal(err)
+	}
+	canceled := b.awaitState(t, blocked.ID, client.Canceled)
+	var noops []string
+	for range 3 {
+		noops = append(noops, b.await(t, b.submit(t, "noop", 2).ID, terminal).ID)
+	}
+	ids := append([]string{wc.ID, canceled.ID}, noops...)
+
+	inBucket := func(b *bundle) []string {
+		t.Helper()
+		st, err := store(t, b).JS.Stream(ctx, "KV_"+natsx.JobsBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter("$KV."+natsx.JobsBucket+".>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, id := range ids {
+			if _, ok := info.State.Subjects["$KV."+natsx.JobsBucket+"."+id]; ok {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	for left := inBucket(b); len(left) > 0; left = inBucket(b) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("finished jobs still in the jobs bucket: %v", left)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	check := func(b *bundle, when string) {
+		t.Helper()
+		for _, id := range ids {
+			j := b.job(t, id)
+			if !j.State.Terminal() || j.FinishedAt == nil {
+				t.Fatalf("%s: job %s reads %s", when, id, apitest.Describe(j))
+			}
+		}
+		if got := b.client().Output(t, wc.ID); got != want {
+			t.Fatalf("%s: the output reads %q, want %q", when, got, want)
+		}
+		page, err := c.Jobs(ctx, client.ListOptions{State: client.Succeeded})
+		if err != nil || len(page.Jobs) != 1+len(noops) {
+			t.Fatalf("%s: succeeded jobs listed: %+v, %v", when, page, err)
+		}
+	}
+	check(b, "once archived")
+
+	// A retry brings the canceled job back into the bucket, in its next
+	// epoch; canceled again, it is archived again.
+	if _, err := c.Retry(ctx, canceled.ID); err != nil {
+		t.Fatalf("retry an archived job: %v", err)
+	}
+	<-bl.started
+	if j := b.awaitState(t, canceled.ID, client.Running); j.Retries != 1 {
+		t.Fatalf("the retried job: %s; want 1 retry", apitest.Describe(j))
+	}
+	if _, err := c.Cancel(ctx, canceled.ID); err != nil {
+		t.Fatal(err)
+	}
+	b.awaitState(t, canceled.ID, client.Canceled)
+	if err := c.Delete(ctx, noops[0]); err != nil {
+		t.Fatalf("delete an archived job: %v", err)
+	}
+	ids = slices.DeleteFunc(ids, func(id string) bool { return id == noops[0] })
+	if _, err := c.Job(ctx, noops[0]); !client.IsNotFound(err) {
+		t.Fatalf("a deleted archived job: %v; want not found", err)
+	}
+	noops = noops[1:]
+	check(b, "after a retry and a delete")
+
+	// After a restart, the same.
+	if err := b.srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b = setup(t, opts)
+	c = b.client().API()
+	check(b, "after a restart")
+	if j := b.job(t, canceled.ID); j.State != client.Canceled || j.Retries != 1 {
+		t.Fatalf("the retried job after a restart: %s", apitest.Describe(j))
+	}
+	if _, err := c.Job(ctx, wc.ID); err != nil {
+		t.Fatal(err)
+	}
+	page, err := c.Jobs(ctx, client.ListOptions{})
+	if err != nil || len(page.Jobs) != len(ids) {
+		t.Fatalf("jobs listed after a restart: %d, %v; want %d (the deleted one not back)", len(page.Jobs), err, len(ids))
 	}
 }

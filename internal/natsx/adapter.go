@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"os"
 	"slices"
@@ -32,7 +33,7 @@ import (
 // ports makes the store.Store of a set of JetStream handles.
 func ports(nc *nats.Conn, s *Store) *store.Store {
 	return &store.Store{
-		Jobs:        &store.Jobs{KV: kv{s.Jobs, s.JS}},
+		Jobs:        &store.Jobs{KV: kv{s.Jobs, s.JS}, Archive: archive{js: s.JS, st: s.Archive}, ArchiveAfter: s.archiveAfter},
 		Workers:     kv{s.Workers, s.JS},
 		Datasets:    kv{s.Datasets, s.JS},
 		Idempotency: kv{s.Idempotency, s.JS},
@@ -176,6 +177,29 @@ func createErr(err error) error {
 func (k kv) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	rev, err := k.kv.Update(ctx, key, value, rev)
 	return rev, storeErr(err)
+}
+
+// WriteTTL publishes the key's next revision expecting rev as its last
+// (0: none), with JetStream's per-message time to live: the bucket's
+// stream removes it by itself, without a marker.
+func (k kv) WriteTTL(ctx context.Context, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error) {
+	h := nats.Header{jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(rev, 10)}}
+	if ttl > 0 {
+		h.Set(jetstream.MsgTTLHeader, ttl.String())
+	}
+	ack, err := k.js.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + k.kv.Bucket() + "." + key, Data: value, Header: h})
+	if err != nil {
+		return 0, createErr(err)
+	}
+	return ack.Sequence, nil
+}
+
+func (k kv) ForgetUpTo(ctx context.Context, key string, rev uint64) error {
+	st, err := k.js.Stream(ctx, "KV_"+k.kv.Bucket())
+	if err != nil {
+		return storeErr(err)
+	}
+	return storeErr(st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+k.kv.Bucket()+"."+key), jetstream.WithPurgeSequence(rev+1)))
 }
 
 func (k kv) Put(ctx context.Context, key string, value []byte) (uint64, error) {
@@ -1349,4 +1373,206 @@ func (n notices) Subscribe(prefix, group string, fn func(string, []byte)) (func(
 		return nil, err
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// archive is the port of the archive stream: finished jobs' records, all
+// on one subject, read by sequence.
+type archive struct {
+	js jetstream.JetStream
+	st jetstream.Stream
+}
+
+// archiveSumHeader holds a record's CRC-32C, hex: JetStream checks its
+// own checksums when it recovers a file, not when it serves a message, and
+// flipped bytes in a record of the archive would be served as the job's.
+const archiveSumHeader = "Mr-Sum"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func archiveSum(data []byte) string {
+	return strconv.FormatUint(uint64(crc32.Checksum(data, castagnoli)), 16)
+}
+
+// intact reports whether a record of the archive is as appended (a record
+// with no sum, of no version that wrote one, is taken as it is).
+func intact(h nats.Header, data []byte) bool {
+	sum := h.Get(archiveSumHeader)
+	return sum == "" || sum == archiveSum(data)
+}
+
+func (a archive) Append(ctx context.Context, key string, data []byte) (uint64, error) {
+	ack, err := a.js.PublishMsg(ctx, &nats.Msg{Subject: ArchiveSubject, Data: data, Header: nats.Header{ArchiveKeyHeader: {key}, archiveSumHeader: {archiveSum(data)}}})
+	if err != nil {
+		return 0, storeErr(err)
+	}
+	return ack.Sequence, nil
+}
+
+// Read asks the stream's leader (the stream allows no direct gets): a
+// follower may not hold a record just appended.
+func (a archive) Read(ctx context.Context, seq uint64) (string, []byte, error) {
+	m, err := a.st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", nil, fmt.Errorf("%w: archived record %d: %w", store.ErrNotFound, seq, err)
+	}
+	if err != nil {
+		return "", nil, storeErr(err)
+	}
+	key := m.Header.Get(ArchiveKeyHeader)
+	if !intact(m.Header, m.Data) {
+		return key, nil, fmt.Errorf("archived record %d of job %s: %w (its bytes fail their checksum)", seq, key, store.ErrDamaged)
+	}
+	return key, m.Data, nil
+}
+
+// msgDeleteFailed is JetStream's error code for the deletion of a message
+// that is not there (JSStreamMsgDeleteFailedF, "no message found").
+const msgDeleteFailed = 10057
+
+func (a archive) Remove(ctx context.Context, seq uint64) error {
+	err := a.st.DeleteMsg(ctx, seq)
+	// The library gives the server's answer as text.
+	if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "err_code="+strconv.Itoa(msgDeleteFailed)) && strings.Contains(err.Error(), "no message found") {
+		return nil // removed already
+	}
+	return storeErr(err)
+}
+
+// Follow reads the stream with an ordered consumer of its own, from the
+// first message.
+func (a archive) Follow(ctx context.Context) (store.Watcher, error) {
+	cons, err := a.js.OrderedConsumer(ctx, ArchiveStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	f := &follower{js: a.js, cons: cons, it: it, ch: make(chan *store.Entry, 256), stop: make(chan struct{}), done: make(chan struct{})}
+	go f.run(ctx, info.NumPending)
+	return f, nil
+}
+
+type follower struct {
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+	it   jetstream.MessagesContext
+	ch   chan *store.Entry
+	stop chan struct{}
+	once sync.Once
+	done chan struct{}
+}
+
+func (f *follower) Updates() <-chan *store.Entry { return f.ch }
+
+func (f *follower) Stop() {
+	f.once.Do(func() { close(f.stop) })
+	<-f.done
+}
+
+// run sends the messages as entries, and nil once those stored when it
+// began are sent: at the message that says none is pending, or when the
+// consumer says so (the last ones may have been removed before their
+// delivery).
+func (f *follower) run(ctx context.Context, pending uint64) {
+	defer close(f.done)
+	defer close(f.ch)
+	msgs := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			m, err := f.it.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if err != nil {
+				continue // the ordered consumer makes itself again
+			}
+			select {
+			case msgs <- m:
+			case <-f.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	defer func() {
+		f.it.Stop()
+		wg.Wait()
+		if info := f.cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = f.js.DeleteConsumer(dctx, ArchiveStream, info.Name)
+		}
+	}()
+	send := func(e *store.Entry) bool {
+		select {
+		case f.ch <- e:
+			return true
+		case <-f.stop:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	initial := pending > 0
+	if !initial && !send(nil) {
+		return
+	}
+	// got counts the stored messages delivered: JetStream passes over a
+	// message whose bytes fail its checksum without a word, and one fewer
+	// than it counted is a damaged one (Entry.Damaged with no key).
+	var got uint64
+	endInitial := func() bool {
+		initial = false
+		if got < pending && !send(&store.Entry{Damaged: true, Revision: pending - got}) {
+			return false
+		}
+		return send(nil)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case m := <-msgs:
+			last = time.Now()
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			e := &store.Entry{Key: m.Headers().Get(ArchiveKeyHeader), Value: m.Data(), Revision: meta.Sequence.Stream}
+			if !intact(m.Headers(), e.Value) {
+				e.Value, e.Damaged = nil, true
+			}
+			if !send(e) {
+				return
+			}
+			if initial {
+				got++
+			}
+			if initial && meta.NumPending == 0 && !endInitial() {
+				return
+			}
+		case <-tick.C:
+			if !initial || time.Since(last) < time.Second {
+				continue // none pending, or still arriving
+			}
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			info, err := f.cons.Info(ictx)
+			cancel()
+			if err == nil && info.NumPending == 0 && !endInitial() {
+				return
+			}
+		case <-f.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }

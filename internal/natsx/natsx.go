@@ -33,6 +33,7 @@ import (
 const (
 	TasksStream       = "MR_TASKS"
 	ResultsStream     = "MR_RESULTS"
+	ArchiveStream     = "MR_ARCHIVE" // finished jobs' records, one subject for all (store.Archive)
 	JobsBucket        = "mr_jobs"
 	WorkersBucket     = "mr_workers"
 	DatasetsBucket    = "mr_datasets"    // KV: a dataset's manifest (its files)
@@ -51,6 +52,8 @@ const (
 	CoordConsumer     = "coordinator"
 	TaskSubject       = "mr.task."   // + job id: the default priority's lane; other lanes' are TaskLaneSubject
 	ResultSubject     = "mr.result." // + job id; a message holds results of that job
+	ArchiveSubject    = "mr.archive" // every message of ArchiveStream; the job id in its ArchiveKeyHeader
+	ArchiveKeyHeader  = "Mr-Job"
 	ResultsRetention  = 7 * 24 * time.Hour
 )
 
@@ -400,6 +403,7 @@ type Store struct {
 	JS      jetstream.JetStream
 	Tasks   jetstream.Stream
 	Results jetstream.Stream
+	Archive jetstream.Stream
 	Jobs    jetstream.KeyValue
 	Workers jetstream.KeyValue
 	// Idempotency maps submits' idempotency keys to their jobs.
@@ -424,6 +428,8 @@ type Store struct {
 	// Ports are the same resources as package store's ports: what the
 	// rest of mrcluster uses.
 	Ports *store.Store
+	// archiveAfter is StoreConfig.ArchiveAfter.
+	archiveAfter time.Duration
 }
 
 // StoreConfig tunes the resources Setup creates.
@@ -434,6 +440,9 @@ type StoreConfig struct {
 	// Replicas is how many servers of a cluster hold each stream, bucket
 	// and object store (1 when zero).
 	Replicas int
+	// ArchiveAfter is how long a finished job's record stays in the jobs
+	// bucket besides the archive (0: store.DefaultArchiveAfter).
+	ArchiveAfter time.Duration
 }
 
 // resource is one stream, bucket or object store of mrcluster. A new one
@@ -459,6 +468,9 @@ type resource struct {
 	// replaceOld deletes and recreates a bucket whose storage type an
 	// earlier version chose differently (it holds nothing lasting).
 	replaceOld bool
+	// msgTTL lets a bucket's writes carry a time to live (the jobs
+	// bucket's finished records: store.KVExpiring).
+	msgTTL bool
 	// bind points at the handle in a Store.
 	bindSt  func(*Store) *jetstream.Stream
 	bindKV  func(*Store) *jetstream.KeyValue
@@ -499,11 +511,19 @@ func resources(replicas int) []resource {
 		}, state: true, metric: true, bindSt: func(s *Store) *jetstream.Stream { return &s.Results }},
 		{kv: &jetstream.KeyValueConfig{
 			Bucket:      JobsBucket,
-			Description: "job records, one key per job id",
+			Description: "job records, one key per job id; a finished job's expires once archived in " + ArchiveStream,
 			History:     1,
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
-		}, leaderReads: true, state: true, metric: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Jobs }},
+		}, leaderReads: true, state: true, metric: true, msgTTL: true, bindKV: func(s *Store) *jetstream.KeyValue { return &s.Jobs }},
+		{st: &jetstream.StreamConfig{
+			Name:        ArchiveStream,
+			Description: "finished jobs' records, one subject for all: read by sequence (each server indexes them by job id)",
+			Subjects:    []string{ArchiveSubject},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}, state: true, metric: true, bindSt: func(s *Store) *jetstream.Stream { return &s.Archive }},
 		// On disk, not in memory: a replicated memory stream whose servers
 		// restart one after another loses its state and stays without a
 		// leader (the chaos test saw servers unable to announce workers).
@@ -590,7 +610,7 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
-	s := &Store{JS: js}
+	s := &Store{JS: js, archiveAfter: cfg.ArchiveAfter}
 	for _, r := range resources(max(cfg.Replicas, 1)) {
 		if err := r.create(ctx, js); err != nil {
 			return nil, err
@@ -647,6 +667,8 @@ func (r resource) create(ctx context.Context, js jetstream.JetStream) error {
 	switch {
 	case r.st != nil:
 		_, err = js.CreateOrUpdateStream(ctx, *r.st)
+	case r.kv != nil && r.msgTTL:
+		err = createExpiring(ctx, js, *r.kv)
 	case r.kv != nil:
 		_, err = js.CreateOrUpdateKeyValue(ctx, *r.kv)
 		if err != nil && r.replaceOld && strings.Contains(err.Error(), "storage type") {
@@ -661,6 +683,33 @@ func (r resource) create(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("create %s: %w", r.stream(), err)
 	}
 	return nil
+}
+
+// createExpiring creates or updates a bucket whose stream lets messages
+// carry a time to live. The library makes a bucket's stream without it
+// unless deletions leave markers (which watchers would take for deletions
+// of the jobs), and a stream's message TTLs cannot be turned off: so the
+// bucket is made by the library once, then its stream is updated as a
+// stream.
+func createExpiring(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
+	name := "KV_" + cfg.Bucket
+	st, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err = js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return err
+		}
+		st, err = js.Stream(ctx, name)
+	}
+	if err != nil {
+		return err
+	}
+	sc := st.CachedInfo().Config
+	if sc.AllowMsgTTL && sc.Replicas == cfg.Replicas && sc.Description == cfg.Description {
+		return nil
+	}
+	sc.AllowMsgTTL, sc.Replicas, sc.Description = true, cfg.Replicas, cfg.Description
+	_, err = js.UpdateStream(ctx, sc)
+	return err
 }
 
 // open binds the resource's handle in s.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 )
@@ -16,6 +17,12 @@ import (
 // Jobs is the bucket of job records, encoded as JSON.
 type Jobs struct {
 	KV KV
+	// Archive, when set (and KV is a KVExpiring), takes finished jobs'
+	// records (archive.go); ArchiveAfter is how long the bucket keeps
+	// them besides (0: DefaultArchiveAfter).
+	Archive      Archive
+	ArchiveAfter time.Duration
+	idx          archiveIndex
 
 	// mine holds the records this process wrote last, until its own
 	// watch of the bucket reads them back (Watched).
@@ -72,6 +79,17 @@ func (w *written) take(key string, data []byte) *job.Job {
 	return old.j
 }
 
+// peek is take without forgetting.
+func (w *written) peek(key string, data []byte) *job.Job {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old, ok := w.jobs[key]
+	if !ok || !bytes.Equal(old.data, data) {
+		return nil
+	}
+	return old.j
+}
+
 func (w *written) forget(key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -93,16 +111,27 @@ func (s *Jobs) Watched(e *Entry) (*job.Job, error) {
 		s.mine.forget(e.Key)
 		return nil, nil
 	}
-	if j := s.mine.take(e.Key, e.Value); j != nil {
+	if e.Archived {
+		// The bucket's watch usually delivers the same record next,
+		// taken then (the same record twice: the reader keeps the first
+		// and finds the second stale).
+		if j := s.mine.peek(e.Key, e.Value); j != nil {
+			return j, nil
+		}
+	} else if j := s.mine.take(e.Key, e.Value); j != nil {
 		return j, nil
 	}
 	return DecodeJob(e.Value)
 }
 
 // Get returns job id and the revision of its record; a job that does not
-// exist is ErrNotFound.
+// exist is ErrNotFound. A finished job read from the archive has revision
+// 0: Update writes it back into the bucket.
 func (s *Jobs) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
 	e, err := s.KV.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) && s.Archive != nil || err == nil && s.Archive != nil && s.superseded(ctx, &e) {
+		return s.getArchived(ctx, id)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -111,6 +140,28 @@ func (s *Jobs) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
 		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
 	}
 	return j, e.Revision, nil
+}
+
+// getArchived reads the newest archived copy of job id's record.
+func (s *Jobs) getArchived(ctx context.Context, id string) (*job.Job, uint64, error) {
+	for _, seq := range s.idx.seqs(id) {
+		key, data, err := s.Archive.Read(ctx, seq)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			s.idx.drop(id, seq) // removed: a copy whose write lost its race
+			continue
+		case err != nil:
+			return nil, 0, fmt.Errorf("read job %s from the archive: %w", id, err)
+		case key != id:
+			continue // another id of the same hash
+		}
+		j, err := DecodeJob(data)
+		if err != nil {
+			return nil, 0, fmt.Errorf("decode job %s from the archive: %w", id, err)
+		}
+		return j, 0, nil
+	}
+	return nil, 0, fmt.Errorf("job %s: %w", id, ErrNotFound)
 }
 
 // Create stores a new job; ErrConflict when its id exists.
@@ -149,19 +200,70 @@ func (s *Jobs) CreateAll(ctx context.Context, js []*job.Job) (revs []uint64, err
 	return revs, errs, true
 }
 
-// Update writes j over the record at revision rev; ErrConflict when
-// another writer moved it.
+// Update writes j over the record at revision rev (0: a finished job read
+// from the archive, written back into the bucket); ErrConflict when
+// another writer moved it. A finished job's record is archived first, then
+// written to expire from the bucket (archive.go).
 func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, error) {
 	data, err := marshalJob(j)
 	if err != nil {
 		return 0, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
 	s.mine.put(j, data)
-	return s.KV.Update(ctx, j.ID, data, rev)
+	exp, ok := s.KV.(KVExpiring)
+	if s.Archive == nil || !ok {
+		return s.KV.Update(ctx, j.ID, data, rev)
+	}
+	if !j.State.Terminal() {
+		if rev > 0 {
+			return s.KV.Update(ctx, j.ID, data, rev)
+		}
+		// Back from the archive (a retry): written where no value is.
+		nrev, err := exp.WriteTTL(ctx, j.ID, data, 0, 0)
+		if err == nil {
+			s.removeLater(s.idx.drop(j.ID, 0))
+		}
+		return nrev, err
+	}
+	seq, err := s.Archive.Append(ctx, j.ID, data)
+	if err != nil {
+		return 0, fmt.Errorf("archive job %s: %w", j.ID, err)
+	}
+	nrev, err := exp.WriteTTL(ctx, j.ID, data, rev, s.archiveAfter())
+	if err != nil {
+		// The copy is not the job's state: remove it before answering,
+		// so that no read takes it for the job's (getArchived reads the
+		// newest copy that is there).
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if rerr := s.Archive.Remove(rctx, seq); rerr != nil {
+			s.removeLater([]uint64{seq})
+		}
+		s.idx.drop(j.ID, seq)
+		return 0, err
+	}
+	s.idx.add(j.ID, seq)
+	return nrev, nil
 }
 
-// Delete removes job id's record.
+func (s *Jobs) archiveAfter() time.Duration {
+	if s.ArchiveAfter > 0 {
+		return s.ArchiveAfter
+	}
+	return DefaultArchiveAfter
+}
+
+// Delete removes job id's record, and its archived copies first (a copy
+// left would bring the job back at the next start).
 func (s *Jobs) Delete(ctx context.Context, id string) error {
+	if s.Archive != nil {
+		for _, seq := range s.idx.seqs(id) {
+			if err := s.Archive.Remove(ctx, seq); err != nil {
+				return fmt.Errorf("remove job %s from the archive: %w", id, err)
+			}
+			s.idx.drop(id, seq)
+		}
+	}
 	err := s.KV.Delete(ctx, id, 0)
 	if errors.Is(err, ErrNotFound) {
 		return nil

@@ -49,6 +49,13 @@ type Entry struct {
 	Revision uint64
 	// Deleted marks the removal of the key (in a watch).
 	Deleted bool
+	// Archived marks a finished job's record read from the archive (in
+	// Jobs.Watch): the state it finished in, which the bucket's watch
+	// usually delivers too.
+	Archived bool
+	// Damaged marks a record of the archive whose bytes are not those
+	// written (Archive.Follow): its Value is not to be used.
+	Damaged bool
 }
 
 // KV is a bucket of keys, each with the revision of its last write.
@@ -92,6 +99,39 @@ type KVCreateAll interface {
 	// CreateAll creates each key with its value: the revision or the
 	// error (as Create's) of each, in order.
 	CreateAll(ctx context.Context, keys []string, values [][]byte) ([]uint64, []error)
+}
+
+// KVExpiring is a KV whose writes can expire: a value written with a ttl
+// leaves the bucket that long after, silently (watchers are not told, and
+// nothing of the key is left). The job bucket's finished records expire so
+// once the archive holds them.
+type KVExpiring interface {
+	// WriteTTL writes key at revision rev (0: a key that has no value)
+	// with a value that expires after ttl; ErrConflict when the revision
+	// moved.
+	WriteTTL(ctx context.Context, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error)
+	// ForgetUpTo removes key's values up to revision rev, silently (as
+	// Forget), leaving a later one.
+	ForgetUpTo(ctx context.Context, key string, rev uint64) error
+}
+
+// Archive is a log of records filed by sequence, all under one subject of
+// the store: what a finished job's record moves to, so that the store
+// keeps no per-key index for it (JetStream's costs about 200 bytes of
+// memory per key, and the jobs of a week are hundreds of thousands).
+type Archive interface {
+	// Append stores data as key's and returns its sequence.
+	Append(ctx context.Context, key string, data []byte) (uint64, error)
+	// Read returns the record at seq, or ErrNotFound, or ErrDamaged when
+	// its bytes are not those appended.
+	Read(ctx context.Context, seq uint64) (key string, data []byte, err error)
+	// Remove deletes the record at seq, if it is there.
+	Remove(ctx context.Context, seq uint64) error
+	// Follow sends every record (Entry.Revision is its sequence; Damaged
+	// when its bytes are not those appended), then nil once they are all
+	// sent, then each record appended, until ctx ends or Stop. Removals are
+	// not sent.
+	Follow(ctx context.Context) (Watcher, error)
 }
 
 // Watcher follows a KV bucket.

@@ -135,6 +135,7 @@ type entry struct {
 	created  int64    // unix nanoseconds
 	finished int64    // unix nanoseconds; 0 while unfinished
 	j        *job.Job // nil once evicted: read it from the store
+	epoch    int32    // the record's (0 for one only skimmed at start)
 	state    stateCode
 	gone     bool // deleted
 	recent   bool // in View.recent
@@ -178,7 +179,7 @@ func New(cfg Config) *View {
 // stored state has been read.
 func (v *View) Start(ctx context.Context) error {
 	ctx, v.stop = context.WithCancel(context.WithoutCancel(ctx))
-	jw, err := v.cfg.Store.Jobs.KV.Watch(ctx)
+	jw, err := v.cfg.Store.Jobs.Watch(ctx)
 	if err != nil {
 		return fmt.Errorf("watch jobs: %w", err)
 	}
@@ -468,6 +469,10 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 		return
 	}
 	v.mu.Lock()
+	if !initial && v.stale(e, j) {
+		v.mu.Unlock()
+		return
+	}
 	prev := v.set(j, e.Revision, light)
 	var events []event.Event
 	if !initial {
@@ -481,6 +486,34 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 	for _, ev := range events {
 		v.cfg.Hub.Publish(ev)
 	}
+}
+
+// stale reports whether a record the watch delivered after the stored ones
+// tells nothing new. A job's finished record comes twice, from the archive
+// and from the bucket (store.Jobs.Watch), in either order: the archive's
+// fills in a job held unfinished (the bucket's watch may have fallen
+// behind and missed it), and the bucket's is the job's state, unless it is
+// older than what is held (an earlier epoch, or its unfinished record
+// after the archive's finished one) or the same finish again.
+// v.mu must be held.
+func (v *View) stale(e *store.Entry, j *job.Job) bool {
+	en := v.byID[j.ID]
+	if en == nil {
+		return false
+	}
+	held, epoch := v.codes.state(en.state), int(en.epoch)
+	if e.Archived {
+		return held.Terminal() || epoch > j.Epoch
+	}
+	switch {
+	case epoch > j.Epoch:
+		return true
+	case epoch < j.Epoch || !held.Terminal():
+		return false
+	case !j.State.Terminal():
+		return true
+	}
+	return held == j.State && j.FinishedAt != nil && en.finished == j.FinishedAt.UnixNano()
 }
 
 // set stores record j, revision rev, and returns the record it replaces:
@@ -507,7 +540,7 @@ func (v *View) set(j *job.Job, rev uint64, light bool) (prev *job.Job) {
 		v.leave(j.ID)
 	}
 	wasInOrder := inQueueOrder(en)
-	en.state, en.j = v.codes.code(j.State), j
+	en.state, en.j, en.epoch = v.codes.code(j.State), j, int32(j.Epoch)
 	v.noteOrder(en, wasInOrder)
 	v.counts[j.State]++
 	if j.State == job.Scheduled && j.RunAt != nil {

@@ -1,0 +1,158 @@
+package natsx
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+// A finished job's record leaves the bucket ArchiveAfter after it was
+// written, by itself, and is read from the archive from then on: by Get,
+// by a later watch (another server, a restart), by a retry that writes it
+// back, and not after its deletion.
+func TestJobsArchive(t *testing.T) {
+	nc := embedded(t, t.TempDir(), "archive")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Setup(ctx, nc, StoreConfig{ArchiveAfter: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := s.Ports.Jobs
+	// This process's watch, running throughout, as a server's read model.
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	go func() {
+		for range w.Updates() {
+		}
+	}()
+
+	j := job.New("noop_0123456789abcdefghjkmnpqr1", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+	rev, err := jobs.Create(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := time.Now().UTC()
+	j.State, j.FinishedAt, j.Error = job.Failed, &finished, "a test failure"
+	if _, err := jobs.Update(ctx, j, rev); err != nil {
+		t.Fatal(err)
+	}
+	if got, grev, err := jobs.Get(ctx, j.ID); err != nil || got.State != job.Failed || grev == 0 {
+		t.Fatalf("get right after the finish: %+v at %d, %v; want failed, from the bucket", got, grev, err)
+	}
+	awaitGone(t, jobs.KV, j.ID)
+	got, grev, err := jobs.Get(ctx, j.ID)
+	if err != nil || got.State != job.Failed || got.Error != "a test failure" || grev != 0 {
+		t.Fatalf("get once expired from the bucket: %+v at %d, %v; want failed, from the archive", got, grev, err)
+	}
+
+	// Another server (or this one restarted) reads it from the archive.
+	other := &store.Jobs{KV: jobs.KV, Archive: jobs.Archive}
+	if entries := initial(t, other); len(entries) != 1 || !entries[0].Archived || entries[0].Key != j.ID {
+		t.Fatalf("a new watch's stored entries: %+v; want the archived record alone", entries)
+	}
+	if got, _, err := other.Get(ctx, j.ID); err != nil || got.State != job.Failed {
+		t.Fatalf("another process's get: %+v, %v", got, err)
+	}
+
+	// A retry writes it back into the bucket; its archived copy goes.
+	if err := got.Retry(time.Now().UTC()); err != nil {
+		t.Fatal(err)
+	}
+	rrev, err := other.Update(ctx, got, 0)
+	if err != nil {
+		t.Fatalf("write back a retried job: %v", err)
+	}
+	if back, brev, err := jobs.Get(ctx, j.ID); err != nil || back.State != job.Queued || back.Epoch != 1 || brev != rrev {
+		t.Fatalf("get after the retry: %+v at %d, %v; want queued in epoch 1 at %d", back, brev, err, rrev)
+	}
+	awaitArchived(t, jobs, 0)
+
+	// A finishing write that loses its race leaves no copy behind.
+	done := got.Clone()
+	done.State, done.FinishedAt = job.Canceled, &finished
+	if _, err := jobs.Update(ctx, done, rrev-1); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a finishing write at an old revision: %v; want ErrConflict", err)
+	}
+	awaitArchived(t, jobs, 0)
+
+	// Finished again, then deleted: gone from both, and from a new watch.
+	if _, err := jobs.Update(ctx, done, rrev); err != nil {
+		t.Fatal(err)
+	}
+	awaitArchived(t, jobs, 1)
+	if err := jobs.Delete(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := jobs.Get(ctx, j.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get after delete: %v; want ErrNotFound", err)
+	}
+	awaitArchived(t, jobs, 0)
+}
+
+// awaitGone waits for key to leave kv by its time to live.
+func awaitGone(t *testing.T, kv store.KV, key string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := kv.Get(context.Background(), key)
+		if errors.Is(err, store.ErrNotFound) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still in the bucket after 30s (%v)", key, err)
+		}
+	}
+}
+
+// awaitArchived waits for a new watch to read n archived records (copies
+// are removed in the background).
+func awaitArchived(t *testing.T, jobs *store.Jobs, n int) {
+	t.Helper()
+	var got int
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		got = 0
+		for _, e := range initial(t, &store.Jobs{KV: jobs.KV, Archive: jobs.Archive}) {
+			if e.Archived {
+				got++
+			}
+		}
+		if got == n {
+			return
+		}
+	}
+	t.Fatalf("the archive holds %d records; want %d", got, n)
+}
+
+// initial returns the entries a new watch of jobs sends before its nil.
+func initial(t *testing.T, jobs *store.Jobs) []store.Entry {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var out []store.Entry
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				t.Fatal("the watch ended before its stored entries were sent")
+			}
+			if e == nil {
+				return out
+			}
+			out = append(out, *e)
+		case <-ctx.Done():
+			t.Fatal("no end of the stored entries in 30s")
+		}
+	}
+}

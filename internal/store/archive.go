@@ -1,0 +1,377 @@
+package store
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// The archive of finished jobs' records. A finished job's record is
+// appended to the archive, then written to the bucket with a time to live
+// (Jobs.ArchiveAfter): the bucket forgets it by itself, silently, and the
+// store keeps no per-key index of it (JetStream keeps about 200 bytes of
+// memory for every key of a bucket, and the finished jobs of a week are
+// hundreds of thousands). Every process that watches the jobs
+// (Jobs.Watch) keeps an index of the archive, job id to sequence, which
+// Get reads finished jobs through.
+
+// DefaultArchiveAfter is how long a finished job's record stays in the
+// bucket besides the archive: a watch of the bucket that lags less than
+// this sees every record; one that lags more (a paused server) gets the
+// finished state from the archive.
+const DefaultArchiveAfter = 10 * time.Second
+
+// archiveIndex maps job ids (hashed) to the sequences of their archived
+// records: one almost always, several when a write after the append lost
+// its race (its copy is removed) or a retried job finished again.
+type archiveIndex struct {
+	mu   sync.Mutex
+	seed maphash.Seed
+	one  map[uint64]uint64   // the newest copy
+	more map[uint64][]uint64 // older copies still stored, rare
+	// deleted notes the jobs whose deletion a watch delivered, by when:
+	// a copy of one that the archive delivers after its deletion (a
+	// follower behind the bucket's) is removed, not indexed.
+	deleted map[uint64]time.Time
+	// damagedN counts the damaged records read, damagedKeys names the
+	// jobs of the first maxDamaged.
+	damagedN    int
+	damagedKeys []string
+}
+
+// maxDamaged bounds the damaged records an index names.
+const maxDamaged = 100
+
+// damaged notes n damaged records, of job key ("": records the store did
+// not deliver, their jobs unknown).
+func (x *archiveIndex) damaged(key string, n uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.damagedN += int(n)
+	if key != "" && len(x.damagedKeys) < maxDamaged {
+		x.damagedKeys = append(x.damagedKeys, key)
+	}
+}
+
+// Damaged returns how many records of the archive a watch found damaged
+// (their bytes fail their checksums, or the store passed over them; their
+// jobs are left out), and the jobs of the first ones it could name.
+func (s *Jobs) Damaged() (int, []string) {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	return s.idx.damagedN, append([]string(nil), s.idx.damagedKeys...)
+}
+
+// forgetDeletedAfter is how long a deletion is remembered.
+const forgetDeletedAfter = 10 * time.Minute
+
+func (x *archiveIndex) hash(key string) uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.hashLocked(key)
+}
+
+func (x *archiveIndex) hashLocked(key string) uint64 {
+	if x.one == nil {
+		x.seed = maphash.MakeSeed()
+		x.one, x.more, x.deleted = map[uint64]uint64{}, map[uint64][]uint64{}, map[uint64]time.Time{}
+	}
+	return maphash.String(x.seed, key)
+}
+
+// add indexes a copy of key's record at seq; false when key was deleted.
+func (x *archiveIndex) add(key string, seq uint64) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	h := x.hashLocked(key)
+	if _, gone := x.deleted[h]; gone {
+		return false
+	}
+	old, ok := x.one[h]
+	switch {
+	case !ok:
+		x.one[h] = seq
+	case old < seq:
+		x.one[h] = seq
+		x.more[h] = append(x.more[h], old)
+	case old > seq:
+		x.more[h] = append(x.more[h], seq)
+	}
+	return true
+}
+
+// seqs returns the sequences of key's copies, newest first.
+func (x *archiveIndex) seqs(key string) []uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	h := x.hashLocked(key)
+	newest, ok := x.one[h]
+	if !ok {
+		return nil
+	}
+	out := []uint64{newest}
+	for i := len(x.more[h]) - 1; i >= 0; i-- {
+		out = append(out, x.more[h][i])
+	}
+	return out
+}
+
+// drop forgets seq of key (removed), or every copy with seq 0; it returns
+// the sequences forgotten.
+func (x *archiveIndex) drop(key string, seq uint64) []uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	h := x.hashLocked(key)
+	all := append([]uint64(nil), x.more[h]...)
+	if s, ok := x.one[h]; ok {
+		all = append(all, s)
+	}
+	if seq == 0 {
+		delete(x.one, h)
+		delete(x.more, h)
+		return all
+	}
+	var keep []uint64
+	for _, s := range all {
+		if s != seq {
+			keep = append(keep, s)
+		}
+	}
+	delete(x.one, h)
+	delete(x.more, h)
+	for i, s := range keep {
+		if i == len(keep)-1 {
+			x.one[h] = s
+		} else {
+			x.more[h] = append(x.more[h], s)
+		}
+	}
+	return []uint64{seq}
+}
+
+// deletedNow notes key's deletion and returns the copies to remove.
+func (x *archiveIndex) deletedNow(key string) []uint64 {
+	seqs := x.drop(key, 0)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	now := time.Now()
+	x.deleted[x.hashLocked(key)] = now
+	if len(x.deleted)%1024 == 0 {
+		for h, at := range x.deleted {
+			if now.Sub(at) > forgetDeletedAfter {
+				delete(x.deleted, h)
+			}
+		}
+	}
+	return seqs
+}
+
+// removeLater removes archived copies in the background, within a minute:
+// copies no one reads, whose removal no caller waits for.
+func (s *Jobs) removeLater(seqs []uint64) {
+	if len(seqs) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, seq := range seqs {
+			_ = Retry(ctx, 30*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, seq) })
+		}
+	}()
+}
+
+// Watch sends every job record, then nil once they are all sent, then
+// each change, as KV.Watch does, with the archive's records first
+// (Entry.Archived) and then the bucket's: a job in both is sent from both,
+// the bucket's last. After the stored records, a record the archive
+// receives is sent too (the bucket usually sends it as well: a watch of the
+// bucket that fell behind by more than ArchiveAfter would miss it).
+func (s *Jobs) Watch(ctx context.Context) (Watcher, error) {
+	if s.Archive == nil {
+		return s.KV.Watch(ctx)
+	}
+	// The archive's follower first: a record moved out of the bucket
+	// after the bucket's watch began is then in the archive's.
+	a, err := s.Archive.Follow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.KV.Watch(ctx)
+	if err != nil {
+		a.Stop()
+		return nil, err
+	}
+	m := &merged{a: a, k: k, ch: make(chan *Entry, watchBuffer), stop: make(chan struct{}), done: make(chan struct{})}
+	go m.run(ctx, s)
+	return m, nil
+}
+
+// watchBuffer is how many entries a watch holds for its reader: a reader
+// takes what is there in batches (the read model decodes a batch on every
+// core).
+const watchBuffer = 256
+
+type merged struct {
+	a, k Watcher
+	ch   chan *Entry
+	stop chan struct{}
+	once sync.Once
+	done chan struct{}
+}
+
+func (m *merged) Updates() <-chan *Entry { return m.ch }
+
+func (m *merged) Stop() {
+	m.once.Do(func() { close(m.stop) })
+	<-m.done
+	m.a.Stop()
+	m.k.Stop()
+}
+
+func (m *merged) run(ctx context.Context, s *Jobs) {
+	defer close(m.done)
+	defer close(m.ch)
+	send := func(e *Entry) bool {
+		select {
+		case m.ch <- e:
+			return true
+		case <-m.stop:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	recv := func(w Watcher) (*Entry, bool) {
+		select {
+		case e, ok := <-w.Updates():
+			return e, ok
+		case <-m.stop:
+		case <-ctx.Done():
+		}
+		return nil, false
+	}
+	for {
+		e, ok := recv(m.a)
+		if !ok {
+			return
+		}
+		if e == nil {
+			break
+		}
+		if out := s.archived(e); out != nil && !send(out) {
+			return
+		}
+	}
+	for {
+		e, ok := recv(m.k)
+		if !ok {
+			return
+		}
+		if e != nil {
+			s.bucketEntry(e)
+			if !e.Deleted && s.superseded(ctx, e) {
+				continue
+			}
+		}
+		if !send(e) {
+			return
+		}
+		if e == nil {
+			break
+		}
+	}
+	for {
+		var e *Entry
+		var ok bool
+		select {
+		case e, ok = <-m.a.Updates():
+			if ok && e != nil {
+				e = s.archived(e)
+			}
+		case e, ok = <-m.k.Updates():
+			if ok && e != nil {
+				s.bucketEntry(e)
+			}
+		case <-m.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
+		if !ok {
+			return
+		}
+		if e != nil && !send(e) {
+			return
+		}
+	}
+}
+
+// archived indexes a record the archive delivered and returns it as an
+// entry of the watch (nil for a job deleted since: the copy is removed).
+func (s *Jobs) archived(e *Entry) *Entry {
+	if e.Damaged {
+		s.idx.damaged(e.Key, max(e.Revision, 1))
+		return nil
+	}
+	if !s.idx.add(e.Key, e.Revision) {
+		s.removeLater([]uint64{e.Revision})
+		return nil
+	}
+	return &Entry{Key: e.Key, Value: e.Value, Archived: true}
+}
+
+// bucketEntry notes a deletion the bucket's watch delivered: the job's
+// archived copies go too (its deleter removed those it knew of).
+func (s *Jobs) bucketEntry(e *Entry) {
+	if e.Deleted {
+		s.removeLater(s.idx.deletedNow(e.Key))
+	}
+}
+
+// superseded reports whether e, a job's record in the bucket, is older than
+// the job's newest archived copy (an earlier epoch, or unfinished in the
+// same epoch), and if so removes it from the bucket. JetStream's file store
+// may bring back a key's earlier revision after a restart once the
+// revision written over it (a finished record, which expires) is gone: a
+// job that finished would seem to run again. A copy archived by a write
+// that a crash cut short is the job's state too: the results it applied
+// are delivered again and change nothing in it.
+func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
+	seqs := s.idx.seqs(e.Key)
+	exp, ok := s.KV.(KVExpiring)
+	if len(seqs) == 0 || !ok {
+		return false
+	}
+	j, err := DecodeJob(e.Value)
+	if err != nil {
+		return false
+	}
+	var a *job.Job
+	var at uint64
+	for _, seq := range seqs {
+		key, data, err := s.Archive.Read(ctx, seq)
+		if err != nil || key != e.Key {
+			continue
+		}
+		if a, err = DecodeJob(data); err == nil {
+			at = seq
+			break
+		}
+	}
+	switch {
+	case a == nil:
+		return false
+	case a.Epoch < j.Epoch:
+		s.idx.drop(e.Key, at) // an earlier epoch's, which its retry removes
+		return false
+	case a.Epoch == j.Epoch && j.State.Terminal():
+		return false
+	}
+	if err := exp.ForgetUpTo(ctx, e.Key, e.Revision); err != nil {
+		return false // read from the bucket for now; the next reader tries again
+	}
+	return true
+}
