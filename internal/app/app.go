@@ -105,7 +105,8 @@ type Config struct {
 	// JetStream's state for the job's key.
 	ForgetDeletedAfter time.Duration
 	// ArchiveAfter is how long a finished job's record stays in the jobs
-	// bucket besides the archive (0: store.DefaultArchiveAfter).
+	// bucket besides the archive; 0 archives none (finished records stay
+	// in the bucket; those archived before are still read).
 	ArchiveAfter time.Duration
 	// AcceptDamagedState makes a server whose store does not hold what it
 	// held at its last stop start anyway, with what is left (logged).
@@ -161,6 +162,9 @@ type Config struct {
 // the others wait until they exist.
 func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
 	cfg := natsx.StoreConfig{AckWait: s.cfg.AckWait, Replicas: s.cfg.Replicas, ArchiveAfter: s.cfg.ArchiveAfter}
+	if cfg.ArchiveAfter == 0 {
+		cfg.ArchiveAfter = -1 // none
+	}
 	if s.cfg.ClusterName == "" || s.emb == nil {
 		return natsx.Setup(ctx, s.nc, cfg)
 	}
@@ -227,6 +231,7 @@ func DefaultConfig() Config {
 		BackupAfter:       time.Second,
 		Retention:         7 * 24 * time.Hour,
 		RecentJobs:        view.DefaultRecent,
+		ArchiveAfter:      store.DefaultArchiveAfter,
 		WasmMemory:        256 << 20,
 		MaxKindSize:       64 << 20,
 		ClusterWait:       2 * time.Minute,
@@ -258,6 +263,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--%s must be 0 (the default, %s) or more, got %s", flags.PriorityAging, worker.DefaultPriorityAging, c.PriorityAging)
 	case c.TaskTimeout < 0:
 		return fmt.Errorf("--%s must be 0 (none) or more, got %s", flags.TaskTimeout, c.TaskTimeout)
+	case c.ArchiveAfter < 0 || c.ArchiveAfter > 0 && c.ArchiveAfter < time.Second:
+		return fmt.Errorf("--%s must be 0 (archive no finished job) or at least 1s (JetStream's shortest time to live), got %s", flags.ArchiveAfter, c.ArchiveAfter)
 	case c.RecentJobs < 1:
 		return fmt.Errorf("--%s must be 1 or more, got %d", flags.RecentJobs, c.RecentJobs)
 	case c.Retention < 0:

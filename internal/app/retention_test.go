@@ -473,3 +473,23 @@ func TestFinishedJobsAreArchived(t *testing.T) {
 		t.Fatalf("jobs listed after a restart: %d, %v; want %d (the deleted one not back)", len(page.Jobs), err, len(ids))
 	}
 }
+
+// With --archive-after 0 a finished job's record stays in the jobs bucket
+// and nothing is appended to the archive.
+func TestArchiveOff(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.ArchiveAfter = 0 })
+	ctx := apitest.Context(t)
+	j := b.await(t, b.submit(t, "noop", 1).ID, terminal)
+	s := store(t, b)
+	if e, err := s.Ports.Jobs.KV.Get(ctx, j.ID); err != nil || !strings.Contains(string(e.Value), `"succeeded"`) {
+		t.Fatalf("the finished record in the bucket: %v", err)
+	}
+	st, err := s.JS.Stream(ctx, natsx.ArchiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("the archive holds %+v, %v; want nothing", info.State, err)
+	}
+}

@@ -85,6 +85,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "copies of each stream, bucket and object store across the cluster (0: 3 with two or more routes, else 1 per server)")
 	fs.DurationVar(&cfg.Retention, flags.Retention, cfg.Retention, "how long a finished job, its task history and its output are kept (0: for ever)")
 	fs.IntVar(&cfg.RecentJobs, flags.RecentJobs, cfg.RecentJobs, "finished jobs kept whole in memory, beside the unfinished ones; older ones are read from the store when asked for")
+	fs.DurationVar(&cfg.ArchiveAfter, flags.ArchiveAfter, cfg.ArchiveAfter, "how long a finished job's record stays in the jobs bucket once appended to the archive stream, which then alone holds it (JetStream keeps memory for every key of a bucket); 0 keeps finished records in the bucket: about a fifth faster for bursts of small jobs, and JetStream's memory grows by about 200 bytes per finished job")
 	fs.DurationVar(&cfg.BackupAfter, "backup-after", cfg.BackupAfter, "near the end of a phase, start a backup copy of a task running longer than this and twice the phase's median (0: never)")
 	fs.BoolVar(&cfg.AcceptDamagedState, flags.AcceptDamagedState, false, "start even when the store does not hold what it held at the last stop (damaged or truncated files), going on with what is left and logging what is lost")
 	fs.Var(mib{&cfg.WasmMemory}, flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB")

@@ -32,6 +32,7 @@ const (
 	AllowOrigin        = "allow-origin"
 	Retention          = "retention"
 	RecentJobs         = "recent-jobs"
+	ArchiveAfter       = "archive-after"
 	WasmMemory         = "wasm-memory-mb"
 	MaxKindSize        = "max-kind-mb"
 	TaskTimeout        = "task-timeout"

@@ -1491,7 +1491,16 @@ func (f *follower) run(ctx context.Context, pending uint64) {
 				return
 			}
 			if err != nil {
-				continue // the ordered consumer makes itself again
+				// The ordered consumer makes itself again (a leader
+				// elected, a server back): wait a little, not spin.
+				select {
+				case <-time.After(100 * time.Millisecond):
+					continue
+				case <-f.stop:
+					return
+				case <-ctx.Done():
+					return
+				}
 			}
 			select {
 			case msgs <- m:

@@ -441,7 +441,8 @@ type StoreConfig struct {
 	// and object store (1 when zero).
 	Replicas int
 	// ArchiveAfter is how long a finished job's record stays in the jobs
-	// bucket besides the archive (0: store.DefaultArchiveAfter).
+	// bucket besides the archive (0: store.DefaultArchiveAfter; below 0:
+	// none is archived).
 	ArchiveAfter time.Duration
 }
 

@@ -19,7 +19,8 @@ type Jobs struct {
 	KV KV
 	// Archive, when set (and KV is a KVExpiring), takes finished jobs'
 	// records (archive.go); ArchiveAfter is how long the bucket keeps
-	// them besides (0: DefaultArchiveAfter).
+	// them besides (0: DefaultArchiveAfter; below 0: finished records
+	// stay in the bucket, and the archive is only read).
 	Archive      Archive
 	ArchiveAfter time.Duration
 	idx          archiveIndex
@@ -211,8 +212,16 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 	}
 	s.mine.put(j, data)
 	exp, ok := s.KV.(KVExpiring)
-	if s.Archive == nil || !ok {
+	if s.Archive == nil || !ok || s.ArchiveAfter < 0 && rev > 0 {
 		return s.KV.Update(ctx, j.ID, data, rev)
+	}
+	if s.ArchiveAfter < 0 {
+		// Back from the archive, and to stay in the bucket.
+		nrev, err := exp.WriteTTL(ctx, j.ID, data, 0, 0)
+		if err == nil {
+			s.removeLater(s.idx.drop(j.ID, 0))
+		}
+		return nrev, err
 	}
 	if !j.State.Terminal() {
 		if rev > 0 {

@@ -409,6 +409,16 @@ func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
 // applyJobs applies a batch of job records, decoded in parallel when there
 // are many (the read of every record at start is most of a restart).
 func (v *View) applyJobs(batch []*store.Entry, initial bool) {
+	if !initial {
+		// An archived record of a job held finished tells nothing new
+		// (stale): not decoded. Its bucket's record often came first.
+		v.mu.RLock()
+		batch = slices.DeleteFunc(slices.Clone(batch), func(e *store.Entry) bool {
+			en := v.byID[e.Key]
+			return e.Archived && en != nil && en.state.terminal()
+		})
+		v.mu.RUnlock()
+	}
 	jobs := make([]*job.Job, len(batch))
 	light := make([]bool, len(batch))
 	decode := func(i int) {
