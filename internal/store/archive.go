@@ -331,14 +331,18 @@ func (s *Jobs) bucketEntry(e *Entry) {
 	}
 }
 
-// superseded reports whether e, a job's record in the bucket, is older than
-// the job's newest archived copy (an earlier epoch, or unfinished in the
-// same epoch), and if so removes it from the bucket. JetStream's file store
-// may bring back a key's earlier revision after a restart once the
-// revision written over it (a finished record, which expires) is gone: a
-// job that finished would seem to run again. A copy archived by a write
-// that a crash cut short is the job's state too: the results it applied
-// are delivered again and change nothing in it.
+// superseded reports whether e, an unfinished job's record in the bucket
+// read at a start, is older than the job's newest archived copy (an earlier
+// epoch, or the same), and if so removes it from the bucket. JetStream's
+// file store may bring back a key's earlier revision after a restart once
+// the revision written over it (a finished record, which expires) is gone:
+// a job that finished would seem to run again. Such a revision is always
+// an unfinished record (a finished one is written to expire, and does not
+// come back). A copy archived by a write that a crash cut short is the
+// job's state too: the results it applied are delivered again and change
+// nothing in it. Only a start's read asks: at run time a copy whose write
+// is losing its race is there for a moment, and would be taken for the
+// job's state.
 func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
 	seqs := s.idx.seqs(e.Key)
 	exp, ok := s.KV.(KVExpiring)
@@ -346,7 +350,7 @@ func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
 		return false
 	}
 	j, err := DecodeJob(e.Value)
-	if err != nil {
+	if err != nil || j.State.Terminal() {
 		return false
 	}
 	var a *job.Job
@@ -366,8 +370,6 @@ func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
 		return false
 	case a.Epoch < j.Epoch:
 		s.idx.drop(e.Key, at) // an earlier epoch's, which its retry removes
-		return false
-	case a.Epoch == j.Epoch && j.State.Terminal():
 		return false
 	}
 	if err := exp.ForgetUpTo(ctx, e.Key, e.Revision); err != nil {

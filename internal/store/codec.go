@@ -130,7 +130,7 @@ func (s *Jobs) Watched(e *Entry) (*job.Job, error) {
 // 0: Update writes it back into the bucket.
 func (s *Jobs) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
 	e, err := s.KV.Get(ctx, id)
-	if errors.Is(err, ErrNotFound) && s.Archive != nil || err == nil && s.Archive != nil && s.superseded(ctx, &e) {
+	if errors.Is(err, ErrNotFound) && s.Archive != nil {
 		return s.getArchived(ctx, id)
 	}
 	if err != nil {
