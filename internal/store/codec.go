@@ -239,7 +239,7 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 		return 0, fmt.Errorf("archive job %s: %w", j.ID, err)
 	}
 	nrev, err := exp.WriteTTL(ctx, j.ID, data, rev, s.archiveAfter())
-	if err != nil {
+	if errors.Is(err, ErrConflict) {
 		// The copy is not the job's state: remove it before answering,
 		// so that no read takes it for the job's (getArchived reads the
 		// newest copy that is there).
@@ -251,8 +251,14 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 		s.idx.drop(j.ID, seq)
 		return 0, err
 	}
+	// Any other failure may have written the record all the same (an
+	// answer lost with its server, a deadline passed): the copy stays,
+	// for it may be all that is left of the job once the record expires.
+	// If the write did not happen, the bucket's unfinished record is the
+	// job's, and the copy an early one that the next finishing write
+	// supersedes.
 	s.idx.add(j.ID, seq)
-	return nrev, nil
+	return nrev, err
 }
 
 func (s *Jobs) archiveAfter() time.Duration {
@@ -262,22 +268,26 @@ func (s *Jobs) archiveAfter() time.Duration {
 	return DefaultArchiveAfter
 }
 
-// Delete removes job id's record, and its archived copies first (a copy
-// left would bring the job back at the next start).
+// Delete removes job id's record, then its archived copies (a copy left
+// would bring the job back at a start once the deletion's marker is
+// purged). The marker is the deletion: a copy this call fails to remove
+// is removed in the background, and by every server whose watch sees the
+// marker (bucketEntry).
 func (s *Jobs) Delete(ctx context.Context, id string) error {
+	err := s.KV.Delete(ctx, id, 0)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
 	if s.Archive != nil {
 		for _, seq := range s.idx.seqs(id) {
 			if err := s.Archive.Remove(ctx, seq); err != nil {
-				return fmt.Errorf("remove job %s from the archive: %w", id, err)
+				s.removeLater([]uint64{seq})
+				continue
 			}
 			s.idx.drop(id, seq)
 		}
 	}
-	err := s.KV.Delete(ctx, id, 0)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	return err
+	return nil
 }
 
 // DecodeJob reads a stored job record.
