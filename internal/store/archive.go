@@ -369,7 +369,7 @@ func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
 	case a == nil:
 		return false
 	case a.Epoch < j.Epoch:
-		s.idx.drop(e.Key, at) // an earlier epoch's, which its retry removes
+		s.removeLater(s.idx.drop(e.Key, at)) // an earlier epoch's, left by a retry
 		return false
 	}
 	if err := exp.ForgetUpTo(ctx, e.Key, e.Revision); err != nil {

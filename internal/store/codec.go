@@ -224,12 +224,17 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 		return nrev, err
 	}
 	if !j.State.Terminal() {
+		var nrev uint64
 		if rev > 0 {
-			return s.KV.Update(ctx, j.ID, data, rev)
+			nrev, err = s.KV.Update(ctx, j.ID, data, rev)
+		} else {
+			// Back from the archive (a retry): written where no value
+			// is.
+			nrev, err = exp.WriteTTL(ctx, j.ID, data, 0, 0)
 		}
-		// Back from the archive (a retry): written where no value is.
-		nrev, err := exp.WriteTTL(ctx, j.ID, data, 0, 0)
-		if err == nil {
+		if err == nil && len(s.idx.seqs(j.ID)) > 0 {
+			// A retry: the copies of the epochs before are the job's no
+			// more (and one left would bring it back after its delete).
 			s.removeLater(s.idx.drop(j.ID, 0))
 		}
 		return nrev, err
