@@ -95,6 +95,26 @@ func TestJobsArchive(t *testing.T) {
 		t.Fatalf("get after delete: %v; want ErrNotFound", err)
 	}
 	awaitArchived(t, jobs, 0)
+
+	// Retried while its finished record is still in the bucket: its copy
+	// goes all the same.
+	j2 := job.New("noop_0123456789abcdefghjkmnpqr2", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+	rev2, err := jobs.Create(ctx, j2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2.State, j2.FinishedAt = job.Canceled, &finished
+	if rev2, err = jobs.Update(ctx, j2, rev2); err != nil {
+		t.Fatal(err)
+	}
+	awaitArchived(t, jobs, 1)
+	if err := j2.Retry(time.Now().UTC()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobs.Update(ctx, j2, rev2); err != nil {
+		t.Fatalf("retry within the bucket's time to live: %v", err)
+	}
+	awaitArchived(t, jobs, 0)
 }
 
 // awaitGone waits for key to leave kv by its time to live.
