@@ -1438,6 +1438,19 @@ func (a archive) Remove(ctx context.Context, seq uint64) error {
 	return storeErr(err)
 }
 
+// Last asks for the last message of the subject: the last one there (the
+// stream's last sequence may be a removed one's).
+func (a archive) Last(ctx context.Context) (uint64, error) {
+	m, err := a.st.GetLastMsgForSubject(ctx, ArchiveSubject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, storeErr(err)
+	}
+	return m.Sequence, nil
+}
+
 // Follow reads the stream with an ordered consumer of its own, from the
 // first message.
 func (a archive) Follow(ctx context.Context) (store.Watcher, error) {

@@ -205,6 +205,7 @@ func (s *Jobs) Watch(ctx context.Context) (Watcher, error) {
 		a.Stop()
 		return nil, err
 	}
+	s.watching.Store(true)
 	m := &merged{a: a, k: k, ch: make(chan *Entry, watchBuffer), stop: make(chan struct{}), done: make(chan struct{})}
 	go m.run(ctx, s)
 	return m, nil
@@ -312,6 +313,9 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 // archived indexes a record the archive delivered and returns it as an
 // entry of the watch (nil for a job deleted since: the copy is removed).
 func (s *Jobs) archived(e *Entry) *Entry {
+	if e.Key != "" && e.Revision > s.followed.Load() {
+		s.followed.Store(e.Revision) // one watch writes it
+	}
 	if e.Damaged {
 		s.idx.damaged(e.Key, max(e.Revision, 1))
 		return nil

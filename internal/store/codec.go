@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -24,6 +25,11 @@ type Jobs struct {
 	Archive      Archive
 	ArchiveAfter time.Duration
 	idx          archiveIndex
+	// watching is set once a watch follows the archive (Watch), and
+	// followed is the last sequence of the archive it indexed: a job not
+	// found may be one whose copy the follower has not read yet.
+	watching atomic.Bool
+	followed atomic.Uint64
 
 	// mine holds the records this process wrote last, until its own
 	// watch of the bucket reads them back (Watched).
@@ -143,8 +149,37 @@ func (s *Jobs) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
 	return j, e.Revision, nil
 }
 
-// getArchived reads the newest archived copy of job id's record.
+// getArchived reads the newest archived copy of job id's record. A job
+// the index does not hold may be one whose copy this process's follower
+// has not read yet (it fell behind: a partition, a pause): it waits, for
+// up to catchUpWait, until the follower has read what the archive held.
 func (s *Jobs) getArchived(ctx context.Context, id string) (*job.Job, uint64, error) {
+	j, err := s.readArchived(ctx, id)
+	if !errors.Is(err, ErrNotFound) || !s.watching.Load() {
+		return j, 0, err
+	}
+	last, lerr := s.Archive.Last(ctx)
+	if lerr != nil || s.followed.Load() >= last {
+		return nil, 0, err
+	}
+	for deadline := time.Now().Add(catchUpWait); s.followed.Load() < last; {
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("job %s: not in the archive as this server has read it so far (to record %d of %d); try again", id, s.followed.Load(), last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	j, err = s.readArchived(ctx, id)
+	return j, 0, err
+}
+
+// catchUpWait bounds getArchived's wait for the follower.
+const catchUpWait = 5 * time.Second
+
+func (s *Jobs) readArchived(ctx context.Context, id string) (*job.Job, error) {
 	for _, seq := range s.idx.seqs(id) {
 		key, data, err := s.Archive.Read(ctx, seq)
 		switch {
@@ -152,17 +187,17 @@ func (s *Jobs) getArchived(ctx context.Context, id string) (*job.Job, uint64, er
 			s.idx.drop(id, seq) // removed: a copy whose write lost its race
 			continue
 		case err != nil:
-			return nil, 0, fmt.Errorf("read job %s from the archive: %w", id, err)
+			return nil, fmt.Errorf("read job %s from the archive: %w", id, err)
 		case key != id:
 			continue // another id of the same hash
 		}
 		j, err := DecodeJob(data)
 		if err != nil {
-			return nil, 0, fmt.Errorf("decode job %s from the archive: %w", id, err)
+			return nil, fmt.Errorf("decode job %s from the archive: %w", id, err)
 		}
-		return j, 0, nil
+		return j, nil
 	}
-	return nil, 0, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
 }
 
 // Create stores a new job; ErrConflict when its id exists.

@@ -127,6 +127,8 @@ type Archive interface {
 	Read(ctx context.Context, seq uint64) (key string, data []byte, err error)
 	// Remove deletes the record at seq, if it is there.
 	Remove(ctx context.Context, seq uint64) error
+	// Last returns the sequence of the last record there (0: none).
+	Last(ctx context.Context) (uint64, error)
 	// Follow sends every record (Entry.Revision is its sequence; Damaged
 	// when its bytes are not those appended), then nil once they are all
 	// sent, then each record appended, until ctx ends or Stop. Removals are

@@ -102,6 +102,10 @@ type View struct {
 	slab  slab
 	codes stateCodes
 
+	// fills are the jobs whose finished record the archive delivered while
+	// this view held them unfinished (or not at all), oldest first.
+	fills []fill
+
 	workers map[string]worker
 	changed chan struct{}
 	waiters map[string][]waiter // by job id (AwaitEpoch)
@@ -209,6 +213,7 @@ func (v *View) Start(ctx context.Context) error {
 		}, func() {})
 	})
 	v.wg.Go(func() { v.prune(ctx) })
+	v.wg.Go(func() { v.fill(ctx) })
 	v.wg.Go(func() { v.flushStarted(ctx) })
 	return nil
 }
@@ -410,14 +415,24 @@ func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
 // are many (the read of every record at start is most of a restart).
 func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 	if !initial {
-		// An archived record of a job held finished tells nothing new
-		// (stale): not decoded. Its bucket's record often came first.
-		v.mu.RLock()
+		// A finished record from the archive is appended before the
+		// bucket's write, which may yet fail: not the job's state until
+		// the bucket says so, and the bucket's watch delivers it within
+		// milliseconds. A job still unfinished here fillAfter later is
+		// read from the store (fill): this watch missed the bucket's
+		// record (it fell more than the bucket's ten seconds behind).
+		v.mu.Lock()
+		now := time.Now()
 		batch = slices.DeleteFunc(slices.Clone(batch), func(e *store.Entry) bool {
-			en := v.byID[e.Key]
-			return e.Archived && en != nil && en.state.terminal()
+			if !e.Archived {
+				return false
+			}
+			if en := v.byID[e.Key]; en == nil || !en.state.terminal() {
+				v.fills = append(v.fills, fill{e.Key, now})
+			}
+			return true
 		})
-		v.mu.RUnlock()
+		v.mu.Unlock()
 	}
 	jobs := make([]*job.Job, len(batch))
 	light := make([]bool, len(batch))
@@ -496,6 +511,66 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 	for _, ev := range events {
 		v.cfg.Hub.Publish(ev)
 	}
+}
+
+// fill is a job whose finished record the archive delivered, and when.
+type fill struct {
+	id string
+	at time.Time
+}
+
+// fillAfter is how long after the archive's record a job still held
+// unfinished is read from the store.
+const fillAfter = 2 * time.Second
+
+// fill reads from the store, and applies, the finished record of every
+// job the archive said finished fillAfter ago that the view still holds
+// unfinished: the bucket's watch missed its record.
+func (v *View) fill(ctx context.Context) {
+	t := time.NewTicker(fillAfter / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v.mu.Lock()
+		now := time.Now()
+		var due []string
+		i := 0
+		for ; i < len(v.fills) && now.Sub(v.fills[i].at) >= fillAfter; i++ {
+			if en := v.byID[v.fills[i].id]; en == nil || !en.state.terminal() {
+				due = append(due, v.fills[i].id)
+			}
+		}
+		if i == len(v.fills) {
+			v.fills = nil // let a burst's go
+		} else {
+			v.fills = v.fills[i:]
+		}
+		v.mu.Unlock()
+		for _, id := range due {
+			v.fillOne(ctx, id)
+		}
+	}
+}
+
+func (v *View) fillOne(ctx context.Context, id string) {
+	if v.records() == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	j, rev, err := v.cfg.Store.Jobs.Get(ctx, id)
+	if err != nil || !j.State.Terminal() {
+		// Unfinished in the bucket: the archive's record was early (its
+		// write failed), and the bucket's watch tells the rest.
+		return
+	}
+	j.TaskLog = nil
+	v.log.Debug("a finished job's record came from the store, not from the watch of the jobs bucket (it fell behind)", "job", id, "state", j.State)
+	v.applyJob(&store.Entry{Key: id, Revision: rev, Archived: rev == 0}, j, false, false)
 }
 
 // stale reports whether a record the watch delivered after the stored ones
