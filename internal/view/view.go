@@ -573,14 +573,13 @@ func (v *View) fillOne(ctx context.Context, id string) {
 	v.applyJob(&store.Entry{Key: id, Revision: rev, Archived: rev == 0}, j, false, false)
 }
 
-// stale reports whether a record the watch delivered after the stored ones
-// tells nothing new. A job's finished record comes twice, from the archive
-// and from the bucket (store.Jobs.Watch), in either order: the archive's
-// fills in a job held unfinished (the bucket's watch may have fallen
-// behind and missed it), and the bucket's is the job's state, unless it is
-// older than what is held (an earlier epoch, or its unfinished record
-// after the archive's finished one) or the same finish again.
-// v.mu must be held.
+// stale reports whether a record applied after the stored ones tells
+// nothing new. A finished record read from the store by fill (an archived
+// one: e.Archived) fills in a job held unfinished only; the bucket's
+// records are the job's state, unless one is older than what is held (an
+// earlier epoch, or an unfinished record of the epoch held finished: a
+// watch that fell behind delivering what fill already applied) or the same
+// finish again. v.mu must be held.
 func (v *View) stale(e *store.Entry, j *job.Job) bool {
 	en := v.byID[j.ID]
 	if en == nil {
