@@ -1473,12 +1473,63 @@ func (a archive) Follow(ctx context.Context) (store.Watcher, error) {
 
 type follower struct {
 	js   jetstream.JetStream
+	mu   sync.Mutex // guards cons and it, which reopen replaces
 	cons jetstream.Consumer
 	it   jetstream.MessagesContext
 	ch   chan *store.Entry
 	stop chan struct{}
 	once sync.Once
 	done chan struct{}
+}
+
+func (f *follower) iter() jetstream.MessagesContext {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.it
+}
+
+func (f *follower) stopping(ctx context.Context) bool {
+	select {
+	case <-f.stop:
+		return true
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// reopen makes the ordered consumer again from stream sequence from, until
+// it can or the follower stops: the library closes an ordered consumer's
+// iterator for good when it cannot make its consumer again (a server cut
+// off from the others by a partition), and a follower that stopped there
+// would leave its read model without the archive's records.
+func (f *follower) reopen(ctx context.Context, from uint64) bool {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err := f.js.OrderedConsumer(cctx, ArchiveStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+		cancel()
+		if err == nil {
+			var it jetstream.MessagesContext
+			if it, err = cons.Messages(jetstream.PullMaxMessages(512)); err == nil {
+				f.mu.Lock()
+				f.cons, f.it = cons, it
+				f.mu.Unlock()
+				if f.stopping(ctx) {
+					it.Stop()
+					return false
+				}
+				return true
+			}
+		}
+		select {
+		case <-time.After(wait):
+		case <-f.stop:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func (f *follower) Updates() <-chan *store.Entry { return f.ch }
@@ -1498,12 +1549,18 @@ func (f *follower) run(ctx context.Context, pending uint64) {
 	msgs := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for {
-			m, err := f.it.Next()
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		var last uint64 // the stream sequence of the last message passed on
+		for !f.stopping(ctx) {
+			m, err := f.iter().Next()
+			switch {
+			case err != nil && f.stopping(ctx):
 				return
-			}
-			if err != nil {
+			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+				if !f.reopen(ctx, last+1) {
+					return
+				}
+				continue
+			case err != nil:
 				// The ordered consumer makes itself again (a leader
 				// elected, a server back): wait a little, not spin.
 				select {
@@ -1515,6 +1572,9 @@ func (f *follower) run(ctx context.Context, pending uint64) {
 					return
 				}
 			}
+			if meta, err := m.Metadata(); err == nil {
+				last = meta.Sequence.Stream
+			}
 			select {
 			case msgs <- m:
 			case <-f.stop:
@@ -1525,9 +1585,12 @@ func (f *follower) run(ctx context.Context, pending uint64) {
 		}
 	})
 	defer func() {
-		f.it.Stop()
+		f.iter().Stop()
 		wg.Wait()
-		if info := f.cons.CachedInfo(); info != nil {
+		f.mu.Lock()
+		cons := f.cons
+		f.mu.Unlock()
+		if info := cons.CachedInfo(); info != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			_ = f.js.DeleteConsumer(dctx, ArchiveStream, info.Name)
@@ -1586,7 +1649,10 @@ func (f *follower) run(ctx context.Context, pending uint64) {
 				continue // none pending, or still arriving
 			}
 			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			info, err := f.cons.Info(ictx)
+			f.mu.Lock()
+			cons := f.cons
+			f.mu.Unlock()
+			info, err := cons.Info(ictx)
 			cancel()
 			if err == nil && info.NumPending == 0 && !endInitial() {
 				return

@@ -7,6 +7,7 @@ package view
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -428,7 +429,7 @@ func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 				return false
 			}
 			if en := v.byID[e.Key]; en == nil || !en.state.terminal() {
-				v.fills = append(v.fills, fill{e.Key, now})
+				v.fills = append(v.fills, fill{id: e.Key, at: now})
 			}
 			return true
 		})
@@ -515,9 +516,13 @@ func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
 
 // fill is a job whose finished record the archive delivered, and when.
 type fill struct {
-	id string
-	at time.Time
+	id    string
+	at    time.Time
+	tries int // reads of the store that failed
 }
+
+// maxFillTries bounds the reads of one job's record by fill.
+const maxFillTries = 30
 
 // fillAfter is how long after the archive's record a job still held
 // unfinished is read from the store.
@@ -537,11 +542,11 @@ func (v *View) fill(ctx context.Context) {
 		}
 		v.mu.Lock()
 		now := time.Now()
-		var due []string
+		var due []fill
 		i := 0
 		for ; i < len(v.fills) && now.Sub(v.fills[i].at) >= fillAfter; i++ {
 			if en := v.byID[v.fills[i].id]; en == nil || !en.state.terminal() {
-				due = append(due, v.fills[i].id)
+				due = append(due, v.fills[i])
 			}
 		}
 		if i == len(v.fills) {
@@ -550,24 +555,38 @@ func (v *View) fill(ctx context.Context) {
 			v.fills = v.fills[i:]
 		}
 		v.mu.Unlock()
-		for _, id := range due {
-			v.fillOne(ctx, id)
+		for _, f := range due {
+			v.fillOne(ctx, f)
 		}
 	}
 }
 
-func (v *View) fillOne(ctx context.Context, id string) {
+func (v *View) fillOne(ctx context.Context, f fill) {
 	if v.records() == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	j, rev, err := v.cfg.Store.Jobs.Get(ctx, id)
-	if err != nil || !j.State.Terminal() {
+	j, rev, err := v.cfg.Store.Jobs.Get(rctx, f.id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return // deleted since
+	case err != nil && ctx.Err() == nil:
+		if f.tries++; f.tries < maxFillTries {
+			f.at = time.Now()
+			v.mu.Lock()
+			v.fills = append(v.fills, f)
+			v.mu.Unlock()
+			return
+		}
+		v.log.Warn("could not read the record of a job the archive says finished, after a minute of tries; the dashboard shows it unfinished until this server restarts", "job", f.id, "err", err)
+		return
+	case err != nil || !j.State.Terminal():
 		// Unfinished in the bucket: the archive's record was early (its
 		// write failed), and the bucket's watch tells the rest.
 		return
 	}
+	id := f.id
 	j.TaskLog = nil
 	v.log.Debug("a finished job's record came from the store, not from the watch of the jobs bucket (it fell behind)", "job", id, "state", j.State)
 	v.applyJob(&store.Entry{Key: id, Revision: rev, Archived: rev == 0}, j, false, false)
