@@ -169,19 +169,46 @@ func (x *archiveIndex) deletedNow(key string) []uint64 {
 	return seqs
 }
 
-// removeLater removes archived copies in the background, within a minute:
-// copies no one reads, whose removal no caller waits for.
+// removeLater removes archived copies in the background: copies no one
+// reads, whose removal no caller waits for. One goroutine at a time takes
+// them in turn and ends once none is left (a retention sweep deleting
+// 200,000 jobs would otherwise start a goroutine per job on every server).
 func (s *Jobs) removeLater(seqs []uint64) {
 	if len(seqs) == 0 {
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for _, seq := range seqs {
-			_ = Retry(ctx, 30*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, seq) })
+	s.rm.mu.Lock()
+	defer s.rm.mu.Unlock()
+	s.rm.queue = append(s.rm.queue, seqs...)
+	if s.rm.running {
+		return
+	}
+	s.rm.running = true
+	go s.removeQueued()
+}
+
+// removals is the queue of removeLater.
+type removals struct {
+	mu      sync.Mutex
+	queue   []uint64
+	running bool
+}
+
+func (s *Jobs) removeQueued() {
+	for {
+		s.rm.mu.Lock()
+		if len(s.rm.queue) == 0 {
+			s.rm.queue, s.rm.running = nil, false
+			s.rm.mu.Unlock()
+			return
 		}
-	}()
+		seq := s.rm.queue[0]
+		s.rm.queue = s.rm.queue[1:]
+		s.rm.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_ = Retry(ctx, 20*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, seq) })
+		cancel()
+	}
 }
 
 // Watch sends every job record, then nil once they are all sent, then

@@ -30,6 +30,7 @@ type Jobs struct {
 	// found may be one whose copy the follower has not read yet.
 	watching atomic.Bool
 	followed atomic.Uint64
+	rm       removals
 
 	// mine holds the records this process wrote last, until its own
 	// watch of the bucket reads them back (Watched).
