@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,12 +69,6 @@ func (s *Jobs) Damaged() (int, []string) {
 // forgetDeletedAfter is how long a deletion is remembered.
 const forgetDeletedAfter = 10 * time.Minute
 
-func (x *archiveIndex) hash(key string) uint64 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.hashLocked(key)
-}
-
 func (x *archiveIndex) hashLocked(key string) uint64 {
 	if x.one == nil {
 		x.seed = maphash.MakeSeed()
@@ -96,11 +91,21 @@ func (x *archiveIndex) add(key string, seq uint64) bool {
 		x.one[h] = seq
 	case old < seq:
 		x.one[h] = seq
-		x.more[h] = append(x.more[h], old)
+		x.keepOlder(h, old)
 	case old > seq:
-		x.more[h] = append(x.more[h], seq)
+		// A copy this process indexed as it wrote it, delivered
+		// again by the follower, or an older one delivered late.
+		x.keepOlder(h, seq)
 	}
 	return true
+}
+
+// keepOlder adds seq to h's older copies, kept in order and once each.
+func (x *archiveIndex) keepOlder(h, seq uint64) {
+	more := x.more[h]
+	if i, found := slices.BinarySearch(more, seq); !found {
+		x.more[h] = slices.Insert(more, i, seq)
+	}
 }
 
 // seqs returns the sequences of key's copies, newest first.

@@ -422,18 +422,22 @@ func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 		// milliseconds. A job still unfinished here fillAfter later is
 		// read from the store (fill): this watch missed the bucket's
 		// record (it fell more than the bucket's ten seconds behind).
-		v.mu.Lock()
-		now := time.Now()
-		batch = slices.DeleteFunc(slices.Clone(batch), func(e *store.Entry) bool {
-			if !e.Archived {
-				return false
-			}
-			if en := v.byID[e.Key]; en == nil || !en.state.terminal() {
-				v.fills = append(v.fills, fill{id: e.Key, at: now})
-			}
-			return true
-		})
-		v.mu.Unlock()
+		// (The batch is the watch's buffer, cleared after: taken out in
+		// place.)
+		if slices.ContainsFunc(batch, func(e *store.Entry) bool { return e.Archived }) {
+			v.mu.Lock()
+			now := time.Now()
+			batch = slices.DeleteFunc(batch, func(e *store.Entry) bool {
+				if !e.Archived {
+					return false
+				}
+				if en := v.byID[e.Key]; en == nil || !en.state.terminal() {
+					v.fills = append(v.fills, fill{id: e.Key, at: now})
+				}
+				return true
+			})
+			v.mu.Unlock()
+		}
 	}
 	jobs := make([]*job.Job, len(batch))
 	light := make([]bool, len(batch))
@@ -555,41 +559,55 @@ func (v *View) fill(ctx context.Context) {
 			v.fills = v.fills[i:]
 		}
 		v.mu.Unlock()
-		for _, f := range due {
-			v.fillOne(ctx, f)
+		for i, f := range due {
+			if !v.fillOne(ctx, f) {
+				// The store does not answer: the others wait for the
+				// next round rather than a deadline each.
+				now := time.Now()
+				v.mu.Lock()
+				for _, f := range due[i+1:] {
+					f.at = now
+					v.fills = append(v.fills, f)
+				}
+				v.mu.Unlock()
+				break
+			}
 		}
 	}
 }
 
-func (v *View) fillOne(ctx context.Context, f fill) {
+// fillOne applies job f's finished record from the store; false when the
+// store failed to answer (the job is noted again, up to maxFillTries).
+func (v *View) fillOne(ctx context.Context, f fill) bool {
 	if v.records() == nil {
-		return
+		return true
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	j, rev, err := v.cfg.Store.Jobs.Get(rctx, f.id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return // deleted since
+		return true // deleted since
 	case err != nil && ctx.Err() == nil:
 		if f.tries++; f.tries < maxFillTries {
 			f.at = time.Now()
 			v.mu.Lock()
 			v.fills = append(v.fills, f)
 			v.mu.Unlock()
-			return
+			return false
 		}
 		v.log.Warn("could not read the record of a job the archive says finished, after a minute of tries; the dashboard shows it unfinished until this server restarts", "job", f.id, "err", err)
-		return
+		return false
 	case err != nil || !j.State.Terminal():
 		// Unfinished in the bucket: the archive's record was early (its
 		// write failed), and the bucket's watch tells the rest.
-		return
+		return true
 	}
 	id := f.id
 	j.TaskLog = nil
 	v.log.Debug("a finished job's record came from the store, not from the watch of the jobs bucket (it fell behind)", "job", id, "state", j.State)
 	v.applyJob(&store.Entry{Key: id, Revision: rev, Archived: rev == 0}, j, false, false)
+	return true
 }
 
 // stale reports whether a record applied after the stored ones tells
