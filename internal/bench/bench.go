@@ -312,3 +312,14 @@ func (c *Cluster) SmallJobs(ctx context.Context, n, clients, batch int, keyed bo
 	}
 	return float64(per*clients) / time.Since(start).Seconds(), nil
 }
+
+// JobCeiling is the rate of small jobs' store operations alone: see
+// natsx.JobCeiling.
+func JobCeiling(ctx context.Context, n, clients, batch int) (float64, error) {
+	dir, err := os.MkdirTemp("", "mrcluster-bench")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	return natsx.JobCeiling(ctx, dir, n, clients, batch)
+}

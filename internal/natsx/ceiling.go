@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -68,4 +71,172 @@ func QueueCeiling(ctx context.Context, dir string, n int) (float64, error) {
 		return 0, ctx.Err()
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// JobCeiling is the rate of the fewest store operations a small job makes
+// with the cluster's durability, on the same embedded server, with nothing
+// else: n jobs from clients concurrent clients, each job a record created in
+// a file-backed key-value bucket and a task published to a work-queue
+// stream, both acknowledged before the client goes on (a submit's 2xx);
+// workers take the tasks from one pull consumer, write the record finished
+// with a compare-and-set and ack the task; a watch of the bucket, as a read
+// model's, counts the finished records. Jobs per second, from the first
+// submit to the last finished record seen: the ceiling of small jobs,
+// before HTTP, JSON, the task's result message and the archive. With batch
+// over 1 a client submits that many jobs at once: their records' creates
+// (compare-and-set publishes) and then their tasks go out as asynchronous
+// publishes, and it waits for all their acknowledgements.
+func JobCeiling(ctx context.Context, dir string, n, clients, batch int) (float64, error) {
+	emb, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = emb.Stop(context.Background()) }()
+	c, err := emb.Connect("bench")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAWJOBS", Subjects: []string{"rawjob.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, err
+	}
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000})
+	if err != nil {
+		return 0, err
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "rawjobs", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, err
+	}
+	// A record about the size of a small job's.
+	queued := []byte(`{"id":"noop_01KBM3R2W6Y8Z9A0B1C2D3E4F5","kind":"noop","state":"queued","partitions":1,"params":{"ms":0},` +
+		`"created_at":"2026-12-03T10:00:00.000000000Z","updated_at":"2026-12-03T10:00:00.000000000Z","epoch":1,"log_in_record":true,"priority":2}`)
+	finished := []byte(`{"id":"noop_01KBM3R2W6Y8Z9A0B1C2D3E4F5","kind":"noop","state":"succeeded","partitions":1,"params":{"ms":0},` +
+		`"created_at":"2026-12-03T10:00:00.000000000Z","updated_at":"2026-12-03T10:00:00.001000000Z","epoch":1,"log_in_record":true,` +
+		`"priority":2,"results":[[0,1]],"result":0,"task_log":[{"task":0,"attempt":1,"worker":"w-1","state":"succeeded","ms":0}]}`)
+
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = w.Stop() }()
+	done := make(chan struct{})
+	go func() {
+		seen := 0
+		for e := range w.Updates() {
+			if e != nil && e.Revision() > 0 && len(e.Value()) == len(finished) {
+				if seen++; seen == n {
+					close(done)
+					return
+				}
+			}
+		}
+	}()
+
+	msgs, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return 0, err
+	}
+	defer msgs.Stop()
+	tasks := make(chan jetstream.Msg, 256)
+	failed := make(chan error, 2*clients)
+	go func() {
+		defer close(tasks)
+		for {
+			m, err := msgs.Next()
+			if err != nil {
+				return
+			}
+			tasks <- m
+		}
+	}()
+	for range 64 { // the workers, as many as a coordinator applies results at once
+		go func() {
+			for m := range tasks {
+				key, rev, _ := strings.Cut(string(m.Data()), " ")
+				r, _ := strconv.ParseUint(rev, 10, 64)
+				if _, err := kv.Update(ctx, key, finished, r); err != nil {
+					failed <- fmt.Errorf("finish %s: %w", key, err)
+					return
+				}
+				if err := m.Ack(); err != nil {
+					failed <- fmt.Errorf("ack %s: %w", key, err)
+					return
+				}
+			}
+		}()
+	}
+	submit := func(keys []string) error {
+		if len(keys) == 1 {
+			rev, err := kv.Create(ctx, keys[0], queued)
+			if err == nil {
+				_, err = js.Publish(ctx, "rawjob."+keys[0], []byte(keys[0]+" "+strconv.FormatUint(rev, 10)))
+			}
+			return err
+		}
+		var err error
+		acks := make([]jetstream.PubAckFuture, len(keys))
+		for i, key := range keys {
+			m := nats.NewMsg("$KV.rawjobs." + key)
+			m.Data = queued
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+			if acks[i], err = js.PublishMsgAsync(m); err != nil {
+				return err
+			}
+		}
+		tasks := make([]jetstream.PubAckFuture, len(keys))
+		for i, a := range acks {
+			select {
+			case ack := <-a.Ok():
+				if tasks[i], err = js.PublishAsync("rawjob."+keys[i], []byte(keys[i]+" "+strconv.FormatUint(ack.Sequence, 10))); err != nil {
+					return err
+				}
+			case err := <-a.Err():
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		for _, a := range tasks {
+			select {
+			case <-a.Ok():
+			case err := <-a.Err():
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	start := time.Now()
+	for i := range clients {
+		go func() {
+			var keys []string
+			for j := i; j < n; j += clients {
+				if keys = append(keys, fmt.Sprintf("j%d", j)); len(keys) < batch && j+clients < n {
+					continue
+				}
+				if err := submit(keys); err != nil {
+					failed <- fmt.Errorf("submit %s: %w", keys[0], err)
+					return
+				}
+				keys = keys[:0]
+			}
+		}()
+	}
+	select {
+	case <-done:
+		return float64(n) / time.Since(start).Seconds(), nil
+	case err := <-failed:
+		return 0, err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("jobs not finished: %w", ctx.Err())
+	}
 }

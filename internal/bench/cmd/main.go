@@ -175,6 +175,21 @@ func smallJobs(ctx context.Context, w io.Writer) error {
 		fmt.Fprintf(w, "  mrcluster / Asynq\t%.2fx\t>= 2x\t\n", single/peer)
 	}
 	fmt.Fprintf(w, "1-partition jobs, 16 clients, batches of 100 with a key each, submit->done\t%.0f jobs/s\t>= 25000\t\n", batched)
+	// The substrate's ceiling for the same shapes: the fewest store
+	// operations a small job makes with today's durability, and nothing
+	// else (natsx.JobCeiling).
+	for _, b := range []struct {
+		batch int
+		ours  float64
+		what  string
+	}{{1, single, "one per request"}, {100, batched, "batches of 100"}} {
+		ceiling, err := bench.JobCeiling(ctx, 40000, 16, b.batch)
+		if err != nil {
+			return fmt.Errorf("small jobs' ceiling: %w", err)
+		}
+		fmt.Fprintf(w, "  raw JetStream, a job's fewest writes (record, task, finish, ack), 16 clients, %s\t%.0f jobs/s\t\t\n", b.what, ceiling)
+		fmt.Fprintf(w, "  share of that ceiling\t%.0f %%\t\t\n", 100*b.ours/ceiling)
+	}
 	// Submit latency at half the rate measured above, which this machine
 	// can sustain, then at half the target rate (2x Asynq): after it, since
 	// a server past its rate is left with a backlog to work off.
