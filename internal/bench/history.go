@@ -229,7 +229,17 @@ func RunHistory(ctx context.Context, n int) (History, error) {
 				for i := range specs {
 					specs[i] = client.Spec{Kind: "noop", Partitions: 1}
 				}
-				if _, err := api.SubmitBatch(ctx, specs); err != nil {
+				// A server at its bound of unfinished jobs answers 429:
+				// sent again once it has made room, as the CLI does.
+				_, err := api.SubmitBatch(ctx, specs)
+				for client.IsBusy(err) {
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+					_, err = api.SubmitBatch(ctx, specs)
+				}
+				if err != nil {
 					errs <- err
 					return
 				}

@@ -134,6 +134,8 @@ type tomb struct {
 type Coordinator struct {
 	cfg Config
 	log *slog.Logger
+	// applyFailures paces the warnings of results not applied.
+	applyFailures pacer
 
 	mu    sync.Mutex
 	cache map[string]entry // last record this server wrote or read, by job id
@@ -1933,10 +1935,22 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		c.forget(id)
 		c.log.Debug("read a job record older than its results; applying them again shortly", "job", id)
 		return 250 * time.Millisecond
+	case err != nil && ctx.Err() != nil:
+		// This server is stopping: another server, or this one's next
+		// start, applies them.
+		c.log.Debug("task results not applied before the stop; they will be applied on redelivery", "job", id, "err", err)
+		return time.Second
 	case err != nil:
 		// The store did not answer: retried on redelivery, and the
-		// store's state is reported where it is watched (/readyz).
-		c.log.Warn("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
+		// store's state is reported where it is watched (/readyz). A
+		// store that does not answer fails every job's write at once:
+		// one warning names a job, and counts the others.
+		if others, ok := c.applyFailures.note(time.Now()); ok {
+			c.log.Warn("could not apply task results; they will be applied on redelivery", "job", id, "err", err,
+				"other_jobs_since_last_warning", others)
+		} else {
+			c.log.Debug("could not apply task results; they will be applied on redelivery", "job", id, "err", err)
+		}
 		return time.Second
 	}
 	if j == nil {
@@ -2355,4 +2369,28 @@ func (c *Coordinator) Output(ctx context.Context, j *job.Job, w io.Writer) error
 		return job.Errorf(job.EConflict, "kind %q of job %s is not registered on this server; restart it with that kind", j.Kind, j.ID)
 	}
 	return mr.WriteOutput(ctx, c.cfg.Store.Output, k, j, w)
+}
+
+// pacer lets one of a run of alike warnings out every warnEvery, and
+// counts the others in between.
+type pacer struct {
+	mu     sync.Mutex
+	last   time.Time
+	others int
+}
+
+// warnEvery is how often a run of alike failures is warned of.
+const warnEvery = 10 * time.Second
+
+// note counts a failure at now: ok when it is to be warned of, with the
+// count of those passed over since the last warning.
+func (p *pacer) note(now time.Time) (others int, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.last.IsZero() && now.Sub(p.last) < warnEvery {
+		p.others++
+		return 0, false
+	}
+	others, p.others, p.last = p.others, 0, now
+	return others, true
 }

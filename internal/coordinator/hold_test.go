@@ -62,3 +62,24 @@ func TestApplyLoopLetsGoOfTheMessagesItHandled(t *testing.T) {
 		return held.Value() == nil
 	})
 }
+
+// A store that does not answer fails every job's write at once: one
+// warning in warnEvery, counting the failures passed over.
+func TestPacerCountsWhatItPassesOver(t *testing.T) {
+	var p pacer
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	if others, ok := p.note(t0); !ok || others != 0 {
+		t.Fatalf("first failure: warned %v, others %d; want warned, 0", ok, others)
+	}
+	for i := range 5 {
+		if _, ok := p.note(t0.Add(time.Duration(i+1) * time.Second)); ok {
+			t.Fatalf("failure %d s after a warning was warned of too", i+1)
+		}
+	}
+	if others, ok := p.note(t0.Add(warnEvery)); !ok || others != 5 {
+		t.Fatalf("failure %v after the first: warned %v, others %d; want warned, 5", warnEvery, ok, others)
+	}
+	if others, ok := p.note(t0.Add(3 * warnEvery)); !ok || others != 0 {
+		t.Fatalf("a failure long after: warned %v, others %d; want warned, 0", ok, others)
+	}
+}
