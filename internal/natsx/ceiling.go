@@ -18,20 +18,11 @@ import (
 // second for the whole round: the ceiling of the cluster's task rate,
 // which the benchmark prints beside it.
 func QueueCeiling(ctx context.Context, dir string, n int) (float64, error) {
-	emb, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	js, stop, err := rawServer(dir)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = emb.Stop(context.Background()) }()
-	c, err := emb.Connect("bench")
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		return 0, err
-	}
+	defer stop()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
 	if err != nil {
 		return 0, err
@@ -87,20 +78,11 @@ func QueueCeiling(ctx context.Context, dir string, n int) (float64, error) {
 // (compare-and-set publishes) and then their tasks go out as asynchronous
 // publishes, and it waits for all their acknowledgements.
 func JobCeiling(ctx context.Context, dir string, n, clients, batch int) (float64, error) {
-	emb, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	js, stop, err := rawServer(dir)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = emb.Stop(context.Background()) }()
-	c, err := emb.Connect("bench")
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		return 0, err
-	}
+	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAWJOBS", Subjects: []string{"rawjob.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
@@ -239,4 +221,27 @@ func JobCeiling(ctx context.Context, dir string, n, clients, batch int) (float64
 	case <-ctx.Done():
 		return 0, fmt.Errorf("jobs not finished: %w", ctx.Err())
 	}
+}
+
+// rawServer starts an embedded server with its data in dir, for a
+// measure of the substrate alone, and connects to it; stop closes both.
+func rawServer(dir string) (js jetstream.JetStream, stop func(), err error) {
+	emb, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := emb.Connect("bench")
+	if err == nil {
+		if js, err = jetstream.New(c.nc); err != nil {
+			c.Close()
+		}
+	}
+	if err != nil {
+		_ = emb.Stop(context.Background())
+		return nil, nil, err
+	}
+	return js, func() {
+		c.Close()
+		_ = emb.Stop(context.Background())
+	}, nil
 }
