@@ -391,6 +391,7 @@ func TestBadInput(t *testing.T) {
 		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1} {}`, 400, job.EInvalid, "nothing after it"},
 		{"POST", "/api/v1/jobs", ``, 400, job.EInvalid, "body is empty"},
 		{"POST", "/api/v1/jobs", big, 413, job.ETooLarge, "larger than the limit"},
+		{"POST", "/api/v1/jobs/batch", big, 413, job.ETooLarge, "send the jobs in smaller batches"},
 		{"PUT", "/api/v1/jobs", `{}`, 405, job.EMethod, "allowed"},
 		{"GET", "/api/v1/jobs?state=done", "", 400, job.EInvalid, "queued, running, succeeded, failed, canceled"},
 		{"GET", "/api/v1/jobs?limit=0", "", 400, job.EInvalid, "limit must be an integer from 1 to 500"},

@@ -173,6 +173,9 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 		Jobs []json.RawMessage `json:"jobs"`
 	}
 	if err := s.decode(w, r, &req, batchExample); err != nil {
+		if job.ErrorCode(err) == job.ETooLarge {
+			err = job.Errorf(job.ETooLarge, "%v; nothing was stored: send the jobs in smaller batches", err)
+		}
 		s.writeError(w, r, err)
 		return
 	}
