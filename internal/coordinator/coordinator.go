@@ -134,8 +134,9 @@ type tomb struct {
 type Coordinator struct {
 	cfg Config
 	log *slog.Logger
-	// applyFailures paces the warnings of results not applied.
-	applyFailures pacer
+	// applyFailures and retentionFailures pace the warnings of results
+	// not applied and of expired jobs not deleted.
+	applyFailures, retentionFailures pacer
 
 	mu    sync.Mutex
 	cache map[string]entry // last record this server wrote or read, by job id
@@ -1214,9 +1215,19 @@ func (c *Coordinator) retentionLoop(ctx context.Context) {
 			switch job.ErrorCode(err) {
 			case "":
 				c.log.Debug("deleted a job past its retention", "job", id, "retention", c.cfg.Retention)
-			case job.ENotFound:
+			case job.ENotFound, job.EConflict:
+				// Deleted by another server meanwhile, or retried.
 			default:
-				c.log.Warn("could not delete a job past its retention; will try again", "job", id, "err", err)
+				// The store did not answer: the rest wait for the next
+				// round rather than each wait for its deadline. One
+				// warning in warnEvery.
+				if others, ok := c.retentionFailures.note(time.Now()); ok {
+					c.log.Warn("could not delete a job past its retention; will try again", "job", id, "err", err,
+						"other_jobs_since_last_warning", others)
+				} else {
+					c.log.Debug("could not delete a job past its retention; will try again", "job", id, "err", err)
+				}
+				return
 			}
 		}
 	})
