@@ -220,8 +220,9 @@ func (s *Jobs) removeQueued() {
 // each change, as KV.Watch does, with the archive's records first
 // (Entry.Archived) and then the bucket's: a job in both is sent from both,
 // the bucket's last. After the stored records, a record the archive
-// receives is sent too (the bucket usually sends it as well: a watch of the
-// bucket that fell behind by more than ArchiveAfter would miss it).
+// receives is sent too, without its value (Entry.Value nil): its job is
+// known finished, and the bucket usually sends the record as well (a watch
+// of the bucket that fell behind by more than ArchiveAfter would miss it).
 func (s *Jobs) Watch(ctx context.Context) (Watcher, error) {
 	if s.Archive == nil {
 		return s.KV.Watch(ctx)
