@@ -196,14 +196,7 @@ func initial(t *testing.T, jobs *store.Jobs) []store.Entry {
 // seconds). The entries the reader did not take yet are all delivered
 // after.
 func TestArchiveIndexedWhileTheReaderLags(t *testing.T) {
-	nc := embedded(t, t.TempDir(), "archive-lag")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	s, err := Setup(ctx, nc, StoreConfig{ArchiveAfter: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobs := s.Ports.Jobs
+	ctx, jobs := archiveStore(t, "archive-lag")
 	w, err := jobs.Watch(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -263,14 +256,7 @@ func TestArchiveIndexedWhileTheReaderLags(t *testing.T) {
 // crash cut short, or a revision the file store brought back) is purged
 // then, and the watch says so.
 func TestStartLeavesAFinishingWriteInFlight(t *testing.T) {
-	nc := embedded(t, t.TempDir(), "archive-start")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	s, err := Setup(ctx, nc, StoreConfig{ArchiveAfter: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobs := s.Ports.Jobs
+	ctx, jobs := archiveStore(t, "archive-start")
 	exp := jobs.KV.(store.KVExpiring)
 	// Two jobs whose finishing writes appended their copies and have not
 	// written the bucket yet.
@@ -329,4 +315,17 @@ func TestStartLeavesAFinishingWriteInFlight(t *testing.T) {
 	if got, _, err := other.Get(ctx, inFlight.ID); err != nil || got.State != job.Succeeded {
 		t.Fatalf("the job whose write was in flight: %+v, %v; want succeeded", got, err)
 	}
+}
+
+// archiveStore sets up a store on an embedded server of its own whose
+// finished records leave the bucket a second after they are written.
+func archiveStore(t *testing.T, name string) (context.Context, *store.Jobs) {
+	nc := embedded(t, t.TempDir(), name)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	s, err := Setup(ctx, nc, StoreConfig{ArchiveAfter: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, s.Ports.Jobs
 }
