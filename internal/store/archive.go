@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -300,42 +299,14 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 			return
 		}
 	}
-	var later []recheck // records superseded may be judging too soon
-	for {
-		e, ok := recv(m.k)
-		if !ok {
-			return
-		}
-		if e != nil {
-			s.bucketEntry(e)
-			if !e.Deleted {
-				gone, due := s.superseded(ctx, e)
-				if gone {
-					continue
-				}
-				if !due.IsZero() {
-					later = append(later, recheck{key: e.Key, rev: e.Revision, due: due})
-				}
-			}
-		}
-		if !send(e) {
-			return
-		}
-		if e == nil {
-			break
-		}
-	}
 	// From here the archive is indexed as fast as its follower reads it,
 	// whatever the pace of this watch's reader: a Get that misses waits
 	// for the index to reach the archive's last record (getArchived), and
 	// a reader busy at a restart under load held that wait for seconds (a
-	// retried batch's 503s, then list pages of 5 s reads, in a CI run).
-	// Not before: superseded judges the bucket's stored records by the
-	// archive as it was when the watch began, not by a copy appended
-	// since, whose bucket write may be on its way. The entries go to the
-	// reader in turn, without their records: after the stored ones a
-	// reader only notes which jobs the archive holds finished (the
-	// bucket's watch says the state).
+	// retried batch's 503s, then list pages of 5 s reads, in a CI run). Its
+	// entries go to the reader in turn, without their records: after the
+	// stored ones a reader only notes which jobs the archive holds
+	// finished (the bucket's watch says the state).
 	var live liveArchive
 	live.ready = make(chan struct{}, 1)
 	var pump sync.WaitGroup
@@ -365,30 +336,28 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 			}
 		}
 	})
-	var tick <-chan time.Time
-	if len(later) > 0 {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		tick = t.C
+	for {
+		e, ok := recv(m.k)
+		if !ok {
+			return
+		}
+		if e != nil {
+			s.bucketEntry(e)
+			if !e.Deleted && s.superseded(ctx, e) {
+				continue
+			}
+		}
+		if !send(e) {
+			return
+		}
+		if e == nil {
+			break
+		}
 	}
 	for {
 		var e *Entry
 		var ok bool
 		select {
-		case now := <-tick:
-			var settled []string
-			later, settled = s.settle(ctx, later, now)
-			for _, key := range settled {
-				// Its finished copy is the job's state: the reader,
-				// which holds it unfinished, reads it (a fill-in).
-				if !send(&Entry{Key: key, Archived: true}) {
-					return
-				}
-			}
-			if len(later) == 0 {
-				tick = nil
-			}
-			continue
 		case <-live.ready:
 			batch, closed := live.take()
 			for _, e := range batch {
@@ -484,19 +453,16 @@ func (s *Jobs) bucketEntry(e *Entry) {
 // job's state too: the results it applied are delivered again and change
 // nothing in it. Only a start's read asks: at run time a copy whose write
 // is losing its race is there for a moment, and would be taken for the
-// job's state. At a start too, another server's finishing write may be
-// between its copy and its bucket write: a copy younger than settleAfter
-// is not judged yet, and judgeAt says when to ask again (settle); so is a
-// record the store did not let go.
-func (s *Jobs) superseded(ctx context.Context, e *Entry) (gone bool, judgeAt time.Time) {
+// job's state.
+func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
 	seqs := s.idx.seqs(e.Key)
 	exp, ok := s.KV.(KVExpiring)
 	if len(seqs) == 0 || !ok {
-		return false, time.Time{}
+		return false
 	}
 	j, err := DecodeJob(e.Value)
 	if err != nil || j.State.Terminal() {
-		return false, time.Time{}
+		return false
 	}
 	var a *job.Job
 	var at uint64
@@ -512,67 +478,13 @@ func (s *Jobs) superseded(ctx context.Context, e *Entry) (gone bool, judgeAt tim
 	}
 	switch {
 	case a == nil:
-		return false, time.Time{}
+		return false
 	case a.Epoch < j.Epoch:
 		s.removeLater(s.idx.drop(e.Key, at)) // an earlier epoch's, left by a retry
-		return false, time.Time{}
-	case a.FinishedAt != nil && time.Since(*a.FinishedAt) < s.settleAfter():
-		// Too young to tell: its finishing write may be writing the
-		// bucket still (it appends the copy first), and a purge now
-		// would fail that write and lose the job. Judged again once
-		// the write is surely over (settle).
-		return false, a.FinishedAt.Add(s.settleAfter())
+		return false
 	}
 	if err := exp.ForgetUpTo(ctx, e.Key, e.Revision); err != nil {
-		return false, time.Now().Add(time.Second) // the store did not answer: again
+		return false // read from the bucket for now; the next reader tries again
 	}
-	return true, time.Time{}
-}
-
-// settleAfter is how long after a job's finish superseded waits before it
-// judges an unfinished record of it beside its finished copy: twice the
-// bucket's time to live, past which the finishing write's record, had it
-// been written, would be gone too (a write has at most 10 s).
-func (s *Jobs) settleAfter() time.Duration { return 2 * s.archiveAfter() }
-
-// recheck is an unfinished record read at a start beside a finished copy
-// too young to judge: key at revision rev, to be judged at due.
-type recheck struct {
-	key string
-	rev uint64
-	due time.Time
-}
-
-// settle judges the rechecks due at now: a record still at the revision
-// read at the start, unchanged since its copy's finishing write is surely
-// over, is superseded by the copy and purged (its key is returned, for the
-// reader holds it unfinished); one written since is the watch's. The rest
-// are returned, with those the store did not answer.
-func (s *Jobs) settle(ctx context.Context, rs []recheck, now time.Time) (left []recheck, settled []string) {
-	for _, r := range rs {
-		if now.Before(r.due) || ctx.Err() != nil {
-			left = append(left, r)
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		e, err := s.KV.Get(rctx, r.key)
-		var gone bool
-		var again time.Time
-		switch {
-		case errors.Is(err, ErrNotFound):
-		case err != nil:
-			again = now.Add(time.Second)
-		case e.Revision == r.rev:
-			gone, again = s.superseded(rctx, &e)
-		}
-		cancel()
-		if gone {
-			settled = append(settled, r.key)
-		}
-		if !again.IsZero() {
-			r.due = again
-			left = append(left, r)
-		}
-	}
-	return left, settled
+	return true
 }
