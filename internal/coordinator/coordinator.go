@@ -1028,7 +1028,7 @@ func (c *Coordinator) publish(ctx context.Context, msgs []store.Message) error {
 // canceled.
 func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	var cerr error
-	j, err := c.update(ctx, id, func(j *job.Job) bool {
+	j, err := c.command(ctx, id, func(j *job.Job) bool {
 		cerr = j.Cancel(time.Now().UTC())
 		return cerr == nil
 	})
@@ -1052,7 +1052,7 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 // conflict.
 func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 	var rerr error
-	j, err := c.update(ctx, id, func(j *job.Job) bool {
+	j, err := c.command(ctx, id, func(j *job.Job) bool {
 		rerr = j.Retry(time.Now().UTC())
 		j.Held = rerr == nil && c.paused(j.Kind)
 		return rerr == nil
@@ -2141,10 +2141,26 @@ func (c *Coordinator) Get(ctx context.Context, id string) (*job.Job, uint64, err
 // compare-and-set, retrying from a fresh read when another writer got there
 // first. fn reports whether it changed the record; fn may run several times.
 func (c *Coordinator) update(ctx context.Context, id string, fn func(*job.Job) bool) (*job.Job, error) {
-	c.mu.Lock()
-	e, ok := c.cache[id]
-	c.mu.Unlock()
-	if !ok && c.cfg.Record != nil {
+	return c.updateFrom(ctx, id, fn, true)
+}
+
+// command is update for a person's command (cancel, retry): fn judges the
+// store's record, not one this server holds, which another server may
+// have changed since (a retry on one server of a job another had just
+// finished was refused as "queued").
+func (c *Coordinator) command(ctx context.Context, id string, fn func(*job.Job) bool) (*job.Job, error) {
+	return c.updateFrom(ctx, id, fn, false)
+}
+
+func (c *Coordinator) updateFrom(ctx context.Context, id string, fn func(*job.Job) bool, held bool) (*job.Job, error) {
+	var e entry
+	var ok bool
+	if held {
+		c.mu.Lock()
+		e, ok = c.cache[id]
+		c.mu.Unlock()
+	}
+	if held && !ok && c.cfg.Record != nil {
 		// In a burst of more jobs than the cache holds, three results in
 		// four were of jobs it did not hold, each a read of the store.
 		if j, rev, found := c.cfg.Record(id); found {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 	"weak"
@@ -81,5 +82,29 @@ func TestPacerCountsWhatItPassesOver(t *testing.T) {
 	}
 	if others, ok := p.note(t0.Add(3 * warnEvery)); !ok || others != 0 {
 		t.Fatalf("a failure long after: warned %v, others %d; want warned, 0", ok, others)
+	}
+}
+
+// A person's command is judged on the stored record, not on the one a
+// server holds: another server, holding a job as it last read it
+// (queued), is asked to retry and to cancel it once it has succeeded
+// elsewhere, and answers as for a succeeded job.
+func TestCommandsJudgeTheStoredRecord(t *testing.T) {
+	f := newFixture(t)
+	other := New(Config{Store: f.store, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxAttempts: 2, Logger: slog.New(slog.DiscardHandler)})
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, err := other.update(f.ctx, j.ID, func(*job.Job) bool { return false }); err != nil || held.State != job.Queued {
+		t.Fatalf("the other server's read: %+v, %v", held, err)
+	}
+	f.report(result(f.take(1)[0], 1))
+	f.await(j.ID, func(j *job.Job) bool { return j.State == job.Succeeded })
+	if _, err := other.Retry(f.ctx, j.ID); job.ErrorCode(err) != job.EConflict || !strings.Contains(err.Error(), "succeeded") {
+		t.Fatalf("retry of the succeeded job on the other server: %v; want a conflict naming it succeeded", err)
+	}
+	if _, err := other.Cancel(f.ctx, j.ID); job.ErrorCode(err) != job.EConflict || !strings.Contains(err.Error(), "succeeded") {
+		t.Fatalf("cancel of the succeeded job on the other server: %v; want a conflict naming it succeeded", err)
 	}
 }
