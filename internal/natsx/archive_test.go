@@ -259,3 +259,68 @@ func archiveStore(t *testing.T, name string) (context.Context, *store.Jobs) {
 	}
 	return ctx, s.Ports.Jobs
 }
+
+// A revision JetStream brings back (a replica restarted, its finished
+// revision expired meanwhile) is not the job's state: a Get reads the
+// finished copy once no finishing write can still be on its way, and the
+// revision goes. A younger copy is not judged (its write may be on its
+// way): the bucket's record is read.
+func TestRevivedRevisionIsNotTheJobsState(t *testing.T) {
+	ctx, jobs := archiveStore(t, "archive-revived")
+	exp := jobs.KV.(store.KVExpiring)
+	w, err := jobs.Watch(ctx) // the index of this process, as a server's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	go func() {
+		for range w.Updates() {
+		}
+	}()
+	j := job.New("noop_0123456789abcdefghjkmnpq03", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+	rev, err := jobs.Create(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, err := jobs.KV.Get(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := j.Clone()
+	finished := time.Now().UTC()
+	done.State, done.FinishedAt, done.Error = job.Failed, &finished, "a test failure"
+	if _, err := jobs.Update(ctx, done, rev); err != nil {
+		t.Fatal(err)
+	}
+	awaitGone(t, jobs.KV, j.ID)
+	// The queued revision back, as a restarted replica may serve it.
+	if _, err := exp.WriteTTL(ctx, j.ID, queued.Value, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(finished) < 2*time.Second {
+		// Too young to judge: read as the bucket holds it.
+		if got, grev, err := jobs.Get(ctx, j.ID); err != nil || got.State != job.Queued || grev == 0 {
+			t.Fatalf("get beside a copy %v old: %+v at %d, %v; want the bucket's queued record", time.Since(finished), got, grev, err)
+		}
+	}
+	for time.Since(finished) < 2*time.Second {
+		time.Sleep(50 * time.Millisecond) // the copy's age is what is judged
+	}
+	got, grev, err := jobs.Get(ctx, j.ID)
+	if err != nil || got.State != job.Failed || grev != 0 {
+		t.Fatalf("get of the job whose queued revision came back: %+v at %d, %v; want failed, from the archive", got, grev, err)
+	}
+	if _, err := jobs.KV.Get(ctx, j.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the revived revision: %v; want purged", err)
+	}
+	// A retry writes the job back in its next epoch.
+	if err := got.Retry(time.Now().UTC()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobs.Update(ctx, got, grev); err != nil {
+		t.Fatalf("retry of the job: %v", err)
+	}
+	if back, _, err := jobs.Get(ctx, j.ID); err != nil || back.State != job.Queued || back.Epoch != 1 {
+		t.Fatalf("after the retry: %+v, %v; want queued in epoch 1", back, err)
+	}
+}

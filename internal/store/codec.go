@@ -147,7 +147,44 @@ func (s *Jobs) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
 	}
+	if s.Archive != nil && !j.State.Terminal() {
+		if a := s.revived(ctx, &e, j); a != nil {
+			return a, 0, nil
+		}
+	}
 	return j, e.Revision, nil
+}
+
+// revived returns job j's finished archived copy when j, read from the
+// bucket unfinished at e, is a revision JetStream brought back: a copy of
+// the same or a later epoch that finished long enough ago that no
+// finishing write of it can still be on its way (twice the bucket's time
+// to live). In a cluster a replica that restarted can bring back a key's
+// earlier revision after the finished one expired, and serve it once it
+// leads the bucket: a job read "running" minutes after it succeeded (its
+// output refused, 409, in a chaos run), which the start's read of another
+// server (superseded) never met. The revision is purged (best effort), so
+// that a write of the job (a retry) finds no record in its way.
+func (s *Jobs) revived(ctx context.Context, e *Entry, j *job.Job) *job.Job {
+	seqs := s.idx.seqs(e.Key)
+	if len(seqs) == 0 {
+		return nil
+	}
+	for _, seq := range seqs {
+		key, data, err := s.Archive.Read(ctx, seq)
+		if err != nil || key != e.Key {
+			continue
+		}
+		a, err := DecodeJob(data)
+		if err != nil || !a.State.Terminal() || a.Epoch < j.Epoch || a.FinishedAt == nil || time.Since(*a.FinishedAt) < 2*s.archiveAfter() {
+			return nil
+		}
+		if exp, ok := s.KV.(KVExpiring); ok {
+			_ = exp.ForgetUpTo(ctx, e.Key, e.Revision)
+		}
+		return a
+	}
+	return nil
 }
 
 // getArchived reads the newest archived copy of job id's record. A job
