@@ -42,6 +42,24 @@ import (
 // chaosClient is an HTTP client that never fails the test: servers die.
 var chaosClient = &http.Client{Timeout: 10 * time.Second}
 
+// keepChaosData copies the servers' data directories into
+// $MRCLUSTER_CHAOS_KEEP (when set) before a failed chaos test removes them,
+// for a look at each server's copy of the streams afterwards.
+func keepChaosData(t *testing.T, dirs []string) {
+	keep := os.Getenv("MRCLUSTER_CHAOS_KEEP")
+	if keep == "" {
+		return
+	}
+	for i, d := range dirs {
+		to := filepath.Join(keep, fmt.Sprintf("server%d", i))
+		if out, err := exec.Command("cp", "-a", d, to).CombinedOutput(); err != nil {
+			t.Logf("could not keep server %d's data: %v %s", i, err, out)
+			continue
+		}
+		t.Logf("server %d's data kept in %s", i, to)
+	}
+}
+
 func chaosDo(method, url, key string, body any, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
@@ -116,6 +134,15 @@ func TestChaos(t *testing.T) {
 	} else {
 		t.Log("no disk-full episodes: they need root and make chaos (MRCLUSTER_CHAOS_DURATION set, MRCLUSTER_CHAOS_NO_DISKFULL not)")
 	}
+	t.Cleanup(func() { // before the tmpfs is unmounted
+		if t.Failed() {
+			keepChaosData(t, dirs)
+		}
+	})
+	// MRCLUSTER_CHAOS_FAULTS=disk: only server 0's disk filled and server 0
+	// killed, in turn (each start after a full disk fetches its store
+	// again: refetch.go in internal/natsx).
+	diskOnly := diskFull && os.Getenv("MRCLUSTER_CHAOS_FAULTS") == "disk"
 	nodes := make([]*chaosNode, 3)
 	for i := range nodes {
 		url := fmt.Sprintf("http://127.0.0.1:%d", ports[6+i])
@@ -262,9 +289,16 @@ func TestChaos(t *testing.T) {
 	var serverFaults []time.Time // for checkRanOnce
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(2000+mrand.IntN(2000)) * time.Millisecond)
-		switch f := mrand.IntN(5); {
+		f := mrand.IntN(5)
+		if diskOnly {
+			f = 3 * (len(faults) % 2) // server 0 SIGKILLed, its disk filled
+		}
+		switch {
 		case f == 0:
 			i := mrand.IntN(3)
+			if diskOnly {
+				i = 0
+			}
 			n := nodes[i]
 			n.mu.Lock()
 			n.up = false
@@ -345,6 +379,11 @@ func TestChaos(t *testing.T) {
 				_, _ = chaosDo("GET", url+"/api/v1/jobs/"+a.id+"/tasks", "", nil, &h)
 				_, _ = chaosDo("GET", url+"/api/v1/queue", "", nil, &q)
 				_, _ = chaosDo("GET", url+"/api/v1/workers", "", nil, &w)
+				for i, n := range nodes[1:] {
+					var o client.Job
+					_, oerr := chaosDo("GET", n.url+"/api/v1/jobs/"+a.id, "", nil, &o)
+					t.Logf("server %d reads job %s as %q (%v)", i+1, a.id, o.State, oerr)
+				}
 				t.Fatalf("acknowledged job %s is %s 3 minutes after the faults ended (%v): %+v\nhistory %v\nqueue %v\nworkers %v", a.id, j.State, err, j.Tasks, h, q, w)
 			}
 			time.Sleep(200 * time.Millisecond)

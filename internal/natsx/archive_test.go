@@ -264,3 +264,63 @@ func TestRevivedRevisionIsNotTheJobsState(t *testing.T) {
 		t.Fatalf("after the retry: %+v, %v; want queued in epoch 1", back, err)
 	}
 }
+
+// lateAnswer is a bucket whose Update answers only after then has run
+// (the write done): an answer that came late, past an election.
+type lateAnswer struct {
+	store.KV
+	store.KVExpiring
+	then func()
+}
+
+func (l *lateAnswer) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	nrev, err := l.KV.Update(ctx, key, value, rev)
+	if then := l.then; err == nil && then != nil {
+		l.then = nil
+		then()
+	}
+	return nrev, err
+}
+
+// A write of an unfinished record whose answer comes late, after another
+// writer read it, finished the job and archived its copy, does not remove
+// that copy: it removes only the copies known before it wrote (a retry's
+// earlier epochs). Removing the copy it found after its write lost the job
+// once its finished record left the bucket (`make chaos`: 404 on every
+// server).
+func TestLateAnswerKeepsTheCopyArchivedAfter(t *testing.T) {
+	ctx, jobs := archiveStore(t, "archive-late")
+	j := job.New("noop_0123456789abcdefghjkmnpq04", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+	rev, err := jobs.Create(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other writer is this process, whose index holds its copy when
+	// the answer comes, as a server's follower would have indexed another
+	// server's.
+	late := &lateAnswer{KV: jobs.KV, KVExpiring: jobs.KV.(store.KVExpiring)}
+	late.then = func() {
+		got, grev, err := jobs.Get(ctx, j.ID)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		finished := time.Now().UTC()
+		got.State, got.FinishedAt = job.Succeeded, &finished
+		if _, err := jobs.Update(ctx, got, grev); err != nil {
+			t.Error(err)
+		}
+	}
+	jobs.KV = late
+	running := j.Clone()
+	running.State = job.Running
+	if _, err := jobs.Update(ctx, running, rev); err != nil {
+		t.Fatal(err)
+	}
+	awaitGone(t, jobs.KV, j.ID)
+	got, _, err := jobs.Get(ctx, j.ID)
+	if err != nil || got.State != job.Succeeded {
+		t.Fatalf("the job finished after the late answer: %+v, %v; want succeeded, from the archive", got, err)
+	}
+	awaitArchived(t, jobs, 1)
+}

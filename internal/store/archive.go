@@ -157,6 +157,14 @@ func (x *archiveIndex) drop(key string, seq uint64) []uint64 {
 	return []uint64{seq}
 }
 
+// dropAll forgets the copies seqs of key and returns them.
+func (x *archiveIndex) dropAll(key string, seqs []uint64) []uint64 {
+	for _, seq := range seqs {
+		x.drop(key, seq)
+	}
+	return seqs
+}
+
 // deletedNow notes key's deletion and returns the copies to remove.
 func (x *archiveIndex) deletedNow(key string) []uint64 {
 	seqs := x.drop(key, 0)

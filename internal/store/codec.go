@@ -288,11 +288,22 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 	if s.Archive == nil || !ok || s.ArchiveAfter < 0 && rev > 0 {
 		return s.KV.Update(ctx, j.ID, data, rev)
 	}
+	// The copies known before an unfinished record is written over the
+	// job's are its state no more once the write succeeds: a retry's
+	// earlier epochs (one left would bring the job back after its delete),
+	// or an early copy whose finishing write did not happen. Only those:
+	// the write's answer can come late (an election), after another
+	// server read the record written, finished the job and appended its
+	// copy, which this process may have indexed by then; taking the index
+	// as it is after the write removed that copy, the job's only one once
+	// its bucket record expired (a finished job answered 404 by every
+	// server of a cluster, `make chaos`).
+	before := s.idx.seqs(j.ID)
 	if s.ArchiveAfter < 0 {
 		// Back from the archive, and to stay in the bucket.
 		nrev, err := exp.WriteTTL(ctx, j.ID, data, 0, 0)
 		if err == nil {
-			s.removeLater(s.idx.drop(j.ID, 0))
+			s.removeLater(s.idx.dropAll(j.ID, before))
 		}
 		return nrev, err
 	}
@@ -305,10 +316,8 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 			// is.
 			nrev, err = exp.WriteTTL(ctx, j.ID, data, 0, 0)
 		}
-		if err == nil && len(s.idx.seqs(j.ID)) > 0 {
-			// A retry: the copies of the epochs before are the job's no
-			// more (and one left would bring it back after its delete).
-			s.removeLater(s.idx.drop(j.ID, 0))
+		if err == nil {
+			s.removeLater(s.idx.dropAll(j.ID, before))
 		}
 		return nrev, err
 	}
