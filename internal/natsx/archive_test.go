@@ -3,6 +3,7 @@ package natsx
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -183,6 +184,65 @@ func initial(t *testing.T, jobs *store.Jobs) []store.Entry {
 			out = append(out, *e)
 		case <-ctx.Done():
 			t.Fatal("no end of the stored entries in 30s")
+		}
+	}
+}
+
+// The archive is indexed as fast as it is read, whatever the pace of the
+// watch's reader: a Get that misses waits for the index to reach the
+// archive's last record, and must not wait for a reader busy elsewhere
+// (a server at a restart under load answered a retried batch 503 for
+// seconds). The entries the reader did not take yet are all delivered
+// after.
+func TestArchiveIndexedWhileTheReaderLags(t *testing.T) {
+	ctx, jobs := archiveStore(t, "archive-lag")
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for e := range w.Updates() { // the stored entries: none
+		if e == nil {
+			break
+		}
+	}
+	// Another server finishes jobs while this watch's reader takes
+	// nothing: more than the watch's buffer holds.
+	other := &store.Jobs{KV: jobs.KV, Archive: jobs.Archive}
+	const n = 600
+	ids := map[string]bool{}
+	for i := range n {
+		j := job.New(fmt.Sprintf("noop_0123456789abcdefghjk%06d", i), job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+		rev, err := other.Create(ctx, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		finished := time.Now().UTC()
+		j.State, j.FinishedAt = job.Succeeded, &finished
+		if _, err := other.Update(ctx, j, rev); err != nil {
+			t.Fatal(err)
+		}
+		ids[j.ID] = true
+	}
+	gctx, gcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer gcancel()
+	if _, _, err := jobs.Get(gctx, "noop_0123456789abcdefghjkmissing"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get of a job that does not exist, the watch's reader idle: %v; want not found", err)
+	}
+	if got, _, err := jobs.Get(gctx, "noop_0123456789abcdefghjk000599"); err != nil || got.State != job.Succeeded {
+		t.Fatalf("get of the last job finished: %+v, %v", got, err)
+	}
+	// The reader now takes what waited: every job, from the archive too.
+	archived := 0
+	for archived < n {
+		select {
+		case e := <-w.Updates():
+			if e != nil && e.Archived && ids[e.Key] {
+				delete(ids, e.Key)
+				archived++
+			}
+		case <-ctx.Done():
+			t.Fatalf("the watch delivered %d of %d archived records", archived, n)
 		}
 	}
 }

@@ -228,8 +228,9 @@ func (s *Jobs) removeQueued() {
 // each change, as KV.Watch does, with the archive's records first
 // (Entry.Archived) and then the bucket's: a job in both is sent from both,
 // the bucket's last. After the stored records, a record the archive
-// receives is sent too (the bucket usually sends it as well: a watch of the
-// bucket that fell behind by more than ArchiveAfter would miss it).
+// receives is sent too, without its value (Entry.Value nil): its job is
+// known finished, and the bucket usually sends the record as well (a watch
+// of the bucket that fell behind by more than ArchiveAfter would miss it).
 func (s *Jobs) Watch(ctx context.Context) (Watcher, error) {
 	if s.Archive == nil {
 		return s.KV.Watch(ctx)
@@ -306,6 +307,43 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 			return
 		}
 	}
+	// From here the archive is indexed as fast as its follower reads it,
+	// whatever the pace of this watch's reader: a Get that misses waits
+	// for the index to reach the archive's last record (getArchived), and
+	// a reader busy at a restart under load held that wait for seconds (a
+	// retried batch's 503s, then list pages of 5 s reads, in a CI run). Its
+	// entries go to the reader in turn, without their records: after the
+	// stored ones a reader only notes which jobs the archive holds
+	// finished (the bucket's watch says the state).
+	var live liveArchive
+	live.ready = make(chan struct{}, 1)
+	var pump sync.WaitGroup
+	defer pump.Wait()
+	quit := make(chan struct{}) // this loop ended
+	defer close(quit)
+	pump.Go(func() {
+		defer live.push(nil, true)
+		for {
+			var e *Entry
+			var ok bool
+			select {
+			case e, ok = <-m.a.Updates():
+			case <-quit:
+			case <-m.stop:
+			case <-ctx.Done():
+			}
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			if out := s.archived(e); out != nil {
+				out.Value = nil
+				live.push(out, false)
+			}
+		}
+	})
 	for {
 		e, ok := recv(m.k)
 		if !ok {
@@ -328,10 +366,17 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 		var e *Entry
 		var ok bool
 		select {
-		case e, ok = <-m.a.Updates():
-			if ok && e != nil {
-				e = s.archived(e)
+		case <-live.ready:
+			batch, closed := live.take()
+			for _, e := range batch {
+				if !send(e) {
+					return
+				}
 			}
+			if closed {
+				return
+			}
+			continue
 		case e, ok = <-m.k.Updates():
 			if ok && e != nil {
 				s.bucketEntry(e)
@@ -348,6 +393,36 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 			return
 		}
 	}
+}
+
+// liveArchive holds the archive's entries indexed and not yet passed to
+// the watch's reader.
+type liveArchive struct {
+	mu     sync.Mutex
+	q      []*Entry
+	closed bool          // the archive's follower stopped
+	ready  chan struct{} // holds one signal while q or closed is new
+}
+
+func (l *liveArchive) push(e *Entry, closed bool) {
+	l.mu.Lock()
+	if e != nil {
+		l.q = append(l.q, e)
+	}
+	l.closed = l.closed || closed
+	l.mu.Unlock()
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (l *liveArchive) take() ([]*Entry, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.q
+	l.q = nil
+	return q, l.closed
 }
 
 // archived indexes a record the archive delivered and returns it as an
