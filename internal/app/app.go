@@ -161,7 +161,8 @@ type Config struct {
 // because concurrent creates of one replicated stream stall each other;
 // the others wait until they exist.
 func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
-	cfg := natsx.StoreConfig{AckWait: s.cfg.AckWait, Replicas: s.cfg.Replicas, ArchiveAfter: s.cfg.ArchiveAfter}
+	cfg := natsx.StoreConfig{AckWait: s.cfg.AckWait, Replicas: s.cfg.Replicas, ArchiveAfter: s.cfg.ArchiveAfter,
+		Shared: s.cfg.ClusterName != "" || s.emb == nil}
 	if cfg.ArchiveAfter == 0 {
 		cfg.ArchiveAfter = -1 // none
 	}

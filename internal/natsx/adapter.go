@@ -33,7 +33,7 @@ import (
 // ports makes the store.Store of a set of JetStream handles.
 func ports(nc *nats.Conn, s *Store) *store.Store {
 	return &store.Store{
-		Jobs:        &store.Jobs{KV: kv{s.Jobs, s.JS}, Archive: archive{js: s.JS, st: s.Archive}, ArchiveAfter: s.archiveAfter},
+		Jobs:        &store.Jobs{KV: kv{s.Jobs, s.JS}, Archive: archive{js: s.JS, st: s.Archive}, ArchiveAfter: s.archiveAfter, Shared: s.shared},
 		Workers:     kv{s.Workers, s.JS},
 		Datasets:    kv{s.Datasets, s.JS},
 		Idempotency: kv{s.Idempotency, s.JS},

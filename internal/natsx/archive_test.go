@@ -2,6 +2,7 @@ package natsx
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -383,4 +384,77 @@ func TestLateAnswerKeepsTheCopyArchivedAfter(t *testing.T) {
 		t.Fatalf("the job finished after the late answer: %+v, %v; want succeeded, from the archive", got, err)
 	}
 	awaitArchived(t, jobs, 1)
+}
+
+// A server starting while another finishes a job may read the job's
+// finished copy in the archive and its unfinished record in the bucket,
+// the other's bucket write still on its way: the start must not purge that
+// record (the write would then fail its compare-and-set, remove its copy,
+// and the job be lost). A record left unfinished beside its copy (a write
+// a crash cut short, or a revision the file store brought back) is named
+// by the watch once no finishing write can still be on its way, and a Get
+// then judges it.
+func TestStartLeavesAFinishingWriteInFlight(t *testing.T) {
+	ctx, jobs := archiveStore(t, "archive-start")
+	exp := jobs.KV.(store.KVExpiring)
+	// Two jobs whose finishing writes appended their copies and have not
+	// written the bucket yet.
+	finishing := func(id string) (*job.Job, uint64, []byte) {
+		j := job.New(id, job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+		rev, err := jobs.Create(ctx, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := j.Clone()
+		finished := time.Now().UTC()
+		done.State, done.FinishedAt = job.Succeeded, &finished
+		data, err := json.Marshal(done)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jobs.Archive.Append(ctx, id, data); err != nil {
+			t.Fatal(err)
+		}
+		return done, rev, data
+	}
+	inFlight, inFlightRev, inFlightData := finishing("noop_0123456789abcdefghjkmnpq01")
+	stalled, _, _ := finishing("noop_0123456789abcdefghjkmnpq02")
+
+	// The starting server's watch reads both.
+	other := &store.Jobs{KV: jobs.KV, Archive: jobs.Archive, ArchiveAfter: time.Second, Shared: true}
+	w, err := other.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+	}
+	if _, err := exp.WriteTTL(ctx, inFlight.ID, inFlightData, inFlightRev, time.Second); err != nil {
+		t.Fatalf("the finishing write after the other server's start: %v", err)
+	}
+	if got, _, err := other.Get(ctx, inFlight.ID); err != nil || got.State != job.Succeeded {
+		t.Fatalf("the job whose write was in flight: %+v, %v; want succeeded", got, err)
+	}
+	// The stalled one is named again once its copy is old enough; read
+	// then, it is the copy, and its record is purged.
+	for named := false; !named; {
+		select {
+		case e := <-w.Updates():
+			named = e != nil && e.Archived && e.Key == stalled.ID
+		case <-ctx.Done():
+			t.Fatal("the watch never named the job whose record was left unfinished beside its finished copy")
+		}
+	}
+	if age := time.Since(*stalled.FinishedAt); age < 2*time.Second {
+		t.Fatalf("the job was named again %v after its copy; want 2s", age)
+	}
+	if got, _, err := other.Get(ctx, stalled.ID); err != nil || got.State != job.Succeeded {
+		t.Fatalf("the job whose finishing write stopped after its copy: %+v, %v; want succeeded, from the archive", got, err)
+	}
+	if _, err := jobs.KV.Get(ctx, stalled.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the unfinished record beside the finished copy: %v; want purged", err)
+	}
 }

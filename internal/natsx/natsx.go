@@ -428,8 +428,9 @@ type Store struct {
 	// Ports are the same resources as package store's ports: what the
 	// rest of mrcluster uses.
 	Ports *store.Store
-	// archiveAfter is StoreConfig.ArchiveAfter.
+	// archiveAfter and shared are StoreConfig's.
 	archiveAfter time.Duration
+	shared       bool
 }
 
 // StoreConfig tunes the resources Setup creates.
@@ -444,6 +445,9 @@ type StoreConfig struct {
 	// bucket besides the archive (0: store.DefaultArchiveAfter; below 0:
 	// none is archived).
 	ArchiveAfter time.Duration
+	// Shared says other servers may write job records to the store too (a
+	// cluster, or an external NATS server): store.Jobs.Shared.
+	Shared bool
 }
 
 // resource is one stream, bucket or object store of mrcluster. A new one
@@ -611,7 +615,7 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
-	s := &Store{JS: js, archiveAfter: cfg.ArchiveAfter}
+	s := &Store{JS: js, archiveAfter: cfg.ArchiveAfter, shared: cfg.Shared}
 	for _, r := range resources(max(cfg.Replicas, 1)) {
 		if err := r.create(ctx, js); err != nil {
 			return nil, err

@@ -344,6 +344,22 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 			}
 		}
 	})
+	// Records a start left beside a young copy (superseded) are named
+	// again, as archived, once their finishing write is surely over.
+	var timersMu sync.Mutex
+	var timers []*time.Timer
+	defer func() {
+		timersMu.Lock()
+		defer timersMu.Unlock()
+		for _, t := range timers {
+			t.Stop()
+		}
+	}()
+	later := func(key string, after time.Duration) {
+		timersMu.Lock()
+		defer timersMu.Unlock()
+		timers = append(timers, time.AfterFunc(after, func() { live.push(&Entry{Key: key, Archived: true}, false) }))
+	}
 	for {
 		e, ok := recv(m.k)
 		if !ok {
@@ -351,7 +367,7 @@ func (m *merged) run(ctx context.Context, s *Jobs) {
 		}
 		if e != nil {
 			s.bucketEntry(e)
-			if !e.Deleted && s.superseded(ctx, e) {
+			if !e.Deleted && s.superseded(ctx, e, later) {
 				continue
 			}
 		}
@@ -459,10 +475,13 @@ func (s *Jobs) bucketEntry(e *Entry) {
 // an unfinished record (a finished one is written to expire, and does not
 // come back). A copy archived by a write that a crash cut short is the
 // job's state too: the results it applied are delivered again and change
-// nothing in it. Only a start's read asks: at run time a copy whose write
+// nothing in it. Only a start's read asks (at run time a copy whose write
 // is losing its race is there for a moment, and would be taken for the
-// job's state.
-func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
+// job's state), and in a cluster only of a copy older than twice the
+// bucket's time to live: a younger one may be another server's finishing
+// write's, whose bucket write is on its way; later is asked to name the
+// job again once that cannot be.
+func (s *Jobs) superseded(ctx context.Context, e *Entry, later func(key string, after time.Duration)) bool {
 	seqs := s.idx.seqs(e.Key)
 	exp, ok := s.KV.(KVExpiring)
 	if len(seqs) == 0 || !ok {
@@ -489,6 +508,19 @@ func (s *Jobs) superseded(ctx context.Context, e *Entry) bool {
 		return false
 	case a.Epoch < j.Epoch:
 		s.removeLater(s.idx.drop(e.Key, at)) // an earlier epoch's, left by a retry
+		return false
+	case s.Shared && (a.FinishedAt == nil || time.Since(*a.FinishedAt) < 2*s.archiveAfter()):
+		// In a cluster, another server's finishing write may be between
+		// its copy and its bucket write: purged, the record would make
+		// that write fail its compare-and-set, and the job be lost with
+		// its copy. Left as it is for now; once no finishing write can
+		// still be on its way, the watch names the job as archived, and
+		// its reader's read of it (a Get) judges it (revived).
+		wait := 2 * s.archiveAfter()
+		if a.FinishedAt != nil {
+			wait -= time.Since(*a.FinishedAt)
+		}
+		later(e.Key, wait)
 		return false
 	}
 	if err := exp.ForgetUpTo(ctx, e.Key, e.Revision); err != nil {

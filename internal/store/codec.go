@@ -24,7 +24,11 @@ type Jobs struct {
 	// stay in the bucket, and the archive is only read).
 	Archive      Archive
 	ArchiveAfter time.Duration
-	idx          archiveIndex
+	// Shared says other processes write job records too (the servers of
+	// a cluster): a start then leaves a record beside a young finished
+	// copy for later (superseded).
+	Shared bool
+	idx    archiveIndex
 	// watching is set once a watch follows the archive (Watch), and
 	// followed is the last sequence of the archive it indexed: a job not
 	// found may be one whose copy the follower has not read yet.
