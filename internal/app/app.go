@@ -85,7 +85,7 @@ type Config struct {
 	// doubling after each.
 	MaxAttempts  int
 	RetryBackoff time.Duration
-	// ReconcileEvery is how often a server alone on its data looks
+	// ReconcileEvery is how often a server looks
 	// whether its task queue is stuck (see reconcileLoop; 0: 30 s).
 	ReconcileEvery time.Duration
 	// MaxFileSize bounds one uploaded dataset file, in bytes (0: none).
@@ -448,9 +448,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.watchStore(wctx) })
 	s.watchWG.Go(func() { memtrim.Run(wctx, s.log) })
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
-	if s.checksStore() {
-		s.watchWG.Go(func() { s.reconcileLoop(wctx) })
-	}
+	s.watchWG.Go(func() { s.reconcileLoop(wctx) })
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,

@@ -220,7 +220,7 @@ func (s *Server) anchorTasks(ctx context.Context) {
 	}
 }
 
-// reconcileEvery is how often a single server looks whether its queue is
+// reconcileEvery is how often a server looks whether its queue is
 // stuck, by default: tasks waiting, no worker busy, the depth unchanged
 // since the look before.
 const reconcileEvery = 30 * time.Second
@@ -236,8 +236,11 @@ const reconcileMax = 10000
 // waiting, no worker busy, the same depth two looks apart. Then the queue
 // is read against the unfinished jobs (Coordinator.Reconcile). A look that
 // queues nothing (a paused or rate-limited kind, no worker at all) makes
-// the next wait twice as long, up to an hour. A server of a cluster has
-// its copy of the queue caught up from its peers instead.
+// the next wait twice as long, up to an hour. Every server of a cluster
+// looks too: a partition test once left a job's two tasks neither queued,
+// running nor done for minutes after the last heal, and a server alone
+// looks only at its own damage. Servers that queue the same lost task each
+// make it run more than once; it counts once.
 func (s *Server) reconcileLoop(ctx context.Context) {
 	every := s.cfg.ReconcileEvery
 	if every <= 0 {

@@ -18,7 +18,9 @@ import (
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	mrstore "github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/worker"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // startAt starts a server on dir, returning the error of its start.
@@ -337,5 +339,55 @@ func TestDamagedResultIsRunAgain(t *testing.T) {
 	b := &bundle{srv: srv}
 	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 4 || j.Tasks.Done != 4 {
 		t.Fatalf("a job whose stored results were damaged on disk: %s", apitest.Describe(j))
+	}
+}
+
+// Task messages gone from the queue while the server runs (in a cluster a
+// partition test left a job's two tasks neither queued, running nor done
+// for minutes; every server of a cluster now looks too): the stuck queue
+// is read against the jobs, and the lost tasks are queued again, each once.
+func TestLostTasksAreQueuedAgain(t *testing.T) {
+	t.Parallel()
+	srv, err := startAt(t, t.TempDir(), false, func(c *app.Config) { c.Workers, c.ReconcileEvery = 0, 200*time.Millisecond })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv}
+	j := b.client().Submit(t, "noop", 4) // no workers: its tasks stay queued
+	s := store(t, b)
+	ctx := apitest.Context(t)
+	queued := func() int {
+		t.Helper()
+		n := 0
+		if err := s.Ports.Tasks.Scan(ctx, func(data []byte) {
+			if tk, err := mrstore.DecodeTask(data); err == nil && tk.Job == j.ID {
+				n++
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := queued(); n != 4 {
+		t.Fatalf("%d tasks of the job queued; want 4", n)
+	}
+	if err := s.Tasks.Purge(ctx, jetstream.WithPurgeSubject(natsx.TaskSubject+j.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if n := queued(); n != 0 {
+		t.Fatalf("%d tasks of the job queued after the purge; want 0", n)
+	}
+	for n := 0; n != 4; n = queued() {
+		if n > 4 {
+			t.Fatalf("%d tasks of the job queued again; want 4", n)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the lost tasks were not queued again (%d of 4)", n)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if got := b.job(t, j.ID); got.State.Terminal() {
+		t.Fatalf("the job: %s", apitest.Describe(got))
 	}
 }
