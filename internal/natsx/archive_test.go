@@ -25,16 +25,7 @@ func TestJobsArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	jobs := s.Ports.Jobs
-	// This process's watch, running throughout, as a server's read model.
-	w, err := jobs.Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	go func() {
-		for range w.Updates() {
-		}
-	}()
+	watching(t, ctx, jobs) // this process's watch, running throughout, as a server's read model
 
 	j := job.New("noop_0123456789abcdefghjkmnpqr1", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
 	rev, err := jobs.Create(ctx, j)
@@ -248,6 +239,21 @@ func TestArchiveIndexedWhileTheReaderLags(t *testing.T) {
 	}
 }
 
+// watching runs a watch of jobs until the test ends, its entries read and
+// dropped: the archive's index of this process, as a server's.
+func watching(t *testing.T, ctx context.Context, jobs *store.Jobs) {
+	t.Helper()
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	go func() {
+		for range w.Updates() {
+		}
+	}()
+}
+
 // archiveStore sets up a store on an embedded server of its own whose
 // finished records leave the bucket a second after they are written.
 func archiveStore(t *testing.T, name string) (context.Context, *store.Jobs) {
@@ -269,15 +275,7 @@ func archiveStore(t *testing.T, name string) (context.Context, *store.Jobs) {
 func TestRevivedRevisionIsNotTheJobsState(t *testing.T) {
 	ctx, jobs := archiveStore(t, "archive-revived")
 	exp := jobs.KV.(store.KVExpiring)
-	w, err := jobs.Watch(ctx) // the index of this process, as a server's
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	go func() {
-		for range w.Updates() {
-		}
-	}()
+	watching(t, ctx, jobs) // the index of this process, as a server's
 	j := job.New("noop_0123456789abcdefghjkmnpq03", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
 	rev, err := jobs.Create(ctx, j)
 	if err != nil {

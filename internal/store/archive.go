@@ -509,14 +509,14 @@ func (s *Jobs) superseded(ctx context.Context, e *Entry, later func(key string, 
 	case a.Epoch < j.Epoch:
 		s.removeLater(s.idx.drop(e.Key, at)) // an earlier epoch's, left by a retry
 		return false
-	case s.Shared && (a.FinishedAt == nil || time.Since(*a.FinishedAt) < 2*s.archiveAfter()):
+	case s.Shared && (a.FinishedAt == nil || time.Since(*a.FinishedAt) < s.settleAfter()):
 		// In a cluster, another server's finishing write may be between
 		// its copy and its bucket write: purged, the record would make
 		// that write fail its compare-and-set, and the job be lost with
 		// its copy. Left as it is for now; once no finishing write can
 		// still be on its way, the watch names the job as archived, and
 		// its reader's read of it (a Get) judges it (revived).
-		wait := 2 * s.archiveAfter()
+		wait := s.settleAfter()
 		if a.FinishedAt != nil {
 			wait -= time.Since(*a.FinishedAt)
 		}

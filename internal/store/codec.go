@@ -180,7 +180,7 @@ func (s *Jobs) revived(ctx context.Context, e *Entry, j *job.Job) *job.Job {
 			continue
 		}
 		a, err := DecodeJob(data)
-		if err != nil || !a.State.Terminal() || a.Epoch < j.Epoch || a.FinishedAt == nil || time.Since(*a.FinishedAt) < 2*s.archiveAfter() {
+		if err != nil || !a.State.Terminal() || a.Epoch < j.Epoch || a.FinishedAt == nil || time.Since(*a.FinishedAt) < s.settleAfter() {
 			return nil
 		}
 		if exp, ok := s.KV.(KVExpiring); ok {
@@ -351,6 +351,12 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 	s.idx.add(j.ID, seq)
 	return nrev, err
 }
+
+// settleAfter is how long after a job finished no finishing write of it
+// can still be on its way: twice the bucket's time to live (a write has
+// at most 10 s). An unfinished record beside a copy that old is not the
+// job's state (revived, superseded).
+func (s *Jobs) settleAfter() time.Duration { return 2 * s.archiveAfter() }
 
 func (s *Jobs) archiveAfter() time.Duration {
 	if s.ArchiveAfter > 0 {
