@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -303,6 +307,97 @@ func TestPausedServer(t *testing.T) {
 		t.Fatalf("a job submitted to the continued server: %s", apitest.Describe(d))
 	}
 	t.Logf("a job submitted to it ran; %s after it was continued", time.Since(continued).Round(time.Millisecond))
+}
+
+// A server of three paused, continued for a few reads, and paused again
+// (a VM stalling twice): the other two keep answering uploads and reads of a
+// dataset, every request in time, and read it whole; a word count
+// submitted over it counts every byte. An upload's read of the dataset's
+// files once asked, for ever and whatever its deadline, for a consumer
+// placed on the paused server.
+func TestServerPausedAgain(t *testing.T) {
+	t.Parallel()
+	nodes, _ := threeServers(t)
+	paused := nodes[2].cmd.Process
+	t.Cleanup(func() { _ = paused.Signal(syscall.SIGCONT) })
+	var size int64
+	put := func(from, to int) {
+		for i := from; i < to; i++ {
+			data := fmt.Sprintf("file %d of the dataset, written while a server was paused\n", i)
+			size += int64(len(data))
+			answered(t, nodes[0].url, "PUT", fmt.Sprintf("/api/v1/datasets/stalls/files/f%02d.txt", i), data)
+		}
+	}
+	if err := paused.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	put(0, 10)
+	if err := paused.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 { // reads while it catches up
+		answered(t, nodes[i%2].url, "GET", "/api/v1/datasets/stalls", "")
+	}
+	if err := paused.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	put(10, 20)
+	for _, n := range nodes[:2] {
+		var ds struct {
+			FileCount int   `json:"file_count"`
+			Size      int64 `json:"size"`
+		}
+		if err := json.Unmarshal(answered(t, n.url, "GET", "/api/v1/datasets/stalls", ""), &ds); err != nil || ds.FileCount != 20 || ds.Size != size {
+			t.Fatalf("the dataset reads %+v (%v), want 20 files of %d bytes", ds, err, size)
+		}
+	}
+	b := client.New(nodes[1].url, "")
+	b.SubmitRetries = 8
+	j, err := b.Submit(apitest.Context(t), client.Spec{Kind: "wordcount", Input: []string{"stalls"}, Partitions: 4, Reducers: 2})
+	if err != nil {
+		t.Fatalf("a word count submitted while a server is paused: %v", err)
+	}
+	if d := nodes[1].client().Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() }); d.State != client.Succeeded || d.Counters.InputBytes != size {
+		t.Fatalf("the word count: %s, %d input bytes of %d", apitest.Describe(d), d.Counters.InputBytes, size)
+	}
+}
+
+// answered sends a request to the server at url until it succeeds, each
+// try within 20 s, and returns the answer's body: a 503 (leaders moving)
+// is sent again, for up to a minute; a try not answered at all fails the
+// test.
+func answered(t *testing.T, url, method, path, body string) []byte {
+	t.Helper()
+	start, tctx := time.Now(), apitest.Context(t)
+	for {
+		ctx, cancel := context.WithTimeout(tctx, 20*time.Second)
+		req, err := http.NewRequestWithContext(ctx, method, url+path, strings.NewReader(body))
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatalf("%s %s: %v (%s after the first try)", method, path, err, time.Since(start).Round(time.Millisecond))
+		}
+		out, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		switch {
+		case err != nil:
+			t.Fatalf("%s %s: %v", method, path, err)
+		case resp.StatusCode/100 == 2:
+			return out
+		case resp.StatusCode != http.StatusServiceUnavailable || time.Since(start) > time.Minute:
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, out)
+		}
+		select {
+		case <-tctx.Done():
+			t.Fatalf("%s %s: %v", method, path, tctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // countedOnce fails the test unless word count j (of 12 maps and 3

@@ -2,6 +2,7 @@ package natsx
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -258,42 +259,75 @@ func (k kv) Keys(ctx context.Context) ([]string, error) {
 // JetStream finds by walking every subject under the filter at the
 // consumer's creation: reading the first 100 files of a dataset of 7,000
 // cost as much as reading all of them.
+//
+// In a cluster the consumer is placed on any replica of the bucket, and
+// one that lags (a server catching up after a restart) reads a part of
+// the keys, with no sign of it: a dataset's files read that way made a
+// word count of no input succeed. So the read is checked against the
+// stream's leader (completeEntries).
 func (k kv) Entries(ctx context.Context, prefix string) ([]store.Entry, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, entriesTimeout)
 		defer cancel()
 	}
-	subject := "$KV." + k.kv.Bucket() + "."
-	cons, err := k.js.OrderedConsumer(ctx, "KV_"+k.kv.Bucket(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject + prefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	out, seen, err := k.readEntries(ctx, prefix)
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, err
+	}
+	return k.completeEntries(ctx, prefix, out, seen)
+}
+
+// readEntries reads the entries under prefix with an ordered consumer,
+// and the subjects it saw, deletion markers included.
+func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[string]bool, error) {
+	subject := "$KV." + k.kv.Bucket() + "."
+	// A consumer made within ctx, not the library's ordered one: that one
+	// makes its consumer again at every fetch, and tries to make it for
+	// ever, ctx or not (a server of the cluster paused held an upload's
+	// answer past its client's patience).
+	cfg := jetstream.ConsumerConfig{
+		FilterSubjects: []string{subject + prefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: time.Minute,
+	}
+	var cons jetstream.Consumer
+	for {
+		// A consumer placed on a server that does not answer (paused)
+		// is asked for again, maybe placed elsewhere, until ctx ends.
+		cctx, cancel := context.WithTimeout(ctx, entriesConsumerTimeout)
+		c, err := k.js.CreateConsumer(cctx, "KV_"+k.kv.Bucket(), cfg)
+		cancel()
+		if err == nil {
+			cons = c
+			break
+		}
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return nil, nil, storeErr(err)
+		}
 	}
 	// The consumer goes with the read: left to expire, a thousand reads
 	// in a row reached the stream's limit of consumers.
 	defer func() {
-		if info := cons.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = k.js.DeleteConsumer(dctx, "KV_"+k.kv.Bucket(), info.Name)
-		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = k.js.DeleteConsumer(dctx, "KV_"+k.kv.Bucket(), cons.CachedInfo().Name)
 	}()
 	var out []store.Entry
+	seen := map[string]bool{}
 	for wait := 10 * time.Millisecond; ; {
 		batch, err := cons.FetchNoWait(entriesBatch)
 		if err != nil {
-			return nil, storeErr(err)
+			return nil, nil, storeErr(err)
 		}
 		n, pending := 0, uint64(0)
 		for m := range batch.Messages() {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			pending = meta.NumPending
+			seen[m.Subject()] = true
 			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 				continue
 			}
@@ -307,19 +341,109 @@ func (k kv) Entries(ctx context.Context, prefix string) ([]store.Entry, error) {
 			wait = min(2*wait, 200*time.Millisecond)
 			continue
 		} else if err != nil {
-			return nil, storeErr(err)
+			return nil, nil, storeErr(err)
 		}
 		if n == 0 || pending == 0 {
-			return out, nil
+			return out, seen, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, storeErr(err)
+			return nil, nil, storeErr(err)
 		}
 	}
 }
 
+// completeEntries checks a read of the entries under prefix (out, and the
+// subjects seen) against the stream's leader, which answers for every
+// acknowledged write: the subjects it holds under prefix that the read
+// missed are read from it, one request each. The leader names the
+// subjects, not their revisions: a key rewritten just before may still be
+// read at its earlier value, as a read of any one key may be; and a key
+// the read saw is kept (a leaderless group is answered by any member).
+func (k kv) completeEntries(ctx context.Context, prefix string, out []store.Entry, seen map[string]bool) ([]store.Entry, error) {
+	name := "KV_" + k.kv.Bucket()
+	subject := "$KV." + k.kv.Bucket() + "."
+	st, err := k.js.Stream(ctx, name)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject+prefix+">"))
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	added := false
+	for subj, n := range info.State.Subjects {
+		if n == 0 || seen[subj] {
+			continue
+		}
+		e, ok, err := k.leaderLast(ctx, name, subj)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, store.Entry{Key: strings.TrimPrefix(subj, subject), Value: e.Data, Revision: e.Seq})
+			added = true
+		}
+	}
+	if added {
+		slices.SortFunc(out, func(a, b store.Entry) int { return cmp.Compare(a.Revision, b.Revision) })
+	}
+	return out, nil
+}
+
+// leaderLast reads the last message of subject subj of stream name from
+// the stream's leader (a direct get may be answered by a replica that
+// lags); ok is false when there is none, or it marks a deletion.
+func (k kv) leaderLast(ctx context.Context, name, subj string) (m leaderMsg, ok bool, err error) {
+	req, err := json.Marshal(map[string]string{"last_by_subj": subj})
+	if err != nil {
+		return m, false, err
+	}
+	reply, err := k.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+name, req)
+	if err != nil {
+		return m, false, storeErr(fmt.Errorf("read %s from the leader of %s: %w", subj, name, err))
+	}
+	var resp struct {
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *leaderMsg `json:"message"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return m, false, fmt.Errorf("read %s from the leader of %s: %w", subj, name, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == 10037: // no message found
+		return m, false, nil
+	case resp.Error != nil:
+		return m, false, fmt.Errorf("read %s from the leader of %s: %s", subj, name, resp.Error.Description)
+	case resp.Message == nil:
+		return m, false, fmt.Errorf("read %s from the leader of %s: an answer without a message", subj, name)
+	}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err == nil {
+			if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				return m, false, nil
+			}
+		}
+	}
+	return *resp.Message, true, nil
+}
+
+// leaderMsg is a message as the stream's leader gives it.
+type leaderMsg struct {
+	Seq    uint64 `json:"seq"`
+	Header []byte `json:"hdrs"`
+	Data   []byte `json:"data"`
+}
+
 // entriesBatch is how many messages Entries asks for at once.
 const entriesBatch = 1000
+
+// entriesConsumerTimeout bounds one try to make the consumer of a read of
+// Entries.
+const entriesConsumerTimeout = 5 * time.Second
 
 // entriesTimeout bounds a read of Entries whose caller set no deadline.
 const entriesTimeout = time.Minute
