@@ -340,16 +340,25 @@ func (s *Store) Get(ctx context.Context, name string) (Dataset, error) {
 }
 
 // Answer is the answer to an upload of f into dataset ds: its manifest,
-// or, for a dataset of more than MaxListedFiles files, f alone (Partial).
+// or, for a dataset of more than MaxListedFiles files or one whose files
+// cannot be read now, f alone (Partial).
 func (s *Store) Answer(ctx context.Context, ds string, f File) (Dataset, error) {
 	h, _, err := s.head(ctx, ds, false)
 	if err != nil {
 		return Dataset{}, err
 	}
+	alone := Dataset{Name: ds, Files: []File{f}, Size: f.Size, CreatedAt: h.CreatedAt, UpdatedAt: f.UploadedAt, Partial: true}
 	if h.Large {
-		return Dataset{Name: ds, Files: []File{f}, Size: f.Size, CreatedAt: h.CreatedAt, UpdatedAt: f.UploadedAt, Partial: true}, nil
+		return alone, nil
 	}
-	return s.manifest(ctx, ds)
+	d, err := s.manifest(ctx, ds)
+	if job.ErrorCode(err) == job.EUnavailable {
+		// The file is stored: the upload is answered as done, with the
+		// file alone, not refused (a client told it failed would be
+		// wrong).
+		return alone, nil
+	}
+	return d, err
 }
 
 // manifest reads the manifest of dataset ds: its head and the entries of
@@ -365,7 +374,17 @@ func (s *Store) manifest(ctx context.Context, ds string) (Dataset, error) {
 			return Dataset{}, unavailable(fmt.Errorf("read the files of dataset %s: %w", ds, err))
 		}
 	}
-	return assemble(h, entries)
+	d, err := assemble(h, entries)
+	if err != nil {
+		return Dataset{}, err
+	}
+	// The head counts the files (or fewer, after a crash between an
+	// entry's write and the count's): a read of fewer is a part of them,
+	// and a job given it would count a part of its input, silently.
+	if len(d.Files) < h.Count {
+		return Dataset{}, unavailable(fmt.Errorf("read %d of the %d files of dataset %s: the store answered with a part of them", len(d.Files), h.Count, ds))
+	}
+	return d, nil
 }
 
 // assemble makes the manifest of the dataset of head h from the entries of

@@ -200,3 +200,54 @@ func TestManifestOfAnEarlierVersion(t *testing.T) {
 }
 
 func blockOf(ds string, f dataset.File) string { return ds + "/" + f.Name + "/" + f.Upload + "/0" }
+
+// shortKV reads a bucket's entries without the last one, as a read of a
+// replica that lags could.
+type shortKV struct{ store.KV }
+
+func (k shortKV) Entries(ctx context.Context, prefix string) ([]store.Entry, error) {
+	es, err := k.KV.Entries(ctx, prefix)
+	if len(es) > 0 {
+		es = es[:len(es)-1]
+	}
+	return es, err
+}
+
+// A read of a dataset that finds fewer files than the dataset counts is
+// refused as the store's momentary failure (503: send again), never taken
+// as the dataset: a job resolved from it would count a part of its input.
+func TestAShortReadOfTheFilesIsRefused(t *testing.T) {
+	t.Parallel()
+	ports := jetStream(t)
+	s := &dataset.Store{KV: ports.Datasets, Blocks: ports.Blocks}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, f := range []string{"a.txt", "b.txt", "c.txt"} {
+		if _, err := s.PutFile(ctx, "books", f, strings.NewReader("text of "+f+"\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := s.Get(ctx, "books"); err != nil || len(d.Files) != 3 {
+		t.Fatalf("the dataset reads %v, %v; want its 3 files", names(d), err)
+	}
+	short := &dataset.Store{KV: shortKV{ports.Datasets}, Blocks: ports.Blocks}
+	_, err := short.Get(ctx, "books")
+	if job.ErrorCode(err) != job.EUnavailable || !strings.Contains(err.Error(), "2 of the 3 files of dataset books") {
+		t.Fatalf("a read of 2 of the 3 files: %v (%s); want it refused as unavailable, naming the count", err, job.ErrorCode(err))
+	}
+	if files, err := short.Resolve(ctx, []string{"books"}); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a job's input resolved from a short read: %d files, %v; want it refused", len(files), err)
+	}
+	// An upload whose answer reads a part of the files is stored, and
+	// answered so, with the file alone.
+	f, err := short.PutFile(ctx, "books", "d.txt", strings.NewReader("text of d.txt\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := short.Answer(ctx, "books", f); err != nil || !a.Partial || len(a.Files) != 1 || a.Files[0].Name != "d.txt" {
+		t.Fatalf("the answer to an upload: %+v, %v; want the file alone", a, err)
+	}
+	if d, err := s.Get(ctx, "books"); err != nil || len(d.Files) != 4 {
+		t.Fatalf("after the upload the dataset reads %v, %v; want 4 files", names(d), err)
+	}
+}
