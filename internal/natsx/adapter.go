@@ -252,8 +252,8 @@ func (k kv) Keys(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Entries reads the keys' messages in stream order with an ordered
-// consumer of its own: the bucket keeps one message per key, so every
+// Entries reads the keys' messages in stream order with a consumer of
+// its own: the bucket keeps one message per key, so every
 // message is a live entry or a deletion's marker. A watch of the keys
 // (the library's) asks for the last message of each subject, which
 // JetStream finds by walking every subject under the filter at the
@@ -278,7 +278,7 @@ func (k kv) Entries(ctx context.Context, prefix string) ([]store.Entry, error) {
 	return k.completeEntries(ctx, prefix, out, seen)
 }
 
-// readEntries reads the entries under prefix with an ordered consumer,
+// readEntries reads the entries under prefix with a consumer of its own,
 // and the subjects it saw, deletion markers included.
 func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[string]bool, error) {
 	subject := "$KV." + k.kv.Bucket() + "."
