@@ -50,6 +50,10 @@ func keepChaosData(t *testing.T, dirs []string) {
 	if keep == "" {
 		return
 	}
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Logf("could not keep the servers' data: %v", err)
+		return
+	}
 	for i, d := range dirs {
 		to := filepath.Join(keep, fmt.Sprintf("server%d", i))
 		if out, err := exec.Command("cp", "-a", d, to).CombinedOutput(); err != nil {
@@ -140,8 +144,7 @@ func TestChaos(t *testing.T) {
 		}
 	})
 	// MRCLUSTER_CHAOS_FAULTS=disk: only server 0's disk filled and server 0
-	// killed, in turn (each start after a full disk fetches its store
-	// again: refetch.go in internal/natsx).
+	// killed, in turn.
 	diskOnly := diskFull && os.Getenv("MRCLUSTER_CHAOS_FAULTS") == "disk"
 	nodes := make([]*chaosNode, 3)
 	for i := range nodes {

@@ -296,6 +296,7 @@ type Server struct {
 	http      *http.Server
 	ln        net.Listener
 	serve     chan error
+	broken    chan error
 	close     sync.Once
 
 	health       storeHealth
@@ -319,7 +320,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Kinds == nil {
 		cfg.Kinds = kinds.Builtin(cfg.SleepScale)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, serve: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger, serve: make(chan error, 1), broken: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			_ = s.Stop(context.Background())
@@ -534,6 +535,12 @@ func (s *Server) NATSToken() string { return s.natsToken }
 
 // Done receives the HTTP server's error if it stops on its own.
 func (s *Server) Done() <-chan error { return s.serve }
+
+// Broken receives an error when the server cannot go on in this process:
+// its embedded NATS server, restarted to reopen its store after the disk
+// filled, did not stop. A new process (mrcluster serve starts itself
+// again) opens the store as after a crash.
+func (s *Server) Broken() <-chan error { return s.broken }
 
 // Stop stops the server: no new tasks, running tasks finish (until ctx
 // ends), then the API, websockets and NATS. Queued tasks stay queued.

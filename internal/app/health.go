@@ -2,8 +2,12 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -97,7 +101,11 @@ func (s *Server) watchStore(ctx context.Context) {
 				s.log.Warn("disk space is back under the data directory; restarting the embedded NATS server so that its streams take writes again",
 					"data_dir", s.cfg.DataDir, "free_mib", free>>20)
 				restarted = time.Now()
-				if err := s.emb.Restart(); err != nil {
+				if err := s.emb.Restart(); errors.Is(err, natsx.ErrStuck) {
+					s.log.Error("the embedded NATS server did not stop to reopen its store after the disk filled; this process cannot go on with it", "err", err, "stacks", s.dumpStacks())
+					s.broken <- err
+					return
+				} else if err != nil {
 					s.log.Error("could not restart the embedded NATS server; restart mrcluster", "err", err)
 				}
 				reason, _ = s.checkStore(ctx)
@@ -107,6 +115,22 @@ func (s *Server) watchStore(ctx context.Context) {
 		s.logHealth(ctx, reason, noSpace)
 		t.Reset(probeAfter(reason, noSpace))
 	}
+}
+
+// dumpStacks writes every goroutine's stack into a file of the data
+// directory, for a report of what held the embedded NATS server, and
+// returns its path (or why it could not).
+func (s *Server) dumpStacks() string {
+	path := filepath.Join(s.cfg.DataDir, fmt.Sprintf("stuck-nats-%s.txt", time.Now().UTC().Format("20060102T150405Z")))
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Sprintf("not written: %v", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(f, 2); err != nil {
+		return fmt.Sprintf("not written: %v", err)
+	}
+	return path
 }
 
 // probeAfter is the wait before the next probe of a store that a probe

@@ -165,6 +165,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, registr
 		logger.Info("stopping: finishing running tasks, queued tasks stay queued", "timeout", cfg.ShutdownTimeout)
 	case err := <-srv.Done():
 		logger.Error("HTTP server stopped", "err", err)
+	case err := <-srv.Broken():
+		// No orderly stop: what it would wait for is what is stuck. The
+		// store opens as after a crash; running tasks run again.
+		logger.Error("mrcluster starts again in a new process", "err", err)
+		if rerr := reexec(); rerr != nil {
+			return fmt.Errorf("%w; and %w", err, rerr)
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

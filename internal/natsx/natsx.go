@@ -244,13 +244,40 @@ func (e *Embedded) start() (*server.Server, error) {
 // back. Connections reconnect by themselves, in-process ones included.
 // (Restarting only JetStream in-process races inside nats-server 2.15.2,
 // which replaces its API queues while requests still read them.)
+//
+// A server that does not stop within restartStopTimeout is left as it is
+// and ErrStuck returned: a chaos run saw one, whose JetStream nats-server
+// had stopped on a full disk, never stop, and the server answered 503
+// until the test ended.
 func (e *Embedded) Restart() error {
-	old := e.srv.Load()
-	old.Shutdown()
-	old.WaitForShutdown()
+	old, hook := e.srv.Load(), stopHook
+	stopped := make(chan struct{})
+	go func() {
+		if hook != nil {
+			hook()
+		}
+		old.Shutdown()
+		old.WaitForShutdown()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(restartStopTimeout):
+		return fmt.Errorf("%w: it did not stop within %s", ErrStuck, restartStopTimeout)
+	}
 	_, err := e.start()
 	return err
 }
+
+// ErrStuck is Restart's error for an embedded server that did not stop:
+// only a new process can go on.
+var ErrStuck = errors.New("the embedded NATS server is stuck")
+
+// restartStopTimeout bounds Restart's wait for the server to stop.
+var restartStopTimeout = 30 * time.Second
+
+// stopHook, when set (by tests), runs before Restart stops the server.
+var stopHook func()
 
 // InProcessConn connects to the current server, in process: what an
 // in-process connection reconnects through after a restart.
