@@ -363,6 +363,18 @@ func TestChaos(t *testing.T) {
 	close(stop)
 	clients.Wait()
 	t.Logf("faults: %s", strings.Join(faults, "; "))
+	// A server whose embedded NATS server did not stop when restarted
+	// after a full disk started itself again, and left the stacks of
+	// what held it: worth a look, kept where the failed runs' data go.
+	for i, d := range dirs {
+		stuck, _ := filepath.Glob(filepath.Join(d, "data", "stuck-nats-*.txt"))
+		for _, f := range stuck {
+			t.Logf("server %d's embedded NATS server was stuck and the server started again: stacks in %s", i, f)
+			if keep := os.Getenv("MRCLUSTER_CHAOS_KEEP"); keep != "" && os.MkdirAll(keep, 0o755) == nil {
+				_ = exec.Command("cp", f, filepath.Join(keep, fmt.Sprintf("server%d-%s", i, filepath.Base(f)))).Run()
+			}
+		}
+	}
 	mu.Lock()
 	t.Logf("%d jobs acknowledged (%d of them in %d batches), %d submits refused and retried, %d given up after 20 tries", len(jobs), 10*batches, batches, refused, abandoned)
 	mu.Unlock()
