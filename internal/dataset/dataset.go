@@ -351,7 +351,11 @@ func (s *Store) Answer(ctx context.Context, ds string, f File) (Dataset, error) 
 	if h.Large {
 		return alone, nil
 	}
-	d, err := s.manifest(ctx, ds)
+	// The listing is the answer's courtesy: it waits a few seconds, not
+	// the upload's client.
+	lctx, cancel := context.WithTimeout(ctx, answerListTimeout)
+	defer cancel()
+	d, err := s.manifest(lctx, ds)
 	if job.ErrorCode(err) == job.EUnavailable {
 		// The file is stored: the upload is answered as done, with the
 		// file alone, not refused (a client told it failed would be
@@ -360,6 +364,10 @@ func (s *Store) Answer(ctx context.Context, ds string, f File) (Dataset, error) 
 	}
 	return d, err
 }
+
+// answerListTimeout bounds the read of the files listed in the answer to
+// an upload.
+const answerListTimeout = 5 * time.Second
 
 // manifest reads the manifest of dataset ds: its head and the entries of
 // its files.
