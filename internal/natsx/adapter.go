@@ -343,8 +343,21 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 		} else if err != nil {
 			return nil, nil, storeErr(err)
 		}
-		if n == 0 || pending == 0 {
+		if n > 0 && pending == 0 {
 			return out, seen, nil
+		}
+		if n == 0 {
+			// Nothing pending, or a fetch that got no answer within the
+			// library's second (a busy or stalled server): the latter
+			// ended the read here, with what it had, and a dataset read
+			// that way lacked files. The consumer says which.
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return nil, nil, storeErr(err)
+			}
+			if info.NumPending == 0 {
+				return out, seen, nil
+			}
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, nil, storeErr(err)
