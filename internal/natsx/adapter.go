@@ -313,7 +313,7 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 		_ = k.js.DeleteConsumer(dctx, "KV_"+k.kv.Bucket(), cons.CachedInfo().Name)
 	}()
 	var out []store.Entry
-	seen := map[string]bool{}
+	seen, empty := map[string]bool{}, 0
 	for wait := 10 * time.Millisecond; ; {
 		batch, err := cons.FetchNoWait(entriesBatch)
 		if err != nil {
@@ -343,10 +343,12 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 		} else if err != nil {
 			return nil, nil, storeErr(err)
 		}
-		if n > 0 && pending == 0 {
+		switch {
+		case n > 0 && pending == 0:
 			return out, seen, nil
-		}
-		if n == 0 {
+		case n > 0:
+			empty = 0
+		default:
 			// Nothing pending, or a fetch that got no answer within the
 			// library's second (a busy or stalled server): the latter
 			// ended the read here, with what it had, and a dataset read
@@ -358,6 +360,15 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 			if info.NumPending == 0 {
 				return out, seen, nil
 			}
+			// A few of these in a row: the stream's leader fills in
+			// what the read did not bring (completeEntries), rather than
+			// fetches asking a stalled server, or one that will not
+			// serve a damaged message, until the deadline.
+			if empty++; empty == entriesEmptyFetches {
+				return out, seen, nil
+			}
+			time.Sleep(wait)
+			wait = min(2*wait, 200*time.Millisecond)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, nil, storeErr(err)
@@ -450,6 +461,10 @@ type leaderMsg struct {
 	Header []byte `json:"hdrs"`
 	Data   []byte `json:"data"`
 }
+
+// entriesEmptyFetches is how many empty fetches in a row, while its
+// consumer says messages are pending, end a read of Entries.
+const entriesEmptyFetches = 3
 
 // entriesBatch is how many messages Entries asks for at once.
 const entriesBatch = 1000
