@@ -293,6 +293,24 @@ func TestChaos(t *testing.T) {
 	end := time.Now().Add(duration)
 	var faults []string
 	var serverFaults []time.Time // for checkRanOnce
+	// pauseServer stops server i for d and continues it. Continued, a
+	// consumer leader deposed meanwhile still leads in its own eyes for a
+	// moment: its ack waits have all run out, and it delivers again, as
+	// new, tasks that the new leader's workers ran and acked (seen: a map
+	// task run at 42.29 s by a worker process, delivered again by the
+	// server continued at 44.3 s to its own pool, under the same attempt
+	// number); both ends are server faults.
+	pauseServer := func(i int, d time.Duration) {
+		n := nodes[i]
+		n.mu.Lock()
+		p := n.proc
+		n.mu.Unlock()
+		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+		serverFaults = append(serverFaults, time.Now())
+		time.Sleep(d) // the fault itself
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		serverFaults = append(serverFaults, time.Now())
+	}
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(2000+mrand.IntN(2000)) * time.Millisecond)
 		f := mrand.IntN(5)
@@ -332,42 +350,17 @@ func TestChaos(t *testing.T) {
 			// Paused, not dead: its connections stay open, and its
 			// clients wait on it until their own timeout.
 			i := mrand.IntN(3)
-			n := nodes[i]
-			n.mu.Lock()
-			p := n.proc
-			n.mu.Unlock()
-			_ = p.cmd.Process.Signal(syscall.SIGSTOP)
 			faults = append(faults, fmt.Sprintf("server %d paused 8 s", i))
-			serverFaults = append(serverFaults, time.Now())
-			time.Sleep(8 * time.Second) // past its leases, and an election
-			_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			// Continued, a consumer leader deposed meanwhile still leads
-			// in its own eyes for a moment: its ack waits have all run
-			// out, and it delivers again, as new, tasks that the new
-			// leader's workers ran and acked (seen: a map task run at
-			// 42.29 s by a worker process, delivered again by the server
-			// continued at 44.3 s to its own pool, under the same
-			// attempt number).
-			serverFaults = append(serverFaults, time.Now())
+			pauseServer(i, 8*time.Second) // past its leases, and an election
 		case f == 5:
 			// Paused, continued for a moment, paused again (a VM
 			// stalling twice): an upload once waited on a consumer
 			// placed on it for as long as it stayed paused.
 			i := mrand.IntN(3)
-			n := nodes[i]
-			n.mu.Lock()
-			p := n.proc
-			n.mu.Unlock()
-			_ = p.cmd.Process.Signal(syscall.SIGSTOP)
-			time.Sleep(4 * time.Second)
-			_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			time.Sleep(time.Duration(200+mrand.IntN(1000)) * time.Millisecond)
-			_ = p.cmd.Process.Signal(syscall.SIGSTOP)
 			faults = append(faults, fmt.Sprintf("server %d paused 4 s, continued, paused 6 s", i))
-			serverFaults = append(serverFaults, time.Now())
-			time.Sleep(6 * time.Second)
-			_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			serverFaults = append(serverFaults, time.Now())
+			pauseServer(i, 4*time.Second)
+			time.Sleep(time.Duration(200+mrand.IntN(1000)) * time.Millisecond)
+			pauseServer(i, 6*time.Second)
 		case diskFull:
 			faults = append(faults, "server 0's disk filled for 3 s")
 			serverFaults = append(serverFaults, time.Now())
