@@ -264,23 +264,47 @@ func (k kv) Keys(ctx context.Context) ([]string, error) {
 // one that lags (a server catching up after a restart) reads a part of
 // the keys, with no sign of it: a dataset's files read that way made a
 // word count of no input succeed. So the read is checked against the
-// stream's leader (completeEntries).
+// stream's leader (completeEntries), unless the read's consumer was
+// placed on the server that led the stream when the read began (always so
+// for a server alone): that one held every write acknowledged before.
 func (k kv) Entries(ctx context.Context, prefix string) ([]store.Entry, error) {
+	out, _, err := k.entries(ctx, prefix)
+	return out, err
+}
+
+// entries is Entries, and whether the read was checked against the
+// stream's leader.
+func (k kv) entries(ctx context.Context, prefix string) (out []store.Entry, checked bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, entriesTimeout)
 		defer cancel()
 	}
-	out, seen, err := k.readEntries(ctx, prefix)
+	st, err := k.js.Stream(ctx, "KV_"+k.kv.Bucket()) // its info: the leader now
 	if err != nil {
-		return nil, err
+		return nil, false, storeErr(err)
 	}
-	return k.completeEntries(ctx, prefix, out, seen)
+	out, seen, host, done, err := k.readEntries(ctx, prefix)
+	if err != nil {
+		return nil, false, err
+	}
+	if done {
+		// A read that ended where its server's messages did is whole when
+		// that server held every write: alone, or the leader.
+		switch c := st.CachedInfo().Cluster; {
+		case c == nil || c.Name == "", host != "" && host == c.Leader:
+			return out, false, nil
+		}
+	}
+	out, err = k.completeEntries(ctx, st, prefix, out, seen)
+	return out, true, err
 }
 
-// readEntries reads the entries under prefix with a consumer of its own,
-// and the subjects it saw, deletion markers included.
-func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[string]bool, error) {
+// readEntries reads the entries under prefix with a consumer of its own:
+// them, the subjects it saw (deletion markers included), and the server
+// the consumer was placed on in a cluster; done is false when the read
+// ended short of what that server holds.
+func (k kv) readEntries(ctx context.Context, prefix string) (out []store.Entry, seen map[string]bool, host string, done bool, err error) {
 	subject := "$KV." + k.kv.Bucket() + "."
 	// A consumer made within ctx, not the library's ordered one: that one
 	// makes its consumer again at every fetch, and tries to make it for
@@ -302,7 +326,7 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 			break
 		}
 		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return nil, nil, storeErr(err)
+			return nil, nil, "", false, storeErr(err)
 		}
 	}
 	// The consumer goes with the read: left to expire, a thousand reads
@@ -312,19 +336,21 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 		defer cancel()
 		_ = k.js.DeleteConsumer(dctx, "KV_"+k.kv.Bucket(), cons.CachedInfo().Name)
 	}()
-	var out []store.Entry
+	if c := cons.CachedInfo().Cluster; c != nil {
+		host = c.Leader
+	}
 	seen, empty := map[string]bool{}, 0
 	for wait := 10 * time.Millisecond; ; {
 		batch, err := cons.FetchNoWait(entriesBatch)
 		if err != nil {
-			return nil, nil, storeErr(err)
+			return nil, nil, "", false, storeErr(err)
 		}
 		n, pending := 0, uint64(0)
 		for m := range batch.Messages() {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, "", false, err
 			}
 			pending = meta.NumPending
 			seen[m.Subject()] = true
@@ -341,11 +367,11 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 			wait = min(2*wait, 200*time.Millisecond)
 			continue
 		} else if err != nil {
-			return nil, nil, storeErr(err)
+			return nil, nil, "", false, storeErr(err)
 		}
 		switch {
 		case n > 0 && pending == 0:
-			return out, seen, nil
+			return out, seen, host, true, nil
 		case n > 0:
 			empty = 0
 		default:
@@ -355,23 +381,23 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 			// that way lacked files. The consumer says which.
 			info, err := cons.Info(ctx)
 			if err != nil {
-				return nil, nil, storeErr(err)
+				return nil, nil, "", false, storeErr(err)
 			}
 			if info.NumPending == 0 {
-				return out, seen, nil
+				return out, seen, host, true, nil
 			}
 			// A few of these in a row: the stream's leader fills in
 			// what the read did not bring (completeEntries), rather than
 			// fetches asking a stalled server, or one that will not
 			// serve a damaged message, until the deadline.
 			if empty++; empty == entriesEmptyFetches {
-				return out, seen, nil
+				return out, seen, host, false, nil
 			}
 			time.Sleep(wait)
 			wait = min(2*wait, 200*time.Millisecond)
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, nil, storeErr(err)
+			return nil, nil, "", false, storeErr(err)
 		}
 	}
 }
@@ -383,13 +409,9 @@ func (k kv) readEntries(ctx context.Context, prefix string) ([]store.Entry, map[
 // subjects, not their revisions: a key rewritten just before may still be
 // read at its earlier value, as a read of any one key may be; and a key
 // the read saw is kept (a leaderless group is answered by any member).
-func (k kv) completeEntries(ctx context.Context, prefix string, out []store.Entry, seen map[string]bool) ([]store.Entry, error) {
+func (k kv) completeEntries(ctx context.Context, st jetstream.Stream, prefix string, out []store.Entry, seen map[string]bool) ([]store.Entry, error) {
 	name := "KV_" + k.kv.Bucket()
 	subject := "$KV." + k.kv.Bucket() + "."
-	st, err := k.js.Stream(ctx, name)
-	if err != nil {
-		return nil, storeErr(err)
-	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject+prefix+">"))
 	if err != nil {
 		return nil, storeErr(err)

@@ -3,6 +3,8 @@ package natsx
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"testing"
 	"time"
 
@@ -40,8 +42,12 @@ func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
 
 	// A read that saw only p.b.
 	subject := "$KV." + k.kv.Bucket() + "."
+	st, err := k.js.Stream(ctx, "KV_"+k.kv.Bucket())
+	if err != nil {
+		t.Fatal(err)
+	}
 	partial := []store.Entry{whole[1]}
-	got, err := k.completeEntries(ctx, "p.", partial, map[string]bool{subject + "p.b": true})
+	got, err := k.completeEntries(ctx, st, "p.", partial, map[string]bool{subject + "p.b": true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +56,7 @@ func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
 	}
 
 	// A read that saw nothing at all.
-	if got, err = k.completeEntries(ctx, "p.", nil, map[string]bool{}); err != nil {
+	if got, err = k.completeEntries(ctx, st, "p.", nil, map[string]bool{}); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(whole) {
@@ -58,8 +64,110 @@ func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
 	}
 
 	// Nothing under a prefix: nothing added.
-	if got, err = k.completeEntries(ctx, "none.", nil, map[string]bool{}); err != nil || len(got) != 0 {
+	if got, err = k.completeEntries(ctx, st, "none.", nil, map[string]bool{}); err != nil || len(got) != 0 {
 		t.Fatalf("entries under none.: %v, %v; want none", got, err)
+	}
+}
+
+// A server alone leads every stream and hosts every consumer: a read of
+// entries there is whole, and is not checked again.
+func TestEntriesOfAServerAloneAreNotCheckedAgain(t *testing.T) {
+	nc := embedded(t, t.TempDir(), "entries")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Setup(ctx, nc, StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := s.Ports.Datasets.(kv)
+	for i := range 1500 { // more than a fetch's batch
+		if _, err := k.Put(ctx, fmt.Sprintf("p.%04d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, checked, err := k.entries(ctx, "p.")
+	if err != nil || len(got) != 1500 || checked {
+		t.Fatalf("read %d entries of 1500 (%v), checked against the leader: %v; want all, unchecked", len(got), err, checked)
+	}
+}
+
+// In a cluster of three, a read of entries from each server is whole,
+// whichever server its consumer was placed on; one placed elsewhere than
+// on the stream's leader is checked against it.
+func TestEntriesInAClusterAreWhole(t *testing.T) {
+	ports := make([]int, 3)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	conns := make([]*Conn, 3)
+	errs := make(chan error, 3)
+	for i := range conns {
+		go func() {
+			emb, err := StartEmbedded(EmbeddedConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0", ServerName: fmt.Sprintf("s%d", i),
+				ClusterName: "entries", ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes}, slog.New(slog.DiscardHandler))
+			if err == nil {
+				t.Cleanup(func() { _ = emb.Stop(context.Background()) })
+				conns[i], err = emb.Connect("entries")
+			}
+			errs <- err
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		t.Cleanup(c.Close)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// As the servers of a cluster do: one makes the streams once the
+	// cluster has formed, the others open them.
+	var stores []*Store
+	for i, c := range conns {
+		for {
+			var s *Store
+			err := Available(ctx, c)
+			if err == nil && i == 0 {
+				sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+				s, err = Setup(sctx, c, StoreConfig{Replicas: 3, Shared: true})
+				scancel()
+			} else if err == nil {
+				s, err = OpenServer(ctx, c)
+			}
+			if err == nil {
+				stores = append(stores, s)
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("server %d: %v", i, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	k := stores[0].Ports.Datasets.(kv)
+	for i := range 300 {
+		if _, err := k.Put(ctx, fmt.Sprintf("p.%03d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 4 {
+		for i, s := range stores {
+			got, checked, err := s.Ports.Datasets.(kv).entries(ctx, "p.")
+			if err != nil || len(got) != 300 {
+				t.Fatalf("round %d, server %d: read %d entries of 300 (%v; checked against the leader: %v)", round, i, len(got), err, checked)
+			}
+		}
 	}
 }
 
