@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
@@ -127,5 +128,49 @@ func TestUploadedKindOnAWorkerProcess(t *testing.T) {
 	got, want := c.Output(t, mine.ID), c.Output(t, builtin.ID)
 	if got != want || strings.Count(want, "\n") < 50 {
 		t.Fatalf("the uploaded kind wrote %d bytes, the built-in %d", len(got), len(want))
+	}
+}
+
+// A worker killed in the middle of a map leaves its spill directory in its
+// --temp-dir; the next worker process there removes it as it starts (it
+// was nobody's: the task's lock died with its process), runs the task
+// again, and leaves nothing behind once the job is done.
+func TestSpillsOfAKilledWorkerAreRemoved(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--ack-wait", "2s")
+	c := p.client()
+	docs := books(t, 4)
+	upload(t, c, "books", docs)
+	tmp := t.TempDir()
+	first, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "1", "--name", "first", "--temp-dir", tmp, "--sort-buffer-mb", "1")
+	j := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 1, Reducers: 1})
+	var left []string
+	for deadline := time.Now().Add(apitest.Timeout); len(left) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no spill directory appeared in %s while the map ran", tmp)
+		}
+		left, _ = filepath.Glob(filepath.Join(tmp, "mrcluster-spill-*"))
+	}
+	first.kill(t)
+	// A directory is looked at once it is a minute old (one just made is
+	// locked a moment later): this one is made that old.
+	old := time.Now().Add(-2 * time.Minute)
+	if err := os.Chtimes(left[0], old, old); err != nil {
+		t.Fatalf("the killed worker's spill directory: %v", err)
+	}
+	second, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "1", "--name", "second", "--temp-dir", tmp)
+	j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	var size int64
+	for _, d := range docs {
+		size += int64(len(d.Data))
+	}
+	if j.State != client.Succeeded || j.Counters.InputBytes != size {
+		t.Fatalf("the word count after its worker was killed: %s, %d input bytes of %d", apitest.Describe(j), j.Counters.InputBytes, size)
+	}
+	if rest, _ := os.ReadDir(tmp); len(rest) != 0 {
+		t.Fatalf("%s still holds %d entries once the job is done (the first %s); want none", tmp, len(rest), rest[0].Name())
+	}
+	if out := second.out.String(); !strings.Contains(out, "removed the local files of tasks whose process died") || !strings.Contains(out, "dirs=1") {
+		t.Fatalf("the second worker did not say it removed the first's spills:\n%s", out)
 	}
 }

@@ -66,11 +66,11 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 	if limit <= 0 {
 		limit = DefaultSortBuffer
 	}
-	dir, err := os.MkdirTemp(e.TempDir, "mrcluster-spill-")
+	dir, release, err := taskDir(e.TempDir, "mrcluster-spill-")
 	if err != nil {
 		return Outcome{}, fmt.Errorf("make a spill directory: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer release()
 	buf := &mapBuffer{parts: r, combine: k.Combine, limit: limit, dir: dir}
 	if buf.combine != nil {
 		buf.agg = map[string]int32{}
@@ -140,11 +140,11 @@ const filesListSize = 64 << 20
 // output and reduces each key, writing the output under a fresh commit.
 func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) {
 	ctx = withParams(ctx, t)
-	dir, err := os.MkdirTemp(e.TempDir, "mrcluster-reduce-")
+	dir, release, err := taskDir(e.TempDir, "mrcluster-reduce-")
 	if err != nil {
 		return Outcome{}, fmt.Errorf("make a directory for the reduce's inputs: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer release()
 	// Every input is on local disk before the reduce function runs, so no
 	// read from the store waits on it.
 	inputs, err := downloadAll(ctx, e.Shuffle, dir, len(t.Maps), "map task", func(m int) (string, error) {

@@ -248,6 +248,7 @@ func (p *Pool) Start(ctx context.Context) error {
 			p.log.Warn("could not report worker status; is NATS reachable?", "err", err)
 		})
 	})
+	p.repWG.Go(func() { p.cleanTemp(repCtx.Done()) })
 	p.results = make(chan finished, maxResultBatch)
 	p.resultsWG.Go(p.publishResults)
 	// A buffer lets the next fetch overlap the work on the previous one.
@@ -924,4 +925,30 @@ func (p *Pool) stop(ctx context.Context) {
 	p.repCancel()
 	p.repWG.Wait()
 	p.log.Info("workers stopped")
+}
+
+// cleanTempEvery is how often a pool looks for the local files of tasks
+// whose process died, after a look at its start.
+const cleanTempEvery = 10 * time.Minute
+
+// cleanTemp removes, at once and then every cleanTempEvery until done,
+// the directories of tasks under the pool's TempDir that no running task
+// holds (mr.CleanTemp): a worker killed in the middle of a map leaves its
+// spills behind, and each crash would leave more.
+func (p *Pool) cleanTemp(done <-chan struct{}) {
+	t := time.NewTicker(cleanTempEvery)
+	defer t.Stop()
+	for {
+		switch n, bytes, err := mr.CleanTemp(p.cfg.TempDir); {
+		case err != nil:
+			p.log.Warn("could not remove the local files of tasks whose process died; remove them by hand", "err", err)
+		case n > 0:
+			p.log.Info("removed the local files of tasks whose process died", "dirs", n, "mib", bytes>>20, "temp_dir", p.cfg.TempDir)
+		}
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
 }
