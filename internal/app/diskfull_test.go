@@ -175,3 +175,61 @@ func TestDiskFullAndBack(t *testing.T) {
 		t.Errorf("the log does not say the store recovered:\n%s", log)
 	}
 }
+
+// The disk of a worker's --temp-dir is full: a map that spills there is
+// interrupted, not failed (the job would have failed in seconds, each
+// attempt counted), and runs again until space is back; the word count
+// then succeeds with its whole input, and the log told the operator.
+func TestFullTempDirInterruptsTasksUntilSpaceIsBack(t *testing.T) {
+	t.Parallel()
+	disk := tmpfs(t, "4m")
+	docs := gutenberg(t)
+	logs := &lockedBuffer{}
+	b := setup(t, func(c *app.Config) {
+		c.TempDir = disk
+		c.SortBuffer = 256 << 10 // a map of the books spills
+		c.MaxAttempts = 2
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	b.upload(t, "books", docs)
+	var size int64
+	for _, d := range docs {
+		size += int64(len(d.Data))
+	}
+	fill(t, filepath.Join(disk, "filler"))
+	c := b.client()
+	j := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Partitions: 1, Reducers: 1})
+	interrupted := func() int {
+		var h struct{ Tasks []job.TaskResult }
+		c.Do(t, "GET", "/api/v1/jobs/"+j.ID+"/tasks", "").JSON(t, &h)
+		n := 0
+		for _, r := range h.Tasks {
+			if r.Outcome == job.OutcomeInterrupted && strings.Contains(r.Error, "no space left on device") {
+				n++
+			}
+		}
+		return n
+	}
+	// More interruptions than --max-attempts allows failures.
+	eventually(t, time.Minute, "the map to be interrupted twice by the full disk", func() bool {
+		if j := b.job(t, j.ID); j.State.Terminal() {
+			t.Fatalf("the job ended while the worker's disk was full: %s", apitest.Describe(j))
+		}
+		return interrupted() >= 2
+	})
+	if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the word count to end once space is back", func() bool { return b.job(t, j.ID).State.Terminal() })
+	if j := b.job(t, j.ID); j.State != client.Succeeded || j.Counters.InputBytes != size {
+		t.Fatalf("the word count after the disk was freed: %s, %d input bytes of %d", apitest.Describe(j), j.Counters.InputBytes, size)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"the disk of this worker's --temp-dir is full") {
+		t.Fatalf("the log does not tell the operator that the disk of --temp-dir is full")
+	}
+}

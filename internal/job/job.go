@@ -210,8 +210,9 @@ const (
 	// partition, a paused process); the task runs again, and this does not
 	// count as a failed attempt.
 	OutcomeLost = "lost"
-	// OutcomeInterrupted: the data store failed under the task; it runs
-	// again, not counted as a failed attempt either.
+	// OutcomeInterrupted: the data store failed under the task, or the
+	// worker's local disk was full; it runs again, not counted as a failed
+	// attempt either.
 	OutcomeInterrupted = "interrupted"
 )
 

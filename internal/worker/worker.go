@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
@@ -382,13 +384,19 @@ func (p *Pool) run(i int, l *lease) {
 		// The kind said so, or the input is what it is: another attempt
 		// would fail the same way.
 		r.Unretried = true
+	case localDiskFull(err):
+		// Not the task's fault: it runs again, maybe on another worker
+		// (the task goes back to the queue), once the operator has freed
+		// space; counted as a failure, a job failed in seconds on one
+		// worker's full disk.
+		log.Error("the disk of this worker's --temp-dir is full; the task will run again, here or on another worker, without counting as a failed attempt: free space there",
+			"temp_dir", p.tempDir(), "err", err, "retry_in", diskFullRetry)
+		p.interrupted(i, l, r, t, next, err, diskFullRetry)
+		return
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
-		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError(err.Error())
-		p.results <- finished{result: r, shared: t.LogInRecord}
-		p.later(l, delay, next)
-		p.idle(i, false)
+		p.interrupted(i, l, r, t, next, err, delay)
 		return
 	}
 	p.cfg.Metrics.WorkerTask(t.Kind, ran, err != nil)
@@ -414,6 +422,33 @@ func (p *Pool) run(i int, l *lease) {
 	}
 	p.results <- finished{result: r, lease: l, shared: t.LogInRecord}
 	p.idle(i, err != nil)
+}
+
+// interrupted records r, the result of task t, as interrupted by err (not
+// a failure of the task) and queues next after delay.
+func (p *Pool) interrupted(i int, l *lease, r job.TaskResult, t, next job.Task, err error, delay time.Duration) {
+	r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError(err.Error())
+	p.results <- finished{result: r, shared: t.LogInRecord}
+	p.later(l, delay, next)
+	p.idle(i, false)
+}
+
+// diskFullRetry is how long a task interrupted by a full --temp-dir waits
+// before it is queued again.
+const diskFullRetry = 10 * time.Second
+
+// localDiskFull reports whether err is a write to a full local disk (or
+// past a quota): a map's spills, a reduce's inputs or staged output.
+func localDiskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// tempDir is where the pool's tasks keep their local files.
+func (p *Pool) tempDir() string {
+	if p.cfg.TempDir != "" {
+		return p.cfg.TempDir
+	}
+	return os.TempDir()
 }
 
 // lostMap marks r, the result of task t, as a reduce that could not read
