@@ -174,3 +174,28 @@ func TestSpillsOfAKilledWorkerAreRemoved(t *testing.T) {
 		t.Fatalf("the second worker did not say it removed the first's spills:\n%s", out)
 	}
 }
+
+// A --temp-dir a task cannot use stops a worker or a server at its start,
+// saying what is wrong, instead of failing every data task later.
+func TestABadTempDirIsRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"worker", "--temp-dir", missing}, "--temp-dir: " + missing + " does not exist"},
+		{[]string{"worker", "--temp-dir", file}, "--temp-dir: " + file + " is not a directory"},
+		{[]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--temp-dir", missing}, "--temp-dir: " + missing + " does not exist"},
+	} {
+		cmd := exec.Command(binary, c.args...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("mrcluster %s: %v\n%s\nwant an exit saying %q", strings.Join(c.args, " "), err, out, c.want)
+		}
+	}
+}

@@ -273,6 +273,11 @@ func (c Config) Validate() error {
 	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0 || c.MaxUnfinishedJobs < 0:
 		return fmt.Errorf("--%s, --%s and --%s must be 0 (no limit) or more", flags.SubmitRate, flags.MaxQueuedTasks, flags.MaxUnfinishedJobs)
 	}
+	if c.Workers > 0 {
+		if err := mr.CheckTempDir(c.TempDir); err != nil {
+			return fmt.Errorf("--temp-dir: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -61,6 +61,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if *concurrency < 1 {
 		return fmt.Errorf("--concurrency must be at least 1, got %d", *concurrency)
 	}
+	if err := mr.CheckTempDir(*tempDir); err != nil {
+		return fmt.Errorf("--temp-dir: %w", err)
+	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		return err

@@ -45,6 +45,34 @@ func taskDir(parent, prefix string) (dir string, release func(), err error) {
 	}, nil
 }
 
+// CheckTempDir says what is wrong with dir ("" means the system's
+// temporary directory) as the place of tasks' local files, or nil: it must
+// be a directory a task can make its own in. Checked at start, a
+// wrong --temp-dir is the operator's error at once, not every data task's
+// failure later.
+func CheckTempDir(dir string) error {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist: create it, or give another directory", dir)
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	probe, err := os.MkdirTemp(dir, "mrcluster-check-")
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return nil // full for now: its tasks wait for space (the worker says so)
+	case err != nil:
+		return fmt.Errorf("cannot make a directory in %s: %w", dir, err)
+	}
+	return os.Remove(probe)
+}
+
 // staleAfter is how old a task's directory must be before CleanTemp looks
 // at it: one just made is locked a moment after, not at once.
 const staleAfter = time.Minute
