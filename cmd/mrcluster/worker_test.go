@@ -176,8 +176,10 @@ func TestSpillsOfAKilledWorkerAreRemoved(t *testing.T) {
 }
 
 // A --temp-dir a task cannot use stops a worker or a server at its start,
-// saying what is wrong, instead of failing every data task later.
-func TestABadTempDirIsRefusedAtStart(t *testing.T) {
+// saying what is wrong, instead of failing every data task later; so does
+// a --data-dir the store cannot use (the embedded NATS server waited 30 s
+// on one, then blamed its port).
+func TestABadTempOrDataDirIsRefusedAtStart(t *testing.T) {
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "a-file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
@@ -191,6 +193,7 @@ func TestABadTempDirIsRefusedAtStart(t *testing.T) {
 		{[]string{"worker", "--temp-dir", missing}, "--temp-dir: " + missing + " does not exist"},
 		{[]string{"worker", "--temp-dir", file}, "--temp-dir: " + file + " is not a directory"},
 		{[]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--temp-dir", missing}, "--temp-dir: " + missing + " does not exist"},
+		{[]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", file}, "--data-dir: mkdir " + file + ": not a directory"},
 	} {
 		cmd := exec.Command(binary, c.args...)
 		out, err := cmd.CombinedOutput()

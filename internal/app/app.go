@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/catalog"
@@ -281,6 +282,24 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// checkDataDir makes the data directory if need be and checks that files
+// can be made in it: the embedded NATS server, given one it cannot use,
+// waits 30 s and then fails as if its port were taken.
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("--%s: %w", flags.DataDir, err)
+	}
+	f, err := os.CreateTemp(dir, ".mrcluster-check-")
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return nil // full: the server starts, and answers 503 until space is back
+	case err != nil:
+		return fmt.Errorf("--%s: cannot make a file in %s: %w", flags.DataDir, dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 // Server is a running mrcluster server.
 type Server struct {
 	cfg Config
@@ -332,6 +351,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 	if cfg.NATSURL == "" {
+		if err := checkDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 		token := cfg.NATSToken
 		if token == "" && !natsx.IsLoopback(cfg.NATSListen) {
 			var created bool
