@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,4 +157,20 @@ func TestVersion(t *testing.T) {
 	if h.Status != "ok" || h.Version == "" || !strings.Contains(string(out), h.Version) {
 		t.Fatalf("healthz = %+v, version command said %q", h, out)
 	}
+}
+
+// A second server on the data directory of a running one refuses to
+// start, naming the first's process (two would write the same store
+// files); once the first is killed, a server starts there again.
+func TestOneServerPerDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := start(t, dir, nil)
+	out, err := exec.Command(binary, "serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dir).CombinedOutput()
+	want := fmt.Sprintf("--data-dir %s is in use by another mrcluster server (process %d)", dir, p.cmd.Process.Pid)
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Fatalf("a second server on the same data directory: %v\n%s\nwant an exit saying %q", err, out, want)
+	}
+	p.kill(t)
+	start(t, dir, nil)
 }

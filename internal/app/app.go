@@ -7,11 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -282,22 +284,37 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// checkDataDir makes the data directory if need be and checks that files
-// can be made in it: the embedded NATS server, given one it cannot use,
-// waits 30 s and then fails as if its port were taken.
-func checkDataDir(dir string) error {
+// lockDataDir makes the data directory if need be and locks it for this
+// process (flock on its file "lock", which the kernel lets go when the
+// process ends, however it ends): two servers on one directory would
+// write the same store files. A directory the store cannot use is the
+// operator's error at once: the embedded NATS server, given one, waits
+// 30 s and then fails as if its port were taken. On a full disk the
+// server starts unlocked (nil): it answers 503 until space is back.
+func lockDataDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("--%s: %w", flags.DataDir, err)
+		return nil, fmt.Errorf("--%s: %w", flags.DataDir, err)
 	}
-	f, err := os.CreateTemp(dir, ".mrcluster-check-")
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	switch {
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return nil // full: the server starts, and answers 503 until space is back
+		return nil, nil
 	case err != nil:
-		return fmt.Errorf("--%s: cannot make a file in %s: %w", flags.DataDir, dir, err)
+		return nil, fmt.Errorf("--%s: cannot make a file in %s: %w", flags.DataDir, dir, err)
 	}
-	f.Close()
-	return os.Remove(f.Name())
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := io.ReadAll(io.LimitReader(f, 32))
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("--%s %s is in use by another mrcluster server (process %s): stop it, or give this one another directory", flags.DataDir, dir, strings.TrimSpace(string(holder)))
+		}
+		return nil, fmt.Errorf("--%s: lock %s: %w", flags.DataDir, path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
 }
 
 // Server is a running mrcluster server.
@@ -329,7 +346,8 @@ type Server struct {
 	damageSeen   bool                  // a damage found at start was reported
 	probeKey     string
 	stopWatch    context.CancelFunc
-	unlimit      func() // lifts the memory limit (memtrim.Limit); nil until the server serves
+	unlimit      func()   // lifts the memory limit (memtrim.Limit); nil until the server serves
+	dirLock      *os.File // held while the server runs (lockDataDir); nil without a data directory of its own
 	watchWG      sync.WaitGroup
 }
 
@@ -351,7 +369,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 	if cfg.NATSURL == "" {
-		if err := checkDataDir(cfg.DataDir); err != nil {
+		if s.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}
 		token := cfg.NATSToken
@@ -643,6 +661,9 @@ func (s *Server) shutdown(ctx context.Context) {
 		if err := s.emb.Stop(ectx); err != nil {
 			s.log.Warn("the embedded NATS server did not stop in time; its store recovers at the next start", "err", err)
 		}
+	}
+	if s.dirLock != nil {
+		s.dirLock.Close() // lets the lock go
 	}
 	if s.unlimit != nil {
 		s.unlimit()
