@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"os/exec"
@@ -200,5 +201,29 @@ func TestABadTempOrDataDirIsRefusedAtStart(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("mrcluster %s: %v\n%s\nwant an exit saying %q", strings.Join(c.args, " "), err, out, c.want)
 		}
+	}
+}
+
+// A worker process given the --name of a pool that runs exits, saying so
+// (their statuses would overwrite each other); once that pool's process
+// is killed, one of that name starts again (the dead one's status, its
+// heartbeat stopped, is waited out).
+func TestTwoPoolsOfOneName(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--workers", "0")
+	first, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "twin")
+	// Bounded: a second pool that ran would never exit.
+	ctx, cancel := context.WithTimeout(apitest.Context(t), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "twin").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "a pool of workers named twin is running already") {
+		t.Fatalf("a second pool named twin: %v\n%s", err, out)
+	}
+	first.kill(t)
+	launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "twin")
+	c := p.client()
+	c.AwaitIdleWorkers(t, 2)
+	if j := c.Await(t, c.Submit(t, "noop", 4).ID, func(j client.Job) bool { return j.State.Terminal() }); j.State != client.Succeeded {
+		t.Fatalf("a job run by the pool started again: %s", apitest.Describe(j))
 	}
 }

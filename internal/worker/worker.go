@@ -6,6 +6,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -229,6 +230,10 @@ func (p *Pool) Start(ctx context.Context) error {
 		return fmt.Errorf("subscribe to task stop notices: %w", err)
 	}
 	p.unsubs = append(p.unsubs, unsub)
+	if err := p.nameFree(ctx); err != nil {
+		p.unsubscribe()
+		return err
+	}
 	// Announce the workers before taking work, so that a server that
 	// started is seen with all its workers.
 	// Retried for a while: a server that just rejoined its cluster may
@@ -986,4 +991,41 @@ func (p *Pool) cleanTemp(done <-chan struct{}) {
 		case <-t.C:
 		}
 	}
+}
+
+// nameFree returns an error when another running pool has this pool's
+// name (two worker processes given the same --name, as two copies of one
+// service file would): their statuses would overwrite each other, the
+// dashboard would show half the workers, and a task running on one could
+// look idle to the cluster. A status left by a process that died (its
+// heartbeat stopped, as after a crash and a restart within the status's
+// time to live) does not count: it is waited out for one heartbeat.
+func (p *Pool) nameFree(ctx context.Context) error {
+	key, mine := p.keys[0], p.rep.status[0].StartedAt
+	read := func() (job.WorkerStatus, bool) {
+		var w job.WorkerStatus
+		rctx, cancel := context.WithTimeout(ctx, mr.StoreCallTimeout)
+		defer cancel()
+		e, err := p.cfg.Store.Workers.Get(rctx, key)
+		if err != nil || json.Unmarshal(e.Value, &w) != nil || w.StartedAt.Equal(mine) || w.Stopping ||
+			time.Since(w.LastSeen) > store.WorkerTTL {
+			return w, false // none, unreadable (the store is the start's to report), ours, leaving or stale
+		}
+		return w, true
+	}
+	before, ok := read()
+	if !ok {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(p.rep.heartbeat + time.Second):
+	}
+	after, ok := read()
+	if !ok || !after.StartedAt.Equal(before.StartedAt) || !after.LastSeen.After(before.LastSeen) {
+		return nil // its heartbeat stopped: a process that died
+	}
+	return fmt.Errorf("a pool of workers named %s is running already (on host %s, since %s): give this one another --name, or stop that one",
+		p.cfg.Name, after.Host, after.StartedAt.Format(time.RFC3339))
 }
