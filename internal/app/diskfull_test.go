@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/kinds"
 )
 
 // lockedBuffer is a log sink tests read while the server writes.
@@ -182,8 +184,18 @@ func TestDiskFullAndBack(t *testing.T) {
 // then succeeds with its whole input, and the log told the operator.
 func TestFullTempDirInterruptsTasksUntilSpaceIsBack(t *testing.T) {
 	t.Parallel()
-	disk := tmpfs(t, "4m")
-	docs := gutenberg(t)
+	disk := tmpfs(t, "32m")
+	// Words all different, so that the map's buffer fills and spills
+	// whatever the corpus (the generated one has a hundred words).
+	rng := rand.New(rand.NewPCG(1, 2))
+	var text []byte
+	for len(text) < 1<<20 {
+		for range 8 {
+			text = append(text, byte('a'+rng.IntN(26)))
+		}
+		text = append(text, " \n"[rng.IntN(2)])
+	}
+	docs := []kinds.Doc{{Name: "words.txt", Data: text}}
 	logs := &lockedBuffer{}
 	b := setup(t, func(c *app.Config) {
 		c.TempDir = disk
