@@ -182,8 +182,19 @@ func TestChaos(t *testing.T) {
 					t.Fatalf("a server did not start again in 3 tries: %v\n%s", err, p.out)
 				}
 				t.Logf("a restarted server exited at start (%v); starting it again", err)
-			case <-time.After(apitest.Timeout):
-				t.Fatalf("a restarted server was not ready in time:\n%s", p.out)
+			case <-time.After(2 * apitest.Timeout):
+				// A server rejoining a cluster under faults, on a machine
+				// running every other test too, once took more than 90 s
+				// (30 of them making its streams); where it waits is
+				// asked of the process itself: Go prints every
+				// goroutine's stack on SIGQUIT.
+				_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case err := <-p.exited:
+					p.exited <- err
+				case <-time.After(10 * time.Second):
+				}
+				t.Fatalf("a restarted server was not ready in %s (its goroutines' stacks end its output):\n%s", 2*apitest.Timeout, p.out)
 			}
 		}
 	}

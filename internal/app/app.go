@@ -284,6 +284,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// startNotice is how often a start that is still reading the stored
+// state says so.
+const startNotice = 10 * time.Second
+
 // lockDataDir makes the data directory if need be and locks it for this
 // process (flock on its file "lock", which the kernel lets go when the
 // process ends, however it ends): two servers on one directory would
@@ -459,10 +463,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err = s.view.Start(ctx); err != nil {
 		return nil, err
 	}
-	select {
-	case <-s.view.Ready():
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for waited := time.Duration(0); ; {
+		select {
+		case <-s.view.Ready():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(startNotice):
+			waited += startNotice
+			s.log.Info("still reading the stored jobs and workers; the server serves once they are read", "waited", waited)
+			continue
+		}
+		break
 	}
 	if err = s.checkReadAtStart(ctx); err != nil {
 		return nil, err
