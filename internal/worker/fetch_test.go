@@ -34,3 +34,14 @@ func TestFetchSizeFollowsTaskRunTime(t *testing.T) {
 		t.Fatalf("tasks of 1ms: fetch %d, want about %d", n, want)
 	}
 }
+
+func TestDiskFullDelayDoublesUpToTwoMinutes(t *testing.T) {
+	for runs, want := range []time.Duration{10 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 2 * time.Minute, 2 * time.Minute} {
+		if got := diskFullDelay(runs); got != want {
+			t.Errorf("after %d runs: %s, want %s", runs, got, want)
+		}
+	}
+	if got := diskFullDelay(1000); got != 2*time.Minute {
+		t.Errorf("after 1000 runs: %s, want 2m", got)
+	}
+}

@@ -394,9 +394,10 @@ func (p *Pool) run(i int, l *lease) {
 		// (the task goes back to the queue), once the operator has freed
 		// space; counted as a failure, a job failed in seconds on one
 		// worker's full disk.
+		delay := diskFullDelay(attempt - t.Failures)
 		log.Error("the disk of this worker's --temp-dir is full; the task will run again, here or on another worker, without counting as a failed attempt: free space there",
-			"temp_dir", p.tempDir(), "err", err, "retry_in", diskFullRetry)
-		p.interrupted(i, l, r, t, next, err, diskFullRetry)
+			"temp_dir", p.tempDir(), "err", err, "retry_in", delay)
+		p.interrupted(i, l, r, t, next, err, delay)
 		return
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
@@ -438,9 +439,13 @@ func (p *Pool) interrupted(i int, l *lease, r job.TaskResult, t, next job.Task, 
 	p.idle(i, false)
 }
 
-// diskFullRetry is how long a task interrupted by a full --temp-dir waits
-// before it is queued again.
-const diskFullRetry = 10 * time.Second
+// diskFullDelay is how long a task interrupted by a full --temp-dir waits
+// before it is queued again, after runs attempts that did not fail: 10 s,
+// doubling up to 2 minutes (a task too large for every worker's disk runs
+// on until an operator acts, and each run adds to its job's history).
+func diskFullDelay(runs int) time.Duration {
+	return min(10*time.Second<<min(max(runs-1, 0), 4), 2*time.Minute)
+}
 
 // localDiskFull reports whether err is a write to a full local disk (or
 // past a quota): a map's spills, a reduce's inputs or staged output.
