@@ -1012,9 +1012,10 @@ func (p *Pool) nameFree(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(ctx, mr.StoreCallTimeout)
 		defer cancel()
 		e, err := p.cfg.Store.Workers.Get(rctx, key)
-		if err != nil || json.Unmarshal(e.Value, &w) != nil || w.StartedAt.Equal(mine) || w.Stopping ||
-			time.Since(w.LastSeen) > store.WorkerTTL {
-			return w, false // none, unreadable (the store is the start's to report), ours, leaving or stale
+		// Statuses expire from the bucket (store.WorkerTTL); their times
+		// are compared only with each other: clocks of two machines differ.
+		if err != nil || json.Unmarshal(e.Value, &w) != nil || w.StartedAt.Equal(mine) || w.Stopping {
+			return w, false // none, unreadable (the store is the start's to report), ours, or leaving
 		}
 		return w, true
 	}
