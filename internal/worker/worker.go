@@ -201,7 +201,7 @@ func New(cfg Config) *Pool {
 	now := time.Now().UTC()
 	for i := range p.rep.status {
 		p.keys = append(p.keys, fmt.Sprintf("%s.%d", cfg.Name, i))
-		p.rep.status[i] = job.WorkerStatus{Key: p.keys[i], Pool: cfg.Name, Index: i, Host: cfg.Host, StartedAt: now}
+		p.rep.status[i] = job.WorkerStatus{Key: p.keys[i], Pool: cfg.Name, Index: i, Host: cfg.Host, PID: os.Getpid(), StartedAt: now}
 		p.rep.dirty[i] = true
 	}
 	return p
@@ -998,13 +998,26 @@ func (p *Pool) cleanTemp(done <-chan struct{}) {
 	}
 }
 
+// alive reports whether process pid runs on this host, other than this
+// process (one of an earlier run may have had its pid: in a container,
+// say, every run is pid 1).
+func alive(pid int) bool {
+	if pid == os.Getpid() {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
 // nameFree returns an error when another running pool has this pool's
 // name (two worker processes given the same --name, as two copies of one
 // service file would): their statuses would overwrite each other, the
 // dashboard would show half the workers, and a task running on one could
 // look idle to the cluster. A status left by a process that died (its
 // heartbeat stopped, as after a crash and a restart within the status's
-// time to live) does not count: it is waited out for one heartbeat.
+// time to live) does not count: one of a process of this host that no
+// longer runs is passed over at once, another is waited out for one
+// heartbeat.
 func (p *Pool) nameFree(ctx context.Context) error {
 	key, mine := p.keys[0], p.rep.status[0].StartedAt
 	read := func() (job.WorkerStatus, bool) {
@@ -1020,8 +1033,8 @@ func (p *Pool) nameFree(ctx context.Context) error {
 		return w, true
 	}
 	before, ok := read()
-	if !ok {
-		return nil
+	if !ok || before.Host == p.cfg.Host && before.PID > 0 && !alive(before.PID) {
+		return nil // none, or a process of this host that is gone: no need to wait
 	}
 	select {
 	case <-ctx.Done():
