@@ -988,7 +988,7 @@ func (p *Pool) cleanTemp(done <-chan struct{}) {
 		case err != nil:
 			p.log.Warn("could not remove the local files of tasks whose process died; remove them by hand", "err", err)
 		case n > 0:
-			p.log.Info("removed the local files of tasks whose process died", "dirs", n, "mib", bytes>>20, "temp_dir", p.cfg.TempDir)
+			p.log.Info("removed the local files of tasks whose process died", "dirs", n, "mib", bytes>>20, "temp_dir", p.tempDir())
 		}
 		select {
 		case <-done:
