@@ -193,7 +193,9 @@ type Worker struct {
 	Pool  string `json:"pool"`
 	Index int    `json:"index"`
 	Host  string `json:"host"`
-	Busy  bool   `json:"busy"`
+	// PID is the process id of the worker's pool on Host.
+	PID  int  `json:"pid,omitempty"`
+	Busy bool `json:"busy"`
 	// Stopping is set once the worker's process is shutting down.
 	Stopping      bool       `json:"stopping"`
 	JobID         string     `json:"job_id"`
