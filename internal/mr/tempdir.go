@@ -45,15 +45,22 @@ func taskDir(parent, prefix string) (dir string, release func(), err error) {
 	}, nil
 }
 
+// TempDir is where tasks keep their local files given --temp-dir dir: dir,
+// or the system's temporary directory when it is "".
+func TempDir(dir string) string {
+	if dir == "" {
+		return os.TempDir()
+	}
+	return dir
+}
+
 // CheckTempDir says what is wrong with dir ("" means the system's
 // temporary directory) as the place of tasks' local files, or nil: it must
 // be a directory a task can make its own in. Checked at start, a
 // wrong --temp-dir is the operator's error at once, not every data task's
 // failure later.
 func CheckTempDir(dir string) error {
-	if dir == "" {
-		dir = os.TempDir()
-	}
+	dir = TempDir(dir)
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -82,9 +89,7 @@ const staleAfter = time.Minute
 // processes that died in the middle of a task. It returns how many it
 // removed and how many bytes they held.
 func CleanTemp(parent string) (removed int, bytes int64, err error) {
-	if parent == "" {
-		parent = os.TempDir()
-	}
+	parent = TempDir(parent)
 	var errs []error
 	for _, prefix := range taskDirPrefixes {
 		dirs, err := filepath.Glob(filepath.Join(parent, prefix+"*"))

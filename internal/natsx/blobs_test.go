@@ -17,8 +17,8 @@ import (
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
-// setupBlobs sets the store up on an embedded server of the test's own.
-func setupBlobs(t *testing.T) (*Store, context.Context) {
+// setupStore sets the store up on an embedded server of the test's own.
+func setupStore(t *testing.T) (*Store, context.Context) {
 	t.Helper()
 	nc := embedded(t, t.TempDir(), "blobs")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -112,7 +112,7 @@ func TestHistoryDamagedOnDisk(t *testing.T) {
 // and Get: the library reads what it wrote, and a chunk whose bytes
 // changed is refused, not served.
 func TestBlobsOfOneChunk(t *testing.T) {
-	s, ctx := setupBlobs(t)
+	s, ctx := setupStore(t)
 	data := bytes.Repeat([]byte("shuffle run "), 1000)
 	if err := s.Ports.Shuffle.Put(ctx, "j/m0/abc/0", bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
@@ -233,7 +233,7 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 func TestBlobsSlowReader(t *testing.T) {
 	defer func(d time.Duration) { libraryBase = d }(libraryBase)
 	libraryBase = 300 * time.Millisecond
-	s, ctx := setupBlobs(t)
+	s, ctx := setupStore(t)
 	data := make([]byte, 5*chunkSize+17)
 	for i := range data {
 		data[i] = byte(i % 251)

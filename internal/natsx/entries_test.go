@@ -16,7 +16,8 @@ import (
 // stream's leader: the keys it missed come back with their values and
 // revisions, in revision order; deleted keys stay out.
 func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
-	k, ctx := datasets(t)
+	s, ctx := setupStore(t)
+	k := s.Ports.Datasets.(kv)
 	for _, key := range []string{"p.a", "p.b", "q.x", "p.c", "p.d"} {
 		if _, err := k.Put(ctx, key, []byte("value of "+key)); err != nil {
 			t.Fatal(err)
@@ -65,7 +66,8 @@ func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
 // A server alone leads every stream and hosts every consumer: a read of
 // entries there is whole, and is not checked again.
 func TestEntriesOfAServerAloneAreNotCheckedAgain(t *testing.T) {
-	k, ctx := datasets(t)
+	s, ctx := setupStore(t)
+	k := s.Ports.Datasets.(kv)
 	for i := range 1500 { // more than a fetch's batch
 		if _, err := k.Put(ctx, fmt.Sprintf("p.%04d", i), []byte("v")); err != nil {
 			t.Fatal(err)
@@ -155,20 +157,6 @@ func TestEntriesInAClusterAreWhole(t *testing.T) {
 			}
 		}
 	}
-}
-
-// datasets sets up a store on an embedded server of its own and returns
-// its datasets bucket, and a context bounding the test's calls.
-func datasets(t *testing.T) (kv, context.Context) {
-	t.Helper()
-	nc := embedded(t, t.TempDir(), "entries")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	s, err := Setup(ctx, nc, StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Ports.Datasets.(kv), ctx
 }
 
 func keysOf(es []store.Entry) string {

@@ -83,7 +83,7 @@ func TestPublishAllStopsAtItsDeadline(t *testing.T) {
 // what it got. (The coordinator's purge of applied shared results, racing
 // a history read, made it report "2 messages are damaged in the store".)
 func TestAReadRacingADeletionIsNotDamage(t *testing.T) {
-	s, ctx := setupBlobs(t)
+	s, ctx := setupStore(t)
 	results := s.Ports.Results.(*stream)
 	for i := range 3 {
 		if err := results.Publish(ctx, store.Message{Key: "j1", Data: []byte{byte('a' + i)}})[0]; err != nil {

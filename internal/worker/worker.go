@@ -396,7 +396,7 @@ func (p *Pool) run(i int, l *lease) {
 		// worker's full disk.
 		delay := diskFullDelay(attempt - t.Failures)
 		log.Error("the disk of this worker's --temp-dir is full; the task will run again, here or on another worker, without counting as a failed attempt: free space there",
-			"temp_dir", p.tempDir(), "err", err, "retry_in", delay)
+			"temp_dir", mr.TempDir(p.cfg.TempDir), "err", err, "retry_in", delay)
 		p.interrupted(i, l, r, t, next, err, delay)
 		return
 	case errors.As(err, &storeErr):
@@ -451,14 +451,6 @@ func diskFullDelay(runs int) time.Duration {
 // past a quota): a map's spills, a reduce's inputs or staged output.
 func localDiskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
-}
-
-// tempDir is where the pool's tasks keep their local files.
-func (p *Pool) tempDir() string {
-	if p.cfg.TempDir != "" {
-		return p.cfg.TempDir
-	}
-	return os.TempDir()
 }
 
 // lostMap marks r, the result of task t, as a reduce that could not read
@@ -988,7 +980,7 @@ func (p *Pool) cleanTemp(done <-chan struct{}) {
 		case err != nil:
 			p.log.Warn("could not remove the local files of tasks whose process died; remove them by hand", "err", err)
 		case n > 0:
-			p.log.Info("removed the local files of tasks whose process died", "dirs", n, "mib", bytes>>20, "temp_dir", p.tempDir())
+			p.log.Info("removed the local files of tasks whose process died", "dirs", n, "mib", bytes>>20, "temp_dir", mr.TempDir(p.cfg.TempDir))
 		}
 		select {
 		case <-done:
