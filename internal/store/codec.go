@@ -201,7 +201,13 @@ func (s *Jobs) getArchived(ctx context.Context, id string) (*job.Job, uint64, er
 		return j, 0, err
 	}
 	last, lerr := s.Archive.Last(ctx)
-	if lerr != nil || s.followed.Load() >= last {
+	switch {
+	case lerr != nil && !errors.Is(lerr, ErrNotFound):
+		// Not knowing whether the archive holds more than this server has
+		// read is not "no such job" (a server just continued after a
+		// pause answered 404 for a job that had finished meanwhile).
+		return nil, 0, fmt.Errorf("job %s: not in the jobs bucket, and the archive did not say how far it goes: %w", id, lerr)
+	case lerr != nil || s.followed.Load() >= last:
 		return nil, 0, err
 	}
 	for deadline := time.Now().Add(catchUpWait); s.followed.Load() < last; {
