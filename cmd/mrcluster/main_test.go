@@ -270,6 +270,10 @@ func TestConfigFromEnvironmentAndFlags(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "--workers must be 0 or more") {
 		t.Fatalf("--workers -1: %v %s", err, out)
 	}
+	out, err = exec.Command(binary, "serve", "--max-lost-runs", "-1", "--data-dir", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--max-lost-runs must be from 0 (no bound) to 1000, got -1") {
+		t.Fatalf("--max-lost-runs -1: %v %s", err, out)
+	}
 	cmd := exec.Command(binary, "serve", "--data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), "MRCLUSTER_SLEEP_SCALE=fast")
 	out, err = cmd.CombinedOutput()

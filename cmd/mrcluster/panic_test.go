@@ -136,22 +136,25 @@ func TestWorkerDeathsAreNotFailedAttempts(t *testing.T) {
 	if out := c.Output(t, j.ID); out != "one 2\nthree 1\ntwo 1\n" {
 		t.Fatalf("output %q", out)
 	}
-	var h struct {
-		Tasks []struct {
-			job.TaskResult
-			State string
-		}
+	states, h := mapStates(t, c, j.ID)
+	if states["lost"] < 4 || states["failed"] != 1 || states["done"] != 1 {
+		t.Fatalf("map task history %v; want at least 4 lost, 1 failed, 1 done: %+v", states, h)
 	}
-	c.Do(t, "GET", "/api/v1/jobs/"+j.ID+"/tasks", "").JSON(t, &h)
+}
+
+// mapStates counts the states of job id's map attempts in its task history,
+// which it returns too.
+func mapStates(t *testing.T, c apitest.Client, id string) (map[string]int, []client.TaskAttempt) {
+	t.Helper()
+	var h struct{ Tasks []client.TaskAttempt }
+	c.Do(t, "GET", "/api/v1/jobs/"+id+"/tasks", "").JSON(t, &h)
 	states := map[string]int{}
 	for _, a := range h.Tasks {
-		if a.Phase == job.PhaseMap {
+		if a.Phase == "map" {
 			states[a.State]++
 		}
 	}
-	if states["lost"] < 4 || states["failed"] != 1 || states["done"] != 1 {
-		t.Fatalf("map task history %v; want at least 4 lost, 1 failed, 1 done: %+v", states, h.Tasks)
-	}
+	return states, h.Tasks
 }
 
 // runningAttempt returns the attempt a worker of pool runs of job id, or 0.
@@ -164,4 +167,54 @@ func runningAttempt(t *testing.T, c apitest.Client, pool, id string) int {
 		}
 	}
 	return 0
+}
+
+// A task that kills every worker process it runs on (as the out-of-memory
+// killer would, a task taking all the memory): its workers restarted each
+// time (as systemd would), it runs --max-lost-runs times, then its job
+// fails saying why, instead of taking down workers for ever; the worker
+// lives on and runs the next job.
+func TestATaskThatKillsItsWorkersFailsItsJob(t *testing.T) {
+	ownKinds(t)
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--max-lost-runs", "2", "--ack-wait", "1s")
+	c := p.client()
+	c.PutFile(t, "in", "a.txt", []byte("one two\nthree one\n"))
+	worker := func() *proc {
+		w, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "1", "--name", "victim")
+		return w
+	}
+	w := worker()
+	j := c.SubmitSpec(t, client.Spec{Kind: "killer", Input: []string{"in"}, Partitions: 1, Reducers: 1})
+	deaths, timeout := 0, time.After(apitest.Timeout)
+	// Polled: a failed job sends its event to a server that has no
+	// worker to watch for.
+	for tick := time.NewTicker(50 * time.Millisecond); !c.Job(t, j.ID).State.Terminal(); {
+		select {
+		case err := <-w.exited:
+			w.exited <- err // for the process's clean-up
+			if deaths++; deaths > 2 {
+				t.Fatalf("the task killed its worker %d times; --max-lost-runs 2 allows 2", deaths)
+			}
+			w = worker()
+		case <-tick.C:
+		case <-timeout:
+			t.Fatalf("the job did not end: %s", apitest.Describe(c.Job(t, j.ID)))
+		}
+	}
+	j = c.Job(t, j.ID)
+	if j.State != client.Failed || deaths != 2 || !strings.Contains(j.Error, "last 2 runs in a row ended with their worker lost") || !strings.Contains(j.Error, "--max-lost-runs 2") {
+		t.Fatalf("job whose task killed its worker %d times: %s", deaths, apitest.Describe(j))
+	}
+	if states, h := mapStates(t, c, j.ID); states["lost"] != 2 || states["failed"] != 1 || len(h) != 3 {
+		t.Fatalf("map task history %v; want 2 lost runs (each once) and the failure: %+v", states, h)
+	}
+	ok := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"in"}, Partitions: 1, Reducers: 1})
+	if ok = c.Await(t, ok.ID, func(j client.Job) bool { return j.State.Terminal() }); ok.State != client.Succeeded {
+		t.Fatalf("the next job on the restarted worker: %s", apitest.Describe(ok))
+	}
+	select {
+	case err := <-w.exited:
+		t.Fatalf("the worker exited after the task was given up: %v\n%s", err, w.out)
+	default:
+	}
 }

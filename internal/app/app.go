@@ -43,6 +43,13 @@ import (
 // Version is set at build time.
 var Version = "dev"
 
+// DefaultMaxLostRuns is --max-lost-runs' default: a task whose worker dies
+// under it ten times in a row is most likely what kills it (out of memory,
+// a crash in native code), as Sidekiq Pro takes a job that was running at
+// three process crashes for a poison pill; any fewer, and a task of minutes
+// on workers that are often replaced would fail its job for nothing.
+const DefaultMaxLostRuns = 10
+
 // KindLimit is a kind's concurrency and rate limit (--kind-limit).
 type KindLimit struct {
 	Concurrency int
@@ -88,6 +95,9 @@ type Config struct {
 	// doubling after each.
 	MaxAttempts  int
 	RetryBackoff time.Duration
+	// MaxLostRuns is how many runs of a task in a row may end with their
+	// worker lost before the task fails its job (0: no bound).
+	MaxLostRuns int
 	// ReconcileEvery is how often a server looks
 	// whether its task queue is stuck (see reconcileLoop; 0: 30 s).
 	ReconcileEvery time.Duration
@@ -228,6 +238,7 @@ func DefaultConfig() Config {
 		// cache, JetStream's buffers): about 1.5 GB at the bound.
 		MaxUnfinishedJobs: 250_000,
 		MaxAttempts:       3,
+		MaxLostRuns:       DefaultMaxLostRuns,
 		RetryBackoff:      time.Second,
 		MaxFileSize:       8 << 30,
 		SortBuffer:        mr.DefaultSortBuffer,
@@ -259,6 +270,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
 	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
 		return fmt.Errorf("--%s must be from 1 to 100, got %d", flags.MaxAttempts, c.MaxAttempts)
+	case c.MaxLostRuns < 0 || c.MaxLostRuns > 1000:
+		return fmt.Errorf("--%s must be from 0 (no bound) to 1000, got %d", flags.MaxLostRuns, c.MaxLostRuns)
 	case c.WasmMemory < 1<<20 || c.WasmMemory > 4<<30:
 		return fmt.Errorf("--%s must be from 1 to 4096, got %d", flags.WasmMemory, c.WasmMemory>>20)
 	case c.MaxKindSize < 1<<20:
@@ -480,7 +493,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.catalog.KeepModulesFor(s.view.HasKind)
 	s.coord = coordinator.New(coordinator.Config{
-		Store: s.store.Ports, Datasets: datasets, Kinds: kinds, Modules: s.catalog, MaxAttempts: cfg.MaxAttempts,
+		Store: s.store.Ports, Datasets: datasets, Kinds: kinds, Modules: s.catalog, MaxAttempts: cfg.MaxAttempts, MaxLostRuns: cfg.MaxLostRuns,
 		Logger: s.log, Metrics: m, Running: s.view.Running, State: s.view.State, Deleted: s.view.Deleted, Record: s.view.Record, Unqueued: s.view.Unqueued, Due: s.view.Due,
 		Paused: s.catalog.Paused, Holding: s.view.Holding, LaneOf: s.catalog.LaneOf,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,

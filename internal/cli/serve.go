@@ -61,6 +61,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Float64Var(&cfg.SubmitRate, flags.SubmitRate, cfg.SubmitRate, "submissions a second allowed to each client address (0: no limit)")
 	fs.IntVar(&cfg.SubmitBurst, "submit-burst", cfg.SubmitBurst, "submissions a client may make at once before --submit-rate applies")
 	fs.IntVar(&cfg.MaxAttempts, flags.MaxAttempts, cfg.MaxAttempts, "times a task may run before its failure (an error or a panic) fails its job")
+	fs.IntVar(&cfg.MaxLostRuns, flags.MaxLostRuns, cfg.MaxLostRuns, "runs of a task in a row that may end with their worker lost (crashed, killed, cut off) before the task is taken for what kills its workers and fails its job (0: no bound)")
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	fs.IntVar(&cfg.MaxQueuedTasks, flags.MaxQueuedTasks, cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
 	fs.IntVar(&cfg.MaxUnfinishedJobs, flags.MaxUnfinishedJobs, cfg.MaxUnfinishedJobs, "jobs allowed unfinished (scheduled, queued or running) in the cluster, each held in every server's memory; a submit beyond gets 429 (0: no limit)")

@@ -43,6 +43,9 @@ type Config struct {
 	// MaxAttempts is how many times a task may run before its failure
 	// fails its job.
 	MaxAttempts int
+	// MaxLostRuns is how many runs of a task in a row may end with their
+	// worker lost before the task fails its job (0: no bound).
+	MaxLostRuns int
 	Logger      *slog.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
@@ -321,6 +324,7 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 	var msgs []store.Message
 	for i, j := range jobs {
 		j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
+		j.MaxLostRuns = c.cfg.MaxLostRuns
 		k, _ := c.cfg.Kinds.Lookup(j.Kind)
 		// A small job keeps its task history in its record: the store
 		// then holds one key for it, not two.
@@ -2364,6 +2368,7 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]Attempt, error) {
 	// order they were applied in, but for a result given back after a
 	// failed write and applied after a later one: then the history may
 	// name the other run of the task as the one that counted.
+	out = job.DropRepeatedLost(out)
 	superseded := job.Superseded(j, out)
 	attempts := make([]Attempt, len(out))
 	for i, r := range out {

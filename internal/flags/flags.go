@@ -19,6 +19,7 @@ const (
 	Insecure           = "insecure"
 	NATSToken          = "nats-token"
 	MaxAttempts        = "max-attempts"
+	MaxLostRuns        = "max-lost-runs"
 	SubmitRate         = "submit-rate"
 	MaxQueuedTasks     = "max-queued-tasks"
 	MaxUnfinishedJobs  = "max-unfinished-jobs"

@@ -55,7 +55,11 @@ type Job struct {
 	Module string `json:"module,omitempty"`
 	// MaxAttempts is how many times a task may run before its failure
 	// fails the job.
-	MaxAttempts int   `json:"max_attempts,omitempty"`
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// MaxLostRuns is how many runs of a task in a row may end with their
+	// worker lost before the task is taken for what kills its workers and
+	// fails the job (0: no bound; a record from before the bound).
+	MaxLostRuns int   `json:"max_lost_runs,omitempty"`
 	State       State `json:"state"`
 	// Enqueued is set once every task of the job is durably in the queue;
 	// a job found without it after a crash has its tasks published again.
@@ -163,6 +167,8 @@ type Task struct {
 	// MaxAttempts is how many times the task may run before its failure
 	// fails the job.
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// MaxLostRuns is the job's: see Job.MaxLostRuns.
+	MaxLostRuns int `json:"max_lost_runs,omitempty"`
 
 	// Phase is empty for the map of a job that reads no data.
 	Phase    Phase `json:"phase,omitempty"`
@@ -192,6 +198,12 @@ type Task struct {
 	// Runs counts the runs of the task before this copy was queued; the
 	// queue's delivery count adds the runs of this copy.
 	Runs int `json:"runs,omitempty"`
+	// Lost counts the runs in a row, before this copy was queued, that
+	// ended with their worker lost (it died, was cut off or paused past
+	// its lease): a run that ends with a word from its worker (a failure,
+	// an interruption) starts the count again. The queue's delivery count
+	// adds the lost runs of this copy.
+	Lost int `json:"lost,omitempty"`
 	// LogInRecord is the job's (Job.LogInRecord): the task's results go
 	// to the results stream's shared subject, several jobs' in a message.
 	LogInRecord bool `json:"log_in_record,omitempty"`
@@ -323,6 +335,33 @@ func prefix(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// DropRepeatedLost returns rs, a job's task history, without the records
+// of a lost run that an earlier record names already: a worker that meets
+// a task delivered again records the runs lost before, and when it dies
+// under the task in turn (a task that kills its workers) the next one
+// records them again.
+func DropRepeatedLost(rs []TaskResult) []TaskResult {
+	type run struct {
+		phase              Phase
+		partition, attempt int
+		epoch              int
+		backup             bool
+	}
+	seen := map[run]bool{}
+	out := rs[:0:0]
+	for _, r := range rs {
+		if r.Outcome == OutcomeLost {
+			k := run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // Superseded reports, for each of a job's task results rs, in the order

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -51,5 +52,23 @@ func TestSuperseded(t *testing.T) {
 	want = []bool{true, false, false, true, true, false}
 	if got := Superseded(data, rs); !slices.Equal(got, want) {
 		t.Errorf("data job: superseded %v, want %v", got, want)
+	}
+}
+
+// A lost run recorded by two workers (the second died under the task in
+// turn) is shown once; lost runs of other attempts, tasks or epochs stay.
+func TestRepeatedLostRunsAreShownOnce(t *testing.T) {
+	lost := func(partition, attempt, epoch int) TaskResult {
+		return TaskResult{Partition: partition, Attempt: attempt, Epoch: epoch, Outcome: OutcomeLost, Phase: PhaseMap}
+	}
+	rs := []TaskResult{lost(0, 1, 0), lost(0, 1, 0), lost(0, 2, 0), lost(1, 1, 0), lost(0, 1, 1),
+		{Partition: 0, Attempt: 3, Phase: PhaseMap, Error: "poisoned"}, {Partition: 0, Attempt: 3, Phase: PhaseMap, Error: "poisoned"}}
+	got := DropRepeatedLost(rs)
+	want := []TaskResult{rs[0], rs[2], rs[3], rs[4], rs[5], rs[6]}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	if len(rs) != 7 || !reflect.DeepEqual(rs[1], lost(0, 1, 0)) {
+		t.Fatal("the history given was changed")
 	}
 }

@@ -87,7 +87,7 @@ func (j *Job) Pending() int {
 
 // TasksOf is Tasks with the job's input files read from elsewhere.
 func (j *Job) TasksOf(files []InputFile) []Task {
-	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority, LogInRecord: j.LogInRecord, Round: j.Reopened}
+	t := Task{Job: j.ID, Kind: j.Kind, Module: j.Module, Partitions: j.Partitions, Params: j.Params, MaxAttempts: j.MaxAttempts, MaxLostRuns: j.MaxLostRuns, Phase: j.Phase, Reducers: j.Reducers, Timeout: j.Timeout, Epoch: j.Epoch, Priority: j.Priority, LogInRecord: j.LogInRecord, Round: j.Reopened}
 	if j.Phase == PhaseReduce {
 		var out []Task
 		t.Maps = j.MapCommits

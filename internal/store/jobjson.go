@@ -67,6 +67,7 @@ func marshalTask(t *job.Task) ([]byte, error) {
 	}
 	e.strOmit("module", t.Module)
 	e.intOmit("max_attempts", int64(t.MaxAttempts))
+	e.intOmit("max_lost_runs", int64(t.MaxLostRuns))
 	e.strOmit("phase", string(t.Phase))
 	e.intOmit("reducers", int64(t.Reducers))
 	if len(t.Files) > 0 {
@@ -85,6 +86,7 @@ func marshalTask(t *job.Task) ([]byte, error) {
 	e.strOmit("lane", t.Lane)
 	e.intOmit("failures", int64(t.Failures))
 	e.intOmit("runs", int64(t.Runs))
+	e.intOmit("lost", int64(t.Lost))
 	e.boolOmit("log_in_record", t.LogInRecord)
 	e.intOmit("round", int64(t.Round))
 	e.b = append(e.b, '}')
@@ -109,6 +111,7 @@ func (e *jobEncoder) job(j *job.Job) {
 	}
 	e.strOmit("module", j.Module)
 	e.intOmit("max_attempts", int64(j.MaxAttempts))
+	e.intOmit("max_lost_runs", int64(j.MaxLostRuns))
 	e.key("state")
 	e.str(string(j.State))
 	e.key("enqueued")

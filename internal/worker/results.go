@@ -134,7 +134,7 @@ func (p *Pool) retry(tasks []finished, err error) {
 			f.lease.release()
 			continue
 		}
-		t.Runs, t.Failures = f.result.Attempt, f.result.Failures
+		t.Runs, t.Failures, t.Lost = f.result.Attempt, f.result.Failures, 0
 		if f.result.Error == "" {
 			t.Failures = 0
 		} else {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
@@ -332,6 +333,10 @@ func (p *Pool) run(i int, l *lease) {
 	start := time.Now().UTC()
 	worker := p.keys[i]
 	p.noteLost(t, delivered)
+	if lost := t.Lost + delivered - 1; t.MaxLostRuns > 0 && lost >= t.MaxLostRuns {
+		p.poisoned(i, l, t, attempt, lost, log)
+		return
+	}
 	notice := job.TaskStarted{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start}
 	p.noteStarted(notice)
 	p.rep.set(i, func(s *job.WorkerStatus) {
@@ -357,7 +362,7 @@ func (p *Pool) run(i int, l *lease) {
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start,
 		FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup, Failures: t.Failures, Epoch: t.Epoch}
 	next := t
-	next.Runs = attempt
+	next.Runs, next.Lost = attempt, 0 // this run ended with a word
 	var storeErr *job.StoreError
 	switch {
 	case errors.Is(err, mr.ErrMissingInput):
@@ -428,6 +433,24 @@ func (p *Pool) run(i int, l *lease) {
 	}
 	p.results <- finished{result: r, lease: l, shared: t.LogInRecord}
 	p.idle(i, err != nil)
+}
+
+// poisoned fails task t without running it: its last lost runs in a row,
+// attempt's the next, ended with their worker lost (t.MaxLostRuns of them).
+// Whatever took those workers down (the out-of-memory killer, a crash in
+// native code, a machine that reboots) may well be the task itself, and it
+// would take down every worker it reaches, for ever, with the tasks beside
+// it; a job is failed rather than the cluster (Sidekiq Pro's poison pills).
+func (p *Pool) poisoned(i int, l *lease, t job.Task, attempt, lost int, log *slog.Logger) {
+	now := time.Now().UTC()
+	err := fmt.Errorf("its last %d runs in a row ended with their worker lost (the process crashed or was killed, by the out-of-memory killer for one, or was cut off or paused past its lease): "+
+		"the task may be what kills its workers, so it is not run again (the server's --%s %d); look at the workers' logs and memory, then retry the job", lost, flags.MaxLostRuns, t.MaxLostRuns)
+	log.Error("a task was lost with its worker too many times in a row; its job fails", "lost_runs", lost, "kind", t.Kind)
+	p.cfg.Metrics.WorkerTask(t.Kind, 0, true)
+	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: p.keys[i], StartedAt: now, FinishedAt: now,
+		Phase: t.Phase, Backup: t.Backup, Failures: t.Failures + 1, Epoch: t.Epoch, Unretried: true, Error: job.ClipError(err.Error())}
+	p.results <- finished{result: r, lease: l, shared: t.LogInRecord}
+	p.idle(i, true)
 }
 
 // interrupted records r, the result of task t, as interrupted by err (not
@@ -590,6 +613,7 @@ func (p *Pool) giveBack(l *lease) {
 		if t, err := store.DecodeTask(m.Data); err == nil {
 			p.noteLost(t, delivered)
 			t.Runs += delivered - 1
+			t.Lost += delivered - 1
 			if msgs, err := store.TaskMessages([]job.Task{t}, false); err == nil {
 				m = msgs[0]
 			}

@@ -321,3 +321,76 @@ func TestLowPriorityIsNotStarved(t *testing.T) {
 	}
 	t.Fatal("the low task never ran")
 }
+
+// A task lost with its worker MaxLostRuns times in a row is taken for what
+// kills its workers: the next worker fails it without running it, and the
+// history shows the lost runs before the final failure.
+func TestATaskLostTooOftenInARowFailsWithoutRunning(t *testing.T) {
+	var ran atomic.Int32
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { ran.Add(1); return 1, nil }})
+	poison := task("j1", 0, 3)
+	poison.MaxLostRuns, poison.Lost, poison.Runs = 3, 1, 1 // one run lost in an earlier copy
+	f.queue(poison)
+	// Two workers take it and die with it (its lease runs out each time).
+	for range 2 {
+		var held int
+		if err := f.store.Tasks.Fetch(f.ctx, 1, 5*time.Second, func(store.Delivery) { held++ }); err != nil || held != 1 {
+			t.Fatalf("a dying worker's fetch: %d tasks, %v", held, err)
+		}
+	}
+	f.pool(1)
+	rs := f.results(1)
+	if len(rs) != 3 || rs[0].Outcome != job.OutcomeLost || rs[1].Outcome != job.OutcomeLost || rs[0].Attempt != 2 || rs[1].Attempt != 3 {
+		t.Fatalf("results: %+v; want the two lost runs of this copy, then the final one", rs)
+	}
+	final := rs[2]
+	if !final.Final() || !final.Unretried || final.Attempt != 4 || !strings.Contains(final.Error, "last 3 runs in a row ended with their worker lost") || !strings.Contains(final.Error, "--max-lost-runs 3") {
+		t.Fatalf("final result: %+v; want a failure naming the lost runs and the flag", final)
+	}
+	if n := ran.Load(); n != 0 {
+		t.Fatalf("the task ran %d times; a task lost too often must not run again", n)
+	}
+}
+
+// Lost runs are counted in a row: a run that ends with a word from its
+// worker (here a failure) queues the next copy with the count at zero.
+func TestLostRunsAreCountedInARow(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 0, errors.New("flaky") }})
+	flaky := task("j1", 0, 5)
+	flaky.MaxLostRuns, flaky.Lost = 3, 2
+	f.queue(flaky)
+	p := f.pool(1, func(c *Config) { c.RetryBackoff = time.Hour })
+	var failed []job.TaskResult
+	for len(failed) == 0 {
+		err := f.store.Results.Fetch(f.ctx, 10, time.Second, func(d store.Delivery) {
+			rs, _ := store.DecodeResults(d.Data())
+			_ = d.Ack()
+			failed = append(failed, rs...)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if failed[0].Outcome != job.OutcomeFailed {
+		t.Fatalf("first result: %+v; want a failed attempt", failed[0])
+	}
+	// Stopping the pool queues the waiting retry at once.
+	ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var next []job.Task
+	if err := f.store.Tasks.Fetch(f.ctx, 1, 5*time.Second, func(d store.Delivery) {
+		tk, err := store.DecodeTask(d.Data())
+		if err != nil {
+			t.Error(err)
+		}
+		next = append(next, tk)
+	}); err != nil || len(next) != 1 {
+		t.Fatalf("the retry's copy: %+v, %v", next, err)
+	}
+	if next[0].Lost != 0 || next[0].Runs != 1 || next[0].Failures != 1 {
+		t.Fatalf("the copy queued after a failed run: lost %d, runs %d, failures %d; want 0, 1, 1", next[0].Lost, next[0].Runs, next[0].Failures)
+	}
+}

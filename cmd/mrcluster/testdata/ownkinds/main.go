@@ -3,13 +3,16 @@
 // "slowcount", a word count whose map takes 5 s more per task in a process
 // started with SLOW_WORKER=1, as on a sick machine; and "nap", a word count
 // whose map sleeps the param seconds on its first line, and fails once in a
-// process started with NAP_FAIL_ONCE=FILE (while FILE does not exist).
+// process started with NAP_FAIL_ONCE=FILE (while FILE does not exist); and
+// "killer", whose map kills its own process, as the out-of-memory killer
+// does to a worker whose task takes all its memory.
 package main
 
 import (
 	"context"
 	"errors"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -27,6 +30,13 @@ func main() {
 				var m map[string]int
 				m["boom"]++ // a nil map: the kind of bug a real map has
 				return nil
+			},
+		},
+		mapreduce.Kind{
+			Name:        "killer",
+			Description: "a map that kills its own process",
+			Map: func(context.Context, mapreduce.Record, mapreduce.Emit) error {
+				return syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			},
 		},
 		mapreduce.Kind{
