@@ -579,9 +579,9 @@ type stream struct {
 	tokens jetstream.KeyValue
 	// kinds are the task queue's kind lanes, listed from the stream's
 	// consumers at most every kindsEvery.
-	kinds    []*lane
-	kindsAt  time.Time
-	kindsErr error
+	kinds        []*lane
+	kindsAt      time.Time
+	listingKinds bool
 	// anchored: the task queue, whose publishes carry its anchor
 	// (TaskAnchorSubject) at most every anchorAfter; anchoredAt is when
 	// one last did, in Unix nanoseconds.
@@ -607,23 +607,27 @@ func (s *stream) token(key string) string {
 // kindsEvery is how often a process looks for kind lanes another made.
 const kindsEvery = 2 * time.Second
 
-// kindLanes returns the task queue's kind lanes.
+// kindLanes returns the task queue's kind lanes. The listing (up to 5 s
+// while the stream's leader is away) is made without the lock, by one
+// goroutine at a time: the others, every fetch of the pool among them, go
+// on with the last list meanwhile.
 func (s *stream) kindLanes(ctx context.Context) []*lane {
 	if len(s.lanes) == 1 {
 		return nil // not the task queue
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.kindsAt) < kindsEvery {
+	if s.listingKinds || time.Since(s.kindsAt) < kindsEvery {
+		defer s.mu.Unlock()
 		return s.kinds
 	}
-	s.kindsAt = time.Now()
+	s.listingKinds, s.kindsAt = true, time.Now()
+	known := map[string]jetstream.Consumer{}
+	for _, l := range s.kinds {
+		known[l.consumer] = l.cons
+	}
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	known := map[string]*lane{}
-	for _, l := range s.kinds {
-		known[l.consumer] = l
-	}
 	var out []*lane
 	list := s.st.ListConsumers(ctx)
 	for info := range list.Info() {
@@ -633,15 +637,17 @@ func (s *stream) kindLanes(ctx context.Context) []*lane {
 		// A new lane each time (its consumer kept): fetches of another
 		// goroutine read the old one's rate without the lock.
 		l := &lane{priority: job.MaxPriority, prefix: strings.TrimSuffix(info.Config.FilterSubject, "*"), consumer: info.Name}
-		if old, ok := known[info.Name]; ok {
-			l.cons = old.cons
-		}
+		l.cons = known[info.Name]
 		l.rate, l.window = store.ParseRate(info.Config.Metadata[rateKey])
 		out = append(out, l)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listingKinds = false
 	if err := list.Err(); err != nil {
 		return s.kinds // keep the last list
 	}
+	// A lane set meanwhile cleared kindsAt: the next call lists again.
 	s.kinds = out
 	return out
 }
