@@ -46,6 +46,11 @@ type Spec struct {
 	// tasks are queued at that time. At most one of the two.
 	RunAt *time.Time `json:"run_at,omitempty"`
 	Delay string     `json:"delay,omitempty"`
+	// MaxAttempts is how many times each task may run before its failure
+	// (an error or a panic of the kind's code) fails the job, 1 to 100
+	// (0: the server's --max-attempts, 3 by default). Runs lost with their
+	// worker do not count.
+	MaxAttempts int `json:"max_attempts,omitempty"`
 }
 
 // Job is a job as the API shows it.
@@ -76,6 +81,9 @@ type Job struct {
 	Paused bool `json:"paused,omitempty"`
 	// Timeout bounds each attempt of each task, as given in the spec.
 	Timeout string `json:"timeout,omitempty"`
+	// MaxAttempts is how many times each task may run before its failure
+	// fails the job: the spec's, or the server's --max-attempts.
+	MaxAttempts int `json:"max_attempts,omitempty"`
 	// RunAt is when a job submitted with run_at or delay runs: it is
 	// scheduled until then.
 	RunAt *time.Time `json:"run_at,omitempty"`

@@ -268,8 +268,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--%s must be at least 1s, got %s", flags.AckWait, c.AckWait)
 	case c.AuthToken == "" && !c.Insecure && !natsx.IsLoopback(c.Addr):
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
-	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
-		return fmt.Errorf("--%s must be from 1 to 100, got %d", flags.MaxAttempts, c.MaxAttempts)
+	case c.MaxAttempts < 1 || c.MaxAttempts > job.MaxMaxAttempts:
+		return fmt.Errorf("--%s must be from 1 to %d, got %d", flags.MaxAttempts, job.MaxMaxAttempts, c.MaxAttempts)
 	case c.MaxLostRuns < 0 || c.MaxLostRuns > 1000:
 		return fmt.Errorf("--%s must be from 0 (no bound) to 1000, got %d", flags.MaxLostRuns, c.MaxLostRuns)
 	case c.WasmMemory < 1<<20 || c.WasmMemory > 4<<30:

@@ -45,11 +45,11 @@ func TestCronSchedules(t *testing.T) {
 	}
 
 	sc, err := c.AddSchedule(ctx, client.NewSchedule{Name: "every-second", Cron: "* * * * * *", Timezone: "Europe/Paris",
-		Job: client.Spec{Kind: "noop", Partitions: 2, Timeout: "1m"}})
+		Job: client.Spec{Kind: "noop", Partitions: 2, Timeout: "1m", MaxAttempts: 7}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc.Missed != "skip" || sc.Next == nil || sc.Job.Timeout != "1m0s" || sc.Timezone != "Europe/Paris" {
+	if sc.Missed != "skip" || sc.Next == nil || sc.Job.Timeout != "1m0s" || sc.Job.MaxAttempts != 7 || sc.Timezone != "Europe/Paris" {
 		t.Fatalf("new schedule: %+v", sc)
 	}
 	var apiErr *client.Error
@@ -60,7 +60,7 @@ func TestCronSchedules(t *testing.T) {
 	sc = b.client().AwaitSchedule(t, "every-second", func(s client.Schedule) bool { return s.Fired >= 3 })
 	for i, f := range sc.Jobs {
 		j := b.await(t, f.Job, terminal)
-		if j.State != client.Succeeded || j.Schedule != "every-second" || j.Tick == nil || !j.Tick.Equal(f.Tick) || j.Tick.Nanosecond() != 0 || j.Timeout != "1m0s" {
+		if j.State != client.Succeeded || j.Schedule != "every-second" || j.Tick == nil || !j.Tick.Equal(f.Tick) || j.Tick.Nanosecond() != 0 || j.Timeout != "1m0s" || j.MaxAttempts != 7 {
 			t.Fatalf("job %s of the schedule: %+v", f.Job, j)
 		}
 		if i > 0 && !sc.Jobs[i-1].Tick.After(f.Tick) {

@@ -2,8 +2,11 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -119,5 +122,69 @@ func TestRetry(t *testing.T) {
 	}
 	if got, want := b.client().Output(t, wc.ID), kinds.SeqWordCount(docs); got != want {
 		t.Fatalf("retried wordcount's output: %s", diff(got, want))
+	}
+}
+
+// A job's own max_attempts overrides the server's --max-attempts, both
+// ways, and a rerun keeps it; a bad one is refused naming the field.
+func TestMaxAttemptsPerJob(t *testing.T) {
+	t.Parallel()
+	// fails fails every run of a job until params.ok_after of them.
+	var mu sync.Mutex
+	runs := map[string]int{}
+	fails := job.Kind{Name: "fails", Map: func(_ context.Context, t job.Task) (int64, error) {
+		mu.Lock()
+		runs[t.Job]++
+		n := runs[t.Job]
+		mu.Unlock()
+		var p struct {
+			OKAfter int `json:"ok_after"`
+		}
+		_ = json.Unmarshal(t.Params, &p)
+		if n <= p.OKAfter {
+			return 0, fmt.Errorf("failure %d", n)
+		}
+		return 1, nil
+	}}
+	b := setup(t, func(c *app.Config) { c.Kinds, c.MaxAttempts = testKinds(fails), 3 })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	submit := func(spec client.Spec) client.Job {
+		t.Helper()
+		j, err := c.Submit(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.await(t, j.ID, terminal)
+	}
+	// More than the server allows: five failures, then success.
+	more := submit(client.Spec{Kind: "fails", Partitions: 1, Params: map[string]any{"ok_after": 5}, MaxAttempts: 6})
+	if more.State != client.Succeeded || more.MaxAttempts != 6 {
+		t.Fatalf("a job allowed 6 attempts that fails 5 times: %s (max_attempts %d)", apitest.Describe(more), more.MaxAttempts)
+	}
+	// Fewer: one failure fails it.
+	fewer := submit(client.Spec{Kind: "fails", Partitions: 1, Params: map[string]any{"ok_after": 1}, MaxAttempts: 1})
+	if fewer.State != client.Failed || !strings.Contains(fewer.Error, "attempt 1 of 1") {
+		t.Fatalf("a job allowed 1 attempt that fails once: %s", apitest.Describe(fewer))
+	}
+	// None given: the server's 3.
+	dflt := submit(client.Spec{Kind: "fails", Partitions: 1, Params: map[string]any{"ok_after": 3}})
+	if dflt.State != client.Failed || dflt.MaxAttempts != 3 || !strings.Contains(dflt.Error, "attempt 3 of 3") {
+		t.Fatalf("a job without max_attempts that fails 3 times: %s (max_attempts %d)", apitest.Describe(dflt), dflt.MaxAttempts)
+	}
+	// A rerun runs with the attempts of the job it copies: a new job,
+	// which fails once too (the server's 3 would let it succeed).
+	again, err := c.Rerun(ctx, fewer.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again = b.await(t, again.ID, terminal); again.MaxAttempts != 1 || again.State != client.Failed || !strings.Contains(again.Error, "attempt 1 of 1") {
+		t.Fatalf("a rerun of a job of 1 attempt: %s (max_attempts %d)", apitest.Describe(again), again.MaxAttempts)
+	}
+	for _, bad := range []string{`0`, `101`, `"2"`, `1.5`, `-1`} {
+		r := b.client().Do(t, "POST", "/api/v1/jobs", `{"kind":"fails","partitions":1,"max_attempts":`+bad+`}`)
+		if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "max_attempts must be an integer from 1 to 100") {
+			t.Errorf("max_attempts %s: %d %s", bad, r.Status, r.Body)
+		}
 	}
 }

@@ -97,18 +97,20 @@ type specFlags struct {
 	params, input       *string
 	partitions, reducer *int
 	priority            *int
+	maxAttempts         *int
 	timeout             *time.Duration
 	param               []string
 }
 
 func newSpecFlags(fs *flag.FlagSet) *specFlags {
 	f := &specFlags{
-		params:     fs.String("params", "", "job parameters as a JSON object"),
-		input:      fs.String("input", "", "the datasets a data kind reads, comma-separated"),
-		partitions: fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)"),
-		reducer:    fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)"),
-		priority:   fs.Int("priority", 0, "1 (low) to 4 (high): a waiting task of a higher priority starts first (default 2)"),
-		timeout:    fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)"),
+		params:      fs.String("params", "", "job parameters as a JSON object"),
+		input:       fs.String("input", "", "the datasets a data kind reads, comma-separated"),
+		partitions:  fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)"),
+		reducer:     fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)"),
+		priority:    fs.Int("priority", 0, "1 (low) to 4 (high): a waiting task of a higher priority starts first (default 2)"),
+		maxAttempts: fs.Int(flags.MaxAttempts, 0, "times each task may run before its failure (an error or a panic) fails the job, 1 to 100 (default: the server's --max-attempts)"),
+		timeout:     fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)"),
 	}
 	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable)", func(v string) error {
 		if !strings.Contains(v, "=") {
@@ -142,7 +144,7 @@ func (f *specFlags) spec(cmd string, pos []string, usage func()) (client.Spec, e
 		usage()
 		return client.Spec{}, fmt.Errorf("%s needs a partition count: mrcluster %s %s N, or --partitions N", cmd, cmd, pos[0])
 	}
-	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *f.reducer, Priority: *f.priority}
+	spec := client.Spec{Kind: pos[0], Partitions: n, Reducers: *f.reducer, Priority: *f.priority, MaxAttempts: *f.maxAttempts}
 	if *f.timeout > 0 {
 		spec.Timeout = f.timeout.String()
 	}
@@ -780,6 +782,9 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 	fmt.Fprintf(tw, "state\t%s\n", state)
 	if j.Priority != 0 && j.Priority != 2 {
 		fmt.Fprintf(tw, "priority\t%d\n", j.Priority)
+	}
+	if j.MaxAttempts > 0 {
+		fmt.Fprintf(tw, "attempts\tup to %d per task\n", j.MaxAttempts)
 	}
 	fmt.Fprintf(tw, "created\t%s\n", at(&created))
 	fmt.Fprintf(tw, "started\t%s\n", at(j.StartedAt))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -271,5 +272,21 @@ func TestBulkSubmitWaitsForRoom(t *testing.T) {
 	err := submit(sctx, []string{"--file", path, "--server", srv.URL}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "1000 specs before its batch were submitted") || len(strings.Fields(out.String())) != 1000 {
 		t.Fatalf("stopped while waiting for room: %v; printed %d ids", err, len(strings.Fields(out.String())))
+	}
+}
+
+// submit's and schedule add's flags make the spec's fields.
+func TestSpecFlags(t *testing.T) {
+	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	f := newSpecFlags(fs)
+	if err := fs.Parse([]string{"--max-attempts", "5", "--priority", "3", "--reducers", "2", "--input", "books"}); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := f.spec("submit", []string{"wordcount", "4"}, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.MaxAttempts != 5 || spec.Priority != 3 || spec.Reducers != 2 || spec.Partitions != 4 || len(spec.Input) != 1 {
+		t.Fatalf("spec %+v", spec)
 	}
 }

@@ -323,7 +323,9 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 	recorded = make([]bool, len(jobs))
 	var msgs []store.Message
 	for i, j := range jobs {
-		j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
+		if j.MaxAttempts == 0 {
+			j.MaxAttempts = max(c.cfg.MaxAttempts, 1)
+		}
 		j.MaxLostRuns = c.cfg.MaxLostRuns
 		k, _ := c.cfg.Kinds.Lookup(j.Kind)
 		// A small job keeps its task history in its record: the store

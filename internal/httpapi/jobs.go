@@ -31,6 +31,9 @@ type submitRequest struct {
 	Priority   json.RawMessage `json:"priority"`
 	RunAt      string          `json:"run_at"`
 	Delay      string          `json:"delay"`
+	// MaxAttempts is left out of the fingerprint when absent: a request
+	// without it sums as it did before it was a field.
+	MaxAttempts json.RawMessage `json:"max_attempts,omitempty"`
 }
 
 // spec checks what JSON alone cannot and makes the job spec of req.
@@ -61,6 +64,12 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 			return job.Spec{}, job.Errorf(job.EInvalid, "priority must be an integer from %d (low) to %d (high), default %d; got %s", job.MinPriority, job.MaxPriority, job.DefaultPriority, req.Priority)
 		}
 	}
+	maxAttempts := 0
+	if len(req.MaxAttempts) > 0 && string(req.MaxAttempts) != "null" {
+		if maxAttempts, err = strconv.Atoi(string(req.MaxAttempts)); err != nil || maxAttempts < 1 || maxAttempts > job.MaxMaxAttempts {
+			return job.Spec{}, job.Errorf(job.EInvalid, "max_attempts must be an integer from 1 to %d (left out: the server's --max-attempts), got %s", job.MaxMaxAttempts, req.MaxAttempts)
+		}
+	}
 	var timeout time.Duration
 	if req.Timeout != "" {
 		if timeout, err = time.ParseDuration(req.Timeout); err != nil || timeout < time.Millisecond || timeout > maxTimeout {
@@ -85,14 +94,14 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	if !runAt.IsZero() && time.Until(runAt) > maxDelay {
 		return job.Spec{}, job.Errorf(job.EInvalid, "run_at is %s away; at most %s", time.Until(runAt).Round(time.Hour), maxDelay)
 	}
-	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority}, nil
+	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority, MaxAttempts: maxAttempts}, nil
 }
 
 // fingerprint sums the request as the client wrote it (a delay, not the
 // time it gives), its JSON values without their spaces: a retry sends the
 // same, a different request with the same Idempotency-Key does not.
 func (req submitRequest) fingerprint() string {
-	for _, raw := range []*json.RawMessage{&req.Partitions, &req.Params, &req.Reducers, &req.Priority} {
+	for _, raw := range []*json.RawMessage{&req.Partitions, &req.Params, &req.Reducers, &req.Priority, &req.MaxAttempts} {
 		var b bytes.Buffer
 		if json.Compact(&b, *raw) == nil {
 			*raw = b.Bytes()

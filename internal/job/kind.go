@@ -200,6 +200,9 @@ type Spec struct {
 	// Priority orders the job's waiting tasks against others': 1 (low) to
 	// 4 (high); 0 means DefaultPriority.
 	Priority int `json:"-"`
+	// MaxAttempts is how many times each task may run before its failure
+	// fails the job, 1 to MaxMaxAttempts (0: the server's --max-attempts).
+	MaxAttempts int `json:"-"`
 	// RunAt, when later than the submit, makes the job scheduled until
 	// then.
 	RunAt time.Time `json:"-"`
@@ -208,6 +211,9 @@ type Spec struct {
 	Schedule string    `json:"-"`
 	Tick     time.Time `json:"-"`
 }
+
+// MaxMaxAttempts bounds a job's MaxAttempts, and --max-attempts.
+const MaxMaxAttempts = 100
 
 // The priorities of jobs: a waiting task of a higher priority starts
 // before any of a lower one.

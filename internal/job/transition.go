@@ -16,12 +16,14 @@ func New(id string, spec Spec, now time.Time) *Job {
 		RerunOf:    spec.RerunOf,
 		Timeout:    spec.Timeout,
 		Priority:   spec.Priority,
-		State:      Queued,
-		Values:     NewValues(spec.Partitions),
-		Phase:      PhaseMap,
-		CreatedAt:  now,
-		History:    []Step{{State: string(Queued), At: now}},
-		Schedule:   spec.Schedule,
+		// 0: the coordinator's default.
+		MaxAttempts: spec.MaxAttempts,
+		State:       Queued,
+		Values:      NewValues(spec.Partitions),
+		Phase:       PhaseMap,
+		CreatedAt:   now,
+		History:     []Step{{State: string(Queued), At: now}},
+		Schedule:    spec.Schedule,
 	}
 	if !spec.Tick.IsZero() {
 		tick := spec.Tick.UTC()

@@ -47,11 +47,13 @@ type JobSpec struct {
 	Reducers   int             `json:"reducers,omitempty"`
 	Timeout    time.Duration   `json:"timeout,omitempty"`
 	Priority   int             `json:"priority,omitempty"`
+	// MaxAttempts is the spec's (0: the server's --max-attempts).
+	MaxAttempts int `json:"max_attempts,omitempty"`
 }
 
 // Spec is the submit's spec of j.
 func (j JobSpec) Spec() job.Spec {
-	return job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, Reducers: j.Reducers, Timeout: j.Timeout, Priority: j.Priority}
+	return job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, Reducers: j.Reducers, Timeout: j.Timeout, Priority: j.Priority, MaxAttempts: j.MaxAttempts}
 }
 
 // Fired is one tick a schedule fired, and the job it created.

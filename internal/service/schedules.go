@@ -37,7 +37,7 @@ func (s *Service) AddSchedule(ctx context.Context, name, cron, timezone, missed 
 		return client.Schedule{}, err
 	}
 	sc, err := s.cfg.Schedules.Add(ctx, schedule.Schedule{Name: name, Cron: cron, Timezone: timezone, Missed: missed,
-		Job: schedule.JobSpec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, Input: spec.Input, Reducers: spec.Reducers, Timeout: spec.Timeout, Priority: spec.Priority}})
+		Job: schedule.JobSpec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, Input: spec.Input, Reducers: spec.Reducers, Timeout: spec.Timeout, Priority: spec.Priority, MaxAttempts: spec.MaxAttempts}})
 	if err != nil {
 		return client.Schedule{}, err
 	}
@@ -97,7 +97,7 @@ func scheduleResource(sc schedule.Schedule, now time.Time) client.Schedule {
 	out := client.Schedule{
 		Name: sc.Name, Cron: sc.Cron, Timezone: sc.Timezone, Missed: sc.Missed, Paused: sc.Paused, CreatedAt: sc.CreatedAt,
 		Fired: sc.Fired, Skipped: sc.Skipped, LastError: sc.LastError, Jobs: []client.ScheduledJob{},
-		Job: client.Spec{Kind: sc.Job.Kind, Partitions: sc.Job.Partitions, Input: sc.Job.Input, Reducers: sc.Job.Reducers},
+		Job: client.Spec{Kind: sc.Job.Kind, Partitions: sc.Job.Partitions, Input: sc.Job.Input, Reducers: sc.Job.Reducers, MaxAttempts: sc.Job.MaxAttempts},
 	}
 	if out.Timezone == "" {
 		out.Timezone = "UTC"

@@ -138,7 +138,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (*job.Job, error) {
 }
 
 // Rerun submits a copy of finished job id's spec (kind, partitions,
-// params, input, reducers) as a new job that names it; an uploaded kind
+// params, input, reducers, timeout, priority, attempts) as a new job that names it; an uploaded kind
 // runs at its current version. A job not finished is a conflict: cancel
 // it, or wait for it.
 func (s *Service) Rerun(ctx context.Context, id, key string, admit func() error) (*job.Job, error) {
@@ -149,7 +149,7 @@ func (s *Service) Rerun(ctx context.Context, id, key string, admit func() error)
 	if !j.State.Terminal() {
 		return nil, job.Errorf(job.EConflict, "job %s is %s: a job runs again once it has finished; cancel it first, or wait for it", id, j.State)
 	}
-	spec := job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, RerunOf: j.ID, IdempotencyKey: key, Timeout: j.Timeout, Priority: j.Priority, Fingerprint: "rerun " + j.ID}
+	spec := job.Spec{Kind: j.Kind, Partitions: j.Partitions, Params: j.Params, Input: j.Input, RerunOf: j.ID, IdempotencyKey: key, Timeout: j.Timeout, Priority: j.Priority, MaxAttempts: j.MaxAttempts, Fingerprint: "rerun " + j.ID}
 	if j.ReadsData() {
 		spec.Reducers = j.Reducers
 	}

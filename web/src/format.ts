@@ -7,6 +7,7 @@ export function fieldOf(message: string): string {
   if (/^delay\b|^run_at\b/.test(message)) return 'delay'
   if (/^schedule\b|^name\b/.test(message)) return 'name'
   if (/^priority\b/.test(message)) return 'priority'
+  if (/^max_attempts\b/.test(message)) return 'max_attempts'
   const param = message.match(/params\.(\w+)|\b(pattern) /)
   if (param) return 'params.' + (param[1] ?? param[2])
   if (/^partitions|partitions must|partitions is/.test(message)) return 'partitions'

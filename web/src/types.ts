@@ -15,6 +15,8 @@ export interface Job {
   // its kind is paused: its waiting tasks are out of the queue
   paused?: boolean
   timeout?: string
+  // how many times each task may run before its failure fails the job
+  max_attempts?: number
   run_at?: string
   // the cron schedule that created the job, and the tick it was for
   schedule?: string
@@ -132,6 +134,7 @@ export interface JobSpec {
   reducers?: number
   timeout?: string
   priority?: number
+  max_attempts?: number
 }
 
 export interface Schedule {

@@ -63,9 +63,10 @@ describe('SubmitForm', () => {
     expect(w.find('[data-test="error-delay"]').text()).toContain('how long from now')
     await w.find('input[name="delay"]').setValue('10m')
     await w.find('select[name="priority"]').setValue(4)
+    await w.find('input[name="max_attempts"]').setValue('5')
     await w.find('form').trigger('submit')
     await flushPromises()
-    expect(JSON.parse((fetch.mock.calls[0] as any)[1].body)).toEqual({ kind: 'short', partitions: 8, params: {}, priority: 4, delay: '10m' })
+    expect(JSON.parse((fetch.mock.calls[0] as any)[1].body)).toEqual({ kind: 'short', partitions: 8, params: {}, priority: 4, max_attempts: 5, delay: '10m' })
   })
 
   it('routes errors to fields', () => {
@@ -74,6 +75,7 @@ describe('SubmitForm', () => {
     expect(fieldOf('schedule "x" exists; delete it first')).toBe('name')
     expect(fieldOf('unknown kind "x"; known kinds: short')).toBe('kind')
     expect(fieldOf('partitions is required')).toBe('partitions')
+    expect(fieldOf('max_attempts must be an integer from 1 to 100 (left out: the server\'s --max-attempts), got 0')).toBe('max_attempts')
     expect(fieldOf('the job store is not answering')).toBe('form')
   })
 })
