@@ -57,6 +57,16 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if out := ok("dataset", "ls"); !strings.Contains(out, "pets") {
 		t.Fatalf("dataset ls:\n%s", out)
 	}
+	// A file name with characters a stored name cannot hold (a space) is
+	// stored with '-' for them, as the dashboard does, and says so.
+	spaced := filepath.Join(dir, "My Pets.txt")
+	_ = os.WriteFile(spaced, []byte("the bird\n"), 0o600)
+	if _, errOut, code := mrcluster(t, env, "dataset", "put", "birds", spaced); code != 0 || !strings.Contains(errOut, "as birds/My-Pets.txt") {
+		t.Fatalf("dataset put of %q: exit %d, %s", spaced, code, errOut)
+	}
+	if out := ok("dataset", "ls"); !regexp.MustCompile(`(?m)^birds\s+1\s+9\s`).MatchString(out) {
+		t.Fatalf("dataset ls after a file of a spaced name:\n%s", out)
+	}
 	if out := ok("kinds"); !strings.Contains(out, "grep") || !strings.Contains(out, "pattern") {
 		t.Fatalf("kinds lists no grep with its pattern:\n%s", out)
 	}

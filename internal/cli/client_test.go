@@ -290,3 +290,29 @@ func TestSpecFlags(t *testing.T) {
 		t.Fatalf("spec %+v", spec)
 	}
 }
+
+// A file is stored under its base name, with '-' for each character a
+// stored name cannot hold; two files of one upload that would be stored
+// under one name are refused before anything is sent.
+func TestStoredNames(t *testing.T) {
+	for path, want := range map[string]string{
+		"/data/moby.txt":       "moby.txt",
+		"My Book.txt":          "My-Book.txt",
+		"/x/été 2026.csv":      "-t--2026.csv",
+		"../a..b.txt":          "a.b.txt",
+		".hidden":              "hidden",
+		"dots.":                "dots",
+		"/tmp/naïve (1).txt":   "na-ve--1-.txt",
+		"/srv/part-00001_x.gz": "part-00001_x.gz",
+	} {
+		if got := storedName(path); got != want {
+			t.Errorf("storedName(%q) = %q; want %q", path, got, want)
+		}
+	}
+	if _, err := storedNames([]string{"a/x y.txt", "b/x-y.txt"}); err == nil || !strings.Contains(err.Error(), "a/x y.txt and b/x-y.txt would both be stored as x-y.txt") {
+		t.Fatalf("two files of one name: %v", err)
+	}
+	if names, err := storedNames([]string{"a/one.txt", "b/two.txt"}); err != nil || names[1] != "two.txt" {
+		t.Fatalf("two names: %v %v", names, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -15,7 +16,9 @@ import (
 // dataset runs "mrcluster dataset put|ls|rm".
 func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const use = `usage: mrcluster dataset put NAME FILE… | ls | rm NAME   [--server URL] [--token T] [-o json]
-  put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced)
+  put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced),
+                  each under its base name, a character other than letters, digits, '.', '_' and '-' as '-'
+                  ("My Book.txt" is stored as My-Book.txt)
   ls              list the datasets
   rm NAME         delete a dataset and its files`
 	sub, args, err := subcommand("dataset", "put, ls or rm", use, args, stdout, stderr)
@@ -35,8 +38,12 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fs.Usage()
 			return fmt.Errorf("dataset put needs a dataset name and at least one file")
 		}
-		for _, path := range pos[1:] {
-			if err := putFile(ctx, c, pos[0], path, stderr); err != nil {
+		names, err := storedNames(pos[1:])
+		if err != nil {
+			return err
+		}
+		for i, path := range pos[1:] {
+			if err := putFile(ctx, c, pos[0], path, names[i], stderr); err != nil {
 				return err
 			}
 		}
@@ -104,8 +111,46 @@ func isHelp(arg string) bool {
 	return false
 }
 
-// putFile uploads the file at path into dataset ds under its base name.
-func putFile(ctx context.Context, c *client.Client, ds, path string, stderr io.Writer) error {
+// storedName is the name the file at path is stored under: its base name,
+// each character a dataset's file name cannot hold made '-', as the
+// dashboard's upload does ("My Book.txt" is My-Book.txt), and no dot
+// first, last or beside another. What is still no file name (too long) the
+// server refuses, naming it.
+func storedName(path string) string {
+	base := filepath.Base(path)
+	name := []rune(base)
+	for i, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	s := string(name)
+	for strings.Contains(s, "..") {
+		s = strings.ReplaceAll(s, "..", ".")
+	}
+	if s = strings.Trim(s, "."); s == "" {
+		return base
+	}
+	return s
+}
+
+// storedNames are the paths' storedName, each once: two files stored under
+// one name in one upload would leave only the second.
+func storedNames(paths []string) ([]string, error) {
+	names := make([]string, len(paths))
+	seen := map[string]string{}
+	for i, path := range paths {
+		names[i] = storedName(path)
+		if other, ok := seen[names[i]]; ok {
+			return nil, fmt.Errorf("%s and %s would both be stored as %s, the second over the first: upload them to two datasets, or rename one", other, path, names[i])
+		}
+		seen[names[i]] = path
+	}
+	return names, nil
+}
+
+// putFile uploads the file at path into dataset ds as name.
+func putFile(ctx context.Context, c *client.Client, ds, path, name string, stderr io.Writer) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -115,7 +160,6 @@ func putFile(ctx context.Context, c *client.Client, ds, path string, stderr io.W
 	if err != nil {
 		return err
 	}
-	name := filepath.Base(path)
 	if _, err := c.PutFile(ctx, ds, name, f, st.Size()); err != nil {
 		return fmt.Errorf("upload %s: %w", path, explain(err))
 	}
