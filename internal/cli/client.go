@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -181,7 +183,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	key := fs.String("idempotency-key", "", "a key of your own for this submit: the same command run again with it within a day is answered the jobs it submitted, and submits nothing again (with --count or --file: each batch that went in; a run cut short goes on where it stopped)")
 	file := fs.String("file", "", "submit the job specs of this file (- for standard input) in batches of 1,000, printing their ids: JSON objects as the API takes them, one a line or in an array, or {\"jobs\":[…]}; a batch the cluster has no room for (429) is sent again once it has")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--idempotency-key KEY] [--server URL]")
+		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--max-attempts N] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--idempotency-key KEY] [--server URL]")
 		fmt.Fprintln(stderr, "       mrcluster submit --file SPECS.jsonl [--idempotency-key KEY] [--server URL]")
 		fs.PrintDefaults()
 	}
@@ -230,11 +232,19 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return submitMany(ctx, &busy{c: c, stderr: stderr, key: *key}, spec, *count, stdout)
 	}
-	var j client.Job
-	if *key != "" {
-		j, err = c.SubmitWithKey(ctx, spec, *key)
-	} else {
-		j, err = c.Submit(ctx, spec)
+	// A key of the command's own when none is given (as the client's
+	// Submit makes), so that a submit whose answer never came can be
+	// asked again under it.
+	k := *key
+	if k == "" {
+		k = newKey()
+	}
+	j, err := c.SubmitWithKey(ctx, spec, k)
+	if client.IsUnavailable(err) {
+		// The server may have stored the job and stopped answering
+		// before its answer went out (seen: a server killed by the job's
+		// own task a moment after it stored it).
+		return fmt.Errorf("%w; if the server took the submit before it stopped answering, the job is stored: run the same command again with --idempotency-key %s to be answered that job rather than submit a second one", explain(err), k)
 	}
 	if err != nil {
 		return explain(err)
@@ -321,6 +331,13 @@ func (b *busy) submit(ctx context.Context, from int, specs []client.Spec) ([]cli
 		specs = specs[n:]
 	}
 	return out, nil
+}
+
+// newKey is an idempotency key of the command's own.
+func newKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // maxKey bounds the user's idempotency key: the server takes 255 bytes,

@@ -316,3 +316,39 @@ func TestStoredNames(t *testing.T) {
 		t.Fatalf("two names: %v %v", names, err)
 	}
 }
+
+// A submit that never got an answer (the server stopped answering after
+// it may have stored the job) ends naming the key it was sent under, so
+// that running the command again with it is answered that job rather than
+// submitting a second one.
+func TestSubmitWithoutAnAnswerNamesItsKey(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	keys := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys[r.Header.Get("Idempotency-Key")] = true
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"a submit with this Idempotency-Key is still in progress; try again shortly"}}`))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := submit(ctx, []string{"noop", "1", "--server", srv.URL}, &out, &errOut)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 1 {
+		t.Fatalf("keys sent: %v; want one", keys)
+	}
+	for key := range keys {
+		if err == nil || !strings.Contains(err.Error(), "run the same command again with --idempotency-key "+key) {
+			t.Fatalf("submit without an answer: %v; want the key %s named", err, key)
+		}
+	}
+	if out.Len() != 0 {
+		t.Fatalf("printed %q", out.String())
+	}
+}
