@@ -85,6 +85,29 @@ func (e *UnreachableError) Error() string {
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
+// UnansweredError is the error of a submit that got no answer but
+// "unavailable" (503, or no connection) after all its tries: the server
+// may have stored its jobs before it stopped answering. Sending the same
+// request again under Key (SubmitWithKey, SubmitBatchWithKey) within a day
+// is answered those jobs if it did, and submits them if it did not.
+type UnansweredError struct {
+	Key string
+	Err error
+}
+
+func (e *UnansweredError) Error() string { return e.Err.Error() }
+
+func (e *UnansweredError) Unwrap() error { return e.Err }
+
+// unanswered is err, the last of a submit under key, as an
+// UnansweredError when it has a key.
+func unanswered(key string, err error) error {
+	if key == "" {
+		return err
+	}
+	return &UnansweredError{Key: key, Err: err}
+}
+
 // IsUnavailable reports whether err is worth trying again later: the
 // server said so (503) or could not be reached.
 func IsUnavailable(err error) bool {
@@ -137,7 +160,8 @@ func (c *Client) timeout() time.Duration {
 // Submit submits a job and returns it as stored. It sends an idempotency
 // key of its own, and sends the submit again under the same key while the
 // server is unavailable: a retry of a submit that was stored after all
-// returns that job, not a second one.
+// returns that job, not a second one. When no try got an answer, the
+// error is an *UnansweredError holding that key.
 func (c *Client) Submit(ctx context.Context, spec Spec) (Job, error) {
 	return c.SubmitWithKey(ctx, spec, newKey())
 }
@@ -192,12 +216,15 @@ func (c *Client) post(ctx context.Context, path, key string, body, out any) erro
 	wait := 500 * time.Millisecond
 	for try := 0; ; try++ {
 		err := c.call(ctx, http.MethodPost, path, h, body, out)
-		if err == nil || try >= retries || !IsUnavailable(err) {
+		if err == nil || !IsUnavailable(err) {
 			return err
+		}
+		if try >= retries || ctx.Err() != nil {
+			return unanswered(key, err)
 		}
 		select {
 		case <-ctx.Done():
-			return err
+			return unanswered(key, err)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 8*time.Second)

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,5 +296,50 @@ func TestJobTimeout(t *testing.T) {
 	}
 	if err != nil || failed < 2 {
 		t.Fatalf("%d attempts failed for the timeout (of %d): %v", failed, len(tasks), err)
+	}
+}
+
+// A submit no try of which got an answer but "unavailable" ends with an
+// UnansweredError holding the key it was sent under (the server may have
+// stored the job): sent again under that key, it is answered that job.
+func TestAnUnansweredSubmitHoldsItsKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := apitest.Context(t)
+	var mu sync.Mutex
+	var keys []string
+	// A server that stored the job and died before its answer, then
+	// answers 503 while it is back.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"try again shortly"}}`))
+	}))
+	defer srv.Close()
+	c := client.New(srv.URL, "")
+	c.SubmitRetries = 1
+	_, err := c.Submit(ctx, client.Spec{Kind: "noop", Partitions: 1})
+	var un *client.UnansweredError
+	mu.Lock()
+	defer mu.Unlock()
+	if !errors.As(err, &un) || !client.IsUnavailable(err) || un.Key == "" || len(keys) != 2 || keys[0] != un.Key || keys[1] != un.Key {
+		t.Fatalf("submit without an answer: %v (keys sent %q)", err, keys)
+	}
+	// The same key on a real server: one job, answered again.
+	real := b.client().API()
+	first, err := real.SubmitWithKey(ctx, client.Spec{Kind: "noop", Partitions: 1}, un.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := real.SubmitWithKey(ctx, client.Spec{Kind: "noop", Partitions: 1}, un.Key)
+	if err != nil || again.ID != first.ID {
+		t.Fatalf("the same submit under the key again: %s, %v; want %s", again.ID, err, first.ID)
+	}
+	// A bad request is no unanswered one.
+	_, err = real.Submit(ctx, client.Spec{Kind: "noop", Partitions: 0})
+	if errors.As(err, &un) {
+		t.Fatalf("a 400 taken for unanswered: %v", err)
 	}
 }
