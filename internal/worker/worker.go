@@ -4,6 +4,7 @@
 package worker
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -1025,6 +1026,18 @@ func alive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
+// stopped reports whether process pid of this host is stopped (SIGSTOP,
+// Ctrl-Z): state T or t in /proc (false where there is no /proc).
+func stopped(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state …": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'T' || stat[i+2] == 't')
+}
+
 // nameFree returns an error when another running pool has this pool's
 // name (two worker processes given the same --name, as two copies of one
 // service file would): their statuses would overwrite each other, the
@@ -1051,6 +1064,12 @@ func (p *Pool) nameFree(ctx context.Context) error {
 	before, ok := read()
 	if !ok || before.Host == p.cfg.Host && before.PID > 0 && !alive(before.PID) {
 		return nil // none, or a process of this host that is gone: no need to wait
+	}
+	if before.Host == p.cfg.Host && before.PID > 0 && stopped(before.PID) {
+		// Its heartbeat does not move, but it is no dead process: once
+		// continued it would run beside this one.
+		return fmt.Errorf("a pool of workers named %s is stopped on this host (process %d, paused by SIGSTOP or Ctrl-Z): continue it (kill -CONT %d) or end it, or give this one another --name",
+			p.cfg.Name, before.PID, before.PID)
 	}
 	select {
 	case <-ctx.Done():
