@@ -186,8 +186,8 @@ func TestATaskThatKillsItsWorkersFailsItsJob(t *testing.T) {
 	w := worker()
 	j := c.SubmitSpec(t, client.Spec{Kind: "killer", Input: []string{"in"}, Partitions: 1, Reducers: 1})
 	deaths, timeout := 0, time.After(apitest.Timeout)
-	// Polled: a failed job sends its event to a server that has no
-	// worker to watch for.
+	// Polled between the worker's deaths: the loop starts it again as
+	// it dies, which a wait for the job's end would not.
 	for tick := time.NewTicker(50 * time.Millisecond); !c.Job(t, j.ID).State.Terminal(); {
 		select {
 		case err := <-w.exited:

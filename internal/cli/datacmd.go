@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // dataset runs "mrcluster dataset put|ls|rm".
@@ -120,7 +121,7 @@ func storedName(path string) string {
 	base := filepath.Base(path)
 	name := []rune(base)
 	for i, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !job.NameRune(c) {
 			name[i] = '-'
 		}
 	}

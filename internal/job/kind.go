@@ -322,6 +322,12 @@ const (
 	MaxReducers = 1024
 )
 
+// NameRune reports whether c may stand in a name (ValidName): a letter or
+// digit of ASCII, '.', '_' or '-'.
+func NameRune(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
 // ValidName checks a dataset, file, kind or schedule name: 1 to 128
 // letters, digits, '.', '_' or '-', neither starting nor ending with '.'
 // and without two dots in a row, so that it is safe in a path and a key.
@@ -344,7 +350,7 @@ func ValidName(what, name string) error {
 		return Errorf(EInvalid, "%s name %q has two dots in a row; use at most one between other characters", what, name)
 	}
 	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !NameRune(c) {
 			return Errorf(EInvalid, "%s name %q has the character %q; use only letters, digits, '.', '_' or '-'", what, name, c)
 		}
 	}

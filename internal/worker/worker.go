@@ -1046,7 +1046,8 @@ func stopped(pid int) bool {
 // heartbeat stopped, as after a crash and a restart within the status's
 // time to live) does not count: one of a process of this host that no
 // longer runs is passed over at once, another is waited out for one
-// heartbeat.
+// heartbeat; one of this host that is stopped (SIGSTOP, Ctrl-Z) is live,
+// though its heartbeat does not move.
 func (p *Pool) nameFree(ctx context.Context) error {
 	key, mine := p.keys[0], p.rep.status[0].StartedAt
 	read := func() (job.WorkerStatus, bool) {
