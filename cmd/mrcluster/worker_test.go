@@ -227,3 +227,62 @@ func TestTwoPoolsOfOneName(t *testing.T) {
 		t.Fatalf("a job run by the pool started again: %s", apitest.Describe(j))
 	}
 }
+
+// A worker process paused longer than its status lives (SIGSTOP here; a
+// suspended laptop, a frozen VM) is taken for dead, and another process
+// of its --name starts; the paused one, once continued, finds its name
+// taken at its first status write and exits saying so, instead of running
+// beside the new one with their statuses overwriting each other. The new
+// one runs the cluster's tasks.
+func TestAContinuedWorkerWhoseNameWasTakenExits(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--sleep-scale", "0.001")
+	c := p.client()
+	args := []string{"worker", "--nats", p.nats, "--concurrency", "2", "--name", "w"}
+	a, _ := launch(t, workerReady, nil, args...)
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.cmd.Process.Signal(syscall.SIGCONT) }()
+	// While its status lives, a second one is refused (the paused one is
+	// of this host); once it expired (15 s), the second one starts.
+	var b *proc
+	deadline := time.Now().Add(apitest.Timeout)
+	for b == nil {
+		bp, lines := spawn(t, workerReady, nil, args...)
+		select {
+		case <-lines:
+			b = bp
+		case err := <-bp.exited:
+			bp.exited <- err
+			if !strings.Contains(bp.out.String(), "is stopped on this host") {
+				t.Fatalf("the second worker of the name exited (%v):\n%s", err, bp.out)
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the paused worker's status never expired")
+			}
+			time.Sleep(time.Second) // the expiry is not an event the test can wait for
+		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-a.exited:
+		a.exited <- err
+		if err == nil || !strings.Contains(a.out.String(), "another process took over the name of this pool of workers, w") {
+			t.Fatalf("the continued worker exited with %v:\n%s", err, a.out)
+		}
+	case <-time.After(apitest.Timeout):
+		t.Fatalf("the continued worker still runs beside the one that took its name:\n%s", a.out)
+	}
+	j := c.Submit(t, "short", 4)
+	if j = c.Await(t, j.ID, func(j client.Job) bool { return j.State.Terminal() }); j.State != client.Succeeded {
+		t.Fatalf("job on the worker that took the name: %s", apitest.Describe(j))
+	}
+	var w struct{ Workers []job.WorkerStatus }
+	c.Do(t, "GET", "/api/v1/workers", "").JSON(t, &w)
+	if len(w.Workers) != 2 || w.Workers[0].PID != b.cmd.Process.Pid || w.Workers[1].PID != b.cmd.Process.Pid {
+		t.Fatalf("workers = %+v, want the 2 of the second process (%d)", w.Workers, b.cmd.Process.Pid)
+	}
+}

@@ -138,11 +138,23 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	}
 	fmt.Fprintf(stdout, "mrcluster worker %s running %d workers for %s\n", poolName, *concurrency, *url)
 	trimmed := make(chan struct{})
-	go func() { defer close(trimmed); memtrim.Run(ctx, log) }()
-	<-ctx.Done()
+	tctx, stopTrim := context.WithCancel(ctx)
+	defer stopTrim()
+	go func() { defer close(trimmed); memtrim.Run(tctx, log) }()
+	var replaced error
+	select {
+	case <-ctx.Done():
+	case replaced = <-pool.Replaced():
+		// Another process runs under this name: this one ends, as if
+		// stopped, and says why.
+		stopTrim()
+	}
 	<-trimmed
 	log.Info("stopping: finishing running tasks, the rest go back to the queue", "timeout", *shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
 	defer cancel()
-	return pool.Stop(sctx)
+	if err := pool.Stop(sctx); err != nil {
+		return err
+	}
+	return replaced
 }

@@ -3,6 +3,9 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +24,28 @@ type reporter struct {
 	mu     sync.Mutex
 	status []job.WorkerStatus
 	dirty  []bool
+	// revs are the revisions of the statuses as this pool last wrote them
+	// (0 before the first write): each write expects its own last one.
+	revs []uint64
+	// replaced is set once another process's status was found under one
+	// of this pool's keys: nothing is written or deleted after it.
+	replaced *ReplacedError
+}
+
+// ReplacedError says that another process runs a pool of this pool's name:
+// it wrote its status over this one's, having taken this pool for dead
+// (it was paused longer than its status lives, SIGSTOP or a suspended
+// machine, and its status expired, or another host's heartbeat stood
+// still). Both would run side by side, each overwriting the other's
+// statuses; this one stops.
+type ReplacedError struct {
+	Pool  string
+	Other job.WorkerStatus
+}
+
+func (e *ReplacedError) Error() string {
+	return fmt.Sprintf("another process took over the name of this pool of workers, %s (on host %s, process %d, since %s), while this one was paused or cut off: this one stops; give one of them another --name",
+		e.Pool, e.Other.Host, e.Other.PID, e.Other.StartedAt.Format(time.RFC3339))
 }
 
 func (r *reporter) set(i int, fn func(*job.WorkerStatus)) {
@@ -43,7 +68,12 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 		if all {
 			lastBeat = now
 		}
-		if err := r.flush(ctx, all, now); err != nil {
+		err := r.flush(ctx, all, now)
+		if _, ok := errors.AsType[*ReplacedError](err); ok {
+			onErr(err)
+			return // the statuses are the other process's now
+		}
+		if err != nil {
 			// What the store did not take (a leader being elected) is
 			// written whole within retryBeat, not at the next heartbeat:
 			// a write that waited out its deadline and a whole heartbeat
@@ -58,8 +88,18 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			for _, s := range r.snapshot() {
-				_ = r.kv.Delete(dctx, s.Key, 0)
+			r.mu.Lock()
+			revs := slices.Clone(r.revs)
+			if r.replaced != nil {
+				revs = nil
+			}
+			r.mu.Unlock()
+			for i, rev := range revs {
+				// Only its own revision: a status written over it is
+				// another process's.
+				if rev > 0 {
+					_ = r.kv.Delete(dctx, r.status[i].Key, rev)
+				}
 			}
 			cancel()
 			return
@@ -78,23 +118,91 @@ func (r *reporter) snapshot() []job.WorkerStatus {
 }
 
 // flush writes the statuses changed since the last flush, or all of them;
-// it stops at the first write that fails.
+// it stops at the first write that fails. Once the pool was replaced it
+// writes nothing.
 func (r *reporter) flush(ctx context.Context, all bool, now time.Time) error {
 	r.mu.Lock()
-	var out []job.WorkerStatus
+	if r.replaced != nil {
+		r.mu.Unlock()
+		return nil
+	}
+	var out []int
+	var statuses []job.WorkerStatus
 	for i := range r.status {
 		if all || r.dirty[i] {
 			r.dirty[i] = false
 			r.status[i].LastSeen = now.UTC()
-			out = append(out, r.status[i])
+			out = append(out, i)
+			statuses = append(statuses, r.status[i])
 		}
 	}
 	r.mu.Unlock()
-	for _, s := range out {
-		data, _ := json.Marshal(s)
-		if _, err := r.kv.Put(ctx, s.Key, data); err != nil && ctx.Err() == nil {
+	for n, i := range out {
+		if err := r.write(ctx, i, statuses[n]); err != nil && ctx.Err() == nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// write stores status s, of worker i, expecting the revision this pool
+// last wrote. Another revision is either this pool's own write whose answer
+// was lost (written again over it), or another process's: the pool was
+// replaced (*ReplacedError). A status that expired while the process was
+// paused is created again.
+func (r *reporter) write(ctx context.Context, i int, s job.WorkerStatus) error {
+	data, _ := json.Marshal(s)
+	r.mu.Lock()
+	if r.revs == nil {
+		r.revs = make([]uint64, len(r.status))
+	}
+	rev := r.revs[i]
+	r.mu.Unlock()
+	var err error
+	var n uint64
+	for range 3 {
+		switch rev {
+		case 0:
+			// The first write: the pool's start found the name free.
+			n, err = r.kv.Put(ctx, s.Key, data)
+		default:
+			n, err = r.kv.Update(ctx, s.Key, data, rev)
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			break
+		}
+		e, gerr := r.kv.Get(ctx, s.Key)
+		if errors.Is(gerr, store.ErrNotFound) {
+			// It expired (the process was paused past its time to
+			// live), and nobody took the name meanwhile.
+			if n, err = r.kv.Create(ctx, s.Key, data); !errors.Is(err, store.ErrConflict) {
+				break
+			}
+			continue // written meanwhile: read again
+		}
+		if gerr != nil {
+			return gerr
+		}
+		var other job.WorkerStatus
+		if json.Unmarshal(e.Value, &other) == nil && !sameProcess(other, s) {
+			r.mu.Lock()
+			r.replaced = &ReplacedError{Pool: s.Pool, Other: other}
+			r.mu.Unlock()
+			return r.replaced
+		}
+		rev = e.Revision // this pool's own write, whose answer was lost
+	}
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.revs[i] = n
+	r.mu.Unlock()
+	return nil
+}
+
+// sameProcess reports whether statuses a and b were written by one
+// process's pool.
+func sameProcess(a, b job.WorkerStatus) bool {
+	return a.Host == b.Host && a.PID == b.PID && a.StartedAt.Equal(b.StartedAt)
 }

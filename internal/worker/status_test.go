@@ -117,3 +117,132 @@ func TestAStoppedPoolOfTheSameNameIsNotTakenForDead(t *testing.T) {
 	defer cancel()
 	_ = p.Stop(ctx)
 }
+
+// startPool starts a pool named test of f whose statuses are written
+// every heartbeat, and stops it at the end of the test.
+func startPool(t *testing.T, f *fixture, heartbeat time.Duration) *Pool {
+	t.Helper()
+	cfg := Config{Store: f.store, Datasets: &dataset.Store{KV: f.store.Datasets, Blocks: f.store.Blocks}, Kinds: f.kinds,
+		Concurrency: 2, Name: "test", Host: "here", Logger: slog.New(slog.DiscardHandler)}
+	p := New(cfg)
+	p.rep.heartbeat = heartbeat
+	if err := p.Start(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
+}
+
+// A pool whose name another process took while it was paused (its status
+// expired, or another host's heartbeat stood still, and the other wrote
+// its own status under the name) finds it at its next write, says so, and
+// writes nothing more: neither its statuses over the other's nor, at its
+// stop, their deletion. Before, both ran side by side, each overwriting
+// the other's statuses.
+func TestAPoolWhoseNameWasTakenStops(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	p := startPool(t, f, 20*time.Millisecond)
+	then := time.Now().UTC()
+	theirs, _ := json.Marshal(job.WorkerStatus{Key: "test.1", Pool: "test", Index: 1, Host: "elsewhere", PID: 42, StartedAt: then, LastSeen: then})
+	if _, err := f.store.Workers.Put(f.ctx, "test.1", theirs); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-p.Replaced():
+	case <-f.ctx.Done():
+		t.Fatal("the pool never noticed that another process took its name")
+	}
+	if _, ok := errors.AsType[*ReplacedError](err); !ok || !strings.Contains(err.Error(), "on host elsewhere, process 42") || !strings.Contains(err.Error(), "--name") {
+		t.Fatalf("the pool's error: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e, err := f.store.Workers.Get(f.ctx, "test.1")
+	if err != nil || string(e.Value) != string(theirs) {
+		t.Fatalf("the other process's status after this pool's stop: %q, %v; want it as it wrote it", e.Value, err)
+	}
+}
+
+// A status that expired while its process was paused, with nobody taking
+// the name, is written again, and the pool goes on; its stop removes it.
+func TestAnExpiredStatusIsWrittenAgain(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	p := startPool(t, f, 20*time.Millisecond)
+	w, err := f.store.Workers.Watch(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for e := range w.Updates() { // what is there: the end is a nil
+		if e == nil {
+			break
+		}
+	}
+	if err := f.store.Workers.Delete(f.ctx, "test.0", 0); err != nil {
+		t.Fatal(err)
+	}
+	for back := false; !back; {
+		select {
+		case e := <-w.Updates():
+			back = e != nil && e.Key == "test.0" && !e.Deleted
+		case err := <-p.Replaced():
+			t.Fatalf("a pool whose status expired took itself for replaced: %v", err)
+		case <-f.ctx.Done():
+			t.Fatal("the expired status was never written again")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := f.store.Workers.Keys(f.ctx); err != nil || len(keys) != 0 {
+		t.Fatalf("statuses left after the stop: %v, %v", keys, err)
+	}
+}
+
+// lostAnswerKV stores an update and then answers with an error, once, as a
+// store whose answer was lost does.
+type lostAnswerKV struct {
+	*memstore.KV
+	lose atomic.Bool
+}
+
+func (k *lostAnswerKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	n, err := k.KV.Update(ctx, key, value, rev)
+	if err == nil && k.lose.CompareAndSwap(true, false) {
+		return 0, context.DeadlineExceeded
+	}
+	return n, err
+}
+
+// A write of the pool's own whose answer was lost leaves the stored
+// revision ahead of the pool's: the next write finds its own status there
+// and goes on, rather than taking itself for replaced.
+func TestAStatusWriteWhoseAnswerWasLostIsNoReplacement(t *testing.T) {
+	kv := &lostAnswerKV{KV: memstore.NewKV()}
+	now := time.Now().UTC()
+	r := &reporter{kv: kv, interval: time.Hour, heartbeat: time.Hour,
+		status: []job.WorkerStatus{{Key: "pool.0", Pool: "pool", Host: "here", PID: 7, StartedAt: now}}, dirty: make([]bool, 1)}
+	ctx := context.Background()
+	for i, lose := range []bool{false, true, false, false} {
+		kv.lose.Store(lose)
+		err := r.flush(ctx, true, now.Add(time.Duration(i)*time.Second))
+		if lose != (err != nil) {
+			t.Fatalf("write %d (answer lost: %v): %v", i, lose, err)
+		}
+	}
+	e, err := kv.Get(ctx, "pool.0")
+	var s job.WorkerStatus
+	if err != nil || json.Unmarshal(e.Value, &s) != nil || !s.LastSeen.Equal(now.Add(3*time.Second)) || r.replaced != nil {
+		t.Fatalf("after a lost answer: the status %+v (%v), replaced %v", s, err, r.replaced)
+	}
+}

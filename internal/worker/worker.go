@@ -96,11 +96,14 @@ type Pool struct {
 	hardCancel context.CancelFunc
 	stopOnce   sync.Once
 	repCancel  context.CancelFunc
-	unsubs     []func()
-	wg         sync.WaitGroup
-	repWG      sync.WaitGroup
-	results    chan finished
-	resultsWG  sync.WaitGroup
+	// replaced receives a *ReplacedError once another process took this
+	// pool's name (Replaced).
+	replaced  chan error
+	unsubs    []func()
+	wg        sync.WaitGroup
+	repWG     sync.WaitGroup
+	results   chan finished
+	resultsWG sync.WaitGroup
 
 	pace     pace
 	lanes    lanes         // when each priority lane last gave a task
@@ -190,6 +193,7 @@ func New(cfg Config) *Pool {
 		startedBuf:  map[string][]job.TaskStarted{},
 		startedWake: make(chan struct{}, 1),
 		idleWake:    make(chan struct{}, 1),
+		replaced:    make(chan error, 1),
 		rep: &reporter{
 			kv:        cfg.Store.Workers,
 			interval:  100 * time.Millisecond,
@@ -254,6 +258,11 @@ func (p *Pool) Start(ctx context.Context) error {
 	p.repWG.Go(func() { p.sendStarted(repCtx.Done()) })
 	p.repWG.Go(func() {
 		p.rep.run(repCtx, func(err error) {
+			if _, ok := errors.AsType[*ReplacedError](err); ok {
+				p.log.Error("another process runs a pool of workers of this name, having taken this one for dead while it was paused or cut off: this one stops", "err", err)
+				p.replaced <- err
+				return
+			}
 			p.log.Warn("could not report worker status; is NATS reachable?", "err", err)
 		})
 	})
@@ -948,6 +957,12 @@ func (p *Pool) cancelJob(id string, epoch int) {
 		r.cancel()
 	}
 }
+
+// Replaced receives a *ReplacedError when another process runs a pool of
+// this one's name, having taken it for dead (it was paused, or cut off,
+// longer than its status lives): the two would run side by side. Its
+// statuses are no longer written; the owner of the pool stops it.
+func (p *Pool) Replaced() <-chan error { return p.replaced }
 
 // Stop stops taking tasks and waits for the running ones to finish; when ctx
 // ends first, running tasks are abandoned and go back to the queue (a task
