@@ -158,6 +158,7 @@ func (r *reporter) write(ctx context.Context, i int, s job.WorkerStatus) error {
 	}
 	rev := r.revs[i]
 	r.mu.Unlock()
+	known := rev // the last write of this pool the store confirmed
 	var err error
 	var n uint64
 	for range 3 {
@@ -182,6 +183,12 @@ func (r *reporter) write(ctx context.Context, i int, s job.WorkerStatus) error {
 		}
 		if gerr != nil {
 			return gerr
+		}
+		if e.Revision <= known {
+			// A copy that has not seen this pool's last write (a
+			// follower's answer): nothing to decide on; the next
+			// flush tries again.
+			return fmt.Errorf("write the status of worker %s: the store answered with a copy older than this pool's last write", s.Key)
 		}
 		var other job.WorkerStatus
 		if json.Unmarshal(e.Value, &other) == nil && !sameProcess(other, s) {

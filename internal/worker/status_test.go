@@ -15,6 +15,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/store/memstore"
 )
 
@@ -244,5 +245,51 @@ func TestAStatusWriteWhoseAnswerWasLostIsNoReplacement(t *testing.T) {
 	var s job.WorkerStatus
 	if err != nil || json.Unmarshal(e.Value, &s) != nil || !s.LastSeen.Equal(now.Add(3*time.Second)) || r.replaced != nil {
 		t.Fatalf("after a lost answer: the status %+v (%v), replaced %v", s, err, r.replaced)
+	}
+}
+
+// staleKV answers a get with the entry given, as a follower that has not
+// seen the last writes does.
+type staleKV struct {
+	*lostAnswerKV
+	stale *store.Entry
+}
+
+func (k *staleKV) Get(ctx context.Context, key string) (store.Entry, error) {
+	if k.stale != nil {
+		return *k.stale, nil
+	}
+	return k.KV.Get(ctx, key)
+}
+
+// A read answered by a copy older than the pool's last write decides
+// nothing, even when it holds another process's status (the pool's
+// previous process, before a restart under the same name): the write is
+// tried again, not taken for a replacement.
+func TestAStaleReadIsNoReplacement(t *testing.T) {
+	kv := &staleKV{lostAnswerKV: &lostAnswerKV{KV: memstore.NewKV()}}
+	now := time.Now().UTC()
+	old, _ := json.Marshal(job.WorkerStatus{Key: "pool.0", Pool: "pool", Host: "here", PID: 6, StartedAt: now.Add(-time.Hour)})
+	ctx := context.Background()
+	first, err := kv.Put(ctx, "pool.0", old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &reporter{kv: kv, interval: time.Hour, heartbeat: time.Hour,
+		status: []job.WorkerStatus{{Key: "pool.0", Pool: "pool", Host: "here", PID: 7, StartedAt: now}}, dirty: make([]bool, 1)}
+	if err := r.flush(ctx, true, now); err != nil {
+		t.Fatal(err)
+	}
+	kv.lose.Store(true)
+	if err := r.flush(ctx, true, now.Add(time.Second)); err == nil {
+		t.Fatal("a write whose answer was lost reported no error")
+	}
+	kv.stale = &store.Entry{Key: "pool.0", Value: old, Revision: first}
+	if err := r.flush(ctx, true, now.Add(2*time.Second)); err == nil || r.replaced != nil {
+		t.Fatalf("a write after a stale read: %v, replaced %v; want an error to try again, and no replacement", err, r.replaced)
+	}
+	kv.stale = nil
+	if err := r.flush(ctx, true, now.Add(3*time.Second)); err != nil || r.replaced != nil {
+		t.Fatalf("once the read is current: %v, replaced %v", err, r.replaced)
 	}
 }
