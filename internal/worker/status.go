@@ -28,7 +28,8 @@ type reporter struct {
 	// (0 before the first write): each write expects its own last one.
 	revs []uint64
 	// replaced is set once another process's status was found under one
-	// of this pool's keys: nothing is written or deleted after it.
+	// of this pool's keys: nothing is written after it, and a stop
+	// deletes only the statuses still at this pool's revision.
 	replaced *ReplacedError
 }
 
@@ -71,7 +72,9 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 		err := r.flush(ctx, all, now)
 		if _, ok := errors.AsType[*ReplacedError](err); ok {
 			onErr(err)
-			return // the statuses are the other process's now
+			<-ctx.Done() // its owner stops the pool
+			r.remove(ctx)
+			return
 		}
 		if err != nil {
 			// What the store did not take (a leader being elected) is
@@ -87,23 +90,24 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 		}
 		select {
 		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			r.mu.Lock()
-			revs := slices.Clone(r.revs)
-			if r.replaced != nil {
-				revs = nil
-			}
-			r.mu.Unlock()
-			for i, rev := range revs {
-				// Only its own revision: a status written over it is
-				// another process's.
-				if rev > 0 {
-					_ = r.kv.Delete(dctx, r.status[i].Key, rev)
-				}
-			}
-			cancel()
+			r.remove(ctx)
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// remove deletes the statuses this pool wrote, each only at the revision
+// it wrote: a status written over it is another process's.
+func (r *reporter) remove(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	revs := slices.Clone(r.revs)
+	r.mu.Unlock()
+	for i, rev := range revs {
+		if rev > 0 {
+			_ = r.kv.Delete(dctx, r.status[i].Key, rev)
 		}
 	}
 }

@@ -170,6 +170,34 @@ func TestAPoolWhoseNameWasTakenStops(t *testing.T) {
 	if err != nil || string(e.Value) != string(theirs) {
 		t.Fatalf("the other process's status after this pool's stop: %q, %v; want it as it wrote it", e.Value, err)
 	}
+	if keys, err := f.store.Workers.Keys(f.ctx); err != nil || len(keys) != 1 {
+		t.Fatalf("statuses after the stop: %v, %v; want only the other process's (this pool's own one removed)", keys, err)
+	}
+}
+
+// A pool whose name another process took as it was stopping (the other
+// started seeing it leave) finds it at the stop's last write, and leaves
+// the other's status as it is.
+func TestAPoolStoppingAsItsNameIsTakenLeavesTheOthersStatus(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	p := startPool(t, f, time.Hour)
+	then := time.Now().UTC()
+	theirs, _ := json.Marshal(job.WorkerStatus{Key: "test.0", Pool: "test", Host: "elsewhere", PID: 42, StartedAt: then, LastSeen: then})
+	if _, err := f.store.Workers.Put(f.ctx, "test.0", theirs); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e, err := f.store.Workers.Get(f.ctx, "test.0")
+	if err != nil || string(e.Value) != string(theirs) {
+		t.Fatalf("the other process's status after this pool's stop: %q, %v; want it as it wrote it", e.Value, err)
+	}
+	if _, err := f.store.Workers.Get(f.ctx, "test.1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("this pool's own other status after its stop: %v; want it removed", err)
+	}
 }
 
 // A status that expired while its process was paused, with nobody taking

@@ -983,7 +983,13 @@ func (p *Pool) stop(ctx context.Context) {
 		p.rep.set(i, func(s *job.WorkerStatus) { s.Stopping = true })
 	}
 	if err := p.rep.flush(ctx, false, time.Now()); err != nil {
-		p.log.Warn("could not report that the workers are stopping", "err", err)
+		if _, ok := errors.AsType[*ReplacedError](err); ok {
+			// A pool of the name started as this one was leaving:
+			// its statuses stay.
+			p.log.Info("another process took this pool's name as it was stopping", "err", err)
+		} else {
+			p.log.Warn("could not report that the workers are stopping", "err", err)
+		}
 	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
