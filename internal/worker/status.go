@@ -115,12 +115,6 @@ func (r *reporter) remove(ctx context.Context) {
 // retryBeat is how soon statuses are written again after a failed write.
 const retryBeat = time.Second
 
-func (r *reporter) snapshot() []job.WorkerStatus {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]job.WorkerStatus(nil), r.status...)
-}
-
 // flush writes the statuses changed since the last flush, or all of them;
 // it stops at the first write that fails. Once the pool was replaced it
 // writes nothing.
