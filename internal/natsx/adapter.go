@@ -12,6 +12,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -284,7 +285,7 @@ func (k kv) entries(ctx context.Context, prefix string) (out []store.Entry, chec
 	if err != nil {
 		return nil, false, storeErr(err)
 	}
-	out, seen, host, done, err := k.readEntries(ctx, prefix)
+	out, seen, last, host, done, err := k.readEntries(ctx, prefix)
 	if err != nil {
 		return nil, false, err
 	}
@@ -296,15 +297,16 @@ func (k kv) entries(ctx context.Context, prefix string) (out []store.Entry, chec
 			return out, false, nil
 		}
 	}
-	out, err = k.completeEntries(ctx, st, prefix, out, seen)
+	out, err = k.completeEntries(ctx, st, prefix, out, seen, last)
 	return out, true, err
 }
 
 // readEntries reads the entries under prefix with a consumer of its own:
-// them, the subjects it saw (deletion markers included), and the server
-// the consumer was placed on in a cluster; done is false when the read
-// ended short of what that server holds.
-func (k kv) readEntries(ctx context.Context, prefix string) (out []store.Entry, seen map[string]bool, host string, done bool, err error) {
+// them, the subjects it saw (deletion markers included), the last stream
+// sequence it was delivered, and the server the consumer was placed on in
+// a cluster; done is false when the read ended short of what that server
+// holds.
+func (k kv) readEntries(ctx context.Context, prefix string) (out []store.Entry, seen map[string]bool, last uint64, host string, done bool, err error) {
 	subject := "$KV." + k.kv.Bucket() + "."
 	// A consumer made within ctx, not the library's ordered one: that one
 	// makes its consumer again at every fetch, and tries to make it for
@@ -326,7 +328,7 @@ func (k kv) readEntries(ctx context.Context, prefix string) (out []store.Entry, 
 			break
 		}
 		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return nil, nil, "", false, storeErr(err)
+			return nil, nil, 0, "", false, storeErr(err)
 		}
 	}
 	// The consumer goes with the read: left to expire, a thousand reads
@@ -343,17 +345,18 @@ func (k kv) readEntries(ctx context.Context, prefix string) (out []store.Entry, 
 	for wait := 10 * time.Millisecond; ; {
 		batch, err := cons.FetchNoWait(entriesBatch)
 		if err != nil {
-			return nil, nil, "", false, storeErr(err)
+			return nil, nil, 0, "", false, storeErr(err)
 		}
 		n, pending := 0, uint64(0)
 		for m := range batch.Messages() {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
-				return nil, nil, "", false, err
+				return nil, nil, 0, "", false, err
 			}
 			pending = meta.NumPending
 			seen[m.Subject()] = true
+			last = max(last, meta.Sequence.Stream)
 			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 				continue
 			}
@@ -367,11 +370,11 @@ func (k kv) readEntries(ctx context.Context, prefix string) (out []store.Entry, 
 			wait = min(2*wait, 200*time.Millisecond)
 			continue
 		} else if err != nil {
-			return nil, nil, "", false, storeErr(err)
+			return nil, nil, 0, "", false, storeErr(err)
 		}
 		switch {
 		case n > 0 && pending == 0:
-			return out, seen, host, true, nil
+			return out, seen, last, host, true, nil
 		case n > 0:
 			empty = 0
 		default:
@@ -381,72 +384,107 @@ func (k kv) readEntries(ctx context.Context, prefix string) (out []store.Entry, 
 			// that way lacked files. The consumer says which.
 			info, err := cons.Info(ctx)
 			if err != nil {
-				return nil, nil, "", false, storeErr(err)
+				return nil, nil, 0, "", false, storeErr(err)
 			}
 			if info.NumPending == 0 {
-				return out, seen, host, true, nil
+				return out, seen, last, host, true, nil
 			}
 			// A few of these in a row: the stream's leader fills in
 			// what the read did not bring (completeEntries), rather than
 			// fetches asking a stalled server, or one that will not
 			// serve a damaged message, until the deadline.
 			if empty++; empty == entriesEmptyFetches {
-				return out, seen, host, false, nil
+				return out, seen, last, host, false, nil
 			}
 			time.Sleep(wait)
 			wait = min(2*wait, 200*time.Millisecond)
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, nil, "", false, storeErr(err)
+			return nil, nil, 0, "", false, storeErr(err)
 		}
 	}
 }
 
-// completeEntries checks a read of the entries under prefix (out, and the
-// subjects seen) against the stream's leader, which answers for every
-// acknowledged write: the subjects it holds under prefix that the read
-// missed are read from it, one request each. The leader names the
-// subjects, not their revisions: a key rewritten just before may still be
-// read at its earlier value, as a read of any one key may be; and a key
-// the read saw is kept (a leaderless group is answered by any member).
-func (k kv) completeEntries(ctx context.Context, st jetstream.Stream, prefix string, out []store.Entry, seen map[string]bool) ([]store.Entry, error) {
+// completeEntries checks a read of the entries under prefix (out, the
+// subjects it saw, deletion markers included, and the last stream
+// sequence it was delivered) against the stream's leader, which answers
+// for every acknowledged write. The read's server had applied the stream
+// up to last (a replica applies the stream in order): what the leader
+// holds under prefix after last is newer than the read, a key written
+// again (the read holds its earlier value: a file uploaded again just
+// before a listing was listed at its older upload), a new key or a
+// deletion; it is read from the leader one message after the other, and
+// usually there is none (one request). Then the subjects the leader holds
+// under prefix that the read still misses (a damaged message the read's
+// server would not pass) are read from it, one request each. A key the
+// read saw and the leader does not name is kept (a leaderless group is
+// answered by any member).
+func (k kv) completeEntries(ctx context.Context, st jetstream.Stream, prefix string, out []store.Entry, seen map[string]bool, last uint64) ([]store.Entry, error) {
 	name := "KV_" + k.kv.Bucket()
 	subject := "$KV." + k.kv.Bucket() + "."
+	newer := map[string]leaderMsg{}
+	for seq := last + 1; ; {
+		m, found, err := k.leaderGet(ctx, name, map[string]any{"seq": seq, "next_by_subj": subject + prefix + ">"})
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			break
+		}
+		newer[m.Subject], seen[m.Subject] = m, true
+		seq = m.Seq + 1
+	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject+prefix+">"))
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	added := false
 	for subj, n := range info.State.Subjects {
 		if n == 0 || seen[subj] {
 			continue
 		}
-		e, ok, err := k.leaderLast(ctx, name, subj)
+		m, found, err := k.leaderGet(ctx, name, map[string]any{"last_by_subj": subj})
 		if err != nil {
 			return nil, err
 		}
-		if ok {
-			out = append(out, store.Entry{Key: strings.TrimPrefix(subj, subject), Value: e.Data, Revision: e.Seq})
-			added = true
+		if found {
+			newer[subj] = m
 		}
 	}
-	if added {
-		slices.SortFunc(out, func(a, b store.Entry) int { return cmp.Compare(a.Revision, b.Revision) })
+	if len(newer) == 0 {
+		return out, nil
 	}
+	// The read's entries, each key once (a read that went on while the
+	// key was written again met both), with the leader's over them.
+	byKey := make(map[string]store.Entry, len(out)+len(newer))
+	for _, e := range out {
+		if old, ok := byKey[e.Key]; !ok || old.Revision < e.Revision {
+			byKey[e.Key] = e
+		}
+	}
+	for subj, m := range newer {
+		key := strings.TrimPrefix(subj, subject)
+		if m.deleted() {
+			delete(byKey, key)
+			continue
+		}
+		byKey[key] = store.Entry{Key: key, Value: m.Data, Revision: m.Seq}
+	}
+	out = slices.Collect(maps.Values(byKey))
+	slices.SortFunc(out, func(a, b store.Entry) int { return cmp.Compare(a.Revision, b.Revision) })
 	return out, nil
 }
 
-// leaderLast reads the last message of subject subj of stream name from
-// the stream's leader (a direct get may be answered by a replica that
-// lags); ok is false when there is none, or it marks a deletion.
-func (k kv) leaderLast(ctx context.Context, name, subj string) (m leaderMsg, ok bool, err error) {
-	req, err := json.Marshal(map[string]string{"last_by_subj": subj})
+// leaderGet asks the leader of stream name for a message (req: a
+// message-get request, last_by_subj or next_by_subj; a direct get may be
+// answered by a replica that lags); found is false when there is none.
+func (k kv) leaderGet(ctx context.Context, name string, req map[string]any) (m leaderMsg, found bool, err error) {
+	data, err := json.Marshal(req)
 	if err != nil {
 		return m, false, err
 	}
-	reply, err := k.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+name, req)
+	reply, err := k.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+name, data)
 	if err != nil {
-		return m, false, storeErr(fmt.Errorf("read %s from the leader of %s: %w", subj, name, err))
+		return m, false, storeErr(fmt.Errorf("read %s from the leader of %s: %w", data, name, err))
 	}
 	var resp struct {
 		Error *struct {
@@ -456,32 +494,38 @@ func (k kv) leaderLast(ctx context.Context, name, subj string) (m leaderMsg, ok 
 		Message *leaderMsg `json:"message"`
 	}
 	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return m, false, fmt.Errorf("read %s from the leader of %s: %w", subj, name, err)
+		return m, false, fmt.Errorf("read %s from the leader of %s: %w", data, name, err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == 10037: // no message found
 		return m, false, nil
 	case resp.Error != nil:
-		return m, false, fmt.Errorf("read %s from the leader of %s: %s", subj, name, resp.Error.Description)
+		return m, false, fmt.Errorf("read %s from the leader of %s: %s", data, name, resp.Error.Description)
 	case resp.Message == nil:
-		return m, false, fmt.Errorf("read %s from the leader of %s: an answer without a message", subj, name)
-	}
-	if len(resp.Message.Header) > 0 {
-		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
-		if err == nil {
-			if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-				return m, false, nil
-			}
-		}
+		return m, false, fmt.Errorf("read %s from the leader of %s: an answer without a message", data, name)
 	}
 	return *resp.Message, true, nil
 }
 
+// deleted reports whether m marks its key's deletion.
+func (m leaderMsg) deleted() bool {
+	if len(m.Header) == 0 {
+		return false
+	}
+	h, err := nats.DecodeHeadersMsg(m.Header)
+	if err != nil {
+		return false
+	}
+	op := h.Get("KV-Operation")
+	return op == "DEL" || op == "PURGE"
+}
+
 // leaderMsg is a message as the stream's leader gives it.
 type leaderMsg struct {
-	Seq    uint64 `json:"seq"`
-	Header []byte `json:"hdrs"`
-	Data   []byte `json:"data"`
+	Subject string `json:"subject"`
+	Seq     uint64 `json:"seq"`
+	Header  []byte `json:"hdrs"`
+	Data    []byte `json:"data"`
 }
 
 // entriesEmptyFetches is how many empty fetches in a row, while its

@@ -41,7 +41,7 @@ func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	partial := []store.Entry{whole[1]}
-	got, err := k.completeEntries(ctx, st, "p.", partial, map[string]bool{subject + "p.b": true})
+	got, err := k.completeEntries(ctx, st, "p.", partial, map[string]bool{subject + "p.b": true}, whole[1].Revision)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
 	}
 
 	// A read that saw nothing at all.
-	if got, err = k.completeEntries(ctx, st, "p.", nil, map[string]bool{}); err != nil {
+	if got, err = k.completeEntries(ctx, st, "p.", nil, map[string]bool{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(whole) {
@@ -58,8 +58,61 @@ func TestEntriesMissedByTheReadComeFromTheLeader(t *testing.T) {
 	}
 
 	// Nothing under a prefix: nothing added.
-	if got, err = k.completeEntries(ctx, st, "none.", nil, map[string]bool{}); err != nil || len(got) != 0 {
+	if got, err = k.completeEntries(ctx, st, "none.", nil, map[string]bool{}, 0); err != nil || len(got) != 0 {
 		t.Fatalf("entries under none.: %v, %v; want none", got, err)
+	}
+}
+
+// A read made by a replica that had not yet applied the last writes (a
+// file uploaded again, or deleted, just before a listing) is brought up to
+// the leader's: a key written again after the read's last sequence comes
+// with its new value and revision, a key deleted after it goes, a new key
+// comes; what the read saw that nothing changed since stays.
+func TestEntriesReadStaleAreBroughtUpToTheLeader(t *testing.T) {
+	s, ctx := setupStore(t)
+	k := s.Ports.Datasets.(kv)
+	for _, key := range []string{"p.a", "p.b", "p.c"} {
+		if _, err := k.Put(ctx, key, []byte("first "+key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale, err := k.Entries(ctx, "p.")
+	if err != nil || len(stale) != 3 {
+		t.Fatalf("entries: %v, %v", stale, err)
+	}
+	// What the leader took after the replica's read.
+	if _, err := k.Put(ctx, "p.a", []byte("second p.a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Delete(ctx, "p.b", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Put(ctx, "p.d", []byte("first p.d")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Put(ctx, "q.x", []byte("elsewhere")); err != nil {
+		t.Fatal(err)
+	}
+	want, err := k.Entries(ctx, "p.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := k.js.Stream(ctx, "KV_"+k.kv.Bucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := "$KV." + k.kv.Bucket() + "."
+	seen := map[string]bool{subject + "p.a": true, subject + "p.b": true, subject + "p.c": true}
+	got, err := k.completeEntries(ctx, st, "p.", stale, seen, stale[2].Revision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || string(got[1].Value) != "second p.a" {
+		t.Fatalf("the stale read brought up to the leader is\n%v\nwant\n%v", got, want)
+	}
+	// A read that is current costs one request and changes nothing.
+	if got, err = k.completeEntries(ctx, st, "p.", want, map[string]bool{subject + "p.a": true, subject + "p.c": true, subject + "p.d": true, subject + "p.b": true}, want[len(want)-1].Revision); err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("a current read checked: %v, %v; want it as it was", got, err)
 	}
 }
 
