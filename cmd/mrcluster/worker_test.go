@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -216,8 +217,9 @@ func TestTwoPoolsOfOneName(t *testing.T) {
 	ctx, cancel := context.WithTimeout(apitest.Context(t), time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, binary, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "twin").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "a pool of workers named twin is running already") {
-		t.Fatalf("a second pool named twin: %v\n%s", err, out)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 || !strings.Contains(string(out), "a pool of workers named twin is running already") {
+		t.Fatalf("a second pool named twin: %v (want exit status 3)\n%s", err, out)
 	}
 	first.kill(t)
 	launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "2", "--name", "twin")
@@ -270,8 +272,9 @@ func TestAContinuedWorkerWhoseNameWasTakenExits(t *testing.T) {
 	select {
 	case err := <-a.exited:
 		a.exited <- err
-		if err == nil || !strings.Contains(a.out.String(), "another process took over the name of this pool of workers, w") {
-			t.Fatalf("the continued worker exited with %v:\n%s", err, a.out)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 3 || !strings.Contains(a.out.String(), "another process took over the name of this pool of workers, w") {
+			t.Fatalf("the continued worker exited with %v (want exit status 3):\n%s", err, a.out)
 		}
 	case <-time.After(apitest.Timeout):
 		t.Fatalf("the continued worker still runs beside the one that took its name:\n%s", a.out)

@@ -117,7 +117,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		PriorityAging: *aging,
 	})
 	if err := pool.Start(ctx); err != nil {
-		return err
+		return nameInUse(stderr, err)
 	}
 	if *metricsAddr != "" {
 		ln, err := net.Listen("tcp", *metricsAddr)
@@ -156,5 +156,21 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if err := pool.Stop(sctx); err != nil {
 		return err
 	}
-	return replaced
+	return nameInUse(stderr, replaced)
+}
+
+// ExitNameInUse is the exit status of a worker process whose --name
+// another process's pool has (at its start, or taken while it was paused):
+// started again as it is, it would be refused again, so a service manager
+// is best told not to restart it (systemd: RestartPreventExitStatus=3).
+const ExitNameInUse = 3
+
+// nameInUse says err and ends the process with ExitNameInUse when err is
+// worker.ErrNameInUse, and returns err otherwise.
+func nameInUse(stderr io.Writer, err error) error {
+	if !errors.Is(err, worker.ErrNameInUse) {
+		return err
+	}
+	fmt.Fprintln(stderr, "mrcluster:", err)
+	return exitError(ExitNameInUse)
 }

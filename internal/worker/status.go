@@ -21,6 +21,11 @@ type reporter struct {
 	interval  time.Duration
 	heartbeat time.Duration
 
+	// writing is held through a flush: the pool's stop flushes while the
+	// heartbeat may, and two writes of one key at once would leave the
+	// revision of the earlier one as this pool's last.
+	writing sync.Mutex
+
 	mu     sync.Mutex
 	status []job.WorkerStatus
 	dirty  []bool
@@ -43,6 +48,9 @@ type ReplacedError struct {
 	Pool  string
 	Other job.WorkerStatus
 }
+
+// Is makes a ReplacedError an ErrNameInUse.
+func (e *ReplacedError) Is(target error) bool { return target == ErrNameInUse }
 
 func (e *ReplacedError) Error() string {
 	return fmt.Sprintf("another process took over the name of this pool of workers, %s (on host %s, process %d, since %s), while this one was paused or cut off: this one stops; give one of them another --name",
@@ -119,6 +127,8 @@ const retryBeat = time.Second
 // it stops at the first write that fails. Once the pool was replaced it
 // writes nothing.
 func (r *reporter) flush(ctx context.Context, all bool, now time.Time) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
 	r.mu.Lock()
 	if r.replaced != nil {
 		r.mu.Unlock()
@@ -190,10 +200,11 @@ func (r *reporter) write(ctx context.Context, i int, s job.WorkerStatus) error {
 		}
 		var other job.WorkerStatus
 		if json.Unmarshal(e.Value, &other) == nil && !sameProcess(other, s) {
+			replaced := &ReplacedError{Pool: s.Pool, Other: other}
 			r.mu.Lock()
-			r.replaced = &ReplacedError{Pool: s.Pool, Other: other}
+			r.replaced = replaced
 			r.mu.Unlock()
-			return r.replaced
+			return replaced
 		}
 		rev = e.Revision // this pool's own write, whose answer was lost
 	}

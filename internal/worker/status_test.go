@@ -105,7 +105,7 @@ func TestAStoppedPoolOfTheSameNameIsNotTakenForDead(t *testing.T) {
 	cfg := Config{Store: f.store, Datasets: &dataset.Store{KV: f.store.Datasets, Blocks: f.store.Blocks}, Kinds: f.kinds,
 		Concurrency: 1, Name: "test", Host: "here", Logger: slog.New(slog.DiscardHandler)}
 	err := New(cfg).Start(f.ctx)
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("is stopped on this host (process %d", other.Process.Pid)) || !strings.Contains(err.Error(), "kill -CONT") {
+	if !errors.Is(err, ErrNameInUse) || !strings.Contains(err.Error(), fmt.Sprintf("is stopped on this host (process %d", other.Process.Pid)) || !strings.Contains(err.Error(), "kill -CONT") {
 		t.Fatalf("a pool started beside a stopped one of its name: %v", err)
 	}
 	_ = other.Process.Kill()
@@ -158,7 +158,7 @@ func TestAPoolWhoseNameWasTakenStops(t *testing.T) {
 	case <-f.ctx.Done():
 		t.Fatal("the pool never noticed that another process took its name")
 	}
-	if _, ok := errors.AsType[*ReplacedError](err); !ok || !strings.Contains(err.Error(), "on host elsewhere, process 42") || !strings.Contains(err.Error(), "--name") {
+	if _, ok := errors.AsType[*ReplacedError](err); !ok || !errors.Is(err, ErrNameInUse) || !strings.Contains(err.Error(), "on host elsewhere, process 42") || !strings.Contains(err.Error(), "--name") {
 		t.Fatalf("the pool's error: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

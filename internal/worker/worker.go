@@ -1059,6 +1059,19 @@ func stopped(pid int) bool {
 	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'T' || stat[i+2] == 't')
 }
 
+// ErrNameInUse is what the errors of a pool whose name another process's
+// pool has are (errors.Is): its start's (nameFree) and *ReplacedError. A
+// worker process exits with a status of its own then, which a service
+// manager can be told not to restart on: started again, it would be
+// refused again.
+var ErrNameInUse = errors.New("the name of this pool of workers is another process's")
+
+// nameInUse is an error of ErrNameInUse with its own message.
+type nameInUse string
+
+func (e nameInUse) Error() string        { return string(e) }
+func (e nameInUse) Is(target error) bool { return target == ErrNameInUse }
+
 // nameFree returns an error when another running pool has this pool's
 // name (two worker processes given the same --name, as two copies of one
 // service file would): their statuses would overwrite each other, the
@@ -1090,8 +1103,8 @@ func (p *Pool) nameFree(ctx context.Context) error {
 	if before.Host == p.cfg.Host && before.PID > 0 && stopped(before.PID) {
 		// Its heartbeat does not move, but it is no dead process: once
 		// continued it would run beside this one.
-		return fmt.Errorf("a pool of workers named %s is stopped on this host (process %d, paused by SIGSTOP or Ctrl-Z): continue it (kill -CONT %d) or end it, or give this one another --name",
-			p.cfg.Name, before.PID, before.PID)
+		return nameInUse(fmt.Sprintf("a pool of workers named %s is stopped on this host (process %d, paused by SIGSTOP or Ctrl-Z): continue it (kill -CONT %d) or end it, or give this one another --name",
+			p.cfg.Name, before.PID, before.PID))
 	}
 	select {
 	case <-ctx.Done():
@@ -1102,6 +1115,6 @@ func (p *Pool) nameFree(ctx context.Context) error {
 	if !ok || !after.StartedAt.Equal(before.StartedAt) || !after.LastSeen.After(before.LastSeen) {
 		return nil // its heartbeat stopped: a process that died
 	}
-	return fmt.Errorf("a pool of workers named %s is running already (on host %s, since %s): give this one another --name, or stop that one",
-		p.cfg.Name, after.Host, after.StartedAt.Format(time.RFC3339))
+	return nameInUse(fmt.Sprintf("a pool of workers named %s is running already (on host %s, since %s): give this one another --name, or stop that one",
+		p.cfg.Name, after.Host, after.StartedAt.Format(time.RFC3339)))
 }
