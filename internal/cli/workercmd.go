@@ -34,7 +34,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	url := fs.String("nats", "nats://127.0.0.1:4222", "URL of the cluster's NATS server (a server's --nats-listen)")
 	concurrency := fs.Int("concurrency", 4, "tasks run at once")
 	host, _ := os.Hostname()
-	name := fs.String("name", "", "name of this worker pool (default: the host name and a random suffix)")
+	name := fs.String("name", "", "name of this worker pool (default: the host name and a random suffix); the process exits with status 3 when another live process has it")
 	sleepScale := fs.Float64("sleep-scale", 1, "multiplies the sleeps of the short and long kinds")
 	tlsCA := fs.String("nats-tls-ca", "", "PEM CA that verifies the cluster's NATS certificate, when its client port speaks TLS (--nats-tls-cert)")
 	natsToken := fs.String("nats-token", "", "token of the cluster's NATS client port (a server listening beyond loopback prints it)")
