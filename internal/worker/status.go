@@ -21,14 +21,15 @@ type reporter struct {
 	interval  time.Duration
 	heartbeat time.Duration
 
-	// writing is held through a flush: the pool's stop flushes while the
-	// heartbeat may, and two writes of one key at once would leave the
-	// revision of the earlier one as this pool's last.
-	writing sync.Mutex
-
-	mu     sync.Mutex
-	status []job.WorkerStatus
-	dirty  []bool
+	mu sync.Mutex
+	// writing is held through a flush (a semaphore, made at the first):
+	// the pool's stop flushes while the heartbeat may, and two writes of
+	// one key at once would leave the revision of the earlier one as this
+	// pool's last. A flush waits for it only until its own ctx ends: the
+	// heartbeat's may be waiting on a store that does not answer.
+	writing chan struct{}
+	status  []job.WorkerStatus
+	dirty   []bool
 	// revs are the revisions of the statuses as this pool last wrote them
 	// (0 before the first write): each write expects its own last one.
 	revs []uint64
@@ -127,8 +128,18 @@ const retryBeat = time.Second
 // it stops at the first write that fails. Once the pool was replaced it
 // writes nothing.
 func (r *reporter) flush(ctx context.Context, all bool, now time.Time) error {
-	r.writing.Lock()
-	defer r.writing.Unlock()
+	r.mu.Lock()
+	if r.writing == nil {
+		r.writing = make(chan struct{}, 1)
+	}
+	writing := r.writing
+	r.mu.Unlock()
+	select {
+	case writing <- struct{}{}:
+		defer func() { <-writing }()
+	case <-ctx.Done():
+		return nil // as a write cut short by ctx: the caller is leaving
+	}
 	r.mu.Lock()
 	if r.replaced != nil {
 		r.mu.Unlock()

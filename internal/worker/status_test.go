@@ -321,3 +321,39 @@ func TestAStaleReadIsNoReplacement(t *testing.T) {
 		t.Fatalf("once the read is current: %v, replaced %v", err, r.replaced)
 	}
 }
+
+// blockingKV's puts wait until their ctx ends, as a store that does not
+// answer.
+type blockingKV struct {
+	*memstore.KV
+	entered chan struct{}
+}
+
+func (k *blockingKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	k.entered <- struct{}{}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// A flush waits for one in flight only until its own ctx ends: the
+// pool's stop is not held by a heartbeat stuck on a store that does not
+// answer.
+func TestAFlushDoesNotWaitPastItsDeadline(t *testing.T) {
+	kv := &blockingKV{KV: memstore.NewKV(), entered: make(chan struct{}, 1)}
+	r := &reporter{kv: kv, interval: time.Hour, heartbeat: time.Hour,
+		status: []job.WorkerStatus{{Key: "pool.0"}}, dirty: make([]bool, 1)}
+	stuck, release := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.flush(stuck, true, time.Now()); close(done) }()
+	defer func() { release(); <-done }()
+	<-kv.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	returned := make(chan struct{})
+	go func() { _ = r.flush(ctx, true, time.Now()); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a flush waited behind a stuck one past its own deadline")
+	}
+}
