@@ -364,6 +364,12 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 // job's state (revived, superseded).
 func (s *Jobs) settleAfter() time.Duration { return 2 * s.archiveAfter() }
 
+// SettleAfter is how long after a job finished no finishing write of it
+// can still be on its way: from then on an unfinished record in the bucket
+// beside a finished copy of the same epoch is not the job's state, and Get
+// reads the copy (revived).
+func (s *Jobs) SettleAfter() time.Duration { return s.settleAfter() }
+
 func (s *Jobs) archiveAfter() time.Duration {
 	if s.ArchiveAfter > 0 {
 		return s.ArchiveAfter

@@ -53,6 +53,22 @@ func (f *filtered) Updates() <-chan *store.Entry { return f.ch }
 // record learns it from the archive, reading the record from the store.
 func TestFinishedRecordMissedByTheWatch(t *testing.T) {
 	t.Parallel()
+	ctx, s := archivingStore(t, time.Second)
+	writer := s.Ports.Jobs
+	v := startView(t, ctx, s, &store.Jobs{KV: missingFinished{writer.KV}, Archive: writer.Archive, ArchiveAfter: time.Second})
+	j, rev := createJob(t, ctx, v, writer)
+	finished := time.Now().UTC()
+	j.State, j.FinishedAt, j.Done = job.Succeeded, &finished, 1
+	if _, err := writer.Update(ctx, j, rev); err != nil {
+		t.Fatal(err)
+	}
+	awaitSucceeded(t, ctx, v, j.ID, finished)
+}
+
+// archivingStore sets up the store on an embedded server of the test's
+// own, finished records leaving the jobs bucket after archiveAfter.
+func archivingStore(t *testing.T, archiveAfter time.Duration) (context.Context, *natsx.Store) {
+	t.Helper()
 	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -64,21 +80,31 @@ func TestFinishedRecordMissedByTheWatch(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := natsx.Setup(ctx, nc, natsx.StoreConfig{ArchiveAfter: time.Second})
+	t.Cleanup(cancel)
+	s, err := natsx.Setup(ctx, nc, natsx.StoreConfig{ArchiveAfter: archiveAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
-	writer := s.Ports.Jobs
+	return ctx, s
+}
+
+// startView starts a read model of s's store whose job records are jobs.
+func startView(t *testing.T, ctx context.Context, s *natsx.Store, jobs *store.Jobs) *view.View {
+	t.Helper()
 	ports := *s.Ports
-	ports.Jobs = &store.Jobs{KV: missingFinished{writer.KV}, Archive: writer.Archive, ArchiveAfter: time.Second}
+	ports.Jobs = jobs
 	v := view.New(view.Config{Store: &ports, Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler)})
 	if err := v.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = v.Stop(context.Background()) })
 	<-v.Ready()
+	return v
+}
 
+// createJob stores a new job through writer and waits for v to hold it.
+func createJob(t *testing.T, ctx context.Context, v *view.View, writer *store.Jobs) (*job.Job, uint64) {
+	t.Helper()
 	now := time.Now().UTC()
 	j := job.New(job.NewID("noop", now), job.Spec{Kind: "noop", Partitions: 1}, now)
 	rev, err := writer.Create(ctx, j)
@@ -92,16 +118,62 @@ func TestFinishedRecordMissedByTheWatch(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	finished := time.Now().UTC()
-	j.State, j.FinishedAt, j.Done = job.Succeeded, &finished, 1
-	if _, err := writer.Update(ctx, j, rev); err != nil {
-		t.Fatal(err)
-	}
-	for got, _ := v.Get(j.ID); got.State != client.Succeeded; got, _ = v.Get(j.ID) {
+	return j, rev
+}
+
+// awaitSucceeded waits for v to hold job id succeeded.
+func awaitSucceeded(t *testing.T, ctx context.Context, v *view.View, id string, finished time.Time) {
+	t.Helper()
+	for got, _ := v.Get(id); got.State != client.Succeeded; got, _ = v.Get(id) {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("the view still holds the job %s a minute after it finished", got.State)
+			t.Fatalf("the view still holds the job %s %v after it finished", got.State, time.Since(finished))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// cutShort is a jobs bucket whose finishing writes (with a time to live)
+// never reach it, as one cut short by its server's death between the
+// archive's copy and the bucket's write.
+type cutShort struct {
+	store.KV
+	exp store.KVExpiring
+}
+
+func (k cutShort) WriteTTL(ctx context.Context, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error) {
+	if ttl > 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return k.exp.WriteTTL(ctx, key, value, rev, ttl)
+}
+
+func (k cutShort) ForgetUpTo(ctx context.Context, key string, rev uint64) error {
+	return k.exp.ForgetUpTo(ctx, key, rev)
+}
+
+// A job whose finishing write was cut short after its archived copy (its
+// server killed) is finished in the copy alone: the bucket holds it
+// unfinished, and its results, applied again, change nothing in a server
+// that reads the copy. A read model that held it unfinished when the copy
+// came shows it finished once the copy has settled, as every Get reads it
+// then. (The copy settles three times later than the read model's first
+// read of the store: as by default, 20 s and 2 s.)
+func TestFinishedCopyWhoseBucketWriteWasCutShort(t *testing.T) {
+	t.Parallel()
+	ctx, s := archivingStore(t, 3*time.Second)
+	jobs := s.Ports.Jobs
+	v := startView(t, ctx, s, &store.Jobs{KV: jobs.KV, Archive: jobs.Archive, ArchiveAfter: 3 * time.Second})
+	// The writer: another server, killed between its copy and its write.
+	writer := &store.Jobs{KV: cutShort{jobs.KV, jobs.KV.(store.KVExpiring)}, Archive: jobs.Archive, ArchiveAfter: 3 * time.Second}
+	j, rev := createJob(t, ctx, v, writer)
+	finished := time.Now().UTC()
+	j.State, j.FinishedAt, j.Done = job.Succeeded, &finished, 1
+	if _, err := writer.Update(ctx, j, rev); err == nil {
+		t.Fatal("the cut-short finishing write succeeded")
+	}
+	if e, err := jobs.KV.Get(ctx, j.ID); err != nil || strings.Contains(string(e.Value), `"state":"succeeded"`) {
+		t.Fatalf("the bucket after the cut-short write: %s, %v; want the queued record", e.Value, err)
+	}
+	awaitSucceeded(t, ctx, v, j.ID, finished)
 }

@@ -106,6 +106,9 @@ type View struct {
 	// fills are the jobs whose finished record the archive delivered while
 	// this view held them unfinished (or not at all), oldest first.
 	fills []fill
+	// rechecks are the fills whose job the bucket held unfinished: read
+	// again once its copy has settled (fillOne), each at its own time.
+	rechecks []fill
 
 	workers map[string]worker
 	changed chan struct{}
@@ -523,7 +526,14 @@ type fill struct {
 	id    string
 	at    time.Time
 	tries int // reads of the store that failed
+	// settles counts the reads that found the job unfinished in the
+	// bucket (rechecks).
+	settles int
 }
+
+// maxSettles bounds the reads of a job found unfinished in the bucket
+// beside its finished copy.
+const maxSettles = 3
 
 // maxFillTries bounds the reads of one job's record by fill.
 const maxFillTries = 30
@@ -558,6 +568,15 @@ func (v *View) fill(ctx context.Context) {
 		} else {
 			v.fills = v.fills[i:]
 		}
+		v.rechecks = slices.DeleteFunc(v.rechecks, func(f fill) bool {
+			if now.Before(f.at) {
+				return false
+			}
+			if en := v.byID[f.id]; en == nil || !en.state.terminal() {
+				due = append(due, f)
+			}
+			return true
+		})
 		v.mu.Unlock()
 		for i, f := range due {
 			if !v.fillOne(ctx, f) {
@@ -598,9 +617,26 @@ func (v *View) fillOne(ctx context.Context, f fill) bool {
 		}
 		v.log.Warn("could not read the record of a job the archive says finished, after a minute of tries; the dashboard shows it unfinished until this server restarts", "job", f.id, "err", err)
 		return false
-	case err != nil || !j.State.Terminal():
-		// Unfinished in the bucket: the archive's record was early (its
-		// write failed), and the bucket's watch tells the rest.
+	case err != nil:
+		return true // stopping
+	case !j.State.Terminal():
+		// Unfinished in the bucket: the archive's copy was early. Either
+		// its bucket write failed, and the write of the results applied
+		// again finishes the job (the bucket's watch tells it), or the
+		// write was cut short past its copy's append (a server killed),
+		// and the results applied again change nothing in a server that
+		// reads the copy (a restarted one: superseded): the copy is the
+		// job's state, which Get reads once no finishing write can still
+		// be on its way (revived), and nothing of the bucket says so to
+		// this watch (two servers of three held a job "running" for good
+		// that the third read "succeeded", in a chaos test). So it is
+		// read again then.
+		if f.settles++; f.settles <= maxSettles {
+			f.at = time.Now().Add(v.cfg.Store.Jobs.SettleAfter())
+			v.mu.Lock()
+			v.rechecks = append(v.rechecks, f)
+			v.mu.Unlock()
+		}
 		return true
 	}
 	id := f.id
