@@ -5,6 +5,7 @@ package job
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -211,6 +212,24 @@ type Task struct {
 	// queued again once a lost map output was made again is a message of
 	// its own, not a duplicate the queue drops.
 	Round int `json:"round,omitempty"`
+	// Interrupted holds the history records of the runs before this copy
+	// was queued that ended because the store failed under them (their
+	// result could not be stored), up to MaxCarried: they are stored with
+	// the task's final result, in the same message, as the reason it ran
+	// again. Stored on their own, the store that failed would often keep
+	// them out too, and the history then showed two runs of one task and
+	// no reason (a partition, in a test).
+	Interrupted []TaskResult `json:"interrupted,omitempty"`
+}
+
+// MaxCarried bounds the history records a task carries (Task.Interrupted):
+// the last ones are kept.
+const MaxCarried = 16
+
+// Carry returns records with r added, the last MaxCarried of them.
+func Carry(records []TaskResult, r TaskResult) []TaskResult {
+	out := append(slices.Clip(records), r)
+	return out[max(0, len(out)-MaxCarried):]
 }
 
 // Outcomes of task attempts that are not the task's last word: recorded in
@@ -341,19 +360,28 @@ func prefix(s string, n int) string {
 // of a lost run that an earlier record names already: a worker that meets
 // a task delivered again records the runs lost before, and when it dies
 // under the task in turn (a task that kills its workers) the next one
-// records them again.
+// records them again; and the same record of an interrupted run stored
+// twice (Task.Interrupted: each run of the copy that carries it stores it).
 func DropRepeatedLost(rs []TaskResult) []TaskResult {
 	type run struct {
 		phase              Phase
 		partition, attempt int
 		epoch              int
 		backup             bool
+		// worker and finished tell one interrupted run from another
+		// (empty for a lost one's).
+		worker   string
+		finished int64
 	}
 	seen := map[run]bool{}
 	out := rs[:0:0]
 	for _, r := range rs {
-		if r.Outcome == OutcomeLost {
-			k := run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup}
+		k := run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup, "", 0}
+		switch r.Outcome {
+		case OutcomeInterrupted:
+			k.worker, k.finished = r.Worker, r.FinishedAt.UnixNano()
+			fallthrough
+		case OutcomeLost:
 			if seen[k] {
 				continue
 			}

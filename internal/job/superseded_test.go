@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 )
 
 // The first final result of a task in an epoch counts, later copies of it
@@ -70,5 +71,21 @@ func TestRepeatedLostRunsAreShownOnce(t *testing.T) {
 	}
 	if len(rs) != 7 || !reflect.DeepEqual(rs[1], lost(0, 1, 0)) {
 		t.Fatal("the history given was changed")
+	}
+}
+
+// An interrupted run's record stored twice (the copy that carried it ran
+// twice) is shown once; another run's of the same attempt number (another
+// worker, or another time) stays.
+func TestRepeatedInterruptedRunsAreShownOnce(t *testing.T) {
+	at := time.Date(2026, 12, 4, 4, 0, 0, 0, time.UTC)
+	interrupted := func(worker string, finished time.Time) TaskResult {
+		return TaskResult{Partition: 0, Attempt: 1, Phase: PhaseMap, Outcome: OutcomeInterrupted, Worker: worker, FinishedAt: finished}
+	}
+	rs := []TaskResult{interrupted("a.0", at), interrupted("a.0", at), interrupted("b.0", at), interrupted("a.0", at.Add(time.Second))}
+	got := DropRepeatedLost(rs)
+	want := []TaskResult{rs[0], rs[2], rs[3]}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
 	}
 }

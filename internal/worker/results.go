@@ -13,7 +13,10 @@ import (
 // (a lost or retried attempt) has no lease.
 type finished struct {
 	result job.TaskResult
-	lease  *lease
+	// carried are history records that go out before result, in its
+	// message (job.Task.Interrupted).
+	carried []job.TaskResult
+	lease   *lease
 	// shared: the task's job keeps its history in its record
 	// (job.LogInRecord), and its result goes out with other such jobs'.
 	shared bool
@@ -87,9 +90,9 @@ func (p *Pool) store(batch []finished) {
 	for len(groups) > 0 {
 		tasks := groups[0]
 		groups = groups[1:]
-		results := make([]job.TaskResult, len(tasks))
-		for i, f := range tasks {
-			results[i] = f.result
+		results := make([]job.TaskResult, 0, len(tasks))
+		for _, f := range tasks {
+			results = append(append(results, f.carried...), f.result)
 		}
 		m, err := store.ResultMessage(results, tasks[0].shared)
 		if err != nil {
@@ -140,15 +143,12 @@ func (p *Pool) retry(tasks []finished, err error) {
 		} else {
 			t.Failures--
 		}
-		// Its history says why it runs again (if the store takes it by
-		// then; the channel is this goroutine's own, so never wait on it).
+		// Its history says why it runs again: the next run stores the
+		// record (the store that failed would often keep it out now).
 		r := f.result
 		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError("its result could not be stored: "+err.Error())
 		r.Commit, r.Counters, r.Preview = "", nil, nil
-		select {
-		case p.results <- finished{result: r, shared: f.shared}:
-		default:
-		}
+		t.Interrupted = job.Carry(f.carried, r)
 		p.later(f.lease, p.backoff(1), t)
 	}
 }

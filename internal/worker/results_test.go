@@ -1,8 +1,11 @@
 package worker
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,5 +51,50 @@ func TestResultMessagesStaySmall(t *testing.T) {
 	}
 	if messages < 2 || messages > 8 {
 		t.Fatalf("%d messages for 100 results of about 6 KiB; want them split in a few", messages)
+	}
+}
+
+// refusing is a results stream whose first publishes fail, as a store
+// that does not answer (a partition) fails them.
+type refusing struct {
+	store.Stream
+	left atomic.Int32
+}
+
+func (r *refusing) Publish(ctx context.Context, msgs ...store.Message) []error {
+	if r.left.Add(-1) >= 0 {
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = fmt.Errorf("no acknowledgement from the store: %w", context.DeadlineExceeded)
+		}
+		return errs
+	}
+	return r.Stream.Publish(ctx, msgs...)
+}
+
+// A task whose result could not be stored runs again, and the history
+// says why: the records of its interrupted runs are stored with its final
+// result, in one message, even when the store refused everything at the
+// time they were made.
+func TestAnUnstoredResultsRunIsRecordedWithTheNextOne(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	results := &refusing{Stream: f.store.Results}
+	results.left.Store(2)
+	s := *f.store
+	s.Results = results
+	f.store = &s
+	f.pool(1)
+	f.queue(task("j1", 0, 1))
+	rs := f.results(1)
+	if len(rs) != 3 {
+		t.Fatalf("results: %+v; want the two interrupted runs, then the final one", rs)
+	}
+	for i, r := range rs[:2] {
+		if r.Outcome != job.OutcomeInterrupted || r.Attempt != i+1 || !strings.Contains(r.Error, "could not be stored") || r.Worker == "" {
+			t.Fatalf("record %d: %+v; want attempt %d interrupted, its result not stored", i, r, i+1)
+		}
+	}
+	if final := rs[2]; !final.Final() || final.Error != "" || final.Attempt != 3 || final.Failures != 0 {
+		t.Fatalf("final result: %+v; want attempt 3, no failures (max attempts 1)", final)
 	}
 }

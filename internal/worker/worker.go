@@ -417,7 +417,11 @@ func (p *Pool) run(i int, l *lease) {
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
-		p.interrupted(i, l, r, t, next, err, delay)
+		// The store failed: its record goes with the next copy.
+		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError(err.Error())
+		next.Interrupted = job.Carry(t.Interrupted, r)
+		p.later(l, delay, next)
+		p.idle(i, false)
 		return
 	}
 	p.cfg.Metrics.WorkerTask(t.Kind, ran, err != nil)
@@ -441,7 +445,7 @@ func (p *Pool) run(i int, l *lease) {
 	if err != nil {
 		log.Warn("task failed on its last attempt; its job fails", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts)
 	}
-	p.results <- finished{result: r, lease: l, shared: t.LogInRecord}
+	p.results <- finished{result: r, carried: t.Interrupted, lease: l, shared: t.LogInRecord}
 	p.idle(i, err != nil)
 }
 
@@ -459,7 +463,7 @@ func (p *Pool) poisoned(i int, l *lease, t job.Task, attempt, lost int, log *slo
 	p.cfg.Metrics.WorkerTask(t.Kind, 0, true)
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: p.keys[i], StartedAt: now, FinishedAt: now,
 		Phase: t.Phase, Backup: t.Backup, Failures: t.Failures + 1, Epoch: t.Epoch, Unretried: true, Error: job.ClipError(err.Error())}
-	p.results <- finished{result: r, lease: l, shared: t.LogInRecord}
+	p.results <- finished{result: r, carried: t.Interrupted, lease: l, shared: t.LogInRecord}
 	p.idle(i, true)
 }
 
