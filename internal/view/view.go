@@ -532,8 +532,9 @@ type fill struct {
 }
 
 // maxSettles bounds the reads of a job found unfinished in the bucket
-// beside its finished copy.
-const maxSettles = 3
+// beside its finished copy: they come SettleAfter, then twice, four times
+// ... as long after the one before (about ten minutes in all by default).
+const maxSettles = 5
 
 // maxFillTries bounds the reads of one job's record by fill.
 const maxFillTries = 30
@@ -632,7 +633,9 @@ func (v *View) fillOne(ctx context.Context, f fill) bool {
 		// that the third read "succeeded", in a chaos test). So it is
 		// read again then.
 		if f.settles++; f.settles <= maxSettles {
-			f.at = time.Now().Add(v.cfg.Store.Jobs.SettleAfter())
+			// Then later and later: a finishing write tried again
+			// through a long partition may land after the first look.
+			f.at = time.Now().Add(v.cfg.Store.Jobs.SettleAfter() << (f.settles - 1))
 			v.mu.Lock()
 			v.rechecks = append(v.rechecks, f)
 			v.mu.Unlock()
