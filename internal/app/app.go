@@ -382,7 +382,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, serve: make(chan error, 1), broken: make(chan error, 1)}
 	defer func() {
 		if err != nil {
-			_ = s.Stop(context.Background())
+			// What the failed start had started goes, within a bound
+			// (a stop stuck in nats-server would otherwise hold the
+			// error from the caller for good).
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = s.Stop(ctx)
 		}
 	}()
 	if cfg.NATSURL == "" {

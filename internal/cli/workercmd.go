@@ -122,7 +122,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if *metricsAddr != "" {
 		ln, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
-			_ = pool.Stop(context.Background())
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = pool.Stop(sctx)
 			return fmt.Errorf("--metrics-addr %s: %w", *metricsAddr, err)
 		}
 		mux := http.NewServeMux()
