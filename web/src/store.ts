@@ -35,12 +35,14 @@ export interface State {
   rate: number[]
   depthHistory: number[]
   doneThisSecond: number
+  // tasks done since the page loaded (what the last hour's chart reloads on)
+  tasksDone: number
 }
 
 export function newState(): State {
   return reactive({
     connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0, waiting: new Map(), queueComplete: true,
-    kinds: [], older: '', counts: null, view: '', viewOlder: '', rate: [], depthHistory: [], doneThisSecond: 0,
+    kinds: [], older: '', counts: null, view: '', viewOlder: '', rate: [], depthHistory: [], doneThisSecond: 0, tasksDone: 0,
   }) as State
 }
 
@@ -135,9 +137,12 @@ export function apply(s: State, ev: ClusterEvent): boolean {
   switch (ev.type) {
     case 'resync':
       return true
-    case 'task.done':
-      s.doneThisSecond += (ev.data.partitions ?? []).length
+    case 'task.done': {
+      const n = (ev.data.partitions ?? []).length
+      s.doneThisSecond += n
+      s.tasksDone += n
       return false
+    }
     case 'worker.status':
       s.workers.set(ev.data.key, ev.data)
       return false
