@@ -563,6 +563,11 @@ func shot(ctx context.Context, t *testing.T, name string) {
 	if dir == "" {
 		dir = filepath.Join("..", "..", "artifacts")
 	}
+	// From the top: a full-page shot draws the sticky header where the
+	// page is scrolled to, over the middle of the page.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.scrollTo(0, 0); return true })()`)); err != nil {
+		t.Fatalf("scroll to the top for a screenshot: %v", err)
+	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
