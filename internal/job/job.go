@@ -212,23 +212,25 @@ type Task struct {
 	// queued again once a lost map output was made again is a message of
 	// its own, not a duplicate the queue drops.
 	Round int `json:"round,omitempty"`
-	// Interrupted holds the history records of the runs before this copy
-	// was queued that ended because the store failed under them (their
-	// result could not be stored), up to MaxCarried: they are stored with
-	// the task's final result, in the same message, as the reason it ran
-	// again. Stored on their own, the store that failed would often keep
-	// them out too, and the history then showed two runs of one task and
-	// no reason (a partition, in a test).
-	Interrupted []TaskResult `json:"interrupted,omitempty"`
+	// Carried holds the history records of the task's runs before this
+	// copy was queued that were not its last word (failed, lost or
+	// interrupted), up to MaxCarried: each is stored when it is made, and
+	// again with the task's final result, in the same message, so that
+	// the reason the task ran again is stored exactly when the run it
+	// explains is. Stored on their own, a store that was failing (a
+	// partition) often kept them out, and the history then showed two
+	// runs of one task and no reason. A record stored twice is shown once
+	// (DropRepeatedLost).
+	Carried []TaskResult `json:"carried,omitempty"`
 }
 
-// MaxCarried bounds the history records a task carries (Task.Interrupted):
+// MaxCarried bounds the history records a task carries (Task.Carried):
 // the last ones are kept.
 const MaxCarried = 16
 
-// Carry returns records with r added, the last MaxCarried of them.
-func Carry(records []TaskResult, r TaskResult) []TaskResult {
-	out := append(slices.Clip(records), r)
+// Carry returns records with rs added, the last MaxCarried of them.
+func Carry(records []TaskResult, rs ...TaskResult) []TaskResult {
+	out := append(slices.Clip(records), rs...)
 	return out[max(0, len(out)-MaxCarried):]
 }
 
@@ -360,16 +362,17 @@ func prefix(s string, n int) string {
 // of a lost run that an earlier record names already: a worker that meets
 // a task delivered again records the runs lost before, and when it dies
 // under the task in turn (a task that kills its workers) the next one
-// records them again; and the same record of an interrupted run stored
-// twice (Task.Interrupted: each run of the copy that carries it stores it).
+// records them again; and the same record of a failed or an interrupted
+// run stored twice (Task.Carried: when it was made, and with the final
+// result).
 func DropRepeatedLost(rs []TaskResult) []TaskResult {
 	type run struct {
 		phase              Phase
 		partition, attempt int
 		epoch              int
 		backup             bool
-		// worker and finished tell one interrupted run from another
-		// (empty for a lost one's).
+		// worker and finished tell one failed or interrupted run from
+		// another (empty for a lost one's).
 		worker   string
 		finished int64
 	}
@@ -378,7 +381,7 @@ func DropRepeatedLost(rs []TaskResult) []TaskResult {
 	for _, r := range rs {
 		k := run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup, "", 0}
 		switch r.Outcome {
-		case OutcomeInterrupted:
+		case OutcomeInterrupted, OutcomeFailed:
 			k.worker, k.finished = r.Worker, r.FinishedAt.UnixNano()
 			fallthrough
 		case OutcomeLost:

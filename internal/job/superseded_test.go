@@ -74,17 +74,18 @@ func TestRepeatedLostRunsAreShownOnce(t *testing.T) {
 	}
 }
 
-// An interrupted run's record stored twice (the copy that carried it ran
-// twice) is shown once; another run's of the same attempt number (another
-// worker, or another time) stays.
+// An interrupted or a failed run's record stored twice (when it was made,
+// and with the final result) is shown once; another run's of the same
+// attempt number (another worker, or another time) stays.
 func TestRepeatedInterruptedRunsAreShownOnce(t *testing.T) {
 	at := time.Date(2026, 12, 4, 4, 0, 0, 0, time.UTC)
 	interrupted := func(worker string, finished time.Time) TaskResult {
 		return TaskResult{Partition: 0, Attempt: 1, Phase: PhaseMap, Outcome: OutcomeInterrupted, Worker: worker, FinishedAt: finished}
 	}
-	rs := []TaskResult{interrupted("a.0", at), interrupted("a.0", at), interrupted("b.0", at), interrupted("a.0", at.Add(time.Second))}
+	failed := TaskResult{Partition: 0, Attempt: 2, Phase: PhaseMap, Outcome: OutcomeFailed, Worker: "a.0", FinishedAt: at, Error: "flaky"}
+	rs := []TaskResult{interrupted("a.0", at), interrupted("a.0", at), interrupted("b.0", at), interrupted("a.0", at.Add(time.Second)), failed, failed}
 	got := DropRepeatedLost(rs)
-	want := []TaskResult{rs[0], rs[2], rs[3]}
+	want := []TaskResult{rs[0], rs[2], rs[3], rs[4]}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}

@@ -89,9 +89,9 @@ func marshalTask(t *job.Task) ([]byte, error) {
 	e.intOmit("lost", int64(t.Lost))
 	e.boolOmit("log_in_record", t.LogInRecord)
 	e.intOmit("round", int64(t.Round))
-	if len(t.Interrupted) > 0 {
-		e.key("interrupted")
-		e.json(t.Interrupted)
+	if len(t.Carried) > 0 {
+		e.key("carried")
+		e.json(t.Carried)
 	}
 	e.b = append(e.b, '}')
 	return e.b, e.err

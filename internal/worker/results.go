@@ -14,7 +14,7 @@ import (
 type finished struct {
 	result job.TaskResult
 	// carried are history records that go out before result, in its
-	// message (job.Task.Interrupted).
+	// message (job.Task.Carried).
 	carried []job.TaskResult
 	lease   *lease
 	// shared: the task's job keeps its history in its record
@@ -143,12 +143,17 @@ func (p *Pool) retry(tasks []finished, err error) {
 		} else {
 			t.Failures--
 		}
-		// Its history says why it runs again: the next run stores the
-		// record (the store that failed would often keep it out now).
+		// Its history says why it runs again: the record is stored now if
+		// the store takes it by then (the channel is this goroutine's own,
+		// so never wait on it), and with the next run's final result.
 		r := f.result
 		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError("its result could not be stored: "+err.Error())
 		r.Commit, r.Counters, r.Preview = "", nil, nil
-		t.Interrupted = job.Carry(f.carried, r)
+		select {
+		case p.results <- finished{result: r, shared: f.shared}:
+		default:
+		}
+		t.Carried = job.Carry(f.carried, r)
 		p.later(f.lease, p.backoff(1), t)
 	}
 }

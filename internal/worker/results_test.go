@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -75,7 +76,8 @@ func (r *refusing) Publish(ctx context.Context, msgs ...store.Message) []error {
 // A task whose result could not be stored runs again, and the history
 // says why: the records of its interrupted runs are stored with its final
 // result, in one message, even when the store refused everything at the
-// time they were made.
+// time they were made (each is also sent when it is made; a record stored
+// twice is shown once).
 func TestAnUnstoredResultsRunIsRecordedWithTheNextOne(t *testing.T) {
 	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
 	results := &refusing{Stream: f.store.Results}
@@ -86,15 +88,56 @@ func TestAnUnstoredResultsRunIsRecordedWithTheNextOne(t *testing.T) {
 	f.pool(1)
 	f.queue(task("j1", 0, 1))
 	rs := f.results(1)
-	if len(rs) != 3 {
-		t.Fatalf("results: %+v; want the two interrupted runs, then the final one", rs)
+	final := rs[len(rs)-1]
+	if !final.Final() || final.Error != "" || final.Attempt < 2 || final.Failures != 0 {
+		t.Fatalf("final result: %+v; want a later attempt, no failures (max attempts 1)", final)
 	}
-	for i, r := range rs[:2] {
+	if len(rs) != final.Attempt {
+		t.Fatalf("results: %+v; want a record of each of the %d interrupted runs, then the final one", rs, final.Attempt-1)
+	}
+	for i, r := range rs[:len(rs)-1] {
 		if r.Outcome != job.OutcomeInterrupted || r.Attempt != i+1 || !strings.Contains(r.Error, "could not be stored") || r.Worker == "" {
 			t.Fatalf("record %d: %+v; want attempt %d interrupted, its result not stored", i, r, i+1)
 		}
 	}
-	if final := rs[2]; !final.Final() || final.Error != "" || final.Attempt != 3 || final.Failures != 0 {
-		t.Fatalf("final result: %+v; want attempt 3, no failures (max attempts 1)", final)
+}
+
+// A task whose run failed or was lost carries the record to its final
+// result: a store that refused the record when it was made (a partition)
+// still gets it, in the final result's message.
+func TestFailedAndLostRunsAreCarriedToTheFinalResult(t *testing.T) {
+	var runs atomic.Int32
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) {
+		if runs.Add(1) == 1 {
+			return 0, errors.New("flaky input")
+		}
+		return 1, nil
+	}})
+	// A worker takes the task and dies with it: its second delivery is
+	// the pool's, which notes the lost run, fails, and runs it again.
+	f.queue(task("j1", 0, 3))
+	var held int
+	if err := f.store.Tasks.Fetch(f.ctx, 1, 5*time.Second, func(store.Delivery) { held++ }); err != nil || held != 1 {
+		t.Fatalf("the dead worker's fetch: %d tasks, %v", held, err)
+	}
+	results := &refusing{Stream: f.store.Results}
+	results.left.Store(2) // the lost run's record and the failed one's, each on its own
+	s := *f.store
+	s.Results = results
+	f.store = &s
+	f.pool(1)
+	rs := f.results(1)
+	// The refusals may also fall on the final result (the two records
+	// then went out in one call): interrupted runs come in between.
+	final := rs[len(rs)-1]
+	byAttempt := map[int]string{}
+	for _, r := range rs[:len(rs)-1] {
+		if _, twice := byAttempt[r.Attempt]; twice {
+			t.Fatalf("results: %+v; attempt %d recorded twice", rs, r.Attempt)
+		}
+		byAttempt[r.Attempt] = r.Outcome
+	}
+	if !final.Final() || len(byAttempt) != final.Attempt-1 || byAttempt[1] != job.OutcomeLost || byAttempt[2] != job.OutcomeFailed {
+		t.Fatalf("results: %+v; want the lost run (1), the failed one (2), any interrupted ones, then the final attempt", rs)
 	}
 }

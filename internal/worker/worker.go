@@ -342,7 +342,7 @@ func (p *Pool) run(i int, l *lease) {
 
 	start := time.Now().UTC()
 	worker := p.keys[i]
-	p.noteLost(t, delivered)
+	t.Carried = job.Carry(t.Carried, p.noteLost(t, delivered)...)
 	if lost := t.Lost + delivered - 1; t.MaxLostRuns > 0 && lost >= t.MaxLostRuns {
 		p.poisoned(i, l, t, attempt, lost, log)
 		return
@@ -417,11 +417,7 @@ func (p *Pool) run(i int, l *lease) {
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
-		// The store failed: its record goes with the next copy.
-		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError(err.Error())
-		next.Interrupted = job.Carry(t.Interrupted, r)
-		p.later(l, delay, next)
-		p.idle(i, false)
+		p.interrupted(i, l, r, t, next, err, delay)
 		return
 	}
 	p.cfg.Metrics.WorkerTask(t.Kind, ran, err != nil)
@@ -435,6 +431,7 @@ func (p *Pool) run(i int, l *lease) {
 		r.Outcome = job.OutcomeFailed
 		p.results <- finished{result: r, shared: t.LogInRecord}
 		next.Failures = r.Failures
+		next.Carried = job.Carry(next.Carried, r)
 		p.later(l, delay, next)
 		p.idle(i, true)
 		return
@@ -445,7 +442,7 @@ func (p *Pool) run(i int, l *lease) {
 	if err != nil {
 		log.Warn("task failed on its last attempt; its job fails", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts)
 	}
-	p.results <- finished{result: r, carried: t.Interrupted, lease: l, shared: t.LogInRecord}
+	p.results <- finished{result: r, carried: t.Carried, lease: l, shared: t.LogInRecord}
 	p.idle(i, err != nil)
 }
 
@@ -463,15 +460,17 @@ func (p *Pool) poisoned(i int, l *lease, t job.Task, attempt, lost int, log *slo
 	p.cfg.Metrics.WorkerTask(t.Kind, 0, true)
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: p.keys[i], StartedAt: now, FinishedAt: now,
 		Phase: t.Phase, Backup: t.Backup, Failures: t.Failures + 1, Epoch: t.Epoch, Unretried: true, Error: job.ClipError(err.Error())}
-	p.results <- finished{result: r, carried: t.Interrupted, lease: l, shared: t.LogInRecord}
+	p.results <- finished{result: r, carried: t.Carried, lease: l, shared: t.LogInRecord}
 	p.idle(i, true)
 }
 
 // interrupted records r, the result of task t, as interrupted by err (not
-// a failure of the task) and queues next after delay.
+// a failure of the task) and queues next after delay, carrying the record
+// (a store that failed under the task may well refuse it now).
 func (p *Pool) interrupted(i int, l *lease, r job.TaskResult, t, next job.Task, err error, delay time.Duration) {
 	r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError(err.Error())
 	p.results <- finished{result: r, shared: t.LogInRecord}
+	next.Carried = job.Carry(next.Carried, r)
 	p.later(l, delay, next)
 	p.idle(i, false)
 }
@@ -625,7 +624,7 @@ func (p *Pool) giveBack(l *lease) {
 	if delivered := l.delivered(); delivered > 1 {
 		// The copy given back carries the runs lost before this delivery.
 		if t, err := store.DecodeTask(m.Data); err == nil {
-			p.noteLost(t, delivered)
+			t.Carried = job.Carry(t.Carried, p.noteLost(t, delivered)...)
 			t.Runs += delivered - 1
 			t.Lost += delivered - 1
 			if msgs, err := store.TaskMessages([]job.Task{t}, false); err == nil {
@@ -733,16 +732,20 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 // noteLost records in the job's history the runs of task t lost before
 // this delivery of its message: earlier deliveries that ended without a
 // word from their worker (it died, was cut off, or paused past its lease).
-func (p *Pool) noteLost(t job.Task, delivered int) {
+// It returns the records, which the task carries (job.Task.Carried).
+func (p *Pool) noteLost(t job.Task, delivered int) []job.TaskResult {
 	now := time.Now().UTC()
+	var lost []job.TaskResult
 	for a := t.Runs + 1; a < t.Runs+delivered; a++ {
 		p.log.Info("an earlier run of this task ended without a word to the queue (its worker lost, or its acknowledgement); it runs again, and this is not a failed attempt",
 			"job", t.Job, "phase", t.Phase, "partition", t.Partition, "lost_attempt", a)
-		p.results <- finished{result: job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: a, Backup: t.Backup,
+		r := job.TaskResult{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: a, Backup: t.Backup,
 			Outcome: job.OutcomeLost, Failures: t.Failures, Epoch: t.Epoch, StartedAt: now, FinishedAt: now,
-			Error: "the queue heard no end of this attempt: its worker stopped answering (crashed, cut off or paused), or its acknowledgement was lost after its result was stored; the task ran again, and counts once"},
-			shared: t.LogInRecord}
+			Error: "the queue heard no end of this attempt: its worker stopped answering (crashed, cut off or paused), or its acknowledgement was lost after its result was stored; the task ran again, and counts once"}
+		p.results <- finished{result: r, shared: t.LogInRecord}
+		lost = append(lost, r)
 	}
+	return lost
 }
 
 // lease is a task message the pool holds. From its fetch to its ack (or its

@@ -66,7 +66,9 @@ func (f *fixture) queue(tasks ...job.Task) {
 }
 
 // results collects task results from the results stream until n final
-// ones came, and returns every one, history records included.
+// ones came, and returns every one, history records included, as a job's
+// history shows them: a record stored twice (when it was made, and carried
+// with the final result) once.
 func (f *fixture) results(n int) []job.TaskResult {
 	f.t.Helper()
 	var out []job.TaskResult
@@ -89,7 +91,7 @@ func (f *fixture) results(n int) []job.TaskResult {
 			f.t.Fatalf("fetch results: %v (have %+v)", err, out)
 		}
 	}
-	return out
+	return job.DropRepeatedLost(out)
 }
 
 func task(id string, partition, maxAttempts int) job.Task {
