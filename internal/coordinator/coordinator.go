@@ -2370,7 +2370,7 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]Attempt, error) {
 	// order they were applied in, but for a result given back after a
 	// failed write and applied after a later one: then the history may
 	// name the other run of the task as the one that counted.
-	out = job.DropRepeatedLost(out)
+	out = job.DropRepeated(out)
 	superseded := job.Superseded(j, out)
 	attempts := make([]Attempt, len(out))
 	for i, r := range out {

@@ -220,7 +220,7 @@ type Task struct {
 	// explains is. Stored on their own, a store that was failing (a
 	// partition) often kept them out, and the history then showed two
 	// runs of one task and no reason. A record stored twice is shown once
-	// (DropRepeatedLost).
+	// (DropRepeated).
 	Carried []TaskResult `json:"carried,omitempty"`
 }
 
@@ -358,14 +358,14 @@ func prefix(s string, n int) string {
 	return s[:n]
 }
 
-// DropRepeatedLost returns rs, a job's task history, without the records
+// DropRepeated returns rs, a job's task history, without the records
 // of a lost run that an earlier record names already: a worker that meets
 // a task delivered again records the runs lost before, and when it dies
 // under the task in turn (a task that kills its workers) the next one
 // records them again; and the same record of a failed or an interrupted
 // run stored twice (Task.Carried: when it was made, and with the final
 // result).
-func DropRepeatedLost(rs []TaskResult) []TaskResult {
+func DropRepeated(rs []TaskResult) []TaskResult {
 	type run struct {
 		phase              Phase
 		partition, attempt int

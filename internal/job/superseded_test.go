@@ -64,7 +64,7 @@ func TestRepeatedLostRunsAreShownOnce(t *testing.T) {
 	}
 	rs := []TaskResult{lost(0, 1, 0), lost(0, 1, 0), lost(0, 2, 0), lost(1, 1, 0), lost(0, 1, 1),
 		{Partition: 0, Attempt: 3, Phase: PhaseMap, Error: "poisoned"}, {Partition: 0, Attempt: 3, Phase: PhaseMap, Error: "poisoned"}}
-	got := DropRepeatedLost(rs)
+	got := DropRepeated(rs)
 	want := []TaskResult{rs[0], rs[2], rs[3], rs[4], rs[5], rs[6]}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v\nwant %+v", got, want)
@@ -84,7 +84,7 @@ func TestRepeatedInterruptedRunsAreShownOnce(t *testing.T) {
 	}
 	failed := TaskResult{Partition: 0, Attempt: 2, Phase: PhaseMap, Outcome: OutcomeFailed, Worker: "a.0", FinishedAt: at, Error: "flaky"}
 	rs := []TaskResult{interrupted("a.0", at), interrupted("a.0", at), interrupted("b.0", at), interrupted("a.0", at.Add(time.Second)), failed, failed}
-	got := DropRepeatedLost(rs)
+	got := DropRepeated(rs)
 	want := []TaskResult{rs[0], rs[2], rs[3], rs[4]}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v\nwant %+v", got, want)

@@ -91,7 +91,7 @@ func (f *fixture) results(n int) []job.TaskResult {
 			f.t.Fatalf("fetch results: %v (have %+v)", err, out)
 		}
 	}
-	return job.DropRepeatedLost(out)
+	return job.DropRepeated(out)
 }
 
 func task(id string, partition, maxAttempts int) job.Task {
