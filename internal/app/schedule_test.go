@@ -29,7 +29,8 @@ func TestScheduledJobs(t *testing.T) {
 		{`{"kind":"noop","partitions":1,"delay":"soon"}`, "delay must be a duration"},
 		{`{"kind":"noop","partitions":1,"run_at":"tomorrow"}`, "run_at must be a time in RFC 3339"},
 		{`{"kind":"noop","partitions":1,"run_at":"2030-01-01T00:00:00Z","delay":"1s"}`, "run_at or delay, not both"},
-		{`{"kind":"noop","partitions":1,"delay":"9000h"}`, "at most"},
+		{`{"kind":"noop","partitions":1,"delay":"9000h"}`, "delay is 9000h0m0s away; at most"},
+		{`{"kind":"noop","partitions":1,"run_at":"2099-01-01T00:00:00Z"}`, "run_at is"},
 	} {
 		if r := b.do(t, "POST", "/api/v1/jobs", bad.body); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), bad.says) {
 			t.Errorf("%s: %d %s, want 400 saying %q", bad.body, r.Status, r.Body, bad.says)

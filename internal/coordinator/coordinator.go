@@ -1327,23 +1327,30 @@ func (c *Coordinator) Start(ctx context.Context) error {
 const sweepEvery = 10 * time.Second
 
 // dropFinishedRecords drops from the cache the records of unfinished jobs
-// that the read model has seen finish: their jobs changed on another
-// server (the one that applied their last results), which this one's
-// cache does not learn of. Their room goes to the records of jobs that
-// still run. The read model's word is enough: a record dropped by mistake
-// is read again from the store at its job's next change.
+// that the read model has seen finish, and the run times kept for their
+// backups: their jobs changed on another server (the one that applied
+// their last results), which this one's cache does not learn of. Their
+// room goes to the jobs that still run. The read model's word is enough: a
+// record dropped by mistake is read again from the store at its job's next
+// change, and run times dropped by mistake only delay a backup copy.
 func (c *Coordinator) dropFinishedRecords() {
 	c.mu.Lock()
-	ids := make([]string, 0, c.records)
+	ids := make([]string, 0, c.records+len(c.durs))
 	for id, e := range c.cache {
 		if !e.stub {
+			ids = append(ids, id)
+		}
+	}
+	for id := range c.durs {
+		if e, ok := c.cache[id]; !ok || e.stub {
 			ids = append(ids, id)
 		}
 	}
 	c.mu.Unlock()
 	var done []string
 	for _, id := range ids { // the read model's lock is not taken under c.mu
-		if st, ok := c.cfg.State(id); ok && st.Terminal() {
+		st, ok := c.cfg.State(id)
+		if ok && st.Terminal() || !ok && c.cfg.Deleted != nil && c.cfg.Deleted(id) {
 			done = append(done, id)
 		}
 	}
@@ -1354,6 +1361,7 @@ func (c *Coordinator) dropFinishedRecords() {
 			delete(c.cache, id)
 			c.records--
 		}
+		delete(c.durs, id)
 	}
 }
 

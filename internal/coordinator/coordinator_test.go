@@ -784,7 +784,8 @@ func TestBacklogLargerThanTheCacheOfRecords(t *testing.T) {
 
 // Records of jobs that finished on another server (which applied their
 // last results) leave this one's cache once its read model sees them
-// finished; those of jobs still unfinished stay.
+// finished, and so do the run times kept for their backups; those of jobs
+// still unfinished stay.
 func TestRecordsOfJobsFinishedElsewhereAreDropped(t *testing.T) {
 	f := newFixture(t)
 	f.c.cfg.State = func(id string) (job.State, bool) { // the read model, here the store itself
@@ -816,13 +817,24 @@ func TestRecordsOfJobsFinishedElsewhereAreDropped(t *testing.T) {
 	if found, _ := f.c.cachedRecordsNow(); found != 4 {
 		t.Fatalf("%d records cached after 4 submits", found)
 	}
+	// This server applied a result of each job (its run time is kept for
+	// the job's backups) but not the last one.
+	f.c.cfg.BackupAfter = time.Second
+	for _, id := range ids {
+		now := time.Now()
+		f.c.noteDuration(job.TaskResult{Job: id, Phase: job.PhaseMap, StartedAt: now.Add(-time.Second), FinishedAt: now})
+	}
 	f.c.dropFinishedRecords()
 	found, counted := f.c.cachedRecordsNow()
 	f.c.mu.Lock()
 	_, kept := f.c.cache[ids[3]]
+	durs := len(f.c.durs)
 	f.c.mu.Unlock()
 	if found != 1 || counted != 1 || !kept {
 		t.Fatalf("%d records cached (counted %d), the unfinished job's kept: %v; want only it", found, counted, kept)
+	}
+	if _, ok := f.c.median(ids[3], job.PhaseMap); !ok || durs != 1 {
+		t.Fatalf("run times kept for %d jobs, the unfinished job's: %v; want only its", durs, ok)
 	}
 }
 

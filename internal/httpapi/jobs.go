@@ -92,7 +92,11 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 		runAt = time.Now().Add(d)
 	}
 	if !runAt.IsZero() && time.Until(runAt) > maxDelay {
-		return job.Spec{}, job.Errorf(job.EInvalid, "run_at is %s away; at most %s", time.Until(runAt).Round(time.Hour), maxDelay)
+		field := "run_at"
+		if req.Delay != "" {
+			field = "delay"
+		}
+		return job.Spec{}, job.Errorf(job.EInvalid, "%s is %s away; at most %s", field, time.Until(runAt).Round(time.Hour), maxDelay)
 	}
 	return job.Spec{Kind: req.Kind, Partitions: n, Params: req.Params, Input: req.Input, Reducers: reducers, Timeout: timeout, RunAt: runAt, Priority: priority, MaxAttempts: maxAttempts}, nil
 }
