@@ -1,11 +1,13 @@
 package natsx
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -222,6 +224,151 @@ func JobCeiling(ctx context.Context, dir string, n, clients, batch int) (float64
 		return 0, fmt.Errorf("jobs not finished: %w", ctx.Err())
 	}
 }
+
+// GroupedJobs is the substrate of a design that stores several small jobs
+// per write, measured for the benchmark beside the cluster (it is not how
+// the cluster stores jobs): concurrent submits are gathered while a write
+// is under way, and a group (up to 256 records) is one message of a
+// file-backed work-queue stream, acknowledged before any of its submits
+// is answered; a worker takes a group whole and writes its finished
+// records as one message of an archive stream, then acks the group; a
+// reader of the archive counts the finished records. Nothing else: no
+// read model, no retry, no cancel, no per-job history.
+type GroupedJobs struct {
+	js    jetstream.JetStream
+	queue chan groupedJob
+	seen  atomic.Int64
+	more  chan struct{} // a token when seen grew
+	stop  func()
+}
+
+type groupedJob struct {
+	rec  []byte
+	done chan error
+}
+
+// StartGroupedJobs starts GroupedJobs on an embedded server with its data
+// in dir.
+func StartGroupedJobs(ctx context.Context, dir string) (*GroupedJobs, error) {
+	js, stop, err := rawServer(dir)
+	if err != nil {
+		return nil, err
+	}
+	g := &GroupedJobs{js: js, queue: make(chan groupedJob, 1024), more: make(chan struct{}, 1)}
+	var stops []func()
+	g.stop = func() {
+		for _, s := range stops {
+			s()
+		}
+		close(g.queue)
+		stop()
+	}
+	fail := func(err error) (*GroupedJobs, error) {
+		g.stop()
+		return nil, err
+	}
+	tasks, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GROUPS", Subjects: []string{"group.task"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GROUPARCHIVE", Subjects: []string{"group.done"}, Storage: jetstream.FileStorage}); err != nil {
+		return fail(err)
+	}
+	workers, err := tasks.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000})
+	if err != nil {
+		return fail(err)
+	}
+	wc, err := workers.Consume(func(m jetstream.Msg) {
+		finished := bytes.ReplaceAll(m.Data(), []byte(`"queued"`), []byte(`"succeeded"`))
+		if _, err := js.Publish(ctx, "group.done", finished); err == nil {
+			_ = m.Ack()
+		}
+	}, jetstream.PullMaxMessages(64))
+	if err != nil {
+		return fail(err)
+	}
+	stops = append(stops, wc.Stop)
+	archive, err := js.OrderedConsumer(ctx, "GROUPARCHIVE", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return fail(err)
+	}
+	ac, err := archive.Consume(func(m jetstream.Msg) {
+		g.seen.Add(int64(bytes.Count(m.Data(), []byte("\n"))))
+		select {
+		case g.more <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fail(err)
+	}
+	stops = append(stops, ac.Stop)
+	for range 4 { // writes under way at once
+		go g.commit(ctx)
+	}
+	return g, nil
+}
+
+// commit writes the submits waiting in the queue, a group at a time.
+func (g *GroupedJobs) commit(ctx context.Context) {
+	var b bytes.Buffer
+	for first := range g.queue {
+		group := []groupedJob{first}
+	gather:
+		for len(group) < 256 {
+			select {
+			case j, ok := <-g.queue:
+				if !ok {
+					break gather
+				}
+				group = append(group, j)
+			default:
+				break gather
+			}
+		}
+		b.Reset()
+		for _, j := range group {
+			b.Write(j.rec)
+			b.WriteByte('\n')
+		}
+		_, err := g.js.Publish(ctx, "group.task", b.Bytes())
+		for _, j := range group {
+			j.done <- err
+		}
+	}
+}
+
+// Submit stores a job's record (one line of JSON, its state "queued"),
+// grouped with the submits under way.
+func (g *GroupedJobs) Submit(ctx context.Context, rec []byte) error {
+	j := groupedJob{rec, make(chan error, 1)}
+	select {
+	case g.queue <- j:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-j.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Await waits until n records have been archived finished.
+func (g *GroupedJobs) Await(ctx context.Context, n int) error {
+	for g.seen.Load() < int64(n) {
+		select {
+		case <-g.more:
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d jobs finished: %w", g.seen.Load(), n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Stop stops the pipeline and its server; no Submit may be under way.
+func (g *GroupedJobs) Stop() { g.stop() }
 
 // rawServer starts an embedded server with its data in dir, for a
 // measure of the substrate alone, and connects to it; stop closes both.

@@ -190,6 +190,22 @@ func smallJobs(ctx context.Context, w io.Writer) error {
 		fmt.Fprintf(w, "  raw JetStream, a job's fewest writes (record, task, finish, ack), 16 clients, %s\t%.0f jobs/s\t\t\n", b.what, ceiling)
 		fmt.Fprintf(w, "  share of that ceiling\t%.0f %%\t\t\n", 100*b.ours/ceiling)
 	}
+	// What bounds single submits besides the store: their HTTP alone, and
+	// the floor of a design storing several jobs per write (the redesign
+	// docs/architecture.md sketches under Known limits).
+	httpFloor, err := bench.HTTPFloor(ctx, 80000, 16)
+	if err != nil {
+		return fmt.Errorf("HTTP floor: %w", err)
+	}
+	fmt.Fprintf(w, "  HTTP alone, 16 clients, one per request (a spec decoded, a resource answered, nothing stored)\t%.0f jobs/s\t\t\n", httpFloor)
+	grouped, err := bench.GroupFloor(ctx, 80000, 16)
+	if err != nil {
+		return fmt.Errorf("grouped floor: %w", err)
+	}
+	fmt.Fprintf(w, "  the same, stored several jobs per write (a group one task message, its results one archive message)\t%.0f jobs/s\t\t\n", grouped)
+	if peer > 0 {
+		fmt.Fprintf(w, "  that floor / Asynq\t%.2fx\t\t\n", grouped/peer)
+	}
 	// Submit latency at half the rate measured above, which this machine
 	// can sustain, then at half the target rate (2x Asynq): after it, since
 	// a server past its rate is left with a backlog to work off.
