@@ -2379,6 +2379,7 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]Attempt, error) {
 	// failed write and applied after a later one: then the history may
 	// name the other run of the task as the one that counted.
 	out = job.DropRepeated(out)
+	job.ExplainLost(out)
 	superseded := job.Superseded(j, out)
 	attempts := make([]Attempt, len(out))
 	for i, r := range out {

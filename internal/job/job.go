@@ -395,6 +395,45 @@ func DropRepeated(rs []TaskResult) []TaskResult {
 	return out
 }
 
+// LostButEnded is the history's word for a lost run that ended after all.
+const LostButEnded = "the queue heard nothing of this attempt for longer than its ack wait (its worker paused, stalled or cut off) and gave the task to another worker; the attempt went on and ended after all: see its own record"
+
+// ExplainLost rewrites, in rs, a job's task history, the reason of every
+// lost run whose own end is in the history too: a worker paused or cut
+// off past its lease has its task run again elsewhere, the run after it
+// records the first as lost, and the first then ends once its worker
+// resumes. Both records stay (the second run's existence needs the
+// first's); the lost one says what happened. A run ended is one of the
+// same task, epoch, attempt and copy, from a worker, that started before
+// the lost record was made (a later copy of the task may repeat an
+// attempt number).
+func ExplainLost(rs []TaskResult) {
+	type run struct {
+		phase              Phase
+		partition, attempt int
+		epoch              int
+		backup             bool
+	}
+	started := map[run]time.Time{} // the earliest start of a run heard of
+	for _, r := range rs {
+		if r.Outcome == OutcomeLost || r.Worker == "" {
+			continue
+		}
+		k := run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup}
+		if at, ok := started[k]; !ok || r.StartedAt.Before(at) {
+			started[k] = r.StartedAt
+		}
+	}
+	for i, r := range rs {
+		if r.Outcome != OutcomeLost {
+			continue
+		}
+		if at, ok := started[run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup}]; ok && !at.After(r.FinishedAt) {
+			rs[i].Error = LostButEnded
+		}
+	}
+}
+
 // Superseded reports, for each of a job's task results rs, in the order
 // they were applied, whether it is a final result that did not count: a
 // later copy of a task that had its final result already in the same

@@ -90,3 +90,27 @@ func TestRepeatedInterruptedRunsAreShownOnce(t *testing.T) {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}
 }
+
+// A lost run that ended after all (its worker paused past its lease, then
+// resumed) says so; a lost run not heard of again, and one whose attempt
+// number a later copy of the task repeated, keep the reason they had.
+func TestALostRunThatEndedAfterAllSaysSo(t *testing.T) {
+	at := time.Date(2026, 12, 4, 6, 40, 0, 0, time.UTC)
+	lost := func(partition, attempt int, noted time.Time) TaskResult {
+		return TaskResult{Partition: partition, Attempt: attempt, Phase: PhaseMap, Outcome: OutcomeLost, StartedAt: noted, FinishedAt: noted, Error: "no end heard"}
+	}
+	ran := func(partition, attempt int, worker string, started time.Time) TaskResult {
+		return TaskResult{Partition: partition, Attempt: attempt, Phase: PhaseMap, Worker: worker, StartedAt: started, FinishedAt: started.Add(time.Minute)}
+	}
+	rs := []TaskResult{
+		lost(1, 1, at.Add(40*time.Second)), ran(1, 1, "a.0", at), ran(1, 2, "b.1", at.Add(40*time.Second)), // paused, resumed, ended
+		lost(2, 1, at.Add(40*time.Second)), ran(2, 2, "b.0", at.Add(40*time.Second)), // lost for good
+		lost(3, 2, at.Add(40*time.Second)), ran(3, 2, "a.1", at.Add(50*time.Second)), // another copy's attempt 2
+	}
+	ExplainLost(rs)
+	for i, want := range []string{LostButEnded, "", "", "no end heard", "", "no end heard", ""} {
+		if rs[i].Error != want {
+			t.Errorf("record %d (task %d, attempt %d, %s): %q, want %q", i, rs[i].Partition, rs[i].Attempt, rs[i].Outcome, rs[i].Error, want)
+		}
+	}
+}
