@@ -198,7 +198,7 @@ func smallJobs(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("HTTP floor: %w", err)
 	}
 	fmt.Fprintf(w, "  HTTP alone, 16 clients, one per request (a spec decoded, a resource answered, nothing stored)\t%.0f jobs/s\t\t\n", httpFloor)
-	grouped, err := bench.GroupFloor(ctx, 80000, 16)
+	grouped, err := bench.GroupFloor(ctx, 80000, 16, 1)
 	if err != nil {
 		return fmt.Errorf("grouped floor: %w", err)
 	}
@@ -206,6 +206,11 @@ func smallJobs(ctx context.Context, w io.Writer) error {
 	if peer > 0 {
 		fmt.Fprintf(w, "  that floor / Asynq\t%.2fx\t\t\n", grouped/peer)
 	}
+	groupedBatches, err := bench.GroupFloor(ctx, 320000, 16, 100)
+	if err != nil {
+		return fmt.Errorf("grouped floor in batches: %w", err)
+	}
+	fmt.Fprintf(w, "  the same in batches of 100, a batch one group\t%.0f jobs/s\t\t\n", groupedBatches)
 	// Submit latency at half the rate measured above, which this machine
 	// can sustain, then at half the target rate (2x Asynq): after it, since
 	// a server past its rate is left with a backlog to work off.
