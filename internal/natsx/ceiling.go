@@ -228,7 +228,7 @@ func JobCeiling(ctx context.Context, dir string, n, clients, batch int) (float64
 // GroupedJobs is the substrate of a design that stores several small jobs
 // per write, measured for the benchmark beside the cluster (it is not how
 // the cluster stores jobs): concurrent submits are gathered while a write
-// is under way, and a group (up to 256 records) is one message of a
+// is under way, and a group (up to 256 submits, about 256 KiB) is one message of a
 // file-backed work-queue stream, acknowledged before any of its submits
 // is answered; a worker takes a group whole and writes its finished
 // records as one message of an archive stream, then acks the group; a
@@ -313,15 +313,15 @@ func StartGroupedJobs(ctx context.Context, dir string) (*GroupedJobs, error) {
 func (g *GroupedJobs) commit(ctx context.Context) {
 	var b bytes.Buffer
 	for first := range g.queue {
-		group := []groupedJob{first}
+		group, size := []groupedJob{first}, len(first.rec)
 	gather:
-		for len(group) < 256 {
+		for len(group) < 256 && size < 256<<10 { // well under a message's 1 MiB
 			select {
 			case j, ok := <-g.queue:
 				if !ok {
 					break gather
 				}
-				group = append(group, j)
+				group, size = append(group, j), size+len(j.rec)
 			default:
 				break gather
 			}
