@@ -1,14 +1,18 @@
 package app_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // Pausing a kind takes its jobs' waiting tasks out of the queue and holds
@@ -81,5 +85,74 @@ func TestPauseAndResumeAKind(t *testing.T) {
 	var apiErr *client.Error
 	if _, err := c.PauseKind(ctx, "nope"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
 		t.Fatalf("pause of an unknown kind: %v", err)
+	}
+}
+
+// A task that failed and waits to run again (its retry backoff) when its
+// kind is paused does not run while the kind is paused: its pool does not
+// queue it again once its job took its tasks out of the queue. Resumed,
+// the job queues it, and it runs once more.
+func TestAFailedTaskDoesNotRunAgainWhileItsKindIsPaused(t *testing.T) {
+	t.Parallel()
+	runs := make(chan int, 8)
+	release := make(chan struct{})
+	var n atomic.Int32
+	flaky := job.Kind{Name: "flaky", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		run := int(n.Add(1))
+		runs <- run
+		if run > 1 {
+			return 1, nil
+		}
+		select { // the first run fails once the test has paused the kind
+		case <-release:
+			return 0, errorString("the service this task calls is down")
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}}
+	b := setup(t, func(c *app.Config) { c.Kinds, c.Workers, c.RetryBackoff = testKinds(flaky), 1, time.Millisecond })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+
+	j := b.submit(t, "flaky", 1)
+	<-runs
+	if _, err := c.PauseKind(ctx, "flaky"); err != nil {
+		t.Fatal(err)
+	}
+	b.await(t, j.ID, func(j client.Job) bool { return j.Paused })
+	close(release) // the first run fails; its retry waits 1 ms
+	for {
+		tasks, err := c.Tasks(ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tasks) > 0 {
+			if tasks[0].State != "failed" {
+				t.Fatalf("the first run: %+v; want failed", tasks[0])
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the failed run never reached the task history")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// The one worker takes the queue's tasks in order: a retry queued
+	// after the failure would run before this job's task.
+	if other := b.await(t, b.submit(t, "noop", 1).ID, terminal); other.State != client.Succeeded {
+		t.Fatalf("a job of another kind while one is paused: %s", apitest.Describe(other))
+	}
+	if len(runs) != 0 {
+		t.Fatalf("run %d of the paused kind's failed task started while it was paused", <-runs)
+	}
+	if _, err := c.ResumeKind(ctx, "flaky"); err != nil {
+		t.Fatal(err)
+	}
+	if d := b.await(t, j.ID, terminal); d.State != client.Succeeded {
+		t.Fatalf("after the resume: %s", apitest.Describe(d))
+	}
+	if got := n.Load(); got != 2 {
+		t.Fatalf("the task ran %d times; want 2 (a failed run, one after the resume)", got)
 	}
 }

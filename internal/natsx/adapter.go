@@ -902,6 +902,18 @@ func (s *stream) Purge(ctx context.Context, key string) error {
 	return nil
 }
 
+// Holds implements store.Stream.
+func (s *stream) Holds(ctx context.Context, seq uint64) (bool, error) {
+	_, err := s.st.GetMsg(ctx, seq)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	}
+	return false, storeErr(err)
+}
+
 // PurgeAcked implements store.Stream: it purges key's messages below the
 // ack floor of the stream's first lane's consumer, the first message that
 // consumer has not acknowledged yet.

@@ -169,6 +169,9 @@ type Stream interface {
 	Send(msg Message) error
 	// Purge removes every message of key.
 	Purge(ctx context.Context, key string) error
+	// Holds reports whether the message at seq is still in the stream:
+	// false once it was purged, or acknowledged in a work queue.
+	Holds(ctx context.Context, seq uint64) (bool, error)
 	// PurgeAcked removes the messages of key that the shared consumer of a
 	// stream with one (the results) acknowledged: all of them, or
 	// (JetStream) those before the oldest message of the stream not

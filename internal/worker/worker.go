@@ -595,13 +595,22 @@ func (p *Pool) flushLater() {
 
 // requeue publishes t as a new task message and acks the leased one. When
 // the publish fails, the lease is let go: the message comes back after the
-// ack wait (and its run is then counted as lost, the safe side).
+// ack wait (and its run is then counted as lost, the safe side). When the
+// leased message has left the queue meanwhile, its job took its tasks out
+// (its kind paused, the job canceled or failed): the copy would run
+// against that, so it is not queued.
 func (p *Pool) requeue(l *lease, t job.Task) {
+	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	defer cancel()
+	if held, err := p.cfg.Store.Tasks.Holds(ctx, l.msg().Seq()); err == nil && !held {
+		p.log.Info("a task to run again left the queue while it waited (its kind was paused, or its job ended); it is not queued again: its job queues it when it wants it",
+			"job", t.Job, "phase", t.Phase, "partition", t.Partition)
+		l.ack()
+		return
+	}
 	msgs, err := store.TaskMessages([]job.Task{t}, false)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
 		err = p.cfg.Store.Tasks.Publish(ctx, msgs[0])[0]
-		cancel()
 	}
 	if err != nil {
 		p.log.Warn("could not queue a task again; it comes back after the ack wait", "job", t.Job, "phase", t.Phase, "partition", t.Partition, "err", err)
@@ -620,6 +629,12 @@ func (p *Pool) giveBack(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d := l.msg()
+	if held, err := p.cfg.Store.Tasks.Holds(ctx, d.Seq()); err == nil && !held {
+		// Taken out of the queue meanwhile (see requeue).
+		l.ack()
+		p.log.Debug("a task to give back had left the queue; not queued again", "job", d.Key())
+		return
+	}
 	m := store.Message{Key: d.Key(), Data: d.Data(), Priority: d.Priority()}
 	if delivered := l.delivered(); delivered > 1 {
 		// The copy given back carries the runs lost before this delivery.

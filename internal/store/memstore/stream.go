@@ -2,6 +2,7 @@ package memstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -117,6 +118,17 @@ func (s *Stream) Purge(ctx context.Context, key string) error {
 	clear(s.msgs[len(kept):])
 	s.msgs = kept
 	return nil
+}
+
+// Holds implements store.Stream.
+func (s *Stream) Holds(ctx context.Context, seq uint64) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, found := slices.BinarySearchFunc(s.msgs, seq, func(m *msg, seq uint64) int { return cmp.Compare(m.seq, seq) })
+	return found, nil // a work queue's acked messages and purged ones are gone
 }
 
 // PurgeAcked implements store.Stream.

@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("Jobs", func(t *testing.T) { testJobs(t, open(t).Jobs) })
 	t.Run("QueueLeases", func(t *testing.T) { testLeases(t, open(t).Tasks) })
 	t.Run("QueuePurgeAndDedupe", func(t *testing.T) { testPurge(t, open(t).Tasks) })
+	t.Run("QueueHolds", func(t *testing.T) { testHolds(t, open(t).Tasks) })
 	t.Run("QueuePriorities", func(t *testing.T) { testPriorities(t, open(t).Tasks) })
 	t.Run("QueueKindLanes", func(t *testing.T) { testKindLanes(t, open(t).Tasks) })
 	t.Run("ResultsHistory", func(t *testing.T) { testHistory(t, open(t).Results) })
@@ -388,6 +389,44 @@ func testPurge(t *testing.T, s store.Stream) {
 	ds = fetch(t, s, 1, 5*time.Second)
 	if len(ds) != 1 || string(ds[0].Data()) != "d" {
 		t.Fatalf("a sent message: %d fetched", len(ds))
+	}
+}
+
+// Holds tells a leased message still in the queue from one purged (its
+// job took its tasks out) or acked meanwhile.
+func testHolds(t *testing.T, s store.Stream) {
+	publish(t, s, store.Message{Key: "j1", Data: []byte("a")}, store.Message{Key: "j2", Data: []byte("b")})
+	ds := fetch(t, s, 2, time.Second)
+	if len(ds) != 2 {
+		t.Fatalf("fetched %d messages; want 2", len(ds))
+	}
+	for _, d := range ds {
+		if held, err := s.Holds(ctx(t), d.Seq()); err != nil || !held {
+			t.Fatalf("a leased message %q: held %v, %v; want held", d.Data(), held, err)
+		}
+	}
+	if err := s.Purge(ctx(t), "j1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds[1].Ack(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		// An ack reaches JetStream's consumer a moment after it is sent.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			held, err := s.Holds(ctx(t), d.Seq())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !held {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("message %q purged or acked is still held", d.Data())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 
