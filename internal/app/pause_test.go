@@ -91,7 +91,7 @@ func TestPauseAndResumeAKind(t *testing.T) {
 // A task that failed and waits to run again (its retry backoff) when its
 // kind is paused does not run while the kind is paused: its pool does not
 // queue it again once its job took its tasks out of the queue. Resumed,
-// the job queues it, and it runs once more.
+// the job queues it, and it runs once more, as its next attempt.
 func TestAFailedTaskDoesNotRunAgainWhileItsKindIsPaused(t *testing.T) {
 	t.Parallel()
 	runs := make(chan int, 8)
@@ -154,5 +154,10 @@ func TestAFailedTaskDoesNotRunAgainWhileItsKindIsPaused(t *testing.T) {
 	}
 	if got := n.Load(); got != 2 {
 		t.Fatalf("the task ran %d times; want 2 (a failed run, one after the resume)", got)
+	}
+	// The run after the resume goes on from the history: attempt 2.
+	tasks, err := c.Tasks(ctx, j.ID)
+	if err != nil || len(tasks) != 2 || tasks[0].Attempt != 1 || tasks[0].State != "failed" || tasks[1].Attempt != 2 || tasks[1].State != "done" {
+		t.Fatalf("history %+v %v; want attempt 1 failed, attempt 2 done", tasks, err)
 	}
 }

@@ -943,14 +943,38 @@ func (c *Coordinator) publishTasks(ctx context.Context, j *job.Job) (lane string
 	if err != nil {
 		return "", err
 	}
-	msgs, err := store.TaskMessages(tasks, j.Phase == job.PhaseReduce)
+	return lane, c.publishTaskList(ctx, j, tasks)
+}
+
+// publishTasksAgain is publishTasks for the tasks of a job taken out of
+// the queue and queued again (its kind resumed, or moved to another lane):
+// each goes on from the attempts its history holds, its failed ones
+// counted against its max attempts, so that a pause neither gives a
+// failing task a new count nor repeats its attempt numbers. When the
+// history cannot be read, the tasks start their count again.
+func (c *Coordinator) publishTasksAgain(ctx context.Context, j *job.Job) (lane string, err error) {
+	tasks, lane, err := c.tasks(ctx, j)
 	if err != nil {
 		return "", err
 	}
-	if err := c.publish(ctx, msgs); err != nil {
-		return "", fmt.Errorf("queue tasks of job %s: %w", j.ID, err)
+	rs, err := c.history(ctx, j)
+	if err != nil && !errors.Is(err, store.ErrDamaged) {
+		c.log.Warn("could not read a job's task history; its tasks queued again count their attempts from the start", "job", j.ID, "err", err)
 	}
-	return lane, nil
+	job.GoOn(tasks, rs)
+	return lane, c.publishTaskList(ctx, j, tasks)
+}
+
+// publishTaskList publishes tasks of j.
+func (c *Coordinator) publishTaskList(ctx context.Context, j *job.Job, tasks []job.Task) error {
+	msgs, err := store.TaskMessages(tasks, j.Phase == job.PhaseReduce)
+	if err != nil {
+		return err
+	}
+	if err := c.publish(ctx, msgs); err != nil {
+		return fmt.Errorf("queue tasks of job %s: %w", j.ID, err)
+	}
+	return nil
 }
 
 // tasks returns the tasks of j not done yet, in the lane of the queue
@@ -1730,7 +1754,7 @@ func (c *Coordinator) holdLoop(ctx context.Context) {
 			if err != nil || !released || j.State.Terminal() {
 				continue
 			}
-			lane, err := c.publishTasks(ctx, j)
+			lane, err := c.publishTasksAgain(ctx, j)
 			if err != nil {
 				c.log.Warn("could not queue a resumed kind's job's tasks; the repair loop will", "job", id, "err", err)
 				continue
@@ -1756,7 +1780,7 @@ func (c *Coordinator) holdLoop(ctx context.Context) {
 				c.log.Warn("could not take a job's tasks out of their old lane; the repair loop will queue them", "job", id, "err", err)
 				continue
 			}
-			lane, err := c.publishTasks(ctx, j)
+			lane, err := c.publishTasksAgain(ctx, j)
 			if err != nil {
 				c.log.Warn("could not queue a job's tasks in its kind's new lane; the repair loop will", "job", id, "err", err)
 				continue
@@ -2342,6 +2366,29 @@ type Attempt struct {
 	Superseded bool
 }
 
+// history returns the stored results of j's task attempts, in the order
+// they were stored: its record's log, or its results in the stream, read
+// whole or not at all within a deadline of its own (but for a part the
+// store cannot read: then the rest, with store.ErrDamaged).
+func (c *Coordinator) history(ctx context.Context, j *job.Job) ([]job.TaskResult, error) {
+	if j.LogInRecord {
+		return slices.Clone(j.TaskLog), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	msgs, err := c.cfg.Store.Results.Read(ctx, j.ID, maxTaskHistory)
+	if err != nil && !errors.Is(err, store.ErrDamaged) {
+		return nil, fmt.Errorf("read the results of job %s: %w", j.ID, err)
+	}
+	var out []job.TaskResult
+	for _, m := range msgs {
+		if rs, err := store.DecodeResults(m); err == nil {
+			out = append(out, rs...)
+		}
+	}
+	return out, err
+}
+
 // Tasks returns the stored results of every finished task attempt of job id,
 // by partition then attempt (then in the order they were applied): the
 // job's per-task history.
@@ -2350,28 +2397,14 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]Attempt, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []job.TaskResult
-	if j.LogInRecord {
-		out = append(out, j.TaskLog...)
-	} else {
-		// The history is whole or an error: the read has a deadline of
-		// its own.
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		msgs, err := c.cfg.Store.Results.Read(rctx, id, maxTaskHistory)
-		switch {
-		case errors.Is(err, store.ErrDamaged):
-			// What can be read is shown: the job's record holds its
-			// outcome; the store's files need a look.
-			c.log.Error("part of a job's task history is damaged in the store; showing the rest", "job", id, "err", err)
-		case err != nil:
-			return nil, unavailable(fmt.Errorf("read the results of job %s: %w", id, err))
-		}
-		for _, m := range msgs {
-			if rs, err := store.DecodeResults(m); err == nil {
-				out = append(out, rs...)
-			}
-		}
+	out, err := c.history(ctx, j)
+	switch {
+	case errors.Is(err, store.ErrDamaged):
+		// What can be read is shown: the job's record holds its
+		// outcome; the store's files need a look.
+		c.log.Error("part of a job's task history is damaged in the store; showing the rest", "job", id, "err", err)
+	case err != nil:
+		return nil, unavailable(err)
 	}
 	// Which results did not count is read in the order they were stored
 	// (the record's log, the job's results in the stream), which is the

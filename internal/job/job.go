@@ -395,6 +395,34 @@ func DropRepeated(rs []TaskResult) []TaskResult {
 	return out
 }
 
+// GoOn sets the attempts of tasks, a job's tasks queued again, to go on
+// from its history rs: a task's next run is the attempt after the last one
+// its epoch recorded, and its failed attempts so far count against its
+// max attempts.
+func GoOn(tasks []Task, rs []TaskResult) {
+	type task struct {
+		phase     Phase
+		partition int
+		epoch     int
+	}
+	type count struct{ runs, failures int }
+	counts := map[task]count{}
+	for _, r := range rs {
+		k := task{r.Phase, r.Partition, r.Epoch}
+		n := counts[k]
+		n.runs = max(n.runs, r.Attempt)
+		if r.Outcome == OutcomeFailed {
+			n.failures = max(n.failures, r.Failures)
+		}
+		counts[k] = n
+	}
+	for i, t := range tasks {
+		if n, ok := counts[task{t.Phase, t.Partition, t.Epoch}]; ok {
+			tasks[i].Runs, tasks[i].Failures = max(t.Runs, n.runs), max(t.Failures, n.failures)
+		}
+	}
+}
+
 // LostButEnded is the history's word for a lost run that ended after all.
 const LostButEnded = "the queue heard nothing of this attempt for longer than its ack wait (its worker paused, stalled or cut off) and gave the task to another worker; the attempt went on and ended after all: see its own record"
 

@@ -114,3 +114,21 @@ func TestALostRunThatEndedAfterAllSaysSo(t *testing.T) {
 		}
 	}
 }
+
+// Tasks queued again go on from their history: the attempt after the last
+// one recorded in their epoch, their failed attempts still counted.
+func TestTasksQueuedAgainGoOnFromTheirHistory(t *testing.T) {
+	tasks := []Task{{Partition: 0, Epoch: 1}, {Partition: 1, Epoch: 1}, {Partition: 2, Epoch: 1}}
+	rs := []TaskResult{
+		{Partition: 0, Epoch: 1, Attempt: 1, Outcome: OutcomeFailed, Failures: 1},
+		{Partition: 0, Epoch: 1, Attempt: 2, Outcome: OutcomeLost, Failures: 1},
+		{Partition: 0, Epoch: 1, Attempt: 3, Outcome: OutcomeFailed, Failures: 2},
+		{Partition: 1, Epoch: 0, Attempt: 4, Outcome: OutcomeFailed, Failures: 3}, // an earlier epoch's
+		{Partition: 1, Epoch: 1, Attempt: 1, Outcome: OutcomeInterrupted},
+	}
+	GoOn(tasks, rs)
+	want := []Task{{Partition: 0, Epoch: 1, Runs: 3, Failures: 2}, {Partition: 1, Epoch: 1, Runs: 1}, {Partition: 2, Epoch: 1}}
+	if !reflect.DeepEqual(tasks, want) {
+		t.Fatalf("got %+v\nwant %+v", tasks, want)
+	}
+}
