@@ -1598,6 +1598,9 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 			continue
 		}
 		c.log.Warn("queuing again tasks neither queued, running nor done: the store lost their message or their result (a damaged file)", "job", id, "phase", j.Phase, "tasks", len(lost))
+		if rs, err := c.history(ctx, j); err == nil || errors.Is(err, store.ErrDamaged) {
+			job.GoOn(lost, rs) // their attempts go on
+		}
 		// No dedupe id: the lost message's id may still be in the stream's
 		// window, which would drop this one as its duplicate.
 		msgs, err := store.TaskMessages(lost, false)

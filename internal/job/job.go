@@ -397,29 +397,53 @@ func DropRepeated(rs []TaskResult) []TaskResult {
 
 // GoOn sets the attempts of tasks, a job's tasks queued again, to go on
 // from its history rs: a task's next run is the attempt after the last one
-// its epoch recorded, and its failed attempts so far count against its
-// max attempts.
+// its epoch recorded, its failed attempts so far count against its max
+// attempts, and its runs lost in a row (those after its last run that
+// ended with a word from its worker) against its max lost runs.
 func GoOn(tasks []Task, rs []TaskResult) {
 	type task struct {
 		phase     Phase
 		partition int
 		epoch     int
 	}
-	type count struct{ runs, failures int }
-	counts := map[task]count{}
+	type count struct {
+		runs, failures, worded int
+		lost                   map[int]bool // attempts lost
+	}
+	counts := map[task]*count{}
 	for _, r := range rs {
 		k := task{r.Phase, r.Partition, r.Epoch}
 		n := counts[k]
+		if n == nil {
+			n = &count{}
+			counts[k] = n
+		}
 		n.runs = max(n.runs, r.Attempt)
+		switch {
+		case r.Outcome == OutcomeLost:
+			if n.lost == nil {
+				n.lost = map[int]bool{}
+			}
+			n.lost[r.Attempt] = true
+		case r.Worker != "":
+			n.worded = max(n.worded, r.Attempt)
+		}
 		if r.Outcome == OutcomeFailed {
 			n.failures = max(n.failures, r.Failures)
 		}
-		counts[k] = n
 	}
 	for i, t := range tasks {
-		if n, ok := counts[task{t.Phase, t.Partition, t.Epoch}]; ok {
-			tasks[i].Runs, tasks[i].Failures = max(t.Runs, n.runs), max(t.Failures, n.failures)
+		n, ok := counts[task{t.Phase, t.Partition, t.Epoch}]
+		if !ok {
+			continue
 		}
+		lost := 0
+		for a := range n.lost {
+			if a > n.worded {
+				lost++
+			}
+		}
+		tasks[i].Runs, tasks[i].Failures, tasks[i].Lost = max(t.Runs, n.runs), max(t.Failures, n.failures), max(t.Lost, lost)
 	}
 }
 

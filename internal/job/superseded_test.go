@@ -116,18 +116,25 @@ func TestALostRunThatEndedAfterAllSaysSo(t *testing.T) {
 }
 
 // Tasks queued again go on from their history: the attempt after the last
-// one recorded in their epoch, their failed attempts still counted.
+// one recorded in their epoch, their failed attempts and their runs lost
+// in a row still counted.
 func TestTasksQueuedAgainGoOnFromTheirHistory(t *testing.T) {
-	tasks := []Task{{Partition: 0, Epoch: 1}, {Partition: 1, Epoch: 1}, {Partition: 2, Epoch: 1}}
+	tasks := []Task{{Partition: 0, Epoch: 1}, {Partition: 1, Epoch: 1}, {Partition: 2, Epoch: 1}, {Partition: 3, Epoch: 1}}
 	rs := []TaskResult{
-		{Partition: 0, Epoch: 1, Attempt: 1, Outcome: OutcomeFailed, Failures: 1},
+		{Partition: 0, Epoch: 1, Attempt: 1, Outcome: OutcomeFailed, Failures: 1, Worker: "a.0"},
 		{Partition: 0, Epoch: 1, Attempt: 2, Outcome: OutcomeLost, Failures: 1},
-		{Partition: 0, Epoch: 1, Attempt: 3, Outcome: OutcomeFailed, Failures: 2},
-		{Partition: 1, Epoch: 0, Attempt: 4, Outcome: OutcomeFailed, Failures: 3}, // an earlier epoch's
-		{Partition: 1, Epoch: 1, Attempt: 1, Outcome: OutcomeInterrupted},
+		{Partition: 0, Epoch: 1, Attempt: 3, Outcome: OutcomeFailed, Failures: 2, Worker: "a.0"},
+		{Partition: 1, Epoch: 0, Attempt: 4, Outcome: OutcomeFailed, Failures: 3, Worker: "a.0"}, // an earlier epoch's
+		{Partition: 1, Epoch: 1, Attempt: 1, Outcome: OutcomeInterrupted, Worker: "a.0"},
+		// Lost twice in a row after a failure (one record stored twice).
+		{Partition: 3, Epoch: 1, Attempt: 1, Outcome: OutcomeFailed, Failures: 1, Worker: "a.0"},
+		{Partition: 3, Epoch: 1, Attempt: 2, Outcome: OutcomeLost, Failures: 1},
+		{Partition: 3, Epoch: 1, Attempt: 3, Outcome: OutcomeLost, Failures: 1},
+		{Partition: 3, Epoch: 1, Attempt: 2, Outcome: OutcomeLost, Failures: 1},
 	}
 	GoOn(tasks, rs)
-	want := []Task{{Partition: 0, Epoch: 1, Runs: 3, Failures: 2}, {Partition: 1, Epoch: 1, Runs: 1}, {Partition: 2, Epoch: 1}}
+	want := []Task{{Partition: 0, Epoch: 1, Runs: 3, Failures: 2}, {Partition: 1, Epoch: 1, Runs: 1}, {Partition: 2, Epoch: 1},
+		{Partition: 3, Epoch: 1, Runs: 3, Failures: 1, Lost: 2}}
 	if !reflect.DeepEqual(tasks, want) {
 		t.Fatalf("got %+v\nwant %+v", tasks, want)
 	}
