@@ -92,6 +92,14 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	for _, args := range [][]string{{"job", id}, {"jobs"}, {"output", id}, {"status"}, {"job", id, "-o", "json"}} {
 		ok(args...)
 	}
+	// The task attempts, maps first, as the dashboard's table.
+	if out := ok("job", id, "--tasks"); !regexp.MustCompile(`(?s)\nPHASE\s+TASK\s+ATTEMPT\s+WORKER\s+STATE\s+TOOK\s+VALUE OR ERROR\n` +
+		`map\s+\d\s+1\s+\S+\s+done\s+\S+\s+\d+ records out\nmap\s+\d\s+1\s+\S+\s+done\s+.*\nreduce\s+0\s+1\s+\S+\s+done\s`).MatchString(out) {
+		t.Fatalf("job --tasks:\n%s", out)
+	}
+	if out := ok("job", id, "--tasks", "-o", "json"); !strings.HasPrefix(out, "{\n  \"tasks\": [") {
+		t.Fatalf("job --tasks -o json:\n%s", out)
+	}
 	again := strings.TrimSpace(ok("rerun", id))
 	if out := ok("job", again); !strings.HasPrefix(again, "wordcount_") || again == id || !regexp.MustCompile(`(?m)^rerun of\s+`+id+`$`).MatchString(out) {
 		t.Fatalf("rerun %s gave %q:\n%s", id, again, out)

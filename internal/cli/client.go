@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -739,22 +740,99 @@ func oneID(name string, args []string, stderr io.Writer) (string, target, error)
 }
 
 func showJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, server, err := oneID("job", args, stderr)
+	fs, server := clientFlags("job", stderr)
+	withTasks := fs.Bool("tasks", false, "also list every finished attempt of the job's tasks (phase, partition, attempt, worker, state, time, value or error), as the dashboard's task table; with -o json, the API's tasks resource alone")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mrcluster job JOB_ID [--tasks] [--server URL] [--token T]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return fmt.Errorf("job takes one job id, got %d arguments", len(pos))
+	}
+	id := pos[0]
 	asJSON, err := server.json()
 	if err != nil {
 		return err
 	}
-	j, err := newClient(server).Job(ctx, id)
+	c := newClient(server)
+	j, err := c.Job(ctx, id)
 	if err != nil {
 		return explain(err)
 	}
-	if asJSON {
+	var tasks []client.TaskAttempt
+	if *withTasks {
+		if tasks, err = c.Tasks(ctx, id); err != nil {
+			return explain(err)
+		}
+	}
+	switch {
+	case asJSON && *withTasks:
+		return printJSON(stdout, struct {
+			Tasks []client.TaskAttempt `json:"tasks"`
+		}{tasks})
+	case asJSON:
 		return printJSON(stdout, j)
 	}
-	return summary(stdout, j, time.Now())
+	if err := summary(stdout, j, time.Now()); err != nil || !*withTasks {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	return taskTable(stdout, tasks)
+}
+
+// taskTable prints a job's task attempts for a person: a run that did not
+// count says so, an error is cut to a line.
+func taskTable(w io.Writer, tasks []client.TaskAttempt) error {
+	if len(tasks) == 0 {
+		_, err := fmt.Fprintln(w, "no task has finished an attempt yet")
+		return err
+	}
+	tasks = slices.Clone(tasks)
+	reduce := func(t client.TaskAttempt) int {
+		if t.Phase == "reduce" {
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(tasks, func(a, b client.TaskAttempt) int { return cmp.Compare(reduce(a), reduce(b)) }) // the maps first
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PHASE\tTASK\tATTEMPT\tWORKER\tSTATE\tTOOK\tVALUE OR ERROR")
+	for _, t := range tasks {
+		phase, worker, state := t.Phase, t.Worker, t.State
+		if phase == "" {
+			phase = "map"
+		}
+		if worker == "" {
+			worker = "-"
+		}
+		if t.Superseded {
+			state += " (did not count)"
+		}
+		if t.Backup {
+			state += " (backup)"
+		}
+		what := strconv.FormatInt(t.Value, 10)
+		switch {
+		case t.Error != "":
+			what = strings.Join(strings.Fields(t.Error), " ")
+			if r := []rune(what); len(r) > 100 {
+				what = string(r[:99]) + "…"
+			}
+		case t.Phase != "":
+			what = "-"
+			if t.Counters != nil {
+				what = fmt.Sprintf("%d records out", max(t.Counters.MapOutputRecords, t.Counters.ReduceOutputRecords))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", phase, t.Partition, t.Attempt, worker, state,
+			(time.Duration(t.DurationMS * float64(time.Millisecond))).Round(time.Millisecond), what)
+	}
+	return tw.Flush()
 }
 
 // resultOf is a job's result in a few words, for tables.

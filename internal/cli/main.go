@@ -35,7 +35,7 @@ Usage:
   mrcluster wait    ID               follow a job to its end: exit 0 when it succeeded, 1 when not
   mrcluster output  ID               print a finished job's output
   mrcluster jobs    [--state S]      list jobs, newest first (--kind K; --limit N, 0 for all)
-  mrcluster job     ID               show one job
+  mrcluster job     ID [--tasks]     show one job (--tasks: every attempt of its tasks)
   mrcluster cancel  ID…              cancel jobs (- reads their ids from standard input)
   mrcluster retry   ID… [--wait]     run failed or canceled jobs' unfinished tasks again, each in the same job
   mrcluster rerun   ID               run a finished job again: a new job of the same spec
