@@ -829,8 +829,13 @@ func taskTable(w io.Writer, tasks []client.TaskAttempt) error {
 				what = fmt.Sprintf("%d records out", max(t.Counters.MapOutputRecords, t.Counters.ReduceOutputRecords))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", phase, t.Partition, t.Attempt, worker, state,
-			(time.Duration(t.DurationMS * float64(time.Millisecond))).Round(time.Millisecond), what)
+		took := time.Duration(t.DurationMS * float64(time.Millisecond))
+		if took >= time.Millisecond {
+			took = took.Round(time.Millisecond)
+		} else {
+			took = took.Round(time.Microsecond)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", phase, t.Partition, t.Attempt, worker, state, took, what)
 	}
 	return tw.Flush()
 }
