@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,4 +197,54 @@ func (g *errgroup) Go(fn func() error) {
 func (g *errgroup) Wait() error {
 	g.wg.Wait()
 	return g.err
+}
+
+// Files are stored under the names people give them: spaces, letters of
+// any script, brackets; names that differ only where a store key could not
+// tell them apart ('.' and '=', a space) are distinct files. A job reads
+// them under those names, and an upload again replaces only its own file.
+func TestFileNamesAsPeopleWriteThem(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client()
+	names := []string{"My Notes (été).txt", "a=b.txt", "a.b.txt", "a b.txt", "日本語 2026.txt", "x+y [1] {2} @!&'#~%$^;.txt"}
+	for i, name := range names {
+		c.PutFile(t, "people", name, fmt.Appendf(nil, "hello %d\nbye\n", i))
+	}
+	c.PutFile(t, "people", "a b.txt", []byte("hello again\n"))
+	d, err := c.API().Dataset(apitest.Context(t), "people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, f := range d.Files {
+		got[f.Name] = f.Size
+	}
+	want := map[string]int64{}
+	for i, name := range names {
+		want[name] = int64(len(fmt.Sprintf("hello %d\nbye\n", i)))
+	}
+	want["a b.txt"] = int64(len("hello again\n"))
+	if !maps.Equal(got, want) {
+		t.Fatalf("the dataset's files: %v, want %v", got, want)
+	}
+	j := b.await(t, c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"people"}, Partitions: 3, Reducers: 2,
+		Params: map[string]any{"pattern": "hello"}}).ID, terminal)
+	if j.State != client.Succeeded {
+		t.Fatalf("grep over the files: %s", apitest.Describe(j))
+	}
+	lines := strings.Split(strings.TrimSpace(c.Output(t, j.ID)), "\n")
+	var wantLines []string
+	for i, name := range names {
+		if name == "a b.txt" {
+			wantLines = append(wantLines, name+":1 hello again")
+			continue
+		}
+		wantLines = append(wantLines, fmt.Sprintf("%s:1 hello %d", name, i))
+	}
+	slices.Sort(lines)
+	slices.Sort(wantLines)
+	if !slices.Equal(lines, wantLines) {
+		t.Fatalf("grep's output:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(wantLines, "\n"))
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // submit sends an Idempotency-Key and, told to try again (503), sends the
@@ -297,19 +299,26 @@ func TestSpecFlags(t *testing.T) {
 func TestStoredNames(t *testing.T) {
 	for path, want := range map[string]string{
 		"/data/moby.txt":       "moby.txt",
-		"My Book.txt":          "My-Book.txt",
-		"/x/été 2026.csv":      "-t--2026.csv",
+		"My Book.txt":          "My Book.txt",
+		"/x/été 2026.csv":      "été 2026.csv",
 		"../a..b.txt":          "a.b.txt",
 		".hidden":              "hidden",
 		"dots.":                "dots",
-		"/tmp/naïve (1).txt":   "na-ve--1-.txt",
+		" spaced .txt ":        "spaced .txt",
+		"/tmp/naïve (1).txt":   "naïve (1).txt",
 		"/srv/part-00001_x.gz": "part-00001_x.gz",
+		"a:b,c*d?.txt":         "a-b-c-d-.txt",
+		"tab\there\x00.txt":    "tab-here-.txt",
+		"bad\xffutf8.txt":      "bad-utf8.txt",
 	} {
+		if err := job.ValidFileName(want); err != nil {
+			t.Errorf("storedName(%q) = %q, which the server refuses: %v", path, want, err)
+		}
 		if got := storedName(path); got != want {
 			t.Errorf("storedName(%q) = %q; want %q", path, got, want)
 		}
 	}
-	if _, err := storedNames([]string{"a/x y.txt", "b/x-y.txt"}); err == nil || !strings.Contains(err.Error(), "a/x y.txt and b/x-y.txt would both be stored as x-y.txt") {
+	if _, err := storedNames([]string{"a/x:y.txt", "b/x-y.txt"}); err == nil || !strings.Contains(err.Error(), "a/x:y.txt and b/x-y.txt would both be stored as x-y.txt") {
 		t.Fatalf("two files of one name: %v", err)
 	}
 	if names, err := storedNames([]string{"a/one.txt", "b/two.txt"}); err != nil || names[1] != "two.txt" {

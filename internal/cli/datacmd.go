@@ -18,8 +18,8 @@ import (
 func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const use = `usage: mrcluster dataset put NAME FILE… | ls | rm NAME   [--server URL] [--token T] [-o json]
   put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced),
-                  each under its base name, a character other than letters, digits, '.', '_' and '-' as '-'
-                  ("My Book.txt" is stored as My-Book.txt)
+                  each under its base name ("My Book (2).txt" as it is), a character a file name cannot hold
+                  (/ \ : , * ? " < > | and control characters) as '-' ("a:b.txt" is stored as a-b.txt)
   ls              list the datasets
   rm NAME         delete a dataset and its files`
 	sub, args, err := subcommand("dataset", "put, ls or rm", use, args, stdout, stderr)
@@ -114,14 +114,14 @@ func isHelp(arg string) bool {
 
 // storedName is the name the file at path is stored under: its base name,
 // each character a dataset's file name cannot hold made '-', as the
-// dashboard's upload does ("My Book.txt" is My-Book.txt), and no dot
-// first, last or beside another. What is still no file name (too long) the
-// server refuses, naming it.
+// dashboard's upload does ("a:b.txt" is a-b.txt), and no dot or space
+// first or last, nor a dot beside another. What is still no file name (too
+// long) the server refuses, naming it.
 func storedName(path string) string {
 	base := filepath.Base(path)
-	name := []rune(base)
+	name := []rune(strings.ToValidUTF8(base, "-"))
 	for i, c := range name {
-		if !job.NameRune(c) {
+		if !job.FileNameRune(c) {
 			name[i] = '-'
 		}
 	}
@@ -129,7 +129,7 @@ func storedName(path string) string {
 	for strings.Contains(s, "..") {
 		s = strings.ReplaceAll(s, "..", ".")
 	}
-	if s = strings.Trim(s, "."); s == "" {
+	if s = strings.Trim(s, ". "); s == "" {
 		return base
 	}
 	return s

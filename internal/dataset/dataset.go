@@ -82,8 +82,40 @@ type head struct {
 const filesPrefix = "=f."
 
 // keyPart is name as one part of a key: its dots, which would split it,
-// become '=', which names never hold.
-func keyPart(name string) string { return strings.ReplaceAll(name, ".", "=") }
+// become '=', and every other byte a key cannot hold (a file name's
+// spaces, '=', letters beyond ASCII…) '/' and two hex digits. A dataset's
+// name, and file names before they took more than letters, digits, '.',
+// '_' and '-', have the keys they always had.
+func keyPart(name string) string {
+	plain := true
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !keyByte(c) && c != '.' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return strings.ReplaceAll(name, ".", "=")
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(name)+16)
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '.':
+			b = append(b, '=')
+		case keyByte(c):
+			b = append(b, c)
+		default:
+			b = append(b, '/', hex[c>>4], hex[c&15])
+		}
+	}
+	return string(b)
+}
+
+// keyByte reports whether c stands for itself in a key part.
+func keyByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
 
 // filesOf is the prefix of the keys of the files of generation gen of
 // dataset ds.
@@ -139,7 +171,7 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 	if err := job.ValidName("dataset", ds); err != nil {
 		return File{}, err
 	}
-	if err := job.ValidName("file", file); err != nil {
+	if err := job.ValidFileName(file); err != nil {
 		return File{}, err
 	}
 	bs := s.BlockSize

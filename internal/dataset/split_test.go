@@ -133,3 +133,25 @@ func FuzzSplitReader(f *testing.F) {
 		checkSplits(t, [][]byte{a, b}, int64(bs%16)+1, int(m%32)+1, m&128 != 0)
 	})
 }
+
+// A key part is one per name: names that differ only where a key could
+// not tell them apart get different keys, which hold only what a key may
+// hold; a name of the old characters keeps the key it always had.
+func TestKeyPart(t *testing.T) {
+	if got := keyPart("pg-1342_x.txt"); got != "pg-1342_x=txt" {
+		t.Fatalf("keyPart of an old name = %q, changed from pg-1342_x=txt", got)
+	}
+	seen := map[string]string{}
+	for _, name := range []string{"a.b", "a=b", "a b", "a/20b", "a%20b", "a_b", "é", "e\u0301", "日本", "a=3Db", "a/3Db", "x+y (1)"} {
+		k := keyPart(name)
+		for i := 0; i < len(k); i++ {
+			if c := k[i]; !keyByte(c) && c != '=' && c != '/' {
+				t.Errorf("keyPart(%q) = %q holds %q", name, k, c)
+			}
+		}
+		if other, ok := seen[k]; ok {
+			t.Errorf("keyPart(%q) = keyPart(%q) = %q", name, other, k)
+		}
+		seen[k] = name
+	}
+}

@@ -292,7 +292,7 @@ func TestDashboardData(t *testing.T) {
 	ctx := browser(t)
 
 	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
+	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b: draft.txt")
 	_ = os.WriteFile(a, []byte("the whale\nthe sea\n"), 0o600)
 	_ = os.WriteFile(b, []byte("a whale, a ship"), 0o600)
 	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+srv.Addr()+"/"), chromedp.WaitVisible(chromedp.CSS(`[data-test="datasets"]`))); err != nil {
@@ -308,6 +308,11 @@ func TestDashboardData(t *testing.T) {
 	}
 	text(ctx, t, `[data-test="upload-status"]`, func(s string) bool { return strings.Contains(s, "stored 2 file(s) in sea") }, "the upload")
 	text(ctx, t, `tr[data-dataset="sea"]`, func(s string) bool { return strings.Contains(s, "2") }, "the dataset in the list")
+	// The file keeps its name, but for the character a file name cannot hold.
+	names, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch('/api/v1/datasets/sea').then(r => r.json()).then(d => d.files.map(f => f.name).join('|'))`, chromedp.EvalAwaitPromise))
+	if err != nil || names != "a.txt|b- draft.txt" {
+		t.Fatalf("the uploaded files are named %q (%v), want a.txt and b- draft.txt", names, err)
+	}
 
 	// A wordcount over it through the form; a missing pattern for grep
 	// shows under the pattern field first.

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Kind names a job's map and reduce functions. The server never switches on
@@ -352,6 +354,53 @@ func ValidName(what, name string) error {
 	for _, c := range name {
 		if !NameRune(c) {
 			return Errorf(EInvalid, "%s name %q has the character %q; use only letters, digits, '.', '_' or '-'", what, name, c)
+		}
+	}
+	return nil
+}
+
+// FileNameRune reports whether c may stand in a dataset's file name
+// (ValidFileName): a letter, digit or mark of any script, a space, or one
+// of ._-+()[]{}@!&'#~=%$^; — what people name files, less what would
+// split a path (/ \), a grep line (:) or an index's list of files (,), and
+// what Windows cannot name a downloaded file (*?"<>|).
+func FileNameRune(c rune) bool {
+	return unicode.IsLetter(c) || unicode.IsDigit(c) || unicode.IsMark(c) || unicode.IsNumber(c) ||
+		c == ' ' || strings.ContainsRune("._-+()[]{}@!&'#~=%$^;", c)
+}
+
+// MaxFileName is the longest file name, in bytes.
+const MaxFileName = 255
+
+// ValidFileName checks a dataset file's name: 1 to 255 bytes of UTF-8 that
+// FileNameRune allows, starting with neither a dot nor a space, ending with
+// neither, and without two dots in a row (a path's "..").
+func ValidFileName(name string) error {
+	const what = "file"
+	if name == "" {
+		return Errorf(EInvalid, "%s name is empty; use 1 to %d bytes of letters, digits, spaces or ._-+()[]{}@!&'#~=%%$^;", what, MaxFileName)
+	}
+	if len(name) > MaxFileName {
+		return Errorf(EInvalid, "%s name is %d bytes long; at most %d", what, len(name), MaxFileName)
+	}
+	if !utf8.ValidString(name) {
+		return Errorf(EInvalid, "%s name %q is not UTF-8", what, name)
+	}
+	switch {
+	case name[0] == '.':
+		return Errorf(EInvalid, "%s name %q starts with '.'; use a letter or digit first", what, name)
+	case name[0] == ' ':
+		return Errorf(EInvalid, "%s name %q starts with a space; leave it out", what, name)
+	case name[len(name)-1] == '.':
+		return Errorf(EInvalid, "%s name %q ends with '.'; end it with a letter or digit", what, name)
+	case name[len(name)-1] == ' ':
+		return Errorf(EInvalid, "%s name %q ends with a space; leave it out", what, name)
+	case strings.Contains(name, ".."):
+		return Errorf(EInvalid, "%s name %q has two dots in a row; use at most one between other characters", what, name)
+	}
+	for _, c := range name {
+		if !FileNameRune(c) {
+			return Errorf(EInvalid, "%s name %q has the character %q; use letters, digits, spaces or ._-+()[]{}@!&'#~=%%$^;", what, name, c)
 		}
 	}
 	return nil

@@ -200,7 +200,7 @@ func (s *Service) PutFile(ctx context.Context, ds, file string, r io.Reader, siz
 	if err := job.ValidName("dataset", ds); err != nil {
 		return dataset.Dataset{}, err
 	}
-	if err := job.ValidName("file", file); err != nil {
+	if err := job.ValidFileName(file); err != nil {
 		return dataset.Dataset{}, err
 	}
 	if err := s.notInUse(ds, "replace a file of"); err != nil {

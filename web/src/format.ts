@@ -45,3 +45,14 @@ export function percent(done: number, total: number): number {
 export function attemptKey(t: { phase?: string; partition: number; attempt: number; worker: string; finished_at: string }): string {
   return `${t.phase ?? 'map'}.${t.partition}.${t.attempt}.${t.worker}.${t.finished_at}`
 }
+
+// storedName is the name a file is uploaded under, as `mrcluster dataset put`
+// stores it: each character a file name cannot hold (/ \ : , * ? " < > | and
+// control characters) made '-', no dot beside another, no dot or space first
+// or last. Letters of any script, spaces and brackets stay.
+export function storedName(name: string): string {
+  let s = name.replace(/[^\p{L}\p{N}\p{M} ._\-+()[\]{}@!&'#~=%$^;]/gu, '-')
+  while (s.includes('..')) s = s.replaceAll('..', '.')
+  s = s.replace(/^[. ]+|[. ]+$/g, '')
+  return s || name
+}

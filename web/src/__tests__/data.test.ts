@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { fieldOf } from '../format'
+import { fieldOf, storedName } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -60,7 +60,7 @@ describe('Datasets', () => {
     const w = mount(Datasets, { props: { datasets } })
     expect(w.findAll('tr[data-dataset]').map((r) => r.attributes('data-dataset'))).toEqual(['books', 'logs'])
     const input = w.find('input[type="file"]')
-    Object.defineProperty(input.element, 'files', { value: [new File(['a b'], 'one.txt'), new File(['c'], 'two words.txt')] })
+    Object.defineProperty(input.element, 'files', { value: [new File(['a b'], 'one.txt'), new File(['c'], 'two words: draft.txt')] })
     await input.trigger('change')
     // The name is not guessed from a file: without one, the form says so.
     expect((w.find('input[name="dataset"]').element as HTMLInputElement).value).toBe('')
@@ -73,7 +73,7 @@ describe('Datasets', () => {
     await flushPromises()
     expect(fetch.mock.calls.map((c: any) => [c[1].method, c[0]])).toEqual([
       ['PUT', '/api/v1/datasets/one/files/one.txt'],
-      ['PUT', '/api/v1/datasets/one/files/two-words.txt'],
+      ['PUT', '/api/v1/datasets/one/files/two%20words-%20draft.txt'],
     ])
     expect(w.emitted('changed')).toHaveLength(1)
   })
@@ -121,5 +121,16 @@ describe('JobDetail of a data job', () => {
     expect(rows.map((r) => r.find('[data-test="superseded"]').exists())).toEqual([false, true])
     // The timeline draws both runs, the one that did not count apart.
     expect(w.findAll('[data-test="gantt"] > rect.task').map((b) => b.classes('superseded'))).toEqual([false, true])
+  })
+})
+
+describe('storedName', () => {
+  it('keeps the names people give files, and makes what a file name cannot hold \'-\' (as the CLI does)', () => {
+    expect(storedName('My Notes (été).txt')).toBe('My Notes (été).txt')
+    expect(storedName('日本語 2026.txt')).toBe('日本語 2026.txt')
+    expect(storedName('a:b,c*d?.txt')).toBe('a-b-c-d-.txt')
+    expect(storedName('tab\there.txt')).toBe('tab-here.txt')
+    expect(storedName('a..b.txt')).toBe('a.b.txt')
+    expect(storedName(' .hidden. ')).toBe('hidden')
   })
 })
