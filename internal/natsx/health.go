@@ -56,8 +56,19 @@ type natsLog struct {
 var _ server.Logger = natsLog{}
 
 func (l natsLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l natsLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l natsLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLog) Warnf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "error on write store state from purge: bad pending entry") {
+		// A work-queue consumer whose state nats-server could not write
+		// after a purge of one subject (a job's tasks dropped at a cancel,
+		// a kind's at a pause) while it had others' out: it is written
+		// again at the next acknowledgement, and the stream is the state.
+		l.log.Debug(msg)
+		return
+	}
+	l.log.Warn(msg)
+}
+func (l natsLog) Fatalf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l natsLog) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	if IsOutOfSpace(errors.New(msg)) {
