@@ -58,11 +58,13 @@ var _ server.Logger = natsLog{}
 func (l natsLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l natsLog) Warnf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	if strings.Contains(msg, "error on write store state from purge: bad pending entry") {
-		// A work-queue consumer whose state nats-server could not write
+	if _, why, ok := strings.Cut(msg, "error on write store state from purge: "); ok &&
+		(strings.HasPrefix(why, "bad pending entry") || strings.HasPrefix(why, "old update ignored")) {
+		// A work-queue consumer whose state nats-server did not write
 		// after a purge of one subject (a job's tasks dropped at a cancel,
-		// a kind's at a pause) while it had others' out: it is written
-		// again at the next acknowledgement, and the stream is the state.
+		// a kind's at a pause) while it had others' out, or whose newer
+		// state was written first: it is written again at the next
+		// acknowledgement, and the stream is the state.
 		l.log.Debug(msg)
 		return
 	}
