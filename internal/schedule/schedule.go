@@ -117,6 +117,13 @@ func Parse(expr, timezone string) (cron.Schedule, *time.Location, error) {
 			return nil, nil, job.Errorf(job.EInvalid, "timezone %q is not an IANA time zone such as \"Europe/Paris\" or \"UTC\"", timezone)
 		}
 	}
+	if every, ok := strings.CutPrefix(expr, "@every "); ok {
+		// The parser makes any interval under a second one second, and
+		// cuts the rest of a second off: "@every 0s" fired every second.
+		if d, err := time.ParseDuration(strings.TrimSpace(every)); err == nil && (d < time.Second || d%time.Second != 0) {
+			return nil, nil, job.Errorf(job.EInvalid, "cron %q: @every takes a whole number of seconds, at least 1s, such as \"@every 90s\" or \"@every 10m\"", expr)
+		}
+	}
 	s, err := parser.Parse(expr)
 	if err != nil {
 		return nil, nil, job.Errorf(job.EInvalid, "cron %q: %v; give five fields (minute hour day-of-month month day-of-week, such as \"*/5 * * * *\"), six with seconds first, or a descriptor such as \"@hourly\" or \"@every 10m\"", expr, err)

@@ -278,12 +278,13 @@ func TestPauseResume(t *testing.T) {
 func TestParse(t *testing.T) {
 	for _, bad := range []struct{ cron, tz string }{
 		{"", ""}, {"* * *", ""}, {"61 * * * *", ""}, {"0 0 30 2 *", ""}, {"TZ=UTC * * * * *", ""}, {"* * * * *", "Mars/Base"},
+		{"@every 0s", ""}, {"@every 1ms", ""}, {"@every 1500ms", ""}, {"@every -5s", ""}, {"@every soon", ""},
 	} {
 		if _, _, err := Parse(bad.cron, bad.tz); job.ErrorCode(err) != job.EInvalid {
 			t.Errorf("Parse(%q, %q) = %v, want an invalid-input error", bad.cron, bad.tz, err)
 		}
 	}
-	for _, good := range []string{"*/5 * * * *", "*/2 * * * * *", "@hourly", "@every 90s", "0 9 * * MON-FRI"} {
+	for _, good := range []string{"*/5 * * * *", "*/2 * * * * *", "@hourly", "@every 90s", "@every 1s", "@every 1h30m", "0 9 * * MON-FRI"} {
 		if _, _, err := Parse(good, "Europe/Paris"); err != nil {
 			t.Errorf("Parse(%q): %v", good, err)
 		}
