@@ -117,13 +117,6 @@ func Parse(expr, timezone string) (cron.Schedule, *time.Location, error) {
 			return nil, nil, job.Errorf(job.EInvalid, "timezone %q is not an IANA time zone such as \"Europe/Paris\" or \"UTC\"", timezone)
 		}
 	}
-	if every, ok := strings.CutPrefix(expr, "@every "); ok {
-		// The parser makes any interval under a second one second, and
-		// cuts the rest of a second off: "@every 0s" fired every second.
-		if d, err := time.ParseDuration(strings.TrimSpace(every)); err == nil && (d < time.Second || d%time.Second != 0) {
-			return nil, nil, job.Errorf(job.EInvalid, "cron %q: @every takes a whole number of seconds, at least 1s, such as \"@every 90s\" or \"@every 10m\"", expr)
-		}
-	}
 	s, err := parser.Parse(expr)
 	if err != nil {
 		return nil, nil, job.Errorf(job.EInvalid, "cron %q: %v; give five fields (minute hour day-of-month month day-of-week, such as \"*/5 * * * *\"), six with seconds first, or a descriptor such as \"@hourly\" or \"@every 10m\"", expr, err)
@@ -132,6 +125,20 @@ func Parse(expr, timezone string) (cron.Schedule, *time.Location, error) {
 		return nil, nil, job.Errorf(job.EInvalid, "cron %q never fires", expr)
 	}
 	return s, loc, nil
+}
+
+// Check is Parse for a new schedule, which is held to more: an @every of
+// a whole number of seconds, at least one. (The parser makes any interval
+// under a second one second and cuts the rest of a second off: "@every
+// 0s" fired every second. A schedule stored so before keeps firing so.)
+func Check(expr, timezone string) error {
+	if every, ok := strings.CutPrefix(expr, "@every "); ok {
+		if d, err := time.ParseDuration(strings.TrimSpace(every)); err == nil && (d < time.Second || d%time.Second != 0) {
+			return job.Errorf(job.EInvalid, "cron %q: @every takes a whole number of seconds, at least 1s, such as \"@every 90s\" or \"@every 10m\"", expr)
+		}
+	}
+	_, _, err := Parse(expr, timezone)
+	return err
 }
 
 // Config is what a Scheduler needs.
@@ -286,7 +293,7 @@ func from(sc Schedule) time.Time {
 // Add stores a new schedule, which the caller validated (its job spec
 // too); its first tick is the first after now.
 func (s *Scheduler) Add(ctx context.Context, sc Schedule) (Schedule, error) {
-	if _, _, err := Parse(sc.Cron, sc.Timezone); err != nil {
+	if err := Check(sc.Cron, sc.Timezone); err != nil {
 		return Schedule{}, err
 	}
 	switch sc.Missed {

@@ -280,13 +280,18 @@ func TestParse(t *testing.T) {
 		{"", ""}, {"* * *", ""}, {"61 * * * *", ""}, {"0 0 30 2 *", ""}, {"TZ=UTC * * * * *", ""}, {"* * * * *", "Mars/Base"},
 		{"@every 0s", ""}, {"@every 1ms", ""}, {"@every 1500ms", ""}, {"@every -5s", ""}, {"@every soon", ""},
 	} {
-		if _, _, err := Parse(bad.cron, bad.tz); job.ErrorCode(err) != job.EInvalid {
-			t.Errorf("Parse(%q, %q) = %v, want an invalid-input error", bad.cron, bad.tz, err)
+		if err := Check(bad.cron, bad.tz); job.ErrorCode(err) != job.EInvalid {
+			t.Errorf("Check(%q, %q) = %v, want an invalid-input error", bad.cron, bad.tz, err)
 		}
 	}
+	// A schedule stored before Check held @every to whole seconds fires
+	// as it did.
+	if _, _, err := Parse("@every 0s", ""); err != nil {
+		t.Errorf("Parse of a stored @every 0s: %v", err)
+	}
 	for _, good := range []string{"*/5 * * * *", "*/2 * * * * *", "@hourly", "@every 90s", "@every 1s", "@every 1h30m", "0 9 * * MON-FRI"} {
-		if _, _, err := Parse(good, "Europe/Paris"); err != nil {
-			t.Errorf("Parse(%q): %v", good, err)
+		if err := Check(good, "Europe/Paris"); err != nil {
+			t.Errorf("Check(%q): %v", good, err)
 		}
 	}
 }
