@@ -60,6 +60,9 @@ type Config struct {
 	// without a worker's wake (fetchWait when zero): tests make it long,
 	// so that a lost wake shows as a stall.
 	recheck time.Duration
+	// waitedLong is how long a fetched task may wait for a worker before
+	// the pool asks whether it is still in the queue (leftQueue).
+	waitedLong time.Duration
 	// TaskTimeout bounds one attempt of a task (0: none for built-in
 	// kinds, an hour for uploaded ones).
 	TaskTimeout time.Duration
@@ -178,6 +181,9 @@ const ackedKept = 4096
 
 // New returns a pool; Start starts its workers.
 func New(cfg Config) *Pool {
+	if cfg.waitedLong <= 0 {
+		cfg.waitedLong = waitedLong
+	}
 	if cfg.recheck <= 0 {
 		cfg.recheck = fetchWait
 	}
@@ -319,6 +325,11 @@ func (p *Pool) run(i int, l *lease) {
 	delivered := l.delivered()
 	attempt := t.Runs + delivered
 	log := p.log.With("job", t.Job, "phase", t.Phase, "partition", t.Partition, "attempt", attempt, "worker", i)
+	if p.leftQueue(l) {
+		log.Info("a task fetched with others left the queue while it waited here for a worker (its kind was paused or moved lanes, or its job ended); it is not run: its job queues it when it wants it")
+		l.ack()
+		return
+	}
 	ctx, cancel := context.WithCancel(p.hardCtx)
 	defer cancel()
 	switch p.track(t, i, cancel, l) {
@@ -618,6 +629,28 @@ func (p *Pool) requeue(l *lease, t job.Task) {
 		return
 	}
 	l.ack()
+}
+
+// waitedLong is how long a fetched task may wait in the pool for a worker
+// before the pool asks whether it is still in the queue before running it.
+const waitedLong = time.Second
+
+// leftQueue reports whether the message l holds, fetched more than
+// waitedLong ago and not started yet, has left the queue meanwhile: its
+// job took its waiting tasks out (its kind paused, or moved to a lane of
+// its own; the job canceled or failed) and will queue them again when it
+// wants them. A pool of fast tasks fetches many at once, and one slow task
+// among them makes the others wait; they ran during a pause. A task that
+// did not wait is not asked about (one request per task would halve a
+// pool's rate), nor is one when the store does not answer.
+func (p *Pool) leftQueue(l *lease) bool {
+	if time.Since(l.at) < p.cfg.waitedLong {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	defer cancel()
+	held, err := p.cfg.Store.Tasks.Holds(ctx, l.msg().Seq())
+	return err == nil && !held
 }
 
 // giveBack returns a task the pool will not run to the queue, durably: a

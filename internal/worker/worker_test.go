@@ -407,3 +407,59 @@ func TestLostRunsAreCountedInARow(t *testing.T) {
 		t.Fatalf("the copy queued after a failed run: lost %d, runs %d, failures %d; want 0, 1, 1", next[0].Lost, next[0].Runs, next[0].Failures)
 	}
 }
+
+// A pool of fast tasks fetches many at once; when one of them is slow, the
+// others wait in the pool. Those that left the queue meanwhile (their job
+// took them out: its kind paused, or moved lanes; the job ended) are not
+// run once a worker is free: they ran during the pause before.
+func TestTasksThatLeftTheQueueWhileWaitingInThePoolDoNotRun(t *testing.T) {
+	release, started := make(chan struct{}), make(chan struct{}, 1)
+	var heldRuns atomic.Int32
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		switch t.Job {
+		case "slow":
+			started <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		case "held":
+			heldRuns.Add(1)
+		}
+		return 1, nil
+	}})
+	f.pool(1, func(c *Config) { c.waitedLong = time.Nanosecond })
+	// Fast tasks first: the pool learns to fetch many at once.
+	for p := range 32 {
+		f.queue(task("warm", p, 1))
+	}
+	f.results(32)
+	var batch []job.Task
+	batch = append(batch, task("slow", 0, 1))
+	for p := range 8 {
+		batch = append(batch, task("held", p, 1))
+	}
+	f.queue(batch...)
+	<-started
+	info, err := f.store.Tasks.Info(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Leased < 2 {
+		t.Fatalf("the pool holds %d tasks while the slow one runs; want the held job's fetched with it (%+v)", info.Leased, info)
+	}
+	if err := f.store.Tasks.Purge(f.ctx, "held"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	f.queue(task("after", 0, 1)) // fetched after the held ones: runs after them
+	for _, r := range f.results(2) {
+		if r.Job == "held" {
+			t.Fatalf("a task taken out of the queue ran: %+v", r)
+		}
+	}
+	if n := heldRuns.Load(); n != 0 {
+		t.Fatalf("%d tasks taken out of the queue while they waited in the pool ran", n)
+	}
+}
