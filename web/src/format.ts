@@ -56,3 +56,15 @@ export function storedName(name: string): string {
   s = s.replace(/^[. ]+|[. ]+$/g, '')
   return s || name
 }
+
+// axisLabel is the label of a time axis's tick at ms from its start, on an
+// axis spanning span ms with ticks a quarter of it apart: in the unit that
+// suits the span (ms, s, min, h), with as many decimals as tell the ticks
+// apart (a 30 ms span read 0.00 s, 0.01 s, 0.02 s, 0.02 s, 0.03 s).
+export function axisLabel(ms: number, span: number): string {
+  const units: [string, number][] = [['ms', 1], ['s', 1000], ['min', 60_000], ['h', 3_600_000]]
+  const [unit, per] = span < 1000 ? units[0] : span < 120_000 ? units[1] : span < 7_200_000 ? units[2] : units[3]
+  const step = span / 4 / per
+  const decimals = Math.min(3, Math.max(0, Math.ceil(-Math.log10(step)) + 1))
+  return `${Number((ms / per).toFixed(decimals))} ${unit}`
+}

@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { fieldOf, storedName } from '../format'
+import { axisLabel, fieldOf, storedName } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -132,5 +132,20 @@ describe('storedName', () => {
     expect(storedName('tab\there.txt')).toBe('tab-here.txt')
     expect(storedName('a..b.txt')).toBe('a.b.txt')
     expect(storedName(' .hidden. ')).toBe('hidden')
+  })
+})
+
+describe('axisLabel', () => {
+  const ticks = (span: number) => [0, 0.25, 0.5, 0.75, 1].map((f) => axisLabel(span * f, span))
+  it('labels every tick of a span differently, in a unit that suits it', () => {
+    expect(ticks(30)).toEqual(['0 ms', '7.5 ms', '15 ms', '22.5 ms', '30 ms'])
+    expect(ticks(2)).toEqual(['0 ms', '0.5 ms', '1 ms', '1.5 ms', '2 ms'])
+    expect(ticks(1500)).toEqual(['0 s', '0.38 s', '0.75 s', '1.13 s', '1.5 s'])
+    expect(ticks(40_000)).toEqual(['0 s', '10 s', '20 s', '30 s', '40 s'])
+    expect(ticks(600_000)).toEqual(['0 min', '2.5 min', '5 min', '7.5 min', '10 min'])
+    expect(ticks(3 * 3_600_000)).toEqual(['0 h', '0.75 h', '1.5 h', '2.25 h', '3 h'])
+    for (const span of [1, 7, 33, 999, 1001, 12_345, 119_999, 7_654_321]) {
+      expect(new Set(ticks(span)).size).toBe(5)
+    }
   })
 })
