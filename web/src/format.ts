@@ -29,10 +29,17 @@ export function bytes(n: number): string {
 // duration formats the time between two instants (or until now).
 export function duration(from: string | null, to: string | null, now = Date.now()): string {
   if (!from) return '–'
-  const ms = (to ? Date.parse(to) : now) - Date.parse(from)
-  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`
+  return elapsed((to ? Date.parse(to) : now) - Date.parse(from))
+}
+
+// elapsed formats a span of ms milliseconds: "13 ms" ("13.7 ms" when fine),
+// "12.3 s", "3 m 4 s", "2 h 5 m" (a task of three minutes read 183214.5 ms).
+export function elapsed(ms: number, fine = false): string {
+  if (ms < 1000) return fine ? `${Math.max(0, ms).toFixed(1)} ms` : `${Math.max(0, Math.round(ms))} ms`
   if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`
-  return `${Math.floor(ms / 60000)} m ${Math.round((ms % 60000) / 1000)} s`
+  const s = Math.round(ms / 1000)
+  if (s < 3600) return `${Math.floor(s / 60)} m ${s % 60} s`
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`
 }
 
 export function percent(done: number, total: number): number {

@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { axisLabel, fieldOf, storedName } from '../format'
+import { axisLabel, elapsed, fieldOf, storedName } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -147,5 +147,16 @@ describe('axisLabel', () => {
     for (const span of [1, 7, 33, 999, 1001, 12_345, 119_999, 7_654_321]) {
       expect(new Set(ticks(span)).size).toBe(5)
     }
+  })
+})
+
+describe('elapsed', () => {
+  it('reads a task of minutes in minutes, and a quick one in milliseconds', () => {
+    expect(elapsed(13.66, true)).toBe('13.7 ms')
+    expect(elapsed(13.66)).toBe('14 ms')
+    expect(elapsed(12_340)).toBe('12.3 s')
+    expect(elapsed(183_214.5)).toBe('3 m 3 s')
+    expect(elapsed(119_600)).toBe('2 m 0 s')
+    expect(elapsed(7_500_000)).toBe('2 h 5 m')
   })
 })
