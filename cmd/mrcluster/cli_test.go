@@ -57,15 +57,18 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if out := ok("dataset", "ls"); !strings.Contains(out, "pets") {
 		t.Fatalf("dataset ls:\n%s", out)
 	}
-	// A file name with characters a stored name cannot hold (a space) is
-	// stored with '-' for them, as the dashboard does, and says so.
-	spaced := filepath.Join(dir, "My Pets.txt")
+	// A file keeps its name, spaces and all; a character a stored name
+	// cannot hold (':') is stored as '-', as the dashboard does, and the
+	// command says so.
+	spaced, colon := filepath.Join(dir, "My Pets.txt"), filepath.Join(dir, "birds: notes.txt")
 	_ = os.WriteFile(spaced, []byte("the bird\n"), 0o600)
-	if _, errOut, code := mrcluster(t, env, "dataset", "put", "birds", spaced); code != 0 || !strings.Contains(errOut, "as birds/My-Pets.txt") {
-		t.Fatalf("dataset put of %q: exit %d, %s", spaced, code, errOut)
+	_ = os.WriteFile(colon, []byte("a wing\n"), 0o600)
+	if _, errOut, code := mrcluster(t, env, "dataset", "put", "birds", spaced, colon); code != 0 ||
+		!strings.Contains(errOut, "as birds/My Pets.txt") || !strings.Contains(errOut, "as birds/birds- notes.txt") {
+		t.Fatalf("dataset put of %q and %q: exit %d, %s", spaced, colon, code, errOut)
 	}
-	if out := ok("dataset", "ls"); !regexp.MustCompile(`(?m)^birds\s+1\s+9\s`).MatchString(out) {
-		t.Fatalf("dataset ls after a file of a spaced name:\n%s", out)
+	if out := ok("dataset", "ls"); !regexp.MustCompile(`(?m)^birds\s+2\s+16\s`).MatchString(out) {
+		t.Fatalf("dataset ls after files of a spaced name and a colon:\n%s", out)
 	}
 	if out := ok("kinds"); !strings.Contains(out, "grep") || !strings.Contains(out, "pattern") {
 		t.Fatalf("kinds lists no grep with its pattern:\n%s", out)
