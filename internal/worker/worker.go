@@ -326,7 +326,7 @@ func (p *Pool) run(i int, l *lease) {
 	attempt := t.Runs + delivered
 	log := p.log.With("job", t.Job, "phase", t.Phase, "partition", t.Partition, "attempt", attempt, "worker", i)
 	if p.leftQueue(l) {
-		log.Info("a task fetched with others left the queue while it waited here for a worker (its kind was paused or moved lanes, or its job ended); it is not run: its job queues it when it wants it")
+		log.Info("a task fetched with others left the queue while it waited here for a worker (its kind was paused or moved lanes, its job ended, or another delivery of it finished); it is not run: its job queues it again when it wants it")
 		l.ack()
 		return
 	}
@@ -631,9 +631,15 @@ func (p *Pool) requeue(l *lease, t job.Task) {
 	l.ack()
 }
 
-// waitedLong is how long a fetched task may wait in the pool for a worker
-// before the pool asks whether it is still in the queue before running it.
-const waitedLong = time.Second
+const (
+	// waitedLong is how long a fetched task may wait in the pool for a
+	// worker before the pool asks whether it is still in the queue
+	// before running it.
+	waitedLong = time.Second
+	// leftQueueTimeout bounds that question: a store that does not answer
+	// (an election) delays the task's start by no more.
+	leftQueueTimeout = 2 * time.Second
+)
 
 // leftQueue reports whether the message l holds, fetched more than
 // waitedLong ago and not started yet, has left the queue meanwhile: its
@@ -642,12 +648,13 @@ const waitedLong = time.Second
 // wants them. A pool of fast tasks fetches many at once, and one slow task
 // among them makes the others wait; they ran during a pause. A task that
 // did not wait is not asked about (one request per task would halve a
-// pool's rate), nor is one when the store does not answer.
+// pool's rate), nor is one when the store does not answer within
+// leftQueueTimeout.
 func (p *Pool) leftQueue(l *lease) bool {
 	if time.Since(l.at) < p.cfg.waitedLong {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), leftQueueTimeout)
 	defer cancel()
 	held, err := p.cfg.Store.Tasks.Holds(ctx, l.msg().Seq())
 	return err == nil && !held
