@@ -470,7 +470,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
 			SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir,
 			Modules: &catalog.Modules{Blobs: wstore.Ports.Modules, Runtime: s.wasm}, TaskTimeout: cfg.TaskTimeout,
-			PriorityAging: cfg.PriorityAging,
+			PriorityAging: cfg.PriorityAging, Paused: s.catalog.Paused,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err

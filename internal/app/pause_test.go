@@ -161,3 +161,76 @@ func TestAFailedTaskDoesNotRunAgainWhileItsKindIsPaused(t *testing.T) {
 		t.Fatalf("history %+v %v; want attempt 1 failed, attempt 2 done", tasks, err)
 	}
 }
+
+// A pause takes hold at once, whatever the backlog: the server takes the
+// waiting tasks of a paused kind's jobs out of the queue a job at a time,
+// and meanwhile the workers start none of them (they hold those they
+// fetched). Before, with 2,000 jobs queued, tasks kept starting until
+// the last job was reached.
+func TestAPauseHoldsAtOnceWithABacklog(t *testing.T) {
+	t.Parallel()
+	var starts, after atomic.Int32
+	var paused atomic.Bool
+	firstRuns := make(chan struct{}, 1)
+	tick := job.Kind{Name: "tick", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		if paused.Load() {
+			after.Add(1)
+		}
+		if starts.Add(1) == 20 {
+			firstRuns <- struct{}{}
+		}
+		select {
+		case <-time.After(2 * time.Millisecond):
+			return 1, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}}
+	b := setup(t, func(c *app.Config) { c.Kinds, c.Workers = testKinds(tick), 2 })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	var last client.Job
+	for range 2 {
+		specs := make([]client.Spec, 1000)
+		for i := range specs {
+			specs[i] = client.Spec{Kind: "tick", Partitions: 1}
+		}
+		jobs, err := c.SubmitBatch(ctx, specs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = jobs[len(jobs)-1]
+	}
+	<-firstRuns
+	if _, err := c.PauseKind(ctx, "tick"); err != nil {
+		t.Fatal(err)
+	}
+	paused.Store(true)
+	// The newest job is the last the server holds (oldest first).
+	b.await(t, last.ID, func(j client.Job) bool { return j.Paused })
+	// A worker may have passed its look at the kind a moment before the
+	// pause, and started its task a moment after.
+	if n := after.Load(); n > 2 {
+		t.Fatalf("%d tasks of the paused kind started after the pause was answered (2 workers)", n)
+	}
+	if _, err := c.ResumeKind(ctx, "tick"); err != nil {
+		t.Fatal(err)
+	}
+	if j := b.await(t, last.ID, terminal); j.State != client.Succeeded {
+		t.Fatalf("the newest job after the resume: %s", apitest.Describe(j))
+	}
+	for {
+		q, err := c.Queue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Counts.Succeeded == 2000 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("after the resume: %+v; want the 2,000 jobs succeeded", q.Counts)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -107,6 +107,16 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		return err
 	}
 	defer rt.Close(context.Background())
+	// The kinds' states, so that the pool starts no task of a paused kind.
+	kinds := catalog.New(store.Ports, rt, registry(*sleepScale), log)
+	if err := kinds.Start(ctx); err != nil {
+		return fmt.Errorf("read the kinds' states: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = kinds.Stop(sctx)
+	}()
 	m := metrics.New()
 	pool := worker.New(worker.Config{
 		Store: store.Ports, Datasets: &dataset.Store{KV: store.Ports.Datasets, Blocks: store.Ports.Blocks},
@@ -114,7 +124,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
 		SortBuffer: sortBuffer, TempDir: *tempDir,
 		Modules: &catalog.Modules{Blobs: store.Ports.Modules, Runtime: rt}, TaskTimeout: *taskTimeout,
-		PriorityAging: *aging,
+		PriorityAging: *aging, Paused: kinds.Paused,
 	})
 	if err := pool.Start(ctx); err != nil {
 		return nameInUse(stderr, err)

@@ -1735,10 +1735,21 @@ func (c *Coordinator) holdLoop(ctx context.Context) {
 		oldestFirst(hold)
 		oldestFirst(release)
 		oldestFirst(relane)
+		// The look's deadline says which jobs to start on, not how long
+		// one may take: a job whose record says held and whose tasks its
+		// deadline left in the queue would have them run twice.
+		each := func(fn func(context.Context, string) string, id string) string {
+			if ctx.Err() != nil {
+				return "" // the next look takes it
+			}
+			jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), holdJobTimeout)
+			defer cancel()
+			return fn(jctx, id)
+		}
 		var held, released, moved counts
-		parallel(len(hold), func(i int) { held.note(c.hold(ctx, hold[i])) })
-		parallel(len(release), func(i int) { released.note(c.release(ctx, release[i])) })
-		parallel(len(relane), func(i int) { moved.note(c.relane(ctx, relane[i])) })
+		parallel(len(hold), func(i int) { held.note(each(c.hold, hold[i])) })
+		parallel(len(release), func(i int) { released.note(each(c.release, release[i])) })
+		parallel(len(relane), func(i int) { moved.note(each(c.relane, relane[i])) })
 		for kind, n := range held.byKind() {
 			c.log.Info("kind paused: its jobs' waiting tasks left the queue until it resumes", "kind", kind, "jobs", n)
 		}
@@ -1750,6 +1761,10 @@ func (c *Coordinator) holdLoop(ctx context.Context) {
 		}
 	})
 }
+
+// holdJobTimeout bounds the writes that hold, release or move one job's
+// tasks.
+const holdJobTimeout = 5 * time.Second
 
 // oldestFirst sorts job ids by when they were made: an id is its kind,
 // '_', then a ULID, whose text sorts by time.

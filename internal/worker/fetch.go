@@ -117,6 +117,16 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			return
 		default:
 		}
+		if p.cfg.Paused != nil && p.parkedFull() {
+			// Tasks of a paused kind fill the pool: fetch again once
+			// some left (their job took them out of the queue).
+			select {
+			case <-p.stopping:
+				return
+			case <-time.After(parkCheck):
+			}
+			continue
+		}
 		n := p.pace.fetchSize(p.cfg.Concurrency)
 		if p.pace.slow() {
 			// One fetcher, for the idle workers only. The other only

@@ -51,6 +51,13 @@ type Config struct {
 	// Modules runs the tasks of uploaded kinds (nil: the pool runs only
 	// built-in kinds).
 	Modules TaskKinds
+	// Paused reports whether a kind is paused (nil: none is). A pool
+	// starts no task of a paused kind: it holds the task (parks it) until
+	// its job takes it out of the queue, or the kind resumes. Its job's
+	// server takes the waiting tasks of a paused kind's jobs out of the
+	// queue a job at a time; with thousands queued, that took seconds,
+	// while workers went on starting them.
+	Paused func(kind string) bool
 	// PriorityAging bounds how long a lane of the queue (a priority) may
 	// go without a task taken from it while higher lanes keep the pool
 	// busy: past it, the pool's next fetch looks there first
@@ -127,6 +134,9 @@ type Pool struct {
 	laterStopped bool
 	laterWG      sync.WaitGroup
 
+	parkMu sync.Mutex
+	parked map[*lease]job.Task // fetched tasks of paused kinds, not started
+
 	mu       sync.Mutex
 	running  map[string]map[int]runningTask // job id → worker index → its task
 	canceled map[string]canceledJob         // jobs told to stop
@@ -192,6 +202,7 @@ func New(cfg Config) *Pool {
 		log:         cfg.Logger.With("pool", cfg.Name),
 		running:     map[string]map[int]runningTask{},
 		held:        map[uint64]*lease{},
+		parked:      map[*lease]job.Task{},
 		acked:       map[uint64]struct{}{},
 		canceled:    map[string]canceledJob{},
 		waiting:     map[*time.Timer]func(){},
@@ -288,6 +299,9 @@ func (p *Pool) Start(ctx context.Context) error {
 	for i := range p.cfg.Concurrency {
 		p.wg.Go(func() { p.work(i, tasks) })
 	}
+	if p.cfg.Paused != nil {
+		p.wg.Go(p.tendParked)
+	}
 	p.log.Info("workers started", "workers", p.cfg.Concurrency, "host", p.cfg.Host,
 		"tasks_waiting", info.Waiting, "tasks_in_progress", info.Leased, "ack_wait", p.ackWait)
 	return nil
@@ -325,6 +339,11 @@ func (p *Pool) run(i int, l *lease) {
 	delivered := l.delivered()
 	attempt := t.Runs + delivered
 	log := p.log.With("job", t.Job, "phase", t.Phase, "partition", t.Partition, "attempt", attempt, "worker", i)
+	if p.cfg.Paused != nil && p.cfg.Paused(t.Kind) {
+		p.park(l, t)
+		log.Debug("a task of a paused kind is held here, not started, until its job takes it out of the queue or the kind resumes")
+		return
+	}
 	if p.leftQueue(l) {
 		log.Info("a task fetched with others left the queue while it waited here for a worker (its kind was paused or moved lanes, its job ended, or another delivery of it finished); it is not run: its job queues it again when it wants it")
 		l.ack()

@@ -463,3 +463,58 @@ func TestTasksThatLeftTheQueueWhileWaitingInThePoolDoNotRun(t *testing.T) {
 		t.Fatalf("%d tasks taken out of the queue while they waited in the pool ran", n)
 	}
 }
+
+// A pool starts no task of a paused kind: it holds (parks) the tasks it
+// fetched, while other kinds' run. One its job takes out of the queue (the
+// pause reached it) is dropped without a run; once the kind resumes, the
+// others go back to the queue and run.
+func TestTasksOfAPausedKindAreParkedNotStarted(t *testing.T) {
+	var paused atomic.Bool
+	var runs atomic.Int32
+	f := newFixture(t,
+		job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { runs.Add(1); return 1, nil }},
+		job.Kind{Name: "o", Map: func(context.Context, job.Task) (int64, error) { return 2, nil }})
+	pool := f.pool(2, func(c *Config) { c.Paused = func(kind string) bool { return kind == "k" && paused.Load() } })
+	of := func(id, kind string, p int) job.Task {
+		t := task(id, p, 1)
+		t.Kind = kind
+		return t
+	}
+	paused.Store(true)
+	f.queue(of("j1", "k", 0), of("j1", "k", 1), of("j1", "k", 2), of("j2", "o", 0), of("j2", "o", 1))
+	for _, r := range f.results(2) {
+		if r.Job != "j2" {
+			t.Fatalf("a task of the paused kind ran: %+v", r)
+		}
+	}
+	// The pause reaches j1: its server takes its tasks out of the queue.
+	if err := f.store.Tasks.Purge(f.ctx, "j1"); err != nil {
+		t.Fatal(err)
+	}
+	f.queue(of("j3", "k", 0), of("j3", "k", 1))
+	for parked := map[string]int{}; parked["j1"] != 0 || parked["j3"] != 2; {
+		clear(parked)
+		pool.parkMu.Lock()
+		for _, t := range pool.parked {
+			parked[t.Job]++
+		}
+		pool.parkMu.Unlock()
+		select {
+		case <-f.ctx.Done():
+			t.Fatalf("parked: %v; want j1's tasks, taken out of the queue, dropped and j3's two parked", parked)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("%d tasks of the paused kind ran", n)
+	}
+	paused.Store(false)
+	for _, r := range f.results(2) {
+		if r.Job != "j3" || r.Error != "" {
+			t.Fatalf("after the resume: %+v; want j3's tasks", r)
+		}
+	}
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("%d tasks of the resumed kind ran; want j3's 2 (j1's were taken out of the queue)", n)
+	}
+}
