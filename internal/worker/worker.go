@@ -67,6 +67,9 @@ type Config struct {
 	// without a worker's wake (fetchWait when zero): tests make it long,
 	// so that a lost wake shows as a stall.
 	recheck time.Duration
+	// parkLimit is how long a task of a paused kind stays parked
+	// (parkLimit when zero): tests make it short.
+	parkLimit time.Duration
 	// waitedLong is how long a fetched task may wait for a worker before
 	// the pool asks whether it is still in the queue (leftQueue).
 	waitedLong time.Duration
@@ -135,7 +138,7 @@ type Pool struct {
 	laterWG      sync.WaitGroup
 
 	parkMu sync.Mutex
-	parked map[*lease]job.Task // fetched tasks of paused kinds, not started
+	parked map[*lease]parkedTask // fetched tasks of paused kinds, not started
 
 	mu       sync.Mutex
 	running  map[string]map[int]runningTask // job id → worker index → its task
@@ -191,6 +194,9 @@ const ackedKept = 4096
 
 // New returns a pool; Start starts its workers.
 func New(cfg Config) *Pool {
+	if cfg.parkLimit <= 0 {
+		cfg.parkLimit = parkLimit
+	}
 	if cfg.waitedLong <= 0 {
 		cfg.waitedLong = waitedLong
 	}
@@ -202,7 +208,7 @@ func New(cfg Config) *Pool {
 		log:         cfg.Logger.With("pool", cfg.Name),
 		running:     map[string]map[int]runningTask{},
 		held:        map[uint64]*lease{},
-		parked:      map[*lease]job.Task{},
+		parked:      map[*lease]parkedTask{},
 		acked:       map[uint64]struct{}{},
 		canceled:    map[string]canceledJob{},
 		waiting:     map[*time.Timer]func(){},

@@ -518,3 +518,32 @@ func TestTasksOfAPausedKindAreParkedNotStarted(t *testing.T) {
 		t.Fatalf("%d tasks of the resumed kind ran; want j3's 2 (j1's were taken out of the queue)", n)
 	}
 }
+
+// A task parked for its kind's pause that its job never takes out of the
+// queue (its server failed to) goes back to the queue's end after a while,
+// still unstarted: a pool full of such tasks would fetch nothing else.
+func TestAParkedTaskGoesBackToTheQueueAfterAWhile(t *testing.T) {
+	var runs atomic.Int32
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { runs.Add(1); return 1, nil }})
+	pool := f.pool(1, func(c *Config) {
+		c.Paused = func(string) bool { return true }
+		c.parkLimit = 50 * time.Millisecond
+	})
+	f.queue(task("j1", 0, 1))
+	leases := map[*lease]bool{}
+	for len(leases) < 3 {
+		pool.parkMu.Lock()
+		for l := range pool.parked {
+			leases[l] = true
+		}
+		pool.parkMu.Unlock()
+		select {
+		case <-f.ctx.Done():
+			t.Fatalf("the parked task was parked under %d leases; want it given back and fetched again", len(leases))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("the task of the paused kind ran %d times", n)
+	}
+}
