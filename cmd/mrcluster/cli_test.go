@@ -80,12 +80,21 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if out := ok("kinds"); !regexp.MustCompile(`(?m)^grep\s+built in.*paused`).MatchString(out) {
 		t.Fatalf("kinds after a pause:\n%s", out)
 	}
+	// status says why a paused kind's tasks wait.
+	waiting := strings.TrimSpace(ok("submit", "grep", "--input", "pets", "--partitions", "1", "--param", "pattern=cat"))
+	if out := ok("status"); !strings.Contains(out, waiting+": 1 (kind paused)") || !regexp.MustCompile(`(?m)^kinds paused, their tasks waiting until resumed \(mrcluster kind resume NAME\): grep since \d{4}-`).MatchString(out) {
+		t.Fatalf("status with grep paused and %s waiting:\n%s", waiting, out)
+	}
 	ok("kind", "resume", "grep")
+	ok("wait", waiting)
 	if out := ok("kind", "limit", "grep", "--concurrency", "2", "--rate", "50/s"); !strings.Contains(out, "kind grep: at most 2 at once, at most 50/s") {
 		t.Fatalf("kind limit: %q", out)
 	}
 	if out := ok("kinds"); !regexp.MustCompile(`(?m)^grep\s+built in.*at most 2 at once, at most 50/s`).MatchString(out) {
 		t.Fatalf("kinds after a limit:\n%s", out)
+	}
+	if out := ok("status"); !strings.Contains(out, "kinds limited: grep (at most 2 at once, at most 50/s)") {
+		t.Fatalf("status with grep limited:\n%s", out)
 	}
 	ok("kind", "limit", "grep", "--concurrency", "0")
 	id := strings.Fields(ok("submit", "wordcount", "--input", "pets", "--partitions", "2"))[0]

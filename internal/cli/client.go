@@ -1136,6 +1136,26 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if asJSON {
 		return printJSON(stdout, map[string]any{"workers": workers, "queue": queue})
 	}
+	// Why waiting tasks do not start: a kind paused, or limited.
+	kinds, err := c.Kinds(ctx)
+	if err != nil {
+		return explain(err)
+	}
+	paused := map[string]bool{}
+	var held, limited []string
+	for _, k := range kinds {
+		if k.Paused {
+			paused[k.Name] = true
+			since := ""
+			if k.PausedSince != nil {
+				since = " since " + k.PausedSince.Local().Format(time.DateTime)
+			}
+			held = append(held, k.Name+since)
+		}
+		if l := limits(k); l != "-" {
+			limited = append(limited, k.Name+" ("+l+")")
+		}
+	}
 	busy := 0
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tHOST\tSTATE\tJOB\tPARTITION\tDONE")
@@ -1156,11 +1176,21 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintf(stdout, "\n  … and %s more jobs with tasks waiting (GET /api/v1/queue lists them)", moreJobs(len(queue.Jobs)-i, queue.More))
 			break
 		}
-		fmt.Fprintf(stdout, "\n  %s: %d", q.Job, q.Waiting)
+		why := ""
+		if paused[q.Kind] {
+			why = " (kind paused)"
+		}
+		fmt.Fprintf(stdout, "\n  %s: %d%s", q.Job, q.Waiting, why)
 	}
 	n := queue.Counts
 	fmt.Fprintf(stdout, "\njobs: %d in all: %d scheduled, %d queued, %d running, %d succeeded, %d failed, %d canceled\n",
 		n.Total, n.Scheduled, n.Queued, n.Running, n.Succeeded, n.Failed, n.Canceled)
+	if len(held) > 0 {
+		fmt.Fprintf(stdout, "kinds paused, their tasks waiting until resumed (mrcluster kind resume NAME): %s\n", strings.Join(held, ", "))
+	}
+	if len(limited) > 0 {
+		fmt.Fprintf(stdout, "kinds limited: %s\n", strings.Join(limited, ", "))
+	}
 	return nil
 }
 
