@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -95,13 +94,12 @@ func (p *Pool) tendParked() {
 			p.log.Debug("a parked task's kind resumed, or it was parked long: it goes back to the queue", "job", t.Job, "phase", t.Phase, "partition", t.Partition)
 			p.giveBack(l)
 		}
-		// The queue is asked outside the lock: workers park meanwhile.
+		// The queue is asked outside the lock: workers park meanwhile. A
+		// stop ends the questions (a store that does not answer would
+		// hold the stop for leftQueueTimeout per parked task).
 		gone := map[*lease]bool{}
 		for _, l := range p.parkedLeases() {
-			ctx, cancel := context.WithTimeout(context.Background(), leftQueueTimeout)
-			held, err := p.cfg.Store.Tasks.Holds(ctx, l.msg().Seq())
-			cancel()
-			if err == nil && !held {
+			if p.gone(p.stopCtx, l) {
 				gone[l] = true
 			}
 		}

@@ -676,10 +676,13 @@ const (
 // pool's rate), nor is one when the store does not answer within
 // leftQueueTimeout.
 func (p *Pool) leftQueue(l *lease) bool {
-	if time.Since(l.at) < p.cfg.waitedLong {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), leftQueueTimeout)
+	return time.Since(l.at) >= p.cfg.waitedLong && p.gone(context.Background(), l)
+}
+
+// gone reports whether the message l holds has left the queue, asking
+// the queue within leftQueueTimeout: false when it does not answer.
+func (p *Pool) gone(ctx context.Context, l *lease) bool {
+	ctx, cancel := context.WithTimeout(ctx, leftQueueTimeout)
 	defer cancel()
 	held, err := p.cfg.Store.Tasks.Holds(ctx, l.msg().Seq())
 	return err == nil && !held
