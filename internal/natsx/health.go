@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -51,6 +52,47 @@ func FreeBytes(dir string) (uint64, error) {
 type natsLog struct {
 	log       *slog.Logger
 	noSpaceAt *atomic.Int64
+	peers     *unreachable
+}
+
+// unreachable spaces out the embedded server's reports of another server
+// of the cluster it cannot reach. nats-server reports every failed attempt
+// of each of its pooled route connections, once a second, at error level,
+// for as long as the other server is down: four error lines a second per
+// server stopped, on each server that runs (seen while one of three was
+// restarted). A person running the cluster needs to know that a server is
+// unreachable, not once a second, and not as an error of this server's.
+type unreachable struct {
+	mu   sync.Mutex
+	last map[string]time.Time // by nats-server's error (it names the address)
+}
+
+// peerReportEvery is how often a server that stays unreachable is
+// reported; a first failed attempt (the server just went) is reported
+// unless the same failure was within peerReportAgain (the other pooled
+// routes' first attempts).
+const (
+	peerReportEvery = time.Minute
+	peerReportAgain = 5 * time.Second
+)
+
+// due reports whether the failure why, of a connection's first attempt or
+// a later one, is to be logged at now, and notes it.
+func (u *unreachable) due(why string, first bool, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	quiet := peerReportEvery
+	if first {
+		quiet = peerReportAgain
+	}
+	if at, ok := u.last[why]; ok && now.Sub(at) < quiet {
+		return false
+	}
+	if u.last == nil || len(u.last) >= 64 {
+		u.last = map[string]time.Time{}
+	}
+	u.last[why] = now
+	return true
 }
 
 var _ server.Logger = natsLog{}
@@ -76,8 +118,23 @@ func (l natsLog) Errorf(format string, v ...any) {
 	if IsOutOfSpace(errors.New(msg)) {
 		l.noSpaceAt.Store(time.Now().UnixNano())
 	}
+	if rest, ok := strings.CutPrefix(msg, routeConnectError); ok {
+		attempt, why, _ := strings.Cut(rest, "): ")
+		if l.peers.due(why, attempt == "1", time.Now()) {
+			l.log.Warn("cannot reach another server of the cluster; retrying every second. Expected while it stops or restarts; if it stays so, start it or check the network and its --cluster-listen",
+				"err", why, "attempt", attempt)
+		} else {
+			l.log.Debug(msg)
+		}
+		return
+	}
 	l.log.Error(msg)
 }
+
+// routeConnectError begins nats-server's report of a failed connection to
+// another server of the cluster ("… (attempt 3): dial tcp …").
+const routeConnectError = "Error trying to connect to route (attempt "
+
 func (l natsLog) Debugf(format string, v ...any) {}
 func (l natsLog) Tracef(format string, v ...any) {}
 

@@ -100,6 +100,9 @@ type Embedded struct {
 	// noSpaceAt is when the server last logged a write failed for want
 	// of disk space (Unix nanoseconds).
 	noSpaceAt *atomic.Int64
+	// peers spaces out the reports of unreachable servers of the cluster
+	// (across restarts of the embedded server, as noSpaceAt).
+	peers *unreachable
 }
 
 // EmbeddedConfig configures the embedded NATS server.
@@ -159,6 +162,11 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 			return nil, err
 		}
 		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: chost, Port: cport}
+		// Every failed attempt to reach another server goes to the log,
+		// which says it once a minute (natsLog): by default nats-server
+		// says a first connection's failures once an hour, so a server
+		// given a wrong route was heard of once.
+		opts.ConnectErrorReports, opts.ReconnectErrorReports = 1, 1
 		if cfg.Token != "" {
 			// Routes authenticate with the cluster's token too.
 			opts.Cluster.Username, opts.Cluster.Password = "mrcluster", cfg.Token
@@ -194,7 +202,7 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 			return nil, err
 		}
 	}
-	e := &Embedded{opts: opts, log: logger, token: cfg.Token, noSpaceAt: new(atomic.Int64)}
+	e := &Embedded{opts: opts, log: logger, token: cfg.Token, noSpaceAt: new(atomic.Int64), peers: new(unreachable)}
 	srv, err := e.start()
 	if err != nil {
 		return nil, err
@@ -228,7 +236,7 @@ func (e *Embedded) start() (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
 	}
-	srv.SetLoggerV2(natsLog{log: e.log.With("component", "nats"), noSpaceAt: e.noSpaceAt}, false, false, false)
+	srv.SetLoggerV2(natsLog{log: e.log.With("component", "nats"), noSpaceAt: e.noSpaceAt, peers: e.peers}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // levels is a slog handler that keeps what was logged at each level.
@@ -59,5 +60,53 @@ func TestPurgeStateWarningIsDebug(t *testing.T) {
 	}
 	if w := log.at(slog.LevelWarn, ""); len(w) != 2 || !strings.Contains(w[0], "no space") {
 		t.Errorf("warnings: %q, want the full disk's and the quorum's", w)
+	}
+}
+
+// nats-server reports each failed attempt to reach another server of the
+// cluster, once a second per pooled route, at error level: a server
+// stopped for a restart made every other one log four errors a second. It
+// is a warning, said once a minute per failure for as long as it lasts.
+func TestUnreachablePeerIsAWarningOnceAMinute(t *testing.T) {
+	log := &levels{seen: map[slog.Level][]string{}}
+	l := natsLog{log: slog.New(log), noSpaceAt: new(atomic.Int64), peers: new(unreachable)}
+	refused := errors.New("dial tcp 127.0.0.1:16221: connect: connection refused")
+	for attempt := 1; attempt <= 10; attempt++ {
+		for range 4 { // the pooled routes
+			l.Errorf("Error trying to connect to route (attempt %v): %v", attempt, refused)
+		}
+	}
+	l.Errorf("Error trying to connect to route (attempt %v): %v", 1, errors.New("dial tcp 127.0.0.1:16222: i/o timeout"))
+	l.Errorf("Error processing raft append entries")
+	if e := log.at(slog.LevelError, ""); len(e) != 1 || !strings.Contains(e[0], "raft") {
+		t.Errorf("errors: %q, want only the one that is not a route's", e)
+	}
+	w := log.at(slog.LevelWarn, "cannot reach another server")
+	if len(w) != 2 {
+		t.Fatalf("warnings: %q, want one per unreachable address", w)
+	}
+	if d := log.at(slog.LevelDebug, "Error trying to connect to route"); len(d) != 39 {
+		t.Errorf("%d attempts at debug, want the 39 not reported", len(d))
+	}
+	// A minute later the same failure is said again; and a server gone
+	// again (a connection's first attempt) after 5 s.
+	back := func(d time.Duration) {
+		l.peers.mu.Lock()
+		for k := range l.peers.last {
+			l.peers.last[k] = l.peers.last[k].Add(-d)
+		}
+		l.peers.mu.Unlock()
+	}
+	back(peerReportEvery)
+	l.Errorf("Error trying to connect to route (attempt %v): %v", 61, refused)
+	if w := log.at(slog.LevelWarn, "cannot reach another server"); len(w) != 3 {
+		t.Errorf("warnings after a minute: %d, want 3", len(w))
+	}
+	back(peerReportAgain)
+	l.Errorf("Error trying to connect to route (attempt %v): %v", 62, refused)
+	l.Errorf("Error trying to connect to route (attempt %v): %v", 1, refused)
+	l.Errorf("Error trying to connect to route (attempt %v): %v", 1, refused)
+	if w := log.at(slog.LevelWarn, "cannot reach another server"); len(w) != 4 {
+		t.Errorf("warnings after the server went again: %d, want 4", len(w))
 	}
 }
