@@ -1,6 +1,7 @@
 package wasmkind
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -330,5 +331,69 @@ func TestCompiledModulesOnDisk(t *testing.T) {
 		if files == 0 {
 			t.Fatalf("runtime %d left nothing in %s", i, dir)
 		}
+	}
+}
+
+// image applies the active segments of a data section to a memory of size
+// bytes, in their order, as an instance's start does.
+func image(t *testing.T, sec []byte, size int) []byte {
+	t.Helper()
+	mem := make([]byte, size)
+	r := newReader(sec)
+	for range r.u32() {
+		if r.byte() != 0 || r.byte() != 0x41 {
+			t.Fatal("not an active segment of memory 0 at a constant")
+		}
+		off, _ := r.s32()
+		r.byte()
+		copy(mem[uint32(off):], r.take(int(r.u32())))
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return mem
+}
+
+// dataSection encodes active segments of memory 0, in this order.
+func dataSection(segs ...struct {
+	off  int32
+	data string
+}) []byte {
+	out := binary.AppendUvarint(nil, uint64(len(segs)))
+	for _, s := range segs {
+		out = append(appendS32(append(out, 0x00, 0x41), s.off), 0x0b)
+		out = binary.AppendUvarint(out, uint64(len(s.data)))
+		out = append(out, s.data...)
+	}
+	return out
+}
+
+// Segments a few bytes apart are joined, out of order or not, into what
+// writes the same memory; segments that overlap, or that are not all
+// active at a constant offset, are left as they are.
+func TestMergeDataKeepsTheMemory(t *testing.T) {
+	type seg = struct {
+		off  int32
+		data string
+	}
+	sec := dataSection(seg{200, "abc"}, seg{0, "hello"}, seg{8, "world"}, seg{40, "x"}, seg{203, "d"}, seg{1000, "far"})
+	merged := mergeData(sec)
+	if n, _ := binary.Uvarint(merged); n != 3 {
+		t.Errorf("%d segments after the merge, want 3 (0-41, 200-204, 1000-1003)", n)
+	}
+	if !bytes.Equal(image(t, merged, 2048), image(t, sec, 2048)) {
+		t.Fatal("the merged segments write another memory")
+	}
+	overlap := dataSection(seg{0, "hello"}, seg{3, "LO"})
+	if got := mergeData(overlap); !bytes.Equal(got, overlap) {
+		t.Error("overlapping segments were merged: their order matters")
+	}
+	passive := append(dataSection(seg{0, "a"}, seg{4, "b"}), 0x01, 0x01, 'p')
+	passive[0] = 3
+	if got := mergeData(passive); !bytes.Equal(got, passive) {
+		t.Error("a section with a passive segment was changed")
+	}
+	if got := mergeData(sec[:len(sec)-2]); !bytes.Equal(got, sec[:len(sec)-2]) {
+		t.Error("a truncated section was changed")
 	}
 }

@@ -31,3 +31,53 @@ func TestMappedMemoryGrowsInPlace(t *testing.T) {
 		t.Fatalf("grown past its maximum to %d bytes", len(c))
 	}
 }
+
+// An ended instance's mapping is kept for the next instance of the same
+// largest size, with every byte its instance wrote zero again (those past
+// keptResident given back to the kernel), and at most keptMappings are.
+func TestKeptMappingsAreZero(t *testing.T) {
+	if !keepMappings {
+		t.Skip("mappings are kept on Linux only")
+	}
+	const max = 24<<20 + 4096 // a size no other test's instances have
+	m := allocate(0, max)
+	first := m.Reallocate(3 * keptResident / 2)
+	for i := range first {
+		first[i] = byte(i) | 1
+	}
+	at := unsafe.SliceData(first)
+	m.Free()
+
+	again := allocate(0, max)
+	defer again.Free()
+	buf := again.Reallocate(2 * keptResident)
+	if unsafe.SliceData(buf) != at {
+		t.Fatal("the ended instance's mapping was not kept for the next one")
+	}
+	for i, c := range buf {
+		if c != 0 {
+			t.Fatalf("byte %d of a kept mapping is %d, want 0", i, c)
+		}
+	}
+
+	var ms []interface{ Free() }
+	for range keptMappings + 2 {
+		m := allocate(0, max)
+		m.Reallocate(4096)[0] = 1
+		ms = append(ms, m)
+	}
+	for _, m := range ms {
+		m.Free()
+	}
+	kept.mu.Lock()
+	n := 0
+	for _, b := range kept.free {
+		if len(b) == max {
+			n++
+		}
+	}
+	kept.mu.Unlock()
+	if n > keptMappings {
+		t.Fatalf("%d mappings kept, want at most %d", n, keptMappings)
+	}
+}

@@ -219,17 +219,25 @@ func TestHashNamesTheContent(t *testing.T) {
 // BenchmarkWordCountMap maps the test corpus with the example module and
 // with the built-in wordcount, each emitting into a table of combined
 // values as the engine's map buffer does.
-func BenchmarkWordCountMap(b *testing.B) {
+// wordCountModule compiles the example word count in a runtime of its
+// own, closed at the benchmark's end.
+func wordCountModule(b *testing.B) *wasmkind.Module {
 	ctx := context.Background()
 	r, err := wasmkind.New(ctx, 256)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer r.Close(ctx)
+	b.Cleanup(func() { _ = r.Close(ctx) })
 	m, err := r.Compile(ctx, Build(b, "examples/wasm-wordcount"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	return m
+}
+
+func BenchmarkWordCountMap(b *testing.B) {
+	ctx := context.Background()
+	m := wordCountModule(b)
 	docs, _ := kinds.Corpus(1)
 	var lines [][]byte
 	var size int64
@@ -272,4 +280,26 @@ func BenchmarkWordCountMap(b *testing.B) {
 		k, _ := kinds.Builtin(1).Lookup("wordcount")
 		run(b, k)
 	})
+}
+
+// BenchmarkTaskInstance is what every task of an uploaded kind costs
+// before its first record: an instance of the module (its data copied in,
+// the Go runtime of the guest started), the job's params, and its end.
+func BenchmarkTaskInstance(b *testing.B) {
+	ctx := context.Background()
+	m := wordCountModule(b)
+	emit := func(key, v []byte) {}
+	for b.Loop() {
+		k, release, err := m.Kind(ctx, "mywc", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := k.MapRecord(ctx, job.Record{File: "f.txt", Line: 1, Text: []byte("a few words")}, emit); err != nil {
+			b.Fatal(err)
+		}
+		if err := k.MapFlush(ctx, emit); err != nil {
+			b.Fatal(err)
+		}
+		release()
+	}
 }
