@@ -1427,7 +1427,10 @@ func (b blobs) GetBytes(ctx context.Context, name string) ([]byte, error) {
 		defer rc.Close()
 		r = rc
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, min(cr.info.Size, 64<<20)))
+	// Room for the object and the read that finds its end (ReadFrom asks
+	// for bytes.MinRead more): a buffer of the object's size alone was
+	// grown to twice it, and copied, at every read of a dataset block.
+	buf := bytes.NewBuffer(make([]byte, 0, min(cr.info.Size, 64<<20)+bytes.MinRead))
 	if _, err := buf.ReadFrom(r); err != nil {
 		return nil, err
 	}

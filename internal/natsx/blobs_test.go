@@ -189,8 +189,12 @@ func TestBlobsDamagedOnDisk(t *testing.T) {
 	if err := s.Ports.Blocks.Put(ctx, "ds/f/u/0", bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.Ports.Blocks.GetBytes(ctx, "ds/f/u/0"); err != nil || !bytes.Equal(got, data) {
+	got, err := s.Ports.Blocks.GetBytes(ctx, "ds/f/u/0")
+	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read %d bytes, %v; want %d", len(got), err, len(data))
+	}
+	if cap(got) > len(data)+bytes.MinRead {
+		t.Errorf("a read of %d bytes held %d: its buffer grew as it met the end", len(data), cap(got))
 	}
 	small := bytes.Repeat([]byte("0123456789 one chunk "), 100)
 	if err := s.Ports.Blocks.Put(ctx, "ds/g/u/0", bytes.NewReader(small)); err != nil {
