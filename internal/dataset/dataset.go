@@ -145,6 +145,10 @@ type Store struct {
 	BlockSize int64
 	// MaxFileSize bounds one uploaded file; 0 means no bound.
 	MaxFileSize int64
+
+	// blocks shares the blocks map tasks read at once or one after the
+	// other (blockcache.go).
+	blocks blockCache
 }
 
 // blockName names block i of an upload of a file.

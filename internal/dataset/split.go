@@ -25,7 +25,8 @@ func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser
 	// caller runs the kind's map between reads, for as long as it takes.
 	ctx, cancel := context.WithTimeout(ctx, blockReadTimeout)
 	defer cancel()
-	b, err := s.readBlock(ctx, blockName(f.Dataset, f.File, f.Upload, i))
+	name := blockName(f.Dataset, f.File, f.Upload, i)
+	b, err := s.blocks.get(ctx, name, func(ctx context.Context) ([]byte, error) { return s.readBlock(ctx, name) })
 	switch {
 	case errors.Is(err, store.ErrDamaged):
 		return nil, fmt.Errorf("block %d of file %s of dataset %s: %w; upload the file again", i, f.File, f.Dataset, err)
