@@ -1830,13 +1830,8 @@ func (c *Coordinator) release(ctx context.Context, id string) string {
 	if err != nil || !released || j.State.Terminal() {
 		return ""
 	}
-	lane, err := c.publishTasksAgain(ctx, j)
-	if err != nil {
-		c.log.Warn("could not queue a resumed kind's job's tasks; the repair loop will", "job", id, "err", err)
+	if _, ok := c.queueAgain(ctx, j, "could not queue a resumed kind's job's tasks; the repair loop will"); !ok {
 		return ""
-	}
-	if _, err := c.markQueued(ctx, id, lane); err != nil {
-		c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 	}
 	c.log.Debug("kind resumed: the job's tasks are queued again", "job", id, "kind", j.Kind, "tasks", j.Pending())
 	return j.Kind
@@ -1860,16 +1855,27 @@ func (c *Coordinator) relane(ctx context.Context, id string) string {
 		c.log.Warn("could not take a job's tasks out of their old lane; the repair loop will queue them", "job", id, "err", err)
 		return ""
 	}
-	lane, err := c.publishTasksAgain(ctx, j)
-	if err != nil {
-		c.log.Warn("could not queue a job's tasks in its kind's new lane; the repair loop will", "job", id, "err", err)
+	lane, ok := c.queueAgain(ctx, j, "could not queue a job's tasks in its kind's new lane; the repair loop will")
+	if !ok {
 		return ""
-	}
-	if _, err := c.markQueued(ctx, id, lane); err != nil {
-		c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 	}
 	c.log.Debug("kind's concurrency limit changed: the job's waiting tasks moved lanes", "job", id, "kind", j.Kind, "lane", lane)
 	return j.Kind
+}
+
+// queueAgain publishes the waiting tasks of j again and marks them queued
+// in their lane; a publish that fails is logged with notQueued (the repair
+// loop queues them later) and reports false.
+func (c *Coordinator) queueAgain(ctx context.Context, j *job.Job, notQueued string) (lane string, ok bool) {
+	lane, err := c.publishTasksAgain(ctx, j)
+	if err != nil {
+		c.log.Warn(notQueued, "job", j.ID, "err", err)
+		return "", false
+	}
+	if _, err := c.markQueued(ctx, j.ID, lane); err != nil {
+		c.log.Warn("could not mark the job's tasks queued", "job", j.ID, "err", err)
+	}
+	return lane, true
 }
 
 // applyLoop applies results in batches: one write per job per batch.
