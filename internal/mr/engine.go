@@ -3,6 +3,7 @@ package mr
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -325,13 +328,15 @@ type mapBuffer struct {
 	agg   map[string]int32 // with a combiner: key → index in hot and cold
 	hot   []hotEntry
 	cold  []coldEntry
-	recs  []rec // without
+	recs  []rec // without: sorted in place, by partition then key
 	arena []byte
 	size  int64
 
 	emitted int64
 	spills  []*spill
-	mem     [][]memRec // sorted at the end
+	sorted  bool       // the buffer is sorted (at the end, for writePart)
+	mem     [][]memRec // with a combiner, sorted: one list per partition
+	bounds  []int      // without: partition p is recs[bounds[p]:bounds[p+1]]
 	err     error
 }
 
@@ -417,11 +422,17 @@ func (b *mapBuffer) setPending(i int32, val []byte, pk uint64) {
 	}
 }
 
+// rec is a record buffered without a combiner: its key at arena[off:],
+// its value right after it. 24 bytes: a map of short records buffers
+// millions of them.
 type rec struct {
-	part       int
-	koff, klen int
-	voff, vlen int
+	off        int
+	klen, vlen int32
+	part       int32
 }
+
+// recOverhead is what a buffered record costs beside its bytes.
+const recOverhead = int64(unsafe.Sizeof(rec{}))
 
 type spill struct {
 	f    *os.File
@@ -460,37 +471,80 @@ func (b *mapBuffer) emit(key, val []byte) {
 			b.size += int64(len(key)+len(val)) + 112
 		}
 	} else {
-		r := rec{part: partition(key, b.parts), koff: len(b.arena), klen: len(key)}
-		b.arena = append(b.arena, key...)
-		r.voff, r.vlen = len(b.arena), len(val)
-		b.arena = append(b.arena, val...)
+		if len(key) > math.MaxInt32 || len(val) > math.MaxInt32 {
+			if b.err == nil {
+				b.err = fmt.Errorf("map function emitted a record of %d bytes; a key or a value may be at most 2 GiB", len(key)+len(val))
+			}
+			return
+		}
+		b.growArena(len(key) + len(val))
+		r := rec{off: len(b.arena), klen: int32(len(key)), vlen: int32(len(val)), part: int32(partition(key, b.parts))}
+		b.arena = append(append(b.arena, key...), val...)
+		if len(b.recs) == cap(b.recs) {
+			// Doubling, but never past what the limit lets the buffer hold.
+			n := min(max(2*cap(b.recs), 1024), int(b.limit/recOverhead)+1)
+			b.recs = slices.Grow(b.recs, max(n-len(b.recs), 1))
+		}
 		b.recs = append(b.recs, r)
-		b.size += int64(len(key)+len(val)) + 40
+		b.size += int64(len(key)+len(val)) + recOverhead
 	}
 	if b.size >= b.limit && b.err == nil {
 		b.err = b.spill()
 	}
 }
 
-// sorted returns the buffered records of partition p, sorted by key.
-func (b *mapBuffer) sorted() [][]memRec {
-	out := make([][]memRec, b.parts)
+// growArena makes room for n more bytes in the arena: doubling, but never
+// past the limit (and the record that crosses it), so that a buffer
+// holds at most about its limit, not twice it.
+func (b *mapBuffer) growArena(n int) {
+	if len(b.arena)+n <= cap(b.arena) {
+		return
+	}
+	c := min(max(2*cap(b.arena), 64<<10), int(b.limit))
+	b.arena = slices.Grow(b.arena, max(c, len(b.arena)+n)-len(b.arena))
+}
+
+// sort sorts the buffer by partition, then key: without a combiner the
+// records in place (a list of every record, 48 bytes each, doubled the
+// buffer's memory), with one the folded keys into per-partition lists.
+func (b *mapBuffer) sort() {
 	if b.combine != nil {
+		out := make([][]memRec, b.parts)
 		for k, i := range b.agg {
 			key := []byte(k)
 			b.settle(key, i)
 			c := &b.cold[i]
 			out[c.part] = append(out[c.part], memRec{key: key, val: c.val})
 		}
-	} else {
-		for _, r := range b.recs {
-			out[r.part] = append(out[r.part], memRec{key: b.arena[r.koff : r.koff+r.klen], val: b.arena[r.voff : r.voff+r.vlen]})
+		for _, rs := range out {
+			slices.SortFunc(rs, func(a, b memRec) int { return bytes.Compare(a.key, b.key) })
+		}
+		b.mem = out
+		return
+	}
+	slices.SortFunc(b.recs, func(x, y rec) int {
+		if x.part != y.part {
+			return cmp.Compare(x.part, y.part)
+		}
+		return bytes.Compare(b.arena[x.off:x.off+int(x.klen)], b.arena[y.off:y.off+int(y.klen)])
+	})
+	b.bounds = slices.Grow(b.bounds[:0], b.parts+1)[:b.parts+1]
+	i := 0
+	for p := range b.parts {
+		b.bounds[p] = i
+		for i < len(b.recs) && int(b.recs[i].part) == p {
+			i++
 		}
 	}
-	for _, rs := range out {
-		slices.SortFunc(rs, func(a, b memRec) int { return bytes.Compare(a.key, b.key) })
+	b.bounds[b.parts] = i
+}
+
+// part returns the sorted records of partition p; sort must have run.
+func (b *mapBuffer) part(p int) source {
+	if b.combine != nil {
+		return &memSource{recs: b.mem[p]}
 	}
-	return out
+	return &recSource{arena: b.arena, recs: b.recs[b.bounds[p]:b.bounds[p+1]]}
 }
 
 type memRec struct{ key, val []byte }
@@ -505,9 +559,11 @@ func (b *mapBuffer) spill() error {
 	b.spills = append(b.spills, s)
 	cw := &countWriter{w: f}
 	rw := newRunWriter(cw)
-	for p, rs := range b.sorted() {
-		for _, r := range rs {
-			if err := rw.write(r.key, r.val); err != nil {
+	b.sort()
+	for p := range b.parts {
+		src := b.part(p)
+		for src.next() == nil {
+			if err := rw.write(src.record()); err != nil {
 				return fmt.Errorf("spill map output: %w", err)
 			}
 		}
@@ -519,7 +575,7 @@ func (b *mapBuffer) spill() error {
 	if b.agg != nil {
 		b.agg, b.hot, b.cold = map[string]int32{}, b.hot[:0], b.cold[:0]
 	}
-	b.recs, b.arena, b.size = b.recs[:0], b.arena[:0], 0
+	b.recs, b.arena, b.size, b.mem = b.recs[:0], b.arena[:0], 0, nil
 	return nil
 }
 
@@ -537,11 +593,12 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // writePart writes partition p of everything buffered and spilled, merged
 // and combined, as one sorted run.
 func (b *mapBuffer) writePart(p int, w io.Writer) error {
-	if b.mem == nil {
-		b.mem = b.sorted()
+	if !b.sorted {
+		b.sort()
+		b.sorted = true
 	}
 	rw := newRunWriter(w)
-	srcs := []source{&memSource{recs: b.mem[p]}}
+	srcs := []source{b.part(p)}
 	for _, s := range b.spills {
 		srcs = append(srcs, newRunReader(io.NewSectionReader(s.f, s.offs[p], s.offs[p+1]-s.offs[p]), s.offs[p+1]-s.offs[p]))
 	}
@@ -604,4 +661,25 @@ func (m *memSource) next() error {
 func (m *memSource) record() ([]byte, []byte) {
 	r := m.recs[m.i-1]
 	return r.key, r.val
+}
+
+// recSource reads sorted records of a buffer without a combiner.
+type recSource struct {
+	arena []byte
+	recs  []rec
+	i     int
+}
+
+func (s *recSource) next() error {
+	if s.i >= len(s.recs) {
+		return io.EOF
+	}
+	s.i++
+	return nil
+}
+
+func (s *recSource) record() ([]byte, []byte) {
+	r := s.recs[s.i-1]
+	k := r.off + int(r.klen)
+	return s.arena[r.off:k], s.arena[k : k+int(r.vlen)]
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -121,5 +122,85 @@ func TestCombiningBufferFoldsLikeAPlainSum(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatal("combined sums differ from plain sums")
+	}
+}
+
+// TestPlainBufferSortsEveryRecord checks a buffer without a combiner: every
+// record comes out once, in its key's partition, sorted by key, through
+// many spills.
+func TestPlainBufferSortsEveryRecord(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	b := &mapBuffer{parts: 3, limit: 4 << 10, dir: t.TempDir()}
+	defer b.close()
+	var want []string
+	for i := range 20000 {
+		k := fmt.Sprintf("k%d", rng.IntN(500)) // keys repeat, as a skewed map's do
+		v := fmt.Sprintf("v%d", i)
+		want = append(want, k+"="+v)
+		b.emit([]byte(k), []byte(v))
+		if b.err != nil {
+			t.Fatal(b.err)
+		}
+	}
+	if len(b.spills) < 10 {
+		t.Fatalf("a 4 KiB buffer spilled %d times, want many", len(b.spills))
+	}
+	var got []string
+	for p := range 3 {
+		var buf bytes.Buffer
+		if err := b.writePart(p, &buf); err != nil {
+			t.Fatal(err)
+		}
+		r := newRunReader(&buf, inputReadBuffer)
+		var last []byte
+		for r.next() == nil {
+			if partition(r.key, 3) != p {
+				t.Fatalf("key %s in partition %d, want %d", r.key, p, partition(r.key, 3))
+			}
+			if bytes.Compare(r.key, last) < 0 {
+				t.Fatalf("key %s after %s in partition %d", r.key, last, p)
+			}
+			last = append(last[:0], r.key...)
+			got = append(got, string(r.key)+"="+string(r.val))
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("%d records out of %d in, or not the same ones", len(got), len(want))
+	}
+}
+
+// TestPlainBufferHoldsAboutItsLimit checks what a buffer without a
+// combiner costs. It allocated about five times its input (a list of
+// every record at each spill, 48 bytes each, and an arena doubled past
+// the limit; 141 MB for these 30 MB), so that four map tasks of a skewed
+// job held far more than their --sort-buffer-mb. Now its arena and its
+// index each grow to at most the limit, and a spill sorts the index in
+// place.
+func TestPlainBufferHoldsAboutItsLimit(t *testing.T) {
+	const limit = 4 << 20
+	b := &mapBuffer{parts: 4, limit: limit, dir: t.TempDir()}
+	defer b.close()
+	key := []byte("the") // every record under one key: the skewed job
+	line := bytes.Repeat([]byte("a line of a book, "), 3)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const records = 500000 // about 30 MB: several spills
+	for range records {
+		b.emit(key, line)
+	}
+	runtime.ReadMemStats(&after)
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	if len(b.spills) < 4 {
+		t.Fatalf("%d spills of %d records of %d bytes through a %d-byte buffer", len(b.spills), records, len(key)+len(line), limit)
+	}
+	if held := cap(b.arena) + cap(b.recs)*int(recOverhead); held > 2*limit {
+		t.Errorf("the buffer holds %d bytes, more than twice its limit of %d", held, limit)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8*limit {
+		t.Errorf("emitting %d records through a %d-byte buffer allocated %d bytes, want at most %d", records, limit, alloc, 8*limit)
 	}
 }
