@@ -153,6 +153,7 @@ type entry struct {
 type worker struct {
 	status job.WorkerStatus
 	seen   time.Time // by this server's clock, so remote clocks do not matter
+	rev    uint64    // of its status in the bucket
 	// shown is when its last worker.status event went out.
 	shown time.Time
 }
@@ -979,7 +980,7 @@ func (v *View) applyWorker(e *store.Entry, initial bool) {
 	v.mu.Lock()
 	prev, known := v.workers[e.Key]
 	now := time.Now()
-	w := worker{status: s, seen: now, shown: prev.shown}
+	w := worker{status: s, seen: now, rev: e.Revision, shown: prev.shown}
 	changed := !known || !sameActivity(prev.status, s)
 	if was, is := busyJob(prev.status), busyJob(s); was != is {
 		v.setBusy(was, -1)
@@ -1063,24 +1064,54 @@ func (v *View) prune(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			var gone []string
-			v.mu.RLock()
-			for k, w := range v.workers {
-				if now.Sub(w.seen) > store.WorkerTTL {
-					gone = append(gone, k)
-				}
-			}
-			v.mu.RUnlock()
-			for _, k := range gone {
-				v.log.Warn("worker stopped heartbeating; forgetting it", "worker", k)
-				v.removeWorker(k)
-			}
+			v.pruneWorkers(ctx, now)
 			v.mu.Lock()
 			v.byID = mapx.Shrunk(v.byID, &v.byIDHigh)
 			v.active = mapx.Shrunk(v.active, &v.activeHigh)
 			v.unqueued = mapx.Shrunk(v.unqueued, &v.unqueuedHigh)
 			v.mu.Unlock()
 		}
+	}
+}
+
+// pruneWorkers forgets the workers not heard of for the bucket's TTL
+// whose status the store no longer holds. Not heard of is not gone: the
+// watch falls behind while the bucket elects a leader (a server of a
+// cluster killed), and every server then forgot every worker for a
+// moment: the dashboard showed none, and the repair loop, seeing no worker
+// busy, took the queue for stuck. A status the store holds at a later revision
+// than the last seen is taken as a heartbeat; one the store cannot be
+// asked about now is asked about again at the next look. A status still
+// there at the same revision is of a worker silent for its TTL, which the
+// bucket is about to drop.
+func (v *View) pruneWorkers(ctx context.Context, now time.Time) {
+	stale := map[string]uint64{}
+	v.mu.RLock()
+	for k, w := range v.workers {
+		if now.Sub(w.seen) > store.WorkerTTL {
+			stale[k] = w.rev
+		}
+	}
+	v.mu.RUnlock()
+	// One deadline for the look: a store that does not answer holds the
+	// loop 2 s, not 2 s per worker.
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for k, rev := range stale {
+		if v.cfg.Store != nil {
+			e, err := v.cfg.Store.Workers.Get(gctx, k)
+			if err == nil && e.Revision > rev {
+				v.log.Debug("a worker's heartbeat came by no watch for its TTL but the store holds a newer one; keeping it", "worker", k)
+				v.applyWorker(&e, false)
+				continue
+			}
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				v.log.Debug("no heartbeat of a worker for its TTL, and its status cannot be read now; asking again in a second", "worker", k, "err", err)
+				continue
+			}
+		}
+		v.log.Warn("worker stopped heartbeating; forgetting it", "worker", k)
+		v.removeWorker(k)
 	}
 }
 
