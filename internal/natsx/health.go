@@ -110,6 +110,13 @@ func (l natsLog) Warnf(format string, v ...any) {
 		l.log.Debug(msg)
 		return
 	}
+	if strings.Contains(msg, "TTL state is outdated; attempting to recover using linear scan") {
+		// The state of per-message TTLs written at a clean stop; after a
+		// crash (SIGKILL, power) nats-server rebuilds it from the stream,
+		// which is the state. Nothing for the operator to do.
+		l.log.Info(msg + " (expected after the process was killed)")
+		return
+	}
 	l.log.Warn(msg)
 }
 func (l natsLog) Fatalf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }

@@ -55,6 +55,12 @@ func TestPurgeStateWarningIsDebug(t *testing.T) {
 	l.Warnf("Consumer '%s > %s > %s' error on write store state from purge: %v", "$G", "MR_TASKS", "workers", errors.New("old update ignored"))
 	l.Warnf("Consumer '%s > %s > %s' error on write store state from purge: %v", "$G", "MR_TASKS", "workers", errors.New("no space left on device"))
 	l.Warnf("JetStream cluster consumer '%s > %s > %s' has NO quorum, stalled", "$G", "MR_TASKS", "workers")
+	// After a SIGKILL, every bucket with message TTLs says this at start
+	// (seen in a server's log after each kill): information, not a warning.
+	l.Warnf("Filestore [%s] TTL state is outdated; attempting to recover using linear scan (seq %d to %d)", "KV_mr_jobs", 1, 556)
+	if i := log.at(slog.LevelInfo, "TTL state is outdated"); len(i) != 1 {
+		t.Errorf("info lines of the TTL state's rebuild: %q, want one", i)
+	}
 	if d := log.at(slog.LevelDebug, "from purge"); len(d) != 2 {
 		t.Errorf("debug lines of the purge's state: %q, want the bad pending entry's and the old update's", d)
 	}
