@@ -6,6 +6,7 @@ import (
 	"context"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/tetratelabs/wazero/experimental"
 )
@@ -34,16 +35,29 @@ type mapped struct{ buf []byte }
 // has its first keptResident bytes cleared (so its pages stay, and the
 // next instance's data goes into them) and the rest of what its instance
 // used given back to the kernel: at most keptMappings × keptResident of
-// memory held for it, the rest of the mapping only reserved.
+// memory held for it, the rest of the mapping only reserved, and only
+// while uploaded kinds run: a mapping kept keptIdle without being taken
+// is unmapped (a process that ran one job of an uploaded kind kept 16 MiB
+// until it exited).
 var kept struct {
-	mu   sync.Mutex
-	free [][]byte // whole mappings, their pages zero
+	mu    sync.Mutex
+	free  []keptMapping
+	sweep *time.Timer // armed while free is not empty
+}
+
+type keptMapping struct {
+	buf []byte // the whole mapping, its pages zero
+	at  time.Time
 }
 
 const (
 	keptMappings = 4
 	keptResident = 4 << 20
 )
+
+// keptIdle is how long a kept mapping waits for an instance (a variable
+// for tests).
+var keptIdle = 30 * time.Second
 
 func allocate(_, max uint64) experimental.LinearMemory {
 	if max == 0 || max > 4<<30 {
@@ -64,12 +78,37 @@ func reuse(max uint64) []byte {
 	kept.mu.Lock()
 	defer kept.mu.Unlock()
 	for i := len(kept.free) - 1; i >= 0; i-- {
-		if buf := kept.free[i]; uint64(len(buf)) == max {
+		if buf := kept.free[i].buf; uint64(len(buf)) == max {
 			kept.free = append(kept.free[:i], kept.free[i+1:]...)
 			return buf
 		}
 	}
 	return nil
+}
+
+// sweepKept unmaps the mappings kept keptIdle without being taken, and
+// arms itself again for the others.
+func sweepKept() {
+	kept.mu.Lock()
+	defer kept.mu.Unlock()
+	if kept.sweep != nil {
+		kept.sweep.Stop() // a sweep called before its timer fired
+	}
+	now := time.Now()
+	left := kept.free[:0]
+	for _, k := range kept.free {
+		if now.Sub(k.at) >= keptIdle {
+			_ = syscall.Munmap(k.buf)
+		} else {
+			left = append(left, k)
+		}
+	}
+	clear(kept.free[len(left):])
+	kept.free = left
+	kept.sweep = nil
+	if len(left) > 0 {
+		kept.sweep = time.AfterFunc(keptIdle-now.Sub(left[0].at), sweepKept)
+	}
 }
 
 func (m *mapped) Reallocate(size uint64) []byte {
@@ -115,6 +154,9 @@ func keep(whole []byte, used int) bool {
 	if len(kept.free) >= keptMappings {
 		return false // taken meanwhile
 	}
-	kept.free = append(kept.free, whole)
+	kept.free = append(kept.free, keptMapping{buf: whole, at: time.Now()})
+	if kept.sweep == nil {
+		kept.sweep = time.AfterFunc(keptIdle, sweepKept)
+	}
 	return true
 }

@@ -4,6 +4,7 @@ package wasmkind
 
 import (
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -71,13 +72,67 @@ func TestKeptMappingsAreZero(t *testing.T) {
 	}
 	kept.mu.Lock()
 	n := 0
-	for _, b := range kept.free {
-		if len(b) == max {
+	for _, k := range kept.free {
+		if len(k.buf) == max {
 			n++
 		}
 	}
 	kept.mu.Unlock()
 	if n > keptMappings {
 		t.Fatalf("%d mappings kept, want at most %d", n, keptMappings)
+	}
+}
+
+// A kept mapping no instance takes is unmapped after keptIdle: a process
+// that ran one job of an uploaded kind kept 16 MiB until it exited.
+func TestKeptMappingsGoWhenIdle(t *testing.T) {
+	if !keepMappings {
+		t.Skip("mappings are kept on Linux only")
+	}
+	kept.mu.Lock()
+	was := keptIdle
+	keptIdle = 20 * time.Millisecond
+	kept.mu.Unlock()
+	defer func() {
+		kept.mu.Lock()
+		keptIdle = was
+		kept.mu.Unlock()
+	}()
+	const max = 24<<20 + 8192 // a size no other test's instances have
+	holds := func() bool {
+		kept.mu.Lock()
+		defer kept.mu.Unlock()
+		for _, k := range kept.free {
+			if len(k.buf) == max {
+				return true
+			}
+		}
+		return false
+	}
+	wait := func(what string, done func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !done(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s after 10 s, with mappings kept at most %s", what, keptIdle)
+			}
+		}
+	}
+	sweepKept() // a timer armed by an earlier test waits the former keptIdle
+	wait("the mappings other tests left are still kept", func() bool {
+		kept.mu.Lock()
+		defer kept.mu.Unlock()
+		return len(kept.free) == 0
+	})
+	m := allocate(0, max)
+	m.Reallocate(4096)[0] = 1
+	m.Free()
+	if !holds() {
+		t.Fatal("the ended instance's mapping was not kept")
+	}
+	wait("a mapping no instance took is still kept", func() bool { return !holds() })
+	again := allocate(0, max)
+	defer again.Free()
+	if buf := again.Reallocate(4096); buf[0] != 0 {
+		t.Fatal("a fresh mapping is not zero")
 	}
 }
