@@ -44,6 +44,15 @@ type Client struct {
 	// SubmitRetries is how often Submit sends a submit again while the
 	// server answers 503 or cannot be reached (4 when zero; -1 for never).
 	SubmitRetries int
+	// Retries is how often a read, or a change that is the same sent twice
+	// (a kind's pause, resume or limits, a schedule's pause or resume), is
+	// sent again while the server answers 503 (its store electing a
+	// leader, catching up after a pause), backing off from half a second
+	// (4 when zero; -1 for never). A server that cannot be reached is said
+	// at once. Other changes (cancel, delete, retry, rerun) are sent once:
+	// sent again after an answer that was lost, they would be refused as
+	// done already.
+	Retries int
 	// HTTP is the client requests go through (when nil, one shared by every
 	// Client, which keeps up to 256 idle connections per server).
 	HTTP *http.Client
@@ -205,26 +214,46 @@ func newKey() string {
 // it again under the same key while the server is unavailable, up to
 // SubmitRetries times, backing off.
 func (c *Client) post(ctx context.Context, path, key string, body, out any) error {
-	retries := c.SubmitRetries
-	if retries == 0 {
-		retries = 4
-	}
 	h := http.Header{}
 	if key != "" {
 		h.Set("Idempotency-Key", key)
 	}
+	err := again(ctx, c.SubmitRetries, IsUnavailable, func() error { return c.call(ctx, http.MethodPost, path, h, body, out) })
+	if err != nil && IsUnavailable(err) {
+		return unanswered(key, err)
+	}
+	return err
+}
+
+// callAgain is call, sent again while the server is unavailable, up to
+// Retries times: for reads and changes that are the same sent twice.
+func (c *Client) callAgain(ctx context.Context, method, path string, body, out any) error {
+	return again(ctx, c.Retries, isUnavailableAnswer, func() error { return c.call(ctx, method, path, nil, body, out) })
+}
+
+// isUnavailableAnswer reports whether err is a 503 answer.
+func isUnavailableAnswer(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
+}
+
+// again calls send until it succeeds, fails with an error that passing
+// does not accept, or has been tried again retries times (4 when 0, none
+// when negative), waiting half a second and doubling, up to 8 s, while
+// ctx lets it.
+func again(ctx context.Context, retries int, passing func(error) bool, send func() error) error {
+	if retries == 0 {
+		retries = 4
+	}
 	wait := 500 * time.Millisecond
 	for try := 0; ; try++ {
-		err := c.call(ctx, http.MethodPost, path, h, body, out)
-		if err == nil || !IsUnavailable(err) {
+		err := send()
+		if err == nil || !passing(err) || try >= retries || ctx.Err() != nil {
 			return err
-		}
-		if try >= retries || ctx.Err() != nil {
-			return unanswered(key, err)
 		}
 		select {
 		case <-ctx.Done():
-			return unanswered(key, err)
+			return err
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 8*time.Second)
@@ -234,7 +263,7 @@ func (c *Client) post(ctx context.Context, path, key string, body, out any) erro
 // Job returns a job.
 func (c *Client) Job(ctx context.Context, id string) (Job, error) {
 	var j Job
-	err := c.call(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, nil, &j)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j)
 	return j, err
 }
 
@@ -270,7 +299,7 @@ func (c *Client) Jobs(ctx context.Context, o ListOptions) (JobList, error) {
 		path += "?" + q.Encode()
 	}
 	var l JobList
-	err := c.call(ctx, http.MethodGet, path, nil, nil, &l)
+	err := c.callAgain(ctx, http.MethodGet, path, nil, &l)
 	return l, err
 }
 
@@ -294,7 +323,7 @@ func (c *Client) Tasks(ctx context.Context, id string) ([]TaskAttempt, error) {
 	var out struct {
 		Tasks []TaskAttempt `json:"tasks"`
 	}
-	err := c.call(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id)+"/tasks", nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id)+"/tasks", nil, &out)
 	return out.Tasks, err
 }
 
@@ -361,7 +390,7 @@ func (c *Client) Workers(ctx context.Context) ([]Worker, error) {
 	var out struct {
 		Workers []Worker `json:"workers"`
 	}
-	err := c.call(ctx, http.MethodGet, "/api/v1/workers", nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/workers", nil, &out)
 	return out.Workers, err
 }
 
@@ -369,7 +398,7 @@ func (c *Client) Workers(ctx context.Context) ([]Worker, error) {
 // oldest jobs they belong to.
 func (c *Client) Queue(ctx context.Context) (Queue, error) {
 	var q Queue
-	err := c.call(ctx, http.MethodGet, "/api/v1/queue", nil, nil, &q)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/queue", nil, &q)
 	return q, err
 }
 
@@ -392,7 +421,7 @@ func (c *Client) Retry(ctx context.Context, id string) (Job, error) {
 // History returns what the cluster did per minute over the last hour.
 func (c *Client) History(ctx context.Context) (History, error) {
 	var h History
-	err := c.call(ctx, http.MethodGet, "/api/v1/history", nil, nil, &h)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/history", nil, &h)
 	return h, err
 }
 
@@ -401,7 +430,7 @@ func (c *Client) Kinds(ctx context.Context) ([]Kind, error) {
 	var out struct {
 		Kinds []Kind `json:"kinds"`
 	}
-	err := c.call(ctx, http.MethodGet, "/api/v1/kinds", nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/kinds", nil, &out)
 	return out.Kinds, err
 }
 
@@ -442,14 +471,14 @@ func (c *Client) Schedules(ctx context.Context) ([]Schedule, error) {
 	var out struct {
 		Schedules []Schedule `json:"schedules"`
 	}
-	err := c.call(ctx, http.MethodGet, "/api/v1/schedules", nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/schedules", nil, &out)
 	return out.Schedules, err
 }
 
 // Schedule returns schedule name.
 func (c *Client) Schedule(ctx context.Context, name string) (Schedule, error) {
 	var out Schedule
-	err := c.call(ctx, http.MethodGet, "/api/v1/schedules/"+url.PathEscape(name), nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/schedules/"+url.PathEscape(name), nil, &out)
 	return out, err
 }
 
@@ -457,14 +486,14 @@ func (c *Client) Schedule(ctx context.Context, name string) (Schedule, error) {
 // again from its next tick (the ticks in between are not fired).
 func (c *Client) PauseSchedule(ctx context.Context, name string) (Schedule, error) {
 	var out Schedule
-	err := c.call(ctx, http.MethodPost, "/api/v1/schedules/"+url.PathEscape(name)+"/pause", nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodPost, "/api/v1/schedules/"+url.PathEscape(name)+"/pause", nil, &out)
 	return out, err
 }
 
 // ResumeSchedule: see PauseSchedule.
 func (c *Client) ResumeSchedule(ctx context.Context, name string) (Schedule, error) {
 	var out Schedule
-	err := c.call(ctx, http.MethodPost, "/api/v1/schedules/"+url.PathEscape(name)+"/resume", nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodPost, "/api/v1/schedules/"+url.PathEscape(name)+"/resume", nil, &out)
 	return out, err
 }
 
@@ -478,21 +507,21 @@ func (c *Client) DeleteSchedule(ctx context.Context, name string) error {
 // ResumeKind.
 func (c *Client) PauseKind(ctx context.Context, name string) (Kind, error) {
 	var k Kind
-	err := c.call(ctx, http.MethodPost, "/api/v1/kinds/"+url.PathEscape(name)+"/pause", nil, nil, &k)
+	err := c.callAgain(ctx, http.MethodPost, "/api/v1/kinds/"+url.PathEscape(name)+"/pause", nil, &k)
 	return k, err
 }
 
 // SetKindLimits bounds kind name's tasks running at once in the cluster.
 func (c *Client) SetKindLimits(ctx context.Context, name string, l KindLimits) (Kind, error) {
 	var k Kind
-	err := c.call(ctx, http.MethodPut, "/api/v1/kinds/"+url.PathEscape(name)+"/limits", nil, l, &k)
+	err := c.callAgain(ctx, http.MethodPut, "/api/v1/kinds/"+url.PathEscape(name)+"/limits", l, &k)
 	return k, err
 }
 
 // ResumeKind resumes kind name: its jobs' waiting tasks are queued again.
 func (c *Client) ResumeKind(ctx context.Context, name string) (Kind, error) {
 	var k Kind
-	err := c.call(ctx, http.MethodPost, "/api/v1/kinds/"+url.PathEscape(name)+"/resume", nil, nil, &k)
+	err := c.callAgain(ctx, http.MethodPost, "/api/v1/kinds/"+url.PathEscape(name)+"/resume", nil, &k)
 	return k, err
 }
 
@@ -501,14 +530,14 @@ func (c *Client) Datasets(ctx context.Context) ([]Dataset, error) {
 	var out struct {
 		Datasets []Dataset `json:"datasets"`
 	}
-	err := c.call(ctx, http.MethodGet, "/api/v1/datasets", nil, nil, &out)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/datasets", nil, &out)
 	return out.Datasets, err
 }
 
 // Dataset returns one dataset.
 func (c *Client) Dataset(ctx context.Context, name string) (Dataset, error) {
 	var d Dataset
-	err := c.call(ctx, http.MethodGet, "/api/v1/datasets/"+url.PathEscape(name), nil, nil, &d)
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/datasets/"+url.PathEscape(name), nil, &d)
 	return d, err
 }
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -341,5 +343,70 @@ func TestAnUnansweredSubmitHoldsItsKey(t *testing.T) {
 	_, err = real.Submit(ctx, client.Spec{Kind: "noop", Partitions: 0})
 	if errors.As(err, &un) {
 		t.Fatalf("a 400 taken for unanswered: %v", err)
+	}
+}
+
+// A read, and a change that is the same sent twice (a kind's pause), is
+// sent again while the server answers 503 (its store electing a leader):
+// the CLI's `jobs` and a program's pause failed on the first one. A
+// cancel is sent once: sent again after an answer that was lost, it would
+// be refused as done already.
+func TestClientSendsReadsAndPausesAgainOn503(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := apitest.Context(t)
+	j := b.client().SubmitSpec(t, client.Spec{Kind: "noop", Partitions: 1})
+	target, err := url.Parse(b.srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In front of the real server, two 503s for each new request line
+	// before it goes through.
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		line := r.Method + " " + r.URL.Path
+		seen[line]++
+		n := seen[line]
+		mu.Unlock()
+		if n <= 2 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"the store does not take writes: try again shortly"}}`))
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := client.New(srv.URL, "")
+	sent := func(line string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[line]
+	}
+	if got, err := c.Job(ctx, j.ID); err != nil || got.ID != j.ID {
+		t.Fatalf("a read behind two 503s: %+v, %v", got, err)
+	}
+	if n := sent("GET /api/v1/jobs/" + j.ID); n != 3 {
+		t.Fatalf("the read was sent %d times, want 3", n)
+	}
+	if k, err := c.PauseKind(ctx, "noop"); err != nil || !k.Paused {
+		t.Fatalf("a pause behind two 503s: %+v, %v", k, err)
+	}
+	if _, err := c.ResumeKind(ctx, "noop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Cancel(ctx, j.ID); !client.IsUnavailable(err) {
+		t.Fatalf("a cancel answered 503: %v, want the 503", err)
+	}
+	if n := sent("POST /api/v1/jobs/" + j.ID + "/cancel"); n != 1 {
+		t.Fatalf("the cancel was sent %d times, want once", n)
+	}
+	once := client.New(srv.URL, "")
+	once.Retries = -1
+	if _, err := once.Queue(ctx); !client.IsUnavailable(err) {
+		t.Fatalf("a read with Retries -1 behind 503s: %v, want the 503", err)
 	}
 }
