@@ -468,7 +468,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.pool = worker.New(worker.Config{
 			Store: wstore.Ports, Datasets: s.datasets(wstore.Ports), Kinds: kinds, Concurrency: cfg.Workers,
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
-			SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir,
+			SortBuffer: cfg.SortBuffer, MemoryLimit: cfg.MemoryLimit, TempDir: cfg.TempDir,
 			Modules: &catalog.Modules{Blobs: wstore.Ports.Modules, Runtime: s.wasm}, TaskTimeout: cfg.TaskTimeout,
 			PriorityAging: cfg.PriorityAging, Paused: s.catalog.Paused,
 		})

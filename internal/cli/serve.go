@@ -66,7 +66,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.MaxQueuedTasks, flags.MaxQueuedTasks, cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
 	fs.IntVar(&cfg.MaxUnfinishedJobs, flags.MaxUnfinishedJobs, cfg.MaxUnfinishedJobs, "jobs allowed unfinished (scheduled, queued or running) in the cluster, each held in every server's memory; a submit beyond gets 429 (0: no limit)")
 	fs.Var(mib{&cfg.MaxFileSize}, flags.MaxFileMB, "largest dataset file an upload may store, in MiB (0: no limit)")
-	fs.Var(mib{&cfg.SortBuffer}, "sort-buffer-mb", "memory of one map task's output before it spills to --temp-dir, in MiB")
+	fs.Var(mib{&cfg.SortBuffer}, flags.SortBuffer, "memory of one map task's output before it spills to --temp-dir, in MiB")
 	fs.StringVar(&cfg.TempDir, "temp-dir", "", "directory of map spills (default: the system's temporary directory)")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "name of this server in a cluster, unique there (default: host name and --cluster-listen port)")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "name of a cluster of servers to form with --routes (none: a server alone)")
@@ -93,7 +93,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Var(mib{&cfg.MaxKindSize}, flags.MaxKindSize, "largest WebAssembly module a kind may be uploaded with, in MiB")
 	fs.DurationVar(&cfg.TaskTimeout, flags.TaskTimeout, cfg.TaskTimeout, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
 	fs.DurationVar(&cfg.PriorityAging, flags.PriorityAging, cfg.PriorityAging, "longest a lower priority's waiting tasks are passed over while higher ones keep the workers busy (0: 10s)")
-	fs.Var(mib{&cfg.MemoryLimit}, "memory-limit-mb", memLimitUsage)
+	fs.Var(mib{&cfg.MemoryLimit}, flags.MemoryLimit, memLimitUsage)
 	c.fs = fs
 	return c
 }

@@ -42,14 +42,14 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	backoff := fs.Duration("retry-backoff", time.Second, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	sortBuffer := int64(mr.DefaultSortBuffer)
-	fs.Var(mib{&sortBuffer}, "sort-buffer-mb", "memory of one map task's output before it spills to --temp-dir, in MiB")
+	fs.Var(mib{&sortBuffer}, flags.SortBuffer, "memory of one map task's output before it spills to --temp-dir, in MiB")
 	tempDir := fs.String("temp-dir", "", "directory of map spills (default: the system's temporary directory)")
 	wasmMemory := int64(256 << 20)
 	fs.Var(mib{&wasmMemory}, flags.WasmMemory, "memory of one instance of an uploaded kind's WebAssembly module, in MiB")
 	taskTimeout := fs.Duration(flags.TaskTimeout, 0, "time limit of one attempt of a task (0: none for built-in kinds, 1h for uploaded ones)")
 	aging := fs.Duration(flags.PriorityAging, 0, "longest a lower priority's waiting tasks are passed over while higher ones keep the workers busy (0: 10s)")
 	memLimit := int64(memtrim.DefaultLimit)
-	fs.Var(mib{&memLimit}, "memory-limit-mb", memLimitUsage)
+	fs.Var(mib{&memLimit}, flags.MemoryLimit, memLimitUsage)
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	if err := parse(fs, args); err != nil {
@@ -122,7 +122,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		Store: store.Ports, Datasets: &dataset.Store{KV: store.Ports.Datasets, Blocks: store.Ports.Blocks},
 		Kinds: registry(*sleepScale), Concurrency: *concurrency,
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
-		SortBuffer: sortBuffer, TempDir: *tempDir,
+		SortBuffer: sortBuffer, MemoryLimit: memLimit, TempDir: *tempDir,
 		Modules: &catalog.Modules{Blobs: store.Ports.Modules, Runtime: rt}, TaskTimeout: *taskTimeout,
 		PriorityAging: *aging, Paused: kinds.Paused,
 	})

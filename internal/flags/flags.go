@@ -39,6 +39,8 @@ const (
 	TaskTimeout        = "task-timeout"
 	PriorityAging      = "priority-aging"
 	KindLimit          = "kind-limit"
+	SortBuffer         = "sort-buffer-mb"
+	MemoryLimit        = "memory-limit-mb"
 	// Token is the client commands' flag for the server's auth token.
 	Token = "token"
 )

@@ -25,6 +25,24 @@ import (
 // DefaultSortBuffer is the memory a map task may hold before it spills.
 const DefaultSortBuffer = 32 << 20
 
+// minSortBuffer is the least SortBufferWithin sizes a buffer to: below, a
+// map spills so often that its merge reads hundreds of runs.
+const minSortBuffer = 4 << 20
+
+// SortBufferWithin returns the sort buffer of each of workers map tasks
+// running at once in a process whose soft memory limit is limit (0: none):
+// configured, unless it is the default and the workers' buffers would
+// take more than half the limit together; then that half shared among
+// them, but not under 4 MiB. With the defaults (4 workers, 256 MiB) it
+// is the default; 16 workers held 512 MiB of buffers under a 256 MiB
+// limit, and the collector ran without pause. A size set by hand is kept.
+func SortBufferWithin(configured, limit int64, workers int) int64 {
+	if configured != DefaultSortBuffer || limit <= 0 || workers <= 0 {
+		return configured
+	}
+	return min(configured, max(limit/2/int64(workers), minSortBuffer))
+}
+
 // Env is what the engine reads from and writes to.
 type Env struct {
 	Open    dataset.OpenBlock

@@ -204,3 +204,26 @@ func TestPlainBufferHoldsAboutItsLimit(t *testing.T) {
 		t.Errorf("emitting %d records through a %d-byte buffer allocated %d bytes, want at most %d", records, limit, alloc, 8*limit)
 	}
 }
+
+// The default sort buffer shrinks so that the workers' buffers fit in
+// half the memory limit, not under 4 MiB; a size set by hand is kept.
+func TestSortBufferWithinTheMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		configured, limit int64
+		workers           int
+		want              int64
+	}{
+		{DefaultSortBuffer, 256 * mib, 4, DefaultSortBuffer}, // the defaults
+		{DefaultSortBuffer, 256 * mib, 16, 8 * mib},
+		{DefaultSortBuffer, 128 * mib, 4, 16 * mib},
+		{DefaultSortBuffer, 64 * mib, 64, 4 * mib},            // not under 4 MiB
+		{DefaultSortBuffer, 0, 64, DefaultSortBuffer},         // no limit
+		{DefaultSortBuffer, 4096 * mib, 4, DefaultSortBuffer}, // never above the default
+		{64 * mib, 256 * mib, 16, 64 * mib},                   // set by hand
+	} {
+		if got := SortBufferWithin(c.configured, c.limit, c.workers); got != c.want {
+			t.Errorf("SortBufferWithin(%d MiB, %d MiB, %d workers) = %d MiB, want %d", c.configured/mib, c.limit/mib, c.workers, got/mib, c.want/mib)
+		}
+	}
+}

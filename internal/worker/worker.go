@@ -44,8 +44,12 @@ type Config struct {
 	// RetryBackoff is the wait before a failed task's second attempt; it
 	// doubles with each attempt, up to a minute.
 	RetryBackoff time.Duration
-	// SortBuffer bounds the memory of one map task's output, in bytes.
+	// SortBuffer bounds the memory of one map task's output, in bytes;
+	// the default shrinks to fit Concurrency buffers in half of
+	// MemoryLimit (mr.SortBufferWithin).
 	SortBuffer int64
+	// MemoryLimit is the process's soft memory limit (0: none).
+	MemoryLimit int64
 	// TempDir holds map spills ("" means the system's).
 	TempDir string
 	// Modules runs the tasks of uploaded kinds (nil: the pool runs only
@@ -226,7 +230,12 @@ func New(cfg Config) *Pool {
 		},
 	}
 	p.stopCtx, p.stopCancel = context.WithCancel(context.Background())
-	p.env = &mr.Env{Open: cfg.Datasets.Open, Shuffle: cfg.Store.Shuffle, Output: cfg.Store.Output, SortBuffer: cfg.SortBuffer, TempDir: cfg.TempDir}
+	sortBuffer := mr.SortBufferWithin(cfg.SortBuffer, cfg.MemoryLimit, cfg.Concurrency)
+	if sortBuffer != cfg.SortBuffer {
+		p.log.Info("map tasks spill their output past a smaller buffer than the default, so that the workers' buffers fit in half the memory limit; raise --"+flags.MemoryLimit+" or set --"+flags.SortBuffer+" to change it",
+			"sort_buffer_mib", sortBuffer>>20, "workers", cfg.Concurrency, "memory_limit_mib", cfg.MemoryLimit>>20)
+	}
+	p.env = &mr.Env{Open: cfg.Datasets.Open, Shuffle: cfg.Store.Shuffle, Output: cfg.Store.Output, SortBuffer: sortBuffer, TempDir: cfg.TempDir}
 	now := time.Now().UTC()
 	for i := range p.rep.status {
 		p.keys = append(p.keys, fmt.Sprintf("%s.%d", cfg.Name, i))
