@@ -34,8 +34,9 @@ const minSortBuffer = 4 << 20
 // configured, unless it is the default and the workers' buffers would
 // take more than half the limit together; then that half shared among
 // them, but not under 4 MiB. With the defaults (4 workers, 256 MiB) it
-// is the default; 16 workers held 512 MiB of buffers under a 256 MiB
-// limit, and the collector ran without pause. A size set by hand is kept.
+// is the default; 16 workers could hold 512 MiB of buffers under a
+// 256 MiB limit, above which the collector runs ever more often. A size
+// set by hand is kept.
 func SortBufferWithin(configured, limit int64, workers int) int64 {
 	if configured != DefaultSortBuffer || limit <= 0 || workers <= 0 {
 		return configured
