@@ -170,7 +170,8 @@ type TaskAttempt struct {
 	// the one the job kept (made again after it was lost, or before a
 	// retry). Its output, if it had one, was deleted.
 	Superseded bool `json:"superseded,omitempty"`
-	// Outcome is "failed", "lost" or "interrupted" for an attempt that was
+	// Outcome is "failed", "lost", "interrupted" or "stopped" (another
+	// copy of the task finished first and counts) for an attempt that was
 	// not the task's last word.
 	Outcome  string `json:"outcome,omitempty"`
 	Failures int    `json:"failures,omitempty"`

@@ -247,6 +247,10 @@ const (
 	// worker's local disk was full; it runs again, not counted as a failed
 	// attempt either.
 	OutcomeInterrupted = "interrupted"
+	// OutcomeStopped: another copy of the task (a backup, or a delivery
+	// again after its worker was paused) finished first and counts; this
+	// run was stopped.
+	OutcomeStopped = "stopped"
 )
 
 // LostOutput is a map task's committed output a reduce could not read:
@@ -381,7 +385,7 @@ func DropRepeated(rs []TaskResult) []TaskResult {
 	for _, r := range rs {
 		k := run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup, "", 0}
 		switch r.Outcome {
-		case OutcomeInterrupted, OutcomeFailed:
+		case OutcomeInterrupted, OutcomeFailed, OutcomeStopped:
 			k.worker, k.finished = r.Worker, r.FinishedAt.UnixNano()
 			fallthrough
 		case OutcomeLost:

@@ -360,7 +360,7 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 	showPhase := j.Reducers > 0
 	out := make([]client.TaskAttempt, len(rs))
 	for i, t := range rs {
-		state := t.Outcome // lost, interrupted, or failed and retried
+		state := t.Outcome // lost, interrupted, stopped, or failed and retried
 		switch {
 		case state != "":
 		case t.Error != "":

@@ -364,8 +364,8 @@ func (p *Pool) run(i int, l *lease) {
 		l.ack()
 		return
 	}
-	ctx, cancel := context.WithCancel(p.hardCtx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(p.hardCtx)
+	defer cancel(nil)
 	switch p.track(t, i, cancel, l) {
 	case ended:
 		l.ack() // the job ended: drop its task
@@ -406,6 +406,16 @@ func (p *Pool) run(i int, l *lease) {
 	case p.hardCtx.Err() != nil:
 		// The worker is being stopped hard: give the task back.
 		p.giveBack(l)
+		p.idle(i, false)
+		return
+	case errors.Is(context.Cause(ctx), errStopped):
+		// Another copy of the task (a backup, a delivery again after a
+		// pause) finished first and counts: this run says so in the
+		// history, which otherwise showed nothing of it.
+		p.results <- finished{result: job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, StartedAt: start,
+			FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup, Failures: t.Failures, Epoch: t.Epoch,
+			Outcome: job.OutcomeStopped, Error: "stopped: another copy of this task finished first, and its result counts"}, shared: t.LogInRecord}
+		l.ack()
 		p.idle(i, false)
 		return
 	case ctx.Err() != nil:
@@ -964,8 +974,12 @@ type runningTask struct {
 	phase     job.Phase
 	partition int
 	epoch     int
-	cancel    context.CancelFunc
+	cancel    context.CancelCauseFunc
 }
+
+// errStopped is the cause of a run's end when another copy of its task
+// finished first (stopTask).
+var errStopped = errors.New("another copy of the task finished first")
 
 // canceledJob is a job told to stop: its tasks of epoch and before (a
 // retry queues the next epoch's), and when the notice came.
@@ -983,7 +997,7 @@ const (
 )
 
 // track notes that worker i runs task t, held by l; see the constants.
-func (p *Pool) track(t job.Task, i int, cancel context.CancelFunc, l *lease) int {
+func (p *Pool) track(t job.Task, i int, cancel context.CancelCauseFunc, l *lease) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.canceled[t.Job]; ok && t.Epoch <= c.epoch {
@@ -1014,7 +1028,7 @@ func (p *Pool) stopTask(id string, phase job.Phase, n int) {
 	defer p.mu.Unlock()
 	for _, r := range p.running[id] {
 		if r.phase == phase && r.partition == n {
-			r.cancel()
+			r.cancel(errStopped)
 		}
 	}
 }
@@ -1053,7 +1067,7 @@ func (p *Pool) cancelJob(id string, epoch int) {
 		if r.epoch > epoch {
 			continue // queued by a retry after the notice's epoch
 		}
-		r.cancel()
+		r.cancel(nil)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -218,7 +219,8 @@ func TestCancelStopsARunningTask(t *testing.T) {
 	}
 }
 
-// A stop notice stops the other copies of a task a copy finished.
+// A stop notice stops the other copies of a task a copy finished, and
+// each stopped copy says so in the history: it showed nothing of them.
 func TestStopNoticeStopsOtherCopies(t *testing.T) {
 	started := make(chan struct{}, 1)
 	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
@@ -243,8 +245,31 @@ func TestStopNoticeStopsOtherCopies(t *testing.T) {
 	backup.Backup = true
 	f.queue(backup)
 	rs := f.results(1)
-	if len(rs) != 1 || !rs[0].Backup {
-		t.Fatalf("results: %+v; want the backup's only", rs)
+	for !slices.ContainsFunc(rs, func(r job.TaskResult) bool { return r.Outcome == job.OutcomeStopped }) {
+		// The stopped copy's record may come after the backup's result.
+		err := f.store.Results.Fetch(f.ctx, 100, time.Second, func(d store.Delivery) {
+			more, _ := store.DecodeResults(d.Data())
+			_ = d.Ack()
+			rs = append(rs, more...)
+		})
+		if err != nil {
+			t.Fatalf("fetch results: %v (have %+v)", err, rs)
+		}
+	}
+	var finals, stopped []job.TaskResult
+	for _, r := range rs {
+		if r.Final() {
+			finals = append(finals, r)
+		} else {
+			stopped = append(stopped, r)
+		}
+	}
+	if len(finals) != 1 || !finals[0].Backup {
+		t.Fatalf("results: %+v; want the backup's only", finals)
+	}
+	if len(stopped) != 1 || stopped[0].Outcome != job.OutcomeStopped || stopped[0].Backup || stopped[0].Partition != 3 || stopped[0].Worker == "" ||
+		!strings.Contains(stopped[0].Error, "another copy of this task finished first") {
+		t.Fatalf("history records beside the result: %+v; want the stopped copy's, saying why", stopped)
 	}
 	// The stopped copy leaves the running tasks once its map returned,
 	// which may come after the backup's result was stored.

@@ -108,7 +108,7 @@ export interface TaskAttempt {
   started_at: string
   finished_at: string
   duration_ms: number
-  state: 'done' | 'failed' | 'lost' | 'interrupted'
+  state: 'done' | 'failed' | 'lost' | 'interrupted' | 'stopped'
   // a copy started for a straggler
   backup?: boolean
   // a run that did not count: another run of the task was applied first,
