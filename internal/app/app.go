@@ -155,7 +155,8 @@ type Config struct {
 	// A cluster of servers: each runs an embedded NATS server, routed to
 	// the others; streams, buckets and object stores keep Replicas copies
 	// (0: 3 in a cluster of three or more, else one per server). Start
-	// waits up to ClusterWait for a majority of servers to be up.
+	// waits up to ClusterWait for a majority of servers to be up (every
+	// one at a new cluster's first start).
 	ServerName    string
 	ClusterName   string
 	ClusterListen string
@@ -168,11 +169,18 @@ type Config struct {
 	NATSTLSCert, NATSTLSKey, NATSTLSCA string
 }
 
+// clusterNeeds says which servers the cluster's JetStream needs up to
+// form. A new cluster's first leader is elected only once every server
+// has answered: nats-server does not let servers with empty logs make a
+// majority among themselves (two of three waited for good, 2026-12-04).
+var clusterNeeds = "it needs a majority of its servers up (every server of --" + flags.Routes + " at a new cluster's very first start)"
+
 // setup creates the streams and buckets. In a cluster of servers, it first
-// waits for JetStream's leader to be elected (a majority of servers up);
-// then only one server, the first of --routes, creates or updates them,
-// because concurrent creates of one replicated stream stall each other;
-// the others wait until they exist.
+// waits for JetStream's leader to be elected (a majority of servers up;
+// every one at a new cluster's first start); then only one server, the
+// first of --routes, creates or updates them, because concurrent creates
+// of one replicated stream stall each other; the others wait until they
+// exist.
 func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
 	cfg := natsx.StoreConfig{AckWait: s.cfg.AckWait, Replicas: s.cfg.Replicas, ArchiveAfter: s.cfg.ArchiveAfter,
 		Shared: s.cfg.ClusterName != "" || s.emb == nil}
@@ -207,9 +215,9 @@ func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
 			return store, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the cluster's JetStream did not form within %s (are a majority of its servers up, and the first of --%s, %s, which creates the streams?): %w", s.cfg.ClusterWait, flags.Routes, creator, err)
+			return nil, fmt.Errorf("the cluster's JetStream did not form within %s: %s, and the first of --%s, %s, to create the streams: %w", s.cfg.ClusterWait, clusterNeeds, flags.Routes, creator, err)
 		}
-		s.log.Info("waiting for the cluster: a majority of servers, and the streams made by the first of --"+flags.Routes, "creator", creator, "err", err, "retry_in", wait)
+		s.log.Info("waiting for the cluster: "+clusterNeeds+", and the first of --"+flags.Routes+" to create the streams", "creator", creator, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
