@@ -117,8 +117,25 @@ func (l natsLog) Warnf(format string, v ...any) {
 		l.log.Info(msg + " (expected after the process was killed)")
 		return
 	}
+	if stopStartNoise(msg) {
+		l.log.Debug(msg)
+		return
+	}
 	l.log.Warn(msg)
 }
+
+// stopStartNoise tells the warnings nats-server logs at every clean stop
+// and start of a server of a cluster: its meta snapshot's start and
+// length, the snapshots its consumers cannot install once their store
+// has closed, and its wait for routes. Six to eight of them at each
+// restart (a rolling restart by hand, 2026-12-04) spoke of nothing to act
+// on.
+func stopStartNoise(msg string) bool {
+	return strings.HasPrefix(msg, "Metalayer blocking snapshot") ||
+		(strings.HasPrefix(msg, "Failed to install snapshot for ") && strings.HasSuffix(msg, "store is closed")) ||
+		msg == "Waiting for routing to be established..."
+}
+
 func (l natsLog) Fatalf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l natsLog) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)

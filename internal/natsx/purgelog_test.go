@@ -58,6 +58,14 @@ func TestPurgeStateWarningIsDebug(t *testing.T) {
 	// After a SIGKILL, every bucket with message TTLs says this at start
 	// (seen in a server's log after each kill): information, not a warning.
 	l.Warnf("Filestore [%s] TTL state is outdated; attempting to recover using linear scan (seq %d to %d)", "KV_mr_jobs", 1, 556)
+	// At every clean stop and start of a server of a cluster.
+	l.Warnf("Metalayer blocking snapshot starting")
+	l.Warnf("Metalayer blocking snapshot took %.3fs (streams: %d, consumers: %d, compacted: %s)", 0.004, 16, 17, "5.38 KB")
+	l.Warnf("Failed to install snapshot for '%s > %s > %s' [%s]: %v", "$G", "MR_TASKS", "workers", "C-R3F-Bo4Fqcyd", errors.New("store is closed"))
+	l.Warnf("Waiting for routing to be established...")
+	if d := log.at(slog.LevelDebug, ""); len(d) != 6 {
+		t.Errorf("debug lines: %q, want the purge's two and the stop's and start's four", d)
+	}
 	if i := log.at(slog.LevelInfo, "TTL state is outdated"); len(i) != 1 {
 		t.Errorf("info lines of the TTL state's rebuild: %q, want one", i)
 	}
