@@ -413,10 +413,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}
 		}
 		s.natsToken = token
-		if cfg.alone() {
-			if err := natsx.DropIndexes(cfg.DataDir, rebuiltStreams); err != nil {
-				return nil, fmt.Errorf("prepare the store's check: %w", err)
-			}
+		rebuilt := rebuiltStreams
+		if !cfg.alone() {
+			rebuilt = clusterChecked
+		}
+		if err := natsx.DropIndexes(cfg.DataDir, rebuilt); err != nil {
+			return nil, fmt.Errorf("prepare the store's check: %w", err)
 		}
 		if s.emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, Token: token, ServerName: cfg.ServerName,
@@ -431,6 +433,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.store, err = s.setup(ctx); err != nil {
 		return nil, err
+	}
+	if s.emb != nil && !cfg.alone() {
+		if err = s.mendCopies(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err = s.checkStoreIntegrity(ctx); err != nil {
 		return nil, err

@@ -23,8 +23,8 @@ import (
 // reports losing messages from (a checksum that did not match), or which,
 // after a clean stop, holds fewer or more messages than it held then (of the
 // streams only servers write), is damaged, and the server refuses to start
-// unless told to go on with what is left. In a cluster of servers with
-// copies, a damaged copy is caught up from its peers by JetStream itself.
+// unless told to go on with what is left. A server of a cluster mends its
+// damaged copies from its peers instead (copies.go).
 //
 // JetStream trusts a stream's index file (index.db) at start and checks a
 // message's checksum only when it reads it: bytes flipped in a record

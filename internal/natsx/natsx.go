@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -257,7 +258,12 @@ func (e *Embedded) start() (*server.Server, error) {
 // and ErrStuck returned: a chaos run saw one, whose JetStream nats-server
 // had stopped on a full disk, never stop, and the server answered 503
 // until the test ended.
-func (e *Embedded) Restart() error {
+func (e *Embedded) Restart() error { return e.restart(nil) }
+
+// restart is Restart, running between (when not nil) once the old server
+// has stopped and before the new one starts; its error stops the restart
+// there.
+func (e *Embedded) restart(between func() error) error {
 	old, hook := e.srv.Load(), stopHook
 	stopped := make(chan struct{})
 	go func() {
@@ -273,8 +279,69 @@ func (e *Embedded) Restart() error {
 	case <-time.After(restartStopTimeout):
 		return fmt.Errorf("%w: it did not stop within %s", ErrStuck, restartStopTimeout)
 	}
+	if between != nil {
+		if err := between(); err != nil {
+			return err
+		}
+	}
 	_, err := e.start()
 	return err
+}
+
+// CopyState is what this server's own copy of a stream holds, whichever
+// server leads it.
+type CopyState struct{ Msgs, FirstSeq, LastSeq uint64 }
+
+// LocalCopies returns the state of this server's copies of the streams
+// named (those it holds).
+func (e *Embedded) LocalCopies(names []string) (map[string]CopyState, error) {
+	info, err := e.srv.Load().Jsz(&server.JSzOptions{Accounts: true, Streams: true})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]CopyState{}
+	for _, acc := range info.AccountDetails {
+		for _, st := range acc.Streams {
+			if slices.Contains(names, st.Name) {
+				out[st.Name] = CopyState{Msgs: st.State.Msgs, FirstSeq: st.State.FirstSeq, LastSeq: st.State.LastSeq}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Leader returns a stream's state as its leader holds it, and where its
+// copies are (nil for a server alone).
+func (s *Store) Leader(ctx context.Context, name string) (CopyState, *jetstream.ClusterInfo, error) {
+	st, err := s.JS.Stream(ctx, name)
+	if err != nil {
+		return CopyState{}, nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info := st.CachedInfo()
+	return CopyState{Msgs: info.State.Msgs, FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, info.Cluster, nil
+}
+
+// RestartWithout restarts the server (as Restart) with its copies of the
+// streams named moved out of its store, into dir: JetStream then copies
+// each of them again from the other servers of its cluster.
+func (e *Embedded) RestartWithout(streams []string, dir string) error {
+	return e.restart(func() error {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		for _, name := range streams {
+			from, err := filepath.Glob(filepath.Join(e.opts.StoreDir, server.JetStreamStoreDir, "*", "streams", name))
+			if err != nil {
+				return err
+			}
+			for _, f := range from {
+				if err := os.Rename(f, filepath.Join(dir, name)); err != nil {
+					return fmt.Errorf("set aside this server's copy of stream %s: %w", name, err)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // ErrStuck is Restart's error for an embedded server that did not stop:
