@@ -2074,6 +2074,11 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		// start, applies them.
 		c.log.Debug("task results not applied before the stop; they will be applied on redelivery", "job", id, "err", err)
 		return time.Second
+	case errors.Is(err, store.ErrBehind):
+		// This server's read of the archive is catching up (it just
+		// started): the next delivery finds the record.
+		c.log.Debug("task results of a job this server has not read yet; they will be applied on redelivery", "job", id, "err", err)
+		return time.Second
 	case err != nil:
 		// The store did not answer: retried on redelivery, and the
 		// store's state is reported where it is watched (/readyz). A

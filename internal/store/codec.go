@@ -212,7 +212,7 @@ func (s *Jobs) getArchived(ctx context.Context, id string) (*job.Job, uint64, er
 	}
 	for deadline := time.Now().Add(catchUpWait); s.followed.Load() < last; {
 		if time.Now().After(deadline) {
-			return nil, 0, fmt.Errorf("job %s: not in the archive as this server has read it so far (to record %d of %d); try again", id, s.followed.Load(), last)
+			return nil, 0, fmt.Errorf("job %s: not in the archive as this server has read it so far (to record %d of %d); %w", id, s.followed.Load(), last, ErrBehind)
 		}
 		select {
 		case <-ctx.Done():

@@ -40,6 +40,10 @@ var (
 	// part the store found damaged and will not serve, or bytes that do
 	// not match its digest). Reading it again gives the same answer.
 	ErrDamaged = errors.New("damaged in the store")
+	// ErrBehind: this process has not yet read the job archive as far
+	// as it goes (a server just started, or continued after a pause);
+	// asking again shortly answers.
+	ErrBehind = errors.New("try again")
 )
 
 // Entry is one value of a KV bucket.
