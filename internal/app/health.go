@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // Store health: a server watches that its store takes writes. A full disk
@@ -256,6 +258,48 @@ const reconcileEvery = 30 * time.Second
 // reconcileMax bounds the queue a look reads (one request per task).
 const reconcileMax = 10000
 
+// reconcileLease names the lease a server of a cluster holds while it
+// reads the queue against the jobs, in the health bucket: one server at a
+// time. Every server looks (see reconcileLoop), and two that queued the
+// same lost task at once made it run twice, with nothing in its history
+// to say why (a chaos run, 2026-12-04: a job whose tasks a full disk had
+// lost for 3 minutes, queued again by two servers 0.3 s apart).
+const reconcileLease = "lease.reconcile"
+
+// leaseFor is how long a lease holds: past a look's 2 minutes, so that a
+// holder that died mid-look leaves it to the others after that.
+const leaseFor = 3 * time.Minute
+
+// takeLease takes the lease key of bucket kv for holder at now, unless
+// another holds it unexpired (or the store does not answer), and returns
+// what gives it back: a deletion at the revision it wrote, which leaves a
+// lease another has taken over since.
+func takeLease(ctx context.Context, kv store.KV, key, holder string, now time.Time) (release func(), ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	value := []byte(now.Add(leaseFor).UTC().Format(time.RFC3339Nano) + " " + holder)
+	rev, err := kv.Create(ctx, key, value)
+	if errors.Is(err, store.ErrConflict) {
+		e, gerr := kv.Get(ctx, key)
+		if gerr != nil {
+			return nil, false
+		}
+		until, _, _ := strings.Cut(string(e.Value), " ")
+		if t, perr := time.Parse(time.RFC3339Nano, until); perr == nil && now.Before(t) {
+			return nil, false
+		}
+		rev, err = kv.Update(ctx, key, value, e.Revision)
+	}
+	if err != nil {
+		return nil, false
+	}
+	return func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		_ = kv.Delete(dctx, key, rev)
+	}, true
+}
+
 // reconcileLoop queues again the tasks the task queue lost. JetStream
 // finds a damaged part of the queue's files only when a consumer reaches
 // it, and then drops the messages of that part (a block's rest); nothing
@@ -267,8 +311,8 @@ const reconcileMax = 10000
 // the next wait twice as long, up to an hour. Every server of a cluster
 // looks too: a partition test once left a job's two tasks neither queued,
 // running nor done for minutes after the last heal, and a server alone
-// looks only at its own damage. Servers that queue the same lost task each
-// make it run more than once; it counts once.
+// looks only at its own damage. One server looks at a time (reconcileLease):
+// two that queued the same lost task each made it run; it counted once.
 func (s *Server) reconcileLoop(ctx context.Context) {
 	every := s.cfg.ReconcileEvery
 	if every <= 0 {
@@ -301,9 +345,15 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 			s.log.Debug("the task queue looks stuck, but is too long to read against the jobs", "depth", depth)
 			continue
 		}
+		release, ok := takeLease(ctx, s.store.Ports.Health, reconcileLease, s.cfg.ServerName, time.Now())
+		if !ok {
+			s.log.Debug("the task queue looks stuck; another server of the cluster is reading it against the jobs")
+			continue
+		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		n, err := s.coord.Reconcile(rctx, s.view.Undone())
 		cancel()
+		release()
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("could not check the task queue against the unfinished jobs; a task in a damaged part of its files would not run", "err", err)
