@@ -156,11 +156,11 @@ func (s *Server) othersCurrent(ctx context.Context, name string) string {
 	switch {
 	case err != nil:
 		return err.Error()
-	case c == nil || c.Leader == "" || c.Leader == s.cfg.ServerName:
+	case c == nil || c.Leader == "" || c.Leader == s.emb.Name():
 		return "no other server leads the stream"
 	}
 	for _, r := range c.Replicas {
-		if r.Name != s.cfg.ServerName && !r.Current {
+		if r.Name != s.emb.Name() && !r.Current {
 			return fmt.Sprintf("the copy of server %s is not current", r.Name)
 		}
 	}

@@ -288,6 +288,9 @@ func (e *Embedded) restart(between func() error) error {
 	return err
 }
 
+// Name is the embedded server's name in its cluster.
+func (e *Embedded) Name() string { return e.srv.Load().Name() }
+
 // CopyState is what this server's own copy of a stream holds, whichever
 // server leads it.
 type CopyState struct{ Msgs, FirstSeq, LastSeq uint64 }
