@@ -33,12 +33,12 @@ func TestDamagedCopyIsCopiedAgain(t *testing.T) {
 	nodes, args := threeServers(t, "--recent-jobs", "10", "--archive-after", "1s")
 	a := nodes[0].client()
 	ctx := apitest.Context(t)
-	// 200 jobs of 48 KiB of params each: their archived records fill more
+	// 40 jobs of 240 KiB of params each: their archived records fill more
 	// than one of the archive's 8 MiB files.
-	pad := strings.Repeat("x", 48<<10)
+	pad := strings.Repeat("x", 240<<10)
 	var ids []string
-	for range 20 {
-		specs := make([]client.Spec, 10)
+	for range 10 {
+		specs := make([]client.Spec, 4)
 		for i := range specs {
 			specs[i] = client.Spec{Kind: "noop", Partitions: 1, Params: map[string]any{"pad": pad}}
 		}

@@ -121,7 +121,15 @@ func (c Client) Dial(t testing.TB, path string) *websocket.Conn {
 // interval, no sleep.
 func (c Client) Await(t testing.TB, id string, cond func(client.Job) bool) client.Job {
 	t.Helper()
-	ctx := Context(t)
+	return c.AwaitWithin(t, Timeout, id, cond)
+}
+
+// AwaitWithin is Await with a deadline of its own, for a job that takes
+// long by design.
+func (c Client) AwaitWithin(t testing.TB, d time.Duration, id string, cond func(client.Job) bool) client.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
 	conn := c.Dial(t, "/api/v1/events")
 	defer conn.CloseNow()
 	wait := 50 * time.Millisecond

@@ -110,8 +110,11 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	if _, err := c.ResumeKind(ctx, "mywc"); err != nil {
 		t.Fatal(err)
 	}
+	// Four minutes each: v1 runs its 6 tasks one at a time, each a
+	// WebAssembly instance under -race (90 s ran out once in a whole make
+	// test, with 2 of them left).
 	for _, id := range []string{v1.ID, builtin.ID, v2.ID} {
-		if j := b.await(t, id, terminal); j.State != client.Succeeded {
+		if j := b.client().AwaitWithin(t, 4*time.Minute, id, terminal); j.State != client.Succeeded {
 			t.Fatalf("job: %s", apitest.Describe(j))
 		}
 	}
