@@ -96,7 +96,9 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	// Mid-run (a task done, the kind paused so that no more start while
 	// it is replaced), version 2 is uploaded: it counts lines, not words.
 	// The job under way finishes with version 1; the next uses version 2.
-	b.await(t, v1.ID, func(j client.Job) bool { return j.Tasks.Done >= 1 || j.State.Terminal() })
+	// Its first task compiles the module under -race (90 s ran out once
+	// in a whole make test, the task still running).
+	b.client().AwaitWithin(t, 4*time.Minute, v1.ID, func(j client.Job) bool { return j.Tasks.Done >= 1 || j.State.Terminal() })
 	if _, err := c.PauseKind(ctx, "mywc"); err != nil {
 		t.Fatal(err)
 	}
