@@ -83,10 +83,20 @@ func TestDashboardAtScale(t *testing.T) {
 	t.Logf("ran them in %s", time.Since(start).Round(time.Millisecond))
 	// Then 1,004 short tasks: 4 run (the gate holds them), 1,000 wait.
 	blocked := c.Submit(t, "short", 1004)
-	want := strconv.Itoa(1000)
-	// 90 s: on a loaded machine (a whole make test) the 10,000 submits
-	// once took 1m42s, and the queue's count was not there within 30 s.
-	textWithin(ctx, t, `[data-test="stat-queue"] b`, func(s string) bool { return s == want }, want+" tasks queued", 90*time.Second)
+	// The page counts what the server counts: the 1,000 waiting, and a
+	// copy of a finished noop job's task that a loaded machine may leave
+	// queued (a result store that timed out queues the task again, and
+	// the copy waits behind the gated workers: seen once in a CI run, 1001).
+	shown := textWithin(ctx, t, `[data-test="stat-queue"] b`, func(s string) bool {
+		n, err := strconv.Atoi(s)
+		return err == nil && n >= 1000
+	}, "1000 tasks queued", 90*time.Second)
+	var queue struct{ Depth int }
+	c.Do(t, "GET", "/api/v1/queue", "").JSON(t, &queue)
+	want := strconv.Itoa(queue.Depth)
+	if shown != want {
+		textWithin(ctx, t, `[data-test="stat-queue"] b`, func(s string) bool { return s == want }, want+" tasks queued, as the server counts", 30*time.Second)
+	}
 	check := func(when string) {
 		rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-test="jobs"] tbody tr').length`))
 		if err != nil || rows != 50 {
