@@ -91,8 +91,8 @@ func (s *Server) mendCopies(ctx context.Context) error {
 
 // shortCopies returns how many messages each of this server's copies of
 // the compared streams misses, of those that miss some: a copy whose
-// count falls short of the leader's by more than the messages it has yet to copy (the
-// leader's sequences past its own last), in three looks in a row (a
+// count falls short of the leader's by more than the messages it has yet
+// to copy (the leader's sequences past its own last), in three looks in a row (a
 // deletion may reach this copy a moment before the leader's), by the
 // fewest of the three. The looks are 200 ms apart; a healthy copy is
 // judged at the first.
@@ -134,6 +134,9 @@ func (s *Server) shortCopies(ctx context.Context) map[string]uint64 {
 			if looks[name]++; looks[name] == 3 {
 				judged[name] = true
 			}
+		}
+		if len(judged) == len(compared) {
+			break // a healthy start waits no look more
 		}
 		select {
 		case <-ctx.Done():

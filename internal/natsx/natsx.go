@@ -293,7 +293,7 @@ func (e *Embedded) Name() string { return e.srv.Load().Name() }
 
 // CopyState is what this server's own copy of a stream holds, whichever
 // server leads it.
-type CopyState struct{ Msgs, FirstSeq, LastSeq uint64 }
+type CopyState struct{ Msgs, LastSeq uint64 }
 
 // LocalCopies returns the state of this server's copies of the streams
 // named (those it holds).
@@ -306,7 +306,7 @@ func (e *Embedded) LocalCopies(names []string) (map[string]CopyState, error) {
 	for _, acc := range info.AccountDetails {
 		for _, st := range acc.Streams {
 			if slices.Contains(names, st.Name) {
-				out[st.Name] = CopyState{Msgs: st.State.Msgs, FirstSeq: st.State.FirstSeq, LastSeq: st.State.LastSeq}
+				out[st.Name] = CopyState{Msgs: st.State.Msgs, LastSeq: st.State.LastSeq}
 			}
 		}
 	}
@@ -321,7 +321,7 @@ func (s *Store) Leader(ctx context.Context, name string) (CopyState, *jetstream.
 		return CopyState{}, nil, fmt.Errorf("stream %s: %w", name, err)
 	}
 	info := st.CachedInfo()
-	return CopyState{Msgs: info.State.Msgs, FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, info.Cluster, nil
+	return CopyState{Msgs: info.State.Msgs, LastSeq: info.State.LastSeq}, info.Cluster, nil
 }
 
 // RestartWithout restarts the server (as Restart) with its copies of the
