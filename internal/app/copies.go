@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -19,9 +20,9 @@ import (
 // reads it, and nothing copies a damaged record again from the other
 // servers.
 //
-// So a server of a cluster removes the index files of these streams
-// before its embedded server starts, as a server alone does for its
-// buckets: JetStream rebuilds them from the message files and cuts a file
+// So a server of a cluster removes the index files of these streams (its
+// buckets on disk and the archive) before its embedded server starts, as a
+// server alone does for its buckets: JetStream rebuilds them from the message files and cuts a file
 // at its first record that fails its checksum. A cut in a stream's last
 // file is mended by JetStream itself, which copies what the copy lacks at
 // its end from the leader. A cut in an earlier file leaves a hole: the copy
@@ -37,7 +38,7 @@ import (
 // may hold fewer of them than the leader's for a moment with nothing
 // damaged. Damage in the other streams (the task queue, results, objects)
 // is found as they are read, as on a server alone.
-var clusterChecked = []string{"KV_" + natsx.JobsBucket, "KV_" + natsx.DatasetsBucket, natsx.ArchiveStream}
+var clusterChecked = append(slices.Clone(rebuiltStreams), natsx.ArchiveStream)
 
 // compared are the streams of clusterChecked whose copies are compared
 // with their leader's.

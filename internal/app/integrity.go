@@ -30,15 +30,19 @@ import (
 // message's checksum only when it reads it: bytes flipped in a record
 // would be found by the first read, after the server had started and
 // served the stream without it. So the index files of the buckets of small
-// records (jobs, manifests) are removed before the
-// embedded server starts: it rebuilds them from the message files, checking
-// every record, and a damaged record shows as a stream that ends early. The
-// object stores' indexes are kept (rebuilding them would read every byte of
+// records (jobs, manifests, kinds, schedules, every bucket on disk) are
+// removed before the embedded server starts: it rebuilds them from the
+// message files, checking every record, and a damaged record shows as a
+// stream that ends early. (A watch that reached a damaged record JetStream
+// had not checked waited on it for good: a damaged schedules or kinds
+// bucket stopped the server's start with "watch schedules: context
+// canceled".) The object stores', the task queue's, the results' and the
+// archive's indexes are kept (rebuilding them would read every byte of
 // every dataset at each start): damage there is found by JetStream's own
-// loss reports and by the last sequences.
+// loss reports, by the last sequences, and as it is read.
 
 // rebuiltStreams are the streams whose index is rebuilt at every start.
-var rebuiltStreams = []string{"KV_" + natsx.JobsBucket, "KV_" + natsx.DatasetsBucket}
+var rebuiltStreams = natsx.FileBuckets()
 
 const (
 	markFile        = "mrcluster-store.json"
@@ -60,7 +64,29 @@ type streamMark struct {
 // countedStreams are the streams whose message count cannot change while
 // the server is stopped: only servers write them, nothing expires in them
 // (the jobs bucket's finished records expire once archived).
-var countedStreams = map[string]bool{natsx.ArchiveStream: true, "KV_" + natsx.DatasetsBucket: true, "OBJ_" + natsx.BlocksBucket: true}
+var countedStreams = map[string]bool{
+	natsx.ArchiveStream: true, "KV_" + natsx.DatasetsBucket: true, "OBJ_" + natsx.BlocksBucket: true,
+	"KV_" + natsx.KindsBucket: true, "KV_" + natsx.SchedulesBucket: true, "KV_" + natsx.KindStateBucket: true,
+}
+
+// holds says what a stream holds, for a person reading of its damage.
+var holds = map[string]string{
+	natsx.TasksStream: "queued tasks", natsx.ResultsStream: "task results and histories",
+	natsx.ArchiveStream: "finished jobs' records", "KV_" + natsx.JobsBucket: "job records",
+	"KV_" + natsx.DatasetsBucket: "dataset manifests", "KV_" + natsx.IdempotencyBucket: "idempotency keys of submits",
+	"KV_" + natsx.KindsBucket: "uploaded kinds", "KV_" + natsx.SchedulesBucket: "cron schedules",
+	"KV_" + natsx.KindStateBucket: "paused kinds and kinds' limits", "OBJ_" + natsx.BlocksBucket: "dataset files",
+	"OBJ_" + natsx.ShuffleBucket: "map outputs of running jobs", "OBJ_" + natsx.OutputBucket: "job outputs",
+	"OBJ_" + natsx.ModulesBucket: "uploaded kinds' modules",
+}
+
+// named is a stream's name with what it holds.
+func named(stream string) string {
+	if h, ok := holds[stream]; ok {
+		return stream + " (" + h + ")"
+	}
+	return stream
+}
 
 // ErrDamagedStore is returned by Start when the store does not hold what
 // it held when the server last stopped.
@@ -88,7 +114,7 @@ func (s *Server) readMarks(ctx context.Context) (map[string]streamMark, error) {
 		st := states[name]
 		out[name] = streamMark{LastSeq: st.LastSeq, Msgs: st.Msgs}
 		if st.LostMsgs > 0 {
-			return out, fmt.Errorf("%w: stream %s lost %d messages (%d bytes) that failed their checksums", ErrDamagedStore, name, st.LostMsgs, st.LostBytes)
+			return out, fmt.Errorf("%w: stream %s lost %d messages (%d bytes) that failed their checksums", ErrDamagedStore, named(name), st.LostMsgs, st.LostBytes)
 		}
 	}
 	return out, nil
@@ -128,9 +154,9 @@ func (s *Server) checkStoreIntegrity(ctx context.Context) error {
 			was, is := m.Streams[name], now[name]
 			switch {
 			case is.LastSeq < was.LastSeq:
-				problems = append(problems, fmt.Sprintf("stream %s ends at message %d, but had reached %d at %s: its files were damaged, truncated or rolled back", name, is.LastSeq, was.LastSeq, m.At.Format(time.RFC3339)))
+				problems = append(problems, fmt.Sprintf("stream %s ends at message %d, but had reached %d at %s: its files were damaged, truncated or rolled back", named(name), is.LastSeq, was.LastSeq, m.At.Format(time.RFC3339)))
 			case m.Clean && countedStreams[name] && is.Msgs != was.Msgs:
-				problems = append(problems, fmt.Sprintf("stream %s holds %d messages, but held %d when the server stopped cleanly at %s: its files were damaged", name, is.Msgs, was.Msgs, m.At.Format(time.RFC3339)))
+				problems = append(problems, fmt.Sprintf("stream %s holds %d messages, but held %d when the server stopped cleanly at %s: its files were damaged", named(name), is.Msgs, was.Msgs, m.At.Format(time.RFC3339)))
 			}
 		}
 	}
@@ -151,7 +177,7 @@ func (s *Server) damaged(problems []string) error {
 	if !s.cfg.AcceptDamagedState {
 		return fmt.Errorf("%w in %s: %s. Restore the data directory from a backup (a server of a cluster: remove its data directory and let it copy from its peers), or start with --%s to go on with what is left, losing what is listed", ErrDamagedStore, s.cfg.DataDir, what, flags.AcceptDamagedState)
 	}
-	s.log.Error("the store is damaged; going on with what is left, as --"+flags.AcceptDamagedState+" says: jobs, datasets or results listed here are lost", "data_dir", s.cfg.DataDir, "damage", what)
+	s.log.Error("the store is damaged; going on with what is left, as --"+flags.AcceptDamagedState+" says: what the streams listed here held past their damage is lost", "data_dir", s.cfg.DataDir, "damage", what)
 	return nil
 }
 
@@ -167,11 +193,11 @@ func (s *Server) checkReadAtStart(ctx context.Context) error {
 		return nil // in a cluster, others remove records while this one reads
 	}
 	if n, jobs := s.store.Ports.Jobs.Damaged(); n > 0 {
-		named := ""
+		among := ""
 		if len(jobs) > 0 {
-			named = " (among them jobs " + strings.Join(jobs, ", ") + ")"
+			among = " (among them jobs " + strings.Join(jobs, ", ") + ")"
 		}
-		return s.damaged([]string{fmt.Sprintf("stream %s holds %d damaged records of finished jobs (their bytes fail their checksums)%s", natsx.ArchiveStream, n, named)})
+		return s.damaged([]string{fmt.Sprintf("stream %s holds %d damaged records of finished jobs (their bytes fail their checksums)%s", named(natsx.ArchiveStream), n, among)})
 	}
 	_, err := s.readMarks(ctx)
 	if !errors.Is(err, ErrDamagedStore) {

@@ -60,9 +60,10 @@ func streamFile(t *testing.T, dir, stream string) string {
 	return files[len(files)-1]
 }
 
-// A stopped server's store is damaged three ways: bytes flipped in the
-// job archive's file (finished jobs' records), bytes flipped in the
-// datasets bucket's, the jobs bucket's file truncated. Each time the server refuses to start, naming
+// A stopped server's store is damaged five ways: bytes flipped in the
+// job archive's file (finished jobs' records), in the datasets bucket's,
+// in the schedules' and the kinds' state's, the jobs bucket's file
+// truncated. Each time the server refuses to start, naming
 // the stream and what to do; with --accept-damaged-state it starts.
 func TestDamagedStoreIsRefused(t *testing.T) {
 	t.Parallel()
@@ -84,6 +85,12 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 	}
 	c.PutFile(t, "books", "a.txt", []byte(strings.Repeat("call me ishmael\n", 500)))
 	c.PutFile(t, "books", "b.txt", []byte(strings.Repeat("some years ago\n", 500)))
+	if r := b.do(t, "POST", "/api/v1/schedules", `{"name":"nightly","cron":"@daily","job":{"kind":"noop","partitions":1}}`); r.Status != 201 {
+		t.Fatalf("add a schedule: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, "POST", "/api/v1/kinds/noop/pause", ""); r.Status != 200 {
+		t.Fatalf("pause a kind: %d %s", r.Status, r.Body)
+	}
 	stop(srv)
 
 	// The clean copy starts again and holds everything.
@@ -102,6 +109,11 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 	}{
 		{"flipped bytes in the job archive", natsx.ArchiveStream, flip(`"succeeded"`)},
 		{"flipped bytes in the datasets bucket", "KV_" + natsx.DatasetsBucket, flip(`"b.txt"`)},
+		// A bucket whose records are watched at start: the watch waited
+		// on the damaged record until the start's deadline, and the server
+		// ended with "watch schedules: context canceled".
+		{"flipped bytes in the schedules bucket", "KV_" + natsx.SchedulesBucket, flip(`@daily`)},
+		{"flipped bytes in the kinds' state bucket", "KV_" + natsx.KindStateBucket, flip(`noop`)},
 		{"the jobs bucket truncated", "KV_" + natsx.JobsBucket, func(p string) error {
 			fi, err := os.Stat(p)
 			if err != nil {

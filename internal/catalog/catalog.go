@@ -50,17 +50,24 @@ type Modules struct {
 	Runtime *wasmkind.Runtime
 }
 
+// mendModule says how a damaged module is mended: an upload of the same
+// bytes writes the object again under its hash.
+const mendModule = "upload the same .wasm file again (mrcluster kind put NAME FILE.wasm, under any name), which replaces the store's damaged copy"
+
 // Load returns the compiled module of hash.
 func (m *Modules) Load(ctx context.Context, hash string) (*wasmkind.Module, error) {
 	if mod, ok := m.Runtime.Cached(hash); ok {
 		return mod, nil
 	}
 	wasm, err := m.Blobs.GetBytes(ctx, hash)
+	if errors.Is(err, store.ErrDamaged) {
+		return nil, fmt.Errorf("read module %s from the store: %w; %s", short(hash), err, mendModule)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read module %s from the store: %w", short(hash), err)
 	}
 	if wasmkind.Hash(wasm) != hash {
-		return nil, fmt.Errorf("module %s read from the store does not match its hash: the store's copy is damaged", short(hash))
+		return nil, fmt.Errorf("module %s read from the store does not match its hash: the store's copy is %w; %s", short(hash), store.ErrDamaged, mendModule)
 	}
 	return m.Runtime.Compile(ctx, wasm)
 }

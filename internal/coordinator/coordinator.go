@@ -2524,6 +2524,9 @@ func (c *Coordinator) Output(ctx context.Context, j *job.Job, w io.Writer) error
 		if errors.Is(err, store.ErrNotFound) {
 			return job.Errorf(job.EConflict, "job %s's kind %q was deleted, and with it the module (version %.12s) that writes its output lines; upload that same .wasm file again, under any name, to download the output", j.ID, j.Kind, j.Module)
 		}
+		if errors.Is(err, store.ErrDamaged) {
+			return job.Errorf(job.EInternal, "the module (version %.12s) that writes the output lines of job %s's kind %q: %v, to download the output", j.Module, j.ID, j.Kind, err)
+		}
 		if err != nil {
 			return job.Errorf(job.EUnavailable, "the module of job %s's kind %q: %v", j.ID, j.Kind, err)
 		}

@@ -876,6 +876,19 @@ func FileStreams() []string {
 	return out
 }
 
+// FileBuckets returns the streams of the key-value buckets kept on disk:
+// small records, whose index files a server may drop before its start
+// so that JetStream rebuilds them, checking every record.
+func FileBuckets() []string {
+	var out []string
+	for _, r := range resources(1) {
+		if r.kv != nil && r.kv.Storage == jetstream.FileStorage {
+			out = append(out, r.stream())
+		}
+	}
+	return out
+}
+
 // StreamState is what a stream holds.
 type StreamState struct {
 	Msgs, Bytes, LastSeq uint64
