@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -353,9 +354,9 @@ type mapBuffer struct {
 
 	emitted int64
 	spills  []*spill
-	sorted  bool       // the buffer is sorted (at the end, for writePart)
-	mem     [][]memRec // with a combiner, sorted: one list per partition
-	bounds  []int      // without: partition p is recs[bounds[p]:bounds[p+1]]
+	sorted  bool      // the buffer is sorted (at the end, for writePart)
+	mem     [][]int32 // with a combiner, sorted: one list of keys (their index in cold) per partition
+	bounds  []int     // without: partition p is recs[bounds[p]:bounds[p+1]]
 	err     error
 }
 
@@ -370,12 +371,18 @@ type hotEntry struct {
 }
 
 type coldEntry struct {
-	part int32
+	key  string // the map's key, shared with it
 	pend []byte // the pending value, when it does not pack
 	val  []byte // nil until the first fold
+	part int32
 }
 
 const bigPending = ^uint64(0)
+
+// keyOverhead is what a key costs a buffer with a combiner beside its bytes
+// and its value's: its map entry, its hot and cold entries, the slack of
+// their growth, its value's allocation and its place in the sort's lists.
+const keyOverhead = 176
 
 // pack packs a value of up to 7 bytes with its length into a word.
 func pack(v []byte) uint64 {
@@ -398,10 +405,17 @@ func unpack(x uint64, buf *[8]byte) []byte {
 }
 
 // settle folds the pending run of key i into its value.
-func (b *mapBuffer) settle(key []byte, i int32) {
+func (b *mapBuffer) settle(i int32) {
 	h, c := &b.hot[i], &b.cold[i]
 	if h.n == 0 {
 		return
+	}
+	var key []byte // a copy for the combiner, made when one is called
+	combine := func(x, y []byte) []byte {
+		if key == nil {
+			key = []byte(c.key)
+		}
+		return b.combine(key, x, y)
 	}
 	var small [8]byte
 	pend := c.pend
@@ -416,17 +430,17 @@ func (b *mapBuffer) settle(key []byte, i int32) {
 			if acc == nil {
 				acc = bytes.Clone(pow)
 			} else {
-				acc = b.combine(key, acc, pow)
+				acc = combine(acc, pow)
 			}
 		}
 		if n > 1 {
-			pow = b.combine(key, pow, bytes.Clone(pow))
+			pow = combine(pow, bytes.Clone(pow))
 		}
 	}
 	if c.val == nil {
 		c.val = acc
 	} else {
-		c.val = b.combine(key, c.val, acc)
+		c.val = combine(c.val, acc)
 	}
 	h.n = 0
 }
@@ -477,17 +491,17 @@ func (b *mapBuffer) emit(key, val []byte) {
 			} else {
 				c := &b.cold[i]
 				old := len(c.val) + len(c.pend)
-				b.settle(key, i)
+				b.settle(i)
 				b.setPending(i, val, pk)
 				b.size += int64(len(c.val) + len(c.pend) - old)
 			}
 		} else {
-			i := int32(len(b.hot))
-			b.agg[string(key)] = i
+			i, k := int32(len(b.hot)), string(key)
+			b.agg[k] = i
 			b.hot = append(b.hot, hotEntry{})
-			b.cold = append(b.cold, coldEntry{part: int32(partition(key, b.parts))})
+			b.cold = append(b.cold, coldEntry{key: k, part: int32(partition(key, b.parts))})
 			b.setPending(i, val, pk)
-			b.size += int64(len(key)+len(val)) + 112
+			b.size += int64(len(key)+len(val)) + keyOverhead
 		}
 	} else {
 		if len(key) > math.MaxInt32 || len(val) > math.MaxInt32 {
@@ -525,18 +539,26 @@ func (b *mapBuffer) growArena(n int) {
 
 // sort sorts the buffer by partition, then key: without a combiner the
 // records in place (a list of every record, 48 bytes each, doubled the
-// buffer's memory), with one the folded keys into per-partition lists.
+// buffer's memory), with one the folded keys' indexes into per-partition
+// lists of the right size (a list of every key and value, each key
+// copied, had made a spill hold 1.8 times the buffer's limit).
 func (b *mapBuffer) sort() {
 	if b.combine != nil {
-		out := make([][]memRec, b.parts)
-		for k, i := range b.agg {
-			key := []byte(k)
-			b.settle(key, i)
-			c := &b.cold[i]
-			out[c.part] = append(out[c.part], memRec{key: key, val: c.val})
+		n := make([]int, b.parts)
+		for i := range b.cold {
+			n[b.cold[i].part]++
 		}
-		for _, rs := range out {
-			slices.SortFunc(rs, func(a, b memRec) int { return bytes.Compare(a.key, b.key) })
+		out := make([][]int32, b.parts)
+		for p := range out {
+			out[p] = make([]int32, 0, n[p])
+		}
+		for i := range b.cold {
+			c := &b.cold[i]
+			b.settle(int32(i))
+			out[c.part] = append(out[c.part], int32(i))
+		}
+		for _, ks := range out {
+			slices.SortFunc(ks, func(x, y int32) int { return strings.Compare(b.cold[x].key, b.cold[y].key) })
 		}
 		b.mem = out
 		return
@@ -561,12 +583,10 @@ func (b *mapBuffer) sort() {
 // part returns the sorted records of partition p; sort must have run.
 func (b *mapBuffer) part(p int) source {
 	if b.combine != nil {
-		return &memSource{recs: b.mem[p]}
+		return &memSource{cold: b.cold, keys: b.mem[p]}
 	}
 	return &recSource{arena: b.arena, recs: b.recs[b.bounds[p]:b.bounds[p+1]]}
 }
-
-type memRec struct{ key, val []byte }
 
 // spill writes the buffer, sorted, to a file and empties it.
 func (b *mapBuffer) spill() error {
@@ -592,6 +612,7 @@ func (b *mapBuffer) spill() error {
 		s.offs[p+1] = cw.n
 	}
 	if b.agg != nil {
+		clear(b.cold) // its keys and values, for the collector
 		b.agg, b.hot, b.cold = map[string]int32{}, b.hot[:0], b.cold[:0]
 	}
 	b.recs, b.arena, b.size, b.mem = b.recs[:0], b.arena[:0], 0, nil
@@ -665,21 +686,24 @@ func (b *mapBuffer) close() {
 }
 
 type memSource struct {
-	recs []memRec
+	cold []coldEntry
+	keys []int32
 	i    int
 }
 
 func (m *memSource) next() error {
-	if m.i >= len(m.recs) {
+	if m.i >= len(m.keys) {
 		return io.EOF
 	}
 	m.i++
 	return nil
 }
 
+// record returns the key's bytes (the map's own: not to be changed) and
+// its folded value.
 func (m *memSource) record() ([]byte, []byte) {
-	r := m.recs[m.i-1]
-	return r.key, r.val
+	c := &m.cold[m.keys[m.i-1]]
+	return unsafe.Slice(unsafe.StringData(c.key), len(c.key)), c.val
 }
 
 // recSource reads sorted records of a buffer without a combiner.
