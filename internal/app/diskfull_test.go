@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -244,4 +245,73 @@ func TestFullTempDirInterruptsTasksUntilSpaceIsBack(t *testing.T) {
 	if !strings.Contains(logs.String(), "level=ERROR msg=\"the disk of this worker's --temp-dir is full") {
 		t.Fatalf("the log does not tell the operator that the disk of --temp-dir is full")
 	}
+}
+
+// A server started on a nearly full disk stores more once space is freed,
+// without a restart. nats-server's own limit on what its streams hold is
+// three quarters of the space free at its start, kept for good: uploads
+// were refused ("insufficient resources") with most of the disk free again
+// until the server restarted. The limit now follows the disk, less a
+// reserve, which the streams' own writes do not take: the refusal says to
+// delete data, and deleting works.
+func TestStoreLimitFollowsTheDisk(t *testing.T) {
+	t.Parallel()
+	disk := tmpfs(t, "200m")
+	filler := filepath.Join(disk, "filler")
+	if err := os.WriteFile(filler, make([]byte, 165<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	b := setup(t, func(c *app.Config) {
+		c.DataDir = filepath.Join(disk, "data")
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	c := b.client()
+	text := strings.Repeat("some words of a file ", 1500000) // 31 MB
+	r := c.Do(t, "PUT", "/api/v1/datasets/big?file=a.txt", text)
+	if r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "room for") {
+		t.Fatalf("an upload larger than the room left: %d %s", r.Status, r.Body)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the upload to be taken once space is freed", func() bool {
+		r = c.Do(t, "PUT", "/api/v1/datasets/big?file=a.txt", text)
+		return r.Status == http.StatusCreated || r.Status == http.StatusOK
+	})
+	if log := logs.String(); !strings.Contains(log, "the store may now hold more") || strings.Contains(log, "restarting the embedded NATS server") {
+		t.Errorf("the log does not say the store's limit was raised, or says the server restarted:\n%s", log)
+	}
+	// Filled by its own uploads, the store refuses the next one and keeps
+	// room on the disk for deletions, which make room again.
+	var stored []string
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("more%d", i)
+		r = c.Do(t, "PUT", "/api/v1/datasets/"+name+"?file=a.txt", text)
+		if r.Status == http.StatusServiceUnavailable {
+			break
+		}
+		if r.Status != http.StatusCreated && r.Status != http.StatusOK || i > 10 {
+			t.Fatalf("upload %d of 31 MB on a 200 MB disk: %d %s", i, r.Status, r.Body)
+		}
+		stored = append(stored, name)
+	}
+	if !strings.Contains(string(r.Body), "room for") {
+		t.Fatalf("an upload past the store's room: %s", r.Body)
+	}
+	for _, name := range stored {
+		if r := c.Do(t, "DELETE", "/api/v1/datasets/"+name, ""); r.Status/100 != 2 {
+			t.Fatalf("delete dataset %s in a store at its limit: %d %s", name, r.Status, r.Body)
+		}
+	}
+	eventually(t, 20*time.Second, "an upload to be taken once datasets are deleted", func() bool {
+		r = c.Do(t, "PUT", "/api/v1/datasets/again?file=a.txt", text)
+		return r.Status == http.StatusCreated || r.Status == http.StatusOK
+	})
 }

@@ -78,8 +78,15 @@ func (s *Server) watchStore(ctx context.Context) {
 			lastMark = time.Now()
 			s.checkpoint(ctx, false)
 		}
-		reason, noSpace := s.checkStore(ctx)
-		if noSpace {
+		if s.emb != nil {
+			if limit, err := s.emb.RaiseStoreLimit(); err != nil {
+				s.log.Debug("could not raise the limit of what the store holds to the disk's free space", "err", err)
+			} else if limit > 0 {
+				s.log.Info("space was freed on the disk of the data directory; the store may now hold more", "data_dir", s.cfg.DataDir, "limit_mib", limit>>20)
+			}
+		}
+		reason, noSpace, atLimit := s.checkStoreLimit(ctx)
+		if noSpace && !atLimit {
 			full = time.Now()
 		}
 		// After a write failed for want of space anywhere (the probe's
@@ -200,8 +207,14 @@ func (a *writeAlarm) note(now time.Time, reason string, noSpace bool) (level slo
 }
 
 // checkStore returns why the store cannot take a write now ("" when it
-// can), and whether that is for want of disk space.
+// can), and whether that is for want of disk space (or of room within the
+// streams' limit: atLimit).
 func (s *Server) checkStore(ctx context.Context) (reason string, noSpace bool) {
+	reason, noSpace, _ = s.checkStoreLimit(ctx)
+	return reason, noSpace
+}
+
+func (s *Server) checkStoreLimit(ctx context.Context) (reason string, noSpace, atLimit bool) {
 	// The write goes first, even on a disk seen full: its error, if any, is
 	// the store's own word (and the NATS server logs it).
 	ctx, cancel := context.WithTimeout(ctx, healthEvery)
@@ -209,16 +222,22 @@ func (s *Server) checkStore(ctx context.Context) (reason string, noSpace bool) {
 	perr := s.store.Probe(ctx, s.probeKey)
 	if s.emb != nil {
 		if free, err := natsx.FreeBytes(s.cfg.DataDir); err == nil && free < minFreeBytes {
-			return fmt.Sprintf("the disk of the data directory %s is full (%d KiB free): free some space; the server recovers by itself within seconds", s.cfg.DataDir, free>>10), true
+			return fmt.Sprintf("the disk of the data directory %s is full (%d KiB free): free some space; the server recovers by itself within seconds", s.cfg.DataDir, free>>10), true, false
 		}
 	}
 	switch {
 	case perr == nil:
-		return "", false
+		return "", false, false
+	case natsx.IsOverLimit(perr):
+		// The streams hold all the disk lets them (natsx's storeLimit):
+		// the disk keeps a reserve, so deletions still work. Not a full
+		// disk, after which the embedded server restarts once space is
+		// back; the limit is raised as space is freed (watchStore).
+		return fmt.Sprintf("the store holds all that the disk of the data directory %s has room for (%v): delete datasets or finished jobs (mrcluster delete), or free space on that disk; writes are taken again within seconds", s.cfg.DataDir, perr), true, true
 	case natsx.IsOutOfSpace(perr):
-		return fmt.Sprintf("the store is out of disk space (%v): free space under the data directory; the server recovers by itself within seconds", perr), true
+		return fmt.Sprintf("the store is out of disk space (%v): free space under the data directory; the server recovers by itself within seconds", perr), true, false
 	}
-	return fmt.Sprintf("the store does not take writes: %v", perr), false
+	return fmt.Sprintf("the store does not take writes: %v", perr), false, false
 }
 
 // anchorEvery is how often the task queue's anchor is stored again

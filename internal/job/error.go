@@ -71,6 +71,10 @@ func Unavailable(what string, err error) error {
 	switch {
 	case strings.Contains(s, "no space left") || strings.Contains(s, "insufficient storage"):
 		msg = fmt.Sprintf("the %s is out of disk space (%v): free space under the server's data directory, then try again", what, err)
+	case strings.Contains(s, "insufficient resources"):
+		// The embedded server's streams hold all the disk has room for
+		// (natsx's storeLimit).
+		msg = fmt.Sprintf("the %s holds all that the disk of the server's data directory has room for (%v): delete datasets or finished jobs, or free space on that disk, then try again", what, err)
 	case strings.Contains(s, "maximum payload exceeded") || strings.Contains(s, "message size exceeds maximum"):
 		// Trying again would fail again: not unavailable, too large.
 		return &unavailable{cause: err, e: Errorf(ETooLarge, "the %s refused it as larger than one message may be (%v): make it smaller (a job's record holds its params and its partitions' results; each task its params)", what, err)}

@@ -3,6 +3,7 @@ package natsx
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -29,6 +30,12 @@ func IsOutOfSpace(err error) bool {
 		strings.Contains(s, "storage resources exceeded") || strings.Contains(s, "out of storage")
 }
 
+// IsOverLimit reports whether err says the embedded server's streams
+// hold all they may (storeLimit), a refusal that deleting data mends.
+func IsOverLimit(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "insufficient resources")
+}
+
 // NoSpaceSince reports whether the embedded server said, after t, that a
 // write failed for want of disk space.
 func (e *Embedded) NoSpaceSince(t time.Time) bool {
@@ -44,6 +51,84 @@ func FreeBytes(dir string) (uint64, error) {
 		return 0, fmt.Errorf("read the free space of %s: %w", dir, err)
 	}
 	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// The embedded server's limit on what its streams hold follows the disk.
+// Left unset, nats-server allows three quarters of the space free when it
+// starts, for good: a server started on a nearly full disk refused every
+// write ("insufficient resources") after space was freed, until a restart
+// (by hand, 2026-12-04: 70 of 100 MB taken by another file at the start,
+// the file removed, uploads refused with 78 MB free). Without a limit, the
+// streams would fill the disk to its last byte, and deleting a dataset or
+// a job, which writes markers, would then fail too (seen: every delete
+// timed out on a disk the streams had filled). So the limit is what the
+// streams hold plus the space free, less a reserve (storeReserve), set at
+// each start and raised (RaiseStoreLimit) as space is freed; it is never
+// lowered while the server runs (nats-server refuses that), which another
+// file filling the disk does not need: that is a full disk, which the
+// server recovers from (app's Store health).
+
+// storeReserve is the disk space the streams leave free on a disk of
+// total bytes: a fiftieth of it, at least 32 MiB and at most 1 GiB. It
+// depends on the disk alone, so that a limit reached by the streams'
+// own writes is not raised again (a share of what is free would be,
+// every time, until the disk was full).
+func storeReserve(total int64) int64 { return min(max(total/50, 32<<20), 1<<30) }
+
+// storeLimit returns the limit of the streams of a store on the disk of
+// dir, which already hold used bytes.
+func storeLimit(dir string, used int64) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("read the free space of %s: %w", dir, err)
+	}
+	free, total := int64(st.Bavail)*int64(st.Bsize), int64(st.Blocks)*int64(st.Bsize)
+	// Never under what is held (the server must start with it) nor 1 MiB.
+	return max(used+free-storeReserve(total), used, 1<<20), nil
+}
+
+// dirSize returns the bytes of the files under dir (none when dir does
+// not exist yet).
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// raiseStoreMargin is how much more room than its limit the streams must
+// be able to have before the limit is raised: a reload of the embedded
+// server's configuration for every freed MiB would be noise.
+const raiseStoreMargin = 16 << 20
+
+// RaiseStoreLimit raises the limit of the embedded server's streams when
+// the disk has room for more than it allows (space freed since its start);
+// see storeLimit. It returns the limit raised to, 0 when unchanged.
+func (e *Embedded) RaiseStoreLimit() (int64, error) {
+	srv := e.srv.Load()
+	info, err := srv.Jsz(nil)
+	if err != nil {
+		return 0, err
+	}
+	limit, err := storeLimit(filepath.Dir(e.opts.StoreDir), int64(info.Store))
+	if err != nil || limit < e.storeMax.Load()+raiseStoreMargin {
+		return 0, err
+	}
+	// The running server holds e.opts, which is not written again while
+	// it runs: it reloads a copy.
+	opts := e.opts.Clone()
+	opts.JetStreamMaxStore = limit
+	if err := srv.ReloadOptions(opts); err != nil {
+		return 0, fmt.Errorf("raise the store's limit to %d bytes: %w", limit, err)
+	}
+	e.storeMax.Store(limit)
+	return limit, nil
 }
 
 // natsLog hands the embedded NATS server's own warnings and errors to the

@@ -104,6 +104,8 @@ type Embedded struct {
 	// peers spaces out the reports of unreachable servers of the cluster
 	// (across restarts of the embedded server, as noSpaceAt).
 	peers *unreachable
+	// storeMax is the limit of what the streams hold (health.go).
+	storeMax atomic.Int64
 }
 
 // EmbeddedConfig configures the embedded NATS server.
@@ -233,6 +235,12 @@ func free(host string, port int, flag string) error {
 
 // start starts a server of e's options and makes it e's.
 func (e *Embedded) start() (*server.Server, error) {
+	limit, err := storeLimit(filepath.Dir(e.opts.StoreDir), dirSize(e.opts.StoreDir))
+	if err != nil {
+		return nil, err
+	}
+	e.opts.JetStreamMaxStore = limit // the old server, if any, has stopped
+	e.storeMax.Store(limit)
 	srv, err := server.NewServer(e.opts)
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS server: %w", err)
