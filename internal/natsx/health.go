@@ -108,16 +108,22 @@ func dirSize(dir string) int64 {
 const raiseStoreMargin = 16 << 20
 
 // RaiseStoreLimit raises the limit of the embedded server's streams when
-// the disk has room for more than it allows (space freed since its start);
-// see storeLimit. It returns the limit raised to, 0 when unchanged.
+// they are near it (within a tenth of it, or 64 MiB) and the disk has room
+// for more than it allows (space freed since its start); see storeLimit.
+// It returns the limit raised to, 0 when unchanged. (Far from the limit,
+// nothing is reloaded: a reload re-applies the server's accounts.)
 func (e *Embedded) RaiseStoreLimit() (int64, error) {
 	srv := e.srv.Load()
 	info, err := srv.Jsz(nil)
 	if err != nil {
 		return 0, err
 	}
-	limit, err := storeLimit(filepath.Dir(e.opts.StoreDir), int64(info.Store))
-	if err != nil || limit < e.storeMax.Load()+raiseStoreMargin {
+	used, current := int64(info.Store), e.storeMax.Load()
+	if used < current-max(4*raiseStoreMargin, current/10) {
+		return 0, nil // far from the limit: nothing to reload for
+	}
+	limit, err := storeLimit(filepath.Dir(e.opts.StoreDir), used)
+	if err != nil || limit < current+raiseStoreMargin {
 		return 0, err
 	}
 	// The running server holds e.opts, which is not written again while
