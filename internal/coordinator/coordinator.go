@@ -767,14 +767,66 @@ func keyReused(ids []string) error {
 
 // replay returns the jobs of an earlier submit, marked Replayed.
 func (c *Coordinator) replay(ctx context.Context, ids []string) ([]*job.Job, error) {
-	out := make([]*job.Job, len(ids))
-	for i, id := range ids {
-		j, _, err := c.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
+	out, err := c.getAll(ctx, ids, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range out {
 		j.Replayed = true
-		out[i] = j
+	}
+	return out, nil
+}
+
+// getAllAtOnce is how many reads of a submit's jobs getAll has in flight.
+const getAllAtOnce = 16
+
+// getAll reads jobs ids, several at a time: a batch sent again after a
+// crash reads up to 1,000 records (and, for one never stored, asks the
+// archive how far it goes), which one after another did not fit in a
+// submit's time on a loaded machine, and every retry of the batch timed
+// out the same way (a CI run: 503s for a minute after a SIGKILL). With
+// missingOK a job not found is nil; else it is the error.
+func (c *Coordinator) getAll(ctx context.Context, ids []string, missingOK bool) ([]*job.Job, error) {
+	out := make([]*job.Job, len(ids))
+	errs := make([]error, len(ids))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, getAllAtOnce)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			errs[i] = ctx.Err()
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			j, _, err := c.Get(ctx, id)
+			if err != nil && !(missingOK && job.ErrorCode(err) == job.ENotFound) {
+				errs[i] = err
+				cancel() // the others are not needed
+			}
+			out[i] = j
+		})
+	}
+	wg.Wait()
+	// A read's own failure, rather than the cancellation it caused in the
+	// others (or the caller's).
+	var canceled error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case !errors.Is(err, context.Canceled):
+			return nil, err
+		case canceled == nil:
+			canceled = err
+		}
+	}
+	if canceled != nil {
+		return nil, canceled
 	}
 	return out, nil
 }
@@ -804,17 +856,7 @@ func (c *Coordinator) isSubmitting(id string) bool {
 // stored returns the records of jobs ids that are stored, nil for the
 // others.
 func (c *Coordinator) stored(ctx context.Context, ids []string) ([]*job.Job, error) {
-	out := make([]*job.Job, len(ids))
-	for i, id := range ids {
-		j, _, err := c.Get(ctx, id)
-		switch {
-		case err == nil:
-			out[i] = j
-		case job.ErrorCode(err) != job.ENotFound:
-			return nil, err
-		}
-	}
-	return out, nil
+	return c.getAll(ctx, ids, true)
 }
 
 // complete returns the jobs ids of an earlier submit of specs (the same
