@@ -69,21 +69,11 @@ var countedStreams = map[string]bool{
 	"KV_" + natsx.KindsBucket: true, "KV_" + natsx.SchedulesBucket: true, "KV_" + natsx.KindStateBucket: true,
 }
 
-// holds says what a stream holds, for a person reading of its damage.
-var holds = map[string]string{
-	natsx.TasksStream: "queued tasks", natsx.ResultsStream: "task results and histories",
-	natsx.ArchiveStream: "finished jobs' records", "KV_" + natsx.JobsBucket: "job records",
-	"KV_" + natsx.DatasetsBucket: "dataset manifests", "KV_" + natsx.IdempotencyBucket: "idempotency keys of submits",
-	"KV_" + natsx.KindsBucket: "uploaded kinds", "KV_" + natsx.SchedulesBucket: "cron schedules",
-	"KV_" + natsx.KindStateBucket: "paused kinds and kinds' limits", "OBJ_" + natsx.BlocksBucket: "dataset files",
-	"OBJ_" + natsx.ShuffleBucket: "map outputs of running jobs", "OBJ_" + natsx.OutputBucket: "job outputs",
-	"OBJ_" + natsx.ModulesBucket: "uploaded kinds' modules",
-}
-
-// named is a stream's name with what it holds.
+// named is a stream's name with what it holds (its description in the
+// store's table of streams), for a person reading of its damage.
 func named(stream string) string {
-	if h, ok := holds[stream]; ok {
-		return stream + " (" + h + ")"
+	if d := natsx.Describe(stream); d != "" {
+		return stream + " (" + d + ")"
 	}
 	return stream
 }

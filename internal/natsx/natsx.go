@@ -897,6 +897,23 @@ func FileBuckets() []string {
 	return out
 }
 
+// Describe returns what stream name holds, as its configuration
+// describes it ("" for a stream that is not mrcluster's).
+func Describe(name string) string {
+	for _, r := range resources(1) {
+		if r.stream() == name {
+			switch {
+			case r.st != nil:
+				return r.st.Description
+			case r.kv != nil:
+				return r.kv.Description
+			}
+			return r.obj.Description
+		}
+	}
+	return ""
+}
+
 // StreamState is what a stream holds.
 type StreamState struct {
 	Msgs, Bytes, LastSeq uint64
