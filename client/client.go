@@ -334,7 +334,14 @@ func (c *Client) Output(ctx context.Context, id string, w io.Writer) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	n, err := io.Copy(w, resp.Body)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The server cuts the body short when it cannot read the rest
+		// of the output from its store; its log says why.
+		return fmt.Errorf("the output of job %s ended after %d bytes: the server could not read the rest from its store (its log names the object and why); "+
+			"try again, and if it ends the same way the stored output is damaged: run the job again (mrcluster rerun %s): %w", id, n, id, err)
+	case err != nil:
 		return fmt.Errorf("read the output of job %s: %w", id, err)
 	}
 	return nil

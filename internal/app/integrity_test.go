@@ -195,6 +195,53 @@ func TestDamagedBlockFailsTheJob(t *testing.T) {
 	}
 }
 
+// Bytes flipped on disk inside a finished job's output of several chunks:
+// the download has begun (its status sent) when the read meets the damage,
+// so the server cuts the body short and logs the object; the Go client
+// (and the CLI) says the output ended early, after how much, and what to
+// do. The read finds the damage when the library's read stalls on it, a
+// few seconds, not after the library's whole time for the object (5 s + 1 s
+// per 4 MiB: 30 s for 100 MB), which natsx's TestBlobsDamagedOnDisk times.
+func TestDamagedOutputIsCutShortWithAReason(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := startAt(t, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for i := range 20000 {
+		if i == 12000 {
+			text.WriteString("the zanzibarian quokka line\n")
+		}
+		fmt.Fprintf(&text, "call me ishmael, line %d\n", i)
+	}
+	b := &bundle{srv: srv}
+	b.client().PutFile(t, "books", "moby.txt", []byte(text.String()))
+	j := b.client().SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"books"}, Partitions: 1, Reducers: 1,
+		Params: map[string]any{"pattern": "."}})
+	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded {
+		t.Fatalf("the grep: %s", apitest.Describe(j))
+	}
+	stop(srv)
+	if err := flip("zanzibarian quokka")(streamFile(t, dir, "OBJ_"+natsx.OutputBucket)); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = startAt(t, dir, false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err = (&bundle{srv: srv}).client().API().Output(ctx, j.ID, &out)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("ended after %d bytes", out.Len())) || !strings.Contains(err.Error(), "mrcluster rerun "+j.ID) {
+		t.Fatalf("a damaged output read as %d bytes, %v; want it cut short, saying so", out.Len(), err)
+	}
+	if out.Len() == 0 || !strings.HasPrefix(out.String(), "moby.txt:1 call me ishmael, line 0\n") {
+		t.Fatalf("the output's first part: %.60q", out.String())
+	}
+}
+
 // Bytes flipped in the task queue's file while the server is stopped:
 // JetStream drops the messages of that part of the file when a consumer
 // reaches it, and the job whose tasks they were waited for ever, every

@@ -1450,11 +1450,14 @@ var libraryBase = 5 * time.Second
 // consumer pushes chunks faster than requests bring them (a message get
 // answers in JSON, the data in base64; reading dataset blocks with
 // requests cut a word count's speed by a third), and which checks the
-// digest. A chunk JetStream finds damaged stops that consumer until the
-// read's deadline (the library does not look at its context while no
-// chunk comes), so the library is given libraryTime, and a read that
-// takes longer goes on with requests from where it was, which finish it
-// (a slow reader, a busy store) or say the object is damaged.
+// digest. A chunk JetStream finds damaged stops that consumer, and the
+// library's read waits on it, its context unheeded, until the read's
+// deadline: so the library's read runs in a goroutine of its own (pump),
+// and a read that waits stallTime for its next bytes, or outlives
+// libraryTime, goes on with requests from where it was, which finish it (a
+// busy store, a slow reader) or say the object is damaged. Before, only
+// libraryTime bounded it: a damaged output of 100 MB stalled its download
+// for 30 s.
 func (b blobs) stream(ctx context.Context, cr *chunkReader) (io.ReadCloser, error) {
 	lctx, cancel := context.WithTimeout(ctx, libraryTime(cr.info.Size))
 	r, err := b.os.Get(lctx, cr.info.Name)
@@ -1462,54 +1465,162 @@ func (b blobs) stream(ctx context.Context, cr *chunkReader) (io.ReadCloser, erro
 		cancel()
 		return nil, storeErr(err)
 	}
-	return &stalling{ctx: ctx, lib: r, cancel: cancel, lctx: lctx, cr: cr}, nil
+	s := &stalling{ctx: ctx, cr: cr, cancel: cancel,
+		pieces: make(chan piece, 1), free: make(chan []byte, 2), quit: make(chan struct{})}
+	for range cap(s.free) {
+		s.free <- pumpBuffers.Get().([]byte)
+	}
+	go s.pump(r)
+	return s, nil
 }
 
+// stallTime is how long a reader waits for an object's next bytes from the
+// library before the read goes on with requests: longer than a busy
+// store's pause, shorter than a person's patience. Going on with requests
+// is slower, never wrong.
+var stallTime = 3 * time.Second
+
+// pumpBuffers are the two buffers of 128 KiB each that a library read
+// fills for its reader, kept for the next read once the read ends.
+var pumpBuffers = sync.Pool{New: func() any { return make([]byte, 128<<10) }}
+
 // stalling is a library read of an object that goes on with a
-// chunkReader once its time is up.
+// chunkReader once it stalls or its time is up.
 type stalling struct {
 	ctx    context.Context
-	lib    io.ReadCloser
-	lctx   context.Context
-	cancel context.CancelFunc
+	cancel context.CancelFunc // the library's context
 	cr     *chunkReader
-	off    int64 // bytes read
-	byReq  bool  // reading with cr
+	pieces chan piece    // from pump
+	free   chan []byte   // back to pump
+	quit   chan struct{} // closed when the reader no longer takes pieces
+	cur    piece         // being read
+	rest   []byte        // of cur
+	off    int64         // bytes read
+	byReq  bool          // reading with cr
+	closed bool
+}
+
+// piece is what one read of the library gave: bytes in a buffer of free,
+// or how it ended.
+type piece struct {
+	buf []byte
+	err error
+}
+
+// pump reads the library's object into pieces until it ends, the reader
+// quits, or the library's context does. The library's read cannot be
+// interrupted: a pump left behind ends at the library's deadline at the
+// latest.
+func (s *stalling) pump(lib io.ReadCloser) {
+	defer lib.Close()
+	defer s.cancel()
+	for {
+		var buf []byte
+		select {
+		case buf = <-s.free:
+		case <-s.quit:
+			return
+		}
+		n, err := lib.Read(buf[:cap(buf)])
+		if n == 0 && err == nil {
+			s.free <- buf
+			continue
+		}
+		select {
+		case s.pieces <- piece{buf: buf[:n], err: err}:
+		case <-s.quit:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (s *stalling) Read(p []byte) (int, error) {
 	if s.byReq {
 		return s.cr.Read(p)
 	}
-	n, err := s.lib.Read(p)
-	s.off += int64(n)
-	switch {
-	case err == nil || err == io.EOF:
-		return n, err
-	case errors.Is(err, jetstream.ErrDigestMismatch):
-		return n, fmt.Errorf("object %s is %w: its bytes do not match its digest", s.cr.info.Name, store.ErrDamaged)
-	case (s.lctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded)) && s.ctx.Err() == nil:
-		// Its time is up (the library's pipe may say so a moment
-		// before its context): go on with requests, past what was read.
-		_ = s.lib.Close()
-		s.byReq = true
-		if _, err := io.CopyN(io.Discard, s.cr, s.off); err != nil {
-			return n, err
+	for len(s.rest) == 0 {
+		if s.cur.err != nil {
+			return s.ended(s.cur.err, p)
 		}
-		if n > 0 {
-			return n, nil
+		if s.cur.buf != nil {
+			s.free <- s.cur.buf
+			s.cur.buf = nil
 		}
-		return s.cr.Read(p)
+		stall := time.NewTimer(stallTime)
+		select {
+		case s.cur = <-s.pieces:
+			s.rest = s.cur.buf
+		case <-stall.C:
+			return s.byRequests(p)
+		case <-s.ctx.Done():
+			stall.Stop()
+			return 0, storeErr(s.ctx.Err())
+		}
+		stall.Stop()
 	}
-	return n, storeErr(err)
+	n := copy(p, s.rest)
+	s.rest = s.rest[n:]
+	s.off += int64(n)
+	return n, nil
+}
+
+// ended answers the end of the library's read.
+func (s *stalling) ended(err error, p []byte) (int, error) {
+	switch {
+	case err == io.EOF:
+		return 0, io.EOF
+	case s.ctx.Err() == nil && (errors.Is(err, jetstream.ErrDigestMismatch) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, os.ErrDeadlineExceeded)):
+		// The library's time is up (a slow reader, a busy store), or
+		// the bytes it gave do not match the digest, which the library
+		// also says of a read its deadline cut short: the requests
+		// read it all again and say whether it is damaged.
+		return s.byRequests(p)
+	}
+	return 0, storeErr(err)
+}
+
+// byRequests leaves the library's read and goes on with requests, past
+// what was read.
+func (s *stalling) byRequests(p []byte) (int, error) {
+	s.leave()
+	s.byReq = true
+	if _, err := io.CopyN(io.Discard, s.cr, s.off); err != nil {
+		return 0, err
+	}
+	return s.cr.Read(p)
+}
+
+// leave lets the pump go, and gives the buffers the reader holds back.
+// A pump waiting in the library's read ends at its next chunk (its
+// context canceled) or at the library's deadline.
+func (s *stalling) leave() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	close(s.quit)
+	s.cancel()
+	if s.cur.buf != nil {
+		pumpBuffers.Put(s.cur.buf[:cap(s.cur.buf)])
+		s.cur.buf, s.rest = nil, nil
+	}
+	for {
+		select {
+		case buf := <-s.free:
+			pumpBuffers.Put(buf)
+		default:
+			return
+		}
+	}
 }
 
 func (s *stalling) Close() error {
-	s.cancel()
-	if s.byReq {
-		return nil
-	}
-	return s.lib.Close()
+	s.leave()
+	return nil
 }
 
 // chunkReader reads an object's chunks in order, one request each, and

@@ -175,8 +175,13 @@ func TestBlobsOfOneChunk(t *testing.T) {
 // chunks: JetStream finds the record damaged when it reads it and will not
 // serve it; the read says the object is damaged, at once (the library's
 // read waited for the chunk until its deadline, and a task reading a
-// dataset block so was run again, for ever).
+// dataset block so was run again, for ever). The library is given far more
+// time than the test: the read must find the damage by the stall, not by
+// that time running out (a damaged output of 100 MB stalled its download
+// for 30 s).
 func TestBlobsDamagedOnDisk(t *testing.T) {
+	defer func(d time.Duration) { libraryBase = d }(libraryBase)
+	libraryBase = 10 * time.Minute
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
