@@ -187,6 +187,9 @@ func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
 	if cfg.ArchiveAfter == 0 {
 		cfg.ArchiveAfter = -1 // none
 	}
+	if s.emb != nil && s.cfg.alone() {
+		cfg.AloneDir, cfg.Log = s.cfg.DataDir, s.log
+	}
 	if s.cfg.ClusterName == "" || s.emb == nil {
 		return natsx.Setup(ctx, s.nc, cfg)
 	}

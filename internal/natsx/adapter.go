@@ -40,7 +40,7 @@ func ports(nc *nats.Conn, s *Store) *store.Store {
 		Datasets:    kv{s.Datasets, s.JS},
 		Idempotency: kv{s.Idempotency, s.JS},
 		Health:      kv{s.Health, s.JS},
-		Tasks:       &stream{js: s.JS, nc: nc, st: s.Tasks, lanes: taskLanes(), tokens: s.Tokens, anchored: true},
+		Tasks:       &stream{js: s.JS, nc: nc, st: s.Tasks, lanes: taskLanes(), tokens: s.Tokens, anchored: true, store: s},
 		Results:     &stream{js: s.JS, nc: nc, st: s.Results, lanes: []*lane{{priority: job.DefaultPriority, prefix: ResultSubject, consumer: CoordConsumer}}},
 		Blocks:      s.blobs(s.Blocks, BlocksBucket, false),
 		Shuffle:     s.blobs(s.Shuffle, ShuffleBucket, true),
@@ -631,6 +631,8 @@ type stream struct {
 	// one last did, in Unix nanoseconds.
 	anchored   bool
 	anchoredAt atomic.Int64
+	// store is the Store the stream belongs to.
+	store *Store
 }
 
 // anchorAfter is how long after a publish of tasks that carried the task
@@ -746,7 +748,7 @@ func (s *stream) SetLane(ctx context.Context, kind string, maxLeased int, rate s
 	if maxLeased <= 0 {
 		maxLeased = 20000
 	}
-	_, err = s.st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	err = s.store.createConsumer(ctx, s.st, TasksStream, jetstream.ConsumerConfig{
 		Durable:       KindLaneConsumer(kind),
 		Description:   "shared by every worker: tasks of kind " + kind + ", at most this many leased at once",
 		FilterSubject: KindLaneSubject(kind) + "*",

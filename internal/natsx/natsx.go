@@ -541,6 +541,9 @@ type Store struct {
 	// Ports are the same resources as package store's ports: what the
 	// rest of mrcluster uses.
 	Ports *store.Store
+	// aloneDir and log are StoreConfig's, for the kind lanes' consumers.
+	aloneDir string
+	log      *slog.Logger
 	// archiveAfter and shared are StoreConfig's.
 	archiveAfter time.Duration
 	shared       bool
@@ -561,6 +564,15 @@ type StoreConfig struct {
 	// Shared says other servers may write job records to the store too (a
 	// cluster, or an external NATS server): store.Jobs.Shared.
 	Shared bool
+	// AloneDir, when set, is the data directory of the embedded server
+	// the store is on, which this server owns alone. A durable consumer
+	// whose state file JetStream cannot read (a byte flipped on disk: the
+	// embedded server refused the consumer at every start), or whose
+	// state passes over messages its work queue still holds (a flipped
+	// byte that still reads: those tasks waited for good), is then made
+	// again from its stream, and Log says so.
+	AloneDir string
+	Log      *slog.Logger
 }
 
 // resource is one stream, bucket or object store of mrcluster. A new one
@@ -728,7 +740,10 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
-	s := &Store{JS: js, archiveAfter: cfg.ArchiveAfter, shared: cfg.Shared}
+	s := &Store{JS: js, archiveAfter: cfg.ArchiveAfter, shared: cfg.Shared, aloneDir: cfg.AloneDir, log: cfg.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	for _, r := range resources(max(cfg.Replicas, 1)) {
 		if err := r.create(ctx, js); err != nil {
 			return nil, err
@@ -755,7 +770,7 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	// acked, with no deadline; pools bound what they hold themselves.
 	for _, p := range []int{job.DefaultPriority, 1, 3, 4} {
 		filter := TaskLaneSubject(p) + "*"
-		if _, err = s.Tasks.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		if err = s.createConsumer(ctx, s.Tasks, TasksStream, jetstream.ConsumerConfig{
 			Durable:       TaskLaneConsumer(p),
 			Description:   fmt.Sprintf("shared by every worker: tasks of priority %d", p),
 			FilterSubject: filter,
@@ -766,7 +781,7 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 			return nil, fmt.Errorf("create consumer %s on %s: %w", TaskLaneConsumer(p), TasksStream, err)
 		}
 	}
-	if _, err = s.Results.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	if err = s.createConsumer(ctx, s.Results, ResultsStream, jetstream.ConsumerConfig{
 		Durable:       CoordConsumer,
 		Description:   "applies task results to job records",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -775,8 +790,142 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", CoordConsumer, ResultsStream, err)
 	}
+	if s.aloneDir != "" {
+		if err := s.resetSkipping(ctx); err != nil {
+			return nil, err
+		}
+	}
 	s.Ports = ports(c.nc, s)
 	return s, nil
+}
+
+// createConsumer creates or updates a durable consumer of stream. When
+// JetStream cannot make its store and the server owns its store alone,
+// the consumer's state file is set aside, and the consumer made again.
+func (s *Store) createConsumer(ctx context.Context, st jetstream.Stream, stream string, cfg jetstream.ConsumerConfig) error {
+	_, err := st.CreateOrUpdateConsumer(ctx, cfg)
+	if err == nil || s.aloneDir == "" || !isConsumerStoreFailure(err) {
+		return err
+	}
+	aside, serr := SetAsideConsumerState(s.aloneDir, stream, cfg.Durable)
+	if serr != nil || aside == "" {
+		return fmt.Errorf("%w; its state could not be set aside (%v): restore the data directory from a backup", err, serr)
+	}
+	s.log.Warn("the state of consumer "+cfg.Durable+" of stream "+stream+" was damaged on disk, and the store would not open it: it is set aside and the consumer starts again from the stream (its messages are delivered again; a task or result already done is not done twice)", "file", aside)
+	_, err = st.CreateOrUpdateConsumer(ctx, cfg)
+	return err
+}
+
+// isConsumerStoreFailure reports whether JetStream could not make a
+// consumer's store (a damaged state file says "corrupt state file" in
+// the server's log and this to its client).
+func isConsumerStoreFailure(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10012) // JSConsumerStoreFailedErrF
+}
+
+// resetSkipping makes again every consumer of the task queue whose state
+// passes over tasks the queue holds: in a work queue a message leaves when
+// it is acked, so every message a consumer's filter takes is either still
+// to be delivered (pending) or delivered and not acked; one that is
+// neither, the consumer will never deliver. A flipped byte of a state file
+// that still reads as a state did so (the jobs of those tasks waited for
+// good, every worker idle). The lanes' reach together is compared with the
+// queue's size first (cheap); only when short is each lane's subjects
+// counted.
+func (s *Store) resetSkipping(ctx context.Context) error {
+	before, err := s.taskConsumers(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := s.Tasks.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", TasksStream, err)
+	}
+	held := info.State.Msgs
+	if _, err := s.Tasks.GetLastMsgForSubject(ctx, TaskAnchorSubject); err == nil && held > 0 {
+		held-- // the anchor, which no lane takes
+	}
+	// Read before and after the count, so that a task published or acked
+	// meanwhile (a remote worker's) does not look passed over.
+	after, err := s.taskConsumers(ctx)
+	if err != nil {
+		return err
+	}
+	var reach1, reach2 uint64
+	for _, c := range before {
+		reach1 += reach(c)
+	}
+	for _, c := range after {
+		reach2 += reach(c)
+	}
+	if held <= max(reach1, reach2) {
+		return nil
+	}
+	for _, c := range after {
+		name := c.Config.Durable
+		si, err := s.Tasks.Info(ctx, jetstream.WithSubjectFilter(c.Config.FilterSubject))
+		if err != nil {
+			return fmt.Errorf("count the tasks of consumer %s: %w", name, err)
+		}
+		var n uint64
+		for _, k := range si.State.Subjects {
+			n += k
+		}
+		if n <= reach(c) {
+			continue
+		}
+		if now, err := s.Tasks.Consumer(ctx, name); err != nil {
+			return fmt.Errorf("read consumer %s of %s: %w", name, TasksStream, err)
+		} else if n <= reach(now.CachedInfo()) {
+			continue
+		}
+		if err := s.Tasks.DeleteConsumer(ctx, name); err != nil {
+			return fmt.Errorf("reset consumer %s of %s: %w", name, TasksStream, err)
+		}
+		if _, err := s.Tasks.CreateConsumer(ctx, c.Config); err != nil {
+			return fmt.Errorf("reset consumer %s of %s: %w", name, TasksStream, err)
+		}
+		s.log.Warn("the state of consumer "+name+" of stream "+TasksStream+" passed over tasks the queue holds (damaged on disk): the consumer was made again and delivers them",
+			"tasks", n, "reachable", reach(c))
+	}
+	return nil
+}
+
+// taskConsumers lists the task queue's durable consumers (its lanes).
+func (s *Store) taskConsumers(ctx context.Context) ([]*jetstream.ConsumerInfo, error) {
+	list := s.Tasks.ListConsumers(ctx)
+	var out []*jetstream.ConsumerInfo
+	for info := range list.Info() {
+		if info.Config.Durable != "" && info.Config.FilterSubject != "" {
+			out = append(out, info)
+		}
+	}
+	if err := list.Err(); err != nil {
+		return nil, fmt.Errorf("list the consumers of %s: %w", TasksStream, err)
+	}
+	return out, nil
+}
+
+// reach is how many of its stream's messages a work queue's consumer
+// will still deliver or hears of: those after what it delivered, and
+// those delivered and not acked.
+func reach(c *jetstream.ConsumerInfo) uint64 {
+	return c.NumPending + uint64(max(c.NumAckPending, 0))
+}
+
+// SetAsideConsumerState renames the state file of a durable consumer of
+// stream in the embedded server's store under dataDir, so that JetStream
+// makes the consumer again with a new state, and returns the file's new
+// name ("" when it had none). The server must not be using that consumer:
+// JetStream refused it, or is not running.
+func SetAsideConsumerState(dataDir, stream, consumer string) (string, error) {
+	files, err := filepath.Glob(filepath.Join(dataDir, "jetstream", server.JetStreamStoreDir, "*", "streams", stream, "obs", consumer, "o.dat"))
+	if err != nil || len(files) == 0 {
+		return "", err
+	}
+	aside := fmt.Sprintf("%s.damaged-%d", files[0], time.Now().Unix())
+	return aside, os.Rename(files[0], aside)
 }
 
 // create creates or updates the resource.
