@@ -126,7 +126,7 @@ func TestUnreadableConsumerStateIsSetAside(t *testing.T) {
 // and a lane that passes over tasks is made again.
 func TestConsumerStatePassingOverTasksIsReset(t *testing.T) {
 	for name, state := range map[string]string{
-		"acked past the last task":  "\x16\x02\x00\x7f\x00\x7f\x00\x00",
+		"acked past the last task":   "\x16\x02\x00\x7f\x00\x7f\x00\x00",
 		"acked up to the third task": "\x16\x02\x00\x04\x00\x04\x00\x00",
 	} {
 		t.Run(name, func(t *testing.T) {
