@@ -15,12 +15,16 @@ import (
 )
 
 // A consumer's state file, written as damage leaves it: the task queue's
-// shared consumer's "o.dat" under dir.
-func writeConsumerState(t *testing.T, dir string, state []byte) {
+// shared consumer's "o.dat" under dir (or another stream's and consumer's).
+func writeConsumerState(t *testing.T, dir string, state []byte, streamAndConsumer ...string) {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "jetstream", "jetstream", "*", "streams", TasksStream, "obs", WorkersConsumer, "o.dat"))
+	stream, consumer := TasksStream, WorkersConsumer
+	if len(streamAndConsumer) == 2 {
+		stream, consumer = streamAndConsumer[0], streamAndConsumer[1]
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "jetstream", "jetstream", "*", "streams", stream, "obs", consumer, "o.dat"))
 	if len(files) != 1 {
-		t.Fatalf("the state file of consumer %s: %v", WorkersConsumer, files)
+		t.Fatalf("the state file of consumer %s: %v", consumer, files)
 	}
 	if err := os.WriteFile(files[0], state, 0o600); err != nil {
 		t.Fatal(err)
@@ -68,10 +72,15 @@ func startAlone(ctx context.Context, t *testing.T, dir string, log *strings.Buil
 	return emb, s, err
 }
 
-// fetchAll takes every task the default lane delivers within a few seconds.
-func fetchAll(ctx context.Context, t *testing.T, s *Store) int {
+// fetchAll takes every task the default lane delivers within a few seconds
+// (or every message another stream's consumer does).
+func fetchAll(ctx context.Context, t *testing.T, s *Store, streamAndConsumer ...jetstream.Stream) int {
 	t.Helper()
-	c, err := s.Tasks.Consumer(ctx, WorkersConsumer)
+	st, name := s.Tasks, WorkersConsumer
+	if len(streamAndConsumer) == 1 {
+		st, name = streamAndConsumer[0], CoordConsumer
+	}
+	c, err := st.Consumer(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,5 +190,39 @@ func TestHealthyConsumerStateIsKept(t *testing.T) {
 	}
 	if strings.Contains(log.String(), "level=WARN") {
 		t.Fatalf("a healthy store was mended: %s", log.String())
+	}
+}
+
+// Bytes flipped in the results' consumer's state file that still read, as
+// a state past the stream's last result, with no result stored (all
+// deleted with their jobs): JetStream takes it (with a stream that holds
+// results it moves the state back to the last one), and the consumer
+// passes over every result published until the stream reaches it: no job
+// finished, new ones neither (found by hand). It is made again at start
+// and delivers the results published after.
+func TestResultsConsumerAheadIsReset(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	emb, _ := startOn(ctx, t, dir)
+	if err := emb.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeConsumerState(t, dir, []byte("\x16\x02\x00\x7f\x00\x7f\x00\x00"), ResultsStream, CoordConsumer)
+	var log strings.Builder
+	_, s, err := startAlone(ctx, t, dir, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := s.JS.Publish(ctx, ResultSubject+"j1", []byte{byte('0' + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fetchAll(ctx, t, s, s.Results); n != 3 {
+		t.Fatalf("the results' consumer delivered %d of the 3 results; log: %s", n, log.String())
+	}
+	if !strings.Contains(log.String(), "past the stream's last message") {
+		t.Fatalf("the log does not say the consumer was made again: %s", log.String())
 	}
 }

@@ -794,6 +794,18 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 		if err := s.resetSkipping(ctx); err != nil {
 			return nil, err
 		}
+		if err := s.resetAhead(ctx, s.Results, ResultsStream, CoordConsumer); err != nil {
+			return nil, err
+		}
+		lanes, err := s.taskConsumers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range lanes {
+			if err := s.resetAhead(ctx, s.Tasks, TasksStream, l.Config.Durable); err != nil {
+				return nil, err
+			}
+		}
 	}
 	s.Ports = ports(c.nc, s)
 	return s, nil
@@ -889,6 +901,39 @@ func (s *Store) resetSkipping(ctx context.Context) error {
 		s.log.Warn("the state of consumer "+name+" of stream "+TasksStream+" passed over tasks the queue holds (damaged on disk): the consumer was made again and delivers them",
 			"tasks", n, "reachable", reach(c))
 	}
+	return nil
+}
+
+// resetAhead makes a durable consumer of stream again when its state is
+// past the stream's last message: JetStream takes such a state (and says
+// "delivered sequence … past last stream sequence" in its log), and the
+// consumer then passes over every message up to it. A flipped byte of the
+// results' consumer's state file did so: no result was applied, and no
+// job finished, new ones neither (found by hand). The state may also come
+// from a stream whose last messages were lost. The consumer made again
+// delivers what the stream holds from its start (a result already applied
+// is dropped as a duplicate).
+func (s *Store) resetAhead(ctx context.Context, st jetstream.Stream, stream, name string) error {
+	c, err := st.Consumer(ctx, name)
+	if err != nil {
+		return fmt.Errorf("read consumer %s of %s: %w", name, stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", stream, err)
+	}
+	ci, last := c.CachedInfo(), info.State.LastSeq
+	if ci.Delivered.Stream <= last && ci.AckFloor.Stream <= last {
+		return nil
+	}
+	if err := st.DeleteConsumer(ctx, name); err != nil {
+		return fmt.Errorf("reset consumer %s of %s: %w", name, stream, err)
+	}
+	if _, err := st.CreateConsumer(ctx, ci.Config); err != nil {
+		return fmt.Errorf("reset consumer %s of %s: %w", name, stream, err)
+	}
+	s.log.Warn("the state of consumer "+name+" of stream "+stream+" was past the stream's last message (damaged on disk, or the stream's last messages lost): the consumer was made again and delivers the stream from its start",
+		"delivered", ci.Delivered.Stream, "last", last)
 	return nil
 }
 
