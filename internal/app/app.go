@@ -455,6 +455,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.wasm, err = wasmkind.New(ctx, int(cfg.WasmMemory>>20), wasmkind.CacheDir(filepath.Join(cfg.DataDir, "wasm-cache"))); err != nil {
 		return nil, err
 	}
+	for _, f := range s.wasm.Dropped() {
+		s.log.Warn("a compiled WebAssembly module in the cache did not match its checksum (damaged on disk): removed, its module is compiled again when a task needs it", "file", f)
+	}
 	s.catalog = catalog.New(s.store.Ports, s.wasm, cfg.Kinds, s.log)
 	if err = s.catalog.Start(ctx); err != nil {
 		return nil, err

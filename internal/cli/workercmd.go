@@ -106,6 +106,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	if err != nil {
 		return err
 	}
+	for _, f := range rt.Dropped() {
+		log.Warn("a compiled WebAssembly module in the cache did not match its checksum (damaged on disk): removed, its module is compiled again when a task needs it", "file", f)
+	}
 	defer rt.Close(context.Background())
 	// The kinds' states, so that the pool starts no task of a paused kind.
 	kinds := catalog.New(store.Ports, rt, registry(*sleepScale), log)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -396,4 +397,111 @@ func TestMergeDataKeepsTheMemory(t *testing.T) {
 	if got := mergeData(sec[:len(sec)-2]); !bytes.Equal(got, sec[:len(sec)-2]) {
 		t.Error("a truncated section was changed")
 	}
+}
+
+// cacheFile returns the one compiled module's file in dir.
+func cacheFile(t *testing.T, dir string) string {
+	t.Helper()
+	var files []string
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, _ error) error {
+		if d != nil && !d.IsDir() && d.Name() != sumsFile {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if len(files) != 1 {
+		t.Fatalf("compiled modules in %s: %v; want one", dir, files)
+	}
+	return files[0]
+}
+
+// Bytes flipped in a compiled module in the cache: in its machine code
+// (wazero's CRC says so, and every task of the kind failed for good,
+// "compilationcache: checksum mismatch"), or in its table of functions'
+// offsets (which nothing checked: it would have been run as code). A
+// runtime started on the directory removes the file, says so, and
+// compiles the module again; one already running when the file is damaged
+// compiles it again too.
+func TestDamagedCompiledModuleIsCompiledAgain(t *testing.T) {
+	ctx := context.Background()
+	run := func(r *Runtime) error {
+		m, err := r.Compile(ctx, tinyKind("cached"))
+		if err != nil {
+			return err
+		}
+		_, release, err := m.Kind(ctx, "cached", nil)
+		if err == nil {
+			release()
+		}
+		return err
+	}
+	// A file is "WAZEVO", the length of wazero's version and the version,
+	// the number of functions (4 bytes), their offsets (8 bytes each),
+	// the code's length, the code and its CRC, and more.
+	flip := func(path string, at func(data []byte) int) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := at(data)
+		for j := i; j < i+4; j++ {
+			data[j] ^= 0x5a
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, at := range map[string]func([]byte) int{
+		"in the code":              func(data []byte) int { return len(data) / 2 },
+		"in the offsets' table":    func(data []byte) int { return 7 + int(data[6]) + 4 + 1 },
+		"in the number of offsets": func(data []byte) int { return 7 + int(data[6]) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			r, err := New(ctx, 16, CacheDir(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := run(r); err != nil {
+				t.Fatal(err)
+			}
+			_ = r.Close(ctx)
+			file := cacheFile(t, dir)
+			flip(file, at)
+			r, err = New(ctx, 16, CacheDir(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close(ctx)
+			if d := r.Dropped(); len(d) != 1 || d[0] != file {
+				t.Fatalf("dropped %v; want the damaged %s", d, file)
+			}
+			if err := run(r); err != nil {
+				t.Fatalf("the module compiled again: %v", err)
+			}
+		})
+	}
+	t.Run("while running", func(t *testing.T) {
+		dir := t.TempDir()
+		r, err := New(ctx, 16, CacheDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := run(r); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.Close(ctx)
+		r, err = New(ctx, 16, CacheDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close(ctx)
+		if len(r.Dropped()) != 0 {
+			t.Fatalf("a sound cache: dropped %v", r.Dropped())
+		}
+		flip(cacheFile(t, dir), func(data []byte) int { return len(data) / 2 })
+		if err := run(r); err != nil {
+			t.Fatalf("a module whose compiled copy was damaged while the runtime ran: %v", err)
+		}
+	})
 }

@@ -65,6 +65,8 @@ var ErrEvicted = errors.New("the compiled module was freed to make room for othe
 type Runtime struct {
 	rt       wazero.Runtime
 	cache    wazero.CompilationCache // nil without CacheDir
+	sums     *cacheSums              // of the cache's files; nil without CacheDir
+	dropped  []string                // the cache's files New found damaged and removed
 	memoryMB int
 
 	mu   sync.Mutex
@@ -92,11 +94,16 @@ func New(ctx context.Context, memoryMB int, opts ...Option) (*Runtime, error) {
 		WithMemoryLimitPages(uint32(memoryMB) * 16). // 64 KiB pages
 		WithCloseOnContextDone(false)                // instrument's calls of yield do it, at full speed
 	var cache wazero.CompilationCache
+	var sums *cacheSums
+	var dropped []string
 	if o.cacheDir != "" {
 		if err := os.MkdirAll(o.cacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("make the directory of compiled modules: %w", err)
 		}
 		var err error
+		if sums, dropped, err = openCacheSums(o.cacheDir); err != nil {
+			return nil, fmt.Errorf("check the compiled modules in %s: %w", o.cacheDir, err)
+		}
 		if cache, err = wazero.NewCompilationCacheWithDir(o.cacheDir); err != nil {
 			return nil, fmt.Errorf("open the directory of compiled modules %s: %w", o.cacheDir, err)
 		}
@@ -114,8 +121,12 @@ func New(ctx context.Context, memoryMB int, opts ...Option) (*Runtime, error) {
 		_ = rt.Close(ctx)
 		return nil, fmt.Errorf("set up the sandbox's yield: %w", err)
 	}
-	return &Runtime{rt: rt, cache: cache, memoryMB: memoryMB, mods: map[string]*Module{}}, nil
+	return &Runtime{rt: rt, cache: cache, sums: sums, dropped: dropped, memoryMB: memoryMB, mods: map[string]*Module{}}, nil
 }
+
+// Dropped returns the files of compiled modules New found damaged in the
+// cache directory and removed (they are compiled again when needed).
+func (r *Runtime) Dropped() []string { return r.dropped }
 
 // yield is what an instrumented module calls every yieldEvery loop
 // iterations and function calls: it stops the module once the call's
@@ -220,8 +231,18 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		return nil, fmt.Errorf("not a WebAssembly module the sandbox can run: %w", err)
 	}
 	cm, err := r.rt.CompileModule(ctx, code)
+	if err != nil && r.sums != nil && strings.Contains(err.Error(), "compilationcache") {
+		// The cache's copy was damaged since the start: removed by the
+		// check, the module is compiled again.
+		if _, cerr := r.sums.check(); cerr == nil {
+			cm, err = r.rt.CompileModule(ctx, code)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("not a WebAssembly module wazero can compile: %w", err)
+	}
+	if r.sums != nil {
+		_ = r.sums.record() // unrecorded, the file is compiled again at the next start
 	}
 	have := cm.ExportedFunctions()
 	var missing []string
