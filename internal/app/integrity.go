@@ -132,7 +132,7 @@ func (s *Server) checkStoreIntegrity(ctx context.Context) error {
 	default:
 		var m storeMark
 		if err := json.Unmarshal(data, &m); err != nil {
-			problems = append(problems, fmt.Sprintf("the store's record %s is unreadable (%v)", s.markPath(), err))
+			problems = append(problems, fmt.Sprintf("the store's record %s, which says how far each stream had reached, is unreadable (%v), so the streams could not be checked against it (their own checksums were)", s.markPath(), err))
 			break
 		}
 		names := make([]string, 0, len(m.Streams))
