@@ -1,6 +1,7 @@
 package job_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,7 +65,7 @@ func TestApplyFailureFailsJob(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	t.Parallel()
-	r := job.NewRegistry(job.Kind{Name: "short"}, job.Kind{Name: "long"})
+	r := job.NewRegistry(job.Kind{Name: "short"}, job.Kind{Name: "long"}, job.Kind{Name: "count", MapRecord: func(context.Context, job.Record, job.Emit) error { return nil }})
 	for _, tc := range []struct {
 		spec job.Spec
 		want string // "" for valid
@@ -74,12 +75,20 @@ func TestValidate(t *testing.T) {
 		{job.Spec{Kind: "short", Partitions: 0}, "from 1 to 10"},
 		{job.Spec{Kind: "short", Partitions: -3}, "from 1 to 10"},
 		{job.Spec{Kind: "short", Partitions: 11}, "from 1 to 10"},
-		{job.Spec{Kind: "medium", Partitions: 1}, "known kinds: long, short"},
+		{job.Spec{Kind: "medium", Partitions: 1}, "known kinds: count, long, short"},
+		{job.Spec{Kind: "count", Partitions: 10, Input: []string{"books"}, Reducers: 1024}, ""},
+		// 10,000 maps of 1,024 reducers would write 10 million shuffle runs.
+		{job.Spec{Kind: "count", Partitions: 10000, Input: []string{"books"}, Reducers: 101}, "partitions × reducers is 10000 × 101 = 1010000, at most 1000000"},
+		{job.Spec{Kind: "count", Partitions: 10000, Input: []string{"books"}, Reducers: 100}, ""},
 		{job.Spec{Partitions: 1}, "kind is required"},
 		{job.Spec{Kind: "short", Partitions: 1, Params: []byte(`[1]`)}, "params must be a JSON object"},
 		{job.Spec{Kind: "short", Partitions: 1, Params: []byte(`{"a":1}`)}, ""},
 	} {
-		err := r.Validate(tc.spec, 10)
+		max := 10
+		if tc.spec.Kind == "count" {
+			max = 10000
+		}
+		err := r.Validate(tc.spec, max)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%+v: unexpected error %v", tc.spec, err)
