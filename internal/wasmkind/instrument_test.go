@@ -505,3 +505,37 @@ func TestDamagedCompiledModuleIsCompiledAgain(t *testing.T) {
 		}
 	})
 }
+
+// A compiled module the cache cannot take (a full disk; here its directory
+// is a link to nowhere, where nothing is found and nothing can be
+// written): wazero says so after keeping the module compiled, and the
+// compile is not the task's failure (the kind's tasks failed their first
+// attempt "not a WebAssembly module wazero can compile: … no space left").
+func TestCompileGoesOnWhenTheCacheCannotBeWritten(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	r, err := New(ctx, 16, CacheDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	if _, err := r.Compile(ctx, tinyKind("first")); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Dir(cacheFile(t, dir))
+	if err := os.RemoveAll(sub); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "gone"), sub); err != nil {
+		t.Fatal(err)
+	}
+	m, err := r.Compile(ctx, tinyKind("second"))
+	if err != nil {
+		t.Fatalf("a compile whose module the cache could not take: %v", err)
+	}
+	if _, release, err := m.Kind(ctx, "second", nil); err != nil {
+		t.Fatal(err)
+	} else {
+		release()
+	}
+}

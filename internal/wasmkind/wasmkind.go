@@ -231,12 +231,17 @@ func (r *Runtime) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		return nil, fmt.Errorf("not a WebAssembly module the sandbox can run: %w", err)
 	}
 	cm, err := r.rt.CompileModule(ctx, code)
-	if err != nil && r.sums != nil && strings.Contains(err.Error(), "compilationcache") {
-		// The cache's copy was damaged since the start: removed by the
-		// check, the module is compiled again.
-		if _, cerr := r.sums.check(); cerr == nil {
-			cm, err = r.rt.CompileModule(ctx, code)
+	if err != nil && r.cache != nil {
+		// Once more: the cache's copy was damaged since the start (the
+		// check removes it, and the module is compiled again), or the
+		// compiled module could not be written to the cache (a full
+		// disk), which wazero reports after keeping it in memory, where
+		// the second compile finds it. A module wazero cannot compile
+		// fails the same way twice.
+		if r.sums != nil && strings.Contains(err.Error(), "compilationcache") {
+			_, _ = r.sums.check()
 		}
+		cm, err = r.rt.CompileModule(ctx, code)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("not a WebAssembly module wazero can compile: %w", err)
