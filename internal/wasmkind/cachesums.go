@@ -81,9 +81,9 @@ func (c *cacheSums) check() (removed []string, err error) {
 			delete(c.sums, name)
 		}
 	}
-	if werr := c.write(); err == nil {
-		err = werr
-	}
+	// Unwritten (a full disk), the sums are written again at the next
+	// compile's record; a missing line costs a compile, never a wrong run.
+	_ = c.write()
 	return removed, err
 }
 
