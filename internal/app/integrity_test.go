@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -330,6 +331,97 @@ func TestDamagedMapOutputRunsTheMapAgain(t *testing.T) {
 	}
 	if lost < 0 || runs[lost] != 2 || runs[1-lost] != 1 {
 		t.Fatalf("the damaged output's map: %d; map runs by task %v; want it run twice, the other once", lost, runs)
+	}
+}
+
+// Bytes flipped in the results' consumer's state file that still read,
+// as a state that applied every result the stream holds, while some were
+// stored by workers and applied by no coordinator: nothing can tell such a
+// state from a sound one, so the results it passed over are never applied.
+// The look at a stuck queue finds their tasks neither queued, running nor
+// done, and queues them again; the job succeeds, each partition once.
+func TestResultsPassedOverAreRunAgain(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := startAt(t, dir, false, func(c *app.Config) { c.Workers = 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := (&bundle{srv: srv}).client().Submit(t, "noop", 4) // no workers: its tasks stay queued
+	stop(srv)
+
+	// A pool of workers alone on the store runs the tasks and stores
+	// their results; no coordinator applies them.
+	ctx := apitest.Context(t)
+	quiet := slog.New(slog.DiscardHandler)
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := emb.Connect("lone workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := natsx.Setup(ctx, nc, natsx.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := worker.New(worker.Config{Store: st.Ports, Kinds: testKinds(), Concurrency: 1, Name: "lone", Host: "lone", Logger: quiet})
+	if err := pool.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := st.Ports.Tasks.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Waiting == 0 && info.Leased == 0 {
+			break // every task acked: its result is stored
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the lone pool left %d tasks waiting, %d leased", info.Waiting, info.Leased)
+		case <-time.After(50 * time.Millisecond): // polls the queue: no event says it drained
+		}
+	}
+	results, err := st.Results.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := results.State.LastSeq
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_ = pool.Stop(sctx)
+	nc.Close()
+	_ = emb.Stop(sctx)
+	cancel()
+	files, _ := filepath.Glob(filepath.Join(dir, "jetstream", "jetstream", "*", "streams", natsx.ResultsStream, "obs", natsx.CoordConsumer, "o.dat"))
+	if len(files) != 1 {
+		t.Fatalf("the results' consumer's state file: %v", files)
+	}
+	state := []byte{0x16, 0x02}
+	for _, v := range []uint64{last, last, last, last, 0, 0} { // acked and delivered up to the last result
+		state = binary.AppendUvarint(state, v)
+	}
+	if err := os.WriteFile(files[0], state, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := &lockedBuffer{}
+	srv, err = startAt(t, dir, false, func(c *app.Config) {
+		c.ReconcileEvery = 500 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv}
+	if j = b.await(t, j.ID, terminal); j.State != client.Succeeded || j.Result.Sum != 4 || j.Tasks.Done != 4 {
+		t.Fatalf("a job whose stored results the consumer passed over: %s", apitest.Describe(j))
+	}
+	// Through the repair, not the stored results (else the state written
+	// did not pass over them, and the test tested nothing).
+	if !strings.Contains(logs.String(), "queuing again tasks neither queued, running nor done") {
+		t.Fatalf("the job succeeded without its tasks queued again:\n%s", logs.String())
 	}
 }
 
