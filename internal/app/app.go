@@ -90,6 +90,10 @@ type Config struct {
 	// MaxUnfinishedJobs bounds the jobs not finished in the cluster (0:
 	// none): every server holds each one's record in memory.
 	MaxUnfinishedJobs int
+	// MaxWebsockets bounds the websockets open at once (0: none): each
+	// holds about 110 KB of the server's memory and costs it a snapshot
+	// or an event at every change.
+	MaxWebsockets int
 	// MaxAttempts is how many times a task may run before its failure
 	// fails its job; RetryBackoff the wait before the second attempt,
 	// doubling after each.
@@ -248,6 +252,7 @@ func DefaultConfig() Config {
 		// burst (its record in the read model and the coordinator's
 		// cache, JetStream's buffers): about 1.5 GB at the bound.
 		MaxUnfinishedJobs: 250_000,
+		MaxWebsockets:     1000,
 		MaxAttempts:       3,
 		MaxLostRuns:       DefaultMaxLostRuns,
 		RetryBackoff:      time.Second,
@@ -297,8 +302,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--%s must be 1 or more, got %d", flags.RecentJobs, c.RecentJobs)
 	case c.Retention < 0:
 		return fmt.Errorf("--%s must be 0 (keep jobs for ever) or more, got %s", flags.Retention, c.Retention)
-	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0 || c.MaxUnfinishedJobs < 0:
-		return fmt.Errorf("--%s, --%s and --%s must be 0 (no limit) or more", flags.SubmitRate, flags.MaxQueuedTasks, flags.MaxUnfinishedJobs)
+	case c.SubmitRate < 0 || c.MaxQueuedTasks < 0 || c.MaxUnfinishedJobs < 0 || c.MaxWebsockets < 0:
+		return fmt.Errorf("--%s, --%s, --%s and --%s must be 0 (no limit) or more", flags.SubmitRate, flags.MaxQueuedTasks, flags.MaxUnfinishedJobs, flags.MaxWebsockets)
 	}
 	if c.Workers > 0 {
 		if err := mr.CheckTempDir(c.TempDir); err != nil {
@@ -561,14 +566,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
-		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst,
+		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxWebsockets: cfg.MaxWebsockets,
 		UI: webui.Handler(),
 	})
 	s.registerGauges(m)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s (is another server running? set --%s): %w", cfg.Addr, flags.Addr, err)
 	}
-	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second}
+	// The server's own errors (an accept failing for want of file
+	// descriptors, a TLS handshake) go to the log, not to standard error.
+	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	go func() { s.serve <- s.http.Serve(s.ln) }()
 	// The memory limit holds once the server serves: at start the read of
 	// the store grows the live heap at full speed, and a limit a step

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -141,6 +142,51 @@ func TestMaxUnfinishedJobs(t *testing.T) {
 	var list struct{ Jobs []client.Job }
 	if r := b.do(t, "GET", "/api/v1/jobs", ""); r.Status != 200 || json.Unmarshal(r.Body, &list) != nil || len(list.Jobs) != 2 {
 		t.Fatalf("jobs listed: %d %s; want the 2 admitted", r.Status, r.Body)
+	}
+}
+
+// Websockets are bounded: each holds about 110 KB of the server's memory
+// and gets a snapshot or an event at every change, and one client holding
+// 5,000 took 580 MB. One over --max-websockets is refused with 429 before
+// its upgrade, naming the flag; one closed makes room again.
+func TestMaxWebsockets(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.MaxWebsockets = 2 })
+	c := b.client()
+	first := c.Dial(t, "/queue") // the seed's live page
+	c.Dial(t, "/api/v1/events")
+	ws := "ws" + strings.TrimPrefix(c.URL, "http")
+	ctx := apitest.Context(t)
+	conn, resp, err := websocket.Dial(ctx, ws+"/api/v1/events", nil)
+	if err == nil {
+		conn.CloseNow()
+		t.Fatal("a third websocket was taken with --max-websockets 2")
+	}
+	var body []byte
+	if resp != nil {
+		body, _ = io.ReadAll(resp.Body)
+	}
+	if resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "--max-websockets") {
+		t.Fatalf("a websocket over the bound: %v %v %s", err, resp, body)
+	}
+	first.CloseNow()
+	// The server lets the closed one go once its read ends: a new one is
+	// taken within moments.
+	deadline := time.Now().Add(apitest.Timeout)
+	for {
+		conn, _, err := websocket.Dial(ctx, ws+"/api/v1/events", nil)
+		if err == nil {
+			conn.CloseNow()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no websocket taken after one of the two was closed: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(20 * time.Millisecond): // the server's count is not observable otherwise
+		}
 	}
 }
 

@@ -64,6 +64,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.IntVar(&cfg.MaxLostRuns, flags.MaxLostRuns, cfg.MaxLostRuns, "runs of a task in a row that may end with their worker lost (crashed, killed, cut off) before the task is taken for what kills its workers and fails its job (0: no bound)")
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	fs.IntVar(&cfg.MaxQueuedTasks, flags.MaxQueuedTasks, cfg.MaxQueuedTasks, "tasks allowed to wait in the cluster; a submit beyond gets 429 (0: no limit)")
+	fs.IntVar(&cfg.MaxWebsockets, flags.MaxWebsockets, cfg.MaxWebsockets, "websockets (dashboards' events, the seed's live pages) open at once; one beyond gets 429 (0: no limit)")
 	fs.IntVar(&cfg.MaxUnfinishedJobs, flags.MaxUnfinishedJobs, cfg.MaxUnfinishedJobs, "jobs allowed unfinished (scheduled, queued or running) in the cluster, each held in every server's memory; a submit beyond gets 429 (0: no limit)")
 	fs.Var(mib{&cfg.MaxFileSize}, flags.MaxFileMB, "largest dataset file an upload may store, in MiB (0: no limit)")
 	fs.Var(mib{&cfg.SortBuffer}, flags.SortBuffer, "memory of one map task's output before it spills to --temp-dir, in MiB")

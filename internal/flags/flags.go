@@ -23,6 +23,7 @@ const (
 	SubmitRate         = "submit-rate"
 	MaxQueuedTasks     = "max-queued-tasks"
 	MaxUnfinishedJobs  = "max-unfinished-jobs"
+	MaxWebsockets      = "max-websockets"
 	MaxFileMB          = "max-file-mb"
 	Routes             = "routes"
 	ClusterListen      = "cluster-listen"

@@ -79,6 +79,8 @@ type Config struct {
 	// second (0: no bound).
 	SubmitRate  float64
 	SubmitBurst int
+	// MaxWebsockets bounds the websockets open at once (0: no bound).
+	MaxWebsockets int
 	// UI serves the dashboard at / and its routes (none when nil).
 	UI http.Handler
 }
