@@ -94,6 +94,9 @@ type Config struct {
 	// holds about 110 KB of the server's memory and costs it a snapshot
 	// or an event at every change.
 	MaxWebsockets int
+	// UploadStall is how long an upload may send nothing before it is
+	// refused (0: httpapi.DefaultUploadStall, a minute; tests shorten it).
+	UploadStall time.Duration
 	// MaxAttempts is how many times a task may run before its failure
 	// fails its job; RetryBackoff the wait before the second attempt,
 	// doubling after each.
@@ -566,7 +569,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxPartitions: cfg.MaxPartitions, AllowOrigins: cfg.AllowOrigins,
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
-		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxWebsockets: cfg.MaxWebsockets,
+		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxWebsockets: cfg.MaxWebsockets, UploadStall: cfg.UploadStall,
 		UI: webui.Handler(),
 	})
 	s.registerGauges(m)

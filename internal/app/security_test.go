@@ -1,8 +1,11 @@
 package app_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -233,4 +236,34 @@ func TestDatasetFileLimit(t *testing.T) {
 		t.Fatalf("a refused upload left a dataset: %d %s", r.Status, r.Body)
 	}
 	b.client().PutFile(t, "d", "f", []byte("small enough"))
+}
+
+// An upload whose client stops sending is refused once it has sent nothing
+// for the upload's stall time (a minute by default): it held a 4 MiB
+// buffer, and one of the uploads read at once, for good (300 stalled
+// uploads held 930 MB of a server). The upload stores nothing, and the
+// next upload is taken.
+func TestStalledUploadIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.UploadStall = 300 * time.Millisecond })
+	c := b.client()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /api/v1/datasets/stalled/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nthe first words and then nothing")
+	_ = conn.SetReadDeadline(time.Now().Add(apitest.Timeout))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled upload: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "the client sent nothing for 300ms") {
+		t.Fatalf("a stalled upload: %d %s", resp.StatusCode, body)
+	}
+	if r := b.do(t, "GET", "/api/v1/datasets/stalled", ""); r.Status != http.StatusNotFound {
+		t.Fatalf("the stalled upload's dataset: %d %s", r.Status, r.Body)
+	}
+	c.PutFile(t, "next", "b.txt", []byte("a whole file\n"))
 }

@@ -156,6 +156,14 @@ func blockName(ds, file, upload string, i int) string {
 	return ds + "/" + file + "/" + upload + "/" + strconv.Itoa(i)
 }
 
+// MaxUploads bounds the uploads a process reads at once: each holds a
+// block's buffer (4 MiB) while its client sends, and 300 stalled uploads
+// held 930 MB of a server. Those beyond wait for a slot, their bodies
+// unread.
+const MaxUploads = 16
+
+var uploadSlots = make(chan struct{}, MaxUploads)
+
 // blockBufs holds the buffers uploads read blocks into, for the next
 // upload: a dataset of many small files allocated a whole block per file
 // (10 GB for 1 GiB in 2,600 files).
@@ -183,10 +191,22 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 		bs = DefaultBlockSize
 	}
 	f := File{Name: file, Upload: newUpload(), BlockSize: bs, Lines: []int64{}}
+	select {
+	case uploadSlots <- struct{}{}:
+		defer func() { <-uploadSlots }()
+	case <-ctx.Done():
+		return File{}, unavailable(fmt.Errorf("upload of %s/%s waited for one of the %d uploads read at once: %w", ds, file, MaxUploads, ctx.Err()))
+	}
 	buf := getBlockBuf(bs)
 	defer blockBufs.Put(&buf)
 	for i := 0; ; i++ {
 		n, err := io.ReadFull(r, buf)
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			// The client's body failed (it went away, or stalled): what it
+			// sent of this block is not stored, nor are the blocks before.
+			s.deleteBlocks(ds, file, f.Upload, i)
+			return File{}, job.Errorf(job.EInvalid, "reading the upload of %s/%s failed after %d bytes: %v", ds, file, f.Size+int64(n), err)
+		}
 		if n > 0 {
 			if s.MaxFileSize > 0 && f.Size+int64(n) > s.MaxFileSize {
 				s.deleteBlocks(ds, file, f.Upload, i)
@@ -204,12 +224,8 @@ func (s *Store) PutFile(ctx context.Context, ds, file string, r io.Reader) (File
 				f.EndsLine += "0"
 			}
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			break
-		}
 		if err != nil {
-			s.deleteBlocks(ds, file, f.Upload, i+1)
-			return File{}, job.Errorf(job.EInvalid, "reading the upload of %s/%s failed after %d bytes: %v", ds, file, f.Size, err)
+			break // io.EOF or io.ErrUnexpectedEOF: the end
 		}
 	}
 	f.UploadedAt = time.Now().UTC()

@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"time"
 )
 
 func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) {
@@ -38,8 +41,18 @@ func (s *Server) putDatasetFile(w http.ResponseWriter, r *http.Request) {
 	s.putFile(w, r, r.PathValue("name"), r.PathValue("file"))
 }
 
+// DefaultUploadStall is how long an upload may send nothing before it is
+// refused: a client that stalls would hold its block's buffer and one of
+// the uploads read at once (dataset.MaxUploads) for good.
+const DefaultUploadStall = time.Minute
+
 func (s *Server) putFile(w http.ResponseWriter, r *http.Request, name, file string) {
-	d, err := s.cfg.Service.PutFile(r.Context(), name, file, r.Body, r.ContentLength)
+	stall := s.cfg.UploadStall
+	if stall <= 0 {
+		stall = DefaultUploadStall
+	}
+	body := &progressing{r: r.Body, rc: http.NewResponseController(w), stall: stall}
+	d, err := s.cfg.Service.PutFile(r.Context(), name, file, body, r.ContentLength)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -98,4 +111,23 @@ type started struct {
 func (s *started) Write(p []byte) (int, error) {
 	s.yes = s.yes || len(p) > 0
 	return s.w.Write(p)
+}
+
+// progressing reads a request's body with a read deadline of stall from
+// each read's start: a client that sends nothing for that long ends the
+// read, with an error that says so. (The time an upload waits for a slot,
+// unread, does not count.)
+type progressing struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (p *progressing) Read(b []byte) (int, error) {
+	_ = p.rc.SetReadDeadline(time.Now().Add(p.stall)) // unsupported (a test's recorder): no deadline
+	n, err := p.r.Read(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("the client sent nothing for %s: %w", p.stall, err)
+	}
+	return n, err
 }

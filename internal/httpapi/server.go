@@ -81,6 +81,9 @@ type Config struct {
 	SubmitBurst int
 	// MaxWebsockets bounds the websockets open at once (0: no bound).
 	MaxWebsockets int
+	// UploadStall is how long an upload may send nothing before it is
+	// refused (0: DefaultUploadStall).
+	UploadStall time.Duration
 	// UI serves the dashboard at / and its routes (none when nil).
 	UI http.Handler
 }
