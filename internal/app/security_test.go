@@ -267,3 +267,32 @@ func TestStalledUploadIsRefused(t *testing.T) {
 	}
 	c.PutFile(t, "next", "b.txt", []byte("a whole file\n"))
 }
+
+// An upload whose connection ends before its Content-Length stores
+// nothing: the body's io.ErrUnexpectedEOF read as the end of a short last
+// block, which could store the file cut short.
+func TestUploadCutShortStoresNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /api/v1/datasets/cut/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nthe first line\nand half of the second")
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(apitest.Timeout))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "ended before") {
+			t.Fatalf("an upload cut short: %d %s", resp.StatusCode, body)
+		}
+	}
+	if r := b.do(t, "GET", "/api/v1/datasets/cut", ""); r.Status != http.StatusNotFound {
+		t.Fatalf("the dataset of an upload cut short: %d %s", r.Status, r.Body)
+	}
+}

@@ -126,8 +126,16 @@ type progressing struct {
 func (p *progressing) Read(b []byte) (int, error) {
 	_ = p.rc.SetReadDeadline(time.Now().Add(p.stall)) // unsupported (a test's recorder): no deadline
 	n, err := p.r.Read(b)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		err = fmt.Errorf("the client sent nothing for %s: %w", p.stall, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The connection ended before the body's Content-Length: said
+		// otherwise, as a reader of whole blocks takes io.ErrUnexpectedEOF
+		// for the end of a short last block, and stored a file cut short.
+		err = errBodyCut
 	}
 	return n, err
 }
+
+var errBodyCut = errors.New("the connection ended before the body's Content-Length")
