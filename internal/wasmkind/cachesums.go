@@ -61,6 +61,9 @@ func (c *cacheSums) check() (removed []string, err error) {
 	seen := map[string]bool{}
 	err = c.walk(func(name, path string) error {
 		sum, err := fileSum(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // removed meanwhile by another process on the directory
+		}
 		if err != nil {
 			return err
 		}
@@ -74,7 +77,10 @@ func (c *cacheSums) check() (removed []string, err error) {
 		default:
 			removed = append(removed, path)
 		}
-		return os.Remove(path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
 	})
 	for name := range c.sums {
 		if !seen[name] {
@@ -108,6 +114,9 @@ func (c *cacheSums) record() error {
 			return nil
 		}
 		sum, err := fileSum(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
