@@ -334,15 +334,12 @@ func TestDamagedMapOutputRunsTheMapAgain(t *testing.T) {
 	}
 }
 
-// Bytes flipped in the results' consumer's state file that still read,
-// as a state that applied every result the stream holds, while some were
-// stored by workers and applied by no coordinator: nothing can tell such a
-// state from a sound one, so the results it passed over are never applied.
-// The look at a stuck queue finds their tasks neither queued, running nor
-// done, and queues them again; the job succeeds, each partition once.
-func TestResultsPassedOverAreRunAgain(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
+// unappliedResults stores in a store under dir a job of 4 noop tasks
+// whose results are stored and applied by no coordinator: a server with no
+// workers takes the job, then a pool of workers alone on the store runs
+// the tasks. It returns the job and the results stream's last sequence.
+func unappliedResults(t *testing.T, dir string) (client.Job, uint64) {
+	t.Helper()
 	srv, err := startAt(t, dir, false, func(c *app.Config) { c.Workers = 0 })
 	if err != nil {
 		t.Fatal(err)
@@ -350,8 +347,6 @@ func TestResultsPassedOverAreRunAgain(t *testing.T) {
 	j := (&bundle{srv: srv}).client().Submit(t, "noop", 4) // no workers: its tasks stay queued
 	stop(srv)
 
-	// A pool of workers alone on the store runs the tasks and stores
-	// their results; no coordinator applies them.
 	ctx := apitest.Context(t)
 	quiet := slog.New(slog.DiscardHandler)
 	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, quiet)
@@ -388,12 +383,24 @@ func TestResultsPassedOverAreRunAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := results.State.LastSeq
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	_ = pool.Stop(sctx)
 	nc.Close()
 	_ = emb.Stop(sctx)
-	cancel()
+	return j, results.State.LastSeq
+}
+
+// Bytes flipped in the results' consumer's state file that still read,
+// as a state that applied every result the stream holds, while some were
+// stored by workers and applied by no coordinator: nothing can tell such a
+// state from a sound one, so the results it passed over are never applied.
+// The look at a stuck queue finds their tasks neither queued, running nor
+// done, and queues them again; the job succeeds, each partition once.
+func TestResultsPassedOverAreRunAgain(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j, last := unappliedResults(t, dir)
 	files, _ := filepath.Glob(filepath.Join(dir, "jetstream", "jetstream", "*", "streams", natsx.ResultsStream, "obs", natsx.CoordConsumer, "o.dat"))
 	if len(files) != 1 {
 		t.Fatalf("the results' consumer's state file: %v", files)
@@ -407,7 +414,7 @@ func TestResultsPassedOverAreRunAgain(t *testing.T) {
 	}
 
 	logs := &lockedBuffer{}
-	srv, err = startAt(t, dir, false, func(c *app.Config) {
+	srv, err := startAt(t, dir, false, func(c *app.Config) {
 		c.ReconcileEvery = 500 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})
@@ -433,57 +440,12 @@ func TestResultsPassedOverAreRunAgain(t *testing.T) {
 func TestDamagedResultIsRunAgain(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	srv, err := startAt(t, dir, false, func(c *app.Config) { c.Workers = 0 })
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := (&bundle{srv: srv}).client().Submit(t, "noop", 4) // no workers: its tasks stay queued
-	stop(srv)
-
-	// A pool of workers alone on the store runs the tasks and stores
-	// their results; no coordinator applies them.
-	ctx := apitest.Context(t)
-	quiet := slog.New(slog.DiscardHandler)
-	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0"}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := emb.Connect("lone workers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := natsx.Setup(ctx, nc, natsx.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := worker.New(worker.Config{Store: st.Ports, Kinds: testKinds(), Concurrency: 1, Name: "lone", Host: "lone", Logger: quiet})
-	if err := pool.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		info, err := st.Ports.Tasks.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.Waiting == 0 && info.Leased == 0 {
-			break // every task acked: its result is stored
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the lone pool left %d tasks waiting, %d leased", info.Waiting, info.Leased)
-		case <-time.After(50 * time.Millisecond): // polls the queue: no event says it drained
-		}
-	}
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_ = pool.Stop(sctx)
-	nc.Close()
-	_ = emb.Stop(sctx)
-	cancel()
+	j, _ := unappliedResults(t, dir)
 	if err := flip(`"partition":2`)(streamFile(t, dir, natsx.ResultsStream)); err != nil {
 		t.Fatal(err)
 	}
 
-	srv, err = startAt(t, dir, false, func(c *app.Config) { c.ReconcileEvery = 500 * time.Millisecond })
+	srv, err := startAt(t, dir, false, func(c *app.Config) { c.ReconcileEvery = 500 * time.Millisecond })
 	if err != nil {
 		t.Fatal(err)
 	}

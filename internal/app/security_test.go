@@ -247,18 +247,10 @@ func TestStalledUploadIsRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *app.Config) { c.UploadStall = 300 * time.Millisecond })
 	c := b.client()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "PUT /api/v1/datasets/stalled/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nthe first words and then nothing")
-	_ = conn.SetReadDeadline(time.Now().Add(apitest.Timeout))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, body, err := partialUpload(t, c.URL, "stalled", "the first words and then nothing", false)
 	if err != nil {
 		t.Fatalf("no answer to a stalled upload: %v", err)
 	}
-	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "the client sent nothing for 300ms") {
 		t.Fatalf("a stalled upload: %d %s", resp.StatusCode, body)
 	}
@@ -275,19 +267,8 @@ func TestUploadCutShortStoresNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	c := b.client()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "PUT /api/v1/datasets/cut/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nthe first line\nand half of the second")
-	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(apitest.Timeout))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, body, err := partialUpload(t, c.URL, "cut", "the first line\nand half of the second", true)
 	if err == nil {
-		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "ended before") {
 			t.Fatalf("an upload cut short: %d %s", resp.StatusCode, body)
 		}
@@ -295,4 +276,29 @@ func TestUploadCutShortStoresNothing(t *testing.T) {
 	if r := b.do(t, "GET", "/api/v1/datasets/cut", ""); r.Status != http.StatusNotFound {
 		t.Fatalf("the dataset of an upload cut short: %d %s", r.Status, r.Body)
 	}
+}
+
+// partialUpload sends an upload of file a.txt into dataset ds that says it
+// is 1,000,000 bytes long and sends only text, then (cut) half-closes the
+// connection, and reads the server's answer.
+func partialUpload(t *testing.T, url, ds, text string, cut bool) (*http.Response, []byte, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "PUT /api/v1/datasets/%s/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n%s", ds, text)
+	if cut {
+		if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(apitest.Timeout))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body, nil
 }

@@ -791,20 +791,8 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", CoordConsumer, ResultsStream, err)
 	}
 	if s.aloneDir != "" {
-		if err := s.resetSkipping(ctx); err != nil {
+		if err := s.mendConsumers(ctx); err != nil {
 			return nil, err
-		}
-		if err := s.resetAhead(ctx, s.Results, ResultsStream, CoordConsumer); err != nil {
-			return nil, err
-		}
-		lanes, err := s.taskConsumers(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range lanes {
-			if err := s.resetAhead(ctx, s.Tasks, TasksStream, l.Config.Durable); err != nil {
-				return nil, err
-			}
 		}
 	}
 	s.Ports = ports(c.nc, s)
@@ -836,16 +824,38 @@ func isConsumerStoreFailure(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10012) // JSConsumerStoreFailedErrF
 }
 
-// resetSkipping makes again every consumer of the task queue whose state
-// passes over tasks the queue holds: in a work queue a message leaves when
-// it is acked, so every message a consumer's filter takes is either still
-// to be delivered (pending) or delivered and not acked; one that is
-// neither, the consumer will never deliver. A flipped byte of a state file
-// that still reads as a state did so (the jobs of those tasks waited for
-// good, every worker idle). The lanes' reach together is compared with the
-// queue's size first (cheap); only when short is each lane's subjects
-// counted.
-func (s *Store) resetSkipping(ctx context.Context) error {
+// mendConsumers makes again, at the start of a server that owns its
+// store alone, the consumers whose state a damaged file left wrong: past
+// their stream's last message (resetAhead), or passing over tasks the
+// queue holds (mendTaskLanes).
+func (s *Store) mendConsumers(ctx context.Context) error {
+	results, err := s.Results.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", ResultsStream, err)
+	}
+	coord, err := s.Results.Consumer(ctx, CoordConsumer)
+	if err != nil {
+		return fmt.Errorf("read consumer %s of %s: %w", CoordConsumer, ResultsStream, err)
+	}
+	if _, err := s.resetAhead(ctx, s.Results, ResultsStream, coord.CachedInfo(), results.State.LastSeq); err != nil {
+		return err
+	}
+	return s.mendTaskLanes(ctx)
+}
+
+// mendTaskLanes makes again every lane of the task queue whose state is
+// past the queue's last message, or passes over tasks the queue holds: in
+// a work queue a message leaves when it is acked, so every message a
+// lane's filter takes is either still to be delivered (pending) or
+// delivered and not acked; one that is neither, the lane will never
+// deliver. A flipped byte of a state file that still reads as a state did
+// so (the jobs of those tasks waited for good, every worker idle). The
+// lanes' reach together is compared with the queue's size first (cheap);
+// only when short is each lane's subjects counted.
+func (s *Store) mendTaskLanes(ctx context.Context) error {
+	// The lanes are read before and after the queue's size, so that a
+	// task published or acked meanwhile (a remote worker's) does not look
+	// passed over.
 	before, err := s.taskConsumers(ctx)
 	if err != nil {
 		return err
@@ -854,15 +864,24 @@ func (s *Store) resetSkipping(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", TasksStream, err)
 	}
+	remade := false
+	for _, c := range before {
+		r, err := s.resetAhead(ctx, s.Tasks, TasksStream, c, info.State.LastSeq)
+		if err != nil {
+			return err
+		}
+		remade = remade || r
+	}
 	held := info.State.Msgs
 	if _, err := s.Tasks.GetLastMsgForSubject(ctx, TaskAnchorSubject); err == nil && held > 0 {
 		held-- // the anchor, which no lane takes
 	}
-	// Read before and after the count, so that a task published or acked
-	// meanwhile (a remote worker's) does not look passed over.
 	after, err := s.taskConsumers(ctx)
 	if err != nil {
 		return err
+	}
+	if remade {
+		before = after // a lane made again reaches anew
 	}
 	var reach1, reach2 uint64
 	for _, c := range before {
@@ -892,11 +911,8 @@ func (s *Store) resetSkipping(ctx context.Context) error {
 		} else if n <= reach(now.CachedInfo()) {
 			continue
 		}
-		if err := s.Tasks.DeleteConsumer(ctx, name); err != nil {
-			return fmt.Errorf("reset consumer %s of %s: %w", name, TasksStream, err)
-		}
-		if _, err := s.Tasks.CreateConsumer(ctx, c.Config); err != nil {
-			return fmt.Errorf("reset consumer %s of %s: %w", name, TasksStream, err)
+		if err := s.remake(ctx, s.Tasks, TasksStream, c.Config); err != nil {
+			return err
 		}
 		s.log.Warn("the state of consumer "+name+" of stream "+TasksStream+" passed over tasks the queue holds (damaged on disk): the consumer was made again and delivers them",
 			"tasks", n, "reachable", reach(c))
@@ -905,35 +921,35 @@ func (s *Store) resetSkipping(ctx context.Context) error {
 }
 
 // resetAhead makes a durable consumer of stream again when its state is
-// past the stream's last message: JetStream takes such a state (and says
-// "delivered sequence … past last stream sequence" in its log), and the
-// consumer then passes over every message up to it. A flipped byte of the
-// results' consumer's state file did so: no result was applied, and no
-// job finished, new ones neither (found by hand). The state may also come
-// from a stream whose last messages were lost. The consumer made again
-// delivers what the stream holds from its start (a result already applied
-// is dropped as a duplicate).
-func (s *Store) resetAhead(ctx context.Context, st jetstream.Stream, stream, name string) error {
-	c, err := st.Consumer(ctx, name)
-	if err != nil {
-		return fmt.Errorf("read consumer %s of %s: %w", name, stream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", stream, err)
-	}
-	ci, last := c.CachedInfo(), info.State.LastSeq
+// past the stream's last message, last: JetStream takes such a state (and
+// says "delivered sequence … past last stream sequence" in its log), and
+// the consumer then passes over every message up to it. A flipped byte of
+// the results' consumer's state file did so: no result was applied, and
+// no job finished, new ones neither (found by hand). The state may also
+// come from a stream whose last messages were lost. The consumer made
+// again delivers what the stream holds from its start (a result already
+// applied is dropped as a duplicate). It reports whether it did.
+func (s *Store) resetAhead(ctx context.Context, st jetstream.Stream, stream string, ci *jetstream.ConsumerInfo, last uint64) (bool, error) {
 	if ci.Delivered.Stream <= last && ci.AckFloor.Stream <= last {
-		return nil
+		return false, nil
 	}
-	if err := st.DeleteConsumer(ctx, name); err != nil {
-		return fmt.Errorf("reset consumer %s of %s: %w", name, stream, err)
+	if err := s.remake(ctx, st, stream, ci.Config); err != nil {
+		return false, err
 	}
-	if _, err := st.CreateConsumer(ctx, ci.Config); err != nil {
-		return fmt.Errorf("reset consumer %s of %s: %w", name, stream, err)
-	}
-	s.log.Warn("the state of consumer "+name+" of stream "+stream+" was past the stream's last message (damaged on disk, or the stream's last messages lost): the consumer was made again and delivers the stream from its start",
+	s.log.Warn("the state of consumer "+ci.Config.Durable+" of stream "+stream+" was past the stream's last message (damaged on disk, or the stream's last messages lost): the consumer was made again and delivers the stream from its start",
 		"delivered", ci.Delivered.Stream, "last", last)
+	return true, nil
+}
+
+// remake deletes a durable consumer and makes it again with cfg: a new
+// state, from the stream's start.
+func (s *Store) remake(ctx context.Context, st jetstream.Stream, stream string, cfg jetstream.ConsumerConfig) error {
+	if err := st.DeleteConsumer(ctx, cfg.Durable); err != nil {
+		return fmt.Errorf("reset consumer %s of %s: %w", cfg.Durable, stream, err)
+	}
+	if _, err := st.CreateConsumer(ctx, cfg); err != nil {
+		return fmt.Errorf("reset consumer %s of %s: %w", cfg.Durable, stream, err)
+	}
 	return nil
 }
 

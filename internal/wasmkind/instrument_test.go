@@ -435,6 +435,18 @@ func TestDamagedCompiledModuleIsCompiledAgain(t *testing.T) {
 		}
 		return err
 	}
+	// compiled leaves the module compiled in the cache under dir.
+	compiled := func(t *testing.T, dir string) {
+		t.Helper()
+		r, err := New(ctx, 16, CacheDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close(ctx)
+		if err := run(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// A file is "WAZEVO", the length of wazero's version and the version,
 	// the number of functions (4 bytes), their offsets (8 bytes each),
 	// the code's length, the code and its CRC, and more.
@@ -458,17 +470,10 @@ func TestDamagedCompiledModuleIsCompiledAgain(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			r, err := New(ctx, 16, CacheDir(dir))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := run(r); err != nil {
-				t.Fatal(err)
-			}
-			_ = r.Close(ctx)
+			compiled(t, dir)
 			file := cacheFile(t, dir)
 			flip(file, at)
-			r, err = New(ctx, 16, CacheDir(dir))
+			r, err := New(ctx, 16, CacheDir(dir))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -483,15 +488,8 @@ func TestDamagedCompiledModuleIsCompiledAgain(t *testing.T) {
 	}
 	t.Run("while running", func(t *testing.T) {
 		dir := t.TempDir()
+		compiled(t, dir)
 		r, err := New(ctx, 16, CacheDir(dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := run(r); err != nil {
-			t.Fatal(err)
-		}
-		_ = r.Close(ctx)
-		r, err = New(ctx, 16, CacheDir(dir))
 		if err != nil {
 			t.Fatal(err)
 		}
