@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -97,6 +98,10 @@ type Config struct {
 	// UploadStall is how long an upload may send nothing before it is
 	// refused (0: httpapi.DefaultUploadStall, a minute; tests shorten it).
 	UploadStall time.Duration
+	// RoomWait is how long a task whose output the store has no room for
+	// waits for room before it fails (0: worker.DefaultRoomWait, half an
+	// hour; tests shorten it).
+	RoomWait time.Duration
 	// MaxAttempts is how many times a task may run before its failure
 	// fails its job; RetryBackoff the wait before the second attempt,
 	// doubling after each.
@@ -493,13 +498,20 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if s.emb != nil {
+			// The workers of this process see the embedded server's disk:
+			// an output the store has no room for is not begun (store.Roomy).
+			putting := new(atomic.Int64)
+			wstore.Ports.Shuffle = store.Roomy{Blobs: wstore.Ports.Shuffle, Room: s.emb.Room, Putting: putting}
+			wstore.Ports.Output = store.Roomy{Blobs: wstore.Ports.Output, Room: s.emb.Room, Putting: putting}
+		}
 		host, _ := os.Hostname()
 		s.pool = worker.New(worker.Config{
 			Store: wstore.Ports, Datasets: s.datasets(wstore.Ports), Kinds: kinds, Concurrency: cfg.Workers,
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
 			SortBuffer: cfg.SortBuffer, MemoryLimit: cfg.MemoryLimit, TempDir: cfg.TempDir,
 			Modules: &catalog.Modules{Blobs: wstore.Ports.Modules, Runtime: s.wasm}, TaskTimeout: cfg.TaskTimeout,
-			PriorityAging: cfg.PriorityAging, Paused: s.catalog.Paused,
+			PriorityAging: cfg.PriorityAging, Paused: s.catalog.Paused, RoomWait: cfg.RoomWait,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err

@@ -315,3 +315,63 @@ func TestStoreLimitFollowsTheDisk(t *testing.T) {
 		return r.Status == http.StatusCreated || r.Status == http.StatusOK
 	})
 }
+
+// A job whose outputs the store has no room for waits for room (here 12 s,
+// half an hour by default) and then fails, naming why, and what it stored
+// leaves the store. A put the store refused half-way leaves its chunks in
+// the stream's files, so an output that does not fit in what the disk has
+// beyond its reserve is not begun. Before, the task ran again every second
+// for good, each try leaving its chunks; by hand, the disk filled, and the
+// job's cancel was refused for want of space.
+func TestOutputTheStoreHasNoRoomFor(t *testing.T) {
+	t.Parallel()
+	disk := tmpfs(t, "120m")
+	logs := &lockedBuffer{}
+	b := setup(t, func(c *app.Config) {
+		c.DataDir = filepath.Join(disk, "data")
+		c.RoomWait = 12 * time.Second // a run, one 10 s later, and the last
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	c := b.client()
+	// 32 MB of lines, which a grep of every line outputs with their file
+	// and line number: the input and its map outputs fit in the 88 MB the
+	// store may hold here, the outputs too is more than it has room for.
+	var text bytes.Buffer
+	for i := 0; text.Len() < 32<<20; i++ {
+		fmt.Fprintf(&text, "line %07d of a file that a grep outputs whole, every line of it\n", i)
+	}
+	c.PutFile(t, "lines", "lines.txt", text.Bytes())
+	j := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"lines"}, Partitions: 4, Reducers: 2, Params: map[string]any{"pattern": "."}})
+	j = c.AwaitWithin(t, 3*time.Minute, j.ID, func(j client.Job) bool { return j.State != "queued" && j.State != "running" })
+	if j.State != "failed" || !strings.Contains(j.Error, "no room for the task's output") || !strings.Contains(j.Error, "run the job again") {
+		t.Fatalf("a job whose output the store has no room for: %s, error %q", j.State, j.Error)
+	}
+	if log := logs.String(); strings.Contains(log, "no space left on device") || !strings.Contains(log, "waits for room") {
+		t.Fatalf("the disk filled, or the log does not say the task waited for room:\n%s", log)
+	}
+	tasks, err := c.API().Tasks(apitest.Context(t), j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begun := true // whether every run that met no room began its put
+	for _, r := range tasks {
+		if strings.Contains(r.Error, "bytes to store, room for") {
+			begun = false
+		}
+	}
+	if begun {
+		t.Errorf("every run of the job began a put the store had no room for: %+v", tasks)
+	}
+	// What the job stored left the store with it: its outputs fit again.
+	eventually(t, 20*time.Second, "the server to be ready", func() bool { return c.Do(t, "GET", "/readyz", "").Status == http.StatusOK })
+	c.PutFile(t, "more", "more.txt", text.Bytes()[:24<<20])
+	small := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"more"}, Partitions: 2, Params: map[string]any{"pattern": "line 00000"}})
+	if small = c.AwaitWithin(t, 2*time.Minute, small.ID, func(j client.Job) bool { return j.State != "queued" && j.State != "running" }); small.State != "succeeded" {
+		t.Fatalf("a job after the one that did not fit: %s %s", small.State, small.Error)
+	}
+}

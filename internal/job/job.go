@@ -212,6 +212,10 @@ type Task struct {
 	// queued again once a lost map output was made again is a message of
 	// its own, not a duplicate the queue drops.
 	Round int `json:"round,omitempty"`
+	// NoRoomSince is when the store first refused to take the task's
+	// output for want of room (Unix milliseconds; 0: it has not): the
+	// task waits for room from then on, up to the worker's RoomWait.
+	NoRoomSince int64 `json:"no_room_since,omitempty"`
 	// Carried holds the history records of the task's runs before this
 	// copy was queued that were not its last word (failed, lost or
 	// interrupted), up to MaxCarried: each is stored when it is made, and

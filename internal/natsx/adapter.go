@@ -65,6 +65,8 @@ func storeErr(err error) error {
 		return fmt.Errorf("%w: %w", store.ErrConflict, err)
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: %w", store.ErrNotStored, err)
+	case IsOverLimit(err) || IsOutOfSpace(err):
+		return fmt.Errorf("%w: %w", store.ErrNoRoom, err)
 	}
 	return err
 }

@@ -137,6 +137,33 @@ func (e *Embedded) RaiseStoreLimit() (int64, error) {
 	return limit, nil
 }
 
+// Room returns the bytes the embedded server's streams can still take:
+// what their limit leaves, or what the disk has beyond the reserve, if
+// less. The disk can have less than the limit leaves: JetStream counts a
+// deleted message out of what its streams hold at once, but keeps its
+// bytes in the stream's files until it compacts them (the chunks of an
+// object whose put was refused half-way, beside others' live messages).
+func (e *Embedded) Room() (int64, error) {
+	srv := e.srv.Load()
+	if srv == nil {
+		return 0, errors.New("the embedded NATS server is not running")
+	}
+	info, err := srv.Jsz(nil)
+	if err != nil {
+		return 0, err
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(e.opts.StoreDir), &st); err != nil {
+		return 0, fmt.Errorf("read the free space of %s: %w", filepath.Dir(e.opts.StoreDir), err)
+	}
+	free, total := int64(st.Bavail)*int64(st.Bsize), int64(st.Blocks)*int64(st.Bsize)
+	room := free - storeReserve(total)
+	if limit := e.storeMax.Load(); limit > 0 {
+		room = min(room, limit-int64(info.Store))
+	}
+	return room, nil
+}
+
 // natsLog hands the embedded NATS server's own warnings and errors to the
 // server's log; its notices go to debug (they are chatty at start), its
 // traces nowhere.

@@ -89,6 +89,7 @@ func marshalTask(t *job.Task) ([]byte, error) {
 	e.intOmit("lost", int64(t.Lost))
 	e.boolOmit("log_in_record", t.LogInRecord)
 	e.intOmit("round", int64(t.Round))
+	e.intOmit("no_room_since", t.NoRoomSince)
 	if len(t.Carried) > 0 {
 		e.key("carried")
 		e.json(t.Carried)

@@ -44,6 +44,10 @@ var (
 	// as it goes (a server just started, or continued after a pause);
 	// asking again shortly answers.
 	ErrBehind = errors.New("try again")
+	// ErrNoRoom: the store holds all it may (the limit of what its
+	// streams hold, or the disk under them): deleting data, or more disk,
+	// makes room; trying again at once fails again.
+	ErrNoRoom = errors.New("the store has no room for it")
 )
 
 // Entry is one value of a KV bucket.

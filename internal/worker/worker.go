@@ -80,6 +80,10 @@ type Config struct {
 	// TaskTimeout bounds one attempt of a task (0: none for built-in
 	// kinds, an hour for uploaded ones).
 	TaskTimeout time.Duration
+	// RoomWait is how long a task whose output the store has no room for
+	// (store.ErrNoRoom) waits for room, running again now and then, before
+	// it fails its job (DefaultRoomWait when zero).
+	RoomWait time.Duration
 	// abandonAfter is how long a task's code may run on once its context
 	// ended (abandonAfter when zero): tests make it short.
 	abandonAfter time.Duration
@@ -427,7 +431,7 @@ func (p *Pool) run(i int, l *lease) {
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start,
 		FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup, Failures: t.Failures, Epoch: t.Epoch}
 	next := t
-	next.Runs, next.Lost = attempt, 0 // this run ended with a word
+	next.Runs, next.Lost, next.NoRoomSince = attempt, 0, 0 // this run ended with a word
 	var storeErr *job.StoreError
 	switch {
 	case errors.Is(err, mr.ErrMissingInput):
@@ -469,6 +473,21 @@ func (p *Pool) run(i int, l *lease) {
 			"temp_dir", mr.TempDir(p.cfg.TempDir), "err", err, "retry_in", delay)
 		p.interrupted(i, l, r, t, next, err, delay)
 		return
+	case errors.As(err, &storeErr) && errors.Is(err, store.ErrNoRoom):
+		if next.NoRoomSince = t.NoRoomSince; next.NoRoomSince == 0 {
+			next.NoRoomSince = start.UnixMilli() // the wait for room starts
+		}
+		waited, wait := time.Since(time.UnixMilli(next.NoRoomSince)), p.roomWait()
+		if waited < wait {
+			delay := min(diskFullDelay(attempt-t.Failures), wait-waited) // as a full --temp-dir's
+			log.Error("the store has no room for the task's output; the task waits for room and runs again, without counting as a failed attempt: delete datasets or finished jobs (mrcluster delete), or give the data directory more disk",
+				"err", err, "retry_in", delay, "fails_in", (wait - waited).Round(time.Second))
+			p.interrupted(i, l, r, t, next, err, delay)
+			return
+		}
+		r.Unretried = true
+		err = fmt.Errorf("the store has had no room for the task's output for %v (%w): the job fails, and what it stored leaves the store; "+
+			"delete datasets or finished jobs, or give the server's data directory more disk, then run the job again", waited.Round(time.Second), err)
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
 		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
@@ -530,7 +549,23 @@ func (p *Pool) interrupted(i int, l *lease, r job.TaskResult, t, next job.Task, 
 	p.idle(i, false)
 }
 
-// diskFullDelay is how long a task interrupted by a full --temp-dir waits
+// DefaultRoomWait is how long a task waits for the store to have room for
+// its output (Config.RoomWait) before it fails its job, whose data then
+// leaves the store. Waiting, not failing at once: space freed meanwhile (a
+// deletion, retention, another job's data deleted as it ends) lets the job
+// finish. Not for good: an output larger than the store can ever hold would
+// keep its job running, and the store full, until someone noticed.
+const DefaultRoomWait = 30 * time.Minute
+
+func (p *Pool) roomWait() time.Duration {
+	if p.cfg.RoomWait > 0 {
+		return p.cfg.RoomWait
+	}
+	return DefaultRoomWait
+}
+
+// diskFullDelay is how long a task interrupted by a full --temp-dir (or a
+// store with no room for its output) waits
 // before it is queued again, after runs attempts that did not fail: 10 s,
 // doubling up to 2 minutes (a task too large for every worker's disk runs
 // on until an operator acts, and each run adds to its job's history).
