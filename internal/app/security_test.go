@@ -16,6 +16,7 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 )
 
 func TestAuthToken(t *testing.T) {
@@ -301,4 +302,39 @@ func partialUpload(t *testing.T, url, ds, text string, cut bool) (*http.Response
 	}
 	body, _ := io.ReadAll(resp.Body)
 	return resp, body, nil
+}
+
+// One client's stalled uploads hold at most httpapi.MaxUploadsPerClient of
+// the uploads read at once: another client's upload goes in at once.
+// Before, 16 stalled uploads held every one, and the other client's waited
+// for their stall's bound (a minute) to end them.
+func TestStalledUploadsOfOneClientLeaveRoomForOthers(t *testing.T) {
+	t.Parallel()
+	b := setup(t) // uploads stall for a minute before they are refused
+	c := b.client()
+	for i := range dataset.MaxUploads + 4 {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "PUT /api/v1/datasets/stalled%d/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nthe first words and then nothing", i)
+	}
+	time.Sleep(500 * time.Millisecond) // for the server to take them: nothing to await from outside
+	other := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, // another client: the loopback network is 127.0.0.0/8
+	}).DialContext}}
+	req, err := http.NewRequest("PUT", c.URL+"/api/v1/datasets/other/files/b.txt", strings.NewReader("a whole file\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := other.Do(req)
+	if err != nil {
+		t.Fatalf("another client's upload beside one client's %d stalled ones: %v", dataset.MaxUploads+4, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("another client's upload: %d %s", resp.StatusCode, body)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) {
@@ -51,6 +53,12 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request, name, file stri
 	if stall <= 0 {
 		stall = DefaultUploadStall
 	}
+	release, err := s.uploads.take(r.Context(), clientIP(r))
+	if err != nil {
+		s.writeError(w, r, job.Errorf(job.EUnavailable, "the upload of %s/%s waited for one of this client's %d uploads read at once until the client went away", name, file, MaxUploadsPerClient))
+		return
+	}
+	defer release()
 	body := &progressing{r: r.Body, rc: http.NewResponseController(w), stall: stall}
 	d, err := s.cfg.Service.PutFile(r.Context(), name, file, body, r.ContentLength)
 	if err != nil {

@@ -108,6 +108,7 @@ type Server struct {
 	sockets sync.WaitGroup
 	clients atomic.Int64 // open websockets
 	limit   *limiter
+	uploads clientSlots // each client's uploads read at once
 }
 
 // New returns the API's handler.
@@ -118,6 +119,7 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
 	s.closing, s.close = context.WithCancel(context.Background())
 	s.limit = newLimiter(cfg.SubmitRate, cfg.SubmitBurst)
+	s.uploads = clientSlots{per: MaxUploadsPerClient}
 	s.routes()
 	return s
 }
