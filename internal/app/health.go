@@ -219,7 +219,13 @@ func (s *Server) checkStoreLimit(ctx context.Context) (reason string, noSpace, a
 	// the store's own word (and the NATS server logs it).
 	ctx, cancel := context.WithTimeout(ctx, healthEvery)
 	defer cancel()
-	perr := s.store.Probe(ctx, s.probeKey)
+	var room *int64 // for worker processes, which cannot see this disk
+	if s.emb != nil {
+		if r, err := s.emb.Room(); err == nil {
+			room = &r
+		}
+	}
+	perr := s.store.Probe(ctx, s.probeKey, room)
 	if s.emb != nil {
 		if free, err := natsx.FreeBytes(s.cfg.DataDir); err == nil && free < minFreeBytes {
 			return fmt.Sprintf("the disk of the data directory %s is full (%d KiB free): free some space; the server recovers by itself within seconds", s.cfg.DataDir, free>>10), true, false

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/app"
@@ -21,6 +22,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/metrics"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/natsx"
+	mrstore "github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/wasmkind"
 	"github.com/mrcluster/mrcluster/internal/worker"
 )
@@ -97,6 +99,11 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		case <-time.After(wait):
 		}
 	}
+	// The servers' probes say how much room their stores have: an output
+	// that does not fit is not begun (store.Roomy).
+	putting, room := new(atomic.Int64), store.RoomFunc()
+	store.Ports.Shuffle = mrstore.Roomy{Blobs: store.Ports.Shuffle, Room: room, Putting: putting}
+	store.Ports.Output = mrstore.Roomy{Blobs: store.Ports.Output, Room: room, Putting: putting}
 	defer memtrim.Limit(memLimit)()
 	var cached []wasmkind.Option
 	if dir, err := os.UserCacheDir(); err == nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -1286,10 +1288,73 @@ func (s *Store) AnchorTasks(ctx context.Context) error {
 	return storeErr(s.Tasks.Purge(ctx, jetstream.WithPurgeSubject(TaskAnchorSubject), jetstream.WithPurgeSequence(ack.Sequence)))
 }
 
+// probe is a server's write probe in the health bucket: when it was
+// written, and the bytes its embedded server's store could still take
+// (Embedded.Room; absent when unknown), for worker processes, which cannot
+// see a server's disk (RoomFunc).
+type probe struct {
+	At   time.Time `json:"at"`
+	Room *int64    `json:"room,omitempty"`
+}
+
 // Probe writes key to the health bucket: whether the store takes a write.
-func (s *Store) Probe(ctx context.Context, key string) error {
-	_, err := s.Health.Put(ctx, key, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+// room, when known, is the room its server's store has.
+func (s *Store) Probe(ctx context.Context, key string, room *int64) error {
+	v, err := json.Marshal(probe{At: time.Now().UTC(), Room: room})
+	if err != nil {
+		return err
+	}
+	_, err = s.Health.Put(ctx, key, v)
 	return err
+}
+
+// roomFresh is how old a probe's room may be to count: a few probes.
+const roomFresh = 10 * time.Second
+
+// RoomFunc returns the room of the cluster's stores as its servers' probes
+// say it (the least of them: a stream's copies fill every server alike),
+// read again at most every second, for a store.Roomy in a process without
+// an embedded server. Its error says no server said its room lately.
+func (s *Store) RoomFunc() func() (int64, error) {
+	var (
+		mu   sync.Mutex
+		read time.Time
+		room int64
+		err  error
+	)
+	return func() (int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(read) < time.Second {
+			return room, err
+		}
+		read = time.Now()
+		room, err = s.room()
+		return room, err
+	}
+}
+
+func (s *Store) room() (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	entries, err := s.Ports.Health.Entries(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	least, known := int64(0), false
+	for _, e := range entries {
+		var p probe
+		if json.Unmarshal(e.Value, &p) != nil || p.Room == nil || time.Since(p.At) > roomFresh {
+			continue // a lease, or a probe of an earlier version, or an old one
+		}
+		if !known || *p.Room < least {
+			least, known = *p.Room, true
+		}
+	}
+	if !known {
+		return 0, errors.New("no server said lately how much room its store has")
+	}
+	return least, nil
 }
 
 // Ready checks that the streams answer.
