@@ -566,10 +566,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
 	s.watchWG.Go(func() { s.reconcileLoop(wctx) })
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
+	room := s.store.RoomFunc() // a server on a NATS of its own: what its probes say
+	if s.emb != nil {
+		room = s.emb.Room
+	}
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
 		MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxUnfinishedJobs: cfg.MaxUnfinishedJobs, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
-		Schedules: s.schedules,
+		Schedules: s.schedules, Room: room,
 	})
 	s.schedules.SetSubmit(func(ctx context.Context, spec job.Spec) (*job.Job, error) { return svc.Submit(ctx, spec, nil) })
 	if err = s.schedules.Start(ctx); err != nil {

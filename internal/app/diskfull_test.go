@@ -272,6 +272,12 @@ func TestStoreLimitFollowsTheDisk(t *testing.T) {
 		}
 	})
 	c := b.client()
+	// An upload that says it is larger than the room left is refused
+	// before its body is sent.
+	resp, body, err := partialUpload(t, c.URL, "toolarge", 100<<20, "the first words", false)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "is 100 MiB and the store has room for") {
+		t.Fatalf("an upload of 100 MiB on a store with less room, its body not sent: %v %v %s", resp, err, body)
+	}
 	text := strings.Repeat("some words of a file ", 1500000) // 31 MB
 	r := c.Do(t, "PUT", "/api/v1/datasets/big?file=a.txt", text)
 	if r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "room for") {

@@ -248,7 +248,7 @@ func TestStalledUploadIsRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *app.Config) { c.UploadStall = 300 * time.Millisecond })
 	c := b.client()
-	resp, body, err := partialUpload(t, c.URL, "stalled", "the first words and then nothing", false)
+	resp, body, err := partialUpload(t, c.URL, "stalled", 1000000, "the first words and then nothing", false)
 	if err != nil {
 		t.Fatalf("no answer to a stalled upload: %v", err)
 	}
@@ -268,7 +268,7 @@ func TestUploadCutShortStoresNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	c := b.client()
-	resp, body, err := partialUpload(t, c.URL, "cut", "the first line\nand half of the second", true)
+	resp, body, err := partialUpload(t, c.URL, "cut", 1000000, "the first line\nand half of the second", true)
 	if err == nil {
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "ended before") {
 			t.Fatalf("an upload cut short: %d %s", resp.StatusCode, body)
@@ -280,16 +280,16 @@ func TestUploadCutShortStoresNothing(t *testing.T) {
 }
 
 // partialUpload sends an upload of file a.txt into dataset ds that says it
-// is 1,000,000 bytes long and sends only text, then (cut) half-closes the
+// is length bytes long and sends only text, then (cut) half-closes the
 // connection, and reads the server's answer.
-func partialUpload(t *testing.T, url, ds, text string, cut bool) (*http.Response, []byte, error) {
+func partialUpload(t *testing.T, url, ds string, length int, text string, cut bool) (*http.Response, []byte, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "PUT /api/v1/datasets/%s/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n%s", ds, text)
+	fmt.Fprintf(conn, "PUT /api/v1/datasets/%s/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", ds, length, text)
 	if cut {
 		if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
 			t.Fatal(err)

@@ -43,6 +43,11 @@ type Config struct {
 	// Writable, when set, says why the store cannot take writes now (a
 	// full disk), or nil: submits and uploads are refused at once then.
 	Writable func() error
+	// Room, when set, returns the bytes the store can still take: an
+	// upload of a known size larger than that is refused before its body
+	// is read (a refusal half-way took the client's time, and left the
+	// blocks stored before it in the store's files until compacted).
+	Room func() (int64, error)
 	// Catalog holds the uploaded kinds (nil: none can be uploaded);
 	// MaxKindBytes bounds a module.
 	Catalog      *catalog.Catalog
@@ -211,6 +216,12 @@ func (s *Service) PutFile(ctx context.Context, ds, file string, r io.Reader, siz
 	}
 	if s.cfg.MaxFileBytes > 0 && size > s.cfg.MaxFileBytes {
 		return dataset.Dataset{}, job.Errorf(job.ETooLarge, "file %s is %d bytes; this server takes files up to %d bytes (--%s)", file, size, s.cfg.MaxFileBytes, flags.MaxFileMB)
+	}
+	if s.cfg.Room != nil && size > 0 {
+		if room, err := s.cfg.Room(); err == nil && size > room {
+			return dataset.Dataset{}, job.Errorf(job.EUnavailable, "file %s is %d MiB and the store has room for %d MiB more: delete datasets or finished jobs (mrcluster delete), or free space on the disk of the server's data directory, then try again",
+				file, (size+1<<20-1)>>20, max(room, 0)>>20)
+		}
 	}
 	f, err := s.cfg.Datasets.PutFile(ctx, ds, file, r)
 	if err != nil {
