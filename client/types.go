@@ -359,6 +359,10 @@ type NewSchedule struct {
 	// Missed says what happens to ticks missed while no server ran:
 	// "skip" (the default) or "run_once" (one job for the newest).
 	Missed string `json:"missed,omitempty"`
+	// Overlap says what a tick does while the job of the last tick fired
+	// has not finished: "allow" (the default) fires it all the same,
+	// "skip" makes no job for it (counted in Skipped, said in LastError).
+	Overlap string `json:"overlap,omitempty"`
 	// Job is the job each tick submits (without run_at or delay).
 	Job Spec `json:"job"`
 }
@@ -369,6 +373,7 @@ type Schedule struct {
 	Cron      string    `json:"cron"`
 	Timezone  string    `json:"timezone"`
 	Missed    string    `json:"missed"`
+	Overlap   string    `json:"overlap"`
 	Job       Spec      `json:"job"`
 	Paused    bool      `json:"paused"`
 	CreatedAt time.Time `json:"created_at"`
@@ -377,7 +382,8 @@ type Schedule struct {
 	// LastTick is the last tick handled: fired, skipped or refused.
 	LastTick *time.Time `json:"last_tick,omitempty"`
 	// Fired counts the jobs it created; Skipped the ticks missed and
-	// skipped (policy skip).
+	// skipped (missed policy skip) and those skipped while the last job
+	// ran (overlap policy skip).
 	Fired   int `json:"fired"`
 	Skipped int `json:"skipped"`
 	// Jobs lists the newest ticks fired and their jobs, newest first.

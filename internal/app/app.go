@@ -576,6 +576,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Schedules: s.schedules, Room: room,
 	})
 	s.schedules.SetSubmit(func(ctx context.Context, spec job.Spec) (*job.Job, error) { return svc.Submit(ctx, spec, nil) })
+	s.schedules.SetUnfinished(func(id string) bool {
+		st, ok := s.view.State(id)
+		return ok && !st.Terminal() // a job deleted, or unknown, has finished
+	})
 	if err = s.schedules.Start(ctx); err != nil {
 		return nil, err
 	}

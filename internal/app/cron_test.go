@@ -30,6 +30,7 @@ func TestCronSchedules(t *testing.T) {
 		{`{"name":"x","cron":"0 0 30 2 *","job":{"kind":"noop","partitions":1}}`, "never fires"},
 		{`{"name":"x","cron":"* * * * *","timezone":"Mars/Base","job":{"kind":"noop","partitions":1}}`, `timezone "Mars/Base"`},
 		{`{"name":"x","cron":"* * * * *","missed":"sometimes","job":{"kind":"noop","partitions":1}}`, `missed must be "skip" or "run_once"`},
+		{`{"name":"x","cron":"* * * * *","overlap":"forbid","job":{"kind":"noop","partitions":1}}`, `overlap must be "allow"`},
 		{`{"name":"x","cron":"* * * * *","job":{"kind":"nope","partitions":1}}`, `job: unknown kind "nope"`},
 		{`{"name":"x","cron":"* * * * *","job":{"kind":"noop","partitions":1,"delay":"5s"}}`, "remove run_at and delay"},
 		{`{"name":"x","cron":"* * * * *","job":{"kind":"noop","partitions":1,"colour":1}}`, `unknown field "colour"`},
@@ -176,4 +177,25 @@ func TestCronMissedTicks(t *testing.T) {
 			t.Fatalf("%s: no tick after the start fired: %+v", policy, s)
 		}
 	}
+}
+
+// A schedule with overlap skip makes no job while the job of its last
+// fired tick runs (each such tick is counted and said), and fires again
+// once it has finished.
+func TestScheduleOverlapSkip(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(gatedKind(gate)) })
+	c := b.client()
+	sc, err := c.API().AddSchedule(apitest.Context(t), client.NewSchedule{Name: "slow", Cron: "* * * * * *", Overlap: "skip", Job: client.Spec{Kind: "gated", Partitions: 1}})
+	if err != nil || sc.Overlap != "skip" {
+		t.Fatalf("add: %+v %v", sc, err)
+	}
+	sc = c.AwaitSchedule(t, "slow", func(s client.Schedule) bool { return s.Skipped >= 2 })
+	if sc.Fired != 1 || !strings.Contains(sc.LastError, sc.Jobs[0].Job) || !strings.Contains(sc.LastError, "overlap: skip") {
+		t.Fatalf("ticks while the first job runs: %+v", sc)
+	}
+	close(gate)
+	b.await(t, sc.Jobs[0].Job, terminal)
+	c.AwaitSchedule(t, "slow", func(s client.Schedule) bool { return s.Fired >= 2 })
 }

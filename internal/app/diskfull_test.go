@@ -79,6 +79,19 @@ func fill(t *testing.T, path string) {
 	}
 }
 
+// gatedKind is kind "gated", whose tasks wait for gate to close, then
+// return 1.
+func gatedKind(gate chan struct{}) job.Kind {
+	return job.Kind{Name: "gated", Map: func(ctx context.Context, _ job.Task) (int64, error) {
+		select {
+		case <-gate:
+			return 1, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}}
+}
+
 // eventually polls cond every 100 ms for up to d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -99,14 +112,7 @@ func TestDiskFullAndBack(t *testing.T) {
 	disk := tmpfs(t, "80m")
 	logs := &lockedBuffer{}
 	gate := make(chan struct{})
-	slow := job.Kind{Name: "gated", Map: func(ctx context.Context, _ job.Task) (int64, error) {
-		select {
-		case <-gate:
-			return 1, nil
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}}
+	slow := gatedKind(gate)
 	b := setup(t, func(c *app.Config) {
 		c.DataDir = filepath.Join(disk, "data")
 		c.Kinds = testKinds(slow)

@@ -17,7 +17,7 @@ func scheduleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	const use = `usage: mrcluster schedule add NAME --cron EXPR KIND [N] [job flags] | ls | show NAME | pause NAME | resume NAME | rm NAME   [--server URL] [--token T] [-o json]
   add NAME --cron EXPR KIND N  submit a job of KIND at every tick of EXPR: five fields (minute hour
                                day-of-month month day-of-week, "*/5 * * * *"), six with seconds first,
-                               or "@hourly", "@every 10m"; with --timezone, --missed, and submit's job flags
+                               or "@hourly", "@every 10m"; with --timezone, --missed, --overlap, and submit's job flags
   ls                           list the schedules with their next tick and last job
   show NAME                    one schedule and the jobs of its last ticks
   pause NAME, resume NAME      stop firing; start again from the next tick (the ticks between are not fired)
@@ -27,12 +27,13 @@ func scheduleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	fs, server := clientFlags("schedule "+sub, stderr)
-	var cron, timezone, missed *string
+	var cron, timezone, missed, overlap *string
 	var sf *specFlags
 	if sub == "add" {
 		cron = fs.String("cron", "", "the cron expression, e.g. \"0 3 * * *\" (required)")
 		timezone = fs.String("timezone", "", "the IANA time zone of the expression, e.g. Europe/Paris (default UTC)")
 		missed = fs.String("missed", "skip", "ticks missed while no server ran: skip, or run_once (one job for the newest)")
+		overlap = fs.String("overlap", "allow", "a tick while the last tick's job has not finished: allow (fire all the same), or skip (no job for it)")
 		sf = newSpecFlags(fs)
 	}
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
@@ -70,7 +71,7 @@ func scheduleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		return show(c.AddSchedule(ctx, client.NewSchedule{Name: pos[0], Cron: *cron, Timezone: *timezone, Missed: *missed, Job: spec}))
+		return show(c.AddSchedule(ctx, client.NewSchedule{Name: pos[0], Cron: *cron, Timezone: *timezone, Missed: *missed, Overlap: *overlap, Job: spec}))
 	case "ls":
 		list, err := c.Schedules(ctx)
 		if err != nil {
@@ -138,9 +139,10 @@ func showSchedule(w io.Writer, s client.Schedule) error {
 		fmt.Fprintf(tw, "next\t%s (in %s)\n", s.Next.Local().Format(time.DateTime), time.Until(*s.Next).Round(time.Second))
 	}
 	fmt.Fprintf(tw, "missed ticks\t%s\n", s.Missed)
+	fmt.Fprintf(tw, "overlap\t%s\n", s.Overlap)
 	fmt.Fprintf(tw, "fired\t%d jobs", s.Fired)
 	if s.Skipped > 0 {
-		fmt.Fprintf(tw, ", %d missed ticks skipped", s.Skipped)
+		fmt.Fprintf(tw, ", %d ticks skipped", s.Skipped)
 	}
 	fmt.Fprintln(tw)
 	if s.LastError != "" {

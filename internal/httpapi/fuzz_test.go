@@ -17,6 +17,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
+	"github.com/mrcluster/mrcluster/internal/schedule"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -109,7 +110,8 @@ func (recordService) Retry(context.Context, string, func() error) (*job.Job, err
 
 func (recordService) Kinds() []client.Kind { return nil }
 
-func (recordService) AddSchedule(_ context.Context, name, _, _, _ string, spec job.Spec) (client.Schedule, error) {
+func (recordService) AddSchedule(_ context.Context, sc schedule.Schedule, spec job.Spec) (client.Schedule, error) {
+	name := sc.Name
 	if err := kinds.Builtin(0).Validate(spec, 100); err != nil {
 		return client.Schedule{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/schedule"
 )
 
 const scheduleExample = `{"name":"nightly","cron":"0 3 * * *","timezone":"Europe/Paris","missed":"skip","job":{"kind":"wordcount","partitions":8,"input":["books"]}}`
@@ -14,6 +15,7 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
 		Cron     string         `json:"cron"`
 		Timezone string         `json:"timezone"`
 		Missed   string         `json:"missed"`
+		Overlap  string         `json:"overlap"`
 		Job      *submitRequest `json:"job"`
 	}
 	if err := s.decode(w, r, &req, scheduleExample); err != nil {
@@ -33,7 +35,7 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, job.Errorf(job.EInvalid, "job: %s", job.ErrorMessage(err)))
 		return
 	}
-	sc, err := s.cfg.Service.AddSchedule(r.Context(), req.Name, req.Cron, req.Timezone, req.Missed, spec)
+	sc, err := s.cfg.Service.AddSchedule(r.Context(), schedule.Schedule{Name: req.Name, Cron: req.Cron, Timezone: req.Timezone, Missed: req.Missed, Overlap: req.Overlap}, spec)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -20,6 +20,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/metrics"
+	"github.com/mrcluster/mrcluster/internal/schedule"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
 
@@ -38,7 +39,7 @@ type Service interface {
 	DeleteKind(ctx context.Context, name string) error
 	PauseKind(ctx context.Context, name string, pause bool) (client.Kind, error)
 	SetKindLimits(ctx context.Context, name string, concurrency int, rate string) (client.Kind, error)
-	AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error)
+	AddSchedule(ctx context.Context, sc schedule.Schedule, spec job.Spec) (client.Schedule, error)
 	PauseSchedule(ctx context.Context, name string, pause bool) (client.Schedule, error)
 	DeleteSchedule(ctx context.Context, name string) error
 	// The queries the read model does not answer alone.

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,14 @@ const (
 	Skip    = "skip"
 	RunOnce = "run_once"
 )
+
+// Allow is an overlap policy, what a tick does while the job of the
+// schedule's last fired tick has not finished: it fires all the same, and
+// the jobs run side by side. The other, Skip, makes no job for the tick
+// (counted as skipped, the reason in LastError), so that a job that runs
+// longer than its schedule's period does not pile up copies of itself
+// (Kubernetes' CronJob concurrencyPolicy Forbid).
+const Allow = "allow"
 
 // JobSpec is the job a schedule submits at every tick.
 type JobSpec struct {
@@ -66,12 +75,14 @@ type Fired struct {
 
 // Schedule is a schedule's record.
 type Schedule struct {
-	Name     string  `json:"name"`
-	Cron     string  `json:"cron"`
-	Timezone string  `json:"timezone,omitempty"`
-	Missed   string  `json:"missed"`
-	Job      JobSpec `json:"job"`
-	Paused   bool    `json:"paused,omitempty"`
+	Name     string `json:"name"`
+	Cron     string `json:"cron"`
+	Timezone string `json:"timezone,omitempty"`
+	Missed   string `json:"missed"`
+	// Overlap is Allow or Skip; empty, from an earlier version, is Allow.
+	Overlap string  `json:"overlap,omitempty"`
+	Job     JobSpec `json:"job"`
+	Paused  bool    `json:"paused,omitempty"`
 	// CreatedAt tells a schedule from an earlier one of the same name: it
 	// is part of its ticks' idempotency keys.
 	CreatedAt time.Time `json:"created_at"`
@@ -154,6 +165,9 @@ type Config struct {
 	Every time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Unfinished reports whether a job has not finished yet, for the
+	// overlap policy Skip (SetUnfinished; nil: every job has finished).
+	Unfinished func(id string) bool
 }
 
 // Scheduler fires the due ticks of every schedule, and stores and changes
@@ -202,6 +216,12 @@ func New(cfg Config) *Scheduler {
 // SetSubmit sets Config.Submit, for a service made after the scheduler.
 func (s *Scheduler) SetSubmit(fn func(ctx context.Context, spec job.Spec) (*job.Job, error)) {
 	s.cfg.Submit = fn
+}
+
+// SetUnfinished sets Config.Unfinished, for a read model made after the
+// scheduler; before Start.
+func (s *Scheduler) SetUnfinished(fn func(id string) bool) {
+	s.cfg.Unfinished = fn
 }
 
 // Start reads the schedules, follows their changes and fires their ticks;
@@ -296,12 +316,12 @@ func (s *Scheduler) Add(ctx context.Context, sc Schedule) (Schedule, error) {
 	if err := Check(sc.Cron, sc.Timezone); err != nil {
 		return Schedule{}, err
 	}
-	switch sc.Missed {
-	case "":
-		sc.Missed = Skip
-	case Skip, RunOnce:
-	default:
-		return Schedule{}, job.Errorf(job.EInvalid, "missed must be %q or %q, got %q", Skip, RunOnce, sc.Missed)
+	var err error
+	if sc.Missed, err = policy("missed", sc.Missed, "ticks missed while no server ran", Skip, RunOnce); err != nil {
+		return Schedule{}, err
+	}
+	if sc.Overlap, err = policy("overlap", sc.Overlap, "a tick while the job of the last one runs", Allow, Skip); err != nil {
+		return Schedule{}, err
 	}
 	sc.CreatedAt = s.cfg.Now().UTC()
 	sc.Last, sc.Pending, sc.Jobs, sc.Fired, sc.Skipped, sc.LastError = time.Time{}, nil, nil, 0, 0, ""
@@ -315,6 +335,18 @@ func (s *Scheduler) Add(ctx context.Context, sc Schedule) (Schedule, error) {
 	}
 	s.apply(&store.Entry{Key: sc.Name, Value: data, Revision: rev})
 	return sc, nil
+}
+
+// policy returns v, the value of field name, or its default (the first
+// of allowed) when v is empty; what says what the field decides.
+func policy(name, v, what string, allowed ...string) (string, error) {
+	switch {
+	case v == "":
+		return allowed[0], nil
+	case slices.Contains(allowed, v):
+		return v, nil
+	}
+	return "", job.Errorf(job.EInvalid, "%s must be %q or %q (%s; default %q), got %q", name, allowed[0], allowed[1], what, allowed[0], v)
 }
 
 // Delete removes schedule name; the jobs it created stay.
@@ -454,6 +486,17 @@ func (s *Scheduler) step(ctx context.Context, name string) bool {
 			return true
 		}
 	}
+	if prev, ok := s.running(sc); ok {
+		ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		defer cancel()
+		if _, ok := s.update(ctx, e, func(sc *Schedule) {
+			sc.Last, sc.Skipped = p.Tick, sc.Skipped+max(p.Missed, 1)
+			sc.LastError = fmt.Sprintf("the tick of %s made no job: the job of an earlier tick, %s, had not finished (overlap: skip)", p.Tick.Format(time.RFC3339), prev)
+		}); ok {
+			s.log.Info("schedule skipped a tick: the job of an earlier tick has not finished (its overlap policy is skip)", "schedule", name, "tick", p.Tick, "job", prev)
+		}
+		return true
+	}
 	ctx2, cancel := context.WithTimeout(ctx, storeTimeout)
 	e, ok = s.update(ctx2, e, func(sc *Schedule) { sc.Pending = p })
 	cancel()
@@ -461,6 +504,16 @@ func (s *Scheduler) step(ctx context.Context, name string) bool {
 		return false // another server took it, or the store failed: next round
 	}
 	return s.fire(ctx, e, p, true)
+}
+
+// running returns the job of sc's last fired tick when sc's overlap policy
+// is Skip and that job has not finished.
+func (s *Scheduler) running(sc Schedule) (string, bool) {
+	if sc.Overlap != Skip || len(sc.Jobs) == 0 || s.cfg.Unfinished == nil {
+		return "", false
+	}
+	last := sc.Jobs[len(sc.Jobs)-1].Job
+	return last, s.cfg.Unfinished(last)
 }
 
 // maxMissedScan bounds the count of missed ticks (a schedule of every

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -293,5 +294,69 @@ func TestParse(t *testing.T) {
 		if err := Check(good, "Europe/Paris"); err != nil {
 			t.Errorf("Check(%q): %v", good, err)
 		}
+	}
+}
+
+// With overlap skip, a tick while the job of the last tick fired has not
+// finished makes no job: it is counted as skipped and said why; once that
+// job has finished, the next tick fires again. With allow (the default,
+// and a record of an earlier version without the field), ticks fire
+// whatever runs.
+func TestOverlapSkipWhileTheLastJobRuns(t *testing.T) {
+	q, c, kv, ss := setup(t, 2, Skip)
+	if _, err := ss[0].Add(t.Context(), Schedule{Name: "long", Cron: "*/5 * * * *", Overlap: Skip, Job: JobSpec{Kind: "long", Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ss[0].Add(t.Context(), Schedule{Name: "bad", Cron: "*/5 * * * *", Overlap: "forbid", Job: JobSpec{Kind: "long", Partitions: 1}}); job.ErrorCode(err) != job.EInvalid {
+		t.Fatalf("overlap forbid: %v", err)
+	}
+	var mu sync.Mutex
+	running := map[string]bool{}
+	for _, s := range ss {
+		s.SetUnfinished(func(id string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return running[id]
+		})
+	}
+	kindJobs := func(kind string) (out []*job.Job) {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		for _, j := range q.jobs {
+			if j.Kind == kind {
+				out = append(out, j)
+			}
+		}
+		return out
+	}
+	tick := func() {
+		c.add(5 * time.Minute)
+		round(t, kv, ss, "long")
+		round(t, kv, ss, "nightly")
+	}
+	tick() // 10:05: the first job, which runs on
+	first := kindJobs("long")
+	if len(first) != 1 {
+		t.Fatalf("%d jobs at the first tick", len(first))
+	}
+	mu.Lock()
+	running[first[0].ID], running[kindJobs("noop")[0].ID] = true, true
+	mu.Unlock()
+	tick() // 10:10 and 10:15: skipped, the first job still runs
+	tick()
+	sc, _ := ss[1].Get("long")
+	if n := len(kindJobs("long")); n != 1 || sc.Skipped != 2 || !strings.Contains(sc.LastError, first[0].ID) || !strings.Contains(sc.LastError, "overlap: skip") {
+		t.Fatalf("%d jobs while the first ran; record %+v", n, sc)
+	}
+	if n := len(kindJobs("noop")); n != 3 {
+		t.Fatalf("a schedule of overlap allow made %d jobs in three ticks while its first ran", n)
+	}
+	mu.Lock()
+	running[first[0].ID] = false
+	mu.Unlock()
+	tick() // 10:20: fires again
+	sc, _ = ss[0].Get("long")
+	if n := len(kindJobs("long")); n != 2 || sc.Fired != 2 || sc.LastError != "" || sc.Overlap != Skip {
+		t.Fatalf("%d jobs once the first finished; record %+v", n, sc)
 	}
 }

@@ -15,7 +15,8 @@ import (
 // tick. The spec is checked now (kind, params, partitions, the datasets it
 // reads), as a submit would check it, so that a mistake shows at once and
 // not at the first tick.
-func (s *Service) AddSchedule(ctx context.Context, name, cron, timezone, missed string, spec job.Spec) (client.Schedule, error) {
+func (s *Service) AddSchedule(ctx context.Context, sc schedule.Schedule, spec job.Spec) (client.Schedule, error) {
+	name := sc.Name
 	if s.cfg.Schedules == nil {
 		return client.Schedule{}, job.Errorf(job.EConflict, "this server runs no schedules")
 	}
@@ -36,8 +37,8 @@ func (s *Service) AddSchedule(ctx context.Context, name, cron, timezone, missed 
 	if err := s.writable(); err != nil {
 		return client.Schedule{}, err
 	}
-	sc, err := s.cfg.Schedules.Add(ctx, schedule.Schedule{Name: name, Cron: cron, Timezone: timezone, Missed: missed,
-		Job: schedule.JobSpec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, Input: spec.Input, Reducers: spec.Reducers, Timeout: spec.Timeout, Priority: spec.Priority, MaxAttempts: spec.MaxAttempts}})
+	sc.Job = schedule.JobSpec{Kind: spec.Kind, Partitions: spec.Partitions, Params: spec.Params, Input: spec.Input, Reducers: spec.Reducers, Timeout: spec.Timeout, Priority: spec.Priority, MaxAttempts: spec.MaxAttempts}
+	sc, err := s.cfg.Schedules.Add(ctx, sc)
 	if err != nil {
 		return client.Schedule{}, err
 	}
@@ -95,12 +96,15 @@ func (s *Service) DeleteSchedule(ctx context.Context, name string) error {
 // scheduleResource is the API's representation of sc.
 func scheduleResource(sc schedule.Schedule, now time.Time) client.Schedule {
 	out := client.Schedule{
-		Name: sc.Name, Cron: sc.Cron, Timezone: sc.Timezone, Missed: sc.Missed, Paused: sc.Paused, CreatedAt: sc.CreatedAt,
+		Name: sc.Name, Cron: sc.Cron, Timezone: sc.Timezone, Missed: sc.Missed, Overlap: sc.Overlap, Paused: sc.Paused, CreatedAt: sc.CreatedAt,
 		Fired: sc.Fired, Skipped: sc.Skipped, LastError: sc.LastError, Jobs: []client.ScheduledJob{},
 		Job: client.Spec{Kind: sc.Job.Kind, Partitions: sc.Job.Partitions, Input: sc.Job.Input, Reducers: sc.Job.Reducers, MaxAttempts: sc.Job.MaxAttempts},
 	}
 	if out.Timezone == "" {
 		out.Timezone = "UTC"
+	}
+	if out.Overlap == "" {
+		out.Overlap = schedule.Allow // stored by an earlier version
 	}
 	if len(sc.Job.Params) > 0 {
 		_ = json.Unmarshal(sc.Job.Params, &out.Job.Params)

@@ -35,7 +35,7 @@ export const api = {
   // form sets of input, reducers, timeout, priority, delay.
   submit: (spec: Record<string, unknown>) => call<Job>('POST', '/api/v1/jobs', spec),
   schedules: () => call<{ schedules: Schedule[] }>('GET', '/api/v1/schedules'),
-  addSchedule: (body: { name: string; cron: string; timezone: string; missed: string; job: Record<string, unknown> }) =>
+  addSchedule: (body: { name: string; cron: string; timezone: string; missed: string; overlap: string; job: Record<string, unknown> }) =>
     call<Schedule>('POST', '/api/v1/schedules', body),
   pauseSchedule: (name: string, resume = false) =>
     call<Schedule>('POST', `/api/v1/schedules/${encodeURIComponent(name)}/${resume ? 'resume' : 'pause'}`),

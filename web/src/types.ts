@@ -142,6 +142,7 @@ export interface Schedule {
   cron: string
   timezone: string
   missed: 'skip' | 'run_once'
+  overlap: 'allow' | 'skip'
   job: JobSpec
   paused: boolean
   created_at: string

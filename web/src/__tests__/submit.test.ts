@@ -49,7 +49,7 @@ describe('SubmitForm', () => {
     expect(w.emitted('submitted')).toBeUndefined()
     const [path, init] = fetch.mock.calls[1] as any
     expect(path).toBe('/api/v1/schedules')
-    expect(JSON.parse(init.body)).toEqual({ name: 'nightly', cron: '0 3 * * *', timezone: 'Europe/Paris', missed: 'skip', job: { kind: 'short', partitions: 8, params: {} } })
+    expect(JSON.parse(init.body)).toEqual({ name: 'nightly', cron: '0 3 * * *', timezone: 'Europe/Paris', missed: 'skip', overlap: 'allow', job: { kind: 'short', partitions: 8, params: {} } })
     expect((w.find('input[name="cron"]').element as HTMLInputElement).value).toBe('')
   })
 
