@@ -194,6 +194,44 @@ func TestMaxWebsockets(t *testing.T) {
 	}
 }
 
+// One client holds at most a tenth of --max-websockets (at least 10):
+// another client still gets one.
+func TestWebsocketsPerClient(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *app.Config) { c.MaxWebsockets = 40 })
+	c := b.client()
+	for range 10 {
+		c.Dial(t, "/api/v1/events")
+	}
+	ws := "ws" + strings.TrimPrefix(c.URL, "http") + "/api/v1/events"
+	ctx := apitest.Context(t)
+	conn, resp, err := websocket.Dial(ctx, ws, nil)
+	if err == nil {
+		conn.CloseNow()
+		t.Fatal("an eleventh websocket of one client was taken with --max-websockets 40")
+	}
+	var body []byte
+	if resp != nil {
+		body, _ = io.ReadAll(resp.Body)
+	}
+	if resp == nil || resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "this client (127.0.0.1) has 10 websockets open") {
+		t.Fatalf("a client's websocket over its bound: %v %v %s", err, resp, body)
+	}
+	conn, _, err = websocket.Dial(ctx, ws, &websocket.DialOptions{HTTPClient: fromOtherClient()})
+	if err != nil {
+		t.Fatalf("another client's websocket beside one client's 10: %v", err)
+	}
+	conn.CloseNow()
+}
+
+// fromOtherClient is an HTTP client from 127.0.0.2, another client to a
+// server on 127.0.0.1 (the loopback network is 127.0.0.0/8).
+func fromOtherClient() *http.Client {
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)},
+	}).DialContext}}
+}
+
 func TestSubmitRateLimit(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *app.Config) { c.SubmitRate, c.SubmitBurst = 0.01, 3 })
@@ -321,9 +359,7 @@ func TestStalledUploadsOfOneClientLeaveRoomForOthers(t *testing.T) {
 		fmt.Fprintf(conn, "PUT /api/v1/datasets/stalled%d/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nthe first words and then nothing", i)
 	}
 	time.Sleep(500 * time.Millisecond) // for the server to take them: nothing to await from outside
-	other := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
-		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, // another client: the loopback network is 127.0.0.0/8
-	}).DialContext}}
+	other := fromOtherClient()
 	req, err := http.NewRequest("PUT", c.URL+"/api/v1/datasets/other/files/b.txt", strings.NewReader("a whole file\n"))
 	if err != nil {
 		t.Fatal(err)

@@ -109,7 +109,8 @@ type Server struct {
 	sockets sync.WaitGroup
 	clients atomic.Int64 // open websockets
 	limit   *limiter
-	uploads clientSlots // each client's uploads read at once
+	uploads clientSlots  // each client's uploads read at once
+	sockIPs clientCounts // each client's websockets
 }
 
 // New returns the API's handler.

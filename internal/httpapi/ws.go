@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -33,6 +34,7 @@ func isUpgrade(r *http.Request) bool {
 // accept upgrades the request; the origin was checked by ServeHTTP. The
 // returned context ends when the client goes away or the server closes.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, context.Context, context.CancelFunc, bool) {
+	ip := clientIP(r)
 	if max := s.cfg.MaxWebsockets; max > 0 && s.clients.Add(1) > int64(max) {
 		// Each costs about 110 KB and a snapshot or an event at every
 		// change: 5,000 held by one client took 580 MB.
@@ -41,6 +43,18 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 		return nil, nil, nil, false
 	} else if max <= 0 {
 		s.clients.Add(1)
+	} else if per := perClientWebsockets(max); !s.sockIPs.add(ip, per) {
+		// One client holding the server's every websocket kept every
+		// other dashboard out.
+		s.clients.Add(-1)
+		s.writeError(w, r, job.Errorf(job.EBusy, "this client (%s) has %d websockets open, the most one client may hold (a tenth of --%s, at least 10): close some (each dashboard tab holds one)", ip, per, flags.MaxWebsockets))
+		return nil, nil, nil, false
+	}
+	gone := func() {
+		s.clients.Add(-1)
+		if s.cfg.MaxWebsockets > 0 {
+			s.sockIPs.done(ip)
+		}
 	}
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: true}
 	if s.cfg.AuthToken != "" {
@@ -49,7 +63,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 	}
 	c, err := websocket.Accept(w, r, opts)
 	if err != nil {
-		s.clients.Add(-1)
+		gone()
 		s.log.Debug("websocket upgrade failed", "path", r.URL.Path, "err", err)
 		return nil, nil, nil, false
 	}
@@ -59,9 +73,42 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 	return c, ctx, func() {
 		stop()
 		cancel()
-		s.clients.Add(-1)
+		gone()
 		s.sockets.Done()
 	}, true
+}
+
+// perClientWebsockets is how many of the server's most websockets one
+// client (an IP address) may hold: a tenth, at least 10 (all, when fewer).
+func perClientWebsockets(most int) int { return max(most/10, min(most, 10)) }
+
+// clientCounts counts what each client holds; the zero value is ready.
+type clientCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// add counts one more for client ip, unless it holds limit already.
+func (c *clientCounts) add(ip string, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[ip] >= limit {
+		return false
+	}
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[ip]++
+	return true
+}
+
+// done counts one less for client ip.
+func (c *clientCounts) done(ip string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[ip]--; c.n[ip] <= 0 {
+		delete(c.n, ip)
+	}
 }
 
 // snapshots sends snapshot() at connect, then again whenever the view
