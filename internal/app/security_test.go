@@ -161,17 +161,8 @@ func TestMaxWebsockets(t *testing.T) {
 	c.Dial(t, "/api/v1/events")
 	ws := "ws" + strings.TrimPrefix(c.URL, "http")
 	ctx := apitest.Context(t)
-	conn, resp, err := websocket.Dial(ctx, ws+"/api/v1/events", nil)
-	if err == nil {
-		conn.CloseNow()
-		t.Fatal("a third websocket was taken with --max-websockets 2")
-	}
-	var body []byte
-	if resp != nil {
-		body, _ = io.ReadAll(resp.Body)
-	}
-	if resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "--max-websockets") {
-		t.Fatalf("a websocket over the bound: %v %v %s", err, resp, body)
+	if resp, body := refusedWebsocket(t, ws+"/api/v1/events", "a third websocket with --max-websockets 2"); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "--max-websockets") {
+		t.Fatalf("a websocket over the bound: %v %s", resp, body)
 	}
 	first.CloseNow()
 	// The server lets the closed one go once its read ends: a new one is
@@ -204,24 +195,30 @@ func TestWebsocketsPerClient(t *testing.T) {
 		c.Dial(t, "/api/v1/events")
 	}
 	ws := "ws" + strings.TrimPrefix(c.URL, "http") + "/api/v1/events"
-	ctx := apitest.Context(t)
-	conn, resp, err := websocket.Dial(ctx, ws, nil)
-	if err == nil {
-		conn.CloseNow()
-		t.Fatal("an eleventh websocket of one client was taken with --max-websockets 40")
+	if resp, body := refusedWebsocket(t, ws, "an eleventh websocket of one client with --max-websockets 40"); resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "this client (127.0.0.1) has 10 websockets open") {
+		t.Fatalf("a client's websocket over its bound: %v %s", resp, body)
 	}
-	var body []byte
-	if resp != nil {
-		body, _ = io.ReadAll(resp.Body)
-	}
-	if resp == nil || resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "this client (127.0.0.1) has 10 websockets open") {
-		t.Fatalf("a client's websocket over its bound: %v %v %s", err, resp, body)
-	}
-	conn, _, err = websocket.Dial(ctx, ws, &websocket.DialOptions{HTTPClient: fromOtherClient()})
+	conn, _, err := websocket.Dial(apitest.Context(t), ws, &websocket.DialOptions{HTTPClient: fromOtherClient()})
 	if err != nil {
 		t.Fatalf("another client's websocket beside one client's 10: %v", err)
 	}
 	conn.CloseNow()
+}
+
+// refusedWebsocket dials url and returns the server's refusal, failing
+// the test if the websocket (what) is taken.
+func refusedWebsocket(t *testing.T, url, what string) (*http.Response, []byte) {
+	t.Helper()
+	conn, resp, err := websocket.Dial(apitest.Context(t), url, nil)
+	if err == nil {
+		conn.CloseNow()
+		t.Fatalf("%s was taken", what)
+	}
+	if resp == nil {
+		t.Fatalf("%s: no answer: %v", what, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
 }
 
 // fromOtherClient is an HTTP client from 127.0.0.2, another client to a
