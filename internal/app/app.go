@@ -498,13 +498,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.emb != nil {
-			// The workers of this process see the embedded server's disk:
-			// an output the store has no room for is not begun (store.Roomy).
-			putting := new(atomic.Int64)
-			wstore.Ports.Shuffle = store.Roomy{Blobs: wstore.Ports.Shuffle, Room: s.emb.Room, Putting: putting}
-			wstore.Ports.Output = store.Roomy{Blobs: wstore.Ports.Output, Room: s.emb.Room, Putting: putting}
-		}
+		// An output the store has no room for is not begun (store.Roomy).
+		putting, room := new(atomic.Int64), s.storeRoom()
+		wstore.Ports.Shuffle = store.Roomy{Blobs: wstore.Ports.Shuffle, Room: room, Putting: putting}
+		wstore.Ports.Output = store.Roomy{Blobs: wstore.Ports.Output, Room: room, Putting: putting}
 		host, _ := os.Hostname()
 		s.pool = worker.New(worker.Config{
 			Store: wstore.Ports, Datasets: s.datasets(wstore.Ports), Kinds: kinds, Concurrency: cfg.Workers,
@@ -566,14 +563,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
 	s.watchWG.Go(func() { s.reconcileLoop(wctx) })
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
-	room := s.store.RoomFunc() // a server on a NATS of its own: what its probes say
-	if s.emb != nil {
-		room = s.emb.Room
-	}
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
 		MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxUnfinishedJobs: cfg.MaxUnfinishedJobs, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
-		Schedules: s.schedules, Room: room,
+		Schedules: s.schedules, Room: s.storeRoom(),
 	})
 	s.schedules.SetSubmit(func(ctx context.Context, spec job.Spec) (*job.Job, error) { return svc.Submit(ctx, spec, nil) })
 	s.schedules.SetUnfinished(func(id string) bool {
@@ -759,6 +752,30 @@ func retentionEvery(retention time.Duration) time.Duration {
 // datasets is the dataset store of a connection's ports.
 func (s *Server) datasets(p *store.Store) *dataset.Store {
 	return &dataset.Store{KV: p.Datasets, Blocks: p.Blocks, MaxFileSize: s.cfg.MaxFileSize}
+}
+
+// storeRoom returns the room of the store as this server sees it: its
+// embedded server's (the disk under it, store.Roomy's reason); in a
+// cluster, or on a NATS of its own, also what the servers' probes say, the
+// least (a stream's copies fill every server's disk alike).
+func (s *Server) storeRoom() func() (int64, error) {
+	probes := s.store.RoomFunc()
+	if s.emb == nil {
+		return probes
+	}
+	if s.cfg.ClusterName == "" {
+		return s.emb.Room
+	}
+	return func() (int64, error) {
+		room, err := s.emb.Room()
+		if err != nil {
+			return probes()
+		}
+		if others, err := probes(); err == nil {
+			room = min(room, others)
+		}
+		return room, nil
+	}
 }
 
 // PoolName names a process's worker pool: the host and a random suffix, so
