@@ -563,18 +563,27 @@ func (t *task) combine(key, a, b []byte) []byte {
 }
 
 func (t *task) reduce(ctx context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error) {
+	// The values cross into the module's memory at once, where the
+	// module reads them again: more than half of it never fits (a key of
+	// 237 MB of values failed three attempts of 10 s each, out of memory,
+	// before the bound of the input alone was reached).
+	most := min(maxReduceInput, t.in.m.r.memoryMB<<20/2)
 	in := appendBytes(nil, key)
 	in = binary.LittleEndian.AppendUint64(in, 0)
 	var n uint64
 	for v := range values {
-		if len(in) > maxReduceInput {
-			return nil, fmt.Errorf("the values of key %.40q exceed %d MiB, which a module's reduce takes at once: give the kind a combiner", key, maxReduceInput>>20)
+		if len(in) > most {
+			return nil, fmt.Errorf("the values of key %.40q exceed %d MiB, which a module's reduce takes at once (at most half of the module's memory, --wasm-memory-mb %d; no attempt can mend it): "+
+				"give the kind a combiner, or emit fewer values under one key: %w", key, most>>20, t.in.m.r.memoryMB, job.ErrSkipRetry)
 		}
 		in = appendBytes(in, v)
 		n++
 	}
 	binary.LittleEndian.PutUint64(in[4+len(key):], n)
 	out, err := t.in.call(ctx, "reduce", in)
+	if err != nil && strings.Contains(err.Error(), "ran out of memory") {
+		return nil, fmt.Errorf("%w (the reduce took the %d MiB of values of key %.40q at once: a combiner, or fewer values under one key, needs less)", err, len(in)>>20, key)
+	}
 	if err != nil {
 		return nil, err
 	}

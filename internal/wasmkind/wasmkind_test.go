@@ -207,6 +207,40 @@ func TestSandboxFailures(t *testing.T) {
 	}
 }
 
+// A key whose values are more than half the module's memory is refused
+// before they cross, for good (no attempt can mend it), saying what to do;
+// fewer values under one key reduce.
+func TestReduceOfASkewedKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	m, err := runtime(t, 32).Compile(ctx, Build(t, "examples/wasm-wordcount"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, release, err := m.Kind(ctx, "wc", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	one := bytes.Repeat([]byte("1"), 15) // 15 ones: a count of 111,111,111,111,111
+	values := func(n int) func(func([]byte) bool) {
+		return func(yield func([]byte) bool) {
+			for range n {
+				if !yield(one) {
+					return
+				}
+			}
+		}
+	}
+	_, err = k.ReduceKey(ctx, []byte("the"), values(1<<20)) // 19 MiB of values, 16 at most
+	if err == nil || !errors.Is(err, job.ErrSkipRetry) || !strings.Contains(err.Error(), "exceed 16 MiB") || !strings.Contains(err.Error(), "combiner") {
+		t.Fatalf("a key of 19 MiB of values in a module of 32 MiB: %v", err)
+	}
+	if v, err := k.ReduceKey(ctx, []byte("the"), values(1000)); err != nil || string(v) != "111111111111111000" {
+		t.Fatalf("a key of 1,000 values: %s, %v", v, err)
+	}
+}
+
 // A version is named by its content: the same bytes, the same hash.
 func TestHashNamesTheContent(t *testing.T) {
 	t.Parallel()
