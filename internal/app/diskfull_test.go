@@ -341,7 +341,7 @@ func TestOutputTheStoreHasNoRoomFor(t *testing.T) {
 	logs := &lockedBuffer{}
 	b := setup(t, func(c *app.Config) {
 		c.DataDir = filepath.Join(disk, "data")
-		c.RoomWait = 12 * time.Second // a run, one 10 s later, and the last
+		c.RoomWait = 12 * time.Second // a run, one 5 s later, and the last
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})
 	t.Cleanup(func() {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,7 +16,7 @@ import (
 // time: the queue, the workers, tasks and jobs by state, websocket clients
 // and the size of every JetStream stream.
 func (s *Server) registerGauges(m *metrics.Metrics) {
-	v := s.view
+	v, room := s.view, s.storeRoom()
 	m.Register(
 		metrics.GaugeFunc("mrcluster_queue_depth", "Tasks waiting for a worker.", nil, func() float64 {
 			return float64(v.QueueDepth())
@@ -42,6 +43,13 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 		}),
 		metrics.GaugeFunc("mrcluster_websocket_clients", "Open websockets on this server.", nil, func() float64 {
 			return float64(s.api.WebsocketClients())
+		}),
+		metrics.GaugeFunc("mrcluster_store_room_bytes", "Bytes the store can still take: the least of what its limit and its disk beyond the reserve leave (in a cluster, on every server); an output or upload larger than this is refused.", nil, func() float64 {
+			r, err := room()
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(max(r, 0))
 		}),
 	)
 	for _, st := range job.States {

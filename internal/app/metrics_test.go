@@ -82,6 +82,9 @@ func TestMetricsMoveAsJobsRun(t *testing.T) {
 			t.Errorf("%s = %v, want at least 1", name, after[name])
 		}
 	}
+	if room := after["mrcluster_store_room_bytes"]; !(room > 1<<20) {
+		t.Errorf("mrcluster_store_room_bytes = %v on a store with room", room)
+	}
 	// An open websocket is counted once its first message arrived.
 	c := b.dial(t, "/queue")
 	var q []string

@@ -479,7 +479,7 @@ func (p *Pool) run(i int, l *lease) {
 		}
 		waited, wait := time.Since(time.UnixMilli(next.NoRoomSince)), p.roomWait()
 		if waited < wait {
-			delay := min(diskFullDelay(attempt-t.Failures), wait-waited) // as a full --temp-dir's
+			delay := min(roomDelay(attempt-t.Failures), wait-waited)
 			log.Error("the store has no room for the task's output; the task waits for room and runs again, without counting as a failed attempt: delete datasets or finished jobs (mrcluster delete), or give the data directory more disk",
 				"err", err, "retry_in", delay, "fails_in", (wait - waited).Round(time.Second))
 			p.interrupted(i, l, r, t, next, err, delay)
@@ -564,8 +564,16 @@ func (p *Pool) roomWait() time.Duration {
 	return DefaultRoomWait
 }
 
-// diskFullDelay is how long a task interrupted by a full --temp-dir (or a
-// store with no room for its output) waits
+// roomDelay is how long a task the store had no room for waits before it
+// runs again, after runs attempts that did not fail: 5 s, doubling up to a
+// minute. Shorter than a full --temp-dir's: the store's room comes back
+// when anyone deletes data, and a run that meets none costs a question of
+// the room, not a write (store.Roomy), but each adds to the job's history.
+func roomDelay(runs int) time.Duration {
+	return min(5*time.Second<<min(max(runs-1, 0), 4), time.Minute)
+}
+
+// diskFullDelay is how long a task interrupted by a full --temp-dir waits
 // before it is queued again, after runs attempts that did not fail: 10 s,
 // doubling up to 2 minutes (a task too large for every worker's disk runs
 // on until an operator acts, and each run adds to its job's history).
