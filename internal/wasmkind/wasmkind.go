@@ -573,7 +573,7 @@ func (t *task) reduce(ctx context.Context, key []byte, values iter.Seq[[]byte]) 
 	var n uint64
 	for v := range values {
 		if len(in) > most {
-			return nil, fmt.Errorf("the values of key %.40q exceed %d MiB, which a module's reduce takes at once (at most half of the module's memory, --wasm-memory-mb %d; no attempt can mend it): "+
+			return nil, fmt.Errorf("the values of key %.40q exceed %d MiB, which a module's reduce takes at once (at most half of the module's memory, --wasm-memory-mb %d): "+
 				"give the kind a combiner, or emit fewer values under one key: %w", key, most>>20, t.in.m.r.memoryMB, job.ErrSkipRetry)
 		}
 		in = appendBytes(in, v)
