@@ -244,6 +244,10 @@ type Queue struct {
 	// limit asked for (1,000 by default); More is set when there are more.
 	Jobs []QueuedJob `json:"jobs"`
 	More bool        `json:"more,omitempty"`
+	// StoreRoom is the bytes the cluster's store can still take (absent
+	// when the server cannot tell): a task whose output is larger waits
+	// for room, an upload larger is refused.
+	StoreRoom *int64 `json:"store_room_bytes,omitempty"`
 }
 
 // JobCounts counts a cluster's jobs (those its store holds) by state.

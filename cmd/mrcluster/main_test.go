@@ -319,7 +319,7 @@ func TestCLI(t *testing.T) {
 	}
 	p.client().AwaitIdleWorkers(t, 4)
 	out, _, err = run("status")
-	if err != nil || !strings.Contains(out, "0 of 4 workers busy") {
+	if err != nil || !strings.Contains(out, "0 of 4 workers busy") || !regexp.MustCompile(`(?m)^store: room for [0-9.]+ [MG]iB more`).MatchString(out) {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	if out, _, err = run("submit", "noop", "2", "--count", "3"); err != nil || len(strings.Fields(out)) != 3 || !strings.HasPrefix(out, "noop_") {

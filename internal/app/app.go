@@ -583,7 +583,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
 		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxWebsockets: cfg.MaxWebsockets, UploadStall: cfg.UploadStall,
-		UI: webui.Handler(),
+		StoreRoom: s.storeRoom(),
+		UI:        webui.Handler(),
 	})
 	s.registerGauges(m)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {

@@ -1191,7 +1191,25 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(limited) > 0 {
 		fmt.Fprintf(stdout, "kinds limited: %s\n", strings.Join(limited, ", "))
 	}
+	if room := queue.StoreRoom; room != nil {
+		fmt.Fprintf(stdout, "store: room for %s more", mebibytes(*room))
+		if *room < lowRoom {
+			fmt.Fprint(stdout, "; a task whose output is larger waits for room, then fails its job: delete datasets or finished jobs (mrcluster delete), or give the servers' data directories more disk")
+		}
+		fmt.Fprintln(stdout)
+	}
 	return nil
+}
+
+// lowRoom is the store's room under which status says what it means.
+const lowRoom = 1 << 30
+
+// mebibytes writes n bytes in MiB, or GiB from 10 GiB.
+func mebibytes(n int64) string {
+	if n >= 10<<30 {
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
 
 // statusQueued bounds the jobs with waiting tasks that status names.

@@ -419,7 +419,14 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	jobs, more, depth := s.cfg.View.Queue(limit)
-	writeJSON(w, http.StatusOK, client.Queue{Depth: depth, Counts: s.jobCounts(), Jobs: jobs, More: more})
+	q := client.Queue{Depth: depth, Counts: s.jobCounts(), Jobs: jobs, More: more}
+	if s.cfg.StoreRoom != nil {
+		if room, err := s.cfg.StoreRoom(); err == nil {
+			room = max(room, 0)
+			q.StoreRoom = &room
+		}
+	}
+	writeJSON(w, http.StatusOK, q)
 }
 
 // maxQueueLimit bounds the jobs GET /api/v1/queue lists.

@@ -85,6 +85,9 @@ type Config struct {
 	// UploadStall is how long an upload may send nothing before it is
 	// refused (0: DefaultUploadStall).
 	UploadStall time.Duration
+	// StoreRoom, when set, returns the bytes the store can still take,
+	// shown with the queue: a task whose output does not fit waits.
+	StoreRoom func() (int64, error)
 	// UI serves the dashboard at / and its routes (none when nil).
 	UI http.Handler
 }
