@@ -508,7 +508,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			Name: PoolName(host), Host: host, Logger: s.log, Metrics: m, RetryBackoff: cfg.RetryBackoff,
 			SortBuffer: cfg.SortBuffer, MemoryLimit: cfg.MemoryLimit, TempDir: cfg.TempDir,
 			Modules: &catalog.Modules{Blobs: wstore.Ports.Modules, Runtime: s.wasm}, TaskTimeout: cfg.TaskTimeout,
-			PriorityAging: cfg.PriorityAging, Paused: s.catalog.Paused, RoomWait: cfg.RoomWait,
+			PriorityAging: cfg.PriorityAging, Paused: s.catalog.Paused, RoomWait: cfg.RoomWait, Room: room,
 		})
 		if err = s.pool.Start(ctx); err != nil {
 			return nil, err

@@ -134,7 +134,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		Name: poolName, Host: host, Logger: log, Metrics: m, RetryBackoff: *backoff,
 		SortBuffer: sortBuffer, MemoryLimit: memLimit, TempDir: *tempDir,
 		Modules: &catalog.Modules{Blobs: store.Ports.Modules, Runtime: rt}, TaskTimeout: *taskTimeout,
-		PriorityAging: *aging, Paused: kinds.Paused,
+		PriorityAging: *aging, Paused: kinds.Paused, Room: room,
 	})
 	if err := pool.Start(ctx); err != nil {
 		return nameInUse(stderr, err)

@@ -216,6 +216,11 @@ type Task struct {
 	// output for want of room (Unix milliseconds; 0: it has not): the
 	// task waits for room from then on, up to the worker's RoomWait.
 	NoRoomSince int64 `json:"no_room_since,omitempty"`
+	// NoRoomBytes is the size of the output the store last had no room
+	// for, when known: the task is not run again (its code, which may
+	// take minutes, would make the same output) until the store has room
+	// for as much.
+	NoRoomBytes int64 `json:"no_room_bytes,omitempty"`
 	// Carried holds the history records of the task's runs before this
 	// copy was queued that were not its last word (failed, lost or
 	// interrupted), up to MaxCarried: each is stored when it is made, and

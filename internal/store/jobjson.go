@@ -90,6 +90,7 @@ func marshalTask(t *job.Task) ([]byte, error) {
 	e.boolOmit("log_in_record", t.LogInRecord)
 	e.intOmit("round", int64(t.Round))
 	e.intOmit("no_room_since", t.NoRoomSince)
+	e.intOmit("no_room_bytes", t.NoRoomBytes)
 	if len(t.Carried) > 0 {
 		e.key("carried")
 		e.json(t.Carried)

@@ -46,10 +46,21 @@ func (b Roomy) Put(ctx context.Context, name string, r io.Reader) error {
 		defer b.Putting.Add(-size)
 	}
 	if room, err := b.Room(); err == nil && size > room-putting {
-		return fmt.Errorf("%w: %d bytes to store, room for %d (%d more being stored meanwhile)", ErrNoRoom, size, max(room, 0), putting)
+		return &NoRoomError{Size: size, Room: max(room, 0), Putting: putting}
 	}
 	return b.Blobs.Put(ctx, name, r)
 }
+
+// NoRoomError is a put Roomy refused: Size bytes, where the store had room
+// for Room, Putting of which other puts under way were taking. It is an
+// ErrNoRoom.
+type NoRoomError struct{ Size, Room, Putting int64 }
+
+func (e *NoRoomError) Error() string {
+	return fmt.Sprintf("%v: %d bytes to store, room for %d (%d more being stored meanwhile)", ErrNoRoom, e.Size, e.Room, e.Putting)
+}
+
+func (e *NoRoomError) Unwrap() error { return ErrNoRoom }
 
 // sizeLeft returns what is left to read of r, when r can say.
 func sizeLeft(r io.Reader) (int64, bool) {

@@ -80,6 +80,10 @@ type Config struct {
 	// TaskTimeout bounds one attempt of a task (0: none for built-in
 	// kinds, an hour for uploaded ones).
 	TaskTimeout time.Duration
+	// Room, when set, returns the bytes the store can still take: a task
+	// whose output the store had no room for is not run again until it
+	// has room for as much (Task.NoRoomBytes).
+	Room func() (int64, error)
 	// RoomWait is how long a task whose output the store has no room for
 	// (store.ErrNoRoom) waits for room, running again now and then, before
 	// it fails its job (DefaultRoomWait when zero).
@@ -401,7 +405,10 @@ func (p *Pool) run(i int, l *lease) {
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
 	})
-	value, out, err := p.call(ctx, t)
+	value, out, err := int64(0), (*mr.Outcome)(nil), p.stillNoRoom(t)
+	if err == nil {
+		value, out, err = p.call(ctx, t)
+	}
 	p.unnoteStarted(notice)
 	ran := time.Since(start)
 	p.pace.observe(ran)
@@ -431,7 +438,7 @@ func (p *Pool) run(i int, l *lease) {
 	r := job.TaskResult{Job: t.Job, Partition: t.Partition, Attempt: attempt, Worker: worker, Value: value, StartedAt: start,
 		FinishedAt: time.Now().UTC(), Phase: t.Phase, Backup: t.Backup, Failures: t.Failures, Epoch: t.Epoch}
 	next := t
-	next.Runs, next.Lost, next.NoRoomSince = attempt, 0, 0 // this run ended with a word
+	next.Runs, next.Lost, next.NoRoomSince, next.NoRoomBytes = attempt, 0, 0, 0 // this run ended with a word
 	var storeErr *job.StoreError
 	switch {
 	case errors.Is(err, mr.ErrMissingInput):
@@ -476,6 +483,10 @@ func (p *Pool) run(i int, l *lease) {
 	case errors.As(err, &storeErr) && errors.Is(err, store.ErrNoRoom):
 		if next.NoRoomSince = t.NoRoomSince; next.NoRoomSince == 0 {
 			next.NoRoomSince = start.UnixMilli() // the wait for room starts
+		}
+		next.NoRoomBytes = t.NoRoomBytes
+		if refused := (*store.NoRoomError)(nil); errors.As(err, &refused) {
+			next.NoRoomBytes = refused.Size
 		}
 		waited, wait := time.Since(time.UnixMilli(next.NoRoomSince)), p.roomWait()
 		if waited < wait {
@@ -547,6 +558,22 @@ func (p *Pool) interrupted(i int, l *lease, r job.TaskResult, t, next job.Task, 
 	next.Carried = job.Carry(next.Carried, r)
 	p.later(l, delay, next)
 	p.idle(i, false)
+}
+
+// stillNoRoom returns a store error when task t's last output did not fit
+// in the store and still does not: t is then not run, since its code
+// would make the same output for nothing (a reduce of minutes, every
+// minute, for the half hour of its wait).
+func (p *Pool) stillNoRoom(t job.Task) error {
+	if t.NoRoomBytes <= 0 || p.cfg.Room == nil {
+		return nil
+	}
+	room, err := p.cfg.Room()
+	if err != nil || room >= t.NoRoomBytes {
+		return nil
+	}
+	return &job.StoreError{Err: fmt.Errorf("not run: the store has room for %d bytes, and the task's last output was %d: %w",
+		max(room, 0), t.NoRoomBytes, &store.NoRoomError{Size: t.NoRoomBytes, Room: max(room, 0)})}
 }
 
 // DefaultRoomWait is how long a task waits for the store to have room for
