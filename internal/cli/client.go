@@ -765,7 +765,8 @@ func showJob(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return explain(err)
 	}
 	var tasks []client.TaskAttempt
-	if *withTasks {
+	unfinished := j.State == client.Queued || j.State == client.Running
+	if *withTasks || unfinished && !asJSON {
 		if tasks, err = c.Tasks(ctx, id); err != nil {
 			return explain(err)
 		}
@@ -778,11 +779,56 @@ func showJob(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case asJSON:
 		return printJSON(stdout, j)
 	}
-	if err := summary(stdout, j, time.Now()); err != nil || !*withTasks {
+	if err := summary(stdout, j, time.Now()); err != nil {
 		return err
+	}
+	if unfinished {
+		waiting(stdout, tasks)
+	}
+	if !*withTasks {
+		return nil
 	}
 	fmt.Fprintln(stdout)
 	return taskTable(stdout, tasks)
+}
+
+// waiting names the tasks of an unfinished job whose last attempt was
+// interrupted (the store failed under it, or had no room for its output)
+// and that have not finished since: why the job waits.
+func waiting(w io.Writer, tasks []client.TaskAttempt) {
+	type task struct {
+		phase string
+		n     int
+	}
+	last := map[task]client.TaskAttempt{}
+	var order []task
+	for _, a := range tasks {
+		k := task{a.Phase, a.Partition}
+		if prev, ok := last[k]; !ok {
+			order = append(order, k)
+		} else if prev.State == "done" || a.FinishedAt.Before(prev.FinishedAt) {
+			continue
+		}
+		last[k] = a
+	}
+	for _, k := range order {
+		if a := last[k]; a.State == "interrupted" {
+			name := "partition"
+			if k.phase != "" {
+				name = k.phase
+			}
+			fmt.Fprintf(w, "waiting        %s %d, interrupted at %s: %s\n", name, k.n, a.FinishedAt.Local().Format(time.TimeOnly), oneLine(a.Error, 200))
+		}
+	}
+}
+
+// oneLine is text on one line, cut to most runes.
+func oneLine(text string, most int) string {
+	text = strings.Join(strings.Fields(text), " ")
+	if r := []rune(text); len(r) > most {
+		text = string(r[:most-1]) + "…"
+	}
+	return text
 }
 
 // taskTable prints a job's task attempts for a person: a run that did not
@@ -819,10 +865,7 @@ func taskTable(w io.Writer, tasks []client.TaskAttempt) error {
 		what := strconv.FormatInt(t.Value, 10)
 		switch {
 		case t.Error != "":
-			what = strings.Join(strings.Fields(t.Error), " ")
-			if r := []rune(what); len(r) > 100 {
-				what = string(r[:99]) + "…"
-			}
+			what = oneLine(t.Error, 100)
 		case t.Phase != "":
 			what = "-"
 			if t.Counters != nil {

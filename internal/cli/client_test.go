@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
@@ -359,5 +360,25 @@ func TestSubmitWithoutAnAnswerNamesItsKey(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Fatalf("printed %q", out.String())
+	}
+}
+
+// An unfinished job's tasks whose last attempt was interrupted, and that
+// have not finished since, are named with why; others are not.
+func TestWaitingNamesInterruptedTasks(t *testing.T) {
+	at := func(s int) time.Time { return time.Date(2026, 12, 5, 1, 0, s, 0, time.Local) }
+	tasks := []client.TaskAttempt{
+		{Phase: "map", Partition: 0, State: "done", FinishedAt: at(1)},
+		{Phase: "reduce", Partition: 0, State: "interrupted", FinishedAt: at(2), Error: "store x: the store has no room for it"},
+		{Phase: "reduce", Partition: 0, State: "done", FinishedAt: at(3)},
+		{Phase: "reduce", Partition: 1, State: "interrupted", FinishedAt: at(4), Error: "store y: the store has\\nno room for it"},
+		{Phase: "reduce", Partition: 1, State: "interrupted", FinishedAt: at(9), Error: "not run: the store has room for 3 bytes, and the task's last output was 9"},
+		{Phase: "reduce", Partition: 2, State: "failed", FinishedAt: at(5), Error: "boom"},
+	}
+	var out strings.Builder
+	waiting(&out, tasks)
+	want := "waiting        reduce 1, interrupted at 01:00:09: not run: the store has room for 3 bytes, and the task's last output was 9\n"
+	if out.String() != want {
+		t.Fatalf("waiting wrote\n%q\nwant\n%q", out.String(), want)
 	}
 }

@@ -572,8 +572,7 @@ func (p *Pool) stillNoRoom(t job.Task) error {
 	if err != nil || room >= t.NoRoomBytes {
 		return nil
 	}
-	return &job.StoreError{Err: fmt.Errorf("not run: the store has room for %d bytes, and the task's last output was %d: %w",
-		max(room, 0), t.NoRoomBytes, &store.NoRoomError{Size: t.NoRoomBytes, Room: max(room, 0)})}
+	return &job.StoreError{Err: fmt.Errorf("not run: the store has room for %d bytes, and the task's last output was %d (%w)", max(room, 0), t.NoRoomBytes, store.ErrNoRoom)}
 }
 
 // DefaultRoomWait is how long a task waits for the store to have room for
