@@ -155,6 +155,7 @@ func TestDashboard(t *testing.T) {
 	text(ctx, t, `[data-test="toast"]`, func(s string) bool { return strings.Contains(s, "Submitted short_") && strings.Contains(s, "open it") }, "the toast with the new job")
 	text(ctx, t, `[data-test="stat-queue"] b`, func(s string) bool { return s == "4" }, "4 tasks queued")
 	text(ctx, t, `[data-test="stat-workers"] b`, func(s string) bool { return s == "4/4" }, "4 busy workers")
+	text(ctx, t, `[data-test="store-room"]`, func(s string) bool { return strings.HasPrefix(s, "Store: room for ") && strings.Contains(s, "B more") }, "the store's room in the queue card")
 	text(ctx, t, `[data-test="worker"] .wj`, func(s string) bool { return strings.HasPrefix(s, "short_") }, "a worker card naming its job")
 	text(ctx, t, `[data-test="worker-task"]`, func(s string) bool { return strings.HasPrefix(s, "partition ") }, "a worker card naming its task")
 	text(ctx, t, `[data-tab="running"] span`, func(s string) bool { return s == "1" }, "the running tab's count")

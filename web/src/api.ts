@@ -57,7 +57,7 @@ export const api = {
   pauseKind: (name: string, resume = false) => call<Kind>('POST', `/api/v1/kinds/${encodeURIComponent(name)}/${resume ? 'resume' : 'pause'}`),
   deleteKind: (name: string) => call<void>('DELETE', `/api/v1/kinds/${encodeURIComponent(name)}`),
   workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),
-  queue: () => call<{ depth: number; jobs: QueuedJob[]; more?: boolean }>('GET', '/api/v1/queue'),
+  queue: (limit?: number) => call<{ depth: number; jobs: QueuedJob[]; more?: boolean; store_room_bytes?: number }>('GET', '/api/v1/queue' + (limit ? `?limit=${limit}` : '')),
   history: () => call<{ minutes: Minute[] }>('GET', '/api/v1/history'),
 }
 

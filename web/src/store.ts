@@ -37,12 +37,14 @@ export interface State {
   doneThisSecond: number
   // tasks done since the page loaded (what the last hour's chart reloads on)
   tasksDone: number
+  // the bytes the store can still take (null: the server does not say)
+  storeRoom: number | null
 }
 
 export function newState(): State {
   return reactive({
     connection: 'connecting', jobs: new Map(), order: [], workers: new Map(), queue: [], queueDepth: 0, waiting: new Map(), queueComplete: true,
-    kinds: [], older: '', counts: null, view: '', viewOlder: '', rate: [], depthHistory: [], doneThisSecond: 0, tasksDone: 0,
+    kinds: [], older: '', counts: null, view: '', viewOlder: '', rate: [], depthHistory: [], doneThisSecond: 0, tasksDone: 0, storeRoom: null,
   }) as State
 }
 
@@ -177,9 +179,23 @@ export async function load(s: State) {
   s.waiting = new Map(queue.jobs.map((q) => [q.job, { kind: q.kind, n: q.waiting }]))
   s.queueDepth = queue.depth
   s.queueComplete = !queue.more
+  s.storeRoom = queue.store_room_bytes ?? null
   rebuildQueue(s)
   if (s.view) await loadView(s, s.view)
 }
+
+// refreshRoom reads the store's room again: it changes with every upload
+// and output, and no event carries it.
+export async function refreshRoom(s: State) {
+  try {
+    s.storeRoom = (await api.queue(1)).store_room_bytes ?? null
+  } catch {
+    // kept: the banner says when the server is away
+  }
+}
+
+// lowRoom is the store's room under which the page says what it means.
+export const lowRoom = 1 << 30
 
 // loadView shows the jobs of state ('' for all): the server's newest of
 // them join those loaded (the newest of all may hold none of a state, such
@@ -239,6 +255,7 @@ export function connect(s: State): () => void {
     s.doneThisSecond = 0
   }, 1000)
   const queueTick = setInterval(() => rebuildQueue(s), 250)
+  const roomTick = setInterval(() => { if (s.connection === 'live') refreshRoom(s) }, 15000)
   const open = () => {
     ws = new WebSocket(eventsURL())
     ws.onopen = async () => {
@@ -278,6 +295,7 @@ export function connect(s: State): () => void {
     stopped = true
     clearInterval(tick)
     clearInterval(queueTick)
+    clearInterval(roomTick)
     ws?.close()
   }
 }

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { answered, apply, count, loadOlder, loadSearch, loadView, newState, newestFirst, rebuildQueue, upsertJob } from '../store'
+import { answered, apply, count, loadOlder, loadSearch, loadView, newState, newestFirst, rebuildQueue, refreshRoom, upsertJob } from '../store'
 import type { Job } from '../types'
 
 function job(id: string, created: string, over: Partial<Job> = {}): Job {
@@ -13,6 +13,23 @@ function job(id: string, created: string, over: Partial<Job> = {}): Job {
 afterEach(() => vi.unstubAllGlobals())
 
 describe('store', () => {
+  it('reads the store\'s room with the queue, and again on its own', async () => {
+    const urls: string[] = []
+    let room: number | undefined = 5 << 30
+    vi.stubGlobal('fetch', vi.fn(async (url: string) => {
+      urls.push(url)
+      return new Response(JSON.stringify({ depth: 0, jobs: [], store_room_bytes: room }), { status: 200 })
+    }))
+    const s = newState()
+    expect(s.storeRoom).toBe(null)
+    await refreshRoom(s)
+    expect(s.storeRoom).toBe(5 << 30)
+    expect(urls).toEqual(['/api/v1/queue?limit=1'])
+    room = undefined // a server that cannot tell
+    await refreshRoom(s)
+    expect(s.storeRoom).toBe(null)
+  })
+
   it('keeps jobs newest first whatever order they arrive in', () => {
     const s = newState()
     upsertJob(s, job('b', '2026-01-01T00:00:02Z'))
