@@ -75,3 +75,17 @@ export function axisLabel(ms: number, span: number): string {
   const decimals = Math.min(3, Math.max(0, Math.ceil(-Math.log10(step)) + 1))
   return `${Number((ms / per).toFixed(decimals))} ${unit}`
 }
+
+// waitingTasks returns, for an unfinished job, the last attempt of each task
+// that was interrupted (the store failed under it, or had no room for its
+// output) and has not finished since: why the job waits.
+export function waitingTasks<T extends { phase?: string; partition: number; state: string; finished_at: string }>(tasks: T[]): T[] {
+  const last = new Map<string, T>()
+  for (const t of tasks) {
+    const key = `${t.phase ?? 'map'} ${t.partition}`
+    const prev = last.get(key)
+    if (prev && (prev.state === 'done' || Date.parse(t.finished_at) < Date.parse(prev.finished_at))) continue
+    last.set(key, t)
+  }
+  return [...last.values()].filter((t) => t.state === 'interrupted')
+}

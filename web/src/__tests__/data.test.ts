@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { axisLabel, elapsed, fieldOf, storedName } from '../format'
+import { axisLabel, elapsed, fieldOf, storedName, waitingTasks } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -158,5 +158,20 @@ describe('elapsed', () => {
     expect(elapsed(183_214.5)).toBe('3 m 3 s')
     expect(elapsed(119_600)).toBe('2 m 0 s')
     expect(elapsed(7_500_000)).toBe('2 h 5 m')
+  })
+})
+
+describe('waitingTasks', () => {
+  it('names the tasks whose last run was interrupted and that have not finished since', () => {
+    const at = (s: number) => `2026-12-05T01:00:0${s}Z`
+    const tasks = [
+      { phase: 'map', partition: 0, state: 'done', finished_at: at(1) },
+      { phase: 'reduce', partition: 0, state: 'interrupted', finished_at: at(2), error: 'no room' },
+      { phase: 'reduce', partition: 0, state: 'done', finished_at: at(3) },
+      { phase: 'reduce', partition: 1, state: 'interrupted', finished_at: at(4), error: 'no room' },
+      { phase: 'reduce', partition: 1, state: 'interrupted', finished_at: at(9), error: 'not run: no room yet' },
+      { phase: 'reduce', partition: 2, state: 'failed', finished_at: at(5), error: 'boom' },
+    ]
+    expect(waitingTasks(tasks)).toEqual([tasks[4]])
   })
 })
