@@ -383,8 +383,16 @@ func TestOutputTheStoreHasNoRoomFor(t *testing.T) {
 	if begun || ran {
 		t.Errorf("every run of the job began a put the store had no room for (%t), or ran its code again for an output that could not fit (%t): %+v", begun, ran, tasks)
 	}
-	// What the job stored left the store with it: its outputs fit again.
+	// What the job stored leaves the store with it (its outputs deleted as
+	// it failed, in the background): the room comes back, and 24 MiB fit.
 	eventually(t, 20*time.Second, "the server to be ready", func() bool { return c.Do(t, "GET", "/readyz", "").Status == http.StatusOK })
+	eventually(t, 2*time.Minute, "the failed job's data to leave the store", func() bool {
+		q, err := c.API().Queue(apitest.Context(t))
+		if err != nil || q.StoreRoom == nil {
+			t.Fatalf("the queue, with the store's room: %+v %v", q, err)
+		}
+		return *q.StoreRoom > 25<<20
+	})
 	c.PutFile(t, "more", "more.txt", text.Bytes()[:24<<20])
 	small := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"more"}, Partitions: 2, Params: map[string]any{"pattern": "line 00000"}})
 	if small = c.AwaitWithin(t, 2*time.Minute, small.ID, func(j client.Job) bool { return j.State != "queued" && j.State != "running" }); small.State != "succeeded" {
