@@ -518,6 +518,10 @@ type redelivered struct {
 	// serverFaults: two runs with a fault of a server of the cluster (a
 	// kill, a pause or its end, its disk filled) between their starts.
 	serverFaults []time.Time
+	// others are the cluster's other servers: when url cannot answer the
+	// history, what they answer is logged (a copy gone from the whole
+	// cluster, or from one server's view of it).
+	others []string
 }
 
 // checkRanOnce fails the test when a task of job id has two final results
@@ -548,6 +552,12 @@ func checkRanOnce(t *testing.T, url, id string, again redelivered) {
 			break
 		}
 		if time.Now().After(deadline) {
+			for _, o := range again.others {
+				var j client.Job
+				_, jerr := chaosDo("GET", o+"/api/v1/jobs/"+id, "", nil, &j)
+				_, terr := chaosDo("GET", o+"/api/v1/jobs/"+id+"/tasks", "", nil, &h)
+				t.Logf("server %s: job %s %s (%v), its task history %d records (%v)", o, id, j.State, jerr, len(h.Tasks), terr)
+			}
 			t.Fatalf("task history of %s: %v", id, err)
 		}
 	}

@@ -222,7 +222,7 @@ func TestPartitions(t *testing.T) {
 		if j.State != client.Succeeded || j.Result == nil || j.Result.Sum != int64(a.partitions) {
 			t.Fatalf("acknowledged job %s: %s, result %+v, error %q", a.id, j.State, j.Result, j.Error)
 		}
-		checkRanOnce(t, urls[1], a.id, redelivered{clustered: true})
+		checkRanOnce(t, urls[1], a.id, redelivered{clustered: true, others: []string{urls[0], urls[2]}})
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		var w struct{ Workers []job.WorkerStatus }
