@@ -101,9 +101,57 @@ func chaosDo(method, url, key string, body any, out any) (int, error) {
 type chaosNode struct {
 	mu   sync.Mutex
 	proc *proc
+	past []*proc // the processes killed, whose output a failure greps
 	args []string
 	url  string
 	up   bool
+}
+
+// submitted is a submit of the chaos test's clients: every try of it, and
+// the jobs it was answered. A job stored that no client was answered is
+// shown with the tries of the submits around its time (unanswered).
+type submitted struct {
+	kind   string
+	tries  []submitTry
+	answer []string
+}
+
+type submitTry struct {
+	at     time.Time
+	server int
+	status int
+	err    error
+}
+
+// unanswered tells what is known of job j, stored while no client was
+// answered it: the submits of its kind begun up to a minute before its id
+// was made, with their tries, and the servers' log lines that name it.
+func unanswered(j client.Job, submits map[string]*submitted, nodes []*chaosNode) string {
+	var b strings.Builder
+	made, _ := job.IDTime(j.ID)
+	fmt.Fprintf(&b, "its id was made at %s; the submits of %s begun in the minute before:\n", made.Format("15:04:05.000"), j.Kind)
+	for key, s := range submits {
+		if s.kind != j.Kind || len(s.tries) == 0 || s.tries[0].at.After(made) || made.Sub(s.tries[0].at) > time.Minute {
+			continue
+		}
+		fmt.Fprintf(&b, "  key %s, answered %v:\n", key, s.answer)
+		for _, t := range s.tries {
+			fmt.Fprintf(&b, "    %s to server %d: %d %v\n", t.at.Format("15:04:05.000"), t.server, t.status, t.err)
+		}
+	}
+	for i, n := range nodes {
+		n.mu.Lock()
+		procs := append(slices.Clone(n.past), n.proc)
+		n.mu.Unlock()
+		for k, p := range procs {
+			for line := range strings.Lines(p.out.String()) {
+				if strings.Contains(line, j.ID) {
+					fmt.Fprintf(&b, "  server %d (process %d): %s", i, k+1, line)
+				}
+			}
+		}
+	}
+	return b.String()
 }
 
 type acked struct {
@@ -173,6 +221,7 @@ func TestChaos(t *testing.T) {
 			select {
 			case <-lines:
 				n.mu.Lock()
+				n.past = append(n.past, n.proc)
 				n.proc, n.up = p, true
 				n.mu.Unlock()
 				return
@@ -214,6 +263,7 @@ func TestChaos(t *testing.T) {
 	var mu sync.Mutex
 	var jobs []acked
 	var refused, batches, abandoned int
+	submits := map[string]*submitted{} // by idempotency key
 	stop := make(chan struct{})
 	var clients sync.WaitGroup
 	newKey := func() string {
@@ -223,12 +273,20 @@ func TestChaos(t *testing.T) {
 	}
 	// send posts body under key to one server after another until one
 	// answers, and reports the answer; a 400 fails the test.
-	send := func(path, key string, body, out any, first int) bool {
+	send := func(path, key, kind string, body, out any, first int) bool {
+		mu.Lock()
+		s := &submitted{kind: kind}
+		submits[key] = s
+		mu.Unlock()
 		var err error
-		for try := range 20 {
-			node := nodes[(first+try)%3]
+		for n := range 20 {
+			node := nodes[(first+n)%3]
 			var status int
+			at := time.Now()
 			status, err = chaosDo("POST", node.url+path, key, body, out)
+			mu.Lock()
+			s.tries = append(s.tries, submitTry{at: at, server: (first + n) % 3, status: status, err: err})
+			mu.Unlock()
 			if err == nil {
 				return true
 			}
@@ -242,7 +300,7 @@ func TestChaos(t *testing.T) {
 			// Backing off as a client does (0.2 s doubling to 1.6 s):
 			// twenty tries then span about 27 s, longer than a leader
 			// election after a kill, which refuses submits at once.
-			time.Sleep(200 * time.Millisecond << min(try, 3))
+			time.Sleep(200 * time.Millisecond << min(n, 3))
 		}
 		mu.Lock()
 		abandoned++
@@ -263,7 +321,8 @@ func TestChaos(t *testing.T) {
 				specs[i] = map[string]any{"kind": "short", "partitions": 1 + mrand.IntN(3)}
 			}
 			var answer struct{ Jobs []client.Job }
-			if !send("/api/v1/jobs/batch", newKey(), map[string]any{"jobs": specs}, &answer, n) {
+			key := newKey()
+			if !send("/api/v1/jobs/batch", key, "short", map[string]any{"jobs": specs}, &answer, n) {
 				continue
 			}
 			if len(answer.Jobs) != len(specs) {
@@ -273,6 +332,7 @@ func TestChaos(t *testing.T) {
 			mu.Lock()
 			for _, j := range answer.Jobs {
 				jobs = append(jobs, acked{id: j.ID, kind: j.Kind, partitions: j.Partitions})
+				submits[key].answer = append(submits[key].answer, j.ID)
 			}
 			batches++
 			mu.Unlock()
@@ -291,9 +351,11 @@ func TestChaos(t *testing.T) {
 					spec = map[string]any{"kind": "wordcount", "input": []string{"books"}, "partitions": 4, "reducers": 2}
 				}
 				var j client.Job
-				if send("/api/v1/jobs", newKey(), spec, &j, c+n) {
+				key := newKey()
+				if send("/api/v1/jobs", key, spec["kind"].(string), spec, &j, c+n) {
 					mu.Lock()
 					jobs = append(jobs, acked{id: j.ID, kind: j.Kind, partitions: j.Partitions})
+					submits[key].answer = []string{j.ID}
 					mu.Unlock()
 				}
 			}
@@ -477,7 +539,7 @@ func TestChaos(t *testing.T) {
 			}
 			for _, j := range page.Jobs {
 				if !answered[j.ID] {
-					t.Fatalf("job %s (%s, %s) is stored, and no client was answered it", j.ID, j.Kind, j.State)
+					t.Fatalf("job %s (%s, %s) is stored, and no client was answered it\n%s", j.ID, j.Kind, j.State, unanswered(j, submits, nodes))
 				}
 			}
 			if cursor = page.NextCursor; cursor == "" {

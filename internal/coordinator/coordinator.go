@@ -275,14 +275,18 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 	}
 	recorded, err := c.submit(ctx, specs, jobs, false)
 	if err != nil {
-		// A key is released before its jobs are withdrawn: a retry that
-		// found them all stored meanwhile marked the key done and was
-		// answered them, and they stay (claimKey).
-		release := keyUnknown
+		// The key is marked withdrawing before the jobs are withdrawn, a
+		// compare-and-set: a retry that found them all stored meanwhile
+		// marked it done and was answered them, and they stay; a retry
+		// that finds it withdrawing withdraws them too, and takes the key
+		// over (claimKey). (The key used to be released before the
+		// withdraw: a server that died withdrawing left a job that ran
+		// beside the one its client's retry made, seen in the chaos test.)
+		mark := keyUnknown
 		if claim != nil {
 			// Briefly: the store may be what failed, and the answer
-			// waits for this (the release is tried again after it).
-			if release = c.releaseKey(claim, time.Second); release == keyAnswered {
+			// waits for this (the mark is tried again after it).
+			if mark = c.markWithdrawing(claim, time.Second); mark == keyAnswered {
 				if again, rerr := c.replay(ctx, ids); rerr == nil {
 					for _, j := range again {
 						j.Replayed = false
@@ -292,21 +296,41 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 				return nil, err
 			}
 		}
-		// What the submit stored is removed after the answer, which must
-		// not wait for a store that is failing (each step has a deadline
-		// of its own). Until then its tasks may start; their results wait
-		// for a record that never comes, and are dropped. A batch's jobs
-		// are withdrawn in parallel: one after the other, a thousand took
-		// seconds under load, while the client's retries with the batch's
-		// key waited for its release.
+		// What the submit stored is removed in the background: the answer
+		// must not wait for a store that is failing (each step has a
+		// deadline of its own). Until then its tasks may start; their
+		// results wait for a record that never comes, and are dropped. A
+		// batch's jobs are withdrawn in parallel: one after the other, a
+		// thousand took seconds under load, while the client's retries
+		// with the batch's key waited for their key.
+		withdrawn := make(chan struct{})
 		c.wg.Go(func() {
-			if claim != nil && release == keyUnknown {
-				if release = c.releaseLater(claim); release != keyReleased {
+			defer close(withdrawn)
+			if claim != nil && mark == keyUnknown {
+				if mark = c.markLater(claim); mark != keyWithdraw {
 					return // answered to a retry, and kept; or never known
 				}
 			}
-			parallel(len(ids), func(i int) { c.withdraw(ids[i], recorded[i], jobs[i].FilesRef) })
+			var failed atomic.Bool
+			parallel(len(ids), func(i int) {
+				if !c.withdraw(ids[i], recorded[i], jobs[i].FilesRef) {
+					failed.Store(true)
+				}
+			})
+			if claim != nil && !failed.Load() {
+				c.releaseWithdrawn(claim)
+			}
 		})
+		if claim == nil {
+			// Without a key nothing but the withdraw stands between the
+			// answer and a job no client knows of, should this server
+			// die: it is awaited a moment, which is all it takes while
+			// the store answers.
+			select {
+			case <-withdrawn:
+			case <-time.After(withdrawWait):
+			}
+		}
 		return nil, err
 	}
 	// The key is left pending: a retry finds the jobs stored and marks it
@@ -454,34 +478,71 @@ func (c *Coordinator) created(ctx context.Context, j *job.Job, rev uint64, err e
 }
 
 // withdraw removes what a failed submit of job id stored: its tasks, and
-// its record when the create's answer was lost. Its client was told the
-// submit failed, and may have sent it again as a new job: each step is
-// tried again while the store gives no answer, for up to orphanAge
-// (storeAgain), not given up after one try (a store electing a leader
-// refuses writes for seconds; seen in the chaos test: the delete refused,
-// the job run and stored beside its client's retry). What it cannot remove is
-// dropped later: a task whose job record never appears is acked and
-// dropped by the coordinator once its id is older than orphanAge.
-func (c *Coordinator) withdraw(id string, record bool, files string) {
+// its record when the create's answer was lost; it reports whether all of
+// it is gone. Its client was told the submit failed, and may have sent it
+// again as a new job: each step is tried again while the store gives no
+// answer, for up to orphanAge (storeAgain), not given up after one try (a
+// store electing a leader refuses writes for seconds; seen in the chaos
+// test: the delete refused, the job run and stored beside its client's
+// retry). What it cannot remove is dropped later: a task whose job record
+// never appears is acked and dropped by the coordinator once its id is
+// older than orphanAge.
+func (c *Coordinator) withdraw(id string, record bool, files string) bool {
 	deadline := time.Now().Add(orphanAge)
+	ok := true
+	for _, step := range c.withdrawSteps(id, record, files) {
+		if err := c.storeAgain(deadline, step.fn); err != nil {
+			c.log.Warn("could not remove "+step.what+" of a job whose submit failed; "+step.then, "job", id, "err", err)
+			ok = false
+		}
+	}
+	return ok
+}
+
+// withdrawStep is a step of the withdraw of a failed submit's job.
+type withdrawStep struct {
+	what, then string // what it removes, and what is left when it cannot
+	fn         func(context.Context) error
+}
+
+// withdrawSteps are the steps of withdraw: the job's list of input files
+// (files, when it has one), its record (when stored, or perhaps), and its
+// tasks.
+func (c *Coordinator) withdrawSteps(id string, record bool, files string) []withdrawStep {
+	var steps []withdrawStep
 	if files != "" {
-		if err := c.storeAgain(deadline, func(ctx context.Context) error {
+		steps = append(steps, withdrawStep{"the list of input files", "it only takes room", func(ctx context.Context) error {
 			if err := c.cfg.Store.Output.Delete(ctx, files); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
 			return nil
-		}); err != nil {
-			c.log.Warn("could not remove the list of input files of a job whose submit failed; it only takes room", "job", id, "object", files, "err", err)
-		}
+		}})
 	}
 	if record {
-		if err := c.storeAgain(deadline, func(ctx context.Context) error { return c.cfg.Store.Jobs.Delete(ctx, id) }); err != nil {
-			c.log.Warn("could not remove the record of a job whose submit failed; it may still run", "job", id, "err", err)
+		steps = append(steps, withdrawStep{"the record", "it may still run", func(ctx context.Context) error { return c.cfg.Store.Jobs.Delete(ctx, id) }})
+	}
+	return append(steps, withdrawStep{"the tasks", "they will be dropped when met", func(ctx context.Context) error { return c.cfg.Store.Tasks.Purge(ctx, id) }})
+}
+
+// withdrawAll withdraws jobs ids of a failed submit whose key a retry
+// found marked withdrawing, within ctx, each step once: their server may
+// have died withdrawing them. Their records may be stored, and their
+// lists of input files (an uploaded kind's job: its name follows its id).
+func (c *Coordinator) withdrawAll(ctx context.Context, ids []string) error {
+	errs := make([]error, len(ids))
+	parallel(len(ids), func(i int) {
+		files := ""
+		if k, ok := c.cfg.Kinds.Lookup(job.IDKind(ids[i])); ok && k.ReadsData {
+			files = filesObject(ids[i])
 		}
-	}
-	if err := c.storeAgain(deadline, func(ctx context.Context) error { return c.cfg.Store.Tasks.Purge(ctx, id) }); err != nil {
-		c.log.Warn("could not withdraw the tasks of a job whose submit failed; they will be dropped when met", "job", id, "err", err)
-	}
+		for _, step := range c.withdrawSteps(ids[i], true, files) {
+			if err := step.fn(ctx); err != nil {
+				errs[i] = fmt.Errorf("remove %s of job %s: %w", step.what, ids[i], err)
+				return
+			}
+		}
+	})
+	return errors.Join(errs...)
 }
 
 // storeAgain calls fn, each time with a deadline of storeTimeout, while it
@@ -544,6 +605,15 @@ const keyDone = " done"
 // retry that stored them all marks the key done.
 const keyTaken = " taken"
 
+// keyWithdrawing marks the idempotency key of a submit that failed: its
+// jobs are being withdrawn, or were, or its server died withdrawing them.
+// A retry withdraws them too and takes the key over (claimKey).
+const keyWithdrawing = " withdrawing"
+
+// withdrawWait bounds the wait of a failed submit without an idempotency
+// key for the withdraw of what it stored, before it answers.
+const withdrawWait = 2 * time.Second
+
 // completeAfter is how long past its deadline a submit that holds a key
 // is surely over, whatever the servers' clocks (within that) and the
 // messages it left in flight: a retry then stores what it did not.
@@ -565,13 +635,14 @@ func (k *keyClaim) value(done bool) []byte {
 	return []byte(v)
 }
 
-// parseKeyValue reads a bucket value written by keyClaim.value, or taken
-// over (keyTaken).
-func parseKeyValue(v string) (ids []string, fingerprint string, done, taken bool) {
+// parseKeyValue reads a bucket value written by keyClaim.value, taken
+// over (keyTaken), or marked withdrawing (keyWithdrawing).
+func parseKeyValue(v string) (ids []string, fingerprint string, done, taken, withdrawing bool) {
 	v, done = strings.CutSuffix(v, keyDone)
 	v, taken = strings.CutSuffix(v, keyTaken)
+	v, withdrawing = strings.CutSuffix(v, keyWithdrawing)
 	v, fingerprint, _ = strings.Cut(v, keyFingerprint)
-	return strings.Split(v, ","), fingerprint, done, taken
+	return strings.Split(v, ","), fingerprint, done, taken, withdrawing
 }
 
 // fingerprint sums the fingerprints of a submit's specs: "" when none has
@@ -634,7 +705,21 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("read idempotency key: %w", err))
 		}
-		prev, fp, done, taken := parseKeyValue(string(e.Value))
+		prev, fp, done, taken, withdrawing := parseKeyValue(string(e.Value))
+		if withdrawing {
+			// The submit that holds the key failed, and withdraws its
+			// jobs, or its server died doing so: they are withdrawn
+			// here too, and the key is taken over with new jobs.
+			if err := c.withdrawAll(ctx, prev); err != nil {
+				return nil, unavailable(fmt.Errorf("withdraw the jobs of a failed submit with this Idempotency-Key: %w", err))
+			}
+			if _, err := kv.Update(ctx, k, value, e.Revision); err == nil {
+				return nil, nil
+			} else if !errors.Is(err, store.ErrConflict) {
+				return nil, unavailable(fmt.Errorf("take over idempotency key: %w", err))
+			}
+			continue
+		}
 		pending := strings.TrimSuffix(string(e.Value), keyTaken) // the value as its submit wrote it, when not done
 		t, ok := job.IDTime(prev[0])
 		reused := fp != "" && claim.fingerprint != "" && fp != claim.fingerprint
@@ -903,34 +988,35 @@ func (c *Coordinator) complete(ctx context.Context, ids []string, specs []job.Sp
 
 // What became of a failed submit's key.
 const (
-	keyReleased = iota // removed: the next submit with it starts anew
-	keyAnswered        // marked done by a retry that was answered the jobs
+	keyWithdraw = iota // marked withdrawing, or no longer naming its jobs: they are withdrawn
+	keyAnswered        // marked done by a retry that was answered the jobs, or taken to complete them
 	keyUnknown         // the store did not say
 )
 
-// releaseKey frees claim's key after the submit of its jobs failed, so
-// that the client's retry submits anew, unless a retry found the jobs all
-// stored and marked it done first: both are compare-and-sets on the key.
-// It gives up after timeout.
-func (c *Coordinator) releaseKey(claim *keyClaim, timeout time.Duration) int {
+// markWithdrawing marks claim's key withdrawing after the submit of its
+// jobs failed, unless a retry found the jobs all stored and marked it done
+// (or took it to store the rest) first: both are compare-and-sets on the
+// key. It gives up after timeout.
+func (c *Coordinator) markWithdrawing(claim *keyClaim, timeout time.Duration) int {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	k := idempotencyKey(claim.key)
+	pending := string(claim.value(false))
 	for range 3 {
 		e, err := c.cfg.Store.Idempotency.Get(ctx, k)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			return keyReleased
+			return keyWithdraw
 		case err != nil:
 			return keyUnknown
-		case string(e.Value) == string(claim.value(true)), string(e.Value) == string(claim.value(false))+keyTaken:
+		case string(e.Value) == string(claim.value(true)), string(e.Value) == pending+keyTaken:
 			return keyAnswered
-		case string(e.Value) != string(claim.value(false)):
-			return keyReleased // another submit's now: taken over once ours were found missing
+		case string(e.Value) != pending:
+			return keyWithdraw // marked already, or another submit's now: taken over once ours were found missing
 		}
-		err = c.cfg.Store.Idempotency.Delete(ctx, k, e.Revision)
+		_, err = c.cfg.Store.Idempotency.Update(ctx, k, []byte(pending+keyWithdrawing), e.Revision)
 		if err == nil {
-			return keyReleased
+			return keyWithdraw
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			return keyUnknown
@@ -939,30 +1025,46 @@ func (c *Coordinator) releaseKey(claim *keyClaim, timeout time.Duration) int {
 	return keyUnknown
 }
 
-// releaseWait is the first wait of releaseLater (tests shorten it).
+// releaseWithdrawn frees claim's key once its jobs are withdrawn, if it is
+// still marked so (a retry may have taken it over meanwhile). Once: a key
+// left withdrawing costs a retry only the withdraw again.
+func (c *Coordinator) releaseWithdrawn(claim *keyClaim) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	k := idempotencyKey(claim.key)
+	e, err := c.cfg.Store.Idempotency.Get(ctx, k)
+	if err != nil || string(e.Value) != string(claim.value(false))+keyWithdrawing {
+		return
+	}
+	if err := c.cfg.Store.Idempotency.Delete(ctx, k, e.Revision); err != nil && !errors.Is(err, store.ErrConflict) {
+		c.log.Debug("the idempotency key of a withdrawn submit stays marked withdrawing; a retry with it withdraws again", "jobs", len(claim.ids), "first", claim.ids[0], "err", err)
+	}
+}
+
+// releaseWait is the first wait of markLater (tests shorten it).
 var releaseWait = time.Second
 
-// releaseLater tries releaseKey again, backing off up to 30 s, until the
-// store says (the key released, or marked done by a retry that was
-// answered the jobs) or the coordinator stops: the jobs of a failed submit
-// are withdrawn only once their key is released, as a retry on a server
-// that still reaches the store may be answered them meanwhile (the
-// partition test lost acknowledged jobs to a give-up after 15 s).
-func (c *Coordinator) releaseLater(claim *keyClaim) int {
+// markLater tries markWithdrawing again, backing off up to 30 s, until the
+// store says (the key marked, or marked done by a retry that was answered
+// the jobs) or the coordinator stops: the jobs of a failed submit are
+// withdrawn only once their key is marked, as a retry on a server that
+// still reaches the store may be answered them meanwhile (the partition
+// test lost acknowledged jobs to a give-up after 15 s).
+func (c *Coordinator) markLater(claim *keyClaim) int {
 	c.mu.Lock()
 	stopped := c.stopped
 	c.mu.Unlock()
 	for wait := releaseWait; ; wait = min(2*wait, 30*releaseWait) {
 		select {
 		case <-stopped:
-			c.log.Warn("stopped before the store said whether a retry was answered the jobs of a failed submit; they are left in place and may run", "jobs", len(claim.ids), "first", claim.ids[0])
+			c.log.Warn("stopped before the store said whether a retry was answered the jobs of a failed submit; they are left in place, and a retry with the submit's Idempotency-Key is answered them", "jobs", len(claim.ids), "first", claim.ids[0])
 			return keyUnknown
 		case <-time.After(wait):
 		}
-		if r := c.releaseKey(claim, storeTimeout); r != keyUnknown {
+		if r := c.markWithdrawing(claim, storeTimeout); r != keyUnknown {
 			return r
 		}
-		c.log.Debug("the idempotency key of a failed submit is not released yet; its jobs wait to be withdrawn", "jobs", len(claim.ids), "first", claim.ids[0])
+		c.log.Debug("the idempotency key of a failed submit is not marked withdrawing yet; its jobs wait to be withdrawn", "jobs", len(claim.ids), "first", claim.ids[0])
 	}
 }
 
@@ -1037,6 +1139,9 @@ func (c *Coordinator) tasks(ctx context.Context, j *job.Job) ([]job.Task, string
 	return tasks, lane, nil
 }
 
+// filesObject names the object of job id's list of input files.
+func filesObject(id string) string { return id + "/input-files" }
+
 // storeFiles moves the input files of j, a job being submitted, to an
 // object of their own (job.MaxInlineFiles): Files keeps them until the
 // record is written.
@@ -1045,7 +1150,7 @@ func (c *Coordinator) storeFiles(ctx context.Context, j *job.Job) error {
 	if err != nil {
 		return err
 	}
-	name := j.ID + "/input-files"
+	name := filesObject(j.ID)
 	if err := c.cfg.Store.Output.Put(ctx, name, bytes.NewReader(data)); err != nil {
 		return unavailable(fmt.Errorf("store the list of the %d input files of job %s: %w", len(j.Files), j.ID, err))
 	}

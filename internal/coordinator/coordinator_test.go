@@ -947,17 +947,21 @@ func TestIdempotencyKeyIsMarkedDoneByItsRetry(t *testing.T) {
 	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(true)); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.c.releaseKey(claim, time.Second); r != keyAnswered {
-		t.Fatalf("release of a key a retry marked done: %d; want keyAnswered", r)
+	if r := f.c.markWithdrawing(claim, time.Second); r != keyAnswered {
+		t.Fatalf("the mark of a key a retry marked done: %d; want keyAnswered", r)
 	}
 	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.c.releaseKey(claim, time.Second); r != keyReleased {
-		t.Fatalf("release of a pending key: %d; want keyReleased", r)
+	if r := f.c.markWithdrawing(claim, time.Second); r != keyWithdraw {
+		t.Fatalf("the mark of a pending key: %d; want keyWithdraw", r)
 	}
+	if v := value(claim.key); v != string(claim.value(false))+keyWithdrawing {
+		t.Fatalf("a key marked withdrawing holds %q", v)
+	}
+	f.c.releaseWithdrawn(claim)
 	if _, err := f.store.Idempotency.Get(f.ctx, idempotencyKey(claim.key)); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("a released key is still there: %v", err)
+		t.Fatalf("a key released after its jobs were withdrawn is still there: %v", err)
 	}
 
 	// Pending, its job stored, its submit never answered: answered now.
@@ -1098,6 +1102,51 @@ func TestFailedSubmitKeepsTheJobItsRetryWasAnswered(t *testing.T) {
 	}
 	if n := f.queued(); n != 2 {
 		t.Fatalf("%d tasks queued; want the job's 2", n)
+	}
+}
+
+// A keyed submit fails after its job was stored (the create's answer
+// lost), and its server cannot withdraw the job (it died doing so, here:
+// cut off from the records). Its key stays marked withdrawing, and the
+// client's retry on another server withdraws the job before it makes a new
+// one: only the job the client was answered is stored and queued. (The key
+// used to be released before the withdraw, and the retry's job ran beside
+// the failed submit's, seen in the chaos test.)
+func TestRetryWithdrawsTheJobsOfAFailedSubmit(t *testing.T) {
+	f := newFixture(t)
+	cutStore := *f.store
+	records := &lostCreateKV{cutKV{KV: f.store.Jobs.KV}}
+	cutStore.Jobs = &store.Jobs{KV: records}
+	cutOff := f.coordinator(func(cfg *Config) { cfg.Store = &cutStore })
+	records.cut.Store(true)
+	spec := job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: "order-10", Fingerprint: "a"}
+	if j, err := cutOff.Submit(f.ctx, spec); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a submit whose record's answer was lost: %+v %v; want %s", j, err, job.EUnavailable)
+	}
+	if err := cutOff.Stop(f.ctx); err != nil { // waits for its withdraw, which fails
+		t.Fatal(err)
+	}
+	e, err := f.store.Idempotency.Get(f.ctx, idempotencyKey("order-10"))
+	if err != nil || !strings.HasSuffix(string(e.Value), keyWithdrawing) {
+		t.Fatalf("the key of a submit that could not withdraw its job: %q %v; want it marked withdrawing", e.Value, err)
+	}
+	failed, _, _, _, _ := parseKeyValue(string(e.Value))
+	if _, _, err := f.store.Jobs.Get(f.ctx, failed[0]); err != nil {
+		t.Fatalf("the failed submit's job is not stored (%v): the test stores it, for the retry to withdraw", err)
+	}
+	retried, err := f.c.Submit(f.ctx, spec)
+	if err != nil || retried.Replayed || retried.ID == failed[0] {
+		t.Fatalf("the retry: %+v %v; want a new job", retried, err)
+	}
+	if _, _, err := f.store.Jobs.Get(f.ctx, failed[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the failed submit's job after the retry: %v; want it withdrawn", err)
+	}
+	if n := f.queued(); n != 2 {
+		t.Fatalf("%d tasks queued; want the retry's job's 2", n)
+	}
+	again, err := f.c.Submit(f.ctx, spec)
+	if err != nil || again.ID != retried.ID || !again.Replayed {
+		t.Fatalf("a second retry: %+v %v; want job %s replayed", again, err, retried.ID)
 	}
 }
 
@@ -1351,8 +1400,8 @@ func TestARetryCompletesABatchWhoseServerDiedMidway(t *testing.T) {
 	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(taken.key), append(taken.value(false), keyTaken...)); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.c.releaseKey(taken, time.Second); r != keyAnswered {
-		t.Fatalf("release of a key a retry took over: %d; want keyAnswered (the jobs stay)", r)
+	if r := f.c.markWithdrawing(taken, time.Second); r != keyAnswered {
+		t.Fatalf("the mark of a key a retry took over: %d; want keyAnswered (the jobs stay)", r)
 	}
 	jobs, err = retry(f.ctx, taken)
 	answered("the retry of a taken key", taken, jobs, err)
