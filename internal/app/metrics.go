@@ -44,6 +44,14 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 		metrics.GaugeFunc("mrcluster_websocket_clients", "Open websockets on this server.", nil, func() float64 {
 			return float64(s.api.WebsocketClients())
 		}),
+		metrics.GaugeFunc("mrcluster_uploads", "Uploads of dataset files on this server: taken in (reading), or waiting unread while their client has 4 taken in (waiting).", prometheus.Labels{"state": "reading"}, func() float64 {
+			r, _ := s.api.Uploads()
+			return float64(r)
+		}),
+		metrics.GaugeFunc("mrcluster_uploads", "Uploads of dataset files on this server: taken in (reading), or waiting unread while their client has 4 taken in (waiting).", prometheus.Labels{"state": "waiting"}, func() float64 {
+			_, w := s.api.Uploads()
+			return float64(w)
+		}),
 		metrics.GaugeFunc("mrcluster_store_room_bytes", "Bytes the store can still take: the least of what its limit and its disk beyond the reserve leave (in a cluster, on every server); an output or upload larger than this is refused.", nil, func() float64 {
 			r, err := room()
 			if err != nil {

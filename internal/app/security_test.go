@@ -17,6 +17,7 @@ import (
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/dataset"
+	"github.com/mrcluster/mrcluster/internal/httpapi"
 )
 
 func TestAuthToken(t *testing.T) {
@@ -355,7 +356,12 @@ func TestStalledUploadsOfOneClientLeaveRoomForOthers(t *testing.T) {
 		t.Cleanup(func() { conn.Close() })
 		fmt.Fprintf(conn, "PUT /api/v1/datasets/stalled%d/files/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nthe first words and then nothing", i)
 	}
-	time.Sleep(500 * time.Millisecond) // for the server to take them: nothing to await from outside
+	// The server has taken them in: MaxUploadsPerClient read, the others
+	// waiting unread.
+	eventually(t, apitest.Timeout, "the stalled uploads taken in", func() bool {
+		m := b.scrape(t)
+		return m[`mrcluster_uploads{state="reading"}`] == httpapi.MaxUploadsPerClient && m[`mrcluster_uploads{state="waiting"}`] == dataset.MaxUploads
+	})
 	other := fromOtherClient()
 	req, err := http.NewRequest("PUT", c.URL+"/api/v1/datasets/other/files/b.txt", strings.NewReader("a whole file\n"))
 	if err != nil {

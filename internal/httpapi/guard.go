@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -126,6 +127,8 @@ type clientSlots struct {
 	per     int
 	mu      sync.Mutex
 	clients map[string]*slots
+	holding atomic.Int64 // requests holding a slot
+	waiting atomic.Int64 // requests waiting for one
 }
 
 type slots struct {
@@ -156,11 +159,19 @@ func (c *clientSlots) take(ctx context.Context, ip string) (release func(), err 
 	}
 	select {
 	case s.held <- struct{}{}:
-		return func() { <-s.held; leave() }, nil
-	case <-ctx.Done():
-		leave()
-		return nil, ctx.Err()
+	default:
+		c.waiting.Add(1)
+		select {
+		case s.held <- struct{}{}:
+			c.waiting.Add(-1)
+		case <-ctx.Done():
+			c.waiting.Add(-1)
+			leave()
+			return nil, ctx.Err()
+		}
 	}
+	c.holding.Add(1)
+	return func() { c.holding.Add(-1); <-s.held; leave() }, nil
 }
 
 // submit hands a job to the service, which admits it with the client's

@@ -306,6 +306,12 @@ func originMatches(pattern, origin string) bool {
 // WebsocketClients returns how many websockets are open.
 func (s *Server) WebsocketClients() int { return int(s.clients.Load()) }
 
+// Uploads reports the uploads this server reads, and those that wait
+// unread for one of their client's MaxUploadsPerClient.
+func (s *Server) Uploads() (reading, waiting int) {
+	return int(s.uploads.holding.Load()), int(s.uploads.waiting.Load())
+}
+
 // Close ends every websocket and waits for their handlers.
 func (s *Server) Stop(ctx context.Context) error {
 	s.close()

@@ -288,7 +288,7 @@ func (j *Job) fail(r TaskResult, what string) {
 		failures = r.Attempt // a result from before failures were counted apart
 	}
 	if r.Unretried {
-		j.Error = fmt.Sprintf("%s %d failed on worker %s (not retried: no attempt can mend it): %s", what, r.Partition, r.Worker, r.Error)
+		j.Error = fmt.Sprintf("%s %d failed on worker %s (not retried: another attempt would fail the same way): %s", what, r.Partition, r.Worker, r.Error)
 	} else {
 		j.Error = fmt.Sprintf("%s %d failed on worker %s (attempt %d of %d): %s", what, r.Partition, r.Worker, failures, max(j.MaxAttempts, 1), r.Error)
 	}
