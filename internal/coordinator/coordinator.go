@@ -335,7 +335,48 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 	}
 	// The key is left pending: a retry finds the jobs stored and marks it
 	// done then (claimKey), which spares every keyed submit a write.
+	if claim != nil && ctx.Err() != nil && !c.stillHeld(claim) {
+		// Stored past its deadline (its server stalled, or its client went
+		// away): a retry took the key over meanwhile with jobs of its
+		// own, which the client is answered. These are no one's.
+		c.wg.Go(func() {
+			parallel(len(ids), func(i int) { c.withdraw(ids[i], true, jobs[i].FilesRef) })
+		})
+		return nil, job.Errorf(job.EUnavailable, "the submit took longer than its %s, and a retry with its Idempotency-Key made the jobs it asked for meanwhile: send the same request again to get them", timeout.Round(time.Millisecond))
+	}
 	return jobs, nil
+}
+
+// stillHeld reports whether claim's key still names its jobs after their
+// submit stored them all past its deadline, when a retry may have found
+// the submit surely over, none of its jobs stored, and taken the key over
+// (claimKey). It writes the key again as it is: a retry that read it
+// before then fails its compare-and-set, and reads the jobs again, which
+// it finds stored. A store that does not answer is taken for yes.
+func (c *Coordinator) stillHeld(claim *keyClaim) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	k := idempotencyKey(claim.key)
+	for range 3 {
+		e, err := c.cfg.Store.Idempotency.Get(ctx, k)
+		if errors.Is(err, store.ErrNotFound) {
+			return false
+		} else if err != nil {
+			return true
+		}
+		ids, _, done, taken, withdrawing := parseKeyValue(string(e.Value))
+		switch {
+		case !slices.Equal(ids, claim.ids) || withdrawing:
+			return false
+		case done || taken:
+			return true // a retry was answered them, or is storing the rest
+		}
+		_, err = c.cfg.Store.Idempotency.Update(ctx, k, e.Value, e.Revision)
+		if !errors.Is(err, store.ErrConflict) {
+			return true
+		}
+	}
+	return true
 }
 
 // submit stores jobs, made of specs: every task first, then the records;

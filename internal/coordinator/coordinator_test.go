@@ -1150,6 +1150,76 @@ func TestRetryWithdrawsTheJobsOfAFailedSubmit(t *testing.T) {
 	}
 }
 
+// lateCreateKV stores a create, says so on stored, waits for proceed, and
+// answers once the caller's deadline has passed: a server that stalled.
+type lateCreateKV struct {
+	store.KV
+	stored  chan string
+	proceed chan struct{}
+}
+
+func (k *lateCreateKV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	if _, err := k.KV.Create(ctx, key, value); err != nil {
+		return 0, err
+	}
+	k.stored <- key
+	<-k.proceed
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// A keyed submit stores its job past its deadline (its server stalled),
+// after a retry found it surely over with nothing stored and took its key
+// over with a job of its own, which its client was answered. The late job
+// is no one's: it is withdrawn and the late submit answers 503, rather
+// than run beside the retry's. A late submit whose key is still its own
+// answers its job.
+func TestLateSubmitWithdrawsItsJobsWhenARetryTookItsKey(t *testing.T) {
+	f := newFixture(t)
+	lateStore := *f.store
+	records := &lateCreateKV{KV: f.store.Jobs.KV, stored: make(chan string), proceed: make(chan struct{})}
+	lateStore.Jobs = &store.Jobs{KV: records}
+	late := f.coordinator(func(cfg *Config) { cfg.Store = &lateStore })
+	submit := func(key string) (chan *job.Job, chan error) {
+		jobs, errs := make(chan *job.Job, 1), make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(f.ctx, 300*time.Millisecond)
+			defer cancel()
+			j, err := late.Submit(ctx, job.Spec{Kind: "noop", Partitions: 2, IdempotencyKey: key, Fingerprint: "a"})
+			jobs <- j
+			errs <- err
+		}()
+		return jobs, errs
+	}
+
+	jobs, errs := submit("order-11")
+	first := <-records.stored
+	retry := &keyClaim{key: "order-11", fingerprint: "a", ids: []string{job.NewID("noop", time.Now())}}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(retry.key), retry.value(false)); err != nil {
+		t.Fatal(err)
+	}
+	records.proceed <- struct{}{}
+	if j, err := <-jobs, <-errs; job.ErrorCode(err) != job.EUnavailable || !strings.Contains(job.ErrorMessage(err), "a retry with its Idempotency-Key made the jobs") {
+		t.Fatalf("a submit stored past its deadline after a retry took its key: %+v %v; want %s naming the retry", j, err, job.EUnavailable)
+	}
+
+	jobs, errs = submit("order-12")
+	second := <-records.stored
+	records.proceed <- struct{}{}
+	if j, err := <-jobs, <-errs; err != nil || j.ID != second {
+		t.Fatalf("a submit stored past its deadline whose key is its own: %+v %v; want job %s", j, err, second)
+	}
+	if err := late.Stop(f.ctx); err != nil { // waits for the withdraw
+		t.Fatal(err)
+	}
+	if _, _, err := f.store.Jobs.Get(f.ctx, first); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the late job beside the retry's: %v; want it withdrawn", err)
+	}
+	if n := f.queued(); n != 2 {
+		t.Fatalf("%d tasks queued; want the second job's 2", n)
+	}
+}
+
 // Results of jobs past the cache of records are applied to the read
 // model's record of each (Config.Record), not to one read from the store:
 // in a burst of more jobs than the cache holds, three results in four were
