@@ -303,6 +303,22 @@ func (c *Client) Jobs(ctx context.Context, o ListOptions) (JobList, error) {
 	return l, err
 }
 
+// CancelJobs cancels the unfinished jobs of kind, in state, or both (one
+// at least), oldest first, up to 1,000 a call: call it again while More is
+// set.
+func (c *Client) CancelJobs(ctx context.Context, kind string, state State) (CanceledJobs, error) {
+	var out CanceledJobs
+	body := map[string]string{}
+	if kind != "" {
+		body["kind"] = kind
+	}
+	if state != "" {
+		body["state"] = string(state)
+	}
+	err := c.callAgain(ctx, http.MethodPost, "/api/v1/jobs/cancel", body, &out)
+	return out, err
+}
+
 // Cancel cancels a job that has not finished.
 func (c *Client) Cancel(ctx context.Context, id string) (Job, error) {
 	var j Job

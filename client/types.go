@@ -144,6 +144,24 @@ type JobList struct {
 	NextCursor string `json:"next_cursor,omitempty"`
 }
 
+// CanceledJobs answers a cancel of many jobs (POST /api/v1/jobs/cancel).
+type CanceledJobs struct {
+	// Canceled are the jobs canceled, oldest first.
+	Canceled []string `json:"canceled"`
+	// Failed are the jobs that matched and could not be canceled, and
+	// why (one that finished meanwhile is in neither list).
+	Failed []JobError `json:"failed,omitempty"`
+	// More says that more jobs matched than one request cancels (1,000):
+	// send it again.
+	More bool `json:"more"`
+}
+
+// JobError is what went wrong with one job of many.
+type JobError struct {
+	ID    string `json:"id"`
+	Error string `json:"error"`
+}
+
 // TaskAttempt is one finished run of a task: GET /api/v1/jobs/{id}/tasks.
 type TaskAttempt struct {
 	Job       string `json:"job"`

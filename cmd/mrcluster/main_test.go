@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -369,6 +370,36 @@ func TestCLI(t *testing.T) {
 	_, errOut, err = run("job", "short_nope")
 	if err == nil || !strings.Contains(errOut, "not found") {
 		t.Fatalf("job of an unknown id: %v %s", err, errOut)
+	}
+	// Every unfinished job of a kind canceled at once (the kind paused
+	// holds them queued).
+	if _, errOut, err = run("kind", "pause", "noop"); err != nil {
+		t.Fatalf("kind pause: %v %s", err, errOut)
+	}
+	held, _, err := run("submit", "noop", "1", "--count", "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, id := range strings.Fields(held) {
+		lines = append(lines, id+" canceled")
+	}
+	out, errOut, err = run("cancel", "--kind", "noop")
+	// A batch's jobs were made in the same instant: in no known order.
+	if got := strings.Split(strings.TrimSpace(out), "\n"); err != nil || !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(lines))) {
+		t.Fatalf("cancel --kind noop: %v\nstdout %s\nstderr %s\nwant the 3 held jobs", err, out, errOut)
+	}
+	if out, errOut, err = run("cancel", "--kind", "noop", "--state", "queued"); err != nil || out != "" || !strings.Contains(errOut, "no unfinished queued noop jobs") {
+		t.Fatalf("cancel with nothing to cancel: %v\nstdout %s\nstderr %s", err, out, errOut)
+	}
+	if _, errOut, err = run("cancel", "--state", "failed"); err == nil || !strings.Contains(errOut, "have finished") {
+		t.Fatalf("cancel --state failed: %v %s; want the server's 400", err, errOut)
+	}
+	if _, errOut, err = run("cancel", "noop_x", "--kind", "noop"); err == nil || !strings.Contains(errOut, "not both") {
+		t.Fatalf("cancel with ids and --kind: %v %s", err, errOut)
+	}
+	if _, errOut, err = run("kind", "resume", "noop"); err != nil {
+		t.Fatalf("kind resume: %v %s", err, errOut)
 	}
 	cmd := exec.Command(binary, "status", "--server", "http://127.0.0.1:1")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "cannot reach the server") {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -322,6 +323,82 @@ func TestCancel(t *testing.T) {
 	}
 	if r := b.do(t, "POST", "/api/v1/jobs/noop_nope/cancel", ""); r.Status != http.StatusNotFound {
 		t.Fatalf("cancel of an unknown job = %d %s, want 404", r.Status, r.Body)
+	}
+}
+
+// POST /api/v1/jobs/cancel cancels every unfinished job of a kind, a
+// state or both, oldest first, a thousand a request (more says others
+// matched); bad filters are 400s naming what is wrong.
+func TestCancelMany(t *testing.T) {
+	t.Parallel()
+	blk := newBlocker()
+	b := setup(t, withKinds(blk.kind()))
+	running := b.submit(t, "block", 4) // every worker
+	for range 4 {
+		<-blk.started
+	}
+	b.awaitState(t, running.ID, client.Running)
+	if r := b.do(t, "POST", "/api/v1/kinds/noop/pause", ""); r.Status != 200 {
+		t.Fatalf("pause noop = %d %s", r.Status, r.Body)
+	}
+	specs := strings.Repeat(`{"kind":"noop","partitions":1},`, 1000)
+	if r := b.do(t, "POST", "/api/v1/jobs/batch", `{"jobs":[`+strings.TrimSuffix(specs, ",")+`]}`); r.Status != http.StatusAccepted {
+		t.Fatalf("batch = %d %.300s", r.Status, r.Body)
+	}
+	var last []string
+	for range 3 {
+		last = append(last, b.submit(t, "noop", 1).ID)
+	}
+	short := []string{b.submit(t, "short", 2).ID, b.submit(t, "short", 2).ID}
+
+	for body, want := range map[string]string{
+		`{}`:                    "name the kind or the state",
+		`{"state":"succeeded"}`: "have finished",
+		`{"state":"bogus"}`:     "not a job state",
+		`{"kind":"no such!"}`:   "kind",
+		`{"kinds":"noop"}`:      "unknown field",
+	} {
+		if r := b.do(t, "POST", "/api/v1/jobs/cancel", body); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), want) {
+			t.Errorf("cancel %s = %d %s; want 400 saying %q", body, r.Status, r.Body, want)
+		}
+	}
+	cancel := func(body string) client.CanceledJobs {
+		t.Helper()
+		r := b.do(t, "POST", "/api/v1/jobs/cancel", body)
+		var out client.CanceledJobs
+		r.JSON(t, &out)
+		if r.Status != 200 || len(out.Failed) > 0 {
+			t.Fatalf("cancel %s = %d %.500s", body, r.Status, r.Body)
+		}
+		return out
+	}
+	first := cancel(`{"kind":"noop"}`)
+	if len(first.Canceled) != 1000 || !first.More || slices.ContainsFunc(last, func(id string) bool { return slices.Contains(first.Canceled, id) }) {
+		t.Fatalf("the first cancel of 1,003 noop jobs: %d canceled, more %v, the newest among them: want the oldest 1,000, more", len(first.Canceled), first.More)
+	}
+	if second := cancel(`{"kind":"noop","state":"queued"}`); !slices.Equal(second.Canceled, last) || second.More {
+		t.Fatalf("the second cancel: %v, more %v; want %v, in submit order", second.Canceled, second.More, last)
+	}
+	// The workers all run the block job: the short jobs wait.
+	if got := cancel(`{"state":"queued"}`); !slices.Equal(got.Canceled, short) {
+		t.Fatalf("cancel of the queued jobs: %v; want %v", got.Canceled, short)
+	}
+	if j := b.job(t, running.ID); j.State != client.Running {
+		t.Fatalf("the running job after the queued ones were canceled: %s", j.State)
+	}
+	if got := cancel(`{"state":"running"}`); !slices.Equal(got.Canceled, []string{running.ID}) {
+		t.Fatalf("cancel of the running jobs: %v; want %s", got.Canceled, running.ID)
+	}
+	for range 4 {
+		<-blk.canceled
+	}
+	if got := cancel(`{"kind":"short"}`); len(got.Canceled) != 0 || got.More {
+		t.Fatalf("a cancel with nothing left to cancel: %+v", got)
+	}
+	for _, id := range append(append(short, last...), running.ID) {
+		if j := b.job(t, id); j.State != client.Canceled {
+			t.Fatalf("job %s is %s after the cancel", id, j.State)
+		}
 	}
 }
 

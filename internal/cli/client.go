@@ -974,12 +974,69 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 }
 
 // cancelJob runs "mrcluster cancel ID…": each job canceled, its id and
-// state printed.
+// state printed; or "mrcluster cancel --kind K --state S": every unfinished
+// job of the kind, the state or both canceled, a thousand a request.
 func cancelJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return eachJob(ctx, "cancel", "canceled", args, stdout, stderr, func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error) {
-		j, err := c.Cancel(ctx, id)
-		return jobLine(j, err, asJSON, fmt.Sprintf("%s %s", j.ID, j.State))
-	})
+	fs, server := clientFlags("cancel", stderr)
+	kind := fs.String("kind", "", "cancel every unfinished job of this kind (with --state: of both)")
+	state := fs.String("state", "", "cancel every job in this state: scheduled, queued or running (with --kind: of both)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mrcluster cancel JOB_ID… [--server URL] [--token T]   (- reads the ids from standard input, one a line)")
+		fmt.Fprintln(stderr, "       mrcluster cancel --kind KIND [--state STATE]   or   mrcluster cancel --state STATE: every unfinished job that matches")
+		fs.PrintDefaults()
+	}
+	pos, asJSON, err := parseClient(fs, server, args)
+	if err != nil {
+		return err
+	}
+	c := newClient(server)
+	if *kind == "" && *state == "" {
+		return forEachJob(ctx, c, fs, "cancel", "canceled", pos, asJSON, stdout, stderr, func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error) {
+			j, err := c.Cancel(ctx, id)
+			return jobLine(j, err, asJSON, fmt.Sprintf("%s %s", j.ID, j.State))
+		})
+	}
+	if len(pos) > 0 {
+		fs.Usage()
+		return fmt.Errorf("cancel takes job ids or --kind/--state, not both")
+	}
+	all := client.CanceledJobs{Canceled: []string{}}
+	for {
+		got, err := c.CancelJobs(ctx, *kind, client.State(*state))
+		if err != nil {
+			if len(all.Canceled) > 0 {
+				fmt.Fprintf(stderr, "mrcluster: %d jobs canceled before the error\n", len(all.Canceled))
+			}
+			return explain(err)
+		}
+		all.Canceled = append(all.Canceled, got.Canceled...)
+		all.Failed = append(all.Failed, got.Failed...)
+		if !asJSON {
+			for _, id := range got.Canceled {
+				fmt.Fprintln(stdout, id, "canceled")
+			}
+		}
+		// Another round only while this one moved: jobs that cannot be
+		// canceled would match again for ever.
+		if !got.More || len(got.Canceled) == 0 {
+			all.More = got.More
+			break
+		}
+	}
+	if asJSON {
+		return printJSON(stdout, all)
+	}
+	for _, f := range all.Failed {
+		fmt.Fprintf(stderr, "mrcluster: job %s not canceled: %s\n", f.ID, f.Error)
+	}
+	what := strings.TrimSpace(strings.Join([]string{*state, *kind}, " "))
+	switch {
+	case len(all.Failed) > 0:
+		return fmt.Errorf("%d of the %s jobs not canceled (above); %d canceled", len(all.Failed), what, len(all.Canceled))
+	case len(all.Canceled) == 0:
+		fmt.Fprintf(stderr, "mrcluster: no unfinished %s jobs; nothing to cancel\n", what)
+	}
+	return nil
 }
 
 // jobLine is the line a command on many jobs prints for job j: its

@@ -37,6 +37,7 @@ Usage:
   mrcluster jobs    [--state S]      list jobs, newest first (--kind K; --limit N, 0 for all)
   mrcluster job     ID [--tasks]     show one job (--tasks: every attempt of its tasks)
   mrcluster cancel  ID…              cancel jobs (- reads their ids from standard input)
+  mrcluster cancel  --kind K         cancel every unfinished job of a kind (--state S: of a state, or both)
   mrcluster retry   ID… [--wait]     run failed or canceled jobs' unfinished tasks again, each in the same job
   mrcluster rerun   ID               run a finished job again: a new job of the same spec
   mrcluster delete  ID…              delete finished jobs, their history and their output (- as cancel)

@@ -52,6 +52,10 @@ func (recordService) Cancel(context.Context, string) (*job.Job, error) {
 	return nil, job.Errorf(job.ENotFound, "no job")
 }
 
+func (recordService) CancelJobs(context.Context, string, job.State) (client.CanceledJobs, error) {
+	return client.CanceledJobs{}, nil
+}
+
 func (recordService) DeleteJob(context.Context, string) error {
 	return job.Errorf(job.ENotFound, "no job")
 }

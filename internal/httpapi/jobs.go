@@ -304,6 +304,30 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.cfg.Service.Resource(j))
 }
 
+// cancelJobsExample is a body of POST /api/v1/jobs/cancel.
+const cancelJobsExample = `{"kind":"wordcount","state":"queued"}`
+
+// cancelJobs cancels the unfinished jobs of a kind, a state or both, up to
+// service.MaxCancelJobs at once: 200 and the jobs canceled, with more set
+// when others matched.
+func (s *Server) cancelJobs(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Kind  string    `json:"kind"`
+		State job.State `json:"state"`
+	}
+	if err := s.decode(w, r, &req, cancelJobsExample); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out, err := s.cfg.Service.CancelJobs(r.Context(), req.Kind, req.State)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("jobs canceled", "kind", req.Kind, "state", req.State, "canceled", len(out.Canceled), "failed", len(out.Failed), "more", out.More)
+	writeJSON(w, http.StatusOK, out)
+}
+
 // retryJob runs the unfinished tasks of a failed or canceled job again:
 // 200 and the job, queued again with its epoch counted up.
 func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {

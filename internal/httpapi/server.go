@@ -30,6 +30,7 @@ type Service interface {
 	Submit(ctx context.Context, spec job.Spec, admit func() error) (*job.Job, error)
 	SubmitBatch(ctx context.Context, specs []job.Spec, key string, admit func() error) ([]*job.Job, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
+	CancelJobs(ctx context.Context, kind string, state job.State) (client.CanceledJobs, error)
 	DeleteJob(ctx context.Context, id string) error
 	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
 	DeleteDataset(ctx context.Context, name string) error
@@ -141,6 +142,7 @@ func (s *Server) routes() {
 	// The modern API.
 	m.HandleFunc("POST /api/v1/jobs", s.submitJob)
 	m.HandleFunc("POST /api/v1/jobs/batch", s.submitBatch)
+	m.HandleFunc("POST /api/v1/jobs/cancel", s.cancelJobs)
 	m.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)

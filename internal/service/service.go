@@ -11,6 +11,7 @@ package service
 import (
 	"context"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -140,6 +141,57 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 // Cancel cancels a job that has not finished.
 func (s *Service) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	return s.cfg.Coordinator.Cancel(ctx, id)
+}
+
+// MaxCancelJobs bounds the jobs one CancelJobs cancels.
+const MaxCancelJobs = 1000
+
+// cancelAtOnce is how many cancels CancelJobs has under way.
+const cancelAtOnce = 16
+
+// CancelJobs cancels the unfinished jobs of kind, in state, or both (one
+// at least), oldest first, up to MaxCancelJobs; More says others matched.
+// A job that finished meanwhile is passed over; one that could not be
+// canceled is named with the reason.
+func (s *Service) CancelJobs(ctx context.Context, kind string, state job.State) (client.CanceledJobs, error) {
+	switch {
+	case kind == "" && state == "":
+		return client.CanceledJobs{}, job.Errorf(job.EInvalid, "name the kind or the state of the jobs to cancel, or both: none names every unfinished job")
+	case state != "" && !state.Valid():
+		return client.CanceledJobs{}, job.Errorf(job.EInvalid, "state %s is not a job state; cancel takes %s, %s or %s", job.Quote(string(state)), job.Scheduled, job.Queued, job.Running)
+	case state.Terminal():
+		return client.CanceledJobs{}, job.Errorf(job.EInvalid, "jobs that are %s have finished; cancel takes %s, %s or %s", state, job.Scheduled, job.Queued, job.Running)
+	}
+	if kind != "" {
+		if err := job.ValidName("kind", kind); err != nil {
+			return client.CanceledJobs{}, err
+		}
+	}
+	ids := s.cfg.View.UnfinishedOf(kind, state)
+	out := client.CanceledJobs{Canceled: []string{}, More: len(ids) > MaxCancelJobs}
+	ids = ids[:min(len(ids), MaxCancelJobs)]
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, cancelAtOnce)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_, errs[i] = s.Cancel(ctx, id)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			out.Canceled = append(out.Canceled, ids[i])
+		case job.ErrorCode(err) == job.EConflict || job.ErrorCode(err) == job.ENotFound:
+			// Finished, or deleted, meanwhile.
+		default:
+			out.Failed = append(out.Failed, client.JobError{ID: ids[i], Error: job.ErrorMessage(err)})
+		}
+	}
+	return out, nil
 }
 
 // Rerun submits a copy of finished job id's spec (kind, partitions,

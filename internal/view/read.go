@@ -283,6 +283,34 @@ func (v *View) Unfinished() int {
 	return len(v.active)
 }
 
+// UnfinishedOf returns the unfinished jobs of kind (any, when "") in state
+// (any unfinished one, when ""), oldest first.
+func (v *View) UnfinishedOf(kind string, state job.State) []string {
+	v.mu.RLock()
+	type made struct {
+		id string
+		at time.Time
+	}
+	var out []made
+	for id, u := range v.active {
+		if (kind == "" || u.j.Kind == kind) && (state == "" || u.j.State == state) {
+			out = append(out, made{id, u.j.CreatedAt})
+		}
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b made) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	ids := make([]string, len(out))
+	for i, m := range out {
+		ids[i] = m.id
+	}
+	return ids
+}
+
 // Counts returns how many jobs are in each state.
 func (v *View) Counts() map[job.State]int {
 	v.mu.RLock()
