@@ -368,6 +368,8 @@ type Server struct {
 	workerNC  *natsx.Conn
 	natsToken string
 	store     *natsx.Store
+	roomOnce  sync.Once
+	room      func() (int64, error) // storeRoom's, made once: its probes' cache is shared
 	coord     *coordinator.Coordinator
 	pool      *worker.Pool
 	view      *view.View
@@ -760,23 +762,27 @@ func (s *Server) datasets(p *store.Store) *dataset.Store {
 // cluster, or on a NATS of its own, also what the servers' probes say, the
 // least (a stream's copies fill every server's disk alike).
 func (s *Server) storeRoom() func() (int64, error) {
-	probes := s.store.RoomFunc()
-	if s.emb == nil {
-		return probes
-	}
-	if s.cfg.ClusterName == "" {
-		return s.emb.Room
-	}
-	return func() (int64, error) {
-		room, err := s.emb.Room()
-		if err != nil {
-			return probes()
+	s.roomOnce.Do(func() {
+		probes := s.store.RoomFunc()
+		switch {
+		case s.emb == nil:
+			s.room = probes
+		case s.cfg.ClusterName == "":
+			s.room = s.emb.Room
+		default:
+			s.room = func() (int64, error) {
+				room, err := s.emb.Room()
+				if err != nil {
+					return probes()
+				}
+				if others, err := probes(); err == nil {
+					room = min(room, others)
+				}
+				return room, nil
+			}
 		}
-		if others, err := probes(); err == nil {
-			room = min(room, others)
-		}
-		return room, nil
-	}
+	})
+	return s.room
 }
 
 // PoolName names a process's worker pool: the host and a random suffix, so

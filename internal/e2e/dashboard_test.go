@@ -457,6 +457,14 @@ func TestDashboardKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	text(ctx, t, `tr[data-kind="grep"] [data-test="kind-paused"]`, func(s string) bool { return s == "paused" }, "the paused badge")
+	// Its unfinished jobs canceled from its row (confirmed, as above).
+	held := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"sea"}, Partitions: 1, Params: map[string]any{"pattern": "ship"}})
+	text(ctx, t, `tr[data-job="`+held.ID+`"] [data-test="result"]`, func(s string) bool { return s == "waiting: kind grep is paused" }, "the held job's line")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-kind="grep"] [data-test="cancel-kind-jobs"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="kind-status"]`, func(s string) bool { return s == "1 unfinished job of kind grep canceled" }, "the cancel of the kind's jobs")
+	text(ctx, t, `tr[data-job="`+held.ID+`"]`, func(s string) bool { return strings.Contains(s, "canceled") }, "the canceled job's line")
 	g := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"sea"}, Partitions: 2, Params: map[string]any{"pattern": "whale"}})
 	text(ctx, t, `tr[data-job="`+g.ID+`"] [data-test="result"]`, func(s string) bool { return s == "waiting: kind grep is paused" }, "the held job's line")
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-kind="grep"] [data-test="resume-kind"]`))); err != nil {

@@ -1,4 +1,4 @@
-import type { ApiError, Dataset, Job, Kind, Minute, QueuedJob, Schedule, TaskAttempt, Worker } from './types'
+import type { ApiError, CanceledJobs, Dataset, Job, Kind, Minute, QueuedJob, Schedule, TaskAttempt, Worker } from './types'
 
 const TOKEN_KEY = 'mrcluster.token'
 
@@ -46,6 +46,8 @@ export const api = {
   deleteDataset: (name: string) => call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(name)}`),
   tasks: (id: string) => call<{ tasks: TaskAttempt[] }>('GET', `/api/v1/jobs/${encodeURIComponent(id)}/tasks`),
   cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
+  // cancelJobs cancels up to 1,000 unfinished jobs of a kind (and state).
+  cancelJobs: (kind: string, state = '') => call<CanceledJobs>('POST', '/api/v1/jobs/cancel', state ? { kind, state } : { kind }),
   retry: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/retry`),
   rerun: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/rerun`),
   deleteJob: (id: string) => call<void>('DELETE', `/api/v1/jobs/${encodeURIComponent(id)}`),
@@ -59,6 +61,20 @@ export const api = {
   workers: () => call<{ workers: Worker[] }>('GET', '/api/v1/workers'),
   queue: (limit?: number) => call<{ depth: number; jobs: QueuedJob[]; more?: boolean; store_room_bytes?: number }>('GET', '/api/v1/queue' + (limit ? `?limit=${limit}` : '')),
   history: () => call<{ minutes: Minute[] }>('GET', '/api/v1/history'),
+}
+
+// cancelEvery cancels every unfinished job of kind, a thousand a request,
+// while a request cancels some and says more matched; it returns how many
+// were canceled and those that could not be, with why.
+export async function cancelEvery(kind: string, send: (kind: string) => Promise<CanceledJobs> = api.cancelJobs): Promise<{ canceled: number; failed: string[] }> {
+  let canceled = 0
+  const failed: string[] = []
+  for (;;) {
+    const r = await send(kind)
+    canceled += r.canceled.length
+    for (const f of r.failed ?? []) failed.push(`${f.id}: ${f.error}`)
+    if (!r.more || r.canceled.length === 0) return { canceled, failed }
+  }
 }
 
 // outputURL is where a finished job's output downloads from.

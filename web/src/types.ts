@@ -66,6 +66,9 @@ export interface Counters {
   reduce_output_records: number
 }
 
+// CanceledJobs answers POST /api/v1/jobs/cancel.
+export interface CanceledJobs { canceled: string[]; failed?: { id: string; error: string }[]; more: boolean }
+
 export interface KindParam { name: string; description: string; required: boolean }
 
 export interface Kind {

@@ -1,0 +1,26 @@
+import { describe, expect, it } from 'vitest'
+import { cancelEvery } from '../api'
+import type { CanceledJobs } from '../types'
+
+describe('cancelEvery', () => {
+  it('asks again while more matched, and adds up what each request canceled', async () => {
+    const answers: CanceledJobs[] = [
+      { canceled: ['a', 'b'], more: true },
+      { canceled: ['c'], failed: [{ id: 'd', error: 'the store did not answer' }], more: false },
+    ]
+    const asked: string[] = []
+    const got = await cancelEvery('grep', async (kind) => { asked.push(kind); return answers.shift()! })
+    expect(asked).toEqual(['grep', 'grep'])
+    expect(got).toEqual({ canceled: 3, failed: ['d: the store did not answer'] })
+  })
+
+  it('stops when a request cancels nothing, though more matched', async () => {
+    let calls = 0
+    const got = await cancelEvery('grep', async () => {
+      calls++
+      return { canceled: [], failed: [{ id: 'x', error: 'stuck' }], more: true }
+    })
+    expect(calls).toBe(1)
+    expect(got).toEqual({ canceled: 0, failed: ['x: stuck'] })
+  })
+})
