@@ -37,6 +37,9 @@ type archiveIndex struct {
 	// a copy of one that the archive delivers after its deletion (a
 	// follower behind the bucket's) is removed, not indexed.
 	deleted map[uint64]time.Time
+	// missed notes, by sequence, when the archive first answered "not
+	// found" for a copy indexed (missedCopy).
+	missed map[uint64]time.Time
 	// damagedN counts the damaged records read, damagedKeys names the
 	// jobs of the first maxDamaged.
 	damagedN    int
@@ -72,7 +75,7 @@ const forgetDeletedAfter = 10 * time.Minute
 func (x *archiveIndex) hashLocked(key string) uint64 {
 	if x.one == nil {
 		x.seed = maphash.MakeSeed()
-		x.one, x.more, x.deleted = map[uint64]uint64{}, map[uint64][]uint64{}, map[uint64]time.Time{}
+		x.one, x.more, x.deleted, x.missed = map[uint64]uint64{}, map[uint64][]uint64{}, map[uint64]time.Time{}, map[uint64]time.Time{}
 	}
 	return maphash.String(x.seed, key)
 }
@@ -124,6 +127,40 @@ func (x *archiveIndex) seqs(key string) []uint64 {
 	return out
 }
 
+// forgetMissedAfter is how long the archive answers "not found" for a copy
+// indexed before the index forgets it: a copy removed (its finishing write
+// lost its race, or its job was deleted while this server's watch was
+// behind) answers so for good, a copy that a lagging or deposed stream
+// leader did not find for a while (the partitions' no-quorum time).
+const forgetMissedAfter = 2 * time.Minute
+
+// missedCopy notes that the archive answered "not found" for key's copy at
+// seq, at now, and forgets the copy (reporting true) when it has answered
+// so since more than forgetMissedAfter ago.
+func (x *archiveIndex) missedCopy(key string, seq uint64, now time.Time) bool {
+	x.mu.Lock()
+	first, ok := x.missed[seq]
+	if !ok {
+		x.hashLocked(key)
+		x.missed[seq] = now
+	}
+	x.mu.Unlock()
+	if !ok || now.Sub(first) < forgetMissedAfter {
+		return false
+	}
+	x.drop(key, seq)
+	return true
+}
+
+// foundCopy notes that the archive had the copy at seq.
+func (x *archiveIndex) foundCopy(seq uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.missed) > 0 {
+		delete(x.missed, seq)
+	}
+}
+
 // drop forgets seq of key (removed), or every copy with seq 0; it returns
 // the sequences forgotten.
 func (x *archiveIndex) drop(key string, seq uint64) []uint64 {
@@ -133,6 +170,11 @@ func (x *archiveIndex) drop(key string, seq uint64) []uint64 {
 	all := append([]uint64(nil), x.more[h]...)
 	if s, ok := x.one[h]; ok {
 		all = append(all, s)
+	}
+	for _, s := range all {
+		if seq == 0 || s == seq {
+			delete(x.missed, s)
+		}
 	}
 	if seq == 0 {
 		delete(x.one, h)

@@ -2,10 +2,13 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
 	"github.com/mrcluster/mrcluster/internal/store/memstore"
 )
@@ -40,5 +43,98 @@ func TestAJobTheArchiveCannotAnswerForIsNotMissing(t *testing.T) {
 	_, _, err = jobs.Get(ctx, "noop_01m8ywrh8dfghcfehm908sgdv1")
 	if err == nil || errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Get with the archive mute: %v; want an error other than not found", err)
+	}
+}
+
+// listArchive is an archive in memory, of the records given, whose Read
+// answers not found once for the sequences in missOnce (a stream's leader
+// that lagged, or a stale one on the far side of a partition).
+type listArchive struct {
+	mu       sync.Mutex
+	keys     []string
+	data     [][]byte
+	missOnce map[uint64]bool
+}
+
+func (a *listArchive) Append(_ context.Context, key string, data []byte) (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.keys, a.data = append(a.keys, key), append(a.data, data)
+	return uint64(len(a.keys)), nil
+}
+
+func (a *listArchive) Read(_ context.Context, seq uint64) (string, []byte, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.missOnce[seq] {
+		delete(a.missOnce, seq)
+		return "", nil, store.ErrNotFound
+	}
+	if seq == 0 || seq > uint64(len(a.keys)) {
+		return "", nil, store.ErrNotFound
+	}
+	return a.keys[seq-1], a.data[seq-1], nil
+}
+
+func (a *listArchive) Remove(context.Context, uint64) error { return nil }
+
+func (a *listArchive) Last(context.Context) (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return uint64(len(a.keys)), nil
+}
+
+// Follow sends the records there, then nil; none appended later.
+func (a *listArchive) Follow(context.Context) (store.Watcher, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w := &listWatcher{ch: make(chan *store.Entry, len(a.keys)+1)}
+	for i, key := range a.keys {
+		w.ch <- &store.Entry{Key: key, Value: a.data[i], Revision: uint64(i + 1)}
+	}
+	w.ch <- nil
+	return w, nil
+}
+
+type listWatcher struct{ ch chan *store.Entry }
+
+func (w *listWatcher) Updates() <-chan *store.Entry { return w.ch }
+func (w *listWatcher) Stop()                        {}
+
+// A read of a finished job's archived copy that the archive answers "not
+// found" once (its stream's leader lagged, or led no more on the far side
+// of a partition) does not make the server forget the copy: the next read
+// finds it. (The copy was dropped from the index at the first such answer,
+// and the job answered 404 by that server for good: a partition test saw a
+// job its read model showed succeeded whose history was 404 for 30 s.)
+func TestACopyReadNotFoundOnceIsNotForgotten(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id := "noop_01m8ywrh8dfghcfehm908sgdv1"
+	record, err := json.Marshal(&job.Job{ID: id, Kind: "noop", Partitions: 1, State: job.Succeeded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := &listArchive{missOnce: map[uint64]bool{1: true}}
+	if _, err := archive.Append(ctx, id, record); err != nil {
+		t.Fatal(err)
+	}
+	jobs := &store.Jobs{KV: memstore.NewKV(), Archive: archive}
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for e := range w.Updates() {
+		if e == nil {
+			break // the archive read, and the bucket
+		}
+	}
+	if _, _, err := jobs.Get(ctx, id); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the first read, whose copy the archive answered not found: %v; want an error other than not found (the index holds a copy)", err)
+	}
+	j, _, err := jobs.Get(ctx, id)
+	if err != nil || j.State != job.Succeeded {
+		t.Fatalf("the second read: %+v %v; want the job, succeeded", j, err)
 	}
 }

@@ -227,12 +227,28 @@ func (s *Jobs) getArchived(ctx context.Context, id string) (*job.Job, uint64, er
 // catchUpWait bounds getArchived's wait for the follower.
 const catchUpWait = 5 * time.Second
 
+// readArchived reads the newest copy of job id's record that the index
+// holds and the archive has. A copy the archive answers "not found" for
+// stays in the index until it has answered so for forgetMissedAfter: a
+// copy whose finishing write lost its race is removed (its writer drops
+// it), but so answers a stream leader that is behind, or leads no more on
+// the far side of a partition, for a copy that is there; dropped at that
+// answer, the copy was forgotten by this server for good, and the job
+// answered 404 here (a partition test: a job its read model showed
+// succeeded, whose history was 404 for 30 s). When the index holds copies
+// and none is found, the answer is ErrBehind, not ErrNotFound.
 func (s *Jobs) readArchived(ctx context.Context, id string) (*job.Job, error) {
+	var missed []uint64
 	for _, seq := range s.idx.seqs(id) {
 		key, data, err := s.Archive.Read(ctx, seq)
+		if err == nil {
+			s.idx.foundCopy(seq)
+		}
 		switch {
 		case errors.Is(err, ErrNotFound):
-			s.idx.drop(id, seq) // removed: a copy whose write lost its race
+			if !s.idx.missedCopy(id, seq, time.Now()) {
+				missed = append(missed, seq)
+			}
 			continue
 		case err != nil:
 			return nil, fmt.Errorf("read job %s from the archive: %w", id, err)
@@ -244,6 +260,9 @@ func (s *Jobs) readArchived(ctx context.Context, id string) (*job.Job, error) {
 			return nil, fmt.Errorf("decode job %s from the archive: %w", id, err)
 		}
 		return j, nil
+	}
+	if len(missed) > 0 {
+		return nil, fmt.Errorf("job %s: the archive did not find its copies (records %v) where this server read them: %w", id, missed, ErrBehind)
 	}
 	return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
 }
