@@ -1150,6 +1150,44 @@ func TestRetryWithdrawsTheJobsOfAFailedSubmit(t *testing.T) {
 	}
 }
 
+// blindKV stores a create and loses its answer, and cannot read: the
+// submit cannot tell whether its record is stored. Deletes go through.
+type blindKV struct{ store.KV }
+
+func (k blindKV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	if _, err := k.KV.Create(ctx, key, value); err != nil {
+		return 0, err
+	}
+	return 0, errCut
+}
+
+func (blindKV) Get(context.Context, string) (store.Entry, error) { return store.Entry{}, errCut }
+
+// A submit without an idempotency key that fails after its record may be
+// stored answers only once what it stored is withdrawn (while the store
+// takes the deletes): no retry can find the job, and a server that died
+// after answering would leave it to run, unknown to its client.
+func TestFailedSubmitWithoutAKeyAnswersOnceWithdrawn(t *testing.T) {
+	f := newFixture(t)
+	blind := *f.store
+	blind.Jobs = &store.Jobs{KV: blindKV{f.store.Jobs.KV}}
+	c := f.coordinator(func(cfg *Config) { cfg.Store = &blind })
+	if j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 3}); job.ErrorCode(err) != job.EUnavailable {
+		t.Fatalf("a submit whose record's answer was lost: %+v %v; want %s", j, err, job.EUnavailable)
+	}
+	// At once, not after the coordinator's stop.
+	if n := f.queued(); n != 0 {
+		t.Fatalf("%d tasks queued when the failed submit answered; want none", n)
+	}
+	jobs, err := f.store.Jobs.KV.Keys(f.ctx)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	if len(jobs) != 0 {
+		t.Fatalf("records stored when the failed submit answered: %v; want none", jobs)
+	}
+}
+
 // lateCreateKV stores a create, says so on stored, waits for proceed, and
 // answers once the caller's deadline has passed: a server that stalled.
 type lateCreateKV struct {
