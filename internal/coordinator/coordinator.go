@@ -156,7 +156,10 @@ type Coordinator struct {
 	// channel closed when its submit ends: their tasks are queued before
 	// their record is stored, and their first results wait for it here.
 	submitting map[string]chan struct{}
-	starts     map[string]started // the first start notice of queued jobs, for startLoop
+	// unkeying holds the idempotency keys (bucket keys) marked withdrawing
+	// whose jobs this server withdraws for a retry (withdrawKey).
+	unkeying map[string]bool
+	starts   map[string]started // the first start notice of queued jobs, for startLoop
 	// The most each map held since it was last copied small (mapx): a
 	// burst of jobs grows them, and maps do not shrink by themselves.
 	cacheHigh, dursHigh, startsHigh, submittingHigh int
@@ -183,7 +186,7 @@ type entry struct {
 
 // New returns a coordinator; Start makes it apply results.
 func New(cfg Config) *Coordinator {
-	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, starts: map[string]started{}}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, unkeying: map[string]bool{}, starts: map[string]started{}}
 }
 
 // Timeouts of the coordinator's calls to the store. No call waits without
@@ -565,10 +568,49 @@ func (c *Coordinator) withdrawSteps(id string, record bool, files string) []with
 	return append(steps, withdrawStep{"the tasks", "they will be dropped when met", func(ctx context.Context) error { return c.cfg.Store.Tasks.Purge(ctx, id) }})
 }
 
-// withdrawAll withdraws jobs ids of a failed submit whose key a retry
-// found marked withdrawing, within ctx, each step once: their server may
-// have died withdrawing them. Their records may be stored, and their
-// lists of input files (an uploaded kind's job: its name follows its id).
+// withdrawKey withdraws jobs ids of a failed submit whose key k a retry
+// found marked withdrawing at revision rev, and then frees the key (a
+// compare-and-set), in the background, once at a time per key on this
+// server: the failed submit's server may have died withdrawing them, or
+// its store refused the deletes. Another server may do the same at once:
+// the steps are idempotent.
+func (c *Coordinator) withdrawKey(k string, rev uint64, ids []string) {
+	c.mu.Lock()
+	stopped := c.stopped
+	if c.unkeying[k] {
+		c.mu.Unlock()
+		return
+	}
+	c.unkeying[k] = true
+	c.mu.Unlock()
+	c.wg.Go(func() {
+		defer func() {
+			c.mu.Lock()
+			delete(c.unkeying, k)
+			c.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), orphanAge)
+		defer cancel()
+		go func() {
+			select {
+			case <-stopped:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := c.withdrawAll(ctx, ids); err != nil {
+			c.log.Warn("could not withdraw the jobs of a failed submit for a retry with its Idempotency-Key; the next retry tries again", "jobs", len(ids), "first", ids[0], "err", err)
+			return
+		}
+		if err := c.cfg.Store.Idempotency.Delete(ctx, k, rev); err != nil && !errors.Is(err, store.ErrConflict) {
+			c.log.Debug("the idempotency key of a withdrawn submit stays marked withdrawing; a retry with it withdraws again", "jobs", len(ids), "first", ids[0], "err", err)
+		}
+	})
+}
+
+// withdrawAll withdraws jobs ids of a failed submit, within ctx, each step
+// once. Their records may be stored, and their lists of input files (an
+// uploaded kind's job: its name follows its id).
 func (c *Coordinator) withdrawAll(ctx context.Context, ids []string) error {
 	errs := make([]error, len(ids))
 	parallel(len(ids), func(i int) {
@@ -750,15 +792,14 @@ func (c *Coordinator) claimKey(ctx context.Context, claim *keyClaim) ([]*job.Job
 		if withdrawing {
 			// The submit that holds the key failed, and withdraws its
 			// jobs, or its server died doing so: they are withdrawn
-			// here too, and the key is taken over with new jobs.
-			if err := c.withdrawAll(ctx, prev); err != nil {
-				return nil, unavailable(fmt.Errorf("withdraw the jobs of a failed submit with this Idempotency-Key: %w", err))
+			// here too, in the background (a batch's thousand jobs may
+			// take longer than this request has), and the key is freed,
+			// for this request to take, or the client's next.
+			c.withdrawKey(k, e.Revision, prev)
+			if err := pause(ctx, 50*time.Millisecond); err != nil {
+				return nil, inProgress
 			}
-			if _, err := kv.Update(ctx, k, value, e.Revision); err == nil {
-				return nil, nil
-			} else if !errors.Is(err, store.ErrConflict) {
-				return nil, unavailable(fmt.Errorf("take over idempotency key: %w", err))
-			}
+			waited = true
 			continue
 		}
 		pending := strings.TrimSuffix(string(e.Value), keyTaken) // the value as its submit wrote it, when not done
