@@ -632,10 +632,13 @@ func (c *Coordinator) withdrawAll(ctx context.Context, ids []string) error {
 // fails for want of an answer (no stream answered: a leader being
 // elected; or its deadline passed), until deadline passes or the
 // coordinator stops, waiting 250 ms doubling to 4 s between calls; it
-// returns fn's last error. Any other error (a full disk: each refused
-// write is an error in the NATS server's log) ends it at once. The first
-// call is made whatever the deadline: a step after one that spent it is
-// still tried once.
+// returns fn's last error. A store without room (a full disk) is tried
+// again too, but no oftener than every noRoomWait: each refused write is
+// an error in the NATS server's log, and a withdraw given up at the first
+// refusal left a job to run, once the disk had room, that its client was
+// told had failed. Any other error ends it at once. The first call is made
+// whatever the deadline: a step after one that spent it is still tried
+// once.
 func (c *Coordinator) storeAgain(deadline time.Time, fn func(context.Context) error) error {
 	c.mu.Lock()
 	stopped := c.stopped
@@ -645,7 +648,11 @@ func (c *Coordinator) storeAgain(deadline time.Time, fn func(context.Context) er
 		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 		err := fn(ctx)
 		cancel()
-		transient := errors.Is(err, store.ErrNotStored) || errors.Is(err, context.DeadlineExceeded)
+		noRoom := errors.Is(err, store.ErrNoRoom)
+		if noRoom {
+			wait = max(wait, noRoomWait)
+		}
+		transient := noRoom || errors.Is(err, store.ErrNotStored) || errors.Is(err, context.DeadlineExceeded)
 		if !transient || time.Until(deadline) < wait {
 			return err
 		}
@@ -654,9 +661,13 @@ func (c *Coordinator) storeAgain(deadline time.Time, fn func(context.Context) er
 			return err
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 4*time.Second)
+		wait = min(2*wait, max(4*time.Second, noRoomWait))
 	}
 }
+
+// noRoomWait is storeAgain's wait after a refusal for want of room (tests
+// shorten it).
+var noRoomWait = 4 * time.Second
 
 // orphanAge is how long after its id was made a job record may still be
 // on its way: results and notices of a job younger than that wait for it,

@@ -1188,6 +1188,46 @@ func TestFailedSubmitWithoutAKeyAnswersOnceWithdrawn(t *testing.T) {
 	}
 }
 
+// fullKV refuses deletes for want of room, refusals times.
+type fullKV struct {
+	store.KV
+	refusals atomic.Int32
+	tries    atomic.Int32
+}
+
+func (k *fullKV) Delete(ctx context.Context, key string, rev uint64) error {
+	k.tries.Add(1)
+	if k.refusals.Add(-1) >= 0 {
+		return fmt.Errorf("%w: insufficient resources", store.ErrNoRoom)
+	}
+	return k.KV.Delete(ctx, key, rev)
+}
+
+// The withdraw of a failed submit's job goes on through a store that has
+// no room for a while (a full disk refuses the deletion's marker): given up
+// at the first refusal, it left the job to run once the disk had room,
+// though its client was told the submit failed.
+func TestWithdrawWaitsOutAFullStore(t *testing.T) {
+	noRoomWait = 10 * time.Millisecond
+	t.Cleanup(func() { noRoomWait = 4 * time.Second })
+	f := newFixture(t)
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := *f.store
+	records := &fullKV{KV: f.store.Jobs.KV}
+	records.refusals.Store(2)
+	full.Jobs = &store.Jobs{KV: records}
+	c := f.coordinator(func(cfg *Config) { cfg.Store = &full })
+	if !c.withdraw(j.ID, true, "") {
+		t.Fatalf("the withdraw through a store refusing twice for want of room failed (%d tries)", records.tries.Load())
+	}
+	if _, _, err := f.store.Jobs.Get(f.ctx, j.ID); !errors.Is(err, store.ErrNotFound) || records.tries.Load() != 3 {
+		t.Fatalf("the record after the withdraw: %v, %d deletes tried; want it gone, at the third", err, records.tries.Load())
+	}
+}
+
 // lateCreateKV stores a create, says so on stored, waits for proceed, and
 // answers once the caller's deadline has passed: a server that stalled.
 type lateCreateKV struct {
