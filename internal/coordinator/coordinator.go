@@ -563,7 +563,13 @@ func (c *Coordinator) withdrawSteps(id string, record bool, files string) []with
 		}})
 	}
 	if record {
-		steps = append(steps, withdrawStep{"the record", "it may still run", func(ctx context.Context) error { return c.cfg.Store.Jobs.Delete(ctx, id) }})
+		steps = append(steps, withdrawStep{"the record", "it may still run", func(ctx context.Context) error {
+			if err := c.cfg.Store.Jobs.Delete(ctx, id); err != nil {
+				return err
+			}
+			c.entomb(id) // its marker goes once every read model saw it
+			return nil
+		}})
 	}
 	return append(steps, withdrawStep{"the tasks", "they will be dropped when met", func(ctx context.Context) error { return c.cfg.Store.Tasks.Purge(ctx, id) }})
 }
@@ -1405,11 +1411,18 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 	}
 	c.mu.Lock()
 	delete(c.durs, id)
+	c.mu.Unlock()
+	c.entomb(id)
+	return nil
+}
+
+// entomb notes job id's deletion marker, written now, for forgetLoop.
+func (c *Coordinator) entomb(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if len(c.tombs) < maxTombs {
 		c.tombs = append(c.tombs, tomb{id, time.Now()})
 	}
-	c.mu.Unlock()
-	return nil
 }
 
 // forgetLoop purges the markers of the jobs this server deleted, once

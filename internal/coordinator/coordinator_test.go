@@ -1226,6 +1226,12 @@ func TestWithdrawWaitsOutAFullStore(t *testing.T) {
 	if _, _, err := f.store.Jobs.Get(f.ctx, j.ID); !errors.Is(err, store.ErrNotFound) || records.tries.Load() != 3 {
 		t.Fatalf("the record after the withdraw: %v, %d deletes tried; want it gone, at the third", err, records.tries.Load())
 	}
+	c.mu.Lock()
+	tombs := slices.Clone(c.tombs)
+	c.mu.Unlock()
+	if len(tombs) != 1 || tombs[0].id != j.ID {
+		t.Fatalf("the deletion markers noted to purge: %v; want the withdrawn job's", tombs)
+	}
 }
 
 // lateCreateKV stores a create, says so on stored, waits for proceed, and
