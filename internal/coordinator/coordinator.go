@@ -281,8 +281,8 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// The key is marked withdrawing before the jobs are withdrawn, a
 		// compare-and-set: a retry that found them all stored meanwhile
 		// marked it done and was answered them, and they stay; a retry
-		// that finds it withdrawing withdraws them too, and takes the key
-		// over (claimKey). (The key used to be released before the
+		// that finds it withdrawing withdraws them too, frees the key and
+		// takes it (claimKey). (The key used to be released before the
 		// withdraw: a server that died withdrawing left a job that ran
 		// beside the one its client's retry made, seen in the chaos test.)
 		mark := keyUnknown
@@ -707,7 +707,8 @@ const keyTaken = " taken"
 
 // keyWithdrawing marks the idempotency key of a submit that failed: its
 // jobs are being withdrawn, or were, or its server died withdrawing them.
-// A retry withdraws them too and takes the key over (claimKey).
+// A retry withdraws them too, frees the key, and takes it (claimKey,
+// withdrawKey).
 const keyWithdrawing = " withdrawing"
 
 // withdrawWait bounds the wait of a failed submit without an idempotency
