@@ -368,8 +368,6 @@ type Server struct {
 	workerNC  *natsx.Conn
 	natsToken string
 	store     *natsx.Store
-	roomOnce  sync.Once
-	room      func() (int64, error) // storeRoom's, made once: its probes' cache is shared
 	coord     *coordinator.Coordinator
 	pool      *worker.Pool
 	view      *view.View
@@ -467,6 +465,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// it; the API. They stop in the reverse order, workers first.
 	m := metrics.New()
 	datasets := s.datasets(s.store.Ports)
+	room := s.storeRoom() // one, shared: its probes' cache too
 	if s.wasm, err = wasmkind.New(ctx, int(cfg.WasmMemory>>20), wasmkind.CacheDir(filepath.Join(cfg.DataDir, "wasm-cache"))); err != nil {
 		return nil, err
 	}
@@ -501,7 +500,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 		// An output the store has no room for is not begun (store.Roomy).
-		putting, room := new(atomic.Int64), s.storeRoom()
+		putting := new(atomic.Int64)
 		wstore.Ports.Shuffle = store.Roomy{Blobs: wstore.Ports.Shuffle, Room: room, Putting: putting}
 		wstore.Ports.Output = store.Roomy{Blobs: wstore.Ports.Output, Room: room, Putting: putting}
 		host, _ := os.Hostname()
@@ -568,7 +567,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
 		MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxUnfinishedJobs: cfg.MaxUnfinishedJobs, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
-		Schedules: s.schedules, Room: s.storeRoom(),
+		Schedules: s.schedules, Room: room,
 	})
 	s.schedules.SetSubmit(func(ctx context.Context, spec job.Spec) (*job.Job, error) { return svc.Submit(ctx, spec, nil) })
 	s.schedules.SetUnfinished(func(id string) bool {
@@ -585,10 +584,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
 		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxWebsockets: cfg.MaxWebsockets, UploadStall: cfg.UploadStall,
-		StoreRoom: s.storeRoom(),
+		StoreRoom: room,
 		UI:        webui.Handler(),
 	})
-	s.registerGauges(m)
+	s.registerGauges(m, room)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s (is another server running? set --%s): %w", cfg.Addr, flags.Addr, err)
 	}
@@ -762,27 +761,23 @@ func (s *Server) datasets(p *store.Store) *dataset.Store {
 // cluster, or on a NATS of its own, also what the servers' probes say, the
 // least (a stream's copies fill every server's disk alike).
 func (s *Server) storeRoom() func() (int64, error) {
-	s.roomOnce.Do(func() {
-		probes := s.store.RoomFunc()
-		switch {
-		case s.emb == nil:
-			s.room = probes
-		case s.cfg.ClusterName == "":
-			s.room = s.emb.Room
-		default:
-			s.room = func() (int64, error) {
-				room, err := s.emb.Room()
-				if err != nil {
-					return probes()
-				}
-				if others, err := probes(); err == nil {
-					room = min(room, others)
-				}
-				return room, nil
-			}
+	probes := s.store.RoomFunc()
+	switch {
+	case s.emb == nil:
+		return probes
+	case s.cfg.ClusterName == "":
+		return s.emb.Room
+	}
+	return func() (int64, error) {
+		room, err := s.emb.Room()
+		if err != nil {
+			return probes()
 		}
-	})
-	return s.room
+		if others, err := probes(); err == nil {
+			room = min(room, others)
+		}
+		return room, nil
+	}
 }
 
 // PoolName names a process's worker pool: the host and a random suffix, so

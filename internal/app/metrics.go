@@ -13,10 +13,11 @@ import (
 )
 
 // registerGauges adds the metrics read from the cluster's state at scrape
-// time: the queue, the workers, tasks and jobs by state, websocket clients
-// and the size of every JetStream stream.
-func (s *Server) registerGauges(m *metrics.Metrics) {
-	v, room := s.view, s.storeRoom()
+// time: the queue, the workers, tasks and jobs by state, websocket clients,
+// uploads, the store's room (room, storeRoom's) and the size of every
+// JetStream stream.
+func (s *Server) registerGauges(m *metrics.Metrics, room func() (int64, error)) {
+	v := s.view
 	m.Register(
 		metrics.GaugeFunc("mrcluster_queue_depth", "Tasks waiting for a worker.", nil, func() float64 {
 			return float64(v.QueueDepth())
