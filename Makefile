@@ -27,7 +27,7 @@ run: build
 FUZZTIME ?= 30000x
 test: fmt-check vet web
 	cd web && npx vitest run
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	GO=$(GO) .ci/gotest -race -count=1 -timeout 25m $(PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzSubmitBody$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzSeedPath$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitReader$$' -fuzztime $(FUZZTIME) ./internal/dataset
