@@ -56,7 +56,7 @@ func TestSIGKILLDuringBatchSubmitsKeepsEachBatchWhole(t *testing.T) {
 			}
 		})
 	}
-	<-first
+	apitest.Recv(t, first, "a first batch to be answered")
 	time.Sleep(300 * time.Millisecond)
 	p.kill(t)
 	clients.Wait()

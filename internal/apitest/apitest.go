@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -290,4 +291,54 @@ func (c Client) AwaitSchedule(t testing.TB, name string, cond func(client.Schedu
 			t.Fatalf("waiting for schedule %s (last seen %+v): %v", name, s, err)
 		}
 	}
+}
+
+// Recv waits up to Timeout for a value from ch, and fails the test naming
+// what it waited for when none comes: a wait without a bound would end only
+// at the package's timeout, whose goroutine dump names no test.
+func Recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("waited %v for %s", Timeout, what)
+		var zero T
+		return zero
+	}
+}
+
+// Within runs fn and waits up to d for it to return. When it does not, the
+// test fails with the stack of fn's goroutine (where it is stuck), and fn
+// is left running: a stop that hangs is a defect to see, not to wait out
+// until the package's timeout.
+func Within(t testing.TB, d time.Duration, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		t.Errorf("%s did not end within %v; where it is:\n%s", what, d, stackOf("apitest.Within"))
+	}
+}
+
+// stackOf returns the stacks of the goroutines whose stack names fn.
+func stackOf(fn string) string {
+	buf := make([]byte, 64<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) && !strings.Contains(g, "apitest.stackOf") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }

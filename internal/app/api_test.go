@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/view"
@@ -209,7 +210,7 @@ func TestListJobs(t *testing.T) {
 		ids = append(ids, j.ID)
 	}
 	running := b.submit(t, "block", 1)
-	<-blk.started
+	apitest.Recv(t, blk.started, "a block task to start")
 	b.await(t, running.ID, func(j client.Job) bool { return j.State == client.Running && j.Tasks.Running == 1 })
 
 	var seen []string
@@ -287,7 +288,7 @@ func TestCancel(t *testing.T) {
 	b := setup(t, withKinds(blk.kind()))
 	j := b.submit(t, "block", 6)
 	for range 4 {
-		<-blk.started
+		apitest.Recv(t, blk.started, "a block task to start")
 	}
 	r := b.do(t, "POST", "/api/v1/jobs/"+j.ID+"/cancel", "")
 	var got client.Job
@@ -297,7 +298,7 @@ func TestCancel(t *testing.T) {
 	}
 	// The four running tasks see their context end.
 	for range 4 {
-		<-blk.canceled
+		apitest.Recv(t, blk.canceled, "a canceled block task to see its context end")
 	}
 	// A job submitted after it runs; by the time it is done, the canceled
 	// job's two waiting tasks were dropped without running.
@@ -335,7 +336,7 @@ func TestCancelMany(t *testing.T) {
 	b := setup(t, withKinds(blk.kind()))
 	running := b.submit(t, "block", 4) // every worker
 	for range 4 {
-		<-blk.started
+		apitest.Recv(t, blk.started, "a block task to start")
 	}
 	b.awaitState(t, running.ID, client.Running)
 	if r := b.do(t, "POST", "/api/v1/kinds/noop/pause", ""); r.Status != 200 {
@@ -390,7 +391,7 @@ func TestCancelMany(t *testing.T) {
 		t.Fatalf("cancel of the running jobs: %v; want %s", got.Canceled, running.ID)
 	}
 	for range 4 {
-		<-blk.canceled
+		apitest.Recv(t, blk.canceled, "a canceled block task to see its context end")
 	}
 	if got := cancel(`{"kind":"short"}`); len(got.Canceled) != 0 || got.More {
 		t.Fatalf("a cancel with nothing left to cancel: %+v", got)
@@ -562,7 +563,7 @@ func TestKindsWorkersQueueHealth(t *testing.T) {
 
 	j := b.submit(t, "block", 7)
 	for range 4 {
-		<-blk.started
+		apitest.Recv(t, blk.started, "a block task to start")
 	}
 	b.await(t, j.ID, func(j client.Job) bool { return j.Tasks.Running == 4 })
 	var q struct {

@@ -63,7 +63,7 @@ func TestStopLeavesQueuedTasksForTheNextServer(t *testing.T) {
 	done := b.submit(t, "noop", 3)
 	done1 := b.awaitState(t, done.ID, client.Succeeded)
 	j := b.submit(t, "block", 4)
-	<-blk.started
+	apitest.Recv(t, blk.started, "a block task to start")
 
 	events := b.dial(t, "/api/v1/events")
 	stopped := make(chan struct{})
@@ -83,7 +83,7 @@ func TestStopLeavesQueuedTasksForTheNextServer(t *testing.T) {
 		readJSON(t, events, &ev)
 	}
 	close(blk.release)
-	<-stopped
+	apitest.Recv(t, stopped, "the server to stop")
 	if n := blk.calls.Load(); n != 1 {
 		t.Fatalf("the stopping server ran %d tasks, want only the one running", n)
 	}

@@ -83,7 +83,7 @@ func setup(t *testing.T, mod ...func(*app.Config)) *bundle {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
-		_ = srv.Stop(ctx)
+		apitest.Within(t, cfg.ShutdownTimeout+30*time.Second, "the server's stop", func() { _ = srv.Stop(ctx) })
 	})
 	return &bundle{srv: srv, cfg: cfg}
 }

@@ -28,7 +28,7 @@ func TestPauseAndResumeAKind(t *testing.T) {
 
 	// One worker: partition 0 runs (and is held there), 1 to 3 wait.
 	j := b.submit(t, "hold", 4)
-	<-started
+	apitest.Recv(t, started, "the held task to start")
 	k, err := c.PauseKind(ctx, "hold")
 	if err != nil || !k.Paused || k.PausedSince == nil {
 		t.Fatalf("pause: %+v %v", k, err)
@@ -115,7 +115,7 @@ func TestAFailedTaskDoesNotRunAgainWhileItsKindIsPaused(t *testing.T) {
 	ctx := apitest.Context(t)
 
 	j := b.submit(t, "flaky", 1)
-	<-runs
+	apitest.Recv(t, runs, "the flaky job to run")
 	if _, err := c.PauseKind(ctx, "flaky"); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestAPauseHoldsAtOnceWithABacklog(t *testing.T) {
 		}
 		last = jobs[len(jobs)-1]
 	}
-	<-firstRuns
+	apitest.Recv(t, firstRuns, "the schedule's first job to run")
 	if _, err := c.PauseKind(ctx, "tick"); err != nil {
 		t.Fatal(err)
 	}

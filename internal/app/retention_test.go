@@ -97,7 +97,7 @@ func TestDeleteJob(t *testing.T) {
 		}
 	}
 	running := b.submit(t, "block", 1)
-	<-bl.started
+	apitest.Recv(t, bl.started, "a block task to start")
 	err = c.Delete(ctx, running.ID)
 	var apiErr *client.Error
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "cancel it first") {
@@ -377,7 +377,7 @@ func TestFinishedJobsAreArchived(t *testing.T) {
 		t.Fatalf("wordcount: %s, output %q", apitest.Describe(wc), want)
 	}
 	blocked := b.submit(t, "block", 1)
-	<-bl.started
+	apitest.Recv(t, bl.started, "a block task to start")
 	if _, err := c.Cancel(ctx, blocked.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +437,7 @@ func TestFinishedJobsAreArchived(t *testing.T) {
 	if _, err := c.Retry(ctx, canceled.ID); err != nil {
 		t.Fatalf("retry an archived job: %v", err)
 	}
-	<-bl.started
+	apitest.Recv(t, bl.started, "a block task to start")
 	if j := b.awaitState(t, canceled.ID, client.Running); j.Retries != 1 {
 		t.Fatalf("the retried job: %s; want 1 retry", apitest.Describe(j))
 	}
