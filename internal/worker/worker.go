@@ -307,6 +307,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		})
 	})
 	p.repWG.Go(func() { p.cleanTemp(repCtx.Done()) })
+	p.repWG.Go(func() { p.stopEnded(repCtx.Done()) })
 	p.results = make(chan finished, maxResultBatch)
 	p.resultsWG.Go(p.publishResults)
 	// A buffer lets the next fetch overlap the work on the previous one.
@@ -1044,6 +1045,7 @@ type runningTask struct {
 	partition int
 	epoch     int
 	cancel    context.CancelCauseFunc
+	since     time.Time
 }
 
 // errStopped is the cause of a run's end when another copy of its task
@@ -1086,7 +1088,7 @@ func (p *Pool) track(t job.Task, i int, cancel context.CancelCauseFunc, l *lease
 	if p.running[t.Job] == nil {
 		p.running[t.Job] = map[int]runningTask{}
 	}
-	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, epoch: t.Epoch, cancel: cancel}
+	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, epoch: t.Epoch, cancel: cancel, since: time.Now()}
 	return tracked
 }
 
@@ -1138,6 +1140,65 @@ func (p *Pool) cancelJob(id string, epoch int) {
 		}
 		r.cancel(nil)
 	}
+}
+
+// endedEvery is how often a pool asks the store whether the jobs of its
+// tasks running that long have ended. A job's end is told to the workers by
+// a notice (cancelJob) that a worker misses when it is cut off or
+// reconnecting at that moment, or whose subscription the server dropped as
+// too slow: the task would run to its own end, which for a task of hours,
+// or one waiting on something that never comes, is never.
+var endedEvery = 30 * time.Second
+
+// stopEnded stops, every endedEvery, the running tasks whose job the store
+// shows finished (of their epoch or later) or retried (a later epoch), as
+// the missed notice would have. A job the store does not find is left
+// alone: a replica behind in a cluster answers so for a job it has not
+// read yet, and a task stopped for it would be dropped.
+func (p *Pool) stopEnded(done <-chan struct{}) {
+	t := time.NewTicker(endedEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		for id, epoch := range p.longRunning(time.Now().Add(-endedEvery)) {
+			ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+			j, _, err := p.cfg.Store.Jobs.Get(ctx, id)
+			cancel()
+			switch {
+			case err != nil:
+				// Not found, or no answer: the next round asks again.
+			case j.State.Terminal() && j.Epoch >= epoch:
+				p.log.Info("stopping the tasks of a job that has ended; its notice was missed", "job", id, "state", j.State)
+				p.cancelJob(id, j.Epoch)
+			case j.Epoch > epoch:
+				p.log.Info("stopping the tasks of a job's earlier run; the job was retried and its notice missed", "job", id, "epoch", j.Epoch)
+				p.cancelJob(id, j.Epoch-1)
+			}
+		}
+	}
+}
+
+// longRunning returns the jobs with a task running since before, each with
+// the lowest epoch of those tasks.
+func (p *Pool) longRunning(before time.Time) map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for id, tasks := range p.running {
+		for _, r := range tasks {
+			if r.since.After(before) {
+				continue
+			}
+			if e, ok := out[id]; !ok || r.epoch < e {
+				out[id] = r.epoch
+			}
+		}
+	}
+	return out
 }
 
 // Replaced receives a *ReplacedError when another process runs a pool of

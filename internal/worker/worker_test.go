@@ -572,3 +572,59 @@ func TestAParkedTaskGoesBackToTheQueueAfterAWhile(t *testing.T) {
 		t.Fatalf("the task of the paused kind ran %d times", n)
 	}
 }
+
+// A job that ended while its cancel notice was missed (the worker was cut
+// off, or reconnecting) has its running tasks stopped all the same, once
+// the pool reads the job's record: those of a finished job, and those of
+// an earlier run of a job since retried.
+func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
+	old := endedEvery
+	t.Cleanup(func() { endedEvery = old }) // after the pool's stop, made later
+	endedEvery = 20 * time.Millisecond
+	started, stopped := make(chan string, 2), make(chan string, 2)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		started <- t.Job
+		<-ctx.Done()
+		stopped <- t.Job
+		return 0, ctx.Err()
+	}})
+	now := time.Now().UTC()
+	canceled := job.New("k_canceled", job.Spec{Kind: "k", Partitions: 1}, now)
+	retried := job.New("k_retried", job.Spec{Kind: "k", Partitions: 1}, now)
+	for _, j := range []*job.Job{canceled, retried} {
+		if _, err := f.store.Jobs.Create(f.ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.pool(2)
+	f.queue(task(canceled.ID, 0, 1), task(retried.ID, 0, 1))
+	for range 2 {
+		select {
+		case <-started:
+		case <-f.ctx.Done():
+			t.Fatal("the tasks never started")
+		}
+	}
+	// The records change; no notice is sent.
+	update := func(id string, change func(*job.Job)) {
+		j, rev, err := f.store.Jobs.Get(f.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(j)
+		if _, err := f.store.Jobs.Update(f.ctx, j, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(canceled.ID, func(j *job.Job) { j.State = job.Canceled })
+	update(retried.ID, func(j *job.Job) { j.Epoch = 1 })
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case id := <-stopped:
+			got[id] = true
+		case <-f.ctx.Done():
+			t.Fatalf("stopped: %v; want both tasks stopped", got)
+		}
+	}
+}
