@@ -465,6 +465,26 @@ func TestDashboardKinds(t *testing.T) {
 	}
 	text(ctx, t, `[data-test="kind-status"]`, func(s string) bool { return s == "1 unfinished job of kind grep canceled" }, "the cancel of the kind's jobs")
 	text(ctx, t, `tr[data-job="`+held.ID+`"]`, func(s string) bool { return strings.Contains(s, "canceled") }, "the canceled job's line")
+	// The queued jobs of every kind canceled from the queued tab.
+	queued := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"sea"}, Partitions: 1, Params: map[string]any{"pattern": "ship"}})
+	text(ctx, t, `tr[data-job="`+queued.ID+`"] [data-test="result"]`, func(s string) bool { return s == "waiting: kind grep is paused" }, "the held job's line")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`[data-tab="queued"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-test="cancel-state"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	shot(ctx, t, "jobs-queued.png")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="cancel-state"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="bulk-note"]`, func(s string) bool { return s == "Canceled 1 queued job" }, "the cancel of the queued jobs")
+	if j := c.Job(t, queued.ID); j.State != client.Canceled {
+		t.Fatalf("the job canceled from the queued tab is %s", j.State)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-tab="all"]`))); err != nil {
+		t.Fatal(err)
+	}
 	g := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"sea"}, Partitions: 2, Params: map[string]any{"pattern": "whale"}})
 	text(ctx, t, `tr[data-job="`+g.ID+`"] [data-test="result"]`, func(s string) bool { return s == "waiting: kind grep is paused" }, "the held job's line")
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr[data-kind="grep"] [data-test="resume-kind"]`))); err != nil {

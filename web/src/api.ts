@@ -46,8 +46,8 @@ export const api = {
   deleteDataset: (name: string) => call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(name)}`),
   tasks: (id: string) => call<{ tasks: TaskAttempt[] }>('GET', `/api/v1/jobs/${encodeURIComponent(id)}/tasks`),
   cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
-  // cancelJobs cancels up to 1,000 unfinished jobs of a kind (and state).
-  cancelJobs: (kind: string, state = '') => call<CanceledJobs>('POST', '/api/v1/jobs/cancel', state ? { kind, state } : { kind }),
+  // cancelJobs cancels up to 1,000 unfinished jobs of a kind, a state, or both.
+  cancelJobs: (which: JobsToCancel) => call<CanceledJobs>('POST', '/api/v1/jobs/cancel', which),
   retry: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/retry`),
   rerun: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/rerun`),
   deleteJob: (id: string) => call<void>('DELETE', `/api/v1/jobs/${encodeURIComponent(id)}`),
@@ -63,14 +63,18 @@ export const api = {
   history: () => call<{ minutes: Minute[] }>('GET', '/api/v1/history'),
 }
 
-// cancelEvery cancels every unfinished job of kind, a thousand a request,
+// JobsToCancel names the unfinished jobs a cancel of many takes: those of
+// a kind, of a state (scheduled, queued or running), or of both.
+export type JobsToCancel = { kind: string; state?: string } | { kind?: string; state: string }
+
+// cancelEvery cancels every unfinished job of which, a thousand a request,
 // while a request cancels some and says more matched; it returns how many
 // were canceled and those that could not be, with why.
-export async function cancelEvery(kind: string, send: (kind: string) => Promise<CanceledJobs> = api.cancelJobs): Promise<{ canceled: number; failed: string[] }> {
+export async function cancelEvery(which: JobsToCancel, send: (which: JobsToCancel) => Promise<CanceledJobs> = api.cancelJobs): Promise<{ canceled: number; failed: string[] }> {
   let canceled = 0
   const failed: string[] = []
   for (;;) {
-    const r = await send(kind)
+    const r = await send(which)
     canceled += r.canceled.length
     for (const f of r.failed ?? []) failed.push(`${f.id}: ${f.error}`)
     if (!r.more || r.canceled.length === 0) return { canceled, failed }

@@ -8,15 +8,15 @@ describe('cancelEvery', () => {
       { canceled: ['a', 'b'], more: true },
       { canceled: ['c'], failed: [{ id: 'd', error: 'the store did not answer' }], more: false },
     ]
-    const asked: string[] = []
-    const got = await cancelEvery('grep', async (kind) => { asked.push(kind); return answers.shift()! })
-    expect(asked).toEqual(['grep', 'grep'])
+    const asked: object[] = []
+    const got = await cancelEvery({ kind: 'grep' }, async (which) => { asked.push(which); return answers.shift()! })
+    expect(asked).toEqual([{ kind: 'grep' }, { kind: 'grep' }])
     expect(got).toEqual({ canceled: 3, failed: ['d: the store did not answer'] })
   })
 
   it('stops when a request cancels nothing, though more matched', async () => {
     let calls = 0
-    const got = await cancelEvery('grep', async () => {
+    const got = await cancelEvery({ state: 'queued' }, async () => {
       calls++
       return { canceled: [], failed: [{ id: 'x', error: 'stuck' }], more: true }
     })
