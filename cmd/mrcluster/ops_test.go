@@ -143,6 +143,10 @@ func TestConfigPrecedence(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "workers = many") {
 		t.Fatalf("a bad value: %v %s", err, out)
 	}
+	out, err = exec.Command(binary, "config", "--trusted-proxy", "10.0.0.0/8,proxy.local").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `--trusted-proxy "proxy.local" is neither an IP address nor a network`) {
+		t.Fatalf("a bad trusted proxy: %v %s", err, out)
+	}
 }
 
 func TestVersion(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -60,14 +61,17 @@ type KindLimit struct {
 // Config is a server's configuration; cmd/mrcluster fills it from flags and
 // the environment, tests fill it directly.
 type Config struct {
-	Addr            string
-	DataDir         string
-	Workers         int
-	NATSListen      string
-	NATSURL         string
-	SleepScale      float64
-	MaxPartitions   int
-	AllowOrigins    []string
+	Addr          string
+	DataDir       string
+	Workers       int
+	NATSListen    string
+	NATSURL       string
+	SleepScale    float64
+	MaxPartitions int
+	AllowOrigins  []string
+	// TrustedProxies are the reverse proxies in front of the API whose
+	// X-Forwarded-For header names the client (--trusted-proxy).
+	TrustedProxies  []netip.Prefix
 	AckWait         time.Duration
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -584,8 +588,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Ready: s.ready, Version: Version, Logger: s.log, Metrics: m,
 		AuthToken: cfg.AuthToken, AuthRead: cfg.AuthRead,
 		SubmitRate: cfg.SubmitRate, SubmitBurst: cfg.SubmitBurst, MaxWebsockets: cfg.MaxWebsockets, UploadStall: cfg.UploadStall,
-		StoreRoom: room,
-		UI:        webui.Handler(),
+		TrustedProxies: cfg.TrustedProxies,
+		StoreRoom:      room,
+		UI:             webui.Handler(),
 	})
 	s.registerGauges(m, room)
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -245,6 +246,48 @@ func TestSubmitRateLimit(t *testing.T) {
 	// Bad input is still told apart from a busy server.
 	if r := b.do(t, "POST", "/noop/0", ""); r.Status != 400 {
 		t.Fatalf("bad input when rate-limited: %d %s", r.Status, r.Body)
+	}
+}
+
+// Behind a reverse proxy named by --trusted-proxy, each client its
+// X-Forwarded-For names has its own submit rate; the header of a client
+// that is no trusted proxy changes nothing.
+func TestSubmitRateLimitPerClientBehindAProxy(t *testing.T) {
+	t.Parallel()
+	proxy := netip.MustParsePrefix("127.0.0.1/32")
+	b := setup(t, func(c *app.Config) {
+		c.SubmitRate, c.SubmitBurst, c.TrustedProxies = 0.01, 1, []netip.Prefix{proxy}
+	})
+	submit := func(via string) int {
+		t.Helper()
+		return b.do(t, "POST", "/api/v1/jobs", `{"kind":"noop","partitions":1}`, "X-Forwarded-For", via).Status
+	}
+	if got := submit("198.51.100.1"); got != http.StatusAccepted {
+		t.Fatalf("the first client's first submit: %d", got)
+	}
+	if got := submit("198.51.100.1"); got != http.StatusTooManyRequests {
+		t.Fatalf("the first client's second submit: %d, want 429", got)
+	}
+	if got := submit("198.51.100.2"); got != http.StatusAccepted {
+		t.Fatalf("another client behind the proxy: %d, want its own burst", got)
+	}
+	// From 127.0.0.2, not trusted: its header is not believed, and it is
+	// one client, whatever it claims.
+	send := func(via string) int {
+		req, _ := http.NewRequestWithContext(apitest.Context(t), "POST", b.srv.URL()+"/api/v1/jobs", strings.NewReader(`{"kind":"noop","partitions":1}`))
+		req.Header.Set("X-Forwarded-For", via)
+		resp, err := fromOtherClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := send("198.51.100.3"); got != http.StatusAccepted {
+		t.Fatalf("a client that is no proxy: %d", got)
+	}
+	if got := send("198.51.100.4"); got != http.StatusTooManyRequests {
+		t.Fatalf("the same client naming another address: %d, want 429", got)
 	}
 }
 

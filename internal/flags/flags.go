@@ -32,6 +32,7 @@ const (
 	NATSTLSCA          = "nats-tls-ca"
 	AcceptDamagedState = "accept-damaged-state"
 	AllowOrigin        = "allow-origin"
+	TrustedProxy       = "trusted-proxy"
 	Retention          = "retention"
 	RecentJobs         = "recent-jobs"
 	ArchiveAfter       = "archive-after"

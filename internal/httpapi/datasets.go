@@ -53,7 +53,7 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request, name, file stri
 	if stall <= 0 {
 		stall = DefaultUploadStall
 	}
-	release, err := s.uploads.take(r.Context(), clientIP(r))
+	release, err := s.uploads.take(r.Context(), s.clientIP(r))
 	if err != nil {
 		s.writeError(w, r, job.Errorf(job.EUnavailable, "the upload of %s/%s waited for one of this client's %d uploads read at once until the client went away", name, file, MaxUploadsPerClient))
 		return

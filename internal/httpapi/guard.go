@@ -3,8 +3,10 @@ package httpapi
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,12 +78,11 @@ func newLimiter(perSecond float64, burst int) *limiter {
 	return &limiter{rate: rate.Limit(perSecond), burst: max(burst, 1), clients: map[string]*peer{}}
 }
 
-// allow reports whether the client of r may submit now.
-func (l *limiter) allow(r *http.Request) bool {
+// allow reports whether client ip may submit now.
+func (l *limiter) allow(ip string) bool {
 	if l == nil {
 		return true
 	}
-	ip := clientIP(r)
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -104,13 +105,73 @@ func (l *limiter) allow(r *http.Request) bool {
 }
 
 // clientIP is the address a request came from, the client as the limits
-// per client know it.
-func clientIP(r *http.Request) string {
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+// per client know it. A request from a trusted proxy (Config.TrustedProxies)
+// comes from the address its X-Forwarded-For names last that is not itself
+// a trusted proxy: behind a reverse proxy every client would otherwise be
+// the proxy, sharing one client's bounds (four uploads, a tenth of the
+// websockets, one submit rate). The header's entries left of that one are
+// the client's own say, and not believed; nor is the header at all from an
+// address not trusted.
+func (s *Server) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return ip
+	if len(s.cfg.TrustedProxies) == 0 {
+		return host
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !s.trusted(addr) {
+		return host
+	}
+	client := addr
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		list := strings.Split(hops[i], ",")
+		for j := len(list) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(list[j]))
+			if err != nil {
+				// Not an address: what is left of it cannot be
+				// believed either; the hop that sent it is the client.
+				return client.String()
+			}
+			client = hop.Unmap()
+			if !s.trusted(client) {
+				return client.String()
+			}
+		}
+	}
+	return client.String()
+}
+
+// trusted reports whether addr is one of the trusted proxies.
+func (s *Server) trusted(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseTrustedProxies reads a list of addresses and networks
+// ("10.0.0.5", "10.0.0.0/8", "fd00::/8"), as --trusted-proxy takes them.
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range list {
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("--%s %q is neither an IP address nor a network (10.0.0.5, 10.0.0.0/8, fd00::/8)", flags.TrustedProxy, v)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // MaxUploadsPerClient bounds the uploads of one client (by IP address) the
@@ -182,7 +243,7 @@ func (s *Server) submit(r *http.Request, spec job.Spec) (*job.Job, error) {
 
 // allow refuses a submit of a client that submits too fast.
 func (s *Server) allow(r *http.Request) error {
-	if !s.limit.allow(r) {
+	if !s.limit.allow(s.clientIP(r)) {
 		return job.Errorf(job.EBusy, "too many submissions from this client: at most %g a second (burst %d); retry in a few seconds", s.cfg.SubmitRate, s.cfg.SubmitBurst)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -83,6 +84,9 @@ type Config struct {
 	SubmitBurst int
 	// MaxWebsockets bounds the websockets open at once (0: no bound).
 	MaxWebsockets int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client, for the bounds per client (see clientIP).
+	TrustedProxies []netip.Prefix
 	// UploadStall is how long an upload may send nothing before it is
 	// refused (0: DefaultUploadStall).
 	UploadStall time.Duration

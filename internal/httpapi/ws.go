@@ -34,7 +34,7 @@ func isUpgrade(r *http.Request) bool {
 // accept upgrades the request; the origin was checked by ServeHTTP. The
 // returned context ends when the client goes away or the server closes.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, context.Context, context.CancelFunc, bool) {
-	ip := clientIP(r)
+	ip := s.clientIP(r)
 	if max := s.cfg.MaxWebsockets; max > 0 && s.clients.Add(1) > int64(max) {
 		// Each costs about 110 KB and a snapshot or an event at every
 		// change: 5,000 held by one client took 580 MB.
