@@ -1045,7 +1045,8 @@ type runningTask struct {
 	partition int
 	epoch     int
 	cancel    context.CancelCauseFunc
-	since     time.Time
+	since     time.Time // when it started
+	lease     *lease
 }
 
 // errStopped is the cause of a run's end when another copy of its task
@@ -1088,7 +1089,7 @@ func (p *Pool) track(t job.Task, i int, cancel context.CancelCauseFunc, l *lease
 	if p.running[t.Job] == nil {
 		p.running[t.Job] = map[int]runningTask{}
 	}
-	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, epoch: t.Epoch, cancel: cancel, since: time.Now()}
+	p.running[t.Job][i] = runningTask{phase: t.Phase, partition: t.Partition, epoch: t.Epoch, cancel: cancel, since: time.Now(), lease: l}
 	return tracked
 }
 
@@ -1152,9 +1153,13 @@ var endedEvery = 30 * time.Second
 
 // stopEnded stops, every endedEvery, the running tasks whose job the store
 // shows finished (of their epoch or later) or retried (a later epoch), as
-// the missed notice would have. A job the store does not find is left
-// alone: a replica behind in a cluster answers so for a job it has not
-// read yet, and a task stopped for it would be dropped.
+// the missed notice would have. A finished job's record leaves the jobs
+// bucket once archived, and a process that keeps no index of the archive
+// (a worker process of its own) then finds no job: a task of a job not
+// found is stopped only when the queue's leader no longer holds its
+// message, which the job's end took out (or another copy of the task
+// finished). Not found alone stops nothing: a replica behind in a cluster
+// answers so for a job it has not read yet.
 func (p *Pool) stopEnded(done <-chan struct{}) {
 	t := time.NewTicker(endedEvery)
 	defer t.Stop()
@@ -1164,37 +1169,50 @@ func (p *Pool) stopEnded(done <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		for id, epoch := range p.longRunning(time.Now().Add(-endedEvery)) {
-			ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
-			j, _, err := p.cfg.Store.Jobs.Get(ctx, id)
-			cancel()
-			switch {
-			case err != nil:
-				// Not found, or no answer: the next round asks again.
-			case j.State.Terminal() && j.Epoch >= epoch:
-				p.log.Info("stopping the tasks of a job that has ended; its notice was missed", "job", id, "state", j.State)
-				p.cancelJob(id, j.Epoch)
-			case j.Epoch > epoch:
-				p.log.Info("stopping the tasks of a job's earlier run; the job was retried and its notice missed", "job", id, "epoch", j.Epoch)
-				p.cancelJob(id, j.Epoch-1)
-			}
+		for id, tasks := range p.longRunning(time.Now().Add(-endedEvery)) {
+			p.stopIfEnded(id, tasks)
 		}
 	}
 }
 
-// longRunning returns the jobs with a task running since before, each with
-// the lowest epoch of those tasks.
-func (p *Pool) longRunning(before time.Time) map[string]int {
+// stopIfEnded stops the tasks of job id, running here for a while, if the
+// job has ended (see stopEnded).
+func (p *Pool) stopIfEnded(id string, tasks []runningTask) {
+	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	defer cancel()
+	epoch := tasks[0].epoch
+	for _, r := range tasks {
+		epoch = min(epoch, r.epoch)
+	}
+	j, _, err := p.cfg.Store.Jobs.Get(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		for _, r := range tasks {
+			if held, err := p.cfg.Store.Tasks.Holds(ctx, r.lease.msg().Seq()); err == nil && !held {
+				p.log.Info("stopping a task whose job is gone and whose message left the queue; the job's end was missed", "job", id, "phase", r.phase, "partition", r.partition)
+				r.cancel(nil)
+			}
+		}
+	case err != nil:
+		// No answer: the next round asks again.
+	case j.State.Terminal() && j.Epoch >= epoch:
+		p.log.Info("stopping the tasks of a job that has ended; its notice was missed", "job", id, "state", j.State)
+		p.cancelJob(id, j.Epoch)
+	case j.Epoch > epoch:
+		p.log.Info("stopping the tasks of a job's earlier run; the job was retried and its notice missed", "job", id, "epoch", j.Epoch)
+		p.cancelJob(id, j.Epoch-1)
+	}
+}
+
+// longRunning returns the tasks running since before, by job.
+func (p *Pool) longRunning(before time.Time) map[string][]runningTask {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := map[string]int{}
+	out := map[string][]runningTask{}
 	for id, tasks := range p.running {
 		for _, r := range tasks {
-			if r.since.After(before) {
-				continue
-			}
-			if e, ok := out[id]; !ok || r.epoch < e {
-				out[id] = r.epoch
+			if !r.since.After(before) {
+				out[id] = append(out[id], r)
 			}
 		}
 	}

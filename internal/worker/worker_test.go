@@ -576,12 +576,14 @@ func TestAParkedTaskGoesBackToTheQueueAfterAWhile(t *testing.T) {
 // A job that ended while its cancel notice was missed (the worker was cut
 // off, or reconnecting) has its running tasks stopped all the same, once
 // the pool reads the job's record: those of a finished job, and those of
-// an earlier run of a job since retried.
+// an earlier run of a job since retried. A job not found (archived, and
+// this process keeps no index of the archive) has its task stopped once
+// the queue no longer holds the task's message, and not before.
 func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
 	old := endedEvery
 	t.Cleanup(func() { endedEvery = old }) // after the pool's stop, made later
 	endedEvery = 20 * time.Millisecond
-	started, stopped := make(chan string, 2), make(chan string, 2)
+	started, stopped := make(chan string, 4), make(chan string, 4)
 	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
 		started <- t.Job
 		<-ctx.Done()
@@ -596,16 +598,16 @@ func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f.pool(2)
-	f.queue(task(canceled.ID, 0, 1), task(retried.ID, 0, 1))
-	for range 2 {
+	f.pool(4)
+	f.queue(task(canceled.ID, 0, 1), task(retried.ID, 0, 1), task("k_gone", 0, 1), task("k_unread", 0, 1))
+	for range 4 {
 		select {
 		case <-started:
 		case <-f.ctx.Done():
 			t.Fatal("the tasks never started")
 		}
 	}
-	// The records change; no notice is sent.
+	// The records change, a task leaves the queue; no notice is sent.
 	update := func(id string, change func(*job.Job)) {
 		j, rev, err := f.store.Jobs.Get(f.ctx, id)
 		if err != nil {
@@ -618,13 +620,30 @@ func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
 	}
 	update(canceled.ID, func(j *job.Job) { j.State = job.Canceled })
 	update(retried.ID, func(j *job.Job) { j.Epoch = 1 })
+	if err := f.store.Tasks.Purge(f.ctx, "k_gone"); err != nil {
+		t.Fatal(err)
+	}
 	got := map[string]bool{}
-	for range 2 {
+	for len(got) < 3 {
 		select {
 		case id := <-stopped:
 			got[id] = true
 		case <-f.ctx.Done():
-			t.Fatalf("stopped: %v; want both tasks stopped", got)
+			t.Fatalf("stopped: %v; want the canceled, retried and gone jobs' tasks stopped", got)
 		}
+	}
+	if got["k_unread"] {
+		t.Fatalf("stopped: %v; the task of a job not found whose message is still queued must go on", got)
+	}
+	if err := f.store.Tasks.Purge(f.ctx, "k_unread"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-stopped:
+		if id != "k_unread" {
+			t.Fatalf("stopped %s again", id)
+		}
+	case <-f.ctx.Done():
+		t.Fatal("the task of a job not found was not stopped once its message left the queue")
 	}
 }
