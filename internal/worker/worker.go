@@ -1188,7 +1188,7 @@ func (p *Pool) stopIfEnded(id string, tasks []runningTask) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		for _, r := range tasks {
-			if held, err := p.cfg.Store.Tasks.Holds(ctx, r.lease.msg().Seq()); err == nil && !held {
+			if p.gone(ctx, r.lease) {
 				p.log.Info("stopping a task whose job is gone and whose message left the queue; the job's end was missed", "job", id, "phase", r.phase, "partition", r.partition)
 				r.cancel(nil)
 			}
