@@ -483,7 +483,10 @@ func (p *Pool) run(i int, l *lease) {
 		return
 	case errors.As(err, &storeErr) && errors.Is(err, store.ErrNoRoom):
 		if next.NoRoomSince = t.NoRoomSince; next.NoRoomSince == 0 {
-			next.NoRoomSince = start.UnixMilli() // the wait for room starts
+			// The wait for room starts now, as the store refused: not
+			// when the run began (a run longer than the wait failed its
+			// job at its first refusal, never having waited).
+			next.NoRoomSince = time.Now().UnixMilli()
 		}
 		next.NoRoomBytes = t.NoRoomBytes
 		if refused := (*store.NoRoomError)(nil); errors.As(err, &refused) {

@@ -647,3 +647,23 @@ func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
 		t.Fatal("the task of a job not found was not stopped once its message left the queue")
 	}
 }
+
+// The wait for room starts when the store first refuses a task's output,
+// not when its run began: a run longer than the wait is not failed at its
+// first refusal, never having waited.
+func TestALongRunTheStoreHasNoRoomForWaitsForRoom(t *testing.T) {
+	var runs atomic.Int32
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) {
+		if runs.Add(1) == 1 {
+			time.Sleep(300 * time.Millisecond) // longer than the wait for room
+			return 0, &job.StoreError{Err: fmt.Errorf("store map output: %w", store.ErrNoRoom)}
+		}
+		return 1, nil
+	}})
+	f.pool(1, func(c *Config) { c.RoomWait = 200 * time.Millisecond })
+	f.queue(task("j1", 0, 1))
+	rs := f.results(1)
+	if len(rs) != 2 || rs[0].Outcome != job.OutcomeInterrupted || !rs[1].Final() || rs[1].Error != "" {
+		t.Fatalf("results: %+v; want the run the store had no room for interrupted, then the task done", rs)
+	}
+}
