@@ -44,7 +44,7 @@ func TestJSONLogs(t *testing.T) {
 		}
 		switch line["msg"] {
 		case "http request":
-			if line["route"] == "POST /api/v1/jobs" && line["status"] == float64(202) && line["duration"] != nil && line["method"] == "POST" {
+			if line["route"] == "POST /api/v1/jobs" && line["status"] == float64(202) && line["duration"] != nil && line["method"] == "POST" && line["client"] == "127.0.0.1" {
 				sawRequest = true
 			}
 		case "job succeeded":

@@ -12,8 +12,9 @@ import (
 
 // levels records the level of each "http request" line, by request.
 type levels struct {
-	mu    sync.Mutex
-	level map[string]slog.Level
+	mu     sync.Mutex
+	level  map[string]slog.Level
+	client map[string]string
 }
 
 func (l *levels) Enabled(context.Context, slog.Level) bool { return true }
@@ -23,19 +24,22 @@ func (l *levels) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "http request" {
 		return nil
 	}
-	var method, path string
+	var method, path, client string
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
 		case "method":
 			method = a.Value.String()
 		case "path":
 			path = a.Value.String()
+		case "client":
+			client = a.Value.String()
 		}
 		return true
 	})
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.level[method+" "+path] = r.Level
+	l.client[method+" "+path] = client
 	return nil
 }
 
@@ -43,7 +47,7 @@ func (l *levels) Handle(_ context.Context, r slog.Record) error {
 // must not bury the lines that matter, so answered reads are debug; what
 // changed something or was refused is info, a server's failure a warning.
 func TestRequestsAreLoggedByWhatTheyDid(t *testing.T) {
-	l := &levels{level: map[string]slog.Level{}}
+	l := &levels{level: map[string]slog.Level{}, client: map[string]string{}}
 	s := recordServer(slog.New(l))
 	for _, c := range []struct {
 		method, path, body string
@@ -64,9 +68,13 @@ func TestRequestsAreLoggedByWhatTheyDid(t *testing.T) {
 		}
 		l.mu.Lock()
 		got, ok := l.level[c.method+" "+c.path]
+		client := l.client[c.method+" "+c.path]
 		l.mu.Unlock()
 		if !ok || got != c.level {
 			t.Errorf("%s %s answered %d: logged at %v (logged: %v), want %v", c.method, c.path, w.Code, got, ok, c.level)
+		}
+		if client != "192.0.2.1" { // httptest.NewRequest's RemoteAddr
+			t.Errorf("%s %s: logged for client %q, want the request's address 192.0.2.1", c.method, c.path, client)
 		}
 	}
 }

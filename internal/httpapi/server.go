@@ -213,7 +213,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		d := time.Since(start)
-		s.log.Log(r.Context(), requestLevel(r.Method, rw.status), "http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", d)
+		if level := requestLevel(r.Method, rw.status); s.log.Enabled(r.Context(), level) {
+			// client: whom a refusal or a burst of requests came from
+			// (behind a --trusted-proxy, the address it forwarded for).
+			s.log.Log(r.Context(), level, "http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", d, "client", s.clientIP(r))
+		}
 		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, rw.status, d, isUpgrade(r))
 	}()
 	if !s.cors(rw, r) {
