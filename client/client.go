@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -406,6 +407,200 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, 
 		case <-tick.C:
 		}
 	}
+}
+
+// WaitAll follows jobs until every one is finished and returns each one's
+// finished resource, in the order of ids. finished, when set, sees each
+// job as it is found finished (once per id). A job's end is learned from
+// the server's events (job.succeeded, job.failed, job.canceled), so that
+// thousands of jobs cost one connection, not a read each a second; each
+// job is read once at the start, again after the events were cut or the
+// server said it dropped some (resync), and now and then besides (every
+// 10 s, plus a millisecond per job still unfinished). It rides out a
+// server that cannot be reached or answers 503 for a while (a restart),
+// until ctx ends. A job not found (a wrong id, or deleted before its end
+// was seen) is an error naming it.
+func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) ([]Job, error) {
+	w := &waitAll{c: c, out: make([]Job, len(ids)), pending: map[string][]int{}, finished: finished, done: make(chan struct{})}
+	for i, id := range ids {
+		w.pending[id] = append(w.pending[id], i)
+	}
+	if len(w.pending) == 0 {
+		return w.out, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var following sync.WaitGroup
+	defer following.Wait() // no call of finished after the return
+	defer cancel()
+	sweep := make(chan struct{}, 1)
+	again := func() {
+		select {
+		case sweep <- struct{}{}:
+		default:
+		}
+	}
+	following.Go(func() { w.follow(ctx, again) })
+	// The first read of the jobs once the events flow (or could not, for
+	// a while): a job that ends between the two is seen either way.
+	select {
+	case <-sweep:
+	case <-ctx.Done():
+	case <-time.After(min(c.timeout(), 5*time.Second)):
+	}
+	for {
+		every := 10 * time.Second
+		if err := w.sweep(ctx); IsUnavailable(err) && ctx.Err() == nil {
+			// The server restarts, or its store elects a leader: its
+			// events come back with it, and the next sweep is soon.
+			every = 2 * time.Second
+		} else if err != nil {
+			return w.out, err
+		}
+		w.mu.Lock()
+		left := len(w.pending)
+		w.mu.Unlock()
+		tick := time.NewTimer(every + time.Duration(left)*time.Millisecond)
+		select {
+		case <-w.done:
+			tick.Stop()
+			return w.out, nil
+		case <-ctx.Done():
+			tick.Stop()
+			return w.out, ctx.Err()
+		case <-sweep:
+		case <-tick.C:
+		}
+		tick.Stop()
+	}
+}
+
+// waitAll is the state of a WaitAll: the jobs not yet seen finished, by
+// id (their places in ids), shared by the event follower and the sweeps.
+type waitAll struct {
+	c        *Client
+	finished func(Job)
+	done     chan struct{} // closed once nothing is pending
+
+	mu      sync.Mutex
+	out     []Job
+	pending map[string][]int
+}
+
+// end records j when it is finished and still pending.
+func (w *waitAll) end(j Job) {
+	if !j.State.Terminal() {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.pending[j.ID]
+	if !ok {
+		return
+	}
+	delete(w.pending, j.ID)
+	for _, i := range at {
+		w.out[i] = j
+	}
+	if w.finished != nil {
+		w.finished(j)
+	}
+	if len(w.pending) == 0 {
+		close(w.done)
+	}
+}
+
+// follow reads the server's events until ctx ends, connecting again (from
+// 1 s, doubling up to 10 s) when they are cut; again asks for a sweep
+// once each connection's first event (hello) came, and at each resync,
+// since events may have been missed before.
+func (w *waitAll) follow(ctx context.Context, again func()) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		ev, err := w.c.Events(ctx)
+		if err == nil {
+			_, err = ev.Next(ctx)
+			if err != nil {
+				_ = ev.Close()
+			}
+		}
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
+		backoff = time.Second
+		again()
+		for {
+			e, err := ev.Next(ctx)
+			if err != nil {
+				break
+			}
+			switch e.Type {
+			case "job.succeeded", "job.failed", "job.canceled":
+				var j Job
+				if json.Unmarshal(e.Data, &j) == nil {
+					w.end(j)
+				}
+			case "resync":
+				again()
+			}
+		}
+		_ = ev.Close()
+	}
+}
+
+// sweep reads every pending job, 8 at once, and records those finished.
+func (w *waitAll) sweep(ctx context.Context) error {
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.pending))
+	for id := range w.pending {
+		ids = append(ids, id)
+	}
+	w.mu.Unlock()
+	next := make(chan string)
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for range min(8, len(ids)) {
+		wg.Go(func() {
+			for id := range next {
+				j, err := w.c.Job(ctx, id)
+				if err != nil {
+					w.mu.Lock()
+					_, still := w.pending[id]
+					w.mu.Unlock()
+					if still || !IsNotFound(err) {
+						errs <- fmt.Errorf("job %s: %w", id, err)
+						return
+					}
+					continue // it finished (an event said so) and was deleted since
+				}
+				w.end(j)
+			}
+		})
+	}
+	var err error
+feed:
+	for _, id := range ids {
+		select {
+		case next <- id:
+		case err = <-errs:
+			break feed
+		case <-w.done:
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
 }
 
 // Workers returns the status of every worker of the cluster.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -404,5 +405,76 @@ func TestCLI(t *testing.T) {
 	cmd := exec.Command(binary, "status", "--server", "http://127.0.0.1:1")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "cannot reach the server") {
 		t.Fatalf("status against no server: %v %s", err, out)
+	}
+}
+
+// mrcluster wait follows many jobs (ids, or - for standard input) to their
+// end through the server's events, riding out the server's restart, and
+// exits 1 naming the jobs that did not succeed; submit --count N --wait
+// waits for all N.
+func TestWaitForManyJobs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	args := []string{"--addr", fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0]), "--sleep-scale", "0.001"}
+	p := start(t, dir, nil, args...)
+	run := func(stdin string, args ...string) (string, string, error) {
+		cmd := exec.Command(binary, append(args, "--server", p.url)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+	out, errOut, err := run("", "submit", "noop", "1", "--count", "30", "--wait")
+	if err != nil || len(strings.Fields(out)) != 30 || !strings.Contains(errOut, "30/30 jobs finished: 30 succeeded, 0 failed, 0 canceled") {
+		t.Fatalf("submit --count 30 --wait: %v\nstdout %s\nstderr %s", err, out, errOut)
+	}
+	if _, errOut, err := run("", "kind", "pause", "short"); err != nil {
+		t.Fatalf("kind pause: %v %s", err, errOut)
+	}
+	held, errOut, err := run("", "submit", "short", "1", "--count", "3")
+	ids := strings.Fields(held)
+	if err != nil || len(ids) != 3 {
+		t.Fatalf("submit --count 3: %v\n%s%s", err, held, errOut)
+	}
+	wait := exec.Command(binary, "wait", "-", "--server", p.url)
+	var stdout, stderr syncBuffer
+	wait.Stdin, wait.Stdout, wait.Stderr = strings.NewReader(held), &stdout, &stderr
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- wait.Wait() }()
+	t.Cleanup(func() { _ = wait.Process.Kill() })
+	// Once it follows the events (the server's one websocket), the server
+	// is killed and started again on the same address and data.
+	c := p.client()
+	for !regexp.MustCompile(`(?m)^mrcluster_websocket_clients 1$`).Match(c.Do(t, "GET", "/metrics", "").Body) {
+		select {
+		case err := <-exited:
+			t.Fatalf("wait exited before its jobs ended: %v\n%s", err, stderr.String())
+		case <-apitest.Context(t).Done():
+			t.Fatalf("wait never followed the server's events:\n%s", stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	p.kill(t)
+	p = start(t, dir, nil, args...)
+	c = p.client()
+	if _, err := c.API().Cancel(apitest.Context(t), ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, err := run("", "kind", "resume", "short"); err != nil {
+		t.Fatalf("kind resume: %v %s", err, errOut)
+	}
+	var exit *exec.ExitError
+	if err := apitest.Recv(t, exited, "wait to exit once its jobs ended"); !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("wait of a canceled job and two succeeded ones: %v, want exit 1\n%s", err, stderr.String())
+	}
+	want := fmt.Sprintf("%s canceled\n%s succeeded\n%s succeeded\n", ids[0], ids[1], ids[2])
+	if stdout.String() != want || !strings.Contains(stderr.String(), "3/3 jobs finished: 2 succeeded, 0 failed, 1 canceled\n"+ids[0]+" canceled\n") {
+		t.Fatalf("wait printed\n%s\nstderr\n%s\nwant\n%s", stdout.String(), stderr.String(), want)
+	}
+	if _, errOut, err := run("", "wait", ids[1], "short_nope"); err == nil || !strings.Contains(errOut, "short_nope") || !strings.Contains(errOut, "not found") {
+		t.Fatalf("wait of an id that does not exist: %v %s", err, errOut)
 	}
 }

@@ -49,6 +49,8 @@ func TestREADMEExamples(t *testing.T) {
 	for _, b := range blocks {
 		code := strings.ReplaceAll(b[1], "http://127.0.0.1:8080", p.url)
 		code = strings.ReplaceAll(code, "books=../shared/corpus/gutenberg", "books="+books)
+		// The binary under test, not a bin/mrcluster left by make run.
+		code = strings.ReplaceAll(code, `"$PWD/bin:`, `"`+bin+`:`)
 		script.WriteString(code)
 	}
 	cmd := exec.Command("bash", "-c", script.String())

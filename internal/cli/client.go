@@ -176,7 +176,7 @@ func (f *specFlags) spec(cmd string, pos []string, usage func()) (client.Spec, e
 
 func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("submit", stderr)
-	wait := fs.Bool("wait", false, "wait for the job to finish, showing its progress")
+	wait := fs.Bool("wait", false, "wait for the job to finish, showing its progress (with --count or --file: for every job, showing how many finished; exit 1 unless all succeeded)")
 	sf := newSpecFlags(fs)
 	delay := fs.Duration("delay", 0, "run the job this long from now (scheduled until then), e.g. 10m")
 	at := fs.String("at", "", "run the job at this time, RFC 3339 (2026-12-24T18:00:00Z); scheduled until then")
@@ -185,7 +185,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	file := fs.String("file", "", "submit the job specs of this file (- for standard input) in batches of 1,000, printing their ids: JSON objects as the API takes them, one a line or in an array, or {\"jobs\":[…]}; a batch the cluster has no room for (429) is sent again once it has")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mrcluster submit KIND [PARTITIONS] [--partitions N] [--input DATASET,…] [--reducers R] [--param NAME=VALUE]… [--priority 1-4] [--max-attempts N] [--timeout D] [--delay D | --at T] [--count N] [--wait] [--idempotency-key KEY] [--server URL]")
-		fmt.Fprintln(stderr, "       mrcluster submit --file SPECS.jsonl [--idempotency-key KEY] [--server URL]")
+		fmt.Fprintln(stderr, "       mrcluster submit --file SPECS.jsonl [--wait] [--idempotency-key KEY] [--server URL]")
 		fs.PrintDefaults()
 	}
 	pos, asJSON, err := parseClient(fs, server, args)
@@ -195,17 +195,22 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *file != "" {
 		var other []string
 		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "file" && f.Name != "server" && f.Name != "token" && f.Name != "o" && f.Name != "idempotency-key" {
+			if f.Name != "file" && f.Name != "server" && f.Name != "token" && f.Name != "o" && f.Name != "idempotency-key" && f.Name != "wait" {
 				other = append(other, "--"+f.Name)
 			}
 		})
 		if len(pos) > 0 || len(other) > 0 {
-			return fmt.Errorf("--file holds whole job specs: give it alone (with --server, --token, --idempotency-key), not with %s", strings.Join(append(pos, other...), " "))
+			return fmt.Errorf("--file holds whole job specs: give it alone (with --server, --token, --idempotency-key, --wait), not with %s", strings.Join(append(pos, other...), " "))
 		}
 		if err := checkKey(*key); err != nil {
 			return err
 		}
-		return submitFile(ctx, &busy{c: newClient(server), stderr: stderr, key: *key}, *file, stdout)
+		c := newClient(server)
+		ids, err := submitFile(ctx, &busy{c: c, stderr: stderr, key: *key}, *file, stdout)
+		if err != nil || !*wait {
+			return err
+		}
+		return waitMany(ctx, c, ids, asJSON, false, stdout, stderr)
 	}
 	spec, err := sf.spec("submit", pos, fs.Usage)
 	if err != nil {
@@ -228,10 +233,14 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	c := newClient(server)
 	if *count != 1 {
-		if *count < 1 || *wait {
-			return fmt.Errorf("--count must be 1 or more, and --wait follows one job only; got --count %d", *count)
+		if *count < 1 {
+			return fmt.Errorf("--count must be 1 or more; got --count %d", *count)
 		}
-		return submitMany(ctx, &busy{c: c, stderr: stderr, key: *key}, spec, *count, stdout)
+		ids, err := submitMany(ctx, &busy{c: c, stderr: stderr, key: *key}, spec, *count, stdout)
+		if err != nil || !*wait {
+			return err
+		}
+		return waitMany(ctx, c, ids, asJSON, false, stdout, stderr)
 	}
 	// A key of the command's own when none is given (as the client's
 	// Submit makes), so that a submit whose answer never came can be
@@ -261,18 +270,109 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return waitJob(ctx, c, j.ID, asJSON, stdout, stderr)
 }
 
-// waitCmd runs "mrcluster wait ID": it follows a job to its end and exits
-// 0 when it succeeded, 1 when it failed or was canceled.
+// waitCmd runs "mrcluster wait ID…": it follows jobs to their end and
+// exits 0 when every one succeeded, 1 when one failed or was canceled.
+// One job's progress is shown as submit --wait shows it; many jobs' (ids,
+// or - for those of standard input) as how many finished, each job's
+// final state printed at the end.
 func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, server, err := oneID("wait", args, stderr)
+	fs, server := clientFlags("wait", stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mrcluster wait JOB_ID… [--server URL] [--token T]   (- reads the ids from standard input, one a line: mrcluster submit noop 1 --count 100 | mrcluster wait -)")
+		fs.PrintDefaults()
+	}
+	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
 	}
-	asJSON, err := server.json()
+	c := newClient(server)
+	if len(pos) == 1 && pos[0] != "-" {
+		return waitJob(ctx, c, pos[0], asJSON, stdout, stderr)
+	}
+	ids, err := jobIDs(pos)
 	if err != nil {
 		return err
 	}
-	return waitJob(ctx, newClient(server), id, asJSON, stdout, stderr)
+	if len(ids) == 0 {
+		if slices.Contains(pos, "-") {
+			fmt.Fprintln(stderr, "mrcluster: no job ids on standard input; nothing to wait for")
+			return nil
+		}
+		fs.Usage()
+		return fmt.Errorf("wait takes job ids, got none")
+	}
+	return waitMany(ctx, c, ids, asJSON, true, stdout, stderr)
+}
+
+// waitMany follows many jobs to their end (client.WaitAll): how many
+// finished, by state, on stderr (a line that rewrites itself on a
+// terminal, else a line every progressEvery at most), then the jobs that
+// did not succeed, with their errors. With states, stdout gets each job's
+// id and final state in the order of ids; with asJSON, the finished jobs'
+// resources as a JSON array instead. It fails unless every job succeeded.
+func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, states bool, stdout, stderr io.Writer) error {
+	tty := isTerminal(stderr)
+	counts := map[client.State]int{}
+	total := len(slices.Compact(slices.Sorted(slices.Values(ids))))
+	line := func() string {
+		n := counts[client.Succeeded] + counts[client.Failed] + counts[client.Canceled]
+		return fmt.Sprintf("%d/%d jobs finished: %d succeeded, %d failed, %d canceled", n, total, counts[client.Succeeded], counts[client.Failed], counts[client.Canceled])
+	}
+	var printed time.Time
+	last := ""
+	jobs, err := c.WaitAll(ctx, ids, func(j client.Job) {
+		counts[j.State]++
+		switch now := time.Now(); {
+		case tty:
+			fmt.Fprintf(stderr, "\r%s", line())
+		case now.Sub(printed) >= progressEvery:
+			last = line()
+			fmt.Fprintln(stderr, last)
+			printed = now
+		}
+	})
+	if tty {
+		fmt.Fprintln(stderr)
+	}
+	if err != nil {
+		return fmt.Errorf("%w; %s", explain(err), line())
+	}
+	if l := line(); !tty && l != last {
+		fmt.Fprintln(stderr, l)
+	}
+	const shown = 20
+	bad := 0
+	seen := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		if j.State == client.Succeeded || seen[j.ID] {
+			continue
+		}
+		seen[j.ID] = true
+		if bad++; bad <= shown {
+			if j.Error != "" {
+				fmt.Fprintf(stderr, "%s %s: %s\n", j.ID, j.State, j.Error)
+			} else {
+				fmt.Fprintf(stderr, "%s %s\n", j.ID, j.State)
+			}
+		}
+	}
+	if bad > shown {
+		fmt.Fprintf(stderr, "… and %d more jobs that did not succeed (mrcluster jobs --state failed, --state canceled)\n", bad-shown)
+	}
+	switch {
+	case asJSON:
+		if err := printJSON(stdout, jobs); err != nil {
+			return err
+		}
+	case states:
+		for _, j := range jobs {
+			fmt.Fprintf(stdout, "%s %s\n", j.ID, j.State)
+		}
+	}
+	if bad > 0 {
+		return exitError(1)
+	}
+	return nil
 }
 
 // busyWait is how long a bulk submit waits before it first sends again a
@@ -399,27 +499,29 @@ func (b *busy) resume() string {
 	return "running the whole command again would submit those again; with --idempotency-key it would go on where it stopped"
 }
 
-// submitMany submits n jobs of spec in batches, printing their ids.
-func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io.Writer) error {
+// submitMany submits n jobs of spec in batches, printing their ids, and
+// returns them.
+func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io.Writer) ([]string, error) {
 	const batch = 1000
-	for sent := 0; sent < n; {
-		specs := make([]client.Spec, min(n-sent, batch))
+	ids := make([]string, 0, n)
+	for len(ids) < n {
+		specs := make([]client.Spec, min(n-len(ids), batch))
 		for i := range specs {
 			specs[i] = spec
 		}
-		jobs, err := c.submit(ctx, sent, specs)
+		jobs, err := c.submit(ctx, len(ids), specs)
 		for _, j := range jobs {
 			fmt.Fprintln(stdout, j.ID)
+			ids = append(ids, j.ID)
 		}
-		sent += len(jobs)
 		switch {
-		case err != nil && sent == 0:
-			return explain(err)
+		case err != nil && len(ids) == 0:
+			return nil, explain(err)
 		case err != nil:
-			return fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above); %s", explain(err), sent, n, c.resume())
+			return nil, fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above); %s", explain(err), len(ids), n, c.resume())
 		}
 	}
-	return nil
+	return ids, nil
 }
 
 // fileSpec is a job spec of a --file, and where it starts there.
@@ -504,23 +606,25 @@ func hasJobs(raw json.RawMessage) bool {
 var batchIndex = regexp.MustCompile(`^jobs\[(\d+)\]: (.*)$`)
 
 // submitFile submits the specs of path (- for standard input) in batches
-// of 1,000, printing their ids. Each batch is all or nothing; an error
-// says which spec the server refused and how many were submitted before.
-func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) error {
+// of 1,000, printing their ids, and returns them. Each batch is all or
+// nothing; an error says which spec the server refused and how many were
+// submitted before.
+func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) ([]string, error) {
 	var r io.Reader = os.Stdin
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer f.Close()
 		r = f
 	}
 	specs, err := readSpecs(r)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	const batch = 1000
+	ids := make([]string, 0, len(specs))
 	for done := 0; done < len(specs); {
 		part := specs[done:min(done+batch, len(specs))]
 		list := make([]client.Spec, len(part))
@@ -530,6 +634,7 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) err
 		jobs, err := c.submit(ctx, done, list)
 		for _, j := range jobs {
 			fmt.Fprintln(stdout, j.ID)
+			ids = append(ids, j.ID)
 		}
 		// The batch that failed starts after the jobs that went in.
 		part, done = part[len(jobs):], done+len(jobs)
@@ -546,14 +651,14 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) err
 				if m := batchIndex.FindStringSubmatch(e.Message); m != nil {
 					i, _ := strconv.Atoi(m[1])
 					if i < len(part) {
-						return fmt.Errorf("%s: spec %d (line %d): %s; %s", path, done+i+1, part[i].line, m[2], before)
+						return nil, fmt.Errorf("%s: spec %d (line %d): %s; %s", path, done+i+1, part[i].line, m[2], before)
 					}
 				}
 			}
-			return fmt.Errorf("%w; %s", explain(err), before)
+			return nil, fmt.Errorf("%w; %s", explain(err), before)
 		}
 	}
-	return nil
+	return ids, nil
 }
 
 // waitJob follows a job until it finishes: a progress bar on a terminal;
@@ -1140,9 +1245,10 @@ func eachJob(ctx context.Context, name, done string, args []string, stdout, stde
 	return forEachJob(ctx, newClient(server), fs, name, done, pos, asJSON, stdout, stderr, do)
 }
 
-// forEachJob is eachJob once the command's flags are parsed: pos are its
-// arguments, the ids or "-".
-func forEachJob(ctx context.Context, c *client.Client, fs *flag.FlagSet, name, done string, pos []string, asJSON bool, stdout, stderr io.Writer, do func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error)) error {
+// jobIDs are the job ids pos names: each one, and for "-" the first word
+// of each line of standard input (the output of submit --count, of jobs,
+// of cancel).
+func jobIDs(pos []string) ([]string, error) {
 	var ids []string
 	for _, p := range pos {
 		if p != "-" {
@@ -1157,8 +1263,18 @@ func forEachJob(ctx context.Context, c *client.Client, fs *flag.FlagSet, name, d
 			}
 		}
 		if err := sc.Err(); err != nil {
-			return fmt.Errorf("reading job ids from standard input: %w", err)
+			return nil, fmt.Errorf("reading job ids from standard input: %w", err)
 		}
+	}
+	return ids, nil
+}
+
+// forEachJob is eachJob once the command's flags are parsed: pos are its
+// arguments, the ids or "-".
+func forEachJob(ctx context.Context, c *client.Client, fs *flag.FlagSet, name, done string, pos []string, asJSON bool, stdout, stderr io.Writer, do func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error)) error {
+	ids, err := jobIDs(pos)
+	if err != nil {
+		return err
 	}
 	if len(ids) == 0 && slices.Contains(pos, "-") {
 		// A pipe of no jobs (mrcluster jobs --state failed | mrcluster

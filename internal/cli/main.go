@@ -32,7 +32,7 @@ Usage:
   mrcluster kind put NAME FILE.wasm  upload a kind of your own as a WebAssembly module (also: kind ls, rm, pause, resume, limit NAME)
   mrcluster kinds                    list the kinds jobs can be submitted as, with their parameters
   mrcluster schedule add NAME --cron "*/5 * * * *" KIND N   a job at every tick (also: schedule ls, show, pause, resume, rm)
-  mrcluster wait    ID               follow a job to its end: exit 0 when it succeeded, 1 when not
+  mrcluster wait    ID…              follow jobs to their end: exit 0 when all succeeded, 1 when not (- reads ids from standard input)
   mrcluster output  ID               print a finished job's output
   mrcluster jobs    [--state S]      list jobs, newest first (--kind K; --limit N, 0 for all)
   mrcluster job     ID [--tasks]     show one job (--tasks: every attempt of its tasks)
