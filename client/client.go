@@ -366,7 +366,9 @@ func (c *Client) Output(ctx context.Context, id string, w io.Writer) error {
 
 // Wait follows a job until it is finished and returns it; progress, when
 // set, sees every state of the job read on the way. It reads the job
-// again at each event of the server, and at least every second.
+// again at each event of the server, and at least every second; a server
+// that cannot be reached or answers 503 (a restart) is waited out, until
+// ctx ends.
 func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, error) {
 	var events *Events
 	if ev, err := c.Events(ctx); err == nil {
@@ -391,14 +393,19 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, 
 	}
 	for {
 		j, err := c.Job(ctx, id)
-		if err != nil {
+		switch {
+		case IsUnavailable(err) && ctx.Err() == nil:
+			// The server restarts, or its store elects a leader: the
+			// job is read again at the next tick.
+		case err != nil:
 			return j, err
-		}
-		if progress != nil {
-			progress(j)
-		}
-		if j.State.Terminal() {
-			return j, nil
+		default:
+			if progress != nil {
+				progress(j)
+			}
+			if j.State.Terminal() {
+				return j, nil
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -445,10 +445,20 @@ func TestWaitForManyJobs(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- wait.Wait() }()
 	t.Cleanup(func() { _ = wait.Process.Kill() })
-	// Once it follows the events (the server's one websocket), the server
-	// is killed and started again on the same address and data.
+	// And one job's wait, which reads the job every second.
+	one := exec.Command(binary, "wait", ids[1], "--server", p.url)
+	var oneOut, oneErr syncBuffer
+	one.Stdout, one.Stderr = &oneOut, &oneErr
+	if err := one.Start(); err != nil {
+		t.Fatal(err)
+	}
+	oneExited := make(chan error, 1)
+	go func() { oneExited <- one.Wait() }()
+	t.Cleanup(func() { _ = one.Process.Kill() })
+	// Once they follow the events (the server's two websockets), the
+	// server is killed and started again on the same address and data.
 	c := p.client()
-	for !regexp.MustCompile(`(?m)^mrcluster_websocket_clients 1$`).Match(c.Do(t, "GET", "/metrics", "").Body) {
+	for !regexp.MustCompile(`(?m)^mrcluster_websocket_clients 2$`).Match(c.Do(t, "GET", "/metrics", "").Body) {
 		select {
 		case err := <-exited:
 			t.Fatalf("wait exited before its jobs ended: %v\n%s", err, stderr.String())
@@ -473,6 +483,9 @@ func TestWaitForManyJobs(t *testing.T) {
 	want := fmt.Sprintf("%s canceled\n%s succeeded\n%s succeeded\n", ids[0], ids[1], ids[2])
 	if stdout.String() != want || !strings.Contains(stderr.String(), "3/3 jobs finished: 2 succeeded, 0 failed, 1 canceled\n"+ids[0]+" canceled\n") {
 		t.Fatalf("wait printed\n%s\nstderr\n%s\nwant\n%s", stdout.String(), stderr.String(), want)
+	}
+	if err := apitest.Recv(t, oneExited, "one job's wait to exit once it ended"); err != nil || oneOut.String() != `{"values":[1],"sum":1}`+"\n" {
+		t.Fatalf("wait %s through the server's restart: %v\nstdout %s\nstderr %s", ids[1], err, oneOut.String(), oneErr.String())
 	}
 	if _, errOut, err := run("", "wait", ids[1], "short_nope"); err == nil || !strings.Contains(errOut, "short_nope") || !strings.Contains(errOut, "not found") {
 		t.Fatalf("wait of an id that does not exist: %v %s", err, errOut)
