@@ -366,9 +366,9 @@ func (c *Client) Output(ctx context.Context, id string, w io.Writer) error {
 
 // Wait follows a job until it is finished and returns it; progress, when
 // set, sees every state of the job read on the way. It reads the job
-// again at each event of the server, and at least every second; a server
-// that cannot be reached or answers 503 (a restart) is waited out, until
-// ctx ends.
+// again at each event of the server, and at least every second; once the
+// job was read, a server that cannot be reached or answers 503 (a
+// restart) is waited out, until ctx ends.
 func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, error) {
 	var events *Events
 	if ev, err := c.Events(ctx); err == nil {
@@ -391,12 +391,13 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, 
 			}
 		}()
 	}
-	for {
+	for read := false; ; read = true {
 		j, err := c.Job(ctx, id)
 		switch {
-		case IsUnavailable(err) && ctx.Err() == nil:
+		case IsUnavailable(err) && read && ctx.Err() == nil:
 			// The server restarts, or its store elects a leader: the
-			// job is read again at the next tick.
+			// job is read again at the next tick. (Not at the first
+			// read: a wrong address is said at once.)
 		case err != nil:
 			return j, err
 		default:
@@ -423,9 +424,9 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, 
 // thousands of jobs cost one connection, not a read each a second; each
 // job is read once at the start, again after the events were cut or the
 // server said it dropped some (resync), and now and then besides (every
-// 10 s, plus a millisecond per job still unfinished). It rides out a
-// server that cannot be reached or answers 503 for a while (a restart),
-// until ctx ends. A job not found (a wrong id, or deleted before its end
+// 10 s, plus a millisecond per job still unfinished). After its first
+// read of them, it rides out a server that cannot be reached or answers
+// 503 for a while (a restart), until ctx ends. A job not found (a wrong id, or deleted before its end
 // was seen) is an error naming it.
 func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) ([]Job, error) {
 	w := &waitAll{c: c, out: make([]Job, len(ids)), pending: map[string][]int{}, finished: finished, done: make(chan struct{})}
@@ -454,11 +455,12 @@ func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) 
 	case <-ctx.Done():
 	case <-time.After(min(c.timeout(), 5*time.Second)):
 	}
-	for {
+	for first := true; ; first = false {
 		every := 10 * time.Second
-		if err := w.sweep(ctx); IsUnavailable(err) && ctx.Err() == nil {
+		if err := w.sweep(ctx); IsUnavailable(err) && !first && ctx.Err() == nil {
 			// The server restarts, or its store elects a leader: its
 			// events come back with it, and the next sweep is soon.
+			// (Not at the first sweep: a wrong address is said at once.)
 			every = 2 * time.Second
 		} else if err != nil {
 			return w.out, err
@@ -522,7 +524,7 @@ func (w *waitAll) end(j Job) {
 // since events may have been missed before.
 func (w *waitAll) follow(ctx context.Context, again func()) {
 	backoff := time.Second
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		ev, err := w.c.Events(ctx)
 		if err == nil {
 			_, err = ev.Next(ctx)
@@ -531,6 +533,9 @@ func (w *waitAll) follow(ctx context.Context, again func()) {
 			}
 		}
 		if err != nil {
+			if first {
+				again() // the first sweep need not wait for the events
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(backoff):

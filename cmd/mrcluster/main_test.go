@@ -490,4 +490,11 @@ func TestWaitForManyJobs(t *testing.T) {
 	if _, errOut, err := run("", "wait", ids[1], "short_nope"); err == nil || !strings.Contains(errOut, "short_nope") || !strings.Contains(errOut, "not found") {
 		t.Fatalf("wait of an id that does not exist: %v %s", err, errOut)
 	}
+	// A server never reached is said at once, not waited for.
+	for _, args := range [][]string{{ids[1]}, ids} {
+		out, err := exec.Command(binary, append([]string{"wait", "--server", "http://127.0.0.1:1"}, args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "cannot reach the server") {
+			t.Fatalf("wait %d jobs on a server that does not answer: %v %s", len(args), err, out)
+		}
+	}
 }
