@@ -546,7 +546,12 @@ func (w *waitAll) follow(ctx context.Context, again func()) {
 		backoff = time.Second
 		again()
 		for {
-			e, err := ev.Next(ctx)
+			// The server sends its counts at least every 5 s: a
+			// connection silent for 30 s is taken for dead (a server
+			// gone without closing it) and made again.
+			nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			e, err := ev.Next(nctx)
+			cancel()
 			if err != nil {
 				break
 			}
