@@ -490,6 +490,26 @@ func TestWaitForManyJobs(t *testing.T) {
 	if _, errOut, err := run("", "wait", ids[1], "short_nope"); err == nil || !strings.Contains(errOut, "short_nope") || !strings.Contains(errOut, "not found") {
 		t.Fatalf("wait of an id that does not exist: %v %s", err, errOut)
 	}
+	// retry --wait of many jobs follows them all.
+	if _, errOut, err := run("", "kind", "pause", "short"); err != nil {
+		t.Fatalf("kind pause: %v %s", err, errOut)
+	}
+	again, errOut, err := run("", "submit", "short", "1", "--count", "2")
+	if err != nil {
+		t.Fatalf("submit --count 2: %v %s", err, errOut)
+	}
+	if out, errOut, err := run("", "cancel", "-", "--state", "queued"); err == nil {
+		t.Fatalf("cancel - with --state: %v\n%s%s; want refused", err, out, errOut)
+	}
+	if out, errOut, err := run(again, "cancel", "-"); err != nil || strings.Count(out, " canceled") != 2 {
+		t.Fatalf("cancel -: %v\n%s%s", err, out, errOut)
+	}
+	if _, errOut, err := run("", "kind", "resume", "short"); err != nil {
+		t.Fatalf("kind resume: %v %s", err, errOut)
+	}
+	if out, errOut, err := run(again, "retry", "-", "--wait"); err != nil || strings.Count(out, "(retry 1)") != 2 || !strings.Contains(errOut, "2/2 jobs finished: 2 succeeded, 0 failed, 0 canceled") {
+		t.Fatalf("retry - --wait: %v\nstdout %s\nstderr %s", err, out, errOut)
+	}
 	// A server never reached is said at once, not waited for.
 	for _, args := range [][]string{{ids[1]}, ids} {
 		out, err := exec.Command(binary, append([]string{"wait", "--server", "http://127.0.0.1:1"}, args...)...).CombinedOutput()

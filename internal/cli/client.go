@@ -1181,10 +1181,10 @@ func rerunJob(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // retryJob runs "mrcluster retry ID…": the unfinished tasks of failed or
 // canceled jobs run again, each in its own job; with --wait it follows
-// one.
+// them to their end (one job as submit --wait does, many as wait does).
 func retryJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, server := clientFlags("retry", stderr)
-	wait := fs.Bool("wait", false, "wait for the retried job to finish, showing its progress (one job)")
+	wait := fs.Bool("wait", false, "wait for the retried jobs to finish, showing their progress; exit 1 unless all succeeded")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mrcluster retry ID… [--wait] [--server URL]: run the failed or canceled tasks of jobs again, each in the same job (- reads the ids from standard input, one a line)")
 		fs.PrintDefaults()
@@ -1194,21 +1194,31 @@ func retryJob(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	c := newClient(server)
-	if !*wait {
-		return forEachJob(ctx, c, fs, "retry", "retried", pos, asJSON, stdout, stderr, func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error) {
-			j, err := c.Retry(ctx, id)
-			return jobLine(j, err, asJSON, fmt.Sprintf("%s %s (retry %d)", j.ID, j.State, j.Retries))
-		})
+	if *wait && len(pos) == 1 && pos[0] != "-" {
+		j, err := c.Retry(ctx, pos[0])
+		if err != nil {
+			return explain(err)
+		}
+		return waitJob(ctx, c, j.ID, asJSON, stdout, stderr)
 	}
-	if len(pos) != 1 || pos[0] == "-" {
-		fs.Usage()
-		return fmt.Errorf("retry --wait follows one job: give one id")
+	var mu sync.Mutex
+	var retried []string
+	err = forEachJob(ctx, c, fs, "retry", "retried", pos, asJSON, stdout, stderr, func(ctx context.Context, c *client.Client, id string, asJSON bool) (string, error) {
+		j, err := c.Retry(ctx, id)
+		if err == nil {
+			mu.Lock()
+			retried = append(retried, j.ID)
+			mu.Unlock()
+		}
+		return jobLine(j, err, asJSON, fmt.Sprintf("%s %s (retry %d)", j.ID, j.State, j.Retries))
+	})
+	if !*wait || len(retried) == 0 {
+		return err
 	}
-	j, err := c.Retry(ctx, pos[0])
-	if err != nil {
-		return explain(err)
-	}
-	return waitJob(ctx, c, j.ID, asJSON, stdout, stderr)
+	// Those that could not be retried were said above; the others are
+	// followed to their end all the same.
+	werr := waitMany(ctx, c, retried, asJSON, false, stdout, stderr)
+	return cmp.Or(err, werr)
 }
 
 // deleteJob runs "mrcluster delete ID…".
