@@ -323,8 +323,12 @@ func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, state
 	jobs, err := c.WaitAll(ctx, ids, func(j client.Job) {
 		counts[j.State]++
 		switch now := time.Now(); {
-		case tty:
+		case tty && now.Sub(printed) >= 100*time.Millisecond:
+			// Ten times a second at most: thousands of jobs a second
+			// would each write to the terminal.
 			fmt.Fprintf(stderr, "\r%s", line())
+			printed = now
+		case tty:
 		case now.Sub(printed) >= progressEvery:
 			last = line()
 			fmt.Fprintln(stderr, last)
@@ -332,7 +336,7 @@ func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, state
 		}
 	})
 	if tty {
-		fmt.Fprintln(stderr)
+		fmt.Fprintf(stderr, "\r%s\n", line())
 	}
 	if err != nil {
 		return fmt.Errorf("%w; %s", explain(err), line())
