@@ -240,8 +240,9 @@ func TestCancelAndDeleteManyJobs(t *testing.T) {
 	if err := retryJob(ctx, []string{all[0], all[1], "--server", srv.URL()}, &out, &errOut); err != nil || out.String() != all[0]+" queued (retry 1)\n"+all[1]+" queued (retry 1)\n" {
 		t.Fatalf("retry of two canceled jobs: %v\n%s", err, out.String())
 	}
-	if err := retryJob(ctx, []string{all[0], all[1], "--wait", "--server", srv.URL()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "one id") {
-		t.Fatalf("retry --wait of two jobs: %v", err)
+	// Queued again, they cannot be retried: --wait has nothing to follow.
+	if err := retryJob(ctx, []string{all[0], all[1], "--wait", "--server", srv.URL()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "2 of the jobs were not retried") {
+		t.Fatalf("retry --wait of two queued jobs: %v", err)
 	}
 	if err := cancelJob(ctx, []string{all[0], all[1], "--server", srv.URL()}, io.Discard, &errOut); err != nil {
 		t.Fatal(err)
