@@ -57,6 +57,10 @@ type Client struct {
 	// HTTP is the client requests go through (when nil, one shared by every
 	// Client, which keeps up to 256 idle connections per server).
 	HTTP *http.Client
+	// WaitingOut, when set, is called by Wait and WaitAll each time they
+	// meet a server that cannot be reached or answers 503 and wait it out
+	// (a restart), with what they met: a command line says so.
+	WaitingOut func(err error)
 }
 
 // New returns a client of the server at baseURL.
@@ -398,6 +402,9 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, 
 			// The server restarts, or its store elects a leader: the
 			// job is read again at the next tick. (Not at the first
 			// read: a wrong address is said at once.)
+			if c.WaitingOut != nil {
+				c.WaitingOut(err)
+			}
 		case err != nil:
 			return j, err
 		default:
@@ -462,6 +469,9 @@ func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) 
 			// events come back with it, and the next sweep is soon.
 			// (Not at the first sweep: a wrong address is said at once.)
 			every = 2 * time.Second
+			if c.WaitingOut != nil {
+				c.WaitingOut(err)
+			}
 		} else if err != nil {
 			return w.out, err
 		}

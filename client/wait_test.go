@@ -167,6 +167,8 @@ func TestWaitRidesOutAnUnavailableServer(t *testing.T) {
 	s, c := newScripted(t, map[string]client.State{"a": client.Running})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	var said sync.Map // what each wait was told it waits out
+	c.WaitingOut = func(err error) { said.Store(err.Error(), true) }
 	done := make(chan error, 2)
 	go func() {
 		j, err := c.Wait(ctx, "a", nil)
@@ -205,6 +207,17 @@ func TestWaitRidesOutAnUnavailableServer(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("a wait did not end once the server answered again")
 		}
+	}
+	n := 0
+	said.Range(func(k, _ any) bool {
+		n++
+		if !strings.Contains(k.(string), "503") {
+			t.Errorf("WaitingOut was told %q; want the 503", k)
+		}
+		return true
+	})
+	if n == 0 {
+		t.Error("WaitingOut was never called while the waits met 503s")
 	}
 	if _, err := c.WaitAll(ctx, []string{"a", "nope"}, nil); !client.IsNotFound(err) || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("WaitAll of a job that does not exist: %v", err)

@@ -312,6 +312,7 @@ func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // resources as a JSON array instead. It fails unless every job succeeded.
 func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, states bool, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
+	sayWaitingOut(c, stderr, tty)
 	counts := map[client.State]int{}
 	total := len(slices.Compact(slices.Sorted(slices.Values(ids))))
 	line := func() string {
@@ -673,6 +674,7 @@ func submitFile(ctx context.Context, c *busy, path string, stdout io.Writer) ([]
 // instead of its result.
 func waitJob(ctx context.Context, c *client.Client, id string, asJSON bool, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
+	sayWaitingOut(c, stderr, tty)
 	last, stage := "", ""
 	var printed time.Time
 	j, err := c.Wait(ctx, id, func(j client.Job) {
@@ -721,6 +723,26 @@ func waitJob(ctx context.Context, c *client.Client, id string, asJSON bool, stdo
 	out, _ := json.Marshal(j.Result)
 	fmt.Fprintln(stdout, string(out))
 	return nil
+}
+
+// sayWaitingOut makes c's waits say on stderr, the first time and then
+// at most once a minute, that the server does not answer and they wait
+// for it: a restart is waited out, a server gone for good until Ctrl-C.
+func sayWaitingOut(c *client.Client, stderr io.Writer, tty bool) {
+	var mu sync.Mutex
+	var said time.Time
+	c.WaitingOut = func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(said) < time.Minute {
+			return
+		}
+		said = time.Now()
+		if tty {
+			fmt.Fprintln(stderr) // below the progress line
+		}
+		fmt.Fprintf(stderr, "mrcluster: %v; still waiting for the server to answer (Ctrl-C to stop)\n", err)
+	}
 }
 
 // progressEvery paces waitJob's lines when they are not on a terminal.
