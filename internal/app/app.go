@@ -599,6 +599,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// The server's own errors (an accept failing for want of file
 	// descriptors, a TLS handshake) go to the log, not to standard error.
 	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.http.RegisterOnShutdown(s.api.Leave) // long waits answered, not waited for
 	go func() { s.serve <- s.http.Serve(s.ln) }()
 	// The memory limit holds once the server serves: at start the read of
 	// the store grows the live heap at full speed, and a limit a step

@@ -267,13 +267,51 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, client.JobList{Jobs: jobs, NextCursor: next})
 }
 
+// MaxJobWait is the longest ?wait= a GET of a job may ask for.
+const MaxJobWait = time.Minute
+
+// jobWaitEvery is how often a GET of a job with ?wait= reads it again.
+var jobWaitEvery = 200 * time.Millisecond
+
+// getJob answers a job. With ?wait=DURATION (up to MaxJobWait) it answers
+// once the job has finished, or with its state then once the wait is over
+// (or the server stops): a client without websockets (curl, a script)
+// follows a job to its end with one request a minute instead of a read
+// a second. The job is read again every jobWaitEvery from the read model,
+// in memory while it runs.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
-	res, err := s.cfg.Service.Job(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
+	id := r.PathValue("id")
+	var wait time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > MaxJobWait {
+			s.writeError(w, r, job.Errorf(job.EInvalid, "wait must be a duration from 0s to %v, such as 30s; got %q", MaxJobWait, v))
+			return
+		}
+		wait = d
 	}
-	writeJSON(w, http.StatusOK, res)
+	end := time.NewTimer(wait)
+	defer end.Stop()
+	for {
+		res, err := s.cfg.Service.Job(r.Context(), id)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if wait == 0 || res.State.Terminal() {
+			writeJSON(w, http.StatusOK, res)
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return // the client went away
+		case <-end.C:
+			wait = 0
+		case <-s.closing.Done():
+			wait = 0 // the server stops: its answer now
+		case <-time.After(jobWaitEvery):
+		}
+	}
 }
 
 func (s *Server) jobTasks(w http.ResponseWriter, r *http.Request) {

@@ -324,7 +324,7 @@ func (s *Server) Uploads() (reading, waiting int) {
 
 // Close ends every websocket and waits for their handlers.
 func (s *Server) Stop(ctx context.Context) error {
-	s.close()
+	s.Leave()
 	done := make(chan struct{})
 	go func() { s.sockets.Wait(); close(done) }()
 	select {
@@ -334,6 +334,12 @@ func (s *Server) Stop(ctx context.Context) error {
 		return fmt.Errorf("websockets still open: %w", ctx.Err())
 	}
 }
+
+// Leave ends at once what waits on the server's side, which http.Server's
+// Shutdown would otherwise wait for (a GET of a job with ?wait=, answered
+// with its state) or not wait for (websockets, closed): give it to the
+// http.Server's RegisterOnShutdown. Stop calls it too.
+func (s *Server) Leave() { s.close() }
 
 type recorder struct {
 	http.ResponseWriter
