@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -270,6 +272,16 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 // MaxJobWait is the longest ?wait= a GET of a job may ask for.
 const MaxJobWait = time.Minute
 
+// MaxJobWaitsPerClient is how many GETs of a job with ?wait= one client
+// (an IP address) may have waiting at once; more are answered at once,
+// with the job's state, as without a wait: each holds a connection and a
+// goroutine on the server for up to a minute.
+const MaxJobWaitsPerClient = 100
+
+// jobWaitsPerClient, when set, replaces MaxJobWaitsPerClient (tests
+// lower it).
+var jobWaitsPerClient atomic.Int32
+
 // jobWaitEvery is how often a GET of a job with ?wait= reads it again.
 var jobWaitEvery = 200 * time.Millisecond
 
@@ -278,7 +290,8 @@ var jobWaitEvery = 200 * time.Millisecond
 // (or the server stops): a client without websockets (curl, a script)
 // follows a job to its end with one request a minute instead of a read
 // a second. The job is read again every jobWaitEvery from the read model,
-// in memory while it runs.
+// in memory while it runs. A client's waits past MaxJobWaitsPerClient are
+// answered at once.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var wait time.Duration
@@ -289,6 +302,12 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		wait = d
+	}
+	most := cmp.Or(int(jobWaitsPerClient.Load()), MaxJobWaitsPerClient)
+	if ip := s.clientIP(r); wait > 0 && s.waits.add(ip, most) {
+		defer s.waits.done(ip)
+	} else {
+		wait = 0
 	}
 	end := time.NewTimer(wait)
 	defer end.Stop()

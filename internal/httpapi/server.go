@@ -119,6 +119,7 @@ type Server struct {
 	limit   *limiter
 	uploads clientSlots  // each client's uploads read at once
 	sockIPs clientCounts // each client's websockets
+	waits   clientCounts // each client's GETs of a job waiting (?wait=)
 }
 
 // New returns the API's handler.

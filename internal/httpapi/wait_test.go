@@ -57,6 +57,14 @@ func TestAWaitingGetIsAnsweredWhenTheServerLeaves(t *testing.T) {
 	}()
 	<-svc.read // the request is in its wait
 	<-svc.read // and read the job again
+	// The client's next wait, past its most, is answered at once.
+	defer jobWaitsPerClient.Store(jobWaitsPerClient.Swap(1))
+	begun := time.Now()
+	resp, err := (&http.Client{Timeout: 2 * MaxJobWait}).Get(srv.URL + "/api/v1/jobs/noop_b?wait=" + MaxJobWait.String())
+	if err != nil || resp.StatusCode != http.StatusOK || time.Since(begun) > MaxJobWait/2 {
+		t.Fatalf("a wait past the client's most: %v %v after %v; want the job at once", resp, err, time.Since(begun))
+	}
+	resp.Body.Close()
 	s.Leave()
 	select {
 	case a := <-done:
