@@ -62,4 +62,22 @@ func TestGetJobWaitsForItsEnd(t *testing.T) {
 	if a.err != nil || a.status != http.StatusOK || a.job.State != client.Succeeded || a.took > 50*time.Second {
 		t.Fatalf("a wait of a minute on a job that then ended: %d %s after %v (%v); want it succeeded, well before the minute", a.status, a.job.State, a.took, a.err)
 	}
+	// Counted, not timed: a wait's time is the client's, not the server's
+	// latency.
+	m := string(b.do(t, "GET", "/metrics", "").Body)
+	if !strings.Contains(m, `mrcluster_http_requests_total{code="200",method="GET",route="GET /api/v1/jobs/{id}"} 2`) ||
+		strings.Contains(m, `mrcluster_http_request_duration_seconds_count{method="GET",route="GET /api/v1/jobs/{id}"}`) {
+		t.Errorf("the metrics of the waiting GETs (want 2 counted with 200, none timed):\n%s", grepLines(m, "/api/v1/jobs/{id}\""))
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -219,7 +219,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// (behind a --trusted-proxy, the address it forwarded for).
 			s.log.Log(r.Context(), level, "http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", d, "client", s.clientIP(r))
 		}
-		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, rw.status, d, isUpgrade(r))
+		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, rw.status, d, isUpgrade(r) || r.URL.Query().Has("wait"))
 	}()
 	if !s.cors(rw, r) {
 		return

@@ -120,9 +120,11 @@ func (m *Metrics) WorkerTask(kind string, d time.Duration, failed bool) {
 	m.workerTime.WithLabelValues(kind).Observe(d.Seconds())
 }
 
-// HTTPRequest counts a request; websocket upgrades are counted but not
-// timed, since they last as long as the connection.
-func (m *Metrics) HTTPRequest(route, method string, code int, d time.Duration, websocket bool) {
+// HTTPRequest counts a request; held ones (websocket upgrades, which last
+// as long as the connection, and GETs that wait for a job's end) are
+// counted but not timed: their time is the client's choice, not the
+// server's latency.
+func (m *Metrics) HTTPRequest(route, method string, code int, d time.Duration, held bool) {
 	if m == nil {
 		return
 	}
@@ -130,7 +132,7 @@ func (m *Metrics) HTTPRequest(route, method string, code int, d time.Duration, w
 		route = "unmatched"
 	}
 	m.httpRequests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
-	if !websocket {
+	if !held {
 		m.httpDuration.WithLabelValues(route, method).Observe(d.Seconds())
 	}
 }
