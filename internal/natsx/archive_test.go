@@ -456,3 +456,59 @@ func TestStartLeavesAFinishingWriteInFlight(t *testing.T) {
 		t.Fatalf("the unfinished record beside the finished copy: %v; want purged", err)
 	}
 }
+
+// A follower whose consumer delivers nothing while records are pending
+// makes it again: a server's restart once waited 16 minutes in CI for the
+// first read of the archive, its consumer pulling and getting nothing.
+// Here the consumer is paused, which delivers nothing and says the records
+// pending.
+func TestAFollowerWhoseConsumerDeliversNothingMakesItAgain(t *testing.T) {
+	defer func(d time.Duration) { followStuck = d }(followStuck)
+	followStuck = time.Second
+	nc := embedded(t, t.TempDir(), "stuck")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := Setup(ctx, nc, StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	for i := range n {
+		if _, err := s.Ports.Jobs.Archive.Append(ctx, fmt.Sprintf("noop_%026d", i), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := s.Ports.Jobs.Archive.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	f := w.(*follower)
+	f.mu.Lock()
+	name := f.cons.CachedInfo().Name
+	f.mu.Unlock()
+	if _, err := s.JS.PauseConsumer(ctx, ArchiveStream, name, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				t.Fatalf("the follower ended after %d records", got)
+			}
+			if e == nil {
+				if got != n {
+					t.Fatalf("the first read ended after %d records; want %d", got, n)
+				}
+				return
+			}
+			if e.Damaged {
+				t.Fatalf("record %d damaged", got)
+			}
+			got++
+		case <-ctx.Done():
+			t.Fatalf("the first read of the archive never ended: %d of %d records read, its consumer paused", got, n)
+		}
+	}
+}
