@@ -433,8 +433,8 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, 
 // server said it dropped some (resync), and now and then besides (every
 // 10 s, plus a millisecond per job still unfinished). After its first
 // read of them, it rides out a server that cannot be reached or answers
-// 503 for a while (a restart), until ctx ends. A job not found (a wrong id, or deleted before its end
-// was seen) is an error naming it.
+// 503 for a while (a restart), until ctx ends. A job not found (a wrong
+// id, or deleted before its end was seen) is an error naming it.
 func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) ([]Job, error) {
 	w := &waitAll{c: c, out: make([]Job, len(ids)), pending: map[string][]int{}, finished: finished, done: make(chan struct{})}
 	for i, id := range ids {

@@ -508,7 +508,7 @@ func (b *busy) resume() string {
 // returns them.
 func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io.Writer) ([]string, error) {
 	const batch = 1000
-	ids := make([]string, 0, n)
+	ids := make([]string, 0, min(n, 1<<16)) // --count may be any number
 	for len(ids) < n {
 		specs := make([]client.Spec, min(n-len(ids), batch))
 		for i := range specs {
