@@ -236,7 +236,7 @@ func submit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if *count < 1 {
 			return fmt.Errorf("--count must be 1 or more; got --count %d", *count)
 		}
-		ids, err := submitMany(ctx, &busy{c: c, stderr: stderr, key: *key}, spec, *count, stdout)
+		ids, err := submitMany(ctx, &busy{c: c, stderr: stderr, key: *key}, spec, *count, *wait, stdout)
 		if err != nil || !*wait {
 			return err
 		}
@@ -505,25 +505,28 @@ func (b *busy) resume() string {
 }
 
 // submitMany submits n jobs of spec in batches, printing their ids, and
-// returns them.
-func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, stdout io.Writer) ([]string, error) {
+// returns them when keep is set (a wait follows them).
+func submitMany(ctx context.Context, c *busy, spec client.Spec, n int, keep bool, stdout io.Writer) ([]string, error) {
 	const batch = 1000
-	ids := make([]string, 0, min(n, 1<<16)) // --count may be any number
-	for len(ids) < n {
-		specs := make([]client.Spec, min(n-len(ids), batch))
+	var ids []string
+	for sent := 0; sent < n; {
+		specs := make([]client.Spec, min(n-sent, batch))
 		for i := range specs {
 			specs[i] = spec
 		}
-		jobs, err := c.submit(ctx, len(ids), specs)
+		jobs, err := c.submit(ctx, sent, specs)
 		for _, j := range jobs {
 			fmt.Fprintln(stdout, j.ID)
-			ids = append(ids, j.ID)
+			if keep {
+				ids = append(ids, j.ID)
+			}
 		}
+		sent += len(jobs)
 		switch {
-		case err != nil && len(ids) == 0:
+		case err != nil && sent == 0:
 			return nil, explain(err)
 		case err != nil:
-			return nil, fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above); %s", explain(err), len(ids), n, c.resume())
+			return nil, fmt.Errorf("%w; %d of the %d jobs were submitted (their ids are printed above); %s", explain(err), sent, n, c.resume())
 		}
 	}
 	return ids, nil
