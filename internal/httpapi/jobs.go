@@ -283,7 +283,7 @@ const MaxJobWaitsPerClient = 100
 var jobWaitsPerClient atomic.Int32
 
 // jobWaitEvery is how often a GET of a job with ?wait= reads it again.
-var jobWaitEvery = 200 * time.Millisecond
+const jobWaitEvery = 200 * time.Millisecond
 
 // getJob answers a job. With ?wait=DURATION (up to MaxJobWait) it answers
 // once the job has finished, or with its state then once the wait is over
@@ -303,11 +303,13 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = d
 	}
-	most := cmp.Or(int(jobWaitsPerClient.Load()), MaxJobWaitsPerClient)
-	if ip := s.clientIP(r); wait > 0 && s.waits.add(ip, most) {
-		defer s.waits.done(ip)
-	} else {
-		wait = 0
+	if wait > 0 {
+		most := cmp.Or(int(jobWaitsPerClient.Load()), MaxJobWaitsPerClient)
+		if ip := s.clientIP(r); s.waits.add(ip, most) {
+			defer s.waits.done(ip)
+		} else {
+			wait = 0
+		}
 	}
 	end := time.NewTimer(wait)
 	defer end.Stop()
