@@ -553,21 +553,50 @@ func (k kv) DeletePrefix(ctx context.Context, prefix string) error {
 }
 
 func (k kv) Watch(ctx context.Context) (store.Watcher, error) {
+	// What the bucket holds now is what the watch calls stored.
+	st, err := k.js.Stream(ctx, "KV_"+k.kv.Bucket())
+	if err != nil {
+		return nil, storeErr(err)
+	}
 	w, err := k.kv.WatchAll(ctx)
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	out := &watcher{w: w, ch: make(chan *store.Entry), stop: make(chan struct{}), done: make(chan struct{})}
+	out := &watcher{w: w, st: st, bucket: k.kv.Bucket(), stored: st.CachedInfo().State.LastSeq,
+		ch: make(chan *store.Entry), stop: make(chan struct{}), done: make(chan struct{})}
 	go out.run(ctx)
 	return out, nil
 }
 
 type watcher struct {
-	w    jetstream.KeyWatcher
-	ch   chan *store.Entry
-	stop chan struct{}
-	once sync.Once
-	done chan struct{}
+	w      jetstream.KeyWatcher
+	st     jetstream.Stream
+	bucket string
+	stored uint64 // the bucket's last stream sequence as the watch began
+	ch     chan *store.Entry
+	stop   chan struct{}
+	once   sync.Once
+	done   chan struct{}
+}
+
+// watchStuck is how long a watch's stored entries may stop coming before
+// it asks the bucket whether any is left (a var: tests shorten it).
+var watchStuck = 2 * time.Second
+
+// storedAfter reports whether the bucket still holds a message stored
+// before the watch began after stream sequence seq (true when it cannot
+// say).
+func (w *watcher) storedAfter(ctx context.Context, seq uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := w.st.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject("$KV."+w.bucket+".>"))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false
+	case err != nil:
+		return true
+	}
+	return m.Sequence <= w.stored
 }
 
 func (w *watcher) Updates() <-chan *store.Entry { return w.ch }
@@ -580,9 +609,35 @@ func (w *watcher) Stop() {
 	_ = w.w.Stop()
 }
 
+// run passes the watch's entries on, and nil once the stored ones are
+// passed. The library says so by a nil of its own, counted from what its
+// consumer said pending at its start: when the last of those leave the
+// bucket before they are delivered (a finished job's record leaving for
+// the archive, by its TTL, as a server restarts), it never does, and a
+// server's start waited for ever (CI, twice in a day, a goroutine dump
+// each time: the read model waiting on this watch for 16 minutes). So
+// the watch also says it itself: before an entry written after the watch
+// began (the ordered consumer delivers in order: every stored one came
+// before it), or once stored entries stopped coming for watchStuck and
+// the bucket holds no stored message after the last one passed on. The
+// library's nil after this watch's is dropped.
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
 	defer close(w.ch)
+	send := func(out *store.Entry) bool {
+		select {
+		case w.ch <- out:
+			return true
+		case <-w.stop:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	said := false   // nil was sent: the stored entries are passed on
+	var seen uint64 // the stream sequence of the last entry passed on
+	last := time.Now()
+	tick := time.NewTicker(watchStuck / 2)
+	defer tick.Stop()
 	for {
 		var e jetstream.KeyValueEntry
 		var ok bool
@@ -591,20 +646,32 @@ func (w *watcher) run(ctx context.Context) {
 			if !ok {
 				return
 			}
+		case <-tick.C:
+			if !said && time.Since(last) >= watchStuck && !w.storedAfter(ctx, seen) {
+				said = true
+				if !send(nil) {
+					return
+				}
+			}
+			continue
 		case <-w.stop:
 			return
 		case <-ctx.Done():
 			return
 		}
-		var out *store.Entry
-		if e != nil {
-			out = &store.Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
+		if e == nil || !said && e.Revision() > w.stored {
+			if !said {
+				said = true
+				if !send(nil) {
+					return
+				}
+			}
+			if e == nil {
+				continue // the library's own nil: this watch's went first
+			}
 		}
-		select {
-		case w.ch <- out:
-		case <-w.stop:
-			return
-		case <-ctx.Done():
+		seen, last = max(seen, e.Revision()), time.Now()
+		if !send(&store.Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}) {
 			return
 		}
 	}
