@@ -313,6 +313,8 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	}
 	end := time.NewTimer(wait)
 	defer end.Stop()
+	again := time.NewTicker(jobWaitEvery) // one timer a wait, not one a read
+	defer again.Stop()
 	for {
 		res, err := s.cfg.Service.Job(r.Context(), id)
 		if err != nil {
@@ -330,7 +332,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 			wait = 0
 		case <-s.closing.Done():
 			wait = 0 // the server stops: its answer now
-		case <-time.After(jobWaitEvery):
+		case <-again.C:
 		}
 	}
 }
