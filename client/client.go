@@ -26,6 +26,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -270,6 +271,20 @@ func (c *Client) Job(ctx context.Context, id string) (Job, error) {
 	var j Job
 	err := c.callAgain(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j)
 	return j, err
+}
+
+// MaxJobsByID is how many ids one JobsByID may name.
+const MaxJobsByID = 500
+
+// JobsByID reads the jobs named by ids (at most MaxJobsByID) with one
+// request: their resources in the order of ids, each once, and in
+// NotFound the ids of jobs the server does not have (never submitted, or
+// deleted).
+func (c *Client) JobsByID(ctx context.Context, ids []string) (JobList, error) {
+	q := url.Values{"id": ids}
+	var l JobList
+	err := c.callAgain(ctx, http.MethodGet, "/api/v1/jobs?"+q.Encode(), nil, &l)
+	return l, err
 }
 
 // ListOptions selects a page of jobs.
@@ -579,7 +594,11 @@ func (w *waitAll) follow(ctx context.Context, again func()) {
 	}
 }
 
-// sweep reads every pending job, 8 at once, and records those finished.
+// sweepChunk is how many jobs a sweep reads with one request.
+const sweepChunk = 100
+
+// sweep reads every pending job, a hundred a request and four requests at
+// once, and records those finished.
 func (w *waitAll) sweep(ctx context.Context) error {
 	w.mu.Lock()
 	ids := make([]string, 0, len(w.pending))
@@ -587,32 +606,24 @@ func (w *waitAll) sweep(ctx context.Context) error {
 		ids = append(ids, id)
 	}
 	w.mu.Unlock()
-	next := make(chan string)
-	errs := make(chan error, 8)
+	next := make(chan []string)
+	errs := make(chan error, 4)
 	var wg sync.WaitGroup
-	for range min(8, len(ids)) {
+	for range min(4, (len(ids)+sweepChunk-1)/sweepChunk) {
 		wg.Go(func() {
-			for id := range next {
-				j, err := w.c.Job(ctx, id)
-				if err != nil {
-					w.mu.Lock()
-					_, still := w.pending[id]
-					w.mu.Unlock()
-					if still || !IsNotFound(err) {
-						errs <- fmt.Errorf("job %s: %w", id, err)
-						return
-					}
-					continue // it finished (an event said so) and was deleted since
+			for chunk := range next {
+				if err := w.read(ctx, chunk); err != nil {
+					errs <- err
+					return
 				}
-				w.end(j)
 			}
 		})
 	}
 	var err error
 feed:
-	for _, id := range ids {
+	for chunk := range slices.Chunk(ids, sweepChunk) {
 		select {
-		case next <- id:
+		case next <- chunk:
 		case err = <-errs:
 			break feed
 		case <-w.done:
@@ -628,6 +639,58 @@ feed:
 		}
 	}
 	return err
+}
+
+// read reads the jobs ids with one request, and records those finished;
+// a job not found that is still pending is an error naming it. A server
+// that does not know reads by id (one older than the client: it answers
+// a page of the newest jobs) has them read one by one.
+func (w *waitAll) read(ctx context.Context, ids []string) error {
+	l, err := w.c.JobsByID(ctx, ids)
+	if err != nil {
+		return err
+	}
+	asked := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		asked[id] = true
+	}
+	answered := len(l.Jobs)+len(l.NotFound) == len(ids)
+	for _, j := range l.Jobs {
+		answered = answered && asked[j.ID]
+	}
+	if !answered {
+		return w.readEach(ctx, ids)
+	}
+	for _, j := range l.Jobs {
+		w.end(j)
+	}
+	for _, id := range l.NotFound {
+		w.mu.Lock()
+		_, still := w.pending[id]
+		w.mu.Unlock()
+		if still { // else it finished (an event said so) and was deleted since
+			return fmt.Errorf("job %s: %w", id, &Error{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("job %q not found", id), Method: http.MethodGet, Path: "/api/v1/jobs"})
+		}
+	}
+	return nil
+}
+
+// readEach reads the jobs ids one by one.
+func (w *waitAll) readEach(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		j, err := w.c.Job(ctx, id)
+		if err != nil {
+			w.mu.Lock()
+			_, still := w.pending[id]
+			w.mu.Unlock()
+			if still || !IsNotFound(err) {
+				return fmt.Errorf("job %s: %w", id, err)
+			}
+			continue
+		}
+		w.end(j)
+	}
+	return nil
 }
 
 // Workers returns the status of every worker of the cluster.

@@ -142,6 +142,10 @@ type JobList struct {
 	Jobs []Job `json:"jobs"`
 	// NextCursor, when set, asks for the next page.
 	NextCursor string `json:"next_cursor,omitempty"`
+	// NotFound, in an answer of jobs asked for by id (Client.JobsByID),
+	// are the ids of jobs the server does not have: never submitted, or
+	// deleted.
+	NotFound []string `json:"not_found,omitempty"`
 }
 
 // CanceledJobs answers a cancel of many jobs (POST /api/v1/jobs/cancel).

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ type scripted struct {
 	mu          sync.Mutex
 	state       map[string]client.State
 	unavailable bool
+	noReadsByID bool // answer GET /api/v1/jobs?id=… as an older server
 	reads       map[string]int
 	streams     map[chan string]bool // each open event stream's
 }
@@ -65,11 +67,15 @@ func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	id := strings.TrimPrefix(r.URL.Path, "/api/v1/jobs/")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reads[id]++
 	w.Header().Set("Content-Type", "application/json")
+	if r.URL.Path == "/api/v1/jobs" {
+		s.list(w, r)
+		return
+	}
+	id := strings.TrimPrefix(r.URL.Path, "/api/v1/jobs/")
+	s.reads[id]++
 	state, ok := s.state[id]
 	switch {
 	case s.unavailable:
@@ -81,6 +87,32 @@ func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		_ = json.NewEncoder(w).Encode(client.Job{ID: id, Kind: "noop", State: state})
 	}
+}
+
+// list answers GET /api/v1/jobs?id=…, or, as a server that does not know
+// reads by id, a page of every job.
+func (s *scripted) list(w http.ResponseWriter, r *http.Request) {
+	if s.unavailable {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `{"error":{"code":"unavailable","message":"the job store is not answering; try again shortly"}}`)
+		return
+	}
+	var l client.JobList
+	if s.noReadsByID {
+		for id, state := range s.state {
+			l.Jobs = append(l.Jobs, client.Job{ID: id, Kind: "noop", State: state})
+		}
+	} else {
+		for _, id := range r.URL.Query()["id"] {
+			s.reads[id]++
+			if state, ok := s.state[id]; ok {
+				l.Jobs = append(l.Jobs, client.Job{ID: id, Kind: "noop", State: state})
+			} else {
+				l.NotFound = append(l.NotFound, id)
+			}
+		}
+	}
+	_ = json.NewEncoder(w).Encode(l)
 }
 
 // send sends a raw event on every open event stream.
@@ -223,3 +255,52 @@ func TestWaitRidesOutAnUnavailableServer(t *testing.T) {
 		t.Fatalf("WaitAll of a job that does not exist: %v", err)
 	}
 }
+
+// WaitAll reads jobs a hundred to a request; against a server that does
+// not know reads by id (an older one, which answers a page of its newest
+// jobs) it reads them one by one.
+func TestWaitAllReadsJobsByTheHundred(t *testing.T) {
+	states := map[string]client.State{}
+	var ids []string
+	for i := range 250 {
+		id := fmt.Sprintf("noop_%03d", i)
+		states[id], ids = client.Succeeded, append(ids, id)
+	}
+	s, c := newScripted(t, states)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var lists atomic.Int32
+	c.HTTP = &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Path == "/api/v1/jobs" {
+			lists.Add(1)
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	jobs, err := c.WaitAll(ctx, ids, nil)
+	if err != nil || len(jobs) != 250 || jobs[249].ID != "noop_249" || jobs[249].State != client.Succeeded {
+		t.Fatalf("WaitAll: %d jobs, %v", len(jobs), err)
+	}
+	if n := lists.Load(); n != 3 {
+		t.Errorf("250 jobs read with %d requests; want 3", n)
+	}
+	if n := s.readsOf("noop_100"); n != 1 {
+		t.Errorf("a job read %d times; want once", n)
+	}
+	s.mu.Lock()
+	s.noReadsByID = true
+	s.mu.Unlock()
+	jobs, err = c.WaitAll(ctx, ids[:150], nil)
+	if err != nil || len(jobs) != 150 || jobs[149].ID != "noop_149" || jobs[149].State != client.Succeeded {
+		t.Fatalf("WaitAll against a server that does not read by id: %d jobs, %v", len(jobs), err)
+	}
+	if n := s.readsOf("noop_100"); n != 2 {
+		t.Errorf("against a server that does not read by id, a job was read %d times in all; want its second read one of its own", n)
+	}
+	if _, err := c.WaitAll(ctx, []string{"noop_001", "nope"}, nil); !client.IsNotFound(err) || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("WaitAll of a job that does not exist, one by one: %v", err)
+	}
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

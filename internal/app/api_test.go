@@ -14,6 +14,7 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/httpapi"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/view"
 )
@@ -278,6 +279,33 @@ func TestListJobs(t *testing.T) {
 	}
 	if r := b.do(t, "GET", "/api/v1/jobs?kind=no%20op", ""); r.Status != 400 || !strings.Contains(string(r.Body), `kind name \"no op\" has the character ' '`) {
 		t.Fatalf("jobs?kind=no op: %d %s; want 400 naming the space", r.Status, r.Body)
+	}
+
+	// By id: in the order asked, each once, and those the server does not
+	// have (deleted, never submitted) named.
+	if r := b.do(t, "DELETE", "/api/v1/jobs/"+ids[0], ""); r.Status != 204 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	never := "noop_01m8r2ryk6x0mek2na9q3n7xyj"
+	var byID client.JobList
+	r := b.do(t, "GET", "/api/v1/jobs?id="+ids[1]+"&id="+running.ID+","+ids[0]+"&id="+ids[1]+"&id="+never, "")
+	r.JSON(t, &byID)
+	if r.Status != 200 || len(byID.Jobs) != 2 || byID.Jobs[0].ID != ids[1] || byID.Jobs[0].State != client.Succeeded ||
+		byID.Jobs[1].ID != running.ID || byID.Jobs[1].Tasks.Running != 1 || strings.Join(byID.NotFound, ",") != ids[0]+","+never {
+		t.Fatalf("jobs by id: %d %s", r.Status, r.Body)
+	}
+	var many strings.Builder
+	for i := range httpapi.MaxJobsByID {
+		fmt.Fprintf(&many, "&id=noop_%d", i)
+	}
+	for q, want := range map[string]string{
+		"id=" + ids[1] + "&state=running": "id cannot be combined with state",
+		"id=" + ids[1] + ",":              "id must name a job, got an empty one",
+		"id=" + never + many.String():     "501 jobs named by id; at most 500",
+	} {
+		if r := b.do(t, "GET", "/api/v1/jobs?"+q, ""); r.Status != 400 || !strings.Contains(string(r.Body), want) {
+			t.Errorf("jobs?%.60s…: %d %s; want 400 saying %q", q, r.Status, r.Body, want)
+		}
 	}
 	close(blk.release)
 }
