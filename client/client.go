@@ -441,22 +441,44 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(Job)) (Job, 
 
 // WaitAll follows jobs until every one is finished and returns each one's
 // finished resource, in the order of ids. finished, when set, sees each
-// job as it is found finished (once per id). A job's end is learned from
-// the server's events (job.succeeded, job.failed, job.canceled), so that
-// thousands of jobs cost one connection, not a read each a second; each
-// job is read once at the start, again after the events were cut or the
+// job as it is found finished (once per id). It is WaitEach keeping the
+// resources: about a kilobyte a job.
+func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) ([]Job, error) {
+	out := make([]Job, len(ids))
+	places := make(map[string][]int, len(ids))
+	for i, id := range ids {
+		places[id] = append(places[id], i)
+	}
+	err := c.WaitEach(ctx, ids, func(j Job) {
+		for _, i := range places[j.ID] {
+			out[i] = j
+		}
+		if finished != nil {
+			finished(j)
+		}
+	})
+	return out, err
+}
+
+// WaitEach follows jobs until every one is finished, and calls finished
+// with each one as it is found finished, once per id, one call at a time;
+// it keeps nothing of them (a wait for a million jobs holds their ids). A
+// job's end is learned from the server's events (job.succeeded,
+// job.failed, job.canceled), so that thousands of jobs cost one
+// connection, not a read each a second; each job is read once at the
+// start (a hundred a request), again after the events were cut or the
 // server said it dropped some (resync), and now and then besides (every
 // 10 s, plus a millisecond per job still unfinished). After its first
 // read of them, it rides out a server that cannot be reached or answers
 // 503 for a while (a restart), until ctx ends. A job not found (a wrong
 // id, or deleted before its end was seen) is an error naming it.
-func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) ([]Job, error) {
-	w := &waitAll{c: c, out: make([]Job, len(ids)), pending: map[string][]int{}, finished: finished, done: make(chan struct{})}
-	for i, id := range ids {
-		w.pending[id] = append(w.pending[id], i)
+func (c *Client) WaitEach(ctx context.Context, ids []string, finished func(Job)) error {
+	w := &waitAll{c: c, pending: make(map[string]struct{}, len(ids)), finished: finished, done: make(chan struct{})}
+	for _, id := range ids {
+		w.pending[id] = struct{}{}
 	}
 	if len(w.pending) == 0 {
-		return w.out, nil
+		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var following sync.WaitGroup
@@ -488,7 +510,7 @@ func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) 
 				c.WaitingOut(err)
 			}
 		} else if err != nil {
-			return w.out, err
+			return err
 		}
 		w.mu.Lock()
 		left := len(w.pending)
@@ -497,10 +519,10 @@ func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) 
 		select {
 		case <-w.done:
 			tick.Stop()
-			return w.out, nil
+			return nil
 		case <-ctx.Done():
 			tick.Stop()
-			return w.out, ctx.Err()
+			return ctx.Err()
 		case <-sweep:
 		case <-tick.C:
 		}
@@ -508,16 +530,15 @@ func (c *Client) WaitAll(ctx context.Context, ids []string, finished func(Job)) 
 	}
 }
 
-// waitAll is the state of a WaitAll: the jobs not yet seen finished, by
-// id (their places in ids), shared by the event follower and the sweeps.
+// waitAll is the state of a WaitEach: the jobs not yet seen finished,
+// shared by the event follower and the sweeps.
 type waitAll struct {
 	c        *Client
 	finished func(Job)
 	done     chan struct{} // closed once nothing is pending
 
 	mu      sync.Mutex
-	out     []Job
-	pending map[string][]int
+	pending map[string]struct{}
 }
 
 // end records j when it is finished and still pending.
@@ -527,14 +548,10 @@ func (w *waitAll) end(j Job) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	at, ok := w.pending[j.ID]
-	if !ok {
+	if _, ok := w.pending[j.ID]; !ok {
 		return
 	}
 	delete(w.pending, j.ID)
-	for _, i := range at {
-		w.out[i] = j
-	}
 	if w.finished != nil {
 		w.finished(j)
 	}

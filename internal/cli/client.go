@@ -321,7 +321,13 @@ func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, state
 	}
 	var printed time.Time
 	last := ""
-	jobs, err := c.WaitAll(ctx, ids, func(j client.Job) {
+	// Without -o json only each job's state is kept, and the error of
+	// those that did not succeed: a wait for a million jobs would have
+	// held a gigabyte of their resources.
+	var jobs []client.Job
+	ended := map[string]client.State{}
+	errs := map[string]string{}
+	progress := func(j client.Job) {
 		counts[j.State]++
 		switch now := time.Now(); {
 		case tty && now.Sub(printed) >= 100*time.Millisecond:
@@ -335,7 +341,19 @@ func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, state
 			fmt.Fprintln(stderr, last)
 			printed = now
 		}
-	})
+	}
+	var err error
+	if asJSON {
+		jobs, err = c.WaitAll(ctx, ids, progress)
+	} else {
+		err = c.WaitEach(ctx, ids, func(j client.Job) {
+			progress(j)
+			ended[j.ID] = stateOf(j.State)
+			if j.State != client.Succeeded && j.Error != "" {
+				errs[j.ID] = j.Error
+			}
+		})
+	}
 	if tty {
 		fmt.Fprintf(stderr, "\r%s\n", line())
 	}
@@ -345,19 +363,28 @@ func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, state
 	if l := line(); !tty && l != last {
 		fmt.Fprintln(stderr, l)
 	}
+	if asJSON {
+		for _, j := range jobs {
+			ended[j.ID] = j.State
+			if j.Error != "" {
+				errs[j.ID] = j.Error
+			}
+		}
+	}
 	const shown = 20
 	bad := 0
-	seen := make(map[string]bool, len(jobs))
-	for _, j := range jobs {
-		if j.State == client.Succeeded || seen[j.ID] {
+	seen := make(map[string]bool)
+	for _, id := range ids {
+		st := ended[id]
+		if st == client.Succeeded || seen[id] {
 			continue
 		}
-		seen[j.ID] = true
+		seen[id] = true
 		if bad++; bad <= shown {
-			if j.Error != "" {
-				fmt.Fprintf(stderr, "%s %s: %s\n", j.ID, j.State, j.Error)
+			if e := errs[id]; e != "" {
+				fmt.Fprintf(stderr, "%s %s: %s\n", id, st, e)
 			} else {
-				fmt.Fprintf(stderr, "%s %s\n", j.ID, j.State)
+				fmt.Fprintf(stderr, "%s %s\n", id, st)
 			}
 		}
 	}
@@ -370,14 +397,25 @@ func waitMany(ctx context.Context, c *client.Client, ids []string, asJSON, state
 			return err
 		}
 	case states:
-		for _, j := range jobs {
-			fmt.Fprintf(stdout, "%s %s\n", j.ID, j.State)
+		for _, id := range ids {
+			fmt.Fprintf(stdout, "%s %s\n", id, ended[id])
 		}
 	}
 	if bad > 0 {
 		return exitError(1)
 	}
 	return nil
+}
+
+// stateOf is st as one of the client's constants, so that a wait for
+// many jobs keeps no string of its own for each one's state.
+func stateOf(st client.State) client.State {
+	for _, c := range []client.State{client.Succeeded, client.Failed, client.Canceled} {
+		if st == c {
+			return c
+		}
+	}
+	return st
 }
 
 // busyWait is how long a bulk submit waits before it first sends again a
