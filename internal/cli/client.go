@@ -1522,6 +1522,9 @@ func moreJobs(n int, more bool) string {
 // The flags are parsed, and the environment read, even when there are no
 // arguments at all: every command takes its server and token the same way.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	if err := negativeArg(fs, args); err != nil {
+		return nil, err
+	}
 	var pos []string
 	for {
 		if err := parse(fs, args); err != nil {
@@ -1533,4 +1536,28 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// negativeArg reports an argument such as -3 that is no flag's value: the
+// flag package would say "flag provided but not defined: -3" and print
+// every flag, where the user gave a count below 1 (mrcluster submit noop
+// -3).
+func negativeArg(fs *flag.FlagSet, args []string) error {
+	for i, a := range args {
+		if a == "--" {
+			return nil
+		}
+		if _, err := strconv.ParseFloat(a, 64); err != nil || !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if i > 0 && strings.HasPrefix(args[i-1], "-") && !strings.Contains(args[i-1], "=") {
+			if f := fs.Lookup(strings.TrimLeft(args[i-1], "-")); f != nil {
+				if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
+					continue // the value of the flag before it
+				}
+			}
+		}
+		return fmt.Errorf("%s: a negative number is not allowed here (an argument beginning with - is read as a flag, and there is no flag %s)", a, a)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -380,5 +381,36 @@ func TestWaitingNamesInterruptedTasks(t *testing.T) {
 	want := "waiting        reduce 1, interrupted at 01:00:09: not run: the store has room for 3 bytes, and the task's last output was 9\n"
 	if out.String() != want {
 		t.Fatalf("waiting wrote\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+// A negative number that is no flag's value is said as such, not as an
+// unknown flag followed by every flag's help.
+func TestNegativeArguments(t *testing.T) {
+	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Int("priority", 2, "")
+	fs.Bool("wait", false, "")
+	for _, c := range []struct {
+		args []string
+		bad  string
+	}{
+		{args: []string{"noop", "-3"}, bad: "-3"},
+		{args: []string{"noop", "3", "--wait", "-1.5"}, bad: "-1.5"},
+		{args: []string{"noop", "3", "--priority", "-1"}},
+		{args: []string{"noop", "3", "--priority=-1"}},
+		{args: []string{"noop", "3", "--", "-3"}},
+		{args: []string{"noop", "-x"}},
+	} {
+		err := negativeArg(fs, c.args)
+		switch {
+		case c.bad == "" && err != nil:
+			t.Errorf("%q: %v; want no error", c.args, err)
+		case c.bad != "" && (err == nil || !strings.HasPrefix(err.Error(), c.bad+": a negative number is not allowed here")):
+			t.Errorf("%q: %v; want the error naming %s", c.args, err, c.bad)
+		}
+	}
+	if _, err := parseInterspersed(fs, []string{"noop", "-3"}); err == nil || strings.Contains(err.Error(), "flag provided but not defined") {
+		t.Errorf("parseInterspersed of a negative count: %v", err)
 	}
 }
