@@ -156,6 +156,11 @@ type Coordinator struct {
 	// channel closed when its submit ends: their tasks are queued before
 	// their record is stored, and their first results wait for it here.
 	submitting map[string]chan struct{}
+	// ending holds the jobs whose failure or cancel this server is
+	// writing, until their queued and running tasks are stopped
+	// (stopTasks), each with a channel closed then: a retry on this server
+	// waits for it (see Retry).
+	ending map[string]*ending
 	// unkeying holds the idempotency keys (bucket keys) marked withdrawing
 	// whose jobs this server withdraws for a retry (withdrawKey).
 	unkeying map[string]bool
@@ -186,7 +191,7 @@ type entry struct {
 
 // New returns a coordinator; Start makes it apply results.
 func New(cfg Config) *Coordinator {
-	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, unkeying: map[string]bool{}, starts: map[string]started{}}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, ending: map[string]*ending{}, unkeying: map[string]bool{}, starts: map[string]started{}}
 }
 
 // Timeouts of the coordinator's calls to the store. No call waits without
@@ -1304,6 +1309,8 @@ func (c *Coordinator) publish(ctx context.Context, msgs []store.Message) error {
 // Cancel drops a job's queued tasks, stops its running ones and marks it
 // canceled.
 func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
+	c.beginEnding(id)
+	defer c.endEnding(id)
 	var cerr error
 	j, err := c.command(ctx, id, func(j *job.Job) bool {
 		cerr = j.Cancel(time.Now().UTC())
@@ -1328,6 +1335,13 @@ func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 // outputs were deleted when it ended). A job not failed or canceled is a
 // conflict.
 func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
+	// A job whose failure or cancel this server is writing has its tasks
+	// stopped first: that stop purges the job's queued tasks, and, finding the
+	// job retried, queues the retry's again, so that a retry's tasks
+	// published before the purge and fetched by a worker ran twice (a
+	// user retrying a job the moment it failed, on a loaded server). A
+	// retry on another server still can meet that (see stopTasks).
+	c.awaitEnding(ctx, id)
 	var rerr error
 	j, err := c.command(ctx, id, func(j *job.Job) bool {
 		rerr = j.Retry(time.Now().UTC())
@@ -2263,7 +2277,12 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		return 0
 	}
 	var applied, dropped []job.TaskResult // of the attempt that was written
-	var stale bool
+	var stale, failing bool
+	defer func() {
+		if failing {
+			c.endEnding(id)
+		}
+	}()
 	apply := func(j *job.Job) bool {
 		applied, dropped, stale = applied[:0], dropped[:0], false
 		k, ok := c.cfg.Kinds.Lookup(j.Kind)
@@ -2274,6 +2293,7 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 			if j.LogInRecord {
 				j.Log(results)
 			}
+			failing = failing || c.beginEnding(id)
 			return true
 		}
 		for _, r := range results {
@@ -2297,6 +2317,9 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		}
 		// A small job's history: every attempt, logged once.
 		logged := j.LogInRecord && j.Log(results)
+		if j.State == job.Failed && len(applied) > 0 && !failing {
+			failing = c.beginEnding(id) // before the write that says so
+		}
 		return len(applied) > 0 || logged
 	}
 	j, err := c.update(ctx, id, apply)
@@ -2393,6 +2416,54 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		c.mu.Unlock()
 	}
 	return 0
+}
+
+// beginEnding notes that this server is about to write the failure or
+// cancel of job id, and reports true; endEnding ends it, once the job's
+// tasks were stopped.
+func (c *Coordinator) beginEnding(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.ending[id]
+	if !ok {
+		e = &ending{done: make(chan struct{})}
+		c.ending[id] = e
+	}
+	e.n++
+	return true
+}
+
+func (c *Coordinator) endEnding(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.ending[id]; ok {
+		if e.n--; e.n == 0 {
+			close(e.done)
+			delete(c.ending, id)
+		}
+	}
+}
+
+// ending counts the failures and cancels of a job under way on this
+// server; done is closed when the last is over.
+type ending struct {
+	done chan struct{}
+	n    int
+}
+
+// awaitEnding waits until the failure or cancel of job id that this server
+// is writing, if any, has stopped the job's tasks.
+func (c *Coordinator) awaitEnding(ctx context.Context, id string) {
+	c.mu.Lock()
+	e, ok := c.ending[id]
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+	}
 }
 
 // awaitSubmit waits for the submit of job id on this server, if one is

@@ -862,6 +862,75 @@ func TestALatePurgeDoesNotDropARetrysTasks(t *testing.T) {
 	}
 }
 
+// slowPurge holds a purge of the task queue, once armed, until released.
+type slowPurge struct {
+	store.Stream
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowPurge) Purge(ctx context.Context, key string) error {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Stream.Purge(ctx, key)
+}
+
+// A retry on the server writing its job's failure waits until that
+// failure's purge of the job's tasks is done: a retry's tasks published
+// before the purge, and fetched by a worker, were queued a second time
+// once the purge found the job retried (a task run twice, seen once in
+// CI as TestRetry's partition run twice).
+func TestARetryWaitsForItsFailuresPurge(t *testing.T) {
+	f := newFixture(t)
+	slow := &slowPurge{Stream: f.store.Tasks, entered: make(chan struct{}), release: make(chan struct{})}
+	st := *f.store
+	st.Tasks = slow
+	if err := f.c.Stop(f.ctx); err != nil { // the fixture's: this one alone applies results
+		t.Fatal(err)
+	}
+	c := f.coordinator(func(cfg *Config) { cfg.Store = &st })
+	j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := f.take(2)
+	slow.armed.Store(true)
+	var once sync.Once
+	release := func() { once.Do(func() { close(slow.release) }) }
+	t.Cleanup(release)
+	f.report(failure(tasks[0], "boom"))
+	select {
+	case <-slow.entered:
+	case <-f.ctx.Done():
+		t.Fatal("the failed job's tasks were never purged")
+	}
+	retried := make(chan error, 1)
+	go func() {
+		_, err := c.Retry(f.ctx, j.ID)
+		retried <- err
+	}()
+	select {
+	case err := <-retried:
+		t.Fatalf("the retry was answered (%v) while its failure's purge was under way", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	if err := <-retried; err != nil {
+		t.Fatal(err)
+	}
+	again := f.take(2)
+	if again[0].Epoch != 1 || again[1].Epoch != 1 || f.queued() != 0 {
+		t.Fatalf("after the retry: %+v and %d more; want the retried epoch's two tasks once", again, f.queued())
+	}
+}
+
 // A finished job leaves a stub: its epoch under a packed copy of its id,
 // no record (a burst's last 10,000 records, each an allocation amid its
 // garbage, kept pages from being handed back). The stub still tells a late
