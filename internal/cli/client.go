@@ -1050,7 +1050,11 @@ func taskTable(w io.Writer, tasks []client.TaskAttempt) error {
 		} else {
 			took = took.Round(time.Microsecond)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", phase, t.Partition, t.Attempt, worker, state, took, what)
+		tookText := took.String()
+		if t.DurationMS == 0 && t.State == "lost" {
+			tookText = "-" // its end was never heard: how long it ran is not known
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", phase, t.Partition, t.Attempt, worker, state, tookText, what)
 	}
 	return tw.Flush()
 }

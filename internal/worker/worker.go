@@ -1192,7 +1192,7 @@ func (p *Pool) stopIfEnded(id string, tasks []runningTask) {
 	case errors.Is(err, store.ErrNotFound):
 		for _, r := range tasks {
 			if p.gone(ctx, r.lease) {
-				p.log.Info("stopping a task whose job is gone and whose message left the queue; the job's end was missed", "job", id, "phase", r.phase, "partition", r.partition)
+				p.log.Info("stopping a task whose job has ended or was deleted (no record of it here, and its message left the queue); the notice of its end was missed", "job", id, "phase", r.phase, "partition", r.partition)
 				r.cancel(nil)
 			}
 		}
