@@ -112,15 +112,22 @@ describe('JobDetail of a data job', () => {
     const run = (worker: string, at: string, superseded: boolean) => ({
       partition: 0, attempt: 1, worker, value: 1, started_at: at, finished_at: at, duration_ms: 0.1, state: 'done', superseded,
     })
-    const tasks = [run('a.1', '2026-11-27T10:00:00.1Z', false), run('b.2', '2026-11-27T10:00:00.6Z', true)]
+    // A lost run (its worker died: its end, and how long it ran, never heard of).
+    const lost = { ...run('', '2026-11-27T10:00:00.05Z', false), duration_ms: 0, state: 'lost', error: 'the queue heard no end of this attempt' }
+    const tasks = [run('a.1', '2026-11-27T10:00:00.1Z', false), run('b.2', '2026-11-27T10:00:00.6Z', true), lost]
     vi.stubGlobal('fetch', vi.fn(async (url: string) => new Response(JSON.stringify(url.endsWith('/tasks') ? { tasks } : job), { status: 200 })))
     const w = mount(JobDetail, { props: { id: job.id } })
     await flushPromises()
-    const rows = w.findAll('[data-test="tasks"] tbody tr')
+    const rows = w.findAll('[data-test="tasks"] tbody tr').filter((r) => !r.text().includes('lost'))
     expect(rows).toHaveLength(2)
     expect(rows.map((r) => r.find('[data-test="superseded"]').exists())).toEqual([false, true])
-    // The timeline draws both runs, the one that did not count apart.
+    expect(rows.map((r) => r.find('[data-test="took"]').text())).toEqual(['0.1 ms', '0.1 ms'])
+    const lostRow = w.findAll('[data-test="tasks"] tbody tr').find((r) => r.text().includes('lost'))
+    expect(lostRow?.find('[data-test="took"]').text()).toBe('—')
+    // The timeline draws both runs, the one that did not count apart, and
+    // not the lost one, whose times are not known.
     expect(w.findAll('[data-test="gantt"] > rect.task').map((b) => b.classes('superseded'))).toEqual([false, true])
+    expect(w.findAll('[data-test="gantt"] text.lane').map((l) => l.text())).not.toContain('')
   })
 })
 
