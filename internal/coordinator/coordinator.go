@@ -161,6 +161,10 @@ type Coordinator struct {
 	// (stopTasks), each with a channel closed then: a retry on this server
 	// waits for it (see Retry).
 	ending map[string]*ending
+	// queuing counts, by job, this server's publishes of a job's tasks
+	// not yet marked queued in its record: the repair loop passes over
+	// those jobs (see queuingTasks).
+	queuing map[string]int
 	// unkeying holds the idempotency keys (bucket keys) marked withdrawing
 	// whose jobs this server withdraws for a retry (withdrawKey).
 	unkeying map[string]bool
@@ -191,7 +195,7 @@ type entry struct {
 
 // New returns a coordinator; Start makes it apply results.
 func New(cfg Config) *Coordinator {
-	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, ending: map[string]*ending{}, unkeying: map[string]bool{}, starts: map[string]started{}}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, ending: map[string]*ending{}, queuing: map[string]int{}, unkeying: map[string]bool{}, starts: map[string]started{}}
 }
 
 // Timeouts of the coordinator's calls to the store. No call waits without
@@ -1359,6 +1363,7 @@ func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 		return j, nil
 	}
 	c.log.Info("job retried: queuing its unfinished tasks", "job", id, "epoch", j.Epoch, "tasks", j.Pending())
+	defer c.queuingTasks(id)()
 	lane, err := c.publishTasks(ctx, j)
 	if err != nil {
 		// The record says queued and not enqueued: the repair loop of
@@ -1548,6 +1553,7 @@ func (c *Coordinator) stopTasks(ctx context.Context, ended *job.Job) {
 		// record says are queued, so that nothing would queue them
 		// again. They are queued again; a copy that survived runs
 		// twice and counts once.
+		defer c.queuingTasks(id)()
 		if lane, err := c.publishTasks(ctx, j); err != nil {
 			c.log.Warn("could not queue again the tasks of a job retried while its last run was being stopped", "job", id, "err", err)
 		} else if _, err := c.markQueued(ctx, id, lane); err != nil {
@@ -1765,11 +1771,13 @@ func (c *Coordinator) recover(ctx context.Context) error {
 func (c *Coordinator) requeue(ctx context.Context, pending []*job.Job) error {
 	for _, j := range pending {
 		c.log.Warn("re-queuing the tasks of a job whose submit was interrupted", "job", j.ID, "tasks", j.Partitions-j.Done)
+		done := c.queuingTasks(j.ID)
 		lane, err := c.publishTasks(ctx, j)
-		if err != nil {
-			return err
+		if err == nil {
+			_, err = c.markQueued(ctx, j.ID, lane)
 		}
-		if _, err := c.markQueued(ctx, j.ID, lane); err != nil {
+		done()
+		if err != nil {
 			return err
 		}
 	}
@@ -1906,6 +1914,9 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 	every(ctx, c.cfg.RepairEvery, func() {
 		next := map[string]uint64{}
 		for _, id := range c.cfg.Unqueued() {
+			if c.isQueuing(id) {
+				continue // this server is queuing them: seen again after
+			}
 			j, rev, err := c.Get(ctx, id)
 			if err != nil || j.Enqueued || j.Held || j.State.Terminal() || j.State == job.Scheduled {
 				continue
@@ -1957,14 +1968,17 @@ func (c *Coordinator) scheduleLoop(ctx context.Context) {
 				continue // another server did, or it was canceled; or its kind is paused
 			}
 			c.log.Info("scheduled job due: queuing its tasks", "job", id, "run_at", j.RunAt)
+			done := c.queuingTasks(id)
 			lane, err := c.publishTasks(ctx, j)
 			if err != nil {
+				done()
 				c.log.Warn("could not queue a scheduled job's tasks; the repair loop will", "job", id, "err", err)
 				continue
 			}
 			if _, err := c.markQueued(ctx, id, lane); err != nil {
 				c.log.Warn("could not mark the job's tasks queued", "job", id, "err", err)
 			}
+			done()
 		}
 	})
 }
@@ -2135,6 +2149,7 @@ func (c *Coordinator) relane(ctx context.Context, id string) string {
 // in their lane; a publish that fails is logged with notQueued (the repair
 // loop queues them later) and reports false.
 func (c *Coordinator) queueAgain(ctx context.Context, j *job.Job, notQueued string) (lane string, ok bool) {
+	defer c.queuingTasks(j.ID)()
 	lane, err := c.publishTasksAgain(ctx, j)
 	if err != nil {
 		c.log.Warn(notQueued, "job", j.ID, "err", err)
@@ -2466,6 +2481,30 @@ func (c *Coordinator) awaitEnding(ctx context.Context, id string) {
 	}
 }
 
+// queuingTasks notes that this server publishes the tasks of job id and
+// then marks them queued in its record, until the returned func is
+// called: the repair loop leaves the job alone meanwhile. Without it, a
+// publish and mark that took longer than the loop's period (a loaded
+// server) had the loop queue the same tasks a second time.
+func (c *Coordinator) queuingTasks(id string) (done func()) {
+	c.mu.Lock()
+	c.queuing[id]++
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.queuing[id]--; c.queuing[id] <= 0 {
+			delete(c.queuing, id)
+		}
+	}
+}
+
+func (c *Coordinator) isQueuing(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queuing[id] > 0
+}
+
 // awaitSubmit waits for the submit of job id on this server, if one is
 // under way, to end; it reports whether there was one.
 func (c *Coordinator) awaitSubmit(ctx context.Context, id string) bool {
@@ -2490,6 +2529,7 @@ func (c *Coordinator) startReduce(ctx context.Context, j *job.Job) {
 	if j.Held {
 		return // its kind is paused: queued when it resumes
 	}
+	defer c.queuingTasks(j.ID)()
 	lane, err := c.publishTasks(ctx, j)
 	if err != nil {
 		c.log.Warn("could not queue the reduce tasks of a job yet; the repair loop of any server queues them within 20 s", "job", j.ID, "err", err)

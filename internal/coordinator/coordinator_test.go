@@ -931,6 +931,91 @@ func TestARetryWaitsForItsFailuresPurge(t *testing.T) {
 	}
 }
 
+// slowPublish holds a publish of tasks, once armed, until released.
+type slowPublish struct {
+	store.Stream
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowPublish) Publish(ctx context.Context, msgs ...store.Message) []error {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+		}
+	}
+	return s.Stream.Publish(ctx, msgs...)
+}
+
+// The repair loop passes over a job whose tasks this server is queuing:
+// a retry whose publish took longer than the loop's period (a loaded
+// server) had its tasks queued a second time by the loop.
+func TestTheRepairLoopLeavesTasksBeingQueuedAlone(t *testing.T) {
+	f := newFixture(t)
+	slow := &slowPublish{Stream: f.store.Tasks, entered: make(chan struct{}), release: make(chan struct{})}
+	st := *f.store
+	st.Tasks = slow
+	if err := f.c.Stop(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var unqueued atomic.Value
+	unqueued.Store([]string{})
+	passes := make(chan struct{}, 100)
+	c := f.coordinator(func(cfg *Config) {
+		cfg.Store = &st
+		cfg.RepairEvery = 20 * time.Millisecond
+		cfg.Unqueued = func() []string {
+			select {
+			case passes <- struct{}{}:
+			default:
+			}
+			return unqueued.Load().([]string)
+		}
+	})
+	j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.report(failure(f.take(1)[0], "boom"))
+	f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed })
+	slow.armed.Store(true)
+	retried := make(chan error, 1)
+	go func() {
+		_, err := c.Retry(f.ctx, j.ID)
+		retried <- err
+	}()
+	select {
+	case <-slow.entered:
+	case <-f.ctx.Done():
+		t.Fatal("the retry never published its tasks")
+	}
+	// The read model would list the job as unqueued now: its record says
+	// queued, not marked enqueued. Let the loop look at it a few times.
+	unqueued.Store([]string{j.ID})
+	for range len(passes) {
+		<-passes
+	}
+	for range 5 {
+		select {
+		case <-passes:
+		case <-f.ctx.Done():
+			t.Fatal("the repair loop stopped")
+		}
+	}
+	close(slow.release)
+	if err := <-retried; err != nil {
+		t.Fatal(err)
+	}
+	unqueued.Store([]string{})
+	again := f.take(1)
+	if again[0].Epoch != 1 || f.queued() != 0 {
+		t.Fatalf("after the retry: %+v and %d more; want the retried task once", again, f.queued())
+	}
+}
+
 // A finished job leaves a stub: its epoch under a packed copy of its id,
 // no record (a burst's last 10,000 records, each an allocation amid its
 // garbage, kept pages from being handed back). The stub still tells a late
