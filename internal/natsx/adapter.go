@@ -959,11 +959,20 @@ func (s *stream) Send(m store.Message) error {
 func (s *stream) Purge(ctx context.Context, key string) error {
 	subjects := []string{s.lanes[0].prefix + s.token(key)}
 	if len(s.lanes) > 1 {
-		// The task queue: its default lane, every other priority's
-		// (mr.task.p1.<job>, ...) and every kind's lane (mr.task.k.<kind>.<job>;
-		// a retried job's kind may have gained or lost its lane since), in
-		// three requests rather than one per lane.
-		subjects = []string{TaskSubject + s.token(key), TaskSubject + "*." + s.token(key), TaskSubject + "k.*." + s.token(key)}
+		// The task queue: the job's subject in every priority's lane
+		// (mr.task.<job>, mr.task.p1.<job>, ...), and in every kind's
+		// lane (mr.task.k.<kind>.<job>; a retried job's kind may have
+		// gained or lost its lane since). Not mr.task.*.<job>: JetStream
+		// matches a wildcard token against every subject at its level,
+		// and the default lane's subjects, one per job queued, are at
+		// that one, so that each purge cost as much as the jobs queued:
+		// cancelling 10,000 of them took 4.7 s, 40,000 took 102 s. A kind
+		// lane's token stands where there are only kinds.
+		subjects = subjects[:0]
+		for _, l := range s.lanes {
+			subjects = append(subjects, l.prefix+s.token(key))
+		}
+		subjects = append(subjects, TaskSubject+"k.*."+s.token(key))
 	}
 	for _, subject := range subjects {
 		if err := s.st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {

@@ -361,7 +361,7 @@ func settled(t *testing.T, s store.Stream, when string) {
 
 func testPurge(t *testing.T, s store.Stream) {
 	publish(t, s, store.Message{Key: "j1", Data: []byte("a"), ID: "j1.a"}, store.Message{Key: "j2", Data: []byte("b")},
-		store.Message{Key: "j1", Data: []byte("a1"), Priority: 1}, store.Message{Key: "j1", Data: []byte("a4"), Priority: 4})
+		store.Message{Key: "j1", Data: []byte("a1"), Priority: 1}, store.Message{Key: "j1", Data: []byte("a3"), Priority: 3}, store.Message{Key: "j1", Data: []byte("a4"), Priority: 4})
 	publish(t, s, store.Message{Key: "j1", Data: []byte("a"), ID: "j1.a"}) // a duplicate: not stored
 	if err := s.Purge(ctx(t), "j1"); err != nil {
 		t.Fatal(err)
