@@ -30,6 +30,7 @@ func TestPriorityOrderThroughTheQueue(t *testing.T) {
 	b.await(t, held.ID, func(j client.Job) bool { return j.Tasks.Running == 1 })
 	var ids []string
 	prio := map[string]int{}
+	order := map[string]int{} // submit order: ids of one millisecond do not sort by it
 	for range 2 {
 		for p := 1; p <= 4; p++ {
 			j, err := c.Submit(ctx, client.Spec{Kind: "noop", Partitions: 1, Priority: p})
@@ -39,6 +40,7 @@ func TestPriorityOrderThroughTheQueue(t *testing.T) {
 			if j.Priority != p {
 				t.Fatalf("job of priority %d shows %d", p, j.Priority)
 			}
+			order[j.ID] = len(ids)
 			ids = append(ids, j.ID)
 			prio[j.ID] = p
 		}
@@ -58,18 +60,18 @@ func TestPriorityOrderThroughTheQueue(t *testing.T) {
 		starts = append(starts, start{id, tasks[0].StartedAt.UnixNano()})
 	}
 	sort.Slice(starts, func(i, j int) bool { return starts[i].at < starts[j].at })
-	var order []int
+	var prios []int
 	for _, s := range starts {
-		order = append(order, prio[s.id])
+		prios = append(prios, prio[s.id])
 	}
-	for i := 1; i < len(order); i++ {
-		if order[i] > order[i-1] {
-			t.Fatalf("priorities started in the order %v; want highest first", order)
+	for i := 1; i < len(prios); i++ {
+		if prios[i] > prios[i-1] {
+			t.Fatalf("priorities started in the order %v; want highest first", prios)
 		}
 	}
 	// Within a priority, the older job first.
 	for i := 1; i < len(starts); i++ {
-		if prio[starts[i].id] == prio[starts[i-1].id] && starts[i].id < starts[i-1].id {
+		if prio[starts[i].id] == prio[starts[i-1].id] && order[starts[i].id] < order[starts[i-1].id] {
 			t.Fatalf("two jobs of priority %d started newest first", prio[starts[i].id])
 		}
 	}
