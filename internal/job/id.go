@@ -4,8 +4,28 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"strings"
+	"sync"
 	"time"
 )
+
+// lastID is the millisecond and the random bits of the process's last id.
+var lastID struct {
+	sync.Mutex
+	ms     uint64
+	random [10]byte
+}
+
+// countUp adds one to the big-endian number in b, reporting false when it
+// wrapped around to zero.
+func countUp(b *[10]byte) bool {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i]++
+		if b[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // crockford is Crockford's base32 alphabet in lower case: no i, l, o, u, so
 // ids read back without confusion, and in ASCII order, so ids sort by time.
@@ -14,10 +34,26 @@ const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
 // NewID returns a unique job id: the kind, an underscore, then 26 characters
 // holding the creation time in milliseconds (48 bits, so ids sort by age)
 // and 80 random bits (so two jobs in the same millisecond never collide).
+// Within a process the ids of one millisecond count up from the first one's
+// random bits, as a monotonic ULID's do, so that they too sort by age: a
+// batch's jobs, made in the same millisecond, listed in no order among
+// themselves.
 func NewID(kind string, now time.Time) string {
 	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
-	_, _ = rand.Read(b[6:])
+	ms := uint64(now.UnixMilli())
+	binary.BigEndian.PutUint64(b[:8], ms<<16)
+	lastID.Lock()
+	switch {
+	case ms == lastID.ms && countUp(&lastID.random):
+		copy(b[6:], lastID.random[:])
+	case ms >= lastID.ms:
+		_, _ = rand.Read(lastID.random[:])
+		lastID.ms = ms
+		copy(b[6:], lastID.random[:])
+	default: // a time before the last id's, given by the caller
+		_, _ = rand.Read(b[6:])
+	}
+	lastID.Unlock()
 	hi := binary.BigEndian.Uint64(b[:8])
 	lo := binary.BigEndian.Uint64(b[8:])
 	var s [26]byte

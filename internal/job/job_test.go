@@ -119,6 +119,27 @@ func TestNewIDUniqueAndOrdered(t *testing.T) {
 	}
 }
 
+// Ids made in one millisecond sort in the order they were made (a batch's
+// jobs list in it); an id of an earlier time keeps that time.
+func TestIDsOfOneMillisecondSortByAge(t *testing.T) {
+	now := time.Now()
+	prev := job.NewID("noop", now)
+	for range 1000 {
+		id := job.NewID("noop", now)
+		if id <= prev {
+			t.Fatalf("id %s made after %s in the same millisecond sorts before it", id, prev)
+		}
+		prev = id
+	}
+	old := now.Add(-time.Hour)
+	if at, ok := job.IDTime(job.NewID("noop", old)); !ok || at.UnixMilli() != old.UnixMilli() {
+		t.Fatalf("an id of an hour ago says %v", at)
+	}
+	if at, _ := job.IDTime(job.NewID("noop", now)); at.UnixMilli() != now.UnixMilli() {
+		t.Fatalf("an id made after one of an hour ago says %v", at)
+	}
+}
+
 func TestErrorCode(t *testing.T) {
 	t.Parallel()
 	if job.ErrorCode(nil) != "" || job.ErrorCode(errors.New("x")) != job.EInternal {
