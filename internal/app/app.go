@@ -567,6 +567,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { memtrim.Run(wctx, s.log) })
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
 	s.watchWG.Go(func() { s.reconcileLoop(wctx) })
+	s.watchWG.Go(func() { s.rearchiveLoop(wctx) })
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,

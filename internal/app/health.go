@@ -42,12 +42,30 @@ const (
 type storeHealth struct {
 	mu     sync.Mutex
 	reason string // empty while the store takes writes
+	// since is when the last spell of refusals began, last when it was
+	// last seen (zero: none yet).
+	since, last time.Time
 }
 
 func (h *storeHealth) set(reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if reason != "" {
+		now := time.Now()
+		if h.reason == "" {
+			h.since = now
+		}
+		h.last = now
+	}
 	h.reason = reason
+}
+
+// trouble returns when the store's last spell of refusals began and when
+// it was last seen refusing (zero times: never since the start).
+func (h *storeHealth) trouble() (since, last time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.since, h.last
 }
 
 // Err says why the store cannot take writes now, or nil.

@@ -1881,6 +1881,16 @@ func (a archive) Last(ctx context.Context) (uint64, error) {
 	return m.Sequence, nil
 }
 
+// Through returns the last sequence the stream's leader has passed,
+// whether or not a record is there now (a removed last one counts).
+func (a archive) Through(ctx context.Context) (uint64, error) {
+	info, err := a.st.Info(ctx)
+	if err != nil {
+		return 0, storeErr(err)
+	}
+	return info.State.LastSeq, nil
+}
+
 // Follow reads the stream with an ordered consumer of its own, from the
 // first message.
 func (a archive) Follow(ctx context.Context) (store.Watcher, error) {

@@ -144,6 +144,13 @@ type Archive interface {
 	Follow(ctx context.Context) (Watcher, error)
 }
 
+// ArchiveThrough is an Archive that says how far its leader has gone,
+// removed records included: a copy at a sequence beyond it is one the
+// leader has not received yet, not one lost.
+type ArchiveThrough interface {
+	Through(ctx context.Context) (uint64, error)
+}
+
 // Watcher follows a KV bucket.
 type Watcher interface {
 	Updates() <-chan *Entry

@@ -125,6 +125,24 @@ func (v *View) Record(id string) (j *job.Job, rev uint64, ok bool) {
 	return u.j, u.rev, ok
 }
 
+// Finished returns the records of the recently finished jobs the view
+// holds whole (the --recent-jobs newest) that finished within [from,
+// until], oldest finish first. The records are shared: the caller must not
+// change them.
+func (v *View) Finished(from, until time.Time) []*job.Job {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	lo, hi := from.UnixNano(), until.UnixNano()
+	var out []*job.Job
+	for _, en := range v.recent {
+		if en == nil || en.gone || en.j == nil || !en.j.State.Terminal() || en.finished < lo || en.finished > hi {
+			continue
+		}
+		out = append(out, en.j)
+	}
+	return out
+}
+
 // Deleted reports whether the view saw job id deleted (and still
 // remembers it).
 func (v *View) Deleted(id string) bool {

@@ -1,0 +1,90 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+const (
+	// rearchiveMargin widens a spell of store trouble on both sides: a
+	// write in flight when it began (each has 10 s at most), replicas
+	// catching up after it ended.
+	rearchiveMargin = 30 * time.Second
+	// rearchiveEvery is how often the jobs of a spell are looked at, from
+	// the spell's end until each is settled.
+	rearchiveEvery = 5 * time.Second
+	// rearchiveFor bounds the looks after the spell's widened end.
+	rearchiveFor = 2 * time.Minute
+)
+
+// rearchiveLoop looks, after each spell of store trouble (writes refused:
+// an election, a partition, a full disk), at the jobs this server's read
+// model saw finish during it, and archives again the record of any that
+// neither the jobs bucket nor the archive holds any more
+// (store.Jobs.Rearchive): a job whose archived copy was lost would
+// otherwise be lost with its bucket record's expiry, and shown running by
+// the servers that had not seen that record. Only the jobs the read model
+// holds whole (--recent-jobs) can be mended.
+func (s *Server) rearchiveLoop(ctx context.Context) {
+	jobs := s.store.Ports.Jobs
+	t := time.NewTicker(rearchiveEvery)
+	defer t.Stop()
+	var (
+		from, until time.Time // the widened spell; zero: none pending
+		seen        time.Time // the last refusal taken in
+		settled     = map[string]bool{}
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		since, last := s.health.trouble()
+		if last.After(seen) {
+			seen = last
+			if from.IsZero() || since.Add(-rearchiveMargin).Before(from) {
+				from = since.Add(-rearchiveMargin)
+			}
+			until = last.Add(rearchiveMargin)
+		}
+		if from.IsZero() || s.health.Err() != nil {
+			continue
+		}
+		now, upto := time.Now(), until
+		if now.Before(upto) {
+			upto = now
+		}
+		pending := 0
+		for _, j := range s.view.Finished(from, upto) {
+			if settled[j.ID] || ctx.Err() != nil {
+				continue
+			}
+			jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			again, err := jobs.Rearchive(jctx, j)
+			cancel()
+			switch {
+			case again:
+				s.log.Warn("a finished job's archived record was missing from the store after it refused writes; archived it again from this server's copy (its per-task history of attempts, if it kept one in its record, is not in that copy)",
+					"job", j.ID, "state", j.State)
+			case errors.Is(err, store.ErrBehind):
+				pending++
+				continue
+			case err != nil:
+				s.log.Debug("could not check a finished job's archived record; trying again", "job", j.ID, "err", err)
+				pending++
+				continue
+			}
+			settled[j.ID] = true
+		}
+		if now.After(until.Add(rearchiveFor)) || pending == 0 && now.After(until.Add(jobs.SettleAfter())) {
+			if pending > 0 {
+				s.log.Warn("gave up checking that finished jobs' records are archived after the store refused writes", "jobs_unchecked", pending, "from", from, "until", until)
+			}
+			from, until, settled = time.Time{}, time.Time{}, map[string]bool{}
+		}
+	}
+}
