@@ -386,6 +386,7 @@ type Server struct {
 	close     sync.Once
 
 	health       storeHealth
+	rearchived   atomic.Int64          // jobs archived again (rearchiveLoop)
 	alarm        writeAlarm            // how health changes are logged; the store watch's after start
 	pendingMarks map[string]streamMark // read at the last checkpoint, recorded at the next
 	damageSeen   bool                  // a damage found at start was reported

@@ -67,6 +67,10 @@ func (s *Server) registerGauges(m *metrics.Metrics, room func() (int64, error)) 
 		}))
 	}
 	m.Register(&streamCollector{store: s.store})
+	m.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mrcluster_jobs_rearchived_total",
+		Help: "Finished jobs whose archived record the store had lost after a spell of trouble, archived again by this server from its read model.",
+	}, func() float64 { return float64(s.rearchived.Load()) }))
 }
 
 // streamCollector reports the messages and bytes of each stream at scrape.

@@ -68,6 +68,7 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 			cancel()
 			switch {
 			case again:
+				s.rearchived.Add(1)
 				s.log.Warn("a finished job's archived record was missing from the store after it refused writes; archived it again from this server's copy (its per-task history of attempts, if it kept one in its record, is not in that copy)",
 					"job", j.ID, "state", j.State)
 			case errors.Is(err, store.ErrBehind):

@@ -100,6 +100,9 @@ func TestALostArchivedCopyIsMendedAfterStoreTrouble(t *testing.T) {
 	if j, _, err := jobs.Get(ctx, sub.ID); err != nil || !j.State.Terminal() {
 		t.Fatalf("the job read from the store: %+v, %v; want it finished", j, err)
 	}
+	if code, body := get(t, srv.URL()+"/metrics"); code != http.StatusOK || !strings.Contains(body, "\nmrcluster_jobs_rearchived_total 1\n") {
+		t.Fatalf("metrics: %d; want mrcluster_jobs_rearchived_total 1 in:\n%s", code, body)
+	}
 }
 
 func get(t *testing.T, url string) (int, string) {
