@@ -1155,8 +1155,9 @@ func (p *Pool) cancelJob(id string, epoch int) {
 var endedEvery = 30 * time.Second
 
 // stopEnded stops, every endedEvery, the running tasks whose job the store
-// shows finished (of their epoch or later) or retried (a later epoch), as
-// the missed notice would have. A finished job's record leaves the jobs
+// shows finished (of their epoch or later) or retried (a later epoch), or
+// whose task it shows done by another copy, as the missed notice would
+// have. A finished job's record leaves the jobs
 // bucket once archived, and a process that keeps no index of the archive
 // (a worker process of its own) then finds no job: a task of a job not
 // found is stopped only when the queue's leader no longer holds its
@@ -1204,6 +1205,19 @@ func (p *Pool) stopIfEnded(id string, tasks []runningTask) {
 	case j.Epoch > epoch:
 		p.log.Info("stopping the tasks of a job's earlier run; the job was retried and its notice missed", "job", id, "epoch", j.Epoch)
 		p.cancelJob(id, j.Epoch-1)
+	case !j.State.Terminal():
+		// A copy of a task another copy finished (a backup, or the
+		// original a backup beat, or a delivery again after a pause)
+		// whose stop notice was missed: it would run to its own end for
+		// nothing. Its own result cannot be the one recorded, for a run
+		// leaves the running tasks only after its result is handed on,
+		// and one that has ended is not stopped by its cancel.
+		for _, r := range tasks {
+			if r.epoch == j.Epoch && j.TaskDone(r.phase, r.partition) {
+				p.log.Info("stopping a copy of a task that another copy finished; its stop notice was missed", "job", id, "phase", r.phase, "partition", r.partition)
+				r.cancel(errStopped)
+			}
+		}
 	}
 }
 

@@ -648,6 +648,70 @@ func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
 	}
 }
 
+// A copy of a task that another copy finished (a backup won, its stop
+// notice missed) is stopped once the pool reads the job's record, which
+// shows the task done; the job's other task, not done, goes on. The
+// stopped copy says so in the history.
+func TestACopyOfATaskDoneElsewhereIsStopped(t *testing.T) {
+	old := endedEvery
+	t.Cleanup(func() { endedEvery = old }) // after the pool's stop, made later
+	endedEvery = 20 * time.Millisecond
+	started, stopped := make(chan int, 2), make(chan int, 2)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		started <- t.Partition
+		<-ctx.Done()
+		stopped <- t.Partition
+		return 0, ctx.Err()
+	}})
+	j := job.New("k_backedup", job.Spec{Kind: "k", Partitions: 8}, time.Now().UTC())
+	rev, err := f.store.Jobs.Create(f.ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pool(2)
+	f.queue(task(j.ID, 0, 1), task(j.ID, 1, 1))
+	for range 2 {
+		select {
+		case <-started:
+		case <-f.ctx.Done():
+			t.Fatal("the tasks never started")
+		}
+	}
+	// Another copy of partition 0 finished: its result is in the record.
+	j.Values.Set(0, 1)
+	j.Done, j.State = 1, job.Running
+	if _, err := f.store.Jobs.Update(f.ctx, j, rev); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-stopped:
+		if n != 0 {
+			t.Fatalf("stopped partition %d; want 0, the one done elsewhere", n)
+		}
+	case <-f.ctx.Done():
+		t.Fatal("the copy of the task done elsewhere was not stopped")
+	}
+	var rs []job.TaskResult
+	for len(rs) == 0 {
+		err := f.store.Results.Fetch(f.ctx, 100, time.Second, func(d store.Delivery) {
+			more, _ := store.DecodeResults(d.Data())
+			_ = d.Ack()
+			rs = append(rs, more...)
+		})
+		if err != nil {
+			t.Fatalf("fetch results: %v", err)
+		}
+	}
+	if len(rs) != 1 || rs[0].Partition != 0 || rs[0].Outcome != job.OutcomeStopped {
+		t.Fatalf("history records: %+v; want partition 0's copy stopped", rs)
+	}
+	select {
+	case n := <-stopped:
+		t.Fatalf("partition %d, not done, was stopped too", n)
+	case <-time.After(5 * endedEvery):
+	}
+}
+
 // The wait for room starts when the store first refuses a task's output,
 // not when its run began: a run longer than the wait is not failed at its
 // first refusal, never having waited.
