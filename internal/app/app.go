@@ -387,6 +387,7 @@ type Server struct {
 
 	health       storeHealth
 	rearchived   atomic.Int64          // jobs archived again (rearchiveLoop)
+	elected      atomic.Int64          // when a job stream last elected a leader (unix ns; 0: not since the start)
 	alarm        writeAlarm            // how health changes are logged; the store watch's after start
 	pendingMarks map[string]streamMark // read at the last checkpoint, recorded at the next
 	damageSeen   bool                  // a damage found at start was reported
@@ -569,6 +570,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
 	s.watchWG.Go(func() { s.reconcileLoop(wctx) })
 	s.watchWG.Go(func() { s.rearchiveLoop(wctx) })
+	if unsub, err := s.nc.OnLeaderElected(natsx.JobStreams, func(string) { s.elected.Store(time.Now().UnixNano()) }); err != nil {
+		s.log.Debug("could not follow the leader elections of the job streams; only the store's refusals start a look for lost job records", "err", err)
+	} else {
+		s.watchWG.Go(func() { <-wctx.Done(); unsub() })
+	}
 	s.schedules = schedule.New(schedule.Config{KV: s.store.Ports.Schedules, Logger: s.log, MissedAfter: cfg.ScheduleMissedAfter})
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,

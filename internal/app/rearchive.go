@@ -21,8 +21,9 @@ const (
 )
 
 // rearchiveLoop looks, after each spell of store trouble (writes refused:
-// an election, a partition, a full disk), at the jobs this server's read
-// model saw finish during it, and archives again the record of any that
+// an election, a partition, a full disk; or a leader elected by a stream of
+// job records, which a probe of another stream does not see), at the jobs
+// this server's read model saw finish during it, and archives again the record of any that
 // neither the jobs bucket nor the archive holds any more
 // (store.Jobs.Rearchive): a job whose archived copy was lost would
 // otherwise be lost with its bucket record's expiry, and shown running by
@@ -35,6 +36,7 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 	var (
 		from, until time.Time // the widened spell; zero: none pending
 		seen        time.Time // the last refusal taken in
+		electedSeen int64     // the last election taken in
 		settled     = map[string]bool{}
 	)
 	for {
@@ -43,13 +45,21 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		since, last := s.health.trouble()
-		if last.After(seen) {
-			seen = last
+		widen := func(since, last time.Time) {
 			if from.IsZero() || since.Add(-rearchiveMargin).Before(from) {
 				from = since.Add(-rearchiveMargin)
 			}
-			until = last.Add(rearchiveMargin)
+			if last.Add(rearchiveMargin).After(until) {
+				until = last.Add(rearchiveMargin)
+			}
+		}
+		if since, last := s.health.trouble(); last.After(seen) {
+			seen = last
+			widen(since, last)
+		}
+		if e := s.elected.Load(); e > electedSeen {
+			electedSeen = e
+			widen(time.Unix(0, e), time.Unix(0, e))
 		}
 		if from.IsZero() || s.health.Err() != nil {
 			continue

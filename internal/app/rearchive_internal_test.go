@@ -20,6 +20,20 @@ import (
 // once its bucket record has expired: its reads work again instead of
 // answering 503 for good, and other servers learn its end.
 func TestALostArchivedCopyIsMendedAfterStoreTrouble(t *testing.T) {
+	for name, trouble := range map[string]func(*Server){
+		// A spell of refusals, as the store probe reports one.
+		"refused writes": func(srv *Server) {
+			srv.health.set("test: the store does not take writes")
+			srv.health.set("")
+		},
+		// A job stream's leader elected, as JetStream's advisory says.
+		"an election": func(srv *Server) { srv.elected.Store(time.Now().UnixNano()) },
+	} {
+		t.Run(name, func(t *testing.T) { mendAfter(t, trouble) })
+	}
+}
+
+func mendAfter(t *testing.T, trouble func(*Server)) {
 	cfg := DefaultConfig()
 	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", t.TempDir()
 	cfg.ArchiveAfter = time.Second
@@ -80,9 +94,7 @@ func TestALostArchivedCopyIsMendedAfterStoreTrouble(t *testing.T) {
 		t.Fatalf("the task history with the copy lost: %d %s; want 503", code, body)
 	}
 
-	// A spell of trouble, as the store probe reports one.
-	srv.health.set("test: the store does not take writes")
-	srv.health.set("")
+	trouble(srv)
 	for {
 		code, body := get(t, srv.URL()+"/api/v1/jobs/"+sub.ID+"/tasks")
 		if code == http.StatusOK {

@@ -132,10 +132,10 @@ func TestEntriesOfAServerAloneAreNotCheckedAgain(t *testing.T) {
 	}
 }
 
-// In a cluster of three, a read of entries from each server is whole,
-// whichever server its consumer was placed on; one placed elsewhere than
-// on the stream's leader is checked against it.
-func TestEntriesInAClusterAreWhole(t *testing.T) {
+// startCluster starts three embedded servers of a cluster named name,
+// with the store set up as the servers of a cluster do (replicas 3).
+func startCluster(t *testing.T, name string) ([]*Conn, []*Store) {
+	t.Helper()
 	ports := make([]int, 3)
 	for i := range ports {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -154,10 +154,10 @@ func TestEntriesInAClusterAreWhole(t *testing.T) {
 	for i := range conns {
 		go func() {
 			emb, err := StartEmbedded(EmbeddedConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0", ServerName: fmt.Sprintf("s%d", i),
-				ClusterName: "entries", ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes}, slog.New(slog.DiscardHandler))
+				ClusterName: name, ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes}, slog.New(slog.DiscardHandler))
 			if err == nil {
 				t.Cleanup(func() { _ = emb.Stop(context.Background()) })
-				conns[i], err = emb.Connect("entries")
+				conns[i], err = emb.Connect(name)
 			}
 			errs <- err
 		}()
@@ -196,6 +196,16 @@ func TestEntriesInAClusterAreWhole(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	return conns, stores
+}
+
+// In a cluster of three, a read of entries from each server is whole,
+// whichever server its consumer was placed on; one placed elsewhere than
+// on the stream's leader is checked against it.
+func TestEntriesInAClusterAreWhole(t *testing.T) {
+	_, stores := startCluster(t, "entries")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	k := stores[0].Ports.Datasets.(kv)
 	for i := range 300 {
 		if _, err := k.Put(ctx, fmt.Sprintf("p.%03d", i), []byte("v")); err != nil {
