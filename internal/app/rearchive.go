@@ -95,6 +95,7 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 			if pending > 0 {
 				s.log.Warn("gave up checking that finished jobs' records are archived after the store refused writes", "jobs_unchecked", pending, "from", from, "until", until)
 			}
+			s.log.Debug("checked that the jobs finished during a spell of store trouble are archived", "jobs", len(settled), "from", from, "until", until)
 			from, until, settled = time.Time{}, time.Time{}, map[string]bool{}
 		}
 	}
