@@ -79,7 +79,7 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 			switch {
 			case again:
 				s.rearchived.Add(1)
-				s.log.Warn("a finished job's archived record was missing from the store after it refused writes; archived it again from this server's copy (its per-task history of attempts, if it kept one in its record, is not in that copy)",
+				s.log.Warn("a finished job's archived record was missing from the store after a spell of store trouble (refused writes, or a new leader of a job stream); archived it again from this server's copy (its per-task history of attempts, if it kept one in its record, is not in that copy)",
 					"job", j.ID, "state", j.State)
 			case errors.Is(err, store.ErrBehind):
 				pending++
@@ -93,7 +93,7 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 		}
 		if now.After(until.Add(rearchiveFor)) || pending == 0 && now.After(until.Add(jobs.SettleAfter())) {
 			if pending > 0 {
-				s.log.Warn("gave up checking that finished jobs' records are archived after the store refused writes", "jobs_unchecked", pending, "from", from, "until", until)
+				s.log.Warn("gave up checking that the jobs finished during a spell of store trouble are archived", "jobs_unchecked", pending, "from", from, "until", until)
 			}
 			s.log.Debug("checked that the jobs finished during a spell of store trouble are archived", "jobs", len(settled), "from", from, "until", until)
 			from, until, settled = time.Time{}, time.Time{}, map[string]bool{}
