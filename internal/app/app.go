@@ -579,7 +579,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	svc := service.New(service.Config{
 		Coordinator: s.coord, View: s.view, Datasets: datasets, Kinds: kinds, Catalog: s.catalog, MaxKindBytes: cfg.MaxKindSize,
 		MaxPartitions: cfg.MaxPartitions, MaxQueuedTasks: cfg.MaxQueuedTasks, MaxUnfinishedJobs: cfg.MaxUnfinishedJobs, MaxFileBytes: cfg.MaxFileSize, Writable: s.health.Err,
-		Schedules: s.schedules, Room: room,
+		Schedules: s.schedules, Room: room, Mend: s.mendJob,
 	})
 	s.schedules.SetSubmit(func(ctx context.Context, spec job.Spec) (*job.Job, error) { return svc.Submit(ctx, spec, nil) })
 	s.schedules.SetUnfinished(func(id string) bool {

@@ -79,7 +79,7 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 			switch {
 			case again:
 				s.rearchived.Add(1)
-				s.log.Warn("a finished job's archived record was missing from the store after a spell of store trouble (refused writes, or a new leader of a job stream); archived it again from this server's copy (its per-task history of attempts, if it kept one in its record, is not in that copy)",
+				s.log.Warn("a finished job's archived record was missing from the store after a spell of store trouble (refused writes, or a new leader of a job stream); archived it again from this server's copy"+copyLacksLog,
 					"job", j.ID, "state", j.State)
 			case errors.Is(err, store.ErrBehind):
 				pending++
@@ -99,4 +99,27 @@ func (s *Server) rearchiveLoop(ctx context.Context) {
 			from, until, settled = time.Time{}, time.Time{}, map[string]bool{}
 		}
 	}
+}
+
+// copyLacksLog ends the log lines of a job archived again.
+const copyLacksLog = " (its per-task history of attempts, if it kept one in its record, is not in that copy)"
+
+// mendJob archives again the record of finished job id that a read did
+// not find in the store, when this server's read model holds it (see
+// store.Jobs.Rearchive): a loss the look after a spell of trouble did not
+// cover (its job finished outside one, or among more than --recent-jobs).
+func (s *Server) mendJob(ctx context.Context, id string) bool {
+	j := s.view.FinishedRecord(id)
+	if j == nil {
+		return false
+	}
+	again, err := s.store.Ports.Jobs.Rearchive(ctx, j)
+	if err != nil {
+		s.log.Debug("could not check a finished job's archived record after a read did not find it", "job", id, "err", err)
+	}
+	if again {
+		s.rearchived.Add(1)
+		s.log.Warn("a read did not find a finished job's record in the store; archived it again from this server's copy"+copyLacksLog, "job", id, "state", j.State)
+	}
+	return again
 }

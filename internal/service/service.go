@@ -55,6 +55,10 @@ type Config struct {
 	MaxKindBytes int64
 	// Schedules holds the cron schedules (nil: none can be added).
 	Schedules *schedule.Scheduler
+	// Mend, when set, puts back in the store the record of finished job
+	// id that a read could not find there while the read model holds it
+	// (its archived copy lost), reporting whether it did.
+	Mend func(ctx context.Context, id string) bool
 }
 
 // Service is the commands and queries of the cluster.
@@ -378,6 +382,18 @@ func (s *Service) Job(ctx context.Context, id string) (client.Job, error) {
 	return s.cfg.View.Resource(j), nil
 }
 
+// readJob is readAgain for a read of job id's record: when the store
+// still answers that it is unavailable, or that there is no such job, the
+// record may be one the store lost (its archived copy gone) while the read
+// model holds it: it is put back (Config.Mend), and read once more.
+func (s *Service) readJob(ctx context.Context, id string, read func() error) error {
+	err := readAgain(ctx, read)
+	if code := job.ErrorCode(err); (code == job.EUnavailable || code == job.ENotFound) && s.cfg.Mend != nil && s.cfg.Mend(ctx, id) {
+		err = read()
+	}
+	return err
+}
+
 // readWithin is how long a read the caller waits for is tried again while
 // the store answers that it is unavailable: a moment a stream is between
 // leaders, or the first second of a server continued after a pause.
@@ -408,7 +424,7 @@ func (s *Service) Resource(j *job.Job) client.Job { return s.cfg.View.Resource(j
 // then attempt.
 func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, error) {
 	var rs []coordinator.Attempt
-	err := readAgain(ctx, func() (err error) {
+	err := s.readJob(ctx, id, func() (err error) {
 		rs, err = s.cfg.Coordinator.Tasks(ctx, id)
 		return err
 	})
@@ -456,7 +472,11 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 // Output returns a function that writes the output of job id, once it has
 // succeeded; an error before anything is written says why there is none.
 func (s *Service) Output(ctx context.Context, id string) (func(io.Writer) error, error) {
-	j, _, err := s.cfg.Coordinator.Get(ctx, id)
+	var j *job.Job
+	err := s.readJob(ctx, id, func() (err error) {
+		j, _, err = s.cfg.Coordinator.Get(ctx, id)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

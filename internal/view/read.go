@@ -143,6 +143,19 @@ func (v *View) Finished(from, until time.Time) []*job.Job {
 	return out
 }
 
+// FinishedRecord returns the record of finished job id when the view
+// holds it whole (a recently finished job), else nil. The record is
+// shared: the caller must not change it.
+func (v *View) FinishedRecord(id string) *job.Job {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	en := v.byID[id]
+	if en == nil || en.gone || en.j == nil || !en.j.State.Terminal() {
+		return nil
+	}
+	return en.j
+}
+
 // Deleted reports whether the view saw job id deleted (and still
 // remembers it).
 func (v *View) Deleted(id string) bool {
