@@ -23,9 +23,9 @@ const (
 // rearchiveLoop looks, after each spell of store trouble (writes refused:
 // an election, a partition, a full disk; or a leader elected by a stream of
 // job records, which a probe of another stream does not see), at the jobs
-// this server's read model saw finish during it, and archives again the record of any that
-// neither the jobs bucket nor the archive holds any more
-// (store.Jobs.Rearchive): a job whose archived copy was lost would
+// this server's read model saw finish during it, and archives again the
+// record of any that neither the jobs bucket nor the archive holds any
+// more (store.Jobs.Rearchive): a job whose archived copy was lost would
 // otherwise be lost with its bucket record's expiry, and shown running by
 // the servers that had not seen that record. Only the jobs the read model
 // holds whole (--recent-jobs) can be mended.
