@@ -1157,13 +1157,13 @@ var endedEvery = 30 * time.Second
 // stopEnded stops, every endedEvery, the running tasks whose job the store
 // shows finished (of their epoch or later) or retried (a later epoch), or
 // whose task it shows done by another copy, as the missed notice would
-// have. A finished job's record leaves the jobs
-// bucket once archived, and a process that keeps no index of the archive
-// (a worker process of its own) then finds no job: a task of a job not
-// found is stopped only when the queue's leader no longer holds its
-// message, which the job's end took out (or another copy of the task
-// finished). Not found alone stops nothing: a replica behind in a cluster
-// answers so for a job it has not read yet.
+// have. A finished job's record leaves the jobs bucket once archived, and
+// a process that keeps no index of the archive (a worker process of its
+// own) then finds no job: a task of a job not found is stopped only when
+// the queue's leader no longer holds its message, which the job's end
+// took out (or another copy of the task finished). Not found alone stops
+// nothing: a replica behind in a cluster answers so for a job it has not
+// read yet.
 func (p *Pool) stopEnded(done <-chan struct{}) {
 	t := time.NewTicker(endedEvery)
 	defer t.Stop()
