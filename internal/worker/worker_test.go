@@ -573,6 +573,15 @@ func TestAParkedTaskGoesBackToTheQueueAfterAWhile(t *testing.T) {
 	}
 }
 
+// lookForEndedOften makes the pools of the test look at the records of
+// their long-running tasks' jobs every 20 ms (stopEnded), as of tasks
+// running that long.
+func lookForEndedOften(t *testing.T) {
+	old := endedEvery
+	t.Cleanup(func() { endedEvery = old }) // after the pool's stop, made later
+	endedEvery = 20 * time.Millisecond
+}
+
 // A job that ended while its cancel notice was missed (the worker was cut
 // off, or reconnecting) has its running tasks stopped all the same, once
 // the pool reads the job's record: those of a finished job, and those of
@@ -580,9 +589,7 @@ func TestAParkedTaskGoesBackToTheQueueAfterAWhile(t *testing.T) {
 // this process keeps no index of the archive) has its task stopped once
 // the queue no longer holds the task's message, and not before.
 func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
-	old := endedEvery
-	t.Cleanup(func() { endedEvery = old }) // after the pool's stop, made later
-	endedEvery = 20 * time.Millisecond
+	lookForEndedOften(t)
 	started, stopped := make(chan string, 4), make(chan string, 4)
 	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
 		started <- t.Job
@@ -653,9 +660,7 @@ func TestTasksOfAJobEndedWithoutANoticeAreStopped(t *testing.T) {
 // shows the task done; the job's other task, not done, goes on. The
 // stopped copy says so in the history.
 func TestACopyOfATaskDoneElsewhereIsStopped(t *testing.T) {
-	old := endedEvery
-	t.Cleanup(func() { endedEvery = old }) // after the pool's stop, made later
-	endedEvery = 20 * time.Millisecond
+	lookForEndedOften(t)
 	started, stopped := make(chan int, 2), make(chan int, 2)
 	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
 		started <- t.Partition
