@@ -140,6 +140,14 @@ func TestWorkerDeathsAreNotFailedAttempts(t *testing.T) {
 	if states["lost"] < 4 || states["failed"] != 1 || states["done"] != 1 {
 		t.Fatalf("map task history %v; want at least 4 lost, 1 failed, 1 done: %+v", states, h)
 	}
+	// The server saw each killed process's status name the attempt it ran:
+	// the history names its worker and its start, which the worker that
+	// recorded the loss could not know.
+	for _, a := range h {
+		if a.State == "lost" && (a.Worker != "victim.0" || a.DurationMS <= 0) {
+			t.Errorf("lost attempt %d: worker %q, %.1f ms from its start to its loss noticed; want victim.0's, and its start known", a.Attempt, a.Worker, a.DurationMS)
+		}
+	}
 }
 
 // mapStates counts the states of job id's map attempts in its task history,

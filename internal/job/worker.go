@@ -14,11 +14,15 @@ type WorkerStatus struct {
 	Busy bool `json:"busy"`
 	// Stopping is set once the worker's process is shutting down: it
 	// finishes its task and takes no other.
-	Stopping      bool       `json:"stopping"`
-	JobID         string     `json:"job_id"`
-	Partition     int        `json:"partition"`
-	Phase         Phase      `json:"phase,omitempty"`
-	Attempt       int        `json:"attempt"`
+	Stopping  bool   `json:"stopping"`
+	JobID     string `json:"job_id"`
+	Partition int    `json:"partition"`
+	Phase     Phase  `json:"phase,omitempty"`
+	Attempt   int    `json:"attempt"`
+	// Epoch and Backup tell the run apart from other copies of the task
+	// (a retry of the job, a backup copy), which may repeat its attempt.
+	Epoch         int        `json:"epoch,omitempty"`
+	Backup        bool       `json:"backup,omitempty"`
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
 	TasksDone     int64      `json:"tasks_done"`
 	TasksFailed   int64      `json:"tasks_failed"`

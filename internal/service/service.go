@@ -439,6 +439,15 @@ func (s *Service) Tasks(ctx context.Context, id string) ([]client.TaskAttempt, e
 	showPhase := j.Reducers > 0
 	out := make([]client.TaskAttempt, len(rs))
 	for i, t := range rs {
+		if t.Outcome == job.OutcomeLost && t.Worker == "" {
+			// Its worker could not say; the view may have seen it go.
+			if w, started, ok := s.cfg.View.LostRun(t.TaskResult); ok {
+				t.Worker = w
+				if !started.IsZero() && started.Before(t.FinishedAt) {
+					t.StartedAt = started
+				}
+			}
+		}
 		state := t.Outcome // lost, interrupted, stopped, or failed and retried
 		switch {
 		case state != "":

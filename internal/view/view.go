@@ -111,6 +111,7 @@ type View struct {
 	rechecks []fill
 
 	workers map[string]worker
+	lost    lostRuns // the tasks workers ran when their processes went
 	changed chan struct{}
 	waiters map[string][]waiter // by job id (AwaitEpoch)
 	hist    history             // what the cluster did per minute, the last hour
@@ -979,6 +980,9 @@ func (v *View) applyWorker(e *store.Entry, initial bool) {
 	}
 	v.mu.Lock()
 	prev, known := v.workers[e.Key]
+	if known && otherProcess(prev.status, s) {
+		v.lost.ended(e.Key, prev.status)
+	}
 	now := time.Now()
 	w := worker{status: s, seen: now, rev: e.Revision, shown: prev.shown}
 	changed := !known || !sameActivity(prev.status, s)
@@ -1044,6 +1048,7 @@ func (v *View) removeWorker(key string) {
 	var events []event.Event
 	if ok {
 		delete(v.workers, key)
+		v.lost.ended(key, w.status)
 		v.setBusy(busyJob(w.status), -1)
 		v.notify()
 		events = append(v.runningChanged(busyJob(w.status)), event.Event{Type: "worker.left", Data: map[string]string{"key": key}})

@@ -114,3 +114,98 @@ func TestWorkerIsForgottenOnlyWhenTheStoreDropsIt(t *testing.T) {
 		t.Fatalf("running workers %v, want b alone", got)
 	}
 }
+
+// A worker's process that goes while it runs a task leaves the view
+// knowing which worker ran that attempt, and since when: a pool
+// restarted under the same name (a new process id), or a status that
+// goes (expired, deleted). A worker that goes idle, or a task that moves
+// on to another, leaves nothing; nor does a run of another epoch or copy.
+func TestTheWorkerOfALostRunIsRemembered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := memstore.New(memstore.Config{})
+	hub := event.NewHub()
+	v := New(Config{Store: st, Hub: hub, Logger: slog.New(slog.DiscardHandler)})
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Stop(ctx) })
+	<-v.Ready()
+	sub := hub.Subscribe(64)
+	defer hub.Unsubscribe(sub)
+	// await waits for the event of worker key's change, which the view
+	// sends once it applied it.
+	await := func(typ, key string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case e := <-sub.C:
+				switch d := e.Data.(type) {
+				case job.WorkerStatus:
+					if e.Type == typ && d.Key == key {
+						return
+					}
+				case map[string]string:
+					if e.Type == typ && d["key"] == key {
+						return
+					}
+				}
+			case <-timeout:
+				t.Fatalf("no %s event of worker %s", typ, key)
+			}
+		}
+	}
+	began := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	put := func(key string, pid int, s job.WorkerStatus) {
+		t.Helper()
+		s.Key, s.Pool, s.PID, s.Host, s.LastSeen = key, "p", pid, "h", time.Now()
+		if s.Busy {
+			s.TaskStartedAt = &began
+		}
+		b, _ := json.Marshal(s)
+		if _, err := st.Workers.Put(ctx, key, b); err != nil {
+			t.Fatal(err)
+		}
+		await("worker.status", key)
+	}
+	task := func(id string, partition, attempt int) job.WorkerStatus {
+		return job.WorkerStatus{Busy: true, JobID: id, Phase: job.PhaseMap, Partition: partition, Attempt: attempt, Epoch: 1}
+	}
+	lost := func(id string, partition, attempt int) job.TaskResult {
+		return job.TaskResult{Job: id, Phase: job.PhaseMap, Partition: partition, Attempt: attempt, Epoch: 1, Outcome: job.OutcomeLost}
+	}
+
+	put("p.1", 10, task("a", 0, 1))
+	put("p.1", 10, task("a", 0, 2))    // the same process moved on
+	put("p.1", 11, job.WorkerStatus{}) // restarted: the old process went mid-attempt 2
+	put("p.2", 20, task("b", 3, 1))
+	put("p.2", 20, job.WorkerStatus{}) // went idle
+	if err := st.Workers.Delete(ctx, "p.2", 0); err != nil {
+		t.Fatal(err)
+	}
+	await("worker.left", "p.2")
+	put("p.3", 30, task("c", 1, 4))
+	if err := st.Workers.Delete(ctx, "p.3", 0); err != nil { // its status went mid-run
+		t.Fatal(err)
+	}
+	await("worker.left", "p.3")
+
+	for _, c := range []struct {
+		r      job.TaskResult
+		worker string
+	}{
+		{lost("a", 0, 2), "p.1"},
+		{lost("a", 0, 1), ""},
+		{lost("b", 3, 1), ""},
+		{lost("c", 1, 4), "p.3"},
+		{func() job.TaskResult { r := lost("c", 1, 4); r.Epoch = 2; return r }(), ""},
+		{func() job.TaskResult { r := lost("c", 1, 4); r.Backup = true; return r }(), ""},
+	} {
+		w, started, ok := v.LostRun(c.r)
+		if w != c.worker || ok != (c.worker != "") || ok && !started.Equal(began) {
+			t.Errorf("lost run of job %s, partition %d, attempt %d, epoch %d, backup %v: worker %q (%v), started %v; want %q",
+				c.r.Job, c.r.Partition, c.r.Attempt, c.r.Epoch, c.r.Backup, w, ok, started, c.worker)
+		}
+	}
+}

@@ -405,6 +405,7 @@ func (p *Pool) run(i int, l *lease) {
 	p.noteStarted(notice)
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
+		s.Epoch, s.Backup = t.Epoch, t.Backup
 	})
 	value, out, err := int64(0), (*mr.Outcome)(nil), p.stillNoRoom(t)
 	if err == nil {
@@ -1035,6 +1036,7 @@ func (h *heartbeat) stop() {
 func (p *Pool) idle(i int, failed bool) {
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = false, "", 0, "", 0, nil
+		s.Epoch, s.Backup = 0, false
 		if failed {
 			s.TasksFailed++
 		} else {

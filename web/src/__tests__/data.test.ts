@@ -114,7 +114,10 @@ describe('JobDetail of a data job', () => {
     })
     // A lost run (its worker died: its end, and how long it ran, never heard of).
     const lost = { ...run('', '2026-11-27T10:00:00.05Z', false), duration_ms: 0, state: 'lost', error: 'the queue heard no end of this attempt' }
-    const tasks = [run('a.1', '2026-11-27T10:00:00.1Z', false), run('b.2', '2026-11-27T10:00:00.6Z', true), lost]
+    // One whose worker the server saw go: its worker and start are known,
+    // and it was noticed lost 300 ms later.
+    const seen = { ...run('c.3', '2026-11-27T10:00:00.2Z', false), attempt: 2, finished_at: '2026-11-27T10:00:00.5Z', duration_ms: 300, state: 'lost', error: 'the queue heard no end of this attempt' }
+    const tasks = [run('a.1', '2026-11-27T10:00:00.1Z', false), run('b.2', '2026-11-27T10:00:00.6Z', true), lost, seen]
     vi.stubGlobal('fetch', vi.fn(async (url: string) => new Response(JSON.stringify(url.endsWith('/tasks') ? { tasks } : job), { status: 200 })))
     const w = mount(JobDetail, { props: { id: job.id } })
     await flushPromises()
@@ -122,11 +125,16 @@ describe('JobDetail of a data job', () => {
     expect(rows).toHaveLength(2)
     expect(rows.map((r) => r.find('[data-test="superseded"]').exists())).toEqual([false, true])
     expect(rows.map((r) => r.find('[data-test="took"]').text())).toEqual(['0.1 ms', '0.1 ms'])
-    const lostRow = w.findAll('[data-test="tasks"] tbody tr').find((r) => r.text().includes('lost'))
-    expect(lostRow?.find('[data-test="took"]').text()).toBe('—')
+    const lostRows = w.findAll('[data-test="tasks"] tbody tr').filter((r) => r.text().includes('lost'))
+    expect(lostRows.map((r) => r.find('[data-test="took"]').text())).toEqual(['—', '300.0 ms'])
+    expect(lostRows[1].text()).toContain('c.3')
     // The timeline draws both runs, the one that did not count apart, and
-    // not the lost one, whose times are not known.
-    expect(w.findAll('[data-test="gantt"] > rect.task').map((b) => b.classes('superseded'))).toEqual([false, true])
+    // the lost one whose worker was seen go, in that worker's lane; not the
+    // other lost one, whose times are not known.
+    const bars = w.findAll('[data-test="gantt"] > rect.task')
+    expect(bars.map((b) => b.classes('superseded'))).toEqual([false, true, false])
+    expect(bars.map((b) => b.classes('lost'))).toEqual([false, false, true])
+    expect(w.findAll('[data-test="gantt"] text.lane').map((l) => l.text())).toContain('c.3')
     expect(w.findAll('[data-test="gantt"] text.lane').map((l) => l.text())).not.toContain('')
   })
 })
