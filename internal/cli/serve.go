@@ -47,7 +47,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.Float64Var(&cfg.SleepScale, flags.SleepScale, cfg.SleepScale, "multiplies the sleeps of the short and long kinds (0.001: a thousand times faster)")
 	fs.IntVar(&cfg.MaxPartitions, flags.MaxPartitions, cfg.MaxPartitions, "largest partition count a job may ask for")
 	fs.StringVar(&c.origins, flags.AllowOrigin, "", "comma-separated browser origins allowed to call the API besides its own and the loopback ones (scheme://host:port, host:* for any port, * for all)")
-	fs.StringVar(&c.proxies, flags.TrustedProxy, "", "comma-separated addresses or networks (10.0.0.5, 10.0.0.0/8) of reverse proxies in front of the API: a request from one counts as from the client its X-Forwarded-For names, for the bounds per client (submit rate, uploads, websockets)")
+	fs.StringVar(&c.proxies, flags.TrustedProxy, "", "comma-separated addresses or networks (10.0.0.5, 10.0.0.0/8) of reverse proxies in front of the API: a request from one counts as from the client its X-Forwarded-For (or Forwarded) names, for the bounds per client (submit rate, uploads, websockets)")
 	fs.StringVar(&c.kindLimits, flags.KindLimit, "", "limits of kinds set at start, ';'-separated: NAME=concurrency:N,rate:N/s (e.g. grep=concurrency:4,rate:100/s;wordcount=concurrency:2)")
 	fs.BoolVar(&c.loopbackOrigins, "allow-loopback-origins", true, "allow pages from loopback addresses (http(s)://localhost:*, 127.0.0.1:*, [::1]:*) to call the API; false leaves only --allow-origin and the server's own")
 	fs.DurationVar(&cfg.AckWait, flags.AckWait, cfg.AckWait, "how long a task may go without a sign of life from its worker before another worker gets it")

@@ -106,12 +106,13 @@ func (l *limiter) allow(ip string) bool {
 
 // clientIP is the address a request came from, the client as the limits
 // per client know it. A request from a trusted proxy (Config.TrustedProxies)
-// comes from the address its X-Forwarded-For names last that is not itself
-// a trusted proxy: behind a reverse proxy every client would otherwise be
-// the proxy, sharing one client's bounds (four uploads, a tenth of the
-// websockets, one submit rate). The header's entries left of that one are
-// the client's own say, and not believed; nor is the header at all from an
-// address not trusted.
+// comes from the address its X-Forwarded-For (or, without one, its
+// standard Forwarded header's for= parameters, RFC 7239) names last that
+// is not itself a trusted proxy: behind a reverse proxy every client would
+// otherwise be the proxy, sharing one client's bounds (four uploads, a
+// tenth of the websockets, one submit rate). The header's entries left of
+// that one are the client's own say, and not believed; nor is the header
+// at all from an address not trusted.
 func (s *Server) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -125,23 +126,64 @@ func (s *Server) clientIP(r *http.Request) string {
 		return host
 	}
 	client := addr
-	hops := r.Header.Values("X-Forwarded-For")
+	hops := forwardedFor(r.Header)
 	for i := len(hops) - 1; i >= 0; i-- {
-		list := strings.Split(hops[i], ",")
-		for j := len(list) - 1; j >= 0; j-- {
-			hop, err := netip.ParseAddr(strings.TrimSpace(list[j]))
-			if err != nil {
-				// Not an address: what is left of it cannot be
-				// believed either; the hop that sent it is the client.
-				return client.String()
-			}
-			client = hop.Unmap()
-			if !s.trusted(client) {
-				return client.String()
-			}
+		hop, err := netip.ParseAddr(hops[i])
+		if err != nil {
+			// Not an address ("unknown", an obfuscated name): what is
+			// left of it cannot be believed either; the hop that sent
+			// it is the client.
+			return client.String()
+		}
+		client = hop.Unmap()
+		if !s.trusted(client) {
+			return client.String()
 		}
 	}
 	return client.String()
+}
+
+// forwardedFor lists the addresses a request went through, the client
+// first, as its proxies wrote them: X-Forwarded-For's, or when it has none
+// the for= parameters of Forwarded (RFC 7239), ports and brackets taken
+// off. An element that names none is listed as "", which no address is.
+func forwardedFor(h http.Header) []string {
+	var hops []string
+	if xff := h.Values("X-Forwarded-For"); len(xff) > 0 {
+		for _, v := range xff {
+			for hop := range strings.SplitSeq(v, ",") {
+				hops = append(hops, strings.TrimSpace(hop))
+			}
+		}
+		return hops
+	}
+	for _, v := range h.Values("Forwarded") {
+		for elem := range strings.SplitSeq(v, ",") {
+			hop := ""
+			for pair := range strings.SplitSeq(elem, ";") {
+				k, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
+				if ok && strings.EqualFold(k, "for") {
+					hop = forwardedNode(val)
+				}
+			}
+			hops = append(hops, hop)
+		}
+	}
+	return hops
+}
+
+// forwardedNode is the address of a Forwarded for= value: "192.0.2.60",
+// "\"192.0.2.60:4711\"", "\"[2001:db8::17]:4711\"", as the address alone.
+func forwardedNode(v string) string {
+	v = strings.Trim(strings.TrimSpace(v), `"`)
+	if rest, ok := strings.CutPrefix(v, "["); ok {
+		v, _, _ = strings.Cut(rest, "]")
+		return v
+	}
+	if host, _, err := net.SplitHostPort(v); err == nil {
+		return host
+	}
+	return v
 }
 
 // trusted reports whether addr is one of the trusted proxies.

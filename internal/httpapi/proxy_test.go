@@ -8,7 +8,7 @@ import (
 )
 
 // Behind a trusted proxy the client is the last address X-Forwarded-For
-// names that is not a trusted proxy; what the client wrote itself (left of
+// (or Forwarded) names that is not a trusted proxy; what the client wrote itself (left of
 // it) and the header from anyone else are not believed.
 func TestClientIPBehindTrustedProxies(t *testing.T) {
 	proxies, err := ParseTrustedProxies([]string{"10.0.0.0/8", "192.168.1.7", "fd00::/8"})
@@ -43,8 +43,39 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 			t.Errorf("from %s with X-Forwarded-For %q: client %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
 	}
-	// No proxies trusted: the header is never read.
+	// The standard header, Forwarded (RFC 7239), when X-Forwarded-For is
+	// not there: its for= parameters, quoted, with ports, in brackets.
+	for _, tc := range []struct {
+		remote    string
+		forwarded []string
+		want      string
+	}{
+		{"10.1.2.3:5000", []string{"for=1.2.3.4"}, "1.2.3.4"},
+		{"10.1.2.3:5000", []string{`for="1.2.3.4:4711";proto=https;by=10.1.2.3`}, "1.2.3.4"},
+		{"10.1.2.3:5000", []string{`For=6.6.6.6, for="[2001:db8:cafe::17]:4711", for=10.0.0.9`}, "2001:db8:cafe::17"},
+		{"10.1.2.3:5000", []string{"for=6.6.6.6", "for=1.2.3.4;proto=http"}, "1.2.3.4"}, // the header twice
+		{"10.1.2.3:5000", []string{"for=6.6.6.6, for=unknown"}, "10.1.2.3"},             // not an address: the hop that sent it
+		{"10.1.2.3:5000", []string{"for=6.6.6.6, proto=http"}, "10.1.2.3"},              // an element naming no one
+		{"10.1.2.3:5000", []string{`for="[fd00::2]"`}, "fd00::2"},                       // only proxies: the farthest
+		{"203.0.113.9:5000", []string{"for=1.2.3.4"}, "203.0.113.9"},                    // not a proxy
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = tc.remote
+		for _, h := range tc.forwarded {
+			r.Header.Add("Forwarded", h)
+		}
+		if got := s.clientIP(r); got != tc.want {
+			t.Errorf("from %s with Forwarded %q: client %s, want %s", tc.remote, tc.forwarded, got, tc.want)
+		}
+	}
+	// Both: X-Forwarded-For is read, as most proxies write it.
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.RemoteAddr, r.Header["X-Forwarded-For"], r.Header["Forwarded"] = "10.1.2.3:5000", []string{"1.2.3.4"}, []string{"for=5.6.7.8"}
+	if got := s.clientIP(r); got != "1.2.3.4" {
+		t.Errorf("with both headers: client %s, want X-Forwarded-For's", got)
+	}
+	// No proxies trusted: the header is never read.
+	r = httptest.NewRequest(http.MethodGet, "/", nil)
 	r.RemoteAddr, r.Header["X-Forwarded-For"] = "10.1.2.3:5000", []string{"1.2.3.4"}
 	if got := (&Server{}).clientIP(r); got != "10.1.2.3" {
 		t.Errorf("with no trusted proxies: client %s, want the peer", got)

@@ -84,8 +84,8 @@ type Config struct {
 	SubmitBurst int
 	// MaxWebsockets bounds the websockets open at once (0: no bound).
 	MaxWebsockets int
-	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
-	// the client, for the bounds per client (see clientIP).
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For (or
+	// Forwarded) names the client, for the bounds per client (clientIP).
 	TrustedProxies []netip.Prefix
 	// UploadStall is how long an upload may send nothing before it is
 	// refused (0: DefaultUploadStall).
