@@ -128,6 +128,11 @@ describe('JobDetail of a data job', () => {
     const lostRows = w.findAll('[data-test="tasks"] tbody tr').filter((r) => r.text().includes('lost'))
     expect(lostRows.map((r) => r.find('[data-test="took"]').text())).toEqual(['—', '300.0 ms'])
     expect(lostRows[1].text()).toContain('c.3')
+    // Lost runs are not failed attempts: the list above the table says so.
+    expect(w.find('[data-test="failures-heading"]').text()).toBe('Lost attempts')
+    expect(w.findAll('[data-test="failures"] li').map((l) => l.text())).toEqual([
+      expect.stringContaining('attempt 1 (lost) on a worker'), expect.stringContaining('attempt 2 (lost) on c.3'),
+    ])
     // The timeline draws both runs, the one that did not count apart, and
     // the lost one whose worker was seen go, in that worker's lane; not the
     // other lost one, whose times are not known.
