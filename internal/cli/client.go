@@ -115,7 +115,7 @@ func newSpecFlags(fs *flag.FlagSet) *specFlags {
 		maxAttempts: fs.Int(flags.MaxAttempts, 0, "times each task may run before its failure (an error or a panic) fails the job, 1 to 100 (default: the server's --max-attempts)"),
 		timeout:     fs.Duration("timeout", 0, "time limit of each attempt of each task, e.g. 90s (an attempt past it fails, and is retried as any failure)"),
 	}
-	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable)", func(v string) error {
+	fs.Func("param", "one job parameter as NAME=VALUE, e.g. --param pattern=whale (repeatable); VALUE is sent as a string: give numbers, booleans or lists in --params", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return fmt.Errorf("--param needs NAME=VALUE, got %q", v)
 		}
