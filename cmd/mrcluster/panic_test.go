@@ -150,6 +150,46 @@ func TestWorkerDeathsAreNotFailedAttempts(t *testing.T) {
 	}
 }
 
+// A worker process killed in the middle of a task and started again under
+// its name, as a service manager restarts it, gives the dead process's task
+// back to the queue at once: it runs again within seconds, not once its
+// lease runs out after the queue's ack wait (10 minutes here, far past the
+// test's own wait); the history names the killed run's worker.
+func TestARestartedWorkerGivesBackItsDeadRunAtOnce(t *testing.T) {
+	ownKinds(t)
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--ack-wait", "10m")
+	c := p.client()
+	c.PutFile(t, "in", "a.txt", []byte("one two\nthree one\n"))
+	worker := func() *proc {
+		w, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "1", "--name", "victim")
+		return w
+	}
+	victim := worker()
+	j := c.SubmitSpec(t, client.Spec{Kind: "nap", Input: []string{"in"}, Partitions: 1, Reducers: 1, Params: map[string]any{"seconds": 3}})
+	// Polled: the status names the task's delivery once the worker wrote
+	// it, which no event announces.
+	for deadline := time.Now().Add(time.Minute); runningAttempt(t, c, "victim", j.ID) != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker never ran the job's map task: %s", apitest.Describe(c.Job(t, j.ID)))
+		}
+	}
+	victim.kill(t)
+	worker()
+	j = c.AwaitWithin(t, 2*time.Minute, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	if j.State != client.Succeeded {
+		t.Fatalf("a job whose worker was killed and restarted: %s", apitest.Describe(j))
+	}
+	states, h := mapStates(t, c, j.ID)
+	if states["lost"] != 1 || states["done"] != 1 {
+		t.Fatalf("map task history %v; want 1 lost run and 1 done: %+v", states, h)
+	}
+	for _, a := range h {
+		if a.State == "lost" && a.Worker != "victim.0" {
+			t.Errorf("the lost run names worker %q, want victim.0", a.Worker)
+		}
+	}
+}
+
 // mapStates counts the states of job id's map attempts in its task history,
 // which it returns too.
 func mapStates(t *testing.T, c apitest.Client, id string) (map[string]int, []client.TaskAttempt) {

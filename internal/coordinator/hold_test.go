@@ -30,6 +30,7 @@ func (d *tracked) Ack() error              { d.ended <- "acked"; return nil }
 func (d *tracked) Nak(time.Duration) error { d.ended <- "given back"; return nil }
 func (d *tracked) Term() error             { d.ended <- "dropped"; return nil }
 func (d *tracked) InProgress() error       { return nil }
+func (d *tracked) Lease() string           { return "" }
 
 var _ store.Delivery = (*tracked)(nil)
 

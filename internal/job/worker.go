@@ -21,8 +21,13 @@ type WorkerStatus struct {
 	Attempt   int    `json:"attempt"`
 	// Epoch and Backup tell the run apart from other copies of the task
 	// (a retry of the job, a backup copy), which may repeat its attempt.
-	Epoch         int        `json:"epoch,omitempty"`
-	Backup        bool       `json:"backup,omitempty"`
+	Epoch  int  `json:"epoch,omitempty"`
+	Backup bool `json:"backup,omitempty"`
+	// Lease names the queue's delivery of the running task (its
+	// store.Delivery's Lease): a pool started under this one's name
+	// after its process died gives the task back at once with it, rather
+	// than after the queue's ack wait. Not shown by the API.
+	Lease         string     `json:"lease,omitempty"`
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
 	TasksDone     int64      `json:"tasks_done"`
 	TasksFailed   int64      `json:"tasks_failed"`

@@ -982,6 +982,20 @@ func (s *stream) Purge(ctx context.Context, key string) error {
 	return nil
 }
 
+// Release implements store.Stream: lease is the delivery's acknowledgement
+// subject, to which it sends a negative acknowledgement, as its holder
+// would have, and waits for the consumer's answer. JetStream takes a
+// nak of any delivery of a message still pending for its latest.
+func (s *stream) Release(ctx context.Context, lease string) error {
+	if !strings.HasPrefix(lease, "$JS.ACK.") {
+		return fmt.Errorf("lease %q is not a JetStream delivery's acknowledgement subject", lease)
+	}
+	if _, err := s.nc.RequestWithContext(ctx, lease, []byte("-NAK")); err != nil {
+		return storeErr(err)
+	}
+	return nil
+}
+
 // Holds implements store.Stream.
 func (s *stream) Holds(ctx context.Context, seq uint64) (bool, error) {
 	_, err := s.st.GetMsg(ctx, seq)
@@ -1350,6 +1364,7 @@ func (d delivery) Nak(delay time.Duration) error {
 	return d.m.NakWithDelay(delay)
 }
 
+func (d delivery) Lease() string     { return d.m.Reply() }
 func (d delivery) Term() error       { return d.m.Term() }
 func (d delivery) InProgress() error { return d.m.InProgress() }
 

@@ -184,6 +184,12 @@ type Stream interface {
 	Send(msg Message) error
 	// Purge removes every message of key.
 	Purge(ctx context.Context, key string) error
+	// Release gives back to the queue, to be delivered again at once, the
+	// message of a delivery that another process held (its Lease), whose
+	// holder is known to be dead: without it the message waits out its
+	// lease. Only for a delivery known to be the message's latest: a
+	// release of an earlier one would deliver it once more.
+	Release(ctx context.Context, lease string) error
 	// Holds reports whether the message at seq is still in the stream:
 	// false once it was purged, or acknowledged in a work queue.
 	Holds(ctx context.Context, seq uint64) (bool, error)
@@ -248,6 +254,10 @@ type Delivery interface {
 	Term() error
 	// InProgress renews the lease.
 	InProgress() error
+	// Lease names this delivery for Stream.Release ("" when the store
+	// has no such name): what a process that finds this one's holder
+	// dead can give back for it.
+	Lease() string
 }
 
 // Blobs is a store of named objects.

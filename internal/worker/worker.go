@@ -280,6 +280,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		p.unsubscribe()
 		return err
 	}
+	p.releaseDeadRuns(ctx)
 	// Announce the workers before taking work, so that a server that
 	// started is seen with all its workers.
 	// Retried for a while: a server that just rejoined its cluster may
@@ -405,7 +406,7 @@ func (p *Pool) run(i int, l *lease) {
 	p.noteStarted(notice)
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
-		s.Epoch, s.Backup = t.Epoch, t.Backup
+		s.Epoch, s.Backup, s.Lease = t.Epoch, t.Backup, l.msg().Lease()
 	})
 	value, out, err := int64(0), (*mr.Outcome)(nil), p.stillNoRoom(t)
 	if err == nil {
@@ -1036,7 +1037,7 @@ func (h *heartbeat) stop() {
 func (p *Pool) idle(i int, failed bool) {
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = false, "", 0, "", 0, nil
-		s.Epoch, s.Backup = 0, false
+		s.Epoch, s.Backup, s.Lease = 0, false, ""
 		if failed {
 			s.TasksFailed++
 		} else {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -117,6 +118,27 @@ func (s *Stream) Purge(ctx context.Context, key string) error {
 	}
 	clear(s.msgs[len(kept):])
 	s.msgs = kept
+	return nil
+}
+
+// Release implements store.Stream: lease is a delivery's "seq/count".
+func (s *Stream) Release(ctx context.Context, lease string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var seq uint64
+	var n int
+	if _, err := fmt.Sscanf(lease, "%d/%d", &seq, &n); err != nil {
+		return fmt.Errorf("lease %q is not one of this store's", lease)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, found := slices.BinarySearchFunc(s.msgs, seq, func(m *msg, seq uint64) int { return cmp.Compare(m.seq, seq) }); found {
+		if m := s.msgs[i]; !m.done && m.delivered == n {
+			m.until = time.Now()
+			s.signal()
+		}
+	}
 	return nil
 }
 
@@ -367,6 +389,7 @@ func (d *delivery) Data() []byte   { return d.m.data }
 func (d *delivery) Delivered() int { return d.n }
 func (d *delivery) Priority() int  { return d.m.priority }
 func (d *delivery) Seq() uint64    { return d.m.seq }
+func (d *delivery) Lease() string  { return fmt.Sprintf("%d/%d", d.m.seq, d.n) }
 
 // current reports whether the message is still in play. As in JetStream,
 // an ack counts whichever delivery it comes from. d.s.mu is held.
