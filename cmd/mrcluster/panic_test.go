@@ -175,19 +175,56 @@ func TestARestartedWorkerGivesBackItsDeadRunAtOnce(t *testing.T) {
 	}
 	victim.kill(t)
 	worker()
-	j = c.AwaitWithin(t, 2*time.Minute, j.ID, func(j client.Job) bool { return j.State.Terminal() })
+	awaitOneLostRun(t, c, j.ID, "victim.0")
+}
+
+// awaitOneLostRun waits, well within the queue's ack wait of 10 minutes,
+// for job id to succeed with one lost run of its map task, which names
+// worker, and one done.
+func awaitOneLostRun(t *testing.T, c apitest.Client, id, worker string) {
+	t.Helper()
+	j := c.AwaitWithin(t, 2*time.Minute, id, func(j client.Job) bool { return j.State.Terminal() })
 	if j.State != client.Succeeded {
-		t.Fatalf("a job whose worker was killed and restarted: %s", apitest.Describe(j))
+		t.Fatalf("a job whose worker's process was killed and started again: %s", apitest.Describe(j))
 	}
-	states, h := mapStates(t, c, j.ID)
+	states, h := mapStates(t, c, id)
 	if states["lost"] != 1 || states["done"] != 1 {
 		t.Fatalf("map task history %v; want 1 lost run and 1 done: %+v", states, h)
 	}
 	for _, a := range h {
-		if a.State == "lost" && a.Worker != "victim.0" {
-			t.Errorf("the lost run names worker %q, want victim.0", a.Worker)
+		if a.State == "lost" && a.Worker != worker {
+			t.Errorf("the lost run names worker %q, want %s, the killed process's", a.Worker, worker)
 		}
 	}
+}
+
+// The same for a server SIGKILLed and started again on its data directory:
+// its own workers (a pool of another name each run) give back the tasks
+// the killed process's workers were running, found by their host and
+// their dead process.
+func TestARestartedServerGivesBackItsDeadRunsAtOnce(t *testing.T) {
+	ownKinds(t)
+	dir := t.TempDir()
+	p := start(t, dir, nil, "--workers", "1", "--ack-wait", "10m")
+	c := p.client()
+	c.PutFile(t, "in", "a.txt", []byte("one two\nthree one\n"))
+	j := c.SubmitSpec(t, client.Spec{Kind: "nap", Input: []string{"in"}, Partitions: 1, Reducers: 1, Params: map[string]any{"seconds": 3}})
+	var ran string // the worker running the map, as its status names it
+	for deadline := time.Now().Add(time.Minute); ran == ""; time.Sleep(50 * time.Millisecond) {
+		var w struct{ Workers []job.WorkerStatus }
+		c.Do(t, "GET", "/api/v1/workers", "").JSON(t, &w)
+		for _, s := range w.Workers {
+			if s.Busy && s.JobID == j.ID && s.Attempt == 1 {
+				ran = s.Key
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no worker ran the job's map task: %s", apitest.Describe(c.Job(t, j.ID)))
+		}
+	}
+	p.kill(t)
+	c = start(t, dir, nil, "--workers", "1", "--ack-wait", "10m").client()
+	awaitOneLostRun(t, c, j.ID, ran)
 }
 
 // mapStates counts the states of job id's map attempts in its task history,

@@ -526,6 +526,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err = s.view.Start(ctx); err != nil {
 		return nil, err
 	}
+	if s.pool != nil {
+		// The statuses of this host's dead workers whose tasks the pool
+		// gave back went before the view could see them go.
+		s.view.NoteLostRuns(s.pool.Released()...)
+	}
 	for waited := time.Duration(0); ; {
 		select {
 		case <-s.view.Ready():

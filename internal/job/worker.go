@@ -9,9 +9,12 @@ type WorkerStatus struct {
 	Pool  string `json:"pool"`
 	Index int    `json:"index"`
 	Host  string `json:"host"`
-	// PID is the process id of the worker's pool on Host.
-	PID  int  `json:"pid,omitempty"`
-	Busy bool `json:"busy"`
+	// PID is the process id of the worker's pool on Host, in the process
+	// id namespace PIDNS (Linux's /proc/self/ns/pid; "" elsewhere): two
+	// containers of one host name do not see each other's processes.
+	PID   int    `json:"pid,omitempty"`
+	PIDNS string `json:"pid_ns,omitempty"`
+	Busy  bool   `json:"busy"`
 	// Stopping is set once the worker's process is shutting down: it
 	// finishes its task and takes no other.
 	Stopping  bool   `json:"stopping"`

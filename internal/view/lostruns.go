@@ -81,3 +81,14 @@ func (v *View) LostRun(r job.TaskResult) (worker string, started time.Time, ok b
 	run, ok := v.lost.by[runKey{r.Job, r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup}]
 	return run.worker, run.started, ok
 }
+
+// NoteLostRuns tells the view of workers whose processes went while they
+// ran the tasks their statuses s name, which it did not see go (their
+// statuses were claimed before it started: worker.Pool.Released).
+func (v *View) NoteLostRuns(s ...job.WorkerStatus) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, w := range s {
+		v.lost.ended(w.Key, w)
+	}
+}

@@ -135,7 +135,11 @@ type Pool struct {
 	assigned atomic.Int32  // tasks handed to workers (running or in the channel)
 	idleWake chan struct{} // a worker became idle
 	ackWait  time.Duration
-	env      *mr.Env
+	// released are the statuses of dead processes' workers whose tasks
+	// this pool gave back at its start (releaseDeadRuns).
+	releasedMu sync.Mutex
+	released   []job.WorkerStatus
+	env        *mr.Env
 
 	startedMu   sync.Mutex
 	startedBuf  map[string][]job.TaskStarted
@@ -247,7 +251,7 @@ func New(cfg Config) *Pool {
 	now := time.Now().UTC()
 	for i := range p.rep.status {
 		p.keys = append(p.keys, fmt.Sprintf("%s.%d", cfg.Name, i))
-		p.rep.status[i] = job.WorkerStatus{Key: p.keys[i], Pool: cfg.Name, Index: i, Host: cfg.Host, PID: os.Getpid(), StartedAt: now}
+		p.rep.status[i] = job.WorkerStatus{Key: p.keys[i], Pool: cfg.Name, Index: i, Host: cfg.Host, PID: os.Getpid(), PIDNS: pidNamespace(), StartedAt: now}
 		p.rep.dirty[i] = true
 	}
 	return p
