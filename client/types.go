@@ -228,11 +228,15 @@ type Worker struct {
 	PID  int  `json:"pid,omitempty"`
 	Busy bool `json:"busy"`
 	// Stopping is set once the worker's process is shutting down.
-	Stopping      bool       `json:"stopping"`
-	JobID         string     `json:"job_id"`
-	Partition     int        `json:"partition"`
-	Phase         string     `json:"phase,omitempty"`
-	Attempt       int        `json:"attempt"`
+	Stopping  bool   `json:"stopping"`
+	JobID     string `json:"job_id"`
+	Partition int    `json:"partition"`
+	Phase     string `json:"phase,omitempty"`
+	Attempt   int    `json:"attempt"`
+	// Epoch is the run of the job the task is of (0, then 1 after a
+	// retry, ...); Backup says the task is a backup copy of a straggler.
+	Epoch         int        `json:"epoch,omitempty"`
+	Backup        bool       `json:"backup,omitempty"`
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
 	TasksDone     int64      `json:"tasks_done"`
 	TasksFailed   int64      `json:"tasks_failed"`

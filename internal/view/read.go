@@ -72,7 +72,9 @@ func (v *View) resource(j *job.Job) Job {
 // shownStatus is a worker status as the API shows it: no phase for a task
 // of a map-only job. v.mu is held.
 func (v *View) shownStatus(s job.WorkerStatus) job.WorkerStatus {
-	s.Lease = "" // the queue's name for the delivery: for the pools alone
+	// The queue's name for the delivery, and the namespace of the
+	// process id: for the pools alone.
+	s.Lease, s.PIDNS = "", ""
 	if j := v.job(s.JobID); j != nil && !j.ReadsData() {
 		s.Phase = ""
 	}
