@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,12 +157,15 @@ func TestCronMissedTicks(t *testing.T) {
 			// machine, by the first server before the stop or by the
 			// restarted one after the gap's: it stands for that late tick
 			// (or ticks).
+			// The schedule lists its jobs newest first: read oldest first.
+			jobs := slices.Clone(s.Jobs)
+			slices.SortFunc(jobs, func(a, b client.ScheduledJob) int { return a.Tick.Compare(b.Tick) })
 			var gap *client.ScheduledJob
-			for i, f := range s.Jobs {
+			for i, f := range jobs {
 				switch {
 				case f.Missed == 0 || !f.Tick.After(stopped):
 				case gap == nil:
-					gap = &s.Jobs[i]
+					gap = &jobs[i]
 					if f.Missed < 2 || f.Tick.Before(restarting.Add(-2*time.Second)) {
 						t.Fatalf("run_once: job %+v stands for the missed ticks, not for the newest of them (stopped at %s, restarted at %s, started at %s); the schedule's jobs: %+v", f, stopped, restarting, started, s.Jobs)
 					}
