@@ -12,7 +12,8 @@ import (
 // named the task until its process went. lostRuns remembers, for the last
 // maxLostRuns such ends, which worker was running which attempt and since
 // when, so that the job's history can name them (Service.Tasks). It is
-// memory only: a server started after the loss shows no worker, as before.
+// memory only: a server started after the loss shows no worker, as before,
+// but for the runs its own pool gave back at its start (NoteLostRuns).
 type lostRuns struct {
 	by    map[runKey]ranOn
 	order []runKey // a ring, oldest overwritten first
