@@ -89,3 +89,11 @@ export function waitingTasks<T extends { phase?: string; partition: number; stat
   }
   return [...last.values()].filter((t) => t.state === 'interrupted')
 }
+
+// taskOf says which task of its job a busy worker runs: the phase (map or
+// reduce for data jobs) and the partition, the attempt past the first, and
+// whether it is a backup copy of a straggler.
+export function taskOf(w: { phase?: string; partition: number; attempt: number; backup?: boolean }): string {
+  const phase = w.phase === 'reduce' ? 'reduce' : w.phase === 'map' ? 'map' : 'partition'
+  return `${phase} ${w.partition}${w.attempt > 1 ? ` · attempt ${w.attempt}` : ''}${w.backup ? ' · backup' : ''}`
+}

@@ -53,6 +53,9 @@ export interface Worker {
   partition: number
   phase?: 'map' | 'reduce'
   attempt: number
+  // epoch: the job's run (after retries); backup: a straggler's backup copy
+  epoch?: number
+  backup?: boolean
   task_started_at?: string
   tasks_done: number
   tasks_failed: number

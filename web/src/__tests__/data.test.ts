@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { axisLabel, elapsed, fieldOf, storedName, waitingTasks } from '../format'
+import { axisLabel, elapsed, fieldOf, storedName, taskOf, waitingTasks } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -193,5 +193,13 @@ describe('waitingTasks', () => {
       { phase: 'reduce', partition: 2, state: 'failed', finished_at: at(5), error: 'boom' },
     ]
     expect(waitingTasks(tasks)).toEqual([tasks[4]])
+  })
+})
+
+describe('taskOf', () => {
+  it('names a busy worker\'s task, its attempt past the first, and a backup copy', () => {
+    expect(taskOf({ partition: 3, attempt: 1 })).toBe('partition 3')
+    expect(taskOf({ phase: 'map', partition: 0, attempt: 2 })).toBe('map 0 · attempt 2')
+    expect(taskOf({ phase: 'reduce', partition: 1, attempt: 1, backup: true })).toBe('reduce 1 · backup')
   })
 })
