@@ -16,6 +16,16 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &Server{cfg: Config{TrustedProxies: proxies}}
+	// client asks s for the client of a request from remote with the
+	// values of header.
+	client := func(remote, header string, values []string) string {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = remote
+		for _, v := range values {
+			r.Header.Add(header, v)
+		}
+		return s.clientIP(r)
+	}
 	for _, tc := range []struct {
 		remote string
 		xff    []string
@@ -34,12 +44,7 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 		{"[fd00::1]:5000", []string{"2001:db8::5"}, "2001:db8::5"},
 		{"[::ffff:10.1.2.3]:5000", []string{"::ffff:1.2.3.4"}, "1.2.3.4"},
 	} {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.RemoteAddr = tc.remote
-		for _, h := range tc.xff {
-			r.Header.Add("X-Forwarded-For", h)
-		}
-		if got := s.clientIP(r); got != tc.want {
+		if got := client(tc.remote, "X-Forwarded-For", tc.xff); got != tc.want {
 			t.Errorf("from %s with X-Forwarded-For %q: client %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
 	}
@@ -59,12 +64,7 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 		{"10.1.2.3:5000", []string{`for="[fd00::2]"`}, "fd00::2"},                       // only proxies: the farthest
 		{"203.0.113.9:5000", []string{"for=1.2.3.4"}, "203.0.113.9"},                    // not a proxy
 	} {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.RemoteAddr = tc.remote
-		for _, h := range tc.forwarded {
-			r.Header.Add("Forwarded", h)
-		}
-		if got := s.clientIP(r); got != tc.want {
+		if got := client(tc.remote, "Forwarded", tc.forwarded); got != tc.want {
 			t.Errorf("from %s with Forwarded %q: client %s, want %s", tc.remote, tc.forwarded, got, tc.want)
 		}
 	}
