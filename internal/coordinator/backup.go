@@ -14,10 +14,12 @@ import (
 // Backup tasks, as in the MapReduce paper: when every task of a job's phase
 // has been handed out and some still run, the slowest (those running longer
 // than twice the phase's median, and at least BackupAfter) get a second
-// copy, which idle workers pick up. The first copy to finish is committed;
-// the other is told to stop, and its output, if any, is discarded. The
-// record of which tasks got a copy is in the job, written with a
-// compare-and-set, so that among several servers only one starts it.
+// copy, one per idle worker, which those workers pick up. The first copy
+// to finish is committed; the other is told to stop, and its output, if
+// any, is discarded (a copy still queued when its task finished is dropped
+// by the worker that takes it). The record of which tasks got a copy is in
+// the job, written with a compare-and-set, so that among several servers
+// only one starts it.
 
 // backupKey names a task in Job.Backups.
 func backupKey(phase job.Phase, partition int) string {
@@ -68,26 +70,42 @@ func (c *Coordinator) stopOtherCopies(j *job.Job, r job.TaskResult) {
 
 // backupLoop looks for stragglers until ctx ends.
 func (c *Coordinator) backupLoop(ctx context.Context) {
-	every(ctx, 250*time.Millisecond, func() {
-		byJob := map[string][]job.WorkerStatus{}
-		for _, s := range c.cfg.Running() {
-			if s.Busy && s.TaskStartedAt != nil && !s.Stopping {
-				byJob[s.JobID] = append(byJob[s.JobID], s)
-			}
+	every(ctx, 250*time.Millisecond, func() { c.lookForStragglers(ctx, time.Now()) })
+}
+
+// lookForStragglers queues backup copies of the stragglers among the
+// cluster's running tasks, at most one per idle worker: a copy is spare
+// capacity put to use at a phase's end (the MapReduce paper's "idle
+// workers"), and one queued while every worker is busy would take a
+// worker from the queued work of other jobs, or wait in the queue until
+// its task had finished anyway.
+func (c *Coordinator) lookForStragglers(ctx context.Context, now time.Time) {
+	byJob := map[string][]job.WorkerStatus{}
+	idle := 0
+	for _, s := range c.cfg.Running() {
+		switch {
+		case s.Stopping:
+		case !s.Busy:
+			idle++
+		case s.TaskStartedAt != nil:
+			byJob[s.JobID] = append(byJob[s.JobID], s)
 		}
-		for id, ws := range byJob {
-			// A job retried after this server saw it finish gets no
-			// backups here until its record is read again.
-			if c.finished(id, 0) {
-				continue
-			}
-			j, _, err := c.Get(ctx, id)
-			if err != nil {
-				continue
-			}
-			c.backup(ctx, j, ws, time.Now())
+	}
+	for id, ws := range byJob {
+		if idle == 0 {
+			return
 		}
-	})
+		// A job retried after this server saw it finish gets no
+		// backups here until its record is read again.
+		if c.finished(id, 0) {
+			continue
+		}
+		j, _, err := c.Get(ctx, id)
+		if err != nil {
+			continue
+		}
+		idle -= c.backup(ctx, j, ws, now, idle)
+	}
 }
 
 // every calls fn every d until ctx ends.
@@ -104,10 +122,11 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 	}
 }
 
-// backup starts copies of j's stragglers among its running tasks ws.
-func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerStatus, now time.Time) {
+// backup starts copies of j's stragglers among its running tasks ws, at
+// most room of them, and returns how many it queued.
+func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerStatus, now time.Time, room int) (queued int) {
 	if j.State != job.Running || j.Held || (j.ReadsData() && !j.Enqueued) {
-		return
+		return 0
 	}
 	total, done := j.Partitions, j.Done
 	if j.Phase == job.PhaseReduce {
@@ -123,16 +142,19 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 		}
 	}
 	if len(started) == 0 || done+len(started) < total {
-		return // tasks of the phase still wait in the queue: no tail yet
+		return 0 // tasks of the phase still wait in the queue: no tail yet
 	}
 	median, ok := c.median(j.ID, j.Phase)
 	if !ok {
-		return
+		return 0
 	}
 	after := max(2*median, c.cfg.BackupAfter)
 	limit := 1 + total/10
 	for p, at := range started {
 		key := backupKey(j.Phase, p)
+		if queued >= room {
+			return queued
+		}
 		if now.Sub(at) < after || slices.Contains(j.Backups, key) {
 			continue
 		}
@@ -147,13 +169,13 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 			return true
 		})
 		if err != nil || !wrote {
-			return
+			return queued
 		}
 		j = nj
 		tasks, _, err := c.tasks(ctx, j)
 		if err != nil {
 			c.log.Warn("could not make a backup copy of a slow task", "job", j.ID, "task", key, "err", err)
-			return
+			return queued
 		}
 		for _, t := range tasks {
 			if t.Partition != p {
@@ -167,9 +189,11 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 			if err != nil {
 				c.log.Warn("could not queue a backup copy of a slow task", "job", j.ID, "task", key, "err", err)
 			} else {
+				queued++
 				c.log.Info("straggler: queued a backup copy of a slow task", "job", j.ID, "task", key,
 					"running_for", now.Sub(at).Round(time.Millisecond), "phase_median", median.Round(time.Millisecond))
 			}
 		}
 	}
+	return queued
 }

@@ -1836,3 +1836,47 @@ func TestAFailedSubmitsRecordIsDeletedOnceTheStoreTakesIt(t *testing.T) {
 		t.Fatalf("a delete refused for want of space was tried %d times; want once", n)
 	}
 }
+
+// A straggler gets its backup copy only while a worker is idle: with every
+// worker busy, a copy would take a worker from other jobs' queued work, or
+// wait in the queue until its task had finished anyway.
+func TestBackupsWaitForAnIdleWorker(t *testing.T) {
+	f := newFixture(t)
+	// The fixture's only coordinator applies the results; their run times
+	// are kept once BackupAfter is set.
+	c := f.c
+	c.cfg.BackupAfter = 100 * time.Millisecond
+	j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := f.take(4)
+	slices.SortFunc(tasks, func(a, b job.Task) int { return a.Partition - b.Partition })
+	now := time.Now().UTC()
+	for _, tk := range tasks[:3] {
+		r := result(tk, 1)
+		r.StartedAt = now.Add(-10 * time.Millisecond)
+		f.report(r)
+	}
+	f.await(j.ID, func(j *job.Job) bool { return j.Done == 3 })
+	slow := now.Add(-5 * time.Second)
+	statuses := []job.WorkerStatus{
+		{Key: "w.0", Busy: true, JobID: j.ID, Phase: job.PhaseMap, Partition: 3, Attempt: 1, TaskStartedAt: &slow},
+		{Key: "w.1", Busy: true, JobID: "noop_other", Phase: job.PhaseMap, TaskStartedAt: &now},
+		{Key: "w.2", Stopping: true},
+	}
+	c.cfg.Running = func() []job.WorkerStatus { return statuses } // the loop is not running: Running was nil at Start
+	c.lookForStragglers(f.ctx, time.Now())
+	if n := f.queued(); n != 0 {
+		t.Fatalf("%d tasks queued with no worker idle; want no backup copy yet", n)
+	}
+	statuses = append(statuses, job.WorkerStatus{Key: "w.3"})
+	c.lookForStragglers(f.ctx, time.Now())
+	copies := f.take(1)
+	if tk := copies[0]; !tk.Backup || tk.Partition != 3 {
+		t.Fatalf("queued %+v; want a backup copy of partition 3", tk)
+	}
+	if got, _, err := f.store.Jobs.Get(f.ctx, j.ID); err != nil || !slices.Equal(got.Backups, []string{"map/3"}) {
+		t.Fatalf("backups %v (%v); want map/3", got.Backups, err)
+	}
+}

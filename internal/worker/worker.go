@@ -378,6 +378,11 @@ func (p *Pool) run(i int, l *lease) {
 		l.ack()
 		return
 	}
+	if t.Backup && p.needless(t) {
+		log.Info("a backup copy of a slow task is not run: the task finished, or its job ended, while the copy waited in the queue")
+		l.ack()
+		return
+	}
 	ctx, cancel := context.WithCancelCause(p.hardCtx)
 	defer cancel(nil)
 	switch p.track(t, i, cancel, l) {
@@ -667,6 +672,20 @@ func (p *Pool) jobEnded(id string) bool {
 		return true
 	}
 	return err == nil && j.State.Terminal()
+}
+
+// needless reports whether the job's record shows that task t, a backup
+// copy, has nothing left to do: its job ended or was retried, or another
+// copy finished it. A store that does not answer, or a record not found (a
+// replica behind), says no: the copy runs, and its result counts once.
+func (p *Pool) needless(t job.Task) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	defer cancel()
+	j, _, err := p.cfg.Store.Jobs.Get(ctx, t.Job)
+	if err != nil {
+		return false
+	}
+	return j.Epoch > t.Epoch || j.Epoch == t.Epoch && (j.State.Terminal() || j.TaskDone(t.Phase, t.Partition))
 }
 
 // backoff is the wait before the attempt after the given one.

@@ -736,3 +736,51 @@ func TestALongRunTheStoreHasNoRoomForWaitsForRoom(t *testing.T) {
 		t.Fatalf("results: %+v; want the run the store had no room for interrupted, then the task done", rs)
 	}
 }
+
+// A backup copy that waited in the queue until its task was done (the
+// original finished first) or its job ended is acked and not run; a copy
+// of a task still running elsewhere runs.
+func TestABackupCopyOfAFinishedTaskIsNotRun(t *testing.T) {
+	started := make(chan string, 4)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		started <- fmt.Sprintf("%s/%d", t.Job, t.Partition)
+		return 1, nil
+	}})
+	running := job.New("k_running", job.Spec{Kind: "k", Partitions: 8}, time.Now().UTC())
+	running.Values.Set(0, 1) // partition 0 done by its first copy
+	running.Done, running.State = 1, job.Running
+	ended := job.New("k_ended", job.Spec{Kind: "k", Partitions: 8}, time.Now().UTC())
+	ended.State = job.Canceled
+	for _, j := range []*job.Job{running, ended} {
+		if _, err := f.store.Jobs.Create(f.ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backup := func(t job.Task) job.Task { t.Backup = true; return t }
+	f.queue(backup(task(running.ID, 0, 1)), backup(task(ended.ID, 3, 1)), backup(task(running.ID, 1, 1)))
+	f.pool(1)
+	rs := f.results(1)
+	if len(rs) != 1 || rs[0].Job != running.ID || rs[0].Partition != 1 || !rs[0].Backup {
+		t.Fatalf("results %+v; want the backup copy of %s's partition 1 alone", rs, running.ID)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		info, err := f.store.Tasks.Info(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Waiting+info.Leased == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tasks still queued: %+v", info)
+		}
+	}
+	close(started)
+	var ran []string
+	for s := range started {
+		ran = append(ran, s)
+	}
+	if want := running.ID + "/1"; len(ran) != 1 || ran[0] != want {
+		t.Fatalf("ran %v; want only %s", ran, want)
+	}
+}
