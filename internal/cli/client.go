@@ -1051,8 +1051,13 @@ func taskTable(w io.Writer, tasks []client.TaskAttempt) error {
 			took = took.Round(time.Microsecond)
 		}
 		tookText := took.String()
-		if t.DurationMS == 0 && t.State == "lost" {
-			tookText = "-" // its end was never heard: how long it ran is not known
+		if t.State == "lost" {
+			// Its end was never heard: how long it ran is not known, at
+			// most from its start (when the server saw its worker run it)
+			// to when its loss was noticed.
+			if tookText = "-"; t.DurationMS > 0 {
+				tookText = "≤" + took.String()
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", phase, t.Partition, t.Attempt, worker, state, tookText, what)
 	}

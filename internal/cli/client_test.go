@@ -416,13 +416,15 @@ func TestNegativeArguments(t *testing.T) {
 	}
 }
 
-// The task table says a lost attempt's time is not known rather than 0s,
+// The task table says a lost attempt's time is not known rather than 0s
+// (or at most how long, when the server saw it start),
 // marks backups and runs that did not count, and puts the maps first.
 func TestTaskTable(t *testing.T) {
 	var out strings.Builder
 	err := taskTable(&out, []client.TaskAttempt{
 		{Partition: 0, Phase: "reduce", Attempt: 1, Worker: "h.1", State: "done", DurationMS: 2.5},
 		{Partition: 1, Attempt: 1, State: "lost", Error: "the queue heard no end of this attempt"},
+		{Partition: 2, Attempt: 1, Worker: "h.3", State: "lost", DurationMS: 11142, Error: "the queue heard no end of this attempt"},
 		{Partition: 1, Attempt: 2, Worker: "h.0", State: "done", DurationMS: 9001, Value: 5, Superseded: true},
 		{Partition: 1, Attempt: 1, Worker: "h.2", State: "done", DurationMS: 7001, Value: 5, Backup: true},
 	})
@@ -433,6 +435,7 @@ func TestTaskTable(t *testing.T) {
 	want := []string{
 		`^PHASE\s+TASK\s+ATTEMPT\s+WORKER\s+STATE\s+TOOK\s+VALUE OR ERROR$`,
 		`^map\s+1\s+1\s+-\s+lost\s+-\s+the queue heard no end of this attempt$`,
+		`^map\s+2\s+1\s+h\.3\s+lost\s+≤11\.142s\s+the queue heard no end of this attempt$`,
 		`^map\s+1\s+2\s+h\.0\s+done \(did not count\)\s+9\.001s\s+5$`,
 		`^map\s+1\s+1\s+h\.2\s+done \(backup\)\s+7\.001s\s+5$`,
 		`^reduce\s+0\s+1\s+h\.1\s+done\s+3ms\s+-$`,
