@@ -68,6 +68,10 @@ type Job struct {
 	Phase    string    `json:"phase,omitempty"`
 	Counters *Counters `json:"counters,omitempty"`
 	Preview  []string  `json:"preview,omitempty"`
+	// ReduceInputBytes is, for each reducer of a job that reads data, the
+	// bytes of map output it reads, summed as map tasks finish (whole once
+	// the map phase is done): one far above the others holds a hot key.
+	ReduceInputBytes []int64 `json:"reduce_input_bytes,omitempty"`
 	// Backups lists the tasks a backup copy was started for ("map/3").
 	Backups []string `json:"backups,omitempty"`
 	// RerunOf names the finished job this one runs again (Rerun).

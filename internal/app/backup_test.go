@@ -2,6 +2,9 @@ package app_test
 
 import (
 	"context"
+	"iter"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,5 +69,57 @@ func TestBackupTasksBeatAStraggler(t *testing.T) {
 	}
 	if backups != 1 {
 		t.Fatalf("%d backup attempts in the task history, want 1: %+v", backups, tasks.Tasks)
+	}
+}
+
+// A hot key's reducer, which reads many times the others' bytes and takes
+// as much longer, gets no backup copy: a copy would read as much and take
+// as long (the task is large, not its worker slow). The job's resource
+// shows each reducer's input, the hot one far above the rest.
+func TestAHotKeysReducerGetsNoBackupCopy(t *testing.T) {
+	var hotRuns atomic.Int32
+	hot := job.Kind{
+		Name: "hotkey", Description: "every line under one key, beside a count per line number",
+		MapRecord: func(ctx context.Context, rec job.Record, emit job.Emit) error {
+			emit([]byte("hot"), rec.Text)
+			emit([]byte("line"+strconv.FormatInt(rec.Line%64, 10)), []byte("1"))
+			return nil
+		},
+		ReduceKey: func(ctx context.Context, key []byte, values iter.Seq[[]byte]) ([]byte, error) {
+			n := 0
+			for range values {
+				n++
+			}
+			// Every key takes a moment (16 or so a reducer), the hot key
+			// as long as many: its reducer runs several times the
+			// others' time, well within its input's multiple of theirs.
+			d := 5 * time.Millisecond
+			if string(key) == "hot" {
+				hotRuns.Add(1)
+				d = 400 * time.Millisecond
+			}
+			if err := pause(ctx, d); err != nil {
+				return nil, err
+			}
+			return []byte(strconv.Itoa(n)), nil
+		},
+	}
+	b := setup(t, func(c *app.Config) {
+		c.Kinds = testKinds(hot)
+		c.BackupAfter = 200 * time.Millisecond
+	})
+	b.upload(t, "books", gutenberg(t))
+	j, _ := b.run(t, client.Spec{Kind: "hotkey", Input: []string{"books"}, Partitions: 4, Reducers: 4})
+	t.Logf("reduce_input_bytes %v", j.ReduceInputBytes)
+	in := slices.Clone(j.ReduceInputBytes)
+	if len(in) != 4 {
+		t.Fatalf("reduce_input_bytes %v; want one per reducer", in)
+	}
+	slices.Sort(in)
+	if in[3] < 10*in[1] || in[0] <= 0 {
+		t.Fatalf("reduce_input_bytes %v; want the hot key's reducer at 10 times the median or more, none empty", j.ReduceInputBytes)
+	}
+	if len(j.Backups) != 0 || hotRuns.Load() != 1 {
+		t.Fatalf("backups %v, the hot key reduced %d times; want no copy, once", j.Backups, hotRuns.Load())
 	}
 }

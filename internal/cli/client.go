@@ -1148,10 +1148,34 @@ func summary(w io.Writer, j client.Job, now time.Time) error {
 		fmt.Fprintf(tw, "read\t%d bytes, %d records\n", c.InputBytes, c.InputRecords)
 		fmt.Fprintf(tw, "wrote\t%d map outputs, %d output lines (mrcluster output %s)\n", c.MapOutputRecords, c.ReduceOutputRecords, j.ID)
 	}
+	if line := reduceInputs(j.ReduceInputBytes); line != "" {
+		fmt.Fprintf(tw, "reduce input\t%s\n", line)
+	}
 	if j.ExpiresAt != nil {
 		fmt.Fprintf(tw, "expires\t%s\n", j.ExpiresAt.Local().Format("2006-01-02 15:04:05"))
 	}
 	return tw.Flush()
+}
+
+// reduceInputs says how the map output is spread over the reducers: the
+// smallest, median and largest input, and the largest's reducer when it
+// reads 4 times the median or more (a hot key).
+func reduceInputs(in []int64) string {
+	if len(in) < 2 {
+		return ""
+	}
+	sorted := slices.Sorted(slices.Values(in))
+	median, most := sorted[len(sorted)/2], sorted[len(sorted)-1]
+	line := fmt.Sprintf("%d to %d bytes per reducer, median %d", sorted[0], most, median)
+	if most >= 4*median && most > 0 {
+		hot := slices.Index(in, most)
+		if median > 0 {
+			line += fmt.Sprintf("; reducer %d reads %.0f times the median: a hot key", hot, float64(most)/float64(median))
+		} else {
+			line += fmt.Sprintf("; reducer %d reads nearly all of it: a hot key", hot)
+		}
+	}
+	return line
 }
 
 // cancelJob runs "mrcluster cancel ID…": each job canceled, its id and

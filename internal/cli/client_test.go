@@ -449,3 +449,24 @@ func TestTaskTable(t *testing.T) {
 		}
 	}
 }
+
+// The reduce input line names the smallest, median and largest input of a
+// job's reducers, and the hot key's reducer when one reads 4 times the
+// median or more; a job of one reducer, or none, gets no line.
+func TestReduceInputsLine(t *testing.T) {
+	for _, c := range []struct {
+		in   []int64
+		want string
+	}{
+		{nil, ""},
+		{[]int64{500}, ""},
+		{[]int64{100, 120, 110}, "100 to 120 bytes per reducer, median 110"},
+		{[]int64{100, 120, 2400, 110}, "100 to 2400 bytes per reducer, median 120; reducer 2 reads 20 times the median: a hot key"},
+		{[]int64{0, 0, 0, 300}, "0 to 300 bytes per reducer, median 0; reducer 3 reads nearly all of it: a hot key"},
+		{[]int64{0, 0}, "0 to 0 bytes per reducer, median 0"},
+	} {
+		if got := reduceInputs(c.in); got != c.want {
+			t.Errorf("reduceInputs(%v) = %q; want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -26,15 +26,24 @@ func backupKey(phase job.Phase, partition int) string {
 	return string(phase) + "/" + strconv.Itoa(partition)
 }
 
-// durations keeps the run times of a job's finished tasks, by phase.
-type durations map[job.Phase][]time.Duration
+// durations keeps the runs of a job's finished tasks, by phase.
+type durations map[job.Phase][]taskRun
+
+// taskRun is a finished task's run time, and for a reduce task the bytes
+// it read (-1: not known).
+type taskRun struct {
+	took  time.Duration
+	bytes int64
+}
 
 const maxDurations = 512
 
-func (c *Coordinator) noteDuration(r job.TaskResult) {
+// noteDuration keeps the run time of result r of job j.
+func (c *Coordinator) noteDuration(j *job.Job, r job.TaskResult) {
 	if c.cfg.BackupAfter <= 0 || r.Error != "" {
 		return
 	}
+	run := taskRun{took: r.FinishedAt.Sub(r.StartedAt), bytes: reduceInput(j, r.Phase, r.Partition)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d := c.durs[r.Job]
@@ -44,19 +53,63 @@ func (c *Coordinator) noteDuration(r job.TaskResult) {
 		mapx.Note(c.durs, &c.dursHigh)
 	}
 	if ds := d[r.Phase]; len(ds) < maxDurations {
-		d[r.Phase] = append(ds, r.FinishedAt.Sub(r.StartedAt))
+		d[r.Phase] = append(ds, run)
 	}
 }
 
-func (c *Coordinator) median(id string, phase job.Phase) (time.Duration, bool) {
+// reduceInput returns the bytes reduce task p of j reads, or -1 when not
+// known (a map task, or map results that did not say).
+func reduceInput(j *job.Job, phase job.Phase, p int) int64 {
+	if phase != job.PhaseReduce || p < 0 || p >= len(j.ReduceInputBytes) {
+		return -1
+	}
+	return j.ReduceInputBytes[p]
+}
+
+// median returns the median run time of job id's finished tasks of phase,
+// and the median input of those whose input is known (-1: none).
+func (c *Coordinator) median(id string, phase job.Phase) (took time.Duration, bytes int64, ok bool) {
 	c.mu.Lock()
-	ds := slices.Clone(c.durs[id][phase])
+	runs := c.durs[id][phase]
+	ds := make([]time.Duration, 0, len(runs))
+	var bs []int64
+	for _, r := range runs {
+		ds = append(ds, r.took)
+		if r.bytes >= 0 {
+			bs = append(bs, r.bytes)
+		}
+	}
 	c.mu.Unlock()
 	if len(ds) == 0 {
-		return 0, false
+		return 0, -1, false
 	}
 	slices.Sort(ds)
-	return ds[len(ds)/2], true
+	bytes = -1
+	if len(bs) > 0 {
+		slices.Sort(bs)
+		bytes = bs[len(bs)/2]
+	}
+	return ds[len(ds)/2], bytes, true
+}
+
+// minWeighedInput is the least input a reduce task's time is weighed by:
+// below it, a task's time is mostly its fixed costs, not its input.
+const minWeighedInput = 256 << 10
+
+// straggling returns how long task p of j's current phase may run before
+// it gets a backup copy: twice the phase's median run time, and at least
+// BackupAfter; for a reduce task that reads more than the median finished
+// one (skewed keys: a hot key's reducer reads many times the others'
+// bytes), that much longer, since a copy would read as much and take as
+// long: the task is large, not its worker slow.
+func (c *Coordinator) straggling(j *job.Job, p int, median time.Duration, medianInput int64) time.Duration {
+	after := 2 * median
+	if in := reduceInput(j, j.Phase, p); in > 0 && medianInput >= 0 {
+		if w := float64(in) / float64(max(medianInput, minWeighedInput)); w > 1 {
+			after = time.Duration(float64(after) * w)
+		}
+	}
+	return max(after, c.cfg.BackupAfter)
 }
 
 // stopOtherCopies tells workers to stop the copies of a task that a result
@@ -144,17 +197,17 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 	if len(started) == 0 || done+len(started) < total {
 		return 0 // tasks of the phase still wait in the queue: no tail yet
 	}
-	median, ok := c.median(j.ID, j.Phase)
+	median, medianInput, ok := c.median(j.ID, j.Phase)
 	if !ok {
 		return 0
 	}
-	after := max(2*median, c.cfg.BackupAfter)
 	limit := 1 + total/10
 	for p, at := range started {
 		key := backupKey(j.Phase, p)
 		if queued >= room {
 			return queued
 		}
+		after := c.straggling(j, p, median, medianInput)
 		if now.Sub(at) < after || slices.Contains(j.Backups, key) {
 			continue
 		}
@@ -191,7 +244,7 @@ func (c *Coordinator) backup(ctx context.Context, j *job.Job, ws []job.WorkerSta
 			} else {
 				queued++
 				c.log.Info("straggler: queued a backup copy of a slow task", "job", j.ID, "task", key,
-					"running_for", now.Sub(at).Round(time.Millisecond), "phase_median", median.Round(time.Millisecond))
+					"running_for", now.Sub(at).Round(time.Millisecond), "phase_median", median.Round(time.Millisecond), "waited_for", after.Round(time.Millisecond))
 			}
 		}
 	}

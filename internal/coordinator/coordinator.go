@@ -2388,7 +2388,7 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		return 0
 	}
 	for _, r := range applied {
-		c.noteDuration(r)
+		c.noteDuration(j, r)
 		c.stopOtherCopies(j, r)
 		c.cfg.Metrics.TaskFinished(j.Kind, string(r.Phase), r.FinishedAt.Sub(r.StartedAt), r.Error != "")
 	}

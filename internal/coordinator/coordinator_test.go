@@ -822,7 +822,7 @@ func TestRecordsOfJobsFinishedElsewhereAreDropped(t *testing.T) {
 	f.c.cfg.BackupAfter = time.Second
 	for _, id := range ids {
 		now := time.Now()
-		f.c.noteDuration(job.TaskResult{Job: id, Phase: job.PhaseMap, StartedAt: now.Add(-time.Second), FinishedAt: now})
+		f.c.noteDuration(&job.Job{ID: id}, job.TaskResult{Job: id, Phase: job.PhaseMap, StartedAt: now.Add(-time.Second), FinishedAt: now})
 	}
 	f.c.dropFinishedRecords()
 	found, counted := f.c.cachedRecordsNow()
@@ -833,7 +833,7 @@ func TestRecordsOfJobsFinishedElsewhereAreDropped(t *testing.T) {
 	if found != 1 || counted != 1 || !kept {
 		t.Fatalf("%d records cached (counted %d), the unfinished job's kept: %v; want only it", found, counted, kept)
 	}
-	if _, ok := f.c.median(ids[3], job.PhaseMap); !ok || durs != 1 {
+	if _, _, ok := f.c.median(ids[3], job.PhaseMap); !ok || durs != 1 {
 		t.Fatalf("run times kept for %d jobs, the unfinished job's: %v; want only its", durs, ok)
 	}
 }
@@ -1878,5 +1878,37 @@ func TestBackupsWaitForAnIdleWorker(t *testing.T) {
 	}
 	if got, _, err := f.store.Jobs.Get(f.ctx, j.ID); err != nil || !slices.Equal(got.Backups, []string{"map/3"}) {
 		t.Fatalf("backups %v (%v); want map/3", got.Backups, err)
+	}
+}
+
+// A reduce task is weighed by its input before it gets a backup copy: one
+// that reads ten times the median finished reducer's bytes (a hot key) may
+// run ten times as long, for a copy would take as long; one that reads as
+// much as the others, or less, waits the usual twice the median. Map
+// tasks (splits of equal size), and reduces whose inputs are unknown or
+// tiny, are not weighed.
+func TestAReduceIsWeighedByItsInputBeforeABackup(t *testing.T) {
+	c := &Coordinator{cfg: Config{BackupAfter: time.Second}}
+	const mib = 1 << 20
+	j := &job.Job{Phase: job.PhaseReduce, Reducers: 4, ReduceInputBytes: []int64{mib, mib, 10 * mib, 0}}
+	for _, tc := range []struct {
+		name        string
+		job         *job.Job
+		p           int
+		median      time.Duration
+		medianInput int64
+		want        time.Duration
+	}{
+		{"a reducer of the median input", j, 0, 2 * time.Second, mib, 4 * time.Second},
+		{"a hot key's reducer", j, 2, 2 * time.Second, mib, 40 * time.Second},
+		{"an empty reducer", j, 3, 2 * time.Second, mib, 4 * time.Second},
+		{"finished reducers' inputs unknown", j, 2, 2 * time.Second, -1, 4 * time.Second},
+		{"at least BackupAfter", j, 2, 10 * time.Millisecond, mib, time.Second},
+		{"tiny inputs", &job.Job{Phase: job.PhaseReduce, Reducers: 2, ReduceInputBytes: []int64{100, 200 << 10}}, 1, 2 * time.Second, 100, 4 * time.Second},
+		{"a map task", &job.Job{Phase: job.PhaseMap, Reducers: 4, ReduceInputBytes: j.ReduceInputBytes}, 2, 2 * time.Second, mib, 4 * time.Second},
+	} {
+		if got := c.straggling(tc.job, tc.p, tc.median, tc.medianInput); got != tc.want {
+			t.Errorf("%s: a backup after %s; want %s", tc.name, got, tc.want)
+		}
 	}
 }

@@ -338,6 +338,9 @@ func TestDashboardData(t *testing.T) {
 	}
 	text(ctx, t, `[data-test="preview"]`, func(s string) bool { return s == "a 2\nsea 1\nship 1\nthe 2\nwhale 2" }, "the output preview")
 	text(ctx, t, `[data-test="output-records"]`, func(s string) bool { return strings.HasPrefix(s, "5") }, "the counters")
+	text(ctx, t, `[data-test="reduce-input"]`, func(s string) bool {
+		return strings.Contains(s, "per reducer, median") && !strings.Contains(s, "hot key")
+	}, "each reducer's input")
 	text(ctx, t, `[data-test="history"]`, func(s string) bool {
 		return strings.Contains(s, "queued") && strings.Contains(s, "reduce phase") && strings.Contains(s, "succeeded")
 	}, "the job's history")

@@ -85,14 +85,19 @@ type Job struct {
 	// array, when there are more than MaxInlineFiles (Files is then empty
 	// in the record): the record must fit in one message, which bounded
 	// a job to about 6,000 files.
-	FilesRef      string    `json:"files_ref,omitempty"`
-	Reducers      int       `json:"reducers,omitempty"`
-	Phase         Phase     `json:"phase,omitempty"`
-	MapCommits    []string  `json:"map_commits,omitempty"`
-	ReduceCommits []string  `json:"reduce_commits,omitempty"`
-	ReduceDone    int       `json:"reduce_done,omitempty"`
-	Counters      *Counters `json:"counters,omitempty"`
-	Preview       []Preview `json:"preview,omitempty"`
+	FilesRef      string   `json:"files_ref,omitempty"`
+	Reducers      int      `json:"reducers,omitempty"`
+	Phase         Phase    `json:"phase,omitempty"`
+	MapCommits    []string `json:"map_commits,omitempty"`
+	ReduceCommits []string `json:"reduce_commits,omitempty"`
+	ReduceDone    int      `json:"reduce_done,omitempty"`
+	// ReduceInputBytes is, for each reducer, the bytes of the committed
+	// map outputs it reads (the sum of the map results' PartBytes): how
+	// skewed the keys are, and what a reduce task's time is weighed
+	// against before it gets a backup copy.
+	ReduceInputBytes []int64   `json:"reduce_input_bytes,omitempty"`
+	Counters         *Counters `json:"counters,omitempty"`
+	Preview          []Preview `json:"preview,omitempty"`
 	// Backups lists the tasks ("phase/partition", "map/3") a backup copy
 	// was started for.
 	Backups []string `json:"backups,omitempty"`
@@ -294,7 +299,10 @@ type TaskResult struct {
 	Commit   string    `json:"commit,omitempty"`
 	Counters *Counters `json:"counters,omitempty"`
 	Preview  []Preview `json:"preview,omitempty"`
-	Backup   bool      `json:"backup,omitempty"`
+	// PartBytes, of a map task's result, is the size of the run it wrote
+	// for each reducer.
+	PartBytes []int64 `json:"part_bytes,omitempty"`
+	Backup    bool    `json:"backup,omitempty"`
 
 	// Outcome is empty for a task's final result, which the job applies,
 	// and one of the Outcome constants for an attempt that only goes into

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,7 +269,7 @@ func TestUnavailableTooLarge(t *testing.T) {
 // A reduce that found several map outputs lost sends the job back to its
 // map phase for all of them at once; a loss against an output made again
 // since is stale, and the maps that run again do not count their input a
-// second time.
+// second time, nor the bytes of their output each reducer reads.
 func TestReopenRunsEveryLostMapAgain(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
@@ -277,13 +278,16 @@ func TestReopenRunsEveryLostMapAgain(t *testing.T) {
 	j.MapCommits = make([]string, 4)
 	mapDone := func(p int, commit string) bool {
 		return j.Apply(job.TaskResult{Job: j.ID, Partition: p, Commit: commit, StartedAt: now, FinishedAt: now,
-			Counters: &job.Counters{InputBytes: 10, InputRecords: 1}}, job.SumReduce)
+			Counters: &job.Counters{InputBytes: 10, InputRecords: 1}, PartBytes: []int64{3, 7}}, job.SumReduce)
 	}
 	for p := range 4 {
 		mapDone(p, fmt.Sprintf("c%d", p))
 	}
-	if j.Phase != job.PhaseReduce || j.Counters.InputBytes != 40 {
-		t.Fatalf("after the maps: phase %s, counters %+v", j.Phase, j.Counters)
+	if j.Phase != job.PhaseReduce || j.Counters.InputBytes != 40 || !slices.Equal(j.ReduceInputBytes, []int64{12, 28}) {
+		t.Fatalf("after the maps: phase %s, counters %+v, reducers' input %v", j.Phase, j.Counters, j.ReduceInputBytes)
+	}
+	if mapDone(2, "again") || !slices.Equal(j.ReduceInputBytes, []int64{12, 28}) {
+		t.Fatalf("a second result of map 2 changed the reducers' input: %v", j.ReduceInputBytes)
 	}
 	lost := job.TaskResult{Job: j.ID, Phase: job.PhaseReduce, Partition: 1, Error: "missing", Unretried: true, FinishedAt: now,
 		LostMap: 2, LostCommit: "c1", MoreLost: []job.LostOutput{{Map: 4, Commit: "c3"}, {Map: 1, Commit: "old"}}}
@@ -298,8 +302,8 @@ func TestReopenRunsEveryLostMapAgain(t *testing.T) {
 	}
 	mapDone(1, "n1")
 	mapDone(3, "n3")
-	if j.Phase != job.PhaseReduce || j.Counters.InputBytes != 40 || j.Counters.InputRecords != 4 {
-		t.Fatalf("after the maps ran again: phase %s, counters %+v (counted twice?)", j.Phase, j.Counters)
+	if j.Phase != job.PhaseReduce || j.Counters.InputBytes != 40 || j.Counters.InputRecords != 4 || !slices.Equal(j.ReduceInputBytes, []int64{12, 28}) {
+		t.Fatalf("after the maps ran again: phase %s, counters %+v, reducers' input %v (counted twice?)", j.Phase, j.Counters, j.ReduceInputBytes)
 	}
 	// Losses past max(MaxReopened, partitions) fail the job.
 	all := job.TaskResult{Job: j.ID, Phase: job.PhaseReduce, Partition: 0, Error: "missing", Unretried: true, FinishedAt: now,

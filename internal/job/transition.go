@@ -53,6 +53,7 @@ func (j *Job) Clone() *Job {
 	// never changed after submit.
 	c.MapCommits = slices.Clone(j.MapCommits)
 	c.ReduceCommits = slices.Clone(j.ReduceCommits)
+	c.ReduceInputBytes = slices.Clone(j.ReduceInputBytes)
 	c.Backups = slices.Clone(j.Backups)
 	c.Preview = slices.Clone(j.Preview)
 	c.History = slices.Clone(j.History)
@@ -209,6 +210,7 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 			// run read and counted: every map was done before the first
 			// reopen, and a retry sets Reopened back to 0.
 			j.count(r)
+			j.addPartBytes(r)
 		}
 		if j.Done == j.Partitions {
 			// Every map output is committed: the reduce tasks can run.
@@ -262,7 +264,7 @@ func (j *Job) Retry(at time.Time) error {
 	if j.ReadsData() {
 		j.Phase, j.Values, j.Done = PhaseMap, NewValues(j.Partitions), 0
 		j.MapCommits, j.ReduceCommits, j.ReduceDone = make([]string, j.Partitions), nil, 0
-		j.Counters, j.Preview = &Counters{}, nil
+		j.Counters, j.Preview, j.ReduceInputBytes = &Counters{}, nil, nil
 	}
 	j.step("retried", at)
 	j.step(string(Queued), at)
@@ -304,6 +306,20 @@ func (j *Job) count(r TaskResult) {
 		j.Counters = &Counters{}
 	}
 	j.Counters.Add(*r.Counters)
+}
+
+// addPartBytes adds the sizes of map result r's runs to what each
+// reducer reads.
+func (j *Job) addPartBytes(r TaskResult) {
+	if len(r.PartBytes) != j.Reducers {
+		return // a worker of an earlier version, which does not say
+	}
+	if len(j.ReduceInputBytes) != j.Reducers {
+		j.ReduceInputBytes = make([]int64, j.Reducers)
+	}
+	for i, n := range r.PartBytes {
+		j.ReduceInputBytes[i] += n
+	}
 }
 
 // applyReduce records a reduce task's result; the last one finishes the job.

@@ -61,6 +61,9 @@ type Outcome struct {
 	Commit   string
 	Counters job.Counters
 	Preview  []job.Preview
+	// PartBytes, of a map task, is the size of the run it wrote for each
+	// reducer.
+	PartBytes []int64
 }
 
 // ShuffleName names the run of reduce partition r written by attempt commit
@@ -125,11 +128,17 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 		buf.close()
 		return Outcome{}, err
 	}
-	out := Outcome{Commit: newCommit(), Counters: job.Counters{InputBytes: n, InputRecords: lines, MapOutputRecords: buf.emitted}}
+	out := Outcome{Commit: newCommit(), Counters: job.Counters{InputBytes: n, InputRecords: lines, MapOutputRecords: buf.emitted},
+		PartBytes: make([]int64, r)}
 	defer buf.close()
 	err = putAll(ctx, e.Shuffle, dir, r,
 		func(p int) string { return ShuffleName(t.Job, t.Partition, out.Commit, p) },
-		buf.writePart)
+		func(p int, w io.Writer) error {
+			cw := &countWriter{w: w}
+			err := buf.writePart(p, cw)
+			out.PartBytes[p] = cw.n
+			return err
+		})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("store map output: %w", err)
 	}

@@ -141,6 +141,7 @@ func (e *jobEncoder) job(j *job.Job) {
 	e.strsOmit("map_commits", j.MapCommits)
 	e.strsOmit("reduce_commits", j.ReduceCommits)
 	e.intOmit("reduce_done", int64(j.ReduceDone))
+	e.intsOmit("reduce_input_bytes", j.ReduceInputBytes)
 	if j.Counters != nil {
 		e.key("counters")
 		e.counters(j.Counters)
@@ -234,6 +235,7 @@ func (e *jobEncoder) result(r *job.TaskResult) {
 		e.key("preview")
 		e.json(r.Preview)
 	}
+	e.intsOmit("part_bytes", r.PartBytes)
 	e.boolOmit("backup", r.Backup)
 	e.strOmit("outcome", r.Outcome)
 	e.intOmit("failures", int64(r.Failures))
@@ -343,6 +345,18 @@ func (e *jobEncoder) timeOmit(k string, t *time.Time) {
 		e.key(k)
 		e.time(*t)
 	}
+}
+
+func (e *jobEncoder) intsOmit(k string, xs []int64) {
+	if len(xs) == 0 {
+		return
+	}
+	e.key(k)
+	for i, x := range xs {
+		e.sep(i)
+		e.int(x)
+	}
+	e.b = append(e.b, ']')
 }
 
 func (e *jobEncoder) strsOmit(k string, ss []string) {

@@ -45,7 +45,8 @@ func (v *View) resource(j *job.Job) Job {
 	out := Job{
 		ID: j.ID, Kind: j.Kind, State: client.State(j.State), Partitions: j.Partitions, Params: j.Params,
 		Input: j.Input, Reducers: j.Reducers, Phase: shownPhase(j), Counters: (*client.Counters)(j.Counters), Backups: j.Backups, RerunOf: j.RerunOf,
-		Schedule: j.Schedule, Tick: j.Tick, Retries: j.Epoch, Priority: job.ShownPriority(j.Priority), Paused: j.Held, MaxAttempts: j.MaxAttempts,
+		ReduceInputBytes: j.ReduceInputBytes,
+		Schedule:         j.Schedule, Tick: j.Tick, Retries: j.Epoch, Priority: job.ShownPriority(j.Priority), Paused: j.Held, MaxAttempts: j.MaxAttempts,
 		Tasks: c, Result: (*client.Result)(j.Result), Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}

@@ -537,7 +537,7 @@ func (p *Pool) run(i int, l *lease) {
 		return
 	}
 	if out != nil && err == nil {
-		r.Commit, r.Counters, r.Preview = out.Commit, &out.Counters, out.Preview
+		r.Commit, r.Counters, r.Preview, r.PartBytes = out.Commit, &out.Counters, out.Preview, out.PartBytes
 	}
 	if err != nil {
 		log.Warn("task failed on its last attempt; its job fails", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts)

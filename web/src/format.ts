@@ -97,3 +97,16 @@ export function taskOf(w: { phase?: string; partition: number; attempt: number; 
   const phase = w.phase === 'reduce' ? 'reduce' : w.phase === 'map' ? 'map' : 'partition'
   return `${phase} ${w.partition}${w.attempt > 1 ? ` · attempt ${w.attempt}` : ''}${w.backup ? ' · backup' : ''}`
 }
+
+// reduceInputs sums up the bytes each reducer reads: the smallest, the
+// median and the largest, and the largest's reducer and its multiple of
+// the median (a hot key shows as a multiple far above 1). Null when there
+// is nothing to say.
+export function reduceInputs(bytes: number[] | undefined): { min: number; median: number; max: number; hottest: number; ratio: number } | null {
+  if (!bytes?.length) return null
+  const sorted = [...bytes].sort((a, b) => a - b)
+  const median = sorted[Math.floor(sorted.length / 2)]
+  const max = sorted[sorted.length - 1]
+  const hottest = bytes.indexOf(max)
+  return { min: sorted[0], median, max, hottest, ratio: median > 0 ? max / median : max > 0 ? Infinity : 1 }
+}

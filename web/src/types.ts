@@ -29,6 +29,8 @@ export interface Job {
   reducers?: number
   phase?: 'map' | 'reduce'
   counters?: Counters
+  // the bytes of map output each reducer reads (skewed keys: one far above the rest)
+  reduce_input_bytes?: number[]
   preview?: string[]
   backups?: string[]
   history?: { state: string; at: string }[]

@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { axisLabel, elapsed, fieldOf, storedName, taskOf, waitingTasks } from '../format'
+import { axisLabel, elapsed, fieldOf, reduceInputs, storedName, taskOf, waitingTasks } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -201,5 +201,20 @@ describe('taskOf', () => {
     expect(taskOf({ partition: 3, attempt: 1 })).toBe('partition 3')
     expect(taskOf({ phase: 'map', partition: 0, attempt: 2 })).toBe('map 0 · attempt 2')
     expect(taskOf({ phase: 'reduce', partition: 1, attempt: 1, backup: true })).toBe('reduce 1 · backup')
+  })
+})
+
+describe('reduceInputs', () => {
+  it('names the hot reducer and its multiple of the median', () => {
+    expect(reduceInputs([100, 120, 2400, 110])).toEqual({ min: 100, median: 120, max: 2400, hottest: 2, ratio: 20 })
+  })
+  it('says nothing of a job without reducers, and an even spread is a multiple of 1', () => {
+    expect(reduceInputs(undefined)).toBeNull()
+    expect(reduceInputs([])).toBeNull()
+    expect(reduceInputs([5, 5, 5])?.ratio).toBe(1)
+  })
+  it('takes reducers of nothing but one for all of the median', () => {
+    expect(reduceInputs([0, 0, 0, 300])?.ratio).toBe(Infinity)
+    expect(reduceInputs([0, 0])?.ratio).toBe(1)
   })
 })
