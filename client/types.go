@@ -242,10 +242,15 @@ type Worker struct {
 	Epoch         int        `json:"epoch,omitempty"`
 	Backup        bool       `json:"backup,omitempty"`
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
-	TasksDone     int64      `json:"tasks_done"`
-	TasksFailed   int64      `json:"tasks_failed"`
-	StartedAt     time.Time  `json:"started_at"`
-	LastSeen      time.Time  `json:"last_seen"`
+	// Progress is how far the running task has come, 0 to 1, for a task
+	// that reads data (a map by its split's bytes, a reduce half by its
+	// downloads, half by its merge), as of its last report (every few
+	// seconds at most); nil otherwise.
+	Progress    *float64  `json:"progress,omitempty"`
+	TasksDone   int64     `json:"tasks_done"`
+	TasksFailed int64     `json:"tasks_failed"`
+	StartedAt   time.Time `json:"started_at"`
+	LastSeen    time.Time `json:"last_seen"`
 }
 
 // History is what the cluster did per minute over the last hour, oldest

@@ -1490,6 +1490,12 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if w.Busy {
 			busy++
 			state, part = "busy", strconv.Itoa(w.Partition)
+			if w.Phase == "reduce" {
+				part = "reduce " + part
+			}
+			if w.Progress != nil {
+				part += fmt.Sprintf(" (%.0f%%)", 100**w.Progress)
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", w.Key, w.Host, state, w.JobID, part, w.TasksDone)
 	}

@@ -32,8 +32,12 @@ type WorkerStatus struct {
 	// than after the queue's ack wait. Not shown by the API.
 	Lease         string     `json:"lease,omitempty"`
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
-	TasksDone     int64      `json:"tasks_done"`
-	TasksFailed   int64      `json:"tasks_failed"`
-	StartedAt     time.Time  `json:"started_at"`
-	LastSeen      time.Time  `json:"last_seen"`
+	// Progress is how far the running task has come, 0 to 1 (a data
+	// task's; nil for a kind that reads no data), as of the last write of
+	// the status: it is written at most every few seconds.
+	Progress    *float64  `json:"progress,omitempty"`
+	TasksDone   int64     `json:"tasks_done"`
+	TasksFailed int64     `json:"tasks_failed"`
+	StartedAt   time.Time `json:"started_at"`
+	LastSeen    time.Time `json:"last_seen"`
 }

@@ -224,8 +224,9 @@ func (in *input) Close() {
 // says which input: "the output of <what> i". An input missing or damaged
 // does not stop the others: the *InputError of the first lost one names
 // every lost one (Lost), so that they are made again at once, not one
-// reduce attempt each. On failure nothing is left open.
-func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what string, name func(int) (string, error)) ([]*input, error) {
+// reduce attempt each. On failure nothing is left open. downloaded is
+// called after each input is read.
+func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what string, name func(int) (string, error), downloaded func()) ([]*input, error) {
 	inputs := make([]*input, n)
 	var inMemory atomic.Int64
 	var mu sync.Mutex
@@ -249,6 +250,7 @@ func downloadAll(ctx context.Context, blobs store.Blobs, dir string, n int, what
 				return &InputError{Index: i, Err: fmt.Errorf("read the output of %s %d: %w", what, i, err)}
 			}
 			inputs[i] = in
+			downloaded()
 			return nil
 		}) {
 			break

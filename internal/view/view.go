@@ -997,7 +997,10 @@ func (v *View) applyWorker(e *store.Entry, initial bool) {
 			events = v.runningChanged(busyJob(prev.status), busyJob(s))
 		}
 	}
-	if !initial && (changed || now.Sub(prev.shown) >= showEvery) {
+	// A task's progress (written every few seconds) is shown as it
+	// moves, but is no change of what the worker does.
+	progressed := known && !sameProgress(prev.status.Progress, s.Progress)
+	if !initial && (changed || progressed || now.Sub(prev.shown) >= showEvery) {
 		events = append(events, event.Event{Type: "worker.status", Data: v.shownStatus(s)})
 		w.shown = now
 	}
@@ -1032,14 +1035,21 @@ func (v *View) runningChanged(ids ...string) []event.Event {
 	return out
 }
 
-// sameActivity reports whether two statuses differ only in their heartbeat.
+// sameActivity reports whether two statuses differ only in their heartbeat
+// and their task's progress.
 func sameActivity(a, b job.WorkerStatus) bool {
 	a.LastSeen, b.LastSeen = time.Time{}, time.Time{}
 	if (a.TaskStartedAt == nil) != (b.TaskStartedAt == nil) || a.TaskStartedAt != nil && !a.TaskStartedAt.Equal(*b.TaskStartedAt) {
 		return false
 	}
 	a.TaskStartedAt, b.TaskStartedAt = nil, nil
+	a.Progress, b.Progress = nil, nil
 	return a == b
+}
+
+// sameProgress reports whether two statuses' progress is the same.
+func sameProgress(a, b *float64) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 func (v *View) removeWorker(key string) {

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -30,6 +32,10 @@ type reporter struct {
 	writing chan struct{}
 	status  []job.WorkerStatus
 	dirty   []bool
+	// progress is the running task's of each worker (nil: none), copied
+	// into its status at most every progressEvery (progressAt).
+	progress   []*mr.Progress
+	progressAt []time.Time
 	// revs are the revisions of the statuses as this pool last wrote them
 	// (0 before the first write): each write expects its own last one.
 	revs []uint64
@@ -56,6 +62,44 @@ func (e *ReplacedError) Is(target error) bool { return target == ErrNameInUse }
 func (e *ReplacedError) Error() string {
 	return fmt.Sprintf("another process took over the name of this pool of workers, %s (on host %s, process %d, since %s), while this one was paused or cut off: this one stops; give one of them another --name",
 		e.Pool, e.Other.Host, e.Other.PID, e.Other.StartedAt.Format(time.RFC3339))
+}
+
+// progressEvery is how often a running task's progress is written into
+// its worker's status, at most: a write of every worker's status every
+// few seconds, not at every step of its task.
+const progressEvery = 2 * time.Second
+
+// track makes worker i's status follow p, the progress of the task it
+// runs (nil: none).
+func (r *reporter) track(i int, p *mr.Progress) {
+	r.mu.Lock()
+	if r.progress == nil {
+		r.progress, r.progressAt = make([]*mr.Progress, len(r.status)), make([]time.Time, len(r.status))
+	}
+	r.progress[i], r.progressAt[i] = p, time.Time{}
+	r.mu.Unlock()
+}
+
+// noteProgress copies the running tasks' progress into their statuses,
+// marking them to be written, when it moved by a percent or more and was
+// last written progressEvery ago or more, or the status is written
+// anyway (all, or marked). r.mu is held.
+func (r *reporter) noteProgress(all bool, now time.Time) {
+	for i, p := range r.progress {
+		if p == nil {
+			continue
+		}
+		f, ok := p.Load()
+		if !ok {
+			continue
+		}
+		s := &r.status[i]
+		moved := s.Progress == nil || math.Abs(f-*s.Progress) >= 0.01 || f == 1 && *s.Progress != 1
+		if !moved || !all && !r.dirty[i] && now.Sub(r.progressAt[i]) < progressEvery {
+			continue
+		}
+		s.Progress, r.progressAt[i], r.dirty[i] = &f, now, true
+	}
 }
 
 func (r *reporter) set(i int, fn func(*job.WorkerStatus)) {
@@ -145,6 +189,7 @@ func (r *reporter) flush(ctx context.Context, all bool, now time.Time) error {
 		r.mu.Unlock()
 		return nil
 	}
+	r.noteProgress(all, now)
 	var out []int
 	var statuses []job.WorkerStatus
 	for i := range r.status {

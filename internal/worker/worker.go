@@ -417,6 +417,9 @@ func (p *Pool) run(i int, l *lease) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
 		s.Epoch, s.Backup, s.Lease = t.Epoch, t.Backup, l.msg().Lease()
 	})
+	progress := &mr.Progress{}
+	p.rep.track(i, progress)
+	ctx = mr.WithProgress(ctx, progress)
 	value, out, err := int64(0), (*mr.Outcome)(nil), p.stillNoRoom(t)
 	if err == nil {
 		value, out, err = p.call(ctx, t)
@@ -1058,9 +1061,10 @@ func (h *heartbeat) stop() {
 }
 
 func (p *Pool) idle(i int, failed bool) {
+	p.rep.track(i, nil)
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = false, "", 0, "", 0, nil
-		s.Epoch, s.Backup, s.Lease = 0, false, ""
+		s.Epoch, s.Backup, s.Lease, s.Progress = 0, false, "", nil
 		if failed {
 			s.TasksFailed++
 		} else {

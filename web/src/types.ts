@@ -59,6 +59,8 @@ export interface Worker {
   epoch?: number
   backup?: boolean
   task_started_at?: string
+  // how far a data task has come, 0 to 1, as of its last report (a few seconds at most)
+  progress?: number
   tasks_done: number
   tasks_failed: number
   last_seen: string
