@@ -110,3 +110,31 @@ export function reduceInputs(bytes: number[] | undefined): { min: number; median
   const hottest = bytes.indexOf(max)
   return { min: sorted[0], median, max, hottest, ratio: median > 0 ? max / median : max > 0 ? Infinity : 1 }
 }
+
+// partialTasks sums, by job, how far the busy workers' tasks have come
+// (each task once: a backup copy and its original count as the furthest
+// of the two), so that a job's bar moves while its long tasks run rather
+// than only as they finish.
+export function partialTasks(workers: Iterable<{ busy: boolean; job_id: string; phase?: string; partition: number; progress?: number }>): Map<string, number> {
+  const furthest = new Map<string, number>()
+  for (const w of workers) {
+    if (!w.busy || w.progress == null) continue
+    const task = `${w.job_id} ${w.phase ?? 'map'} ${w.partition}`
+    furthest.set(task, Math.max(furthest.get(task) ?? 0, Math.min(Math.max(w.progress, 0), 1)))
+  }
+  const out = new Map<string, number>()
+  for (const [task, p] of furthest) {
+    const job = task.slice(0, task.indexOf(' '))
+    out.set(job, (out.get(job) ?? 0) + p)
+  }
+  return out
+}
+
+// jobPercent is a job's progress in percent: its done tasks, and for an
+// unfinished job the running tasks' share (partial, from partialTasks),
+// never 100 before it is done.
+export function jobPercent(j: { state: string; tasks: { done: number; total: number } }, partial = 0): number {
+  const finished = j.state === 'succeeded' || j.state === 'failed' || j.state === 'canceled'
+  if (finished || !partial) return percent(j.tasks.done, j.tasks.total)
+  return Math.min(99, percent(j.tasks.done + partial, j.tasks.total))
+}

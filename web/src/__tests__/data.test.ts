@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { axisLabel, elapsed, fieldOf, reduceInputs, storedName, taskOf, waitingTasks } from '../format'
+import { axisLabel, elapsed, fieldOf, jobPercent, partialTasks, reduceInputs, storedName, taskOf, waitingTasks } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -216,5 +216,22 @@ describe('reduceInputs', () => {
   it('takes reducers of nothing but one for all of the median', () => {
     expect(reduceInputs([0, 0, 0, 300])?.ratio).toBe(Infinity)
     expect(reduceInputs([0, 0])?.ratio).toBe(1)
+  })
+})
+
+describe('partialTasks and jobPercent', () => {
+  const w = (job_id: string, partition: number, progress?: number, phase?: string) => ({ busy: true, job_id, partition, progress, phase })
+  it('sums the running tasks of each job, a task and its backup copy once', () => {
+    const p = partialTasks([w('a', 0, 0.5), w('a', 1, 0.25), w('a', 1, 0.75), w('a', 1, 0.1, 'reduce'), w('b', 0), { ...w('c', 0, 0.9), busy: false }])
+    expect(p.get('a')).toBeCloseTo(1.35)
+    expect(p.has('b')).toBe(false)
+    expect(p.has('c')).toBe(false)
+  })
+  it('moves an unfinished job by its running tasks, never to 100 before it ends', () => {
+    const running = { state: 'running', tasks: { done: 1, total: 4 } }
+    expect(jobPercent(running)).toBe(25)
+    expect(jobPercent(running, 0.5)).toBe(38)
+    expect(jobPercent({ state: 'running', tasks: { done: 3, total: 4 } }, 1)).toBe(99)
+    expect(jobPercent({ state: 'succeeded', tasks: { done: 4, total: 4 } }, 0.5)).toBe(100)
   })
 })
