@@ -244,8 +244,9 @@ type Worker struct {
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
 	// Progress is how far the running task has come, 0 to 1, for a task
 	// that reads data (a map by its split's bytes, a reduce half by its
-	// downloads, half by its merge), as of its last report (every few
-	// seconds at most); nil otherwise.
+	// downloads, half by its merge) or a simulated one (short, long: its
+	// sleep), as of its last report (every few seconds at most); nil
+	// otherwise.
 	Progress    *float64  `json:"progress,omitempty"`
 	TasksDone   int64     `json:"tasks_done"`
 	TasksFailed int64     `json:"tasks_failed"`

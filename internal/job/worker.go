@@ -33,8 +33,9 @@ type WorkerStatus struct {
 	Lease         string     `json:"lease,omitempty"`
 	TaskStartedAt *time.Time `json:"task_started_at,omitempty"`
 	// Progress is how far the running task has come, 0 to 1 (a data
-	// task's; nil for a kind that reads no data), as of the last write of
-	// the status: it is written at most every few seconds.
+	// task's, or a simulated one's; nil for a task that sets none, see
+	// Progress), as of the last write of the status: it is written at
+	// most every few seconds.
 	Progress    *float64  `json:"progress,omitempty"`
 	TasksDone   int64     `json:"tasks_done"`
 	TasksFailed int64     `json:"tasks_failed"`

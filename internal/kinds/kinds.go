@@ -70,19 +70,42 @@ func onlyDeclared(k job.Kind) job.Kind {
 
 // sleeper returns a map that sleeps a random whole number of seconds in
 // [0, n) times scale, then returns value; it stops early when ctx ends.
+// Its progress is the share of its sleep slept, set every progressStep.
 func sleeper(n int, value int64, scale float64) job.MapFunc {
 	return func(ctx context.Context, _ job.Task) (int64, error) {
-		d := time.Duration(float64(rand.IntN(n)) * scale * float64(time.Second))
-		if d <= 0 {
-			return value, nil
+		if err := sleep(ctx, time.Duration(float64(rand.IntN(n))*scale*float64(time.Second))); err != nil {
+			return 0, err
 		}
-		t := time.NewTimer(d)
-		defer t.Stop()
+		return value, nil
+	}
+}
+
+// sleep waits d, or until ctx ends (its cause), setting the task's
+// progress to the share of d slept every progressStep.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	progress := job.ProgressOf(ctx)
+	progress.Set(0)
+	start := time.Now()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	step := time.NewTicker(progressStep)
+	defer step.Stop()
+	for {
 		select {
 		case <-t.C:
-			return value, nil
+			progress.Set(1)
+			return nil
+		case <-step.C:
+			progress.Set(float64(time.Since(start)) / float64(d))
 		case <-ctx.Done():
-			return 0, context.Cause(ctx)
+			return context.Cause(ctx)
 		}
 	}
 }
+
+// progressStep is how often a simulated task sets its progress: its
+// worker writes it every 2 s at most.
+const progressStep = 500 * time.Millisecond

@@ -108,11 +108,11 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 		buf.close()
 		return Outcome{}, err
 	}
-	rp := &readProgress{p: progressOf(ctx), span: 1}
+	rp := &readProgress{p: job.ProgressOf(ctx), span: 1}
 	for _, p := range split {
 		rp.total += p.End - p.Start
 	}
-	rp.p.set(0)
+	rp.p.Set(0)
 	n, lines, err := dataset.ReadSplit(ctx, e.Open, files, split, func(rec job.Record) error {
 		rp.add(int64(len(rec.Text)) + 1)
 		if err := k.MapRecord(ctx, rec, emit); err != nil {
@@ -187,15 +187,15 @@ func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, erro
 	// Every input is on local disk before the reduce function runs, so no
 	// read from the store waits on it.
 	// Its progress: half the downloads, half the merge of what they read.
-	prog := progressOf(ctx)
-	prog.set(0)
+	prog := job.ProgressOf(ctx)
+	prog.Set(0)
 	var downloaded atomic.Int64
 	inputs, err := downloadAll(ctx, e.Shuffle, dir, len(t.Maps), "map task", func(m int) (string, error) {
 		if t.Maps[m] == "" {
 			return "", fmt.Errorf("map task %d has no committed output", m)
 		}
 		return ShuffleName(t.Job, m, t.Maps[m], t.Partition), nil
-	}, func() { prog.set(0.5 * float64(downloaded.Add(1)) / float64(len(t.Maps))) })
+	}, func() { prog.Set(0.5 * float64(downloaded.Add(1)) / float64(len(t.Maps))) })
 	if err != nil {
 		return Outcome{}, err
 	}

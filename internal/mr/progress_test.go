@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"testing"
+
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 // A task's progress says nothing until set, then the fraction set,
@@ -11,22 +13,22 @@ import (
 // (a reduce's merge: its second half) in steps, and reach its end with
 // the last byte.
 func TestProgress(t *testing.T) {
-	var p Progress
+	var p job.Progress
 	if _, ok := p.Load(); ok {
 		t.Fatal("a task's progress says something before it was set")
 	}
 	for _, c := range []struct{ set, want float64 }{{0, 0}, {0.25, 0.25}, {-1, 0}, {7, 1}} {
-		p.set(c.set)
+		p.Set(c.set)
 		if f, ok := p.Load(); !ok || f != c.want {
 			t.Errorf("set %v: loaded %v, %v; want %v", c.set, f, ok, c.want)
 		}
 	}
-	var none *Progress
-	none.set(0.5) // a task run without one sets nothing, and does not fail
+	var none *job.Progress
+	none.Set(0.5) // a task run without one sets nothing, and does not fail
 
 	data := bytes.Repeat([]byte("x"), 4*progressEvery)
 	rp := &readProgress{p: &p, total: int64(len(data)), base: 0.5, span: 0.5}
-	p.set(0.5)
+	p.Set(0.5)
 	r := counted{bytes.NewReader(data), rp}
 	buf := make([]byte, progressEvery/2)
 	var seen []float64

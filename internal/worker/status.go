@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -34,7 +33,7 @@ type reporter struct {
 	dirty   []bool
 	// progress is the running task's of each worker (nil: none), copied
 	// into its status at most every progressEvery (progressAt).
-	progress   []*mr.Progress
+	progress   []*job.Progress
 	progressAt []time.Time
 	// revs are the revisions of the statuses as this pool last wrote them
 	// (0 before the first write): each write expects its own last one.
@@ -71,10 +70,10 @@ const progressEvery = 2 * time.Second
 
 // track makes worker i's status follow p, the progress of the task it
 // runs (nil: none).
-func (r *reporter) track(i int, p *mr.Progress) {
+func (r *reporter) track(i int, p *job.Progress) {
 	r.mu.Lock()
 	if r.progress == nil {
-		r.progress, r.progressAt = make([]*mr.Progress, len(r.status)), make([]time.Time, len(r.status))
+		r.progress, r.progressAt = make([]*job.Progress, len(r.status)), make([]time.Time, len(r.status))
 	}
 	r.progress[i], r.progressAt[i] = p, time.Time{}
 	r.mu.Unlock()

@@ -417,9 +417,9 @@ func (p *Pool) run(i int, l *lease) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
 		s.Epoch, s.Backup, s.Lease = t.Epoch, t.Backup, l.msg().Lease()
 	})
-	progress := &mr.Progress{}
+	progress := &job.Progress{}
 	p.rep.track(i, progress)
-	ctx = mr.WithProgress(ctx, progress)
+	ctx = job.WithProgress(ctx, progress)
 	value, out, err := int64(0), (*mr.Outcome)(nil), p.stillNoRoom(t)
 	if err == nil {
 		value, out, err = p.call(ctx, t)
