@@ -1859,6 +1859,20 @@ func TestBackupsWaitForAnIdleWorker(t *testing.T) {
 		f.report(r)
 	}
 	f.await(j.ID, func(j *job.Job) bool { return j.Done == 3 })
+	// The run times are kept just after the record's write the watch saw:
+	// without them no copy is made, and the first look would pass for
+	// nothing.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c.mu.Lock()
+		kept := len(c.durs[j.ID][job.PhaseMap])
+		c.mu.Unlock()
+		if kept == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d run times kept after 3 results", kept)
+		}
+	}
 	slow := now.Add(-5 * time.Second)
 	statuses := []job.WorkerStatus{
 		{Key: "w.0", Busy: true, JobID: j.ID, Phase: job.PhaseMap, Partition: 3, Attempt: 1, TaskStartedAt: &slow},
