@@ -11,7 +11,6 @@ import (
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
-	"github.com/mrcluster/mrcluster/internal/kinds"
 )
 
 // A map task halfway through its split says so: its worker's status, as
@@ -22,22 +21,18 @@ func TestARunningDataTaskReportsItsProgress(t *testing.T) {
 	t.Parallel()
 	const lines = 4000
 	reached, release := make(chan struct{}), make(chan struct{})
-	wc := kinds.Data()[0]
-	halfway := job.Kind{
-		Name: "halfway", Description: "a word count that waits at the middle of its input",
-		MapRecord: func(ctx context.Context, rec job.Record, emit job.Emit) error {
-			if rec.Line == lines/2 {
-				close(reached)
-				select {
-				case <-release:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+	// A word count that waits at the middle of its input.
+	halfway, _, _ := countKind("halfway", func(ctx context.Context, rec job.Record) error {
+		if rec.Line == lines/2 {
+			close(reached)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			return wc.Map(ctx, rec, emit)
-		},
-		Combine: wc.Combine, ReduceKey: wc.Reduce,
-	}
+		}
+		return nil
+	}, nil)
 	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(halfway) })
 	var data strings.Builder
 	for i := range lines {

@@ -2,7 +2,6 @@ package mr
 
 import (
 	"io"
-	"sync/atomic"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 )
@@ -12,21 +11,22 @@ import (
 const progressEvery = 64 << 10
 
 // readProgress counts the bytes a task reads into a share of its
-// progress: from base, up to base+span once total bytes were read.
+// progress: from base, up to base+span once total bytes were read. One
+// goroutine reads through it (a map's split, a reduce's merge).
 type readProgress struct {
 	p          *job.Progress
 	total      int64
 	base, span float64
-	read, last atomic.Int64
+	read, last int64
 }
 
 func (r *readProgress) add(n int64) {
-	read := r.read.Add(n)
-	if r.p == nil || r.total <= 0 || read-r.last.Load() < progressEvery && read < r.total {
+	r.read += n
+	if r.p == nil || r.total <= 0 || r.read-r.last < progressEvery && r.read < r.total {
 		return
 	}
-	r.last.Store(read)
-	r.p.Set(r.base + r.span*float64(read)/float64(r.total))
+	r.last = r.read
+	r.p.Set(r.base + r.span*float64(r.read)/float64(r.total))
 }
 
 // counted is a reader whose reads are counted into a readProgress.

@@ -69,13 +69,15 @@ func (e *ReplacedError) Error() string {
 const progressEvery = 2 * time.Second
 
 // track makes worker i's status follow p, the progress of the task it
-// runs (nil: none).
+// runs (nil: none), from progressEvery after its start: the start's own
+// write says the task began, and a task shorter than that costs no write
+// more.
 func (r *reporter) track(i int, p *job.Progress) {
 	r.mu.Lock()
 	if r.progress == nil {
 		r.progress, r.progressAt = make([]*job.Progress, len(r.status)), make([]time.Time, len(r.status))
 	}
-	r.progress[i], r.progressAt[i] = p, time.Time{}
+	r.progress[i], r.progressAt[i] = p, time.Now()
 	r.mu.Unlock()
 }
 
