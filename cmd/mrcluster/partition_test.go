@@ -215,6 +215,13 @@ func TestPartitions(t *testing.T) {
 				break
 			}
 			if time.Since(healed) > 2*time.Minute {
+				for _, u := range urls {
+					var o client.Job
+					var h struct{ Tasks []job.TaskResult }
+					_, jerr := chaosDo("GET", u+"/api/v1/jobs/"+a.id, "", nil, &o)
+					_, terr := chaosDo("GET", u+"/api/v1/jobs/"+a.id+"/tasks", "", nil, &h)
+					t.Logf("server %s: job %s %s %+v (%v); its task history (%v): %+v", u, a.id, o.State, o.Tasks, jerr, terr, h.Tasks)
+				}
 				t.Fatalf("acknowledged job %s is %s two minutes after the last heal (%v): %+v", a.id, j.State, err, j.Tasks)
 			}
 			time.Sleep(200 * time.Millisecond)

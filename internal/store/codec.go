@@ -317,16 +317,16 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 	if s.Archive == nil || !ok || s.ArchiveAfter < 0 && rev > 0 {
 		return s.KV.Update(ctx, j.ID, data, rev)
 	}
-	// The copies known before an unfinished record is written over the
-	// job's are its state no more once the write succeeds: a retry's
-	// earlier epochs (one left would bring the job back after its delete),
-	// or an early copy whose finishing write did not happen. Only those:
-	// the write's answer can come late (an election), after another
-	// server read the record written, finished the job and appended its
-	// copy, which this process may have indexed by then; taking the index
-	// as it is after the write removed that copy, the job's only one once
-	// its bucket record expired (a finished job answered 404 by every
-	// server of a cluster, `make chaos`).
+	// The copies of earlier epochs known before an unfinished record is
+	// written over the job's are its state no more once the write
+	// succeeds: a retry's (one left would bring the job back after its
+	// delete). Only those known before: the write's answer can come late
+	// (an election), after another server read the record written,
+	// finished the job and appended its copy, which this process may have
+	// indexed by then; taking the index as it is after the write removed
+	// that copy, the job's only one once its bucket record expired (a
+	// finished job answered 404 by every server of a cluster, `make
+	// chaos`). And only those of earlier epochs (earlierCopies).
 	before := s.idx.seqs(j.ID)
 	if s.ArchiveAfter < 0 {
 		// Back from the archive, and to stay in the bucket.
@@ -340,9 +340,12 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 		var nrev uint64
 		if rev > 0 {
 			nrev, err = s.KV.Update(ctx, j.ID, data, rev)
+			if err == nil && len(before) > 0 {
+				before = s.earlierCopies(ctx, j, before)
+			}
 		} else {
 			// Back from the archive (a retry): written where no value
-			// is.
+			// is, over copies of earlier epochs only.
 			nrev, err = exp.WriteTTL(ctx, j.ID, data, 0, 0)
 		}
 		if err == nil {
@@ -375,6 +378,33 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 	// supersedes.
 	s.idx.add(j.ID, seq)
 	return nrev, err
+}
+
+// earlierCopies returns those of job j's archived copies at seqs whose
+// epoch is earlier than j's: copies a retry left behind. A copy of j's own
+// epoch is an early one, appended by a finishing write whose bucket write
+// failed, and it stays. A reader whose read of the bucket failed takes it
+// for the job's state (a stream leader deposed by a partition answered a
+// job's record not found; a read model took the copy, showed the job
+// finished, and its coordinator let the results that finish it go); and
+// the job's results applied again finish it as the copy says. Removed by
+// a later write of the job unfinished (a lost attempt logged in its
+// record), the copy took the job's only finished record with it: the job
+// stayed unfinished for good (TestPartitions in CI, 2026-12-05). Kept,
+// it is the job's state once it has settled (revived). A copy this call
+// cannot read stays too.
+func (s *Jobs) earlierCopies(ctx context.Context, j *job.Job, seqs []uint64) []uint64 {
+	var out []uint64
+	for _, seq := range seqs {
+		key, data, err := s.Archive.Read(ctx, seq)
+		if err != nil || key != j.ID {
+			continue
+		}
+		if a, err := DecodeJob(data); err == nil && a.Epoch < j.Epoch {
+			out = append(out, seq)
+		}
+	}
+	return out
 }
 
 // settleAfter is how long after a job finished no finishing write of it

@@ -2,6 +2,7 @@ package view_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -152,6 +153,26 @@ func (k cutShort) ForgetUpTo(ctx context.Context, key string, rev uint64) error 
 	return k.exp.ForgetUpTo(ctx, key, rev)
 }
 
+// cutShortFinish starts a read model of a store whose finished records
+// leave the bucket after 3 s, creates a job through a writer whose
+// finishing writes are cut short (another server, killed between its
+// copy and its write), and finishes it there: the copy is archived, the
+// bucket holds the queued record at rev.
+func cutShortFinish(t *testing.T) (ctx context.Context, jobs *store.Jobs, v *view.View, writer *store.Jobs, j *job.Job, rev uint64, finished time.Time) {
+	t.Helper()
+	ctx, s := archivingStore(t, 3*time.Second)
+	jobs = s.Ports.Jobs
+	v = startView(t, ctx, s, &store.Jobs{KV: jobs.KV, Archive: jobs.Archive, ArchiveAfter: 3 * time.Second})
+	writer = &store.Jobs{KV: cutShort{jobs.KV, jobs.KV.(store.KVExpiring)}, Archive: jobs.Archive, ArchiveAfter: 3 * time.Second}
+	j, rev = createJob(t, ctx, v, writer)
+	finished = time.Now().UTC()
+	j.State, j.FinishedAt, j.Done = job.Succeeded, &finished, 1
+	if _, err := writer.Update(ctx, j, rev); err == nil {
+		t.Fatal("the cut-short finishing write succeeded")
+	}
+	return ctx, jobs, v, writer, j, rev, finished
+}
+
 // A job whose finishing write was cut short after its archived copy (its
 // server killed) is finished in the copy alone: the bucket holds it
 // unfinished, and its results, applied again, change nothing in a server
@@ -161,19 +182,60 @@ func (k cutShort) ForgetUpTo(ctx context.Context, key string, rev uint64) error 
 // read of the store: as by default, 20 s and 2 s.)
 func TestFinishedCopyWhoseBucketWriteWasCutShort(t *testing.T) {
 	t.Parallel()
-	ctx, s := archivingStore(t, 3*time.Second)
-	jobs := s.Ports.Jobs
-	v := startView(t, ctx, s, &store.Jobs{KV: jobs.KV, Archive: jobs.Archive, ArchiveAfter: 3 * time.Second})
-	// The writer: another server, killed between its copy and its write.
-	writer := &store.Jobs{KV: cutShort{jobs.KV, jobs.KV.(store.KVExpiring)}, Archive: jobs.Archive, ArchiveAfter: 3 * time.Second}
-	j, rev := createJob(t, ctx, v, writer)
-	finished := time.Now().UTC()
-	j.State, j.FinishedAt, j.Done = job.Succeeded, &finished, 1
-	if _, err := writer.Update(ctx, j, rev); err == nil {
-		t.Fatal("the cut-short finishing write succeeded")
-	}
+	ctx, jobs, v, _, j, _, finished := cutShortFinish(t)
 	if e, err := jobs.KV.Get(ctx, j.ID); err != nil || strings.Contains(string(e.Value), `"state":"succeeded"`) {
 		t.Fatalf("the bucket after the cut-short write: %s, %v; want the queued record", e.Value, err)
 	}
 	awaitSucceeded(t, ctx, v, j.ID, finished)
+}
+
+// A job's copy archived by a finishing write whose bucket write failed
+// stays when the job is written unfinished again in the same run (a lost
+// attempt logged in its record): a reader that took the copy for the job's
+// state let go of the results that would finish it, and the copy is then
+// the job's only finished record. Every read model shows the job finished
+// once the copy has settled. A retry's write (a later epoch) removes it.
+func TestAnEarlyCopyOutlivesAnUnfinishedWriteOfItsRun(t *testing.T) {
+	t.Parallel()
+	ctx, jobs, v, writer, j, rev, finished := cutShortFinish(t)
+	running := j.Clone()
+	running.State, running.FinishedAt, running.Done = job.Running, nil, 0
+	copySeq, err := jobs.Archive.Last(ctx)
+	if err != nil || copySeq == 0 {
+		t.Fatalf("no copy archived: %d, %v", copySeq, err)
+	}
+	// The same run written unfinished, by the process that indexed the
+	// copy.
+	rev, err = writer.Update(ctx, running, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitSucceeded(t, ctx, v, j.ID, finished)
+	if key, _, err := jobs.Archive.Read(ctx, copySeq); err != nil || key != j.ID {
+		t.Fatalf("the early copy after the job was read finished from it: %q, %v", key, err)
+	}
+
+	// A retry's write: the copy of the earlier epoch goes.
+	retried := running.Clone()
+	retried.State, retried.Epoch = job.Queued, 1
+	if e, err := jobs.KV.Get(ctx, j.ID); err == nil {
+		rev = e.Revision // the record the revived read left, if any
+		_, err = writer.Update(ctx, retried, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else if _, err := writer.Update(ctx, retried, 0); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, _, err := jobs.Archive.Read(ctx, copySeq)
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the copy of the earlier epoch is still archived after the retry's write: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
