@@ -2355,6 +2355,15 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 			c.log.Debug("results of a job whose record is not stored yet; waiting for it", "job", id)
 			return 100 * time.Millisecond
 		}
+		if st, known := c.heldUnfinished(id); known && !deleted {
+			// The read model holds the job's record, unfinished: the
+			// store's "not found" is a wrong answer (a stream leader a
+			// partition deposed, or one elected that has not applied
+			// its log yet). Dropped, the results that finish the job
+			// were lost, and it stayed unfinished for good.
+			c.log.Debug("the store answered not found for a job this server holds unfinished; applying its results again shortly", "job", id, "state", st)
+			return time.Second
+		}
 		c.log.Debug("dropping results of a job that does not exist (its submit failed, or it was deleted)", "job", id, "results", len(results))
 	case err == nil && stale:
 		// Expected now and then in a cluster: handled by reading again.
@@ -2431,6 +2440,16 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		c.mu.Unlock()
 	}
 	return 0
+}
+
+// heldUnfinished reports the state of job id in the read model when it
+// holds the job unfinished.
+func (c *Coordinator) heldUnfinished(id string) (job.State, bool) {
+	if c.cfg.State == nil {
+		return "", false
+	}
+	st, ok := c.cfg.State(id)
+	return st, ok && !st.Terminal()
 }
 
 // beginEnding notes that this server is about to write the failure or

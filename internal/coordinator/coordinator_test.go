@@ -369,6 +369,43 @@ func TestResultsOfAnUnknownJob(t *testing.T) {
 	}
 }
 
+// Results of an old job the store answers "not found" for while the read
+// model holds it unfinished are held, not dropped: the store's answer is
+// wrong (a stream leader a partition deposed), and the results are what
+// finishes the job once it answers right.
+func TestResultsOfAJobTheReadModelHoldsAreNotDroppedOnNotFound(t *testing.T) {
+	f := newFixture(t)
+	old := job.NewID("noop", time.Now().Add(-time.Hour))
+	_ = f.c.Stop(f.ctx) // only the coordinator whose read model holds the job applies results
+	var asked atomic.Int32 // the result's deliveries that asked the read model
+	f.coordinator(func(c *Config) {
+		c.State = func(id string) (job.State, bool) {
+			if id != old {
+				return "", false
+			}
+			asked.Add(1)
+			return job.Running, true
+		}
+	})
+	f.report(job.TaskResult{Job: old, Attempt: 1, Value: 7})
+	// Delivered again after it was held: not dropped.
+	for asked.Load() < 2 {
+		select {
+		case <-f.ctx.Done():
+			t.Fatalf("the result was delivered %d times; want it held and delivered again", asked.Load())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// The store answers again: the result finishes the job.
+	if _, err := f.store.Jobs.Create(f.ctx, job.New(old, job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())); err != nil {
+		t.Fatal(err)
+	}
+	done := f.await(old, func(j *job.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || done.Result.Sum != 7 {
+		t.Fatalf("the job whose record the store did not find for a while: %s %+v", done.State, done.Result)
+	}
+}
+
 // Results of a young job the read model saw deleted are dropped at once,
 // not held for the minute a record on its way may take.
 func TestResultsOfADeletedJobAreDropped(t *testing.T) {
