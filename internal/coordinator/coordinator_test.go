@@ -376,7 +376,7 @@ func TestResultsOfAnUnknownJob(t *testing.T) {
 func TestResultsOfAJobTheReadModelHoldsAreNotDroppedOnNotFound(t *testing.T) {
 	f := newFixture(t)
 	old := job.NewID("noop", time.Now().Add(-time.Hour))
-	_ = f.c.Stop(f.ctx) // only the coordinator whose read model holds the job applies results
+	_ = f.c.Stop(f.ctx)    // only the coordinator whose read model holds the job applies results
 	var asked atomic.Int32 // the result's deliveries that asked the read model
 	f.coordinator(func(c *Config) {
 		c.State = func(id string) (job.State, bool) {
