@@ -383,16 +383,16 @@ func (s *Jobs) Update(ctx context.Context, j *job.Job, rev uint64) (uint64, erro
 // earlierCopies returns those of job j's archived copies at seqs whose
 // epoch is earlier than j's: copies a retry left behind. A copy of j's own
 // epoch is an early one, appended by a finishing write whose bucket write
-// failed, and it stays. A reader whose read of the bucket failed takes it
-// for the job's state (a stream leader deposed by a partition answered a
-// job's record not found; a read model took the copy, showed the job
-// finished, and its coordinator let the results that finish it go); and
-// the job's results applied again finish it as the copy says. Removed by
-// a later write of the job unfinished (a lost attempt logged in its
-// record), the copy took the job's only finished record with it: the job
-// stayed unfinished for good (TestPartitions in CI, 2026-12-05). Kept,
-// it is the job's state once it has settled (revived). A copy this call
-// cannot read stays too.
+// failed, and it stays: a reader whose read of the bucket was answered
+// "not found" (by a stream leader a partition deposed) takes it for the
+// job's state, a read model showing the job finished, a coordinator
+// dropping the job's later results as late; and the job's results applied
+// again finish it as the copy says. Removed by a later write of the job
+// unfinished (a lost attempt logged in its record), the copy took the
+// job's only finished record with it: the job stayed unfinished for good
+// (TestPartitions, traced under load, 2026-12-05). Kept, it is the job's
+// state once it has settled (revived). A copy this call cannot read stays
+// too.
 func (s *Jobs) earlierCopies(ctx context.Context, j *job.Job, seqs []uint64) []uint64 {
 	var out []uint64
 	for _, seq := range seqs {
