@@ -189,6 +189,11 @@ func smallJobs(ctx context.Context, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "  raw JetStream, a job's fewest writes (record, task, finish, ack), 16 clients, %s\t%.0f jobs/s\t\t\n", b.what, ceiling)
 		fmt.Fprintf(w, "  share of that ceiling\t%.0f %%\t\t\n", 100*b.ours/ceiling)
+		if b.batch == 1 && peer > 0 {
+			// Below 2, the single-submit target is out of the
+			// substrate's reach for this shape, whatever runs above it.
+			fmt.Fprintf(w, "  that ceiling / Asynq\t%.2fx\t\t\n", ceiling/peer)
+		}
 	}
 	// What bounds single submits besides the store: their HTTP alone, and
 	// the floor of a design storing several jobs per write (the redesign
