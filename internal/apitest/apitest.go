@@ -237,8 +237,22 @@ func Get(url string) (*http.Response, error) {
 // is stored.
 func (c Client) PutFile(t testing.TB, ds, file string, data []byte) {
 	t.Helper()
-	if _, err := c.API().PutFile(Context(t), ds, file, bytes.NewReader(data), int64(len(data))); err != nil {
+	if err := c.Upload(Context(t), ds, file, data); err != nil {
 		t.Fatalf("put %s/%s: %v", ds, file, err)
+	}
+}
+
+// Upload uploads data as file of dataset ds, sending it again while the
+// server answers 503 (its write probe timed out on a loaded machine, a
+// store electing a leader), as a client should: the same file sent again
+// replaces it. For goroutines, which may not fail a test.
+func (c Client) Upload(ctx context.Context, ds, file string, data []byte) error {
+	wait := 50 * time.Millisecond
+	for {
+		_, err := c.API().PutFile(ctx, ds, file, bytes.NewReader(data), int64(len(data)))
+		if !tryAgain(ctx, err, &wait) {
+			return err
+		}
 	}
 }
 

@@ -138,7 +138,7 @@ func TestMapTaskOfManyFiles(t *testing.T) {
 			for i := w; i < n; i += 8 {
 				word := fmt.Sprintf("w%c", 'a'+i%13)
 				data := word + "\n" + word + "\n"
-				if _, err := c.API().PutFile(ctx, "lots", fmt.Sprintf("f%05d.txt", i), strings.NewReader(data), int64(len(data))); err != nil {
+				if err := c.Upload(ctx, "lots", fmt.Sprintf("f%05d.txt", i), []byte(data)); err != nil {
 					return err
 				}
 			}
