@@ -237,6 +237,14 @@ func (c *Client) callAgain(ctx context.Context, method, path string, body, out a
 	return again(ctx, c.Retries, isUnavailableAnswer, func() error { return c.call(ctx, method, path, nil, body, out) })
 }
 
+// Again calls send, and calls it again while it answers 503, up to
+// retries times (4 when zero; -1 for never), backing off from half a
+// second: for a request that is the same sent twice, made by the caller
+// (an upload from a file, opened again each time).
+func Again(ctx context.Context, retries int, send func() error) error {
+	return again(ctx, retries, isUnavailableAnswer, send)
+}
+
 // isUnavailableAnswer reports whether err is a 503 answer.
 func isUnavailableAnswer(err error) bool {
 	var e *Error
@@ -868,10 +876,39 @@ func (c *Client) Dataset(ctx context.Context, name string) (Dataset, error) {
 
 // PutFile stores size bytes read from r as file of dataset ds, replacing a
 // file of that name; size -1 means unknown. The dataset is made on its
-// first file.
+// first file. When r is an io.Seeker that is not an io.Closer (a
+// bytes.Reader, a strings.Reader: the transport closes a body that is
+// one, a file), the upload is sent again from where r was while the
+// server answers 503 (its store electing a leader, or refusing writes for
+// a moment), up to Retries times: the same file stored twice is stored
+// once.
 func (c *Client) PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (Dataset, error) {
 	var d Dataset
-	resp, err := c.stream(ctx, http.MethodPut, "/api/v1/datasets/"+url.PathEscape(ds)+"/files/"+url.PathEscape(file), r, size)
+	path := "/api/v1/datasets/" + url.PathEscape(ds) + "/files/" + url.PathEscape(file)
+	var resp *http.Response
+	send := func() (err error) {
+		resp, err = c.stream(ctx, http.MethodPut, path, r, size)
+		return err
+	}
+	var err error
+	_, closer := r.(io.Closer)
+	if sk, ok := r.(io.Seeker); ok && !closer {
+		start, serr := sk.Seek(0, io.SeekCurrent)
+		if serr != nil {
+			return d, fmt.Errorf("upload %s/%s: %w", ds, file, serr)
+		}
+		tries := 0
+		err = again(ctx, c.Retries, isUnavailableAnswer, func() error {
+			if tries++; tries > 1 {
+				if _, err := sk.Seek(start, io.SeekStart); err != nil {
+					return fmt.Errorf("upload %s/%s again: %w", ds, file, err)
+				}
+			}
+			return send()
+		})
+	} else {
+		err = send()
+	}
 	if err != nil {
 		return d, err
 	}

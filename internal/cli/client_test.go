@@ -470,3 +470,44 @@ func TestReduceInputsLine(t *testing.T) {
 		}
 	}
 }
+
+// dataset put sends a file again, whole, while the server answers 503 (a
+// write probe that timed out, a store electing a leader), and says it is
+// stored once the server takes it.
+func TestDatasetPutRetriesWhileUnavailable(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(data))
+		n := len(bodies)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if n < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"the store does not take writes: try again shortly"}}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"name":"books"}`))
+	}))
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "a.txt")
+	if err := os.WriteFile(path, []byte("hello world\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	if err := datasetCmd(ctx, []string{"put", "books", path, "--server", srv.URL}, &out, &errOut); err != nil {
+		t.Fatalf("dataset put: %v (%s)", err, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "stored "+path+" as books/a.txt (12 bytes)") {
+		t.Fatalf("said %q", errOut.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 3 || bodies[0] != "hello world\n" || bodies[1] != bodies[0] || bodies[2] != bodies[0] {
+		t.Fatalf("bodies sent: %q; want the whole file three times", bodies)
+	}
+}

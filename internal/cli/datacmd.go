@@ -150,8 +150,8 @@ func storedNames(paths []string) ([]string, error) {
 	return names, nil
 }
 
-// putFile uploads the file at path into dataset ds as name.
-func putFile(ctx context.Context, c *client.Client, ds, path, name string, stderr io.Writer) error {
+// withFile calls fn with the file at path, open, and its size.
+func withFile(path string, fn func(f *os.File, size int64) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -161,10 +161,25 @@ func putFile(ctx context.Context, c *client.Client, ds, path, name string, stder
 	if err != nil {
 		return err
 	}
-	if _, err := c.PutFile(ctx, ds, name, f, st.Size()); err != nil {
+	return fn(f, st.Size())
+}
+
+// putFile uploads the file at path into dataset ds as name, sending it
+// again while the server answers 503 (its store electing a leader, or
+// refusing writes for a moment), as often as the client's reads are.
+func putFile(ctx context.Context, c *client.Client, ds, path, name string, stderr io.Writer) error {
+	var size int64
+	err := client.Again(ctx, c.Retries, func() error {
+		return withFile(path, func(f *os.File, n int64) error {
+			size = n
+			_, err := c.PutFile(ctx, ds, name, f, n)
+			return err
+		})
+	})
+	if err != nil {
 		return fmt.Errorf("upload %s: %w", path, explain(err))
 	}
-	fmt.Fprintf(stderr, "stored %s as %s/%s (%d bytes)\n", path, ds, name, st.Size())
+	fmt.Fprintf(stderr, "stored %s as %s/%s (%d bytes)\n", path, ds, name, size)
 	return nil
 }
 

@@ -57,16 +57,11 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fs.Usage()
 			return fmt.Errorf("kind put needs a kind name and one .wasm file")
 		}
-		f, err := os.Open(pos[1])
-		if err != nil {
+		var k client.Kind
+		err := withFile(pos[1], func(f *os.File, size int64) (err error) {
+			k, err = c.PutKind(ctx, pos[0], *description, f, size)
 			return err
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		k, err := c.PutKind(ctx, pos[0], *description, f, st.Size())
+		})
 		if err != nil {
 			return fmt.Errorf("upload %s: %w", pos[1], explain(err))
 		}
