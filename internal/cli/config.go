@@ -20,7 +20,7 @@ func envName(flagName string) string { return flags.Env(flagName) }
 // --config (or MRCLUSTER_CONFIG). It returns where each value came from.
 func parseWithFile(fs *flag.FlagSet, args []string) (map[string]string, error) {
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return nil, unknownFlag(fs, err)
 	}
 	sources := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) { sources[f.Name] = "default" })

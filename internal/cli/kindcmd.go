@@ -147,5 +147,5 @@ func kindCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	fmt.Fprintln(stderr, use)
-	return fmt.Errorf("unknown kind subcommand %q: use put, ls, rm, pause or resume", sub)
+	return fmt.Errorf("unknown kind subcommand %q: use put, ls, rm, pause, resume or limit", sub)
 }

@@ -139,6 +139,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, registry 
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
+	if meant := closest(cmd, commands); meant != "" {
+		return fmt.Errorf("unknown command %q (did you mean %q?)", cmd, meant)
+	}
 	return fmt.Errorf("unknown command %q", cmd)
 }
 

@@ -76,3 +76,44 @@ func TestWaitIntoALogIsPaced(t *testing.T) {
 		t.Fatalf("%d lines in %s; want at most %d (a line per state and one every %s):\n%s", len(lines), took, most, progressEvery, errOut.String())
 	}
 }
+
+// A mistyped command or flag is answered with the one meant, when one is
+// close (a typo, or a flag's name from another tool), and with no guess
+// when none is.
+func TestMistypedCommandsAndFlagsNameTheOneMeant(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sumbit", "noop"}, `unknown command "sumbit" (did you mean "submit"?)`},
+		{[]string{"jbos"}, `unknown command "jbos" (did you mean "jobs"?)`},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"submit", "wordcount", "--dataset", "books"}, "flag provided but not defined: -dataset (did you mean --input?)"},
+		{[]string{"submit", "wordcount", "--reduces", "4"}, "(did you mean --reducers?)"},
+		{[]string{"submit", "noop", "--partitons", "4"}, "(did you mean --partitions?)"},
+		{[]string{"jobs", "--sate", "failed"}, "(did you mean --state?)"},
+		{[]string{"jobs", "--colour"}, "flag provided but not defined: -colour (the flags are listed above)"},
+		{[]string{"serve", "--adr", "127.0.0.1:0"}, "(did you mean --addr?)"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(ctx, c.args, &out, &errOut, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v; want an error saying %q", c.args, err, c.want)
+		}
+		if strings.Contains(c.want, "the flags are listed above") && strings.Contains(err.Error(), "did you mean") {
+			t.Errorf("%q: %v; no flag is near it, none should be guessed", c.args, err)
+		}
+	}
+	for _, c := range []struct {
+		s    string
+		want string
+	}{
+		{"submit", "submit"}, {"sbumit", "submit"}, {"x", ""}, {"statu", "status"}, {"delte", "delete"}, {"kidns", "kinds"},
+	} {
+		if got := closest(c.s, commands); got != c.want {
+			t.Errorf("closest(%q) = %q, want %q", c.s, got, c.want)
+		}
+	}
+}
