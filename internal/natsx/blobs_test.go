@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -269,5 +271,92 @@ func TestBlobsSlowReader(t *testing.T) {
 	}
 	if !r.(*stalling).byReq {
 		t.Fatal("the read did not go on with requests: the test did not test that")
+	}
+}
+
+// Objects of several chunks are written by the store's own publishes, in
+// the library's format (the library reads them, digest checked), into a
+// bucket whose names are used again (an object replaced leaves none of
+// its chunks behind) and into one whose are not, and no put leaves a
+// goroutine behind: the library's Put left one blocked for good at most
+// puts made amid others (nats.go's resetPendingAcksOnReconnect; the
+// dataset tests' goleak check, leak_test.go there, found 59 to 87 of them
+// in a run).
+func TestBlobsOfManyChunks(t *testing.T) {
+	s, ctx := setupStore(t)
+	// The store's publisher starts its own goroutines at its first
+	// asynchronous publish, for the connection's life.
+	for _, b := range []store.Blobs{s.Ports.Shuffle, s.Ports.Blocks} {
+		if err := b.Put(ctx, "warm-up", bytes.NewReader(make([]byte, 2*chunkSize))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := runtime.NumGoroutine()
+	for _, c := range []struct {
+		b      store.Blobs
+		os     jetstream.ObjectStore
+		bucket string
+	}{{s.Ports.Blocks, s.Blocks, BlocksBucket}, {s.Ports.Shuffle, s.Shuffle, ShuffleBucket}} {
+		for i, n := range []int{128<<10 + 1, 4 << 20, 9*128<<10 + 5, 3 << 20} {
+			name := fmt.Sprintf("d/f/u/%d", i%2) // the third and fourth replace the first two
+			data := bytes.Repeat([]byte{byte('a' + i)}, n)
+			var old *jetstream.ObjectInfo
+			if i >= 2 {
+				old, _ = c.os.GetInfo(ctx, name)
+			}
+			if err := c.b.Put(ctx, name, io.LimitReader(bytes.NewReader(data), int64(n))); err != nil { // no Len: read to its end
+				t.Fatalf("%s: put of %d bytes: %v", c.bucket, n, err)
+			}
+			info, err := c.os.GetInfo(ctx, name)
+			if want := uint32((n + chunkSize - 1) / chunkSize); err != nil || info.Size != uint64(n) || info.Chunks != want {
+				t.Fatalf("%s: the library's info of %d bytes: %+v, %v; want %d chunks", c.bucket, n, info, err, want)
+			}
+			got, err := c.os.GetBytes(ctx, name) // checks the digest
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s: the library read %d bytes, %v; want %d", c.bucket, len(got), err, n)
+			}
+			if got, err := c.b.GetBytes(ctx, name); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s: read %d bytes, %v; want %d", c.bucket, len(got), err, n)
+			}
+			if old != nil && c.bucket == BlocksBucket {
+				st, err := s.JS.Stream(ctx, "OBJ_"+c.bucket)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sinfo, err := st.Info(ctx, jetstream.WithSubjectFilter("$O."+c.bucket+".C."+old.NUID))
+				if err != nil || len(sinfo.State.Subjects) != 0 {
+					t.Fatalf("%s: the replaced object's chunks: %v, %v; want none left", c.bucket, sinfo.State.Subjects, err)
+				}
+				subject := "$O." + c.bucket + ".C." + info.NUID
+				if sinfo, err := st.Info(ctx, jetstream.WithSubjectFilter(subject)); err != nil || sinfo.State.Subjects[subject] != uint64(info.Chunks) {
+					t.Fatalf("%s: the new object's chunks: %v, %v; want %d", c.bucket, sinfo.State.Subjects, err, info.Chunks)
+				}
+			}
+		}
+	}
+	// Many at once, as a task's transfers and a dataset's uploads go.
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Go(func() {
+			data := bytes.Repeat([]byte{byte(i)}, 3*chunkSize+i)
+			errs <- s.Ports.Blocks.Put(ctx, fmt.Sprintf("d/g/u/%d", i), bytes.NewReader(data))
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("puts at once: %v", err)
+		}
+	}
+	// Every put is over once it returns: nothing of it runs on.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines after the puts, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }

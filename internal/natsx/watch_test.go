@@ -3,6 +3,7 @@ package natsx
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -27,11 +28,12 @@ func (e entry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
 
 // silent is the library's watch when the last stored entries left the
 // bucket before they were delivered: it never says the stored ones are
-// passed (no nil), and hands over only what the test gives it.
+// passed (no nil), and hands over only what the test gives it. Stopped,
+// it closes its channel, as the library does once its subscription ended.
 type silent struct{ ch chan jetstream.KeyValueEntry }
 
 func (s silent) Updates() <-chan jetstream.KeyValueEntry { return s.ch }
-func (s silent) Stop() error                             { return nil }
+func (s silent) Stop() error                             { close(s.ch); return nil }
 
 // A watch says its stored entries are passed even when the library never
 // does (the last of them left the bucket before their delivery: a server's
@@ -113,5 +115,30 @@ func TestAWatchSaysItsStoredEntriesArePassedWhenTheLibraryDoesNot(t *testing.T) 
 	}
 	if e := next(w, "live entry"); e == nil || e.Revision != 7 {
 		t.Fatalf("the live entry: %+v", e)
+	}
+}
+
+// A watch stopped while the library holds entries no one took (more than
+// its channel's 256) leaves nothing running: the library's delivery
+// goroutine waited on its channel for good.
+func TestAStoppedWatchLeavesNothingRunning(t *testing.T) {
+	s, ctx := setupStore(t)
+	for i := range 600 {
+		if _, err := s.Ports.Datasets.Put(ctx, fmt.Sprintf("k%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := runtime.NumGoroutine()
+	w, err := s.Ports.Datasets.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := <-w.Updates(); e == nil {
+		t.Fatal("the watch's first entry is nil; want a stored entry")
+	}
+	w.Stop()
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines after the watch stopped, %d before it began:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
