@@ -3,7 +3,6 @@ package natsx
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"testing"
 	"time"
 
@@ -128,7 +127,8 @@ func TestAStoppedWatchLeavesNothingRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := runtime.NumGoroutine()
+	const library = "jetstream.(*kvs).WatchFiltered"
+	before := goroutinesIn(library)
 	w, err := s.Ports.Datasets.Watch(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -136,9 +136,16 @@ func TestAStoppedWatchLeavesNothingRunning(t *testing.T) {
 	if e := <-w.Updates(); e == nil {
 		t.Fatal("the watch's first entry is nil; want a stored entry")
 	}
+	// The library's channel full: its delivery goroutine waits to hand
+	// over the next entry.
+	lib := w.(*watcher).w.Updates()
+	for deadline := time.Now().Add(10 * time.Second); len(lib) < cap(lib); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the library holds %d entries of 600, not the %d its channel takes", len(lib), cap(lib))
+		}
+	}
 	w.Stop()
-	if n := runtime.NumGoroutine(); n > before {
-		buf := make([]byte, 1<<20)
-		t.Fatalf("%d goroutines after the watch stopped, %d before it began:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	if n := goroutinesIn(library); n > before {
+		t.Fatalf("%d goroutines in %s after the watch stopped, %d before it began", n, library, before)
 	}
 }
