@@ -186,7 +186,7 @@ func TestHealthyConsumerStateIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := fetchAll(ctx, t, s); n != 2 {
-		t.Fatalf("delivered %d tasks; want the 2 never delivered (the other two wait for their ack time)", n)
+		t.Fatalf("delivered %d tasks; want the 2 never delivered (the other two wait for their ack time); log: %s", n, log.String())
 	}
 	if strings.Contains(log.String(), "level=WARN") {
 		t.Fatalf("a healthy store was mended: %s", log.String())
