@@ -26,6 +26,7 @@ type scripted struct {
 	unavailable bool
 	noReadsByID bool // answer GET /api/v1/jobs?id=… as an older server
 	reads       map[string]int
+	listed      int                  // GET /api/v1/jobs answered
 	streams     map[chan string]bool // each open event stream's
 }
 
@@ -97,6 +98,7 @@ func (s *scripted) list(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"error":{"code":"unavailable","message":"the job store is not answering; try again shortly"}}`)
 		return
 	}
+	s.listed++
 	var l client.JobList
 	if s.noReadsByID {
 		for id, state := range s.state {
@@ -216,10 +218,14 @@ func TestWaitRidesOutAnUnavailableServer(t *testing.T) {
 		}
 		done <- err
 	}()
+	// WaitAll's first read is a list's, Wait's the job's own: a 503 at
+	// either first read is an error (a wrong address), not waited out.
+	// (Two reads of the job alone were Wait's two, its tick at 1 s, on a
+	// loaded machine before WaitAll's first: it failed in CI.)
 	await(t, "both waits' first reads, and their events", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.reads["a"] >= 2 && len(s.streams) == 2
+		return s.reads["a"] >= 2 && s.listed >= 1 && len(s.streams) == 2
 	})
 	s.mu.Lock()
 	s.unavailable = true
