@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -26,17 +25,15 @@ var flagAliases = map[string]string{
 // define the flag the user most likely meant, when one is close.
 func unknownFlag(fs *flag.FlagSet, err error) error {
 	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
-	if !ok || errors.Is(err, flag.ErrHelp) {
+	if !ok {
 		return err
 	}
 	name = strings.TrimLeft(name, "-")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	meant := ""
-	if a, ok := flagAliases[name]; ok && fs.Lookup(a) != nil && fs.Lookup(name) == nil {
+	meant := closest(name, names)
+	if a, ok := flagAliases[name]; ok && fs.Lookup(a) != nil {
 		meant = a
-	} else {
-		meant = closest(name, names)
 	}
 	if meant == "" {
 		return fmt.Errorf("%w (the flags are listed above)", err)
