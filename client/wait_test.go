@@ -44,7 +44,9 @@ func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer c.CloseNow()
-		ctx := r.Context()
+		// A hijacked connection's request context does not end with it:
+		// CloseRead's does (the client went).
+		ctx := c.CloseRead(r.Context())
 		events := make(chan string, 16)
 		s.mu.Lock()
 		s.streams[events] = true

@@ -231,6 +231,7 @@ func (s *Server) setup(ctx context.Context) (*natsx.Store, error) {
 			err = store.CaughtUp(ctx, s.cfg.ServerName)
 		}
 		if err == nil {
+			store.SetLog(s.log)
 			return store, nil
 		}
 		if time.Now().After(deadline) {
@@ -372,6 +373,8 @@ type Server struct {
 	workerNC  *natsx.Conn
 	natsToken string
 	store     *natsx.Store
+	// wstore is the in-process workers' handles of the store.
+	wstore    *natsx.Store
 	coord     *coordinator.Coordinator
 	pool      *worker.Pool
 	view      *view.View
@@ -505,6 +508,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
+		wstore.SetLog(s.log)
+		s.wstore = wstore
 		// An output the store has no room for is not begun (store.Roomy).
 		putting := new(atomic.Int64)
 		wstore.Ports.Shuffle = store.Roomy{Blobs: wstore.Ports.Shuffle, Room: room, Putting: putting}
@@ -737,6 +742,14 @@ func (s *Server) shutdown(ctx context.Context) {
 	}
 	if s.store != nil && s.checksStore() {
 		s.checkpoint(ctx, true)
+	}
+	if s.store != nil {
+		s.store.Ports.Jobs.Stop(ctx)
+	}
+	for _, st := range []*natsx.Store{s.wstore, s.store} {
+		if st != nil {
+			st.Close()
+		}
 	}
 	for _, nc := range []*natsx.Conn{s.workerNC, s.nc} {
 		if nc != nil {

@@ -80,7 +80,9 @@ func (s *Server) mendCopies(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	old := s.store
 	s.store = store
+	old.Close()
 	if again := s.shortCopies(ctx); len(again) > 0 {
 		s.log.Error("this server's copies of streams still miss messages after they were copied again from the other servers; stop it, remove its data directory and start it again to copy everything from the others",
 			"missing", again)

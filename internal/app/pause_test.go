@@ -219,17 +219,22 @@ func TestAPauseHoldsAtOnceWithABacklog(t *testing.T) {
 	if j := b.await(t, last.ID, terminal); j.State != client.Succeeded {
 		t.Fatalf("the newest job after the resume: %s", apitest.Describe(j))
 	}
-	for {
-		q, err := c.Queue(ctx)
-		if err != nil {
+	// The 2,000 jobs' runs take a minute or more on a loaded machine
+	// under the race detector: the wait is not apitest's 90 s in all.
+	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var counts client.JobCounts
+	for counts.Succeeded != 2000 {
+		q, err := c.Queue(dctx)
+		if err != nil && dctx.Err() == nil {
 			t.Fatal(err)
 		}
-		if q.Counts.Succeeded == 2000 {
-			break
+		if err == nil {
+			counts = q.Counts
 		}
 		select {
-		case <-ctx.Done():
-			t.Fatalf("after the resume: %+v; want the 2,000 jobs succeeded", q.Counts)
+		case <-dctx.Done():
+			t.Fatalf("after the resume: %+v; want the 2,000 jobs succeeded", counts)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

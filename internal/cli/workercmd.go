@@ -99,6 +99,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		case <-time.After(wait):
 		}
 	}
+	store.SetLog(log)
+	defer store.Close()
 	// The servers' probes say how much room their stores have: an output
 	// that does not fit is not begun (store.Roomy).
 	putting, room := new(atomic.Int64), store.RoomFunc()

@@ -74,7 +74,10 @@ func storeErr(err error) error {
 // blobs is the port of object store os, named bucket; fresh says its
 // names are never used twice (they hold a random attempt id).
 func (s *Store) blobs(os jetstream.ObjectStore, bucket string, fresh bool) blobs {
-	b := blobs{os: os, js: s.JS, bucket: bucket, fresh: fresh}
+	if s.dead == nil {
+		s.dead = newDeadChunks(s.log)
+	}
+	b := blobs{os: os, js: s.JS, bucket: bucket, fresh: fresh, dead: s.dead}
 	if st, ok := s.objStreams[bucket]; ok {
 		b.st = st
 	}
@@ -1409,6 +1412,8 @@ type blobs struct {
 	// fresh says names are never used twice: a put need not look for an
 	// object to replace.
 	fresh bool
+	// dead takes the chunks whose purge the store refused.
+	dead *deadChunks
 }
 
 // chunkSize is the size of an object's chunks, the library's default.
@@ -1475,10 +1480,7 @@ func (b blobs) put(ctx context.Context, name string, r io.Reader) error {
 	}
 	fail := func(err error) error {
 		if info.Chunks > 0 {
-			// Within a deadline of its own: the put's may be what ended.
-			pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = b.st.Purge(pctx, jetstream.WithPurgeSubject(chunks))
-			cancel()
+			b.purge(chunks)
 		}
 		return err
 	}
@@ -1534,12 +1536,37 @@ func (b blobs) put(ctx context.Context, name string, r io.Reader) error {
 		return fail(err)
 	}
 	if _, err := b.js.PublishMsg(ctx, meta); err != nil {
-		return fail(err)
+		// The store may have taken it and its answer not come back (a
+		// deadline, an election): the stream's leader says which. Chunks
+		// purged under a stored info would be an object that cannot be
+		// read, so they stay unless the leader says the info is not ours.
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		got, gerr := b.os.GetInfo(gctx, name)
+		cancel()
+		switch {
+		case gerr == nil && got.NUID == id:
+			// stored after all
+		case gerr == nil || errors.Is(gerr, jetstream.ErrObjectNotFound):
+			return fail(err)
+		default:
+			return err
+		}
 	}
 	if replaced != "" {
-		_ = b.st.Purge(ctx, jetstream.WithPurgeSubject(replaced))
+		b.purge(replaced)
 	}
 	return nil
+}
+
+// purge purges the chunks of a dead object (a failed put's, a replaced
+// object's), within a deadline of its own (the put's may be what ended);
+// refused, they are tried again in the background.
+func (b blobs) purge(subject string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil && b.dead != nil {
+		b.dead.add(b.st, b.bucket, subject)
+	}
 }
 
 // open reads object name's info and returns a reader of its chunks; nil

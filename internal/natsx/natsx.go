@@ -549,6 +549,29 @@ type Store struct {
 	// archiveAfter and shared are StoreConfig's.
 	archiveAfter time.Duration
 	shared       bool
+	// dead purges the chunks of dead objects that the store refused to
+	// purge at first (deadchunks.go).
+	dead *deadChunks
+}
+
+// SetLog makes the store's background work log to l (Open's store logs
+// nothing).
+func (s *Store) SetLog(l *slog.Logger) {
+	s.log = l
+	if s.dead != nil {
+		s.dead.mu.Lock()
+		s.dead.log = l
+		s.dead.mu.Unlock()
+	}
+}
+
+// Close ends the store's background work: the purges of dead objects'
+// chunks still waiting (what is left stays in the store, as after a
+// crash). The connection is its owner's to close.
+func (s *Store) Close() {
+	if s.dead != nil {
+		s.dead.close()
+	}
 }
 
 // StoreConfig tunes the resources Setup creates.

@@ -228,18 +228,25 @@ func (x *archiveIndex) deletedNow(key string) []uint64 {
 // reads, whose removal no caller waits for. One goroutine at a time takes
 // them in turn and ends once none is left (a retention sweep deleting
 // 200,000 jobs would otherwise start a goroutine per job on every server).
+// After Stop it drops them: the store is closing.
 func (s *Jobs) removeLater(seqs []uint64) {
 	if len(seqs) == 0 {
 		return
 	}
 	s.rm.mu.Lock()
 	defer s.rm.mu.Unlock()
+	if s.rm.stopped {
+		return
+	}
 	s.rm.queue = append(s.rm.queue, seqs...)
 	if s.rm.running {
 		return
 	}
-	s.rm.running = true
-	go s.removeQueued()
+	if s.rm.ctx == nil {
+		s.rm.ctx, s.rm.cancel = context.WithCancel(context.Background())
+	}
+	s.rm.running, s.rm.done = true, make(chan struct{})
+	go s.removeQueued(s.rm.ctx, s.rm.done)
 }
 
 // removals is the queue of removeLater.
@@ -247,12 +254,47 @@ type removals struct {
 	mu      sync.Mutex
 	queue   []uint64
 	running bool
+	done    chan struct{} // closed when the running removeQueued ends
+	stopped bool
+	ctx     context.Context // canceled by Stop
+	cancel  context.CancelFunc
 }
 
-func (s *Jobs) removeQueued() {
+// stopRemovalsWithin bounds how long Stop lets queued removals go on.
+const stopRemovalsWithin = 2 * time.Second
+
+// Stop ends the background removals: those queued are given until ctx
+// ends, at most stopRemovalsWithin, then dropped, as a crash would drop
+// them (a copy left is removed by whoever reads it next: an earlier
+// epoch's by the index, a deleted job's by its deletion's marker). Every
+// server of a cluster removes the copies it sees deleted, so a removal
+// is not worth holding a stop for long; without Stop, a removal whose
+// store is gone would try again for 20 s after its server stopped.
+func (s *Jobs) Stop(ctx context.Context) {
+	s.rm.mu.Lock()
+	s.rm.stopped = true
+	done, cancel := s.rm.done, s.rm.cancel
+	s.rm.mu.Unlock()
+	if done == nil {
+		return
+	}
+	t := time.NewTimer(stopRemovalsWithin)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	cancel()
+	<-done
+}
+
+func (s *Jobs) removeQueued(stop context.Context, done chan struct{}) {
+	defer close(done)
 	for {
 		s.rm.mu.Lock()
-		if len(s.rm.queue) == 0 {
+		if len(s.rm.queue) == 0 || stop.Err() != nil {
 			s.rm.queue, s.rm.running = nil, false
 			s.rm.mu.Unlock()
 			return
@@ -260,7 +302,7 @@ func (s *Jobs) removeQueued() {
 		seq := s.rm.queue[0]
 		s.rm.queue = s.rm.queue[1:]
 		s.rm.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(stop, 30*time.Second)
 		_ = Retry(ctx, 20*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, seq) })
 		cancel()
 	}

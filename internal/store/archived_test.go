@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,5 +137,71 @@ func TestACopyReadNotFoundOnceIsNotForgotten(t *testing.T) {
 	j, _, err := jobs.Get(ctx, id)
 	if err != nil || j.State != job.Succeeded {
 		t.Fatalf("the second read: %+v %v; want the job, succeeded", j, err)
+	}
+}
+
+// refusing is an archive that refuses every removal (its store is gone)
+// and counts the tries.
+type refusing struct {
+	listArchive
+	tries atomic.Int32
+}
+
+func (a *refusing) Remove(ctx context.Context, _ uint64) error {
+	a.tries.Add(1)
+	return errors.New("nats: connection closed")
+}
+
+// A removal left for the background (a deleted job's copy the archive
+// refused to remove) ends with Stop, within its bound, instead of trying
+// again for 20 s after its server stopped; later ones are dropped. The
+// package's goleak check sees what is left running.
+func TestStopEndsTheBackgroundRemovals(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	archive := &refusing{}
+	ids := []string{"noop_01m8ywrh8dfghcfehm908sgdv1", "noop_01m8ywrh8dfghcfehm908sgdv2"}
+	for _, id := range ids {
+		record, err := json.Marshal(&job.Job{ID: id, Kind: "noop", Partitions: 1, State: job.Succeeded})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := archive.Append(ctx, id, record); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobs := &store.Jobs{KV: memstore.NewKV(), Archive: archive}
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+	}
+	if err := jobs.Delete(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	for archive.tries.Load() < 2 { // the delete's own, then the background's
+		select {
+		case <-ctx.Done():
+			t.Fatal("the refused removal was not tried again in the background")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	start := time.Now()
+	jobs.Stop(ctx)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Stop took %v; want at most its 2 s bound and a little", d)
+	}
+	tries := archive.tries.Load()
+	if err := jobs.Delete(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a background try, were one started, comes within 100 ms
+	if n := archive.tries.Load(); n != tries+1 {
+		t.Fatalf("%d removals tried after Stop; want only the delete's own", n-tries)
 	}
 }
