@@ -362,6 +362,10 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("submit wordcount --wait: %v\n%s\n%s", err, out, errOut)
 	}
 	wid := strings.Fields(out)[0] // the id, first
+	// Without a partition count, a data job's is the cluster's choice.
+	if out, errOut, err = run("submit", "grep", "--input", "pets", "--param", "pattern=dog", "--wait"); err != nil || !strings.Contains(out, "the dog") {
+		t.Fatalf("submit grep --input without partitions: %v\n%s\n%s", err, out, errOut)
+	}
 	if out, _, err = run("output", wid); err != nil || out != "a 1\ncat 1\ndog 2\nend 1\nthe 3\n" {
 		t.Fatalf("output %s: %v\n%q", wid, err, out)
 	}

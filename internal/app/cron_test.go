@@ -37,6 +37,8 @@ func TestCronSchedules(t *testing.T) {
 		{`{"name":"x","cron":"* * * * *","job":{"kind":"noop","partitions":1,"colour":1}}`, `unknown field "colour"`},
 		{`{"name":"a b","cron":"* * * * *","job":{"kind":"noop","partitions":1}}`, "schedule name"},
 		{`{"name":"x","cron":"* * * * *","job":{"kind":"wordcount","partitions":1,"input":["nothing-here"]}}`, "nothing-here"},
+		{`{"name":"x","cron":"* * * * *","job":{"kind":"noop"}}`, "partitions is required"},
+		{`{"name":"x","cron":"* * * * *","job":{"kind":"wordcount","input":["nothing-here"]}}`, "nothing-here"},
 	} {
 		r := b.do(t, "POST", "/api/v1/schedules", bad.body)
 		var e struct{ Error struct{ Message string } }
@@ -111,6 +113,24 @@ func TestCronSchedules(t *testing.T) {
 // Ticks missed while the (only) server was down: a schedule with missed
 // run_once makes one job for the newest missed tick; one with skip makes
 // none for them. Both go on with the ticks after the start.
+// A scheduled data job without a partition count gets the cluster's
+// choice at each tick, from its input then (one per worker here).
+func TestScheduledDataJobWithoutPartitions(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.client().PutFile(t, "notes", "a.txt", []byte("the cat and the dog\n"))
+	sc, err := b.client().API().AddSchedule(apitest.Context(t), client.NewSchedule{Name: "count", Cron: "* * * * * *",
+		Job: client.Spec{Kind: "wordcount", Input: []string{"notes"}}})
+	if err != nil || sc.Job.Partitions != 0 {
+		t.Fatalf("a schedule of a data job without partitions: %+v %v", sc, err)
+	}
+	sc = b.client().AwaitSchedule(t, "count", func(s client.Schedule) bool { return s.Fired >= 1 && len(s.Jobs) > 0 })
+	j := b.await(t, sc.Jobs[len(sc.Jobs)-1].Job, terminal)
+	if j.State != client.Succeeded || j.Partitions != 4 {
+		t.Fatalf("the schedule's job: %s, %d partitions; want succeeded, 4 (one per worker)", apitest.Describe(j), j.Partitions)
+	}
+}
+
 func TestCronMissedTicks(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

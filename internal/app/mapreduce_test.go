@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
@@ -73,7 +74,26 @@ func TestDataKindsMatchSequential(t *testing.T) {
 			t.Fatalf("preview %q is not the start of the output", j.Preview)
 		}
 	}
-	_, got := b.run(t, client.Spec{Kind: "grep", Input: []string{"books"}, Partitions: 11, Reducers: 3, Params: map[string]any{"pattern": "(?i)whale|Alice"}})
+	// A data job that gives no partition count gets a split per 64 MiB of
+	// input, at least one per worker: here one per worker (4), for a
+	// submit alone and within a batch.
+	j, got := b.run(t, client.Spec{Kind: "wordcount", Input: []string{"books"}, Reducers: 2})
+	if got != want || j.Partitions != 4 || j.Tasks.Done != 4+2 {
+		t.Fatalf("wordcount without partitions: %d partitions, tasks %+v, output as the sequential count: %v; want 4 partitions", j.Partitions, j.Tasks, got == want)
+	}
+	ctx := apitest.Context(t)
+	jobs, err := b.client().API().SubmitBatch(ctx, []client.Spec{{Kind: "noop", Partitions: 1}, {Kind: "grep", Input: []string{"books"}, Params: map[string]any{"pattern": "whale"}}})
+	if err != nil || len(jobs) != 2 || jobs[0].Partitions != 1 || jobs[1].Partitions != 4 {
+		t.Fatalf("a batch with a data job without partitions: %+v %v; want 1 and 4 partitions", jobs, err)
+	}
+	_, err = b.client().API().SubmitBatch(ctx, []client.Spec{{Kind: "noop", Partitions: 1}, {Kind: "grep", Input: []string{"nope"}, Params: map[string]any{"pattern": "whale"}}})
+	if err == nil || !strings.Contains(err.Error(), `jobs[1]: input: dataset "nope" does not exist`) {
+		t.Fatalf("a batch whose data job without partitions names a missing dataset: %v; want a 400 naming jobs[1] and the dataset", err)
+	}
+	if _, err = b.client().API().Submit(ctx, client.Spec{Kind: "noop"}); err == nil || !strings.Contains(err.Error(), "partitions must be an integer from 1") {
+		t.Fatalf("a job of a kind that reads no data, without partitions: %v; want the 400 saying partitions are needed", err)
+	}
+	_, got = b.run(t, client.Spec{Kind: "grep", Input: []string{"books"}, Partitions: 11, Reducers: 3, Params: map[string]any{"pattern": "(?i)whale|Alice"}})
 	if want := kinds.SeqGrep(docs, "(?i)whale|Alice"); got != want || want == "" {
 		t.Fatalf("grep differs from the sequential one: %s", diff(got, want))
 	}

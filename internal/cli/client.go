@@ -109,7 +109,7 @@ func newSpecFlags(fs *flag.FlagSet) *specFlags {
 	f := &specFlags{
 		params:      fs.String("params", "", "job parameters as a JSON object"),
 		input:       fs.String("input", "", "the datasets a data kind reads, comma-separated"),
-		partitions:  fs.Int("partitions", 0, "the number of map tasks (or give it after KIND)"),
+		partitions:  fs.Int("partitions", 0, "the number of map tasks (or give it after KIND); with --input, the cluster chooses it when not given: a task per 64 MiB of input, at least one per worker"),
 		reducer:     fs.Int("reducers", 0, "the number of reduce tasks of a data kind (default 1)"),
 		priority:    fs.Int("priority", 0, "1 (low) to 4 (high): a waiting task of a higher priority starts first (default 2)"),
 		maxAttempts: fs.Int(flags.MaxAttempts, 0, "times each task may run before its failure (an error or a panic) fails the job, 1 to 100 (default: the server's --max-attempts)"),
@@ -143,7 +143,9 @@ func (f *specFlags) spec(cmd string, pos []string, usage func()) (client.Spec, e
 	case len(pos) > 2:
 		usage()
 		return client.Spec{}, fmt.Errorf("%s takes a kind and a partition count, got %d arguments: %q", cmd, len(pos), pos)
-	case n == 0:
+	case n == 0 && *f.input == "":
+		// A data job may leave it to the cluster: a split per 64 MiB of
+		// its input, at least one per worker.
 		usage()
 		return client.Spec{}, fmt.Errorf("%s needs a partition count: mrcluster %s %s N, or --partitions N", cmd, cmd, pos[0])
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -93,7 +94,7 @@ func scheduleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if s.LastError != "" {
 				last = "error: " + s.LastError
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %d\t%s\t%d\t%s\n", s.Name, s.Cron, s.Timezone, s.Job.Kind, s.Job.Partitions, next, s.Fired, last)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%s\t%d\t%s\n", s.Name, s.Cron, s.Timezone, s.Job.Kind, partitionsOf(s.Job), next, s.Fired, last)
 		}
 		return tw.Flush()
 	case "show":
@@ -122,12 +123,21 @@ func scheduleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return fmt.Errorf("unknown schedule subcommand %q: use add, ls, show, pause, resume or rm", sub)
 }
 
+// partitionsOf says a scheduled job's partition count: "auto" for a data
+// job that leaves it to the cluster at each tick.
+func partitionsOf(spec client.Spec) string {
+	if spec.Partitions == 0 {
+		return "auto"
+	}
+	return strconv.Itoa(spec.Partitions)
+}
+
 // showSchedule prints a schedule for a person.
 func showSchedule(w io.Writer, s client.Schedule) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "schedule\t%s\n", s.Name)
 	fmt.Fprintf(tw, "cron\t%s (%s)\n", s.Cron, s.Timezone)
-	job := fmt.Sprintf("%s, %d partitions", s.Job.Kind, s.Job.Partitions)
+	job := fmt.Sprintf("%s, %s partitions", s.Job.Kind, partitionsOf(s.Job))
 	if len(s.Job.Input) > 0 {
 		job += ", input " + strings.Join(s.Job.Input, ",")
 	}

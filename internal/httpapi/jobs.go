@@ -48,12 +48,17 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 			return job.Spec{}, err
 		}
 	}
-	if len(req.Partitions) == 0 || string(req.Partitions) == "null" {
+	var n int
+	var err error
+	switch {
+	case (len(req.Partitions) == 0 || string(req.Partitions) == "null") && len(req.Input) == 0:
 		return job.Spec{}, job.Errorf(job.EInvalid, "partitions is required: an integer from 1 to %d", s.cfg.MaxPartitions)
-	}
-	n, err := strconv.Atoi(string(req.Partitions))
-	if err != nil {
-		return job.Spec{}, job.Errorf(job.EInvalid, "partitions must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, req.Partitions)
+	case len(req.Partitions) == 0 || string(req.Partitions) == "null":
+		// A data job may leave it to the cluster (service.partitionsFor).
+	default:
+		if n, err = strconv.Atoi(string(req.Partitions)); err != nil {
+			return job.Spec{}, job.Errorf(job.EInvalid, "partitions must be an integer from 1 to %d, got %s", s.cfg.MaxPartitions, req.Partitions)
+		}
 	}
 	reducers := 0
 	if len(req.Reducers) > 0 && string(req.Reducers) != "null" {

@@ -96,6 +96,24 @@ type Piece struct {
 	End   int64 `json:"end"`
 }
 
+// DefaultSplitBytes is the input a map task reads at most when a data
+// job leaves its partition count to the cluster (DefaultPartitions).
+const DefaultSplitBytes = 64 << 20
+
+// DefaultPartitions is the partition count of a data job that gives none,
+// as Hadoop and Spark choose their maps from the input's blocks: a split
+// of at most DefaultSplitBytes each, and at least one per worker (a small
+// input is still read by every worker), within maxPartitions and the
+// shuffle's bound for reducers.
+func DefaultPartitions(inputBytes int64, workers, reducers, maxPartitions int) int {
+	if inputBytes <= 0 {
+		return 1
+	}
+	splits := (inputBytes + DefaultSplitBytes - 1) / DefaultSplitBytes
+	m := min(max(splits, int64(workers)), inputBytes, int64(maxPartitions), int64(MaxShuffleRuns/max(reducers, 1)))
+	return int(max(m, 1))
+}
+
 // Splits cuts the files into m line-aligned splits of about equal size: split
 // i covers the bytes [i*T/m, (i+1)*T/m) of the files laid end to end, and the
 // reader of a split owns the lines that start in it. When splits are much

@@ -369,3 +369,26 @@ func TestMapTaskOfManyFilesNamesTheList(t *testing.T) {
 		t.Fatal("a task past its job's splits cut one")
 	}
 }
+
+// A data job without a partition count gets a split per 64 MiB of input,
+// at least one per worker, within the bounds.
+func TestDefaultPartitions(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		bytes                         int64
+		workers, reducers, most, want int
+	}{
+		{3 * mib, 4, 1, 10000, 4},        // small input: one per worker
+		{0, 4, 1, 10000, 1},              // empty input: one
+		{2, 4, 1, 10000, 2},              // no split under a byte
+		{1 << 30, 4, 4, 10000, 16},       // 1 GiB: 16 splits of 64 MiB
+		{1<<30 + 1, 4, 4, 10000, 17},     // rounded up
+		{100 << 30, 4, 1, 1000, 1000},    // within --max-partitions
+		{100 << 30, 4, 1024, 10000, 976}, // within the shuffle's bound: 976 × 1,024 ≤ 1,000,000
+		{64 * mib, 0, 1, 10000, 1},       // no worker yet
+	} {
+		if got := job.DefaultPartitions(c.bytes, c.workers, c.reducers, c.most); got != c.want {
+			t.Errorf("DefaultPartitions(%d bytes, %d workers, %d reducers, at most %d) = %d; want %d", c.bytes, c.workers, c.reducers, c.most, got, c.want)
+		}
+	}
+}

@@ -26,7 +26,11 @@ func (s *Service) AddSchedule(ctx context.Context, sc schedule.Schedule, spec jo
 	if !spec.RunAt.IsZero() {
 		return client.Schedule{}, job.Errorf(job.EInvalid, "job: a schedule's job runs at its ticks; remove run_at and delay")
 	}
-	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
+	check := spec
+	if k, _ := s.cfg.Kinds.Lookup(spec.Kind); k.ReadsData && check.Partitions == 0 && len(check.Input) > 0 {
+		check.Partitions = 1 // chosen from the input at each tick (partitionsFor)
+	}
+	if err := s.cfg.Kinds.Validate(check, s.cfg.MaxPartitions); err != nil {
 		return client.Schedule{}, job.Errorf(job.EInvalid, "job: %s", job.ErrorMessage(err))
 	}
 	if k, _ := s.cfg.Kinds.Lookup(spec.Kind); k.ReadsData {

@@ -11,6 +11,8 @@ package service
 import (
 	"context"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +82,10 @@ const seenWithin = 2 * time.Second
 // queue bound, stores the job and its tasks, and returns the job once the
 // read model holds it.
 func (s *Service) Submit(ctx context.Context, spec job.Spec, admit func() error) (*job.Job, error) {
+	spec, err := s.partitionsFor(ctx, spec, nil)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
 		return nil, err
 	}
@@ -110,7 +116,17 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 	}
 	tasks := 0
 	var copies int64
+	sizes := map[string]int64{} // the input's bytes, by input, for the specs without partitions
+	specs = slices.Clone(specs)
 	for i, spec := range specs {
+		spec, err := s.partitionsFor(ctx, spec, sizes)
+		if err != nil {
+			if job.ErrorCode(err) == job.EInvalid {
+				return nil, job.Errorf(job.EInvalid, "jobs[%d]: %s", i, job.ErrorMessage(err))
+			}
+			return nil, err
+		}
+		specs[i] = spec
 		if err := s.cfg.Kinds.Validate(spec, s.cfg.MaxPartitions); err != nil {
 			code := job.ErrorCode(err)
 			if code != job.ETooLarge {
@@ -140,6 +156,41 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 		s.cfg.View.Await(wctx, j.ID)
 	}
 	return jobs, nil
+}
+
+// partitionsFor fills in the partition count of a data job that gives
+// none: job.DefaultPartitions of its input's size and the cluster's
+// workers. sizes, when set, keeps the sizes of the inputs read (a batch's
+// specs often share theirs). A spec that is wrong otherwise is left for
+// Validate to name what is.
+func (s *Service) partitionsFor(ctx context.Context, spec job.Spec, sizes map[string]int64) (job.Spec, error) {
+	if spec.Partitions != 0 || len(spec.Input) == 0 || len(spec.Input) > job.MaxInputs || s.cfg.Datasets == nil {
+		return spec, nil
+	}
+	if k, ok := s.cfg.Kinds.Lookup(spec.Kind); !ok || !k.ReadsData {
+		return spec, nil
+	}
+	for _, name := range spec.Input {
+		if job.ValidName("dataset", name) != nil {
+			return spec, nil
+		}
+	}
+	key := strings.Join(spec.Input, ",")
+	size, ok := sizes[key]
+	if !ok {
+		files, err := s.cfg.Datasets.Resolve(ctx, spec.Input)
+		if err != nil {
+			return spec, err
+		}
+		for _, f := range files {
+			size += f.Size
+		}
+		if sizes != nil {
+			sizes[key] = size
+		}
+	}
+	spec.Partitions = job.DefaultPartitions(size, len(s.cfg.View.Workers()), spec.Reducers, s.cfg.MaxPartitions)
+	return spec, nil
 }
 
 // Cancel cancels a job that has not finished.
