@@ -29,6 +29,20 @@ describe('SubmitForm', () => {
     expect(JSON.parse((fetch.mock.calls[0] as any)[1].body)).toEqual({ kind: 'short', partitions: 8, params: {} })
   })
 
+  it('leaves a data job\'s map tasks to the cluster when blank', async () => {
+    const fetch = vi.fn(async () => new Response(JSON.stringify({ id: 'wordcount_x' }), { status: 202 }))
+    vi.stubGlobal('fetch', fetch)
+    const w = mount(SubmitForm, { props: {
+      kinds: [{ name: 'wordcount', description: '', reads_data: true }],
+      datasets: [{ name: 'books', files: [] }],
+    } as any })
+    await w.find('input[name="partitions"]').setValue('')
+    await w.find('form').trigger('submit')
+    await flushPromises()
+    expect(w.emitted('submitted')).toEqual([['wordcount_x']])
+    expect(JSON.parse((fetch.mock.calls[0] as any)[1].body)).toEqual({ kind: 'wordcount', params: {}, input: ['books'], reducers: 2 })
+  })
+
   it('adds a schedule of the job, and shows a cron error under its field', async () => {
     const fetch = vi.fn()
       .mockResolvedValueOnce(new Response(JSON.stringify({ error: { code: 'invalid', message: 'cron "every day": expected 5 to 6 fields' } }), { status: 400 }))
