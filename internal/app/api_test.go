@@ -484,6 +484,7 @@ func TestBadInput(t *testing.T) {
 		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":-1}`, 400, job.EInvalid, "from 1 to 100"},
 		{"POST", "/api/v1/jobs", `{"kind":"short","partitions":1000}`, 400, job.EInvalid, "from 1 to 100, got 1000"},
 		{"POST", "/api/v1/jobs", `{"kind":"short"}`, 400, job.EInvalid, "partitions is required"},
+		{"POST", "/api/v1/jobs", `{"kind":"short","input":["books"]}`, 400, job.EInvalid, "partitions is required"},
 		{"POST", "/api/v1/jobs", `{"kind":"nope","partitions":1}`, 400, job.EInvalid, `unknown kind "nope"; known kinds:`},
 		{"POST", "/api/v1/jobs", `{"partitions":1}`, 400, job.EInvalid, "kind is required"},
 		{"POST", "/api/v1/jobs", `{"kind":"nope"}`, 400, job.EInvalid, `unknown kind "nope"; known kinds:`},

@@ -105,6 +105,16 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 	if j := b.job(t, v1.ID); j.State.Terminal() || j.Tasks.Done < 1 {
 		t.Fatalf("the job is not under way when its kind is replaced: %s", apitest.Describe(j))
 	}
+	// An uploaded kind reads data: a job of it without partitions gets
+	// the cluster's choice (one per worker for the books: the remote
+	// pool's 2), held here by the pause and canceled.
+	auto := b.client().SubmitSpec(t, client.Spec{Kind: "mywc", Input: []string{"books"}})
+	if auto.Partitions != 2 {
+		t.Fatalf("a job of an uploaded kind without partitions got %d; want 2, one per worker of the remote pool", auto.Partitions)
+	}
+	if _, err := c.Cancel(ctx, auto.ID); err != nil {
+		t.Fatal(err)
+	}
 	if k, err = c.PutKind(ctx, "mywc", "", bytes.NewReader(lines), int64(len(lines))); err != nil || k.Version != 2 {
 		t.Fatalf("version 2: %+v, %v", k, err)
 	}
@@ -150,7 +160,7 @@ func TestUploadedKindEndToEnd(t *testing.T) {
 		t.Fatalf("the output of a deleted kind's job: %d bytes, want %d", len(got), len(want))
 	}
 	modules := store(t, b).Ports.Modules
-	for _, id := range []string{v1.ID, v2.ID} {
+	for _, id := range []string{v1.ID, v2.ID, auto.ID} {
 		if err := c.Delete(ctx, id); err != nil {
 			t.Fatal(err)
 		}

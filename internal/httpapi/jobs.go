@@ -39,6 +39,16 @@ type submitRequest struct {
 	MaxAttempts json.RawMessage `json:"max_attempts,omitempty"`
 }
 
+// readsData reports whether kind is a data kind (true when the server
+// knows no registry: the service judges).
+func (s *Server) readsData(kind string) bool {
+	if s.cfg.Kinds == nil {
+		return true
+	}
+	k, ok := s.cfg.Kinds.Lookup(kind)
+	return ok && k.ReadsData
+}
+
 // spec checks what JSON alone cannot and makes the job spec of req.
 func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	if s.cfg.Kinds != nil {
@@ -50,10 +60,11 @@ func (s *Server) spec(req submitRequest) (job.Spec, error) {
 	}
 	var n int
 	var err error
+	leftOut := len(req.Partitions) == 0 || string(req.Partitions) == "null"
 	switch {
-	case (len(req.Partitions) == 0 || string(req.Partitions) == "null") && len(req.Input) == 0:
+	case leftOut && (len(req.Input) == 0 || !s.readsData(req.Kind)):
 		return job.Spec{}, job.Errorf(job.EInvalid, "partitions is required: an integer from 1 to %d", s.cfg.MaxPartitions)
-	case len(req.Partitions) == 0 || string(req.Partitions) == "null":
+	case leftOut:
 		// A data job may leave it to the cluster (service.partitionsFor).
 	default:
 		if n, err = strconv.Atoi(string(req.Partitions)); err != nil {
