@@ -410,9 +410,14 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 		j.LogInRecord = !k.ReadsData && j.Partitions <= job.MaxLogInRecordPartitions
 		if k.ReadsData {
 			j.Module = k.Module // an uploaded kind's version, pinned
-			files, err := c.cfg.Datasets.Resolve(ctx, specs[i].Input)
-			if err != nil {
-				return recorded, err
+			// Read at submit when the service chose the partition count
+			// from them; a batch's jobs may share them.
+			files := slices.Clone(specs[i].Files)
+			if files == nil {
+				var err error
+				if files, err = c.cfg.Datasets.Resolve(ctx, specs[i].Input); err != nil {
+					return recorded, err
+				}
 			}
 			j.Input, j.Files, j.Reducers, j.Phase = specs[i].Input, files, max(specs[i].Reducers, 1), job.PhaseMap
 			j.MapCommits = make([]string, j.Partitions)

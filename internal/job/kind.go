@@ -193,6 +193,10 @@ type Spec struct {
 	// different request is refused rather than answered the first job.
 	// Empty: not checked.
 	Fingerprint string `json:"-"`
+	// Files, when set, are the input's files as already read at submit
+	// (a data job whose partition count the service chose from them):
+	// the job is pinned to them, not to a second read.
+	Files []InputFile `json:"-"`
 	// RerunOf names the finished job this one runs again (POST
 	// /api/v1/jobs/{id}/rerun).
 	RerunOf string `json:"-"`

@@ -116,10 +116,10 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 	}
 	tasks := 0
 	var copies int64
-	sizes := map[string]int64{} // the input's bytes, by input, for the specs without partitions
+	read := map[string][]job.InputFile{} // the inputs read for the specs without partitions
 	specs = slices.Clone(specs)
 	for i, spec := range specs {
-		spec, err := s.partitionsFor(ctx, spec, sizes)
+		spec, err := s.partitionsFor(ctx, spec, read)
 		if err != nil {
 			if job.ErrorCode(err) == job.EInvalid {
 				return nil, job.Errorf(job.EInvalid, "jobs[%d]: %s", i, job.ErrorMessage(err))
@@ -160,10 +160,12 @@ func (s *Service) SubmitBatch(ctx context.Context, specs []job.Spec, key string,
 
 // partitionsFor fills in the partition count of a data job that gives
 // none: job.DefaultPartitions of its input's size and the cluster's
-// workers. sizes, when set, keeps the sizes of the inputs read (a batch's
-// specs often share theirs). A spec that is wrong otherwise is left for
-// Validate to name what is.
-func (s *Service) partitionsFor(ctx context.Context, spec job.Spec, sizes map[string]int64) (job.Spec, error) {
+// workers. The input's files it read go with the spec (Spec.Files), so
+// that the job is pinned to the files its count was chosen for and the
+// coordinator does not read them again; read, when set, keeps them by
+// input for the next specs (a batch's specs often share their input). A
+// spec that is wrong otherwise is left for Validate to name what is.
+func (s *Service) partitionsFor(ctx context.Context, spec job.Spec, read map[string][]job.InputFile) (job.Spec, error) {
 	if spec.Partitions != 0 || len(spec.Input) == 0 || len(spec.Input) > job.MaxInputs || s.cfg.Datasets == nil {
 		return spec, nil
 	}
@@ -176,20 +178,22 @@ func (s *Service) partitionsFor(ctx context.Context, spec job.Spec, sizes map[st
 		}
 	}
 	key := strings.Join(spec.Input, ",")
-	size, ok := sizes[key]
+	files, ok := read[key]
 	if !ok {
-		files, err := s.cfg.Datasets.Resolve(ctx, spec.Input)
-		if err != nil {
+		var err error
+		if files, err = s.cfg.Datasets.Resolve(ctx, spec.Input); err != nil {
 			return spec, err
 		}
-		for _, f := range files {
-			size += f.Size
-		}
-		if sizes != nil {
-			sizes[key] = size
+		if read != nil {
+			read[key] = files
 		}
 	}
+	var size int64
+	for _, f := range files {
+		size += f.Size
+	}
 	spec.Partitions = job.DefaultPartitions(size, len(s.cfg.View.Workers()), spec.Reducers, s.cfg.MaxPartitions)
+	spec.Files = files
 	return spec, nil
 }
 

@@ -278,6 +278,7 @@ func (s *Jobs) Stop(ctx context.Context) {
 	if done == nil {
 		return
 	}
+	defer cancel() // a removal asked after Stop finds it canceled, too
 	t := time.NewTimer(stopRemovalsWithin)
 	defer t.Stop()
 	select {

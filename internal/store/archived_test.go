@@ -102,6 +102,34 @@ type listWatcher struct{ ch chan *store.Entry }
 func (w *listWatcher) Updates() <-chan *store.Entry { return w.ch }
 func (w *listWatcher) Stop()                        {}
 
+// watched returns jobs over archive, which it gives a succeeded record of
+// each id, once its watch has passed the stored records: the index holds
+// their copies. The watch stops with the test.
+func watched(ctx context.Context, t *testing.T, archive store.Archive, ids ...string) *store.Jobs {
+	t.Helper()
+	for _, id := range ids {
+		record, err := json.Marshal(&job.Job{ID: id, Kind: "noop", Partitions: 1, State: job.Succeeded})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := archive.Append(ctx, id, record); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobs := &store.Jobs{KV: memstore.NewKV(), Archive: archive}
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	for e := range w.Updates() {
+		if e == nil {
+			break // the archive read, and the bucket
+		}
+	}
+	return jobs
+}
+
 // A read of a finished job's archived copy that the archive answers "not
 // found" once (its stream's leader lagged, or led no more on the far side
 // of a partition) does not make the server forget the copy: the next read
@@ -112,25 +140,7 @@ func TestACopyReadNotFoundOnceIsNotForgotten(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id := "noop_01m8ywrh8dfghcfehm908sgdv1"
-	record, err := json.Marshal(&job.Job{ID: id, Kind: "noop", Partitions: 1, State: job.Succeeded})
-	if err != nil {
-		t.Fatal(err)
-	}
-	archive := &listArchive{missOnce: map[uint64]bool{1: true}}
-	if _, err := archive.Append(ctx, id, record); err != nil {
-		t.Fatal(err)
-	}
-	jobs := &store.Jobs{KV: memstore.NewKV(), Archive: archive}
-	w, err := jobs.Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	for e := range w.Updates() {
-		if e == nil {
-			break // the archive read, and the bucket
-		}
-	}
+	jobs := watched(ctx, t, &listArchive{missOnce: map[uint64]bool{1: true}}, id)
 	if _, _, err := jobs.Get(ctx, id); err == nil || errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the first read, whose copy the archive answered not found: %v; want an error other than not found (the index holds a copy)", err)
 	}
@@ -161,26 +171,7 @@ func TestStopEndsTheBackgroundRemovals(t *testing.T) {
 	defer cancel()
 	archive := &refusing{}
 	ids := []string{"noop_01m8ywrh8dfghcfehm908sgdv1", "noop_01m8ywrh8dfghcfehm908sgdv2"}
-	for _, id := range ids {
-		record, err := json.Marshal(&job.Job{ID: id, Kind: "noop", Partitions: 1, State: job.Succeeded})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := archive.Append(ctx, id, record); err != nil {
-			t.Fatal(err)
-		}
-	}
-	jobs := &store.Jobs{KV: memstore.NewKV(), Archive: archive}
-	w, err := jobs.Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
-	}
+	jobs := watched(ctx, t, archive, ids...)
 	if err := jobs.Delete(ctx, ids[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +191,9 @@ func TestStopEndsTheBackgroundRemovals(t *testing.T) {
 	if err := jobs.Delete(ctx, ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // a background try, were one started, comes within 100 ms
+	// A second Stop waits for a background removal, were one started
+	// after the first: its first try would be counted by then.
+	jobs.Stop(ctx)
 	if n := archive.tries.Load(); n != tries+1 {
 		t.Fatalf("%d removals tried after Stop; want only the delete's own", n-tries)
 	}
