@@ -167,6 +167,10 @@ type Config struct {
 	// before it counts as missed (its missed policy applies); 1 minute
 	// when zero. Tests shorten it.
 	ScheduleMissedAfter time.Duration
+	// ChunkSweepEvery is how often the object stores are swept for the
+	// chunks of puts cut short by a crash, and how old those must be to
+	// go (0: an hour; tests shorten it). See sweepChunksLoop.
+	ChunkSweepEvery time.Duration
 
 	// A cluster of servers: each runs an embedded NATS server, routed to
 	// the others; streams, buckets and object stores keep Replicas copies
@@ -580,6 +584,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.watchWG.Go(func() { s.anchorTasks(wctx) })
 	s.watchWG.Go(func() { s.reconcileLoop(wctx) })
 	s.watchWG.Go(func() { s.rearchiveLoop(wctx) })
+	s.watchWG.Go(func() { s.sweepChunksLoop(wctx) })
 	if unsub, err := s.nc.OnLeaderElected(natsx.JobStreams, func(string) { s.elected.Store(time.Now().UnixNano()) }); err != nil {
 		s.log.Debug("could not follow the leader elections of the job streams; only the store's refusals start a look for lost job records", "err", err)
 	} else {

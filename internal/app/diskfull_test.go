@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,24 +22,6 @@ import (
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 )
-
-// lockedBuffer is a log sink tests read while the server writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // tmpfs mounts a small tmpfs for the test, or skips it where that cannot
 // be done (not root, no mount).
@@ -110,7 +91,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 func TestDiskFullAndBack(t *testing.T) {
 	t.Parallel()
 	disk := tmpfs(t, "80m")
-	logs := &lockedBuffer{}
+	logs := &app.LockedBuffer{}
 	gate := make(chan struct{})
 	slow := gatedKind(gate)
 	b := setup(t, func(c *app.Config) {
@@ -203,7 +184,7 @@ func TestFullTempDirInterruptsTasksUntilSpaceIsBack(t *testing.T) {
 		text = append(text, " \n"[rng.IntN(2)])
 	}
 	docs := []kinds.Doc{{Name: "words.txt", Data: text}}
-	logs := &lockedBuffer{}
+	logs := &app.LockedBuffer{}
 	b := setup(t, func(c *app.Config) {
 		c.TempDir = disk
 		c.SortBuffer = 256 << 10 // a map of the books spills
@@ -267,7 +248,7 @@ func TestStoreLimitFollowsTheDisk(t *testing.T) {
 	if err := os.WriteFile(filler, make([]byte, 165<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &app.LockedBuffer{}
 	b := setup(t, func(c *app.Config) {
 		c.DataDir = filepath.Join(disk, "data")
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -339,7 +320,7 @@ func TestStoreLimitFollowsTheDisk(t *testing.T) {
 func TestOutputTheStoreHasNoRoomFor(t *testing.T) {
 	t.Parallel()
 	disk := tmpfs(t, "120m")
-	logs := &lockedBuffer{}
+	logs := &app.LockedBuffer{}
 	b := setup(t, func(c *app.Config) {
 		c.DataDir = filepath.Join(disk, "data")
 		c.RoomWait = 20 * time.Second // runs 5 s, then 10 s apart, and the last

@@ -413,7 +413,7 @@ func TestResultsPassedOverAreRunAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	logs := &lockedBuffer{}
+	logs := &app.LockedBuffer{}
 	srv, err := startAt(t, dir, false, func(c *app.Config) {
 		c.ReconcileEvery = 500 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))

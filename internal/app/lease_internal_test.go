@@ -10,15 +10,9 @@ import (
 // once it expired or was given back, and a holder whose lease was taken
 // over after it expired does not give back the new holder's.
 func TestLeaseIsOneServers(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Addr, cfg.NATSListen, cfg.DataDir, cfg.Workers = "127.0.0.1:0", "127.0.0.1:0", t.TempDir(), 0
+	srv := startInternal(t, func(cfg *Config) { cfg.Workers = 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop(ctx)
 	kv := srv.store.Ports.Health
 	now := time.Now()
 

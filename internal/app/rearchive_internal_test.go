@@ -40,18 +40,7 @@ func TestALostArchivedCopyIsMendedAfterStoreTrouble(t *testing.T) {
 }
 
 func mendAfter(t *testing.T, trouble func(*Server)) {
-	cfg := DefaultConfig()
-	cfg.Addr, cfg.NATSListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", t.TempDir()
-	cfg.ArchiveAfter = time.Second
-	srv, err := Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = srv.Stop(ctx)
-	}()
+	srv := startInternal(t, func(cfg *Config) { cfg.ArchiveAfter = time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

@@ -483,11 +483,15 @@ func (k kv) completeEntries(ctx context.Context, st jetstream.Stream, prefix str
 // message-get request, last_by_subj or next_by_subj; a direct get may be
 // answered by a replica that lags); found is false when there is none.
 func (k kv) leaderGet(ctx context.Context, name string, req map[string]any) (m leaderMsg, found bool, err error) {
+	return leaderGet(ctx, k.js, name, req)
+}
+
+func leaderGet(ctx context.Context, js jetstream.JetStream, name string, req map[string]any) (m leaderMsg, found bool, err error) {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return m, false, err
 	}
-	reply, err := k.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+name, data)
+	reply, err := js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+name, data)
 	if err != nil {
 		return m, false, storeErr(fmt.Errorf("read %s from the leader of %s: %w", data, name, err))
 	}
@@ -527,10 +531,11 @@ func (m leaderMsg) deleted() bool {
 
 // leaderMsg is a message as the stream's leader gives it.
 type leaderMsg struct {
-	Subject string `json:"subject"`
-	Seq     uint64 `json:"seq"`
-	Header  []byte `json:"hdrs"`
-	Data    []byte `json:"data"`
+	Subject string    `json:"subject"`
+	Seq     uint64    `json:"seq"`
+	Header  []byte    `json:"hdrs"`
+	Data    []byte    `json:"data"`
+	Time    time.Time `json:"time"`
 }
 
 // entriesEmptyFetches is how many empty fetches in a row, while its
