@@ -140,12 +140,7 @@ func TestTwoMinuteTask(t *testing.T) {
 		c.AckWait = 3 * time.Second
 	})
 	j := b.submit(t, "twominutes", 1)
-	for deadline := time.Now().Add(4 * time.Minute); !j.State.Terminal(); j = b.job(t, j.ID) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the two-minute task is not done after 4 minutes: %s", apitest.Describe(j))
-		}
-		time.Sleep(time.Second)
-	}
+	j = b.client().AwaitWithin(t, 4*time.Minute, j.ID, terminal)
 	if j.State != client.Succeeded || j.Result.Sum != 7 {
 		t.Fatalf("a two-minute task: %s", apitest.Describe(j))
 	}
