@@ -373,7 +373,15 @@ func (c *Client) Tasks(ctx context.Context, id string) ([]TaskAttempt, error) {
 
 // Output writes the output of a succeeded job to w.
 func (c *Client) Output(ctx context.Context, id string, w io.Writer) error {
-	resp, err := c.stream(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id)+"/output", nil, -1)
+	return c.download(ctx, "/api/v1/jobs/"+url.PathEscape(id)+"/output", w, "the output of job "+id,
+		"(its log names the object and why); try again, and if it ends the same way the stored output is damaged: run the job again (mrcluster rerun "+id+")")
+}
+
+// download writes the body of a GET of path, what it names, to w. The
+// server cuts a body short when it cannot read the rest from its store:
+// the error then says how far it got and then advice.
+func (c *Client) download(ctx context.Context, path string, w io.Writer, what, advice string) error {
+	resp, err := c.stream(ctx, http.MethodGet, path, nil, -1)
 	if err != nil {
 		return err
 	}
@@ -381,12 +389,9 @@ func (c *Client) Output(ctx context.Context, id string, w io.Writer) error {
 	n, err := io.Copy(w, resp.Body)
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		// The server cuts the body short when it cannot read the rest
-		// of the output from its store; its log says why.
-		return fmt.Errorf("the output of job %s ended after %d bytes: the server could not read the rest from its store (its log names the object and why); "+
-			"try again, and if it ends the same way the stored output is damaged: run the job again (mrcluster rerun %s): %w", id, n, id, err)
+		return fmt.Errorf("%s ended after %d bytes: the server could not read the rest from its store %s: %w", what, n, advice, err)
 	case err != nil:
-		return fmt.Errorf("read the output of job %s: %w", id, err)
+		return fmt.Errorf("read %s: %w", what, err)
 	}
 	return nil
 }
@@ -922,6 +927,18 @@ func (c *Client) PutFile(ctx context.Context, ds, file string, r io.Reader, size
 // DeleteDataset deletes a dataset that no unfinished job reads.
 func (c *Client) DeleteDataset(ctx context.Context, name string) error {
 	return c.call(ctx, http.MethodDelete, "/api/v1/datasets/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// GetFile writes file of dataset ds, as it was uploaded, to w.
+func (c *Client) GetFile(ctx context.Context, ds, file string, w io.Writer) error {
+	return c.download(ctx, "/api/v1/datasets/"+url.PathEscape(ds)+"/files/"+url.PathEscape(file), w, "file "+file+" of dataset "+ds,
+		"(its log names the block and why); try again, and if it ends the same way the stored file is damaged: upload it again")
+}
+
+// DeleteFile deletes file of dataset ds; the dataset keeps its other
+// files.
+func (c *Client) DeleteFile(ctx context.Context, ds, file string) error {
+	return c.call(ctx, http.MethodDelete, "/api/v1/datasets/"+url.PathEscape(ds)+"/files/"+url.PathEscape(file), nil, nil, nil)
 }
 
 // Events follows the cluster's events (GET /api/v1/events) until ctx ends

@@ -70,6 +70,20 @@ func TestCLIEnvironmentAndHelp(t *testing.T) {
 	if out := ok("dataset", "ls"); !regexp.MustCompile(`(?m)^birds\s+2\s+16\s`).MatchString(out) {
 		t.Fatalf("dataset ls after files of a spaced name and a colon:\n%s", out)
 	}
+	// A dataset's files are listed, read back and deleted one by one.
+	if out := ok("dataset", "ls", "birds"); !regexp.MustCompile(`(?m)^My Pets.txt\s+9\s+1\s`).MatchString(out) || !strings.Contains(out, "birds- notes.txt") {
+		t.Fatalf("dataset ls birds:\n%s", out)
+	}
+	if out := ok("dataset", "cat", "birds", "My Pets.txt"); out != "the bird\n" {
+		t.Fatalf("dataset cat birds 'My Pets.txt': %q", out)
+	}
+	ok("dataset", "rm", "birds", "birds- notes.txt")
+	if out := ok("dataset", "ls"); !regexp.MustCompile(`(?m)^birds\s+1\s+9\s`).MatchString(out) {
+		t.Fatalf("dataset ls after a file of birds was deleted:\n%s", out)
+	}
+	if _, errOut, code := mrcluster(t, env, "dataset", "cat", "birds", "birds- notes.txt"); code != 1 || !strings.Contains(errOut, `dataset birds has no file "birds- notes.txt"`) {
+		t.Fatalf("dataset cat of a deleted file: exit %d, %s", code, errOut)
+	}
 	if out := ok("kinds"); !strings.Contains(out, "grep") || !strings.Contains(out, "pattern") {
 		t.Fatalf("kinds lists no grep with its pattern:\n%s", out)
 	}

@@ -47,6 +47,7 @@ func TestDatasetInUseIsKept(t *testing.T) {
 	for _, r := range []struct{ method, path string }{
 		{"DELETE", "/api/v1/datasets/d"},
 		{"PUT", "/api/v1/datasets/d/files/a.txt"},
+		{"DELETE", "/api/v1/datasets/d/files/a.txt"},
 	} {
 		resp := b.do(t, r.method, r.path, "z\n")
 		if resp.Status != http.StatusConflict || !strings.Contains(string(resp.Body), j.ID) {
@@ -62,6 +63,58 @@ func TestDatasetInUseIsKept(t *testing.T) {
 	}
 	if r := b.do(t, "GET", "/api/v1/datasets/d", ""); r.Status != http.StatusNotFound {
 		t.Fatalf("the deleted dataset: %d %s", r.Status, r.Body)
+	}
+}
+
+// A file of a dataset reads back as it was uploaded (the API, the Go
+// client); one deleted leaves the dataset with its others, and a job
+// submitted after reads those alone.
+func TestDatasetFilesReadBackAndDeleted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := b.client()
+	a := strings.Repeat("alpha beta\n", 50000) // 550 KB
+	c.PutFile(t, "d", "a.txt", []byte(a))
+	c.PutFile(t, "d", "b.txt", []byte("gamma gamma\n"))
+	r := b.do(t, "GET", "/api/v1/datasets/d/files/a.txt?download=1", "")
+	if r.Status != http.StatusOK || string(r.Body) != a || r.Header.Get("Content-Length") != fmt.Sprint(len(a)) ||
+		r.Header.Get("Content-Disposition") != `attachment; filename="a.txt"` {
+		t.Fatalf("GET a.txt: %d, %d bytes, headers %v", r.Status, len(r.Body), r.Header)
+	}
+	var got strings.Builder
+	if err := c.API().GetFile(apitest.Context(t), "d", "b.txt", &got); err != nil || got.String() != "gamma gamma\n" {
+		t.Fatalf("client GetFile b.txt: %q, %v", got.String(), err)
+	}
+	for _, bad := range []struct {
+		method, path string
+		status       int
+		msg          string
+	}{
+		{"GET", "/api/v1/datasets/d/files/c.txt", 404, `dataset d has no file \"c.txt\"`},
+		{"DELETE", "/api/v1/datasets/d/files/c.txt", 404, `dataset d has no file \"c.txt\"`},
+		{"GET", "/api/v1/datasets/e/files/a.txt", 404, `dataset \"e\" not found`},
+		{"DELETE", "/api/v1/datasets/d/files/a%3Fb", 400, "file name"},
+	} {
+		if r := b.do(t, bad.method, bad.path, ""); r.Status != bad.status || !strings.Contains(string(r.Body), bad.msg) {
+			t.Errorf("%s %s: %d %s, want %d %q", bad.method, bad.path, r.Status, r.Body, bad.status, bad.msg)
+		}
+	}
+	if err := c.API().DeleteFile(apitest.Context(t), "d", "a.txt"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.API().Dataset(apitest.Context(t), "d")
+	if err != nil || len(d.Files) != 1 || d.Files[0].Name != "b.txt" || d.Size != 12 {
+		t.Fatalf("the dataset after a.txt was deleted: %+v, %v", d, err)
+	}
+	if r := b.do(t, "GET", "/api/v1/datasets/d/files/a.txt", ""); r.Status != http.StatusNotFound {
+		t.Fatalf("GET of the deleted file: %d %s", r.Status, r.Body)
+	}
+	j := c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"d"}, Partitions: 1})
+	if j = b.awaitState(t, j.ID, client.Succeeded); j.Counters.InputBytes != 12 {
+		t.Fatalf("a word count after the delete read %d bytes, want b.txt's 12", j.Counters.InputBytes)
+	}
+	if out := c.Output(t, j.ID); out != "gamma 2\n" {
+		t.Fatalf("a word count after the delete: %q, want b.txt's words alone", out)
 	}
 }
 

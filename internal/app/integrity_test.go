@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/natsx"
 	mrstore "github.com/mrcluster/mrcluster/internal/store"
@@ -193,6 +195,40 @@ func TestDamagedBlockFailsTheJob(t *testing.T) {
 	}
 	if j.Tasks.Failed != 1 || !strings.Contains(j.Error, "7 of its 8 chunks are readable") {
 		t.Fatalf("a damaged block is damaged at every attempt; the job should fail at its first: %s", apitest.Describe(j))
+	}
+	// A download of the file says so before it begins (its only block).
+	r := b.do(t, "GET", "/api/v1/datasets/books/files/moby.txt", "")
+	if r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "damaged") || !strings.Contains(string(r.Body), "upload the file again") {
+		t.Fatalf("a download of a damaged file: %d %s", r.Status, r.Body)
+	}
+}
+
+// A download of a dataset file whose third block is damaged on disk sends
+// the first two and is cut short; the Go client says so and what to do.
+func TestDamagedFileDownloadIsCutShort(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := startAt(t, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := strings.Repeat("call me ishmael some years ago never mind how long\n", 90000)[:dataset.DefaultBlockSize]
+	text := block + block + "the zanzibarian quokka line\n" + block[:1000]
+	(&bundle{srv: srv}).client().PutFile(t, "books", "moby.txt", []byte(text))
+	stop(srv)
+	if err := flip("zanzibarian quokka")(streamFile(t, dir, "OBJ_"+natsx.BlocksBucket)); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = startAt(t, dir, false); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = (&bundle{srv: srv}).client().API().GetFile(apitest.Context(t), "books", "moby.txt", &out)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("ended after %d bytes", out.Len())) || !strings.Contains(err.Error(), "upload it again") {
+		t.Fatalf("a damaged file read as %d bytes, %v; want it cut short, saying so", out.Len(), err)
+	}
+	if out.Len() != 2*len(block) || out.String() != block+block {
+		t.Fatalf("the download sent %d bytes before the damaged block, want the first two blocks' %d", out.Len(), 2*len(block))
 	}
 }
 

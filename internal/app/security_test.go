@@ -34,6 +34,8 @@ func TestAuthToken(t *testing.T) {
 		{"POST", "/api/v1/jobs/x/cancel", "", 401, "needs a token"},
 		{"PUT", "/api/v1/datasets/d/files/f", "", 401, "needs a token"},
 		{"DELETE", "/api/v1/datasets/d", "", 401, "needs a token"},
+		{"DELETE", "/api/v1/datasets/d/files/f", "", 401, "needs a token"},
+		{"GET", "/api/v1/datasets/d/files/f", "", 404, `dataset \"d\" not found`},
 		{"POST", "/short/1", "Bearer wrong", 401, "not this server's"},
 		{"POST", "/short/1", "Basic czNjcmV0", 401, "needs a token"},
 		{"POST", "/noop/1", "Bearer s3cret", 200, ""},

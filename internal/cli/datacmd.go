@@ -14,15 +14,18 @@ import (
 	"github.com/mrcluster/mrcluster/internal/job"
 )
 
-// dataset runs "mrcluster dataset put|ls|rm".
+// dataset runs "mrcluster dataset put|ls|cat|rm".
 func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = `usage: mrcluster dataset put NAME FILE… | ls | rm NAME   [--server URL] [--token T] [-o json]
+	const use = `usage: mrcluster dataset put NAME FILE… | ls [NAME] | cat NAME FILE | rm NAME [FILE…]   [--server URL] [--token T] [-o json]
   put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced),
                   each under its base name ("My Book (2).txt" as it is), a character a file name cannot hold
                   (/ \ : , * ? " < > | and control characters) as '-' ("a:b.txt" is stored as a-b.txt)
   ls              list the datasets
-  rm NAME         delete a dataset and its files`
-	sub, args, err := subcommand("dataset", "put, ls or rm", use, args, stdout, stderr)
+  ls NAME         list the files of dataset NAME
+  cat NAME FILE   print a file of a dataset as it was uploaded
+  rm NAME         delete a dataset and its files
+  rm NAME FILE…   delete files of a dataset (the dataset keeps the others)`
+	sub, args, err := subcommand("dataset", "put, ls, cat or rm", use, args, stdout, stderr)
 	if sub == "" {
 		return err
 	}
@@ -50,6 +53,13 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return nil
 	case "ls":
+		if len(pos) > 1 {
+			fs.Usage()
+			return fmt.Errorf("dataset ls takes at most one dataset name")
+		}
+		if len(pos) == 1 {
+			return listFiles(ctx, c, pos[0], asJSON, stdout)
+		}
 		datasets, err := c.Datasets(ctx)
 		if err != nil {
 			return explain(err)
@@ -67,15 +77,46 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", d.Name, n, d.Size, d.UpdatedAt.Local().Format("2006-01-02 15:04:05"))
 		}
 		return tw.Flush()
-	case "rm":
-		if len(pos) != 1 {
+	case "cat":
+		if len(pos) != 2 {
 			fs.Usage()
-			return fmt.Errorf("dataset rm needs one dataset name")
+			return fmt.Errorf("dataset cat needs a dataset name and a file name")
 		}
-		return explain(c.DeleteDataset(ctx, pos[0]))
+		return explain(c.GetFile(ctx, pos[0], pos[1], stdout))
+	case "rm":
+		if len(pos) == 0 {
+			fs.Usage()
+			return fmt.Errorf("dataset rm needs a dataset name, and the files to delete of it if not all")
+		}
+		if len(pos) == 1 {
+			return explain(c.DeleteDataset(ctx, pos[0]))
+		}
+		for _, file := range pos[1:] {
+			if err := c.DeleteFile(ctx, pos[0], file); err != nil {
+				return explain(err)
+			}
+		}
+		return nil
 	}
 	fmt.Fprintln(stderr, use)
-	return fmt.Errorf("unknown dataset subcommand %q: use put, ls or rm", sub)
+	return fmt.Errorf("unknown dataset subcommand %q: use put, ls, cat or rm", sub)
+}
+
+// listFiles prints the files of dataset name.
+func listFiles(ctx context.Context, c *client.Client, name string, asJSON bool, stdout io.Writer) error {
+	d, err := c.Dataset(ctx, name)
+	if err != nil {
+		return explain(err)
+	}
+	if asJSON {
+		return printJSON(stdout, d)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tBYTES\tBLOCKS\tUPLOADED")
+	for _, f := range d.Files {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", f.Name, f.Size, len(f.Lines), f.UploadedAt.Local().Format("2006-01-02 15:04:05"))
+	}
+	return tw.Flush()
 }
 
 // subcommand splits a "mrcluster NAME SUB …" command's arguments: sub is

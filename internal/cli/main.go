@@ -28,7 +28,7 @@ Usage:
   mrcluster worker  --nats URL       run workers in a process of their own, joined through NATS
   mrcluster submit  KIND N [--wait]  submit a job of N partitions (map tasks)
   mrcluster submit  wordcount --input books --partitions 8 --reducers 4 --wait
-  mrcluster dataset put NAME FILE…   upload files into a dataset (also: dataset ls, dataset rm NAME)
+  mrcluster dataset put NAME FILE…   upload files into a dataset (also: dataset ls [NAME], cat NAME FILE, rm NAME [FILE…])
   mrcluster kind put NAME FILE.wasm  upload a kind of your own as a WebAssembly module (also: kind ls, rm, pause, resume, limit NAME)
   mrcluster kinds                    list the kinds jobs can be submitted as, with their parameters
   mrcluster schedule add NAME --cron "*/5 * * * *" KIND N   a job at every tick (also: schedule ls, show, pause, resume, rm)

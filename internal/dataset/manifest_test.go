@@ -149,25 +149,8 @@ func TestManifestOfAnEarlierVersion(t *testing.T) {
 	s := &dataset.Store{KV: ports.Datasets, Blocks: ports.Blocks}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// Two files as the earlier version stored them: blocks, then the
-	// whole manifest under the dataset's name (the entries this version
-	// wrote are taken away).
-	var old []dataset.File
-	for _, name := range []string{"a.txt", "b.txt"} {
-		f, err := s.PutFile(ctx, "books", name, strings.NewReader(name+"\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		old = append(old, f)
-	}
-	if err := ports.Datasets.DeletePrefix(ctx, "=f."); err != nil {
-		t.Fatal(err)
-	}
 	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	legacy, _ := json.Marshal(dataset.Dataset{Name: "books", Files: old, Size: old[0].Size + old[1].Size, CreatedAt: created, UpdatedAt: created})
-	if _, err := ports.Datasets.Put(ctx, "books", legacy); err != nil {
-		t.Fatal(err)
-	}
+	old := earlierVersion(ctx, t, s, "books", created, "a.txt", "b.txt")
 	d, err := s.Get(ctx, "books")
 	if err != nil || !slices.Equal(names(d), []string{"a.txt", "b.txt"}) || d.Size != old[0].Size+old[1].Size || !d.CreatedAt.Equal(created) {
 		t.Fatalf("an earlier version's dataset: %+v, %v", d, err)
@@ -197,6 +180,31 @@ func TestManifestOfAnEarlierVersion(t *testing.T) {
 			t.Fatalf("a block of %s after the delete: %v, want it deleted", f.Name, err)
 		}
 	}
+}
+
+// earlierVersion stores files into dataset ds as an earlier version did:
+// their blocks, then the whole manifest under the dataset's name (the
+// entries this version wrote are taken away).
+func earlierVersion(ctx context.Context, t *testing.T, s *dataset.Store, ds string, created time.Time, files ...string) []dataset.File {
+	t.Helper()
+	var old []dataset.File
+	var size int64
+	for _, name := range files {
+		f, err := s.PutFile(ctx, ds, name, strings.NewReader(name+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, f)
+		size += f.Size
+	}
+	if err := s.KV.DeletePrefix(ctx, "=f."); err != nil {
+		t.Fatal(err)
+	}
+	legacy, _ := json.Marshal(dataset.Dataset{Name: ds, Files: old, Size: size, CreatedAt: created, UpdatedAt: created})
+	if _, err := s.KV.Put(ctx, ds, legacy); err != nil {
+		t.Fatal(err)
+	}
+	return old
 }
 
 func blockOf(ds string, f dataset.File) string { return ds + "/" + f.Name + "/" + f.Upload + "/0" }

@@ -21,12 +21,28 @@ type OpenBlock func(ctx context.Context, f job.InputFile, i int) (io.ReadCloser,
 
 // Open is the OpenBlock of the stored blocks.
 func (s *Store) Open(ctx context.Context, f job.InputFile, i int) (io.ReadCloser, error) {
+	return s.open(ctx, f, i, true)
+}
+
+// openUncached is Open without the blocks shared by map tasks: a
+// download's blocks would only push theirs out.
+func (s *Store) openUncached(ctx context.Context, f job.InputFile, i int) (io.ReadCloser, error) {
+	return s.open(ctx, f, i, false)
+}
+
+func (s *Store) open(ctx context.Context, f job.InputFile, i int, cached bool) (io.ReadCloser, error) {
 	// The whole block is read at once, under a deadline of its own: the
 	// caller runs the kind's map between reads, for as long as it takes.
 	ctx, cancel := context.WithTimeout(ctx, blockReadTimeout)
 	defer cancel()
 	name := blockName(f.Dataset, f.File, f.Upload, i)
-	b, err := s.blocks.get(ctx, name, func(ctx context.Context) ([]byte, error) { return s.readBlock(ctx, name) })
+	var b []byte
+	var err error
+	if cached {
+		b, err = s.blocks.get(ctx, name, func(ctx context.Context) ([]byte, error) { return s.readBlock(ctx, name) })
+	} else {
+		b, err = s.readBlock(ctx, name)
+	}
 	switch {
 	case errors.Is(err, store.ErrDamaged):
 		return nil, fmt.Errorf("block %d of file %s of dataset %s: %w; upload the file again", i, f.File, f.Dataset, err)

@@ -314,6 +314,15 @@ func TestDashboardData(t *testing.T) {
 	if err != nil || names != "a.txt|b- draft.txt" {
 		t.Fatalf("the uploaded files are named %q (%v), want a.txt and b- draft.txt", names, err)
 	}
+	// Its files, shown from the list, download as they were uploaded.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-test="files-sea"]`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `tr[data-files="sea"]`, func(s string) bool { return strings.Contains(s, "a.txt") && strings.Contains(s, "b- draft.txt") }, "the dataset's files")
+	file, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(document.querySelector('li[data-file="a.txt"] a').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
+	if err != nil || file != "the whale\nthe sea\n" {
+		t.Fatalf("a.txt downloaded from the dataset's files: %q, %v", file, err)
+	}
 
 	// A wordcount over it through the form; a missing pattern for grep
 	// shows under the pattern field first.

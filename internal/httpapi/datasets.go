@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path"
+	"strconv"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -72,6 +74,67 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request, name, file stri
 	}
 	w.Header().Set("Location", "/api/v1/datasets/"+name)
 	writeJSON(w, http.StatusCreated, d)
+}
+
+// getDatasetFile sends a file of a dataset as it was uploaded.
+func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
+	name, file := r.PathValue("name"), r.PathValue("file")
+	release, err := s.uploads.take(r.Context(), s.clientIP(r))
+	if err != nil {
+		s.writeError(w, r, job.Errorf(job.EUnavailable, "the download of %s/%s waited for one of this client's %d transfers at once until the client went away", name, file, MaxUploadsPerClient))
+		return
+	}
+	defer release()
+	f, body, err := s.cfg.Service.ReadFile(r.Context(), name, file)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer body.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(f.Size, 10))
+	if r.URL.Query().Get("download") != "" {
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", path.Base(file)))
+	}
+	stall := s.cfg.UploadStall
+	if stall <= 0 {
+		stall = DefaultUploadStall
+	}
+	out := &started{w: &stalling{w: w, rc: http.NewResponseController(w), stall: stall}}
+	if _, err := io.Copy(out, body); err != nil {
+		if !out.yes {
+			w.Header().Del("Content-Disposition")
+			w.Header().Del("Content-Length")
+			s.writeError(w, r, err)
+			return
+		}
+		s.log.Error("could not send the whole of a dataset file", "dataset", name, "file", file, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// stalling writes with a write deadline of stall from each write's start:
+// a client that takes nothing for that long ends the transfer (it would
+// hold a block's buffer and a transfer slot for good).
+type stalling struct {
+	w     io.Writer
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (s *stalling) Write(p []byte) (int, error) {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.stall)) // unsupported (a test's recorder): no deadline
+	return s.w.Write(p)
+}
+
+func (s *Server) deleteDatasetFile(w http.ResponseWriter, r *http.Request) {
+	name, file := r.PathValue("name"), r.PathValue("file")
+	if err := s.cfg.Service.DeleteFile(r.Context(), name, file); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("dataset file deleted", "dataset", name, "file", file)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) deleteDataset(w http.ResponseWriter, r *http.Request) {

@@ -90,6 +90,14 @@ func (recordService) Dataset(context.Context, string) (dataset.Dataset, error) {
 	return dataset.Dataset{}, job.Errorf(job.ENotFound, "no dataset")
 }
 
+func (recordService) ReadFile(context.Context, string, string) (dataset.File, io.ReadCloser, error) {
+	return dataset.File{}, nil, job.Errorf(job.ENotFound, "no dataset")
+}
+
+func (recordService) DeleteFile(context.Context, string, string) error {
+	return job.Errorf(job.ENotFound, "no dataset")
+}
+
 func (recordService) PutKind(context.Context, string, string, io.Reader, int64) (client.Kind, error) {
 	return client.Kind{}, nil
 }

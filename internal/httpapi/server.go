@@ -35,6 +35,7 @@ type Service interface {
 	DeleteJob(ctx context.Context, id string) error
 	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
 	DeleteDataset(ctx context.Context, name string) error
+	DeleteFile(ctx context.Context, ds, file string) error
 	PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (client.Kind, error)
 	Rerun(ctx context.Context, id, key string, admit func() error) (*job.Job, error)
 	Retry(ctx context.Context, id string, admit func() error) (*job.Job, error)
@@ -51,6 +52,7 @@ type Service interface {
 	Output(ctx context.Context, id string) (func(io.Writer) error, error)
 	Datasets(ctx context.Context) ([]dataset.Dataset, error)
 	Dataset(ctx context.Context, name string) (dataset.Dataset, error)
+	ReadFile(ctx context.Context, ds, file string) (dataset.File, io.ReadCloser, error)
 	Kinds() []client.Kind
 	Schedules() []client.Schedule
 	Schedule(name string) (client.Schedule, error)
@@ -160,6 +162,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/datasets/{name}", s.getDataset)
 	m.HandleFunc("PUT /api/v1/datasets/{name}", s.putDataset)
 	m.HandleFunc("PUT /api/v1/datasets/{name}/files/{file}", s.putDatasetFile)
+	m.HandleFunc("GET /api/v1/datasets/{name}/files/{file}", s.getDatasetFile)
+	m.HandleFunc("DELETE /api/v1/datasets/{name}/files/{file}", s.deleteDatasetFile)
 	m.HandleFunc("DELETE /api/v1/datasets/{name}", s.deleteDataset)
 	m.HandleFunc("GET /api/v1/kinds", s.listKinds)
 	m.HandleFunc("PUT /api/v1/kinds/{name}", s.putKind)

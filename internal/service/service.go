@@ -352,6 +352,29 @@ func (s *Service) DeleteDataset(ctx context.Context, name string) error {
 	return s.cfg.Datasets.Delete(ctx, name)
 }
 
+// ReadFile returns file of dataset ds and a reader of its bytes.
+func (s *Service) ReadFile(ctx context.Context, ds, file string) (dataset.File, io.ReadCloser, error) {
+	if err := job.ValidFileName(file); err != nil {
+		return dataset.File{}, nil, err
+	}
+	return s.cfg.Datasets.ReadFile(ctx, ds, file)
+}
+
+// DeleteFile deletes file of dataset ds, with its blocks, unless an
+// unfinished job reads the dataset.
+func (s *Service) DeleteFile(ctx context.Context, ds, file string) error {
+	if err := job.ValidName("dataset", ds); err != nil {
+		return err
+	}
+	if err := job.ValidFileName(file); err != nil {
+		return err
+	}
+	if err := s.notInUse(ds, "delete a file of"); err != nil {
+		return err
+	}
+	return s.cfg.Datasets.DeleteFile(ctx, ds, file)
+}
+
 // notInUse refuses to change a dataset that an unfinished job reads.
 func (s *Service) notInUse(name, what string) error {
 	if id, ok := s.cfg.View.ReadingJob(name); ok {

@@ -44,6 +44,9 @@ export const api = {
   putFile: (dataset: string, file: string, body: Blob) =>
     call<Dataset>('PUT', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}`, body),
   deleteDataset: (name: string) => call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(name)}`),
+  dataset: (name: string) => call<Dataset>('GET', `/api/v1/datasets/${encodeURIComponent(name)}`),
+  deleteFile: (dataset: string, file: string) =>
+    call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}`),
   tasks: (id: string) => call<{ tasks: TaskAttempt[] }>('GET', `/api/v1/jobs/${encodeURIComponent(id)}/tasks`),
   cancel: (id: string) => call<Job>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/cancel`),
   // cancelJobs cancels up to 1,000 unfinished jobs of a kind, a state, or both.
@@ -85,6 +88,12 @@ export async function cancelEvery(which: JobsToCancel, send: (which: JobsToCance
 export function outputURL(id: string): string {
   const t = token()
   return `/api/v1/jobs/${encodeURIComponent(id)}/output?download=1` + (t ? `&access_token=${encodeURIComponent(t)}` : '')
+}
+
+// fileURL is where a file of a dataset downloads from, as it was uploaded.
+export function fileURL(dataset: string, file: string): string {
+  const t = token()
+  return `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}?download=1` + (t ? `&access_token=${encodeURIComponent(t)}` : '')
 }
 
 // eventsURL is the events websocket of the page's own server; browsers

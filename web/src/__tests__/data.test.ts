@@ -77,6 +77,36 @@ describe('Datasets', () => {
     ])
     expect(w.emitted('changed')).toHaveLength(1)
   })
+
+  it('shows a dataset\'s files, read whole, to download or delete one', async () => {
+    const whole: Dataset = { name: 'books', files: [{ name: 'a.txt', size: 10, uploaded_at: '' }, { name: 'b c.txt', size: 5, uploaded_at: '' }], size: 15, updated_at: '' }
+    const after: Dataset = { ...whole, files: [whole.files[0]], size: 10 }
+    const answers = [whole, null, after]
+    const fetch = vi.fn(async () => {
+      const a = answers.shift()
+      return a === null ? new Response(null, { status: 204 }) : new Response(JSON.stringify(a), { status: 200 })
+    })
+    vi.stubGlobal('fetch', fetch)
+    vi.stubGlobal('confirm', () => true)
+    const w = mount(Datasets, { props: { datasets } })
+    expect(w.find('tr[data-files]').exists()).toBe(false)
+    await w.find('[data-test="files-books"]').trigger('click')
+    await flushPromises()
+    const links = w.findAll('tr[data-files="books"] li a')
+    expect(links.map((a) => a.text())).toEqual(['a.txt', 'b c.txt'])
+    expect(links[1].attributes('href')).toBe('/api/v1/datasets/books/files/b%20c.txt?download=1')
+    await w.find('li[data-file="b c.txt"] button').trigger('click')
+    await flushPromises()
+    expect(fetch.mock.calls.map((c: any) => [c[1].method, c[0]])).toEqual([
+      ['GET', '/api/v1/datasets/books'],
+      ['DELETE', '/api/v1/datasets/books/files/b%20c.txt'],
+      ['GET', '/api/v1/datasets/books'],
+    ])
+    expect(w.findAll('tr[data-files="books"] li').map((li) => li.attributes('data-file'))).toEqual(['a.txt'])
+    expect(w.emitted('changed')).toHaveLength(1)
+    await w.find('[data-test="files-books"]').trigger('click')
+    expect(w.find('tr[data-files]').exists()).toBe(false)
+  })
 })
 
 describe('JobDetail of a data job', () => {
