@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
@@ -89,6 +90,7 @@ func (s *Store) DeleteFile(ctx context.Context, ds, file string) error {
 			f = h.Files[i]
 			if err := s.updateHead(ctx, ds, func(h *head) {
 				h.Files = slices.DeleteFunc(h.Files, func(g File) bool { return g.Name == file })
+				h.UpdatedAt = time.Now().UTC()
 			}); err != nil {
 				return unavailable(fmt.Errorf("delete file %s of dataset %s: %w", file, ds, err))
 			}
@@ -98,16 +100,16 @@ func (s *Store) DeleteFile(ctx context.Context, ds, file string) error {
 		// The count goes down first: a read of the files that finds fewer
 		// than the head counts is refused as a part of them (manifest), so
 		// an entry gone with its count left would make the dataset
-		// unreadable, while a count one short is harmless.
-		counted := !h.Large && h.Count > 0
-		if counted {
-			if err := s.updateHead(ctx, ds, func(h *head) {
-				if !h.Large && h.Count > 0 {
-					h.Count--
-				}
-			}); err != nil {
-				return unavailable(fmt.Errorf("delete file %s of dataset %s: %w", file, ds, err))
+		// unreadable, while a count one short is harmless. The head's
+		// time says when the dataset last changed.
+		counted := false
+		if err := s.updateHead(ctx, ds, func(h *head) {
+			if counted = !h.Large && h.Count > 0; counted {
+				h.Count--
 			}
+			h.UpdatedAt = time.Now().UTC()
+		}); err != nil {
+			return unavailable(fmt.Errorf("delete file %s of dataset %s: %w", file, ds, err))
 		}
 		err = s.KV.Delete(ctx, fileKey(ds, h.Gen, file), rev)
 		if err != nil && counted {

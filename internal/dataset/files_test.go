@@ -57,12 +57,16 @@ func TestFilesAreReadAndDeletedOneByOne(t *testing.T) {
 		}
 	}
 
+	before, err := s.Get(ctx, "books")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DeleteFile(ctx, "books", "a.txt"); err != nil {
 		t.Fatal(err)
 	}
 	d, err := s.Get(ctx, "books")
-	if err != nil || !slices.Equal(names(d), []string{"b.txt", "c.txt"}) || d.Size != 4 {
-		t.Fatalf("after a.txt was deleted: %+v, %v", d, err)
+	if err != nil || !slices.Equal(names(d), []string{"b.txt", "c.txt"}) || d.Size != 4 || !d.UpdatedAt.After(before.UpdatedAt) {
+		t.Fatalf("after a.txt was deleted: %+v, %v (updated before: %v)", d, err, before.UpdatedAt)
 	}
 	for i := range 8 {
 		name := "books/a.txt/" + stored["a.txt"].Upload + "/" + string(rune('0'+i))
