@@ -192,7 +192,7 @@ func (s *Service) partitionsFor(ctx context.Context, spec job.Spec, read map[str
 	for _, f := range files {
 		size += f.Size
 	}
-	spec.Partitions = job.DefaultPartitions(size, len(s.cfg.View.Workers()), spec.Reducers, s.cfg.MaxPartitions)
+	spec.Partitions = job.DefaultPartitions(size, s.cfg.View.WorkerCount(), spec.Reducers, s.cfg.MaxPartitions)
 	spec.Files = files
 	return spec, nil
 }

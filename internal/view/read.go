@@ -273,6 +273,13 @@ func (v *View) Workers() []job.WorkerStatus {
 	return v.workerList(true)
 }
 
+// WorkerCount returns how many live workers the view knows.
+func (v *View) WorkerCount() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.workers)
+}
+
 // Running returns every live worker's status as the worker wrote it, phase
 // included for map-only jobs: what the coordinator's backups compare with
 // jobs' phases.
