@@ -81,6 +81,9 @@ func TestDatasetFilesReadBackAndDeleted(t *testing.T) {
 		r.Header.Get("Content-Disposition") != `attachment; filename="a.txt"` {
 		t.Fatalf("GET a.txt: %d, %d bytes, headers %v", r.Status, len(r.Body), r.Header)
 	}
+	if r := b.do(t, "HEAD", "/api/v1/datasets/d/files/a.txt", ""); r.Status != http.StatusOK || len(r.Body) != 0 || r.Header.Get("Content-Length") != fmt.Sprint(len(a)) {
+		t.Fatalf("HEAD a.txt: %d, %d bytes, headers %v", r.Status, len(r.Body), r.Header)
+	}
 	var got strings.Builder
 	if err := c.API().GetFile(apitest.Context(t), "d", "b.txt", &got); err != nil || got.String() != "gamma gamma\n" {
 		t.Fatalf("client GetFile b.txt: %q, %v", got.String(), err)

@@ -96,6 +96,9 @@ func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("download") != "" {
 		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", path.Base(file)))
 	}
+	if r.Method == http.MethodHead {
+		return // the headers say what a GET would send; no block is read
+	}
 	stall := s.cfg.UploadStall
 	if stall <= 0 {
 		stall = DefaultUploadStall
