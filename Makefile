@@ -25,9 +25,12 @@ run: build
 # A count, not a duration: with a duration, Go 1.26's fuzzing coordinator may
 # report "context deadline exceeded" as a failure at the deadline (go.dev/issue/75804).
 FUZZTIME ?= 30000x
+# GORACE: a race-built binary sleeps a second at its exit otherwise (each
+# package's test binary, each command a test runs); races are reported as
+# they happen all the same.
 test: fmt-check vet web
 	cd web && npx vitest run
-	GO=$(GO) .ci/gotest -race -count=1 -timeout 25m $(PKGS)
+	GORACE=atexit_sleep_ms=0 GO=$(GO) .ci/gotest -race -count=1 -timeout 25m $(PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzSubmitBody$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzSeedPath$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitReader$$' -fuzztime $(FUZZTIME) ./internal/dataset
