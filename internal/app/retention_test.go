@@ -96,6 +96,15 @@ func TestDeleteJob(t *testing.T) {
 			t.Fatalf("output %s of a deleted job: %v; want it gone", name, err)
 		}
 	}
+	// Nothing of them: no marker of a deleted object either (the
+	// library's delete left one per object, for good).
+	outs, err := s.JS.Stream(ctx, "OBJ_"+natsx.OutputBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := outs.Info(ctx, jetstream.WithSubjectFilter("$O."+natsx.OutputBucket+".>")); err != nil || len(info.State.Subjects) != 0 {
+		t.Fatalf("the outputs' stream holds %v after the only job with outputs was deleted (%v); want nothing", info.State.Subjects, err)
+	}
 	running := b.submit(t, "block", 1)
 	apitest.Recv(t, bl.started, "a block task to start")
 	err = c.Delete(ctx, running.ID)

@@ -44,7 +44,12 @@ func (s *Server) sweepChunks(ctx context.Context, olderThan time.Duration) {
 	defer cancel()
 	swept, err := s.store.SweepChunks(ctx, olderThan)
 	for _, sw := range swept {
-		s.log.Info("removed the chunks of objects whose writes never finished (a process stopped in the middle of one)", "bucket", sw.Bucket, "objects", sw.Objects, "chunks", sw.Messages)
+		if sw.Objects > 0 {
+			s.log.Info("removed the chunks of objects whose writes never finished (a process stopped in the middle of one)", "bucket", sw.Bucket, "objects", sw.Objects, "chunks", sw.Messages)
+		}
+		if sw.Markers > 0 {
+			s.log.Info("removed the markers that deleted objects left in the store (an earlier version left one per object)", "bucket", sw.Bucket, "markers", sw.Markers)
+		}
 	}
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("the sweep of the object stores for the chunks of unfinished writes stopped; it runs again later", "err", err)

@@ -1534,7 +1534,7 @@ func (b blobs) put(ctx context.Context, name string, r io.Reader) error {
 		}
 	}
 	info.Digest = jetstream.GetObjectDigestValue(h)
-	meta := nats.NewMsg("$O." + b.bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)))
+	meta := nats.NewMsg(b.metaSubject(name))
 	meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	var err error
 	if meta.Data, err = json.Marshal(info); err != nil {
@@ -1921,11 +1921,42 @@ func (b blobs) Size(ctx context.Context, name string) (int64, error) {
 	return int64(info.Size), nil
 }
 
+// Delete deletes object name and leaves nothing of it: its info, then
+// its chunks. The library's Delete leaves a marker under the name (its
+// info, marked deleted) for good, so that every job output and dataset
+// block ever deleted kept a message, and an entry of JetStream's index of
+// subjects in every server's memory. The info goes first, and only the
+// revision read (a put of the same name since has a later one and stays):
+// the object is gone for every reader at once, and chunks a crash leaves
+// behind go with the store's sweep (SweepChunks).
 func (b blobs) Delete(ctx context.Context, name string) error {
-	if err := b.os.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+	if b.st == nil {
+		if err := b.os.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return storeErr(err)
+		}
+		return nil
+	}
+	meta := b.metaSubject(name)
+	m, found, err := leaderGet(ctx, b.js, "OBJ_"+b.bucket, map[string]any{"last_by_subj": meta})
+	if err != nil || !found {
 		return err
 	}
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return fmt.Errorf("the info of object %s in %s does not read: %w", name, b.bucket, err)
+	}
+	if err := b.st.Purge(ctx, jetstream.WithPurgeSubject(meta), jetstream.WithPurgeSequence(m.Seq+1)); err != nil {
+		return storeErr(err)
+	}
+	if !info.Deleted && info.NUID != "" {
+		b.purge("$O." + b.bucket + ".C." + info.NUID)
+	}
 	return nil
+}
+
+// metaSubject is the subject of object name's info.
+func (b blobs) metaSubject(name string) string {
+	return "$O." + b.bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
 }
 
 type notices struct{ nc *nats.Conn }

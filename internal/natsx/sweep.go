@@ -16,6 +16,10 @@ type SweptChunks struct {
 	Bucket   string
 	Objects  int    // chunk subjects purged: one per put cut short
 	Messages uint64 // chunks purged
+	// Markers counts the infos of deleted objects purged: the library's
+	// Delete left one under each name for good (blobs.Delete leaves none
+	// since 2026-12-06).
+	Markers int
 }
 
 // sweptBuckets are the object stores whose objects stay until deleted;
@@ -23,7 +27,8 @@ type SweptChunks struct {
 var sweptBuckets = []string{BlocksBucket, OutputBucket, ModulesBucket}
 
 // SweepChunks purges the chunks no object names whose newest chunk is
-// older than olderThan, in the object stores that keep their objects
+// older than olderThan, and the markers of deleted objects, in the object
+// stores that keep their objects
 // (dataset blocks, job outputs, kinds' modules). A put writes its chunks
 // first and then the info naming them: a process killed in between (a
 // worker writing a reduce output, a server storing an upload's block)
@@ -45,7 +50,7 @@ func (s *Store) SweepChunks(ctx context.Context, olderThan time.Duration) ([]Swe
 			continue
 		}
 		swept, err := sweepBucket(ctx, s.JS, st, bucket, olderThan)
-		if swept.Objects > 0 {
+		if swept.Objects > 0 || swept.Markers > 0 {
 			out = append(out, swept)
 		}
 		if err != nil && first == nil {
@@ -83,7 +88,14 @@ func sweepBucket(ctx context.Context, js jetstream.JetStream, st jetstream.Strea
 				// are not ours to judge.
 				return swept, fmt.Errorf("the info on %s does not read: %w", subject, err)
 			}
-			if !oi.Deleted && oi.NUID != "" {
+			switch {
+			case oi.Deleted:
+				// Only this revision: a put of the name since stays.
+				if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(m.Seq+1)); err != nil {
+					return swept, storeErr(err)
+				}
+				swept.Markers++
+			case oi.NUID != "":
 				named[chunkPrefix+oi.NUID] = true
 			}
 		}

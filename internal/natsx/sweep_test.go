@@ -143,3 +143,66 @@ func TestSweepPurgesNothingOfABucketWithAnInfoItCannotRead(t *testing.T) {
 		t.Fatalf("another bucket's unnamed chunks were not swept: %d left (swept %+v)", n, swept)
 	}
 }
+
+// A deleted object leaves nothing in its stream (the library's Delete
+// left its info, marked deleted, for good: a message and an index entry
+// per job output and dataset block ever deleted); markers an earlier
+// version left are swept, and a put of the same name after one stays.
+func TestADeletedObjectLeavesNothing(t *testing.T) {
+	s, ctx := setupStore(t)
+	defer s.Close()
+	out := s.blobs(s.Output, OutputBucket, false)
+	big := bytes.Repeat([]byte("an output "), 30000) // 300 KB: 3 chunks
+	subjects := func() map[string]uint64 {
+		t.Helper()
+		info, err := out.st.Info(ctx, jetstream.WithSubjectFilter("$O."+OutputBucket+".>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Subjects
+	}
+	for _, name := range []string{"job1/r0", "job1/r1"} {
+		if err := out.put(ctx, name, bytes.NewReader(big)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := out.Delete(ctx, "job1/r0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Delete(ctx, "job1/r0"); err != nil {
+		t.Fatalf("a second delete: %v, want nothing to do", err)
+	}
+	if got := subjects(); len(got) != 2 || got[out.metaSubject("job1/r1")] != 1 {
+		t.Fatalf("after a delete the stream holds %v; want job1/r1's info and chunks alone", got)
+	}
+	if _, err := out.GetBytes(ctx, "job1/r0"); err == nil {
+		t.Fatal("a deleted object reads")
+	}
+	if got, err := out.GetBytes(ctx, "job1/r1"); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("the other object after the delete: %d bytes, %v", len(got), err)
+	}
+
+	// Markers as the library's Delete leaves them: swept, but for a name
+	// put again since.
+	for _, name := range []string{"old/r0", "old/r1"} {
+		if err := out.put(ctx, name, bytes.NewReader(big)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Output.Delete(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := out.put(ctx, "old/r1", bytes.NewReader([]byte("put again"))); err != nil {
+		t.Fatal(err)
+	}
+	swept, err := s.SweepChunks(ctx, time.Hour)
+	if err != nil || len(swept) != 1 || swept[0] != (SweptChunks{Bucket: OutputBucket, Markers: 1}) {
+		t.Fatalf("the sweep of one marker: %+v, %v", swept, err)
+	}
+	if got := subjects(); got[out.metaSubject("old/r0")] != 0 || got[out.metaSubject("old/r1")] != 1 {
+		t.Fatalf("after the sweep: %v", got)
+	}
+	if got, err := out.GetBytes(ctx, "old/r1"); err != nil || string(got) != "put again" {
+		t.Fatalf("the object put again after its marker: %q, %v", got, err)
+	}
+}
