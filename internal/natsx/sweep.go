@@ -28,8 +28,8 @@ var sweptBuckets = []string{BlocksBucket, OutputBucket, ModulesBucket}
 
 // SweepChunks purges the chunks no object names whose newest chunk is
 // older than olderThan, and the markers of deleted objects, in the object
-// stores that keep their objects
-// (dataset blocks, job outputs, kinds' modules). A put writes its chunks
+// stores that keep their objects (dataset blocks, job outputs, kinds'
+// modules). A put writes its chunks
 // first and then the info naming them: a process killed in between (a
 // worker writing a reduce output, a server storing an upload's block)
 // leaves chunks that nothing names and nothing else removes. A put under
@@ -39,8 +39,9 @@ var sweptBuckets = []string{BlocksBucket, OutputBucket, ModulesBucket}
 // Everything is read from each stream's leader (its subjects, every
 // object's info, a candidate's newest chunk): a copy that lags could miss
 // an info and so destroy a live object. An info that cannot be read stops
-// the bucket's sweep before anything is purged; a bucket swept fails
-// alone. What was purged is returned with the first error met.
+// the bucket's sweep before any of its chunks is purged (markers, which
+// name nothing live, may have gone); a bucket swept fails alone. What was
+// purged is returned with the first error met.
 func (s *Store) SweepChunks(ctx context.Context, olderThan time.Duration) ([]SweptChunks, error) {
 	var out []SweptChunks
 	var first error
