@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -210,19 +211,55 @@ func withFile(path string, fn func(f *os.File, size int64) error) error {
 // refusing writes for a moment), as often as the client's reads are.
 func putFile(ctx context.Context, c *client.Client, ds, path, name string, stderr io.Writer) error {
 	var size int64
+	tty := isTerminal(stderr)
 	err := client.Again(ctx, c.Retries, func() error {
 		return withFile(path, func(f *os.File, n int64) error {
 			size = n
-			_, err := c.PutFile(ctx, ds, name, f, n)
+			var r io.Reader = f
+			if tty && n >= showUploadFrom {
+				r = &uploading{r: f, path: path, total: n, out: stderr}
+			}
+			_, err := c.PutFile(ctx, ds, name, r, n)
 			return err
 		})
 	})
+	if tty && size >= showUploadFrom {
+		fmt.Fprint(stderr, "\r\033[K") // the progress line goes
+	}
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", path, explain(err))
 	}
 	fmt.Fprintf(stderr, "stored %s as %s/%s (%d bytes)\n", path, ds, name, size)
 	return nil
 }
+
+// showUploadFrom is the size from which an upload to a terminal shows how
+// far it has come: a large file takes a minute at tens of MB a second.
+const showUploadFrom = 16 << 20
+
+// uploading reads a file being uploaded and rewrites a line on a terminal
+// with how much of it was sent, ten times a second at most.
+type uploading struct {
+	r       io.Reader
+	path    string
+	total   int64
+	sent    int64
+	out     io.Writer
+	printed time.Time
+}
+
+func (u *uploading) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	u.sent += int64(n)
+	if now := time.Now(); now.Sub(u.printed) >= 100*time.Millisecond || err == io.EOF {
+		u.printed = now
+		fmt.Fprintf(u.out, "\r\033[Kuploading %s: %d%% (%s of %s)", u.path, u.sent*100/max(u.total, 1), inMiB(u.sent), inMiB(u.total))
+	}
+	return n, err
+}
+
+// inMiB says n bytes in MiB, one decimal.
+func inMiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // output runs "mrcluster output JOB": the job's output on stdout.
 func output(ctx context.Context, args []string, stdout, stderr io.Writer) error {
