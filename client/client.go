@@ -924,6 +924,24 @@ func (c *Client) PutFile(ctx context.Context, ds, file string, r io.Reader, size
 	return d, nil
 }
 
+// PutFileFromJob stores the output of succeeded job id as file of dataset
+// ds (made if new; a file of that name is replaced), on the server, and
+// returns the dataset: the next job's input. Sent once: a server that goes
+// away meanwhile may have stored it (send it again: the same file is
+// replaced).
+func (c *Client) PutFileFromJob(ctx context.Context, ds, file, id string) (Dataset, error) {
+	var d Dataset
+	resp, err := c.stream(ctx, http.MethodPut, "/api/v1/datasets/"+url.PathEscape(ds)+"/files/"+url.PathEscape(file)+"?from_job="+url.QueryEscape(id), nil, 0)
+	if err != nil {
+		return d, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		return d, fmt.Errorf("read the answer to the store of job %s's output as %s/%s: %w", id, ds, file, err)
+	}
+	return d, nil
+}
+
 // DeleteDataset deletes a dataset that no unfinished job reads.
 func (c *Client) DeleteDataset(ctx context.Context, name string) error {
 	return c.call(ctx, http.MethodDelete, "/api/v1/datasets/"+url.PathEscape(name), nil, nil, nil)

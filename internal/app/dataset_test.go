@@ -121,6 +121,55 @@ func TestDatasetFilesReadBackAndDeleted(t *testing.T) {
 	}
 }
 
+// A succeeded job's output is stored as a dataset's file on the server
+// (PUT …?from_job=ID), the next job's input; a job not succeeded, one
+// that does not exist, a body beside from_job, or a dataset a job reads,
+// are refused, naming why, and store nothing.
+func TestJobOutputStoredAsADatasetFile(t *testing.T) {
+	t.Parallel()
+	bl := newBlocker()
+	b := setup(t, func(c *app.Config) { c.Kinds = testKinds(bl.kind()) })
+	c := b.client()
+	c.PutFile(t, "d", "a.txt", []byte("b a b\nc b\n"))
+	wc := b.awaitState(t, c.SubmitSpec(t, client.Spec{Kind: "wordcount", Input: []string{"d"}, Partitions: 2, Reducers: 2}).ID, client.Succeeded)
+	out := c.Output(t, wc.ID)
+	r := b.do(t, "PUT", "/api/v1/datasets/counts/files/wc.txt?from_job="+wc.ID, "")
+	var d client.Dataset
+	r.JSON(t, &d)
+	if r.Status != http.StatusCreated || len(d.Files) != 1 || d.Files[0].Name != "wc.txt" || d.Files[0].Size != int64(len(out)) {
+		t.Fatalf("PUT from_job: %d %s", r.Status, r.Body)
+	}
+	if got := b.do(t, "GET", "/api/v1/datasets/counts/files/wc.txt", ""); string(got.Body) != out {
+		t.Fatalf("the stored output reads %q, the job's output is %q", got.Body, out)
+	}
+	running := b.submit(t, "block", 1)
+	apitest.Recv(t, bl.started, "a block task to start")
+	for _, bad := range []struct {
+		path, body string
+		status     int
+		msg        string
+	}{
+		{"/api/v1/datasets/counts/files/x.txt?from_job=" + running.ID, "", 409, "its output is ready once it has succeeded"},
+		{"/api/v1/datasets/counts/files/x.txt?from_job=wordcount_01m0000000000000000000000", "", 404, "not found"},
+		{"/api/v1/datasets/counts/files/x.txt?from_job=" + wc.ID, "a body", 400, "takes no body"},
+		{"/api/v1/datasets/counts/files/x%3F.txt?from_job=" + wc.ID, "", 400, "file name"},
+	} {
+		if r := b.do(t, "PUT", bad.path, bad.body); r.Status != bad.status || !strings.Contains(string(r.Body), bad.msg) {
+			t.Errorf("PUT %s: %d %s, want %d %q", bad.path, r.Status, r.Body, bad.status, bad.msg)
+		}
+	}
+	if d, err := c.API().Dataset(apitest.Context(t), "counts"); err != nil || len(d.Files) != 1 {
+		t.Fatalf("the refused PUTs stored something: %+v, %v", d, err)
+	}
+	close(bl.release)
+	b.awaitState(t, running.ID, client.Succeeded)
+	// The next job reads it; meanwhile the dataset cannot change.
+	g := c.SubmitSpec(t, client.Spec{Kind: "grep", Input: []string{"counts"}, Partitions: 1, Params: map[string]any{"pattern": "^b "}})
+	if g = b.awaitState(t, g.ID, client.Succeeded); c.Output(t, g.ID) != "wc.txt:2 b 3\n" {
+		t.Fatalf("a grep over the stored output: %q", c.Output(t, g.ID))
+	}
+}
+
 // A job over more files than its record may hold keeps their list in an
 // object of its own: the job runs, a retry makes its map tasks again from
 // that list, and deleting the job deletes it.

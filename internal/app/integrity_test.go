@@ -277,6 +277,14 @@ func TestDamagedOutputIsCutShortWithAReason(t *testing.T) {
 	if out.Len() == 0 || !strings.HasPrefix(out.String(), "moby.txt:1 call me ishmael, line 0\n") {
 		t.Fatalf("the output's first part: %.60q", out.String())
 	}
+	// Stored as a dataset's file on the server, it is refused whole.
+	b = &bundle{srv: srv}
+	if r := b.do(t, "PUT", "/api/v1/datasets/lines/files/a.txt?from_job="+j.ID, ""); r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "damaged") || !strings.Contains(string(r.Body), "mrcluster rerun "+j.ID) {
+		t.Fatalf("a damaged output stored as a dataset file: %d %s", r.Status, r.Body)
+	}
+	if r := b.do(t, "GET", "/api/v1/datasets/lines", ""); r.Status != http.StatusNotFound {
+		t.Fatalf("the dataset of a refused output: %d %s; want none", r.Status, r.Body)
+	}
 }
 
 // Bytes flipped in the task queue's file while the server is stopped:

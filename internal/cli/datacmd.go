@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,10 +18,14 @@ import (
 
 // dataset runs "mrcluster dataset put|ls|cat|rm".
 func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = `usage: mrcluster dataset put NAME FILE… | ls [NAME] | cat NAME FILE | rm NAME [FILE…]   [--server URL] [--token T] [-o json]
+	const use = `usage: mrcluster dataset put NAME FILE… | put NAME --from-job ID | ls [NAME] | cat NAME FILE | rm NAME [FILE…]   [--server URL] [--token T] [-o json]
   put NAME FILE…  upload files into dataset NAME (made if new; a file of the same name is replaced),
                   each under its base name ("My Book (2).txt" as it is), a character a file name cannot hold
-                  (/ \ : , * ? " < > | and control characters) as '-' ("a:b.txt" is stored as a-b.txt)
+                  (/ \ : , * ? " < > | and control characters) as '-' ("a:b.txt" is stored as a-b.txt);
+                  - reads standard input, stored under --as NAME
+  put NAME --from-job ID [--as FILE]
+                  store a succeeded job's output as a file of dataset NAME (ID.txt unless --as), on the server:
+                  the next job's input (mrcluster submit wordcount --input NAME)
   ls              list the datasets
   ls NAME         list the files of dataset NAME
   cat NAME FILE   print a file of a dataset as it was uploaded
@@ -32,6 +37,11 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fs, server := clientFlags("dataset "+sub, stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, use); fs.PrintDefaults() }
+	var fromJob, as *string
+	if sub == "put" {
+		fromJob = fs.String("from-job", "", "store this succeeded job's output as a file of the dataset, on the server")
+		as = fs.String("as", "", "the stored file's name: of --from-job's output (ID.txt when not given), or of standard input (-)")
+	}
 	pos, asJSON, err := parseClient(fs, server, args)
 	if err != nil {
 		return err
@@ -39,9 +49,40 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	c := newClient(server)
 	switch sub {
 	case "put":
+		if *fromJob != "" {
+			if len(pos) != 1 {
+				fs.Usage()
+				return fmt.Errorf("dataset put --from-job takes the dataset's name alone, not files")
+			}
+			name := *as
+			if name == "" {
+				name = *fromJob + ".txt"
+			}
+			d, err := c.PutFileFromJob(ctx, pos[0], name, *fromJob)
+			if err != nil {
+				return fmt.Errorf("store the output of job %s: %w", *fromJob, explain(err))
+			}
+			for _, f := range d.Files {
+				if f.Name == name {
+					fmt.Fprintf(stderr, "stored the output of job %s as %s/%s (%d bytes)\n", *fromJob, pos[0], name, f.Size)
+				}
+			}
+			return nil
+		}
 		if len(pos) < 2 {
 			fs.Usage()
-			return fmt.Errorf("dataset put needs a dataset name and at least one file")
+			return fmt.Errorf("dataset put needs a dataset name and at least one file (or --from-job ID)")
+		}
+		if slices.Contains(pos[1:], "-") {
+			if len(pos) != 2 || *as == "" {
+				fs.Usage()
+				return fmt.Errorf("dataset put NAME - reads one file from standard input: name it with --as FILE")
+			}
+			if _, err := c.PutFile(ctx, pos[0], *as, stdin, -1); err != nil {
+				return fmt.Errorf("upload standard input as %s/%s: %w", pos[0], *as, explain(err))
+			}
+			fmt.Fprintf(stderr, "stored standard input as %s/%s\n", pos[0], *as)
+			return nil
 		}
 		names, err := storedNames(pos[1:])
 		if err != nil {

@@ -51,6 +51,10 @@ func (s *Server) putDatasetFile(w http.ResponseWriter, r *http.Request) {
 const DefaultUploadStall = time.Minute
 
 func (s *Server) putFile(w http.ResponseWriter, r *http.Request, name, file string) {
+	if id := r.URL.Query().Get("from_job"); id != "" {
+		s.putJobOutput(w, r, name, file, id)
+		return
+	}
 	stall := s.cfg.UploadStall
 	if stall <= 0 {
 		stall = DefaultUploadStall
@@ -70,6 +74,27 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request, name, file stri
 	for _, f := range d.Files {
 		if f.Name == file {
 			s.log.Info("dataset file stored", "dataset", name, "file", file, "bytes", f.Size, "blocks", len(f.Lines))
+		}
+	}
+	w.Header().Set("Location", "/api/v1/datasets/"+name)
+	writeJSON(w, http.StatusCreated, d)
+}
+
+// putJobOutput stores a succeeded job's output as a file of a dataset
+// (PUT …/files/{file}?from_job=ID, no body).
+func (s *Server) putJobOutput(w http.ResponseWriter, r *http.Request, name, file, id string) {
+	if r.ContentLength > 0 {
+		s.writeError(w, r, job.Errorf(job.EInvalid, "a file made from job %s's output takes no body: send the PUT with ?from_job=%s alone, or upload a body without from_job", id, id))
+		return
+	}
+	d, err := s.cfg.Service.PutJobOutput(r.Context(), name, file, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for _, f := range d.Files {
+		if f.Name == file {
+			s.log.Info("dataset file stored from a job's output", "dataset", name, "file", file, "job", id, "bytes", f.Size, "blocks", len(f.Lines))
 		}
 	}
 	w.Header().Set("Location", "/api/v1/datasets/"+name)

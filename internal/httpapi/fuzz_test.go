@@ -94,6 +94,10 @@ func (recordService) ReadFile(context.Context, string, string) (dataset.File, io
 	return dataset.File{}, nil, job.Errorf(job.ENotFound, "no dataset")
 }
 
+func (recordService) PutJobOutput(context.Context, string, string, string) (dataset.Dataset, error) {
+	return dataset.Dataset{}, job.Errorf(job.ENotFound, "no job")
+}
+
 func (recordService) DeleteFile(context.Context, string, string) error {
 	return job.Errorf(job.ENotFound, "no dataset")
 }

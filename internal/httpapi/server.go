@@ -34,6 +34,7 @@ type Service interface {
 	CancelJobs(ctx context.Context, kind string, state job.State) (client.CanceledJobs, error)
 	DeleteJob(ctx context.Context, id string) error
 	PutFile(ctx context.Context, ds, file string, r io.Reader, size int64) (dataset.Dataset, error)
+	PutJobOutput(ctx context.Context, ds, file, id string) (dataset.Dataset, error)
 	DeleteDataset(ctx context.Context, name string) error
 	DeleteFile(ctx context.Context, ds, file string) error
 	PutKind(ctx context.Context, name, description string, r io.Reader, size int64) (client.Kind, error)

@@ -10,6 +10,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -339,6 +341,49 @@ func (s *Service) PutFile(ctx context.Context, ds, file string, r io.Reader, siz
 		return dataset.Dataset{}, err
 	}
 	return s.cfg.Datasets.Answer(ctx, ds, f)
+}
+
+// PutJobOutput stores the output of succeeded job id as file of dataset
+// ds (made if new; a file of that name is replaced), as an upload of it
+// would, and returns the dataset: a job's output is the next job's input,
+// as Hadoop's output directory is, with no trip through a client. An
+// output that cannot be read whole stores nothing.
+func (s *Service) PutJobOutput(ctx context.Context, ds, file, id string) (dataset.Dataset, error) {
+	write, err := s.Output(ctx, id)
+	if err != nil {
+		return dataset.Dataset{}, err
+	}
+	pr, pw := io.Pipe()
+	var writeErr error
+	written := make(chan struct{})
+	go func() {
+		writeErr = write(pw)
+		close(written)              // before the reader can see the end
+		pw.CloseWithError(writeErr) // nil: the reader's end
+	}()
+	d, err := s.PutFile(ctx, ds, file, pr, -1)
+	// The output's failure failed the upload only if it came first: an
+	// upload refused on its own (a bad name, a dataset in use) stops
+	// reading, and the writer then fails on the closed pipe.
+	var failedFirst bool
+	select {
+	case <-written:
+		failedFirst = writeErr != nil
+	default:
+	}
+	pr.CloseWithError(errors.New("the upload stopped reading")) // a writer still under way ends
+	<-written
+	if err != nil && failedFirst {
+		switch {
+		case job.ErrorCode(writeErr) != job.EInternal:
+			return dataset.Dataset{}, writeErr
+		case errors.Is(writeErr, store.ErrDamaged):
+			return dataset.Dataset{}, job.Errorf(job.EConflict, "the output of job %s is damaged in the store (%v): nothing was stored; run the job again (mrcluster rerun %s)", id, writeErr, id)
+		default:
+			return dataset.Dataset{}, job.Unavailable("job store", fmt.Errorf("read the output of job %s: %w", id, writeErr))
+		}
+	}
+	return d, err
 }
 
 // DeleteDataset deletes a dataset no unfinished job reads.
