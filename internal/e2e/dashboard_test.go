@@ -359,6 +359,15 @@ func TestDashboardData(t *testing.T) {
 	if err != nil || out != "a 2\nsea 1\nship 1\nthe 2\nwhale 2\n" {
 		t.Fatalf("download: %v %q", err, out)
 	}
+	// Saved as a dataset from its page: the next job's input.
+	if err := chromedp.Do(ctx, setValue(`input[name="save-as"]`, "counts"), chromedp.Click(chromedp.CSS(`[data-test="save-output"] button`))); err != nil {
+		t.Fatal(err)
+	}
+	text(ctx, t, `[data-test="saved"]`, func(s string) bool { return strings.Contains(s, "stored as counts/") }, "the output saved as a dataset")
+	saved, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch('/api/v1/datasets/counts/files/' + location.pathname.split('/').pop() + '.txt').then(r => r.text())`, chromedp.EvalAwaitPromise))
+	if err != nil || saved != out {
+		t.Fatalf("the output saved as a dataset reads %q (%v), want the output", saved, err)
+	}
 
 	// Run it again from its page: the new job's page names the first, and
 	// writes the same output.

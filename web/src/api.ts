@@ -45,6 +45,9 @@ export const api = {
     call<Dataset>('PUT', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}`, body),
   deleteDataset: (name: string) => call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(name)}`),
   dataset: (name: string) => call<Dataset>('GET', `/api/v1/datasets/${encodeURIComponent(name)}`),
+  // putFileFromJob stores a succeeded job's output as a file of a dataset.
+  putFileFromJob: (dataset: string, file: string, job: string) =>
+    call<Dataset>('PUT', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}?from_job=${encodeURIComponent(job)}`),
   deleteFile: (dataset: string, file: string) =>
     call<void>('DELETE', `/api/v1/datasets/${encodeURIComponent(dataset)}/files/${encodeURIComponent(file)}`),
   tasks: (id: string) => call<{ tasks: TaskAttempt[] }>('GET', `/api/v1/jobs/${encodeURIComponent(id)}/tasks`),

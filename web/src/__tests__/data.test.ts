@@ -132,6 +132,29 @@ describe('JobDetail of a data job', () => {
     expect(w.find('[data-test="backups"]').text()).toContain('map/2')
   })
 
+  it('saves a succeeded job\'s output as a dataset\'s file', async () => {
+    const job: Job = {
+      id: 'wordcount_y', kind: 'wordcount', state: 'succeeded', partitions: 1, input: ['books'], reducers: 1,
+      counters: { input_bytes: 10, input_records: 1, map_output_records: 2, reduce_output_records: 2 }, preview: ['a 1', 'b 1'],
+      tasks: { total: 2, queued: 0, running: 0, done: 2, failed: 0 },
+      result: null, error: '', created_at: '2026-11-27T10:00:00Z', started_at: '2026-11-27T10:00:00Z', finished_at: '2026-11-27T10:00:01Z',
+    }
+    const stored: Dataset = { name: 'counts', files: [{ name: 'wordcount_y.txt', size: 8, uploaded_at: '' }], size: 8, updated_at: '' }
+    const fetch = vi.fn(async (url: string, init: any) => new Response(JSON.stringify(
+      init?.method === 'PUT' ? stored : url.endsWith('/tasks') ? { tasks: [] } : job), { status: init?.method === 'PUT' ? 201 : 200 }))
+    vi.stubGlobal('fetch', fetch)
+    const w = mount(JobDetail, { props: { id: job.id } })
+    await flushPromises()
+    await w.find('[data-test="save-output"]').trigger('submit')
+    expect(w.text()).toContain('name the dataset')
+    await w.find('input[name="save-as"]').setValue('counts')
+    await w.find('[data-test="save-output"]').trigger('submit')
+    await flushPromises()
+    const put = fetch.mock.calls.find((c: any) => c[1]?.method === 'PUT') as any
+    expect(put[0]).toBe('/api/v1/datasets/counts/files/wordcount_y.txt?from_job=wordcount_y')
+    expect(w.find('[data-test="saved"]').text()).toContain('stored as counts/wordcount_y.txt')
+  })
+
   it('lists two runs of one task under one attempt, and marks the one that did not count', async () => {
     const job: Job = {
       id: 'noop_x', kind: 'noop', state: 'succeeded', partitions: 1,
