@@ -84,6 +84,10 @@ func datasetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stderr, "stored standard input as %s/%s\n", pos[0], *as)
 			return nil
 		}
+		if *as != "" {
+			fs.Usage()
+			return fmt.Errorf("--as names standard input's file (-) or --from-job's; a file given by its path is stored under its own name")
+		}
 		names, err := storedNames(pos[1:])
 		if err != nil {
 			return err

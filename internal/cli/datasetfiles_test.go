@@ -31,6 +31,9 @@ func TestDatasetPutFromAJobAndFromStandardInput(t *testing.T) {
 	if _, _, err := run("put", "pets", "-"); err == nil || !strings.Contains(err.Error(), "--as FILE") {
 		t.Fatalf("put - without --as: %v", err)
 	}
+	if _, _, err := run("put", "pets", "a.txt", "--as", "b.txt"); err == nil || !strings.Contains(err.Error(), "stored under its own name") {
+		t.Fatalf("put of a path with --as: %v", err)
+	}
 	c := client.New(srv.URL(), "")
 	j, err := c.Submit(ctx, client.Spec{Kind: "wordcount", Input: []string{"pets"}, Partitions: 1})
 	if err != nil {
