@@ -84,6 +84,35 @@ func TestDatasetFilesReadBackAndDeleted(t *testing.T) {
 	if r := b.do(t, "HEAD", "/api/v1/datasets/d/files/a.txt", ""); r.Status != http.StatusOK || len(r.Body) != 0 || r.Header.Get("Content-Length") != fmt.Sprint(len(a)) {
 		t.Fatalf("HEAD a.txt: %d, %d bytes, headers %v", r.Status, len(r.Body), r.Header)
 	}
+	// Ranges (a download resumed; across blocks in the dataset package's
+	// test): closed, open, the last bytes, past the end (cut to it), and
+	// under If-Range; one starting past the end is refused; several, or a
+	// version the client does not hold, are answered whole.
+	etag := r.Header.Get("ETag")
+	for _, c := range []struct {
+		rng, ifRange string
+		status       int
+		body         string
+		contentRange string
+	}{
+		{"bytes=0-9", "", 206, a[:10], fmt.Sprintf("bytes 0-9/%d", len(a))},
+		{"bytes=100000-", "", 206, a[100000:], fmt.Sprintf("bytes 100000-%d/%d", len(a)-1, len(a))},
+		{"bytes=-11", "", 206, a[len(a)-11:], fmt.Sprintf("bytes %d-%d/%d", len(a)-11, len(a)-1, len(a))},
+		{"bytes=5-99999999", "", 206, a[5:], fmt.Sprintf("bytes 5-%d/%d", len(a)-1, len(a))},
+		{"bytes=0-1,5-6", "", 200, a, ""},
+		{"bytes=0-9", etag, 206, a[:10], fmt.Sprintf("bytes 0-9/%d", len(a))},
+		{"bytes=0-9", `"another version"`, 200, a, ""},
+	} {
+		r := b.do(t, "GET", "/api/v1/datasets/d/files/a.txt", "", "Range", c.rng, "If-Range", c.ifRange)
+		if r.Status != c.status || string(r.Body) != c.body || r.Header.Get("Content-Range") != c.contentRange || r.Header.Get("Content-Length") != fmt.Sprint(len(c.body)) {
+			t.Errorf("GET a.txt with Range %q, If-Range %q: %d, %d bytes, Content-Range %q; want %d, %d bytes, %q",
+				c.rng, c.ifRange, r.Status, len(r.Body), r.Header.Get("Content-Range"), c.status, len(c.body), c.contentRange)
+		}
+	}
+	if r := b.do(t, "GET", "/api/v1/datasets/d/files/a.txt", "", "Range", fmt.Sprintf("bytes=%d-", len(a))); r.Status != http.StatusRequestedRangeNotSatisfiable ||
+		r.Header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(a)) || !strings.Contains(string(r.Body), "not within file a.txt") {
+		t.Errorf("a range past the end: %d %s %v", r.Status, r.Body, r.Header)
+	}
 	var got strings.Builder
 	if err := c.API().GetFile(apitest.Context(t), "d", "b.txt", &got); err != nil || got.String() != "gamma gamma\n" {
 		t.Fatalf("client GetFile b.txt: %q, %v", got.String(), err)

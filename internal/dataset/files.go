@@ -19,6 +19,13 @@ import (
 // reader with an error naming it; a damaged one says to upload the file
 // again.
 func (s *Store) ReadFile(ctx context.Context, ds, file string) (File, io.ReadCloser, error) {
+	return s.ReadFileFrom(ctx, ds, file, 0)
+}
+
+// ReadFileFrom is ReadFile from byte offset on (a download resumed), or,
+// for an offset below 0, the file's last -offset bytes; the blocks before
+// are not read. An offset past the file's end reads nothing.
+func (s *Store) ReadFileFrom(ctx context.Context, ds, file string, offset int64) (File, io.ReadCloser, error) {
 	d, err := s.Get(ctx, ds)
 	if err != nil {
 		return File{}, nil, err
@@ -29,7 +36,22 @@ func (s *Store) ReadFile(ctx context.Context, ds, file string) (File, io.ReadClo
 	}
 	f := d.Files[i]
 	in := job.InputFile{Name: f.Name, Dataset: ds, File: f.Name, Upload: f.Upload, Size: f.Size, BlockSize: f.BlockSize, Lines: f.Lines, EndsLine: f.EndsLine}
-	return f, &fileReader{r: &blockReader{ctx: ctx, open: s.openUncached, f: in}, ds: ds, file: file}, nil
+	if offset < 0 {
+		offset = max(f.Size+offset, 0)
+	}
+	br := &blockReader{ctx: ctx, open: s.openUncached, f: in}
+	r := &fileReader{r: br, ds: ds, file: file}
+	if offset > 0 && f.BlockSize > 0 {
+		// Every block but the last holds BlockSize bytes.
+		br.next = int(min(offset/f.BlockSize, int64(len(f.Lines))))
+		if skip := offset - int64(br.next)*f.BlockSize; skip > 0 && br.next < len(f.Lines) {
+			if _, err := io.CopyN(io.Discard, r, skip); err != nil {
+				r.Close()
+				return File{}, nil, err
+			}
+		}
+	}
+	return f, r, nil
 }
 
 // fileReader is a blockReader whose errors say what they mean to whoever

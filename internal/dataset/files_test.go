@@ -44,6 +44,23 @@ func TestFilesAreReadAndDeletedOneByOne(t *testing.T) {
 	if err != nil || string(got) != a || f.Size != int64(len(a)) || len(f.Lines) != 8 {
 		t.Fatalf("a.txt read back: %d bytes (%v), %d blocks; want %d bytes in 8", len(got), err, len(f.Lines), len(a))
 	}
+	// From an offset (a download resumed): within a block, on a block's
+	// bound, the last bytes, past the end.
+	for _, off := range []int64{1, 999, 1000, 2500, 7499, 7500, 9000, -1, -1001, -9000} {
+		_, r, err := s.ReadFileFrom(ctx, "books", "a.txt", off)
+		if err != nil {
+			t.Fatalf("read a.txt from %d: %v", off, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		start := min(off, int64(len(a)))
+		if off < 0 {
+			start = max(int64(len(a))+off, 0)
+		}
+		if err != nil || string(got) != a[start:] {
+			t.Fatalf("a.txt from %d: %d bytes (%v), want the %d from byte %d", off, len(got), err, len(a)-int(start), start)
+		}
+	}
 	for _, c := range []struct{ ds, file, want string }{
 		{"books", "nope.txt", `dataset books has no file "nope.txt"`},
 		{"films", "a.txt", `dataset "films" not found`},

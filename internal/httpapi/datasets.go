@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -110,35 +111,115 @@ func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	f, body, err := s.cfg.Service.ReadFile(r.Context(), name, file)
+	rng, ranged := parseRange(r.Header.Get("Range"))
+	offset := int64(0)
+	if ranged {
+		offset = rng.start
+		if rng.suffix {
+			offset = -rng.end
+		}
+	}
+	f, body, err := s.cfg.Service.ReadFile(r.Context(), name, file, offset)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	defer body.Close()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(f.Size, 10))
-	if r.URL.Query().Get("download") != "" {
-		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", path.Base(file)))
+	// The upload's id names this version of the file: a download resumed
+	// with If-Range over a file replaced since gets the new one whole.
+	etag := `"` + f.Upload + `"`
+	if ir := r.Header.Get("If-Range"); ranged && ir != "" && ir != etag {
+		ranged = false
+		body.Close()
+		if f, body, err = s.cfg.Service.ReadFile(r.Context(), name, file, 0); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		defer body.Close()
 	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", etag)
+	if r.URL.Query().Get("download") != "" {
+		h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", path.Base(file)))
+	}
+	length := f.Size
+	status := http.StatusOK
+	if ranged {
+		start, end := rng.start, rng.end
+		if rng.suffix {
+			start, end = max(f.Size-rng.end, 0), f.Size-1
+		} else if rng.open || end >= f.Size {
+			end = f.Size - 1
+		}
+		if start >= f.Size || end < start {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", f.Size))
+			s.writeError(w, r, job.Errorf(job.ERange, "the range %s is not within file %s of dataset %s, which holds %d bytes", r.Header.Get("Range"), file, name, f.Size))
+			return
+		}
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, f.Size))
+		length, status = end-start+1, http.StatusPartialContent
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
 		return // the headers say what a GET would send; no block is read
 	}
 	stall := s.cfg.UploadStall
 	if stall <= 0 {
 		stall = DefaultUploadStall
 	}
-	out := &started{w: &stalling{w: w, rc: http.NewResponseController(w), stall: stall}}
-	if _, err := io.Copy(out, body); err != nil {
+	// The status goes with the first bytes: a first block that cannot be
+	// read is still an error answer of its own.
+	out := &started{w: &stalling{w: w, rc: http.NewResponseController(w), stall: stall}, first: func() { w.WriteHeader(status) }}
+	if _, err := io.Copy(out, io.LimitReader(body, length)); err != nil {
 		if !out.yes {
-			w.Header().Del("Content-Disposition")
-			w.Header().Del("Content-Length")
+			for _, k := range []string{"Content-Disposition", "Content-Length", "Content-Range", "Accept-Ranges", "ETag"} {
+				h.Del(k)
+			}
 			s.writeError(w, r, err)
 			return
 		}
 		s.log.Error("could not send the whole of a dataset file", "dataset", name, "file", file, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// byteRange is one range of a Range header: start-end (inclusive),
+// start- (open), or the last end bytes (suffix).
+type byteRange struct {
+	start, end   int64
+	open, suffix bool
+}
+
+// parseRange reads a Range header of one byte range; ok is false for none,
+// several, or one that does not parse (the whole file is sent then, as
+// RFC 9110 lets a server do).
+func parseRange(h string) (r byteRange, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return r, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return r, false
+	}
+	num := func(s string) (int64, bool) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		return n, err == nil && n >= 0
+	}
+	switch {
+	case a == "":
+		n, ok := num(b)
+		return byteRange{end: n, suffix: true}, ok && n > 0
+	case b == "":
+		n, ok := num(a)
+		return byteRange{start: n, open: true}, ok
+	}
+	start, ok1 := num(a)
+	end, ok2 := num(b)
+	return byteRange{start: start, end: end}, ok1 && ok2 && end >= start
 }
 
 // stalling writes with a write deadline of stall from each write's start:
@@ -201,13 +282,18 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// started is a writer that remembers whether anything was written.
+// started is a writer that remembers whether anything was written, and
+// calls first (when set) before the first bytes.
 type started struct {
-	w   io.Writer
-	yes bool
+	w     io.Writer
+	yes   bool
+	first func()
 }
 
 func (s *started) Write(p []byte) (int, error) {
+	if !s.yes && len(p) > 0 && s.first != nil {
+		s.first()
+	}
 	s.yes = s.yes || len(p) > 0
 	return s.w.Write(p)
 }

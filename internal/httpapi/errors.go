@@ -23,6 +23,7 @@ var statusOf = map[job.Code]int{
 	job.EForbidden:    http.StatusForbidden,
 	job.EUnauthorized: http.StatusUnauthorized,
 	job.EBusy:         http.StatusTooManyRequests,
+	job.ERange:        http.StatusRequestedRangeNotSatisfiable,
 	job.EUnavailable:  http.StatusServiceUnavailable,
 	job.EInternal:     http.StatusInternalServerError,
 }

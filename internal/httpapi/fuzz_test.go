@@ -90,7 +90,7 @@ func (recordService) Dataset(context.Context, string) (dataset.Dataset, error) {
 	return dataset.Dataset{}, job.Errorf(job.ENotFound, "no dataset")
 }
 
-func (recordService) ReadFile(context.Context, string, string) (dataset.File, io.ReadCloser, error) {
+func (recordService) ReadFile(context.Context, string, string, int64) (dataset.File, io.ReadCloser, error) {
 	return dataset.File{}, nil, job.Errorf(job.ENotFound, "no dataset")
 }
 

@@ -53,7 +53,7 @@ type Service interface {
 	Output(ctx context.Context, id string) (func(io.Writer) error, error)
 	Datasets(ctx context.Context) ([]dataset.Dataset, error)
 	Dataset(ctx context.Context, name string) (dataset.Dataset, error)
-	ReadFile(ctx context.Context, ds, file string) (dataset.File, io.ReadCloser, error)
+	ReadFile(ctx context.Context, ds, file string, offset int64) (dataset.File, io.ReadCloser, error)
 	Kinds() []client.Kind
 	Schedules() []client.Schedule
 	Schedule(name string) (client.Schedule, error)

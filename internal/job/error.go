@@ -21,8 +21,10 @@ const (
 	EForbidden    Code = "forbidden"
 	EUnauthorized Code = "unauthorized"
 	EBusy         Code = "too_many_requests"
-	EUnavailable  Code = "unavailable"
-	EInternal     Code = "internal"
+	// ERange: a byte range outside what was asked for (a download).
+	ERange       Code = "range_not_satisfiable"
+	EUnavailable Code = "unavailable"
+	EInternal    Code = "internal"
 )
 
 // Error is an error meant to be shown: its message says what is wrong and,

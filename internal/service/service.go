@@ -397,12 +397,13 @@ func (s *Service) DeleteDataset(ctx context.Context, name string) error {
 	return s.cfg.Datasets.Delete(ctx, name)
 }
 
-// ReadFile returns file of dataset ds and a reader of its bytes.
-func (s *Service) ReadFile(ctx context.Context, ds, file string) (dataset.File, io.ReadCloser, error) {
+// ReadFile returns file of dataset ds and a reader of its bytes from
+// offset on (below 0: its last -offset bytes).
+func (s *Service) ReadFile(ctx context.Context, ds, file string, offset int64) (dataset.File, io.ReadCloser, error) {
 	if err := job.ValidFileName(file); err != nil {
 		return dataset.File{}, nil, err
 	}
-	return s.cfg.Datasets.ReadFile(ctx, ds, file)
+	return s.cfg.Datasets.ReadFileFrom(ctx, ds, file, offset)
 }
 
 // DeleteFile deletes file of dataset ds, with its blocks, unless an
