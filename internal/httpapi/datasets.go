@@ -136,6 +136,7 @@ func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer body.Close()
+		etag = `"` + f.Upload + `"` // replaced again in between, it may be
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
