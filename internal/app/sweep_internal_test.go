@@ -20,7 +20,11 @@ import (
 func TestTheChunksOfUnfinishedWritesAreSwept(t *testing.T) {
 	logs := &LockedBuffer{}
 	srv := startInternal(t, func(cfg *Config) {
-		cfg.ChunkSweepEvery = 200 * time.Millisecond
+		// Sweeps run while the test uploads and runs its job, whose puts
+		// must not be taken for cut short: a bound of seconds, not the
+		// hour's, but well past a put's time between its last chunk and
+		// its info on a loaded machine.
+		cfg.ChunkSweepEvery = 2 * time.Second
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})
 	ctx := apitest.Context(t)
