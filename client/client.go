@@ -19,6 +19,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -159,11 +161,20 @@ func (c *Client) httpClient() *http.Client {
 // submitting from more goroutines than that opened and closed a connection
 // for most requests (a connection set up and torn down on both sides, and
 // thousands of sockets in TIME_WAIT at a few thousand submits a second).
-var defaultHTTP = func() *http.Client {
+var defaultHTTP = HTTPWithRoots(nil)
+
+// HTTPWithRoots returns an HTTP client for Client.HTTP that verifies an
+// https server's certificate against roots (a private CA's: serve's
+// --tls-cert signed by it), or against the system's when roots is nil; it
+// keeps idle connections as the default one does.
+func HTTPWithRoots(roots *x509.CertPool) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns, t.MaxIdleConnsPerHost = 256, 256
+	if roots != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
 	return &http.Client{Transport: t}
-}()
+}
 
 func (c *Client) timeout() time.Duration {
 	if c.Timeout > 0 {
@@ -980,6 +991,9 @@ func (c *Client) Events(ctx context.Context) (*Events, error) {
 		if resp != nil && resp.StatusCode >= 300 {
 			return nil, &Error{Status: resp.StatusCode, Method: http.MethodGet, Path: "/api/v1/events"}
 		}
+		if certificateError(err) {
+			return nil, &CertificateError{URL: c.URL, Err: err}
+		}
 		return nil, &UnreachableError{URL: c.URL, Err: err}
 	}
 	conn.SetReadLimit(16 << 20)
@@ -1062,6 +1076,9 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 		}
+		if certificateError(err) {
+			return nil, &CertificateError{URL: c.URL, Err: err}
+		}
 		return nil, &UnreachableError{URL: c.URL, Err: err}
 	}
 	if resp.StatusCode < 300 {
@@ -1073,5 +1090,35 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 		Error struct{ Code, Message string } `json:"error"`
 	}
 	_ = json.Unmarshal(data, &e)
+	if resp.StatusCode == http.StatusBadRequest && e.Error.Message == "" && bytes.HasPrefix(data, []byte("Client sent an HTTP request to an HTTPS server")) {
+		// Go's HTTPS server's answer to plain HTTP, before any handler.
+		e.Error.Message = "the server speaks HTTPS: use https:// in its URL, " + strings.Replace(c.URL, "http://", "https://", 1)
+	}
 	return nil, &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, Method: req.Method, Path: req.URL.Path}
+}
+
+// CertificateError is a request that was not sent because the server's
+// TLS certificate could not be verified (signed by a CA this client does
+// not trust, for another name, expired): nothing reached the server, and
+// sending it again fails the same way. Trust the CA (HTTPWithRoots), or
+// use the name the certificate is for.
+type CertificateError struct {
+	URL string
+	Err error
+}
+
+func (e *CertificateError) Error() string {
+	return fmt.Sprintf("the TLS certificate of the server at %s does not verify: %v", e.URL, e.Err)
+}
+
+func (e *CertificateError) Unwrap() error { return e.Err }
+
+// certificateError reports whether err is a failed check of a server's
+// certificate.
+func certificateError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -187,6 +188,9 @@ type Config struct {
 	// port and routes TLS-only; NATSTLSCA verifies routes, and the server
 	// of --nats.
 	NATSTLSCert, NATSTLSKey, NATSTLSCA string
+	// TLSCert and TLSKey make the HTTP API serve HTTPS only, with the
+	// certificate in these PEM files (read again when they change).
+	TLSCert, TLSKey string
 }
 
 // clusterNeeds says which servers the cluster's JetStream needs up to
@@ -301,6 +305,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--%s must be at least 1s, got %s", flags.AckWait, c.AckWait)
 	case c.AuthToken == "" && !c.Insecure && !natsx.IsLoopback(c.Addr):
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errHalfTLS
 	case c.MaxAttempts < 1 || c.MaxAttempts > job.MaxMaxAttempts:
 		return fmt.Errorf("--%s must be from 1 to %d, got %d", flags.MaxAttempts, job.MaxMaxAttempts, c.MaxAttempts)
 	case c.MaxLostRuns < 0 || c.MaxLostRuns > 1000:
@@ -616,20 +622,31 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		UI:             webui.Handler(),
 	})
 	s.registerGauges(m, room)
+	var certs *certFiles
+	if cfg.TLSCert != "" {
+		if certs, err = loadCertFiles(cfg.TLSCert, cfg.TLSKey, s.log); err != nil {
+			return nil, err
+		}
+	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s (is another server running? set --%s): %w", cfg.Addr, flags.Addr, err)
 	}
 	// The server's own errors (an accept failing for want of file
 	// descriptors, a TLS handshake) go to the log, not to standard error.
-	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(httpErrors{s.log}, "", 0)}
 	s.http.RegisterOnShutdown(s.api.Leave) // long waits answered, not waited for
-	go func() { s.serve <- s.http.Serve(s.ln) }()
+	if certs != nil {
+		s.http.TLSConfig = certs.tlsConfig()
+		go func() { s.serve <- s.http.ServeTLS(s.ln, "", "") }()
+	} else {
+		go func() { s.serve <- s.http.Serve(s.ln) }()
+	}
 	// The memory limit holds once the server serves: at start the read of
 	// the store grows the live heap at full speed, and a limit a step
 	// behind it made the collector run twice as often and hand pages back
 	// only to fault them in again (~0.5 s of a restart with 200,000 jobs).
 	s.unlimit = memtrim.Limit(cfg.MemoryLimit)
-	s.log.Info("mrcluster serving", "addr", s.Addr(), "workers", cfg.Workers, "nats", s.NATSURL(), "data_dir", cfg.DataDir)
+	s.log.Info("mrcluster serving", "url", s.URL(), "addr", s.Addr(), "workers", cfg.Workers, "nats", s.NATSURL(), "data_dir", cfg.DataDir)
 	return s, nil
 }
 
@@ -669,7 +686,12 @@ func (s *Server) ready(ctx context.Context) error {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // URL is the API's base URL.
-func (s *Server) URL() string { return "http://" + s.Addr() }
+func (s *Server) URL() string {
+	if s.cfg.TLSCert != "" {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
 
 // NATSURL is where remote workers connect.
 func (s *Server) NATSURL() string {

@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,7 @@ import (
 type target struct {
 	server, token *string
 	format        *string // -o: text or json
+	ca            *caFile // --tls-ca
 }
 
 // clientFlags are the flags of every client command: --server and --token
@@ -39,11 +41,41 @@ type target struct {
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, target) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	ca := &caFile{}
+	fs.Var(ca, flags.TLSCA, "PEM CA certificate that an https --server's certificate is verified against (the system's CAs otherwise)")
 	return fs, target{
 		server: fs.String("server", "http://127.0.0.1:8080", "URL of a mrcluster server"),
 		token:  fs.String(flags.Token, "", "the server's --auth-token, when it has one"),
 		format: fs.String("o", "text", "output: text, for people, or json, the API's resources"),
+		ca:     ca,
 	}
+}
+
+// caFile is --tls-ca: the PEM certificates an https server's certificate
+// is verified against, read when the flag is set.
+type caFile struct {
+	path  string
+	roots *x509.CertPool
+}
+
+func (c *caFile) String() string {
+	if c == nil {
+		return ""
+	}
+	return c.path
+}
+
+func (c *caFile) Set(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(b) {
+		return fmt.Errorf("%s holds no PEM certificate: give the CA certificate that signed the server's --%s", path, flags.TLSCert)
+	}
+	c.path, c.roots = path, roots
+	return nil
 }
 
 // json reports whether the command should print JSON; any other format
@@ -69,12 +101,20 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func newClient(t target) *client.Client {
-	return client.New(*t.server, *t.token)
+	c := client.New(*t.server, *t.token)
+	if t.ca != nil && t.ca.roots != nil {
+		c.HTTP = client.HTTPWithRoots(t.ca.roots)
+	}
+	return c
 }
 
 // explain adds to an error of the client what to do about it, in the
 // command line's terms.
 func explain(err error) error {
+	var cert *client.CertificateError
+	if errors.As(err, &cert) {
+		return fmt.Errorf("%w; give the CA certificate that signed it with --%s (or %s)", err, flags.TLSCA, flags.Env(flags.TLSCA))
+	}
 	var u *client.UnreachableError
 	if errors.As(err, &u) {
 		return fmt.Errorf("%w (is it running? set --server or MRCLUSTER_SERVER)", err)

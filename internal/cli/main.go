@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mrcluster/mrcluster/internal/flags"
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 )
@@ -49,9 +50,10 @@ Every flag can also be set in the environment as MRCLUSTER_<FLAG>, e.g.
 MRCLUSTER_ADDR=0.0.0.0:8080, and serve's in a TOML file given with --config.
 A flag beats the environment, which beats the file, which beats the default.
 The client commands find the server in --server or MRCLUSTER_SERVER
-(default http://127.0.0.1:8080), its token in --token or MRCLUSTER_TOKEN, and
-print JSON with -o json; these three may also come before the command
-(mrcluster --server URL jobs). Run "mrcluster COMMAND -h" for its flags.
+(default http://127.0.0.1:8080), its token in --token or MRCLUSTER_TOKEN, the
+CA of an https server's certificate in --tls-ca or MRCLUSTER_TLS_CA (when not
+the system's), and print JSON with -o json; these may also come before the
+command (mrcluster --server URL jobs). Run "mrcluster COMMAND -h" for its flags.
 `
 
 // Main runs the command line with os.Args and exits; extra kinds join the
@@ -154,7 +156,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 
 // leadingFlags are the client commands' flags a user may give before the
 // command, as with kubectl or docker: mrcluster --server URL jobs.
-var leadingFlags = map[string]bool{"server": true, "token": true, "o": true}
+var leadingFlags = map[string]bool{"server": true, "token": true, "o": true, flags.TLSCA: true}
 
 // commandFirst moves the flags given before the command to just after it,
 // where the command's flags are parsed: mrcluster --server URL jobs

@@ -85,6 +85,8 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.StringVar(&cfg.NATSTLSCert, flags.NATSTLSCert, "", "PEM certificate: the embedded NATS server's client port and routes then speak TLS only")
 	fs.StringVar(&cfg.NATSTLSKey, flags.NATSTLSKey, "", "PEM key of --nats-tls-cert")
 	fs.StringVar(&cfg.NATSTLSCA, flags.NATSTLSCA, "", "PEM CA that routes verify each other with, and that verifies the server of --nats")
+	fs.StringVar(&cfg.TLSCert, flags.TLSCert, "", "PEM certificate (its chain after it): the HTTP API then serves HTTPS only; read again when the file changes")
+	fs.StringVar(&cfg.TLSKey, flags.TLSKey, "", "PEM private key of --tls-cert")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "copies of each stream, bucket and object store across the cluster (0: 3 with two or more routes, else 1 per server)")
 	fs.DurationVar(&cfg.Retention, flags.Retention, cfg.Retention, "how long a finished job, its task history and its output are kept (0: for ever)")
 	fs.IntVar(&cfg.RecentJobs, flags.RecentJobs, cfg.RecentJobs, "finished jobs kept whole in memory, beside the unfinished ones; older ones are read from the store when asked for")

@@ -52,12 +52,15 @@ func kindsWithGate(g *gate) *job.Registry {
 	return r
 }
 
-func startServer(t *testing.T, dir, addr string, g *gate) *app.Server {
+func startServer(t *testing.T, dir, addr string, g *gate, mod ...func(*app.Config)) *app.Server {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Addr, cfg.NATSListen, cfg.DataDir = addr, "127.0.0.1:0", dir
 	cfg.Kinds = kindsWithGate(g)
 	cfg.ShutdownTimeout = 5 * time.Second
+	for _, m := range mod {
+		m(&cfg)
+	}
 	srv, err := app.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start server: %v", err)
@@ -569,10 +572,10 @@ func fitsPhone(ctx context.Context, t *testing.T, what, screenshot string) {
 // before it serves is started again, up to three times: a CI run lost a
 // test to one that printed nothing but its D-Bus warnings and exited, the
 // machine busy with the other packages' tests.
-func browser(t *testing.T) context.Context {
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	binary := chromium(t)
 	for try := 1; ; try++ {
-		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		opts := append(append(chromedp.DefaultExecAllocatorOptions[:], extra...),
 			chromedp.ExecPath(binary),
 			chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
 			chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,

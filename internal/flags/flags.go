@@ -30,6 +30,8 @@ const (
 	NATSTLSCert        = "nats-tls-cert"
 	NATSTLSKey         = "nats-tls-key"
 	NATSTLSCA          = "nats-tls-ca"
+	TLSCert            = "tls-cert"
+	TLSKey             = "tls-key"
 	AcceptDamagedState = "accept-damaged-state"
 	AllowOrigin        = "allow-origin"
 	TrustedProxy       = "trusted-proxy"
@@ -45,6 +47,9 @@ const (
 	MemoryLimit        = "memory-limit-mb"
 	// Token is the client commands' flag for the server's auth token.
 	Token = "token"
+	// TLSCA is the client commands' flag for the CA that verifies an
+	// https server's certificate.
+	TLSCA = "tls-ca"
 )
 
 // Env is the environment variable that sets flag name: MRCLUSTER_ and
