@@ -191,6 +191,9 @@ type Config struct {
 	// TLSCert and TLSKey make the HTTP API serve HTTPS only, with the
 	// certificate in these PEM files (read again when they change).
 	TLSCert, TLSKey string
+	// DebugAddr, when set, serves Go's profiles (net/http/pprof) on a
+	// loopback listener of their own.
+	DebugAddr string
 }
 
 // clusterNeeds says which servers the cluster's JetStream needs up to
@@ -307,6 +310,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("refusing to serve on %s, beyond this machine, without authentication: set --%s (or --%s, or %s), or pass --%s to serve it open", c.Addr, flags.AuthToken, flags.AuthTokenFile, flags.Env(flags.AuthToken), flags.Insecure)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errHalfTLS
+	case c.DebugAddr != "" && metrics.CheckDebugAddr(c.DebugAddr, flags.DebugAddr) != nil:
+		return metrics.CheckDebugAddr(c.DebugAddr, flags.DebugAddr)
 	case c.MaxAttempts < 1 || c.MaxAttempts > job.MaxMaxAttempts:
 		return fmt.Errorf("--%s must be from 1 to %d, got %d", flags.MaxAttempts, job.MaxMaxAttempts, c.MaxAttempts)
 	case c.MaxLostRuns < 0 || c.MaxLostRuns > 1000:
@@ -394,6 +399,7 @@ type Server struct {
 	api       *httpapi.Server
 	http      *http.Server
 	ln        net.Listener
+	debug     *metrics.Debug // Go's profiles, when DebugAddr is set
 	serve     chan error
 	broken    chan error
 	close     sync.Once
@@ -628,6 +634,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	if cfg.DebugAddr != "" {
+		if s.debug, err = metrics.ListenDebug(cfg.DebugAddr, flags.DebugAddr, s.log); err != nil {
+			return nil, err
+		}
+	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s (is another server running? set --%s): %w", cfg.Addr, flags.Addr, err)
 	}
@@ -693,6 +704,14 @@ func (s *Server) URL() string {
 	return "http://" + s.Addr()
 }
 
+// DebugURL is where Go's profiles are served ("" without DebugAddr).
+func (s *Server) DebugURL() string {
+	if s.debug == nil {
+		return ""
+	}
+	return s.debug.URL()
+}
+
 // NATSURL is where remote workers connect.
 func (s *Server) NATSURL() string {
 	if s.emb != nil {
@@ -744,6 +763,9 @@ func (s *Server) shutdown(ctx context.Context) {
 		if err := s.http.Shutdown(ctx); err != nil {
 			s.log.Warn("HTTP shutdown", "err", err)
 		}
+	}
+	if s.debug != nil {
+		_ = s.debug.Close()
 	}
 	if s.api != nil {
 		_ = s.api.Stop(ctx)

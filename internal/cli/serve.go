@@ -87,6 +87,7 @@ func serveFlags(name string, stderr io.Writer) *serveConfig {
 	fs.StringVar(&cfg.NATSTLSCA, flags.NATSTLSCA, "", "PEM CA that routes verify each other with, and that verifies the server of --nats")
 	fs.StringVar(&cfg.TLSCert, flags.TLSCert, "", "PEM certificate (its chain after it): the HTTP API then serves HTTPS only; read again when the file changes")
 	fs.StringVar(&cfg.TLSKey, flags.TLSKey, "", "PEM private key of --tls-cert")
+	fs.StringVar(&cfg.DebugAddr, flags.DebugAddr, "", "loopback address to serve Go's profiles on (/debug/pprof/: goroutines, heap, CPU), e.g. 127.0.0.1:6060 (none when empty)")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "copies of each stream, bucket and object store across the cluster (0: 3 with two or more routes, else 1 per server)")
 	fs.DurationVar(&cfg.Retention, flags.Retention, cfg.Retention, "how long a finished job, its task history and its output are kept (0: for ever)")
 	fs.IntVar(&cfg.RecentJobs, flags.RecentJobs, cfg.RecentJobs, "finished jobs kept whole in memory, beside the unfinished ones; older ones are read from the store when asked for")
@@ -165,6 +166,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, registr
 	}
 	// For people and scripts; the logs, on stderr, may be JSON.
 	fmt.Fprintf(stdout, "mrcluster %s serving on %s (NATS for remote workers: %s)\n", app.Version, srv.URL(), srv.NATSURL())
+	if u := srv.DebugURL(); u != "" {
+		fmt.Fprintf(stdout, "Go profiles on %s\n", u)
+	}
 	if t := srv.NATSToken(); t != "" && cfg.NATSToken == "" {
 		fmt.Fprintf(stdout, "remote workers need --nats-token %s (kept in %s)\n", t, filepath.Join(cfg.DataDir, "nats-token"))
 	}

@@ -41,6 +41,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	tlsCA := fs.String("nats-tls-ca", "", "PEM CA that verifies the cluster's NATS certificate, when its client port speaks TLS (--nats-tls-cert)")
 	natsToken := fs.String("nats-token", "", "token of the cluster's NATS client port (a server listening beyond loopback prints it)")
 	metricsAddr := fs.String("metrics-addr", "", "address to serve this worker's Prometheus metrics on, e.g. 127.0.0.1:9101 (none when empty)")
+	debugAddr := fs.String(flags.DebugAddr, "", "loopback address to serve Go's profiles on (/debug/pprof/: goroutines, heap, CPU), e.g. 127.0.0.1:6061 (none when empty)")
 	backoff := fs.Duration("retry-backoff", time.Second, "wait before a failed task's second attempt; doubles with each attempt, up to a minute")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	sortBuffer := int64(mr.DefaultSortBuffer)
@@ -59,6 +60,11 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 	}
 	if wasmMemory < 1<<20 {
 		return fmt.Errorf("--%s must be at least 1", flags.WasmMemory)
+	}
+	if *debugAddr != "" {
+		if err := metrics.CheckDebugAddr(*debugAddr, flags.DebugAddr); err != nil {
+			return err
+		}
 	}
 	if *concurrency < 1 {
 		return fmt.Errorf("--concurrency must be at least 1, got %d", *concurrency)
@@ -159,6 +165,17 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		}()
 		defer srv.Close()
 		fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", ln.Addr())
+	}
+	if *debugAddr != "" {
+		d, err := metrics.ListenDebug(*debugAddr, flags.DebugAddr, log)
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = pool.Stop(sctx)
+			return err
+		}
+		defer d.Close()
+		fmt.Fprintf(stdout, "Go profiles on %s\n", d.URL())
 	}
 	fmt.Fprintf(stdout, "mrcluster worker %s running %d workers for %s\n", poolName, *concurrency, *url)
 	trimmed := make(chan struct{})

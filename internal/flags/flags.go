@@ -32,6 +32,7 @@ const (
 	NATSTLSCA          = "nats-tls-ca"
 	TLSCert            = "tls-cert"
 	TLSKey             = "tls-key"
+	DebugAddr          = "debug-addr"
 	AcceptDamagedState = "accept-damaged-state"
 	AllowOrigin        = "allow-origin"
 	TrustedProxy       = "trusted-proxy"
