@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -148,13 +149,8 @@ func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
 	length := f.Size
 	status := http.StatusOK
 	if ranged {
-		start, end := rng.start, rng.end
-		if rng.suffix {
-			start, end = max(f.Size-rng.end, 0), f.Size-1
-		} else if rng.open || end >= f.Size {
-			end = f.Size - 1
-		}
-		if start >= f.Size || end < start {
+		start, end, ok := rng.within(f.Size)
+		if !ok {
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", f.Size))
 			s.writeError(w, r, job.Errorf(job.ERange, "the range %s is not within file %s of dataset %s, which holds %d bytes", r.Header.Get("Range"), file, name, f.Size))
 			return
@@ -192,6 +188,18 @@ func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
 type byteRange struct {
 	start, end   int64
 	open, suffix bool
+}
+
+// within returns the first and last bytes of the range in size bytes;
+// not ok when it starts past the end.
+func (r byteRange) within(size int64) (start, end int64, ok bool) {
+	start, end = r.start, r.end
+	if r.suffix {
+		start, end = max(size-r.end, 0), size-1
+	} else if r.open || end >= size {
+		end = size - 1
+	}
+	return start, end, start < size && end >= start
 }
 
 // parseRange reads a Range header of one byte range; ok is false for none,
@@ -257,6 +265,11 @@ func (s *Server) deleteDataset(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// jobOutput sends a succeeded job's output, whole or one byte range of it
+// (a download resumed: curl -C -). The output is written from the reduce
+// outputs at each request, so its size is known only once it was written
+// whole: a range asks for it first (kept for the last outputs sent), then
+// writes the output again up to the range's end, past its start.
 func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	write, err := s.cfg.Service.Output(r.Context(), id)
@@ -264,16 +277,52 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if r.URL.Query().Get("download") != "" {
-		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".txt"))
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Accept-Ranges", "bytes")
+	// A succeeded job's output never changes (a run again is another
+	// job): its id names it.
+	etag := `"` + id + `"`
+	h.Set("ETag", etag)
+	rng, ranged := parseRange(r.Header.Get("Range"))
+	if ir := r.Header.Get("If-Range"); ir != "" && ir != etag {
+		ranged = false
 	}
-	out := &started{w: w}
-	if err := write(out); err != nil {
+	status := http.StatusOK
+	var dst io.Writer = w
+	if ranged {
+		size, err := s.outputSizes.size(id, write)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		start, end, ok := rng.within(size)
+		if !ok {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			s.writeError(w, r, job.Errorf(job.ERange, "the range %s is not within the output of job %s, which holds %d bytes", r.Header.Get("Range"), id, size))
+			return
+		}
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, size))
+		h.Set("Content-Length", strconv.FormatInt(end-start+1, 10))
+		status = http.StatusPartialContent
+		dst = &window{w: w, skip: start, left: end - start + 1}
+	}
+	if r.URL.Query().Get("download") != "" {
+		h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".txt"))
+	}
+	out := &started{w: dst, first: func() { w.WriteHeader(status) }}
+	count := &counting{w: out}
+	err = write(count)
+	if errors.Is(err, errWindowSent) {
+		return // the range is sent; the rest of the output is not written
+	}
+	if err != nil {
 		if !out.yes {
 			// Nothing sent yet (the output could not even begin): the
 			// error can still be the answer.
-			w.Header().Del("Content-Disposition")
+			for _, k := range []string{"Content-Disposition", "Content-Length", "Content-Range", "Accept-Ranges", "ETag"} {
+				h.Del(k)
+			}
 			s.writeError(w, r, err)
 			return
 		}
@@ -281,6 +330,99 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("could not send the whole output of a job", "job", id, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+	if !ranged {
+		s.outputSizes.note(id, count.n)
+	}
+	if !out.yes {
+		w.WriteHeader(status) // an empty output
+	}
+}
+
+// outputSizes keeps the sizes of the last outputs written whole, for the
+// ranges of their downloads resumed.
+type outputSizes struct {
+	mu    sync.Mutex
+	sizes map[string]int64
+	order []string // oldest first
+}
+
+// maxOutputSizes bounds the outputs whose sizes are kept.
+const maxOutputSizes = 1024
+
+func (o *outputSizes) note(id string, n int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.sizes == nil {
+		o.sizes = map[string]int64{}
+	}
+	if _, ok := o.sizes[id]; !ok {
+		o.order = append(o.order, id)
+	}
+	o.sizes[id] = n
+	for len(o.order) > maxOutputSizes {
+		delete(o.sizes, o.order[0])
+		o.order = o.order[1:]
+	}
+}
+
+// size returns the size of job id's output, written whole once (and
+// thrown away) when it is not known.
+func (o *outputSizes) size(id string, write func(io.Writer) error) (int64, error) {
+	o.mu.Lock()
+	n, ok := o.sizes[id]
+	o.mu.Unlock()
+	if ok {
+		return n, nil
+	}
+	c := &counting{w: io.Discard}
+	if err := write(c); err != nil {
+		return 0, err
+	}
+	o.note(id, c.n)
+	return c.n, nil
+}
+
+// counting counts the bytes written through it.
+type counting struct {
+	w io.Writer
+	n int64
+}
+
+func (c *counting) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// errWindowSent stops the writing of an output once a window's bytes are
+// sent.
+var errWindowSent = errors.New("the range is sent")
+
+// window passes on the left bytes after the first skip of what is
+// written, then fails with errWindowSent.
+type window struct {
+	w          io.Writer
+	skip, left int64
+}
+
+func (v *window) Write(p []byte) (int, error) {
+	n := len(p)
+	if v.skip >= int64(len(p)) {
+		v.skip -= int64(len(p))
+		return n, nil
+	}
+	p = p[v.skip:]
+	v.skip = 0
+	if int64(len(p)) > v.left {
+		p = p[:v.left]
+	}
+	if _, err := v.w.Write(p); err != nil {
+		return 0, err
+	}
+	if v.left -= int64(len(p)); v.left == 0 {
+		return n, errWindowSent
+	}
+	return n, nil
 }
 
 // started is a writer that remembers whether anything was written, and

@@ -120,9 +120,11 @@ type Server struct {
 	sockets sync.WaitGroup
 	clients atomic.Int64 // open websockets
 	limit   *limiter
-	uploads clientSlots  // each client's uploads read at once
-	sockIPs clientCounts // each client's websockets
-	waits   clientCounts // each client's GETs of a job waiting (?wait=)
+	uploads clientSlots // each client's uploads read at once
+	// outputSizes are the sizes of the last job outputs sent whole.
+	outputSizes outputSizes
+	sockIPs     clientCounts // each client's websockets
+	waits       clientCounts // each client's GETs of a job waiting (?wait=)
 }
 
 // New returns the API's handler.
