@@ -36,7 +36,7 @@ func NewCA(t testing.TB, dir string) *CA {
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "mrcluster test CA"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(2 * 365 * 24 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign,
@@ -56,9 +56,15 @@ func NewCA(t testing.TB, dir string) *CA {
 }
 
 // Issue writes a certificate signed by the CA, for 127.0.0.1, ::1 and
-// localhost, as a server and as a client, with serial number serial, and its key, to certFile and
-// keyFile.
+// localhost, as a server and as a client, valid for a year, with serial
+// number serial, and its key, to certFile and keyFile.
 func (ca *CA) Issue(t testing.TB, certFile, keyFile string, serial int64) {
+	t.Helper()
+	ca.IssueUntil(t, certFile, keyFile, serial, time.Now().Add(365*24*time.Hour))
+}
+
+// IssueUntil is Issue of a certificate valid until notAfter.
+func (ca *CA) IssueUntil(t testing.TB, certFile, keyFile string, serial int64, notAfter time.Time) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -67,8 +73,8 @@ func (ca *CA) Issue(t testing.TB, certFile, keyFile string, serial int64) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotBefore:    notAfter.Add(-2 * 365 * 24 * time.Hour),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, // NATS routes present it both ways
 		DNSNames:     []string{"localhost"},

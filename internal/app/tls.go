@@ -28,6 +28,7 @@ type certFiles struct {
 	stamp   [2]fileStamp // of the files the current pair was read from
 	checked time.Time    // when the files were last looked at
 	failed  [2]fileStamp // of a pair that did not load, not to be read again
+	warned  time.Time    // when the certificate's end was last warned of
 }
 
 type fileStamp struct {
@@ -51,7 +52,29 @@ func loadCertFiles(cert, key string, log *slog.Logger) (*certFiles, error) {
 		return nil, err
 	}
 	c.stamp, c.checked = stamp, time.Now()
+	c.warnExpiry(c.checked)
 	return c, nil
+}
+
+// expiryWarning is how long before its end a certificate served is warned
+// of: long enough for a renewal that failed to be seen and done by hand.
+const expiryWarning = 14 * 24 * time.Hour
+
+// warnExpiry logs, at most once a day, that the certificate served ends
+// within expiryWarning or has ended: clients will refuse it then, and a
+// renewal that failed is otherwise found by them. c.mu must be held, or c
+// not shared yet.
+func (c *certFiles) warnExpiry(now time.Time) {
+	left := c.current.Leaf.NotAfter.Sub(now)
+	if left > expiryWarning || !c.warned.IsZero() && now.Sub(c.warned) < 24*time.Hour {
+		return
+	}
+	c.warned = now
+	if left <= 0 {
+		c.log.Error("the API's certificate has expired: clients refuse it; write a renewed one over --tls-cert and --tls-key (it is read again, no restart needed)", "file", c.cert, "not_after", c.current.Leaf.NotAfter)
+		return
+	}
+	c.log.Warn("the API's certificate expires soon: write a renewed one over --tls-cert and --tls-key before then (it is read again, no restart needed)", "file", c.cert, "not_after", c.current.Leaf.NotAfter, "in", left.Round(time.Hour).String())
 }
 
 // stamps returns the files' times and sizes.
@@ -91,6 +114,7 @@ func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return c.current, nil
 	}
 	c.checked = time.Now()
+	defer c.warnExpiry(c.checked)
 	stamp, err := c.stamps()
 	if err != nil || stamp == c.stamp || stamp == c.failed {
 		// A file missing for a moment (being replaced) keeps the pair
@@ -105,7 +129,7 @@ func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		c.log.Warn("the API's certificate files changed but do not load; still serving the certificate read before: write a matching pair", "err", err)
 		return c.current, nil
 	}
-	c.current, c.stamp, c.failed = pair, stamp, [2]fileStamp{}
+	c.current, c.stamp, c.failed, c.warned = pair, stamp, [2]fileStamp{}, time.Time{}
 	c.log.Info("the API's certificate was read again", "subject", pair.Leaf.Subject.String(), "not_after", pair.Leaf.NotAfter)
 	return c.current, nil
 }

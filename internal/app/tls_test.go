@@ -109,6 +109,16 @@ func TestAPIOverTLS(t *testing.T) {
 	if _, err := c.Job(ctx, j.ID); err != nil {
 		t.Fatalf("a read after the bad pair: %v", err)
 	}
+	// A pair whose certificate ends within two weeks is served, and
+	// warned of.
+	if strings.Contains(logs.String(), "expires soon") {
+		t.Fatalf("a certificate valid for a year was warned of:\n%s", logs.String())
+	}
+	ca.IssueUntil(t, certFile, keyFile, 103, time.Now().Add(3*24*time.Hour))
+	eventually(t, 30*time.Second, "the certificate that ends soon served", func() bool { return servedSerial(t, url, ca) == 103 })
+	if !strings.Contains(logs.String(), "certificate expires soon") {
+		t.Errorf("a certificate ending in 3 days was not warned of:\n%s", logs.String())
+	}
 }
 
 // servedSerial is the serial number of the certificate the server at url
@@ -144,5 +154,20 @@ func TestTLSSettingsAreChecked(t *testing.T) {
 		t.Fatal("a server started with a key file that is not there")
 	} else if !strings.Contains(err.Error(), "--tls-key") || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("a missing key file: %v; want it named", err)
+	}
+	// An expired certificate does not stop the start (clients refuse it;
+	// one written over it is read again), and is an error in the log.
+	cert, key := filepath.Join(dir, "old.pem"), filepath.Join(dir, "old-key.pem")
+	ca.IssueUntil(t, cert, key, 5, time.Now().Add(-time.Hour))
+	logs := &app.LockedBuffer{}
+	b := setup(t, func(c *app.Config) {
+		c.TLSCert, c.TLSKey = cert, key
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "certificate has expired") {
+		t.Fatalf("a server started with an expired certificate logged:\n%s", logs.String())
+	}
+	if !strings.HasPrefix(b.srv.URL(), "https://") {
+		t.Fatalf("URL() = %s", b.srv.URL())
 	}
 }
