@@ -75,7 +75,12 @@ type Config struct {
 	TrustedProxies  []netip.Prefix
 	AckWait         time.Duration
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// IdleTimeout closes a client's keep-alive connection that sent no
+	// request for that long (DefaultIdleTimeout when zero): a client
+	// holding connections open and idle would otherwise hold the server's
+	// file descriptors for good.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
 	// Kinds overrides the built-in kinds (tests and custom programs).
 	Kinds *job.Registry
 
@@ -644,7 +649,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	// The server's own errors (an accept failing for want of file
 	// descriptors, a TLS handshake) go to the log, not to standard error.
-	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(httpErrors{s.log}, "", 0)}
+	idle := cfg.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle, ErrorLog: log.New(httpErrors{s.log}, "", 0)}
 	s.http.RegisterOnShutdown(s.api.Leave) // long waits answered, not waited for
 	if certs != nil {
 		s.http.TLSConfig = certs.tlsConfig()
@@ -692,6 +701,10 @@ func (s *Server) ready(ctx context.Context) error {
 	}
 	return s.store.Ready(ctx)
 }
+
+// DefaultIdleTimeout is how long the API keeps a client's idle keep-alive
+// connection open.
+const DefaultIdleTimeout = 2 * time.Minute
 
 // Addr is the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
