@@ -388,23 +388,98 @@ func (c *Client) Output(ctx context.Context, id string, w io.Writer) error {
 		"(its log names the object and why); try again, and if it ends the same way the stored output is damaged: run the job again (mrcluster rerun "+id+")")
 }
 
-// download writes the body of a GET of path, what it names, to w. The
-// server cuts a body short when it cannot read the rest from its store:
-// the error then says how far it got and then advice.
+// download writes the body of a GET of path, what it names, to w. A body
+// cut short (a connection lost, a server restarted) is resumed where it
+// ended, with a range request bound to the version first sent (its ETag),
+// as long as each try gets further. The server also cuts a body short
+// when it cannot read the rest from its store: the error then says how
+// far it got and then advice.
 func (c *Client) download(ctx context.Context, path string, w io.Writer, what, advice string) error {
-	resp, err := c.stream(ctx, http.MethodGet, path, nil, -1)
+	var sent int64
+	var etag string
+	for try := 0; ; try++ {
+		h := http.Header{}
+		if try > 0 {
+			h.Set("Range", fmt.Sprintf("bytes=%d-", sent))
+			h.Set("If-Range", etag)
+		}
+		resp, err := c.get(ctx, path, h)
+		if err != nil {
+			var answer *Error
+			switch {
+			case try > 0 && errors.As(err, &answer):
+				return fmt.Errorf("%s ended after %d bytes; asked for the rest, the server answered: %w", what, sent, err)
+			case try > 0:
+				return fmt.Errorf("%s ended after %d bytes, and the rest could not be asked for: %w; try again", what, sent, err)
+			}
+			return err
+		}
+		if try == 0 {
+			etag = resp.Header.Get("ETag")
+		} else if start, ok := rangeStart(resp); !ok || start != sent {
+			resp.Body.Close()
+			return fmt.Errorf("%s ended after %d bytes, and the server sent another version of it since (or the whole of it again): download it again", what, sent)
+		}
+		body := &readErr{r: resp.Body}
+		n, err := io.Copy(w, body)
+		resp.Body.Close()
+		sent += n
+		switch {
+		case err == nil:
+			return nil
+		case body.err == nil:
+			return fmt.Errorf("write %s: %w", what, err) // w's error
+		case ctx.Err() != nil || etag == "" || n == 0 || try >= maxResumes:
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("%s ended after %d bytes: the server could not read the rest from its store %s: %w", what, sent, advice, err)
+			}
+			return fmt.Errorf("read %s (after %d bytes): %w", what, sent, err)
+		}
+		// Cut short after some progress: resumed from here.
+	}
+}
+
+// maxResumes bounds the resumptions of one download.
+const maxResumes = 16
+
+// get sends a GET of path with headers h.
+func (c *Client) get(ctx context.Context, path string, h http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	n, err := io.Copy(w, resp.Body)
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%s ended after %d bytes: the server could not read the rest from its store %s: %w", what, n, advice, err)
-	case err != nil:
-		return fmt.Errorf("read %s: %w", what, err)
+	for k, v := range h {
+		req.Header[k] = v
 	}
-	return nil
+	return c.do(req)
+}
+
+// rangeStart is the first byte of a 206 answer's Content-Range.
+func rangeStart(resp *http.Response) (int64, bool) {
+	if resp.StatusCode != http.StatusPartialContent {
+		return 0, false
+	}
+	spec, ok := strings.CutPrefix(resp.Header.Get("Content-Range"), "bytes ")
+	if !ok {
+		return 0, false
+	}
+	first, _, ok := strings.Cut(spec, "-")
+	n, err := strconv.ParseInt(first, 10, 64)
+	return n, ok && err == nil
+}
+
+// readErr remembers its reader's error, to tell it from the writer's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 // Wait follows a job until it is finished and returns it; progress, when

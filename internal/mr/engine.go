@@ -275,7 +275,7 @@ func WriteOutput(ctx context.Context, output store.Blobs, k job.Kind, j *job.Job
 	for r, c := range j.ReduceCommits {
 		obj, err := output.Get(ctx, OutputName(j.ID, r, c))
 		if errors.Is(err, store.ErrDamaged) {
-			return job.Errorf(job.EInternal, "part %d of the output of job %s is damaged in the store (%v): run the job again (mrcluster rerun %s)", r, j.ID, err, j.ID)
+			return job.Errorf(job.EConflict, "part %d of the output of job %s is damaged in the store (%v): run the job again (mrcluster rerun %s)", r, j.ID, err, j.ID)
 		}
 		if err != nil {
 			return fmt.Errorf("read output part %d of job %s: %w", r, j.ID, err)

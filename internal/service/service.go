@@ -374,16 +374,38 @@ func (s *Service) PutJobOutput(ctx context.Context, ds, file, id string) (datase
 	pr.CloseWithError(errors.New("the upload stopped reading")) // a writer still under way ends
 	<-written
 	if err != nil && failedFirst {
-		switch {
-		case job.ErrorCode(writeErr) != job.EInternal:
-			return dataset.Dataset{}, writeErr
-		case errors.Is(writeErr, store.ErrDamaged):
-			return dataset.Dataset{}, job.Errorf(job.EConflict, "the output of job %s is damaged in the store (%v): nothing was stored; run the job again (mrcluster rerun %s)", id, writeErr, id)
-		default:
-			return dataset.Dataset{}, job.Unavailable("job store", fmt.Errorf("read the output of job %s: %w", id, writeErr))
-		}
+		return dataset.Dataset{}, writeErr // nothing was stored
 	}
 	return d, err
+}
+
+// writer remembers its writer's error.
+type writer struct {
+	w   io.Writer
+	err error
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// outputFailed is the error of a write of job id's output that failed
+// with err, as an answer (when nothing was sent yet): a damaged output is
+// a conflict that says to run the job again, a store that did not answer
+// is unavailable, an error with a code keeps it.
+func outputFailed(id string, err error) error {
+	switch {
+	case err == nil || job.ErrorCode(err) != job.EInternal:
+		return err
+	case errors.Is(err, store.ErrDamaged):
+		return job.Errorf(job.EConflict, "the output of job %s is damaged in the store (%v): run the job again (mrcluster rerun %s)", id, err, id)
+	default:
+		return job.Unavailable("job store", fmt.Errorf("read the output of job %s: %w", id, err))
+	}
 }
 
 // DeleteDataset deletes a dataset no unfinished job reads.
@@ -616,7 +638,14 @@ func (s *Service) Output(ctx context.Context, id string) (func(io.Writer) error,
 	if j.State != job.Succeeded {
 		return nil, job.Errorf(job.EConflict, "job %s is %s; its output is ready once it has succeeded", id, j.State)
 	}
-	return func(w io.Writer) error { return s.cfg.Coordinator.Output(ctx, j, w) }, nil
+	return func(w io.Writer) error {
+		to := &writer{w: w}
+		err := s.cfg.Coordinator.Output(ctx, j, to)
+		if to.err != nil && errors.Is(err, to.err) {
+			return err // w's own: the client went away, or the caller stopped it
+		}
+		return outputFailed(id, err)
+	}, nil
 }
 
 // Datasets returns every dataset, by name.
