@@ -396,11 +396,12 @@ func (w *writer) Write(p []byte) (int, error) {
 // outputFailed is the error of a write of job id's output that failed
 // with err, as an answer (when nothing was sent yet): a damaged output is
 // a conflict that says to run the job again, a store that did not answer
-// is unavailable, an error with a code keeps it.
+// is unavailable, an error with a code of its own keeps it.
 func outputFailed(id string, err error) error {
+	var answer *job.Error
 	switch {
-	case err == nil || job.ErrorCode(err) != job.EInternal:
-		return err
+	case err == nil || errors.As(err, &answer):
+		return err // says what it is already
 	case errors.Is(err, store.ErrDamaged):
 		return job.Errorf(job.EConflict, "the output of job %s is damaged in the store (%v): run the job again (mrcluster rerun %s)", id, err, id)
 	default:
