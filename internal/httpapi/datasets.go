@@ -289,7 +289,15 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 		ranged = false
 	}
 	status := http.StatusOK
-	var dst io.Writer = w
+	stall := s.cfg.UploadStall
+	if stall <= 0 {
+		stall = DefaultUploadStall
+	}
+	// Each write has a deadline, as a dataset file's download's: a client
+	// that takes nothing for that long ends the transfer (it held the
+	// output's readers, and their buffers, for good).
+	client := &clientWrites{w: &stalling{w: w, rc: http.NewResponseController(w), stall: stall}}
+	var dst io.Writer = client
 	if ranged {
 		size, err := s.outputSizes.size(id, write)
 		if err != nil {
@@ -305,7 +313,7 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, size))
 		h.Set("Content-Length", strconv.FormatInt(end-start+1, 10))
 		status = http.StatusPartialContent
-		dst = &window{w: w, skip: start, left: end - start + 1}
+		dst = &window{w: client, skip: start, left: end - start + 1}
 	}
 	if r.URL.Query().Get("download") != "" {
 		h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".txt"))
@@ -327,7 +335,13 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The status is sent: all that is left is to cut the body short.
-		s.log.Error("could not send the whole output of a job", "job", id, "err", err)
+		if client.err != nil {
+			// The client's doing (gone, or taking nothing): nothing for
+			// the operator to act on.
+			s.log.Info("a job's output was not all taken by its client", "job", id, "err", err)
+		} else {
+			s.log.Error("could not send the whole output of a job", "job", id, "err", err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	if !ranged {
@@ -336,6 +350,20 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 	if !out.yes {
 		w.WriteHeader(status) // an empty output
 	}
+}
+
+// clientWrites remembers the error of a write to the client.
+type clientWrites struct {
+	w   io.Writer
+	err error
+}
+
+func (c *clientWrites) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
 }
 
 // outputSizes keeps the sizes of the last outputs written whole, for the
