@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -299,7 +300,7 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 	client := &clientWrites{w: &stalling{w: w, rc: http.NewResponseController(w), stall: stall}}
 	var dst io.Writer = client
 	if ranged {
-		size, err := s.outputSizes.size(id, write)
+		size, err := s.outputSizes.size(r.Context(), id, write)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -367,11 +368,19 @@ func (c *clientWrites) Write(p []byte) (int, error) {
 }
 
 // outputSizes keeps the sizes of the last outputs written whole, for the
-// ranges of their downloads resumed.
+// ranges of their downloads resumed, and finds one once for the ranges
+// asked together (a download manager's parallel segments).
 type outputSizes struct {
-	mu    sync.Mutex
-	sizes map[string]int64
-	order []string // oldest first
+	mu     sync.Mutex
+	sizes  map[string]int64
+	order  []string           // oldest first
+	sizing map[string]*sizing // under way, by job id
+}
+
+// sizing is one write of an output to find its size.
+type sizing struct {
+	done chan struct{}
+	err  error
 }
 
 // maxOutputSizes bounds the outputs whose sizes are kept.
@@ -380,6 +389,10 @@ const maxOutputSizes = 1024
 func (o *outputSizes) note(id string, n int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.noteLocked(id, n)
+}
+
+func (o *outputSizes) noteLocked(id string, n int64) {
 	if o.sizes == nil {
 		o.sizes = map[string]int64{}
 	}
@@ -394,20 +407,53 @@ func (o *outputSizes) note(id string, n int64) {
 }
 
 // size returns the size of job id's output, written whole once (and
-// thrown away) when it is not known.
-func (o *outputSizes) size(id string, write func(io.Writer) error) (int64, error) {
-	o.mu.Lock()
-	n, ok := o.sizes[id]
-	o.mu.Unlock()
-	if ok {
-		return n, nil
+// thrown away) when it is not known; a request that finds that write
+// under way waits for it rather than write the output too, and writes it
+// itself when it failed (its request may have been the one to fail).
+func (o *outputSizes) size(ctx context.Context, id string, write func(io.Writer) error) (int64, error) {
+	for {
+		o.mu.Lock()
+		if n, ok := o.sizes[id]; ok {
+			o.mu.Unlock()
+			return n, nil
+		}
+		if w := o.sizing[id]; w != nil {
+			o.mu.Unlock()
+			select {
+			case <-w.done:
+				if w.err == nil {
+					continue // noted
+				}
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			o.mu.Lock()
+			if o.sizing[id] == w {
+				delete(o.sizing, id)
+			}
+			o.mu.Unlock()
+			continue
+		}
+		w := &sizing{done: make(chan struct{})}
+		if o.sizing == nil {
+			o.sizing = map[string]*sizing{}
+		}
+		o.sizing[id] = w
+		o.mu.Unlock()
+		c := &counting{w: io.Discard}
+		err := write(c)
+		o.mu.Lock()
+		if o.sizing[id] == w {
+			delete(o.sizing, id)
+		}
+		if err == nil {
+			o.noteLocked(id, c.n)
+		}
+		w.err = err
+		close(w.done)
+		o.mu.Unlock()
+		return c.n, err
 	}
-	c := &counting{w: io.Discard}
-	if err := write(c); err != nil {
-		return 0, err
-	}
-	o.note(id, c.n)
-	return c.n, nil
 }
 
 // counting counts the bytes written through it.

@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,4 +99,73 @@ func (l *signalLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// gatedOutput is a service whose output's first write waits at a gate:
+// the test sees every request arrive before any size is known.
+type gatedOutput struct {
+	recordService
+	asked  chan struct{} // a token per Output call
+	gate   chan struct{}
+	writes *atomic.Int64
+	body   []byte
+}
+
+func (s gatedOutput) Output(context.Context, string) (func(io.Writer) error, error) {
+	s.asked <- struct{}{}
+	return func(w io.Writer) error {
+		if s.writes.Add(1) == 1 {
+			<-s.gate
+		}
+		_, err := w.Write(s.body)
+		return err
+	}, nil
+}
+
+// Ranges of one output asked together (a download manager's parallel
+// segments) find its size with one write of it, not one each; each range
+// then gets its bytes.
+func TestRangesAskedTogetherSizeTheOutputOnce(t *testing.T) {
+	const segments = 8
+	body := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	svc := gatedOutput{asked: make(chan struct{}, segments), gate: make(chan struct{}), writes: &atomic.Int64{}, body: body}
+	s := New(Config{Service: svc, View: view.New(view.Config{}), Hub: event.NewHub(), Kinds: kinds.Builtin(0),
+		Ready: func(context.Context) error { return nil }, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	seg := len(body) / segments
+	got := make([][]byte, segments)
+	errs := make(chan error, segments)
+	for i := range segments {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/jobs/noop_a/output", nil)
+			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", i*seg, (i+1)*seg-1))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			got[i], err = io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode != http.StatusPartialContent {
+				err = fmt.Errorf("segment %d: %d", i, resp.StatusCode)
+			}
+			errs <- err
+		}()
+	}
+	for range segments {
+		<-svc.asked // every request is in, the first size write held at the gate
+	}
+	close(svc.gate)
+	for range segments {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(bytes.Join(got, nil), body) {
+		t.Fatal("the segments do not make the output")
+	}
+	if n := svc.writes.Load(); n != segments+1 {
+		t.Fatalf("%d writes of the output for %d ranges asked together; want one to size it and one per range", n, segments)
+	}
 }
