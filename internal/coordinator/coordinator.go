@@ -1748,7 +1748,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 		return c.requeue(ctx, pending)
 	}
-	w, err := c.cfg.Store.Jobs.KV.Watch(ctx)
+	w, err := store.StartWatch(ctx, ctx, c.cfg.Store.Jobs.KV.Watch)
 	if err != nil {
 		return fmt.Errorf("scan jobs: %w", err)
 	}

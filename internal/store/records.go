@@ -6,13 +6,37 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
+
+// WatchTimeout bounds how long the start of a watch is tried again: a
+// store of a cluster electing a stream's leader refuses it for seconds
+// ("JetStream system temporarily unavailable"), and a worker process that
+// started in such a moment exited, where it could wait (seen in make chaos).
+const WatchTimeout = time.Minute
+
+// StartWatch starts watch (a KV's or the jobs' Watch, bound to run), trying
+// again for up to WatchTimeout, or until ctx ends, while the store refuses it.
+func StartWatch(ctx, run context.Context, watch func(context.Context) (Watcher, error)) (Watcher, error) {
+	var w Watcher
+	var last error
+	err := Retry(ctx, WatchTimeout, func(context.Context) (err error) {
+		w, err = watch(run)
+		last = err
+		return err
+	})
+	if err != nil && last != nil && err != last {
+		// ctx ended while waiting: the store's refusal says more.
+		err = fmt.Errorf("%w; the store's last answer: %w", err, last)
+	}
+	return w, err
+}
 
 // Follow reads every entry of kv into apply, then keeps applying its
 // changes in a goroutine (counted in wg) until run ends; it returns once
 // the stored entries are read, or when ctx ends first.
 func Follow(ctx, run context.Context, kv KV, wg *sync.WaitGroup, apply func(*Entry)) error {
-	w, err := kv.Watch(run)
+	w, err := StartWatch(ctx, run, kv.Watch)
 	if err != nil {
 		return err
 	}

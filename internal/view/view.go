@@ -188,12 +188,13 @@ func New(cfg Config) *View {
 // Start watches the buckets. It returns at once; Ready closes once the
 // stored state has been read.
 func (v *View) Start(ctx context.Context) error {
+	start := ctx
 	ctx, v.stop = context.WithCancel(context.WithoutCancel(ctx))
-	jw, err := v.cfg.Store.Jobs.Watch(ctx)
+	jw, err := store.StartWatch(start, ctx, v.cfg.Store.Jobs.Watch)
 	if err != nil {
 		return fmt.Errorf("watch jobs: %w", err)
 	}
-	ww, err := v.cfg.Store.Workers.Watch(ctx)
+	ww, err := store.StartWatch(start, ctx, v.cfg.Store.Workers.Watch)
 	if err != nil {
 		jw.Stop()
 		return fmt.Errorf("watch workers: %w", err)
