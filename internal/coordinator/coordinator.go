@@ -1578,7 +1578,12 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.stopped = ctx.Done()
 	c.mu.Unlock()
 	if err := c.recover(ctx); err != nil {
-		return err
+		if c.cfg.Unqueued == nil || c.cfg.RepairEvery <= 0 {
+			return err
+		}
+		// The repair loop queues them within two of its rounds: a store
+		// electing a leader as this server starts is no reason to stop.
+		c.log.Warn("could not queue at start the tasks of jobs whose submit was cut short; the repair loop tries again", "every", c.cfg.RepairEvery, "err", err)
 	}
 	msgs := make(chan store.Delivery, 1024)
 	// Two fetch loops: while one batch is applied, the next is on its way.
@@ -1740,7 +1745,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("read job %s: %w", id, err)
+				return err // it names the job
 			}
 			if !j.Enqueued && !j.Held && !j.State.Terminal() && j.State != job.Scheduled {
 				pending = append(pending, j)

@@ -1963,3 +1963,52 @@ func TestAReduceIsWeighedByItsInputBeforeABackup(t *testing.T) {
 		}
 	}
 }
+
+// flaky is a jobs bucket whose reads fail while fail is set, as a store
+// of a cluster electing a leader answers.
+type flaky struct {
+	store.KV
+	fail atomic.Bool
+}
+
+func (k *flaky) Get(ctx context.Context, key string) (store.Entry, error) {
+	if k.fail.Load() {
+		return store.Entry{}, errors.New("nats: JetStream system temporarily unavailable")
+	}
+	return k.KV.Get(ctx, key)
+}
+
+// A store that cannot be read as the coordinator starts does not stop the
+// start (the server would exit): the job left unqueued is queued by the
+// repair loop once the store answers.
+func TestStartGoesOnWhenTheStoreCannotBeReadYet(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := memstore.New(memstore.Config{AckWait: time.Second})
+	bucket := &flaky{KV: s.Jobs.KV}
+	s.Jobs.KV = bucket
+	f := &fixture{t: t, ctx: ctx, store: s, ds: &dataset.Store{KV: s.Datasets, Blocks: s.Blocks}}
+	lost := job.New(job.NewID("noop", time.Now()), job.Spec{Kind: "noop", Partitions: 2}, time.Now().UTC())
+	if _, err := s.Jobs.Create(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	bucket.fail.Store(true)
+	c := New(Config{Store: s, Datasets: f.ds, Kinds: kinds.Builtin(0), MaxAttempts: 2, Logger: slog.New(slog.DiscardHandler),
+		Unqueued: func() []string { return []string{lost.ID} }, RepairEvery: 20 * time.Millisecond})
+	if err := c.Start(ctx); err != nil {
+		t.Fatalf("start with the store not answering reads: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	if n := f.queued(); n != 0 {
+		t.Fatalf("%d tasks queued while the job could not be read", n)
+	}
+	bucket.fail.Store(false)
+	for _, tk := range f.take(2) {
+		if tk.Job != lost.ID {
+			t.Fatalf("queued a task of %s", tk.Job)
+		}
+	}
+	if got, _, err := c.Get(ctx, lost.ID); err != nil || !got.Enqueued {
+		t.Fatalf("the lost job once the store answers: %+v %v", got, err)
+	}
+}
