@@ -25,7 +25,7 @@ func StartWatch(ctx, run context.Context, watch func(context.Context) (Watcher, 
 		last = err
 		return err
 	})
-	if err != nil && last != nil && err != last {
+	if err != nil && last != nil && !errors.Is(err, last) {
 		// ctx ended while waiting: the store's refusal says more.
 		err = fmt.Errorf("%w; the store's last answer: %w", err, last)
 	}
