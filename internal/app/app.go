@@ -514,7 +514,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if n, _ := store.ParseRate(l.Rate); l.Rate != "" && n == 0 {
 			return nil, fmt.Errorf("--%s %s: rate must be N/s or N/m, such as 100/s, got %q", flags.KindLimit, name, l.Rate)
 		}
-		if err := s.catalog.SetLimit(ctx, name, l.Concurrency, l.Rate); err != nil {
+		// Its errors are the store's (a leader being elected as a server
+		// of a cluster restarts): tried again, as the start's watches are.
+		if err := store.Retry(ctx, store.WatchTimeout, func(ctx context.Context) error { return s.catalog.SetLimit(ctx, name, l.Concurrency, l.Rate) }); err != nil {
 			return nil, fmt.Errorf("set the limits of kind %s (--%s): %w", name, flags.KindLimit, err)
 		}
 	}
