@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // stuckKind's map never looks at its context: it returns when released,
@@ -49,20 +50,7 @@ func TestStopGivesUpATaskIgnoringIt(t *testing.T) {
 	f := newFixture(t, stuckKind(release))
 	p := f.pool(1)
 	f.queue(task("stuck", 0, 1))
-	for {
-		info, err := f.store.Tasks.Info(f.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.Leased == 1 {
-			break
-		}
-		select {
-		case <-f.ctx.Done():
-			t.Fatal("the task never started")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	awaitLeased(t, f)
 	ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -75,5 +63,56 @@ func TestStopGivesUpATaskIgnoringIt(t *testing.T) {
 	info, err := f.store.Tasks.Info(f.ctx)
 	if err != nil || info.Waiting != 1 {
 		t.Fatalf("queue after the stop: %+v, %v; want the task given back", info, err)
+	}
+}
+
+// A task given back to the queue goes to the lane it came from: a limited
+// kind's copy went to a priority lane, round the kind's limits.
+func TestAGivenBackTaskKeepsItsKindsLane(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	f := newFixture(t, stuckKind(release))
+	if err := f.store.Tasks.SetLane(f.ctx, "k", 1, ""); err != nil {
+		t.Fatal(err)
+	}
+	p := f.pool(1)
+	stuck := task("stuck", 0, 1)
+	stuck.Lane = "k"
+	f.queue(stuck)
+	awaitLeased(t, f)
+	ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for pr := job.MinPriority; pr <= job.MaxPriority; pr++ {
+		if err := f.store.Tasks.FetchFrom(f.ctx, pr, 10, func(d store.Delivery) {
+			t.Errorf("the task given back is in the lane of priority %d; want its kind's", pr)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	if err := f.store.Tasks.Fetch(f.ctx, 10, time.Second, func(d store.Delivery) { got = append(got, d.Key()) }); err != nil || len(got) != 1 {
+		t.Fatalf("fetched %v, %v; want the task given back, from its kind's lane", got, err)
+	}
+}
+
+// awaitLeased waits until the queue has a task leased.
+func awaitLeased(t *testing.T, f *fixture) {
+	t.Helper()
+	for {
+		info, err := f.store.Tasks.Info(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Leased == 1 {
+			return
+		}
+		select {
+		case <-f.ctx.Done():
+			t.Fatal("the task never started")
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

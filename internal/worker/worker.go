@@ -823,16 +823,20 @@ func (p *Pool) giveBack(l *lease) {
 		p.log.Debug("a task to give back had left the queue; not queued again", "job", d.Key())
 		return
 	}
+	// The copy goes to the task's own lane, as its encoding says (a
+	// limited kind's: the lane of the delivery is not enough, since a kind
+	// lane's deliveries read as the highest priority, and a copy published
+	// by that went round the kind's limits).
 	m := store.Message{Key: d.Key(), Data: d.Data(), Priority: d.Priority()}
-	if delivered := l.delivered(); delivered > 1 {
-		// The copy given back carries the runs lost before this delivery.
-		if t, err := store.DecodeTask(m.Data); err == nil {
+	if t, err := store.DecodeTask(m.Data); err == nil {
+		if delivered := l.delivered(); delivered > 1 {
+			// The copy given back carries the runs lost before this delivery.
 			t.Carried = job.Carry(t.Carried, p.noteLost(t, delivered)...)
 			t.Runs += delivered - 1
 			t.Lost += delivered - 1
-			if msgs, err := store.TaskMessages([]job.Task{t}, false); err == nil {
-				m = msgs[0]
-			}
+		}
+		if msgs, err := store.TaskMessages([]job.Task{t}, false); err == nil {
+			m = msgs[0]
 		}
 	}
 	if err := p.cfg.Store.Tasks.Publish(ctx, m)[0]; err != nil {
