@@ -325,6 +325,16 @@ type TaskResult struct {
 	Epoch int `json:"epoch,omitempty"`
 }
 
+// UnderWay reports whether t belongs to a job already under way: a later
+// phase, a backup, a task that ran before, or a map queued again for a
+// reduce whose input was lost. Such a task goes before its priority's new
+// work (the MapReduce paper's and Hadoop's FIFO: the older job's tasks
+// first), where a reduce phase used to wait behind every job submitted
+// while its maps ran.
+func (t Task) UnderWay() bool {
+	return t.Phase == PhaseReduce || t.Backup || t.Runs > 0 || t.Failures > 0 || t.Round > 0
+}
+
 // ShownPriority is p as the API shows it: DefaultPriority for 0.
 func ShownPriority(p int) int {
 	if p == 0 {

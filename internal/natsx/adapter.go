@@ -726,6 +726,12 @@ type stream struct {
 	kinds        []*lane
 	kindsAt      time.Time
 	listingKinds bool
+	listed       bool          // a listing ended: kinds and later hold its lanes
+	listDone     chan struct{} // closed when the listing under way ends
+	// later are the task queue's later lanes (LaterLaneSubject), by
+	// priority, listed with the kind lanes: a store made by an earlier
+	// version has none, and its tasks go to the priority lanes.
+	later map[int]*lane
 	// anchored: the task queue, whose publishes carry its anchor
 	// (TaskAnchorSubject) at most every anchorAfter; anchoredAt is when
 	// one last did, in Unix nanoseconds.
@@ -767,16 +773,27 @@ func (s *stream) kindLanes(ctx context.Context) []*lane {
 		return s.kinds
 	}
 	s.listingKinds, s.kindsAt = true, time.Now()
+	done := make(chan struct{})
+	s.listDone = done
+	defer close(done)
 	known := map[string]jetstream.Consumer{}
 	for _, l := range s.kinds {
+		known[l.consumer] = l.cons
+	}
+	for _, l := range s.later {
 		known[l.consumer] = l.cons
 	}
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var out []*lane
+	later := map[int]*lane{}
 	list := s.st.ListConsumers(ctx)
 	for info := range list.Info() {
+		if p, ok := laterPriority(info.Name); ok {
+			later[p] = &lane{priority: p, later: true, prefix: LaterLaneSubject(p), consumer: info.Name, cons: known[info.Name]}
+			continue
+		}
 		if !strings.HasPrefix(info.Name, kindLanePrefix) {
 			continue
 		}
@@ -794,7 +811,64 @@ func (s *stream) kindLanes(ctx context.Context) []*lane {
 		return s.kinds // keep the last list
 	}
 	// A lane set meanwhile cleared kindsAt: the next call lists again.
-	s.kinds = out
+	s.kinds, s.later, s.listed = out, later, true
+	return out
+}
+
+// laterPriority returns the priority of a later lane's consumer name.
+func laterPriority(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, laterLanePrefix)
+	if !ok || len(rest) != 1 {
+		return 0, false
+	}
+	p := int(rest[0] - '0')
+	return p, p >= job.MinPriority && p <= job.MaxPriority
+}
+
+// listLater lists the lanes (kindLanes) for a publish of tasks of jobs
+// under way: until a first listing has ended, it waits for the one under
+// way, within ctx (a reduce phase published meanwhile went to its
+// priority's lane, not knowing the later one: seen under load).
+func (s *stream) listLater(ctx context.Context) {
+	s.kindLanes(ctx)
+	s.mu.Lock()
+	done, wait := s.listDone, s.listingKinds && !s.listed
+	s.mu.Unlock()
+	if wait {
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// laterOf returns the later lane of a priority, as last listed (nil when
+// the store has none).
+func (s *stream) laterOf(priority int) *lane {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.later[priority]
+}
+
+// lanesNow returns every lane of the stream: the priority lanes, highest
+// first, each after its later lane, then the kind lanes.
+func (s *stream) lanesNow(ctx context.Context) []*lane {
+	kinds := s.kindLanes(ctx)
+	return append(s.priorityLanes(), kinds...)
+}
+
+// priorityLanes returns the priority lanes, highest first, each after its
+// later lane, as last listed.
+func (s *stream) priorityLanes() []*lane {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*lane, 0, 2*len(s.lanes))
+	for _, l := range s.lanes {
+		if later := s.later[l.priority]; later != nil {
+			out = append(out, later)
+		}
+		out = append(out, l)
+	}
 	return out
 }
 
@@ -892,6 +966,7 @@ const kindProbe = 10 * time.Millisecond
 // one shared consumer.
 type lane struct {
 	priority int
+	later    bool // a later lane (LaterLaneSubject)
 	prefix   string
 	consumer string
 	cons     jetstream.Consumer // bound at the first use
@@ -954,6 +1029,12 @@ func (s *stream) shared(ctx context.Context, l *lane) (jetstream.Consumer, error
 // carrying it.
 func (s *stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 	n := len(msgs)
+	for _, m := range msgs {
+		if m.Later {
+			s.listLater(ctx) // at most every kindsEvery
+			break
+		}
+	}
 	if s.anchored && n > 0 {
 		now, last := time.Now().UnixNano(), s.anchoredAt.Load()
 		if now-last >= int64(anchorAfter) && s.anchoredAt.CompareAndSwap(last, now) {
@@ -971,7 +1052,13 @@ func (s *stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 
 func (s *stream) msg(m store.Message) *nats.Msg {
 	key := s.token(m.Key)
-	subject := s.lane(m.Priority).prefix + key
+	l := s.lane(m.Priority)
+	if m.Later {
+		if later := s.laterOf(l.priority); later != nil {
+			l = later
+		}
+	}
+	subject := l.prefix + key
 	if m.Lane != "" {
 		subject = KindLaneSubject(m.Lane) + key
 	}
@@ -1003,7 +1090,9 @@ func (s *stream) Purge(ctx context.Context, key string) error {
 		for _, l := range s.lanes {
 			subjects = append(subjects, l.prefix+s.token(key))
 		}
-		subjects = append(subjects, TaskSubject+"k.*."+s.token(key))
+		// The later lanes (mr.task.c.<N>.<job>) and the kind lanes: a
+		// wildcard token where there are only priorities, or kinds.
+		subjects = append(subjects, TaskSubject+"c.*."+s.token(key), TaskSubject+"k.*."+s.token(key))
 	}
 	for _, subject := range subjects {
 		if err := s.st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
@@ -1091,7 +1180,7 @@ func (s *stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 				return err
 			}
 		}
-		for _, l := range s.lanes {
+		for _, l := range s.priorityLanes() {
 			if got >= max {
 				return nil
 			}
@@ -1114,9 +1203,17 @@ func (s *stream) Fetch(ctx context.Context, max int, wait time.Duration, fn func
 	}
 }
 
-// FetchFrom takes what one lane has now.
+// FetchFrom takes what one priority's lanes have now: its later lane's
+// first.
 func (s *stream) FetchFrom(ctx context.Context, priority, max int, fn func(store.Delivery)) error {
-	return s.fetch(ctx, s.lane(priority), max, nil, fn)
+	l := s.lane(priority)
+	got := 0
+	if later := s.laterOf(l.priority); later != nil {
+		if err := s.fetch(ctx, later, max, nil, func(d store.Delivery) { got++; fn(d) }); err != nil || got >= max {
+			return err
+		}
+	}
+	return s.fetch(ctx, l, max-got, nil, fn)
 }
 
 // fetch sends one pull request to a lane's consumer: waiting as opt says,
@@ -1181,7 +1278,7 @@ func (s *stream) Scan(ctx context.Context, fn func(data []byte)) error {
 		dead   func(seq uint64) bool
 	}
 	var floors []floor
-	for _, l := range append(slices.Clone(s.lanes), s.kindLanes(ctx)...) {
+	for _, l := range s.lanesNow(ctx) {
 		cons, err := s.shared(ctx, l)
 		if err != nil {
 			return err
@@ -1343,7 +1440,7 @@ func (s *stream) counted(ctx context.Context, filter string) (uint64, error) {
 // Info sums the lanes' consumers.
 func (s *stream) Info(ctx context.Context) (store.StreamInfo, error) {
 	var out store.StreamInfo
-	for _, l := range append(slices.Clone(s.lanes), s.kindLanes(ctx)...) {
+	for _, l := range s.lanesNow(ctx) {
 		cons, err := s.shared(ctx, l)
 		if err != nil {
 			return store.StreamInfo{}, err

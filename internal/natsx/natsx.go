@@ -79,6 +79,21 @@ func TaskLaneConsumer(priority int) string {
 	return fmt.Sprintf("%s-p%d", WorkersConsumer, priority)
 }
 
+// LaterLaneSubject is the subject prefix of the task queue's lane of a
+// priority's tasks of jobs under way (store.Message.Later): asked before
+// the priority's own lane. "mr.task.c.<N>.": a job's subjects in every
+// such lane are purged with one wildcard, whose token has four values.
+func LaterLaneSubject(priority int) string {
+	return fmt.Sprintf("%sc.%d.", TaskSubject, priority)
+}
+
+// LaterLaneConsumer is the shared consumer of a later lane.
+func LaterLaneConsumer(priority int) string {
+	return fmt.Sprintf("%s%d", laterLanePrefix, priority)
+}
+
+const laterLanePrefix = WorkersConsumer + "-c"
+
 // KindLaneSubject is the subject prefix of a kind's own lane of the task
 // queue (a kind with a concurrency limit): one token for the kind, whose
 // dots become '~'.
@@ -804,6 +819,19 @@ func Setup(ctx context.Context, c *Conn, cfg StoreConfig) (*Store, error) {
 			MaxAckPending: -1,
 		}); err != nil {
 			return nil, fmt.Errorf("create consumer %s on %s: %w", TaskLaneConsumer(p), TasksStream, err)
+		}
+		// Its later lane (LaterLaneSubject). Processes find it by the
+		// listing of the queue's consumers, as the kind lanes: a store
+		// of an earlier version, without them, is used as it was.
+		if err = s.createConsumer(ctx, s.Tasks, TasksStream, jetstream.ConsumerConfig{
+			Durable:       LaterLaneConsumer(p),
+			Description:   fmt.Sprintf("shared by every worker: tasks of priority %d of jobs under way (later phases, tasks run again)", p),
+			FilterSubject: LaterLaneSubject(p) + "*",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       ackWait,
+			MaxAckPending: -1,
+		}); err != nil {
+			return nil, fmt.Errorf("create consumer %s on %s: %w", LaterLaneConsumer(p), TasksStream, err)
 		}
 	}
 	if err = s.createConsumer(ctx, s.Results, ResultsStream, jetstream.ConsumerConfig{

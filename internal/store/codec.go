@@ -475,7 +475,7 @@ func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
 		if err != nil {
 			return nil, fmt.Errorf("encode task %d of job %s: %w", t.Partition, t.Job, err)
 		}
-		out[i] = Message{Key: t.Job, Data: data, Priority: t.Priority, Lane: t.Lane}
+		out[i] = Message{Key: t.Job, Data: data, Priority: t.Priority, Lane: t.Lane, Later: t.UnderWay()}
 		if dedupe {
 			out[i].ID = fmt.Sprintf("%s.%s.%d.%d.%d", t.Job, t.Phase, t.Partition, t.Runs, t.Epoch)
 			if t.Round > 0 {

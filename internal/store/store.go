@@ -170,6 +170,10 @@ type Message struct {
 	Priority int
 	// Lane, when set, is a kind's own lane instead (SetLane).
 	Lane string
+	// Later marks a task of a job under way (job.Task.UnderWay): it goes
+	// before the new work of its priority, so that a job's later phase
+	// does not wait behind the jobs submitted after it.
+	Later bool
 }
 
 // Stream is a durable log of messages filed by key, read by one shared

@@ -44,6 +44,7 @@ type msg struct {
 	seq       uint64
 	priority  int    // its lane: 1 to 4
 	lane      string // or a kind's lane
+	later     bool   // a task of a job under way: before its priority's others
 	key       string
 	data      []byte
 	delivered int
@@ -84,7 +85,7 @@ func (s *Stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 			s.ids[m.ID] = now
 		}
 		s.seq++
-		s.msgs = append(s.msgs, &msg{seq: s.seq, priority: job.ShownPriority(m.Priority), lane: m.Lane, key: m.Key, data: bytes.Clone(m.Data)})
+		s.msgs = append(s.msgs, &msg{seq: s.seq, priority: job.ShownPriority(m.Priority), lane: m.Lane, later: m.Later, key: m.Key, data: bytes.Clone(m.Data)})
 	}
 	s.signal()
 	return errs
@@ -272,16 +273,23 @@ func (s *Stream) takeLane(lane string, b *laneBound, max int, out []store.Delive
 	return out, next
 }
 
-// take leases the deliverable messages of one lane, up to max in out, and
-// returns out and the earliest time a held one may be delivered again
-// (next, when earlier). s.mu is held.
+// take leases the deliverable messages of one priority, up to max in
+// out, its later lane's first (store.Message.Later), and returns out and
+// the earliest time a held one may be delivered again (next, when
+// earlier). s.mu is held.
 func (s *Stream) take(priority, max int, out []store.Delivery, next time.Time) ([]store.Delivery, time.Time) {
+	out, next = s.takeOf(priority, true, max, out, next)
+	return s.takeOf(priority, false, max, out, next)
+}
+
+// takeOf is take for one lane: the later one, or the other.
+func (s *Stream) takeOf(priority int, later bool, max int, out []store.Delivery, next time.Time) ([]store.Delivery, time.Time) {
 	now := time.Now()
 	for _, m := range s.msgs {
 		if len(out) == max {
 			break
 		}
-		if m.done || m.priority != priority || m.lane != "" {
+		if m.done || m.priority != priority || m.lane != "" || m.later != later {
 			continue
 		}
 		if !m.until.IsZero() && m.until.After(now) {

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("QueueHolds", func(t *testing.T) { testHolds(t, open(t).Tasks) })
 	t.Run("QueuePriorities", func(t *testing.T) { testPriorities(t, open(t).Tasks) })
 	t.Run("QueueKindLanes", func(t *testing.T) { testKindLanes(t, open(t).Tasks) })
+	t.Run("QueueLaterLanes", func(t *testing.T) { testLaterLanes(t, open(t).Tasks) })
 	t.Run("ResultsHistory", func(t *testing.T) { testHistory(t, open(t).Results) })
 	t.Run("Blobs", func(t *testing.T) { testBlobs(t, open(t).Shuffle) })
 	t.Run("Notices", func(t *testing.T) { testNotices(t, open(t).Notices) })
@@ -484,6 +485,59 @@ func testPriorities(t *testing.T, s store.Stream) {
 	}
 	if strings.Join(got, " ") != "2b" {
 		t.Fatalf("after purging a key of two lanes: %v; want only 2b", got)
+	}
+}
+
+// A task of a job under way (Later) goes before the other messages of
+// its priority, published before it or not, and after a higher
+// priority's; FetchFrom takes it first too; a purge of its key and a scan
+// reach it; a task given back as it came keeps its place.
+func testLaterLanes(t *testing.T, s store.Stream) {
+	publish(t, s,
+		store.Message{Key: "new", Data: []byte("2a")},
+		store.Message{Key: "new", Data: []byte("2b")},
+		store.Message{Key: "low", Data: []byte("1a"), Priority: 1},
+		store.Message{Key: "old", Data: []byte("2r"), Later: true},
+		store.Message{Key: "lowold", Data: []byte("1r"), Priority: 1, Later: true},
+		store.Message{Key: "high", Data: []byte("4a"), Priority: 4},
+		store.Message{Key: "gone", Data: []byte("x"), Later: true},
+	)
+	awaitWaiting(t, s, 7)
+	var scanned []string
+	if err := s.Scan(ctx(t), func(data []byte) { scanned = append(scanned, string(data)) }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(scanned, " ") != "2a 2b 1a 2r 1r 4a x" {
+		t.Fatalf("a scan of the queue read %v; want every message, the later lanes' too", scanned)
+	}
+	// Not counted again here: JetStream's lanes keep counting what a
+	// purge by a wildcard subject removed until they are next asked for
+	// messages. The fetches below show it gone.
+	if err := s.Purge(ctx(t), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range fetch(t, s, 3, 5*time.Second) {
+		got = append(got, fmt.Sprintf("%s/%d", d.Data(), d.Priority()))
+		_ = d.Ack()
+	}
+	if strings.Join(got, " ") != "4a/4 2r/2 2a/2" {
+		t.Fatalf("a fetch of 3 gave %v; want the high lane's, then the default priority's job under way, then its new work", got)
+	}
+	got = nil
+	if err := s.FetchFrom(ctx(t), 1, 1, func(d store.Delivery) { got = append(got, string(d.Data())); _ = d.Ack() }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != "1r" {
+		t.Fatalf("FetchFrom the low priority gave %v; want its job under way's task first", got)
+	}
+	got = nil
+	for _, d := range fetch(t, s, 10, 5*time.Second) {
+		got = append(got, string(d.Data()))
+		_ = d.Ack()
+	}
+	if strings.Join(got, " ") != "2b 1a" {
+		t.Fatalf("the rest: %v; want 2b 1a (the purged key's message gone)", got)
 	}
 }
 
