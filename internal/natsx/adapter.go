@@ -791,7 +791,7 @@ func (s *stream) kindLanes(ctx context.Context) []*lane {
 	list := s.st.ListConsumers(ctx)
 	for info := range list.Info() {
 		if p, ok := laterPriority(info.Name); ok {
-			later[p] = &lane{priority: p, later: true, prefix: LaterLaneSubject(p), consumer: info.Name, cons: known[info.Name]}
+			later[p] = &lane{priority: p, prefix: LaterLaneSubject(p), consumer: info.Name, cons: known[info.Name]}
 			continue
 		}
 		if !strings.HasPrefix(info.Name, kindLanePrefix) {
@@ -966,7 +966,6 @@ const kindProbe = 10 * time.Millisecond
 // one shared consumer.
 type lane struct {
 	priority int
-	later    bool // a later lane (LaterLaneSubject)
 	prefix   string
 	consumer string
 	cons     jetstream.Consumer // bound at the first use

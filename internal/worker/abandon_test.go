@@ -43,7 +43,8 @@ func TestATaskIgnoringItsTimeoutIsGivenUp(t *testing.T) {
 }
 
 // A worker stopping gives up a task that ignores the stop, within about a
-// second past its shutdown time, and gives the task back to the queue.
+// second past its shutdown time, and gives the task back to the queue,
+// ahead of a task queued after it.
 func TestStopGivesUpATaskIgnoringIt(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
@@ -51,6 +52,7 @@ func TestStopGivesUpATaskIgnoringIt(t *testing.T) {
 	p := f.pool(1)
 	f.queue(task("stuck", 0, 1))
 	awaitLeased(t, f)
+	f.queue(task("newer", 0, 1))
 	ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -61,8 +63,13 @@ func TestStopGivesUpATaskIgnoringIt(t *testing.T) {
 		t.Fatalf("Stop took %s with a task ignoring it; want about 1.2s", took)
 	}
 	info, err := f.store.Tasks.Info(f.ctx)
-	if err != nil || info.Waiting != 1 {
-		t.Fatalf("queue after the stop: %+v, %v; want the task given back", info, err)
+	if err != nil || info.Waiting != 2 {
+		t.Fatalf("queue after the stop: %+v, %v; want the task given back beside the newer one", info, err)
+	}
+	// It keeps its place: before the task queued while it ran.
+	var got []string
+	if err := f.store.Tasks.FetchFrom(f.ctx, job.DefaultPriority, 1, func(d store.Delivery) { got = append(got, d.Key()) }); err != nil || len(got) != 1 || got[0] != "stuck" {
+		t.Fatalf("the next task fetched: %v, %v; want the one given back", got, err)
 	}
 }
 

@@ -839,6 +839,9 @@ func (p *Pool) giveBack(l *lease) {
 			m = msgs[0]
 		}
 	}
+	// It was at the head of its lane when fetched: it goes before the
+	// lane's new work (its later lane), not behind what was queued since.
+	m.Later = true
 	if err := p.cfg.Store.Tasks.Publish(ctx, m)[0]; err != nil {
 		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "job", m.Key, "err", err)
 		l.release()
