@@ -489,14 +489,17 @@ func testPriorities(t *testing.T, s store.Stream) {
 }
 
 // A task of a job under way (Later) goes before the other messages of
-// its priority, published before it or not, and after a higher
+// its priority waiting when it is published, and after a higher
 // priority's; FetchFrom takes it first too; a purge of its key and a scan
-// reach it; a task given back as it came keeps its place.
+// reach it.
 func testLaterLanes(t *testing.T, s store.Stream) {
 	publish(t, s,
 		store.Message{Key: "new", Data: []byte("2a")},
 		store.Message{Key: "new", Data: []byte("2b")},
 		store.Message{Key: "low", Data: []byte("1a"), Priority: 1},
+	)
+	awaitWaiting(t, s, 3)
+	publish(t, s,
 		store.Message{Key: "old", Data: []byte("2r"), Later: true},
 		store.Message{Key: "lowold", Data: []byte("1r"), Priority: 1, Later: true},
 		store.Message{Key: "high", Data: []byte("4a"), Priority: 4},
