@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -148,7 +150,7 @@ func (c *Cluster) Count(ctx context.Context, kind, ds string, size int64, m, r i
 	}
 	defer w.events.Close()
 	if p := os.Getenv("MRCLUSTER_BENCH_JOBPROF"); p != "" {
-		f, err := os.Create(p)
+		f, err := os.Create(p + "." + kind) // one per kind the run counts with
 		if err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
 		}
@@ -188,7 +190,22 @@ func (c *Cluster) Count(ctx context.Context, kind, ds string, size int64, m, r i
 }
 
 // PeakRSS returns the process's peak resident memory in MiB.
+//
+// It is the process's own high-water mark (VmHWM), not getrusage's
+// maxrss: Linux carries maxrss across an exec, and Go starts a child
+// sharing its parent's memory until the exec, so the child process of
+// make bench's memory run reported the parent's peak (425 MiB, that of
+// the 210 MB word count run in-process before it) as its own.
 func PeakRSS() float64 {
+	if data, err := os.ReadFile("/proc/self/status"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				if kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64); err == nil {
+					return kb / 1024
+				}
+			}
+		}
+	}
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return float64(ru.Maxrss) / 1024 // Linux reports KiB
