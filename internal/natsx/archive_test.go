@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -510,5 +511,71 @@ func TestAFollowerWhoseConsumerDeliversNothingMakesItAgain(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("the first read of the archive never ended: %d of %d records read, its consumer paused", got, n)
 		}
+	}
+}
+
+// unpurgeable is a bucket whose purges of a key's revisions fail, as they
+// do while its stream has no leader, each once its deadline ends.
+type unpurgeable struct {
+	store.KV
+	store.KVExpiring
+	tries atomic.Int32
+}
+
+func (u *unpurgeable) ForgetUpTo(ctx context.Context, key string, rev uint64) error {
+	u.tries.Add(1)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A start's read that meets revived revisions (superseded) while the
+// bucket cannot purge them does not spend a purge's deadline on each: a
+// server of a cluster that met thousands of them was not ready after
+// three minutes. After one failed purge it reads on, and the jobs are
+// delivered as the bucket holds them.
+func TestAStartReadDoesNotWaitOnEveryFailedPurge(t *testing.T) {
+	ctx, jobs := archiveStore(t, "archive-unpurgeable")
+	exp := jobs.KV.(store.KVExpiring)
+	watching(t, ctx, jobs)
+	const n = 4
+	for i := range n {
+		j := job.New(fmt.Sprintf("noop_0123456789abcdefghjkmnp%03d", i), job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+		rev, err := jobs.Create(ctx, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued, err := jobs.KV.Get(ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := j.Clone()
+		finished := time.Now().UTC()
+		done.State, done.FinishedAt = job.Succeeded, &finished
+		if _, err := jobs.Update(ctx, done, rev); err != nil {
+			t.Fatal(err)
+		}
+		awaitGone(t, jobs.KV, j.ID)
+		if _, err := exp.WriteTTL(ctx, j.ID, queued.Value, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bucket := &unpurgeable{KV: jobs.KV, KVExpiring: exp}
+	start := &store.Jobs{KV: bucket, Archive: jobs.Archive} // a server starting
+	w, err := start.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	queued := 0
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		if !e.Archived {
+			queued++
+		}
+	}
+	if tries := bucket.tries.Load(); tries != 1 || queued != n {
+		t.Fatalf("the start's read tried %d purges and read %d of the %d revived records from the bucket; want one purge tried, then every record read", tries, queued, n)
 	}
 }

@@ -608,8 +608,28 @@ func (s *Jobs) superseded(ctx context.Context, e *Entry, later func(key string, 
 		later(e.Key, wait)
 		return false
 	}
-	if err := exp.ForgetUpTo(ctx, e.Key, e.Revision); err != nil {
-		return false // read from the bucket for now; the next reader tries again
+	if until := s.forgetPaused.Load(); until != 0 && time.Now().UnixNano() < until {
+		return false // purges failed just now: read from the bucket for now
+	}
+	fctx, cancel := context.WithTimeout(ctx, forgetTimeout)
+	defer cancel()
+	if err := exp.ForgetUpTo(fctx, e.Key, e.Revision); err != nil {
+		// Read from the bucket for now; the next reader tries again (a
+		// Get, revived; the read model's fill-in). The next ones wait
+		// forgetPause: a start that met thousands of such revisions while
+		// the bucket's stream had no leader to purge them spent a request's
+		// deadline on each, and a server of a cluster was not ready after
+		// three minutes (make chaos, 2026-12-06).
+		s.forgetPaused.Store(time.Now().Add(forgetPause).UnixNano())
+		return false
 	}
 	return true
 }
+
+const (
+	// forgetTimeout bounds a start's purge of a revived revision.
+	forgetTimeout = 2 * time.Second
+	// forgetPause is how long a start's read purges nothing after a
+	// purge failed.
+	forgetPause = 30 * time.Second
+)

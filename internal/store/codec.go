@@ -35,6 +35,9 @@ type Jobs struct {
 	watching atomic.Bool
 	followed atomic.Uint64
 	rm       removals
+	// forgetPaused is until when (Unix nanoseconds) a start's read purges
+	// no revived revision, after a purge failed (superseded).
+	forgetPaused atomic.Int64
 
 	// mine holds the records this process wrote last, until its own
 	// watch of the bucket reads them back (Watched).
