@@ -275,28 +275,8 @@ func archiveStore(t *testing.T, name string) (context.Context, *store.Jobs) {
 // way): the bucket's record is read.
 func TestRevivedRevisionIsNotTheJobsState(t *testing.T) {
 	ctx, jobs := archiveStore(t, "archive-revived")
-	exp := jobs.KV.(store.KVExpiring)
 	watching(t, ctx, jobs) // the index of this process, as a server's
-	j := job.New("noop_0123456789abcdefghjkmnpq03", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
-	rev, err := jobs.Create(ctx, j)
-	if err != nil {
-		t.Fatal(err)
-	}
-	queued, err := jobs.KV.Get(ctx, j.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := j.Clone()
-	finished := time.Now().UTC()
-	done.State, done.FinishedAt, done.Error = job.Failed, &finished, "a test failure"
-	if _, err := jobs.Update(ctx, done, rev); err != nil {
-		t.Fatal(err)
-	}
-	awaitGone(t, jobs.KV, j.ID)
-	// The queued revision back, as a restarted replica may serve it.
-	if _, err := exp.WriteTTL(ctx, j.ID, queued.Value, 0, 0); err != nil {
-		t.Fatal(err)
-	}
+	j, finished := revive(t, ctx, jobs, "noop_0123456789abcdefghjkmnpq03", job.Failed)
 	if time.Since(finished) < 2*time.Second {
 		// Too young to judge: read as the bucket holds it.
 		if got, grev, err := jobs.Get(ctx, j.ID); err != nil || got.State != job.Queued || grev == 0 {
@@ -535,31 +515,12 @@ func (u *unpurgeable) ForgetUpTo(ctx context.Context, key string, rev uint64) er
 // delivered as the bucket holds them.
 func TestAStartReadDoesNotWaitOnEveryFailedPurge(t *testing.T) {
 	ctx, jobs := archiveStore(t, "archive-unpurgeable")
-	exp := jobs.KV.(store.KVExpiring)
 	watching(t, ctx, jobs)
 	const n = 4
 	for i := range n {
-		j := job.New(fmt.Sprintf("noop_0123456789abcdefghjkmnp%03d", i), job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
-		rev, err := jobs.Create(ctx, j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		queued, err := jobs.KV.Get(ctx, j.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := j.Clone()
-		finished := time.Now().UTC()
-		done.State, done.FinishedAt = job.Succeeded, &finished
-		if _, err := jobs.Update(ctx, done, rev); err != nil {
-			t.Fatal(err)
-		}
-		awaitGone(t, jobs.KV, j.ID)
-		if _, err := exp.WriteTTL(ctx, j.ID, queued.Value, 0, 0); err != nil {
-			t.Fatal(err)
-		}
+		revive(t, ctx, jobs, fmt.Sprintf("noop_0123456789abcdefghjkmnp%03d", i), job.Succeeded)
 	}
-	bucket := &unpurgeable{KV: jobs.KV, KVExpiring: exp}
+	bucket := &unpurgeable{KV: jobs.KV, KVExpiring: jobs.KV.(store.KVExpiring)}
 	start := &store.Jobs{KV: bucket, Archive: jobs.Archive} // a server starting
 	w, err := start.Watch(ctx)
 	if err != nil {
@@ -578,4 +539,34 @@ func TestAStartReadDoesNotWaitOnEveryFailedPurge(t *testing.T) {
 	if tries := bucket.tries.Load(); tries != 1 || queued != n {
 		t.Fatalf("the start's read tried %d purges and read %d of the %d revived records from the bucket; want one purge tried, then every record read", tries, queued, n)
 	}
+}
+
+// revive stores job id queued, ends it in state (its copy archived, its
+// record gone from the bucket), then writes its queued revision back, as
+// a restarted replica may serve it. It returns the job and its end.
+func revive(t *testing.T, ctx context.Context, jobs *store.Jobs, id string, state job.State) (*job.Job, time.Time) {
+	t.Helper()
+	j := job.New(id, job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
+	rev, err := jobs.Create(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, err := jobs.KV.Get(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := j.Clone()
+	finished := time.Now().UTC()
+	done.State, done.FinishedAt = state, &finished
+	if state == job.Failed {
+		done.Error = "a test failure"
+	}
+	if _, err := jobs.Update(ctx, done, rev); err != nil {
+		t.Fatal(err)
+	}
+	awaitGone(t, jobs.KV, j.ID)
+	if _, err := jobs.KV.(store.KVExpiring).WriteTTL(ctx, j.ID, queued.Value, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	return j, finished
 }
