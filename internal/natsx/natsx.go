@@ -57,7 +57,12 @@ const (
 	ResultSubject     = "mr.result." // + job id; a message holds results of that job
 	ArchiveSubject    = "mr.archive" // every message of ArchiveStream; the job id in its ArchiveKeyHeader
 	ArchiveKeyHeader  = "Mr-Job"
-	ResultsRetention  = 7 * 24 * time.Hour
+	// TaskWakeSubject carries a notice (core NATS, stored nowhere) after
+	// tasks were queued in a lane other than the default priority's: an
+	// idle fetch waits on the default lane and looks at the others again
+	// only when told so, or at its next fetch.
+	TaskWakeSubject  = "mr.wake.tasks"
+	ResultsRetention = 7 * 24 * time.Hour
 )
 
 // TaskLaneSubject is the subject prefix of the task queue's lane of a
@@ -586,6 +591,11 @@ func (s *Store) SetLog(l *slog.Logger) {
 func (s *Store) Close() {
 	if s.dead != nil {
 		s.dead.close()
+	}
+	if s.Ports != nil {
+		if t, ok := s.Ports.Tasks.(*stream); ok {
+			t.wake.close()
+		}
 	}
 }
 
