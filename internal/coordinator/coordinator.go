@@ -169,6 +169,10 @@ type Coordinator struct {
 	// whose jobs this server withdraws for a retry (withdrawKey).
 	unkeying map[string]bool
 	starts   map[string]started // the first start notice of queued jobs, for startLoop
+	// unapplied notes, by job, when this server last failed to apply
+	// stored results of the job because the store did not answer:
+	// Reconcile leaves the job's tasks alone meanwhile (resultsWaiting).
+	unapplied map[string]time.Time
 	// The most each map held since it was last copied small (mapx): a
 	// burst of jobs grows them, and maps do not shrink by themselves.
 	cacheHigh, dursHigh, startsHigh, submittingHigh int
@@ -195,7 +199,7 @@ type entry struct {
 
 // New returns a coordinator; Start makes it apply results.
 func New(cfg Config) *Coordinator {
-	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, ending: map[string]*ending{}, queuing: map[string]int{}, unkeying: map[string]bool{}, starts: map[string]started{}}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, cache: map[string]entry{}, durs: map[string]durations{}, submitting: map[string]chan struct{}{}, ending: map[string]*ending{}, queuing: map[string]int{}, unkeying: map[string]bool{}, starts: map[string]started{}, unapplied: map[string]time.Time{}}
 }
 
 // Timeouts of the coordinator's calls to the store. No call waits without
@@ -1834,6 +1838,10 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 		if !j.Enqueued || j.Held || j.State.Terminal() || j.State == job.Scheduled {
 			return nil, nil, nil // queued by the repair loop, or not to be queued
 		}
+		if c.resultsWaiting(id) {
+			c.log.Debug("leaving the tasks of a job alone: results of it are stored and wait for the store to take them", "job", id)
+			return nil, nil, nil
+		}
 		running := map[taskKey]bool{}
 		if c.cfg.Running != nil {
 			for _, w := range c.cfg.Running() {
@@ -1904,6 +1912,54 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 // reconcileSettle is how long Reconcile lets the results of tasks that
 // ended while it read the queue arrive.
 var reconcileSettle = 2 * time.Second
+
+// unappliedFor is how long after this server last failed to apply a job's
+// stored results Reconcile takes none of its tasks for lost.
+const unappliedFor = time.Minute
+
+// noteUnapplied notes that results of job id, stored, could not be
+// applied at now (the store did not answer); the notes of jobs that went
+// unapplied longer than unappliedFor are dropped as they pile up.
+func (c *Coordinator) noteUnapplied(id string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.unapplied[id] = now
+	if len(c.unapplied) >= 1024 && len(c.unapplied)%1024 == 0 {
+		for k, at := range c.unapplied {
+			if now.Sub(at) > unappliedFor {
+				delete(c.unapplied, k)
+			}
+		}
+	}
+}
+
+// appliedNow drops job id's note of results not applied: they were.
+func (c *Coordinator) appliedNow(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.unapplied) > 0 {
+		delete(c.unapplied, id)
+	}
+}
+
+// resultsWaiting reports whether this server failed to apply stored
+// results of job id within unappliedFor: the results are in the store and
+// come again, so the tasks they are of are not lost. In a partition the
+// queue looks stuck (tasks waiting, no worker busy) while the results of
+// tasks that ran before it cannot be written into their job; a CI run of
+// TestPartitions saw Reconcile queue such a task again (neither queued,
+// running nor done in the record) and it ran twice with no reason
+// recorded. Another server's failures are not known here.
+func (c *Coordinator) resultsWaiting(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.unapplied[id]
+	if ok && time.Since(at) > unappliedFor {
+		delete(c.unapplied, id)
+		return false
+	}
+	return ok
+}
 
 // taskKey names a task in Reconcile.
 type taskKey struct {
@@ -2395,6 +2451,7 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 		// store's state is reported where it is watched (/readyz). A
 		// store that does not answer fails every job's write at once:
 		// one warning names a job, and counts the others.
+		c.noteUnapplied(id, time.Now())
 		if others, ok := c.applyFailures.note(time.Now()); ok {
 			c.log.Warn("could not apply task results; they will be applied on redelivery", "job", id, "err", err,
 				"other_jobs_since_last_warning", others)
@@ -2406,6 +2463,7 @@ func (c *Coordinator) applyJob(ctx context.Context, id string, results []job.Tas
 	if j == nil {
 		return 0
 	}
+	c.appliedNow(id)
 	for _, r := range applied {
 		c.noteDuration(j, r)
 		c.stopOtherCopies(j, r)
