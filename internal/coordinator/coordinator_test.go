@@ -32,12 +32,20 @@ type fixture struct {
 	c     *Coordinator
 }
 
-func newFixture(t *testing.T) *fixture {
+// storeFixture is a fixture whose jobs bucket is wrap's, with no
+// coordinator started yet.
+func storeFixture(t *testing.T, wrap func(store.KV) store.KV) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	s := memstore.New(memstore.Config{AckWait: time.Second})
-	f := &fixture{t: t, ctx: ctx, store: s, ds: &dataset.Store{KV: s.Datasets, Blocks: s.Blocks}}
+	s.Jobs.KV = wrap(s.Jobs.KV)
+	return &fixture{t: t, ctx: ctx, store: s, ds: &dataset.Store{KV: s.Datasets, Blocks: s.Blocks}}
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := storeFixture(t, func(kv store.KV) store.KV { return kv })
 	f.c = f.coordinator()
 	return f
 }
@@ -1982,12 +1990,9 @@ func (k *flaky) Get(ctx context.Context, key string) (store.Entry, error) {
 // start (the server would exit): the job left unqueued is queued by the
 // repair loop once the store answers.
 func TestStartGoesOnWhenTheStoreCannotBeReadYet(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s := memstore.New(memstore.Config{AckWait: time.Second})
-	bucket := &flaky{KV: s.Jobs.KV}
-	s.Jobs.KV = bucket
-	f := &fixture{t: t, ctx: ctx, store: s, ds: &dataset.Store{KV: s.Datasets, Blocks: s.Blocks}}
+	bucket := &flaky{}
+	f := storeFixture(t, func(kv store.KV) store.KV { bucket.KV = kv; return bucket })
+	ctx, s := f.ctx, f.store
 	lost := job.New(job.NewID("noop", time.Now()), job.Spec{Kind: "noop", Partitions: 2}, time.Now().UTC())
 	if _, err := s.Jobs.Create(ctx, lost); err != nil {
 		t.Fatal(err)
@@ -2019,12 +2024,8 @@ func TestStartGoesOnWhenTheStoreCannotBeReadYet(t *testing.T) {
 // takes the write, the result is applied and the job counts each task
 // once.
 func TestAResultWaitingForTheStoreIsNotTakenForALostTask(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s := memstore.New(memstore.Config{AckWait: time.Second})
-	bucket := &cutUpdates{KV: s.Jobs.KV}
-	s.Jobs.KV = bucket
-	f := &fixture{t: t, ctx: ctx, store: s, ds: &dataset.Store{KV: s.Datasets, Blocks: s.Blocks}}
+	bucket := &cutUpdates{}
+	f := storeFixture(t, func(kv store.KV) store.KV { bucket.KV = kv; return bucket })
 	f.c = f.coordinator()
 	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
 	if err != nil {
