@@ -152,6 +152,9 @@ type Config struct {
 	// Retention is how long a finished job, its task history and its
 	// output are kept after it finished (0: for ever).
 	Retention time.Duration
+	// GroupBatches stores the small jobs of a batch submit in groups, one
+	// record and one archive copy for many jobs (docs/design-groups.md).
+	GroupBatches bool
 	// WasmMemory bounds the memory of one instance of an uploaded kind's
 	// module, MaxKindSize a module's size; TaskTimeout one attempt of a
 	// task (0: none for built-in kinds, an hour for uploaded ones).
@@ -290,6 +293,7 @@ func DefaultConfig() Config {
 		MemoryLimit:       memtrim.DefaultLimit,
 		BackupAfter:       time.Second,
 		Retention:         7 * 24 * time.Hour,
+		GroupBatches:      true,
 		RecentJobs:        view.DefaultRecent,
 		ArchiveAfter:      store.DefaultArchiveAfter,
 		WasmMemory:        256 << 20,
@@ -581,7 +585,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Paused: s.catalog.Paused, Holding: s.view.Holding, LaneOf: s.catalog.LaneOf,
 		BackupAfter: cfg.BackupAfter, RepairEvery: 10 * time.Second,
 		Retention: cfg.Retention, Expired: s.view.Expired, RetentionEvery: retentionEvery(cfg.Retention),
-		ForgetAfter: cfg.ForgetDeletedAfter, Markers: s.view.Markers, JobDeleted: s.catalog.JobDeleted,
+		GroupBatches: cfg.GroupBatches,
+		ForgetAfter:  cfg.ForgetDeletedAfter, Markers: s.view.Markers, JobDeleted: s.catalog.JobDeleted,
 	})
 	if err = s.coord.Start(ctx); err != nil {
 		return nil, err

@@ -153,8 +153,10 @@ func (c *Coordinator) lookForStragglers(ctx context.Context, now time.Time) {
 		if c.finished(id, 0) {
 			continue
 		}
-		j, _, err := c.Get(ctx, id)
-		if err != nil {
+		j, _, err := c.getRecord(ctx, id)
+		if err != nil || j.IsGroup() {
+			// A group's tasks are jobs of their own, each as long as
+			// it is: no backups, as none for a job of one task.
 			continue
 		}
 		idle -= c.backup(ctx, j, ws, now, idle)

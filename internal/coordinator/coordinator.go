@@ -94,6 +94,8 @@ type Config struct {
 	Retention      time.Duration
 	Expired        func(before time.Time) []string
 	RetentionEvery time.Duration
+	// GroupBatches stores a batch's small jobs in groups (group.go).
+	GroupBatches bool
 	// JobDeleted, when set, is told of every job this server deleted (a
 	// user's delete, or its retention), once its record is gone.
 	JobDeleted func(j *job.Job)
@@ -264,18 +266,38 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 	now := time.Now()
 	jobs := make([]*job.Job, len(specs))
 	ids := make([]string, len(specs))
+	// What is stored: the jobs' records, or their groups'.
+	records, recordSpecs := jobs, specs
+	var ranges [][2]int
+	if keySpace != "" {
+		ranges = c.groupSpecs(specs)
+	}
 	done := make(chan struct{})
 	c.mu.Lock()
-	for i, spec := range specs {
-		jobs[i] = job.New(job.NewID(spec.Kind, now), spec, now.UTC())
-		ids[i] = jobs[i].ID
-		c.submitting[ids[i]] = done
+	if ranges != nil {
+		records, recordSpecs = makeGroups(specs, ranges, now, jobs, ids)
+	} else {
+		for i, spec := range specs {
+			jobs[i] = job.New(job.NewID(spec.Kind, now), spec, now.UTC())
+			ids[i] = jobs[i].ID
+		}
+	}
+	recordIDs := make([]string, len(records))
+	for i, r := range records {
+		recordIDs[i] = r.ID
+		c.submitting[r.ID] = done
+	}
+	for _, id := range ids {
+		c.submitting[id] = done
 	}
 	mapx.Note(c.submitting, &c.submittingHigh)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		for _, id := range ids {
+			delete(c.submitting, id)
+		}
+		for _, id := range recordIDs {
 			delete(c.submitting, id)
 		}
 		c.mu.Unlock()
@@ -289,7 +311,7 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 			return prev, err
 		}
 	}
-	recorded, err := c.submit(ctx, specs, jobs, false)
+	recorded, err := c.submit(ctx, recordSpecs, records, false)
 	if err != nil {
 		// The key is marked withdrawing before the jobs are withdrawn, a
 		// compare-and-set: a retry that found them all stored meanwhile
@@ -328,8 +350,8 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 				}
 			}
 			var failed atomic.Bool
-			parallel(len(ids), func(i int) {
-				if !c.withdraw(ids[i], recorded[i], jobs[i].FilesRef) {
+			parallel(len(records), func(i int) {
+				if !c.withdraw(recordIDs[i], recorded[i], records[i].FilesRef) {
 					failed.Store(true)
 				}
 			})
@@ -356,9 +378,12 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 		// away): a retry took the key over meanwhile with jobs of its
 		// own, which the client is answered. These are no one's.
 		c.wg.Go(func() {
-			parallel(len(ids), func(i int) { c.withdraw(ids[i], true, jobs[i].FilesRef) })
+			parallel(len(records), func(i int) { c.withdraw(recordIDs[i], true, records[i].FilesRef) })
 		})
 		return nil, job.Errorf(job.EUnavailable, "the submit took longer than its %s, and a retry with its Idempotency-Key made the jobs it asked for meanwhile: send the same request again to get them", timeout.Round(time.Millisecond))
+	}
+	if ranges != nil {
+		return members(records), nil // as stored
 	}
 	return jobs, nil
 }
@@ -495,6 +520,13 @@ func (c *Coordinator) submit(ctx context.Context, specs []job.Spec, jobs []*job.
 		}
 		jobs[i] = stored
 		c.put(stored, rev)
+		if j.IsGroup() {
+			c.log.Info("jobs submitted in a group (one record for them all)", "first_job", job.MemberID(j.ID, 1), "jobs", len(j.Members), "kind", j.Kind, "group", j.ID)
+			for range j.Members {
+				c.cfg.Metrics.JobSubmitted(j.Kind)
+			}
+			return
+		}
 		c.log.Info("job submitted", "job", j.ID, "kind", j.Kind, "partitions", j.Partitions)
 		c.cfg.Metrics.JobSubmitted(j.Kind)
 	})
@@ -996,6 +1028,7 @@ func (c *Coordinator) getAll(ctx context.Context, ids []string, missingOK bool) 
 	defer cancel()
 	sem := make(chan struct{}, getAllAtOnce)
 	var wg sync.WaitGroup
+	var groups groupReads
 	for i, id := range ids {
 		select {
 		case sem <- struct{}{}:
@@ -1007,7 +1040,17 @@ func (c *Coordinator) getAll(ctx context.Context, ids []string, missingOK bool) 
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			j, _, err := c.Get(ctx, id)
+			var j *job.Job
+			var err error
+			if group, n, ok := job.GroupOf(id); ok {
+				// A batch's members: each group read once.
+				j, _, err = groups.get(ctx, c, id, group, n)
+				if job.ErrorCode(err) == job.ENotFound {
+					j, _, err = c.Get(ctx, id) // stored on its own (complete)
+				}
+			} else {
+				j, _, err = c.Get(ctx, id)
+			}
 			if err != nil && !(missingOK && job.ErrorCode(err) == job.ENotFound) {
 				errs[i] = err
 				cancel() // the others are not needed
@@ -1088,7 +1131,10 @@ func (c *Coordinator) complete(ctx context.Context, ids []string, specs []job.Sp
 			created, _ := job.IDTime(ids[i])
 			sub[k], jobs[k] = specs[i], job.New(ids[i], specs[i], created.UTC())
 		}
-		queued := time.Since(claimed) < orphanAge-completeAfter
+		// A group's members are stored each on its own, under its id:
+		// the tasks in the queue are their group's, which has no record
+		// and never will, and are dropped when met.
+		queued := time.Since(claimed) < orphanAge-completeAfter && !job.IsMember(ids[missing[0]])
 		if _, err := c.submit(ctx, sub, jobs, queued); err != nil {
 			return nil, err
 		}
@@ -1322,10 +1368,21 @@ func (c *Coordinator) publish(ctx context.Context, msgs []store.Message) error {
 // Cancel drops a job's queued tasks, stops its running ones and marks it
 // canceled.
 func (c *Coordinator) Cancel(ctx context.Context, id string) (*job.Job, error) {
+	if group, n, ok := job.GroupOf(id); ok {
+		if own, err := c.ownRecord(ctx, id); err != nil {
+			return nil, err
+		} else if !own {
+			return c.cancelMember(ctx, id, group, n)
+		}
+	}
 	c.beginEnding(id)
 	defer c.endEnding(id)
 	var cerr error
 	j, err := c.command(ctx, id, func(j *job.Job) bool {
+		if j.IsGroup() {
+			cerr = job.Errorf(job.ENotFound, "job %s not found", job.Quote(id)) // a group is no job
+			return false
+		}
 		cerr = j.Cancel(time.Now().UTC())
 		return cerr == nil
 	})
@@ -1354,9 +1411,22 @@ func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 	// published before the purge and fetched by a worker ran twice (a
 	// user retrying a job the moment it failed, on a loaded server). A
 	// retry on another server still can meet that (see stopTasks).
+	if group, n, ok := job.GroupOf(id); ok {
+		if own, err := c.ownRecord(ctx, id); err != nil {
+			return nil, err
+		} else if !own {
+			if err := c.promote(ctx, id, group, n); err != nil {
+				return nil, err
+			}
+		}
+	}
 	c.awaitEnding(ctx, id)
 	var rerr error
 	j, err := c.command(ctx, id, func(j *job.Job) bool {
+		if j.IsGroup() {
+			rerr = job.Errorf(job.ENotFound, "job %s not found", job.Quote(id)) // a group is no job
+			return false
+		}
 		rerr = j.Retry(time.Now().UTC())
 		j.Held = rerr == nil && c.paused(j.Kind)
 		return rerr == nil
@@ -1402,9 +1472,23 @@ func (c *Coordinator) deleteObjects(ctx context.Context, j *job.Job) {
 // be done again). An unfinished job is a conflict: cancel it first.
 func (c *Coordinator) Delete(ctx context.Context, id string) error {
 	j, _, err := c.Get(ctx, id)
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
+	case !j.State.Terminal():
+		return job.Errorf(job.EConflict, "job %s is %s: cancel it first, then delete it", id, j.State)
+	case j.Group != "":
+		_, n, _ := job.GroupOf(id)
+		return c.deleteMember(ctx, id, j.Group, n)
 	}
+	return c.remove(ctx, j)
+}
+
+// remove deletes finished job (or group) j and everything it stored: its
+// outputs, its task history and its record (last, so that a delete cut
+// short can be done again).
+func (c *Coordinator) remove(ctx context.Context, j *job.Job) error {
+	id := j.ID
 	if !j.State.Terminal() {
 		return job.Errorf(job.EConflict, "job %s is %s: cancel it first, then delete it", id, j.State)
 	}
@@ -1523,7 +1607,11 @@ func (c *Coordinator) retentionLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			err := c.Delete(ctx, id)
+			// A job, or a group whose last member ended past retention.
+			j, _, err := c.getRecord(ctx, id)
+			if err == nil {
+				err = c.remove(ctx, j)
+			}
 			switch job.ErrorCode(err) {
 			case "":
 				c.log.Debug("deleted a job past its retention", "job", id, "retention", c.cfg.Retention)
@@ -1555,7 +1643,7 @@ func (c *Coordinator) stopTasks(ctx context.Context, ended *job.Job) {
 		c.log.Warn("could not drop the queued tasks of a finished job; workers will skip them", "job", id, "err", err)
 	} else if ended.State == job.Succeeded {
 		// A succeeded job is never retried: no later epoch to look for.
-	} else if j, _, err := c.Get(ctx, id); err == nil && j.Epoch > epoch && !j.State.Terminal() && !j.Held && j.State != job.Scheduled {
+	} else if j, _, err := c.getRecord(ctx, id); err == nil && j.Epoch > epoch && !j.State.Terminal() && !j.Held && j.State != job.Scheduled {
 		// A retry came in between the end this purge is for and the
 		// purge (a user quick on a failure another server applied): the
 		// purge may have taken the next epoch's tasks, which the job's
@@ -1595,7 +1683,15 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		c.wg.Go(func() { c.fetchResults(ctx, msgs) })
 	}
 	var err error
-	c.unsub, err = c.cfg.Store.Notices.OnTasksStarted("coordinator", func(s []job.TaskStarted) { c.noteStarted(s[0]) })
+	c.unsub, err = c.cfg.Store.Notices.OnTasksStarted("coordinator", func(s []job.TaskStarted) {
+		if s[0].Member == "" {
+			c.noteStarted(s[0]) // a job starts once
+			return
+		}
+		for _, one := range s {
+			c.noteStarted(one) // a group's members, each
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("subscribe to task starts: %w", err)
 	}
@@ -1744,7 +1840,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	var pending []*job.Job
 	if c.cfg.Unqueued != nil {
 		for _, id := range c.cfg.Unqueued() {
-			j, _, err := c.Get(ctx, id)
+			j, _, err := c.getRecord(ctx, id)
 			if job.ErrorCode(err) == job.ENotFound {
 				continue
 			}
@@ -1828,7 +1924,7 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 	// (workers take tasks meanwhile): it is queued again only if it still
 	// is not done a moment later, nor running.
 	missing := func(id string) ([]job.Task, *job.Job, error) {
-		j, _, err := c.Get(ctx, id)
+		j, _, err := c.getRecord(ctx, id)
 		if job.ErrorCode(err) == job.ENotFound {
 			return nil, nil, nil
 		}
@@ -1983,7 +2079,7 @@ func (c *Coordinator) repairLoop(ctx context.Context) {
 			if c.isQueuing(id) {
 				continue // this server is queuing them: seen again after
 			}
-			j, rev, err := c.Get(ctx, id)
+			j, rev, err := c.getRecord(ctx, id)
 			if err != nil || j.Enqueued || j.Held || j.State.Terminal() || j.State == job.Scheduled {
 				continue
 			}
@@ -2648,11 +2744,14 @@ type started struct {
 func (c *Coordinator) noteStarted(s job.TaskStarted) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.cache[s.Job]; ok && (e.stub || e.job.State != job.Queued) {
+	key := s.Job
+	if s.Member != "" {
+		key = s.Member // a group's member: each starts on its own
+	} else if e, ok := c.cache[s.Job]; ok && (e.stub || e.job.State != job.Queued) {
 		return
 	}
-	if _, ok := c.starts[s.Job]; !ok {
-		c.starts[s.Job] = started{s, time.Now()}
+	if _, ok := c.starts[key]; !ok {
+		c.starts[key] = started{s, time.Now()}
 		mapx.Note(c.starts, &c.startsHigh)
 	}
 }
@@ -2686,6 +2785,15 @@ func (c *Coordinator) startLoop(ctx context.Context) {
 // markStarted moves a queued job to running when a worker starts one of its
 // tasks. A lost notice is harmless: the first result does the same.
 func (c *Coordinator) markStarted(ctx context.Context, s job.TaskStarted) {
+	if _, n, ok := job.GroupOf(s.Member); ok {
+		if c.finished(s.Job, 0) {
+			return
+		}
+		if _, err := c.update(ctx, s.Job, func(g *job.Job) bool { return g.StartMember(n, s.StartedAt) }); err != nil && job.ErrorCode(err) != job.ENotFound {
+			c.log.Debug("could not mark job running", "job", s.Member, "err", err)
+		}
+		return
+	}
 	c.mu.Lock()
 	e, ok := c.cache[s.Job]
 	c.mu.Unlock()
@@ -2707,6 +2815,19 @@ func (c *Coordinator) markStarted(ctx context.Context, s job.TaskStarted) {
 
 // Get returns the stored record of job id.
 func (c *Coordinator) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
+	j, rev, err := c.getRecord(ctx, id)
+	if group, n, ok := job.GroupOf(id); ok && job.ErrorCode(err) == job.ENotFound {
+		return c.getMember(ctx, id, group, n)
+	}
+	if err == nil && j.IsGroup() {
+		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id)) // a group is no job
+	}
+	return j, rev, err
+}
+
+// getRecord returns the stored record of id, a job's or a group's, and
+// its revision.
+func (c *Coordinator) getRecord(ctx context.Context, id string) (*job.Job, uint64, error) {
 	j, rev, err := c.cfg.Store.Jobs.Get(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -2749,7 +2870,7 @@ func (c *Coordinator) updateFrom(ctx context.Context, id string, fn func(*job.Jo
 	}
 	for attempt := 0; ; attempt++ {
 		if !ok || e.stub || attempt > 0 {
-			j, rev, err := c.Get(ctx, id)
+			j, rev, err := c.getRecord(ctx, id)
 			if err != nil {
 				return nil, err
 			}
@@ -2765,7 +2886,9 @@ func (c *Coordinator) updateFrom(ctx context.Context, id string, fn func(*job.Jo
 		rev, err := c.cfg.Store.Jobs.Update(ctx, j, e.rev)
 		if err == nil {
 			c.put(j, rev)
-			if j.State != e.job.State {
+			if j.IsGroup() {
+				c.membersTransitioned(j, e.job)
+			} else if j.State != e.job.State {
 				c.transitioned(j, e.job.State)
 			}
 			return j, nil
@@ -2939,7 +3062,17 @@ func (c *Coordinator) Tasks(ctx context.Context, id string) ([]Attempt, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := c.history(ctx, j)
+	var out []job.TaskResult
+	if j.Group != "" {
+		g, _, gerr := c.getRecord(ctx, j.Group)
+		if gerr != nil {
+			return nil, gerr
+		}
+		_, n, _ := job.GroupOf(id)
+		out, err = c.memberHistory(ctx, g, id, n)
+	} else {
+		out, err = c.history(ctx, j)
+	}
 	switch {
 	case errors.Is(err, store.ErrDamaged):
 		// What can be read is shown: the job's record holds its

@@ -37,6 +37,7 @@ const (
 	AllowOrigin        = "allow-origin"
 	TrustedProxy       = "trusted-proxy"
 	Retention          = "retention"
+	GroupBatches       = "group-batches"
 	RecentJobs         = "recent-jobs"
 	ArchiveAfter       = "archive-after"
 	WasmMemory         = "wasm-memory-mb"

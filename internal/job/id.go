@@ -54,6 +54,11 @@ func NewID(kind string, now time.Time) string {
 		_, _ = rand.Read(b[6:])
 	}
 	lastID.Unlock()
+	return kind + "_" + encodeID(b)
+}
+
+// encodeID writes the 128 bits of b as 26 characters of crockford.
+func encodeID(b [16]byte) string {
 	hi := binary.BigEndian.Uint64(b[:8])
 	lo := binary.BigEndian.Uint64(b[8:])
 	var s [26]byte
@@ -62,7 +67,7 @@ func NewID(kind string, now time.Time) string {
 		lo = lo>>5 | hi<<59
 		hi >>= 5
 	}
-	return kind + "_" + string(s[:])
+	return string(s[:])
 }
 
 // IDKind returns the kind a job id names ("" when id is not of NewID's

@@ -132,6 +132,13 @@ type Job struct {
 	LogInRecord bool         `json:"log_in_record,omitempty"`
 	TaskLog     []TaskResult `json:"task_log,omitempty"`
 
+	// Members are the jobs of a group, when the record is a group's
+	// (group.go): its task n runs member n+1.
+	Members []Member `json:"members,omitempty"`
+	// Group names the group of a member's record, made from its group's
+	// (MemberJob); never stored.
+	Group string `json:"-"`
+
 	Failed     int        `json:"failed"`
 	Result     *Result    `json:"result,omitempty"`
 	Error      string     `json:"error,omitempty"`
@@ -170,6 +177,10 @@ type Task struct {
 	// Module is the content hash of the WebAssembly module of an uploaded
 	// kind, pinned by the job at submit.
 	Module string `json:"module,omitempty"`
+	// Member is the id of the group's member the task runs, for a task of
+	// a group (Job is the group's): the kind's code sees that job's id,
+	// partition 0 of 1.
+	Member string `json:"member,omitempty"`
 	// MaxAttempts is how many times the task may run before its failure
 	// fails the job.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -348,7 +359,9 @@ func (r TaskResult) Final() bool { return r.Outcome == "" }
 
 // TaskStarted is the notice a worker sends when it starts a task.
 type TaskStarted struct {
-	Job       string    `json:"job"`
+	Job string `json:"job"`
+	// Member is the task's (Task.Member), for a task of a group.
+	Member    string    `json:"member,omitempty"`
 	Partition int       `json:"partition"`
 	Phase     Phase     `json:"phase,omitempty"`
 	Attempt   int       `json:"attempt"`

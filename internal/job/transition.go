@@ -58,6 +58,7 @@ func (j *Job) Clone() *Job {
 	c.Preview = slices.Clone(j.Preview)
 	c.History = slices.Clone(j.History)
 	c.TaskLog = slices.Clone(j.TaskLog)
+	c.Members = slices.Clone(j.Members)
 	if j.Counters != nil {
 		counters := *j.Counters
 		c.Counters = &counters
@@ -109,6 +110,9 @@ func (j *Job) TasksOf(files []InputFile) []Task {
 	out := make([]Task, 0, j.Partitions-j.Done)
 	for _, p := range j.Values.Unset() {
 		t.Partition = p
+		if j.IsGroup() {
+			t.Params, t.Member = j.Members[p].Params, MemberID(j.ID, p+1)
+		}
 		if splits != nil {
 			t.Files, t.Split = splitFiles(files, splits[p])
 			t.FilesRef = ""
@@ -193,6 +197,9 @@ func (j *Job) Apply(r TaskResult, reduce ReduceFunc) bool {
 		return false
 	}
 	j.Start(r.StartedAt)
+	if j.IsGroup() {
+		return j.applyMember(r, reduce)
+	}
 	if r.Error != "" {
 		what := "partition"
 		if j.ReadsData() {

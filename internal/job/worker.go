@@ -20,8 +20,12 @@ type WorkerStatus struct {
 	Stopping  bool   `json:"stopping"`
 	JobID     string `json:"job_id"`
 	Partition int    `json:"partition"`
-	Phase     Phase  `json:"phase,omitempty"`
-	Attempt   int    `json:"attempt"`
+	// Member is the task's (Task.Member), for a task of a group: the job
+	// the API shows the worker running (JobID and Partition are the
+	// group's task, which the queue and the coordinator know).
+	Member  string `json:"member,omitempty"`
+	Phase   Phase  `json:"phase,omitempty"`
+	Attempt int    `json:"attempt"`
 	// Epoch and Backup tell the run apart from other copies of the task
 	// (a retry of the job, a backup copy), which may repeat its attempt.
 	Epoch  int  `json:"epoch,omitempty"`

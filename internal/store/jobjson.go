@@ -66,6 +66,7 @@ func marshalTask(t *job.Task) ([]byte, error) {
 		e.json(t.Params)
 	}
 	e.strOmit("module", t.Module)
+	e.strOmit("member", t.Member)
 	e.intOmit("max_attempts", int64(t.MaxAttempts))
 	e.intOmit("max_lost_runs", int64(t.MaxLostRuns))
 	e.strOmit("phase", string(t.Phase))
@@ -180,32 +181,94 @@ func (e *jobEncoder) job(j *job.Job) {
 		}
 		e.b = append(e.b, ']')
 	}
+	if len(j.Members) > 0 {
+		e.key("members")
+		for i := range j.Members {
+			e.sep(i)
+			e.member(&j.Members[i])
+		}
+		e.b = append(e.b, ']')
+	}
 	e.key("failed")
 	e.int(int64(j.Failed))
 	if r := j.Result; r != nil {
 		e.key("result")
-		e.b = append(e.b, `{"values":`...)
-		if r.Values == nil {
-			e.b = append(e.b, "null"...)
-		} else {
-			e.b = append(e.b, '[')
-			for i, x := range r.Values {
-				if i > 0 {
-					e.b = append(e.b, ',')
-				}
-				e.int(x)
-			}
-			e.b = append(e.b, ']')
-		}
-		e.key("sum")
-		e.int(r.Sum)
-		e.b = append(e.b, '}')
+		e.jobResult(r)
 	}
 	e.strOmit("error", j.Error)
 	e.key("created_at")
 	e.time(j.CreatedAt)
 	e.timeOmit("started_at", j.StartedAt)
 	e.timeOmit("finished_at", j.FinishedAt)
+	e.b = append(e.b, '}')
+}
+
+// jobResult encodes a job's (or a member's) result.
+func (e *jobEncoder) jobResult(r *job.Result) {
+	e.b = append(e.b, `{"values":`...)
+	if r.Values == nil {
+		e.b = append(e.b, "null"...)
+	} else {
+		e.b = append(e.b, '[')
+		for i, x := range r.Values {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.int(x)
+		}
+		e.b = append(e.b, ']')
+	}
+	e.key("sum")
+	e.int(r.Sum)
+	e.b = append(e.b, '}')
+}
+
+// member encodes a group's member (job.Member); its first field may be
+// omitted, so each is written with its separator known.
+func (e *jobEncoder) member(m *job.Member) {
+	e.b = append(e.b, '{')
+	first := true
+	next := func(k string) {
+		if !first {
+			e.b = append(e.b, ',')
+		}
+		first = false
+		e.b = append(e.b, '"')
+		e.b = append(e.b, k...)
+		e.b = append(e.b, '"', ':')
+	}
+	if len(m.Params) > 0 {
+		next("params")
+		e.json(m.Params)
+	}
+	if m.State != "" {
+		next("state")
+		e.str(string(m.State))
+	}
+	if m.Error != "" {
+		next("error")
+		e.str(m.Error)
+	}
+	if m.Result != nil {
+		next("result")
+		e.jobResult(m.Result)
+	}
+	if m.StartedAt != nil {
+		next("started_at")
+		e.time(*m.StartedAt)
+	}
+	if m.FinishedAt != nil {
+		next("finished_at")
+		e.time(*m.FinishedAt)
+	}
+	if m.Moved {
+		next("moved")
+		e.bool(true)
+	}
+	if m.Deleted {
+		next("deleted")
+		e.bool(true)
+	}
 	e.b = append(e.b, '}')
 }
 

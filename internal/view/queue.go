@@ -1,6 +1,10 @@
 package view
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+)
 
 // The queue's order: the jobs that are queued or running (they may have
 // tasks waiting), oldest first, so that GET /api/v1/queue lists the first
@@ -21,12 +25,12 @@ func inQueueOrder(en *entry) bool {
 func (v *View) noteOrder(en *entry, wasIn bool) {
 	in := inQueueOrder(en)
 	switch {
-	case in && !en.ordered:
-		en.ordered = true
+	case in && !en.ordered():
+		en.set(bitOrdered, true)
 		v.insertOrder(en)
 	case in && !wasIn:
 		v.orderStale-- // back in before it left the slice (a retry)
-	case !in && wasIn && en.ordered:
+	case !in && wasIn && en.ordered():
 		v.orderStale++
 		v.trimOrder()
 	}
@@ -51,7 +55,7 @@ func (v *View) insertOrder(en *entry) {
 func (v *View) trimOrder() {
 	i := 0
 	for i < len(v.order) && !inQueueOrder(v.order[i]) {
-		v.order[i].ordered = false
+		v.order[i].set(bitOrdered, false)
 		v.order[i] = nil
 		i++
 	}
@@ -63,7 +67,7 @@ func (v *View) trimOrder() {
 			if inQueueOrder(en) {
 				kept = append(kept, en)
 			} else {
-				en.ordered = false
+				en.set(bitOrdered, false)
 			}
 		}
 		v.order, v.orderStale = kept, 0
@@ -93,7 +97,20 @@ func (v *View) Queue(limit int) (jobs []QueuedJob, more bool, depth int) {
 	jobs = []QueuedJob{}
 	for _, en := range v.order {
 		j := v.active[en.id].j
+		if j == nil && en.member() {
+			j = en.j // a group's: its one task waits until it starts
+		}
 		if j == nil || !inQueueOrder(en) {
+			continue
+		}
+		if j.Group != "" {
+			if j.State == job.Queued {
+				if len(jobs) == limit {
+					more = true
+					break
+				}
+				jobs = append(jobs, QueuedJob{Job: j.ID, Kind: j.Kind, Waiting: 1})
+			}
 			continue
 		}
 		if left, running := v.share(j); left > running {

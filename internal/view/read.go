@@ -37,7 +37,16 @@ func (v *View) resource(j *job.Job) Job {
 		c.Total += j.Reducers
 		c.Done += j.ReduceDone
 	}
-	if !j.State.Terminal() {
+	switch {
+	case j.State.Terminal():
+	case j.Group != "":
+		// A group's member: its one task runs once it has started.
+		if j.State == job.Running {
+			c.Running = 1
+		} else {
+			c.Queued = 1
+		}
+	default:
 		left, running := v.share(j)
 		c.Running = running
 		c.Queued = left - running
@@ -78,6 +87,10 @@ func (v *View) shownStatus(s job.WorkerStatus) job.WorkerStatus {
 	s.Lease, s.PIDNS = "", ""
 	if j := v.job(s.JobID); j != nil && !j.ReadsData() {
 		s.Phase = ""
+	}
+	if s.Member != "" {
+		// A group's task: the job it runs, as the API shows it.
+		s.JobID, s.Partition, s.Member, s.Phase = s.Member, 0, "", ""
 	}
 	return s
 }
@@ -139,8 +152,8 @@ func (v *View) Finished(from, until time.Time) []*job.Job {
 	lo, hi := from.UnixNano(), until.UnixNano()
 	var out []*job.Job
 	for _, en := range v.recent {
-		if en == nil || en.gone || en.j == nil || !en.j.State.Terminal() || en.finished < lo || en.finished > hi {
-			continue
+		if en == nil || en.gone || en.j == nil || !en.j.State.Terminal() || en.finished < lo || en.finished > hi || en.j.Group != "" {
+			continue // a group's member is stored in its group's record
 		}
 		out = append(out, en.j)
 	}
@@ -154,7 +167,7 @@ func (v *View) FinishedRecord(id string) *job.Job {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	en := v.byID[id]
-	if en == nil || en.gone || en.j == nil || !en.j.State.Terminal() {
+	if en == nil || en.gone || en.j == nil || !en.j.State.Terminal() || en.j.Group != "" {
 		return nil
 	}
 	return en.j
@@ -335,7 +348,19 @@ func (v *View) UnfinishedOf(kind string, state job.State) []string {
 	}
 	var out []made
 	for id, u := range v.active {
-		if (kind == "" || u.j.Kind == kind) && (state == "" || u.j.State == state) {
+		if kind != "" && u.j.Kind != kind {
+			continue
+		}
+		if u.j.IsGroup() {
+			// A group's unfinished members, each a job.
+			for n, m := range u.j.Members {
+				if s := m.Shown(); !m.Moved && !m.Deleted && !s.Terminal() && (state == "" || s == state) {
+					out = append(out, made{job.MemberID(id, n+1), u.j.CreatedAt})
+				}
+			}
+			continue
+		}
+		if state == "" || u.j.State == state {
 			out = append(out, made{id, u.j.CreatedAt})
 		}
 	}
@@ -380,6 +405,9 @@ func (v *View) SeedWorkers() []SeedWorker {
 	out := make([]SeedWorker, len(ws))
 	for i, w := range ws {
 		out[i] = SeedWorker{Id: i, Busy: w.Busy, JobId: w.JobID}
+		if w.Member != "" {
+			out[i].JobId = w.Member
+		}
 	}
 	return out
 }
@@ -539,15 +567,26 @@ func (v *View) Due(now time.Time) []string {
 	return out
 }
 
-// Expired returns the finished jobs that finished before t.
+// Expired returns the finished jobs that finished before t, and the
+// groups whose last member did (a group's members go with it).
 func (v *View) Expired(before time.Time) []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []string
 	t := before.UnixNano()
+	groups := map[string]bool{}
 	for _, en := range v.sorted {
-		if !en.gone && en.finished != 0 && en.finished < t {
+		if en.gone || en.finished == 0 || en.finished >= t {
+			continue
+		}
+		if !en.member() {
 			out = append(out, en.id)
+			continue
+		}
+		group, _, _ := job.GroupOf(en.id)
+		if g, ok := v.groups[group]; ok && !groups[group] && g.finished != 0 && g.finished < t {
+			groups[group] = true
+			out = append(out, group)
 		}
 	}
 	return out

@@ -87,6 +87,8 @@ type View struct {
 	goneIDs  map[string]int64
 	goneRing []string
 	goneNext int
+	// groups are the groups whose record the view has seen (group.go).
+	groups map[string]groupInfo
 	// markers are the deleted jobs whose markers the start's read met.
 	markers []string
 	// tail holds, while the stored records are read at start, the last
@@ -148,7 +150,25 @@ type entry struct {
 	state    stateCode
 	gone     bool // deleted
 	recent   bool // in View.recent
-	ordered  bool // in View.order
+	bits     uint8
+}
+
+// An entry's bits.
+const (
+	bitOrdered uint8 = 1 << iota // in View.order
+	bitMember                    // a group's member, its record made from its group's
+)
+
+func (en *entry) ordered() bool { return en.bits&bitOrdered != 0 }
+func (en *entry) member() bool  { return en.bits&bitMember != 0 }
+
+// set sets or clears bit b.
+func (en *entry) set(b uint8, on bool) {
+	if on {
+		en.bits |= b
+	} else {
+		en.bits &^= b
+	}
 }
 
 type worker struct {
@@ -173,6 +193,7 @@ func New(cfg Config) *View {
 		loading:     true,
 		active:      map[string]unfinished{},
 		activeKinds: map[string]int{},
+		groups:      map[string]groupInfo{},
 		unqueued:    map[string]struct{}{},
 		runAt:       map[string]time.Time{},
 		counts:      map[job.State]int{},
@@ -201,7 +222,13 @@ func (v *View) Start(ctx context.Context) error {
 	}
 	v.unsub, err = v.cfg.Store.Notices.OnTasksStarted("", func(s []job.TaskStarted) {
 		v.startedMu.Lock()
-		v.started[s[0].Job] = append(v.started[s[0].Job], s...)
+		for _, t := range s {
+			if t.Member != "" {
+				// A group's task: the job it runs, as shown.
+				t.Job, t.Partition, t.Member = t.Member, 0, ""
+			}
+			v.started[t.Job] = append(v.started[t.Job], t)
+		}
 		v.startedMu.Unlock()
 	})
 	if err != nil {
@@ -399,7 +426,7 @@ func (v *View) records() *store.Jobs {
 // decodeJob reads a record, or at start (skim) only the head of a finished
 // job's, which costs a sixth as much: light reports that j is only a head.
 func (v *View) decodeJob(e *store.Entry, skim bool) (j *job.Job, light bool) {
-	if skim {
+	if skim && !mayBeGroup(e) {
 		if h, ok := skimHead(e.Value); ok && h.ID == e.Key && h.State.Terminal() {
 			return &job.Job{ID: h.ID, State: h.State, CreatedAt: h.CreatedAt, FinishedAt: h.FinishedAt}, true
 		}
@@ -437,7 +464,7 @@ func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 				if !e.Archived {
 					return false
 				}
-				if en := v.byID[e.Key]; en == nil || !en.state.terminal() {
+				if !v.heldFinished(e.Key) {
 					v.fills = append(v.fills, fill{id: e.Key, at: now})
 				}
 				return true
@@ -488,10 +515,24 @@ func (v *View) applyJobs(batch []*store.Entry, initial bool) {
 // applyJob applies one entry of the jobs bucket: j is its record, decoded
 // (nil for a deletion), or with light only the head of a finished job's.
 func (v *View) applyJob(e *store.Entry, j *job.Job, light, initial bool) {
+	if !e.Deleted && j.IsGroup() {
+		v.applyGroup(e, j, initial)
+		return
+	}
 	if e.Deleted {
 		v.mu.Lock()
 		if initial && len(v.markers) < maxMarkers {
 			v.markers = append(v.markers, e.Key)
+		}
+		if members, ok := v.removeGroup(e.Key); ok {
+			v.notify()
+			v.mu.Unlock()
+			if !initial {
+				for _, id := range members {
+					v.cfg.Hub.Publish(event.Event{Type: "job.deleted", Data: map[string]string{"id": id}})
+				}
+			}
+			return
 		}
 		en, ok := v.byID[e.Key]
 		if ok {
@@ -563,7 +604,7 @@ func (v *View) fill(ctx context.Context) {
 		var due []fill
 		i := 0
 		for ; i < len(v.fills) && now.Sub(v.fills[i].at) >= fillAfter; i++ {
-			if en := v.byID[v.fills[i].id]; en == nil || !en.state.terminal() {
+			if !v.heldFinished(v.fills[i].id) {
 				due = append(due, v.fills[i])
 			}
 		}
@@ -576,7 +617,7 @@ func (v *View) fill(ctx context.Context) {
 			if now.Before(f.at) {
 				return false
 			}
-			if en := v.byID[f.id]; en == nil || !en.state.terminal() {
+			if !v.heldFinished(f.id) {
 				due = append(due, f)
 			}
 			return true
@@ -685,9 +726,48 @@ func (v *View) stale(e *store.Entry, j *job.Job) bool {
 // is not kept.
 // v.mu must be held for writing.
 func (v *View) set(j *job.Job, rev uint64, light bool) (prev *job.Job) {
-	if old, ok := v.active[j.ID]; ok {
+	v.leaveActive(j.ID)
+	prev = v.setEntry(j, light)
+	v.setActive(j, rev)
+	v.wake(v.byID[j.ID])
+	return prev
+}
+
+// leaveActive takes unfinished job id, if it is one, out of the totals
+// before its record changes. v.mu must be held for writing.
+func (v *View) leaveActive(id string) {
+	if old, ok := v.active[id]; ok {
 		v.track(old.j, -1)
+		v.leave(id)
 	}
+}
+
+// setActive keeps record j, revision rev, as the unfinished job's or takes
+// a finished one out of the unfinished: what the coordinator writes from,
+// and the queue, the admission check and the repair read. Called after
+// leaveActive. v.mu must be held for writing.
+func (v *View) setActive(j *job.Job, rev uint64) {
+	if j.State.Terminal() {
+		delete(v.active, j.ID)
+		delete(v.unqueued, j.ID)
+		return
+	}
+	v.active[j.ID] = unfinished{j, rev}
+	v.track(j, 1)
+	mapx.Note(v.active, &v.activeHigh)
+	if j.Enqueued || j.Held || j.State == job.Scheduled {
+		delete(v.unqueued, j.ID) // a scheduled job's tasks are queued at its time
+	} else {
+		v.unqueued[j.ID] = struct{}{}
+		mapx.Note(v.unqueued, &v.unqueuedHigh)
+	}
+	v.join(j.ID)
+}
+
+// setEntry stores record j in the job's entry (its state, order and
+// counts) and returns the record it replaces, as set. v.mu must be held
+// for writing.
+func (v *View) setEntry(j *job.Job, light bool) (prev *job.Job) {
 	en := v.byID[j.ID]
 	if en == nil {
 		en = v.slab.entry(j.ID, j.CreatedAt.UnixNano())
@@ -700,10 +780,10 @@ func (v *View) set(j *job.Job, rev uint64, light bool) (prev *job.Job) {
 			prev = &job.Job{ID: j.ID, State: v.codes.state(en.state), Done: j.Done, Values: j.Values, ReduceDone: j.ReduceDone}
 		}
 		v.counts[v.codes.state(en.state)]--
-		v.leave(j.ID)
 	}
 	wasInOrder := inQueueOrder(en)
 	en.state, en.j, en.epoch = v.codes.code(j.State), j, int32(j.Epoch)
+	en.set(bitMember, j.Group != "")
 	v.noteOrder(en, wasInOrder)
 	v.counts[j.State]++
 	if j.State == job.Scheduled && j.RunAt != nil {
@@ -715,8 +795,6 @@ func (v *View) set(j *job.Job, rev uint64, light bool) (prev *job.Job) {
 		if j.FinishedAt != nil {
 			en.finished = j.FinishedAt.UnixNano()
 		}
-		delete(v.active, j.ID)
-		delete(v.unqueued, j.ID)
 		if light && !en.recent {
 			en.j = nil
 		} else if !en.recent {
@@ -724,18 +802,7 @@ func (v *View) set(j *job.Job, rev uint64, light bool) (prev *job.Job) {
 		}
 	} else {
 		en.finished = 0
-		v.active[j.ID] = unfinished{j, rev}
-		v.track(j, 1)
-		mapx.Note(v.active, &v.activeHigh)
-		if j.Enqueued || j.Held || j.State == job.Scheduled {
-			delete(v.unqueued, j.ID) // a scheduled job's tasks are queued at its time
-		} else {
-			v.unqueued[j.ID] = struct{}{}
-			mapx.Note(v.unqueued, &v.unqueuedHigh)
-		}
-		v.join(j.ID)
 	}
-	v.wake(en)
 	return prev
 }
 

@@ -411,10 +411,11 @@ func (p *Pool) run(i int, l *lease) {
 		p.poisoned(i, l, t, attempt, lost, log)
 		return
 	}
-	notice := job.TaskStarted{Job: t.Job, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start}
+	notice := job.TaskStarted{Job: t.Job, Member: t.Member, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start}
 	p.noteStarted(notice)
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = true, t.Job, t.Partition, t.Phase, attempt, &start
+		s.Member = t.Member
 		s.Epoch, s.Backup, s.Lease = t.Epoch, t.Backup, l.msg().Lease()
 	})
 	progress := &job.Progress{}
@@ -910,6 +911,11 @@ func (p *Pool) call(ctx context.Context, t job.Task) (v int64, out *mr.Outcome, 
 			done <- a
 		}()
 		switch {
+		case !k.ReadsData && t.Member != "":
+			// A group's member: the kind's code sees the job it is.
+			own := t
+			own.Job, own.Partition, own.Partitions, own.Member = t.Member, 0, 1, ""
+			a.v, a.err = k.Map(ctx, own)
 		case !k.ReadsData:
 			a.v, a.err = k.Map(ctx, t)
 		case t.Phase == job.PhaseReduce:
@@ -1071,6 +1077,7 @@ func (p *Pool) idle(i int, failed bool) {
 	p.rep.track(i, nil)
 	p.rep.set(i, func(s *job.WorkerStatus) {
 		s.Busy, s.JobID, s.Partition, s.Phase, s.Attempt, s.TaskStartedAt = false, "", 0, "", 0, nil
+		s.Member = ""
 		s.Epoch, s.Backup, s.Lease, s.Progress = 0, false, "", nil
 		if failed {
 			s.TasksFailed++
@@ -1114,6 +1121,9 @@ func (p *Pool) track(t job.Task, i int, cancel context.CancelCauseFunc, l *lease
 	defer p.mu.Unlock()
 	if c, ok := p.canceled[t.Job]; ok && t.Epoch <= c.epoch {
 		return ended
+	}
+	if c, ok := p.canceled[t.Member]; ok && t.Member != "" && t.Epoch <= c.epoch {
+		return ended // a group's member, canceled
 	}
 	if seq := l.msg().Seq(); seq != 0 {
 		if _, ok := p.acked[seq]; ok {
@@ -1174,6 +1184,15 @@ func (p *Pool) cancelJob(id string, epoch int) {
 		if now.Sub(c.at) > 10*time.Minute {
 			delete(p.canceled, jid)
 		}
+	}
+	if group, n, ok := job.GroupOf(id); ok {
+		// A group's member: its one task, not the group's others.
+		for _, r := range p.running[group] {
+			if r.partition == n-1 && r.epoch <= epoch {
+				r.cancel(nil)
+			}
+		}
+		return
 	}
 	for _, r := range p.running[id] {
 		if r.epoch > epoch {

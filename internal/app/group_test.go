@@ -1,0 +1,211 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+)
+
+// echo is a kind whose task returns its params' "v", fails when they ask
+// it to, and notes what its code was given.
+type echo struct {
+	mu   sync.Mutex
+	seen map[string]job.Task // by the job id the code saw
+}
+
+func (e *echo) kind() job.Kind {
+	return job.Kind{Name: "echo", Map: func(_ context.Context, t job.Task) (int64, error) {
+		e.mu.Lock()
+		if e.seen == nil {
+			e.seen = map[string]job.Task{}
+		}
+		e.seen[t.Job] = t
+		e.mu.Unlock()
+		var p struct {
+			V    int64 `json:"v"`
+			Fail bool  `json:"fail"`
+		}
+		if err := json.Unmarshal(t.Params, &p); err != nil {
+			return 0, err
+		}
+		if p.Fail {
+			return 0, errors.New("asked to fail")
+		}
+		return p.V, nil
+	}}
+}
+
+func echoSpecs(n int, fail int) []client.Spec {
+	specs := make([]client.Spec, n)
+	for i := range specs {
+		specs[i] = client.Spec{Kind: "echo", Partitions: 1, Params: map[string]any{"v": i, "fail": i == fail}, MaxAttempts: 1}
+	}
+	return specs
+}
+
+// With --group-batches a batch's small jobs are stored in groups, and each
+// is still a job of its own to its client: its id, its result, its
+// failure, its task history, the list, a replay of its batch's key.
+func TestBatchedJobsRunInGroups(t *testing.T) {
+	t.Parallel()
+	var e echo
+	b := setup(t, func(c *app.Config) { c.GroupBatches = true; c.Kinds = testKinds(e.kind()) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	specs := echoSpecs(job.MaxGroup+44, 7)
+	jobs, err := c.SubmitBatchWithKey(ctx, specs, "the-batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(jobs))
+	groups := map[string]bool{}
+	for i, j := range jobs {
+		ids[i] = j.ID
+		g, n, ok := job.GroupOf(j.ID)
+		if !ok || j.Kind != "echo" || j.Partitions != 1 || j.State != client.Queued {
+			t.Fatalf("job %d of the batch: %s (group %v)", i, apitest.Describe(j), ok)
+		}
+		if want := i%job.MaxGroup + 1; n != want {
+			t.Fatalf("job %d is member %d of its group, want %d", i, n, want)
+		}
+		groups[g] = true
+	}
+	if len(groups) != 2 {
+		t.Fatalf("%d jobs in %d groups, want 2", len(jobs), len(groups))
+	}
+	done, err := c.WaitAll(ctx, ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range done {
+		switch {
+		case i == 7:
+			if j.State != client.Failed || !strings.Contains(j.Error, "asked to fail") || !strings.Contains(j.Error, "attempt 1 of 1") {
+				t.Fatalf("the job asked to fail: %s", apitest.Describe(j))
+			}
+		case j.State != client.Succeeded || j.Result == nil || j.Result.Sum != int64(i) || j.Tasks.Done != 1 || j.StartedAt == nil || j.FinishedAt == nil:
+			t.Fatalf("job %d: %s", i, apitest.Describe(j))
+		}
+	}
+	e.mu.Lock()
+	for i, id := range ids {
+		if task, ok := e.seen[id]; !ok || task.Partition != 0 || task.Partitions != 1 || task.Member != "" {
+			t.Fatalf("the code of job %d (%s) saw %+v (seen: %v)", i, id, task, ok)
+		}
+	}
+	e.mu.Unlock()
+
+	// Each is listed once, and nothing else is.
+	list, err := c.Jobs(ctx, client.ListOptions{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Jobs) != len(ids) {
+		t.Fatalf("%d jobs listed, want %d", len(list.Jobs), len(ids))
+	}
+	for _, j := range list.Jobs {
+		if _, _, ok := job.GroupOf(j.ID); !ok {
+			t.Fatalf("listed a job that is not of the batch: %s", apitest.Describe(j))
+		}
+	}
+	tasks, err := c.Tasks(ctx, ids[3])
+	if err != nil || len(tasks) != 1 || tasks[0].Job != ids[3] || tasks[0].Partition != 0 || tasks[0].Value != 3 || tasks[0].State != "done" {
+		t.Fatalf("tasks of a job of a group: %+v %v", tasks, err)
+	}
+	again, err := c.SubmitBatchWithKey(ctx, specs, "the-batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range again {
+		if j.ID != ids[i] || j.State != done[i].State {
+			t.Fatalf("the batch sent again with its key: job %d is %s, want %s", i, apitest.Describe(j), ids[i])
+		}
+	}
+
+	// A failed job of a group is retried on its own: it gets a record of
+	// its own, with its history, and runs again (and fails again).
+	retried, err := c.Retry(ctx, ids[7])
+	if err != nil || retried.ID != ids[7] || retried.Retries != 1 || retried.State.Terminal() {
+		t.Fatalf("retry of a failed job of a group: %s %v", apitest.Describe(retried), err)
+	}
+	if j := b.await(t, ids[7], func(j client.Job) bool { return j.Retries == 1 && j.State.Terminal() }); j.State != client.Failed {
+		t.Fatalf("the retried job: %s", apitest.Describe(j))
+	}
+	if tasks, err := c.Tasks(ctx, ids[7]); err != nil || len(tasks) != 2 || tasks[0].Job != ids[7] || tasks[1].Job != ids[7] {
+		t.Fatalf("the history of the retried job: %+v %v", tasks, err)
+	}
+	r := b.do(t, http.MethodPost, "/api/v1/jobs/"+ids[8]+"/retry", "")
+	if r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "succeeded") {
+		t.Fatalf("retry of a succeeded job of a group: %d %s", r.Status, r.Body)
+	}
+	// A job of a group is deleted on its own; the others stay.
+	if err := c.Delete(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Job(ctx, ids[1]); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("a deleted job of a group read back: %v", err)
+	}
+	if j := b.job(t, ids[2]); j.State != client.Succeeded {
+		t.Fatalf("the next job of its group after a delete: %s", apitest.Describe(j))
+	}
+	group, _, _ := job.GroupOf(ids[0])
+	r = b.do(t, http.MethodGet, "/api/v1/jobs/"+group, "")
+	if r.Status != http.StatusNotFound {
+		t.Fatalf("GET of a group's own id: %d %s", r.Status, r.Body)
+	}
+	rerun, err := c.Rerun(ctx, ids[7])
+	if err != nil || rerun.RerunOf != ids[7] || !strings.Contains(string(rerun.Params), `"v":7`) {
+		t.Fatalf("rerun of a job of a group: %s %v (rerun_of %q, params %v)", apitest.Describe(rerun), err, rerun.RerunOf, rerun.Params)
+	}
+}
+
+// A job of a group is canceled on its own: its task stops, and the
+// others of its group run on.
+func TestAJobOfAGroupIsCanceledAlone(t *testing.T) {
+	t.Parallel()
+	bl := newBlocker()
+	b := setup(t, func(c *app.Config) { c.GroupBatches = true; c.Kinds = testKinds(bl.kind()) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	specs := make([]client.Spec, 3)
+	for i := range specs {
+		specs[i] = client.Spec{Kind: "block", Partitions: 1}
+	}
+	jobs, err := c.SubmitBatch(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range specs {
+		<-bl.started
+	}
+	running := b.awaitState(t, jobs[1].ID, client.Running)
+	if running.Tasks.Running != 1 {
+		t.Fatalf("a running job of a group: %s", apitest.Describe(running))
+	}
+	canceled, err := c.Cancel(ctx, jobs[1].ID)
+	if err != nil || canceled.State != client.Canceled {
+		t.Fatalf("cancel: %s %v", apitest.Describe(canceled), err)
+	}
+	<-bl.canceled // its task was stopped
+	close(bl.release)
+	for _, i := range []int{0, 2} {
+		if j := b.await(t, jobs[i].ID, terminal); j.State != client.Succeeded {
+			t.Fatalf("job %d of the group: %s", i, apitest.Describe(j))
+		}
+	}
+	if j := b.job(t, jobs[1].ID); j.State != client.Canceled {
+		t.Fatalf("the canceled job once the others ended: %s", apitest.Describe(j))
+	}
+	if _, err := c.Cancel(ctx, jobs[0].ID); err == nil || !strings.Contains(err.Error(), "already succeeded") {
+		t.Fatalf("cancel of a succeeded job of a group: %v", err)
+	}
+}

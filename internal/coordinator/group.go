@@ -1,0 +1,282 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+// Groups (docs/design-groups.md, job/group.go): with Config.GroupBatches,
+// a batch's small jobs are stored as groups of up to job.MaxGroup, each
+// one record and its tasks, and the jobs are the groups' members. A
+// member's id names its group: every read of a job by id looks for a
+// record of that id first (a member a retry stored on its own, see
+// complete), then in the group's.
+
+// groupSpecs returns how specs split into groups, as the ranges of specs
+// each group holds, when they are all jobs a group may hold; nil when
+// they are to be stored one record a job.
+func (c *Coordinator) groupSpecs(specs []job.Spec) [][2]int {
+	if !c.cfg.GroupBatches || len(specs) < 2 {
+		return nil
+	}
+	for _, s := range specs {
+		k, ok := c.cfg.Kinds.Lookup(s.Kind)
+		if !ok || !job.Groupable(s, k.ReadsData) || k.Module != "" || c.paused(s.Kind) || c.laneOf(s.Kind) != "" {
+			return nil
+		}
+	}
+	var out [][2]int
+	start, params := 0, 0
+	for i, s := range specs {
+		if i > start && (i-start == job.MaxGroup || !job.SameGroup(specs[start], s) || params+len(s.Params) > job.MaxGroupParams) {
+			out = append(out, [2]int{start, i})
+			start, params = i, 0
+		}
+		params += len(s.Params)
+	}
+	return append(out, [2]int{start, len(specs)})
+}
+
+// makeGroups returns the records of the groups of specs (groupSpecs) and
+// the specs to store them with, and sets jobs and ids to their members.
+func makeGroups(specs []job.Spec, ranges [][2]int, now time.Time, jobs []*job.Job, ids []string) (records []*job.Job, recordSpecs []job.Spec) {
+	for _, r := range ranges {
+		g := job.NewGroup(job.NewGroupID(specs[r[0]].Kind, now), specs[r[0]:r[1]], now.UTC())
+		records = append(records, g)
+		s := specs[r[0]]
+		s.Partitions, s.Params = r[1]-r[0], nil
+		recordSpecs = append(recordSpecs, s)
+		for n := 1; n <= r[1]-r[0]; n++ {
+			jobs[r[0]+n-1] = g.MemberJob(n)
+			ids[r[0]+n-1] = jobs[r[0]+n-1].ID
+		}
+	}
+	return records, recordSpecs
+}
+
+// members returns the members of groups, in order.
+func members(groups []*job.Job) []*job.Job {
+	var out []*job.Job
+	for _, g := range groups {
+		out = append(out, g.MemberJobs()...)
+	}
+	return out
+}
+
+// getMember reads member n of group: ENotFound when the group is not
+// stored or has no such member.
+func (c *Coordinator) getMember(ctx context.Context, id, group string, n int) (*job.Job, uint64, error) {
+	g, rev, err := c.cfg.Store.Jobs.Get(ctx, group)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+	case err != nil:
+		return nil, 0, unavailable(fmt.Errorf("read the group of job %s: %w", id, err))
+	case n > len(g.Members) || g.Members[n-1].Deleted:
+		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+	}
+	return g.MemberJob(n), rev, nil
+}
+
+// groupReads reads each group once for a getAll of many of its members.
+type groupReads struct {
+	mu     sync.Mutex
+	groups map[string]*groupRead
+}
+
+type groupRead struct {
+	once sync.Once
+	g    *job.Job
+	rev  uint64
+	err  error
+}
+
+// get returns member n of group, reading the group at its first use.
+func (r *groupReads) get(ctx context.Context, c *Coordinator, id, group string, n int) (*job.Job, uint64, error) {
+	r.mu.Lock()
+	if r.groups == nil {
+		r.groups = map[string]*groupRead{}
+	}
+	gr := r.groups[group]
+	if gr == nil {
+		gr = &groupRead{}
+		r.groups[group] = gr
+	}
+	r.mu.Unlock()
+	gr.once.Do(func() {
+		gr.g, gr.rev, gr.err = c.cfg.Store.Jobs.Get(ctx, group)
+	})
+	switch {
+	case errors.Is(gr.err, store.ErrNotFound):
+		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+	case gr.err != nil:
+		return nil, 0, unavailable(fmt.Errorf("read the group of job %s: %w", id, gr.err))
+	case n > len(gr.g.Members) || gr.g.Members[n-1].Deleted:
+		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+	}
+	return gr.g.MemberJob(n), gr.rev, nil
+}
+
+// ownRecord reports whether job id has a record of its own: a member of a
+// group has not, unless a retry of its batch stored it on its own.
+func (c *Coordinator) ownRecord(ctx context.Context, id string) (bool, error) {
+	if !job.IsMember(id) {
+		return true, nil
+	}
+	_, _, err := c.cfg.Store.Jobs.Get(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, unavailable(fmt.Errorf("read job %s: %w", id, err))
+	}
+	return true, nil
+}
+
+// cancelMember cancels member n of group, and tells the workers to stop
+// its task.
+func (c *Coordinator) cancelMember(ctx context.Context, id, group string, n int) (*job.Job, error) {
+	var cerr error
+	g, err := c.command(ctx, group, func(g *job.Job) bool {
+		cerr = g.CancelMember(n, time.Now().UTC())
+		return cerr == nil
+	})
+	if job.ErrorCode(err) == job.ENotFound {
+		return nil, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, cerr
+	}
+	if err := c.cfg.Store.Notices.CancelJob(id, g.Epoch); err != nil {
+		c.log.Warn("could not tell workers to stop a canceled job's task; it runs to its end, and its result is dropped", "job", id, "err", err)
+	}
+	c.log.Info("job canceled", "job", id, "group", group)
+	return g.MemberJob(n), nil
+}
+
+// memberHistory returns the task history of member n of group g, as its
+// own job's would be.
+func (c *Coordinator) memberHistory(ctx context.Context, g *job.Job, id string, n int) ([]job.TaskResult, error) {
+	all, err := c.history(ctx, g)
+	var out []job.TaskResult
+	for _, r := range all {
+		if r.Partition == n-1 && (r.Job == "" || r.Job == g.ID) {
+			r.Job, r.Partition = id, 0
+			out = append(out, r)
+		}
+	}
+	return out, err
+}
+
+// deleteMember deletes finished member n of group: its group keeps it
+// deleted, and goes once all its members are.
+func (c *Coordinator) deleteMember(ctx context.Context, id, group string, n int) error {
+	var derr error
+	g, err := c.command(ctx, group, func(g *job.Job) bool {
+		derr = nil
+		switch m := &g.Members[n-1]; {
+		case m.Deleted || m.Moved:
+			derr = job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+		case !m.State.Terminal():
+			derr = job.Errorf(job.EConflict, "job %s is %s: cancel it first, then delete it", id, m.Shown())
+		default:
+			m.Deleted = true
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		return err
+	}
+	if derr != nil {
+		return derr
+	}
+	c.log.Info("job deleted", "job", id, "group", group)
+	for _, m := range g.Members {
+		if !m.Deleted && !m.Moved {
+			return nil
+		}
+	}
+	if err := c.remove(ctx, g); err != nil {
+		// Its retention, or the next delete, removes it.
+		c.log.Debug("could not remove a group whose jobs are all deleted", "group", group, "err", err)
+	}
+	return nil
+}
+
+// promote gives member n of group a record of its own (a retry runs it
+// again there): first marked moved in its group (whose record then no
+// longer speaks for it), then its record made from what the group held,
+// its task history in it. A promote cut short between the two is done
+// again by the next retry: a moved member without a record reads as the
+// group held it.
+func (c *Coordinator) promote(ctx context.Context, id, group string, n int) error {
+	var perr error
+	g, err := c.command(ctx, group, func(g *job.Job) bool {
+		perr = nil
+		switch m := &g.Members[n-1]; {
+		case n > len(g.Members) || m.Deleted:
+			perr = job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+		case m.Moved:
+			// Marked by a promote cut short: its record is made below.
+		case m.State != job.Failed && m.State != job.Canceled:
+			perr = g.MemberJob(n).Retry(time.Now()) // its conflict
+		default:
+			m.Moved = true
+			return true
+		}
+		return false
+	})
+	if job.ErrorCode(err) == job.ENotFound {
+		return job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+	}
+	if err != nil {
+		return err
+	}
+	if perr != nil {
+		return perr
+	}
+	j := g.MemberJob(n)
+	history, err := c.memberHistory(ctx, g, id, n)
+	if err != nil && !errors.Is(err, store.ErrDamaged) {
+		return unavailable(err)
+	}
+	j.Group, j.LogInRecord, j.TaskLog = "", true, history
+	if _, err := c.cfg.Store.Jobs.Create(ctx, j); err != nil && !errors.Is(err, store.ErrConflict) {
+		return unavailable(fmt.Errorf("store job %s, taken out of its group to run again: %w", id, err))
+	}
+	c.log.Info("a job of a group has a record of its own from now on, to run again", "job", id, "group", group)
+	return nil
+}
+
+// membersTransitioned logs and counts the changes of state of group g's
+// members since prev, as transitioned does a job's.
+func (c *Coordinator) membersTransitioned(g, prev *job.Job) {
+	for i, m := range g.Members {
+		var was job.Member
+		if i < len(prev.Members) {
+			was = prev.Members[i]
+		}
+		if m.State == was.State && (m.StartedAt == nil) == (was.StartedAt == nil) {
+			continue
+		}
+		mj, from := g.MemberJob(i+1), job.Queued
+		if was.State != "" {
+			from = was.State
+		} else if was.StartedAt != nil {
+			from = job.Running
+		}
+		if mj.State != from {
+			c.transitioned(mj, from)
+		}
+	}
+}
