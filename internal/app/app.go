@@ -152,8 +152,9 @@ type Config struct {
 	// Retention is how long a finished job, its task history and its
 	// output are kept after it finished (0: for ever).
 	Retention time.Duration
-	// GroupBatches stores the small jobs of a batch submit in groups, one
-	// record and one archive copy for many jobs (docs/design-groups.md).
+	// GroupBatches stores small jobs in groups, one record and one
+	// archive copy for many jobs: a batch's, and single submits without
+	// a key that come together (docs/design-groups.md).
 	GroupBatches bool
 	// WasmMemory bounds the memory of one instance of an uploaded kind's
 	// module, MaxKindSize a module's size; TaskTimeout one attempt of a

@@ -4,15 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrcluster/mrcluster/client"
 	"github.com/mrcluster/mrcluster/internal/apitest"
 	"github.com/mrcluster/mrcluster/internal/app"
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/natsx"
 )
 
 // echo is a kind whose task returns its params' "v", fails when they ask
@@ -207,5 +212,117 @@ func TestAJobOfAGroupIsCanceledAlone(t *testing.T) {
 	}
 	if _, err := c.Cancel(ctx, jobs[0].ID); err == nil || !strings.Contains(err.Error(), "already succeeded") {
 		t.Fatalf("cancel of a succeeded job of a group: %v", err)
+	}
+}
+
+// Single submits that come together are stored together, in groups (the
+// submits without an Idempotency-Key): each is answered its own job, run
+// with its own params.
+func TestSingleSubmitsAreGathered(t *testing.T) {
+	t.Parallel()
+	var e echo
+	b := setup(t, func(c *app.Config) { c.SubmitRate = 0; c.Kinds = testKinds(e.kind()) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	specs := echoSpecs(64, 5)
+	ids := make([]string, len(specs))
+	errs := make(chan error, len(specs))
+	for i, s := range specs {
+		go func() {
+			j, err := c.SubmitWithKey(ctx, s, "")
+			ids[i] = j.ID
+			errs <- err
+		}()
+	}
+	for range specs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	grouped := 0
+	for _, id := range ids {
+		if job.IsMember(id) {
+			grouped++
+		}
+	}
+	if grouped == 0 {
+		t.Fatal("64 submits at once, none stored in a group")
+	}
+	done, err := c.WaitAll(ctx, ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range done {
+		if i == 5 {
+			if j.State != client.Failed {
+				t.Fatalf("the job asked to fail: %s", apitest.Describe(j))
+			}
+			continue
+		}
+		if j.ID != ids[i] || j.State != client.Succeeded || j.Result == nil || j.Result.Sum != int64(i) {
+			t.Fatalf("job %d of 64 submitted at once: %s", i, apitest.Describe(j))
+		}
+	}
+	t.Logf("%d of 64 submits stored in groups", grouped)
+}
+
+// A cancel of many jobs of a few groups cancels every one: the commands
+// on one group's jobs are written together.
+func TestCancelOfManyJobsOfGroups(t *testing.T) {
+	t.Parallel()
+	var e echo
+	b := setup(t, func(c *app.Config) { c.Workers = 0; c.Kinds = testKinds(e.kind()) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	jobs, err := c.SubmitBatch(ctx, echoSpecs(600, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.CancelJobs(ctx, "echo", client.Queued)
+	if err != nil || len(got.Canceled) != len(jobs) || len(got.Failed) != 0 {
+		t.Fatalf("cancel of %d queued jobs of groups: %d canceled, failed %+v, %v", len(jobs), len(got.Canceled), got.Failed, err)
+	}
+	for i, j := range jobs {
+		if got.Canceled[i] != j.ID {
+			t.Fatalf("canceled[%d] = %s, want %s (oldest first)", i, got.Canceled[i], j.ID)
+		}
+		if j := b.job(t, j.ID); j.State != client.Canceled {
+			t.Fatalf("job %d after the cancel: %s", i, apitest.Describe(j))
+		}
+	}
+	q, err := c.Queue(ctx)
+	if err != nil || q.Depth != 0 {
+		t.Fatalf("the queue after every job was canceled: %+v %v", q, err)
+	}
+	// Their groups ended: the tasks of the canceled jobs left the queue.
+	s := store(t, b)
+	tasks, err := s.JS.Stream(ctx, natsx.TasksStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := map[string]bool{}
+	for _, j := range jobs {
+		g, _, _ := job.GroupOf(j.ID)
+		groups[g] = true
+	}
+	for {
+		info, err := tasks.Info(ctx, jetstream.WithSubjectFilter(">"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for subject, n := range info.State.Subjects {
+			if i := strings.LastIndexByte(subject, '.'); groups[subject[i+1:]] {
+				left = append(left, fmt.Sprintf("%s: %d", subject, n))
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("tasks of canceled jobs still queued: %v", left)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }

@@ -139,6 +139,11 @@ type tomb struct {
 type Coordinator struct {
 	cfg Config
 	log *slog.Logger
+	// gather holds the single submits waiting to be stored together,
+	// memberOps the commands waiting to be written to a group's record
+	// together (group.go).
+	gather    gatherer
+	memberOps memberOps
 	// applyFailures and retentionFailures pace the warnings of results
 	// not applied and of expired jobs not deleted.
 	applyFailures, retentionFailures pacer
@@ -234,6 +239,9 @@ func publishTimeout(n int) time.Duration {
 // key that an earlier submit used within a day returns that submit's job,
 // with Replayed set.
 func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
+	if spec.IdempotencyKey == "" && c.groupable(spec) {
+		return c.gathered(ctx, spec)
+	}
 	jobs, err := c.submitAll(ctx, []job.Spec{spec}, spec.IdempotencyKey, "")
 	if err != nil {
 		return nil, err

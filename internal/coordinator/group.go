@@ -22,12 +22,11 @@ import (
 // each group holds, when they are all jobs a group may hold; nil when
 // they are to be stored one record a job.
 func (c *Coordinator) groupSpecs(specs []job.Spec) [][2]int {
-	if !c.cfg.GroupBatches || len(specs) < 2 {
+	if len(specs) < 2 {
 		return nil
 	}
 	for _, s := range specs {
-		k, ok := c.cfg.Kinds.Lookup(s.Kind)
-		if !ok || !job.Groupable(s, k.ReadsData) || k.Module != "" || c.paused(s.Kind) || c.laneOf(s.Kind) != "" {
+		if !c.groupable(s) {
 			return nil
 		}
 	}
@@ -41,6 +40,87 @@ func (c *Coordinator) groupSpecs(specs []job.Spec) [][2]int {
 		params += len(s.Params)
 	}
 	return append(out, [2]int{start, len(specs)})
+}
+
+// groupable reports whether a job of spec may be stored in a group.
+func (c *Coordinator) groupable(s job.Spec) bool {
+	if !c.cfg.GroupBatches {
+		return false
+	}
+	k, ok := c.cfg.Kinds.Lookup(s.Kind)
+	return ok && job.Groupable(s, k.ReadsData) && k.Module == "" && !c.paused(s.Kind) && c.laneOf(s.Kind) == ""
+}
+
+// gatherer gathers the single submits of small jobs that come while a
+// store of earlier ones is under way, and stores them together, as a
+// batch is (group commit): each is a job of a group, and a submit costs
+// the store a share of one record's write, not a write of its own. At
+// most maxGatherWrites such stores are under way at once; a submit
+// waits for the store under way and its own. (One store at a time
+// gathered more: 9,600–10,200 submits a second from 16 clients against
+// 7,400–9,200 with two, alternating runs on 2026-12-06.)
+type gatherer struct {
+	mu      sync.Mutex
+	pending []*gatheredSubmit
+	writes  int
+}
+
+// maxGatherWrites bounds the stores of gathered submits under way at once.
+const maxGatherWrites = 1
+
+type gatheredSubmit struct {
+	spec job.Spec
+	done chan struct{}
+	j    *job.Job
+	err  error
+}
+
+// gathered submits spec with the other single submits gathered with it,
+// all or nothing: an error fails all of them, and none is stored. It
+// waits for the store's answer whatever ctx says (the store has a
+// deadline of its own): a submit answered a failure must not be stored
+// after all.
+func (c *Coordinator) gathered(ctx context.Context, spec job.Spec) (*job.Job, error) {
+	g := &gatheredSubmit{spec: spec, done: make(chan struct{})}
+	c.gather.mu.Lock()
+	c.gather.pending = append(c.gather.pending, g)
+	start := c.gather.writes < maxGatherWrites
+	if start {
+		c.gather.writes++
+	}
+	c.gather.mu.Unlock()
+	if start {
+		c.wg.Go(func() { c.storeGathered(context.WithoutCancel(ctx)) })
+	}
+	<-g.done
+	return g.j, g.err
+}
+
+// storeGathered stores the gathered submits until none waits.
+func (c *Coordinator) storeGathered(ctx context.Context) {
+	for {
+		c.gather.mu.Lock()
+		batch := c.gather.pending
+		c.gather.pending = nil
+		if len(batch) == 0 {
+			c.gather.writes--
+			c.gather.mu.Unlock()
+			return
+		}
+		c.gather.mu.Unlock()
+		specs := make([]job.Spec, len(batch))
+		for i, g := range batch {
+			specs[i] = g.spec
+		}
+		jobs, err := c.submitAll(ctx, specs, "", "gathered\x00")
+		for i, g := range batch {
+			if err == nil {
+				g.j = jobs[i]
+			}
+			g.err = err
+			close(g.done)
+		}
+	}
 }
 
 // makeGroups returns the records of the groups of specs (groupSpecs) and
@@ -142,25 +222,103 @@ func (c *Coordinator) ownRecord(ctx context.Context, id string) (bool, error) {
 // cancelMember cancels member n of group, and tells the workers to stop
 // its task.
 func (c *Coordinator) cancelMember(ctx context.Context, id, group string, n int) (*job.Job, error) {
-	var cerr error
-	g, err := c.command(ctx, group, func(g *job.Job) bool {
-		cerr = g.CancelMember(n, time.Now().UTC())
-		return cerr == nil
-	})
-	if job.ErrorCode(err) == job.ENotFound {
-		return nil, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
-	}
+	g, err := c.onMember(ctx, id, group, func(g *job.Job) error { return g.CancelMember(n, time.Now().UTC()) })
 	if err != nil {
 		return nil, err
-	}
-	if cerr != nil {
-		return nil, cerr
 	}
 	if err := c.cfg.Store.Notices.CancelJob(id, g.Epoch); err != nil {
 		c.log.Warn("could not tell workers to stop a canceled job's task; it runs to its end, and its result is dropped", "job", id, "err", err)
 	}
 	c.log.Info("job canceled", "job", id, "group", group)
+	if g.State.Terminal() {
+		// Its last job ended: the tasks of the canceled ones still
+		// queued go.
+		c.stopTasks(ctx, g)
+	}
 	return g.MemberJob(n), nil
+}
+
+// memberOps gathers the commands on the members of a group (cancel,
+// delete) that come while a write of the group's record is under way,
+// and writes them together: each is a compare-and-set of the whole
+// record, and a cancel of a thousand jobs of a few groups, one write
+// each, contended for the same records.
+type memberOps struct {
+	mu      sync.Mutex
+	byGroup map[string]*memberBatch
+}
+
+type memberBatch struct {
+	ops []*memberOp
+}
+
+type memberOp struct {
+	id    string
+	apply func(g *job.Job) error
+	done  chan struct{}
+	g     *job.Job
+	err   error
+}
+
+// onMember applies op, a command on member id of group, with the others
+// waiting for that group, in one write; it returns the group's record as
+// written, or op's error (nothing of op written), or the write's.
+func (c *Coordinator) onMember(ctx context.Context, id, group string, apply func(g *job.Job) error) (*job.Job, error) {
+	op := &memberOp{id: id, apply: apply, done: make(chan struct{})}
+	c.memberOps.mu.Lock()
+	if c.memberOps.byGroup == nil {
+		c.memberOps.byGroup = map[string]*memberBatch{}
+	}
+	b, writing := c.memberOps.byGroup[group]
+	if !writing {
+		b = &memberBatch{}
+		c.memberOps.byGroup[group] = b
+	}
+	b.ops = append(b.ops, op)
+	c.memberOps.mu.Unlock()
+	if !writing {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*storeTimeout)
+		defer cancel()
+		c.writeMemberOps(wctx, group, b)
+	}
+	<-op.done
+	return op.g, op.err
+}
+
+// writeMemberOps writes batch b's commands to group's record, and the
+// ones that came meanwhile, until none waits.
+func (c *Coordinator) writeMemberOps(ctx context.Context, group string, b *memberBatch) {
+	for {
+		c.memberOps.mu.Lock()
+		ops := b.ops
+		b.ops = nil
+		if len(ops) == 0 {
+			delete(c.memberOps.byGroup, group)
+			c.memberOps.mu.Unlock()
+			return
+		}
+		c.memberOps.mu.Unlock()
+		g, err := c.command(ctx, group, func(g *job.Job) bool {
+			changed := false
+			for _, op := range ops {
+				if op.err = op.apply(g); op.err == nil {
+					changed = true
+				}
+			}
+			return changed
+		})
+		for _, op := range ops {
+			switch {
+			case job.ErrorCode(err) == job.ENotFound:
+				op.err = job.Errorf(job.ENotFound, "job %s not found", job.Quote(op.id))
+			case err != nil:
+				op.err = err
+			case op.err == nil:
+				op.g = g
+			}
+			close(op.done)
+		}
+	}
 }
 
 // memberHistory returns the task history of member n of group g, as its
@@ -180,25 +338,22 @@ func (c *Coordinator) memberHistory(ctx context.Context, g *job.Job, id string, 
 // deleteMember deletes finished member n of group: its group keeps it
 // deleted, and goes once all its members are.
 func (c *Coordinator) deleteMember(ctx context.Context, id, group string, n int) error {
-	var derr error
-	g, err := c.command(ctx, group, func(g *job.Job) bool {
-		derr = nil
+	g, err := c.onMember(ctx, id, group, func(g *job.Job) error {
+		if n > len(g.Members) {
+			return job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+		}
 		switch m := &g.Members[n-1]; {
 		case m.Deleted || m.Moved:
-			derr = job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+			return job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
 		case !m.State.Terminal():
-			derr = job.Errorf(job.EConflict, "job %s is %s: cancel it first, then delete it", id, m.Shown())
+			return job.Errorf(job.EConflict, "job %s is %s: cancel it first, then delete it", id, m.Shown())
 		default:
 			m.Deleted = true
-			return true
+			return nil
 		}
-		return false
 	})
 	if err != nil {
 		return err
-	}
-	if derr != nil {
-		return derr
 	}
 	c.log.Info("job deleted", "job", id, "group", group)
 	for _, m := range g.Members {
@@ -223,8 +378,12 @@ func (c *Coordinator) promote(ctx context.Context, id, group string, n int) erro
 	var perr error
 	g, err := c.command(ctx, group, func(g *job.Job) bool {
 		perr = nil
+		if n > len(g.Members) {
+			perr = job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
+			return false
+		}
 		switch m := &g.Members[n-1]; {
-		case n > len(g.Members) || m.Deleted:
+		case m.Deleted:
 			perr = job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
 		case m.Moved:
 			// Marked by a promote cut short: its record is made below.
