@@ -67,6 +67,11 @@ func TestBatchedJobsRunInGroups(t *testing.T) {
 	c := b.client().API()
 	ctx := apitest.Context(t)
 	specs := echoSpecs(job.MaxGroup+44, 7)
+	events, err := c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
 	jobs, err := c.SubmitBatchWithKey(ctx, specs, "the-batch")
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +92,7 @@ func TestBatchedJobsRunInGroups(t *testing.T) {
 	if len(groups) != 2 {
 		t.Fatalf("%d jobs in %d groups, want 2", len(jobs), len(groups))
 	}
+	eventsNameJobsOnly(ctx, t, events, len(ids))
 	done, err := c.WaitAll(ctx, ids, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +179,33 @@ func TestBatchedJobsRunInGroups(t *testing.T) {
 	}
 }
 
+// eventsNameJobsOnly reads events until n jobs of groups have ended,
+// and fails on an event of a job that is not a group's member (a group's
+// own id) or on a second end of one.
+func eventsNameJobsOnly(ctx context.Context, t *testing.T, events *client.Events, n int) {
+	t.Helper()
+	ended := map[string]bool{}
+	for len(ended) < n {
+		ev, err := events.Next(ctx)
+		if err != nil {
+			t.Fatalf("events, %d of %d jobs ended: %v", len(ended), n, err)
+		}
+		var j client.Job
+		if !strings.HasPrefix(ev.Type, "job.") || json.Unmarshal(ev.Data, &j) != nil {
+			continue
+		}
+		if !job.IsMember(j.ID) {
+			t.Fatalf("a %s event of %s, which is no job of a batch: %s", ev.Type, j.ID, apitest.Describe(j))
+		}
+		if j.State.Terminal() {
+			if ended[j.ID] {
+				t.Fatalf("a second end of job %s: %s", j.ID, ev.Type)
+			}
+			ended[j.ID] = true
+		}
+	}
+}
+
 // A job of a group is canceled on its own: its task stops, and the
 // others of its group run on.
 func TestAJobOfAGroupIsCanceledAlone(t *testing.T) {
@@ -185,6 +218,11 @@ func TestAJobOfAGroupIsCanceledAlone(t *testing.T) {
 	for i := range specs {
 		specs[i] = client.Spec{Kind: "block", Partitions: 1}
 	}
+	events, err := c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
 	jobs, err := c.SubmitBatch(ctx, specs)
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +248,7 @@ func TestAJobOfAGroupIsCanceledAlone(t *testing.T) {
 	if j := b.job(t, jobs[1].ID); j.State != client.Canceled {
 		t.Fatalf("the canceled job once the others ended: %s", apitest.Describe(j))
 	}
+	eventsNameJobsOnly(ctx, t, events, len(jobs))
 	if _, err := c.Cancel(ctx, jobs[0].ID); err == nil || !strings.Contains(err.Error(), "already succeeded") {
 		t.Fatalf("cancel of a succeeded job of a group: %v", err)
 	}

@@ -135,3 +135,20 @@ func (v *View) removeGroup(id string) (members []string, ok bool) {
 func sameMember(a, b job.Member) bool {
 	return a.State == b.State && (a.StartedAt == nil) == (b.StartedAt == nil) && a.Moved == b.Moved && a.Deleted == b.Deleted
 }
+
+// groupState returns the state of group id's record, when the view has
+// seen it: the coordinator asks whether a record the store says is not
+// there is one the view holds unfinished. v.mu must be held.
+func (v *View) groupState(id string) (job.State, bool) {
+	g, ok := v.groups[id]
+	switch {
+	case !ok:
+		return "", false
+	case g.finished != 0:
+		return job.Succeeded, true
+	}
+	if u, ok := v.active[id]; ok {
+		return u.j.State, true
+	}
+	return job.Queued, true
+}

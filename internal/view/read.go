@@ -122,7 +122,7 @@ func (v *View) State(id string) (job.State, bool) {
 	defer v.mu.RUnlock()
 	en, ok := v.byID[id]
 	if !ok || en.gone {
-		return "", false
+		return v.groupState(id)
 	}
 	return v.codes.state(en.state), true
 }

@@ -1096,7 +1096,7 @@ func (v *View) runningChanged(ids ...string) []event.Event {
 		return nil
 	}
 	for _, id := range ids {
-		if u, ok := v.active[id]; ok {
+		if u, ok := v.active[id]; ok && !u.j.IsGroup() { // a group's members show their own starts
 			out = append(out, event.Event{Type: "job.progress", Data: v.resource(u.j)})
 		}
 	}

@@ -1,0 +1,70 @@
+package coordinator
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+// A batch of groups whose server died midway (the tasks of both its groups
+// queued, the first group's record stored, its key left pending) is made
+// whole by the client's retry once that submit is surely over: the jobs
+// of the group stored are answered from it, those of the group never
+// stored are stored each under its id, with tasks of their own (the
+// group's are dropped when met: it has no record), and a second retry is
+// answered the same jobs.
+func TestARetryCompletesABatchOfGroupsWhoseServerDiedMidway(t *testing.T) {
+	f := storeFixture(t, func(kv store.KV) store.KV { return kv })
+	f.c = f.coordinator(func(c *Config) { c.GroupBatches = true })
+	specs := make([]job.Spec, job.MaxGroup+10)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "noop", Partitions: 1, Fingerprint: fmt.Sprint(i)}
+	}
+	at := time.Now().Add(-SubmitTimeout - completeAfter - 5*time.Second)
+	claim := &keyClaim{key: "batch\x00k", fingerprint: fingerprint(specs)}
+	jobs := make([]*job.Job, len(specs))
+	claim.ids = make([]string, len(specs))
+	groups, _ := makeGroups(specs, f.c.groupSpecs(specs), at, jobs, claim.ids)
+	if len(groups) != 2 {
+		t.Fatalf("%d groups of %d jobs, want 2", len(groups), len(specs))
+	}
+	for i, g := range groups {
+		if _, err := f.c.publishTasks(f.ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			g.Enqueued = true
+			if _, err := f.store.Jobs.Create(f.ctx, g); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), claim.value(false)); err != nil {
+		t.Fatal(err)
+	}
+	queued := f.queued()
+	for range 2 {
+		got, err := f.c.SubmitBatch(f.ctx, specs, "k")
+		if err != nil || len(got) != len(specs) {
+			t.Fatalf("the retry: %v, %d jobs", err, len(got))
+		}
+		for i, j := range got {
+			if j.ID != claim.ids[i] || !j.Replayed {
+				t.Fatalf("job %d answered %s (replayed %v), want %s", i, j.ID, j.Replayed, claim.ids[i])
+			}
+			stored, _, err := f.c.Get(f.ctx, j.ID)
+			if err != nil || stored.ID != j.ID {
+				t.Fatalf("job %d of the completed batch: %+v %v", i, stored, err)
+			}
+			if own := stored.Group == ""; own != (i >= job.MaxGroup) {
+				t.Fatalf("job %d is stored on its own: %v; want only those of the group never stored", i, own)
+			}
+		}
+	}
+	if n := f.queued(); n != queued+10 {
+		t.Fatalf("%d tasks queued after the retry, %d before: want the 10 of the jobs stored on their own", n, queued)
+	}
+}
