@@ -532,9 +532,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if s.workerNC, err = s.connect("mrcluster-workers"); err != nil {
 			return nil, err
 		}
-		wstore, err := natsx.Open(ctx, s.workerNC)
-		if err != nil {
-			return nil, err
+		// Tried again as the start's other reads of the store are: a
+		// server started again while its disk was full (its embedded
+		// NATS server stuck, chaos test) met a deadline here, and exited.
+		var wstore *natsx.Store
+		if err := store.Retry(ctx, store.WatchTimeout, func(ctx context.Context) (err error) {
+			wstore, err = natsx.Open(ctx, s.workerNC)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("open the store for this server's workers: %w", err)
 		}
 		wstore.SetLog(s.log)
 		s.wstore = wstore
