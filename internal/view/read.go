@@ -203,7 +203,8 @@ type Filter struct {
 func (v *View) List(ctx context.Context, f Filter, limit int, cursor string) (jobs []Job, next string, err error) {
 	state := f.State
 	jobs = []Job{}
-	var missing []int // indexes in jobs of records to read
+	var missing []int  // indexes in jobs of records to read
+	var members []bool // of those, the jobs of groups
 	v.mu.RLock()
 	i := len(v.sorted) - 1
 	if cursor != "" {
@@ -240,6 +241,7 @@ func (v *View) List(ctx context.Context, f Filter, limit int, cursor string) (jo
 		}
 		if en.j == nil {
 			missing = append(missing, len(jobs))
+			members = append(members, en.member())
 			jobs = append(jobs, Job{ID: en.id})
 			continue
 		}
@@ -252,11 +254,12 @@ func (v *View) List(ctx context.Context, f Filter, limit int, cursor string) (jo
 	errs := make([]error, len(missing))
 	sem := make(chan struct{}, listReads)
 	var wg sync.WaitGroup
+	var groups groupReads
 	for n, k := range missing {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			j, _, err := v.cfg.Store.Jobs.Get(ctx, jobs[k].ID)
+			j, err := v.readJob(ctx, jobs[k].ID, members[n], &groups)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				jobs[k].ID = "" // deleted since

@@ -1,0 +1,122 @@
+package app_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/client"
+	"github.com/mrcluster/mrcluster/internal/apitest"
+	"github.com/mrcluster/mrcluster/internal/app"
+	"github.com/mrcluster/mrcluster/internal/job"
+	mrstore "github.com/mrcluster/mrcluster/internal/store"
+)
+
+// The jobs of a group outlive their server: a restarted one shows the
+// finished ones (from the store when it holds no more of them) and runs
+// the ones queued.
+func TestGroupsAcrossARestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var e echo
+	at := func(workers int) func(*app.Config) {
+		return func(c *app.Config) {
+			c.DataDir, c.Workers, c.RecentJobs, c.Kinds = dir, workers, 5, testKinds(e.kind())
+		}
+	}
+	b := setup(t, at(4))
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	finished, err := c.SubmitBatch(ctx, echoSpecs(30, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(finished))
+	for i, j := range finished {
+		ids[i] = j.ID
+	}
+	if _, err := c.WaitAll(ctx, ids, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b = setup(t, at(0))
+	c = b.client().API()
+	queued, err := c.SubmitBatch(ctx, echoSpecs(20, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	b = setup(t, at(4))
+	c = b.client().API()
+	for i, id := range ids {
+		j, err := c.Job(ctx, id)
+		if err != nil || j.State != client.Succeeded || j.Result == nil || j.Result.Sum != int64(i) {
+			t.Fatalf("finished job %d after a restart: %s %v", i, apitest.Describe(j), err)
+		}
+	}
+	for i, q := range queued {
+		if j := b.await(t, q.ID, terminal); j.State != client.Succeeded || j.Result.Sum != int64(i) {
+			t.Fatalf("queued job %d after a restart: %s", i, apitest.Describe(j))
+		}
+	}
+	list, err := c.Jobs(ctx, client.ListOptions{Limit: 500})
+	if err != nil || len(list.Jobs) != len(ids)+len(queued) {
+		t.Fatalf("%d jobs listed after a restart, want %d: %v", len(list.Jobs), len(ids)+len(queued), err)
+	}
+}
+
+// A group goes with its retention once its last job is past it, and with
+// it everything it stored.
+func TestGroupsExpire(t *testing.T) {
+	t.Parallel()
+	var e echo
+	b := setup(t, func(c *app.Config) {
+		c.Retention, c.ForgetDeletedAfter, c.Kinds = time.Second, 200*time.Millisecond, testKinds(e.kind())
+	})
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	jobs, err := c.SubmitBatch(ctx, echoSpecs(3, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
+	var last time.Time
+	for _, j := range jobs {
+		done := b.await(t, j.ID, terminal)
+		if done.ExpiresAt == nil || !done.ExpiresAt.Equal(done.FinishedAt.Add(time.Second)) {
+			t.Fatalf("a finished job of a group: %s, expires %v", apitest.Describe(done), done.ExpiresAt)
+		}
+		if done.FinishedAt.After(last) {
+			last = *done.FinishedAt
+		}
+	}
+	for _, j := range jobs {
+		for {
+			if _, err := c.Job(ctx, j.ID); client.IsNotFound(err) {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := events.Next(ctx); err != nil {
+				t.Fatalf("job %s still there: %v", j.ID, err)
+			}
+		}
+	}
+	if time.Now().Before(last.Add(time.Second)) {
+		t.Fatal("a group deleted before its last job was past its retention")
+	}
+	group, _, _ := job.GroupOf(jobs[0].ID)
+	s := store(t, b)
+	if _, _, err := s.Ports.Jobs.Get(ctx, group); !errors.Is(err, mrstore.ErrNotFound) {
+		t.Fatalf("the record of an expired group: %v", err)
+	}
+}
