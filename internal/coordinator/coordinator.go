@@ -676,6 +676,7 @@ func (c *Coordinator) withdrawKey(k string, rev uint64, ids []string) {
 // once. Their records may be stored, and their lists of input files (an
 // uploaded kind's job: its name follows its id).
 func (c *Coordinator) withdrawAll(ctx context.Context, ids []string) error {
+	ids = withGroups(ids)
 	errs := make([]error, len(ids))
 	parallel(len(ids), func(i int) {
 		files := ""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -100,8 +101,13 @@ func (c *Coordinator) gathered(ctx context.Context, spec job.Spec) (*job.Job, er
 func (c *Coordinator) storeGathered(ctx context.Context) {
 	for {
 		c.gather.mu.Lock()
-		batch := c.gather.pending
-		c.gather.pending = nil
+		// A group's worth at most: a store's size and time stay those of
+		// one group whatever the number of clients.
+		batch := c.gather.pending[:min(len(c.gather.pending), job.MaxGroup)]
+		c.gather.pending = c.gather.pending[len(batch):]
+		if len(c.gather.pending) == 0 {
+			c.gather.pending = nil
+		}
 		if len(batch) == 0 {
 			c.gather.writes--
 			c.gather.mu.Unlock()
@@ -138,6 +144,21 @@ func makeGroups(specs []job.Spec, ranges [][2]int, now time.Time, jobs []*job.Jo
 		}
 	}
 	return records, recordSpecs
+}
+
+// withGroups returns ids, jobs of a submit, and the groups of those that
+// are groups' members: what a withdraw of the submit removes (a member
+// has its own record only when a retry stored it alone).
+func withGroups(ids []string) []string {
+	out := slices.Clone(ids)
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if g, _, ok := job.GroupOf(id); ok && !seen[g] {
+			seen[g] = true
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // members returns the members of groups, in order.

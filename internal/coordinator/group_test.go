@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -66,5 +67,46 @@ func TestARetryCompletesABatchOfGroupsWhoseServerDiedMidway(t *testing.T) {
 	}
 	if n := f.queued(); n != queued+10 {
 		t.Fatalf("%d tasks queued after the retry, %d before: want the 10 of the jobs stored on their own", n, queued)
+	}
+}
+
+// A batch of groups whose server died withdrawing it (its key marked
+// withdrawing, its groups stored) is withdrawn by the client's retry,
+// groups and all, before the retry's own jobs are stored: no job of the
+// first stays.
+func TestAWithdrawnBatchTakesItsGroups(t *testing.T) {
+	f := storeFixture(t, func(kv store.KV) store.KV { return kv })
+	f.c = f.coordinator(func(c *Config) { c.GroupBatches = true })
+	specs := make([]job.Spec, 20)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "noop", Partitions: 1}
+	}
+	claim := &keyClaim{key: "batch\x00w", fingerprint: fingerprint(specs)}
+	jobs := make([]*job.Job, len(specs))
+	claim.ids = make([]string, len(specs))
+	groups, _ := makeGroups(specs, f.c.groupSpecs(specs), time.Now(), jobs, claim.ids)
+	for _, g := range groups {
+		if _, err := f.c.publishTasks(f.ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		g.Enqueued = true
+		if _, err := f.store.Jobs.Create(f.ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.store.Idempotency.Put(f.ctx, idempotencyKey(claim.key), append(claim.value(false), keyWithdrawing...)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.c.SubmitBatch(f.ctx, specs, "w")
+	if err != nil || len(got) != len(specs) || got[0].ID == claim.ids[0] || got[0].Replayed {
+		t.Fatalf("the retry of a withdrawn batch: %v, %+v", err, got)
+	}
+	for _, g := range groups {
+		if _, _, err := f.store.Jobs.Get(f.ctx, g.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("the group %s of the withdrawn batch: %v; want it gone", g.ID, err)
+		}
+	}
+	if _, _, err := f.c.Get(f.ctx, claim.ids[0]); job.ErrorCode(err) != job.ENotFound {
+		t.Fatalf("a job of the withdrawn batch: %v; want not found", err)
 	}
 }
