@@ -12,11 +12,11 @@ import (
 // A group stores and runs many small jobs as one record (docs/design-
 // groups.md): a batch's one-task jobs of the same kind become the members
 // of a group, whose record is an ordinary job record of one task per
-// member with the members' own states in Members. Every step of the queue
-// and the store is then one message for the group (its record, its
-// archive copy) or shared by its tasks, where each job of its own cost
-// five. The group's record is never shown: the read model shows its
-// members as jobs, each under its own id.
+// member with the members' own states in Members. The group's record and
+// its archive copy are one message for all its members, and its writes
+// take the results of many at once; each member's task is still a message
+// of its own. The group's record is never shown: the read model shows
+// its members as jobs, each under its own id.
 //
 // A member's id is its group's with the id's spare top bit set and the
 // member's number (1 on) in its last ten bits: the group of an id, and
@@ -52,9 +52,10 @@ type Member struct {
 	Deleted bool `json:"deleted,omitempty"`
 }
 
-// memberBit is the spare top bit of an id's 130 (the first of its 26
-// characters holds bits 129 to 125, and an id's 128 bits leave the top
-// two unset): set in a member's id. memberBits are the last ten bits.
+// A member's id has the spare top bit of an id's 130 set (the first of
+// its 26 characters holds bits 129 to 125, and an id's 128 bits leave
+// the top two unset: its first character is 8 to f), and its number in
+// the last memberBits bits (its last two characters).
 const memberBits = 10
 
 // IsMember reports whether id is the id of a group's member.

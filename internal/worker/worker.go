@@ -1186,13 +1186,13 @@ func (p *Pool) cancelJob(id string, epoch int) {
 		}
 	}
 	if group, n, ok := job.GroupOf(id); ok {
-		// A group's member: its one task, not the group's others.
+		// A group's member: its one task, not the group's others (and
+		// below, the tasks of a member with a record of its own).
 		for _, r := range p.running[group] {
 			if r.partition == n-1 && r.epoch <= epoch {
 				r.cancel(nil)
 			}
 		}
-		return
 	}
 	for _, r := range p.running[id] {
 		if r.epoch > epoch {
