@@ -100,16 +100,7 @@ func TestGroupsExpire(t *testing.T) {
 		}
 	}
 	for _, j := range jobs {
-		for {
-			if _, err := c.Job(ctx, j.ID); client.IsNotFound(err) {
-				break
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := events.Next(ctx); err != nil {
-				t.Fatalf("job %s still there: %v", j.ID, err)
-			}
-		}
+		awaitDeleted(ctx, t, c, events, j.ID)
 	}
 	if time.Now().Before(last.Add(time.Second)) {
 		t.Fatal("a group deleted before its last job was past its retention")

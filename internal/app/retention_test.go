@@ -143,6 +143,22 @@ func TestDeleteJob(t *testing.T) {
 	}
 }
 
+// awaitDeleted returns once job id reads as not found, looking again at
+// every event.
+func awaitDeleted(ctx context.Context, t *testing.T, c *client.Client, events *client.Events, id string) {
+	t.Helper()
+	for {
+		if _, err := c.Job(ctx, id); client.IsNotFound(err) {
+			return
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := events.Next(ctx); err != nil {
+			t.Fatalf("job %s still there: %v", id, err)
+		}
+	}
+}
+
 // A finished job is deleted, with its history, once its retention passed;
 // its resource says when that will be.
 func TestRetentionDeletesFinishedJobs(t *testing.T) {
@@ -159,16 +175,7 @@ func TestRetentionDeletesFinishedJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer events.Close()
-	for {
-		if _, err := c.Job(ctx, j.ID); client.IsNotFound(err) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := events.Next(ctx); err != nil {
-			t.Fatalf("job %s still there: %v", j.ID, err)
-		}
-	}
+	awaitDeleted(ctx, t, c, events, j.ID)
 	if time.Now().Before(*j.ExpiresAt) {
 		t.Fatalf("job %s deleted before it expired at %v", j.ID, j.ExpiresAt)
 	}

@@ -1037,7 +1037,7 @@ func (c *Coordinator) getAll(ctx context.Context, ids []string, missingOK bool) 
 	defer cancel()
 	sem := make(chan struct{}, getAllAtOnce)
 	var wg sync.WaitGroup
-	var groups groupReads
+	groups := &store.GroupReads{Jobs: c.cfg.Store.Jobs}
 	for i, id := range ids {
 		select {
 		case sem <- struct{}{}:
@@ -1053,7 +1053,7 @@ func (c *Coordinator) getAll(ctx context.Context, ids []string, missingOK bool) 
 			var err error
 			if group, n, ok := job.GroupOf(id); ok {
 				// A batch's members: each group read once.
-				j, _, err = groups.get(ctx, c, id, group, n)
+				j, _, err = c.getMember(ctx, id, group, n, groups)
 				if job.ErrorCode(err) == job.ENotFound {
 					j, _, err = c.Get(ctx, id) // stored on its own (complete)
 				}
@@ -2826,7 +2826,7 @@ func (c *Coordinator) markStarted(ctx context.Context, s job.TaskStarted) {
 func (c *Coordinator) Get(ctx context.Context, id string) (*job.Job, uint64, error) {
 	j, rev, err := c.getRecord(ctx, id)
 	if group, n, ok := job.GroupOf(id); ok && job.ErrorCode(err) == job.ENotFound {
-		return c.getMember(ctx, id, group, n)
+		return c.getMember(ctx, id, group, n, &store.GroupReads{Jobs: c.cfg.Store.Jobs})
 	}
 	if err == nil && j.IsGroup() {
 		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id)) // a group is no job

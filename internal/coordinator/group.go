@@ -170,10 +170,11 @@ func members(groups []*job.Job) []*job.Job {
 	return out
 }
 
-// getMember reads member n of group: ENotFound when the group is not
-// stored or has no such member.
-func (c *Coordinator) getMember(ctx context.Context, id, group string, n int) (*job.Job, uint64, error) {
-	g, rev, err := c.cfg.Store.Jobs.Get(ctx, group)
+// getMember reads member n of group (through reads, which reads each
+// group once): ENotFound when the group is not stored or has no such
+// member.
+func (c *Coordinator) getMember(ctx context.Context, id, group string, n int, reads *store.GroupReads) (*job.Job, uint64, error) {
+	g, rev, err := reads.Get(ctx, group)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
@@ -183,45 +184,6 @@ func (c *Coordinator) getMember(ctx context.Context, id, group string, n int) (*
 		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
 	}
 	return g.MemberJob(n), rev, nil
-}
-
-// groupReads reads each group once for a getAll of many of its members.
-type groupReads struct {
-	mu     sync.Mutex
-	groups map[string]*groupRead
-}
-
-type groupRead struct {
-	once sync.Once
-	g    *job.Job
-	rev  uint64
-	err  error
-}
-
-// get returns member n of group, reading the group at its first use.
-func (r *groupReads) get(ctx context.Context, c *Coordinator, id, group string, n int) (*job.Job, uint64, error) {
-	r.mu.Lock()
-	if r.groups == nil {
-		r.groups = map[string]*groupRead{}
-	}
-	gr := r.groups[group]
-	if gr == nil {
-		gr = &groupRead{}
-		r.groups[group] = gr
-	}
-	r.mu.Unlock()
-	gr.once.Do(func() {
-		gr.g, gr.rev, gr.err = c.cfg.Store.Jobs.Get(ctx, group)
-	})
-	switch {
-	case errors.Is(gr.err, store.ErrNotFound):
-		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
-	case gr.err != nil:
-		return nil, 0, unavailable(fmt.Errorf("read the group of job %s: %w", id, gr.err))
-	case n > len(gr.g.Members) || gr.g.Members[n-1].Deleted:
-		return nil, 0, job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
-	}
-	return gr.g.MemberJob(n), gr.rev, nil
 }
 
 // ownRecord reports whether job id has a record of its own: a member of a

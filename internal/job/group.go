@@ -216,13 +216,6 @@ func (m Member) Shown() State {
 	return Queued
 }
 
-// Alone reports whether member n (1 on) of group j is not the group's to
-// show any more: moved to a record of its own, or deleted.
-func (j *Job) Alone(n int) bool {
-	m := j.Members[n-1]
-	return m.Moved || m.Deleted
-}
-
 // MemberJobs returns every member of group j (MemberJob).
 func (j *Job) MemberJobs() []*Job {
 	out := make([]*Job, len(j.Members))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/event"
@@ -161,7 +160,7 @@ func (v *View) groupState(id string) (job.State, bool) {
 // holds it), each group read once for the reads that share groups. With
 // inGroup (the view holds it as a group's member) the group is read at
 // once.
-func (v *View) readJob(ctx context.Context, id string, inGroup bool, groups *groupReads) (*job.Job, error) {
+func (v *View) readJob(ctx context.Context, id string, inGroup bool, groups *store.GroupReads) (*job.Job, error) {
 	group, n, member := job.GroupOf(id)
 	if !inGroup || !member {
 		j, _, err := v.cfg.Store.Jobs.Get(ctx, id)
@@ -169,7 +168,7 @@ func (v *View) readJob(ctx context.Context, id string, inGroup bool, groups *gro
 			return j, err
 		}
 	}
-	g, err := groups.get(ctx, v.cfg.Store.Jobs, group)
+	g, _, err := groups.Get(ctx, group)
 	switch {
 	case err != nil:
 		return nil, err
@@ -179,31 +178,4 @@ func (v *View) readJob(ctx context.Context, id string, inGroup bool, groups *gro
 	m := g.MemberJob(n)
 	m.TaskLog = nil
 	return m, nil
-}
-
-// groupReads reads each group's record once for the reads of one page.
-type groupReads struct {
-	mu sync.Mutex
-	m  map[string]*groupRead
-}
-
-type groupRead struct {
-	once sync.Once
-	g    *job.Job
-	err  error
-}
-
-func (r *groupReads) get(ctx context.Context, jobs *store.Jobs, id string) (*job.Job, error) {
-	r.mu.Lock()
-	if r.m == nil {
-		r.m = map[string]*groupRead{}
-	}
-	gr := r.m[id]
-	if gr == nil {
-		gr = &groupRead{}
-		r.m[id] = gr
-	}
-	r.mu.Unlock()
-	gr.once.Do(func() { gr.g, _, gr.err = jobs.Get(ctx, id) })
-	return gr.g, gr.err
 }

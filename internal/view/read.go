@@ -254,12 +254,12 @@ func (v *View) List(ctx context.Context, f Filter, limit int, cursor string) (jo
 	errs := make([]error, len(missing))
 	sem := make(chan struct{}, listReads)
 	var wg sync.WaitGroup
-	var groups groupReads
+	groups := &store.GroupReads{Jobs: v.records()}
 	for n, k := range missing {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			j, err := v.readJob(ctx, jobs[k].ID, members[n], &groups)
+			j, err := v.readJob(ctx, jobs[k].ID, members[n], groups)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				jobs[k].ID = "" // deleted since
