@@ -283,7 +283,7 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 	done := make(chan struct{})
 	c.mu.Lock()
 	if ranges != nil {
-		records, recordSpecs = makeGroups(specs, ranges, now, jobs, ids)
+		records, recordSpecs = makeGroups(specs, ranges, now, ids)
 	} else {
 		for i, spec := range specs {
 			jobs[i] = job.New(job.NewID(spec.Kind, now), spec, now.UTC())

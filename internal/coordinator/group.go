@@ -130,8 +130,8 @@ func (c *Coordinator) storeGathered(ctx context.Context) {
 }
 
 // makeGroups returns the records of the groups of specs (groupSpecs) and
-// the specs to store them with, and sets jobs and ids to their members.
-func makeGroups(specs []job.Spec, ranges [][2]int, now time.Time, jobs []*job.Job, ids []string) (records []*job.Job, recordSpecs []job.Spec) {
+// the specs to store them with, and sets ids to their members'.
+func makeGroups(specs []job.Spec, ranges [][2]int, now time.Time, ids []string) (records []*job.Job, recordSpecs []job.Spec) {
 	for _, r := range ranges {
 		g := job.NewGroup(job.NewGroupID(specs[r[0]].Kind, now), specs[r[0]:r[1]], now.UTC())
 		records = append(records, g)
@@ -139,8 +139,7 @@ func makeGroups(specs []job.Spec, ranges [][2]int, now time.Time, jobs []*job.Jo
 		s.Partitions, s.Params = r[1]-r[0], nil
 		recordSpecs = append(recordSpecs, s)
 		for n := 1; n <= r[1]-r[0]; n++ {
-			jobs[r[0]+n-1] = g.MemberJob(n)
-			ids[r[0]+n-1] = jobs[r[0]+n-1].ID
+			ids[r[0]+n-1] = job.MemberID(g.ID, n)
 		}
 	}
 	return records, recordSpecs
@@ -371,7 +370,7 @@ func (c *Coordinator) promote(ctx context.Context, id, group string, n int) erro
 		case m.Moved:
 			// Marked by a promote cut short: its record is made below.
 		case m.State != job.Failed && m.State != job.Canceled:
-			perr = g.MemberJob(n).Retry(time.Now()) // its conflict
+			perr = g.MemberShown(n).Retry(time.Now()) // its conflict
 		default:
 			m.Moved = true
 			return true
@@ -387,7 +386,7 @@ func (c *Coordinator) promote(ctx context.Context, id, group string, n int) erro
 	if perr != nil {
 		return perr
 	}
-	j := g.MemberJob(n)
+	j := g.MemberShown(n) // its history below
 	history, err := c.memberHistory(ctx, g, id, n)
 	if err != nil && !errors.Is(err, store.ErrDamaged) {
 		return unavailable(err)
@@ -411,7 +410,7 @@ func (c *Coordinator) membersTransitioned(g, prev *job.Job) {
 		if m.State == was.State && (m.StartedAt == nil) == (was.StartedAt == nil) {
 			continue
 		}
-		mj, from := g.MemberJob(i+1), job.Queued
+		mj, from := g.MemberShown(i+1), job.Queued
 		if was.State != "" {
 			from = was.State
 		} else if was.StartedAt != nil {

@@ -26,9 +26,8 @@ func TestARetryCompletesABatchOfGroupsWhoseServerDiedMidway(t *testing.T) {
 	}
 	at := time.Now().Add(-SubmitTimeout - completeAfter - 5*time.Second)
 	claim := &keyClaim{key: "batch\x00k", fingerprint: fingerprint(specs)}
-	jobs := make([]*job.Job, len(specs))
 	claim.ids = make([]string, len(specs))
-	groups, _ := makeGroups(specs, f.c.groupSpecs(specs), at, jobs, claim.ids)
+	groups, _ := makeGroups(specs, f.c.groupSpecs(specs), at, claim.ids)
 	if len(groups) != 2 {
 		t.Fatalf("%d groups of %d jobs, want 2", len(groups), len(specs))
 	}
@@ -82,9 +81,8 @@ func TestAWithdrawnBatchTakesItsGroups(t *testing.T) {
 		specs[i] = job.Spec{Kind: "noop", Partitions: 1}
 	}
 	claim := &keyClaim{key: "batch\x00w", fingerprint: fingerprint(specs)}
-	jobs := make([]*job.Job, len(specs))
 	claim.ids = make([]string, len(specs))
-	groups, _ := makeGroups(specs, f.c.groupSpecs(specs), time.Now(), jobs, claim.ids)
+	groups, _ := makeGroups(specs, f.c.groupSpecs(specs), time.Now(), claim.ids)
 	for _, g := range groups {
 		if _, err := f.c.publishTasks(f.ctx, g); err != nil {
 			t.Fatal(err)

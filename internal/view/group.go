@@ -90,9 +90,11 @@ func (v *View) applyGroup(e *store.Entry, g *job.Job, initial bool) {
 		case en != nil && v.codes.state(en.state) == mem.Shown() && !(held && !mem.Shown().Terminal()):
 			continue
 		}
-		m := g.MemberJob(n)
-		if m.State.Terminal() {
-			m.TaskLog = nil // read from the store when asked for, as a job's
+		// A finished job's history is read from the store when asked
+		// for, as a job's.
+		m := g.MemberShown(n)
+		if !m.State.Terminal() {
+			m = g.MemberJob(n)
 		}
 		prev := v.setEntry(m, false)
 		v.wake(v.byID[id])
@@ -175,7 +177,5 @@ func (v *View) readJob(ctx context.Context, id string, inGroup bool, groups *sto
 	case n > len(g.Members) || g.Members[n-1].Deleted:
 		return nil, store.ErrNotFound
 	}
-	m := g.MemberJob(n)
-	m.TaskLog = nil
-	return m, nil
+	return g.MemberShown(n), nil
 }
