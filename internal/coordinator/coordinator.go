@@ -1919,8 +1919,12 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 	queued := map[taskKey]bool{}
 	seen := map[string]int{} // tasks of each job in the queue
 	err = c.cfg.Store.Tasks.Scan(ctx, func(data []byte) {
-		if t, err := store.DecodeTask(data); err == nil && undone[t.Job] > 0 {
-			if k := keyOf(t); !queued[k] {
+		ts, err := store.DecodeTasks(data)
+		if err != nil {
+			return
+		}
+		for _, t := range ts {
+			if k := keyOf(t); undone[t.Job] > 0 && !queued[k] {
 				queued[k] = true
 				seen[t.Job]++
 			}

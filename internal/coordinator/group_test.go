@@ -74,12 +74,8 @@ func TestARetryCompletesABatchOfGroupsWhoseServerDiedMidway(t *testing.T) {
 // groups and all, before the retry's own jobs are stored: no job of the
 // first stays.
 func TestAWithdrawnBatchTakesItsGroups(t *testing.T) {
-	f := storeFixture(t, func(kv store.KV) store.KV { return kv })
-	f.c = f.coordinator(func(c *Config) { c.GroupBatches = true })
-	specs := make([]job.Spec, 20)
-	for i := range specs {
-		specs[i] = job.Spec{Kind: "noop", Partitions: 1}
-	}
+	f := groupsFixture(t)
+	specs := noopSpecs(20)
 	claim := &keyClaim{key: "batch\x00w", fingerprint: fingerprint(specs)}
 	claim.ids = make([]string, len(specs))
 	groups, _ := makeGroups(specs, f.c.groupSpecs(specs), time.Now(), claim.ids)
@@ -107,4 +103,47 @@ func TestAWithdrawnBatchTakesItsGroups(t *testing.T) {
 	if _, _, err := f.c.Get(f.ctx, claim.ids[0]); job.ErrorCode(err) != job.ENotFound {
 		t.Fatalf("a job of the withdrawn batch: %v; want not found", err)
 	}
+}
+
+// The first tasks of a group's jobs are queued in bundles, and the look for
+// tasks lost from the queue reads every task of a bundle: none of the
+// group's is taken for lost and queued again.
+func TestTheLookForLostTasksReadsBundles(t *testing.T) {
+	f := groupsFixture(t)
+	specs := noopSpecs(5)
+	jobs, err := f.c.SubmitBatch(f.ctx, specs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	group, _, ok := job.GroupOf(jobs[0].ID)
+	if !ok {
+		t.Fatalf("job %s is not of a group", jobs[0].ID)
+	}
+	if n := f.queued(); n != 1 {
+		t.Fatalf("%d task messages for a group of 5; want one bundle", n)
+	}
+	queuedAgain, err := f.c.Reconcile(f.ctx, map[string]int{group: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if queuedAgain != 0 {
+		t.Fatalf("the look queued %d tasks of the group again; want none, its bundle holds them all", queuedAgain)
+	}
+}
+
+// groupsFixture is a coordinator on the store that stores batches in
+// groups.
+func groupsFixture(t *testing.T) *fixture {
+	f := storeFixture(t, func(kv store.KV) store.KV { return kv })
+	f.c = f.coordinator(func(c *Config) { c.GroupBatches = true })
+	return f
+}
+
+// noopSpecs returns n specs of one-task noop jobs.
+func noopSpecs(n int) []job.Spec {
+	specs := make([]job.Spec, n)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "noop", Partitions: 1}
+	}
+	return specs
 }

@@ -322,3 +322,62 @@ func (j *Job) StartMember(n int, t time.Time) bool {
 	j.Start(t)
 	return true
 }
+
+// MaxBundle bounds the tasks of one bundle (Bundle).
+const MaxBundle = 64
+
+// BundledTask is a task of a bundle after its first (Task.More).
+type BundledTask struct {
+	Partition int             `json:"partition"`
+	Member    string          `json:"member"`
+	Params    json.RawMessage `json:"params,omitempty"`
+}
+
+// Bundle packs consecutive tasks of one group that run for the first time
+// into bundles of up to MaxBundle: one task message for many jobs of a
+// group, which a worker runs as that many tasks (Task.Bundled), each
+// leased, retried and given back on its own, the message acked once
+// all are. A task of a job of its own, and a task that ran before (a
+// retry, a run lost, one given back), is a message of its own. (One
+// message for many jobs is what lets small jobs run at the rate of a
+// job's many tasks: a task message stored, delivered and acked was most
+// of what a small job cost the queue.)
+func Bundle(tasks []Task) []Task {
+	out := make([]Task, 0, len(tasks))
+	for _, t := range tasks {
+		if n := len(out); n > 0 && bundles(out[n-1], t) && len(out[n-1].More) < MaxBundle-1 {
+			out[n-1].More = append(out[n-1].More, BundledTask{Partition: t.Partition, Member: t.Member, Params: t.Params})
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// bundles reports whether task t may go in the bundle of task b. Not in
+// a kind's own lane: its limits count messages leased, and a bundle is
+// many tasks.
+func bundles(b, t Task) bool {
+	return firstRun(b) && firstRun(t) && b.Job == t.Job && b.Kind == t.Kind && b.Phase == t.Phase && b.Epoch == t.Epoch &&
+		b.Priority == t.Priority && b.Lane == "" && t.Lane == "" && b.Timeout == t.Timeout && b.Module == t.Module
+}
+
+// firstRun reports whether t is a group's task that has not run before.
+func firstRun(t Task) bool {
+	return t.Member != "" && !t.Backup && t.Runs == 0 && t.Failures == 0 && t.Lost == 0 && len(t.Carried) == 0 && t.NoRoomSince == 0 && t.Round == 0
+}
+
+// Bundled returns the tasks of bundle t: t itself without More, then one
+// for each of More. A task that is no bundle is its own one.
+func (t Task) Bundled() []Task {
+	more := t.More
+	t.More = nil
+	out := make([]Task, 0, 1+len(more))
+	out = append(out, t)
+	for _, b := range more {
+		o := t
+		o.Partition, o.Member, o.Params = b.Partition, b.Member, b.Params
+		out = append(out, o)
+	}
+	return out
+}

@@ -1,6 +1,10 @@
 package job
 
 import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +100,33 @@ func TestAGroupEndsWhenEveryMemberHas(t *testing.T) {
 	c.Members[0].State = Failed
 	if g.Members[0].State != Succeeded {
 		t.Fatal("a clone's members share the record's")
+	}
+}
+
+// The first tasks of a group's jobs go in bundles of up to MaxBundle, each
+// read back as the tasks it holds; a task that ran before, one of a job of
+// its own and one in a kind's lane stay messages of their own.
+func TestBundlesHoldTheFirstTasksOfAGroup(t *testing.T) {
+	var tasks []Task
+	for i := range MaxBundle + 6 {
+		tasks = append(tasks, Task{Job: "g", Kind: "noop", Partition: i, Partitions: MaxBundle + 10, Member: MemberID("noop_81m96xe0qhs2zttkrtys995400", i+1),
+			Params: json.RawMessage(`{"i":` + strconv.Itoa(i) + `}`), Epoch: 1, Priority: 2})
+	}
+	retried := tasks[0]
+	retried.Partition, retried.Runs, retried.Member = MaxBundle+6, 1, "other"
+	own := Task{Job: "j", Kind: "noop", Partitions: 1}
+	laned := tasks[1]
+	laned.Partition, laned.Lane, laned.Member = MaxBundle+7, "kind-noop", "laned"
+	all := append(slices.Clone(tasks), retried, own, laned)
+	b := Bundle(all)
+	if len(b) != 5 || len(b[0].More) != MaxBundle-1 || len(b[1].More) != 5 || len(b[2].More)+len(b[3].More)+len(b[4].More) != 0 {
+		t.Fatalf("%d messages (%d, %d more); want a bundle of %d, one of 6, and three tasks alone", len(b), len(b[0].More), len(b[1].More), MaxBundle)
+	}
+	var back []Task
+	for _, m := range b {
+		back = append(back, m.Bundled()...)
+	}
+	if !reflect.DeepEqual(back, all) {
+		t.Fatalf("the bundles read back as\n%+v\nwant\n%+v", back, all)
 	}
 }

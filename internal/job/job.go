@@ -247,6 +247,10 @@ type Task struct {
 	// runs of one task and no reason. A record stored twice is shown once
 	// (DropRepeated).
 	Carried []TaskResult `json:"carried,omitempty"`
+	// More makes the message a bundle: the tasks of other jobs of the
+	// same group, each this task with its own partition, member and
+	// params (Bundle, Task.Bundled).
+	More []BundledTask `json:"more,omitempty"`
 }
 
 // MaxCarried bounds the history records a task carries (Task.Carried):

@@ -468,10 +468,14 @@ func normalize(j *job.Job) {
 	}
 }
 
-// TaskMessages encodes tasks for the task queue. With dedupe, each gets
-// an id of its own (job, phase, partition, runs): publishing it again
-// within the stream's window stores nothing.
+// TaskMessages encodes tasks for the task queue; without dedupe, the
+// first runs of a group's jobs go in bundles (job.Bundle). With dedupe,
+// each gets an id of its own (job, phase, partition, runs): publishing it
+// again within the stream's window stores nothing.
 func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
+	if !dedupe {
+		tasks = job.Bundle(tasks)
+	}
 	out := make([]Message, len(tasks))
 	for i, t := range tasks {
 		data, err := marshalTask(&t)
@@ -487,6 +491,16 @@ func TaskMessages(tasks []job.Task, dedupe bool) ([]Message, error) {
 		}
 	}
 	return out, nil
+}
+
+// DecodeTasks reads a task message, a bundle's as its tasks
+// (job.Task.Bundled).
+func DecodeTasks(data []byte) ([]job.Task, error) {
+	t, err := DecodeTask(data)
+	if err != nil {
+		return nil, err
+	}
+	return t.Bundled(), nil
 }
 
 // DecodeTask reads a task message.

@@ -96,6 +96,25 @@ func marshalTask(t *job.Task) ([]byte, error) {
 		e.key("carried")
 		e.json(t.Carried)
 	}
+	if len(t.More) > 0 {
+		e.key("more")
+		e.b = append(e.b, '[')
+		for i, b := range t.More {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.b = append(e.b, `{"partition":`...)
+			e.int(int64(b.Partition))
+			e.key("member")
+			e.str(b.Member)
+			if len(b.Params) > 0 {
+				e.key("params")
+				e.json(b.Params)
+			}
+			e.b = append(e.b, '}')
+		}
+		e.b = append(e.b, ']')
+	}
 	e.b = append(e.b, '}')
 	return e.b, e.err
 }

@@ -128,7 +128,8 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			continue
 		}
 		n := p.pace.fetchSize(p.cfg.Concurrency)
-		if p.pace.slow() {
+		slow := p.pace.slow()
+		if slow {
 			// One fetcher, for the idle workers only. The other only
 			// looks again now and then whether tasks got fast: a worker's
 			// wake is for the first (taken by the other, it left the first
@@ -161,7 +162,28 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			defer cancel()
 			stop := context.AfterFunc(p.stopCtx, cancel)
 			defer stop()
-			take := func(m store.Delivery) { leased <- p.newLease(m) }
+			room := n // tasks this fetch is for, when tasks are slow
+			take := func(m store.Delivery) {
+				ds := parts(m)
+				ls := make([]*lease, len(ds))
+				for i, d := range ds {
+					ls[i] = p.newLease(d) // each leased at once
+				}
+				for _, l := range ls {
+					if room <= 0 && len(ls) > 1 {
+						// A bundle of more slow tasks than the
+						// pool has idle workers: the rest go back
+						// to the queue, one message each, for any
+						// worker, rather than wait here.
+						p.giveBack(l)
+						continue
+					}
+					if slow {
+						room--
+					}
+					leased <- l
+				}
+			}
 			if lane := p.starving(time.Now()); lane != 0 {
 				// A lane higher ones kept waiting: its turn, once.
 				got := 0

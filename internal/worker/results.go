@@ -132,7 +132,7 @@ func (p *Pool) retry(tasks []finished, err error) {
 		if f.lease == nil {
 			continue
 		}
-		t, derr := store.DecodeTask(f.lease.msg().Data())
+		t, derr := taskOf(f.lease.msg())
 		if derr != nil {
 			f.lease.release()
 			continue

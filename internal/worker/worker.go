@@ -358,7 +358,7 @@ func (p *Pool) work(i int, tasks <-chan *lease) {
 // before it ended (the queue delivers the task again) is recorded as lost,
 // and one under which the store failed as interrupted; both run again.
 func (p *Pool) run(i int, l *lease) {
-	t, err := store.DecodeTask(l.msg().Data())
+	t, err := taskOf(l.msg())
 	if err != nil {
 		p.log.Error("dropping an unreadable task message; it was not written by this version of mrcluster", "job", l.msg().Key(), "err", err)
 		l.release()
@@ -759,7 +759,7 @@ func (p *Pool) flushLater() {
 func (p *Pool) requeue(l *lease, t job.Task) {
 	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
 	defer cancel()
-	if held, err := p.cfg.Store.Tasks.Holds(ctx, l.msg().Seq()); err == nil && !held {
+	if held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(l.msg())); err == nil && !held {
 		p.log.Info("a task to run again left the queue while it waited (its kind was paused, or its job ended); it is not queued again: its job queues it when it wants it",
 			"job", t.Job, "phase", t.Phase, "partition", t.Partition)
 		l.ack()
@@ -805,7 +805,7 @@ func (p *Pool) leftQueue(l *lease) bool {
 func (p *Pool) gone(ctx context.Context, l *lease) bool {
 	ctx, cancel := context.WithTimeout(ctx, leftQueueTimeout)
 	defer cancel()
-	held, err := p.cfg.Store.Tasks.Holds(ctx, l.msg().Seq())
+	held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(l.msg()))
 	return err == nil && !held
 }
 
@@ -818,7 +818,7 @@ func (p *Pool) giveBack(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d := l.msg()
-	if held, err := p.cfg.Store.Tasks.Holds(ctx, d.Seq()); err == nil && !held {
+	if held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(d)); err == nil && !held {
 		// Taken out of the queue meanwhile (see requeue).
 		l.ack()
 		p.log.Debug("a task to give back had left the queue; not queued again", "job", d.Key())
@@ -829,7 +829,7 @@ func (p *Pool) giveBack(l *lease) {
 	// lane's deliveries read as the highest priority, and a copy published
 	// by that went round the kind's limits).
 	m := store.Message{Key: d.Key(), Data: d.Data(), Priority: d.Priority()}
-	if t, err := store.DecodeTask(m.Data); err == nil {
+	if t, err := taskOf(d); err == nil {
 		if delivered := l.delivered(); delivered > 1 {
 			// The copy given back carries the runs lost before this delivery.
 			t.Carried = job.Carry(t.Carried, p.noteLost(t, delivered)...)
@@ -1006,7 +1006,11 @@ func (l *lease) ack() {
 
 // release stops renewing the lease without an ack.
 func (l *lease) release() {
-	l.pool.let(l, l.end(false).Seq(), false)
+	d := l.end(false)
+	if pt, ok := d.(*part); ok {
+		pt.letGo()
+	}
+	l.pool.let(l, d.Seq(), false)
 }
 
 // end stops renewing the lease, marks it acked or released, and returns

@@ -1,0 +1,154 @@
+package worker
+
+import (
+	"bytes"
+	"sync"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+// A bundle is a task message that carries the tasks of several jobs of a
+// group (job.Bundle). The queue leases it as one message; the pool runs
+// each of its tasks as a delivery of its own (a part), leased, run,
+// retried, given back and acked as any task is, and acks the message once
+// every part is acked. A part let go without an ack (its result could not
+// be stored, nor a copy of it queued) leaves the message unacked: the
+// queue delivers it again after its ack wait, and each of its tasks runs
+// again, as a lost run; a result stored twice counts once.
+type bundle struct {
+	m store.Delivery
+
+	mu    sync.Mutex
+	left  int  // parts not ended yet
+	again bool // a part was let go without an ack
+	// renewed is when the message's lease was last renewed: every part
+	// renews it, the message once in a while.
+	renewed time.Time
+}
+
+// part is one task of a bundle, as a delivery of its own.
+type part struct {
+	b     *bundle
+	i     int
+	task  job.Task
+	ended bool // under b.mu
+
+	dataOnce sync.Once
+	data     []byte
+}
+
+// A part's Seq is its bundle's with the part's number, and a bit no
+// stream's sequence sets: distinct for every part, the same for the parts
+// of every delivery of one message (what the pool's memory of held and
+// acked deliveries is keyed by). queueSeq is the message's own.
+const (
+	partBit   = 1 << 63
+	partShift = 8 // job.MaxBundle fits
+)
+
+// parts returns the deliveries of message m: its bundle's parts, or m
+// itself when it is no bundle (or cannot be read: its run says so).
+func parts(m store.Delivery) []store.Delivery {
+	if !bytes.Contains(m.Data(), []byte(`"more":[`)) {
+		return []store.Delivery{m}
+	}
+	t, err := store.DecodeTask(m.Data())
+	if err != nil || len(t.More) == 0 || len(t.More) >= 1<<partShift-1 {
+		return []store.Delivery{m}
+	}
+	tasks := t.Bundled()
+	b := &bundle{m: m, left: len(tasks), renewed: time.Now()}
+	out := make([]store.Delivery, len(tasks))
+	for i, t := range tasks {
+		out[i] = &part{b: b, i: i, task: t}
+	}
+	return out
+}
+
+// queueSeq is the sequence in the queue of the message d is: a part's
+// bundle's.
+func queueSeq(d store.Delivery) uint64 {
+	if p, ok := d.(*part); ok {
+		return p.b.m.Seq()
+	}
+	return d.Seq()
+}
+
+// taskOf returns the task delivery d carries.
+func taskOf(d store.Delivery) (job.Task, error) {
+	if p, ok := d.(*part); ok {
+		return p.task, nil
+	}
+	return store.DecodeTask(d.Data())
+}
+
+func (p *part) Key() string    { return p.b.m.Key() }
+func (p *part) Delivered() int { return p.b.m.Delivered() }
+func (p *part) Priority() int  { return p.b.m.Priority() }
+func (p *part) Lease() string  { return p.b.m.Lease() }
+
+// Data is the part's task as a message of its own: what a copy given back
+// or queued again carries.
+func (p *part) Data() []byte {
+	p.dataOnce.Do(func() {
+		if msgs, err := store.TaskMessages([]job.Task{p.task}, false); err == nil {
+			p.data = msgs[0].Data
+		}
+	})
+	return p.data
+}
+
+func (p *part) Seq() uint64 {
+	s := p.b.m.Seq()
+	if s == 0 {
+		return 0
+	}
+	return partBit | s<<partShift | uint64(p.i)
+}
+
+func (p *part) Ack() error { return p.b.end(p, true) }
+
+// Term drops the part's task (it is done with, as an acked one).
+func (p *part) Term() error { return p.b.end(p, true) }
+
+// Nak lets the part go without an ack: the message comes back after its
+// ack wait (not sooner: the bundle's other parts may still run).
+func (p *part) Nak(time.Duration) error { return p.b.end(p, false) }
+
+// letGo is the part's lease ended without an ack (lease.release).
+func (p *part) letGo() { _ = p.b.end(p, false) }
+
+// InProgress renews the message's lease, at most once a second whatever
+// the number of parts running.
+func (p *part) InProgress() error {
+	b := p.b
+	b.mu.Lock()
+	if time.Since(b.renewed) < time.Second {
+		b.mu.Unlock()
+		return nil
+	}
+	b.renewed = time.Now()
+	b.mu.Unlock()
+	return b.m.InProgress()
+}
+
+// end ends part p, acked or let go, and acks the message once every part
+// ended with an ack.
+func (b *bundle) end(p *part, acked bool) error {
+	b.mu.Lock()
+	if p.ended {
+		b.mu.Unlock()
+		return nil
+	}
+	p.ended = true
+	b.left--
+	b.again = b.again || !acked
+	last, again := b.left == 0, b.again
+	b.mu.Unlock()
+	if last && !again {
+		return b.m.Ack()
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
+)
+
+// memberTasks returns the first tasks of n jobs of group g.
+func memberTasks(g string, n int) []job.Task {
+	tasks := make([]job.Task, n)
+	for i := range tasks {
+		tasks[i] = job.Task{Job: g, Kind: "k", Phase: job.PhaseMap, Partition: i, Partitions: n, MaxAttempts: 1,
+			Member: fmt.Sprintf("%s-m%d", g, i+1), Params: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i*10))}
+	}
+	return tasks
+}
+
+// The first tasks of a group's jobs go in one message, and a pool runs
+// each of them, as the job it is, once; the message is acked once every
+// task's result is stored.
+func TestABundleRunsEveryJobOfItOnce(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, t job.Task) (int64, error) {
+		var p struct{ N int64 }
+		if err := json.Unmarshal(t.Params, &p); err != nil {
+			return 0, err
+		}
+		mu.Lock()
+		seen[fmt.Sprintf("%s %d/%d", t.Job, t.Partition, t.Partitions)]++
+		mu.Unlock()
+		return p.N, nil
+	}})
+	tasks := memberTasks("g", 70)
+	msgs, err := store.TaskMessages(tasks, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages for the first tasks of 70 jobs of a group; want 2 bundles (of up to %d)", len(msgs), job.MaxBundle)
+	}
+	f.queue(tasks...)
+	f.pool(3)
+	got := map[int]int64{}
+	for _, r := range f.results(70) {
+		if r.Error != "" || r.Attempt != 1 || r.Job != "g" {
+			t.Fatalf("result: %+v", r)
+		}
+		got[r.Partition] = r.Value
+	}
+	for i := range 70 {
+		if got[i] != int64(i*10) {
+			t.Fatalf("job %d of the group: value %d, want %d", i, got[i], i*10)
+		}
+		if k := fmt.Sprintf("g-m%d 0/1", i+1); seen[k] != 1 {
+			t.Fatalf("the code saw %q %d times, want once (it saw %v)", k, seen[k], seen)
+		}
+	}
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting+i.Leased == 0 }, "every bundle acked")
+}
+
+// A pool with fewer idle workers than a bundle of slow tasks holds runs
+// what it can start and gives the rest back, a message each, for other
+// workers: none waits here behind a task of minutes.
+func TestABundleOfSlowTasksIsSharedOut(t *testing.T) {
+	started := make(chan string, 8)
+	release := make(chan struct{})
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		started <- t.Job
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return 1, nil
+	}})
+	f.queue(memberTasks("g", 4)...)
+	f.pool(1)
+	select {
+	case <-started:
+	case <-f.ctx.Done():
+		t.Fatal("no task of the bundle started")
+	}
+	// The three others are in the queue again, each its own message.
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting == 3 }, "three tasks given back")
+	var left []job.Task
+	if err := f.store.Tasks.Scan(f.ctx, func(data []byte) {
+		if tk, err := store.DecodeTask(data); err == nil && len(tk.More) == 0 {
+			left = append(left, tk)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 3 {
+		t.Fatalf("%d messages of one task each in the queue, want 3 (the tasks the pool could not start)", len(left))
+	}
+	// A second pool runs one of them meanwhile.
+	f.pool(1)
+	select {
+	case <-started:
+	case <-f.ctx.Done():
+		t.Fatal("a task given back did not start on another pool")
+	}
+	close(release)
+	if rs := f.results(4); len(rs) != 4 {
+		t.Fatalf("results: %+v", rs)
+	}
+}
+
+// The message of a bundle is acked once every task of it is, and not at
+// all when one was let go without an ack: the queue delivers it again.
+func TestABundleIsAckedOnceAllItsTasksAre(t *testing.T) {
+	for _, letGo := range []bool{false, true} {
+		m := &countingDelivery{data: mustBundle(t, memberTasks("g", 3))}
+		ps := parts(m)
+		if len(ps) != 3 {
+			t.Fatalf("%d parts, want 3", len(ps))
+		}
+		seqs := map[uint64]bool{}
+		for _, p := range ps {
+			seqs[p.Seq()] = true
+			if queueSeq(p) != m.Seq() {
+				t.Fatalf("a part's queue sequence %d, want its message's %d", queueSeq(p), m.Seq())
+			}
+		}
+		if len(seqs) != 3 {
+			t.Fatalf("the parts' sequences %v are not distinct", seqs)
+		}
+		_ = ps[0].Ack()
+		_ = ps[0].Ack() // twice: counted once
+		if letGo {
+			ps[1].(*part).letGo()
+		} else {
+			_ = ps[1].Ack()
+		}
+		if m.acks != 0 {
+			t.Fatalf("the message acked with a task of it unended")
+		}
+		_ = ps[2].Ack()
+		if want := map[bool]int{false: 1, true: 0}[letGo]; m.acks != want {
+			t.Fatalf("let go %v: the message acked %d times, want %d", letGo, m.acks, want)
+		}
+	}
+}
+
+func mustBundle(t *testing.T, tasks []job.Task) []byte {
+	t.Helper()
+	msgs, err := store.TaskMessages(tasks, false)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("%d messages, %v", len(msgs), err)
+	}
+	return msgs[0].Data
+}
+
+type countingDelivery struct {
+	data []byte
+	acks int
+}
+
+func (d *countingDelivery) Key() string             { return "g" }
+func (d *countingDelivery) Data() []byte            { return d.data }
+func (d *countingDelivery) Delivered() int          { return 1 }
+func (d *countingDelivery) Priority() int           { return job.DefaultPriority }
+func (d *countingDelivery) Seq() uint64             { return 42 }
+func (d *countingDelivery) Ack() error              { d.acks++; return nil }
+func (d *countingDelivery) Nak(time.Duration) error { return nil }
+func (d *countingDelivery) Term() error             { return nil }
+func (d *countingDelivery) InProgress() error       { return nil }
+func (d *countingDelivery) Lease() string           { return "" }
+
+func awaitQueue(t *testing.T, f *fixture, ok func(store.StreamInfo) bool, what string) {
+	t.Helper()
+	for {
+		info, err := f.store.Tasks.Info(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(info) {
+			return
+		}
+		select {
+		case <-f.ctx.Done():
+			t.Fatalf("queue %+v; want %s", info, what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
