@@ -66,9 +66,11 @@ func TestABundleRunsEveryJobOfItOnce(t *testing.T) {
 	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting+i.Leased == 0 }, "every bundle acked")
 }
 
-// A pool with fewer idle workers than a bundle of slow tasks holds runs
-// what it can start and gives the rest back, a message each, for other
-// workers: none waits here behind a task of minutes.
+// A pool with fewer idle workers than a bundle of slow tasks holds gives
+// them all back, a message each, and runs them as any task: none waits
+// here behind a task of minutes while other workers idle, and none is in a
+// bundle this pool holds in part (which would run whole again should the
+// pool die).
 func TestABundleOfSlowTasksIsSharedOut(t *testing.T) {
 	started := make(chan string, 8)
 	release := make(chan struct{})
@@ -87,18 +89,17 @@ func TestABundleOfSlowTasksIsSharedOut(t *testing.T) {
 	case <-f.ctx.Done():
 		t.Fatal("no task of the bundle started")
 	}
-	// The three others are in the queue again, each its own message.
-	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting == 3 }, "three tasks given back")
-	var left []job.Task
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting == 3 && i.Leased == 1 }, "three tasks waiting, one running")
+	single := 0
 	if err := f.store.Tasks.Scan(f.ctx, func(data []byte) {
-		if tk, err := store.DecodeTask(data); err == nil && len(tk.More) == 0 {
-			left = append(left, tk)
+		if tk, err := store.DecodeTask(data); err == nil && len(tk.More) == 0 && tk.Member != "" {
+			single++
 		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 3 {
-		t.Fatalf("%d messages of one task each in the queue, want 3 (the tasks the pool could not start)", len(left))
+	if single != 4 {
+		t.Fatalf("%d messages of one task each in the queue, want 4 (the bundle given back whole, a message a task)", single)
 	}
 	// A second pool runs one of them meanwhile.
 	f.pool(1)

@@ -169,18 +169,18 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 				for i, d := range ds {
 					ls[i] = p.newLease(d) // each leased at once
 				}
+				if slow && len(ls) > 1 && len(ls) > room {
+					// A bundle of more slow tasks than the pool has
+					// idle workers: every one goes back to the queue,
+					// a message each, for any worker (this pool then
+					// fetches them as any), rather than wait here
+					// behind a task of minutes; and a bundle held in
+					// part would run whole again if this pool died.
+					p.giveBack(ls...)
+					return
+				}
 				for _, l := range ls {
-					if room <= 0 && len(ls) > 1 {
-						// A bundle of more slow tasks than the
-						// pool has idle workers: the rest go back
-						// to the queue, one message each, for any
-						// worker, rather than wait here.
-						p.giveBack(l)
-						continue
-					}
-					if slow {
-						room--
-					}
+					room--
 					leased <- l
 				}
 			}

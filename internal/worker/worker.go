@@ -809,21 +809,43 @@ func (p *Pool) gone(ctx context.Context, l *lease) bool {
 	return err == nil && !held
 }
 
-// giveBack returns a task the pool will not run to the queue, durably: a
-// copy is published, then the original acked. (A nak is not enough: the
-// server keeps naks in memory, so after a restart a naked task would wait
-// a whole ack wait.) A crash between the two leaves a duplicate, which the
-// coordinator ignores.
-func (p *Pool) giveBack(l *lease) {
+// giveBack returns tasks the pool will not run to the queue, durably: a
+// copy of each is published, then the original acked. (A nak is not
+// enough: the server keeps naks in memory, so after a restart a naked task
+// would wait a whole ack wait.) A crash between the two leaves a
+// duplicate, which the coordinator ignores. Several leases given back at
+// once are the parts of one bundle: one look whether it is still queued,
+// one publish for their copies.
+func (p *Pool) giveBack(ls ...*lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d := l.msg()
-	if held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(d)); err == nil && !held {
+	if held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(ls[0].msg())); err == nil && !held {
 		// Taken out of the queue meanwhile (see requeue).
-		l.ack()
-		p.log.Debug("a task to give back had left the queue; not queued again", "job", d.Key())
+		for _, l := range ls {
+			l.ack()
+		}
+		p.log.Debug("a task to give back had left the queue; not queued again", "job", ls[0].msg().Key(), "tasks", len(ls))
 		return
 	}
+	msgs := make([]store.Message, len(ls))
+	for i, l := range ls {
+		msgs[i] = p.copyBack(l)
+	}
+	for i, err := range p.cfg.Store.Tasks.Publish(ctx, msgs...) {
+		if err != nil {
+			p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "job", msgs[i].Key, "err", err)
+			ls[i].release()
+			_ = ls[i].msg().Nak(0)
+			continue
+		}
+		ls[i].ack()
+		p.log.Debug("gave a task back to the queue", "job", msgs[i].Key)
+	}
+}
+
+// copyBack returns the message that gives l's task back to the queue.
+func (p *Pool) copyBack(l *lease) store.Message {
+	d := l.msg()
 	// The copy goes to the task's own lane, as its encoding says (a
 	// limited kind's: the lane of the delivery is not enough, since a kind
 	// lane's deliveries read as the highest priority, and a copy published
@@ -843,14 +865,7 @@ func (p *Pool) giveBack(l *lease) {
 	// It was at the head of its lane when fetched: it goes before the
 	// lane's new work (its later lane), not behind what was queued since.
 	m.Later = true
-	if err := p.cfg.Store.Tasks.Publish(ctx, m)[0]; err != nil {
-		p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "job", m.Key, "err", err)
-		l.release()
-		_ = d.Nak(0)
-		return
-	}
-	l.ack()
-	p.log.Debug("gave a task back to the queue", "job", m.Key)
+	return m
 }
 
 // call runs the task's map or reduce, turning a panic into an error so a
