@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +111,46 @@ func TestGroupsExpire(t *testing.T) {
 	s := store(t, b)
 	if _, _, err := s.Ports.Jobs.Get(ctx, group); !errors.Is(err, mrstore.ErrNotFound) {
 		t.Fatalf("the record of an expired group: %v", err)
+	}
+}
+
+// A group's jobs log their ends at debug (a line a job at info was a fifth
+// of a busy server's CPU), a failure at warn as any job's, and the group
+// one line at info when its last job ends.
+func TestAGroupLogsOneLineWhenItEnds(t *testing.T) {
+	t.Parallel()
+	var e echo
+	logs := &app.LockedBuffer{}
+	b := setup(t, func(c *app.Config) {
+		c.GroupBatches = true
+		c.Kinds = testKinds(e.kind())
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	jobs, err := c.SubmitBatchWithKey(ctx, echoSpecs(5, 2), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	group, _, _ := job.GroupOf(jobs[0].ID)
+	for {
+		out := logs.String()
+		if strings.Contains(out, `msg="jobs of a group ended" group=`+group) {
+			if !strings.Contains(out, "jobs=5 succeeded=4 failed=1 canceled=0") {
+				t.Fatalf("the group's line does not count 4 succeeded and 1 failed:\n%s", out)
+			}
+			if !strings.Contains(out, `level=WARN msg="job failed" job=`+jobs[2].ID) {
+				t.Fatalf("no warning names the failed job %s:\n%s", jobs[2].ID, out)
+			}
+			if n := strings.Count(out, `msg="job succeeded"`); n != 0 {
+				t.Fatalf("%d jobs of the group logged their success at info:\n%s", n, out)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no line says the group %s ended:\n%s", group, out)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

@@ -2916,13 +2916,24 @@ func (c *Coordinator) updateFrom(ctx context.Context, id string, fn func(*job.Jo
 // transitioned logs and counts a state change this server wrote.
 func (c *Coordinator) transitioned(j *job.Job, from job.State) {
 	c.cfg.Metrics.JobState(j.Kind, string(j.State))
+	c.logTransition(j, from, slog.LevelInfo)
+}
+
+// logTransition logs a state change of job j at level, a failure at warn.
+func (c *Coordinator) logTransition(j *job.Job, from job.State, level slog.Level) {
+	if j.State == job.Failed {
+		level = slog.LevelWarn
+	}
+	if !c.log.Enabled(context.Background(), level) {
+		return
+	}
 	attrs := []any{"job", j.ID, "kind", j.Kind, "from", from, "to", j.State}
 	if j.FinishedAt != nil {
 		attrs = append(attrs, "duration", j.FinishedAt.Sub(j.CreatedAt), "tasks_done", j.Done)
 	}
 	switch j.State {
 	case job.Failed:
-		c.log.Warn("job failed", append(attrs, "error", j.Error)...)
+		attrs = append(attrs, "error", j.Error)
 	case job.Succeeded:
 		if j.Result != nil {
 			attrs = append(attrs, "sum", j.Result.Sum)
@@ -2930,10 +2941,8 @@ func (c *Coordinator) transitioned(j *job.Job, from job.State) {
 		if j.Counters != nil {
 			attrs = append(attrs, "input_bytes", j.Counters.InputBytes, "output_records", j.Counters.ReduceOutputRecords)
 		}
-		c.log.Info("job succeeded", attrs...)
-	default:
-		c.log.Info("job "+string(j.State), attrs...)
 	}
+	c.log.Log(context.Background(), level, "job "+string(j.State), attrs...)
 }
 
 func (c *Coordinator) put(j *job.Job, rev uint64) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -399,8 +400,11 @@ func (c *Coordinator) promote(ctx context.Context, id, group string, n int) erro
 	return nil
 }
 
-// membersTransitioned logs and counts the changes of state of group g's
-// members since prev, as transitioned does a job's.
+// membersTransitioned counts the changes of state of group g's members
+// since prev, as transitioned does a job's, and logs them: a failure at
+// warn as any job's, the others at debug, with one line at info when the
+// group ends (a line a job at info was a fifth of a busy server's CPU, at
+// 30,000 small jobs a second).
 func (c *Coordinator) membersTransitioned(g, prev *job.Job) {
 	for i, m := range g.Members {
 		var was job.Member
@@ -410,14 +414,28 @@ func (c *Coordinator) membersTransitioned(g, prev *job.Job) {
 		if m.State == was.State && (m.StartedAt == nil) == (was.StartedAt == nil) {
 			continue
 		}
-		mj, from := g.MemberShown(i+1), job.Queued
+		from, to := job.Queued, m.Shown()
 		if was.State != "" {
 			from = was.State
 		} else if was.StartedAt != nil {
 			from = job.Running
 		}
-		if mj.State != from {
-			c.transitioned(mj, from)
+		if to == from {
+			continue
 		}
+		c.cfg.Metrics.JobState(g.Kind, string(to))
+		if to == job.Failed || c.log.Enabled(context.Background(), slog.LevelDebug) {
+			c.logTransition(g.MemberShown(i+1), from, slog.LevelDebug)
+		}
+	}
+	if g.State.Terminal() && !prev.State.Terminal() && g.FinishedAt != nil {
+		counts := map[job.State]int{}
+		for _, m := range g.Members {
+			if !m.Moved && !m.Deleted {
+				counts[m.Shown()]++
+			}
+		}
+		c.log.Info("jobs of a group ended", "group", g.ID, "kind", g.Kind, "first_job", job.MemberID(g.ID, 1), "jobs", len(g.Members),
+			"succeeded", counts[job.Succeeded], "failed", counts[job.Failed], "canceled", counts[job.Canceled], "duration", g.FinishedAt.Sub(g.CreatedAt))
 	}
 }
