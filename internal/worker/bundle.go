@@ -24,8 +24,9 @@ type bundle struct {
 	left  int  // parts not ended yet
 	again bool // a part was let go without an ack
 	// renewed is when the message's lease was last renewed: every part
-	// renews it, the message once in a while.
-	renewed time.Time
+	// renews it, the message at most once every renewEvery.
+	renewed    time.Time
+	renewEvery time.Duration
 }
 
 // part is one task of a bundle, as a delivery of its own.
@@ -45,12 +46,14 @@ type part struct {
 // acked deliveries is keyed by). queueSeq is the message's own.
 const (
 	partBit   = 1 << 63
-	partShift = 8 // job.MaxBundle fits
+	partShift = 10 // job.MaxBundle fits
 )
 
 // parts returns the deliveries of message m: its bundle's parts, or m
 // itself when it is no bundle (or cannot be read: its run says so).
-func parts(m store.Delivery) []store.Delivery {
+// renewEvery is how often at most the parts renew the message's lease
+// (each part renews its own lease as any, every third of the ack wait).
+func parts(m store.Delivery, renewEvery time.Duration) []store.Delivery {
 	if !bytes.Contains(m.Data(), []byte(`"more":[`)) {
 		return []store.Delivery{m}
 	}
@@ -59,7 +62,7 @@ func parts(m store.Delivery) []store.Delivery {
 		return []store.Delivery{m}
 	}
 	tasks := t.Bundled()
-	b := &bundle{m: m, left: len(tasks), renewed: time.Now()}
+	b := &bundle{m: m, left: len(tasks), renewEvery: renewEvery}
 	out := make([]store.Delivery, len(tasks))
 	for i, t := range tasks {
 		out[i] = &part{b: b, i: i, task: t}
@@ -120,12 +123,12 @@ func (p *part) Nak(time.Duration) error { return p.b.end(p, false) }
 // letGo is the part's lease ended without an ack (lease.release).
 func (p *part) letGo() { _ = p.b.end(p, false) }
 
-// InProgress renews the message's lease, at most once a second whatever
-// the number of parts running.
+// InProgress renews the message's lease, at most once every renewEvery
+// whatever the number of parts running.
 func (p *part) InProgress() error {
 	b := p.b
 	b.mu.Lock()
-	if time.Since(b.renewed) < time.Second {
+	if time.Since(b.renewed) < b.renewEvery {
 		b.mu.Unlock()
 		return nil
 	}

@@ -119,7 +119,7 @@ func TestABundleOfSlowTasksIsSharedOut(t *testing.T) {
 func TestABundleIsAckedOnceAllItsTasksAre(t *testing.T) {
 	for _, letGo := range []bool{false, true} {
 		m := &countingDelivery{data: mustBundle(t, memberTasks("g", 3))}
-		ps := parts(m)
+		ps := parts(m, time.Second)
 		if len(ps) != 3 {
 			t.Fatalf("%d parts, want 3", len(ps))
 		}
@@ -189,6 +189,45 @@ func awaitQueue(t *testing.T, f *fixture, ok func(store.StreamInfo) bool, what s
 		case <-f.ctx.Done():
 			t.Fatalf("queue %+v; want %s", info, what)
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// The tasks of a bundle that run longer than the queue's ack wait keep the
+// message leased: another pool does not get it and run them again.
+func TestABundleOutlivingTheAckWaitStaysLeased(t *testing.T) {
+	var mu sync.Mutex
+	runs := map[string]int{}
+	started := make(chan struct{}, 4)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		mu.Lock()
+		runs[t.Job]++
+		mu.Unlock()
+		started <- struct{}{}
+		select {
+		case <-time.After(2500 * time.Millisecond): // the ack wait is 1 s
+		case <-ctx.Done():
+		}
+		return 1, nil
+	}})
+	f.queue(memberTasks("g", 2)...)
+	f.pool(2)
+	for range 2 {
+		select {
+		case <-started:
+		case <-f.ctx.Done():
+			t.Fatal("the bundle's tasks did not start")
+		}
+	}
+	f.pool(2) // would get the message again, were its lease let lapse
+	if rs := f.results(2); len(rs) != 2 {
+		t.Fatalf("results: %+v", rs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range runs {
+		if n != 1 {
+			t.Fatalf("job %s ran %d times, want once (runs %v)", id, n, runs)
 		}
 	}
 }

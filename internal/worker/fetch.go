@@ -164,7 +164,7 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			defer stop()
 			room := n // tasks this fetch is for, when tasks are slow
 			take := func(m store.Delivery) {
-				ds := parts(m)
+				ds := parts(m, p.ackWait/6)
 				ls := make([]*lease, len(ds))
 				for i, d := range ds {
 					ls[i] = p.newLease(d) // each leased at once
