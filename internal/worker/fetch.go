@@ -31,6 +31,9 @@ const (
 // task another worker could run).
 type pace struct {
 	avg atomic.Int64 // nanoseconds; 0 until the first task
+	// perMessage is the tasks a fetched message carried lately, times
+	// perMessageOne (0 until the first).
+	perMessage atomic.Int64
 }
 
 func (p *pace) observe(d time.Duration) {
@@ -57,13 +60,46 @@ func (p *pace) slow() bool {
 	return avg == 0 || avg > batchBudget
 }
 
+// fetchSize returns how many messages to fetch: a batch's budget of
+// tasks, at least one per worker, in messages of as many tasks as they
+// have carried lately (a bundle carries up to job.MaxBundle: 256
+// bundles of noop tasks were 16,384 tasks held by one pool).
 func (p *pace) fetchSize(workers int) int {
 	avg := time.Duration(p.avg.Load())
 	if avg <= 0 {
 		return workers
 	}
 	n := int(int64(workers) * int64(batchBudget) / int64(max(avg, time.Microsecond)))
-	return min(max(n, workers), maxFetch)
+	n = min(max(n, workers), maxFetch)
+	if per := p.perMessage.Load(); per > perMessageOne {
+		n = max(1, n*perMessageOne/int(per))
+	}
+	return n
+}
+
+// perMessageOne is one task a message in pace.perMessage's fixed point.
+const perMessageOne = 16
+
+// carried notes that a fetched message carried n tasks.
+func (p *pace) carried(n int) {
+	for {
+		raw := p.perMessage.Load()
+		old := raw
+		if old == 0 {
+			old = perMessageOne
+		}
+		target := int64(n * perMessageOne)
+		next := old + (target-old)/8
+		switch {
+		case next == old && target > old:
+			next++
+		case next == old && target < old:
+			next--
+		}
+		if p.perMessage.CompareAndSwap(raw, next) {
+			return
+		}
+	}
 }
 
 // DefaultPriorityAging is Config.PriorityAging's default.
@@ -165,6 +201,7 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			room := n // tasks this fetch is for, when tasks are slow
 			take := func(m store.Delivery) {
 				ds := parts(m, p.ackWait/6)
+				p.pace.carried(len(ds))
 				ls := make([]*lease, len(ds))
 				for i, d := range ds {
 					ls[i] = p.newLease(d) // each leased at once

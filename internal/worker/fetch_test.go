@@ -35,6 +35,28 @@ func TestFetchSizeFollowsTaskRunTime(t *testing.T) {
 	}
 }
 
+// A fetch is sized in tasks: when messages carry bundles of many tasks,
+// fewer messages make the batch's budget.
+func TestFetchSizeCountsTheTasksOfBundles(t *testing.T) {
+	t.Parallel()
+	var p pace
+	for range 50 {
+		p.observe(5 * time.Microsecond)
+	}
+	for range 100 {
+		p.carried(64)
+	}
+	if n, want := p.fetchSize(4), maxFetch/64; n < want || n > want+1 {
+		t.Fatalf("tasks of 5µs in bundles of 64: fetch %d messages, want %d (%d tasks)", n, want, maxFetch)
+	}
+	for range 100 {
+		p.carried(1)
+	}
+	if n := p.fetchSize(4); n < maxFetch*9/10 {
+		t.Fatalf("bundles gone: fetch %d messages, want about %d again", n, maxFetch)
+	}
+}
+
 func TestDiskFullDelayDoublesUpToTwoMinutes(t *testing.T) {
 	for runs, want := range []time.Duration{10 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 2 * time.Minute, 2 * time.Minute} {
 		if got := diskFullDelay(runs); got != want {
