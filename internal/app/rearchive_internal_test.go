@@ -55,13 +55,17 @@ func mendAfter(t *testing.T, trouble func(*Server)) {
 		t.Fatal(err)
 	}
 	for {
+		// Taken before the read: a change between the two would be
+		// missed (a job that finished then waited for a change that
+		// never came, make test on 2026-12-07).
+		changed := srv.view.Changed()
 		if st, ok := srv.view.State(sub.ID); ok && st.Terminal() {
 			break
 		}
 		select {
 		case <-ctx.Done():
 			t.Fatalf("job %s did not finish", sub.ID)
-		case <-srv.view.Changed():
+		case <-changed:
 		}
 	}
 
