@@ -155,3 +155,47 @@ func (b *bundle) end(p *part, acked bool) error {
 	}
 	return nil
 }
+
+// withoutEnded acks the parts of a bundle delivered again (the pool that
+// held it was lost) whose jobs have ended meanwhile, or are no longer
+// their group's to run (retried on their own, or the group retried), and
+// returns the others: the ended jobs' results were stored before the pool
+// was lost, and their group's record, read once for them all, says so. A
+// record that cannot be read ends none (they run again, and count once).
+func (p *Pool) withoutEnded(ls []*lease) []*lease {
+	if len(ls) < 2 || ls[0].delivered() < 2 {
+		return ls
+	}
+	first, ok := ls[0].msg().(*part)
+	if !ok {
+		return ls
+	}
+	g, err := p.record(first.task.Job)
+	if err != nil {
+		return ls
+	}
+	out := ls[:0]
+	for _, l := range ls {
+		t := l.msg().(*part).task
+		if memberEnded(g, t) {
+			p.log.Info("a job of a group has ended since the pool that held its task was lost; it is not run again", "job", t.Member, "group", t.Job)
+			l.ack()
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// memberEnded reports whether group g's record shows that the job of its task t
+// has nothing left to run.
+func memberEnded(g *job.Job, t job.Task) bool {
+	switch {
+	case g.Epoch > t.Epoch || g.State.Terminal():
+		return true
+	case t.Partition < 0 || t.Partition >= len(g.Members):
+		return false
+	}
+	m := g.Members[t.Partition]
+	return m.Moved || m.Deleted || m.Shown().Terminal()
+}

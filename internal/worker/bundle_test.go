@@ -231,3 +231,43 @@ func TestABundleOutlivingTheAckWaitStaysLeased(t *testing.T) {
 		}
 	}
 }
+
+// A bundle delivered again (the pool that held it was lost) runs only the
+// jobs of it that have not ended: the others' results are stored, and
+// their group's record, read once, says so.
+func TestABundleDeliveredAgainRunsOnlyItsJobsNotEnded(t *testing.T) {
+	var mu sync.Mutex
+	runs := map[string]int{}
+	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, t job.Task) (int64, error) {
+		mu.Lock()
+		runs[t.Job]++
+		mu.Unlock()
+		return 1, nil
+	}})
+	now := time.Now().UTC()
+	specs := make([]job.Spec, 4)
+	for i := range specs {
+		specs[i] = job.Spec{Kind: "k", Partitions: 1}
+	}
+	g := job.NewGroup("k_81m96xe0qhs2zttkrtys995400", specs, now)
+	g.State, g.Enqueued = job.Running, true
+	for i := range 3 {
+		g.Members[i].State, g.Members[i].FinishedAt = job.Succeeded, &now
+	}
+	if _, err := f.store.Jobs.Create(f.ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	f.queue(memberTasks(g.ID, 4)...)
+	// A pool takes the bundle and is lost: its lease runs out.
+	if err := f.store.Tasks.Fetch(f.ctx, 1, time.Second, func(store.Delivery) {}); err != nil {
+		t.Fatal(err)
+	}
+	f.pool(2)
+	rs := f.results(1)
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting+i.Leased == 0 }, "the bundle acked")
+	mu.Lock()
+	defer mu.Unlock()
+	if want := map[string]int{g.ID + "-m4": 1}; len(runs) != 1 || runs[g.ID+"-m4"] != 1 {
+		t.Fatalf("jobs run %v, want %v: only the job not ended; results %+v", runs, want, rs)
+	}
+}

@@ -206,6 +206,9 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 				for i, d := range ds {
 					ls[i] = p.newLease(d) // each leased at once
 				}
+				if ls = p.withoutEnded(ls); len(ls) == 0 {
+					return
+				}
 				if slow && len(ls) > 1 && len(ls) > room {
 					// A bundle of more slow tasks than the pool has
 					// idle workers: every one goes back to the queue,

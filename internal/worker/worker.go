@@ -678,14 +678,20 @@ func (p *Pool) jobEnded(id string) bool {
 	return err == nil && j.State.Terminal()
 }
 
+// record reads job id's record.
+func (p *Pool) record(id string) (*job.Job, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	defer cancel()
+	j, _, err := p.cfg.Store.Jobs.Get(ctx, id)
+	return j, err
+}
+
 // needless reports whether the job's record shows that task t, a backup
 // copy, has nothing left to do: its job ended or was retried, or another
 // copy finished it. A store that does not answer, or a record not found (a
 // replica behind), says no: the copy runs, and its result counts once.
 func (p *Pool) needless(t job.Task) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
-	defer cancel()
-	j, _, err := p.cfg.Store.Jobs.Get(ctx, t.Job)
+	j, err := p.record(t.Job)
 	if err != nil {
 		return false
 	}
