@@ -187,8 +187,8 @@ func (p *Pool) withoutEnded(ls []*lease) []*lease {
 	return out
 }
 
-// memberEnded reports whether group g's record shows that the job of its task t
-// has nothing left to run.
+// memberEnded reports whether group g's record shows that the job of its
+// task t has nothing left to run.
 func memberEnded(g *job.Job, t job.Task) bool {
 	switch {
 	case g.Epoch > t.Epoch || g.State.Terminal():
