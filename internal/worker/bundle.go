@@ -46,7 +46,7 @@ type part struct {
 // acked deliveries is keyed by). queueSeq is the message's own.
 const (
 	partBit   = 1 << 63
-	partShift = 10 // job.MaxBundle fits
+	partShift = 16 // job.MaxBundle fits, and any message's tasks
 )
 
 // parts returns the deliveries of message m: its bundle's parts, or m
