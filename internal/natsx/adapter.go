@@ -1948,7 +1948,7 @@ func (b blobs) stream(ctx context.Context, cr *chunkReader) (io.ReadCloser, erro
 		cancel()
 		return nil, storeErr(err)
 	}
-	s := &stalling{ctx: ctx, cr: cr, cancel: cancel,
+	s := &stalling{ctx: ctx, lctx: lctx, cr: cr, cancel: cancel,
 		pieces: make(chan piece, 1), free: make(chan []byte, 2), quit: make(chan struct{})}
 	for range cap(s.free) {
 		s.free <- pumpBuffers.Get().([]byte)
@@ -1971,7 +1971,8 @@ var pumpBuffers = sync.Pool{New: func() any { return make([]byte, 128<<10) }}
 // chunkReader once it stalls or its time is up.
 type stalling struct {
 	ctx    context.Context
-	cancel context.CancelFunc // the library's context
+	lctx   context.Context    // the library's
+	cancel context.CancelFunc // lctx's
 	cr     *chunkReader
 	pieces chan piece    // from pump
 	free   chan []byte   // back to pump
@@ -1993,7 +1994,11 @@ type piece struct {
 // pump reads the library's object into pieces until it ends, the reader
 // quits, or the library's context does. The library's read cannot be
 // interrupted: a pump left behind ends at the library's deadline at the
-// latest.
+// latest. A pump that waits for its reader ends with the library's
+// context too, and closes the library's read: the library's goroutine
+// otherwise waited for good to hand it its next chunk (found by the leak
+// check of a CI run: a reader that neither read on nor closed, its
+// context ended).
 func (s *stalling) pump(lib io.ReadCloser) {
 	defer lib.Close()
 	defer s.cancel()
@@ -2002,6 +2007,8 @@ func (s *stalling) pump(lib io.ReadCloser) {
 		select {
 		case buf = <-s.free:
 		case <-s.quit:
+			return
+		case <-s.lctx.Done():
 			return
 		}
 		n, err := lib.Read(buf[:cap(buf)])
@@ -2012,6 +2019,8 @@ func (s *stalling) pump(lib io.ReadCloser) {
 		select {
 		case s.pieces <- piece{buf: buf[:n], err: err}:
 		case <-s.quit:
+			return
+		case <-s.lctx.Done():
 			return
 		}
 		if err != nil {

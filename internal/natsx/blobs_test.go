@@ -371,3 +371,43 @@ func goroutinesIn(f string) int {
 	}
 	return n
 }
+
+// A reader that neither reads an object to its end nor closes it leaves
+// nothing of the library's read running once the library's time is up:
+// the pump, waiting on the reader, ends then and closes the library's read.
+// (Found by a CI run's leak check: the library's goroutine waited for a
+// minute, and would have for good, to hand the pump a chunk.)
+func TestAnAbandonedReadEndsWithTheLibrarysTime(t *testing.T) {
+	defer func(d time.Duration) { libraryBase = d }(libraryBase)
+	libraryBase = 300 * time.Millisecond
+	s, ctx := setupStore(t)
+	if err := s.Ports.Output.Put(ctx, "j/r0/abandoned", bytes.NewReader(make([]byte, 8*chunkSize))); err != nil {
+		t.Fatal(err)
+	}
+	before := libraryReads()
+	r, err := s.Ports.Output.Get(ctx, "j/r0/abandoned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(r, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// r is neither read on nor closed, on purpose.
+	for deadline := time.Now().Add(10 * time.Second); libraryReads() > before; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the library's read of an abandoned object still runs 10 s after its time (%d such goroutines, %d before)", libraryReads(), before)
+		}
+	}
+}
+
+// libraryReads counts the goroutines of nats.go's object reads.
+func libraryReads() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "jetstream.(*obs).Get.func")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
