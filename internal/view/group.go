@@ -92,8 +92,10 @@ func (v *View) applyGroup(e *store.Entry, g *job.Job, initial bool) {
 		}
 		// A finished job's history is read from the store when asked
 		// for, as a job's.
-		m := g.MemberShown(n)
-		if !m.State.Terminal() {
+		var m *job.Job
+		if g.Members[n-1].Shown().Terminal() {
+			m = g.MemberShown(n)
+		} else {
 			m = g.MemberJob(n)
 		}
 		prev := v.setEntry(m, false)
