@@ -669,9 +669,7 @@ const (
 // jobEnded reports whether job id has ended or is gone; a store that does
 // not answer says no.
 func (p *Pool) jobEnded(id string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
-	defer cancel()
-	j, _, err := p.cfg.Store.Jobs.Get(ctx, id)
+	j, err := p.record(id)
 	if errors.Is(err, store.ErrNotFound) {
 		return true
 	}
