@@ -103,9 +103,9 @@ func MemberID(group string, n int) string {
 // ten bits are zero. Within a process it is later than the ids given
 // before it, and the next ones count up from it.
 func NewGroupID(kind string, now time.Time) string {
-	ms := uint64(now.UnixMilli())
 	var r [10]byte
 	lastID.Lock()
+	ms := stamp(uint64(now.UnixMilli()))
 	switch {
 	case ms == lastID.ms:
 		r = lastID.random

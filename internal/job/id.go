@@ -15,6 +15,22 @@ var lastID struct {
 	random [10]byte
 }
 
+// maxBehind is how far, in milliseconds, a time given for a new id may lag
+// the last id's and still be taken as the last id's millisecond. Callers
+// take the time before the lock, so the ids of a batch made with one time
+// would otherwise meet a later millisecond taken meanwhile by another
+// goroutine, and count from fresh random bits: not in the order made.
+const maxBehind = 1000
+
+// stamp returns the millisecond for an id asked for at ms: the last id's
+// when ms lags it by at most maxBehind. The caller holds lastID.
+func stamp(ms uint64) uint64 {
+	if ms < lastID.ms && lastID.ms-ms <= maxBehind {
+		return lastID.ms
+	}
+	return ms
+}
+
 // countUp adds one to the big-endian number in b, reporting false when it
 // wrapped around to zero.
 func countUp(b *[10]byte) bool {
@@ -37,12 +53,14 @@ const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
 // Within a process the ids of one millisecond count up from the first one's
 // random bits, as a monotonic ULID's do, so that they too sort by age: a
 // batch's jobs, made in the same millisecond, listed in no order among
-// themselves.
+// themselves. A time up to a second before the last id's is taken as
+// the last id's, so that ids sort in the order they were made (the time
+// they hold is then that much later than now).
 func NewID(kind string, now time.Time) string {
 	var b [16]byte
-	ms := uint64(now.UnixMilli())
-	binary.BigEndian.PutUint64(b[:8], ms<<16)
 	lastID.Lock()
+	ms := stamp(uint64(now.UnixMilli()))
+	binary.BigEndian.PutUint64(b[:8], ms<<16)
 	switch {
 	case ms == lastID.ms && countUp(&lastID.random):
 		copy(b[6:], lastID.random[:])
