@@ -1459,11 +1459,14 @@ func (c *Coordinator) Retry(ctx context.Context, id string) (*job.Job, error) {
 		c.log.Warn("could not queue a retried job's tasks; the repair loop will", "job", id, "err", err)
 		return j, nil
 	}
-	if marked, err := c.markQueued(ctx, id, lane); err == nil {
-		j = marked
-	} else {
+	if marked, err := c.markQueued(ctx, id, lane); err != nil {
 		c.log.Warn("could not mark the retried job's tasks queued", "job", id, "err", err)
+	} else if !marked.State.Terminal() {
+		j = marked
 	}
+	// Else its tasks ran and it ended meanwhile (a task that fails at
+	// once): the answer is the job as the retry made it, queued again,
+	// as the README says; its end follows.
 	return j, nil
 }
 

@@ -976,15 +976,63 @@ func TestARetryWaitsForItsFailuresPurge(t *testing.T) {
 	}
 }
 
-// slowPublish holds a publish of tasks, once armed, until released.
+// A retry is answered the job as it made it, queued again, even when its
+// tasks ran and failed before the answer (a task that fails at once):
+// TestBatchedJobsRunInGroups was answered the failed job once.
+func TestARetryIsAnsweredTheJobQueuedAgain(t *testing.T) {
+	f := newFixture(t)
+	held := &slowPublish{Stream: f.store.Tasks, after: true, entered: make(chan struct{}), release: make(chan struct{})}
+	st := *f.store
+	st.Tasks = held
+	c := f.coordinator(func(cfg *Config) { cfg.Store = &st })
+	j, err := c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.report(failure(f.take(1)[0], "boom"))
+	f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed })
+	held.armed.Store(true)
+	var once sync.Once
+	release := func() { once.Do(func() { close(held.release) }) }
+	t.Cleanup(release)
+	type answer struct {
+		j   *job.Job
+		err error
+	}
+	retried := make(chan answer, 1)
+	go func() {
+		j, err := c.Retry(f.ctx, j.ID)
+		retried <- answer{j, err}
+	}()
+	select {
+	case <-held.entered:
+	case <-f.ctx.Done():
+		t.Fatal("the retry never queued its task")
+	}
+	f.report(failure(f.take(1)[0], "boom again"))
+	f.await(j.ID, func(j *job.Job) bool { return j.State == job.Failed && j.Epoch == 1 })
+	release()
+	a := <-retried
+	if a.err != nil || a.j.State != job.Queued || a.j.Epoch != 1 {
+		t.Fatalf("the retry's answer: %+v %v; want the job queued again in epoch 1", a.j, a.err)
+	}
+}
+
+// slowPublish holds a publish of tasks, once armed, until released:
+// before the tasks are queued, or after when after is set.
 type slowPublish struct {
 	store.Stream
+	after   bool
 	armed   atomic.Bool
 	entered chan struct{}
 	release chan struct{}
 }
 
 func (s *slowPublish) Publish(ctx context.Context, msgs ...store.Message) []error {
+	var errs []error
+	if s.after {
+		errs = s.Stream.Publish(ctx, msgs...)
+	}
 	if s.armed.CompareAndSwap(true, false) {
 		close(s.entered)
 		select {
@@ -992,7 +1040,10 @@ func (s *slowPublish) Publish(ctx context.Context, msgs ...store.Message) []erro
 		case <-ctx.Done():
 		}
 	}
-	return s.Stream.Publish(ctx, msgs...)
+	if !s.after {
+		errs = s.Stream.Publish(ctx, msgs...)
+	}
+	return errs
 }
 
 // The repair loop passes over a job whose tasks this server is queuing:
