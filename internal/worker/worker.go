@@ -367,19 +367,27 @@ func (p *Pool) run(i int, l *lease) {
 	}
 	delivered := l.delivered()
 	attempt := t.Runs + delivered
-	log := p.log.With("job", t.Job, "phase", t.Phase, "partition", t.Partition, "attempt", attempt, "worker", i)
+	// The run's log, made when a line is written: most runs write none,
+	// and a With a run was 1.5 % of small jobs' allocations.
+	var runLog *slog.Logger
+	log := func() *slog.Logger {
+		if runLog == nil {
+			runLog = p.log.With("job", t.Job, "phase", t.Phase, "partition", t.Partition, "attempt", attempt, "worker", i)
+		}
+		return runLog
+	}
 	if p.cfg.Paused != nil && p.cfg.Paused(t.Kind) {
 		p.park(l, t)
-		log.Debug("a task of a paused kind is held here, not started, until its job takes it out of the queue or the kind resumes")
+		log().Debug("a task of a paused kind is held here, not started, until its job takes it out of the queue or the kind resumes")
 		return
 	}
 	if p.leftQueue(l) {
-		log.Info("a task fetched with others left the queue while it waited here for a worker (its kind was paused or moved lanes, its job ended, or another delivery of it finished); it is not run: its job queues it again when it wants it")
+		log().Info("a task fetched with others left the queue while it waited here for a worker (its kind was paused or moved lanes, its job ended, or another delivery of it finished); it is not run: its job queues it again when it wants it")
 		l.ack()
 		return
 	}
 	if t.Backup && p.needless(t) {
-		log.Info("a backup copy of a slow task is not run: the task finished, or its job ended, while the copy waited in the queue")
+		log().Info("a backup copy of a slow task is not run: the task finished, or its job ended, while the copy waited in the queue")
 		l.ack()
 		return
 	}
@@ -390,7 +398,7 @@ func (p *Pool) run(i int, l *lease) {
 		l.ack() // the job ended: drop its task
 		return
 	case done:
-		log.Info("the queue delivered again a task this pool has just finished (its lease ran out while the process was paused or starved); it is not run again")
+		log().Info("the queue delivered again a task this pool has just finished (its lease ran out while the process was paused or starved); it is not run again")
 		l.ack()
 		return
 	case adopted:
@@ -399,7 +407,7 @@ func (p *Pool) run(i int, l *lease) {
 		// for a retry): its lease was not renewed in time (the process
 		// was paused, or starved of CPU). The earlier delivery's lease
 		// answers for this one; a second run would be for nothing.
-		log.Info("the queue delivered again a task this pool holds (its lease ran out while the process was paused or starved); the attempt under way answers for it")
+		log().Info("the queue delivered again a task this pool holds (its lease ran out while the process was paused or starved); the attempt under way answers for it")
 		return
 	}
 	defer p.untrack(t.Job, i)
@@ -408,7 +416,7 @@ func (p *Pool) run(i int, l *lease) {
 	worker := p.keys[i]
 	t.Carried = job.Carry(t.Carried, p.noteLost(t, delivered)...)
 	if lost := t.Lost + delivered - 1; t.MaxLostRuns > 0 && lost >= t.MaxLostRuns {
-		p.poisoned(i, l, t, attempt, lost, log)
+		p.poisoned(i, l, t, attempt, lost, log())
 		return
 	}
 	notice := job.TaskStarted{Job: t.Job, Member: t.Member, Partition: t.Partition, Phase: t.Phase, Attempt: attempt, Worker: worker, StartedAt: start}
@@ -459,7 +467,7 @@ func (p *Pool) run(i int, l *lease) {
 	switch {
 	case errors.Is(err, mr.ErrMissingInput):
 		if p.jobEnded(t.Job) {
-			log.Debug("dropping a task of a job that has ended; its inputs are gone", "err", err)
+			log().Debug("dropping a task of a job that has ended; its inputs are gone", "err", err)
 			l.ack()
 			p.idle(i, false)
 			return
@@ -476,11 +484,11 @@ func (p *Pool) run(i int, l *lease) {
 		// of the store to run the task again for (it looped for ever).
 		r.Unretried = true
 		if again, ok := lostMap(&r, t, err); ok {
-			log.Error("the output of a map task is damaged in the store; the map tasks whose outputs were lost run again", "err", err, "lost", 1+len(r.MoreLost))
+			log().Error("the output of a map task is damaged in the store; the map tasks whose outputs were lost run again", "err", err, "lost", 1+len(r.MoreLost))
 			err = fmt.Errorf("%w; %s", err, again)
 			break
 		}
-		log.Error("an input of the task is damaged in the store; the job cannot finish", "err", err)
+		log().Error("an input of the task is damaged in the store; the job cannot finish", "err", err)
 		err = fmt.Errorf("%w; the job cannot finish: submit it again", err)
 	case errors.Is(err, job.ErrSkipRetry) || errors.Is(err, dataset.ErrLineTooLong):
 		// The kind said so, or the input is what it is: another attempt
@@ -492,7 +500,7 @@ func (p *Pool) run(i int, l *lease) {
 		// space; counted as a failure, a job failed in seconds on one
 		// worker's full disk.
 		delay := diskFullDelay(attempt - t.Failures)
-		log.Error("the disk of this worker's --temp-dir is full; the task will run again, here or on another worker, without counting as a failed attempt: free space there",
+		log().Error("the disk of this worker's --temp-dir is full; the task will run again, here or on another worker, without counting as a failed attempt: free space there",
 			"temp_dir", mr.TempDir(p.cfg.TempDir), "err", err, "retry_in", delay)
 		p.interrupted(i, l, r, t, next, err, delay)
 		return
@@ -510,7 +518,7 @@ func (p *Pool) run(i int, l *lease) {
 		waited, wait := time.Since(time.UnixMilli(next.NoRoomSince)), p.roomWait()
 		if waited < wait {
 			delay := min(roomDelay(attempt-t.Failures), wait-waited)
-			log.Error("the store has no room for the task's output; the task waits for room and runs again, without counting as a failed attempt: delete datasets or finished jobs (mrcluster delete), or give the data directory more disk",
+			log().Error("the store has no room for the task's output; the task waits for room and runs again, without counting as a failed attempt: delete datasets or finished jobs (mrcluster delete), or give the data directory more disk",
 				"err", err, "retry_in", delay, "fails_in", (wait - waited).Round(time.Second))
 			p.interrupted(i, l, r, t, next, err, delay)
 			return
@@ -520,7 +528,7 @@ func (p *Pool) run(i int, l *lease) {
 			"delete datasets or finished jobs, or give the server's data directory more disk, then run the job again", waited.Round(time.Second), err)
 	case errors.As(err, &storeErr):
 		delay := p.backoff(1)
-		log.Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
+		log().Warn("the data store failed under the task; it will run again, without counting as a failed attempt", "err", err, "retry_in", delay)
 		p.interrupted(i, l, r, t, next, err, delay)
 		return
 	}
@@ -531,7 +539,7 @@ func (p *Pool) run(i int, l *lease) {
 	}
 	if err != nil && !r.Unretried && r.Failures < t.MaxAttempts {
 		delay := p.backoff(r.Failures)
-		log.Warn("task failed; it will be retried", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts, "retry_in", delay)
+		log().Warn("task failed; it will be retried", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts, "retry_in", delay)
 		r.Outcome = job.OutcomeFailed
 		p.results <- finished{result: r, shared: t.LogInRecord}
 		next.Failures = r.Failures
@@ -544,7 +552,7 @@ func (p *Pool) run(i int, l *lease) {
 		r.Commit, r.Counters, r.Preview, r.PartBytes = out.Commit, &out.Counters, out.Preview, out.PartBytes
 	}
 	if err != nil {
-		log.Warn("task failed on its last attempt; its job fails", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts)
+		log().Warn("task failed on its last attempt; its job fails", "err", err, "failures", r.Failures, "max_attempts", t.MaxAttempts)
 	}
 	p.results <- finished{result: r, carried: t.Carried, lease: l, shared: t.LogInRecord}
 	p.idle(i, err != nil)
