@@ -72,6 +72,55 @@ func TestGroupsAcrossARestart(t *testing.T) {
 	}
 }
 
+// A job of a group goes at its own expires_at, not with its group's last
+// job: the others of a batch ended long before one that still runs
+// stayed until that one was past its retention too.
+func TestAJobOfAGroupExpiresAtItsOwnTime(t *testing.T) {
+	t.Parallel()
+	e := echo{release: make(chan struct{})}
+	b := setup(t, func(c *app.Config) {
+		c.Retention, c.ForgetDeletedAfter, c.Kinds = 2*time.Second, 200*time.Millisecond, testKinds(e.kind())
+	})
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	specs := echoSpecs(4, -1)
+	specs[3].Params = map[string]any{"v": 3, "hold": true}
+	jobs, err := c.SubmitBatch(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := job.GroupOf(jobs[0].ID); !ok {
+		t.Fatalf("the batch's jobs are not of a group: %s", jobs[0].ID)
+	}
+	events, err := c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
+	ended, err := c.WaitAll(ctx, []string{jobs[0].ID, jobs[1].ID, jobs[2].ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, done := range ended {
+		awaitDeleted(ctx, t, c, events, done.ID)
+		if gone := time.Now(); done.ExpiresAt == nil || gone.Before(*done.ExpiresAt) {
+			t.Fatalf("job %s deleted at %v, before its expires_at: %s", done.ID, gone, apitest.Describe(done))
+		}
+	}
+	if j := b.job(t, jobs[3].ID); j.State != client.Running {
+		t.Fatalf("the job of the group that runs on, its others deleted: %s", apitest.Describe(j))
+	}
+	close(e.release)
+	if j := b.await(t, jobs[3].ID, terminal); j.State != client.Succeeded || j.Result == nil || j.Result.Sum != 3 {
+		t.Fatalf("the last job of the group: %s", apitest.Describe(j))
+	}
+	awaitDeleted(ctx, t, c, events, jobs[3].ID)
+	group, _, _ := job.GroupOf(jobs[0].ID)
+	if _, _, err := store(t, b).Ports.Jobs.Get(ctx, group); !errors.Is(err, mrstore.ErrNotFound) {
+		t.Fatalf("the record of a group whose jobs all expired: %v", err)
+	}
+}
+
 // A group goes with its retention once its last job is past it, and with
 // it everything it stored.
 func TestGroupsExpire(t *testing.T) {

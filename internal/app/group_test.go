@@ -25,10 +25,12 @@ import (
 type echo struct {
 	mu   sync.Mutex
 	seen map[string]job.Task // by the job id the code saw
+	// release, when made, ends the runs of jobs with "hold" set.
+	release chan struct{}
 }
 
 func (e *echo) kind() job.Kind {
-	return job.Kind{Name: "echo", Map: func(_ context.Context, t job.Task) (int64, error) {
+	return job.Kind{Name: "echo", Map: func(ctx context.Context, t job.Task) (int64, error) {
 		e.mu.Lock()
 		if e.seen == nil {
 			e.seen = map[string]job.Task{}
@@ -38,9 +40,17 @@ func (e *echo) kind() job.Kind {
 		var p struct {
 			V    int64 `json:"v"`
 			Fail bool  `json:"fail"`
+			Hold bool  `json:"hold"`
 		}
 		if err := json.Unmarshal(t.Params, &p); err != nil {
 			return 0, err
+		}
+		if p.Hold {
+			select {
+			case <-e.release:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
 		}
 		if p.Fail {
 			return 0, errors.New("asked to fail")

@@ -1491,7 +1491,7 @@ func (c *Coordinator) Delete(ctx context.Context, id string) error {
 		return job.Errorf(job.EConflict, "job %s is %s: cancel it first, then delete it", id, j.State)
 	case j.Group != "":
 		_, n, _ := job.GroupOf(id)
-		return c.deleteMember(ctx, id, j.Group, n)
+		return c.deleteMember(ctx, id, j.Group, n, slog.LevelInfo)
 	}
 	return c.remove(ctx, j)
 }
@@ -1615,15 +1615,9 @@ func (c *Coordinator) purgeShared(ctx context.Context) {
 // Every server runs it; a job deleted by another meanwhile is skipped.
 func (c *Coordinator) retentionLoop(ctx context.Context) {
 	every(ctx, c.cfg.RetentionEvery, func() {
-		for _, id := range c.cfg.Expired(time.Now().Add(-c.cfg.Retention)) {
-			if ctx.Err() != nil {
-				return
-			}
-			// A job, or a group whose last member ended past retention.
-			j, _, err := c.getRecord(ctx, id)
-			if err == nil {
-				err = c.remove(ctx, j)
-			}
+		// noted reports whether the deletes go on after one of id ended
+		// with err.
+		noted := func(id string, err error) bool {
 			switch job.ErrorCode(err) {
 			case "":
 				c.log.Debug("deleted a job past its retention", "job", id, "retention", c.cfg.Retention)
@@ -1639,10 +1633,53 @@ func (c *Coordinator) retentionLoop(ctx context.Context) {
 				} else {
 					c.log.Debug("could not delete a job past its retention; will try again", "job", id, "err", err)
 				}
+				return false
+			}
+			return true
+		}
+		members := map[string][]string{} // by group
+		for _, id := range c.cfg.Expired(time.Now().Add(-c.cfg.Retention)) {
+			if ctx.Err() != nil {
+				return
+			}
+			if group, _, ok := job.GroupOf(id); ok {
+				members[group] = append(members[group], id)
+				continue
+			}
+			// A job, or a group whose last member ended past retention.
+			j, _, err := c.getRecord(ctx, id)
+			if err == nil {
+				err = c.remove(ctx, j)
+			}
+			if !noted(id, err) {
 				return
 			}
 		}
+		for group, ids := range members {
+			if ctx.Err() != nil {
+				return
+			}
+			errs := c.expireMembers(ctx, group, ids)
+			for i, err := range errs {
+				if !noted(ids[i], err) {
+					return
+				}
+			}
+		}
 	})
+}
+
+// expireMembers deletes members ids of group, each past its retention
+// while its group is not (another of its jobs ended later, or runs):
+// each job goes at its own time, as its expires_at says, not with its
+// group's last. Their deletes share the group's writes (onMember).
+func (c *Coordinator) expireMembers(ctx context.Context, group string, ids []string) []error {
+	errs := make([]error, len(ids))
+	parallel(len(ids), func(i int) {
+		_, n, _ := job.GroupOf(ids[i])
+		errs[i] = c.deleteMember(ctx, ids[i], group, n, slog.LevelDebug)
+	})
+	return errs
 }
 
 // stopTasks removes a finished job's waiting tasks from the queue and tells

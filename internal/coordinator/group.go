@@ -319,8 +319,9 @@ func (c *Coordinator) memberHistory(ctx context.Context, g *job.Job, id string, 
 }
 
 // deleteMember deletes finished member n of group: its group keeps it
-// deleted, and goes once all its members are.
-func (c *Coordinator) deleteMember(ctx context.Context, id, group string, n int) error {
+// deleted, and goes once all its members are. The delete is logged at
+// level (a user's at info, a retention's at debug).
+func (c *Coordinator) deleteMember(ctx context.Context, id, group string, n int, level slog.Level) error {
 	g, err := c.onMember(ctx, id, group, func(g *job.Job) error {
 		if n > len(g.Members) {
 			return job.Errorf(job.ENotFound, "job %s not found", job.Quote(id))
@@ -338,7 +339,7 @@ func (c *Coordinator) deleteMember(ctx context.Context, id, group string, n int)
 	if err != nil {
 		return err
 	}
-	c.log.Info("job deleted", "job", id, "group", group)
+	c.log.Log(ctx, level, "job deleted", "job", id, "group", group)
 	for _, m := range g.Members {
 		if !m.Deleted && !m.Moved {
 			return nil

@@ -570,8 +570,10 @@ func (v *View) Due(now time.Time) []string {
 	return out
 }
 
-// Expired returns the finished jobs that finished before t, and the
-// groups whose last member did (a group's members go with it).
+// Expired returns the finished jobs that finished before t, the groups
+// whose last member did (a group's members go with it), and the members
+// that did whose group did not (another of its jobs ended later, or
+// runs): each job expires at its own time, as its resource says.
 func (v *View) Expired(before time.Time) []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -587,9 +589,13 @@ func (v *View) Expired(before time.Time) []string {
 			continue
 		}
 		group, _, _ := job.GroupOf(en.id)
-		if g, ok := v.groups[group]; ok && !groups[group] && g.finished != 0 && g.finished < t {
+		switch g, ok := v.groups[group]; {
+		case !ok || groups[group]:
+		case g.finished != 0 && g.finished < t:
 			groups[group] = true
 			out = append(out, group)
+		default:
+			out = append(out, en.id)
 		}
 	}
 	return out
