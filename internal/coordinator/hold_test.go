@@ -26,6 +26,7 @@ func (d *tracked) Data() []byte            { return d.data }
 func (d *tracked) Delivered() int          { return 1 }
 func (d *tracked) Priority() int           { return job.DefaultPriority }
 func (d *tracked) Seq() uint64             { return 1 }
+func (d *tracked) Stored() time.Time       { return time.Time{} }
 func (d *tracked) Ack() error              { d.ended <- "acked"; return nil }
 func (d *tracked) Nak(time.Duration) error { d.ended <- "given back"; return nil }
 func (d *tracked) Term() error             { d.ended <- "dropped"; return nil }

@@ -1638,6 +1638,13 @@ func (d delivery) Seq() uint64 {
 	return 0
 }
 
+func (d delivery) Stored() time.Time {
+	if meta, err := d.m.Metadata(); err == nil {
+		return meta.Timestamp
+	}
+	return time.Time{}
+}
+
 func (d delivery) Delivered() int {
 	if meta, err := d.m.Metadata(); err == nil {
 		return int(meta.NumDelivered)

@@ -250,6 +250,8 @@ type Delivery interface {
 	// Seq is the message's place in its stream: the deliveries of one
 	// message share it.
 	Seq() uint64
+	// Stored is when the stream stored the message (zero when unknown).
+	Stored() time.Time
 	// Ack ends the lease: the message is done.
 	Ack() error
 	// Nak gives the message back, to be delivered again after delay.

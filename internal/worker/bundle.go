@@ -92,6 +92,8 @@ func (p *part) Delivered() int { return p.b.m.Delivered() }
 func (p *part) Priority() int  { return p.b.m.Priority() }
 func (p *part) Lease() string  { return p.b.m.Lease() }
 
+func (p *part) Stored() time.Time { return p.b.m.Stored() }
+
 // Data is the part's task as a message of its own: what a copy given back
 // or queued again carries.
 func (p *part) Data() []byte {
@@ -156,18 +158,23 @@ func (b *bundle) end(p *part, acked bool) error {
 	return nil
 }
 
-// withoutEnded acks the parts of a bundle delivered again (the pool that
-// held it was lost) whose jobs have ended meanwhile, or are no longer
-// their group's to run (retried on their own, or the group retried), and
-// returns the others: the ended jobs' results were stored before the pool
-// was lost, and their group's record, read once for them all, says so. A
-// record that cannot be read ends none (they run again, and count once).
+// withoutEnded acks the parts of a bundle whose jobs have ended, or are
+// no longer the group's to run, as the group's record says. It reads the
+// record for a bundle delivered again (the pool that held it was lost),
+// and for one stored when this pool may not have heard of a cancel of its
+// jobs: a canceled job's task stays in its bundle while the group's
+// others run, and this pool drops it unrun only while it remembers the
+// cancel's notice.
 func (p *Pool) withoutEnded(ls []*lease) []*lease {
-	if len(ls) < 2 || ls[0].delivered() < 2 {
+	if len(ls) < 2 {
 		return ls
 	}
 	first, ok := ls[0].msg().(*part)
 	if !ok {
+		return ls
+	}
+	again := ls[0].delivered() >= 2
+	if !again && !p.unheard(first.Stored()) {
 		return ls
 	}
 	g, err := p.record(first.task.Job)
@@ -178,13 +185,28 @@ func (p *Pool) withoutEnded(ls []*lease) []*lease {
 	for _, l := range ls {
 		t := l.msg().(*part).task
 		if memberEnded(g, t) {
-			p.log.Info("a job of a group has ended since the pool that held its task was lost; it is not run again", "job", t.Member, "group", t.Job)
+			if again {
+				p.log.Info("a job of a group has ended since the pool that held its task was lost; it is not run again", "job", t.Member, "group", t.Job)
+			} else {
+				p.log.Info("a job of a group ended (canceled, retried on its own or deleted) before this pool could hear of it; its task is not run", "job", t.Member, "group", t.Job)
+			}
 			l.ack()
 			continue
 		}
 		out = append(out, l)
 	}
 	return out
+}
+
+// unheard reports whether a cancel of a job whose task message was stored
+// then may have passed this pool by: it came before the pool subscribed
+// to the notices (a second's leeway), or longer ago than the pool
+// remembers them (a minute's).
+func (p *Pool) unheard(stored time.Time) bool {
+	if stored.IsZero() {
+		return false
+	}
+	return stored.Before(p.noticesFrom.Add(time.Second)) || time.Since(stored) > noticeMemory-time.Minute
 }
 
 // memberEnded reports whether group g's record shows that the job of its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -169,6 +170,7 @@ func (d *countingDelivery) Data() []byte            { return d.data }
 func (d *countingDelivery) Delivered() int          { return 1 }
 func (d *countingDelivery) Priority() int           { return job.DefaultPriority }
 func (d *countingDelivery) Seq() uint64             { return 42 }
+func (d *countingDelivery) Stored() time.Time       { return time.Time{} }
 func (d *countingDelivery) Ack() error              { d.acks++; return nil }
 func (d *countingDelivery) Nak(time.Duration) error { return nil }
 func (d *countingDelivery) Term() error             { return nil }
@@ -232,15 +234,15 @@ func TestABundleOutlivingTheAckWaitStaysLeased(t *testing.T) {
 	}
 }
 
-// A bundle delivered again (the pool that held it was lost) runs only the
-// jobs of it that have not ended: the others' results are stored, and
-// their group's record, read once, says so.
-func TestABundleDeliveredAgainRunsOnlyItsJobsNotEnded(t *testing.T) {
+// bundleOfFour stores a running group of four jobs of kind "k", ended
+// as end says (its members from 0), and queues their tasks as a bundle;
+// runs counts the runs of each job's task.
+func bundleOfFour(t *testing.T, end map[int]job.State) (f *fixture, g *job.Job, runs func() map[string]int) {
 	var mu sync.Mutex
-	runs := map[string]int{}
-	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, t job.Task) (int64, error) {
+	ran := map[string]int{}
+	f = newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, t job.Task) (int64, error) {
 		mu.Lock()
-		runs[t.Job]++
+		ran[t.Job]++
 		mu.Unlock()
 		return 1, nil
 	}})
@@ -249,15 +251,27 @@ func TestABundleDeliveredAgainRunsOnlyItsJobsNotEnded(t *testing.T) {
 	for i := range specs {
 		specs[i] = job.Spec{Kind: "k", Partitions: 1}
 	}
-	g := job.NewGroup("k_81m96xe0qhs2zttkrtys995400", specs, now)
+	g = job.NewGroup("k_81m96xe0qhs2zttkrtys995400", specs, now)
 	g.State, g.Enqueued = job.Running, true
-	for i := range 3 {
-		g.Members[i].State, g.Members[i].FinishedAt = job.Succeeded, &now
+	for i, s := range end {
+		g.Members[i].State, g.Members[i].FinishedAt = s, &now
 	}
 	if _, err := f.store.Jobs.Create(f.ctx, g); err != nil {
 		t.Fatal(err)
 	}
 	f.queue(memberTasks(g.ID, 4)...)
+	return f, g, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(ran)
+	}
+}
+
+// A bundle delivered again (the pool that held it was lost) runs only the
+// jobs of it that have not ended: the others' results are stored, and
+// their group's record, read once, says so.
+func TestABundleDeliveredAgainRunsOnlyItsJobsNotEnded(t *testing.T) {
+	f, g, runs := bundleOfFour(t, map[int]job.State{0: job.Succeeded, 1: job.Succeeded, 2: job.Succeeded})
 	// A pool takes the bundle and is lost: its lease runs out.
 	if err := f.store.Tasks.Fetch(f.ctx, 1, time.Second, func(store.Delivery) {}); err != nil {
 		t.Fatal(err)
@@ -265,9 +279,22 @@ func TestABundleDeliveredAgainRunsOnlyItsJobsNotEnded(t *testing.T) {
 	f.pool(2)
 	rs := f.results(1)
 	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting+i.Leased == 0 }, "the bundle acked")
-	mu.Lock()
-	defer mu.Unlock()
-	if want := map[string]int{g.ID + "-m4": 1}; len(runs) != 1 || runs[g.ID+"-m4"] != 1 {
-		t.Fatalf("jobs run %v, want %v: only the job not ended; results %+v", runs, want, rs)
+	if got, want := runs(), map[string]int{g.ID + "-m4": 1}; !maps.Equal(got, want) {
+		t.Fatalf("jobs run %v, want %v: only the job not ended; results %+v", got, want, rs)
+	}
+}
+
+// A job of a group canceled before a pool could hear of it (the pool
+// started after the cancel, as a server or worker process started again
+// does) is not run from its bundle: the pool reads the group's record
+// for a bundle stored before it subscribed to the cancel notices. It ran
+// before, its result dropped.
+func TestABundleStoredBeforeThePoolRunsNoCanceledJob(t *testing.T) {
+	f, g, runs := bundleOfFour(t, map[int]job.State{1: job.Canceled})
+	f.pool(2)
+	rs := f.results(3)
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting+i.Leased == 0 }, "the bundle acked")
+	if got, want := runs(), map[string]int{g.ID + "-m1": 1, g.ID + "-m3": 1, g.ID + "-m4": 1}; !maps.Equal(got, want) {
+		t.Fatalf("jobs run %v, want %v: every job of the bundle but the canceled one; results %+v", got, want, rs)
 	}
 }

@@ -159,6 +159,9 @@ type Pool struct {
 	mu       sync.Mutex
 	running  map[string]map[int]runningTask // job id → worker index → its task
 	canceled map[string]canceledJob         // jobs told to stop
+	// noticesFrom is when the pool subscribed to cancel notices: it may
+	// not have heard of a cancel before then (Pool.unheard).
+	noticesFrom time.Time
 	// held maps the sequence of each task message the pool holds to its
 	// lease, from its fetch to its ack or release; acked holds the
 	// sequences of the last messages it acked, oldest first in
@@ -270,6 +273,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		return fmt.Errorf("read the task queue: %w", err)
 	}
 	p.ackWait = info.AckWait
+	p.noticesFrom = time.Now()
 	unsub, err := p.cfg.Store.Notices.OnCancelJob(p.cancelJob)
 	if err != nil {
 		return fmt.Errorf("subscribe to cancel notices: %w", err)
@@ -1202,8 +1206,12 @@ func (p *Pool) untrack(id string, i int) {
 	}
 }
 
+// noticeMemory is how long a pool remembers a cancel notice, dropping the
+// job's tasks it meets in the queue unrun.
+const noticeMemory = 10 * time.Minute
+
 // cancelJob stops the job's running tasks and makes the pool drop its
-// waiting ones. Notices older than ten minutes are forgotten.
+// waiting ones. Notices older than noticeMemory are forgotten.
 func (p *Pool) cancelJob(id string, epoch int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -1212,7 +1220,7 @@ func (p *Pool) cancelJob(id string, epoch int) {
 		p.canceled[id] = canceledJob{epoch: epoch, at: now}
 	}
 	for jid, c := range p.canceled {
-		if now.Sub(c.at) > 10*time.Minute {
+		if now.Sub(c.at) > noticeMemory {
 			delete(p.canceled, jid)
 		}
 	}

@@ -47,6 +47,7 @@ type msg struct {
 	later     bool   // a task of a job under way: before its priority's others
 	key       string
 	data      []byte
+	stored    time.Time
 	delivered int
 	// until is when the message may be delivered (again): zero while it
 	// was never delivered, the end of the lease while it is held.
@@ -85,7 +86,7 @@ func (s *Stream) Publish(ctx context.Context, msgs ...store.Message) []error {
 			s.ids[m.ID] = now
 		}
 		s.seq++
-		s.msgs = append(s.msgs, &msg{seq: s.seq, priority: job.ShownPriority(m.Priority), lane: m.Lane, later: m.Later, key: m.Key, data: bytes.Clone(m.Data)})
+		s.msgs = append(s.msgs, &msg{seq: s.seq, priority: job.ShownPriority(m.Priority), lane: m.Lane, later: m.Later, key: m.Key, data: bytes.Clone(m.Data), stored: time.Now()})
 	}
 	s.signal()
 	return errs
@@ -397,7 +398,10 @@ func (d *delivery) Data() []byte   { return d.m.data }
 func (d *delivery) Delivered() int { return d.n }
 func (d *delivery) Priority() int  { return d.m.priority }
 func (d *delivery) Seq() uint64    { return d.m.seq }
-func (d *delivery) Lease() string  { return fmt.Sprintf("%d/%d", d.m.seq, d.n) }
+func (d *delivery) Stored() time.Time {
+	return d.m.stored
+}
+func (d *delivery) Lease() string { return fmt.Sprintf("%d/%d", d.m.seq, d.n) }
 
 // current reports whether the message is still in play. As in JetStream,
 // an ack counts whichever delivery it comes from. d.s.mu is held.

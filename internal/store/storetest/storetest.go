@@ -270,7 +270,9 @@ func fetch(t *testing.T, s store.Stream, max int, wait time.Duration) []store.De
 }
 
 func testLeases(t *testing.T, s store.Stream) {
+	before := time.Now().Add(-time.Second) // a second's leeway for the store's clock
 	publish(t, s, store.Message{Key: "j1", Data: []byte("a")}, store.Message{Key: "j1", Data: []byte("b")}, store.Message{Key: "j2", Data: []byte("c")})
+	after := time.Now().Add(time.Second)
 	if info := awaitWaiting(t, s, 3); info.Leased != 0 || info.AckWait != AckWait {
 		t.Fatalf("info: %+v; want 3 waiting, ack wait %s", info, AckWait)
 	}
@@ -283,6 +285,9 @@ func testLeases(t *testing.T, s store.Stream) {
 		got = append(got, d.Key()+"/"+string(d.Data()))
 		if d.Delivered() != 1 {
 			t.Fatalf("first delivery counted %d", d.Delivered())
+		}
+		if at := d.Stored(); at.Before(before) || at.After(after) {
+			t.Fatalf("message stored at %v, published between %v and %v", at, before, after)
 		}
 	}
 	if !slices.Equal(got, []string{"j1/a", "j1/b", "j2/c"}) {
