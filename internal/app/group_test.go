@@ -275,22 +275,10 @@ func TestSingleSubmitsAreGathered(t *testing.T) {
 	ctx := apitest.Context(t)
 	specs := echoSpecs(64, 5)
 	ids := make([]string, len(specs))
-	errs := make(chan error, len(specs))
-	for i, s := range specs {
-		go func() {
-			j, err := c.SubmitWithKey(ctx, s, "")
-			ids[i] = j.ID
-			errs <- err
-		}()
-	}
-	for range specs {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
 	grouped := 0
-	for _, id := range ids {
-		if job.IsMember(id) {
+	for i, j := range submitAtOnce(ctx, t, c, specs, func(int) string { return "" }) {
+		ids[i] = j.ID
+		if job.IsMember(j.ID) {
 			grouped++
 		}
 	}
@@ -313,6 +301,71 @@ func TestSingleSubmitsAreGathered(t *testing.T) {
 		}
 	}
 	t.Logf("%d of 64 submits stored in groups", grouped)
+}
+
+// submitAtOnce submits each of specs in a request of its own, all at
+// once, spec i with Idempotency-Key key(i) ("" for none).
+func submitAtOnce(ctx context.Context, t *testing.T, c *client.Client, specs []client.Spec, key func(i int) string) []client.Job {
+	t.Helper()
+	jobs := make([]client.Job, len(specs))
+	errs := make(chan error, len(specs))
+	for i, s := range specs {
+		go func() {
+			var err error
+			jobs[i], err = c.SubmitWithKey(ctx, s, key(i))
+			errs <- err
+		}()
+	}
+	for range specs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return jobs
+}
+
+// Single submits with Idempotency-Keys (the Go client's and the CLI's
+// default) are gathered too: each key names its own job of a group, and
+// the same requests again, gathered or not, are answered those jobs.
+func TestKeyedSingleSubmitsAreGathered(t *testing.T) {
+	t.Parallel()
+	var e echo
+	b := setup(t, func(c *app.Config) { c.SubmitRate = 0; c.Kinds = testKinds(e.kind()) })
+	c := b.client().API()
+	ctx := apitest.Context(t)
+	specs := echoSpecs(64, -1)
+	key := func(i int) string { return fmt.Sprintf("gathered-%d", i) }
+	first := submitAtOnce(ctx, t, c, specs, key)
+	ids := make([]string, len(first))
+	grouped := 0
+	for i, j := range first {
+		ids[i] = j.ID
+		if job.IsMember(j.ID) {
+			grouped++
+		}
+	}
+	if grouped == 0 {
+		t.Fatal("64 keyed submits at once, none stored in a group")
+	}
+	for i, j := range submitAtOnce(ctx, t, c, specs, key) {
+		if j.ID != ids[i] {
+			t.Fatalf("keyed submit %d sent again: job %s, want %s", i, j.ID, ids[i])
+		}
+	}
+	done, err := c.WaitAll(ctx, ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range done {
+		if j.State != client.Succeeded || j.Result == nil || j.Result.Sum != int64(i) {
+			t.Fatalf("keyed job %d of 64 submitted at once: %s", i, apitest.Describe(j))
+		}
+	}
+	list, err := c.Jobs(ctx, client.ListOptions{Limit: 500})
+	if err != nil || len(list.Jobs) != len(ids) {
+		t.Fatalf("%d jobs listed, want %d (each request stored once): %v", len(list.Jobs), len(ids), err)
+	}
+	t.Logf("%d of 64 keyed submits stored in groups", grouped)
 }
 
 // A cancel of many jobs of a few groups cancels every one: the commands

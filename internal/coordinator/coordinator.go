@@ -139,11 +139,12 @@ type tomb struct {
 type Coordinator struct {
 	cfg Config
 	log *slog.Logger
-	// gather holds the single submits waiting to be stored together,
-	// memberOps the commands waiting to be written to a group's record
-	// together (group.go).
-	gather    gatherer
-	memberOps memberOps
+	// gather and gatherKeyed hold the single submits waiting to be
+	// stored together (without and with an Idempotency-Key), memberOps
+	// the commands waiting to be written to a group's record together
+	// (group.go).
+	gather, gatherKeyed gatherer
+	memberOps           memberOps
 	// applyFailures and retentionFailures pace the warnings of results
 	// not applied and of expired jobs not deleted.
 	applyFailures, retentionFailures pacer
@@ -239,7 +240,7 @@ func publishTimeout(n int) time.Duration {
 // key that an earlier submit used within a day returns that submit's job,
 // with Replayed set.
 func (c *Coordinator) Submit(ctx context.Context, spec job.Spec) (*job.Job, error) {
-	if spec.IdempotencyKey == "" && c.groupable(spec) {
+	if c.groupable(spec) {
 		return c.gathered(ctx, spec)
 	}
 	jobs, err := c.submitAll(ctx, []job.Spec{spec}, spec.IdempotencyKey, "")
@@ -260,57 +261,78 @@ func (c *Coordinator) SubmitBatch(ctx context.Context, specs []job.Spec, key str
 	return c.submitAll(ctx, specs, key, "batch\x00")
 }
 
-// submitAll submits specs as one batch; keySpace keeps the keys of batches
-// apart from those of single submits.
-func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keySpace string) ([]*job.Job, error) {
+// submission is what a submit stores: its jobs' records, or their
+// groups' (records, with recordSpecs), and the jobs' ids.
+type submission struct {
+	jobs        []*job.Job // when not in groups
+	ids         []string
+	records     []*job.Job
+	recordIDs   []string
+	recordSpecs []job.Spec
+}
+
+// prepare makes the jobs of specs, in groups when ranges says (makeGroups),
+// and notes them as being submitted by this server (isSubmitting,
+// awaitSubmit) until the returned func is called.
+func (c *Coordinator) prepare(specs []job.Spec, ranges [][2]int, now time.Time) (*submission, func()) {
+	s := &submission{jobs: make([]*job.Job, len(specs)), ids: make([]string, len(specs))}
+	s.records, s.recordSpecs = s.jobs, specs
+	done := make(chan struct{})
+	c.mu.Lock()
+	if ranges != nil {
+		s.records, s.recordSpecs = makeGroups(specs, ranges, now, s.ids)
+	} else {
+		for i, spec := range specs {
+			s.jobs[i] = job.New(job.NewID(spec.Kind, now), spec, now.UTC())
+			s.ids[i] = s.jobs[i].ID
+		}
+	}
+	s.recordIDs = make([]string, len(s.records))
+	for i, r := range s.records {
+		s.recordIDs[i] = r.ID
+		c.submitting[r.ID] = done
+	}
+	for _, id := range s.ids {
+		c.submitting[id] = done
+	}
+	mapx.Note(c.submitting, &c.submittingHigh)
+	c.mu.Unlock()
+	return s, func() {
+		c.mu.Lock()
+		for _, id := range s.ids {
+			delete(c.submitting, id)
+		}
+		for _, id := range s.recordIDs {
+			delete(c.submitting, id)
+		}
+		c.mu.Unlock()
+		close(done)
+	}
+}
+
+// timeoutOf is the deadline of the submit of specs (submitTimeout).
+func timeoutOf(specs []job.Spec) time.Duration {
 	tasks, copies := 0, int64(0)
 	for _, spec := range specs {
 		tasks += spec.Partitions
 		copies += spec.ParamCopies()
 	}
-	timeout := submitTimeout(len(specs), tasks, copies)
+	return submitTimeout(len(specs), tasks, copies)
+}
+
+// submitAll submits specs as one batch; keySpace keeps the keys of batches
+// apart from those of single submits.
+func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keySpace string) ([]*job.Job, error) {
+	timeout := timeoutOf(specs)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	now := time.Now()
-	jobs := make([]*job.Job, len(specs))
-	ids := make([]string, len(specs))
-	// What is stored: the jobs' records, or their groups'.
-	records, recordSpecs := jobs, specs
 	var ranges [][2]int
 	if keySpace != "" {
 		ranges = c.groupSpecs(specs)
 	}
-	done := make(chan struct{})
-	c.mu.Lock()
-	if ranges != nil {
-		records, recordSpecs = makeGroups(specs, ranges, now, ids)
-	} else {
-		for i, spec := range specs {
-			jobs[i] = job.New(job.NewID(spec.Kind, now), spec, now.UTC())
-			ids[i] = jobs[i].ID
-		}
-	}
-	recordIDs := make([]string, len(records))
-	for i, r := range records {
-		recordIDs[i] = r.ID
-		c.submitting[r.ID] = done
-	}
-	for _, id := range ids {
-		c.submitting[id] = done
-	}
-	mapx.Note(c.submitting, &c.submittingHigh)
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		for _, id := range ids {
-			delete(c.submitting, id)
-		}
-		for _, id := range recordIDs {
-			delete(c.submitting, id)
-		}
-		c.mu.Unlock()
-		close(done)
-	}()
+	sub, release := c.prepare(specs, ranges, time.Now())
+	defer release()
+	jobs, ids, records, recordIDs, recordSpecs := sub.jobs, sub.ids, sub.records, sub.recordIDs, sub.recordSpecs
 	var claim *keyClaim
 	if key != "" {
 		claim = &keyClaim{key: keySpace + key, fingerprint: fingerprint(specs), ids: ids, specs: specs, timeout: timeout}
@@ -674,8 +696,24 @@ func (c *Coordinator) withdrawKey(k string, rev uint64, ids []string) {
 
 // withdrawAll withdraws jobs ids of a failed submit, within ctx, each step
 // once. Their records may be stored, and their lists of input files (an
-// uploaded kind's job: its name follows its id).
+// uploaded kind's job: its name follows its id). A group goes whole when
+// ids name all its jobs (a batch's); a job of a group that has others (a
+// gathered single submit's) goes alone (withdrawMember).
 func (c *Coordinator) withdrawAll(ctx context.Context, ids []string) error {
+	ids, alone, err := c.membersAlone(ctx, ids)
+	if err != nil {
+		return err
+	}
+	aerrs := make([]error, len(alone))
+	parallel(len(alone), func(i int) {
+		group, n, _ := job.GroupOf(alone[i])
+		if err := c.withdrawMember(ctx, alone[i], group, n); err != nil {
+			aerrs[i] = fmt.Errorf("remove job %s from its group: %w", alone[i], err)
+		}
+	})
+	if err := errors.Join(aerrs...); err != nil {
+		return err
+	}
 	ids = withGroups(ids)
 	errs := make([]error, len(ids))
 	parallel(len(ids), func(i int) {

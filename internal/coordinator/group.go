@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -56,19 +57,28 @@ func (c *Coordinator) groupable(s job.Spec) bool {
 // gatherer gathers the single submits of small jobs that come while a
 // store of earlier ones is under way, and stores them together, as a
 // batch is (group commit): each is a job of a group, and a submit costs
-// the store a share of one record's write, not a write of its own. At
-// most maxGatherWrites such stores are under way at once; a submit
-// waits for the store under way and its own. (One store at a time
-// gathered more: 9,600–10,200 submits a second from 16 clients against
-// 7,400–9,200 with two, alternating runs on 2026-12-06.)
+// the store a share of one record's write, not a write of its own (a
+// keyed submit also its key's claim: gatheredKeyed). Keyed submits are
+// gathered apart. At most maxGatherWrites such stores are under way at
+// once (maxKeyedWrites for keyed ones); a submit waits for the store
+// under way and its own. (One store at a time gathered more:
+// 9,600–10,200 submits a second from 16 clients against 7,400–9,200
+// with two, alternating runs on 2026-12-06. A keyed store makes two
+// round trips, its claims then its group, and two at once ran keyed
+// submits at 5,384–6,222 a second against 4,710–4,933 with one,
+// alternating runs on 2026-12-07.)
 type gatherer struct {
 	mu      sync.Mutex
 	pending []*gatheredSubmit
 	writes  int
 }
 
-// maxGatherWrites bounds the stores of gathered submits under way at once.
-const maxGatherWrites = 1
+// maxGatherWrites and maxKeyedWrites bound the stores of gathered submits
+// under way at once.
+const (
+	maxGatherWrites = 1
+	maxKeyedWrites  = 2
+)
 
 type gatheredSubmit struct {
 	spec job.Spec
@@ -84,50 +94,265 @@ type gatheredSubmit struct {
 // after all.
 func (c *Coordinator) gathered(ctx context.Context, spec job.Spec) (*job.Job, error) {
 	g := &gatheredSubmit{spec: spec, done: make(chan struct{})}
-	c.gather.mu.Lock()
-	c.gather.pending = append(c.gather.pending, g)
-	start := c.gather.writes < maxGatherWrites
-	if start {
-		c.gather.writes++
+	ga, most := &c.gather, maxGatherWrites
+	if spec.IdempotencyKey != "" {
+		ga, most = &c.gatherKeyed, maxKeyedWrites
 	}
-	c.gather.mu.Unlock()
+	ga.mu.Lock()
+	ga.pending = append(ga.pending, g)
+	start := ga.writes < most
 	if start {
-		c.wg.Go(func() { c.storeGathered(context.WithoutCancel(ctx)) })
+		ga.writes++
+	}
+	ga.mu.Unlock()
+	if start {
+		c.wg.Go(func() { c.storeGathered(context.WithoutCancel(ctx), ga) })
 	}
 	<-g.done
 	return g.j, g.err
 }
 
-// storeGathered stores the gathered submits until none waits.
-func (c *Coordinator) storeGathered(ctx context.Context) {
+// storeGathered stores the submits gathered in ga until none waits.
+func (c *Coordinator) storeGathered(ctx context.Context, ga *gatherer) {
 	for {
-		c.gather.mu.Lock()
+		ga.mu.Lock()
 		// A group's worth at most: a store's size and time stay those of
 		// one group whatever the number of clients.
-		batch := c.gather.pending[:min(len(c.gather.pending), job.MaxGroup)]
-		c.gather.pending = c.gather.pending[len(batch):]
-		if len(c.gather.pending) == 0 {
-			c.gather.pending = nil
+		batch := ga.pending[:min(len(ga.pending), job.MaxGroup)]
+		ga.pending = ga.pending[len(batch):]
+		if len(ga.pending) == 0 {
+			ga.pending = nil
 		}
 		if len(batch) == 0 {
-			c.gather.writes--
-			c.gather.mu.Unlock()
+			ga.writes--
+			ga.mu.Unlock()
 			return
 		}
-		c.gather.mu.Unlock()
+		ga.mu.Unlock()
 		specs := make([]job.Spec, len(batch))
+		keyed := false
 		for i, g := range batch {
 			specs[i] = g.spec
+			keyed = keyed || g.spec.IdempotencyKey != ""
 		}
-		jobs, err := c.submitAll(ctx, specs, "", "gathered\x00")
-		for i, g := range batch {
-			if err == nil {
-				g.j = jobs[i]
+		if !keyed {
+			jobs, err := c.submitAll(ctx, specs, "", "gathered\x00")
+			for i, g := range batch {
+				if err == nil {
+					g.j = jobs[i]
+				}
+				g.err = err
+				close(g.done)
 			}
-			g.err = err
+			continue
+		}
+		jobs, errs, alone := c.gatheredKeyed(ctx, specs)
+		if alone {
+			// A key taken: each submit on its own, as without gathering.
+			parallel(len(batch), func(i int) {
+				var got []*job.Job
+				got, errs[i] = c.submitAll(ctx, specs[i:i+1], specs[i].IdempotencyKey, "")
+				if errs[i] == nil {
+					jobs[i] = got[0]
+				}
+			})
+		}
+		for i, g := range batch {
+			g.j, g.err = jobs[i], errs[i]
 			close(g.done)
 		}
 	}
+}
+
+// gatheredKeyed stores gathered single submits of which some carry an
+// Idempotency-Key as one batch, in groups: the members' ids are made
+// first, and each key is claimed for its own job (one create each, at
+// once). It returns each submit's job or error. A key that an earlier
+// submit holds (a retry's) sends the batch down the single submits' own
+// path, one by one (alone): the keys it claimed are freed first, nothing
+// stored, so a retry that met one of them only waited; so does a batch of
+// one (no group).
+//
+// When the store fails, each key is marked withdrawing (markWithdrawing)
+// before anything is withdrawn, as a single keyed submit's is. If none
+// was answered to a retry meanwhile the groups go whole, as a batch's
+// do; else they stay, each job answered its client, and the others go
+// alone (withdrawMember: a retry that meets their keys marked withdrawing
+// withdraws them alone too, withdrawAll).
+func (c *Coordinator) gatheredKeyed(ctx context.Context, specs []job.Spec) (jobs []*job.Job, errs []error, alone bool) {
+	jobs, errs = make([]*job.Job, len(specs)), make([]error, len(specs))
+	ranges := c.groupSpecs(specs)
+	if ranges == nil {
+		return jobs, errs, true // one submit: no group
+	}
+	timeout := timeoutOf(specs)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sub, release := c.prepare(specs, ranges, time.Now())
+	defer release()
+	claims := make([]*keyClaim, len(specs))
+	var keyed []int
+	for i, spec := range specs {
+		if spec.IdempotencyKey != "" {
+			keyed = append(keyed, i)
+			claims[i] = &keyClaim{key: spec.IdempotencyKey, fingerprint: fingerprint(specs[i : i+1]), ids: sub.ids[i : i+1], specs: specs[i : i+1], timeout: timeout}
+		}
+	}
+	revs := make([]uint64, len(specs))
+	cerrs := make([]error, len(specs))
+	parallel(len(keyed), func(k int) {
+		i := keyed[k]
+		revs[i], cerrs[i] = c.cfg.Store.Idempotency.Create(ctx, idempotencyKey(claims[i].key), claims[i].value(false))
+	})
+	if slices.ContainsFunc(keyed, func(i int) bool { return cerrs[i] != nil }) {
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		defer dcancel()
+		parallel(len(keyed), func(k int) {
+			if i := keyed[k]; cerrs[i] == nil {
+				if err := c.cfg.Store.Idempotency.Delete(dctx, idempotencyKey(claims[i].key), revs[i]); err != nil && !errors.Is(err, store.ErrConflict) {
+					// Its retry waits until the claim is surely over
+					// (claimKey), then takes the key.
+					c.log.Debug("could not free the idempotency key of a gathered submit sent on alone", "job", sub.ids[i], "err", err)
+				}
+			}
+		})
+		return jobs, errs, true
+	}
+	recorded, err := c.submit(ctx, sub.recordSpecs, sub.records, false)
+	if err == nil {
+		copy(jobs, members(sub.records))
+		if ctx.Err() != nil {
+			// Stored past its deadline: a retry may have taken a key over
+			// meanwhile with a job of its own (stillHeld); this one is
+			// then no one's.
+			for _, i := range keyed {
+				if !c.stillHeld(claims[i]) {
+					jobs[i], errs[i] = nil, job.Errorf(job.EUnavailable, "the submit took longer than its %s, and a retry with its Idempotency-Key made the job it asked for meanwhile: send the same request again to get it", timeout.Round(time.Millisecond))
+					c.wg.Go(func() { c.withdrawMemberLater(sub.ids[i], nil) })
+				}
+			}
+		}
+		return jobs, errs, false
+	}
+	marks := make([]int, len(specs))
+	parallel(len(keyed), func(k int) {
+		i := keyed[k]
+		marks[i] = c.markWithdrawing(claims[i], time.Second)
+	})
+	whole := true // nothing of it answered: the groups go whole
+	for i := range specs {
+		errs[i] = err
+		if claims[i] == nil || marks[i] == keyWithdraw {
+			continue
+		}
+		whole = false
+		if marks[i] == keyAnswered {
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+			if again, rerr := c.replay(rctx, sub.ids[i:i+1]); rerr == nil {
+				again[0].Replayed = false
+				jobs[i], errs[i] = again[0], nil
+			}
+			rcancel()
+		}
+	}
+	withdrawn := make(chan struct{})
+	c.wg.Go(func() {
+		defer close(withdrawn)
+		if whole {
+			var failed atomic.Bool
+			parallel(len(sub.records), func(r int) {
+				if !c.withdraw(sub.recordIDs[r], recorded[r], "") {
+					failed.Store(true)
+				}
+			})
+			if !failed.Load() {
+				for _, i := range keyed {
+					c.releaseWithdrawn(claims[i])
+				}
+			}
+			return
+		}
+		parallel(len(specs), func(i int) {
+			if claims[i] != nil && marks[i] == keyAnswered {
+				return
+			}
+			if claims[i] != nil && marks[i] == keyUnknown {
+				if marks[i] = c.markLater(claims[i]); marks[i] != keyWithdraw {
+					return // answered to a retry, and kept; or never known
+				}
+			}
+			c.withdrawMemberLater(sub.ids[i], claims[i])
+		})
+	})
+	select {
+	case <-withdrawn:
+	case <-time.After(withdrawWait):
+	}
+	return jobs, errs, false
+}
+
+// withdrawMemberLater withdraws member id of a failed submit alone
+// (withdrawMember), trying again while the store does not answer, for up
+// to orphanAge; then frees claim, its key, when it has one.
+func (c *Coordinator) withdrawMemberLater(id string, claim *keyClaim) {
+	group, n, _ := job.GroupOf(id)
+	err := c.storeAgain(time.Now().Add(orphanAge), func(ctx context.Context) error { return c.withdrawMember(ctx, id, group, n) })
+	if err != nil {
+		c.log.Warn("could not remove a job of a group whose submit failed; it may still run", "job", id, "err", err)
+		return
+	}
+	if claim != nil {
+		c.releaseWithdrawn(claim)
+	}
+}
+
+// errWithdrawn is a member found withdrawn, or deleted, already.
+var errWithdrawn = errors.New("withdrawn already")
+
+// withdrawMember removes member n of group, a job of a failed submit
+// whose group stays (another job of it was answered to its client):
+// canceled if unfinished, and deleted, in its group; its task is dropped
+// when met, or runs and its result is dropped. A group without a record
+// was never stored, and no job of it answered: it is withdrawn whole.
+func (c *Coordinator) withdrawMember(ctx context.Context, id, group string, n int) error {
+	now := time.Now().UTC()
+	g, err := c.onMember(ctx, id, group, func(g *job.Job) error {
+		if n > len(g.Members) || g.Members[n-1].Deleted || g.Members[n-1].Moved {
+			return errWithdrawn
+		}
+		if !g.Members[n-1].State.Terminal() {
+			if err := g.CancelMember(n, now); err != nil {
+				return err
+			}
+		}
+		g.Members[n-1].Deleted = true
+		return nil
+	})
+	switch {
+	case errors.Is(err, errWithdrawn):
+		return nil
+	case job.ErrorCode(err) == job.ENotFound:
+		for _, step := range c.withdrawSteps(group, true, "") {
+			if err := step.fn(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	case err != nil:
+		return err
+	}
+	if err := c.cfg.Store.Notices.CancelJob(id, g.Epoch); err != nil {
+		c.log.Debug("could not tell workers to stop the task of a withdrawn job; it runs to its end, and its result is dropped", "job", id, "err", err)
+	}
+	for _, m := range g.Members {
+		if !m.Deleted && !m.Moved {
+			if g.State.Terminal() {
+				c.stopTasks(ctx, g) // its last job ended: the others' tasks go
+			}
+			return nil
+		}
+	}
+	return c.remove(ctx, g)
 }
 
 // makeGroups returns the records of the groups of specs (groupSpecs) and
@@ -159,6 +384,39 @@ func withGroups(ids []string) []string {
 		}
 	}
 	return out
+}
+
+// membersAlone splits ids, jobs of a failed submit, into those withdrawn
+// as a submit's own (rest: jobs, and members of groups that ids name
+// whole) and the members of groups that have jobs ids do not name: a
+// gathered single submit's job, which goes alone. A group not stored
+// goes whole.
+func (c *Coordinator) membersAlone(ctx context.Context, ids []string) (rest, alone []string, err error) {
+	named := map[string]int{}
+	for _, id := range ids {
+		if g, _, ok := job.GroupOf(id); ok {
+			named[g]++
+		}
+	}
+	size := map[string]int{}
+	for g := range named {
+		j, _, err := c.getRecord(ctx, g)
+		switch {
+		case job.ErrorCode(err) == job.ENotFound:
+		case err != nil:
+			return nil, nil, err
+		default:
+			size[g] = len(j.Members)
+		}
+	}
+	for _, id := range ids {
+		if g, _, ok := job.GroupOf(id); ok && named[g] < size[g] {
+			alone = append(alone, id)
+		} else {
+			rest = append(rest, id)
+		}
+	}
+	return rest, alone, nil
 }
 
 // members returns the members of groups, in order.
