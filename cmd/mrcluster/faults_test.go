@@ -340,6 +340,32 @@ func TestChaos(t *testing.T) {
 			mu.Unlock()
 		}
 	})
+	// A client of bursts of eight single submits at once to one server,
+	// each under a key of its own: one-task jobs, which the server
+	// gathers into groups, each key claimed for its own job.
+	clients.Go(func() {
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			var burst sync.WaitGroup
+			for range 8 {
+				burst.Go(func() {
+					var j client.Job
+					key := newKey()
+					if send("/api/v1/jobs", key, "short", map[string]any{"kind": "short", "partitions": 1}, &j, n) {
+						mu.Lock()
+						jobs = append(jobs, acked{id: j.ID, kind: j.Kind, partitions: j.Partitions})
+						submits[key].answer = []string{j.ID}
+						mu.Unlock()
+					}
+				})
+			}
+			burst.Wait()
+		}
+	})
 	for c := range 3 {
 		clients.Go(func() {
 			for n := 0; ; n++ {
@@ -476,7 +502,13 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	t.Logf("%d jobs acknowledged (%d of them in %d batches), %d submits refused and retried, %d given up after 20 tries", len(jobs), 10*batches, batches, refused, abandoned)
+	grouped := 0
+	for _, a := range jobs {
+		if job.IsMember(a.id) {
+			grouped++
+		}
+	}
+	t.Logf("%d jobs acknowledged (%d of them in %d batches, %d in groups), %d submits refused and retried, %d given up after 20 tries", len(jobs), 10*batches, batches, grouped, refused, abandoned)
 	mu.Unlock()
 
 	// Every acknowledged job ends, correctly.
