@@ -88,10 +88,11 @@ type gatheredSubmit struct {
 }
 
 // gathered submits spec with the other single submits gathered with it,
-// all or nothing: an error fails all of them, and none is stored. It
-// waits for the store's answer whatever ctx says (the store has a
-// deadline of its own): a submit answered a failure must not be stored
-// after all.
+// all or nothing: an error fails all of them, and none is stored (but a
+// keyed submit whose retry was answered its job meanwhile, which keeps
+// it: gatheredKeyed). It waits for the store's answer whatever ctx says
+// (the store has a deadline of its own): a submit answered a failure
+// must not be stored after all.
 func (c *Coordinator) gathered(ctx context.Context, spec job.Spec) (*job.Job, error) {
 	g := &gatheredSubmit{spec: spec, done: make(chan struct{})}
 	ga, most := &c.gather, maxGatherWrites
