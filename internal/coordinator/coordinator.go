@@ -310,6 +310,19 @@ func (c *Coordinator) prepare(specs []job.Spec, ranges [][2]int, now time.Time) 
 	}
 }
 
+// withdrawRecords withdraws what the failed submit sub stored (recorded
+// says which records were), its records at once, and reports whether
+// every step was done.
+func (c *Coordinator) withdrawRecords(sub *submission, recorded []bool) bool {
+	var failed atomic.Bool
+	parallel(len(sub.records), func(i int) {
+		if !c.withdraw(sub.recordIDs[i], recorded[i], sub.records[i].FilesRef) {
+			failed.Store(true)
+		}
+	})
+	return !failed.Load()
+}
+
 // timeoutOf is the deadline of the submit of specs (submitTimeout).
 func timeoutOf(specs []job.Spec) time.Duration {
 	tasks, copies := 0, int64(0)
@@ -379,13 +392,7 @@ func (c *Coordinator) submitAll(ctx context.Context, specs []job.Spec, key, keyS
 					return // answered to a retry, and kept; or never known
 				}
 			}
-			var failed atomic.Bool
-			parallel(len(records), func(i int) {
-				if !c.withdraw(recordIDs[i], recorded[i], records[i].FilesRef) {
-					failed.Store(true)
-				}
-			})
-			if claim != nil && !failed.Load() {
+			if c.withdrawRecords(sub, recorded) && claim != nil {
 				c.releaseWithdrawn(claim)
 			}
 		})

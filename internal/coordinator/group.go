@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
@@ -260,13 +259,7 @@ func (c *Coordinator) gatheredKeyed(ctx context.Context, specs []job.Spec) (jobs
 	c.wg.Go(func() {
 		defer close(withdrawn)
 		if whole {
-			var failed atomic.Bool
-			parallel(len(sub.records), func(r int) {
-				if !c.withdraw(sub.recordIDs[r], recorded[r], "") {
-					failed.Store(true)
-				}
-			})
-			if !failed.Load() {
+			if c.withdrawRecords(sub, recorded) {
 				for _, i := range keyed {
 					c.releaseWithdrawn(claims[i])
 				}
@@ -345,15 +338,24 @@ func (c *Coordinator) withdrawMember(ctx context.Context, id, group string, n in
 	if err := c.cfg.Store.Notices.CancelJob(id, g.Epoch); err != nil {
 		c.log.Debug("could not tell workers to stop the task of a withdrawn job; it runs to its end, and its result is dropped", "job", id, "err", err)
 	}
-	for _, m := range g.Members {
-		if !m.Deleted && !m.Moved {
-			if g.State.Terminal() {
-				c.stopTasks(ctx, g) // its last job ended: the others' tasks go
-			}
-			return nil
+	if !allGone(g) {
+		if g.State.Terminal() {
+			c.stopTasks(ctx, g) // its last job ended: the others' tasks go
 		}
+		return nil
 	}
 	return c.remove(ctx, g)
+}
+
+// allGone reports whether group g has no job left: each deleted, or moved
+// to a record of its own.
+func allGone(g *job.Job) bool {
+	for _, m := range g.Members {
+		if !m.Deleted && !m.Moved {
+			return false
+		}
+	}
+	return true
 }
 
 // makeGroups returns the records of the groups of specs (groupSpecs) and
@@ -599,10 +601,8 @@ func (c *Coordinator) deleteMember(ctx context.Context, id, group string, n int,
 		return err
 	}
 	c.log.Log(ctx, level, "job deleted", "job", id, "group", group)
-	for _, m := range g.Members {
-		if !m.Deleted && !m.Moved {
-			return nil
-		}
+	if !allGone(g) {
+		return nil
 	}
 	if err := c.remove(ctx, g); err != nil {
 		// Its retention, or the next delete, removes it.
