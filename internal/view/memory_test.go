@@ -554,3 +554,71 @@ func TestDeletedJobsAreKnownDeleted(t *testing.T) {
 		t.Fatalf("deleted: %v, %v, %v; want only the deleted job", v.Deleted(j.ID), v.Deleted(other.ID), v.Deleted("noop_never"))
 	}
 }
+
+// Expired walks the jobs a chunk at a time, letting the view change
+// between chunks: with chunks of three, jobs removed, compacted away and
+// added between them, it names what a walk of the whole would, each once.
+func TestExpiredWalksInChunksThroughChanges(t *testing.T) {
+	defer func(n int) { expiredChunk = n }(expiredChunk)
+	expiredChunk = 3
+	v := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	v.loading = false
+	base := time.Now().Add(-time.Hour)
+	at := func(min int) int64 { return base.Add(time.Duration(min) * time.Minute).UnixNano() }
+	add := func(id string, created, finished int64, member bool) *entry {
+		en := v.slab.entry(id, created)
+		en.finished = finished
+		en.set(bitMember, member)
+		v.byID[id] = en
+		v.insert(en)
+		return en
+	}
+	cut := at(30)
+	var want []string
+	var plain []*entry
+	for i := range 20 {
+		id := job.NewID("noop", base.Add(time.Duration(i)*time.Minute))
+		finished := at(i + 1)
+		if i%4 == 3 {
+			finished = 0 // still running
+		}
+		plain = append(plain, add(id, at(i), finished, false))
+		if finished != 0 && finished < cut && i != 5 {
+			want = append(want, id) // the 6th is removed below, mid-walk
+		}
+	}
+	// A group whose members straddle chunks, ended before the cut: named
+	// once, as the group; one whose last member ends after it: its
+	// earlier member alone.
+	whole := job.NewGroupID("noop", base.Add(2*time.Minute+time.Second))
+	half := job.NewGroupID("noop", base.Add(7*time.Minute+time.Second))
+	v.groups[whole] = groupInfo{members: 4, finished: at(9)}
+	v.groups[half] = groupInfo{members: 2, finished: at(40)}
+	for n := 1; n <= 4; n++ {
+		add(job.MemberID(whole, n), at(2)+int64(time.Second), at(5+n), true)
+	}
+	add(job.MemberID(half, 1), at(7)+int64(time.Second), at(8), true)
+	add(job.MemberID(half, 2), at(7)+int64(time.Second), at(40), true)
+	want = append(want, whole, job.MemberID(half, 1))
+
+	var got []string
+	groups := map[string]bool{}
+	var last *entry
+	for round := 0; v.expiredFrom(&last, cut, groups, &got); round++ {
+		switch round {
+		case 1: // the 6th job deleted and compacted away before it is walked
+			v.gone = 2000
+			v.remove(plain[5])
+		case 2: // a new job, created after the cut
+			add(job.NewID("noop", time.Now()), time.Now().UnixNano(), 0, false)
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("expired in chunks = %v\nwant %v", got, want)
+	}
+	if full := v.Expired(time.Unix(0, cut)); len(full) != len(want) {
+		t.Fatalf("Expired = %d jobs, want %d", len(full), len(want))
+	}
+}

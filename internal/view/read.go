@@ -570,22 +570,53 @@ func (v *View) Due(now time.Time) []string {
 	return out
 }
 
+// expiredChunk is how many entries Expired looks at under one hold of
+// the view's lock: a walk of the millions of finished jobs a week of
+// retention holds (tens of milliseconds) would otherwise hold up every
+// change the view applies, and every read queued behind them, once a
+// round.
+var expiredChunk = 8192
+
 // Expired returns the finished jobs that finished before t, the groups
 // whose last member did (a group's members go with it), and the members
 // that did whose group did not (another of its jobs ended later, or
-// runs): each job expires at its own time, as its resource says.
+// runs): each job expires at its own time, as its resource says. It walks
+// the jobs oldest first, expiredChunk at a time, and stops at the first
+// created at or after t: a job finishes after it is made (one whose
+// server's clock ran behind its submitter's goes a round later).
 func (v *View) Expired(before time.Time) []string {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
 	var out []string
 	t := before.UnixNano()
 	groups := map[string]bool{}
-	for _, en := range v.sorted {
+	var last *entry // the last entry looked at
+	for more := true; more; {
+		more = v.expiredFrom(&last, t, groups, &out)
+	}
+	return out
+}
+
+// expiredFrom is Expired's walk of one chunk, from the entry after *last
+// (where it is, or where it was before a compaction took it): it appends
+// to out, moves *last on, and reports whether entries are left to walk.
+func (v *View) expiredFrom(last **entry, t int64, groups map[string]bool, out *[]string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	i := 0
+	if *last != nil {
+		if i = v.index(*last); i < len(v.sorted) && v.sorted[i] == *last {
+			i++
+		}
+	}
+	end := min(len(v.sorted), i+expiredChunk)
+	for _, en := range v.sorted[i:end] {
+		if en.created >= t {
+			return false
+		}
 		if en.gone || en.finished == 0 || en.finished >= t {
 			continue
 		}
 		if !en.member() {
-			out = append(out, en.id)
+			*out = append(*out, en.id)
 			continue
 		}
 		group, _, _ := job.GroupOf(en.id)
@@ -593,12 +624,15 @@ func (v *View) Expired(before time.Time) []string {
 		case !ok || groups[group]:
 		case g.finished != 0 && g.finished < t:
 			groups[group] = true
-			out = append(out, group)
+			*out = append(*out, group)
 		default:
-			out = append(out, en.id)
+			*out = append(*out, en.id)
 		}
 	}
-	return out
+	if end > i {
+		*last = v.sorted[end-1]
+	}
+	return end < len(v.sorted)
 }
 
 // AwaitGone returns once the view no longer holds job id, or when ctx ends.
