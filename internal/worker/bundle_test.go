@@ -11,6 +11,7 @@ import (
 
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/store"
+	"github.com/mrcluster/mrcluster/internal/store/memstore"
 )
 
 // memberTasks returns the first tasks of n jobs of group g.
@@ -67,6 +68,19 @@ func TestABundleRunsEveryJobOfItOnce(t *testing.T) {
 	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting+i.Leased == 0 }, "every bundle acked")
 }
 
+// heldKind is kind "k", whose tasks send their member to started and run
+// until release is closed.
+func heldKind(started chan<- string, release <-chan struct{}) job.Kind {
+	return job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
+		started <- t.Member
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return 1, nil
+	}}
+}
+
 // A pool with fewer idle workers than a bundle of slow tasks holds gives
 // them all back, a message each, and runs them as any task: none waits
 // here behind a task of minutes while other workers idle, and none is in a
@@ -75,14 +89,7 @@ func TestABundleRunsEveryJobOfItOnce(t *testing.T) {
 func TestABundleOfSlowTasksIsSharedOut(t *testing.T) {
 	started := make(chan string, 8)
 	release := make(chan struct{})
-	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, t job.Task) (int64, error) {
-		started <- t.Job
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return 1, nil
-	}})
+	f := newFixture(t, heldKind(started, release))
 	f.queue(memberTasks("g", 4)...)
 	f.pool(1)
 	select {
@@ -296,5 +303,53 @@ func TestABundleStoredBeforeThePoolRunsNoCanceledJob(t *testing.T) {
 	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting+i.Leased == 0 }, "the bundle acked")
 	if got, want := runs(), map[string]int{g.ID + "-m1": 1, g.ID + "-m3": 1, g.ID + "-m4": 1}; !maps.Equal(got, want) {
 		t.Fatalf("jobs run %v, want %v: every job of the bundle but the canceled one; results %+v", got, want, rs)
+	}
+}
+
+// A pool that ran fast tasks fetches for a batch's budget of them; a
+// bundle of slow tasks fetched so waits for its workers for at most a
+// second, not a third of the ack wait, before what its workers did not
+// take goes back for other pools; and the pool fetches for its idle
+// workers only from then on.
+func TestABundleOfSlowTasksFetchedAsFastIsSharedOut(t *testing.T) {
+	started := make(chan string, 8)
+	release := make(chan struct{})
+	f := newFixture(t, heldKind(started, release),
+		job.Kind{Name: "fast", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	// An ack wait of ten minutes: a task held a third of it would outlast
+	// the test.
+	f.store = memstore.New(memstore.Config{AckWait: 10 * time.Minute})
+	first := f.pool(2, func(c *Config) { c.heldLong = 200 * time.Millisecond })
+	fast := task("warm", 0, 1)
+	fast.Kind = "fast"
+	f.queue(fast)
+	f.results(1)
+	if first.pace.slow() {
+		t.Fatal("a pool that ran a task of microseconds takes its tasks for slow")
+	}
+	f.queue(memberTasks("g", 6)...)
+	for range 2 {
+		select {
+		case <-started:
+		case <-f.ctx.Done():
+			t.Fatal("the pool did not start two tasks of the bundle")
+		}
+	}
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting >= 2 }, "the tasks the pool's workers did not take given back")
+	if !first.pace.slow() {
+		t.Fatal("a pool that gave back tasks it had no worker for still takes its tasks for fast")
+	}
+	// A second pool runs two of them while the first one's two still run.
+	f.pool(2)
+	for range 2 {
+		select {
+		case <-started:
+		case <-f.ctx.Done():
+			t.Fatal("the tasks given back did not start on another pool")
+		}
+	}
+	close(release)
+	if rs := f.results(6); len(rs) != 6 {
+		t.Fatalf("results: %+v", rs)
 	}
 }

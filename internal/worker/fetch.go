@@ -236,20 +236,49 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			}
 			fetched <- p.cfg.Store.Tasks.Fetch(ctx, n, fetchWait, take)
 		}()
+		// A task that waits here for a worker longer than bound shows
+		// the tasks slower than the fetch was sized for: it goes back, for
+		// other workers. A fetch for fast tasks was sized for a batch's
+		// budget of their run time (milliseconds), so a second is long (a
+		// bundle of 64 tasks of seconds, fetched by a pool that had run
+		// tasks of microseconds, ran four at a time while other pools
+		// idled, for a third of the ack wait: 10 s by default); one for
+		// slow tasks, for its idle workers only, waits at most that third.
+		bound := p.ackWait / 3
+		if !slow {
+			bound = min(bound, p.cfg.heldLong)
+		}
+		var timer *time.Timer
 		for l := range leased {
-			if time.Since(l.at) > p.ackWait/3 {
-				// It waited for a worker here for long: the tasks are
-				// slower than the fetch was sized for; let others have it.
-				p.giveBack(l)
+			p.assigned.Add(1)
+			ok, waited := p.handOver(tasks, l, bound, &timer)
+			if ok {
 				continue
 			}
-			p.assigned.Add(1)
-			select {
-			case tasks <- l:
-			case <-p.stopping:
-				p.assigned.Add(-1)
-				p.giveBack(l)
+			p.assigned.Add(-1)
+			if waited && !slow {
+				// Fetches are for idle workers only from now on, until
+				// tasks run fast again.
+				p.pace.observe(bound)
 			}
+			// What else of the fetch is here goes back with it.
+			back := []*lease{l}
+			for more := true; more; {
+				select {
+				case m, ok := <-leased:
+					if ok {
+						back = append(back, m)
+					} else {
+						more = false
+					}
+				default:
+					more = false
+				}
+			}
+			p.giveBackAll(back)
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 		if err := <-fetched; err != nil && p.stopCtx.Err() == nil {
 			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
@@ -262,5 +291,36 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+	}
+}
+
+// handOver hands l to a worker, and reports whether one took it and, when
+// none did, whether l waited bound from its lease for one (false: the pool
+// is stopping). timer is reused across the tasks of a fetch: a pool of fast
+// tasks waits here for a worker at most every task.
+func (p *Pool) handOver(tasks chan<- *lease, l *lease, bound time.Duration, timer **time.Timer) (ok, waited bool) {
+	select {
+	case tasks <- l:
+		return true, false
+	default:
+	}
+	d := bound - time.Since(l.at)
+	if d <= 0 {
+		return false, true
+	}
+	if *timer == nil {
+		*timer = time.NewTimer(d)
+	} else {
+		(*timer).Reset(d)
+	}
+	select {
+	case tasks <- l:
+		(*timer).Stop()
+		return true, false
+	case <-p.stopping:
+		(*timer).Stop()
+		return false, false
+	case <-(*timer).C:
+		return false, true
 	}
 }

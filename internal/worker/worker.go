@@ -77,6 +77,10 @@ type Config struct {
 	// waitedLong is how long a fetched task may wait for a worker before
 	// the pool asks whether it is still in the queue (leftQueue).
 	waitedLong time.Duration
+	// heldLong is how long a task of a fetch sized for fast tasks may wait
+	// in the pool for a worker before it goes back to the queue (heldLong
+	// when zero).
+	heldLong time.Duration
 	// TaskTimeout bounds one attempt of a task (0: none for built-in
 	// kinds, an hour for uploaded ones).
 	TaskTimeout time.Duration
@@ -218,6 +222,9 @@ func New(cfg Config) *Pool {
 	}
 	if cfg.waitedLong <= 0 {
 		cfg.waitedLong = waitedLong
+	}
+	if cfg.heldLong <= 0 {
+		cfg.heldLong = heldLong
 	}
 	if cfg.recheck <= 0 {
 		cfg.recheck = fetchWait
@@ -798,6 +805,11 @@ const (
 	// worker before the pool asks whether it is still in the queue
 	// before running it.
 	waitedLong = time.Second
+	// heldLong is how long a task fetched for fast tasks may wait in the
+	// pool for a worker before it goes back to the queue, for others: the
+	// fetch was sized for a batch's budget of the tasks' run time
+	// (batchBudget), so a second is fifty times what it was sized for.
+	heldLong = time.Second
 	// leftQueueTimeout bounds that question: a store that does not answer
 	// (an election) delays the task's start by no more.
 	leftQueueTimeout = 2 * time.Second
@@ -823,6 +835,19 @@ func (p *Pool) gone(ctx context.Context, l *lease) bool {
 	defer cancel()
 	held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(l.msg()))
 	return err == nil && !held
+}
+
+// giveBackAll gives ls back, those of one message (a bundle's parts) with
+// one call of giveBack each.
+func (p *Pool) giveBackAll(ls []*lease) {
+	for len(ls) > 0 {
+		n := 1
+		for n < len(ls) && queueSeq(ls[n].msg()) == queueSeq(ls[0].msg()) {
+			n++
+		}
+		p.giveBack(ls[:n]...)
+		ls = ls[n:]
+	}
 }
 
 // giveBack returns tasks the pool will not run to the queue, durably: a
