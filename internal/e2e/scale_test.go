@@ -83,10 +83,14 @@ func TestDashboardAtScale(t *testing.T) {
 	t.Logf("ran them in %s", time.Since(start).Round(time.Millisecond))
 	// Then 1,004 short tasks: 4 run (the gate holds them), 1,000 wait.
 	blocked := c.Submit(t, "short", 1004)
-	// The page counts what the server counts: the 1,000 waiting, and a
-	// copy of a finished noop job's task that a loaded machine may leave
-	// queued (a result store that timed out queues the task again, and
-	// the copy waits behind the gated workers: seen once in a CI run, 1001).
+	// The page counts what the server counts, once the server's count
+	// holds still: the 1,000 waiting once the job's record shows its four
+	// tasks running (a CI run read 1001 while the fourth's start was on its
+	// way, and the page, rightly, 1000 after it), and a copy of a finished
+	// noop job's task that a loaded machine may leave queued (a result
+	// store that timed out queues the task again, and the copy waits behind
+	// the gated workers).
+	c.Await(t, blocked.ID, func(j client.Job) bool { return j.Tasks.Running == 4 })
 	shown := textWithin(ctx, t, `[data-test="stat-queue"] b`, func(s string) bool {
 		n, err := strconv.Atoi(s)
 		return err == nil && n >= 1000
