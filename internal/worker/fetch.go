@@ -297,7 +297,7 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 // handOver hands l to a worker, and reports whether one took it and, when
 // none did, whether l waited bound from its lease for one (false: the pool
 // is stopping). timer is reused across the tasks of a fetch: a pool of fast
-// tasks waits here for a worker at most every task.
+// tasks waits here for a worker at almost every one.
 func (p *Pool) handOver(tasks chan<- *lease, l *lease, bound time.Duration, timer **time.Timer) (ok, waited bool) {
 	select {
 	case tasks <- l:
