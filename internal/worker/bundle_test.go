@@ -309,7 +309,7 @@ func TestABundleStoredBeforeThePoolRunsNoCanceledJob(t *testing.T) {
 // A pool that ran fast tasks fetches for a batch's budget of them; a
 // bundle of slow tasks fetched so waits for its workers for at most a
 // second, not a third of the ack wait, before what its workers did not
-// take goes back for other pools; and the pool fetches for its idle
+// start goes back for other pools; and the pool fetches for its idle
 // workers only from then on.
 func TestABundleOfSlowTasksFetchedAsFastIsSharedOut(t *testing.T) {
 	started := make(chan string, 8)
@@ -335,7 +335,9 @@ func TestABundleOfSlowTasksFetchedAsFastIsSharedOut(t *testing.T) {
 			t.Fatal("the pool did not start two tasks of the bundle")
 		}
 	}
-	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting >= 2 }, "the tasks the pool's workers did not take given back")
+	// The four not running go back: two the pool had not handed out, and
+	// two waiting in its workers' channel behind the running ones.
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting == 4 }, "the four tasks the pool's workers did not start given back")
 	if !first.pace.slow() {
 		t.Fatal("a pool that gave back tasks it had no worker for still takes its tasks for fast")
 	}

@@ -145,7 +145,7 @@ func (p *Pool) starving(now time.Time) int {
 // dropped on the floor. Tasks held longer than a third of the ack wait
 // (the tasks turned out slower than the fetch was sized for) and tasks
 // fetched while stopping are given back to the queue for other workers.
-func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
+func (p *Pool) feed(fetcher int, tasks chan *lease) {
 	backoff := 100 * time.Millisecond
 	for {
 		select {
@@ -261,19 +261,15 @@ func (p *Pool) feed(fetcher int, tasks chan<- *lease) {
 				// tasks run fast again.
 				p.pace.observe(bound)
 			}
-			// What else of the fetch is here goes back with it.
-			back := []*lease{l}
-			for more := true; more; {
-				select {
-				case m, ok := <-leased:
-					if ok {
-						back = append(back, m)
-					} else {
-						more = false
-					}
-				default:
-					more = false
-				}
+			// What else of the fetch is here goes back with it, and, when
+			// the tasks turned out slow, the tasks waiting in the workers'
+			// channel: a worker running a task of minutes would hold its
+			// next one that long.
+			back := append([]*lease{l}, drain(leased)...)
+			if waited {
+				held := drain(tasks)
+				p.assigned.Add(-int32(len(held)))
+				back = append(back, held...)
 			}
 			p.giveBackAll(back)
 		}
@@ -322,5 +318,21 @@ func (p *Pool) handOver(tasks chan<- *lease, l *lease, bound time.Duration, time
 		return false, false
 	case <-(*timer).C:
 		return false, true
+	}
+}
+
+// drain takes what c holds now, without waiting.
+func drain(c chan *lease) []*lease {
+	var out []*lease
+	for {
+		select {
+		case l, ok := <-c:
+			if !ok {
+				return out
+			}
+			out = append(out, l)
+		default:
+			return out
+		}
 	}
 }
