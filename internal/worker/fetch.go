@@ -77,6 +77,13 @@ func (p *pace) fetchSize(workers int) int {
 	return n
 }
 
+// tasksOf returns how many tasks n fetched messages may bring: as many as
+// messages carried lately, and a bundle's most besides.
+func (p *pace) tasksOf(n int) int {
+	per := max(p.perMessage.Load(), perMessageOne)
+	return int((int64(n)*per+perMessageOne-1)/perMessageOne) + job.MaxBundle
+}
+
 // perMessageOne is one task a message in pace.perMessage's fixed point.
 const perMessageOne = 16
 
@@ -188,7 +195,11 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 		// Every message is leased the moment it arrives, not when a worker
 		// is free for it: a message waiting in the batch without a lease
 		// would be given to another worker after the ack wait, and run twice.
-		leased := make(chan *lease, n)
+		// The channel holds every task the fetch may bring (sized in
+		// messages, it held a sixty-fourth of a fetch of bundles, and the
+		// fetch's read waited on the workers: what went back for want of a
+		// worker went a task a publish).
+		leased := make(chan *lease, p.pace.tasksOf(n))
 		fetched := make(chan error, 1)
 		go func() {
 			defer close(leased)

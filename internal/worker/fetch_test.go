@@ -3,6 +3,8 @@ package worker
 import (
 	"testing"
 	"time"
+
+	"github.com/mrcluster/mrcluster/internal/job"
 )
 
 func TestFetchSizeFollowsTaskRunTime(t *testing.T) {
@@ -48,6 +50,9 @@ func TestFetchSizeCountsTheTasksOfBundles(t *testing.T) {
 	}
 	if n, want := p.fetchSize(4), maxFetch/64; n < want || n > want+1 {
 		t.Fatalf("tasks of 5µs in bundles of 64: fetch %d messages, want %d (%d tasks)", n, want, maxFetch)
+	}
+	if n := p.fetchSize(4); p.tasksOf(n) < n*job.MaxBundle {
+		t.Fatalf("%d messages of bundles of 64 may bring %d tasks, room for %d", n, n*job.MaxBundle, p.tasksOf(n))
 	}
 	for range 100 {
 		p.carried(1)
