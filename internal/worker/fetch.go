@@ -149,9 +149,10 @@ func (p *Pool) starving(now time.Time) int {
 
 // feed fetches tasks and hands them to idle workers. A fetch is read to
 // its end, even while stopping: a task the server delivered is never
-// dropped on the floor. Tasks held longer than a third of the ack wait
-// (the tasks turned out slower than the fetch was sized for) and tasks
-// fetched while stopping are given back to the queue for other workers.
+// dropped on the floor. Tasks held without a worker longer than the
+// fetch was sized for (a second for fast tasks, a third of the ack wait
+// for slow ones) and tasks fetched while stopping are given back to the
+// queue for other workers.
 func (p *Pool) feed(fetcher int, tasks chan *lease) {
 	backoff := 100 * time.Millisecond
 	for {
