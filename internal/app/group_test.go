@@ -274,14 +274,7 @@ func TestSingleSubmitsAreGathered(t *testing.T) {
 	c := b.client().API()
 	ctx := apitest.Context(t)
 	specs := echoSpecs(64, 5)
-	ids := make([]string, len(specs))
-	grouped := 0
-	for i, j := range submitAtOnce(ctx, t, c, specs, func(int) string { return "" }) {
-		ids[i] = j.ID
-		if job.IsMember(j.ID) {
-			grouped++
-		}
-	}
+	ids, grouped := idsOf(submitAtOnce(ctx, t, c, specs, func(int) string { return "" }))
 	if grouped == 0 {
 		t.Fatal("64 submits at once, none stored in a group")
 	}
@@ -324,6 +317,18 @@ func submitAtOnce(ctx context.Context, t *testing.T, c *client.Client, specs []c
 	return jobs
 }
 
+// idsOf returns the ids of jobs, and how many of them are a group's.
+func idsOf(jobs []client.Job) (ids []string, grouped int) {
+	ids = make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID
+		if job.IsMember(j.ID) {
+			grouped++
+		}
+	}
+	return ids, grouped
+}
+
 // Single submits with Idempotency-Keys (the Go client's and the CLI's
 // default) are gathered too: each key names its own job of a group, and
 // the same requests again, gathered or not, are answered those jobs.
@@ -335,15 +340,7 @@ func TestKeyedSingleSubmitsAreGathered(t *testing.T) {
 	ctx := apitest.Context(t)
 	specs := echoSpecs(64, -1)
 	key := func(i int) string { return fmt.Sprintf("gathered-%d", i) }
-	first := submitAtOnce(ctx, t, c, specs, key)
-	ids := make([]string, len(first))
-	grouped := 0
-	for i, j := range first {
-		ids[i] = j.ID
-		if job.IsMember(j.ID) {
-			grouped++
-		}
-	}
+	ids, grouped := idsOf(submitAtOnce(ctx, t, c, specs, key))
 	if grouped == 0 {
 		t.Fatal("64 keyed submits at once, none stored in a group")
 	}

@@ -81,6 +81,19 @@ func heldKind(started chan<- string, release <-chan struct{}) job.Kind {
 	}}
 }
 
+// awaitStarts waits for n tasks to say they started, failing with what
+// otherwise.
+func awaitStarts(t *testing.T, f *fixture, started <-chan string, n int, what string) {
+	t.Helper()
+	for range n {
+		select {
+		case <-started:
+		case <-f.ctx.Done():
+			t.Fatal(what)
+		}
+	}
+}
+
 // A pool with fewer idle workers than a bundle of slow tasks holds gives
 // them all back, a message each, and runs them as any task: none waits
 // here behind a task of minutes while other workers idle, and none is in a
@@ -92,11 +105,7 @@ func TestABundleOfSlowTasksIsSharedOut(t *testing.T) {
 	f := newFixture(t, heldKind(started, release))
 	f.queue(memberTasks("g", 4)...)
 	f.pool(1)
-	select {
-	case <-started:
-	case <-f.ctx.Done():
-		t.Fatal("no task of the bundle started")
-	}
+	awaitStarts(t, f, started, 1, "no task of the bundle started")
 	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting == 3 && i.Leased == 1 }, "three tasks waiting, one running")
 	single := 0
 	if err := f.store.Tasks.Scan(f.ctx, func(data []byte) {
@@ -111,11 +120,7 @@ func TestABundleOfSlowTasksIsSharedOut(t *testing.T) {
 	}
 	// A second pool runs one of them meanwhile.
 	f.pool(1)
-	select {
-	case <-started:
-	case <-f.ctx.Done():
-		t.Fatal("a task given back did not start on another pool")
-	}
+	awaitStarts(t, f, started, 1, "a task given back did not start on another pool")
 	close(release)
 	if rs := f.results(4); len(rs) != 4 {
 		t.Fatalf("results: %+v", rs)
@@ -328,13 +333,7 @@ func TestABundleOfSlowTasksFetchedAsFastIsSharedOut(t *testing.T) {
 		t.Fatal("a pool that ran a task of microseconds takes its tasks for slow")
 	}
 	f.queue(memberTasks("g", 6)...)
-	for range 2 {
-		select {
-		case <-started:
-		case <-f.ctx.Done():
-			t.Fatal("the pool did not start two tasks of the bundle")
-		}
-	}
+	awaitStarts(t, f, started, 2, "the pool did not start two tasks of the bundle")
 	// The four not running go back: two the pool had not handed out, and
 	// two waiting in its workers' channel behind the running ones.
 	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting == 4 }, "the four tasks the pool's workers did not start given back")
@@ -343,13 +342,7 @@ func TestABundleOfSlowTasksFetchedAsFastIsSharedOut(t *testing.T) {
 	}
 	// A second pool runs two of them while the first one's two still run.
 	f.pool(2)
-	for range 2 {
-		select {
-		case <-started:
-		case <-f.ctx.Done():
-			t.Fatal("the tasks given back did not start on another pool")
-		}
-	}
+	awaitStarts(t, f, started, 2, "the tasks given back did not start on another pool")
 	close(release)
 	if rs := f.results(6); len(rs) != 6 {
 		t.Fatalf("results: %+v", rs)
