@@ -199,6 +199,9 @@ func TestCountersEqualARecount(t *testing.T) {
 		if more || !slices.Equal(all, want) {
 			t.Fatalf("step %d: queue %v (more %v), a recount of every job says %v", step, all, more, want)
 		}
+		if step%10 == 0 {
+			listsEqualARecount(t, v, step)
+		}
 		if len(want) > 3 {
 			first, more, _ := v.Queue(3)
 			if !more || !slices.Equal(first, want[:3]) {
@@ -237,6 +240,69 @@ func TestCountersEqualARecount(t *testing.T) {
 	}
 	if len(v.recent) > 5 {
 		t.Fatalf("%d finished records kept, want at most 5", len(v.recent))
+	}
+}
+
+// listsEqualARecount checks that the pages of the unfinished jobs by state
+// (of a kind, and after a cursor of any job) list what a walk of every job
+// does, newest first. A page of queued or running jobs walks the queue's
+// order, a page of a state no job is in walks nothing.
+func listsEqualARecount(t *testing.T, v *View, step int) {
+	t.Helper()
+	ctx := context.Background()
+	v.mu.RLock()
+	all := slices.Clone(v.sorted)
+	v.mu.RUnlock()
+	for _, state := range []job.State{job.Queued, job.Running, job.Scheduled, "nosuchstate"} {
+		for _, kind := range []string{"", "sleep"} {
+			var want []string
+			for _, en := range slices.Backward(all) {
+				if !en.gone && v.codes.state(en.state) == state && (kind == "" || job.IDKind(en.id) == kind) {
+					want = append(want, en.id)
+				}
+			}
+			var got []string
+			for cursor := ""; ; {
+				jobs, next, err := v.List(ctx, Filter{State: state, Kind: kind}, 3, cursor)
+				if err != nil {
+					t.Fatalf("step %d: a page of %s jobs of kind %q after %q: %v", step, state, kind, cursor, err)
+				}
+				for _, j := range jobs {
+					got = append(got, j.ID)
+				}
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("step %d: the pages of %s jobs of kind %q list %v; a walk of every job says %v", step, state, kind, got, want)
+			}
+			// A page after a job of any state starts after that job.
+			if len(all) > 0 {
+				at := all[len(all)/2]
+				if at.gone {
+					continue
+				}
+				var rest []string
+				for _, en := range slices.Backward(all) {
+					if slices.Contains(want, en.id) && less(en, at) {
+						rest = append(rest, en.id)
+					}
+				}
+				jobs, _, err := v.List(ctx, Filter{State: state, Kind: kind}, len(want)+1, at.id)
+				if err != nil {
+					t.Fatalf("step %d: a page of %s jobs after %s: %v", step, state, at.id, err)
+				}
+				got = got[:0]
+				for _, j := range jobs {
+					got = append(got, j.ID)
+				}
+				if !slices.Equal(got, rest) {
+					t.Fatalf("step %d: the page of %s jobs of kind %q after %s lists %v; a walk of every job says %v", step, state, kind, at.id, got, rest)
+				}
+			}
+		}
 	}
 }
 

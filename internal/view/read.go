@@ -206,7 +206,7 @@ func (v *View) List(ctx context.Context, f Filter, limit int, cursor string) (jo
 	var missing []int  // indexes in jobs of records to read
 	var members []bool // of those, the jobs of groups
 	v.mu.RLock()
-	i := len(v.sorted) - 1
+	var after *entry // the cursor's place: the page starts before it
 	if cursor != "" {
 		c, ok := v.byID[cursor]
 		if created, gone := v.goneIDs[cursor]; !ok && gone {
@@ -224,14 +224,27 @@ func (v *View) List(ctx context.Context, f Filter, limit int, cursor string) (jo
 			v.mu.RUnlock()
 			return nil, "", job.Errorf(job.EInvalid, "cursor %s is not a job id; pass the next_cursor of the previous page", job.Quote(cursor))
 		}
-		i = v.index(c) - 1
+		after = c
 	}
+	// The queued and running jobs are few among the finished ones a
+	// retention keeps (a week's may be millions): a page of them walks
+	// v.order, which lists them alone (stale entries aside), not every
+	// job; a page of a state no job is in walks nothing.
 	code, known := v.codes.lookup(state)
-	if state != "" && !known {
-		i = -1 // no job is in a state no record has had
+	list := v.sorted
+	switch {
+	case state == "" || v.loading:
+	case !known || v.counts[state] == 0:
+		list = nil
+	case code == codeQueued || code == codeRunning:
+		list = v.order
+	}
+	i := len(list) - 1
+	if after != nil {
+		i = sort.Search(len(list), func(k int) bool { return !less(list[k], after) }) - 1
 	}
 	for ; i >= 0; i-- {
-		en := v.sorted[i]
+		en := list[i]
 		if en.gone || state != "" && en.state != code || f.Kind != "" && job.IDKind(en.id) != f.Kind {
 			continue
 		}
