@@ -2305,17 +2305,44 @@ func (a archive) Read(ctx context.Context, seq uint64) (string, []byte, error) {
 	return key, m.Data, nil
 }
 
-// msgDeleteFailed is JetStream's error code for the deletion of a message
-// that is not there (JSStreamMsgDeleteFailedF, "no message found").
-const msgDeleteFailed = 10057
+// JetStream's error codes for the deletion of a message that is not
+// there: JSStreamMsgDeleteFailedF ("no message found") when the store
+// says so, JSSequenceNotFoundErrF ("sequence N not found") when it removed
+// nothing, which is its answer for a message removed already.
+const (
+	msgDeleteFailed  = 10057
+	sequenceNotFound = 10043
+)
 
+// Remove removes the record at seq; one removed already is no error. Two
+// removals of a copy are common: a job's deleter removes its copies, and
+// every server whose watch sees the deletion removes those it indexed.
+// Until 2026-12-07 the second one's "sequence N not found" was taken for
+// a failure and tried again for 20 s, holding up the removals queued
+// behind it (removeLater takes them in turn): under retention's deletes
+// the copies of deleted jobs piled up in the archive, on disk and in every
+// server's index of it.
 func (a archive) Remove(ctx context.Context, seq uint64) error {
 	err := a.st.DeleteMsg(ctx, seq)
-	// The library gives the server's answer as text.
-	if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "err_code="+strconv.Itoa(msgDeleteFailed)) && strings.Contains(err.Error(), "no message found") {
-		return nil // removed already
+	if removedAlready(err) {
+		return nil
 	}
 	return storeErr(err)
+}
+
+// removedAlready reports whether err is JetStream's answer to the
+// deletion of a message that is not there. The library gives the
+// server's answer as text.
+func removedAlready(err error) bool {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	if !errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+		return false
+	}
+	text := err.Error()
+	return strings.Contains(text, "err_code="+strconv.Itoa(sequenceNotFound)+" ") ||
+		strings.Contains(text, "err_code="+strconv.Itoa(msgDeleteFailed)+" ") && strings.Contains(text, "no message found")
 }
 
 // Last asks for the last message of the subject: the last one there (the

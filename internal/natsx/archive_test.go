@@ -206,15 +206,7 @@ func TestArchiveIndexedWhileTheReaderLags(t *testing.T) {
 	ids := map[string]bool{}
 	for i := range n {
 		j := job.New(fmt.Sprintf("noop_0123456789abcdefghjk%06d", i), job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
-		rev, err := other.Create(ctx, j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		finished := time.Now().UTC()
-		j.State, j.FinishedAt = job.Succeeded, &finished
-		if _, err := other.Update(ctx, j, rev); err != nil {
-			t.Fatal(err)
-		}
+		createSucceeded(t, ctx, other, j)
 		ids[j.ID] = true
 	}
 	gctx, gcancel := context.WithTimeout(ctx, 30*time.Second)

@@ -27,15 +27,7 @@ func TestALostCopyIsArchivedAgain(t *testing.T) {
 	watching(t, ctx, jobs)
 
 	j := job.New("noop_0123456789abcdefghjkmnpqr3", job.Spec{Kind: "noop", Partitions: 1}, time.Now().UTC())
-	rev, err := jobs.Create(ctx, j)
-	if err != nil {
-		t.Fatal(err)
-	}
-	finished := time.Now().UTC()
-	j.State, j.FinishedAt = job.Succeeded, &finished
-	if _, err := jobs.Update(ctx, j, rev); err != nil {
-		t.Fatal(err)
-	}
+	createSucceeded(t, ctx, jobs, j)
 	if again, err := jobs.Rearchive(ctx, j); again || !errors.Is(err, store.ErrBehind) {
 		t.Fatalf("rearchive while the bucket holds the record: %v, %v; want nothing done yet (ErrBehind)", again, err)
 	}
