@@ -1668,17 +1668,20 @@ func (c *Coordinator) retentionLoop(ctx context.Context) {
 				c.log.Debug("deleted a job past its retention", "job", id, "retention", c.cfg.Retention)
 			case job.ENotFound, job.EConflict:
 				// Deleted by another server meanwhile, or retried.
-			default:
-				// The store did not answer: the rest wait for the next
-				// round rather than each wait for its deadline. One
-				// warning in warnEvery.
-				if others, ok := c.retentionFailures.note(time.Now()); ok {
-					c.log.Warn("could not delete a job past its retention; will try again", "job", id, "err", err,
-						"other_jobs_since_last_warning", others)
-				} else {
-					c.log.Debug("could not delete a job past its retention; will try again", "job", id, "err", err)
+			case job.EUnavailable:
+				if !errors.Is(err, store.ErrBehind) {
+					return c.retentionFailed(id, err)
 				}
-				return false
+				// Its record is not where this server's index of the
+				// archive says: another server deleted the job after this
+				// round listed it (every server looks in its rounds), and
+				// this one has yet to see the deletion; or the store's
+				// leader is behind. The next round looks again; the jobs
+				// after it go on (a cluster's servers warned of the race
+				// and stopped their rounds at it).
+				c.log.Debug("a job past its retention whose record this server cannot read yet (deleted by another server, or the store is behind); looking again next round", "job", id, "err", err)
+			default:
+				return c.retentionFailed(id, err)
 			}
 			return true
 		}
@@ -1712,6 +1715,20 @@ func (c *Coordinator) retentionLoop(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// retentionFailed notes that the delete of job id past its retention
+// failed with err, the store not answering, and returns false: the rest of
+// the round waits for the next one rather than each wait for its deadline.
+// One warning in warnEvery.
+func (c *Coordinator) retentionFailed(id string, err error) bool {
+	if others, ok := c.retentionFailures.note(time.Now()); ok {
+		c.log.Warn("could not delete a job past its retention; will try again", "job", id, "err", err,
+			"other_jobs_since_last_warning", others)
+	} else {
+		c.log.Debug("could not delete a job past its retention; will try again", "job", id, "err", err)
+	}
+	return false
 }
 
 // expireMembers deletes members ids of group, each past its retention
