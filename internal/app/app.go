@@ -585,7 +585,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err = s.checkReadAtStart(ctx); err != nil {
 		return nil, err
 	}
-	s.catalog.KeepModulesFor(s.view.HasKind)
+	s.catalog.KeepModulesFor(s.view)
 	s.coord = coordinator.New(coordinator.Config{
 		Store: s.store.Ports, Datasets: datasets, Kinds: kinds, Modules: s.catalog, MaxAttempts: cfg.MaxAttempts, MaxLostRuns: cfg.MaxLostRuns,
 		Logger: s.log, Metrics: m, Running: s.view.Running, State: s.view.State, Deleted: s.view.Deleted, Record: s.view.Record, Unqueued: s.view.Unqueued, Due: s.view.Due,

@@ -31,9 +31,24 @@ type Uploaded struct {
 	Hash        string      `json:"hash"`
 	Size        int64       `json:"size"`
 	UploadedAt  time.Time   `json:"uploaded_at"`
-	// Earlier lists the hashes of earlier versions: their modules stay
-	// stored while the kind exists, for the jobs that pinned them.
-	Earlier []string `json:"earlier,omitempty"`
+	// Earlier lists the hashes of earlier versions, oldest first, and
+	// EarlierUntil when each was replaced: a version's module stays stored
+	// while a job made before then (and a margin, earlierMargin) is held,
+	// for the jobs that pinned it, and goes after (sweepEarlier). A record
+	// of an earlier mrcluster has no times: its versions count as replaced
+	// at UploadedAt.
+	Earlier      []string    `json:"earlier,omitempty"`
+	EarlierUntil []time.Time `json:"earlier_until,omitempty"`
+}
+
+// earlierUntil returns when earlier version i was replaced (UploadedAt
+// when the record does not say: no earlier version was replaced later).
+func (u Uploaded) earlierUntil(i int) time.Time {
+	// The times, when some are missing, are those of the newest versions.
+	if j := i - (len(u.Earlier) - len(u.EarlierUntil)); j >= 0 && j < len(u.EarlierUntil) {
+		return u.EarlierUntil[j]
+	}
+	return u.UploadedAt
 }
 
 // Kind is the registry's form of an uploaded kind: what the coordinator
@@ -110,7 +125,7 @@ type Catalog struct {
 	// them, until no job of those kinds is left (KeepModulesFor); swept
 	// after a kick.
 	retired map[string]map[string]bool
-	jobsOf  func(kind string) bool
+	jobs    Jobs
 	kick    chan struct{}
 
 	run  context.Context // the catalog's life, for its loops
@@ -332,9 +347,16 @@ func (c *Catalog) Put(ctx context.Context, name, description string, wasm []byte
 				return cur, nil
 			}
 			u.Version, rev = cur.Version+1, e.Revision
-			u.Earlier = cur.Earlier
+			u.Earlier, u.EarlierUntil = cur.Earlier, cur.EarlierUntil
 			if cur.Hash != mod.Hash && !slices.Contains(u.Earlier, cur.Hash) {
+				// Each earlier version with the time it was replaced
+				// (those of a record without times: when cur came).
+				until := make([]time.Time, 0, len(u.Earlier)+1)
+				for i := range u.Earlier {
+					until = append(until, cur.earlierUntil(i))
+				}
 				u.Earlier = append(slices.Clone(u.Earlier), cur.Hash)
+				u.EarlierUntil = append(until, u.UploadedAt)
 			}
 		}
 		data, _ := json.Marshal(u)
@@ -350,6 +372,14 @@ func (c *Catalog) Put(ctx context.Context, name, description string, wasm []byte
 			return Uploaded{}, job.Unavailable("kind store", err)
 		}
 		c.apply(&store.Entry{Key: name, Value: data})
+		// An earlier version's module uploaded again may have been
+		// swept by another server between the put above and this
+		// record (sweepEarlier): stored again.
+		if _, err := c.Blobs.Size(ctx, mod.Hash); errors.Is(err, store.ErrNotFound) {
+			if err := c.Blobs.Put(ctx, mod.Hash, bytes.NewReader(wasm)); err != nil {
+				return Uploaded{}, job.Unavailable("module store", err)
+			}
+		}
 		return u, nil
 	}
 }
@@ -376,7 +406,7 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 			c.applyState(&store.Entry{Key: name, Deleted: true})
 		}
 	}
-	kept := c.jobsOf != nil && c.jobsOf(name)
+	kept := c.jobs != nil && c.jobs.HasKind(name)
 	for _, h := range append(slices.Clone(u.Earlier), u.Hash) {
 		if c.usedElsewhere(name, h) {
 			continue
@@ -397,17 +427,28 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 func (c *Catalog) drop(ctx context.Context, kind, hash string) error {
 	c.Runtime.Drop(ctx, hash)
 	if err := c.Blobs.Delete(ctx, hash); err != nil && !errors.Is(err, store.ErrNotFound) {
-		c.log.Warn("could not delete a deleted kind's module; it stays stored", "kind", kind, "module", short(hash), "err", err)
+		c.log.Warn("could not delete a module no kind needs any more; it stays stored for now", "kind", kind, "module", short(hash), "err", err)
 		return err
 	}
 	return nil
 }
 
-// KeepModulesFor makes a deleted kind's modules stay stored while jobsOf
-// reports jobs of the kind (the read model's answer), and go once it
-// reports none: their outputs are written through the module.
-func (c *Catalog) KeepModulesFor(jobsOf func(kind string) bool) {
-	c.jobsOf = jobsOf
+// Jobs is what the catalog asks of the jobs held (the read model).
+type Jobs interface {
+	// HasKind reports whether a job of kind is held.
+	HasKind(kind string) bool
+	// OldestOfKind returns when the oldest job of kind held was made,
+	// looking at jobs made before before only (found false: none).
+	OldestOfKind(kind string, before time.Time) (made time.Time, found bool)
+}
+
+// KeepModulesFor makes modules stay stored while jobs need them: a
+// deleted kind's while jobs reports jobs of the kind, an earlier
+// version's while it reports jobs made before the version was replaced
+// (sweepEarlier). Their outputs are written through the module, and a
+// retry runs its version.
+func (c *Catalog) KeepModulesFor(jobs Jobs) {
+	c.jobs = jobs
 	c.wg.Go(c.sweepLoop)
 }
 
@@ -460,8 +501,10 @@ func (c *Catalog) sweepLoop() {
 }
 
 // sweep deletes the retired modules that no kind uploads (again) and no
-// job of the kinds that uploaded them needs.
+// job of the kinds that uploaded them needs, then the earlier versions'
+// modules no job needs.
 func (c *Catalog) sweep() {
+	defer c.sweepEarlier()
 	c.mu.Lock()
 	due := map[string][]string{}
 	for h, kinds := range c.retired {
@@ -472,7 +515,7 @@ func (c *Catalog) sweep() {
 	c.mu.Unlock()
 	for h, kinds := range due {
 		if !c.usedElsewhere("", h) {
-			if slices.ContainsFunc(kinds, c.jobsOf) {
+			if slices.ContainsFunc(kinds, c.jobs.HasKind) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(c.run, 10*time.Second)
@@ -492,6 +535,92 @@ func (c *Catalog) sweep() {
 			delete(c.retired, h)
 		}
 		c.mu.Unlock()
+	}
+}
+
+// earlierMargin is how long after an earlier version was replaced a job
+// made may still have pinned it: a job pins the version its server's
+// catalog held at its submit, and the servers' clocks differ, their
+// catalogs learn of an upload a moment apart, and a submit takes seconds
+// at most. A version is also kept that long after it was replaced, so
+// that the submits under way then are held by the read model when its
+// jobs are looked for.
+var earlierMargin = time.Minute
+
+// sweepEarlier deletes the modules of earlier versions of uploaded kinds
+// that no job needs: no job of the kind made before the version was
+// replaced (and earlierMargin) is held. Until 2026-12-07 every version's
+// module stayed stored while its kind existed: a kind uploaded at each
+// build of its code (3.5 MB for a Go module) grew the store, and every
+// compiled copy, without end.
+func (c *Catalog) sweepEarlier() {
+	now := time.Now()
+	for _, u := range c.List() {
+		if len(u.Earlier) == 0 {
+			continue
+		}
+		var latest time.Time
+		for i := range u.Earlier {
+			if t := u.earlierUntil(i); t.After(latest) {
+				latest = t
+			}
+		}
+		oldest, found := c.jobs.OldestOfKind(u.Name, latest.Add(earlierMargin))
+		var drop []string
+		for i, h := range u.Earlier {
+			until := u.earlierUntil(i).Add(earlierMargin)
+			if h != u.Hash && now.After(until) && (!found || !oldest.Before(until)) {
+				drop = append(drop, h)
+			}
+		}
+		if len(drop) > 0 {
+			c.dropEarlier(u.Name, drop)
+		}
+	}
+}
+
+// dropEarlier takes the versions of hashes out of kind name's record, then
+// deletes their modules where no other kind (or the same one again) uploads
+// them and no deleted kind's jobs keep them.
+func (c *Catalog) dropEarlier(name string, hashes []string) {
+	ctx, cancel := context.WithTimeout(c.run, 10*time.Second)
+	defer cancel()
+	u, rev, err := store.UpdateJSON(ctx, c.kv, name, func(u *Uploaded, found bool) (bool, error) {
+		if !found {
+			return false, nil // deleted meanwhile: its modules were seen to
+		}
+		var earlier []string
+		var until []time.Time
+		for i, h := range u.Earlier {
+			if h == u.Hash || !slices.Contains(hashes, h) {
+				earlier, until = append(earlier, h), append(until, u.earlierUntil(i))
+			}
+		}
+		if len(earlier) == len(u.Earlier) {
+			return false, nil
+		}
+		u.Earlier, u.EarlierUntil = earlier, until
+		return true, nil
+	})
+	if err != nil {
+		c.log.Debug("could not take earlier versions out of an uploaded kind's record; the next sweep tries again", "kind", name, "err", err)
+		return
+	}
+	if u.Name == "" {
+		return
+	}
+	data, _ := json.Marshal(u)
+	c.apply(&store.Entry{Key: name, Value: data, Revision: rev})
+	for _, h := range hashes {
+		c.mu.RLock()
+		_, retired := c.retired[h]
+		c.mu.RUnlock()
+		if retired || c.usedElsewhere("", h) {
+			continue
+		}
+		if c.drop(ctx, name, h) == nil {
+			c.log.Info("deleted the module of an earlier version of an uploaded kind: no job made before it was replaced is left", "kind", name, "module", short(h))
+		}
 	}
 }
 

@@ -625,8 +625,8 @@ func TestDeletedJobsAreKnownDeleted(t *testing.T) {
 // between chunks: with chunks of three, jobs removed, compacted away and
 // added between them, it names what a walk of the whole would, each once.
 func TestExpiredWalksInChunksThroughChanges(t *testing.T) {
-	defer func(n int) { expiredChunk = n }(expiredChunk)
-	expiredChunk = 3
+	defer func(n int) { walkChunk = n }(walkChunk)
+	walkChunk = 3
 	v := New(Config{Logger: slog.New(slog.DiscardHandler)})
 	v.loading = false
 	base := time.Now().Add(-time.Hour)
@@ -670,7 +670,7 @@ func TestExpiredWalksInChunksThroughChanges(t *testing.T) {
 	var got []string
 	groups := map[string]bool{}
 	var last *entry
-	for round := 0; v.expiredFrom(&last, cut, groups, &got); round++ {
+	for round := 0; v.walkFrom(&last, v.expiredBy(cut, groups, &got)); round++ {
 		switch round {
 		case 1: // the 6th job deleted and compacted away before it is walked
 			v.gone = 2000
@@ -686,5 +686,36 @@ func TestExpiredWalksInChunksThroughChanges(t *testing.T) {
 	}
 	if full := v.Expired(time.Unix(0, cut)); len(full) != len(want) {
 		t.Fatalf("Expired = %d jobs, want %d", len(full), len(want))
+	}
+}
+
+// OldestOfKind finds the oldest job of a kind, a chunk at a time, looking
+// no further than its cut; a view still reading the stored jobs says any
+// may be there.
+func TestOldestOfKind(t *testing.T) {
+	defer func(n int) { walkChunk = n }(walkChunk)
+	walkChunk = 3
+	v := New(Config{Hub: event.NewHub(), Logger: slog.New(slog.DiscardHandler)})
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	if made, found := v.OldestOfKind("sleep", base.Add(time.Hour)); !found || !made.IsZero() {
+		t.Fatalf("a view still loading: %v, %v; want found, the zero time", made, found)
+	}
+	v.loaded()
+	for i := range 10 {
+		kind := "noop"
+		if i == 7 || i == 8 {
+			kind = "sleep"
+		}
+		created := base.Add(time.Duration(i) * time.Minute)
+		v.applyJobs([]*store.Entry{record(t, job.New(job.NewID(kind, created), job.Spec{Kind: kind, Partitions: 1}, created))}, false)
+	}
+	if made, found := v.OldestOfKind("sleep", base.Add(time.Hour)); !found || !made.Equal(base.Add(7*time.Minute)) {
+		t.Fatalf("oldest sleep job: %v, %v; want made at %v", made, found, base.Add(7*time.Minute))
+	}
+	if made, found := v.OldestOfKind("sleep", base.Add(7*time.Minute)); found {
+		t.Fatalf("oldest sleep job made before its first: %v; want none", made)
+	}
+	if _, found := v.OldestOfKind("wordcount", base.Add(time.Hour)); found {
+		t.Fatal("a job of a kind with none found")
 	}
 }

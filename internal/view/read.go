@@ -583,35 +583,27 @@ func (v *View) Due(now time.Time) []string {
 	return out
 }
 
-// expiredChunk is how many entries Expired looks at under one hold of
-// the view's lock: a walk of the millions of finished jobs a week of
-// retention holds (tens of milliseconds) would otherwise hold up every
-// change the view applies, and every read queued behind them, once a
-// round.
-var expiredChunk = 8192
+// walkChunk is how many entries a walk of the jobs (walkOldest) looks at
+// under one hold of the view's lock: a walk of the millions of finished
+// jobs a week of retention holds (tens of milliseconds) would otherwise
+// hold up every change the view applies, and every read queued behind
+// them, once a round.
+var walkChunk = 8192
 
-// Expired returns the finished jobs that finished before t, the groups
-// whose last member did (a group's members go with it), and the members
-// that did whose group did not (another of its jobs ended later, or
-// runs): each job expires at its own time, as its resource says. It walks
-// the jobs oldest first, expiredChunk at a time, and stops at the first
-// created at or after t: a job finishes after it is made (one whose
-// server's clock ran behind its submitter's goes a round later).
-func (v *View) Expired(before time.Time) []string {
-	var out []string
-	t := before.UnixNano()
-	groups := map[string]bool{}
+// walkOldest calls fn on the view's entries oldest first, with v.mu held
+// for reading, walkChunk of them under one hold, until fn says stop or
+// none is left; the view may change between chunks, and the walk resumes
+// after the last entry it saw (where it is, or where it was before a
+// compaction took it).
+func (v *View) walkOldest(fn func(en *entry) (stop bool)) {
 	var last *entry // the last entry looked at
-	for more := true; more; {
-		more = v.expiredFrom(&last, t, groups, &out)
+	for v.walkFrom(&last, fn) {
 	}
-	return out
 }
 
-// expiredFrom is Expired's walk of one chunk, from the entry after *last
-// (where it is, or where it was before a compaction took it): it appends
-// to out, moves *last on, and reports whether entries are left to walk.
-func (v *View) expiredFrom(last **entry, t int64, groups map[string]bool, out *[]string) bool {
+// walkFrom is walkOldest's walk of one chunk, from the entry after *last:
+// it moves *last on and reports whether entries are left to walk.
+func (v *View) walkFrom(last **entry, fn func(en *entry) (stop bool)) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	i := 0
@@ -620,17 +612,44 @@ func (v *View) expiredFrom(last **entry, t int64, groups map[string]bool, out *[
 			i++
 		}
 	}
-	end := min(len(v.sorted), i+expiredChunk)
+	end := min(len(v.sorted), i+walkChunk)
 	for _, en := range v.sorted[i:end] {
-		if en.created >= t {
+		if fn(en) {
 			return false
 		}
+	}
+	if end > i {
+		*last = v.sorted[end-1]
+	}
+	return end < len(v.sorted)
+}
+
+// Expired returns the finished jobs that finished before t, the groups
+// whose last member did (a group's members go with it), and the members
+// that did whose group did not (another of its jobs ended later, or
+// runs): each job expires at its own time, as its resource says. It walks
+// the jobs oldest first (walkOldest), and stops at the first created at
+// or after t: a job finishes after it is made (one whose server's clock
+// ran behind its submitter's goes a round later).
+func (v *View) Expired(before time.Time) []string {
+	var out []string
+	v.walkOldest(v.expiredBy(before.UnixNano(), map[string]bool{}, &out))
+	return out
+}
+
+// expiredBy is Expired's look at one entry, with v.mu held: it appends to
+// out, and says stop at the first entry created at or after t.
+func (v *View) expiredBy(t int64, groups map[string]bool, out *[]string) func(*entry) bool {
+	return func(en *entry) bool {
+		if en.created >= t {
+			return true
+		}
 		if en.gone || en.finished == 0 || en.finished >= t {
-			continue
+			return false
 		}
 		if !en.member() {
 			*out = append(*out, en.id)
-			continue
+			return false
 		}
 		group, _, _ := job.GroupOf(en.id)
 		switch g, ok := v.groups[group]; {
@@ -641,11 +660,33 @@ func (v *View) expiredFrom(last **entry, t int64, groups map[string]bool, out *[
 		default:
 			*out = append(*out, en.id)
 		}
+		return false
 	}
-	if end > i {
-		*last = v.sorted[end-1]
+}
+
+// OldestOfKind returns when the oldest job of kind the view holds was
+// made, looking no further than jobs made before before (found is false
+// when it holds none before then). A view still reading the stored jobs
+// at its start answers found with the zero time: any job may be there.
+func (v *View) OldestOfKind(kind string, before time.Time) (made time.Time, found bool) {
+	v.mu.RLock()
+	loading := v.loading
+	v.mu.RUnlock()
+	if loading {
+		return time.Time{}, true
 	}
-	return end < len(v.sorted)
+	t := before.UnixNano()
+	v.walkOldest(func(en *entry) bool {
+		if en.created >= t {
+			return true
+		}
+		if !en.gone && job.IDKind(en.id) == kind {
+			made, found = time.Unix(0, en.created), true
+			return true
+		}
+		return false
+	})
+	return made, found
 }
 
 // AwaitGone returns once the view no longer holds job id, or when ctx ends.
