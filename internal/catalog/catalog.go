@@ -51,6 +51,24 @@ func (u Uploaded) earlierUntil(i int) time.Time {
 	return u.UploadedAt
 }
 
+// replacedBy returns the earlier versions of u once module hash replaces
+// it at time at: each with the time it was replaced (those of a record
+// without times: when u's version came), u's own last, at at (a module
+// current twice was last replaced then).
+func (u Uploaded) replacedBy(hash string, at time.Time) ([]string, []time.Time) {
+	if u.Hash == hash {
+		return u.Earlier, u.EarlierUntil
+	}
+	var earlier []string
+	var until []time.Time
+	for i, h := range u.Earlier {
+		if h != u.Hash {
+			earlier, until = append(earlier, h), append(until, u.earlierUntil(i))
+		}
+	}
+	return append(earlier, u.Hash), append(until, at)
+}
+
 // Kind is the registry's form of an uploaded kind: what the coordinator
 // and the submit's checks read. Its tasks run the module, through
 // Modules.TaskKind.
@@ -347,17 +365,7 @@ func (c *Catalog) Put(ctx context.Context, name, description string, wasm []byte
 				return cur, nil
 			}
 			u.Version, rev = cur.Version+1, e.Revision
-			u.Earlier, u.EarlierUntil = cur.Earlier, cur.EarlierUntil
-			if cur.Hash != mod.Hash && !slices.Contains(u.Earlier, cur.Hash) {
-				// Each earlier version with the time it was replaced
-				// (those of a record without times: when cur came).
-				until := make([]time.Time, 0, len(u.Earlier)+1)
-				for i := range u.Earlier {
-					until = append(until, cur.earlierUntil(i))
-				}
-				u.Earlier = append(slices.Clone(u.Earlier), cur.Hash)
-				u.EarlierUntil = append(until, u.UploadedAt)
-			}
+			u.Earlier, u.EarlierUntil = cur.replacedBy(mod.Hash, u.UploadedAt)
 		}
 		data, _ := json.Marshal(u)
 		if rev == 0 {
@@ -566,37 +574,44 @@ func (c *Catalog) sweepEarlier() {
 			}
 		}
 		oldest, found := c.jobs.OldestOfKind(u.Name, latest.Add(earlierMargin))
-		var drop []string
-		for i, h := range u.Earlier {
-			until := u.earlierUntil(i).Add(earlierMargin)
-			if h != u.Hash && now.After(until) && (!found || !oldest.Before(until)) {
-				drop = append(drop, h)
-			}
+		// A version replaced after latest (an upload since the record
+		// was read) is younger than the margin: not unneeded.
+		unneeded := func(replaced time.Time) bool {
+			until := replaced.Add(earlierMargin)
+			return now.After(until) && (!found || !oldest.Before(until))
 		}
-		if len(drop) > 0 {
-			c.dropEarlier(u.Name, drop)
+		for i, h := range u.Earlier {
+			if h != u.Hash && unneeded(u.earlierUntil(i)) {
+				c.dropEarlier(u.Name, unneeded)
+				break
+			}
 		}
 	}
 }
 
-// dropEarlier takes the versions of hashes out of kind name's record, then
-// deletes their modules where no other kind (or the same one again) uploads
-// them and no deleted kind's jobs keep them.
-func (c *Catalog) dropEarlier(name string, hashes []string) {
+// dropEarlier takes the earlier versions of kind name that unneeded says
+// of when they were replaced out of its record, then deletes their modules
+// where no other kind (or the same one again) uploads them and no deleted
+// kind's jobs keep them.
+func (c *Catalog) dropEarlier(name string, unneeded func(replaced time.Time) bool) {
 	ctx, cancel := context.WithTimeout(c.run, 10*time.Second)
 	defer cancel()
+	var hashes []string // taken out, as last written
 	u, rev, err := store.UpdateJSON(ctx, c.kv, name, func(u *Uploaded, found bool) (bool, error) {
+		hashes = nil
 		if !found {
 			return false, nil // deleted meanwhile: its modules were seen to
 		}
 		var earlier []string
 		var until []time.Time
 		for i, h := range u.Earlier {
-			if h == u.Hash || !slices.Contains(hashes, h) {
+			if h != u.Hash && unneeded(u.earlierUntil(i)) {
+				hashes = append(hashes, h)
+			} else {
 				earlier, until = append(earlier, h), append(until, u.earlierUntil(i))
 			}
 		}
-		if len(earlier) == len(u.Earlier) {
+		if len(hashes) == 0 {
 			return false, nil
 		}
 		u.Earlier, u.EarlierUntil = earlier, until
@@ -606,7 +621,7 @@ func (c *Catalog) dropEarlier(name string, hashes []string) {
 		c.log.Debug("could not take earlier versions out of an uploaded kind's record; the next sweep tries again", "kind", name, "err", err)
 		return
 	}
-	if u.Name == "" {
+	if len(hashes) == 0 {
 		return
 	}
 	data, _ := json.Marshal(u)

@@ -132,3 +132,31 @@ func TestEarlierVersionsGoWithTheirLastJobs(t *testing.T) {
 	c.sweepEarlier()
 	check("no job left", "mine", nil, []string{"v3", "v1"}, []string{"v2"})
 }
+
+// A new version lists the one it replaces, and when; a module that was
+// current twice counts as replaced the last time; a record of an earlier
+// mrcluster gets its versions' times, when its current one came.
+func TestANewVersionNotesWhenTheOldOneWasReplaced(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	at := func(h int) time.Time { return t0.Add(time.Duration(h) * time.Hour) }
+	u := Uploaded{Hash: "c", UploadedAt: at(2), Earlier: []string{"a", "b"}, EarlierUntil: []time.Time{at(1), at(2)}}
+	earlier, until := u.replacedBy("d", at(3))
+	if !slices.Equal(earlier, []string{"a", "b", "c"}) || !slices.Equal(until, []time.Time{at(1), at(2), at(3)}) {
+		t.Fatalf("c replaced by d: %v %v", earlier, until)
+	}
+	// a uploaded again, then replaced: replaced at the last time.
+	again := Uploaded{Hash: "a", UploadedAt: at(4), Earlier: earlier, EarlierUntil: until}
+	earlier, until = again.replacedBy("e", at(5))
+	if !slices.Equal(earlier, []string{"b", "c", "a"}) || !slices.Equal(until, []time.Time{at(2), at(3), at(5)}) {
+		t.Fatalf("a, current again, replaced by e: %v %v", earlier, until)
+	}
+	// The same module again: nothing replaced.
+	if earlier, until = again.replacedBy("a", at(5)); !slices.Equal(earlier, again.Earlier) || !slices.Equal(until, again.EarlierUntil) {
+		t.Fatalf("a uploaded again over itself: %v %v", earlier, until)
+	}
+	legacy := Uploaded{Hash: "c", UploadedAt: at(2), Earlier: []string{"a", "b"}}
+	earlier, until = legacy.replacedBy("d", at(3))
+	if !slices.Equal(earlier, []string{"a", "b", "c"}) || !slices.Equal(until, []time.Time{at(2), at(2), at(3)}) {
+		t.Fatalf("a record without times, c replaced by d: %v %v", earlier, until)
+	}
+}
