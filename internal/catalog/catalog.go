@@ -568,10 +568,16 @@ func (c *Catalog) sweepEarlier() {
 			continue
 		}
 		var latest time.Time
-		for i := range u.Earlier {
-			if t := u.earlierUntil(i); t.After(latest) {
+		old := false // a version replaced more than the margin ago
+		for i, h := range u.Earlier {
+			t := u.earlierUntil(i)
+			if t.After(latest) {
 				latest = t
 			}
+			old = old || h != u.Hash && now.After(t.Add(earlierMargin))
+		}
+		if !old {
+			continue // no walk of the jobs
 		}
 		oldest, found := c.jobs.OldestOfKind(u.Name, latest.Add(earlierMargin))
 		// A version replaced after latest (an upload since the record
