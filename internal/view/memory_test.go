@@ -718,4 +718,7 @@ func TestOldestOfKind(t *testing.T) {
 	if _, found := v.OldestOfKind("wordcount", base.Add(time.Hour)); found {
 		t.Fatal("a job of a kind with none found")
 	}
+	if !v.HasKind("sleep") || v.HasKind("wordcount") {
+		t.Fatalf("HasKind: sleep %v, wordcount %v; want true, false", v.HasKind("sleep"), v.HasKind("wordcount"))
+	}
 }

@@ -493,16 +493,12 @@ func (v *View) UsingKind(name string) (string, bool) {
 
 // HasKind reports whether the store holds a job of kind name, finished or
 // not: an uploaded kind's module writes its jobs' outputs, and is kept
-// while they are. It looks at every job the view knows, newest first.
+// while they are. It walks the jobs oldest first, a chunk at a time
+// (OldestOfKind: a view still reading the stored jobs says yes); until
+// 2026-12-07 it walked them newest first under one hold of the lock.
 func (v *View) HasKind(name string) bool {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for i := len(v.sorted) - 1; i >= 0; i-- {
-		if en := v.sorted[i]; !en.gone && job.IDKind(en.id) == name {
-			return true
-		}
-	}
-	return false
+	_, found := v.OldestOfKind(name, time.Unix(0, math.MaxInt64))
+	return found
 }
 
 // Undone returns the unfinished jobs that have tasks to run, each with
