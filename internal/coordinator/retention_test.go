@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/logtest"
 	"github.com/mrcluster/mrcluster/internal/store"
 )
 
@@ -31,22 +32,6 @@ func (k *behindKV) Get(ctx context.Context, key string) (store.Entry, error) {
 	return k.KV.Get(ctx, key)
 }
 
-// warnings keeps the messages logged at warning level and above.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (w *warnings) Handle(_ context.Context, r slog.Record) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, r.Message)
-	return nil
-}
-func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
-func (w *warnings) WithGroup(string) slog.Handler      { return w }
-
 // Every server of a cluster deletes the jobs past their retention in its
 // rounds, so a server's round meets jobs another one deleted since it
 // listed them: their records are then not where its index of the archive
@@ -61,7 +46,7 @@ func TestRetentionGoesOnPastAJobDeletedElsewhere(t *testing.T) {
 	var expired []string
 	rounds := 0
 	deleted := make(chan string, 2)
-	logged := &warnings{}
+	logged := &logtest.Levels{}
 	f.c = f.coordinator(func(c *Config) {
 		c.Retention, c.RetentionEvery = time.Millisecond, 10*time.Millisecond
 		c.Expired = func(time.Time) []string {
@@ -106,9 +91,7 @@ func TestRetentionGoesOnPastAJobDeletedElsewhere(t *testing.T) {
 	if _, err := kv.KV.Get(f.ctx, ids[0]); err != nil {
 		t.Fatalf("job %s deleted though its record could not be read", ids[0])
 	}
-	logged.mu.Lock()
-	defer logged.mu.Unlock()
-	if len(logged.msgs) > 0 {
-		t.Fatalf("warnings logged: %q; want none for a job deleted by another server", logged.msgs)
+	if w := append(logged.At(slog.LevelWarn, ""), logged.At(slog.LevelError, "")...); len(w) > 0 {
+		t.Fatalf("warnings logged: %q; want none for a job deleted by another server", w)
 	}
 }

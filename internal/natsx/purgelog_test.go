@@ -1,43 +1,15 @@
 package natsx
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mrcluster/mrcluster/internal/logtest"
 )
-
-// levels is a slog handler that keeps what was logged at each level.
-type levels struct {
-	mu   sync.Mutex
-	seen map[slog.Level][]string
-}
-
-func (l *levels) Enabled(context.Context, slog.Level) bool { return true }
-func (l *levels) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.seen[r.Level] = append(l.seen[r.Level], r.Message)
-	return nil
-}
-func (l *levels) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *levels) WithGroup(string) slog.Handler      { return l }
-
-func (l *levels) at(level slog.Level, part string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, m := range l.seen[level] {
-		if strings.Contains(m, part) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 // nats-server fails to write a work-queue consumer's state after some
 // purges of one subject while the consumer has messages out ("error on
@@ -49,7 +21,7 @@ func (l *levels) at(level slog.Level, part string) []string {
 // the stream is the state: nothing for an operator to act on, so it goes
 // to debug; other warnings stay warnings.
 func TestPurgeStateWarningIsDebug(t *testing.T) {
-	log := &levels{seen: map[slog.Level][]string{}}
+	log := &logtest.Levels{}
 	l := natsLog{log: slog.New(log), noSpaceAt: new(atomic.Int64)}
 	l.Warnf("Consumer '%s > %s > %s' error on write store state from purge: %v", "$G", "MR_TASKS", "workers", errors.New("bad pending entry, sequence [1265] out of range"))
 	l.Warnf("Consumer '%s > %s > %s' error on write store state from purge: %v", "$G", "MR_TASKS", "workers", errors.New("old update ignored"))
@@ -63,16 +35,16 @@ func TestPurgeStateWarningIsDebug(t *testing.T) {
 	l.Warnf("Metalayer blocking snapshot took %.3fs (streams: %d, consumers: %d, compacted: %s)", 0.004, 16, 17, "5.38 KB")
 	l.Warnf("Failed to install snapshot for '%s > %s > %s' [%s]: %v", "$G", "MR_TASKS", "workers", "C-R3F-Bo4Fqcyd", errors.New("store is closed"))
 	l.Warnf("Waiting for routing to be established...")
-	if d := log.at(slog.LevelDebug, ""); len(d) != 6 {
+	if d := log.At(slog.LevelDebug, ""); len(d) != 6 {
 		t.Errorf("debug lines: %q, want the purge's two and the stop's and start's four", d)
 	}
-	if i := log.at(slog.LevelInfo, "TTL state is outdated"); len(i) != 1 {
+	if i := log.At(slog.LevelInfo, "TTL state is outdated"); len(i) != 1 {
 		t.Errorf("info lines of the TTL state's rebuild: %q, want one", i)
 	}
-	if d := log.at(slog.LevelDebug, "from purge"); len(d) != 2 {
+	if d := log.At(slog.LevelDebug, "from purge"); len(d) != 2 {
 		t.Errorf("debug lines of the purge's state: %q, want the bad pending entry's and the old update's", d)
 	}
-	if w := log.at(slog.LevelWarn, ""); len(w) != 2 || !strings.Contains(w[0], "no space") {
+	if w := log.At(slog.LevelWarn, ""); len(w) != 2 || !strings.Contains(w[0], "no space") {
 		t.Errorf("warnings: %q, want the full disk's and the quorum's", w)
 	}
 }
@@ -82,7 +54,7 @@ func TestPurgeStateWarningIsDebug(t *testing.T) {
 // stopped for a restart made every other one log four errors a second. It
 // is a warning, said once a minute per failure for as long as it lasts.
 func TestUnreachablePeerIsAWarningOnceAMinute(t *testing.T) {
-	log := &levels{seen: map[slog.Level][]string{}}
+	log := &logtest.Levels{}
 	l := natsLog{log: slog.New(log), noSpaceAt: new(atomic.Int64), peers: new(unreachable)}
 	refused := errors.New("dial tcp 127.0.0.1:16221: connect: connection refused")
 	for attempt := 1; attempt <= 10; attempt++ {
@@ -92,14 +64,14 @@ func TestUnreachablePeerIsAWarningOnceAMinute(t *testing.T) {
 	}
 	l.Errorf("Error trying to connect to route (attempt %v): %v", 1, errors.New("dial tcp 127.0.0.1:16222: i/o timeout"))
 	l.Errorf("Error processing raft append entries")
-	if e := log.at(slog.LevelError, ""); len(e) != 1 || !strings.Contains(e[0], "raft") {
+	if e := log.At(slog.LevelError, ""); len(e) != 1 || !strings.Contains(e[0], "raft") {
 		t.Errorf("errors: %q, want only the one that is not a route's", e)
 	}
-	w := log.at(slog.LevelWarn, "cannot reach another server")
+	w := log.At(slog.LevelWarn, "cannot reach another server")
 	if len(w) != 2 {
 		t.Fatalf("warnings: %q, want one per unreachable address", w)
 	}
-	if d := log.at(slog.LevelDebug, "Error trying to connect to route"); len(d) != 39 {
+	if d := log.At(slog.LevelDebug, "Error trying to connect to route"); len(d) != 39 {
 		t.Errorf("%d attempts at debug, want the 39 not reported", len(d))
 	}
 	// A minute later the same failure is said again; and a server gone
@@ -113,14 +85,14 @@ func TestUnreachablePeerIsAWarningOnceAMinute(t *testing.T) {
 	}
 	back(peerReportEvery)
 	l.Errorf("Error trying to connect to route (attempt %v): %v", 61, refused)
-	if w := log.at(slog.LevelWarn, "cannot reach another server"); len(w) != 3 {
+	if w := log.At(slog.LevelWarn, "cannot reach another server"); len(w) != 3 {
 		t.Errorf("warnings after a minute: %d, want 3", len(w))
 	}
 	back(peerReportAgain)
 	l.Errorf("Error trying to connect to route (attempt %v): %v", 62, refused)
 	l.Errorf("Error trying to connect to route (attempt %v): %v", 1, refused)
 	l.Errorf("Error trying to connect to route (attempt %v): %v", 1, refused)
-	if w := log.at(slog.LevelWarn, "cannot reach another server"); len(w) != 4 {
+	if w := log.At(slog.LevelWarn, "cannot reach another server"); len(w) != 4 {
 		t.Errorf("warnings after the server went again: %d, want 4", len(w))
 	}
 }

@@ -155,6 +155,7 @@ func (p *Pool) starving(now time.Time) int {
 // queue for other workers.
 func (p *Pool) feed(fetcher int, tasks chan *lease) {
 	backoff := 100 * time.Millisecond
+	var failing, warned time.Time // since when fetches fail; the last warning
 	for {
 		select {
 		case <-p.stopping:
@@ -289,7 +290,21 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 			timer.Stop()
 		}
 		if err := <-fetched; err != nil && p.stopCtx.Err() == nil {
-			p.log.Warn("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
+			now := time.Now()
+			if failing.IsZero() {
+				failing = now
+			}
+			// A queue electing a leader (a server of the cluster died or
+			// restarts) fails fetches for seconds, which the retries ride
+			// out: a warning once that lasts, then once a minute. (Each
+			// retry was a warning: six in the five seconds of an election.)
+			if now.Sub(failing) >= p.cfg.failingWarnAfter && now.Sub(warned) >= time.Minute {
+				warned = now
+				p.log.Warn("cannot fetch tasks; retrying. If it lasts, check that this pool reaches the servers' NATS and that a majority of the servers run",
+					"err", err, "failing_for", now.Sub(failing).Round(time.Second), "retry_in", backoff)
+			} else {
+				p.log.Debug("cannot fetch tasks; retrying", "err", err, "retry_in", backoff)
+			}
 			select {
 			case <-p.stopping:
 				return
@@ -298,9 +313,17 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 			backoff = min(2*backoff, 10*time.Second)
 			continue
 		}
+		if !warned.IsZero() {
+			p.log.Info("fetching tasks again", "failed_for", time.Since(failing).Round(time.Second))
+		}
+		failing, warned = time.Time{}, time.Time{}
 		backoff = 100 * time.Millisecond
 	}
 }
+
+// fetchFailingWarnAfter is how long fetches fail before a pool warns: a
+// cluster elects its queue's leader within seconds of losing it.
+const fetchFailingWarnAfter = 10 * time.Second
 
 // handOver hands l to a worker, and reports whether one took it and, when
 // none did, whether l waited bound from its lease for one (false: the pool

@@ -81,6 +81,9 @@ type Config struct {
 	// in the pool for a worker before it goes back to the queue (heldLong
 	// when zero).
 	heldLong time.Duration
+	// failingWarnAfter is how long fetches fail before the pool warns
+	// (fetchFailingWarnAfter when zero): tests change it.
+	failingWarnAfter time.Duration
 	// TaskTimeout bounds one attempt of a task (0: none for built-in
 	// kinds, an hour for uploaded ones).
 	TaskTimeout time.Duration
@@ -222,6 +225,9 @@ func New(cfg Config) *Pool {
 	}
 	if cfg.waitedLong <= 0 {
 		cfg.waitedLong = waitedLong
+	}
+	if cfg.failingWarnAfter <= 0 {
+		cfg.failingWarnAfter = fetchFailingWarnAfter
 	}
 	if cfg.heldLong <= 0 {
 		cfg.heldLong = heldLong
