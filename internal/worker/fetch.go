@@ -155,7 +155,8 @@ func (p *Pool) starving(now time.Time) int {
 // queue for other workers.
 func (p *Pool) feed(fetcher int, tasks chan *lease) {
 	backoff := 100 * time.Millisecond
-	var failing, warned time.Time // since when fetches fail; the last warning
+	// Since when fetches fail, the last failure, the last warning.
+	var failing, failed, warned time.Time
 	for {
 		select {
 		case <-p.stopping:
@@ -291,9 +292,12 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 		}
 		if err := <-fetched; err != nil && p.stopCtx.Err() == nil {
 			now := time.Now()
-			if failing.IsZero() {
-				failing = now
+			if failing.IsZero() || now.Sub(failed) > 3*maxFetchBackoff {
+				// A failure after a pause of fetching (workers all busy)
+				// starts a spell of its own.
+				failing, warned = now, time.Time{}
 			}
+			failed = now
 			// A queue electing a leader (a server of the cluster died or
 			// restarts) fails fetches for seconds, which the retries ride
 			// out: a warning once that lasts, then once a minute. (Each
@@ -310,20 +314,24 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 10*time.Second)
+			backoff = min(2*backoff, maxFetchBackoff)
 			continue
 		}
 		if !warned.IsZero() {
 			p.log.Info("fetching tasks again", "failed_for", time.Since(failing).Round(time.Second))
 		}
-		failing, warned = time.Time{}, time.Time{}
+		failing, failed, warned = time.Time{}, time.Time{}, time.Time{}
 		backoff = 100 * time.Millisecond
 	}
 }
 
 // fetchFailingWarnAfter is how long fetches fail before a pool warns: a
 // cluster elects its queue's leader within seconds of losing it.
-const fetchFailingWarnAfter = 10 * time.Second
+// maxFetchBackoff bounds the wait between a failed fetch and the next.
+const (
+	fetchFailingWarnAfter = 10 * time.Second
+	maxFetchBackoff       = 10 * time.Second
+)
 
 // handOver hands l to a worker, and reports whether one took it and, when
 // none did, whether l waited bound from its lease for one (false: the pool
