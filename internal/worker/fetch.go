@@ -290,7 +290,8 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 		if timer != nil {
 			timer.Stop()
 		}
-		if err := <-fetched; err != nil && p.stopCtx.Err() == nil {
+		err := <-fetched
+		if err != nil && p.stopCtx.Err() == nil {
 			now := time.Now()
 			if failing.IsZero() || now.Sub(failed) > 3*maxFetchBackoff {
 				// A failure after a pause of fetching (workers all busy)
@@ -317,7 +318,7 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 			backoff = min(2*backoff, maxFetchBackoff)
 			continue
 		}
-		if !warned.IsZero() {
+		if !warned.IsZero() && err == nil {
 			p.log.Info("fetching tasks again", "failed_for", time.Since(failing).Round(time.Second))
 		}
 		failing, failed, warned = time.Time{}, time.Time{}, time.Time{}
