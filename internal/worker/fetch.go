@@ -302,7 +302,8 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 			// A queue electing a leader (a server of the cluster died or
 			// restarts) fails fetches for seconds, which the retries ride
 			// out: a warning once that lasts, then once a minute. (Each
-			// retry was a warning: six in the five seconds of an election.)
+			// retry was a warning: a surviving server's pool logged seven in the
+			// five seconds of an election.)
 			if now.Sub(failing) >= p.cfg.failingWarnAfter && now.Sub(warned) >= time.Minute {
 				warned = now
 				p.log.Warn("cannot fetch tasks; retrying. If it lasts, check that this pool reaches the servers' NATS and that a majority of the servers run",

@@ -45,8 +45,8 @@ func (q failingFetches) FetchFrom(ctx context.Context, priority, max int, fn fun
 // Fetches that fail for a moment (a cluster electing its queue's leader
 // takes seconds) are retried without a warning; failing longer, a pool
 // warns once, and says so when it fetches again. Each failed fetch was a
-// warning: six in the five seconds of an election after a server of a
-// loopback cluster was SIGKILLed, from every pool.
+// warning: a surviving server's pool logged seven in the five seconds of
+// an election after a server of a loopback cluster was SIGKILLed.
 func TestFetchesFailingForAMomentAreNoWarning(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
