@@ -13,7 +13,6 @@ import (
 	"hash/crc32"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -1668,12 +1667,12 @@ func (d delivery) InProgress() error { return d.m.InProgress() }
 // blobs is an object store, in the library's format. An object of one
 // chunk is read with two requests, its info and its chunk, where the
 // library opens a consumer of its own for every read (~0.5 ms, a third of
-// that with the requests); a larger one through the library, going on with
-// requests when it stalls (see stream). A chunk that JetStream finds
-// damaged when it reads it (a byte flipped on disk) stops the library's
-// consumer until the reader's deadline, every time, while a request is
-// answered the next chunk, which the count of chunks catches. Objects are
-// written by publishes of ours too (put), not by the library's Put.
+// that with the requests); a larger one through a consumer of ours, going
+// on with requests when it stalls (see stream). A chunk that JetStream
+// finds damaged when it reads it (a byte flipped on disk) stops a
+// consumer there, every time, while a request is answered the next chunk,
+// which the count of chunks catches. Objects are written by publishes of
+// ours too (put), not by the library's Put, nor read by its Get.
 type blobs struct {
 	os jetstream.ObjectStore
 	js jetstream.JetStream
@@ -1927,194 +1926,226 @@ func (b blobs) GetBytes(ctx context.Context, name string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// libraryTime is how long a read of an object of size bytes through the
-// library may take before it goes on with requests: libraryBase, and a
+// pushTime is how long a read of an object of size bytes through a
+// consumer may take before it goes on with requests: pushBase, and a
 // second for every 4 MiB.
-func libraryTime(size uint64) time.Duration {
-	return libraryBase + time.Duration(size/(4<<20))*time.Second
+func pushTime(size uint64) time.Duration {
+	return pushBase + time.Duration(size/(4<<20))*time.Second
 }
 
-var libraryBase = 5 * time.Second
+var pushBase = 5 * time.Second
 
-// stream reads an object of several chunks through the library, whose
-// consumer pushes chunks faster than requests bring them (a message get
-// answers in JSON, the data in base64; reading dataset blocks with
-// requests cut a word count's speed by a third), and which checks the
-// digest. A chunk JetStream finds damaged stops that consumer, and the
-// library's read waits on it, its context unheeded, until the read's
-// deadline: so the library's read runs in a goroutine of its own (pump),
-// and a read that waits stallTime for its next bytes, or outlives
-// libraryTime, goes on with requests from where it was, which finish it (a
-// busy store, a slow reader) or say the object is damaged. Before, only
-// libraryTime bounded it: a damaged output of 100 MB stalled its download
-// for 30 s.
+// stream reads an object of several chunks through a consumer of its
+// stream (pulled), which brings chunks faster than a request per chunk (a
+// message get answers in JSON, the data in base64; reading dataset blocks
+// with requests cut a word count's speed by a third). A chunk JetStream
+// finds damaged stops that consumer: a read that waits stallTime for its
+// next chunk, or outlives pushTime, goes on with requests from where it
+// was, which finish it (a busy store, a slow reader) or say the object is
+// damaged. A consumer that cannot be made leaves the read to requests.
+//
+// The library's Get, which this replaced, hands each chunk to its reader
+// through a pipe from its subscription's goroutine; when its context
+// ended while it made its consumer it returned an error with a chunk on
+// its way, and that goroutine waited on the pipe for good (a CI run's leak
+// check found one in internal/app; 18 in a probe of 3,000 Gets under
+// short deadlines). A fetch ends by itself, and holds no more chunks than
+// it asked for.
 func (b blobs) stream(ctx context.Context, cr *chunkReader) (io.ReadCloser, error) {
-	lctx, cancel := context.WithTimeout(ctx, libraryTime(cr.info.Size))
-	r, err := b.os.Get(lctx, cr.info.Name)
+	lctx, cancel := context.WithTimeout(ctx, pushTime(cr.info.Size))
+	p, err := b.pull(lctx, cr)
 	if err != nil {
 		cancel()
-		return nil, storeErr(err)
+		if ctx.Err() != nil {
+			return nil, storeErr(ctx.Err())
+		}
+		return io.NopCloser(cr), nil
 	}
-	s := &stalling{ctx: ctx, lctx: lctx, cr: cr, cancel: cancel,
-		pieces: make(chan piece, 1), free: make(chan []byte, 2), quit: make(chan struct{})}
-	for range cap(s.free) {
-		s.free <- pumpBuffers.Get().([]byte)
-	}
-	go s.pump(r)
-	return s, nil
+	return &stalling{ctx: ctx, cancel: cancel, p: p, cr: cr}, nil
 }
 
-// stallTime is how long a reader waits for an object's next bytes from the
-// library before the read goes on with requests: longer than a busy
+// pull makes a consumer of the chunks cr reads, deleted when the read
+// ends, or with ctx (a reader that neither read to the end nor closed).
+// One whose making ctx cut short goes by itself once idle for as long as a
+// read through it may last (a read goes on with requests after that).
+func (b blobs) pull(ctx context.Context, cr *chunkReader) (*pulled, error) {
+	cfg := jetstream.ConsumerConfig{
+		FilterSubject: cr.subject, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
+		MemoryStorage: true, Replicas: 1, InactiveThreshold: pushTime(cr.info.Size) + 5*time.Second,
+	}
+	cons, err := b.js.CreateConsumer(ctx, "OBJ_"+b.bucket, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &pulled{ctx: ctx, js: b.js, stream: "OBJ_" + b.bucket, cons: cons, info: cr.info, h: sha256.New()}
+	context.AfterFunc(ctx, p.close)
+	return p, nil
+}
+
+// pullChunks is how many chunks a fetch asks for (2 MiB), the most a read
+// holds for its reader. (Two fetches on their way at once, the next asked
+// while one was read, made reads slower: the second often came tens of
+// milliseconds late.)
+const pullChunks = 16
+
+// pulled reads an object's chunks with fetches from a consumer, and checks
+// at the end that it read as many chunks and bytes as the object's info
+// says, with its digest. Its reads end with ctx.
+type pulled struct {
+	ctx         context.Context
+	js          jetstream.JetStream
+	stream      string
+	cons        jetstream.Consumer
+	batch       jetstream.MessageBatch // the fetch on its way
+	end         context.CancelFunc     // batch's context's
+	asked, got  uint32                 // chunks batch asked for, and brought
+	unreachable int                    // fetches answered by no one
+	info        *jetstream.ObjectInfo
+	h           hash.Hash
+	chunks      uint32
+	size        uint64
+	buf         []byte
+	once        sync.Once // of close
+}
+
+// errStalled says a fetch brought no chunk within its time.
+var errStalled = errors.New("no chunk came within the fetch's time")
+
+// read reads the object's next bytes, waiting at most stall for a chunk.
+func (p *pulled) read(b []byte, stall time.Duration) (int, error) {
+	for len(p.buf) == 0 {
+		if p.chunks == p.info.Chunks {
+			if p.size != p.info.Size || jetstream.GetObjectDigestValue(p.h) != p.info.Digest {
+				return 0, jetstream.ErrDigestMismatch
+			}
+			p.close()
+			return 0, io.EOF
+		}
+		if p.batch == nil {
+			// A fetch within a context of its own: it ends with the
+			// read, and nothing of it runs on.
+			fctx, end := context.WithTimeout(p.ctx, stall)
+			asked := min(pullChunks, p.info.Chunks-p.chunks)
+			batch, err := p.cons.Fetch(int(asked), jetstream.FetchContext(fctx))
+			if err != nil {
+				end()
+				return 0, err
+			}
+			p.batch, p.end, p.asked, p.got = batch, end, asked, 0
+		}
+		var m jetstream.Msg
+		select {
+		case m = <-p.batch.Messages():
+		case <-p.ctx.Done():
+			return 0, p.ctx.Err()
+		}
+		if m == nil { // the fetch ended
+			err := p.batch.Error()
+			p.batch = nil
+			p.end()
+			switch {
+			case p.got == p.asked:
+				continue
+			case p.ctx.Err() != nil:
+				return 0, p.ctx.Err()
+			case errors.Is(err, nats.ErrNoResponders) && p.unreachable < 8:
+				// A consumer just made on another server of a cluster
+				// is not reachable yet: the interest in its fetches is
+				// still on its way through the routes.
+				time.Sleep(time.Duration(5<<p.unreachable) * time.Millisecond)
+				p.unreachable++
+				continue
+			case err == nil, errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+				// Short of what it asked for within its time: a chunk
+				// JetStream finds damaged stops the consumer there.
+				return 0, errStalled
+			}
+			return 0, err
+		}
+		p.got++
+		p.chunks++
+		p.size += uint64(len(m.Data()))
+		if p.size > p.info.Size {
+			return 0, jetstream.ErrDigestMismatch
+		}
+		p.h.Write(m.Data())
+		p.buf = m.Data()
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	return n, nil
+}
+
+// close deletes the consumer: left to expire, reads in a row would reach
+// the stream's limit of consumers. A fetch under way ends with ctx.
+func (p *pulled) close() {
+	p.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), 5*time.Second)
+		defer cancel()
+		_ = p.js.DeleteConsumer(ctx, p.stream, p.cons.CachedInfo().Name)
+	})
+}
+
+// stallTime is how long a reader waits for an object's next chunk from its
+// consumer before the read goes on with requests: longer than a busy
 // store's pause, shorter than a person's patience. Going on with requests
 // is slower, never wrong.
 var stallTime = 3 * time.Second
 
-// pumpBuffers are the two buffers of 128 KiB each that a library read
-// fills for its reader, kept for the next read once the read ends.
-var pumpBuffers = sync.Pool{New: func() any { return make([]byte, 128<<10) }}
-
-// stalling is a library read of an object that goes on with a
-// chunkReader once it stalls or its time is up.
+// stalling reads an object through a consumer (p), and goes on with
+// requests (cr) from where it was once the consumer stalls, its time is
+// up, or what it brought does not match the object's info.
 type stalling struct {
 	ctx    context.Context
-	lctx   context.Context    // the library's
-	cancel context.CancelFunc // lctx's
+	cancel context.CancelFunc // p's context
+	p      *pulled
 	cr     *chunkReader
-	pieces chan piece    // from pump
-	free   chan []byte   // back to pump
-	quit   chan struct{} // closed when the reader no longer takes pieces
-	cur    piece         // being read
-	rest   []byte        // of cur
-	off    int64         // bytes read
-	byReq  bool          // reading with cr
+	off    int64 // bytes read
+	byReq  bool  // reading with cr
 	closed bool
 }
 
-// piece is what one read of the library gave: bytes in a buffer of free,
-// or how it ended.
-type piece struct {
-	buf []byte
-	err error
-}
-
-// pump reads the library's object into pieces until it ends, the reader
-// quits, or the library's context does. The library's read cannot be
-// interrupted: a pump left behind ends at the library's deadline at the
-// latest. A pump that waits for its reader ends with the library's
-// context too, and closes the library's read: the library's goroutine
-// otherwise waited for good to hand it its next chunk (found by the leak
-// check of a CI run: a reader that neither read on nor closed, its
-// context ended).
-func (s *stalling) pump(lib io.ReadCloser) {
-	defer lib.Close()
-	defer s.cancel()
-	for {
-		var buf []byte
-		select {
-		case buf = <-s.free:
-		case <-s.quit:
-			return
-		case <-s.lctx.Done():
-			return
-		}
-		n, err := lib.Read(buf[:cap(buf)])
-		if n == 0 && err == nil {
-			s.free <- buf
-			continue
-		}
-		select {
-		case s.pieces <- piece{buf: buf[:n], err: err}:
-		case <-s.quit:
-			return
-		case <-s.lctx.Done():
-			return
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (s *stalling) Read(p []byte) (int, error) {
+func (s *stalling) Read(b []byte) (int, error) {
 	if s.byReq {
-		return s.cr.Read(p)
+		return s.cr.Read(b)
 	}
-	for len(s.rest) == 0 {
-		if s.cur.err != nil {
-			return s.ended(s.cur.err, p)
-		}
-		if s.cur.buf != nil {
-			s.free <- s.cur.buf
-			s.cur.buf = nil
-		}
-		stall := time.NewTimer(stallTime)
-		select {
-		case s.cur = <-s.pieces:
-			s.rest = s.cur.buf
-		case <-stall.C:
-			return s.byRequests(p)
-		case <-s.ctx.Done():
-			stall.Stop()
-			return 0, storeErr(s.ctx.Err())
-		}
-		stall.Stop()
-	}
-	n := copy(p, s.rest)
-	s.rest = s.rest[n:]
-	s.off += int64(n)
-	return n, nil
-}
-
-// ended answers the end of the library's read.
-func (s *stalling) ended(err error, p []byte) (int, error) {
+	n, err := s.p.read(b, stallTime)
 	switch {
+	case err == nil:
+		s.off += int64(n)
+		return n, nil
 	case err == io.EOF:
+		s.leave()
 		return 0, io.EOF
-	case s.ctx.Err() == nil && (errors.Is(err, jetstream.ErrDigestMismatch) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, os.ErrDeadlineExceeded)):
-		// The library's time is up (a slow reader, a busy store), or
-		// the bytes it gave do not match the digest, which the library
-		// also says of a read its deadline cut short: the requests
-		// read it all again and say whether it is damaged.
-		return s.byRequests(p)
+	case s.ctx.Err() != nil:
+		return 0, storeErr(s.ctx.Err())
 	}
-	return 0, storeErr(err)
+	// Stalled (a busy store, a damaged chunk, a consumer placed on a
+	// server that lags), the consumer's time up (a slow reader), or bytes
+	// that do not match: the requests read on and say whether the object
+	// is damaged.
+	return s.byRequests(b)
 }
 
-// byRequests leaves the library's read and goes on with requests, past
-// what was read.
-func (s *stalling) byRequests(p []byte) (int, error) {
+// byRequests leaves the consumer and goes on with requests, past what was
+// read.
+func (s *stalling) byRequests(b []byte) (int, error) {
 	s.leave()
 	s.byReq = true
 	if _, err := io.CopyN(io.Discard, s.cr, s.off); err != nil {
 		return 0, err
 	}
-	return s.cr.Read(p)
+	return s.cr.Read(b)
 }
 
-// leave lets the pump go, and gives the buffers the reader holds back.
-// A pump waiting in the library's read ends at its next chunk (its
-// context canceled) or at the library's deadline.
+// leave deletes the consumer.
 func (s *stalling) leave() {
 	if s.closed {
 		return
 	}
 	s.closed = true
-	close(s.quit)
+	s.p.close()
 	s.cancel()
-	if s.cur.buf != nil {
-		pumpBuffers.Put(s.cur.buf[:cap(s.cur.buf)])
-		s.cur.buf, s.rest = nil, nil
-	}
-	for {
-		select {
-		case buf := <-s.free:
-			pumpBuffers.Put(buf)
-		default:
-			return
-		}
-	}
 }
 
 func (s *stalling) Close() error {
