@@ -1982,11 +1982,12 @@ func (b blobs) pull(ctx context.Context, cr *chunkReader) (*pulled, error) {
 	return p, nil
 }
 
-// pullChunks is how many chunks a fetch asks for (2 MiB), the most a read
-// holds for its reader. (Two fetches on their way at once, the next asked
-// while one was read, made reads slower: the second often came tens of
+// pullChunks is how many chunks a fetch asks for (1 MiB), the most a read
+// holds for its reader: a download to a slow client holds no more. (As
+// fast as 16 here; two fetches on their way at once, the next asked while
+// one was read, made reads slower: the second often came tens of
 // milliseconds late.)
-const pullChunks = 16
+const pullChunks = 8
 
 // pulled reads an object's chunks with fetches from a consumer, and checks
 // at the end that it read as many chunks and bytes as the object's info
