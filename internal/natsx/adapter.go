@@ -2347,8 +2347,10 @@ const (
 )
 
 // Remove removes the record at seq; one removed already is no error. Two
-// removals of a copy are common: a job's deleter removes its copies, and
-// every server whose watch sees the deletion removes those it indexed.
+// removals of a copy happen: a job's deleter removes its copies, and every
+// server whose watch sees the deletion removes those it indexed that are
+// still there 5 s later (store.Jobs.removeSeenDeleted), which a deleter
+// removing them at that moment may race.
 // Until 2026-12-07 the second one's "sequence N not found" was taken for
 // a failure and tried again for 20 s, holding up the removals queued
 // behind it (removeLater takes them in turn): under retention's deletes

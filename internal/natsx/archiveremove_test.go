@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +72,102 @@ func TestDeletedJobsLeaveNoArchivedCopy(t *testing.T) {
 		}
 	}
 	t.Fatalf("archived copies of the %d jobs deleted are still in the archive 15 s after their deletes (the last at %d)", n, last)
+}
+
+// Each deleted job's archived copy is removed once, by its deleter, not
+// again by every server whose watch sees the deletion: a removal is a
+// write every server of the archive's stream takes (a Raft proposal, made
+// whether the record is there or not), and three servers removed each
+// copy two to four times. A server's watch looks first, a few seconds
+// later, and removes only the copies still there: those a deleter that
+// died left, which go then.
+func TestADeletedJobsCopyIsRemovedOnceAmongServers(t *testing.T) {
+	ctx, shared := archiveStore(t, "archive-remove-once")
+	var removals, reads atomic.Int64
+	servers := make([]*store.Jobs, 3) // three servers' stores of one archive
+	for i := range servers {
+		servers[i] = &store.Jobs{KV: shared.KV, ArchiveAfter: shared.ArchiveAfter, Shared: true,
+			Archive: countingArchive{Archive: shared.Archive, removals: &removals, reads: &reads}}
+		watching(t, ctx, servers[i])
+	}
+	const deleted, orphaned = 60, 20
+	ids := make([]string, deleted+orphaned)
+	now := time.Now().UTC()
+	for i := range ids {
+		j := job.New(job.NewID("noop", now.Add(time.Duration(i)*time.Millisecond)), job.Spec{Kind: "noop", Partitions: 1}, now)
+		ids[i] = j.ID
+		createSucceeded(t, ctx, servers[0], j)
+	}
+	awaitArchived(t, shared, len(ids))
+	// Every server's watch has indexed the copies once each can read the
+	// last job's.
+	for _, s := range servers {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if j, _, err := s.Get(ctx, ids[len(ids)-1]); err == nil && j.State == job.Succeeded {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a server's watch did not read the archived copies within 30 s")
+			}
+		}
+	}
+	reads.Store(0)
+	for _, id := range ids[:deleted] {
+		if err := servers[0].Delete(ctx, id); err != nil {
+			t.Fatalf("delete %s: %v", id, err)
+		}
+	}
+	// The other two servers look for each copy once their watch saw its
+	// deletion (the deleter's own watch may, too); before, they removed
+	// each.
+	for deadline := time.Now().Add(30 * time.Second); reads.Load() < 2*deleted && removals.Load() < 2*deleted; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d looks for the deleted jobs' copies within 30 s; want the other servers' %d", reads.Load(), 2*deleted)
+		}
+	}
+	if n := removals.Load(); n > deleted+deleted/10 {
+		t.Fatalf("%d removals of the %d deleted jobs' copies by three servers; want each removed once, by its deleter", n, deleted)
+	}
+	t.Logf("%d removals, %d looks for %d deleted jobs' copies", removals.Load(), reads.Load(), deleted)
+	// A deleter that died between the deletion and the removal of the
+	// copies: the servers' watches remove them.
+	for _, id := range ids[deleted:] {
+		if err := shared.KV.Delete(ctx, id, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		last, err := shared.Archive.Last(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the copies of %d jobs whose deleter removed none are in the archive 30 s after (the last at %d)", orphaned, last)
+		}
+	}
+}
+
+// countingArchive counts the removals and reads asked of an archive.
+type countingArchive struct {
+	store.Archive
+	removals, reads *atomic.Int64
+}
+
+func (a countingArchive) Remove(ctx context.Context, seq uint64) error {
+	a.removals.Add(1)
+	return a.Archive.Remove(ctx, seq)
+}
+
+func (a countingArchive) Read(ctx context.Context, seq uint64) (string, []byte, error) {
+	a.reads.Add(1)
+	return a.Archive.Read(ctx, seq)
+}
+
+func (a countingArchive) Through(ctx context.Context) (uint64, error) {
+	return a.Archive.(store.ArchiveThrough).Through(ctx)
 }
 
 // createSucceeded stores job j, then its record succeeded.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -230,6 +231,28 @@ func (x *archiveIndex) deletedNow(key string) []uint64 {
 // 200,000 jobs would otherwise start a goroutine per job on every server).
 // After Stop it drops them: the store is closing.
 func (s *Jobs) removeLater(seqs []uint64) {
+	s.queueRemovals(seqs, time.Time{})
+}
+
+// removeSeenDeleted removes, seenDeletedAfter from now, the archived copies
+// of a job whose deletion the bucket's watch delivered, each only if it is
+// still there: its deleter removes them at once, and a server's watch is
+// there for those a deleter that died left. Every server of a cluster sees
+// every deletion, and a removal is a write every server of the archive's
+// stream takes (a Raft proposal, made whether or not the record is there):
+// removed at once, each deleted job's copy was removed two to four times.
+// A read from the stream's leader is no such write.
+func (s *Jobs) removeSeenDeleted(seqs []uint64) {
+	s.queueRemovals(seqs, time.Now().Add(seenDeletedAfter))
+}
+
+// seenDeletedAfter is how long after a deletion a server looks for the
+// copies its deleter should have removed (a var: tests shorten it).
+var seenDeletedAfter = 5 * time.Second
+
+// queueRemovals queues the removals of seqs, due at due (zero: now, and
+// without a look first).
+func (s *Jobs) queueRemovals(seqs []uint64, due time.Time) {
 	if len(seqs) == 0 {
 		return
 	}
@@ -238,40 +261,62 @@ func (s *Jobs) removeLater(seqs []uint64) {
 	if s.rm.stopped {
 		return
 	}
-	s.rm.queue = append(s.rm.queue, seqs...)
+	for _, seq := range seqs {
+		s.rm.queue = append(s.rm.queue, removal{seq: seq, due: due})
+	}
 	if s.rm.running {
 		return
 	}
 	if s.rm.ctx == nil {
 		s.rm.ctx, s.rm.cancel = context.WithCancel(context.Background())
+		s.rm.stopping, s.rm.wake = make(chan struct{}), make(chan struct{}, 1)
 	}
 	s.rm.running, s.rm.done = true, make(chan struct{})
-	go s.removeQueued(s.rm.ctx, s.rm.done)
+	go s.removeQueued(s.rm.ctx, s.rm.stopping, s.rm.wake, s.rm.done)
 }
 
-// removals is the queue of removeLater.
+// removals is the queue of removeLater and removeSeenDeleted, in the
+// order they were asked for: a removal waits for the one before it to be
+// due.
 type removals struct {
 	mu      sync.Mutex
-	queue   []uint64
+	queue   []removal
 	running bool
 	done    chan struct{} // closed when the running removeQueued ends
 	stopped bool
 	ctx     context.Context // canceled by Stop
 	cancel  context.CancelFunc
+	// stopping is closed by Stop: removals not due yet are dropped (every
+	// other server looks for the same copies, and a start does too).
+	stopping chan struct{}
+	// wake tells removeQueued that the last watch ended: the looks it
+	// queued (removeSeenDeleted) are dropped with it.
+	wake chan struct{}
+}
+
+// removal is a removal queued: of the copy at seq, at due, looked for
+// first unless due is zero.
+type removal struct {
+	seq uint64
+	due time.Time
 }
 
 // stopRemovalsWithin bounds how long Stop lets queued removals go on.
 const stopRemovalsWithin = 2 * time.Second
 
-// Stop ends the background removals: those queued are given until ctx
-// ends, at most stopRemovalsWithin, then dropped, as a crash would drop
-// them (a copy left is removed by whoever reads it next: an earlier
+// Stop ends the background removals: those not due yet (a look for the
+// copies of jobs deleted, removeSeenDeleted) are dropped at once, the
+// others given until ctx ends, at most stopRemovalsWithin, then dropped,
+// as a crash would drop them (a copy left is removed by whoever reads it next: an earlier
 // epoch's by the index, a deleted job's by its deletion's marker). Every
 // server of a cluster removes the copies it sees deleted, so a removal
 // is not worth holding a stop for long; without Stop, a removal whose
 // store is gone would try again for 20 s after its server stopped.
 func (s *Jobs) Stop(ctx context.Context) {
 	s.rm.mu.Lock()
+	if !s.rm.stopped && s.rm.stopping != nil {
+		close(s.rm.stopping)
+	}
 	s.rm.stopped = true
 	done, cancel := s.rm.done, s.rm.cancel
 	s.rm.mu.Unlock()
@@ -291,7 +336,7 @@ func (s *Jobs) Stop(ctx context.Context) {
 	<-done
 }
 
-func (s *Jobs) removeQueued(stop context.Context, done chan struct{}) {
+func (s *Jobs) removeQueued(stop context.Context, stopping, wake <-chan struct{}, done chan struct{}) {
 	defer close(done)
 	for {
 		s.rm.mu.Lock()
@@ -300,12 +345,56 @@ func (s *Jobs) removeQueued(stop context.Context, done chan struct{}) {
 			s.rm.mu.Unlock()
 			return
 		}
-		seq := s.rm.queue[0]
+		r := s.rm.queue[0]
 		s.rm.queue = s.rm.queue[1:]
 		s.rm.mu.Unlock()
+		if !r.due.IsZero() && !s.await(r.due, stopping, wake) {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(stop, 30*time.Second)
-		_ = Retry(ctx, 20*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, seq) })
+		if !r.due.IsZero() {
+			if _, _, err := s.Archive.Read(ctx, r.seq); errors.Is(err, ErrNotFound) {
+				cancel()
+				continue // its deleter removed it
+			}
+		}
+		_ = Retry(ctx, 20*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, r.seq) })
 		cancel()
+	}
+}
+
+// await waits until due, and reports whether a look due then is still to
+// be made: not once the store stops, nor once no watch runs.
+func (s *Jobs) await(due time.Time, stopping, wake <-chan struct{}) bool {
+	t := time.NewTimer(time.Until(due))
+	defer t.Stop()
+	for {
+		if s.watches.Load() == 0 {
+			return false
+		}
+		select {
+		case <-t.C:
+			return true
+		case <-stopping:
+			return false
+		case <-wake:
+		}
+	}
+}
+
+// watchEnded notes the end of a watch: once none runs, the looks for the
+// copies of deleted jobs that watches queued (removeSeenDeleted) are
+// dropped with them.
+func (s *Jobs) watchEnded() {
+	if s.watches.Add(-1) > 0 {
+		return
+	}
+	s.rm.mu.Lock()
+	defer s.rm.mu.Unlock()
+	s.rm.queue = slices.DeleteFunc(s.rm.queue, func(r removal) bool { return !r.due.IsZero() })
+	select {
+	case s.rm.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -332,6 +421,7 @@ func (s *Jobs) Watch(ctx context.Context) (Watcher, error) {
 		return nil, err
 	}
 	s.watching.Store(true)
+	s.watches.Add(1)
 	m := &merged{a: a, k: k, ch: make(chan *Entry, watchBuffer), stop: make(chan struct{}), done: make(chan struct{})}
 	go m.run(ctx, s)
 	return m, nil
@@ -361,6 +451,7 @@ func (m *merged) Stop() {
 
 func (m *merged) run(ctx context.Context, s *Jobs) {
 	defer close(m.done)
+	defer s.watchEnded()
 	defer close(m.ch)
 	send := func(e *Entry) bool {
 		select {
@@ -547,7 +638,7 @@ func (s *Jobs) archived(e *Entry) *Entry {
 // archived copies go too (its deleter removed those it knew of).
 func (s *Jobs) bucketEntry(e *Entry) {
 	if e.Deleted {
-		s.removeLater(s.idx.deletedNow(e.Key))
+		s.removeSeenDeleted(s.idx.deletedNow(e.Key))
 	}
 }
 

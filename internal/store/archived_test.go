@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,4 +199,83 @@ func TestStopEndsTheBackgroundRemovals(t *testing.T) {
 	if n := archive.tries.Load(); n != tries+1 {
 		t.Fatalf("%d removals tried after Stop; want only the delete's own", n-tries)
 	}
+}
+
+// counted is an archive whose removals are counted.
+type counted struct {
+	listArchive
+	removals atomic.Int32
+}
+
+func (a *counted) Remove(context.Context, uint64) error {
+	a.removals.Add(1)
+	return nil
+}
+
+// A server's watch removes the copies of a job deleted by another process
+// that died before removing them (its look comes a moment after the
+// deletion), and a look not made yet when the watch stops is dropped with
+// it: nothing of it runs on.
+func TestAWatchRemovesTheCopiesADeleterLeft(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ids := []string{"noop_01m8ywrh8dfghcfehm908sgdv1", "noop_01m8ywrh8dfghcfehm908sgdv2"}
+	deleteOnly := func(jobs *store.Jobs, id string) { // as a deleter that died
+		t.Helper()
+		if _, err := jobs.KV.Put(ctx, id, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := jobs.KV.Delete(ctx, id, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	defer store.SetSeenDeletedAfter(50 * time.Millisecond)()
+	archive := &counted{}
+	deleteOnly(watched(ctx, t, archive, ids[0]), ids[0])
+	for archive.removals.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the copy of a job deleted elsewhere was not removed by the watch that saw its deletion")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	store.SetSeenDeletedAfter(time.Minute)
+	archive = &counted{}
+	jobs := &store.Jobs{KV: memstore.NewKV(), Archive: archive}
+	if _, err := archive.Append(ctx, ids[1], []byte(`{"id":"`+ids[1]+`","kind":"noop","partitions":1,"state":"succeeded"}`)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+	}
+	deleteOnly(jobs, ids[1])
+	for e := range w.Updates() {
+		if e != nil && e.Key == ids[1] { // the deletion, seen
+			break
+		}
+	}
+	w.Stop()
+	for deadline := time.Now().Add(5 * time.Second); removing() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the look for a deleted job's copy still waits 5 s after its watch stopped")
+		}
+	}
+	if n := archive.removals.Load(); n != 0 {
+		t.Fatalf("%d removals after the watch stopped; want the look dropped", n)
+	}
+}
+
+// removing counts the goroutines of background removals.
+func removing() int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "store.(*Jobs).removeQueued")
 }

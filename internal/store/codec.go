@@ -34,7 +34,9 @@ type Jobs struct {
 	// found may be one whose copy the follower has not read yet.
 	watching atomic.Bool
 	followed atomic.Uint64
-	rm       removals
+	watches  atomic.Int32 // watches running
+
+	rm removals
 	// forgetPaused is until when (Unix nanoseconds) a start's read purges
 	// no revived revision, after a purge failed (superseded).
 	forgetPaused atomic.Int64
