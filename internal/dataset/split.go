@@ -46,12 +46,12 @@ func (s *Store) open(ctx context.Context, f job.InputFile, i int, cached bool) (
 	switch {
 	case errors.Is(err, store.ErrDamaged):
 		return nil, fmt.Errorf("block %d of file %s of dataset %s: %w; upload the file again", i, f.File, f.Dataset, err)
+	case errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
 	case err != nil:
-		err = fmt.Errorf("block %d of file %s of dataset %s (was the dataset replaced or deleted while the job ran?): %w", i, f.File, f.Dataset, err)
-		if !errors.Is(err, store.ErrNotFound) {
-			err = &job.StoreError{Err: err}
-		}
-		return nil, err
+		// A store that did not answer, or a reader that went away (a
+		// download given up): no question of the dataset to ask.
+		return nil, &job.StoreError{Err: fmt.Errorf("block %d of file %s of dataset %s: %w", i, f.File, f.Dataset, err)}
 	}
 	return io.NopCloser(bytes.NewReader(b)), nil
 }

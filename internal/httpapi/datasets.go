@@ -170,7 +170,8 @@ func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
 	}
 	// The status goes with the first bytes: a first block that cannot be
 	// read is still an error answer of its own.
-	out := &started{w: &stalling{w: w, rc: http.NewResponseController(w), stall: stall}, first: func() { w.WriteHeader(status) }}
+	client := &clientWrites{w: &stalling{w: w, rc: http.NewResponseController(w), stall: stall}}
+	out := &started{w: client, first: func() { w.WriteHeader(status) }}
 	if _, err := io.Copy(out, io.LimitReader(body, length)); err != nil {
 		if !out.yes {
 			for _, k := range []string{"Content-Disposition", "Content-Length", "Content-Range", "Accept-Ranges", "ETag"} {
@@ -179,7 +180,13 @@ func (s *Server) getDatasetFile(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		s.log.Error("could not send the whole of a dataset file", "dataset", name, "file", file, "err", err)
+		if clientLeft(r, client) {
+			// Nothing for the operator to act on (a download given up:
+			// seen as errors of every download a soak's clients cut).
+			s.log.Info("a dataset file was not all taken by its client", "dataset", name, "file", file, "err", err)
+		} else {
+			s.log.Error("could not send the whole of a dataset file", "dataset", name, "file", file, "err", err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -336,7 +343,7 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The status is sent: all that is left is to cut the body short.
-		if client.err != nil {
+		if clientLeft(r, client) {
 			// The client's doing (gone, or taking nothing): nothing for
 			// the operator to act on.
 			s.log.Info("a job's output was not all taken by its client", "job", id, "err", err)
@@ -351,6 +358,14 @@ func (s *Server) jobOutput(w http.ResponseWriter, r *http.Request) {
 	if !out.yes {
 		w.WriteHeader(status) // an empty output
 	}
+}
+
+// clientLeft reports whether a transfer cut short is its client's doing:
+// a write to it failed (gone, or taking nothing), or it went away while a
+// read for it was under way (the read then fails with the request's
+// canceled context).
+func clientLeft(r *http.Request, c *clientWrites) bool {
+	return c.err != nil || r.Context().Err() != nil
 }
 
 // clientWrites remembers the error of a write to the client.

@@ -15,6 +15,7 @@ type levels struct {
 	mu     sync.Mutex
 	level  map[string]slog.Level
 	client map[string]string
+	status map[string]int64
 }
 
 func (l *levels) Enabled(context.Context, slog.Level) bool { return true }
@@ -25,8 +26,11 @@ func (l *levels) Handle(_ context.Context, r slog.Record) error {
 		return nil
 	}
 	var method, path, client string
+	var status int64
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
+		case "status":
+			status = a.Value.Int64()
 		case "method":
 			method = a.Value.String()
 		case "path":
@@ -40,6 +44,9 @@ func (l *levels) Handle(_ context.Context, r slog.Record) error {
 	defer l.mu.Unlock()
 	l.level[method+" "+path] = r.Level
 	l.client[method+" "+path] = client
+	if l.status != nil {
+		l.status[method+" "+path] = status
+	}
 	return nil
 }
 
@@ -76,5 +83,40 @@ func TestRequestsAreLoggedByWhatTheyDid(t *testing.T) {
 		if client != "192.0.2.1" { // httptest.NewRequest's RemoteAddr
 			t.Errorf("%s %s: logged for client %q, want the request's address 192.0.2.1", c.method, c.path, client)
 		}
+	}
+}
+
+// A request whose client went away before its answer (a download or a
+// wait it gave up on) is no failure of the server's, whatever the handler
+// answered for want of a reader: it is logged with nginx's 499, at debug
+// for a read, info for a change, and counted so; not a warning. (Downloads
+// cut short by their clients were warnings of a 503.)
+func TestARequestWhoseClientLeftIsNoServerError(t *testing.T) {
+	l := &levels{level: map[string]slog.Level{}, client: map[string]string{}, status: map[string]int64{}}
+	s := recordServer(slog.New(l))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the client has gone
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest("PUT", "/api/v1/datasets/d/files/f", strings.NewReader("x")).WithContext(ctx))
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("the upload with its client gone: %d %s; want the store's 503, which no one reads", w.Code, w.Body)
+	}
+	l.mu.Lock()
+	level, status := l.level["PUT /api/v1/datasets/d/files/f"], l.status["PUT /api/v1/datasets/d/files/f"]
+	l.mu.Unlock()
+	if level != slog.LevelInfo || status != 499 {
+		t.Fatalf("logged at %v with status %d; want info with 499", level, status)
+	}
+	if got := requestLevel(http.MethodGet, statusClientClosed); got != slog.LevelDebug {
+		t.Fatalf("a read whose client left logged at %v; want debug", got)
+	}
+	// With its client there, the same answer is the server's failure.
+	w = httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest("PUT", "/api/v1/datasets/d/files/f", strings.NewReader("x")))
+	l.mu.Lock()
+	level, status = l.level["PUT /api/v1/datasets/d/files/f"], l.status["PUT /api/v1/datasets/d/files/f"]
+	l.mu.Unlock()
+	if level != slog.LevelWarn || status != 503 {
+		t.Fatalf("a 503 to a client that waited for it: logged at %v with status %d; want a warning with 503", level, status)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrcluster/mrcluster/internal/dataset"
 	"github.com/mrcluster/mrcluster/internal/event"
 	"github.com/mrcluster/mrcluster/internal/kinds"
 	"github.com/mrcluster/mrcluster/internal/view"
@@ -167,5 +168,76 @@ func TestRangesAskedTogetherSizeTheOutputOnce(t *testing.T) {
 	}
 	if n := svc.writes.Load(); n != segments+1 {
 		t.Fatalf("%d writes of the output for %d ranges asked together; want one to size it and one per range", n, segments)
+	}
+}
+
+// leavingFile is a service whose dataset file sends its first bytes, then
+// waits for its next read until the request ends (a store read under way
+// when the client went away) and says so.
+type leavingFile struct {
+	recordService
+	waiting chan struct{} // closed when the first bytes are sent
+	ended   chan error
+}
+
+func (s leavingFile) ReadFile(ctx context.Context, _, _ string, _ int64) (dataset.File, io.ReadCloser, error) {
+	return dataset.File{Name: "f", Size: 1 << 20, Upload: "u1"}, &waitingBody{ctx: ctx, waiting: s.waiting, ended: s.ended}, nil
+}
+
+type waitingBody struct {
+	ctx     context.Context
+	waiting chan struct{}
+	ended   chan error
+	sent    bool
+}
+
+func (b *waitingBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, bytes.Repeat([]byte("x"), 1000)), nil
+	}
+	close(b.waiting) // the first bytes were written to the answer
+	<-b.ctx.Done()
+	b.ended <- b.ctx.Err()
+	return 0, fmt.Errorf("block 1 of file f of dataset d: %w", b.ctx.Err())
+}
+
+func (b *waitingBody) Close() error { return nil }
+
+// A download its client gives up while the file's next block is being
+// read is the client's doing: logged at info, not as an error (a soak's
+// downloads cut short by their clients were each an error in the log).
+func TestADownloadGivenUpIsNoError(t *testing.T) {
+	svc := leavingFile{waiting: make(chan struct{}), ended: make(chan error, 1)}
+	logs := &signalLog{wrote: make(chan struct{}, 1)}
+	s := New(Config{Service: svc, View: view.New(view.Config{}), Hub: event.NewHub(), Kinds: kinds.Builtin(0),
+		Ready: func(context.Context) error { return nil }, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /api/v1/datasets/d/files/f HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-svc.waiting:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the download did not begin within 30 s")
+	}
+	conn.Close() // the client goes away mid-download
+	select {
+	case <-svc.ended:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the read under way did not end with its request 30 s after the client left")
+	}
+	for !strings.Contains(logs.String(), "not all taken by its client") {
+		select {
+		case <-logs.wrote:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no log line of the download given up: %s", logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "level=ERROR") || strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("a download its client gave up is logged as the server's failure: %s", logs.String())
 	}
 }

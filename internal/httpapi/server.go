@@ -198,17 +198,25 @@ func (s *Server) routes() {
 	}
 }
 
+// statusClientClosed is the status a request whose client went away
+// before its answer is logged and counted with (nginx's 499).
+const statusClientClosed = 499
+
 // requestLevel is the level a request is logged at: a read that was
-// answered is debug (pages and scripts poll: at info they would bury the
-// lines that matter), a change or a refusal info, a server error a
-// warning (the error itself is logged where it happened).
+// answered, or whose client went away, is debug (pages and scripts poll:
+// at info they would bury the lines that matter), a change or a refusal
+// info, a server error a warning (the error itself is logged where it
+// happened).
 func requestLevel(method string, status int) slog.Level {
+	read := method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
 	switch {
+	case status == statusClientClosed && read:
+		return slog.LevelDebug
 	case status >= 500:
 		return slog.LevelWarn
 	case status >= 400:
 		return slog.LevelInfo
-	case method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions:
+	case read:
 		return slog.LevelDebug
 	}
 	return slog.LevelInfo
@@ -221,12 +229,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		d := time.Since(start)
-		if level := requestLevel(r.Method, rw.status); s.log.Enabled(r.Context(), level) {
+		status := rw.status
+		if status >= 500 && r.Context().Err() != nil {
+			// The client went away (a download or a wait it gave up on):
+			// what failed is the answer no one read, for want of a reader,
+			// not the server. Logged and counted as nginx does.
+			status = statusClientClosed
+		}
+		if level := requestLevel(r.Method, status); s.log.Enabled(r.Context(), level) {
 			// client: whom a refusal or a burst of requests came from
 			// (behind a --trusted-proxy, the address it forwarded for).
-			s.log.Log(r.Context(), level, "http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", rw.status, "duration", d, "client", s.clientIP(r))
+			s.log.Log(r.Context(), level, "http request", "method", r.Method, "route", r.Pattern, "path", r.URL.Path, "status", status, "duration", d, "client", s.clientIP(r))
 		}
-		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, rw.status, d, isUpgrade(r) || r.URL.Query().Has("wait"))
+		s.cfg.Metrics.HTTPRequest(r.Pattern, r.Method, status, d, isUpgrade(r) || r.URL.Query().Has("wait"))
 	}()
 	if !s.cors(rw, r) {
 		return
