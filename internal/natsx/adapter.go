@@ -485,12 +485,34 @@ func (k kv) leaderGet(ctx context.Context, name string, req map[string]any) (m l
 	return leaderGet(ctx, k.js, name, req)
 }
 
+// leaderGet is kv.leaderGet for any stream. The request is sent in
+// attempts, the first of leaderGetAttempt and each next twice as long,
+// until ctx ends: a request the leader of the moment does not answer (a
+// server paused while it led the stream, stepping down once continued) is
+// sent again to whoever leads then. With one request under the caller's
+// deadline, a dataset's listing asked as a paused server was continued
+// went unanswered for its client's 20 s (a CI run of TestServerPausedAgain
+// on 2026-12-07).
 func leaderGet(ctx context.Context, js jetstream.JetStream, name string, req map[string]any) (m leaderMsg, found bool, err error) {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return m, false, err
 	}
-	reply, err := js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+name, data)
+	var reply *nats.Msg
+	for wait := leaderGetAttempt; ; wait *= 2 {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		reply, err = js.Conn().RequestWithContext(actx, "$JS.API.STREAM.MSG.GET."+name, data)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		if errors.Is(err, nats.ErrNoResponders) { // no leader now: an election
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 	if err != nil {
 		return m, false, storeErr(fmt.Errorf("read %s from the leader of %s: %w", data, name, err))
 	}
@@ -527,6 +549,10 @@ func (m leaderMsg) deleted() bool {
 	op := h.Get("KV-Operation")
 	return op == "DEL" || op == "PURGE"
 }
+
+// leaderGetAttempt is the time of a first attempt of leaderGet: a read
+// from a stream's leader answers within milliseconds when it answers.
+var leaderGetAttempt = 2 * time.Second
 
 // leaderMsg is a message as the stream's leader gives it.
 type leaderMsg struct {
