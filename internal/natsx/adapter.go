@@ -2079,7 +2079,11 @@ func (p *pulled) read(b []byte, stall time.Duration) (int, error) {
 				// A consumer just made on another server of a cluster
 				// is not reachable yet: the interest in its fetches is
 				// still on its way through the routes.
-				time.Sleep(time.Duration(5<<p.unreachable) * time.Millisecond)
+				select {
+				case <-p.ctx.Done():
+					return 0, p.ctx.Err()
+				case <-time.After(time.Duration(5<<p.unreachable) * time.Millisecond):
+				}
 				p.unreachable++
 				continue
 			case err == nil, errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
