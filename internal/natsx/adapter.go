@@ -2048,6 +2048,12 @@ func (p *pulled) read(b []byte, stall time.Duration) (int, error) {
 			p.close()
 			return 0, io.EOF
 		}
+		if err := p.ctx.Err(); err != nil {
+			// The read's time is up: what a fetch brought and the
+			// reader did not take yet is read again with requests (a
+			// select would take it or not, at random).
+			return 0, err
+		}
 		if p.batch == nil {
 			// A fetch within a context of its own: it ends with the
 			// read, and nothing of it runs on.
