@@ -319,19 +319,7 @@ func TestABundleStoredBeforeThePoolRunsNoCanceledJob(t *testing.T) {
 func TestABundleOfSlowTasksFetchedAsFastIsSharedOut(t *testing.T) {
 	started := make(chan string, 8)
 	release := make(chan struct{})
-	f := newFixture(t, heldKind(started, release),
-		job.Kind{Name: "fast", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
-	// An ack wait of ten minutes: a task held a third of it would outlast
-	// the test.
-	f.store = memstore.New(memstore.Config{AckWait: 10 * time.Minute})
-	first := f.pool(2, func(c *Config) { c.heldLong = 200 * time.Millisecond })
-	fast := task("warm", 0, 1)
-	fast.Kind = "fast"
-	f.queue(fast)
-	f.results(1)
-	if first.pace.slow() {
-		t.Fatal("a pool that ran a task of microseconds takes its tasks for slow")
-	}
+	f, first := warmedPool(t, 2, started, release)
 	f.queue(memberTasks("g", 6)...)
 	awaitStarts(t, f, started, 2, "the pool did not start two tasks of the bundle")
 	// The four not running go back: two the pool had not handed out, and
@@ -347,4 +335,50 @@ func TestABundleOfSlowTasksFetchedAsFastIsSharedOut(t *testing.T) {
 	if rs := f.results(6); len(rs) != 6 {
 		t.Fatalf("results: %+v", rs)
 	}
+}
+
+// A task waiting in the workers' channel behind one that turned out slow
+// goes back to the queue for other workers, though the fetch that brought
+// it ended without waiting (it held a task of minutes behind a task of
+// minutes while other pools idled: the channel was looked at only by the
+// next fetch's wait for a worker).
+func TestATaskWaitingBehindASlowOneGoesBack(t *testing.T) {
+	started := make(chan string, 8)
+	release := make(chan struct{})
+	f, first := warmedPool(t, 1, started, release)
+	// Two tasks of one fetch: one runs and is held, the other waits in the
+	// channel, and the fetch ends.
+	f.queue(task("a", 0, 1), task("b", 0, 1))
+	awaitStarts(t, f, started, 1, "the pool did not start a task")
+	awaitQueue(t, f, func(i store.StreamInfo) bool { return i.Waiting == 1 && i.Leased == 1 }, "the task waiting behind the held one given back")
+	if !first.pace.slow() {
+		t.Fatal("a pool that gave back a task it had no worker for still takes its tasks for fast")
+	}
+	f.pool(1)
+	awaitStarts(t, f, started, 1, "the task given back did not start on another pool")
+	close(release)
+	if rs := f.results(2); len(rs) != 2 {
+		t.Fatalf("results: %+v", rs)
+	}
+}
+
+// warmedPool starts a pool of n workers, which fetches for fast tasks
+// (it ran one) and gives back a task no worker took within 200 ms, with
+// kind "k" held until release and "fast".
+func warmedPool(t *testing.T, n int, started chan<- string, release <-chan struct{}) (*fixture, *Pool) {
+	t.Helper()
+	f := newFixture(t, heldKind(started, release),
+		job.Kind{Name: "fast", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	// An ack wait of ten minutes: a task held a third of it would outlast
+	// the test.
+	f.store = memstore.New(memstore.Config{AckWait: 10 * time.Minute})
+	p := f.pool(n, func(c *Config) { c.heldLong = 200 * time.Millisecond })
+	fast := task("warm", 0, 1)
+	fast.Kind = "fast"
+	f.queue(fast)
+	f.results(1)
+	if p.pace.slow() {
+		t.Fatal("a pool that ran a task of microseconds takes its tasks for slow")
+	}
+	return f, p
 }

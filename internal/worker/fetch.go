@@ -163,6 +163,7 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 			return
 		default:
 		}
+		p.shedWaiting(tasks)
 		if p.cfg.Paused != nil && p.parkedFull() {
 			// Tasks of a paused kind fill the pool: fetch again once
 			// some left (their job took them out of the queue).
@@ -364,6 +365,38 @@ func (p *Pool) handOver(tasks chan<- *lease, l *lease, bound time.Duration, time
 	case <-(*timer).C:
 		return false, true
 	}
+}
+
+// shedWaiting gives back the tasks waiting in the workers' channel longer
+// than heldLong while no worker took one for as long: every worker runs
+// something slower than the fetch that brought them was sized for, and
+// they would wait its whole length (a fetch that ended with tasks in the
+// channel left them there behind tasks of minutes, while other pools
+// idled: only a later fetch's wait for a worker looked at the channel).
+// Tasks are then taken for slow: fetches are for idle workers only.
+func (p *Pool) shedWaiting(tasks chan *lease) {
+	if len(tasks) == 0 || time.Since(time.Unix(0, p.taken.Load())) < p.cfg.heldLong {
+		return
+	}
+	var back []*lease
+	for _, l := range drain(tasks) {
+		if time.Since(l.at) < p.cfg.heldLong {
+			// Handed over just now, to a worker about to take it.
+			select {
+			case tasks <- l:
+				continue
+			default:
+			}
+		}
+		back = append(back, l)
+	}
+	if len(back) == 0 {
+		return
+	}
+	p.assigned.Add(-int32(len(back)))
+	p.pace.observe(p.cfg.heldLong)
+	p.log.Debug("giving back tasks no worker took; the workers run slower tasks", "tasks", len(back))
+	p.giveBackAll(back)
 }
 
 // drain takes what c holds now, without waiting.

@@ -140,6 +140,7 @@ type Pool struct {
 	pace     pace
 	lanes    lanes         // when each priority lane last gave a task
 	assigned atomic.Int32  // tasks handed to workers (running or in the channel)
+	taken    atomic.Int64  // when a worker last took a task from the channel (unix ns)
 	idleWake chan struct{} // a worker became idle
 	ackWait  time.Duration
 	// released are the statuses of dead processes' workers whose tasks
@@ -355,6 +356,7 @@ func (p *Pool) Start(ctx context.Context) error {
 
 func (p *Pool) work(i int, tasks <-chan *lease) {
 	for l := range tasks {
+		p.taken.Store(time.Now().UnixNano())
 		select {
 		case <-p.stopping:
 			// The feeder's select may pick a worker over the stop.
