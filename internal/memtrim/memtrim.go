@@ -72,11 +72,11 @@ func (t *Trimmer) held() uint64 { return t.samples[2].Value.Uint64() - t.samples
 // eighth of its live heap or 16 MiB, whichever is more, and at most
 // 64 MiB, so the memory will not be asked for again at once. It then trims
 // once after a busy spell (it allocated 256 MiB since the last trim) and
-// once more Window looks later, and otherwise when it holds at least 64 MiB more than its live heap and, for
-// Window looks after its last trim (twice as many after each trim that the
-// wait alone allowed and that handed back less than 64 MiB, up to 5
-// minutes), than right after that trim. It returns how many bytes it
-// handed back; 0 if it did not look.
+// once more Window looks later; otherwise when it holds at least 64 MiB
+// more than its live heap and, for Window looks after its last trim (twice
+// as many after each trim that the wait alone allowed and that handed back
+// less than 64 MiB, up to 5 minutes), than right after that trim. It
+// returns how many bytes it handed back; 0 if it did not look.
 //
 // The live heap is that of the last collection, which in a process gone
 // quiet after a peak (a restart's read of the store) is the peak's: the
