@@ -441,7 +441,8 @@ func (c *Conn) Explain(url string) error {
 
 // Connect opens an in-process connection: no socket, same client code path.
 func (e *Embedded) Connect(name string) (*Conn, error) {
-	opts := []nats.Option{nats.InProcessServer(e), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	opts := []nats.Option{nats.InProcessServer(e), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.ErrorHandler(asyncErrors(e.log))}
 	if e.token != "" {
 		opts = append(opts, nats.Token(e.token))
 	}
@@ -490,11 +491,46 @@ func Dial(url, name, token, tlsCA string, logger *slog.Logger) (*Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("reconnected to NATS", "url", nc.ConnectedUrl())
 		}),
+		nats.ErrorHandler(asyncErrors(logger)),
 	)...)
 	if err != nil {
 		return nil, err
 	}
 	return &Conn{nc}, nil
+}
+
+// asyncErrors logs the errors a connection meets outside any call (nats.go
+// printed them to standard error, beside the log, without it: "nats:
+// consumer not active on connection [84] for subscription on
+// "$KV.mr_kinds.>"" every few seconds while a worker's server was gone). A
+// subscription that dropped messages for want of room, or refused by the
+// server's permissions, is for the operator to see; a watch or consumer
+// that missed its heartbeats (its server gone, paused, or electing a
+// leader) is followed again by its owner, as a lost connection is: debug.
+func asyncErrors(log *slog.Logger) nats.ErrHandler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		subject := ""
+		if sub != nil {
+			subject = sub.Subject
+		}
+		switch {
+		case errors.Is(err, nats.ErrSlowConsumer):
+			log.Warn("a NATS subscription of this process fell behind and messages for it were dropped: the process is too slow for what it follows; give it more CPU or fewer workers",
+				"subject", subject, "err", err)
+		case errors.Is(err, nats.ErrPermissionViolation):
+			log.Warn("the NATS server refused a subscription or publish of this process: its credentials do not allow it; check the accounts and permissions of the NATS servers",
+				"subject", subject, "err", err)
+		case errors.Is(err, nats.ErrConsumerNotActive), errors.Is(err, jetstream.ErrNoHeartbeat):
+			log.Debug("a NATS consumer missed its heartbeats; it is followed again", "subject", subject, "err", err)
+		default:
+			// Its owner meets its consequences (a watch followed again,
+			// a call failed and retried) and says what matters.
+			log.Info("NATS reported an error on a subscription", "subject", subject, "err", err)
+		}
+	}
 }
 
 // IsLoopback reports whether a listen address ("host:port") only accepts
