@@ -289,3 +289,38 @@ func TestAContinuedWorkerWhoseNameWasTakenExits(t *testing.T) {
 		t.Fatalf("workers = %+v, want the 2 of the second process (%d)", w.Workers, b.cmd.Process.Pid)
 	}
 }
+
+// A worker process stopped (SIGTERM) while its tasks run and its servers
+// are gone ends soon after its --shutdown-timeout, exit status 0: what the
+// store cannot take within a short grace is left to the queue's ack wait.
+// It used to wait for each call to the store to run out on its own (a
+// give-back's 5 s, a result's 10 s, the workers' statuses' removal 2 s,
+// the kinds' watch 5 s): 40-43 s with the default timeout of 30 s.
+func TestAWorkerStoppedAfterItsServersEndsSoonAfterItsTimeout(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.TempDir(), nil, "--workers", "0")
+	wp, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "2", "--sleep-scale", "1000", "--shutdown-timeout", "1s")
+	c := p.client()
+	j := c.Submit(t, "long", 6)
+	c.Await(t, j.ID, func(j client.Job) bool { return j.Tasks.Running == 2 })
+	p.kill(t)
+	if err := wp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case err := <-wp.exited:
+		wp.exited <- err
+		if err != nil {
+			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, wp.out)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the worker had not exited a minute after SIGTERM\n%s", wp.out)
+	}
+	if took := time.Since(start); took > 12*time.Second {
+		t.Fatalf("the worker took %s to exit after SIGTERM with --shutdown-timeout 1s; want about 3 s (the timeout, then a grace of 2 s for the store)\n%s", took.Round(time.Millisecond), wp.out)
+	}
+	if out := wp.out.String(); !strings.Contains(out, "shutdown timeout: abandoning running tasks") {
+		t.Fatalf("the worker's log does not say it abandoned its running tasks:\n%s", out)
+	}
+}

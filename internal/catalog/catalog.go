@@ -264,13 +264,22 @@ func (c *Catalog) SetPaused(ctx context.Context, name string, paused bool) error
 	})
 }
 
-// Stop stops following the records.
-func (c *Catalog) Stop(context.Context) error {
-	if c.stop != nil {
-		c.stop()
-		c.wg.Wait()
+// Stop stops following the records. It waits for the watch to end until
+// ctx is done: a watch's end asks its NATS server to delete its consumer,
+// which waits for an answer that a server gone does not give.
+func (c *Catalog) Stop(ctx context.Context) error {
+	if c.stop == nil {
+		return nil
 	}
-	return nil
+	c.stop()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the watch of the kinds' records did not end in time (its NATS server does not answer): %w", ctx.Err())
+	}
 }
 
 func (c *Catalog) apply(e *store.Entry) {

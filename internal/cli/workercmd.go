@@ -131,9 +131,19 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		return fmt.Errorf("read the kinds' states: %w", err)
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// After the pool, briefly: the watch's end asks its NATS server
+		// to delete its consumer and waits for the answer, which a server
+		// gone does not give; the process ends soon after its
+		// --shutdown-timeout all the same.
+		wait := 2 * time.Second
+		if !nc.Connected() {
+			wait = 100 * time.Millisecond
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		_ = kinds.Stop(sctx)
+		if err := kinds.Stop(sctx); err != nil {
+			log.Debug("stopping", "err", err)
+		}
 	}()
 	m := metrics.New()
 	pool := worker.New(worker.Config{

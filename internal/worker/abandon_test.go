@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,5 +123,57 @@ func awaitLeased(t *testing.T, f *fixture) {
 			t.Fatal("the task never started")
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// hanging is a stream whose publishes are never answered, as a store cut
+// off: each waits until its context ends.
+type hanging struct {
+	store.Stream
+	started chan struct{} // closed at the first publish
+	once    sync.Once
+}
+
+func (h *hanging) Publish(ctx context.Context, msgs ...store.Message) []error {
+	h.once.Do(func() { close(h.started) })
+	<-ctx.Done()
+	errs := make([]error, len(msgs))
+	for i := range errs {
+		errs[i] = fmt.Errorf("no acknowledgement from the store: %w", ctx.Err())
+	}
+	return errs
+}
+
+// A pool stopping while its store does not take its results ends within a
+// couple of seconds past its stop's deadline, its task left to the queue,
+// and does not crash: the results it could not store were given up only
+// when their store call's own 10 s ran out, after the stop had closed the
+// channel the retry writes the history record to (a panic: send on a
+// closed channel, seen on a worker process stopped after its servers).
+func TestAStopWhoseResultsAreNotStoredEndsSoonAfterItsDeadline(t *testing.T) {
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
+	results := &hanging{Stream: f.store.Results, started: make(chan struct{})}
+	s := *f.store
+	s.Results = results
+	f.store = &s
+	p := f.pool(1)
+	f.queue(task("j1", 0, 1))
+	select {
+	case <-results.started:
+	case <-f.ctx.Done():
+		t.Fatal("the task's result was never sent to the store")
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 200*time.Millisecond+leaveGrace+2*time.Second {
+		t.Fatalf("Stop took %s; want its 200ms and the %s grace after it", took, leaveGrace)
+	}
+	info, err := f.store.Tasks.Info(f.ctx)
+	if err != nil || info.Waiting+info.Leased != 1 {
+		t.Fatalf("queue after the stop: %+v, %v; want the task whose result was not stored still in it", info, err)
 	}
 }

@@ -1,8 +1,6 @@
 package worker
 
 import (
-	"context"
-
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/store"
@@ -83,7 +81,7 @@ func (p *Pool) store(batch []finished) {
 	for _, id := range order {
 		groups = append(groups, byJob[id])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	ctx, cancel := p.storeCall(mr.StoreCallTimeout)
 	defer cancel()
 	msgs := make([]store.Message, 0, len(groups))
 	var sent [][]finished
@@ -145,14 +143,19 @@ func (p *Pool) retry(tasks []finished, err error) {
 		}
 		// Its history says why it runs again: the record is stored now if
 		// the store takes it by then (the channel is this goroutine's own,
-		// so never wait on it), and with the next run's final result.
+		// so never wait on it; a stopping pool closed it), and with the
+		// next run's final result.
 		r := f.result
 		r.Outcome, r.Error = job.OutcomeInterrupted, job.ClipError("its result could not be stored: "+err.Error())
 		r.Commit, r.Counters, r.Preview = "", nil, nil
-		select {
-		case p.results <- finished{result: r, shared: f.shared}:
-		default:
+		p.resultsMu.Lock()
+		if !p.resultsClosed {
+			select {
+			case p.results <- finished{result: r, shared: f.shared}:
+			default:
+			}
 		}
+		p.resultsMu.Unlock()
 		t.Carried = job.Carry(f.carried, r)
 		p.later(f.lease, p.backoff(1), t)
 	}

@@ -21,6 +21,7 @@ type reporter struct {
 	kv        store.KV
 	interval  time.Duration
 	heartbeat time.Duration
+	leave     context.Context // the pool's leaveCtx
 
 	mu sync.Mutex
 	// writing is held through a flush (a semaphore, made at the first):
@@ -127,7 +128,7 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 		if _, ok := errors.AsType[*ReplacedError](err); ok {
 			onErr(err)
 			<-ctx.Done() // its owner stops the pool
-			r.remove(ctx)
+			r.remove()
 			return
 		}
 		if err != nil {
@@ -144,7 +145,7 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 		}
 		select {
 		case <-ctx.Done():
-			r.remove(ctx)
+			r.remove()
 			return
 		case <-tick.C:
 		}
@@ -153,8 +154,14 @@ func (r *reporter) run(ctx context.Context, onErr func(error)) {
 
 // remove deletes the statuses this pool wrote, each only at the revision
 // it wrote: a status written over it is another process's.
-func (r *reporter) remove(ctx context.Context) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+func (r *reporter) remove() {
+	// Not past the pool's stop's grace (leave): a stop that waited that
+	// long for the store does not wait for it again.
+	leave := r.leave
+	if leave == nil {
+		leave = context.Background()
+	}
+	dctx, cancel := context.WithTimeout(leave, 2*time.Second)
 	defer cancel()
 	r.mu.Lock()
 	revs := slices.Clone(r.revs)

@@ -126,8 +126,13 @@ type Pool struct {
 
 	hardCtx    context.Context // canceled to abandon running tasks
 	hardCancel context.CancelFunc
-	stopOnce   sync.Once
-	repCancel  context.CancelFunc
+	// leaveCtx parents the pool's calls to the store: canceled leaveGrace
+	// after the running tasks were abandoned, so that a stop past its
+	// timeout ends within that grace even when the store does not answer.
+	leaveCtx    context.Context
+	leaveCancel context.CancelFunc
+	stopOnce    sync.Once
+	repCancel   context.CancelFunc
 	// replaced receives a *ReplacedError once another process took this
 	// pool's name (Replaced).
 	replaced  chan error
@@ -136,6 +141,11 @@ type Pool struct {
 	repWG     sync.WaitGroup
 	results   chan finished
 	resultsWG sync.WaitGroup
+	// resultsMu orders the close of results, when the pool stops, with
+	// the sends of the goroutine that stores them (retry), which go on
+	// after it: resultsClosed says it is closed.
+	resultsMu     sync.Mutex
+	resultsClosed bool
 
 	pace     pace
 	lanes    lanes         // when each priority lane last gave a task
@@ -259,6 +269,8 @@ func New(cfg Config) *Pool {
 		},
 	}
 	p.stopCtx, p.stopCancel = context.WithCancel(context.Background())
+	p.leaveCtx, p.leaveCancel = context.WithCancel(context.Background())
+	p.rep.leave = p.leaveCtx
 	sortBuffer := mr.SortBufferWithin(cfg.SortBuffer, cfg.MemoryLimit, cfg.Concurrency)
 	if sortBuffer != cfg.SortBuffer {
 		p.log.Info("map tasks spill their output past a smaller buffer than the default, so that the workers' buffers fit in half the memory limit; raise --"+flags.MemoryLimit+" or set --"+flags.SortBuffer+" to change it",
@@ -705,7 +717,7 @@ func (p *Pool) jobEnded(id string) bool {
 
 // record reads job id's record.
 func (p *Pool) record(id string) (*job.Job, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	ctx, cancel := p.storeCall(mr.StoreCallTimeout)
 	defer cancel()
 	j, _, err := p.cfg.Store.Jobs.Get(ctx, id)
 	return j, err
@@ -788,7 +800,7 @@ func (p *Pool) flushLater() {
 // (its kind paused, the job canceled or failed): the copy would run
 // against that, so it is not queued.
 func (p *Pool) requeue(l *lease, t job.Task) {
-	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	ctx, cancel := p.storeCall(mr.StoreCallTimeout)
 	defer cancel()
 	if held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(l.msg())); err == nil && !held {
 		p.log.Info("a task to run again left the queue while it waited (its kind was paused, or its job ended); it is not queued again: its job queues it when it wants it",
@@ -833,7 +845,7 @@ const (
 // pool's rate), nor is one when the store does not answer within
 // leftQueueTimeout.
 func (p *Pool) leftQueue(l *lease) bool {
-	return time.Since(l.at) >= p.cfg.waitedLong && p.gone(context.Background(), l)
+	return time.Since(l.at) >= p.cfg.waitedLong && p.gone(p.leaveCtx, l)
 }
 
 // gone reports whether the message l holds has left the queue, asking
@@ -866,7 +878,7 @@ func (p *Pool) giveBackAll(ls []*lease) {
 // once are the parts of one bundle: one look whether it is still queued,
 // one publish for their copies.
 func (p *Pool) giveBack(ls ...*lease) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := p.storeCall(5 * time.Second)
 	defer cancel()
 	if held, err := p.cfg.Store.Tasks.Holds(ctx, queueSeq(ls[0].msg())); err == nil && !held {
 		// Taken out of the queue meanwhile (see requeue).
@@ -1310,7 +1322,7 @@ func (p *Pool) stopEnded(done <-chan struct{}) {
 // stopIfEnded stops the tasks of job id, running here for a while, if the
 // job has ended (see stopEnded).
 func (p *Pool) stopIfEnded(id string, tasks []runningTask) {
-	ctx, cancel := context.WithTimeout(context.Background(), mr.StoreCallTimeout)
+	ctx, cancel := p.storeCall(mr.StoreCallTimeout)
 	defer cancel()
 	epoch := tasks[0].epoch
 	for _, r := range tasks {
@@ -1383,6 +1395,11 @@ func (p *Pool) Stop(ctx context.Context) error {
 }
 
 func (p *Pool) stop(ctx context.Context) {
+	// What the store has not answered leaveGrace past the stop's deadline
+	// (results of tasks that ended, tasks given back, retries held) is
+	// given up: those tasks come back after the queue's ack wait.
+	// (A timer that fires after the stop ended cancels what is canceled.)
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(leaveGrace, p.leaveCancel) })()
 	close(p.stopping)
 	p.stopCancel()
 	for i := range p.cfg.Concurrency {
@@ -1408,12 +1425,29 @@ func (p *Pool) stop(ctx context.Context) {
 	}
 	p.unsubscribe()
 	p.flushLater()
+	p.resultsMu.Lock()
+	p.resultsClosed = true
 	close(p.results)
+	p.resultsMu.Unlock()
 	p.resultsWG.Wait()
+	p.laterWG.Wait() // the retries of results that could not be stored
 	p.hardCancel()
 	p.repCancel()
 	p.repWG.Wait()
+	p.leaveCancel()
 	p.log.Info("workers stopped")
+}
+
+// leaveGrace is how long a stop past its deadline still waits for the
+// store: to store the results of tasks that ended, give back those
+// abandoned and queue the retries held. Whatever it has not done by then
+// the queue does after its ack wait (the tasks run again).
+const leaveGrace = 2 * time.Second
+
+// storeCall is the context of one call of the pool to the store, of at
+// most d.
+func (p *Pool) storeCall(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(p.leaveCtx, d)
 }
 
 // cleanTempEvery is how often a pool looks for the local files of tasks
