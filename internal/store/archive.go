@@ -227,9 +227,10 @@ func (x *archiveIndex) deletedNow(key string) []uint64 {
 
 // removeLater removes archived copies in the background: copies no one
 // reads, whose removal no caller waits for. One goroutine at a time takes
-// them in turn and ends once none is left (a retention sweep deleting
-// 200,000 jobs would otherwise start a goroutine per job on every server).
-// After Stop it drops them: the store is closing.
+// them in turn, before any look of removeSeenDeleted, and ends once none
+// is left (a retention sweep deleting 200,000 jobs would otherwise start a
+// goroutine per job on every server). After Stop it drops them: the store
+// is closing.
 func (s *Jobs) removeLater(seqs []uint64) {
 	s.queueRemovals(seqs, time.Time{})
 }
@@ -262,9 +263,17 @@ func (s *Jobs) queueRemovals(seqs []uint64, due time.Time) {
 		return
 	}
 	for _, seq := range seqs {
-		s.rm.queue = append(s.rm.queue, removal{seq: seq, due: due})
+		if due.IsZero() {
+			s.rm.now = append(s.rm.now, seq)
+		} else {
+			s.rm.looks = append(s.rm.looks, removal{seq: seq, due: due})
+		}
 	}
 	if s.rm.running {
+		if due.IsZero() {
+			// Ahead of a look it waits for.
+			s.rm.wakeLocked()
+		}
 		return
 	}
 	if s.rm.ctx == nil {
@@ -275,12 +284,16 @@ func (s *Jobs) queueRemovals(seqs []uint64, due time.Time) {
 	go s.removeQueued(s.rm.ctx, s.rm.stopping, s.rm.wake, s.rm.done)
 }
 
-// removals is the queue of removeLater and removeSeenDeleted, in the
-// order they were asked for: a removal waits for the one before it to be
-// due.
+// removals are the queues of removeLater (now) and removeSeenDeleted
+// (looks), each in the order asked: a removal asked now goes before the
+// looks queued (a retention sweep of 100,000 jobs queues 100,000 looks on
+// every server, each a read of the archive's leader, and an earlier
+// epoch's copy, or a copy a delete could not remove, waited behind them
+// all), and a look waits for the one before it to be due.
 type removals struct {
 	mu      sync.Mutex
-	queue   []removal
+	now     []uint64
+	looks   []removal
 	running bool
 	done    chan struct{} // closed when the running removeQueued ends
 	stopped bool
@@ -289,13 +302,21 @@ type removals struct {
 	// stopping is closed by Stop: removals not due yet are dropped (every
 	// other server looks for the same copies, and a start does too).
 	stopping chan struct{}
-	// wake tells removeQueued that the last watch ended: the looks it
-	// queued (removeSeenDeleted) are dropped with it.
+	// wake tells removeQueued that a removal was asked now, or that the
+	// last watch ended (the looks it queued are dropped with it).
 	wake chan struct{}
 }
 
-// removal is a removal queued: of the copy at seq, at due, looked for
-// first unless due is zero.
+// wakeLocked wakes removeQueued from its wait for a look. rm.mu must be
+// held.
+func (rm *removals) wakeLocked() {
+	select {
+	case rm.wake <- struct{}{}:
+	default:
+	}
+}
+
+// removal is a look for the copy at seq, due at due.
 type removal struct {
 	seq uint64
 	due time.Time
@@ -318,6 +339,7 @@ func (s *Jobs) Stop(ctx context.Context) {
 		close(s.rm.stopping)
 	}
 	s.rm.stopped = true
+	s.rm.looks = nil
 	done, cancel := s.rm.done, s.rm.cancel
 	s.rm.mu.Unlock()
 	if done == nil {
@@ -340,45 +362,49 @@ func (s *Jobs) removeQueued(stop context.Context, stopping, wake <-chan struct{}
 	defer close(done)
 	for {
 		s.rm.mu.Lock()
-		if len(s.rm.queue) == 0 || stop.Err() != nil {
-			s.rm.queue, s.rm.running = nil, false
+		if s.watches.Load() == 0 {
+			s.rm.looks = nil // no watch runs: its looks went with it
+		}
+		if len(s.rm.now) == 0 && len(s.rm.looks) == 0 || stop.Err() != nil {
+			s.rm.now, s.rm.looks, s.rm.running = nil, nil, false
 			s.rm.mu.Unlock()
 			return
 		}
-		r := s.rm.queue[0]
-		s.rm.queue = s.rm.queue[1:]
-		s.rm.mu.Unlock()
-		if !r.due.IsZero() && !s.await(r.due, stopping, wake) {
-			continue
+		var seq uint64
+		look := len(s.rm.now) == 0
+		if look {
+			r := s.rm.looks[0]
+			if time.Now().Before(r.due) {
+				s.rm.mu.Unlock()
+				s.await(r.due, stopping, wake)
+				continue
+			}
+			seq, s.rm.looks = r.seq, s.rm.looks[1:]
+		} else {
+			seq, s.rm.now = s.rm.now[0], s.rm.now[1:]
 		}
+		s.rm.mu.Unlock()
 		ctx, cancel := context.WithTimeout(stop, 30*time.Second)
-		if !r.due.IsZero() {
-			if _, _, err := s.Archive.Read(ctx, r.seq); errors.Is(err, ErrNotFound) {
+		if look {
+			if _, _, err := s.Archive.Read(ctx, seq); errors.Is(err, ErrNotFound) {
 				cancel()
 				continue // its deleter removed it
 			}
 		}
-		_ = Retry(ctx, 20*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, r.seq) })
+		_ = Retry(ctx, 20*time.Second, func(ctx context.Context) error { return s.Archive.Remove(ctx, seq) })
 		cancel()
 	}
 }
 
-// await waits until due, and reports whether a look due then is still to
-// be made: not once the store stops, nor once no watch runs.
-func (s *Jobs) await(due time.Time, stopping, wake <-chan struct{}) bool {
+// await waits until due, until the store stops, or until removeQueued is
+// woken (a removal asked now, or the last watch ended).
+func (s *Jobs) await(due time.Time, stopping, wake <-chan struct{}) {
 	t := time.NewTimer(time.Until(due))
 	defer t.Stop()
-	for {
-		if s.watches.Load() == 0 {
-			return false
-		}
-		select {
-		case <-t.C:
-			return true
-		case <-stopping:
-			return false
-		case <-wake:
-		}
+	select {
+	case <-t.C:
+	case <-stopping:
+	case <-wake:
 	}
 }
 
@@ -391,11 +417,8 @@ func (s *Jobs) watchEnded() {
 	}
 	s.rm.mu.Lock()
 	defer s.rm.mu.Unlock()
-	s.rm.queue = slices.DeleteFunc(s.rm.queue, func(r removal) bool { return !r.due.IsZero() })
-	select {
-	case s.rm.wake <- struct{}{}:
-	default:
-	}
+	s.rm.looks = nil
+	s.rm.wakeLocked()
 }
 
 // Watch sends every job record, then nil once they are all sent, then

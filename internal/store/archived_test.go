@@ -273,6 +273,80 @@ func TestAWatchRemovesTheCopiesADeleterLeft(t *testing.T) {
 	}
 }
 
+// refusingOnce is an archive that refuses the first removal of each copy
+// (as a store that was electing a leader) and counts the others.
+type refusingOnce struct {
+	listArchive
+	mu       sync.Mutex
+	refused  map[uint64]bool
+	removals atomic.Int32
+}
+
+func (a *refusingOnce) Remove(_ context.Context, seq uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.refused[seq] {
+		a.refused[seq] = true
+		return errors.New("nats: no response from stream")
+	}
+	a.removals.Add(1)
+	return nil
+}
+
+// A copy whose removal a delete could not make is removed in the
+// background at once, ahead of the looks the watch queued for the copies of
+// jobs deleted elsewhere, which are due later: it waited behind all of
+// them (a retention sweep of 100,000 jobs queues 100,000 looks on every
+// server, each a read of the archive's leader).
+func TestARemovalLeftByADeleteGoesBeforeTheWatchsLooks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer store.SetSeenDeletedAfter(time.Minute)()
+	ids := []string{"noop_01m8ywrh8dfghcfehm908sgdv1", "noop_01m8ywrh8dfghcfehm908sgdv2"}
+	archive := &refusingOnce{refused: map[uint64]bool{}}
+	jobs := &store.Jobs{KV: memstore.NewKV(), Archive: archive}
+	for _, id := range ids {
+		if _, err := archive.Append(ctx, id, []byte(`{"id":"`+id+`","kind":"noop","partitions":1,"state":"succeeded"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := jobs.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+	}
+	// Deleted elsewhere, by a deleter that died: this server's watch
+	// queues a look for its copy, due in a minute.
+	if _, err := jobs.KV.Put(ctx, ids[0], []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.KV.Delete(ctx, ids[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	for e := range w.Updates() {
+		if e != nil && e.Key == ids[0] && e.Deleted {
+			break
+		}
+	}
+	// Deleted here: the archive refuses the delete's removal of its copy,
+	// which is left to the background.
+	if err := jobs.Delete(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	for archive.removals.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the removal a delete left to the background waited behind a look due in a minute")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // removing counts the goroutines of background removals.
 func removing() int {
 	buf := make([]byte, 1<<20)
