@@ -52,3 +52,30 @@ func TestAConnectionsAsyncErrorsAreLogged(t *testing.T) {
 		}
 	}
 }
+
+// A connection whose server is gone closes at once: its flush of what is
+// buffered has nothing to send it on (it waited its whole 2 s, on the way
+// out of every worker process whose servers had stopped).
+func TestAConnectionThatIsDownClosesAtOnce(t *testing.T) {
+	emb, err := StartEmbedded(EmbeddedConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(emb.ClientURL(), "test", "", "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emb.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); c.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection still says it is up 20 s after its server stopped")
+		}
+	}
+	start := time.Now()
+	c.Close()
+	if took := time.Since(start); took >= time.Second {
+		t.Fatalf("Close of a connection whose server is gone took %s; want at once (its flush has nothing to send on)", took.Round(time.Millisecond))
+	}
+}

@@ -417,9 +417,13 @@ type Conn struct{ nc *nats.Conn }
 func (c *Conn) Connected() bool { return c.nc.IsConnected() }
 
 // Close sends what is buffered (acks above all), within two seconds, and
-// closes the connection.
+// closes the connection. A connection that is down has nothing to send it
+// on: it is closed at once (a worker process whose servers had gone waited
+// the two seconds on its way out).
 func (c *Conn) Close() {
-	_ = c.nc.FlushTimeout(2 * time.Second)
+	if c.nc.IsConnected() {
+		_ = c.nc.FlushTimeout(2 * time.Second)
+	}
 	c.nc.Close()
 }
 
