@@ -127,8 +127,8 @@ type Pool struct {
 	hardCtx    context.Context // canceled to abandon running tasks
 	hardCancel context.CancelFunc
 	// leaveCtx parents the pool's calls to the store: canceled leaveGrace
-	// after the running tasks were abandoned, so that a stop past its
-	// timeout ends within that grace even when the store does not answer.
+	// past the deadline of its stop, so that a stop ends within that
+	// grace of its deadline even when the store does not answer.
 	leaveCtx    context.Context
 	leaveCancel context.CancelFunc
 	stopOnce    sync.Once
