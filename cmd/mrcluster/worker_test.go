@@ -302,7 +302,7 @@ func TestAWorkerStoppedAfterItsServersEndsSoonAfterItsTimeout(t *testing.T) {
 	wp, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "2", "--sleep-scale", "1000", "--shutdown-timeout", "1s")
 	c := p.client()
 	j := c.Submit(t, "long", 6)
-	c.Await(t, j.ID, func(j client.Job) bool { return j.Tasks.Running == 2 })
+	c.Await(t, j.ID, func(j client.Job) bool { return j.Tasks.Running > 0 })
 	p.kill(t)
 	if err := wp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
