@@ -142,7 +142,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer, reg
 		sctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		if err := kinds.Stop(sctx); err != nil {
-			log.Debug("stopping", "err", err)
+			log.Debug("stopped without waiting longer for the watch of the kinds to end; the process exits all the same", "err", err)
 		}
 	}()
 	m := metrics.New()
