@@ -174,6 +174,8 @@ func ctx() context.Context {
 	return context.WithValue(context.Background(), paramsKey{}, params)
 }
 
+var errTruncated = errors.New("truncated input")
+
 // reader reads the length-prefixed fields of an input.
 type reader struct {
 	b   []byte
@@ -182,12 +184,12 @@ type reader struct {
 
 func (r *reader) bytes() []byte {
 	if r.err != nil || len(r.b) < 4 {
-		r.err = errors.New("truncated input")
+		r.err = errTruncated
 		return nil
 	}
 	n := binary.LittleEndian.Uint32(r.b)
 	if uint64(n) > uint64(len(r.b)-4) {
-		r.err = errors.New("truncated input")
+		r.err = errTruncated
 		return nil
 	}
 	v := r.b[4 : 4+n]
@@ -197,7 +199,7 @@ func (r *reader) bytes() []byte {
 
 func (r *reader) u64() uint64 {
 	if r.err != nil || len(r.b) < 8 {
-		r.err = errors.New("truncated input")
+		r.err = errTruncated
 		return 0
 	}
 	v := binary.LittleEndian.Uint64(r.b)
@@ -233,6 +235,10 @@ type table struct {
 }
 
 type entry struct {
+	// a and b are the key's first 16 bytes, zero-padded (the key itself
+	// when it is that short, as most words are, so that a lookup compares
+	// two words and never reads the arena); a longer key's hash is in b.
+	a, b       uint64
 	hash       uint32
 	start, end int32 // the key, in arena
 	count      int64 // the value, when sum
@@ -253,73 +259,47 @@ func mix(x uint64) uint64 {
 }
 
 // addCombined folds the pair k, v into the combined table: the emit of a
-// kind with a combiner. It is written out without calls of its own, and
-// is a function rather than a method, which an emit would reach through a
-// wrapper (Go does not inline functions with switches and loops of this
-// size): in WebAssembly a call of Go code costs more than a lookup, and a
-// word count adds once per word.
+// kind with a combiner. It is written for the way Go compiles to
+// WebAssembly, where every jump that does not fall through to the next
+// block goes through the function's dispatch table and every call costs
+// more than a lookup: it is a function rather than a method (which an emit
+// would reach through a wrapper), calls nothing on its way to a known key,
+// and a key of up to 16 bytes (most words) is read with two loads, masked
+// to its length, taking no loop and no switch.
 func addCombined(k, v []byte) {
 	t := &combined
 	if len(t.slots) == 0 {
 		t.slots = make([]int32, 1024)
 	}
-	// The hash: keys of up to 16 bytes, most words, take no loop, each of
-	// their bytes being in one of two overlapping loads (a loop iteration
-	// of Go code is a jump through its function's dispatch in
-	// WebAssembly). a and b are also what equal compares below.
 	n := len(k)
 	var a, b uint64
-	switch {
-	case n > 16:
-		for i := 0; i < n-8; i += 8 {
-			a = mix(a ^ binary.LittleEndian.Uint64(k[i:]))
-		}
-		b = binary.LittleEndian.Uint64(k[n-8:])
-	case n >= 8:
-		a, b = binary.LittleEndian.Uint64(k), binary.LittleEndian.Uint64(k[n-8:])
-	case n >= 4:
-		a, b = uint64(binary.LittleEndian.Uint32(k)), uint64(binary.LittleEndian.Uint32(k[n-4:]))
-	case n > 0:
-		a = uint64(k[0])<<16 | uint64(k[n>>1])<<8 | uint64(k[n-1])
+	if n <= 16 && cap(k) >= 16 {
+		// The bytes past the key up to its slice's capacity are the
+		// input's, readable; the masks keep only the key's. A shift of 64
+		// or more gives 0 in Go, so a mask of a whole word is all ones.
+		w := k[:16]
+		a = binary.LittleEndian.Uint64(w) & (1<<(8*uint(n)) - 1)
+		b = binary.LittleEndian.Uint64(w[8:]) & (1<<(8*uint(max(n-8, 0))) - 1)
+	} else {
+		a, b = fingerprint(k)
 	}
-	h := uint32(mix(a ^ mix(b^uint64(n))))
+	h := uint32(mix(a ^ b*0x9e3779b97f4a7c15 ^ uint64(n)))
 	mask := uint32(len(t.slots) - 1)
 	p := h & mask
 	for s := t.slots[p]; s != 0; s = t.slots[p] {
 		e := &t.entries[s-1]
-		if e.hash == h && int(e.end-e.start) == n {
-			key := t.arena[e.start:e.end]
-			var same bool
-			switch {
-			case n > 16:
-				same = string(key) == string(k)
-			case n >= 8:
-				same = binary.LittleEndian.Uint64(key) == a && binary.LittleEndian.Uint64(key[n-8:]) == b
-			case n >= 4:
-				same = uint64(binary.LittleEndian.Uint32(key)) == a && uint64(binary.LittleEndian.Uint32(key[n-4:])) == b
-			case n > 0:
-				same = uint64(key[0])<<16|uint64(key[n>>1])<<8|uint64(key[n-1]) == a
-			default:
-				same = true
-			}
-			if same {
-				if !t.sum {
-					old := len(t.vals[s-1])
-					t.vals[s-1] = kind.Combine(k, t.vals[s-1], v)
-					t.size += len(t.vals[s-1]) - old
-				} else if len(v) == 1 && v[0] >= '0' && v[0] <= '9' { // a count of one digit: most emits
-					e.count += int64(v[0] - '0')
-				} else {
-					c, _ := parseInt(v) // not an integer: 0, as SumCombine
-					e.count += c
-				}
+		if e.a == a && e.b == b && int(e.end-e.start) == n && (n <= 16 || t.sameKey(e, k)) {
+			if t.sum && len(v) == 1 && v[0]-'0' <= 9 { // a count of one digit: most emits
+				e.count += int64(v[0] - '0')
 				return
 			}
+			t.fold(s-1, k, v)
+			return
 		}
 		p = (p + 1) & mask
 	}
 	t.slots[p] = int32(len(t.entries)) + 1
-	e := entry{hash: h, start: int32(len(t.arena))}
+	e := entry{a: a, b: b, hash: h, start: int32(len(t.arena))}
 	t.arena = append(t.arena, k...)
 	e.end = int32(len(t.arena))
 	if t.sum {
@@ -328,10 +308,46 @@ func addCombined(k, v []byte) {
 		t.vals = append(t.vals, append([]byte(nil), v...))
 	}
 	t.entries = append(t.entries, e)
-	t.size += len(k) + len(v) + 32
+	t.size += len(k) + len(v) + 48
 	if len(t.entries)*2 > len(t.slots) {
 		t.grow()
 	}
+}
+
+// sameKey reports whether e's key, as long as k and of the same
+// fingerprint, is k.
+func (t *table) sameKey(e *entry, k []byte) bool {
+	return string(t.arena[e.start:e.end]) == string(k)
+}
+
+// fold adds v to the value of entry i, of key k: what addCombined does but
+// for a count of one digit.
+func (t *table) fold(i int32, k, v []byte) {
+	if t.sum {
+		c, _ := parseInt(v) // not an integer: 0, as SumCombine
+		t.entries[i].count += c
+		return
+	}
+	old := len(t.vals[i])
+	t.vals[i] = kind.Combine(k, t.vals[i], v)
+	t.size += len(t.vals[i]) - old
+}
+
+// fingerprint returns what addCombined compares a key by, for a key it
+// cannot read with two masked loads: a key of up to 16 bytes zero-padded
+// (the same words as the loads give), a longer one's first 8 bytes and a
+// hash of the whole.
+func fingerprint(k []byte) (a, b uint64) {
+	if n := len(k); n <= 16 {
+		var w [16]byte
+		copy(w[:], k)
+		return binary.LittleEndian.Uint64(w[:]), binary.LittleEndian.Uint64(w[8:])
+	}
+	a = binary.LittleEndian.Uint64(k)
+	for i := 8; i+8 <= len(k); i += 8 {
+		b = mix(b ^ binary.LittleEndian.Uint64(k[i:]))
+	}
+	return a, mix(b ^ binary.LittleEndian.Uint64(k[len(k)-8:]))
 }
 
 // grow doubles the slots and places every key again.
@@ -370,7 +386,6 @@ func callMap(in, out []byte) ([]byte, error) {
 	if kind.Combine != nil && len(in) == 0 {
 		return combined.drain(out), nil
 	}
-	r := reader{b: in}
 	emit := func(k, v []byte) {
 		out = appendBytes(appendBytes(out, k), v)
 	}
@@ -379,13 +394,25 @@ func callMap(in, out []byte) ([]byte, error) {
 	}
 	c := ctx()
 	name := ""
-	for len(r.b) > 0 {
-		file := r.bytes()
-		line := r.u64()
-		text := r.bytes()
-		if r.err != nil {
-			return nil, r.err
+	// Each record: file (a field), line (8 bytes), text (a field), read
+	// here with no call (a call of Go code costs in WebAssembly what a
+	// short line's word count does).
+	for b := in; len(b) > 0; {
+		if len(b) < 4 {
+			return nil, errTruncated
 		}
+		n := uint64(binary.LittleEndian.Uint32(b))
+		if n+16 > uint64(len(b)) {
+			return nil, errTruncated
+		}
+		file, line := b[4:4+n], binary.LittleEndian.Uint64(b[4+n:])
+		b = b[12+n:]
+		n = uint64(binary.LittleEndian.Uint32(b))
+		if n+4 > uint64(len(b)) {
+			return nil, errTruncated
+		}
+		text := b[4 : 4+n]
+		b = b[4+n:]
 		if string(file) != name { // the lines of a batch mostly share a file: one string for them
 			name = string(file)
 		}
