@@ -181,6 +181,11 @@ type Coordinator struct {
 	// stored results of the job because the store did not answer:
 	// Reconcile leaves the job's tasks alone meanwhile (resultsWaiting).
 	unapplied map[string]time.Time
+	// behindAt is the results' acknowledged floor a look of Reconcile last
+	// found below what it waited for, and behindSince since when it has
+	// not moved (resultsBehind).
+	behindAt    uint64
+	behindSince time.Time
 	// The most each map held since it was last copied small (mapx): a
 	// burst of jobs grows them, and maps do not shrink by themselves.
 	cacheHigh, dursHigh, startsHigh, submittingHigh int
@@ -2035,6 +2040,16 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 	if err != nil {
 		return 0, fmt.Errorf("read the task queue: %w", err)
 	}
+	// A task acknowledged before the read passed it had its result stored
+	// before: by the read's end. The results stored by then must all be
+	// applied before a task is taken for lost (a coordinator that died
+	// holding some leaves them for its consumer's ack wait: a chaos run of
+	// 2026-12-07 queued again a task whose result was applied 0.7 s later,
+	// and it ran twice with nothing in its history to say why).
+	stored, err := c.cfg.Store.Results.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read the results' state: %w", err)
+	}
 	// A task not in the queue was lost, or ended while the queue was read
 	// (workers take tasks meanwhile): it is queued again only if it still
 	// is not done a moment later, nor running.
@@ -2094,6 +2109,15 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 		return 0, ctx.Err()
 	case <-time.After(reconcileSettle):
 	}
+	applied, err := c.cfg.Store.Results.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read the results' state: %w", err)
+	}
+	if c.resultsBehind(stored.Last, applied, time.Now()) {
+		c.log.Debug("tasks look lost from the queue, but results stored before it was read are not applied yet; looking again later",
+			"jobs", len(suspects), "results_up_to", stored.Last, "applied_up_to", applied.Acked)
+		return 0, nil
+	}
 	for _, id := range suspects {
 		lost, j, err := missing(id)
 		if err != nil {
@@ -2123,6 +2147,36 @@ func (c *Coordinator) Reconcile(ctx context.Context, undone map[string]int) (que
 // reconcileSettle is how long Reconcile lets the results of tasks that
 // ended while it read the queue arrive.
 var reconcileSettle = 2 * time.Second
+
+// resultsBehind reports whether Reconcile should wait for the results
+// stored up to sequence last, which the results' consumer (info) has not
+// all acknowledged: not once its acknowledged floor has stood still for
+// behindFor, twice the consumer's ack wait at least, by when every lease
+// of a dead coordinator ran out and its results were delivered again. A
+// floor that stands still that long is stuck (a result JetStream will not
+// serve, the consumer's own trouble), and a task that waits on it waits
+// for ever: its tasks are taken for lost, and the warning says why.
+func (c *Coordinator) resultsBehind(last uint64, info store.StreamInfo, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if info.Acked >= last {
+		c.behindSince = time.Time{}
+		return false
+	}
+	if c.behindSince.IsZero() || info.Acked != c.behindAt {
+		c.behindAt, c.behindSince = info.Acked, now
+	}
+	if now.Sub(c.behindSince) < max(behindFor, 2*info.AckWait) {
+		return true
+	}
+	c.log.Warn("results stored long ago are still not applied: the results' consumer has not moved past them; tasks that look lost are queued again, and may run twice",
+		"acknowledged_up_to", info.Acked, "stored_up_to", last, "since", c.behindSince)
+	return false
+}
+
+// behindFor is the least time resultsBehind waits for a results' floor that
+// does not move.
+var behindFor = time.Minute
 
 // unappliedFor is how long after this server last failed to apply a job's
 // stored results Reconcile takes none of its tasks for lost.

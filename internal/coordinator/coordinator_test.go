@@ -2113,6 +2113,109 @@ func TestAResultWaitingForTheStoreIsNotTakenForALostTask(t *testing.T) {
 	}
 }
 
+// A task whose result is stored but held by a coordinator that died before
+// applying it (its lease runs out only after the consumer's ack wait) is
+// not lost either: the repair's look at a stuck queue waits for the results
+// stored before it to be applied, where it queued the task again and it ran
+// twice with nothing in its history to say why (a chaos run, 2026-12-07:
+// servers SIGKILLed, the result applied 0.7 s after the task was queued
+// again).
+func TestAResultHeldByADeadCoordinatorIsNotTakenForALostTask(t *testing.T) {
+	f := storeFixture(t, func(kv store.KV) store.KV { return kv })
+	f.store.Results = memstore.NewStream(time.Second, false) // a lease of 1 s, not 10
+	first := f.coordinator()
+	j, err := first.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Stop(f.ctx); err != nil { // it dies: nothing applies results now
+		t.Fatal(err)
+	}
+	tasks := f.take(2)
+	f.report(result(tasks[0], 1), result(tasks[1], 1))
+	// A coordinator takes the results and dies before it acknowledges them:
+	// they stay leased to it for the ack wait (1 s here).
+	held := 0
+	if err := f.store.Results.Fetch(f.ctx, 1, time.Second, func(store.Delivery) { held++ }); err != nil || held != 1 {
+		t.Fatalf("took %d result messages (%v); want the one", held, err)
+	}
+	settle := reconcileSettle
+	reconcileSettle = 50 * time.Millisecond
+	t.Cleanup(func() { reconcileSettle = settle })
+	second := f.coordinator()
+	queuedAgain, err := second.Reconcile(f.ctx, map[string]int{j.ID: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if queuedAgain != 0 || f.queued() != 0 {
+		t.Fatalf("the look queued %d tasks again (%d in the queue); want none: their results wait for their lease to run out", queuedAgain, f.queued())
+	}
+	done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() })
+	if done.State != job.Succeeded || done.Done != 2 {
+		t.Fatalf("job ended %s with %d tasks done; want succeeded with 2", done.State, done.Done)
+	}
+	// Once they are applied, a look has nothing to wait for: the check
+	// does not hold back a look for ever.
+	if queuedAgain, err := second.Reconcile(f.ctx, map[string]int{j.ID: 2}); err != nil || queuedAgain != 0 {
+		t.Fatalf("a look at the ended job queued %d tasks (%v)", queuedAgain, err)
+	}
+}
+
+// A results' consumer whose acknowledged floor never moves (a result
+// JetStream will not serve) does not hold the repair back for ever: once
+// the floor has stood still for twice the ack wait, tasks lost from the
+// queue are queued again.
+func TestAStuckResultsConsumerDoesNotHoldTheRepairBack(t *testing.T) {
+	f := storeFixture(t, func(kv store.KV) store.KV { return kv })
+	f.store.Results = stuckFloor{memstore.NewStream(time.Second, false)} // leases of 1 s, not 10
+	settle, behind := reconcileSettle, behindFor
+	reconcileSettle, behindFor = 10*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { reconcileSettle, behindFor = settle, behind })
+	f.c = f.coordinator()
+	other, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.report(result(f.take(1)[0], 1)) // a result stored: the floor, stuck at 0, is below it
+	f.await(other.ID, func(j *job.Job) bool { return j.State.Terminal() })
+	j, err := f.c.Submit(f.ctx, job.Spec{Kind: "noop", Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.take(2) // taken, and no result will come: lost
+	if n, err := f.c.Reconcile(f.ctx, map[string]int{j.ID: 2}); err != nil || n != 0 {
+		t.Fatalf("the first look queued %d tasks (%v); want none while results may still be applied", n, err)
+	}
+	for {
+		n, err := f.c.Reconcile(f.ctx, map[string]int{j.ID: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 {
+			break
+		}
+		if n != 0 || f.ctx.Err() != nil {
+			t.Fatalf("a look queued %d tasks again; want both once the floor stood still long enough (%v)", n, f.ctx.Err())
+		}
+	}
+	for _, task := range f.take(2) {
+		f.report(result(task, 1))
+	}
+	if done := f.await(j.ID, func(j *job.Job) bool { return j.State.Terminal() }); done.State != job.Succeeded || done.Done != 2 {
+		t.Fatalf("job ended %s with %d tasks done; want succeeded with 2", done.State, done.Done)
+	}
+}
+
+// stuckFloor is a results stream whose consumer never acknowledges past
+// sequence 0, to Info.
+type stuckFloor struct{ store.Stream }
+
+func (s stuckFloor) Info(ctx context.Context) (store.StreamInfo, error) {
+	info, err := s.Stream.Info(ctx)
+	info.Acked = 0
+	return info, err
+}
+
 // cutUpdates refuses conditional writes while cut, as a store cut off by a
 // partition.
 type cutUpdates struct {

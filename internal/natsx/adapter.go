@@ -1626,7 +1626,13 @@ func (s *stream) counted(ctx context.Context, filter string) (uint64, error) {
 
 // Info sums the lanes' consumers.
 func (s *stream) Info(ctx context.Context) (store.StreamInfo, error) {
-	var out store.StreamInfo
+	// The stream's last sequence first: a lane that has nothing left to
+	// deliver nor acknowledge a moment later handled every message up to it.
+	st, err := s.st.Info(ctx)
+	if err != nil {
+		return store.StreamInfo{}, storeErr(err)
+	}
+	out := store.StreamInfo{Last: st.State.LastSeq, Acked: st.State.LastSeq}
 	for _, l := range s.lanesNow(ctx) {
 		cons, err := s.shared(ctx, l)
 		if err != nil {
@@ -1639,6 +1645,9 @@ func (s *stream) Info(ctx context.Context) (store.StreamInfo, error) {
 		out.Waiting += int(info.NumPending)
 		out.Leased += info.NumAckPending
 		out.AckWait = info.Config.AckWait
+		if info.NumPending > 0 || info.NumAckPending > 0 {
+			out.Acked = min(out.Acked, info.AckFloor.Stream)
+		}
 	}
 	return out, nil
 }

@@ -235,6 +235,11 @@ type StreamInfo struct {
 	Waiting int
 	Leased  int
 	AckWait time.Duration
+	// Last is the sequence of the last message stored when the info was
+	// taken, and Acked how far the shared consumer (each of its lanes) had
+	// acknowledged, or passed as gone, every message then: Acked >= n says
+	// every message up to sequence n was handled.
+	Last, Acked uint64
 }
 
 // Delivery is a message taken from a stream, held under a lease.

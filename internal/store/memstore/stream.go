@@ -366,15 +366,17 @@ func (s *Stream) Info(ctx context.Context) (store.StreamInfo, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	info := store.StreamInfo{AckWait: s.ackWait}
+	info := store.StreamInfo{AckWait: s.ackWait, Last: s.seq, Acked: s.seq}
 	for _, m := range s.msgs {
 		switch {
 		case m.done:
+			continue
 		case m.delivered == 0:
 			info.Waiting++
 		default:
 			info.Leased++
 		}
+		info.Acked = min(info.Acked, m.seq-1)
 	}
 	return info, nil
 }

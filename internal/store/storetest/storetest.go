@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("QueueKindLanes", func(t *testing.T) { testKindLanes(t, open(t).Tasks) })
 	t.Run("QueueLaterLanes", func(t *testing.T) { testLaterLanes(t, open(t).Tasks) })
 	t.Run("ResultsHistory", func(t *testing.T) { testHistory(t, open(t).Results) })
+	t.Run("ResultsAcked", func(t *testing.T) { testAcked(t, open(t).Results) })
 	t.Run("Blobs", func(t *testing.T) { testBlobs(t, open(t).Shuffle) })
 	t.Run("Notices", func(t *testing.T) { testNotices(t, open(t).Notices) })
 }
@@ -700,6 +701,58 @@ func testHistory(t *testing.T, s store.Stream) {
 	if got, err := s.Read(ctx(t), "j1", 100); err != nil || len(got) != 2 {
 		t.Fatalf("PurgeAcked of another key took j1's history: %q %v", got, err)
 	}
+}
+
+// testAcked: Info's Last is the last message's sequence, and Acked stays
+// below every message not acknowledged yet (leased or never delivered),
+// reaching Last once all are.
+func testAcked(t *testing.T, s store.Stream) {
+	info := func() store.StreamInfo {
+		t.Helper()
+		info, err := s.Info(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info
+	}
+	publish(t, s, store.Message{Key: "j1", Data: []byte("1")}, store.Message{Key: "j2", Data: []byte("2")}, store.Message{Key: "j1", Data: []byte("3")})
+	before := info()
+	if before.Last == 0 || before.Acked >= before.Last {
+		t.Fatalf("three messages stored, none delivered: %+v; want Acked below Last", before)
+	}
+	ds := fetch(t, s, 2, 5*time.Second)
+	if len(ds) != 2 {
+		t.Fatalf("fetched %d messages, want 2", len(ds))
+	}
+	first := ds[0].Seq()
+	// An acknowledgement reaches JetStream's consumer a little after Ack
+	// returns: Info is asked again until the store caught up.
+	awaitAcked := func(want func(store.StreamInfo) bool, what string) store.StreamInfo {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := info()
+			if want(got) {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("info %+v; want %s", got, what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_ = ds[0].Ack()
+	awaitAcked(func(i store.StreamInfo) bool { return i.Acked >= first && i.Acked < i.Last },
+		"the first acknowledged, the second leased and the third waiting: Acked at the first, below Last")
+	_ = ds[1].Ack()
+	if got := info(); got.Acked >= got.Last {
+		t.Fatalf("the last message never delivered: %+v; want Acked below Last", got)
+	}
+	for _, d := range fetch(t, s, 1, 5*time.Second) {
+		_ = d.Ack()
+	}
+	awaitAcked(func(i store.StreamInfo) bool { return i.Acked == i.Last && i.Last == before.Last },
+		"every message acknowledged: Acked at Last")
 }
 
 func testBlobs(t *testing.T, b store.Blobs) {
