@@ -2154,8 +2154,9 @@ func TestAResultHeldByADeadCoordinatorIsNotTakenForALostTask(t *testing.T) {
 	if done.State != job.Succeeded || done.Done != 2 {
 		t.Fatalf("job ended %s with %d tasks done; want succeeded with 2", done.State, done.Done)
 	}
-	// Once they are applied, a look has nothing to wait for: the check
-	// does not hold back a look for ever.
+	// Once they are applied, the job has ended: a look queues nothing of
+	// it. (That a floor that never moves does not hold a look back for
+	// ever is TestAStuckResultsConsumerDoesNotHoldTheRepairBack's.)
 	if queuedAgain, err := second.Reconcile(f.ctx, map[string]int{j.ID: 2}); err != nil || queuedAgain != 0 {
 		t.Fatalf("a look at the ended job queued %d tasks (%v)", queuedAgain, err)
 	}
