@@ -303,3 +303,70 @@ func TestATaskThatKillsItsWorkersFailsItsJob(t *testing.T) {
 	default:
 	}
 }
+
+// A task that kills its worker process takes down the tasks running
+// beside it too, and the queue delivers them again together. Those that
+// ran beside it twice run alone in their pool, end, and succeed; the
+// killer runs alone from then on and alone is taken for what kills the
+// workers: its job fails after --max-lost-runs deaths, the others'
+// succeed. (Before, every death counted against them all, and every job
+// that ran beside the killer failed with it.)
+func TestTasksBesideAKillerAreNotTakenForIt(t *testing.T) {
+	ownKinds(t)
+	p := start(t, t.TempDir(), nil, "--workers", "0", "--max-lost-runs", "4", "--ack-wait", "1s")
+	c := p.client()
+	c.PutFile(t, "in", "a.txt", []byte("one two\nthree one\n"))
+	worker := func() *proc {
+		w, _ := launch(t, workerReady, nil, "worker", "--nats", p.nats, "--concurrency", "4", "--name", "shared")
+		return w
+	}
+	w := worker()
+	var naps []string
+	for range 3 {
+		j := c.SubmitSpec(t, client.Spec{Kind: "nap", Input: []string{"in"}, Partitions: 1, Reducers: 1, Params: map[string]any{"seconds": 5}})
+		naps = append(naps, j.ID)
+	}
+	for _, id := range naps {
+		c.Await(t, id, func(client.Job) bool { return runningAttempt(t, c, "shared", id) > 0 })
+	}
+	killer := c.SubmitSpec(t, client.Spec{Kind: "killer", Input: []string{"in"}, Partitions: 1, Reducers: 1})
+	ended := func() bool {
+		for _, id := range append([]string{killer.ID}, naps...) {
+			if !c.Job(t, id).State.Terminal() {
+				return false
+			}
+		}
+		return true
+	}
+	deaths, timeout := 0, time.After(apitest.Timeout)
+	for tick := time.NewTicker(50 * time.Millisecond); !ended(); {
+		select {
+		case err := <-w.exited:
+			w.exited <- err // for the process's clean-up
+			if deaths++; deaths > 4 {
+				t.Fatalf("the worker died %d times; --max-lost-runs 4 allows the killer 4 runs", deaths)
+			}
+			w = worker()
+		case <-tick.C:
+		case <-timeout:
+			t.Fatalf("the jobs did not end: killer %s", apitest.Describe(c.Job(t, killer.ID)))
+		}
+	}
+	if k := c.Job(t, killer.ID); k.State != client.Failed || !strings.Contains(k.Error, "last 4 runs in a row ended with their worker lost") || deaths != 4 {
+		t.Fatalf("the killer's job after %d deaths: %s", deaths, apitest.Describe(k))
+	}
+	besideTwice := 0
+	for _, id := range naps {
+		j := c.Job(t, id)
+		states, h := mapStates(t, c, id)
+		if j.State != client.Succeeded || states["lost"] > 2 {
+			t.Fatalf("a job that ran beside the killer: %s; map history %v: %+v", apitest.Describe(j), states, h)
+		}
+		if states["lost"] == 2 {
+			besideTwice++
+		}
+	}
+	if besideTwice == 0 {
+		t.Fatal("no job ran beside the killer twice: the test did not test what it is for")
+	}
+}

@@ -164,6 +164,15 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 		default:
 		}
 		p.shedWaiting(tasks)
+		if on := p.soloing(); on != nil {
+			// A suspect runs alone: nothing is fetched until it ends.
+			select {
+			case <-p.stopping:
+				return
+			case <-on:
+			}
+			continue
+		}
 		if p.cfg.Paused != nil && p.parkedFull() {
 			// Tasks of a paused kind fill the pool: fetch again once
 			// some left (their job took them out of the queue).
@@ -203,6 +212,11 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 		// messages, it held a sixty-fourth of a fetch of bundles, and the
 		// fetch's read waited on the workers: what went back for want of a
 		// worker went a task a publish).
+		if !p.enter() {
+			// A suspect came to run alone meanwhile.
+			p.leave()
+			continue
+		}
 		leased := make(chan *lease, p.pace.tasksOf(n))
 		fetched := make(chan error, 1)
 		go func() {
@@ -292,6 +306,7 @@ func (p *Pool) feed(fetcher int, tasks chan *lease) {
 			timer.Stop()
 		}
 		err := <-fetched
+		p.leave()
 		if err != nil && p.stopCtx.Err() == nil {
 			now := time.Now()
 			if failing.IsZero() || now.Sub(failed) > 3*maxFetchBackoff {

@@ -171,6 +171,11 @@ type Pool struct {
 	laterStopped bool
 	laterWG      sync.WaitGroup
 
+	// tasks is the workers' channel; alone holds the other tasks off
+	// while a suspect runs (alone.go).
+	tasks chan *lease
+	alone alone
+
 	parkMu sync.Mutex
 	parked map[*lease]parkedTask // fetched tasks of paused kinds, not started
 
@@ -269,6 +274,12 @@ func New(cfg Config) *Pool {
 		},
 	}
 	p.stopCtx, p.stopCancel = context.WithCancel(context.Background())
+	p.alone.cond = sync.NewCond(&p.alone.mu)
+	context.AfterFunc(p.stopCtx, func() {
+		p.alone.mu.Lock()
+		defer p.alone.mu.Unlock()
+		p.alone.cond.Broadcast() // a suspect waiting to run alone gives its task back
+	})
 	p.leaveCtx, p.leaveCancel = context.WithCancel(context.Background())
 	p.rep.leave = p.leaveCtx
 	sortBuffer := mr.SortBufferWithin(cfg.SortBuffer, cfg.MemoryLimit, cfg.Concurrency)
@@ -347,6 +358,7 @@ func (p *Pool) Start(ctx context.Context) error {
 	p.resultsWG.Go(p.publishResults)
 	// A buffer lets the next fetch overlap the work on the previous one.
 	tasks := make(chan *lease, p.cfg.Concurrency)
+	p.tasks = tasks
 	var feeders sync.WaitGroup
 	for f := range fetchers {
 		feeders.Go(func() { p.feed(f, tasks) })
@@ -442,6 +454,23 @@ func (p *Pool) run(i int, l *lease) {
 		return
 	}
 	defer p.untrack(t.Job, i)
+	if lost := t.Lost + delivered - 1; lost >= suspectLostRuns && (t.MaxLostRuns <= 0 || lost < t.MaxLostRuns) && p.cfg.Concurrency > 1 {
+		if !p.beAlone() {
+			log().Debug("a task whose last runs were lost with their worker waits in the queue while another such task runs alone here", "lost_runs", lost)
+			p.giveBack(l)
+			return
+		}
+		defer p.unalone()
+		log().Info("this task's last runs in a row ended with their worker lost: it runs alone in its pool (the others ended, those held went back to the queue), so that if it is what kills the process, no other task is lost with it", "lost_runs", lost)
+	} else {
+		ok := p.enter()
+		defer p.leave()
+		if !ok {
+			log().Debug("a task goes back to the queue: a task whose last runs were lost with their worker runs alone in this pool")
+			p.giveBack(l)
+			return
+		}
+	}
 
 	start := time.Now().UTC()
 	worker := p.keys[i]

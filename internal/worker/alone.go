@@ -1,0 +1,112 @@
+package worker
+
+import (
+	"sync"
+)
+
+// suspectLostRuns is how many runs of a task in a row, ended with their
+// worker lost, make it a suspect: its next run is alone in its pool.
+//
+// A task that kills its process (it takes all the memory, and the
+// out-of-memory killer comes; a crash in native code) takes down with it
+// every task its pool runs or holds, and those lose their runs as it does.
+// The queue delivers them again together, to a pool that runs them
+// together again, so every death counted against the tasks beside the
+// killer too, and after --max-lost-runs deaths they failed their jobs with
+// it, as what kills their workers (Sidekiq's poison pills count the same
+// way). A suspect runs with nothing else of its pool: the pool lets the
+// tasks under way end, gives back to the queue those it holds unstarted,
+// and fetches none until the suspect ends. If it kills the process again,
+// it alone loses that run; a task that only ran beside it runs alone in
+// turn and ends, which starts its count again. One lost run in a row is
+// not enough: every task a server's crash interrupts has one, and running
+// each alone would hold up every pool after every crash.
+const suspectLostRuns = 2
+
+// alone is a pool's gate between suspects and the other tasks.
+type alone struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	// busy counts the pool's tasks past the gate (running, or being given
+	// back) and its fetches under way.
+	busy int
+	// on is open while a suspect waits to run alone or runs: a task that
+	// comes to the gate then goes back to the queue, and no fetch starts.
+	on chan struct{}
+}
+
+// enter lets an ordinary task (or a fetch) past the gate, unless a
+// suspect waits or runs alone (false). Either way leave must follow, once
+// the task ended or was given back (or the fetch handed its tasks over):
+// the suspect waits for it.
+func (p *Pool) enter() bool {
+	a := &p.alone
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.busy++
+	return a.on == nil
+}
+
+// leave ends what enter began.
+func (p *Pool) leave() {
+	a := &p.alone
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.busy--; a.busy == 0 {
+		a.cond.Broadcast()
+	}
+}
+
+// soloing returns what is closed when the suspect that runs alone now
+// ends, or nil when none does.
+func (p *Pool) soloing() <-chan struct{} {
+	a := &p.alone
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.on
+}
+
+// beAlone waits until nothing else of the pool runs, holding off the rest
+// meanwhile; the tasks waiting in the workers' channel go back to the
+// queue. It reports false, and holds nothing off, when another suspect
+// runs alone now or the pool stops: the caller gives its task back. After
+// true, unalone must follow once the task ended.
+//
+// The wait is as long as the longest task under way (each is bounded by
+// its timeout); the suspect's lease is kept alive meanwhile, as any held
+// task's.
+func (p *Pool) beAlone() bool {
+	a := &p.alone
+	a.mu.Lock()
+	if a.on != nil {
+		a.mu.Unlock()
+		return false
+	}
+	a.on = make(chan struct{})
+	for a.busy > 0 && p.stopCtx.Err() == nil {
+		a.cond.Wait()
+	}
+	a.mu.Unlock()
+	if p.stopCtx.Err() != nil {
+		p.unalone()
+		return false
+	}
+	if held := drain(p.tasks); len(held) > 0 {
+		p.assigned.Add(-int32(len(held)))
+		p.giveBackAll(held)
+	}
+	// Fetches stay small for a while: a fetch sized for fast tasks brings
+	// hundreds, and were they suspects too (two crashes in a row under
+	// them), all but one would go back at each.
+	p.pace.observe(2 * batchBudget)
+	return true
+}
+
+// unalone ends what beAlone began.
+func (p *Pool) unalone() {
+	a := &p.alone
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	close(a.on)
+	a.on = nil
+}
