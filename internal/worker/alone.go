@@ -27,8 +27,9 @@ const suspectLostRuns = 2
 type alone struct {
 	mu   sync.Mutex
 	cond *sync.Cond
-	// busy counts the pool's tasks past the gate (running, or being given
-	// back) and its fetches under way.
+	// busy counts the pool's tasks past the gate, from their start until
+	// their leases end (their results stored) or they wait for a retry,
+	// and its fetches under way.
 	busy int
 	// on is open while a suspect waits to run alone or runs: a task that
 	// comes to the gate then goes back to the queue, and no fetch starts.
@@ -36,9 +37,10 @@ type alone struct {
 }
 
 // enter lets an ordinary task (or a fetch) past the gate, unless a
-// suspect waits or runs alone (false). Either way leave must follow, once
-// the task ended or was given back (or the fetch handed its tasks over):
-// the suspect waits for it.
+// suspect waits or runs alone (false). Either way leave must follow (for
+// a task let in, through its lease: lease.gate), once its result is
+// stored or it went back (or the fetch handed its tasks over): the
+// suspect waits for it.
 func (p *Pool) enter() bool {
 	a := &p.alone
 	a.mu.Lock()

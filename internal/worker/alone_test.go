@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mrcluster/mrcluster/internal/job"
+	"github.com/mrcluster/mrcluster/internal/store"
 )
 
 // A task whose last two runs were lost with their worker runs alone in its
@@ -98,4 +99,73 @@ func TestATaskLostTwiceInARowRunsAlone(t *testing.T) {
 			t.Errorf("%s ran beside %v; a task lost twice in a row runs alone", id, beside[id])
 		}
 	}
+}
+
+// heldResults holds the results of job "held" until release is closed.
+type heldResults struct {
+	store.Stream
+	started chan struct{}
+	release chan struct{}
+}
+
+func (h *heldResults) Publish(ctx context.Context, msgs ...store.Message) []error {
+	for _, m := range msgs {
+		if rs, err := store.DecodeResults(m.Data); err == nil && len(rs) > 0 && rs[0].Job == "held" {
+			select {
+			case h.started <- struct{}{}:
+			default:
+			}
+			select {
+			case <-h.release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	return h.Stream.Publish(ctx, msgs...)
+}
+
+// A suspect waits for the results of the tasks that ended before it to be
+// stored too: were it to take the process down meanwhile, those tasks
+// would be lost with it, and counted so.
+func TestASuspectWaitsForTheResultsOnTheirWay(t *testing.T) {
+	started := make(chan string, 4)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, tk job.Task) (int64, error) {
+		started <- tk.Job
+		return 1, nil
+	}})
+	results := &heldResults{Stream: f.store.Results, started: make(chan struct{}, 1), release: make(chan struct{})}
+	s := *f.store
+	s.Results = results
+	f.store = &s
+	p := f.pool(2)
+	f.queue(task("held", 0, 1))
+	<-started
+	select {
+	case <-results.started:
+	case <-f.ctx.Done():
+		t.Fatal("the first task's result was never sent to the store")
+	}
+	sus := task("suspect", 0, 1)
+	sus.Lost, sus.MaxLostRuns = 2, 10
+	f.queue(sus)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.soloing() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the suspect never came to run alone")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Whatever would start it shows within this window (the suspect also
+	// waits for the fetch that brought it, up to its fetchWait).
+	time.Sleep(fetchWait + 500*time.Millisecond)
+	select {
+	case id := <-started:
+		t.Fatalf("%s started while the result of the task before it was on its way", id)
+	default:
+	}
+	close(results.release)
+	if id := <-started; id != "suspect" {
+		t.Fatalf("%s started; want the suspect", id)
+	}
+	f.results(2)
 }

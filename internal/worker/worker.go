@@ -463,13 +463,16 @@ func (p *Pool) run(i int, l *lease) {
 		defer p.unalone()
 		log().Info("this task's last runs in a row ended with their worker lost: it runs alone in its pool (the others ended, those held went back to the queue), so that if it is what kills the process, no other task is lost with it", "lost_runs", lost)
 	} else {
-		ok := p.enter()
-		defer p.leave()
-		if !ok {
+		if !p.enter() {
+			p.leave()
 			log().Debug("a task goes back to the queue: a task whose last runs were lost with their worker runs alone in this pool")
 			p.giveBack(l)
 			return
 		}
+		// Counted until its lease ends (its result stored, or it went
+		// back), or it waits for a retry: a suspect that started while
+		// its result was on its way would take it down too.
+		l.gate()
 	}
 
 	start := time.Now().UTC()
@@ -785,6 +788,9 @@ func (p *Pool) backoff(attempt int) time.Duration {
 // that stops queues its waiting retries at once; a pool that dies leaves
 // the message to be delivered again after the ack wait, as a lost run.
 func (p *Pool) later(l *lease, delay time.Duration, t job.Task) {
+	// A retry held here does not hold a suspect back (alone.go): it may be
+	// lost with it.
+	l.ungate()
 	p.laterMu.Lock()
 	defer p.laterMu.Unlock()
 	if p.laterStopped {
@@ -1083,6 +1089,8 @@ type lease struct {
 	// acked is set once the lease ended with an ack, released once it
 	// was let go without one (the message comes back after the ack wait).
 	acked, released bool
+	// gated: its task counts in the pool's alone.busy (gate).
+	gated bool
 }
 
 func (p *Pool) newLease(m store.Delivery) *lease {
@@ -1107,6 +1115,7 @@ func (l *lease) ack() {
 	m := l.end(true)
 	_ = m.Ack()
 	l.pool.let(l, m.Seq(), true) // after l.mu: track takes p.mu, then leases'
+	l.ungate()
 }
 
 // release stops renewing the lease without an ack.
@@ -1116,6 +1125,26 @@ func (l *lease) release() {
 		pt.letGo()
 	}
 	l.pool.let(l, d.Seq(), false)
+	l.ungate()
+}
+
+// gate counts the lease's task among those a suspect waits for (alone.go)
+// until ungate.
+func (l *lease) gate() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gated = true
+}
+
+// ungate ends what gate began, once.
+func (l *lease) ungate() {
+	l.mu.Lock()
+	gated := l.gated
+	l.gated = false
+	l.mu.Unlock()
+	if gated {
+		l.pool.leave()
+	}
 }
 
 // end stops renewing the lease, marks it acked or released, and returns
