@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/mrcluster/mrcluster/client"
@@ -356,6 +358,8 @@ func TestDashboardData(t *testing.T) {
 	text(ctx, t, `[data-test="history"]`, func(s string) bool {
 		return strings.Contains(s, "queued") && strings.Contains(s, "reduce phase") && strings.Contains(s, "succeeded")
 	}, "the job's history")
+	// Its five tasks, in the table under the timeline: the shot shows them.
+	text(ctx, t, `[data-test="tasks"] tbody`, func(s string) bool { return strings.Count(s, "done") == 5 }, "the job's tasks")
 	shot(ctx, t, "job-detail-wordcount.png")
 	fitsPhone(ctx, t, "a data job's page", "job-detail-phone.png")
 	out, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(document.querySelector('[data-test="download"]').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
@@ -626,7 +630,25 @@ func shot(ctx context.Context, t *testing.T, name string) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.scrollTo(0, 0); return true })()`)); err != nil {
 		t.Fatalf("scroll to the top for a screenshot: %v", err)
 	}
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	// The page's whole size, clipped to: without a clip, Chromium took the
+	// viewport alone now and then (a job's page cut at 860 of its 1,220
+	// pixels).
+	size, err := chromedp.Run(ctx, chromedp.Evaluate[[2]float64](`[document.documentElement.scrollWidth, document.documentElement.scrollHeight]`))
+	if err != nil {
+		t.Fatalf("the page's size for a screenshot: %v", err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.Action[[]byte](func(ctx context.Context, tg *chromedp.Target) ([]byte, error) {
+		r, err := cdp.Call(ctx, tg, page.CaptureScreenshot, page.CaptureScreenshotParams{
+			CaptureBeyondViewport: new(true),
+			FromSurface:           new(true),
+			Format:                page.CaptureScreenshotFormatPng,
+			Clip:                  &page.Viewport{Width: size[0], Height: size[1], Scale: 1},
+		})
+		if err != nil {
+			return nil, err
+		}
+		return r.Data, nil
+	}))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
