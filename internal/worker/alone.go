@@ -72,12 +72,13 @@ func (p *Pool) soloing() <-chan struct{} {
 // meanwhile; the tasks waiting in the workers' channel go back to the
 // queue. It reports false, and holds nothing off, when another suspect
 // runs alone now or the pool stops: the caller gives its task back. After
-// true, unalone must follow once the task ended.
+// true, unalone must follow once the task ended. waits is told, as the
+// wait begins, how many of the pool's tasks (and fetches) it waits for.
 //
 // The wait is as long as the longest task under way (each is bounded by
 // its timeout); the suspect's lease is kept alive meanwhile, as any held
 // task's.
-func (p *Pool) beAlone() bool {
+func (p *Pool) beAlone(waits func(busy int)) bool {
 	a := &p.alone
 	a.mu.Lock()
 	if a.on != nil {
@@ -85,6 +86,10 @@ func (p *Pool) beAlone() bool {
 		return false
 	}
 	a.on = make(chan struct{})
+	busy := a.busy
+	a.mu.Unlock()
+	waits(busy)
+	a.mu.Lock()
 	for a.busy > 0 && p.stopCtx.Err() == nil {
 		a.cond.Wait()
 	}

@@ -455,13 +455,16 @@ func (p *Pool) run(i int, l *lease) {
 	}
 	defer p.untrack(t.Job, i)
 	if lost := t.Lost + delivered - 1; lost >= suspectLostRuns && (t.MaxLostRuns <= 0 || lost < t.MaxLostRuns) && p.cfg.Concurrency > 1 {
-		if !p.beAlone() {
+		alone := p.beAlone(func(busy int) {
+			log().Info("this task's last runs in a row ended with their worker lost: it runs alone in its pool, so that if it is what kills the process no other task is lost with it; the pool lets the tasks under way end, gives back those it holds and fetches none until it ends",
+				"lost_runs", lost, "waits_for", busy)
+		})
+		if !alone {
 			log().Debug("a task whose last runs were lost with their worker waits in the queue while another such task runs alone here", "lost_runs", lost)
 			p.giveBack(l)
 			return
 		}
 		defer p.unalone()
-		log().Info("this task's last runs in a row ended with their worker lost: it runs alone in its pool (the others ended, those held went back to the queue), so that if it is what kills the process, no other task is lost with it", "lost_runs", lost)
 	} else {
 		if !p.enter() {
 			p.leave()
