@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync"
+	"time"
 )
 
 // suspectLostRuns is how many runs of a task in a row, ended with their
@@ -22,6 +23,10 @@ import (
 // not enough: every task a server's crash interrupts has one, and running
 // each alone would hold up every pool after every crash.
 const suspectLostRuns = 2
+
+// aloneWait bounds how long a suspect waits for its pool's tasks under way
+// to end (Config.aloneWait in tests).
+const aloneWait = time.Minute
 
 // alone is a pool's gate between suspects and the other tasks.
 type alone struct {
@@ -75,10 +80,12 @@ func (p *Pool) soloing() <-chan struct{} {
 // true, unalone must follow once the task ended. waits is told, as the
 // wait begins, how many of the pool's tasks (and fetches) it waits for.
 //
-// The wait is as long as the longest task under way (each is bounded by
-// its timeout); the suspect's lease is kept alive meanwhile, as any held
-// task's.
-func (p *Pool) beAlone(waits func(busy int)) bool {
+// The wait is as long as the longest task under way, up to aloneWait:
+// then the suspect runs beside what still runs (waited is told how many),
+// for a pool running tasks of hours must not idle for hours, nor the
+// suspect wait that long. The suspect's lease is kept alive meanwhile, as
+// any held task's; the pool fetches nothing until it ends.
+func (p *Pool) beAlone(waits func(busy int), waited func(busy int)) bool {
 	a := &p.alone
 	a.mu.Lock()
 	if a.on != nil {
@@ -89,14 +96,26 @@ func (p *Pool) beAlone(waits func(busy int)) bool {
 	busy := a.busy
 	a.mu.Unlock()
 	waits(busy)
+	late := false
+	tm := time.AfterFunc(p.cfg.aloneWait, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		late = true
+		a.cond.Broadcast()
+	})
+	defer tm.Stop()
 	a.mu.Lock()
-	for a.busy > 0 && p.stopCtx.Err() == nil {
+	for a.busy > 0 && p.stopCtx.Err() == nil && !late {
 		a.cond.Wait()
 	}
+	busy = a.busy
 	a.mu.Unlock()
 	if p.stopCtx.Err() != nil {
 		p.unalone()
 		return false
+	}
+	if busy > 0 {
+		waited(busy)
 	}
 	if held := drain(p.tasks); len(held) > 0 {
 		p.assigned.Add(-int32(len(held)))

@@ -169,3 +169,38 @@ func TestASuspectWaitsForTheResultsOnTheirWay(t *testing.T) {
 	}
 	f.results(2)
 }
+
+// A suspect waits for its pool's tasks under way only so long: past the
+// bound it runs beside them, so that a pool running a task of hours does
+// not idle for hours, nor the suspect wait that long.
+func TestASuspectWaitsForTheOthersOnlySoLong(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan string, 4)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(ctx context.Context, tk job.Task) (int64, error) {
+		started <- tk.Job
+		if tk.Job == "long" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+		return 1, nil
+	}})
+	f.pool(2, func(c *Config) { c.aloneWait = 500 * time.Millisecond })
+	f.queue(task("long", 0, 1))
+	<-started
+	sus := task("suspect", 0, 1)
+	sus.Lost, sus.MaxLostRuns = 2, 10
+	f.queue(sus)
+	select {
+	case id := <-started:
+		if id != "suspect" {
+			t.Fatalf("%s started; want the suspect", id)
+		}
+	case <-f.ctx.Done():
+		t.Fatal("the suspect never ran while a long task ran beside it")
+	}
+	close(release)
+	f.results(2)
+}

@@ -77,6 +77,10 @@ type Config struct {
 	// waitedLong is how long a fetched task may wait for a worker before
 	// the pool asks whether it is still in the queue (leftQueue).
 	waitedLong time.Duration
+	// aloneWait is how long a task whose last runs were lost waits for the
+	// pool's others to end before it runs beside them (alone.go; 0: a
+	// minute).
+	aloneWait time.Duration
 	// heldLong is how long a task of a fetch sized for fast tasks may wait
 	// in the pool for a worker before it goes back to the queue (heldLong
 	// when zero).
@@ -247,6 +251,9 @@ func New(cfg Config) *Pool {
 	}
 	if cfg.heldLong <= 0 {
 		cfg.heldLong = heldLong
+	}
+	if cfg.aloneWait <= 0 {
+		cfg.aloneWait = aloneWait
 	}
 	if cfg.recheck <= 0 {
 		cfg.recheck = fetchWait
@@ -458,6 +465,9 @@ func (p *Pool) run(i int, l *lease) {
 		alone := p.beAlone(func(busy int) {
 			log().Info("this task's last runs in a row ended with their worker lost: it runs alone in its pool, so that if it is what kills the process no other task is lost with it; the pool lets the tasks under way end, gives back those it holds and fetches none until it ends",
 				"lost_runs", lost, "waits_for", busy)
+		}, func(busy int) {
+			log().Warn("a task whose last runs were lost with their worker waited for its pool's other tasks to end, in vain: it runs beside them, and if it takes the process down they are lost with it",
+				"lost_runs", lost, "waited", p.cfg.aloneWait, "beside", busy)
 		})
 		if !alone {
 			log().Debug("a task whose last runs were lost with their worker waits in the queue while another such task runs alone here", "lost_runs", lost)
