@@ -247,7 +247,11 @@ type Worker struct {
 	// downloads, half by its merge) or a simulated one (short, long: its
 	// sleep), as of its last report (every few seconds at most); nil
 	// otherwise.
-	Progress    *float64  `json:"progress,omitempty"`
+	Progress *float64 `json:"progress,omitempty"`
+	// WaitsAlone is the job whose task the worker holds while its pool's
+	// other tasks end, to run it alone: the task's last runs were lost
+	// with their worker ("" otherwise).
+	WaitsAlone  string    `json:"waits_alone,omitempty"`
 	TasksDone   int64     `json:"tasks_done"`
 	TasksFailed int64     `json:"tasks_failed"`
 	StartedAt   time.Time `json:"started_at"`

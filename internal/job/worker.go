@@ -40,7 +40,11 @@ type WorkerStatus struct {
 	// task's, or a simulated one's; nil for a task that sets none, see
 	// Progress), as of the last write of the status: it is written at
 	// most every few seconds.
-	Progress    *float64  `json:"progress,omitempty"`
+	Progress *float64 `json:"progress,omitempty"`
+	// WaitsAlone is the job (the member, for a group's) whose task the
+	// worker holds while its pool's other tasks end, to run it alone: the
+	// task's last runs were lost with their worker (worker/alone.go).
+	WaitsAlone  string    `json:"waits_alone,omitempty"`
 	TasksDone   int64     `json:"tasks_done"`
 	TasksFailed int64     `json:"tasks_failed"`
 	StartedAt   time.Time `json:"started_at"`

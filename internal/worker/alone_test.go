@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -77,6 +78,27 @@ func TestATaskLostTwiceInARowRunsAlone(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// Its worker's status says what it waits for.
+	for waits := ""; waits == ""; {
+		entries, err := f.store.Workers.Entries(f.ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			var st job.WorkerStatus
+			if err := json.Unmarshal(e.Value, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.WaitsAlone != "" && (st.WaitsAlone != "suspect-a" && st.WaitsAlone != "suspect-b" || st.Busy) {
+				t.Fatalf("a worker's status while a suspect waits: %+v", st)
+			}
+			waits += st.WaitsAlone
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no worker's status says it waits to run a task alone")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	select {
 	case id := <-started:
 		t.Fatalf("%s started while the long task ran and a suspect waited to run alone", id)
@@ -92,6 +114,16 @@ func TestATaskLostTwiceInARowRunsAlone(t *testing.T) {
 		}
 	}
 	f.results(5)
+	for _, key := range []string{"test.0", "test.1", "test.2"} {
+		e, err := f.store.Workers.Get(f.ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st job.WorkerStatus
+		if err := json.Unmarshal(e.Value, &st); err != nil || st.WaitsAlone != "" {
+			t.Fatalf("%s's status once the suspects ran: %+v, %v; want no wait", key, st, err)
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for _, id := range []string{"suspect-a", "suspect-b"} {

@@ -462,13 +462,19 @@ func (p *Pool) run(i int, l *lease) {
 	}
 	defer p.untrack(t.Job, i)
 	if lost := t.Lost + delivered - 1; lost >= suspectLostRuns && (t.MaxLostRuns <= 0 || lost < t.MaxLostRuns) && p.cfg.Concurrency > 1 {
+		shown := t.Job
+		if t.Member != "" {
+			shown = t.Member
+		}
 		alone := p.beAlone(func(busy int) {
+			p.rep.set(i, func(s *job.WorkerStatus) { s.WaitsAlone = shown })
 			log().Info("this task's last runs in a row ended with their worker lost: it runs alone in its pool, so that if it is what kills the process no other task is lost with it; the pool lets the tasks under way end, gives back those it holds and fetches none until it ends",
 				"lost_runs", lost, "waits_for", busy)
 		}, func(busy int) {
 			log().Warn("a task whose last runs were lost with their worker waited for its pool's other tasks to end, in vain: it runs beside them, and if it takes the process down they are lost with it",
 				"lost_runs", lost, "waited", p.cfg.aloneWait, "beside", busy)
 		})
+		p.rep.set(i, func(s *job.WorkerStatus) { s.WaitsAlone = "" })
 		if !alone {
 			log().Debug("a task whose last runs were lost with their worker waits in the queue while another such task runs alone here", "lost_runs", lost)
 			p.giveBack(l)

@@ -93,6 +93,24 @@ export function waitingTasks<T extends { phase?: string; partition: number; stat
 // taskOf says which task of its job a busy worker runs: the phase (map or
 // reduce for data jobs) and the partition, the attempt past the first, and
 // whether it is a backup copy of a straggler.
+// workerState is what a worker card says a worker does: silent is whether
+// it has not been heard from lately. One that waits to run a task alone
+// holds a task whose last runs were lost with their worker, while its
+// pool's other tasks end.
+export function workerState(w: { busy: boolean; stopping: boolean; phase?: string; waits_alone?: string }, silent: boolean): string {
+  if (silent) return 'not answering'
+  if (w.stopping) return 'stopping'
+  if (w.busy) return w.phase === 'reduce' ? 'reducing' : 'busy'
+  return w.waits_alone ? 'waits to run alone' : 'free'
+}
+
+// workerJob is the job a worker card names: the one whose task it runs, or
+// waits to run alone; '–' for none.
+export function workerJob(w: { busy: boolean; job_id: string; waits_alone?: string }): string {
+  if (w.busy) return w.job_id
+  return w.waits_alone || '–'
+}
+
 export function taskOf(w: { phase?: string; partition: number; attempt: number; backup?: boolean }): string {
   const phase = w.phase === 'reduce' ? 'reduce' : w.phase === 'map' ? 'map' : 'partition'
   return `${phase} ${w.partition}${w.attempt > 1 ? ` · attempt ${w.attempt}` : ''}${w.backup ? ' · backup' : ''}`

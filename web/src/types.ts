@@ -59,6 +59,9 @@ export interface Worker {
   epoch?: number
   backup?: boolean
   task_started_at?: string
+  // the job whose task the worker holds, waiting for its pool's other tasks to end to run it
+  // alone (the task's last runs were lost with their worker)
+  waits_alone?: string
   // how far a data task has come, 0 to 1, as of its last report (a few seconds at most)
   progress?: number
   tasks_done: number

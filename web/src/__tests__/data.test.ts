@@ -3,7 +3,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import SubmitForm from '../SubmitForm.vue'
 import Datasets from '../Datasets.vue'
 import JobDetail from '../JobDetail.vue'
-import { axisLabel, elapsed, fieldOf, jobPercent, partialTasks, reduceInputs, storedName, taskOf, waitingTasks } from '../format'
+import { axisLabel, elapsed, fieldOf, jobPercent, partialTasks, reduceInputs, storedName, taskOf, waitingTasks, workerJob, workerState } from '../format'
 import type { Dataset, Job, Kind } from '../types'
 
 afterEach(() => vi.unstubAllGlobals())
@@ -254,6 +254,23 @@ describe('taskOf', () => {
     expect(taskOf({ partition: 3, attempt: 1 })).toBe('partition 3')
     expect(taskOf({ phase: 'map', partition: 0, attempt: 2 })).toBe('map 0 · attempt 2')
     expect(taskOf({ phase: 'reduce', partition: 1, attempt: 1, backup: true })).toBe('reduce 1 · backup')
+  })
+})
+
+describe('workerState and workerJob', () => {
+  const w = { busy: false, stopping: false, job_id: '' }
+  it('says what a worker does, and names its job', () => {
+    expect(workerState(w, false)).toBe('free')
+    expect(workerJob(w)).toBe('–')
+    expect(workerState({ ...w, busy: true, job_id: 'j1', phase: 'reduce' }, false)).toBe('reducing')
+    expect(workerJob({ ...w, busy: true, job_id: 'j1' })).toBe('j1')
+    expect(workerState({ ...w, busy: true }, true)).toBe('not answering')
+    expect(workerState({ ...w, busy: true, stopping: true }, false)).toBe('stopping')
+  })
+  it('says a worker waits to run a task alone, and for which job', () => {
+    const waiting = { ...w, waits_alone: 'j2' }
+    expect(workerState(waiting, false)).toBe('waits to run alone')
+    expect(workerJob(waiting)).toBe('j2')
   })
 })
 
