@@ -1528,7 +1528,12 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tHOST\tSTATE\tJOB\tPARTITION\tDONE")
 	for _, w := range workers {
-		state, part := "idle", "-"
+		state, part, jobID := "idle", "-", w.JobID
+		if !w.Busy && w.WaitsAlone != "" {
+			// A task whose last runs were lost with their worker: its
+			// pool lets its other tasks end before it runs it.
+			state, jobID = "waits to run alone", w.WaitsAlone
+		}
 		if w.Busy {
 			busy++
 			state, part = "busy", strconv.Itoa(w.Partition)
@@ -1539,7 +1544,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				part += fmt.Sprintf(" (%.0f%%)", 100**w.Progress)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", w.Key, w.Host, state, w.JobID, part, w.TasksDone)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", w.Key, w.Host, state, jobID, part, w.TasksDone)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -511,3 +511,34 @@ func TestDatasetPutRetriesWhileUnavailable(t *testing.T) {
 		t.Fatalf("bodies sent: %q; want the whole file three times", bodies)
 	}
 }
+
+// status names the job a worker waits to run alone, as it names a busy
+// worker's.
+func TestStatusShowsAWorkerWaitingToRunATaskAlone(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/api/v1/workers":
+			_, _ = w.Write([]byte(`{"workers":[{"key":"w.0","host":"h","busy":true,"job_id":"nap_1","partition":0,"tasks_done":3},` +
+				`{"key":"w.1","host":"h","busy":false,"job_id":"","waits_alone":"killer_2","tasks_done":1},{"key":"w.2","host":"h","busy":false,"job_id":"","tasks_done":0}]}`))
+		case "/api/v1/queue":
+			_, _ = w.Write([]byte(`{"depth":0,"jobs":[],"counts":{}}`))
+		case "/api/v1/kinds":
+			_, _ = w.Write([]byte(`{"kinds":[]}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	if err := status(ctx, []string{"--server", srv.URL}, &out, &errOut); err != nil {
+		t.Fatalf("status: %v (%s)", err, errOut.String())
+	}
+	for _, want := range []string{`(?m)^w\.0\s+h\s+busy\s+nap_1\s+0\s+3$`, `(?m)^w\.1\s+h\s+waits to run alone\s+killer_2\s+-\s+1$`, `(?m)^w\.2\s+h\s+idle\s+-?\s*-\s+0$`, `1 of 3 workers busy`} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Fatalf("status printed:\n%s\nwant a line matching %s", out.String(), want)
+		}
+	}
+}
