@@ -90,9 +90,6 @@ export function waitingTasks<T extends { phase?: string; partition: number; stat
   return [...last.values()].filter((t) => t.state === 'interrupted')
 }
 
-// taskOf says which task of its job a busy worker runs: the phase (map or
-// reduce for data jobs) and the partition, the attempt past the first, and
-// whether it is a backup copy of a straggler.
 // workerState is what a worker card says a worker does: silent is whether
 // it has not been heard from lately. One that waits to run a task alone
 // holds a task whose last runs were lost with their worker, while its
@@ -111,6 +108,9 @@ export function workerJob(w: { busy: boolean; job_id: string; waits_alone?: stri
   return w.waits_alone || '–'
 }
 
+// taskOf says which task of its job a busy worker runs: the phase (map or
+// reduce for data jobs) and the partition, the attempt past the first, and
+// whether it is a backup copy of a straggler.
 export function taskOf(w: { phase?: string; partition: number; attempt: number; backup?: boolean }): string {
   const phase = w.phase === 'reduce' ? 'reduce' : w.phase === 'map' ? 'map' : 'partition'
   return `${phase} ${w.partition}${w.attempt > 1 ? ` · attempt ${w.attempt}` : ''}${w.backup ? ' · backup' : ''}`
