@@ -64,6 +64,19 @@ func (p *Pool) leave() {
 	}
 }
 
+// handedBack tells a suspect waiting to run alone that a worker let go of
+// the task it took from the workers' channel (pool.assigned fell): the
+// suspect waits for every task handed to a worker, those a worker took
+// but has not yet brought to the gate too.
+func (p *Pool) handedBack() {
+	a := &p.alone
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.on != nil {
+		a.cond.Broadcast()
+	}
+}
+
 // soloing returns what is closed when the suspect that runs alone now
 // ends, or nil when none does.
 func (p *Pool) soloing() <-chan struct{} {
@@ -76,8 +89,9 @@ func (p *Pool) soloing() <-chan struct{} {
 // beAlone waits until nothing else of the pool runs, holding off the rest
 // meanwhile; the tasks waiting in the workers' channel go back to the
 // queue. It reports false, and holds nothing off, when another suspect
-// runs alone now or the pool stops: the caller gives its task back. After
-// true, unalone must follow once the task ended. waits is told, as the
+// runs alone now or the pool stops: the caller gives its task back, then
+// calls leave (its task is counted as busy until then). After true,
+// unalone must follow once the task ended. waits is told, as the
 // wait begins, how many of the pool's tasks (and fetches) it waits for.
 //
 // The wait is as long as the longest task under way, up to aloneWait:
@@ -89,6 +103,10 @@ func (p *Pool) beAlone(waits func(busy int), waited func(busy int)) bool {
 	a := &p.alone
 	a.mu.Lock()
 	if a.on != nil {
+		// Counted until it went back: the suspect that runs alone waits
+		// for that (a CI run saw a task that went back as another suspect
+		// started lose a run with it, twice, and fail its job).
+		a.busy++
 		a.mu.Unlock()
 		return false
 	}
@@ -104,22 +122,36 @@ func (p *Pool) beAlone(waits func(busy int), waited func(busy int)) bool {
 		a.cond.Broadcast()
 	})
 	defer tm.Stop()
-	a.mu.Lock()
-	for a.busy > 0 && p.stopCtx.Err() == nil && !late {
-		a.cond.Wait()
-	}
-	busy = a.busy
-	a.mu.Unlock()
-	if p.stopCtx.Err() != nil {
-		p.unalone()
-		return false
-	}
-	if busy > 0 {
-		waited(busy)
-	}
-	if held := drain(p.tasks); len(held) > 0 {
-		p.assigned.Add(-int32(len(held)))
-		p.giveBackAll(held)
+	for {
+		a.mu.Lock()
+		for (a.busy > 0 || p.assigned.Load() > 1) && p.stopCtx.Err() == nil && !late {
+			a.cond.Wait()
+		}
+		if p.stopCtx.Err() != nil {
+			close(a.on)
+			a.on = nil
+			a.busy++ // as above
+			a.mu.Unlock()
+			return false
+		}
+		a.mu.Unlock()
+		// What waits in the workers' channel goes back; a worker that
+		// took a task from it meanwhile is busy giving it back, and is
+		// waited for.
+		if held := drain(p.tasks); len(held) > 0 {
+			p.assigned.Add(-int32(len(held)))
+			p.giveBackAll(held)
+			continue
+		}
+		a.mu.Lock()
+		busy, over := a.busy+int(p.assigned.Load())-1, late
+		a.mu.Unlock()
+		if busy == 0 || over {
+			if busy > 0 {
+				waited(busy)
+			}
+			break
+		}
 	}
 	// Fetches stay small for a while: a fetch sized for fast tasks brings
 	// hundreds, and were they suspects too (two crashes in a row under

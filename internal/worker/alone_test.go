@@ -236,3 +236,65 @@ func TestASuspectWaitsForTheOthersOnlySoLong(t *testing.T) {
 	close(release)
 	f.results(2)
 }
+
+// heldGiveBacks holds the copies a pool gives back (Later) until release
+// is closed.
+type heldGiveBacks struct {
+	store.Stream
+	started chan struct{}
+	release chan struct{}
+}
+
+func (h *heldGiveBacks) Publish(ctx context.Context, msgs ...store.Message) []error {
+	if len(msgs) > 0 && msgs[0].Later {
+		select {
+		case h.started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+		}
+	}
+	return h.Stream.Publish(ctx, msgs...)
+}
+
+// Two suspects fetched together: one runs alone, the other goes back to
+// the queue, and the first starts only once the second is back (a CI run
+// saw the first kill its process while the second's give-back was on its
+// way: the second lost a run each time, and failed its job with the
+// first's).
+func TestASuspectWaitsForTheTasksGoingBack(t *testing.T) {
+	started := make(chan string, 4)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, tk job.Task) (int64, error) {
+		started <- tk.Job
+		return 1, nil
+	}})
+	tasks := &heldGiveBacks{Stream: f.store.Tasks, started: make(chan struct{}, 1), release: make(chan struct{})}
+	s := *f.store
+	s.Tasks = tasks
+	f.store = &s
+	suspect := func(id string) job.Task {
+		tk := task(id, 0, 1)
+		tk.Lost, tk.MaxLostRuns = 2, 10
+		return tk
+	}
+	f.queue(suspect("suspect-a"), suspect("suspect-b"))
+	f.pool(2)
+	select {
+	case <-tasks.started:
+	case id := <-started:
+		t.Fatalf("%s started before the other suspect went back", id)
+	case <-f.ctx.Done():
+		t.Fatal("neither suspect went back to the queue")
+	}
+	// Whatever would start shows within this window.
+	time.Sleep(fetchWait + 500*time.Millisecond)
+	select {
+	case id := <-started:
+		t.Fatalf("%s started while the other suspect was on its way back to the queue", id)
+	default:
+	}
+	close(tasks.release)
+	f.results(2)
+}

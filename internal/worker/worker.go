@@ -396,6 +396,7 @@ func (p *Pool) work(i int, tasks <-chan *lease) {
 			p.run(i, l)
 		}
 		p.assigned.Add(-1)
+		p.handedBack()
 		select {
 		case p.idleWake <- struct{}{}:
 		default:
@@ -478,14 +479,15 @@ func (p *Pool) run(i int, l *lease) {
 		if !alone {
 			log().Debug("a task whose last runs were lost with their worker waits in the queue while another such task runs alone here", "lost_runs", lost)
 			p.giveBack(l)
+			p.leave()
 			return
 		}
 		defer p.unalone()
 	} else {
 		if !p.enter() {
-			p.leave()
 			log().Debug("a task goes back to the queue: a task whose last runs were lost with their worker runs alone in this pool")
 			p.giveBack(l)
+			p.leave() // after: the suspect waits for it to be back
 			return
 		}
 		// Counted until its lease ends (its result stored, or it went
