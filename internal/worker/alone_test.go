@@ -50,12 +50,7 @@ func TestATaskLostTwiceInARowRunsAlone(t *testing.T) {
 	if got := <-started; got != "long" {
 		t.Fatalf("first task started: %s", got)
 	}
-	suspect := func(id string) job.Task {
-		tk := task(id, 0, 1)
-		tk.Lost, tk.MaxLostRuns = 2, 10
-		return tk
-	}
-	f.queue(suspect("suspect-a"), suspect("suspect-b"), task("ord-1", 0, 1), task("ord-2", 0, 1))
+	f.queue(suspectTask("suspect-a"), suspectTask("suspect-b"), task("ord-1", 0, 1), task("ord-2", 0, 1))
 	// The first suspect waits for the long task; the pool fetches nothing
 	// meanwhile, and gives back what it fetched with it.
 	deadline := time.Now().Add(10 * time.Second)
@@ -133,27 +128,38 @@ func TestATaskLostTwiceInARowRunsAlone(t *testing.T) {
 	}
 }
 
-// heldResults holds the results of job "held" until release is closed.
-type heldResults struct {
+// held holds the publishes that hold picks until release is closed, and
+// says so on started when the first comes.
+type held struct {
 	store.Stream
+	hold    func(msgs []store.Message) bool
 	started chan struct{}
 	release chan struct{}
 }
 
-func (h *heldResults) Publish(ctx context.Context, msgs ...store.Message) []error {
-	for _, m := range msgs {
-		if rs, err := store.DecodeResults(m.Data); err == nil && len(rs) > 0 && rs[0].Job == "held" {
-			select {
-			case h.started <- struct{}{}:
-			default:
-			}
-			select {
-			case <-h.release:
-			case <-ctx.Done():
-			}
+func holding(s store.Stream, hold func(msgs []store.Message) bool) *held {
+	return &held{Stream: s, hold: hold, started: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (h *held) Publish(ctx context.Context, msgs ...store.Message) []error {
+	if h.hold(msgs) {
+		select {
+		case h.started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-h.release:
+		case <-ctx.Done():
 		}
 	}
 	return h.Stream.Publish(ctx, msgs...)
+}
+
+// suspectTask is a task whose last two runs were lost with their worker.
+func suspectTask(id string) job.Task {
+	tk := task(id, 0, 1)
+	tk.Lost, tk.MaxLostRuns = 2, 10
+	return tk
 }
 
 // A suspect waits for the results of the tasks that ended before it to be
@@ -165,7 +171,15 @@ func TestASuspectWaitsForTheResultsOnTheirWay(t *testing.T) {
 		started <- tk.Job
 		return 1, nil
 	}})
-	results := &heldResults{Stream: f.store.Results, started: make(chan struct{}, 1), release: make(chan struct{})}
+	// The first task's result is held.
+	results := holding(f.store.Results, func(msgs []store.Message) bool {
+		for _, m := range msgs {
+			if rs, err := store.DecodeResults(m.Data); err == nil && len(rs) > 0 && rs[0].Job == "held" {
+				return true
+			}
+		}
+		return false
+	})
 	s := *f.store
 	s.Results = results
 	f.store = &s
@@ -177,9 +191,7 @@ func TestASuspectWaitsForTheResultsOnTheirWay(t *testing.T) {
 	case <-f.ctx.Done():
 		t.Fatal("the first task's result was never sent to the store")
 	}
-	sus := task("suspect", 0, 1)
-	sus.Lost, sus.MaxLostRuns = 2, 10
-	f.queue(sus)
+	f.queue(suspectTask("suspect"))
 	deadline := time.Now().Add(10 * time.Second)
 	for p.soloing() == nil {
 		if time.Now().After(deadline) {
@@ -222,9 +234,7 @@ func TestASuspectWaitsForTheOthersOnlySoLong(t *testing.T) {
 	f.pool(2, func(c *Config) { c.aloneWait = 500 * time.Millisecond })
 	f.queue(task("long", 0, 1))
 	<-started
-	sus := task("suspect", 0, 1)
-	sus.Lost, sus.MaxLostRuns = 2, 10
-	f.queue(sus)
+	f.queue(suspectTask("suspect"))
 	select {
 	case id := <-started:
 		if id != "suspect" {
@@ -235,28 +245,6 @@ func TestASuspectWaitsForTheOthersOnlySoLong(t *testing.T) {
 	}
 	close(release)
 	f.results(2)
-}
-
-// heldGiveBacks holds the copies a pool gives back (Later) until release
-// is closed.
-type heldGiveBacks struct {
-	store.Stream
-	started chan struct{}
-	release chan struct{}
-}
-
-func (h *heldGiveBacks) Publish(ctx context.Context, msgs ...store.Message) []error {
-	if len(msgs) > 0 && msgs[0].Later {
-		select {
-		case h.started <- struct{}{}:
-		default:
-		}
-		select {
-		case <-h.release:
-		case <-ctx.Done():
-		}
-	}
-	return h.Stream.Publish(ctx, msgs...)
 }
 
 // Two suspects fetched together: one runs alone, the other goes back to
@@ -270,16 +258,12 @@ func TestASuspectWaitsForTheTasksGoingBack(t *testing.T) {
 		started <- tk.Job
 		return 1, nil
 	}})
-	tasks := &heldGiveBacks{Stream: f.store.Tasks, started: make(chan struct{}, 1), release: make(chan struct{})}
+	// The copies the pool gives back are held.
+	tasks := holding(f.store.Tasks, func(msgs []store.Message) bool { return len(msgs) > 0 && msgs[0].Later })
 	s := *f.store
 	s.Tasks = tasks
 	f.store = &s
-	suspect := func(id string) job.Task {
-		tk := task(id, 0, 1)
-		tk.Lost, tk.MaxLostRuns = 2, 10
-		return tk
-	}
-	f.queue(suspect("suspect-a"), suspect("suspect-b"))
+	f.queue(suspectTask("suspect-a"), suspectTask("suspect-b"))
 	f.pool(2)
 	select {
 	case <-tasks.started:
