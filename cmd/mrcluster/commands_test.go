@@ -26,8 +26,16 @@ func TestCommandsAnsweredBeforeASIGKILLHold(t *testing.T) {
 
 	gone := c.Submit(t, "noop", 3)
 	c.Await(t, gone.ID, terminal)
+	// The job to retry is canceled while its kind is paused, so that it
+	// cannot end by itself first (its tasks may sleep no time at all).
+	if _, err := api.PauseKind(ctx, "long"); err != nil {
+		t.Fatal(err)
+	}
 	retried := c.Submit(t, "long", 2)
 	if _, err := api.Cancel(ctx, retried.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.ResumeKind(ctx, "long"); err != nil {
 		t.Fatal(err)
 	}
 	canceled := c.Submit(t, "long", 6)
