@@ -158,6 +158,21 @@ func TestDiskFullAndBack(t *testing.T) {
 	if j := b.job(t, before.ID); j.State != client.Succeeded || j.Result.Sum != 6 {
 		t.Fatalf("the job acknowledged before the disk filled: %s", apitest.Describe(j))
 	}
+	// Its tasks ended while the disk was full: the workers held their
+	// results and stored them once space was back, instead of running
+	// the tasks again (and again, while the disk stayed full).
+	attempts, err := c.API().Tasks(apitest.Context(t), before.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(attempts) != 6 {
+		t.Fatalf("the job acknowledged before the disk filled: %d attempts of its 6 tasks, want one each: %+v", len(attempts), attempts)
+	}
+	for _, a := range attempts {
+		if a.Attempt != 1 || a.Error != "" {
+			t.Fatalf("the job acknowledged before the disk filled: attempt %+v, want each task's first, done", a)
+		}
+	}
 	if r := c.Do(t, "PUT", "/api/v1/datasets/d?file=a.txt", "some text\n"); r.Status != http.StatusCreated && r.Status != http.StatusOK {
 		t.Fatalf("an upload after the recovery: %d %s", r.Status, r.Body)
 	}

@@ -410,17 +410,19 @@ func prefix(s string, n int) string {
 // of a lost run that an earlier record names already: a worker that meets
 // a task delivered again records the runs lost before, and when it dies
 // under the task in turn (a task that kills its workers) the next one
-// records them again; and the same record of a failed or an interrupted
-// run stored twice (Task.Carried: when it was made, and with the final
-// result).
+// records them again; the same record of a failed or an interrupted run
+// stored twice (Task.Carried: when it was made, and with the final
+// result); and any record stored twice by a worker that sent it again
+// when the store did not acknowledge the first (which it may have stored
+// all the same: a server paused, a leader changed).
 func DropRepeated(rs []TaskResult) []TaskResult {
 	type run struct {
 		phase              Phase
 		partition, attempt int
 		epoch              int
 		backup             bool
-		// worker and finished tell one failed or interrupted run from
-		// another (empty for a lost one's).
+		// worker and finished tell one run from another (empty for a
+		// lost one's).
 		worker   string
 		finished int64
 	}
@@ -428,16 +430,17 @@ func DropRepeated(rs []TaskResult) []TaskResult {
 	out := rs[:0:0]
 	for _, r := range rs {
 		k := run{r.Phase, r.Partition, r.Attempt, r.Epoch, r.Backup, "", 0}
-		switch r.Outcome {
-		case OutcomeInterrupted, OutcomeFailed, OutcomeStopped:
-			k.worker, k.finished = r.Worker, r.FinishedAt.UnixNano()
-			fallthrough
-		case OutcomeLost:
-			if seen[k] {
+		if r.Outcome != OutcomeLost {
+			if r.Worker == "" || r.FinishedAt.IsZero() {
+				out = append(out, r) // nothing tells it from another run
 				continue
 			}
-			seen[k] = true
+			k.worker, k.finished = r.Worker, r.FinishedAt.UnixNano()
 		}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
 		out = append(out, r)
 	}
 	return out

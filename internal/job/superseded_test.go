@@ -75,7 +75,7 @@ func TestRepeatedLostRunsAreShownOnce(t *testing.T) {
 }
 
 // An interrupted or a failed run's record stored twice (when it was made,
-// and with the final result) is shown once; another run's of the same
+// and with the final result), or a final result sent twice, is shown once; another run's of the same
 // attempt number (another worker, or another time) stays.
 func TestRepeatedInterruptedRunsAreShownOnce(t *testing.T) {
 	at := time.Date(2026, 12, 4, 4, 0, 0, 0, time.UTC)
@@ -83,9 +83,14 @@ func TestRepeatedInterruptedRunsAreShownOnce(t *testing.T) {
 		return TaskResult{Partition: 0, Attempt: 1, Phase: PhaseMap, Outcome: OutcomeInterrupted, Worker: worker, FinishedAt: finished}
 	}
 	failed := TaskResult{Partition: 0, Attempt: 2, Phase: PhaseMap, Outcome: OutcomeFailed, Worker: "a.0", FinishedAt: at, Error: "flaky"}
-	rs := []TaskResult{interrupted("a.0", at), interrupted("a.0", at), interrupted("b.0", at), interrupted("a.0", at.Add(time.Second)), failed, failed}
+	// A final result sent again when the store did not acknowledge it,
+	// which it had stored all the same.
+	done := TaskResult{Partition: 0, Attempt: 3, Phase: PhaseMap, Worker: "a.1", FinishedAt: at.Add(time.Minute), Value: 1}
+	other := done
+	other.Worker = "b.1" // another run of the same attempt number (a copy of the task)
+	rs := []TaskResult{interrupted("a.0", at), interrupted("a.0", at), interrupted("b.0", at), interrupted("a.0", at.Add(time.Second)), failed, failed, done, done, other}
 	got := DropRepeated(rs)
-	want := []TaskResult{rs[0], rs[2], rs[3], rs[4]}
+	want := []TaskResult{rs[0], rs[2], rs[3], rs[4], rs[6], rs[8]}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}

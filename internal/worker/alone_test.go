@@ -282,3 +282,35 @@ func TestASuspectWaitsForTheTasksGoingBack(t *testing.T) {
 	close(tasks.release)
 	f.results(2)
 }
+
+// A task going back to the queue whose copy the store does not take is
+// given back again while the pool holds it, not let go: let go, it came
+// back from the queue at once (a nak) as a lost run, and a task with two
+// lost runs is a suspect's neighbour no longer but a suspect itself.
+func TestATaskTheStoreDoesNotTakeBackIsGivenBackAgain(t *testing.T) {
+	started := make(chan string, 4)
+	f := newFixture(t, job.Kind{Name: "k", Map: func(_ context.Context, tk job.Task) (int64, error) {
+		started <- tk.Job
+		return 1, nil
+	}})
+	f.queue(suspectTask("suspect-a"), suspectTask("suspect-b"))
+	// The first two copies given back (Later) are refused.
+	tasks := f.refuseTasks(2, func(msgs []store.Message) bool { return len(msgs) > 0 && msgs[0].Later })
+	f.pool(2, func(c *Config) { c.storeAgainWait = 20 * time.Millisecond })
+	rs := f.results(2)
+	if left := tasks.left.Load(); left >= 0 {
+		t.Fatalf("%d refusals of a give-back left; want both met (the test did not test its case)", left+1)
+	}
+	for _, r := range rs {
+		if r.Outcome == job.OutcomeLost {
+			t.Fatalf("results: %+v; want no run lost", rs)
+		}
+	}
+	runs := map[string]int{}
+	for range 2 {
+		runs[<-started]++
+	}
+	if runs["suspect-a"] != 1 || runs["suspect-b"] != 1 {
+		t.Fatalf("runs: %v; want each task run once", runs)
+	}
+}

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"time"
+
 	"github.com/mrcluster/mrcluster/internal/job"
 	"github.com/mrcluster/mrcluster/internal/mr"
 	"github.com/mrcluster/mrcluster/internal/store"
@@ -18,7 +20,22 @@ type finished struct {
 	// shared: the task's job keeps its history in its record
 	// (job.LogInRecord), and its result goes out with other such jobs'.
 	shared bool
+	// failing is when the store first did not take the result, tries
+	// how many times it did not (storeAgain).
+	failing time.Time
+	tries   int
 }
+
+// storeAgainFor is how long a pool tries again to store the results of
+// tasks that ended, when the store does not take them (its server paused
+// or cut off, a leader being elected, a full disk), before it gives the
+// tasks up to run again. Their leases are renewed meanwhile, so no other
+// worker takes them while this one is reachable: a task of an hour is not
+// run again because its result met a store away for a minute.
+const storeAgainFor = 10 * time.Minute
+
+// storeAgainMax bounds the wait between two tries of a result's store.
+const storeAgainMax = 10 * time.Second
 
 // maxShared bounds the results of one message of several jobs' results.
 const maxShared = 64
@@ -94,7 +111,7 @@ func (p *Pool) store(batch []finished) {
 		}
 		m, err := store.ResultMessage(results, tasks[0].shared)
 		if err != nil {
-			p.retry(tasks, err)
+			p.retry(tasks, err) // it would fail the same way again
 			continue
 		}
 		if len(m.Data) > maxResultMessage && len(tasks) > 1 {
@@ -110,14 +127,49 @@ func (p *Pool) store(batch []finished) {
 	}
 	for i, err := range p.cfg.Store.Results.Publish(ctx, msgs...) {
 		if err != nil {
-			p.retry(sent[i], err)
+			p.storeAgain(sent[i], err)
 			continue
+		}
+		if f := sent[i][0]; f.tries > 0 {
+			p.log.Info("stored task results the store had not taken before; their tasks are not run again",
+				"job", f.result.Job, "results", len(sent[i]), "tries", f.tries+1, "after", time.Since(f.failing).Round(time.Millisecond))
 		}
 		for _, f := range sent[i] {
 			if f.lease != nil {
 				f.lease.ack()
 			}
 		}
+	}
+}
+
+// storeAgain stores tasks' results again after a wait (a second, doubling
+// up to storeAgainMax), while their leases are renewed, until
+// storeAgainFor after the first refusal: then, or once the pool stops, the
+// tasks are given up to run again (retry).
+func (p *Pool) storeAgain(tasks []finished, err error) {
+	now := time.Now()
+	f := &tasks[0]
+	if f.failing.IsZero() {
+		for i := range tasks {
+			tasks[i].failing = now
+		}
+	}
+	if now.Sub(f.failing) >= p.cfg.storeAgainFor {
+		p.retry(tasks, err)
+		return
+	}
+	for i := range tasks {
+		tasks[i].tries++
+	}
+	if !p.after(p.againWait(f.tries), func() { p.store(tasks) }) {
+		p.retry(tasks, err) // the pool stops
+		return
+	}
+	if f.tries == 1 {
+		p.log.Warn("could not store task results; trying again in a while, the tasks are held meanwhile (they run again if the store has not taken them in "+p.cfg.storeAgainFor.String()+")",
+			"job", f.result.Job, "results", len(tasks), "err", err)
+	} else {
+		p.log.Debug("could not store task results again", "job", f.result.Job, "results", len(tasks), "tries", f.tries, "err", err)
 	}
 }
 
@@ -159,4 +211,36 @@ func (p *Pool) retry(tasks []finished, err error) {
 		t.Carried = job.Carry(f.carried, r)
 		p.later(f.lease, p.backoff(1), t)
 	}
+}
+
+// againWait is the wait before a call to the store that failed tries
+// times is made again.
+func (p *Pool) againWait(tries int) time.Duration {
+	wait := p.cfg.storeAgainWait
+	for range tries - 1 {
+		wait = min(2*wait, storeAgainMax)
+	}
+	return wait
+}
+
+// holdOn schedules fn, a call to the store for l's task that failed (a
+// give-back, a retry's queueing), to be made again after a wait while the
+// pool renews l, and reports true with how many times the call failed
+// before; false once the calls have failed for storeAgainFor, or when the
+// pool stops: the caller then lets l go, and its task comes back from the
+// queue as a lost run.
+func (p *Pool) holdOn(l *lease, fn func()) (bool, int) {
+	now := time.Now()
+	l.mu.Lock()
+	if l.failing.IsZero() {
+		l.failing = now
+	}
+	since := now.Sub(l.failing)
+	l.tries++
+	tries := l.tries
+	l.mu.Unlock()
+	if since >= p.cfg.storeAgainFor {
+		return false, tries - 1
+	}
+	return p.after(p.againWait(tries), fn), tries - 1
 }

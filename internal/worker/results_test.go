@@ -55,15 +55,17 @@ func TestResultMessagesStaySmall(t *testing.T) {
 	}
 }
 
-// refusing is a results stream whose first publishes fail, as a store
+// refusing is a stream whose first publishes fail, as a store
 // that does not answer (a partition) fails them.
 type refusing struct {
 	store.Stream
 	left atomic.Int32
+	// only, when set, says which publishes may be refused.
+	only func(msgs []store.Message) bool
 }
 
 func (r *refusing) Publish(ctx context.Context, msgs ...store.Message) []error {
-	if r.left.Add(-1) >= 0 {
+	if (r.only == nil || r.only(msgs)) && r.left.Add(-1) >= 0 {
 		errs := make([]error, len(msgs))
 		for i := range errs {
 			errs[i] = fmt.Errorf("no acknowledgement from the store: %w", context.DeadlineExceeded)
@@ -73,19 +75,80 @@ func (r *refusing) Publish(ctx context.Context, msgs ...store.Message) []error {
 	return r.Stream.Publish(ctx, msgs...)
 }
 
-// A task whose result could not be stored runs again, and the history
-// says why: the records of its interrupted runs are stored with its final
-// result, in one message, even when the store refused everything at the
-// time they were made (each is also sent when it is made; a record stored
-// twice is shown once).
+// refuseResults makes the fixture's results stream refuse its first n
+// publishes.
+func (f *fixture) refuseResults(n int32) *refusing {
+	r := &refusing{Stream: f.store.Results}
+	r.left.Store(n)
+	s := *f.store
+	s.Results = r
+	f.store = &s
+	return r
+}
+
+// refuseTasks makes the fixture's task queue refuse its first n
+// publishes that only picks (any when nil).
+func (f *fixture) refuseTasks(n int32, only func(msgs []store.Message) bool) *refusing {
+	r := &refusing{Stream: f.store.Tasks, only: only}
+	r.left.Store(n)
+	s := *f.store
+	s.Tasks = r
+	f.store = &s
+	return r
+}
+
+// failsFirst is kind "k", whose first run fails and every later one
+// returns 1; runs counts them.
+func failsFirst(runs *atomic.Int32) job.Kind {
+	return job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) {
+		if runs.Add(1) == 1 {
+			return 0, errors.New("flaky input")
+		}
+		return 1, nil
+	}}
+}
+
+// A task whose result the store does not take for a while (its server
+// paused, a leader being elected, a full disk) is not run again: the pool
+// holds the result, renews the task's lease, and stores it once the store
+// takes it.
+func TestResultsTheStoreRefusesAreStoredAgainNotRunAgain(t *testing.T) {
+	var runs atomic.Int32
+	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) {
+		runs.Add(1)
+		return 1, nil
+	}})
+	results := f.refuseResults(3)
+	f.pool(1, func(c *Config) { c.storeAgainWait = 20 * time.Millisecond })
+	f.queue(task("j1", 0, 1))
+	rs := f.results(1)
+	if len(rs) != 1 || !rs[0].Final() || rs[0].Attempt != 1 || rs[0].Error != "" || rs[0].Value != 1 {
+		t.Fatalf("results: %+v; want the first attempt's, alone", rs)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the task ran %d times; want once, its result stored again", n)
+	}
+	if left := results.left.Load(); left >= 0 {
+		t.Fatalf("%d refusals left: the result was stored before the store took anything", left+1)
+	}
+	info, err := f.store.Tasks.Info(f.ctx)
+	if err != nil || info.Waiting+info.Leased != 0 {
+		t.Fatalf("queue: %+v, %v; want the task acked once its result was stored", info, err)
+	}
+}
+
+// A task whose result could not be stored in storeAgainFor runs again, and
+// the history says why: the records of its interrupted runs are stored
+// with its final result, in one message, even when the store refused
+// everything at the time they were made (each is also sent when it is
+// made; a record stored twice is shown once).
 func TestAnUnstoredResultsRunIsRecordedWithTheNextOne(t *testing.T) {
 	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) { return 1, nil }})
-	results := &refusing{Stream: f.store.Results}
-	results.left.Store(2)
-	s := *f.store
-	s.Results = results
-	f.store = &s
-	f.pool(1)
+	f.refuseResults(4)
+	f.pool(1, func(c *Config) {
+		c.storeAgainWait = 10 * time.Millisecond
+		c.storeAgainFor = 15 * time.Millisecond // given up at the second refusal
+	})
 	f.queue(task("j1", 0, 1))
 	rs := f.results(1)
 	final := rs[len(rs)-1]
@@ -107,12 +170,7 @@ func TestAnUnstoredResultsRunIsRecordedWithTheNextOne(t *testing.T) {
 // still gets it, in the final result's message.
 func TestFailedAndLostRunsAreCarriedToTheFinalResult(t *testing.T) {
 	var runs atomic.Int32
-	f := newFixture(t, job.Kind{Name: "k", Map: func(context.Context, job.Task) (int64, error) {
-		if runs.Add(1) == 1 {
-			return 0, errors.New("flaky input")
-		}
-		return 1, nil
-	}})
+	f := newFixture(t, failsFirst(&runs))
 	// A worker takes the task and dies with it: its second delivery is
 	// the pool's, which notes the lost run, fails, and runs it again.
 	f.queue(task("j1", 0, 3))
@@ -120,15 +178,12 @@ func TestFailedAndLostRunsAreCarriedToTheFinalResult(t *testing.T) {
 	if err := f.store.Tasks.Fetch(f.ctx, 1, 5*time.Second, func(store.Delivery) { held++ }); err != nil || held != 1 {
 		t.Fatalf("the dead worker's fetch: %d tasks, %v", held, err)
 	}
-	results := &refusing{Stream: f.store.Results}
-	results.left.Store(2) // the lost run's record and the failed one's, each on its own
-	s := *f.store
-	s.Results = results
-	f.store = &s
-	f.pool(1)
+	f.refuseResults(2) // the lost run's record and the failed one's, each on its own
+	f.pool(1, func(c *Config) { c.storeAgainWait = 20 * time.Millisecond })
 	rs := f.results(1)
-	// The refusals may also fall on the final result (the two records
-	// then went out in one call): interrupted runs come in between.
+	// The refused records are also sent again (a record stored twice is
+	// shown once). The refusals may also fall on the final result (the
+	// two records then went out in one call): it is sent again too.
 	final := rs[len(rs)-1]
 	byAttempt := map[int]string{}
 	for _, r := range rs[:len(rs)-1] {
@@ -139,5 +194,33 @@ func TestFailedAndLostRunsAreCarriedToTheFinalResult(t *testing.T) {
 	}
 	if !final.Final() || len(byAttempt) != final.Attempt-1 || byAttempt[1] != job.OutcomeLost || byAttempt[2] != job.OutcomeFailed {
 		t.Fatalf("results: %+v; want the lost run (1), the failed one (2), any interrupted ones, then the final attempt", rs)
+	}
+}
+
+// A failed task's retry that the store does not take when its backoff
+// ends (the copy that queues it again) is tried again while the pool
+// holds the task, not let go: let go, it came back from the queue after
+// the ack wait as a lost run.
+func TestARetryTheStoreDoesNotTakeIsQueuedAgainLater(t *testing.T) {
+	var runs atomic.Int32
+	f := newFixture(t, failsFirst(&runs))
+	f.queue(task("j1", 0, 3))
+	tasks := f.refuseTasks(2, nil)
+	f.pool(1, func(c *Config) { c.storeAgainWait = 20 * time.Millisecond })
+	rs := f.results(1)
+	final := rs[len(rs)-1]
+	if !final.Final() || final.Error != "" || final.Attempt != 2 {
+		t.Fatalf("final result: %+v; want the second attempt's, done", final)
+	}
+	for _, r := range rs[:len(rs)-1] {
+		if r.Outcome != job.OutcomeFailed || r.Attempt != 1 {
+			t.Fatalf("results: %+v; want the first attempt failed, and nothing lost", rs)
+		}
+	}
+	if left := tasks.left.Load(); left >= 0 {
+		t.Fatalf("%d refusals of the retry's copy left; want both met", left+1)
+	}
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("the task ran %d times; want twice", n)
 	}
 }

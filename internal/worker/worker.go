@@ -81,6 +81,13 @@ type Config struct {
 	// pool's others to end before it runs beside them (alone.go; 0: a
 	// minute).
 	aloneWait time.Duration
+	// storeAgainFor is how long results the store did not take are tried
+	// again before their tasks run again (results.go; storeAgainFor when
+	// zero).
+	storeAgainFor time.Duration
+	// storeAgainWait is the wait before the first try again (a second
+	// when zero): tests make it short.
+	storeAgainWait time.Duration
 	// heldLong is how long a task of a fetch sized for fast tasks may wait
 	// in the pool for a worker before it goes back to the queue (heldLong
 	// when zero).
@@ -171,7 +178,7 @@ type Pool struct {
 	stopCancel  context.CancelFunc
 
 	laterMu      sync.Mutex
-	waiting      map[*time.Timer]func() // retries held before they are queued again
+	waiting      map[*time.Timer]func() // retries held before they are queued again, results to store again (after)
 	laterStopped bool
 	laterWG      sync.WaitGroup
 
@@ -254,6 +261,12 @@ func New(cfg Config) *Pool {
 	}
 	if cfg.aloneWait <= 0 {
 		cfg.aloneWait = aloneWait
+	}
+	if cfg.storeAgainFor <= 0 {
+		cfg.storeAgainFor = storeAgainFor
+	}
+	if cfg.storeAgainWait <= 0 {
+		cfg.storeAgainWait = time.Second
 	}
 	if cfg.recheck <= 0 {
 		cfg.recheck = fetchWait
@@ -812,34 +825,49 @@ func (p *Pool) later(l *lease, delay time.Duration, t job.Task) {
 	// A retry held here does not hold a suspect back (alone.go): it may be
 	// lost with it.
 	l.ungate()
+	if !p.after(delay, func() { p.requeue(l, t) }) {
+		p.laterWG.Go(func() { p.requeue(l, t) })
+	}
+}
+
+// after calls fn after delay, or when the pool stops if that comes first
+// (flushLater), and reports true; a pool stopping already calls nothing
+// and reports false.
+func (p *Pool) after(delay time.Duration, fn func()) bool {
 	p.laterMu.Lock()
 	defer p.laterMu.Unlock()
 	if p.laterStopped {
-		p.laterWG.Go(func() { p.requeue(l, t) })
-		return
+		return false
 	}
 	var tm *time.Timer
 	tm = time.AfterFunc(delay, func() {
 		p.laterMu.Lock()
 		_, mine := p.waiting[tm]
 		delete(p.waiting, tm)
+		if mine {
+			p.laterWG.Add(1) // before flushLater's Wait: it takes laterMu first
+		}
 		p.laterMu.Unlock()
 		if mine {
-			p.requeue(l, t)
+			defer p.laterWG.Done()
+			fn()
 		}
 	})
-	p.waiting[tm] = func() { p.requeue(l, t) }
+	p.waiting[tm] = fn
+	return true
 }
 
-// flushLater queues every waiting retry now and waits for them.
+// flushLater calls every function waiting in after now and waits for them,
+// and for those whose time came as the pool stopped.
 func (p *Pool) flushLater() {
 	p.laterMu.Lock()
 	p.laterStopped = true
 	var now []func()
 	for tm, fn := range p.waiting {
-		if tm.Stop() {
-			now = append(now, fn)
-		}
+		// Whether its timer fired or not: one whose callback has not
+		// taken laterMu yet finds itself gone, and calls nothing.
+		tm.Stop()
+		now = append(now, fn)
 		delete(p.waiting, tm)
 	}
 	p.laterMu.Unlock()
@@ -866,9 +894,16 @@ func (p *Pool) requeue(l *lease, t job.Task) {
 	}
 	msgs, err := store.TaskMessages([]job.Task{t}, false)
 	if err == nil {
+		msgs[0].ID = copyID("again", l, t)
 		err = p.cfg.Store.Tasks.Publish(ctx, msgs[0])[0]
 	}
 	if err != nil {
+		if again, before := p.holdOn(l, func() { p.requeue(l, t) }); again {
+			if before == 0 {
+				p.log.Warn("could not queue a task again; trying again in a while, the task is held here meanwhile", "job", t.Job, "phase", t.Phase, "partition", t.Partition, "err", err)
+			}
+			return
+		}
 		p.log.Warn("could not queue a task again; it comes back after the ack wait", "job", t.Job, "phase", t.Phase, "partition", t.Partition, "err", err)
 		l.release()
 		return
@@ -950,14 +985,31 @@ func (p *Pool) giveBack(ls ...*lease) {
 	}
 	for i, err := range p.cfg.Store.Tasks.Publish(ctx, msgs...) {
 		if err != nil {
-			p.log.Warn("could not give a task back to the queue; it will be redelivered after the ack wait", "job", msgs[i].Key, "err", err)
-			ls[i].release()
-			_ = ls[i].msg().Nak(0)
+			l := ls[i]
+			if again, before := p.holdOn(l, func() { p.giveBack(l) }); again {
+				if before == 0 {
+					p.log.Warn("could not give a task back to the queue; trying again in a while, the task is held here meanwhile", "job", msgs[i].Key, "err", err)
+				}
+				continue
+			}
+			p.log.Warn("could not give a task back to the queue; it is delivered again, as a lost run", "job", msgs[i].Key, "err", err)
+			l.release()
+			_ = l.msg().Nak(0)
 			continue
 		}
 		ls[i].ack()
 		p.log.Debug("gave a task back to the queue", "job", msgs[i].Key)
 	}
+}
+
+// copyID names the copy of l's task t that a pool publishes in place of
+// l's message (what: why), the same each time the pool tries: a copy the
+// store took without a word (its server paused, a leader changed) is not
+// stored twice when the pool publishes it again within the store's
+// window of duplicates (two minutes), so the task does not run twice.
+func copyID(what string, l *lease, t job.Task) string {
+	d := l.msg()
+	return what + "." + strconv.FormatUint(queueSeq(d), 10) + "." + strconv.Itoa(d.Delivered()) + "." + t.Job + "." + string(t.Phase) + "." + strconv.Itoa(t.Partition)
 }
 
 // copyBack returns the message that gives l's task back to the queue.
@@ -977,6 +1029,7 @@ func (p *Pool) copyBack(l *lease) store.Message {
 		}
 		if msgs, err := store.TaskMessages([]job.Task{t}, false); err == nil {
 			m = msgs[0]
+			m.ID = copyID("back", l, t)
 		}
 	}
 	// It was at the head of its lane when fetched: it goes before the
@@ -1112,6 +1165,10 @@ type lease struct {
 	acked, released bool
 	// gated: its task counts in the pool's alone.busy (gate).
 	gated bool
+	// failing is when a call to the store for its task (a give-back, a
+	// retry's queueing) first failed, tries how many have (holdOn).
+	failing time.Time
+	tries   int
 }
 
 func (p *Pool) newLease(m store.Delivery) *lease {
