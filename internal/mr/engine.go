@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"slices"
@@ -55,6 +56,8 @@ type Env struct {
 	SortBuffer int64
 	// TempDir holds spilled runs ("" means the system's).
 	TempDir string
+	// Log, when set, hears of outputs stored again.
+	Log *slog.Logger
 }
 
 // Outcome is what a task reports besides its success.
@@ -138,7 +141,7 @@ func (e *Env) Map(ctx context.Context, k job.Kind, t job.Task) (Outcome, error) 
 	out := Outcome{Commit: newCommit(), Counters: job.Counters{InputBytes: n, InputRecords: lines, MapOutputRecords: buf.emitted},
 		PartBytes: make([]int64, r)}
 	defer buf.close()
-	err = putAll(ctx, e.Shuffle, dir, r,
+	err = putAll(ctx, e, e.Shuffle, dir, r,
 		func(p int) string { return ShuffleName(t.Job, t.Partition, out.Commit, p) },
 		func(p int, w io.Writer) error {
 			cw := &countWriter{w: w}
@@ -215,7 +218,7 @@ func (e *Env) Reduce(ctx context.Context, k job.Kind, t job.Task) (Outcome, erro
 	out := Outcome{Commit: newCommit()}
 	format := formatter(k)
 	name := OutputName(t.Job, t.Partition, out.Commit)
-	err = putStaged(ctx, e.Output, dir, name, func(w io.Writer) error {
+	err = putStaged(ctx, e, e.Output, dir, name, func(w io.Writer) error {
 		rw := newRunWriter(w)
 		err := mg.groups(func(key []byte, values func(func([]byte) bool)) error {
 			v, err := k.ReduceKey(ctx, key, values)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -92,17 +93,71 @@ func (s *stage) close() {
 // putStaged stores what write writes as object name. write runs first, with
 // no deadline (it may run user code); the store then gets a deadline that
 // follows the size. A failure of the store is a *job.StoreError.
-func putStaged(ctx context.Context, blobs store.Blobs, dir, name string, write func(io.Writer) error) error {
+func putStaged(ctx context.Context, e *Env, blobs store.Blobs, dir, name string, write func(io.Writer) error) error {
 	s := &stage{dir: dir}
 	defer s.close()
 	if err := write(s); err != nil {
 		return err
 	}
-	return s.store(ctx, blobs, name)
+	return s.store(ctx, e, blobs, name)
 }
 
-// store puts what was staged as object name.
-func (s *stage) store(ctx context.Context, blobs store.Blobs, name string) error {
+// putAgainFor bounds how long a task's staged output is stored again when
+// the store does not take it (a leader being elected, its server paused or
+// cut off): the code that made it (a map of an hour, a reduce) is not run
+// again for a store away for a moment. The task's lease is renewed
+// meanwhile. A store with no room for it is not tried again here: the
+// task's pool waits for room (worker.Pool), a wait of its own.
+const putAgainFor = 2 * time.Minute
+
+// putAgainWait is the wait before the first store again, doubling up to
+// putAgainMax: tests make it short.
+var putAgainWait = time.Second
+
+const putAgainMax = 10 * time.Second
+
+// store puts what was staged as object name, again after a failure of
+// the store that may pass, for up to putAgainFor.
+func (s *stage) store(ctx context.Context, e *Env, blobs store.Blobs, name string) error {
+	var since time.Time
+	for wait := putAgainWait; ; wait = min(2*wait, putAgainMax) {
+		err := s.storeOnce(ctx, blobs, name)
+		if err == nil || !mayPass(err) {
+			return err
+		}
+		first := since.IsZero()
+		if first {
+			since = time.Now()
+		}
+		if time.Since(since)+wait > putAgainFor {
+			return err
+		}
+		if e != nil && e.Log != nil {
+			level := slog.LevelDebug
+			if first {
+				level = slog.LevelWarn
+			}
+			e.Log.Log(ctx, level, "could not store a task's output; trying again in a while, the task keeps its lease meanwhile", "object", name, "bytes", s.size, "retry_in", wait, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// mayPass reports whether err, a task's output's store that failed, may
+// succeed if tried again: a store that did not answer, not one that has no
+// room, or found the object changed, gone or damaged.
+func mayPass(err error) bool {
+	var se *job.StoreError
+	return errors.As(err, &se) && !errors.Is(err, store.ErrNoRoom) && !errors.Is(err, store.ErrNotFound) &&
+		!errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrDamaged)
+}
+
+// storeOnce puts what was staged as object name, once.
+func (s *stage) storeOnce(ctx context.Context, blobs store.Blobs, name string) error {
 	r, err := s.reader()
 	if err != nil {
 		return fmt.Errorf("read staged output %s: %w", name, err)
@@ -173,7 +228,7 @@ func (g *group) wait() error {
 // putAll stores n objects: name(i) with what write(i, w) writes. The
 // writes run in order, one after the other, with no deadline; the stores
 // run parallelTransfers at once.
-func putAll(ctx context.Context, blobs store.Blobs, dir string, n int, name func(int) string, write func(int, io.Writer) error) error {
+func putAll(ctx context.Context, e *Env, blobs store.Blobs, dir string, n int, name func(int) string, write func(int, io.Writer) error) error {
 	g := newGroup(ctx)
 	for i := range n {
 		s := &stage{dir: dir}
@@ -184,7 +239,7 @@ func putAll(ctx context.Context, blobs store.Blobs, dir string, n int, name func
 		}
 		if !g.do(func(ctx context.Context) error {
 			defer s.close()
-			return s.store(ctx, blobs, name(i))
+			return s.store(ctx, e, blobs, name(i))
 		}) {
 			s.close()
 			break

@@ -307,7 +307,7 @@ func New(cfg Config) *Pool {
 		p.log.Info("map tasks spill their output past a smaller buffer than the default, so that the workers' buffers fit in half the memory limit; raise --"+flags.MemoryLimit+" or set --"+flags.SortBuffer+" to change it",
 			"sort_buffer_mib", sortBuffer>>20, "workers", cfg.Concurrency, "memory_limit_mib", cfg.MemoryLimit>>20)
 	}
-	p.env = &mr.Env{Open: cfg.Datasets.Open, Shuffle: cfg.Store.Shuffle, Output: cfg.Store.Output, SortBuffer: sortBuffer, TempDir: cfg.TempDir}
+	p.env = &mr.Env{Open: cfg.Datasets.Open, Shuffle: cfg.Store.Shuffle, Output: cfg.Store.Output, SortBuffer: sortBuffer, TempDir: cfg.TempDir, Log: p.log}
 	now := time.Now().UTC()
 	for i := range p.rep.status {
 		p.keys = append(p.keys, fmt.Sprintf("%s.%d", cfg.Name, i))
