@@ -89,8 +89,9 @@ func (p *Pool) soloing() <-chan struct{} {
 // beAlone waits until nothing else of the pool runs, holding off the rest
 // meanwhile; the tasks waiting in the workers' channel go back to the
 // queue. It reports false, and holds nothing off, when another suspect
-// runs alone now or the pool stops: the caller gives its task back, then
-// calls leave (its task is counted as busy until then). After true,
+// runs alone now or the pool stops: the caller gives its task back with
+// its lease counted (lease.gate), so that it is busy until the give-back
+// ends, tries again included, and the lease's end leaves. After true,
 // unalone must follow once the task ended. waits is told, as the
 // wait begins, how many of the pool's tasks (and fetches) it waits for.
 //

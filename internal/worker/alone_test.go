@@ -296,7 +296,14 @@ func TestATaskTheStoreDoesNotTakeBackIsGivenBackAgain(t *testing.T) {
 	f.queue(suspectTask("suspect-a"), suspectTask("suspect-b"))
 	// The first two copies given back (Later) are refused.
 	tasks := f.refuseTasks(2, func(msgs []store.Message) bool { return len(msgs) > 0 && msgs[0].Later })
-	f.pool(2, func(c *Config) { c.storeAgainWait = 20 * time.Millisecond })
+	f.pool(2, func(c *Config) { c.storeAgainWait = 200 * time.Millisecond })
+	// The suspect that runs alone waits for the other's give-back, tried
+	// again after 200 and 400 ms, to be stored.
+	first := <-started
+	if tasks.passed.Load() == 0 {
+		t.Fatalf("%s started while the other suspect's give-back was being tried again", first)
+	}
+	started <- first
 	rs := f.results(2)
 	if left := tasks.left.Load(); left >= 0 {
 		t.Fatalf("%d refusals of a give-back left; want both met (the test did not test its case)", left+1)

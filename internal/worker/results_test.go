@@ -62,17 +62,24 @@ type refusing struct {
 	left atomic.Int32
 	// only, when set, says which publishes may be refused.
 	only func(msgs []store.Message) bool
+	// passed counts the publishes only picks that were stored.
+	passed atomic.Int32
 }
 
 func (r *refusing) Publish(ctx context.Context, msgs ...store.Message) []error {
-	if (r.only == nil || r.only(msgs)) && r.left.Add(-1) >= 0 {
+	picked := r.only == nil || r.only(msgs)
+	if picked && r.left.Add(-1) >= 0 {
 		errs := make([]error, len(msgs))
 		for i := range errs {
 			errs[i] = fmt.Errorf("no acknowledgement from the store: %w", context.DeadlineExceeded)
 		}
 		return errs
 	}
-	return r.Stream.Publish(ctx, msgs...)
+	errs := r.Stream.Publish(ctx, msgs...)
+	if picked && errs[0] == nil {
+		r.passed.Add(1)
+	}
+	return errs
 }
 
 // refuseResults makes the fixture's results stream refuse its first n

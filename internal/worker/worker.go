@@ -491,16 +491,19 @@ func (p *Pool) run(i int, l *lease) {
 		p.rep.set(i, func(s *job.WorkerStatus) { s.WaitsAlone = "" })
 		if !alone {
 			log().Debug("a task whose last runs were lost with their worker waits in the queue while another such task runs alone here", "lost_runs", lost)
+			l.gate() // counted until its give-back ends: stored, tried again, or given up
 			p.giveBack(l)
-			p.leave()
 			return
 		}
 		defer p.unalone()
 	} else {
 		if !p.enter() {
 			log().Debug("a task goes back to the queue: a task whose last runs were lost with their worker runs alone in this pool")
+			// Counted until its give-back ends (its lease acked or let
+			// go, after tries again if the store does not take it): the
+			// suspect waits for it to be back in the queue.
+			l.gate()
 			p.giveBack(l)
-			p.leave() // after: the suspect waits for it to be back
 			return
 		}
 		// Counted until its lease ends (its result stored, or it went
